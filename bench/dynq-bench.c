@@ -1,0 +1,403 @@
+/*
+ * dynq-bench: INT8 GEMM end to end (activation quantization + qgemm with
+ * bias) against OpenBLAS FP32 (sgemm, or sgemv when M = 1) in the same
+ * process, on the same data; and the share of activation quantization.
+ *
+ * Times are medians of repeated runs after a warm-up run.  --threads
+ * splits the N range (in whole 16-column panels) across a small pool of
+ * pthreads and gives OpenBLAS the same number of threads.
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dynq/errors.h"
+#include "kernels/kernels.h"
+
+/* OpenBLAS extras (declared in its cblas.h on Debian, but keep us honest). */
+char *openblas_get_corename(void);
+void openblas_set_num_threads(int n);
+
+#define MAX_SHAPES 64
+#define MAX_THREADS 64
+#define MIN_REPS 5
+#define MAX_REPS 2000
+#define TARGET_NS 300000000.0   /* per measurement: ~0.3 s */
+
+typedef struct shape { int64_t m, k, n; } shape_t;
+
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return ((double)(rng >> 11) + 0.5) / 9007199254740992.0;
+}
+static float nrand(void) {
+  return (float)(sqrt(-2.0 * log(urand())) * cos(6.283185307179586 * urand()));
+}
+
+static void *xalloc(size_t n) {
+  void *p = aligned_alloc(64, (n + 63) / 64 * 64);
+  if (!p) {
+    fprintf(stderr, "dynq-bench: out of memory (%zu bytes)\n", n);
+    exit(1);
+  }
+  return p;
+}
+
+/* ---- one problem: FP32 data and its INT8 form ---- */
+
+typedef struct problem {
+  shape_t s;
+  int64_t Kp;
+  float *X, *Wf, *bias, *Y, *C;
+  int8_t *B;
+  int32_t *colsum;
+  float *w_scale, *a_scale;
+  int32_t *a_zp;
+  uint8_t *A;
+  const dynq__kernel_t *kr;
+} problem_t;
+
+static void problem_init(problem_t *p, shape_t s, const dynq__kernel_t *kr) {
+  int64_t M = s.m, K = s.k, N = s.n;
+  p->s = s;
+  p->kr = kr;
+  p->Kp = dynq__round_up(K, 4);
+  p->X = xalloc(sizeof(float) * (size_t)(M * K));
+  p->Wf = xalloc(sizeof(float) * (size_t)(N * K));
+  p->bias = xalloc(sizeof(float) * (size_t)N);
+  p->Y = xalloc(sizeof(float) * (size_t)(M * N));
+  p->C = xalloc(sizeof(float) * (size_t)(M * N));
+  p->B = xalloc((size_t)(dynq__round_up(N, 16) * p->Kp));
+  p->colsum = xalloc(sizeof(int32_t) * (size_t)N);
+  p->w_scale = xalloc(sizeof(float) * (size_t)N);
+  p->a_scale = xalloc(sizeof(float) * (size_t)M);
+  p->a_zp = xalloc(sizeof(int32_t) * (size_t)M);
+  p->A = xalloc((size_t)(M * p->Kp));
+  int8_t *W = xalloc((size_t)(N * K));
+  float r = 1.0f / sqrtf((float)K);
+  for (int64_t i = 0; i < M * K; i++) p->X[i] = nrand();
+  for (int64_t i = 0; i < N * K; i++) p->Wf[i] = (float)(urand() * 2 - 1) * r;
+  for (int64_t n = 0; n < N; n++) {
+    float amax = 0;
+    for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(p->Wf[n * K + k]));
+    float sc = amax > 0 ? amax / 127.0f : 1.0f;
+    int32_t cs = 0;
+    for (int64_t k = 0; k < K; k++) {
+      long q = lrintf(p->Wf[n * K + k] / sc);
+      q = q < -127 ? -127 : q > 127 ? 127 : q;
+      W[n * K + k] = (int8_t)q;
+      cs += (int32_t)q;
+    }
+    p->w_scale[n] = sc;
+    p->colsum[n] = cs;
+    p->bias[n] = nrand() * 0.1f;
+  }
+  dynq__pack_weights(N, K, W, p->B);
+  free(W);
+}
+
+static void problem_free(problem_t *p) {
+  free(p->X); free(p->Wf); free(p->bias); free(p->Y); free(p->C);
+  free(p->B); free(p->colsum); free(p->w_scale); free(p->a_scale);
+  free(p->a_zp); free(p->A);
+}
+
+/* ---- a tiny pool: each worker runs qgemm on its panel range ---- */
+
+typedef struct pool {
+  int n;
+  pthread_t tid[MAX_THREADS];
+  pthread_barrier_t start, done;
+  problem_t *p;
+  int quit;
+} pool_t;
+
+typedef struct worker { pool_t *pool; int idx; } worker_t;
+static worker_t workers[MAX_THREADS];
+
+static void qgemm_part(problem_t *p, int idx, int n) {
+  int64_t panels = (p->s.n + 15) / 16;
+  int64_t a = panels * idx / n, b = panels * (idx + 1) / n;
+  if (a >= b) return;
+  int64_t n0 = a * 16, n1 = b * 16 < p->s.n ? b * 16 : p->s.n;
+  dynq__qgemm_args_t g = {
+    .M = p->s.m, .N = p->s.n, .K = p->s.k, .A = p->A, .lda = (size_t)p->Kp,
+    .B = p->B, .colsum = p->colsum, .w_scale = p->w_scale,
+    .a_scale = p->a_scale, .a_zp = p->a_zp, .bias = p->bias,
+    .act = DYNQ_ACT_NONE, .C = p->C, .ldc = (size_t)p->s.n, .n0 = n0, .n1 = n1,
+  };
+  p->kr->qgemm(&g);
+}
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  pool_t *pool = w->pool;
+  for (;;) {
+    pthread_barrier_wait(&pool->start);
+    if (pool->quit) return NULL;
+    qgemm_part(pool->p, w->idx, pool->n);
+    pthread_barrier_wait(&pool->done);
+  }
+}
+
+static void pool_start(pool_t *pool, int n) {
+  memset(pool, 0, sizeof(*pool));
+  pool->n = n;
+  if (n <= 1) return;
+  pthread_barrier_init(&pool->start, NULL, (unsigned)n);
+  pthread_barrier_init(&pool->done, NULL, (unsigned)n);
+  for (int i = 1; i < n; i++) {
+    workers[i] = (worker_t){pool, i};
+    if (pthread_create(&pool->tid[i], NULL, worker_main, &workers[i]) != 0) {
+      fprintf(stderr, "dynq-bench: pthread_create failed\n");
+      exit(1);
+    }
+  }
+}
+
+static void pool_stop(pool_t *pool) {
+  if (pool->n <= 1) return;
+  pool->quit = 1;
+  pthread_barrier_wait(&pool->start);
+  for (int i = 1; i < pool->n; i++) pthread_join(pool->tid[i], NULL);
+  pthread_barrier_destroy(&pool->start);
+  pthread_barrier_destroy(&pool->done);
+}
+
+static void int8_run(pool_t *pool, problem_t *p) {
+  dynq__quantize_rows(p->kr, p->s.m, p->s.k, p->X, (size_t)p->s.k, p->A,
+                      (size_t)p->Kp, 0, p->a_scale, p->a_zp);
+  if (pool->n <= 1) {
+    qgemm_part(p, 0, 1);
+    return;
+  }
+  pool->p = p;
+  pthread_barrier_wait(&pool->start);
+  qgemm_part(p, 0, pool->n);
+  pthread_barrier_wait(&pool->done);
+}
+
+static void quant_run(pool_t *pool, problem_t *p) {
+  (void)pool;
+  dynq__quantize_rows(p->kr, p->s.m, p->s.k, p->X, (size_t)p->s.k, p->A,
+                      (size_t)p->Kp, 0, p->a_scale, p->a_zp);
+}
+
+static void sgemm_run(pool_t *pool, problem_t *p) {
+  (void)pool;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)p->s.m,
+              (int)p->s.n, (int)p->s.k, 1.0f, p->X, (int)p->s.k, p->Wf,
+              (int)p->s.k, 0.0f, p->Y, (int)p->s.n);
+}
+
+static void sgemv_run(pool_t *pool, problem_t *p) {
+  (void)pool;
+  cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->s.n, (int)p->s.k, 1.0f,
+              p->Wf, (int)p->s.k, p->X, 1, 0.0f, p->Y, 1);
+}
+
+/* Median time in microseconds. */
+static double measure(void (*fn)(pool_t *, problem_t *), pool_t *pool,
+                      problem_t *p) {
+  static double t[MAX_REPS];
+  fn(pool, p);   /* warm-up: caches, page faults, pool wake-up */
+  double t0 = now_ns();
+  fn(pool, p);
+  double one = now_ns() - t0;
+  int reps = one > 0 ? (int)(TARGET_NS / one) : MAX_REPS;
+  reps = reps < MIN_REPS ? MIN_REPS : reps > MAX_REPS ? MAX_REPS : reps;
+  for (int i = 0; i < reps; i++) {
+    double a = now_ns();
+    fn(pool, p);
+    t[i] = now_ns() - a;
+  }
+  qsort(t, (size_t)reps, sizeof(double), cmp_double);
+  return t[reps / 2] / 1e3;
+}
+
+/* Relative L2 of the INT8 output vs FP32 (sgemm + bias), as a sanity line. */
+static double rel_err(problem_t *p) {
+  double num = 0, den = 0;
+  for (int64_t m = 0; m < p->s.m; m++)
+    for (int64_t n = 0; n < p->s.n; n++) {
+      double y = (double)p->Y[m * p->s.n + n] + p->bias[n];
+      double d = p->C[m * p->s.n + n] - y;
+      num += d * d;
+      den += y * y;
+    }
+  return den > 0 ? sqrt(num / den) : 0;
+}
+
+static int parse_shape(const char *s, shape_t *ret) {
+  long long m, k, n;
+  char tail;
+  if (sscanf(s, "%lldx%lldx%lld%c", &m, &k, &n, &tail) != 3) return -1;
+  if (m < 1 || k < 1 || n < 1 || m > 65536 || k > DYNQ_QGEMM_MAX_K ||
+      n > 1 << 20 || m * k > (1ll << 30) || n * k > (1ll << 30))
+    return -1;
+  *ret = (shape_t){m, k, n};
+  return 0;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+    "usage: dynq-bench gemm [--shape MxKxN]... [--threads N] [--kernel NAME] [--json]\n"
+    "       dynq-bench quant [--kernel NAME] [--json]\n"
+    "  gemm   INT8 end to end (quantize + qgemm + bias) vs OpenBLAS sgemm/sgemv\n"
+    "         default shapes: M in {1,4,16,64,256} x KxN in {768x768, 768x3072,\n"
+    "         3072x768, 4096x4096}\n"
+    "  quant  share of activation quantization in the INT8 op (M=64, 768->768)\n"
+    "  --shape MxKxN  activations X[M,K] times weights -> Y[M,N] (repeatable)\n"
+    "  --threads N    split N across N threads (OpenBLAS gets N threads too)\n"
+    "  --kernel NAME  auto, ref, avx2, avxvnni, avx512vnni\n"
+    "  --json         one JSON object per line\n");
+}
+
+int main(int argc, char **argv) {
+  shape_t shapes[MAX_SHAPES];
+  int nshapes = 0, threads = 1, json = 0;
+  const char *kname = "auto", *cmd = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage(stdout);
+      return 0;
+    } else if (!strcmp(a, "--json")) {
+      json = 1;
+    } else if (!strcmp(a, "--shape") || !strcmp(a, "--threads") ||
+               !strcmp(a, "--kernel")) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "dynq-bench: %s needs a value\n", a);
+        return 2;
+      }
+      const char *v = argv[++i];
+      if (!strcmp(a, "--shape")) {
+        if (nshapes == MAX_SHAPES) {
+          fprintf(stderr, "dynq-bench: at most %d shapes\n", MAX_SHAPES);
+          return 2;
+        }
+        if (parse_shape(v, &shapes[nshapes]) < 0) {
+          fprintf(stderr, "dynq-bench: bad shape '%s' (want MxKxN, e.g. "
+                  "64x768x768, K <= %d)\n", v, DYNQ_QGEMM_MAX_K);
+          return 2;
+        }
+        nshapes++;
+      } else if (!strcmp(a, "--threads")) {
+        char *end;
+        errno = 0;
+        long t = strtol(v, &end, 10);
+        if (errno || *end || t < 1 || t > MAX_THREADS) {
+          fprintf(stderr, "dynq-bench: bad --threads '%s' (1..%d)\n", v,
+                  MAX_THREADS);
+          return 2;
+        }
+        threads = (int)t;
+      } else {
+        kname = v;
+      }
+    } else if (!cmd && a[0] != '-') {
+      cmd = a;
+    } else {
+      fprintf(stderr, "dynq-bench: unknown argument '%s'\n", a);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (!cmd || (strcmp(cmd, "gemm") && strcmp(cmd, "quant"))) {
+    usage(stderr);
+    return 2;
+  }
+  const char *msg = "";
+  if (dynq__kernels_init(kname, &msg) != 0) {
+    fprintf(stderr, "dynq-bench: --kernel %s: %s\n", kname, msg);
+    return 2;
+  }
+  const dynq__kernel_t *kr = dynq__kernel();
+  openblas_set_num_threads(threads);
+  const char *core = openblas_get_corename();
+
+  if (!strcmp(cmd, "quant")) {
+    problem_t p;
+    problem_init(&p, (shape_t){64, 768, 768}, kr);
+    pool_t pool;
+    pool_start(&pool, 1);
+    double tq = measure(quant_run, &pool, &p);
+    double ti = measure(int8_run, &pool, &p);
+    pool_stop(&pool);
+    if (json)
+      printf("{\"m\":64,\"k\":768,\"n\":768,\"kernel\":\"%s\",\"quant_us\":%.2f,"
+             "\"int8_us\":%.2f,\"share\":%.4f}\n", kr->name, tq, ti, tq / ti);
+    else
+      printf("kernel %s, M=64 768->768: quantize %.2f us of %.2f us INT8 "
+             "end to end = %.1f%%\n", kr->name, tq, ti, 100 * tq / ti);
+    problem_free(&p);
+    return 0;
+  }
+
+  if (nshapes == 0) {
+    static const int64_t ms[] = {1, 4, 16, 64, 256};
+    static const int64_t kn[][2] = {{768, 768}, {768, 3072}, {3072, 768},
+                                    {4096, 4096}};
+    for (int i = 0; i < 5; i++)
+      for (int j = 0; j < 4; j++)
+        shapes[nshapes++] = (shape_t){ms[i], kn[j][0], kn[j][1]};
+  }
+  if (!json)
+    printf("kernel %s, OpenBLAS core %s, %d thread(s)\n"
+           "%6s %6s %6s %12s %12s %7s %8s %8s %9s\n",
+           kr->name, core, threads, "M", "K", "N", "int8_us", "fp32_us",
+           "fp32", "speedup", "GOPS", "relL2");
+  pool_t pool;
+  pool_start(&pool, threads);
+  for (int i = 0; i < nshapes; i++) {
+    problem_t p;
+    problem_init(&p, shapes[i], kr);
+    double ti = measure(int8_run, &pool, &p);
+    double tf = measure(sgemm_run, &pool, &p);
+    const char *routine = "sgemm";
+    double err = rel_err(&p);
+    if (p.s.m == 1) {
+      double tv = measure(sgemv_run, &pool, &p);
+      if (tv < tf) {
+        tf = tv;
+        routine = "sgemv";
+      }
+    }
+    double gops = 2.0 * (double)p.s.m * (double)p.s.n * (double)p.s.k / ti / 1e3;
+    if (json)
+      printf("{\"m\":%lld,\"k\":%lld,\"n\":%lld,\"kernel\":\"%s\",\"threads\":%d,"
+             "\"int8_us\":%.2f,\"fp32_us\":%.2f,\"fp32_routine\":\"%s\","
+             "\"openblas_core\":\"%s\",\"speedup\":%.3f,\"gops\":%.1f,"
+             "\"rel_l2\":%.5f}\n",
+             (long long)p.s.m, (long long)p.s.k, (long long)p.s.n, kr->name,
+             threads, ti, tf, routine, core, tf / ti, gops, err);
+    else
+      printf("%6lld %6lld %6lld %12.2f %12.2f %7s %7.2fx %8.1f %9.5f\n",
+             (long long)p.s.m, (long long)p.s.k, (long long)p.s.n, ti, tf,
+             routine, tf / ti, gops, err);
+    fflush(stdout);
+    problem_free(&p);
+  }
+  pool_stop(&pool);
+  return 0;
+}

@@ -1,0 +1,57 @@
+/*
+ * Internals of libdynqclient shared by conn.c (socket, framing, request/
+ * response matching) and api.c (typed wrappers).  Not installed.
+ *
+ * Invariants of a dynq_client_t:
+ *  - fd >= 0 while the stream is usable; -1 after dynq__client_broken()
+ *    (any I/O error, EOF, or a frame we could not delimit).  A broken
+ *    client answers every call with DYNQ_ECLOSED.
+ *  - rbuf[0 .. frame_len) is the frame handed to the caller by the last
+ *    dynq__client_recv(); it stays valid (parsed objects point into it)
+ *    until the next send/recv.  rbuf[frame_len .. rlen) is read-ahead.
+ */
+#ifndef DYNQ_CLIENT_INTERNAL_H
+#define DYNQ_CLIENT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dynq/dynqclient.h"
+#include "proto/proto.h"
+
+/* Largest response frame we accept: a big output tensor fits, a peer
+ * declaring 4 GiB does not make us allocate it. */
+#define DYNQ__CLIENT_MAX_FRAME ((size_t)1 << 30)
+#define DYNQ__CLIENT_ERRMSG 512
+
+struct dynq_client {
+  int fd;                    /* owned; -1 once broken/closed */
+  uint32_t next_msgid;       /* 1.., skipping 0 (the server's "no id") */
+  uint8_t *rbuf;             /* owned; malloc'd; <= MAX_FRAME + one read */
+  size_t rlen, rcap;
+  size_t frame_len;          /* bytes of rbuf holding the current frame */
+  char errmsg[DYNQ__CLIENT_ERRMSG];
+};
+
+/* Record a failure message (printf-style) and return code. */
+int dynq__client_fail(dynq_client_t *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Begin a request frame in w: [0, msgid, method, ...; returns the msgid.
+ * The caller then writes exactly one params object. */
+uint32_t dynq__client_begin(dynq_client_t *c, dynq__wbuf_t *w,
+                            const char *method);
+
+/*
+ * Send w (plus extra raw bytes appended on the wire, may be NULL) and wait
+ * for the response with this msgid.  On 0, *ret_msg holds the parsed
+ * response whose error is nil (free with dynq__rpc_free before the next
+ * call) and, when ret_frame is non-NULL, the raw frame bytes.  A server
+ * error object becomes its code with the server's message in errmsg.
+ */
+int dynq__client_call(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
+                      const void *extra, size_t extra_len,
+                      dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
+                      size_t *ret_frame_len);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * dynqctl's file formats: NumPy .npy read/write and JSON number arrays.
+ * Private to dynqctl (and compiled into tests/test-client); not part of
+ * libdynqclient.  Parsers treat their input as hostile: every failure is a
+ * negative code with a message naming what was wrong, never a crash.
+ *
+ * Tensors produced here are dynq_tensor_t with name NULL and data malloc'd
+ * (free with dynq__io_tensor_free).
+ */
+#ifndef DYNQ_DYNQCTL_IO_H
+#define DYNQ_DYNQCTL_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dynq/dynqclient.h"
+
+/* Largest tensor these parsers build (elements); matches the server's
+ * per-tensor bound. */
+#define DYNQ__IO_MAX_ELEMS ((int64_t)1 << 31)
+
+/* Deepest JSON nesting accepted (one array level per dimension). */
+#define DYNQ__JSON_MAX_DEPTH DYNQ_CLIENT_MAX_RANK
+
+/* Parse a whole .npy image (format 1.0, 2.0 or 3.0; little-endian f4, i1,
+ * u1, i4, i8; C order).  Errors: DYNQ_EFORMAT (magic, header),
+ * DYNQ_EDTYPE, DYNQ_ESHAPE (rank), DYNQ_ELIMIT (too many elements),
+ * DYNQ_EDATA (data shorter or longer than the shape), -ENOMEM. */
+int dynq__npy_parse(const void *buf, size_t len, dynq_tensor_t *ret,
+                    char *err, size_t errlen);
+
+/* Write t as a .npy (format 1.0) file at path.  0 or -errno/DYNQ_EDTYPE. */
+int dynq__npy_write(const char *path, const dynq_tensor_t *t, char *err,
+                    size_t errlen);
+
+/* Parse JSON nested arrays of numbers into a float32 tensor whose shape is
+ * the nesting.  Errors: DYNQ_EFORMAT (not JSON / not an array of numbers),
+ * DYNQ_ESHAPE (ragged), DYNQ_EDEPTH (deeper than DYNQ__JSON_MAX_DEPTH),
+ * DYNQ_ENUMERIC (number outside float32 range), DYNQ_ELIMIT, -ENOMEM. */
+int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret,
+                     char *err, size_t errlen);
+
+void dynq__io_tensor_free(dynq_tensor_t *t);
+
+#endif

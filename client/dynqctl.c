@@ -1,0 +1,746 @@
+/*
+ * dynqctl: the command-line client for dynqd.  Links only libdynqclient.
+ *
+ * Commands come from one static table (name, arguments, help, handler);
+ * a command may be abbreviated to any unique prefix, and help is generated
+ * from the table.  Exit status: 0 success, 1 the server or the connection
+ * failed, 2 the command line or an --input was wrong.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "dynq-config.h"
+#include "dynq/dynqclient.h"
+#include "dynqctl-io.h"
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+/* Input files larger than this are refused before reading them. */
+#define MAX_INPUT_FILE ((long long)1 << 31)
+#define MAX_INPUTS 64
+
+typedef struct ctl {
+  const char *socket;        /* --socket, else NULL (library default) */
+  char sockbuf[4096];        /* the path actually used, for messages */
+  int json;                  /* --json */
+  const char *cmd;           /* full command name, for messages */
+  dynq_client_t *client;     /* owned; closed in main */
+} ctl_t;
+
+typedef struct command {
+  const char *name;
+  const char *args;
+  const char *help;
+  int (*run)(ctl_t *ctl, int argc, char **argv);
+} command_t;
+
+static int cmd_help(ctl_t *ctl, int argc, char **argv);
+static int cmd_ping(ctl_t *ctl, int argc, char **argv);
+static int cmd_status(ctl_t *ctl, int argc, char **argv);
+static int cmd_list(ctl_t *ctl, int argc, char **argv);
+static int cmd_info(ctl_t *ctl, int argc, char **argv);
+static int cmd_infer(ctl_t *ctl, int argc, char **argv);
+
+static const command_t commands[] = {
+  { "ping", "", "check that dynqd answers, and how fast", cmd_ping },
+  { "status", "", "show the server's version, kernel, workers and uptime", cmd_status },
+  { "list", "", "list the loaded models", cmd_list },
+  { "info", "MODEL", "show a model's inputs, outputs and weights", cmd_info },
+  { "infer", "MODEL [--input [NAME=]FILE|JSON ...] [--precision int8|fp32] [--output-dir DIR]",
+    "run a model on inputs from .npy/.json files or inline JSON arrays", cmd_infer },
+  { "help", "", "show this help", cmd_help },
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void errx_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void errx_msg(const char *fmt, ...) {
+  va_list ap;
+  fputs("dynqctl: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: dynqctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+          "\n"
+          "Talk to dynqd over its Unix socket (default: $DYNQ_SOCKET, else\n"
+          "$XDG_RUNTIME_DIR/dynq/dynqd.sock, else /run/dynq/dynqd.sock).\n"
+          "Commands may be abbreviated to a unique prefix.\n"
+          "\n"
+          "commands:\n");
+  for (size_t i = 0; i < N_COMMANDS; i++) {
+    char head[128];
+    snprintf(head, sizeof(head), "%s %s", commands[i].name, commands[i].args);
+    if (strlen(head) > 22)
+      fprintf(f, "  %s\n  %-22s  %s\n", head, "", commands[i].help);
+    else
+      fprintf(f, "  %-22s  %s\n", head, commands[i].help);
+  }
+  fprintf(f,
+          "\n"
+          "options:\n"
+          "  -s, --socket PATH       dynqd's socket\n"
+          "  -j, --json              machine-readable output (one JSON object)\n"
+          "  -h, --help              this help\n"
+          "  -V, --version           print the version\n"
+          "\n"
+          "exit status: 0 ok, 1 server or connection error, 2 bad command line or input\n");
+}
+
+/* Exact name, else the only command the word is a prefix of. */
+static const command_t *lookup_command(const char *word) {
+  const command_t *found = NULL;
+  size_t n = strlen(word);
+  int matches = 0;
+
+  if (n == 0) return NULL;
+  for (size_t i = 0; i < N_COMMANDS; i++) {
+    if (strcmp(commands[i].name, word) == 0) return &commands[i];
+    if (strncmp(commands[i].name, word, n) == 0) {
+      found = &commands[i];
+      matches++;
+    }
+  }
+  if (matches == 1) return found;
+  if (matches > 1) {
+    fprintf(stderr, "dynqctl: ambiguous command '%s': could be", word);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+      if (strncmp(commands[i].name, word, n) == 0) fprintf(stderr, " %s", commands[i].name);
+    fputc('\n', stderr);
+    return NULL;
+  }
+  errx_msg("unknown command '%s' (try 'dynqctl help')", word);
+  return NULL;
+}
+
+static int ctl_connect(ctl_t *ctl) {
+  int r;
+  if (ctl->socket != NULL)
+    snprintf(ctl->sockbuf, sizeof(ctl->sockbuf), "%s", ctl->socket);
+  else
+    dynq_default_socket(ctl->sockbuf, sizeof(ctl->sockbuf));
+  r = dynq_connect(ctl->sockbuf, &ctl->client);
+  if (r < 0) {
+    errx_msg("cannot connect to %s: %s (is dynqd running? set --socket or DYNQ_SOCKET)",
+             ctl->sockbuf, dynq_strerror(r));
+    return EXIT_FAIL;
+  }
+  return EXIT_OK;
+}
+
+/* Report a failed call: the server's message when there is one. */
+static int call_failed(ctl_t *ctl, int r) {
+  const char *m = dynq_client_errmsg(ctl->client);
+  if (m == NULL || *m == '\0') m = dynq_strerror(r);
+  errx_msg("%s: %s (%s)", ctl->cmd, m, dynq_err_name(r));
+  return EXIT_FAIL;
+}
+
+/* ---- JSON output helpers ---- */
+
+static void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+    if (*p == '"' || *p == '\\')
+      fprintf(f, "\\%c", *p);
+    else if (*p == '\n')
+      fputs("\\n", f);
+    else if (*p == '\t')
+      fputs("\\t", f);
+    else if (*p < 0x20)
+      fprintf(f, "\\u%04x", *p);
+    else
+      fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+static const char *dtype_name(int dt) {
+  switch (dt) {
+  case DYNQ_FLOAT32: return "float32";
+  case DYNQ_INT8: return "int8";
+  case DYNQ_UINT8: return "uint8";
+  case DYNQ_INT32: return "int32";
+  case DYNQ_INT64: return "int64";
+  default: return "invalid";
+  }
+}
+
+static void print_shape(FILE *f, int rank, const int64_t *shape) {
+  fputc('[', f);
+  for (int d = 0; d < rank; d++) fprintf(f, "%s%" PRId64, d ? ", " : "", shape[d]);
+  fputc(']', f);
+}
+
+/* ---- commands ---- */
+
+static int no_args(ctl_t *ctl, int argc, char **argv) {
+  if (argc > 1) {
+    errx_msg("%s: unexpected argument '%s'", ctl->cmd, argv[1]);
+    return EXIT_USAGE;
+  }
+  return EXIT_OK;
+}
+
+static int cmd_help(ctl_t *ctl, int argc, char **argv) {
+  usage(stdout);
+  return EXIT_OK;
+}
+
+static int cmd_ping(ctl_t *ctl, int argc, char **argv) {
+  struct timespec a, b;
+  long long us;
+  int r = no_args(ctl, argc, argv);
+  if (r != EXIT_OK) return r;
+  if ((r = ctl_connect(ctl)) != EXIT_OK) return r;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  r = dynq_ping(ctl->client);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  if (r < 0) return call_failed(ctl, r);
+  us = (long long)(b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
+  if (ctl->json)
+    printf("{\"pong\": true, \"us\": %lld}\n", us);
+  else
+    printf("pong in %lld us\n", us);
+  return EXIT_OK;
+}
+
+static int cmd_status(ctl_t *ctl, int argc, char **argv) {
+  dynq_server_info_t si;
+  int r = no_args(ctl, argc, argv);
+  if (r != EXIT_OK) return r;
+  if ((r = ctl_connect(ctl)) != EXIT_OK) return r;
+  r = dynq_server_info(ctl->client, &si);
+  if (r < 0) return call_failed(ctl, r);
+  if (ctl->json) {
+    printf("{\"version\": ");
+    json_str(stdout, si.version);
+    printf(", \"protocol\": %d, \"kernel\": ", si.protocol);
+    json_str(stdout, si.kernel);
+    printf(", \"openblas_core\": ");
+    json_str(stdout, si.openblas_core);
+    printf(", \"workers\": %d, \"models\": %d, \"uptime_s\": %.9g, \"socket\": ",
+           si.workers, si.models, si.uptime_s);
+    json_str(stdout, ctl->sockbuf);
+    printf("}\n");
+  } else {
+    printf("%-15s %s\n", "version:", si.version);
+    printf("%-15s %d\n", "protocol:", si.protocol);
+    printf("%-15s %s\n", "socket:", ctl->sockbuf);
+    printf("%-15s %s\n", "kernel:", si.kernel);
+    printf("%-15s %s\n", "openblas core:", si.openblas_core);
+    printf("%-15s %d\n", "workers:", si.workers);
+    printf("%-15s %d\n", "models:", si.models);
+    printf("%-15s %.1f s\n", "uptime:", si.uptime_s);
+  }
+  return EXIT_OK;
+}
+
+static int cmd_list(ctl_t *ctl, int argc, char **argv) {
+  char **names = NULL;
+  int r = no_args(ctl, argc, argv), n = 0;
+  if (r != EXIT_OK) return r;
+  if ((r = ctl_connect(ctl)) != EXIT_OK) return r;
+  r = dynq_list_models(ctl->client, &names);
+  if (r < 0) return call_failed(ctl, r);
+  if (ctl->json) printf("{\"models\": [");
+  else if (names[0] != NULL)
+    printf("%-24s %6s %7s %12s %9s\n", "NAME", "INPUTS", "OUTPUTS", "FILE BYTES", "QUANTIZED");
+  for (char **p = names; *p != NULL; p++, n++) {
+    dynq_model_info_t mi;
+    /* A model may be unloaded between the two calls: show what we have. */
+    int have = dynq_model_info(ctl->client, *p, &mi) == 0;
+    if (ctl->json) {
+      printf("%s{\"name\": ", n ? ", " : "");
+      json_str(stdout, *p);
+      if (have) {
+        printf(", \"path\": ");
+        json_str(stdout, mi.path);
+        printf(", \"file_bytes\": %" PRIu64 ", \"inputs\": %d, \"outputs\": %d, "
+               "\"quantized_layers\": %d",
+               mi.file_bytes, mi.n_inputs, mi.n_outputs, mi.quantized_layers);
+      }
+      printf("}");
+    } else if (have) {
+      printf("%-24s %6d %7d %12" PRIu64 " %9d\n", *p, mi.n_inputs, mi.n_outputs,
+             mi.file_bytes, mi.quantized_layers);
+    } else {
+      printf("%-24s %6s %7s %12s %9s\n", *p, "?", "?", "?", "?");
+    }
+    if (have) dynq_model_info_free(&mi);
+  }
+  if (ctl->json) printf("]}\n");
+  else if (n == 0) printf("no models loaded\n");
+  dynq_strv_free(names);
+  return EXIT_OK;
+}
+
+static void print_tensor_infos_json(const char *key, const dynq_tensor_info_t *t, int n) {
+  printf(", ");
+  json_str(stdout, key);
+  printf(": [");
+  for (int i = 0; i < n; i++) {
+    printf("%s{\"name\": ", i ? ", " : "");
+    json_str(stdout, t[i].name);
+    printf(", \"dtype\": \"%s\", \"shape\": ", dtype_name(t[i].dtype));
+    print_shape(stdout, t[i].rank, t[i].shape);
+    printf("}");
+  }
+  printf("]");
+}
+
+static int cmd_info(ctl_t *ctl, int argc, char **argv) {
+  dynq_model_info_t mi;
+  int r;
+  if (argc < 2) {
+    errx_msg("info: missing MODEL (usage: dynqctl info MODEL)");
+    return EXIT_USAGE;
+  }
+  if (argc > 2) {
+    errx_msg("info: unexpected argument '%s'", argv[2]);
+    return EXIT_USAGE;
+  }
+  if ((r = ctl_connect(ctl)) != EXIT_OK) return r;
+  r = dynq_model_info(ctl->client, argv[1], &mi);
+  if (r < 0) return call_failed(ctl, r);
+  if (ctl->json) {
+    printf("{\"name\": ");
+    json_str(stdout, mi.name);
+    printf(", \"path\": ");
+    json_str(stdout, mi.path);
+    printf(", \"producer\": ");
+    json_str(stdout, mi.producer);
+    printf(", \"file_bytes\": %" PRIu64, mi.file_bytes);
+    print_tensor_infos_json("inputs", mi.inputs, mi.n_inputs);
+    print_tensor_infos_json("outputs", mi.outputs, mi.n_outputs);
+    printf(", \"nodes\": %d, \"quantized_layers\": %d, \"int8_weight_bytes\": %" PRIu64
+           ", \"fp32_weight_bytes\": %" PRIu64 ", \"reference_weight_bytes\": %" PRIu64
+           ", \"has_reference\": %s, \"activation_scales\": \"%s\"}\n",
+           mi.n_nodes, mi.quantized_layers, mi.int8_weight_bytes, mi.fp32_weight_bytes,
+           mi.reference_weight_bytes, mi.has_reference ? "true" : "false",
+           mi.per_tensor ? "per-tensor" : "per-row");
+  } else {
+    printf("%-19s %s\n", "model:", mi.name);
+    printf("%-19s %s\n", "path:", mi.path ? mi.path : "-");
+    printf("%-19s %s\n", "producer:", mi.producer ? mi.producer : "-");
+    printf("%-19s %" PRIu64 " bytes\n", "file size:", mi.file_bytes);
+    printf("%-19s %d (%d quantized)\n", "nodes:", mi.n_nodes, mi.quantized_layers);
+    printf("%-19s int8 %" PRIu64 " B, fp32 %" PRIu64 " B, reference %" PRIu64 " B\n",
+           "weights:", mi.int8_weight_bytes, mi.fp32_weight_bytes,
+           mi.reference_weight_bytes);
+    printf("%-19s %s\n", "fp32 reference:", mi.has_reference ? "yes" : "no");
+    printf("%-19s %s\n", "activation scales:", mi.per_tensor ? "per-tensor" : "per-row");
+    printf("inputs:\n");
+    for (int i = 0; i < mi.n_inputs; i++) {
+      printf("  %-20s %-8s ", mi.inputs[i].name, dtype_name(mi.inputs[i].dtype));
+      print_shape(stdout, mi.inputs[i].rank, mi.inputs[i].shape);
+      printf("\n");
+    }
+    printf("outputs:\n");
+    for (int i = 0; i < mi.n_outputs; i++) {
+      printf("  %-20s %-8s ", mi.outputs[i].name, dtype_name(mi.outputs[i].dtype));
+      print_shape(stdout, mi.outputs[i].rank, mi.outputs[i].shape);
+      printf("\n");
+    }
+  }
+  dynq_model_info_free(&mi);
+  return EXIT_OK;
+}
+
+/* ---- infer ---- */
+
+static int ends_with(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* Read a whole input file; NULL with a message on failure. */
+static char *slurp(const char *path, size_t *ret_len) {
+  FILE *f = fopen(path, "rb");
+  struct stat st;
+  char *buf = NULL;
+  size_t n;
+
+  if (f == NULL) {
+    errx_msg("infer: cannot open input %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+    errx_msg("infer: input %s is not a regular file", path);
+    goto out;
+  }
+  if ((long long)st.st_size > MAX_INPUT_FILE) {
+    errx_msg("infer: input %s is larger than %lld bytes", path, MAX_INPUT_FILE);
+    goto out;
+  }
+  buf = malloc((size_t)st.st_size + 1);
+  if (buf == NULL) {
+    errx_msg("infer: out of memory reading %s", path);
+    goto out;
+  }
+  n = fread(buf, 1, (size_t)st.st_size, f);
+  if (n != (size_t)st.st_size || ferror(f)) {
+    errx_msg("infer: cannot read input %s", path);
+    free(buf);
+    buf = NULL;
+    goto out;
+  }
+  buf[n] = '\0';
+  *ret_len = n;
+out:
+  fclose(f);
+  return buf;
+}
+
+/* "[NAME=]FILE.npy", "[NAME=]FILE.json" or "[NAME=][...]" -> tensor.
+ * *ret_name is NULL when no name was given (strdup'd otherwise). */
+static int load_input(const char *spec, char **ret_name, dynq_tensor_t *ret_t) {
+  const char *eq = strchr(spec, '='), *val = spec;
+  char *name = NULL, *buf = NULL, err[256] = "";
+  size_t len = 0;
+  int r;
+
+  /* "name=" only when the part before '=' looks like a name, so paths and
+   * inline arrays holding '=' are not split. */
+  if (spec[0] != '[' && eq != NULL && memchr(spec, '/', (size_t)(eq - spec)) == NULL) {
+    if (eq == spec) {
+      errx_msg("infer: --input '%s': empty input name before '='", spec);
+      return -1;
+    }
+    name = strndup(spec, (size_t)(eq - spec));
+    if (name == NULL) return -1;
+    val = eq + 1;
+  }
+  if (val[0] == '\0') {
+    errx_msg("infer: --input '%s': nothing after the input name", spec);
+    goto fail;
+  }
+  if (val[0] == '[') {
+    r = dynq__json_parse(val, strlen(val), ret_t, err, sizeof(err));
+    if (r < 0) {
+      errx_msg("infer: --input '%s': %s", spec, err);
+      goto fail;
+    }
+  } else if (ends_with(val, ".npy") || ends_with(val, ".json")) {
+    buf = slurp(val, &len);
+    if (buf == NULL) goto fail;
+    if (ends_with(val, ".npy"))
+      r = dynq__npy_parse(buf, len, ret_t, err, sizeof(err));
+    else
+      r = dynq__json_parse(buf, len, ret_t, err, sizeof(err));
+    free(buf);
+    if (r < 0) {
+      errx_msg("infer: input %s: %s", val, err);
+      goto fail;
+    }
+  } else {
+    errx_msg("infer: --input '%s': expected [NAME=]FILE.npy, [NAME=]FILE.json or "
+             "[NAME=][JSON array]", spec);
+    goto fail;
+  }
+  *ret_name = name;
+  return 0;
+
+fail:
+  free(name);
+  return -1;
+}
+
+static void print_value(FILE *f, int dtype, const void *data, size_t i, int json) {
+  switch (dtype) {
+  case DYNQ_FLOAT32: {
+    float v;
+    memcpy(&v, (const char *)data + i * 4, 4);
+    if (json && !isfinite(v))
+      fputs("null", f);  /* JSON has no NaN/Inf */
+    else
+      fprintf(f, json ? "%.9g" : "%.6g", (double)v);
+    break;
+  }
+  case DYNQ_INT8: fprintf(f, "%d", ((const int8_t *)data)[i]); break;
+  case DYNQ_UINT8: fprintf(f, "%u", ((const uint8_t *)data)[i]); break;
+  case DYNQ_INT32: {
+    int32_t v;
+    memcpy(&v, (const char *)data + i * 4, 4);
+    fprintf(f, "%" PRId32, v);
+    break;
+  }
+  case DYNQ_INT64: {
+    int64_t v;
+    memcpy(&v, (const char *)data + i * 8, 8);
+    fprintf(f, "%" PRId64, v);
+    break;
+  }
+  default: fputs("?", f);
+  }
+}
+
+static size_t dtype_size(int dt) {
+  switch (dt) {
+  case DYNQ_FLOAT32: case DYNQ_INT32: return 4;
+  case DYNQ_INT8: case DYNQ_UINT8: return 1;
+  case DYNQ_INT64: return 8;
+  default: return 0;
+  }
+}
+
+static size_t tensor_numel(const dynq_tensor_t *t) {
+  size_t es = dtype_size(t->dtype);
+  return es ? t->nbytes / es : 0;
+}
+
+/* Rows of the last dimension; long rows and many rows are summarised. */
+static void print_tensor_human(const dynq_tensor_t *t) {
+  enum { ROW_MAX = 20, ROW_HEAD = 12, ROW_TAIL = 6, ROWS_MAX = 16 };
+  size_t numel = tensor_numel(t);
+  size_t cols = t->rank > 0 ? (size_t)t->shape[t->rank - 1] : 1;
+  size_t rows = cols ? numel / cols : 0;
+
+  printf("%s: %s ", t->name, dtype_name(t->dtype));
+  print_shape(stdout, t->rank, t->shape);
+  printf("\n");
+  for (size_t rw = 0; rw < rows; rw++) {
+    if (rows > ROWS_MAX && rw == ROWS_MAX - 2) {
+      printf("  ... (%zu more rows)\n", rows - ROWS_MAX + 1);
+      rw = rows - 2;
+      continue;
+    }
+    printf("  ");
+    for (size_t c = 0; c < cols; c++) {
+      if (cols > ROW_MAX && c == ROW_HEAD) {
+        printf(" ... (%zu more)", cols - ROW_HEAD - ROW_TAIL);
+        c = cols - ROW_TAIL - 1;
+        continue;
+      }
+      if (c) putchar(' ');
+      print_value(stdout, t->dtype, t->data, rw * cols + c, 0);
+    }
+    printf("\n");
+  }
+}
+
+static void print_tensor_json(const dynq_tensor_t *t) {
+  size_t numel = tensor_numel(t);
+  json_str(stdout, t->name);
+  printf(": {\"dtype\": \"%s\", \"shape\": ", dtype_name(t->dtype));
+  print_shape(stdout, t->rank, t->shape);
+  printf(", \"data\": [");
+  for (size_t i = 0; i < numel; i++) {
+    if (i) fputs(", ", stdout);
+    print_value(stdout, t->dtype, t->data, i, 1);
+  }
+  printf("]}");
+}
+
+/* Output names come from the server: keep them inside DIR. */
+static void safe_file_name(char *buf, size_t cap, const char *name) {
+  size_t n = 0;
+  if (name[0] == '.' && n + 1 < cap) buf[n++] = '_';
+  for (const char *p = name; *p && n + 1 < cap; p++) {
+    char ch = *p;
+    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+             (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+    buf[n++] = ok ? ch : '_';
+  }
+  buf[n] = '\0';
+}
+
+static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
+  static const struct option opts[] = {
+    { "input", required_argument, NULL, 'i' },
+    { "precision", required_argument, NULL, 'p' },
+    { "output-dir", required_argument, NULL, 'o' },
+    { NULL, 0, NULL, 0 },
+  };
+  dynq_tensor_t inputs[MAX_INPUTS];
+  char *names[MAX_INPUTS];
+  dynq_infer_result_t res;
+  const char *model, *outdir = NULL;
+  int n_in = 0, precision = DYNQ_INFER_DEFAULT, ch, rc = EXIT_USAGE, r;
+
+  memset(inputs, 0, sizeof(inputs));
+  memset(names, 0, sizeof(names));
+  memset(&res, 0, sizeof(res));
+  optind = 0; /* 0: full re-initialisation of GNU getopt after main() used it */
+  opterr = 0;
+  while ((ch = getopt_long(argc, argv, "i:p:o:", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'i':
+      if (n_in == MAX_INPUTS) {
+        errx_msg("infer: more than %d inputs", MAX_INPUTS);
+        goto out;
+      }
+      if (load_input(optarg, &names[n_in], &inputs[n_in]) < 0) goto out;
+      n_in++;
+      break;
+    case 'p':
+      if (strcmp(optarg, "int8") == 0)
+        precision = DYNQ_INFER_INT8;
+      else if (strcmp(optarg, "fp32") == 0)
+        precision = DYNQ_INFER_FP32;
+      else {
+        errx_msg("infer: --precision must be int8 or fp32, not '%s'", optarg);
+        goto out;
+      }
+      break;
+    case 'o':
+      outdir = optarg;
+      break;
+    case ':':
+      errx_msg("infer: option '%s' needs an argument", argv[optind - 1]);
+      goto out;
+    default:
+      if (optopt == 'i' || optopt == 'p' || optopt == 'o')
+        errx_msg("infer: option '%s' needs an argument", argv[optind - 1]);
+      else
+        errx_msg("infer: unknown option '%s'", argv[optind - 1]);
+      goto out;
+    }
+  }
+  if (optind >= argc) {
+    errx_msg("infer: missing MODEL (usage: dynqctl infer %s)", commands[4].args);
+    goto out;
+  }
+  if (optind + 1 < argc) {
+    errx_msg("infer: unexpected argument '%s' (give inputs with --input)", argv[optind + 1]);
+    goto out;
+  }
+  model = argv[optind];
+  for (int i = 0; i < n_in; i++) {
+    for (int k = 0; k < i; k++) {
+      if (names[i] && names[k] && strcmp(names[i], names[k]) == 0) {
+        errx_msg("infer: input '%s' given twice", names[i]);
+        goto out;
+      }
+    }
+    if (names[i] == NULL && n_in > 1) {
+      errx_msg("infer: with several --input each needs a NAME= prefix");
+      goto out;
+    }
+  }
+  if (outdir != NULL) {
+    struct stat st;
+    if (stat(outdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+      errx_msg("infer: --output-dir %s is not a directory", outdir);
+      goto out;
+    }
+  }
+
+  if ((rc = ctl_connect(ctl)) != EXIT_OK) goto out;
+  if (n_in == 1 && names[0] == NULL) {
+    /* One unnamed input: it can only be the model's single input. */
+    dynq_model_info_t mi;
+    r = dynq_model_info(ctl->client, model, &mi);
+    if (r < 0) {
+      rc = call_failed(ctl, r);
+      goto out;
+    }
+    if (mi.n_inputs != 1) {
+      errx_msg("infer: model '%s' has %d inputs; name them with --input NAME=FILE",
+               model, mi.n_inputs);
+      dynq_model_info_free(&mi);
+      rc = EXIT_USAGE;
+      goto out;
+    }
+    names[0] = strdup(mi.inputs[0].name);
+    dynq_model_info_free(&mi);
+    if (names[0] == NULL) {
+      errx_msg("infer: out of memory");
+      rc = EXIT_FAIL;
+      goto out;
+    }
+  }
+  for (int i = 0; i < n_in; i++) inputs[i].name = names[i];
+
+  r = dynq_infer(ctl->client, model, precision, inputs, n_in, &res);
+  if (r < 0) {
+    rc = call_failed(ctl, r);
+    goto out;
+  }
+  rc = EXIT_OK;
+  if (ctl->json) {
+    printf("{\"outputs\": {");
+    for (int i = 0; i < res.n_outputs; i++) {
+      if (i) printf(", ");
+      print_tensor_json(&res.outputs[i]);
+    }
+    printf("}, \"compute_us\": %" PRId64 "}\n", res.compute_us);
+  } else {
+    for (int i = 0; i < res.n_outputs; i++) print_tensor_human(&res.outputs[i]);
+    printf("compute: %" PRId64 " us\n", res.compute_us);
+  }
+  if (outdir != NULL) {
+    for (int i = 0; i < res.n_outputs; i++) {
+      char fname[256], path[4096 + 300], err[512] = "";
+      safe_file_name(fname, sizeof(fname), res.outputs[i].name);
+      snprintf(path, sizeof(path), "%s/%s.npy", outdir, fname);
+      if (dynq__npy_write(path, &res.outputs[i], err, sizeof(err)) < 0) {
+        errx_msg("infer: %s", err);
+        rc = EXIT_FAIL;
+        continue;
+      }
+      if (!ctl->json) printf("wrote %s\n", path);
+    }
+  }
+
+out:
+  dynq_infer_result_free(&res);
+  for (int i = 0; i < n_in; i++) {
+    dynq__io_tensor_free(&inputs[i]);
+    free(names[i]);
+  }
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {
+    { "socket", required_argument, NULL, 's' },
+    { "json", no_argument, NULL, 'j' },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 },
+  };
+  const command_t *cmd;
+  ctl_t ctl;
+  int ch, rc;
+
+  memset(&ctl, 0, sizeof(ctl));
+  opterr = 0;
+  /* '+': stop at the command word, its own options are parsed later. */
+  while ((ch = getopt_long(argc, argv, "+s:jhV", opts, NULL)) != -1) {
+    switch (ch) {
+    case 's': ctl.socket = optarg; break;
+    case 'j': ctl.json = 1; break;
+    case 'h': usage(stdout); return EXIT_OK;
+    case 'V': printf("dynqctl %s\n", DYNQ_VERSION); return EXIT_OK;
+    default:
+      if (optopt == 's')
+        errx_msg("option '%s' needs an argument", argv[optind - 1]);
+      else
+        errx_msg("unknown option '%s' (try 'dynqctl --help')", argv[optind - 1]);
+      return EXIT_USAGE;
+    }
+  }
+  if (optind >= argc) {
+    usage(stderr);
+    return EXIT_USAGE;
+  }
+  cmd = lookup_command(argv[optind]);
+  if (cmd == NULL) return EXIT_USAGE;
+  ctl.cmd = cmd->name;
+  rc = cmd->run(&ctl, argc - optind, argv + optind);
+  dynq_close(ctl.client);
+  if (fflush(stdout) != 0 && rc == EXIT_OK) rc = EXIT_FAIL;
+  return rc;
+}

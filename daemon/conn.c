@@ -1,0 +1,369 @@
+/*
+ * Client connections: accepting, reading and framing msgpack-RPC requests,
+ * writing responses, and the lifecycle drawn in dynqd.h.
+ *
+ * Each connection keeps one read buffer (at most max_frame + READ_CHUNK
+ * bytes).  Every complete object in it goes through dynq__mp_scan before
+ * msgpack-c sees it.  A frame the scanner rejects cannot be skipped (the
+ * stream has no length prefix), so it is answered with msgid 0 and the
+ * connection is closed after what is pending has been flushed.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "dynqd.h"
+
+#define READ_CHUNK ((size_t)64 << 10)
+/* A read buffer that grew for a big frame is dropped once it is empty. */
+#define RBUF_KEEP ((size_t)1 << 20)
+
+typedef struct wreq {
+  uv_write_t req;
+  dynqd_conn_t *conn;   /* one ref held until the callback */
+  uint8_t *data;        /* owned, freed in the callback */
+  size_t len;
+} wreq_t;
+
+#ifndef NDEBUG
+static int conn_state_ok(const dynqd_conn_t *c) {
+  if (c->refs < 1 || c->inflight < 0 || c->writes < 0) return 0;
+  if (c->rlen > c->rcap) return 0;
+  if (c->closing && c->reading) return 0;
+  if (c->flushing && c->reading) return 0;
+  if (c->writes == 0 && c->out_bytes != 0) return 0;
+  return 1;
+}
+#define CHECK_STATE(c) do { if (!conn_state_ok(c)) abort(); } while (0)
+#else
+#define CHECK_STATE(c) ((void)0)
+#endif
+
+static void update_reading(dynqd_conn_t *c);
+static void process_frames(dynqd_conn_t *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+
+void dynqd__conn_unref(dynqd_conn_t *c) {
+  if (--c->refs > 0) return;
+  free(c->rbuf);
+  free(c);
+}
+
+static void on_close(uv_handle_t *h) {
+  dynqd_conn_t *c = (dynqd_conn_t *)h;
+  dynqd_server_t *s = c->srv;
+  if (c->prev) c->prev->next = c->next;
+  else s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  s->n_conns--;
+  log_debug("conn %llu: closed", (unsigned long long)c->id);
+  dynqd__conn_unref(c);
+  dynqd__server_check_drained(s);
+}
+
+void dynqd__conn_close(dynqd_conn_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  c->reading = 0;  /* uv_close stops reading */
+  atomic_store(&c->dead, 1);
+  uv_close((uv_handle_t *)&c->pipe, on_close);
+}
+
+/* Close a flushing connection once nothing is left for it to say. */
+static void maybe_finish(dynqd_conn_t *c) {
+  if (c->closing || !c->flushing) return;
+  if (c->inflight == 0 && c->writes == 0 && c->rlen == 0) dynqd__conn_close(c);
+}
+
+void dynqd__conn_flush_and_close(dynqd_conn_t *c) {
+  if (c->closing || c->flushing) return;
+  c->flushing = 1;
+  update_reading(c);
+  process_frames(c);  /* answer what is already buffered */
+}
+
+static void update_reading(dynqd_conn_t *c) {
+  if (c->closing) return;
+  const dynqd_config_t *cfg = c->srv->cfg;
+  int want = !c->flushing && !c->srv->draining && c->inflight < cfg->max_inflight;
+  if (want && !c->reading) {
+    if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0) c->reading = 1;
+  } else if (!want && c->reading) {
+    uv_read_stop((uv_stream_t *)&c->pipe);
+    c->reading = 0;
+  }
+  CHECK_STATE(c);
+  maybe_finish(c);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  wreq_t *w = (wreq_t *)req;
+  dynqd_conn_t *c = w->conn;
+  c->writes--;
+  c->out_bytes -= w->len;
+  free(w->data);
+  free(w);
+  if (status < 0 && status != UV_ECANCELED) {
+    log_debug("conn %llu: write failed: %s", (unsigned long long)c->id,
+              uv_strerror(status));
+    dynqd__conn_close(c);
+  } else {
+    maybe_finish(c);
+  }
+  dynqd_server_t *s = c->srv;
+  dynqd__conn_unref(c);
+  dynqd__server_check_drained(s);
+}
+
+void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
+  if (c->closing) {
+    free(data);
+    return;
+  }
+  if (c->out_bytes + len > c->srv->cfg->max_output) {
+    log_warn("conn %llu: %zu unsent response bytes exceed the %zu-byte output "
+             "limit (client not reading?); closing it",
+             (unsigned long long)c->id, c->out_bytes + len,
+             c->srv->cfg->max_output);
+    free(data);
+    dynqd__conn_close(c);
+    return;
+  }
+  wreq_t *w = malloc(sizeof(*w));
+  if (w == NULL) {
+    log_err("conn %llu: out of memory queueing a response; closing it",
+            (unsigned long long)c->id);
+    free(data);
+    dynqd__conn_close(c);
+    return;
+  }
+  w->conn = c;
+  w->data = data;
+  w->len = len;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
+  if (rc != 0) {
+    log_debug("conn %llu: write failed: %s", (unsigned long long)c->id,
+              uv_strerror(rc));
+    free(data);
+    free(w);
+    dynqd__conn_close(c);
+    return;
+  }
+  c->refs++;
+  c->writes++;
+  c->out_bytes += len;
+}
+
+void dynqd__conn_send_wbuf(dynqd_conn_t *c, dynq__wbuf_t *w) {
+  if (w->err != 0) {
+    log_err("conn %llu: out of memory encoding a response; closing it",
+            (unsigned long long)c->id);
+    dynq__wbuf_free(w);
+    dynqd__conn_close(c);
+    return;
+  }
+  size_t len;
+  uint8_t *data = dynq__wbuf_steal(w, &len);
+  dynqd__conn_send(c, data, len);
+}
+
+void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code,
+                            const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_error_response(&w, msgid, code, msg);
+  dynqd__conn_send_wbuf(c, &w);
+}
+
+void dynqd__conn_job_done(dynqd_conn_t *c, dynqd_job_t *j) {
+  c->inflight--;
+  if (!c->closing && !j->skipped) {
+    if (j->resp != NULL) {
+      dynqd__conn_send(c, j->resp, j->resp_len);
+      j->resp = NULL;
+    } else {
+      dynqd__conn_send_error(c, j->msgid, -ENOMEM,
+                             "out of memory encoding the result");
+    }
+  }
+  dynqd__job_free(j);
+  if (!c->closing) {
+    process_frames(c);  /* frames held back by the in-flight cap */
+    update_reading(c);
+  }
+  dynqd__conn_unref(c);  /* the job's reference */
+}
+
+/* A frame the scanner refused: answer with msgid 0, then close. */
+static void bad_frame(dynqd_conn_t *c, int rc) {
+  const dynqd_config_t *cfg = c->srv->cfg;
+  char msg[256];
+  switch (rc) {
+    case DYNQ_ETOOBIG:
+      snprintf(msg, sizeof(msg), "frame larger than the %zu-byte limit", cfg->max_frame);
+      break;
+    case DYNQ_EDEPTH:
+      snprintf(msg, sizeof(msg), "frame nested deeper than %d levels", cfg->max_depth);
+      break;
+    case DYNQ_ELIMIT:
+      snprintf(msg, sizeof(msg),
+               "frame declares more than %llu array/map elements",
+               (unsigned long long)cfg->max_elems);
+      break;
+    case DYNQ_EPROTO:
+      snprintf(msg, sizeof(msg),
+               "frame is not valid msgpack (or declares more elements than "
+               "its size allows)");
+      break;
+    default:
+      snprintf(msg, sizeof(msg), "frame rejected: %s", dynq_strerror(rc));
+      break;
+  }
+  log_info("conn %llu: %s (%s); closing the connection",
+           (unsigned long long)c->id, msg, dynq_err_name(rc));
+  dynqd__conn_send_error(c, 0, rc, "%s; closing the connection", msg);
+  c->rlen = 0;  /* the rest of the stream cannot be resynchronised */
+  c->flushing = 1;
+}
+
+static void handle_frame(dynqd_conn_t *c, const uint8_t *buf, size_t len) {
+  dynq__rpc_msg_t m;
+  memset(&m, 0, sizeof(m));
+  int64_t hint = -1;
+  char err[256] = "";
+  int rc = dynq__rpc_parse(buf, len, &m, &hint, err, sizeof(err));
+  if (rc != 0) {
+    uint32_t id = hint >= 0 && hint <= (int64_t)UINT32_MAX ? (uint32_t)hint : 0;
+    log_debug("conn %llu: bad envelope: %s", (unsigned long long)c->id, err);
+    dynqd__conn_send_error(c, id, rc, "%s", err[0] ? err : "malformed message envelope");
+    return;
+  }
+  if (m.type == DYNQ_RPC_REQUEST)
+    dynqd__dispatch(c, &m);
+  else if (m.type == DYNQ_RPC_RESPONSE)
+    log_debug("conn %llu: ignoring a response message from a client",
+              (unsigned long long)c->id);
+  /* notifications: accepted and ignored in protocol version 1 */
+  dynq__rpc_free(&m);
+}
+
+static void process_frames(dynqd_conn_t *c) {
+  const dynqd_config_t *cfg = c->srv->cfg;
+  dynq__scan_limits_t lim = {cfg->max_frame, cfg->max_depth, cfg->max_elems};
+  size_t off = 0;
+  while (!c->closing && off < c->rlen && c->inflight < cfg->max_inflight) {
+    size_t flen = 0;
+    size_t avail = c->rlen - off;
+    int rc = dynq__mp_scan(c->rbuf + off, avail, &lim, &flen);
+    if (rc == -EAGAIN) {
+      if (avail > cfg->max_frame) rc = DYNQ_ETOOBIG;  /* belt and braces */
+      else if (c->flushing) off = c->rlen;  /* will never complete */
+      else break;
+    } else if (rc == 0 && (flen == 0 || flen > avail)) {
+      rc = DYNQ_EPROTO;  /* never trust a length from anyone */
+    }
+    if (rc == -EAGAIN) break;
+    if (rc != 0) {
+      bad_frame(c, rc);
+      off = 0;
+      break;
+    }
+    handle_frame(c, c->rbuf + off, flen);
+    off += flen;
+  }
+  if (off > 0) {
+    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+    c->rlen -= off;
+  }
+  if (c->rlen == 0 && c->rcap > RBUF_KEEP) {
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = 0;
+  }
+  update_reading(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  dynqd_conn_t *c = (dynqd_conn_t *)h;
+  size_t limit = c->srv->cfg->max_frame + READ_CHUNK;
+  if (c->rcap - c->rlen < READ_CHUNK && c->rcap < limit) {
+    size_t ncap = c->rcap ? c->rcap : READ_CHUNK;
+    while (ncap - c->rlen < READ_CHUNK && ncap < limit) ncap *= 2;
+    if (ncap > limit) ncap = limit;
+    uint8_t *nb = realloc(c->rbuf, ncap);
+    if (nb != NULL) {
+      c->rbuf = nb;
+      c->rcap = ncap;
+    }
+  }
+  if (c->rcap == c->rlen) {
+    *buf = uv_buf_init(NULL, 0);  /* read_cb gets UV_ENOBUFS */
+    return;
+  }
+  *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+}
+
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  dynqd_conn_t *c = (dynqd_conn_t *)st;
+  if (n == 0 || c->closing) return;
+  if (n < 0) {
+    if (n == UV_EOF) {
+      log_debug("conn %llu: end of stream", (unsigned long long)c->id);
+      dynqd__conn_flush_and_close(c);
+    } else {
+      log_info("conn %llu: read failed: %s; closing it",
+               (unsigned long long)c->id, uv_strerror((int)n));
+      dynqd__conn_close(c);
+    }
+    return;
+  }
+  c->rlen += (size_t)n;
+  process_frames(c);
+}
+
+void dynqd__conn_accept(dynqd_server_t *s) {
+  dynqd_conn_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    log_err("out of memory accepting a connection");
+    return;
+  }
+  c->srv = s;
+  c->refs = 1;  /* the handle, dropped in on_close */
+  c->id = ++s->next_conn_id;
+  atomic_init(&c->dead, 0);
+  uv_pipe_init(s->loop, &c->pipe, 0);
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  s->n_conns++;
+  int rc = uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->pipe);
+  if (rc != 0) {
+    log_warn("accept failed: %s", uv_strerror(rc));
+    dynqd__conn_close(c);
+    return;
+  }
+  if (s->n_conns > s->cfg->max_conns) {
+    log_warn("refusing connection: %d connections open (limit %d)",
+             s->n_conns - 1, s->cfg->max_conns);
+    dynqd__conn_close(c);
+    return;
+  }
+  rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+  if (rc != 0) {
+    log_warn("conn %llu: cannot read: %s", (unsigned long long)c->id, uv_strerror(rc));
+    dynqd__conn_close(c);
+    return;
+  }
+  c->reading = 1;
+  log_debug("conn %llu: accepted", (unsigned long long)c->id);
+}

@@ -1,0 +1,365 @@
+/*
+ * dynqd: start-up (arguments, kernel choice, listening socket, models,
+ * workers), the loop's async/signal handlers, and the drain on SIGTERM.
+ *
+ * Shutdown: SIGTERM/SIGINT -> STOPPING=1, close the listener and unlink the
+ * socket file we created, stop reading from clients, let every queued and
+ * running request finish and its response flush, then exit 0.  If that
+ * takes longer than the drain timeout, exit 1.
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "dynq-config.h"
+#include "dynq/errors.h"
+#include "dynqd.h"
+
+#define SD_LISTEN_FDS_START 3
+
+/* ---- listening socket ---- */
+
+static char *path_join(const char *dir, const char *name) {
+  size_t n = strlen(dir) + strlen(name) + 2;
+  char *p = malloc(n);
+  if (p) snprintf(p, n, "%s/%s", dir, name);
+  return p;
+}
+
+/* --socket, else $RUNTIME_DIRECTORY (first of a ':' list), else
+ * $XDG_RUNTIME_DIR/dynq (created 0750), else /run/dynq. */
+static char *choose_socket_path(const dynqd_config_t *cfg) {
+  if (cfg->socket_path) return strdup(cfg->socket_path);
+  const char *rd = getenv("RUNTIME_DIRECTORY");
+  if (rd && *rd) {
+    char *first = strndup(rd, strcspn(rd, ":"));
+    char *p = first ? path_join(first, "dynqd.sock") : NULL;
+    free(first);
+    return p;
+  }
+  const char *dir = "/run/dynq";
+  char *own = NULL;
+  const char *xdg = getenv("XDG_RUNTIME_DIR");
+  if (xdg && *xdg) {
+    own = path_join(xdg, "dynq");
+    if (own == NULL) return NULL;
+    dir = own;
+  }
+  if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+    log_warn("cannot create socket directory %s: %s", dir, strerror(errno));
+  char *p = path_join(dir, "dynqd.sock");
+  free(own);
+  return p;
+}
+
+/* A socket file left by a dead dynqd is removed; a live one is not. */
+static int clear_stale_socket(const char *path) {
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    if (errno == ENOENT) return 0;
+    log_err("cannot check %s: %s", path, strerror(errno));
+    return -errno;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    log_err("%s exists and is not a socket; refusing to replace it", path);
+    return -EEXIST;
+  }
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+  int e = errno;
+  close(fd);
+  if (rc == 0 || e == EAGAIN) {
+    log_err("another server is already answering on %s; refusing to start", path);
+    return -EADDRINUSE;
+  }
+  if (e != ECONNREFUSED) {
+    log_err("cannot check existing socket %s: %s", path, strerror(e));
+    return -e;
+  }
+  if (unlink(path) != 0 && errno != ENOENT) {
+    log_err("cannot remove stale socket %s: %s", path, strerror(errno));
+    return -errno;
+  }
+  log_notice("removed stale socket %s (nothing was answering on it)", path);
+  return 0;
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+  dynqd_server_t *s = l->data;
+  if (status < 0) {
+    log_warn("listener error: %s", uv_strerror(status));
+    return;
+  }
+  dynqd__conn_accept(s);
+}
+
+/* LISTEN_FDS/LISTEN_PID from systemd: 1 and fd 3 is ours, 0 if not
+ * activated, negative on a broken hand-over. */
+static int activated_fd(void) {
+  const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
+  int ret = 0;
+  if (pid_s == NULL || fds_s == NULL) goto out;
+  char *end;
+  long pid = strtol(pid_s, &end, 10);
+  if (*end != '\0' || pid != (long)getpid()) goto out;  /* meant for another process */
+  long n = strtol(fds_s, &end, 10);
+  if (*end != '\0' || n < 1) goto out;
+  if (n > 1)
+    log_warn("socket activation passed %ld sockets; using only the first (fd 3)", n);
+  struct stat st;
+  if (fstat(SD_LISTEN_FDS_START, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    log_err("socket activation: fd 3 is not a socket");
+    ret = -EBADF;
+    goto out;
+  }
+  fcntl(SD_LISTEN_FDS_START, F_SETFD, FD_CLOEXEC);
+  ret = 1;
+out:
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  return ret;
+}
+
+static int setup_listener(dynqd_server_t *s) {
+  int rc = uv_pipe_init(s->loop, &s->listener, 0);
+  if (rc != 0) return rc;
+  s->listener.data = s;
+  s->listener_open = 1;
+
+  int act = activated_fd();
+  if (act < 0) return act;
+  if (act == 1) {
+    rc = uv_pipe_open(&s->listener, SD_LISTEN_FDS_START);
+    if (rc != 0) {
+      log_err("socket activation: cannot use fd 3: %s", uv_strerror(rc));
+      return rc;
+    }
+    char name[256];
+    size_t nl = sizeof(name);
+    if (uv_pipe_getsockname(&s->listener, name, &nl) != 0) snprintf(name, sizeof(name), "?");
+    log_notice("listening on %s (socket activation, fd 3)", name);
+  } else {
+    char *path = choose_socket_path(s->cfg);
+    if (path == NULL) return -ENOMEM;
+    struct sockaddr_un sa;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+      log_err("socket path %s is %zu bytes long; a Unix socket path must be "
+              "shorter than %zu bytes", path, strlen(path), sizeof(sa.sun_path));
+      free(path);
+      return -ENAMETOOLONG;
+    }
+    rc = clear_stale_socket(path);
+    if (rc != 0) {
+      free(path);
+      return rc;
+    }
+    /* Bind with a umask that yields 0660 so no client ever sees a wider mode. */
+    mode_t old = umask(0117);
+    rc = uv_pipe_bind(&s->listener, path);
+    umask(old);
+    if (rc != 0) {
+      log_err("cannot bind %s: %s", path, uv_strerror(rc));
+      free(path);
+      return rc;
+    }
+    s->bound_path = path;
+    if (chmod(path, 0660) != 0)
+      log_warn("cannot chmod %s to 0660: %s", path, strerror(errno));
+    log_notice("listening on %s", path);
+  }
+  rc = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
+  if (rc != 0) {
+    log_err("cannot listen: %s", uv_strerror(rc));
+    return rc;
+  }
+  return 0;
+}
+
+static void unlink_socket(dynqd_server_t *s) {
+  if (s->bound_path == NULL) return;  /* inherited sockets are not ours */
+  if (unlink(s->bound_path) != 0 && errno != ENOENT)
+    log_warn("cannot remove %s: %s", s->bound_path, strerror(errno));
+  free(s->bound_path);
+  s->bound_path = NULL;
+}
+
+/* ---- completions, signals, drain ---- */
+
+static void on_async(uv_async_t *a) {
+  dynqd_server_t *s = a->data;
+  dynqd_job_t *j = dynqd__pool_take_done(&s->pool);
+  while (j != NULL) {
+    dynqd_job_t *next = j->next;
+    s->jobs_outstanding--;
+    dynqd__conn_job_done(j->conn, j);
+    j = next;
+  }
+  dynqd__server_check_drained(s);
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+void dynqd__server_check_drained(dynqd_server_t *s) {
+  if (!s->draining || s->exit_code >= 0) return;
+  if (s->jobs_outstanding > 0 || s->n_conns > 0) return;
+  log_notice("drained: all requests answered; exiting");
+  s->exit_code = 0;
+  uv_walk(s->loop, close_walk, NULL);
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  dynqd_server_t *s = t->data;
+  log_err("drain timed out after %d s with %d requests unfinished and %d "
+          "connections open; exiting", s->cfg->drain_timeout_s,
+          s->jobs_outstanding, s->n_conns);
+  unlink_socket(s);
+  /* Workers may be inside a model run: do not wait for them. */
+  _exit(1);
+}
+
+static void start_drain(dynqd_server_t *s, const char *why) {
+  if (s->draining) {
+    log_warn("%s again while draining: exiting now", why);
+    unlink_socket(s);
+    _exit(1);
+  }
+  s->draining = 1;
+  log_notice("%s: draining %d outstanding requests on %d connections", why,
+             s->jobs_outstanding, s->n_conns);
+  dynqd__notify("STOPPING=1");
+  if (s->listener_open) {
+    uv_close((uv_handle_t *)&s->listener, NULL);
+    s->listener_open = 0;
+  }
+  unlink_socket(s);
+  for (dynqd_conn_t *c = s->conns, *n; c; c = n) {
+    n = c->next;
+    dynqd__conn_flush_and_close(c);
+  }
+  uv_timer_start(&s->drain_timer, on_drain_timeout,
+                 (uint64_t)s->cfg->drain_timeout_s * 1000, 0);
+  dynqd__server_check_drained(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  dynqd_server_t *s = h->data;
+  if (signum == SIGHUP) {
+    log_notice("SIGHUP: model reload is not implemented yet; ignoring");
+    return;
+  }
+  start_drain(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv) {
+  dynqd_config_t cfg;
+  dynqd_server_t srv;
+  uv_loop_t loop;
+  int loop_ok = 0, rc;
+  memset(&srv, 0, sizeof(srv));
+  srv.exit_code = -1;
+
+  rc = dynqd__config_parse(&cfg, argc, argv);
+  if (rc != 0) {
+    dynqd__config_free(&cfg);
+    return rc > 0 ? 0 : 2;
+  }
+  dynqd__log_init(cfg.log_level);
+  signal(SIGPIPE, SIG_IGN);  /* a client gone mid-write is an EPIPE, not a death */
+
+  const char *kmsg = NULL;
+  const char *kenv = getenv("DYNQ_KERNEL");
+  if (dynq__kernels_init(kenv, &kmsg) != 0) {
+    log_err("cannot select an INT8 kernel (DYNQ_KERNEL=%s): %s",
+            kenv ? kenv : "", kmsg ? kmsg : "unknown reason");
+    dynqd__config_free(&cfg);
+    return 1;
+  }
+  /* Several workers call OpenBLAS at once: each call must stay on its thread. */
+  openblas_set_num_threads(1);
+  const char *core = openblas_get_corename();
+  log_notice("dynqd %s: kernel %s (%s), openblas core %s, %d workers", DYNQ_VERSION,
+             dynq__kernel()->name, dynq__kernel()->isa ? dynq__kernel()->isa : "",
+             core ? core : "unknown", cfg.workers);
+
+  srv.cfg = &cfg;
+  srv.start_ns = uv_hrtime();
+  rc = uv_loop_init(&loop);
+  if (rc != 0) {
+    log_err("cannot create the event loop: %s", uv_strerror(rc));
+    goto fail;
+  }
+  loop_ok = 1;
+  srv.loop = &loop;
+
+  rc = setup_listener(&srv);
+  if (rc != 0) goto fail;
+
+  int nm = dynqd__registry_load(&srv.reg, cfg.models_dir);
+  log_notice("%d model%s loaded from %s", nm, nm == 1 ? "" : "s",
+             cfg.models_dir ? cfg.models_dir : "(none)");
+
+  rc = uv_async_init(&loop, &srv.async, on_async);
+  if (rc != 0) goto fail;
+  srv.async.data = &srv;
+  rc = dynqd__pool_start(&srv.pool, cfg.workers, cfg.queue, &srv.async);
+  if (rc != 0) {
+    log_err("cannot start %d worker threads: %s", cfg.workers, strerror(-rc));
+    goto fail;
+  }
+  uv_timer_init(&loop, &srv.drain_timer);
+  srv.drain_timer.data = &srv;
+  uv_signal_t *sigs[] = {&srv.sig_term, &srv.sig_int, &srv.sig_hup};
+  int signums[] = {SIGTERM, SIGINT, SIGHUP};
+  for (int i = 0; i < 3; i++) {
+    uv_signal_init(&loop, sigs[i]);
+    sigs[i]->data = &srv;
+    rc = uv_signal_start(sigs[i], on_signal, signums[i]);
+    if (rc != 0) {
+      log_err("cannot handle signal %d: %s", signums[i], uv_strerror(rc));
+      goto fail;
+    }
+  }
+
+  dynqd__notifyf("READY=1\nSTATUS=serving %d model%s with %d workers (kernel %s)",
+                 nm, nm == 1 ? "" : "s", cfg.workers, dynq__kernel()->name);
+  uv_run(&loop, UV_RUN_DEFAULT);
+
+  dynqd__pool_stop(&srv.pool);
+  uv_loop_close(&loop);
+  dynqd__registry_free(&srv.reg);
+  unlink_socket(&srv);
+  dynqd__config_free(&cfg);
+  return srv.exit_code > 0 ? srv.exit_code : 0;
+
+fail:
+  if (rc < 0 && rc > -4096) log_err("start-up failed: %s", strerror(-rc));
+  else if (rc < 0) log_err("start-up failed: %s", dynq_strerror(rc));
+  dynqd__pool_stop(&srv.pool);
+  if (loop_ok) {
+    uv_walk(&loop, close_walk, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+  }
+  dynqd__registry_free(&srv.reg);
+  unlink_socket(&srv);
+  dynqd__config_free(&cfg);
+  return 1;
+}

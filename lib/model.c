@@ -1,0 +1,261 @@
+/*
+ * Model lifecycle (open -> shared by refcount -> unmapped by the last
+ * unref) and the graph executor.
+ *
+ * The executor keeps one tensor slot per value.  Constants are views into
+ * the mapping, graph inputs are views of the caller's tensors, everything
+ * else is owned and freed right after its last reader ran (last_use[],
+ * computed once at open), so peak memory is the live set, not the graph.
+ */
+#include "model.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "format.h"
+#include "ops.h"
+
+struct dynq__model {
+  atomic_int refs;
+  char *path;            /* owned */
+  void *map;             /* PROT_READ MAP_SHARED of the whole file */
+  size_t map_size;
+  dynq__fgraph_t fg;     /* arrays owned, data in map */
+  int *last_use;         /* owned [n_values]: last node reading it, or
+                            INT_MAX for graph outputs, -1 if never read */
+  dynq__model_stats_t stats;
+};
+
+static void compute_stats(dynq__model_t *m) {
+  const dynq__graph_t *g = &m->fg.g;
+  dynq__model_stats_t *s = &m->stats;
+  memset(s, 0, sizeof(*s));
+  s->n_nodes = g->n_nodes;
+  s->has_reference = 1;
+  unsigned char *qconst = calloc((size_t)g->n_values + 1, 1);
+  for (int i = 0; i < g->n_nodes; i++) {
+    const dynq__node_t *n = &g->nodes[i];
+    if (n->op != DYNQ_OP_QLINEAR) continue;
+    s->n_qlinear++;
+    if (dynq__node_attr_i(n, "per_tensor", 0)) s->per_tensor = 1;
+    for (int k = 1; k < n->n_in; k++) {
+      int v = n->in[k];
+      if (v < 0) continue;
+      if (qconst) qconst[v] = k == 5 ? 2 : 1;
+      if (k == 1) s->int8_weight_bytes += g->values[v].nbytes;
+      else if (k == 5) s->ref_weight_bytes += g->values[v].nbytes;
+      else s->fp32_weight_bytes += g->values[v].nbytes;
+    }
+    if (n->n_in < 6 || n->in[5] < 0) s->has_reference = 0;
+  }
+  for (int v = 0; v < g->n_values; v++)
+    if (g->values[v].data != NULL && (qconst == NULL || !qconst[v]))
+      s->fp32_weight_bytes += g->values[v].nbytes;
+  if (s->n_qlinear == 0) s->has_reference = 1;
+  free(qconst);
+}
+
+int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
+                     size_t errlen) {
+  int rc = 0, fd = -1;
+  dynq__model_t *m = calloc(1, sizeof(*m));
+  if (m == NULL) return -ENOMEM;
+  atomic_init(&m->refs, 1);
+  m->map = MAP_FAILED;
+  m->path = strdup(path);
+  if (m->path == NULL) {
+    rc = -ENOMEM;
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    rc = -errno;
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    goto fail;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    rc = -errno;
+    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    goto fail;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    rc = DYNQ_EFORMAT;
+    snprintf(err, errlen, "%s: not a regular file", path);
+    goto fail;
+  }
+  if (st.st_size < (off_t)sizeof(dynq__fhdr_t)) {
+    rc = DYNQ_EFORMAT;
+    snprintf(err, errlen, "%s: %lld bytes is too short for a model (truncated?)", path, (long long)st.st_size);
+    goto fail;
+  }
+  m->map_size = (size_t)st.st_size;
+  m->map = mmap(NULL, m->map_size, PROT_READ, MAP_SHARED, fd, 0);
+  if (m->map == MAP_FAILED) {
+    rc = -errno;
+    snprintf(err, errlen, "%s: mmap: %s", path, strerror(errno));
+    goto fail;
+  }
+  char msg[384];
+  rc = dynq__format_decode(m->map, m->map_size, fd, &m->fg, msg, sizeof(msg));
+  if (rc != 0) {
+    snprintf(err, errlen, "%s: %s", path, msg);
+    goto fail;
+  }
+  close(fd);
+  fd = -1;
+  const dynq__graph_t *g = &m->fg.g;
+  m->last_use = malloc(sizeof(int) * ((size_t)g->n_values + 1));
+  if (m->last_use == NULL) {
+    rc = -ENOMEM;
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  for (int v = 0; v < g->n_values; v++) m->last_use[v] = -1;
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i].n_in; k++)
+      if (g->nodes[i].in[k] >= 0) m->last_use[g->nodes[i].in[k]] = i;
+  for (int i = 0; i < g->n_outputs; i++) m->last_use[g->outputs[i]] = g->n_nodes;
+  compute_stats(m);
+  *ret_model = m;
+  return 0;
+fail:
+  if (fd >= 0) close(fd);
+  dynq__model_unref(m);
+  return rc;
+}
+
+dynq__model_t *dynq__model_ref(dynq__model_t *m) {
+  atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+  return m;
+}
+
+dynq__model_t *dynq__model_unref(dynq__model_t *m) {
+  if (m == NULL) return NULL;
+  if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return NULL;
+  dynq__format_free(&m->fg);
+  if (m->map != MAP_FAILED) munmap(m->map, m->map_size);
+  free(m->last_use);
+  free(m->path);
+  free(m);
+  return NULL;
+}
+
+const dynq__graph_t *dynq__model_graph(const dynq__model_t *m) { return &m->fg.g; }
+const char *dynq__model_path(const dynq__model_t *m) { return m->path; }
+size_t dynq__model_file_size(const dynq__model_t *m) { return m->map_size; }
+
+void dynq__model_get_stats(const dynq__model_t *m, dynq__model_stats_t *ret) {
+  *ret = m->stats;
+}
+
+int dynq__model_input_index(const dynq__model_t *m, const char *name) {
+  const dynq__graph_t *g = &m->fg.g;
+  for (int i = 0; i < g->n_inputs; i++)
+    if (strcmp(g->values[g->inputs[i]].name, name) == 0) return i;
+  return -1;
+}
+
+static int check_input(const dynq__value_t *decl, const dynq__tensor_t *t,
+                       char *err, size_t errlen) {
+  char a[128], b[128];
+  if (t->dtype != decl->dtype) {
+    snprintf(err, errlen, "input '%s': dtype %s, model expects %s", decl->name,
+             dynq__dtype_name(t->dtype), dynq__dtype_name(decl->dtype));
+    return DYNQ_EDTYPE;
+  }
+  int ok = t->rank == decl->rank;
+  for (int d = 0; ok && d < t->rank; d++)
+    if (decl->dims[d] >= 0 ? t->dims[d] != decl->dims[d] : t->dims[d] < 1) ok = 0;
+  if (!ok) {
+    snprintf(err, errlen, "input '%s': shape %s, model expects %s (-1 = any size >= 1)",
+             decl->name, dynq__shape_str(a, sizeof(a), t->rank, t->dims),
+             dynq__shape_str(b, sizeof(b), decl->rank, decl->dims));
+    return DYNQ_ESHAPE;
+  }
+  if (t->data == NULL && dynq__tensor_nbytes(t) > 0) {
+    snprintf(err, errlen, "input '%s': no data", decl->name);
+    return DYNQ_EDATA;
+  }
+  return 0;
+}
+
+static int copy_tensor(dynq__tensor_t *dst, const dynq__tensor_t *src) {
+  int rc = dynq__tensor_alloc(dst, src->dtype, src->rank, src->dims);
+  if (rc == 0) memcpy(dst->data, src->data, dynq__tensor_nbytes(src));
+  return rc;
+}
+
+int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
+                    const dynq__tensor_t *inputs, dynq__tensor_t *outputs,
+                    char *err, size_t errlen) {
+  const dynq__graph_t *g = &m->fg.g;
+  int rc = 0;
+  dynq__tensor_t *slot = calloc((size_t)g->n_values + 1, sizeof(*slot));
+  if (slot == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -ENOMEM;
+  }
+  for (int v = 0; v < g->n_values; v++) {
+    const dynq__value_t *val = &g->values[v];
+    if (val->data == NULL) continue;
+    slot[v].dtype = val->dtype;
+    slot[v].rank = val->rank;
+    memcpy(slot[v].dims, val->dims, sizeof(slot[v].dims));
+    slot[v].data = (void *)val->data;  /* read-only mapping; ops never write inputs */
+  }
+  for (int i = 0; i < g->n_inputs; i++) {
+    const dynq__value_t *decl = &g->values[g->inputs[i]];
+    if ((rc = check_input(decl, &inputs[i], err, errlen)) != 0) goto out;
+    slot[g->inputs[i]] = inputs[i];
+    slot[g->inputs[i]].owned = 0;
+  }
+  dynq__op_ctx_t ctx = {
+    .kernel = opts && opts->kernel ? opts->kernel : dynq__kernel(),
+    .precision = opts ? opts->precision : DYNQ_PRECISION_INT8,
+    .err = err,
+    .errlen = errlen,
+  };
+  for (int i = 0; i < g->n_nodes; i++) {
+    const dynq__node_t *n = &g->nodes[i];
+    const dynq__tensor_t *in[DYNQ_FILE_MAX_ARITY];
+    dynq__tensor_t out[DYNQ_FILE_MAX_ARITY];
+    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? &slot[n->in[k]] : NULL;
+    memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);
+    ctx.node = n;
+    rc = dynq__opdef(n->op)->run(&ctx, in, out);
+    if (rc != 0) {
+      for (int k = 0; k < n->n_out; k++) dynq__tensor_clear(&out[k]);
+      goto out;
+    }
+    for (int k = 0; k < n->n_out; k++) slot[n->out[k]] = out[k];
+    for (int k = 0; k < n->n_in; k++) {
+      int v = n->in[k];
+      if (v >= 0 && m->last_use[v] == i) dynq__tensor_clear(&slot[v]);
+    }
+  }
+  for (int i = 0; i < g->n_outputs; i++) {
+    dynq__tensor_t *s = &slot[g->outputs[i]];
+    if (s->owned) {
+      outputs[i] = *s;
+      memset(s, 0, sizeof(*s));
+    } else if ((rc = copy_tensor(&outputs[i], s)) != 0) {
+      for (int j = 0; j < i; j++) dynq__tensor_clear(&outputs[j]);
+      snprintf(err, errlen, "out of memory copying output");
+      goto out;
+    }
+  }
+out:
+  for (int v = 0; v < g->n_values; v++) dynq__tensor_clear(&slot[v]);
+  free(slot);
+  return rc;
+}

@@ -1,0 +1,65 @@
+/*
+ * A loaded model: a read-only MAP_SHARED mapping of a .dynq file, the
+ * graph decoded from it (pointing into the mapping), and the execution
+ * plan.  Reference counted and immutable once loaded, so any number of
+ * threads may run it at once; the last dynq__model_unref() unmaps.
+ */
+#ifndef DYNQ_MODEL_H
+#define DYNQ_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "graph.h"
+#include "kernels/kernels.h"
+#include "tensor.h"
+
+typedef struct dynq__model dynq__model_t;
+
+enum { DYNQ_PRECISION_INT8 = 0, DYNQ_PRECISION_FP32 = 1 };
+
+/* Open, validate (header, section checksums, bounds, overlaps, graph) and
+ * map a model.  On failure returns -errno or DYNQ_E* and writes a message
+ * naming what was wrong into err. */
+int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
+                     size_t errlen);
+dynq__model_t *dynq__model_ref(dynq__model_t *m);
+dynq__model_t *dynq__model_unref(dynq__model_t *m); /* NULL-safe, returns NULL */
+
+const dynq__graph_t *dynq__model_graph(const dynq__model_t *m);
+const char *dynq__model_path(const dynq__model_t *m);
+size_t dynq__model_file_size(const dynq__model_t *m);
+
+/* Summary for model.info. */
+typedef struct dynq__model_stats {
+  int n_nodes;
+  int n_qlinear;              /* quantized layers */
+  size_t int8_weight_bytes;   /* packed int8 weights */
+  size_t fp32_weight_bytes;   /* FP32 constants used on the INT8 path */
+  size_t ref_weight_bytes;    /* FP32 reference weights (fp32 path only) */
+  int has_reference;          /* every QLINEAR has Wref */
+  int per_tensor;             /* any QLINEAR uses per-tensor scales */
+} dynq__model_stats_t;
+void dynq__model_get_stats(const dynq__model_t *m, dynq__model_stats_t *ret);
+
+/* Index of the graph input with this name, or -1. */
+int dynq__model_input_index(const dynq__model_t *m, const char *name);
+
+typedef struct dynq__run_opts {
+  int precision;                  /* DYNQ_PRECISION_* */
+  const dynq__kernel_t *kernel;   /* NULL: dynq__kernel() */
+} dynq__run_opts_t;
+
+/*
+ * Run the graph.  inputs[i] is graph input i (caller matched names); each
+ * is checked against the declared dtype and dims (-1 dims accept any
+ * size >= 1 but the same symbol is not cross-checked).  On success
+ * outputs[0..n_outputs) are owned tensors the caller clears.  On failure
+ * nothing is left allocated and err names the node or input at fault.
+ * Thread-safe: the model is read-only; all scratch is per call.
+ */
+int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
+                    const dynq__tensor_t *inputs, dynq__tensor_t *outputs,
+                    char *err, size_t errlen);
+
+#endif

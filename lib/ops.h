@@ -1,0 +1,52 @@
+/*
+ * Operator table: arity, a load-time check of constants and attributes,
+ * and the run function.  Indexed by dynq_op_t (designated initializers),
+ * not an if/else chain.
+ */
+#ifndef DYNQ_OPS_H
+#define DYNQ_OPS_H
+
+#include <stddef.h>
+
+#include "graph.h"
+#include "kernels/kernels.h"
+#include "model.h"
+#include "tensor.h"
+
+typedef struct dynq__op_ctx {
+  const dynq__node_t *node;
+  const dynq__kernel_t *kernel;
+  int precision;              /* DYNQ_PRECISION_* */
+  char *err;                  /* message buffer for failures */
+  size_t errlen;
+} dynq__op_ctx_t;
+
+/* in[i] is NULL for an omitted optional input.  out[] are cleared tensors
+ * the op fills (owned storage) with shapes computed from the inputs. */
+typedef int (*dynq__op_run_fn)(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                               dynq__tensor_t *out);
+/* Load-time check beyond arity (constant inputs, attribute values). */
+typedef int (*dynq__op_check_fn)(const dynq__graph_t *g, const dynq__node_t *n,
+                                 char *err, size_t errlen);
+
+typedef struct dynq__opdef {
+  const char *name;
+  int min_in, max_in, n_out;
+  dynq__op_check_fn check;    /* may be NULL */
+  dynq__op_run_fn run;
+} dynq__opdef_t;
+
+/* NULL for an unknown op code. */
+const dynq__opdef_t *dynq__opdef(int op);
+
+/* Error helper: formats "node 'name' (Op): ..." into c->err; returns code. */
+int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* qlinear.c */
+int dynq__qlinear_check(const dynq__graph_t *g, const dynq__node_t *n,
+                        char *err, size_t errlen);
+int dynq__qlinear_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                      dynq__tensor_t *out);
+
+#endif

@@ -1,0 +1,654 @@
+/*
+ * The msgpack writer and reader of the wire protocol (docs/PROTOCOL.md).
+ * This file and scan.c are the only code that sees msgpack-c; everything
+ * leaves here as plain C values, dynq__obj_t handles or owned tensors.
+ *
+ * Writer: a msgpack_packer whose write callback appends to a dynq__wbuf_t
+ * (capacity doubles; the first failure sticks in w->err and turns every
+ * later write into a no-op, so callers check once at the end).
+ *
+ * Reader: dynq__rpc_parse() copies the frame into memory the message owns
+ * (msgpack-c's objects point into the input bytes, and the caller's read
+ * buffer moves on), re-scans it with the limits msgpack-c itself can
+ * handle so that no declared size reaches its allocator unchecked, decodes
+ * it and validates the envelope.  A dynq__obj_t wraps a const
+ * msgpack_object * living in the message's zone.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include <dynq/errors.h>
+
+#include "proto.h"
+
+/* ---- writer ---- */
+
+void dynq__wbuf_init(dynq__wbuf_t *w) {
+  w->data = NULL;
+  w->len = 0;
+  w->cap = 0;
+  w->err = 0;
+}
+
+void dynq__wbuf_free(dynq__wbuf_t *w) {
+  if (w == NULL) return;
+  free(w->data);
+  dynq__wbuf_init(w);
+}
+
+void dynq__wbuf_reset(dynq__wbuf_t *w) {
+  w->len = 0;
+  w->err = 0;
+}
+
+uint8_t *dynq__wbuf_steal(dynq__wbuf_t *w, size_t *ret_len) {
+  uint8_t *p = w->data;
+  if (ret_len != NULL) *ret_len = w->len;
+  dynq__wbuf_init(w);
+  return p;
+}
+
+static int wbuf_append(dynq__wbuf_t *w, const void *p, size_t n) {
+  if (w->err) return -1;
+  if (n > w->cap - w->len) {
+    size_t cap = w->cap ? w->cap : 256;
+    while (cap - w->len < n) {
+      if (cap > SIZE_MAX / 2) goto nomem;
+      cap *= 2;
+    }
+    uint8_t *d = realloc(w->data, cap);
+    if (d == NULL) goto nomem;
+    w->data = d;
+    w->cap = cap;
+  }
+  if (n > 0) memcpy(w->data + w->len, p, n);
+  w->len += n;
+  return 0;
+nomem:
+  w->err = -ENOMEM;
+  return -1;
+}
+
+static int packer_write(void *data, const char *buf, size_t len) {
+  return wbuf_append(data, buf, len);
+}
+
+/* A packer is two pointers: building one per call keeps dynq__wbuf_t free
+ * of msgpack types. */
+#define PACKER(pk, w)   \
+  msgpack_packer pk;    \
+  msgpack_packer_init(&pk, (w), packer_write)
+
+/* msgpack lengths are 32-bit; longer data cannot be encoded at all. */
+static int too_long(dynq__wbuf_t *w, size_t n) {
+  if (n <= UINT32_MAX) return 0;
+  if (!w->err) w->err = DYNQ_ETOOBIG;
+  return 1;
+}
+
+void dynq__w_nil(dynq__wbuf_t *w) {
+  PACKER(pk, w);
+  msgpack_pack_nil(&pk);
+}
+
+void dynq__w_bool(dynq__wbuf_t *w, int v) {
+  PACKER(pk, w);
+  if (v) msgpack_pack_true(&pk);
+  else msgpack_pack_false(&pk);
+}
+
+void dynq__w_int(dynq__wbuf_t *w, int64_t v) {
+  PACKER(pk, w);
+  msgpack_pack_int64(&pk, v);
+}
+
+void dynq__w_uint(dynq__wbuf_t *w, uint64_t v) {
+  PACKER(pk, w);
+  msgpack_pack_uint64(&pk, v);
+}
+
+void dynq__w_double(dynq__wbuf_t *w, double v) {
+  PACKER(pk, w);
+  msgpack_pack_double(&pk, v);
+}
+
+void dynq__w_str(dynq__wbuf_t *w, const char *s) {
+  if (s == NULL) dynq__w_nil(w);
+  else dynq__w_strn(w, s, strlen(s));
+}
+
+void dynq__w_strn(dynq__wbuf_t *w, const char *s, size_t n) {
+  PACKER(pk, w);
+  if (too_long(w, n)) return;
+  if (msgpack_pack_str(&pk, n) == 0 && n > 0) msgpack_pack_str_body(&pk, s, n);
+}
+
+void dynq__w_bin(dynq__wbuf_t *w, const void *p, size_t n) {
+  PACKER(pk, w);
+  if (too_long(w, n)) return;
+  if (msgpack_pack_bin(&pk, n) == 0 && n > 0) msgpack_pack_bin_body(&pk, p, n);
+}
+
+void dynq__w_array(dynq__wbuf_t *w, uint32_t n) {
+  PACKER(pk, w);
+  msgpack_pack_array(&pk, n);
+}
+
+void dynq__w_map(dynq__wbuf_t *w, uint32_t n) {
+  PACKER(pk, w);
+  msgpack_pack_map(&pk, n);
+}
+
+void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t) {
+  size_t nbytes = 0;
+  int ok = t != NULL && t->rank >= 0 && t->rank <= DYNQ_MAX_RANK &&
+           dynq__dtype_size(t->dtype) != 0 && dynq__tensor_numel(t) >= 0;
+  if (ok) {
+    nbytes = dynq__tensor_nbytes(t);
+    ok = nbytes == 0 || t->data != NULL;
+  }
+  if (!ok) {
+    /* A caller bug, not peer data: poison the buffer rather than emit a
+     * frame the other side would reject with a confusing message. */
+    if (!w->err) w->err = DYNQ_EINTERNAL;
+    return;
+  }
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype");
+  dynq__w_str(w, dynq__dtype_name(t->dtype));
+  dynq__w_str(w, "shape");
+  dynq__w_array(w, (uint32_t)t->rank);
+  for (int i = 0; i < t->rank; i++) dynq__w_int(w, t->dims[i]);
+  dynq__w_str(w, "data");
+  dynq__w_bin(w, t->data, nbytes);
+}
+
+void dynq__w_request_head(dynq__wbuf_t *w, uint32_t msgid, const char *method) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, DYNQ_RPC_REQUEST);
+  dynq__w_uint(w, msgid);
+  dynq__w_str(w, method);
+}
+
+void dynq__w_result_head(dynq__wbuf_t *w, uint32_t msgid) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, DYNQ_RPC_RESPONSE);
+  dynq__w_uint(w, msgid);
+  dynq__w_nil(w);
+}
+
+void dynq__w_error_response(dynq__wbuf_t *w, uint32_t msgid, int code,
+                            const char *message) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, DYNQ_RPC_RESPONSE);
+  dynq__w_uint(w, msgid);
+  dynq__w_map(w, 4);
+  dynq__w_str(w, "code");
+  dynq__w_int(w, code);
+  dynq__w_str(w, "name");
+  dynq__w_str(w, dynq_err_name(code));
+  dynq__w_str(w, "message");
+  dynq__w_str(w, message != NULL && message[0] ? message : dynq_strerror(code));
+  dynq__w_str(w, "retryable");
+  dynq__w_bool(w, dynq_err_retryable(code));
+  dynq__w_nil(w);
+}
+
+/* ---- reader: object accessors ---- */
+
+#define OBJ(o) ((const msgpack_object *)(o).p)
+
+static dynq__obj_t mkobj(const msgpack_object *p) {
+  dynq__obj_t o = {p};
+  return o;
+}
+
+int dynq__obj_is_absent(dynq__obj_t o) { return o.p == NULL; }
+
+dynq__obj_kind_t dynq__obj_kind(dynq__obj_t o) {
+  if (o.p == NULL) return DYNQ_OBJ_NIL;
+  switch (OBJ(o)->type) {
+  case MSGPACK_OBJECT_NIL: return DYNQ_OBJ_NIL;
+  case MSGPACK_OBJECT_BOOLEAN: return DYNQ_OBJ_BOOL;
+  case MSGPACK_OBJECT_POSITIVE_INTEGER:
+  case MSGPACK_OBJECT_NEGATIVE_INTEGER: return DYNQ_OBJ_INT;
+  case MSGPACK_OBJECT_FLOAT32:
+  case MSGPACK_OBJECT_FLOAT64: return DYNQ_OBJ_FLOAT;
+  case MSGPACK_OBJECT_STR: return DYNQ_OBJ_STR;
+  case MSGPACK_OBJECT_BIN: return DYNQ_OBJ_BIN;
+  case MSGPACK_OBJECT_ARRAY: return DYNQ_OBJ_ARRAY;
+  case MSGPACK_OBJECT_MAP: return DYNQ_OBJ_MAP;
+  default: return DYNQ_OBJ_OTHER;
+  }
+}
+
+int dynq__obj_bool(dynq__obj_t o, int *ret) {
+  if (dynq__obj_kind(o) != DYNQ_OBJ_BOOL) return DYNQ_EPARAMS;
+  *ret = OBJ(o)->via.boolean ? 1 : 0;
+  return 0;
+}
+
+int dynq__obj_int(dynq__obj_t o, int64_t *ret) {
+  if (o.p == NULL) return DYNQ_EPARAMS;
+  if (OBJ(o)->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    if (OBJ(o)->via.u64 > (uint64_t)INT64_MAX) return DYNQ_EPARAMS;
+    *ret = (int64_t)OBJ(o)->via.u64;
+    return 0;
+  }
+  if (OBJ(o)->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+    *ret = OBJ(o)->via.i64;
+    return 0;
+  }
+  return DYNQ_EPARAMS;
+}
+
+int dynq__obj_double(dynq__obj_t o, double *ret) {
+  switch (dynq__obj_kind(o)) {
+  case DYNQ_OBJ_FLOAT:
+    *ret = OBJ(o)->via.f64;
+    return 0;
+  case DYNQ_OBJ_INT:
+    *ret = OBJ(o)->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+               ? (double)OBJ(o)->via.u64 : (double)OBJ(o)->via.i64;
+    return 0;
+  default:
+    return DYNQ_EPARAMS;
+  }
+}
+
+int dynq__obj_str(dynq__obj_t o, const char **ret_p, size_t *ret_len) {
+  if (dynq__obj_kind(o) != DYNQ_OBJ_STR) return DYNQ_EPARAMS;
+  /* An empty string may carry a NULL pointer; callers get "" instead. */
+  *ret_p = OBJ(o)->via.str.size ? OBJ(o)->via.str.ptr : "";
+  *ret_len = OBJ(o)->via.str.size;
+  return 0;
+}
+
+int dynq__obj_strcpy(dynq__obj_t o, char *buf, size_t cap) {
+  const char *s;
+  size_t n;
+  if (dynq__obj_str(o, &s, &n) < 0) return DYNQ_EPARAMS;
+  if (n >= cap || memchr(s, '\0', n) != NULL) return DYNQ_EPARAMS;
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  return 0;
+}
+
+int dynq__obj_bin(dynq__obj_t o, const void **ret_p, size_t *ret_len) {
+  if (dynq__obj_kind(o) != DYNQ_OBJ_BIN) return DYNQ_EPARAMS;
+  *ret_p = OBJ(o)->via.bin.size ? (const void *)OBJ(o)->via.bin.ptr : "";
+  *ret_len = OBJ(o)->via.bin.size;
+  return 0;
+}
+
+uint32_t dynq__obj_len(dynq__obj_t o) {
+  switch (dynq__obj_kind(o)) {
+  case DYNQ_OBJ_ARRAY: return OBJ(o)->via.array.size;
+  case DYNQ_OBJ_MAP: return OBJ(o)->via.map.size;
+  default: return 0;
+  }
+}
+
+dynq__obj_t dynq__obj_at(dynq__obj_t o, uint32_t i) {
+  if (dynq__obj_kind(o) != DYNQ_OBJ_ARRAY || i >= OBJ(o)->via.array.size)
+    return mkobj(NULL);
+  return mkobj(&OBJ(o)->via.array.ptr[i]);
+}
+
+dynq__obj_t dynq__obj_key_at(dynq__obj_t o, uint32_t i) {
+  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP || i >= OBJ(o)->via.map.size)
+    return mkobj(NULL);
+  return mkobj(&OBJ(o)->via.map.ptr[i].key);
+}
+
+dynq__obj_t dynq__obj_val_at(dynq__obj_t o, uint32_t i) {
+  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP || i >= OBJ(o)->via.map.size)
+    return mkobj(NULL);
+  return mkobj(&OBJ(o)->via.map.ptr[i].val);
+}
+
+dynq__obj_t dynq__obj_get(dynq__obj_t map, const char *key) {
+  if (dynq__obj_kind(map) != DYNQ_OBJ_MAP || key == NULL) return mkobj(NULL);
+  size_t klen = strlen(key);
+  const msgpack_object_map *m = &OBJ(map)->via.map;
+  /* First match wins; non-string keys never match. */
+  for (uint32_t i = 0; i < m->size; i++) {
+    const msgpack_object *k = &m->ptr[i].key;
+    if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
+        (klen == 0 || memcmp(k->via.str.ptr, key, klen) == 0))
+      return mkobj(&m->ptr[i].val);
+  }
+  return mkobj(NULL);
+}
+
+/* ---- reader: tensors ---- */
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+static int fail(int code, char *err, size_t errlen, const char *fmt, ...) {
+  if (err != NULL && errlen > 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
+                     dynq__tensor_t *ret_t, char *err, size_t errlen) {
+  int max_rank = DYNQ_MAX_RANK;
+  int64_t max_elems = DYNQ_MAX_ELEMS;
+  int64_t dims[DYNQ_MAX_RANK];
+  char dtname[16];
+  const void *data;
+  size_t nbytes;
+
+  if (lim != NULL) {
+    if (lim->max_rank < max_rank) max_rank = lim->max_rank;
+    if (lim->max_elems < max_elems) max_elems = lim->max_elems;
+  }
+  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP)
+    return fail(DYNQ_EPARAMS, err, errlen, "tensor is not a map");
+
+  dynq__obj_t f = dynq__obj_get(o, "dtype");
+  if (dynq__obj_kind(f) != DYNQ_OBJ_STR)
+    return fail(DYNQ_EPARAMS, err, errlen,
+                "tensor field 'dtype' is %s", f.p ? "not a string" : "missing");
+  dynq_dtype_t dt = DYNQ_DT_INVALID;
+  if (dynq__obj_strcpy(f, dtname, sizeof dtname) == 0)
+    dt = dynq__dtype_from_name(dtname);
+  if (dt == DYNQ_DT_INVALID) {
+    const char *s;
+    size_t n;
+    dynq__obj_str(f, &s, &n);
+    return fail(DYNQ_EDTYPE, err, errlen, "unknown tensor dtype '%.*s'",
+                (int)(n > 32 ? 32 : n), s);
+  }
+
+  f = dynq__obj_get(o, "shape");
+  if (dynq__obj_kind(f) != DYNQ_OBJ_ARRAY)
+    return fail(DYNQ_EPARAMS, err, errlen,
+                "tensor field 'shape' is %s", f.p ? "not an array" : "missing");
+  uint32_t rank = dynq__obj_len(f);
+  if (rank > (uint32_t)(max_rank < 0 ? 0 : max_rank))
+    return fail(DYNQ_ESHAPE, err, errlen,
+                "tensor rank %" PRIu32 " exceeds the limit of %d", rank, max_rank);
+  for (uint32_t i = 0; i < rank; i++) {
+    if (dynq__obj_int(dynq__obj_at(f, i), &dims[i]) < 0)
+      return fail(DYNQ_EPARAMS, err, errlen,
+                  "tensor shape[%" PRIu32 "] is not an integer in int64 range", i);
+    if (dims[i] < 0)
+      return fail(DYNQ_ESHAPE, err, errlen,
+                  "tensor shape[%" PRIu32 "] is negative (%" PRId64 ")", i, dims[i]);
+  }
+  int64_t numel = dynq__shape_numel((int)rank, dims);
+  if (numel < 0 || numel > max_elems)
+    return fail(DYNQ_ELIMIT, err, errlen,
+                "tensor has more than %" PRId64 " elements", max_elems);
+
+  f = dynq__obj_get(o, "data");
+  if (dynq__obj_bin(f, &data, &nbytes) < 0)
+    return fail(DYNQ_EPARAMS, err, errlen,
+                "tensor field 'data' is %s", f.p ? "not bin" : "missing");
+  /* numel <= 2^31 and sizes <= 8: the product fits in 64 bits. */
+  uint64_t want = (uint64_t)numel * dynq__dtype_size(dt);
+  if ((uint64_t)nbytes != want)
+    return fail(DYNQ_EDATA, err, errlen,
+                "tensor data has %zu bytes, shape and dtype need %" PRIu64,
+                nbytes, want);
+
+  dynq__tensor_t t;
+  memset(&t, 0, sizeof t);
+  int rc = dynq__tensor_alloc(&t, dt, (int)rank, dims);
+  if (rc < 0)
+    return fail(rc, err, errlen, "cannot allocate a tensor of %" PRIu64 " bytes",
+                want);
+  if (nbytes > 0) memcpy(t.data, data, nbytes);
+  *ret_t = t;
+  return 0;
+}
+
+/* ---- reader: envelope ---- */
+
+/* msgpack-c's unpacker keeps a fixed stack of 32 open containers. */
+#define MSGPACK_MAX_DEPTH 32
+
+typedef struct rpc_priv {
+  msgpack_unpacked up;  /* owns the zone every object lives in */
+  char method[64];
+  uint8_t frame[];      /* our copy of the frame: objects point into it */
+} rpc_priv_t;
+
+static void priv_free(rpc_priv_t *p) {
+  if (p == NULL) return;
+  msgpack_unpacked_destroy(&p->up);
+  free(p);
+}
+
+static int is_uint32(const msgpack_object *o) {
+  return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= UINT32_MAX;
+}
+
+/* A method name: 1..63 bytes, no NUL. */
+static int get_method(const msgpack_object *o, char *buf, char *err,
+                      size_t errlen) {
+  if (o->type != MSGPACK_OBJECT_STR)
+    return fail(DYNQ_EPROTO, err, errlen, "method is not a string");
+  if (o->via.str.size == 0)
+    return fail(DYNQ_EPROTO, err, errlen, "method is empty");
+  if (o->via.str.size > 63)
+    return fail(DYNQ_EPROTO, err, errlen,
+                "method is %" PRIu32 " bytes long (at most 63)", o->via.str.size);
+  if (memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)
+    return fail(DYNQ_EPROTO, err, errlen, "method holds a NUL byte");
+  memcpy(buf, o->via.str.ptr, o->via.str.size);
+  buf[o->via.str.size] = '\0';
+  return 0;
+}
+
+/* params: a map, nil, or (generic msgpack-RPC clients) an array of one map
+ * or an empty array; anything else is left for the method to refuse. */
+static dynq__obj_t unwrap_params(const msgpack_object *o) {
+  if (o->type == MSGPACK_OBJECT_ARRAY) {
+    if (o->via.array.size == 0) return mkobj(NULL);
+    if (o->via.array.size == 1 && o->via.array.ptr[0].type == MSGPACK_OBJECT_MAP)
+      return mkobj(&o->via.array.ptr[0]);
+  }
+  return mkobj(o);
+}
+
+int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
+                    int64_t *ret_msgid_hint, char *err, size_t errlen) {
+  rpc_priv_t *p = NULL;
+  size_t used = 0, off = 0;
+  int rc;
+
+  if (ret_msgid_hint != NULL) *ret_msgid_hint = -1;
+  if (err != NULL && errlen > 0) err[0] = '\0';
+
+  /* Re-scan with this frame as the budget: whatever the caller's limits,
+   * no declared count or length can ask msgpack-c for more than the bytes
+   * present could hold, and nesting stays within msgpack-c's stack. */
+  dynq__scan_limits_t lim = {len, MSGPACK_MAX_DEPTH, UINT64_MAX};
+  rc = dynq__mp_scan(buf, len, &lim, &used);
+  if (rc == DYNQ_EDEPTH) {
+    rc = fail(DYNQ_EPROTO, err, errlen,
+              "message nesting deeper than %d", MSGPACK_MAX_DEPTH);
+    goto fail;
+  }
+  if (rc < 0 || used != len) {
+    /* With the frame itself as the budget, ETOOBIG and a count the budget
+     * cannot hold both mean bytes are missing. */
+    rc = fail(DYNQ_EPROTO, err, errlen, "%s",
+              rc == -EAGAIN || rc == DYNQ_ETOOBIG ? "message is truncated"
+              : rc < 0 ? "message is not valid msgpack (bad byte or a count "
+                         "larger than the frame)"
+                       : "trailing bytes after the message");
+    goto fail;
+  }
+
+  if (len > SIZE_MAX - sizeof *p) {
+    rc = fail(-ENOMEM, err, errlen, "message too large to copy");
+    goto fail;
+  }
+  p = malloc(sizeof *p + len);
+  if (p == NULL) {
+    rc = fail(-ENOMEM, err, errlen, "out of memory");
+    goto fail;
+  }
+  msgpack_unpacked_init(&p->up);
+  p->method[0] = '\0';
+  memcpy(p->frame, buf, len);
+
+  switch (msgpack_unpack_next(&p->up, (const char *)p->frame, len, &off)) {
+  case MSGPACK_UNPACK_SUCCESS:
+    break;
+  case MSGPACK_UNPACK_NOMEM_ERROR:
+    rc = fail(-ENOMEM, err, errlen, "out of memory decoding the message");
+    goto fail;
+  default:
+    rc = fail(DYNQ_EPROTO, err, errlen, "message is not valid msgpack");
+    goto fail;
+  }
+
+  const msgpack_object *root = &p->up.data;
+  if (root->type != MSGPACK_OBJECT_ARRAY) {
+    rc = fail(DYNQ_EPROTO, err, errlen, "message is not an array");
+    goto fail;
+  }
+  uint32_t n = root->via.array.size;
+  const msgpack_object *a = root->via.array.ptr;
+  if (n < 1 || a[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || a[0].via.u64 > 2) {
+    rc = fail(DYNQ_EPROTO, err, errlen,
+              "message type is not 0, 1 or 2 (request, response, notification)");
+    goto fail;
+  }
+  int type = (int)a[0].via.u64;
+  /* Read the msgid before judging the rest, so that the caller can still
+   * answer a request whose other fields are wrong. */
+  if (type != DYNQ_RPC_NOTIFY && n >= 2 && is_uint32(&a[1]) &&
+      ret_msgid_hint != NULL)
+    *ret_msgid_hint = (int64_t)a[1].via.u64;
+
+  uint32_t want = type == DYNQ_RPC_NOTIFY ? 3 : 4;
+  if (n != want) {
+    rc = fail(DYNQ_EPROTO, err, errlen,
+              "%s must be an array of %" PRIu32 " elements, got %" PRIu32,
+              type == DYNQ_RPC_REQUEST ? "request"
+              : type == DYNQ_RPC_RESPONSE ? "response" : "notification",
+              want, n);
+    goto fail;
+  }
+
+  dynq__rpc_msg_t m;
+  memset(&m, 0, sizeof m);
+  m.type = type;
+  if (type != DYNQ_RPC_NOTIFY) {
+    if (!is_uint32(&a[1])) {
+      rc = fail(DYNQ_EPROTO, err, errlen, "msgid is not an integer in 0..2^32-1");
+      goto fail;
+    }
+    m.msgid = (uint32_t)a[1].via.u64;
+  }
+  switch (type) {
+  case DYNQ_RPC_REQUEST:
+  case DYNQ_RPC_NOTIFY: {
+    const msgpack_object *meth = type == DYNQ_RPC_REQUEST ? &a[2] : &a[1];
+    rc = get_method(meth, p->method, err, errlen);
+    if (rc < 0) goto fail;
+    m.method = p->method;
+    m.params = unwrap_params(type == DYNQ_RPC_REQUEST ? &a[3] : &a[2]);
+    break;
+  }
+  default:
+    m.error = a[2].type == MSGPACK_OBJECT_NIL ? mkobj(NULL) : mkobj(&a[2]);
+    m.result = mkobj(&a[3]);
+    break;
+  }
+  m.priv = p;
+  *ret = m;
+  return 0;
+
+fail:
+  priv_free(p);
+  return rc;
+}
+
+void dynq__rpc_free(dynq__rpc_msg_t *m) {
+  if (m == NULL) return;
+  priv_free(m->priv);
+  memset(m, 0, sizeof *m);
+}
+
+static void copy_msg(char *msg, size_t msglen, const char *s, size_t n) {
+  if (msg == NULL || msglen == 0) return;
+  if (n >= msglen) n = msglen - 1;
+  memcpy(msg, s, n);
+  msg[n] = '\0';
+}
+
+/* Whether name looks like an errno name: "E" then upper-case letters or
+ * digits ("ENOMEM", "E2BIG"). */
+static int errno_style(const char *s, size_t n) {
+  if (n < 2 || s[0] != 'E') return 0;
+  for (size_t i = 1; i < n; i++)
+    if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9')))
+      return 0;
+  return 1;
+}
+
+int dynq__rpc_error(dynq__obj_t e, char *msg, size_t msglen) {
+  const char *s;
+  size_t n;
+  char name[32];
+
+  copy_msg(msg, msglen, "", 0);
+  switch (dynq__obj_kind(e)) {
+  case DYNQ_OBJ_NIL:
+    return 0;  /* no error */
+  case DYNQ_OBJ_STR:
+    /* Generic msgpack-RPC servers send a bare string. */
+    dynq__obj_str(e, &s, &n);
+    copy_msg(msg, msglen, s, n);
+    return DYNQ_ESERVER;
+  case DYNQ_OBJ_MAP:
+    break;
+  default:
+    copy_msg(msg, msglen, "server sent an error that is not a map",
+             strlen("server sent an error that is not a map"));
+    return DYNQ_ESERVER;
+  }
+
+  int code = DYNQ_ESERVER;
+  dynq__obj_t fname = dynq__obj_get(e, "name");
+  if (dynq__obj_strcpy(fname, name, sizeof name) == 0) {
+    int c = dynq_err_from_name(name);
+    int64_t wire;
+    if (c < 0) {
+      code = c;
+    } else if (errno_style(name, strlen(name)) &&
+               dynq__obj_int(dynq__obj_get(e, "code"), &wire) == 0 &&
+               wire < 0 && wire >= -4095) {
+      code = (int)wire;
+    }
+  }
+
+  /* Best words for a human: the server's, else ours for a code we know,
+   * else the unknown name itself. */
+  if (dynq__obj_str(dynq__obj_get(e, "message"), &s, &n) == 0 && n > 0)
+    copy_msg(msg, msglen, s, n);
+  else if (code == DYNQ_ESERVER && dynq__obj_str(fname, &s, &n) == 0 && n > 0)
+    copy_msg(msg, msglen, s, n);
+  else
+    copy_msg(msg, msglen, dynq_strerror(code), strlen(dynq_strerror(code)));
+  return code;
+}

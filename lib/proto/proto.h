@@ -1,0 +1,155 @@
+/*
+ * The wire protocol layer shared by dynqd and libdynqclient: the only code
+ * that includes msgpack.h.  Three parts:
+ *
+ *  1. dynq__mp_scan(): an allocation-free pre-scanner.  It finds where the
+ *     first msgpack object in a byte stream ends and refuses a frame that
+ *     is too big, too deep, or declares more elements than the bytes
+ *     present could hold, before msgpack-c ever sees it.
+ *  2. A writer (dynq__wbuf_t + dynq__w_*) that appends msgpack to a growable
+ *     buffer.
+ *  3. A reader: dynq__rpc_parse() decodes one scanned frame into a
+ *     dynq__rpc_msg_t whose objects are read through dynq__obj_* accessors
+ *     (no msgpack types leak out).  Tensors decode into aligned, owned
+ *     dynq__tensor_t with every bound checked.
+ *
+ * Message shapes (docs/PROTOCOL.md): request [0, msgid, method, params],
+ * response [1, msgid, error, result], notification [2, method, params].
+ */
+#ifndef DYNQ_PROTO_H
+#define DYNQ_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../tensor.h"
+
+#define DYNQ_PROTOCOL_VERSION 1
+
+enum { DYNQ_RPC_REQUEST = 0, DYNQ_RPC_RESPONSE = 1, DYNQ_RPC_NOTIFY = 2 };
+
+/* ---- 1. scanner ---- */
+
+typedef struct dynq__scan_limits {
+  size_t max_frame;    /* bytes of one frame */
+  int max_depth;       /* nesting of arrays/maps; top level is depth 1 */
+  uint64_t max_elems;  /* total array elements + map entries declared */
+} dynq__scan_limits_t;
+
+/* Defaults: 64 MiB, 32, 1 << 20. */
+extern const dynq__scan_limits_t dynq__scan_limits_default;
+
+/*
+ * Scan the object starting at buf[0].  Returns:
+ *   0          a complete object of *ret_len bytes (<= max_frame);
+ *   -EAGAIN    need more bytes (and nothing seen so far breaks a limit);
+ *   DYNQ_ETOOBIG   the object is or would be larger than max_frame;
+ *   DYNQ_EDEPTH    nesting deeper than max_depth;
+ *   DYNQ_ELIMIT    more declared elements than max_elems;
+ *   DYNQ_EPROTO    a byte that is not valid msgpack (0xc1), or a
+ *                  declared count that the remaining frame budget cannot
+ *                  hold even at one byte per element.
+ * Never allocates, never reads past buf[len - 1], O(len) time.
+ */
+int dynq__mp_scan(const uint8_t *buf, size_t len,
+                  const dynq__scan_limits_t *lim, size_t *ret_len);
+
+/* ---- 2. writer ---- */
+
+typedef struct dynq__wbuf {
+  uint8_t *data;    /* owned; malloc'd; freed by dynq__wbuf_free */
+  size_t len, cap;
+  int err;          /* sticky: first -ENOMEM; writes after it are no-ops */
+} dynq__wbuf_t;
+
+void dynq__wbuf_init(dynq__wbuf_t *w);
+void dynq__wbuf_free(dynq__wbuf_t *w);
+void dynq__wbuf_reset(dynq__wbuf_t *w);  /* len = 0, keeps capacity */
+/* Hand the buffer over: returns data (caller frees), leaves w empty. */
+uint8_t *dynq__wbuf_steal(dynq__wbuf_t *w, size_t *ret_len);
+
+void dynq__w_nil(dynq__wbuf_t *w);
+void dynq__w_bool(dynq__wbuf_t *w, int v);
+void dynq__w_int(dynq__wbuf_t *w, int64_t v);
+void dynq__w_uint(dynq__wbuf_t *w, uint64_t v);
+void dynq__w_double(dynq__wbuf_t *w, double v);
+void dynq__w_str(dynq__wbuf_t *w, const char *s);       /* NULL -> nil */
+void dynq__w_strn(dynq__wbuf_t *w, const char *s, size_t n);
+void dynq__w_bin(dynq__wbuf_t *w, const void *p, size_t n);
+void dynq__w_array(dynq__wbuf_t *w, uint32_t n);
+void dynq__w_map(dynq__wbuf_t *w, uint32_t n);
+/* {"dtype": "float32", "shape": [...], "data": bin} (3 entries) */
+void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t);
+/* [0, msgid, method] — caller then writes exactly one params object */
+void dynq__w_request_head(dynq__wbuf_t *w, uint32_t msgid, const char *method);
+/* [1, msgid, nil] — caller then writes exactly one result object */
+void dynq__w_result_head(dynq__wbuf_t *w, uint32_t msgid);
+/* [1, msgid, {code, name, message, retryable}, nil] — a whole response */
+void dynq__w_error_response(dynq__wbuf_t *w, uint32_t msgid, int code,
+                            const char *message);
+
+/* ---- 3. reader ---- */
+
+typedef enum dynq__obj_kind {
+  DYNQ_OBJ_NIL, DYNQ_OBJ_BOOL, DYNQ_OBJ_INT, DYNQ_OBJ_FLOAT, DYNQ_OBJ_STR,
+  DYNQ_OBJ_BIN, DYNQ_OBJ_ARRAY, DYNQ_OBJ_MAP, DYNQ_OBJ_OTHER
+} dynq__obj_kind_t;
+
+/* A borrowed handle into a parsed message; valid while the message is.
+ * A NULL p means "absent" and every accessor treats it as absent. */
+typedef struct dynq__obj { const void *p; } dynq__obj_t;
+
+dynq__obj_kind_t dynq__obj_kind(dynq__obj_t o);   /* absent -> NIL */
+int dynq__obj_is_absent(dynq__obj_t o);
+/* Each returns 0 or DYNQ_EPARAMS if the kind is wrong / out of range. */
+int dynq__obj_bool(dynq__obj_t o, int *ret);
+int dynq__obj_int(dynq__obj_t o, int64_t *ret);      /* int or uint <= INT64_MAX */
+int dynq__obj_double(dynq__obj_t o, double *ret);    /* float or int */
+int dynq__obj_str(dynq__obj_t o, const char **ret_p, size_t *ret_len); /* not NUL-terminated */
+/* Copy a string into buf NUL-terminated; DYNQ_EPARAMS if it does not fit
+ * or holds a NUL byte. */
+int dynq__obj_strcpy(dynq__obj_t o, char *buf, size_t cap);
+int dynq__obj_bin(dynq__obj_t o, const void **ret_p, size_t *ret_len);
+uint32_t dynq__obj_len(dynq__obj_t o);                  /* array/map size, else 0 */
+dynq__obj_t dynq__obj_at(dynq__obj_t o, uint32_t i);    /* array element */
+dynq__obj_t dynq__obj_key_at(dynq__obj_t o, uint32_t i);  /* map key */
+dynq__obj_t dynq__obj_val_at(dynq__obj_t o, uint32_t i);  /* map value */
+dynq__obj_t dynq__obj_get(dynq__obj_t map, const char *key); /* absent if none */
+
+typedef struct dynq__tensor_limits {
+  int max_rank;          /* <= DYNQ_MAX_RANK */
+  int64_t max_elems;     /* per tensor */
+} dynq__tensor_limits_t;
+
+/* Decode {dtype, shape, data} into an owned aligned tensor (data copied).
+ * Errors: DYNQ_EPARAMS (not a map, missing/ill-typed field), DYNQ_EDTYPE
+ * (unknown dtype), DYNQ_ESHAPE (negative dim, rank too big), DYNQ_ELIMIT
+ * (too many elements), DYNQ_EDATA (byte length != numel * dtype size).
+ * A message naming the field goes into err.  t untouched on failure. */
+int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
+                     dynq__tensor_t *ret_t, char *err, size_t errlen);
+
+typedef struct dynq__rpc_msg {
+  int type;               /* DYNQ_RPC_* */
+  uint32_t msgid;         /* requests and responses */
+  const char *method;     /* request/notify: NUL-terminated copy, <= 63 chars */
+  dynq__obj_t params;     /* request/notify */
+  dynq__obj_t error;      /* response: absent or nil when no error */
+  dynq__obj_t result;     /* response */
+  void *priv;             /* owned: the msgpack zone; dynq__rpc_free() */
+} dynq__rpc_msg_t;
+
+/* Parse one frame previously accepted by dynq__mp_scan().  Returns 0 or
+ * DYNQ_EPROTO with a message (wrong envelope: not an array of 3 or 4,
+ * bad type, msgid not a uint32, method not a short string).  When the
+ * envelope is bad but a msgid could be read, *ret_msgid_hint gets it and
+ * the function returns DYNQ_EPROTO, so the caller can still answer. */
+int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
+                    int64_t *ret_msgid_hint, char *err, size_t errlen);
+void dynq__rpc_free(dynq__rpc_msg_t *m);
+
+/* Decode an error object {code, name, message, retryable} from a response
+ * into a dynq code (by name when known, else DYNQ_ESERVER) and a message. */
+int dynq__rpc_error(dynq__obj_t e, char *msg, size_t msglen);
+
+#endif

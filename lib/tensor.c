@@ -1,0 +1,103 @@
+/* Tensor helpers: dtype table, shape arithmetic with overflow checks,
+ * aligned storage. */
+#include "tensor.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+
+static const struct {
+  const char *name, *alias;
+  size_t size;
+} dtypes[DYNQ_DT__COUNT] = {
+  [DYNQ_DT_F32] = {"float32", "f32", 4},
+  [DYNQ_DT_I8] = {"int8", "i8", 1},
+  [DYNQ_DT_U8] = {"uint8", "u8", 1},
+  [DYNQ_DT_I32] = {"int32", "i32", 4},
+  [DYNQ_DT_I64] = {"int64", "i64", 8},
+};
+
+size_t dynq__dtype_size(dynq_dtype_t dt) {
+  if (dt <= DYNQ_DT_INVALID || dt >= DYNQ_DT__COUNT) return 0;
+  return dtypes[dt].size;
+}
+
+const char *dynq__dtype_name(dynq_dtype_t dt) {
+  if (dt <= DYNQ_DT_INVALID || dt >= DYNQ_DT__COUNT) return "invalid";
+  return dtypes[dt].name;
+}
+
+dynq_dtype_t dynq__dtype_from_name(const char *s) {
+  if (s == NULL) return DYNQ_DT_INVALID;
+  for (int i = 1; i < DYNQ_DT__COUNT; i++)
+    if (strcmp(s, dtypes[i].name) == 0 || strcmp(s, dtypes[i].alias) == 0)
+      return (dynq_dtype_t)i;
+  return DYNQ_DT_INVALID;
+}
+
+int64_t dynq__shape_numel(int rank, const int64_t *dims) {
+  if (rank < 0 || rank > DYNQ_MAX_RANK) return -1;
+  int64_t n = 1;
+  for (int i = 0; i < rank; i++) {
+    if (dims[i] < 0 || dims[i] > DYNQ_MAX_ELEMS) return -1;
+    n *= dims[i];  /* both <= 2^31: no overflow in int64 */
+    if (n > DYNQ_MAX_ELEMS) return -1;
+  }
+  return n;
+}
+
+size_t dynq__tensor_nbytes(const dynq__tensor_t *t) {
+  int64_t n = dynq__tensor_numel(t);
+  return n < 0 ? 0 : (size_t)n * dynq__dtype_size(t->dtype);
+}
+
+void *dynq__aligned_alloc(size_t n) {
+  void *p = NULL;
+  /* Round up so vector tails may read a full 64-byte line. */
+  size_t sz = (n + DYNQ_ALIGN - 1) / DYNQ_ALIGN * DYNQ_ALIGN;
+  if (sz == 0) sz = DYNQ_ALIGN;
+  if (posix_memalign(&p, DYNQ_ALIGN, sz) != 0) return NULL;
+  return p;
+}
+
+void dynq__aligned_free(void *p) { free(p); }
+
+int dynq__tensor_alloc(dynq__tensor_t *t, dynq_dtype_t dt, int rank,
+                       const int64_t *dims) {
+  size_t es = dynq__dtype_size(dt);
+  if (es == 0) return DYNQ_EDTYPE;
+  int64_t n = dynq__shape_numel(rank, dims);
+  if (n < 0) return DYNQ_ELIMIT;
+  size_t nb = (size_t)n * es;
+  void *p = dynq__aligned_alloc(nb);
+  if (p == NULL) return -ENOMEM;
+  memset(p, 0, nb);
+  t->dtype = dt;
+  t->rank = rank;
+  memset(t->dims, 0, sizeof(t->dims));
+  for (int i = 0; i < rank; i++) t->dims[i] = dims[i];
+  t->data = p;
+  t->owned = 1;
+  return 0;
+}
+
+void dynq__tensor_clear(dynq__tensor_t *t) {
+  if (t == NULL) return;
+  if (t->owned) dynq__aligned_free(t->data);
+  memset(t, 0, sizeof(*t));
+}
+
+char *dynq__shape_str(char *buf, size_t n, int rank, const int64_t *dims) {
+  size_t off = 0;
+  if (n == 0) return buf;
+  buf[0] = 0;
+  off += (size_t)snprintf(buf + off, n - off, "[");
+  for (int i = 0; i < rank && off < n; i++)
+    off += (size_t)snprintf(buf + off, n - off, i ? ", %lld" : "%lld",
+                            (long long)dims[i]);
+  if (off < n) snprintf(buf + off, n - off, "]");
+  return buf;
+}

@@ -1,0 +1,396 @@
+/*
+ * The .dynq writer and the validating loader: round trip, then every kind
+ * of damaged or hostile file refused at load with a message naming what
+ * was wrong.  Hostile files are "resealed" (checksums recomputed) so the
+ * structural checks themselves are exercised, not only the CRCs.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "format.h"
+#include "kernels/kernels.h"
+#include "model.h"
+#include "testutil.h"
+
+enum { K = 37, N = 21, M = 5 };
+
+static char *dir;
+static char path[512];
+
+/* A one-layer model: y = relu(QLinear(x)) + nothing else. */
+static float W[N][K], bias[N], wref[K][N];
+static int8_t packed[((N + 15) / 16 * 16) * ((K + 3) / 4 * 4)];
+static int32_t colsum[N];
+static float wscale[N];
+
+static void build_weights(void) {
+  srand(7);
+  int8_t q[N][K];
+  for (int n = 0; n < N; n++) {
+    float mx = 0;
+    for (int k = 0; k < K; k++) {
+      W[n][k] = (float)rand() / RAND_MAX - 0.5f;
+      if (fabsf(W[n][k]) > mx) mx = fabsf(W[n][k]);
+    }
+    wscale[n] = mx / 127.0f;
+    colsum[n] = 0;
+    for (int k = 0; k < K; k++) {
+      q[n][k] = (int8_t)nearbyintf(W[n][k] / wscale[n]);
+      colsum[n] += q[n][k];
+      wref[k][n] = W[n][k];
+    }
+    bias[n] = 0.1f * (float)n;
+  }
+  dynq__pack_weights(N, K, &q[0][0], packed);
+}
+
+static dynq__value_t vals[8];
+static dynq__node_t nodes[2];
+static int32_t n0_in[6] = {0, 1, 2, 3, 4, 5}, n0_out[1] = {6};
+static int32_t n1_in[1] = {6}, n1_out[1] = {7};
+static dynq__attr_t attrs[2] = {{.name = "k", .type = DYNQ_ATTR_INT, .i = K},
+                                {.name = "n", .type = DYNQ_ATTR_INT, .i = N}};
+static int32_t g_in[1] = {0}, g_out[1] = {7};
+
+static dynq__graph_t make_graph(void) {
+  build_weights();
+  memset(vals, 0, sizeof(vals));
+  vals[0] = (dynq__value_t){.name = "x", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {-1, K}};
+  vals[1] = (dynq__value_t){.name = "wq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {sizeof(packed)}, .data = packed, .nbytes = sizeof(packed)};
+  vals[2] = (dynq__value_t){.name = "colsum", .dtype = DYNQ_DT_I32, .rank = 1, .dims = {N}, .data = colsum, .nbytes = sizeof(colsum)};
+  vals[3] = (dynq__value_t){.name = "wscale", .dtype = DYNQ_DT_F32, .rank = 1, .dims = {N}, .data = wscale, .nbytes = sizeof(wscale)};
+  vals[4] = (dynq__value_t){.name = "bias", .dtype = DYNQ_DT_F32, .rank = 1, .dims = {N}, .data = bias, .nbytes = sizeof(bias)};
+  vals[5] = (dynq__value_t){.name = "wref", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {K, N}, .data = wref, .nbytes = sizeof(wref)};
+  vals[6] = (dynq__value_t){.name = "h", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {-1, N}};
+  vals[7] = (dynq__value_t){.name = "y", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {-1, N}};
+  nodes[0] = (dynq__node_t){.op = DYNQ_OP_QLINEAR, .name = "fc", .n_in = 6, .n_out = 1, .in = n0_in, .out = n0_out, .n_attr = 2, .attr = attrs};
+  nodes[1] = (dynq__node_t){.op = DYNQ_OP_RELU, .name = "act", .n_in = 1, .n_out = 1, .in = n1_in, .out = n1_out};
+  return (dynq__graph_t){.n_values = 8, .values = vals, .n_nodes = 2, .nodes = nodes,
+                         .n_inputs = 1, .inputs = g_in, .n_outputs = 1, .outputs = g_out,
+                         .producer = "test-format", .source_hash = 42};
+}
+
+static void setup(void) {
+  dir = tu_mkdtemp();
+  ck_assert_ptr_nonnull(dir);
+  snprintf(path, sizeof(path), "%s/m.dynq", dir);
+  dynq__graph_t g = make_graph();
+  char err[256] = "";
+  int rc = dynq__graph_write(&g, path, err, sizeof(err));
+  ck_assert_msg(rc == 0, "write: %s", err);
+}
+
+static void teardown(void) {
+  tu_rmtree(dir);
+  free(dir);
+}
+
+static double rel_l2(const float *a, const float *b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return sqrt(num / (den > 0 ? den : 1));
+}
+
+START_TEST(roundtrip_runs) {
+  dynq__model_t *m = NULL;
+  char err[256] = "";
+  ck_assert_int_eq(dynq__model_open(path, &m, err, sizeof(err)), 0);
+  const dynq__graph_t *g = dynq__model_graph(m);
+  ck_assert_int_eq(g->n_nodes, 2);
+  ck_assert_str_eq(g->producer, "test-format");
+  ck_assert_uint_eq(g->source_hash, 42);
+  ck_assert_int_eq(dynq__model_input_index(m, "x"), 0);
+  ck_assert_int_eq(dynq__model_input_index(m, "nope"), -1);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(m, &st);
+  ck_assert_int_eq(st.n_qlinear, 1);
+  ck_assert_int_eq(st.has_reference, 1);
+  ck_assert_uint_eq(st.int8_weight_bytes, sizeof(packed));
+  ck_assert_uint_eq(st.ref_weight_bytes, sizeof(wref));
+
+  float x[M][K], expect[M][N];
+  srand(11);
+  for (int i = 0; i < M; i++)
+    for (int k = 0; k < K; k++) x[i][k] = 3.0f * ((float)rand() / RAND_MAX - 0.3f);
+  for (int i = 0; i < M; i++)
+    for (int n = 0; n < N; n++) {
+      double s = bias[n];
+      for (int k = 0; k < K; k++) s += (double)x[i][k] * W[n][k];
+      expect[i][n] = s > 0 ? (float)s : 0.0f;
+    }
+  dynq__tensor_t in = {.dtype = DYNQ_DT_F32, .rank = 2, .dims = {M, K}, .data = x};
+  dynq__tensor_t out[1];
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32};
+  ck_assert_msg(dynq__model_run(m, &o, &in, out, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(out[0].rank, 2);
+  ck_assert_int_eq(out[0].dims[0], M);
+  ck_assert_int_eq(out[0].dims[1], N);
+  for (int i = 0; i < M * N; i++)
+    ck_assert_float_eq_tol(((float *)out[0].data)[i], (&expect[0][0])[i], 1e-5f);
+  dynq__tensor_clear(&out[0]);
+
+  o.precision = DYNQ_PRECISION_INT8;
+  ck_assert_msg(dynq__model_run(m, &o, &in, out, err, sizeof(err)) == 0, "%s", err);
+  double e = rel_l2(out[0].data, &expect[0][0], M * N);
+  ck_assert_msg(e <= 0.02, "int8 relL2 %g", e);
+  ck_assert_msg(e > 0, "int8 identical to fp32: quantization did not happen");
+
+  /* rows one at a time are bit-identical to the batch (per-row scales) */
+  for (int i = 0; i < M; i++) {
+    dynq__tensor_t r = {.dtype = DYNQ_DT_F32, .rank = 2, .dims = {1, K}, .data = x[i]};
+    dynq__tensor_t ro[1];
+    ck_assert_int_eq(dynq__model_run(m, &o, &r, ro, err, sizeof(err)), 0);
+    ck_assert_int_eq(memcmp(ro[0].data, (float *)out[0].data + i * N, N * sizeof(float)), 0);
+    dynq__tensor_clear(&ro[0]);
+  }
+  dynq__tensor_clear(&out[0]);
+
+  /* wrong shape and dtype are refused with a message naming the input */
+  dynq__tensor_t bad = {.dtype = DYNQ_DT_F32, .rank = 2, .dims = {M, K + 1}, .data = x};
+  ck_assert_int_eq(dynq__model_run(m, &o, &bad, out, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "'x'"));
+  bad = (dynq__tensor_t){.dtype = DYNQ_DT_I32, .rank = 2, .dims = {M, K}, .data = x};
+  ck_assert_int_eq(dynq__model_run(m, &o, &bad, out, err, sizeof(err)), DYNQ_EDTYPE);
+  bad = (dynq__tensor_t){.dtype = DYNQ_DT_F32, .rank = 1, .dims = {K}, .data = x};
+  ck_assert_int_eq(dynq__model_run(m, &o, &bad, out, err, sizeof(err)), DYNQ_ESHAPE);
+  dynq__model_unref(m);
+}
+END_TEST
+
+/* ---- hostile files ---- */
+
+static uint8_t *img;
+static size_t img_len;
+
+static void load_img(void) {
+  img = tu_read_file(path, &img_len);
+  ck_assert_ptr_nonnull(img);
+}
+
+static dynq__fhdr_t *hdr(void) { return (dynq__fhdr_t *)img; }
+static dynq__fsection_t *sect(int kind) {
+  dynq__fsection_t *t = (dynq__fsection_t *)(img + hdr()->sections_off);
+  for (uint32_t i = 0; i < hdr()->n_sections; i++)
+    if ((int)t[i].kind == kind) return &t[i];
+  return NULL;
+}
+
+/* Recompute every checksum so only the structural damage remains. */
+static void reseal(void) {
+  dynq__fsection_t *t = (dynq__fsection_t *)(img + hdr()->sections_off);
+  for (uint32_t i = 0; i < hdr()->n_sections; i++)
+    if (t[i].offset <= img_len && t[i].size <= img_len - t[i].offset)
+      t[i].crc = dynq__crc32c(0, img + t[i].offset, t[i].size);
+  hdr()->table_crc = dynq__crc32c(0, t, hdr()->n_sections * sizeof(*t));
+  hdr()->header_crc = dynq__crc32c(0, img, offsetof(dynq__fhdr_t, header_crc));
+}
+
+static int open_img(size_t len, char *err, size_t errlen) {
+  char p2[600];
+  snprintf(p2, sizeof(p2), "%s/bad.dynq", dir);
+  ck_assert_int_eq(tu_write_file(p2, img, len), 0);
+  dynq__model_t *m = NULL;
+  int rc = dynq__model_open(p2, &m, err, errlen);
+  if (rc == 0) dynq__model_unref(m);
+  return rc;
+}
+
+#define EXPECT_REFUSED(code, needle)                                          \
+  do {                                                                        \
+    char e_[512] = "";                                                        \
+    int rc_ = open_img(img_len, e_, sizeof(e_));                              \
+    ck_assert_msg(rc_ == (code), "rc %d (%s), want %d: %s", rc_,              \
+                  dynq_err_name(rc_), (code), e_);                            \
+    ck_assert_msg(strstr(e_, (needle)) != NULL, "message '%s' lacks '%s'",    \
+                  e_, (needle));                                              \
+  } while (0)
+
+START_TEST(truncated_everywhere) {
+  load_img();
+  /* every prefix length on a coarse grid, plus the last bytes */
+  for (size_t len = 0; len < img_len; len += (len < 512 ? 7 : 997)) {
+    char e[512] = "";
+    int rc = open_img(len, e, sizeof(e));
+    ck_assert_msg(rc == DYNQ_EFORMAT, "len %zu: rc %d %s", len, rc, e);
+    ck_assert_msg(strstr(e, "truncated") || strstr(e, "short"), "len %zu: %s", len, e);
+  }
+  char e[512];
+  ck_assert_int_eq(open_img(img_len - 1, e, sizeof(e)), DYNQ_EFORMAT);
+  free(img);
+}
+END_TEST
+
+START_TEST(bit_flips_caught) {
+  load_img();
+  /* a flipped bit anywhere is caught by a checksum or a structural check */
+  for (size_t pos = 0; pos < img_len; pos += 13) {
+    img[pos] ^= 0x10;
+    char e[512] = "";
+    int rc = open_img(img_len, e, sizeof(e));
+    ck_assert_msg(rc != 0, "flip at %zu accepted", pos);
+    img[pos] ^= 0x10;
+  }
+  free(img);
+}
+END_TEST
+
+START_TEST(bad_magic_version) {
+  load_img();
+  memcpy(hdr()->magic, "NOTAMODL", 8);
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "magic");
+  memcpy(hdr()->magic, DYNQ_FILE_MAGIC, 8);
+  hdr()->version = 9;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EVERSION, "version 9");
+  hdr()->version = DYNQ_FILE_VERSION;
+  reseal();
+  img[offsetof(dynq__fhdr_t, reserved)] = 0;  /* no-op sanity */
+  char e[512];
+  ck_assert_int_eq(open_img(img_len, e, sizeof(e)), 0);
+  free(img);
+}
+END_TEST
+
+START_TEST(bad_checksums) {
+  load_img();
+  dynq__fsection_t *d = sect(DYNQ_SEC_DATA);
+  img[d->offset + 3] ^= 1;  /* weight byte changed, not resealed */
+  EXPECT_REFUSED(DYNQ_ECHECKSUM, "'data' checksum");
+  img[d->offset + 3] ^= 1;
+  dynq__fsection_t *s = sect(DYNQ_SEC_NODES);
+  img[s->offset] ^= 1;
+  EXPECT_REFUSED(DYNQ_ECHECKSUM, "'nodes' checksum");
+  free(img);
+}
+END_TEST
+
+START_TEST(bad_offsets) {
+  load_img();
+  dynq__fsection_t *s = sect(DYNQ_SEC_VALUES);
+  uint64_t keep = s->offset;
+  s->offset = img_len + 4096;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "outside the file");
+  s->offset = UINT64_MAX - 8;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "outside the file");
+  s->offset = keep;
+  /* a constant pointing past its section */
+  dynq__fvalue_t *v = (dynq__fvalue_t *)(img + s->offset);
+  uint64_t koff = v[1].data_off;
+  v[1].data_off = sect(DYNQ_SEC_DATA)->offset + sect(DYNQ_SEC_DATA)->size;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "outside the data section");
+  v[1].data_off = koff + 1;  /* misaligned */
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "aligned");
+  v[1].data_off = koff;
+  /* a node reading a value index out of range */
+  int32_t *refs = (int32_t *)(img + sect(DYNQ_SEC_REFS)->offset);
+  int32_t keep_ref = refs[0];
+  refs[0] = 1000;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EGRAPH, "bad value index");
+  refs[0] = keep_ref;
+  /* a string offset out of range */
+  dynq__fnode_t *nd = (dynq__fnode_t *)(img + sect(DYNQ_SEC_NODES)->offset);
+  nd[0].name = 1u << 30;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "name offset");
+  nd[0].name = 0;
+  nd[0].n_in = 60000;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "out of bounds");
+  free(img);
+}
+END_TEST
+
+START_TEST(overlapping_tensors) {
+  load_img();
+  dynq__fvalue_t *v = (dynq__fvalue_t *)(img + sect(DYNQ_SEC_VALUES)->offset);
+  v[4].data_off = v[3].data_off;  /* bias aliases wscale: same size */
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "overlap");
+  free(img);
+}
+END_TEST
+
+START_TEST(bad_graph) {
+  load_img();
+  dynq__fvalue_t *v = (dynq__fvalue_t *)(img + sect(DYNQ_SEC_VALUES)->offset);
+  v[1].dims[0] = 16;  /* packed weights of the wrong size for k, n */
+  v[1].data_size = 16;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EGRAPH, "packed weights");
+  free(img);
+  load_img();
+  dynq__fnode_t *nd = (dynq__fnode_t *)(img + sect(DYNQ_SEC_NODES)->offset);
+  nd[1].op = 999;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EUNSUPPORTED, "unknown op");
+  nd[1].op = DYNQ_OP_RELU;
+  /* node order broken: the relu reads h before the QLinear writes it */
+  dynq__fnode_t t = nd[0];
+  nd[0] = nd[1];
+  nd[1] = t;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EGRAPH, "before it is written");
+  free(img);
+}
+END_TEST
+
+START_TEST(not_a_file) {
+  dynq__model_t *m = NULL;
+  char e[512] = "";
+  ck_assert_int_eq(dynq__model_open("/nonexistent/x.dynq", &m, e, sizeof(e)), -2);
+  ck_assert_ptr_nonnull(strstr(e, "/nonexistent/x.dynq"));
+  ck_assert_int_eq(dynq__model_open(dir, &m, e, sizeof(e)), DYNQ_EFORMAT);
+  ck_assert_ptr_nonnull(strstr(e, "regular"));
+}
+END_TEST
+
+START_TEST(write_refuses_invalid_graph) {
+  dynq__graph_t g = make_graph();
+  n1_in[0] = 42;
+  char e[256] = "", p2[600];
+  snprintf(p2, sizeof(p2), "%s/never.dynq", dir);
+  ck_assert_int_eq(dynq__graph_write(&g, p2, e, sizeof(e)), DYNQ_EGRAPH);
+  n1_in[0] = 6;
+  ck_assert_int_ne(access(p2, F_OK), 0);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("format");
+  TCase *tc = tcase_create("format");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, roundtrip_runs);
+  tcase_add_test(tc, truncated_everywhere);
+  tcase_add_test(tc, bit_flips_caught);
+  tcase_add_test(tc, bad_magic_version);
+  tcase_add_test(tc, bad_checksums);
+  tcase_add_test(tc, bad_offsets);
+  tcase_add_test(tc, overlapping_tensors);
+  tcase_add_test(tc, bad_graph);
+  tcase_add_test(tc, not_a_file);
+  tcase_add_test(tc, write_refuses_invalid_graph);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,1394 @@
+/*
+ * Tests for lib/proto: the pre-scanner (every msgpack format, every prefix,
+ * every limit, random bytes), the writer, the reader's accessors, tensor
+ * decoding and its refusals, the RPC envelope and error decoding.
+ *
+ * Tests do not include msgpack.h (only lib/proto may): frames are built
+ * with the dynq writer or by hand, byte by byte, from the msgpack spec.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <dynq/errors.h>
+
+#include "proto/proto.h"
+#include "tensor.h"
+
+/* ---- helpers ---- */
+
+static const dynq__scan_limits_t *deflim(void) {
+  return &dynq__scan_limits_default;
+}
+
+static dynq__scan_limits_t mklim(size_t frame, int depth, uint64_t elems) {
+  dynq__scan_limits_t l = {frame, depth, elems};
+  return l;
+}
+
+/* Scan a copy in a buffer of exactly len bytes, so that a read past the
+ * end shows under ASan or valgrind. */
+static int scan_exact(const uint8_t *buf, size_t len,
+                      const dynq__scan_limits_t *lim, size_t *ret_len) {
+  uint8_t *copy = malloc(len ? len : 1);
+  ck_assert_ptr_nonnull(copy);
+  if (len) memcpy(copy, buf, len);
+  int rc = dynq__mp_scan(copy, len, lim, ret_len);
+  free(copy);
+  return rc;
+}
+
+/* The whole object scans to len, with junk after it too, and every
+ * strict prefix asks for more bytes. */
+static void check_complete(const uint8_t *buf, size_t len,
+                           const dynq__scan_limits_t *lim) {
+  size_t n = 12345;
+  ck_assert_int_eq(scan_exact(buf, len, lim, &n), 0);
+  ck_assert_uint_eq(n, len);
+
+  uint8_t *more = malloc(len + 3);
+  ck_assert_ptr_nonnull(more);
+  memcpy(more, buf, len);
+  more[len] = 0xc1; more[len + 1] = 0xdd; more[len + 2] = 0xff;
+  n = 0;
+  ck_assert_int_eq(dynq__mp_scan(more, len + 3, lim, &n), 0);
+  ck_assert_uint_eq(n, len);
+  free(more);
+
+  /* Quadratic: sample prefixes of big objects. */
+  size_t step = len > 4096 ? len / 509 + 1 : 1;
+  for (size_t k = 0; k < len; k += (k < 64 || len - k < 64) ? 1 : step) {
+    size_t untouched = 777;
+    ck_assert_msg(scan_exact(buf, k, lim, &untouched) == -EAGAIN,
+                  "prefix %zu of %zu not -EAGAIN", k, len);
+    ck_assert_uint_eq(untouched, 777);
+  }
+}
+
+static void check_wbuf(dynq__wbuf_t *w, uint8_t first, size_t len) {
+  ck_assert_int_eq(w->err, 0);
+  ck_assert_uint_eq(w->len, len);
+  ck_assert_uint_eq(w->data[0], first);
+  check_complete(w->data, w->len, deflim());
+}
+
+/* ---- scanner: every format ---- */
+
+START_TEST(test_scan_writer_scalars) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  static const struct { uint64_t v; uint8_t first; size_t len; } u[] = {
+    {0, 0x00, 1}, {127, 0x7f, 1}, {128, 0xcc, 2}, {255, 0xcc, 2},
+    {256, 0xcd, 3}, {65535, 0xcd, 3}, {65536, 0xce, 5},
+    {UINT32_MAX, 0xce, 5}, {(uint64_t)UINT32_MAX + 1, 0xcf, 9},
+    {UINT64_MAX, 0xcf, 9},
+  };
+  for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+    dynq__wbuf_reset(&w);
+    dynq__w_uint(&w, u[i].v);
+    check_wbuf(&w, u[i].first, u[i].len);
+  }
+  static const struct { int64_t v; uint8_t first; size_t len; } s[] = {
+    {-1, 0xff, 1}, {-32, 0xe0, 1}, {-33, 0xd0, 2}, {-128, 0xd0, 2},
+    {-129, 0xd1, 3}, {-32768, 0xd1, 3}, {-32769, 0xd2, 5},
+    {INT32_MIN, 0xd2, 5}, {(int64_t)INT32_MIN - 1, 0xd3, 9},
+    {INT64_MIN, 0xd3, 9}, {5, 0x05, 1}, {INT64_MAX, 0xcf, 9},
+  };
+  for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+    dynq__wbuf_reset(&w);
+    dynq__w_int(&w, s[i].v);
+    check_wbuf(&w, s[i].first, s[i].len);
+  }
+  dynq__wbuf_reset(&w);
+  dynq__w_nil(&w);
+  check_wbuf(&w, 0xc0, 1);
+  dynq__wbuf_reset(&w);
+  dynq__w_bool(&w, 0);
+  check_wbuf(&w, 0xc2, 1);
+  dynq__wbuf_reset(&w);
+  dynq__w_bool(&w, 7);
+  check_wbuf(&w, 0xc3, 1);
+  dynq__wbuf_reset(&w);
+  dynq__w_double(&w, 1.5);
+  check_wbuf(&w, 0xcb, 9);
+  dynq__wbuf_reset(&w);
+  dynq__w_str(&w, NULL);
+  check_wbuf(&w, 0xc0, 1);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+START_TEST(test_scan_writer_sized) {
+  static const struct { size_t n; uint8_t str, bin, arr, map; size_t hdr_s, hdr_b, hdr_c; } c[] = {
+    {0, 0xa0, 0xc4, 0x90, 0x80, 1, 2, 1},
+    {15, 0xaf, 0xc4, 0x9f, 0x8f, 1, 2, 1},
+    {16, 0xb0, 0xc4, 0xdc, 0xde, 1, 2, 3},
+    {31, 0xbf, 0xc4, 0xdc, 0xde, 1, 2, 3},
+    {32, 0xd9, 0xc4, 0xdc, 0xde, 2, 2, 3},
+    {255, 0xd9, 0xc4, 0xdc, 0xde, 2, 2, 3},
+    {256, 0xda, 0xc5, 0xdc, 0xde, 3, 3, 3},
+    {65535, 0xda, 0xc5, 0xdc, 0xde, 3, 3, 3},
+    {65536, 0xdb, 0xc6, 0xdd, 0xdf, 5, 5, 5},
+  };
+  char *blob = malloc(65536);
+  ck_assert_ptr_nonnull(blob);
+  memset(blob, 'x', 65536);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+    size_t n = c[i].n;
+    dynq__wbuf_reset(&w);
+    dynq__w_strn(&w, blob, n);
+    check_wbuf(&w, c[i].str, c[i].hdr_s + n);
+    dynq__wbuf_reset(&w);
+    dynq__w_bin(&w, blob, n);
+    check_wbuf(&w, c[i].bin, c[i].hdr_b + n);
+    dynq__wbuf_reset(&w);
+    dynq__w_array(&w, (uint32_t)n);
+    for (size_t k = 0; k < n; k++) dynq__w_nil(&w);
+    check_wbuf(&w, c[i].arr, c[i].hdr_c + n);
+    dynq__wbuf_reset(&w);
+    dynq__w_map(&w, (uint32_t)n);
+    for (size_t k = 0; k < n; k++) {
+      dynq__w_uint(&w, k & 0x7f);
+      dynq__w_bool(&w, 1);
+    }
+    check_wbuf(&w, c[i].map, c[i].hdr_c + 2 * n);
+  }
+  dynq__wbuf_free(&w);
+  free(blob);
+}
+END_TEST
+
+/* Size of the object that starts with byte b when every following byte is
+ * zero (lengths and counts read as 0, fix-sized items hold zeros), straight
+ * from the msgpack spec. */
+static size_t spec_len_zero_tail(int b) {
+  if (b <= 0x7f || b >= 0xe0) return 1;
+  if (b <= 0x8f) return 1 + 2 * (size_t)(b & 0x0f);
+  if (b <= 0x9f) return 1 + (size_t)(b & 0x0f);
+  if (b <= 0xbf) return 1 + (size_t)(b & 0x1f);
+  static const size_t tab[0x20] = {
+    [0x00] = 1, [0x02] = 1, [0x03] = 1,
+    [0x04] = 2, [0x05] = 3, [0x06] = 5,           /* bin 8/16/32 */
+    [0x07] = 3, [0x08] = 4, [0x09] = 6,           /* ext 8/16/32 */
+    [0x0a] = 5, [0x0b] = 9,                       /* float 32/64 */
+    [0x0c] = 2, [0x0d] = 3, [0x0e] = 5, [0x0f] = 9,  /* uint */
+    [0x10] = 2, [0x11] = 3, [0x12] = 5, [0x13] = 9,  /* int */
+    [0x14] = 3, [0x15] = 4, [0x16] = 6, [0x17] = 10, [0x18] = 18, /* fixext */
+    [0x19] = 2, [0x1a] = 3, [0x1b] = 5,           /* str 8/16/32 */
+    [0x1c] = 3, [0x1d] = 5, [0x1e] = 3, [0x1f] = 5,  /* array, map 16/32 */
+  };
+  return tab[b - 0xc0];
+}
+
+START_TEST(test_scan_every_first_byte) {
+  uint8_t buf[64];
+  for (int b = 0; b < 256; b++) {
+    memset(buf, 0, sizeof buf);
+    buf[0] = (uint8_t)b;
+    size_t n = 0;
+    int rc = dynq__mp_scan(buf, sizeof buf, deflim(), &n);
+    if (b == 0xc1) {
+      ck_assert_int_eq(rc, DYNQ_EPROTO);
+      continue;
+    }
+    ck_assert_msg(rc == 0, "byte 0x%02x: rc %d", b, rc);
+    ck_assert_msg(n == spec_len_zero_tail(b), "byte 0x%02x: len %zu want %zu",
+                  b, n, spec_len_zero_tail(b));
+    check_complete(buf, n, deflim());
+  }
+}
+END_TEST
+
+START_TEST(test_scan_hand_frames) {
+  static const struct { uint8_t b[40]; size_t len; } f[] = {
+    {{0xca, 0x3f, 0x80, 0, 0}, 5},                      /* float32 1.0 */
+    {{0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0}, 9},          /* float64 1.0 */
+    {{0xd4, 0x01, 0xaa}, 3},                            /* fixext1 */
+    {{0xd5, 0x01, 1, 2}, 4},
+    {{0xd6, 0xff, 1, 2, 3, 4}, 6},                      /* timestamp32 */
+    {{0xd7, 0x01, 1, 2, 3, 4, 5, 6, 7, 8}, 10},
+    {{0xd8, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, 18},
+    {{0xc7, 0x03, 0x05, 'a', 'b', 'c'}, 6},             /* ext8 */
+    {{0xc8, 0x00, 0x02, 0x05, 'a', 'b'}, 6},            /* ext16 */
+    {{0xc9, 0, 0, 0, 0x01, 0x05, 'a'}, 7},              /* ext32 */
+    {{0xd9, 0x02, 'h', 'i'}, 4},                        /* str8 */
+    {{0xda, 0x00, 0x02, 'h', 'i'}, 5},
+    {{0xdb, 0, 0, 0, 0x02, 'h', 'i'}, 7},
+    {{0xc5, 0x00, 0x01, 0x00}, 4},                      /* bin16 */
+    {{0xc6, 0, 0, 0, 0x01, 0x00}, 6},
+    {{0xdc, 0x00, 0x02, 0x01, 0xa1, 'x'}, 6},           /* array16 */
+    {{0xdd, 0, 0, 0, 0x02, 0xc0, 0xc3}, 7},             /* array32 */
+    {{0xde, 0x00, 0x01, 0xa1, 'k', 0x90}, 6},           /* map16 */
+    {{0xdf, 0, 0, 0, 0x01, 0xa1, 'k', 0x80}, 8},        /* map32 */
+    {{0xd0, 0x80}, 2}, {{0xd1, 0x80, 0}, 3},
+    {{0xd2, 0x80, 0, 0, 0}, 5}, {{0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0}, 9},
+    {{0xcc, 0xff}, 2}, {{0xcd, 0xff, 0xff}, 3},
+    {{0xce, 0xff, 0xff, 0xff, 0xff}, 5},
+    {{0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 9},
+    {{0xe5}, 1},                                        /* -27 */
+    /* [ {"a": [1, -1, nil]}, [[]], "" ] */
+    {{0x93, 0x81, 0xa1, 'a', 0x93, 0x01, 0xff, 0xc0, 0x91, 0x90, 0xa0}, 11},
+  };
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+    check_complete(f[i].b, f[i].len, deflim());
+}
+END_TEST
+
+START_TEST(test_scan_prefixes_request) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  float x[6] = {1, 2, 3, 4, 5, 6};
+  dynq__tensor_t t = {DYNQ_DT_F32, 2, {2, 3}, x, 0};
+  dynq__w_request_head(&w, 42, "infer");
+  dynq__w_map(&w, 3);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "mlp");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  dynq__w_tensor(&w, &t);
+  dynq__w_str(&w, "precision");
+  dynq__w_str(&w, "int8");
+  ck_assert_int_eq(w.err, 0);
+  check_complete(w.data, w.len, deflim());
+  /* Two frames back to back: the first one's extent, then the second's. */
+  size_t one = w.len, n = 0;
+  dynq__w_error_response(&w, 9, DYNQ_EOVERLOAD, "busy");
+  ck_assert_int_eq(dynq__mp_scan(w.data, w.len, deflim(), &n), 0);
+  ck_assert_uint_eq(n, one);
+  ck_assert_int_eq(dynq__mp_scan(w.data + one, w.len - one, deflim(), &n), 0);
+  ck_assert_uint_eq(n, w.len - one);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* ---- scanner: refusals ---- */
+
+START_TEST(test_scan_invalid_byte) {
+  static const uint8_t top[] = {0xc1};
+  static const uint8_t nested[] = {0x93, 0x01, 0x02, 0xc1};
+  static const uint8_t inmap[] = {0x81, 0xc1, 0x01};
+  size_t n = 99;
+  ck_assert_int_eq(dynq__mp_scan(top, 1, deflim(), &n), DYNQ_EPROTO);
+  ck_assert_int_eq(dynq__mp_scan(nested, sizeof nested, deflim(), &n), DYNQ_EPROTO);
+  ck_assert_int_eq(dynq__mp_scan(inmap, sizeof inmap, deflim(), &n), DYNQ_EPROTO);
+  ck_assert_uint_eq(n, 99);
+  ck_assert_int_eq(dynq__mp_scan(top, 0, deflim(), &n), -EAGAIN);
+}
+END_TEST
+
+START_TEST(test_scan_depth) {
+  uint8_t buf[300];
+  size_t n;
+  dynq__scan_limits_t l = mklim(1 << 20, 32, 1 << 20);
+  /* 32 nested one-element arrays around nil: depth 32, allowed. */
+  memset(buf, 0x91, 32);
+  buf[32] = 0xc0;
+  ck_assert_int_eq(dynq__mp_scan(buf, 33, &l, &n), 0);
+  ck_assert_uint_eq(n, 33);
+  /* 32 around an empty array: the empty one is level 33. */
+  buf[32] = 0x90;
+  ck_assert_int_eq(dynq__mp_scan(buf, 33, &l, &n), DYNQ_EDEPTH);
+  /* 33 levels: refused as soon as the 33rd header is seen, even though
+   * the frame is incomplete. */
+  memset(buf, 0x91, 33);
+  ck_assert_int_eq(dynq__mp_scan(buf, 33, &l, &n), DYNQ_EDEPTH);
+  /* Maps nest through keys too: {{{...}: x}: x}. */
+  memset(buf, 0x81, 40);
+  ck_assert_int_eq(dynq__mp_scan(buf, 40, &l, &n), DYNQ_EDEPTH);
+  /* max_depth beyond the scanner's own stack is clamped, not overflowed. */
+  l.max_depth = 1000;
+  memset(buf, 0x91, sizeof buf);
+  ck_assert_int_eq(dynq__mp_scan(buf, sizeof buf, &l, &n), DYNQ_EDEPTH);
+  l.max_depth = 0;
+  ck_assert_int_eq(dynq__mp_scan(buf, 1, &l, &n), DYNQ_EDEPTH);
+  buf[0] = 0x05;
+  ck_assert_int_eq(dynq__mp_scan(buf, 1, &l, &n), 0);
+}
+END_TEST
+
+START_TEST(test_scan_huge_counts) {
+  static const uint8_t arr32[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+  static const uint8_t map32[] = {0xdf, 0xff, 0xff, 0xff, 0xff};
+  static const uint8_t arr16[] = {0xdc, 0xff, 0xff};
+  size_t n = 5;
+  /* Default limits: the element budget trips first. */
+  ck_assert_int_eq(dynq__mp_scan(arr32, 5, deflim(), &n), DYNQ_ELIMIT);
+  ck_assert_int_eq(dynq__mp_scan(map32, 5, deflim(), &n), DYNQ_ELIMIT);
+  /* No element budget: the frame budget refuses a count that cannot fit
+   * even at one byte per element. */
+  dynq__scan_limits_t l = mklim(1 << 20, 32, UINT64_MAX);
+  ck_assert_int_eq(dynq__mp_scan(arr32, 5, &l, &n), DYNQ_EPROTO);
+  ck_assert_int_eq(dynq__mp_scan(map32, 5, &l, &n), DYNQ_EPROTO);
+  /* 65535 one-byte items fit in 1 MiB: need more bytes. */
+  ck_assert_int_eq(dynq__mp_scan(arr16, 3, &l, &n), -EAGAIN);
+  l.max_frame = 3 + 65535;
+  ck_assert_int_eq(dynq__mp_scan(arr16, 3, &l, &n), -EAGAIN);
+  l.max_frame--;
+  ck_assert_int_eq(dynq__mp_scan(arr16, 3, &l, &n), DYNQ_EPROTO);
+  ck_assert_uint_eq(n, 5);
+  /* Map entries need two bytes each. */
+  static const uint8_t map5[] = {0x85};
+  l.max_frame = 10;
+  ck_assert_int_eq(dynq__mp_scan(map5, 1, &l, &n), DYNQ_EPROTO);
+  l.max_frame = 11;
+  ck_assert_int_eq(dynq__mp_scan(map5, 1, &l, &n), -EAGAIN);
+  /* Pending items of outer containers count too: [[x*5], y] needs 8. */
+  static const uint8_t nest[] = {0x92, 0x95};
+  l.max_frame = 7;
+  ck_assert_int_eq(dynq__mp_scan(nest, 2, &l, &n), DYNQ_EPROTO);
+  l.max_frame = 8;
+  ck_assert_int_eq(dynq__mp_scan(nest, 2, &l, &n), -EAGAIN);
+}
+END_TEST
+
+START_TEST(test_scan_elem_budget) {
+  /* [[1,2,3],[4,5,6]]: 2 + 3 + 3 = 8 declared elements. */
+  static const uint8_t f[] = {0x92, 0x93, 1, 2, 3, 0x93, 4, 5, 6};
+  size_t n;
+  dynq__scan_limits_t l = mklim(1 << 20, 32, 8);
+  ck_assert_int_eq(dynq__mp_scan(f, sizeof f, &l, &n), 0);
+  l.max_elems = 7;
+  ck_assert_int_eq(dynq__mp_scan(f, sizeof f, &l, &n), DYNQ_ELIMIT);
+  /* Refused when the second header arrives, before its elements. */
+  ck_assert_int_eq(dynq__mp_scan(f, 6, &l, &n), DYNQ_ELIMIT);
+  ck_assert_int_eq(dynq__mp_scan(f, 5, &l, &n), -EAGAIN);
+  /* A map of 3 entries counts 3. */
+  static const uint8_t m[] = {0x83, 1, 1, 2, 2, 3, 3};
+  l.max_elems = 3;
+  ck_assert_int_eq(dynq__mp_scan(m, sizeof m, &l, &n), 0);
+  l.max_elems = 2;
+  ck_assert_int_eq(dynq__mp_scan(m, sizeof m, &l, &n), DYNQ_ELIMIT);
+}
+END_TEST
+
+START_TEST(test_scan_huge_lengths) {
+  static const uint8_t hdrs[][6] = {
+    {0xdb, 0xff, 0xff, 0xff, 0xff},  /* str32 4 GiB */
+    {0xc6, 0xff, 0xff, 0xff, 0xff},  /* bin32 */
+    {0xc9, 0xff, 0xff, 0xff, 0xff, 0x01},  /* ext32 */
+    {0xdb, 0x04, 0x00, 0x00, 0x01},  /* str32 64 MiB + 1 */
+  };
+  static const size_t lens[] = {5, 5, 6, 5};
+  size_t n = 3;
+  for (size_t i = 0; i < 4; i++)
+    ck_assert_int_eq(dynq__mp_scan(hdrs[i], lens[i], deflim(), &n), DYNQ_ETOOBIG);
+  ck_assert_uint_eq(n, 3);
+  /* Exactly filling 64 MiB (5-byte header + payload) is still a maybe. */
+  static const uint8_t fits[] = {0xdb, 0x03, 0xff, 0xff, 0xfb};
+  ck_assert_int_eq(dynq__mp_scan(fits, 5, deflim(), &n), -EAGAIN);
+  /* Header incomplete: cannot judge yet. */
+  ck_assert_int_eq(dynq__mp_scan(hdrs[0], 3, deflim(), &n), -EAGAIN);
+  /* Small frame budget: str8 of 200 in a 100-byte frame. */
+  dynq__scan_limits_t l = mklim(100, 32, 100);
+  static const uint8_t s8[] = {0xd9, 200};
+  ck_assert_int_eq(dynq__mp_scan(s8, 2, &l, &n), DYNQ_ETOOBIG);
+  /* A payload that leaves no room for the items still due. */
+  static const uint8_t tail[] = {0x92, 0xd9, 97};  /* 1+2+97 = 100, +1 due */
+  ck_assert_int_eq(dynq__mp_scan(tail, 3, &l, &n), DYNQ_ETOOBIG);
+  l.max_frame = 101;
+  ck_assert_int_eq(dynq__mp_scan(tail, 3, &l, &n), -EAGAIN);
+}
+END_TEST
+
+START_TEST(test_scan_frame_limit) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_array(&w, 15);
+  for (int i = 0; i < 15; i++) dynq__w_uint(&w, 1000);  /* 3 bytes each */
+  ck_assert_int_eq(w.err, 0);
+  ck_assert_uint_eq(w.len, 46);
+  size_t n;
+  dynq__scan_limits_t l = mklim(46, 32, 100);
+  ck_assert_int_eq(dynq__mp_scan(w.data, w.len, &l, &n), 0);
+  ck_assert_uint_eq(n, 46);
+  l.max_frame = 45;
+  ck_assert_int_eq(dynq__mp_scan(w.data, w.len, &l, &n), DYNQ_ETOOBIG);
+  /* Refused as soon as the bytes seen prove the frame too big. */
+  ck_assert_int_eq(dynq__mp_scan(w.data, 44, &l, &n), DYNQ_ETOOBIG);
+  ck_assert_int_eq(dynq__mp_scan(w.data, 43, &l, &n), -EAGAIN);
+  l.max_frame = 0;
+  ck_assert_int_eq(dynq__mp_scan(w.data, w.len, &l, &n), DYNQ_ETOOBIG);
+  /* A single 9-byte uint64 in an 8-byte frame. */
+  static const uint8_t u64[] = {0xcf, 0, 0, 0, 0, 0, 0, 0, 1};
+  l.max_frame = 8;
+  ck_assert_int_eq(dynq__mp_scan(u64, 1, &l, &n), DYNQ_ETOOBIG);
+  l.max_frame = 9;
+  ck_assert_int_eq(dynq__mp_scan(u64, 9, &l, &n), 0);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* ---- scanner: fuzz ---- */
+
+static uint64_t rng_state;
+static uint64_t rnd(void) {
+  /* xorshift64*: fixed seed, reproducible. */
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+static int documented(int rc) {
+  return rc == 0 || rc == -EAGAIN || rc == DYNQ_ETOOBIG || rc == DYNQ_EDEPTH ||
+         rc == DYNQ_ELIMIT || rc == DYNQ_EPROTO;
+}
+
+static void fuzz_one(const uint8_t *buf, size_t len,
+                     const dynq__scan_limits_t *l) {
+  size_t n = (size_t)-1;
+  int rc = scan_exact(buf, len, l, &n);
+  ck_assert_msg(documented(rc), "undocumented code %d", rc);
+  if (rc != 0) {
+    ck_assert_uint_eq(n, (size_t)-1);
+    return;
+  }
+  ck_assert_uint_le(n, len);
+  ck_assert_uint_le(n, l->max_frame);
+  ck_assert_uint_ge(n, 1);
+  size_t n2 = 0;
+  ck_assert_int_eq(scan_exact(buf, n, l, &n2), 0);
+  ck_assert_uint_eq(n2, n);
+  ck_assert_int_eq(scan_exact(buf, n - 1, l, &n2), -EAGAIN);
+
+  /* What the scanner accepts, the reader must survive. */
+  dynq__rpc_msg_t m;
+  char err[128];
+  int64_t hint;
+  if (dynq__rpc_parse(buf, n, &m, &hint, err, sizeof err) == 0) {
+    dynq__obj_t x = dynq__obj_get(m.params, "t");
+    dynq__tensor_t t;
+    if (dynq__obj_tensor(x, NULL, &t, err, sizeof err) == 0)
+      dynq__tensor_clear(&t);
+    char msg[64];
+    (void)dynq__rpc_error(m.error, msg, sizeof msg);
+    dynq__rpc_free(&m);
+  }
+}
+
+START_TEST(test_scan_fuzz) {
+  static const uint8_t interesting[] = {
+    0x00, 0x7f, 0x80, 0x81, 0x8f, 0x90, 0x91, 0x9f, 0xa0, 0xa3, 0xbf, 0xc0,
+    0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcc,
+    0xcf, 0xd0, 0xd3, 0xd4, 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf,
+    0xe0, 0xff, 0x01, 0x02};
+  uint8_t buf[96];
+  rng_state = 0x9E3779B97F4A7C15ULL;
+
+  /* A valid request to mutate. */
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  int8_t d[4] = {1, -2, 3, -4};
+  dynq__tensor_t t = {DYNQ_DT_I8, 2, {2, 2}, d, 0};
+  dynq__w_request_head(&w, 7, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "t");
+  dynq__w_tensor(&w, &t);
+  dynq__w_str(&w, "z");
+  dynq__w_array(&w, 2);
+  dynq__w_double(&w, 0.5);
+  dynq__w_int(&w, -300);
+  ck_assert_int_eq(w.err, 0);
+  ck_assert_uint_le(w.len, sizeof buf);
+
+  for (int it = 0; it < 100000; it++) {
+    size_t len;
+    if (it & 1) {
+      len = rnd() % (sizeof buf + 1);
+      for (size_t i = 0; i < len; i++) {
+        uint64_t r = rnd();
+        buf[i] = (r & 3) ? interesting[(r >> 2) % sizeof interesting]
+                         : (uint8_t)(r >> 8);
+      }
+    } else {
+      len = w.len;
+      memcpy(buf, w.data, len);
+      int flips = 1 + (int)(rnd() % 4);
+      for (int k = 0; k < flips; k++) {
+        uint64_t r = rnd();
+        size_t at = (size_t)(r % len);
+        buf[at] = (r >> 32) & 1 ? (uint8_t)(r >> 40)
+                                : interesting[(r >> 40) % sizeof interesting];
+      }
+      if (rnd() % 4 == 0) len = (size_t)(rnd() % (len + 1));
+    }
+    dynq__scan_limits_t l = mklim(1 + rnd() % 128, (int)(rnd() % 6),
+                                  rnd() % 40);
+    if (it % 3 == 0) l = dynq__scan_limits_default;
+    fuzz_one(buf, len, &l);
+  }
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* ---- writer ---- */
+
+START_TEST(test_wbuf_basics) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_str(&w, "abc");
+  static const uint8_t want[] = {0xa3, 'a', 'b', 'c'};
+  ck_assert_uint_eq(w.len, 4);
+  ck_assert_mem_eq(w.data, want, 4);
+  /* Growth keeps the bytes. */
+  uint8_t *big = malloc(1 << 20);
+  ck_assert_ptr_nonnull(big);
+  for (size_t i = 0; i < (1 << 20); i++) big[i] = (uint8_t)(i * 7);
+  dynq__w_bin(&w, big, 1 << 20);
+  ck_assert_int_eq(w.err, 0);
+  ck_assert_uint_eq(w.len, 4 + 5 + (1 << 20));
+  ck_assert_uint_ge(w.cap, w.len);
+  ck_assert_mem_eq(w.data + 9, big, 1 << 20);
+  free(big);
+
+  size_t cap = w.cap;
+  dynq__wbuf_reset(&w);
+  ck_assert_uint_eq(w.len, 0);
+  ck_assert_uint_eq(w.cap, cap);
+
+  /* Sticky error: later writes are no-ops. */
+  dynq__w_uint(&w, 1);
+  w.err = -ENOMEM;
+  dynq__w_str(&w, "more");
+  dynq__w_array(&w, 3);
+  ck_assert_uint_eq(w.len, 1);
+  ck_assert_int_eq(w.err, -ENOMEM);
+  w.err = 0;
+
+  /* Longer than msgpack can encode: refused before touching the data. */
+  dynq__w_bin(&w, "x", (size_t)1 << 32);
+  ck_assert_int_eq(w.err, DYNQ_ETOOBIG);
+  ck_assert_uint_eq(w.len, 1);
+  dynq__wbuf_reset(&w);
+  ck_assert_int_eq(w.err, 0);
+  dynq__w_strn(&w, "x", (size_t)1 << 32);
+  ck_assert_int_eq(w.err, DYNQ_ETOOBIG);
+  dynq__wbuf_reset(&w);
+
+  dynq__w_uint(&w, 5);
+  size_t n = 0;
+  uint8_t *p = dynq__wbuf_steal(&w, &n);
+  ck_assert_ptr_nonnull(p);
+  ck_assert_uint_eq(n, 1);
+  ck_assert_uint_eq(p[0], 5);
+  free(p);
+  ck_assert_ptr_null(w.data);
+  ck_assert_uint_eq(w.len, 0);
+  dynq__wbuf_free(&w);
+  dynq__wbuf_free(&w);   /* twice: harmless */
+  dynq__wbuf_free(NULL);
+  dynq__rpc_free(NULL);
+}
+END_TEST
+
+START_TEST(test_w_tensor_invalid) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__tensor_t t = {DYNQ_DT_INVALID, 1, {2}, "ab", 0};
+  dynq__w_tensor(&w, &t);
+  ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_reset(&w);
+  dynq__tensor_t u = {DYNQ_DT_U8, 1, {2}, NULL, 0};
+  dynq__w_tensor(&w, &u);
+  ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_reset(&w);
+  dynq__tensor_t r = {DYNQ_DT_U8, 9, {1}, "a", 0};
+  dynq__w_tensor(&w, &r);
+  ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* ---- reader: round trips ---- */
+
+static void parse_ok(dynq__wbuf_t *w, dynq__rpc_msg_t *m) {
+  char err[128] = "";
+  int64_t hint = 0;
+  ck_assert_int_eq(w->err, 0);
+  size_t n = 0;
+  ck_assert_int_eq(dynq__mp_scan(w->data, w->len, deflim(), &n), 0);
+  ck_assert_uint_eq(n, w->len);
+  int rc = dynq__rpc_parse(w->data, w->len, m, &hint, err, sizeof err);
+  ck_assert_msg(rc == 0, "parse: %d %s", rc, err);
+}
+
+START_TEST(test_roundtrip_types) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  static const uint8_t binv[] = {0, 1, 2, 0xff};
+  static const int64_t ints[] = {0, 1, 127, 128, -1, -32, -33, 65536,
+                                 INT32_MIN, INT64_MIN, INT64_MAX};
+  const size_t nints = sizeof ints / sizeof ints[0];
+  dynq__w_request_head(&w, UINT32_MAX, "test.types");
+  dynq__w_map(&w, 12);
+  dynq__w_str(&w, "nil"); dynq__w_nil(&w);
+  dynq__w_str(&w, "t"); dynq__w_bool(&w, 1);
+  dynq__w_str(&w, "f"); dynq__w_bool(&w, 0);
+  dynq__w_str(&w, "ints"); dynq__w_array(&w, (uint32_t)nints);
+  for (size_t i = 0; i < nints; i++) dynq__w_int(&w, ints[i]);
+  dynq__w_str(&w, "umax"); dynq__w_uint(&w, UINT64_MAX);
+  dynq__w_str(&w, "dbl"); dynq__w_double(&w, -2.25);
+  dynq__w_str(&w, "str"); dynq__w_str(&w, "héllo");
+  dynq__w_str(&w, "empty"); dynq__w_str(&w, "");
+  dynq__w_str(&w, "bin"); dynq__w_bin(&w, binv, sizeof binv);
+  dynq__w_str(&w, "ebin"); dynq__w_bin(&w, NULL, 0);
+  dynq__w_str(&w, "nested");
+  dynq__w_map(&w, 1); dynq__w_str(&w, "a"); dynq__w_array(&w, 0);
+  dynq__w_uint(&w, 5); dynq__w_str(&w, "intkey");  /* a non-string key */
+
+  dynq__rpc_msg_t m;
+  parse_ok(&w, &m);
+  ck_assert_int_eq(m.type, DYNQ_RPC_REQUEST);
+  ck_assert_uint_eq(m.msgid, UINT32_MAX);
+  ck_assert_str_eq(m.method, "test.types");
+  dynq__obj_t p = m.params;
+  ck_assert_int_eq(dynq__obj_kind(p), DYNQ_OBJ_MAP);
+  ck_assert_uint_eq(dynq__obj_len(p), 12);
+
+  int b = -1;
+  int64_t iv;
+  double dv;
+  const char *s;
+  size_t n;
+  const void *bp;
+  char buf[16];
+
+  ck_assert_int_eq(dynq__obj_kind(dynq__obj_get(p, "nil")), DYNQ_OBJ_NIL);
+  ck_assert(!dynq__obj_is_absent(dynq__obj_get(p, "nil")));
+  ck_assert(dynq__obj_is_absent(dynq__obj_get(p, "nope")));
+  ck_assert(dynq__obj_is_absent(dynq__obj_get(p, "ni")));
+  ck_assert_int_eq(dynq__obj_bool(dynq__obj_get(p, "t"), &b), 0);
+  ck_assert_int_eq(b, 1);
+  ck_assert_int_eq(dynq__obj_bool(dynq__obj_get(p, "f"), &b), 0);
+  ck_assert_int_eq(b, 0);
+  ck_assert_int_eq(dynq__obj_bool(dynq__obj_get(p, "nil"), &b), DYNQ_EPARAMS);
+
+  dynq__obj_t a = dynq__obj_get(p, "ints");
+  ck_assert_int_eq(dynq__obj_kind(a), DYNQ_OBJ_ARRAY);
+  ck_assert_uint_eq(dynq__obj_len(a), nints);
+  for (uint32_t i = 0; i < nints; i++) {
+    ck_assert_int_eq(dynq__obj_kind(dynq__obj_at(a, i)), DYNQ_OBJ_INT);
+    ck_assert_int_eq(dynq__obj_int(dynq__obj_at(a, i), &iv), 0);
+    ck_assert_int_eq(iv, ints[i]);
+  }
+  ck_assert(dynq__obj_is_absent(dynq__obj_at(a, (uint32_t)nints)));
+  ck_assert_int_eq(dynq__obj_double(dynq__obj_at(a, 4), &dv), 0);
+  ck_assert(dv == -1.0);
+
+  iv = 77;
+  ck_assert_int_eq(dynq__obj_int(dynq__obj_get(p, "umax"), &iv), DYNQ_EPARAMS);
+  ck_assert_int_eq(iv, 77);
+  ck_assert_int_eq(dynq__obj_double(dynq__obj_get(p, "umax"), &dv), 0);
+  ck_assert(dv == 18446744073709551615.0);
+  ck_assert_int_eq(dynq__obj_kind(dynq__obj_get(p, "dbl")), DYNQ_OBJ_FLOAT);
+  ck_assert_int_eq(dynq__obj_double(dynq__obj_get(p, "dbl"), &dv), 0);
+  ck_assert(dv == -2.25);
+  ck_assert_int_eq(dynq__obj_int(dynq__obj_get(p, "dbl"), &iv), DYNQ_EPARAMS);
+
+  ck_assert_int_eq(dynq__obj_str(dynq__obj_get(p, "str"), &s, &n), 0);
+  ck_assert_uint_eq(n, strlen("héllo"));
+  ck_assert_mem_eq(s, "héllo", n);
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(p, "str"), buf, sizeof buf), 0);
+  ck_assert_str_eq(buf, "héllo");
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(p, "str"), buf, 6), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(p, "str"), buf, 7), 0);
+  ck_assert_int_eq(dynq__obj_str(dynq__obj_get(p, "empty"), &s, &n), 0);
+  ck_assert_ptr_nonnull(s);
+  ck_assert_uint_eq(n, 0);
+  ck_assert_int_eq(dynq__obj_str(dynq__obj_get(p, "bin"), &s, &n), DYNQ_EPARAMS);
+
+  ck_assert_int_eq(dynq__obj_bin(dynq__obj_get(p, "bin"), &bp, &n), 0);
+  ck_assert_uint_eq(n, sizeof binv);
+  ck_assert_mem_eq(bp, binv, n);
+  ck_assert_int_eq(dynq__obj_bin(dynq__obj_get(p, "ebin"), &bp, &n), 0);
+  ck_assert_uint_eq(n, 0);
+  ck_assert_int_eq(dynq__obj_bin(dynq__obj_get(p, "str"), &bp, &n), DYNQ_EPARAMS);
+
+  dynq__obj_t nest = dynq__obj_get(p, "nested");
+  ck_assert_int_eq(dynq__obj_kind(nest), DYNQ_OBJ_MAP);
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_key_at(nest, 0), buf, sizeof buf), 0);
+  ck_assert_str_eq(buf, "a");
+  ck_assert_int_eq(dynq__obj_kind(dynq__obj_val_at(nest, 0)), DYNQ_OBJ_ARRAY);
+  ck_assert_uint_eq(dynq__obj_len(dynq__obj_val_at(nest, 0)), 0);
+  ck_assert(dynq__obj_is_absent(dynq__obj_key_at(nest, 1)));
+  ck_assert(dynq__obj_is_absent(dynq__obj_at(nest, 0)));
+  /* The int key is reachable by index only. */
+  ck_assert_int_eq(dynq__obj_int(dynq__obj_key_at(p, 11), &iv), 0);
+  ck_assert_int_eq(iv, 5);
+
+  /* Absent handles behave as absent everywhere. */
+  dynq__obj_t none = {NULL};
+  ck_assert_int_eq(dynq__obj_kind(none), DYNQ_OBJ_NIL);
+  ck_assert_uint_eq(dynq__obj_len(none), 0);
+  ck_assert_int_eq(dynq__obj_int(none, &iv), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq__obj_double(none, &dv), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq__obj_str(none, &s, &n), DYNQ_EPARAMS);
+  ck_assert(dynq__obj_is_absent(dynq__obj_get(none, "x")));
+
+  dynq__rpc_free(&m);
+  ck_assert_ptr_null(m.priv);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+START_TEST(test_roundtrip_hand_types) {
+  /* float32, ext and a NUL inside a string: only reachable by hand. */
+  static const uint8_t f[] = {
+    0x94, 0x00, 0x01, 0xa1, 'm',
+    0x83,
+      0xa1, 'f', 0xca, 0x40, 0x20, 0x00, 0x00,   /* 2.5f */
+      0xa1, 'e', 0xd4, 0x01, 0x07,
+      0xa1, 'z', 0xa3, 'a', 0x00, 'b'};
+  dynq__rpc_msg_t m;
+  char err[128];
+  ck_assert_int_eq(dynq__rpc_parse(f, sizeof f, &m, NULL, err, sizeof err), 0);
+  double dv;
+  ck_assert_int_eq(dynq__obj_kind(dynq__obj_get(m.params, "f")), DYNQ_OBJ_FLOAT);
+  ck_assert_int_eq(dynq__obj_double(dynq__obj_get(m.params, "f"), &dv), 0);
+  ck_assert(dv == 2.5);
+  ck_assert_int_eq(dynq__obj_kind(dynq__obj_get(m.params, "e")), DYNQ_OBJ_OTHER);
+  char buf[8];
+  const char *s;
+  size_t n;
+  ck_assert_int_eq(dynq__obj_str(dynq__obj_get(m.params, "z"), &s, &n), 0);
+  ck_assert_uint_eq(n, 3);
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(m.params, "z"), buf, sizeof buf),
+                   DYNQ_EPARAMS);
+  dynq__rpc_free(&m);
+}
+END_TEST
+
+/* Fill a tensor's data with a pattern that depends on dtype and index. */
+static void fill(dynq__tensor_t *t) {
+  int64_t n = dynq__tensor_numel(t);
+  for (int64_t i = 0; i < n; i++) {
+    switch (t->dtype) {
+    case DYNQ_DT_F32: ((float *)t->data)[i] = (float)i * -0.5f + 0.25f; break;
+    case DYNQ_DT_I8: ((int8_t *)t->data)[i] = (int8_t)(i * 37 - 128); break;
+    case DYNQ_DT_U8: ((uint8_t *)t->data)[i] = (uint8_t)(i * 91); break;
+    case DYNQ_DT_I32: ((int32_t *)t->data)[i] = (int32_t)(i * -100003); break;
+    case DYNQ_DT_I64: ((int64_t *)t->data)[i] = i * -1000000007LL; break;
+    default: ck_abort();
+    }
+  }
+}
+
+START_TEST(test_roundtrip_tensors) {
+  static const struct { int rank; int64_t dims[4]; } shapes[] = {
+    {0, {0}}, {1, {1}}, {1, {7}}, {2, {3, 5}}, {3, {2, 0, 4}}, {4, {2, 3, 1, 5}},
+  };
+  for (int dt = DYNQ_DT_F32; dt < DYNQ_DT__COUNT; dt++) {
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+      dynq__tensor_t in;
+      memset(&in, 0, sizeof in);
+      ck_assert_int_eq(dynq__tensor_alloc(&in, (dynq_dtype_t)dt, shapes[s].rank,
+                                          shapes[s].dims), 0);
+      fill(&in);
+      dynq__wbuf_t w;
+      dynq__wbuf_init(&w);
+      dynq__w_result_head(&w, 3);
+      dynq__w_map(&w, 1);
+      dynq__w_str(&w, "y");
+      dynq__w_tensor(&w, &in);
+      dynq__rpc_msg_t m;
+      parse_ok(&w, &m);
+      ck_assert_int_eq(m.type, DYNQ_RPC_RESPONSE);
+      ck_assert_uint_eq(m.msgid, 3);
+      ck_assert(dynq__obj_is_absent(m.error));
+      ck_assert_int_eq(dynq__rpc_error(m.error, NULL, 0), 0);
+
+      dynq__tensor_t out;
+      char err[128];
+      int rc = dynq__obj_tensor(dynq__obj_get(m.result, "y"), NULL, &out, err,
+                                sizeof err);
+      ck_assert_msg(rc == 0, "dtype %d shape %zu: %d %s", dt, s, rc, err);
+      ck_assert_int_eq(out.dtype, dt);
+      ck_assert_int_eq(out.rank, in.rank);
+      ck_assert_int_eq(out.owned, 1);
+      for (int i = 0; i < in.rank; i++) ck_assert_int_eq(out.dims[i], in.dims[i]);
+      ck_assert_uint_eq(dynq__tensor_nbytes(&out), dynq__tensor_nbytes(&in));
+      ck_assert_uint_eq((uintptr_t)out.data % DYNQ_ALIGN, 0);
+      if (dynq__tensor_nbytes(&in))
+        ck_assert_mem_eq(out.data, in.data, dynq__tensor_nbytes(&in));
+      /* The decoded tensor owns its bytes: survives the message. */
+      dynq__rpc_free(&m);
+      dynq__wbuf_free(&w);
+      if (dynq__tensor_nbytes(&in))
+        ck_assert_mem_eq(out.data, in.data, dynq__tensor_nbytes(&in));
+      dynq__tensor_clear(&out);
+      dynq__tensor_clear(&in);
+    }
+  }
+}
+END_TEST
+
+/* ---- reader: tensor refusals ---- */
+
+/* A request whose params are {"t": <whatever build() writes>}. */
+typedef void (*build_fn)(dynq__wbuf_t *w);
+
+static int decode_with(build_fn build, const dynq__tensor_limits_t *lim,
+                       char *err, size_t errlen) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 1, "infer");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "t");
+  build(&w);
+  dynq__rpc_msg_t m;
+  parse_ok(&w, &m);
+  dynq__tensor_t t;
+  memset(&t, 0xa5, sizeof t);
+  dynq__tensor_t before = t;
+  err[0] = '\0';
+  int rc = dynq__obj_tensor(dynq__obj_get(m.params, "t"), lim, &t, err, errlen);
+  if (rc == 0) {
+    dynq__tensor_clear(&t);
+  } else {
+    ck_assert_mem_eq(&t, &before, sizeof t);  /* untouched */
+    ck_assert_msg(err[0] != '\0', "no message for %d", rc);
+  }
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+  return rc;
+}
+
+/* Tensor map writer with every part overridable. */
+static void w_tmap(dynq__wbuf_t *w, const char *dtype, int nshape,
+                   const int64_t *dims, size_t nbytes, int skip) {
+  static const uint8_t zeros[64];
+  dynq__w_map(w, (uint32_t)(3 - (skip ? 1 : 0)));
+  if (skip != 1) { dynq__w_str(w, "dtype"); dynq__w_str(w, dtype); }
+  if (skip != 2) {
+    dynq__w_str(w, "shape");
+    dynq__w_array(w, (uint32_t)nshape);
+    for (int i = 0; i < nshape; i++) dynq__w_int(w, dims[i]);
+  }
+  if (skip != 3) { dynq__w_str(w, "data"); dynq__w_bin(w, zeros, nbytes); }
+}
+
+static const int64_t d23[] = {2, 3};
+static void b_ok(dynq__wbuf_t *w) { w_tmap(w, "float32", 2, d23, 24, 0); }
+static void b_ok_alias(dynq__wbuf_t *w) { w_tmap(w, "i8", 2, d23, 6, 0); }
+static void b_array(dynq__wbuf_t *w) { dynq__w_array(w, 0); }
+static void b_nodtype(dynq__wbuf_t *w) { w_tmap(w, "float32", 2, d23, 24, 1); }
+static void b_noshape(dynq__wbuf_t *w) { w_tmap(w, "float32", 2, d23, 24, 2); }
+static void b_nodata(dynq__wbuf_t *w) { w_tmap(w, "float32", 2, d23, 24, 3); }
+static void b_dtype_int(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_int(w, 1);
+  dynq__w_str(w, "shape"); dynq__w_array(w, 0);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "abcd", 4);
+}
+static void b_shape_map(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "uint8");
+  dynq__w_str(w, "shape"); dynq__w_map(w, 0);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "a", 1);
+}
+static void b_dim_str(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "uint8");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 2); dynq__w_int(w, 1); dynq__w_str(w, "2");
+  dynq__w_str(w, "data"); dynq__w_bin(w, "ab", 2);
+}
+static void b_dim_float(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "uint8");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_double(w, 2.0);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "ab", 2);
+}
+static void b_dim_huge(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "uint8");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_uint(w, UINT64_MAX);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "ab", 2);
+}
+static void b_data_str(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "uint8");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 2);
+  dynq__w_str(w, "data"); dynq__w_str(w, "ab");
+}
+static void b_unknown(dynq__wbuf_t *w) { w_tmap(w, "float16", 2, d23, 12, 0); }
+static void b_longname(dynq__wbuf_t *w) {
+  w_tmap(w, "float32float32float32float32float32float32", 2, d23, 24, 0);
+}
+static void b_emptyname(dynq__wbuf_t *w) { w_tmap(w, "", 2, d23, 24, 0); }
+static void b_negdim(dynq__wbuf_t *w) {
+  static const int64_t d[] = {2, -3};
+  w_tmap(w, "float32", 2, d, 24, 0);
+}
+static void b_rank9(dynq__wbuf_t *w) {
+  static const int64_t d[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  w_tmap(w, "int8", 9, d, 1, 0);
+}
+static void b_rank8(dynq__wbuf_t *w) {
+  static const int64_t d[8] = {1, 1, 1, 1, 1, 1, 1, 2};
+  w_tmap(w, "int8", 8, d, 2, 0);
+}
+static void b_overflow(dynq__wbuf_t *w) {
+  static const int64_t d[] = {(int64_t)1 << 40, (int64_t)1 << 40};
+  w_tmap(w, "float32", 2, d, 0, 0);
+}
+static void b_overflow_zero(dynq__wbuf_t *w) {
+  /* 0 x 2^40: zero elements, but a dim that alone is over the limit. */
+  static const int64_t d[] = {0, (int64_t)1 << 40};
+  w_tmap(w, "float32", 2, d, 0, 0);
+}
+static void b_short(dynq__wbuf_t *w) { w_tmap(w, "float32", 2, d23, 23, 0); }
+static void b_long(dynq__wbuf_t *w) { w_tmap(w, "float32", 2, d23, 25, 0); }
+static void b_i64_short(dynq__wbuf_t *w) { w_tmap(w, "int64", 2, d23, 24, 0); }
+static void b_11(dynq__wbuf_t *w) {
+  static const int64_t d[] = {11};
+  w_tmap(w, "uint8", 1, d, 11, 0);
+}
+
+START_TEST(test_tensor_refusals) {
+  char err[160];
+  ck_assert_int_eq(decode_with(b_ok, NULL, err, sizeof err), 0);
+  ck_assert_int_eq(decode_with(b_ok_alias, NULL, err, sizeof err), 0);
+  ck_assert_int_eq(decode_with(b_rank8, NULL, err, sizeof err), 0);
+
+  ck_assert_int_eq(decode_with(b_array, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "not a map"));
+  ck_assert_int_eq(decode_with(b_nodtype, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "dtype"));
+  ck_assert_ptr_nonnull(strstr(err, "missing"));
+  ck_assert_int_eq(decode_with(b_noshape, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "shape"));
+  ck_assert_int_eq(decode_with(b_nodata, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "data"));
+  ck_assert_int_eq(decode_with(b_dtype_int, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "dtype"));
+  ck_assert_int_eq(decode_with(b_shape_map, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "shape"));
+  ck_assert_int_eq(decode_with(b_dim_str, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "shape[1]"));
+  ck_assert_int_eq(decode_with(b_dim_float, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_int_eq(decode_with(b_dim_huge, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_int_eq(decode_with(b_data_str, NULL, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "data"));
+
+  ck_assert_int_eq(decode_with(b_unknown, NULL, err, sizeof err), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "float16"));
+  ck_assert_int_eq(decode_with(b_longname, NULL, err, sizeof err), DYNQ_EDTYPE);
+  ck_assert_int_eq(decode_with(b_emptyname, NULL, err, sizeof err), DYNQ_EDTYPE);
+
+  ck_assert_int_eq(decode_with(b_negdim, NULL, err, sizeof err), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "shape[1]"));
+  ck_assert_int_eq(decode_with(b_rank9, NULL, err, sizeof err), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "rank 9"));
+  dynq__tensor_limits_t l2 = {1, 1000};
+  ck_assert_int_eq(decode_with(b_ok, &l2, err, sizeof err), DYNQ_ESHAPE);
+
+  ck_assert_int_eq(decode_with(b_overflow, NULL, err, sizeof err), DYNQ_ELIMIT);
+  ck_assert_int_eq(decode_with(b_overflow_zero, NULL, err, sizeof err), DYNQ_ELIMIT);
+  dynq__tensor_limits_t l10 = {8, 10};
+  ck_assert_int_eq(decode_with(b_11, &l10, err, sizeof err), DYNQ_ELIMIT);
+  dynq__tensor_limits_t l11 = {8, 11};
+  ck_assert_int_eq(decode_with(b_11, &l11, err, sizeof err), 0);
+
+  ck_assert_int_eq(decode_with(b_short, NULL, err, sizeof err), DYNQ_EDATA);
+  ck_assert_ptr_nonnull(strstr(err, "23"));
+  ck_assert_int_eq(decode_with(b_long, NULL, err, sizeof err), DYNQ_EDATA);
+  ck_assert_int_eq(decode_with(b_i64_short, NULL, err, sizeof err), DYNQ_EDATA);
+
+  /* Absent object, and no err buffer at all. */
+  dynq__obj_t none = {NULL};
+  dynq__tensor_t t;
+  ck_assert_int_eq(dynq__obj_tensor(none, NULL, &t, NULL, 0), DYNQ_EPARAMS);
+}
+END_TEST
+
+/* ---- reader: envelope ---- */
+
+static int parse_hand(const uint8_t *b, size_t n, int64_t *hint, char *err,
+                      size_t errlen) {
+  dynq__rpc_msg_t m;
+  memset(&m, 0x5a, sizeof m);
+  dynq__rpc_msg_t before = m;
+  int rc = dynq__rpc_parse(b, n, &m, hint, err, errlen);
+  if (rc == 0) {
+    dynq__rpc_free(&m);
+  } else {
+    ck_assert_mem_eq(&m, &before, sizeof m);
+    ck_assert_msg(err == NULL || err[0] != '\0', "no message for %d", rc);
+  }
+  return rc;
+}
+
+typedef void (*env_fn)(dynq__wbuf_t *w);
+
+static int parse_built(env_fn f, int64_t *hint, char *err, size_t errlen) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  f(&w);
+  ck_assert_int_eq(w.err, 0);
+  int rc = parse_hand(w.data, w.len, hint, err, errlen);
+  dynq__wbuf_free(&w);
+  return rc;
+}
+
+static void e_map(dynq__wbuf_t *w) { dynq__w_map(w, 0); }
+static void e_len5(dynq__wbuf_t *w) {
+  dynq__w_array(w, 5); dynq__w_uint(w, 0); dynq__w_uint(w, 7);
+  dynq__w_str(w, "ping"); dynq__w_map(w, 0); dynq__w_nil(w);
+}
+static void e_trailing(dynq__wbuf_t *w) {
+  dynq__w_request_head(w, 7, "ping");
+  dynq__w_map(w, 0);
+  dynq__w_nil(w);
+}
+static void e_len3(dynq__wbuf_t *w) {
+  dynq__w_array(w, 3); dynq__w_uint(w, 0); dynq__w_uint(w, 7); dynq__w_str(w, "ping");
+}
+static void e_len0(dynq__wbuf_t *w) { dynq__w_array(w, 0); }
+static void e_type3(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_uint(w, 3); dynq__w_uint(w, 7);
+  dynq__w_str(w, "ping"); dynq__w_nil(w);
+}
+static void e_type_neg(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_int(w, -1); dynq__w_uint(w, 7);
+  dynq__w_str(w, "ping"); dynq__w_nil(w);
+}
+static void e_type_str(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_str(w, "0"); dynq__w_uint(w, 7);
+  dynq__w_str(w, "ping"); dynq__w_nil(w);
+}
+static void e_msgid_neg(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_uint(w, 0); dynq__w_int(w, -1);
+  dynq__w_str(w, "ping"); dynq__w_nil(w);
+}
+static void e_msgid_big(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_uint(w, 0); dynq__w_uint(w, (uint64_t)UINT32_MAX + 1);
+  dynq__w_str(w, "ping"); dynq__w_nil(w);
+}
+static void e_msgid_str(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_uint(w, 0); dynq__w_str(w, "7");
+  dynq__w_str(w, "ping"); dynq__w_nil(w);
+}
+static void e_method_int(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_uint(w, 0); dynq__w_uint(w, 7);
+  dynq__w_uint(w, 5); dynq__w_nil(w);
+}
+static char longname[65];
+static void e_method_64(dynq__wbuf_t *w) {
+  memset(longname, 'm', 64);
+  longname[64] = '\0';
+  dynq__w_request_head(w, 7, longname);
+  dynq__w_nil(w);
+}
+static void e_method_63(dynq__wbuf_t *w) {
+  memset(longname, 'm', 63);
+  longname[63] = '\0';
+  dynq__w_request_head(w, 7, longname);
+  dynq__w_nil(w);
+}
+static void e_method_empty(dynq__wbuf_t *w) {
+  dynq__w_request_head(w, 7, "");
+  dynq__w_nil(w);
+}
+static void e_method_nul(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_uint(w, 0); dynq__w_uint(w, 7);
+  dynq__w_strn(w, "pi\0ng", 5); dynq__w_nil(w);
+}
+static void e_notify_ok(dynq__wbuf_t *w) {
+  dynq__w_array(w, 3); dynq__w_uint(w, 2); dynq__w_str(w, "log"); dynq__w_map(w, 0);
+}
+static void e_notify_4(dynq__wbuf_t *w) {
+  dynq__w_array(w, 4); dynq__w_uint(w, 2); dynq__w_uint(w, 7);
+  dynq__w_str(w, "log"); dynq__w_map(w, 0);
+}
+static void e_notify_method(dynq__wbuf_t *w) {
+  dynq__w_array(w, 3); dynq__w_uint(w, 2); dynq__w_nil(w); dynq__w_map(w, 0);
+}
+static void e_response_3(dynq__wbuf_t *w) {
+  dynq__w_array(w, 3); dynq__w_uint(w, 1); dynq__w_uint(w, 9); dynq__w_nil(w);
+}
+
+START_TEST(test_rpc_envelope_refusals) {
+  char err[128];
+  int64_t hint;
+  static const struct { env_fn f; int64_t hint; const char *word; } c[] = {
+    {e_map, -1, "array"},
+    {e_len5, 7, "4 elements"},
+    {e_len3, 7, "4 elements"},
+    {e_trailing, -1, "trailing"},
+    {e_len0, -1, "type"},
+    {e_type3, -1, "type"},
+    {e_type_neg, -1, "type"},
+    {e_type_str, -1, "type"},
+    {e_msgid_neg, -1, "msgid"},
+    {e_msgid_big, -1, "msgid"},
+    {e_msgid_str, -1, "msgid"},
+    {e_method_int, 7, "method"},
+    {e_method_64, 7, "method"},
+    {e_method_empty, 7, "method"},
+    {e_method_nul, 7, "method"},
+    {e_notify_4, -1, "3 elements"},
+    {e_notify_method, -1, "method"},
+    {e_response_3, 9, "4 elements"},
+  };
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+    hint = 12345;
+    ck_assert_msg(parse_built(c[i].f, &hint, err, sizeof err) == DYNQ_EPROTO,
+                  "case %zu accepted", i);
+    ck_assert_msg(hint == c[i].hint, "case %zu: hint %lld", i, (long long)hint);
+    ck_assert_msg(strstr(err, c[i].word) != NULL, "case %zu: '%s'", i, err);
+  }
+  ck_assert_int_eq(parse_built(e_method_63, &hint, err, sizeof err), 0);
+  ck_assert_int_eq(parse_built(e_notify_ok, NULL, NULL, 0), 0);
+  /* No hint pointer, no err buffer: still refused cleanly. */
+  ck_assert_int_eq(parse_built(e_type3, NULL, NULL, 0), DYNQ_EPROTO);
+}
+END_TEST
+
+START_TEST(test_rpc_bad_bytes) {
+  char err[128];
+  int64_t hint;
+  static const uint8_t c1[] = {0x94, 0x00, 0x01, 0xa1, 'm', 0xc1};
+  static const uint8_t trunc[] = {0x94, 0x00, 0x01, 0xa1, 'm'};
+  static const uint8_t trail[] = {0x94, 0x00, 0x01, 0xa1, 'm', 0xc0, 0x00};
+  static const uint8_t lie[] = {0x94, 0x00, 0x01, 0xa1, 'm', 0xdd, 0xff, 0xff, 0xff, 0xff};
+  static const uint8_t strlie[] = {0x94, 0x00, 0x01, 0xa1, 'm', 0xdb, 0x7f, 0xff, 0xff, 0xff};
+  ck_assert_int_eq(parse_hand(c1, sizeof c1, &hint, err, sizeof err), DYNQ_EPROTO);
+  ck_assert_int_eq(parse_hand(trunc, sizeof trunc, &hint, err, sizeof err), DYNQ_EPROTO);
+  ck_assert_ptr_nonnull(strstr(err, "truncated"));
+  ck_assert_int_eq(parse_hand(trail, sizeof trail, &hint, err, sizeof err), DYNQ_EPROTO);
+  ck_assert_ptr_nonnull(strstr(err, "trailing"));
+  ck_assert_int_eq(parse_hand(lie, sizeof lie, &hint, err, sizeof err), DYNQ_EPROTO);
+  ck_assert_int_eq(parse_hand(strlie, sizeof strlie, &hint, err, sizeof err), DYNQ_EPROTO);
+  ck_assert_int_eq(parse_hand(c1, 0, &hint, err, sizeof err), DYNQ_EPROTO);
+  ck_assert_int_eq(hint, -1);
+
+  /* Deeper than msgpack-c can decode: refused, not crashed. */
+  uint8_t deep[5 + 40 + 1] = {0x94, 0x00, 0x01, 0xa1, 'm'};
+  memset(deep + 5, 0x91, 40);
+  deep[45] = 0xc0;
+  ck_assert_int_eq(parse_hand(deep, sizeof deep, &hint, err, sizeof err), DYNQ_EPROTO);
+  ck_assert_ptr_nonnull(strstr(err, "nesting"));
+  /* 31 levels inside params (32 with the envelope) decode fine; 33 not. */
+  memset(deep + 5, 0x91, 40);
+  deep[36] = 0xc0;
+  ck_assert_int_eq(parse_hand(deep, 37, &hint, err, sizeof err), 0);
+  memset(deep + 5, 0x91, 40);
+  deep[37] = 0xc0;
+  ck_assert_int_eq(parse_hand(deep, 38, &hint, err, sizeof err), DYNQ_EPROTO);
+}
+END_TEST
+
+START_TEST(test_rpc_params_and_lifetime) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__rpc_msg_t m;
+  int64_t iv;
+
+  /* [map] is unwrapped. */
+  dynq__w_request_head(&w, 1, "model.info");
+  dynq__w_array(&w, 1);
+  dynq__w_map(&w, 1); dynq__w_str(&w, "model"); dynq__w_str(&w, "mlp");
+  parse_ok(&w, &m);
+  ck_assert_int_eq(dynq__obj_kind(m.params), DYNQ_OBJ_MAP);
+  /* The message outlives the caller's bytes. */
+  memset(w.data, 0, w.len);
+  dynq__wbuf_free(&w);
+  char buf[16];
+  ck_assert_str_eq(m.method, "model.info");
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(m.params, "model"), buf, sizeof buf), 0);
+  ck_assert_str_eq(buf, "mlp");
+  dynq__rpc_free(&m);
+
+  /* [] is no params; nil stays nil; [1, 2] is left for the method. */
+  dynq__w_request_head(&w, 2, "ping");
+  dynq__w_array(&w, 0);
+  parse_ok(&w, &m);
+  ck_assert(dynq__obj_is_absent(m.params));
+  dynq__rpc_free(&m);
+  dynq__wbuf_reset(&w);
+  dynq__w_request_head(&w, 2, "ping");
+  dynq__w_nil(&w);
+  parse_ok(&w, &m);
+  ck_assert_int_eq(dynq__obj_kind(m.params), DYNQ_OBJ_NIL);
+  dynq__rpc_free(&m);
+  dynq__wbuf_reset(&w);
+  dynq__w_request_head(&w, 2, "ping");
+  dynq__w_array(&w, 2); dynq__w_uint(&w, 1); dynq__w_uint(&w, 2);
+  parse_ok(&w, &m);
+  ck_assert_int_eq(dynq__obj_kind(m.params), DYNQ_OBJ_ARRAY);
+  ck_assert_uint_eq(dynq__obj_len(m.params), 2);
+  dynq__rpc_free(&m);
+
+  /* Notification. */
+  dynq__wbuf_reset(&w);
+  dynq__w_array(&w, 3); dynq__w_uint(&w, 2); dynq__w_str(&w, "hello");
+  dynq__w_array(&w, 1); dynq__w_map(&w, 1); dynq__w_str(&w, "n"); dynq__w_int(&w, -4);
+  parse_ok(&w, &m);
+  ck_assert_int_eq(m.type, DYNQ_RPC_NOTIFY);
+  ck_assert_str_eq(m.method, "hello");
+  ck_assert_int_eq(dynq__obj_int(dynq__obj_get(m.params, "n"), &iv), 0);
+  ck_assert_int_eq(iv, -4);
+  dynq__rpc_free(&m);
+
+  /* Response with a result. */
+  dynq__wbuf_reset(&w);
+  dynq__w_result_head(&w, 77);
+  dynq__w_str(&w, "pong");
+  parse_ok(&w, &m);
+  ck_assert_int_eq(m.type, DYNQ_RPC_RESPONSE);
+  ck_assert_uint_eq(m.msgid, 77);
+  ck_assert_ptr_null(m.method);
+  ck_assert(dynq__obj_is_absent(m.error));
+  ck_assert_int_eq(dynq__obj_strcpy(m.result, buf, sizeof buf), 0);
+  ck_assert_str_eq(buf, "pong");
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* ---- errors ---- */
+
+static int error_of(env_fn f, char *msg, size_t msglen) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_array(&w, 4); dynq__w_uint(&w, 1); dynq__w_uint(&w, 5);
+  f(&w);
+  dynq__w_nil(&w);
+  dynq__rpc_msg_t m;
+  parse_ok(&w, &m);
+  int rc = dynq__rpc_error(m.error, msg, msglen);
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+  return rc;
+}
+
+static void err_map(dynq__wbuf_t *w, int has_code, int64_t code,
+                    const char *name, const char *message) {
+  dynq__w_map(w, (uint32_t)(has_code + (name != NULL) + (message != NULL) + 1));
+  if (has_code) { dynq__w_str(w, "code"); dynq__w_int(w, code); }
+  if (name) { dynq__w_str(w, "name"); dynq__w_str(w, name); }
+  if (message) { dynq__w_str(w, "message"); dynq__w_str(w, message); }
+  dynq__w_str(w, "retryable"); dynq__w_bool(w, 0);
+}
+static void er_errno_known(dynq__wbuf_t *w) { err_map(w, 1, -ENOENT, "ENOENT", "gone"); }
+static void er_errno_other(dynq__wbuf_t *w) { err_map(w, 1, -77, "EWEIRD", "odd"); }
+static void er_errno_big(dynq__wbuf_t *w) { err_map(w, 1, -99999, "EWEIRD", "odd"); }
+static void er_errno_pos(dynq__wbuf_t *w) { err_map(w, 1, 5, "EWEIRD", "odd"); }
+static void er_notstyle(dynq__wbuf_t *w) { err_map(w, 1, -5, "weird-thing", "odd"); }
+static void er_noname(dynq__wbuf_t *w) { err_map(w, 1, DYNQ_ENOMODEL, NULL, "odd"); }
+static void er_lying_code(dynq__wbuf_t *w) { err_map(w, 1, -5, "ENOMODEL", NULL); }
+static void er_nomsg(dynq__wbuf_t *w) { err_map(w, 0, 0, "EOVERLOAD", NULL); }
+static void er_string(dynq__wbuf_t *w) { dynq__w_str(w, "plain failure"); }
+static void er_int(dynq__wbuf_t *w) { dynq__w_int(w, 3); }
+static void er_name_int(dynq__wbuf_t *w) {
+  dynq__w_map(w, 1); dynq__w_str(w, "name"); dynq__w_int(w, 3);
+}
+
+START_TEST(test_rpc_error_decode) {
+  char msg[64];
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_error_response(&w, 5, DYNQ_ENOMODEL, "no model named 'foo'");
+  dynq__rpc_msg_t m;
+  parse_ok(&w, &m);
+  ck_assert_int_eq(m.type, DYNQ_RPC_RESPONSE);
+  ck_assert_uint_eq(m.msgid, 5);
+  ck_assert_int_eq(dynq__obj_kind(m.result), DYNQ_OBJ_NIL);
+  char name[16];
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(m.error, "name"), name, sizeof name), 0);
+  ck_assert_str_eq(name, "ENOMODEL");
+  int b = -1;
+  ck_assert_int_eq(dynq__obj_bool(dynq__obj_get(m.error, "retryable"), &b), 0);
+  ck_assert_int_eq(b, 0);
+  ck_assert_int_eq(dynq__rpc_error(m.error, msg, sizeof msg), DYNQ_ENOMODEL);
+  ck_assert_str_eq(msg, "no model named 'foo'");
+  /* Truncated into a small buffer, still terminated. */
+  ck_assert_int_eq(dynq__rpc_error(m.error, msg, 5), DYNQ_ENOMODEL);
+  ck_assert_str_eq(msg, "no m");
+  dynq__rpc_free(&m);
+
+  dynq__wbuf_reset(&w);
+  dynq__w_error_response(&w, 6, DYNQ_EOVERLOAD, NULL);
+  parse_ok(&w, &m);
+  ck_assert_int_eq(dynq__obj_bool(dynq__obj_get(m.error, "retryable"), &b), 0);
+  ck_assert_int_eq(b, 1);
+  ck_assert_int_eq(dynq__rpc_error(m.error, msg, sizeof msg), DYNQ_EOVERLOAD);
+  ck_assert_str_eq(msg, dynq_strerror(DYNQ_EOVERLOAD));
+  dynq__rpc_free(&m);
+
+  dynq__wbuf_reset(&w);
+  dynq__w_error_response(&w, 6, -ENOMEM, "");
+  parse_ok(&w, &m);
+  ck_assert_int_eq(dynq__rpc_error(m.error, msg, sizeof msg), -ENOMEM);
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+
+  ck_assert_int_eq(error_of(er_errno_known, msg, sizeof msg), -ENOENT);
+  ck_assert_str_eq(msg, "gone");
+  ck_assert_int_eq(error_of(er_errno_other, msg, sizeof msg), -77);
+  ck_assert_str_eq(msg, "odd");
+  ck_assert_int_eq(error_of(er_errno_big, msg, sizeof msg), DYNQ_ESERVER);
+  ck_assert_int_eq(error_of(er_errno_pos, msg, sizeof msg), DYNQ_ESERVER);
+  ck_assert_int_eq(error_of(er_notstyle, msg, sizeof msg), DYNQ_ESERVER);
+  ck_assert_int_eq(error_of(er_noname, msg, sizeof msg), DYNQ_ESERVER);
+  ck_assert_str_eq(msg, "odd");
+  /* The name decides, not the code. */
+  ck_assert_int_eq(error_of(er_lying_code, msg, sizeof msg), DYNQ_ENOMODEL);
+  ck_assert_str_eq(msg, dynq_strerror(DYNQ_ENOMODEL));
+  ck_assert_int_eq(error_of(er_nomsg, msg, sizeof msg), DYNQ_EOVERLOAD);
+  ck_assert_int_eq(error_of(er_string, msg, sizeof msg), DYNQ_ESERVER);
+  ck_assert_str_eq(msg, "plain failure");
+  ck_assert_int_eq(error_of(er_int, msg, sizeof msg), DYNQ_ESERVER);
+  ck_assert(msg[0] != '\0');
+  ck_assert_int_eq(error_of(er_name_int, NULL, 0), DYNQ_ESERVER);
+}
+END_TEST
+
+static Suite *proto_suite(void) {
+  Suite *s = suite_create("proto");
+  TCase *tc = tcase_create("scan");
+  tcase_add_test(tc, test_scan_writer_scalars);
+  tcase_add_test(tc, test_scan_writer_sized);
+  tcase_add_test(tc, test_scan_every_first_byte);
+  tcase_add_test(tc, test_scan_hand_frames);
+  tcase_add_test(tc, test_scan_prefixes_request);
+  tcase_add_test(tc, test_scan_invalid_byte);
+  tcase_add_test(tc, test_scan_depth);
+  tcase_add_test(tc, test_scan_huge_counts);
+  tcase_add_test(tc, test_scan_elem_budget);
+  tcase_add_test(tc, test_scan_huge_lengths);
+  tcase_add_test(tc, test_scan_frame_limit);
+  tcase_add_test(tc, test_scan_fuzz);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("writer");
+  tcase_add_test(tc, test_wbuf_basics);
+  tcase_add_test(tc, test_w_tensor_invalid);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("reader");
+  tcase_add_test(tc, test_roundtrip_types);
+  tcase_add_test(tc, test_roundtrip_hand_types);
+  tcase_add_test(tc, test_roundtrip_tensors);
+  tcase_add_test(tc, test_tensor_refusals);
+  tcase_add_test(tc, test_rpc_envelope_refusals);
+  tcase_add_test(tc, test_rpc_bad_bytes);
+  tcase_add_test(tc, test_rpc_params_and_lifetime);
+  tcase_add_test(tc, test_rpc_error_decode);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(proto_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

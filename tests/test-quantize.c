@@ -1,0 +1,648 @@
+/*
+ * dynq-quantize end to end: ONNX fixtures (tests/fixtures, made by
+ * make_fixtures.py) through the real binary, then loaded and run by the
+ * engine and compared with numpy's float64 results.
+ *
+ * Metrics (stated once, used everywhere):
+ *   max_rel = max_i |out_i - ref_i| / max_i |ref_i|   (FP32 paths: <= 1e-5)
+ *   rel_l2  = ||out - ref||_2 / ||ref||_2             (INT8 paths: <= 0.02)
+ */
+#include <check.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "graph.h"
+#include "model.h"
+#include "tensor.h"
+#include "testutil.h"
+
+#define FP32_TOL 1e-5
+#define INT8_TOL 0.02
+
+static char *tmpdir;
+
+static void setup(void) {
+  tmpdir = tu_mkdtemp();
+  ck_assert_ptr_nonnull(tmpdir);
+}
+
+static void teardown(void) {
+  tu_rmtree(tmpdir);
+  free(tmpdir);
+  tmpdir = NULL;
+}
+
+static char *tmp_path(const char *name) {
+  size_t n = strlen(tmpdir) + strlen(name) + 2;
+  char *p = malloc(n);
+  snprintf(p, n, "%s/%s", tmpdir, name);
+  return p;
+}
+
+static char *fixture(const char *name) {
+  char rel[256];
+  snprintf(rel, sizeof(rel), "tests/fixtures/%s", name);
+  return strdup(tu_src(rel));
+}
+
+static int file_exists(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0;
+}
+
+/* Run dynq-quantize with args (NULL-terminated); captures output. */
+static int quantize(char **out, ...) {
+  char *argv[16];
+  int n = 0;
+  static char exe[4096];
+  snprintf(exe, sizeof(exe), "%s", tu_build("models/dynq-quantize"));
+  argv[n++] = exe;
+  va_list ap;
+  va_start(ap, out);
+  const char *a;
+  while ((a = va_arg(ap, const char *)) != NULL && n < 15) argv[n++] = (char *)a;
+  va_end(ap);
+  argv[n] = NULL;
+  return tu_run(argv, out);
+}
+
+static float *load_f32(const char *name, size_t *ret_n) {
+  char *p = fixture(name);
+  size_t nb = 0;
+  float *d = tu_read_file(p, &nb);
+  ck_assert_msg(d != NULL, "cannot read fixture %s", p);
+  ck_assert_uint_eq(nb % 4, 0);
+  free(p);
+  *ret_n = nb / 4;
+  return d;
+}
+
+static double max_rel(const float *out, const float *ref, size_t n) {
+  double md = 0, mr = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)out[i] - (double)ref[i]);
+    if (!(d <= md)) md = d; /* NaN makes it fail */
+    if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
+  }
+  return md / mr;
+}
+
+static double rel_l2(const float *out, const float *ref, size_t n) {
+  double se = 0, sr = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)out[i] - (double)ref[i];
+    se += d * d;
+    sr += (double)ref[i] * ref[i];
+  }
+  return sqrt(se / sr);
+}
+
+static dynq__tensor_t f32_tensor(float *data, int rank, const int64_t *dims) {
+  dynq__tensor_t t;
+  memset(&t, 0, sizeof(t));
+  t.dtype = DYNQ_DT_F32;
+  t.rank = rank;
+  for (int i = 0; i < rank; i++) t.dims[i] = dims[i];
+  t.data = data;
+  t.owned = 0;
+  return t;
+}
+
+static dynq__model_t *open_model(const char *path) {
+  dynq__model_t *m = NULL;
+  char err[512] = "";
+  int rc = dynq__model_open(path, &m, err, sizeof(err));
+  ck_assert_msg(rc == 0, "dynq__model_open(%s): %d %s", path, rc, err);
+  return m;
+}
+
+/* Run with inputs given by graph-input name; outputs[] cleared by caller. */
+static int run_model(const dynq__model_t *m, int precision, const char *const *names,
+                     const dynq__tensor_t *ins, int n_in, dynq__tensor_t *outs, char *err,
+                     size_t errlen) {
+  const dynq__graph_t *g = dynq__model_graph(m);
+  ck_assert_int_eq(g->n_inputs, n_in);
+  dynq__tensor_t ordered[8];
+  for (int i = 0; i < n_in; i++) {
+    int idx = dynq__model_input_index(m, names[i]);
+    ck_assert_msg(idx >= 0 && idx < n_in, "model has no input '%s'", names[i]);
+    ordered[idx] = ins[i];
+  }
+  dynq__run_opts_t opts = {.precision = precision, .kernel = NULL};
+  return dynq__model_run(m, &opts, ordered, outs, err, errlen);
+}
+
+static void clear_outputs(dynq__tensor_t *outs, int n) {
+  for (int i = 0; i < n; i++) dynq__tensor_clear(&outs[i]);
+}
+
+/* ---- mlp.onnx ---------------------------------------------------- */
+
+typedef struct mlp_ref {
+  float *x, *y, *p;
+  size_t nx, ny, np;
+} mlp_ref_t;
+
+static void mlp_load(mlp_ref_t *r) {
+  r->x = load_f32("mlp_x.f32", &r->nx);
+  r->y = load_f32("mlp_y.f32", &r->ny);
+  r->p = load_f32("mlp_p.f32", &r->np);
+  ck_assert_uint_eq(r->nx, 16 * 64);
+  ck_assert_uint_eq(r->ny, 16 * 10);
+  ck_assert_uint_eq(r->np, 16 * 10);
+}
+
+static void mlp_free(mlp_ref_t *r) {
+  free(r->x);
+  free(r->y);
+  free(r->p);
+}
+
+/* Quantize mlp.onnx with one option (or none) into tmpdir/name. */
+static char *mlp_quantize(const char *opt, const char *name) {
+  char *in = fixture("mlp.onnx");
+  char *outp = tmp_path(name);
+  char *log = NULL;
+  int rc = opt ? quantize(&log, opt, in, outp, NULL) : quantize(&log, in, outp, NULL);
+  ck_assert_msg(rc == 0, "dynq-quantize %s exit %d:\n%s", opt ? opt : "", rc, log);
+  ck_assert_msg(file_exists(outp), "no output file %s", outp);
+  /* The summary names every linear layer. */
+  const char *layers[] = {"fc1", "fc2", "fc3", "fc5"};
+  for (int i = 0; i < 4; i++)
+    ck_assert_msg(strstr(log, layers[i]) != NULL, "summary lacks %s:\n%s", layers[i], log);
+  ck_assert_ptr_nonnull(strstr(log, "total:"));
+  free(log);
+  free(in);
+  return outp;
+}
+
+/* y and p from a 16 x 64 batch. */
+static void mlp_run(const dynq__model_t *m, int precision, float *x, int64_t rows,
+                    dynq__tensor_t *outs) {
+  int64_t dims[2] = {rows, 64};
+  dynq__tensor_t in = f32_tensor(x, 2, dims);
+  const char *names[] = {"x"};
+  char err[512] = "";
+  int rc = run_model(m, precision, names, &in, 1, outs, err, sizeof(err));
+  ck_assert_msg(rc == 0, "run: %d %s", rc, err);
+  const dynq__graph_t *g = dynq__model_graph(m);
+  ck_assert_int_eq(g->n_outputs, 2);
+  for (int i = 0; i < 2; i++) {
+    ck_assert_int_eq(outs[i].dtype, DYNQ_DT_F32);
+    ck_assert_int_eq(outs[i].rank, 2);
+    ck_assert_int_eq(outs[i].dims[0], rows);
+    ck_assert_int_eq(outs[i].dims[1], 10);
+  }
+}
+
+static void mlp_check(const char *path, int precision, double tol, int l2) {
+  mlp_ref_t r;
+  mlp_load(&r);
+  dynq__model_t *m = open_model(path);
+  dynq__tensor_t outs[2];
+  mlp_run(m, precision, r.x, 16, outs);
+  double ey = l2 ? rel_l2(outs[0].data, r.y, r.ny) : max_rel(outs[0].data, r.y, r.ny);
+  double ep = l2 ? rel_l2(outs[1].data, r.p, r.np) : max_rel(outs[1].data, r.p, r.np);
+  printf("%s precision %d: y %s %.3g, p %.3g\n", path, precision, l2 ? "rel_l2" : "max_rel",
+         ey, ep);
+  ck_assert_msg(ey <= tol, "%s precision %d: y error %g > %g", path, precision, ey, tol);
+  ck_assert_msg(ep <= tol, "%s precision %d: p error %g > %g", path, precision, ep, tol);
+  clear_outputs(outs, 2);
+  dynq__model_unref(m);
+  mlp_free(&r);
+}
+
+/* Rows one at a time must give exactly the batch's rows (per-row scales). */
+static void mlp_check_per_row(const char *path) {
+  mlp_ref_t r;
+  mlp_load(&r);
+  dynq__model_t *m = open_model(path);
+  dynq__tensor_t batch[2];
+  mlp_run(m, DYNQ_PRECISION_INT8, r.x, 16, batch);
+  for (int row = 0; row < 16; row++) {
+    dynq__tensor_t one[2];
+    mlp_run(m, DYNQ_PRECISION_INT8, r.x + row * 64, 1, one);
+    for (int o = 0; o < 2; o++)
+      ck_assert_msg(memcmp(one[o].data, (float *)batch[o].data + row * 10,
+                           10 * sizeof(float)) == 0,
+                    "row %d output %d differs alone vs in the batch", row, o);
+    clear_outputs(one, 2);
+  }
+  clear_outputs(batch, 2);
+  dynq__model_unref(m);
+  mlp_free(&r);
+}
+
+START_TEST(test_mlp_default) {
+  char *p = mlp_quantize(NULL, "mlp.dynq");
+  mlp_check(p, DYNQ_PRECISION_INT8, INT8_TOL, 1);
+  /* The FP32 reference weights ride along by default. */
+  mlp_check(p, DYNQ_PRECISION_FP32, FP32_TOL, 0);
+  mlp_check_per_row(p);
+  dynq__model_t *m = open_model(p);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(m, &st);
+  ck_assert_int_eq(st.n_qlinear, 4);
+  ck_assert_int_eq(st.has_reference, 1);
+  ck_assert_int_eq(st.per_tensor, 0);
+  dynq__model_unref(m);
+  free(p);
+}
+END_TEST
+
+START_TEST(test_mlp_fp32) {
+  char *p = mlp_quantize("--fp32", "mlp32.dynq");
+  mlp_check(p, DYNQ_PRECISION_FP32, FP32_TOL, 0);
+  /* No QLINEAR: the default (int8) precision runs the same FP32 graph. */
+  mlp_check(p, DYNQ_PRECISION_INT8, FP32_TOL, 0);
+  dynq__model_t *m = open_model(p);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(m, &st);
+  ck_assert_int_eq(st.n_qlinear, 0);
+  dynq__model_unref(m);
+  free(p);
+}
+END_TEST
+
+START_TEST(test_mlp_per_tensor) {
+  char *p = mlp_quantize("--per-tensor", "mlp_pt.dynq");
+  mlp_check(p, DYNQ_PRECISION_INT8, INT8_TOL, 1);
+  dynq__model_t *m = open_model(p);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(m, &st);
+  ck_assert_int_eq(st.n_qlinear, 4);
+  ck_assert_int_eq(st.per_tensor, 1);
+  dynq__model_unref(m);
+  free(p);
+}
+END_TEST
+
+START_TEST(test_mlp_no_reference) {
+  char *p = mlp_quantize("--no-reference", "mlp_noref.dynq");
+  char *full = mlp_quantize(NULL, "mlp_full.dynq");
+  mlp_check(p, DYNQ_PRECISION_INT8, INT8_TOL, 1);
+  mlp_check_per_row(p);
+  dynq__model_t *m = open_model(p);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(m, &st);
+  ck_assert_int_eq(st.n_qlinear, 4);
+  ck_assert_int_eq(st.has_reference, 0);
+  ck_assert_uint_eq(st.ref_weight_bytes, 0);
+  /* Asking for fp32 without Wref is refused, not silently int8. */
+  mlp_ref_t r;
+  mlp_load(&r);
+  int64_t dims[2] = {16, 64};
+  dynq__tensor_t in = f32_tensor(r.x, 2, dims), outs[2];
+  const char *names[] = {"x"};
+  char err[512] = "";
+  int rc = run_model(m, DYNQ_PRECISION_FP32, names, &in, 1, outs, err, sizeof(err));
+  ck_assert_int_eq(rc, DYNQ_ENOREF);
+  mlp_free(&r);
+  dynq__model_unref(m);
+  /* And the file is smaller by (at least) the 19904 bytes of Wref. */
+  struct stat a, b;
+  ck_assert_int_eq(stat(p, &a), 0);
+  ck_assert_int_eq(stat(full, &b), 0);
+  ck_assert_int_ge(b.st_size - a.st_size, 19904);
+  free(p);
+  free(full);
+}
+END_TEST
+
+/* ---- gemm_variants.onnx ----------------------------------------- */
+
+static void gemm_check(const char *opt, int precision, double tol, int l2) {
+  char *in = fixture("gemm_variants.onnx");
+  char *outp = tmp_path(opt ? "gemm_fp32.dynq" : "gemm.dynq");
+  char *log = NULL;
+  int rc = opt ? quantize(&log, opt, in, outp, NULL) : quantize(&log, in, outp, NULL);
+  ck_assert_msg(rc == 0, "exit %d:\n%s", rc, log);
+  const char *layers[] = {"g_transA_dynC", "g_transB_c1n", "g_constC_mn", "g_noC",
+                          "g_scalarC"};
+  for (int i = 0; i < 5; i++)
+    ck_assert_msg(strstr(log, layers[i]) != NULL, "summary lacks %s:\n%s", layers[i], log);
+  free(log);
+  size_t na, nx, nc;
+  float *a = load_f32("gemm_a.f32", &na), *x = load_f32("gemm_x.f32", &nx),
+        *c = load_f32("gemm_c.f32", &nc);
+  ck_assert_uint_eq(na, 13 * 5);
+  ck_assert_uint_eq(nx, 5 * 13);
+  ck_assert_uint_eq(nc, 5 * 17);
+  int64_t da[2] = {13, 5}, dx[2] = {5, 13}, dc[2] = {5, 17};
+  dynq__tensor_t ins[3] = {f32_tensor(a, 2, da), f32_tensor(x, 2, dx), f32_tensor(c, 2, dc)};
+  const char *names[] = {"a", "x", "c"};
+  dynq__model_t *m = open_model(outp);
+  ck_assert_int_eq(dynq__model_graph(m)->n_outputs, 5);
+  dynq__tensor_t outs[5];
+  char err[512] = "";
+  rc = run_model(m, precision, names, ins, 3, outs, err, sizeof(err));
+  ck_assert_msg(rc == 0, "run: %d %s", rc, err);
+  for (int i = 0; i < 5; i++) {
+    char name[32];
+    snprintf(name, sizeof(name), "gemm_y%d.f32", i + 1);
+    size_t ny;
+    float *y = load_f32(name, &ny);
+    ck_assert_uint_eq(ny, 5 * 17);
+    ck_assert_int_eq(outs[i].rank, 2);
+    ck_assert_int_eq(outs[i].dims[0], 5);
+    ck_assert_int_eq(outs[i].dims[1], 17);
+    double e = l2 ? rel_l2(outs[i].data, y, ny) : max_rel(outs[i].data, y, ny);
+    printf("gemm %s y%d precision %d: %s %.3g\n", opt ? opt : "int8", i + 1, precision,
+           l2 ? "rel_l2" : "max_rel", e);
+    ck_assert_msg(e <= tol, "%s y%d (%s) precision %d: error %g > %g", opt ? opt : "int8",
+                  i + 1, layers[i], precision, e, tol);
+    free(y);
+  }
+  clear_outputs(outs, 5);
+  dynq__model_unref(m);
+  free(a);
+  free(x);
+  free(c);
+  free(in);
+  free(outp);
+}
+
+START_TEST(test_gemm_variants_fp32) { gemm_check("--fp32", DYNQ_PRECISION_FP32, FP32_TOL, 0); }
+END_TEST
+
+START_TEST(test_gemm_variants_int8) {
+  gemm_check(NULL, DYNQ_PRECISION_INT8, INT8_TOL, 1);
+  /* The reference path of the quantized model is FP32 exact too. */
+  gemm_check(NULL, DYNQ_PRECISION_FP32, FP32_TOL, 0);
+}
+END_TEST
+
+/* ---- Constant node feeding Reshape -------------------------------- */
+
+START_TEST(test_constant_node) {
+  char *in = fixture("constant_node.onnx");
+  char *outp = tmp_path("cn.dynq");
+  char *log = NULL;
+  int rc = quantize(&log, in, outp, NULL);
+  ck_assert_msg(rc == 0, "exit %d:\n%s", rc, log);
+  free(log);
+  size_t nx, ny;
+  float *x = load_f32("constant_node_x.f32", &nx), *y = load_f32("constant_node_y.f32", &ny);
+  int64_t dx[3] = {3, 3, 4};
+  dynq__tensor_t t = f32_tensor(x, 3, dx), out;
+  const char *names[] = {"x"};
+  dynq__model_t *m = open_model(outp);
+  char err[512] = "";
+  rc = run_model(m, DYNQ_PRECISION_FP32, names, &t, 1, &out, err, sizeof(err));
+  ck_assert_msg(rc == 0, "run: %d %s", rc, err);
+  ck_assert_int_eq(out.rank, 2);
+  ck_assert_int_eq(out.dims[0], 3);
+  ck_assert_int_eq(out.dims[1], 6);
+  ck_assert_double_le(max_rel(out.data, y, ny), FP32_TOL);
+  dynq__tensor_clear(&out);
+  rc = run_model(m, DYNQ_PRECISION_INT8, names, &t, 1, &out, err, sizeof(err));
+  ck_assert_msg(rc == 0, "run: %d %s", rc, err);
+  ck_assert_double_le(rel_l2(out.data, y, ny), INT8_TOL);
+  dynq__tensor_clear(&out);
+  dynq__model_unref(m);
+  free(x);
+  free(y);
+  free(in);
+  free(outp);
+}
+END_TEST
+
+/* ---- failures: exit code, message, and nothing written ------------ */
+
+/* Expect `rc`, every string of `want` in the output, and an empty tmpdir. */
+static void expect_fail(const char *input_path, const char *opt, int want_rc,
+                        const char *const *want) {
+  char *outp = tmp_path("out.dynq");
+  char *log = NULL;
+  int rc = opt ? quantize(&log, opt, input_path, outp, NULL)
+               : quantize(&log, input_path, outp, NULL);
+  ck_assert_msg(rc == want_rc, "%s: exit %d, want %d:\n%s", input_path, rc, want_rc, log);
+  for (int i = 0; want && want[i]; i++)
+    ck_assert_msg(strstr(log, want[i]) != NULL, "%s: output lacks '%s':\n%s", input_path,
+                  want[i], log);
+  ck_assert_msg(!file_exists(outp), "%s: output file was created", input_path);
+  char *tmpf = tmp_path("out.dynq.tmp");
+  ck_assert_msg(!file_exists(tmpf), "%s: temporary file left behind", input_path);
+  free(tmpf);
+  free(log);
+  free(outp);
+}
+
+static void expect_fixture_fail(const char *name, const char *const *want) {
+  char *p = fixture(name);
+  expect_fail(p, NULL, 1, want);
+  free(p);
+}
+
+START_TEST(test_unsupported) {
+  const char *want[] = {"node 'rnn' (op LSTM)", "node 'pool' (op GlobalAveragePool)",
+                        "2 nodes", NULL};
+  expect_fixture_fail("unsupported.onnx", want);
+  char *p = fixture("unsupported.onnx");
+  char *outp = tmp_path("out.dynq");
+  char *log = NULL;
+  ck_assert_int_eq(quantize(&log, p, outp, NULL), 1);
+  /* Supported nodes are not listed. */
+  ck_assert_ptr_null(strstr(log, "pre_relu"));
+  ck_assert_ptr_null(strstr(log, "post_relu"));
+  free(log);
+  free(outp);
+  free(p);
+}
+END_TEST
+
+START_TEST(test_softmax_old_opset) {
+  const char *want[] = {"old_softmax", "opset 11", NULL};
+  expect_fixture_fail("softmax_opset11.onnx", want);
+}
+END_TEST
+
+START_TEST(test_malformed_models) {
+  static const struct {
+    const char *file;
+    const char *want[3];
+  } cases[] = {
+      {"bad_external.onnx", {"'w'", "external"}},
+      {"bad_dtype.onnx", {"'w'", "DOUBLE"}},
+      {"bad_rawsize.onnx", {"'w'", "raw_data holds 44 bytes", "48"}},
+      {"bad_undefined_input.onnx", {"add_missing", "'nope'"}},
+      {"bad_reshape_dynamic.onnx", {"dyn_reshape", "constant"}},
+      {"bad_attr.onnx", {"gemm_transB2", "relu_extra", "'bogus'"}},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const char *want[4] = {cases[i].want[0], cases[i].want[1], cases[i].want[2], NULL};
+    expect_fixture_fail(cases[i].file, want);
+  }
+}
+END_TEST
+
+START_TEST(test_bad_files) {
+  char *garbage = tmp_path("garbage.onnx");
+  char *empty = tmp_path("empty.onnx");
+  char *trunc = tmp_path("trunc.onnx");
+  char *text = tmp_path("text.onnx");
+  char *missing = tmp_path("missing.onnx");
+  unsigned char g[4096];
+  unsigned s = 12345;
+  for (size_t i = 0; i < sizeof(g); i++) {
+    s = s * 1103515245u + 12345u;
+    g[i] = (unsigned char)(s >> 16);
+  }
+  ck_assert_int_eq(tu_write_file(garbage, g, sizeof(g)), 0);
+  ck_assert_int_eq(tu_write_file(empty, "", 0), 0);
+  const char *txt = "this is not an onnx model\n";
+  ck_assert_int_eq(tu_write_file(text, txt, strlen(txt)), 0);
+  char *mlp = fixture("mlp.onnx");
+  size_t n = 0;
+  void *whole = tu_read_file(mlp, &n);
+  ck_assert_ptr_nonnull(whole);
+  ck_assert_int_eq(tu_write_file(trunc, whole, n / 2), 0);
+  free(whole);
+
+  const char *w_garbage[] = {"garbage.onnx", "not an ONNX model", NULL};
+  const char *w_empty[] = {"empty.onnx", "empty", NULL};
+  const char *w_trunc[] = {"trunc.onnx", "not an ONNX model", NULL};
+  const char *w_text[] = {"text.onnx", "not an ONNX model", NULL};
+  const char *w_missing[] = {"missing.onnx", "No such file", NULL};
+  expect_fail(garbage, NULL, 1, w_garbage);
+  expect_fail(empty, NULL, 1, w_empty);
+  expect_fail(trunc, NULL, 1, w_trunc);
+  expect_fail(text, NULL, 1, w_text);
+  expect_fail(missing, NULL, 1, w_missing);
+  const char *w_dir[] = {"not a regular file", NULL};
+  expect_fail(tmpdir, NULL, 1, w_dir);
+
+  /* Usage errors: exit 2 and the usage text. */
+  const char *w_opt[] = {"unknown option '--bogus'", "usage:", NULL};
+  expect_fail(mlp, "--bogus", 2, w_opt);
+  char *log = NULL;
+  ck_assert_int_eq(quantize(&log, mlp, NULL), 2);
+  ck_assert_ptr_nonnull(strstr(log, "usage:"));
+  free(log);
+  log = NULL;
+  ck_assert_int_eq(quantize(&log, NULL), 2);
+  free(log);
+  log = NULL;
+  ck_assert_int_eq(quantize(&log, mlp, "a.dynq", "b.dynq", NULL), 2);
+  ck_assert_ptr_nonnull(strstr(log, "too many arguments"));
+  free(log);
+  log = NULL;
+  ck_assert_int_eq(quantize(&log, "--help", NULL), 0);
+  ck_assert_ptr_nonnull(strstr(log, "--no-reference"));
+  free(log);
+
+  free(mlp);
+  free(garbage);
+  free(empty);
+  free(trunc);
+  free(text);
+  free(missing);
+}
+END_TEST
+
+/* ---- the demo model built by meson ------------------------------- */
+
+/* Parse "[[f, f, ...]]" (the examples' JSON) into out; returns the count. */
+static int parse_json_floats(const char *s, float *out, int cap) {
+  int n = 0;
+  while (*s && n < cap) {
+    if (strchr("[], \n\t\r", *s)) {
+      s++;
+      continue;
+    }
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s) return -1;
+    out[n++] = (float)v;
+    s = end;
+  }
+  return n;
+}
+
+START_TEST(test_demo_model) {
+  const char *classes[] = {"sine", "square", "triangle", "sawtooth", "noise"};
+  char demo[4096];
+  snprintf(demo, sizeof(demo), "%s", tu_build("models/demo.dynq"));
+  dynq__model_t *m = open_model(demo);
+  const dynq__graph_t *g = dynq__model_graph(m);
+  ck_assert_int_eq(g->n_outputs, 2);
+  int agree = 0;
+  for (int c = 0; c < 5; c++) {
+    char rel[256];
+    snprintf(rel, sizeof(rel), "models/demo/examples/%s.json", classes[c]);
+    char *txt = tu_read_file(tu_src(rel), NULL);
+    ck_assert_msg(txt != NULL, "missing %s", rel);
+    float x[64];
+    ck_assert_int_eq(parse_json_floats(txt, x, 64), 64);
+    free(txt);
+    int64_t dims[2] = {1, 64};
+    dynq__tensor_t in = f32_tensor(x, 2, dims);
+    const char *names[] = {"x"};
+    int best[2];
+    for (int prec = 0; prec < 2; prec++) {
+      dynq__tensor_t outs[2];
+      char err[512] = "";
+      int rc = run_model(m, prec ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8, names, &in, 1,
+                         outs, err, sizeof(err));
+      ck_assert_msg(rc == 0, "run: %d %s", rc, err);
+      const float *p = outs[0].data;
+      ck_assert_int_eq(outs[0].dims[1], 5);
+      double sum = 0;
+      best[prec] = 0;
+      for (int k = 0; k < 5; k++) {
+        sum += p[k];
+        if (p[k] > p[best[prec]]) best[prec] = k;
+      }
+      ck_assert_double_eq_tol(sum, 1.0, 1e-4);
+      clear_outputs(outs, 2);
+    }
+    /* make_demo.py picked examples its FP32 model classifies right. */
+    ck_assert_msg(best[1] == c, "%s: fp32 path says class %d", classes[c], best[1]);
+    agree += best[0] == c;
+  }
+  ck_assert_msg(agree >= 4, "int8 path classified only %d of 5 examples right", agree);
+  dynq__model_unref(m);
+}
+END_TEST
+
+static Suite *quantize_suite(void) {
+  Suite *s = suite_create("quantize");
+  TCase *tc = tcase_create("mlp");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_mlp_default);
+  tcase_add_test(tc, test_mlp_fp32);
+  tcase_add_test(tc, test_mlp_per_tensor);
+  tcase_add_test(tc, test_mlp_no_reference);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("gemm");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_gemm_variants_fp32);
+  tcase_add_test(tc, test_gemm_variants_int8);
+  tcase_add_test(tc, test_constant_node);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("errors");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_test(tc, test_unsupported);
+  tcase_add_test(tc, test_softmax_old_opset);
+  tcase_add_test(tc, test_malformed_models);
+  tcase_add_test(tc, test_bad_files);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("demo");
+  tcase_add_test(tc, test_demo_model);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(quantize_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
