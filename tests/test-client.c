@@ -6,6 +6,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -153,6 +154,32 @@ START_TEST(npy_write_read_roundtrip) {
   ck_assert_int_eq(dynq__npy_write(path, &t, err, sizeof(err)), -ENOENT);
   tu_rmtree(dir);
   free(dir);
+}
+END_TEST
+
+/* Files written by NumPy itself (tests/fixtures, made by make_fixtures.py)
+ * parse to the same floats as their raw .f32 twins. */
+START_TEST(npy_reads_numpy_fixtures) {
+  static const char *names[] = { "mlp_x", "mlp_y", "gemm_x", "gemm_a", "constant_node_x" };
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    char p[256], err[256] = "";
+    size_t n, rawn;
+    dynq_tensor_t t;
+    snprintf(p, sizeof(p), "tests/fixtures/%s.npy", names[i]);
+    void *img = tu_read_file(tu_src(p), &n);
+    ck_assert_msg(img != NULL, "cannot read %s", tu_src(p));
+    snprintf(p, sizeof(p), "tests/fixtures/%s.f32", names[i]);
+    void *raw = tu_read_file(tu_src(p), &rawn);
+    ck_assert_ptr_nonnull(raw);
+    ck_assert_msg(dynq__npy_parse(img, n, &t, err, sizeof(err)) == 0, "%s: %s", names[i], err);
+    ck_assert_int_eq(t.dtype, DYNQ_FLOAT32);
+    ck_assert_int_ge(t.rank, 1);
+    ck_assert_uint_eq(t.nbytes, rawn);
+    ck_assert_mem_eq(t.data, raw, rawn);
+    dynq__io_tensor_free(&t);
+    free(img);
+    free(raw);
+  }
 }
 END_TEST
 
@@ -874,6 +901,81 @@ START_TEST(daemon_dynqctl) {
 }
 END_TEST
 
+/* A real model: dynq-quantize the mlp fixture, serve it, and run it
+ * through dynqctl with a .npy input, --json output and --output-dir. */
+START_TEST(daemon_dynqctl_infer_model) {
+  char q[4096], onnx[4096], dyn[600], spec[4096], *out = NULL;
+  tu_daemon_t d;
+  size_t n, rawn;
+  snprintf(q, sizeof(q), "%s", tu_build("models/dynq-quantize"));
+  snprintf(onnx, sizeof(onnx), "%s", tu_src("tests/fixtures/mlp.onnx"));
+  snprintf(dyn, sizeof(dyn), "%s/mlp.dynq", mdir);
+  char *qargv[] = { q, onnx, dyn, NULL };
+  ck_assert_msg(tu_run(qargv, &out) == 0, "dynq-quantize: %s", out);
+  free(out);
+  /* the fixture's daemon scanned an empty directory: start one that sees
+   * the model */
+  char *dir2 = tu_mkdtemp();
+  ck_assert_int_eq(tu_daemon_start(&d, dir2, mdir, NULL), 0);
+
+  CTL_OK(out, "--socket", d.sock, "info", "mlp", NULL);
+  ck_assert_msg(strstr(out, "inputs:") && strstr(out, "float32  [-1, 64]"), "%s", out);
+  free(out);
+  CTL_OK(out, "--socket", d.sock, "list", NULL, NULL);
+  ck_assert_msg(strstr(out, "mlp ") != NULL, "%s", out);
+  free(out);
+
+  /* unnamed input: the model's only input; fp32 path vs NumPy's result */
+  snprintf(spec, sizeof(spec), "--input=%s", tu_src("tests/fixtures/mlp_x.npy"));
+  char exe[4096];
+  snprintf(exe, sizeof(exe), "%s", tu_build("client/dynqctl"));
+  char *argv[] = { exe, "--socket", d.sock, "--json", "infer", "mlp", spec,
+                   "--precision", "fp32", "--output-dir", dir2, NULL };
+  ck_assert_int_eq(tu_run(argv, &out), 0);
+  ck_assert_msg(strncmp(out, "{\"outputs\": {", 13) == 0 && strstr(out, "\"compute_us\": "),
+                "%s", out);
+  ck_assert_msg(strstr(out, "\"y\": {\"dtype\": \"float32\", \"shape\": [16, 10], \"data\": [")
+                    != NULL, "%s", out);
+  free(out);
+  /* y.npy written by --output-dir matches the fixture within fp32 noise */
+  char p[600], err[256] = "";
+  dynq_tensor_t y;
+  snprintf(p, sizeof(p), "%s/y.npy", dir2);
+  void *img = tu_read_file(p, &n);
+  ck_assert_msg(img != NULL, "no %s", p);
+  ck_assert_int_eq(dynq__npy_parse(img, n, &y, err, sizeof(err)), 0);
+  float *ref = tu_read_file(tu_src("tests/fixtures/mlp_y.f32"), &rawn);
+  ck_assert_uint_eq(y.nbytes, rawn);
+  for (size_t i = 0; i < rawn / 4; i++) {
+    float a = ((float *)y.data)[i];
+    ck_assert_msg(fabsf(a - ref[i]) <= 1e-4f, "y[%zu] = %g, want %g", i, a, ref[i]);
+  }
+  dynq__io_tensor_free(&y);
+  free(img);
+  free(ref);
+
+  /* human output, int8 default path */
+  char *argv2[] = { exe, "--socket", d.sock, "infe", "mlp", spec, NULL }; /* prefix */
+  ck_assert_int_eq(tu_run(argv2, &out), 0);
+  ck_assert_msg(strstr(out, "y: float32 [16, 10]\n") && strstr(out, "compute: "), "%s", out);
+  free(out);
+  /* a shape the model refuses: exit 1 with the server's reason */
+  char *argv3[] = { exe, "--socket", d.sock, "infer", "mlp", "--input", "x=[[1,2]]", NULL };
+  ck_assert_int_eq(tu_run(argv3, &out), 1);
+  ck_assert_msg(strstr(out, "ESHAPE") != NULL, "%s", out);
+  free(out);
+  /* a wrong input name */
+  char *argv4[] = { exe, "--socket", d.sock, "infer", "mlp", "--input", "nope=[1]", NULL };
+  ck_assert_int_eq(tu_run(argv4, &out), 1);
+  ck_assert_msg(strstr(out, "ENOINPUT") != NULL, "%s", out);
+  free(out);
+
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  tu_rmtree(dir2);
+  free(dir2);
+}
+END_TEST
+
 /* dynqctl paths that need no daemon. */
 START_TEST(dynqctl_usage_errors) {
   char *out = NULL, *dir = tu_mkdtemp(), p[512], sock[512];
@@ -943,6 +1045,7 @@ static Suite *client_suite(void) {
   tcase_add_test(tc, npy_accepts_each_dtype);
   tcase_add_test(tc, npy_accepts_shapes_and_key_order);
   tcase_add_test(tc, npy_write_read_roundtrip);
+  tcase_add_test(tc, npy_reads_numpy_fixtures);
   tcase_add_test(tc, npy_refuses_bad_files);
   tcase_add_test(tc, npy_refuses_bad_preamble);
   tcase_add_test(tc, json_accepts_nested_arrays);
@@ -969,6 +1072,7 @@ static Suite *client_suite(void) {
   tcase_add_checked_fixture(tc, daemon_setup, daemon_teardown);
   tcase_add_test(tc, daemon_library_calls);
   tcase_add_test(tc, daemon_dynqctl);
+  tcase_add_test(tc, daemon_dynqctl_infer_model);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -413,6 +413,56 @@ START_TEST(test_constant_node) {
 }
 END_TEST
 
+/* ---- layers that stay FP32 without --fp32 ------------------------- */
+
+START_TEST(test_fp32_fallback) {
+  char *in = fixture("fallback.onnx");
+  char *outp = tmp_path("fb.dynq");
+  char *log = NULL;
+  int rc = quantize(&log, in, outp, NULL);
+  ck_assert_msg(rc == 0, "exit %d:\n%s", rc, log);
+  ck_assert_msg(strstr(log, "K > 65536") != NULL, "no K note:\n%s", log);
+  ck_assert_msg(strstr(log, "not a constant") != NULL, "no dynamic-B note:\n%s", log);
+  free(log);
+  enum { K = 65537 };
+  float *x = malloc(2 * K * sizeof(float));
+  ck_assert_ptr_nonnull(x);
+  /* The formula make_fixtures.py used (exact in float32). */
+  for (int r = 0; r < 2; r++)
+    for (int64_t k = 0; k < K; k++) x[r * K + k] = (float)(((k * 7919 + r * 31) % 17) - 8) / 8.0f;
+  size_t nu, nv, nyb, nyd;
+  float *u = load_f32("fallback_u.f32", &nu), *v = load_f32("fallback_v.f32", &nv);
+  float *yb = load_f32("fallback_y_big.f32", &nyb), *yd = load_f32("fallback_y_dyn.f32", &nyd);
+  int64_t dx[2] = {2, K}, du[2] = {2, 4}, dv[2] = {4, 3};
+  dynq__tensor_t ins[3] = {f32_tensor(x, 2, dx), f32_tensor(u, 2, du), f32_tensor(v, 2, dv)};
+  const char *names[] = {"x", "u", "v"};
+  dynq__model_t *m = open_model(outp);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(m, &st);
+  ck_assert_int_eq(st.n_qlinear, 0);
+  dynq__tensor_t outs[2];
+  char err[512] = "";
+  rc = run_model(m, DYNQ_PRECISION_INT8, names, ins, 3, outs, err, sizeof(err));
+  ck_assert_msg(rc == 0, "run: %d %s", rc, err);
+  ck_assert_uint_eq(nyb, 2);
+  ck_assert_uint_eq(nyd, 6);
+  /* K = 65537 float32 sums: rounding grows with K, so 1e-4 here. */
+  double eb = max_rel(outs[0].data, yb, nyb), ed = max_rel(outs[1].data, yd, nyd);
+  printf("fallback: big-K max_rel %.3g, dynamic-B max_rel %.3g\n", eb, ed);
+  ck_assert_double_le(eb, 1e-4);
+  ck_assert_double_le(ed, FP32_TOL);
+  clear_outputs(outs, 2);
+  dynq__model_unref(m);
+  free(x);
+  free(u);
+  free(v);
+  free(yb);
+  free(yd);
+  free(in);
+  free(outp);
+}
+END_TEST
+
 /* ---- failures: exit code, message, and nothing written ------------ */
 
 /* Expect `rc`, every string of `want` in the output, and an empty tmpdir. */
@@ -625,6 +675,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_gemm_variants_fp32);
   tcase_add_test(tc, test_gemm_variants_int8);
   tcase_add_test(tc, test_constant_node);
+  tcase_add_test(tc, test_fp32_fallback);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
   tcase_add_checked_fixture(tc, setup, teardown);

@@ -75,8 +75,13 @@ typedef struct dynq_server_info {
  * else /run/dynq/dynqd.sock.  Writes the chosen path into buf. */
 const char *dynq_default_socket(char *buf, size_t cap);
 
+/* socket_path NULL: dynq_default_socket().  Errors are -errno from the
+ * socket calls (-ENOENT, -ECONNREFUSED, -EACCES, ...) or -ENAMETOOLONG when
+ * the path does not fit a sockaddr_un. */
 int dynq_connect(const char *socket_path, dynq_client_t **ret_client);
 void dynq_close(dynq_client_t *c);                    /* NULL-safe */
+/* Message for the last failed call on c (the server's message for server
+ * errors); each call clears it first, so it is "" after a success. */
 const char *dynq_client_errmsg(const dynq_client_t *c);
 
 int dynq_ping(dynq_client_t *c);
