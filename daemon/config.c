@@ -31,8 +31,7 @@ typedef struct opt_def {
 #define OFF(f) offsetof(dynqd_config_t, f)
 
 static const opt_def_t opts[] = {
-  {"socket", "PATH", OPT_STR, OFF(socket_path), 0, 0,
-   "$RUNTIME_DIRECTORY/dynqd.sock, else $XDG_RUNTIME_DIR/dynq/dynqd.sock, else /run/dynq/dynqd.sock",
+  {"socket", "PATH", OPT_STR, OFF(socket_path), 0, 0, "see below",
    "Unix socket to listen on (ignored under socket activation)"},
   {"models", "DIR", OPT_STR, OFF(models_dir), 0, 0, "none",
    "load every *.dynq file in DIR at start"},
@@ -66,9 +65,11 @@ static void usage(FILE *f) {
     if (opts[i].dflt) fprintf(f, " (default: %s)", opts[i].dflt);
     fputc('\n', f);
   }
-  fprintf(f, "\nEnvironment: DYNQ_KERNEL=NAME forces an INT8 kernel; "
-             "LISTEN_FDS/LISTEN_PID (socket activation) and NOTIFY_SOCKET "
-             "are honoured.\n");
+  fprintf(f, "\nThe default socket is $RUNTIME_DIRECTORY/dynqd.sock, else\n"
+             "$XDG_RUNTIME_DIR/dynq/dynqd.sock, else /run/dynq/dynqd.sock.\n"
+             "Environment: DYNQ_KERNEL=NAME forces an INT8 kernel; LISTEN_FDS/\n"
+             "LISTEN_PID (socket activation) and NOTIFY_SOCKET are honoured.\n"
+             "SIGTERM/SIGINT drain in-flight requests, then exit.\n");
 }
 
 static int default_workers(void) {

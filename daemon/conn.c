@@ -124,11 +124,13 @@ void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
     free(data);
     return;
   }
-  if (c->out_bytes + len > c->srv->cfg->max_output) {
+  /* What the kernel has not taken yet: a client that reads keeps this near
+   * zero however many responses are pending callbacks. */
+  size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+  if (unsent + len > c->srv->cfg->max_output) {
     log_warn("conn %llu: %zu unsent response bytes exceed the %zu-byte output "
              "limit (client not reading?); closing it",
-             (unsigned long long)c->id, c->out_bytes + len,
-             c->srv->cfg->max_output);
+             (unsigned long long)c->id, unsent + len, c->srv->cfg->max_output);
     free(data);
     dynqd__conn_close(c);
     return;

@@ -170,7 +170,9 @@ typedef struct dynqd_conn {
   size_t rlen, rcap;
   int inflight;               /* jobs queued or running for this conn */
   int writes;                 /* uv_write requests pending */
-  size_t out_bytes;           /* bytes in those requests; <= max_output */
+  size_t out_bytes;           /* bytes in those requests (the kernel may
+                                 already hold some; the cap uses libuv's
+                                 unsent count) */
 } dynqd_conn_t;
 
 void dynqd__conn_accept(dynqd_server_t *s);

@@ -242,7 +242,7 @@ static void start_drain(dynqd_server_t *s, const char *why) {
   s->draining = 1;
   log_notice("%s: draining %d outstanding requests on %d connections", why,
              s->jobs_outstanding, s->n_conns);
-  dynqd__notify("STOPPING=1");
+  dynqd__notifyf("STOPPING=1\nSTATUS=draining %d requests", s->jobs_outstanding);
   if (s->listener_open) {
     uv_close((uv_handle_t *)&s->listener, NULL);
     s->listener_open = 0;

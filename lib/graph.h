@@ -38,7 +38,47 @@
   X(RESHAPE, 11, "Reshape")     \
   X(SUB, 12, "Sub")             \
   X(DIV, 13, "Div")             \
-  X(IDENTITY, 14, "Identity")
+  X(IDENTITY, 14, "Identity")   \
+  /* shape and graph ops real exporters emit (issue 4) */ \
+  X(CONSTANT_OF_SHAPE, 15, "ConstantOfShape") \
+  X(SHAPE, 16, "Shape")         \
+  X(SIZE, 17, "Size")           \
+  X(GATHER, 18, "Gather")       \
+  X(SLICE, 19, "Slice")         \
+  X(CONCAT, 20, "Concat")       \
+  X(SQUEEZE, 21, "Squeeze")     \
+  X(UNSQUEEZE, 22, "Unsqueeze") \
+  X(TRANSPOSE, 23, "Transpose") \
+  X(CAST, 24, "Cast")           \
+  X(EQUAL, 25, "Equal")         \
+  X(NOT, 26, "Not")             \
+  X(WHERE, 27, "Where")         \
+  X(POW, 28, "Pow")             \
+  X(SQRT, 29, "Sqrt")           \
+  X(NEG, 30, "Neg")             \
+  X(LOG, 31, "Log")             \
+  X(EXP, 32, "Exp")             \
+  X(REDUCE_MEAN, 33, "ReduceMean") \
+  X(REDUCE_SUM, 34, "ReduceSum") \
+  X(PAD, 35, "Pad")             \
+  X(CLIP, 36, "Clip")           \
+  X(EXPAND, 37, "Expand")       \
+  X(IF, 38, "If")               \
+  X(LESS, 39, "Less")           \
+  X(GREATER, 40, "Greater")     \
+  X(AND, 41, "And")             \
+  X(OR, 42, "Or")               \
+  X(RANGE, 43, "Range")         \
+  X(ABS, 44, "Abs")             \
+  /* 45..49 reserved for more graph ops */ \
+  /* recurrent and convolution (issue 4) */ \
+  X(LSTM, 50, "LSTM")           \
+  X(GRU, 51, "GRU")             \
+  X(CONV, 52, "Conv")           \
+  X(QLSTM, 53, "QLSTM")         \
+  X(QGRU, 54, "QGRU")           \
+  X(QCONV, 55, "QConv")
+  /* 56..59 reserved for recurrent/conv variants */
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

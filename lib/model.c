@@ -227,7 +227,8 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
   };
   for (int i = 0; i < g->n_nodes; i++) {
     const dynq__node_t *n = &g->nodes[i];
-    const dynq__tensor_t *in[DYNQ_FILE_MAX_ARITY];
+    /* optional inputs beyond n_in read as omitted (NULL) */
+    const dynq__tensor_t *in[DYNQ_FILE_MAX_ARITY] = {0};
     dynq__tensor_t out[DYNQ_FILE_MAX_ARITY];
     for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? &slot[n->in[k]] : NULL;
     memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);

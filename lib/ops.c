@@ -425,6 +425,8 @@ static const dynq__opdef_t optab[DYNQ_OP__COUNT] = {
 };
 
 const dynq__opdef_t *dynq__opdef(int op) {
-  if (op <= 0 || op >= DYNQ_OP__COUNT || optab[op].run == NULL) return NULL;
-  return &optab[op];
+  if (op <= 0 || op >= DYNQ_OP__COUNT) return NULL;
+  if (optab[op].run != NULL) return &optab[op];
+  const dynq__opdef_t *d = dynq__opdef_graph(op);
+  return d != NULL ? d : dynq__opdef_rnn(op);
 }

@@ -38,6 +38,9 @@ typedef struct dynq__opdef {
 
 /* NULL for an unknown op code. */
 const dynq__opdef_t *dynq__opdef(int op);
+/* The per-family tables dynq__opdef() consults (ops_graph.c, ops_rnn.c). */
+const dynq__opdef_t *dynq__opdef_graph(int op);
+const dynq__opdef_t *dynq__opdef_rnn(int op);
 
 /* Error helper: formats "node 'name' (Op): ..." into c->err; returns code. */
 int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...)

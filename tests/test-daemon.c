@@ -14,6 +14,8 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dynq/errors.h"
@@ -33,6 +36,17 @@ static char *g_dir;       /* scratch dir of the shared daemon */
 static char *g_models;    /* its model directory */
 static int g_have_model;  /* mlp.dynq could be made */
 static tu_daemon_t g_d;
+static int g_shared_exit;  /* exit status of the shared daemon (teardown) */
+
+/* snprintf that fails the test instead of truncating a path. */
+static void fmt(char *buf, size_t n, const char *f, ...) __attribute__((format(printf, 3, 4)));
+static void fmt(char *buf, size_t n, const char *f, ...) {
+  va_list ap;
+  va_start(ap, f);
+  int r = vsnprintf(buf, n, f, ap);
+  va_end(ap);
+  ck_assert_msg(r >= 0 && (size_t)r < n, "path too long for a %zu-byte buffer", n);
+}
 
 /* ---- a raw connection ---- */
 
@@ -362,8 +376,11 @@ static void shared_setup(void) {
 
 static void shared_teardown(void) {
   if (g_d.pid > 0) {
-    int st = tu_daemon_stop(&g_d, SIGTERM);
-    if (st != 0) fprintf(stderr, "shared dynqd exited with %d\n", st);
+    /* Runs in the parent, the daemon's parent: the status is real.  Under
+     * the valgrind setup a memory error makes it 99. */
+    g_shared_exit = tu_daemon_stop(&g_d, SIGTERM);
+    if (g_shared_exit != 0)
+      fprintf(stderr, "FAIL: shared dynqd exited with %d after SIGTERM\n", g_shared_exit);
   }
   if (g_dir) tu_rmtree(g_dir);
   free(g_dir);
@@ -861,7 +878,7 @@ static char *models_with_mlp(const char *dir) {
   if (g_have_model) {
     char src[4096], dst[4096];
     snprintf(src, sizeof(src), "%s/mlp.dynq", g_models);
-    snprintf(dst, sizeof(dst), "%s/mlp.dynq", p);
+    fmt(dst, sizeof(dst), "%s/mlp.dynq", p);
     size_t n;
     void *b = tu_read_file(src, &n);
     ck_assert_ptr_nonnull(b);
@@ -1040,7 +1057,7 @@ START_TEST(test_second_instance_refused_stale_removed) {
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof(sa));
   sa.sun_family = AF_UNIX;
-  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", d.sock);
+  fmt(sa.sun_path, sizeof(sa.sun_path), "%s", d.sock);
   ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
   close(fd);
   ck_assert_int_eq(tu_daemon_start(&d, dir, dir, NULL), 0);
@@ -1090,7 +1107,7 @@ static void notify_case(int abstract) {
     len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n);
   } else {
     snprintf(env, sizeof(env), "%s/notify", dir);
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", env);
+    fmt(sa.sun_path, sizeof(sa.sun_path), "%s", env);
     len = sizeof(sa);
   }
   ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, len), 0);
@@ -1125,7 +1142,7 @@ START_TEST(test_socket_activation) {
   struct sockaddr_un sa;
   memset(&sa, 0, sizeof(sa));
   sa.sun_family = AF_UNIX;
-  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+  fmt(sa.sun_path, sizeof(sa.sun_path), "%s", path);
   ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
   ck_assert_int_eq(listen(lfd, 16), 0);
   char other[4096], logp[4096];
@@ -1153,8 +1170,8 @@ START_TEST(test_socket_activation) {
   tu_daemon_t d;
   memset(&d, 0, sizeof(d));
   d.pid = pid;
-  snprintf(d.sock, sizeof(d.sock), "%s", path);
-  snprintf(d.log, sizeof(d.log), "%s", logp);
+  fmt(d.sock, sizeof(d.sock), "%s", path);
+  fmt(d.log, sizeof(d.log), "%s", logp);
   assert_alive(&d);  /* the backlog holds us until the loop runs */
   struct stat sb;
   ck_assert_msg(stat(other, &sb) != 0, "--socket was bound despite activation");
@@ -1231,6 +1248,132 @@ START_TEST(test_overload_and_inflight_cap) {
 }
 END_TEST
 
+START_TEST(test_output_cap_closes_non_reader) {
+  /* A client that pipelines pings and never reads is cut off once its
+   * unsent responses pass --max-output; everyone else is unaffected. */
+  char *dir = own_dir();
+  tu_daemon_t d;
+  const char *extra[] = {"--max-output", "4096", NULL};
+  ck_assert_int_eq(tu_daemon_start(&d, dir, dir, extra), 0);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  for (uint32_t i = 0; i < 8192; i++) {
+    dynq__w_request_head(&w, i, "ping");
+    dynq__w_nil(&w);
+  }
+  ck_assert_int_eq(w.err, 0);
+  int closed = 0;
+  for (int round = 0; round < 256 && !closed; round++) {  /* up to ~16 MiB */
+    size_t off = 0;
+    while (off < w.len) {
+      ssize_t n = send(c.fd, w.data + off, w.len - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        ck_assert_msg(errno == EPIPE || errno == ECONNRESET, "send: %s", strerror(errno));
+        closed = 1;
+        break;
+      }
+      off += (size_t)n;
+    }
+  }
+  dynq__wbuf_free(&w);
+  ck_assert_msg(closed, "dynqd kept a connection that never reads");
+  rc_close(&c);
+  assert_alive(&d);
+  char *log = tu_read_file(d.log, NULL);
+  ck_assert_msg(strstr(log, "output limit") != NULL, "no log line about the cap:\n%s", log);
+  free(log);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+/* Start dynqd with extra environment (NULL-terminated "NAME=VALUE" list)
+ * and wait until `sock` accepts, like tu_daemon_start does. */
+static void spawn_env(tu_daemon_t *d, const char *sock, const char *log,
+                      const char *const *env, const char *const *args) {
+  memset(d, 0, sizeof(*d));
+  fmt(d->sock, sizeof(d->sock), "%s", sock);
+  fmt(d->log, sizeof(d->log), "%s", log);
+  char exe[4096];
+  fmt(exe, sizeof(exe), "%s", tu_build("daemon/dynqd"));
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int lg = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (lg >= 0) dup2(lg, 2);
+    unsetenv("RUNTIME_DIRECTORY");
+    unsetenv("XDG_RUNTIME_DIR");
+    unsetenv("JOURNAL_STREAM");
+    for (int i = 0; env[i]; i++) putenv((char *)env[i]);
+    const char *argv[16];
+    int n = 0;
+    argv[n++] = exe;
+    for (int i = 0; args[i] && n < 15; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    execv(exe, (char *const *)argv);
+    _exit(127);
+  }
+  d->pid = pid;
+  for (int i = 0; i < 2000; i++) {
+    int fd = tu_connect(sock);
+    if (fd >= 0) {
+      close(fd);
+      return;
+    }
+    int st;
+    ck_assert_msg(waitpid(pid, &st, WNOHANG) == 0, "dynqd exited at start; see %s", log);
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  kill(pid, SIGKILL);
+  ck_abort_msg("dynqd never accepted on %s", sock);
+}
+
+START_TEST(test_default_socket_paths) {
+  char *dir = own_dir();
+  char env1[4200], sock[4200], log[4200], sub[4200];
+  /* $XDG_RUNTIME_DIR/dynq/dynqd.sock, the directory made 0750 */
+  fmt(env1, sizeof(env1), "XDG_RUNTIME_DIR=%s", dir);
+  fmt(sub, sizeof(sub), "%s/dynq", dir);
+  fmt(sock, sizeof(sock), "%s/dynqd.sock", sub);
+  fmt(log, sizeof(log), "%s/log1", dir);
+  const char *env[] = {env1, "JOURNAL_STREAM=8:12345", NULL};
+  const char *args[] = {"--models", dir, NULL};
+  tu_daemon_t d;
+  spawn_env(&d, sock, log, env, args);
+  assert_alive(&d);
+  struct stat sb;
+  ck_assert_int_eq(stat(sub, &sb), 0);
+  ck_assert_int_eq(sb.st_mode & 0777, 0750);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  char *text = tu_read_file(log, NULL);
+  ck_assert_msg(strstr(text, sock) != NULL, "chosen path not printed:\n%s", text);
+  /* under journald every line starts with a <N> priority */
+  ck_assert_msg(text[0] == '<' && text[2] == '>', "no <N> prefix:\n%s", text);
+  ck_assert_ptr_null(strstr(text, "dynqd: notice:"));
+  free(text);
+
+  /* $RUNTIME_DIRECTORY (systemd's, maybe a ':' list) wins over XDG */
+  char env2[4200];
+  fmt(env2, sizeof(env2), "RUNTIME_DIRECTORY=%s:/nonexistent", dir);
+  fmt(sock, sizeof(sock), "%s/dynqd.sock", dir);
+  fmt(log, sizeof(log), "%s/log2", dir);
+  const char *envb[] = {env1, env2, NULL};
+  spawn_env(&d, sock, log, envb, args);
+  assert_alive(&d);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  text = tu_read_file(log, NULL);
+  ck_assert_msg(strstr(text, "dynqd: notice: listening on") != NULL, "%s", text);
+  free(text);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 static Suite *daemon_suite(void) {
   Suite *s = suite_create("daemon");
   TCase *tc = tcase_create("shared");
@@ -1270,6 +1413,8 @@ static Suite *daemon_suite(void) {
   tcase_add_test(tc, test_socket_activation);
   tcase_add_test(tc, test_missing_model_dir_still_serves);
   tcase_add_test(tc, test_overload_and_inflight_cap);
+  tcase_add_test(tc, test_output_cap_closes_non_reader);
+  tcase_add_test(tc, test_default_socket_paths);
   suite_add_tcase(s, tc);
   return s;
 }
@@ -1278,7 +1423,7 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   SRunner *sr = srunner_create(daemon_suite());
   srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
+  int failed = srunner_ntests_failed(sr) + (g_shared_exit != 0);
   srunner_free(sr);
   return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -275,7 +275,7 @@ START_TEST(dynqctl_end_to_end) {
   ck_assert_msg(rel_max(y, y_ref, ROWS * OUT) <= 1e-5, "dynqctl fp32 vs numpy %g",
                 rel_max(y, y_ref, ROWS * OUT));
   free(out);
-  argv[6] = "int8";
+  argv[7] = "int8";
   ck_assert_int_eq(tu_run(argv, &out), 0);
   ck_assert_int_eq(json_output(out, "y", y, ROWS * OUT), ROWS * OUT);
   double e = rel_l2(y, y_ref, ROWS * OUT);
