@@ -1374,6 +1374,69 @@ START_TEST(test_default_socket_paths) {
 }
 END_TEST
 
+START_TEST(test_fp32_without_reference) {
+  NEED_MODEL();
+  char *dir = own_dir();
+  char models[4200], out[4200], exe[4096], onnx[4096];
+  fmt(models, sizeof(models), "%s/models", dir);
+  ck_assert_int_eq(mkdir(models, 0755), 0);
+  fmt(out, sizeof(out), "%s/lean.dynq", models);
+  fmt(exe, sizeof(exe), "%s", tu_build("models/dynq-quantize"));
+  fmt(onnx, sizeof(onnx), "%s", tu_src("tests/fixtures/mlp.onnx"));
+  char *qargv[] = {exe, "--no-reference", onnx, out, NULL};
+  char *qlog = NULL;
+  int qrc = tu_run(qargv, &qlog);
+  ck_assert_msg(qrc == 0, "dynq-quantize --no-reference: %d\n%s", qrc, qlog);
+  free(qlog);
+  tu_daemon_t d;
+  ck_assert_int_eq(tu_daemon_start(&d, dir, models, NULL), 0);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  int64_t dims[2] = {2, 64};
+  w_infer(&w, 1, "lean", "x", "float32", 2, dims, g_x, 512, "fp32");
+  w_infer(&w, 2, "lean", "x", "float32", 2, dims, g_x, 512, "int8");
+  rc_send_wbuf(&c, &w);
+  expect_error(&c, 1, DYNQ_ENOREF, NULL);
+  expect_infer_ok(&c, 2, 2, 0.02);
+  rc_close(&c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(test_connection_limit) {
+  char *dir = own_dir();
+  tu_daemon_t d;
+  const char *extra[] = {"--max-conns", "2", NULL};
+  ck_assert_int_eq(tu_daemon_start(&d, dir, dir, extra), 0);
+  rconn_t a, b, x;
+  rc_open(&a, d.sock);
+  send_ping(&a, 1);
+  expect_pong(&a, 1);
+  rc_open(&b, d.sock);
+  send_ping(&b, 2);
+  expect_pong(&b, 2);
+  rc_open(&x, d.sock);  /* the backlog accepts it; dynqd closes it */
+  expect_closed(&x);
+  rc_close(&x);
+  send_ping(&a, 3);  /* the two others are untouched */
+  expect_pong(&a, 3);
+  rc_close(&a);
+  send_ping(&b, 4);
+  expect_pong(&b, 4);
+  rc_close(&b);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  char *log = tu_read_file(d.log, NULL);
+  ck_assert_msg(strstr(log, "limit 2") != NULL, "no log line about the limit:\n%s", log);
+  free(log);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 static Suite *daemon_suite(void) {
   Suite *s = suite_create("daemon");
   TCase *tc = tcase_create("shared");
@@ -1415,6 +1478,8 @@ static Suite *daemon_suite(void) {
   tcase_add_test(tc, test_overload_and_inflight_cap);
   tcase_add_test(tc, test_output_cap_closes_non_reader);
   tcase_add_test(tc, test_default_socket_paths);
+  tcase_add_test(tc, test_fp32_without_reference);
+  tcase_add_test(tc, test_connection_limit);
   suite_add_tcase(s, tc);
   return s;
 }
