@@ -43,7 +43,7 @@ static const opt_def_t opts[] = {
    "largest request frame (suffix K, M or G)"},
   {"max-inflight", "N", OPT_INT, OFF(max_inflight), 1, 1 << 16, "64",
    "requests in flight per connection before reading pauses"},
-  {"max-output", "BYTES", OPT_SIZE, OFF(max_output), 4096, (long long)1 << 40, "256M",
+  {"max-output", "BYTES", OPT_SIZE, OFF(max_output), 4096, ((long long)1 << 32) - 1, "256M",
    "unsent response bytes per connection before it is closed"},
   {"max-conns", "N", OPT_INT, OFF(max_conns), 1, 1 << 20, "1024",
    "open client connections"},

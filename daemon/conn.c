@@ -312,7 +312,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     *buf = uv_buf_init(NULL, 0);  /* read_cb gets UV_ENOBUFS */
     return;
   }
-  *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen));
+  size_t room = c->rcap - c->rlen;
+  if (room > ((size_t)1 << 30)) room = (size_t)1 << 30;  /* uv_buf_t len is unsigned */
+  *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)room);
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {

@@ -102,6 +102,7 @@ typedef struct dynqd_job {
   uint32_t msgid;
   dynq__model_t *model;       /* one ref held */
   int precision;              /* DYNQ_PRECISION_* */
+  size_t max_resp;            /* bigger results become ELIMIT (max_output) */
   int n_inputs;
   dynq__tensor_t *inputs;     /* owned, graph input order */
   /* Filled by the worker: */

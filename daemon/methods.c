@@ -278,6 +278,7 @@ static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
   j->n_inputs = g->n_inputs;
   j->msgid = msgid;
   j->precision = precision;
+  j->max_resp = s->cfg->max_output;
 
   dynq__tensor_limits_t tl = {DYNQ_MAX_RANK, s->cfg->max_tensor_elems};
   uint32_t nin = dynq__obj_len(in);
@@ -412,6 +413,15 @@ void dynqd__run_infer(dynqd_job_t *j) {
     dynq__w_str(&w, "compute_us");
     dynq__w_int(&w, us);
     for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
+    if (w.err == 0 && w.len > j->max_resp) {
+      size_t big = w.len;
+      dynq__wbuf_free(&w);
+      dynq__wbuf_init(&w);
+      char msg[160];
+      snprintf(msg, sizeof(msg), "result of %zu bytes exceeds the %zu-byte output limit "
+               "(--max-output)", big, j->max_resp);
+      dynq__w_error_response(&w, j->msgid, DYNQ_ELIMIT, msg);
+    }
   }
 done:
   free(out);

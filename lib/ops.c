@@ -361,17 +361,22 @@ static int run_gemm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if (K != Kb)
     return dynq__op_fail(c, DYNQ_ESHAPE, "inner dimensions differ: A %s, B %s",
                          dynq__shape_str(x, sizeof(x), 2, a->dims), dynq__shape_str(y, sizeof(y), 2, b->dims));
+  /* unidirectional broadcast of C to [M, N], checked before allocating */
+  int64_t cm = 1, cn = 1;
+  int use_c = cc != NULL && beta != 0.0f;
+  if (use_c) {
+    if (cc->rank > 2) return dynq__op_fail(c, DYNQ_ESHAPE, "C has rank %d", cc->rank);
+    cm = cc->rank == 2 ? cc->dims[0] : 1;
+    cn = cc->rank >= 1 ? cc->dims[cc->rank - 1] : 1;
+    if ((cm != 1 && cm != M) || (cn != 1 && cn != N))
+      return dynq__op_fail(c, DYNQ_ESHAPE, "C %s does not broadcast to [%lld, %lld]",
+                           dynq__shape_str(x, sizeof(x), cc->rank, cc->dims), (long long)M, (long long)N);
+  }
   int64_t od[2] = {M, N};
   if ((rc = alloc_out(c, out, DYNQ_DT_F32, 2, od))) return rc;
   float *Y = out->data;
   float gbeta = 0.0f;
-  if (cc != NULL && beta != 0.0f) {
-    /* unidirectional broadcast of C to [M, N] */
-    if (cc->rank > 2) return dynq__op_fail(c, DYNQ_ESHAPE, "C has rank %d", cc->rank);
-    int64_t cm = cc->rank == 2 ? cc->dims[0] : 1, cn = cc->rank >= 1 ? cc->dims[cc->rank - 1] : 1;
-    if ((cm != 1 && cm != M) || (cn != 1 && cn != N))
-      return dynq__op_fail(c, DYNQ_ESHAPE, "C %s does not broadcast to [%lld, %lld]",
-                           dynq__shape_str(x, sizeof(x), cc->rank, cc->dims), (long long)M, (long long)N);
+  if (use_c) {
     const float *pc = cc->data;
     for (int64_t i = 0; i < M; i++)
       for (int64_t j = 0; j < N; j++)

@@ -100,6 +100,7 @@ int dynq__qlinear_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if (c->precision == DYNQ_PRECISION_FP32) {
     if (n->n_in < 6 || in[5] == NULL) {
       free(xt);
+      dynq__tensor_clear(out);
       return dynq__op_fail(c, DYNQ_ENOREF, "model has no FP32 reference weights (quantized with --no-reference)");
     }
     dynq__sgemm(0, 0, M, N, K, 1.0f, X, K, in[5]->data, N, 0.0f, Y, N);

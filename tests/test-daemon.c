@@ -1437,6 +1437,33 @@ START_TEST(test_connection_limit) {
 }
 END_TEST
 
+START_TEST(test_result_over_output_limit) {
+  NEED_MODEL();
+  char *dir = own_dir();
+  char *models = models_with_mlp(dir);
+  tu_daemon_t d;
+  const char *extra[] = {"--max-output", "4096", NULL};
+  ck_assert_int_eq(tu_daemon_start(&d, dir, models, extra), 0);
+  static float x64[64 * 64];
+  for (size_t i = 0; i < 64 * 64; i++) x64[i] = g_x[i % (16 * 64)];
+  rconn_t c;
+  rc_open(&c, d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  int64_t dims[2] = {64, 64};  /* two [64, 10] outputs: over 4096 bytes */
+  w_infer(&w, 1, "mlp", "x", "float32", 2, dims, x64, sizeof(x64), NULL);
+  rc_send_wbuf(&c, &w);
+  expect_error(&c, 1, DYNQ_ELIMIT, "--max-output");
+  send_infer_rows(&c, 2, 2, NULL);  /* small results still fit */
+  expect_infer_ok(&c, 2, 2, 0.02);
+  rc_close(&c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  tu_rmtree(dir);
+  free(dir);
+  free(models);
+}
+END_TEST
+
 static Suite *daemon_suite(void) {
   Suite *s = suite_create("daemon");
   TCase *tc = tcase_create("shared");
@@ -1480,6 +1507,7 @@ static Suite *daemon_suite(void) {
   tcase_add_test(tc, test_default_socket_paths);
   tcase_add_test(tc, test_fp32_without_reference);
   tcase_add_test(tc, test_connection_limit);
+  tcase_add_test(tc, test_result_over_output_limit);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -27,8 +27,6 @@
 #define NPMAX 4
 /* Weight bytes per panel block kept hot in L2 while row tiles sweep it. */
 #define BLOCK_BYTES (384 * 1024)
-/* Software prefetch distance of the weight stream (small M). */
-#define PF_BYTES 512
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -51,7 +49,7 @@ INLINE __mmask16 tail_mask(int64_t valid) {
 
 /* rows [m, m+mr) x panels [p, p+np), all k groups, then the epilogue. */
 INLINE void tile(const dynq__qgemm_args_t *a, int64_t m, int64_t p,
-                 const int mr, const int np, const int pf) {
+                 const int mr, const int np) {
   const int64_t Kp = dynq__round_up(a->K, DYNQ_QGEMM_KG);
   const int64_t kg = Kp / DYNQ_QGEMM_KG;
   const size_t pstride = (size_t)Kp * DYNQ_QGEMM_NR;
@@ -72,8 +70,6 @@ INLINE void tile(const dynq__qgemm_args_t *a, int64_t m, int64_t p,
 #pragma GCC unroll 8
     for (int j = 0; j < np; j++) {
       bv[j] = _mm512_load_si512((const void *)(bp + j * pstride));
-      if (pf)
-        _mm_prefetch((const char *)(bp + j * pstride + PF_BYTES), _MM_HINT_T0);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++) {
@@ -111,11 +107,7 @@ typedef void (*tile_fn)(const dynq__qgemm_args_t *, int64_t, int64_t);
 #define TILE_FN(R, P)                                                     \
   static void tile_##R##_##P(const dynq__qgemm_args_t *a, int64_t m,     \
                              int64_t p) {                                 \
-    tile(a, m, p, R, P, 0);                                               \
-  }                                                                       \
-  static void stream_##R##_##P(const dynq__qgemm_args_t *a, int64_t m,   \
-                               int64_t p) {                               \
-    tile(a, m, p, R, P, 1);                                               \
+    tile(a, m, p, R, P);                                                  \
   }
 #define TILE_ROW(R) TILE_FN(R, 1) TILE_FN(R, 2) TILE_FN(R, 3) TILE_FN(R, 4)
 TILE_ROW(1)
@@ -130,12 +122,6 @@ static const tile_fn tiles[MR][NPMAX] = {
   TILE_REF(1), TILE_REF(2), TILE_REF(3),
   TILE_REF(4), TILE_REF(5), TILE_REF(6),
 };
-#define STREAM_REF(R) \
-  {stream_##R##_1, stream_##R##_2, stream_##R##_3, stream_##R##_4}
-static const tile_fn streams[MR][NPMAX] = {
-  STREAM_REF(1), STREAM_REF(2), STREAM_REF(3),
-  STREAM_REF(4), STREAM_REF(5), STREAM_REF(6),
-};
 
 static void avx512_qgemm(const dynq__qgemm_args_t *a) {
   if (a->M <= 0 || a->n1 <= a->n0) return;
@@ -145,11 +131,7 @@ static void avx512_qgemm(const dynq__qgemm_args_t *a) {
   /* Panels per L2 block, a multiple of the tile width. */
   int64_t pb = BLOCK_BYTES / (Kp * DYNQ_QGEMM_NR);
   pb = pb < NPMAX ? NPMAX : pb / NPMAX * NPMAX;
-  const tile_fn(*tab)[NPMAX] = tiles;
-  if (a->M <= MR) {   /* one row tile: a weight stream */
-    pb = P1 - P0;
-    tab = streams;
-  }
+  if (a->M <= MR) pb = P1 - P0;   /* one row tile: just stream */
 
   for (int64_t pblk = P0; pblk < P1; pblk += pb) {
     int64_t pend = pblk + pb < P1 ? pblk + pb : P1;
@@ -157,7 +139,7 @@ static void avx512_qgemm(const dynq__qgemm_args_t *a) {
       int64_t mr = a->M - m < MR ? a->M - m : MR;
       for (int64_t p = pblk; p < pend; p += NPMAX) {
         int64_t np = pend - p < NPMAX ? pend - p : NPMAX;
-        tab[mr - 1][np - 1](a, m, p);
+        tiles[mr - 1][np - 1](a, m, p);
       }
     }
   }

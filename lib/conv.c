@@ -1,0 +1,355 @@
+/*
+ * Conv 1-D and 2-D, FP32 and dynamically quantized (inputs in rnn.h).
+ *
+ * Both go through im2col.  FP32: per image and group, a column matrix
+ * [C/g * kernel, out positions] and one OpenBLAS GEMM with the weights.
+ * INT8: the image is quantized once as a whole (scale and zero point of
+ * that image alone), the u8 values are gathered into one row per output
+ * position (padding reads as the zero point, which is exactly 0.0), and
+ * the INT8 kernel computes [positions, M/g], transposed into NCHW.
+ * A 1-D conv runs as a 2-D one with a unit height.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "rnn.h"
+
+void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc);
+
+/* Geometry with the spatial axes as (height, width); 1-D has height 1. */
+typedef struct geom {
+  int sr;                       /* spatial rank of the op: 1 or 2 */
+  int64_t N, C, M, G, Cg, Mg;
+  int64_t ih, iw, kh, kw, oh, ow;
+  int64_t sh, sw, dh, dw, ph, pw; /* strides, dilations, begin pads */
+  int64_t kk;                   /* Cg * kh * kw: the GEMM depth */
+} geom_t;
+
+enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID, PAD_BAD };
+
+static int auto_pad(const dynq__node_t *n) {
+  const dynq__attr_t *a = dynq__node_attr(n, "auto_pad");
+  if (a == NULL) return PAD_NOTSET;
+  if (a->type != DYNQ_ATTR_STRING || a->s == NULL) return PAD_BAD;
+  if (strcmp(a->s, "NOTSET") == 0 || a->s[0] == 0) return PAD_NOTSET;
+  if (strcmp(a->s, "SAME_UPPER") == 0) return PAD_SAME_UPPER;
+  if (strcmp(a->s, "SAME_LOWER") == 0) return PAD_SAME_LOWER;
+  if (strcmp(a->s, "VALID") == 0) return PAD_VALID;
+  return PAD_BAD;
+}
+
+static int64_t attr_axis(const dynq__node_t *n, const char *base, int axis, int64_t dflt) {
+  char name[32];
+  snprintf(name, sizeof(name), "%s%d", base, axis);
+  return dynq__node_attr_i(n, name, dflt);
+}
+
+/* One spatial axis: output size and begin pad, or an error message. */
+static int axis_out(dynq__op_ctx_t *c, int a, int64_t in, int64_t k, int64_t *ret_out,
+                    int64_t *ret_pb, int64_t *ret_s, int64_t *ret_d) {
+  const dynq__node_t *n = c->node;
+  int64_t s = attr_axis(n, "strides", a, 1), d = attr_axis(n, "dilations", a, 1);
+  int64_t pb = attr_axis(n, "pad_begin", a, 0), pe = attr_axis(n, "pad_end", a, 0);
+  int ap = auto_pad(n);
+  if (s < 1 || s > 65536 || d < 1 || d > 65536)
+    return dynq__op_fail(c, DYNQ_EGRAPH, "axis %d: stride %lld / dilation %lld outside [1, 65536]",
+                         a, (long long)s, (long long)d);
+  if (pb < 0 || pe < 0 || pb > 65536 || pe > 65536)
+    return dynq__op_fail(c, DYNQ_EGRAPH, "axis %d: pads %lld, %lld outside [0, 65536]", a,
+                         (long long)pb, (long long)pe);
+  int64_t span = d * (k - 1) + 1, out;
+  if (ap == PAD_SAME_UPPER || ap == PAD_SAME_LOWER) {
+    out = (in + s - 1) / s;
+    int64_t tot = (out - 1) * s + span - in;
+    if (tot < 0) tot = 0;
+    pb = ap == PAD_SAME_UPPER ? tot / 2 : tot - tot / 2;
+  } else {
+    if (ap == PAD_VALID) pb = pe = 0;
+    int64_t room = in + pb + pe - span;
+    if (room < 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d: input size %lld (+%lld padding) is smaller than the dilated kernel %lld",
+                           a, (long long)in, (long long)(pb + pe), (long long)span);
+    out = room / s + 1;
+  }
+  *ret_out = out;
+  *ret_pb = pb;
+  *ret_s = s;
+  *ret_d = d;
+  return 0;
+}
+
+/* Shapes from X, the weight shape (M, Cg, k...) and the attributes. */
+static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int sr, int64_t M,
+                    int64_t Cg, const int64_t *k, geom_t *g) {
+  char s[128];
+  const dynq__node_t *n = c->node;
+  int rc;
+  memset(g, 0, sizeof(*g));
+  if (x->dtype != DYNQ_DT_F32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "X is %s, expected float32", dynq__dtype_name(x->dtype));
+  if (x->rank != 2 + sr)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "X has shape %s, expected rank %d (N, C, %s)",
+                         dynq__shape_str(s, sizeof(s), x->rank, x->dims), 2 + sr,
+                         sr == 1 ? "L" : "H, W");
+  if (auto_pad(n) == PAD_BAD) return dynq__op_fail(c, DYNQ_EGRAPH, "unknown auto_pad");
+  g->sr = sr;
+  g->N = x->dims[0];
+  g->C = x->dims[1];
+  g->M = M;
+  g->G = dynq__node_attr_i(n, "group", 1);
+  if (g->G < 1 || g->C % g->G != 0 || M % g->G != 0)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "group %lld does not divide %lld input and %lld output channels",
+                         (long long)g->G, (long long)g->C, (long long)M);
+  g->Cg = g->C / g->G;
+  g->Mg = M / g->G;
+  if (g->Cg != Cg)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "X has %lld channels, weights expect %lld (= %lld per group x %lld groups)",
+                         (long long)g->C, (long long)(Cg * g->G), (long long)Cg, (long long)g->G);
+  g->ih = sr == 2 ? x->dims[2] : 1;
+  g->iw = x->dims[1 + sr];
+  g->kh = sr == 2 ? k[0] : 1;
+  g->kw = k[sr - 1];
+  g->sh = g->dh = 1;
+  if (sr == 2 && (rc = axis_out(c, 0, g->ih, g->kh, &g->oh, &g->ph, &g->sh, &g->dh))) return rc;
+  if (sr == 1) g->oh = 1;
+  if ((rc = axis_out(c, sr - 1, g->iw, g->kw, &g->ow, &g->pw, &g->sw, &g->dw))) return rc;
+  g->kk = Cg * g->kh * g->kw;
+  int64_t od[3] = {g->oh * g->ow, g->kk, g->G};
+  if (dynq__shape_numel(3, od) < 0) return dynq__op_fail(c, DYNQ_ELIMIT, "im2col buffer too large");
+  return 0;
+}
+
+static int alloc_y(dynq__op_ctx_t *c, const geom_t *g, dynq__tensor_t *out) {
+  int64_t yd[4] = {g->N, g->M, g->oh, g->ow};
+  if (g->sr == 1) yd[2] = g->ow;
+  int rc = dynq__tensor_alloc(out, DYNQ_DT_F32, 2 + g->sr, yd);
+  if (rc != 0) return dynq__op_fail(c, rc, rc == DYNQ_ELIMIT ? "output too large" : "out of memory");
+  return 0;
+}
+
+/* FP32 body shared by CONV and QCONV's reference path.  w is [M, kk]. */
+static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const float *w,
+                    const float *bias, float *Y) {
+  const int64_t P = g->oh * g->ow, HW = g->ih * g->iw;
+  const int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
+                     g->pw == 0 && g->oh == g->ih && g->ow == g->iw;
+  float *col = direct ? NULL : malloc(sizeof(float) * (size_t)(g->kk * P));
+  if (!direct && col == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
+  for (int64_t n = 0; n < g->N; n++) {
+    for (int64_t gi = 0; gi < g->G; gi++) {
+      const float *xg = X + (n * g->C + gi * g->Cg) * HW;
+      const float *B = xg;
+      if (!direct) {
+        float *p = col;
+        for (int64_t ci = 0; ci < g->Cg; ci++)
+          for (int64_t a = 0; a < g->kh; a++)
+            for (int64_t b = 0; b < g->kw; b++)
+              for (int64_t oy = 0; oy < g->oh; oy++) {
+                int64_t y = oy * g->sh - g->ph + a * g->dh;
+                for (int64_t ox = 0; ox < g->ow; ox++) {
+                  int64_t xx = ox * g->sw - g->pw + b * g->dw;
+                  *p++ = y >= 0 && y < g->ih && xx >= 0 && xx < g->iw
+                             ? xg[(ci * g->ih + y) * g->iw + xx] : 0.0f;
+                }
+              }
+        B = col;
+      }
+      float *yg = Y + (n * g->M + gi * g->Mg) * P;
+      dynq__sgemm(0, 0, g->Mg, P, g->kk, 1.0f, w + gi * g->Mg * g->kk, g->kk, B, P, 0.0f, yg, P);
+      if (bias)
+        for (int64_t m = 0; m < g->Mg; m++)
+          for (int64_t p = 0; p < P; p++) yg[m * P + p] += bias[gi * g->Mg + m];
+    }
+  }
+  free(col);
+  return 0;
+}
+
+int dynq__conv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *w = in[1], *b = in[2];
+  char s[128];
+  geom_t g;
+  int rc;
+  if (w->dtype != DYNQ_DT_F32 || (w->rank != 3 && w->rank != 4))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "W must be float32 of rank 3 or 4 (1-D or 2-D conv), got %s %s",
+                         dynq__dtype_name(w->dtype), dynq__shape_str(s, sizeof(s), w->rank, w->dims));
+  for (int i = 0; i < w->rank; i++)
+    if (w->dims[i] < 1)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "W has an empty dimension: %s",
+                           dynq__shape_str(s, sizeof(s), w->rank, w->dims));
+  if ((rc = geometry(c, x, w->rank - 2, w->dims[0], w->dims[1], w->dims + 2, &g))) return rc;
+  if (b && (b->dtype != DYNQ_DT_F32 || b->rank != 1 || b->dims[0] != g.M))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "B must be float32 [%lld], got %s %s", (long long)g.M,
+                         dynq__dtype_name(b->dtype), dynq__shape_str(s, sizeof(s), b->rank, b->dims));
+  if ((rc = alloc_y(c, &g, out))) return rc;
+  if ((rc = conv_f32(c, &g, x->data, w->data, b ? b->data : NULL, out->data)))
+    dynq__tensor_clear(out);
+  return rc;
+}
+
+int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const dynq__node_t *n = c->node;
+  const dynq__tensor_t *x = in[0], *b = in[4], *wref = c->node->n_in > 5 ? in[5] : NULL;
+  const int sr = (int)dynq__node_attr_i(n, "spatial", 0);
+  const int64_t M = dynq__node_attr_i(n, "out_channels", 0);
+  const int64_t C = dynq__node_attr_i(n, "in_channels", 0);
+  const int64_t G = dynq__node_attr_i(n, "group", 1);
+  int64_t k[2] = {attr_axis(n, "kernel_shape", 0, 0), attr_axis(n, "kernel_shape", 1, 1)};
+  geom_t g;
+  int rc;
+  /* the load-time check made these consistent with the constants */
+  if ((rc = geometry(c, x, sr, M, C / G, k, &g))) return rc;
+  if ((rc = alloc_y(c, &g, out))) return rc;
+  const float *bias = b ? b->data : NULL;
+  if (c->precision == DYNQ_PRECISION_FP32) {
+    if (wref == NULL) {
+      dynq__tensor_clear(out);
+      return dynq__op_fail(c, DYNQ_ENOREF, "model has no FP32 reference weights (quantized with --no-reference)");
+    }
+    if ((rc = conv_f32(c, &g, x->data, wref->data, bias, out->data))) dynq__tensor_clear(out);
+    return rc;
+  }
+  const int64_t P = g.oh * g.ow, HW = g.ih * g.iw, CHW = g.C * HW;
+  const int64_t kp = dynq__round_up(g.kk, DYNQ_QGEMM_KG);
+  const int64_t blk = dynq__round_up(g.Mg, DYNQ_QGEMM_NR) * kp;
+  uint8_t *xq = dynq__aligned_alloc((size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG) + 64);
+  uint8_t *A = dynq__aligned_alloc((size_t)(P * kp) + 64);
+  float *as = malloc(sizeof(float) * (size_t)P);
+  int32_t *az = malloc(sizeof(int32_t) * (size_t)P);
+  float *tmp = malloc(sizeof(float) * (size_t)(P * g.Mg));
+  if (!xq || !A || !as || !az || !tmp) {
+    rc = dynq__op_fail(c, -ENOMEM, "out of memory");
+    goto fail;
+  }
+  float *Y = out->data;
+  for (int64_t ni = 0; ni < g.N; ni++) {
+    float scale;
+    int32_t zp;
+    dynq__quantize_rows(c->kernel, 1, CHW, (const float *)x->data + ni * CHW, (size_t)CHW, xq,
+                        (size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG), 0, &scale, &zp);
+    for (int64_t p = 0; p < P; p++) {
+      as[p] = scale;
+      az[p] = zp;
+    }
+    for (int64_t gi = 0; gi < g.G; gi++) {
+      const uint8_t *xg = xq + gi * g.Cg * HW;
+      for (int64_t oy = 0; oy < g.oh; oy++)
+        for (int64_t ox = 0; ox < g.ow; ox++) {
+          uint8_t *row = A + (oy * g.ow + ox) * kp;
+          int64_t kidx = 0;
+          for (int64_t ci = 0; ci < g.Cg; ci++)
+            for (int64_t a = 0; a < g.kh; a++) {
+              int64_t y = oy * g.sh - g.ph + a * g.dh;
+              int yin = y >= 0 && y < g.ih;
+              const uint8_t *src = xg + (ci * g.ih + (yin ? y : 0)) * g.iw;
+              for (int64_t bb = 0; bb < g.kw; bb++) {
+                int64_t xx = ox * g.sw - g.pw + bb * g.dw;
+                row[kidx++] = yin && xx >= 0 && xx < g.iw ? src[xx] : (uint8_t)zp;
+              }
+            }
+          memset(row + g.kk, 0, (size_t)(kp - g.kk));
+        }
+      dynq__qgemm_args_t q = {
+        .M = P, .N = g.Mg, .K = g.kk,
+        .A = A, .lda = (size_t)kp,
+        .B = (const int8_t *)in[1]->data + gi * blk,
+        .colsum = (const int32_t *)in[2]->data + gi * g.Mg,
+        .w_scale = (const float *)in[3]->data + gi * g.Mg,
+        .a_scale = as, .a_zp = az,
+        .bias = bias ? bias + gi * g.Mg : NULL, .act = DYNQ_ACT_NONE,
+        .C = tmp, .ldc = (size_t)g.Mg,
+        .n0 = 0, .n1 = g.Mg,
+      };
+      c->kernel->qgemm(&q);
+      float *yg = Y + (ni * g.M + gi * g.Mg) * P;
+      for (int64_t p = 0; p < P; p++)
+        for (int64_t m = 0; m < g.Mg; m++) yg[m * P + p] = tmp[p * g.Mg + m];
+    }
+  }
+  rc = 0;
+  goto out;
+fail:
+  dynq__tensor_clear(out);
+out:
+  dynq__aligned_free(xq);
+  dynq__aligned_free(A);
+  free(as);
+  free(az);
+  free(tmp);
+  return rc;
+}
+
+/* ---- load-time check ---- */
+
+#define CHECK(cond, ...)                                                      \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
+      int o_ = snprintf(err, errlen, "node '%s' (%s): ", n->name, dynq__op_name(n->op)); \
+      if (o_ >= 0 && (size_t)o_ < errlen) snprintf(err + o_, errlen - (size_t)o_, __VA_ARGS__); \
+      return DYNQ_EGRAPH;                                                     \
+    }                                                                         \
+  } while (0)
+
+static const dynq__value_t *const_in(const dynq__graph_t *g, const dynq__node_t *n, int i) {
+  if (i >= n->n_in || n->in[i] < 0) return NULL;
+  const dynq__value_t *v = &g->values[n->in[i]];
+  return v->data ? v : NULL;
+}
+
+int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  const int64_t G = dynq__node_attr_i(n, "group", 1);
+  CHECK(auto_pad(n) != PAD_BAD, "auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID");
+  CHECK(G >= 1 && G <= 65536, "group %lld outside [1, 65536]", (long long)G);
+  for (int a = 0; a < 2; a++) {
+    CHECK(attr_axis(n, "strides", a, 1) >= 1 && attr_axis(n, "dilations", a, 1) >= 1,
+          "strides and dilations must be >= 1");
+    CHECK(attr_axis(n, "pad_begin", a, 0) >= 0 && attr_axis(n, "pad_end", a, 0) >= 0,
+          "pads must be >= 0");
+  }
+  if (n->op != DYNQ_OP_QCONV) return 0;
+  const int sr = (int)dynq__node_attr_i(n, "spatial", 0);
+  const int64_t M = dynq__node_attr_i(n, "out_channels", 0), C = dynq__node_attr_i(n, "in_channels", 0);
+  CHECK(sr == 1 || sr == 2, "spatial must be 1 or 2");
+  CHECK(M >= 1 && M <= (1 << 24) && C >= 1 && C <= (1 << 24) && M % G == 0 && C % G == 0,
+        "channels in %lld / out %lld must be >= 1 and divisible by group %lld",
+        (long long)C, (long long)M, (long long)G);
+  int64_t kk = C / G;
+  int64_t k[2] = {1, 1};
+  for (int a = 0; a < sr; a++) {
+    k[a] = attr_axis(n, "kernel_shape", a, 0);
+    CHECK(k[a] >= 1 && k[a] <= 65536, "kernel_shape%d %lld outside [1, 65536]", a, (long long)k[a]);
+    kk *= k[a];
+    CHECK(kk <= DYNQ_QGEMM_MAX_K, "kernel patch of %lld values exceeds %d", (long long)kk, DYNQ_QGEMM_MAX_K);
+  }
+  const int64_t Mg = M / G;
+  const int64_t packed = G * dynq__round_up(Mg, DYNQ_QGEMM_NR) * dynq__round_up(kk, DYNQ_QGEMM_KG);
+  const dynq__value_t *v;
+  v = const_in(g, n, 1);
+  CHECK(v && v->dtype == DYNQ_DT_I8 && v->rank == 1 && v->dims[0] == packed,
+        "packed weights must be a constant int8 [%lld]", (long long)packed);
+  v = const_in(g, n, 2);
+  CHECK(v && v->dtype == DYNQ_DT_I32 && v->rank == 1 && v->dims[0] == M,
+        "column sums must be a constant int32 [%lld]", (long long)M);
+  v = const_in(g, n, 3);
+  CHECK(v && v->dtype == DYNQ_DT_F32 && v->rank == 1 && v->dims[0] == M,
+        "weight scales must be a constant float32 [%lld]", (long long)M);
+  if (n->n_in > 4 && n->in[4] >= 0) {
+    v = const_in(g, n, 4);
+    CHECK(v && v->dtype == DYNQ_DT_F32 && v->rank == 1 && v->dims[0] == M,
+          "bias must be a constant float32 [%lld]", (long long)M);
+  }
+  if (n->n_in > 5 && n->in[5] >= 0) {
+    v = const_in(g, n, 5);
+    int ok = v && v->dtype == DYNQ_DT_F32 && v->rank == 2 + sr && v->dims[0] == M &&
+             v->dims[1] == C / G;
+    for (int a = 0; ok && a < sr; a++) ok = v->dims[2 + a] == k[a];
+    CHECK(ok, "reference weights must be a constant float32 [%lld, %lld, kernel...]",
+          (long long)M, (long long)(C / G));
+  }
+  return 0;
+}

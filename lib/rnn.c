@@ -1,0 +1,487 @@
+/*
+ * LSTM and GRU, FP32 and dynamically quantized (inputs in rnn.h).
+ *
+ * One driver serves the four ops: a direction first computes X*W^T (+ the
+ * biases that can be folded) for every time step in one GEMM, then walks
+ * the steps computing h_{t-1}*R^T (one GEMM of batch rows) and the FP32
+ * cell.  The two GEMMs are either OpenBLAS on FP32 weights or the INT8
+ * kernel on per-gate-row packed weights with per-row activation scales.
+ * Rows of the batch whose sequence is shorter than the step are left
+ * alone: their state stays, their Y rows stay zero (ONNX semantics; a
+ * reverse direction starts at each row's own last valid step).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "rnn.h"
+
+void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc);
+
+int dynq__rnn_dirs(const dynq__node_t *n) {
+  const dynq__attr_t *a = dynq__node_attr(n, "direction");
+  if (a == NULL) return 1;
+  if (a->type != DYNQ_ATTR_STRING || a->s == NULL) return 0;
+  if (strcmp(a->s, "forward") == 0) return 1;
+  if (strcmp(a->s, "reverse") == 0) return 2;
+  if (strcmp(a->s, "bidirectional") == 0) return 3;
+  return 0;
+}
+
+/* One weight matrix of one direction, [N, K] row-major (row = gate row). */
+typedef struct mat {
+  int64_t N, K;
+  const float *ref;        /* FP32 weights; when non-NULL the FP32 path runs */
+  const int8_t *packed;    /* else: kernels.h panel layout */
+  const int32_t *colsum;
+  const float *scale;
+} mat_t;
+
+/* Scratch for quantized activations, sized for the largest call. */
+typedef struct qbuf {
+  uint8_t *a;       /* rows * kp, owned (aligned) */
+  float *scale;     /* rows, owned */
+  int32_t *zp;      /* rows, owned */
+} qbuf_t;
+
+/* Y[m, n0..n1) = X[m, :] . W[n, :] (+ bias[n]) for M rows.  The INT8 path
+ * writes columns from n0 rounded down to 16 (the kernel's panel edge). */
+static void mat_apply(const dynq__kernel_t *kr, const mat_t *w, int64_t M,
+                      const float *X, int64_t ldx, float *Y, int64_t ldy,
+                      int64_t n0, int64_t n1, const float *bias, int per_tensor,
+                      qbuf_t *q) {
+  if (M == 0 || n1 <= n0) return;
+  if (w->ref != NULL) {
+    dynq__sgemm(0, 1, M, n1 - n0, w->K, 1.0f, X, ldx, w->ref + n0 * w->K, w->K,
+                0.0f, Y + n0, ldy);
+    if (bias != NULL)
+      for (int64_t m = 0; m < M; m++)
+        for (int64_t n = n0; n < n1; n++) Y[m * ldy + n] += bias[n];
+    return;
+  }
+  const int64_t kp = dynq__round_up(w->K, DYNQ_QGEMM_KG);
+  dynq__quantize_rows(kr, M, w->K, X, (size_t)ldx, q->a, (size_t)kp, per_tensor,
+                      q->scale, q->zp);
+  dynq__qgemm_args_t a = {
+    .M = M, .N = w->N, .K = w->K,
+    .A = q->a, .lda = (size_t)kp,
+    .B = w->packed, .colsum = w->colsum, .w_scale = w->scale,
+    .a_scale = q->scale, .a_zp = q->zp,
+    .bias = bias, .act = DYNQ_ACT_NONE,
+    .C = Y, .ldc = (size_t)ldy,
+    .n0 = n0 / DYNQ_QGEMM_NR * DYNQ_QGEMM_NR, .n1 = n1,
+  };
+  kr->qgemm(&a);
+}
+
+typedef struct rnn {
+  dynq__op_ctx_t *c;
+  int gru, lbr, D, dirs, layout, input_forget, has_clip, per_tensor;
+  float clip;
+  int64_t T, B, K, H, G;
+  mat_t W[2], R[2];
+  const float *bias;   /* [D, 2GH] or NULL */
+  const float *P;      /* [D, 3H] or NULL (LSTM peepholes i, o, f) */
+  int64_t *len;        /* [B], owned */
+  const float *X, *h0, *c0;
+  float *Y, *Yh, *Yc;
+} rnn_t;
+
+static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float clampf(const rnn_t *r, float x) {
+  if (!r->has_clip) return x;
+  return x < -r->clip ? -r->clip : x > r->clip ? r->clip : x;
+}
+
+static int64_t xrow(const rnn_t *r, int64_t t, int64_t b) {
+  return r->layout ? b * r->T + t : t * r->B + b;
+}
+static int64_t yoff(const rnn_t *r, int64_t t, int d, int64_t b) {
+  return (r->layout ? (b * r->T + t) * r->D + d : (t * r->D + d) * r->B + b) * r->H;
+}
+static int64_t hoff(const rnn_t *r, int d, int64_t b) {
+  return (r->layout ? b * r->D + d : d * r->B + b) * r->H;
+}
+
+static int compute(rnn_t *r) {
+  const int64_t T = r->T, B = r->B, H = r->H, GH = r->G * r->H;
+  const int quant = r->W[0].ref == NULL;
+  const dynq__kernel_t *kr = r->c->kernel;
+  int rc = 0;
+  float *xw = malloc(sizeof(float) * (size_t)(T * B * GH > 0 ? T * B * GH : 1));
+  float *hr = malloc(sizeof(float) * (size_t)(B * GH + 1));
+  float *hr2 = malloc(sizeof(float) * (size_t)(B * GH + 1));
+  float *h = malloc(sizeof(float) * (size_t)(B * H + 1));
+  float *cs = malloc(sizeof(float) * (size_t)(B * H + 1));
+  float *rh = malloc(sizeof(float) * (size_t)(B * H + 1));
+  float *fb = malloc(sizeof(float) * (size_t)GH);
+  qbuf_t q = {0};
+  if (quant) {
+    int64_t rows = T * B > B ? T * B : B;
+    int64_t kp = dynq__round_up(r->K > H ? r->K : H, DYNQ_QGEMM_KG);
+    q.a = dynq__aligned_alloc((size_t)(rows * kp + 1));
+    q.scale = malloc(sizeof(float) * (size_t)(rows + 1));
+    q.zp = malloc(sizeof(int32_t) * (size_t)(rows + 1));
+    if (q.a == NULL || q.scale == NULL || q.zp == NULL) goto oom;
+  }
+  if (!xw || !hr || !hr2 || !h || !cs || !rh || !fb) goto oom;
+
+  for (int d = 0; d < r->D; d++) {
+    const int fwd = r->dirs == 1 || (r->dirs == 3 && d == 0);
+    const float *wb = r->bias ? r->bias + d * 2 * GH : NULL;
+    const float *rb = wb ? wb + GH : NULL;
+    const float *P = r->P ? r->P + d * 3 * H : NULL;
+    /* Biases folded into the X*W GEMM: all of them except GRU's R_bh
+     * under linear_before_reset, which r multiplies. */
+    for (int64_t j = 0; j < GH; j++)
+      fb[j] = wb ? wb[j] + (r->gru && r->lbr && j >= 2 * H ? 0.0f : rb[j]) : 0.0f;
+    mat_apply(kr, &r->W[d], T * B, r->X, r->K, xw, GH, 0, GH, fb, r->per_tensor, &q);
+    for (int64_t b = 0; b < B; b++) {
+      for (int64_t j = 0; j < H; j++) {
+        h[b * H + j] = r->h0 ? r->h0[hoff(r, d, b) + j] : 0.0f;
+        cs[b * H + j] = r->c0 ? r->c0[hoff(r, d, b) + j] : 0.0f;
+      }
+    }
+    for (int64_t s = 0; s < T; s++) {
+      mat_apply(kr, &r->R[d], B, h, H, hr, GH, 0, r->gru && !r->lbr ? 2 * H : GH,
+                NULL, r->per_tensor, &q);
+      if (!r->gru) {
+        for (int64_t b = 0; b < B; b++) {
+          if (s >= r->len[b]) continue;
+          int64_t t = fwd ? s : r->len[b] - 1 - s;
+          const float *x = xw + xrow(r, t, b) * GH, *g = hr + b * GH;
+          float *hb = h + b * H, *cb = cs + b * H;
+          for (int64_t j = 0; j < H; j++) {
+            float cp = cb[j];
+            float gi = x[j] + g[j], go = x[H + j] + g[H + j];
+            float gf = x[2 * H + j] + g[2 * H + j], gc = x[3 * H + j] + g[3 * H + j];
+            if (P) {
+              gi += P[j] * cp;
+              gf += P[2 * H + j] * cp;
+            }
+            float ig = sigm(clampf(r, gi));
+            float fg = r->input_forget ? 1.0f - ig : sigm(clampf(r, gf));
+            float cn = fg * cp + ig * tanhf(clampf(r, gc));
+            if (P) go += P[H + j] * cn;
+            float og = sigm(clampf(r, go));
+            cb[j] = cn;
+            hb[j] = og * tanhf(cn);
+          }
+        }
+      } else {
+        for (int64_t b = 0; b < B; b++) {
+          float *g = hr + b * GH;
+          if (s >= r->len[b]) {
+            memset(rh + b * H, 0, sizeof(float) * (size_t)H);
+            continue;
+          }
+          int64_t t = fwd ? s : r->len[b] - 1 - s;
+          const float *x = xw + xrow(r, t, b) * GH;
+          for (int64_t j = 0; j < 2 * H; j++) g[j] = sigm(clampf(r, x[j] + g[j]));
+          if (!r->lbr)
+            for (int64_t j = 0; j < H; j++) rh[b * H + j] = g[H + j] * h[b * H + j];
+        }
+        if (!r->lbr)
+          mat_apply(kr, &r->R[d], B, rh, H, hr2, GH, 2 * H, 3 * H, NULL, r->per_tensor, &q);
+        for (int64_t b = 0; b < B; b++) {
+          if (s >= r->len[b]) continue;
+          int64_t t = fwd ? s : r->len[b] - 1 - s;
+          const float *x = xw + xrow(r, t, b) * GH, *g = hr + b * GH;
+          float *hb = h + b * H;
+          for (int64_t j = 0; j < H; j++) {
+            float a = r->lbr ? g[H + j] * (g[2 * H + j] + (rb ? rb[2 * H + j] : 0.0f))
+                             : hr2[b * GH + 2 * H + j];
+            float hh = tanhf(clampf(r, x[2 * H + j] + a));
+            float z = g[j];
+            hb[j] = (1.0f - z) * hh + z * hb[j];
+          }
+        }
+      }
+      for (int64_t b = 0; b < B; b++) {
+        if (s >= r->len[b]) continue;
+        int64_t t = fwd ? s : r->len[b] - 1 - s;
+        memcpy(r->Y + yoff(r, t, d, b), h + b * H, sizeof(float) * (size_t)H);
+      }
+    }
+    for (int64_t b = 0; b < B; b++) {
+      memcpy(r->Yh + hoff(r, d, b), h + b * H, sizeof(float) * (size_t)H);
+      if (r->Yc) memcpy(r->Yc + hoff(r, d, b), cs + b * H, sizeof(float) * (size_t)H);
+    }
+  }
+  goto out;
+oom:
+  rc = dynq__op_fail(r->c, -ENOMEM, "out of memory");
+out:
+  free(xw);
+  free(hr);
+  free(hr2);
+  free(h);
+  free(cs);
+  free(rh);
+  free(fb);
+  dynq__aligned_free(q.a);
+  free(q.scale);
+  free(q.zp);
+  return rc;
+}
+
+/* ---- input checks and setup ---- */
+
+static int need(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *what,
+                dynq_dtype_t dt, int rank, int64_t d0, int64_t d1, int64_t d2) {
+  char s[128];
+  const int64_t want[3] = {d0, d1, d2};
+  if (t->dtype != dt)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "%s is %s, expected %s", what,
+                         dynq__dtype_name(t->dtype), dynq__dtype_name(dt));
+  int ok = t->rank == rank;
+  for (int i = 0; ok && i < rank; i++) ok = t->dims[i] == want[i];
+  if (!ok)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "%s has shape %s, expected [%lld%s%lld%s%lld]",
+                         what, dynq__shape_str(s, sizeof(s), t->rank, t->dims),
+                         (long long)d0, rank > 1 ? ", " : "", rank > 1 ? (long long)d1 : 0LL,
+                         rank > 2 ? ", " : "", rank > 2 ? (long long)d2 : 0LL);
+  return 0;
+}
+
+/* A 1-D int8 constant holding D packed blocks of (N x K) weights. */
+static int need_packed(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *what,
+                       int D, int64_t N, int64_t K) {
+  int64_t blk = dynq__round_up(N, DYNQ_QGEMM_NR) * dynq__round_up(K, DYNQ_QGEMM_KG);
+  return need(c, t, what, DYNQ_DT_I8, 1, D * blk, 0, 0);
+}
+
+static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
+                 int quant, int gru, rnn_t *r) {
+  const dynq__node_t *n = c->node;
+  const dynq__tensor_t *x = in[0];
+  char s[128];
+  int rc;
+  memset(r, 0, sizeof(*r));
+  r->c = c;
+  r->gru = gru;
+  r->G = gru ? 3 : 4;
+  r->dirs = dynq__rnn_dirs(n);
+  r->D = r->dirs == 3 ? 2 : 1;
+  r->layout = (int)dynq__node_attr_i(n, "layout", 0);
+  r->lbr = (int)dynq__node_attr_i(n, "linear_before_reset", 0);
+  r->input_forget = (int)dynq__node_attr_i(n, "input_forget", 0);
+  r->per_tensor = (int)dynq__node_attr_i(n, "per_tensor", 0);
+  r->has_clip = dynq__node_attr(n, "clip") != NULL;
+  r->clip = dynq__node_attr_f(n, "clip", 0.0f);
+  r->H = dynq__node_attr_i(n, "hidden_size", -1);
+  if (r->dirs == 0) return dynq__op_fail(c, DYNQ_EGRAPH, "bad direction attribute");
+  if (r->H < 1 || r->H > DYNQ_RNN_MAX_HIDDEN)
+    return dynq__op_fail(c, DYNQ_EGRAPH, "hidden_size %lld outside [1, %d]",
+                         (long long)r->H, DYNQ_RNN_MAX_HIDDEN);
+  if (x->dtype != DYNQ_DT_F32 || x->rank != 3)
+    return dynq__op_fail(c, x->dtype != DYNQ_DT_F32 ? DYNQ_EDTYPE : DYNQ_ESHAPE,
+                         "X must be float32 of rank 3, got %s %s", dynq__dtype_name(x->dtype),
+                         dynq__shape_str(s, sizeof(s), x->rank, x->dims));
+  r->T = r->layout ? x->dims[1] : x->dims[0];
+  r->B = r->layout ? x->dims[0] : x->dims[1];
+  r->K = x->dims[2];
+  r->X = x->data;
+  const int64_t D = r->D, H = r->H, GH = r->G * r->H, B = r->B, T = r->T, K = r->K;
+  if (K < 1 || K > DYNQ_RNN_MAX_HIDDEN)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input size %lld outside [1, %d]", (long long)K,
+                         DYNQ_RNN_MAX_HIDDEN);
+  int64_t big[3] = {T, B, GH};
+  if (dynq__shape_numel(3, big) < 0)
+    return dynq__op_fail(c, DYNQ_ELIMIT, "sequence too large: %lld steps x %lld rows x %lld gates",
+                         (long long)T, (long long)B, (long long)GH);
+  const int base = quant ? 7 : 3;
+  const int iref = base + (gru ? 3 : 5);
+  const int use_ref = !quant || c->precision == DYNQ_PRECISION_FP32;
+  const dynq__tensor_t *W = NULL, *R = NULL;
+  if (!quant) {
+    W = in[1];
+    R = in[2];
+  } else if (use_ref) {
+    W = in[iref];
+    R = in[iref + 1];
+    if (W == NULL || R == NULL)
+      return dynq__op_fail(c, DYNQ_ENOREF, "model has no FP32 reference weights (quantized with --no-reference)");
+  }
+  if (use_ref) {
+    if ((rc = need(c, W, "W", DYNQ_DT_F32, 3, D, GH, K)) ||
+        (rc = need(c, R, "R", DYNQ_DT_F32, 3, D, GH, H)))
+      return rc;
+  } else {
+    int64_t ki = dynq__node_attr_i(n, "input_size", -1);
+    if (ki != K)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "X has %lld features, weights were quantized for %lld",
+                           (long long)K, (long long)ki);
+    if ((rc = need_packed(c, in[1], "packed W", r->D, GH, K)) ||
+        (rc = need(c, in[2], "W column sums", DYNQ_DT_I32, 2, D, GH, 0)) ||
+        (rc = need(c, in[3], "W scales", DYNQ_DT_F32, 2, D, GH, 0)) ||
+        (rc = need_packed(c, in[4], "packed R", r->D, GH, H)) ||
+        (rc = need(c, in[5], "R column sums", DYNQ_DT_I32, 2, D, GH, 0)) ||
+        (rc = need(c, in[6], "R scales", DYNQ_DT_F32, 2, D, GH, 0)))
+      return rc;
+  }
+  for (int d = 0; d < r->D; d++) {
+    r->W[d] = (mat_t){.N = GH, .K = K};
+    r->R[d] = (mat_t){.N = GH, .K = H};
+    if (use_ref) {
+      r->W[d].ref = (const float *)W->data + d * GH * K;
+      r->R[d].ref = (const float *)R->data + d * GH * H;
+    } else {
+      r->W[d].packed = (const int8_t *)in[1]->data +
+                       d * dynq__round_up(GH, DYNQ_QGEMM_NR) * dynq__round_up(K, DYNQ_QGEMM_KG);
+      r->W[d].colsum = (const int32_t *)in[2]->data + d * GH;
+      r->W[d].scale = (const float *)in[3]->data + d * GH;
+      r->R[d].packed = (const int8_t *)in[4]->data +
+                       d * dynq__round_up(GH, DYNQ_QGEMM_NR) * dynq__round_up(H, DYNQ_QGEMM_KG);
+      r->R[d].colsum = (const int32_t *)in[5]->data + d * GH;
+      r->R[d].scale = (const float *)in[6]->data + d * GH;
+    }
+  }
+  const dynq__tensor_t *tb = in[base], *tl = in[base + 1], *th = in[base + 2];
+  const dynq__tensor_t *tc = gru ? NULL : in[base + 3], *tp = gru ? NULL : in[base + 4];
+  const int64_t sd0 = r->layout ? B : D, sd1 = r->layout ? D : B;
+  if (tb && (rc = need(c, tb, "B", DYNQ_DT_F32, 2, D, 2 * GH, 0))) return rc;
+  if (th && (rc = need(c, th, "initial_h", DYNQ_DT_F32, 3, sd0, sd1, H))) return rc;
+  if (tc && (rc = need(c, tc, "initial_c", DYNQ_DT_F32, 3, sd0, sd1, H))) return rc;
+  if (tp && (rc = need(c, tp, "P", DYNQ_DT_F32, 2, D, 3 * H, 0))) return rc;
+  r->bias = tb ? tb->data : NULL;
+  r->h0 = th ? th->data : NULL;
+  r->c0 = tc ? tc->data : NULL;
+  r->P = tp ? tp->data : NULL;
+  r->len = malloc(sizeof(int64_t) * (size_t)(B + 1));
+  if (r->len == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
+  for (int64_t b = 0; b < B; b++) r->len[b] = T;
+  if (tl) {
+    if ((tl->dtype != DYNQ_DT_I32 && tl->dtype != DYNQ_DT_I64) || tl->rank != 1 || tl->dims[0] != B) {
+      rc = dynq__op_fail(c, DYNQ_ESHAPE, "sequence_lens must be int32 [%lld], got %s %s",
+                         (long long)B, dynq__dtype_name(tl->dtype),
+                         dynq__shape_str(s, sizeof(s), tl->rank, tl->dims));
+      goto fail;
+    }
+    for (int64_t b = 0; b < B; b++) {
+      int64_t v = tl->dtype == DYNQ_DT_I32 ? ((const int32_t *)tl->data)[b]
+                                           : ((const int64_t *)tl->data)[b];
+      if (v < 0 || v > T) {
+        rc = dynq__op_fail(c, DYNQ_EDATA, "sequence_lens[%lld] = %lld outside [0, %lld]",
+                           (long long)b, (long long)v, (long long)T);
+        goto fail;
+      }
+      r->len[b] = v;
+    }
+  }
+  int64_t yd[4], hd[3];
+  if (r->layout) {
+    yd[0] = B, yd[1] = T, yd[2] = D, yd[3] = H;
+    hd[0] = B, hd[1] = D, hd[2] = H;
+  } else {
+    yd[0] = T, yd[1] = D, yd[2] = B, yd[3] = H;
+    hd[0] = D, hd[1] = B, hd[2] = H;
+  }
+  int nout = gru ? 2 : 3;
+  for (int i = 0; i < nout; i++) {
+    rc = i == 0 ? dynq__tensor_alloc(&out[0], DYNQ_DT_F32, 4, yd)
+                : dynq__tensor_alloc(&out[i], DYNQ_DT_F32, 3, hd);
+    if (rc != 0) {
+      rc = dynq__op_fail(c, rc, rc == DYNQ_ELIMIT ? "output too large" : "out of memory");
+      goto fail;
+    }
+  }
+  r->Y = out[0].data;
+  r->Yh = out[1].data;
+  r->Yc = gru ? NULL : out[2].data;
+  return 0;
+fail:
+  free(r->len);
+  r->len = NULL;
+  return rc;
+}
+
+static int run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
+               int quant, int gru) {
+  rnn_t r;
+  int rc = setup(c, in, out, quant, gru, &r);
+  if (rc == 0) rc = compute(&r);
+  free(r.len);
+  if (rc != 0)
+    for (int i = 0; i < (gru ? 2 : 3); i++) dynq__tensor_clear(&out[i]);
+  return rc;
+}
+
+int dynq__lstm_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  return run(c, in, out, 0, 0);
+}
+int dynq__gru_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  return run(c, in, out, 0, 1);
+}
+int dynq__qlstm_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  return run(c, in, out, 1, 0);
+}
+int dynq__qgru_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  return run(c, in, out, 1, 1);
+}
+
+/* ---- load-time check ---- */
+
+#define CHECK(cond, ...)                                                      \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
+      int o_ = snprintf(err, errlen, "node '%s' (%s): ", n->name, dynq__op_name(n->op)); \
+      if (o_ >= 0 && (size_t)o_ < errlen) snprintf(err + o_, errlen - (size_t)o_, __VA_ARGS__); \
+      return DYNQ_EGRAPH;                                                     \
+    }                                                                         \
+  } while (0)
+
+static int const_is(const dynq__graph_t *g, const dynq__node_t *n, int i,
+                    dynq_dtype_t dt, int rank, int64_t d0, int64_t d1, int64_t d2) {
+  if (i >= n->n_in || n->in[i] < 0) return 0;
+  const dynq__value_t *v = &g->values[n->in[i]];
+  const int64_t want[3] = {d0, d1, d2};
+  if (v->data == NULL || v->dtype != dt || v->rank != rank) return 0;
+  for (int k = 0; k < rank; k++)
+    if (v->dims[k] != want[k]) return 0;
+  return 1;
+}
+
+int dynq__rnn_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  const int quant = n->op == DYNQ_OP_QLSTM || n->op == DYNQ_OP_QGRU;
+  const int gru = n->op == DYNQ_OP_GRU || n->op == DYNQ_OP_QGRU;
+  const int dirs = dynq__rnn_dirs(n);
+  const int64_t H = dynq__node_attr_i(n, "hidden_size", -1);
+  CHECK(dirs != 0, "direction must be forward, reverse or bidirectional");
+  CHECK(H >= 1 && H <= DYNQ_RNN_MAX_HIDDEN, "hidden_size %lld outside [1, %d]",
+        (long long)H, DYNQ_RNN_MAX_HIDDEN);
+  int64_t lay = dynq__node_attr_i(n, "layout", 0);
+  CHECK(lay == 0 || lay == 1, "layout must be 0 or 1");
+  int64_t f = dynq__node_attr_i(n, gru ? "linear_before_reset" : "input_forget", 0);
+  CHECK(f == 0 || f == 1, "%s must be 0 or 1", gru ? "linear_before_reset" : "input_forget");
+  const dynq__attr_t *cl = dynq__node_attr(n, "clip");
+  CHECK(cl == NULL || (cl->type == DYNQ_ATTR_FLOAT && cl->f > 0.0f), "clip must be a positive float");
+  if (!quant) return 0;
+  const int64_t D = dirs == 3 ? 2 : 1, GH = (gru ? 3 : 4) * H;
+  const int64_t K = dynq__node_attr_i(n, "input_size", -1);
+  int64_t pt = dynq__node_attr_i(n, "per_tensor", 0);
+  CHECK(pt == 0 || pt == 1, "per_tensor must be 0 or 1");
+  CHECK(K >= 1 && K <= DYNQ_RNN_MAX_HIDDEN, "input_size %lld outside [1, %d]", (long long)K,
+        DYNQ_RNN_MAX_HIDDEN);
+  const int64_t wb = D * dynq__round_up(GH, DYNQ_QGEMM_NR) * dynq__round_up(K, DYNQ_QGEMM_KG);
+  const int64_t rbk = D * dynq__round_up(GH, DYNQ_QGEMM_NR) * dynq__round_up(H, DYNQ_QGEMM_KG);
+  CHECK(const_is(g, n, 1, DYNQ_DT_I8, 1, wb, 0, 0), "packed W must be a constant int8 [%lld]", (long long)wb);
+  CHECK(const_is(g, n, 2, DYNQ_DT_I32, 2, D, GH, 0), "W column sums must be a constant int32 [%lld, %lld]", (long long)D, (long long)GH);
+  CHECK(const_is(g, n, 3, DYNQ_DT_F32, 2, D, GH, 0), "W scales must be a constant float32 [%lld, %lld]", (long long)D, (long long)GH);
+  CHECK(const_is(g, n, 4, DYNQ_DT_I8, 1, rbk, 0, 0), "packed R must be a constant int8 [%lld]", (long long)rbk);
+  CHECK(const_is(g, n, 5, DYNQ_DT_I32, 2, D, GH, 0), "R column sums must be a constant int32 [%lld, %lld]", (long long)D, (long long)GH);
+  CHECK(const_is(g, n, 6, DYNQ_DT_F32, 2, D, GH, 0), "R scales must be a constant float32 [%lld, %lld]", (long long)D, (long long)GH);
+  const int iref = gru ? 10 : 12;
+  CHECK(n->n_in <= iref || n->in[iref] < 0 || const_is(g, n, iref, DYNQ_DT_F32, 3, D, GH, K),
+        "reference W must be a constant float32 [%lld, %lld, %lld]", (long long)D, (long long)GH, (long long)K);
+  CHECK(n->n_in <= iref + 1 || n->in[iref + 1] < 0 || const_is(g, n, iref + 1, DYNQ_DT_F32, 3, D, GH, H),
+        "reference R must be a constant float32 [%lld, %lld, %lld]", (long long)D, (long long)GH, (long long)H);
+  CHECK((n->n_in > iref && n->in[iref] >= 0) == (n->n_in > iref + 1 && n->in[iref + 1] >= 0),
+        "reference W and R must be both present or both absent");
+  return 0;
+}

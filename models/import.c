@@ -1,0 +1,694 @@
+/*
+ * The importer's common machinery (models/import.h): allocation pool,
+ * graph builder, reading the ONNX file and its tensors and attributes,
+ * per-channel weight quantization, and assembling the final graph.
+ *
+ * Everything read from the ONNX file is untrusted: sizes are checked
+ * against the bytes present and against DYNQ_MAX_RANK / DYNQ_MAX_ELEMS
+ * before any copy, and a bad file gives an error naming what was wrong.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "import.h"
+#include "kernels/kernels.h"
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "raw_data in ONNX is little-endian; this reader copies it as is"
+#endif
+
+/* ONNX files larger than this are refused before reading (protobuf-c needs
+ * the whole message in memory, and protobuf itself caps messages at 2 GiB). */
+#define MAX_ONNX_BYTES ((int64_t)2 << 30)
+
+/* ------------------------------------------------------------------ */
+/* Allocation pool: everything the builder allocates lives until exit of
+ * main's conversion, then goes in one sweep. */
+
+
+void *dynq__imp_pool_alloc(dynq__imp_pool_t *pl, size_t n) {
+  if (pl->n == pl->cap) {
+    size_t cap = pl->cap ? pl->cap * 2 : 256;
+    void **np = realloc(pl->p, cap * sizeof(*np));
+    if (np == NULL) return NULL;
+    pl->p = np;
+    pl->cap = cap;
+  }
+  void *m = calloc(1, n ? n : 1);
+  if (m == NULL) return NULL;
+  pl->p[pl->n++] = m;
+  return m;
+}
+
+char *dynq__imp_pool_printf(dynq__imp_pool_t *pl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+char *dynq__imp_pool_printf(dynq__imp_pool_t *pl, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0) return NULL;
+  char *s = dynq__imp_pool_alloc(pl, (size_t)n + 1);
+  if (s == NULL) return NULL;
+  va_start(ap, fmt);
+  vsnprintf(s, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  return s;
+}
+
+void dynq__imp_pool_free(dynq__imp_pool_t *pl) {
+  for (size_t i = 0; i < pl->n; i++) free(pl->p[i]);
+  free(pl->p);
+  memset(pl, 0, sizeof(*pl));
+}
+
+/* ------------------------------------------------------------------ */
+/* Builder: the graph under construction. */
+
+
+
+uint64_t dynq__imp_fnv1a(const void *p, size_t n) {
+  const unsigned char *s = p;
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (size_t i = 0; i < n; i++) {
+    h ^= s[i];
+    h *= 0x100000001b3ULL;
+  }
+  return h;
+}
+
+int32_t dynq__imp_lookup(const dynq__builder_t *b, const char *name) {
+  if (b->hcap == 0) return -1;
+  size_t h = (size_t)dynq__imp_fnv1a(name, strlen(name)) & (b->hcap - 1);
+  for (;;) {
+    int32_t v = b->htab[h];
+    if (v < 0) return -1;
+    if (strcmp(b->values[v].name, name) == 0) return v;
+    h = (h + 1) & (b->hcap - 1);
+  }
+}
+
+static int rehash(dynq__builder_t *b, size_t cap) {
+  int32_t *t = malloc(cap * sizeof(*t));
+  if (t == NULL) return -ENOMEM;
+  for (size_t i = 0; i < cap; i++) t[i] = -1;
+  for (int v = 0; v < b->n_values; v++) {
+    size_t h = (size_t)dynq__imp_fnv1a(b->values[v].name, strlen(b->values[v].name)) & (cap - 1);
+    while (t[h] >= 0) h = (h + 1) & (cap - 1);
+    t[h] = v;
+  }
+  free(b->htab);
+  b->htab = t;
+  b->hcap = cap;
+  return 0;
+}
+
+/* Add a value named `name` (kept by pointer: must outlive the builder).
+ * Returns its index, or -1 on allocation failure. */
+int32_t dynq__imp_add_value(dynq__builder_t *b, const char *name, dynq_dtype_t dt, int rank,
+                         const int64_t *dims) {
+  if (b->n_values == b->cap_values) {
+    int cap = b->cap_values ? b->cap_values * 2 : 64;
+    dynq__value_t *nv = realloc(b->values, (size_t)cap * sizeof(*nv));
+    if (nv == NULL) return -1;
+    b->values = nv;
+    int32_t *np = realloc(b->producer, (size_t)cap * sizeof(*np));
+    if (np == NULL) return -1;
+    b->producer = np;
+    b->cap_values = cap;
+  }
+  if ((size_t)(b->n_values + 1) * 2 >= b->hcap &&
+      rehash(b, b->hcap ? b->hcap * 2 : 128) != 0)
+    return -1;
+  int32_t v = b->n_values++;
+  dynq__value_t *val = &b->values[v];
+  memset(val, 0, sizeof(*val));
+  val->name = name;
+  val->dtype = dt;
+  val->rank = rank;
+  for (int i = 0; i < rank && i < DYNQ_MAX_RANK; i++) val->dims[i] = dims ? dims[i] : -1;
+  b->producer[v] = -1;
+  size_t h = (size_t)dynq__imp_fnv1a(name, strlen(name)) & (b->hcap - 1);
+  while (b->htab[h] >= 0) h = (h + 1) & (b->hcap - 1);
+  b->htab[h] = v;
+  return v;
+}
+
+/* A name not yet used, derived from base (for constants we synthesize). */
+const char *dynq__imp_fresh_name(dynq__builder_t *b, const char *base, const char *suffix) {
+  char *s = dynq__imp_pool_printf(&b->pool, "%s%s", base, suffix);
+  for (int i = 1; s != NULL && dynq__imp_lookup(b, s) >= 0; i++)
+    s = dynq__imp_pool_printf(&b->pool, "%s%s.%d", base, suffix, i);
+  return s;
+}
+
+/* A new constant holding a pool-owned copy-free buffer `data`. */
+int32_t dynq__imp_add_const(dynq__builder_t *b, const char *base, const char *suffix,
+                         dynq_dtype_t dt, int rank, const int64_t *dims,
+                         const void *data, size_t nbytes) {
+  const char *name = dynq__imp_fresh_name(b, base, suffix);
+  if (name == NULL) return -1;
+  int32_t v = dynq__imp_add_value(b, name, dt, rank, dims);
+  if (v < 0) return -1;
+  b->values[v].data = data;
+  b->values[v].nbytes = nbytes;
+  return v;
+}
+
+dynq__bnode_t *dynq__imp_add_node(dynq__builder_t *b, int op, const char *name) {
+  if (b->n_nodes == b->cap_nodes) {
+    int cap = b->cap_nodes ? b->cap_nodes * 2 : 64;
+    dynq__bnode_t *nn = realloc(b->nodes, (size_t)cap * sizeof(*nn));
+    if (nn == NULL) return NULL;
+    b->nodes = nn;
+    b->cap_nodes = cap;
+  }
+  dynq__bnode_t *n = &b->nodes[b->n_nodes++];
+  memset(n, 0, sizeof(*n));
+  n->op = op;
+  n->name = name;
+  return n;
+}
+
+/* Arity beyond the bounds is a converter bug, not bad input: converters
+ * emit at most what the ONNX op allows, which is below these bounds. */
+void dynq__imp_node_in(dynq__bnode_t *n, int32_t v) {
+  if (n->n_in < DYNQ_IMP_MAX_IN) n->in[n->n_in++] = v;
+}
+
+void dynq__imp_node_out(dynq__builder_t *b, dynq__bnode_t *n, int32_t v) {
+  if (n->n_out >= DYNQ_IMP_MAX_OUT) return;
+  n->out[n->n_out++] = v;
+  if (v >= 0) b->producer[v] = (int32_t)(n - b->nodes);
+}
+
+int32_t dynq__imp_add_temp(dynq__builder_t *b, const char *base, const char *suffix,
+                           dynq_dtype_t dt) {
+  const char *name = dynq__imp_fresh_name(b, base, suffix);
+  if (name == NULL) return -1;
+  return dynq__imp_add_value(b, name, dt, -1, NULL);
+}
+
+void dynq__imp_node_attr_s(dynq__bnode_t *n, const char *name, const char *s) {
+  if (n->n_attr >= DYNQ_IMP_MAX_ATTR) return;
+  dynq__attr_t *a = &n->attr[n->n_attr++];
+  a->name = name;
+  a->type = DYNQ_ATTR_STRING;
+  a->s = s;
+}
+
+int dynq__imp_node_attr_ints(dynq__builder_t *b, dynq__bnode_t *n, const char *name,
+                             const int64_t *v, size_t count) {
+  if (n->n_attr >= DYNQ_IMP_MAX_ATTR) return -1;
+  int64_t *d = dynq__imp_pool_alloc(&b->pool, (count ? count : 1) * sizeof(int64_t));
+  if (d == NULL) return -1;
+  if (count) memcpy(d, v, count * sizeof(int64_t));
+  int64_t dims[1] = {(int64_t)count};
+  int32_t cv = dynq__imp_add_const(b, n->name ? n->name : "node", name, DYNQ_DT_I64, 1, dims,
+                                   d, count * sizeof(int64_t));
+  if (cv < 0) return -1;
+  dynq__attr_t *a = &n->attr[n->n_attr++];
+  a->name = name;
+  a->type = DYNQ_ATTR_INTS;
+  a->i = cv;
+  return 0;
+}
+
+dynq__layer_report_t *dynq__imp_add_layer(conv_t *c, const char *nname, const char *op) {
+  if (c->n_layers == c->cap_layers) {
+    int cap = c->cap_layers ? c->cap_layers * 2 : 16;
+    dynq__layer_report_t *nl = realloc(c->layers, (size_t)cap * sizeof(*nl));
+    if (nl == NULL) return NULL;
+    c->layers = nl;
+    c->cap_layers = cap;
+  }
+  dynq__layer_report_t *L = &c->layers[c->n_layers++];
+  memset(L, 0, sizeof(*L));
+  L->name = nname;
+  L->op = op;
+  L->k = L->n = -1;
+  return L;
+}
+
+void dynq__imp_node_attr_i(dynq__bnode_t *n, const char *name, int64_t i) {
+  if (n->n_attr >= DYNQ_IMP_MAX_ATTR) return;
+  dynq__attr_t *a = &n->attr[n->n_attr++];
+  a->name = name;
+  a->type = DYNQ_ATTR_INT;
+  a->i = i;
+}
+
+void dynq__imp_node_attr_f(dynq__bnode_t *n, const char *name, float f) {
+  if (n->n_attr >= DYNQ_IMP_MAX_ATTR) return;
+  dynq__attr_t *a = &n->attr[n->n_attr++];
+  a->name = name;
+  a->type = DYNQ_ATTR_FLOAT;
+  a->f = f;
+}
+
+void dynq__imp_builder_free(dynq__builder_t *b) {
+  free(b->values);
+  free(b->producer);
+  free(b->nodes);
+  free(b->htab);
+  free(b->inputs);
+  free(b->outputs);
+  dynq__imp_pool_free(&b->pool);
+  memset(b, 0, sizeof(*b));
+}
+
+/* ------------------------------------------------------------------ */
+/* Errors and reading the ONNX file. */
+
+const char *dynq__imp_progname = "dynq-quantize";
+
+void dynq__imp_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void dynq__imp_errorf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: error: ", dynq__imp_progname);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* Read the whole file (at most MAX_ONNX_BYTES). */
+int dynq__imp_read_file(const char *path, uint8_t **ret_buf, size_t *ret_n) {
+  uint8_t *buf = NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    dynq__imp_errorf("cannot open '%s': %s", path, strerror(errno));
+    return -errno;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    dynq__imp_errorf("cannot stat '%s': %s", path, strerror(errno));
+    goto fail;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    dynq__imp_errorf("'%s' is not a regular file", path);
+    goto fail;
+  }
+  if (st.st_size == 0) {
+    dynq__imp_errorf("'%s' is empty: not an ONNX model", path);
+    goto fail;
+  }
+  if ((int64_t)st.st_size > MAX_ONNX_BYTES) {
+    dynq__imp_errorf("'%s' is %" PRId64 " bytes; the limit is %" PRId64
+           " (models with external data are not supported)",
+           path, (int64_t)st.st_size, MAX_ONNX_BYTES);
+    goto fail;
+  }
+  size_t n = (size_t)st.st_size;
+  buf = malloc(n);
+  if (buf == NULL) {
+    dynq__imp_errorf("out of memory reading '%s' (%zu bytes)", path, n);
+    goto fail;
+  }
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      dynq__imp_errorf("cannot read '%s': %s", path, strerror(errno));
+      goto fail;
+    }
+    if (r == 0) {
+      dynq__imp_errorf("'%s' shrank while reading", path);
+      goto fail;
+    }
+    got += (size_t)r;
+  }
+  close(fd);
+  *ret_buf = buf;
+  *ret_n = n;
+  return 0;
+fail:
+  free(buf);
+  close(fd);
+  return DYNQ_EFORMAT;
+}
+
+dynq_dtype_t dynq__imp_dtype_from_onnx(int32_t t) {
+  switch (t) {
+  case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return DYNQ_DT_F32;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return DYNQ_DT_I8;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return DYNQ_DT_U8;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return DYNQ_DT_I32;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return DYNQ_DT_I64;
+  /* ONNX bool is one byte, 0 or 1: carried as uint8 (docs/FORMAT.md). */
+  case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return DYNQ_DT_U8;
+  default: return DYNQ_DT_INVALID;
+  }
+}
+
+const char *dynq__imp_onnx_dtype_name(int32_t t) {
+  static const char *const names[] = {
+      "UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64",
+      "STRING", "BOOL", "FLOAT16", "DOUBLE", "UINT32", "UINT64", "COMPLEX64",
+      "COMPLEX128", "BFLOAT16"};
+  if (t >= 0 && t < (int32_t)(sizeof(names) / sizeof(names[0]))) return names[t];
+  return "unknown";
+}
+
+/* Convert an ONNX TensorProto into constant value `name`.  `what` says
+ * where it came from for messages ("initializer", "Constant node"). */
+int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
+                             const char *what) {
+  if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
+    dynq__imp_errorf("%s '%s' keeps its data in an external file: external data is not "
+           "supported (re-save the model with all tensors inside the .onnx)", what, name);
+    return -1;
+  }
+  if (t->n_external_data > 0) {
+    dynq__imp_errorf("%s '%s' has external_data entries: external data is not supported", what, name);
+    return -1;
+  }
+  if (t->segment != NULL) {
+    dynq__imp_errorf("%s '%s' is segmented: not supported", what, name);
+    return -1;
+  }
+  dynq_dtype_t dt = dynq__imp_dtype_from_onnx(t->data_type);
+  if (dt == DYNQ_DT_INVALID) {
+    dynq__imp_errorf("%s '%s' has dtype %s (%d): only float32, int8, uint8, int32 and int64 "
+           "are supported", what, name, dynq__imp_onnx_dtype_name(t->data_type), (int)t->data_type);
+    return -1;
+  }
+  if (t->n_dims > DYNQ_MAX_RANK) {
+    dynq__imp_errorf("%s '%s' has rank %zu; the limit is %d", what, name, t->n_dims, DYNQ_MAX_RANK);
+    return -1;
+  }
+  for (size_t i = 0; i < t->n_dims; i++) {
+    if (t->dims[i] < 0) {
+      dynq__imp_errorf("%s '%s' has a negative dimension (%" PRId64 ")", what, name, t->dims[i]);
+      return -1;
+    }
+  }
+  int rank = (int)t->n_dims;
+  int64_t numel = dynq__shape_numel(rank, t->dims);
+  if (numel < 0) {
+    dynq__imp_errorf("%s '%s' has more than %" PRId64 " elements", what, name, (int64_t)DYNQ_MAX_ELEMS);
+    return -1;
+  }
+  size_t esz = dynq__dtype_size(dt);
+  size_t nbytes = (size_t)numel * esz;
+  void *data = dynq__imp_pool_alloc(&b->pool, nbytes);
+  if (data == NULL) {
+    dynq__imp_errorf("out of memory for %s '%s' (%zu bytes)", what, name, nbytes);
+    return -1;
+  }
+  if (t->has_raw_data) {
+    if (t->raw_data.len != nbytes) {
+      dynq__imp_errorf("%s '%s': raw_data holds %zu bytes but shape and dtype need %zu", what, name,
+             t->raw_data.len, nbytes);
+      return -1;
+    }
+    if (nbytes) memcpy(data, t->raw_data.data, nbytes);
+  } else if (dt == DYNQ_DT_F32) {
+    if (t->n_float_data != (size_t)numel) {
+      dynq__imp_errorf("%s '%s': float_data holds %zu values but the shape needs %" PRId64, what, name,
+             t->n_float_data, numel);
+      return -1;
+    }
+    if (nbytes) memcpy(data, t->float_data, nbytes);
+  } else if (dt == DYNQ_DT_I64) {
+    if (t->n_int64_data != (size_t)numel) {
+      dynq__imp_errorf("%s '%s': int64_data holds %zu values but the shape needs %" PRId64, what, name,
+             t->n_int64_data, numel);
+      return -1;
+    }
+    if (nbytes) memcpy(data, t->int64_data, nbytes);
+  } else {
+    /* int8, uint8 and int32 travel widened in int32_data. */
+    if (t->n_int32_data != (size_t)numel) {
+      dynq__imp_errorf("%s '%s': int32_data holds %zu values but the shape needs %" PRId64, what, name,
+             t->n_int32_data, numel);
+      return -1;
+    }
+    for (int64_t i = 0; i < numel; i++) {
+      int32_t x = t->int32_data[i];
+      if (dt == DYNQ_DT_I32) {
+        ((int32_t *)data)[i] = x;
+      } else if (dt == DYNQ_DT_I8 && x >= -128 && x <= 127) {
+        ((int8_t *)data)[i] = (int8_t)x;
+      } else if (dt == DYNQ_DT_U8 && x >= 0 && x <= 255) {
+        ((uint8_t *)data)[i] = (uint8_t)x;
+      } else {
+        dynq__imp_errorf("%s '%s': value %" PRId32 " at index %" PRId64 " does not fit %s", what, name,
+               x, i, dynq__dtype_name(dt));
+        return -1;
+      }
+    }
+  }
+  if (dynq__imp_lookup(b, name) >= 0) {
+    dynq__imp_errorf("%s '%s': the name is defined twice", what, name);
+    return -1;
+  }
+  int32_t v = dynq__imp_add_value(b, name, dt, rank, t->dims);
+  if (v < 0) {
+    dynq__imp_errorf("out of memory");
+    return -1;
+  }
+  b->values[v].data = data;
+  b->values[v].nbytes = nbytes;
+  return v;
+}
+
+/* dtype and shape of a graph input/output declaration. */
+int dynq__imp_import_value_info(dynq__builder_t *b, const Onnx__ValueInfoProto *vi, const char *what,
+                             dynq_dtype_t *ret_dt, int *ret_rank, int64_t *dims) {
+  const char *name = vi->name ? vi->name : "";
+  const Onnx__TypeProto *tp = vi->type;
+  if (tp == NULL || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE ||
+      tp->tensor_type == NULL) {
+    dynq__imp_errorf("graph %s '%s' is not a tensor (sequences, maps and optionals are not supported)",
+           what, name);
+    return -1;
+  }
+  const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
+  dynq_dtype_t dt = dynq__imp_dtype_from_onnx(tt->elem_type);
+  if (dt == DYNQ_DT_INVALID) {
+    dynq__imp_errorf("graph %s '%s' has dtype %s (%d): only float32, int8, uint8, int32 and int64 "
+           "are supported", what, name, dynq__imp_onnx_dtype_name(tt->elem_type), (int)tt->elem_type);
+    return -1;
+  }
+  int rank = -1;
+  if (tt->shape != NULL) {
+    if (tt->shape->n_dim > DYNQ_MAX_RANK) {
+      dynq__imp_errorf("graph %s '%s' has rank %zu; the limit is %d", what, name, tt->shape->n_dim,
+             DYNQ_MAX_RANK);
+      return -1;
+    }
+    rank = (int)tt->shape->n_dim;
+    for (int i = 0; i < rank; i++) {
+      const Onnx__TensorShapeProto__Dimension *d = tt->shape->dim[i];
+      dims[i] = -1;
+      if (d != NULL && d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) {
+        if (d->dim_value < 0 || d->dim_value > DYNQ_MAX_ELEMS) {
+          dynq__imp_errorf("graph %s '%s': dimension %d is %" PRId64, what, name, i, d->dim_value);
+          return -1;
+        }
+        dims[i] = d->dim_value;
+      }
+    }
+  }
+  (void)b;
+  *ret_dt = dt;
+  *ret_rank = rank;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* ONNX attributes. */
+
+const Onnx__AttributeProto *dynq__imp_find_attr(const Onnx__NodeProto *n, const char *name) {
+  for (size_t i = 0; i < n->n_attribute; i++)
+    if (n->attribute[i]->name && strcmp(n->attribute[i]->name, name) == 0)
+      return n->attribute[i];
+  return NULL;
+}
+
+int dynq__imp_attr_is_int(const Onnx__AttributeProto *a) {
+  return a->has_i && (!a->has_type || a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+}
+
+int dynq__imp_attr_is_float(const Onnx__AttributeProto *a) {
+  return a->has_f && (!a->has_type || a->type == ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+}
+
+int64_t dynq__imp_attr_i(const Onnx__NodeProto *n, const char *name, int64_t dflt) {
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, name);
+  return a && dynq__imp_attr_is_int(a) ? a->i : dflt;
+}
+
+float dynq__imp_attr_f(const Onnx__NodeProto *n, const char *name, float dflt) {
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, name);
+  return a && dynq__imp_attr_is_float(a) ? a->f : dflt;
+}
+const dynq__value_t *dynq__imp_const_of(const conv_t *c, const char *name) {
+  if (name == NULL || name[0] == 0) return NULL;
+  int32_t v = dynq__imp_lookup(&c->b, name);
+  if (v < 0 || c->b.values[v].data == NULL) return NULL;
+  return &c->b.values[v];
+}
+
+/* ------------------------------------------------------------------ */
+/* Quantization of one linear layer. */
+
+/* Build the QLINEAR constants for effective weights W'[n][k] = alpha *
+ * src, where src is B [K, N] (trans_b = 0) or [N, K] (trans_b = 1). */
+
+int dynq__imp_quantize_weights(conv_t *c, const char *base, const float *src, int64_t K,
+                            int64_t N, int trans_b, float alpha, dynq__qlayer_t *ret) {
+  dynq__builder_t *b = &c->b;
+  int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG), Np = dynq__round_up(N, DYNQ_QGEMM_NR);
+  size_t packed = (size_t)Kp * (size_t)Np;
+  float *wref = dynq__imp_pool_alloc(&b->pool, (size_t)(K * N) * sizeof(float));
+  int8_t *q = dynq__imp_pool_alloc(&b->pool, (size_t)(K * N));
+  int8_t *wq = dynq__imp_pool_alloc(&b->pool, packed);
+  int32_t *colsum = dynq__imp_pool_alloc(&b->pool, (size_t)N * sizeof(int32_t));
+  float *scale = dynq__imp_pool_alloc(&b->pool, (size_t)N * sizeof(float));
+  if (!wref || !q || !wq || !colsum || !scale) {
+    dynq__imp_errorf("out of memory quantizing '%s'", base);
+    return -1;
+  }
+  /* Wref is [K, N] with alpha folded; quantize from exactly those floats
+   * so both paths use the same matrix. */
+  for (int64_t k = 0; k < K; k++) {
+    for (int64_t n = 0; n < N; n++) {
+      float w = trans_b ? src[n * K + k] : src[k * N + n];
+      w = alpha * w;
+      if (!isfinite(w)) {
+        dynq__imp_errorf("node '%s': weight [%" PRId64 ", %" PRId64 "] is not finite", base, k, n);
+        return -1;
+      }
+      wref[k * N + n] = w;
+    }
+  }
+  for (int64_t n = 0; n < N; n++) {
+    float amax = 0.0f;
+    for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(wref[k * N + n]));
+    /* An all-zero channel keeps scale 1 and zero weights: no 0/0. */
+    float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < K; k++) {
+      float r = nearbyintf(wref[k * N + n] / s); /* default mode: half to even */
+      if (r > 127.0f) r = 127.0f;
+      if (r < -127.0f) r = -127.0f;
+      q[n * K + k] = (int8_t)r;
+      sum += (int32_t)r;
+    }
+    scale[n] = s;
+    colsum[n] = sum;
+  }
+  dynq__pack_weights(N, K, q, wq);
+  int64_t d_packed[1] = {(int64_t)packed}, d_n[1] = {N}, d_kn[2] = {K, N};
+  ret->wq = dynq__imp_add_const(b, base, ".wq", DYNQ_DT_I8, 1, d_packed, wq, packed);
+  ret->colsum = dynq__imp_add_const(b, base, ".colsum", DYNQ_DT_I32, 1, d_n, colsum,
+                          (size_t)N * sizeof(int32_t));
+  ret->wscale = dynq__imp_add_const(b, base, ".wscale", DYNQ_DT_F32, 1, d_n, scale,
+                          (size_t)N * sizeof(float));
+  ret->wref = -1;
+  if (!c->opt.no_reference)
+    ret->wref = dynq__imp_add_const(b, base, ".wref", DYNQ_DT_F32, 2, d_kn, wref,
+                          (size_t)(K * N) * sizeof(float));
+  ret->packed_bytes = packed;
+  if (ret->wq < 0 || ret->colsum < 0 || ret->wscale < 0 ||
+      (!c->opt.no_reference && ret->wref < 0)) {
+    dynq__imp_errorf("out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+int32_t dynq__imp_value_of(conv_t *c, const char *name) {
+  if (name == NULL || name[0] == 0) return -1;
+  return dynq__imp_lookup(&c->b, name);
+}
+
+/* The node's output value: the float32 placeholder pass 1 entered for it
+ * (shape decided at run time unless the graph declares it as an output). */
+int32_t dynq__imp_claim_output(conv_t *c, const char *name, int32_t producer) {
+  int32_t v = dynq__imp_lookup(&c->b, name);
+  if (v < 0 || c->b.values[v].data != NULL || c->b.producer[v] >= 0) {
+    dynq__imp_errorf("internal error: no placeholder for node output '%s'", name);
+    return -1;
+  }
+  c->b.producer[v] = producer;
+  return v;
+}
+
+/* ------------------------------------------------------------------ */
+/* Assembling the final graph: drop dead (folded) nodes and constants
+ * nothing reads (the FP32 weights a QLINEAR replaced), then renumber. */
+
+int dynq__imp_finish_graph(conv_t *c, dynq__graph_t *g, const char *producer, uint64_t hash) {
+  dynq__builder_t *b = &c->b;
+  int32_t *remap = calloc((size_t)b->n_values + 1, sizeof(*remap));
+  char *keep = calloc((size_t)b->n_values + 1, 1);
+  dynq__value_t *vals = NULL;
+  dynq__node_t *nodes = NULL;
+  if (remap == NULL || keep == NULL) goto oom;
+  for (int i = 0; i < b->n_inputs; i++) keep[b->inputs[i]] = 1;
+  for (int i = 0; i < b->n_outputs; i++) keep[b->outputs[i]] = 1;
+  int nn = 0;
+  for (int i = 0; i < b->n_nodes; i++) {
+    const dynq__bnode_t *s = &b->nodes[i];
+    if (s->dead) continue;
+    nn++;
+    for (int j = 0; j < s->n_in; j++)
+      if (s->in[j] >= 0) keep[s->in[j]] = 1;
+    for (int j = 0; j < s->n_out; j++)
+      if (s->out[j] >= 0) keep[s->out[j]] = 1;
+    for (int j = 0; j < s->n_attr; j++)
+      if (s->attr[j].type == DYNQ_ATTR_INTS) keep[s->attr[j].i] = 1;
+  }
+  vals = dynq__imp_pool_alloc(&b->pool, (size_t)b->n_values * sizeof(*vals));
+  nodes = dynq__imp_pool_alloc(&b->pool, (size_t)(nn + 1) * sizeof(*nodes));
+  if (vals == NULL || nodes == NULL) goto oom;
+  int nv = 0;
+  for (int v = 0; v < b->n_values; v++) {
+    remap[v] = keep[v] ? nv : -1;
+    if (keep[v]) vals[nv++] = b->values[v];
+  }
+  int k = 0;
+  for (int i = 0; i < b->n_nodes; i++) {
+    const dynq__bnode_t *s = &b->nodes[i];
+    if (s->dead) continue;
+    int32_t *in = dynq__imp_pool_alloc(&b->pool, (size_t)(s->n_in + 1) * sizeof(int32_t));
+    int32_t *out = dynq__imp_pool_alloc(&b->pool, (size_t)(s->n_out + 1) * sizeof(int32_t));
+    dynq__attr_t *at = dynq__imp_pool_alloc(&b->pool, (size_t)(s->n_attr + 1) * sizeof(*at));
+    if (in == NULL || out == NULL || at == NULL) goto oom;
+    for (int j = 0; j < s->n_in; j++) in[j] = s->in[j] >= 0 ? remap[s->in[j]] : -1;
+    for (int j = 0; j < s->n_out; j++) out[j] = s->out[j] >= 0 ? remap[s->out[j]] : -1;
+    memcpy(at, s->attr, (size_t)s->n_attr * sizeof(*at));
+    for (int j = 0; j < s->n_attr; j++)
+      if (at[j].type == DYNQ_ATTR_INTS) at[j].i = remap[at[j].i];
+    nodes[k++] = (dynq__node_t){.op = s->op, .name = s->name, .n_in = s->n_in,
+                                .n_out = s->n_out, .in = in, .out = out,
+                                .n_attr = s->n_attr, .attr = at};
+  }
+  for (int i = 0; i < b->n_inputs; i++) b->inputs[i] = remap[b->inputs[i]];
+  for (int i = 0; i < b->n_outputs; i++) b->outputs[i] = remap[b->outputs[i]];
+  *g = (dynq__graph_t){.n_values = nv, .values = vals, .n_nodes = nn,
+                       .nodes = nodes, .n_inputs = b->n_inputs, .inputs = b->inputs,
+                       .n_outputs = b->n_outputs, .outputs = b->outputs,
+                       .producer = producer, .source_hash = hash};
+  free(remap);
+  free(keep);
+  return 0;
+oom:
+  free(remap);
+  free(keep);
+  dynq__imp_errorf("out of memory");
+  return -1;
+}

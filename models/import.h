@@ -1,0 +1,205 @@
+/*
+ * The ONNX importer's private interface, shared by the files of
+ * dynq-quantize: the graph builder (values, constants, nodes), the
+ * conversion state, error reporting, weight quantization, and the
+ * converter table entry every ONNX op type gets.
+ *
+ * Ownership: everything the builder allocates (names, constant data,
+ * attribute strings) lives in the builder's pool and goes in one sweep
+ * when the conversion ends; converters never free what they add.
+ *
+ * A converter is `int convert(conv_t *c, const Onnx__NodeProto *n,
+ * const char *nname)`: it emits zero or more nodes for ONNX node n (named
+ * nname in messages), claims each ONNX output's placeholder with
+ * dynq__imp_claim_output(), and returns 0, or -1 after printing an error
+ * with dynq__imp_errorf() that names the node.
+ */
+#ifndef DYNQ_MODELS_IMPORT_H
+#define DYNQ_MODELS_IMPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "graph.h"
+#include "tensor.h"
+
+#include "onnx.pb-c.h"
+
+/* Bounds on what one builder node carries (ONNX LSTM has 8 inputs, a
+ * quantized recurrent node more; If has as many outputs as its branches). */
+#define DYNQ_IMP_MAX_IN 16
+#define DYNQ_IMP_MAX_OUT 16
+#define DYNQ_IMP_MAX_ATTR 16
+
+/* ---- allocation pool ---- */
+
+typedef struct dynq__imp_pool {
+  void **p;     /* owned, each entry malloc'd */
+  size_t n, cap;
+} dynq__imp_pool_t;
+
+void *dynq__imp_pool_alloc(dynq__imp_pool_t *pl, size_t n); /* zeroed; NULL on OOM */
+char *dynq__imp_pool_printf(dynq__imp_pool_t *pl, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void dynq__imp_pool_free(dynq__imp_pool_t *pl);
+
+/* ---- builder ---- */
+
+typedef struct dynq__bnode {
+  int op;                               /* DYNQ_OP_* */
+  const char *name;                     /* pool- or proto-owned */
+  int n_in;
+  int32_t in[DYNQ_IMP_MAX_IN];          /* value index, -1 omitted */
+  int n_out;
+  int32_t out[DYNQ_IMP_MAX_OUT];
+  int n_attr;
+  dynq__attr_t attr[DYNQ_IMP_MAX_ATTR]; /* names/strings pool- or static-owned */
+  int dead;                             /* 1: dropped (folded away) */
+} dynq__bnode_t;
+
+typedef struct dynq__builder {
+  dynq__imp_pool_t pool;
+  dynq__value_t *values;   /* owned (realloc'd), n_values used */
+  int n_values, cap_values;
+  int32_t *producer;       /* owned, [cap_values]: builder node index or -1 */
+  dynq__bnode_t *nodes;    /* owned (realloc'd) */
+  int n_nodes, cap_nodes;
+  int32_t *htab;           /* owned, name -> value index, open addressing */
+  size_t hcap;             /* power of two, > 2 * n_values */
+  int32_t *inputs, *outputs;  /* owned */
+  int n_inputs, n_outputs;
+} dynq__builder_t;
+
+void dynq__imp_builder_free(dynq__builder_t *b);
+uint64_t dynq__imp_fnv1a(const void *p, size_t n);
+int32_t dynq__imp_lookup(const dynq__builder_t *b, const char *name); /* -1 absent */
+/* Add a value named `name` (kept by pointer: must outlive the builder).
+ * Returns its index, or -1 on allocation failure. */
+int32_t dynq__imp_add_value(dynq__builder_t *b, const char *name, dynq_dtype_t dt,
+                            int rank, const int64_t *dims);
+/* A name not yet used, derived from base + suffix. */
+const char *dynq__imp_fresh_name(dynq__builder_t *b, const char *base, const char *suffix);
+/* A new constant named base+suffix (made unique) holding `data`, which
+ * must be pool-owned or outlive the builder.  -1 on OOM. */
+int32_t dynq__imp_add_const(dynq__builder_t *b, const char *base, const char *suffix,
+                            dynq_dtype_t dt, int rank, const int64_t *dims,
+                            const void *data, size_t nbytes);
+/* A new intermediate (non-constant) value named base+suffix, -1 on OOM. */
+int32_t dynq__imp_add_temp(dynq__builder_t *b, const char *base, const char *suffix,
+                           dynq_dtype_t dt);
+/* Appends a node; NULL on OOM.  The pointer is valid until the next
+ * dynq__imp_add_node (the array may move). */
+dynq__bnode_t *dynq__imp_add_node(dynq__builder_t *b, int op, const char *name);
+void dynq__imp_node_in(dynq__bnode_t *n, int32_t v);
+/* Output of the node just added (b->nodes[b->n_nodes-1] == n): records
+ * the producer too. */
+void dynq__imp_node_out(dynq__builder_t *b, dynq__bnode_t *n, int32_t v);
+void dynq__imp_node_attr_i(dynq__bnode_t *n, const char *name, int64_t i);
+void dynq__imp_node_attr_f(dynq__bnode_t *n, const char *name, float f);
+void dynq__imp_node_attr_s(dynq__bnode_t *n, const char *name, const char *s);
+/* INTS: stores the values as a new int64 1-D constant; -1 on OOM. */
+int dynq__imp_node_attr_ints(dynq__builder_t *b, dynq__bnode_t *n, const char *name,
+                             const int64_t *v, size_t count);
+
+/* ---- conversion state ---- */
+
+typedef struct dynq__imp_options {
+  int fp32, per_tensor, no_reference;
+  int n_set;                 /* --set NAME=VALUE entries */
+  const char *set_name[16];  /* argv-owned */
+  const char *set_value[16];
+} dynq__imp_options_t;
+
+typedef struct dynq__layer_report {
+  const char *name;
+  const char *op;
+  int64_t k, n;
+  int quantized;
+  const char *why;       /* why FP32, or extra notes */
+  int relu_fused;
+  size_t fp32_bytes, stored_bytes, ref_bytes;
+} dynq__layer_report_t;
+
+typedef struct conv {
+  dynq__builder_t b;
+  dynq__imp_options_t opt;
+  const Onnx__ModelProto *model;
+  const Onnx__GraphProto *g;
+  int64_t opset;
+  const char **node_names;   /* owned array; strings pool-owned or proto-owned */
+  int *uses;                 /* owned, per value: consumers (+1 per graph output) */
+  dynq__layer_report_t *layers; /* owned, [cap_layers] */
+  int n_layers, cap_layers;
+} conv_t;
+
+/* A new per-layer report line (for the summary); NULL on OOM. */
+dynq__layer_report_t *dynq__imp_add_layer(conv_t *c, const char *nname, const char *op);
+
+/* ---- errors ---- */
+
+extern const char *dynq__imp_progname;
+void dynq__imp_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- ONNX helpers ---- */
+
+dynq_dtype_t dynq__imp_dtype_from_onnx(int32_t t); /* BOOL -> U8; INVALID otherwise */
+const char *dynq__imp_onnx_dtype_name(int32_t t);
+/* Read a whole file (bounded); error printed on failure. */
+int dynq__imp_read_file(const char *path, uint8_t **ret_buf, size_t *ret_n);
+/* dtype and shape of a graph input/output declaration; -1 after an error. */
+int dynq__imp_import_value_info(dynq__builder_t *b, const Onnx__ValueInfoProto *vi,
+                                const char *what, dynq_dtype_t *ret_dt, int *ret_rank,
+                                int64_t *dims);
+/* Convert a TensorProto into constant value `name`; -1 after an error. */
+int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t,
+                                const char *name, const char *what);
+const Onnx__AttributeProto *dynq__imp_find_attr(const Onnx__NodeProto *n, const char *name);
+int dynq__imp_attr_is_int(const Onnx__AttributeProto *a);
+int dynq__imp_attr_is_float(const Onnx__AttributeProto *a);
+int64_t dynq__imp_attr_i(const Onnx__NodeProto *n, const char *name, int64_t dflt);
+float dynq__imp_attr_f(const Onnx__NodeProto *n, const char *name, float dflt);
+
+/* Value index of an ONNX name, -1 when empty/absent. */
+int32_t dynq__imp_value_of(conv_t *c, const char *name);
+/* The constant named `name`, or NULL when it is not a constant. */
+const dynq__value_t *dynq__imp_const_of(const conv_t *c, const char *name);
+/* Claim the placeholder pass 1 entered for ONNX output `name` as produced
+ * by builder node `producer`; returns the value index or -1 (error printed). */
+int32_t dynq__imp_claim_output(conv_t *c, const char *name, int32_t producer);
+
+/* ---- quantization ---- */
+
+/* QLINEAR constants for effective weights W'[n][k] = alpha * src, where
+ * src is [K, N] (trans_b = 0) or [N, K] (trans_b = 1): int8 per output
+ * channel packed for the kernels, int32 column sums, float scales, and
+ * (unless --no-reference) the FP32 [K, N] reference. */
+typedef struct dynq__qlayer {
+  int32_t wq, colsum, wscale, wref; /* value indices; wref -1 when omitted */
+  size_t packed_bytes;
+} dynq__qlayer_t;
+
+int dynq__imp_quantize_weights(conv_t *c, const char *base, const float *src, int64_t K,
+                               int64_t N, int trans_b, float alpha, dynq__qlayer_t *ret);
+
+/* The final graph from the builder (dead nodes and unread constants
+ * dropped, indices renumbered); storage is pool-owned.  -1 on OOM. */
+int dynq__imp_finish_graph(conv_t *c, dynq__graph_t *g, const char *producer,
+                           uint64_t hash);
+
+/* ---- converter table ---- */
+
+typedef int (*dynq__convert_fn)(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+/* Optional pass-1 check (before anything is emitted, so one error lists
+ * every bad node): NULL when the node can be converted, else why not
+ * (static or pool-owned string).  Constants known at that point are
+ * available through dynq__imp_const_of(). */
+typedef const char *(*dynq__check_fn)(conv_t *c, const Onnx__NodeProto *n);
+
+/* Converters for recurrent and convolution nodes (models/import_rnn.c). */
+int dynq__import_lstm(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+int dynq__import_gru(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+/* Pass-1 check for LSTM, GRU and Conv nodes (attributes, arity). */
+const char *dynq__import_rnn_check(conv_t *c, const Onnx__NodeProto *n);
+
+#endif
