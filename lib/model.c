@@ -222,6 +222,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
   dynq__op_ctx_t ctx = {
     .kernel = opts && opts->kernel ? opts->kernel : dynq__kernel(),
     .precision = opts ? opts->precision : DYNQ_PRECISION_INT8,
+    .threads = opts ? opts->threads : 1,
     .err = err,
     .errlen = errlen,
   };

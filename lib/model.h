@@ -48,6 +48,8 @@ int dynq__model_input_index(const dynq__model_t *m, const char *name);
 typedef struct dynq__run_opts {
   int precision;                  /* DYNQ_PRECISION_* */
   const dynq__kernel_t *kernel;   /* NULL: dynq__kernel() */
+  int threads;                    /* large GEMMs may split along N over this
+                                     many threads (<= 1: the calling thread only) */
 } dynq__run_opts_t;
 
 /*

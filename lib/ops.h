@@ -17,6 +17,7 @@ typedef struct dynq__op_ctx {
   const dynq__node_t *node;
   const dynq__kernel_t *kernel;
   int precision;              /* DYNQ_PRECISION_* */
+  int threads;                /* dynq__run_opts_t.threads */
   char *err;                  /* message buffer for failures */
   size_t errlen;
 } dynq__op_ctx_t;

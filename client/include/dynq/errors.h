@@ -41,6 +41,12 @@
   X(EGRAPH,     23, 0, "invalid graph")                                       \
   X(ENUMERIC,   24, 0, "non-finite value where a finite one is required")     \
   X(EBUSY,      25, 1, "resource busy")                                       \
+  X(EDEADLINE,  26, 1, "request deadline expired before it ran")              \
+  X(EDENIED,    27, 0, "permission denied: admin method")                     \
+  X(ENOSESSION, 28, 0, "no such session")                                     \
+  X(ENOREGION,  29, 0, "no such shared-memory region")                        \
+  X(ESEAL,      30, 0, "shared-memory region lacks the required seals")       \
+  X(ECANCELED,  31, 1, "request canceled")                                    \
 
 typedef enum dynq_errno {
 #define DYNQ__ERR_ENUM(name, off, retry, msg) DYNQ_##name = DYNQ__ERR_BASE - (off),

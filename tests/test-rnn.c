@@ -1,0 +1,742 @@
+/*
+ * LSTM, GRU and Conv, FP32 and dynamically quantized: the ops against
+ * naive double-precision references on random shapes (every direction,
+ * layouts, sequence lengths, initial states, peepholes, clip,
+ * linear_before_reset; conv pads, strides, dilations, groups, auto_pad,
+ * 1-D and 2-D), the load-time checks and the shape errors naming the
+ * node, and PyTorch-exported models through dynq-quantize.
+ *
+ * Bounds (measured values are printed by the tests):
+ *  - FP32 ops vs double reference: max |err| <= 1e-5 * max(1, max |ref|).
+ *    Values are bounded by 1 (h) or small (c, conv outputs are O(1)),
+ *    float32 accumulation over K <= 64 terms stays far below that.
+ *  - INT8 ops: relative L2 error <= 0.02.  Weights lose at most half a
+ *    step of 1/127 of their row's max, activations half a step of 1/255
+ *    of their row's range: about 0.5% each per product on random data;
+ *    recurrence over a few steps keeps it under 1%, 0.02 leaves 2x room.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "graph.h"
+#include "kernels/kernels.h"
+#include "model.h"
+#include "ops.h"
+#include "testutil.h"
+
+/* ---- small helpers ---- */
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) { /* xorshift64: reproducible everywhere */
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return (double)(rng >> 11) / 9007199254740992.0;
+}
+static int irand(int lo, int hi) { return lo + (int)(urand() * (hi - lo + 1)); }
+static float *frand(int64_t n, double scale) {
+  float *p = malloc(sizeof(float) * (size_t)(n ? n : 1));
+  for (int64_t i = 0; i < n; i++) p[i] = (float)((urand() * 2 - 1) * scale);
+  return p;
+}
+
+static dynq__tensor_t tens(dynq_dtype_t dt, int rank, const int64_t *dims, void *data) {
+  dynq__tensor_t t = {.dtype = dt, .rank = rank, .data = data};
+  memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank);
+  return t;
+}
+
+static double max_err(const float *a, const double *ref, int64_t n, double *ret_scale) {
+  double e = 0, s = 1;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs(a[i] - ref[i]);
+    if (!(d <= e)) e = d;  /* NaN counts as the largest */
+    if (fabs(ref[i]) > s) s = fabs(ref[i]);
+  }
+  *ret_scale = s;
+  return e;
+}
+
+static double rel_l2(const float *a, const double *ref, int64_t n) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < n; i++) {
+    num += (a[i] - ref[i]) * (a[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return sqrt(num / (den > 0 ? den : 1));
+}
+
+/* Quantize D blocks of [N, K] float weights per row, like dynq-quantize. */
+typedef struct qw {
+  int8_t *packed;
+  int32_t *colsum;
+  float *scale;
+  int64_t packed_n;
+} qw_t;
+
+static qw_t quantize(const float *w, int D, int64_t N, int64_t K) {
+  qw_t q;
+  int64_t blk = dynq__round_up(N, 16) * dynq__round_up(K, 4);
+  q.packed_n = D * blk;
+  q.packed = dynq__aligned_alloc((size_t)q.packed_n);
+  q.colsum = malloc(sizeof(int32_t) * (size_t)(D * N));
+  q.scale = malloc(sizeof(float) * (size_t)(D * N));
+  int8_t *tmp = malloc((size_t)(N * K));
+  for (int d = 0; d < D; d++) {
+    const float *wd = w + d * N * K;
+    for (int64_t n = 0; n < N; n++) {
+      float mx = 0;
+      for (int64_t k = 0; k < K; k++) mx = fabsf(wd[n * K + k]) > mx ? fabsf(wd[n * K + k]) : mx;
+      float s = mx > 0 ? mx / 127.0f : 1.0f;
+      int32_t cs = 0;
+      for (int64_t k = 0; k < K; k++) {
+        float v = nearbyintf(wd[n * K + k] / s);
+        v = v > 127 ? 127 : v < -127 ? -127 : v;
+        tmp[n * K + k] = (int8_t)v;
+        cs += (int8_t)v;
+      }
+      q.scale[d * N + n] = s;
+      q.colsum[d * N + n] = cs;
+    }
+    dynq__pack_weights(N, K, tmp, q.packed + d * blk);
+  }
+  free(tmp);
+  return q;
+}
+static void qw_free(qw_t *q) {
+  dynq__aligned_free(q->packed);
+  free(q->colsum);
+  free(q->scale);
+}
+
+/* Run one op directly, as the executor does. */
+static int run_op(int op, const char *name, const dynq__attr_t *attrs, int n_attr,
+                  const dynq__tensor_t *const *in, int n_in, dynq__tensor_t *out,
+                  int n_out, int precision, char *err, size_t errlen) {
+  int32_t idx[16];
+  for (int i = 0; i < 16; i++) idx[i] = i;
+  dynq__node_t node = {.op = op, .name = name, .n_in = n_in, .n_out = n_out,
+                       .in = idx, .out = idx, .n_attr = n_attr, .attr = attrs};
+  dynq__op_ctx_t c = {.node = &node, .kernel = dynq__kernel(), .precision = precision,
+                      .err = err, .errlen = errlen};
+  memset(out, 0, sizeof(*out) * (size_t)n_out);
+  err[0] = 0;
+  return dynq__opdef(op)->run(&c, in, out);
+}
+
+/* ---- recurrent reference (ONNX semantics, double) ---- */
+
+typedef struct rcase {
+  int gru, dirs, layout, lbr, input_forget, has_b, has_len, has_h0, has_c0, has_p;
+  float clip;  /* 0: none */
+  int64_t T, B, K, H;
+  float *X, *W, *R, *Bias, *h0, *c0, *P;
+  int32_t *len;
+} rcase_t;
+
+static double dsig(double x) { return 1.0 / (1.0 + exp(-x)); }
+static double dclip(const rcase_t *c, double x) {
+  if (c->clip <= 0) return x;
+  return x < -c->clip ? -c->clip : x > c->clip ? c->clip : x;
+}
+
+/* Y [T or B ...] per layout, Yh, Yc, all double. */
+static void ref_rnn(const rcase_t *c, double *Y, double *Yh, double *Yc) {
+  const int64_t T = c->T, B = c->B, K = c->K, H = c->H, G = c->gru ? 3 : 4, GH = G * H;
+  const int D = c->dirs == 3 ? 2 : 1;
+  memset(Y, 0, sizeof(double) * (size_t)(T * D * B * H));
+  double *g = malloc(sizeof(double) * (size_t)GH), *hr = malloc(sizeof(double) * (size_t)GH);
+  double *h = malloc(sizeof(double) * (size_t)H), *cc = malloc(sizeof(double) * (size_t)H);
+  for (int d = 0; d < D; d++) {
+    int fwd = c->dirs == 1 || (c->dirs == 3 && d == 0);
+    const float *W = c->W + d * GH * K, *R = c->R + d * GH * H;
+    const float *wb = c->has_b ? c->Bias + d * 2 * GH : NULL, *rb = wb ? wb + GH : NULL;
+    const float *P = c->has_p ? c->P + d * 3 * H : NULL;
+    for (int64_t b = 0; b < B; b++) {
+      int64_t L = c->has_len ? c->len[b] : T;
+      int64_t hoff = (c->layout ? b * D + d : d * B + b) * H;
+      for (int64_t j = 0; j < H; j++) {
+        h[j] = c->has_h0 ? c->h0[hoff + j] : 0;
+        cc[j] = c->has_c0 ? c->c0[hoff + j] : 0;
+      }
+      for (int64_t s = 0; s < L; s++) {
+        int64_t t = fwd ? s : L - 1 - s;
+        const float *x = c->X + (c->layout ? b * T + t : t * B + b) * K;
+        for (int64_t r = 0; r < GH; r++) {
+          double a = wb ? wb[r] : 0, e = 0;
+          for (int64_t k = 0; k < K; k++) a += (double)W[r * K + k] * x[k];
+          for (int64_t k = 0; k < H; k++) e += (double)R[r * H + k] * h[k];
+          g[r] = a;
+          hr[r] = e;
+        }
+        if (!c->gru) {
+          for (int64_t j = 0; j < H; j++) {
+            double gi = g[j] + hr[j] + (rb ? rb[j] : 0);
+            double go = g[H + j] + hr[H + j] + (rb ? rb[H + j] : 0);
+            double gf = g[2 * H + j] + hr[2 * H + j] + (rb ? rb[2 * H + j] : 0);
+            double gc = g[3 * H + j] + hr[3 * H + j] + (rb ? rb[3 * H + j] : 0);
+            if (P) {
+              gi += P[j] * cc[j];
+              gf += P[2 * H + j] * cc[j];
+            }
+            double i = dsig(dclip(c, gi));
+            double f = c->input_forget ? 1 - i : dsig(dclip(c, gf));
+            double cn = f * cc[j] + i * tanh(dclip(c, gc));
+            if (P) go += P[H + j] * cn;
+            double o = dsig(dclip(c, go));
+            cc[j] = cn;
+            hr[j] = o * tanh(cn); /* new h, written back below */
+          }
+          for (int64_t j = 0; j < H; j++) h[j] = hr[j];
+        } else {
+          double *z = malloc(sizeof(double) * (size_t)H), *rr = malloc(sizeof(double) * (size_t)H);
+          for (int64_t j = 0; j < H; j++) {
+            z[j] = dsig(dclip(c, g[j] + hr[j] + (rb ? rb[j] : 0)));
+            rr[j] = dsig(dclip(c, g[H + j] + hr[H + j] + (rb ? rb[H + j] : 0)));
+          }
+          double *hn = malloc(sizeof(double) * (size_t)H);
+          for (int64_t j = 0; j < H; j++) {
+            double a;
+            if (c->lbr) {
+              a = rr[j] * (hr[2 * H + j] + (rb ? rb[2 * H + j] : 0));
+            } else {
+              a = rb ? rb[2 * H + j] : 0;
+              for (int64_t k = 0; k < H; k++) a += (double)R[(2 * H + j) * H + k] * rr[k] * h[k];
+            }
+            double hh = tanh(dclip(c, g[2 * H + j] + a));
+            hn[j] = (1 - z[j]) * hh + z[j] * h[j];
+          }
+          memcpy(h, hn, sizeof(double) * (size_t)H);
+          free(z);
+          free(rr);
+          free(hn);
+        }
+        int64_t yo = (c->layout ? (b * T + t) * D + d : (t * D + d) * B + b) * H;
+        for (int64_t j = 0; j < H; j++) Y[yo + j] = h[j];
+      }
+      for (int64_t j = 0; j < H; j++) {
+        Yh[hoff + j] = h[j];
+        if (Yc) Yc[hoff + j] = cc[j];
+      }
+    }
+  }
+  free(g);
+  free(hr);
+  free(h);
+  free(cc);
+}
+
+static const char *dir_name(int d) {
+  return d == 1 ? "forward" : d == 2 ? "reverse" : "bidirectional";
+}
+
+static rcase_t make_case(int gru, int dirs, int layout, int variant) {
+  rcase_t c = {0};
+  c.gru = gru;
+  c.dirs = dirs;
+  c.layout = layout;
+  c.T = irand(1, 7);
+  c.B = irand(1, 4);
+  c.K = irand(1, 40);
+  c.H = irand(1, 37);
+  c.has_b = variant & 1;
+  c.has_h0 = (variant >> 1) & 1;
+  c.has_len = (variant >> 2) & 1;
+  c.has_c0 = !gru && ((variant >> 3) & 1);
+  c.has_p = !gru && ((variant >> 4) & 1);
+  c.lbr = gru && ((variant >> 3) & 1);
+  c.input_forget = !gru && variant == 31;
+  c.clip = variant == 30 ? 0.7f : 0.0f;
+  const int64_t D = dirs == 3 ? 2 : 1, GH = (gru ? 3 : 4) * c.H;
+  c.X = frand(c.T * c.B * c.K, 1.0);
+  c.W = frand(D * GH * c.K, 1.0 / sqrt((double)c.K));
+  c.R = frand(D * GH * c.H, 1.0 / sqrt((double)c.H));
+  c.Bias = frand(D * 2 * GH, 0.3);
+  c.h0 = frand(D * c.B * c.H, 0.5);
+  c.c0 = frand(D * c.B * c.H, 0.5);
+  c.P = frand(D * 3 * c.H, 0.3);
+  c.len = malloc(sizeof(int32_t) * (size_t)c.B);
+  for (int64_t b = 0; b < c.B; b++) c.len[b] = (int32_t)irand(0, (int)c.T);
+  if (c.has_len) c.len[0] = (int32_t)c.T; /* at least one full row */
+  return c;
+}
+
+static void free_case(rcase_t *c) {
+  free(c->X);
+  free(c->W);
+  free(c->R);
+  free(c->Bias);
+  free(c->h0);
+  free(c->c0);
+  free(c->P);
+  free(c->len);
+}
+
+/* Runs the FP32 op, the quantized op (INT8 and its FP32 reference path)
+ * and compares with the double reference. */
+static void check_case(rcase_t *c, double *worst_f32, double *worst_q) {
+  const int D = c->dirs == 3 ? 2 : 1, nout = c->gru ? 2 : 3;
+  const int64_t T = c->T, B = c->B, K = c->K, H = c->H, GH = (c->gru ? 3 : 4) * H;
+  char err[256];
+  int64_t xd[3] = {c->layout ? B : T, c->layout ? T : B, K};
+  int64_t wd[3] = {D, GH, K}, rd[3] = {D, GH, H}, bd[2] = {D, 2 * GH}, ld[1] = {B};
+  int64_t hd[3] = {c->layout ? B : D, c->layout ? D : B, H}, pd[2] = {D, 3 * H};
+  dynq__tensor_t X = tens(DYNQ_DT_F32, 3, xd, c->X), W = tens(DYNQ_DT_F32, 3, wd, c->W);
+  dynq__tensor_t R = tens(DYNQ_DT_F32, 3, rd, c->R), Bt = tens(DYNQ_DT_F32, 2, bd, c->Bias);
+  dynq__tensor_t L = tens(DYNQ_DT_I32, 1, ld, c->len), H0 = tens(DYNQ_DT_F32, 3, hd, c->h0);
+  dynq__tensor_t C0 = tens(DYNQ_DT_F32, 3, hd, c->c0), Pt = tens(DYNQ_DT_F32, 2, pd, c->P);
+  dynq__attr_t at[8];
+  int na = 0;
+  at[na++] = (dynq__attr_t){.name = "hidden_size", .type = DYNQ_ATTR_INT, .i = H};
+  at[na++] = (dynq__attr_t){.name = "direction", .type = DYNQ_ATTR_STRING, .s = dir_name(c->dirs)};
+  at[na++] = (dynq__attr_t){.name = "layout", .type = DYNQ_ATTR_INT, .i = c->layout};
+  at[na++] = (dynq__attr_t){.name = "input_size", .type = DYNQ_ATTR_INT, .i = K};
+  if (c->gru) at[na++] = (dynq__attr_t){.name = "linear_before_reset", .type = DYNQ_ATTR_INT, .i = c->lbr};
+  else at[na++] = (dynq__attr_t){.name = "input_forget", .type = DYNQ_ATTR_INT, .i = c->input_forget};
+  if (c->clip > 0) at[na++] = (dynq__attr_t){.name = "clip", .type = DYNQ_ATTR_FLOAT, .f = c->clip};
+
+  int64_t ny = T * D * B * H, nh = D * B * H;
+  double *ry = malloc(sizeof(double) * (size_t)ny), *rh = malloc(sizeof(double) * (size_t)nh);
+  double *rc = malloc(sizeof(double) * (size_t)nh);
+  ref_rnn(c, ry, rh, c->gru ? NULL : rc);
+
+  /* FP32 op */
+  const dynq__tensor_t *in[14] = {&X, &W, &R, c->has_b ? &Bt : NULL, c->has_len ? &L : NULL,
+                                  c->has_h0 ? &H0 : NULL, c->has_c0 ? &C0 : NULL,
+                                  c->has_p ? &Pt : NULL};
+  dynq__tensor_t out[3], qout[3], rout[3];
+  int op = c->gru ? DYNQ_OP_GRU : DYNQ_OP_LSTM;
+  int r = run_op(op, "rnn", at, na, in, c->gru ? 6 : 8, out, nout, DYNQ_PRECISION_INT8, err, sizeof(err));
+  ck_assert_msg(r == 0, "%s", err);
+  ck_assert_int_eq(out[0].rank, 4);
+  ck_assert_int_eq(out[0].dims[0], c->layout ? B : T);
+  ck_assert_int_eq(out[0].dims[1], c->layout ? T : D);
+  ck_assert_int_eq(out[0].dims[2], c->layout ? D : B);
+  ck_assert_int_eq(out[1].dims[0], c->layout ? B : D);
+  double sc, e = max_err(out[0].data, ry, ny, &sc);
+  double eh = max_err(out[1].data, rh, nh, &sc);
+  if (eh > e) e = eh;
+  if (!c->gru) {
+    double ec = max_err(out[2].data, rc, nh, &sc);
+    ck_assert_msg(ec <= 1e-5 * sc, "Y_c err %g (scale %g)", ec, sc);
+  }
+  ck_assert_msg(e <= 1e-5, "%s %s layout %d T%lld B%lld K%lld H%lld: FP32 max err %g",
+                c->gru ? "GRU" : "LSTM", dir_name(c->dirs), c->layout, (long long)T,
+                (long long)B, (long long)K, (long long)H, e);
+  if (e > *worst_f32) *worst_f32 = e;
+
+  /* quantized op, both precisions */
+  qw_t qW = quantize(c->W, D, GH, K), qR = quantize(c->R, D, GH, H);
+  int64_t pw[1] = {qW.packed_n}, pr[1] = {qR.packed_n}, sd[2] = {D, GH};
+  dynq__tensor_t tWq = tens(DYNQ_DT_I8, 1, pw, qW.packed), tWc = tens(DYNQ_DT_I32, 2, sd, qW.colsum);
+  dynq__tensor_t tWs = tens(DYNQ_DT_F32, 2, sd, qW.scale), tRq = tens(DYNQ_DT_I8, 1, pr, qR.packed);
+  dynq__tensor_t tRc = tens(DYNQ_DT_I32, 2, sd, qR.colsum), tRs = tens(DYNQ_DT_F32, 2, sd, qR.scale);
+  const dynq__tensor_t *qin[14] = {&X, &tWq, &tWc, &tWs, &tRq, &tRc, &tRs,
+                                   c->has_b ? &Bt : NULL, c->has_len ? &L : NULL,
+                                   c->has_h0 ? &H0 : NULL};
+  int nq;
+  if (c->gru) {
+    qin[10] = &W;
+    qin[11] = &R;
+    nq = 12;
+  } else {
+    qin[10] = c->has_c0 ? &C0 : NULL;
+    qin[11] = c->has_p ? &Pt : NULL;
+    qin[12] = &W;
+    qin[13] = &R;
+    nq = 14;
+  }
+  int qop = c->gru ? DYNQ_OP_QGRU : DYNQ_OP_QLSTM;
+  r = run_op(qop, "qrnn", at, na, qin, nq, qout, nout, DYNQ_PRECISION_INT8, err, sizeof(err));
+  ck_assert_msg(r == 0, "%s", err);
+  double q = rel_l2(qout[0].data, ry, ny);
+  double qh = rel_l2(qout[1].data, rh, nh);
+  if (qh > q) q = qh;
+  ck_assert_msg(q <= 0.02, "%s %s layout %d: INT8 relL2 %g", c->gru ? "QGRU" : "QLSTM",
+                dir_name(c->dirs), c->layout, q);
+  if (q > *worst_q) *worst_q = q;
+  /* the reference path is the FP32 op itself */
+  r = run_op(qop, "qrnn", at, na, qin, nq, rout, nout, DYNQ_PRECISION_FP32, err, sizeof(err));
+  ck_assert_msg(r == 0, "%s", err);
+  for (int i = 0; i < nout; i++) {
+    ck_assert_int_eq(dynq__tensor_nbytes(&rout[i]), dynq__tensor_nbytes(&out[i]));
+    ck_assert_int_eq(memcmp(rout[i].data, out[i].data, dynq__tensor_nbytes(&out[i])), 0);
+  }
+  /* without reference weights the FP32 request is refused */
+  qin[c->gru ? 10 : 12] = NULL;
+  qin[c->gru ? 11 : 13] = NULL;
+  r = run_op(qop, "qrnn", at, na, qin, nq, rout + 0, nout, DYNQ_PRECISION_FP32, err, sizeof(err));
+  ck_assert_int_eq(r, DYNQ_ENOREF);
+  for (int i = 0; i < nout; i++) {
+    dynq__tensor_clear(&out[i]);
+    dynq__tensor_clear(&qout[i]);
+    dynq__tensor_clear(&rout[i]);
+  }
+  qw_free(&qW);
+  qw_free(&qR);
+  free(ry);
+  free(rh);
+  free(rc);
+}
+
+static void sweep(int gru) {
+  double wf = 0, wq = 0;
+  int n = 0;
+  for (int dirs = 1; dirs <= 3; dirs++)
+    for (int layout = 0; layout < 2; layout++)
+      for (int v = 0; v < (gru ? 16 : 32); v++) {
+        rcase_t c = make_case(gru, dirs, layout, v);
+        check_case(&c, &wf, &wq);
+        free_case(&c);
+        n++;
+      }
+  printf("%s: %d random cases, worst FP32 max abs err %.3g, worst INT8 relL2 %.4f\n",
+         gru ? "GRU" : "LSTM", n, wf, wq);
+}
+
+START_TEST(lstm_vs_reference) { sweep(0); }
+END_TEST
+
+START_TEST(gru_vs_reference) { sweep(1); }
+END_TEST
+
+/* ---- conv reference ---- */
+
+typedef struct ccase {
+  int sr, autopad; /* 0 NOTSET, 1 SAME_UPPER, 2 SAME_LOWER, 3 VALID */
+  int64_t N, C, M, G, in[2], k[2], s[2], d[2], pb[2], pe[2];
+  int has_b;
+} ccase_t;
+
+static int64_t c_out(const ccase_t *c, int a, int64_t *ret_pb) {
+  int64_t span = c->d[a] * (c->k[a] - 1) + 1;
+  if (c->autopad == 1 || c->autopad == 2) {
+    int64_t o = (c->in[a] + c->s[a] - 1) / c->s[a];
+    int64_t tot = (o - 1) * c->s[a] + span - c->in[a];
+    if (tot < 0) tot = 0;
+    *ret_pb = c->autopad == 1 ? tot / 2 : tot - tot / 2;
+    return o;
+  }
+  int64_t pb = c->autopad == 3 ? 0 : c->pb[a], pe = c->autopad == 3 ? 0 : c->pe[a];
+  *ret_pb = pb;
+  return (c->in[a] + pb + pe - span) / c->s[a] + 1;
+}
+
+static void ref_conv(const ccase_t *c, const float *X, const float *W, const float *B,
+                     double *Y, int64_t *ret_o) {
+  int64_t pb[2] = {0, 0}, o[2] = {1, 1};
+  int64_t in[2] = {1, 1}, k[2] = {1, 1}, s[2] = {1, 1}, d[2] = {1, 1};
+  for (int a = 0; a < c->sr; a++) {
+    int ax = 2 - c->sr + a;
+    o[ax] = c_out(c, a, &pb[ax]);
+    in[ax] = c->in[a];
+    k[ax] = c->k[a];
+    s[ax] = c->s[a];
+    d[ax] = c->d[a];
+  }
+  const int64_t Cg = c->C / c->G, Mg = c->M / c->G;
+  for (int64_t n = 0; n < c->N; n++)
+    for (int64_t m = 0; m < c->M; m++)
+      for (int64_t oy = 0; oy < o[0]; oy++)
+        for (int64_t ox = 0; ox < o[1]; ox++) {
+          double acc = B ? B[m] : 0;
+          int64_t g = m / Mg;
+          for (int64_t ci = 0; ci < Cg; ci++)
+            for (int64_t a = 0; a < k[0]; a++)
+              for (int64_t b = 0; b < k[1]; b++) {
+                int64_t y = oy * s[0] - pb[0] + a * d[0], x = ox * s[1] - pb[1] + b * d[1];
+                if (y < 0 || y >= in[0] || x < 0 || x >= in[1]) continue;
+                acc += (double)W[((m * Cg + ci) * k[0] + a) * k[1] + b] *
+                       X[((n * c->C + g * Cg + ci) * in[0] + y) * in[1] + x];
+              }
+          Y[((n * c->M + m) * o[0] + oy) * o[1] + ox] = acc;
+        }
+  ret_o[0] = o[0];
+  ret_o[1] = o[1];
+}
+
+static const char *const pad_names[] = {"NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"};
+
+static int conv_attrs(const ccase_t *c, int quant, dynq__attr_t *at, char names[][24]) {
+  int na = 0;
+  at[na++] = (dynq__attr_t){.name = "group", .type = DYNQ_ATTR_INT, .i = c->G};
+  at[na++] = (dynq__attr_t){.name = "auto_pad", .type = DYNQ_ATTR_STRING, .s = pad_names[c->autopad]};
+  for (int a = 0; a < c->sr; a++) {
+    const char *base[] = {"strides", "dilations", "pad_begin", "pad_end", "kernel_shape"};
+    int64_t v[] = {c->s[a], c->d[a], c->pb[a], c->pe[a], c->k[a]};
+    for (int i = 0; i < (quant ? 5 : 4); i++) {
+      snprintf(names[na], 24, "%s%d", base[i], a);
+      at[na] = (dynq__attr_t){.name = names[na], .type = DYNQ_ATTR_INT, .i = v[i]};
+      na++;
+    }
+  }
+  if (quant) {
+    at[na++] = (dynq__attr_t){.name = "spatial", .type = DYNQ_ATTR_INT, .i = c->sr};
+    at[na++] = (dynq__attr_t){.name = "in_channels", .type = DYNQ_ATTR_INT, .i = c->C};
+    at[na++] = (dynq__attr_t){.name = "out_channels", .type = DYNQ_ATTR_INT, .i = c->M};
+  }
+  return na;
+}
+
+static void conv_case(const ccase_t *c, double *worst_f, double *worst_q) {
+  char err[256], names[24][24];
+  dynq__attr_t at[24];
+  const int64_t Cg = c->C / c->G, Mg = c->M / c->G;
+  int64_t xd[4] = {c->N, c->C, c->in[0], c->in[1]}, wd[4] = {c->M, Cg, c->k[0], c->k[1]};
+  int64_t nx = c->N * c->C * c->in[0] * (c->sr == 2 ? c->in[1] : 1);
+  int64_t kk = Cg * c->k[0] * (c->sr == 2 ? c->k[1] : 1), bd[1] = {c->M};
+  float *X = frand(nx, 1.0), *W = frand(c->M * kk, 1.0 / sqrt((double)kk)), *B = frand(c->M, 0.5);
+  int64_t o[2];
+  double *ry = malloc(sizeof(double) * (size_t)(c->N * c->M * 4096));
+  ref_conv(c, X, W, c->has_b ? B : NULL, ry, o);
+  int64_t ny = c->N * c->M * o[0] * o[1];
+  dynq__tensor_t tx = tens(DYNQ_DT_F32, 2 + c->sr, xd, X), tw = tens(DYNQ_DT_F32, 2 + c->sr, wd, W);
+  dynq__tensor_t tb = tens(DYNQ_DT_F32, 1, bd, B), out, qout, rout;
+  const dynq__tensor_t *in[6] = {&tx, &tw, c->has_b ? &tb : NULL};
+  int na = conv_attrs(c, 0, at, names);
+  int r = run_op(DYNQ_OP_CONV, "conv", at, na, in, 3, &out, 1, DYNQ_PRECISION_INT8, err, sizeof(err));
+  ck_assert_msg(r == 0, "%s", err);
+  ck_assert_int_eq(dynq__tensor_numel(&out), ny);
+  ck_assert_int_eq(out.dims[2], c->sr == 2 ? o[0] : o[1]);
+  double sc, e = max_err(out.data, ry, ny, &sc);
+  ck_assert_msg(e <= 1e-5 * sc, "conv %dD: FP32 max err %g", c->sr, e);
+  if (e / sc > *worst_f) *worst_f = e / sc;
+
+  qw_t q = quantize(W, c->G, Mg, kk);
+  int64_t pd[1] = {q.packed_n}, md[1] = {c->M};
+  dynq__tensor_t tq = tens(DYNQ_DT_I8, 1, pd, q.packed), tc = tens(DYNQ_DT_I32, 1, md, q.colsum);
+  dynq__tensor_t ts = tens(DYNQ_DT_F32, 1, md, q.scale);
+  const dynq__tensor_t *qin[6] = {&tx, &tq, &tc, &ts, c->has_b ? &tb : NULL, &tw};
+  na = conv_attrs(c, 1, at, names);
+  r = run_op(DYNQ_OP_QCONV, "qconv", at, na, qin, 6, &qout, 1, DYNQ_PRECISION_INT8, err, sizeof(err));
+  ck_assert_msg(r == 0, "%s", err);
+  double ql = rel_l2(qout.data, ry, ny);
+  ck_assert_msg(ql <= 0.02, "qconv %dD: INT8 relL2 %g", c->sr, ql);
+  if (ql > *worst_q) *worst_q = ql;
+  r = run_op(DYNQ_OP_QCONV, "qconv", at, na, qin, 6, &rout, 1, DYNQ_PRECISION_FP32, err, sizeof(err));
+  ck_assert_msg(r == 0, "%s", err);
+  ck_assert_int_eq(memcmp(rout.data, out.data, dynq__tensor_nbytes(&out)), 0);
+  dynq__tensor_clear(&out);
+  dynq__tensor_clear(&qout);
+  dynq__tensor_clear(&rout);
+  qw_free(&q);
+  free(X);
+  free(W);
+  free(B);
+  free(ry);
+}
+
+START_TEST(conv_vs_reference) {
+  double wf = 0, wq = 0;
+  int n = 0;
+  for (int sr = 1; sr <= 2; sr++)
+    for (int i = 0; i < 60; i++) {
+      ccase_t c = {.sr = sr, .N = irand(1, 2), .has_b = i & 1, .autopad = i % 7 < 4 ? 0 : i % 7 - 3};
+      c.G = (i % 3 == 0) ? irand(2, 3) : 1;
+      c.C = c.G * irand(1, 4);
+      c.M = c.G * irand(1, 20);
+      for (int a = 0; a < sr; a++) {
+        c.k[a] = irand(1, 4);
+        c.s[a] = irand(1, 3);
+        c.d[a] = irand(1, 2);
+        c.pb[a] = irand(0, 2);
+        c.pe[a] = irand(0, 2);
+        c.in[a] = c.d[a] * (c.k[a] - 1) + 1 + irand(0, sr == 2 ? 9 : 30);
+      }
+      if (sr == 1) c.in[1] = c.k[1] = 1;
+      conv_case(&c, &wf, &wq);
+      n++;
+    }
+  printf("Conv: %d random cases, worst FP32 max rel err %.3g, worst INT8 relL2 %.4f\n", n, wf, wq);
+}
+END_TEST
+
+/* ---- refusals ---- */
+
+START_TEST(rnn_bad_shapes) {
+  char err[256];
+  int64_t xd[3] = {3, 2, 5}, wd[3] = {1, 16, 5}, rd[3] = {1, 16, 4}, bad[3] = {1, 16, 6};
+  float *x = frand(30, 1), *w = frand(96, 1), *r = frand(64, 1);
+  dynq__tensor_t X = tens(DYNQ_DT_F32, 3, xd, x), W = tens(DYNQ_DT_F32, 3, wd, w);
+  dynq__tensor_t R = tens(DYNQ_DT_F32, 3, rd, r), Wb = tens(DYNQ_DT_F32, 3, bad, w);
+  dynq__attr_t at[2] = {{.name = "hidden_size", .type = DYNQ_ATTR_INT, .i = 4},
+                        {.name = "direction", .type = DYNQ_ATTR_STRING, .s = "forward"}};
+  dynq__tensor_t out[3];
+  const dynq__tensor_t *in[8] = {&X, &Wb, &R};
+  ck_assert_int_eq(run_op(DYNQ_OP_LSTM, "enc_lstm", at, 2, in, 3, out, 3, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "'enc_lstm'") && strstr(err, "W has shape"), "%s", err);
+  /* X of rank 2 */
+  dynq__tensor_t X2 = tens(DYNQ_DT_F32, 2, xd, x);
+  in[0] = &X2;
+  in[1] = &W;
+  ck_assert_int_eq(run_op(DYNQ_OP_LSTM, "enc_lstm", at, 2, in, 3, out, 3, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "'enc_lstm'") && strstr(err, "rank 3"), "%s", err);
+  /* sequence length beyond T */
+  int32_t len[2] = {3, 4};
+  int64_t ld[1] = {2};
+  dynq__tensor_t L = tens(DYNQ_DT_I32, 1, ld, len);
+  in[0] = &X;
+  in[4] = &L;
+  ck_assert_int_eq(run_op(DYNQ_OP_LSTM, "enc_lstm", at, 2, in, 5, out, 3, 0, err, sizeof(err)), DYNQ_EDATA);
+  ck_assert_msg(strstr(err, "sequence_lens[1] = 4"), "%s", err);
+  len[1] = -1;
+  ck_assert_int_eq(run_op(DYNQ_OP_LSTM, "enc_lstm", at, 2, in, 5, out, 3, 0, err, sizeof(err)), DYNQ_EDATA);
+  /* wrong initial_h shape */
+  in[4] = NULL;
+  int64_t hd[3] = {1, 3, 4};
+  dynq__tensor_t H0 = tens(DYNQ_DT_F32, 3, hd, r);
+  in[5] = &H0;
+  ck_assert_int_eq(run_op(DYNQ_OP_LSTM, "enc_lstm", at, 2, in, 6, out, 3, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "initial_h"), "%s", err);
+  /* GRU with LSTM-sized weights */
+  in[5] = NULL;
+  ck_assert_int_eq(run_op(DYNQ_OP_GRU, "g", at, 2, in, 3, out, 2, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "'g' (GRU)"), "%s", err);
+  /* int32 X */
+  dynq__tensor_t Xi = tens(DYNQ_DT_I32, 3, xd, x);
+  in[0] = &Xi;
+  ck_assert_int_eq(run_op(DYNQ_OP_LSTM, "enc_lstm", at, 2, in, 3, out, 3, 0, err, sizeof(err)), DYNQ_EDTYPE);
+  free(x);
+  free(w);
+  free(r);
+}
+END_TEST
+
+START_TEST(conv_bad_shapes) {
+  char err[256], names[24][24];
+  dynq__attr_t at[24];
+  ccase_t c = {.sr = 2, .N = 1, .C = 3, .M = 4, .G = 1, .in = {5, 5}, .k = {3, 3},
+               .s = {1, 1}, .d = {1, 1}};
+  int na = conv_attrs(&c, 0, at, names);
+  int64_t xd[4] = {1, 2, 5, 5}, wd[4] = {4, 3, 3, 3}, bd[1] = {5};
+  float *x = frand(75, 1), *w = frand(108, 1);
+  dynq__tensor_t X = tens(DYNQ_DT_F32, 4, xd, x), W = tens(DYNQ_DT_F32, 4, wd, w), out;
+  dynq__tensor_t B = tens(DYNQ_DT_F32, 1, bd, x);
+  const dynq__tensor_t *in[3] = {&X, &W, NULL};
+  ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "'stem' (Conv)") && strstr(err, "channels"), "%s", err);
+  xd[1] = 3;
+  X = tens(DYNQ_DT_F32, 4, xd, x);
+  in[2] = &B;
+  ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "B must be"), "%s", err);
+  in[2] = NULL;
+  /* kernel larger than the input */
+  xd[2] = xd[3] = 2;
+  X = tens(DYNQ_DT_F32, 4, xd, x);
+  ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "smaller than the dilated kernel"), "%s", err);
+  /* X rank 3 against 2-D weights */
+  X = tens(DYNQ_DT_F32, 3, xd, x);
+  ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "expected rank 4"), "%s", err);
+  /* group not dividing channels */
+  xd[1] = 3, xd[2] = xd[3] = 5;
+  X = tens(DYNQ_DT_F32, 4, xd, x);
+  at[0].i = 2;
+  ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "group 2"), "%s", err);
+  at[0].i = 1;
+  /* W of rank 5 (3-D conv) is refused clearly */
+  int64_t w5[5] = {1, 1, 1, 1, 1};
+  dynq__tensor_t W5 = tens(DYNQ_DT_F32, 5, w5, w);
+  in[1] = &W5;
+  ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "rank 3 or 4"), "%s", err);
+  free(x);
+  free(w);
+}
+END_TEST
+
+/* Load-time checks through the graph validator. */
+START_TEST(check_refuses_bad_nodes) {
+  static int8_t wq[64];
+  static int32_t cs[16];
+  static float sc[16];
+  dynq__value_t v[12] = {
+    {.name = "x", .dtype = DYNQ_DT_F32, .rank = 3, .dims = {-1, 1, 3}},
+    {.name = "wq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = wq, .nbytes = sizeof(wq)},
+    {.name = "wc", .dtype = DYNQ_DT_I32, .rank = 2, .dims = {1, 16}, .data = cs, .nbytes = sizeof(cs)},
+    {.name = "ws", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {1, 16}, .data = sc, .nbytes = sizeof(sc)},
+    {.name = "rq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = wq, .nbytes = sizeof(wq)},
+    {.name = "y", .dtype = DYNQ_DT_F32, .rank = -1},
+    {.name = "yh", .dtype = DYNQ_DT_F32, .rank = -1},
+    {.name = "yc", .dtype = DYNQ_DT_F32, .rank = -1},
+  };
+  int32_t ins[7] = {0, 1, 2, 3, 4, 2, 3}, outs[3] = {5, 6, 7}, gin[1] = {0}, gout[1] = {5};
+  dynq__attr_t at[4] = {{.name = "hidden_size", .type = DYNQ_ATTR_INT, .i = 4},
+                        {.name = "input_size", .type = DYNQ_ATTR_INT, .i = 3},
+                        {.name = "direction", .type = DYNQ_ATTR_STRING, .s = "forward"},
+                        {.name = "layout", .type = DYNQ_ATTR_INT, .i = 0}};
+  dynq__node_t nd = {.op = DYNQ_OP_QLSTM, .name = "lstm0", .n_in = 7, .n_out = 3, .in = ins,
+                     .out = outs, .n_attr = 4, .attr = at};
+  dynq__graph_t g = {.n_values = 8, .values = v, .n_nodes = 1, .nodes = &nd, .n_inputs = 1,
+                     .inputs = gin, .n_outputs = 1, .outputs = gout};
+  char err[256] = "";
+  ck_assert_msg(dynq__graph_validate(&g, err, sizeof(err)) == 0, "%s", err);
+  at[0].i = 5; /* packed sizes no longer match */
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "'lstm0' (QLSTM)") && strstr(err, "packed W"), "%s", err);
+  at[0].i = 0;
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "hidden_size 0"), "%s", err);
+  at[0].i = 4;
+  at[2].s = "sideways";
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "direction"), "%s", err);
+  at[2].s = "forward";
+  at[3].i = 2;
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "layout"), "%s", err);
+  at[3].i = 0;
+  nd.n_in = 6; /* too few inputs for QLSTM */
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  nd.n_in = 7;
+  /* QConv whose packed weights do not match its attributes */
+  dynq__attr_t ca[5] = {{.name = "spatial", .type = DYNQ_ATTR_INT, .i = 1},
+                        {.name = "in_channels", .type = DYNQ_ATTR_INT, .i = 2},
+                        {.name = "out_channels", .type = DYNQ_ATTR_INT, .i = 16},
+                        {.name = "kernel_shape0", .type = DYNQ_ATTR_INT, .i = 3},
+                        {.name = "strides0", .type = DYNQ_ATTR_INT, .i = 0}};
+  v[8] = (dynq__value_t){.name = "cs16", .dtype = DYNQ_DT_I32, .rank = 1, .dims = {16}, .data = cs, .nbytes = sizeof(cs)};
+  v[9] = (dynq__value_t){.name = "sc16", .dtype = DYNQ_DT_F32, .rank = 1, .dims = {16}, .data = sc, .nbytes = sizeof(sc)};
+  int32_t cin[4] = {0, 1, 8, 9}, cout[1] = {5};
+  dynq__node_t cn = {.op = DYNQ_OP_QCONV, .name = "stft", .n_in = 4, .n_out = 1, .in = cin,
+                     .out = cout, .n_attr = 5, .attr = ca};
+  g.n_values = 10;
+  g.nodes = &cn;
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "'stft' (QConv)") && strstr(err, "strides"), "%s", err);
+  ca[4].i = 1;
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "packed weights"), "%s", err);
+  ca[3].i = 2; /* kk = 2 * 2 = 4 -> 16 * 4 = 64 bytes: matches */
+  ck_assert_msg(dynq__graph_validate(&g, err, sizeof(err)) == 0, "%s", err);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("rnn");
+  TCase *t = tcase_create("ops");
+  tcase_set_timeout(t, 300);
+  tcase_add_test(t, lstm_vs_reference);
+  tcase_add_test(t, gru_vs_reference);
+  tcase_add_test(t, conv_vs_reference);
+  tcase_add_test(t, rnn_bad_shapes);
+  tcase_add_test(t, conv_bad_shapes);
+  tcase_add_test(t, check_refuses_bad_nodes);
+  suite_add_tcase(s, t);
+  return s;
+}
+
+int main(void) {
+  SRunner *r = srunner_create(suite());
+  srunner_run_all(r, CK_NORMAL);
+  int failed = srunner_ntests_failed(r);
+  srunner_free(r);
+  return failed ? 1 : 0;
+}
