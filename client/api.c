@@ -23,7 +23,7 @@ static const dynq__tensor_limits_t output_limits = {
 };
 
 /* Copy a string field, truncating to cap (info strings are for display). */
-static int get_str_trunc(dynq__obj_t o, char *buf, size_t cap) {
+int dynq__get_str_trunc(dynq__obj_t o, char *buf, size_t cap) {
   const char *s;
   size_t n;
   if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) {
@@ -39,7 +39,7 @@ static int get_str_trunc(dynq__obj_t o, char *buf, size_t cap) {
 }
 
 /* malloc'd NUL-terminated copy; absent/nil -> NULL with 0. */
-static int get_str_dup(dynq__obj_t o, char **ret) {
+int dynq__get_str_dup(dynq__obj_t o, char **ret) {
   const char *s;
   size_t n;
   char *p;
@@ -58,7 +58,7 @@ static int get_str_dup(dynq__obj_t o, char **ret) {
 }
 
 /* Integer field; absent -> 0. */
-static int get_i64(dynq__obj_t o, int64_t *ret) {
+int dynq__get_i64(dynq__obj_t o, int64_t *ret) {
   if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) {
     *ret = 0;
     return 0;
@@ -66,21 +66,21 @@ static int get_i64(dynq__obj_t o, int64_t *ret) {
   return dynq__obj_int(o, ret) < 0 ? DYNQ_EPROTO : 0;
 }
 
-static int get_int(dynq__obj_t o, int *ret) {
+int dynq__get_int(dynq__obj_t o, int *ret) {
   int64_t v;
-  if (get_i64(o, &v) < 0 || v < -2147483647 || v > 2147483647) return DYNQ_EPROTO;
+  if (dynq__get_i64(o, &v) < 0 || v < -2147483647 || v > 2147483647) return DYNQ_EPROTO;
   *ret = (int)v;
   return 0;
 }
 
-static int get_u64(dynq__obj_t o, uint64_t *ret) {
+int dynq__get_u64(dynq__obj_t o, uint64_t *ret) {
   int64_t v;
-  if (get_i64(o, &v) < 0 || v < 0) return DYNQ_EPROTO;
+  if (dynq__get_i64(o, &v) < 0 || v < 0) return DYNQ_EPROTO;
   *ret = (uint64_t)v;
   return 0;
 }
 
-static int get_bool(dynq__obj_t o, int *ret) {
+int dynq__get_bool(dynq__obj_t o, int *ret) {
   if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) {
     *ret = 0;
     return 0;
@@ -88,7 +88,7 @@ static int get_bool(dynq__obj_t o, int *ret) {
   return dynq__obj_bool(o, ret) < 0 ? DYNQ_EPROTO : 0;
 }
 
-static int bad_field(dynq_client_t *c, const char *method, const char *field) {
+int dynq__bad_field(dynq_client_t *c, const char *method, const char *field) {
   return dynq__client_fail(c, DYNQ_EPROTO,
                            "%s: reply field '%s' is missing or has the wrong type",
                            method, field);
@@ -112,24 +112,24 @@ int dynq_server_info(dynq_client_t *c, dynq_server_info_t *ret_info) {
 
   memset(&info, 0, sizeof(info));
   if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP) {
-    r = bad_field(c, "server.info", "result");
+    r = dynq__bad_field(c, "server.info", "result");
     goto out;
   }
 #define FIELD(call, name)                                             \
   if ((call) < 0) {                                                   \
-    r = bad_field(c, "server.info", name);                            \
+    r = dynq__bad_field(c, "server.info", name);                            \
     goto out;                                                         \
   }
-  FIELD(get_str_trunc(dynq__obj_get(m.result, "version"), info.version,
+  FIELD(dynq__get_str_trunc(dynq__obj_get(m.result, "version"), info.version,
                       sizeof(info.version)), "version");
-  FIELD(get_int(dynq__obj_get(m.result, "protocol"), &info.protocol), "protocol");
-  FIELD(get_str_trunc(dynq__obj_get(m.result, "kernel"), info.kernel,
+  FIELD(dynq__get_int(dynq__obj_get(m.result, "protocol"), &info.protocol), "protocol");
+  FIELD(dynq__get_str_trunc(dynq__obj_get(m.result, "kernel"), info.kernel,
                       sizeof(info.kernel)), "kernel");
-  FIELD(get_str_trunc(dynq__obj_get(m.result, "openblas_core"),
+  FIELD(dynq__get_str_trunc(dynq__obj_get(m.result, "openblas_core"),
                       info.openblas_core, sizeof(info.openblas_core)),
         "openblas_core");
-  FIELD(get_int(dynq__obj_get(m.result, "workers"), &info.workers), "workers");
-  FIELD(get_int(dynq__obj_get(m.result, "models"), &info.models), "models");
+  FIELD(dynq__get_int(dynq__obj_get(m.result, "workers"), &info.workers), "workers");
+  FIELD(dynq__get_int(dynq__obj_get(m.result, "models"), &info.models), "models");
   if (!dynq__obj_is_absent(dynq__obj_get(m.result, "uptime_s")))
     FIELD(dynq__obj_double(dynq__obj_get(m.result, "uptime_s"), &up), "uptime_s");
 #undef FIELD
@@ -163,7 +163,7 @@ int dynq_list_models(dynq_client_t *c, char ***ret_names) {
   if (r < 0) return r;
 
   if (dynq__obj_kind(m.result) != DYNQ_OBJ_ARRAY) {
-    r = bad_field(c, "models.list", "result");
+    r = dynq__bad_field(c, "models.list", "result");
     goto fail;
   }
   n = dynq__obj_len(m.result);
@@ -181,11 +181,11 @@ int dynq_list_models(dynq_client_t *c, char ***ret_names) {
     dynq__obj_t e = dynq__obj_at(m.result, i);
     /* entries are maps with a name; a bare string is accepted too */
     if (dynq__obj_kind(e) == DYNQ_OBJ_MAP) e = dynq__obj_get(e, "name");
-    r = get_str_dup(e, &v[i]);
+    r = dynq__get_str_dup(e, &v[i]);
     if (r == 0 && v[i] == NULL) r = DYNQ_EPROTO;
     if (r < 0) {
       r = r == -ENOMEM ? dynq__client_fail(c, r, "out of memory")
-                       : bad_field(c, "models.list", "name");
+                       : dynq__bad_field(c, "models.list", "name");
       goto fail;
     }
   }
@@ -235,7 +235,7 @@ static int parse_tensor_infos(dynq__obj_t arr, dynq_tensor_info_t **ret,
     char dt[16];
     if (dynq__obj_kind(e) != DYNQ_OBJ_MAP) { r = DYNQ_EPROTO; *ret_field = "inputs/outputs entry"; goto fail; }
     *ret_field = "name";
-    r = get_str_dup(dynq__obj_get(e, "name"), &t[i].name);
+    r = dynq__get_str_dup(dynq__obj_get(e, "name"), &t[i].name);
     if (r == 0 && t[i].name == NULL) r = DYNQ_EPROTO;
     if (r < 0) goto fail;
     *ret_field = "dtype";
@@ -300,24 +300,24 @@ int dynq_model_info(dynq_client_t *c, const char *model,
 #define FIELD(call, name)                                             \
   field = name;                                                       \
   if ((r = (call)) < 0) goto bad;
-  FIELD(get_str_dup(dynq__obj_get(res, "name"), &info.name), "name");
-  FIELD(get_str_dup(dynq__obj_get(res, "path"), &info.path), "path");
-  FIELD(get_str_dup(dynq__obj_get(res, "producer"), &info.producer), "producer");
-  FIELD(get_u64(dynq__obj_get(res, "file_bytes"), &info.file_bytes), "file_bytes");
+  FIELD(dynq__get_str_dup(dynq__obj_get(res, "name"), &info.name), "name");
+  FIELD(dynq__get_str_dup(dynq__obj_get(res, "path"), &info.path), "path");
+  FIELD(dynq__get_str_dup(dynq__obj_get(res, "producer"), &info.producer), "producer");
+  FIELD(dynq__get_u64(dynq__obj_get(res, "file_bytes"), &info.file_bytes), "file_bytes");
   FIELD(parse_tensor_infos(dynq__obj_get(res, "inputs"), &info.inputs,
                            &info.n_inputs, &field), "inputs");
   FIELD(parse_tensor_infos(dynq__obj_get(res, "outputs"), &info.outputs,
                            &info.n_outputs, &field), "outputs");
-  FIELD(get_int(dynq__obj_get(res, "nodes"), &info.n_nodes), "nodes");
-  FIELD(get_int(dynq__obj_get(res, "quantized_layers"), &info.quantized_layers),
+  FIELD(dynq__get_int(dynq__obj_get(res, "nodes"), &info.n_nodes), "nodes");
+  FIELD(dynq__get_int(dynq__obj_get(res, "quantized_layers"), &info.quantized_layers),
         "quantized_layers");
-  FIELD(get_u64(dynq__obj_get(res, "int8_weight_bytes"), &info.int8_weight_bytes),
+  FIELD(dynq__get_u64(dynq__obj_get(res, "int8_weight_bytes"), &info.int8_weight_bytes),
         "int8_weight_bytes");
-  FIELD(get_u64(dynq__obj_get(res, "fp32_weight_bytes"), &info.fp32_weight_bytes),
+  FIELD(dynq__get_u64(dynq__obj_get(res, "fp32_weight_bytes"), &info.fp32_weight_bytes),
         "fp32_weight_bytes");
-  FIELD(get_u64(dynq__obj_get(res, "reference_weight_bytes"),
+  FIELD(dynq__get_u64(dynq__obj_get(res, "reference_weight_bytes"),
                 &info.reference_weight_bytes), "reference_weight_bytes");
-  FIELD(get_bool(dynq__obj_get(res, "has_reference"), &info.has_reference),
+  FIELD(dynq__get_bool(dynq__obj_get(res, "has_reference"), &info.has_reference),
         "has_reference");
 #undef FIELD
   field = "activation_scales";
@@ -335,7 +335,7 @@ bad:
   dynq_model_info_free(&info);
   dynq__rpc_free(&m);
   if (r == -ENOMEM) return dynq__client_fail(c, r, "out of memory");
-  return bad_field(c, "model.info", field);
+  return dynq__bad_field(c, "model.info", field);
 }
 
 void dynq_infer_result_free(dynq_infer_result_t *r) {
@@ -349,9 +349,10 @@ void dynq_infer_result_free(dynq_infer_result_t *r) {
 }
 
 /* Check a caller's input before it goes on the wire, so a mistake is
- * reported here with the input's name rather than as a server error. */
+ * reported here with the input's name rather than as a server error.
+ * shm (may be NULL) is the region reference replacing in->data. */
 static int check_input(dynq_client_t *c, const dynq_tensor_t *in, int i,
-                       dynq__tensor_t *ret_t) {
+                       const dynq_shm_ref_t *shm, dynq__tensor_t *ret_t) {
   dynq__tensor_t t;
   int64_t numel;
   size_t esz;
@@ -378,96 +379,122 @@ static int check_input(dynq_client_t *c, const dynq_tensor_t *in, int i,
     return dynq__client_fail(c, DYNQ_EDATA,
                              "input '%s': %zu bytes of data, shape needs %zu",
                              in->name, in->nbytes, (size_t)numel * esz);
-  if (in->data == NULL && in->nbytes > 0)
+  if (shm != NULL) {
+    if (shm->size != (uint64_t)in->nbytes)
+      return dynq__client_fail(c, DYNQ_EDATA,
+                               "input '%s': shm reference of %llu bytes, shape needs %zu",
+                               in->name, (unsigned long long)shm->size, in->nbytes);
+    if (shm->offset > UINT64_MAX - shm->size)
+      return dynq__client_fail(c, DYNQ_EPARAMS,
+                               "input '%s': shm offset + size overflows", in->name);
+  } else if (in->data == NULL && in->nbytes > 0) {
     return dynq__client_fail(c, DYNQ_EDATA, "input '%s': data is NULL", in->name);
+  }
   t.data = in->data;
   t.owned = 0;
   *ret_t = t;
   return 0;
 }
 
-int dynq_infer(dynq_client_t *c, const char *model, int precision,
-               const dynq_tensor_t *inputs, int n_inputs,
-               dynq_infer_result_t *ret_result) {
-  dynq_infer_result_t res;
-  dynq__wbuf_t w;
-  dynq__rpc_msg_t m;
-  dynq__obj_t outs;
-  uint32_t id, n, i;
-  int r, have_msg = 0;
+static void w_shm_ref(dynq__wbuf_t *w, const dynq_shm_ref_t *ref) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "region");
+  dynq__w_uint(w, ref->region);
+  dynq__w_str(w, "offset");
+  dynq__w_uint(w, ref->offset);
+  dynq__w_str(w, "size");
+  dynq__w_uint(w, ref->size);
+}
 
-  if (c == NULL || model == NULL || ret_result == NULL || n_inputs < 0 ||
-      (inputs == NULL && n_inputs > 0))
-    return -EINVAL;
-  memset(&res, 0, sizeof(res));
-  c->errmsg[0] = '\0';
-  if (precision != DYNQ_INFER_DEFAULT && precision != DYNQ_INFER_INT8 &&
-      precision != DYNQ_INFER_FP32)
-    return dynq__client_fail(c, DYNQ_EPARAMS, "unknown precision %d", precision);
+/* {shm: {region, offset, size}} result entry -> tensor with data NULL. */
+static int parse_shm_output(dynq__obj_t v, dynq_tensor_t *o, char *err, size_t errlen) {
+  dynq__obj_t ref = dynq__obj_get(v, "shm"), dt = dynq__obj_get(v, "dtype"),
+              shape = dynq__obj_get(v, "shape");
+  uint64_t size;
+  char name[16];
 
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "infer");
-  dynq__w_map(&w, precision == DYNQ_INFER_DEFAULT ? 2 : 3);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, model);
-  dynq__w_str(&w, "inputs");
-  dynq__w_map(&w, (uint32_t)n_inputs);
-  for (int k = 0; k < n_inputs; k++) {
-    dynq__tensor_t t;
-    r = check_input(c, &inputs[k], k, &t);
-    if (r < 0) {
-      dynq__wbuf_free(&w);
-      return r;
+  if (dynq__obj_kind(ref) != DYNQ_OBJ_MAP ||
+      dynq__get_u64(dynq__obj_get(ref, "size"), &size) < 0) {
+    snprintf(err, errlen, "shm reference without a valid 'size'");
+    return DYNQ_EPROTO;
+  }
+  o->dtype = DYNQ_DT_INVALID;
+  if (!dynq__obj_is_absent(dt)) {
+    if (dynq__obj_strcpy(dt, name, sizeof(name)) < 0 ||
+        (o->dtype = (int)dynq__dtype_from_name(name)) == DYNQ_DT_INVALID) {
+      snprintf(err, errlen, "unknown dtype");
+      return DYNQ_EPROTO;
     }
-    dynq__w_str(&w, inputs[k].name);
-    dynq__w_tensor(&w, &t);
   }
-  if (precision != DYNQ_INFER_DEFAULT) {
-    dynq__w_str(&w, "precision");
-    dynq__w_str(&w, precision == DYNQ_INFER_FP32 ? "fp32" : "int8");
+  o->rank = 0;
+  if (!dynq__obj_is_absent(shape)) {
+    if (dynq__obj_kind(shape) != DYNQ_OBJ_ARRAY ||
+        dynq__obj_len(shape) > DYNQ_CLIENT_MAX_RANK) {
+      snprintf(err, errlen, "'shape' is not an array of at most %d dims",
+               DYNQ_CLIENT_MAX_RANK);
+      return DYNQ_EPROTO;
+    }
+    o->rank = (int)dynq__obj_len(shape);
+    for (int d = 0; d < o->rank; d++) {
+      if (dynq__obj_int(dynq__obj_at(shape, (uint32_t)d), &o->shape[d]) < 0 ||
+          o->shape[d] < 0) {
+        snprintf(err, errlen, "'shape'[%d] is not a dimension", d);
+        return DYNQ_EPROTO;
+      }
+    }
   }
-  r = dynq__client_call(c, &w, id, NULL, 0, &m, NULL, NULL);
-  dynq__wbuf_free(&w);
-  if (r < 0) return r;
-  have_msg = 1;
+  if (size > SIZE_MAX) {
+    snprintf(err, errlen, "shm size too large");
+    return DYNQ_EPROTO;
+  }
+  o->data = NULL;
+  o->nbytes = (size_t)size;
+  return 0;
+}
 
-  if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP) {
-    r = bad_field(c, "infer", "result");
-    goto fail;
-  }
-  if (get_i64(dynq__obj_get(m.result, "compute_us"), &res.compute_us) < 0) {
-    r = bad_field(c, "infer", "compute_us");
-    goto fail;
-  }
-  outs = dynq__obj_get(m.result, "outputs");
-  if (dynq__obj_kind(outs) != DYNQ_OBJ_MAP) {
-    r = bad_field(c, "infer", "outputs");
-    goto fail;
-  }
+int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result,
+                             dynq_infer_result_t *ret) {
+  dynq_infer_result_t res;
+  dynq__obj_t outs;
+  uint32_t n, i;
+  int r;
+
+  memset(&res, 0, sizeof(res));
+  if (dynq__obj_kind(result) != DYNQ_OBJ_MAP) return dynq__bad_field(c, "infer", "result");
+  if (dynq__get_i64(dynq__obj_get(result, "compute_us"), &res.compute_us) < 0)
+    return dynq__bad_field(c, "infer", "compute_us");
+  outs = dynq__obj_get(result, "outputs");
+  if (dynq__obj_kind(outs) != DYNQ_OBJ_MAP) return dynq__bad_field(c, "infer", "outputs");
   n = dynq__obj_len(outs);
-  if (n > MAX_IO) {
-    r = dynq__client_fail(c, DYNQ_ETOOBIG, "infer: %u outputs (limit %d)", n, MAX_IO);
-    goto fail;
-  }
+  if (n > MAX_IO)
+    return dynq__client_fail(c, DYNQ_ETOOBIG, "infer: %u outputs (limit %d)", n, MAX_IO);
   res.outputs = calloc(n ? n : 1, sizeof(*res.outputs));
-  if (res.outputs == NULL) {
-    r = dynq__client_fail(c, -ENOMEM, "out of memory");
-    goto fail;
-  }
+  if (res.outputs == NULL) return dynq__client_fail(c, -ENOMEM, "out of memory");
   for (i = 0; i < n; i++) {
     dynq_tensor_t *o = &res.outputs[i];
+    dynq__obj_t v = dynq__obj_val_at(outs, i);
     dynq__tensor_t t;
     char *name = NULL;
     char err[256] = "";
 
-    r = get_str_dup(dynq__obj_key_at(outs, i), &name);
+    r = dynq__get_str_dup(dynq__obj_key_at(outs, i), &name);
     if (r < 0 || name == NULL) {
-      r = bad_field(c, "infer", "outputs key");
+      r = dynq__bad_field(c, "infer", "outputs key");
       goto fail;
     }
+    if (dynq__obj_kind(v) == DYNQ_OBJ_MAP && !dynq__obj_is_absent(dynq__obj_get(v, "shm"))) {
+      r = parse_shm_output(v, o, err, sizeof(err));
+      if (r < 0) {
+        r = dynq__client_fail(c, r, "infer: output '%s': %s", name, err);
+        free(name);
+        goto fail;
+      }
+      o->name = name;
+      res.n_outputs = (int)i + 1;
+      continue;
+    }
     memset(&t, 0, sizeof(t));
-    r = dynq__obj_tensor(dynq__obj_val_at(outs, i), &output_limits, &t, err,
-                         sizeof(err));
+    r = dynq__obj_tensor(v, &output_limits, &t, err, sizeof(err));
     if (r < 0) {
       r = dynq__client_fail(c, r == -ENOMEM ? r : DYNQ_EPROTO,
                             "infer: output '%s': %s", name,
@@ -485,12 +512,117 @@ int dynq_infer(dynq_client_t *c, const char *model, int precision,
     o->data = t.data;
     res.n_outputs = (int)i + 1;
   }
-  dynq__rpc_free(&m);
-  *ret_result = res;
+  *ret = res;
   return 0;
 
 fail:
   dynq_infer_result_free(&res);
-  if (have_msg) dynq__rpc_free(&m);
   return r;
+}
+
+void dynq_infer_opts_init(dynq_infer_opts_t *opts) {
+  if (opts != NULL) memset(opts, 0, sizeof(*opts));
+}
+
+int dynq_infer_ex(dynq_client_t *c, const char *model,
+                  const dynq_tensor_t *inputs, int n_inputs,
+                  const dynq_infer_opts_t *opts,
+                  dynq_infer_result_t *ret_result) {
+  static const dynq_infer_opts_t defaults;
+  dynq_infer_result_t res;
+  dynq__wbuf_t w;
+  dynq__rpc_msg_t m;
+  uint32_t id, n_fields;
+  int r;
+
+  if (opts == NULL) opts = &defaults;
+  if (c == NULL || ret_result == NULL || n_inputs < 0 ||
+      (inputs == NULL && n_inputs > 0) || (model == NULL && !opts->use_session) ||
+      opts->n_output_shm < 0 || (opts->output_shm == NULL && opts->n_output_shm > 0))
+    return -EINVAL;
+  c->errmsg[0] = '\0';
+  if (opts->precision != DYNQ_INFER_DEFAULT && opts->precision != DYNQ_INFER_INT8 &&
+      opts->precision != DYNQ_INFER_FP32)
+    return dynq__client_fail(c, DYNQ_EPARAMS, "unknown precision %d", opts->precision);
+  for (int k = 0; k < opts->n_output_shm; k++) {
+    const dynq_output_shm_t *os = &opts->output_shm[k];
+    if (os->name == NULL || os->name[0] == '\0')
+      return dynq__client_fail(c, DYNQ_EPARAMS, "output_shm[%d] has no name", k);
+    if (os->ref.offset > UINT64_MAX - os->ref.size)
+      return dynq__client_fail(c, DYNQ_EPARAMS,
+                               "output '%s': shm offset + size overflows", os->name);
+  }
+
+  n_fields = 1 + (model != NULL) + (opts->precision != DYNQ_INFER_DEFAULT) +
+             (opts->timeout_ms > 0) + (opts->use_session != 0) + (opts->n_output_shm > 0);
+  dynq__wbuf_init(&w);
+  id = dynq__client_begin(c, &w, "infer");
+  dynq__w_map(&w, n_fields);
+  if (model != NULL) {
+    dynq__w_str(&w, "model");
+    dynq__w_str(&w, model);
+  }
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, (uint32_t)n_inputs);
+  for (int k = 0; k < n_inputs; k++) {
+    const dynq_shm_ref_t *shm = NULL;
+    dynq__tensor_t t;
+    if (opts->input_shm != NULL && inputs[k].data == NULL) shm = &opts->input_shm[k];
+    r = check_input(c, &inputs[k], k, shm, &t);
+    if (r < 0) {
+      dynq__wbuf_free(&w);
+      return r;
+    }
+    dynq__w_str(&w, inputs[k].name);
+    if (shm != NULL) {
+      dynq__w_map(&w, 3);
+      dynq__w_str(&w, "dtype");
+      dynq__w_str(&w, dynq__dtype_name(t.dtype));
+      dynq__w_str(&w, "shape");
+      dynq__w_array(&w, (uint32_t)t.rank);
+      for (int d = 0; d < t.rank; d++) dynq__w_int(&w, t.dims[d]);
+      dynq__w_str(&w, "shm");
+      w_shm_ref(&w, shm);
+    } else {
+      dynq__w_tensor(&w, &t);
+    }
+  }
+  if (opts->precision != DYNQ_INFER_DEFAULT) {
+    dynq__w_str(&w, "precision");
+    dynq__w_str(&w, opts->precision == DYNQ_INFER_FP32 ? "fp32" : "int8");
+  }
+  if (opts->timeout_ms > 0) {
+    dynq__w_str(&w, "timeout_ms");
+    dynq__w_uint(&w, opts->timeout_ms);
+  }
+  if (opts->use_session) {
+    dynq__w_str(&w, "session");
+    dynq__w_uint(&w, opts->session);
+  }
+  if (opts->n_output_shm > 0) {
+    dynq__w_str(&w, "outputs_shm");
+    dynq__w_map(&w, (uint32_t)opts->n_output_shm);
+    for (int k = 0; k < opts->n_output_shm; k++) {
+      dynq__w_str(&w, opts->output_shm[k].name);
+      w_shm_ref(&w, &opts->output_shm[k].ref);
+    }
+  }
+  r = dynq__client_call(c, &w, id, NULL, 0, &m, NULL, NULL);
+  dynq__wbuf_free(&w);
+  if (r < 0) return r;
+  r = dynq__parse_infer_result(c, m.result, &res);
+  dynq__rpc_free(&m);
+  if (r < 0) return r;
+  *ret_result = res;
+  return 0;
+}
+
+int dynq_infer(dynq_client_t *c, const char *model, int precision,
+               const dynq_tensor_t *inputs, int n_inputs,
+               dynq_infer_result_t *ret_result) {
+  dynq_infer_opts_t o;
+  if (model == NULL) return -EINVAL;
+  dynq_infer_opts_init(&o);
+  o.precision = precision;
+  return dynq_infer_ex(c, model, inputs, n_inputs, &o, ret_result);
 }

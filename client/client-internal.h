@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "dynq/dynqclient.h"
 #include "proto/proto.h"
@@ -53,5 +54,31 @@ int dynq__client_call(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                       const void *extra, size_t extra_len,
                       dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
                       size_t *ret_frame_len);
+
+/* The same, with pass_fd (>= 0) sent as SCM_RIGHTS with the frame's first
+ * byte (shm.register). */
+int dynq__client_call_fd(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
+                         const void *extra, size_t extra_len, int pass_fd,
+                         dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
+                         size_t *ret_frame_len);
+
+/* Reply-field readers shared by api.c and prod.c: absent/nil reads as 0 /
+ * NULL / "", a wrong type is DYNQ_EPROTO. */
+int dynq__get_i64(dynq__obj_t o, int64_t *ret);
+int dynq__get_u64(dynq__obj_t o, uint64_t *ret);
+int dynq__get_int(dynq__obj_t o, int *ret);
+int dynq__get_bool(dynq__obj_t o, int *ret);
+int dynq__get_str_dup(dynq__obj_t o, char **ret);
+int dynq__get_str_trunc(dynq__obj_t o, char *buf, size_t cap);
+int dynq__bad_field(dynq_client_t *c, const char *method, const char *field);
+
+/* Render o as JSON text on f: bin and ext become null, non-finite floats
+ * null, map keys that are not strings are rendered as strings.  Depth is
+ * bounded by the frame scanner (32). */
+void dynq__obj_to_json(dynq__obj_t o, FILE *f);
+
+/* Infer result {outputs, compute_us} -> public struct. */
+int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result,
+                             dynq_infer_result_t *ret);
 
 #endif

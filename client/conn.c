@@ -119,12 +119,19 @@ uint32_t dynq__client_begin(dynq_client_t *c, dynq__wbuf_t *w,
   return id;
 }
 
+/* pass_fd >= 0 rides as SCM_RIGHTS on the sendmsg() that carries the
+ * frame's first byte: dynqd takes the descriptor with that byte, so it
+ * must never travel alone or with a later part of the stream. */
 static int send_all(dynq_client_t *c, const void *a, size_t alen,
-                    const void *b, size_t blen) {
+                    const void *b, size_t blen, int pass_fd) {
   struct iovec iov[2] = {
     { .iov_base = (void *)a, .iov_len = alen },
     { .iov_base = (void *)b, .iov_len = b ? blen : 0 },
   };
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } cm;
   struct msghdr mh;
   int i = 0;
 
@@ -137,8 +144,20 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
     memset(&mh, 0, sizeof(mh));
     mh.msg_iov = &iov[i];
     mh.msg_iovlen = 2 - i;
+    if (pass_fd >= 0) {
+      struct cmsghdr *h;
+      memset(&cm, 0, sizeof(cm));
+      mh.msg_control = cm.buf;
+      mh.msg_controllen = sizeof(cm.buf);
+      h = CMSG_FIRSTHDR(&mh);
+      h->cmsg_level = SOL_SOCKET;
+      h->cmsg_type = SCM_RIGHTS;
+      h->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(h), &pass_fd, sizeof(int));
+    }
     /* MSG_NOSIGNAL: a daemon that went away must not kill the caller. */
     w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+    if (w > 0) pass_fd = -1; /* delivered with the first byte(s) */
     if (w < 0) {
       int e = errno;
       if (e == EINTR) continue;
@@ -289,6 +308,14 @@ int dynq__client_call(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                       const void *extra, size_t extra_len,
                       dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
                       size_t *ret_frame_len) {
+  return dynq__client_call_fd(c, w, msgid, extra, extra_len, -1, ret_msg,
+                              ret_frame, ret_frame_len);
+}
+
+int dynq__client_call_fd(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
+                         const void *extra, size_t extra_len, int pass_fd,
+                         dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
+                         size_t *ret_frame_len) {
   int r;
 
   c->errmsg[0] = '\0';
@@ -297,7 +324,7 @@ int dynq__client_call(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
   if (w->err < 0)
     return dynq__client_fail(c, w->err, "encoding the request: %s",
                              dynq_strerror(w->err));
-  r = send_all(c, w->data, w->len, extra, extra_len);
+  r = send_all(c, w->data, w->len, extra, extra_len, pass_fd);
   if (r < 0) return r;
   r = recv_response(c, msgid, ret_msg);
   if (r < 0) return r;

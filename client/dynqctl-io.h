@@ -1,5 +1,6 @@
 /*
- * dynqctl's file formats: NumPy .npy read/write and JSON number arrays.
+ * dynqctl's file formats: NumPy .npy read/write, JSON number arrays and
+ * 16-bit PCM WAV (wav.c); and its renderings of dynqd's stats (prom.c).
  * Private to dynqctl (and compiled into tests/test-client); not part of
  * libdynqclient.  Parsers treat their input as hostile: every failure is a
  * negative code with a message naming what was wrong, never a crash.
@@ -12,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "dynq/dynqclient.h"
 
@@ -41,5 +43,27 @@ int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret,
                      char *err, size_t errlen);
 
 void dynq__io_tensor_free(dynq_tensor_t *t);
+
+/* A decoded WAV file: 16-bit PCM mono samples in host order. */
+typedef struct dynq__wav {
+  uint32_t rate;          /* Hz, 1..DYNQ__WAV_MAX_RATE */
+  size_t n;               /* samples */
+  int16_t *samples;       /* owned; malloc'd; dynq__wav_free() */
+} dynq__wav_t;
+
+#define DYNQ__WAV_MAX_RATE 768000u
+#define DYNQ__WAV_MAX_SAMPLES ((uint64_t)1 << 30)
+
+/* Parse a whole RIFF/WAVE image.  Errors: DYNQ_EFORMAT (not RIFF/WAVE,
+ * truncated, bad chunk sizes, not PCM16, not mono, inconsistent fmt
+ * fields, missing fmt/data), DYNQ_ELIMIT, -ENOMEM; err says which. */
+int dynq__wav_parse(const void *buf, size_t len, dynq__wav_t *ret, char *err,
+                    size_t errlen);
+void dynq__wav_free(dynq__wav_t *w);
+
+/* Stats as Prometheus text exposition format (HELP/TYPE lines, metric
+ * names dynq_*), and as the human table of `dynqctl stats`. */
+void dynq__prom_render(const dynq_stats_t *s, FILE *f);
+void dynq__stats_table(const dynq_stats_t *s, FILE *f);
 
 #endif

@@ -48,14 +48,32 @@ static int cmd_status(ctl_t *ctl, int argc, char **argv);
 static int cmd_list(ctl_t *ctl, int argc, char **argv);
 static int cmd_info(ctl_t *ctl, int argc, char **argv);
 static int cmd_infer(ctl_t *ctl, int argc, char **argv);
+static int cmd_health(ctl_t *ctl, int argc, char **argv);
+static int cmd_stats(ctl_t *ctl, int argc, char **argv);
+static int cmd_load(ctl_t *ctl, int argc, char **argv);
+static int cmd_unload(ctl_t *ctl, int argc, char **argv);
+static int cmd_reload(ctl_t *ctl, int argc, char **argv);
+static int cmd_stream(ctl_t *ctl, int argc, char **argv);
 
 static const command_t commands[] = {
   { "ping", "", "check that dynqd answers, and how fast", cmd_ping },
   { "status", "", "show the server's version, kernel, workers and uptime", cmd_status },
   { "list", "", "list the loaded models", cmd_list },
   { "info", "MODEL", "show a model's inputs, outputs and weights", cmd_info },
-  { "infer", "MODEL [--input [NAME=]FILE|JSON ...] [--precision int8|fp32] [--output-dir DIR]",
+  { "infer", "MODEL [--input [NAME=]FILE|JSON ...] [--precision int8|fp32] [--output-dir DIR] "
+    "[--timeout-ms MS]",
     "run a model on inputs from .npy/.json files or inline JSON arrays", cmd_infer },
+  { "health", "", "liveness and readiness (exit 1 unless ready)", cmd_health },
+  { "stats", "[--json|--prometheus]",
+    "request counts and latency percentiles per model; --prometheus for the textfile "
+    "collector", cmd_stats },
+  { "load", "NAME [PATH]", "load a model from dynqd's model directory (admin)", cmd_load },
+  { "unload", "NAME", "unload a model (admin)", cmd_unload },
+  { "reload", "NAME", "re-open a model's file; the old version serves on failure (admin)",
+    cmd_reload },
+  { "stream", "MODEL --input NAME=FILE.wav [--chunk N] [--context N] [--rate HZ] "
+    "[--bind IN=OUT ...] [--set NAME=VALUE ...] [--output NAME]",
+    "stream a 16-bit PCM mono WAV through a session, one line per chunk", cmd_stream },
   { "help", "", "show this help", cmd_help },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -80,7 +98,7 @@ static void usage(FILE *f) {
           "\n"
           "commands:\n");
   for (size_t i = 0; i < N_COMMANDS; i++) {
-    char head[128];
+    char head[256];
     snprintf(head, sizeof(head), "%s %s", commands[i].name, commands[i].args);
     if (strlen(head) > 22)
       fprintf(f, "  %s\n  %-22s  %s\n", head, "", commands[i].help);
@@ -360,38 +378,51 @@ static int cmd_info(ctl_t *ctl, int argc, char **argv) {
 
 /* ---- infer ---- */
 
+/* A whole decimal unsigned number within [lo, hi]. */
+static int parse_ull(const char *s, unsigned long long lo, unsigned long long hi,
+                     unsigned long long *ret) {
+  char *end;
+  unsigned long long v;
+  if (s == NULL || *s < '0' || *s > '9') return -1;
+  errno = 0;
+  v = strtoull(s, &end, 10);
+  if (errno != 0 || *end != '\0' || v < lo || v > hi) return -1;
+  *ret = v;
+  return 0;
+}
+
 static int ends_with(const char *s, const char *suf) {
   size_t a = strlen(s), b = strlen(suf);
   return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
 /* Read a whole input file; NULL with a message on failure. */
-static char *slurp(const char *path, size_t *ret_len) {
+static char *slurp(const char *what, const char *path, size_t *ret_len) {
   FILE *f = fopen(path, "rb");
   struct stat st;
   char *buf = NULL;
   size_t n;
 
   if (f == NULL) {
-    errx_msg("infer: cannot open input %s: %s", path, strerror(errno));
+    errx_msg("%s: cannot open input %s: %s", what, path, strerror(errno));
     return NULL;
   }
   if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    errx_msg("infer: input %s is not a regular file", path);
+    errx_msg("%s: input %s is not a regular file", what, path);
     goto out;
   }
   if ((long long)st.st_size > MAX_INPUT_FILE) {
-    errx_msg("infer: input %s is larger than %lld bytes", path, MAX_INPUT_FILE);
+    errx_msg("%s: input %s is larger than %lld bytes", what, path, MAX_INPUT_FILE);
     goto out;
   }
   buf = malloc((size_t)st.st_size + 1);
   if (buf == NULL) {
-    errx_msg("infer: out of memory reading %s", path);
+    errx_msg("%s: out of memory reading %s", what, path);
     goto out;
   }
   n = fread(buf, 1, (size_t)st.st_size, f);
   if (n != (size_t)st.st_size || ferror(f)) {
-    errx_msg("infer: cannot read input %s", path);
+    errx_msg("%s: cannot read input %s", what, path);
     free(buf);
     buf = NULL;
     goto out;
@@ -433,7 +464,7 @@ static int load_input(const char *spec, char **ret_name, dynq_tensor_t *ret_t) {
       goto fail;
     }
   } else if (ends_with(val, ".npy") || ends_with(val, ".json")) {
-    buf = slurp(val, &len);
+    buf = slurp("infer", val, &len);
     if (buf == NULL) goto fail;
     if (ends_with(val, ".npy"))
       r = dynq__npy_parse(buf, len, ret_t, err, sizeof(err));
@@ -561,9 +592,12 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
     { "input", required_argument, NULL, 'i' },
     { "precision", required_argument, NULL, 'p' },
     { "output-dir", required_argument, NULL, 'o' },
+    { "timeout-ms", required_argument, NULL, 't' },
     { NULL, 0, NULL, 0 },
   };
   dynq_tensor_t inputs[MAX_INPUTS];
+  dynq_infer_opts_t iopts;
+  unsigned long long timeout_ms = 0;
   char *names[MAX_INPUTS];
   dynq_infer_result_t res;
   const char *model, *outdir = NULL;
@@ -574,7 +608,8 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
   memset(&res, 0, sizeof(res));
   optind = 0; /* 0: full re-initialisation of GNU getopt after main() used it */
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "i:p:o:", opts, NULL)) != -1) {
+  dynq_infer_opts_init(&iopts);
+  while ((ch = getopt_long(argc, argv, "i:p:o:t:", opts, NULL)) != -1) {
     switch (ch) {
     case 'i':
       if (n_in == MAX_INPUTS) {
@@ -597,11 +632,18 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
     case 'o':
       outdir = optarg;
       break;
+    case 't':
+      if (parse_ull(optarg, 1, UINT32_MAX, &timeout_ms) < 0) {
+        errx_msg("infer: --timeout-ms must be an integer from 1 to %u, not '%s'",
+                 UINT32_MAX, optarg);
+        goto out;
+      }
+      break;
     case ':':
       errx_msg("infer: option '%s' needs an argument", argv[optind - 1]);
       goto out;
     default:
-      if (optopt == 'i' || optopt == 'p' || optopt == 'o')
+      if (optopt == 'i' || optopt == 'p' || optopt == 'o' || optopt == 't')
         errx_msg("infer: option '%s' needs an argument", argv[optind - 1]);
       else
         errx_msg("infer: unknown option '%s'", argv[optind - 1]);
@@ -663,7 +705,9 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
   }
   for (int i = 0; i < n_in; i++) inputs[i].name = names[i];
 
-  r = dynq_infer(ctl->client, model, precision, inputs, n_in, &res);
+  iopts.precision = precision;
+  iopts.timeout_ms = (uint32_t)timeout_ms;
+  r = dynq_infer_ex(ctl->client, model, inputs, n_in, &iopts, &res);
   if (r < 0) {
     rc = call_failed(ctl, r);
     goto out;
@@ -700,6 +744,434 @@ out:
     dynq__io_tensor_free(&inputs[i]);
     free(names[i]);
   }
+  return rc;
+}
+
+/* ---- health, stats, admin ---- */
+
+static int cmd_health(ctl_t *ctl, int argc, char **argv) {
+  dynq_health_t h;
+  int r = no_args(ctl, argc, argv);
+  if (r != EXIT_OK) return r;
+  if ((r = ctl_connect(ctl)) != EXIT_OK) return r;
+  r = dynq_health_get(ctl->client, &h);
+  if (r < 0) return call_failed(ctl, r);
+  if (ctl->json) {
+    printf("{\"live\": %s, \"ready\": %s, \"models\": %d, \"reason\": ",
+           h.live ? "true" : "false", h.ready ? "true" : "false", h.models);
+    json_str(stdout, h.reason);
+    printf("}\n");
+  } else {
+    printf("%-7s %s\n", "live:", h.live ? "yes" : "no");
+    printf("%-7s %s", "ready:", h.ready ? "yes" : "no");
+    if (h.reason[0]) printf(" (%s)", h.reason);
+    printf("\n%-7s %d\n", "models:", h.models);
+  }
+  return h.live && h.ready ? EXIT_OK : EXIT_FAIL;
+}
+
+static int cmd_stats(ctl_t *ctl, int argc, char **argv) {
+  enum { TABLE, JSON, PROM } mode = ctl->json ? JSON : TABLE;
+  dynq_stats_t st;
+  int r;
+
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0) {
+      if (mode == PROM) goto both;
+      mode = JSON;
+    } else if (strcmp(argv[i], "--prometheus") == 0 || strcmp(argv[i], "-p") == 0) {
+      if (mode == JSON) goto both;
+      mode = PROM;
+    } else {
+      errx_msg("stats: unexpected argument '%s' (options: --json, --prometheus)", argv[i]);
+      return EXIT_USAGE;
+    }
+  }
+  if ((r = ctl_connect(ctl)) != EXIT_OK) return r;
+  if (mode == JSON) {
+    char *json = NULL;
+    r = dynq_stats_json(ctl->client, &json);
+    if (r < 0) return call_failed(ctl, r);
+    printf("%s\n", json);
+    free(json);
+    return EXIT_OK;
+  }
+  r = dynq_stats(ctl->client, &st);
+  if (r < 0) return call_failed(ctl, r);
+  if (mode == PROM)
+    dynq__prom_render(&st, stdout);
+  else
+    dynq__stats_table(&st, stdout);
+  dynq_stats_free(&st);
+  return EXIT_OK;
+
+both:
+  errx_msg("stats: --json and --prometheus exclude each other");
+  return EXIT_USAGE;
+}
+
+/* NAME [PATH] arguments of load/unload/reload. */
+static int admin_args(ctl_t *ctl, int argc, char **argv, int max_args) {
+  if (argc < 2) {
+    errx_msg("%s: missing NAME (usage: dynqctl %s NAME%s)", ctl->cmd, ctl->cmd,
+             max_args > 1 ? " [PATH]" : "");
+    return EXIT_USAGE;
+  }
+  if (argc > 1 + max_args) {
+    errx_msg("%s: unexpected argument '%s'", ctl->cmd, argv[1 + max_args]);
+    return EXIT_USAGE;
+  }
+  if (argv[1][0] == '\0' || (argc > 2 && argv[2][0] == '\0')) {
+    errx_msg("%s: empty argument", ctl->cmd);
+    return EXIT_USAGE;
+  }
+  return ctl_connect(ctl);
+}
+
+static void print_model_result(ctl_t *ctl, const char *name, const char *verb, int has_version,
+                               uint64_t version) {
+  if (ctl->json) {
+    printf("{\"model\": ");
+    json_str(stdout, name);
+    if (has_version) printf(", \"version\": %" PRIu64, version);
+    printf("}\n");
+  } else if (has_version) {
+    printf("%s %s (version %" PRIu64 ")\n", verb, name, version);
+  } else {
+    printf("%s %s\n", verb, name);
+  }
+}
+
+/* Admin refusals get a hint on what to do. */
+static int admin_failed(ctl_t *ctl, int r) {
+  call_failed(ctl, r);
+  if (r == DYNQ_EDENIED)
+    fprintf(stderr, "dynqctl: run as root, as dynqd's user, or as a member of its "
+                    "admin group\n");
+  return EXIT_FAIL;
+}
+
+static int cmd_load(ctl_t *ctl, int argc, char **argv) {
+  uint64_t ver = 0;
+  int r = admin_args(ctl, argc, argv, 2);
+  if (r != EXIT_OK) return r;
+  r = dynq_model_load(ctl->client, argv[1], argc > 2 ? argv[2] : NULL, &ver);
+  if (r < 0) return admin_failed(ctl, r);
+  print_model_result(ctl, argv[1], "loaded", 1, ver);
+  return EXIT_OK;
+}
+
+static int cmd_unload(ctl_t *ctl, int argc, char **argv) {
+  int r = admin_args(ctl, argc, argv, 1);
+  if (r != EXIT_OK) return r;
+  r = dynq_model_unload(ctl->client, argv[1]);
+  if (r < 0) return admin_failed(ctl, r);
+  print_model_result(ctl, argv[1], "unloaded", 0, 0);
+  return EXIT_OK;
+}
+
+static int cmd_reload(ctl_t *ctl, int argc, char **argv) {
+  uint64_t ver = 0;
+  int r = admin_args(ctl, argc, argv, 1);
+  if (r != EXIT_OK) return r;
+  r = dynq_model_reload(ctl->client, argv[1], &ver);
+  if (r < 0) return admin_failed(ctl, r);
+  print_model_result(ctl, argv[1], "reloaded", 1, ver);
+  return EXIT_OK;
+}
+
+/* ---- stream ---- */
+
+#define MAX_BINDS 32
+#define MAX_SETS 16
+#define MAX_CHUNK (1u << 20)
+#define STREAM_HUMAN_VALUES 8
+
+/* "--set NAME=VALUE": an int64 scalar when VALUE is an integer, else a
+ * float32 scalar (e.g. sr=16000 for a VAD's sample-rate input). */
+typedef struct set_input {
+  char *name;      /* owned */
+  int64_t i;
+  float f;
+  int is_int;
+} set_input_t;
+
+static int parse_set(const char *spec, set_input_t *ret) {
+  const char *eq = strchr(spec, '=');
+  char *end;
+  if (eq == NULL || eq == spec || eq[1] == '\0') {
+    errx_msg("stream: --set '%s': expected NAME=VALUE", spec);
+    return -1;
+  }
+  errno = 0;
+  ret->i = strtoll(eq + 1, &end, 10);
+  if (errno == 0 && *end == '\0') {
+    ret->is_int = 1;
+  } else {
+    double d;
+    errno = 0;
+    d = strtod(eq + 1, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(d) || fabs(d) > 3.4e38) {
+      errx_msg("stream: --set '%s': VALUE must be an integer or a finite number", spec);
+      return -1;
+    }
+    ret->is_int = 0;
+    ret->f = (float)d;
+  }
+  ret->name = strndup(spec, (size_t)(eq - spec));
+  if (ret->name == NULL) {
+    errx_msg("stream: out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* "IN=OUT" -> two strdup'd names. */
+static int parse_pair(const char *opt, const char *spec, char **ret_a, char **ret_b) {
+  const char *eq = strchr(spec, '=');
+  if (eq == NULL || eq == spec || eq[1] == '\0' || strchr(eq + 1, '=') != NULL) {
+    errx_msg("stream: %s '%s': expected NAME=%s", opt, spec,
+             strcmp(opt, "--bind") == 0 ? "OUTPUT" : "FILE.wav");
+    return -1;
+  }
+  *ret_a = strndup(spec, (size_t)(eq - spec));
+  *ret_b = strdup(eq + 1);
+  if (*ret_a == NULL || *ret_b == NULL) {
+    free(*ret_a);
+    free(*ret_b);
+    errx_msg("stream: out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+static void print_stream_line(ctl_t *ctl, size_t index, double t, const dynq_tensor_t *o) {
+  size_t numel = tensor_numel(o);
+  if (ctl->json) {
+    printf("{\"chunk\": %zu, \"time_s\": %.6f, \"output\": ", index, t);
+    json_str(stdout, o->name);
+    printf(", \"shape\": ");
+    print_shape(stdout, o->rank, o->shape);
+    printf(", \"values\": [");
+    for (size_t i = 0; i < numel && o->data; i++) {
+      if (i) fputs(", ", stdout);
+      print_value(stdout, o->dtype, o->data, i, 1);
+    }
+    printf("]}\n");
+  } else {
+    printf("%6zu %10.3f ", index, t);
+    for (size_t i = 0; i < numel && i < STREAM_HUMAN_VALUES && o->data; i++) {
+      putchar(' ');
+      print_value(stdout, o->dtype, o->data, i, 0);
+    }
+    if (numel > STREAM_HUMAN_VALUES) printf(" ... (%zu more)", numel - STREAM_HUMAN_VALUES);
+    putchar('\n');
+  }
+}
+
+static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
+  static const struct option opts[] = {
+    { "input", required_argument, NULL, 'i' },
+    { "chunk", required_argument, NULL, 'c' },
+    { "context", required_argument, NULL, 'x' },
+    { "rate", required_argument, NULL, 'r' },
+    { "bind", required_argument, NULL, 'b' },
+    { "set", required_argument, NULL, 'S' },
+    { "output", required_argument, NULL, 'O' },
+    { "json", no_argument, NULL, 'j' },
+    { NULL, 0, NULL, 0 },
+  };
+  char *in_name = NULL, *in_path = NULL, *binds[2 * MAX_BINDS], *buf = NULL, err[512] = "";
+  const char *model, *want_out = NULL;
+  set_input_t sets[MAX_SETS];
+  dynq_tensor_t inputs[1 + MAX_SETS];
+  unsigned long long chunk = 512, context = 64, rate = 16000, v;
+  int n_binds = 0, n_sets = 0, ch, rc = EXIT_USAGE, r, have_session = 0;
+  dynq__wav_t wav;
+  uint64_t sid = 0;
+  float *window = NULL;
+  size_t len = 0, n_chunks;
+
+  memset(sets, 0, sizeof(sets));
+  memset(inputs, 0, sizeof(inputs));
+  memset(&wav, 0, sizeof(wav));
+  optind = 0;
+  opterr = 0;
+  while ((ch = getopt_long(argc, argv, "i:c:x:r:b:S:O:j", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'i':
+      if (in_name != NULL) {
+        errx_msg("stream: only one --input (the audio); give scalars with --set");
+        goto out;
+      }
+      if (parse_pair("--input", optarg, &in_name, &in_path) < 0) goto out;
+      break;
+    case 'c':
+    case 'x':
+    case 'r':
+      if (parse_ull(optarg, ch == 'x' ? 0 : 1, ch == 'r' ? DYNQ__WAV_MAX_RATE : MAX_CHUNK,
+                    &v) < 0) {
+        errx_msg("stream: --%s must be an integer from %d to %u, not '%s'",
+                 ch == 'c' ? "chunk" : ch == 'x' ? "context" : "rate", ch == 'x' ? 0 : 1,
+                 ch == 'r' ? DYNQ__WAV_MAX_RATE : MAX_CHUNK, optarg);
+        goto out;
+      }
+      if (ch == 'c') chunk = v;
+      else if (ch == 'x') context = v;
+      else rate = v;
+      break;
+    case 'b':
+      if (n_binds == MAX_BINDS) {
+        errx_msg("stream: more than %d --bind", MAX_BINDS);
+        goto out;
+      }
+      if (parse_pair("--bind", optarg, &binds[2 * n_binds], &binds[2 * n_binds + 1]) < 0)
+        goto out;
+      n_binds++;
+      break;
+    case 'S':
+      if (n_sets == MAX_SETS) {
+        errx_msg("stream: more than %d --set", MAX_SETS);
+        goto out;
+      }
+      if (parse_set(optarg, &sets[n_sets]) < 0) goto out;
+      n_sets++;
+      break;
+    case 'O':
+      want_out = optarg;
+      break;
+    case 'j':
+      ctl->json = 1;
+      break;
+    default:
+      if (strchr("icxrbSO", optopt) != NULL && optopt != 0)
+        errx_msg("stream: option '%s' needs an argument", argv[optind - 1]);
+      else
+        errx_msg("stream: unknown option '%s'", argv[optind - 1]);
+      goto out;
+    }
+  }
+  if (optind >= argc) {
+    errx_msg("stream: missing MODEL (usage: dynqctl stream %s)", commands[10].args);
+    goto out;
+  }
+  if (optind + 1 < argc) {
+    errx_msg("stream: unexpected argument '%s'", argv[optind + 1]);
+    goto out;
+  }
+  model = argv[optind];
+  if (in_name == NULL) {
+    errx_msg("stream: missing --input NAME=FILE.wav");
+    goto out;
+  }
+  for (int i = 0; i < n_sets; i++) {
+    if (strcmp(sets[i].name, in_name) == 0) {
+      errx_msg("stream: '%s' is both the audio --input and a --set", in_name);
+      goto out;
+    }
+    for (int k = 0; k < i; k++)
+      if (strcmp(sets[i].name, sets[k].name) == 0) {
+        errx_msg("stream: --set '%s' given twice", sets[i].name);
+        goto out;
+      }
+  }
+  buf = slurp("stream", in_path, &len);
+  if (buf == NULL) goto out;
+  r = dynq__wav_parse(buf, len, &wav, err, sizeof(err));
+  free(buf);
+  buf = NULL;
+  if (r < 0) {
+    errx_msg("stream: %s: %s", in_path, err);
+    goto out;
+  }
+  if (wav.rate != rate) {
+    errx_msg("stream: %s is %u Hz but --rate is %llu (resample the file, or pass "
+             "--rate %u if the model takes that rate)", in_path, wav.rate, rate, wav.rate);
+    goto out;
+  }
+  if (wav.n == 0) {
+    errx_msg("stream: %s holds no samples", in_path);
+    goto out;
+  }
+  window = calloc((size_t)(context + chunk), sizeof(float));
+  if (window == NULL) {
+    errx_msg("stream: out of memory");
+    rc = EXIT_FAIL;
+    goto out;
+  }
+
+  if ((rc = ctl_connect(ctl)) != EXIT_OK) goto out;
+  r = dynq_session_open(ctl->client, model, (const char *const *)binds, n_binds, 0, &sid);
+  if (r < 0) {
+    rc = call_failed(ctl, r);
+    goto out;
+  }
+  have_session = 1;
+
+  inputs[0].name = in_name;
+  inputs[0].dtype = DYNQ_FLOAT32;
+  inputs[0].rank = 2;
+  inputs[0].shape[0] = 1;
+  inputs[0].shape[1] = (int64_t)(context + chunk);
+  inputs[0].data = window;
+  inputs[0].nbytes = (size_t)(context + chunk) * sizeof(float);
+  for (int i = 0; i < n_sets; i++) {
+    dynq_tensor_t *t = &inputs[1 + i];
+    t->name = sets[i].name;
+    t->rank = 0;
+    t->dtype = sets[i].is_int ? DYNQ_INT64 : DYNQ_FLOAT32;
+    t->data = sets[i].is_int ? (void *)&sets[i].i : (void *)&sets[i].f;
+    t->nbytes = sets[i].is_int ? 8 : 4;
+  }
+
+  /* Chunk k covers samples [k*chunk, (k+1)*chunk), preceded by the
+   * context samples before it (zeros before the start) and zero-padded
+   * past the end, so every call has the same shape. */
+  n_chunks = (wav.n + chunk - 1) / chunk;
+  for (size_t k = 0; k < n_chunks; k++) {
+    dynq_infer_result_t res;
+    const dynq_tensor_t *o = NULL;
+    long long start = (long long)(k * chunk) - (long long)context;
+    for (size_t j = 0; j < context + chunk; j++) {
+      long long s = start + (long long)j;
+      window[j] = s >= 0 && (size_t)s < wav.n ? (float)wav.samples[s] / 32768.0f : 0.0f;
+    }
+    r = dynq_session_infer(ctl->client, sid, inputs, 1 + n_sets, &res);
+    if (r < 0) {
+      rc = call_failed(ctl, r);
+      fprintf(stderr, "dynqctl: stream: stopped at chunk %zu of %zu\n", k, n_chunks);
+      goto out;
+    }
+    for (int i = 0; i < res.n_outputs; i++) {
+      if (want_out == NULL || strcmp(res.outputs[i].name, want_out) == 0) {
+        o = &res.outputs[i];
+        break;
+      }
+    }
+    if (o == NULL) {
+      errx_msg("stream: the model has no output '%s'", want_out ? want_out : "(none)");
+      dynq_infer_result_free(&res);
+      rc = EXIT_FAIL;
+      goto out;
+    }
+    print_stream_line(ctl, k, (double)(k * chunk) / (double)rate, o);
+    dynq_infer_result_free(&res);
+  }
+  rc = EXIT_OK;
+
+out:
+  if (have_session) {
+    /* a failure here after a success still leaves nothing behind: the
+     * session dies with the connection (not detached) */
+    r = dynq_session_close(ctl->client, sid);
+    if (r < 0 && rc == EXIT_OK) rc = call_failed(ctl, r);
+  }
+  free(window);
+  dynq__wav_free(&wav);
+  free(in_name);
+  free(in_path);
+  for (int i = 0; i < 2 * n_binds; i++) free(binds[i]);
+  for (int i = 0; i < n_sets; i++) free(sets[i].name);
   return rc;
 }
 

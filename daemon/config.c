@@ -1,7 +1,12 @@
 /*
- * dynqd configuration: every setting in one table (name, kind, bounds,
- * default, help), used both to parse the command line and to print the
- * usage, so the two never disagree.
+ * dynqd configuration: every setting in one table (key, command-line name,
+ * kind, bounds, default, reloadable, help).  The same table parses the
+ * config file (`key = value`, `#` comments, `[batch.MODEL]` sections),
+ * parses the command line (which overrides the file), prints the usage,
+ * and decides what SIGHUP may change, so none of them can disagree.
+ *
+ * Order: built-in defaults, then the file (--config PATH, else
+ * /etc/dynq/dynqd.conf when it exists), then the command line.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -11,65 +16,113 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dynq-config.h"
 #include "dynqd.h"
 
-enum opt_kind { OPT_STR, OPT_INT, OPT_SIZE, OPT_LEVEL, OPT_FLAG };
+#define DEFAULT_CONFIG "/etc/dynq/dynqd.conf"
+#define MAX_LINE 4096              /* bytes per config line */
+#define MAX_FILE ((long)1 << 20)   /* bytes per config file */
+
+enum opt_kind { OPT_STR, OPT_INT, OPT_SIZE, OPT_U64, OPT_LEVEL, OPT_BOOL };
 
 typedef struct opt_def {
-  const char *name;
-  const char *arg;        /* metavar in usage; NULL for flags */
+  const char *key;        /* config file key */
+  const char *cli;        /* --name on the command line */
+  const char *arg;        /* metavar in usage */
   enum opt_kind kind;
   size_t off;             /* offset into dynqd_config_t */
-  long long min, max;     /* INT and SIZE bounds */
-  const char *dflt;       /* shown in usage */
+  long long min, max;     /* INT/SIZE/U64 bounds */
+  const char *dflt;       /* parsed like a user value; NULL: computed */
+  int reloadable;         /* SIGHUP may change it */
   const char *help;
 } opt_def_t;
 
 #define OFF(f) offsetof(dynqd_config_t, f)
 
 static const opt_def_t opts[] = {
-  {"socket", "PATH", OPT_STR, OFF(socket_path), 0, 0, "see below",
+  {"socket", "socket", "PATH", OPT_STR, OFF(socket_path), 0, 0, NULL, 0,
    "Unix socket to listen on (ignored under socket activation)"},
-  {"models", "DIR", OPT_STR, OFF(models_dir), 0, 0, "none",
-   "load every *.dynq file in DIR at start"},
-  {"workers", "N", OPT_INT, OFF(workers), 1, 64, "number of CPUs",
-   "inference worker threads"},
-  {"queue", "N", OPT_INT, OFF(queue), 1, 1 << 20, "1024",
+  {"models_dir", "models", "DIR", OPT_STR, OFF(models_dir), 0, 0, NULL, 0,
+   "serve every *.dynq file in DIR (model paths are confined to it)"},
+  {"workers", "workers", "N", OPT_INT, OFF(workers), 1, 64, NULL, 0,
+   "inference worker threads (default: number of CPUs)"},
+  {"queue", "queue", "N", OPT_INT, OFF(queue), 1, 1 << 20, "1024", 0,
    "requests waiting for a worker; more are refused with EOVERLOAD"},
-  {"max-frame", "BYTES", OPT_SIZE, OFF(max_frame), 64, (long long)1 << 32, "64M",
-   "largest request frame (suffix K, M or G)"},
-  {"max-inflight", "N", OPT_INT, OFF(max_inflight), 1, 1 << 16, "64",
-   "requests in flight per connection before reading pauses"},
-  {"max-output", "BYTES", OPT_SIZE, OFF(max_output), 4096, ((long long)1 << 32) - 1, "256M",
+  {"max_frame", "max-frame", "BYTES", OPT_SIZE, OFF(max_frame), 64,
+   (long long)1 << 32, "64M", 1, "largest request frame (suffix K, M or G)"},
+  {"max_depth", "max-depth", "N", OPT_INT, OFF(max_depth), 2, 64, "32", 1,
+   "msgpack nesting depth of a frame"},
+  {"max_elems", "max-elems", "N", OPT_U64, OFF(max_elems), 1, (long long)1 << 32,
+   "1M", 1, "declared array elements and map entries per frame"},
+  {"max_inflight", "max-inflight", "N", OPT_INT, OFF(max_inflight), 1, 1 << 16,
+   "64", 1, "requests in flight per connection before reading pauses"},
+  {"max_output", "max-output", "BYTES", OPT_SIZE, OFF(max_output), 4096,
+   ((long long)1 << 32) - 1, "256M", 1,
    "unsent response bytes per connection before it is closed"},
-  {"max-conns", "N", OPT_INT, OFF(max_conns), 1, 1 << 20, "1024",
+  {"max_conns", "max-conns", "N", OPT_INT, OFF(max_conns), 1, 1 << 20, "1024", 1,
    "open client connections"},
-  {"log-level", "LEVEL", OPT_LEVEL, OFF(log_level), 0, 7, "info",
+  {"max_tensor_elems", "max-tensor-elems", "N", OPT_U64, OFF(max_tensor_elems), 1,
+   (long long)1 << 31, "2G", 1, "elements of one request tensor"},
+  {"drain_timeout_s", "drain-timeout", "SECONDS", OPT_INT, OFF(drain_timeout_s), 1,
+   3600, "30", 1, "SIGTERM: longest wait for in-flight requests"},
+  {"max_sessions", "max-sessions", "N", OPT_INT, OFF(max_sessions), 0, 1 << 20,
+   "1024", 1, "open sessions over all connections"},
+  {"session_idle_timeout_ms", "session-idle-timeout", "MS", OPT_INT,
+   OFF(session_idle_timeout_ms), 1, 86400000, "60000", 1,
+   "default and cap of a session's idle timeout"},
+  {"max_shm_regions", "max-shm-regions", "N", OPT_INT, OFF(max_shm_regions), 0,
+   1 << 16, "64", 1, "shared-memory regions per connection (0: shm.register off)"},
+  {"max_shm_bytes", "max-shm-bytes", "BYTES", OPT_U64, OFF(max_shm_bytes), 4096,
+   (long long)1 << 40, "1G", 1, "bytes of one shared-memory region"},
+  {"batch_max", "batch-max", "N", OPT_INT, OFF(batch_max), 1, 4096, "1", 0,
+   "dynamic batching: requests merged per run, all models (1: off)"},
+  {"batch_delay_us", "batch-delay", "US", OPT_INT, OFF(batch_delay_us), 0, 1000000,
+   "0", 0, "dynamic batching: longest wait to fill a batch"},
+  {"admin_group", "admin-group", "GROUP", OPT_STR, OFF(admin_group), 0, 0, NULL, 1,
+   "members may call model.load/unload/reload (root and dynqd's uid always can)"},
+  {"log_level", "log-level", "LEVEL", OPT_LEVEL, OFF(log_level), 0, 7, "info", 1,
    "error, warning, notice, info or debug"},
-  {"help", NULL, OPT_FLAG, 0, 0, 0, NULL, "show this help and exit"},
-  {"version", NULL, OPT_FLAG, 0, 0, 0, NULL, "show the version and exit"},
+  {"log_rate", "log-rate", "N", OPT_INT, OFF(log_rate), 0, 1000000, "100", 1,
+   "log lines per second per message class, then one summary (0: unlimited)"},
+  {"watchdog", "watchdog", "BOOL", OPT_BOOL, OFF(watchdog), 0, 1, "yes", 0,
+   "send WATCHDOG=1 when systemd sets WATCHDOG_USEC"},
 };
 #define N_OPTS ((int)(sizeof(opts) / sizeof(opts[0])))
 
+/* Which keys the command line set (bit i = opts[i]): SIGHUP leaves them. */
+static uint64_t cli_set;
+_Static_assert(sizeof(opts) / sizeof(opts[0]) <= 64, "cli_set is a 64-bit mask");
+
 static void usage(FILE *f) {
   fprintf(f, "Usage: dynqd [OPTION]...\n"
-             "Serve INT8-quantized models over msgpack-RPC on a Unix socket.\n\n");
+             "Serve INT8-quantized models over msgpack-RPC on a Unix socket.\n\n"
+             "  %-28s %s\n  %-28s %s\n  %-28s %s\n  %-28s %s\n",
+             "--config PATH", "config file (default " DEFAULT_CONFIG " if it exists)",
+             "-n, --check", "check the configuration and the model directory, then exit",
+             "--help", "show this help and exit", "--version", "show the version and exit");
   for (int i = 0; i < N_OPTS; i++) {
     char left[64];
-    snprintf(left, sizeof(left), "--%s%s%s", opts[i].name,
-             opts[i].arg ? " " : "", opts[i].arg ? opts[i].arg : "");
-    fprintf(f, "  %-22s %s", left, opts[i].help);
+    snprintf(left, sizeof(left), "--%s %s", opts[i].cli, opts[i].arg);
+    fprintf(f, "  %-28s %s", left, opts[i].help);
     if (opts[i].dflt) fprintf(f, " (default: %s)", opts[i].dflt);
     fputc('\n', f);
   }
-  fprintf(f, "\nThe default socket is $RUNTIME_DIRECTORY/dynqd.sock, else\n"
+  fprintf(f, "\nEach option is also a config file key (listed below: dashes become\n"
+             "underscores, --models is models_dir).\n"
+             "Keys:");
+  for (int i = 0; i < N_OPTS; i++)
+    fprintf(f, "%s%s%s", i % 6 ? " " : "\n  ", opts[i].key, opts[i].reloadable ? "*" : "");
+  fprintf(f, "\n  (* = applied on SIGHUP)  and per model, in a [batch.MODEL] section:\n"
+             "  max_batch, max_delay_us.\n"
+             "\nThe default socket is $RUNTIME_DIRECTORY/dynqd.sock, else\n"
              "$XDG_RUNTIME_DIR/dynq/dynqd.sock, else /run/dynq/dynqd.sock.\n"
              "Environment: DYNQ_KERNEL=NAME forces an INT8 kernel; LISTEN_FDS/\n"
-             "LISTEN_PID (socket activation) and NOTIFY_SOCKET are honoured.\n"
-             "SIGTERM/SIGINT drain in-flight requests, then exit.\n");
+             "LISTEN_PID (socket activation), NOTIFY_SOCKET and WATCHDOG_USEC are honoured.\n"
+             "SIGTERM/SIGINT drain in-flight requests, then exit; SIGHUP re-reads the\n"
+             "config file and rescans the model directory.\n");
 }
 
 static int default_workers(void) {
@@ -104,100 +157,425 @@ static int parse_num(const char *s, int allow_suffix, long long *ret) {
   return 0;
 }
 
-static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bad(const char *fmt, ...) {
+static int parse_bool(const char *s) {
+  static const char *const t[] = {"1", "yes", "true", "on"};
+  static const char *const f[] = {"0", "no", "false", "off"};
+  for (int i = 0; i < 4; i++) {
+    if (strcasecmp(s, t[i]) == 0) return 1;
+    if (strcasecmp(s, f[i]) == 0) return 0;
+  }
+  return -1;
+}
+
+/* Store one value; on failure writes why into err and returns -1. */
+static int set_value(dynqd_config_t *cfg, const opt_def_t *o, const char *val,
+                     char *err, size_t errlen) {
+  char *base = (char *)cfg;
+  long long v;
+  switch (o->kind) {
+    case OPT_STR: {
+      char **dst = (char **)(base + o->off);
+      if (val[0] == '\0') {
+        snprintf(err, errlen, "needs a non-empty value");
+        return -1;
+      }
+      char *copy = strdup(val);
+      if (copy == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+      }
+      free(*dst);
+      *dst = copy;
+      return 0;
+    }
+    case OPT_INT:
+    case OPT_SIZE:
+    case OPT_U64:
+      if (parse_num(val, o->kind != OPT_INT, &v) != 0 || v < o->min || v > o->max) {
+        snprintf(err, errlen, "invalid value '%.64s' (expected %lld..%lld%s)", val,
+                 o->min, o->max, o->kind != OPT_INT ? ", suffix K, M or G allowed" : "");
+        return -1;
+      }
+      if (o->kind == OPT_INT) *(int *)(base + o->off) = (int)v;
+      else if (o->kind == OPT_SIZE) *(size_t *)(base + o->off) = (size_t)v;
+      else if (o->off == OFF(max_tensor_elems)) *(int64_t *)(base + o->off) = v;
+      else *(uint64_t *)(base + o->off) = (uint64_t)v;
+      return 0;
+    case OPT_LEVEL: {
+      int lv = dynqd__log_level_from_name(val);
+      if (lv < 0) {
+        snprintf(err, errlen, "unknown level '%.64s' (error, warning, notice, info, "
+                 "debug or 0-7)", val);
+        return -1;
+      }
+      *(int *)(base + o->off) = lv;
+      return 0;
+    }
+    case OPT_BOOL: {
+      int b = parse_bool(val);
+      if (b < 0) {
+        snprintf(err, errlen, "invalid value '%.64s' (expected yes or no)", val);
+        return -1;
+      }
+      *(int *)(base + o->off) = b;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static void set_defaults(dynqd_config_t *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  char err[128];
+  for (int i = 0; i < N_OPTS; i++)
+    if (opts[i].dflt) set_value(cfg, &opts[i], opts[i].dflt, err, sizeof(err));
+  cfg->workers = default_workers();
+  /* The protocol scanner's own defaults stay the single source. */
+  cfg->max_frame = dynq__scan_limits_default.max_frame;
+  cfg->max_depth = dynq__scan_limits_default.max_depth;
+  cfg->max_elems = dynq__scan_limits_default.max_elems;
+  cfg->max_tensor_elems = DYNQ_MAX_ELEMS;
+}
+
+static int find_key(const char *key) {
+  for (int i = 0; i < N_OPTS; i++)
+    if (strcmp(opts[i].key, key) == 0) return i;
+  return -1;
+}
+
+static char *trim(char *s) {
+  while (*s == ' ' || *s == '\t') s++;
+  size_t n = strlen(s);
+  while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' ||
+                   s[n - 1] == '\n'))
+    s[--n] = '\0';
+  return s;
+}
+
+static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
+                     const char *val, char *err, size_t errlen) {
+  long long v;
+  int is_batch = strcmp(key, "max_batch") == 0;
+  if (!is_batch && strcmp(key, "max_delay_us") != 0) {
+    snprintf(err, errlen, "unknown key in a [batch.%s] section (max_batch, "
+             "max_delay_us)", model);
+    return -1;
+  }
+  long long max = is_batch ? 4096 : 1000000;
+  if (parse_num(val, 0, &v) != 0 || v < (is_batch ? 1 : 0) || v > max) {
+    snprintf(err, errlen, "invalid value '%.64s' (expected %d..%lld)", val,
+             is_batch ? 1 : 0, max);
+    return -1;
+  }
+  int i;
+  for (i = 0; i < cfg->n_batch_rules; i++)
+    if (strcmp(cfg->batch_rules[i].model, model) == 0) break;
+  if (i == cfg->n_batch_rules) {
+    if (cfg->n_batch_rules >= 1024) {
+      snprintf(err, errlen, "too many [batch.*] sections (at most 1024)");
+      return -1;
+    }
+    dynqd_batch_rule_t *nb = realloc(cfg->batch_rules, (size_t)(i + 1) * sizeof(*nb));
+    if (nb == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    cfg->batch_rules = nb;
+    memset(&nb[i], 0, sizeof(nb[i]));
+    nb[i].model = strdup(model);
+    if (nb[i].model == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    /* Unset keys of a section take the global defaults. */
+    nb[i].max_batch = cfg->batch_max;
+    nb[i].max_delay_us = cfg->batch_delay_us;
+    cfg->n_batch_rules++;
+  }
+  if (is_batch) cfg->batch_rules[i].max_batch = (int)v;
+  else cfg->batch_rules[i].max_delay_us = (int)v;
+  return 0;
+}
+
+/* Parse the file into cfg.  missing_ok: a missing file is not an error.
+ * Errors are printed as "PATH:LINE: key 'K': why". */
+static int parse_file(dynqd_config_t *cfg, const char *path, int missing_ok) {
+  FILE *f = fopen(path, "re");
+  if (f == NULL) {
+    if (missing_ok && errno == ENOENT) return 0;
+    fprintf(stderr, "dynqd: cannot read config file %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  char line[MAX_LINE + 2];
+  char section[80] = "";
+  int lineno = 0, rc = 0;
+  int set_on[N_OPTS];
+  memset(set_on, 0, sizeof(set_on));
+  long total = 0;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    lineno++;
+    size_t len = strlen(line);
+    total += (long)len;
+    if (total > MAX_FILE) {
+      fprintf(stderr, "dynqd: %s:%d: config file is larger than %ld bytes\n", path,
+              lineno, MAX_FILE);
+      goto bad;
+    }
+    if (len > MAX_LINE && line[len - 1] != '\n') {
+      fprintf(stderr, "dynqd: %s:%d: line longer than %d bytes\n", path, lineno, MAX_LINE);
+      goto bad;
+    }
+    if (memchr(line, '\0', len) != NULL && strlen(line) != len) {
+      fprintf(stderr, "dynqd: %s:%d: NUL byte in line\n", path, lineno);
+      goto bad;
+    }
+    char *s = trim(line);
+    if (*s == '\0' || *s == '#' || *s == ';') continue;
+    if (*s == '[') {
+      char *end = strchr(s, ']');
+      if (end == NULL || trim(end + 1)[0] != '\0') {
+        fprintf(stderr, "dynqd: %s:%d: malformed section header '%.64s' "
+                "(expected [batch.MODEL])\n", path, lineno, s);
+        goto bad;
+      }
+      *end = '\0';
+      char *name = trim(s + 1);
+      if (strncmp(name, "batch.", 6) != 0 ||
+          !dynqd__model_name_ok(name + 6, strlen(name + 6))) {
+        fprintf(stderr, "dynqd: %s:%d: unknown section '[%.64s]' (the only "
+                "sections are [batch.MODEL])\n", path, lineno, name);
+        goto bad;
+      }
+      snprintf(section, sizeof(section), "%s", name + 6);
+      continue;
+    }
+    char *eq = strchr(s, '=');
+    if (eq == NULL) {
+      fprintf(stderr, "dynqd: %s:%d: expected 'key = value', got '%.64s'\n", path,
+              lineno, s);
+      goto bad;
+    }
+    *eq = '\0';
+    char *key = trim(s);
+    char *val = trim(eq + 1);
+    /* A comment after the value needs whitespace before '#'. */
+    for (char *h = val; (h = strchr(h, '#')) != NULL; h++)
+      if (h > val && (h[-1] == ' ' || h[-1] == '\t')) {
+        *h = '\0';
+        val = trim(val);
+        break;
+      }
+    size_t vl = strlen(val);
+    if (vl >= 2 && val[0] == '"' && val[vl - 1] == '"') {
+      val[vl - 1] = '\0';
+      val++;
+    }
+    if (*key == '\0') {
+      fprintf(stderr, "dynqd: %s:%d: missing key before '='\n", path, lineno);
+      goto bad;
+    }
+    char err[256];
+    if (section[0]) {
+      if (batch_set(cfg, section, key, val, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dynqd: %s:%d: key '%.64s': %s\n", path, lineno, key, err);
+        goto bad;
+      }
+      continue;
+    }
+    int i = find_key(key);
+    if (i < 0) {
+      fprintf(stderr, "dynqd: %s:%d: key '%.64s': unknown key (dynqd --help lists "
+              "them)\n", path, lineno, key);
+      goto bad;
+    }
+    if (set_on[i]) {
+      fprintf(stderr, "dynqd: %s:%d: key '%s': already set on line %d\n", path, lineno,
+              key, set_on[i]);
+      goto bad;
+    }
+    set_on[i] = lineno;
+    if (set_value(cfg, &opts[i], val, err, sizeof(err)) != 0) {
+      fprintf(stderr, "dynqd: %s:%d: key '%s': %s\n", path, lineno, key, err);
+      goto bad;
+    }
+  }
+  if (ferror(f)) {
+    fprintf(stderr, "dynqd: cannot read config file %s: %s\n", path, strerror(errno));
+    goto bad;
+  }
+  goto out;
+bad:
+  rc = -1;
+out:
+  fclose(f);
+  return rc;
+}
+
+static int bad_cli(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_cli(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "dynqd: ");
   vfprintf(stderr, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "\n\n");
-  usage(stderr);
+  fprintf(stderr, "\nTry 'dynqd --help'.\n");
   return -1;
 }
 
-int dynqd__config_parse(dynqd_config_t *cfg, int argc, char **argv) {
-  memset(cfg, 0, sizeof(*cfg));
-  cfg->workers = default_workers();
-  cfg->queue = 1024;
-  cfg->max_frame = dynq__scan_limits_default.max_frame;
-  cfg->max_depth = dynq__scan_limits_default.max_depth;
-  cfg->max_elems = dynq__scan_limits_default.max_elems;
-  cfg->max_inflight = 64;
-  cfg->max_output = (size_t)256 << 20;
-  cfg->max_conns = 1024;
-  cfg->max_tensor_elems = DYNQ_MAX_ELEMS;
-  cfg->drain_timeout_s = 30;
-  cfg->log_level = 6;
+enum { O_CONFIG = 2000, O_CHECK, O_HELP, O_VERSION };
 
-  struct option lo[N_OPTS + 1];
+int dynqd__config_parse(dynqd_config_t *cfg, int argc, char **argv) {
+  set_defaults(cfg);
+  cli_set = 0;
+
+  struct option lo[N_OPTS + 5];
   for (int i = 0; i < N_OPTS; i++) {
-    lo[i].name = opts[i].name;
-    lo[i].has_arg = opts[i].arg ? required_argument : no_argument;
+    lo[i].name = opts[i].cli;
+    lo[i].has_arg = required_argument;
     lo[i].flag = NULL;
     lo[i].val = 1000 + i;
   }
-  memset(&lo[N_OPTS], 0, sizeof(lo[N_OPTS]));
+  lo[N_OPTS] = (struct option){"config", required_argument, NULL, O_CONFIG};
+  lo[N_OPTS + 1] = (struct option){"check", no_argument, NULL, O_CHECK};
+  lo[N_OPTS + 2] = (struct option){"help", no_argument, NULL, O_HELP};
+  lo[N_OPTS + 3] = (struct option){"version", no_argument, NULL, O_VERSION};
+  memset(&lo[N_OPTS + 4], 0, sizeof(lo[0]));
 
-  opterr = 0;
-  optind = 1;
-  for (;;) {
-    int idx = -1;
-    int c = getopt_long(argc, argv, ":", lo, &idx);
-    if (c == -1) break;
-    if (c == '?')
-      return bad("unknown option '%s'", argv[optind - 1]);
-    if (c == ':')
-      return bad("option '%s' needs a value", argv[optind - 1]);
-    const opt_def_t *o = &opts[c - 1000];
-    char *base = (char *)cfg;
-    long long v;
-    switch (o->kind) {
-      case OPT_FLAG:
-        if (strcmp(o->name, "help") == 0) {
+  /* Pass 1: --config, -n, --help, --version; pass 2: the rest over the file. */
+  const char *config = NULL;
+  for (int pass = 1; pass <= 2; pass++) {
+    opterr = 0;
+    optind = 0;  /* full re-initialisation of getopt */
+    for (;;) {
+      int idx = -1;
+      int c = getopt_long(argc, argv, ":n", lo, &idx);
+      if (c == -1) break;
+      if (c == '?')
+        return bad_cli("unknown option '%s'", argv[optind - 1]);
+      if (c == ':')
+        return bad_cli("option '%s' needs a value", argv[optind - 1]);
+      if (pass == 1) {
+        if (c == O_HELP) {
           usage(stdout);
-        } else {
+          return 1;
+        }
+        if (c == O_VERSION) {
           printf("dynqd %s (protocol %d)\n", DYNQ_VERSION, DYNQ_PROTOCOL_VERSION);
+          return 1;
         }
-        return 1;
-      case OPT_STR: {
-        char **dst = (char **)(base + o->off);
-        if (optarg[0] == '\0') return bad("--%s needs a non-empty value", o->name);
-        free(*dst);
-        *dst = strdup(optarg);
-        if (*dst == NULL) return bad("out of memory");
-        break;
+        if (c == O_CONFIG) config = optarg;
+        if (c == 'n' || c == O_CHECK) cfg->check_only = 1;
+        continue;
       }
-      case OPT_INT:
-      case OPT_SIZE:
-        if (parse_num(optarg, o->kind == OPT_SIZE, &v) != 0 || v < o->min || v > o->max) {
-          char range[96];
-          snprintf(range, sizeof(range), "expected %lld..%lld", o->min, o->max);
-          fprintf(stderr, "dynqd: --%s: invalid value '%s' (%s)\n\n", o->name, optarg, range);
-          usage(stderr);
-          return -1;
-        }
-        if (o->kind == OPT_INT)
-          *(int *)(base + o->off) = (int)v;
-        else
-          *(size_t *)(base + o->off) = (size_t)v;
-        break;
-      case OPT_LEVEL: {
-        int lv = dynqd__log_level_from_name(optarg);
-        if (lv < 0) return bad("--log-level: unknown level '%s'", optarg);
-        cfg->log_level = lv;
-        break;
-      }
+      if (c < 1000 || c >= 1000 + N_OPTS) continue;
+      const opt_def_t *o = &opts[c - 1000];
+      char err[256];
+      if (set_value(cfg, o, optarg, err, sizeof(err)) != 0)
+        return bad_cli("--%s: %s", o->cli, err);
+      cli_set |= (uint64_t)1 << (c - 1000);
+    }
+    if (pass == 1) {
+      if (optind < argc) return bad_cli("unexpected argument '%s'", argv[optind]);
+      if (config != NULL && config[0] == '\0')
+        return bad_cli("--config needs a non-empty path");
+      cfg->config_path = strdup(config ? config : DEFAULT_CONFIG);
+      if (cfg->config_path == NULL) return bad_cli("out of memory");
+      if (parse_file(cfg, cfg->config_path, config == NULL) != 0) return -1;
     }
   }
-  if (optind < argc)
-    return bad("unexpected argument '%s'", argv[optind]);
   return 0;
 }
 
 void dynqd__config_free(dynqd_config_t *cfg) {
   if (cfg == NULL) return;
-  free(cfg->socket_path);
-  free(cfg->models_dir);
-  cfg->socket_path = cfg->models_dir = NULL;
+  for (int i = 0; i < N_OPTS; i++)
+    if (opts[i].kind == OPT_STR) {
+      char **p = (char **)((char *)cfg + opts[i].off);
+      free(*p);
+      *p = NULL;
+    }
+  free(cfg->config_path);
+  cfg->config_path = NULL;
+  for (int i = 0; i < cfg->n_batch_rules; i++) free(cfg->batch_rules[i].model);
+  free(cfg->batch_rules);
+  cfg->batch_rules = NULL;
+  cfg->n_batch_rules = 0;
+}
+
+/* Value of opts[i] in cfg as text, for comparisons and log lines. */
+static void show(const dynqd_config_t *cfg, int i, char *buf, size_t n) {
+  const char *base = (const char *)cfg;
+  const opt_def_t *o = &opts[i];
+  switch (o->kind) {
+    case OPT_STR: {
+      const char *s = *(char *const *)(base + o->off);
+      snprintf(buf, n, "%s", s ? s : "(unset)");
+      break;
+    }
+    case OPT_INT: case OPT_LEVEL: case OPT_BOOL:
+      snprintf(buf, n, "%d", *(const int *)(base + o->off));
+      break;
+    case OPT_SIZE:
+      snprintf(buf, n, "%zu", *(const size_t *)(base + o->off));
+      break;
+    case OPT_U64:
+      snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)(base + o->off));
+      break;
+  }
+}
+
+int dynqd__config_reload(dynqd_config_t *cfg) {
+  dynqd_config_t fresh;
+  set_defaults(&fresh);
+  if (cfg->config_path == NULL || parse_file(&fresh, cfg->config_path, 1) != 0) {
+    log_err("SIGHUP: config file %s has errors (see above); keeping the current "
+            "configuration", cfg->config_path ? cfg->config_path : "(none)");
+    dynqd__config_free(&fresh);
+    return -1;
+  }
+  int changed = 0;
+  for (int i = 0; i < N_OPTS; i++) {
+    if (cli_set & ((uint64_t)1 << i)) continue;  /* the command line wins */
+    char a[256], b[256];
+    show(cfg, i, a, sizeof(a));
+    show(&fresh, i, b, sizeof(b));
+    if (strcmp(a, b) == 0) continue;
+    if (!opts[i].reloadable) {
+      log_warn("SIGHUP: %s changed (%s -> %s) but needs a restart; ignored",
+               opts[i].key, a, b);
+      continue;
+    }
+    const opt_def_t *o = &opts[i];
+    char *dst = (char *)cfg + o->off, *src = (char *)&fresh + o->off;
+    switch (o->kind) {
+      case OPT_STR: {
+        char **d = (char **)dst, **s = (char **)src;
+        free(*d);
+        *d = *s;
+        *s = NULL;
+        break;
+      }
+      case OPT_INT: case OPT_LEVEL: case OPT_BOOL:
+        memcpy(dst, src, sizeof(int));
+        break;
+      case OPT_SIZE:
+        memcpy(dst, src, sizeof(size_t));
+        break;
+      case OPT_U64:
+        memcpy(dst, src, sizeof(uint64_t));
+        break;
+    }
+    log_notice("SIGHUP: %s = %s (was %s)", o->key, b, a);
+    changed++;
+  }
+  int bsame = fresh.n_batch_rules == cfg->n_batch_rules;
+  for (int i = 0; bsame && i < fresh.n_batch_rules; i++)
+    bsame = strcmp(fresh.batch_rules[i].model, cfg->batch_rules[i].model) == 0 &&
+            fresh.batch_rules[i].max_batch == cfg->batch_rules[i].max_batch &&
+            fresh.batch_rules[i].max_delay_us == cfg->batch_rules[i].max_delay_us;
+  if (!bsame) log_warn("SIGHUP: [batch.*] sections changed but need a restart; ignored");
+  log_info("SIGHUP: configuration re-read from %s (%d change%s applied)",
+           cfg->config_path, changed, changed == 1 ? "" : "s");
+  dynqd__config_free(&fresh);
+  return 0;
 }

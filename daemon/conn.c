@@ -61,6 +61,8 @@ static void on_close(uv_handle_t *h) {
   if (c->next) c->next->prev = c->prev;
   s->n_conns--;
   log_debug("conn %llu: closed", (unsigned long long)c->id);
+  /* Regions stay mapped while a running job holds a ref. */
+  dynqd__shm_conn_closed(c);
   dynqd__conn_unref(c);
   dynqd__server_check_drained(s);
 }
@@ -70,6 +72,7 @@ void dynqd__conn_close(dynqd_conn_t *c) {
   c->closing = 1;
   c->reading = 0;  /* uv_close stops reading */
   atomic_store(&c->dead, 1);
+  dynqd__sessions_conn_closed(c);  /* detached ones live on */
   uv_close((uv_handle_t *)&c->pipe, on_close);
 }
 
@@ -189,6 +192,8 @@ void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code,
 
 void dynqd__conn_job_done(dynqd_conn_t *c, dynqd_job_t *j) {
   c->inflight--;
+  dynqd__stats_job(c->srv, j);
+  dynqd__session_job_done(c->srv, j);
   if (!c->closing && !j->skipped) {
     if (j->resp != NULL) {
       dynqd__conn_send(c, j->resp, j->resp_len);
@@ -319,7 +324,16 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   dynqd_conn_t *c = (dynqd_conn_t *)st;
+  if (!c->closing) dynqd__shm_take_fds(c);  /* fds ride with the bytes */
   if (n == 0 || c->closing) return;
+  if (n == UV_ENOBUFS) {
+    /* The read buffer is at its cap: pause until frames are consumed
+     * (process_frames restarts reading when there is room). */
+    uv_read_stop(st);
+    c->reading = 0;
+    process_frames(c);
+    return;
+  }
   if (n < 0) {
     if (n == UV_EOF) {
       log_debug("conn %llu: end of stream", (unsigned long long)c->id);
@@ -345,7 +359,9 @@ void dynqd__conn_accept(dynqd_server_t *s) {
   c->refs = 1;  /* the handle, dropped in on_close */
   c->id = ++s->next_conn_id;
   atomic_init(&c->dead, 0);
-  uv_pipe_init(s->loop, &c->pipe, 0);
+  /* ipc = 1: libuv then reads with recvmsg and queues SCM_RIGHTS fds
+   * (shm.register); see shm.c. */
+  uv_pipe_init(s->loop, &c->pipe, 1);
   c->next = s->conns;
   if (s->conns) s->conns->prev = c;
   s->conns = c;

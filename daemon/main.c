@@ -6,9 +6,16 @@
  * socket file we created, stop reading from clients, let every queued and
  * running request finish and its response flush, then exit 0.  If that
  * takes longer than the drain timeout, exit 1.
+ *
+ * SIGHUP: RELOADING=1, re-read the config file (reloadable keys only),
+ * rescan the model directory (new files load, changed files reload,
+ * removed files unload; a file that fails keeps its old version), then
+ * READY=1 with a STATUS= line.  `dynqd -n` checks the configuration and
+ * the model directory and exits 0, or 2 after saying what is wrong.
  */
 #include <cblas.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dynq-config.h"
@@ -257,13 +265,103 @@ static void start_drain(dynqd_server_t *s, const char *why) {
   dynqd__server_check_drained(s);
 }
 
+static void send_status(dynqd_server_t *s, const char *prefix) {
+  dynqd__notifyf("%sSTATUS=serving %d model%s, queue %d/%d, %d connection%s, "
+                 "%d worker%s", prefix, s->reg.n, s->reg.n == 1 ? "" : "s",
+                 dynqd__pool_queued(&s->pool), s->cfg->queue, s->n_conns,
+                 s->n_conns == 1 ? "" : "s", s->pool.n_threads,
+                 s->pool.n_threads == 1 ? "" : "s");
+}
+
+static void on_hup(dynqd_server_t *s) {
+  if (s->draining) {
+    log_notice("SIGHUP while draining: ignored");
+    return;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  dynqd__notifyf("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+                 (unsigned long long)ts.tv_sec * 1000000ULL +
+                     (unsigned long long)ts.tv_nsec / 1000);
+  log_notice("SIGHUP: re-reading %s and rescanning %s", s->cfg->config_path,
+             s->reg.dir ? s->reg.dir : "(no model directory)");
+  if (dynqd__config_reload(s->cfg) == 0)
+    dynqd__log_configure(s->cfg->log_level, s->cfg->log_rate);
+  int loaded, reloaded, unloaded, failed;
+  dynqd__registry_rescan(&s->reg, &loaded, &reloaded, &unloaded, &failed);
+  s->reloads++;
+  log_notice("SIGHUP: %d model%s loaded, %d reloaded, %d unloaded, %d failed; "
+             "serving %d", loaded, loaded == 1 ? "" : "s", reloaded, unloaded,
+             failed, s->reg.n);
+  send_status(s, "READY=1\n");
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   dynqd_server_t *s = h->data;
   if (signum == SIGHUP) {
-    log_notice("SIGHUP: model reload is not implemented yet; ignoring");
+    on_hup(s);
     return;
   }
   start_drain(s, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void on_watchdog(uv_timer_t *t) {
+  dynqd_server_t *s = t->data;
+  send_status(s, "WATCHDOG=1\n");
+}
+
+/* WATCHDOG_USEC (and WATCHDOG_PID, when set, naming us): ping at half the
+ * interval, as sd_watchdog_enabled() advises. */
+static void start_watchdog(dynqd_server_t *s) {
+  const char *us = getenv("WATCHDOG_USEC"), *pid = getenv("WATCHDOG_PID");
+  if (us == NULL || !s->cfg->watchdog) return;
+  char *end;
+  if (pid != NULL) {
+    long p = strtol(pid, &end, 10);
+    if (*end != '\0' || p != (long)getpid()) return;
+  }
+  errno = 0;
+  unsigned long long v = strtoull(us, &end, 10);
+  if (errno != 0 || *end != '\0' || v == 0) {
+    log_warn("ignoring malformed WATCHDOG_USEC=%s", us);
+    return;
+  }
+  uint64_t ms = v / 2000;
+  if (ms == 0) ms = 1;
+  uv_timer_start(&s->watchdog_timer, on_watchdog, ms, ms);
+  log_info("systemd watchdog: pinging every %llu ms", (unsigned long long)ms);
+}
+
+/* -n: what a start would need, without starting. */
+static int check_config(const dynqd_config_t *cfg) {
+  struct stat st;
+  int have_file = stat(cfg->config_path, &st) == 0;
+  if (cfg->socket_path && strlen(cfg->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    fprintf(stderr, "dynqd: socket path %s is too long for a Unix socket\n",
+            cfg->socket_path);
+    return 2;
+  }
+  int nfiles = 0;
+  if (cfg->models_dir) {
+    DIR *d = opendir(cfg->models_dir);
+    if (d == NULL) {
+      fprintf(stderr, "dynqd: model directory %s is not readable: %s\n",
+              cfg->models_dir, strerror(errno));
+      return 2;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+      size_t n = strlen(e->d_name);
+      if (e->d_name[0] != '.' && n > 5 && strcmp(e->d_name + n - 5, ".dynq") == 0)
+        nfiles++;
+    }
+    closedir(d);
+  }
+  printf("dynqd: configuration OK (%s%s); model directory %s%s%d model file%s\n",
+         have_file ? "config file " : "no config file at ", cfg->config_path,
+         cfg->models_dir ? cfg->models_dir : "(none)",
+         cfg->models_dir ? " readable, " : ", ", nfiles, nfiles == 1 ? "" : "s");
+  return 0;
 }
 
 /* ---- main ---- */
@@ -282,6 +380,12 @@ int main(int argc, char **argv) {
     return rc > 0 ? 0 : 2;
   }
   dynqd__log_init(cfg.log_level);
+  dynqd__log_configure(cfg.log_level, cfg.log_rate);
+  if (cfg.check_only) {
+    rc = check_config(&cfg);
+    dynqd__config_free(&cfg);
+    return rc;
+  }
   signal(SIGPIPE, SIG_IGN);  /* a client gone mid-write is an EPIPE, not a death */
 
   const char *kmsg = NULL;
@@ -326,6 +430,8 @@ int main(int argc, char **argv) {
   }
   uv_timer_init(&loop, &srv.drain_timer);
   srv.drain_timer.data = &srv;
+  uv_timer_init(&loop, &srv.watchdog_timer);
+  srv.watchdog_timer.data = &srv;
   uv_signal_t *sigs[] = {&srv.sig_term, &srv.sig_int, &srv.sig_hup};
   int signums[] = {SIGTERM, SIGINT, SIGHUP};
   for (int i = 0; i < 3; i++) {
@@ -338,12 +444,14 @@ int main(int argc, char **argv) {
     }
   }
 
-  dynqd__notifyf("READY=1\nSTATUS=serving %d model%s with %d workers (kernel %s)",
-                 nm, nm == 1 ? "" : "s", cfg.workers, dynq__kernel()->name);
+  start_watchdog(&srv);
+  send_status(&srv, "READY=1\n");
   uv_run(&loop, UV_RUN_DEFAULT);
 
   dynqd__pool_stop(&srv.pool);
   uv_loop_close(&loop);
+  dynqd__sessions_free(&srv);  /* D2: detached sessions, stats */
+  dynqd__stats_free(&srv);
   dynqd__registry_free(&srv.reg);
   unlink_socket(&srv);
   dynqd__config_free(&cfg);

@@ -221,56 +221,124 @@ static void m_model_info(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
   dynqd__conn_send_wbuf(c, &w);
 }
 
+static void m_health_live(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
+  (void)params;  /* answered on the loop whatever the workers are doing */
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, msgid);
+  dynq__w_map(&w, 1);
+  w_key(&w, "status");
+  dynq__w_str(&w, "ok");
+  dynqd__conn_send_wbuf(c, &w);
+}
+
+static void m_health_ready(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
+  (void)params;
+  dynqd_server_t *s = c->srv;
+  /* The registry publishes a model only after it was loaded and warmed. */
+  int ready = s->reg.n > 0 && !s->draining;
+  const char *reason = s->draining ? "draining: shutting down"
+                       : s->reg.n == 0 ? "no model loaded"
+                                       : "serving";
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, msgid);
+  dynq__w_map(&w, 3);
+  w_key(&w, "ready");
+  dynq__w_bool(&w, ready);
+  w_key(&w, "models");
+  dynq__w_int(&w, s->reg.n);
+  w_key(&w, "reason");
+  dynq__w_str(&w, reason);
+  dynqd__conn_send_wbuf(c, &w);
+}
+
+/* Longest timeout_ms honoured (a day); larger values mean "no deadline". */
+#define MAX_TIMEOUT_MS (24ull * 3600 * 1000)
+
+/* An error answered while decoding infer: counted in stats, then `fail`. */
+#define FAIL(code, ...)                                           \
+  do {                                                            \
+    ecode = (code);                                               \
+    dynqd__conn_send_error(c, msgid, ecode, __VA_ARGS__);         \
+    goto fail;                                                    \
+  } while (0)
+
 static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
   dynqd_server_t *s = c->srv;
+  uint64_t t0 = uv_hrtime();
   dynqd_job_t *j = NULL;
-  if (s->draining) {
-    dynqd__conn_send_error(c, msgid, DYNQ_ESHUTDOWN,
-                           "dynqd is shutting down; not accepting new requests");
-    return;
-  }
+  dynqd_mstats_t *ms = NULL;
+  dynqd_session_t *ss = NULL;
+  int ecode = 0;
+  if (s->draining)
+    FAIL(DYNQ_ESHUTDOWN, "dynqd is shutting down; not accepting new requests");
   dynq__obj_t p;
-  if (get_params(c, msgid, "infer", params, &p) != 0) return;
-  if (dynq__obj_is_absent(p)) {
-    dynqd__conn_send_error(c, msgid, DYNQ_EPARAMS,
-                           "infer: params must be a map {model, inputs[, precision]}");
-    return;
+  if (get_params(c, msgid, "infer", params, &p) != 0) {
+    ecode = DYNQ_EPARAMS;
+    goto fail;
   }
-  const dynqd_model_entry_t *e = get_model(c, msgid, "infer", p);
-  if (e == NULL) return;
+  if (dynq__obj_is_absent(p))
+    FAIL(DYNQ_EPARAMS, "infer: params must be a map {model, inputs[, precision]}");
+
+  dynq__obj_t so = dynq__obj_get(p, "session");
+  dynq__model_t *model;
+  const char *mname;
+  if (!dynq__obj_is_absent(so) && dynq__obj_kind(so) != DYNQ_OBJ_NIL) {
+    int64_t sid;
+    if (dynq__obj_int(so, &sid) != 0 || sid < 0)
+      FAIL(DYNQ_EPARAMS, "infer: params.session must be a session id (from session.open)");
+    ss = dynqd__session_get(c, msgid, (uint64_t)sid);
+    if (ss == NULL) {
+      ecode = DYNQ_ENOSESSION;  /* or EBUSY: answered already; counted as an error */
+      goto fail;
+    }
+    model = ss->model;
+    mname = ss->model_name;
+  } else {
+    const dynqd_model_entry_t *e = get_model(c, msgid, "infer", p);
+    if (e == NULL) {
+      ecode = DYNQ_ENOMODEL;
+      goto fail;
+    }
+    model = e->model;
+    mname = e->name;
+  }
+  ms = dynqd__stats_model(s, mname);
 
   int precision = DYNQ_PRECISION_INT8;
   dynq__obj_t po = dynq__obj_get(p, "precision");
   if (dynq__obj_kind(po) != DYNQ_OBJ_NIL) {
     const char *ps;
     size_t pn;
-    if (dynq__obj_str(po, &ps, &pn) != 0) {
-      dynqd__conn_send_error(c, msgid, DYNQ_EPARAMS,
-                             "infer: params.precision must be \"int8\" or \"fp32\", got %s",
-                             kind_name(dynq__obj_kind(po)));
-      return;
-    }
-    if (pn == 4 && memcmp(ps, "int8", 4) == 0) {
+    if (dynq__obj_str(po, &ps, &pn) != 0)
+      FAIL(DYNQ_EPARAMS, "infer: params.precision must be \"int8\" or \"fp32\", got %s",
+           kind_name(dynq__obj_kind(po)));
+    if (pn == 4 && memcmp(ps, "int8", 4) == 0)
       precision = DYNQ_PRECISION_INT8;
-    } else if (pn == 4 && memcmp(ps, "fp32", 4) == 0) {
+    else if (pn == 4 && memcmp(ps, "fp32", 4) == 0)
       precision = DYNQ_PRECISION_FP32;
-    } else {
-      dynqd__conn_send_error(c, msgid, DYNQ_EPARAMS,
-                             "infer: unknown precision '%.*s' (expected \"int8\" or \"fp32\")",
-                             (int)(pn > ECHO_MAX ? ECHO_MAX : pn), ps);
-      return;
-    }
+    else
+      FAIL(DYNQ_EPARAMS, "infer: unknown precision '%.*s' (expected \"int8\" or \"fp32\")",
+           (int)(pn > ECHO_MAX ? ECHO_MAX : pn), ps);
+  }
+
+  uint64_t deadline = 0;
+  dynq__obj_t to = dynq__obj_get(p, "timeout_ms");
+  if (dynq__obj_kind(to) != DYNQ_OBJ_NIL) {
+    int64_t ms_v;
+    if (dynq__obj_int(to, &ms_v) != 0 || ms_v < 0)
+      FAIL(DYNQ_EPARAMS, "infer: params.timeout_ms must be a non-negative integer "
+           "(milliseconds), got %s", kind_name(dynq__obj_kind(to)));
+    if ((uint64_t)ms_v <= MAX_TIMEOUT_MS) deadline = t0 + (uint64_t)ms_v * 1000000ull;
   }
 
   dynq__obj_t in = dynq__obj_get(p, "inputs");
-  if (dynq__obj_kind(in) != DYNQ_OBJ_MAP) {
-    dynqd__conn_send_error(c, msgid, DYNQ_EPARAMS,
-                           "infer: params.inputs must be a map of input name -> tensor, got %s",
-                           kind_name(dynq__obj_kind(in)));
-    return;
-  }
+  if (dynq__obj_kind(in) != DYNQ_OBJ_MAP)
+    FAIL(DYNQ_EPARAMS, "infer: params.inputs must be a map of input name -> tensor, got %s",
+         kind_name(dynq__obj_kind(in)));
 
-  const dynq__graph_t *g = dynq__model_graph(e->model);
+  const dynq__graph_t *g = dynq__model_graph(model);
   j = calloc(1, sizeof(*j));
   if (j == NULL) goto oom;
   j->inputs = calloc((size_t)(g->n_inputs > 0 ? g->n_inputs : 1), sizeof(*j->inputs));
@@ -279,6 +347,9 @@ static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
   j->msgid = msgid;
   j->precision = precision;
   j->max_resp = s->cfg->max_output;
+  j->mstats = ms;
+  j->t_arrive_ns = t0;
+  j->deadline_ns = deadline;
 
   dynq__tensor_limits_t tl = {DYNQ_MAX_RANK, s->cfg->max_tensor_elems};
   uint32_t nin = dynq__obj_len(in);
@@ -286,18 +357,15 @@ static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
     const char *ks;
     size_t kn;
     dynq__obj_t ko = dynq__obj_key_at(in, i);
-    if (dynq__obj_str(ko, &ks, &kn) != 0) {
-      dynqd__conn_send_error(c, msgid, DYNQ_EPARAMS,
-                             "infer: input names must be strings, got %s",
-                             kind_name(dynq__obj_kind(ko)));
-      goto fail;
-    }
+    if (dynq__obj_str(ko, &ks, &kn) != 0)
+      FAIL(DYNQ_EPARAMS, "infer: input names must be strings, got %s",
+           kind_name(dynq__obj_kind(ko)));
     char name[256];
     int idx = -1;
     if (kn < sizeof(name) && memchr(ks, 0, kn) == NULL) {
       memcpy(name, ks, kn);
       name[kn] = '\0';
-      idx = dynq__model_input_index(e->model, name);
+      idx = dynq__model_input_index(model, name);
     }
     if (idx < 0 || idx >= g->n_inputs) {
       char list[256] = "";
@@ -305,52 +373,110 @@ static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
       for (int k = 0; k < g->n_inputs && used < sizeof(list); k++)
         used += (size_t)snprintf(list + used, sizeof(list) - used, "%s'%s'",
                                  k ? ", " : "", g->values[g->inputs[k]].name);
-      dynqd__conn_send_error(c, msgid, DYNQ_ENOINPUT,
-                             "model '%s' has no input named '%.*s' (its inputs: %s)",
-                             e->name, (int)(kn > ECHO_MAX ? ECHO_MAX : kn), ks, list);
-      goto fail;
+      FAIL(DYNQ_ENOINPUT, "model '%s' has no input named '%.*s' (its inputs: %s)", mname,
+           (int)(kn > ECHO_MAX ? ECHO_MAX : kn), ks, list);
     }
-    if (j->inputs[idx].dtype != DYNQ_DT_INVALID) {
-      dynqd__conn_send_error(c, msgid, DYNQ_EPARAMS, "infer: input '%s' given twice", name);
-      goto fail;
+    if (ss != NULL) {
+      for (int k = 0; k < ss->n_bind; k++)
+        if (ss->bind_in[k] == idx)
+          FAIL(DYNQ_EPARAMS, "infer: input '%s' is bound to session state (it comes "
+               "from the previous call's '%s'); do not send it", name,
+               g->values[g->outputs[ss->bind_out[k]]].name);
     }
+    if (j->inputs[idx].dtype != DYNQ_DT_INVALID)
+      FAIL(DYNQ_EPARAMS, "infer: input '%s' given twice", name);
     char terr[256] = "";
-    int rc = dynq__obj_tensor(dynq__obj_val_at(in, i), &tl, &j->inputs[idx], terr,
-                              sizeof(terr));
-    if (rc != 0) {
-      dynqd__conn_send_error(c, msgid, rc, "input '%s': %s", name,
-                             terr[0] ? terr : dynq_strerror(rc));
-      goto fail;
-    }
+    dynq__obj_t tv = dynq__obj_val_at(in, i);
+    int rc;
+    if (dynq__obj_kind(tv) == DYNQ_OBJ_MAP && !dynq__obj_is_absent(dynq__obj_get(tv, "shm")))
+      rc = dynqd__shm_tensor(c, j, tv, &tl, &j->inputs[idx], terr, sizeof(terr));
+    else
+      rc = dynq__obj_tensor(tv, &tl, &j->inputs[idx], terr, sizeof(terr));
+    if (rc != 0)
+      FAIL(rc, "input '%s': %s", name, terr[0] ? terr : dynq_strerror(rc));
   }
   for (int k = 0; k < g->n_inputs; k++) {
-    if (j->inputs[k].dtype == DYNQ_DT_INVALID) {
-      dynqd__conn_send_error(c, msgid, DYNQ_ENOINPUT,
-                             "missing input '%s' for model '%s'",
-                             g->values[g->inputs[k]].name, e->name);
-      goto fail;
+    int bound = 0;
+    for (int q = 0; ss != NULL && q < ss->n_bind; q++) bound |= ss->bind_in[q] == k;
+    if (!bound && j->inputs[k].dtype == DYNQ_DT_INVALID)
+      FAIL(DYNQ_ENOINPUT, "missing input '%s' for model '%s'", g->values[g->inputs[k]].name,
+           mname);
+  }
+
+  dynq__obj_t oso = dynq__obj_get(p, "outputs_shm");
+  if (dynq__obj_kind(oso) != DYNQ_OBJ_NIL) {
+    if (dynq__obj_kind(oso) != DYNQ_OBJ_MAP)
+      FAIL(DYNQ_EPARAMS, "infer: params.outputs_shm must map output names to "
+           "{region, offset, size}");
+    j->out_shm = calloc((size_t)(g->n_outputs > 0 ? g->n_outputs : 1), sizeof(*j->out_shm));
+    if (j->out_shm == NULL) goto oom;
+    uint32_t no = dynq__obj_len(oso);
+    for (uint32_t i = 0; i < no; i++) {
+      char oname[128];
+      if (dynq__obj_strcpy(dynq__obj_key_at(oso, i), oname, sizeof(oname)) != 0)
+        FAIL(DYNQ_EPARAMS, "infer: outputs_shm keys must be output names");
+      int oi = -1;
+      for (int k = 0; k < g->n_outputs && oi < 0; k++)
+        if (strcmp(g->values[g->outputs[k]].name, oname) == 0) oi = k;
+      if (oi < 0)
+        FAIL(DYNQ_EPARAMS, "infer: outputs_shm names '%s', which is not an output of "
+             "model '%s'", oname, mname);
+      char terr[256] = "";
+      int rc = dynqd__shm_ref(c, j, dynq__obj_val_at(oso, i), &j->out_shm[oi], terr,
+                              sizeof(terr));
+      if (rc != 0) FAIL(rc, "outputs_shm '%s': %s", oname, terr);
+      if (!j->out_shm[oi].region->writable)
+        FAIL(DYNQ_EPARAMS, "outputs_shm '%s': region %llu is read-only (F_SEAL_WRITE)",
+             oname, (unsigned long long)j->out_shm[oi].region_id);
     }
   }
 
-  j->model = dynq__model_ref(e->model);
-  j->conn = c;
-  int rc = dynqd__pool_submit(&s->pool, j);
-  if (rc != 0) {
-    dynqd__conn_send_error(c, msgid, DYNQ_EOVERLOAD,
-                           "request queue is full (%d waiting); retry later",
-                           s->cfg->queue);
-    goto fail;
+  if (ss != NULL) {
+    char serr[256] = "";
+    int rc = dynqd__session_bind(ss, j, serr, sizeof(serr));
+    if (rc != 0) FAIL(rc, "session: %s", serr);
+  } else if (j->out_shm == NULL && precision == DYNQ_PRECISION_INT8) {
+    dynqd__batch_config(s->cfg, mname, &j->batch_max, &j->batch_delay_us);
+    if (j->batch_max > 1) {
+      /* Per-tensor scales would make a row depend on its batch mates. */
+      dynq__model_stats_t mst;
+      dynq__model_get_stats(model, &mst);
+      if (mst.per_tensor) j->batch_max = 0;
+    }
   }
+
+  j->model = dynq__model_ref(model);
+  j->conn = c;
+  j->decode_us = (int64_t)((uv_hrtime() - t0) / 1000);
+  int rc = dynqd__pool_submit(&s->pool, j);
+  if (rc != 0)
+    FAIL(DYNQ_EOVERLOAD, "request queue is full (%d waiting); retry later", s->cfg->queue);
   c->refs++;
   c->inflight++;
   s->jobs_outstanding++;
   return;
 
 oom:
+  ecode = -ENOMEM;
   dynqd__conn_send_error(c, msgid, -ENOMEM, "out of memory decoding the request");
 fail:
-  if (j != NULL) j->conn = NULL;
+  dynqd__stats_count(s, ms, ecode);
+  if (j != NULL) {
+    if (j->session != NULL) j->session->busy = 0;
+    j->conn = NULL;
+  }
   dynqd__job_free(j);
+}
+#undef FAIL
+
+static void m_admin_load(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
+  dynqd__admin_load(c, msgid, params);
+}
+static void m_admin_unload(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
+  dynqd__admin_unload(c, msgid, params);
+}
+static void m_admin_reload(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
+  dynqd__admin_reload(c, msgid, params);
 }
 
 static const struct {
@@ -362,6 +488,17 @@ static const struct {
   {"models.list", m_models_list},
   {"model.info", m_model_info},
   {"infer", m_infer},
+  {"health.live", m_health_live},
+  {"health.ready", m_health_ready},
+  {"stats", dynqd__m_stats},
+  {"session.open", dynqd__m_session_open},
+  {"session.reset", dynqd__m_session_reset},
+  {"session.close", dynqd__m_session_close},
+  {"shm.register", dynqd__m_shm_register},
+  {"shm.unregister", dynqd__m_shm_unregister},
+  {"model.load", m_admin_load},
+  {"model.unload", m_admin_unload},
+  {"model.reload", m_admin_reload},
 };
 
 void dynqd__dispatch(dynqd_conn_t *c, const dynq__rpc_msg_t *m) {
@@ -372,9 +509,13 @@ void dynqd__dispatch(dynqd_conn_t *c, const dynq__rpc_msg_t *m) {
       return;
     }
   }
-  dynqd__conn_send_error(c, m->msgid, DYNQ_ENOMETHOD,
-                         "unknown method '%s' (methods: ping, server.info, "
-                         "models.list, model.info, infer)", name);
+  char list[512];
+  size_t used = 0;
+  for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]) && used < sizeof(list); i++)
+    used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "",
+                             methods[i].name);
+  dynqd__conn_send_error(c, m->msgid, DYNQ_ENOMETHOD, "unknown method '%s' (methods: %s)",
+                         name, list);
 }
 
 static int64_t now_us(void) {
@@ -383,54 +524,121 @@ static int64_t now_us(void) {
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-void dynqd__run_infer(dynqd_job_t *j) {
+/* Write outputs redirected by outputs_shm into their regions; 0 or an
+ * error code with msg set (then nothing is promised about the region). */
+static int write_shm_outputs(dynqd_job_t *j, const dynq__tensor_t *out, char *msg,
+                             size_t msglen) {
+  const dynq__graph_t *g = dynq__model_graph(j->model);
+  for (int i = 0; i < g->n_outputs; i++) {
+    const dynqd_shm_ref_t *r = &j->out_shm[i];
+    if (r->region == NULL) continue;
+    size_t nb = dynq__tensor_nbytes(&out[i]);
+    if (r->size != nb) {
+      snprintf(msg, msglen, "output '%s' is %zu bytes but its outputs_shm reference "
+               "holds %llu", g->values[g->outputs[i]].name, nb,
+               (unsigned long long)r->size);
+      return DYNQ_EDATA;
+    }
+  }
+  for (int i = 0; i < g->n_outputs; i++) {
+    const dynqd_shm_ref_t *r = &j->out_shm[i];
+    if (r->region != NULL && r->size > 0)
+      memcpy(r->region->base + r->offset, out[i].data, (size_t)r->size);
+  }
+  return 0;
+}
+
+void dynqd__infer_respond(dynqd_job_t *j, int rc, const char *err, dynq__tensor_t *out) {
   const dynq__graph_t *g = dynq__model_graph(j->model);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
-  dynq__tensor_t *out = calloc((size_t)(g->n_outputs > 0 ? g->n_outputs : 1), sizeof(*out));
-  if (out == NULL) {
-    dynq__w_error_response(&w, j->msgid, -ENOMEM, "out of memory running the model");
-    goto done;
+  char msg[256];
+  if (rc == 0 && j->out_shm != NULL) {
+    rc = write_shm_outputs(j, out, msg, sizeof(msg));
+    err = msg;
   }
-  dynq__run_opts_t opts = {j->precision, NULL};
-  char err[512] = "";
-  int64_t t0 = now_us();
-  int rc = dynq__model_run(j->model, &opts, j->inputs, out, err, sizeof(err));
-  int64_t us = now_us() - t0;
-  /* The inputs are no longer needed: give their memory back early. */
-  for (int i = 0; i < j->n_inputs; i++) dynq__tensor_clear(&j->inputs[i]);
+  j->status = rc;
   if (rc != 0) {
-    dynq__w_error_response(&w, j->msgid, rc, err[0] ? err : dynq_strerror(rc));
+    dynq__w_error_response(&w, j->msgid, rc, err && err[0] ? err : dynq_strerror(rc));
   } else {
     dynq__w_result_head(&w, j->msgid);
-    dynq__w_map(&w, 2);
+    dynq__w_map(&w, 4);
     dynq__w_str(&w, "outputs");
     dynq__w_map(&w, (uint32_t)g->n_outputs);
     for (int i = 0; i < g->n_outputs; i++) {
       dynq__w_str(&w, g->values[g->outputs[i]].name);
-      dynq__w_tensor(&w, &out[i]);
+      const dynqd_shm_ref_t *r = j->out_shm ? &j->out_shm[i] : NULL;
+      if (r != NULL && r->region != NULL) {
+        const dynq__tensor_t *t = &out[i];
+        dynq__w_map(&w, 3);
+        dynq__w_str(&w, "dtype");
+        dynq__w_str(&w, dynq__dtype_name(t->dtype));
+        dynq__w_str(&w, "shape");
+        dynq__w_array(&w, (uint32_t)t->rank);
+        for (int d = 0; d < t->rank; d++) dynq__w_int(&w, t->dims[d]);
+        dynq__w_str(&w, "shm");
+        dynq__w_map(&w, 3);
+        dynq__w_str(&w, "region");
+        dynq__w_uint(&w, r->region_id);
+        dynq__w_str(&w, "offset");
+        dynq__w_uint(&w, r->offset);
+        dynq__w_str(&w, "size");
+        dynq__w_uint(&w, r->size);
+      } else {
+        dynq__w_tensor(&w, &out[i]);
+      }
     }
     dynq__w_str(&w, "compute_us");
-    dynq__w_int(&w, us);
-    for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
+    dynq__w_int(&w, j->compute_us);
+    dynq__w_str(&w, "queue_us");
+    dynq__w_int(&w, j->queue_us);
+    dynq__w_str(&w, "decode_us");
+    dynq__w_int(&w, j->decode_us);
     if (w.err == 0 && w.len > j->max_resp) {
       size_t big = w.len;
       dynq__wbuf_free(&w);
       dynq__wbuf_init(&w);
-      char msg[160];
       snprintf(msg, sizeof(msg), "result of %zu bytes exceeds the %zu-byte output limit "
                "(--max-output)", big, j->max_resp);
+      j->status = DYNQ_ELIMIT;
       dynq__w_error_response(&w, j->msgid, DYNQ_ELIMIT, msg);
     }
+    /* The session keeps its bound outputs as the next state (the loop
+     * swaps them in); everything else is freed here. */
+    if (j->session != NULL && j->sess_new != NULL && j->status == 0) {
+      for (int k = 0; k < j->session->n_bind; k++) {
+        j->sess_new[k] = out[j->session->bind_out[k]];
+        memset(&out[j->session->bind_out[k]], 0, sizeof(out[0]));
+      }
+    }
   }
-done:
-  free(out);
+  if (out != NULL)
+    for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
   if (w.err != 0) {  /* try once more with a small error response */
     dynq__wbuf_free(&w);
     dynq__wbuf_init(&w);
+    j->status = -ENOMEM;
     dynq__w_error_response(&w, j->msgid, -ENOMEM, "out of memory encoding the result");
   }
-  if (w.err == 0)
-    j->resp = dynq__wbuf_steal(&w, &j->resp_len);
+  if (w.err == 0) j->resp = dynq__wbuf_steal(&w, &j->resp_len);
   dynq__wbuf_free(&w);
+}
+
+void dynqd__run_infer(dynqd_job_t *j) {
+  const dynq__graph_t *g = dynq__model_graph(j->model);
+  dynq__tensor_t *out = calloc((size_t)(g->n_outputs > 0 ? g->n_outputs : 1), sizeof(*out));
+  if (out == NULL) {
+    dynqd__infer_respond(j, -ENOMEM, "out of memory running the model", NULL);
+    return;
+  }
+  dynq__run_opts_t opts = {j->precision, NULL, 1};
+  char err[512] = "";
+  int64_t t0 = now_us();
+  int rc = dynq__model_run(j->model, &opts, j->inputs, out, err, sizeof(err));
+  j->compute_us = now_us() - t0;
+  j->batched = 1;
+  /* The inputs are no longer needed: give their memory back early. */
+  for (int i = 0; i < j->n_inputs; i++) dynq__tensor_clear(&j->inputs[i]);
+  dynqd__infer_respond(j, rc, err, out);
+  free(out);
 }

@@ -5,11 +5,14 @@
  * coalesces wake-ups, so the loop drains the whole list each time.
  *
  * A job whose connection died before a worker picked it up is skipped:
- * nobody would read its answer.
+ * nobody would read its answer.  One whose deadline (timeout_ms) passed
+ * while it waited is answered EDEADLINE without running.  Jobs of a model
+ * with batching on may be merged with like ones (batch.c).
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dynq/errors.h"
@@ -21,6 +24,13 @@ dynqd_job_t *dynqd__job_free(dynqd_job_t *j) {
   free(j->inputs);
   dynq__model_unref(j->model);
   free(j->resp);
+  if (j->sess_new != NULL && j->session != NULL)
+    for (int i = 0; i < j->session->n_bind; i++) dynq__tensor_clear(&j->sess_new[i]);
+  free(j->sess_new);
+  dynqd__session_unref(j->session);
+  for (int i = 0; i < j->n_shm; i++) dynqd__shm_unref(j->shm[i]);
+  free(j->shm);
+  free(j->out_shm);
   free(j);
   return NULL;
 }
@@ -38,17 +48,35 @@ static void *worker_main(void *arg) {
     p->qhead = j->next;
     if (p->qhead == NULL) p->qtail = NULL;
     p->qlen--;
-    pthread_mutex_unlock(&p->mu);
-
     j->next = NULL;
-    if (atomic_load(&j->conn->dead))
+    uint64_t now = uv_hrtime();
+    j->queue_us = (int64_t)((now - j->t_queued_ns) / 1000);
+    if (atomic_load(&j->conn->dead)) {
+      pthread_mutex_unlock(&p->mu);
       j->skipped = 1;
-    else
+    } else if (j->deadline_ns != 0 && now > j->deadline_ns) {
+      pthread_mutex_unlock(&p->mu);
+      char msg[160];
+      snprintf(msg, sizeof(msg),
+               "request waited %llu ms for a worker, past its timeout_ms of %llu ms; "
+               "it was not run",
+               (unsigned long long)((now - j->t_arrive_ns) / 1000000),
+               (unsigned long long)((j->deadline_ns - j->t_arrive_ns) / 1000000));
+      dynqd__infer_respond(j, DYNQ_EDEADLINE, msg, NULL);
+    } else if (j->batch_max > 1) {
+      dynqd__batch_run(p, j);  /* releases p->mu; j->next links the batch */
+    } else {
+      pthread_mutex_unlock(&p->mu);
       dynqd__run_infer(j);
+    }
 
     pthread_mutex_lock(&p->mu);
-    j->next = p->done;
-    p->done = j;
+    while (j != NULL) {
+      dynqd_job_t *n = j->next;
+      j->next = p->done;
+      p->done = j;
+      j = n;
+    }
     pthread_mutex_unlock(&p->mu);
     uv_async_send(p->async);
   }
@@ -62,7 +90,12 @@ int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap,
   p->async = async;
   int rc = pthread_mutex_init(&p->mu, NULL);
   if (rc != 0) return -rc;
-  rc = pthread_cond_init(&p->cv, NULL);
+  /* Monotonic: batch.c waits with absolute deadlines on this cv. */
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  rc = pthread_cond_init(&p->cv, &ca);
+  pthread_condattr_destroy(&ca);
   if (rc != 0) {
     pthread_mutex_destroy(&p->mu);
     return -rc;
@@ -101,11 +134,14 @@ int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j) {
     return DYNQ_EOVERLOAD;
   }
   j->next = NULL;
+  j->t_queued_ns = uv_hrtime();
   if (p->qtail) p->qtail->next = j;
   else p->qhead = j;
   p->qtail = j;
   p->qlen++;
-  pthread_cond_signal(&p->cv);
+  /* Broadcast: a worker filling a batch waits on this cv too, and an idle
+   * worker must still wake for a job that batch cannot take. */
+  pthread_cond_broadcast(&p->cv);
   pthread_mutex_unlock(&p->mu);
   return 0;
 }

@@ -70,7 +70,9 @@
   X(OR, 42, "Or")               \
   X(RANGE, 43, "Range")         \
   X(ABS, 44, "Abs")             \
-  /* 45..49 reserved for more graph ops */ \
+  /* PHI(flag, then_v, else_v): the If branch result (lib/ops_graph.c) */ \
+  X(PHI, 45, "Phi")             \
+  /* 46..49 reserved for more graph ops */ \
   /* recurrent and convolution (issue 4) */ \
   X(LSTM, 50, "LSTM")           \
   X(GRU, 51, "GRU")             \

@@ -201,6 +201,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
   const dynq__graph_t *g = &m->fg.g;
   int rc = 0;
   dynq__tensor_t *slot = calloc((size_t)g->n_values + 1, sizeof(*slot));
+  unsigned char *skip = NULL; /* nodes of If branches not taken; allocated on first If */
   if (slot == NULL) {
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;
@@ -228,6 +229,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
   };
   for (int i = 0; i < g->n_nodes; i++) {
     const dynq__node_t *n = &g->nodes[i];
+    if (skip != NULL && skip[i]) continue;
     /* optional inputs beyond n_in read as omitted (NULL) */
     const dynq__tensor_t *in[DYNQ_FILE_MAX_ARITY] = {0};
     dynq__tensor_t out[DYNQ_FILE_MAX_ARITY];
@@ -240,6 +242,19 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
       goto out;
     }
     for (int k = 0; k < n->n_out; k++) slot[n->out[k]] = out[k];
+    if (n->op == DYNQ_OP_IF) {
+      /* If: the branch not taken is a node range right after this node
+       * (lib/ops_graph.c; the range was checked at load).  Its outputs
+       * stay unset and PHI nodes pick the taken branch's values. */
+      int64_t first, count;
+      dynq__if_skip_range(n, &slot[n->out[0]], &first, &count);
+      if (skip == NULL && count > 0 && (skip = calloc((size_t)g->n_nodes + 1, 1)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = -ENOMEM;
+        goto out;
+      }
+      for (int64_t k = 0; k < count && i + first + k < g->n_nodes; k++) skip[i + first + k] = 1;
+    }
     for (int k = 0; k < n->n_in; k++) {
       int v = n->in[k];
       if (v >= 0 && m->last_use[v] == i) dynq__tensor_clear(&slot[v]);
@@ -259,5 +274,6 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
 out:
   for (int v = 0; v < g->n_values; v++) dynq__tensor_clear(&slot[v]);
   free(slot);
+  free(skip);
   return rc;
 }

@@ -53,6 +53,8 @@ static int run_binary(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                       dynq__tensor_t *out, binop_fn f) {
   const dynq__tensor_t *a = in[0], *b = in[1];
   int rc;
+  /* int64 shape arithmetic and the like: the generic path (ops_graph.c) */
+  if (a->dtype != DYNQ_DT_F32 || b->dtype != DYNQ_DT_F32) return dynq__run_binary_any(c, in, out);
   if ((rc = need_f32(c, a, 0)) || (rc = need_f32(c, b, 1))) return rc;
   int r = a->rank > b->rank ? a->rank : b->rank;
   int64_t dims[DYNQ_MAX_RANK], sa[DYNQ_MAX_RANK], sb[DYNQ_MAX_RANK];

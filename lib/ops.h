@@ -47,6 +47,16 @@ const dynq__opdef_t *dynq__opdef_rnn(int op);
 int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* ops_graph.c: elementwise binary ops (Add, Sub, Mul, Div, Pow,
+ * comparisons, And/Or) for any dtype with numpy broadcasting; ops.c's
+ * float32 Add/Sub/Mul/Div hand non-float inputs to it. */
+int dynq__run_binary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                         dynq__tensor_t *out);
+/* For an IF node that ran with output `flag`: the node range (relative to
+ * the IF node, first >= 1) the executor must skip. */
+int dynq__if_skip_range(const dynq__node_t *n, const dynq__tensor_t *flag, int64_t *ret_first,
+                        int64_t *ret_count);
+
 /* qlinear.c */
 int dynq__qlinear_check(const dynq__graph_t *g, const dynq__node_t *n,
                         char *err, size_t errlen);

@@ -2,7 +2,8 @@
  * QLINEAR: the dynamic INT8 linear layer (inputs documented in graph.h).
  *
  * INT8 path: per-row (or per-tensor) activation quantization straight into
- * the packed u8 layout, one qgemm call with the fused epilogue.  FP32 path:
+ * the packed u8 layout, then qgemm with the fused epilogue, split along N
+ * over c->threads threads (lib/parallel.h) when large.  FP32 path:
  * the FP32 reference weights through OpenBLAS, same bias and activation.
  */
 #include <errno.h>
@@ -13,6 +14,7 @@
 
 #include "dynq/errors.h"
 #include "ops.h"
+#include "parallel.h"
 
 void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, const float *B, int64_t ldb,
@@ -54,6 +56,44 @@ int dynq__qlinear_check(const dynq__graph_t *g, const dynq__node_t *n,
   CHECK(pt == 0 || pt == 1, "node '%s' (QLinear): per_tensor must be 0 or 1", nm);
   CHECK(ta == 0 || ta == 1, "node '%s' (QLinear): trans_a must be 0 or 1", nm);
   return 0;
+}
+
+/* Below this many multiply-adds (M * N * K) a GEMM runs on one thread:
+ * waking a helper costs more than it saves (see BENCHMARKS.md, Threads). */
+#define SPLIT_MIN_MACS (INT64_C(1) << 22)
+/* Chunks per thread: a few, so a thread the OS deschedules on a shared
+ * machine holds up at most one small chunk (tasks are claimed dynamically). */
+#define SPLIT_CHUNKS_PER_THREAD 4
+
+typedef struct split {
+  const dynq__kernel_t *kr;
+  const dynq__qgemm_args_t *q;
+  int64_t panels, chunks;
+} split_t;
+
+/* Columns are independent, so each chunk's result is bit-identical to the
+ * same columns computed in one call. */
+static void split_task(void *ctx, int64_t t) {
+  const split_t *s = ctx;
+  dynq__qgemm_args_t q = *s->q;
+  int64_t p0 = s->panels * t / s->chunks, p1 = s->panels * (t + 1) / s->chunks;
+  q.n0 = p0 * DYNQ_QGEMM_NR;
+  q.n1 = p1 * DYNQ_QGEMM_NR < q.N ? p1 * DYNQ_QGEMM_NR : q.N;
+  if (q.n0 < q.n1) s->kr->qgemm(&q);
+}
+
+/* Run q over [0, N) split along N in whole 16-column panels when it is
+ * large enough and threads > 1; activations are already quantized. */
+static void qgemm_split(const dynq__kernel_t *kr, const dynq__qgemm_args_t *q,
+                        int threads) {
+  split_t s = {.kr = kr, .q = q, .panels = (q->N + DYNQ_QGEMM_NR - 1) / DYNQ_QGEMM_NR};
+  if (threads <= 1 || s.panels < 2 || q->M * q->N * q->K < SPLIT_MIN_MACS) {
+    kr->qgemm(q);
+    return;
+  }
+  s.chunks = (int64_t)threads * SPLIT_CHUNKS_PER_THREAD;
+  if (s.chunks > s.panels) s.chunks = s.panels;
+  dynq__parallel_for(threads, s.chunks, split_task, &s);
 }
 
 int dynq__qlinear_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
@@ -138,7 +178,7 @@ int dynq__qlinear_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     .C = Y, .ldc = (size_t)N,
     .n0 = 0, .n1 = N,
   };
-  c->kernel->qgemm(&q);
+  qgemm_split(c->kernel, &q, c->threads);
   dynq__aligned_free(A);
   free(a_scale);
   free(a_zp);

@@ -49,12 +49,19 @@ typedef struct qbuf {
   int32_t *zp;      /* rows, owned */
 } qbuf_t;
 
+/* Column chunk of the recurrent GEMM walked in alternating order. */
+#define SERPENTINE_COLS 256
+
 /* Y[m, n0..n1) = X[m, :] . W[n, :] (+ bias[n]) for M rows.  The INT8 path
- * writes columns from n0 rounded down to 16 (the kernel's panel edge). */
+ * writes columns from n0 rounded down to 16 (the kernel's panel edge).
+ * rev: walk the weights in column chunks from the end.  The recurrent
+ * step alternates it: a weight matrix a little larger than L2 (R of an
+ * LSTM with H = 512 is 1 MiB) then finds the chunks it read last still
+ * in cache, instead of missing on every line of a cyclic stream. */
 static void mat_apply(const dynq__kernel_t *kr, const mat_t *w, int64_t M,
                       const float *X, int64_t ldx, float *Y, int64_t ldy,
                       int64_t n0, int64_t n1, const float *bias, int per_tensor,
-                      qbuf_t *q) {
+                      qbuf_t *q, int rev) {
   if (M == 0 || n1 <= n0) return;
   if (w->ref != NULL) {
     dynq__sgemm(0, 1, M, n1 - n0, w->K, 1.0f, X, ldx, w->ref + n0 * w->K, w->K,
@@ -76,7 +83,17 @@ static void mat_apply(const dynq__kernel_t *kr, const mat_t *w, int64_t M,
     .C = Y, .ldc = (size_t)ldy,
     .n0 = n0 / DYNQ_QGEMM_NR * DYNQ_QGEMM_NR, .n1 = n1,
   };
-  kr->qgemm(&a);
+  if (!rev) {
+    kr->qgemm(&a);
+    return;
+  }
+  const int64_t start = a.n0;
+  int64_t nc = (n1 - start + SERPENTINE_COLS - 1) / SERPENTINE_COLS;
+  for (int64_t i = nc - 1; i >= 0; i--) {
+    a.n0 = start + i * SERPENTINE_COLS;
+    a.n1 = a.n0 + SERPENTINE_COLS < n1 ? a.n0 + SERPENTINE_COLS : n1;
+    kr->qgemm(&a);
+  }
 }
 
 typedef struct rnn {
@@ -92,10 +109,130 @@ typedef struct rnn {
   float *Y, *Yh, *Yc;
 } rnn_t;
 
-static inline float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
-static inline float clampf(const rnn_t *r, float x) {
-  if (!r->has_clip) return x;
-  return x < -r->clip ? -r->clip : x > r->clip ? r->clip : x;
+/* ---- gate functions over arrays ----
+ *
+ * libm's expf/tanhf per element cost more than the INT8 GEMMs of a step,
+ * so the cell math runs as array passes the compiler vectorizes (baseline
+ * ISA: no -m flags outside lib/kernels).  fexp: e^x via 2^n * p(r) with
+ * |r| <= ln2/2 and a degree-7 polynomial (Cephes coefficients), within
+ * 2 ulp on [-87, 88]; inputs are clamped to that range, NaN propagates.
+ * tanh uses its Taylor series below |x| = 0.125, where 1 - 2/(e^2x + 1)
+ * would cancel.  Both are within 1e-6 absolute of the true functions. */
+/* no-trapping-math lets GCC if-convert the clamps (results are unchanged:
+ * it only stops assuming FP exceptions are observed). */
+#define VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define VECI VEC inline __attribute__((always_inline))
+
+VECI static float fexp(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
+  const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  float t = x * 1.44269504088896341f + magic;
+  float n = t - magic;
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * (r * r) + r + 1.0f;
+  uint32_t tb;
+  memcpy(&tb, &t, sizeof(tb));
+  uint32_t sb = (tb - 0x4B400000u + 127u) << 23; /* 2^n as float bits */
+  float sc;
+  memcpy(&sc, &sb, sizeof(sc));
+  return p * sc;
+}
+
+VECI static float fsig(float x) { return 1.0f / (1.0f + fexp(-x)); }
+
+VECI static float ftanh(float x) {
+  float big = 1.0f - 2.0f / (fexp(2.0f * x) + 1.0f);
+  float x2 = x * x;
+  float small = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f + x2 * 0.0218694885f))));
+  return (x < 0.125f && x > -0.125f) ? small : big;
+}
+
+VECI static void vsig(float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) x[i] = fsig(x[i]);
+}
+VECI static void vtanh(const float *x, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = ftanh(x[i]);
+}
+VECI static void vadd(float *y, const float *x, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+VECI static void vclip(float *x, int64_t n, float c) {
+  for (int64_t i = 0; i < n; i++) x[i] = x[i] < -c ? -c : x[i] > c ? c : x[i];
+}
+VECI static void vfma(float *y, const float *a, const float *b, int64_t n) { /* y += a*b */
+  for (int64_t i = 0; i < n; i++) y[i] += a[i] * b[i];
+}
+
+/* LSTM cell for one row: gate pre-activations [i, o, f, c] are x + g
+ * (without peepholes); c updated in place, h written; t is H floats of
+ * scratch.  Compiled for AVX-512 / AVX2 / baseline and picked at load
+ * (target_clones): elementwise IEEE operations in the same order, so
+ * every clone gives the same bits. */
+CLONES VEC static void lstm_cell(const rnn_t *r, const float *P, const float *x, float *g,
+                                 float *c, float *h, float *t) {
+  const int64_t H = r->H;
+  vadd(g, x, 4 * H);
+  float *gi = g, *go = g + H, *gf = g + 2 * H, *gc = g + 3 * H;
+  if (P) {
+    vfma(gi, P, c, H);
+    vfma(gf, P + 2 * H, c, H);
+  }
+  if (r->has_clip) {
+    vclip(gi, H, r->clip);
+    vclip(gf, 2 * H, r->clip); /* f and c */
+  }
+  vsig(gi, H);
+  if (r->input_forget) {
+    for (int64_t j = 0; j < H; j++) gf[j] = 1.0f - gi[j];
+  } else {
+    vsig(gf, H);
+  }
+  vtanh(gc, gc, H);
+  for (int64_t j = 0; j < H; j++) c[j] = gf[j] * c[j] + gi[j] * gc[j];
+  if (P) vfma(go, P + H, c, H);
+  if (r->has_clip) vclip(go, H, r->clip);
+  vsig(go, H);
+  vtanh(c, t, H);
+  for (int64_t j = 0; j < H; j++) h[j] = go[j] * t[j];
+}
+
+/* GRU, first half for one row: z and r = sigmoid(x + g) in g[0, 2H);
+ * without linear_before_reset also rh = r * h for the second GEMM. */
+CLONES VEC static void gru_gates(const rnn_t *r, const float *x, float *g, const float *h,
+                                 float *rh) {
+  const int64_t H = r->H;
+  vadd(g, x, 2 * H);
+  if (r->has_clip) vclip(g, 2 * H, r->clip);
+  vsig(g, 2 * H);
+  if (!r->lbr)
+    for (int64_t j = 0; j < H; j++) rh[j] = g[H + j] * h[j];
+}
+
+/* GRU, second half: hh = tanh(x_h + r * (g_h + Rb_h)) with
+ * linear_before_reset, else tanh(x_h + a_h) where a = (r * h) R^T; then
+ * h = (1 - z) * hh + z * h.  t is H floats of scratch. */
+CLONES VEC static void gru_out(const rnn_t *r, const float *x, const float *g, const float *a,
+                               const float *rb, float *h, float *t) {
+  const int64_t H = r->H;
+  const float *xh = x + 2 * H, *gr = g + H, *gh = g + 2 * H;
+  if (a == NULL) {
+    for (int64_t j = 0; j < H; j++) t[j] = gh[j] + (rb ? rb[2 * H + j] : 0.0f);
+    for (int64_t j = 0; j < H; j++) t[j] = xh[j] + gr[j] * t[j];
+  } else {
+    for (int64_t j = 0; j < H; j++) t[j] = xh[j] + a[2 * H + j];
+  }
+  if (r->has_clip) vclip(t, H, r->clip);
+  vtanh(t, t, H);
+  for (int64_t j = 0; j < H; j++) h[j] = (1.0f - g[j]) * t[j] + g[j] * h[j];
 }
 
 static int64_t xrow(const rnn_t *r, int64_t t, int64_t b) {
@@ -120,6 +257,7 @@ static int compute(rnn_t *r) {
   float *cs = malloc(sizeof(float) * (size_t)(B * H + 1));
   float *rh = malloc(sizeof(float) * (size_t)(B * H + 1));
   float *fb = malloc(sizeof(float) * (size_t)GH);
+  float *tmp = malloc(sizeof(float) * (size_t)(H + 1));
   qbuf_t q = {0};
   if (quant) {
     int64_t rows = T * B > B ? T * B : B;
@@ -129,7 +267,7 @@ static int compute(rnn_t *r) {
     q.zp = malloc(sizeof(int32_t) * (size_t)(rows + 1));
     if (q.a == NULL || q.scale == NULL || q.zp == NULL) goto oom;
   }
-  if (!xw || !hr || !hr2 || !h || !cs || !rh || !fb) goto oom;
+  if (!xw || !hr || !hr2 || !h || !cs || !rh || !fb || !tmp) goto oom;
 
   for (int d = 0; d < r->D; d++) {
     const int fwd = r->dirs == 1 || (r->dirs == 3 && d == 0);
@@ -140,7 +278,7 @@ static int compute(rnn_t *r) {
      * under linear_before_reset, which r multiplies. */
     for (int64_t j = 0; j < GH; j++)
       fb[j] = wb ? wb[j] + (r->gru && r->lbr && j >= 2 * H ? 0.0f : rb[j]) : 0.0f;
-    mat_apply(kr, &r->W[d], T * B, r->X, r->K, xw, GH, 0, GH, fb, r->per_tensor, &q);
+    mat_apply(kr, &r->W[d], T * B, r->X, r->K, xw, GH, 0, GH, fb, r->per_tensor, &q, 0);
     for (int64_t b = 0; b < B; b++) {
       for (int64_t j = 0; j < H; j++) {
         h[b * H + j] = r->h0 ? r->h0[hoff(r, d, b) + j] : 0.0f;
@@ -148,30 +286,16 @@ static int compute(rnn_t *r) {
       }
     }
     for (int64_t s = 0; s < T; s++) {
-      mat_apply(kr, &r->R[d], B, h, H, hr, GH, 0, r->gru && !r->lbr ? 2 * H : GH,
-                NULL, r->per_tensor, &q);
+      if (s == 0 && r->h0 == NULL) /* h = 0: the product is exactly 0 on both paths */
+        memset(hr, 0, sizeof(float) * (size_t)(B * GH));
+      else
+        mat_apply(kr, &r->R[d], B, h, H, hr, GH, 0, r->gru && !r->lbr ? 2 * H : GH,
+                  NULL, r->per_tensor, &q, (int)(s & 1));
       if (!r->gru) {
         for (int64_t b = 0; b < B; b++) {
           if (s >= r->len[b]) continue;
           int64_t t = fwd ? s : r->len[b] - 1 - s;
-          const float *x = xw + xrow(r, t, b) * GH, *g = hr + b * GH;
-          float *hb = h + b * H, *cb = cs + b * H;
-          for (int64_t j = 0; j < H; j++) {
-            float cp = cb[j];
-            float gi = x[j] + g[j], go = x[H + j] + g[H + j];
-            float gf = x[2 * H + j] + g[2 * H + j], gc = x[3 * H + j] + g[3 * H + j];
-            if (P) {
-              gi += P[j] * cp;
-              gf += P[2 * H + j] * cp;
-            }
-            float ig = sigm(clampf(r, gi));
-            float fg = r->input_forget ? 1.0f - ig : sigm(clampf(r, gf));
-            float cn = fg * cp + ig * tanhf(clampf(r, gc));
-            if (P) go += P[H + j] * cn;
-            float og = sigm(clampf(r, go));
-            cb[j] = cn;
-            hb[j] = og * tanhf(cn);
-          }
+          lstm_cell(r, P, xw + xrow(r, t, b) * GH, hr + b * GH, cs + b * H, h + b * H, tmp);
         }
       } else {
         for (int64_t b = 0; b < B; b++) {
@@ -181,25 +305,15 @@ static int compute(rnn_t *r) {
             continue;
           }
           int64_t t = fwd ? s : r->len[b] - 1 - s;
-          const float *x = xw + xrow(r, t, b) * GH;
-          for (int64_t j = 0; j < 2 * H; j++) g[j] = sigm(clampf(r, x[j] + g[j]));
-          if (!r->lbr)
-            for (int64_t j = 0; j < H; j++) rh[b * H + j] = g[H + j] * h[b * H + j];
+          gru_gates(r, xw + xrow(r, t, b) * GH, g, h + b * H, rh + b * H);
         }
         if (!r->lbr)
-          mat_apply(kr, &r->R[d], B, rh, H, hr2, GH, 2 * H, 3 * H, NULL, r->per_tensor, &q);
+          mat_apply(kr, &r->R[d], B, rh, H, hr2, GH, 2 * H, 3 * H, NULL, r->per_tensor, &q, (int)(s & 1));
         for (int64_t b = 0; b < B; b++) {
           if (s >= r->len[b]) continue;
           int64_t t = fwd ? s : r->len[b] - 1 - s;
-          const float *x = xw + xrow(r, t, b) * GH, *g = hr + b * GH;
-          float *hb = h + b * H;
-          for (int64_t j = 0; j < H; j++) {
-            float a = r->lbr ? g[H + j] * (g[2 * H + j] + (rb ? rb[2 * H + j] : 0.0f))
-                             : hr2[b * GH + 2 * H + j];
-            float hh = tanhf(clampf(r, x[2 * H + j] + a));
-            float z = g[j];
-            hb[j] = (1.0f - z) * hh + z * hb[j];
-          }
+          gru_out(r, xw + xrow(r, t, b) * GH, hr + b * GH, r->lbr ? NULL : hr2 + b * GH,
+                  rb, h + b * H, tmp);
         }
       }
       for (int64_t b = 0; b < B; b++) {
@@ -224,6 +338,7 @@ out:
   free(cs);
   free(rh);
   free(fb);
+  free(tmp);
   dynq__aligned_free(q.a);
   free(q.scale);
   free(q.zp);

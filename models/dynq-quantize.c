@@ -25,7 +25,7 @@
 /* ------------------------------------------------------------------ */
 /* The op table: what each ONNX op becomes and what it may carry. */
 
-enum { K_INT = 1, K_FLOAT = 2, K_TENSOR = 3 };
+enum { K_INT = 1, K_FLOAT = 2, K_TENSOR = 3, K_INTS = 4, K_STRING = 5, K_GRAPH = 6 };
 
 /* OPF_OWN_ATTRS: the converter checks attributes itself; OPF_OPT_IN:
  * empty input names (omitted optional inputs) are allowed. */
@@ -53,6 +53,7 @@ static int convert_linear(conv_t *c, const Onnx__NodeProto *n, const char *nname
 static int convert_relu(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 
+#define G dynq__import_graph_op
 static const op_spec_t op_table[] = {
     {"MatMul", DYNQ_OP_MATMUL, 2, 2, 1, 0, {{0}}, convert_linear},
     {"Gemm", DYNQ_OP_GEMM, 2, 3, 1, OPF_OPT_IN,
@@ -69,7 +70,43 @@ static const op_spec_t op_table[] = {
     {"Flatten", DYNQ_OP_FLATTEN, 1, 1, 1, 0, {{"axis", K_INT}}, convert_simple},
     {"Reshape", DYNQ_OP_RESHAPE, 2, 2, 1, 0, {{"allowzero", K_INT}}, convert_simple},
     {"Identity", DYNQ_OP_IDENTITY, 1, 1, 1, 0, {{0}}, convert_simple},
-    {"Constant", DYNQ_OP_INVALID, 0, 0, 1, 0, {{"value", K_TENSOR}}, NULL},
+    {"Constant", DYNQ_OP_INVALID, 0, 0, 1, OPF_OWN_ATTRS, {{0}}, NULL},
+    /* shape and graph ops (import_graph.c) */
+    {"ConstantOfShape", DYNQ_OP_CONSTANT_OF_SHAPE, 1, 1, 1, 0, {{"value", K_TENSOR}}, G},
+    {"Shape", DYNQ_OP_SHAPE, 1, 1, 1, 0, {{"start", K_INT}, {"end", K_INT}}, G},
+    {"Size", DYNQ_OP_SIZE, 1, 1, 1, 0, {{0}}, G},
+    {"Gather", DYNQ_OP_GATHER, 2, 2, 1, 0, {{"axis", K_INT}}, G},
+    {"Slice", DYNQ_OP_SLICE, 1, 5, 1, OPF_OPT_IN,
+     {{"starts", K_INTS}, {"ends", K_INTS}, {"axes", K_INTS}}, G},
+    {"Concat", DYNQ_OP_CONCAT, 1, 64, 1, 0, {{"axis", K_INT}}, G},
+    {"Squeeze", DYNQ_OP_SQUEEZE, 1, 2, 1, OPF_OPT_IN, {{"axes", K_INTS}}, G},
+    {"Unsqueeze", DYNQ_OP_UNSQUEEZE, 1, 2, 1, 0, {{"axes", K_INTS}}, G},
+    {"Transpose", DYNQ_OP_TRANSPOSE, 1, 1, 1, 0, {{"perm", K_INTS}}, G},
+    {"Cast", DYNQ_OP_CAST, 1, 1, 1, 0, {{"to", K_INT}, {"saturate", K_INT}}, G},
+    {"Equal", DYNQ_OP_EQUAL, 2, 2, 1, 0, {{0}}, G},
+    {"Less", DYNQ_OP_LESS, 2, 2, 1, 0, {{0}}, G},
+    {"Greater", DYNQ_OP_GREATER, 2, 2, 1, 0, {{0}}, G},
+    {"And", DYNQ_OP_AND, 2, 2, 1, 0, {{0}}, G},
+    {"Or", DYNQ_OP_OR, 2, 2, 1, 0, {{0}}, G},
+    {"Not", DYNQ_OP_NOT, 1, 1, 1, 0, {{0}}, G},
+    {"Where", DYNQ_OP_WHERE, 3, 3, 1, 0, {{0}}, G},
+    {"Pow", DYNQ_OP_POW, 2, 2, 1, 0, {{0}}, G},
+    {"Sqrt", DYNQ_OP_SQRT, 1, 1, 1, 0, {{0}}, G},
+    {"Neg", DYNQ_OP_NEG, 1, 1, 1, 0, {{0}}, G},
+    {"Abs", DYNQ_OP_ABS, 1, 1, 1, 0, {{0}}, G},
+    {"Log", DYNQ_OP_LOG, 1, 1, 1, 0, {{0}}, G},
+    {"Exp", DYNQ_OP_EXP, 1, 1, 1, 0, {{0}}, G},
+    {"ReduceMean", DYNQ_OP_REDUCE_MEAN, 1, 2, 1, OPF_OPT_IN,
+     {{"axes", K_INTS}, {"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ReduceSum", DYNQ_OP_REDUCE_SUM, 1, 2, 1, OPF_OPT_IN,
+     {{"axes", K_INTS}, {"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"Pad", DYNQ_OP_PAD, 1, 4, 1, OPF_OPT_IN,
+     {{"mode", K_STRING}, {"pads", K_INTS}, {"value", K_FLOAT}}, G},
+    {"Clip", DYNQ_OP_CLIP, 1, 3, 1, OPF_OPT_IN, {{"min", K_FLOAT}, {"max", K_FLOAT}}, G},
+    {"Expand", DYNQ_OP_EXPAND, 2, 2, 1, 0, {{0}}, G},
+    {"Range", DYNQ_OP_RANGE, 3, 3, 1, 0, {{0}}, G},
+    {"If", DYNQ_OP_IF, 1, 1, DYNQ_IMP_MAX_OUT, 0,
+     {{"then_branch", K_GRAPH}, {"else_branch", K_GRAPH}}, dynq__import_if},
 #ifdef DYNQ_HAVE_IMPORT_RNN
     /* Recurrent and convolution: models/import_rnn.c checks their
      * attributes and optional inputs. */
@@ -81,6 +118,7 @@ static const op_spec_t op_table[] = {
      dynq__import_rnn_check},
 #endif
 };
+#undef G
 
 static const op_spec_t *find_op(const char *type) {
   for (size_t i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++)
@@ -131,7 +169,7 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
   if (n->n_output < 1 || (int)n->n_output > sp->max_out)
     return dynq__imp_pool_printf(pl, "must have 1 to %d outputs, has %zu", sp->max_out,
                                  n->n_output);
-  if (n->output[0] == NULL || n->output[0][0] == 0) return "output has no name";
+  if ((n->output[0] == NULL || n->output[0][0] == 0) && sp->check != dynq__import_rnn_check) return "output has no name"; /* LSTM/GRU: Y is optional */
   for (size_t i = 0; i < n->n_attribute && !(sp->flags & OPF_OWN_ATTRS); i++) {
     const Onnx__AttributeProto *a = n->attribute[i];
     const char *an = a->name ? a->name : "";
@@ -141,7 +179,9 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
     if (kind == 0) return dynq__imp_pool_printf(pl, "attribute '%s' is not supported", an);
     if (a->ref_attr_name) return dynq__imp_pool_printf(pl, "attribute '%s' is a function reference", an);
     if ((kind == K_INT && !dynq__imp_attr_is_int(a)) || (kind == K_FLOAT && !dynq__imp_attr_is_float(a)) ||
-        (kind == K_TENSOR && a->t == NULL))
+        (kind == K_TENSOR && a->t == NULL) ||
+        (kind == K_INTS && a->has_type && a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS) ||
+        (kind == K_STRING && !a->has_s) || (kind == K_GRAPH && a->g == NULL))
       return dynq__imp_pool_printf(pl, "attribute '%s' has the wrong type", an);
   }
   int64_t ta = dynq__imp_attr_i(n, "transA", 0), tb = dynq__imp_attr_i(n, "transB", 0);
@@ -151,12 +191,29 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
     const char *why = sp->check(c, n);
     if (why != NULL) return why;
   }
-  if (strcmp(type, "Constant") == 0 && dynq__imp_find_attr(n, "value") == NULL)
-    return "only the 'value' form of Constant is supported";
+  if (strcmp(type, "Constant") == 0 &&
+      (n->n_attribute != 1 || n->attribute[0]->name == NULL ||
+       (strcmp(n->attribute[0]->name, "value") != 0 &&
+        strcmp(n->attribute[0]->name, "value_float") != 0 &&
+        strcmp(n->attribute[0]->name, "value_floats") != 0 &&
+        strcmp(n->attribute[0]->name, "value_int") != 0 &&
+        strcmp(n->attribute[0]->name, "value_ints") != 0)))
+    return "only the value, value_float(s) and value_int(s) forms of Constant are supported";
+  if (strcmp(type, "Cast") == 0 && dynq__imp_attr_i(n, "saturate", 1) != 1)
+    return "saturate = 0 only matters for float8 targets, which are not supported";
   if (strcmp(type, "Reshape") == 0) {
+    /* A shape computed in the graph (Shape -> Gather -> Concat) is fine;
+     * one the caller supplies per request is refused: it makes the output
+     * shape a request parameter.  --set fixes it at import. */
+    int32_t sv = dynq__imp_value_of(c, n->input[1]);
     const dynq__value_t *s = dynq__imp_const_of(c, n->input[1]);
-    if (s == NULL || s->dtype != DYNQ_DT_I64 || s->rank != 1)
-      return "the shape input must be a constant 1-D int64 initializer";
+    for (int i = 0; i < c->b.n_inputs; i++)
+      if (sv >= 0 && c->b.inputs[i] == sv)
+        return dynq__imp_pool_printf(pl, "the shape input '%s' is a graph input; it must be a "
+                                     "constant or computed in the graph (fix it with --set "
+                                     "%s=d0,d1,...)", n->input[1], n->input[1]);
+    if (s != NULL && (s->dtype != DYNQ_DT_I64 || s->rank != 1))
+      return "the shape input must be a 1-D int64 tensor";
     int64_t az = dynq__imp_attr_i(n, "allowzero", 0);
     if (az != 0 && az != 1) return "allowzero must be 0 or 1";
   }
@@ -335,6 +392,7 @@ static int try_fuse_relu(conv_t *c, const Onnx__NodeProto *n) {
   int32_t in = dynq__imp_value_of(c, n->input[0]);
   if (in < 0 || b->producer[in] < 0) return 0;
   dynq__bnode_t *q = &b->nodes[b->producer[in]];
+  if (in >= c->n_uses || c->branch_depth > 0) return 0;
   if (q->op != DYNQ_OP_QLINEAR || q->n_out != 1 || q->out[0] != in || c->uses[in] != 1 ||
       is_graph_output(c, n->input[0]))
     return 0;
@@ -385,6 +443,91 @@ static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname
 
 /* ------------------------------------------------------------------ */
 
+/* Pass 1 over nodes[0..nn): every node checked before anything is
+ * emitted, so the error lists all unsupported nodes at once.  Outputs are
+ * entered as placeholders so later nodes' inputs resolve; Constant nodes
+ * become constants right away.  Pass 2: emit; each node claims the
+ * placeholders of its outputs, and nodes whose inputs are all constants
+ * are folded into constants.  Used for the graph and for If branches. */
+int dynq__imp_convert_nodes(conv_t *c, Onnx__NodeProto *const *nodes, size_t nn,
+                            const char *what) {
+  dynq__builder_t *b = &c->b;
+  int rc = -1, n_bad = 0;
+  const char **names = calloc(nn + 1, sizeof(char *));
+  char **bad = calloc(nn + 1, sizeof(char *));
+  if (names == NULL || bad == NULL) {
+    dynq__imp_errorf("out of memory");
+    goto out;
+  }
+  for (size_t i = 0; i < nn; i++) {
+    const Onnx__NodeProto *n = nodes[i];
+    const char *type = n->op_type ? n->op_type : "";
+    names[i] = n->name && n->name[0]
+                   ? n->name
+                   : dynq__imp_pool_printf(&b->pool, "%s_%d", type, c->n_anon++);
+    if (names[i] == NULL) {
+      dynq__imp_errorf("out of memory");
+      goto out;
+    }
+    const char *why = check_node(c, n);
+    if (why != NULL) {
+      bad[n_bad++] = why[0] ? dynq__imp_pool_printf(&b->pool, "  node '%s' (op %s): %s",
+                                                    names[i], type, why)
+                            : dynq__imp_pool_printf(&b->pool, "  node '%s' (op %s)", names[i],
+                                                    type);
+      if (bad[n_bad - 1] == NULL) bad[n_bad - 1] = (char *)"  (out of memory)";
+    }
+    for (size_t j = 0; j < n->n_input; j++) {
+      int32_t v = dynq__imp_value_of(c, n->input[j]);
+      if (v >= 0 && v < c->n_uses) c->uses[v]++;
+    }
+    /* Placeholders (even for unsupported nodes) keep later nodes checkable. */
+    for (size_t o = 0; o < n->n_output; o++) {
+      const char *on = n->output[o];
+      if (on == NULL || on[0] == 0) continue;
+      if (dynq__imp_lookup(b, on) >= 0) {
+        if (why == NULL) {
+          bad[n_bad++] = dynq__imp_pool_printf(&b->pool, "  node '%s' (op %s): output '%s' is "
+                                               "already defined by an earlier node, "
+                                               "initializer or graph input",
+                                               names[i], type, on);
+          if (bad[n_bad - 1] == NULL) bad[n_bad - 1] = (char *)"  (out of memory)";
+          why = "";
+        }
+        continue;
+      }
+      if (strcmp(type, "Constant") == 0 && why == NULL) {
+        if (dynq__imp_constant_node(c, n, names[i]) < 0) goto out;
+      } else if (dynq__imp_add_value(b, on, DYNQ_DT_F32, -1, NULL) < 0) {
+        dynq__imp_errorf("out of memory");
+        goto out;
+      }
+    }
+  }
+  if (n_bad > 0) {
+    fprintf(stderr, "%s: error: %s: %d node%s cannot be converted (nothing written):\n",
+            dynq__imp_progname, what, n_bad, n_bad == 1 ? "" : "s");
+    for (int i = 0; i < n_bad; i++) fprintf(stderr, "%s\n", bad[i]);
+    fprintf(stderr, "supported ops:");
+    for (size_t i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++)
+      fprintf(stderr, "%s %s", i ? "," : "", op_table[i].onnx);
+    fprintf(stderr, "\n");
+    goto out;
+  }
+  for (size_t i = 0; i < nn; i++) {
+    const Onnx__NodeProto *n = nodes[i];
+    if (strcmp(n->op_type, "Constant") == 0) continue; /* already a constant */
+    int first = b->n_nodes;
+    if (find_op(n->op_type)->convert(c, n, names[i]) != 0) goto out;
+    if (dynq__imp_fold(c, first) != 0) goto out;
+  }
+  rc = 0;
+out:
+  free(names);
+  free(bad);
+  return rc;
+}
+
 static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *in,
                           const char *out) {
   printf("dynq-quantize: %s -> %s (opset %" PRId64 ", %zu ONNX nodes -> %d dynq nodes)\n",
@@ -429,6 +572,9 @@ static void usage(FILE *f) {
           "  --fp32          keep MatMul/Gemm in FP32 (no quantization)\n"
           "  --per-tensor    quantize activations per tensor instead of per row\n"
           "  --no-reference  omit the FP32 reference weights (smaller file, no fp32 path)\n"
+          "  --set NAME=V    fix graph input NAME to V (a number, or v0,v1,... for a 1-D\n"
+          "                  input) at import: what depends only on it is folded away,\n"
+          "                  e.g. --set sr=16000 removes If branches on the sample rate\n"
           "  --help          show this help\n"
           "\n"
           "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n");
@@ -500,6 +646,9 @@ static int convert(const dynq__imp_options_t *opt, const char *in, const char *o
       dynq__imp_errorf("graph input '%s' is listed twice", vi->name);
       goto done;
     }
+    int32_t fixed = dynq__imp_set_input(&c, vi);
+    if (fixed == -1) goto done;
+    if (fixed >= 0) continue; /* --set: a constant now */
     dynq_dtype_t dt;
     int rank;
     int64_t dims[DYNQ_MAX_RANK];
@@ -511,109 +660,32 @@ static int convert(const dynq__imp_options_t *opt, const char *in, const char *o
     }
     b->inputs[b->n_inputs++] = v;
   }
-  if (b->n_inputs == 0) {
-    dynq__imp_errorf("the graph has no inputs (other than initializers)");
-    goto done;
+  for (int i = 0; i < c.opt.n_set; i++) {
+    int32_t v = dynq__imp_lookup(b, c.opt.set_name[i]);
+    int is_input = 0;
+    for (size_t j = 0; j < g->n_input; j++)
+      is_input |= g->input[j]->name && strcmp(g->input[j]->name, c.opt.set_name[i]) == 0;
+    if (v < 0 || !is_input) {
+      dynq__imp_errorf("--set %s: the graph has no input of that name", c.opt.set_name[i]);
+      goto done;
+    }
   }
+  /* A graph without inputs (everything constant) is allowed: it folds to
+   * its outputs. */
   if (g->n_output == 0) {
     dynq__imp_errorf("the graph has no outputs");
     goto done;
   }
 
-  /* Pass 1: every node checked before anything is emitted, so the error
-   * lists all unsupported nodes at once.  Outputs are entered as
-   * placeholders so later nodes' inputs resolve; Constant nodes become
-   * constants right away (later checks, e.g. Reshape's shape, need them). */
-  c.node_names = calloc(g->n_node + 1, sizeof(char *));
-  if (c.node_names == NULL) {
-    dynq__imp_errorf("out of memory");
-    goto done;
-  }
-  int n_bad = 0;
-  char **bad = calloc(g->n_node + 1, sizeof(char *));
-  if (bad == NULL) {
-    dynq__imp_errorf("out of memory");
-    goto done;
-  }
-  for (size_t i = 0; i < g->n_node; i++) {
-    const Onnx__NodeProto *n = g->node[i];
-    const char *type = n->op_type ? n->op_type : "";
-    c.node_names[i] = n->name && n->name[0] ? n->name
-                                            : dynq__imp_pool_printf(&b->pool, "%s_%zu", type, i);
-    if (c.node_names[i] == NULL) {
-      dynq__imp_errorf("out of memory");
-      free(bad);
-      goto done;
-    }
-    const char *why = check_node(&c, n);
-    if (why != NULL) {
-      bad[n_bad++] = why[0] ? dynq__imp_pool_printf(&b->pool, "  node '%s' (op %s): %s",
-                                          c.node_names[i], type, why)
-                            : dynq__imp_pool_printf(&b->pool, "  node '%s' (op %s)", c.node_names[i],
-                                          type);
-      if (bad[n_bad - 1] == NULL) bad[n_bad - 1] = (char *)"  (out of memory)";
-    }
-    /* Placeholders (even for unsupported nodes) keep later nodes checkable. */
-    for (size_t o = 0; o < n->n_output; o++) {
-      const char *on = n->output[o];
-      if (on == NULL || on[0] == 0) continue;
-      if (dynq__imp_lookup(b, on) >= 0) {
-        if (why == NULL) {
-          bad[n_bad++] = dynq__imp_pool_printf(&b->pool, "  node '%s' (op %s): output '%s' is already "
-                                     "defined by an earlier node, initializer or graph input",
-                                     c.node_names[i], type, on);
-          if (bad[n_bad - 1] == NULL) bad[n_bad - 1] = (char *)"  (out of memory)";
-          why = "";
-        }
-        continue;
-      }
-      if (strcmp(type, "Constant") == 0 && why == NULL) {
-        if (dynq__imp_import_tensor(b, dynq__imp_find_attr(n, "value")->t, on, "Constant node") < 0) {
-          free(bad);
-          goto done;
-        }
-      } else if (dynq__imp_add_value(b, on, DYNQ_DT_F32, -1, NULL) < 0) {
-        dynq__imp_errorf("out of memory");
-        free(bad);
-        goto done;
-      }
-    }
-  }
-  if (n_bad > 0) {
-    fprintf(stderr, "%s: error: %s: %d node%s cannot be converted (nothing written):\n", dynq__imp_progname, in,
-            n_bad, n_bad == 1 ? "" : "s");
-    for (int i = 0; i < n_bad; i++) fprintf(stderr, "%s\n", bad[i]);
-    fprintf(stderr, "supported ops:");
-    for (size_t i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++)
-      fprintf(stderr, "%s %s", i ? "," : "", op_table[i].onnx);
-    fprintf(stderr, "\n");
-    free(bad);
-    goto done;
-  }
-  free(bad);
-
-  /* Use counts (for Relu fusion), by value name. */
-  c.uses = calloc((size_t)b->n_values + 1, sizeof(int));
+  /* Use counts (for Relu fusion), by value name; values added later
+   * (placeholders) are counted as they appear in pass 1. */
+  c.uses = calloc((size_t)b->n_values + 16 * g->n_node + 64, sizeof(int));
+  c.n_uses = b->n_values + 16 * (int)g->n_node + 64;
   if (c.uses == NULL) {
     dynq__imp_errorf("out of memory");
     goto done;
   }
-  for (size_t i = 0; i < g->n_node; i++)
-    for (size_t j = 0; j < g->node[i]->n_input; j++) {
-      int32_t v = dynq__imp_value_of(&c, g->node[i]->input[j]);
-      if (v >= 0) c.uses[v]++;
-    }
-  for (size_t i = 0; i < g->n_output; i++) {
-    int32_t v = dynq__imp_value_of(&c, g->output[i]->name);
-    if (v >= 0) c.uses[v]++;
-  }
-
-  /* Pass 2: emit.  Each node claims the placeholder of its output. */
-  for (size_t i = 0; i < g->n_node; i++) {
-    const Onnx__NodeProto *n = g->node[i];
-    if (strcmp(n->op_type, "Constant") == 0) continue; /* already a constant */
-    if (find_op(n->op_type)->convert(&c, n, c.node_names[i]) != 0) goto done;
-  }
+  if (dynq__imp_convert_nodes(&c, g->node, g->n_node, in) != 0) goto done;
   for (size_t i = 0; i < g->n_output; i++) {
     const Onnx__ValueInfoProto *vi = g->output[i];
     int32_t v = vi->name ? dynq__imp_lookup(b, vi->name) : -1;
@@ -657,7 +729,6 @@ static int convert(const dynq__imp_options_t *opt, const char *in, const char *o
 done:
   if (m != NULL) onnx__model_proto__free_unpacked(m, NULL);
   free(buf);
-  free(c.node_names);
   free(c.uses);
   free(c.layers);
   dynq__imp_builder_free(&c.b);
@@ -681,6 +752,22 @@ int main(int argc, char **argv) {
       opt.per_tensor = 1;
     } else if (!only_pos && strcmp(a, "--no-reference") == 0) {
       opt.no_reference = 1;
+    } else if (!only_pos && (strcmp(a, "--set") == 0 || strncmp(a, "--set=", 6) == 0)) {
+      const char *kv = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
+      const char *eq = kv ? strchr(kv, '=') : NULL;
+      if (eq == NULL || eq == kv || eq[1] == 0) {
+        fprintf(stderr, "%s: --set needs NAME=VALUE (e.g. --set sr=16000)\n", dynq__imp_progname);
+        return 2;
+      }
+      if (opt.n_set == (int)(sizeof(opt.set_name) / sizeof(opt.set_name[0]))) {
+        fprintf(stderr, "%s: at most %zu --set options\n", dynq__imp_progname,
+                sizeof(opt.set_name) / sizeof(opt.set_name[0]));
+        return 2;
+      }
+      char *name = strndup(kv, (size_t)(eq - kv));
+      if (name == NULL) return 1;
+      opt.set_name[opt.n_set] = name; /* lives until exit */
+      opt.set_value[opt.n_set++] = eq + 1;
     } else if (!only_pos && a[0] == '-' && a[1] != 0) {
       fprintf(stderr, "%s: unknown option '%s'\n", dynq__imp_progname, a);
       usage(stderr);

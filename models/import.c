@@ -652,6 +652,23 @@ int dynq__imp_finish_graph(conv_t *c, dynq__graph_t *g, const char *producer, ui
     for (int j = 0; j < s->n_attr; j++)
       if (s->attr[j].type == DYNQ_ATTR_INTS) keep[s->attr[j].i] = 1;
   }
+  /* If branch ranges were recorded as builder node counts: recount the
+   * nodes that survive (folding kills some). */
+  for (int i = 0; i < b->n_nodes; i++) {
+    dynq__bnode_t *s = &b->nodes[i];
+    if (s->dead || s->op != DYNQ_OP_IF) continue;
+    dynq__attr_t *ta = NULL, *ea = NULL;
+    for (int j = 0; j < s->n_attr; j++) {
+      if (strcmp(s->attr[j].name, "then_nodes") == 0) ta = &s->attr[j];
+      if (strcmp(s->attr[j].name, "else_nodes") == 0) ea = &s->attr[j];
+    }
+    if (ta == NULL || ea == NULL) continue;
+    int64_t t = 0, e = 0, tr = ta->i, er = ea->i;
+    for (int64_t k = i + 1; k < i + 1 + tr + er && k < b->n_nodes; k++)
+      if (!b->nodes[k].dead) *(k < i + 1 + tr ? &t : &e) += 1;
+    ta->i = t;
+    ea->i = e;
+  }
   vals = dynq__imp_pool_alloc(&b->pool, (size_t)b->n_values * sizeof(*vals));
   nodes = dynq__imp_pool_alloc(&b->pool, (size_t)(nn + 1) * sizeof(*nodes));
   if (vals == NULL || nodes == NULL) goto oom;

@@ -27,7 +27,7 @@
 
 /* Bounds on what one builder node carries (ONNX LSTM has 8 inputs, a
  * quantized recurrent node more; If has as many outputs as its branches). */
-#define DYNQ_IMP_MAX_IN 16
+#define DYNQ_IMP_MAX_IN 64
 #define DYNQ_IMP_MAX_OUT 16
 #define DYNQ_IMP_MAX_ATTR 16
 
@@ -106,8 +106,8 @@ int dynq__imp_node_attr_ints(dynq__builder_t *b, dynq__bnode_t *n, const char *n
 typedef struct dynq__imp_options {
   int fp32, per_tensor, no_reference;
   int n_set;                 /* --set NAME=VALUE entries */
-  const char *set_name[16];  /* argv-owned */
-  const char *set_value[16];
+  const char *set_name[16];  /* strdup'd, live until exit */
+  const char *set_value[16]; /* argv-owned */
 } dynq__imp_options_t;
 
 typedef struct dynq__layer_report {
@@ -126,8 +126,11 @@ typedef struct conv {
   const Onnx__ModelProto *model;
   const Onnx__GraphProto *g;
   int64_t opset;
-  const char **node_names;   /* owned array; strings pool-owned or proto-owned */
-  int *uses;                 /* owned, per value: consumers (+1 per graph output) */
+  int *uses;                 /* owned, [n_uses] per value: consumers (+1 per graph
+                                output); values past n_uses are never fused */
+  int n_uses;
+  int n_anon;                /* counter naming nodes that have no name */
+  int branch_depth;          /* > 0 while converting an If branch */
   dynq__layer_report_t *layers; /* owned, [cap_layers] */
   int n_layers, cap_layers;
 } conv_t;
@@ -185,6 +188,24 @@ int dynq__imp_quantize_weights(conv_t *c, const char *base, const float *src, in
  * dropped, indices renumbered); storage is pool-owned.  -1 on OOM. */
 int dynq__imp_finish_graph(conv_t *c, dynq__graph_t *g, const char *producer,
                            uint64_t hash);
+
+/* ---- graph ops (import_graph.c) ---- */
+
+/* Pass 1 + pass 2 over a node list (the graph, or an If branch). */
+int dynq__imp_convert_nodes(conv_t *c, Onnx__NodeProto *const *nodes, size_t nn,
+                            const char *what);
+/* Constant node (any value_* form) -> constant value; -1 after an error. */
+int dynq__imp_constant_node(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+/* Fold nodes [first, n_nodes) whose inputs are all constants: run them
+ * through the engine, turn their outputs into constants, mark them dead.
+ * -1 after an error (a node that must fail on constant inputs). */
+int dynq__imp_fold(conv_t *c, int first);
+/* --set NAME=VALUE: the constant fixing graph input vi, or -2 when the
+ * input is not fixed; -1 after an error. */
+int32_t dynq__imp_set_input(conv_t *c, const Onnx__ValueInfoProto *vi);
+/* Converters for shape/graph ops and If. */
+int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+int dynq__import_if(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 
 /* ---- converter table ---- */
 

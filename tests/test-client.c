@@ -873,7 +873,7 @@ START_TEST(daemon_dynqctl) {
   ck_assert_msg(strstr(out, "protocol:") && strstr(out, "workers:") && strstr(out, "0.1.0"),
                 "%s", out);
   free(out);
-  CTL_OK(out, "--socket", s, "--json", "stat", NULL); /* unique prefix */
+  CTL_OK(out, "--socket", s, "--json", "statu", NULL); /* unique prefix */
   ck_assert_msg(out[0] == '{' && strstr(out, "\"protocol\": 1") && strstr(out, "\"models\": 0"),
                 "%s", out);
   free(out);

@@ -14,6 +14,8 @@
  *    step of 1/127 of their row's max, activations half a step of 1/255
  *    of their row's range: about 0.5% each per product on random data;
  *    recurrence over a few steps keeps it under 1%, 0.02 leaves 2x room.
+ *    Tiny cases (fewer than 32 outputs, e.g. H = 1) average too few errors
+ *    for that: they get 0.04 (0.022 measured at worst).
  */
 #include <check.h>
 #include <math.h>
@@ -356,8 +358,9 @@ static void check_case(rcase_t *c, double *worst_f32, double *worst_q) {
   double q = rel_l2(qout[0].data, ry, ny);
   double qh = rel_l2(qout[1].data, rh, nh);
   if (qh > q) q = qh;
-  ck_assert_msg(q <= 0.02, "%s %s layout %d: INT8 relL2 %g", c->gru ? "QGRU" : "QLSTM",
+  ck_assert_msg(q <= (ny >= 32 ? 0.02 : 0.04), "%s %s layout %d: INT8 relL2 %g", c->gru ? "QGRU" : "QLSTM",
                 dir_name(c->dirs), c->layout, q);
+  if (q > 0.015) printf("  %s %s L%d T%lld B%lld K%lld H%lld b%d len%d h0%d c0%d p%d lbr%d clip%g: relL2 %.4f\n", c->gru ? "QGRU" : "QLSTM", dir_name(c->dirs), c->layout, (long long)T, (long long)B, (long long)K, (long long)H, c->has_b, c->has_len, c->has_h0, c->has_c0, c->has_p, c->lbr, c->clip, q);
   if (q > *worst_q) *worst_q = q;
   /* the reference path is the FP32 op itself */
   r = run_op(qop, "qrnn", at, na, qin, nq, rout, nout, DYNQ_PRECISION_FP32, err, sizeof(err));
@@ -719,6 +722,269 @@ START_TEST(check_refuses_bad_nodes) {
 }
 END_TEST
 
+/* ---- models through dynq-quantize ---- */
+
+/* A float32 or int32 TensorProto from an ONNX node test's .pb file: the
+ * few wire fields we need (dims 1, data_type 2, float_data 4, int32_data
+ * 5, name 8, raw_data 9), read with bounds checks.  Returns 0 and malloc'd
+ * data, or -1. */
+typedef struct pbt {
+  char name[128];
+  int rank;
+  int64_t dims[DYNQ_MAX_RANK];
+  int dtype;
+  float *data;
+  int64_t n;
+} pbt_t;
+
+static int pb_varint(const uint8_t **p, const uint8_t *e, uint64_t *ret) {
+  uint64_t v = 0;
+  for (int sh = 0; sh < 64 && *p < e; sh += 7) {
+    uint8_t b = *(*p)++;
+    v |= (uint64_t)(b & 0x7f) << sh;
+    if (!(b & 0x80)) {
+      *ret = v;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+static int read_pb(const char *path, pbt_t *t) {
+  size_t len;
+  uint8_t *buf = tu_read_file(path, &len);
+  if (buf == NULL) return -1;
+  memset(t, 0, sizeof(*t));
+  const uint8_t *p = buf, *e = buf + len, *raw = NULL, *fl = NULL, *il = NULL;
+  uint64_t rawn = 0, fln = 0, iln = 0;
+  int rc = -1;
+  while (p < e) {
+    uint64_t key, v;
+    if (pb_varint(&p, e, &key)) goto out;
+    int field = (int)(key >> 3), wt = (int)(key & 7);
+    if (wt == 0) {
+      if (pb_varint(&p, e, &v)) goto out;
+      if (field == 1 && t->rank < DYNQ_MAX_RANK) t->dims[t->rank++] = (int64_t)v;
+      if (field == 2) t->dtype = (int)v;
+    } else if (wt == 2) {
+      if (pb_varint(&p, e, &v) || v > (uint64_t)(e - p)) goto out;
+      if (field == 1) { /* packed dims */
+        const uint8_t *q = p, *qe = p + v;
+        uint64_t d;
+        while (q < qe && t->rank < DYNQ_MAX_RANK && !pb_varint(&q, qe, &d)) t->dims[t->rank++] = (int64_t)d;
+      }
+      if (field == 8) snprintf(t->name, sizeof(t->name), "%.*s", (int)v, (const char *)p);
+      if (field == 9) raw = p, rawn = v;
+      if (field == 4) fl = p, fln = v;
+      if (field == 5) il = p, iln = v;
+      p += v;
+    } else if (wt == 5) {
+      if (e - p < 4) goto out;
+      p += 4;
+    } else if (wt == 1) {
+      if (e - p < 8) goto out;
+      p += 8;
+    } else {
+      goto out;
+    }
+  }
+  t->n = dynq__shape_numel(t->rank, t->dims);
+  if ((t->dtype != 1 && t->dtype != 6) || t->n < 0) goto out;
+  if (t->dtype == 6 && !raw) { /* int32_data: packed varints */
+    int32_t *d = malloc(sizeof(int32_t) * (size_t)(t->n + 1));
+    const uint8_t *q = il, *qe = il ? il + iln : NULL;
+    for (int64_t i = 0; i < t->n; i++) {
+      uint64_t x;
+      if (q == NULL || pb_varint(&q, qe, &x)) {
+        free(d);
+        goto out;
+      }
+      d[i] = (int32_t)x;
+    }
+    t->data = (float *)d;
+    rc = 0;
+    goto out;
+  }
+  const uint8_t *src = raw ? raw : fl;
+  uint64_t srcn = raw ? rawn : fln;
+  if ((uint64_t)t->n * 4 != srcn) goto out;
+  t->data = malloc((size_t)srcn + 4);
+  memcpy(t->data, src, (size_t)srcn);
+  rc = 0;
+out:
+  free(buf);
+  return rc;
+}
+
+static int quantize_model(const char *onnx, const char *out, int fp32, char **ret_log) {
+  char q[512];
+  snprintf(q, sizeof(q), "%s", tu_build("models/dynq-quantize"));
+  char *argv[5];
+  int a = 0;
+  argv[a++] = q;
+  if (fp32) argv[a++] = "--fp32";
+  argv[a++] = (char *)onnx;
+  argv[a++] = (char *)out;
+  argv[a] = NULL;
+  return tu_run(argv, ret_log);
+}
+
+/* ONNX node tests from libonnx-testdata: FP32 within 1e-5 of the
+ * reference (max abs error over max(1, max |ref|)). */
+static const char *const node_tests[] = {
+  "test_lstm_defaults", "test_lstm_with_initial_bias", "test_lstm_with_peepholes",
+  "test_lstm_batchwise", "test_gru_defaults", "test_gru_with_initial_bias",
+  "test_gru_seq_length", "test_gru_batchwise", "test_basic_conv_with_padding",
+  "test_basic_conv_without_padding", "test_conv_with_autopad_same",
+  "test_conv_with_strides_and_asymmetric_padding", "test_conv_with_strides_no_padding",
+  "test_conv_with_strides_padding",
+};
+
+START_TEST(onnx_node_tests) {
+  const char *root = "/usr/share/libonnx-testdata/data/node";
+  char *dir = tu_mkdtemp();
+  int passed = 0;
+  for (size_t i = 0; i < sizeof(node_tests) / sizeof(node_tests[0]); i++) {
+    char model[512], out[512], pb[600], err[512];
+    snprintf(model, sizeof(model), "%s/%s/model.onnx", root, node_tests[i]);
+    snprintf(out, sizeof(out), "%s/%s.dynq", dir, node_tests[i]);
+    char *log = NULL;
+    int st = quantize_model(model, out, 1, &log);
+    ck_assert_msg(st == 0, "%s: dynq-quantize --fp32 failed:\n%s", node_tests[i], log ? log : "");
+    free(log);
+    dynq__model_t *m = NULL;
+    ck_assert_msg(dynq__model_open(out, &m, err, sizeof(err)) == 0, "%s: %s", node_tests[i], err);
+    const dynq__graph_t *g = dynq__model_graph(m);
+    dynq__tensor_t in[16], res[16];
+    pbt_t pin[16];
+    ck_assert_int_le(g->n_inputs, 16);
+    for (int k = 0; k < g->n_inputs; k++) {
+      snprintf(pb, sizeof(pb), "%s/%s/test_data_set_0/input_%d.pb", root, node_tests[i], k);
+      ck_assert_msg(read_pb(pb, &pin[k]) == 0, "cannot read %s", pb);
+      int idx = dynq__model_input_index(m, pin[k].name);
+      ck_assert_msg(idx >= 0, "%s: input '%s' not in the model", node_tests[i], pin[k].name);
+      in[idx] = tens(pin[k].dtype == 6 ? DYNQ_DT_I32 : DYNQ_DT_F32, pin[k].rank, pin[k].dims, pin[k].data);
+    }
+    dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32};
+    ck_assert_msg(dynq__model_run(m, &o, in, res, err, sizeof(err)) == 0, "%s: %s", node_tests[i], err);
+    double worst = 0;
+    for (int k = 0; k < g->n_outputs; k++) {
+      pbt_t ref;
+      snprintf(pb, sizeof(pb), "%s/%s/test_data_set_0/output_%d.pb", root, node_tests[i], k);
+      ck_assert_msg(read_pb(pb, &ref) == 0, "cannot read %s", pb);
+      ck_assert_int_eq(dynq__tensor_numel(&res[k]), ref.n);
+      ck_assert_int_eq(res[k].rank, ref.rank);
+      for (int d = 0; d < ref.rank; d++) ck_assert_int_eq(res[k].dims[d], ref.dims[d]);
+      double *rd = malloc(sizeof(double) * (size_t)(ref.n + 1)), sc;
+      for (int64_t j = 0; j < ref.n; j++) rd[j] = ref.data[j];
+      double e = max_err(res[k].data, rd, ref.n, &sc) / sc;
+      ck_assert_msg(e <= 1e-5, "%s output %d: max rel err %g", node_tests[i], k, e);
+      if (e > worst) worst = e;
+      free(rd);
+      free(ref.data);
+      dynq__tensor_clear(&res[k]);
+    }
+    for (int k = 0; k < g->n_inputs; k++) free(pin[k].data);
+    printf("PASS %s (FP32 max rel err %.2g)\n", node_tests[i], worst);
+    passed++;
+    dynq__model_unref(m);
+  }
+  printf("ONNX node tests: %d passed, 0 failed\n", passed);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+static float *load_f32(const char *name, int64_t n) {
+  char rel[256];
+  size_t len;
+  snprintf(rel, sizeof(rel), "tests/fixtures/%s", name);
+  float *p = tu_read_file(tu_src(rel), &len);
+  ck_assert_msg(p != NULL, "cannot read %s", rel);
+  ck_assert_msg(len == (size_t)n * 4, "%s: %zu bytes, expected %lld", rel, len, (long long)n * 4);
+  return p;
+}
+
+typedef struct fixture {
+  const char *model;
+  int n_in;
+  const char *in[3];
+  int rank_in[3];
+  int64_t dims_in[3][4];
+  int n_out;
+  const char *out[3];
+  double fp32_bound, int8_bound;
+  const char *expect_summary; /* substring of the quantizer's summary */
+} fixture_t;
+
+static const fixture_t fixtures[] = {
+  {"rnn_lstm", 3, {"rnn_lstm_x.f32", "rnn_lstm_h0.f32", "rnn_lstm_c0.f32"}, {3, 3, 3},
+   {{12, 3, 16}, {1, 3, 32}, {1, 3, 32}}, 3, {"rnn_lstm_y.f32", "rnn_lstm_hn.f32", "rnn_lstm_cn.f32"},
+   1e-5, 0.02, "LSTM"},
+  {"rnn_gru", 2, {"rnn_gru_x.f32", "rnn_gru_h0.f32"}, {3, 3}, {{12, 3, 16}, {2, 3, 24}}, 2,
+   {"rnn_gru_y.f32", "rnn_gru_hn.f32"}, 1e-5, 0.02, "GRU"},
+  {"conv_1d", 1, {"conv_1d_x.f32"}, {3}, {{2, 1, 512}}, 1, {"conv_1d_y.f32"}, 1e-5, 0.02,
+   "fewer than 16 values"},
+  {"conv_2d", 1, {"conv_2d_x.f32"}, {4}, {{2, 3, 20, 17}}, 1, {"conv_2d_y.f32"}, 1e-5, 0.02,
+   "int8"},
+};
+
+START_TEST(pytorch_fixtures) {
+  const fixture_t *f = &fixtures[_i];
+  char *dir = tu_mkdtemp(), onnx[512], out[512], rel[256], err[512];
+  snprintf(rel, sizeof(rel), "tests/fixtures/%s.onnx", f->model);
+  snprintf(onnx, sizeof(onnx), "%s", tu_src(rel));
+  dynq__tensor_t in[3];
+  float *inb[3];
+  for (int k = 0; k < f->n_in; k++) {
+    int64_t n = dynq__shape_numel(f->rank_in[k], f->dims_in[k]);
+    inb[k] = load_f32(f->in[k], n);
+    in[k] = tens(DYNQ_DT_F32, f->rank_in[k], f->dims_in[k], inb[k]);
+  }
+  for (int mode = 0; mode < 3; mode++) { /* --fp32 model; int8 model at INT8; at FP32 */
+    snprintf(out, sizeof(out), "%s/%s%d.dynq", dir, f->model, mode);
+    char *log = NULL;
+    int st = quantize_model(onnx, out, mode == 0, &log);
+    ck_assert_msg(st == 0, "%s: dynq-quantize failed:\n%s", f->model, log ? log : "");
+    if (mode == 1) {
+      ck_assert_msg(strstr(log, f->expect_summary) && strstr(log, "int8"), "%s summary:\n%s", f->model, log);
+      printf("%s", log);
+    }
+    free(log);
+    dynq__model_t *m = NULL;
+    ck_assert_msg(dynq__model_open(out, &m, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(dynq__model_graph(m)->n_inputs, f->n_in);
+    dynq__tensor_t res[3];
+    dynq__run_opts_t o = {.precision = mode == 1 ? DYNQ_PRECISION_INT8 : DYNQ_PRECISION_FP32};
+    ck_assert_msg(dynq__model_run(m, &o, in, res, err, sizeof(err)) == 0, "%s: %s", f->model, err);
+    for (int k = 0; k < f->n_out; k++) {
+      int64_t n = dynq__tensor_numel(&res[k]);
+      float *ref = load_f32(f->out[k], n);
+      double *rd = malloc(sizeof(double) * (size_t)n), sc;
+      for (int64_t j = 0; j < n; j++) rd[j] = ref[j];
+      if (mode == 1) {
+        double q = rel_l2(res[k].data, rd, n);
+        printf("%s output %d: INT8 relL2 vs PyTorch %.4f (bound %.2f)\n", f->model, k, q, f->int8_bound);
+        ck_assert_msg(q <= f->int8_bound, "%s output %d: INT8 relL2 %g", f->model, k, q);
+        ck_assert_msg(q > 0, "%s: INT8 identical to FP32: nothing was quantized", f->model);
+      } else {
+        double e = max_err(res[k].data, rd, n, &sc) / sc;
+        printf("%s output %d: FP32 (%s) max rel err vs PyTorch %.2g (bound %.0e)\n", f->model, k,
+               mode == 0 ? "--fp32 model" : "reference weights", e, f->fp32_bound);
+        ck_assert_msg(e <= f->fp32_bound, "%s output %d: FP32 max rel err %g", f->model, k, e);
+      }
+      free(rd);
+      free(ref);
+      dynq__tensor_clear(&res[k]);
+    }
+    dynq__model_unref(m);
+  }
+  for (int k = 0; k < f->n_in; k++) free(inb[k]);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("rnn");
   TCase *t = tcase_create("ops");
@@ -730,6 +996,11 @@ static Suite *suite(void) {
   tcase_add_test(t, conv_bad_shapes);
   tcase_add_test(t, check_refuses_bad_nodes);
   suite_add_tcase(s, t);
+  TCase *m = tcase_create("models");
+  tcase_set_timeout(m, 300);
+  tcase_add_test(m, onnx_node_tests);
+  tcase_add_loop_test(m, pytorch_fixtures, 0, (int)(sizeof(fixtures) / sizeof(fixtures[0])));
+  suite_add_tcase(s, m);
   return s;
 }
 

@@ -108,6 +108,119 @@ void dynq_infer_result_free(dynq_infer_result_t *r);
 int dynq_call_raw(dynq_client_t *c, const char *method, const void *params,
                   size_t params_len, void **ret_result, size_t *ret_len);
 
+/* ---- health, stats (PROTOCOL.md "Production methods") ---- */
+
+typedef struct dynq_health {
+  int live;                 /* health.live answered "ok" */
+  int ready;                /* health.ready: models loaded and warm, not draining */
+  int models;               /* models loaded */
+  char reason[256];         /* why not ready ("" when ready or not given) */
+} dynq_health_t;
+
+/* Both probes on one connection.  A daemon that answers live but not ready
+ * is a success (0) with *ret_ready = 0. */
+int dynq_health(dynq_client_t *c, int *ret_live, int *ret_ready);
+int dynq_health_get(dynq_client_t *c, dynq_health_t *ret_health);
+
+/* Percentiles of one latency histogram, in microseconds. */
+typedef struct dynq_latency {
+  uint64_t count, p50, p90, p99;
+} dynq_latency_t;
+
+typedef struct dynq_model_stats {
+  char *name;               /* owned by the dynq_stats_t */
+  uint64_t version, requests, errors;
+  dynq_latency_t queue_us, compute_us;
+} dynq_model_stats_t;
+
+typedef struct dynq_stats {
+  double uptime_s;
+  uint64_t connections, queue_depth, queue_cap, inflight, sessions;
+  uint64_t shm_regions, bytes_mapped;
+  uint64_t requests_total, errors_total, overloads_total, timeouts_total;
+  int n_models;
+  dynq_model_stats_t *models;  /* owned; sorted by name; dynq_stats_free() */
+} dynq_stats_t;
+
+int dynq_stats(dynq_client_t *c, dynq_stats_t *ret_stats);
+void dynq_stats_free(dynq_stats_t *s);      /* NULL-safe; zeroes *s */
+/* The whole stats reply rendered as one line of JSON (keys in the server's
+ * order, fields this library does not know included); free() it. */
+int dynq_stats_json(dynq_client_t *c, char **ret_json);
+
+/* ---- model administration (admin peers only: others get DYNQ_EDENIED) ---- */
+
+/* path relative to dynqd's model directory; NULL means "NAME.dynq".
+ * ret_version (may be NULL) gets the version now serving. */
+int dynq_model_load(dynq_client_t *c, const char *name, const char *path,
+                    uint64_t *ret_version);
+int dynq_model_unload(dynq_client_t *c, const char *name);
+int dynq_model_reload(dynq_client_t *c, const char *name,
+                      uint64_t *ret_version);
+
+/* ---- sessions: streaming state kept by dynqd between calls ---- */
+
+/* bindings: n_bindings pairs {input, output, input, output, ...} (the
+ * output's value feeds the input on the next call); NULL/0 lets dynqd use
+ * the model's declared state pairs.  detached: the session survives this
+ * connection (until closed or idle). */
+int dynq_session_open(dynq_client_t *c, const char *model,
+                      const char *const *bindings, int n_bindings,
+                      int detached, uint64_t *ret_id);
+/* Pass only the unbound inputs; the result holds every output. */
+int dynq_session_infer(dynq_client_t *c, uint64_t id,
+                       const dynq_tensor_t *inputs, int n_inputs,
+                       dynq_infer_result_t *ret_result);
+int dynq_session_reset(dynq_client_t *c, uint64_t id);
+int dynq_session_close(dynq_client_t *c, uint64_t id);
+
+/* ---- shared-memory tensors ---- */
+
+/* A sealed memfd of size bytes (F_SEAL_SHRINK | F_SEAL_SEAL), mapped
+ * read-write.  Release with dynq_shm_destroy(). */
+int dynq_shm_create(size_t size, int *ret_fd, void **ret_ptr);
+void dynq_shm_destroy(int fd, void *ptr, size_t size);  /* fd < 0 / NULL ok */
+/* Hand fd to dynqd (SCM_RIGHTS); size bytes of it become a region tied to
+ * this connection.  dynqd keeps its own reference: fd stays the caller's. */
+int dynq_shm_register(dynq_client_t *c, int fd, uint64_t size,
+                      uint64_t *ret_region);
+int dynq_shm_unregister(dynq_client_t *c, uint64_t region);
+
+typedef struct dynq_shm_ref {
+  uint64_t region;          /* from dynq_shm_register() */
+  uint64_t offset;          /* bytes from the start of the region */
+  uint64_t size;            /* bytes; must equal the tensor's byte size */
+} dynq_shm_ref_t;
+
+typedef struct dynq_output_shm {
+  const char *name;         /* output name */
+  dynq_shm_ref_t ref;       /* where dynqd writes it */
+} dynq_output_shm_t;
+
+/* Options of dynq_infer_ex(); dynq_infer_opts_init() first, so fields added
+ * later (taken from reserved_) start zeroed. */
+typedef struct dynq_infer_opts {
+  int precision;            /* DYNQ_INFER_* */
+  uint32_t timeout_ms;      /* 0: no deadline; else EDEADLINE if not started in time */
+  int use_session;          /* run within session (model may then be NULL) */
+  uint64_t session;
+  /* NULL, or n_inputs entries: inputs[k] with data == NULL is sent as a
+   * reference to input_shm[k] (dtype and shape from inputs[k]). */
+  const dynq_shm_ref_t *input_shm;
+  /* Outputs dynqd writes into regions; their result tensors have data NULL
+   * and nbytes = ref.size. */
+  const dynq_output_shm_t *output_shm;
+  int n_output_shm;
+  uint64_t reserved_[8];
+} dynq_infer_opts_t;
+
+void dynq_infer_opts_init(dynq_infer_opts_t *opts);
+
+int dynq_infer_ex(dynq_client_t *c, const char *model,
+                  const dynq_tensor_t *inputs, int n_inputs,
+                  const dynq_infer_opts_t *opts,
+                  dynq_infer_result_t *ret_result);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,504 @@
+/*
+ * libdynqclient calls for the production methods (docs/PROTOCOL.md,
+ * "Production methods"): health probes, stats (typed, and as JSON text),
+ * model administration and sessions.  Like api.c, each reply is converted
+ * into public structs at once and every field's type is checked; a reply
+ * that does not fit is DYNQ_EPROTO naming the method and field.
+ */
+#include "client-internal.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Bound on what a stats reply may make us allocate. */
+#define MAX_STAT_MODELS 100000
+#define MAX_BINDINGS 256
+
+/* One request whose params are built by the caller into w (after
+ * dynq__client_begin); on success *m holds the reply. */
+static int roundtrip(dynq_client_t *c, dynq__wbuf_t *w, uint32_t id,
+                     dynq__rpc_msg_t *m) {
+  int r = dynq__client_call(c, w, id, NULL, 0, m, NULL, NULL);
+  dynq__wbuf_free(w);
+  return r;
+}
+
+/* A method whose params are empty. */
+static int call_noparams(dynq_client_t *c, const char *method, dynq__rpc_msg_t *m) {
+  dynq__wbuf_t w;
+  uint32_t id;
+  dynq__wbuf_init(&w);
+  id = dynq__client_begin(c, &w, method);
+  dynq__w_map(&w, 0);
+  return roundtrip(c, &w, id, m);
+}
+
+/* A method whose params are {key: string}. */
+static int call_str(dynq_client_t *c, const char *method, const char *key,
+                    const char *val, dynq__rpc_msg_t *m) {
+  dynq__wbuf_t w;
+  uint32_t id;
+  dynq__wbuf_init(&w);
+  id = dynq__client_begin(c, &w, method);
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, key);
+  dynq__w_str(&w, val);
+  return roundtrip(c, &w, id, m);
+}
+
+/* A method whose params are {key: uint}. */
+static int call_uint(dynq_client_t *c, const char *method, const char *key,
+                     uint64_t val, dynq__rpc_msg_t *m) {
+  dynq__wbuf_t w;
+  uint32_t id;
+  dynq__wbuf_init(&w);
+  id = dynq__client_begin(c, &w, method);
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, key);
+  dynq__w_uint(&w, val);
+  return roundtrip(c, &w, id, m);
+}
+
+/* ---- health ---- */
+
+int dynq_health_get(dynq_client_t *c, dynq_health_t *ret_health) {
+  dynq_health_t h;
+  dynq__rpc_msg_t m;
+  const char *s;
+  size_t n;
+  int r;
+
+  if (c == NULL || ret_health == NULL) return -EINVAL;
+  memset(&h, 0, sizeof(h));
+  r = call_noparams(c, "health.live", &m);
+  if (r < 0) return r;
+  if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP ||
+      dynq__obj_str(dynq__obj_get(m.result, "status"), &s, &n) < 0) {
+    dynq__rpc_free(&m);
+    return dynq__bad_field(c, "health.live", "status");
+  }
+  h.live = n == 2 && memcmp(s, "ok", 2) == 0;
+  dynq__rpc_free(&m);
+
+  r = call_noparams(c, "health.ready", &m);
+  if (r < 0) return r;
+  if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP ||
+      dynq__obj_kind(dynq__obj_get(m.result, "ready")) != DYNQ_OBJ_BOOL ||
+      dynq__get_bool(dynq__obj_get(m.result, "ready"), &h.ready) < 0) {
+    r = dynq__bad_field(c, "health.ready", "ready");
+  } else if (dynq__get_int(dynq__obj_get(m.result, "models"), &h.models) < 0) {
+    r = dynq__bad_field(c, "health.ready", "models");
+  } else if (dynq__get_str_trunc(dynq__obj_get(m.result, "reason"), h.reason,
+                                 sizeof(h.reason)) < 0) {
+    r = dynq__bad_field(c, "health.ready", "reason");
+  }
+  dynq__rpc_free(&m);
+  if (r < 0) return r;
+  *ret_health = h;
+  return 0;
+}
+
+int dynq_health(dynq_client_t *c, int *ret_live, int *ret_ready) {
+  dynq_health_t h;
+  int r;
+  if (ret_live == NULL || ret_ready == NULL) return -EINVAL;
+  r = dynq_health_get(c, &h);
+  if (r < 0) return r;
+  *ret_live = h.live;
+  *ret_ready = h.ready;
+  return 0;
+}
+
+/* ---- stats ---- */
+
+void dynq_stats_free(dynq_stats_t *s) {
+  if (s == NULL) return;
+  for (int i = 0; i < s->n_models && s->models; i++) free(s->models[i].name);
+  free(s->models);
+  memset(s, 0, sizeof(*s));
+}
+
+static int parse_latency(dynq__obj_t o, dynq_latency_t *ret) {
+  if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) {
+    memset(ret, 0, sizeof(*ret));
+    return 0;
+  }
+  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP) return DYNQ_EPROTO;
+  if (dynq__get_u64(dynq__obj_get(o, "count"), &ret->count) < 0 ||
+      dynq__get_u64(dynq__obj_get(o, "p50"), &ret->p50) < 0 ||
+      dynq__get_u64(dynq__obj_get(o, "p90"), &ret->p90) < 0 ||
+      dynq__get_u64(dynq__obj_get(o, "p99"), &ret->p99) < 0)
+    return DYNQ_EPROTO;
+  return 0;
+}
+
+static int cmp_model_stats(const void *a, const void *b) {
+  return strcmp(((const dynq_model_stats_t *)a)->name,
+                ((const dynq_model_stats_t *)b)->name);
+}
+
+int dynq_stats(dynq_client_t *c, dynq_stats_t *ret_stats) {
+  static const struct {
+    const char *key;
+    size_t off;
+  } counters[] = {
+#define F(name) { #name, offsetof(dynq_stats_t, name) }
+    F(connections), F(queue_depth), F(queue_cap), F(inflight), F(sessions),
+    F(shm_regions), F(bytes_mapped), F(requests_total), F(errors_total),
+    F(overloads_total), F(timeouts_total),
+#undef F
+  };
+  dynq_stats_t st;
+  dynq__rpc_msg_t m;
+  dynq__obj_t res, models, up;
+  const char *field = "result";
+  uint32_t n;
+  int r = DYNQ_EPROTO;
+
+  if (c == NULL || ret_stats == NULL) return -EINVAL;
+  memset(&st, 0, sizeof(st));
+  r = call_noparams(c, "stats", &m);
+  if (r < 0) return r;
+  r = DYNQ_EPROTO;
+  res = m.result;
+  if (dynq__obj_kind(res) != DYNQ_OBJ_MAP) goto bad;
+  field = "uptime_s";
+  up = dynq__obj_get(res, "uptime_s");
+  if (!dynq__obj_is_absent(up) && dynq__obj_double(up, &st.uptime_s) < 0) goto bad;
+  for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+    field = counters[i].key;
+    if (dynq__get_u64(dynq__obj_get(res, counters[i].key),
+                      (uint64_t *)((char *)&st + counters[i].off)) < 0)
+      goto bad;
+  }
+  field = "models";
+  models = dynq__obj_get(res, "models");
+  if (!dynq__obj_is_absent(models) && dynq__obj_kind(models) != DYNQ_OBJ_MAP) goto bad;
+  n = dynq__obj_len(models);
+  if (n > MAX_STAT_MODELS) {
+    r = dynq__client_fail(c, DYNQ_ETOOBIG, "stats: %u models (limit %d)", n,
+                          MAX_STAT_MODELS);
+    goto out;
+  }
+  st.models = calloc(n ? n : 1, sizeof(*st.models));
+  if (st.models == NULL) {
+    r = -ENOMEM;
+    goto bad;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    dynq_model_stats_t *ms = &st.models[i];
+    dynq__obj_t v = dynq__obj_val_at(models, i);
+    field = "models key";
+    r = dynq__get_str_dup(dynq__obj_key_at(models, i), &ms->name);
+    if (r == 0 && ms->name == NULL) r = DYNQ_EPROTO;
+    if (r < 0) goto bad;
+    st.n_models = (int)i + 1;
+    r = DYNQ_EPROTO;
+    field = "models entry";
+    if (dynq__obj_kind(v) != DYNQ_OBJ_MAP) goto bad;
+    field = "version";
+    if (dynq__get_u64(dynq__obj_get(v, "version"), &ms->version) < 0) goto bad;
+    field = "requests";
+    if (dynq__get_u64(dynq__obj_get(v, "requests"), &ms->requests) < 0) goto bad;
+    field = "errors";
+    if (dynq__get_u64(dynq__obj_get(v, "errors"), &ms->errors) < 0) goto bad;
+    field = "queue_us";
+    if (parse_latency(dynq__obj_get(v, "queue_us"), &ms->queue_us) < 0) goto bad;
+    field = "compute_us";
+    if (parse_latency(dynq__obj_get(v, "compute_us"), &ms->compute_us) < 0) goto bad;
+  }
+  if (st.n_models > 1) qsort(st.models, (size_t)st.n_models, sizeof(*st.models),
+                             cmp_model_stats);
+  dynq__rpc_free(&m);
+  *ret_stats = st;
+  return 0;
+
+bad:
+  if (r == -ENOMEM)
+    r = dynq__client_fail(c, r, "out of memory");
+  else
+    r = dynq__bad_field(c, "stats", field);
+out:
+  dynq_stats_free(&st);
+  dynq__rpc_free(&m);
+  return r;
+}
+
+static void json_string(const char *s, size_t n, FILE *f) {
+  fputc('"', f);
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '"' || ch == '\\')
+      fprintf(f, "\\%c", ch);
+    else if (ch == '\n')
+      fputs("\\n", f);
+    else if (ch == '\t')
+      fputs("\\t", f);
+    else if (ch < 0x20 || ch == 0x7f)
+      fprintf(f, "\\u%04x", ch);
+    else
+      fputc(ch, f);
+  }
+  fputc('"', f);
+}
+
+void dynq__obj_to_json(dynq__obj_t o, FILE *f) {
+  const char *s;
+  size_t n;
+  int64_t i;
+  double d;
+  int b;
+
+  switch (dynq__obj_kind(o)) {
+  case DYNQ_OBJ_BOOL:
+    dynq__obj_bool(o, &b);
+    fputs(b ? "true" : "false", f);
+    break;
+  case DYNQ_OBJ_INT:
+    if (dynq__obj_int(o, &i) == 0)
+      fprintf(f, "%lld", (long long)i);
+    else if (dynq__obj_double(o, &d) == 0)
+      fprintf(f, "%.17g", d); /* a uint above INT64_MAX */
+    else
+      fputs("null", f);
+    break;
+  case DYNQ_OBJ_FLOAT:
+    if (dynq__obj_double(o, &d) == 0 && isfinite(d))
+      fprintf(f, "%.17g", d);
+    else
+      fputs("null", f); /* JSON has no NaN/Inf */
+    break;
+  case DYNQ_OBJ_STR:
+    dynq__obj_str(o, &s, &n);
+    json_string(s, n, f);
+    break;
+  case DYNQ_OBJ_ARRAY:
+    fputc('[', f);
+    for (uint32_t k = 0; k < dynq__obj_len(o); k++) {
+      if (k) fputs(", ", f);
+      dynq__obj_to_json(dynq__obj_at(o, k), f);
+    }
+    fputc(']', f);
+    break;
+  case DYNQ_OBJ_MAP:
+    fputc('{', f);
+    for (uint32_t k = 0; k < dynq__obj_len(o); k++) {
+      dynq__obj_t key = dynq__obj_key_at(o, k);
+      if (k) fputs(", ", f);
+      if (dynq__obj_kind(key) == DYNQ_OBJ_STR) {
+        dynq__obj_to_json(key, f);
+      } else {
+        /* JSON keys are strings: render the key, then quote it */
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *kf = open_memstream(&buf, &len);
+        if (kf != NULL) {
+          dynq__obj_to_json(key, kf);
+          fclose(kf);
+        }
+        json_string(buf ? buf : "", buf ? len : 0, f);
+        free(buf);
+      }
+      fputs(": ", f);
+      dynq__obj_to_json(dynq__obj_val_at(o, k), f);
+    }
+    fputc('}', f);
+    break;
+  default:
+    fputs("null", f);
+    break;
+  }
+}
+
+int dynq_stats_json(dynq_client_t *c, char **ret_json) {
+  dynq__rpc_msg_t m;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f;
+  int r;
+
+  if (c == NULL || ret_json == NULL) return -EINVAL;
+  r = call_noparams(c, "stats", &m);
+  if (r < 0) return r;
+  if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP) {
+    dynq__rpc_free(&m);
+    return dynq__bad_field(c, "stats", "result");
+  }
+  f = open_memstream(&buf, &len);
+  if (f == NULL) {
+    dynq__rpc_free(&m);
+    return dynq__client_fail(c, -ENOMEM, "out of memory");
+  }
+  dynq__obj_to_json(m.result, f);
+  r = ferror(f);
+  if (fclose(f) != 0 || r) {
+    free(buf);
+    dynq__rpc_free(&m);
+    return dynq__client_fail(c, -ENOMEM, "out of memory rendering stats as JSON");
+  }
+  dynq__rpc_free(&m);
+  *ret_json = buf;
+  return 0;
+}
+
+/* ---- model administration ---- */
+
+static int check_name(dynq_client_t *c, const char *what, const char *name) {
+  c->errmsg[0] = '\0';
+  if (name == NULL || name[0] == '\0')
+    return dynq__client_fail(c, DYNQ_EPARAMS, "%s: model name is empty", what);
+  return 0;
+}
+
+/* {model, version} reply; version optional in the reply to unload. */
+static int model_reply(dynq_client_t *c, const char *method, dynq__rpc_msg_t *m,
+                       uint64_t *ret_version, int need_version) {
+  dynq__obj_t v;
+  uint64_t ver = 0;
+  int r = 0;
+  if (dynq__obj_kind(m->result) != DYNQ_OBJ_MAP) {
+    r = dynq__bad_field(c, method, "result");
+  } else {
+    v = dynq__obj_get(m->result, "version");
+    if ((need_version && dynq__obj_is_absent(v)) || dynq__get_u64(v, &ver) < 0)
+      r = dynq__bad_field(c, method, "version");
+  }
+  dynq__rpc_free(m);
+  if (r == 0 && ret_version != NULL) *ret_version = ver;
+  return r;
+}
+
+int dynq_model_load(dynq_client_t *c, const char *name, const char *path,
+                    uint64_t *ret_version) {
+  dynq__wbuf_t w;
+  dynq__rpc_msg_t m;
+  uint32_t id;
+  int r;
+
+  if (c == NULL) return -EINVAL;
+  if ((r = check_name(c, "model.load", name)) < 0) return r;
+  if (path != NULL && path[0] == '\0')
+    return dynq__client_fail(c, DYNQ_EPARAMS, "model.load: path is empty");
+  dynq__wbuf_init(&w);
+  id = dynq__client_begin(c, &w, "model.load");
+  dynq__w_map(&w, path ? 2 : 1);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, name);
+  if (path != NULL) {
+    dynq__w_str(&w, "path");
+    dynq__w_str(&w, path);
+  }
+  r = roundtrip(c, &w, id, &m);
+  if (r < 0) return r;
+  return model_reply(c, "model.load", &m, ret_version, 1);
+}
+
+int dynq_model_unload(dynq_client_t *c, const char *name) {
+  dynq__rpc_msg_t m;
+  int r;
+  if (c == NULL) return -EINVAL;
+  if ((r = check_name(c, "model.unload", name)) < 0) return r;
+  r = call_str(c, "model.unload", "model", name, &m);
+  if (r < 0) return r;
+  return model_reply(c, "model.unload", &m, NULL, 0);
+}
+
+int dynq_model_reload(dynq_client_t *c, const char *name, uint64_t *ret_version) {
+  dynq__rpc_msg_t m;
+  int r;
+  if (c == NULL) return -EINVAL;
+  if ((r = check_name(c, "model.reload", name)) < 0) return r;
+  r = call_str(c, "model.reload", "model", name, &m);
+  if (r < 0) return r;
+  return model_reply(c, "model.reload", &m, ret_version, 1);
+}
+
+/* ---- sessions ---- */
+
+int dynq_session_open(dynq_client_t *c, const char *model,
+                      const char *const *bindings, int n_bindings,
+                      int detached, uint64_t *ret_id) {
+  dynq__wbuf_t w;
+  dynq__rpc_msg_t m;
+  uint64_t sid;
+  uint32_t id;
+  int r;
+
+  if (c == NULL || ret_id == NULL || n_bindings < 0 ||
+      (bindings == NULL && n_bindings > 0))
+    return -EINVAL;
+  if ((r = check_name(c, "session.open", model)) < 0) return r;
+  if (n_bindings > MAX_BINDINGS)
+    return dynq__client_fail(c, DYNQ_ELIMIT, "session.open: %d bindings (limit %d)",
+                             n_bindings, MAX_BINDINGS);
+  for (int i = 0; i < 2 * n_bindings; i++) {
+    if (bindings[i] == NULL || bindings[i][0] == '\0')
+      return dynq__client_fail(c, DYNQ_EPARAMS,
+                               "session.open: binding %d has an empty %s name", i / 2,
+                               i % 2 ? "output" : "input");
+    if (i % 2 == 0) {
+      for (int k = 0; k < i; k += 2)
+        if (strcmp(bindings[k], bindings[i]) == 0)
+          return dynq__client_fail(c, DYNQ_EPARAMS,
+                                   "session.open: input '%s' bound twice", bindings[i]);
+    }
+  }
+  dynq__wbuf_init(&w);
+  id = dynq__client_begin(c, &w, "session.open");
+  dynq__w_map(&w, 2 + (n_bindings > 0));
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, model);
+  if (n_bindings > 0) {
+    dynq__w_str(&w, "bindings");
+    dynq__w_map(&w, (uint32_t)n_bindings);
+    for (int i = 0; i < 2 * n_bindings; i++) dynq__w_str(&w, bindings[i]);
+  }
+  dynq__w_str(&w, "detached");
+  dynq__w_bool(&w, detached != 0);
+  r = roundtrip(c, &w, id, &m);
+  if (r < 0) return r;
+  if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP ||
+      dynq__obj_is_absent(dynq__obj_get(m.result, "session")) ||
+      dynq__get_u64(dynq__obj_get(m.result, "session"), &sid) < 0) {
+    dynq__rpc_free(&m);
+    return dynq__bad_field(c, "session.open", "session");
+  }
+  dynq__rpc_free(&m);
+  *ret_id = sid;
+  return 0;
+}
+
+int dynq_session_infer(dynq_client_t *c, uint64_t id,
+                       const dynq_tensor_t *inputs, int n_inputs,
+                       dynq_infer_result_t *ret_result) {
+  dynq_infer_opts_t o;
+  dynq_infer_opts_init(&o);
+  o.use_session = 1;
+  o.session = id;
+  return dynq_infer_ex(c, NULL, inputs, n_inputs, &o, ret_result);
+}
+
+int dynq_session_reset(dynq_client_t *c, uint64_t id) {
+  dynq__rpc_msg_t m;
+  int r;
+  if (c == NULL) return -EINVAL;
+  c->errmsg[0] = '\0';
+  r = call_uint(c, "session.reset", "session", id, &m);
+  if (r < 0) return r;
+  dynq__rpc_free(&m);
+  return 0;
+}
+
+int dynq_session_close(dynq_client_t *c, uint64_t id) {
+  dynq__rpc_msg_t m;
+  int r;
+  if (c == NULL) return -EINVAL;
+  c->errmsg[0] = '\0';
+  r = call_uint(c, "session.close", "session", id, &m);
+  if (r < 0) return r;
+  dynq__rpc_free(&m);
+  return 0;
+}

@@ -1,0 +1,142 @@
+/*
+ * dynqctl's renderings of dynqd's stats: the Prometheus text exposition
+ * format (for node_exporter's textfile collector) and the human table.
+ * Pure functions of a dynq_stats_t so the exact text can be tested.
+ *
+ * Prometheus conventions: base units (seconds, bytes), counters end in
+ * _total, each family has one HELP and one TYPE line before its samples,
+ * label values escape backslash, double quote and newline.  Latency
+ * percentiles are a summary without _sum (dynqd keeps histograms of
+ * counts only); the collector accepts that.
+ */
+#include "dynqctl-io.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+static void label_value(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    if (*s == '\\')
+      fputs("\\\\", f);
+    else if (*s == '"')
+      fputs("\\\"", f);
+    else if (*s == '\n')
+      fputs("\\n", f);
+    else
+      fputc(*s, f);
+  }
+  fputc('"', f);
+}
+
+static void head(FILE *f, const char *name, const char *type, const char *help) {
+  fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void gauge(FILE *f, const char *name, const char *help, uint64_t v) {
+  head(f, name, "gauge", help);
+  fprintf(f, "%s %" PRIu64 "\n", name, v);
+}
+
+static void counter(FILE *f, const char *name, const char *help, uint64_t v) {
+  head(f, name, "counter", help);
+  fprintf(f, "%s %" PRIu64 "\n", name, v);
+}
+
+/* One sample per model of a per-model integer field. */
+static void per_model(FILE *f, const dynq_stats_t *s, const char *name, const char *type,
+                      const char *help, size_t field_off) {
+  if (s->n_models == 0) return;
+  head(f, name, type, help);
+  for (int i = 0; i < s->n_models; i++) {
+    uint64_t v = *(const uint64_t *)((const char *)&s->models[i] + field_off);
+    fprintf(f, "%s{model=", name);
+    label_value(f, s->models[i].name);
+    fprintf(f, "} %" PRIu64 "\n", v);
+  }
+}
+
+static void seconds(FILE *f, uint64_t us) { fprintf(f, "%.9g", (double)us / 1e6); }
+
+static void summary(FILE *f, const dynq_stats_t *s, const char *name, const char *help,
+                    size_t field_off) {
+  static const struct {
+    const char *q;
+    size_t off;
+  } qs[] = {
+    { "0.5", offsetof(dynq_latency_t, p50) },
+    { "0.9", offsetof(dynq_latency_t, p90) },
+    { "0.99", offsetof(dynq_latency_t, p99) },
+  };
+  if (s->n_models == 0) return;
+  head(f, name, "summary", help);
+  for (int i = 0; i < s->n_models; i++) {
+    const dynq_latency_t *l =
+        (const dynq_latency_t *)((const char *)&s->models[i] + field_off);
+    for (size_t k = 0; k < sizeof(qs) / sizeof(qs[0]); k++) {
+      fprintf(f, "%s{model=", name);
+      label_value(f, s->models[i].name);
+      fprintf(f, ",quantile=\"%s\"} ", qs[k].q);
+      seconds(f, *(const uint64_t *)((const char *)l + qs[k].off));
+      fputc('\n', f);
+    }
+    fprintf(f, "%s_count{model=", name);
+    label_value(f, s->models[i].name);
+    fprintf(f, "} %" PRIu64 "\n", l->count);
+  }
+}
+
+void dynq__prom_render(const dynq_stats_t *s, FILE *f) {
+  head(f, "dynq_uptime_seconds", "gauge", "Seconds since dynqd started.");
+  fprintf(f, "dynq_uptime_seconds %.9g\n", s->uptime_s);
+  gauge(f, "dynq_connections", "Open client connections.", s->connections);
+  gauge(f, "dynq_queue_depth", "Requests waiting for a worker.", s->queue_depth);
+  gauge(f, "dynq_queue_capacity", "Queue capacity; beyond it requests get EOVERLOAD.",
+        s->queue_cap);
+  gauge(f, "dynq_inflight_requests", "Requests accepted and not yet answered.", s->inflight);
+  gauge(f, "dynq_sessions", "Open streaming sessions.", s->sessions);
+  gauge(f, "dynq_shm_regions", "Registered shared-memory regions.", s->shm_regions);
+  gauge(f, "dynq_mapped_bytes", "Bytes of model files and regions mapped.", s->bytes_mapped);
+  counter(f, "dynq_daemon_requests_total", "Requests answered, all models and methods.",
+          s->requests_total);
+  counter(f, "dynq_daemon_errors_total", "Requests answered with an error.", s->errors_total);
+  counter(f, "dynq_overloads_total", "Requests refused with EOVERLOAD.", s->overloads_total);
+  counter(f, "dynq_timeouts_total", "Requests skipped with EDEADLINE.", s->timeouts_total);
+  per_model(f, s, "dynq_model_version", "gauge", "Version of the model now serving.",
+            offsetof(dynq_model_stats_t, version));
+  per_model(f, s, "dynq_requests_total", "counter", "Inference requests per model.",
+            offsetof(dynq_model_stats_t, requests));
+  per_model(f, s, "dynq_errors_total", "counter", "Failed inference requests per model.",
+            offsetof(dynq_model_stats_t, errors));
+  summary(f, s, "dynq_queue_seconds", "Time requests waited for a worker.",
+          offsetof(dynq_model_stats_t, queue_us));
+  summary(f, s, "dynq_compute_seconds", "Time requests spent running the model.",
+          offsetof(dynq_model_stats_t, compute_us));
+}
+
+void dynq__stats_table(const dynq_stats_t *s, FILE *f) {
+  fprintf(f, "uptime %.1f s, %" PRIu64 " connections, queue %" PRIu64 "/%" PRIu64
+             ", %" PRIu64 " in flight, %" PRIu64 " sessions, %" PRIu64 " shm regions, %" PRIu64
+             " bytes mapped\n",
+          s->uptime_s, s->connections, s->queue_depth, s->queue_cap, s->inflight,
+          s->sessions, s->shm_regions, s->bytes_mapped);
+  fprintf(f, "requests %" PRIu64 ", errors %" PRIu64 ", overloads %" PRIu64
+             ", timeouts %" PRIu64 "\n",
+          s->requests_total, s->errors_total, s->overloads_total, s->timeouts_total);
+  if (s->n_models == 0) {
+    fprintf(f, "no models\n");
+    return;
+  }
+  fprintf(f, "\n%-20s %4s %10s %8s %27s %27s\n", "MODEL", "VER", "REQUESTS", "ERRORS",
+          "QUEUE us p50/p90/p99", "COMPUTE us p50/p90/p99");
+  for (int i = 0; i < s->n_models; i++) {
+    const dynq_model_stats_t *m = &s->models[i];
+    char q[64], c[64];
+    snprintf(q, sizeof(q), "%" PRIu64 "/%" PRIu64 "/%" PRIu64, m->queue_us.p50,
+             m->queue_us.p90, m->queue_us.p99);
+    snprintf(c, sizeof(c), "%" PRIu64 "/%" PRIu64 "/%" PRIu64, m->compute_us.p50,
+             m->compute_us.p90, m->compute_us.p99);
+    fprintf(f, "%-20s %4" PRIu64 " %10" PRIu64 " %8" PRIu64 " %27s %27s\n", m->name,
+            m->version, m->requests, m->errors, q, c);
+  }
+}

@@ -1,0 +1,58 @@
+/*
+ * A small persistent thread team for splitting one large op (an INT8 GEMM
+ * along N) across cores.
+ *
+ * One team per process, created lazily on first use and grown on demand up
+ * to the cap.  One call at a time owns the team; a call that finds it busy
+ * (another daemon worker, or a nested call from inside a task) runs all its
+ * tasks on the calling thread instead.  So:
+ *  - a call never uses more than `nthreads` threads (the caller included),
+ *    and the team never holds more than cap - 1 helpers;
+ *  - nothing ever waits for the team to become free: no deadlock, and a
+ *    call is never slower than running its tasks serially plus one wake-up;
+ *  - the caller only ever waits for tasks that a helper has already
+ *    claimed (and is running), never for a helper to wake up.
+ *
+ * Tasks are claimed dynamically (an atomic counter), so a helper that the
+ * OS deschedules just claims fewer tasks.  Helpers spin for a short bounded
+ * time (tens of microseconds) after a call, then sleep on a condition
+ * variable.  Helpers live until process exit; a destructor joins them
+ * when the team is idle (none are leaked under valgrind).
+ */
+#ifndef DYNQ_PARALLEL_H
+#define DYNQ_PARALLEL_H
+
+#include <stdint.h>
+
+/* Hard ceiling on the team size, whatever the cap says. */
+#define DYNQ_PARALLEL_MAX_THREADS 64
+
+typedef void (*dynq__parallel_fn)(void *ctx, int64_t task);
+
+/*
+ * Run fn(ctx, t) exactly once for every t in [0, ntasks), on at most
+ * min(nthreads, cap) threads, the caller included; returns when all have
+ * returned.  Tasks may run in any order and concurrently, so fn must only
+ * write what task t owns.  nthreads <= 1 or ntasks <= 1 runs everything on
+ * the caller.  ntasks <= 0 does nothing.  Never fails: if helper threads
+ * cannot be created the caller does the work.
+ */
+void dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
+                        void *ctx);
+
+/*
+ * The cap on threads per call (caller included).  Default: the number of
+ * online CPUs (at most DYNQ_PARALLEL_MAX_THREADS).  n <= 0 restores the
+ * default; n is clamped to [1, DYNQ_PARALLEL_MAX_THREADS].  Lowering the
+ * cap does not stop helpers already created; they just stay unused.  The
+ * daemon sets this to its worker count so a lone request splitting its
+ * GEMMs never runs more threads than there are workers.  Returns the
+ * previous cap.
+ */
+int dynq__parallel_set_max_threads(int n);
+int dynq__parallel_max_threads(void);
+
+/* Helper threads created so far (for tests and stats). */
+int dynq__parallel_helpers(void);
+
+#endif

@@ -1,0 +1,514 @@
+/*
+ * Importer for the shape and graph ops exporters emit (Shape, Gather,
+ * Slice, Concat, Cast, Where, reductions, Pad, ...), If, Constant in all
+ * its forms, --set for fixing graph inputs, and import-time constant
+ * folding.
+ *
+ * Attributes that hold lists (axes, perm, pads, starts/ends before opset
+ * 10) become constant int64 inputs, so the engine has one run function per
+ * op whatever the opset (lib/ops_graph.c).  ONNX bool is carried as uint8.
+ *
+ * If: with a constant condition (folded, or fixed with --set) only the
+ * taken branch is inlined.  Otherwise IF(cond) -> flag is followed by the
+ * then-branch nodes and the else-branch nodes, and one PHI(flag, then_v,
+ * else_v) per output; the executor skips the branch not taken.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "import.h"
+#include "ops.h"
+
+/* ---- Constant ---- */
+
+int dynq__imp_constant_node(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  const char *on = n->output[0];
+  const Onnx__AttributeProto *a = NULL;
+  if (n->n_attribute != 1 || (a = n->attribute[0]) == NULL || a->name == NULL) {
+    dynq__imp_errorf("node '%s' (op Constant): needs exactly one value attribute", nname);
+    return -1;
+  }
+  if (strcmp(a->name, "value") == 0 && a->t != NULL)
+    return dynq__imp_import_tensor(b, a->t, on, "Constant node") < 0 ? -1 : 0;
+  int64_t one = 1, cnt;
+  dynq_dtype_t dt;
+  const void *src;
+  int rank;
+  if (strcmp(a->name, "value_float") == 0) {
+    dt = DYNQ_DT_F32, src = &a->f, cnt = 1, rank = 0;
+  } else if (strcmp(a->name, "value_int") == 0) {
+    dt = DYNQ_DT_I64, src = &a->i, cnt = 1, rank = 0;
+  } else if (strcmp(a->name, "value_floats") == 0) {
+    dt = DYNQ_DT_F32, src = a->floats, cnt = (int64_t)a->n_floats, rank = 1;
+  } else if (strcmp(a->name, "value_ints") == 0) {
+    dt = DYNQ_DT_I64, src = a->ints, cnt = (int64_t)a->n_ints, rank = 1;
+  } else {
+    dynq__imp_errorf("node '%s' (op Constant): attribute '%s' is not supported (string and "
+                     "sparse constants)", nname, a->name);
+    return -1;
+  }
+  if (cnt > DYNQ_MAX_ELEMS) {
+    dynq__imp_errorf("node '%s' (op Constant): too many values", nname);
+    return -1;
+  }
+  size_t nb = (size_t)cnt * dynq__dtype_size(dt);
+  void *d = dynq__imp_pool_alloc(&b->pool, nb);
+  if (d == NULL) {
+    dynq__imp_errorf("out of memory");
+    return -1;
+  }
+  if (nb) memcpy(d, src, nb);
+  int64_t dims[1] = {rank ? cnt : one};
+  int32_t v = dynq__imp_add_value(b, on, dt, rank, dims);
+  if (v < 0) {
+    dynq__imp_errorf("out of memory");
+    return -1;
+  }
+  b->values[v].data = d;
+  b->values[v].nbytes = nb;
+  return 0;
+}
+
+/* ---- --set NAME=VALUE ---- */
+
+int32_t dynq__imp_set_input(conv_t *c, const Onnx__ValueInfoProto *vi) {
+  dynq__builder_t *b = &c->b;
+  const char *val = NULL;
+  for (int i = 0; i < c->opt.n_set; i++)
+    if (strcmp(c->opt.set_name[i], vi->name) == 0) val = c->opt.set_value[i];
+  if (val == NULL) return -2;
+  dynq_dtype_t dt;
+  int rank;
+  int64_t dims[DYNQ_MAX_RANK];
+  if (dynq__imp_import_value_info(b, vi, "input", &dt, &rank, dims) != 0) return -1;
+  if (dt != DYNQ_DT_F32 && dt != DYNQ_DT_I64 && dt != DYNQ_DT_I32) {
+    dynq__imp_errorf("--set %s: the input is %s; only float32, int32 and int64 inputs can be "
+                     "fixed", vi->name, dynq__dtype_name(dt));
+    return -1;
+  }
+  /* A comma-separated list: a scalar when one value and the input is not
+   * declared 1-D, else a 1-D tensor. */
+  int64_t cnt = 1;
+  for (const char *p = val; *p; p++) cnt += *p == ',';
+  if (cnt > 4096) {
+    dynq__imp_errorf("--set %s: more than 4096 values", vi->name);
+    return -1;
+  }
+  size_t es = dynq__dtype_size(dt);
+  char *d = dynq__imp_pool_alloc(&b->pool, (size_t)cnt * es);
+  if (d == NULL) {
+    dynq__imp_errorf("out of memory");
+    return -1;
+  }
+  const char *p = val;
+  for (int64_t i = 0; i < cnt; i++) {
+    char *end = NULL;
+    errno = 0;
+    if (dt == DYNQ_DT_F32) {
+      float f = strtof(p, &end);
+      memcpy(d + (size_t)i * es, &f, es);
+    } else {
+      long long x = strtoll(p, &end, 0);
+      if (dt == DYNQ_DT_I32 && (x < INT32_MIN || x > INT32_MAX)) errno = ERANGE;
+      if (dt == DYNQ_DT_I32) {
+        int32_t y = (int32_t)x;
+        memcpy(d + (size_t)i * es, &y, es);
+      } else {
+        int64_t y = x;
+        memcpy(d + (size_t)i * es, &y, es);
+      }
+    }
+    if (end == p || errno != 0 || (*end != ',' && *end != 0)) {
+      dynq__imp_errorf("--set %s=%s: '%s' is not a valid %s value", vi->name, val, p,
+                       dynq__dtype_name(dt));
+      return -1;
+    }
+    p = *end ? end + 1 : end;
+  }
+  int r = (cnt == 1 && rank != 1) ? 0 : 1;
+  if (rank >= 0 && rank != r && !(rank == 1 && cnt == 1)) {
+    dynq__imp_errorf("--set %s: the input is declared with rank %d; give %s", vi->name, rank,
+                     rank == 0 ? "one value" : "a comma-separated list (1-D inputs only)");
+    return -1;
+  }
+  if (r == 1 && rank == 1 && dims[0] >= 0 && dims[0] != cnt) {
+    dynq__imp_errorf("--set %s: the input is declared with %" PRId64 " values, %" PRId64
+                     " given", vi->name, dims[0], cnt);
+    return -1;
+  }
+  int64_t d1[1] = {cnt};
+  int32_t v = dynq__imp_add_value(b, vi->name, dt, r, d1);
+  if (v < 0) {
+    dynq__imp_errorf("out of memory");
+    return -1;
+  }
+  b->values[v].data = d;
+  b->values[v].nbytes = (size_t)cnt * es;
+  return v;
+}
+
+/* ---- constant folding ---- */
+
+static int is_quantized_op(int op) {
+  return op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QLSTM || op == DYNQ_OP_QGRU ||
+         op == DYNQ_OP_QCONV;
+}
+
+int dynq__imp_fold(conv_t *c, int first) {
+  dynq__builder_t *b = &c->b;
+  for (int i = first; i < b->n_nodes; i++) {
+    dynq__bnode_t *bn = &b->nodes[i];
+    /* Quantized ops stay: folding would freeze one precision's result.
+     * IF/PHI are folded by the If converter itself. */
+    if (bn->dead || is_quantized_op(bn->op) || bn->op == DYNQ_OP_IF || bn->op == DYNQ_OP_PHI)
+      continue;
+    const dynq__opdef_t *def = dynq__opdef(bn->op);
+    if (def == NULL) continue;
+    int all_const = 1;
+    for (int k = 0; k < bn->n_in; k++)
+      if (bn->in[k] >= 0 && b->values[bn->in[k]].data == NULL) all_const = 0;
+    if (!all_const) continue;
+    dynq__tensor_t tin[DYNQ_IMP_MAX_IN], tout[DYNQ_IMP_MAX_OUT];
+    const dynq__tensor_t *pin[64] = {0};
+    memset(tout, 0, sizeof(tout));
+    for (int k = 0; k < bn->n_in; k++) {
+      if (bn->in[k] < 0) continue;
+      const dynq__value_t *v = &b->values[bn->in[k]];
+      memset(&tin[k], 0, sizeof(tin[k]));
+      tin[k].dtype = v->dtype;
+      tin[k].rank = v->rank;
+      memcpy(tin[k].dims, v->dims, sizeof(tin[k].dims));
+      tin[k].data = (void *)v->data;
+      pin[k] = &tin[k];
+    }
+    dynq__node_t node = {.op = bn->op, .name = bn->name, .n_in = bn->n_in, .n_out = bn->n_out,
+                         .in = bn->in, .out = bn->out, .n_attr = bn->n_attr, .attr = bn->attr};
+    char err[512] = "";
+    dynq__op_ctx_t ctx = {.node = &node, .kernel = NULL, .precision = DYNQ_PRECISION_FP32,
+                          .err = err, .errlen = sizeof(err)};
+    int rc = def->run(&ctx, pin, tout);
+    if (rc != 0) {
+      for (int k = 0; k < bn->n_out; k++) dynq__tensor_clear(&tout[k]);
+      /* Inside an If branch the node may never run (branch not taken):
+       * leave it to run time. */
+      if (c->branch_depth > 0) continue;
+      dynq__imp_errorf("%s (while folding constants at import)", err);
+      return -1;
+    }
+    for (int k = 0; k < bn->n_out; k++) {
+      size_t nb = dynq__tensor_nbytes(&tout[k]);
+      void *d = dynq__imp_pool_alloc(&b->pool, nb);
+      if (d == NULL) {
+        for (int j = 0; j < bn->n_out; j++) dynq__tensor_clear(&tout[j]);
+        dynq__imp_errorf("out of memory");
+        return -1;
+      }
+      if (nb) memcpy(d, tout[k].data, nb);
+      dynq__value_t *ov = &b->values[bn->out[k]];
+      ov->dtype = tout[k].dtype;
+      ov->rank = tout[k].rank;
+      memcpy(ov->dims, tout[k].dims, sizeof(ov->dims));
+      ov->data = d;
+      ov->nbytes = nb;
+      b->producer[bn->out[k]] = -1;
+      dynq__tensor_clear(&tout[k]);
+    }
+    bn->dead = 1;
+  }
+  return 0;
+}
+
+/* ---- shape and graph ops ---- */
+
+static int oom(void) {
+  dynq__imp_errorf("out of memory");
+  return -1;
+}
+
+/* An ONNX ints attribute as a constant int64 input; -1 when absent. */
+static int32_t ints_input(conv_t *c, const Onnx__NodeProto *n, const char *nname,
+                          const char *attr, int *ret_err) {
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, attr);
+  if (a == NULL) return -1;
+  size_t cnt = a->n_ints;
+  int64_t *d = dynq__imp_pool_alloc(&c->b.pool, (cnt ? cnt : 1) * sizeof(int64_t));
+  if (d == NULL) {
+    *ret_err = oom();
+    return -1;
+  }
+  if (cnt) memcpy(d, a->ints, cnt * sizeof(int64_t));
+  int64_t dims[1] = {(int64_t)cnt};
+  const char *sfx = dynq__imp_pool_printf(&c->b.pool, ".%s", attr);
+  int32_t v = sfx ? dynq__imp_add_const(&c->b, nname, sfx, DYNQ_DT_I64, 1, dims, d,
+                                        cnt * sizeof(int64_t))
+                  : -1;
+  if (v < 0) *ret_err = oom();
+  return v;
+}
+
+static int32_t scalar_const(conv_t *c, const char *nname, const char *sfx, dynq_dtype_t dt,
+                            const void *val) {
+  size_t es = dynq__dtype_size(dt);
+  void *d = dynq__imp_pool_alloc(&c->b.pool, es);
+  if (d == NULL) return -1;
+  memcpy(d, val, es);
+  return dynq__imp_add_const(&c->b, nname, sfx, dt, 0, NULL, d, es);
+}
+
+/* ONNX TensorProto dtype code -> dynq dtype for Cast; -1 if unsupported. */
+static int cast_target(int64_t to, int *ret_bool) {
+  *ret_bool = 0;
+  switch (to) {
+  case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return DYNQ_DT_F32;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return DYNQ_DT_U8;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return DYNQ_DT_I8;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return DYNQ_DT_I32;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return DYNQ_DT_I64;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: *ret_bool = 1; return DYNQ_DT_U8;
+  default: return -1;
+  }
+}
+
+int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  const char *type = n->op_type;
+  int op = dynq__op_from_name(type);
+  int err = 0;
+  int32_t extra[4] = {-1, -1, -1, -1};
+  int n_extra = 0;
+  if (op == DYNQ_OP_INVALID) {
+    dynq__imp_errorf("node '%s' (op %s): internal error: no engine op", nname, type);
+    return -1;
+  }
+  /* attributes that become inputs (added before the node: add_const may
+   * not run while we hold a node pointer) */
+  if ((op == DYNQ_OP_SQUEEZE || op == DYNQ_OP_UNSQUEEZE) && n->n_input < 2) {
+    extra[0] = ints_input(c, n, nname, "axes", &err);
+    n_extra = 1;
+    if (op == DYNQ_OP_UNSQUEEZE && extra[0] < 0 && !err) {
+      dynq__imp_errorf("node '%s' (op Unsqueeze): axes are required", nname);
+      return -1;
+    }
+  } else if ((op == DYNQ_OP_REDUCE_MEAN || op == DYNQ_OP_REDUCE_SUM) && n->n_input < 2) {
+    extra[0] = ints_input(c, n, nname, "axes", &err);
+    n_extra = 1;
+  } else if (op == DYNQ_OP_TRANSPOSE) {
+    extra[0] = ints_input(c, n, nname, "perm", &err);
+    n_extra = 1;
+  } else if (op == DYNQ_OP_SLICE && n->n_input == 1) {
+    /* opset < 10: starts, ends, axes in attributes */
+    extra[0] = ints_input(c, n, nname, "starts", &err);
+    extra[1] = ints_input(c, n, nname, "ends", &err);
+    extra[2] = ints_input(c, n, nname, "axes", &err);
+    n_extra = 3;
+    if (!err && (extra[0] < 0 || extra[1] < 0)) {
+      dynq__imp_errorf("node '%s' (op Slice): starts and ends are required", nname);
+      return -1;
+    }
+  } else if (op == DYNQ_OP_PAD && n->n_input == 1) {
+    /* opset < 11: pads and value in attributes */
+    extra[0] = ints_input(c, n, nname, "pads", &err);
+    float v = dynq__imp_attr_f(n, "value", 0.0f);
+    extra[1] = scalar_const(c, nname, ".value", DYNQ_DT_F32, &v);
+    if (extra[1] < 0) err = oom();
+    n_extra = 2;
+    if (!err && extra[0] < 0) {
+      dynq__imp_errorf("node '%s' (op Pad): pads are required", nname);
+      return -1;
+    }
+  } else if (op == DYNQ_OP_CLIP && n->n_input == 1 &&
+             (dynq__imp_find_attr(n, "min") || dynq__imp_find_attr(n, "max"))) {
+    /* opset < 11: min and max in attributes */
+    float lo = dynq__imp_attr_f(n, "min", -INFINITY), hi = dynq__imp_attr_f(n, "max", INFINITY);
+    extra[0] = scalar_const(c, nname, ".min", DYNQ_DT_F32, &lo);
+    extra[1] = scalar_const(c, nname, ".max", DYNQ_DT_F32, &hi);
+    if (extra[0] < 0 || extra[1] < 0) err = oom();
+    n_extra = 2;
+  } else if (op == DYNQ_OP_CONSTANT_OF_SHAPE) {
+    const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "value");
+    if (a != NULL) {
+      const char *vn = dynq__imp_fresh_name(b, nname, ".value");
+      if (vn == NULL) return oom();
+      extra[0] = dynq__imp_import_tensor(b, a->t, vn, "ConstantOfShape value");
+      if (extra[0] < 0) return -1;
+      if (b->values[extra[0]].nbytes != dynq__dtype_size(b->values[extra[0]].dtype)) {
+        dynq__imp_errorf("node '%s' (op ConstantOfShape): value must hold one element", nname);
+        return -1;
+      }
+    }
+    n_extra = 1;
+  }
+  if (err) return -1;
+
+  int to = 0, to_bool = 0, mode = 0;
+  if (op == DYNQ_OP_CAST) {
+    int64_t t = dynq__imp_attr_i(n, "to", 0);
+    to = cast_target(t, &to_bool);
+    if (to < 0) {
+      dynq__imp_errorf("node '%s' (op Cast): cast to %s is not supported (float32, int8, "
+                       "uint8, int32, int64 and bool are)", nname,
+                       dynq__imp_onnx_dtype_name((int32_t)t));
+      return -1;
+    }
+  }
+  if (op == DYNQ_OP_PAD) {
+    const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "mode");
+    if (a != NULL && a->has_s) {
+      char m[16] = "";
+      size_t l = a->s.len < sizeof(m) - 1 ? a->s.len : sizeof(m) - 1;
+      memcpy(m, a->s.data, l);
+      if (strcmp(m, "constant") == 0) mode = 0;
+      else if (strcmp(m, "reflect") == 0) mode = 1;
+      else if (strcmp(m, "edge") == 0) mode = 2;
+      else {
+        dynq__imp_errorf("node '%s' (op Pad): mode '%s' is not supported (constant, reflect, "
+                         "edge are)", nname, m);
+        return -1;
+      }
+    }
+  }
+
+  dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
+  if (bn == NULL) return oom();
+  for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
+  for (int i = 0; i < n_extra; i++) dynq__imp_node_in(bn, extra[i]);
+  /* trailing omitted inputs are dropped (the engine reads them as absent) */
+  while (bn->n_in > 1 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
+  switch (op) {
+  case DYNQ_OP_SHAPE: {
+    const Onnx__AttributeProto *s = dynq__imp_find_attr(n, "start"), *e = dynq__imp_find_attr(n, "end");
+    if (s) dynq__imp_node_attr_i(bn, "start", s->i);
+    if (e) dynq__imp_node_attr_i(bn, "end", e->i);
+    break;
+  }
+  case DYNQ_OP_GATHER: dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0)); break;
+  case DYNQ_OP_CONCAT: dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0)); break;
+  case DYNQ_OP_CAST:
+    dynq__imp_node_attr_i(bn, "to", to);
+    dynq__imp_node_attr_i(bn, "to_bool", to_bool);
+    break;
+  case DYNQ_OP_REDUCE_MEAN:
+  case DYNQ_OP_REDUCE_SUM:
+    dynq__imp_node_attr_i(bn, "keepdims", dynq__imp_attr_i(n, "keepdims", 1));
+    dynq__imp_node_attr_i(bn, "noop_with_empty_axes", dynq__imp_attr_i(n, "noop_with_empty_axes", 0));
+    break;
+  case DYNQ_OP_PAD: dynq__imp_node_attr_i(bn, "mode", mode); break;
+  default: break;
+  }
+  for (size_t o = 0; o < n->n_output; o++) {
+    int32_t out = dynq__imp_claim_output(c, n->output[o], b->n_nodes - 1);
+    if (out < 0) return -1;
+    dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  }
+  return 0;
+}
+
+/* ---- If ---- */
+
+static int import_branch(conv_t *c, const Onnx__GraphProto *g, const char *nname,
+                         const char *which) {
+  for (size_t i = 0; i < g->n_initializer; i++) {
+    const Onnx__TensorProto *t = g->initializer[i];
+    if (t->name == NULL || dynq__imp_import_tensor(&c->b, t, t->name, "branch initializer") < 0)
+      return -1;
+  }
+  char *what = dynq__imp_pool_printf(&c->b.pool, "node '%s' (op If) %s branch", nname, which);
+  if (what == NULL) return oom();
+  c->branch_depth++;
+  int rc = dynq__imp_convert_nodes(c, g->node, g->n_node, what);
+  c->branch_depth--;
+  return rc;
+}
+
+/* Identity from a branch result to the If output placeholder. */
+static int emit_copy(conv_t *c, const char *nname, int32_t src, const char *dst) {
+  dynq__bnode_t *bn = dynq__imp_add_node(&c->b, DYNQ_OP_IDENTITY, nname);
+  if (bn == NULL) return oom();
+  dynq__imp_node_in(bn, src);
+  int32_t out = dynq__imp_claim_output(c, dst, c->b.n_nodes - 1);
+  if (out < 0) return -1;
+  dynq__imp_node_out(&c->b, &c->b.nodes[c->b.n_nodes - 1], out);
+  return dynq__imp_fold(c, c->b.n_nodes - 1);
+}
+
+int dynq__import_if(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  const Onnx__AttributeProto *ta = dynq__imp_find_attr(n, "then_branch");
+  const Onnx__AttributeProto *ea = dynq__imp_find_attr(n, "else_branch");
+  if (ta == NULL || ta->g == NULL || ea == NULL || ea->g == NULL) {
+    dynq__imp_errorf("node '%s' (op If): then_branch and else_branch graphs are required", nname);
+    return -1;
+  }
+  const Onnx__GraphProto *br[2] = {ta->g, ea->g};
+  for (int k = 0; k < 2; k++)
+    if (br[k]->n_output != n->n_output) {
+      dynq__imp_errorf("node '%s' (op If): %s branch has %zu outputs, the node %zu", nname,
+                       k ? "else" : "then", br[k]->n_output, n->n_output);
+      return -1;
+    }
+  int32_t cond = dynq__imp_value_of(c, n->input[0]);
+  const dynq__value_t *cv = cond >= 0 && b->values[cond].data ? &b->values[cond] : NULL;
+  if (cv != NULL) {
+    /* Folded: inline the taken branch only. */
+    if (cv->nbytes != dynq__dtype_size(cv->dtype) || cv->dtype == DYNQ_DT_INVALID) {
+      dynq__imp_errorf("node '%s' (op If): the condition must hold one element", nname);
+      return -1;
+    }
+    dynq__tensor_t t = {.dtype = cv->dtype, .rank = 0, .data = (void *)cv->data};
+    int taken = cv->dtype == DYNQ_DT_F32 ? *(const float *)t.data != 0.0f
+              : cv->dtype == DYNQ_DT_I64 ? *(const int64_t *)t.data != 0
+              : cv->dtype == DYNQ_DT_I32 ? *(const int32_t *)t.data != 0
+                                         : *(const uint8_t *)t.data != 0;
+    const Onnx__GraphProto *g = taken ? br[0] : br[1];
+    if (import_branch(c, g, nname, taken ? "then" : "else") != 0) return -1;
+    for (size_t o = 0; o < n->n_output; o++) {
+      int32_t src = dynq__imp_value_of(c, g->output[o]->name);
+      if (src < 0) {
+        dynq__imp_errorf("node '%s' (op If): branch output '%s' is not produced", nname,
+                         g->output[o]->name ? g->output[o]->name : "");
+        return -1;
+      }
+      if (emit_copy(c, nname, src, n->output[o]) != 0) return -1;
+    }
+    return 0;
+  }
+  /* Run-time If. */
+  int32_t flag = dynq__imp_add_temp(b, nname, ".flag", DYNQ_DT_U8);
+  if (flag < 0) return oom();
+  int ifi = b->n_nodes;
+  dynq__bnode_t *bn = dynq__imp_add_node(b, DYNQ_OP_IF, nname);
+  if (bn == NULL) return oom();
+  dynq__imp_node_in(bn, cond);
+  dynq__imp_node_out(b, bn, flag);
+  int start = b->n_nodes;
+  if (import_branch(c, br[0], nname, "then") != 0) return -1;
+  int mid = b->n_nodes;
+  if (import_branch(c, br[1], nname, "else") != 0) return -1;
+  int end = b->n_nodes;
+  /* raw builder counts; dynq__imp_finish_graph recounts live nodes */
+  dynq__imp_node_attr_i(&b->nodes[ifi], "then_nodes", mid - start);
+  dynq__imp_node_attr_i(&b->nodes[ifi], "else_nodes", end - mid);
+  for (size_t o = 0; o < n->n_output; o++) {
+    int32_t tv = dynq__imp_value_of(c, br[0]->output[o]->name);
+    int32_t ev = dynq__imp_value_of(c, br[1]->output[o]->name);
+    if (tv < 0 || ev < 0) {
+      dynq__imp_errorf("node '%s' (op If): output %zu of a branch is not produced", nname, o);
+      return -1;
+    }
+    dynq__bnode_t *p = dynq__imp_add_node(b, DYNQ_OP_PHI, nname);
+    if (p == NULL) return oom();
+    dynq__imp_node_in(p, flag);
+    dynq__imp_node_in(p, tv);
+    dynq__imp_node_in(p, ev);
+    int32_t out = dynq__imp_claim_output(c, n->output[o], b->n_nodes - 1);
+    if (out < 0) return -1;
+    dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  }
+  return 0;
+}

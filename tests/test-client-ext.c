@@ -1,0 +1,1400 @@
+/*
+ * libdynqclient and dynqctl for the production methods (issue 5) and
+ * streaming (issue 4): the WAV reader, the Prometheus and JSON renderings
+ * of a canned stats reply, every new call against a scripted fake server
+ * that logs each request (method + params as JSON, plus any fd received
+ * with SCM_RIGHTS), dynqctl stream/stats/health/load against that fake,
+ * and end to end against a real dynqd when it serves these methods and
+ * tests/fixtures/stateful.onnx exists (skipped with a message otherwise).
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../client/client-internal.h"
+#include "../client/dynqctl-io.h"
+#include "dynq/dynqclient.h"
+#include "proto/proto.h"
+#include "testutil.h"
+
+/* ---- a byte builder for WAV images ---- */
+
+typedef struct bb {
+  uint8_t b[4096];
+  size_t n;
+} bb_t;
+
+static void bb_id(bb_t *b, const char *id) {
+  memcpy(b->b + b->n, id, 4);
+  b->n += 4;
+}
+static void bb_u16(bb_t *b, uint16_t v) {
+  b->b[b->n++] = (uint8_t)v;
+  b->b[b->n++] = (uint8_t)(v >> 8);
+}
+static void bb_u32(bb_t *b, uint32_t v) {
+  bb_u16(b, (uint16_t)v);
+  bb_u16(b, (uint16_t)(v >> 16));
+}
+static void set_u32(bb_t *b, size_t off, uint32_t v) {
+  for (int i = 0; i < 4; i++) b->b[off + i] = (uint8_t)(v >> (8 * i));
+}
+static void set_u16(bb_t *b, size_t off, uint16_t v) {
+  b->b[off] = (uint8_t)v;
+  b->b[off + 1] = (uint8_t)(v >> 8);
+}
+
+/* The canonical 44-byte-header layout: fmt at 12 (tag 20, channels 22,
+ * rate 24, byte rate 28, align 32, bits 34), data id at 36, size 40,
+ * samples from 44. */
+static void make_wav(bb_t *b, uint32_t rate, const int16_t *s, size_t n) {
+  b->n = 0;
+  bb_id(b, "RIFF");
+  bb_u32(b, (uint32_t)(36 + 2 * n));
+  bb_id(b, "WAVE");
+  bb_id(b, "fmt ");
+  bb_u32(b, 16);
+  bb_u16(b, 1);
+  bb_u16(b, 1);
+  bb_u32(b, rate);
+  bb_u32(b, rate * 2);
+  bb_u16(b, 2);
+  bb_u16(b, 16);
+  bb_id(b, "data");
+  bb_u32(b, (uint32_t)(2 * n));
+  for (size_t i = 0; i < n; i++) bb_u16(b, (uint16_t)s[i]);
+}
+
+static const int16_t samples5[5] = { 0, 1, -1, 32767, -32768 };
+
+static int wav(const bb_t *b, dynq__wav_t *w, char *err, size_t errlen) {
+  memset(w, 0, sizeof(*w));
+  return dynq__wav_parse(b->b, b->n, w, err, errlen);
+}
+
+START_TEST(wav_accepts_good_files) {
+  dynq__wav_t w;
+  char err[256] = "";
+  bb_t b;
+
+  make_wav(&b, 16000, samples5, 5);
+  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(w.rate, 16000);
+  ck_assert_uint_eq(w.n, 5);
+  ck_assert_mem_eq(w.samples, samples5, sizeof(samples5));
+  dynq__wav_free(&w);
+  ck_assert_ptr_null(w.samples);
+
+  /* trailing bytes after the RIFF chunk are ignored */
+  b.b[b.n++] = 0xaa;
+  b.b[b.n++] = 0xbb;
+  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(w.n, 5);
+  dynq__wav_free(&w);
+
+  /* an odd-sized LIST chunk (with its pad byte) between fmt and data */
+  b.n = 0;
+  bb_id(&b, "RIFF");
+  bb_u32(&b, 4 + 24 + 12 + 8 + 4);
+  bb_id(&b, "WAVE");
+  bb_id(&b, "fmt ");
+  bb_u32(&b, 16);
+  bb_u16(&b, 1);
+  bb_u16(&b, 1);
+  bb_u32(&b, 8000);
+  bb_u32(&b, 16000);
+  bb_u16(&b, 2);
+  bb_u16(&b, 16);
+  bb_id(&b, "LIST");
+  bb_u32(&b, 3);
+  bb_id(&b, "abc"); /* 3 bytes + NUL as the pad byte */
+  bb_id(&b, "data");
+  bb_u32(&b, 4);
+  bb_u16(&b, 7);
+  bb_u16(&b, (uint16_t)-7);
+  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(w.rate, 8000);
+  ck_assert_uint_eq(w.n, 2);
+  ck_assert_int_eq(w.samples[0], 7);
+  ck_assert_int_eq(w.samples[1], -7);
+  dynq__wav_free(&w);
+
+  /* WAVE_FORMAT_EXTENSIBLE with the PCM sub-format */
+  b.n = 0;
+  bb_id(&b, "RIFF");
+  bb_u32(&b, 4 + 48 + 8 + 2);
+  bb_id(&b, "WAVE");
+  bb_id(&b, "fmt ");
+  bb_u32(&b, 40);
+  bb_u16(&b, 0xfffe);
+  bb_u16(&b, 1);
+  bb_u32(&b, 16000);
+  bb_u32(&b, 32000);
+  bb_u16(&b, 2);
+  bb_u16(&b, 16);
+  bb_u16(&b, 22);  /* cbSize */
+  bb_u16(&b, 16);  /* valid bits */
+  bb_u32(&b, 4);   /* channel mask */
+  static const uint8_t guid[16] = { 1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38,
+                                    0x9b, 0x71 };
+  memcpy(b.b + b.n, guid, 16);
+  b.n += 16;
+  bb_id(&b, "data");
+  bb_u32(&b, 2);
+  bb_u16(&b, 1234);
+  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(w.n, 1);
+  ck_assert_int_eq(w.samples[0], 1234);
+  dynq__wav_free(&w);
+  /* same with an IEEE-float sub-format GUID: refused */
+  b.b[12 + 8 + 24] = 3;
+  ck_assert_int_eq(wav(&b, &w, err, sizeof(err)), DYNQ_EFORMAT);
+  ck_assert_msg(strstr(err, "not PCM") != NULL, "%s", err);
+
+  /* no samples at all is a valid (empty) file */
+  make_wav(&b, 16000, NULL, 0);
+  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(w.n, 0);
+  dynq__wav_free(&w);
+  dynq__wav_free(NULL);
+}
+END_TEST
+
+/* Each mutation of a good file is refused with DYNQ_EFORMAT and a message
+ * naming what was wrong. */
+START_TEST(wav_refuses_bad_files) {
+  enum { TRUNC, MAGIC, RIFX, FORM, RIFF_BIG, RIFF_TINY, FMT_SMALL, FLOAT32, BITS8, BITS24,
+         STEREO, ALIGN, BYTERATE, RATE0, DATA_ODD, DATA_PAST, NO_DATA, DATA_FIRST, TWO_FMT,
+         STRAY, CUT_HEADER, N_CASES };
+  static const char *needle[N_CASES] = {
+    [TRUNC] = "truncated",           [MAGIC] = "no RIFF magic",
+    [RIFX] = "little-endian",        [FORM] = "not WAVE",
+    [RIFF_BIG] = "truncated",        [RIFF_TINY] = "smaller than its form type",
+    [FMT_SMALL] = "at least 16",     [FLOAT32] = "not PCM",
+    [BITS8] = "8 bits per sample",   [BITS24] = "24 bits per sample",
+    [STEREO] = "2 channels: only mono", [ALIGN] = "block align",
+    [BYTERATE] = "byte rate",        [RATE0] = "sample rate 0",
+    [DATA_ODD] = "whole number of 16-bit samples", [DATA_PAST] = "declares",
+    [NO_DATA] = "no data chunk",     [DATA_FIRST] = "data chunk before the fmt chunk",
+    [TWO_FMT] = "second fmt chunk",  [STRAY] = "stray bytes",
+    [CUT_HEADER] = "too short",
+  };
+  for (int c = 0; c < N_CASES; c++) {
+    dynq__wav_t w;
+    char err[256] = "";
+    bb_t b;
+    make_wav(&b, 16000, samples5, 5);
+    switch (c) {
+    case TRUNC: b.n -= 3; break;                       /* cut inside the data */
+    case MAGIC: memcpy(b.b, "RIFX", 4); b.b[3] = 'Y'; break;
+    case RIFX: memcpy(b.b, "RIFX", 4); break;
+    case FORM: memcpy(b.b + 8, "AVI ", 4); break;
+    case RIFF_BIG: set_u32(&b, 4, 1u << 31); break;
+    case RIFF_TINY: set_u32(&b, 4, 2); break;
+    case FMT_SMALL: set_u32(&b, 16, 14); break;
+    case FLOAT32:
+      set_u16(&b, 20, 3);
+      set_u16(&b, 34, 32);
+      set_u16(&b, 32, 4);
+      set_u32(&b, 28, 64000);
+      break;
+    case BITS8: set_u16(&b, 34, 8); set_u16(&b, 32, 1); set_u32(&b, 28, 16000); break;
+    case BITS24: set_u16(&b, 34, 24); set_u16(&b, 32, 3); set_u32(&b, 28, 48000); break;
+    case STEREO: set_u16(&b, 22, 2); set_u16(&b, 32, 4); set_u32(&b, 28, 64000); break;
+    case ALIGN: set_u16(&b, 32, 4); break;
+    case BYTERATE: set_u32(&b, 28, 16000); break;
+    case RATE0: set_u32(&b, 24, 0); set_u32(&b, 28, 0); break;
+    case DATA_ODD: set_u32(&b, 40, 9); break;
+    case DATA_PAST: set_u32(&b, 40, 12); break;
+    case NO_DATA: memcpy(b.b + 36, "junk", 4); break;
+    case DATA_FIRST: memcpy(b.b + 12, "data", 4); memcpy(b.b + 36, "fmt ", 4); break;
+    case TWO_FMT: memcpy(b.b + 36, "fmt ", 4); set_u32(&b, 40, 16); break;
+    case STRAY:
+      /* 4 bytes inside the RIFF size after the data chunk */
+      bb_u32(&b, 0);
+      set_u32(&b, 4, (uint32_t)(b.n - 8));
+      break;
+    case CUT_HEADER: b.n = 11; break;
+    }
+    if (c == TWO_FMT) {
+      /* the second "fmt " needs a whole valid body to reach the check */
+      b.n = 36;
+      bb_id(&b, "fmt ");
+      bb_u32(&b, 16);
+      memcpy(b.b + b.n, b.b + 20, 16);
+      b.n += 16;
+      set_u32(&b, 4, (uint32_t)(b.n - 8));
+    }
+    int r = wav(&b, &w, err, sizeof(err));
+    ck_assert_msg(r == DYNQ_EFORMAT, "case %d: r=%d (%s)", c, r, err);
+    ck_assert_msg(strstr(err, needle[c]) != NULL, "case %d: '%s' lacks '%s'", c, err,
+                  needle[c]);
+    ck_assert_ptr_null(w.samples);
+  }
+}
+END_TEST
+
+/* ---- a fake server that logs requests ---- */
+
+typedef struct xfake {
+  char dir[256], path[300];
+  int lfd;
+  pthread_t th;
+  /* called with each request; writes the reply (or not) to fd */
+  void (*script)(struct xfake *f, int fd, const dynq__rpc_msg_t *req, int n, int passed_fd);
+  int requests;
+  char log[16384];           /* "method {params json}\n" per request */
+  size_t loglen;
+  int passed_fd;             /* last fd received with SCM_RIGHTS, kept open */
+  char note[512];            /* a script's own finding, checked by the test */
+  void *user;
+} xfake_t;
+
+static void write_all(int fd, const void *p, size_t n) {
+  const uint8_t *b = p;
+  while (n > 0) {
+    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    b += w;
+    n -= (size_t)w;
+  }
+}
+
+static void send_wbuf(int fd, dynq__wbuf_t *w) {
+  write_all(fd, w->data, w->len);
+  dynq__wbuf_free(w);
+}
+
+static void log_request(xfake_t *f, const dynq__rpc_msg_t *m) {
+  char *j = NULL;
+  size_t jl = 0;
+  FILE *mf = open_memstream(&j, &jl);
+  if (mf == NULL) return;
+  dynq__obj_to_json(m->params, mf);
+  fclose(mf);
+  f->loglen += (size_t)snprintf(f->log + f->loglen, sizeof(f->log) - f->loglen, "%s %s\n",
+                                m->method, j);
+  if (f->loglen >= sizeof(f->log)) f->loglen = sizeof(f->log) - 1;
+  free(j);
+}
+
+static void *xfake_main(void *arg) {
+  xfake_t *f = arg;
+  int fd = accept(f->lfd, NULL, NULL);
+  static uint8_t buf[1 << 20];
+  size_t have = 0;
+  int pending_fd = -1;
+  if (fd < 0) return NULL;
+  for (;;) {
+    size_t flen;
+    int r = have ? dynq__mp_scan(buf, have, &dynq__scan_limits_default, &flen) : -EAGAIN;
+    if (r == -EAGAIN) {
+      union {
+        struct cmsghdr h;
+        char c[CMSG_SPACE(sizeof(int) * 4)];
+      } cm;
+      struct iovec iov = { buf + have, sizeof(buf) - have };
+      struct msghdr mh;
+      memset(&mh, 0, sizeof(mh));
+      mh.msg_iov = &iov;
+      mh.msg_iovlen = 1;
+      mh.msg_control = cm.c;
+      mh.msg_controllen = sizeof(cm.c);
+      ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+      if (n <= 0) break;
+      for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h; h = CMSG_NXTHDR(&mh, h)) {
+        if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
+          int nfd = (int)((h->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+          for (int i = 0; i < nfd; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(h) + i * sizeof(int), sizeof(int));
+            if (pending_fd >= 0) close(pending_fd);
+            pending_fd = got;
+          }
+        }
+      }
+      have += (size_t)n;
+      continue;
+    }
+    if (r < 0) break;
+    dynq__rpc_msg_t m;
+    int64_t hint;
+    char err[128];
+    if (dynq__rpc_parse(buf, flen, &m, &hint, err, sizeof(err)) < 0) break;
+    log_request(f, &m);
+    f->script(f, fd, &m, f->requests++, pending_fd);
+    if (pending_fd >= 0) {
+      if (f->passed_fd >= 0) close(f->passed_fd);
+      f->passed_fd = pending_fd;
+      pending_fd = -1;
+    }
+    dynq__rpc_free(&m);
+    memmove(buf, buf + flen, have - flen);
+    have -= flen;
+    if (f->requests < 0) break;
+  }
+  if (pending_fd >= 0) close(pending_fd);
+  close(fd);
+  return NULL;
+}
+
+static void xfake_start(xfake_t *f,
+                        void (*script)(xfake_t *, int, const dynq__rpc_msg_t *, int, int)) {
+  struct sockaddr_un sa;
+  char *d = tu_mkdtemp();
+  memset(f, 0, sizeof(*f));
+  snprintf(f->dir, sizeof(f->dir), "%s", d);
+  free(d);
+  snprintf(f->path, sizeof(f->path), "%s/fake.sock", f->dir);
+  f->script = script;
+  f->passed_fd = -1;
+  f->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+  ck_assert_int_ge(f->lfd, 0);
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  strcpy(sa.sun_path, f->path);
+  ck_assert_int_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ck_assert_int_eq(listen(f->lfd, 1), 0);
+  ck_assert_int_eq(pthread_create(&f->th, NULL, xfake_main, f), 0);
+}
+
+/* Close the client (the fake sees EOF) and wait for the fake. */
+static void xfake_join(xfake_t *f, dynq_client_t *c) {
+  dynq_close(c);
+  pthread_join(f->th, NULL);
+}
+
+static void xfake_stop(xfake_t *f) {
+  close(f->lfd);
+  if (f->passed_fd >= 0) close(f->passed_fd);
+  tu_rmtree(f->dir);
+}
+
+static int method_is(const dynq__rpc_msg_t *m, const char *name) {
+  return strcmp(m->method, name) == 0;
+}
+
+static void reply_error(int fd, uint32_t msgid, int code, const char *msg) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_error_response(&w, msgid, code, msg);
+  send_wbuf(fd, &w);
+}
+
+/* ---- stats: typed, Prometheus, table, JSON ---- */
+
+static void w_latency(dynq__wbuf_t *w, const char *key, uint64_t n, uint64_t a, uint64_t b,
+                      uint64_t c) {
+  dynq__w_str(w, key);
+  dynq__w_map(w, 4);
+  dynq__w_str(w, "count");
+  dynq__w_uint(w, n);
+  dynq__w_str(w, "p50");
+  dynq__w_uint(w, a);
+  dynq__w_str(w, "p90");
+  dynq__w_uint(w, b);
+  dynq__w_str(w, "p99");
+  dynq__w_uint(w, c);
+}
+
+/* The stats example of PROTOCOL.md plus a second model whose name needs
+ * escaping, listed after "mlp" (the client sorts by name), and a field
+ * this client does not know. */
+static void w_canned_stats(dynq__wbuf_t *w) {
+  static const struct {
+    const char *k;
+    uint64_t v;
+  } top[] = {
+    { "connections", 3 },     { "queue_depth", 0 },  { "queue_cap", 1024 },
+    { "inflight", 1 },        { "sessions", 2 },     { "shm_regions", 0 },
+    { "bytes_mapped", 123456 }, { "requests_total", 10 }, { "errors_total", 1 },
+    { "overloads_total", 0 }, { "timeouts_total", 0 },
+  };
+  dynq__w_map(w, 14);
+  dynq__w_str(w, "uptime_s");
+  dynq__w_double(w, 1.5);
+  for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
+    dynq__w_str(w, top[i].k);
+    dynq__w_uint(w, top[i].v);
+  }
+  dynq__w_str(w, "future_field");
+  dynq__w_array(w, 2);
+  dynq__w_bool(w, 1);
+  dynq__w_nil(w);
+  dynq__w_str(w, "models");
+  dynq__w_map(w, 2);
+  dynq__w_str(w, "mlp");
+  dynq__w_map(w, 5);
+  dynq__w_str(w, "version");
+  dynq__w_uint(w, 1);
+  dynq__w_str(w, "requests");
+  dynq__w_uint(w, 10);
+  dynq__w_str(w, "errors");
+  dynq__w_uint(w, 1);
+  w_latency(w, "queue_us", 10, 12, 30, 45);
+  w_latency(w, "compute_us", 10, 80, 95, 120);
+  dynq__w_str(w, "a\"b\\c");
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "version");
+  dynq__w_uint(w, 2);
+  dynq__w_str(w, "requests");
+  dynq__w_uint(w, 0);
+  dynq__w_str(w, "errors");
+  dynq__w_uint(w, 0);
+}
+
+static void script_stats(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n, int pfd) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  if (n >= 3) { /* malformed replies */
+    dynq__w_result_head(&w, req->msgid);
+    dynq__w_map(&w, 1);
+    if (n == 3) {
+      dynq__w_str(&w, "queue_cap");
+      dynq__w_str(&w, "lots");
+    } else {
+      dynq__w_str(&w, "models");
+      dynq__w_map(&w, 1);
+      dynq__w_str(&w, "m");
+      dynq__w_map(&w, 1);
+      dynq__w_str(&w, "queue_us");
+      dynq__w_int(&w, -5);
+    }
+    send_wbuf(fd, &w);
+    return;
+  }
+  dynq__w_result_head(&w, req->msgid);
+  w_canned_stats(&w);
+  send_wbuf(fd, &w);
+}
+
+static const char want_prom[] =
+    "# HELP dynq_uptime_seconds Seconds since dynqd started.\n"
+    "# TYPE dynq_uptime_seconds gauge\n"
+    "dynq_uptime_seconds 1.5\n"
+    "# HELP dynq_connections Open client connections.\n"
+    "# TYPE dynq_connections gauge\n"
+    "dynq_connections 3\n"
+    "# HELP dynq_queue_depth Requests waiting for a worker.\n"
+    "# TYPE dynq_queue_depth gauge\n"
+    "dynq_queue_depth 0\n"
+    "# HELP dynq_queue_capacity Queue capacity; beyond it requests get EOVERLOAD.\n"
+    "# TYPE dynq_queue_capacity gauge\n"
+    "dynq_queue_capacity 1024\n"
+    "# HELP dynq_inflight_requests Requests accepted and not yet answered.\n"
+    "# TYPE dynq_inflight_requests gauge\n"
+    "dynq_inflight_requests 1\n"
+    "# HELP dynq_sessions Open streaming sessions.\n"
+    "# TYPE dynq_sessions gauge\n"
+    "dynq_sessions 2\n"
+    "# HELP dynq_shm_regions Registered shared-memory regions.\n"
+    "# TYPE dynq_shm_regions gauge\n"
+    "dynq_shm_regions 0\n"
+    "# HELP dynq_mapped_bytes Bytes of model files and regions mapped.\n"
+    "# TYPE dynq_mapped_bytes gauge\n"
+    "dynq_mapped_bytes 123456\n"
+    "# HELP dynq_daemon_requests_total Requests answered, all models and methods.\n"
+    "# TYPE dynq_daemon_requests_total counter\n"
+    "dynq_daemon_requests_total 10\n"
+    "# HELP dynq_daemon_errors_total Requests answered with an error.\n"
+    "# TYPE dynq_daemon_errors_total counter\n"
+    "dynq_daemon_errors_total 1\n"
+    "# HELP dynq_overloads_total Requests refused with EOVERLOAD.\n"
+    "# TYPE dynq_overloads_total counter\n"
+    "dynq_overloads_total 0\n"
+    "# HELP dynq_timeouts_total Requests skipped with EDEADLINE.\n"
+    "# TYPE dynq_timeouts_total counter\n"
+    "dynq_timeouts_total 0\n"
+    "# HELP dynq_model_version Version of the model now serving.\n"
+    "# TYPE dynq_model_version gauge\n"
+    "dynq_model_version{model=\"a\\\"b\\\\c\"} 2\n"
+    "dynq_model_version{model=\"mlp\"} 1\n"
+    "# HELP dynq_requests_total Inference requests per model.\n"
+    "# TYPE dynq_requests_total counter\n"
+    "dynq_requests_total{model=\"a\\\"b\\\\c\"} 0\n"
+    "dynq_requests_total{model=\"mlp\"} 10\n"
+    "# HELP dynq_errors_total Failed inference requests per model.\n"
+    "# TYPE dynq_errors_total counter\n"
+    "dynq_errors_total{model=\"a\\\"b\\\\c\"} 0\n"
+    "dynq_errors_total{model=\"mlp\"} 1\n"
+    "# HELP dynq_queue_seconds Time requests waited for a worker.\n"
+    "# TYPE dynq_queue_seconds summary\n"
+    "dynq_queue_seconds{model=\"a\\\"b\\\\c\",quantile=\"0.5\"} 0\n"
+    "dynq_queue_seconds{model=\"a\\\"b\\\\c\",quantile=\"0.9\"} 0\n"
+    "dynq_queue_seconds{model=\"a\\\"b\\\\c\",quantile=\"0.99\"} 0\n"
+    "dynq_queue_seconds_count{model=\"a\\\"b\\\\c\"} 0\n"
+    "dynq_queue_seconds{model=\"mlp\",quantile=\"0.5\"} 1.2e-05\n"
+    "dynq_queue_seconds{model=\"mlp\",quantile=\"0.9\"} 3e-05\n"
+    "dynq_queue_seconds{model=\"mlp\",quantile=\"0.99\"} 4.5e-05\n"
+    "dynq_queue_seconds_count{model=\"mlp\"} 10\n"
+    "# HELP dynq_compute_seconds Time requests spent running the model.\n"
+    "# TYPE dynq_compute_seconds summary\n"
+    "dynq_compute_seconds{model=\"a\\\"b\\\\c\",quantile=\"0.5\"} 0\n"
+    "dynq_compute_seconds{model=\"a\\\"b\\\\c\",quantile=\"0.9\"} 0\n"
+    "dynq_compute_seconds{model=\"a\\\"b\\\\c\",quantile=\"0.99\"} 0\n"
+    "dynq_compute_seconds_count{model=\"a\\\"b\\\\c\"} 0\n"
+    "dynq_compute_seconds{model=\"mlp\",quantile=\"0.5\"} 8e-05\n"
+    "dynq_compute_seconds{model=\"mlp\",quantile=\"0.9\"} 9.5e-05\n"
+    "dynq_compute_seconds{model=\"mlp\",quantile=\"0.99\"} 0.00012\n"
+    "dynq_compute_seconds_count{model=\"mlp\"} 10\n";
+
+static const char want_json[] =
+    "{\"uptime_s\": 1.5, \"connections\": 3, \"queue_depth\": 0, \"queue_cap\": 1024, "
+    "\"inflight\": 1, \"sessions\": 2, \"shm_regions\": 0, \"bytes_mapped\": 123456, "
+    "\"requests_total\": 10, \"errors_total\": 1, \"overloads_total\": 0, "
+    "\"timeouts_total\": 0, \"future_field\": [true, null], \"models\": {\"mlp\": "
+    "{\"version\": 1, \"requests\": 10, \"errors\": 1, \"queue_us\": {\"count\": 10, "
+    "\"p50\": 12, \"p90\": 30, \"p99\": 45}, \"compute_us\": {\"count\": 10, \"p50\": 80, "
+    "\"p90\": 95, \"p99\": 120}}, \"a\\\"b\\\\c\": {\"version\": 2, \"requests\": 0, "
+    "\"errors\": 0}}}";
+
+static char *render(void (*fn)(const dynq_stats_t *, FILE *), const dynq_stats_t *s) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  ck_assert_ptr_nonnull(f);
+  fn(s, f);
+  fclose(f);
+  return buf;
+}
+
+START_TEST(stats_typed_prometheus_json) {
+  xfake_t f;
+  dynq_client_t *c = NULL;
+  dynq_stats_t st;
+  char *text, *json = NULL;
+
+  xfake_start(&f, script_stats);
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  ck_assert_int_eq(dynq_stats(c, &st), 0);
+  ck_assert_double_eq(st.uptime_s, 1.5);
+  ck_assert_uint_eq(st.queue_cap, 1024);
+  ck_assert_uint_eq(st.bytes_mapped, 123456);
+  ck_assert_int_eq(st.n_models, 2);
+  ck_assert_str_eq(st.models[0].name, "a\"b\\c");
+  ck_assert_str_eq(st.models[1].name, "mlp");
+  ck_assert_uint_eq(st.models[1].compute_us.p99, 120);
+  ck_assert_uint_eq(st.models[0].queue_us.count, 0);
+
+  text = render(dynq__prom_render, &st);
+  ck_assert_str_eq(text, want_prom);
+  free(text);
+  text = render(dynq__stats_table, &st);
+  ck_assert_msg(strstr(text, "uptime 1.5 s, 3 connections, queue 0/1024, 1 in flight, "
+                             "2 sessions, 0 shm regions, 123456 bytes mapped\n") &&
+                    strstr(text, "requests 10, errors 1, overloads 0, timeouts 0\n") &&
+                    strstr(text, "mlp                     1         10        1 ") &&
+                    strstr(text, "12/30/45") && strstr(text, "80/95/120"),
+                "%s", text);
+  free(text);
+  dynq_stats_free(&st);
+  ck_assert_ptr_null(st.models);
+  dynq_stats_free(NULL);
+
+  ck_assert_int_eq(dynq_stats_json(c, &json), 0);
+  ck_assert_str_eq(json, want_json);
+  free(json);
+
+  ck_assert_int_eq(dynq_stats(c, &st), 0); /* the third canned reply */
+  dynq_stats_free(&st);
+  /* malformed replies name the field */
+  ck_assert_int_eq(dynq_stats(c, &st), DYNQ_EPROTO);
+  ck_assert_msg(strstr(dynq_client_errmsg(c), "'queue_cap'") != NULL, "%s",
+                dynq_client_errmsg(c));
+  ck_assert_int_eq(dynq_stats(c, &st), DYNQ_EPROTO);
+  ck_assert_msg(strstr(dynq_client_errmsg(c), "'queue_us'") != NULL, "%s",
+                dynq_client_errmsg(c));
+  xfake_join(&f, c);
+  ck_assert_str_eq(f.log, "stats {}\nstats {}\nstats {}\nstats {}\nstats {}\n");
+  xfake_stop(&f);
+}
+END_TEST
+
+/* ---- health, admin ---- */
+
+static void script_health_admin(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n,
+                                int pfd) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, req->msgid);
+  if (method_is(req, "health.live")) {
+    dynq__w_map(&w, 1);
+    dynq__w_str(&w, "status");
+    dynq__w_str(&w, "ok");
+  } else if (method_is(req, "health.ready")) {
+    if (n == 1) { /* ready */
+      dynq__w_map(&w, 2);
+      dynq__w_str(&w, "ready");
+      dynq__w_bool(&w, 1);
+      dynq__w_str(&w, "models");
+      dynq__w_uint(&w, 2);
+    } else if (n == 3) { /* not ready */
+      dynq__w_map(&w, 3);
+      dynq__w_str(&w, "ready");
+      dynq__w_bool(&w, 0);
+      dynq__w_str(&w, "models");
+      dynq__w_uint(&w, 0);
+      dynq__w_str(&w, "reason");
+      dynq__w_str(&w, "no models loaded");
+    } else { /* "ready" of the wrong type */
+      dynq__w_map(&w, 1);
+      dynq__w_str(&w, "ready");
+      dynq__w_str(&w, "yes");
+    }
+  } else if (method_is(req, "model.load") || method_is(req, "model.reload")) {
+    const char *name;
+    size_t len;
+    dynq__obj_str(dynq__obj_get(req->params, "model"), &name, &len);
+    if (len == 6 && memcmp(name, "denied", 6) == 0) {
+      dynq__wbuf_free(&w);
+      reply_error(fd, req->msgid, DYNQ_EDENIED, "model.load needs an admin peer");
+      return;
+    }
+    if (len == 3 && memcmp(name, "bad", 3) == 0) { /* no version in the reply */
+      dynq__w_map(&w, 1);
+      dynq__w_str(&w, "model");
+      dynq__w_strn(&w, name, len);
+    } else {
+      dynq__w_map(&w, 2);
+      dynq__w_str(&w, "model");
+      dynq__w_strn(&w, name, len);
+      dynq__w_str(&w, "version");
+      dynq__w_uint(&w, method_is(req, "model.load") ? 1 : 7);
+    }
+  } else if (method_is(req, "model.unload")) {
+    dynq__wbuf_free(&w);
+    reply_error(fd, req->msgid, DYNQ_ENOMODEL, "no model named 'x'");
+    return;
+  } else {
+    dynq__wbuf_free(&w);
+    reply_error(fd, req->msgid, DYNQ_ENOMETHOD, "unknown method");
+    return;
+  }
+  send_wbuf(fd, &w);
+}
+
+START_TEST(health_and_admin_calls) {
+  xfake_t f;
+  dynq_client_t *c = NULL;
+  dynq_health_t h;
+  uint64_t ver = 99;
+  int live = -1, ready = -1;
+
+  xfake_start(&f, script_health_admin);
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  ck_assert_int_eq(dynq_health(c, &live, &ready), 0);
+  ck_assert_int_eq(live, 1);
+  ck_assert_int_eq(ready, 1);
+  ck_assert_int_eq(dynq_health_get(c, &h), 0);
+  ck_assert_int_eq(h.live, 1);
+  ck_assert_int_eq(h.ready, 0);
+  ck_assert_int_eq(h.models, 0);
+  ck_assert_str_eq(h.reason, "no models loaded");
+  memset(&h, 0x5a, sizeof(h));
+  ck_assert_int_eq(dynq_health_get(c, &h), DYNQ_EPROTO);
+  ck_assert_msg(strstr(dynq_client_errmsg(c), "health.ready") &&
+                    strstr(dynq_client_errmsg(c), "'ready'"),
+                "%s", dynq_client_errmsg(c));
+  ck_assert_int_eq(h.live, 0x5a5a5a5a); /* untouched on failure */
+
+  ck_assert_int_eq(dynq_model_load(c, "mlp", NULL, &ver), 0);
+  ck_assert_uint_eq(ver, 1);
+  ck_assert_int_eq(dynq_model_load(c, "mlp2", "sub/mlp.dynq", NULL), 0);
+  ck_assert_int_eq(dynq_model_reload(c, "mlp", &ver), 0);
+  ck_assert_uint_eq(ver, 7);
+  ver = 99;
+  ck_assert_int_eq(dynq_model_reload(c, "denied", &ver), DYNQ_EDENIED);
+  ck_assert_str_eq(dynq_client_errmsg(c), "model.load needs an admin peer");
+  ck_assert_uint_eq(ver, 99);
+  ck_assert_int_eq(dynq_model_load(c, "bad", NULL, &ver), DYNQ_EPROTO);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "'version'"));
+  ck_assert_int_eq(dynq_model_unload(c, "x"), DYNQ_ENOMODEL);
+  /* caller mistakes never reach the wire */
+  ck_assert_int_eq(dynq_model_load(c, "", NULL, NULL), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq_model_load(c, "m", "", NULL), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq_model_unload(c, NULL), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq_model_unload(NULL, "m"), -EINVAL);
+  ck_assert_int_eq(dynq_health(c, NULL, &ready), -EINVAL);
+  xfake_join(&f, c);
+  ck_assert_str_eq(f.log,
+                   "health.live {}\n"
+                   "health.ready {}\n"
+                   "health.live {}\n"
+                   "health.ready {}\n"
+                   "health.live {}\n"
+                   "health.ready {}\n"
+                   "model.load {\"model\": \"mlp\"}\n"
+                   "model.load {\"model\": \"mlp2\", \"path\": \"sub/mlp.dynq\"}\n"
+                   "model.reload {\"model\": \"mlp\"}\n"
+                   "model.reload {\"model\": \"denied\"}\n"
+                   "model.load {\"model\": \"bad\"}\n"
+                   "model.unload {\"model\": \"x\"}\n");
+  xfake_stop(&f);
+}
+END_TEST
+
+/* ---- sessions and infer options ---- */
+
+/* session.open -> id 5 with the inputs; infer echoes the inputs back as
+ * outputs (so y is the first input) and adds "seen" = request count;
+ * unknown sessions get ENOSESSION. */
+static void script_sessions(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n, int pfd) {
+  dynq__wbuf_t w;
+  int64_t sid = -1;
+  dynq__wbuf_init(&w);
+  dynq__obj_int(dynq__obj_get(req->params, "session"), &sid);
+  if (method_is(req, "session.open")) {
+    dynq__w_result_head(&w, req->msgid);
+    dynq__w_map(&w, 2);
+    dynq__w_str(&w, "session");
+    dynq__w_uint(&w, 5);
+    dynq__w_str(&w, "inputs");
+    dynq__w_array(&w, 1);
+    dynq__w_str(&w, "x");
+  } else if (sid != 5 && !dynq__obj_is_absent(dynq__obj_get(req->params, "session"))) {
+    dynq__wbuf_free(&w);
+    reply_error(fd, req->msgid, DYNQ_ENOSESSION, "no session 6");
+    return;
+  } else if (method_is(req, "infer")) {
+    dynq__obj_t ins = dynq__obj_get(req->params, "inputs");
+    dynq__obj_t oshm = dynq__obj_get(req->params, "outputs_shm");
+    uint32_t k;
+    dynq__w_result_head(&w, req->msgid);
+    dynq__w_map(&w, 2);
+    dynq__w_str(&w, "outputs");
+    dynq__w_map(&w, dynq__obj_len(ins) + 1 + dynq__obj_len(oshm));
+    for (k = 0; k < dynq__obj_len(ins); k++) {
+      dynq__tensor_t t;
+      char err[128], name[64];
+      dynq__obj_strcpy(dynq__obj_key_at(ins, k), name, sizeof(name));
+      dynq__w_str(&w, name);
+      if (dynq__obj_tensor(dynq__obj_val_at(ins, k), &(dynq__tensor_limits_t){ 8, 1 << 20 },
+                           &t, err, sizeof(err)) == 0) {
+        dynq__w_tensor(&w, &t);
+        dynq__tensor_clear(&t);
+      } else {
+        dynq__w_nil(&w);
+      }
+    }
+    dynq__w_str(&w, "seen");
+    {
+      int64_t v = n;
+      dynq__tensor_t t = { .dtype = DYNQ_DT_I64, .rank = 0, .data = &v };
+      dynq__w_tensor(&w, &t);
+    }
+    for (k = 0; k < dynq__obj_len(oshm); k++) {
+      char name[64];
+      dynq__obj_strcpy(dynq__obj_key_at(oshm, k), name, sizeof(name));
+      dynq__w_str(&w, name);
+      dynq__w_map(&w, 3);
+      dynq__w_str(&w, "dtype");
+      dynq__w_str(&w, "float32");
+      dynq__w_str(&w, "shape");
+      dynq__w_array(&w, 1);
+      dynq__w_int(&w, 2);
+      dynq__w_str(&w, "shm");
+      dynq__w_map(&w, 3);
+      dynq__w_str(&w, "region");
+      dynq__w_uint(&w, 1);
+      dynq__w_str(&w, "offset");
+      dynq__w_uint(&w, 64);
+      dynq__w_str(&w, "size");
+      dynq__w_uint(&w, 8);
+    }
+    dynq__w_str(&w, "compute_us");
+    dynq__w_uint(&w, 3);
+  } else if (method_is(req, "session.reset") || method_is(req, "session.close")) {
+    dynq__w_result_head(&w, req->msgid);
+    dynq__w_map(&w, 0);
+  } else {
+    dynq__wbuf_free(&w);
+    reply_error(fd, req->msgid, DYNQ_ENOMETHOD, "unknown method");
+    return;
+  }
+  send_wbuf(fd, &w);
+}
+
+START_TEST(session_calls) {
+  static const char *const binds[] = { "state", "stateN", "h", "hN" };
+  static const char *const dup[] = { "state", "a", "state", "b" };
+  xfake_t f;
+  dynq_client_t *c = NULL;
+  dynq_infer_result_t res;
+  uint64_t sid = 0;
+  float x[2] = { 0.5f, -1 };
+  dynq_tensor_t in = { "x", DYNQ_FLOAT32, 2, { 1, 2 }, x, sizeof(x) };
+
+  xfake_start(&f, script_sessions);
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  ck_assert_int_eq(dynq_session_open(c, "vad", binds, 2, 0, &sid), 0);
+  ck_assert_uint_eq(sid, 5);
+  ck_assert_int_eq(dynq_session_open(c, "vad@2", NULL, 0, 1, &sid), 0);
+  ck_assert_int_eq(dynq_session_infer(c, sid, &in, 1, &res), 0);
+  ck_assert_int_eq(res.n_outputs, 2);
+  ck_assert_str_eq(res.outputs[0].name, "x");
+  ck_assert_mem_eq(res.outputs[0].data, x, sizeof(x));
+  ck_assert_str_eq(res.outputs[1].name, "seen");
+  ck_assert_int_eq(res.outputs[1].rank, 0);
+  ck_assert_int_eq(*(int64_t *)res.outputs[1].data, 2);
+  ck_assert_int_eq(res.compute_us, 3);
+  dynq_infer_result_free(&res);
+  ck_assert_int_eq(dynq_session_reset(c, sid), 0);
+  ck_assert_int_eq(dynq_session_infer(c, 6, &in, 1, &res), DYNQ_ENOSESSION);
+  ck_assert_str_eq(dynq_client_errmsg(c), "no session 6");
+  ck_assert_int_eq(dynq_session_close(c, 6), DYNQ_ENOSESSION);
+  ck_assert_int_eq(dynq_session_close(c, sid), 0);
+  /* caller mistakes */
+  ck_assert_int_eq(dynq_session_open(c, "vad", dup, 2, 0, &sid), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "'state' bound twice"));
+  ck_assert_int_eq(dynq_session_open(c, "", NULL, 0, 0, &sid), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq_session_open(c, "vad", NULL, 1, 0, &sid), -EINVAL);
+  ck_assert_int_eq(dynq_session_open(c, "vad", NULL, 0, 0, NULL), -EINVAL);
+  xfake_join(&f, c);
+  ck_assert_str_eq(f.log,
+                   "session.open {\"model\": \"vad\", \"bindings\": {\"state\": \"stateN\", "
+                   "\"h\": \"hN\"}, \"detached\": false}\n"
+                   "session.open {\"model\": \"vad@2\", \"detached\": true}\n"
+                   "infer {\"inputs\": {\"x\": {\"dtype\": \"float32\", \"shape\": [1, 2], "
+                   "\"data\": null}}, \"session\": 5}\n"
+                   "session.reset {\"session\": 5}\n"
+                   "infer {\"inputs\": {\"x\": {\"dtype\": \"float32\", \"shape\": [1, 2], "
+                   "\"data\": null}}, \"session\": 6}\n"
+                   "session.close {\"session\": 6}\n"
+                   "session.close {\"session\": 5}\n");
+  xfake_stop(&f);
+}
+END_TEST
+
+START_TEST(infer_ex_options) {
+  xfake_t f;
+  dynq_client_t *c = NULL;
+  dynq_infer_result_t res;
+  dynq_infer_opts_t o;
+  float x[2] = { 1, 2 };
+  dynq_tensor_t in[2] = {
+    { "x", DYNQ_FLOAT32, 2, { 1, 2 }, x, sizeof(x) },
+    { "big", DYNQ_FLOAT32, 2, { 4, 4 }, NULL, 64 },
+  };
+  dynq_shm_ref_t in_shm[2] = { { 0, 0, 0 }, { 1, 128, 64 } };
+  dynq_output_shm_t out_shm[1] = { { "y", { 1, 64, 8 } } };
+
+  xfake_start(&f, script_sessions);
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  dynq_infer_opts_init(&o);
+  o.precision = DYNQ_INFER_FP32;
+  o.timeout_ms = 250;
+  o.input_shm = in_shm;
+  o.output_shm = out_shm;
+  o.n_output_shm = 1;
+  ck_assert_int_eq(dynq_infer_ex(c, "m", in, 2, &o, &res), 0);
+  ck_assert_int_eq(res.n_outputs, 3); /* x, seen, y (big has no data: nil) */
+  ck_assert_str_eq(res.outputs[2].name, "y");
+  ck_assert_ptr_null(res.outputs[2].data);
+  ck_assert_uint_eq(res.outputs[2].nbytes, 8);
+  ck_assert_int_eq(res.outputs[2].dtype, DYNQ_FLOAT32);
+  ck_assert_int_eq(res.outputs[2].rank, 1);
+  ck_assert_int_eq(res.outputs[2].shape[0], 2);
+  dynq_infer_result_free(&res);
+  /* NULL opts behaves as dynq_infer */
+  ck_assert_int_eq(dynq_infer_ex(c, "m", in, 1, NULL, &res), 0);
+  dynq_infer_result_free(&res);
+  /* shm reference whose size does not match the shape */
+  in_shm[1].size = 60;
+  ck_assert_int_eq(dynq_infer_ex(c, "m", in, 2, &o, &res), DYNQ_EDATA);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "'big'"));
+  in_shm[1].size = 64;
+  in_shm[1].offset = UINT64_MAX - 10;
+  ck_assert_int_eq(dynq_infer_ex(c, "m", in, 2, &o, &res), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "overflows"));
+  in_shm[1].offset = 128;
+  out_shm[0].name = "";
+  ck_assert_int_eq(dynq_infer_ex(c, "m", in, 2, &o, &res), DYNQ_EPARAMS);
+  out_shm[0].name = "y";
+  o.input_shm = NULL; /* then "big" has NULL data */
+  ck_assert_int_eq(dynq_infer_ex(c, "m", in, 2, &o, &res), DYNQ_EDATA);
+  ck_assert_int_eq(dynq_infer_ex(c, NULL, in, 1, NULL, &res), -EINVAL);
+  o.n_output_shm = -1;
+  ck_assert_int_eq(dynq_infer_ex(c, "m", in, 1, &o, &res), -EINVAL);
+  xfake_join(&f, c);
+  ck_assert_str_eq(f.log,
+                   "infer {\"model\": \"m\", \"inputs\": {\"x\": {\"dtype\": \"float32\", "
+                   "\"shape\": [1, 2], \"data\": null}, \"big\": {\"dtype\": \"float32\", "
+                   "\"shape\": [4, 4], \"shm\": {\"region\": 1, \"offset\": 128, \"size\": 64}}}, "
+                   "\"precision\": \"fp32\", \"timeout_ms\": 250, \"outputs_shm\": {\"y\": "
+                   "{\"region\": 1, \"offset\": 64, \"size\": 8}}}\n"
+                   "infer {\"model\": \"m\", \"inputs\": {\"x\": {\"dtype\": \"float32\", "
+                   "\"shape\": [1, 2], \"data\": null}}}\n");
+  xfake_stop(&f);
+}
+END_TEST
+
+/* ---- shared memory ---- */
+
+/* shm.register: check the fd that came with the frame (seals, size, and
+ * the bytes the client wrote), answer region 9; unregister of 10 fails. */
+static void script_shm(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n, int pfd) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  if (method_is(req, "shm.register")) {
+    struct stat st;
+    int seals = pfd >= 0 ? fcntl(pfd, F_GET_SEALS) : -1;
+    if (pfd < 0) {
+      snprintf(f->note, sizeof(f->note), "no fd with request %d", n);
+    } else if (fstat(pfd, &st) != 0 || st.st_size != 4096) {
+      snprintf(f->note, sizeof(f->note), "fd size %lld", (long long)st.st_size);
+    } else if (seals < 0 || !(seals & F_SEAL_SHRINK) || !(seals & F_SEAL_SEAL)) {
+      snprintf(f->note, sizeof(f->note), "seals 0x%x", seals);
+    } else {
+      uint8_t *p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, pfd, 0);
+      if (p == MAP_FAILED || p[0] != 0xab || p[4095] != 0xcd)
+        snprintf(f->note, sizeof(f->note), "content differs");
+      else
+        snprintf(f->note, sizeof(f->note), "ok");
+      if (p != MAP_FAILED) munmap(p, 4096);
+    }
+    dynq__w_result_head(&w, req->msgid);
+    dynq__w_map(&w, 1);
+    dynq__w_str(&w, "region");
+    dynq__w_uint(&w, 9);
+  } else {
+    int64_t r = 0;
+    dynq__obj_int(dynq__obj_get(req->params, "region"), &r);
+    if (r != 9) {
+      dynq__wbuf_free(&w);
+      reply_error(fd, req->msgid, DYNQ_ENOREGION, "no region 10");
+      return;
+    }
+    dynq__w_result_head(&w, req->msgid);
+    dynq__w_map(&w, 0);
+  }
+  send_wbuf(fd, &w);
+}
+
+START_TEST(shm_create_register) {
+  xfake_t f;
+  dynq_client_t *c = NULL;
+  uint64_t region = 0;
+  uint8_t *p = NULL;
+  void *vp = NULL;
+  int fd = -1, seals;
+  struct stat st;
+
+  ck_assert_int_eq(dynq_shm_create(4096, &fd, &vp), 0);
+  p = vp;
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(fstat(fd, &st), 0);
+  ck_assert_int_eq(st.st_size, 4096);
+  seals = fcntl(fd, F_GET_SEALS);
+  ck_assert_int_eq(seals & (F_SEAL_SHRINK | F_SEAL_SEAL), F_SEAL_SHRINK | F_SEAL_SEAL);
+  ck_assert_int_ne(ftruncate(fd, 100), 0); /* cannot shrink */
+  p[0] = 0xab;
+  p[4095] = 0xcd;
+  ck_assert_int_eq(dynq_shm_create(0, &fd, &vp), -EINVAL);
+
+  xfake_start(&f, script_shm);
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  ck_assert_int_eq(dynq_shm_register(c, fd, 4096, &region), 0);
+  ck_assert_uint_eq(region, 9);
+  ck_assert_int_eq(dynq_shm_unregister(c, 10), DYNQ_ENOREGION);
+  ck_assert_int_eq(dynq_shm_unregister(c, 9), 0);
+  ck_assert_int_eq(dynq_shm_register(c, -1, 4096, &region), -EBADF);
+  ck_assert_int_eq(dynq_shm_register(c, fd, 0, &region), DYNQ_EPARAMS);
+  xfake_join(&f, c);
+  ck_assert_str_eq(f.note, "ok");
+  ck_assert_str_eq(f.log,
+                   "shm.register {\"size\": 4096}\n"
+                   "shm.unregister {\"region\": 10}\n"
+                   "shm.unregister {\"region\": 9}\n");
+  xfake_stop(&f);
+  dynq_shm_destroy(fd, p, 4096);
+  dynq_shm_destroy(-1, NULL, 0);
+}
+END_TEST
+
+/* ---- dynqctl against the fake ---- */
+
+static int run_ctl(char **out, const char *const *args) {
+  char exe[4096];
+  char *argv[32];
+  int n = 0;
+  snprintf(exe, sizeof(exe), "%s", tu_build("client/dynqctl"));
+  argv[n++] = exe;
+  for (int i = 0; args[i] && n < 31; i++) argv[n++] = (char *)args[i];
+  argv[n] = NULL;
+  return tu_run(argv, out);
+}
+
+/* Stream: the session's "infer" echoes x back; check the windows. */
+START_TEST(dynqctl_stream_against_fake) {
+  xfake_t f;
+  char *out = NULL, wavpath[512];
+  int16_t s[10];
+  bb_t b;
+
+  for (int i = 0; i < 10; i++) s[i] = (int16_t)((i + 1) * 4096);
+  make_wav(&b, 8000, s, 10);
+  xfake_start(&f, script_sessions);
+  snprintf(wavpath, sizeof(wavpath), "x=%s/a.wav", f.dir);
+  ck_assert_int_eq(tu_write_file(wavpath + 2, b.b, b.n), 0);
+  const char *args[] = { "--socket", f.path, "stream", "vad", "--input", wavpath, "--chunk",
+                         "4", "--context", "2", "--rate", "8000", "--bind", "state=stateN",
+                         "--set", "sr=8000", "--set", "gain=0.5", NULL };
+  ck_assert_msg(run_ctl(&out, args) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  /* 10 samples in chunks of 4: three windows of 2 context + 4 new samples,
+   * the first with zero context, the last zero-padded; sample/32768 */
+  ck_assert_str_eq(out,
+                   "     0      0.000   0 0 0.125 0.25 0.375 0.5\n"
+                   "     1      0.000   0.375 0.5 0.625 0.75 0.875 1\n"
+                   "     2      0.001   0.875 1 1.125 1.25 0 0\n");
+  ck_assert_msg(strstr(f.log, "session.open {\"model\": \"vad\", \"bindings\": {\"state\": "
+                              "\"stateN\"}, \"detached\": false}\n") == f.log,
+                "%s", f.log);
+  ck_assert_msg(strstr(f.log, "\"sr\": {\"dtype\": \"int64\", \"shape\": [], \"data\": null}, "
+                              "\"gain\": {\"dtype\": \"float32\", \"shape\": []") != NULL,
+                "%s", f.log);
+  ck_assert_msg(strstr(f.log, "session.close {\"session\": 5}\n") != NULL, "%s", f.log);
+  free(out);
+  xfake_stop(&f);
+
+  /* --json lines and --output selection */
+  xfake_start(&f, script_sessions);
+  ck_assert_int_eq(tu_write_file(wavpath + 2, b.b, b.n), 0);
+  const char *args2[] = { "--socket", f.path, "stream", "vad", "--input", wavpath, "--chunk",
+                          "8", "--context", "0", "--rate", "8000", "--output", "seen",
+                          "--json", NULL };
+  ck_assert_msg(run_ctl(&out, args2) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  ck_assert_str_eq(out,
+                   "{\"chunk\": 0, \"time_s\": 0.000000, \"output\": \"seen\", \"shape\": [], "
+                   "\"values\": [1]}\n"
+                   "{\"chunk\": 1, \"time_s\": 0.001000, \"output\": \"seen\", \"shape\": [], "
+                   "\"values\": [2]}\n");
+  free(out);
+  xfake_stop(&f);
+}
+END_TEST
+
+START_TEST(dynqctl_stream_refuses_bad_input) {
+  char *out = NULL, *dir = tu_mkdtemp(), spec[600], sock[600];
+  bb_t b;
+  snprintf(sock, sizeof(sock), "%s/none.sock", dir);
+  make_wav(&b, 16000, samples5, 5);
+  set_u16(&b, 22, 2);
+  set_u16(&b, 32, 4);
+  set_u32(&b, 28, 64000);
+  snprintf(spec, sizeof(spec), "%s/stereo.wav", dir);
+  ck_assert_int_eq(tu_write_file(spec, b.b, b.n), 0);
+  snprintf(spec, sizeof(spec), "x=%s/stereo.wav", dir);
+  const char *a1[] = { "--socket", sock, "stream", "m", "--input", spec, NULL };
+  ck_assert_int_eq(run_ctl(&out, a1), 2);
+  ck_assert_msg(strstr(out, "stereo.wav: 2 channels: only mono") != NULL, "%s", out);
+  free(out);
+
+  make_wav(&b, 8000, samples5, 5);
+  snprintf(spec, sizeof(spec), "%s/8k.wav", dir);
+  ck_assert_int_eq(tu_write_file(spec, b.b, b.n), 0);
+  snprintf(spec, sizeof(spec), "x=%s/8k.wav", dir);
+  const char *a2[] = { "--socket", sock, "stream", "m", "--input", spec, NULL };
+  ck_assert_int_eq(run_ctl(&out, a2), 2);
+  ck_assert_msg(strstr(out, "is 8000 Hz but --rate is 16000") != NULL, "%s", out);
+  free(out);
+
+  static const struct {
+    const char *a, *b, *needle;
+  } bad[] = {
+    { "--chunk", "0", "--chunk must be an integer from 1" },
+    { "--context", "-1", "--context must be an integer from 0" },
+    { "--rate", "abc", "--rate must be" },
+    { "--bind", "state", "expected NAME=OUTPUT" },
+    { "--set", "sr=", "expected NAME=VALUE" },
+    { "--set", "sr=1e999", "finite number" },
+    { "--input", "noeq", "expected NAME=FILE.wav" },
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    const char *a[] = { "--socket", sock, "stream", "m", "--input", spec, bad[i].a, bad[i].b,
+                        NULL };
+    if (strcmp(bad[i].a, "--input") == 0) a[5] = bad[i].b, a[6] = NULL;
+    ck_assert_int_eq(run_ctl(&out, a), 2);
+    ck_assert_msg(strstr(out, bad[i].needle) != NULL, "%s %s: %s", bad[i].a, bad[i].b, out);
+    free(out);
+  }
+  const char *a3[] = { "--socket", sock, "stream", "m", NULL };
+  ck_assert_int_eq(run_ctl(&out, a3), 2);
+  ck_assert_ptr_nonnull(strstr(out, "missing --input"));
+  free(out);
+  const char *a4[] = { "--socket", sock, "stats", "--json", "--prometheus", NULL };
+  ck_assert_int_eq(run_ctl(&out, a4), 2);
+  ck_assert_ptr_nonnull(strstr(out, "exclude each other"));
+  free(out);
+  const char *a5[] = { "--socket", sock, "load", NULL };
+  ck_assert_int_eq(run_ctl(&out, a5), 2);
+  ck_assert_ptr_nonnull(strstr(out, "missing NAME"));
+  free(out);
+  const char *a6[] = { "--socket", sock, "unload", "a", "b", NULL };
+  ck_assert_int_eq(run_ctl(&out, a6), 2);
+  ck_assert_ptr_nonnull(strstr(out, "unexpected argument 'b'"));
+  free(out);
+  const char *a7[] = { "--socket", sock, "st", NULL };
+  ck_assert_int_eq(run_ctl(&out, a7), 2);
+  ck_assert_msg(strstr(out, "ambiguous") && strstr(out, "stream"), "%s", out);
+  free(out);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(dynqctl_stats_health_admin_against_fake) {
+  xfake_t f;
+  char *out = NULL;
+
+  xfake_start(&f, script_stats);
+  const char *a1[] = { "--socket", f.path, "stats", "--prometheus", NULL };
+  ck_assert_msg(run_ctl(&out, a1) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  ck_assert_str_eq(out, want_prom);
+  free(out);
+  xfake_stop(&f);
+
+  xfake_start(&f, script_stats);
+  const char *a2[] = { "--socket", f.path, "stats", "--json", NULL };
+  ck_assert_msg(run_ctl(&out, a2) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  ck_assert_int_eq(strncmp(out, want_json, strlen(want_json)), 0);
+  ck_assert_str_eq(out + strlen(want_json), "\n");
+  free(out);
+  xfake_stop(&f);
+
+  xfake_start(&f, script_stats);
+  const char *a3[] = { "--socket", f.path, "stats", NULL };
+  ck_assert_msg(run_ctl(&out, a3) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  ck_assert_msg(strstr(out, "MODEL") && strstr(out, "12/30/45"), "%s", out);
+  free(out);
+  xfake_stop(&f);
+
+  /* health: live + ready -> 0 */
+  xfake_start(&f, script_health_admin);
+  const char *a4[] = { "--socket", f.path, "health", NULL };
+  ck_assert_msg(run_ctl(&out, a4) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  ck_assert_str_eq(out, "live:   yes\nready:  yes\nmodels: 2\n");
+  free(out);
+  xfake_stop(&f);
+
+  /* admin: EDENIED exits 1 with a hint */
+  xfake_start(&f, script_health_admin);
+  const char *a5[] = { "--socket", f.path, "reload", "denied", NULL };
+  ck_assert_int_eq(run_ctl(&out, a5), 1);
+  pthread_join(f.th, NULL);
+  ck_assert_msg(strstr(out, "EDENIED") && strstr(out, "admin group"), "%s", out);
+  free(out);
+  xfake_stop(&f);
+
+  xfake_start(&f, script_health_admin);
+  const char *a6[] = { "--socket", f.path, "--json", "load", "mlp", "mlp.dynq", NULL };
+  ck_assert_msg(run_ctl(&out, a6) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  ck_assert_str_eq(out, "{\"model\": \"mlp\", \"version\": 1}\n");
+  ck_assert_str_eq(f.log, "model.load {\"model\": \"mlp\", \"path\": \"mlp.dynq\"}\n");
+  free(out);
+  xfake_stop(&f);
+}
+END_TEST
+
+/* ---- a real dynqd ---- */
+
+/* Whether the daemon serves the production methods yet. */
+static int daemon_has(dynq_client_t *c, const char *method) {
+  void *res = NULL;
+  size_t len = 0;
+  int r = dynq_call_raw(c, method, NULL, 0, &res, &len);
+  free(res);
+  return r != DYNQ_ENOMETHOD;
+}
+
+static void wav_file(const char *path, size_t n, uint32_t rate) {
+  int16_t *s = calloc(n, sizeof(*s));
+  uint8_t *b = malloc(44 + 2 * n);
+  bb_t hdr;
+  ck_assert_ptr_nonnull(s);
+  ck_assert_ptr_nonnull(b);
+  for (size_t i = 0; i < n; i++) s[i] = (int16_t)(8000.0 * sin((double)i * 0.3));
+  make_wav(&hdr, rate, NULL, 0);
+  set_u32(&hdr, 4, (uint32_t)(36 + 2 * n));
+  set_u32(&hdr, 40, (uint32_t)(2 * n));
+  memcpy(b, hdr.b, 44);
+  for (size_t i = 0; i < n; i++) {
+    b[44 + 2 * i] = (uint8_t)((uint16_t)s[i] & 0xff);
+    b[45 + 2 * i] = (uint8_t)((uint16_t)s[i] >> 8);
+  }
+  ck_assert_int_eq(tu_write_file(path, b, 44 + 2 * n), 0);
+  free(s);
+  free(b);
+}
+
+START_TEST(daemon_end_to_end) {
+  char q[4096], onnx[4096], dyn[600], *out = NULL, *mdir = NULL, *ddir = NULL;
+  tu_daemon_t d;
+  dynq_client_t *c = NULL;
+  int live = 0, ready = 0;
+
+  snprintf(onnx, sizeof(onnx), "%s", tu_src("tests/fixtures/stateful.onnx"));
+  if (access(onnx, R_OK) != 0) {
+    fprintf(stderr, "SKIP daemon_end_to_end: %s does not exist yet (made by D2's "
+                    "tests/fixtures/make_stateful.py)\n", onnx);
+    return;
+  }
+  mdir = tu_mkdtemp();
+  ddir = tu_mkdtemp();
+  snprintf(q, sizeof(q), "%s", tu_build("models/dynq-quantize"));
+  snprintf(dyn, sizeof(dyn), "%s/stateful.dynq", mdir);
+  char *qargv[] = { q, onnx, dyn, NULL };
+  ck_assert_msg(tu_run(qargv, &out) == 0, "dynq-quantize: %s", out);
+  free(out);
+  ck_assert_int_eq(tu_daemon_start(&d, ddir, mdir, NULL), 0);
+  ck_assert_int_eq(dynq_connect(d.sock, &c), 0);
+  if (!daemon_has(c, "health.live") || !daemon_has(c, "session.close")) {
+    fprintf(stderr, "SKIP daemon_end_to_end: this dynqd does not serve health/sessions yet\n");
+    goto done;
+  }
+
+  ck_assert_int_eq(dynq_health(c, &live, &ready), 0);
+  ck_assert_int_eq(live, 1);
+  ck_assert_int_eq(ready, 1);
+  {
+    dynq_stats_t st;
+    char *json = NULL;
+    ck_assert_int_eq(dynq_stats(c, &st), 0);
+    ck_assert_uint_ge(st.queue_cap, 1);
+    ck_assert_uint_ge(st.connections, 1);
+    dynq_stats_free(&st);
+    ck_assert_int_eq(dynq_stats_json(c, &json), 0);
+    ck_assert_msg(json[0] == '{' && strstr(json, "\"models\""), "%s", json);
+    free(json);
+  }
+
+  /* A session over 5 chunks equals chaining the state by hand through
+   * stateless infer calls, bit for bit (same model, same quantization). */
+  {
+    static const char *const binds[] = { "state", "stateN" };
+    float x[8], state[8] = { 0 };
+    uint64_t sid = 0;
+    ck_assert_int_eq(dynq_session_open(c, "stateful", binds, 1, 0, &sid), 0);
+    for (int k = 0; k < 5; k++) {
+      dynq_infer_result_t rs, rp;
+      const dynq_tensor_t *ys = NULL, *yp = NULL, *sn = NULL;
+      for (int i = 0; i < 8; i++) x[i] = (float)sin(k * 8 + i) * 0.7f;
+      dynq_tensor_t xin = { "x", DYNQ_FLOAT32, 2, { 1, 8 }, x, sizeof(x) };
+      dynq_tensor_t both[2] = { xin, { "state", DYNQ_FLOAT32, 2, { 1, 8 }, state,
+                                       sizeof(state) } };
+      ck_assert_msg(dynq_session_infer(c, sid, &xin, 1, &rs) == 0, "%s",
+                    dynq_client_errmsg(c));
+      ck_assert_msg(dynq_infer(c, "stateful", 0, both, 2, &rp) == 0, "%s",
+                    dynq_client_errmsg(c));
+      for (int i = 0; i < rs.n_outputs; i++)
+        if (strcmp(rs.outputs[i].name, "y") == 0) ys = &rs.outputs[i];
+      for (int i = 0; i < rp.n_outputs; i++) {
+        if (strcmp(rp.outputs[i].name, "y") == 0) yp = &rp.outputs[i];
+        if (strcmp(rp.outputs[i].name, "stateN") == 0) sn = &rp.outputs[i];
+      }
+      ck_assert_ptr_nonnull(ys);
+      ck_assert_ptr_nonnull(yp);
+      ck_assert_ptr_nonnull(sn);
+      ck_assert_uint_eq(ys->nbytes, yp->nbytes);
+      ck_assert_msg(memcmp(ys->data, yp->data, ys->nbytes) == 0, "chunk %d differs", k);
+      memcpy(state, sn->data, sizeof(state));
+      dynq_infer_result_free(&rs);
+      dynq_infer_result_free(&rp);
+    }
+    ck_assert_int_eq(dynq_session_reset(c, sid), 0);
+    ck_assert_int_eq(dynq_session_close(c, sid), 0);
+    ck_assert_int_eq(dynq_session_close(c, sid), DYNQ_ENOSESSION);
+  }
+
+  /* dynqctl: health, stats in each form, and a WAV streamed through */
+  {
+    const char *a1[] = { "--socket", d.sock, "health", NULL };
+    ck_assert_msg(run_ctl(&out, a1) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "ready:  yes"), "%s", out);
+    free(out);
+    const char *a2[] = { "--socket", d.sock, "stats", "--prometheus", NULL };
+    ck_assert_msg(run_ctl(&out, a2) == 0, "%s", out);
+    ck_assert_msg(strstr(out, "# TYPE dynq_requests_total counter\n") &&
+                      strstr(out, "dynq_requests_total{model=\"stateful\"} "),
+                  "%s", out);
+    free(out);
+    char wavp[700], spec[720];
+    snprintf(wavp, sizeof(wavp), "%s/in.wav", ddir);
+    wav_file(wavp, 40, 16000);
+    snprintf(spec, sizeof(spec), "x=%s", wavp);
+    const char *a3[] = { "--socket", d.sock, "stream", "stateful", "--input", spec, "--chunk",
+                         "8", "--context", "0", "--bind", "state=stateN", "--output", "y",
+                         "--json", NULL };
+    ck_assert_msg(run_ctl(&out, a3) == 0, "%s", out);
+    int lines = 0;
+    for (char *p = out; (p = strchr(p, '\n')) != NULL; p++) lines++;
+    ck_assert_msg(lines == 5, "%s", out);
+    ck_assert_msg(strstr(out, "{\"chunk\": 4, \"time_s\": 0.002000, \"output\": \"y\", "
+                              "\"shape\": [1, 8], \"values\": [") != NULL,
+                  "%s", out);
+    free(out);
+  }
+
+done:
+  dynq_close(c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  tu_rmtree(mdir);
+  tu_rmtree(ddir);
+  free(mdir);
+  free(ddir);
+}
+END_TEST
+
+static Suite *client_ext_suite(void) {
+  Suite *s = suite_create("client-ext");
+  TCase *tc = tcase_create("wav");
+  tcase_add_test(tc, wav_accepts_good_files);
+  tcase_add_test(tc, wav_refuses_bad_files);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("library");
+  tcase_add_test(tc, stats_typed_prometheus_json);
+  tcase_add_test(tc, health_and_admin_calls);
+  tcase_add_test(tc, session_calls);
+  tcase_add_test(tc, infer_ex_options);
+  tcase_add_test(tc, shm_create_register);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("dynqctl");
+  tcase_add_test(tc, dynqctl_stream_against_fake);
+  tcase_add_test(tc, dynqctl_stream_refuses_bad_input);
+  tcase_add_test(tc, dynqctl_stats_health_admin_against_fake);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("daemon");
+  tcase_add_test(tc, daemon_end_to_end);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(client_ext_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? 1 : 0;
+}

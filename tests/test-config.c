@@ -1,0 +1,325 @@
+/*
+ * dynqd's config file, `-n`, SIGHUP re-reading, sd_notify (READY, STATUS,
+ * RELOADING, STOPPING, WATCHDOG), socket activation (LISTEN_FDS) and the
+ * log rate limit, all against the real binary.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "d1-helpers.h"
+
+static char *g_dir;
+static char g_models[512];
+static int g_have_model;
+
+static void setup(void) {
+  g_dir = tu_mkdtemp();
+  snprintf(g_models, sizeof(g_models), "%s/models", g_dir);
+  ck_assert_int_eq(mkdir(g_models, 0755), 0);
+  char p[600];
+  snprintf(p, sizeof(p), "%s/mlp.dynq", g_models);
+  g_have_model = access(tu_build("models/dynq-quantize"), X_OK) == 0 &&
+                 quantize_mlp(p, NULL) == 0;
+}
+
+static void teardown(void) {
+  tu_rmtree(g_dir);
+  free(g_dir);
+}
+
+static const char *conf_path(const char *name) {
+  static char p[600];
+  snprintf(p, sizeof(p), "%s/%s", g_dir, name);
+  return p;
+}
+
+static const char *write_conf(const char *name, const char *text) {
+  const char *p = conf_path(name);
+  ck_assert_int_eq(tu_write_file(p, text, strlen(text)), 0);
+  return p;
+}
+
+/* dynqd args... ; returns exit status, output in *out. */
+static int run_dynqd(char **out, const char *a1, const char *a2, const char *a3,
+                     const char *a4, const char *a5) {
+  char exe[4096];
+  snprintf(exe, sizeof(exe), "%s", tu_build("daemon/dynqd"));
+  char *argv[] = {exe, (char *)a1, (char *)a2, (char *)a3, (char *)a4, (char *)a5, NULL};
+  return tu_run(argv, out);
+}
+
+START_TEST(test_bad_lines) {
+  static const struct {
+    const char *text;
+    const char *needle;  /* besides the file:line prefix */
+    int line;
+  } cases[] = {
+    {"workers = 2\nbogus = 1\n", "key 'bogus': unknown key", 2},
+    {"workers = 0\n", "key 'workers': invalid value '0' (expected 1..64)", 1},
+    {"workers = two\n", "key 'workers': invalid value 'two'", 1},
+    {"# comment\n\nmax_frame = 12Q\n", "key 'max_frame': invalid value '12Q'", 3},
+    {"log_level = loud\n", "key 'log_level': unknown level 'loud'", 1},
+    {"watchdog = maybe\n", "key 'watchdog': invalid value 'maybe'", 1},
+    {"workers 2\n", "expected 'key = value'", 1},
+    {"= 2\n", "missing key", 1},
+    {"queue = 8\nqueue = 9\n", "key 'queue': already set on line 1", 2},
+    {"[server]\nworkers = 1\n", "unknown section '[server]'", 1},
+    {"[batch.mlp\n", "malformed section header", 1},
+    {"[batch.mlp]\nmax_batch = 0\n", "key 'max_batch': invalid value '0'", 2},
+    {"[batch.mlp]\nspeed = 3\n", "key 'speed': unknown key in a [batch.mlp] section", 2},
+    {"socket =\n", "key 'socket': needs a non-empty value", 1},
+    {"max_conns = 99999999999999999999\n", "key 'max_conns': invalid value", 1},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const char *p = write_conf("bad.conf", cases[i].text);
+    char *out = NULL;
+    int rc = run_dynqd(&out, "-n", "--config", p, NULL, NULL);
+    char where[700];
+    snprintf(where, sizeof(where), "%s:%d: ", p, cases[i].line);
+    ck_assert_msg(rc == 2, "case %zu: exit %d, output: %s", i, rc, out);
+    ck_assert_msg(strstr(out, where) != NULL, "case %zu: no '%s' in: %s", i, where, out);
+    ck_assert_msg(strstr(out, cases[i].needle) != NULL, "case %zu: no '%s' in: %s", i,
+                  cases[i].needle, out);
+    free(out);
+  }
+  /* A bad value on the command line, and a missing --config file. */
+  char *out = NULL;
+  ck_assert_int_eq(run_dynqd(&out, "-n", "--queue", "0", NULL, NULL), 2);
+  ck_assert_ptr_nonnull(strstr(out, "--queue: invalid value '0'"));
+  free(out);
+  ck_assert_int_eq(run_dynqd(&out, "-n", "--config", conf_path("none.conf"), NULL, NULL), 2);
+  ck_assert_ptr_nonnull(strstr(out, "cannot read config file"));
+  free(out);
+}
+END_TEST
+
+START_TEST(test_check_only) {
+  const char *p = write_conf("ok.conf",
+                             "# dynqd test config\n"
+                             "workers = 2   # two threads\n"
+                             "log_level = \"debug\"\n"
+                             "max_frame = 1M\n"
+                             "admin_group = nogroup\n"
+                             "[batch.mlp]\n"
+                             "max_batch = 8\n"
+                             "max_delay_us = 200\n");
+  char *out = NULL;
+  ck_assert_int_eq(run_dynqd(&out, "-n", "--config", p, "--models", g_models), 0);
+  ck_assert_msg(strstr(out, "configuration OK") != NULL, "%s", out);
+  ck_assert_msg(strstr(out, g_have_model ? "1 model file" : "0 model files") != NULL, "%s", out);
+  free(out);
+  char missing[700];
+  snprintf(missing, sizeof(missing), "%s/nope", g_dir);
+  ck_assert_int_eq(run_dynqd(&out, "-n", "--config", p, "--models", missing), 2);
+  ck_assert_msg(strstr(out, "is not readable") != NULL, "%s", out);
+  free(out);
+  /* models_dir from the file, checked the same way. */
+  char text[1024];
+  snprintf(text, sizeof(text), "models_dir = %s\n", missing);
+  p = write_conf("dir.conf", text);
+  ck_assert_int_eq(run_dynqd(&out, "--check", "--config", p, NULL, NULL), 2);
+  ck_assert_msg(strstr(out, missing) != NULL, "%s", out);
+  free(out);
+  ck_assert_int_eq(run_dynqd(&out, "--help", NULL, NULL, NULL, NULL), 0);
+  ck_assert_ptr_nonnull(strstr(out, "session_idle_timeout_ms"));
+  free(out);
+}
+END_TEST
+
+static int server_workers(const char *sock) {
+  dynq_client_t *c = NULL;
+  ck_assert_int_eq(dynq_connect(sock, &c), 0);
+  dynq_server_info_t info;
+  ck_assert_int_eq(dynq_server_info(c, &info), 0);
+  dynq_close(c);
+  return info.workers;
+}
+
+START_TEST(test_cli_overrides_file) {
+  const char *p = write_conf("w.conf", "workers = 1\n");
+  const char *extra1[] = {"--config", p, NULL};
+  tu_daemon_t d;
+  ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, extra1), 0);
+  ck_assert_int_eq(server_workers(d.sock), 1);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  const char *extra2[] = {"--config", p, "--workers", "3", NULL};
+  ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, extra2), 0);
+  ck_assert_int_eq(server_workers(d.sock), 3);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(test_notify_sequence) {
+  notify_sock_t ns;
+  notify_open(&ns, g_dir);
+  setenv("WATCHDOG_USEC", "100000", 1);
+  tu_daemon_t d;
+  const char *p = write_conf("n.conf", "log_level = info\n");
+  const char *extra[] = {"--config", p, NULL};
+  int rc = tu_daemon_start(&d, g_dir, g_models, extra);
+  unsetenv("WATCHDOG_USEC");
+  ck_assert_int_eq(rc, 0);
+  char seen[4096] = "";
+  ck_assert_msg(notify_wait(&ns, "READY=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_msg(strstr(seen, "STATUS=serving ") != NULL, "seen: %s", seen);
+  if (g_have_model) ck_assert_msg(strstr(seen, "serving 1 model,") != NULL, "seen: %s", seen);
+  ck_assert_msg(notify_wait(&ns, "WATCHDOG=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+  ck_assert_msg(notify_wait(&ns, "RELOADING=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_msg(strstr(seen, "MONOTONIC_USEC=") != NULL, "seen: %s", seen);
+  ck_assert_msg(notify_wait(&ns, "READY=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+  ck_assert_msg(notify_wait(&ns, "STOPPING=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  notify_close(&ns);
+}
+END_TEST
+
+START_TEST(test_sighup_rereads_config) {
+  notify_sock_t ns;
+  notify_open(&ns, g_dir);
+  const char *p = write_conf("h.conf", "workers = 1\nmax_conns = 100\n");
+  const char *extra[] = {"--config", p, NULL};
+  tu_daemon_t d;
+  ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, extra), 0);
+  ck_assert(notify_wait(&ns, "READY=1", NULL, 0));
+  write_conf("h.conf", "workers = 2\nmax_conns = 7\n");
+  ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+  ck_assert(notify_wait(&ns, "RELOADING=1", NULL, 0));
+  ck_assert(notify_wait(&ns, "READY=1", NULL, 0));
+  ck_assert_msg(file_contains(d.log, "workers changed (1 -> 2) but needs a restart"),
+                "log lacks the ignored change");
+  ck_assert_msg(file_contains(d.log, "max_conns = 7 (was 100)"), "log lacks the applied change");
+  ck_assert_int_eq(server_workers(d.sock), 1);
+  /* A broken file on SIGHUP: logged, the running config stays, still ready. */
+  write_conf("h.conf", "workers = 2\nmax_conns = lots\n");
+  ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+  ck_assert(notify_wait(&ns, "READY=1", NULL, 0));
+  ck_assert_msg(file_contains(d.log, "h.conf:2: key 'max_conns': invalid value 'lots'"),
+                "log lacks the bad line");
+  ck_assert(file_contains(d.log, "keeping the current configuration"));
+  dynq_client_t *c = NULL;
+  ck_assert_int_eq(dynq_connect(d.sock, &c), 0);
+  ck_assert_int_eq(dynq_ping(c), 0);
+  dynq_close(c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  notify_close(&ns);
+}
+END_TEST
+
+START_TEST(test_socket_activation) {
+  char path[600];
+  snprintf(path, sizeof(path), "%s/act.sock", g_dir);
+  int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+  ck_assert_int_ge(lfd, 0);
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  ck_assert_uint_lt(strlen(path), sizeof(sa.sun_path));
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  ck_assert_int_eq(listen(lfd, 16), 0);
+  notify_sock_t ns;
+  notify_open(&ns, g_dir);
+  char exe[4096], log[700], sock_arg[700];
+  snprintf(exe, sizeof(exe), "%s", tu_build("daemon/dynqd"));
+  snprintf(log, sizeof(log), "%s/act.log", g_dir);
+  /* --socket names a path that must stay unused: fd 3 wins. */
+  snprintf(sock_arg, sizeof(sock_arg), "%s/unused.sock", g_dir);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    int lg = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (lg >= 0) dup2(lg, 2);
+    if (lfd != 3) {
+      dup2(lfd, 3);
+      close(lfd);
+    }
+    char num[32];
+    snprintf(num, sizeof(num), "%d", (int)getpid());
+    setenv("LISTEN_PID", num, 1);
+    setenv("LISTEN_FDS", "1", 1);
+    execl(exe, exe, "--socket", sock_arg, "--models", g_models, (char *)NULL);
+    _exit(127);
+  }
+  close(lfd);
+  ck_assert_msg(notify_wait(&ns, "READY=1", NULL, 0), "no READY=1");
+  dynq_client_t *c = NULL;
+  ck_assert_int_eq(dynq_connect(path, &c), 0);
+  ck_assert_int_eq(dynq_ping(c), 0);
+  dynq_close(c);
+  ck_assert_int_eq(access(sock_arg, F_OK), -1);
+  ck_assert(file_contains(log, "socket activation"));
+  ck_assert_int_eq(kill(pid, SIGTERM), 0);
+  int st = 0;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  /* An inherited socket is not ours to unlink. */
+  ck_assert_int_eq(access(path, F_OK), 0);
+  notify_close(&ns);
+}
+END_TEST
+
+START_TEST(test_log_rate_limit) {
+  const char *p = write_conf("r.conf", "log_rate = 3\n");
+  const char *extra[] = {"--config", p, NULL};
+  tu_daemon_t d;
+  ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, extra), 0);
+  char msg[512];
+  int ver;
+  /* Each failed model.load logs one warning from the same call site. */
+  for (int i = 0; i < 40; i++)
+    ck_assert_int_eq(admin_call(d.sock, "model.load", "ghost", NULL, &ver, msg, sizeof(msg)),
+                     -ENOENT);
+  int lines = count_in_file(d.log, "model.load 'ghost' from");
+  /* 40 calls take well under a few seconds: at most 3 per second shown. */
+  ck_assert_msg(lines >= 3 && lines < 40, "%d warning lines", lines);
+  /* The summary comes with the first line of that kind in a later second. */
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    admin_call(d.sock, "model.load", "ghost", NULL, &ver, msg, sizeof(msg));
+    if (file_contains(d.log, "messages suppressed (log_rate 3 lines/s)")) break;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    ck_assert_msg(t.tv_sec - t0.tv_sec < 10, "no suppression summary in the log");
+  }
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+static Suite *config_suite(void) {
+  Suite *s = suite_create("config");
+  TCase *tc = tcase_create("config");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_bad_lines);
+  tcase_add_test(tc, test_check_only);
+  tcase_add_test(tc, test_cli_overrides_file);
+  tcase_add_test(tc, test_notify_sequence);
+  tcase_add_test(tc, test_sighup_rereads_config);
+  tcase_add_test(tc, test_socket_activation);
+  tcase_add_test(tc, test_log_rate_limit);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  SRunner *sr = srunner_create(config_suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,393 @@
+/*
+ * ONNX conformance for the shape and graph ops (issue 4): every node test
+ * in Debian's libonnx-testdata whose model uses only those ops is
+ * converted with dynq-quantize --fp32, run through the engine on the
+ * test's inputs, and compared with its reference outputs.  One line per
+ * case: PASS, FAIL (why) or SKIP (why); any FAIL fails the suite.
+ *
+ * The .pb files are read through models/dynq-onnx-dump (protobuf-c), so
+ * this file needs no protobuf code.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "model.h"
+#include "tensor.h"
+#include "testutil.h"
+
+#define NODE_DIR "/usr/share/libonnx-testdata/data/node"
+
+/* The ops this suite covers (issue 4 list plus the comparison/logic ops
+ * that came with it). */
+static const char *const covered[] = {
+    "Constant", "ConstantOfShape", "Shape", "Size", "Gather", "Slice", "Concat", "Squeeze",
+    "Unsqueeze", "Reshape", "Transpose", "Identity", "Cast", "Equal", "Not", "Where", "Add",
+    "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Log", "Exp", "ReduceMean", "ReduceSum", "Pad",
+    "Clip", "Relu", "Sigmoid", "Tanh", "Softmax", "Expand", "If", "Less", "Greater", "And",
+    "Or", "Range", "Abs", NULL};
+
+/* Variants we knowingly do not support, with the reason printed. */
+static const struct {
+  const char *name; /* exact test directory name */
+  const char *why;
+} expected_skip[] = {
+    {"test_identity_opt", "optional types are not supported (tensors only)"},
+    {"test_identity_sequence", "sequence types are not supported (tensors only)"},
+    {NULL, NULL},
+};
+
+static int is_covered(const char *op) {
+  for (int i = 0; covered[i]; i++)
+    if (strcmp(covered[i], op) == 0) return 1;
+  return 0;
+}
+
+static const char *skip_reason(const char *name) {
+  for (int i = 0; expected_skip[i].name; i++)
+    if (strcmp(expected_skip[i].name, name) == 0) return expected_skip[i].why;
+  return NULL;
+}
+
+typedef struct model_info {
+  int n_in, n_out;
+  char in[16][128];
+  int all_covered;
+} model_info_t;
+
+static int read_info(const char *dir, model_info_t *mi) {
+  char path[700];
+  snprintf(path, sizeof(path), "%s/model.onnx", dir);
+  char *argv[] = {(char *)tu_build("models/dynq-onnx-dump"), "ops", path, NULL};
+  char *argv0 = strdup(argv[0]);
+  argv[0] = argv0;
+  char *out = NULL;
+  int rc = tu_run(argv, &out);
+  free(argv0);
+  memset(mi, 0, sizeof(*mi));
+  mi->all_covered = 1;
+  if (rc != 0) {
+    free(out);
+    return -1;
+  }
+  for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+    if (strncmp(line, "op ", 3) == 0) mi->all_covered &= is_covered(line + 3);
+    else if (strncmp(line, "input ", 6) == 0 && mi->n_in < 16)
+      snprintf(mi->in[mi->n_in++], sizeof(mi->in[0]), "%s", line + 6);
+    else if (strncmp(line, "output ", 7) == 0)
+      mi->n_out++;
+  }
+  free(out);
+  return 0;
+}
+
+/* Read a .pb through the dump helper: 0, 3 (dtype not carried), -1. */
+static int read_pb(const char *pb, const char *tmp, dynq__tensor_t *t) {
+  char *argv[] = {strdup(tu_build("models/dynq-onnx-dump")), "tensor", (char *)pb,
+                  (char *)tmp, NULL};
+  char *log = NULL;
+  int rc = tu_run(argv, &log);
+  free(argv[0]);
+  free(log);
+  if (rc != 0) return rc == 3 ? 3 : -1;
+  size_t n = 0;
+  uint8_t *buf = tu_read_file(tmp, &n);
+  if (buf == NULL || n < 8) {
+    free(buf);
+    return -1;
+  }
+  int32_t hdr[2];
+  memcpy(hdr, buf, 8);
+  memset(t, 0, sizeof(*t));
+  if (hdr[1] < 0 || hdr[1] > DYNQ_MAX_RANK || n < 8 + 8 * (size_t)hdr[1]) {
+    free(buf);
+    return -1;
+  }
+  int64_t dims[DYNQ_MAX_RANK];
+  memcpy(dims, buf + 8, 8 * (size_t)hdr[1]);
+  if (dynq__tensor_alloc(t, (dynq_dtype_t)hdr[0], hdr[1], dims) != 0 ||
+      dynq__tensor_nbytes(t) != n - 8 - 8 * (size_t)hdr[1]) {
+    dynq__tensor_clear(t);
+    free(buf);
+    return -1;
+  }
+  memcpy(t->data, buf + 8 + 8 * (size_t)hdr[1], dynq__tensor_nbytes(t));
+  free(buf);
+  return 0;
+}
+
+/* Compare got with want: dtype, shape, values (float: |d| <= 1e-6 + 1e-5|w|,
+ * NaN matches NaN).  0 or -1 with msg. */
+static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, char *msg, size_t n) {
+  char a[96], b[96];
+  if (got->dtype != want->dtype) {
+    snprintf(msg, n, "dtype %s, expected %s", dynq__dtype_name(got->dtype),
+             dynq__dtype_name(want->dtype));
+    return -1;
+  }
+  int same = got->rank == want->rank;
+  for (int d = 0; same && d < got->rank; d++) same = got->dims[d] == want->dims[d];
+  if (!same) {
+    snprintf(msg, n, "shape %s, expected %s", dynq__shape_str(a, sizeof(a), got->rank, got->dims),
+             dynq__shape_str(b, sizeof(b), want->rank, want->dims));
+    return -1;
+  }
+  int64_t cnt = dynq__tensor_numel(got);
+  if (got->dtype != DYNQ_DT_F32) {
+    if (memcmp(got->data, want->data, dynq__tensor_nbytes(got)) != 0) {
+      snprintf(msg, n, "integer values differ");
+      return -1;
+    }
+    return 0;
+  }
+  const float *g = got->data, *w = want->data;
+  for (int64_t i = 0; i < cnt; i++) {
+    if (isnan(w[i]) && isnan(g[i])) continue;
+    if (isinf(w[i]) && g[i] == w[i]) continue;
+    double d = fabs((double)g[i] - (double)w[i]);
+    if (!(d <= 1e-6 + 1e-5 * fabs((double)w[i]))) {
+      snprintf(msg, n, "element %lld is %.9g, expected %.9g", (long long)i, g[i], w[i]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int quantize(const char *model, const char *out, char **sets, int n_sets, char **log) {
+  char *argv[40];
+  int k = 0;
+  argv[k++] = strdup(tu_build("models/dynq-quantize"));
+  argv[k++] = "--fp32";
+  for (int i = 0; i < n_sets && k < 34; i++) {
+    argv[k++] = "--set";
+    argv[k++] = sets[i];
+  }
+  argv[k++] = (char *)model;
+  argv[k++] = (char *)out;
+  argv[k] = NULL;
+  int rc = tu_run(argv, log);
+  free(argv[0]);
+  return rc;
+}
+
+/* Render a small int64 tensor as "name=v0,v1,..." for --set. */
+static char *set_arg(const char *name, const dynq__tensor_t *t) {
+  if (t->dtype != DYNQ_DT_I64 || t->rank > 1 || dynq__tensor_numel(t) > 16) return NULL;
+  size_t cap = 64 + strlen(name) + 24 * 16;
+  char *s = malloc(cap);
+  if (s == NULL) return NULL;
+  int len = snprintf(s, cap, "%s=", name);
+  int64_t cnt = dynq__tensor_numel(t);
+  if (cnt == 0) {
+    free(s);
+    return NULL;
+  }
+  for (int64_t i = 0; i < cnt; i++)
+    len += snprintf(s + len, cap - (size_t)len, "%s%lld", i ? "," : "",
+                    (long long)((const int64_t *)t->data)[i]);
+  return s;
+}
+
+typedef enum { R_PASS, R_FAIL, R_SKIP } result_t;
+
+static result_t run_case(const char *name, const char *dir, const model_info_t *mi,
+                         const char *tmp, char *why, size_t wn) {
+  result_t res = R_FAIL;
+  char model[700], out[700], pb[800], bin[700];
+  snprintf(model, sizeof(model), "%s/model.onnx", dir);
+  snprintf(out, sizeof(out), "%s/%s.dynq", tmp, name);
+  snprintf(bin, sizeof(bin), "%s/t.bin", tmp);
+  dynq__tensor_t ins[16], want[16], got[16];
+  int fixed[16] = {0};
+  char *sets[16] = {0};
+  int n_sets = 0;
+  memset(ins, 0, sizeof(ins));
+  memset(want, 0, sizeof(want));
+  memset(got, 0, sizeof(got));
+  dynq__model_t *m = NULL;
+  char *log = NULL;
+  for (int i = 0; i < mi->n_in; i++) {
+    snprintf(pb, sizeof(pb), "%s/test_data_set_0/input_%d.pb", dir, i);
+    int rc = read_pb(pb, bin, &ins[i]);
+    if (rc == 3) {
+      snprintf(why, wn, "input %d has a dtype dynq does not carry", i);
+      res = R_SKIP;
+      goto out;
+    }
+    if (rc != 0) {
+      snprintf(why, wn, "cannot read input/output %d", i);
+      goto out;
+    }
+  }
+  for (int i = 0; i < mi->n_out && i < 16; i++) {
+    snprintf(pb, sizeof(pb), "%s/test_data_set_0/output_%d.pb", dir, i);
+    int rc = read_pb(pb, bin, &want[i]);
+    if (rc == 3) {
+      snprintf(why, wn, "output %d has a dtype dynq does not carry", i);
+      res = R_SKIP;
+      goto out;
+    }
+    if (rc != 0) {
+      snprintf(why, wn, "cannot read input/output %d", i);
+      goto out;
+    }
+  }
+  int rc = quantize(model, out, NULL, 0, &log);
+  if (rc != 0 && log && strstr(log, "--set")) {
+    /* A shape the graph takes as an input: fix it at import, as a user would. */
+    for (int i = 0; i < mi->n_in; i++) {
+      char *s = set_arg(mi->in[i], &ins[i]);
+      if (s != NULL) {
+        sets[n_sets++] = s;
+        fixed[i] = 1;
+      }
+    }
+    free(log);
+    log = NULL;
+    rc = quantize(model, out, sets, n_sets, &log);
+  }
+  if (rc != 0) {
+    char *nl = log ? strchr(log, '\n') : NULL;
+    if (nl && nl[1]) {
+      /* the detail line is more telling than the summary */
+      char *nl2 = strchr(nl + 1, '\n');
+      if (nl2) *nl2 = 0;
+      snprintf(why, wn, "dynq-quantize: %s", nl + 1);
+    } else {
+      if (nl) *nl = 0;
+      snprintf(why, wn, "dynq-quantize: %s", log ? log : "?");
+    }
+    goto out;
+  }
+  char err[512] = "";
+  if (dynq__model_open(out, &m, err, sizeof(err)) != 0) {
+    snprintf(why, wn, "load: %s", err);
+    goto out;
+  }
+  const dynq__graph_t *g = dynq__model_graph(m);
+  dynq__tensor_t feed[16];
+  memset(feed, 0, sizeof(feed));
+  for (int i = 0; i < g->n_inputs && i < 16; i++) {
+    const char *in_name = g->values[g->inputs[i]].name;
+    int k = -1;
+    for (int j = 0; j < mi->n_in; j++)
+      if (!fixed[j] && strcmp(mi->in[j], in_name) == 0) k = j;
+    if (k < 0) {
+      snprintf(why, wn, "graph input '%s' has no test data", in_name);
+      goto out;
+    }
+    feed[i] = ins[k];
+    feed[i].owned = 0;
+  }
+  if (g->n_outputs != mi->n_out) {
+    snprintf(why, wn, "%d outputs, expected %d", g->n_outputs, mi->n_out);
+    goto out;
+  }
+  dynq__run_opts_t opts = {.precision = DYNQ_PRECISION_FP32};
+  if ((rc = dynq__model_run(m, &opts, feed, got, err, sizeof(err))) != 0) {
+    snprintf(why, wn, "run: %s (%s)", err, dynq_err_name(rc));
+    goto out;
+  }
+  for (int i = 0; i < mi->n_out; i++) {
+    char msg[256];
+    if (compare(&got[i], &want[i], msg, sizeof(msg)) != 0) {
+      snprintf(why, wn, "output %d: %s", i, msg);
+      goto out;
+    }
+  }
+  why[0] = 0;
+  if (n_sets > 0) snprintf(why, wn, "shape inputs fixed with --set");
+  res = R_PASS;
+out:
+  for (int i = 0; i < 16; i++) {
+    dynq__tensor_clear(&ins[i]);
+    dynq__tensor_clear(&want[i]);
+    dynq__tensor_clear(&got[i]);
+    free(sets[i]);
+  }
+  free(log);
+  dynq__model_unref(m);
+  unlink(out);
+  return res;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+START_TEST(test_node_conformance) {
+  DIR *d = opendir(NODE_DIR);
+  if (d == NULL) {
+    printf("SKIP all: %s not found (install libonnx-testdata)\n", NODE_DIR);
+    return;
+  }
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    if (strncmp(e->d_name, "test_", 5) != 0) continue;
+    if (n == cap) {
+      cap = cap ? cap * 2 : 256;
+      names = realloc(names, cap * sizeof(*names));
+      ck_assert_ptr_nonnull(names);
+    }
+    names[n++] = strdup(e->d_name);
+  }
+  closedir(d);
+  qsort(names, n, sizeof(*names), cmp_str);
+  char *tmp = tu_mkdtemp();
+  ck_assert_ptr_nonnull(tmp);
+  int npass = 0, nfail = 0, nskip = 0;
+  char failed[4096] = "";
+  for (size_t i = 0; i < n; i++) {
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/%s", NODE_DIR, names[i]);
+    model_info_t mi;
+    if (read_info(dir, &mi) != 0 || !mi.all_covered) continue;
+    char why[1024] = "";
+    result_t r;
+    const char *sk = skip_reason(names[i]);
+    if (sk != NULL) {
+      snprintf(why, sizeof(why), "%s", sk);
+      r = R_SKIP;
+    } else {
+      r = run_case(names[i], dir, &mi, tmp, why, sizeof(why));
+    }
+    printf("%s %s%s%s%s\n", r == R_PASS ? "PASS" : r == R_FAIL ? "FAIL" : "SKIP", names[i],
+           why[0] ? " (" : "", why, why[0] ? ")" : "");
+    if (r == R_PASS) npass++;
+    if (r == R_SKIP) nskip++;
+    if (r == R_FAIL) {
+      nfail++;
+      size_t l = strlen(failed);
+      snprintf(failed + l, sizeof(failed) - l, " %s", names[i]);
+    }
+  }
+  printf("conformance: %d pass, %d fail, %d skip\n", npass, nfail, nskip);
+  fflush(stdout);
+  tu_rmtree(tmp);
+  free(tmp);
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  ck_assert_msg(npass > 0, "no conformance case ran");
+  ck_assert_msg(nfail == 0, "%d conformance cases failed:%s", nfail, failed);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("conformance");
+  TCase *tc = tcase_create("onnx-node");
+  tcase_set_timeout(tc, 600);
+  tcase_add_test(tc, test_node_conformance);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int nf = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return nf == 0 ? 0 : 1;
+}

@@ -1,0 +1,358 @@
+/*
+ * Shape and graph ops (lib/ops_graph.c) run directly: their results on
+ * small cases and, mostly, their error paths (bad axes, bad shapes, int64
+ * overflow, out-of-range indices): each must return a clear error naming
+ * the node, never crash.  Plus If: validated branch ranges, run-time
+ * branch selection, and folding with dynq-quantize --set.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "model.h"
+#include "ops.h"
+#include "tensor.h"
+#include "testutil.h"
+
+static char errbuf[512];
+
+/* A tensor over caller memory (not owned). */
+static dynq__tensor_t tens(dynq_dtype_t dt, int rank, const int64_t *dims, const void *data) {
+  dynq__tensor_t t;
+  memset(&t, 0, sizeof(t));
+  t.dtype = dt;
+  t.rank = rank;
+  for (int i = 0; i < rank; i++) t.dims[i] = dims[i];
+  t.data = (void *)data;
+  return t;
+}
+
+/* Run op on inputs (NULL entries = omitted) with int attributes. */
+static int run_op(int op, int n_in, const dynq__tensor_t *const *in, int n_attr,
+                  const dynq__attr_t *attr, dynq__tensor_t *out) {
+  int32_t ins[8] = {0}, outs[1] = {0};
+  dynq__node_t node = {.op = op, .name = "n1", .n_in = n_in, .n_out = 1, .in = ins,
+                       .out = outs, .n_attr = n_attr, .attr = attr};
+  dynq__op_ctx_t ctx = {.node = &node, .precision = DYNQ_PRECISION_FP32, .err = errbuf,
+                        .errlen = sizeof(errbuf)};
+  errbuf[0] = 0;
+  memset(out, 0, sizeof(*out));
+  const dynq__opdef_t *def = dynq__opdef(op);
+  ck_assert_ptr_nonnull(def);
+  const dynq__tensor_t *pin[64] = {0};
+  for (int i = 0; i < n_in; i++) pin[i] = in[i];
+  return def->run(&ctx, pin, out);
+}
+
+static void expect_err(int rc, int want, const char *needle) {
+  ck_assert_msg(rc == want, "rc %d (%s), want %d; message: %s", rc, dynq_err_name(rc), want,
+                errbuf);
+  ck_assert_msg(strstr(errbuf, "node 'n1'") != NULL, "message lacks the node: %s", errbuf);
+  ck_assert_msg(strstr(errbuf, needle) != NULL, "message lacks '%s': %s", needle, errbuf);
+}
+
+START_TEST(test_gather) {
+  float x[6] = {1, 2, 3, 4, 5, 6};
+  int64_t xd[2] = {3, 2}, idx[2] = {-1, 0}, id[1] = {2};
+  dynq__tensor_t X = tens(DYNQ_DT_F32, 2, xd, x), I = tens(DYNQ_DT_I64, 1, id, idx), out;
+  const dynq__tensor_t *in[2] = {&X, &I};
+  ck_assert_int_eq(run_op(DYNQ_OP_GATHER, 2, in, 0, NULL, &out), 0);
+  ck_assert_int_eq(out.rank, 2);
+  ck_assert_int_eq(out.dims[0], 2);
+  const float *y = out.data;
+  ck_assert(y[0] == 5 && y[1] == 6 && y[2] == 1 && y[3] == 2);
+  dynq__tensor_clear(&out);
+  int64_t bad[2] = {3, 0};
+  I.data = bad;
+  expect_err(run_op(DYNQ_OP_GATHER, 2, in, 0, NULL, &out), DYNQ_ESHAPE, "index 3 out of range");
+  int64_t neg[2] = {-4, 0};
+  I.data = neg;
+  expect_err(run_op(DYNQ_OP_GATHER, 2, in, 0, NULL, &out), DYNQ_ESHAPE, "out of range");
+  I.data = idx;
+  dynq__attr_t ax = {.name = "axis", .type = DYNQ_ATTR_INT, .i = 2};
+  expect_err(run_op(DYNQ_OP_GATHER, 2, in, 1, &ax, &out), DYNQ_ESHAPE, "axis 2 out of range");
+  dynq__tensor_t F = tens(DYNQ_DT_F32, 1, id, x);
+  in[1] = &F;
+  expect_err(run_op(DYNQ_OP_GATHER, 2, in, 0, NULL, &out), DYNQ_EDTYPE, "indices must be int64");
+}
+END_TEST
+
+START_TEST(test_squeeze_unsqueeze_transpose) {
+  float x[6] = {0};
+  int64_t xd[3] = {1, 2, 3}, ax1[1] = {1}, d1[1] = {1};
+  dynq__tensor_t X = tens(DYNQ_DT_F32, 3, xd, x), A = tens(DYNQ_DT_I64, 1, d1, ax1), out;
+  const dynq__tensor_t *in[2] = {&X, &A};
+  expect_err(run_op(DYNQ_OP_SQUEEZE, 2, in, 0, NULL, &out), DYNQ_ESHAPE, "cannot squeeze axis 1");
+  int64_t ax0[1] = {0};
+  A.data = ax0;
+  ck_assert_int_eq(run_op(DYNQ_OP_SQUEEZE, 2, in, 0, NULL, &out), 0);
+  ck_assert_int_eq(out.rank, 2);
+  dynq__tensor_clear(&out);
+  int64_t rep[2] = {0, 0}, d2[1] = {2};
+  dynq__tensor_t R = tens(DYNQ_DT_I64, 1, d2, rep);
+  in[1] = &R;
+  expect_err(run_op(DYNQ_OP_UNSQUEEZE, 2, in, 0, NULL, &out), DYNQ_ESHAPE, "repeated");
+  int64_t many[6] = {0, 1, 2, 3, 4, 5}, d6[1] = {6};
+  dynq__tensor_t M = tens(DYNQ_DT_I64, 1, d6, many);
+  in[1] = &M;
+  expect_err(run_op(DYNQ_OP_UNSQUEEZE, 2, in, 0, NULL, &out), DYNQ_ESHAPE, "exceeds");
+  int64_t perm[3] = {0, 0, 1}, d3[1] = {3};
+  dynq__tensor_t P = tens(DYNQ_DT_I64, 1, d3, perm);
+  in[1] = &P;
+  expect_err(run_op(DYNQ_OP_TRANSPOSE, 2, in, 0, NULL, &out), DYNQ_ESHAPE, "not a permutation");
+  /* a real transpose: [1,2,3] -> perm (2,1,0) */
+  float v[6] = {1, 2, 3, 4, 5, 6};
+  int64_t good[3] = {2, 1, 0};
+  X.data = v;
+  P.data = good;
+  ck_assert_int_eq(run_op(DYNQ_OP_TRANSPOSE, 2, in, 0, NULL, &out), 0);
+  const float *y = out.data;
+  ck_assert(out.dims[0] == 3 && out.dims[1] == 2 && out.dims[2] == 1);
+  ck_assert(y[0] == 1 && y[1] == 4 && y[2] == 2 && y[3] == 5 && y[4] == 3 && y[5] == 6);
+  dynq__tensor_clear(&out);
+}
+END_TEST
+
+START_TEST(test_concat_slice_expand) {
+  float a[4] = {1, 2, 3, 4}, b[3] = {5, 6, 7};
+  int64_t ad[2] = {2, 2}, bd[2] = {1, 3};
+  dynq__tensor_t A = tens(DYNQ_DT_F32, 2, ad, a), B = tens(DYNQ_DT_F32, 2, bd, b), out;
+  const dynq__tensor_t *in[5] = {&A, &B};
+  expect_err(run_op(DYNQ_OP_CONCAT, 2, in, 0, NULL, &out), DYNQ_ESHAPE, "does not match");
+  /* Slice with step 0, then a reversing slice */
+  int64_t s0[1] = {0}, e0[1] = {2}, ax[1] = {1}, st0[1] = {0}, d1[1] = {1};
+  dynq__tensor_t S = tens(DYNQ_DT_I64, 1, d1, s0), E = tens(DYNQ_DT_I64, 1, d1, e0),
+                 AX = tens(DYNQ_DT_I64, 1, d1, ax), ST = tens(DYNQ_DT_I64, 1, d1, st0);
+  const dynq__tensor_t *sin[5] = {&A, &S, &E, &AX, &ST};
+  expect_err(run_op(DYNQ_OP_SLICE, 5, sin, 0, NULL, &out), DYNQ_ESHAPE, "step is 0");
+  int64_t sN[1] = {INT64_MAX}, eN[1] = {INT64_MIN}, stN[1] = {-1};
+  S.data = sN;
+  E.data = eN;
+  ST.data = stN;
+  ck_assert_int_eq(run_op(DYNQ_OP_SLICE, 5, sin, 0, NULL, &out), 0);
+  const float *y = out.data;
+  ck_assert(out.dims[0] == 2 && out.dims[1] == 2);
+  ck_assert(y[0] == 2 && y[1] == 1 && y[2] == 4 && y[3] == 3);
+  dynq__tensor_clear(&out);
+  /* Expand to a shape that does not broadcast, and to a negative dim */
+  int64_t shp[2] = {3, 3}, d2[1] = {2};
+  dynq__tensor_t SH = tens(DYNQ_DT_I64, 1, d2, shp);
+  const dynq__tensor_t *ein[2] = {&A, &SH};
+  expect_err(run_op(DYNQ_OP_EXPAND, 2, ein, 0, NULL, &out), DYNQ_ESHAPE, "do not broadcast");
+  int64_t shn[2] = {-2, 2};
+  SH.data = shn;
+  expect_err(run_op(DYNQ_OP_EXPAND, 2, ein, 0, NULL, &out), DYNQ_ESHAPE, "negative dimension");
+}
+END_TEST
+
+START_TEST(test_int64_math) {
+  int64_t d1[1] = {1};
+  int64_t mn[1] = {INT64_MIN}, mx[1] = {INT64_MAX}, one[1] = {1}, m1[1] = {-1}, zero[1] = {0};
+  dynq__tensor_t A = tens(DYNQ_DT_I64, 1, d1, mx), B = tens(DYNQ_DT_I64, 1, d1, one), out;
+  const dynq__tensor_t *in[3] = {&A, &B};
+  /* overflow wraps (defined), as ONNX Runtime does */
+  ck_assert_int_eq(run_op(DYNQ_OP_ADD, 2, in, 0, NULL, &out), 0);
+  ck_assert(((int64_t *)out.data)[0] == INT64_MIN);
+  dynq__tensor_clear(&out);
+  B.data = zero;
+  expect_err(run_op(DYNQ_OP_DIV, 2, in, 0, NULL, &out), DYNQ_ENUMERIC, "division by zero");
+  A.data = mn;
+  B.data = m1;
+  expect_err(run_op(DYNQ_OP_DIV, 2, in, 0, NULL, &out), DYNQ_ENUMERIC, "overflows");
+  /* Range whose length overflows int64 arithmetic, and delta 0 */
+  dynq__tensor_t S = tens(DYNQ_DT_I64, 0, NULL, mn), L = tens(DYNQ_DT_I64, 0, NULL, mx),
+                 D = tens(DYNQ_DT_I64, 0, NULL, one);
+  const dynq__tensor_t *rin[3] = {&S, &L, &D};
+  expect_err(run_op(DYNQ_OP_RANGE, 3, rin, 0, NULL, &out), DYNQ_ELIMIT, "more than");
+  D.data = zero;
+  expect_err(run_op(DYNQ_OP_RANGE, 3, rin, 0, NULL, &out), DYNQ_ENUMERIC, "delta is zero");
+  int64_t s5[1] = {5}, l0[1] = {0}, dm2[1] = {-2};
+  S.data = s5;
+  L.data = l0;
+  D.data = dm2;
+  ck_assert_int_eq(run_op(DYNQ_OP_RANGE, 3, rin, 0, NULL, &out), 0);
+  ck_assert_int_eq(out.dims[0], 3);
+  ck_assert(((int64_t *)out.data)[2] == 1);
+  dynq__tensor_clear(&out);
+  /* ConstantOfShape with a huge or negative shape */
+  int64_t big[3] = {1 << 20, 1 << 20, 1 << 20}, neg[2] = {2, -1}, d3[1] = {3}, d2[1] = {2};
+  dynq__tensor_t SH = tens(DYNQ_DT_I64, 1, d3, big);
+  const dynq__tensor_t *cin[2] = {&SH, NULL};
+  expect_err(run_op(DYNQ_OP_CONSTANT_OF_SHAPE, 2, cin, 0, NULL, &out), DYNQ_ELIMIT, "elements");
+  SH = tens(DYNQ_DT_I64, 1, d2, neg);
+  expect_err(run_op(DYNQ_OP_CONSTANT_OF_SHAPE, 2, cin, 0, NULL, &out), DYNQ_ESHAPE, "negative");
+  /* Cast of NaN and huge floats to int64 saturates instead of UB */
+  float f[3] = {NAN, 1e30f, -1e30f};
+  int64_t fd[1] = {3};
+  dynq__tensor_t F = tens(DYNQ_DT_F32, 1, fd, f);
+  const dynq__tensor_t *fin[1] = {&F};
+  dynq__attr_t to = {.name = "to", .type = DYNQ_ATTR_INT, .i = DYNQ_DT_I64};
+  ck_assert_int_eq(run_op(DYNQ_OP_CAST, 1, fin, 1, &to, &out), 0);
+  const int64_t *y = out.data;
+  ck_assert(y[0] == 0 && y[1] == INT64_MAX && y[2] == INT64_MIN);
+  dynq__tensor_clear(&out);
+}
+END_TEST
+
+START_TEST(test_where_pad_phi) {
+  float x[2] = {1, 2};
+  int64_t d[1] = {2};
+  dynq__tensor_t X = tens(DYNQ_DT_F32, 1, d, x), out;
+  const dynq__tensor_t *in[4] = {&X, &X, &X};
+  expect_err(run_op(DYNQ_OP_WHERE, 3, in, 0, NULL, &out), DYNQ_EDTYPE, "condition must be bool");
+  int64_t pads[3] = {1, 1, 1}, pd[1] = {3};
+  dynq__tensor_t P = tens(DYNQ_DT_I64, 1, pd, pads);
+  const dynq__tensor_t *pin[2] = {&X, &P};
+  expect_err(run_op(DYNQ_OP_PAD, 2, pin, 0, NULL, &out), DYNQ_ESHAPE, "pads has 3 values");
+  int64_t crop[2] = {-3, 0}, cd[1] = {2};
+  P = tens(DYNQ_DT_I64, 1, cd, crop);
+  expect_err(run_op(DYNQ_OP_PAD, 2, pin, 0, NULL, &out), DYNQ_ESHAPE, "out of range");
+  /* reflect: [1,2] padded by 1 each side -> [2,1,2,1] */
+  int64_t p1[2] = {1, 1};
+  P.data = p1;
+  dynq__attr_t mode = {.name = "mode", .type = DYNQ_ATTR_INT, .i = 1};
+  ck_assert_int_eq(run_op(DYNQ_OP_PAD, 2, pin, 1, &mode, &out), 0);
+  const float *y = out.data;
+  ck_assert(out.dims[0] == 4 && y[0] == 2 && y[1] == 1 && y[2] == 2 && y[3] == 1);
+  dynq__tensor_clear(&out);
+  /* Phi whose chosen branch value was never computed */
+  uint8_t flag = 0;
+  dynq__tensor_t FL = tens(DYNQ_DT_U8, 0, NULL, &flag), empty;
+  memset(&empty, 0, sizeof(empty));
+  const dynq__tensor_t *phin[3] = {&FL, &X, &empty};
+  expect_err(run_op(DYNQ_OP_PHI, 3, phin, 0, NULL, &out), DYNQ_EGRAPH, "else branch");
+  flag = 1;
+  ck_assert_int_eq(run_op(DYNQ_OP_PHI, 3, phin, 0, NULL, &out), 0);
+  ck_assert(((float *)out.data)[1] == 2);
+  dynq__tensor_clear(&out);
+}
+END_TEST
+
+/* IF whose branch ranges run past the graph is refused at load. */
+START_TEST(test_if_ranges_validated) {
+  dynq__value_t vals[3];
+  memset(vals, 0, sizeof(vals));
+  vals[0] = (dynq__value_t){.name = "c", .dtype = DYNQ_DT_U8, .rank = 0};
+  vals[1] = (dynq__value_t){.name = "flag", .dtype = DYNQ_DT_U8, .rank = -1};
+  vals[2] = (dynq__value_t){.name = "y", .dtype = DYNQ_DT_U8, .rank = -1};
+  int32_t in0[1] = {0}, out1[1] = {1}, in1[1] = {1}, out2[1] = {2}, gin[1] = {0}, gout[1] = {2};
+  dynq__attr_t at[2] = {{.name = "then_nodes", .type = DYNQ_ATTR_INT, .i = 5},
+                        {.name = "else_nodes", .type = DYNQ_ATTR_INT, .i = 0}};
+  dynq__node_t nodes[2] = {
+      {.op = DYNQ_OP_IF, .name = "if1", .n_in = 1, .n_out = 1, .in = in0, .out = out1,
+       .n_attr = 2, .attr = at},
+      {.op = DYNQ_OP_IDENTITY, .name = "id", .n_in = 1, .n_out = 1, .in = in1, .out = out2}};
+  dynq__graph_t g = {.n_values = 3, .values = vals, .n_nodes = 2, .nodes = nodes, .n_inputs = 1,
+                     .inputs = gin, .n_outputs = 1, .outputs = gout};
+  char err[256] = "";
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "if1") && strstr(err, "branch ranges"), "%s", err);
+  at[0].i = 1;
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), 0);
+}
+END_TEST
+
+/* ---- If through dynq-quantize: run time and folded with --set ---- */
+
+static int quantize(char **log, const char *a1, const char *a2, const char *in,
+                    const char *out) {
+  char *argv[8];
+  int k = 0;
+  argv[k++] = strdup(tu_build("models/dynq-quantize"));
+  if (a1) argv[k++] = (char *)a1;
+  if (a2) argv[k++] = (char *)a2;
+  argv[k++] = (char *)in;
+  argv[k++] = (char *)out;
+  argv[k] = NULL;
+  int rc = tu_run(argv, log);
+  free(argv[0]);
+  return rc;
+}
+
+/* y for x = [[0,1,2,3],[4,5,6,7]]: sr 16000 -> 2x + 4, else 3x. */
+static void check_y(const dynq__tensor_t *y, int is16) {
+  ck_assert_int_eq(y->dtype, DYNQ_DT_F32);
+  ck_assert(y->rank == 2 && y->dims[0] == 2 && y->dims[1] == 4);
+  for (int i = 0; i < 8; i++) {
+    float want = is16 ? 2.0f * (float)i + 4.0f : 3.0f * (float)i;
+    ck_assert_msg(((float *)y->data)[i] == want, "y[%d] = %g, want %g", i,
+                  ((float *)y->data)[i], want);
+  }
+}
+
+static void run_model(const char *path, int n_inputs, int64_t sr, int is16, int expect_if) {
+  dynq__model_t *m = NULL;
+  char err[512] = "";
+  ck_assert_msg(dynq__model_open(path, &m, err, sizeof(err)) == 0, "%s", err);
+  const dynq__graph_t *g = dynq__model_graph(m);
+  ck_assert_int_eq(g->n_inputs, n_inputs);
+  int n_if = 0;
+  for (int i = 0; i < g->n_nodes; i++) n_if += g->nodes[i].op == DYNQ_OP_IF;
+  ck_assert_int_eq(n_if, expect_if);
+  float x[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  int64_t xd[2] = {2, 4};
+  dynq__tensor_t in[2] = {tens(DYNQ_DT_F32, 2, xd, x), tens(DYNQ_DT_I64, 0, NULL, &sr)}, y;
+  memset(&y, 0, sizeof(y));
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32};
+  ck_assert_msg(dynq__model_run(m, &o, in, &y, err, sizeof(err)) == 0, "%s", err);
+  check_y(&y, is16);
+  dynq__tensor_clear(&y);
+  dynq__model_unref(m);
+}
+
+START_TEST(test_if_runtime_and_folded) {
+  char *dir = tu_mkdtemp();
+  char src[512], a[512], b[512], c[512];
+  snprintf(src, sizeof(src), "%s", tu_src("tests/fixtures/graphops_if_sr.onnx"));
+  snprintf(a, sizeof(a), "%s/rt.dynq", dir);
+  snprintf(b, sizeof(b), "%s/16k.dynq", dir);
+  snprintf(c, sizeof(c), "%s/8k.dynq", dir);
+  char *log = NULL;
+  ck_assert_msg(quantize(&log, NULL, NULL, src, a) == 0, "%s", log);
+  free(log);
+  run_model(a, 2, 16000, 1, 1);
+  run_model(a, 2, 8000, 0, 1);
+  ck_assert_msg(quantize(&log, "--set", "sr=16000", src, b) == 0, "%s", log);
+  free(log);
+  run_model(b, 1, 0, 1, 0);
+  ck_assert_msg(quantize(&log, "--set=sr=8000", NULL, src, c) == 0, "%s", log);
+  free(log);
+  run_model(c, 1, 0, 0, 0);
+  /* bad --set: unknown input, not a number, float for an int input */
+  ck_assert_int_eq(quantize(&log, "--set", "nope=1", src, c), 1);
+  ck_assert_msg(strstr(log, "nope") && strstr(log, "no input"), "%s", log);
+  free(log);
+  ck_assert_int_eq(quantize(&log, "--set", "sr=fast", src, c), 1);
+  ck_assert_msg(strstr(log, "'fast' is not a valid int64"), "%s", log);
+  free(log);
+  ck_assert_int_eq(quantize(&log, "--set", "sr", src, c), 2);
+  free(log);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("graphops");
+  TCase *tc = tcase_create("ops");
+  tcase_add_test(tc, test_gather);
+  tcase_add_test(tc, test_squeeze_unsqueeze_transpose);
+  tcase_add_test(tc, test_concat_slice_expand);
+  tcase_add_test(tc, test_int64_math);
+  tcase_add_test(tc, test_where_pad_phi);
+  tcase_add_test(tc, test_if_ranges_validated);
+  suite_add_tcase(s, tc);
+  TCase *ti = tcase_create("if");
+  tcase_set_timeout(ti, 120);
+  tcase_add_test(ti, test_if_runtime_and_folded);
+  suite_add_tcase(s, ti);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int nf = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return nf == 0 ? 0 : 1;
+}
