@@ -233,7 +233,17 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     /* optional inputs beyond n_in read as omitted (NULL) */
     const dynq__tensor_t *in[DYNQ_FILE_MAX_ARITY] = {0};
     dynq__tensor_t out[DYNQ_FILE_MAX_ARITY];
-    for (int k = 0; k < n->n_in; k++) in[k] = n->in[k] >= 0 ? &slot[n->in[k]] : NULL;
+    for (int k = 0; k < n->n_in; k++) {
+      in[k] = n->in[k] >= 0 ? &slot[n->in[k]] : NULL;
+      /* A value written only inside an If branch that was skipped has no
+       * tensor; only PHI may see it (a crafted file could try others). */
+      if (in[k] != NULL && in[k]->dtype == DYNQ_DT_INVALID && n->op != DYNQ_OP_PHI) {
+        snprintf(err, errlen, "node '%s' (%s): input '%s' was not computed (If branch not taken)",
+                 n->name, dynq__op_name(n->op), g->values[n->in[k]].name);
+        rc = DYNQ_EGRAPH;
+        goto out;
+      }
+    }
     memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);
     ctx.node = n;
     rc = dynq__opdef(n->op)->run(&ctx, in, out);
@@ -262,6 +272,13 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
   }
   for (int i = 0; i < g->n_outputs; i++) {
     dynq__tensor_t *s = &slot[g->outputs[i]];
+    if (s->dtype == DYNQ_DT_INVALID) {
+      for (int j = 0; j < i; j++) dynq__tensor_clear(&outputs[j]);
+      snprintf(err, errlen, "graph output '%s' was not computed (If branch not taken)",
+               g->values[g->outputs[i]].name);
+      rc = DYNQ_EGRAPH;
+      goto out;
+    }
     if (s->owned) {
       outputs[i] = *s;
       memset(s, 0, sizeof(*s));
