@@ -22,7 +22,11 @@
 #include "dynq-config.h"
 #include "dynqd.h"
 
+#ifdef DYNQD_DEFAULT_CONFIG  /* from meson: $sysconfdir/dynq/dynqd.conf */
+#define DEFAULT_CONFIG DYNQD_DEFAULT_CONFIG
+#else
 #define DEFAULT_CONFIG "/etc/dynq/dynqd.conf"
+#endif
 #define MAX_LINE 4096              /* bytes per config line */
 #define MAX_FILE ((long)1 << 20)   /* bytes per config file */
 
@@ -418,7 +422,8 @@ static int bad_cli(const char *fmt, ...) {
   fprintf(stderr, "dynqd: ");
   vfprintf(stderr, fmt, ap);
   va_end(ap);
-  fprintf(stderr, "\nTry 'dynqd --help'.\n");
+  fprintf(stderr, "\n\n");
+  usage(stderr);
   return -1;
 }
 

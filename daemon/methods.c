@@ -562,7 +562,7 @@ void dynqd__infer_respond(dynqd_job_t *j, int rc, const char *err, dynq__tensor_
     dynq__w_error_response(&w, j->msgid, rc, err && err[0] ? err : dynq_strerror(rc));
   } else {
     dynq__w_result_head(&w, j->msgid);
-    dynq__w_map(&w, 4);
+    dynq__w_map(&w, j->batched > 1 ? 5 : 4);
     dynq__w_str(&w, "outputs");
     dynq__w_map(&w, (uint32_t)g->n_outputs);
     for (int i = 0; i < g->n_outputs; i++) {
@@ -594,6 +594,10 @@ void dynqd__infer_respond(dynqd_job_t *j, int rc, const char *err, dynq__tensor_
     dynq__w_int(&w, j->queue_us);
     dynq__w_str(&w, "decode_us");
     dynq__w_int(&w, j->decode_us);
+    if (j->batched > 1) {  /* ran merged with this many requests (batch.c) */
+      dynq__w_str(&w, "batch");
+      dynq__w_int(&w, j->batched);
+    }
     if (w.err == 0 && w.len > j->max_resp) {
       size_t big = w.len;
       dynq__wbuf_free(&w);

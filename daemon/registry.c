@@ -245,7 +245,7 @@ int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
   e->f_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
   if (ret_version) *ret_version = e->version;
   const dynq__graph_t *g = dynq__model_graph(e->model);
-  log_info("model '%s' version %d loaded from %s (%zu bytes, %d nodes, %d inputs, "
+  log_info("loaded model '%s' version %d from %s (%zu bytes, %d nodes, %d inputs, "
            "%d outputs)", e->name, e->version, path, dynq__model_file_size(e->model),
            g->n_nodes, g->n_inputs, g->n_outputs);
   return 0;

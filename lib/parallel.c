@@ -166,6 +166,7 @@ static void *helper_main(void *arg) {
  * every signal so signals keep going to the threads that handle them. */
 static void grow(int want) {
   if (team.n_helpers > 0 && team.pid != getpid()) return; /* forked child: they are gone */
+  if (want > DYNQ_PARALLEL_MAX_THREADS - 1) want = DYNQ_PARALLEL_MAX_THREADS - 1;
   if (team.n_helpers >= want) return;
   sigset_t all, old;
   sigfillset(&all);

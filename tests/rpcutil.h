@@ -23,6 +23,9 @@
 #include "proto/proto.h"
 #include "testutil.h"
 
+/* Not every suite uses every helper. */
+#define RPC_FN static __attribute__((unused))
+
 #define RPC_IO_TIMEOUT_MS 60000  /* guards against hangs only; never asserted */
 #define RPC_STASH_MAX 256
 
@@ -34,13 +37,13 @@ typedef struct rconn {
   dynq__rpc_msg_t stash[RPC_STASH_MAX];
 } rconn_t;
 
-static void rc_open(rconn_t *c, const char *sock) {
+RPC_FN void rc_open(rconn_t *c, const char *sock) {
   memset(c, 0, sizeof(*c));
   c->fd = tu_connect(sock);
   ck_assert_msg(c->fd >= 0, "cannot connect to %s: %s", sock, strerror(errno));
 }
 
-static void rc_close(rconn_t *c) {
+RPC_FN void rc_close(rconn_t *c) {
   for (int i = 0; i < c->n_stash; i++) dynq__rpc_free(&c->stash[i]);
   if (c->fd >= 0) close(c->fd);
   free(c->buf);
@@ -49,7 +52,7 @@ static void rc_close(rconn_t *c) {
 }
 
 /* Send bytes; when fd >= 0 it rides with the first byte (SCM_RIGHTS). */
-static void rc_send_fd(rconn_t *c, const void *p, size_t n, int fd) {
+RPC_FN void rc_send_fd(rconn_t *c, const void *p, size_t n, int fd) {
   const uint8_t *b = p;
   while (n > 0) {
     struct iovec iov = {(void *)b, n};
@@ -80,14 +83,14 @@ static void rc_send_fd(rconn_t *c, const void *p, size_t n, int fd) {
   }
 }
 
-static void rc_send_wbuf(rconn_t *c, dynq__wbuf_t *w) {
+RPC_FN void rc_send_wbuf(rconn_t *c, dynq__wbuf_t *w) {
   ck_assert_int_eq(w->err, 0);
   rc_send_fd(c, w->data, w->len, -1);
   dynq__wbuf_free(w);
 }
 
 /* One message; 0, or -1 when the daemon closed the connection. */
-static int rc_recv(rconn_t *c, dynq__rpc_msg_t *m) {
+RPC_FN int rc_recv(rconn_t *c, dynq__rpc_msg_t *m) {
   dynq__scan_limits_t lim = dynq__scan_limits_default;
   lim.max_frame = (size_t)1 << 30;
   for (;;) {
@@ -123,7 +126,7 @@ static int rc_recv(rconn_t *c, dynq__rpc_msg_t *m) {
 }
 
 /* Response to msgid (others are stashed); returns its error code. */
-static int rc_response(rconn_t *c, dynq__rpc_msg_t *m, uint32_t msgid, char *msg,
+RPC_FN int rc_response(rconn_t *c, dynq__rpc_msg_t *m, uint32_t msgid, char *msg,
                        size_t msglen) {
   int found = 0;
   for (int i = 0; i < c->n_stash && !found; i++) {
@@ -146,7 +149,7 @@ static int rc_response(rconn_t *c, dynq__rpc_msg_t *m, uint32_t msgid, char *msg
   return dynq__rpc_error(m->error, msg ? msg : tmp, msg ? msglen : sizeof(tmp));
 }
 
-static void expect_error(rconn_t *c, uint32_t msgid, int code, const char *needle) {
+RPC_FN void expect_error(rconn_t *c, uint32_t msgid, int code, const char *needle) {
   dynq__rpc_msg_t m;
   char msg[512];
   int rc = rc_response(c, &m, msgid, msg, sizeof(msg));
@@ -159,19 +162,19 @@ static void expect_error(rconn_t *c, uint32_t msgid, int code, const char *needl
 }
 
 /* Expect success; the caller frees m. */
-static void expect_ok(rconn_t *c, uint32_t msgid, dynq__rpc_msg_t *m) {
+RPC_FN void expect_ok(rconn_t *c, uint32_t msgid, dynq__rpc_msg_t *m) {
   char msg[512];
   int rc = rc_response(c, m, msgid, msg, sizeof(msg));
   ck_assert_msg(rc == 0, "msgid %u failed: %s (%s)", msgid, dynq_err_name(rc), msg);
 }
 
-static int64_t obj_int_or(dynq__obj_t o, int64_t dflt) {
+RPC_FN int64_t obj_int_or(dynq__obj_t o, int64_t dflt) {
   int64_t v;
   return dynq__obj_int(o, &v) == 0 ? v : dflt;
 }
 
 /* [0, msgid, method, {}] */
-static void send_call0(rconn_t *c, uint32_t msgid, const char *method) {
+RPC_FN void send_call0(rconn_t *c, uint32_t msgid, const char *method) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, msgid, method);
@@ -180,7 +183,7 @@ static void send_call0(rconn_t *c, uint32_t msgid, const char *method) {
 }
 
 /* [0, msgid, method, {key: uint}] */
-static void send_call_id(rconn_t *c, uint32_t msgid, const char *method, const char *key,
+RPC_FN void send_call_id(rconn_t *c, uint32_t msgid, const char *method, const char *key,
                          uint64_t v) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
@@ -191,7 +194,7 @@ static void send_call_id(rconn_t *c, uint32_t msgid, const char *method, const c
   rc_send_wbuf(c, &w);
 }
 
-static void ping_ok(rconn_t *c, uint32_t msgid) {
+RPC_FN void ping_ok(rconn_t *c, uint32_t msgid) {
   send_call0(c, msgid, "ping");
   dynq__rpc_msg_t m;
   expect_ok(c, msgid, &m);
@@ -202,7 +205,7 @@ static void ping_ok(rconn_t *c, uint32_t msgid) {
   dynq__rpc_free(&m);
 }
 
-static void w_f32_tensor(dynq__wbuf_t *w, int rank, const int64_t *dims, const float *data) {
+RPC_FN void w_f32_tensor(dynq__wbuf_t *w, int rank, const int64_t *dims, const float *data) {
   dynq__tensor_t t;
   memset(&t, 0, sizeof(t));
   t.dtype = DYNQ_DT_F32;
@@ -213,7 +216,7 @@ static void w_f32_tensor(dynq__wbuf_t *w, int rank, const int64_t *dims, const f
 }
 
 /* Decode result.outputs[name] as float32 into dst (exactly n values). */
-static void get_f32_output(const dynq__rpc_msg_t *m, const char *name, float *dst, size_t n) {
+RPC_FN void get_f32_output(const dynq__rpc_msg_t *m, const char *name, float *dst, size_t n) {
   dynq__obj_t outs = dynq__obj_get(m->result, "outputs");
   ck_assert_int_eq(dynq__obj_kind(outs), DYNQ_OBJ_MAP);
   dynq__tensor_limits_t tl = {DYNQ_MAX_RANK, 1 << 24};
@@ -229,7 +232,7 @@ static void get_f32_output(const dynq__rpc_msg_t *m, const char *name, float *ds
 }
 
 /* dynq-quantize SRCDIR/onnx_rel OUT [extra]; 0 or -1 (tool not built). */
-static int make_model(const char *onnx_rel, const char *out, const char *extra) {
+RPC_FN int make_model(const char *onnx_rel, const char *out, const char *extra) {
   char exe[4096], onnx[4096];
   snprintf(exe, sizeof(exe), "%s", tu_build("models/dynq-quantize"));
   if (access(exe, X_OK) != 0) return -1;
@@ -249,7 +252,7 @@ static int make_model(const char *onnx_rel, const char *out, const char *extra) 
 }
 
 /* Load a raw float32 fixture of exactly n values. */
-static int load_f32(const char *rel, float *dst, size_t n) {
+RPC_FN int load_f32(const char *rel, float *dst, size_t n) {
   size_t got = 0;
   void *p = tu_read_file(tu_src(rel), &got);
   if (p == NULL || got != n * sizeof(float)) {
@@ -262,7 +265,7 @@ static int load_f32(const char *rel, float *dst, size_t n) {
 }
 
 /* Whether pid (a child of some ancestor) is still running. */
-static int pid_alive(pid_t pid) {
+RPC_FN int pid_alive(pid_t pid) {
   if (pid <= 0) return 0;
   char p[64], buf[256];
   snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);

@@ -775,10 +775,15 @@ static void script_sessions(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int 
     dynq__w_result_head(&w, req->msgid);
     dynq__w_map(&w, 2);
     dynq__w_str(&w, "outputs");
-    dynq__w_map(&w, dynq__obj_len(ins) + 1 + dynq__obj_len(oshm));
+    uint32_t n_data = 0;
+    /* inputs sent by shm reference carry no data to echo: skipped */
+    for (k = 0; k < dynq__obj_len(ins); k++)
+      n_data += dynq__obj_is_absent(dynq__obj_get(dynq__obj_val_at(ins, k), "data")) ? 0 : 1;
+    dynq__w_map(&w, n_data + 1 + dynq__obj_len(oshm));
     for (k = 0; k < dynq__obj_len(ins); k++) {
       dynq__tensor_t t;
       char err[128], name[64];
+      if (dynq__obj_is_absent(dynq__obj_get(dynq__obj_val_at(ins, k), "data"))) continue;
       dynq__obj_strcpy(dynq__obj_key_at(ins, k), name, sizeof(name));
       dynq__w_str(&w, name);
       if (dynq__obj_tensor(dynq__obj_val_at(ins, k), &(dynq__tensor_limits_t){ 8, 1 << 20 },
@@ -1044,22 +1049,22 @@ START_TEST(dynqctl_stream_against_fake) {
   int16_t s[10];
   bb_t b;
 
-  for (int i = 0; i < 10; i++) s[i] = (int16_t)((i + 1) * 4096);
-  make_wav(&b, 8000, s, 10);
+  for (int i = 0; i < 10; i++) s[i] = (int16_t)((i + 1) * 2048);
+  make_wav(&b, 4000, s, 10);
   xfake_start(&f, script_sessions);
   snprintf(wavpath, sizeof(wavpath), "x=%s/a.wav", f.dir);
   ck_assert_int_eq(tu_write_file(wavpath + 2, b.b, b.n), 0);
   const char *args[] = { "--socket", f.path, "stream", "vad", "--input", wavpath, "--chunk",
-                         "4", "--context", "2", "--rate", "8000", "--bind", "state=stateN",
-                         "--set", "sr=8000", "--set", "gain=0.5", NULL };
+                         "4", "--context", "2", "--rate", "4000", "--bind", "state=stateN",
+                         "--set", "sr=4000", "--set", "gain=0.5", NULL };
   ck_assert_msg(run_ctl(&out, args) == 0, "%s", out);
   pthread_join(f.th, NULL);
   /* 10 samples in chunks of 4: three windows of 2 context + 4 new samples,
    * the first with zero context, the last zero-padded; sample/32768 */
   ck_assert_str_eq(out,
-                   "     0      0.000   0 0 0.125 0.25 0.375 0.5\n"
-                   "     1      0.000   0.375 0.5 0.625 0.75 0.875 1\n"
-                   "     2      0.001   0.875 1 1.125 1.25 0 0\n");
+                   "     0      0.000  0 0 0.0625 0.125 0.1875 0.25\n"
+                   "     1      0.001  0.1875 0.25 0.3125 0.375 0.4375 0.5\n"
+                   "     2      0.002  0.4375 0.5 0.5625 0.625 0 0\n");
   ck_assert_msg(strstr(f.log, "session.open {\"model\": \"vad\", \"bindings\": {\"state\": "
                               "\"stateN\"}, \"detached\": false}\n") == f.log,
                 "%s", f.log);
@@ -1072,16 +1077,17 @@ START_TEST(dynqctl_stream_against_fake) {
 
   /* --json lines and --output selection */
   xfake_start(&f, script_sessions);
+  snprintf(wavpath, sizeof(wavpath), "x=%s/a.wav", f.dir);
   ck_assert_int_eq(tu_write_file(wavpath + 2, b.b, b.n), 0);
   const char *args2[] = { "--socket", f.path, "stream", "vad", "--input", wavpath, "--chunk",
-                          "8", "--context", "0", "--rate", "8000", "--output", "seen",
+                          "8", "--context", "0", "--rate", "4000", "--output", "seen",
                           "--json", NULL };
   ck_assert_msg(run_ctl(&out, args2) == 0, "%s", out);
   pthread_join(f.th, NULL);
   ck_assert_str_eq(out,
                    "{\"chunk\": 0, \"time_s\": 0.000000, \"output\": \"seen\", \"shape\": [], "
                    "\"values\": [1]}\n"
-                   "{\"chunk\": 1, \"time_s\": 0.001000, \"output\": \"seen\", \"shape\": [], "
+                   "{\"chunk\": 1, \"time_s\": 0.002000, \"output\": \"seen\", \"shape\": [], "
                    "\"values\": [2]}\n");
   free(out);
   xfake_stop(&f);
@@ -1352,6 +1358,87 @@ START_TEST(daemon_end_to_end) {
                               "\"shape\": [1, 8], \"values\": [") != NULL,
                   "%s", out);
     free(out);
+  }
+
+  /* shared memory: inputs read from and the output written into a sealed
+   * memfd region give the same bytes as the inline call */
+  if (daemon_has(c, "shm.unregister")) {
+    float x[8], st[8];
+    void *base = NULL;
+    uint64_t region = 0;
+    int fd = -1;
+    dynq_infer_result_t rp, rs;
+    dynq_infer_opts_t o;
+    for (int i = 0; i < 8; i++) {
+      x[i] = 0.1f * (float)i - 0.3f;
+      st[i] = 0.05f * (float)(7 - i);
+    }
+    dynq_tensor_t inl[2] = { { "x", DYNQ_FLOAT32, 2, { 1, 8 }, x, sizeof(x) },
+                             { "state", DYNQ_FLOAT32, 2, { 1, 8 }, st, sizeof(st) } };
+    dynq_tensor_t ref[2] = { { "x", DYNQ_FLOAT32, 2, { 1, 8 }, NULL, sizeof(x) },
+                             { "state", DYNQ_FLOAT32, 2, { 1, 8 }, NULL, sizeof(st) } };
+    dynq_shm_ref_t in_shm[2] = { { 0, 0, 32 }, { 0, 64, 32 } };
+    dynq_output_shm_t out_shm[1] = { { "y", { 0, 128, 32 } } };
+    ck_assert_int_eq(dynq_shm_create(4096, &fd, &base), 0);
+    memcpy(base, x, 32);
+    memcpy((char *)base + 64, st, 32);
+    ck_assert_msg(dynq_shm_register(c, fd, 4096, &region) == 0, "%s", dynq_client_errmsg(c));
+    in_shm[0].region = in_shm[1].region = out_shm[0].ref.region = region;
+    dynq_infer_opts_init(&o);
+    o.input_shm = in_shm;
+    o.output_shm = out_shm;
+    o.n_output_shm = 1;
+    o.timeout_ms = 60000;
+    ck_assert_msg(dynq_infer_ex(c, "stateful", ref, 2, &o, &rs) == 0, "%s",
+                  dynq_client_errmsg(c));
+    ck_assert_int_eq(dynq_infer(c, "stateful", 0, inl, 2, &rp), 0);
+    for (int i = 0; i < rs.n_outputs; i++) {
+      if (strcmp(rs.outputs[i].name, "y") != 0) continue;
+      ck_assert_ptr_null(rs.outputs[i].data);
+      ck_assert_uint_eq(rs.outputs[i].nbytes, 32);
+      for (int k = 0; k < rp.n_outputs; k++)
+        if (strcmp(rp.outputs[k].name, "y") == 0)
+          ck_assert_mem_eq((char *)base + 128, rp.outputs[k].data, 32);
+    }
+    dynq_infer_result_free(&rs);
+    dynq_infer_result_free(&rp);
+    ck_assert_int_eq(dynq_shm_unregister(c, region), 0);
+    ck_assert_int_eq(dynq_infer_ex(c, "stateful", ref, 2, &o, &rs), DYNQ_ENOREGION);
+    ck_assert_int_eq(dynq_shm_unregister(c, region), DYNQ_ENOREGION);
+    dynq_shm_destroy(fd, base, 4096);
+  } else {
+    fprintf(stderr, "SKIP shm part of daemon_end_to_end: no shm.unregister\n");
+  }
+
+  /* admin (this test's uid is dynqd's own): reload bumps the version,
+   * unload then load through dynqctl */
+  if (daemon_has(c, "model.reload")) {
+    uint64_t v1 = 0, v2 = 0;
+    dynq_infer_result_t r;
+    float x[16] = { 0 };
+    dynq_tensor_t both[2] = { { "x", DYNQ_FLOAT32, 2, { 1, 8 }, x, 32 },
+                              { "state", DYNQ_FLOAT32, 2, { 1, 8 }, x + 8, 32 } };
+    ck_assert_msg(dynq_model_reload(c, "stateful", &v1) == 0, "%s", dynq_client_errmsg(c));
+    ck_assert_msg(dynq_model_reload(c, "stateful", &v2) == 0, "%s", dynq_client_errmsg(c));
+    ck_assert_uint_eq(v2, v1 + 1);
+    ck_assert_int_eq(dynq_model_reload(c, "nosuch", &v2), DYNQ_ENOMODEL);
+    const char *a1[] = { "--socket", d.sock, "unload", "stateful", NULL };
+    ck_assert_msg(run_ctl(&out, a1) == 0, "%s", out);
+    ck_assert_str_eq(out, "unloaded stateful\n");
+    free(out);
+    ck_assert_int_eq(dynq_infer(c, "stateful", 0, both, 2, &r), DYNQ_ENOMODEL);
+    const char *a2[] = { "--socket", d.sock, "load", "stateful", NULL };
+    ck_assert_msg(run_ctl(&out, a2) == 0, "%s", out);
+    ck_assert_msg(strncmp(out, "loaded stateful (version ", 25) == 0, "%s", out);
+    free(out);
+    const char *a3[] = { "--socket", d.sock, "load", "evil", "../x.dynq", NULL };
+    ck_assert_int_eq(run_ctl(&out, a3), 1);
+    ck_assert_msg(strstr(out, "EDENIED") != NULL, "%s", out);
+    free(out);
+    ck_assert_int_eq(dynq_infer(c, "stateful", 0, both, 2, &r), 0);
+    dynq_infer_result_free(&r);
+  } else {
+    fprintf(stderr, "SKIP admin part of daemon_end_to_end: no model.reload\n");
   }
 
 done:

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dynq/errors.h"
 #include "graph.h"
@@ -369,6 +370,7 @@ static void check_case(rcase_t *c, double *worst_f32, double *worst_q) {
     ck_assert_int_eq(dynq__tensor_nbytes(&rout[i]), dynq__tensor_nbytes(&out[i]));
     ck_assert_int_eq(memcmp(rout[i].data, out[i].data, dynq__tensor_nbytes(&out[i])), 0);
   }
+  for (int i = 0; i < nout; i++) dynq__tensor_clear(&rout[i]);
   /* without reference weights the FP32 request is refused */
   qin[c->gru ? 10 : 12] = NULL;
   qin[c->gru ? 11 : 13] = NULL;
@@ -985,6 +987,33 @@ START_TEST(pytorch_fixtures) {
 }
 END_TEST
 
+/* Unsupported variants are refused by dynq-quantize, naming the node. */
+START_TEST(quantize_refuses_bad_models) {
+  static const char *const cases[][3] = {
+    {"rnn_bad_activation", "node 'enc_lstm' (op LSTM)", "activation 'Relu' is not supported"},
+    {"rnn_bad_weights", "node 'enc_gru' (op GRU)", "W must be [1, 9, input_size]"},
+    {"conv_bad_3d", "node 'vol_conv' (op Conv)", "only 1-D and 2-D convolutions"},
+  };
+  char *dir = tu_mkdtemp();
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char rel[256], onnx[512], out[512];
+    snprintf(rel, sizeof(rel), "tests/fixtures/%s.onnx", cases[i][0]);
+    snprintf(onnx, sizeof(onnx), "%s", tu_src(rel));
+    snprintf(out, sizeof(out), "%s/bad.dynq", dir);
+    for (int fp32 = 0; fp32 < 2; fp32++) {
+      char *log = NULL;
+      int st = quantize_model(onnx, out, fp32, &log);
+      ck_assert_msg(st == 1, "%s: exit %d:\n%s", cases[i][0], st, log ? log : "");
+      ck_assert_msg(strstr(log, cases[i][1]) && strstr(log, cases[i][2]), "%s:\n%s", cases[i][0], log);
+      ck_assert_msg(access(out, F_OK) != 0, "%s: output written", cases[i][0]);
+      free(log);
+    }
+  }
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("rnn");
   TCase *t = tcase_create("ops");
@@ -999,6 +1028,7 @@ static Suite *suite(void) {
   TCase *m = tcase_create("models");
   tcase_set_timeout(m, 300);
   tcase_add_test(m, onnx_node_tests);
+  tcase_add_test(m, quantize_refuses_bad_models);
   tcase_add_loop_test(m, pytorch_fixtures, 0, (int)(sizeof(fixtures) / sizeof(fixtures[0])));
   suite_add_tcase(s, m);
   return s;

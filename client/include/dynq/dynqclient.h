@@ -114,7 +114,7 @@ typedef struct dynq_health {
   int live;                 /* health.live answered "ok" */
   int ready;                /* health.ready: models loaded and warm, not draining */
   int models;               /* models loaded */
-  char reason[256];         /* why not ready ("" when ready or not given) */
+  char reason[256];         /* dynqd's reason, e.g. why not ready ("" if none) */
 } dynq_health_t;
 
 /* Both probes on one connection.  A daemon that answers live but not ready

@@ -1,0 +1,438 @@
+/*
+ * ipc-bench: what the dynqd request path costs on top of the engine.
+ *
+ *   ipc-bench --dynqd PATH --models DIR [--model NAME] [--seconds S]
+ *             [--clients N] [--workers W]
+ *
+ * DIR holds NAME.dynq (default "linear", made by bench/make_linear.py and
+ * dynq-quantize: a 1x768 -> 768 quantized Linear).  Measures, with raw
+ * msgpack-RPC over the Unix socket (the proto layer, as libdynqclient
+ * does):
+ *   1. ping round trip p50;
+ *   2. infer [1, 768] round trip p50, split with the daemon's own timings
+ *      (decode_us, queue_us, compute_us) and the client's encode/decode;
+ *   3. throughput with N concurrent clients (closed loop, one connection
+ *      each), batching off and on (--batch-max 16 --batch-delay 200), vs
+ *      the engine in-process on W threads;
+ *   4. RSS and PSS of two dynqd processes serving the same model file
+ *      (/proc/PID/smaps_rollup), after a warm-up request on each.
+ * Prints one line per figure.  Numbers are medians; the machine is shared.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "model.h"
+#include "proto/proto.h"
+
+static const char *o_dynqd, *o_models, *o_model = "linear";
+static double o_seconds = 3.0;
+static int o_clients = 64, o_workers = 2;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *msg) {
+  fprintf(stderr, "ipc-bench: %s\n", msg);
+  exit(1);
+}
+
+/* ---- a daemon ---- */
+
+typedef struct daemon {
+  pid_t pid;
+  char sock[256];
+} daemon_t;
+
+static int connect_to(const char *path) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sun_family = AF_UNIX;
+  snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static void daemon_start(daemon_t *d, const char *tag, const char *const *extra) {
+  snprintf(d->sock, sizeof(d->sock), "/tmp/ipc-bench-%d-%s.sock", (int)getpid(), tag);
+  unlink(d->sock);
+  char workers[16];
+  snprintf(workers, sizeof(workers), "%d", o_workers);
+  const char *argv[24];
+  int n = 0;
+  argv[n++] = o_dynqd;
+  argv[n++] = "--socket";
+  argv[n++] = d->sock;
+  argv[n++] = "--models";
+  argv[n++] = o_models;
+  argv[n++] = "--workers";
+  argv[n++] = workers;
+  argv[n++] = "--log-level";
+  argv[n++] = "warning";
+  for (int i = 0; extra && extra[i] && n < 22; i++) argv[n++] = extra[i];
+  argv[n] = NULL;
+  d->pid = fork();
+  if (d->pid < 0) die("fork failed");
+  if (d->pid == 0) {
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  for (int i = 0; i < 2000; i++) {
+    int fd = connect_to(d->sock);
+    if (fd >= 0) {
+      close(fd);
+      return;
+    }
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  die("dynqd did not start");
+}
+
+static void daemon_stop(daemon_t *d) {
+  kill(d->pid, SIGTERM);
+  waitpid(d->pid, NULL, 0);
+  unlink(d->sock);
+}
+
+/* ---- one blocking connection ---- */
+
+typedef struct conn {
+  int fd;
+  uint8_t *buf;
+  size_t len, cap;
+} conn_t;
+
+static void c_send(conn_t *c, const uint8_t *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) die("send failed");
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+/* Read one message into m; returns its error code. */
+static int c_recv(conn_t *c, dynq__rpc_msg_t *m) {
+  dynq__scan_limits_t lim = dynq__scan_limits_default;
+  for (;;) {
+    size_t flen;
+    if (c->len > 0 && dynq__mp_scan(c->buf, c->len, &lim, &flen) == 0) {
+      char err[256];
+      int64_t hint;
+      if (dynq__rpc_parse(c->buf, flen, m, &hint, err, sizeof(err)) != 0) die(err);
+      memmove(c->buf, c->buf + flen, c->len - flen);
+      c->len -= flen;
+      char msg[256];
+      return dynq__rpc_error(m->error, msg, sizeof(msg));
+    }
+    if (c->cap - c->len < 65536) {
+      c->cap = c->cap ? c->cap * 2 : 262144;
+      c->buf = realloc(c->buf, c->cap);
+      if (c->buf == NULL) die("out of memory");
+    }
+    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) die("connection closed");
+    c->len += (size_t)r;
+  }
+}
+
+static float g_x[768];
+
+static void w_infer(dynq__wbuf_t *w, uint32_t msgid) {
+  dynq__w_request_head(w, msgid, "infer");
+  dynq__w_map(w, 2);
+  dynq__w_str(w, "model");
+  dynq__w_str(w, o_model);
+  dynq__w_str(w, "inputs");
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "x");
+  dynq__tensor_t t;
+  memset(&t, 0, sizeof(t));
+  t.dtype = DYNQ_DT_F32;
+  t.rank = 2;
+  t.dims[0] = 1;
+  t.dims[1] = 768;
+  t.data = g_x;
+  dynq__w_tensor(w, &t);
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof(double), cmp_d);
+  return v[n / 2];
+}
+
+/* ---- 1 and 2: latency ---- */
+
+static void latency(const daemon_t *d) {
+  enum { N = 3000 };
+  static double rtt[N], enc[N], dec[N], q[N], comp[N], sdec[N];
+  conn_t c = {connect_to(d->sock), NULL, 0, 0};
+  if (c.fd < 0) die("cannot connect");
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  for (int i = 0; i < N + 200; i++) {
+    dynq__wbuf_reset(&w);
+    dynq__w_request_head(&w, 1, "ping");
+    dynq__w_map(&w, 0);
+    double t0 = now_s();
+    c_send(&c, w.data, w.len);
+    dynq__rpc_msg_t m;
+    c_recv(&c, &m);
+    double t1 = now_s();
+    dynq__rpc_free(&m);
+    if (i >= 200) rtt[i - 200] = (t1 - t0) * 1e6;
+  }
+  printf("ping round trip p50: %.1f us\n", median(rtt, N));
+  for (int i = 0; i < N + 200; i++) {
+    double t0 = now_s();
+    dynq__wbuf_reset(&w);
+    w_infer(&w, 2);
+    double t1 = now_s();
+    c_send(&c, w.data, w.len);
+    dynq__rpc_msg_t m;
+    if (c_recv(&c, &m) != 0) die("infer failed (is the model there?)");
+    double t2 = now_s();
+    dynq__tensor_limits_t tl = {8, 1 << 20};
+    dynq__tensor_t y;
+    char err[128];
+    dynq__obj_t outs = dynq__obj_get(m.result, "outputs");
+    if (dynq__obj_tensor(dynq__obj_get(outs, "y"), &tl, &y, err, sizeof(err)) != 0) die(err);
+    double t3 = now_s();
+    dynq__tensor_clear(&y);
+    int64_t qu = 0, cu = 0, du = 0;
+    dynq__obj_int(dynq__obj_get(m.result, "queue_us"), &qu);
+    dynq__obj_int(dynq__obj_get(m.result, "compute_us"), &cu);
+    dynq__obj_int(dynq__obj_get(m.result, "decode_us"), &du);
+    dynq__rpc_free(&m);
+    if (i >= 200) {
+      int k = i - 200;
+      enc[k] = (t1 - t0) * 1e6;
+      rtt[k] = (t2 - t1) * 1e6;
+      dec[k] = (t3 - t2) * 1e6;
+      q[k] = (double)qu;
+      comp[k] = (double)cu;
+      sdec[k] = (double)du;
+    }
+  }
+  double r = median(rtt, N), qq = median(q, N), cc = median(comp, N), dd = median(sdec, N);
+  printf("infer [1,768] round trip p50: %.1f us (client encode %.1f, client decode %.1f)\n", r,
+         median(enc, N), median(dec, N));
+  printf("  daemon: decode %.0f us, queue %.0f us, compute %.0f us; IPC + loop + "
+         "response encode = %.1f us\n", dd, qq, cc, r - dd - qq - cc);
+  dynq__wbuf_free(&w);
+  free(c.buf);
+  close(c.fd);
+}
+
+/* ---- 3: throughput ---- */
+
+typedef struct tharg {
+  const char *sock;
+  double until;
+  long done;
+  dynq__model_t *model;
+} tharg_t;
+
+static void *client_main(void *p) {
+  tharg_t *a = p;
+  conn_t c = {connect_to(a->sock), NULL, 0, 0};
+  if (c.fd < 0) die("cannot connect");
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_infer(&w, 3);
+  while (now_s() < a->until) {
+    c_send(&c, w.data, w.len);
+    dynq__rpc_msg_t m;
+    if (c_recv(&c, &m) != 0) die("infer failed under load");
+    dynq__rpc_free(&m);
+    a->done++;
+  }
+  dynq__wbuf_free(&w);
+  free(c.buf);
+  close(c.fd);
+  return NULL;
+}
+
+static double throughput(const daemon_t *d) {
+  pthread_t *th = calloc((size_t)o_clients, sizeof(*th));
+  tharg_t *a = calloc((size_t)o_clients, sizeof(*a));
+  double t0 = now_s(), until = t0 + o_seconds;
+  for (int i = 0; i < o_clients; i++) {
+    a[i].sock = d->sock;
+    a[i].until = until;
+    pthread_create(&th[i], NULL, client_main, &a[i]);
+  }
+  long total = 0;
+  for (int i = 0; i < o_clients; i++) {
+    pthread_join(th[i], NULL);
+    total += a[i].done;
+  }
+  double el = now_s() - t0;
+  free(th);
+  free(a);
+  return (double)total / el;
+}
+
+static void *engine_main(void *p) {
+  tharg_t *a = p;
+  dynq__tensor_t in;
+  memset(&in, 0, sizeof(in));
+  in.dtype = DYNQ_DT_F32;
+  in.rank = 2;
+  in.dims[0] = 1;
+  in.dims[1] = 768;
+  in.data = g_x;
+  dynq__run_opts_t opts = {DYNQ_PRECISION_INT8, NULL, 1};
+  while (now_s() < a->until) {
+    dynq__tensor_t out[4];
+    memset(out, 0, sizeof(out));
+    char err[128];
+    if (dynq__model_run(a->model, &opts, &in, out, err, sizeof(err)) != 0) die(err);
+    dynq__tensor_clear(&out[0]);
+    a->done++;
+  }
+  return NULL;
+}
+
+static double engine_throughput(void) {
+  char path[4096], err[256];
+  snprintf(path, sizeof(path), "%s/%s.dynq", o_models, o_model);
+  dynq__model_t *m;
+  if (dynq__model_open(path, &m, err, sizeof(err)) != 0) die(err);
+  pthread_t th[64];
+  tharg_t a[64];
+  memset(a, 0, sizeof(a));
+  double t0 = now_s();
+  for (int i = 0; i < o_workers; i++) {
+    a[i].until = t0 + o_seconds;
+    a[i].model = m;
+    pthread_create(&th[i], NULL, engine_main, &a[i]);
+  }
+  long total = 0;
+  for (int i = 0; i < o_workers; i++) {
+    pthread_join(th[i], NULL);
+    total += a[i].done;
+  }
+  double el = now_s() - t0;
+  dynq__model_unref(m);
+  return (double)total / el;
+}
+
+/* ---- 4: memory ---- */
+
+static void rss_pss(pid_t pid, long *ret_rss, long *ret_pss) {
+  char p[64], line[256];
+  snprintf(p, sizeof(p), "/proc/%d/smaps_rollup", (int)pid);
+  FILE *f = fopen(p, "r");
+  *ret_rss = *ret_pss = -1;
+  if (f == NULL) return;
+  while (fgets(line, sizeof(line), f)) {
+    sscanf(line, "Rss: %ld kB", ret_rss);
+    sscanf(line, "Pss: %ld kB", ret_pss);
+  }
+  fclose(f);
+}
+
+static void warm(const daemon_t *d) {
+  conn_t c = {connect_to(d->sock), NULL, 0, 0};
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_infer(&w, 4);
+  c_send(&c, w.data, w.len);
+  dynq__rpc_msg_t m;
+  if (c_recv(&c, &m) != 0) die("warm-up infer failed");
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+  free(c.buf);
+  close(c.fd);
+}
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(argv[i], "--dynqd") == 0 && v) o_dynqd = argv[++i];
+    else if (strcmp(argv[i], "--models") == 0 && v) o_models = argv[++i];
+    else if (strcmp(argv[i], "--model") == 0 && v) o_model = argv[++i];
+    else if (strcmp(argv[i], "--seconds") == 0 && v) o_seconds = atof(argv[++i]);
+    else if (strcmp(argv[i], "--clients") == 0 && v) o_clients = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--workers") == 0 && v) o_workers = atoi(argv[++i]);
+    else {
+      fprintf(stderr, "usage: ipc-bench --dynqd PATH --models DIR [--model NAME] "
+                      "[--seconds S] [--clients N] [--workers W]\n");
+      return 2;
+    }
+  }
+  if (o_dynqd == NULL || o_models == NULL) die("--dynqd and --models are required");
+  if (o_seconds <= 0 || o_clients < 1 || o_clients > 1024 || o_workers < 1 || o_workers > 64)
+    die("bad --seconds/--clients/--workers");
+  signal(SIGPIPE, SIG_IGN);
+  for (int i = 0; i < 768; i++) g_x[i] = (float)((i * 7919) % 97 - 48) / 48.0f;
+  const char *kmsg;
+  if (dynq__kernels_init(getenv("DYNQ_KERNEL"), &kmsg) != 0) die("no kernel");
+  printf("model %s/%s.dynq, %d workers, kernel %s\n", o_models, o_model, o_workers,
+         dynq__kernel()->name);
+
+  daemon_t d;
+  daemon_start(&d, "a", NULL);
+  latency(&d);
+  double t_off = throughput(&d);
+  printf("throughput, %d clients, batching off: %.0f req/s\n", o_clients, t_off);
+  daemon_stop(&d);
+
+  const char *batch[] = {"--batch-max", "16", "--batch-delay", "200", NULL};
+  daemon_start(&d, "b", batch);
+  double t_on = throughput(&d);
+  printf("throughput, %d clients, batching on (max 16, 200 us): %.0f req/s\n", o_clients,
+         t_on);
+  daemon_stop(&d);
+
+  double t_eng = engine_throughput();
+  printf("engine in-process, %d threads: %.0f runs/s (dynqd off/on: %.0f%% / %.0f%% of it)\n",
+         o_workers, t_eng, 100.0 * t_off / t_eng, 100.0 * t_on / t_eng);
+
+  daemon_t d1, d2;
+  daemon_start(&d1, "m1", NULL);
+  daemon_start(&d2, "m2", NULL);
+  warm(&d1);
+  warm(&d2);
+  long r1, p1, r2, p2;
+  rss_pss(d1.pid, &r1, &p1);
+  rss_pss(d2.pid, &r2, &p2);
+  struct stat st;
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/%s.dynq", o_models, o_model);
+  long fkb = stat(path, &st) == 0 ? (long)(st.st_size / 1024) : -1;
+  printf("two dynqd serving the same %ld kB model: RSS %ld + %ld kB, PSS %ld + %ld kB\n", fkb,
+         r1, r2, p1, p2);
+  daemon_stop(&d1);
+  daemon_stop(&d2);
+  return 0;
+}

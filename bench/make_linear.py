@@ -1,0 +1,27 @@
+#!/usr/bin/python3
+"""Write the ipc-bench model: y = x W + b, x [batch, 768], W [768, 768].
+
+    /usr/bin/python3 bench/make_linear.py OUT.onnx
+
+Seeded (weights uniform in +-1/sqrt(K)); convert with dynq-quantize.
+"""
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+K = N = 768
+rng = np.random.default_rng(20240607)
+w = rng.uniform(-1 / np.sqrt(K), 1 / np.sqrt(K), size=(K, N)).astype(np.float32)
+b = rng.uniform(-1 / np.sqrt(K), 1 / np.sqrt(K), size=(N,)).astype(np.float32)
+graph = helper.make_graph(
+    [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+    "linear768",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", K])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", N])],
+    [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                          producer_name="dynq bench/make_linear.py")
+onnx.checker.check_model(model)
+onnx.save(model, sys.argv[1])

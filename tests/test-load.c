@@ -1,0 +1,596 @@
+/*
+ * dynqd load control, health and stats (issue 5): overload answered at
+ * once and every accepted request answered exactly once, per-request
+ * deadlines, queued work of a closed connection dropped, health.live
+ * answered while every worker is busy, the stats method, running out of
+ * file descriptors without spinning, and dynamic batching giving results
+ * bit-identical to unbatched runs.
+ *
+ * A "slow" model (tests/fixtures/slow.onnx: 48 MatMul+Tanh layers of
+ * 256x256) keeps a worker busy for as long as the test needs by the number
+ * of rows it is sent.  Orderings are asserted (which answer comes first),
+ * never durations.
+ */
+#include <signal.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "rpcutil.h"
+
+static char *g_dir, *g_models;
+static int g_have;  /* models could be made */
+
+#define SLOW_K 256
+/* Rows per slow request: long enough (~0.5 s of compute on the dev machine)
+ * that the loop answers everything else long before it ends. */
+#define SLOW_ROWS 4096
+static float *g_slow_x;
+
+static void setup(void) {
+  g_dir = tu_mkdtemp();
+  ck_assert_ptr_nonnull(g_dir);
+  char p[4096];
+  snprintf(p, sizeof(p), "%s/models", g_dir);
+  ck_assert_int_eq(mkdir(p, 0755), 0);
+  g_models = strdup(p);
+  char a[4096], b[4096];
+  snprintf(a, sizeof(a), "%s/mlp.dynq", g_models);
+  snprintf(b, sizeof(b), "%s/slow.dynq", g_models);
+  g_have = make_model("tests/fixtures/mlp.onnx", a, NULL) == 0 &&
+           make_model("tests/fixtures/slow.onnx", b, "--no-reference") == 0;
+  g_slow_x = malloc((size_t)SLOW_ROWS * SLOW_K * sizeof(float));
+  ck_assert_ptr_nonnull(g_slow_x);
+  for (size_t i = 0; i < (size_t)SLOW_ROWS * SLOW_K; i++)
+    g_slow_x[i] = (float)((int)(i * 7919 % 23) - 11) / 11.0f;
+}
+
+static void teardown(void) {
+  if (g_dir) tu_rmtree(g_dir);
+  free(g_dir);
+  free(g_models);
+  free(g_slow_x);
+  g_dir = g_models = NULL;
+  g_slow_x = NULL;
+}
+
+#define NEED_MODELS()                                                          \
+  do {                                                                         \
+    if (!g_have) {                                                             \
+      fprintf(stderr, "SKIP %s: dynq-quantize not built\n", __func__);         \
+      return;                                                                  \
+    }                                                                          \
+  } while (0)
+
+static void start(tu_daemon_t *d, const char *sub, const char *const *extra) {
+  char dir[4096];
+  snprintf(dir, sizeof(dir), "%s/%s", g_dir, sub);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  ck_assert_msg(tu_daemon_start(d, dir, g_models, extra) == 0, "dynqd did not start; see %s",
+                d->log);
+}
+
+static void stop(tu_daemon_t *d) {
+  int st = tu_daemon_stop(d, SIGTERM);
+  ck_assert_msg(st == 0, "dynqd exited with %d (log %s)", st, d->log);
+}
+
+static void send_slow(rconn_t *c, uint32_t msgid, int rows, int64_t timeout_ms) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "infer");
+  dynq__w_map(&w, timeout_ms >= 0 ? 3 : 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "slow");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  int64_t dims[2] = {rows, SLOW_K};
+  w_f32_tensor(&w, 2, dims, g_slow_x);
+  if (timeout_ms >= 0) {
+    dynq__w_str(&w, "timeout_ms");
+    dynq__w_int(&w, timeout_ms);
+  }
+  rc_send_wbuf(c, &w);
+}
+
+static float g_mlp_x[16 * 64];
+
+static void send_mlp(rconn_t *c, uint32_t msgid, int rows, int64_t timeout_ms) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "infer");
+  dynq__w_map(&w, timeout_ms >= 0 ? 3 : 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "mlp");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  int64_t dims[2] = {rows, 64};
+  w_f32_tensor(&w, 2, dims, g_mlp_x);
+  if (timeout_ms >= 0) {
+    dynq__w_str(&w, "timeout_ms");
+    dynq__w_int(&w, timeout_ms);
+  }
+  rc_send_wbuf(c, &w);
+}
+
+/* stats result (caller frees m). */
+static void get_stats(rconn_t *c, uint32_t msgid, dynq__rpc_msg_t *m) {
+  send_call0(c, msgid, "stats");
+  expect_ok(c, msgid, m);
+}
+
+static int64_t stat_int(const dynq__rpc_msg_t *m, const char *key) {
+  int64_t v = -1;
+  ck_assert_msg(dynq__obj_int(dynq__obj_get(m->result, key), &v) == 0,
+                "stats.%s missing or not an integer", key);
+  return v;
+}
+
+/* ---- overload ---- */
+
+START_TEST(test_overload_at_once_every_request_answered_once) {
+  NEED_MODELS();
+  tu_daemon_t d;
+  const char *extra[] = {"--workers", "1", "--queue", "2", NULL};
+  start(&d, "overload", extra);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  /* One running + two queued fill the daemon; the rest must bounce. */
+  enum { N = 6 };
+  for (uint32_t i = 1; i <= N; i++) send_slow(&c, i, SLOW_ROWS, -1);
+  int seen[N + 1] = {0}, ok = 0, over = 0, first_is_overload = -1;
+  for (int k = 0; k < N; k++) {
+    dynq__rpc_msg_t m;
+    ck_assert_int_eq(rc_recv(&c, &m), 0);
+    ck_assert_int_eq(m.type, DYNQ_RPC_RESPONSE);
+    ck_assert_msg(m.msgid >= 1 && m.msgid <= N, "unexpected msgid %u", m.msgid);
+    ck_assert_msg(!seen[m.msgid], "msgid %u answered twice", m.msgid);
+    seen[m.msgid] = 1;
+    char msg[256];
+    int rc = dynq__rpc_error(m.error, msg, sizeof(msg));
+    if (first_is_overload < 0) first_is_overload = rc == DYNQ_EOVERLOAD;
+    if (rc == 0) {
+      ok++;
+    } else {
+      ck_assert_msg(rc == DYNQ_EOVERLOAD, "unexpected %s: %s", dynq_err_name(rc), msg);
+      ck_assert_msg(strstr(msg, "queue") != NULL, "overload message: %s", msg);
+      /* retryable on the wire */
+      int retry = 0;
+      ck_assert_int_eq(dynq__obj_bool(dynq__obj_get(m.error, "retryable"), &retry), 0);
+      ck_assert(retry);
+      over++;
+    }
+    dynq__rpc_free(&m);
+  }
+  ck_assert_int_eq(ok + over, N);
+  ck_assert_msg(over >= N - 3, "only %d of %d refused with a queue of 2", over, N);
+  ck_assert_msg(ok >= 2, "only %d accepted", ok);
+  /* Refusals do not wait behind the slow requests. */
+  ck_assert_msg(first_is_overload == 1, "the first answer was not an EOVERLOAD");
+  dynq__rpc_msg_t m;
+  get_stats(&c, 100, &m);
+  ck_assert_int_eq(stat_int(&m, "overloads_total"), over);
+  ck_assert_int_eq(stat_int(&m, "queue_cap"), 2);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
+/* ---- deadlines ---- */
+
+START_TEST(test_deadline_skips_late_request) {
+  NEED_MODELS();
+  tu_daemon_t d;
+  const char *extra[] = {"--workers", "1", NULL};
+  start(&d, "deadline", extra);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  send_slow(&c, 1, SLOW_ROWS, -1);      /* occupies the only worker */
+  send_mlp(&c, 2, 4, 1);                /* cannot start within 1 ms */
+  send_mlp(&c, 3, 4, 600000);           /* generous: runs */
+  send_mlp(&c, 4, 4, -1);               /* no deadline: runs */
+  expect_error(&c, 2, DYNQ_EDEADLINE, "timeout_ms");
+  dynq__rpc_msg_t m;
+  expect_ok(&c, 3, &m);
+  dynq__rpc_free(&m);
+  expect_ok(&c, 4, &m);
+  dynq__rpc_free(&m);
+  expect_ok(&c, 1, &m);
+  dynq__rpc_free(&m);
+  /* A bad timeout is a params error naming the field. */
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 5, "infer");
+  dynq__w_map(&w, 3);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "mlp");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 0);
+  dynq__w_str(&w, "timeout_ms");
+  dynq__w_str(&w, "soon");
+  rc_send_wbuf(&c, &w);
+  expect_error(&c, 5, DYNQ_EPARAMS, "timeout_ms");
+  get_stats(&c, 6, &m);
+  ck_assert_int_eq(stat_int(&m, "timeouts_total"), 1);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
+/* ---- health ---- */
+
+START_TEST(test_health_live_while_workers_busy) {
+  NEED_MODELS();
+  tu_daemon_t d;
+  const char *extra[] = {"--workers", "2", NULL};
+  start(&d, "health", extra);
+  rconn_t busy, h;
+  rc_open(&busy, d.sock);
+  rc_open(&h, d.sock);
+  for (uint32_t i = 1; i <= 4; i++) send_slow(&busy, i, SLOW_ROWS, -1);
+  /* Wait (by events) until both workers are running a slow request. */
+  for (uint32_t id = 10;; id++) {
+    dynq__rpc_msg_t m;
+    get_stats(&h, id, &m);
+    int64_t inflight = stat_int(&m, "inflight");
+    dynq__rpc_free(&m);
+    if (inflight >= 2) break;
+    ck_assert_msg(id < 10000, "workers never got busy");
+  }
+  send_call0(&h, 1, "health.live");
+  dynq__rpc_msg_t m;
+  expect_ok(&h, 1, &m);
+  char st[16];
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(m.result, "status"), st, sizeof(st)), 0);
+  ck_assert_str_eq(st, "ok");
+  dynq__rpc_free(&m);
+  /* Answered before the long requests completed: still in flight now. */
+  get_stats(&h, 2, &m);
+  ck_assert_int_ge(stat_int(&m, "inflight") + stat_int(&m, "queue_depth"), 2);
+  dynq__rpc_free(&m);
+  ck_assert_int_eq(busy.n_stash, 0);
+  struct pollfd pfd = {busy.fd, POLLIN, 0};
+  ck_assert_msg(poll(&pfd, 1, 0) == 0, "a slow request finished before health.live");
+
+  send_call0(&h, 3, "health.ready");
+  expect_ok(&h, 3, &m);
+  int ready = 0;
+  ck_assert_int_eq(dynq__obj_bool(dynq__obj_get(m.result, "ready"), &ready), 0);
+  ck_assert(ready);
+  ck_assert_int_eq(obj_int_or(dynq__obj_get(m.result, "models"), -1), 2);
+  dynq__rpc_free(&m);
+  for (uint32_t i = 1; i <= 4; i++) {
+    expect_ok(&busy, i, &m);
+    dynq__rpc_free(&m);
+  }
+  rc_close(&busy);
+  rc_close(&h);
+  stop(&d);
+}
+END_TEST
+
+START_TEST(test_health_ready_without_models) {
+  tu_daemon_t d;
+  char dir[2048], empty[4096];
+  snprintf(dir, sizeof(dir), "%s/nomodels", g_dir);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  snprintf(empty, sizeof(empty), "%s/empty", dir);
+  ck_assert_int_eq(mkdir(empty, 0755), 0);
+  ck_assert_int_eq(tu_daemon_start(&d, dir, empty, NULL), 0);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  send_call0(&c, 1, "health.ready");
+  dynq__rpc_msg_t m;
+  expect_ok(&c, 1, &m);
+  int ready = 1;
+  ck_assert_int_eq(dynq__obj_bool(dynq__obj_get(m.result, "ready"), &ready), 0);
+  ck_assert(!ready);
+  char reason[128];
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(m.result, "reason"), reason, sizeof(reason)),
+                   0);
+  ck_assert_msg(strstr(reason, "model") != NULL, "reason: %s", reason);
+  dynq__rpc_free(&m);
+  send_call0(&c, 2, "health.live");
+  expect_ok(&c, 2, &m);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
+/* ---- stats ---- */
+
+static void hist_check(dynq__obj_t h, int64_t count) {
+  ck_assert_int_eq(dynq__obj_kind(h), DYNQ_OBJ_MAP);
+  ck_assert_int_eq(obj_int_or(dynq__obj_get(h, "count"), -1), count);
+  int64_t p50 = obj_int_or(dynq__obj_get(h, "p50"), -1);
+  int64_t p90 = obj_int_or(dynq__obj_get(h, "p90"), -1);
+  int64_t p99 = obj_int_or(dynq__obj_get(h, "p99"), -1);
+  ck_assert(p50 >= 0 && p50 <= p90 && p90 <= p99);
+}
+
+START_TEST(test_stats_counts_and_histograms) {
+  NEED_MODELS();
+  tu_daemon_t d;
+  start(&d, "stats", NULL);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  enum { K = 7 };
+  for (uint32_t i = 1; i <= K; i++) send_mlp(&c, i, 3, -1);
+  for (uint32_t i = 1; i <= K; i++) {
+    dynq__rpc_msg_t m;
+    expect_ok(&c, i, &m);
+    /* timing split of the request path */
+    ck_assert_int_ge(obj_int_or(dynq__obj_get(m.result, "queue_us"), -1), 0);
+    ck_assert_int_ge(obj_int_or(dynq__obj_get(m.result, "decode_us"), -1), 0);
+    ck_assert_int_ge(obj_int_or(dynq__obj_get(m.result, "compute_us"), -1), 0);
+    dynq__rpc_free(&m);
+  }
+  /* an error on a known model and one on an unknown model */
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 20, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "mlp");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 0);
+  rc_send_wbuf(&c, &w);
+  expect_error(&c, 20, DYNQ_ENOINPUT, "missing input");
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 21, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "nosuch");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 0);
+  rc_send_wbuf(&c, &w);
+  expect_error(&c, 21, DYNQ_ENOMODEL, "nosuch");
+
+  dynq__rpc_msg_t m;
+  get_stats(&c, 30, &m);
+  ck_assert_int_eq(stat_int(&m, "requests_total"), K + 2);
+  ck_assert_int_eq(stat_int(&m, "errors_total"), 2);
+  ck_assert_int_eq(stat_int(&m, "overloads_total"), 0);
+  ck_assert_int_eq(stat_int(&m, "timeouts_total"), 0);
+  ck_assert_int_eq(stat_int(&m, "queue_depth"), 0);
+  ck_assert_int_eq(stat_int(&m, "inflight"), 0);
+  ck_assert_int_eq(stat_int(&m, "sessions"), 0);
+  ck_assert_int_eq(stat_int(&m, "shm_regions"), 0);
+  ck_assert_int_ge(stat_int(&m, "connections"), 1);
+  ck_assert_int_eq(stat_int(&m, "queue_cap"), 1024);
+  ck_assert_int_gt(stat_int(&m, "bytes_mapped"), 0);
+  double up = -1;
+  ck_assert_int_eq(dynq__obj_double(dynq__obj_get(m.result, "uptime_s"), &up), 0);
+  ck_assert(up >= 0);
+  dynq__obj_t models = dynq__obj_get(m.result, "models");
+  ck_assert_int_eq(dynq__obj_kind(models), DYNQ_OBJ_MAP);
+  dynq__obj_t mlp = dynq__obj_get(models, "mlp");
+  ck_assert_int_eq(dynq__obj_kind(mlp), DYNQ_OBJ_MAP);
+  ck_assert_int_eq(obj_int_or(dynq__obj_get(mlp, "requests"), -1), K + 1);
+  ck_assert_int_eq(obj_int_or(dynq__obj_get(mlp, "errors"), -1), 1);
+  ck_assert_int_ge(obj_int_or(dynq__obj_get(mlp, "version"), -1), 1);
+  hist_check(dynq__obj_get(mlp, "queue_us"), K);
+  hist_check(dynq__obj_get(mlp, "compute_us"), K);
+  dynq__obj_t slow = dynq__obj_get(models, "slow");
+  ck_assert_int_eq(obj_int_or(dynq__obj_get(slow, "requests"), -1), 0);
+  hist_check(dynq__obj_get(slow, "compute_us"), 0);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
+/* ---- a closed connection's queued work ---- */
+
+START_TEST(test_closed_connection_work_dropped) {
+  NEED_MODELS();
+  tu_daemon_t d;
+  const char *extra[] = {"--workers", "1", NULL};
+  start(&d, "dropped", extra);
+  rconn_t a, b;
+  rc_open(&a, d.sock);
+  rc_open(&b, d.sock);
+  enum { N = 5 };
+  for (uint32_t i = 1; i <= N; i++) send_slow(&a, i, SLOW_ROWS, -1);
+  /* Wait until all five are inside the daemon, then hang up. */
+  for (uint32_t id = 10;; id++) {
+    dynq__rpc_msg_t m;
+    get_stats(&b, id, &m);
+    int64_t n = stat_int(&m, "inflight") + stat_int(&m, "queue_depth");
+    dynq__rpc_free(&m);
+    if (n >= N) break;
+    ck_assert_msg(id < 100000, "requests never arrived");
+  }
+  rc_close(&a);
+  for (uint32_t id = 200000;; id++) {
+    dynq__rpc_msg_t m;
+    get_stats(&b, id, &m);
+    int64_t n = stat_int(&m, "inflight") + stat_int(&m, "queue_depth");
+    int64_t conns = stat_int(&m, "connections");
+    dynq__rpc_free(&m);
+    if (n == 0 && conns == 1) break;
+    struct timespec ts = {0, 2 * 1000 * 1000};  /* nothing to wait on but the daemon */
+    nanosleep(&ts, NULL);
+  }
+  dynq__rpc_msg_t m;
+  get_stats(&b, 1, &m);
+  dynq__obj_t slow = dynq__obj_get(dynq__obj_get(m.result, "models"), "slow");
+  /* Only the one running when the client left (and at most one more the
+   * single worker picked before the loop saw the hang-up) was computed. */
+  ck_assert_int_le(obj_int_or(dynq__obj_get(slow, "requests"), -1), 2);
+  dynq__rpc_free(&m);
+  ping_ok(&b, 2);
+  rc_close(&b);
+  stop(&d);
+}
+END_TEST
+
+/* ---- file descriptors exhausted ---- */
+
+static long cpu_ticks(pid_t pid) {
+  char p[64], buf[1024];
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(p, "r");
+  if (f == NULL) return -1;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  const char *s = strrchr(buf, ')');
+  if (s == NULL) return -1;
+  /* fields after ")": state(3) ... utime(14) stime(15) */
+  long ut = 0, stt = 0;
+  int field = 2;
+  for (const char *q = s + 1; *q && field < 15; q++) {
+    if (*q == ' ') {
+      field++;
+      if (field == 14) ut = strtol(q + 1, NULL, 10);
+      if (field == 15) stt = strtol(q + 1, NULL, 10);
+    }
+  }
+  return ut + stt;
+}
+
+START_TEST(test_emfile_does_not_spin) {
+  const char *vg = getenv("DYNQ_TEST_VALGRIND");
+  if (vg != NULL && *vg == '1') {
+    fprintf(stderr, "SKIP %s: valgrind needs more than 32 fds itself\n", __func__);
+    return;
+  }
+  tu_daemon_t d;
+  char dir[2048], empty[4096];
+  snprintf(dir, sizeof(dir), "%s/emfile", g_dir);
+  ck_assert_int_eq(mkdir(dir, 0755), 0);
+  snprintf(empty, sizeof(empty), "%s/m", dir);
+  ck_assert_int_eq(mkdir(empty, 0755), 0);
+  struct rlimit old, low;
+  ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+  low = old;
+  low.rlim_cur = 32;  /* the forked daemon inherits it */
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+  const char *extra[] = {"--workers", "1", NULL};
+  int rc = tu_daemon_start(&d, dir, empty, extra);
+  ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+  ck_assert_int_eq(rc, 0);
+  enum { N = 64 };
+  rconn_t c[N];
+  for (int i = 0; i < N; i++) rc_open(&c[i], d.sock);
+  /* Every connection that got through answers; the others are closed. */
+  int served = 0;
+  static const uint8_t ping[] = {0x94, 0x00, 0x01, 0xa4, 'p', 'i', 'n', 'g', 0x80};
+  for (int i = 0; i < N; i++) {
+    /* A connection dynqd closed for lack of fds may refuse the write. */
+    if (send(c[i].fd, ping, sizeof(ping), MSG_NOSIGNAL) != (ssize_t)sizeof(ping)) continue;
+    dynq__rpc_msg_t m;
+    if (rc_recv(&c[i], &m) == 0) {
+      served++;
+      dynq__rpc_free(&m);
+    }
+  }
+  ck_assert_msg(served >= 1 && served < N, "%d of %d connections served with 32 fds",
+                served, N);
+  /* Idle with connections still pending: the loop must sleep, not spin. */
+  long t0 = cpu_ticks(d.pid);
+  struct timespec ts = {0, 500 * 1000 * 1000};  /* nothing to wait for: absence of work */
+  nanosleep(&ts, NULL);
+  long used = cpu_ticks(d.pid) - t0;
+  ck_assert_msg(t0 >= 0 && used < sysconf(_SC_CLK_TCK) / 4,
+                "dynqd used %ld ticks of CPU in 0.5 s while out of fds", used);
+  for (int i = 0; i < N; i++) rc_close(&c[i]);
+  /* Recovered: a new connection is served. */
+  rconn_t x;
+  rc_open(&x, d.sock);
+  ping_ok(&x, 7);
+  rc_close(&x);
+  stop(&d);
+}
+END_TEST
+
+/* ---- dynamic batching ---- */
+
+START_TEST(test_batching_bit_identical) {
+  NEED_MODELS();
+  ck_assert_int_eq(load_f32("tests/fixtures/mlp_x.f32", g_mlp_x, 16 * 64), 0);
+  /* Reference: each request alone. */
+  enum { N = 12 };
+  static float ref[N][16 * 10], got[N][16 * 10];
+  int rows[N];
+  for (int i = 0; i < N; i++) rows[i] = 1 + (i * 5) % 16;
+  tu_daemon_t d;
+  const char *plain[] = {"--workers", "1", NULL};
+  start(&d, "nobatch", plain);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  for (int i = 0; i < N; i++) {
+    send_mlp(&c, (uint32_t)i + 1, rows[i], -1);
+    dynq__rpc_msg_t m;
+    expect_ok(&c, (uint32_t)i + 1, &m);
+    get_f32_output(&m, "y", ref[i], (size_t)rows[i] * 10);
+    dynq__rpc_free(&m);
+  }
+  rc_close(&c);
+  stop(&d);
+
+  /* Batched: one worker kept busy by a slow request while the mlp ones
+   * queue up, so they are merged when it frees up. */
+  const char *batched[] = {"--workers", "1", "--batch-max", "8", "--batch-delay", "2000",
+                           NULL};
+  start(&d, "batch", batched);
+  rc_open(&c, d.sock);
+  send_slow(&c, 100, SLOW_ROWS / 4, -1);
+  for (int i = 0; i < N; i++) send_mlp(&c, (uint32_t)i + 1, rows[i], -1);
+  int merged = 0;
+  for (int i = 0; i < N; i++) {
+    dynq__rpc_msg_t m;
+    expect_ok(&c, (uint32_t)i + 1, &m);
+    int64_t b = obj_int_or(dynq__obj_get(m.result, "batch"), 1);
+    ck_assert_int_le(b, 8);
+    if (b > 1) merged++;
+    get_f32_output(&m, "y", got[i], (size_t)rows[i] * 10);
+    dynq__rpc_free(&m);
+    ck_assert_msg(memcmp(ref[i], got[i], (size_t)rows[i] * 10 * sizeof(float)) == 0,
+                  "request %d (%d rows): batched result differs from unbatched", i, rows[i]);
+  }
+  /* All twelve waited behind the slow request: they ran merged. */
+  ck_assert_msg(merged >= 2, "only %d requests ran in a merged batch", merged);
+  dynq__rpc_msg_t m;
+  expect_ok(&c, 100, &m);
+  dynq__rpc_free(&m);
+  get_stats(&c, 200, &m);
+  dynq__obj_t mlp = dynq__obj_get(dynq__obj_get(m.result, "models"), "mlp");
+  ck_assert_int_eq(obj_int_or(dynq__obj_get(mlp, "requests"), -1), N);
+  ck_assert_int_eq(obj_int_or(dynq__obj_get(mlp, "errors"), -1), 0);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("load");
+  TCase *tc = tcase_create("load");
+  tcase_add_unchecked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, test_overload_at_once_every_request_answered_once);
+  tcase_add_test(tc, test_deadline_skips_late_request);
+  tcase_add_test(tc, test_health_live_while_workers_busy);
+  tcase_add_test(tc, test_health_ready_without_models);
+  tcase_add_test(tc, test_stats_counts_and_histograms);
+  tcase_add_test(tc, test_closed_connection_work_dropped);
+  tcase_add_test(tc, test_emfile_does_not_spin);
+  tcase_add_test(tc, test_batching_bit_identical);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  SRunner *sr = srunner_create(suite());
+  srunner_run_all(sr, CK_NORMAL);
+  int nf = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return nf == 0 ? 0 : 1;
+}
