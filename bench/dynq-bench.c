@@ -4,13 +4,16 @@
  * process, on the same data; and the share of activation quantization.
  *
  * Times are medians of repeated runs after a warm-up run.  --threads
- * splits the N range (in whole 16-column panels) across a small pool of
- * pthreads and gives OpenBLAS the same number of threads.
+ * splits the N range in whole 16-column panels over lib/parallel's team,
+ * the way lib/qlinear.c does (a few chunks per thread, claimed
+ * dynamically), and gives OpenBLAS the same number of threads.
+ * --compare-threads times 1 thread and --threads N alternately in the same
+ * run and reports their ratio (on a shared machine, only ratios taken
+ * close together mean anything).
  */
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +22,15 @@
 
 #include "dynq/errors.h"
 #include "kernels/kernels.h"
+#include "parallel.h"
 
 /* OpenBLAS extras (declared in its cblas.h on Debian, but keep us honest). */
 char *openblas_get_corename(void);
 void openblas_set_num_threads(int n);
 
 #define MAX_SHAPES 64
-#define MAX_THREADS 64
+#define MAX_THREADS DYNQ_PARALLEL_MAX_THREADS
+#define MAX_ROUNDS 101
 #define MIN_REPS 5
 #define MAX_REPS 2000
 #define TARGET_NS 300000000.0   /* per measurement: ~0.3 s */
@@ -122,24 +127,19 @@ static void problem_free(problem_t *p) {
   free(p->a_zp); free(p->A);
 }
 
-/* ---- a tiny pool: each worker runs qgemm on its panel range ---- */
+/* ---- the INT8 op, split along N over lib/parallel ---- */
 
-typedef struct pool {
-  int n;
-  pthread_t tid[MAX_THREADS];
-  pthread_barrier_t start, done;
+typedef struct run {
+  int threads;            /* 1: one qgemm call on the caller */
+  int chunks_per_thread;
+} run_t;
+
+typedef struct split {
   problem_t *p;
-  int quit;
-} pool_t;
+  int64_t panels, chunks;
+} split_t;
 
-typedef struct worker { pool_t *pool; int idx; } worker_t;
-static worker_t workers[MAX_THREADS];
-
-static void qgemm_part(problem_t *p, int idx, int n) {
-  int64_t panels = (p->s.n + 15) / 16;
-  int64_t a = panels * idx / n, b = panels * (idx + 1) / n;
-  if (a >= b) return;
-  int64_t n0 = a * 16, n1 = b * 16 < p->s.n ? b * 16 : p->s.n;
+static void qgemm_cols(problem_t *p, int64_t n0, int64_t n1) {
   dynq__qgemm_args_t g = {
     .M = p->s.m, .N = p->s.n, .K = p->s.k, .A = p->A, .lda = (size_t)p->Kp,
     .B = p->B, .colsum = p->colsum, .w_scale = p->w_scale,
@@ -149,86 +149,58 @@ static void qgemm_part(problem_t *p, int idx, int n) {
   p->kr->qgemm(&g);
 }
 
-static void *worker_main(void *arg) {
-  worker_t *w = arg;
-  pool_t *pool = w->pool;
-  for (;;) {
-    pthread_barrier_wait(&pool->start);
-    if (pool->quit) return NULL;
-    qgemm_part(pool->p, w->idx, pool->n);
-    pthread_barrier_wait(&pool->done);
-  }
+static void split_task(void *ctx, int64_t t) {
+  const split_t *s = ctx;
+  int64_t a = s->panels * t / s->chunks, b = s->panels * (t + 1) / s->chunks;
+  int64_t n0 = a * 16, n1 = b * 16 < s->p->s.n ? b * 16 : s->p->s.n;
+  if (n0 < n1) qgemm_cols(s->p, n0, n1);
 }
 
-static void pool_start(pool_t *pool, int n) {
-  memset(pool, 0, sizeof(*pool));
-  pool->n = n;
-  if (n <= 1) return;
-  pthread_barrier_init(&pool->start, NULL, (unsigned)n);
-  pthread_barrier_init(&pool->done, NULL, (unsigned)n);
-  for (int i = 1; i < n; i++) {
-    workers[i] = (worker_t){pool, i};
-    if (pthread_create(&pool->tid[i], NULL, worker_main, &workers[i]) != 0) {
-      fprintf(stderr, "dynq-bench: pthread_create failed\n");
-      exit(1);
-    }
-  }
-}
-
-static void pool_stop(pool_t *pool) {
-  if (pool->n <= 1) return;
-  pool->quit = 1;
-  pthread_barrier_wait(&pool->start);
-  for (int i = 1; i < pool->n; i++) pthread_join(pool->tid[i], NULL);
-  pthread_barrier_destroy(&pool->start);
-  pthread_barrier_destroy(&pool->done);
-}
-
-static void int8_run(pool_t *pool, problem_t *p) {
+static void int8_run(const run_t *r, problem_t *p) {
   dynq__quantize_rows(p->kr, p->s.m, p->s.k, p->X, (size_t)p->s.k, p->A,
                       (size_t)p->Kp, 0, p->a_scale, p->a_zp);
-  if (pool->n <= 1) {
-    qgemm_part(p, 0, 1);
+  if (r->threads <= 1) {
+    qgemm_cols(p, 0, p->s.n);
     return;
   }
-  pool->p = p;
-  pthread_barrier_wait(&pool->start);
-  qgemm_part(p, 0, pool->n);
-  pthread_barrier_wait(&pool->done);
+  split_t s = {.p = p, .panels = (p->s.n + 15) / 16};
+  s.chunks = (int64_t)r->threads * r->chunks_per_thread;
+  if (s.chunks > s.panels) s.chunks = s.panels;
+  dynq__parallel_for(r->threads, s.chunks, split_task, &s);
 }
 
-static void quant_run(pool_t *pool, problem_t *p) {
-  (void)pool;
+static void quant_run(const run_t *r, problem_t *p) {
+  (void)r;
   dynq__quantize_rows(p->kr, p->s.m, p->s.k, p->X, (size_t)p->s.k, p->A,
                       (size_t)p->Kp, 0, p->a_scale, p->a_zp);
 }
 
-static void sgemm_run(pool_t *pool, problem_t *p) {
-  (void)pool;
+static void sgemm_run(const run_t *r, problem_t *p) {
+  (void)r;
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)p->s.m,
               (int)p->s.n, (int)p->s.k, 1.0f, p->X, (int)p->s.k, p->Wf,
               (int)p->s.k, 0.0f, p->Y, (int)p->s.n);
 }
 
-static void sgemv_run(pool_t *pool, problem_t *p) {
-  (void)pool;
+static void sgemv_run(const run_t *r, problem_t *p) {
+  (void)r;
   cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)p->s.n, (int)p->s.k, 1.0f,
               p->Wf, (int)p->s.k, p->X, 1, 0.0f, p->Y, 1);
 }
 
 /* Median time in microseconds. */
-static double measure(void (*fn)(pool_t *, problem_t *), pool_t *pool,
+static double measure(void (*fn)(const run_t *, problem_t *), const run_t *r,
                       problem_t *p) {
   static double t[MAX_REPS];
-  fn(pool, p);   /* warm-up: caches, page faults, pool wake-up */
+  fn(r, p);   /* warm-up: caches, page faults, team start-up */
   double t0 = now_ns();
-  fn(pool, p);
+  fn(r, p);
   double one = now_ns() - t0;
   int reps = one > 0 ? (int)(TARGET_NS / one) : MAX_REPS;
   reps = reps < MIN_REPS ? MIN_REPS : reps > MAX_REPS ? MAX_REPS : reps;
   for (int i = 0; i < reps; i++) {
     double a = now_ns();
-    fn(pool, p);
+    fn(r, p);
     t[i] = now_ns() - a;
   }
   qsort(t, (size_t)reps, sizeof(double), cmp_double);
@@ -259,9 +231,52 @@ static int parse_shape(const char *s, shape_t *ret) {
   return 0;
 }
 
+/* --compare-threads: INT8 with 1 thread and with `threads` alternately,
+ * `rounds` times, so both see the same background load on a shared box. */
+static int compare_threads(const dynq__kernel_t *kr, const shape_t *shapes,
+                           int nshapes, int threads, int chunks, int rounds,
+                           int json) {
+  run_t one = {.threads = 1, .chunks_per_thread = chunks};
+  run_t many = {.threads = threads, .chunks_per_thread = chunks};
+  if (!json)
+    printf("kernel %s, 1 vs %d threads (%d chunks per thread), %d rounds\n"
+           "%6s %6s %6s %12s %12s %8s %8s %8s %9s\n",
+           kr->name, threads, chunks, rounds, "M", "K", "N", "t1_us", "tN_us",
+           "ratio", "min", "max", "GOPS_N");
+  for (int i = 0; i < nshapes; i++) {
+    problem_t p;
+    problem_init(&p, shapes[i], kr);
+    double t1[MAX_ROUNDS], tn[MAX_ROUNDS], ratio[MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+      t1[r] = measure(int8_run, &one, &p);
+      tn[r] = measure(int8_run, &many, &p);
+      ratio[r] = t1[r] / tn[r];
+    }
+    qsort(t1, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(tn, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    double m1 = t1[rounds / 2], mn = tn[rounds / 2], mr = ratio[rounds / 2];
+    double gops = 2.0 * (double)p.s.m * (double)p.s.n * (double)p.s.k / mn / 1e3;
+    if (json)
+      printf("{\"m\":%lld,\"k\":%lld,\"n\":%lld,\"kernel\":\"%s\",\"threads\":%d,"
+             "\"chunks_per_thread\":%d,\"rounds\":%d,\"t1_us\":%.2f,\"tn_us\":%.2f,"
+             "\"ratio\":%.3f,\"ratio_min\":%.3f,\"ratio_max\":%.3f,\"gops\":%.1f}\n",
+             (long long)p.s.m, (long long)p.s.k, (long long)p.s.n, kr->name, threads,
+             chunks, rounds, m1, mn, mr, ratio[0], ratio[rounds - 1], gops);
+    else
+      printf("%6lld %6lld %6lld %12.2f %12.2f %7.2fx %7.2fx %7.2fx %9.1f\n",
+             (long long)p.s.m, (long long)p.s.k, (long long)p.s.n, m1, mn, mr,
+             ratio[0], ratio[rounds - 1], gops);
+    fflush(stdout);
+    problem_free(&p);
+  }
+  return 0;
+}
+
 static void usage(FILE *f) {
   fprintf(f,
     "usage: dynq-bench gemm [--shape MxKxN]... [--threads N] [--kernel NAME] [--json]\n"
+    "       dynq-bench gemm --compare-threads [--threads N] [--rounds R] [--shape ...]\n"
     "       dynq-bench quant [--kernel NAME] [--json]\n"
     "  gemm   INT8 end to end (quantize + qgemm + bias) vs OpenBLAS sgemm/sgemv\n"
     "         default shapes: M in {1,4,16,64,256} x KxN in {768x768, 768x3072,\n"
@@ -269,13 +284,18 @@ static void usage(FILE *f) {
     "  quant  share of activation quantization in the INT8 op (M=64, 768->768)\n"
     "  --shape MxKxN  activations X[M,K] times weights -> Y[M,N] (repeatable)\n"
     "  --threads N    split N across N threads (OpenBLAS gets N threads too)\n"
+    "  --chunks C     chunks per thread when splitting (default 4, as QLinear)\n"
+    "  --compare-threads  INT8 only: 1 thread vs --threads N (default 2),\n"
+    "                 alternated R rounds (--rounds, default 7); prints the\n"
+    "                 medians, the median per-round ratio and its range\n"
     "  --kernel NAME  auto, ref, avx2, avxvnni, avx512vnni\n"
     "  --json         one JSON object per line\n");
 }
 
 int main(int argc, char **argv) {
   shape_t shapes[MAX_SHAPES];
-  int nshapes = 0, threads = 1, json = 0;
+  int nshapes = 0, threads = 1, json = 0, compare = 0, rounds = 7, chunks = 4;
+  int threads_set = 0;
   const char *kname = "auto", *cmd = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -284,8 +304,11 @@ int main(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--json")) {
       json = 1;
+    } else if (!strcmp(a, "--compare-threads")) {
+      compare = 1;
     } else if (!strcmp(a, "--shape") || !strcmp(a, "--threads") ||
-               !strcmp(a, "--kernel")) {
+               !strcmp(a, "--kernel") || !strcmp(a, "--rounds") ||
+               !strcmp(a, "--chunks")) {
       if (i + 1 >= argc) {
         fprintf(stderr, "dynq-bench: %s needs a value\n", a);
         return 2;
@@ -302,16 +325,25 @@ int main(int argc, char **argv) {
           return 2;
         }
         nshapes++;
-      } else if (!strcmp(a, "--threads")) {
+      } else if (!strcmp(a, "--threads") || !strcmp(a, "--rounds") ||
+                 !strcmp(a, "--chunks")) {
+        int hi = !strcmp(a, "--threads") ? MAX_THREADS
+                 : !strcmp(a, "--rounds") ? MAX_ROUNDS : 64;
         char *end;
         errno = 0;
         long t = strtol(v, &end, 10);
-        if (errno || *end || t < 1 || t > MAX_THREADS) {
-          fprintf(stderr, "dynq-bench: bad --threads '%s' (1..%d)\n", v,
-                  MAX_THREADS);
+        if (errno || *end || t < 1 || t > hi) {
+          fprintf(stderr, "dynq-bench: bad %s '%s' (1..%d)\n", a, v, hi);
           return 2;
         }
-        threads = (int)t;
+        if (!strcmp(a, "--threads")) {
+          threads = (int)t;
+          threads_set = 1;
+        } else if (!strcmp(a, "--rounds")) {
+          rounds = (int)t;
+        } else {
+          chunks = (int)t;
+        }
       } else {
         kname = v;
       }
@@ -333,17 +365,18 @@ int main(int argc, char **argv) {
     return 2;
   }
   const dynq__kernel_t *kr = dynq__kernel();
+  if (compare && !threads_set) threads = 2;
+  /* the team's default cap is the CPU count; the bench may ask for more */
+  dynq__parallel_set_max_threads(threads);
   openblas_set_num_threads(threads);
   const char *core = openblas_get_corename();
 
   if (!strcmp(cmd, "quant")) {
     problem_t p;
     problem_init(&p, (shape_t){64, 768, 768}, kr);
-    pool_t pool;
-    pool_start(&pool, 1);
-    double tq = measure(quant_run, &pool, &p);
-    double ti = measure(int8_run, &pool, &p);
-    pool_stop(&pool);
+    run_t one = {.threads = 1, .chunks_per_thread = chunks};
+    double tq = measure(quant_run, &one, &p);
+    double ti = measure(int8_run, &one, &p);
     if (json)
       printf("{\"m\":64,\"k\":768,\"n\":768,\"kernel\":\"%s\",\"quant_us\":%.2f,"
              "\"int8_us\":%.2f,\"share\":%.4f}\n", kr->name, tq, ti, tq / ti);
@@ -362,22 +395,23 @@ int main(int argc, char **argv) {
       for (int j = 0; j < 4; j++)
         shapes[nshapes++] = (shape_t){ms[i], kn[j][0], kn[j][1]};
   }
+  if (compare) return compare_threads(kr, shapes, nshapes, threads, chunks,
+                                      rounds, json);
   if (!json)
     printf("kernel %s, OpenBLAS core %s, %d thread(s)\n"
            "%6s %6s %6s %12s %12s %7s %8s %8s %9s\n",
            kr->name, core, threads, "M", "K", "N", "int8_us", "fp32_us",
            "fp32", "speedup", "GOPS", "relL2");
-  pool_t pool;
-  pool_start(&pool, threads);
+  run_t run = {.threads = threads, .chunks_per_thread = chunks};
   for (int i = 0; i < nshapes; i++) {
     problem_t p;
     problem_init(&p, shapes[i], kr);
-    double ti = measure(int8_run, &pool, &p);
-    double tf = measure(sgemm_run, &pool, &p);
+    double ti = measure(int8_run, &run, &p);
+    double tf = measure(sgemm_run, &run, &p);
     const char *routine = "sgemm";
     double err = rel_err(&p);
     if (p.s.m == 1) {
-      double tv = measure(sgemv_run, &pool, &p);
+      double tv = measure(sgemv_run, &run, &p);
       if (tv < tf) {
         tf = tv;
         routine = "sgemv";
@@ -398,6 +432,5 @@ int main(int argc, char **argv) {
     fflush(stdout);
     problem_free(&p);
   }
-  pool_stop(&pool);
   return 0;
 }

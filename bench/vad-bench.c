@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../client/dynqctl-io.h"
 #include "dynq/dynqclient.h"
@@ -349,6 +350,17 @@ int main(int argc, char **argv) {
     char what[96];
     snprintf(what, sizeof what, "ONNX Runtime %s FP32 (node)", ver);
     print_row(json, what, &s_ort, om);
+    /* streams one core can keep up with at one chunk per 32 ms, if ORT
+     * did nothing else: the capacity bar vad-load is compared with */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    double implied = (double)(cores > 0 ? cores : 1) * 32000.0 / s_ort.median;
+    if (json)
+      printf("{\"bench\":\"silero-vad-ort-implied\",\"cores\":%ld,\"streams\":%.0f}\n", cores,
+             implied);
+    else
+      printf("ORT-implied real-time streams on %ld cores (cores x 32 ms / ORT median): %.0f; "
+             "capacity target 2x: %.0f\n",
+             cores, implied, 2 * implied);
   }
   free(audio);
   return 0;

@@ -64,6 +64,10 @@ static void on_close(uv_handle_t *h) {
   /* Regions stay mapped while a running job holds a ref. */
   dynqd__shm_conn_closed(c);
   dynqd__conn_unref(c);
+  if (s->accept_paused && s->listener_open && !s->draining) {
+    s->accept_paused = 0;
+    dynqd__conn_accept(s);  /* takes the connection libuv kept pending */
+  }
   dynqd__server_check_drained(s);
 }
 
@@ -352,7 +356,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
 void dynqd__conn_accept(dynqd_server_t *s) {
   dynqd_conn_t *c = calloc(1, sizeof(*c));
   if (c == NULL) {
-    log_err("out of memory accepting a connection");
+    /* Without uv_accept libuv stops polling the listener (no spinning) and
+     * keeps the connection pending; on_close retries. */
+    log_err("out of memory accepting a connection; accepting paused");
+    s->accept_paused = 1;
     return;
   }
   c->srv = s;

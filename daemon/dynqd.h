@@ -252,6 +252,10 @@ typedef struct dynqd_server {
   int n_shm;                  /* regions registered, all connections */
   uint64_t shm_bytes;         /* bytes of those mappings */
   uint64_t next_shm_id;
+  int accept_paused;          /* a pending connection was left un-accepted
+                                 (no memory): libuv stops polling the
+                                 listener until uv_accept; retried when a
+                                 connection closes */
   /* -- D1 (issue 5): watchdog and reload -- */
   uv_timer_t watchdog_timer;  /* WATCHDOG=1 every WATCHDOG_USEC/2 */
   int reloads;                /* SIGHUPs handled */

@@ -177,6 +177,16 @@ fail:
   return rc;
 }
 
+static int has_symbolic_input(const dynq__model_t *m) {
+  const dynq__graph_t *g = dynq__model_graph(m);
+  for (int i = 0; i < g->n_inputs; i++) {
+    const dynq__value_t *v = &g->values[g->inputs[i]];
+    for (int d = 0; d < v->rank; d++)
+      if (v->dims[d] < 0) return 1;
+  }
+  return 0;
+}
+
 int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
                             const char *rel, int *ret_version, char *err,
                             size_t errlen) {
@@ -214,6 +224,14 @@ int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
     goto fail;
   }
   rc = warm(m, err, errlen);
+  if (rc == DYNQ_ESHAPE && has_symbolic_input(m)) {
+    /* Setting every symbolic dim to 1 is a guess some models cannot run
+     * (Silero VAD's first Conv needs >= 256 samples).  The file passed
+     * every load check; serve it unwarmed rather than refuse it. */
+    log_warn("model '%s': warm-up with symbolic dimensions set to 1 failed (%s); "
+             "serving it without warm-up", name, err);
+    rc = 0;
+  }
   if (rc != 0) goto fail;
   nfile = strdup(rel);
   if (nfile == NULL) goto oom;

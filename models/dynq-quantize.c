@@ -764,9 +764,11 @@ int main(int argc, char **argv) {
                 sizeof(opt.set_name) / sizeof(opt.set_name[0]));
         return 2;
       }
-      char *name = strndup(kv, (size_t)(eq - kv));
-      if (name == NULL) return 1;
-      opt.set_name[opt.n_set] = name; /* lives until exit */
+      /* argv strings are ours to modify: split NAME=VALUE in place, so
+       * nothing is allocated (and nothing leaks on an early return). */
+      char *name = (char *)kv;
+      name[eq - kv] = 0;
+      opt.set_name[opt.n_set] = name;
       opt.set_value[opt.n_set++] = eq + 1;
     } else if (!only_pos && a[0] == '-' && a[1] != 0) {
       fprintf(stderr, "%s: unknown option '%s'\n", dynq__imp_progname, a);

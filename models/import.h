@@ -106,7 +106,7 @@ int dynq__imp_node_attr_ints(dynq__builder_t *b, dynq__bnode_t *n, const char *n
 typedef struct dynq__imp_options {
   int fp32, per_tensor, no_reference;
   int n_set;                 /* --set NAME=VALUE entries */
-  const char *set_name[16];  /* strdup'd, live until exit */
+  const char *set_name[16];  /* point into argv (split at '=') */
   const char *set_value[16]; /* argv-owned */
 } dynq__imp_options_t;
 

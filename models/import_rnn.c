@@ -243,8 +243,11 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
   qblocks_t qw = {0}, qr = {0};
   if (!why) {
     int64_t sd[2] = {D, GH};
-    if (quantize_blocks(c, nname, W->data, D, GH, K, 2, sd, &qw) ||
-        quantize_blocks(c, nname, R->data, D, GH, H, 2, sd, &qr))
+    /* quantize_blocks adds constants, which may move the values array that
+     * W and R point into: take what is needed first. */
+    const float *wdata = W->data, *rdata = R->data;
+    if (quantize_blocks(c, nname, wdata, D, GH, K, 2, sd, &qw) ||
+        quantize_blocks(c, nname, rdata, D, GH, H, 2, sd, &qr))
       return -1;
   }
   dynq__bnode_t *bn = dynq__imp_add_node(b, why ? (gru ? DYNQ_OP_GRU : DYNQ_OP_LSTM)
@@ -367,6 +370,10 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     why = "bias is not a constant float32 [M]";
   else why = conv_pays(kk, M / G);
 
+  /* quantize_blocks adds constants, which may move the values array that
+   * W points into: copy the kernel extent first. */
+  int64_t kshape[2] = {0, 0};
+  for (int a = 0; W != NULL && a < sr && a < 2; a++) kshape[a] = W->dims[2 + a];
   qblocks_t q = {0};
   if (!why) {
     int64_t sd[1] = {M};
@@ -397,7 +404,7 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__imp_node_attr_i(bn, an[1][a], dil[a]);
     dynq__imp_node_attr_i(bn, an[2][a], pads[a]);
     dynq__imp_node_attr_i(bn, an[3][a], pads[sr + a]);
-    if (!why) dynq__imp_node_attr_i(bn, an[4][a], W->dims[2 + a]);
+    if (!why) dynq__imp_node_attr_i(bn, an[4][a], kshape[a]);
   }
   if (!why) {
     dynq__imp_node_attr_i(bn, "spatial", sr);

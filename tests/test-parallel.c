@@ -178,8 +178,12 @@ START_TEST(nested_calls) {
     nest_ctx_t n;
     memset(&n, 0, sizeof(n));
     dynq__parallel_for(2, 8, outer_task, &n);
-    for (int i = 0; i < 8; i++) ck_assert_int_eq(atomic_load(&n.outer_hits[i]), 1);
-    ck_assert_int_eq(atomic_load(&n.inner_total), 80);
+    for (int i = 0; i < 8; i++) {
+      int hits = atomic_load(&n.outer_hits[i]);
+      ck_assert_int_eq(hits, 1);
+    }
+    int inner = atomic_load(&n.inner_total);
+    ck_assert_int_eq(inner, 80);
   }
 }
 END_TEST
