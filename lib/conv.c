@@ -192,6 +192,50 @@ int dynq__conv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   return rc;
 }
 
+/* One output position's patch as floats, in W's (ci, a, b) order;
+ * padding reads as 0.0. */
+static void gather_patch_f32(const geom_t *g, const float *xg, int64_t oy, int64_t ox,
+                             float *row) {
+  int64_t kidx = 0;
+  for (int64_t ci = 0; ci < g->Cg; ci++)
+    for (int64_t a = 0; a < g->kh; a++) {
+      int64_t y = oy * g->sh - g->ph + a * g->dh;
+      if (y < 0 || y >= g->ih) {
+        memset(row + kidx, 0, sizeof(float) * (size_t)g->kw);
+        kidx += g->kw;
+        continue;
+      }
+      const float *src = xg + (ci * g->ih + y) * g->iw;
+      int64_t x0 = ox * g->sw - g->pw;
+      if (g->dw == 1 && x0 >= 0 && x0 + g->kw <= g->iw) {
+        memcpy(row + kidx, src + x0, sizeof(float) * (size_t)g->kw);
+        kidx += g->kw;
+        continue;
+      }
+      for (int64_t bb = 0; bb < g->kw; bb++) {
+        int64_t xx = x0 + bb * g->dw;
+        row[kidx++] = xx >= 0 && xx < g->iw ? src[xx] : 0.0f;
+      }
+    }
+}
+
+/* The same patch from the image quantized as a whole (per_tensor mode);
+ * padding reads as the zero point, which is exactly 0.0. */
+static void gather_patch_u8(const geom_t *g, const uint8_t *xg, int64_t oy, int64_t ox,
+                            uint8_t zp, uint8_t *row) {
+  int64_t kidx = 0;
+  for (int64_t ci = 0; ci < g->Cg; ci++)
+    for (int64_t a = 0; a < g->kh; a++) {
+      int64_t y = oy * g->sh - g->ph + a * g->dh;
+      int yin = y >= 0 && y < g->ih;
+      const uint8_t *src = xg + (ci * g->ih + (yin ? y : 0)) * g->iw;
+      for (int64_t bb = 0; bb < g->kw; bb++) {
+        int64_t xx = ox * g->sw - g->pw + bb * g->dw;
+        row[kidx++] = yin && xx >= 0 && xx < g->iw ? src[xx] : zp;
+      }
+    }
+}
+
 int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   const dynq__node_t *n = c->node;
   const dynq__tensor_t *x = in[0], *b = in[4], *wref = c->node->n_in > 5 ? in[5] : NULL;
@@ -199,6 +243,7 @@ int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   const int64_t M = dynq__node_attr_i(n, "out_channels", 0);
   const int64_t C = dynq__node_attr_i(n, "in_channels", 0);
   const int64_t G = dynq__node_attr_i(n, "group", 1);
+  const int per_tensor = dynq__node_attr_i(n, "per_tensor", 0) != 0;
   int64_t k[2] = {attr_axis(n, "kernel_shape", 0, 0), attr_axis(n, "kernel_shape", 1, 1)};
   geom_t g;
   int rc;
@@ -217,43 +262,52 @@ int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   const int64_t P = g.oh * g.ow, HW = g.ih * g.iw, CHW = g.C * HW;
   const int64_t kp = dynq__round_up(g.kk, DYNQ_QGEMM_KG);
   const int64_t blk = dynq__round_up(g.Mg, DYNQ_QGEMM_NR) * kp;
-  uint8_t *xq = dynq__aligned_alloc((size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG) + 64);
+  /* per patch: the float patches; per tensor: the quantized image */
+  uint8_t *xq = per_tensor ? dynq__aligned_alloc((size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG) + 64)
+                           : NULL;
+  float *colf = per_tensor ? NULL : dynq__aligned_alloc(sizeof(float) * (size_t)(P * g.kk));
   uint8_t *A = dynq__aligned_alloc((size_t)(P * kp) + 64);
   float *as = malloc(sizeof(float) * (size_t)P);
   int32_t *az = malloc(sizeof(int32_t) * (size_t)P);
   float *tmp = malloc(sizeof(float) * (size_t)(P * g.Mg));
-  if (!xq || !A || !as || !az || !tmp) {
+  if ((per_tensor ? !xq : !colf) || !A || !as || !az || !tmp) {
     rc = dynq__op_fail(c, -ENOMEM, "out of memory");
     goto fail;
   }
   float *Y = out->data;
   for (int64_t ni = 0; ni < g.N; ni++) {
-    float scale;
-    int32_t zp;
-    dynq__quantize_rows(c->kernel, 1, CHW, (const float *)x->data + ni * CHW, (size_t)CHW, xq,
-                        (size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG), 0, &scale, &zp);
-    for (int64_t p = 0; p < P; p++) {
-      as[p] = scale;
-      az[p] = zp;
+    const float *xn = (const float *)x->data + ni * CHW;
+    float scale = 0.0f;
+    int32_t zp = 0;
+    if (per_tensor) {
+      dynq__quantize_rows(c->kernel, 1, CHW, xn, (size_t)CHW, xq,
+                          (size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG), 0, &scale, &zp);
+      for (int64_t p = 0; p < P; p++) {
+        as[p] = scale;
+        az[p] = zp;
+      }
     }
     for (int64_t gi = 0; gi < g.G; gi++) {
-      const uint8_t *xg = xq + gi * g.Cg * HW;
-      for (int64_t oy = 0; oy < g.oh; oy++)
-        for (int64_t ox = 0; ox < g.ow; ox++) {
-          uint8_t *row = A + (oy * g.ow + ox) * kp;
-          int64_t kidx = 0;
-          for (int64_t ci = 0; ci < g.Cg; ci++)
-            for (int64_t a = 0; a < g.kh; a++) {
-              int64_t y = oy * g.sh - g.ph + a * g.dh;
-              int yin = y >= 0 && y < g.ih;
-              const uint8_t *src = xg + (ci * g.ih + (yin ? y : 0)) * g.iw;
-              for (int64_t bb = 0; bb < g.kw; bb++) {
-                int64_t xx = ox * g.sw - g.pw + bb * g.dw;
-                row[kidx++] = yin && xx >= 0 && xx < g.iw ? src[xx] : (uint8_t)zp;
-              }
-            }
-          memset(row + g.kk, 0, (size_t)(kp - g.kk));
-        }
+      if (per_tensor) {
+        const uint8_t *xg = xq + gi * g.Cg * HW;
+        for (int64_t oy = 0; oy < g.oh; oy++)
+          for (int64_t ox = 0; ox < g.ow; ox++) {
+            uint8_t *row = A + (oy * g.ow + ox) * kp;
+            gather_patch_u8(&g, xg, oy, ox, (uint8_t)zp, row);
+            memset(row + g.kk, 0, (size_t)(kp - g.kk));
+          }
+      } else {
+        /* One scale per patch (an im2col row): the per-row rule of
+         * NUMERICS.md applied to the GEMM's rows.  A patch's result
+         * depends only on the values under it, and a small-valued region
+         * (a quiet band of a spectrogram) keeps its resolution instead
+         * of sharing the loudest position's scale. */
+        const float *xg = xn + gi * g.Cg * HW;
+        for (int64_t oy = 0; oy < g.oh; oy++)
+          for (int64_t ox = 0; ox < g.ow; ox++)
+            gather_patch_f32(&g, xg, oy, ox, colf + (oy * g.ow + ox) * g.kk);
+        dynq__quantize_rows(c->kernel, P, g.kk, colf, (size_t)g.kk, A, (size_t)kp, 0, as, az);
+      }
       dynq__qgemm_args_t q = {
         .M = P, .N = g.Mg, .K = g.kk,
         .A = A, .lda = (size_t)kp,
@@ -277,6 +331,7 @@ fail:
   dynq__tensor_clear(out);
 out:
   dynq__aligned_free(xq);
+  dynq__aligned_free(colf);
   dynq__aligned_free(A);
   free(as);
   free(az);
@@ -315,6 +370,8 @@ int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   const int sr = (int)dynq__node_attr_i(n, "spatial", 0);
   const int64_t M = dynq__node_attr_i(n, "out_channels", 0), C = dynq__node_attr_i(n, "in_channels", 0);
   CHECK(sr == 1 || sr == 2, "spatial must be 1 or 2");
+  const int64_t pt = dynq__node_attr_i(n, "per_tensor", 0);
+  CHECK(pt == 0 || pt == 1, "per_tensor must be 0 or 1, got %lld", (long long)pt);
   CHECK(M >= 1 && M <= (1 << 24) && C >= 1 && C <= (1 << 24) && M % G == 0 && C % G == 0,
         "channels in %lld / out %lld must be >= 1 and divisible by group %lld",
         (long long)C, (long long)M, (long long)G);

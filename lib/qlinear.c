@@ -58,9 +58,11 @@ int dynq__qlinear_check(const dynq__graph_t *g, const dynq__node_t *n,
   return 0;
 }
 
-/* Below this many multiply-adds (M * N * K) a GEMM runs on one thread:
- * waking a helper costs more than it saves (see BENCHMARKS.md, Threads). */
-#define SPLIT_MIN_MACS (INT64_C(1) << 22)
+/* Below this many multiply-adds (M * N * K) a GEMM runs on one thread.
+ * Measured with 2 threads (BENCHMARKS.md, Threads): 2^21 (32x256x256) 1.43x,
+ * 2^20 1.24x, 768x768 at M=1 (2^19.2) 0.96x.  A helper that wakes late
+ * costs little: the caller never waits for tasks nobody claimed. */
+#define SPLIT_MIN_MACS (INT64_C(1) << 21)
 /* Chunks per thread: a few, so a thread the OS deschedules on a shared
  * machine holds up at most one small chunk (tasks are claimed dynamically). */
 #define SPLIT_CHUNKS_PER_THREAD 4

@@ -264,7 +264,10 @@ static int convert_linear(conv_t *c, const Onnx__NodeProto *n, const char *nname
     L->fp32_bytes = (size_t)(L->k * L->n) * sizeof(float);
   }
   const char *why = NULL;
+  const char *kept = dynq__imp_keep_fp32(c, nname);
   if (c->opt.fp32) why = "--fp32";
+  else if (kept) why = kept;
+  else if ((why = dynq__imp_front_reader(c, n->input[0])) != NULL) {}
   else if (B == NULL) why = "weights are not a constant";
   else if (B->dtype != DYNQ_DT_F32) why = "weights are not float32";
   else if (B->rank != 2) why = "weights are not 2-D";
@@ -517,8 +520,16 @@ int dynq__imp_convert_nodes(conv_t *c, Onnx__NodeProto *const *nodes, size_t nn,
   for (size_t i = 0; i < nn; i++) {
     const Onnx__NodeProto *n = nodes[i];
     if (strcmp(n->op_type, "Constant") == 0) continue; /* already a constant */
-    int first = b->n_nodes;
+    int first = b->n_nodes, layers0 = c->n_layers, front_in = 0;
+    for (size_t j = 0; j < n->n_input; j++) front_in |= dynq__imp_front_has(c, n->input[j]);
+    c->front_out = 0;
     if (find_op(n->op_type)->convert(c, n, names[i]) != 0) goto out;
+    /* The front end's output flows through non-layer ops (Slice, Pow,
+     * Sqrt...) up to the next layer, which reads it. */
+    if (c->front_out || (front_in && c->n_layers == layers0))
+      for (size_t o = 0; o < n->n_output; o++)
+        if (dynq__imp_front_add(c, n->output[o]) != 0) goto out;
+    c->front_out = 0;
     if (dynq__imp_fold(c, first) != 0) goto out;
   }
   rc = 0;
@@ -572,6 +583,12 @@ static void usage(FILE *f) {
           "  --fp32          keep MatMul/Gemm in FP32 (no quantization)\n"
           "  --per-tensor    quantize activations per tensor instead of per row\n"
           "  --no-reference  omit the FP32 reference weights (smaller file, no fp32 path)\n"
+          "  --no-auto-fp32  quantize a signal front end (a Conv with one input channel\n"
+          "                  and >= 64 taps) and the layer reading it too (default:\n"
+          "                  both stay FP32; see models/README.md)\n"
+          "  --keep-fp32 NODE[,NODE...]\n"
+          "                  keep these layers (MatMul, Gemm, Conv, LSTM, GRU) in FP32; a\n"
+          "                  layer matches when its name equals or ends with NODE\n"
           "  --set NAME=V    fix graph input NAME to V (a number, or v0,v1,... for a 1-D\n"
           "                  input) at import: what depends only on it is folded away,\n"
           "                  e.g. --set sr=16000 removes If branches on the sample rate\n"
@@ -705,6 +722,13 @@ static int convert(const dynq__imp_options_t *opt, const char *in, const char *o
     b->outputs[b->n_outputs++] = v;
   }
 
+  for (int i = 0; i < c.opt.n_keep; i++)
+    if (c.opt.keep_hits[i] == 0) {
+      dynq__imp_errorf("--keep-fp32 %s: no MatMul, Gemm, Conv, LSTM or GRU node has that name "
+                       "(or a name ending with it): see the layer names in dynq-onnx-dump's output",
+                       c.opt.keep[i]);
+      goto done;
+    }
   const char *base = strrchr(in, '/') ? strrchr(in, '/') + 1 : in;
   const char *producer = dynq__imp_pool_printf(&b->pool, "dynq-quantize %s from %s%s", DYNQ_VERSION,
                                      base, opt->fp32 ? " (fp32)" : "");
@@ -730,6 +754,7 @@ done:
   if (m != NULL) onnx__model_proto__free_unpacked(m, NULL);
   free(buf);
   free(c.uses);
+  free(c.front);
   free(c.layers);
   dynq__imp_builder_free(&c.b);
   return ret;
@@ -750,8 +775,33 @@ int main(int argc, char **argv) {
       opt.fp32 = 1;
     } else if (!only_pos && strcmp(a, "--per-tensor") == 0) {
       opt.per_tensor = 1;
+    } else if (!only_pos && strcmp(a, "--no-auto-fp32") == 0) {
+      opt.no_auto_fp32 = 1;
     } else if (!only_pos && strcmp(a, "--no-reference") == 0) {
       opt.no_reference = 1;
+    } else if (!only_pos &&
+               (strcmp(a, "--keep-fp32") == 0 || strncmp(a, "--keep-fp32=", 12) == 0)) {
+      char *list = a[11] == '=' ? (char *)a + 12 : (i + 1 < argc ? argv[++i] : NULL);
+      if (list == NULL || list[0] == 0) {
+        fprintf(stderr, "%s: --keep-fp32 needs NODE[,NODE...] (layer names or name endings, "
+                "e.g. --keep-fp32 /stft/Conv)\n", dynq__imp_progname);
+        return 2;
+      }
+      /* split in place, like --set: argv is ours to modify */
+      for (char *tok = list, *next; tok != NULL; tok = next) {
+        next = strchr(tok, ',');
+        if (next) *next++ = 0;
+        if (tok[0] == 0) {
+          fprintf(stderr, "%s: --keep-fp32: empty node name in the list\n", dynq__imp_progname);
+          return 2;
+        }
+        if (opt.n_keep == (int)(sizeof(opt.keep) / sizeof(opt.keep[0]))) {
+          fprintf(stderr, "%s: at most %zu --keep-fp32 names\n", dynq__imp_progname,
+                  sizeof(opt.keep) / sizeof(opt.keep[0]));
+          return 2;
+        }
+        opt.keep[opt.n_keep++] = tok;
+      }
     } else if (!only_pos && (strcmp(a, "--set") == 0 || strncmp(a, "--set=", 6) == 0)) {
       const char *kv = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
       const char *eq = kv ? strchr(kv, '=') : NULL;

@@ -223,6 +223,49 @@ int dynq__imp_node_attr_ints(dynq__builder_t *b, dynq__bnode_t *n, const char *n
   return 0;
 }
 
+int dynq__imp_front_has(const conv_t *c, const char *name) {
+  if (name == NULL || name[0] == 0) return 0;
+  for (int i = 0; i < c->n_front; i++)
+    if (strcmp(c->front[i], name) == 0) return 1;
+  return 0;
+}
+
+int dynq__imp_front_add(conv_t *c, const char *name) {
+  if (name == NULL || name[0] == 0 || dynq__imp_front_has(c, name)) return 0;
+  if (c->n_front == DYNQ_IMP_MAX_FRONT) return 0;
+  if (c->n_front == c->cap_front) {
+    int cap = c->cap_front ? c->cap_front * 2 : 16;
+    const char **nf = realloc(c->front, (size_t)cap * sizeof(*nf));
+    if (nf == NULL) {
+      dynq__imp_errorf("out of memory");
+      return -1;
+    }
+    c->front = nf;
+    c->cap_front = cap;
+  }
+  c->front[c->n_front++] = name;
+  return 0;
+}
+
+const char *dynq__imp_front_reader(conv_t *c, const char *x) {
+  if (c->opt.no_auto_fp32 || !dynq__imp_front_has(c, x)) return NULL;
+  return "reads the signal front end's output (a spectrum spanning decades across "
+         "channels; auto rule, --no-auto-fp32 turns it off)";
+}
+
+const char *dynq__imp_keep_fp32(conv_t *c, const char *nname) {
+  const char *why = NULL;
+  size_t nl = nname ? strlen(nname) : 0;
+  for (int i = 0; i < c->opt.n_keep; i++) {
+    size_t kl = strlen(c->opt.keep[i]);
+    if (kl <= nl && strcmp(nname + nl - kl, c->opt.keep[i]) == 0) {
+      c->opt.keep_hits[i]++;
+      why = "--keep-fp32";
+    }
+  }
+  return why;
+}
+
 dynq__layer_report_t *dynq__imp_add_layer(conv_t *c, const char *nname, const char *op) {
   if (c->n_layers == c->cap_layers) {
     int cap = c->cap_layers ? c->cap_layers * 2 : 16;

@@ -105,6 +105,11 @@ int dynq__imp_node_attr_ints(dynq__builder_t *b, dynq__bnode_t *n, const char *n
 
 typedef struct dynq__imp_options {
   int fp32, per_tensor, no_reference;
+  int no_auto_fp32;          /* --no-auto-fp32: no signal front-end rule */
+  int n_keep;                /* --keep-fp32 NODE entries */
+  const char *keep[32];      /* point into argv (split at ','); a layer name
+                                matches when it equals or ends with one */
+  int keep_hits[32];         /* layers each entry matched (0: a typo: error) */
   int n_set;                 /* --set NAME=VALUE entries */
   const char *set_name[16];  /* point into argv (split at '=') */
   const char *set_value[16]; /* argv-owned */
@@ -133,10 +138,33 @@ typedef struct conv {
   int branch_depth;          /* > 0 while converting an If branch */
   dynq__layer_report_t *layers; /* owned, [cap_layers] */
   int n_layers, cap_layers;
+  /* Signal front-end rule (models/README.md): names of the values that
+   * carry a front-end filterbank's output through non-layer ops (Slice,
+   * Pow, Sqrt, ...), up to DYNQ_IMP_MAX_FRONT; they point into the ONNX
+   * model, which outlives the conversion.  front is owned. */
+  const char **front;
+  int n_front, cap_front;
+  int front_out;             /* set by a layer import: mark its outputs */
 } conv_t;
+
+#define DYNQ_IMP_MAX_FRONT 65536
+/* Minimum taps of a 1-input-channel Conv for the front-end rule. */
+#define DYNQ_IMP_FRONT_MIN_TAPS 64
+
+/* Whether value `name` carries the signal front end's output. */
+int dynq__imp_front_has(const conv_t *c, const char *name);
+/* Mark `name`; 0, or -1 on OOM (error printed).  Past the bound the name
+ * is silently not marked: the rule then keeps fewer layers FP32. */
+int dynq__imp_front_add(conv_t *c, const char *name);
+/* The automatic FP32 reason for a layer reading `x` (its data input), or
+ * NULL: a layer that reads the front end's output (see models/README.md). */
+const char *dynq__imp_front_reader(conv_t *c, const char *x);
 
 /* A new per-layer report line (for the summary); NULL on OOM. */
 dynq__layer_report_t *dynq__imp_add_layer(conv_t *c, const char *nname, const char *op);
+/* "--keep-fp32" when the layer named nname was listed by --keep-fp32
+ * (counts the hit), else NULL. */
+const char *dynq__imp_keep_fp32(conv_t *c, const char *nname);
 
 /* ---- errors ---- */
 

@@ -233,7 +233,10 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
   L->n = D * GH;
   if (K >= 0) L->fp32_bytes = sizeof(float) * (size_t)(D * GH * (K + H));
   const char *why = NULL;
+  const char *kept = dynq__imp_keep_fp32(c, nname);
   if (c->opt.fp32) why = "--fp32";
+  else if (kept) why = kept;
+  else if ((why = dynq__imp_front_reader(c, n->input[0])) != NULL) {}
   else if (W == NULL || R == NULL) why = "W or R is not a constant";
   else if (W->dtype != DYNQ_DT_F32 || R->dtype != DYNQ_DT_F32) why = "W or R is not float32";
   else if (K < 1 || K > DYNQ_QGEMM_MAX_K) why = "input size outside [1, 65536]";
@@ -362,13 +365,26 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     L->fp32_bytes = sizeof(float) * (size_t)(M * kk);
   }
   const char *why = NULL;
+  const char *kept = dynq__imp_keep_fp32(c, nname);
   if (c->opt.fp32) why = "--fp32";
+  else if (kept) why = kept;
   else if (W == NULL) why = "weights are not a constant";
   else if (W->dtype != DYNQ_DT_F32) why = "weights are not float32";
   else if (M % G != 0) why = "output channels not divisible by group";
   else if (bname && bname[0] && (B == NULL || B->dtype != DYNQ_DT_F32 || B->rank != 1 || B->dims[0] != M))
     why = "bias is not a constant float32 [M]";
   else why = conv_pays(kk, M / G);
+  if (why == NULL && !c->opt.no_auto_fp32 && Cg == 1 && kk >= DYNQ_IMP_FRONT_MIN_TAPS) {
+    /* A long filter over one raw channel (an STFT or filterbank over a
+     * waveform): 8-bit input quantization is a noise floor ~48 dB under
+     * the patch's peak, which buries the quiet bands the rest of the
+     * model reads; few MACs per weight make INT8 save little here. */
+    why = "signal front end: a filter of >= 64 taps over one input channel (auto rule, "
+          "--no-auto-fp32 turns it off)";
+    c->front_out = 1;
+  } else if (why == NULL) {
+    why = dynq__imp_front_reader(c, n->input[0]);
+  }
 
   /* quantize_blocks adds constants, which may move the values array that
    * W points into: copy the kernel extent first. */
@@ -410,8 +426,10 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__imp_node_attr_i(bn, "spatial", sr);
     dynq__imp_node_attr_i(bn, "in_channels", Cg * G);
     dynq__imp_node_attr_i(bn, "out_channels", M);
+    dynq__imp_node_attr_i(bn, "per_tensor", c->opt.per_tensor);
     L->quantized = 1;
-    L->why = "image quantized per sample, im2col into the INT8 GEMM";
+    L->why = c->opt.per_tensor ? "image quantized per sample, im2col into the INT8 GEMM"
+                               : "each patch (im2col row) quantized on its own, INT8 GEMM";
     L->stored_bytes = q.packed_bytes + (size_t)M * 8;
     if (!c->opt.no_reference) L->ref_bytes = L->fp32_bytes;
   } else {

@@ -314,8 +314,9 @@ static float *run_q(qmodel_t *q, const dynq__kernel_t *kr, const float *x, int64
 /* M x K x N around the 2^22 multiply-add threshold, ragged K and N, few
  * panels (fewer than chunks), one row. */
 static const struct { int64_t M, K, N; int act; } qshapes[] = {
-  {64, 256, 256, 0},    /* exactly 2^22: splits */
-  {63, 256, 256, 1},    /* just below: one call */
+  {32, 256, 256, 0},    /* exactly 2^21 (qlinear.c's threshold): splits */
+  {31, 256, 256, 1},    /* just below: one call */
+  {64, 256, 256, 0},
   {65, 255, 257, 1},    /* ragged K and N above */
   {20, 301, 1003, 0},
   {17, 64, 4100, 1},

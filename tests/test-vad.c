@@ -84,13 +84,14 @@ static int have_model(void) {
 
 static void quantize(const char *out, int fp32) {
   char *out_s = NULL;
-  char *argv[8];
+  char *argv[10];
   int a = 0;
   argv[a++] = (char *)tu_build("models/dynq-quantize");
   char exe[4096];
   snprintf(exe, sizeof exe, "%s", argv[0]);
   argv[0] = exe;
   if (fp32) argv[a++] = "--fp32";
+  if (getenv("VADX")) { argv[a++] = "--keep-fp32"; argv[a++] = getenv("VADX"); }
   argv[a++] = "--set";
   argv[a++] = "sr=16000";
   argv[a++] = onnx_path;
