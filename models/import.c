@@ -249,8 +249,7 @@ int dynq__imp_front_add(conv_t *c, const char *name) {
 
 const char *dynq__imp_front_reader(conv_t *c, const char *x) {
   if (c->opt.no_auto_fp32 || !dynq__imp_front_has(c, x)) return NULL;
-  return "reads the signal front end's output (a spectrum spanning decades across "
-         "channels; auto rule, --no-auto-fp32 turns it off)";
+  return "reads the signal front end's output (auto rule, see --no-auto-fp32)";
 }
 
 const char *dynq__imp_keep_fp32(conv_t *c, const char *nname) {

@@ -379,8 +379,7 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
      * waveform): 8-bit input quantization is a noise floor ~48 dB under
      * the patch's peak, which buries the quiet bands the rest of the
      * model reads; few MACs per weight make INT8 save little here. */
-    why = "signal front end: a filter of >= 64 taps over one input channel (auto rule, "
-          "--no-auto-fp32 turns it off)";
+    why = "signal front end (1 input channel, >= 64 taps; auto rule, see --no-auto-fp32)";
     c->front_out = 1;
   } else if (why == NULL) {
     why = dynq__imp_front_reader(c, n->input[0]);

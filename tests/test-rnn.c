@@ -522,6 +522,16 @@ static void conv_case(const ccase_t *c, double *worst_f, double *worst_q) {
   double ql = rel_l2(qout.data, ry, ny);
   ck_assert_msg(ql <= 0.02, "qconv %dD: INT8 relL2 %g", c->sr, ql);
   if (ql > *worst_q) *worst_q = ql;
+  /* per_tensor: the whole image on one scale (dynq-quantize --per-tensor) */
+  dynq__tensor_t pout;
+  at[na++] = (dynq__attr_t){.name = "per_tensor", .type = DYNQ_ATTR_INT, .i = 1};
+  r = run_op(DYNQ_OP_QCONV, "qconv", at, na, qin, 6, &pout, 1, DYNQ_PRECISION_INT8, err, sizeof(err));
+  ck_assert_msg(r == 0, "%s", err);
+  ql = rel_l2(pout.data, ry, ny);
+  ck_assert_msg(ql <= 0.02, "qconv %dD per_tensor: INT8 relL2 %g", c->sr, ql);
+  if (ql > *worst_q) *worst_q = ql;
+  na--;
+  dynq__tensor_clear(&pout);
   r = run_op(DYNQ_OP_QCONV, "qconv", at, na, qin, 6, &rout, 1, DYNQ_PRECISION_FP32, err, sizeof(err));
   ck_assert_msg(r == 0, "%s", err);
   ck_assert_int_eq(memcmp(rout.data, out.data, dynq__tensor_nbytes(&out)), 0);
@@ -561,6 +571,54 @@ START_TEST(conv_vs_reference) {
 END_TEST
 
 /* ---- refusals ---- */
+
+/* Each output position's patch is quantized on its own (an im2col row):
+ * a loud sample changes only the positions whose window covers it, and
+ * they come out bit-identical otherwise.  With per_tensor (one scale for
+ * the image) the loud sample coarsens every position. */
+START_TEST(qconv_patch_independent) {
+  enum { C = 2, M = 16, KW = 5, L = 40, SPIKE = 35 };
+  char err[256], names[24][24];
+  dynq__attr_t at[24];
+  ccase_t cc = {.sr = 1, .N = 1, .C = C, .M = M, .G = 1, .in = {L, 1}, .k = {KW, 1},
+                .s = {1, 1}, .d = {1, 1}};
+  float *X = frand(C * L, 0.01), *W = frand(M * C * KW, 0.3), *X2 = malloc(sizeof(float) * C * L);
+  memcpy(X2, X, sizeof(float) * C * L);
+  X2[L + SPIKE] = 100.0f; /* channel 1 */
+  qw_t q = quantize(W, 1, M, C * KW);
+  int64_t xd[3] = {1, C, L}, wd[3] = {M, C, KW}, pd[1] = {q.packed_n}, md[1] = {M};
+  dynq__tensor_t tx = tens(DYNQ_DT_F32, 3, xd, X), tx2 = tens(DYNQ_DT_F32, 3, xd, X2);
+  dynq__tensor_t tw = tens(DYNQ_DT_F32, 3, wd, W), tq = tens(DYNQ_DT_I8, 1, pd, q.packed);
+  dynq__tensor_t tc = tens(DYNQ_DT_I32, 1, md, q.colsum), ts = tens(DYNQ_DT_F32, 1, md, q.scale);
+  const dynq__tensor_t *in1[6] = {&tx, &tq, &tc, &ts, NULL, &tw};
+  const dynq__tensor_t *in2[6] = {&tx2, &tq, &tc, &ts, NULL, &tw};
+  int na = conv_attrs(&cc, 1, at, names);
+  for (int pt = 0; pt < 2; pt++) {
+    at[na] = (dynq__attr_t){.name = "per_tensor", .type = DYNQ_ATTR_INT, .i = pt};
+    dynq__tensor_t y1, y2;
+    ck_assert_msg(run_op(DYNQ_OP_QCONV, "q", at, na + 1, in1, 6, &y1, 1, DYNQ_PRECISION_INT8, err,
+                         sizeof(err)) == 0, "%s", err);
+    ck_assert_msg(run_op(DYNQ_OP_QCONV, "q", at, na + 1, in2, 6, &y2, 1, DYNQ_PRECISION_INT8, err,
+                         sizeof(err)) == 0, "%s", err);
+    const int P = L - KW + 1;
+    ck_assert_int_eq(y1.dims[2], P);
+    int same = 0; /* positions before the spike's window, bit-identical */
+    for (int m = 0; m < M; m++)
+      for (int p = 0; p + KW <= SPIKE; p++)
+        same += memcmp((float *)y1.data + m * P + p, (float *)y2.data + m * P + p, 4) == 0;
+    if (pt == 0)
+      ck_assert_int_eq(same, M * (SPIKE - KW + 1));
+    else
+      ck_assert_int_lt(same, M * (SPIKE - KW + 1) / 2);
+    dynq__tensor_clear(&y1);
+    dynq__tensor_clear(&y2);
+  }
+  qw_free(&q);
+  free(X);
+  free(X2);
+  free(W);
+}
+END_TEST
 
 START_TEST(rnn_bad_shapes) {
   char err[256];
@@ -721,6 +779,11 @@ START_TEST(check_refuses_bad_nodes) {
   ck_assert_msg(strstr(err, "packed weights"), "%s", err);
   ca[3].i = 2; /* kk = 2 * 2 = 4 -> 16 * 4 = 64 bytes: matches */
   ck_assert_msg(dynq__graph_validate(&g, err, sizeof(err)) == 0, "%s", err);
+  ca[4] = (dynq__attr_t){.name = "per_tensor", .type = DYNQ_ATTR_INT, .i = 2};
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "'stft' (QConv)") && strstr(err, "per_tensor"), "%s", err);
+  ca[4].i = 1;
+  ck_assert_msg(dynq__graph_validate(&g, err, sizeof(err)) == 0, "%s", err);
 }
 END_TEST
 
@@ -818,17 +881,24 @@ out:
   return rc;
 }
 
-static int quantize_model(const char *onnx, const char *out, int fp32, char **ret_log) {
+/* extra: NULL, or up to 4 more options (NULL-terminated). */
+static int quantize_model_x(const char *onnx, const char *out, int fp32, const char *const *extra,
+                            char **ret_log) {
   char q[512];
   snprintf(q, sizeof(q), "%s", tu_build("models/dynq-quantize"));
-  char *argv[5];
+  char *argv[10];
   int a = 0;
   argv[a++] = q;
   if (fp32) argv[a++] = "--fp32";
+  for (int i = 0; extra && extra[i] && i < 4; i++) argv[a++] = (char *)extra[i];
   argv[a++] = (char *)onnx;
   argv[a++] = (char *)out;
   argv[a] = NULL;
   return tu_run(argv, ret_log);
+}
+
+static int quantize_model(const char *onnx, const char *out, int fp32, char **ret_log) {
+  return quantize_model_x(onnx, out, fp32, NULL, ret_log);
 }
 
 /* ONNX node tests from libonnx-testdata: FP32 within 1e-5 of the
@@ -917,6 +987,7 @@ typedef struct fixture {
   const char *out[3];
   double fp32_bound, int8_bound;
   const char *expect_summary; /* substring of the quantizer's summary */
+  const char *extra;          /* one more dynq-quantize option, or NULL */
 } fixture_t;
 
 static const fixture_t fixtures[] = {
@@ -925,8 +996,9 @@ static const fixture_t fixtures[] = {
    1e-5, 0.02, "LSTM"},
   {"rnn_gru", 2, {"rnn_gru_x.f32", "rnn_gru_h0.f32"}, {3, 3}, {{12, 3, 16}, {2, 3, 24}}, 2,
    {"rnn_gru_y.f32", "rnn_gru_hn.f32"}, 1e-5, 0.02, "GRU"},
+  /* a signal front end: INT8 only without the front-end rule (front_end_rule) */
   {"conv_1d", 1, {"conv_1d_x.f32"}, {3}, {{2, 1, 512}}, 1, {"conv_1d_y.f32"}, 1e-5, 0.02,
-   "fewer than 16 values"},
+   "fewer than 16 values", "--no-auto-fp32"},
   {"conv_2d", 1, {"conv_2d_x.f32"}, {4}, {{2, 3, 20, 17}}, 1, {"conv_2d_y.f32"}, 1e-5, 0.02,
    "int8"},
 };
@@ -946,7 +1018,8 @@ START_TEST(pytorch_fixtures) {
   for (int mode = 0; mode < 3; mode++) { /* --fp32 model; int8 model at INT8; at FP32 */
     snprintf(out, sizeof(out), "%s/%s%d.dynq", dir, f->model, mode);
     char *log = NULL;
-    int st = quantize_model(onnx, out, mode == 0, &log);
+    const char *extra[2] = {f->extra, NULL};
+    int st = quantize_model_x(onnx, out, mode == 0, extra, &log);
     ck_assert_msg(st == 0, "%s: dynq-quantize failed:\n%s", f->model, log ? log : "");
     if (mode == 1) {
       ck_assert_msg(strstr(log, f->expect_summary) && strstr(log, "int8"), "%s summary:\n%s", f->model, log);
@@ -982,6 +1055,78 @@ START_TEST(pytorch_fixtures) {
     dynq__model_unref(m);
   }
   for (int k = 0; k < f->n_in; k++) free(inb[k]);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+/* The summary line of layer `name` (the first line starting with it). */
+static const char *layer_line(const char *log, const char *name, char *buf, size_t n) {
+  for (const char *p = log; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+    if (strncmp(p, name, strlen(name)) != 0 || p[strlen(name)] != ' ') continue;
+    size_t l = strcspn(p, "\n");
+    snprintf(buf, n, "%.*s", (int)(l < n ? l : n - 1), p);
+    return buf;
+  }
+  snprintf(buf, n, "(no line for %s)", name);
+  return buf;
+}
+
+/* conv_1d is a signal front end (Conv 1 -> 66 channels, 64 taps, then a
+ * Conv over its output): by default both stay FP32; --no-auto-fp32
+ * quantizes them; --keep-fp32 keeps named layers; bad lists are refused. */
+START_TEST(front_end_rule) {
+  char *dir = tu_mkdtemp(), onnx[512], out[512], line[512], err[512];
+  snprintf(onnx, sizeof(onnx), "%s", tu_src("tests/fixtures/conv_1d.onnx"));
+  snprintf(out, sizeof(out), "%s/c1.dynq", dir);
+  char *log = NULL;
+  int st = quantize_model_x(onnx, out, 0, NULL, &log);
+  ck_assert_msg(st == 0, "%s", log ? log : "");
+  ck_assert_msg(strstr(layer_line(log, "/stft/Conv", line, sizeof line), "fp32") &&
+                strstr(line, "signal front end"), "%s", log);
+  ck_assert_msg(strstr(layer_line(log, "/enc/Conv", line, sizeof line), "fp32") &&
+                strstr(line, "reads the signal front end"), "%s", log);
+  free(log);
+  /* nothing quantized: INT8 and FP32 requests give the same bytes */
+  float *x = load_f32("conv_1d_x.f32", 2 * 512);
+  int64_t xd[3] = {2, 1, 512};
+  dynq__tensor_t in = tens(DYNQ_DT_F32, 3, xd, x), r8, r32;
+  dynq__model_t *m = NULL;
+  ck_assert_msg(dynq__model_open(out, &m, err, sizeof(err)) == 0, "%s", err);
+  dynq__run_opts_t o8 = {.precision = DYNQ_PRECISION_INT8}, o32 = {.precision = DYNQ_PRECISION_FP32};
+  ck_assert_msg(dynq__model_run(m, &o8, &in, &r8, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(dynq__model_run(m, &o32, &in, &r32, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(dynq__tensor_nbytes(&r8), dynq__tensor_nbytes(&r32));
+  ck_assert_int_eq(memcmp(r8.data, r32.data, dynq__tensor_nbytes(&r8)), 0);
+  dynq__tensor_clear(&r8);
+  dynq__tensor_clear(&r32);
+  m = dynq__model_unref(m);
+  free(x);
+
+  /* --no-auto-fp32 with --keep-fp32 of the second conv only */
+  const char *ka[] = {"--no-auto-fp32", "--keep-fp32", "/enc/Conv", NULL};
+  st = quantize_model_x(onnx, out, 0, ka, &log);
+  ck_assert_msg(st == 0, "%s", log ? log : "");
+  ck_assert_msg(strstr(layer_line(log, "/stft/Conv", line, sizeof line), "int8"), "%s", log);
+  ck_assert_msg(strstr(layer_line(log, "/enc/Conv", line, sizeof line), "--keep-fp32"), "%s", log);
+  free(log);
+
+  /* a name that matches no layer: exit 1, nothing written */
+  unlink(out);
+  const char *kb[] = {"--keep-fp32", "/stft/Conv,/nosuch/Conv", NULL};
+  st = quantize_model_x(onnx, out, 0, kb, &log);
+  ck_assert_msg(st == 1 && strstr(log, "--keep-fp32 /nosuch/Conv") && strstr(log, "no MatMul"),
+                "exit %d:\n%s", st, log);
+  ck_assert_msg(access(out, F_OK) != 0, "output written");
+  free(log);
+  /* malformed lists: usage errors */
+  const char *const bad[][3] = {{"--keep-fp32", "a,,b", NULL}, {"--keep-fp32", "", NULL},
+                                {"--keep-fp32=", NULL, NULL}};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    st = quantize_model_x(onnx, out, 0, bad[i], &log);
+    ck_assert_msg(st == 2 && strstr(log, "--keep-fp32"), "case %zu: exit %d:\n%s", i, st, log);
+    free(log);
+  }
   tu_rmtree(dir);
   free(dir);
 }
@@ -1023,12 +1168,14 @@ static Suite *suite(void) {
   tcase_add_test(t, conv_vs_reference);
   tcase_add_test(t, rnn_bad_shapes);
   tcase_add_test(t, conv_bad_shapes);
+  tcase_add_test(t, qconv_patch_independent);
   tcase_add_test(t, check_refuses_bad_nodes);
   suite_add_tcase(s, t);
   TCase *m = tcase_create("models");
   tcase_set_timeout(m, 300);
   tcase_add_test(m, onnx_node_tests);
   tcase_add_test(m, quantize_refuses_bad_models);
+  tcase_add_test(m, front_end_rule);
   tcase_add_loop_test(m, pytorch_fixtures, 0, (int)(sizeof(fixtures) / sizeof(fixtures[0])));
   suite_add_tcase(s, m);
   return s;
