@@ -2,7 +2,8 @@
  * ipc-bench: what the dynqd request path costs on top of the engine.
  *
  *   ipc-bench --dynqd PATH --models DIR [--model NAME] [--seconds S]
- *             [--clients N] [--workers W]
+ *             [--clients N] [--workers W] [--daemon-arg ARG]...
+ *   ipc-bench --dynqd PATH --models DIR --model NAME --split ROWS [--cols K]
  *
  * DIR holds NAME.dynq (default "linear", made by bench/make_linear.py and
  * dynq-quantize: a 1x768 -> 768 quantized Linear).  Measures, with raw
@@ -11,12 +12,18 @@
  *   1. ping round trip p50;
  *   2. infer [1, 768] round trip p50, split with the daemon's own timings
  *      (decode_us, queue_us, compute_us) and the client's encode/decode;
+ *      then ping and infer through libdynqclient (dynq_ping, dynq_infer);
  *   3. throughput with N concurrent clients (closed loop, one connection
  *      each), batching off and on (--batch-max 16 --batch-delay 200), vs
  *      the engine in-process on W threads;
  *   4. RSS and PSS of two dynqd processes serving the same model file
  *      (/proc/PID/smaps_rollup), after a warm-up request on each.
  * Prints one line per figure.  Numbers are medians; the machine is shared.
+ *
+ * --split ROWS (issue 3): a lone infer of [ROWS, K] (default K 4096) on the
+ * model NAME, with --workers 1 and then --workers W: round trip and
+ * compute_us medians, and the split width the daemon reports.
+ * --daemon-arg passes one more argument to every dynqd started (repeat).
  */
 #include <errno.h>
 #include <poll.h>
@@ -33,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dynq/dynqclient.h"
 #include "dynq/errors.h"
 #include "model.h"
 #include "proto/proto.h"
@@ -40,6 +48,9 @@
 static const char *o_dynqd, *o_models, *o_model = "linear";
 static double o_seconds = 3.0;
 static int o_clients = 64, o_workers = 2;
+static int o_split_rows, o_cols = 4096;
+static const char *o_dargs[16];
+static int o_n_dargs;
 
 static double now_s(void) {
   struct timespec ts;
@@ -78,7 +89,7 @@ static void daemon_start(daemon_t *d, const char *tag, const char *const *extra)
   unlink(d->sock);
   char workers[16];
   snprintf(workers, sizeof(workers), "%d", o_workers);
-  const char *argv[24];
+  const char *argv[48];
   int n = 0;
   argv[n++] = o_dynqd;
   argv[n++] = "--socket";
@@ -89,7 +100,8 @@ static void daemon_start(daemon_t *d, const char *tag, const char *const *extra)
   argv[n++] = workers;
   argv[n++] = "--log-level";
   argv[n++] = "warning";
-  for (int i = 0; extra && extra[i] && n < 22; i++) argv[n++] = extra[i];
+  for (int i = 0; i < o_n_dargs; i++) argv[n++] = o_dargs[i];
+  for (int i = 0; extra && extra[i] && n < 46; i++) argv[n++] = extra[i];
   argv[n] = NULL;
   d->pid = fork();
   if (d->pid < 0) die("fork failed");
@@ -250,6 +262,104 @@ static void latency(const daemon_t *d) {
   dynq__wbuf_free(&w);
   free(c.buf);
   close(c.fd);
+
+  /* The same through the public client library. */
+  dynq_client_t *cl;
+  if (dynq_connect(d->sock, &cl) != 0) die("dynq_connect failed");
+  for (int i = 0; i < N + 200; i++) {
+    double t0 = now_s();
+    if (dynq_ping(cl) != 0) die(dynq_client_errmsg(cl));
+    if (i >= 200) rtt[i - 200] = (now_s() - t0) * 1e6;
+  }
+  double lp = median(rtt, N);
+  dynq_tensor_t x;
+  memset(&x, 0, sizeof(x));
+  x.name = "x";
+  x.dtype = DYNQ_FLOAT32;
+  x.rank = 2;
+  x.shape[0] = 1;
+  x.shape[1] = 768;
+  x.data = g_x;
+  x.nbytes = sizeof(g_x);
+  for (int i = 0; i < N + 200; i++) {
+    dynq_infer_result_t res;
+    double t0 = now_s();
+    if (dynq_infer(cl, o_model, DYNQ_INFER_INT8, &x, 1, &res) != 0)
+      die(dynq_client_errmsg(cl));
+    double t1 = now_s();
+    if (i >= 200) {
+      rtt[i - 200] = (t1 - t0) * 1e6;
+      comp[i - 200] = (double)res.compute_us;
+    }
+    dynq_infer_result_free(&res);
+  }
+  printf("libdynqclient: dynq_ping p50 %.1f us; dynq_infer [1,768] p50 %.1f us "
+         "(compute %.0f us)\n", lp, median(rtt, N), median(comp, N));
+  dynq_close(cl);
+}
+
+/* ---- --split: one lone large request, 1 worker vs W ---- */
+
+static void split_run(int workers) {
+  enum { N = 15 };
+  int saved = o_workers;
+  o_workers = workers;
+  daemon_t d;
+  daemon_start(&d, workers == 1 ? "s1" : "sw", NULL);
+  o_workers = saved;
+  size_t n = (size_t)o_split_rows * (size_t)o_cols;
+  float *x = malloc(n * sizeof(float));
+  if (x == NULL) die("out of memory");
+  for (size_t i = 0; i < n; i++) x[i] = (float)((int)(i * 7919 % 97) - 48) / 48.0f;
+  conn_t c = {connect_to(d.sock), NULL, 0, 0};
+  if (c.fd < 0) die("cannot connect");
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 5, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, o_model);
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  dynq__tensor_t t;
+  memset(&t, 0, sizeof(t));
+  t.dtype = DYNQ_DT_F32;
+  t.rank = 2;
+  t.dims[0] = o_split_rows;
+  t.dims[1] = o_cols;
+  t.data = x;
+  dynq__w_tensor(&w, &t);
+  static double rtt[N], comp[N], dec[N], que[N];
+  int64_t threads = 1;
+  for (int i = 0; i < N + 2; i++) {
+    double t0 = now_s();
+    c_send(&c, w.data, w.len);
+    dynq__rpc_msg_t m;
+    if (c_recv(&c, &m) != 0) die("split infer failed (model? --cols?)");
+    double t1 = now_s();
+    int64_t cu = 0, du = 0, qu = 0;
+    dynq__obj_int(dynq__obj_get(m.result, "compute_us"), &cu);
+    dynq__obj_int(dynq__obj_get(m.result, "decode_us"), &du);
+    dynq__obj_int(dynq__obj_get(m.result, "queue_us"), &qu);
+    if (dynq__obj_int(dynq__obj_get(m.result, "threads"), &threads) != 0) threads = 1;
+    dynq__rpc_free(&m);
+    if (i >= 2) {
+      rtt[i - 2] = (t1 - t0) * 1e6;
+      comp[i - 2] = (double)cu;
+      dec[i - 2] = (double)du;
+      que[i - 2] = (double)qu;
+    }
+  }
+  printf("lone [%d,%d] on %s, --workers %d: round trip p50 %.0f us, compute p50 %.0f us, "
+         "split over %lld threads (daemon decode %.0f us, queue %.0f us)\n", o_split_rows,
+         o_cols, o_model, workers, median(rtt, N), median(comp, N), (long long)threads,
+         median(dec, N), median(que, N));
+  dynq__wbuf_free(&w);
+  free(c.buf);
+  close(c.fd);
+  free(x);
+  daemon_stop(&d);
 }
 
 /* ---- 3: throughput ---- */
@@ -281,9 +391,30 @@ static void *client_main(void *p) {
   return NULL;
 }
 
+/* CPU seconds (user + system, all threads) a process has used so far. */
+static double proc_cpu_s(pid_t pid) {
+  char p[64];
+  snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(p, "r");
+  if (f == NULL) return 0;
+  char buf[1024];
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *q = strrchr(buf, ')');  /* the command name may hold spaces */
+  unsigned long ut = 0, st = 0;
+  if (q == NULL || sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                          &st) != 2)
+    return 0;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double g_cpu_per_req_us;  /* daemon CPU per request of the last throughput() */
+
 static double throughput(const daemon_t *d) {
   pthread_t *th = calloc((size_t)o_clients, sizeof(*th));
   tharg_t *a = calloc((size_t)o_clients, sizeof(*a));
+  double cpu0 = proc_cpu_s(d->pid);
   double t0 = now_s(), until = t0 + o_seconds;
   for (int i = 0; i < o_clients; i++) {
     a[i].sock = d->sock;
@@ -296,6 +427,7 @@ static double throughput(const daemon_t *d) {
     total += a[i].done;
   }
   double el = now_s() - t0;
+  g_cpu_per_req_us = total > 0 ? (proc_cpu_s(d->pid) - cpu0) * 1e6 / (double)total : 0;
   free(th);
   free(a);
   return (double)total / el;
@@ -330,6 +462,8 @@ static double engine_throughput(void) {
   pthread_t th[64];
   tharg_t a[64];
   memset(a, 0, sizeof(a));
+  struct timespec c0, c1;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
   double t0 = now_s();
   for (int i = 0; i < o_workers; i++) {
     a[i].until = t0 + o_seconds;
@@ -342,6 +476,10 @@ static double engine_throughput(void) {
     total += a[i].done;
   }
   double el = now_s() - t0;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+  g_cpu_per_req_us = total > 0 ? ((double)(c1.tv_sec - c0.tv_sec) * 1e6 +
+                                  (double)(c1.tv_nsec - c0.tv_nsec) / 1e3) / (double)total
+                               : 0;
   dynq__model_unref(m);
   return (double)total / el;
 }
@@ -384,9 +522,14 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--seconds") == 0 && v) o_seconds = atof(argv[++i]);
     else if (strcmp(argv[i], "--clients") == 0 && v) o_clients = atoi(argv[++i]);
     else if (strcmp(argv[i], "--workers") == 0 && v) o_workers = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--split") == 0 && v) o_split_rows = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--cols") == 0 && v) o_cols = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--daemon-arg") == 0 && v && o_n_dargs < 16)
+      o_dargs[o_n_dargs++] = argv[++i];
     else {
       fprintf(stderr, "usage: ipc-bench --dynqd PATH --models DIR [--model NAME] "
-                      "[--seconds S] [--clients N] [--workers W]\n");
+                      "[--seconds S] [--clients N] [--workers W] [--daemon-arg ARG]...\n"
+                      "       ipc-bench ... --model NAME --split ROWS [--cols K]\n");
       return 2;
     }
   }
@@ -399,24 +542,35 @@ int main(int argc, char **argv) {
   if (dynq__kernels_init(getenv("DYNQ_KERNEL"), &kmsg) != 0) die("no kernel");
   printf("model %s/%s.dynq, %d workers, kernel %s\n", o_models, o_model, o_workers,
          dynq__kernel()->name);
+  if (o_split_rows > 0) {
+    if (o_split_rows > 65536 || o_cols < 1 || o_cols > 65536) die("bad --split/--cols");
+    split_run(1);
+    split_run(o_workers);
+    return 0;
+  }
 
   daemon_t d;
   daemon_start(&d, "a", NULL);
   latency(&d);
   double t_off = throughput(&d);
-  printf("throughput, %d clients, batching off: %.0f req/s\n", o_clients, t_off);
+  double cpu_off = g_cpu_per_req_us;
+  printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req)\n",
+         o_clients, t_off, cpu_off);
   daemon_stop(&d);
 
   const char *batch[] = {"--batch-max", "16", "--batch-delay", "200", NULL};
   daemon_start(&d, "b", batch);
   double t_on = throughput(&d);
-  printf("throughput, %d clients, batching on (max 16, 200 us): %.0f req/s\n", o_clients,
-         t_on);
+  double cpu_on = g_cpu_per_req_us;
+  printf("throughput, %d clients, batching on (max 16, 200 us): %.0f req/s (dynqd CPU %.1f "
+         "us/req)\n", o_clients, t_on, cpu_on);
   daemon_stop(&d);
 
   double t_eng = engine_throughput();
-  printf("engine in-process, %d threads: %.0f runs/s (dynqd off/on: %.0f%% / %.0f%% of it)\n",
-         o_workers, t_eng, 100.0 * t_off / t_eng, 100.0 * t_on / t_eng);
+  printf("engine in-process, %d threads: %.0f runs/s, CPU %.1f us/run (dynqd off/on: %.0f%% "
+         "/ %.0f%% of its rate, %.0f%% / %.0f%% of its CPU efficiency)\n",
+         o_workers, t_eng, g_cpu_per_req_us, 100.0 * t_off / t_eng, 100.0 * t_on / t_eng,
+         100.0 * g_cpu_per_req_us / cpu_off, 100.0 * g_cpu_per_req_us / cpu_on);
 
   daemon_t d1, d2;
   daemon_start(&d1, "m1", NULL);

@@ -180,7 +180,9 @@ void dynqd__batch_run(dynqd_pool_t *p, dynqd_job_t *j) {
     until.tv_sec += j->batch_delay_us / 1000000 + until.tv_nsec / 1000000000;
     until.tv_nsec %= 1000000000;
     while (n < max && !p->stop) {
+      p->batch_waiters++;
       int w = pthread_cond_timedwait(&p->cv, &p->mu, &until);
+      p->batch_waiters--;
       collect(p, v, &n, max);
       if (w == ETIMEDOUT) break;
     }
@@ -189,6 +191,8 @@ void dynqd__batch_run(dynqd_pool_t *p, dynqd_job_t *j) {
   if (p->qhead != NULL) pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
 
+  if (n > 1)  /* no longer alone: one thread each, like any concurrent job */
+    for (int k = 0; k < n; k++) v[k]->threads = 1;
   if (n == 1 || run_merged(v, n) != 0) {
     for (int k = 0; k < n; k++) dynqd__run_infer(v[k]);
   }

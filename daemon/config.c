@@ -85,6 +85,11 @@ static const opt_def_t opts[] = {
    "dynamic batching: requests merged per run, all models (1: off)"},
   {"batch_delay_us", "batch-delay", "US", OPT_INT, OFF(batch_delay_us), 0, 1000000,
    "0", 0, "dynamic batching: longest wait to fill a batch"},
+  {"worker_spin_us", "worker-spin", "US", OPT_INT, OFF(worker_spin_us), 0, 1000, "0", 0,
+   "an idle worker polls for work this long before sleeping (0: sleep at once)"},
+  {"inline_max_us", "inline-max", "US", OPT_INT, OFF(inline_max_us), 0, 1000, "25", 0,
+   "a request predicted to compute within US runs on the loop thread when nothing "
+   "else is waiting (0: always on a worker)"},
   {"admin_group", "admin-group", "GROUP", OPT_STR, OFF(admin_group), 0, 0, NULL, 1,
    "members may call model.load/unload/reload (root and dynqd's uid always can)"},
   {"log_level", "log-level", "LEVEL", OPT_LEVEL, OFF(log_level), 0, 7, "info", 1,

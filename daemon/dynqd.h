@@ -6,7 +6,7 @@
  * Threads: the loop thread owns every uv handle, every connection, the
  * registry and all refcounts.  Worker threads only touch a job (which they
  * own while running it), the job queue (under pool->mu) and the completion
- * list (under pool->mu), and read conn->dead (atomic).
+ * list (atomic), and read conn->dead (atomic).
  *
  * Connection state machine (checked by dynqd__conn_check in debug builds):
  *
@@ -62,6 +62,11 @@ typedef struct dynqd_config {
   int batch_delay_us;    /* how long a worker waits to fill a batch */
   struct dynqd_batch_rule *batch_rules; /* per-model overrides; owned */
   int n_batch_rules;
+  /* -- issue 5 (request path) -- */
+  int worker_spin_us;    /* an idle worker polls the queue this long before
+                            sleeping on the condvar; 0..1000 */
+  int inline_max_us;     /* a lone request predicted to compute within this
+                            runs on the loop thread; 0 (never)..1000 */
 } dynqd_config_t;
 
 /* D2: `[batch.MODEL]` max_batch / max_delay_us from the config file. */
@@ -189,6 +194,9 @@ typedef struct dynqd_job {
   int batch_max;              /* > 1: may be merged with like requests */
   int batch_delay_us;
   int batched;                /* worker: how many requests ran together */
+  int threads;                /* worker: GEMM split width (1, or the worker
+                                 count for a lone request) */
+  int64_t in_elems;           /* elements of all its inputs (cost estimate) */
 } dynqd_job_t;
 
 /* D2: where an output goes in a shared-memory region (outputs_shm). */
@@ -205,18 +213,32 @@ typedef struct dynqd_pool {
   pthread_cond_t cv;
   dynqd_job_t *qhead, *qtail;  /* waiting jobs, FIFO */
   int qlen, qcap;
-  dynqd_job_t *done;           /* finished jobs, any order */
+  _Atomic(dynqd_job_t *) done; /* finished jobs, any order: a lock-free stack
+                                  (workers push, the loop takes it whole) */
   int stop;                    /* workers exit when the queue is empty */
   int n_threads;
   pthread_t *threads;          /* owned */
   uv_async_t *async;           /* wakes the loop for `done` */
+  /* Wake-ups (issue 5): an idle worker first polls `submits` for spin_us,
+   * so a request arriving soon after the last one is picked up without a
+   * futex wake-up; submit signals one sleeper only when the queue holds
+   * more jobs than there are spinners to take them. */
+  int running;                 /* jobs being run by workers */
+  int spinning;                /* workers polling for work */
+  int batch_waiters;           /* workers filling a batch (batch.c) */
+  int spin_us;
+  atomic_uint submits;         /* bumped by every submit; polled unlocked */
 } dynqd_pool_t;
 
-int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap,
+/* Nothing queued and no worker running a job. */
+int dynqd__pool_idle(dynqd_pool_t *p);
+
+/* spin_us: how long an idle worker polls before sleeping (0: never). */
+int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
                       uv_async_t *async);
 /* 0, or DYNQ_EOVERLOAD when the queue is full (job untouched). */
 int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j);
-/* Take the completion list (reversed order of completion). */
+/* Take the completion list (any order). */
 dynqd_job_t *dynqd__pool_take_done(dynqd_pool_t *p);
 int dynqd__pool_queued(dynqd_pool_t *p);
 /* Let workers finish the queue, then join them. */
@@ -258,6 +280,11 @@ typedef struct dynqd_server {
                                  connection closes */
   /* -- D1 (issue 5): watchdog and reload -- */
   uv_timer_t watchdog_timer;  /* WATCHDOG=1 every WATCHDOG_USEC/2 */
+  /* -- issue 5 (request path): frames handled in this loop iteration and
+   *    the previous one (reset by a prepare handle before each poll); a
+   *    quiet loop (<= 1 frame) may run a small request inline -- */
+  uv_prepare_t prep;
+  int frames_iter, frames_prev;
   int reloads;                /* SIGHUPs handled */
 } dynqd_server_t;
 
@@ -324,10 +351,13 @@ typedef struct dynqd_mstats {
   char *name;                 /* owned */
   uint64_t requests, errors;
   dynqd_hist_t queue_us, compute_us;
+  double ns_per_elem;         /* moving average of one-thread compute time per
+                                 input element; 0: not known yet (inline) */
 } dynqd_mstats_t;
 
 typedef struct dynqd_stats {
   uint64_t requests_total, errors_total, overloads_total, timeouts_total;
+  uint64_t inline_total;      /* infers run on the loop thread (methods.c) */
   dynqd_mstats_t **m;         /* owned, each owned; stable pointers */
   int n, cap;
 } dynqd_stats_t;

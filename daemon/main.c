@@ -219,6 +219,13 @@ static void on_async(uv_async_t *a) {
   dynqd__server_check_drained(s);
 }
 
+/* Before each poll: how busy the iteration that just ended was. */
+static void on_prepare(uv_prepare_t *h) {
+  dynqd_server_t *s = h->data;
+  s->frames_prev = s->frames_iter;
+  s->frames_iter = 0;
+}
+
 static void close_walk(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
@@ -423,11 +430,16 @@ int main(int argc, char **argv) {
   rc = uv_async_init(&loop, &srv.async, on_async);
   if (rc != 0) goto fail;
   srv.async.data = &srv;
-  rc = dynqd__pool_start(&srv.pool, cfg.workers, cfg.queue, &srv.async);
+  rc = dynqd__pool_start(&srv.pool, cfg.workers, cfg.queue, cfg.worker_spin_us,
+                          &srv.async);
   if (rc != 0) {
     log_err("cannot start %d worker threads: %s", cfg.workers, strerror(-rc));
     goto fail;
   }
+  uv_prepare_init(&loop, &srv.prep);
+  srv.prep.data = &srv;
+  uv_prepare_start(&srv.prep, on_prepare);
+  uv_unref((uv_handle_t *)&srv.prep);  /* never keeps the loop alive */
   uv_timer_init(&loop, &srv.drain_timer);
   srv.drain_timer.data = &srv;
   uv_timer_init(&loop, &srv.watchdog_timer);

@@ -3,6 +3,14 @@
  * at once (cheap, and liveness must not wait behind busy workers).  `infer`
  * is decoded and validated here, on the loop (tensor bytes are copied out
  * of the read buffer), then queued; dynqd__run_infer runs on a worker.
+ *
+ * Except a small lone request (issue 5): when the loop is quiet (at most
+ * one frame in this and the previous iteration), no worker is busy, and
+ * the model's measured cost predicts at most inline_max_us of compute, the
+ * loop runs it itself.  Two thread hand-offs (a condvar wake-up of a
+ * worker, an eventfd wake-up of the loop) cost more than such a run; the
+ * loop is held for at most about inline_max_us, and under load (several
+ * frames per iteration, or busy workers) everything goes to the workers.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -264,6 +272,34 @@ static void m_health_ready(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) 
     goto fail;                                                    \
   } while (0)
 
+/* Whether j is small and alone enough to run on the loop (see the top). */
+static int inline_ok(dynqd_server_t *s, const dynqd_job_t *j) {
+  const dynqd_mstats_t *ms = j->mstats;
+  int lim = s->cfg->inline_max_us;
+  if (lim <= 0 || ms == NULL || ms->ns_per_elem <= 0) return 0;  /* cost unknown */
+  if (s->frames_iter > 1 || s->frames_prev > 1) return 0;          /* not quiet */
+  if (j->batch_max > 1 || j->session != NULL || j->n_shm > 0 || j->out_shm != NULL ||
+      j->precision != DYNQ_PRECISION_INT8)
+    return 0;
+  if (ms->ns_per_elem * (double)j->in_elems > (double)lim * 1000.0) return 0;
+  return dynqd__pool_idle(&s->pool);
+}
+
+static void run_inline(dynqd_conn_t *c, dynqd_job_t *j) {
+  j->t_queued_ns = uv_hrtime();
+  j->threads = 1;
+  if (c->srv->stats != NULL) c->srv->stats->inline_total++;  /* made by stats_model */
+  dynqd__run_infer(j);
+  dynqd__stats_job(c->srv, j);
+  if (j->resp != NULL) {
+    dynqd__conn_send(c, j->resp, j->resp_len);
+    j->resp = NULL;
+  } else {
+    dynqd__conn_send_error(c, j->msgid, -ENOMEM, "out of memory encoding the result");
+  }
+  dynqd__job_free(j);
+}
+
 static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
   dynqd_server_t *s = c->srv;
   uint64_t t0 = uv_hrtime();
@@ -396,6 +432,7 @@ static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
       FAIL(rc, "input '%s': %s", name, terr[0] ? terr : dynq_strerror(rc));
   }
   for (int k = 0; k < g->n_inputs; k++) {
+    if (j->inputs[k].dtype != DYNQ_DT_INVALID) j->in_elems += dynq__tensor_numel(&j->inputs[k]);
     int bound = 0;
     for (int q = 0; ss != NULL && q < ss->n_bind; q++) bound |= ss->bind_in[q] == k;
     if (!bound && j->inputs[k].dtype == DYNQ_DT_INVALID)
@@ -448,6 +485,10 @@ static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
   j->model = dynq__model_ref(model);
   j->conn = c;
   j->decode_us = (int64_t)((uv_hrtime() - t0) / 1000);
+  if (inline_ok(s, j)) {
+    run_inline(c, j);
+    return;
+  }
   int rc = dynqd__pool_submit(&s->pool, j);
   if (rc != 0)
     FAIL(DYNQ_EOVERLOAD, "request queue is full (%d waiting); retry later", s->cfg->queue);
@@ -562,7 +603,7 @@ void dynqd__infer_respond(dynqd_job_t *j, int rc, const char *err, dynq__tensor_
     dynq__w_error_response(&w, j->msgid, rc, err && err[0] ? err : dynq_strerror(rc));
   } else {
     dynq__w_result_head(&w, j->msgid);
-    dynq__w_map(&w, j->batched > 1 ? 5 : 4);
+    dynq__w_map(&w, 4 + (j->batched > 1) + (j->threads > 1));
     dynq__w_str(&w, "outputs");
     dynq__w_map(&w, (uint32_t)g->n_outputs);
     for (int i = 0; i < g->n_outputs; i++) {
@@ -597,6 +638,10 @@ void dynqd__infer_respond(dynqd_job_t *j, int rc, const char *err, dynq__tensor_
     if (j->batched > 1) {  /* ran merged with this many requests (batch.c) */
       dynq__w_str(&w, "batch");
       dynq__w_int(&w, j->batched);
+    }
+    if (j->threads > 1) {  /* ran alone, its GEMMs split over this many threads */
+      dynq__w_str(&w, "threads");
+      dynq__w_int(&w, j->threads);
     }
     if (w.err == 0 && w.len > j->max_resp) {
       size_t big = w.len;
@@ -635,7 +680,7 @@ void dynqd__run_infer(dynqd_job_t *j) {
     dynqd__infer_respond(j, -ENOMEM, "out of memory running the model", NULL);
     return;
   }
-  dynq__run_opts_t opts = {j->precision, NULL, 1};
+  dynq__run_opts_t opts = {j->precision, NULL, j->threads > 1 ? j->threads : 1};
   char err[512] = "";
   int64_t t0 = now_us();
   int rc = dynq__model_run(j->model, &opts, j->inputs, out, err, sizeof(err));

@@ -101,6 +101,17 @@ void dynqd__stats_job(dynqd_server_t *s, const dynqd_job_t *j) {
   dynqd__hist_add(&j->mstats->queue_us, j->queue_us > 0 ? (uint64_t)j->queue_us : 0);
   if (j->status == 0)
     dynqd__hist_add(&j->mstats->compute_us, j->compute_us > 0 ? (uint64_t)j->compute_us : 0);
+  /* Cost per input element of single-thread, unbatched runs: what the
+   * loop uses to decide whether a request is small enough to run inline.
+   * Runs slowed by load raise it, which keeps a busy daemon on workers.
+   * A run that could split counts as if it split perfectly (an upper bound
+   * on its one-thread cost). */
+  if (j->status == 0 && j->batched <= 1 && j->in_elems > 0) {
+    double x = (double)(j->compute_us > 0 ? j->compute_us : 0) * 1000.0 / (double)j->in_elems;
+    if (j->threads > 1) x *= j->threads;
+    double *e = &j->mstats->ns_per_elem;
+    *e = *e > 0 ? 0.75 * *e + 0.25 * x : (x > 0 ? x : 1e-3);
+  }
 }
 
 void dynqd__stats_free(dynqd_server_t *s) {
@@ -143,7 +154,7 @@ void dynqd__m_stats(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_result_head(&w, msgid);
-  dynq__w_map(&w, 13);
+  dynq__w_map(&w, 14);
   dynq__w_str(&w, "uptime_s");
   dynq__w_double(&w, (double)(uv_hrtime() - s->start_ns) / 1e9);
   dynq__w_str(&w, "connections");
@@ -168,6 +179,8 @@ void dynqd__m_stats(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
   dynq__w_uint(&w, st->overloads_total);
   dynq__w_str(&w, "timeouts_total");
   dynq__w_uint(&w, st->timeouts_total);
+  dynq__w_str(&w, "inline_total");
+  dynq__w_uint(&w, st->inline_total);
   dynq__w_str(&w, "models");
   /* Every loaded model, plus any that has counts but is gone now. */
   uint32_t n = (uint32_t)s->reg.n;

@@ -8,6 +8,19 @@
  * nobody would read its answer.  One whose deadline (timeout_ms) passed
  * while it waited is answered EDEADLINE without running.  Jobs of a model
  * with batching on may be merged with like ones (batch.c).
+ *
+ * Wake-ups: a worker that finds the queue empty polls a submit counter for
+ * up to spin_us (bounded; --worker-spin) before it sleeps on the condvar,
+ * so a client sending its next request right after an answer (ping-pong)
+ * does not pay a futex wake-up per request.  Submit signals one sleeper,
+ * and only when the spinners cannot take every queued job.
+ *
+ * GEMM split (issue 3): a job that starts while no other job is queued or
+ * running may split its large INT8 GEMMs along N over n_threads threads
+ * (lib/parallel.h, capped to the worker count at start); jobs that arrive
+ * together run one per worker, each on one thread.  The split never
+ * changes a result: each output column is computed by exactly one thread
+ * with the same integer kernel.
  */
 #include <errno.h>
 #include <signal.h>
@@ -17,6 +30,32 @@
 
 #include "dynq/errors.h"
 #include "dynqd.h"
+#include "parallel.h"
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* Called with p->mu held and the queue empty; returns with it held.  Polls
+ * for a submit for at most spin_us without the lock. */
+static void spin_for_work(dynqd_pool_t *p) {
+  if (p->spin_us <= 0 || p->stop) return;
+  unsigned seen = atomic_load_explicit(&p->submits, memory_order_relaxed);
+  p->spinning++;
+  pthread_mutex_unlock(&p->mu);
+  uint64_t end = uv_hrtime() + (uint64_t)p->spin_us * 1000;
+  for (unsigned i = 1;; i++) {
+    if (atomic_load_explicit(&p->submits, memory_order_relaxed) != seen) break;
+    cpu_relax();
+    if ((i & 31) == 0 && uv_hrtime() >= end) break;
+  }
+  pthread_mutex_lock(&p->mu);
+  p->spinning--;
+}
 
 dynqd_job_t *dynqd__job_free(dynqd_job_t *j) {
   if (j == NULL) return NULL;
@@ -35,10 +74,24 @@ dynqd_job_t *dynqd__job_free(dynqd_job_t *j) {
   return NULL;
 }
 
+/* Push a finished chain (linked by next) on the completion stack: no lock,
+ * so a worker handing back a result never waits for the loop (or another
+ * worker) to leave pool->mu. */
+static void push_done(dynqd_pool_t *p, dynqd_job_t *j) {
+  dynqd_job_t *tail = j;
+  while (tail->next != NULL) tail = tail->next;
+  dynqd_job_t *head = atomic_load_explicit(&p->done, memory_order_relaxed);
+  do {
+    tail->next = head;
+  } while (!atomic_compare_exchange_weak_explicit(&p->done, &head, j, memory_order_release,
+                                                  memory_order_relaxed));
+}
+
 static void *worker_main(void *arg) {
   dynqd_pool_t *p = arg;
+  pthread_mutex_lock(&p->mu);
   for (;;) {
-    pthread_mutex_lock(&p->mu);
+    if (p->qhead == NULL) spin_for_work(p);
     while (p->qhead == NULL && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
     dynqd_job_t *j = p->qhead;
     if (j == NULL) {  /* stop requested and the queue is empty */
@@ -49,6 +102,10 @@ static void *worker_main(void *arg) {
     if (p->qhead == NULL) p->qtail = NULL;
     p->qlen--;
     j->next = NULL;
+    /* Alone: nothing else queued or running, so the idle workers' cores
+     * may help with its GEMMs. */
+    j->threads = p->qhead == NULL && p->running == 0 ? p->n_threads : 1;
+    p->running++;
     uint64_t now = uv_hrtime();
     j->queue_us = (int64_t)((now - j->t_queued_ns) / 1000);
     if (atomic_load(&j->conn->dead)) {
@@ -70,24 +127,26 @@ static void *worker_main(void *arg) {
       dynqd__run_infer(j);
     }
 
+    push_done(p, j);
+    uv_async_send(p->async);  /* coalesced by libuv while one is pending */
+    /* Finishing and taking the next job share one lock acquisition. */
     pthread_mutex_lock(&p->mu);
-    while (j != NULL) {
-      dynqd_job_t *n = j->next;
-      j->next = p->done;
-      p->done = j;
-      j = n;
-    }
-    pthread_mutex_unlock(&p->mu);
-    uv_async_send(p->async);
+    p->running--;
   }
   return NULL;
 }
 
-int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap,
+int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
                       uv_async_t *async) {
   memset(p, 0, sizeof(*p));
   p->qcap = qcap;
   p->async = async;
+  p->spin_us = spin_us;
+  atomic_init(&p->submits, 0);
+  atomic_init(&p->done, NULL);
+  /* A lone request's split never runs more threads than there are
+   * workers (the team's helpers stand in for the idle ones). */
+  dynq__parallel_set_max_threads(n_threads);
   int rc = pthread_mutex_init(&p->mu, NULL);
   if (rc != 0) return -rc;
   /* Monotonic: batch.c waits with absolute deadlines on this cv. */
@@ -139,19 +198,29 @@ int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j) {
   else p->qhead = j;
   p->qtail = j;
   p->qlen++;
-  /* Broadcast: a worker filling a batch waits on this cv too, and an idle
-   * worker must still wake for a job that batch cannot take. */
-  pthread_cond_broadcast(&p->cv);
+  atomic_fetch_add_explicit(&p->submits, 1, memory_order_relaxed);
+  if (p->batch_waiters > 0) {
+    /* A worker filling a batch waits on this cv too, and an idle worker
+     * must still wake for a job that batch cannot take. */
+    pthread_cond_broadcast(&p->cv);
+  } else if (p->qlen > p->spinning) {
+    /* Each spinner rechecks the queue under mu before sleeping, so only
+     * the jobs they cannot all take need a sleeper woken. */
+    pthread_cond_signal(&p->cv);
+  }
   pthread_mutex_unlock(&p->mu);
   return 0;
 }
 
 dynqd_job_t *dynqd__pool_take_done(dynqd_pool_t *p) {
+  return atomic_exchange_explicit(&p->done, NULL, memory_order_acquire);
+}
+
+int dynqd__pool_idle(dynqd_pool_t *p) {
   pthread_mutex_lock(&p->mu);
-  dynqd_job_t *d = p->done;
-  p->done = NULL;
+  int idle = p->qhead == NULL && p->running == 0;
   pthread_mutex_unlock(&p->mu);
-  return d;
+  return idle;
 }
 
 int dynqd__pool_queued(dynqd_pool_t *p) {
@@ -173,11 +242,10 @@ void dynqd__pool_stop(dynqd_pool_t *p) {
   p->n_threads = 0;
   /* Anything still listed was already handed back by the loop or belongs
    * to a loop that is gone; free it so nothing leaks. */
-  for (dynqd_job_t *j = p->done, *n; j; j = n) {
+  for (dynqd_job_t *j = dynqd__pool_take_done(p), *n; j; j = n) {
     n = j->next;
     dynqd__job_free(j);
   }
-  p->done = NULL;
   pthread_cond_destroy(&p->cv);
   pthread_mutex_destroy(&p->mu);
 }

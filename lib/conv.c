@@ -1,12 +1,13 @@
 /*
  * Conv 1-D and 2-D, FP32 and dynamically quantized (inputs in rnn.h).
  *
- * Both go through im2col.  FP32: per image and group, a column matrix
- * [C/g * kernel, out positions] and one OpenBLAS GEMM with the weights.
- * INT8: the image is quantized once as a whole (scale and zero point of
- * that image alone), the u8 values are gathered into one row per output
- * position (padding reads as the zero point, which is exactly 0.0), and
- * the INT8 kernel computes [positions, M/g], transposed into NCHW.
+ * Both go through im2col with one row per output position (its patch).
+ * FP32: per image and group, the patches as rows [P, C/g * kernel] and one
+ * OpenBLAS GEMM, W x patches^T, straight into NCHW.  INT8: each patch is
+ * quantized on its own (an im2col row is a GEMM row: the per-row rule of
+ * docs/NUMERICS.md; padding is 0.0), or with "per_tensor" the image once
+ * as a whole and the u8 values gathered (padding reads as the zero point,
+ * exactly 0.0); the INT8 kernel computes [P, M/g], transposed into NCHW.
  * A 1-D conv runs as a 2-D one with a unit height.
  */
 #include <errno.h>
@@ -43,10 +44,19 @@ static int auto_pad(const dynq__node_t *n) {
   return PAD_BAD;
 }
 
+/* "<base><axis>" from a fixed table: this runs on every request, where
+ * formatting the name cost ~2 % of a Silero VAD chunk. */
 static int64_t attr_axis(const dynq__node_t *n, const char *base, int axis, int64_t dflt) {
-  char name[32];
-  snprintf(name, sizeof(name), "%s%d", base, axis);
-  return dynq__node_attr_i(n, name, dflt);
+  static const char *const names[][2] = {
+    {"strides0", "strides1"}, {"dilations0", "dilations1"}, {"pad_begin0", "pad_begin1"},
+    {"pad_end0", "pad_end1"}, {"kernel_shape0", "kernel_shape1"},
+  };
+  if (axis < 0 || axis > 1) return dflt;
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (strncmp(names[i][0], base, strlen(names[i][0]) - 1) == 0 &&
+        base[strlen(names[i][0]) - 1] == 0)
+      return dynq__node_attr_i(n, names[i][axis], dflt);
+  return dflt;
 }
 
 /* One spatial axis: output size and begin pad, or an error message. */
@@ -127,12 +137,44 @@ static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int sr, int64_t 
 static int alloc_y(dynq__op_ctx_t *c, const geom_t *g, dynq__tensor_t *out) {
   int64_t yd[4] = {g->N, g->M, g->oh, g->ow};
   if (g->sr == 1) yd[2] = g->ow;
-  int rc = dynq__tensor_alloc(out, DYNQ_DT_F32, 2 + g->sr, yd);
+  int rc = dynq__tensor_alloc_uninit(out, DYNQ_DT_F32, 2 + g->sr, yd); /* all written */
   if (rc != 0) return dynq__op_fail(c, rc, rc == DYNQ_ELIMIT ? "output too large" : "out of memory");
   return 0;
 }
 
-/* FP32 body shared by CONV and QCONV's reference path.  w is [M, kk]. */
+/* One output position's patch as floats, in W's (ci, a, b) order;
+ * padding reads as 0.0. */
+static void gather_patch_f32(const geom_t *g, const float *xg, int64_t oy, int64_t ox,
+                             float *row) {
+  int64_t kidx = 0;
+  for (int64_t ci = 0; ci < g->Cg; ci++)
+    for (int64_t a = 0; a < g->kh; a++) {
+      int64_t y = oy * g->sh - g->ph + a * g->dh;
+      if (y < 0 || y >= g->ih) {
+        memset(row + kidx, 0, sizeof(float) * (size_t)g->kw);
+        kidx += g->kw;
+        continue;
+      }
+      const float *src = xg + (ci * g->ih + y) * g->iw;
+      int64_t x0 = ox * g->sw - g->pw;
+      if (g->dw == 1 && x0 >= 0 && x0 + g->kw <= g->iw) {
+        if (g->kw >= 16) /* a libc call pays only for long runs */
+          memcpy(row + kidx, src + x0, sizeof(float) * (size_t)g->kw);
+        else
+          for (int64_t bb = 0; bb < g->kw; bb++) row[kidx + bb] = src[x0 + bb];
+        kidx += g->kw;
+        continue;
+      }
+      for (int64_t bb = 0; bb < g->kw; bb++) {
+        int64_t xx = x0 + bb * g->dw;
+        row[kidx++] = xx >= 0 && xx < g->iw ? src[xx] : 0.0f;
+      }
+    }
+}
+
+/* FP32 body shared by CONV and QCONV's reference path.  w is [M, kk].
+ * The patches are gathered as rows ([P, kk], runs of kw copied whole)
+ * and multiplied as W x patches^T, straight into NCHW. */
 static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const float *w,
                     const float *bias, float *Y) {
   const int64_t P = g->oh * g->ow, HW = g->ih * g->iw;
@@ -143,24 +185,17 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
   for (int64_t n = 0; n < g->N; n++) {
     for (int64_t gi = 0; gi < g->G; gi++) {
       const float *xg = X + (n * g->C + gi * g->Cg) * HW;
-      const float *B = xg;
-      if (!direct) {
-        float *p = col;
-        for (int64_t ci = 0; ci < g->Cg; ci++)
-          for (int64_t a = 0; a < g->kh; a++)
-            for (int64_t b = 0; b < g->kw; b++)
-              for (int64_t oy = 0; oy < g->oh; oy++) {
-                int64_t y = oy * g->sh - g->ph + a * g->dh;
-                for (int64_t ox = 0; ox < g->ow; ox++) {
-                  int64_t xx = ox * g->sw - g->pw + b * g->dw;
-                  *p++ = y >= 0 && y < g->ih && xx >= 0 && xx < g->iw
-                             ? xg[(ci * g->ih + y) * g->iw + xx] : 0.0f;
-                }
-              }
-        B = col;
-      }
       float *yg = Y + (n * g->M + gi * g->Mg) * P;
-      dynq__sgemm(0, 0, g->Mg, P, g->kk, 1.0f, w + gi * g->Mg * g->kk, g->kk, B, P, 0.0f, yg, P);
+      const float *wg = w + gi * g->Mg * g->kk;
+      if (direct) {
+        /* 1x1, stride 1, no padding: the image is already [kk, P] */
+        dynq__sgemm(0, 0, g->Mg, P, g->kk, 1.0f, wg, g->kk, xg, P, 0.0f, yg, P);
+      } else {
+        for (int64_t oy = 0; oy < g->oh; oy++)
+          for (int64_t ox = 0; ox < g->ow; ox++)
+            gather_patch_f32(g, xg, oy, ox, col + (oy * g->ow + ox) * g->kk);
+        dynq__sgemm(0, 1, g->Mg, P, g->kk, 1.0f, wg, g->kk, col, g->kk, 0.0f, yg, P);
+      }
       if (bias)
         for (int64_t m = 0; m < g->Mg; m++)
           for (int64_t p = 0; p < P; p++) yg[m * P + p] += bias[gi * g->Mg + m];
@@ -190,33 +225,6 @@ int dynq__conv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   if ((rc = conv_f32(c, &g, x->data, w->data, b ? b->data : NULL, out->data)))
     dynq__tensor_clear(out);
   return rc;
-}
-
-/* One output position's patch as floats, in W's (ci, a, b) order;
- * padding reads as 0.0. */
-static void gather_patch_f32(const geom_t *g, const float *xg, int64_t oy, int64_t ox,
-                             float *row) {
-  int64_t kidx = 0;
-  for (int64_t ci = 0; ci < g->Cg; ci++)
-    for (int64_t a = 0; a < g->kh; a++) {
-      int64_t y = oy * g->sh - g->ph + a * g->dh;
-      if (y < 0 || y >= g->ih) {
-        memset(row + kidx, 0, sizeof(float) * (size_t)g->kw);
-        kidx += g->kw;
-        continue;
-      }
-      const float *src = xg + (ci * g->ih + y) * g->iw;
-      int64_t x0 = ox * g->sw - g->pw;
-      if (g->dw == 1 && x0 >= 0 && x0 + g->kw <= g->iw) {
-        memcpy(row + kidx, src + x0, sizeof(float) * (size_t)g->kw);
-        kidx += g->kw;
-        continue;
-      }
-      for (int64_t bb = 0; bb < g->kw; bb++) {
-        int64_t xx = x0 + bb * g->dw;
-        row[kidx++] = xx >= 0 && xx < g->iw ? src[xx] : 0.0f;
-      }
-    }
 }
 
 /* The same patch from the image quantized as a whole (per_tensor mode);
@@ -377,7 +385,7 @@ int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
         (long long)C, (long long)M, (long long)G);
   int64_t kk = C / G;
   int64_t k[2] = {1, 1};
-  for (int a = 0; a < sr; a++) {
+  for (int a = 0; a < sr && a < 2; a++) {
     k[a] = attr_axis(n, "kernel_shape", a, 0);
     CHECK(k[a] >= 1 && k[a] <= 65536, "kernel_shape%d %lld outside [1, 65536]", a, (long long)k[a]);
     kk *= k[a];

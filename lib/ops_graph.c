@@ -33,6 +33,15 @@ static int alloc_out(dynq__op_ctx_t *c, dynq__tensor_t *o, dynq_dtype_t dt, int 
   return 0;
 }
 
+/* For ops that write every output element: no zero-fill. */
+static int alloc_out_full(dynq__op_ctx_t *c, dynq__tensor_t *o, dynq_dtype_t dt, int rank,
+                          const int64_t *dims) {
+  int rc = dynq__tensor_alloc_uninit(o, dt, rank, dims);
+  if (rc == DYNQ_ELIMIT) return dynq__op_fail(c, rc, "output too large");
+  if (rc != 0) return dynq__op_fail(c, rc, "out of memory");
+  return 0;
+}
+
 static int need_present(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx) {
   if (t == NULL) return dynq__op_fail(c, DYNQ_EGRAPH, "input %d is missing", idx);
   if (t->data == NULL && dynq__tensor_numel(t) != 0)
@@ -171,6 +180,30 @@ static int binary_kind(int op) {
   }
 }
 
+/* Float Pow by a scalar exponent the graph uses for magnitudes (2, 0.5)
+ * and a few more, without libm pow: x*x is what (float)pow(x, 2) gives
+ * bit for bit (the double product of two floats is exact), sqrtf is the
+ * correctly rounded root (pow's special cases for -0 and -inf kept).
+ * Returns 1 when it wrote out, 0 for other exponents. */
+static int pow_fast(const float *x, const dynq__tensor_t *b, float *o, int64_t n) {
+  double e = load_d(b->data, b->dtype, 0);
+  if (e == 2.0) {
+    for (int64_t i = 0; i < n; i++) o[i] = x[i] * x[i];
+  } else if (e == 1.0) {
+    for (int64_t i = 0; i < n; i++) o[i] = x[i];
+  } else if (e == 3.0) {
+    for (int64_t i = 0; i < n; i++) o[i] = (float)((double)x[i] * x[i] * x[i]);
+  } else if (e == 0.5) {
+    for (int64_t i = 0; i < n; i++) {
+      float v = x[i];
+      o[i] = v == 0.0f ? 0.0f : v == -INFINITY ? INFINITY : sqrtf(v);
+    }
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
 int dynq__run_binary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                          dynq__tensor_t *out) {
   int rc, kind = binary_kind(c->node->op);
@@ -185,11 +218,28 @@ int dynq__run_binary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   bcast_t bc;
   if ((rc = bcast_init(c, 2, in, &bc))) return rc;
   dynq_dtype_t odt = kind >= B_EQ ? DYNQ_DT_U8 : a->dtype;
-  if ((rc = alloc_out(c, out, odt, bc.rank, bc.dims))) return rc;
+  if ((rc = alloc_out_full(c, out, odt, bc.rank, bc.dims))) return rc;
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
   const void *pa = a->data, *pb = b->data;
   void *po = out->data;
   int fl = a->dtype == DYNQ_DT_F32;
+  if (fl && kind == B_POW && dynq__tensor_numel(b) == 1 && bc.n == dynq__tensor_numel(a) &&
+      pow_fast(pa, b, po, bc.n))
+    return 0;
+  if (fl && kind <= B_DIV && dynq__tensor_numel(a) == bc.n &&
+      (dynq__tensor_numel(b) == bc.n || dynq__tensor_numel(b) == 1)) {
+    /* same shapes, or a scalar on the right: no index arithmetic */
+    const float *x = pa, *y = pb;
+    float *o = po;
+    const int64_t ys = dynq__tensor_numel(b) == 1 ? 0 : 1;
+    switch (kind) {
+    case B_ADD: for (int64_t i = 0; i < bc.n; i++) o[i] = x[i] + y[i * ys]; break;
+    case B_SUB: for (int64_t i = 0; i < bc.n; i++) o[i] = x[i] - y[i * ys]; break;
+    case B_MUL: for (int64_t i = 0; i < bc.n; i++) o[i] = x[i] * y[i * ys]; break;
+    default: for (int64_t i = 0; i < bc.n; i++) o[i] = x[i] / y[i * ys]; break;
+    }
+    return 0;
+  }
   for (int64_t i = 0; i < bc.n; i++, bcast_next(&bc, 2, cnt, off)) {
     if (kind == B_POW) {
       double r = pow(load_d(pa, a->dtype, off[0]), load_d(pb, b->dtype, off[1]));
@@ -380,7 +430,7 @@ static int run_cast(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   if (to <= 0 || to >= DYNQ_DT__COUNT)
     return dynq__op_fail(c, DYNQ_EUNSUPPORTED, "cannot cast to dtype code %lld", (long long)to);
   dynq_dtype_t dt = (dynq_dtype_t)to;
-  if ((rc = alloc_out(c, out, dt, x->rank, x->dims))) return rc;
+  if ((rc = alloc_out_full(c, out, dt, x->rank, x->dims))) return rc;
   int64_t n = dynq__tensor_numel(x);
   for (int64_t i = 0; i < n; i++) {
     if (to_bool) {
@@ -594,7 +644,7 @@ static int run_slice(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     sp[a] = step;
     dims[a] = cnt;
   }
-  if ((rc = alloc_out(c, out, x->dtype, x->rank, dims))) return rc;
+  if ((rc = alloc_out_full(c, out, x->dtype, x->rank, dims))) return rc;
   int64_t n = dynq__tensor_numel(out);
   if (n == 0) return 0;
   int64_t xs[DYNQ_MAX_RANK], e = 1;
@@ -605,6 +655,23 @@ static int run_slice(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   size_t es = dynq__dtype_size(x->dtype);
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off = 0;
   for (int d = 0; d < x->rank; d++) off += st[d] * xs[d];
+  if (x->rank >= 1 && sp[x->rank - 1] == 1) {
+    /* unit step on the last axis: copy whole rows */
+    const int r = x->rank - 1;
+    const int64_t run = dims[r];
+    for (int64_t i = 0; i < n; i += run) {
+      memcpy((char *)out->data + (size_t)i * es, (const char *)x->data + (size_t)off * es,
+             (size_t)run * es);
+      for (int d = r - 1; d >= 0; d--) {
+        cnt[d]++;
+        off += sp[d] * xs[d];
+        if (cnt[d] < dims[d]) break;
+        off -= sp[d] * xs[d] * dims[d];
+        cnt[d] = 0;
+      }
+    }
+    return 0;
+  }
   for (int64_t i = 0; i < n; i++) {
     memcpy((char *)out->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
     for (int d = x->rank - 1; d >= 0; d--) {

@@ -36,9 +36,10 @@
  * "pad_begin<a>", "pad_end<a>", "group", "auto_pad" string (NOTSET,
  * SAME_UPPER, SAME_LOWER, VALID); QCONV also "kernel_shape<a>",
  * "in_channels", "out_channels", "spatial" (1 or 2).
- * QCONV quantizes each image of the batch as a whole (one scale and zero
- * point per image, so a request's result does not depend on its batch
- * mates) and gathers the u8 patches (im2col) for the INT8 GEMM.
+ * QCONV quantizes each patch (im2col row: one output position's values)
+ * with its own scale and zero point, so an output depends only on the
+ * values under its window (docs/NUMERICS.md); with the optional "per_tensor"
+ * attribute 1, each image of the batch as a whole, gathering u8 patches.
  */
 #ifndef DYNQ_RNN_H
 #define DYNQ_RNN_H

@@ -65,8 +65,8 @@ void *dynq__aligned_alloc(size_t n) {
 
 void dynq__aligned_free(void *p) { free(p); }
 
-int dynq__tensor_alloc(dynq__tensor_t *t, dynq_dtype_t dt, int rank,
-                       const int64_t *dims) {
+static int tensor_alloc(dynq__tensor_t *t, dynq_dtype_t dt, int rank, const int64_t *dims,
+                        int zero) {
   size_t es = dynq__dtype_size(dt);
   if (es == 0) return DYNQ_EDTYPE;
   int64_t n = dynq__shape_numel(rank, dims);
@@ -74,7 +74,7 @@ int dynq__tensor_alloc(dynq__tensor_t *t, dynq_dtype_t dt, int rank,
   size_t nb = (size_t)n * es;
   void *p = dynq__aligned_alloc(nb);
   if (p == NULL) return -ENOMEM;
-  memset(p, 0, nb);
+  if (zero) memset(p, 0, nb);
   t->dtype = dt;
   t->rank = rank;
   memset(t->dims, 0, sizeof(t->dims));
@@ -82,6 +82,16 @@ int dynq__tensor_alloc(dynq__tensor_t *t, dynq_dtype_t dt, int rank,
   t->data = p;
   t->owned = 1;
   return 0;
+}
+
+int dynq__tensor_alloc(dynq__tensor_t *t, dynq_dtype_t dt, int rank,
+                       const int64_t *dims) {
+  return tensor_alloc(t, dt, rank, dims, 1);
+}
+
+int dynq__tensor_alloc_uninit(dynq__tensor_t *t, dynq_dtype_t dt, int rank,
+                              const int64_t *dims) {
+  return tensor_alloc(t, dt, rank, dims, 0);
 }
 
 void dynq__tensor_clear(dynq__tensor_t *t) {

@@ -56,6 +56,9 @@ void dynq__aligned_free(void *p);
  * Returns 0, -ENOMEM, or DYNQ_ELIMIT when the shape is too large. */
 int dynq__tensor_alloc(dynq__tensor_t *t, dynq_dtype_t dt, int rank,
                        const int64_t *dims);
+/* The same without zero-filling: for ops that write every element. */
+int dynq__tensor_alloc_uninit(dynq__tensor_t *t, dynq_dtype_t dt, int rank,
+                              const int64_t *dims);
 void dynq__tensor_clear(dynq__tensor_t *t);
 
 /* "[2, 3, 4]" into buf; returns buf. */

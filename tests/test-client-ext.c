@@ -262,22 +262,6 @@ typedef struct xfake {
   void *user;
 } xfake_t;
 
-static void write_all(int fd, const void *p, size_t n) {
-  const uint8_t *b = p;
-  while (n > 0) {
-    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    b += w;
-    n -= (size_t)w;
-  }
-}
-
-static void send_wbuf(int fd, dynq__wbuf_t *w) {
-  write_all(fd, w->data, w->len);
-  dynq__wbuf_free(w);
-}
-
 static void log_request(xfake_t *f, const dynq__rpc_msg_t *m) {
   char *j = NULL;
   size_t jl = 0;
@@ -353,7 +337,6 @@ static void *xfake_main(void *arg) {
 
 static void xfake_start(xfake_t *f,
                         void (*script)(xfake_t *, int, const dynq__rpc_msg_t *, int, int)) {
-  struct sockaddr_un sa;
   char *d = tu_mkdtemp();
   memset(f, 0, sizeof(*f));
   snprintf(f->dir, sizeof(f->dir), "%s", d);
@@ -361,13 +344,7 @@ static void xfake_start(xfake_t *f,
   snprintf(f->path, sizeof(f->path), "%s/fake.sock", f->dir);
   f->script = script;
   f->passed_fd = -1;
-  f->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-  ck_assert_int_ge(f->lfd, 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sun_family = AF_UNIX;
-  strcpy(sa.sun_path, f->path);
-  ck_assert_int_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  ck_assert_int_eq(listen(f->lfd, 1), 0);
+  f->lfd = tu_listen_unix(f->path, 1);
   ck_assert_int_eq(pthread_create(&f->th, NULL, xfake_main, f), 0);
 }
 
@@ -391,7 +368,7 @@ static void reply_error(int fd, uint32_t msgid, int code, const char *msg) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_error_response(&w, msgid, code, msg);
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
 }
 
 /* ---- stats: typed, Prometheus, table, JSON ---- */
@@ -473,12 +450,12 @@ static void script_stats(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n, 
       dynq__w_str(&w, "queue_us");
       dynq__w_int(&w, -5);
     }
-    send_wbuf(fd, &w);
+    tu_send_wbuf(fd, &w);
     return;
   }
   dynq__w_result_head(&w, req->msgid);
   w_canned_stats(&w);
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
 }
 
 static const char want_prom[] =
@@ -683,7 +660,7 @@ static void script_health_admin(xfake_t *f, int fd, const dynq__rpc_msg_t *req, 
     reply_error(fd, req->msgid, DYNQ_ENOMETHOD, "unknown method");
     return;
   }
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
 }
 
 START_TEST(health_and_admin_calls) {
@@ -829,7 +806,7 @@ static void script_sessions(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int 
     reply_error(fd, req->msgid, DYNQ_ENOMETHOD, "unknown method");
     return;
   }
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
 }
 
 START_TEST(session_calls) {
@@ -985,7 +962,7 @@ static void script_shm(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n, in
     dynq__w_result_head(&w, req->msgid);
     dynq__w_map(&w, 0);
   }
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
 }
 
 START_TEST(shm_create_register) {
@@ -1253,7 +1230,7 @@ static void wav_file(const char *path, size_t n, uint32_t rate) {
 }
 
 START_TEST(daemon_end_to_end) {
-  char q[4096], onnx[4096], dyn[600], *out = NULL, *mdir = NULL, *ddir = NULL;
+  char onnx[4096], dyn[600], *out = NULL, *mdir = NULL, *ddir = NULL;
   tu_daemon_t d;
   dynq_client_t *c = NULL;
   int live = 0, ready = 0;
@@ -1266,10 +1243,8 @@ START_TEST(daemon_end_to_end) {
   }
   mdir = tu_mkdtemp();
   ddir = tu_mkdtemp();
-  snprintf(q, sizeof(q), "%s", tu_build("models/dynq-quantize"));
   snprintf(dyn, sizeof(dyn), "%s/stateful.dynq", mdir);
-  char *qargv[] = { q, onnx, dyn, NULL };
-  ck_assert_msg(tu_run(qargv, &out) == 0, "dynq-quantize: %s", out);
+  ck_assert_msg(tu_quantize_log(&out, onnx, dyn, NULL) == 0, "dynq-quantize: %s", out);
   free(out);
   ck_assert_int_eq(tu_daemon_start(&d, ddir, mdir, NULL), 0);
   ck_assert_int_eq(dynq_connect(d.sock, &c), 0);
@@ -1478,10 +1453,4 @@ static Suite *client_ext_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(client_ext_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+TU_MAIN(client_ext_suite)

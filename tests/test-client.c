@@ -454,17 +454,6 @@ typedef struct fake {
   int requests;
 } fake_t;
 
-static void write_all(int fd, const void *p, size_t n) {
-  const uint8_t *b = p;
-  while (n > 0) {
-    ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
-    b += w;
-    n -= (size_t)w;
-  }
-}
-
 static void *fake_main(void *arg) {
   fake_t *f = arg;
   int fd = accept(f->lfd, NULL, NULL);
@@ -496,20 +485,13 @@ static void *fake_main(void *arg) {
 }
 
 static void fake_start(fake_t *f, void (*script)(fake_t *, int, const dynq__rpc_msg_t *, int)) {
-  struct sockaddr_un sa;
   char *d = tu_mkdtemp();
   memset(f, 0, sizeof(*f));
   snprintf(f->dir, sizeof(f->dir), "%s", d);
   free(d);
   snprintf(f->path, sizeof(f->path), "%s/fake.sock", f->dir);
   f->script = script;
-  f->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-  ck_assert_int_ge(f->lfd, 0);
-  memset(&sa, 0, sizeof(sa));
-  sa.sun_family = AF_UNIX;
-  strcpy(sa.sun_path, f->path);
-  ck_assert_int_eq(bind(f->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  ck_assert_int_eq(listen(f->lfd, 1), 0);
+  f->lfd = tu_listen_unix(f->path, 1);
   ck_assert_int_eq(pthread_create(&f->th, NULL, fake_main, f), 0);
 }
 
@@ -518,11 +500,6 @@ static void fake_stop(fake_t *f, dynq_client_t *c) {
   pthread_join(f->th, NULL);
   close(f->lfd);
   tu_rmtree(f->dir);
-}
-
-static void send_wbuf(int fd, dynq__wbuf_t *w) {
-  write_all(fd, w->data, w->len);
-  dynq__wbuf_free(w);
 }
 
 /* Notification and a stale response first, then the answer one byte at a
@@ -536,11 +513,11 @@ static void script_noise(fake_t *f, int fd, const dynq__rpc_msg_t *req, int n) {
   dynq__w_map(&w, 0);
   dynq__w_result_head(&w, req->msgid + 1000);
   dynq__w_str(&w, "stale");
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
   dynq__wbuf_init(&w);
   dynq__w_result_head(&w, req->msgid);
   dynq__w_str(&w, "pong");
-  for (size_t i = 0; i < w.len; i++) write_all(fd, w.data + i, 1);
+  for (size_t i = 0; i < w.len; i++) tu_write_all(fd, w.data + i, 1);
   dynq__wbuf_free(&w);
 }
 
@@ -585,7 +562,7 @@ static void script_errors(fake_t *f, int fd, const dynq__rpc_msg_t *req, int n) 
     f->requests = -1000;
     return;
   }
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
 }
 
 START_TEST(fake_error_replies) {
@@ -612,7 +589,7 @@ END_TEST
 /* A 5-byte header declaring a 4 GiB bin must not make us buffer it. */
 static void script_huge(fake_t *f, int fd, const dynq__rpc_msg_t *req, int n) {
   static const uint8_t huge[] = { 0x94, 0x01, 0x01, 0xc0, 0xc6, 0xff, 0xff, 0xff, 0xf0 };
-  write_all(fd, huge, sizeof(huge));
+  tu_write_all(fd, huge, sizeof(huge));
 }
 
 START_TEST(fake_huge_frame_refused) {
@@ -628,7 +605,7 @@ END_TEST
 
 static void script_garbage(fake_t *f, int fd, const dynq__rpc_msg_t *req, int n) {
   static const uint8_t junk[] = { 0xc1, 0x00 };
-  write_all(fd, junk, sizeof(junk));
+  tu_write_all(fd, junk, sizeof(junk));
 }
 
 START_TEST(fake_garbage_refused) {
@@ -672,7 +649,7 @@ static void script_infer(fake_t *f, int fd, const dynq__rpc_msg_t *req, int n) {
   }
   dynq__w_str(&w, "compute_us");
   dynq__w_int(&w, 42);
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
 }
 
 START_TEST(fake_infer_roundtrip) {
@@ -731,7 +708,7 @@ static void script_raw(fake_t *f, int fd, const dynq__rpc_msg_t *req, int n) {
   dynq__w_str(&w, req->method);
   dynq__w_str(&w, "v");
   dynq__w_int(&w, v * 2);
-  send_wbuf(fd, &w);
+  tu_send_wbuf(fd, &w);
 }
 
 START_TEST(fake_call_raw) {
@@ -778,12 +755,7 @@ static tu_daemon_t daemon_;
 static char *ddir, *mdir;
 
 static void daemon_setup(void) {
-  char p[512];
-  ddir = tu_mkdtemp();
-  ck_assert_ptr_nonnull(ddir);
-  snprintf(p, sizeof(p), "%s/models", ddir);
-  ck_assert_int_eq(mkdir(p, 0755), 0);
-  mdir = strdup(p);
+  ddir = tu_mkdtemp_models(&mdir);
   ck_assert_msg(tu_daemon_start(&daemon_, ddir, mdir, NULL) == 0,
                 "cannot start %s (is it built?)", tu_build("daemon/dynqd"));
 }
@@ -904,14 +876,12 @@ END_TEST
 /* A real model: dynq-quantize the mlp fixture, serve it, and run it
  * through dynqctl with a .npy input, --json output and --output-dir. */
 START_TEST(daemon_dynqctl_infer_model) {
-  char q[4096], onnx[4096], dyn[600], spec[4096], *out = NULL;
+  char onnx[4096], dyn[600], spec[4096], *out = NULL;
   tu_daemon_t d;
   size_t n, rawn;
-  snprintf(q, sizeof(q), "%s", tu_build("models/dynq-quantize"));
   snprintf(onnx, sizeof(onnx), "%s", tu_src("tests/fixtures/mlp.onnx"));
   snprintf(dyn, sizeof(dyn), "%s/mlp.dynq", mdir);
-  char *qargv[] = { q, onnx, dyn, NULL };
-  ck_assert_msg(tu_run(qargv, &out) == 0, "dynq-quantize: %s", out);
+  ck_assert_msg(tu_quantize_log(&out, onnx, dyn, NULL) == 0, "dynq-quantize: %s", out);
   free(out);
   /* the fixture's daemon scanned an empty directory: start one that sees
    * the model */
@@ -1077,10 +1047,4 @@ static Suite *client_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(client_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+TU_MAIN(client_suite)

@@ -17,7 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "d1-helpers.h"
+#include "dynq/dynqclient.h"
+#include "dynq/errors.h"
+#include "testutil.h"
 
 static char *g_dir;
 static char g_models[512];
@@ -30,7 +32,7 @@ static void setup(void) {
   char p[600];
   snprintf(p, sizeof(p), "%s/mlp.dynq", g_models);
   g_have_model = access(tu_build("models/dynq-quantize"), X_OK) == 0 &&
-                 quantize_mlp(p, NULL) == 0;
+                 tu_quantize("tests/fixtures/mlp.onnx", p, NULL) == 0;
 }
 
 static void teardown(void) {
@@ -161,8 +163,8 @@ START_TEST(test_cli_overrides_file) {
 END_TEST
 
 START_TEST(test_notify_sequence) {
-  notify_sock_t ns;
-  notify_open(&ns, g_dir);
+  tu_notify_t ns;
+  tu_notify_open(&ns, g_dir);
   setenv("WATCHDOG_USEC", "100000", 1);
   tu_daemon_t d;
   const char *p = write_conf("n.conf", "log_level = info\n");
@@ -171,106 +173,81 @@ START_TEST(test_notify_sequence) {
   unsetenv("WATCHDOG_USEC");
   ck_assert_int_eq(rc, 0);
   char seen[4096] = "";
-  ck_assert_msg(notify_wait(&ns, "READY=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_msg(tu_notify_wait(&ns, "READY=1", seen, sizeof(seen)), "seen: %s", seen);
   ck_assert_msg(strstr(seen, "STATUS=serving ") != NULL, "seen: %s", seen);
   if (g_have_model) ck_assert_msg(strstr(seen, "serving 1 model,") != NULL, "seen: %s", seen);
-  ck_assert_msg(notify_wait(&ns, "WATCHDOG=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_msg(tu_notify_wait(&ns, "WATCHDOG=1", seen, sizeof(seen)), "seen: %s", seen);
   ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
-  ck_assert_msg(notify_wait(&ns, "RELOADING=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_msg(tu_notify_wait(&ns, "RELOADING=1", seen, sizeof(seen)), "seen: %s", seen);
   ck_assert_msg(strstr(seen, "MONOTONIC_USEC=") != NULL, "seen: %s", seen);
-  ck_assert_msg(notify_wait(&ns, "READY=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_msg(tu_notify_wait(&ns, "READY=1", seen, sizeof(seen)), "seen: %s", seen);
   ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
-  ck_assert_msg(notify_wait(&ns, "STOPPING=1", seen, sizeof(seen)), "seen: %s", seen);
+  ck_assert_msg(tu_notify_wait(&ns, "STOPPING=1", seen, sizeof(seen)), "seen: %s", seen);
   /* Already draining: wait for the exit rather than signal again. */
   int st = 0;
   ck_assert_int_eq(waitpid(d.pid, &st, 0), d.pid);
   ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d", st);
-  notify_close(&ns);
+  tu_notify_close(&ns);
 }
 END_TEST
 
 START_TEST(test_sighup_rereads_config) {
-  notify_sock_t ns;
-  notify_open(&ns, g_dir);
+  tu_notify_t ns;
+  tu_notify_open(&ns, g_dir);
   const char *p = write_conf("h.conf", "workers = 1\nmax_conns = 100\n");
   const char *extra[] = {"--config", p, NULL};
   tu_daemon_t d;
   ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, extra), 0);
-  ck_assert(notify_wait(&ns, "READY=1", NULL, 0));
+  ck_assert(tu_notify_wait(&ns, "READY=1", NULL, 0));
   write_conf("h.conf", "workers = 2\nmax_conns = 7\n");
   ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
-  ck_assert(notify_wait(&ns, "RELOADING=1", NULL, 0));
-  ck_assert(notify_wait(&ns, "READY=1", NULL, 0));
-  ck_assert_msg(file_contains(d.log, "workers changed (1 -> 2) but needs a restart"),
+  ck_assert(tu_notify_wait(&ns, "RELOADING=1", NULL, 0));
+  ck_assert(tu_notify_wait(&ns, "READY=1", NULL, 0));
+  ck_assert_msg(tu_file_contains(d.log, "workers changed (1 -> 2) but needs a restart"),
                 "log lacks the ignored change");
-  ck_assert_msg(file_contains(d.log, "max_conns = 7 (was 100)"), "log lacks the applied change");
+  ck_assert_msg(tu_file_contains(d.log, "max_conns = 7 (was 100)"), "log lacks the applied change");
   ck_assert_int_eq(server_workers(d.sock), 1);
   /* A broken file on SIGHUP: logged, the running config stays, still ready. */
   write_conf("h.conf", "workers = 2\nmax_conns = lots\n");
   ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
-  ck_assert(notify_wait(&ns, "READY=1", NULL, 0));
-  ck_assert_msg(file_contains(d.log, "h.conf:2: key 'max_conns': invalid value 'lots'"),
+  ck_assert(tu_notify_wait(&ns, "READY=1", NULL, 0));
+  ck_assert_msg(tu_file_contains(d.log, "h.conf:2: key 'max_conns': invalid value 'lots'"),
                 "log lacks the bad line");
-  ck_assert(file_contains(d.log, "keeping the current configuration"));
+  ck_assert(tu_file_contains(d.log, "keeping the current configuration"));
   dynq_client_t *c = NULL;
   ck_assert_int_eq(dynq_connect(d.sock, &c), 0);
   ck_assert_int_eq(dynq_ping(c), 0);
   dynq_close(c);
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
-  notify_close(&ns);
+  tu_notify_close(&ns);
 }
 END_TEST
 
 START_TEST(test_socket_activation) {
   char path[600];
   snprintf(path, sizeof(path), "%s/act.sock", g_dir);
-  int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-  ck_assert_int_ge(lfd, 0);
-  struct sockaddr_un sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sun_family = AF_UNIX;
-  ck_assert_uint_lt(strlen(path), sizeof(sa.sun_path));
-  memcpy(sa.sun_path, path, strlen(path) + 1);
-  ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  ck_assert_int_eq(listen(lfd, 16), 0);
-  notify_sock_t ns;
-  notify_open(&ns, g_dir);
-  char exe[4096], log[700], sock_arg[700];
-  snprintf(exe, sizeof(exe), "%s", tu_build("daemon/dynqd"));
+  int lfd = tu_listen_unix(path, 16);
+  tu_notify_t ns;
+  tu_notify_open(&ns, g_dir);
+  char log[700], sock_arg[700];
   snprintf(log, sizeof(log), "%s/act.log", g_dir);
   /* --socket names a path that must stay unused: fd 3 wins. */
   snprintf(sock_arg, sizeof(sock_arg), "%s/unused.sock", g_dir);
-  pid_t pid = fork();
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    int lg = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (lg >= 0) dup2(lg, 2);
-    if (lfd != 3) {
-      dup2(lfd, 3);
-      close(lfd);
-    }
-    char num[32];
-    snprintf(num, sizeof(num), "%d", (int)getpid());
-    setenv("LISTEN_PID", num, 1);
-    setenv("LISTEN_FDS", "1", 1);
-    execl(exe, exe, "--socket", sock_arg, "--models", g_models, (char *)NULL);
-    _exit(127);
-  }
-  close(lfd);
-  ck_assert_msg(notify_wait(&ns, "READY=1", NULL, 0), "no READY=1");
+  pid_t pid = tu_spawn_activated(lfd, log, sock_arg, g_models);
+  ck_assert_msg(tu_notify_wait(&ns, "READY=1", NULL, 0), "no READY=1");
   dynq_client_t *c = NULL;
   ck_assert_int_eq(dynq_connect(path, &c), 0);
   ck_assert_int_eq(dynq_ping(c), 0);
   dynq_close(c);
   ck_assert_int_eq(access(sock_arg, F_OK), -1);
-  ck_assert(file_contains(log, "socket activation"));
+  ck_assert(tu_file_contains(log, "socket activation"));
   ck_assert_int_eq(kill(pid, SIGTERM), 0);
   int st = 0;
   ck_assert_int_eq(waitpid(pid, &st, 0), pid);
   ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
   /* An inherited socket is not ours to unlink. */
   ck_assert_int_eq(access(path, F_OK), 0);
-  notify_close(&ns);
+  tu_notify_close(&ns);
 }
 END_TEST
 
@@ -283,17 +260,17 @@ START_TEST(test_log_rate_limit) {
   int ver;
   /* Each failed model.load logs one warning from the same call site. */
   for (int i = 0; i < 40; i++)
-    ck_assert_int_eq(admin_call(d.sock, "model.load", "ghost", NULL, &ver, msg, sizeof(msg)),
+    ck_assert_int_eq(tu_admin_call(d.sock, "model.load", "ghost", NULL, &ver, msg, sizeof(msg)),
                      -ENOENT);
-  int lines = count_in_file(d.log, "model.load 'ghost' from");
+  int lines = tu_count_in_file(d.log, "model.load 'ghost' from");
   /* 40 calls take well under a few seconds: at most 3 per second shown. */
   ck_assert_msg(lines >= 3 && lines < 40, "%d warning lines", lines);
   /* The summary comes with the first line of that kind in a later second. */
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   for (;;) {
-    admin_call(d.sock, "model.load", "ghost", NULL, &ver, msg, sizeof(msg));
-    if (file_contains(d.log, "messages suppressed (log_rate 3 lines/s)")) break;
+    tu_admin_call(d.sock, "model.load", "ghost", NULL, &ver, msg, sizeof(msg));
+    if (tu_file_contains(d.log, "messages suppressed (log_rate 3 lines/s)")) break;
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     ck_assert_msg(t.tv_sec - t0.tv_sec < 10, "no suppression summary in the log");
@@ -320,9 +297,5 @@ static Suite *config_suite(void) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
-  SRunner *sr = srunner_create(config_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return tu_run_suite(config_suite()) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

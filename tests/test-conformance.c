@@ -160,20 +160,17 @@ static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, char *
 }
 
 static int quantize(const char *model, const char *out, char **sets, int n_sets, char **log) {
-  char *argv[40];
+  char *args[40];
   int k = 0;
-  argv[k++] = strdup(tu_build("models/dynq-quantize"));
-  argv[k++] = "--fp32";
-  for (int i = 0; i < n_sets && k < 34; i++) {
-    argv[k++] = "--set";
-    argv[k++] = sets[i];
+  args[k++] = "--fp32";
+  for (int i = 0; i < n_sets && k < 33; i++) {
+    args[k++] = "--set";
+    args[k++] = sets[i];
   }
-  argv[k++] = (char *)model;
-  argv[k++] = (char *)out;
-  argv[k] = NULL;
-  int rc = tu_run(argv, log);
-  free(argv[0]);
-  return rc;
+  args[k++] = (char *)model;
+  args[k++] = (char *)out;
+  args[k] = NULL;
+  return tu_quantize_argv(args, log);
 }
 
 /* Render a small int64 tensor as "name=v0,v1,..." for --set. */
@@ -385,9 +382,5 @@ int main(void) {
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, test_node_conformance);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int nf = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return nf == 0 ? 0 : 1;
+  return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

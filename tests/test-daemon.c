@@ -30,8 +30,6 @@
 #include "proto/proto.h"
 #include "testutil.h"
 
-#define IO_TIMEOUT_MS 30000  /* guard against hangs only; never asserted */
-
 static char *g_dir;       /* scratch dir of the shared daemon */
 static char *g_models;    /* its model directory */
 static int g_have_model;  /* mlp.dynq could be made */
@@ -48,157 +46,6 @@ static void fmt(char *buf, size_t n, const char *f, ...) {
   ck_assert_msg(r >= 0 && (size_t)r < n, "path too long for a %zu-byte buffer", n);
 }
 
-/* ---- a raw connection ---- */
-
-#define STASH_MAX 64
-
-typedef struct rconn {
-  int fd;
-  uint8_t *buf;
-  size_t len, cap;
-  /* Responses read while looking for another msgid (they may come in any
-   * order). */
-  int n_stash;
-  dynq__rpc_msg_t stash[STASH_MAX];
-} rconn_t;
-
-static void rc_open(rconn_t *c, const char *sock) {
-  memset(c, 0, sizeof(*c));
-  c->fd = tu_connect(sock);
-  ck_assert_msg(c->fd >= 0, "cannot connect to %s: %s", sock, strerror(errno));
-}
-
-static void rc_close(rconn_t *c) {
-  for (int i = 0; i < c->n_stash; i++) dynq__rpc_free(&c->stash[i]);
-  if (c->fd >= 0) close(c->fd);
-  free(c->buf);
-  memset(c, 0, sizeof(*c));
-  c->fd = -1;
-}
-
-static void rc_send(rconn_t *c, const void *p, size_t n) {
-  const uint8_t *b = p;
-  while (n > 0) {
-    ssize_t w = send(c->fd, b, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    ck_assert_msg(w > 0, "send failed: %s", strerror(errno));
-    b += w;
-    n -= (size_t)w;
-  }
-}
-
-static void rc_send_wbuf(rconn_t *c, dynq__wbuf_t *w) {
-  ck_assert_int_eq(w->err, 0);
-  rc_send(c, w->data, w->len);
-  dynq__wbuf_free(w);
-}
-
-/* Read one message.  Returns 0, or -1 on EOF (the daemon closed). */
-static int rc_recv(rconn_t *c, dynq__rpc_msg_t *m) {
-  dynq__scan_limits_t lim = dynq__scan_limits_default;
-  for (;;) {
-    size_t flen = 0;
-    if (c->len > 0) {
-      int rc = dynq__mp_scan(c->buf, c->len, &lim, &flen);
-      if (rc == 0) {
-        char err[256];
-        int64_t hint;
-        int prc = dynq__rpc_parse(c->buf, flen, m, &hint, err, sizeof(err));
-        ck_assert_msg(prc == 0, "daemon sent an unparsable message: %s", err);
-        memmove(c->buf, c->buf + flen, c->len - flen);
-        c->len -= flen;
-        return 0;
-      }
-      ck_assert_msg(rc == -EAGAIN, "daemon sent bytes the scanner refuses (%d)", rc);
-    }
-    if (c->cap - c->len < 65536) {
-      c->cap = c->cap ? c->cap * 2 : 131072;
-      c->buf = realloc(c->buf, c->cap);
-      ck_assert_ptr_nonnull(c->buf);
-    }
-    struct pollfd pfd = {c->fd, POLLIN, 0};
-    int pr = poll(&pfd, 1, IO_TIMEOUT_MS);
-    ck_assert_msg(pr == 1, "no answer from dynqd within %d ms", IO_TIMEOUT_MS);
-    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && errno == ECONNRESET) return -1;
-    ck_assert_msg(r >= 0, "recv failed: %s", strerror(errno));
-    if (r == 0) {
-      ck_assert_msg(c->len == 0, "daemon closed mid-message");
-      return -1;
-    }
-    c->len += (size_t)r;
-  }
-}
-
-/* Read the response to msgid (others are stashed for later); returns its
- * error code (0 if it carries a result). */
-static int rc_response(rconn_t *c, dynq__rpc_msg_t *m, uint32_t msgid,
-                       char *msg, size_t msglen) {
-  int found = 0;
-  for (int i = 0; i < c->n_stash && !found; i++) {
-    if (c->stash[i].msgid == msgid) {
-      *m = c->stash[i];
-      c->stash[i] = c->stash[--c->n_stash];
-      found = 1;
-    }
-  }
-  while (!found) {
-    ck_assert_msg(rc_recv(c, m) == 0, "connection closed before response %u", msgid);
-    ck_assert_int_eq(m->type, DYNQ_RPC_RESPONSE);
-    if (m->msgid == msgid) break;
-    for (int i = 0; i < c->n_stash; i++)
-      ck_assert_msg(c->stash[i].msgid != m->msgid, "msgid %u answered twice", m->msgid);
-    ck_assert_msg(c->n_stash < STASH_MAX, "too many unexpected responses");
-    c->stash[c->n_stash++] = *m;
-  }
-  ck_assert_int_eq(m->type, DYNQ_RPC_RESPONSE);
-  ck_assert_uint_eq(m->msgid, msgid);
-  char tmp[512];
-  return dynq__rpc_error(m->error, msg ? msg : tmp, msg ? msglen : sizeof(tmp));
-}
-
-/* Expect an error response with this code whose message holds `needle`. */
-static void expect_error(rconn_t *c, uint32_t msgid, int code, const char *needle) {
-  dynq__rpc_msg_t m;
-  char msg[512];
-  int rc = rc_response(c, &m, msgid, msg, sizeof(msg));
-  ck_assert_msg(rc == code, "msgid %u: expected %s, got %s (%s)", msgid,
-                dynq_err_name(code), dynq_err_name(rc), msg);
-  if (needle)
-    ck_assert_msg(strstr(msg, needle) != NULL, "message '%s' does not mention '%s'",
-                  msg, needle);
-  dynq__rpc_free(&m);
-}
-
-static void expect_closed(rconn_t *c) {
-  ck_assert_msg(c->n_stash == 0, "%d responses nobody asked for", c->n_stash);
-  dynq__rpc_msg_t m;
-  int rc = rc_recv(c, &m);
-  if (rc == 0) dynq__rpc_free(&m);
-  ck_assert_msg(rc == -1, "daemon kept the connection open after a fatal frame");
-}
-
-static void send_ping(rconn_t *c, uint32_t msgid) {
-  dynq__wbuf_t w;
-  dynq__wbuf_init(&w);
-  dynq__w_request_head(&w, msgid, "ping");
-  dynq__w_map(&w, 0);
-  rc_send_wbuf(c, &w);
-}
-
-static void expect_pong(rconn_t *c, uint32_t msgid) {
-  dynq__rpc_msg_t m;
-  char msg[256];
-  int rc = rc_response(c, &m, msgid, msg, sizeof(msg));
-  ck_assert_msg(rc == 0, "ping failed: %s", msg);
-  const char *s;
-  size_t n;
-  ck_assert_int_eq(dynq__obj_str(m.result, &s, &n), 0);
-  ck_assert(n == 4 && memcmp(s, "pong", 4) == 0);
-  dynq__rpc_free(&m);
-}
-
 /* tu_daemon_alive() needs the daemon to be our child; Check runs each test
  * in a forked process, where it is our parent's child instead. */
 static int daemon_alive(const tu_daemon_t *d) {
@@ -207,78 +54,25 @@ static int daemon_alive(const tu_daemon_t *d) {
   pid_t r = waitpid(d->pid, &st, WNOHANG);
   if (r == 0) return 1;
   if (r == d->pid) return 0;
-  char p[64], buf[256];
-  snprintf(p, sizeof(p), "/proc/%d/stat", (int)d->pid);
-  FILE *f = fopen(p, "r");
-  if (f == NULL) return 0;
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  const char *rp = strrchr(buf, ')');  /* state follows "(comm)" */
-  return rp != NULL && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
+  return tu_pid_alive(d->pid);
 }
 
 /* A second, well-behaved connection still gets pong. */
 static void assert_alive(const tu_daemon_t *d) {
   ck_assert_msg(daemon_alive(d), "dynqd died (log: %s)", d->log);
-  rconn_t c;
-  rc_open(&c, d->sock);
-  send_ping(&c, 4242);
-  expect_pong(&c, 4242);
-  rc_close(&c);
+  tu_rpc_t c;
+  tu_rpc_open(&c, d->sock);
+  tu_rpc_ping_ok(&c, 4242);
+  tu_rpc_close(&c);
 }
 
 /* ---- model fixtures ---- */
 
 static float g_x[16 * 64], g_y[16 * 10];
 
-static int load_f32(const char *rel, float *dst, size_t n) {
-  size_t got = 0;
-  void *p = tu_read_file(tu_src(rel), &got);
-  if (p == NULL || got != n * sizeof(float)) {
-    free(p);
-    return -1;
-  }
-  memcpy(dst, p, got);
-  free(p);
-  return 0;
-}
-
-static int make_mlp(const char *out) {
-  char exe[4096];
-  snprintf(exe, sizeof(exe), "%s", tu_build("models/dynq-quantize"));
-  if (access(exe, X_OK) != 0) return -1;
-  char onnx[4096];
-  snprintf(onnx, sizeof(onnx), "%s", tu_src("tests/fixtures/mlp.onnx"));
-  char *argv[] = {exe, onnx, (char *)out, NULL};
-  char *log = NULL;
-  int rc = tu_run(argv, &log);
-  if (rc != 0) fprintf(stderr, "dynq-quantize failed (%d): %s\n", rc, log ? log : "");
-  free(log);
-  return rc == 0 ? 0 : -1;
-}
-
-#define NEED_MODEL()                                                          \
-  do {                                                                        \
-    if (!g_have_model) {                                                      \
-      fprintf(stderr, "SKIP %s: models/dynq-quantize is not built, so no "    \
-              "mlp.dynq to serve\n", __func__);                               \
-      return;                                                                 \
-    }                                                                         \
-  } while (0)
-
-/* {dtype, shape, data} written by hand so tests can lie in any field. */
-static void w_raw_tensor(dynq__wbuf_t *w, const char *dtype, int rank,
-                         const int64_t *dims, const void *data, size_t n) {
-  dynq__w_map(w, 3);
-  dynq__w_str(w, "dtype");
-  dynq__w_str(w, dtype);
-  dynq__w_str(w, "shape");
-  dynq__w_array(w, (uint32_t)rank);
-  for (int i = 0; i < rank; i++) dynq__w_int(w, dims[i]);
-  dynq__w_str(w, "data");
-  dynq__w_bin(w, data, n);
-}
+#define NEED_MODEL()                                              \
+  TU_SKIP_UNLESS(g_have_model, "models/dynq-quantize is not built, so no " \
+                               "mlp.dynq to serve")
 
 /* infer {model, inputs: {name: tensor}[, precision]} */
 static void w_infer(dynq__wbuf_t *w, uint32_t msgid, const char *model,
@@ -292,26 +86,26 @@ static void w_infer(dynq__wbuf_t *w, uint32_t msgid, const char *model,
   dynq__w_str(w, "inputs");
   dynq__w_map(w, 1);
   dynq__w_str(w, input);
-  w_raw_tensor(w, dtype, rank, dims, data, n);
+  tu_w_raw_tensor(w, dtype, rank, dims, data, n);
   if (precision) {
     dynq__w_str(w, "precision");
     dynq__w_str(w, precision);
   }
 }
 
-static void send_infer_rows(rconn_t *c, uint32_t msgid, int rows, const char *precision) {
+static void send_infer_rows(tu_rpc_t *c, uint32_t msgid, int rows, const char *precision) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t dims[2] = {rows, 64};
   w_infer(&w, msgid, "mlp", "x", "float32", 2, dims, g_x, (size_t)rows * 64 * 4, precision);
-  rc_send_wbuf(c, &w);
+  tu_rpc_send_wbuf(c, &w);
 }
 
 /* Check an infer result against the fixture's FP32 reference. */
-static void expect_infer_ok(rconn_t *c, uint32_t msgid, int rows, double tol) {
+static void expect_infer_ok(tu_rpc_t *c, uint32_t msgid, int rows, double tol) {
   dynq__rpc_msg_t m;
   char msg[512];
-  int rc = rc_response(c, &m, msgid, msg, sizeof(msg));
+  int rc = tu_rpc_response(c, &m, msgid, msg, sizeof(msg));
   ck_assert_msg(rc == 0, "infer %u failed: %s (%s)", msgid, dynq_err_name(rc), msg);
   dynq__obj_t outs = dynq__obj_get(m.result, "outputs");
   ck_assert_int_eq(dynq__obj_kind(outs), DYNQ_OBJ_MAP);
@@ -346,15 +140,12 @@ static void expect_infer_ok(rconn_t *c, uint32_t msgid, int rows, double tol) {
 /* ---- shared daemon ---- */
 
 static void shared_setup(void) {
-  g_dir = tu_mkdtemp();
-  ck_assert_ptr_nonnull(g_dir);
+  g_dir = tu_mkdtemp_models(&g_models);
   char p[4096];
-  snprintf(p, sizeof(p), "%s/models", g_dir);
-  ck_assert_int_eq(mkdir(p, 0755), 0);
-  g_models = strdup(p);
   snprintf(p, sizeof(p), "%s/mlp.dynq", g_models);
-  g_have_model = make_mlp(p) == 0 && load_f32("tests/fixtures/mlp_x.f32", g_x, 16 * 64) == 0 &&
-                 load_f32("tests/fixtures/mlp_y.f32", g_y, 16 * 10) == 0;
+  g_have_model = tu_quantize("tests/fixtures/mlp.onnx", p, NULL) == 0 &&
+                 tu_load_f32("tests/fixtures/mlp_x.f32", g_x, 16 * 64) == 0 &&
+                 tu_load_f32("tests/fixtures/mlp_y.f32", g_y, 16 * 10) == 0;
   /* A damaged copy of a real model must be skipped, naming the file. */
   size_t n = 0;
   uint8_t *good = g_have_model ? tu_read_file(p, &n) : NULL;
@@ -391,86 +182,86 @@ static void shared_teardown(void) {
 /* ---- tests: fatal frames (answered with msgid 0, then closed) ---- */
 
 START_TEST(test_malformed_msgpack) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   const uint8_t bad[] = {0x94, 0x00, 0x01, 0xc1, 0x00};
-  rc_send(&c, bad, sizeof(bad));
-  expect_error(&c, 0, DYNQ_EPROTO, "msgpack");
-  expect_closed(&c);
-  rc_close(&c);
+  tu_rpc_send(&c, bad, sizeof(bad));
+  tu_rpc_expect_error(&c, 0, DYNQ_EPROTO, "msgpack");
+  tu_rpc_expect_closed(&c);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_frame_over_cap) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 9, "ping");
   static uint8_t big[5000];
   dynq__w_bin(&w, big, sizeof(big));
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 0, DYNQ_ETOOBIG, "4096");
-  expect_closed(&c);
-  rc_close(&c);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 0, DYNQ_ETOOBIG, "4096");
+  tu_rpc_expect_closed(&c);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_frame_over_cap_declared) {
   /* Only the header arrives: the declared size alone must be refused. */
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   const uint8_t hdr[] = {0x94, 0x00, 0x01, 0xa4, 'p', 'i', 'n', 'g',
                          0xc6, 0x00, 0x10, 0x00, 0x00};  /* bin32 of 1 MiB */
-  rc_send(&c, hdr, sizeof(hdr));
+  tu_rpc_send(&c, hdr, sizeof(hdr));
   dynq__rpc_msg_t m;
   char msg[256];
-  int rc = rc_response(&c, &m, 0, msg, sizeof(msg));
+  int rc = tu_rpc_response(&c, &m, 0, msg, sizeof(msg));
   ck_assert_msg(rc == DYNQ_ETOOBIG || rc == DYNQ_EPROTO, "got %s", dynq_err_name(rc));
   dynq__rpc_free(&m);
-  expect_closed(&c);
-  rc_close(&c);
+  tu_rpc_expect_closed(&c);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_deep_nesting) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   uint8_t deep[41];
   memset(deep, 0x91, 40);  /* 40 nested one-element arrays */
   deep[40] = 0xc0;
-  rc_send(&c, deep, sizeof(deep));
-  expect_error(&c, 0, DYNQ_EDEPTH, "deeper");
-  expect_closed(&c);
-  rc_close(&c);
+  tu_rpc_send(&c, deep, sizeof(deep));
+  tu_rpc_expect_error(&c, 0, DYNQ_EDEPTH, "deeper");
+  tu_rpc_expect_closed(&c);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_huge_declared_array) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   const uint8_t huge[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02, 0x03};
-  rc_send(&c, huge, sizeof(huge));
+  tu_rpc_send(&c, huge, sizeof(huge));
   dynq__rpc_msg_t m;
   char msg[256];
-  int rc = rc_response(&c, &m, 0, msg, sizeof(msg));
+  int rc = tu_rpc_response(&c, &m, 0, msg, sizeof(msg));
   ck_assert_msg(rc == DYNQ_ELIMIT || rc == DYNQ_EPROTO || rc == DYNQ_ETOOBIG,
                 "huge array answered with %s (%s)", dynq_err_name(rc), msg);
   dynq__rpc_free(&m);
-  expect_closed(&c);
-  rc_close(&c);
+  tu_rpc_expect_closed(&c);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_requests_before_bad_frame_answered) {
   /* Valid requests ahead of a fatal frame still get their answers. */
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 1, "ping");
@@ -479,14 +270,14 @@ START_TEST(test_requests_before_bad_frame_answered) {
   dynq__w_request_head(&w, 2, "ping");
   dynq__w_nil(&w);
   ck_assert_int_eq(w.err, 0);
-  rc_send(&c, w.data, w.len);
-  rc_send(&c, &bad, 1);
+  tu_rpc_send(&c, w.data, w.len);
+  tu_rpc_send(&c, &bad, 1);
   dynq__wbuf_free(&w);
-  expect_pong(&c, 1);
-  expect_pong(&c, 2);
-  expect_error(&c, 0, DYNQ_EPROTO, NULL);
-  expect_closed(&c);
-  rc_close(&c);
+  tu_rpc_expect_pong(&c, 1);
+  tu_rpc_expect_pong(&c, 2);
+  tu_rpc_expect_error(&c, 0, DYNQ_EPROTO, NULL);
+  tu_rpc_expect_closed(&c);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
@@ -494,57 +285,55 @@ END_TEST
 /* ---- tests: envelope and method errors (connection stays open) ---- */
 
 START_TEST(test_bad_envelope_keeps_connection) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   const uint8_t two[] = {0x92, 0x00, 0x07};  /* [0, 7] */
-  rc_send(&c, two, sizeof(two));
+  tu_rpc_send(&c, two, sizeof(two));
   dynq__rpc_msg_t m;
   char msg[256];
-  int rc = rc_response(&c, &m, 7, msg, sizeof(msg));
+  int rc = tu_rpc_response(&c, &m, 7, msg, sizeof(msg));
   if (rc != DYNQ_EPROTO) {  /* msgid could not be read: answered as 0 */
     ck_abort_msg("bad envelope answered with %s (%s)", dynq_err_name(rc), msg);
   }
   dynq__rpc_free(&m);
   const uint8_t str[] = {0xa3, 'a', 'b', 'c'};  /* not an array at all */
-  rc_send(&c, str, sizeof(str));
-  expect_error(&c, 0, DYNQ_EPROTO, NULL);
-  send_ping(&c, 8);
-  expect_pong(&c, 8);
-  rc_close(&c);
+  tu_rpc_send(&c, str, sizeof(str));
+  tu_rpc_expect_error(&c, 0, DYNQ_EPROTO, NULL);
+  tu_rpc_ping_ok(&c, 8);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_unknown_method) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 31, "model.explode");
   dynq__w_map(&w, 0);
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 31, DYNQ_ENOMETHOD, "model.explode");
-  send_ping(&c, 32);
-  expect_pong(&c, 32);
-  rc_close(&c);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 31, DYNQ_ENOMETHOD, "model.explode");
+  tu_rpc_ping_ok(&c, 32);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_notification_ignored) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   const uint8_t note[] = {0x93, 0x02, 0xa4, 'p', 'i', 'n', 'g', 0x90};  /* [2, "ping", []] */
-  rc_send(&c, note, sizeof(note));
-  send_ping(&c, 77);
-  expect_pong(&c, 77);  /* the first thing back is the request's answer */
-  rc_close(&c);
+  tu_rpc_send(&c, note, sizeof(note));
+  tu_rpc_call0(&c, 77, "ping");
+  tu_rpc_expect_pong(&c, 77);  /* the first thing back is the request's answer */
+  tu_rpc_close(&c);
 }
 END_TEST
 
 START_TEST(test_params_wrong_shape) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 41, "infer");
@@ -565,23 +354,23 @@ START_TEST(test_params_wrong_shape) {
   dynq__w_str(&w, "mlp");
   dynq__w_str(&w, "inputs");
   dynq__w_array(&w, 0);
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 41, DYNQ_EPARAMS, "params must be a map");
-  expect_error(&c, 42, DYNQ_EPARAMS, "model");
-  expect_error(&c, 43, DYNQ_EPARAMS, NULL);
-  expect_error(&c, 44, DYNQ_EPARAMS, "params.model");
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 41, DYNQ_EPARAMS, "params must be a map");
+  tu_rpc_expect_error(&c, 42, DYNQ_EPARAMS, "model");
+  tu_rpc_expect_error(&c, 43, DYNQ_EPARAMS, NULL);
+  tu_rpc_expect_error(&c, 44, DYNQ_EPARAMS, "params.model");
   if (g_have_model)
-    expect_error(&c, 45, DYNQ_EPARAMS, "inputs");
+    tu_rpc_expect_error(&c, 45, DYNQ_EPARAMS, "inputs");
   else
-    expect_error(&c, 45, DYNQ_ENOMODEL, NULL);
-  rc_close(&c);
+    tu_rpc_expect_error(&c, 45, DYNQ_ENOMODEL, NULL);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_unknown_model) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t dims[2] = {1, 64};
@@ -590,18 +379,18 @@ START_TEST(test_unknown_model) {
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "model");
   dynq__w_str(&w, "broken");  /* the corrupted file must not be served */
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 51, DYNQ_ENOMODEL, "nosuch");
-  expect_error(&c, 52, DYNQ_ENOMODEL, "broken");
-  rc_close(&c);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 51, DYNQ_ENOMODEL, "nosuch");
+  tu_rpc_expect_error(&c, 52, DYNQ_ENOMODEL, "broken");
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_wrong_input_name) {
   NEED_MODEL();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t dims[2] = {1, 64};
@@ -613,35 +402,35 @@ START_TEST(test_wrong_input_name) {
   dynq__w_str(&w, "mlp");
   dynq__w_str(&w, "inputs");
   dynq__w_map(&w, 0);
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 61, DYNQ_ENOINPUT, "bogus_in");
-  expect_error(&c, 62, DYNQ_ENOINPUT, "'x'");
-  rc_close(&c);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 61, DYNQ_ENOINPUT, "bogus_in");
+  tu_rpc_expect_error(&c, 62, DYNQ_ENOINPUT, "'x'");
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_wrong_dtype) {
   NEED_MODEL();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t dims[2] = {1, 64};
   w_infer(&w, 71, "mlp", "x", "int32", 2, dims, g_x, 256, NULL);
   w_infer(&w, 72, "mlp", "x", "complex128", 2, dims, g_x, 256, NULL);
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 71, DYNQ_EDTYPE, NULL);
-  expect_error(&c, 72, DYNQ_EDTYPE, NULL);
-  rc_close(&c);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 71, DYNQ_EDTYPE, NULL);
+  tu_rpc_expect_error(&c, 72, DYNQ_EDTYPE, NULL);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_wrong_shape) {
   NEED_MODEL();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t d1[2] = {2, 32};
@@ -650,43 +439,43 @@ START_TEST(test_wrong_shape) {
   w_infer(&w, 82, "mlp", "x", "float32", 1, d2, g_x, 256, NULL);
   int64_t d3[2] = {-1, 64};
   w_infer(&w, 83, "mlp", "x", "float32", 2, d3, g_x, 256, NULL);
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 81, DYNQ_ESHAPE, NULL);
-  expect_error(&c, 82, DYNQ_ESHAPE, NULL);
-  expect_error(&c, 83, DYNQ_ESHAPE, NULL);
-  rc_close(&c);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 81, DYNQ_ESHAPE, NULL);
+  tu_rpc_expect_error(&c, 82, DYNQ_ESHAPE, NULL);
+  tu_rpc_expect_error(&c, 83, DYNQ_ESHAPE, NULL);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_data_length_mismatch) {
   NEED_MODEL();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t dims[2] = {2, 64};
   w_infer(&w, 91, "mlp", "x", "float32", 2, dims, g_x, 500, NULL);
   w_infer(&w, 92, "mlp", "x", "float32", 2, dims, g_x, 0, NULL);
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 91, DYNQ_EDATA, NULL);
-  expect_error(&c, 92, DYNQ_EDATA, NULL);
-  rc_close(&c);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 91, DYNQ_EDATA, NULL);
+  tu_rpc_expect_error(&c, 92, DYNQ_EDATA, NULL);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
 
 START_TEST(test_bad_precision) {
   NEED_MODEL();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t dims[2] = {1, 64};
   w_infer(&w, 95, "mlp", "x", "float32", 2, dims, g_x, 256, "int4");
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 95, DYNQ_EPARAMS, "int4");
-  rc_close(&c);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 95, DYNQ_EPARAMS, "int4");
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
@@ -695,31 +484,31 @@ END_TEST
 
 START_TEST(test_infer_matches_reference) {
   NEED_MODEL();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   send_infer_rows(&c, 101, 2, "fp32");
   expect_infer_ok(&c, 101, 2, 1e-4);
   send_infer_rows(&c, 102, 2, NULL);  /* int8 */
   expect_infer_ok(&c, 102, 2, 0.02);
   send_infer_rows(&c, 103, 2, "int8");
   expect_infer_ok(&c, 103, 2, 0.02);
-  rc_close(&c);
+  tu_rpc_close(&c);
 }
 END_TEST
 
 START_TEST(test_info_methods) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 111, "server.info");
   dynq__w_nil(&w);
   dynq__w_request_head(&w, 112, "models.list");
   dynq__w_array(&w, 0);
-  rc_send_wbuf(&c, &w);
+  tu_rpc_send_wbuf(&c, &w);
 
   dynq__rpc_msg_t m;
-  ck_assert_int_eq(rc_response(&c, &m, 111, NULL, 0), 0);
+  ck_assert_int_eq(tu_rpc_response(&c, &m, 111, NULL, 0), 0);
   int64_t v;
   ck_assert_int_eq(dynq__obj_int(dynq__obj_get(m.result, "protocol"), &v), 0);
   ck_assert_int_eq(v, DYNQ_PROTOCOL_VERSION);
@@ -737,7 +526,7 @@ START_TEST(test_info_methods) {
   ck_assert(up >= 0);
   dynq__rpc_free(&m);
 
-  ck_assert_int_eq(rc_response(&c, &m, 112, NULL, 0), 0);
+  ck_assert_int_eq(tu_rpc_response(&c, &m, 112, NULL, 0), 0);
   ck_assert_int_eq(dynq__obj_kind(m.result), DYNQ_OBJ_ARRAY);
   ck_assert_uint_eq(dynq__obj_len(m.result), g_have_model ? 1 : 0);
   if (g_have_model) {
@@ -755,8 +544,8 @@ START_TEST(test_info_methods) {
     dynq__w_map(&w, 1);
     dynq__w_str(&w, "model");
     dynq__w_str(&w, "mlp");
-    rc_send_wbuf(&c, &w);
-    ck_assert_int_eq(rc_response(&c, &m, 113, NULL, 0), 0);
+    tu_rpc_send_wbuf(&c, &w);
+    ck_assert_int_eq(tu_rpc_response(&c, &m, 113, NULL, 0), 0);
     dynq__obj_t in = dynq__obj_get(m.result, "inputs");
     ck_assert_uint_eq(dynq__obj_len(in), 1);
     char name[64];
@@ -768,13 +557,13 @@ START_TEST(test_info_methods) {
     ck_assert_int_eq(v, 4);
     dynq__rpc_free(&m);
   }
-  rc_close(&c);
+  tu_rpc_close(&c);
 }
 END_TEST
 
 START_TEST(test_pipelined_by_msgid) {
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   enum { N = 100 };
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
@@ -788,11 +577,11 @@ START_TEST(test_pipelined_by_msgid) {
       w_infer(&w, id, "mlp", "x", "float32", 2, dims, g_x, 512, i % 4 == 1 ? "fp32" : NULL);
     }
   }
-  rc_send_wbuf(&c, &w);  /* one write */
+  tu_rpc_send_wbuf(&c, &w);  /* one write */
   int seen[N] = {0};
   for (int k = 0; k < N; k++) {
     dynq__rpc_msg_t m;
-    ck_assert_msg(rc_recv(&c, &m) == 0, "connection closed after %d answers", k);
+    ck_assert_msg(tu_rpc_recv(&c, &m) == 0, "connection closed after %d answers", k);
     ck_assert_int_eq(m.type, DYNQ_RPC_RESPONSE);
     ck_assert_msg(m.msgid >= 1000 && m.msgid < 1000 + N, "unexpected msgid %u", m.msgid);
     uint32_t i = m.msgid - 1000;
@@ -808,7 +597,7 @@ START_TEST(test_pipelined_by_msgid) {
     dynq__rpc_free(&m);
   }
   for (int i = 0; i < N; i++) ck_assert_msg(seen[i], "msgid %d never answered", 1000 + i);
-  rc_close(&c);
+  tu_rpc_close(&c);
   assert_alive(&g_d);
 }
 END_TEST
@@ -816,33 +605,33 @@ END_TEST
 START_TEST(test_disconnect_mid_request) {
   NEED_MODEL();
   for (int round = 0; round < 20; round++) {
-    rconn_t c;
-    rc_open(&c, g_d.sock);
+    tu_rpc_t c;
+    tu_rpc_open(&c, g_d.sock);
     for (uint32_t i = 0; i < 8; i++) send_infer_rows(&c, 200 + i, 4, NULL);
     if (round % 2) shutdown(c.fd, SHUT_WR);
-    rc_close(&c);
+    tu_rpc_close(&c);
   }
   assert_alive(&g_d);
   /* and inference still works for others */
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   send_infer_rows(&c, 300, 2, "fp32");
   expect_infer_ok(&c, 300, 2, 1e-4);
-  rc_close(&c);
+  tu_rpc_close(&c);
 }
 END_TEST
 
 START_TEST(test_half_close_still_answered) {
   /* A client may send its requests, shut down writing, then read. */
-  rconn_t c;
-  rc_open(&c, g_d.sock);
-  send_ping(&c, 5);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
+  tu_rpc_call0(&c, 5, "ping");
   if (g_have_model) send_infer_rows(&c, 6, 2, "fp32");
   ck_assert_int_eq(shutdown(c.fd, SHUT_WR), 0);
-  expect_pong(&c, 5);
+  tu_rpc_expect_pong(&c, 5);
   if (g_have_model) expect_infer_ok(&c, 6, 2, 1e-4);
-  expect_closed(&c);
-  rc_close(&c);
+  tu_rpc_expect_closed(&c);
+  tu_rpc_close(&c);
 }
 END_TEST
 
@@ -895,8 +684,8 @@ START_TEST(test_sigterm_drains) {
   tu_daemon_t d;
   const char *extra[] = {"--workers", "1", NULL};
   ck_assert_int_eq(tu_daemon_start(&d, dir, models, extra), 0);
-  rconn_t c;
-  rc_open(&c, d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
   /* Many big requests, then a ping: the pong proves every infer before it
    * was read and queued; the single worker is still busy with them. */
   enum { N = 24 };
@@ -909,11 +698,11 @@ START_TEST(test_sigterm_drains) {
     w_infer(&w, 500 + i, "mlp", "x", "float32", 2, dims, big, sizeof(big), NULL);
   dynq__w_request_head(&w, 999, "ping");
   dynq__w_nil(&w);
-  rc_send_wbuf(&c, &w);
+  tu_rpc_send_wbuf(&c, &w);
   int got = 0, pong = 0;
   dynq__rpc_msg_t m;
   while (!pong) {
-    ck_assert_int_eq(rc_recv(&c, &m), 0);
+    ck_assert_int_eq(tu_rpc_recv(&c, &m), 0);
     char emsg[256];
     int erc = dynq__rpc_error(m.error, emsg, sizeof(emsg));
     ck_assert_msg(erc == 0, "request %u failed: %s", m.msgid, emsg);
@@ -923,7 +712,7 @@ START_TEST(test_sigterm_drains) {
   }
   ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
   while (got < N) {
-    ck_assert_msg(rc_recv(&c, &m) == 0, "connection closed with %d of %d answers", got, N);
+    ck_assert_msg(tu_rpc_recv(&c, &m) == 0, "connection closed with %d of %d answers", got, N);
     char msg[256];
     int rc = dynq__rpc_error(m.error, msg, sizeof(msg));
     ck_assert_msg(rc == 0, "request %u failed during drain: %s", m.msgid, msg);
@@ -932,8 +721,8 @@ START_TEST(test_sigterm_drains) {
     dynq__rpc_free(&m);
     got++;
   }
-  expect_closed(&c);
-  rc_close(&c);
+  tu_rpc_expect_closed(&c);
+  tu_rpc_close(&c);
   int st = tu_daemon_stop(&d, 0);  /* signal 0: just wait */
   ck_assert_msg(st == 0, "dynqd exited %d after SIGTERM (log %s)", st, d.log);
   struct stat sb;
@@ -1084,7 +873,7 @@ END_TEST
 static const char *notify_recv(int fd) {
   static char buf[1024];
   struct pollfd pfd = {fd, POLLIN, 0};
-  ck_assert_msg(poll(&pfd, 1, IO_TIMEOUT_MS) == 1, "no sd_notify datagram");
+  ck_assert_msg(poll(&pfd, 1, TU_RPC_IO_TIMEOUT_MS) == 1, "no sd_notify datagram");
   ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
   ck_assert(n > 0);
   buf[n] = '\0';
@@ -1138,35 +927,11 @@ START_TEST(test_socket_activation) {
   char *dir = own_dir();
   char path[4096];
   snprintf(path, sizeof(path), "%s/activated.sock", dir);
-  int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-  struct sockaddr_un sa;
-  memset(&sa, 0, sizeof(sa));
-  sa.sun_family = AF_UNIX;
-  fmt(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-  ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  ck_assert_int_eq(listen(lfd, 16), 0);
+  int lfd = tu_listen_unix(path, 16);
   char other[4096], logp[4096];
   snprintf(other, sizeof(other), "%s/ignored.sock", dir);
   snprintf(logp, sizeof(logp), "%s/log", dir);
-  char exe[4096];
-  snprintf(exe, sizeof(exe), "%s", tu_build("daemon/dynqd"));
-  pid_t pid = fork();
-  ck_assert_int_ge(pid, 0);
-  if (pid == 0) {
-    int lg = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (lg >= 0) dup2(lg, 2);
-    if (lfd != 3) {
-      dup2(lfd, 3);
-      close(lfd);
-    }
-    char num[32];
-    snprintf(num, sizeof(num), "%d", (int)getpid());
-    setenv("LISTEN_PID", num, 1);
-    setenv("LISTEN_FDS", "1", 1);
-    execl(exe, exe, "--socket", other, "--models", dir, (char *)NULL);
-    _exit(127);
-  }
-  close(lfd);
+  pid_t pid = tu_spawn_activated(lfd, logp, other, dir);
   tu_daemon_t d;
   memset(&d, 0, sizeof(d));
   d.pid = pid;
@@ -1208,24 +973,24 @@ START_TEST(test_overload_and_inflight_cap) {
   const char *extra[] = {"--workers", "1", "--queue", "1", "--max-inflight", "4", NULL};
   ck_assert_int_eq(tu_daemon_start(&d, dir, models, extra), 0);
   enum { NC = 4, NR = 16 };
-  rconn_t c[NC];
+  tu_rpc_t c[NC];
   static float big[512 * 64];
   for (size_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) big[i] = g_x[i % (16 * 64)];
   int64_t dims[2] = {512, 64};
   for (int k = 0; k < NC; k++) {
-    rc_open(&c[k], d.sock);
+    tu_rpc_open(&c[k], d.sock);
     dynq__wbuf_t w;
     dynq__wbuf_init(&w);
     for (uint32_t i = 0; i < NR; i++)
       w_infer(&w, i, "mlp", "x", "float32", 2, dims, big, sizeof(big), NULL);
-    rc_send_wbuf(&c[k], &w);
+    tu_rpc_send_wbuf(&c[k], &w);
   }
   int ok = 0, over = 0;
   for (int k = 0; k < NC; k++) {
     int seen[NR] = {0};
     for (int i = 0; i < NR; i++) {
       dynq__rpc_msg_t m;
-      ck_assert_int_eq(rc_recv(&c[k], &m), 0);
+      ck_assert_int_eq(tu_rpc_recv(&c[k], &m), 0);
       ck_assert_uint_lt(m.msgid, NR);
       ck_assert_int_eq(seen[m.msgid], 0);
       seen[m.msgid] = 1;
@@ -1236,7 +1001,7 @@ START_TEST(test_overload_and_inflight_cap) {
       else ck_abort_msg("unexpected %s: %s", dynq_err_name(rc), msg);
       dynq__rpc_free(&m);
     }
-    rc_close(&c[k]);
+    tu_rpc_close(&c[k]);
   }
   ck_assert_int_eq(ok + over, NC * NR);
   ck_assert_int_ge(ok, 1);
@@ -1255,8 +1020,8 @@ START_TEST(test_output_cap_closes_non_reader) {
   tu_daemon_t d;
   const char *extra[] = {"--max-output", "4096", NULL};
   ck_assert_int_eq(tu_daemon_start(&d, dir, dir, extra), 0);
-  rconn_t c;
-  rc_open(&c, d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   for (uint32_t i = 0; i < 8192; i++) {
@@ -1280,7 +1045,7 @@ START_TEST(test_output_cap_closes_non_reader) {
   }
   dynq__wbuf_free(&w);
   ck_assert_msg(closed, "dynqd kept a connection that never reads");
-  rc_close(&c);
+  tu_rpc_close(&c);
   assert_alive(&d);
   char *log = tu_read_file(d.log, NULL);
   ck_assert_msg(strstr(log, "output limit") != NULL, "no log line about the cap:\n%s", log);
@@ -1390,17 +1155,17 @@ START_TEST(test_fp32_without_reference) {
   free(qlog);
   tu_daemon_t d;
   ck_assert_int_eq(tu_daemon_start(&d, dir, models, NULL), 0);
-  rconn_t c;
-  rc_open(&c, d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t dims[2] = {2, 64};
   w_infer(&w, 1, "lean", "x", "float32", 2, dims, g_x, 512, "fp32");
   w_infer(&w, 2, "lean", "x", "float32", 2, dims, g_x, 512, "int8");
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 1, DYNQ_ENOREF, NULL);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 1, DYNQ_ENOREF, NULL);
   expect_infer_ok(&c, 2, 2, 0.02);
-  rc_close(&c);
+  tu_rpc_close(&c);
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
   tu_rmtree(dir);
   free(dir);
@@ -1412,22 +1177,19 @@ START_TEST(test_connection_limit) {
   tu_daemon_t d;
   const char *extra[] = {"--max-conns", "2", NULL};
   ck_assert_int_eq(tu_daemon_start(&d, dir, dir, extra), 0);
-  rconn_t a, b, x;
-  rc_open(&a, d.sock);
-  send_ping(&a, 1);
-  expect_pong(&a, 1);
-  rc_open(&b, d.sock);
-  send_ping(&b, 2);
-  expect_pong(&b, 2);
-  rc_open(&x, d.sock);  /* the backlog accepts it; dynqd closes it */
-  expect_closed(&x);
-  rc_close(&x);
-  send_ping(&a, 3);  /* the two others are untouched */
-  expect_pong(&a, 3);
-  rc_close(&a);
-  send_ping(&b, 4);
-  expect_pong(&b, 4);
-  rc_close(&b);
+  tu_rpc_t a, b, x;
+  tu_rpc_open(&a, d.sock);
+  tu_rpc_ping_ok(&a, 1);
+  tu_rpc_open(&b, d.sock);
+  tu_rpc_ping_ok(&b, 2);
+  tu_rpc_open(&x, d.sock);  /* the backlog accepts it; dynqd closes it */
+  tu_rpc_expect_closed(&x);
+  tu_rpc_close(&x);
+  tu_rpc_call0(&a, 3, "ping");  /* the two others are untouched */
+  tu_rpc_expect_pong(&a, 3);
+  tu_rpc_close(&a);
+  tu_rpc_ping_ok(&b, 4);
+  tu_rpc_close(&b);
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
   char *log = tu_read_file(d.log, NULL);
   ck_assert_msg(strstr(log, "limit 2") != NULL, "no log line about the limit:\n%s", log);
@@ -1446,17 +1208,17 @@ START_TEST(test_result_over_output_limit) {
   ck_assert_int_eq(tu_daemon_start(&d, dir, models, extra), 0);
   static float x64[64 * 64];
   for (size_t i = 0; i < 64 * 64; i++) x64[i] = g_x[i % (16 * 64)];
-  rconn_t c;
-  rc_open(&c, d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   int64_t dims[2] = {64, 64};  /* two [64, 10] outputs: over 4096 bytes */
   w_infer(&w, 1, "mlp", "x", "float32", 2, dims, x64, sizeof(x64), NULL);
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 1, DYNQ_ELIMIT, "--max-output");
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 1, DYNQ_ELIMIT, "--max-output");
   send_infer_rows(&c, 2, 2, NULL);  /* small results still fit */
   expect_infer_ok(&c, 2, 2, 0.02);
-  rc_close(&c);
+  tu_rpc_close(&c);
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
   tu_rmtree(dir);
   free(dir);
@@ -1514,9 +1276,8 @@ static Suite *daemon_suite(void) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
-  SRunner *sr = srunner_create(daemon_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr) + (g_shared_exit != 0);
-  srunner_free(sr);
+  int failed = tu_run_suite(daemon_suite());
+  /* The shared daemon's exit status is known only after its teardown. */
+  failed += g_shared_exit != 0;
   return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

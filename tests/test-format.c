@@ -90,15 +90,6 @@ static void teardown(void) {
   free(dir);
 }
 
-static double rel_l2(const float *a, const float *b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; i++) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return sqrt(num / (den > 0 ? den : 1));
-}
-
 START_TEST(roundtrip_runs) {
   dynq__model_t *m = NULL;
   char err[256] = "";
@@ -139,7 +130,7 @@ START_TEST(roundtrip_runs) {
 
   o.precision = DYNQ_PRECISION_INT8;
   ck_assert_msg(dynq__model_run(m, &o, &in, out, err, sizeof(err)) == 0, "%s", err);
-  double e = rel_l2(out[0].data, &expect[0][0], M * N);
+  double e = tu_rel_l2(out[0].data, &expect[0][0], M * N);
   ck_assert_msg(e <= 0.02, "int8 relL2 %g", e);
   ck_assert_msg(e > 0, "int8 identical to fp32: quantization did not happen");
 
@@ -437,10 +428,4 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
-}
+TU_MAIN(suite)

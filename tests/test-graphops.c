@@ -258,21 +258,6 @@ END_TEST
 
 /* ---- If through dynq-quantize: run time and folded with --set ---- */
 
-static int quantize(char **log, const char *a1, const char *a2, const char *in,
-                    const char *out) {
-  char *argv[8];
-  int k = 0;
-  argv[k++] = strdup(tu_build("models/dynq-quantize"));
-  if (a1) argv[k++] = (char *)a1;
-  if (a2) argv[k++] = (char *)a2;
-  argv[k++] = (char *)in;
-  argv[k++] = (char *)out;
-  argv[k] = NULL;
-  int rc = tu_run(argv, log);
-  free(argv[0]);
-  return rc;
-}
-
 /* y for x = [[0,1,2,3],[4,5,6,7]]: sr 16000 -> 2x + 4, else 3x. */
 static void check_y(const dynq__tensor_t *y, int is16) {
   ck_assert_int_eq(y->dtype, DYNQ_DT_F32);
@@ -312,24 +297,24 @@ START_TEST(test_if_runtime_and_folded) {
   snprintf(b, sizeof(b), "%s/16k.dynq", dir);
   snprintf(c, sizeof(c), "%s/8k.dynq", dir);
   char *log = NULL;
-  ck_assert_msg(quantize(&log, NULL, NULL, src, a) == 0, "%s", log);
+  ck_assert_msg(tu_quantize_log(&log, src, a, NULL) == 0, "%s", log);
   free(log);
   run_model(a, 2, 16000, 1, 1);
   run_model(a, 2, 8000, 0, 1);
-  ck_assert_msg(quantize(&log, "--set", "sr=16000", src, b) == 0, "%s", log);
+  ck_assert_msg(tu_quantize_log(&log, "--set", "sr=16000", src, b, NULL) == 0, "%s", log);
   free(log);
   run_model(b, 1, 0, 1, 0);
-  ck_assert_msg(quantize(&log, "--set=sr=8000", NULL, src, c) == 0, "%s", log);
+  ck_assert_msg(tu_quantize_log(&log, "--set=sr=8000", src, c, NULL) == 0, "%s", log);
   free(log);
   run_model(c, 1, 0, 0, 0);
   /* bad --set: unknown input, not a number, float for an int input */
-  ck_assert_int_eq(quantize(&log, "--set", "nope=1", src, c), 1);
+  ck_assert_int_eq(tu_quantize_log(&log, "--set", "nope=1", src, c, NULL), 1);
   ck_assert_msg(strstr(log, "nope") && strstr(log, "no input"), "%s", log);
   free(log);
-  ck_assert_int_eq(quantize(&log, "--set", "sr=fast", src, c), 1);
+  ck_assert_int_eq(tu_quantize_log(&log, "--set", "sr=fast", src, c, NULL), 1);
   ck_assert_msg(strstr(log, "'fast' is not a valid int64"), "%s", log);
   free(log);
-  ck_assert_int_eq(quantize(&log, "--set", "sr", src, c), 2);
+  ck_assert_int_eq(tu_quantize_log(&log, "--set", "sr", src, c, NULL), 2);
   free(log);
   tu_rmtree(dir);
   free(dir);
@@ -350,9 +335,5 @@ int main(void) {
   tcase_set_timeout(ti, 120);
   tcase_add_test(ti, test_if_runtime_and_folded);
   suite_add_tcase(s, ti);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int nf = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return nf == 0 ? 0 : 1;
+  return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

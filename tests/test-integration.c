@@ -37,28 +37,15 @@ static void load_f32(const char *rel, float *dst, size_t n) {
 }
 
 static void quantize(const char *flag, const char *name) {
-  char out[512], onnx[512], *log = NULL;
+  char out[512];
   snprintf(out, sizeof(out), "%s/models/%s.dynq", dir, name);
-  snprintf(onnx, sizeof(onnx), "%s", tu_src("tests/fixtures/mlp.onnx"));
-  char exe[512];
-  snprintf(exe, sizeof(exe), "%s", tu_build("models/dynq-quantize"));
-  char *argv[] = {exe, (char *)flag, onnx, out, NULL};
-  if (flag == NULL) {
-    argv[1] = onnx;
-    argv[2] = out;
-    argv[3] = NULL;
-  }
-  int st = tu_run(argv, &log);
-  ck_assert_msg(st == 0, "dynq-quantize %s failed (%d): %s", flag ? flag : "", st, log);
-  free(log);
+  ck_assert_msg(tu_quantize("tests/fixtures/mlp.onnx", out, flag, (char *)NULL) == 0,
+                "dynq-quantize %s failed (its output is above)", flag ? flag : "");
 }
 
 static void setup(void) {
-  dir = tu_mkdtemp();
-  ck_assert_ptr_nonnull(dir);
-  char md[512];
-  snprintf(md, sizeof(md), "%s/models", dir);
-  ck_assert_int_eq(mkdir(md, 0755), 0);
+  char *md = NULL;
+  dir = tu_mkdtemp_models(&md);
   quantize(NULL, "mlp");
   quantize("--fp32", "mlp_fp32");
   quantize("--per-tensor", "mlp_pt");
@@ -66,30 +53,13 @@ static void setup(void) {
   load_f32("tests/fixtures/mlp_y.f32", y_ref, ROWS * OUT);
   load_f32("tests/fixtures/mlp_p.f32", p_ref, ROWS * OUT);
   ck_assert_int_eq(tu_daemon_start(&daemon_, dir, md, NULL), 0);
+  free(md);
 }
 
 static void teardown(void) {
   if (daemon_.pid > 0) tu_daemon_stop(&daemon_, SIGKILL);
   tu_rmtree(dir);
   free(dir);
-}
-
-static double rel_l2(const float *a, const float *b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; i++) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return sqrt(num / (den > 0 ? den : 1));
-}
-
-static double rel_max(const float *a, const float *b, size_t n) {
-  double d = 0, m = 0;
-  for (size_t i = 0; i < n; i++) {
-    d = fmax(d, fabs((double)a[i] - b[i]));
-    m = fmax(m, fabs((double)b[i]));
-  }
-  return d / (m > 0 ? m : 1);
 }
 
 static const dynq_tensor_t *find_out(const dynq_infer_result_t *r, const char *name) {
@@ -153,9 +123,9 @@ START_TEST(client_accuracy) {
   ck_assert_int_eq(infer_rows(c, "mlp_fp32", DYNQ_INFER_DEFAULT, 0, ROWS, yf, NULL), 0);
   ck_assert_int_eq(infer_rows(c, "mlp_pt", DYNQ_INFER_DEFAULT, 0, ROWS, ypt, NULL), 0);
 
-  double e32 = rel_max(y32, y_ref, ROWS * OUT), ef = rel_max(yf, y_ref, ROWS * OUT);
-  double ep = rel_max(p32, p_ref, ROWS * OUT);
-  double e8 = rel_l2(y8, y32, ROWS * OUT), ept = rel_l2(ypt, y32, ROWS * OUT);
+  double e32 = tu_rel_max(y32, y_ref, ROWS * OUT), ef = tu_rel_max(yf, y_ref, ROWS * OUT);
+  double ep = tu_rel_max(p32, p_ref, ROWS * OUT);
+  double e8 = tu_rel_l2(y8, y32, ROWS * OUT), ept = tu_rel_l2(ypt, y32, ROWS * OUT);
   printf("integration: fp32-ref vs numpy %.3g, --fp32 model vs numpy %.3g, softmax %.3g; "
          "int8 per-row relL2 %.4f, per-tensor %.4f\n", e32, ef, ep, e8, ept);
   ck_assert_msg(e32 <= 1e-5, "fp32 path vs numpy: %g", e32);
@@ -272,13 +242,13 @@ START_TEST(dynqctl_end_to_end) {
   float y[ROWS * OUT];
   int n = json_output(out, "y", y, ROWS * OUT);
   ck_assert_msg(n == ROWS * OUT, "parsed %d values from: %.300s", n, out);
-  ck_assert_msg(rel_max(y, y_ref, ROWS * OUT) <= 1e-5, "dynqctl fp32 vs numpy %g",
-                rel_max(y, y_ref, ROWS * OUT));
+  ck_assert_msg(tu_rel_max(y, y_ref, ROWS * OUT) <= 1e-5, "dynqctl fp32 vs numpy %g",
+                tu_rel_max(y, y_ref, ROWS * OUT));
   free(out);
   argv[7] = "int8";
   ck_assert_int_eq(tu_run(argv, &out), 0);
   ck_assert_int_eq(json_output(out, "y", y, ROWS * OUT), ROWS * OUT);
-  double e = rel_l2(y, y_ref, ROWS * OUT);
+  double e = tu_rel_l2(y, y_ref, ROWS * OUT);
   ck_assert_msg(e <= 0.02, "dynqctl int8 relL2 %g", e);
   free(out);
   /* human output names the outputs */
@@ -304,9 +274,5 @@ int main(void) {
   tcase_add_test(tc, concurrent_clients);
   tcase_add_test(tc, dynqctl_end_to_end);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

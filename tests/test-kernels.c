@@ -14,6 +14,7 @@
 
 #include "dynq/errors.h"
 #include "kernels/kernels.h"
+#include "testutil.h"
 
 /* ---- data helpers ---- */
 
@@ -546,8 +547,5 @@ int main(void) {
     if (!list[i]->supported()) continue;
     srunner_add_suite(sr, kernel_suite(i, list[i]));
   }
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return tu_run_runner(sr) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

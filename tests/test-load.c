@@ -3,8 +3,10 @@
  * once and every accepted request answered exactly once, per-request
  * deadlines, queued work of a closed connection dropped, health.live
  * answered while every worker is busy, the stats method, running out of
- * file descriptors without spinning, and dynamic batching giving results
- * bit-identical to unbatched runs.
+ * file descriptors without spinning, dynamic batching giving results
+ * bit-identical to unbatched runs, and a lone request's GEMMs split over
+ * the workers (issue 3) giving results bit-identical to one worker, and
+ * small lone requests run on the loop thread with the same results.
  *
  * A "slow" model (tests/fixtures/slow.onnx: 48 MatMul+Tanh layers of
  * 256x256) keeps a worker busy for as long as the test needs by the number
@@ -575,6 +577,146 @@ START_TEST(test_batching_bit_identical) {
 }
 END_TEST
 
+/* ---- GEMM split over the workers (issue 3) ---- */
+
+#define SPLIT_ROWS 64  /* 64 x 256 x 256 per layer: above the split threshold */
+
+/* One slow request of `rows` rows from row `r0` of g_slow_x; waits for it. */
+static void slow_result(rconn_t *c, uint32_t msgid, int r0, int rows, float *y,
+                        int64_t *ret_threads) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "slow");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  int64_t dims[2] = {rows, SLOW_K};
+  w_f32_tensor(&w, 2, dims, g_slow_x + (size_t)r0 * SLOW_K);
+  rc_send_wbuf(c, &w);
+  dynq__rpc_msg_t m;
+  expect_ok(c, msgid, &m);
+  get_f32_output(&m, "y", y, (size_t)rows * SLOW_K);
+  *ret_threads = obj_int_or(dynq__obj_get(m.result, "threads"), 1);
+  dynq__rpc_free(&m);
+}
+
+START_TEST(test_lone_request_splits_bit_identical) {
+  NEED_MODELS();
+  static float ref[SPLIT_ROWS * SLOW_K], got[SPLIT_ROWS * SLOW_K], got2[SPLIT_ROWS * SLOW_K];
+  int64_t th;
+  tu_daemon_t d;
+  const char *one[] = {"--workers", "1", NULL};
+  start(&d, "split1", one);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  slow_result(&c, 1, 0, SPLIT_ROWS, ref, &th);
+  ck_assert_int_eq(th, 1);  /* one worker: never split */
+  rc_close(&c);
+  stop(&d);
+
+  const char *two[] = {"--workers", "2", NULL};
+  start(&d, "split2", two);
+  rc_open(&c, d.sock);
+  slow_result(&c, 1, 0, SPLIT_ROWS, got, &th);
+  ck_assert_msg(th == 2, "a lone request ran on %lld threads, expected 2", (long long)th);
+  ck_assert_msg(memcmp(ref, got, sizeof(ref)) == 0,
+                "split over 2 workers gives a different result than 1 worker");
+
+  /* Arriving together: the second starts while the first runs, so it runs
+   * on one thread next to it (and still gets the same bits). */
+  send_slow(&c, 2, SLOW_ROWS, -1);
+  slow_result(&c, 3, 0, SPLIT_ROWS, got2, &th);
+  ck_assert_msg(th == 1, "a request that ran next to another split over %lld threads",
+                (long long)th);
+  ck_assert_msg(memcmp(ref, got2, sizeof(ref)) == 0,
+                "a request run next to another gives a different result");
+  dynq__rpc_msg_t m;
+  expect_ok(&c, 2, &m);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
+/* ---- small lone requests run on the loop thread (issue 5) ---- */
+
+/* n one-row mlp requests, one at a time; returns stats.inline_total. */
+static int64_t mlp_one_by_one(const char *sock, int n, float (*y)[10]) {
+  rconn_t c;
+  rc_open(&c, sock);
+  for (int i = 0; i < n; i++) {
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    dynq__w_request_head(&w, (uint32_t)i + 1, "infer");
+    dynq__w_map(&w, 2);
+    dynq__w_str(&w, "model");
+    dynq__w_str(&w, "mlp");
+    dynq__w_str(&w, "inputs");
+    dynq__w_map(&w, 1);
+    dynq__w_str(&w, "x");
+    int64_t dims[2] = {1, 64};
+    w_f32_tensor(&w, 2, dims, g_mlp_x + (size_t)(i % 16) * 64);
+    rc_send_wbuf(&c, &w);
+    dynq__rpc_msg_t m;
+    expect_ok(&c, (uint32_t)i + 1, &m);
+    get_f32_output(&m, "y", y[i], 10);
+    dynq__rpc_free(&m);
+  }
+  dynq__rpc_msg_t m;
+  get_stats(&c, 1000, &m);
+  int64_t v = stat_int(&m, "inline_total");
+  ck_assert_int_eq(stat_int(&m, "errors_total"), 0);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  return v;
+}
+
+START_TEST(test_inline_small_requests_same_bits) {
+  NEED_MODELS();
+  ck_assert_int_eq(load_f32("tests/fixtures/mlp_x.f32", g_mlp_x, 16 * 64), 0);
+  enum { N = 40 };
+  static float ref[N][10], got[N][10];
+  tu_daemon_t d;
+  const char *off[] = {"--inline-max", "0", NULL};
+  start(&d, "inline-off", off);
+  ck_assert_int_eq(mlp_one_by_one(d.sock, N, ref), 0);  /* never inline when off */
+  stop(&d);
+
+  /* The highest limit, so that a slow machine (or valgrind) still
+   * predicts the 1x64 mlp under it once the first runs measured it. */
+  const char *on[] = {"--inline-max", "1000", NULL};
+  start(&d, "inline-on", on);
+  int64_t n_inline = mlp_one_by_one(d.sock, N, got);
+  /* The first request has no cost estimate yet: it runs on a worker. */
+  ck_assert_msg(n_inline >= 1 && n_inline < N, "%lld of %d requests ran inline",
+                (long long)n_inline, N);
+  for (int i = 0; i < N; i++)
+    ck_assert_msg(memcmp(ref[i], got[i], sizeof(ref[i])) == 0,
+                  "request %d: inline result differs from the worker's", i);
+
+  /* A request far above the limit never runs inline, however quiet. */
+  rconn_t c;
+  rc_open(&c, d.sock);
+  dynq__rpc_msg_t m;
+  get_stats(&c, 1, &m);
+  int64_t before = stat_int(&m, "inline_total");
+  dynq__rpc_free(&m);
+  for (int i = 0; i < 3; i++) {
+    send_slow(&c, 10 + (uint32_t)i, SLOW_ROWS / 4, -1);
+    expect_ok(&c, 10 + (uint32_t)i, &m);
+    dynq__rpc_free(&m);
+  }
+  get_stats(&c, 2, &m);
+  ck_assert_int_eq(stat_int(&m, "inline_total"), before);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("load");
   TCase *tc = tcase_create("load");
@@ -588,6 +730,8 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_closed_connection_work_dropped);
   tcase_add_test(tc, test_emfile_does_not_spin);
   tcase_add_test(tc, test_batching_bit_identical);
+  tcase_add_test(tc, test_lone_request_splits_bit_identical);
+  tcase_add_test(tc, test_inline_small_requests_same_bits);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -9,6 +9,7 @@
 
 #include "dynq/errors.h"
 #include "ops.h"
+#include "testutil.h"
 
 static char err[256];
 
@@ -244,9 +245,5 @@ int main(void) {
   tcase_add_test(tc, matmul_batched);
   tcase_add_test(tc, gemm_attrs);
   suite_add_tcase(s, tc);
-  SRunner *sr = srunner_create(s);
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? 1 : 0;
+  return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -17,6 +17,7 @@
 
 #include "proto/proto.h"
 #include "tensor.h"
+#include "testutil.h"
 
 /* ---- helpers ---- */
 
@@ -1385,10 +1386,4 @@ static Suite *proto_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(proto_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+TU_MAIN(proto_suite)

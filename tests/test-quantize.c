@@ -56,22 +56,6 @@ static int file_exists(const char *p) {
   return stat(p, &st) == 0;
 }
 
-/* Run dynq-quantize with args (NULL-terminated); captures output. */
-static int quantize(char **out, ...) {
-  char *argv[16];
-  int n = 0;
-  static char exe[4096];
-  snprintf(exe, sizeof(exe), "%s", tu_build("models/dynq-quantize"));
-  argv[n++] = exe;
-  va_list ap;
-  va_start(ap, out);
-  const char *a;
-  while ((a = va_arg(ap, const char *)) != NULL && n < 15) argv[n++] = (char *)a;
-  va_end(ap);
-  argv[n] = NULL;
-  return tu_run(argv, out);
-}
-
 static float *load_f32(const char *name, size_t *ret_n) {
   char *p = fixture(name);
   size_t nb = 0;
@@ -81,26 +65,6 @@ static float *load_f32(const char *name, size_t *ret_n) {
   free(p);
   *ret_n = nb / 4;
   return d;
-}
-
-static double max_rel(const float *out, const float *ref, size_t n) {
-  double md = 0, mr = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)out[i] - (double)ref[i]);
-    if (!(d <= md)) md = d; /* NaN makes it fail */
-    if (fabs(ref[i]) > mr) mr = fabs(ref[i]);
-  }
-  return md / mr;
-}
-
-static double rel_l2(const float *out, const float *ref, size_t n) {
-  double se = 0, sr = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = (double)out[i] - (double)ref[i];
-    se += d * d;
-    sr += (double)ref[i] * ref[i];
-  }
-  return sqrt(se / sr);
 }
 
 static dynq__tensor_t f32_tensor(float *data, int rank, const int64_t *dims) {
@@ -169,7 +133,7 @@ static char *mlp_quantize(const char *opt, const char *name) {
   char *in = fixture("mlp.onnx");
   char *outp = tmp_path(name);
   char *log = NULL;
-  int rc = opt ? quantize(&log, opt, in, outp, NULL) : quantize(&log, in, outp, NULL);
+  int rc = opt ? tu_quantize_log(&log, opt, in, outp, NULL) : tu_quantize_log(&log, in, outp, NULL);
   ck_assert_msg(rc == 0, "dynq-quantize %s exit %d:\n%s", opt ? opt : "", rc, log);
   ck_assert_msg(file_exists(outp), "no output file %s", outp);
   /* The summary names every linear layer. */
@@ -207,8 +171,8 @@ static void mlp_check(const char *path, int precision, double tol, int l2) {
   dynq__model_t *m = open_model(path);
   dynq__tensor_t outs[2];
   mlp_run(m, precision, r.x, 16, outs);
-  double ey = l2 ? rel_l2(outs[0].data, r.y, r.ny) : max_rel(outs[0].data, r.y, r.ny);
-  double ep = l2 ? rel_l2(outs[1].data, r.p, r.np) : max_rel(outs[1].data, r.p, r.np);
+  double ey = l2 ? tu_rel_l2(outs[0].data, r.y, r.ny) : tu_rel_max(outs[0].data, r.y, r.ny);
+  double ep = l2 ? tu_rel_l2(outs[1].data, r.p, r.np) : tu_rel_max(outs[1].data, r.p, r.np);
   printf("%s precision %d: y %s %.3g, p %.3g\n", path, precision, l2 ? "rel_l2" : "max_rel",
          ey, ep);
   ck_assert_msg(ey <= tol, "%s precision %d: y error %g > %g", path, precision, ey, tol);
@@ -321,7 +285,7 @@ static void gemm_check(const char *opt, int precision, double tol, int l2) {
   char *in = fixture("gemm_variants.onnx");
   char *outp = tmp_path(opt ? "gemm_fp32.dynq" : "gemm.dynq");
   char *log = NULL;
-  int rc = opt ? quantize(&log, opt, in, outp, NULL) : quantize(&log, in, outp, NULL);
+  int rc = opt ? tu_quantize_log(&log, opt, in, outp, NULL) : tu_quantize_log(&log, in, outp, NULL);
   ck_assert_msg(rc == 0, "exit %d:\n%s", rc, log);
   const char *layers[] = {"g_transA_dynC", "g_transB_c1n", "g_constC_mn", "g_noC",
                           "g_scalarC"};
@@ -352,7 +316,7 @@ static void gemm_check(const char *opt, int precision, double tol, int l2) {
     ck_assert_int_eq(outs[i].rank, 2);
     ck_assert_int_eq(outs[i].dims[0], 5);
     ck_assert_int_eq(outs[i].dims[1], 17);
-    double e = l2 ? rel_l2(outs[i].data, y, ny) : max_rel(outs[i].data, y, ny);
+    double e = l2 ? tu_rel_l2(outs[i].data, y, ny) : tu_rel_max(outs[i].data, y, ny);
     printf("gemm %s y%d precision %d: %s %.3g\n", opt ? opt : "int8", i + 1, precision,
            l2 ? "rel_l2" : "max_rel", e);
     ck_assert_msg(e <= tol, "%s y%d (%s) precision %d: error %g > %g", opt ? opt : "int8",
@@ -384,7 +348,7 @@ START_TEST(test_constant_node) {
   char *in = fixture("constant_node.onnx");
   char *outp = tmp_path("cn.dynq");
   char *log = NULL;
-  int rc = quantize(&log, in, outp, NULL);
+  int rc = tu_quantize_log(&log, in, outp, NULL);
   ck_assert_msg(rc == 0, "exit %d:\n%s", rc, log);
   free(log);
   size_t nx, ny;
@@ -399,11 +363,11 @@ START_TEST(test_constant_node) {
   ck_assert_int_eq(out.rank, 2);
   ck_assert_int_eq(out.dims[0], 3);
   ck_assert_int_eq(out.dims[1], 6);
-  ck_assert_double_le(max_rel(out.data, y, ny), FP32_TOL);
+  ck_assert_double_le(tu_rel_max(out.data, y, ny), FP32_TOL);
   dynq__tensor_clear(&out);
   rc = run_model(m, DYNQ_PRECISION_INT8, names, &t, 1, &out, err, sizeof(err));
   ck_assert_msg(rc == 0, "run: %d %s", rc, err);
-  ck_assert_double_le(rel_l2(out.data, y, ny), INT8_TOL);
+  ck_assert_double_le(tu_rel_l2(out.data, y, ny), INT8_TOL);
   dynq__tensor_clear(&out);
   dynq__model_unref(m);
   free(x);
@@ -419,7 +383,7 @@ START_TEST(test_fp32_fallback) {
   char *in = fixture("fallback.onnx");
   char *outp = tmp_path("fb.dynq");
   char *log = NULL;
-  int rc = quantize(&log, in, outp, NULL);
+  int rc = tu_quantize_log(&log, in, outp, NULL);
   ck_assert_msg(rc == 0, "exit %d:\n%s", rc, log);
   ck_assert_msg(strstr(log, "K > 65536") != NULL, "no K note:\n%s", log);
   ck_assert_msg(strstr(log, "not a constant") != NULL, "no dynamic-B note:\n%s", log);
@@ -447,7 +411,7 @@ START_TEST(test_fp32_fallback) {
   ck_assert_uint_eq(nyb, 2);
   ck_assert_uint_eq(nyd, 6);
   /* K = 65537 float32 sums: rounding grows with K, so 1e-4 here. */
-  double eb = max_rel(outs[0].data, yb, nyb), ed = max_rel(outs[1].data, yd, nyd);
+  double eb = tu_rel_max(outs[0].data, yb, nyb), ed = tu_rel_max(outs[1].data, yd, nyd);
   printf("fallback: big-K max_rel %.3g, dynamic-B max_rel %.3g\n", eb, ed);
   ck_assert_double_le(eb, 1e-4);
   ck_assert_double_le(ed, FP32_TOL);
@@ -470,8 +434,8 @@ static void expect_fail(const char *input_path, const char *opt, int want_rc,
                         const char *const *want) {
   char *outp = tmp_path("out.dynq");
   char *log = NULL;
-  int rc = opt ? quantize(&log, opt, input_path, outp, NULL)
-               : quantize(&log, input_path, outp, NULL);
+  int rc = opt ? tu_quantize_log(&log, opt, input_path, outp, NULL)
+               : tu_quantize_log(&log, input_path, outp, NULL);
   ck_assert_msg(rc == want_rc, "%s: exit %d, want %d:\n%s", input_path, rc, want_rc, log);
   for (int i = 0; want && want[i]; i++)
     ck_assert_msg(strstr(log, want[i]) != NULL, "%s: output lacks '%s':\n%s", input_path,
@@ -497,7 +461,7 @@ START_TEST(test_unsupported) {
   char *p = fixture("unsupported.onnx");
   char *outp = tmp_path("out.dynq");
   char *log = NULL;
-  ck_assert_int_eq(quantize(&log, p, outp, NULL), 1);
+  ck_assert_int_eq(tu_quantize_log(&log, p, outp, NULL), 1);
   /* Supported nodes are not listed. */
   ck_assert_ptr_null(strstr(log, "pre_relu"));
   ck_assert_ptr_null(strstr(log, "post_relu"));
@@ -572,18 +536,18 @@ START_TEST(test_bad_files) {
   const char *w_opt[] = {"unknown option '--bogus'", "usage:", NULL};
   expect_fail(mlp, "--bogus", 2, w_opt);
   char *log = NULL;
-  ck_assert_int_eq(quantize(&log, mlp, NULL), 2);
+  ck_assert_int_eq(tu_quantize_log(&log, mlp, NULL), 2);
   ck_assert_ptr_nonnull(strstr(log, "usage:"));
   free(log);
   log = NULL;
-  ck_assert_int_eq(quantize(&log, NULL), 2);
+  ck_assert_int_eq(tu_quantize_log(&log, NULL), 2);
   free(log);
   log = NULL;
-  ck_assert_int_eq(quantize(&log, mlp, "a.dynq", "b.dynq", NULL), 2);
+  ck_assert_int_eq(tu_quantize_log(&log, mlp, "a.dynq", "b.dynq", NULL), 2);
   ck_assert_ptr_nonnull(strstr(log, "too many arguments"));
   free(log);
   log = NULL;
-  ck_assert_int_eq(quantize(&log, "--help", NULL), 0);
+  ck_assert_int_eq(tu_quantize_log(&log, "--help", NULL), 0);
   ck_assert_ptr_nonnull(strstr(log, "--no-reference"));
   free(log);
 
@@ -690,10 +654,4 @@ static Suite *quantize_suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(quantize_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
-}
+TU_MAIN(quantize_suite)

@@ -19,14 +19,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "d1-helpers.h"
+#include "dynq/dynqclient.h"
+#include "dynq/errors.h"
+#include "testutil.h"
 
 static float g_x[16 * 64];
 
 typedef struct env {
   char *dir;
   char models[512], a[600], b[600], bad[600], live[600];
-  notify_sock_t ns;
+  tu_notify_t ns;
   tu_daemon_t d;
 } env_t;
 
@@ -46,8 +48,8 @@ static int env_start(env_t *e, const char *const *extra) {
     free(e->dir);
     return -1;
   }
-  ck_assert_int_eq(quantize_mlp(e->a, NULL), 0);
-  ck_assert_int_eq(quantize_mlp(e->b, "--per-tensor"), 0);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", e->a, NULL), 0);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", e->b, "--per-tensor", NULL), 0);
   size_t n = 0;
   unsigned char *p = tu_read_file(e->a, &n);
   ck_assert_ptr_nonnull(p);
@@ -55,7 +57,7 @@ static int env_start(env_t *e, const char *const *extra) {
   for (size_t i = n / 2; i < n / 2 + 64; i++) p[i] ^= 0x5a;  /* checksum must catch it */
   ck_assert_int_eq(tu_write_file(e->bad, p, n), 0);
   free(p);
-  swap_file(e->a, e->live, e->models);
+  tu_swap_file(e->a, e->live, e->models);
 
   size_t xn = 0;
   void *x = tu_read_file(tu_src("tests/fixtures/mlp_x.f32"), &xn);
@@ -64,30 +66,30 @@ static int env_start(env_t *e, const char *const *extra) {
   memcpy(g_x, x, xn);
   free(x);
 
-  notify_open(&e->ns, e->dir);
+  tu_notify_open(&e->ns, e->dir);
   ck_assert_int_eq(tu_daemon_start(&e->d, e->dir, e->models, extra), 0);
-  ck_assert_msg(notify_wait(&e->ns, "READY=1", NULL, 0), "no READY=1 from dynqd");
+  ck_assert_msg(tu_notify_wait(&e->ns, "READY=1", NULL, 0), "no READY=1 from dynqd");
   return 0;
 }
 
 static void env_stop(env_t *e) {
   if (e->d.pid > 0) ck_assert_int_eq(tu_daemon_stop(&e->d, SIGTERM), 0);
-  notify_close(&e->ns);
+  tu_notify_close(&e->ns);
   tu_rmtree(e->dir);
   free(e->dir);
 }
 
 static void hup_and_wait(env_t *e) {
   ck_assert_int_eq(kill(e->d.pid, SIGHUP), 0);
-  ck_assert_msg(notify_wait(&e->ns, "RELOADING=1", NULL, 0), "no RELOADING=1");
-  ck_assert_msg(notify_wait(&e->ns, "READY=1", NULL, 0), "no READY=1 after SIGHUP");
+  ck_assert_msg(tu_notify_wait(&e->ns, "RELOADING=1", NULL, 0), "no RELOADING=1");
+  ck_assert_msg(tu_notify_wait(&e->ns, "READY=1", NULL, 0), "no READY=1 after SIGHUP");
 }
 
 static void expect_answer(env_t *e, const char *model, const void *want, size_t wn) {
   void *out = NULL;
   size_t on = 0;
   char msg[512];
-  int rc = infer_mlp(e->d.sock, model, g_x, 16, &out, &on, msg, sizeof(msg));
+  int rc = tu_infer_mlp(e->d.sock, model, g_x, 16, &out, &on, msg, sizeof(msg));
   ck_assert_msg(rc == 0, "infer %s: %s: %s", model, dynq_err_name(rc), msg);
   ck_assert_uint_eq(on, wn);
   ck_assert_msg(memcmp(out, want, wn) == 0, "infer %s: answer is not the expected version",
@@ -101,12 +103,12 @@ START_TEST(test_reload_under_load) {
   char msg[512];
   void *ans_a = NULL, *ans_b = NULL;
   size_t na = 0, nb = 0;
-  ck_assert_int_eq(infer_mlp(e.d.sock, "mlp", g_x, 16, &ans_a, &na, msg, sizeof(msg)), 0);
-  swap_file(e.b, e.live, e.models);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "mlp", g_x, 16, &ans_a, &na, msg, sizeof(msg)), 0);
+  tu_swap_file(e.b, e.live, e.models);
   int ver = 0;
-  ck_assert_int_eq(admin_call(e.d.sock, "model.reload", "mlp", NULL, &ver, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.reload", "mlp", NULL, &ver, msg, sizeof(msg)), 0);
   ck_assert_int_eq(ver, 2);
-  ck_assert_int_eq(infer_mlp(e.d.sock, "mlp", g_x, 16, &ans_b, &nb, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "mlp", g_x, 16, &ans_b, &nb, msg, sizeof(msg)), 0);
   ck_assert_uint_eq(na, nb);
   ck_assert_msg(memcmp(ans_a, ans_b, na) != 0,
                 "per-row and per-tensor versions answer identically: the test "
@@ -148,9 +150,9 @@ START_TEST(test_reload_under_load) {
   const void *cur = ans_b;
   for (int i = 0; i < 20; i++) {
     int to_a = i % 2 == 0;
-    swap_file(to_a ? e.a : e.b, e.live, e.models);
+    tu_swap_file(to_a ? e.a : e.b, e.live, e.models);
     if (i % 4 < 2) {
-      ck_assert_int_eq(admin_call(e.d.sock, "model.reload", "mlp", NULL, &ver, msg,
+      ck_assert_int_eq(tu_admin_call(e.d.sock, "model.reload", "mlp", NULL, &ver, msg,
                                   sizeof(msg)), 0);
       ck_assert_int_eq(ver, 3 + i);
     } else {
@@ -163,18 +165,18 @@ START_TEST(test_reload_under_load) {
   expect_answer(&e, "mlp@22", ans_b, nb);
 
   /* A corrupted file is refused by both routes; the old version serves. */
-  swap_file(e.bad, e.live, e.models);
-  int rc = admin_call(e.d.sock, "model.reload", "mlp", NULL, &ver, msg, sizeof(msg));
+  tu_swap_file(e.bad, e.live, e.models);
+  int rc = tu_admin_call(e.d.sock, "model.reload", "mlp", NULL, &ver, msg, sizeof(msg));
   ck_assert_msg(rc == DYNQ_ECHECKSUM || rc == DYNQ_EFORMAT,
                 "reload of a corrupted file: %s (%s)", dynq_err_name(rc), msg);
   ck_assert_msg(strstr(msg, "mlp") != NULL, "error does not name the model: %s", msg);
   expect_answer(&e, "mlp", ans_b, nb);
   hup_and_wait(&e);
   expect_answer(&e, "mlp@22", ans_b, nb);
-  ck_assert(file_contains(e.d.log, "cannot reload model file"));
+  ck_assert(tu_file_contains(e.d.log, "cannot reload model file"));
   /* And a good file afterwards is taken again. */
-  swap_file(e.a, e.live, e.models);
-  ck_assert_int_eq(admin_call(e.d.sock, "model.reload", "mlp", NULL, &ver, msg, sizeof(msg)), 0);
+  tu_swap_file(e.a, e.live, e.models);
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.reload", "mlp", NULL, &ver, msg, sizeof(msg)), 0);
   ck_assert_int_eq(ver, 23);
   expect_answer(&e, "mlp", ans_a, na);
 
@@ -201,52 +203,52 @@ START_TEST(test_load_unload_versions) {
   int ver = 0;
   void *ans = NULL;
   size_t n = 0;
-  ck_assert_int_eq(infer_mlp(e.d.sock, "mlp@1", g_x, 16, &ans, &n, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "mlp@1", g_x, 16, &ans, &n, msg, sizeof(msg)), 0);
   /* A second name from another file in the directory. */
   char other[600];
   snprintf(other, sizeof(other), "%s/sub", e.models);
   ck_assert_int_eq(mkdir(other, 0755), 0);
   snprintf(other, sizeof(other), "%s/sub/two.dynq", e.models);
-  swap_file(e.a, other, e.models);
-  ck_assert_int_eq(admin_call(e.d.sock, "model.load", "two", "sub/two.dynq", &ver, msg,
+  tu_swap_file(e.a, other, e.models);
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.load", "two", "sub/two.dynq", &ver, msg,
                               sizeof(msg)), 0);
   ck_assert_int_eq(ver, 1);
   expect_answer(&e, "two", ans, n);
   /* Loading an existing name again is a new version of it. */
-  ck_assert_int_eq(admin_call(e.d.sock, "model.load", "two", "sub/two.dynq", &ver, msg,
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.load", "two", "sub/two.dynq", &ver, msg,
                               sizeof(msg)), 0);
   ck_assert_int_eq(ver, 2);
   void *o = NULL;
   size_t on = 0;
-  int rc = infer_mlp(e.d.sock, "two@1", g_x, 16, &o, &on, msg, sizeof(msg));
+  int rc = tu_infer_mlp(e.d.sock, "two@1", g_x, 16, &o, &on, msg, sizeof(msg));
   ck_assert_int_eq(rc, DYNQ_ENOMODEL);
   expect_answer(&e, "two@2", ans, n);
   /* A rescan keeps a model loaded from a subdirectory. */
   hup_and_wait(&e);
   expect_answer(&e, "two@2", ans, n);
   /* Bad versions and names. */
-  ck_assert_int_eq(infer_mlp(e.d.sock, "mlp@0", g_x, 16, &o, &on, msg, sizeof(msg)), DYNQ_ENOMODEL);
-  ck_assert_int_eq(infer_mlp(e.d.sock, "mlp@x", g_x, 16, &o, &on, msg, sizeof(msg)), DYNQ_ENOMODEL);
-  ck_assert_int_eq(admin_call(e.d.sock, "model.load", "../x", NULL, &ver, msg, sizeof(msg)),
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "mlp@0", g_x, 16, &o, &on, msg, sizeof(msg)), DYNQ_ENOMODEL);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "mlp@x", g_x, 16, &o, &on, msg, sizeof(msg)), DYNQ_ENOMODEL);
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.load", "../x", NULL, &ver, msg, sizeof(msg)),
                    DYNQ_EPARAMS);
-  ck_assert_int_eq(admin_call(e.d.sock, "model.load", "nofile", NULL, &ver, msg, sizeof(msg)),
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.load", "nofile", NULL, &ver, msg, sizeof(msg)),
                    -ENOENT);
   ck_assert_msg(strstr(msg, "nofile.dynq") != NULL, "message: %s", msg);
-  ck_assert_int_eq(admin_call(e.d.sock, "model.reload", "nosuch", NULL, &ver, msg, sizeof(msg)),
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.reload", "nosuch", NULL, &ver, msg, sizeof(msg)),
                    DYNQ_ENOMODEL);
   /* Unload: gone for new requests; unloading again is ENOMODEL. */
-  ck_assert_int_eq(admin_call(e.d.sock, "model.unload", "two", NULL, NULL, msg, sizeof(msg)), 0);
-  ck_assert_int_eq(infer_mlp(e.d.sock, "two", g_x, 16, &o, &on, msg, sizeof(msg)), DYNQ_ENOMODEL);
-  ck_assert_int_eq(admin_call(e.d.sock, "model.unload", "two", NULL, NULL, msg, sizeof(msg)),
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.unload", "two", NULL, NULL, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "two", g_x, 16, &o, &on, msg, sizeof(msg)), DYNQ_ENOMODEL);
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.unload", "two", NULL, NULL, msg, sizeof(msg)),
                    DYNQ_ENOMODEL);
   /* SIGHUP: a removed file unloads, a new file loads. */
   char newf[600];
   snprintf(newf, sizeof(newf), "%s/fresh.dynq", e.models);
-  swap_file(e.b, newf, e.models);
+  tu_swap_file(e.b, newf, e.models);
   ck_assert_int_eq(unlink(e.live), 0);
   hup_and_wait(&e);
-  ck_assert_int_eq(infer_mlp(e.d.sock, "mlp", g_x, 16, &o, &on, msg, sizeof(msg)), DYNQ_ENOMODEL);
-  ck_assert_int_eq(infer_mlp(e.d.sock, "fresh@1", g_x, 16, &o, &on, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "mlp", g_x, 16, &o, &on, msg, sizeof(msg)), DYNQ_ENOMODEL);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "fresh@1", g_x, 16, &o, &on, msg, sizeof(msg)), 0);
   free(o);
   free(ans);
   env_stop(&e);
@@ -260,28 +262,28 @@ START_TEST(test_paths_confined) {
   int ver;
   const char *bad_paths[] = {"/etc/passwd", "../A.dynq", "sub/../../A.dynq", "..", NULL};
   for (int i = 0; bad_paths[i]; i++) {
-    int rc = admin_call(e.d.sock, "model.load", "evil", bad_paths[i], &ver, msg, sizeof(msg));
+    int rc = tu_admin_call(e.d.sock, "model.load", "evil", bad_paths[i], &ver, msg, sizeof(msg));
     ck_assert_msg(rc == DYNQ_EDENIED, "path %s: %s (%s)", bad_paths[i], dynq_err_name(rc), msg);
   }
   /* A symlink escaping the directory, by explicit path and by name. */
   char link[600];
   snprintf(link, sizeof(link), "%s/escape.dynq", e.models);
   ck_assert_int_eq(symlink(e.a, link), 0);
-  int rc = admin_call(e.d.sock, "model.load", "escape", NULL, &ver, msg, sizeof(msg));
+  int rc = tu_admin_call(e.d.sock, "model.load", "escape", NULL, &ver, msg, sizeof(msg));
   ck_assert_msg(rc == DYNQ_EDENIED, "symlink out: %s (%s)", dynq_err_name(rc), msg);
   ck_assert_msg(strstr(msg, "outside the model directory") != NULL, "message: %s", msg);
   /* ... and the rescan does not pick it up either. */
   hup_and_wait(&e);
   void *o = NULL;
   size_t on = 0;
-  ck_assert_int_eq(infer_mlp(e.d.sock, "escape", g_x, 16, &o, &on, msg, sizeof(msg)),
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "escape", g_x, 16, &o, &on, msg, sizeof(msg)),
                    DYNQ_ENOMODEL);
   /* A symlink that stays inside is fine. */
   snprintf(link, sizeof(link), "%s/alias.dynq", e.models);
   ck_assert_int_eq(symlink("mlp.dynq", link), 0);
-  ck_assert_int_eq(admin_call(e.d.sock, "model.load", "alias", NULL, &ver, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.load", "alias", NULL, &ver, msg, sizeof(msg)), 0);
   ck_assert_int_eq(ver, 1);
-  ck_assert_int_eq(infer_mlp(e.d.sock, "alias", g_x, 16, &o, &on, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "alias", g_x, 16, &o, &on, msg, sizeof(msg)), 0);
   free(o);
   env_stop(&e);
 }
@@ -298,7 +300,7 @@ static int call_as_nobody(const char *sock, const char *method) {
     if (setuid(65534) != 0) _exit(103);
     char msg[512];
     int ver;
-    int rc = admin_call(sock, method, "mlp", NULL, &ver, msg, sizeof(msg));
+    int rc = tu_admin_call(sock, method, "mlp", NULL, &ver, msg, sizeof(msg));
     if (rc == DYNQ_EDENIED && strstr(msg, "admin") == NULL) _exit(104);
     _exit(rc == 0 ? 0 : rc == DYNQ_EDENIED ? 1 : rc == DYNQ_ENOMODEL ? 2 : 3);
   }
@@ -338,12 +340,12 @@ START_TEST(test_non_admin_refused) {
   ck_assert_int_eq(call_as_nobody(e.d.sock, "model.reload"), 1);
   ck_assert_int_eq(call_as_nobody(e.d.sock, "model.unload"), 1);
   ck_assert_int_eq(call_as_nobody(e.d.sock, "model.load"), 1);
-  ck_assert(file_contains(e.d.log, "refused"));
+  ck_assert(tu_file_contains(e.d.log, "refused"));
   /* Model still there. */
   char msg[512];
   void *o = NULL;
   size_t on = 0;
-  ck_assert_int_eq(infer_mlp(e.d.sock, "mlp@1", g_x, 16, &o, &on, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "mlp@1", g_x, 16, &o, &on, msg, sizeof(msg)), 0);
   free(o);
   /* admin_group (reloadable) lets the group in. */
   char text[256];
@@ -351,7 +353,7 @@ START_TEST(test_non_admin_refused) {
   ck_assert_int_eq(tu_write_file(conf, text, (size_t)tn), 0);
   hup_and_wait(&e);
   ck_assert_int_eq(call_as_nobody(e.d.sock, "model.reload"), 0);
-  ck_assert_int_eq(infer_mlp(e.d.sock, "mlp@2", g_x, 16, &o, &on, msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_infer_mlp(e.d.sock, "mlp@2", g_x, 16, &o, &on, msg, sizeof(msg)), 0);
   free(o);
   env_stop(&e);
   tu_rmtree(tmpd);
@@ -373,9 +375,5 @@ static Suite *reload_suite(void) {
 
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
-  SRunner *sr = srunner_create(reload_suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int failed = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return tu_run_suite(reload_suite()) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

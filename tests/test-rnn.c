@@ -620,6 +620,45 @@ START_TEST(qconv_patch_independent) {
 }
 END_TEST
 
+/* Pow by a scalar 2, 1, 0.5 or 3 skips libm (Silero's STFT magnitude):
+ * bit-identical to (float)pow((double)x, e) for 2, 1 and 0.5 (special
+ * values included), within 1 ulp for 3; other exponents use pow. */
+START_TEST(pow_scalar_exponents) {
+  static const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, 1e-30f, -1e-30f, 3.4e38f,
+                                  -3.4e38f, INFINITY, -INFINITY, NAN, 1e-45f, 2.5f};
+  enum { NS = sizeof(special) / sizeof(special[0]), N = NS + 200 };
+  float x[N];
+  memcpy(x, special, sizeof(special));
+  float *r = frand(N - NS, 100.0);
+  memcpy(x + NS, r, sizeof(float) * (N - NS));
+  free(r);
+  static const float exps[] = {2.0f, 1.0f, 0.5f, 3.0f, 2.5f};
+  char err[256];
+  for (size_t k = 0; k < sizeof(exps) / sizeof(exps[0]); k++) {
+    int64_t xd[2] = {N / 3, 3}, ed[1] = {1};
+    float e = exps[k];
+    dynq__tensor_t tx = tens(DYNQ_DT_F32, 2, xd, x), te = tens(DYNQ_DT_F32, 1, ed, &e), out;
+    const dynq__tensor_t *in[2] = {&tx, &te};
+    ck_assert_msg(run_op(DYNQ_OP_POW, "pow", NULL, 0, in, 2, &out, 1, DYNQ_PRECISION_INT8, err,
+                         sizeof(err)) == 0, "%s", err);
+    ck_assert_int_eq(out.rank, 2);
+    for (int i = 0; i < N / 3 * 3; i++) {
+      float want = (float)pow((double)x[i], (double)e), got = ((float *)out.data)[i];
+      if (isnan(want)) {
+        ck_assert_msg(isnan(got), "pow(%g, %g) = %g, expected NaN", x[i], e, got);
+      } else if (e == 3.0f) {
+        ck_assert_msg(got == want || fabsf(got - want) <= fabsf(nextafterf(want, 0) - want),
+                      "pow(%g, 3) = %.9g, libm %.9g", x[i], got, want);
+      } else {
+        ck_assert_msg(memcmp(&got, &want, 4) == 0, "pow(%g, %g) = %.9g, libm %.9g", x[i], e,
+                      got, want);
+      }
+    }
+    dynq__tensor_clear(&out);
+  }
+}
+END_TEST
+
 START_TEST(rnn_bad_shapes) {
   char err[256];
   int64_t xd[3] = {3, 2, 5}, wd[3] = {1, 16, 5}, rd[3] = {1, 16, 4}, bad[3] = {1, 16, 6};
@@ -1169,6 +1208,7 @@ static Suite *suite(void) {
   tcase_add_test(t, rnn_bad_shapes);
   tcase_add_test(t, conv_bad_shapes);
   tcase_add_test(t, qconv_patch_independent);
+  tcase_add_test(t, pow_scalar_exponents);
   tcase_add_test(t, check_refuses_bad_nodes);
   suite_add_tcase(s, t);
   TCase *m = tcase_create("models");

@@ -5,9 +5,12 @@
  */
 #include <math.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
-#include "rpcutil.h"
+#include "dynq/errors.h"
+#include "testutil.h"
 
 static char *g_dir, *g_models;
 static int g_have;
@@ -17,24 +20,17 @@ static float *g_slow_x;
 #define SLOW_ROWS 2048
 
 static void setup(void) {
-  g_dir = tu_mkdtemp();
-  ck_assert_ptr_nonnull(g_dir);
-  char p[4096];
-  snprintf(p, sizeof(p), "%s/models", g_dir);
-  ck_assert_int_eq(mkdir(p, 0755), 0);
-  g_models = strdup(p);
+  g_dir = tu_mkdtemp_models(&g_models);
   char a[4096], b[4096], c[4096];
   snprintf(a, sizeof(a), "%s/stateful.dynq", g_models);
   snprintf(b, sizeof(b), "%s/mlp.dynq", g_models);
   snprintf(c, sizeof(c), "%s/slow.dynq", g_models);
-  g_have = make_model("tests/fixtures/stateful.onnx", a, NULL) == 0 &&
-           make_model("tests/fixtures/mlp.onnx", b, NULL) == 0 &&
-           make_model("tests/fixtures/slow.onnx", c, "--no-reference") == 0 &&
-           load_f32("tests/fixtures/stateful_x.f32", g_x, 40) == 0 &&
-           load_f32("tests/fixtures/stateful_y.f32", g_y, 40) == 0;
-  g_slow_x = calloc((size_t)SLOW_ROWS * 256, sizeof(float));
-  ck_assert_ptr_nonnull(g_slow_x);
-  for (size_t i = 0; i < (size_t)SLOW_ROWS * 256; i++) g_slow_x[i] = (float)(i % 13) / 13.0f;
+  g_have = tu_quantize("tests/fixtures/stateful.onnx", a, NULL) == 0 &&
+           tu_quantize("tests/fixtures/mlp.onnx", b, NULL) == 0 &&
+           tu_quantize("tests/fixtures/slow.onnx", c, "--no-reference", NULL) == 0 &&
+           tu_load_f32("tests/fixtures/stateful_x.f32", g_x, 40) == 0 &&
+           tu_load_f32("tests/fixtures/stateful_y.f32", g_y, 40) == 0;
+  g_slow_x = tu_ramp_f32((size_t)SLOW_ROWS * 256, 13);
   if (g_have) {
     const char *extra[] = {"--workers", "1", "--max-sessions", "4", NULL};
     ck_assert_msg(tu_daemon_start(&g_d, g_dir, g_models, extra) == 0,
@@ -43,26 +39,17 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-  if (g_d.pid > 0) {
-    int st = tu_daemon_stop(&g_d, SIGTERM);
-    if (st != 0) fprintf(stderr, "FAIL: sessions dynqd exited with %d\n", st);
-  }
+  tu_daemon_teardown(&g_d, "sessions");
   if (g_dir) tu_rmtree(g_dir);
   free(g_dir);
   free(g_models);
   free(g_slow_x);
 }
 
-#define NEED_MODELS()                                                          \
-  do {                                                                         \
-    if (!g_have) {                                                             \
-      fprintf(stderr, "SKIP %s: dynq-quantize not built\n", __func__);         \
-      return;                                                                  \
-    }                                                                          \
-  } while (0)
+#define NEED_MODELS() TU_SKIP_UNLESS(g_have, "dynq-quantize not built")
 
 /* session.open {model[, detached][, idle_timeout_ms]} -> id (asserted ok). */
-static uint64_t open_session(rconn_t *c, uint32_t msgid, const char *model, int detached,
+static uint64_t open_session(tu_rpc_t *c, uint32_t msgid, const char *model, int detached,
                              int64_t idle_ms) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
@@ -78,17 +65,17 @@ static uint64_t open_session(rconn_t *c, uint32_t msgid, const char *model, int 
     dynq__w_str(&w, "idle_timeout_ms");
     dynq__w_int(&w, idle_ms);
   }
-  rc_send_wbuf(c, &w);
+  tu_rpc_send_wbuf(c, &w);
   dynq__rpc_msg_t m;
-  expect_ok(c, msgid, &m);
-  int64_t id = obj_int_or(dynq__obj_get(m.result, "session"), -1);
+  tu_rpc_expect_ok(c, msgid, &m);
+  int64_t id = tu_obj_int_or(dynq__obj_get(m.result, "session"), -1);
   ck_assert_int_ge(id, 1);
   dynq__rpc_free(&m);
   return (uint64_t)id;
 }
 
 /* infer {session, inputs: {x: chunk t}[, precision]} */
-static void send_step(rconn_t *c, uint32_t msgid, uint64_t sid, int t, const char *precision) {
+static void send_step(tu_rpc_t *c, uint32_t msgid, uint64_t sid, int t, const char *precision) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, msgid, "infer");
@@ -99,23 +86,23 @@ static void send_step(rconn_t *c, uint32_t msgid, uint64_t sid, int t, const cha
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "x");
   int64_t dims[2] = {1, 8};
-  w_f32_tensor(&w, 2, dims, g_x + t * 8);
+  tu_w_f32_tensor(&w, 2, dims, g_x + t * 8);
   if (precision) {
     dynq__w_str(&w, "precision");
     dynq__w_str(&w, precision);
   }
-  rc_send_wbuf(c, &w);
+  tu_rpc_send_wbuf(c, &w);
 }
 
 /* One step; checks y against the recurrence's y_t within tol. */
-static void step_check(rconn_t *c, uint32_t msgid, uint64_t sid, int in_t, int ref_t,
+static void step_check(tu_rpc_t *c, uint32_t msgid, uint64_t sid, int in_t, int ref_t,
                        const char *precision, double tol) {
   send_step(c, msgid, sid, in_t, precision);
   dynq__rpc_msg_t m;
-  expect_ok(c, msgid, &m);
+  tu_rpc_expect_ok(c, msgid, &m);
   float y[8], s[8];
-  get_f32_output(&m, "y", y, 8);
-  get_f32_output(&m, "stateN", s, 8);  /* every output is returned */
+  tu_get_f32_output(&m, "y", y, 8);
+  tu_get_f32_output(&m, "stateN", s, 8);  /* every output is returned */
   for (int i = 0; i < 8; i++) {
     ck_assert_msg(fabs((double)y[i] - g_y[ref_t * 8 + i]) <= tol,
                   "step %d y[%d] = %g, recurrence %g (tol %g)", ref_t, i, y[i],
@@ -125,18 +112,18 @@ static void step_check(rconn_t *c, uint32_t msgid, uint64_t sid, int in_t, int r
   dynq__rpc_free(&m);
 }
 
-static int64_t stats_sessions(rconn_t *c, uint32_t msgid) {
-  send_call0(c, msgid, "stats");
+static int64_t stats_sessions(tu_rpc_t *c, uint32_t msgid) {
+  tu_rpc_call0(c, msgid, "stats");
   dynq__rpc_msg_t m;
-  expect_ok(c, msgid, &m);
-  int64_t n = obj_int_or(dynq__obj_get(m.result, "sessions"), -1);
+  tu_rpc_expect_ok(c, msgid, &m);
+  int64_t n = tu_obj_int_or(dynq__obj_get(m.result, "sessions"), -1);
   dynq__rpc_free(&m);
   return n;
 }
 
 /* Poll until the daemon reports n sessions (it drops them asynchronously
  * after a hang-up or a timeout; there is no event to wait on from here). */
-static void wait_sessions(rconn_t *c, int64_t n) {
+static void wait_sessions(tu_rpc_t *c, int64_t n) {
   for (uint32_t id = 50000;; id++) {
     if (stats_sessions(c, id) == n) return;
     ck_assert_msg(id < 50000 + 20000, "sessions never dropped to %lld", (long long)n);
@@ -147,8 +134,8 @@ static void wait_sessions(rconn_t *c, int64_t n) {
 
 START_TEST(test_stream_matches_recurrence) {
   NEED_MODELS();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   /* The open result names the unbound inputs and the default binding. */
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
@@ -156,10 +143,10 @@ START_TEST(test_stream_matches_recurrence) {
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "model");
   dynq__w_str(&w, "stateful");
-  rc_send_wbuf(&c, &w);
+  tu_rpc_send_wbuf(&c, &w);
   dynq__rpc_msg_t m;
-  expect_ok(&c, 1, &m);
-  uint64_t sid = (uint64_t)obj_int_or(dynq__obj_get(m.result, "session"), -1);
+  tu_rpc_expect_ok(&c, 1, &m);
+  uint64_t sid = (uint64_t)tu_obj_int_or(dynq__obj_get(m.result, "session"), -1);
   dynq__obj_t ins = dynq__obj_get(m.result, "inputs");
   ck_assert_uint_eq(dynq__obj_len(ins), 1);
   char name[32];
@@ -175,32 +162,32 @@ START_TEST(test_stream_matches_recurrence) {
   uint64_t s2 = open_session(&c, 2, "stateful", -1, 0);
   for (int t = 0; t < 5; t++) step_check(&c, 20 + (uint32_t)t, s2, t, t, NULL, 0.03);
   /* reset: back to zeros, so chunk 0 gives y_0 again */
-  send_call_id(&c, 30, "session.reset", "session", sid);
-  expect_ok(&c, 30, &m);
+  tu_rpc_call_id(&c, 30, "session.reset", "session", sid);
+  tu_rpc_expect_ok(&c, 30, &m);
   dynq__rpc_free(&m);
   step_check(&c, 31, sid, 0, 0, "fp32", 1e-5);
   step_check(&c, 32, sid, 1, 1, "fp32", 1e-5);
   /* close: then ENOSESSION for infer, reset and close */
-  send_call_id(&c, 40, "session.close", "session", sid);
-  expect_ok(&c, 40, &m);
+  tu_rpc_call_id(&c, 40, "session.close", "session", sid);
+  tu_rpc_expect_ok(&c, 40, &m);
   dynq__rpc_free(&m);
   send_step(&c, 41, sid, 0, NULL);
-  expect_error(&c, 41, DYNQ_ENOSESSION, "no session");
-  send_call_id(&c, 42, "session.reset", "session", sid);
-  expect_error(&c, 42, DYNQ_ENOSESSION, NULL);
-  send_call_id(&c, 43, "session.close", "session", sid);
-  expect_error(&c, 43, DYNQ_ENOSESSION, NULL);
-  send_call_id(&c, 44, "session.close", "session", s2);
-  expect_ok(&c, 44, &m);
+  tu_rpc_expect_error(&c, 41, DYNQ_ENOSESSION, "no session");
+  tu_rpc_call_id(&c, 42, "session.reset", "session", sid);
+  tu_rpc_expect_error(&c, 42, DYNQ_ENOSESSION, NULL);
+  tu_rpc_call_id(&c, 43, "session.close", "session", sid);
+  tu_rpc_expect_error(&c, 43, DYNQ_ENOSESSION, NULL);
+  tu_rpc_call_id(&c, 44, "session.close", "session", s2);
+  tu_rpc_expect_ok(&c, 44, &m);
   dynq__rpc_free(&m);
-  rc_close(&c);
+  tu_rpc_close(&c);
 }
 END_TEST
 
 START_TEST(test_failed_step_keeps_state) {
   NEED_MODELS();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   uint64_t sid = open_session(&c, 1, "stateful", -1, 0);
   step_check(&c, 2, sid, 0, 0, "fp32", 1e-5);
   /* A wrong shape fails in the model: the state must not move. */
@@ -214,22 +201,22 @@ START_TEST(test_failed_step_keeps_state) {
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "x");
   int64_t dims[2] = {1, 4};
-  w_f32_tensor(&w, 2, dims, g_x);
-  rc_send_wbuf(&c, &w);
+  tu_w_f32_tensor(&w, 2, dims, g_x);
+  tu_rpc_send_wbuf(&c, &w);
   dynq__rpc_msg_t m;
   char msg[512];
-  int rc = rc_response(&c, &m, 3, msg, sizeof(msg));
+  int rc = tu_rpc_response(&c, &m, 3, msg, sizeof(msg));
   ck_assert_msg(rc != 0, "a [1, 4] chunk was accepted");
   dynq__rpc_free(&m);
   step_check(&c, 4, sid, 1, 1, "fp32", 1e-5);
-  rc_close(&c);
+  tu_rpc_close(&c);
 }
 END_TEST
 
 START_TEST(test_bad_requests) {
   NEED_MODELS();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   uint64_t sid = open_session(&c, 1, "stateful", -1, 0);
   /* the bound input may not be sent */
   dynq__wbuf_t w;
@@ -242,36 +229,36 @@ START_TEST(test_bad_requests) {
   dynq__w_map(&w, 2);
   int64_t dims[2] = {1, 8};
   dynq__w_str(&w, "x");
-  w_f32_tensor(&w, 2, dims, g_x);
+  tu_w_f32_tensor(&w, 2, dims, g_x);
   dynq__w_str(&w, "state");
-  w_f32_tensor(&w, 2, dims, g_x);
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 2, DYNQ_EPARAMS, "bound to session state");
+  tu_w_f32_tensor(&w, 2, dims, g_x);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 2, DYNQ_EPARAMS, "bound to session state");
   /* unknown id, and a non-integer id */
   send_step(&c, 3, 987654, 0, NULL);
-  expect_error(&c, 3, DYNQ_ENOSESSION, "987654");
+  tu_rpc_expect_error(&c, 3, DYNQ_ENOSESSION, "987654");
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 4, "session.reset");
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "session");
   dynq__w_str(&w, "one");
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 4, DYNQ_EPARAMS, "session");
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 4, DYNQ_EPARAMS, "session");
   /* open errors: unknown model, model without state pairs, bad bindings */
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 5, "session.open");
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "model");
   dynq__w_str(&w, "nosuch");
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 5, DYNQ_ENOMODEL, "nosuch");
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 5, DYNQ_ENOMODEL, "nosuch");
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 6, "session.open");
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "model");
   dynq__w_str(&w, "mlp");
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 6, DYNQ_EPARAMS, "bindings");
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 6, DYNQ_EPARAMS, "bindings");
   const char *bad[][2] = {{"nope", "stateN"}, {"state", "nope"}};
   const int codes[] = {DYNQ_ENOINPUT, DYNQ_EPARAMS};
   for (int i = 0; i < 2; i++) {
@@ -284,8 +271,8 @@ START_TEST(test_bad_requests) {
     dynq__w_map(&w, 1);
     dynq__w_str(&w, bad[i][0]);
     dynq__w_str(&w, bad[i][1]);
-    rc_send_wbuf(&c, &w);
-    expect_error(&c, 7 + (uint32_t)i, codes[i], "nope");
+    tu_rpc_send_wbuf(&c, &w);
+    tu_rpc_expect_error(&c, 7 + (uint32_t)i, codes[i], "nope");
   }
   /* explicit bindings equal to the default work */
   dynq__wbuf_init(&w);
@@ -297,51 +284,51 @@ START_TEST(test_bad_requests) {
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "state");
   dynq__w_str(&w, "stateN");
-  rc_send_wbuf(&c, &w);
+  tu_rpc_send_wbuf(&c, &w);
   dynq__rpc_msg_t m;
-  expect_ok(&c, 9, &m);
-  uint64_t s2 = (uint64_t)obj_int_or(dynq__obj_get(m.result, "session"), -1);
+  tu_rpc_expect_ok(&c, 9, &m);
+  uint64_t s2 = (uint64_t)tu_obj_int_or(dynq__obj_get(m.result, "session"), -1);
   dynq__rpc_free(&m);
   step_check(&c, 10, s2, 0, 0, "fp32", 1e-5);
-  rc_close(&c);  /* closes both sessions */
-  rconn_t d;
-  rc_open(&d, g_d.sock);
+  tu_rpc_close(&c);  /* closes both sessions */
+  tu_rpc_t d;
+  tu_rpc_open(&d, g_d.sock);
   wait_sessions(&d, 0);
-  rc_close(&d);
+  tu_rpc_close(&d);
 }
 END_TEST
 
 START_TEST(test_sessions_die_with_connection_unless_detached) {
   NEED_MODELS();
-  rconn_t a, b;
-  rc_open(&a, g_d.sock);
-  rc_open(&b, g_d.sock);
+  tu_rpc_t a, b;
+  tu_rpc_open(&a, g_d.sock);
+  tu_rpc_open(&b, g_d.sock);
   uint64_t mine = open_session(&a, 1, "stateful", 0, 0);
   uint64_t kept = open_session(&a, 2, "stateful", 1, 0);
   step_check(&a, 3, kept, 0, 0, "fp32", 1e-5);
   /* another connection cannot use a's attached session */
   send_step(&b, 4, mine, 0, NULL);
-  expect_error(&b, 4, DYNQ_ENOSESSION, NULL);
+  tu_rpc_expect_error(&b, 4, DYNQ_ENOSESSION, NULL);
   ck_assert_int_eq(stats_sessions(&b, 5), 2);
-  rc_close(&a);
+  tu_rpc_close(&a);
   wait_sessions(&b, 1);
   send_step(&b, 6, mine, 0, NULL);
-  expect_error(&b, 6, DYNQ_ENOSESSION, NULL);
+  tu_rpc_expect_error(&b, 6, DYNQ_ENOSESSION, NULL);
   /* the detached one lives on, state and all: chunk 1 gives y_1 */
   step_check(&b, 7, kept, 1, 1, "fp32", 1e-5);
-  send_call_id(&b, 8, "session.close", "session", kept);
+  tu_rpc_call_id(&b, 8, "session.close", "session", kept);
   dynq__rpc_msg_t m;
-  expect_ok(&b, 8, &m);
+  tu_rpc_expect_ok(&b, 8, &m);
   dynq__rpc_free(&m);
   ck_assert_int_eq(stats_sessions(&b, 9), 0);
-  rc_close(&b);
+  tu_rpc_close(&b);
 }
 END_TEST
 
 START_TEST(test_session_cap) {
   NEED_MODELS();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   uint64_t ids[4];
   for (int i = 0; i < 4; i++) ids[i] = open_session(&c, 1 + (uint32_t)i, "stateful", -1, 0);
   dynq__wbuf_t w;
@@ -350,39 +337,39 @@ START_TEST(test_session_cap) {
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "model");
   dynq__w_str(&w, "stateful");
-  rc_send_wbuf(&c, &w);
-  expect_error(&c, 10, DYNQ_ELIMIT, "max_sessions");
-  send_call_id(&c, 11, "session.close", "session", ids[0]);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_error(&c, 10, DYNQ_ELIMIT, "max_sessions");
+  tu_rpc_call_id(&c, 11, "session.close", "session", ids[0]);
   dynq__rpc_msg_t m;
-  expect_ok(&c, 11, &m);
+  tu_rpc_expect_ok(&c, 11, &m);
   dynq__rpc_free(&m);
   ids[0] = open_session(&c, 12, "stateful", -1, 0);
-  rc_close(&c);
-  rconn_t d;
-  rc_open(&d, g_d.sock);
+  tu_rpc_close(&c);
+  tu_rpc_t d;
+  tu_rpc_open(&d, g_d.sock);
   wait_sessions(&d, 0);
-  rc_close(&d);
+  tu_rpc_close(&d);
 }
 END_TEST
 
 START_TEST(test_idle_timeout) {
   NEED_MODELS();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   uint64_t quick = open_session(&c, 1, "stateful", -1, 30);
   uint64_t slow = open_session(&c, 2, "stateful", -1, 600000);
   wait_sessions(&c, 1);
   send_step(&c, 3, quick, 0, NULL);
-  expect_error(&c, 3, DYNQ_ENOSESSION, NULL);
+  tu_rpc_expect_error(&c, 3, DYNQ_ENOSESSION, NULL);
   step_check(&c, 4, slow, 0, 0, "fp32", 1e-5);
-  rc_close(&c);
+  tu_rpc_close(&c);
 }
 END_TEST
 
 START_TEST(test_concurrent_use_busy) {
   NEED_MODELS();
-  rconn_t c;
-  rc_open(&c, g_d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
   uint64_t sid = open_session(&c, 1, "stateful", -1, 0);
   /* The only worker is busy with a slow request, so step 10 is still
    * queued when step 11 arrives. */
@@ -396,24 +383,24 @@ START_TEST(test_concurrent_use_busy) {
   dynq__w_map(&w, 1);
   dynq__w_str(&w, "x");
   int64_t dims[2] = {SLOW_ROWS, 256};
-  w_f32_tensor(&w, 2, dims, g_slow_x);
-  rc_send_wbuf(&c, &w);
+  tu_w_f32_tensor(&w, 2, dims, g_slow_x);
+  tu_rpc_send_wbuf(&c, &w);
   send_step(&c, 10, sid, 0, "fp32");
   send_step(&c, 11, sid, 1, "fp32");
-  send_call_id(&c, 12, "session.reset", "session", sid);
-  expect_error(&c, 11, DYNQ_EBUSY, "one request per session");
-  expect_error(&c, 12, DYNQ_EBUSY, NULL);
+  tu_rpc_call_id(&c, 12, "session.reset", "session", sid);
+  tu_rpc_expect_error(&c, 11, DYNQ_EBUSY, "one request per session");
+  tu_rpc_expect_error(&c, 12, DYNQ_EBUSY, NULL);
   dynq__rpc_msg_t m;
-  expect_ok(&c, 10, &m);
+  tu_rpc_expect_ok(&c, 10, &m);
   float y[8];
-  get_f32_output(&m, "y", y, 8);
+  tu_get_f32_output(&m, "y", y, 8);
   for (int i = 0; i < 8; i++) ck_assert(fabs((double)y[i] - g_y[i]) <= 1e-5);
   dynq__rpc_free(&m);
-  expect_ok(&c, 2, &m);
+  tu_rpc_expect_ok(&c, 2, &m);
   dynq__rpc_free(&m);
   /* the refused step left the state alone: chunk 1 now gives y_1 */
   step_check(&c, 13, sid, 1, 1, "fp32", 1e-5);
-  rc_close(&c);
+  tu_rpc_close(&c);
 }
 END_TEST
 
@@ -433,10 +420,4 @@ static Suite *suite(void) {
   return s;
 }
 
-int main(void) {
-  SRunner *sr = srunner_create(suite());
-  srunner_run_all(sr, CK_NORMAL);
-  int nf = srunner_ntests_failed(sr);
-  srunner_free(sr);
-  return nf == 0 ? 0 : 1;
-}
+TU_MAIN(suite)
