@@ -61,7 +61,7 @@ static void collect(dynqd_pool_t *p, dynqd_job_t **v, int *n, int max) {
     if (compatible(v[0], b, now)) {
       *pp = b->next;
       if (p->qtail == b) p->qtail = prev;
-      p->qlen--;
+      atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
       b->next = NULL;
       b->queue_us = (int64_t)((now - b->t_queued_ns) / 1000);
       v[(*n)++] = b;

@@ -212,7 +212,14 @@ typedef struct dynqd_pool {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   dynqd_job_t *qhead, *qtail;  /* waiting jobs, FIFO */
-  int qlen, qcap;
+  atomic_int qlen;             /* jobs in it; changed under mu, read anywhere */
+  int qcap;
+  /* Loop thread only: jobs submitted during this loop iteration, handed to
+   * the workers together by dynqd__pool_flush (one lock, one wake-up
+   * decision per iteration instead of per job). */
+  dynqd_job_t *phead, *ptail;
+  int plen;
+  int sleeping;                /* workers in pthread_cond_wait (under mu) */
   _Atomic(dynqd_job_t *) done; /* finished jobs, any order: a lock-free stack
                                   (workers push, the loop takes it whole) */
   int stop;                    /* workers exit when the queue is empty */
@@ -230,14 +237,18 @@ typedef struct dynqd_pool {
   atomic_uint submits;         /* bumped by every submit; polled unlocked */
 } dynqd_pool_t;
 
-/* Nothing queued and no worker running a job. */
+/* Loop thread: nothing submitted, queued, or being run by a worker. */
 int dynqd__pool_idle(dynqd_pool_t *p);
 
 /* spin_us: how long an idle worker polls before sleeping (0: never). */
 int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
                       uv_async_t *async);
-/* 0, or DYNQ_EOVERLOAD when the queue is full (job untouched). */
+/* Loop thread: 0, or DYNQ_EOVERLOAD when the queue is full (job
+ * untouched).  The job reaches the workers at the next flush. */
 int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j);
+/* Loop thread, before it polls (main.c's prepare handle): hand the jobs
+ * submitted since the last flush to the workers. */
+void dynqd__pool_flush(dynqd_pool_t *p);
 /* Take the completion list (any order). */
 dynqd_job_t *dynqd__pool_take_done(dynqd_pool_t *p);
 int dynqd__pool_queued(dynqd_pool_t *p);

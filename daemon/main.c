@@ -224,6 +224,7 @@ static void on_prepare(uv_prepare_t *h) {
   dynqd_server_t *s = h->data;
   s->frames_prev = s->frames_iter;
   s->frames_iter = 0;
+  dynqd__pool_flush(&s->pool);
 }
 
 static void close_walk(uv_handle_t *h, void *arg) {

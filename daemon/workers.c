@@ -92,7 +92,11 @@ static void *worker_main(void *arg) {
   pthread_mutex_lock(&p->mu);
   for (;;) {
     if (p->qhead == NULL) spin_for_work(p);
-    while (p->qhead == NULL && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
+    while (p->qhead == NULL && !p->stop) {
+      p->sleeping++;
+      pthread_cond_wait(&p->cv, &p->mu);
+      p->sleeping--;
+    }
     dynqd_job_t *j = p->qhead;
     if (j == NULL) {  /* stop requested and the queue is empty */
       pthread_mutex_unlock(&p->mu);
@@ -100,7 +104,7 @@ static void *worker_main(void *arg) {
     }
     p->qhead = j->next;
     if (p->qhead == NULL) p->qtail = NULL;
-    p->qlen--;
+    atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
     j->next = NULL;
     /* Alone: nothing else queued or running, so the idle workers' cores
      * may help with its GEMMs. */
@@ -144,6 +148,7 @@ int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
   p->spin_us = spin_us;
   atomic_init(&p->submits, 0);
   atomic_init(&p->done, NULL);
+  atomic_init(&p->qlen, 0);
   /* A lone request's split never runs more threads than there are
    * workers (the team's helpers stand in for the idle ones). */
   dynq__parallel_set_max_threads(n_threads);
@@ -187,29 +192,39 @@ fail:
 }
 
 int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j) {
-  pthread_mutex_lock(&p->mu);
-  if (p->qlen >= p->qcap || p->stop) {
-    pthread_mutex_unlock(&p->mu);
+  /* qlen only shrinks behind our back (workers take jobs), so this never
+   * lets the queue pass qcap. */
+  if (atomic_load_explicit(&p->qlen, memory_order_relaxed) + p->plen >= p->qcap || p->stop)
     return DYNQ_EOVERLOAD;
-  }
   j->next = NULL;
   j->t_queued_ns = uv_hrtime();
-  if (p->qtail) p->qtail->next = j;
-  else p->qhead = j;
-  p->qtail = j;
-  p->qlen++;
-  atomic_fetch_add_explicit(&p->submits, 1, memory_order_relaxed);
-  if (p->batch_waiters > 0) {
-    /* A worker filling a batch waits on this cv too, and an idle worker
-     * must still wake for a job that batch cannot take. */
-    pthread_cond_broadcast(&p->cv);
-  } else if (p->qlen > p->spinning) {
-    /* Each spinner rechecks the queue under mu before sleeping, so only
-     * the jobs they cannot all take need a sleeper woken. */
-    pthread_cond_signal(&p->cv);
-  }
-  pthread_mutex_unlock(&p->mu);
+  if (p->ptail) p->ptail->next = j;
+  else p->phead = j;
+  p->ptail = j;
+  p->plen++;
   return 0;
+}
+
+void dynqd__pool_flush(dynqd_pool_t *p) {
+  if (p->plen == 0) return;
+  pthread_mutex_lock(&p->mu);
+  if (p->qtail) p->qtail->next = p->phead;
+  else p->qhead = p->phead;
+  p->qtail = p->ptail;
+  int qlen = atomic_fetch_add_explicit(&p->qlen, p->plen, memory_order_relaxed) + p->plen;
+  p->phead = p->ptail = NULL;
+  p->plen = 0;
+  atomic_fetch_add_explicit(&p->submits, 1, memory_order_relaxed);
+  /* Each spinner rechecks the queue under mu before sleeping, so only the
+   * jobs they cannot all take need sleepers woken, one each.  A worker
+   * filling a batch waits on this cv too, and an idle worker must still
+   * wake for a job that batch cannot take: broadcast then. */
+  int need = qlen - p->spinning;
+  if (p->batch_waiters > 0 || (need > 0 && need >= p->sleeping))
+    pthread_cond_broadcast(&p->cv);
+  else
+    for (int i = 0; i < need; i++) pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
 }
 
 dynqd_job_t *dynqd__pool_take_done(dynqd_pool_t *p) {
@@ -217,6 +232,7 @@ dynqd_job_t *dynqd__pool_take_done(dynqd_pool_t *p) {
 }
 
 int dynqd__pool_idle(dynqd_pool_t *p) {
+  if (p->plen > 0) return 0;
   pthread_mutex_lock(&p->mu);
   int idle = p->qhead == NULL && p->running == 0;
   pthread_mutex_unlock(&p->mu);
@@ -224,14 +240,12 @@ int dynqd__pool_idle(dynqd_pool_t *p) {
 }
 
 int dynqd__pool_queued(dynqd_pool_t *p) {
-  pthread_mutex_lock(&p->mu);
-  int n = p->qlen;
-  pthread_mutex_unlock(&p->mu);
-  return n;
+  return atomic_load_explicit(&p->qlen, memory_order_relaxed) + p->plen;
 }
 
 void dynqd__pool_stop(dynqd_pool_t *p) {
   if (p->threads == NULL) return;
+  dynqd__pool_flush(p);  /* workers finish everything submitted */
   pthread_mutex_lock(&p->mu);
   p->stop = 1;
   pthread_cond_broadcast(&p->cv);
