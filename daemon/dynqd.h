@@ -214,13 +214,12 @@ typedef struct dynqd_pool {
   dynqd_job_t *qhead, *qtail;  /* waiting jobs, FIFO */
   atomic_int qlen;             /* jobs in it; changed under mu, read anywhere */
   int qcap;
-  /* Loop thread only: jobs submitted while every worker was busy, handed
-   * to the workers together by dynqd__pool_flush (one lock, one wake-up
-   * decision for many jobs instead of one per job). */
+  /* Loop thread only: jobs submitted during this loop iteration, handed to
+   * the workers together by dynqd__pool_flush (one lock, one wake-up
+   * decision per iteration instead of per job). */
   dynqd_job_t *phead, *ptail;
   int plen;
   int sleeping;                /* workers in pthread_cond_wait (under mu) */
-  atomic_int idle;             /* spinning + sleeping, readable without mu */
   _Atomic(dynqd_job_t *) done; /* finished jobs, any order: a lock-free stack
                                   (workers push, the loop takes it whole) */
   int stop;                    /* workers exit when the queue is empty */
@@ -246,8 +245,7 @@ int dynqd__pool_idle(dynqd_pool_t *p);
 int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
                       uv_async_t *async);
 /* Loop thread: 0, or DYNQ_EOVERLOAD when the queue is full (job
- * untouched).  The job reaches the workers at once when one is idle, else
- * at the next flush. */
+ * untouched).  The job reaches the workers at the next flush. */
 int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j);
 /* Loop thread, before it polls (main.c's prepare handle): hand the jobs
  * submitted since the last flush to the workers. */

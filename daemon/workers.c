@@ -46,7 +46,6 @@ static void spin_for_work(dynqd_pool_t *p) {
   if (p->spin_us <= 0 || p->stop) return;
   unsigned seen = atomic_load_explicit(&p->submits, memory_order_relaxed);
   p->spinning++;
-  atomic_fetch_add_explicit(&p->idle, 1, memory_order_relaxed);
   pthread_mutex_unlock(&p->mu);
   uint64_t end = uv_hrtime() + (uint64_t)p->spin_us * 1000;
   for (unsigned i = 1;; i++) {
@@ -56,7 +55,6 @@ static void spin_for_work(dynqd_pool_t *p) {
   }
   pthread_mutex_lock(&p->mu);
   p->spinning--;
-  atomic_fetch_sub_explicit(&p->idle, 1, memory_order_relaxed);
 }
 
 dynqd_job_t *dynqd__job_free(dynqd_job_t *j) {
@@ -96,10 +94,8 @@ static void *worker_main(void *arg) {
     if (p->qhead == NULL) spin_for_work(p);
     while (p->qhead == NULL && !p->stop) {
       p->sleeping++;
-      atomic_fetch_add_explicit(&p->idle, 1, memory_order_relaxed);
       pthread_cond_wait(&p->cv, &p->mu);
       p->sleeping--;
-      atomic_fetch_sub_explicit(&p->idle, 1, memory_order_relaxed);
     }
     dynqd_job_t *j = p->qhead;
     if (j == NULL) {  /* stop requested and the queue is empty */
@@ -154,7 +150,6 @@ int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
   atomic_init(&p->submits, 0);
   atomic_init(&p->done, NULL);
   atomic_init(&p->qlen, 0);
-  atomic_init(&p->idle, 0);
   /* A lone request's split never runs more threads than there are
    * workers (the team's helpers stand in for the idle ones). */
   dynq__parallel_set_max_threads(n_threads);
@@ -208,9 +203,6 @@ int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j) {
   else p->phead = j;
   p->ptail = j;
   p->plen++;
-  /* A worker is waiting: hand the job over now.  While all are busy, jobs
-   * gather and go over together (at the latest before the loop polls). */
-  if (atomic_load_explicit(&p->idle, memory_order_relaxed) > 0) dynqd__pool_flush(p);
   return 0;
 }
 

@@ -592,6 +592,14 @@ static void usage(FILE *f) {
           "  --set NAME=V    fix graph input NAME to V (a number, or v0,v1,... for a 1-D\n"
           "                  input) at import: what depends only on it is folded away,\n"
           "                  e.g. --set sr=16000 removes If branches on the sample rate\n"
+          "  --const NAME=FILE.pb\n"
+          "                  make graph input NAME an initializer read from FILE.pb (a\n"
+          "                  serialized ONNX TensorProto, as ONNX test data ships them):\n"
+          "                  weights given as inputs are then quantized; the file must\n"
+          "                  match the input's declared dtype and shape\n"
+          "  --quantize-small\n"
+          "                  quantize Conv layers too small for INT8 to pay (patch < 16\n"
+          "                  values or < 8 output channels per group): accuracy tests\n"
           "  --help          show this help\n"
           "\n"
           "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n");
@@ -658,11 +666,20 @@ static int convert(const dynq__imp_options_t *opt, const char *in, const char *o
       goto done;
     }
     int32_t v = dynq__imp_lookup(b, vi->name);
+    for (int k = 0; k < c.opt.n_const && v >= 0 && b->values[v].data != NULL; k++)
+      if (strcmp(c.opt.const_name[k], vi->name) == 0) {
+        dynq__imp_errorf("--const %s: the input already has an initializer in the model",
+                         vi->name);
+        goto done;
+      }
     if (v >= 0 && b->values[v].data != NULL) continue; /* initializer listed as input */
     if (v >= 0) {
       dynq__imp_errorf("graph input '%s' is listed twice", vi->name);
       goto done;
     }
+    int32_t bound = dynq__imp_const_input(&c, vi);
+    if (bound == -1) goto done;
+    if (bound >= 0) continue; /* --const: a constant (weights) now */
     int32_t fixed = dynq__imp_set_input(&c, vi);
     if (fixed == -1) goto done;
     if (fixed >= 0) continue; /* --set: a constant now */
@@ -684,6 +701,15 @@ static int convert(const dynq__imp_options_t *opt, const char *in, const char *o
       is_input |= g->input[j]->name && strcmp(g->input[j]->name, c.opt.set_name[i]) == 0;
     if (v < 0 || !is_input) {
       dynq__imp_errorf("--set %s: the graph has no input of that name", c.opt.set_name[i]);
+      goto done;
+    }
+  }
+  for (int i = 0; i < c.opt.n_const; i++) {
+    int is_input = 0;
+    for (size_t j = 0; j < g->n_input; j++)
+      is_input |= g->input[j]->name && strcmp(g->input[j]->name, c.opt.const_name[i]) == 0;
+    if (!is_input) {
+      dynq__imp_errorf("--const %s: the graph has no input of that name", c.opt.const_name[i]);
       goto done;
     }
   }
@@ -820,6 +846,30 @@ int main(int argc, char **argv) {
       name[eq - kv] = 0;
       opt.set_name[opt.n_set] = name;
       opt.set_value[opt.n_set++] = eq + 1;
+    } else if (!only_pos && strcmp(a, "--quantize-small") == 0) {
+      opt.quantize_small = 1;
+    } else if (!only_pos && (strcmp(a, "--const") == 0 || strncmp(a, "--const=", 8) == 0)) {
+      const char *kv = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
+      const char *eq = kv ? strchr(kv, '=') : NULL;
+      if (eq == NULL || eq == kv || eq[1] == 0) {
+        fprintf(stderr, "%s: --const needs NAME=FILE.pb (e.g. --const W=test_data_set_0/"
+                "input_1.pb)\n", dynq__imp_progname);
+        return 2;
+      }
+      if (opt.n_const == (int)(sizeof(opt.const_name) / sizeof(opt.const_name[0]))) {
+        fprintf(stderr, "%s: at most %zu --const options\n", dynq__imp_progname,
+                sizeof(opt.const_name) / sizeof(opt.const_name[0]));
+        return 2;
+      }
+      char *name = (char *)kv; /* split in place, like --set */
+      name[eq - kv] = 0;
+      for (int k = 0; k < opt.n_const; k++)
+        if (strcmp(opt.const_name[k], name) == 0) {
+          fprintf(stderr, "%s: --const %s given twice\n", dynq__imp_progname, name);
+          return 2;
+        }
+      opt.const_name[opt.n_const] = name;
+      opt.const_file[opt.n_const++] = eq + 1;
     } else if (!only_pos && a[0] == '-' && a[1] != 0) {
       fprintf(stderr, "%s: unknown option '%s'\n", dynq__imp_progname, a);
       usage(stderr);

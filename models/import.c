@@ -341,7 +341,7 @@ int dynq__imp_read_file(const char *path, uint8_t **ret_buf, size_t *ret_n) {
     goto fail;
   }
   if (st.st_size == 0) {
-    dynq__imp_errorf("'%s' is empty: not an ONNX model", path);
+    dynq__imp_errorf("'%s' is empty (0 bytes)", path);
     goto fail;
   }
   if ((int64_t)st.st_size > MAX_ONNX_BYTES) {

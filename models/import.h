@@ -113,6 +113,11 @@ typedef struct dynq__imp_options {
   int n_set;                 /* --set NAME=VALUE entries */
   const char *set_name[16];  /* point into argv (split at '=') */
   const char *set_value[16]; /* argv-owned */
+  int n_const;               /* --const NAME=FILE.pb entries */
+  const char *const_name[16];  /* point into argv (split at '=') */
+  const char *const_file[16];  /* argv-owned */
+  int quantize_small;        /* --quantize-small: Conv the INT8 GEMM would not
+                                pay for is quantized anyway (accuracy tests) */
 } dynq__imp_options_t;
 
 typedef struct dynq__layer_report {
@@ -231,6 +236,11 @@ int dynq__imp_fold(conv_t *c, int first);
 /* --set NAME=VALUE: the constant fixing graph input vi, or -2 when the
  * input is not fixed; -1 after an error. */
 int32_t dynq__imp_set_input(conv_t *c, const Onnx__ValueInfoProto *vi);
+/* --const NAME=FILE.pb: the constant read from FILE.pb (a serialized
+ * ONNX TensorProto) replacing graph input vi, or -2 when the input is not
+ * bound; -1 after an error (unreadable file, not a TensorProto, dtype or
+ * shape other than the input's declaration). */
+int32_t dynq__imp_const_input(conv_t *c, const Onnx__ValueInfoProto *vi);
 /* Converters for shape/graph ops and If. */
 int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_if(conv_t *c, const Onnx__NodeProto *n, const char *nname);

@@ -153,6 +153,89 @@ int32_t dynq__imp_set_input(conv_t *c, const Onnx__ValueInfoProto *vi) {
   return v;
 }
 
+/* ---- --const ---- */
+
+static int shape_str(char *buf, size_t n, int rank, const int64_t *dims) {
+  int len = snprintf(buf, n, "[");
+  for (int i = 0; i < rank && (size_t)len < n; i++) {
+    if (dims[i] < 0) len += snprintf(buf + len, n - (size_t)len, "%s?", i ? "," : "");
+    else len += snprintf(buf + len, n - (size_t)len, "%s%" PRId64, i ? "," : "", dims[i]);
+  }
+  if ((size_t)len < n) snprintf(buf + len, n - (size_t)len, "]");
+  return 0;
+}
+
+int32_t dynq__imp_const_input(conv_t *c, const Onnx__ValueInfoProto *vi) {
+  dynq__builder_t *b = &c->b;
+  const char *file = NULL;
+  for (int i = 0; i < c->opt.n_const; i++)
+    if (strcmp(c->opt.const_name[i], vi->name) == 0) file = c->opt.const_file[i];
+  if (file == NULL) return -2;
+  for (int i = 0; i < c->opt.n_set; i++)
+    if (strcmp(c->opt.set_name[i], vi->name) == 0) {
+      dynq__imp_errorf("--const %s and --set %s: give the input one value", vi->name, vi->name);
+      return -1;
+    }
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  Onnx__TensorProto *t = NULL;
+  int32_t v = -1;
+  dynq_dtype_t dt;
+  int rank;
+  int64_t dims[DYNQ_MAX_RANK];
+  if (dynq__imp_import_value_info(b, vi, "input", &dt, &rank, dims) != 0) goto fail;
+  if (dynq__imp_read_file(file, &buf, &len) != 0) {
+    dynq__imp_errorf("--const %s=%s: cannot read the tensor file", vi->name, file);
+    goto fail;
+  }
+  t = onnx__tensor_proto__unpack(NULL, len, buf);
+  if (t == NULL) {
+    dynq__imp_errorf("--const %s=%s: not a serialized ONNX TensorProto (protobuf decoding "
+                     "failed: truncated or another message)", vi->name, file);
+    goto fail;
+  }
+  /* Protobuf decodes many byte strings as some message: a TensorProto we
+   * accept must at least say what it holds. */
+  if (!t->has_data_type || t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__UNDEFINED) {
+    dynq__imp_errorf("--const %s=%s: the TensorProto has no data type (not a tensor file?)",
+                     vi->name, file);
+    goto fail;
+  }
+  dynq_dtype_t tdt = dynq__imp_dtype_from_onnx(t->data_type);
+  if (tdt == DYNQ_DT_INVALID || tdt != dt || (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL) !=
+      (vi->type->tensor_type->elem_type == ONNX__TENSOR_PROTO__DATA_TYPE__BOOL)) {
+    dynq__imp_errorf("--const %s=%s: the file holds %s, the input is declared %s", vi->name, file,
+                     dynq__imp_onnx_dtype_name(t->data_type),
+                     dynq__imp_onnx_dtype_name(vi->type->tensor_type->elem_type));
+    goto fail;
+  }
+  int same = rank < 0 || (size_t)rank == t->n_dims;
+  for (int i = 0; same && rank > 0 && i < rank; i++) same = dims[i] < 0 || dims[i] == t->dims[i];
+  if (!same) {
+    char a[160], d[160];
+    int64_t td[DYNQ_MAX_RANK];
+    int tr = t->n_dims > DYNQ_MAX_RANK ? DYNQ_MAX_RANK : (int)t->n_dims;
+    for (int i = 0; i < tr; i++) td[i] = t->dims[i];
+    shape_str(a, sizeof(a), tr, td);
+    shape_str(d, sizeof(d), rank, dims);
+    dynq__imp_errorf("--const %s=%s: the file holds shape %s%s, the input is declared %s",
+                     vi->name, file, a, t->n_dims > DYNQ_MAX_RANK ? "..." : "", d);
+    goto fail;
+  }
+  const char *what = dynq__imp_pool_printf(&b->pool, "--const %s: tensor", file);
+  if (what == NULL) {
+    dynq__imp_errorf("out of memory");
+    goto fail;
+  }
+  /* import_tensor copies the data into the pool and keeps vi->name, which
+   * the model (alive for the whole conversion) owns. */
+  v = dynq__imp_import_tensor(b, t, vi->name, what);
+fail:
+  if (t != NULL) onnx__tensor_proto__free_unpacked(t, NULL);
+  free(buf);
+  return v;
+}
+
 /* ---- constant folding ---- */
 
 static int is_quantized_op(int op) {

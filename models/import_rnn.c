@@ -373,7 +373,8 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   else if (M % G != 0) why = "output channels not divisible by group";
   else if (bname && bname[0] && (B == NULL || B->dtype != DYNQ_DT_F32 || B->rank != 1 || B->dims[0] != M))
     why = "bias is not a constant float32 [M]";
-  else why = conv_pays(kk, M / G);
+  else if (!c->opt.quantize_small) why = conv_pays(kk, M / G);
+  else if (kk > DYNQ_QGEMM_MAX_K) why = "patch larger than 65536 values (int32 accumulator bound)";
   if (why == NULL && !c->opt.no_auto_fp32 && Cg == 1 && kk >= DYNQ_IMP_FRONT_MIN_TAPS) {
     /* A long filter over one raw channel (an STFT or filterbank over a
      * waveform): 8-bit input quantization is a noise floor ~48 dB under

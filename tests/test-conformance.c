@@ -1,9 +1,13 @@
 /*
- * ONNX conformance for the shape and graph ops (issue 4): every node test
- * in Debian's libonnx-testdata whose model uses only those ops is
- * converted with dynq-quantize --fp32, run through the engine on the
- * test's inputs, and compared with its reference outputs.  One line per
- * case: PASS, FAIL (why) or SKIP (why); any FAIL fails the suite.
+ * ONNX conformance for the ops of issue 4: every node test in Debian's
+ * libonnx-testdata whose model uses only covered ops is converted with
+ * dynq-quantize --fp32, run through the engine on the test's inputs, and
+ * compared with its reference outputs.  Tests of a layer with weights
+ * (MatMul, Gemm, LSTM, GRU, Conv) run a second time on the INT8 path:
+ * the weight inputs bound as initializers with --const, compared by relL2
+ * against the bound stated at INT8_BOUND.  One line per case: PASS, FAIL
+ * (why) or SKIP (why), and "INT8 PASS|FAIL|SKIP" for the INT8 run; any
+ * FAIL fails the suite.
  *
  * The .pb files are read through models/dynq-onnx-dump (protobuf-c), so
  * this file needs no protobuf code.
@@ -31,7 +35,25 @@ static const char *const covered[] = {
     "Unsqueeze", "Reshape", "Transpose", "Identity", "Cast", "Equal", "Not", "Where", "Add",
     "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Log", "Exp", "ReduceMean", "ReduceSum", "Pad",
     "Clip", "Relu", "Sigmoid", "Tanh", "Softmax", "Expand", "If", "Less", "Greater", "And",
-    "Or", "Range", "Abs", NULL};
+    "Or", "Range", "Abs", "MatMul", "Gemm", "LSTM", "GRU", "Conv", NULL};
+
+/* The layers with weights, and which of their inputs are weights.  The
+ * node tests give the weights as graph inputs (input N of the node is
+ * graph input N, test_data_set_0/input_N.pb), so the FP32 run keeps them
+ * dynamic; the INT8 run binds them with --const, as a real model's
+ * initializers, and the layer is quantized. */
+static const struct {
+  const char *op;
+  int n;
+  int slot[4];
+} layer_weights[] = {
+    {"MatMul", 1, {1}},          /* B */
+    {"Gemm", 2, {1, 2}},         /* B, C */
+    {"LSTM", 4, {1, 2, 3, 7}},   /* W, R, B, P */
+    {"GRU", 3, {1, 2, 3}},       /* W, R, B */
+    {"Conv", 2, {1, 2}},         /* W, B */
+    {NULL, 0, {0}},
+};
 
 /* Variants we knowingly do not support, with the reason printed. */
 static const struct {
@@ -59,6 +81,8 @@ typedef struct model_info {
   int n_in, n_out;
   char in[16][128];
   int all_covered;
+  int n_ops;
+  int layer;   /* index in layer_weights of the first layer op, or -1 */
 } model_info_t;
 
 static int read_info(const char *dir, model_info_t *mi) {
@@ -72,12 +96,18 @@ static int read_info(const char *dir, model_info_t *mi) {
   free(argv0);
   memset(mi, 0, sizeof(*mi));
   mi->all_covered = 1;
+  mi->layer = -1;
   if (rc != 0) {
     free(out);
     return -1;
   }
   for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
-    if (strncmp(line, "op ", 3) == 0) mi->all_covered &= is_covered(line + 3);
+    if (strncmp(line, "op ", 3) == 0) {
+      mi->all_covered &= is_covered(line + 3);
+      mi->n_ops++;
+      for (int k = 0; layer_weights[k].op && mi->layer < 0; k++)
+        if (strcmp(layer_weights[k].op, line + 3) == 0) mi->layer = k;
+    }
     else if (strncmp(line, "input ", 6) == 0 && mi->n_in < 16)
       snprintf(mi->in[mi->n_in++], sizeof(mi->in[0]), "%s", line + 6);
     else if (strncmp(line, "output ", 7) == 0)
@@ -122,6 +152,24 @@ static int read_pb(const char *pb, const char *tmp, dynq__tensor_t *t) {
   return 0;
 }
 
+/* dtype (float32 only: the INT8 path is compared by relL2) and shape. */
+static int compare_shape(const dynq__tensor_t *got, const dynq__tensor_t *want, char *msg,
+                         size_t n) {
+  char a[96], b[96];
+  if (got->dtype != DYNQ_DT_F32 || want->dtype != DYNQ_DT_F32) {
+    snprintf(msg, n, "dtype %s, expected float32", dynq__dtype_name(got->dtype));
+    return -1;
+  }
+  int same = got->rank == want->rank;
+  for (int d = 0; same && d < got->rank; d++) same = got->dims[d] == want->dims[d];
+  if (!same) {
+    snprintf(msg, n, "shape %s, expected %s", dynq__shape_str(a, sizeof(a), got->rank, got->dims),
+             dynq__shape_str(b, sizeof(b), want->rank, want->dims));
+    return -1;
+  }
+  return 0;
+}
+
 /* Compare got with want: dtype, shape, values (float: |d| <= 1e-6 + 1e-5|w|,
  * NaN matches NaN).  0 or -1 with msg. */
 static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, char *msg, size_t n) {
@@ -159,13 +207,22 @@ static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, char *
   return 0;
 }
 
-static int quantize(const char *model, const char *out, char **sets, int n_sets, char **log) {
-  char *args[40];
+/* dynq-quantize [--fp32 | --quantize-small] [--set S]... [--const C]... */
+static int quantize(const char *model, const char *out, int int8, char **sets, int n_sets,
+                    char **consts, int n_consts, char **log) {
+  char *args[80];
   int k = 0;
-  args[k++] = "--fp32";
+  /* --quantize-small: the node tests' Conv layers (1 output channel, 3x3)
+   * are below the size where the importer finds INT8 worth it; the point
+   * here is the accuracy of the INT8 path, so quantize them anyway. */
+  args[k++] = int8 ? "--quantize-small" : "--fp32";
   for (int i = 0; i < n_sets && k < 33; i++) {
     args[k++] = "--set";
     args[k++] = sets[i];
+  }
+  for (int i = 0; i < n_consts && k < 75; i++) {
+    args[k++] = "--const";
+    args[k++] = consts[i];
   }
   args[k++] = (char *)model;
   args[k++] = (char *)out;
@@ -193,8 +250,57 @@ static char *set_arg(const char *name, const dynq__tensor_t *t) {
 
 typedef enum { R_PASS, R_FAIL, R_SKIP } result_t;
 
+/*
+ * The INT8 bound, relL2 = ||y - ref||_2 / ||ref||_2 per output.
+ *
+ * Each product x_k * w_k carries the rounding of the int8 weight (uniform,
+ * step s_w = max_k |w| / 127 per output channel) and of the u8 activation
+ * (step s_x = (max - min) / 255 per row).  Summed over K terms of random
+ * sign, signal and noise both grow as sqrt(K), so the expected relL2 does
+ * not depend on K:
+ *   relL2 ~= sqrt(e_w^2 + e_x^2),  e = step / (sqrt(12) * rms value).
+ * Uniform data: e_w = 0.5/127 = 0.0039, e_x = 0.5/255 = 0.0020 -> 0.0044.
+ * Gaussian data (max ~ 3 sigma): e_w = e_x = 0.0068 -> 0.0096.
+ * Recurrent layers add the same error at every step; the gates (sigmoid,
+ * tanh: slope <= 1) do not amplify it.  Bound: 0.02, twice the Gaussian
+ * figure (the INT8 bound of tests/test-quantize.c and tests/test-rnn.c).
+ * The node tests' outputs are tiny (6 to 25 values), so the measured
+ * relL2 is a noisy estimate of the expected one (relative spread about
+ * 1/sqrt(2n), 29% at n = 6); 0.02 is still > 3 sigma over the Gaussian
+ * figure, so no separate small-output bound is needed.  Measured on these
+ * node tests: 0.0003 to 0.0070 (worst test_gru_seq_length).
+ */
+#define INT8_BOUND 0.02
+
+static double int8_bound(int64_t numel) {
+  (void)numel; /* one bound for every size: see above */
+  return INT8_BOUND;
+}
+
+static int is_quantized_op(int op) {
+  return op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QLSTM || op == DYNQ_OP_QGRU ||
+         op == DYNQ_OP_QCONV;
+}
+
+/* The summary's "stays FP32: why" for a layer dynq-quantize kept FP32. */
+static void fp32_reason(const char *log, char *why, size_t wn) {
+  const char *p = log ? strstr(log, "stays FP32: ") : NULL;
+  if (p == NULL) {
+    snprintf(why, wn, "no layer was quantized");
+    return;
+  }
+  p += strlen("stays FP32: ");
+  size_t l = strcspn(p, "\n");
+  snprintf(why, wn, "the layer stays FP32: %.*s", (int)l, p);
+}
+
+/* One case.  int8 == 0: --fp32 model, FP32 path, elementwise tolerance.
+ * int8 == 1: weights bound with --const, INT8 path, relL2 per output
+ * against int8_bound(); the output closest to its bound goes to *ret_rel
+ * and *ret_bound. */
 static result_t run_case(const char *name, const char *dir, const model_info_t *mi,
-                         const char *tmp, char *why, size_t wn) {
+                         const char *tmp, int int8, double *ret_rel, double *ret_bound,
+                         char *why, size_t wn) {
   result_t res = R_FAIL;
   char model[700], out[700], pb[800], bin[700];
   snprintf(model, sizeof(model), "%s/model.onnx", dir);
@@ -202,8 +308,9 @@ static result_t run_case(const char *name, const char *dir, const model_info_t *
   snprintf(bin, sizeof(bin), "%s/t.bin", tmp);
   dynq__tensor_t ins[16], want[16], got[16];
   int fixed[16] = {0};
-  char *sets[16] = {0};
-  int n_sets = 0;
+  char *sets[16] = {0}, *consts[16] = {0};
+  int n_sets = 0, n_consts = 0;
+  double worst = 0, worst_bound = INT8_BOUND;
   memset(ins, 0, sizeof(ins));
   memset(want, 0, sizeof(want));
   memset(got, 0, sizeof(got));
@@ -235,7 +342,19 @@ static result_t run_case(const char *name, const char *dir, const model_info_t *
       goto out;
     }
   }
-  int rc = quantize(model, out, NULL, 0, &log);
+  if (int8) {
+    for (int j = 0; j < layer_weights[mi->layer].n; j++) {
+      int slot = layer_weights[mi->layer].slot[j];
+      if (slot >= mi->n_in) continue;
+      size_t cap = strlen(mi->in[slot]) + strlen(dir) + 64;
+      char *s = malloc(cap);
+      if (s == NULL) goto out;
+      snprintf(s, cap, "%s=%s/test_data_set_0/input_%d.pb", mi->in[slot], dir, slot);
+      consts[n_consts++] = s;
+      fixed[slot] = 1;
+    }
+  }
+  int rc = quantize(model, out, int8, NULL, 0, consts, n_consts, &log);
   if (rc != 0 && log && strstr(log, "--set")) {
     /* A shape the graph takes as an input: fix it at import, as a user would. */
     for (int i = 0; i < mi->n_in; i++) {
@@ -247,7 +366,7 @@ static result_t run_case(const char *name, const char *dir, const model_info_t *
     }
     free(log);
     log = NULL;
-    rc = quantize(model, out, sets, n_sets, &log);
+    rc = quantize(model, out, int8, sets, n_sets, consts, n_consts, &log);
   }
   if (rc != 0) {
     char *nl = log ? strchr(log, '\n') : NULL;
@@ -268,6 +387,15 @@ static result_t run_case(const char *name, const char *dir, const model_info_t *
     goto out;
   }
   const dynq__graph_t *g = dynq__model_graph(m);
+  if (int8) {
+    int nq = 0;
+    for (int i = 0; i < g->n_nodes; i++) nq += is_quantized_op(g->nodes[i].op);
+    if (nq == 0) {
+      fp32_reason(log, why, wn);
+      res = R_SKIP;
+      goto out;
+    }
+  }
   dynq__tensor_t feed[16];
   memset(feed, 0, sizeof(feed));
   for (int i = 0; i < g->n_inputs && i < 16; i++) {
@@ -286,12 +414,33 @@ static result_t run_case(const char *name, const char *dir, const model_info_t *
     snprintf(why, wn, "%d outputs, expected %d", g->n_outputs, mi->n_out);
     goto out;
   }
-  dynq__run_opts_t opts = {.precision = DYNQ_PRECISION_FP32};
+  dynq__run_opts_t opts = {.precision = int8 ? DYNQ_PRECISION_INT8 : DYNQ_PRECISION_FP32};
   if ((rc = dynq__model_run(m, &opts, feed, got, err, sizeof(err))) != 0) {
     snprintf(why, wn, "run: %s (%s)", err, dynq_err_name(rc));
     goto out;
   }
-  for (int i = 0; i < mi->n_out; i++) {
+  for (int i = 0; i < mi->n_out && int8; i++) {
+    char msg[256];
+    if (compare_shape(&got[i], &want[i], msg, sizeof(msg)) != 0) {
+      snprintf(why, wn, "output %d: %s", i, msg);
+      goto out;
+    }
+    int64_t cnt = dynq__tensor_numel(&want[i]);
+    double e = tu_rel_l2(got[i].data, want[i].data, (size_t)cnt), bd = int8_bound(cnt);
+    if (i == 0 || !(e / bd <= worst / worst_bound)) { /* NaN sticks */
+      worst = e;
+      worst_bound = bd;
+    }
+    if (!(e <= bd)) {
+      snprintf(why, wn, "output %d: relL2 %.4f over the bound %.2g", i, e, bd);
+      goto out;
+    }
+  }
+  if (int8) {
+    *ret_rel = worst;
+    *ret_bound = worst_bound;
+  }
+  for (int i = 0; i < mi->n_out && !int8; i++) {
     char msg[256];
     if (compare(&got[i], &want[i], msg, sizeof(msg)) != 0) {
       snprintf(why, wn, "output %d: %s", i, msg);
@@ -307,6 +456,7 @@ out:
     dynq__tensor_clear(&want[i]);
     dynq__tensor_clear(&got[i]);
     free(sets[i]);
+    free(consts[i]);
   }
   free(log);
   dynq__model_unref(m);
@@ -339,7 +489,7 @@ START_TEST(test_node_conformance) {
   qsort(names, n, sizeof(*names), cmp_str);
   char *tmp = tu_mkdtemp();
   ck_assert_ptr_nonnull(tmp);
-  int npass = 0, nfail = 0, nskip = 0;
+  int npass = 0, nfail = 0, nskip = 0, qpass = 0, qfail = 0, qskip = 0;
   char failed[4096] = "";
   for (size_t i = 0; i < n; i++) {
     char dir[512];
@@ -353,7 +503,7 @@ START_TEST(test_node_conformance) {
       snprintf(why, sizeof(why), "%s", sk);
       r = R_SKIP;
     } else {
-      r = run_case(names[i], dir, &mi, tmp, why, sizeof(why));
+      r = run_case(names[i], dir, &mi, tmp, 0, NULL, NULL, why, sizeof(why));
     }
     printf("%s %s%s%s%s\n", r == R_PASS ? "PASS" : r == R_FAIL ? "FAIL" : "SKIP", names[i],
            why[0] ? " (" : "", why, why[0] ? ")" : "");
@@ -364,15 +514,45 @@ START_TEST(test_node_conformance) {
       size_t l = strlen(failed);
       snprintf(failed + l, sizeof(failed) - l, " %s", names[i]);
     }
+    if (mi.layer < 0) continue;
+    /* The INT8 path on the same case, weights bound as initializers. */
+    double rel = NAN, bound = NAN;
+    why[0] = 0;
+    if (sk != NULL) {
+      snprintf(why, sizeof(why), "%s", sk);
+      r = R_SKIP;
+    } else if (mi.n_ops != 1) {
+      snprintf(why, sizeof(why), "more than one node: weight inputs cannot be mapped");
+      r = R_SKIP;
+    } else {
+      r = run_case(names[i], dir, &mi, tmp, 1, &rel, &bound, why, sizeof(why));
+    }
+    if (r == R_PASS)
+      printf("INT8 PASS %s relL2=%.4f (bound %.2g)\n", names[i], rel, bound);
+    else
+      printf("INT8 %s %s (%s)\n", r == R_FAIL ? "FAIL" : "SKIP", names[i], why);
+    if (r == R_PASS) qpass++;
+    if (r == R_SKIP) qskip++;
+    if (r == R_FAIL) {
+      qfail++;
+      size_t l = strlen(failed);
+      snprintf(failed + l, sizeof(failed) - l, " %s(INT8)", names[i]);
+    }
   }
+
   printf("conformance: %d pass, %d fail, %d skip\n", npass, nfail, nskip);
+  printf("conformance INT8 (weights bound with --const, relL2 bound %.2g: per-channel int8 "
+         "weights + per-row u8 activations, expected ~0.01): %d pass, %d fail, %d skip\n",
+         INT8_BOUND, qpass, qfail, qskip);
   fflush(stdout);
   tu_rmtree(tmp);
   free(tmp);
   for (size_t i = 0; i < n; i++) free(names[i]);
   free(names);
   ck_assert_msg(npass > 0, "no conformance case ran");
-  ck_assert_msg(nfail == 0, "%d conformance cases failed:%s", nfail, failed);
+  ck_assert_msg(nfail == 0 && qfail == 0, "%d FP32 and %d INT8 conformance cases failed:%s",
+                nfail, qfail, failed);
+  ck_assert_msg(qpass > 0, "no INT8 conformance case ran");
 }
 END_TEST
 
