@@ -26,11 +26,14 @@
 #include <check.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "dynq/dynqclient.h"
 #include "dynq/errors.h"
 #include "../client/dynqctl-io.h"
 #include "graph.h"
@@ -424,6 +427,58 @@ START_TEST(bad_inputs_refused) {
 }
 END_TEST
 
+/* The issue's "served by dynqd": the quantized model in a real dynqd, one
+ * session holding the LSTM state between chunks (bindings state <- stateN),
+ * streamed chunk by chunk through libdynqclient.  The served answers must be
+ * the engine's own bits (same model, same kernel, per-row numerics), so the
+ * ORT bound carries over; both are checked. */
+START_TEST(served_by_dynqd_session) {
+  if (!tmpdir) return;
+  static double local[MAX_CHUNKS], served[MAX_CHUNKS];
+  char mdir[4300], mpath[4400];
+  snprintf(mdir, sizeof mdir, "%s/models", tmpdir);
+  ck_assert_int_eq(mkdir(mdir, 0755), 0);
+  snprintf(mpath, sizeof mpath, "%s/vad.dynq", mdir);
+  quantize(mpath, 0);
+  vad_stream(mpath, DYNQ_PRECISION_INT8, local);
+
+  tu_daemon_t d;
+  ck_assert_msg(tu_daemon_start(&d, tmpdir, mdir, NULL) == 0, "dynqd did not start");
+  dynq_client_t *cl = NULL;
+  ck_assert_int_eq(dynq_connect(d.sock, &cl), 0);
+  static const char *const bind[2] = {"state", "stateN"};
+  uint64_t sid = 0;
+  int rc = dynq_session_open(cl, "vad", bind, 1, 0, &sid);
+  ck_assert_msg(rc == 0, "session.open: %s", dynq_client_errmsg(cl));
+  vad_t v;  /* only for its chunk buffer */
+  memset(&v, 0, sizeof v);
+  for (int c = 0; c < n_ref; c++) {
+    dynq_tensor_t in = {.name = "input", .dtype = DYNQ_FLOAT32, .rank = 2,
+                        .shape = {1, CONTEXT + CHUNK}, .data = (void *)chunk_input(&v, c),
+                        .nbytes = sizeof(float) * (CONTEXT + CHUNK)};
+    dynq_infer_result_t r;
+    rc = dynq_session_infer(cl, sid, &in, 1, &r);
+    ck_assert_msg(rc == 0, "chunk %d: %s", c, dynq_client_errmsg(cl));
+    const dynq_tensor_t *po = NULL;
+    for (int i = 0; i < r.n_outputs; i++)
+      if (strcmp(r.outputs[i].name, "output") == 0) po = &r.outputs[i];
+    ck_assert_msg(po != NULL && po->dtype == DYNQ_FLOAT32 && po->nbytes == sizeof(float),
+                  "chunk %d: no float 'output'", c);
+    served[c] = ((const float *)po->data)[0];
+    dynq_infer_result_free(&r);
+  }
+  ck_assert_int_eq(dynq_session_close(cl, sid), 0);
+  dynq_close(cl);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  int same = 0;
+  for (int c = 0; c < n_ref; c++) same += (float)served[c] == (float)local[c];
+  ck_assert_msg(same == n_ref, "dynqd session differs from the in-process engine on %d of %d chunks",
+                n_ref - same, n_ref);
+  int bad = report("INT8 served by dynqd (session)", served, INT8_TOL, 1);
+  ck_assert_msg(bad == 0, "served INT8: %d breaches of the ORT bound", bad);
+}
+END_TEST
+
 static Suite *vad_suite(void) {
   Suite *s = suite_create("vad");
   TCase *tc = tcase_create("silero");
@@ -435,6 +490,7 @@ static Suite *vad_suite(void) {
   tcase_add_test(tc, int8_path_matches_ort);
   tcase_add_test(tc, int8_all_layers_guard);
   tcase_add_test(tc, bad_inputs_refused);
+  tcase_add_test(tc, served_by_dynqd_session);
   suite_add_tcase(s, tc);
   return s;
 }
