@@ -1,20 +1,38 @@
 /*
  * Dynamic batching (off by default): a worker that picks up a request for
  * a model with max_batch > 1 takes other queued requests for the same
- * model whose inputs differ only in dimension 0, waits up to max_delay_us
- * for more, concatenates them along dimension 0, runs the model once and
- * splits every output back.
+ * model whose inputs differ only along their batch axis, waits up to
+ * max_delay_us for more, concatenates them along those axes, runs the
+ * model once and splits every output back along its own axis.  Session
+ * requests batch too (issue 4): each session's state is one slice of the
+ * merged state input, and its slice of the new state goes back to it.
+ *
+ * The batch axis of each input and output (dynqd__batch_axes, on the loop
+ * when the request is decoded):
+ *   1. `[batch.MODEL] axes = NAME:AXIS,...` when the name is listed;
+ *   2. an input: its first dimension declared symbolic (-1), else 0
+ *      (Silero: input[batch, samples] -> 0, state[2, batch, 128] -> 1);
+ *   3. an output bound to a session input: that input's axis (the state
+ *      it becomes must split the way it was merged);
+ *   4. another output: its only symbolic dimension, or 0 when it declares
+ *      none or no rank; with several symbolic dims it is ambiguous, and
+ *      the request is not batched unless every input batches on axis 0
+ *      (the batch-first rule every earlier dynqd used).
+ * A listed name that the model lacks, or an axis past a declared rank, is
+ * refused (EPARAMS naming the key): a wrong axis would split wrong rows.
  *
  * Why the results are bit-identical to unbatched runs: activations are
  * quantized per row (each row's scale and zero point come from that row
- * only) and the integer GEMM is exact, so a row's result does not depend on
- * its neighbours.  Requests that could break that are never batched:
- * per-tensor models and fp32 precision (m_infer leaves batch_max at 0),
- * sessions and outputs_shm.  If a merged run fails, or an output's first
- * dimension is not the summed batch, every request runs alone instead, so
+ * only; per-patch for Conv) and the integer GEMM is exact, so a row's
+ * result does not depend on its neighbours (tests/test-batch.c compares
+ * the bits, Silero included).  Requests that could break that are never
+ * batched: per-tensor models and fp32 precision (m_infer leaves batch_max
+ * at 0) and outputs_shm.  If a merged run fails, or an output's size along
+ * its axis is not the summed batch, every request runs alone instead, so
  * each gets exactly its own answer.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,32 +40,113 @@
 #include "dynq/errors.h"
 #include "dynqd.h"
 
+const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model) {
+  const dynqd_batch_rule_t *r = NULL;
+  for (int i = 0; i < cfg->n_batch_rules; i++)
+    if (cfg->batch_rules[i].model != NULL && strcmp(cfg->batch_rules[i].model, model) == 0)
+      r = &cfg->batch_rules[i];
+  return r;
+}
+
 void dynqd__batch_config(const dynqd_config_t *cfg, const char *model, int *ret_max,
                          int *ret_delay_us) {
   int mx = cfg->batch_max, dl = cfg->batch_delay_us;
-  for (int i = 0; i < cfg->n_batch_rules; i++) {
-    if (cfg->batch_rules[i].model != NULL && strcmp(cfg->batch_rules[i].model, model) == 0) {
-      mx = cfg->batch_rules[i].max_batch;
-      dl = cfg->batch_rules[i].max_delay_us;
-    }
+  const dynqd_batch_rule_t *r = dynqd__batch_rule(cfg, model);
+  if (r != NULL) {
+    mx = r->max_batch;
+    dl = r->max_delay_us;
   }
   *ret_max = mx > 1 ? mx : 0;
   *ret_delay_us = dl > 0 ? dl : 0;
 }
 
-/* b may run in one batch with a (same model and options, same input
- * dtypes and dims except dim 0). */
+static int first_symbolic(const dynq__value_t *v) {
+  for (int d = 0; d < v->rank; d++)
+    if (v->dims[d] < 0) return d;
+  return -1;
+}
+
+int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
+                      const dynqd_session_t *ss, int8_t *axes, char *err, size_t errlen) {
+  int ni = g->n_inputs, no = g->n_outputs;
+  for (int k = 0; k < ni + no; k++) axes[k] = -1;
+  /* 1. the config's names */
+  for (int a = 0; rule != NULL && a < rule->n_axes; a++) {
+    int hit = -1;
+    for (int k = 0; k < ni + no && hit < 0; k++) {
+      const dynq__value_t *v = &g->values[k < ni ? g->inputs[k] : g->outputs[k - ni]];
+      if (strcmp(v->name, rule->axis_names[a]) == 0) hit = k;
+    }
+    if (hit < 0) {
+      snprintf(err, errlen, "[batch.%s] axes names '%.64s', which is neither an input nor "
+               "an output of the model", rule->model, rule->axis_names[a]);
+      return DYNQ_EPARAMS;
+    }
+    const dynq__value_t *v = &g->values[hit < ni ? g->inputs[hit] : g->outputs[hit - ni]];
+    if (v->rank >= 0 && rule->axis_vals[a] >= (v->rank > 0 ? v->rank : 1)) {
+      snprintf(err, errlen, "[batch.%s] axes gives '%.64s' axis %d, but it has rank %d",
+               rule->model, v->name, rule->axis_vals[a], v->rank);
+      return DYNQ_EPARAMS;
+    }
+    axes[hit] = (int8_t)rule->axis_vals[a];
+  }
+  /* 2. inputs: first symbolic dim, else 0 */
+  int all_zero = 1;
+  for (int i = 0; i < ni; i++) {
+    if (axes[i] < 0) {
+      int d = first_symbolic(&g->values[g->inputs[i]]);
+      axes[i] = (int8_t)(d < 0 ? 0 : d);
+    }
+    all_zero &= axes[i] == 0;
+  }
+  /* 3. outputs bound to a session input: that input's axis */
+  for (int k = 0; ss != NULL && k < ss->n_bind; k++)
+    if (axes[ni + ss->bind_out[k]] < 0) axes[ni + ss->bind_out[k]] = axes[ss->bind_in[k]];
+  /* 4. other outputs: the only symbolic dim */
+  for (int o = 0; o < no; o++) {
+    if (axes[ni + o] >= 0) continue;
+    const dynq__value_t *v = &g->values[g->outputs[o]];
+    int d = first_symbolic(v), more = 0;
+    for (int e = d + 1; d >= 0 && e < v->rank; e++) more |= v->dims[e] < 0;
+    if (more && !all_zero) {
+      snprintf(err, errlen, "output '%.64s' declares several symbolic dimensions, so its "
+               "batch axis is ambiguous (set [batch.MODEL] axes)", v->name);
+      return DYNQ_ESHAPE;  /* not a request error: the caller runs it unbatched */
+    }
+    axes[ni + o] = (int8_t)(d < 0 || more ? 0 : d);
+  }
+  return 0;
+}
+
+/* Rows of a job along the batch axes: every input must agree; -1 if not. */
+static int64_t job_rows(const dynqd_job_t *j) {
+  int64_t rows = -1;
+  for (int i = 0; i < j->n_inputs; i++) {
+    const dynq__tensor_t *x = &j->inputs[i];
+    if (x->rank <= j->axes[i]) return -1;
+    int64_t r = x->dims[j->axes[i]];
+    if (rows >= 0 && r != rows) return -1;
+    rows = r;
+  }
+  return rows;
+}
+
+/* b may run in one batch with a (same model, options and axes, same input
+ * dtypes and dims except along the batch axis). */
 static int compatible(const dynqd_job_t *a, const dynqd_job_t *b, uint64_t now) {
   if (b->model != a->model || b->precision != a->precision || b->batch_max != a->batch_max)
     return 0;
-  if (b->session != NULL || b->out_shm != NULL || b->n_inputs != a->n_inputs) return 0;
+  if (b->out_shm != NULL || b->n_inputs != a->n_inputs || b->axes == NULL) return 0;
+  int n_ax = a->n_inputs + dynq__model_graph(a->model)->n_outputs;
+  if (memcmp(a->axes, b->axes, (size_t)n_ax) != 0) return 0;
   if (atomic_load(&b->conn->dead)) return 0;
   if (b->deadline_ns != 0 && now > b->deadline_ns) return 0;  /* answered alone */
+  if (job_rows(b) < 0) return 0;
   for (int i = 0; i < a->n_inputs; i++) {
     const dynq__tensor_t *x = &a->inputs[i], *y = &b->inputs[i];
-    if (x->dtype != y->dtype || x->rank != y->rank || x->rank < 1) return 0;
-    for (int d = 1; d < x->rank; d++)
-      if (x->dims[d] != y->dims[d]) return 0;
+    if (x->dtype != y->dtype || x->rank != y->rank) return 0;
+    for (int d = 0; d < x->rank; d++)
+      if (d != a->axes[i] && x->dims[d] != y->dims[d]) return 0;
   }
   return 1;
 }
@@ -72,17 +171,31 @@ static void collect(dynqd_pool_t *p, dynqd_job_t **v, int *n, int max) {
   }
 }
 
-/* Rows [r0, r0 + rows) of t into an owned tensor. */
-static int slice_rows(const dynq__tensor_t *t, int64_t r0, int64_t rows, dynq__tensor_t *ret) {
+/* A tensor seen as [outer, rows, inner]: outer = dims before the axis,
+ * inner = bytes of one slice past it. */
+static void split_shape(const dynq__tensor_t *t, int axis, size_t *outer, size_t *inner) {
+  size_t o = 1, in = dynq__dtype_size(t->dtype);
+  for (int d = 0; d < axis; d++) o *= (size_t)t->dims[d];
+  for (int d = axis + 1; d < t->rank; d++) in *= (size_t)t->dims[d];
+  *outer = o;
+  *inner = in;
+}
+
+/* Rows [r0, r0 + rows) of t along axis into an owned tensor. */
+static int slice_rows(const dynq__tensor_t *t, int axis, int64_t r0, int64_t rows,
+                      dynq__tensor_t *ret) {
   int64_t dims[DYNQ_MAX_RANK];
   memcpy(dims, t->dims, sizeof(dims));
-  dims[0] = rows;
-  int rc = dynq__tensor_alloc(ret, t->dtype, t->rank, dims);
+  dims[axis] = rows;
+  int rc = dynq__tensor_alloc_uninit(ret, t->dtype, t->rank, dims);
   if (rc != 0) return rc;
-  size_t row_bytes = t->dims[0] > 0 ? dynq__tensor_nbytes(t) / (size_t)t->dims[0] : 0;
-  if (rows > 0 && row_bytes > 0)
-    memcpy(ret->data, (const uint8_t *)t->data + (size_t)r0 * row_bytes,
-           (size_t)rows * row_bytes);
+  size_t outer, inner;
+  split_shape(t, axis, &outer, &inner);
+  size_t chunk = (size_t)rows * inner, total = (size_t)t->dims[axis] * inner;
+  if (chunk == 0) return 0;
+  for (size_t o = 0; o < outer; o++)
+    memcpy((uint8_t *)ret->data + o * chunk,
+           (const uint8_t *)t->data + o * total + (size_t)r0 * inner, chunk);
   return 0;
 }
 
@@ -98,30 +211,38 @@ static int run_merged(dynqd_job_t **v, int n) {
   dynqd_job_t *a = v[0];
   const dynq__graph_t *g = dynq__model_graph(a->model);
   int ni = a->n_inputs, no = g->n_outputs;
+  const int8_t *ax = a->axes;
   int rc = -ENOMEM;
   int64_t total = 0;
   dynq__tensor_t *in = calloc((size_t)(ni > 0 ? ni : 1), sizeof(*in));
   dynq__tensor_t *out = calloc((size_t)(no > 0 ? no : 1), sizeof(*out));
   dynq__tensor_t *part = calloc((size_t)n * (size_t)(no > 0 ? no : 1), sizeof(*part));
-  if (in == NULL || out == NULL || part == NULL) goto done;
-  for (int k = 0; k < n; k++) total += v[k]->inputs[0].dims[0];
-  for (int i = 0; i < ni; i++) {
-    int64_t dims[DYNQ_MAX_RANK];
-    memcpy(dims, a->inputs[i].dims, sizeof(dims));
-    int64_t rows_i = 0;
-    for (int k = 0; k < n; k++) rows_i += v[k]->inputs[i].dims[0];
-    if (rows_i != total) {  /* inputs disagree on the batch: not batchable */
+  int64_t *rows = calloc((size_t)n, sizeof(*rows));
+  if (in == NULL || out == NULL || part == NULL || rows == NULL) goto done;
+  for (int k = 0; k < n; k++) {
+    rows[k] = job_rows(v[k]);
+    if (rows[k] < 0) {  /* its inputs disagree on the batch: not batchable */
       rc = DYNQ_ESHAPE;
       goto done;
     }
-    dims[0] = total;
-    rc = dynq__tensor_alloc(&in[i], a->inputs[i].dtype, a->inputs[i].rank, dims);
+    total += rows[k];
+  }
+  for (int i = 0; i < ni; i++) {
+    int64_t dims[DYNQ_MAX_RANK];
+    memcpy(dims, a->inputs[i].dims, sizeof(dims));
+    dims[ax[i]] = total;
+    rc = dynq__tensor_alloc_uninit(&in[i], a->inputs[i].dtype, a->inputs[i].rank, dims);
     if (rc != 0) goto done;
-    size_t off = 0;
-    for (int k = 0; k < n; k++) {
-      size_t nb = dynq__tensor_nbytes(&v[k]->inputs[i]);
-      if (nb > 0) memcpy((uint8_t *)in[i].data + off, v[k]->inputs[i].data, nb);
-      off += nb;
+    size_t outer, inner;
+    split_shape(&in[i], ax[i], &outer, &inner);
+    uint8_t *dst = in[i].data;
+    for (size_t o = 0; o < outer; o++) {
+      for (int k = 0; k < n; k++) {
+        size_t chunk = (size_t)rows[k] * inner;
+        if (chunk > 0)
+          memcpy(dst, (const uint8_t *)v[k]->inputs[i].data + o * chunk, chunk);
+        dst += chunk;
+      }
     }
   }
   dynq__run_opts_t opts = {a->precision, NULL, 1};
@@ -131,19 +252,18 @@ static int run_merged(dynqd_job_t **v, int n) {
   int64_t us = now_us() - t0;
   if (rc != 0) goto done;
   for (int o = 0; o < no; o++) {
-    if (out[o].rank < 1 || out[o].dims[0] != total) {
-      rc = DYNQ_ESHAPE;  /* an output without the batch dimension */
+    if (out[o].rank <= ax[ni + o] || out[o].dims[ax[ni + o]] != total) {
+      rc = DYNQ_ESHAPE;  /* an output without the batch along its axis */
       goto done;
     }
   }
   int64_t r0 = 0;
   for (int k = 0; k < n; k++) {
-    int64_t rows = v[k]->inputs[0].dims[0];
     for (int o = 0; o < no; o++) {
-      rc = slice_rows(&out[o], r0, rows, &part[(size_t)k * no + o]);
+      rc = slice_rows(&out[o], ax[ni + o], r0, rows[k], &part[(size_t)k * no + o]);
       if (rc != 0) goto done;
     }
-    r0 += rows;
+    r0 += rows[k];
   }
   for (int k = 0; k < n; k++) {
     v[k]->compute_us = us;
@@ -163,6 +283,7 @@ done:
   free(in);
   free(out);
   free(part);
+  free(rows);
   return rc;
 }
 

@@ -125,7 +125,7 @@ static void usage(FILE *f) {
   for (int i = 0; i < N_OPTS; i++)
     fprintf(f, "%s%s%s", i % 6 ? " " : "\n  ", opts[i].key, opts[i].reloadable ? "*" : "");
   fprintf(f, "\n  (* = applied on SIGHUP)  and per model, in a [batch.MODEL] section:\n"
-             "  max_batch, max_delay_us.\n"
+             "  max_batch, max_delay_us, axes (NAME:AXIS,... batch axis per input/output).\n"
              "\nThe default socket is $RUNTIME_DIRECTORY/dynqd.sock, else\n"
              "$XDG_RUNTIME_DIR/dynq/dynqd.sock, else /run/dynq/dynqd.sock.\n"
              "Environment: DYNQ_KERNEL=NAME forces an INT8 kernel; LISTEN_FDS/\n"
@@ -261,17 +261,91 @@ static char *trim(char *s) {
   return s;
 }
 
+/* `NAME:AXIS[,NAME:AXIS...]` into rule (replacing what it held). */
+static int axes_set(dynqd_batch_rule_t *r, const char *val, char *err, size_t errlen) {
+  char *text = strdup(val);
+  char *work = strdup(val);
+  char **names = calloc(64, sizeof(*names));
+  int *vals = calloc(64, sizeof(*vals));
+  int n = 0;
+  if (text == NULL || work == NULL || names == NULL || vals == NULL) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  char *save = NULL;
+  for (char *item = strtok_r(work, ",", &save); item != NULL;
+       item = strtok_r(NULL, ",", &save)) {
+    item = trim(item);
+    char *colon = strrchr(item, ':');
+    if (colon == NULL || colon == item) {
+      snprintf(err, errlen, "axes: '%.64s' is not NAME:AXIS (e.g. "
+               "axes = input:0,state:1,output:0,stateN:1)", item);
+      goto fail;
+    }
+    *colon = '\0';
+    char *name = trim(item), *num = trim(colon + 1);
+    long long v;
+    if (parse_num(num, 0, &v) != 0 || v < 0 || v >= DYNQ_MAX_RANK) {
+      snprintf(err, errlen, "axes: '%.64s' has axis '%.16s' (expected 0..%d)", name, num,
+               DYNQ_MAX_RANK - 1);
+      goto fail;
+    }
+    if (name[0] == '\0' || strlen(name) > 127) {
+      snprintf(err, errlen, "axes: a name must be 1..127 characters");
+      goto fail;
+    }
+    for (int k = 0; k < n; k++) {
+      if (strcmp(names[k], name) == 0) {
+        snprintf(err, errlen, "axes: '%.64s' is given twice", name);
+        goto fail;
+      }
+    }
+    if (n == 64) {
+      snprintf(err, errlen, "axes: at most 64 entries");
+      goto fail;
+    }
+    names[n] = strdup(name);
+    if (names[n] == NULL) {
+      snprintf(err, errlen, "out of memory");
+      goto fail;
+    }
+    vals[n++] = (int)v;
+  }
+  if (n == 0) {
+    snprintf(err, errlen, "axes: empty (expected NAME:AXIS[,NAME:AXIS...])");
+    goto fail;
+  }
+  free(work);
+  for (int k = 0; k < r->n_axes; k++) free(r->axis_names[k]);
+  free(r->axis_names);
+  free(r->axis_vals);
+  free(r->axes_text);
+  r->axes_text = text;
+  r->axis_names = names;
+  r->axis_vals = vals;
+  r->n_axes = n;
+  return 0;
+
+fail:
+  for (int k = 0; k < n; k++) free(names[k]);
+  free(names);
+  free(vals);
+  free(text);
+  free(work);
+  return -1;
+}
+
 static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
                      const char *val, char *err, size_t errlen) {
-  long long v;
-  int is_batch = strcmp(key, "max_batch") == 0;
-  if (!is_batch && strcmp(key, "max_delay_us") != 0) {
+  long long v = 0;
+  int is_batch = strcmp(key, "max_batch") == 0, is_axes = strcmp(key, "axes") == 0;
+  if (!is_batch && !is_axes && strcmp(key, "max_delay_us") != 0) {
     snprintf(err, errlen, "unknown key in a [batch.%s] section (max_batch, "
-             "max_delay_us)", model);
+             "max_delay_us, axes)", model);
     return -1;
   }
   long long max = is_batch ? 4096 : 1000000;
-  if (parse_num(val, 0, &v) != 0 || v < (is_batch ? 1 : 0) || v > max) {
+  if (!is_axes && (parse_num(val, 0, &v) != 0 || v < (is_batch ? 1 : 0) || v > max)) {
     snprintf(err, errlen, "invalid value '%.64s' (expected %d..%lld)", val,
              is_batch ? 1 : 0, max);
     return -1;
@@ -301,6 +375,7 @@ static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
     nb[i].max_delay_us = cfg->batch_delay_us;
     cfg->n_batch_rules++;
   }
+  if (is_axes) return axes_set(&cfg->batch_rules[i], val, err, errlen);
   if (is_batch) cfg->batch_rules[i].max_batch = (int)v;
   else cfg->batch_rules[i].max_delay_us = (int)v;
   return 0;
@@ -506,7 +581,14 @@ void dynqd__config_free(dynqd_config_t *cfg) {
     }
   free(cfg->config_path);
   cfg->config_path = NULL;
-  for (int i = 0; i < cfg->n_batch_rules; i++) free(cfg->batch_rules[i].model);
+  for (int i = 0; i < cfg->n_batch_rules; i++) {
+    dynqd_batch_rule_t *r = &cfg->batch_rules[i];
+    free(r->model);
+    for (int k = 0; k < r->n_axes; k++) free(r->axis_names[k]);
+    free(r->axis_names);
+    free(r->axis_vals);
+    free(r->axes_text);
+  }
   free(cfg->batch_rules);
   cfg->batch_rules = NULL;
   cfg->n_batch_rules = 0;
@@ -582,7 +664,10 @@ int dynqd__config_reload(dynqd_config_t *cfg) {
   for (int i = 0; bsame && i < fresh.n_batch_rules; i++)
     bsame = strcmp(fresh.batch_rules[i].model, cfg->batch_rules[i].model) == 0 &&
             fresh.batch_rules[i].max_batch == cfg->batch_rules[i].max_batch &&
-            fresh.batch_rules[i].max_delay_us == cfg->batch_rules[i].max_delay_us;
+            fresh.batch_rules[i].max_delay_us == cfg->batch_rules[i].max_delay_us &&
+            (fresh.batch_rules[i].axes_text == NULL) == (cfg->batch_rules[i].axes_text == NULL) &&
+            (fresh.batch_rules[i].axes_text == NULL ||
+             strcmp(fresh.batch_rules[i].axes_text, cfg->batch_rules[i].axes_text) == 0);
   if (!bsame) log_warn("SIGHUP: [batch.*] sections changed but need a restart; ignored");
   log_info("SIGHUP: configuration re-read from %s (%d change%s applied)",
            cfg->config_path, changed, changed == 1 ? "" : "s");

@@ -74,6 +74,13 @@ typedef struct dynqd_batch_rule {
   char *model;           /* owned */
   int max_batch;         /* <= 1: off for this model */
   int max_delay_us;
+  /* `axes = NAME:AXIS,...`: the batch axis of named inputs/outputs (the
+   * rest follow the default rule in batch.c).  Syntax checked at parse;
+   * names and ranks are checked against the model per request. */
+  char *axes_text;       /* as written, for SIGHUP comparison; owned; NULL: none */
+  int n_axes;
+  char **axis_names;     /* owned, each owned */
+  int *axis_vals;        /* owned; 0..DYNQ_MAX_RANK-1 */
 } dynqd_batch_rule_t;
 
 /* Parse argv into cfg (defaults first, then the config file, then the
@@ -197,6 +204,9 @@ typedef struct dynqd_job {
   int threads;                /* worker: GEMM split width (1, or the worker
                                  count for a lone request) */
   int64_t in_elems;           /* elements of all its inputs (cost estimate) */
+  /* -- issue 4 (session batching): the batch axis of each input then each
+   *    output (n_inputs + n_outputs), set with batch_max by m_infer -- */
+  int8_t *axes;               /* owned; NULL when not batchable */
 } dynqd_job_t;
 
 /* D2: where an output goes in a shared-memory region (outputs_shm). */
@@ -456,6 +466,16 @@ int dynqd__shm_tensor(dynqd_conn_t *c, dynqd_job_t *j, dynq__obj_t o,
 /* max_batch / max_delay_us for a model name from the config. */
 void dynqd__batch_config(const dynqd_config_t *cfg, const char *model,
                          int *ret_max, int *ret_delay_us);
+/* The config rule of a model name, or NULL (global defaults only). */
+const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model);
+/* Loop side: the batch axis of every input then output of g into
+ * axes[n_inputs + n_outputs] (rule: batch.c), for a plain request
+ * (ss NULL) or a session's.  0, or DYNQ_EPARAMS with err set when the
+ * model cannot be batched that way (a bad `axes` entry, an ambiguous
+ * output). */
+int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
+                      const struct dynqd_session *ss, int8_t *axes, char *err,
+                      size_t errlen);
 /* Worker side: run j together with like jobs taken from the queue (called
  * with pool->mu held; returns with it released).  Fills every job's resp. */
 void dynqd__batch_run(dynqd_pool_t *p, dynqd_job_t *j);

@@ -472,13 +472,29 @@ static void m_infer(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {
     char serr[256] = "";
     int rc = dynqd__session_bind(ss, j, serr, sizeof(serr));
     if (rc != 0) FAIL(rc, "session: %s", serr);
-  } else if (j->out_shm == NULL && precision == DYNQ_PRECISION_INT8) {
+  }
+  if (j->out_shm == NULL && precision == DYNQ_PRECISION_INT8) {
     dynqd__batch_config(s->cfg, mname, &j->batch_max, &j->batch_delay_us);
     if (j->batch_max > 1) {
       /* Per-tensor scales would make a row depend on its batch mates. */
       dynq__model_stats_t mst;
       dynq__model_get_stats(model, &mst);
       if (mst.per_tensor) j->batch_max = 0;
+    }
+    if (j->batch_max > 1) {
+      j->axes = malloc((size_t)(g->n_inputs + g->n_outputs > 0 ? g->n_inputs + g->n_outputs
+                                                                : 1));
+      if (j->axes == NULL) goto oom;
+      char aerr[256] = "";
+      int rc = dynqd__batch_axes(g, dynqd__batch_rule(s->cfg, mname), ss, j->axes, aerr,
+                                 sizeof(aerr));
+      if (rc == DYNQ_EPARAMS) FAIL(rc, "model '%s': %s", mname, aerr);
+      if (rc != 0) {  /* no safe batch axis: this request runs alone */
+        log_debug("model '%s': not batched: %s", mname, aerr);
+        free(j->axes);
+        j->axes = NULL;
+        j->batch_max = 0;
+      }
     }
   }
 

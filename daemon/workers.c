@@ -70,6 +70,7 @@ dynqd_job_t *dynqd__job_free(dynqd_job_t *j) {
   for (int i = 0; i < j->n_shm; i++) dynqd__shm_unref(j->shm[i]);
   free(j->shm);
   free(j->out_shm);
+  free(j->axes);
   free(j);
   return NULL;
 }

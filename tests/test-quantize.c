@@ -560,6 +560,219 @@ START_TEST(test_bad_files) {
 }
 END_TEST
 
+/* ---- --const NAME=FILE.pb ---------------------------------------- */
+
+/* Protobuf varint. */
+static size_t pb_varint(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  do {
+    p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    v >>= 7;
+  } while (v != 0);
+  return n;
+}
+
+/* Write a serialized ONNX TensorProto: dims (field 1), data_type (field 2,
+ * omitted when 0), raw_data (field 9).  Small on purpose: the tests give
+ * the importer exact bytes, without a protobuf library. */
+static void write_tensor_pb(const char *path, int32_t onnx_dtype, int rank, const int64_t *dims,
+                            const void *raw, size_t nraw) {
+  size_t cap = 64 + 11 * (size_t)rank + nraw, n = 0;
+  uint8_t *b = malloc(cap);
+  ck_assert_ptr_nonnull(b);
+  for (int i = 0; i < rank; i++) {
+    b[n++] = 0x08;
+    n += pb_varint(b + n, (uint64_t)dims[i]);
+  }
+  if (onnx_dtype != 0) {
+    b[n++] = 0x10;
+    n += pb_varint(b + n, (uint64_t)onnx_dtype);
+  }
+  b[n++] = 0x4a;
+  n += pb_varint(b + n, nraw);
+  if (nraw) memcpy(b + n, raw, nraw);
+  n += nraw;
+  ck_assert_int_eq(tu_write_file(path, b, n), 0);
+  free(b);
+}
+
+enum { ONNX_FLOAT = 1, ONNX_INT64 = 7 };
+
+/* Expect `rc` and every string of `want` from dynq-quantize args...
+ * (NULL-terminated; the output path is appended), and nothing written. */
+static void expect_fail_args(int want_rc, const char *const *want, ...) {
+  char *args[16];
+  int k = 0;
+  va_list ap;
+  va_start(ap, want);
+  for (const char *a; k < 14 && (a = va_arg(ap, const char *)) != NULL;) args[k++] = (char *)a;
+  va_end(ap);
+  char *outp = tmp_path("out.dynq");
+  args[k++] = outp;
+  args[k] = NULL;
+  char *log = NULL;
+  int rc = tu_quantize_argv(args, &log);
+  ck_assert_msg(rc == want_rc, "%s %s: exit %d, want %d:\n%s", args[0], args[1], rc, want_rc,
+                log);
+  for (int i = 0; want && want[i]; i++)
+    ck_assert_msg(strstr(log, want[i]) != NULL, "%s %s: output lacks '%s':\n%s", args[0],
+                  args[1], want[i], log);
+  ck_assert_msg(!file_exists(outp), "output file was created");
+  free(log);
+  free(outp);
+}
+
+/* fallback.onnx's second MatMul takes its weights v [4, 3] as a graph
+ * input: FP32 by default, INT8 once --const binds v. */
+START_TEST(test_const_binds_weights) {
+  char *in = fixture("fallback.onnx");
+  char *vpb = tmp_path("v.pb");
+  char *outp = tmp_path("c.dynq");
+  size_t nu, nv, nyd;
+  float *u = load_f32("fallback_u.f32", &nu), *v = load_f32("fallback_v.f32", &nv);
+  float *yd = load_f32("fallback_y_dyn.f32", &nyd);
+  ck_assert_uint_eq(nv, 12);
+  int64_t dv[2] = {4, 3};
+  write_tensor_pb(vpb, ONNX_FLOAT, 2, dv, v, nv * sizeof(float));
+  size_t vlen = strlen(vpb) + 3;
+  char *kv = malloc(vlen);
+  snprintf(kv, vlen, "v=%s", vpb);
+  char *log = NULL;
+  char *args[] = {"--const", kv, in, outp, NULL};
+  int rc = tu_quantize_argv(args, &log);
+  ck_assert_msg(rc == 0, "exit %d:\n%s", rc, log);
+  /* the dynamic-B layer is quantized now; only the big-K one stays FP32 */
+  ck_assert_msg(strstr(log, "not a constant") == NULL, "v still dynamic:\n%s", log);
+  ck_assert_msg(strstr(log, "1 quantized") != NULL, "no quantized layer:\n%s", log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  const dynq__graph_t *g = dynq__model_graph(m);
+  ck_assert_int_eq(g->n_inputs, 2); /* x, u: v is a constant */
+  ck_assert_int_lt(dynq__model_input_index(m, "v"), 0);
+  enum { K = 65537 };
+  float *x = calloc(2 * K, sizeof(float));
+  ck_assert_ptr_nonnull(x);
+  int64_t dx[2] = {2, K}, du[2] = {2, 4};
+  dynq__tensor_t ins[2] = {f32_tensor(x, 2, dx), f32_tensor(u, 2, du)};
+  const char *names[] = {"x", "u"};
+  for (int prec = 0; prec < 2; prec++) {
+    dynq__tensor_t outs[2];
+    char err[512] = "";
+    rc = run_model(m, prec ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8, names, ins, 2, outs, err,
+                   sizeof(err));
+    ck_assert_msg(rc == 0, "run: %d %s", rc, err);
+    ck_assert_int_eq(dynq__tensor_numel(&outs[1]), 6);
+    double e = prec ? tu_rel_max(outs[1].data, yd, nyd) : tu_rel_l2(outs[1].data, yd, nyd);
+    printf("--const v: %s %s %.4g\n", prec ? "FP32 (Wref) max_rel" : "INT8 rel_l2",
+           "vs numpy", e);
+    ck_assert_double_le(e, prec ? FP32_TOL : INT8_TOL);
+    clear_outputs(outs, 2);
+  }
+  /* --const=NAME=FILE is the same option */
+  unlink(outp);
+  char eqarg[600];
+  snprintf(eqarg, sizeof(eqarg), "--const=%s", kv);
+  char *args2[] = {eqarg, in, outp, NULL};
+  log = NULL;
+  ck_assert_int_eq(tu_quantize_argv(args2, &log), 0);
+  free(log);
+  dynq__model_unref(m);
+  free(x);
+  free(u);
+  free(v);
+  free(yd);
+  free(kv);
+  free(outp);
+  free(vpb);
+  free(in);
+}
+END_TEST
+
+START_TEST(test_const_errors) {
+  char *in = fixture("fallback.onnx");
+  char *dir = tmpdir;
+  char path[9][512], *arg[9];
+  const char *files[] = {"ok.pb", "garbage.pb", "empty.pb", "nodtype.pb", "int64.pb",
+                         "shape.pb", "rank.pb", "rawsize.pb", "missing.pb"};
+  for (int i = 0; i < 9; i++) {
+    snprintf(path[i], sizeof(path[i]), "%s/%s", dir, files[i]);
+    arg[i] = malloc(strlen(path[i]) + 3);
+    ck_assert_ptr_nonnull(arg[i]);
+    strcpy(arg[i], "v=");
+    strcat(arg[i], path[i]);
+  }
+  float w[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  int64_t w64[12] = {0};
+  int64_t d43[2] = {4, 3}, d34[2] = {3, 4}, d12[1] = {12};
+  write_tensor_pb(path[0], ONNX_FLOAT, 2, d43, w, sizeof(w));
+  /* bytes protobuf cannot decode: a length-delimited field running past
+   * the end */
+  const uint8_t garbage[] = {0x4a, 0x7f, 0x01, 0x02, 0x03};
+  ck_assert_int_eq(tu_write_file(path[1], garbage, sizeof(garbage)), 0);
+  ck_assert_int_eq(tu_write_file(path[2], "", 0), 0);
+  write_tensor_pb(path[3], 0, 2, d43, w, sizeof(w));
+  write_tensor_pb(path[4], ONNX_INT64, 2, d43, w64, sizeof(w64));
+  write_tensor_pb(path[5], ONNX_FLOAT, 2, d34, w, sizeof(w));
+  write_tensor_pb(path[6], ONNX_FLOAT, 1, d12, w, sizeof(w));
+  write_tensor_pb(path[7], ONNX_FLOAT, 2, d43, w, 40);
+
+  const char *w_unknown[] = {"--const nope", "no input of that name", NULL};
+  char nope[600];
+  snprintf(nope, sizeof(nope), "nope=%s", path[0]);
+  expect_fail_args(1, w_unknown, "--const", nope, in, NULL);
+  /* an initializer is not a graph input here */
+  char wbig[600];
+  snprintf(wbig, sizeof(wbig), "wbig=%s", path[0]);
+  const char *w_init[] = {"--const wbig", "no input of that name", NULL};
+  expect_fail_args(1, w_init, "--const", wbig, in, NULL);
+  /* an initializer listed as a graph input (older exporters): already a
+   * constant, so --const would silently replace the model's own weights */
+  const char *conv1d = "/usr/share/libonnx-testdata/data/pytorch-converted/test_Conv1d/model.onnx";
+  if (file_exists(conv1d)) {
+    char one[600];
+    snprintf(one, sizeof(one), "1=%s", path[0]);
+    const char *w_has[] = {"--const 1: the input already has an initializer", NULL};
+    expect_fail_args(1, w_has, "--const", one, conv1d, NULL);
+  } else {
+    printf("SKIP --const on an initializer: %s not found (libonnx-testdata)\n", conv1d);
+  }
+  const char *w_garbage[] = {"--const v=", "garbage.pb", "not a serialized ONNX TensorProto",
+                             NULL};
+  expect_fail_args(1, w_garbage, "--const", arg[1], in, NULL);
+  const char *w_empty[] = {"empty.pb", "empty", "cannot read the tensor file", NULL};
+  expect_fail_args(1, w_empty, "--const", arg[2], in, NULL);
+  const char *w_nodtype[] = {"nodtype.pb", "no data type", NULL};
+  expect_fail_args(1, w_nodtype, "--const", arg[3], in, NULL);
+  const char *w_dtype[] = {"int64.pb", "holds INT64, the input is declared FLOAT", NULL};
+  expect_fail_args(1, w_dtype, "--const", arg[4], in, NULL);
+  const char *w_shape[] = {"shape.pb", "holds shape [3,4], the input is declared [4,3]", NULL};
+  expect_fail_args(1, w_shape, "--const", arg[5], in, NULL);
+  const char *w_rank[] = {"rank.pb", "holds shape [12], the input is declared [4,3]", NULL};
+  expect_fail_args(1, w_rank, "--const", arg[6], in, NULL);
+  const char *w_raw[] = {"rawsize.pb", "raw_data holds 40 bytes but shape and dtype need 48",
+                         NULL};
+  expect_fail_args(1, w_raw, "--const", arg[7], in, NULL);
+  const char *w_missing[] = {"missing.pb", "No such file", "cannot read the tensor file", NULL};
+  expect_fail_args(1, w_missing, "--const", arg[8], in, NULL);
+  const char *w_both[] = {"--const v and --set v", NULL};
+  expect_fail_args(1, w_both, "--const", arg[0], "--set", "v=1", in, NULL);
+  /* usage errors: exit 2 */
+  const char *w_noeq[] = {"--const needs NAME=FILE.pb", NULL};
+  expect_fail_args(2, w_noeq, "--const", "v", in, NULL);
+  expect_fail_args(2, w_noeq, "--const", "=x.pb", in, NULL);
+  expect_fail_args(2, w_noeq, in, "--const", NULL);
+  const char *w_twice[] = {"--const v given twice", NULL};
+  expect_fail_args(2, w_twice, "--const", arg[0], "--const", arg[0], in, NULL);
+  char *log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, "--help", NULL), 0);
+  ck_assert_ptr_nonnull(strstr(log, "--const NAME=FILE.pb"));
+  ck_assert_ptr_nonnull(strstr(log, "--quantize-small"));
+  free(log);
+  for (int i = 0; i < 9; i++) free(arg[i]);
+  free(in);
+}
+END_TEST
+
 /* ---- the demo model built by meson ------------------------------- */
 
 /* Parse "[[f, f, ...]]" (the examples' JSON) into out; returns the count. */
@@ -647,6 +860,8 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_softmax_old_opset);
   tcase_add_test(tc, test_malformed_models);
   tcase_add_test(tc, test_bad_files);
+  tcase_add_test(tc, test_const_binds_weights);
+  tcase_add_test(tc, test_const_errors);
   suite_add_tcase(s, tc);
   tc = tcase_create("demo");
   tcase_add_test(tc, test_demo_model);
