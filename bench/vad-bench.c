@@ -9,7 +9,9 @@
  *
  *   vad-bench --model VAD.dynq [--wav CLIP.wav] [--passes N]
  *             [--socket SOCK --served NAME] [--ort MODEL.onnx [--ort-script JS]]
- *             [--json]
+ *             [--batch B1,B2,...] [--json]
+ *   --batch: also the engine running B streams' chunks as one batched run
+ *   (per-chunk us = run time / B), as dynqd's session batching does
  *
  * Every chunk of the clip is one sample (streaming rule of
  * tests/test-vad.c: 512 samples + 64 of context, state fed back); after a
@@ -179,6 +181,68 @@ static int bench_engine(const char *path, int precision, int passes, stat3_t *re
   return rc;
 }
 
+/* ---- engine in-process, B streams as one batched run (what dynqd's
+ *      session batching does): per-chunk time = run time / B ---- */
+
+static int bench_batched(const char *path, int b, int passes, stat3_t *ret) {
+  dynq__model_t *m = NULL;
+  char err[512] = "";
+  int rc = dynq__model_open(path, &m, err, sizeof err);
+  if (rc != 0) {
+    fprintf(stderr, "vad-bench: %s: %s\n", path, err);
+    return -1;
+  }
+  const dynq__graph_t *g = dynq__model_graph(m);
+  int i_in = dynq__model_input_index(m, "input"), i_st = dynq__model_input_index(m, "state");
+  int i_sr = dynq__model_input_index(m, "sr"), o_st = -1;
+  for (int i = 0; i < g->n_outputs; i++)
+    if (strcmp(g->values[g->outputs[i]].name, "stateN") == 0) o_st = i;
+  float *x = malloc(sizeof(float) * (size_t)b * (CONTEXT + CHUNK));
+  float *state = calloc((size_t)b * 2 * HIDDEN, sizeof(float));
+  double *t = malloc(sizeof(double) * n_chunks * (size_t)passes);
+  rc = -1;
+  if (i_in < 0 || i_st < 0 || o_st < 0 || g->n_inputs > 3 || g->n_outputs > 4 || !x ||
+      !state || !t) {
+    fprintf(stderr, "vad-bench: --batch: not Silero VAD v5, or out of memory\n");
+    goto out;
+  }
+  int64_t sr = 16000;
+  dynq__tensor_t in[3];
+  memset(in, 0, sizeof in);
+  in[i_in] = (dynq__tensor_t){.dtype = DYNQ_DT_F32, .rank = 2, .dims = {b, CONTEXT + CHUNK},
+                               .data = x};
+  in[i_st] = (dynq__tensor_t){.dtype = DYNQ_DT_F32, .rank = 3, .dims = {2, b, HIDDEN},
+                               .data = state};
+  if (i_sr >= 0) in[i_sr] = (dynq__tensor_t){.dtype = DYNQ_DT_I64, .rank = 0, .data = &sr};
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_INT8, .threads = 1};
+  for (int p = -1; p < passes; p++) {  /* pass -1: warm-up */
+    for (size_t c = 0; c < n_chunks; c++) {
+      for (int k = 0; k < b; k++)  /* each stream at another place in the clip */
+        chunk_input(x + (size_t)k * (CONTEXT + CHUNK), (c + (size_t)k * 37) % n_chunks);
+      dynq__tensor_t out[4];
+      memset(out, 0, sizeof out);
+      double t0 = now_us();
+      rc = dynq__model_run(m, &o, in, out, err, sizeof err);
+      double us = now_us() - t0;
+      if (rc != 0) {
+        fprintf(stderr, "vad-bench: batch %d: %s (%s)\n", b, err, dynq_strerror(rc));
+        goto out;
+      }
+      memcpy(state, out[o_st].data, sizeof(float) * (size_t)b * 2 * HIDDEN);
+      if (p >= 0) t[(size_t)p * n_chunks + c] = us / b;
+      for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
+    }
+  }
+  *ret = summarize(t, n_chunks * (size_t)passes);
+  rc = 0;
+out:
+  free(x);
+  free(state);
+  free(t);
+  dynq__model_unref(m);
+  return rc;
+}
+
 /* ---- dynqd session round trip ---- */
 
 static int served_pass(dynq_client_t *c, uint64_t sid, double *t) {
@@ -275,7 +339,7 @@ static int usage(int code) {
   fprintf(stderr,
           "usage: vad-bench --model VAD.dynq [--wav CLIP.wav] [--passes N]\n"
           "                 [--socket SOCK --served NAME] [--ort MODEL.onnx [--ort-script JS]]\n"
-          "                 [--json]\n");
+          "                 [--batch B1,B2,...] [--json]\n");
   return code;
 }
 
@@ -294,7 +358,8 @@ static void print_row(int json, const char *what, const stat3_t *s, double ort_m
 }
 
 int main(int argc, char **argv) {
-  const char *model = NULL, *wav = "tests/fixtures/vad/speech.wav", *sock = NULL, *served = NULL;
+  const char *model = NULL, *wav = "tests/fixtures/vad/speech.wav", *sock = NULL, *served = NULL,
+             *batches = NULL;
   const char *onnx = NULL, *script = "bench/vad/ort_reference.js";
   int passes = 5, json = 0;
   for (int i = 1; i < argc; i++) {
@@ -308,6 +373,7 @@ int main(int argc, char **argv) {
     if (!v) return usage(2);
     i++;
     if (strcmp(a, "--model") == 0) model = v;
+    else if (strcmp(a, "--batch") == 0) batches = v;
     else if (strcmp(a, "--wav") == 0) wav = v;
     else if (strcmp(a, "--socket") == 0) sock = v;
     else if (strcmp(a, "--served") == 0) served = v;
@@ -325,6 +391,17 @@ int main(int argc, char **argv) {
       return usage(2);
   }
   if (!model || (!sock != !served)) return usage(2);
+  int bl[16], nb = 0;
+  for (const char *q = batches; q && *q && nb < 16;) {
+    char *end;
+    long n = strtol(q, &end, 10);
+    if (end == q || n < 1 || n > 4096 || (*end && *end != ',')) {
+      fprintf(stderr, "vad-bench: --batch takes a list of 1..4096, like 1,8,64\n");
+      return 2;
+    }
+    bl[nb++] = (int)n;
+    q = *end ? end + 1 : end;
+  }
   if (load_wav(wav) < 0) return 1;
 
   stat3_t s_int8, s_fp32, s_served = {0}, s_ort = {0};
@@ -346,6 +423,13 @@ int main(int argc, char **argv) {
   print_row(json, "dynq engine INT8 (in-process)", &s_int8, om);
   print_row(json, "dynq engine FP32 (in-process)", &s_fp32, om);
   if (sock) print_row(json, "dynqd session round trip (INT8)", &s_served, om);
+  for (int k = 0; k < nb; k++) {
+    stat3_t sb;
+    if (bench_batched(model, bl[k], passes, &sb) < 0) return 1;
+    char what[96];
+    snprintf(what, sizeof what, "dynq engine INT8 batch %d, per chunk", bl[k]);
+    print_row(json, what, &sb, om);
+  }
   if (onnx) {
     char what[96];
     snprintf(what, sizeof what, "ONNX Runtime %s FP32 (node)", ver);

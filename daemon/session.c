@@ -10,6 +10,11 @@
  * job->sess_new; the loop swaps it in when the job is back, only on
  * success.  Sessions live in one server list, bounded by max_sessions, so
  * linear lookups are fine.
+ *
+ * With batching on for the model, a worker may run several sessions' jobs
+ * as one (batch.c): each job's state views are concatenated along their
+ * batch axis, and each job gets back its own slice of the new state in
+ * sess_new, so nothing here changes.
  */
 #include <errno.h>
 #include <stdio.h>

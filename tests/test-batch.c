@@ -1,0 +1,308 @@
+/*
+ * dynqd dynamic batching of session requests (issue 4): concurrent session
+ * chunks of one model run as one batched engine run, each session's state
+ * one slice of the merged state along its batch axis.  The test sends the
+ * chunks of several sessions together to a one-worker dynqd whose batch
+ * window (max_batch = the session count, max_delay_us = 1 s) makes the
+ * worker wait for all of them, checks each answer says it ran in a batch of
+ * that size, and compares every output and every new state bit for bit
+ * with the same sessions run one request at a time on an unbatched copy of
+ * the model.  Models: tests/fixtures/stateful_batch.onnx (state[2, batch,
+ * 8], batch on axis 1; default axis rule) and, when the file is there,
+ * Silero VAD v5 itself (axes from the config).  Also: bad `axes` config is
+ * refused with a message naming what is wrong.
+ */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "testutil.h"
+
+#define N_SESS 6
+
+static char *g_dir, *g_models;
+static char g_conf[4096];
+
+static int copy_file(const char *src, const char *dst) {
+  size_t n;
+  void *p = tu_read_file(src, &n);
+  if (p == NULL) return -1;
+  int rc = tu_write_file(dst, p, n);
+  free(p);
+  return rc;
+}
+
+/* model (quantized with flag [arg], or none) as models/NAME.dynq for each name */
+static int make_models(const char *onnx, const char *flag, const char *arg,
+                       const char *const *names) {
+  char first[4096], other[4096];
+  snprintf(first, sizeof first, "%s/%s.dynq", g_models, names[0]);
+  if (tu_quantize(onnx, first, flag, arg, NULL) != 0) return -1;
+  for (int i = 1; names[i]; i++) {
+    snprintf(other, sizeof other, "%s/%s.dynq", g_models, names[i]);
+    if (copy_file(first, other) != 0) return -1;
+  }
+  return 0;
+}
+
+static void setup(void) {
+  g_dir = tu_mkdtemp_models(&g_models);
+  snprintf(g_conf, sizeof g_conf, "%s/dynqd.conf", g_dir);
+  const char *conf =
+      "[batch.sb]\nmax_batch = 6\nmax_delay_us = 1000000\n"
+      "[batch.vad]\nmax_batch = 6\nmax_delay_us = 1000000\n"
+      "axes = input:0, state:1, output:0, stateN:1\n"
+      "[batch.sb_bad]\nmax_batch = 4\naxes = nosuch:0\n"
+      "[batch.sb_rank]\nmax_batch = 4\naxes = state:3\n";
+  ck_assert_int_eq(tu_write_file(g_conf, conf, strlen(conf)), 0);
+}
+
+static void teardown(void) {
+  if (g_dir) tu_rmtree(g_dir);
+  free(g_dir);
+  free(g_models);
+}
+
+/* Where fetch-silero.sh puts the model (the search order of test-vad.c). */
+static int silero_path(char *buf, size_t n) {
+  const char *e = getenv("DYNQ_VAD_ONNX");
+  if (e && *e) snprintf(buf, n, "%s", e);
+  else if ((e = getenv("DYNQ_CACHE_DIR")) && *e) snprintf(buf, n, "%s/silero_vad_v5.onnx", e);
+  else if ((e = getenv("XDG_CACHE_HOME")) && *e)
+    snprintf(buf, n, "%s/dynq/silero_vad_v5.onnx", e);
+  else {
+    e = getenv("HOME");
+    snprintf(buf, n, "%s/.cache/dynq/silero_vad_v5.onnx", e && *e ? e : "/root");
+  }
+  return access(buf, R_OK) == 0;
+}
+
+static uint64_t open_session(tu_rpc_t *c, uint32_t msgid, const char *model) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "session.open");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, model);
+  dynq__w_str(&w, "bindings");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "state");
+  dynq__w_str(&w, "stateN");
+  tu_rpc_send_wbuf(c, &w);
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(c, msgid, &m);
+  int64_t id = tu_obj_int_or(dynq__obj_get(m.result, "session"), -1);
+  ck_assert_int_ge(id, 1);
+  dynq__rpc_free(&m);
+  return (uint64_t)id;
+}
+
+static void send_step(tu_rpc_t *c, uint32_t msgid, uint64_t sid, const char *in_name,
+                      const float *x, int64_t cols) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "session");
+  dynq__w_uint(&w, sid);
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, in_name);
+  int64_t dims[2] = {1, cols};
+  tu_w_f32_tensor(&w, 2, dims, x);
+  tu_rpc_send_wbuf(c, &w);
+}
+
+typedef struct model_case {
+  const char *batched, *solo;  /* model names */
+  const char *in_name, *out_name;
+  int64_t cols;                /* input [1, cols] per chunk */
+  size_t n_out, n_state;       /* floats in out_name / stateN for one session */
+  int steps;
+} model_case_t;
+
+/* Chunk t of session k: a tone whose pitch and loudness differ per session
+ * plus a little deterministic noise, so every row gets its own scale. */
+static void chunk(float *x, int64_t cols, int k, int t) {
+  uint32_t r = 2654435761u * (uint32_t)(k * 131 + t + 1);
+  for (int64_t i = 0; i < cols; i++) {
+    r = r * 1664525u + 1013904223u;
+    double n = (double)(t * cols + i);
+    x[i] = (float)((0.1 + 0.15 * k) * sin(n * (0.03 + 0.011 * k)) +
+                   0.02 * ((double)(r >> 8) / 16777216.0 - 0.5));
+  }
+}
+
+/* Every session's step outputs and new states, batched and alone, equal in
+ * every bit; every batched answer ran in a batch of N_SESS. */
+static void run_case(const model_case_t *mc, const char *sock) {
+  tu_rpc_t c;
+  tu_rpc_open(&c, sock);
+  uint64_t sb[N_SESS], ss[N_SESS];
+  for (int k = 0; k < N_SESS; k++) {
+    sb[k] = open_session(&c, 1 + (uint32_t)k, mc->batched);
+    ss[k] = open_session(&c, 100 + (uint32_t)k, mc->solo);
+  }
+  float *x = malloc(sizeof(float) * (size_t)mc->cols);
+  size_t per = mc->n_out + mc->n_state;
+  float *got = malloc(sizeof(float) * per * N_SESS), *want = malloc(sizeof(float) * per);
+  ck_assert(x && got && want);
+  uint32_t id = 1000;
+  for (int t = 0; t < mc->steps; t++) {
+    /* all sessions' chunks at once: the worker waits for the whole batch */
+    for (int k = 0; k < N_SESS; k++) {
+      chunk(x, mc->cols, k, t);
+      send_step(&c, id + (uint32_t)k, sb[k], mc->in_name, x, mc->cols);
+    }
+    for (int k = 0; k < N_SESS; k++) {
+      dynq__rpc_msg_t m;
+      tu_rpc_expect_ok(&c, id + (uint32_t)k, &m);
+      int64_t b = tu_obj_int_or(dynq__obj_get(m.result, "batch"), 1);
+      ck_assert_msg(b == N_SESS, "%s step %d session %d ran in a batch of %lld, not %d",
+                    mc->batched, t, k, (long long)b, N_SESS);
+      tu_get_f32_output(&m, mc->out_name, got + per * (size_t)k, mc->n_out);
+      tu_get_f32_output(&m, "stateN", got + per * (size_t)k + mc->n_out, mc->n_state);
+      dynq__rpc_free(&m);
+    }
+    id += N_SESS;
+    /* the same chunks one at a time on the unbatched copy */
+    for (int k = 0; k < N_SESS; k++) {
+      chunk(x, mc->cols, k, t);
+      send_step(&c, id, ss[k], mc->in_name, x, mc->cols);
+      dynq__rpc_msg_t m;
+      tu_rpc_expect_ok(&c, id, &m);
+      ck_assert(dynq__obj_is_absent(dynq__obj_get(m.result, "batch")));
+      tu_get_f32_output(&m, mc->out_name, want, mc->n_out);
+      tu_get_f32_output(&m, "stateN", want + mc->n_out, mc->n_state);
+      dynq__rpc_free(&m);
+      id++;
+      const float *g = got + per * (size_t)k;
+      for (size_t i = 0; i < per; i++)
+        ck_assert_msg(memcmp(&g[i], &want[i], sizeof(float)) == 0,
+                      "%s step %d session %d: %s[%zu] batched %.9g, alone %.9g", mc->batched,
+                      t, k, i < mc->n_out ? mc->out_name : "stateN",
+                      i < mc->n_out ? i : i - mc->n_out, g[i], want[i]);
+    }
+    /* sessions differ: the comparison is not between copies of one row */
+    ck_assert(memcmp(got, got + per, sizeof(float) * per) != 0);
+  }
+  free(x);
+  free(got);
+  free(want);
+  tu_rpc_close(&c);
+}
+
+START_TEST(test_sessions_batched_bit_identical) {
+  const char *names[] = {"sb", "sb_solo", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/stateful_batch.onnx", NULL, NULL, names) == 0,
+                 "dynq-quantize not built");
+  tu_daemon_t d;
+  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  model_case_t mc = {"sb", "sb_solo", "x", "y", 8, 8, 16, 5};
+  run_case(&mc, d.sock);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+START_TEST(test_silero_sessions_batched_bit_identical) {
+  char onnx[4096];
+  if (!silero_path(onnx, sizeof onnx)) {
+    printf("SKIP: Silero VAD model %s not found (models/fetch-silero.sh)\n", onnx);
+    return;
+  }
+  const char *names[] = {"vad", "vad_solo", NULL};
+  TU_SKIP_UNLESS(make_models(onnx, "--set", "sr=16000", names) == 0, "dynq-quantize failed");
+  tu_daemon_t d;
+  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  model_case_t mc = {"vad", "vad_solo", "input", "output", 576, 1, 2 * 128, 6};
+  run_case(&mc, d.sock);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+/* dynqd -n with one [batch.m] axes line: exit status, output in *out. */
+static int check_axes(const char *line, char **out) {
+  char path[4096], text[512];
+  snprintf(path, sizeof path, "%s/axes.conf", g_dir);
+  snprintf(text, sizeof text, "[batch.m]\nmax_batch = 4\n%s\n", line);
+  ck_assert_int_eq(tu_write_file(path, text, strlen(text)), 0);
+  char exe[4096];
+  snprintf(exe, sizeof exe, "%s", tu_build("daemon/dynqd"));
+  char *argv[] = {exe, "-n", "--config", path, NULL};
+  return tu_run(argv, out);
+}
+
+START_TEST(test_bad_axes_config_refused) {
+  static const struct {
+    const char *line, *needle;
+  } bad[] = {
+    {"axes = input", "NAME:AXIS"},
+    {"axes = :1", "NAME:AXIS"},
+    {"axes = input:9", "expected 0..7"},
+    {"axes = input:-1", "expected 0..7"},
+    {"axes = input:x", "expected 0..7"},
+    {"axes = input:0,input:1", "given twice"},
+    {"axes = ,", "empty"},
+    {"axis = input:0", "unknown key"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char *out = NULL;
+    int rc = check_axes(bad[i].line, &out);
+    ck_assert_msg(rc == 2, "'%s': dynqd -n exited %d, not 2: %s", bad[i].line, rc,
+                  out ? out : "");
+    ck_assert_msg(out && strstr(out, bad[i].needle) && strstr(out, "axes.conf:3"),
+                  "'%s': the message does not say '%s' at axes.conf:3: %s", bad[i].line,
+                  bad[i].needle, out ? out : "");
+    free(out);
+  }
+  char *out = NULL;
+  ck_assert_int_eq(check_axes("axes = input:0, state:1,output:0,stateN:1", &out), 0);
+  free(out);
+}
+END_TEST
+
+/* An axes entry that does not fit the model answers every batchable
+ * request EPARAMS naming it (a wrong axis would split the wrong rows). */
+START_TEST(test_axes_not_in_model_refused) {
+  const char *names[] = {"sb_bad", "sb_rank", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/stateful_batch.onnx", NULL, NULL, names) == 0,
+                 "dynq-quantize not built");
+  tu_daemon_t d;
+  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
+  float x[8] = {0.5f, -0.25f, 0.125f, 1, 0, 0.75f, -1, 0.3f};
+  uint64_t s1 = open_session(&c, 1, "sb_bad");
+  send_step(&c, 2, s1, "x", x, 8);
+  tu_rpc_expect_error(&c, 2, DYNQ_EPARAMS, "'nosuch', which is neither an input nor an output");
+  uint64_t s2 = open_session(&c, 3, "sb_rank");
+  send_step(&c, 4, s2, "x", x, 8);
+  tu_rpc_expect_error(&c, 4, DYNQ_EPARAMS, "'state' axis 3, but it has rank 3");
+  /* the session is usable again (the refusal did not leave it busy) */
+  send_step(&c, 5, s2, "x", x, 8);
+  tu_rpc_expect_error(&c, 5, DYNQ_EPARAMS, "axis 3");
+  tu_rpc_close(&c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
+static Suite *batch_suite(void) {
+  Suite *s = suite_create("batch");
+  TCase *tc = tcase_create("sessions");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, test_sessions_batched_bit_identical);
+  tcase_add_test(tc, test_silero_sessions_batched_bit_identical);
+  tcase_add_test(tc, test_bad_axes_config_refused);
+  tcase_add_test(tc, test_axes_not_in_model_refused);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+TU_MAIN(batch_suite)
