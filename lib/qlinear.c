@@ -52,11 +52,34 @@ int dynq__qlinear_check(const dynq__graph_t *g, const dynq__node_t *n,
   CHECK(n->n_in < 6 || n->in[5] < 0 || const_ok(g, n->in[5], DYNQ_DT_F32, 2, K, N), "node '%s' (QLinear): reference weights must be a constant float32 [%lld, %lld]", nm, (long long)K, (long long)N);
   int64_t act = dynq__node_attr_i(n, "act", 0), pt = dynq__node_attr_i(n, "per_tensor", 0);
   int64_t ta = dynq__node_attr_i(n, "trans_a", 0);
-  CHECK(act == DYNQ_ACT_NONE || act == DYNQ_ACT_RELU, "node '%s' (QLinear): unknown act %lld", nm, (long long)act);
+  CHECK(act >= DYNQ_ACT_NONE && act <= DYNQ_ACT_GELU, "node '%s' (QLinear): unknown act %lld", nm, (long long)act);
   CHECK(pt == 0 || pt == 1, "node '%s' (QLinear): per_tensor must be 0 or 1", nm);
   CHECK(ta == 0 || ta == 1, "node '%s' (QLinear): trans_a must be 0 or 1", nm);
   return 0;
 }
+
+void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1) {
+  for (int64_t m = 0; m < M; m++) {
+    float *y = C + (size_t)m * ldc;
+    switch (act) {
+    case DYNQ_ACT_RELU:
+      for (int64_t j = n0; j < n1; j++) y[j] = 0.0f > y[j] ? 0.0f : y[j];  /* NaN stays */
+      break;
+    case DYNQ_ACT_SIGMOID:
+      for (int64_t j = n0; j < n1; j++) y[j] = 1.0f / (1.0f + expf(-y[j]));
+      break;
+    case DYNQ_ACT_GELU:
+      for (int64_t j = n0; j < n1; j++)
+        y[j] = 0.5f * y[j] * (1.0f + erff(y[j] * (float)M_SQRT1_2));
+      break;
+    default:
+      break;
+    }
+  }
+}
+
+/* The kernels apply NONE and RELU themselves; others run right after. */
+static int kernel_act(int act) { return act == DYNQ_ACT_RELU ? act : DYNQ_ACT_NONE; }
 
 /* Below this many multiply-adds (M * N * K) a GEMM runs on one thread.
  * Measured with 2 threads (BENCHMARKS.md, Threads): 2^21 (32x256x256) 1.43x,
@@ -70,6 +93,7 @@ int dynq__qlinear_check(const dynq__graph_t *g, const dynq__node_t *n,
 typedef struct split {
   const dynq__kernel_t *kr;
   const dynq__qgemm_args_t *q;
+  int act;                  /* applied after the kernel (SIGMOID, GELU) */
   int64_t panels, chunks;
 } split_t;
 
@@ -81,16 +105,21 @@ static void split_task(void *ctx, int64_t t) {
   int64_t p0 = s->panels * t / s->chunks, p1 = s->panels * (t + 1) / s->chunks;
   q.n0 = p0 * DYNQ_QGEMM_NR;
   q.n1 = p1 * DYNQ_QGEMM_NR < q.N ? p1 * DYNQ_QGEMM_NR : q.N;
-  if (q.n0 < q.n1) s->kr->qgemm(&q);
+  if (q.n0 < q.n1) {
+    s->kr->qgemm(&q);
+    dynq__act_apply(s->act, q.C, q.ldc, q.M, q.n0, q.n1);
+  }
 }
 
 /* Run q over [0, N) split along N in whole 16-column panels when it is
  * large enough and threads > 1; activations are already quantized. */
 static void qgemm_split(const dynq__kernel_t *kr, const dynq__qgemm_args_t *q,
-                        int threads) {
-  split_t s = {.kr = kr, .q = q, .panels = (q->N + DYNQ_QGEMM_NR - 1) / DYNQ_QGEMM_NR};
+                        int act, int threads) {
+  split_t s = {.kr = kr, .q = q, .act = act,
+               .panels = (q->N + DYNQ_QGEMM_NR - 1) / DYNQ_QGEMM_NR};
   if (threads <= 1 || s.panels < 2 || q->M * q->N * q->K < SPLIT_MIN_MACS) {
     kr->qgemm(q);
+    dynq__act_apply(act, q->C, q->ldc, q->M, 0, q->N);
     return;
   }
   s.chunks = (int64_t)threads * SPLIT_CHUNKS_PER_THREAD;
@@ -150,9 +179,8 @@ int dynq__qlinear_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
       float *y = Y + m * N;
       if (bias)
         for (int64_t j = 0; j < N; j++) y[j] += bias[j];
-      if (act == DYNQ_ACT_RELU)
-        for (int64_t j = 0; j < N; j++) y[j] = y[j] > 0.0f || y[j] != y[j] ? y[j] : 0.0f;
     }
+    dynq__act_apply(act, Y, (size_t)N, M, 0, N);
     free(xt);
     return 0;
   }
@@ -176,11 +204,11 @@ int dynq__qlinear_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     .colsum = in[2]->data,
     .w_scale = in[3]->data,
     .a_scale = a_scale, .a_zp = a_zp,
-    .bias = bias, .act = act,
+    .bias = bias, .act = kernel_act(act),
     .C = Y, .ldc = (size_t)N,
     .n0 = 0, .n1 = N,
   };
-  qgemm_split(c->kernel, &q, c->threads);
+  qgemm_split(c->kernel, &q, act == q.act ? DYNQ_ACT_NONE : act, c->threads);
   dynq__aligned_free(A);
   free(a_scale);
   free(a_zp);

@@ -51,6 +51,7 @@ typedef struct op_spec {
 
 static int convert_linear(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 static int convert_relu(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+static int convert_sigmoid(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 
 #define G dynq__import_graph_op
@@ -64,7 +65,7 @@ static const op_spec_t op_table[] = {
     {"Mul", DYNQ_OP_MUL, 2, 2, 1, 0, {{0}}, convert_simple},
     {"Div", DYNQ_OP_DIV, 2, 2, 1, 0, {{0}}, convert_simple},
     {"Relu", DYNQ_OP_RELU, 1, 1, 1, 0, {{0}}, convert_relu},
-    {"Sigmoid", DYNQ_OP_SIGMOID, 1, 1, 1, 0, {{0}}, convert_simple},
+    {"Sigmoid", DYNQ_OP_SIGMOID, 1, 1, 1, 0, {{0}}, convert_sigmoid},
     {"Tanh", DYNQ_OP_TANH, 1, 1, 1, 0, {{0}}, convert_simple},
     {"Softmax", DYNQ_OP_SOFTMAX, 1, 1, 1, 0, {{"axis", K_INT}}, convert_simple},
     {"Flatten", DYNQ_OP_FLATTEN, 1, 1, 1, 0, {{"axis", K_INT}}, convert_simple},
@@ -388,9 +389,9 @@ oom:
   return -1;
 }
 
-/* A Relu whose input comes straight from a QLINEAR that nothing else reads
- * becomes that QLINEAR's act; returns 1 when fused. */
-static int try_fuse_relu(conv_t *c, const Onnx__NodeProto *n) {
+/* A Relu or Sigmoid whose input comes straight from a QLINEAR that nothing
+ * else reads becomes that QLINEAR's act; returns 1 when fused. */
+static int try_fuse_act(conv_t *c, const Onnx__NodeProto *n, int act) {
   dynq__builder_t *b = &c->b;
   int32_t in = dynq__imp_value_of(c, n->input[0]);
   if (in < 0 || b->producer[in] < 0) return 0;
@@ -404,17 +405,23 @@ static int try_fuse_relu(conv_t *c, const Onnx__NodeProto *n) {
     if (q->attr[i].i != DYNQ_ACT_NONE) return 0;
     int32_t out = dynq__imp_claim_output(c, n->output[0], b->producer[in]);
     if (out < 0) return -1;
-    q->attr[i].i = DYNQ_ACT_RELU;
+    q->attr[i].i = act;
     q->out[0] = out;
     for (int l = 0; l < c->n_layers; l++)
-      if (strcmp(c->layers[l].name, q->name) == 0) c->layers[l].relu_fused = 1;
+      if (strcmp(c->layers[l].name, q->name) == 0) c->layers[l].act_fused = act;
     return 1;
   }
   return 0;
 }
 
 static int convert_relu(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
-  int r = try_fuse_relu(c, n);
+  int r = try_fuse_act(c, n, DYNQ_ACT_RELU);
+  if (r != 0) return r < 0 ? -1 : 0;
+  return convert_simple(c, n, nname);
+}
+
+static int convert_sigmoid(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  int r = try_fuse_act(c, n, DYNQ_ACT_SIGMOID);
   if (r != 0) return r < 0 ? -1 : 0;
   return convert_simple(c, n, nname);
 }
@@ -558,7 +565,7 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
     if (L->quantized)
       snprintf(notes, sizeof(notes), "int8 per-channel%s%s%s%s",
                c->opt.per_tensor ? ", per-tensor activations" : "",
-               L->relu_fused ? ", relu fused" : "", L->why ? "; " : "", L->why ? L->why : "");
+               L->act_fused == DYNQ_ACT_RELU ? ", relu fused" : L->act_fused == DYNQ_ACT_SIGMOID ? ", sigmoid fused" : "", L->why ? "; " : "", L->why ? L->why : "");
     else
       snprintf(notes, sizeof(notes), "stays FP32: %s", L->why);
     printf("%-24s %-7s %13s  %-5s %12zu %12zu  %s\n", L->name, L->op, kn,
@@ -575,6 +582,9 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
   if (tr > 0) printf("FP32 reference weights (Wref): %zu bytes (omit with --no-reference)\n", tr);
 }
 
+/* The fuzz harness links this file for dynq__imp_convert_buffer() and
+ * brings its own main (libFuzzer's): usage, convert and main are left out. */
+#ifndef DYNQ_QUANTIZE_NO_MAIN
 static void usage(FILE *f) {
   fprintf(f,
           "usage: dynq-quantize [options] in.onnx out.dynq\n"
@@ -604,17 +614,20 @@ static void usage(FILE *f) {
           "\n"
           "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n");
 }
+#endif
 
-static int convert(const dynq__imp_options_t *opt, const char *in, const char *out) {
-  uint8_t *buf = NULL;
-  size_t len = 0;
+/* The whole conversion of an ONNX image buf[0, len) (named `in` in
+ * messages and the producer string) to a .dynq at `out`: 0 written, 1
+ * failed (message printed, nothing written).  Separate from the file
+ * reading so tests/fuzz/fuzz-onnx.c can drive it in-process. */
+int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf, size_t len,
+                             const char *in, const char *out) {
   Onnx__ModelProto *m = NULL;
   conv_t c;
   memset(&c, 0, sizeof(c));
   c.opt = *opt;
   int ret = 1;
 
-  if (dynq__imp_read_file(in, &buf, &len) != 0) goto done;
   m = onnx__model_proto__unpack(NULL, len, buf);
   if (m == NULL) {
     dynq__imp_errorf("'%s' is not an ONNX model (protobuf decoding failed: truncated or not a "
@@ -778,11 +791,20 @@ static int convert(const dynq__imp_options_t *opt, const char *in, const char *o
   ret = 0;
 done:
   if (m != NULL) onnx__model_proto__free_unpacked(m, NULL);
-  free(buf);
   free(c.uses);
   free(c.front);
   free(c.layers);
   dynq__imp_builder_free(&c.b);
+  return ret;
+}
+
+#ifndef DYNQ_QUANTIZE_NO_MAIN
+static int convert(const dynq__imp_options_t *opt, const char *in, const char *out) {
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  if (dynq__imp_read_file(in, &buf, &len) != 0) return 1;
+  int ret = dynq__imp_convert_buffer(opt, buf, len, in, out);
+  free(buf);
   return ret;
 }
 
@@ -892,3 +914,4 @@ int main(int argc, char **argv) {
   }
   return convert(&opt, pos[0], pos[1]);
 }
+#endif

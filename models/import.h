@@ -126,7 +126,7 @@ typedef struct dynq__layer_report {
   int64_t k, n;
   int quantized;
   const char *why;       /* why FP32, or extra notes */
-  int relu_fused;
+  int act_fused;             /* DYNQ_ACT_* folded into the layer, 0 if none */
   size_t fp32_bytes, stored_bytes, ref_bytes;
 } dynq__layer_report_t;
 
@@ -170,6 +170,12 @@ dynq__layer_report_t *dynq__imp_add_layer(conv_t *c, const char *nname, const ch
 /* "--keep-fp32" when the layer named nname was listed by --keep-fp32
  * (counts the hit), else NULL. */
 const char *dynq__imp_keep_fp32(conv_t *c, const char *nname);
+
+/* The whole conversion (dynq-quantize.c): ONNX image buf[0, len), named
+ * `in` in messages, to a .dynq at `out`.  0 written; 1 failed after
+ * printing why (nothing written).  Callable in-process (tests/fuzz). */
+int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf, size_t len,
+                             const char *in, const char *out);
 
 /* ---- errors ---- */
 

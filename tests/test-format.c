@@ -409,6 +409,69 @@ START_TEST(if_branch_value_escapes) {
 }
 END_TEST
 
+/* Sigmoid and GELU fused into QLinear: the INT8 output is close to a
+ * double-precision reference, bit-identical on every kernel the CPU runs
+ * and with the GEMM split over threads; the FP32 path is exact to 1e-5. */
+START_TEST(fused_activations) {
+  static const int acts[2] = {DYNQ_ACT_SIGMOID, DYNQ_ACT_GELU};
+  for (int a = 0; a < 2; a++) {
+    dynq__graph_t g = make_graph();
+    dynq__attr_t at3[3] = {attrs[0], attrs[1], {.name = "act", .type = DYNQ_ATTR_INT, .i = acts[a]}};
+    nodes[0].n_attr = 3;
+    nodes[0].attr = at3;
+    g.n_nodes = 1;  /* y = act(QLinear(x)) is the output directly */
+    static const int32_t gout1[1] = {6};
+    g.outputs = gout1;
+    char e[256] = "", p2[600];
+    snprintf(p2, sizeof(p2), "%s/act%d.dynq", dir, a);
+    ck_assert_msg(dynq__graph_write(&g, p2, e, sizeof(e)) == 0, "%s", e);
+    nodes[0].n_attr = 2;
+    nodes[0].attr = attrs;
+    dynq__model_t *m = NULL;
+    ck_assert_msg(dynq__model_open(p2, &m, e, sizeof(e)) == 0, "%s", e);
+    enum { R = 2800 };  /* M*N*K >= 2^21: threads = 2 really splits N */
+    static float x[R][K], want[R][N];
+    srand(5 + a);
+    for (int i = 0; i < R; i++)
+      for (int k = 0; k < K; k++) x[i][k] = 4.0f * ((float)rand() / RAND_MAX - 0.5f);
+    for (int i = 0; i < R; i++)
+      for (int n = 0; n < N; n++) {
+        double t = bias[n];
+        for (int k = 0; k < K; k++) t += (double)x[i][k] * W[n][k];
+        want[i][n] = (float)(acts[a] == DYNQ_ACT_SIGMOID ? 1.0 / (1.0 + exp(-t))
+                                                         : 0.5 * t * (1.0 + erf(t / sqrt(2.0))));
+      }
+    dynq__tensor_t in = {.dtype = DYNQ_DT_F32, .rank = 2, .dims = {R, K}, .data = x};
+    dynq__tensor_t o32[1], o8[1], ok[1];
+    dynq__run_opts_t opt = {.precision = DYNQ_PRECISION_FP32};
+    ck_assert_msg(dynq__model_run(m, &opt, &in, o32, e, sizeof(e)) == 0, "%s", e);
+    ck_assert_msg(tu_rel_max(o32[0].data, &want[0][0], R * N) <= 1e-5, "act %d fp32 %g", acts[a],
+                  tu_rel_max(o32[0].data, &want[0][0], R * N));
+    opt.precision = DYNQ_PRECISION_INT8;
+    opt.kernel = &dynq__kernel_ref;
+    ck_assert_msg(dynq__model_run(m, &opt, &in, o8, e, sizeof(e)) == 0, "%s", e);
+    double err8 = tu_rel_l2(o8[0].data, &want[0][0], R * N);
+    ck_assert_msg(err8 <= 0.02 && err8 > 0, "act %d int8 relL2 %g", acts[a], err8);
+    int nk = 0;
+    const dynq__kernel_t *const *ks = dynq__kernel_list(&nk);
+    for (int i = 0; i < nk; i++) {
+      if (!ks[i]->supported()) continue;
+      for (int th = 1; th <= 2; th++) {
+        opt.kernel = ks[i];
+        opt.threads = th;
+        ck_assert_int_eq(dynq__model_run(m, &opt, &in, ok, e, sizeof(e)), 0);
+        ck_assert_msg(memcmp(ok[0].data, o8[0].data, sizeof(float) * R * N) == 0,
+                      "act %d: kernel %s threads %d differs from ref", acts[a], ks[i]->name, th);
+        dynq__tensor_clear(&ok[0]);
+      }
+    }
+    dynq__tensor_clear(&o32[0]);
+    dynq__tensor_clear(&o8[0]);
+    dynq__model_unref(m);
+  }
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("format");
   TCase *tc = tcase_create("format");
@@ -424,6 +487,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, not_a_file);
   tcase_add_test(tc, write_refuses_invalid_graph);
   tcase_add_test(tc, if_branch_value_escapes);
+  tcase_add_test(tc, fused_activations);
   suite_add_tcase(s, tc);
   return s;
 }
