@@ -301,6 +301,7 @@ void dynqd__batch_run(dynqd_pool_t *p, dynqd_job_t *j) {
     until.tv_sec += j->batch_delay_us / 1000000 + until.tv_nsec / 1000000000;
     until.tv_nsec %= 1000000000;
     while (n < max && !p->stop) {
+      if (p->batch_waiters == 0 || max - n < p->batch_room) p->batch_room = max - n;
       p->batch_waiters++;
       int w = pthread_cond_timedwait(&p->cv, &p->mu, &until);
       p->batch_waiters--;

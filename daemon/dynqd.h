@@ -243,6 +243,10 @@ typedef struct dynqd_pool {
   int running;                 /* jobs being run by workers */
   int spinning;                /* workers polling for work */
   int batch_waiters;           /* workers filling a batch (batch.c) */
+  int batch_room;              /* least room left in a batch being filled, set
+                                  by its waiter: flush wakes the waiters only
+                                  once that many jobs are queued (or a sleeper
+                                  must wake anyway) */
   int spin_us;
   int width;                   /* workers asked for: a lone job's split width */
   atomic_uint submits;         /* bumped by every submit; polled unlocked */
@@ -290,6 +294,9 @@ typedef struct dynqd_server {
   struct dynqd_stats *stats;  /* owned (stats.c); loop thread only */
   struct dynqd_session *sessions; /* all open sessions; owned list */
   int n_sessions;
+  struct dynqd_session **sess_tab; /* id -> session, chained by hnext; owned
+                                      array (a power of two), NULL = scan the list */
+  size_t sess_tab_cap;
   uint64_t next_session_id;
   uv_timer_t session_timer;   /* idle expiry; inited lazily, unref'd */
   int session_timer_init;
@@ -402,6 +409,7 @@ void dynqd__m_stats(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
  */
 typedef struct dynqd_session {
   struct dynqd_session *next; /* server list */
+  struct dynqd_session *hnext; /* server id table chain (sess_tab) */
   uint64_t id;
   struct dynqd_conn *owner;   /* NULL when detached (not a ref) */
   dynq__model_t *model;       /* one ref */

@@ -1285,6 +1285,10 @@ static void er_notstyle(dynq__wbuf_t *w) { err_map(w, 1, -5, "weird-thing", "odd
 static void er_noname(dynq__wbuf_t *w) { err_map(w, 1, DYNQ_ENOMODEL, NULL, "odd"); }
 static void er_lying_code(dynq__wbuf_t *w) { err_map(w, 1, -5, "ENOMODEL", NULL); }
 static void er_nomsg(dynq__wbuf_t *w) { err_map(w, 0, 0, "EOVERLOAD", NULL); }
+/* fuzz-scan-rpc: an errno-style name with a code glibc has no text for
+ * and no message; the text came from two strerror() calls, the first's
+ * buffer freed by the second (heap-use-after-free under ASan). */
+static void er_errno_unknown(dynq__wbuf_t *w) { err_map(w, 1, -1007, "EISDIRSHAPE", NULL); }
 static void er_string(dynq__wbuf_t *w) { dynq__w_str(w, "plain failure"); }
 static void er_int(dynq__wbuf_t *w) { dynq__w_int(w, 3); }
 static void er_name_int(dynq__wbuf_t *w) {
@@ -1343,6 +1347,8 @@ START_TEST(test_rpc_error_decode) {
   ck_assert_int_eq(error_of(er_lying_code, msg, sizeof msg), DYNQ_ENOMODEL);
   ck_assert_str_eq(msg, dynq_strerror(DYNQ_ENOMODEL));
   ck_assert_int_eq(error_of(er_nomsg, msg, sizeof msg), DYNQ_EOVERLOAD);
+  ck_assert_int_eq(error_of(er_errno_unknown, msg, sizeof msg), -1007);
+  ck_assert_str_eq(msg, "Unknown error 1007");
   ck_assert_int_eq(error_of(er_string, msg, sizeof msg), DYNQ_ESERVER);
   ck_assert_str_eq(msg, "plain failure");
   ck_assert_int_eq(error_of(er_int, msg, sizeof msg), DYNQ_ESERVER);

@@ -6,7 +6,8 @@
 # temporary socket with session batching on for the model ([batch.vad]
 # max_batch 256, max_delay_us MAX_DELAY_US, default 1000; 0 turns batching
 # off), runs vad-bench (engine INT8/FP32, batched engine runs, dynqd round
-# trip, ORT, client pinned to CPU 1) and vad-load --search, and stops dynqd.
+# trip, ORT, client pinned to CPU 1) and vad-load --search (with the
+# generator's and dynqd's CPU per chunk), and stops dynqd.
 set -eu
 cd "$(dirname "$0")/../.."
 B=${1:-build}
@@ -54,7 +55,9 @@ date -u +"date: %Y-%m-%d %H:%M UTC"
 echo "load: $(cat /proc/loadavg)"
 taskset -c 1 "$B/bench/vad-bench" --model "$tmp/models/vad.dynq" --ort "$onnx" \
 	--socket "$tmp/s.sock" --served vad1 --batch 8,32,128,256
-"$B/bench/vad-load" --socket "$tmp/s.sock" --model vad --search "$MAX" --seconds 5
+# vad-load: one generator thread, 32 sessions per connection, pipelined;
+# --pid adds dynqd's CPU per chunk next to the generator's
+"$B/bench/vad-load" --socket "$tmp/s.sock" --model vad --search "$MAX" --seconds 5 --pid "$pid"
 kill -TERM "$pid"
 wait "$pid" || true
 pid=""

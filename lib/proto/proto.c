@@ -648,7 +648,11 @@ int dynq__rpc_error(dynq__obj_t e, char *msg, size_t msglen) {
     copy_msg(msg, msglen, s, n);
   else if (code == DYNQ_ESERVER && dynq__obj_str(fname, &s, &n) == 0 && n > 0)
     copy_msg(msg, msglen, s, n);
-  else
-    copy_msg(msg, msglen, dynq_strerror(code), strlen(dynq_strerror(code)));
+  else {
+    /* One call: for an errno glibc has no text for, strerror() formats
+     * into a buffer that its next call frees (found by fuzz-scan-rpc). */
+    const char *text = dynq_strerror(code);
+    copy_msg(msg, msglen, text, strlen(text));
+  }
   return code;
 }
