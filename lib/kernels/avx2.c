@@ -10,7 +10,7 @@
  * one vpaddd); anything else in the inner loop (widening, broadcasting)
  * costs throughput directly.  So for M >= WIDE_MIN_M both operands are
  * widened ONCE, outside the k loop, into one scratch buffer:
- *   - a block of activation rows (plain int16 rows, kept in L2), from
+ *   - a block of activation rows (plain int16 rows, up to 1 MiB), from
  *     which the 4 k values of a group are broadcast with vpbroadcastq (a
  *     load, no ALU op);
  *   - a chunk of one weight panel (same layout as the packed B, int16,
@@ -141,11 +141,11 @@ static void qgemm_direct(const dynq__qgemm_args_t *a) {
 #define WIDE_MR 2
 /* k per widened weight chunk: 1024 x 16 channels x 2 bytes = 32 KiB. */
 #define WIDE_KC 1024
-/* Widened rows per row block: they are read again for every panel, so
- * they must stay in L2 (1 MiB here).  With 256 rows of 4096 k (2 MiB,
- * streamed from L3 for every panel) the kernel ran at 48 GMAC/s against
- * 77 with the rows in L2. */
-#define WIDE_A16_BYTES (512 * 1024)
+/* Widened activation bytes per row block (bounds the scratch).  The rows
+ * are read again for every panel; each block widens every weight chunk
+ * once more.  Measured at 256x4096x4096: 512 KiB 61 ms, 1 MiB 57-59 ms,
+ * 2 MiB 57-58 ms. */
+#define WIDE_A16_BYTES (1024 * 1024)
 #define WIDE_MIN_MB 16
 
 /* 4 int16 activations (one k group) broadcast to every 64-bit lane. */
@@ -280,8 +280,12 @@ static int qgemm_wide(const dynq__qgemm_args_t *a) {
   /* Row starts 32-byte aligned for the widening stores. */
   const int64_t Kr = dynq__round_up(Kp, 16);
   /* At least WIDE_MIN_MB rows share one widening of each weight chunk. */
-  int64_t mb = WIDE_A16_BYTES / (Kr * 2) / WIDE_MR * WIDE_MR;
+  int64_t mb = WIDE_A16_BYTES / (Kr * 2);
   if (mb < WIDE_MIN_MB) mb = WIDE_MIN_MB;
+  /* Equal blocks: a last block of a few rows would pay a whole weight
+   * widening for little work. */
+  int64_t nblk = (a->M + mb - 1) / mb;
+  mb = dynq__round_up((a->M + nblk - 1) / nblk, WIDE_MR);
   if (mb > a->M) mb = a->M;
   const int64_t kc = Kp < WIDE_KC ? Kp : WIDE_KC;
   size_t a16_n = (size_t)(mb * Kr), b16_n = (size_t)(kc * DYNQ_QGEMM_NR),
