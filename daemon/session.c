@@ -302,6 +302,20 @@ void dynqd__m_session_open(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t p) {
       ss->bind_out[ss->n_bind] = oi;
       ss->n_bind++;
     }
+  } else if (g->n_state > 0) {
+    /* pairs declared at import (dynq-quantize --state IN=OUT); the loader
+     * checked they join a graph input to a graph output of its dtype */
+    for (int k = 0; k < g->n_state && ss->n_bind < cap; k++) {
+      int ii = -1, oi = -1;
+      for (int i = 0; i < g->n_inputs; i++)
+        if (g->inputs[i] == g->state[2 * k]) ii = i;
+      for (int o = 0; o < g->n_outputs; o++)
+        if (g->outputs[o] == g->state[2 * k + 1]) oi = o;
+      if (ii < 0 || oi < 0) continue;
+      ss->bind_in[ss->n_bind] = ii;
+      ss->bind_out[ss->n_bind] = oi;
+      ss->n_bind++;
+    }
   } else {
     for (int i = 0; i < g->n_inputs; i++) {
       const dynq__value_t *v = &g->values[g->inputs[i]];

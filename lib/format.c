@@ -152,6 +152,9 @@ int dynq__graph_write(const dynq__graph_t *g, const char *path, char *err,
   meta.n_outputs = (uint32_t)g->n_outputs;
   meta.outputs_first = (uint32_t)(refs->len / 4);
   gb_append(refs, g->outputs, sizeof(int32_t) * (size_t)g->n_outputs);
+  meta.n_state = (uint32_t)g->n_state;
+  meta.state_first = (uint32_t)(refs->len / 4);
+  gb_append(refs, g->state, sizeof(int32_t) * 2 * (size_t)g->n_state);
   meta.source_hash = g->source_hash;
   gb_append(&sec[DYNQ_SEC_META], &meta, sizeof(meta));
 
@@ -506,6 +509,9 @@ int dynq__format_decode(const uint8_t *base, uint64_t size, int fd,
   if (meta.n_inputs > DYNQ_FILE_MAX_VALUES || meta.inputs_first > nrefs || meta.n_inputs > nrefs - meta.inputs_first ||
       meta.n_outputs > DYNQ_FILE_MAX_VALUES || meta.outputs_first > nrefs || meta.n_outputs > nrefs - meta.outputs_first)
     BAD(DYNQ_EFORMAT, "graph inputs/outputs out of bounds");
+  if (meta.n_state > DYNQ_FILE_MAX_VALUES || meta.state_first > nrefs ||
+      2 * (uint64_t)meta.n_state > nrefs - meta.state_first)
+    BAD(DYNQ_EFORMAT, "state pairs out of bounds");
 
   dynq__graph_t *g = &ret->g;
   memset(g, 0, sizeof(*g));
@@ -517,6 +523,8 @@ int dynq__format_decode(const uint8_t *base, uint64_t size, int fd,
   g->inputs = refcopy + meta.inputs_first;
   g->n_outputs = (int)meta.n_outputs;
   g->outputs = refcopy + meta.outputs_first;
+  g->n_state = (int)meta.n_state;
+  g->state = refcopy + meta.state_first;
   g->producer = get_str(strs, strs_size, meta.producer);
   if (g->producer == NULL) BAD(DYNQ_EFORMAT, "bad producer string offset");
   g->source_hash = meta.source_hash;

@@ -98,9 +98,10 @@ typedef struct dynq__fmeta {
   uint32_t inputs_first;  /* index into REFS */
   uint32_t n_outputs;
   uint32_t outputs_first; /* index into REFS */
-  uint32_t reserved0;
+  uint32_t n_state;       /* state pairs (0 in files written before them) */
   uint64_t source_hash;
-  uint8_t reserved[32];
+  uint32_t state_first;   /* index into REFS of 2 * n_state value indices */
+  uint8_t reserved[28];
 } dynq__fmeta_t;
 static_assert(sizeof(dynq__fmeta_t) == 64, "meta record is 64 bytes");
 

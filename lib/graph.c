@@ -127,6 +127,20 @@ int dynq__graph_validate(const dynq__graph_t *g, char *err, size_t errlen) {
     for (int j = 0; j < i; j++)
       if (g->outputs[j] == v) FAIL(DYNQ_EGRAPH, "graph output '%s' is listed twice", g->values[v].name);
   }
+  if (g->n_state < 0 || (g->n_state > 0 && g->state == NULL))
+    FAIL(DYNQ_EGRAPH, "bad state pair count %d", g->n_state);
+  for (int i = 0; i < g->n_state; i++) {
+    int vi = g->state[2 * i], vo = g->state[2 * i + 1], is_in = 0, is_out = 0;
+    for (int j = 0; j < g->n_inputs; j++) is_in |= g->inputs[j] == vi;
+    for (int j = 0; j < g->n_outputs; j++) is_out |= g->outputs[j] == vo;
+    if (!is_in || !is_out)
+      FAIL(DYNQ_EGRAPH, "state pair %d must join a graph input to a graph output", i);
+    if (g->values[vi].dtype != g->values[vo].dtype || g->values[vi].rank != g->values[vo].rank)
+      FAIL(DYNQ_EGRAPH, "state pair '%s' <- '%s': dtype or rank differ", g->values[vi].name,
+           g->values[vo].name);
+    for (int j = 0; j < i; j++)
+      if (g->state[2 * j] == vi) FAIL(DYNQ_EGRAPH, "state input '%s' is bound twice", g->values[vi].name);
+  }
 out:
   free(written);
   return rc;

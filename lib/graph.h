@@ -146,6 +146,10 @@ typedef struct dynq__graph {
   const int32_t *inputs;   /* value indices of the graph inputs */
   int n_outputs;
   const int32_t *outputs;
+  int n_state;             /* streaming state pairs declared at import */
+  const int32_t *state;    /* [2 * n_state]: (graph input value, graph output
+                              value): the output feeds the input on the next
+                              call of a session (dynq-quantize --state IN=OUT) */
   const char *producer;    /* free text, e.g. "dynq-quantize 0.1 from x.onnx" */
   uint64_t source_hash;    /* FNV-1a 64 of the source file, 0 if none */
 } dynq__graph_t;

@@ -607,6 +607,8 @@ static void usage(FILE *f) {
           "                  serialized ONNX TensorProto, as ONNX test data ships them):\n"
           "                  weights given as inputs are then quantized; the file must\n"
           "                  match the input's declared dtype and shape\n"
+          "  --state IN=OUT  declare a streaming state pair: graph output OUT feeds graph\n"
+          "                  input IN on the next call of a dynqd session (repeatable)\n"
           "  --quantize-small\n"
           "                  quantize Conv layers too small for INT8 to pay (patch < 16\n"
           "                  values or < 8 output channels per group): accuracy tests\n"
@@ -773,6 +775,41 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
                                      base, opt->fp32 ? " (fp32)" : "");
   dynq__graph_t dg;
   if (producer == NULL || dynq__imp_finish_graph(&c, &dg, producer, dynq__imp_fnv1a(buf, len)) != 0) goto done;
+  if (opt->n_state > 0) {
+    int32_t *pairs = dynq__imp_pool_alloc(&b->pool, sizeof(int32_t) * 2 * (size_t)opt->n_state);
+    if (pairs == NULL) {
+      dynq__imp_errorf("out of memory");
+      goto done;
+    }
+    for (int i = 0; i < opt->n_state; i++) {
+      pairs[2 * i] = pairs[2 * i + 1] = -1;
+      for (int j = 0; j < dg.n_inputs; j++)
+        if (strcmp(dg.values[dg.inputs[j]].name, opt->state_in[i]) == 0) pairs[2 * i] = dg.inputs[j];
+      for (int j = 0; j < dg.n_outputs; j++)
+        if (strcmp(dg.values[dg.outputs[j]].name, opt->state_out[i]) == 0)
+          pairs[2 * i + 1] = dg.outputs[j];
+      if (pairs[2 * i] < 0 || pairs[2 * i + 1] < 0) {
+        dynq__imp_errorf("--state %s=%s: the graph has no %s named '%s'", opt->state_in[i],
+                         opt->state_out[i], pairs[2 * i] < 0 ? "input" : "output",
+                         pairs[2 * i] < 0 ? opt->state_in[i] : opt->state_out[i]);
+        goto done;
+      }
+      const dynq__value_t *vi = &dg.values[pairs[2 * i]], *vo = &dg.values[pairs[2 * i + 1]];
+      if (vi->dtype != vo->dtype || vi->rank != vo->rank) {
+        dynq__imp_errorf("--state %s=%s: input is %s rank %d, output is %s rank %d",
+                         opt->state_in[i], opt->state_out[i], dynq__dtype_name(vi->dtype),
+                         vi->rank, dynq__dtype_name(vo->dtype), vo->rank);
+        goto done;
+      }
+      for (int j = 0; j < i; j++)
+        if (pairs[2 * j] == pairs[2 * i]) {
+          dynq__imp_errorf("--state: input '%s' is bound twice", opt->state_in[i]);
+          goto done;
+        }
+    }
+    dg.n_state = opt->n_state;
+    dg.state = pairs;
+  }
   char err[512] = "";
   int r = dynq__graph_validate(&dg, err, sizeof(err));
   if (r != 0) {
@@ -850,6 +887,23 @@ int main(int argc, char **argv) {
         }
         opt.keep[opt.n_keep++] = tok;
       }
+    } else if (!only_pos && (strcmp(a, "--state") == 0 || strncmp(a, "--state=", 8) == 0)) {
+      const char *kv = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
+      const char *eq = kv ? strchr(kv, '=') : NULL;
+      if (eq == NULL || eq == kv || eq[1] == 0) {
+        fprintf(stderr, "%s: --state needs INPUT=OUTPUT (e.g. --state state=stateN)\n",
+                dynq__imp_progname);
+        return 2;
+      }
+      if (opt.n_state == (int)(sizeof(opt.state_in) / sizeof(opt.state_in[0]))) {
+        fprintf(stderr, "%s: at most %zu --state pairs\n", dynq__imp_progname,
+                sizeof(opt.state_in) / sizeof(opt.state_in[0]));
+        return 2;
+      }
+      char *name = (char *)kv; /* split in place, as for --set */
+      name[eq - kv] = 0;
+      opt.state_in[opt.n_state] = name;
+      opt.state_out[opt.n_state++] = eq + 1;
     } else if (!only_pos && (strcmp(a, "--set") == 0 || strncmp(a, "--set=", 6) == 0)) {
       const char *kv = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
       const char *eq = kv ? strchr(kv, '=') : NULL;

@@ -116,6 +116,8 @@ typedef struct dynq__imp_options {
   int n_const;               /* --const NAME=FILE.pb entries */
   const char *const_name[16];  /* point into argv (split at '=') */
   const char *const_file[16];  /* argv-owned */
+  int n_state;               /* --state IN=OUT pairs */
+  const char *state_in[16], *state_out[16]; /* point into argv (split at '=') */
   int quantize_small;        /* --quantize-small: Conv the INT8 GEMM would not
                                 pay for is quantized anyway (accuracy tests) */
 } dynq__imp_options_t;

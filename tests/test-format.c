@@ -472,6 +472,44 @@ START_TEST(fused_activations) {
 }
 END_TEST
 
+/* State pairs declared at import survive the round trip; out-of-range or
+ * wrong pairs in a file are refused. */
+START_TEST(state_pairs) {
+  dynq__graph_t g = make_graph();
+  static const int32_t pair[2] = {0, 7};  /* x <- y: both float32 rank 2 */
+  g.n_state = 1;
+  g.state = pair;
+  char e[256] = "", p2[600];
+  snprintf(p2, sizeof(p2), "%s/state.dynq", dir);
+  ck_assert_msg(dynq__graph_write(&g, p2, e, sizeof(e)) == 0, "%s", e);
+  dynq__model_t *m = NULL;
+  ck_assert_msg(dynq__model_open(p2, &m, e, sizeof(e)) == 0, "%s", e);
+  const dynq__graph_t *lg = dynq__model_graph(m);
+  ck_assert_int_eq(lg->n_state, 1);
+  ck_assert_str_eq(lg->values[lg->state[0]].name, "x");
+  ck_assert_str_eq(lg->values[lg->state[1]].name, "y");
+  dynq__model_unref(m);
+  /* the writer's validator refuses a pair that is not input -> output */
+  static const int32_t bad[2] = {6, 7};
+  g.state = bad;
+  snprintf(p2, sizeof(p2), "%s/state-bad.dynq", dir);
+  ck_assert_int_eq(dynq__graph_write(&g, p2, e, sizeof(e)), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(e, "state pair"));
+  /* a file whose pair range runs past the refs section */
+  snprintf(path, sizeof(path), "%s/state.dynq", dir);
+  load_img();
+  dynq__fmeta_t *mt = (dynq__fmeta_t *)(img + sect(DYNQ_SEC_META)->offset);
+  mt->state_first = 1u << 30;
+  reseal();
+  EXPECT_REFUSED(DYNQ_EFORMAT, "state pairs out of bounds");
+  mt->state_first = 0;  /* refs[0..1] are node 0's first inputs: x, wq */
+  reseal();
+  EXPECT_REFUSED(DYNQ_EGRAPH, "state pair");
+  free(img);
+  snprintf(path, sizeof(path), "%s/m.dynq", dir);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("format");
   TCase *tc = tcase_create("format");
@@ -488,6 +526,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, write_refuses_invalid_graph);
   tcase_add_test(tc, if_branch_value_escapes);
   tcase_add_test(tc, fused_activations);
+  tcase_add_test(tc, state_pairs);
   suite_add_tcase(s, tc);
   return s;
 }

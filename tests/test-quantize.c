@@ -838,6 +838,40 @@ START_TEST(test_demo_model) {
 }
 END_TEST
 
+/* --state IN=OUT: declared pairs are written; names that are not a graph
+ * input/output, mismatched dtypes/ranks and malformed specs are refused. */
+START_TEST(test_state_option) {
+  char in[4096], outp[4200], *log = NULL;
+  snprintf(in, sizeof(in), "%s", tu_src("tests/fixtures/stateful.onnx"));
+  snprintf(outp, sizeof(outp), "%s/st.dynq", tmpdir);
+  ck_assert_int_eq(tu_quantize_log(&log, "--state", "state=stateN", in, outp, NULL), 0);
+  free(log);
+  dynq__model_t *m = NULL;
+  char e[256];
+  ck_assert_msg(dynq__model_open(outp, &m, e, sizeof(e)) == 0, "%s", e);
+  const dynq__graph_t *g = dynq__model_graph(m);
+  ck_assert_int_eq(g->n_state, 1);
+  ck_assert_str_eq(g->values[g->state[0]].name, "state");
+  ck_assert_str_eq(g->values[g->state[1]].name, "stateN");
+  dynq__model_unref(m);
+  snprintf(outp, sizeof(outp), "%s/st-bad.dynq", tmpdir);
+  ck_assert_int_eq(tu_quantize_log(&log, "--state", "state=nope", in, outp, NULL), 1);
+  ck_assert_ptr_nonnull(strstr(log, "no output named 'nope'"));
+  free(log);
+  ck_assert_int_eq(tu_quantize_log(&log, "--state", "nope=stateN", in, outp, NULL), 1);
+  ck_assert_ptr_nonnull(strstr(log, "no input named 'nope'"));
+  free(log);
+  ck_assert_int_eq(tu_quantize_log(&log, "--state", "state", in, outp, NULL), 2);
+  ck_assert_ptr_nonnull(strstr(log, "INPUT=OUTPUT"));
+  free(log);
+  ck_assert_int_eq(tu_quantize_log(&log, "--state", "state=stateN", "--state", "state=y", in,
+                                   outp, NULL), 1);
+  ck_assert_ptr_nonnull(strstr(log, "bound twice"));
+  free(log);
+  ck_assert_int_ne(access(outp, F_OK), 0);
+}
+END_TEST
+
 static Suite *quantize_suite(void) {
   Suite *s = suite_create("quantize");
   TCase *tc = tcase_create("mlp");
@@ -862,6 +896,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_bad_files);
   tcase_add_test(tc, test_const_binds_weights);
   tcase_add_test(tc, test_const_errors);
+  tcase_add_test(tc, test_state_option);
   suite_add_tcase(s, tc);
   tc = tcase_create("demo");
   tcase_add_test(tc, test_demo_model);

@@ -21,13 +21,15 @@ static float *g_slow_x;
 
 static void setup(void) {
   g_dir = tu_mkdtemp_models(&g_models);
-  char a[4096], b[4096], c[4096];
+  char a[4096], b[4096], c[4096], d[4096];
+  snprintf(d, sizeof(d), "%s/declared.dynq", g_models);
   snprintf(a, sizeof(a), "%s/stateful.dynq", g_models);
   snprintf(b, sizeof(b), "%s/mlp.dynq", g_models);
   snprintf(c, sizeof(c), "%s/slow.dynq", g_models);
   g_have = tu_quantize("tests/fixtures/stateful.onnx", a, NULL) == 0 &&
            tu_quantize("tests/fixtures/mlp.onnx", b, NULL) == 0 &&
            tu_quantize("tests/fixtures/slow.onnx", c, "--no-reference", NULL) == 0 &&
+           tu_quantize("tests/fixtures/stateful.onnx", d, "--state", "x=y", NULL) == 0 &&
            tu_load_f32("tests/fixtures/stateful_x.f32", g_x, 40) == 0 &&
            tu_load_f32("tests/fixtures/stateful_y.f32", g_y, 40) == 0;
   g_slow_x = tu_ramp_f32((size_t)SLOW_ROWS * 256, 13);
@@ -404,6 +406,44 @@ START_TEST(test_concurrent_use_busy) {
 }
 END_TEST
 
+/* Pairs declared at import (dynq-quantize --state x=y) win over the naming
+ * convention (which would pair state <- stateN). */
+START_TEST(test_declared_state_pairs) {
+  NEED_MODELS();
+  tu_rpc_t c;
+  tu_rpc_open(&c, g_d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 71, "session.open");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "declared");
+  tu_rpc_send_wbuf(&c, &w);
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(&c, 71, &m);
+  dynq__obj_t b = dynq__obj_get(m.result, "bindings");
+  ck_assert_uint_eq(dynq__obj_len(b), 1);
+  char out[64];
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(b, "x"), out, sizeof(out)), 0);
+  ck_assert_str_eq(out, "y");
+  ck_assert(dynq__obj_is_absent(dynq__obj_get(b, "state")));
+  dynq__rpc_free(&m);
+  /* the convention still applies to the model without declared pairs */
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 72, "session.open");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "stateful");
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_ok(&c, 72, &m);
+  b = dynq__obj_get(m.result, "bindings");
+  ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(b, "state"), out, sizeof(out)), 0);
+  ck_assert_str_eq(out, "stateN");
+  dynq__rpc_free(&m);
+  tu_rpc_close(&c);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("sessions");
   TCase *tc = tcase_create("sessions");
@@ -416,6 +456,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_session_cap);
   tcase_add_test(tc, test_idle_timeout);
   tcase_add_test(tc, test_concurrent_use_busy);
+  tcase_add_test(tc, test_declared_state_pairs);
   suite_add_tcase(s, tc);
   return s;
 }
