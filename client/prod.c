@@ -481,24 +481,22 @@ int dynq_session_infer(dynq_client_t *c, uint64_t id,
   return dynq_infer_ex(c, NULL, inputs, n_inputs, &o, ret_result);
 }
 
-int dynq_session_reset(dynq_client_t *c, uint64_t id) {
+/* session.reset / session.close: {session: id} -> an ignored result */
+static int session_call(dynq_client_t *c, const char *method, uint64_t id) {
   dynq__rpc_msg_t m;
   int r;
   if (c == NULL) return -EINVAL;
   c->errmsg[0] = '\0';
-  r = call_uint(c, "session.reset", "session", id, &m);
+  r = call_uint(c, method, "session", id, &m);
   if (r < 0) return r;
   dynq__rpc_free(&m);
   return 0;
 }
 
+int dynq_session_reset(dynq_client_t *c, uint64_t id) {
+  return session_call(c, "session.reset", id);
+}
+
 int dynq_session_close(dynq_client_t *c, uint64_t id) {
-  dynq__rpc_msg_t m;
-  int r;
-  if (c == NULL) return -EINVAL;
-  c->errmsg[0] = '\0';
-  r = call_uint(c, "session.close", "session", id, &m);
-  if (r < 0) return r;
-  dynq__rpc_free(&m);
-  return 0;
+  return session_call(c, "session.close", id);
 }

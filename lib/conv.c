@@ -349,14 +349,7 @@ out:
 
 /* ---- load-time check ---- */
 
-#define CHECK(cond, ...)                                                      \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      int o_ = snprintf(err, errlen, "node '%s' (%s): ", n->name, dynq__op_name(n->op)); \
-      if (o_ >= 0 && (size_t)o_ < errlen) snprintf(err + o_, errlen - (size_t)o_, __VA_ARGS__); \
-      return DYNQ_EGRAPH;                                                     \
-    }                                                                         \
-  } while (0)
+#define CHECK DYNQ_OP_CHECK
 
 static const dynq__value_t *const_in(const dynq__graph_t *g, const dynq__node_t *n, int i) {
   if (i >= n->n_in || n->in[i] < 0) return NULL;

@@ -7,6 +7,7 @@
 #define DYNQ_OPS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "graph.h"
 #include "kernels/kernels.h"
@@ -42,6 +43,17 @@ const dynq__opdef_t *dynq__opdef(int op);
 /* The per-family tables dynq__opdef() consults (ops_graph.c, ops_rnn.c). */
 const dynq__opdef_t *dynq__opdef_graph(int op);
 const dynq__opdef_t *dynq__opdef_rnn(int op);
+
+/* For load-time check functions (n, err and errlen in scope): when cond is
+ * false, "node 'name' (Op): " + the message into err, return DYNQ_EGRAPH. */
+#define DYNQ_OP_CHECK(cond, ...)                                               \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      int o_ = snprintf(err, errlen, "node '%s' (%s): ", n->name, dynq__op_name(n->op)); \
+      if (o_ >= 0 && (size_t)o_ < errlen) snprintf(err + o_, errlen - (size_t)o_, __VA_ARGS__); \
+      return DYNQ_EGRAPH;                                                      \
+    }                                                                          \
+  } while (0)
 
 /* Error helper: formats "node 'name' (Op): ..." into c->err; returns code. */
 int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...)

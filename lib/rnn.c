@@ -542,14 +542,7 @@ int dynq__qgru_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
 
 /* ---- load-time check ---- */
 
-#define CHECK(cond, ...)                                                      \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      int o_ = snprintf(err, errlen, "node '%s' (%s): ", n->name, dynq__op_name(n->op)); \
-      if (o_ >= 0 && (size_t)o_ < errlen) snprintf(err + o_, errlen - (size_t)o_, __VA_ARGS__); \
-      return DYNQ_EGRAPH;                                                     \
-    }                                                                         \
-  } while (0)
+#define CHECK DYNQ_OP_CHECK
 
 static int const_is(const dynq__graph_t *g, const dynq__node_t *n, int i,
                     dynq_dtype_t dt, int rank, int64_t d0, int64_t d1, int64_t d2) {
