@@ -167,6 +167,12 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
   if ((int)n->n_input < sp->min_in || (int)n->n_input > sp->max_in)
     return dynq__imp_pool_printf(pl, "takes %d to %d inputs, has %zu", sp->min_in, sp->max_in,
                        n->n_input);
+  /* ONNX marks an omitted optional input with an empty name; the first
+   * min_in are required (found by fuzz-onnx: an empty B reached Gemm's
+   * constant folding as a NULL tensor). */
+  for (int i = 0; i < sp->min_in; i++)
+    if (n->input[i] == NULL || n->input[i][0] == 0)
+      return dynq__imp_pool_printf(pl, "input %d is required but has no name", i);
   if (n->n_output < 1 || (int)n->n_output > sp->max_out)
     return dynq__imp_pool_printf(pl, "must have 1 to %d outputs, has %zu", sp->max_out,
                                  n->n_output);

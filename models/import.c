@@ -443,39 +443,44 @@ int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, 
   }
   size_t esz = dynq__dtype_size(dt);
   size_t nbytes = (size_t)numel * esz;
-  void *data = dynq__imp_pool_alloc(&b->pool, nbytes);
-  if (data == NULL) {
-    dynq__imp_errorf("out of memory for %s '%s' (%zu bytes)", what, name, nbytes);
-    return -1;
-  }
+  /* The data must be present before anything is allocated for it: a few
+   * bytes of dims could otherwise ask for gigabytes (found by fuzz-onnx). */
   if (t->has_raw_data) {
     if (t->raw_data.len != nbytes) {
       dynq__imp_errorf("%s '%s': raw_data holds %zu bytes but shape and dtype need %zu", what, name,
              t->raw_data.len, nbytes);
       return -1;
     }
-    if (nbytes) memcpy(data, t->raw_data.data, nbytes);
   } else if (dt == DYNQ_DT_F32) {
     if (t->n_float_data != (size_t)numel) {
       dynq__imp_errorf("%s '%s': float_data holds %zu values but the shape needs %" PRId64, what, name,
              t->n_float_data, numel);
       return -1;
     }
-    if (nbytes) memcpy(data, t->float_data, nbytes);
   } else if (dt == DYNQ_DT_I64) {
     if (t->n_int64_data != (size_t)numel) {
       dynq__imp_errorf("%s '%s': int64_data holds %zu values but the shape needs %" PRId64, what, name,
              t->n_int64_data, numel);
       return -1;
     }
+  } else if (t->n_int32_data != (size_t)numel) {
+    /* int8, uint8 and int32 travel widened in int32_data. */
+    dynq__imp_errorf("%s '%s': int32_data holds %zu values but the shape needs %" PRId64, what, name,
+           t->n_int32_data, numel);
+    return -1;
+  }
+  void *data = dynq__imp_pool_alloc(&b->pool, nbytes);
+  if (data == NULL) {
+    dynq__imp_errorf("out of memory for %s '%s' (%zu bytes)", what, name, nbytes);
+    return -1;
+  }
+  if (t->has_raw_data) {
+    if (nbytes) memcpy(data, t->raw_data.data, nbytes);
+  } else if (dt == DYNQ_DT_F32) {
+    if (nbytes) memcpy(data, t->float_data, nbytes);
+  } else if (dt == DYNQ_DT_I64) {
     if (nbytes) memcpy(data, t->int64_data, nbytes);
   } else {
-    /* int8, uint8 and int32 travel widened in int32_data. */
-    if (t->n_int32_data != (size_t)numel) {
-      dynq__imp_errorf("%s '%s': int32_data holds %zu values but the shape needs %" PRId64, what, name,
-             t->n_int32_data, numel);
-      return -1;
-    }
     for (int64_t i = 0; i < numel; i++) {
       int32_t x = t->int32_data[i];
       if (dt == DYNQ_DT_I32) {

@@ -256,6 +256,10 @@ int dynq__imp_fold(conv_t *c, int first) {
     int all_const = 1;
     for (int k = 0; k < bn->n_in; k++)
       if (bn->in[k] >= 0 && b->values[bn->in[k]].data == NULL) all_const = 0;
+    /* A required input left out never reaches the op (which would read a
+     * NULL tensor): the graph validator reports the node instead. */
+    for (int k = 0; k < bn->n_in && k < def->min_in; k++)
+      if (bn->in[k] < 0) all_const = 0;
     if (!all_const) continue;
     dynq__tensor_t tin[DYNQ_IMP_MAX_IN], tout[DYNQ_IMP_MAX_OUT];
     const dynq__tensor_t *pin[64] = {0};

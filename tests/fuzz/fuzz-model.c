@@ -59,9 +59,10 @@ static void run_once(const dynq__model_t *m, int precision) {
     int rank = v->rank < 0 ? 1 : v->rank;
     int64_t dims[DYNQ_MAX_RANK];
     int64_t numel = 1;
-    for (int d = 0; d < rank; d++) {
+    for (int d = 0; d < rank && ok; d++) {
       dims[d] = v->rank < 0 || v->dims[d] < 0 ? 1 : v->dims[d];
-      numel *= dims[d] > 0 ? dims[d] : 1;
+      if (dims[d] > MAX_RUN_ELEMS) ok = 0;
+      else numel *= dims[d] > 0 ? dims[d] : 1; /* both <= 2^12: no overflow */
       if (numel > MAX_RUN_ELEMS) ok = 0;
     }
     if (!ok || dynq__tensor_alloc(&in[i], v->dtype, rank, dims) != 0) ok = 0;
