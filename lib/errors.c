@@ -1,5 +1,6 @@
 /* dynq_strerror() and friends, generated from the DYNQ_ERRORS X-macro. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "dynq/errors.h"
@@ -36,7 +37,15 @@ static const struct { int e; const char *name; } errnotab[] = {
 const char *dynq_strerror(int err) {
   const errinfo_t *e = find(err);
   if (e != NULL) return e->msg;
-  if (err < 0 && err > DYNQ__ERR_BASE) return strerror(-err);
+  if (err < 0 && err > DYNQ__ERR_BASE) {
+    /* strerror() may hand out a buffer the next call frees ("Unknown
+     * error N"), and is not thread-safe; the description table is static. */
+    const char *d = strerrordesc_np(-err);
+    if (d != NULL) return d;
+    static _Thread_local char unknown[32];  /* never freed; per thread */
+    snprintf(unknown, sizeof(unknown), "Unknown error %d", -err);
+    return unknown;
+  }
   if (err == 0) return "success";
   return "unknown error";
 }
