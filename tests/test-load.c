@@ -137,7 +137,16 @@ static int64_t stat_int(const dynq__rpc_msg_t *m, const char *key) {
 
 /* ---- overload ---- */
 
+/* These tests assert an ordering between the client, the event loop and
+ * the workers (e.g. a queue still full when the next frame is read).
+ * Under valgrind every thread runs 20-50x slower and unevenly, so the
+ * orderings do not hold; they run in the normal and ASan+UBSan passes. */
+#define SKIP_UNDER_VALGRIND()                                                   \
+  TU_SKIP_UNLESS(getenv("DYNQ_TEST_VALGRIND") == NULL,                         \
+                 "ordering-dependent: runs in the normal and sanitizer passes")
+
 START_TEST(test_overload_at_once_every_request_answered_once) {
+  SKIP_UNDER_VALGRIND();
   NEED_MODELS();
   tu_daemon_t d;
   const char *extra[] = {"--workers", "1", "--queue", "2", NULL};
@@ -231,6 +240,7 @@ END_TEST
 /* ---- health ---- */
 
 START_TEST(test_health_live_while_workers_busy) {
+  SKIP_UNDER_VALGRIND();
   NEED_MODELS();
   tu_daemon_t d;
   const char *extra[] = {"--workers", "2", NULL};
@@ -395,6 +405,7 @@ END_TEST
 /* ---- a closed connection's queued work ---- */
 
 START_TEST(test_closed_connection_work_dropped) {
+  SKIP_UNDER_VALGRIND();
   NEED_MODELS();
   tu_daemon_t d;
   const char *extra[] = {"--workers", "1", NULL};
@@ -604,6 +615,7 @@ static void slow_result(rconn_t *c, uint32_t msgid, int r0, int rows, float *y,
 }
 
 START_TEST(test_lone_request_splits_bit_identical) {
+  SKIP_UNDER_VALGRIND();
   NEED_MODELS();
   static float ref[SPLIT_ROWS * SLOW_K], got[SPLIT_ROWS * SLOW_K], got2[SPLIT_ROWS * SLOW_K];
   int64_t th;
