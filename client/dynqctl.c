@@ -593,6 +593,7 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
     { "precision", required_argument, NULL, 'p' },
     { "output-dir", required_argument, NULL, 'o' },
     { "timeout-ms", required_argument, NULL, 't' },
+    { "json", no_argument, NULL, 'j' }, /* also accepted after the command */
     { NULL, 0, NULL, 0 },
   };
   dynq_tensor_t inputs[MAX_INPUTS];
@@ -609,8 +610,11 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
   optind = 0; /* 0: full re-initialisation of GNU getopt after main() used it */
   opterr = 0;
   dynq_infer_opts_init(&iopts);
-  while ((ch = getopt_long(argc, argv, "i:p:o:t:", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "i:p:o:t:j", opts, NULL)) != -1) {
     switch (ch) {
+    case 'j':
+      ctl->json = 1;
+      break;
     case 'i':
       if (n_in == MAX_INPUTS) {
         errx_msg("infer: more than %d inputs", MAX_INPUTS);

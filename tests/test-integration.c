@@ -251,6 +251,13 @@ START_TEST(dynqctl_end_to_end) {
   double e = tu_rel_l2(y, y_ref, ROWS * OUT);
   ck_assert_msg(e <= 0.02, "dynqctl int8 relL2 %g", e);
   free(out);
+  /* --json is also accepted after the command */
+  char *argv_late[] = {exe, "--socket", daemon_.sock, "infer", "mlp", "--input", in,
+                       "--precision", "fp32", "--json", NULL};
+  ck_assert_int_eq(tu_run(argv_late, &out), 0);
+  ck_assert_int_eq(json_output(out, "y", y, ROWS * OUT), ROWS * OUT);
+  ck_assert_msg(tu_rel_max(y, y_ref, ROWS * OUT) <= 1e-5, "late --json fp32 vs numpy");
+  free(out);
   /* human output names the outputs */
   char *argv2[] = {exe, "--socket", daemon_.sock, "infer", "mlp", "--input", in, NULL};
   ck_assert_int_eq(tu_run(argv2, &out), 0);
