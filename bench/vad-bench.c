@@ -70,38 +70,14 @@ static float *audio;
 static size_t n_chunks;
 
 static int load_wav(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "vad-bench: %s: %s\n", path, strerror(errno));
-    return -1;
-  }
-  size_t cap = 1 << 20, n = 0;
-  unsigned char *buf = malloc(cap);
-  size_t got;
-  while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-    n += got;
-    if (n == cap) {
-      if (cap >= ((size_t)1 << 30)) break;
-      unsigned char *nb = realloc(buf, cap *= 2);
-      if (!nb) {
-        free(buf);
-        buf = NULL;
-      }
-      buf = nb;
-    }
-  }
-  fclose(f);
-  if (!buf) {
-    fprintf(stderr, "vad-bench: %s: out of memory\n", path);
-    return -1;
-  }
   dynq__wav_t w = {0};
   char err[256] = "";
-  int rc = dynq__wav_parse(buf, n, &w, err, sizeof err);
-  free(buf);
+  int rc = dynq__wav_load(path, &w, err, sizeof err);
   if (rc != 0 || w.rate != 16000 || w.n < CHUNK) {
-    fprintf(stderr, "vad-bench: %s: %s\n", path,
-            rc ? err : "need a 16 kHz clip of at least one 512-sample chunk");
+    if (rc != 0)
+      fprintf(stderr, "vad-bench: %s\n", err);
+    else
+      fprintf(stderr, "vad-bench: %s: need a 16 kHz clip of at least one 512-sample chunk\n", path);
     dynq__wav_free(&w);
     return -1;
   }

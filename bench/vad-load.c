@@ -684,34 +684,14 @@ static void print_result(const result_t *r, int json) {
 }
 
 static int load_wav(const char *path) {
-  size_t len = 0, cap = 1 << 20;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "vad-load: %s: %s\n", path, strerror(errno));
-    return -1;
-  }
-  unsigned char *buf = malloc(cap);
-  size_t got;
-  while (buf && (got = fread(buf + len, 1, cap - len, f)) > 0) {
-    len += got;
-    if (len == cap) {
-      unsigned char *nb = cap < ((size_t)1 << 30) ? realloc(buf, cap *= 2) : NULL;
-      if (!nb) free(buf);
-      buf = nb;
-    }
-  }
-  fclose(f);
-  if (!buf) {
-    fprintf(stderr, "vad-load: %s: too large or out of memory\n", path);
-    return -1;
-  }
   dynq__wav_t w = {0};
   char err[256] = "";
-  int rc = dynq__wav_parse(buf, len, &w, err, sizeof err);
-  free(buf);
+  int rc = dynq__wav_load(path, &w, err, sizeof err);
   if (rc != 0 || w.rate != 16000 || w.n < CHUNK) {
-    fprintf(stderr, "vad-load: %s: %s\n", path,
-            rc ? err : "need a 16 kHz clip of at least one 512-sample chunk");
+    if (rc != 0)
+      fprintf(stderr, "vad-load: %s\n", err);
+    else
+      fprintf(stderr, "vad-load: %s: need a 16 kHz clip of at least one 512-sample chunk\n", path);
     dynq__wav_free(&w);
     return -1;
   }

@@ -60,6 +60,9 @@ typedef struct dynq__wav {
 int dynq__wav_parse(const void *buf, size_t len, dynq__wav_t *ret, char *err,
                     size_t errlen);
 void dynq__wav_free(dynq__wav_t *w);
+/* Read the file at path (at most 2 GiB + 1 MiB) and parse it as above;
+ * also -errno from open/read, with err naming the file. */
+int dynq__wav_load(const char *path, dynq__wav_t *ret, char *err, size_t errlen);
 
 /* Stats as Prometheus text exposition format (HELP/TYPE lines, metric
  * names dynq_*), and as the human table of `dynqctl stats`. */

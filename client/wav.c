@@ -192,3 +192,37 @@ void dynq__wav_free(dynq__wav_t *w) {
   free(w->samples);
   memset(w, 0, sizeof(*w));
 }
+
+int dynq__wav_load(const char *path, dynq__wav_t *ret, char *err, size_t errlen) {
+  /* the largest image dynq__wav_parse can accept, plus room for chunks */
+  const size_t max = ((size_t)DYNQ__WAV_MAX_SAMPLES * 2) + ((size_t)1 << 20);
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    int e = errno;
+    return fail(err, errlen, -e, "%s: %s", path, strerror(e));
+  }
+  size_t len = 0, cap = 1 << 20;
+  unsigned char *buf = malloc(cap);
+  int rc = 0;
+  while (buf != NULL) {
+    size_t got = fread(buf + len, 1, cap - len, f);
+    len += got;
+    if (got == 0) break;
+    if (len == cap) {
+      unsigned char *nb = cap < max ? realloc(buf, cap * 2 < max ? cap * 2 : max) : NULL;
+      if (nb == NULL) {
+        rc = cap < max ? fail(err, errlen, -ENOMEM, "%s: out of memory", path)
+                       : fail(err, errlen, DYNQ_ELIMIT, "%s: larger than %zu bytes", path, max);
+        break;
+      }
+      cap = cap * 2 < max ? cap * 2 : max;
+      buf = nb;
+    }
+  }
+  if (rc == 0 && buf == NULL) rc = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+  if (rc == 0 && ferror(f)) rc = fail(err, errlen, -EIO, "%s: read error", path);
+  fclose(f);
+  if (rc == 0) rc = dynq__wav_parse(buf, len, ret, err, errlen);
+  free(buf);
+  return rc;
+}

@@ -174,6 +174,33 @@ END_TEST
 
 /* Each mutation of a good file is refused with DYNQ_EFORMAT and a message
  * naming what was wrong. */
+/* dynq__wav_load: the file's bytes parsed as by dynq__wav_parse; a missing
+ * file, a directory and a garbage file are refused naming the path. */
+START_TEST(wav_load_files) {
+  char *dir = tu_mkdtemp();
+  ck_assert_ptr_nonnull(dir);
+  char path[4200], err[512] = "";
+  bb_t b;
+  make_wav(&b, 16000, samples5, 5);
+  snprintf(path, sizeof(path), "%s/ok.wav", dir);
+  ck_assert_int_eq(tu_write_file(path, b.b, b.n), 0);
+  dynq__wav_t w;
+  ck_assert_msg(dynq__wav_load(path, &w, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(w.n, 5);
+  ck_assert_mem_eq(w.samples, samples5, sizeof(samples5));
+  dynq__wav_free(&w);
+  snprintf(path, sizeof(path), "%s/missing.wav", dir);
+  ck_assert_int_eq(dynq__wav_load(path, &w, err, sizeof(err)), -ENOENT);
+  ck_assert_ptr_nonnull(strstr(err, "missing.wav"));
+  ck_assert_int_ne(dynq__wav_load(dir, &w, err, sizeof(err)), 0);
+  snprintf(path, sizeof(path), "%s/junk.wav", dir);
+  ck_assert_int_eq(tu_write_file(path, "not a wav file at all", 21), 0);
+  ck_assert_int_eq(dynq__wav_load(path, &w, err, sizeof(err)), DYNQ_EFORMAT);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 START_TEST(wav_refuses_bad_files) {
   enum { TRUNC, MAGIC, RIFX, FORM, RIFF_BIG, RIFF_TINY, FMT_SMALL, FLOAT32, BITS8, BITS24,
          STEREO, ALIGN, BYTERATE, RATE0, DATA_ODD, DATA_PAST, NO_DATA, DATA_FIRST, TWO_FMT,
@@ -1431,6 +1458,7 @@ static Suite *client_ext_suite(void) {
   TCase *tc = tcase_create("wav");
   tcase_add_test(tc, wav_accepts_good_files);
   tcase_add_test(tc, wav_refuses_bad_files);
+  tcase_add_test(tc, wav_load_files);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("library");
