@@ -294,12 +294,13 @@ void dynqd__batch_run(dynqd_pool_t *p, dynqd_job_t *j) {
   int n = 1;
   v[0] = j;
   collect(p, v, &n, max);
-  if (n < max && j->batch_delay_us > 0) {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_nsec += (long)(j->batch_delay_us % 1000000) * 1000;
-    until.tv_sec += j->batch_delay_us / 1000000 + until.tv_nsec / 1000000000;
-    until.tv_nsec %= 1000000000;
+  /* The wait is counted from the first request's arrival, not from when a
+   * worker got to it: a request that already queued behind busy workers
+   * has spent its delay and runs with what is there. */
+  uint64_t due_ns = j->t_arrive_ns + (uint64_t)j->batch_delay_us * 1000;
+  if (n < max && j->batch_delay_us > 0 && due_ns > uv_hrtime()) {
+    /* uv_hrtime reads CLOCK_MONOTONIC, the clock of the timed wait */
+    struct timespec until = {(time_t)(due_ns / 1000000000), (long)(due_ns % 1000000000)};
     while (n < max && !p->stop) {
       if (p->batch_waiters == 0 || max - n < p->batch_room) p->batch_room = max - n;
       p->batch_waiters++;
