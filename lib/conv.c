@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conv_sym.h"
 #include "dynq/errors.h"
 #include "rnn.h"
 
@@ -222,8 +223,19 @@ int dynq__conv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
     return dynq__op_fail(c, DYNQ_ESHAPE, "B must be float32 [%lld], got %s %s", (long long)g.M,
                          dynq__dtype_name(b->dtype), dynq__shape_str(s, sizeof(s), b->rank, b->dims));
   if ((rc = alloc_y(c, &g, out))) return rc;
-  if ((rc = conv_f32(c, &g, x->data, w->data, b ? b->data : NULL, out->data)))
-    dynq__tensor_clear(out);
+  /* sym_split (set by the importer, checked against W at load): the
+   * mirror-symmetric front end at half the MACs.  The fp32 reference
+   * path keeps the literal conv. */
+  const int64_t E = dynq__node_attr_i(c->node, "sym_split", -1);
+  if (E >= 0 && E <= g.M && c->precision != DYNQ_PRECISION_FP32 && g.sr == 1 && g.G == 1 &&
+      g.Cg == 1 && g.dw == 1 && g.kw == w->dims[2]) {
+    dynq__conv_sym_t sg = {g.N, g.iw, g.M, g.kw, E, g.sw, g.pw, g.ow};
+    rc = dynq__conv_sym_f32(&sg, x->data, w->data, b ? b->data : NULL, out->data);
+    if (rc != 0) rc = dynq__op_fail(c, rc, "out of memory");
+  } else {
+    rc = conv_f32(c, &g, x->data, w->data, b ? b->data : NULL, out->data);
+  }
+  if (rc != 0) dynq__tensor_clear(out);
   return rc;
 }
 
@@ -366,6 +378,17 @@ int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
           "strides and dilations must be >= 1");
     CHECK(attr_axis(n, "pad_begin", a, 0) >= 0 && attr_axis(n, "pad_end", a, 0) >= 0,
           "pads must be >= 0");
+  }
+  if (n->op == DYNQ_OP_CONV && dynq__node_attr(n, "sym_split") != NULL) {
+    /* the fast path trusts this claim, so the weights must bear it out */
+    const int64_t E = dynq__node_attr_i(n, "sym_split", -1);
+    const dynq__value_t *w = const_in(g, n, 1);
+    CHECK(w && w->dtype == DYNQ_DT_F32 && w->rank == 3 && w->dims[1] == 1 && G == 1,
+          "sym_split needs constant float32 weights [M, 1, N] and group 1");
+    CHECK(attr_axis(n, "dilations", 0, 1) == 1, "sym_split needs dilation 1");
+    CHECK(E >= 0 && E == dynq__conv_sym_split(w->data, w->dims[0], w->dims[2]),
+          "sym_split %lld does not match the weights (rows [0, E) must be exactly even and "
+          "the rest exactly odd about the middle tap)", (long long)E);
   }
   if (n->op != DYNQ_OP_QCONV) return 0;
   const int sr = (int)dynq__node_attr_i(n, "spatial", 0);

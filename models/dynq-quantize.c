@@ -567,13 +567,14 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
       snprintf(kn, sizeof(kn), "%" PRId64 " x %" PRId64, L->k, L->n);
     else
       snprintf(kn, sizeof(kn), "?");
-    char notes[160];
+    char notes[256];
     if (L->quantized)
       snprintf(notes, sizeof(notes), "int8 per-channel%s%s%s%s",
                c->opt.per_tensor ? ", per-tensor activations" : "",
                L->act_fused == DYNQ_ACT_RELU ? ", relu fused" : L->act_fused == DYNQ_ACT_SIGMOID ? ", sigmoid fused" : "", L->why ? "; " : "", L->why ? L->why : "");
     else
-      snprintf(notes, sizeof(notes), "stays FP32: %s", L->why);
+      snprintf(notes, sizeof(notes), "stays FP32: %s%s", L->why,
+               L->sym_folded ? "; mirror-symmetric rows folded: half the MACs" : "");
     printf("%-24s %-7s %13s  %-5s %12zu %12zu  %s\n", L->name, L->op, kn,
            L->quantized ? "int8" : "fp32", L->fp32_bytes, L->stored_bytes, notes);
     tb += L->fp32_bytes;

@@ -129,6 +129,7 @@ typedef struct dynq__layer_report {
   int quantized;
   const char *why;       /* why FP32, or extra notes */
   int act_fused;             /* DYNQ_ACT_* folded into the layer, 0 if none */
+  int sym_folded;            /* FP32 conv with mirror-symmetric rows (sym_split) */
   size_t fp32_bytes, stored_bytes, ref_bytes;
 } dynq__layer_report_t;
 

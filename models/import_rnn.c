@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "conv_sym.h"
 #include "import.h"
 #include "kernels/kernels.h"
 
@@ -395,6 +396,12 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     int64_t sd[1] = {M};
     if (quantize_blocks(c, nname, W->data, G, M / G, kk, 1, sd, &q)) return -1;
   }
+  /* An STFT front end as a Conv (a windowed DFT basis): lib/conv_sym.c
+   * runs it at half the MACs; the loader re-checks the claim.  Decided
+   * before nodes are added (that may move the values W points into). */
+  int64_t sym_E = -1;
+  if (why && W != NULL && W->dtype == DYNQ_DT_F32 && sr == 1 && Cg == 1 && G == 1 && dil[0] == 1)
+    sym_E = dynq__conv_sym_split(W->data, M, W->dims[2]);
   dynq__bnode_t *bn = dynq__imp_add_node(b, why ? DYNQ_OP_CONV : DYNQ_OP_QCONV, nname);
   if (bn == NULL) goto oom;
   int32_t idx = b->n_nodes - 1;
@@ -435,6 +442,10 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   } else {
     L->why = why;
     L->stored_bytes = L->fp32_bytes;
+    if (sym_E >= 0) {
+      dynq__imp_node_attr_i(bn, "sym_split", sym_E);
+      L->sym_folded = 1;
+    }
   }
   return claim_outputs(c, n, nname, idx, 1);
 oom:
