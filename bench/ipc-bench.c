@@ -12,10 +12,13 @@
  *   1. ping round trip p50;
  *   2. infer [1, 768] round trip p50, split with the daemon's own timings
  *      (decode_us, queue_us, compute_us) and the client's encode/decode;
- *      then ping and infer through libdynqclient (dynq_ping, dynq_infer);
+ *      ping and infer through libdynqclient (dynq_ping, dynq_infer) with
+ *      its busy-poll off and at --client-spin, interleaved in blocks with
+ *      the raw frames so that all see the same thread placement;
  *   3. throughput with N concurrent clients (closed loop, one connection
  *      each), batching off and on (--batch-max 16 --batch-delay 200), vs
- *      the engine in-process on W threads;
+ *      the engine in-process on W threads; batching off also through
+ *      libdynqclient with its busy-poll off and at --client-spin;
  *   4. RSS and PSS of two dynqd processes serving the same model file
  *      (/proc/PID/smaps_rollup), after a warm-up request on each.
  * Prints one line per figure.  Numbers are medians; the machine is shared.
@@ -24,6 +27,9 @@
  * model NAME, with --workers 1 and then --workers W: round trip and
  * compute_us medians, and the split width the daemon reports.
  * --daemon-arg passes one more argument to every dynqd started (repeat).
+ * --client-spin US: the libdynqclient busy-poll budget of the second client
+ * connection in the latency figures (the first has it off; default 50).
+ * --latency-only: stop after 1 and 2.
  */
 #include <errno.h>
 #include <poll.h>
@@ -51,6 +57,7 @@ static int o_clients = 64, o_workers = 2;
 static int o_split_rows, o_cols = 4096;
 static const char *o_dargs[16];
 static int o_n_dargs;
+static int o_latency_only;
 
 static double now_s(void) {
   struct timespec ts;
@@ -203,75 +210,68 @@ static double median(double *v, int n) {
 
 /* ---- 1 and 2: latency ---- */
 
-static void latency(const daemon_t *d) {
-  enum { N = 3000 };
-  static double rtt[N], enc[N], dec[N], q[N], comp[N], sdec[N];
-  conn_t c = {connect_to(d->sock), NULL, 0, 0};
-  if (c.fd < 0) die("cannot connect");
-  dynq__wbuf_t w;
-  dynq__wbuf_init(&w);
-  for (int i = 0; i < N + 200; i++) {
-    dynq__wbuf_reset(&w);
-    dynq__w_request_head(&w, 1, "ping");
-    dynq__w_map(&w, 0);
-    double t0 = now_s();
-    c_send(&c, w.data, w.len);
-    dynq__rpc_msg_t m;
-    c_recv(&c, &m);
-    double t1 = now_s();
-    dynq__rpc_free(&m);
-    if (i >= 200) rtt[i - 200] = (t1 - t0) * 1e6;
-  }
-  printf("ping round trip p50: %.1f us\n", median(rtt, N));
-  for (int i = 0; i < N + 200; i++) {
-    double t0 = now_s();
-    dynq__wbuf_reset(&w);
-    w_infer(&w, 2);
-    double t1 = now_s();
-    c_send(&c, w.data, w.len);
-    dynq__rpc_msg_t m;
-    if (c_recv(&c, &m) != 0) die("infer failed (is the model there?)");
-    double t2 = now_s();
-    dynq__tensor_limits_t tl = {8, 1 << 20};
-    dynq__tensor_t y;
-    char err[128];
-    dynq__obj_t outs = dynq__obj_get(m.result, "outputs");
-    if (dynq__obj_tensor(dynq__obj_get(outs, "y"), &tl, &y, err, sizeof(err)) != 0) die(err);
-    double t3 = now_s();
-    dynq__tensor_clear(&y);
-    int64_t qu = 0, cu = 0, du = 0;
-    dynq__obj_int(dynq__obj_get(m.result, "queue_us"), &qu);
-    dynq__obj_int(dynq__obj_get(m.result, "compute_us"), &cu);
-    dynq__obj_int(dynq__obj_get(m.result, "decode_us"), &du);
-    dynq__rpc_free(&m);
-    if (i >= 200) {
-      int k = i - 200;
-      enc[k] = (t1 - t0) * 1e6;
-      rtt[k] = (t2 - t1) * 1e6;
-      dec[k] = (t3 - t2) * 1e6;
-      q[k] = (double)qu;
-      comp[k] = (double)cu;
-      sdec[k] = (double)du;
-    }
-  }
-  double r = median(rtt, N), qq = median(q, N), cc = median(comp, N), dd = median(sdec, N);
-  printf("infer [1,768] round trip p50: %.1f us (client encode %.1f, client decode %.1f)\n", r,
-         median(enc, N), median(dec, N));
-  printf("  daemon: decode %.0f us, queue %.0f us, compute %.0f us; IPC + loop + "
-         "response encode = %.1f us\n", dd, qq, cc, r - dd - qq - cc);
-  dynq__wbuf_free(&w);
-  free(c.buf);
-  close(c.fd);
+/* Raw frames and libdynqclient (spin off, then --client-spin) take turns in
+ * blocks of LAT_BLOCK requests on three connections to the same daemon, so
+ * each figure sees the same neighbours and the same thread placement: on
+ * this VM a round trip between threads on different vCPUs costs several
+ * times one on a shared vCPU, and the scheduler changes its mind between
+ * seconds, so back-to-back phases are not comparable. */
+enum { LAT_BLOCK = 250, LAT_BLOCKS = 12, LAT_N = LAT_BLOCK * LAT_BLOCKS };
+static int o_client_spin = 50;
 
-  /* The same through the public client library. */
-  dynq_client_t *cl;
-  if (dynq_connect(d->sock, &cl) != 0) die("dynq_connect failed");
-  for (int i = 0; i < N + 200; i++) {
-    double t0 = now_s();
-    if (dynq_ping(cl) != 0) die(dynq_client_errmsg(cl));
-    if (i >= 200) rtt[i - 200] = (now_s() - t0) * 1e6;
-  }
-  double lp = median(rtt, N);
+static double raw_ping(conn_t *c, dynq__wbuf_t *w) {
+  dynq__wbuf_reset(w);
+  dynq__w_request_head(w, 1, "ping");
+  dynq__w_map(w, 0);
+  double t0 = now_s();
+  c_send(c, w->data, w->len);
+  dynq__rpc_msg_t m;
+  c_recv(c, &m);
+  double t1 = now_s();
+  dynq__rpc_free(&m);
+  return (t1 - t0) * 1e6;
+}
+
+typedef struct infer_sample {
+  double enc, rtt, dec, q, comp, sdec;
+} infer_sample_t;
+
+static void raw_infer(conn_t *c, dynq__wbuf_t *w, infer_sample_t *ret) {
+  double t0 = now_s();
+  dynq__wbuf_reset(w);
+  w_infer(w, 2);
+  double t1 = now_s();
+  c_send(c, w->data, w->len);
+  dynq__rpc_msg_t m;
+  if (c_recv(c, &m) != 0) die("infer failed (is the model there?)");
+  double t2 = now_s();
+  dynq__tensor_limits_t tl = {8, 1 << 20};
+  dynq__tensor_t y;
+  char err[128];
+  dynq__obj_t outs = dynq__obj_get(m.result, "outputs");
+  if (dynq__obj_tensor(dynq__obj_get(outs, "y"), &tl, &y, err, sizeof(err)) != 0) die(err);
+  double t3 = now_s();
+  dynq__tensor_clear(&y);
+  int64_t qu = 0, cu = 0, du = 0;
+  dynq__obj_int(dynq__obj_get(m.result, "queue_us"), &qu);
+  dynq__obj_int(dynq__obj_get(m.result, "compute_us"), &cu);
+  dynq__obj_int(dynq__obj_get(m.result, "decode_us"), &du);
+  dynq__rpc_free(&m);
+  ret->enc = (t1 - t0) * 1e6;
+  ret->rtt = (t2 - t1) * 1e6;
+  ret->dec = (t3 - t2) * 1e6;
+  ret->q = (double)qu;
+  ret->comp = (double)cu;
+  ret->sdec = (double)du;
+}
+
+static double lib_ping(dynq_client_t *cl) {
+  double t0 = now_s();
+  if (dynq_ping(cl) != 0) die(dynq_client_errmsg(cl));
+  return (now_s() - t0) * 1e6;
+}
+
+static double lib_infer(dynq_client_t *cl, double *ret_comp) {
   dynq_tensor_t x;
   memset(&x, 0, sizeof(x));
   x.name = "x";
@@ -281,21 +281,78 @@ static void latency(const daemon_t *d) {
   x.shape[1] = 768;
   x.data = g_x;
   x.nbytes = sizeof(g_x);
-  for (int i = 0; i < N + 200; i++) {
-    dynq_infer_result_t res;
-    double t0 = now_s();
-    if (dynq_infer(cl, o_model, DYNQ_INFER_INT8, &x, 1, &res) != 0)
-      die(dynq_client_errmsg(cl));
-    double t1 = now_s();
-    if (i >= 200) {
-      rtt[i - 200] = (t1 - t0) * 1e6;
-      comp[i - 200] = (double)res.compute_us;
-    }
-    dynq_infer_result_free(&res);
+  dynq_infer_result_t res;
+  double t0 = now_s();
+  if (dynq_infer(cl, o_model, DYNQ_INFER_INT8, &x, 1, &res) != 0)
+    die(dynq_client_errmsg(cl));
+  double t1 = now_s();
+  *ret_comp = (double)res.compute_us;
+  dynq_infer_result_free(&res);
+  return (t1 - t0) * 1e6;
+}
+
+static void latency(const daemon_t *d) {
+  static double rp[LAT_N], l0p[LAT_N], l1p[LAT_N];
+  static double enc[LAT_N], rtt[LAT_N], dec[LAT_N], q[LAT_N], comp[LAT_N], sdec[LAT_N];
+  static double l0i[LAT_N], l1i[LAT_N], l0c[LAT_N], l1c[LAT_N];
+  conn_t c = {connect_to(d->sock), NULL, 0, 0};
+  if (c.fd < 0) die("cannot connect");
+  dynq_client_t *cl0, *cl1;
+  if (dynq_connect(d->sock, &cl0) != 0 || dynq_connect(d->sock, &cl1) != 0)
+    die("dynq_connect failed");
+  if (dynq_client_set_spin(cl0, 0) != 0 || dynq_client_set_spin(cl1, o_client_spin) != 0)
+    die("dynq_client_set_spin failed");
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  double dummy;
+  for (int i = 0; i < 200; i++) {  /* warm-up: the model's first runs, the buffers */
+    infer_sample_t s;
+    raw_ping(&c, &w);
+    raw_infer(&c, &w, &s);
+    lib_ping(cl0);
+    lib_ping(cl1);
+    lib_infer(cl0, &dummy);
+    lib_infer(cl1, &dummy);
   }
-  printf("libdynqclient: dynq_ping p50 %.1f us; dynq_infer [1,768] p50 %.1f us "
-         "(compute %.0f us)\n", lp, median(rtt, N), median(comp, N));
-  dynq_close(cl);
+  for (int b = 0; b < LAT_BLOCKS; b++) {
+    int k0 = b * LAT_BLOCK;
+    for (int i = 0; i < LAT_BLOCK; i++) rp[k0 + i] = raw_ping(&c, &w);
+    for (int i = 0; i < LAT_BLOCK; i++) l0p[k0 + i] = lib_ping(cl0);
+    for (int i = 0; i < LAT_BLOCK; i++) l1p[k0 + i] = lib_ping(cl1);
+  }
+  for (int b = 0; b < LAT_BLOCKS; b++) {
+    int k0 = b * LAT_BLOCK;
+    for (int i = 0; i < LAT_BLOCK; i++) {
+      infer_sample_t s;
+      int k = k0 + i;
+      raw_infer(&c, &w, &s);
+      enc[k] = s.enc;
+      rtt[k] = s.rtt;
+      dec[k] = s.dec;
+      q[k] = s.q;
+      comp[k] = s.comp;
+      sdec[k] = s.sdec;
+    }
+    for (int i = 0; i < LAT_BLOCK; i++) l0i[k0 + i] = lib_infer(cl0, &l0c[k0 + i]);
+    for (int i = 0; i < LAT_BLOCK; i++) l1i[k0 + i] = lib_infer(cl1, &l1c[k0 + i]);
+  }
+  printf("ping round trip p50: %.1f us\n", median(rp, LAT_N));
+  double r = median(rtt, LAT_N), qq = median(q, LAT_N), cc = median(comp, LAT_N);
+  double dd = median(sdec, LAT_N);
+  printf("infer [1,768] round trip p50: %.1f us (client encode %.1f, client decode %.1f)\n", r,
+         median(enc, LAT_N), median(dec, LAT_N));
+  printf("  daemon: decode %.0f us, queue %.0f us, compute %.0f us; IPC + loop + "
+         "response encode = %.1f us\n", dd, qq, cc, r - dd - qq - cc);
+  printf("libdynqclient, spin 0: dynq_ping p50 %.1f us; dynq_infer [1,768] p50 %.1f us "
+         "(compute %.0f us)\n", median(l0p, LAT_N), median(l0i, LAT_N), median(l0c, LAT_N));
+  printf("libdynqclient, spin %d us: dynq_ping p50 %.1f us; dynq_infer [1,768] p50 %.1f us "
+         "(compute %.0f us)\n", o_client_spin, median(l1p, LAT_N), median(l1i, LAT_N),
+         median(l1c, LAT_N));
+  dynq__wbuf_free(&w);
+  free(c.buf);
+  close(c.fd);
+  dynq_close(cl0);
+  dynq_close(cl1);
 }
 
 /* ---- --split: one lone large request, 1 worker vs W ---- */
@@ -369,10 +426,26 @@ typedef struct tharg {
   double until;
   long done;
   dynq__model_t *model;
+  int lib_spin;          /* >= 0: through libdynqclient with this spin budget */
 } tharg_t;
+
+static void *lib_client_main(void *p) {
+  tharg_t *a = p;
+  dynq_client_t *cl;
+  double comp;
+  if (dynq_connect(a->sock, &cl) != 0) die("dynq_connect failed");
+  if (dynq_client_set_spin(cl, a->lib_spin) != 0) die("dynq_client_set_spin failed");
+  while (now_s() < a->until) {
+    lib_infer(cl, &comp);
+    a->done++;
+  }
+  dynq_close(cl);
+  return NULL;
+}
 
 static void *client_main(void *p) {
   tharg_t *a = p;
+  if (a->lib_spin >= 0) return lib_client_main(p);
   conn_t c = {connect_to(a->sock), NULL, 0, 0};
   if (c.fd < 0) die("cannot connect");
   dynq__wbuf_t w;
@@ -411,7 +484,7 @@ static double proc_cpu_s(pid_t pid) {
 
 static double g_cpu_per_req_us;  /* daemon CPU per request of the last throughput() */
 
-static double throughput(const daemon_t *d) {
+static double throughput(const daemon_t *d, int lib_spin) {
   pthread_t *th = calloc((size_t)o_clients, sizeof(*th));
   tharg_t *a = calloc((size_t)o_clients, sizeof(*a));
   double cpu0 = proc_cpu_s(d->pid);
@@ -419,6 +492,7 @@ static double throughput(const daemon_t *d) {
   for (int i = 0; i < o_clients; i++) {
     a[i].sock = d->sock;
     a[i].until = until;
+    a[i].lib_spin = lib_spin;
     pthread_create(&th[i], NULL, client_main, &a[i]);
   }
   long total = 0;
@@ -523,17 +597,21 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--clients") == 0 && v) o_clients = atoi(argv[++i]);
     else if (strcmp(argv[i], "--workers") == 0 && v) o_workers = atoi(argv[++i]);
     else if (strcmp(argv[i], "--split") == 0 && v) o_split_rows = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--client-spin") == 0 && v) o_client_spin = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--latency-only") == 0) o_latency_only = 1;
     else if (strcmp(argv[i], "--cols") == 0 && v) o_cols = atoi(argv[++i]);
     else if (strcmp(argv[i], "--daemon-arg") == 0 && v && o_n_dargs < 16)
       o_dargs[o_n_dargs++] = argv[++i];
     else {
       fprintf(stderr, "usage: ipc-bench --dynqd PATH --models DIR [--model NAME] "
                       "[--seconds S] [--clients N] [--workers W] [--daemon-arg ARG]...\n"
+                      "                 [--client-spin US] [--latency-only]\n"
                       "       ipc-bench ... --model NAME --split ROWS [--cols K]\n");
       return 2;
     }
   }
   if (o_dynqd == NULL || o_models == NULL) die("--dynqd and --models are required");
+  if (o_client_spin < 0 || o_client_spin > DYNQ_CLIENT_SPIN_MAX_US) die("bad --client-spin");
   if (o_seconds <= 0 || o_clients < 1 || o_clients > 1024 || o_workers < 1 || o_workers > 64)
     die("bad --seconds/--clients/--workers");
   signal(SIGPIPE, SIG_IGN);
@@ -552,15 +630,25 @@ int main(int argc, char **argv) {
   daemon_t d;
   daemon_start(&d, "a", NULL);
   latency(&d);
-  double t_off = throughput(&d);
+  if (o_latency_only) {
+    daemon_stop(&d);
+    return 0;
+  }
+  double t_off = throughput(&d, -1);
   double cpu_off = g_cpu_per_req_us;
   printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req)\n",
          o_clients, t_off, cpu_off);
+  for (int k = 0; k < 2; k++) {
+    int sp = k == 0 ? 0 : o_client_spin;
+    double t = throughput(&d, sp);
+    printf("throughput, %d libdynqclient clients (spin %d us), batching off: %.0f req/s "
+           "(dynqd CPU %.1f us/req)\n", o_clients, sp, t, g_cpu_per_req_us);
+  }
   daemon_stop(&d);
 
   const char *batch[] = {"--batch-max", "16", "--batch-delay", "200", NULL};
   daemon_start(&d, "b", batch);
-  double t_on = throughput(&d);
+  double t_on = throughput(&d, -1);
   double cpu_on = g_cpu_per_req_us;
   printf("throughput, %d clients, batching on (max 16, 200 us): %.0f req/s (dynqd CPU %.1f "
          "us/req)\n", o_clients, t_on, cpu_on);

@@ -31,6 +31,13 @@ struct dynq_client {
   uint8_t *rbuf;             /* owned; malloc'd; <= MAX_FRAME + one read */
   size_t rlen, rcap;
   size_t frame_len;          /* bytes of rbuf holding the current frame */
+  /* Busy-poll before blocking (dynq_client_set_spin): spin_max_us is the
+   * caller's budget, spin_cur_us the adapted one (0..spin_max_us),
+   * spin_until_ns the end of this call's spin (0: block at once). */
+  int spin_max_us, spin_cur_us;
+  int spin_idle_calls;       /* calls at budget 0 since the last probe */
+  int spin_probe_gap;        /* such calls between probes (adaptive) */
+  uint64_t spin_until_ns;
   char errmsg[DYNQ__CLIENT_ERRMSG];
 };
 

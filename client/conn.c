@@ -3,11 +3,13 @@
  * blocking send/receive loops, cutting the byte stream into msgpack frames
  * (through dynq__mp_scan, so a hostile or broken server cannot make us
  * allocate more than DYNQ__CLIENT_MAX_FRAME), matching responses to
- * requests by msgid, and the untyped calls (ping, call_raw).
+ * requests by msgid, the busy-poll before blocking on a response
+ * (dynq_client_set_spin), and the untyped calls (ping, call_raw).
  */
 #include "client-internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define RBUF_MIN ((size_t)64 << 10)
@@ -26,6 +29,38 @@ static const dynq__scan_limits_t response_limits = {
   .max_depth = 32,
   .max_elems = (uint64_t)1 << 22,
 };
+
+/* Once the budget has adapted down to 0, a call now and then spins with
+ * the full budget again (a probe): the server may have become fast, and a
+ * blocking wait (which includes the wake-up we want to avoid) can look too
+ * slow to ever re-enable the spin by itself.  The gap between probes
+ * starts at SPIN_PROBE_MIN calls and doubles after each probe that found
+ * the server slow, up to SPIN_PROBE_MAX: on a busy server (64 clients,
+ * waits of milliseconds) the probes' spinning measurably cost throughput
+ * at a fixed gap of 32. */
+#define SPIN_PROBE_MIN 32
+#define SPIN_PROBE_MAX 4096
+
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* $DYNQ_CLIENT_SPIN_US when it is a whole number in range, else the
+ * default: a typo in the environment must not stop a program connecting
+ * (dynq_client_get_spin shows what was taken). */
+static int spin_from_env(void) {
+  const char *e = getenv("DYNQ_CLIENT_SPIN_US");
+  char *end;
+  long v;
+  if (e == NULL || *e == '\0') return DYNQ_CLIENT_SPIN_DEFAULT_US;
+  errno = 0;
+  v = strtol(e, &end, 10);
+  if (errno != 0 || end == e || *end != '\0' || v < 0 || v > DYNQ_CLIENT_SPIN_MAX_US)
+    return DYNQ_CLIENT_SPIN_DEFAULT_US;
+  return (int)v;
+}
 
 const char *dynq_default_socket(char *buf, size_t cap) {
   const char *env = getenv("DYNQ_SOCKET");
@@ -79,6 +114,8 @@ int dynq_connect(const char *socket_path, dynq_client_t **ret_client) {
   if (c == NULL) return -ENOMEM;
   c->fd = -1;
   c->next_msgid = 1;
+  c->spin_max_us = c->spin_cur_us = spin_from_env();
+  c->spin_probe_gap = SPIN_PROBE_MIN;
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     r = -errno;
@@ -104,6 +141,24 @@ void dynq_close(dynq_client_t *c) {
   if (c->fd >= 0) close(c->fd);
   free(c->rbuf);
   free(c);
+}
+
+int dynq_client_set_spin(dynq_client_t *c, int spin_us) {
+  if (c == NULL) return -EINVAL;
+  c->errmsg[0] = '\0';
+  if (spin_us < 0 || spin_us > DYNQ_CLIENT_SPIN_MAX_US)
+    return dynq__client_fail(c, DYNQ_EPARAMS,
+                             "spin budget %d us is outside 0..%d", spin_us,
+                             DYNQ_CLIENT_SPIN_MAX_US);
+  c->spin_max_us = c->spin_cur_us = spin_us;
+  c->spin_idle_calls = 0;
+  c->spin_probe_gap = SPIN_PROBE_MIN;
+  return 0;
+}
+
+int dynq_client_get_spin(const dynq_client_t *c) {
+  if (c == NULL) return -EINVAL;
+  return c->spin_max_us;
 }
 
 const char *dynq_client_errmsg(const dynq_client_t *c) {
@@ -211,6 +266,27 @@ static int read_more(dynq_client_t *c) {
                                ncap);
     c->rbuf = nb;
     c->rcap = ncap;
+  }
+  /* Busy-poll until this call's spin deadline: the answer of a small
+   * request usually arrives within microseconds, before a sleeping thread
+   * could even be woken.  Anything but "nothing yet" (data, EOF, an
+   * error) ends the spin; EOF and errors are then reported by the
+   * blocking read below, which sees the same state. */
+  while (c->spin_until_ns != 0) {
+    r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, MSG_DONTWAIT);
+    if (r > 0) {
+      c->rlen += (size_t)r;
+      return 0;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+        mono_ns() < c->spin_until_ns) {
+      /* The thread that will answer may be waiting for this very CPU
+       * (a busy or small machine): let it run rather than spin it out. */
+      sched_yield();
+      continue;
+    }
+    c->spin_until_ns = 0;
   }
   for (;;) {
     r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
@@ -326,7 +402,30 @@ int dynq__client_call_fd(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                              dynq_strerror(w->err));
   r = send_all(c, w->data, w->len, extra, extra_len, pass_fd);
   if (r < 0) return r;
-  r = recv_response(c, msgid, ret_msg);
+  if (c->spin_max_us > 0) {
+    uint64_t t0 = mono_ns(), waited;
+    int budget = c->spin_cur_us, probe = 0;
+    if (budget == 0 && ++c->spin_idle_calls >= c->spin_probe_gap) {
+      budget = c->spin_max_us;
+      c->spin_idle_calls = 0;
+      probe = 1;
+    }
+    c->spin_until_ns = budget > 0 ? t0 + (uint64_t)budget * 1000u : 0;
+    r = recv_response(c, msgid, ret_msg);
+    c->spin_until_ns = 0;
+    /* A wait the full budget would have covered: spin fully next time.
+     * A longer one: halve, so a slow server is soon not spun on at all. */
+    waited = mono_ns() - t0;
+    if (waited <= (uint64_t)c->spin_max_us * 1000u) {
+      c->spin_cur_us = c->spin_max_us;
+      c->spin_probe_gap = SPIN_PROBE_MIN;
+    } else {
+      c->spin_cur_us /= 2;
+      if (probe && c->spin_probe_gap < SPIN_PROBE_MAX) c->spin_probe_gap *= 2;
+    }
+  } else {
+    r = recv_response(c, msgid, ret_msg);
+  }
   if (r < 0) return r;
   if (ret_frame) *ret_frame = c->rbuf;
   if (ret_frame_len) *ret_frame_len = c->frame_len;

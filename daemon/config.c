@@ -90,6 +90,9 @@ static const opt_def_t opts[] = {
   {"inline_max_us", "inline-max", "US", OPT_INT, OFF(inline_max_us), 0, 1000, "0", 0,
    "a request predicted to compute within US runs on the loop thread when nothing "
    "else is waiting (0: always on a worker)"},
+  {"loop_spin_us", "loop-spin", "US", OPT_INT, OFF(loop_spin_us), 0, 1000, "0", 0,
+   "after a request or answer, the loop polls this long before sleeping while no "
+   "job is on a worker (0: sleep at once)"},
   {"admin_group", "admin-group", "GROUP", OPT_STR, OFF(admin_group), 0, 0, NULL, 1,
    "members may call model.load/unload/reload (root and dynqd's uid always can)"},
   {"log_level", "log-level", "LEVEL", OPT_LEVEL, OFF(log_level), 0, 7, "info", 1,

@@ -67,6 +67,8 @@ typedef struct dynqd_config {
                             sleeping on the condvar; 0..1000 */
   int inline_max_us;     /* a lone request predicted to compute within this
                             runs on the loop thread; 0 (never)..1000 */
+  int loop_spin_us;      /* after traffic, the loop polls this long without
+                            sleeping while no job is out; 0 (off)..1000 */
 } dynqd_config_t;
 
 /* D2: `[batch.MODEL]` max_batch / max_delay_us from the config file. */

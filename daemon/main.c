@@ -12,11 +12,16 @@
  * removed files unload; a file that fails keeps its old version), then
  * READY=1 with a STATUS= line.  `dynqd -n` checks the configuration and
  * the model directory and exits 0, or 2 after saying what is wrong.
+ *
+ * Loop spin (loop_spin_us, run_loop): after an iteration that read a
+ * request or delivered an answer, the loop keeps polling without sleeping
+ * for that long while no job is out on a worker, then sleeps as before.
  */
 #include <cblas.h>
 #include <errno.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -207,9 +212,14 @@ static void unlink_socket(dynqd_server_t *s) {
 
 /* ---- completions, signals, drain ---- */
 
+/* Times on_async delivered at least one finished job: run_loop's sign of
+ * traffic besides frames read (loop thread only). */
+static uint64_t completions;
+
 static void on_async(uv_async_t *a) {
   dynqd_server_t *s = a->data;
   dynqd_job_t *j = dynqd__pool_take_done(&s->pool);
+  if (j != NULL) completions++;
   while (j != NULL) {
     dynqd_job_t *next = j->next;
     s->jobs_outstanding--;
@@ -372,6 +382,45 @@ static int check_config(const dynqd_config_t *cfg) {
   return 0;
 }
 
+/* ---- running the loop ---- */
+
+/*
+ * With loop_spin_us > 0: one blocking iteration at a time, and after one
+ * that read a frame or delivered an answer, non-blocking iterations (epoll
+ * with timeout 0) until loop_spin_us has passed without either.  A
+ * client's next request then finds the loop awake: on a VM whose idle vCPU
+ * halts, waking a sleeping loop costs more than a ping.  Never spins on an
+ * idle daemon (nothing happened, nothing to extend), nor while a job is on
+ * a worker (the spinner would hold the core the worker needs on a small
+ * machine; the worker's uv_async wakes the loop as before), nor while
+ * draining.
+ */
+static void run_loop(dynqd_server_t *s) {
+  uint64_t spin_ns = (uint64_t)s->cfg->loop_spin_us * 1000u;
+  if (spin_ns == 0) {
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    return;
+  }
+  for (;;) {
+    uint64_t done0 = completions, until;
+    /* frames_iter: frames read in the iteration that just ran (on_prepare
+     * zeroes it before each poll). */
+    if (uv_run(s->loop, UV_RUN_ONCE) == 0) return;
+    if (s->frames_iter == 0 && completions == done0) continue;
+    until = uv_hrtime() + spin_ns;
+    while (!s->draining && s->jobs_outstanding == 0) {
+      done0 = completions;
+      if (uv_run(s->loop, UV_RUN_NOWAIT) == 0) return;
+      if (s->frames_iter > 0 || completions != done0)
+        until = uv_hrtime() + spin_ns;
+      else if (uv_hrtime() >= until)
+        break;
+      else
+        sched_yield();  /* a client or worker waiting for this CPU goes first */
+    }
+  }
+}
+
 /* ---- main ---- */
 
 int main(int argc, char **argv) {
@@ -465,7 +514,7 @@ int main(int argc, char **argv) {
 
   start_watchdog(&srv);
   send_status(&srv, "READY=1\n");
-  uv_run(&loop, UV_RUN_DEFAULT);
+  run_loop(&srv);
 
   dynqd__pool_stop(&srv.pool);
   uv_loop_close(&loop);

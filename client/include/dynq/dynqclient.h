@@ -84,6 +84,27 @@ void dynq_close(dynq_client_t *c);                    /* NULL-safe */
  * errors); each call clears it first, so it is "" after a success. */
 const char *dynq_client_errmsg(const dynq_client_t *c);
 
+/* ---- waiting for a response: busy-poll before sleeping ----
+ *
+ * After sending a request the client polls the socket without sleeping
+ * (yielding the CPU between tries) for up to spin_us microseconds before
+ * it blocks in read().  On a machine
+ * whose idle CPUs halt (VMs in particular) waking a sleeping thread costs
+ * several to tens of microseconds, more than a small request itself.  The
+ * budget adapts: it halves after each wait that outlasted it (a slow
+ * server is not spun on for long) and returns to spin_us after a wait short
+ * enough to have been caught.  0 turns it off.  The initial value comes
+ * from $DYNQ_CLIENT_SPIN_US when it holds a valid value (0 to
+ * DYNQ_CLIENT_SPIN_MAX_US), else DYNQ_CLIENT_SPIN_DEFAULT_US.  Answers are
+ * the same either way; only when the client notices them changes. */
+#define DYNQ_CLIENT_SPIN_MAX_US 1000
+#define DYNQ_CLIENT_SPIN_DEFAULT_US 50
+/* 0, or DYNQ_EPARAMS (message in errmsg) for spin_us outside
+ * 0..DYNQ_CLIENT_SPIN_MAX_US; -EINVAL for a NULL client. */
+int dynq_client_set_spin(dynq_client_t *c, int spin_us);
+/* The configured budget in microseconds (not the adapted one), or -EINVAL. */
+int dynq_client_get_spin(const dynq_client_t *c);
+
 int dynq_ping(dynq_client_t *c);
 int dynq_server_info(dynq_client_t *c, dynq_server_info_t *ret_info);
 
