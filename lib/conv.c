@@ -45,27 +45,27 @@ static int auto_pad(const dynq__node_t *n) {
   return PAD_BAD;
 }
 
-/* "<base><axis>" from a fixed table: this runs on every request, where
- * formatting the name cost ~2 % of a Silero VAD chunk. */
-static int64_t attr_axis(const dynq__node_t *n, const char *base, int axis, int64_t dflt) {
+/* "<base><axis>" from a fixed table, picked by index: this runs on
+ * every request, where formatting the name cost ~2 % of a Silero VAD
+ * chunk, and matching the base by string another ~1 % at batch 1. */
+enum { AX_STRIDES, AX_DILATIONS, AX_PAD_BEGIN, AX_PAD_END, AX_KERNEL };
+
+static int64_t attr_axis(const dynq__node_t *n, int which, int axis, int64_t dflt) {
   static const char *const names[][2] = {
-    {"strides0", "strides1"}, {"dilations0", "dilations1"}, {"pad_begin0", "pad_begin1"},
-    {"pad_end0", "pad_end1"}, {"kernel_shape0", "kernel_shape1"},
+    [AX_STRIDES] = {"strides0", "strides1"}, [AX_DILATIONS] = {"dilations0", "dilations1"},
+    [AX_PAD_BEGIN] = {"pad_begin0", "pad_begin1"}, [AX_PAD_END] = {"pad_end0", "pad_end1"},
+    [AX_KERNEL] = {"kernel_shape0", "kernel_shape1"},
   };
   if (axis < 0 || axis > 1) return dflt;
-  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-    if (strncmp(names[i][0], base, strlen(names[i][0]) - 1) == 0 &&
-        base[strlen(names[i][0]) - 1] == 0)
-      return dynq__node_attr_i(n, names[i][axis], dflt);
-  return dflt;
+  return dynq__node_attr_i(n, names[which][axis], dflt);
 }
 
 /* One spatial axis: output size and begin pad, or an error message. */
 static int axis_out(dynq__op_ctx_t *c, int a, int64_t in, int64_t k, int64_t *ret_out,
                     int64_t *ret_pb, int64_t *ret_s, int64_t *ret_d) {
   const dynq__node_t *n = c->node;
-  int64_t s = attr_axis(n, "strides", a, 1), d = attr_axis(n, "dilations", a, 1);
-  int64_t pb = attr_axis(n, "pad_begin", a, 0), pe = attr_axis(n, "pad_end", a, 0);
+  int64_t s = attr_axis(n, AX_STRIDES, a, 1), d = attr_axis(n, AX_DILATIONS, a, 1);
+  int64_t pb = attr_axis(n, AX_PAD_BEGIN, a, 0), pe = attr_axis(n, AX_PAD_END, a, 0);
   int ap = auto_pad(n);
   if (s < 1 || s > 65536 || d < 1 || d > 65536)
     return dynq__op_fail(c, DYNQ_EGRAPH, "axis %d: stride %lld / dilation %lld outside [1, 65536]",
@@ -144,7 +144,8 @@ static int alloc_y(dynq__op_ctx_t *c, const geom_t *g, dynq__tensor_t *out) {
 }
 
 /* One output position's patch as floats, in W's (ci, a, b) order;
- * padding reads as 0.0. */
+ * padding reads as 0.0.  For long kernel rows (a signal front end) whole
+ * runs of kw are copied at once; also the path for dilated kernels. */
 static void gather_patch_f32(const geom_t *g, const float *xg, int64_t oy, int64_t ox,
                              float *row) {
   int64_t kidx = 0;
@@ -159,10 +160,7 @@ static void gather_patch_f32(const geom_t *g, const float *xg, int64_t oy, int64
       const float *src = xg + (ci * g->ih + y) * g->iw;
       int64_t x0 = ox * g->sw - g->pw;
       if (g->dw == 1 && x0 >= 0 && x0 + g->kw <= g->iw) {
-        if (g->kw >= 16) /* a libc call pays only for long runs */
-          memcpy(row + kidx, src + x0, sizeof(float) * (size_t)g->kw);
-        else
-          for (int64_t bb = 0; bb < g->kw; bb++) row[kidx + bb] = src[x0 + bb];
+        memcpy(row + kidx, src + x0, sizeof(float) * (size_t)g->kw);
         kidx += g->kw;
         continue;
       }
@@ -171,6 +169,95 @@ static void gather_patch_f32(const geom_t *g, const float *xg, int64_t oy, int64
         row[kidx++] = xx >= 0 && xx < g->iw ? src[xx] : 0.0f;
       }
     }
+}
+
+/* Short kernel rows (Silero's encoder: kw 3 over 64..129 channels) go
+ * through a zero-padded copy of the image: every patch then lies inside
+ * it, and each channel's kw values are copied without a bounds check
+ * (checked per element, that was ~14 % of a batched Silero chunk).  The
+ * copy is zeroed once per call; each image overwrites only its interior.
+ * Long rows (a signal front end: kw 256) copy whole runs per patch. */
+typedef struct padded {
+  float *x;              /* [Cg, ih, iw] owned; NULL: gather per patch */
+  int64_t ih, iw;        /* padded height and width */
+} padded_t;
+
+static void padded_init(const geom_t *g, padded_t *pd) {
+  memset(pd, 0, sizeof(*pd));
+  if (g->kw >= 16) return;
+  int64_t need_h = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+  int64_t need_w = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+  int64_t d[3] = {g->Cg, g->ph + g->ih > need_h ? g->ph + g->ih : need_h,
+                  g->pw + g->iw > need_w ? g->pw + g->iw : need_w};
+  int64_t n = dynq__shape_numel(3, d);
+  /* Huge pads around a small image (a hostile model may ask for 65536 per
+   * side) would make the copy far larger than the image and the patches
+   * together: then the per-patch path, which needs no copy. */
+  if (n < 0 || n > 4 * (g->Cg * g->ih * g->iw + g->oh * g->ow * g->kk) + 4096) return;
+  /* zeroed once: each image then writes only the same interior cells */
+  pd->x = calloc((size_t)n + 1, sizeof(float));
+  pd->ih = d[1];
+  pd->iw = d[2];
+}
+
+/* The image into the interior of the padded copy, rows of width iw. */
+static inline __attribute__((always_inline)) void fill_rows(const geom_t *g, const float *xg,
+                                                           const padded_t *pd, const int64_t iw) {
+  const int64_t rows = g->Cg * g->ih, ih = g->ih, piw = pd->iw;
+  float *const base = pd->x + g->ph * piw + g->pw;
+  if (ih == 1) { /* 1-D: channel c's row is row c of both */
+    const int64_t PHW = pd->ih * piw;
+    for (int64_t c = 0; c < rows; c++) memcpy(base + c * PHW, xg + c * iw, sizeof(float) * (size_t)iw);
+    return;
+  }
+  for (int64_t c = 0; c < rows; c++)
+    memcpy(base + (c / ih) * pd->ih * piw + (c % ih) * piw, xg + c * iw,
+           sizeof(float) * (size_t)iw);
+}
+
+/* Geometry in locals: the build has -fno-strict-aliasing, so a field read
+ * through g would be reloaded after every float store. */
+static inline __attribute__((always_inline)) void gather_padded(const geom_t *g, const float *xg,
+                                                               const padded_t *pd, float *col,
+                                                               const int64_t kw,
+                                                               const int64_t dw) {
+  const int64_t Cg = g->Cg, iw = g->iw;
+  const int64_t oh = g->oh, ow = g->ow, kh = g->kh, sh = g->sh, sw = g->sw, dh = g->dh;
+  const int64_t kk = g->kk, piw = pd->iw;
+  const int64_t PHW = pd->ih * piw, khw = kh * kw;
+  float *const xp = pd->x;
+  /* rows of Silero's encoder are 4, 2 and 1 wide: with the width a
+   * constant, a row is one move, where a loop (or libc) costs more than
+   * the data */
+  switch (iw) {
+  case 1: fill_rows(g, xg, pd, 1); break;
+  case 2: fill_rows(g, xg, pd, 2); break;
+  case 4: fill_rows(g, xg, pd, 4); break;
+  default: fill_rows(g, xg, pd, iw); break;
+  }
+  for (int64_t oy = 0; oy < oh; oy++)
+    for (int64_t ox = 0; ox < ow; ox++) {
+      float *row = col + (oy * ow + ox) * kk;
+      for (int64_t a = 0; a < kh; a++) {
+        const float *restrict src = xp + (oy * sh + a * dh) * piw + ox * sw;
+        float *restrict dst = row + a * kw;
+        for (int64_t ci = 0; ci < Cg; ci++)
+          for (int64_t bb = 0; bb < kw; bb++) dst[ci * khw + bb] = src[ci * PHW + bb * dw];
+      }
+    }
+}
+
+/* All patches of one image and group as rows of col [P, kk], in W's
+ * (ci, a, b) order; padding reads as 0.0. */
+static void gather_f32(const geom_t *g, const float *xg, const padded_t *pd, float *col) {
+  if (pd->x != NULL) {
+    if (g->kw == 3 && g->dw == 1) gather_padded(g, xg, pd, col, 3, 1); /* unrolled */
+    else gather_padded(g, xg, pd, col, g->kw, g->dw);
+    return;
+  }
+  for (int64_t oy = 0; oy < g->oh; oy++)
+    for (int64_t ox = 0; ox < g->ow; ox++)
+      gather_patch_f32(g, xg, oy, ox, col + (oy * g->ow + ox) * g->kk);
 }
 
 /* FP32 body shared by CONV and QCONV's reference path.  w is [M, kk].
@@ -183,6 +270,8 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
                      g->pw == 0 && g->oh == g->ih && g->ow == g->iw;
   float *col = direct ? NULL : malloc(sizeof(float) * (size_t)(g->kk * P));
   if (!direct && col == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
+  padded_t pd = {0};
+  if (!direct) padded_init(g, &pd); /* NULL x (no memory): per patch, same values */
   for (int64_t n = 0; n < g->N; n++) {
     for (int64_t gi = 0; gi < g->G; gi++) {
       const float *xg = X + (n * g->C + gi * g->Cg) * HW;
@@ -192,17 +281,19 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
         /* 1x1, stride 1, no padding: the image is already [kk, P] */
         dynq__sgemm(0, 0, g->Mg, P, g->kk, 1.0f, wg, g->kk, xg, P, 0.0f, yg, P);
       } else {
-        for (int64_t oy = 0; oy < g->oh; oy++)
-          for (int64_t ox = 0; ox < g->ow; ox++)
-            gather_patch_f32(g, xg, oy, ox, col + (oy * g->ow + ox) * g->kk);
+        gather_f32(g, xg, &pd, col);
         dynq__sgemm(0, 1, g->Mg, P, g->kk, 1.0f, wg, g->kk, col, g->kk, 0.0f, yg, P);
       }
       if (bias)
-        for (int64_t m = 0; m < g->Mg; m++)
-          for (int64_t p = 0; p < P; p++) yg[m * P + p] += bias[gi * g->Mg + m];
+        for (int64_t m = 0; m < g->Mg; m++) {
+          const float bm = bias[gi * g->Mg + m]; /* once, not per store (no strict aliasing) */
+          float *ym = yg + m * P;
+          for (int64_t p = 0; p < P; p++) ym[p] += bm;
+        }
     }
   }
   free(col);
+  free(pd.x);
   return 0;
 }
 
@@ -264,7 +355,7 @@ int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   const int64_t C = dynq__node_attr_i(n, "in_channels", 0);
   const int64_t G = dynq__node_attr_i(n, "group", 1);
   const int per_tensor = dynq__node_attr_i(n, "per_tensor", 0) != 0;
-  int64_t k[2] = {attr_axis(n, "kernel_shape", 0, 0), attr_axis(n, "kernel_shape", 1, 1)};
+  int64_t k[2] = {attr_axis(n, AX_KERNEL, 0, 0), attr_axis(n, AX_KERNEL, 1, 1)};
   geom_t g;
   int rc;
   /* the load-time check made these consistent with the constants */
@@ -282,24 +373,42 @@ int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   const int64_t P = g.oh * g.ow, HW = g.ih * g.iw, CHW = g.C * HW;
   const int64_t kp = dynq__round_up(g.kk, DYNQ_QGEMM_KG);
   const int64_t blk = dynq__round_up(g.Mg, DYNQ_QGEMM_NR) * kp;
+  /* Per patch, the patches of nb images go through one quantization and
+   * one INT8 GEMM: a Silero encoder conv has 1 or 2 patches per image, and
+   * a GEMM per image reloaded all the weights for 1-2 rows.  Every row
+   * keeps its own scale and the integer sums are exact, so each image's
+   * result is bit-identical to a GEMM of its own (kernels.h), whatever the
+   * batch.  nb is bounded so the float patches stay within ~1 MiB. */
+  int64_t nb = 1;
+  if (!per_tensor) {
+    nb = (int64_t)1 << 18; /* floats */
+    nb = P * g.kk > 0 ? nb / (P * g.kk) : 1;
+    if (nb > 256 / (P > 0 ? P : 1)) nb = 256 / (P > 0 ? P : 1);
+    if (nb > g.N) nb = g.N;
+    if (nb < 1) nb = 1;
+  }
+  const int64_t R = nb * P; /* GEMM rows per call */
   /* per patch: the float patches; per tensor: the quantized image */
   uint8_t *xq = per_tensor ? dynq__aligned_alloc((size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG) + 64)
                            : NULL;
-  float *colf = per_tensor ? NULL : dynq__aligned_alloc(sizeof(float) * (size_t)(P * g.kk));
-  uint8_t *A = dynq__aligned_alloc((size_t)(P * kp) + 64);
-  float *as = malloc(sizeof(float) * (size_t)P);
-  int32_t *az = malloc(sizeof(int32_t) * (size_t)P);
-  float *tmp = malloc(sizeof(float) * (size_t)(P * g.Mg));
+  float *colf = per_tensor ? NULL : dynq__aligned_alloc(sizeof(float) * (size_t)(R * g.kk));
+  uint8_t *A = dynq__aligned_alloc((size_t)(R * kp) + 64);
+  float *as = malloc(sizeof(float) * (size_t)(R + 1));
+  int32_t *az = malloc(sizeof(int32_t) * (size_t)(R + 1));
+  float *tmp = malloc(sizeof(float) * (size_t)(R * g.Mg + 1));
+  padded_t pd = {0};
+  if (!per_tensor) padded_init(&g, &pd); /* NULL x (no memory): per patch, same values */
   if ((per_tensor ? !xq : !colf) || !A || !as || !az || !tmp) {
     rc = dynq__op_fail(c, -ENOMEM, "out of memory");
     goto fail;
   }
   float *Y = out->data;
-  for (int64_t ni = 0; ni < g.N; ni++) {
-    const float *xn = (const float *)x->data + ni * CHW;
+  for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
+    const int64_t nn = g.N - n0 < nb ? g.N - n0 : nb; /* images in this block */
     float scale = 0.0f;
     int32_t zp = 0;
-    if (per_tensor) {
+    if (per_tensor) { /* nb == 1 */
+      const float *xn = (const float *)x->data + n0 * CHW;
       dynq__quantize_rows(c->kernel, 1, CHW, xn, (size_t)CHW, xq,
                           (size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG), 0, &scale, &zp);
       for (int64_t p = 0; p < P; p++) {
@@ -322,14 +431,14 @@ int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
          * depends only on the values under it, and a small-valued region
          * (a quiet band of a spectrogram) keeps its resolution instead
          * of sharing the loudest position's scale. */
-        const float *xg = xn + gi * g.Cg * HW;
-        for (int64_t oy = 0; oy < g.oh; oy++)
-          for (int64_t ox = 0; ox < g.ow; ox++)
-            gather_patch_f32(&g, xg, oy, ox, colf + (oy * g.ow + ox) * g.kk);
-        dynq__quantize_rows(c->kernel, P, g.kk, colf, (size_t)g.kk, A, (size_t)kp, 0, as, az);
+        for (int64_t j = 0; j < nn; j++) {
+          const float *xg = (const float *)x->data + (n0 + j) * CHW + gi * g.Cg * HW;
+          gather_f32(&g, xg, &pd, colf + j * P * g.kk);
+        }
+        dynq__quantize_rows(c->kernel, nn * P, g.kk, colf, (size_t)g.kk, A, (size_t)kp, 0, as, az);
       }
       dynq__qgemm_args_t q = {
-        .M = P, .N = g.Mg, .K = g.kk,
+        .M = nn * P, .N = g.Mg, .K = g.kk,
         .A = A, .lda = (size_t)kp,
         .B = (const int8_t *)in[1]->data + gi * blk,
         .colsum = (const int32_t *)in[2]->data + gi * g.Mg,
@@ -340,9 +449,12 @@ int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
         .n0 = 0, .n1 = g.Mg,
       };
       c->kernel->qgemm(&q);
-      float *yg = Y + (ni * g.M + gi * g.Mg) * P;
-      for (int64_t p = 0; p < P; p++)
-        for (int64_t m = 0; m < g.Mg; m++) yg[m * P + p] = tmp[p * g.Mg + m];
+      for (int64_t j = 0; j < nn; j++) {
+        float *yg = Y + ((n0 + j) * g.M + gi * g.Mg) * P;
+        const float *tj = tmp + j * P * g.Mg;
+        for (int64_t p = 0; p < P; p++)
+          for (int64_t m = 0; m < g.Mg; m++) yg[m * P + p] = tj[p * g.Mg + m];
+      }
     }
   }
   rc = 0;
@@ -356,6 +468,7 @@ out:
   free(as);
   free(az);
   free(tmp);
+  free(pd.x);
   return rc;
 }
 
@@ -374,9 +487,9 @@ int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   CHECK(auto_pad(n) != PAD_BAD, "auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID");
   CHECK(G >= 1 && G <= 65536, "group %lld outside [1, 65536]", (long long)G);
   for (int a = 0; a < 2; a++) {
-    CHECK(attr_axis(n, "strides", a, 1) >= 1 && attr_axis(n, "dilations", a, 1) >= 1,
+    CHECK(attr_axis(n, AX_STRIDES, a, 1) >= 1 && attr_axis(n, AX_DILATIONS, a, 1) >= 1,
           "strides and dilations must be >= 1");
-    CHECK(attr_axis(n, "pad_begin", a, 0) >= 0 && attr_axis(n, "pad_end", a, 0) >= 0,
+    CHECK(attr_axis(n, AX_PAD_BEGIN, a, 0) >= 0 && attr_axis(n, AX_PAD_END, a, 0) >= 0,
           "pads must be >= 0");
   }
   if (n->op == DYNQ_OP_CONV && dynq__node_attr(n, "sym_split") != NULL) {
@@ -385,7 +498,7 @@ int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
     const dynq__value_t *w = const_in(g, n, 1);
     CHECK(w && w->dtype == DYNQ_DT_F32 && w->rank == 3 && w->dims[1] == 1 && G == 1,
           "sym_split needs constant float32 weights [M, 1, N] and group 1");
-    CHECK(attr_axis(n, "dilations", 0, 1) == 1, "sym_split needs dilation 1");
+    CHECK(attr_axis(n, AX_DILATIONS, 0, 1) == 1, "sym_split needs dilation 1");
     CHECK(E >= 0 && E == dynq__conv_sym_split(w->data, w->dims[0], w->dims[2]),
           "sym_split %lld does not match the weights (rows [0, E) must be exactly even and "
           "the rest exactly odd about the middle tap)", (long long)E);
@@ -402,7 +515,7 @@ int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   int64_t kk = C / G;
   int64_t k[2] = {1, 1};
   for (int a = 0; a < sr && a < 2; a++) {
-    k[a] = attr_axis(n, "kernel_shape", a, 0);
+    k[a] = attr_axis(n, AX_KERNEL, a, 0);
     CHECK(k[a] >= 1 && k[a] <= 65536, "kernel_shape%d %lld outside [1, 65536]", a, (long long)k[a]);
     kk *= k[a];
     CHECK(kk <= DYNQ_QGEMM_MAX_K, "kernel patch of %lld values exceeds %d", (long long)kk, DYNQ_QGEMM_MAX_K);

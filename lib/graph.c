@@ -27,8 +27,10 @@ int dynq__op_from_name(const char *s) {
 }
 
 const dynq__attr_t *dynq__node_attr(const dynq__node_t *n, const char *name) {
+  /* first byte before strcmp: ops look attributes up on every request
+   * (a conv ~15 times), and most names differ at once */
   for (int i = 0; i < n->n_attr; i++)
-    if (strcmp(n->attr[i].name, name) == 0) return &n->attr[i];
+    if (n->attr[i].name[0] == name[0] && strcmp(n->attr[i].name, name) == 0) return &n->attr[i];
   return NULL;
 }
 

@@ -31,6 +31,9 @@ struct dynq__model {
   dynq__fgraph_t fg;     /* arrays owned, data in map */
   int *last_use;         /* owned [n_values]: last node reading it, or
                             INT_MAX for graph outputs, -1 if never read */
+  dynq__tensor_t *slot0; /* owned [n_values + 1]: a run's slots before
+                            the first node (constants as views into the
+                            mapping, the rest cleared), copied per run */
   dynq__model_stats_t stats;
 };
 
@@ -125,6 +128,20 @@ int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
     for (int k = 0; k < g->nodes[i].n_in; k++)
       if (g->nodes[i].in[k] >= 0) m->last_use[g->nodes[i].in[k]] = i;
   for (int i = 0; i < g->n_outputs; i++) m->last_use[g->outputs[i]] = g->n_nodes;
+  m->slot0 = calloc((size_t)g->n_values + 1, sizeof(*m->slot0));
+  if (m->slot0 == NULL) {
+    rc = -ENOMEM;
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  for (int v = 0; v < g->n_values; v++) {
+    const dynq__value_t *val = &g->values[v];
+    if (val->data == NULL) continue;
+    m->slot0[v].dtype = val->dtype;
+    m->slot0[v].rank = val->rank;
+    memcpy(m->slot0[v].dims, val->dims, sizeof(m->slot0[v].dims));
+    m->slot0[v].data = (void *)val->data;  /* read-only mapping; ops never write inputs */
+  }
   compute_stats(m);
   *ret_model = m;
   return 0;
@@ -145,6 +162,7 @@ dynq__model_t *dynq__model_unref(dynq__model_t *m) {
   dynq__format_free(&m->fg);
   if (m->map != MAP_FAILED) munmap(m->map, m->map_size);
   free(m->last_use);
+  free(m->slot0);
   free(m->path);
   free(m);
   return NULL;
@@ -200,20 +218,14 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
                     char *err, size_t errlen) {
   const dynq__graph_t *g = &m->fg.g;
   int rc = 0;
-  dynq__tensor_t *slot = calloc((size_t)g->n_values + 1, sizeof(*slot));
+  /* one copy of the prepared slots, not a pass over every value */
+  dynq__tensor_t *slot = malloc(((size_t)g->n_values + 1) * sizeof(*slot));
   unsigned char *skip = NULL; /* nodes of If branches not taken; allocated on first If */
   if (slot == NULL) {
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;
   }
-  for (int v = 0; v < g->n_values; v++) {
-    const dynq__value_t *val = &g->values[v];
-    if (val->data == NULL) continue;
-    slot[v].dtype = val->dtype;
-    slot[v].rank = val->rank;
-    memcpy(slot[v].dims, val->dims, sizeof(slot[v].dims));
-    slot[v].data = (void *)val->data;  /* read-only mapping; ops never write inputs */
-  }
+  memcpy(slot, m->slot0, ((size_t)g->n_values + 1) * sizeof(*slot));
   for (int i = 0; i < g->n_inputs; i++) {
     const dynq__value_t *decl = &g->values[g->inputs[i]];
     if ((rc = check_input(decl, &inputs[i], err, errlen)) != 0) goto out;
@@ -227,12 +239,14 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     .err = err,
     .errlen = errlen,
   };
+  /* Optional inputs beyond n_in read as omitted (NULL): zeroed once
+   * here, and each node puts back the NULLs it overwrote (zeroing all 64
+   * per node was a quarter of the executor's own time). */
+  const dynq__tensor_t *in[DYNQ_FILE_MAX_ARITY] = {0};
+  dynq__tensor_t out[DYNQ_FILE_MAX_ARITY];
   for (int i = 0; i < g->n_nodes; i++) {
     const dynq__node_t *n = &g->nodes[i];
     if (skip != NULL && skip[i]) continue;
-    /* optional inputs beyond n_in read as omitted (NULL) */
-    const dynq__tensor_t *in[DYNQ_FILE_MAX_ARITY] = {0};
-    dynq__tensor_t out[DYNQ_FILE_MAX_ARITY];
     for (int k = 0; k < n->n_in; k++) {
       in[k] = n->in[k] >= 0 ? &slot[n->in[k]] : NULL;
       /* A value written only inside an If branch that was skipped has no
@@ -246,7 +260,20 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     }
     memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);
     ctx.node = n;
+    /* Offer the storage of inputs this node reads last (ops.h: donor):
+     * Reshape, Squeeze, Identity, Phi, ... then move instead of copying,
+     * elementwise ops run in place.  Not for a value the node reads
+     * twice (Mul(x, x)): its other reader would see it overwritten. */
+    for (int k = 0; k < 3; k++) {
+      int v = k < n->n_in ? n->in[k] : -1;
+      ctx.donor[k] = NULL;
+      if (v < 0 || m->last_use[v] != i || !slot[v].owned) continue;
+      int twice = 0;
+      for (int j = 0; j < n->n_in; j++) twice |= j != k && n->in[j] == v;
+      if (!twice) ctx.donor[k] = &slot[v];
+    }
     rc = dynq__opdef(n->op)->run(&ctx, in, out);
+    for (int k = 0; k < n->n_in; k++) in[k] = NULL;
     if (rc != 0) {
       for (int k = 0; k < n->n_out; k++) dynq__tensor_clear(&out[k]);
       goto out;
@@ -289,7 +316,8 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     }
   }
 out:
-  for (int v = 0; v < g->n_values; v++) dynq__tensor_clear(&slot[v]);
+  for (int v = 0; v < g->n_values; v++) /* the array goes: free storage only */
+    if (slot[v].owned) dynq__aligned_free(slot[v].data);
   free(slot);
   free(skip);
   return rc;

@@ -21,6 +21,12 @@ typedef struct dynq__op_ctx {
   int threads;                /* dynq__run_opts_t.threads */
   char *err;                  /* message buffer for failures */
   size_t errlen;
+  /* donor[k]: input k's slot when the executor offers its storage: this
+   * node is the value's last reader, the executor owns the data, and no
+   * other input of the node is the same value.  NULL otherwise (and in
+   * every context built outside the executor).  Taken only through
+   * dynq__op_out_like(). */
+  dynq__tensor_t *donor[3];
 } dynq__op_ctx_t;
 
 /* in[i] is NULL for an omitted optional input.  out[] are cleared tensors
@@ -54,6 +60,16 @@ const dynq__opdef_t *dynq__opdef_rnn(int op);
       return DYNQ_EGRAPH;                                                      \
     }                                                                          \
   } while (0)
+
+/* Output storage for an op that writes every element of a dtype
+ * [rank, dims] result: input k's storage, moved, when c->donor[k] offers
+ * it and it has the same dtype and byte count (out->data == in[k]->data
+ * tells the op: an in-place elementwise loop, or no copy at all for a
+ * reshape); else fresh uninitialised storage.  The donor stays readable
+ * (as a borrowed view) until the node returns.  0 or an error (message
+ * in c->err). */
+int dynq__op_out_like(dynq__op_ctx_t *c, int k, dynq_dtype_t dt, int rank,
+                      const int64_t *dims, dynq__tensor_t *out);
 
 /* Error helper: formats "node 'name' (Op): ..." into c->err; returns code. */
 int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...)

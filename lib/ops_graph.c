@@ -218,16 +218,24 @@ int dynq__run_binary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   bcast_t bc;
   if ((rc = bcast_init(c, 2, in, &bc))) return rc;
   dynq_dtype_t odt = kind >= B_EQ ? DYNQ_DT_U8 : a->dtype;
-  if ((rc = alloc_out_full(c, out, odt, bc.rank, bc.dims))) return rc;
+  const int fl = a->dtype == DYNQ_DT_F32;
+  const int64_t na = dynq__tensor_numel(a), nb = dynq__tensor_numel(b);
+  /* The float fast paths below read element i of a (and of b unless it
+   * is a scalar) before writing element i: they may run in place. */
+  const int fast = fl && na == bc.n &&
+                   ((kind == B_POW && nb == 1) || (kind <= B_DIV && (nb == bc.n || nb == 1)));
+  if (fast) {
+    if ((rc = dynq__op_out_like(c, c->donor[0] != NULL || nb == 1 ? 0 : 1, odt, bc.rank,
+                                bc.dims, out)))
+      return rc;
+  } else if ((rc = alloc_out_full(c, out, odt, bc.rank, bc.dims))) {
+    return rc;
+  }
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
   const void *pa = a->data, *pb = b->data;
   void *po = out->data;
-  int fl = a->dtype == DYNQ_DT_F32;
-  if (fl && kind == B_POW && dynq__tensor_numel(b) == 1 && bc.n == dynq__tensor_numel(a) &&
-      pow_fast(pa, b, po, bc.n))
-    return 0;
-  if (fl && kind <= B_DIV && dynq__tensor_numel(a) == bc.n &&
-      (dynq__tensor_numel(b) == bc.n || dynq__tensor_numel(b) == 1)) {
+  if (fast && kind == B_POW && pow_fast(pa, b, po, bc.n)) return 0;
+  if (fast && kind <= B_DIV) {
     /* same shapes, or a scalar on the right: no index arithmetic */
     const float *x = pa, *y = pb;
     float *o = po;
@@ -302,7 +310,7 @@ static int run_where(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
                          dynq__dtype_name(in[1]->dtype), dynq__dtype_name(in[2]->dtype));
   bcast_t bc;
   if ((rc = bcast_init(c, 3, in, &bc))) return rc;
-  if ((rc = alloc_out(c, out, in[1]->dtype, bc.rank, bc.dims))) return rc;
+  if ((rc = alloc_out_full(c, out, in[1]->dtype, bc.rank, bc.dims))) return rc;
   size_t es = dynq__dtype_size(in[1]->dtype);
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off[3] = {0, 0, 0};
   const uint8_t *cond = in[0]->data;
@@ -331,7 +339,7 @@ static int run_expand(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
   const dynq__tensor_t *pair[2] = {in[0], &s};
   bcast_t bc;
   if ((rc = bcast_init(c, 2, pair, &bc))) return rc;
-  if ((rc = alloc_out(c, out, in[0]->dtype, bc.rank, bc.dims))) return rc;
+  if ((rc = alloc_out_full(c, out, in[0]->dtype, bc.rank, bc.dims))) return rc;
   size_t es = dynq__dtype_size(in[0]->dtype);
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
   for (int64_t i = 0; i < bc.n; i++, bcast_next(&bc, 2, cnt, off))
@@ -351,19 +359,19 @@ static int run_unary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     return dynq__op_fail(c, DYNQ_EDTYPE, "input is %s, expected float32", dynq__dtype_name(x->dtype));
   if (op == DYNQ_OP_NOT && x->dtype != DYNQ_DT_U8)
     return dynq__op_fail(c, DYNQ_EDTYPE, "input is %s, expected bool (uint8)", dynq__dtype_name(x->dtype));
-  if ((rc = alloc_out(c, out, x->dtype, x->rank, x->dims))) return rc;
+  /* in place when offered: element i depends on x[i] only */
+  if ((rc = dynq__op_out_like(c, 0, x->dtype, x->rank, x->dims, out))) return rc;
   int64_t n = dynq__tensor_numel(x);
   if (x->dtype == DYNQ_DT_F32) {
     const float *p = x->data;
     float *q = out->data;
-    for (int64_t i = 0; i < n; i++) {
-      switch (op) {
-      case DYNQ_OP_SQRT: q[i] = sqrtf(p[i]); break;
-      case DYNQ_OP_LOG: q[i] = logf(p[i]); break;
-      case DYNQ_OP_EXP: q[i] = expf(p[i]); break;
-      case DYNQ_OP_NEG: q[i] = -p[i]; break;
-      default: q[i] = fabsf(p[i]); break;
-      }
+    /* one loop per op: the switch is decided once, not per element */
+    switch (op) {
+    case DYNQ_OP_SQRT: for (int64_t i = 0; i < n; i++) q[i] = sqrtf(p[i]); break;
+    case DYNQ_OP_LOG: for (int64_t i = 0; i < n; i++) q[i] = logf(p[i]); break;
+    case DYNQ_OP_EXP: for (int64_t i = 0; i < n; i++) q[i] = expf(p[i]); break;
+    case DYNQ_OP_NEG: for (int64_t i = 0; i < n; i++) q[i] = -p[i]; break;
+    default: for (int64_t i = 0; i < n; i++) q[i] = fabsf(p[i]); break;
     }
     return 0;
   }
@@ -430,14 +438,16 @@ static int run_cast(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   if (to <= 0 || to >= DYNQ_DT__COUNT)
     return dynq__op_fail(c, DYNQ_EUNSUPPORTED, "cannot cast to dtype code %lld", (long long)to);
   dynq_dtype_t dt = (dynq_dtype_t)to;
-  if ((rc = alloc_out_full(c, out, dt, x->rank, x->dims))) return rc;
   int64_t n = dynq__tensor_numel(x);
   if (!to_bool && dt == x->dtype) {
     /* to its own dtype (Silero casts float to float every chunk): the
-     * per-element round trip through double changes no value */
-    memcpy(out->data, x->data, (size_t)n * dynq__dtype_size(dt));
+     * per-element round trip through double changes no value; a move
+     * when the executor offers the input */
+    if ((rc = dynq__op_out_like(c, 0, dt, x->rank, x->dims, out))) return rc;
+    if (out->data != x->data && n > 0) memcpy(out->data, x->data, (size_t)n * dynq__dtype_size(dt));
     return 0;
   }
+  if ((rc = alloc_out_full(c, out, dt, x->rank, x->dims))) return rc;
   for (int64_t i = 0; i < n; i++) {
     if (to_bool) {
       ((uint8_t *)out->data)[i] = load_d(x->data, x->dtype, i) != 0.0;
@@ -582,7 +592,7 @@ static int run_gather(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
       return dynq__op_fail(c, DYNQ_ESHAPE, "index %lld out of range for axis %d of size %lld",
                            (long long)k, ax, (long long)len);
   }
-  if ((rc = alloc_out(c, out, x->dtype, orank, dims))) return rc;
+  if ((rc = alloc_out_full(c, out, x->dtype, orank, dims))) return rc;
   size_t es = dynq__dtype_size(x->dtype), row = (size_t)inner * es;
   char *o = out->data;
   for (int64_t a = 0; a < outer; a++)
@@ -650,6 +660,13 @@ static int run_slice(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     sp[a] = step;
     dims[a] = cnt;
   }
+  int whole = 1; /* every axis taken whole, in order: a copy (or a move) */
+  for (int d = 0; d < x->rank; d++) whole &= st[d] == 0 && sp[d] == 1 && dims[d] == x->dims[d];
+  if (whole) {
+    if ((rc = dynq__op_out_like(c, 0, x->dtype, x->rank, dims, out))) return rc;
+    if (out->data != x->data && dynq__tensor_nbytes(x)) memcpy(out->data, x->data, dynq__tensor_nbytes(x));
+    return 0;
+  }
   if ((rc = alloc_out_full(c, out, x->dtype, x->rank, dims))) return rc;
   int64_t n = dynq__tensor_numel(out);
   if (n == 0) return 0;
@@ -662,9 +679,15 @@ static int run_slice(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off = 0;
   for (int d = 0; d < x->rank; d++) off += st[d] * xs[d];
   if (x->rank >= 1 && sp[x->rank - 1] == 1) {
-    /* unit step on the last axis: copy whole rows */
-    const int r = x->rank - 1;
-    const int64_t run = dims[r];
+    /* Unit step on the last axis: copy whole runs.  Trailing axes taken
+     * whole join the run with the axis before them (Silero slices
+     * [B, 258, 4] on axis 1: runs of 129 x 4, not 4). */
+    int r = x->rank - 1;
+    int64_t run = dims[r];
+    while (r > 0 && dims[r] == x->dims[r] && sp[r - 1] == 1) {
+      r--;
+      run *= dims[r];
+    }
     for (int64_t i = 0; i < n; i += run) {
       memcpy((char *)out->data + (size_t)i * es, (const char *)x->data + (size_t)off * es,
              (size_t)run * es);
@@ -718,7 +741,7 @@ static int run_concat(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
     dims[ax] += t->dims[ax];
     if (dims[ax] > DYNQ_MAX_ELEMS) return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
   }
-  if ((rc = alloc_out(c, out, x0->dtype, x0->rank, dims))) return rc;
+  if ((rc = alloc_out_full(c, out, x0->dtype, x0->rank, dims))) return rc;
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < ax; d++) outer *= dims[d];
   for (int d = ax + 1; d < x0->rank; d++) inner *= dims[d];
@@ -758,8 +781,8 @@ static int run_squeeze(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq_
   int r = 0;
   for (int d = 0; d < x->rank; d++)
     if (!drop[d]) dims[r++] = x->dims[d];
-  if ((rc = alloc_out(c, out, x->dtype, r, dims))) return rc;
-  memcpy(out->data, x->data, dynq__tensor_nbytes(x));
+  if ((rc = dynq__op_out_like(c, 0, x->dtype, r, dims, out))) return rc; /* a move if offered */
+  if (out->data != x->data && dynq__tensor_nbytes(x)) memcpy(out->data, x->data, dynq__tensor_nbytes(x));
   return 0;
 }
 
@@ -780,8 +803,8 @@ static int run_unsqueeze(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dyn
   }
   int64_t dims[DYNQ_MAX_RANK];
   for (int d = 0, k = 0; d < r; d++) dims[d] = ins[d] ? 1 : x->dims[k++];
-  if ((rc = alloc_out(c, out, x->dtype, r, dims))) return rc;
-  memcpy(out->data, x->data, dynq__tensor_nbytes(x));
+  if ((rc = dynq__op_out_like(c, 0, x->dtype, r, dims, out))) return rc; /* a move if offered */
+  if (out->data != x->data && dynq__tensor_nbytes(x)) memcpy(out->data, x->data, dynq__tensor_nbytes(x));
   return 0;
 }
 
@@ -813,7 +836,7 @@ static int run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dyn
     dims[d] = x->dims[perm[d]];
     ps[d] = xs[perm[d]];
   }
-  if ((rc = alloc_out(c, out, x->dtype, x->rank, dims))) return rc;
+  if ((rc = alloc_out_full(c, out, x->dtype, x->rank, dims))) return rc;
   int64_t n = dynq__tensor_numel(out), cnt[DYNQ_MAX_RANK] = {0}, off = 0;
   size_t es = dynq__dtype_size(x->dtype);
   for (int64_t i = 0; i < n; i++) {
@@ -905,7 +928,11 @@ static int64_t pad_src(int64_t p, int64_t len, int mode, int *outside) {
     return 0;
   }
   if (mode == PAD_EDGE) return p < 0 ? 0 : len - 1;
-  /* reflect without repeating the edge; period 2(len-1) */
+  /* reflect without repeating the edge; period 2(len-1).  One
+   * reflection (every pad narrower than the axis, as Silero's) needs no
+   * division. */
+  if (p < 0 && -p < len) return -p;
+  if (p >= len && p <= 2 * (len - 1)) return 2 * (len - 1) - p;
   int64_t per = 2 * (len - 1);
   p = per > 0 ? ((p % per) + per) % per : 0;
   return p >= len ? per - p : p;
@@ -950,7 +977,7 @@ static int run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   const dynq__tensor_t *cv = in[2];
   if (cv != NULL && (cv->dtype != x->dtype || dynq__tensor_numel(cv) > 1))
     return dynq__op_fail(c, DYNQ_ESHAPE, "constant_value must be a scalar of the input dtype");
-  if ((rc = alloc_out(c, out, x->dtype, r, dims))) return rc;
+  if ((rc = alloc_out_full(c, out, x->dtype, r, dims))) return rc; /* every row written below */
   int64_t n = dynq__tensor_numel(out), xs[DYNQ_MAX_RANK], e = 1;
   for (int d = r - 1; d >= 0; d--) {
     xs[d] = e;
@@ -1021,8 +1048,9 @@ static int run_phi(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   if (src == NULL || src->dtype == DYNQ_DT_INVALID)
     return dynq__op_fail(c, DYNQ_EGRAPH, "the %s branch did not compute this value",
                          k == 1 ? "then" : "else");
-  if ((rc = alloc_out(c, out, src->dtype, src->rank, src->dims))) return rc;
-  if (dynq__tensor_nbytes(src)) memcpy(out->data, src->data, dynq__tensor_nbytes(src));
+  if ((rc = dynq__op_out_like(c, k, src->dtype, src->rank, src->dims, out))) return rc;
+  if (out->data != src->data && dynq__tensor_nbytes(src))
+    memcpy(out->data, src->data, dynq__tensor_nbytes(src));
   return 0;
 }
 
