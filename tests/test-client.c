@@ -454,33 +454,15 @@ typedef struct fake {
   int requests;
 } fake_t;
 
+static int fake_answer(void *ctx, int fd, const dynq__rpc_msg_t *m) {
+  fake_t *f = ctx;
+  f->script(f, fd, m, f->requests++);
+  return f->requests < 0; /* the script asked to hang up */
+}
+
 static void *fake_main(void *arg) {
   fake_t *f = arg;
-  int fd = accept(f->lfd, NULL, NULL);
-  uint8_t buf[1 << 16];
-  size_t have = 0;
-  if (fd < 0) return NULL;
-  for (;;) {
-    size_t flen;
-    int r = have ? dynq__mp_scan(buf, have, &dynq__scan_limits_default, &flen) : -EAGAIN;
-    if (r == -EAGAIN) {
-      ssize_t n = read(fd, buf + have, sizeof(buf) - have);
-      if (n <= 0) break;
-      have += (size_t)n;
-      continue;
-    }
-    if (r < 0) break;
-    dynq__rpc_msg_t m;
-    int64_t hint;
-    char err[128];
-    if (dynq__rpc_parse(buf, flen, &m, &hint, err, sizeof(err)) < 0) break;
-    f->script(f, fd, &m, f->requests++);
-    dynq__rpc_free(&m);
-    memmove(buf, buf + flen, have - flen);
-    have -= flen;
-    if (f->requests < 0) break; /* script asked to hang up */
-  }
-  close(fd);
+  tu_fake_serve(f->lfd, fake_answer, f);
   return NULL;
 }
 

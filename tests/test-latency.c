@@ -42,41 +42,21 @@ static void sleep_us(int us) {
   }
 }
 
+static int fake_answer(void *ctx, int fd, const dynq__rpc_msg_t *m) {
+  fake_t *f = ctx;
+  if (f->hang_up) return 1;
+  sleep_us(__atomic_load_n(&f->delay_us, __ATOMIC_ACQUIRE));
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, m->msgid);
+  dynq__w_str(&w, "pong");
+  tu_send_wbuf(fd, &w);
+  return 0;
+}
+
 static void *fake_main(void *arg) {
   fake_t *f = arg;
-  uint8_t buf[4096];
-  size_t have = 0;
-  int fd = accept(f->lfd, NULL, NULL);
-  if (fd < 0) return NULL;
-  for (;;) {
-    size_t flen;
-    int r = have ? dynq__mp_scan(buf, have, &dynq__scan_limits_default, &flen) : -EAGAIN;
-    if (r == -EAGAIN) {
-      ssize_t n = read(fd, buf + have, sizeof(buf) - have);
-      if (n <= 0) break;
-      have += (size_t)n;
-      continue;
-    }
-    if (r < 0) break;
-    dynq__rpc_msg_t m;
-    int64_t hint;
-    char err[128];
-    if (dynq__rpc_parse(buf, flen, &m, &hint, err, sizeof(err)) < 0) break;
-    if (f->hang_up) {
-      dynq__rpc_free(&m);
-      break;
-    }
-    sleep_us(__atomic_load_n(&f->delay_us, __ATOMIC_ACQUIRE));
-    dynq__wbuf_t w;
-    dynq__wbuf_init(&w);
-    dynq__w_result_head(&w, m.msgid);
-    dynq__w_str(&w, "pong");
-    tu_send_wbuf(fd, &w);
-    dynq__rpc_free(&m);
-    memmove(buf, buf + flen, have - flen);
-    have -= flen;
-  }
-  close(fd);
+  tu_fake_serve(f->lfd, fake_answer, f);
   return NULL;
 }
 

@@ -269,6 +269,37 @@ int tu_listen_unix(const char *path, int backlog) {
   return lfd;
 }
 
+void tu_fake_serve(int lfd, tu_fake_fn on_msg, void *ctx) {
+  const size_t cap = (size_t)1 << 16;
+  size_t have = 0;
+  int fd = accept(lfd, NULL, NULL);
+  if (fd < 0) return;
+  uint8_t *buf = malloc(cap);
+  ck_assert_ptr_nonnull(buf);
+  for (;;) {
+    size_t flen;
+    int r = have ? dynq__mp_scan(buf, have, &dynq__scan_limits_default, &flen) : -EAGAIN;
+    if (r == -EAGAIN) {
+      ssize_t n = read(fd, buf + have, cap - have);
+      if (n <= 0) break;
+      have += (size_t)n;
+      continue;
+    }
+    if (r < 0) break;
+    dynq__rpc_msg_t m;
+    int64_t hint;
+    char err[128];
+    if (dynq__rpc_parse(buf, flen, &m, &hint, err, sizeof(err)) < 0) break;
+    int done = on_msg(ctx, fd, &m);
+    dynq__rpc_free(&m);
+    memmove(buf, buf + flen, have - flen);
+    have -= flen;
+    if (done) break;
+  }
+  free(buf);
+  close(fd);
+}
+
 pid_t tu_spawn_activated(int lfd, const char *log, const char *sock_arg, const char *models) {
   char exe[4096];
   snprintf(exe, sizeof(exe), "%s", tu_build("daemon/dynqd"));
