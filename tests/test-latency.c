@@ -153,6 +153,14 @@ START_TEST(client_spin_backs_off_slow_server) {
   ck_assert_int_ge(c->spin_probe_gap, 64);
   ck_assert_int_eq(dynq_client_get_spin(c), 200);  /* the setting itself stays */
 
+  /* The way back needs a blocked wait to finish within 200 us, which a
+   * wake-up under valgrind (every thread 20-50x slower) need not do. */
+  if (getenv("DYNQ_TEST_VALGRIND") != NULL) {
+    fprintf(stderr, "SKIP %s (the rest): a wake-up within 200 us is not to be had under "
+            "valgrind\n", __func__);
+    fake_stop(&f, c);
+    return;
+  }
   __atomic_store_n(&f.delay_us, 0, __ATOMIC_RELEASE);
   /* An immediate answer: a blocked wait is a wake-up, normally well under
    * 200 us; allow a few tries on a loaded machine. */

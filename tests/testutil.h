@@ -79,13 +79,14 @@ int tu_daemon_teardown(tu_daemon_t *d, const char *what);
  * sock_arg (must stay unused) and --models models.  The parent's copy of
  * lfd is closed.  Returns the pid. */
 int tu_listen_unix(const char *path, int backlog);
+pid_t tu_spawn_activated(int lfd, const char *log, const char *sock_arg, const char *models);
+
 /* A fake server's connection (run it on a thread): accepts one client on
  * lfd and calls on_msg for every request frame it sends, until on_msg
  * returns nonzero, the client closes or a frame does not parse; then
  * closes the connection.  Frames up to 64 KiB. */
 typedef int (*tu_fake_fn)(void *ctx, int fd, const dynq__rpc_msg_t *m);
 void tu_fake_serve(int lfd, tu_fake_fn on_msg, void *ctx);
-pid_t tu_spawn_activated(int lfd, const char *log, const char *sock_arg, const char *models);
 
 /* End the calling test early, saying why on stderr, unless cond holds
  * (a prerequisite such as dynq-quantize is not built). */
