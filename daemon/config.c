@@ -87,7 +87,7 @@ static const opt_def_t opts[] = {
    "0", 0, "dynamic batching: longest wait to fill a batch"},
   {"worker_spin_us", "worker-spin", "US", OPT_INT, OFF(worker_spin_us), 0, 1000, "0", 0,
    "an idle worker polls for work this long before sleeping (0: sleep at once)"},
-  {"inline_max_us", "inline-max", "US", OPT_INT, OFF(inline_max_us), 0, 1000, "25", 0,
+  {"inline_max_us", "inline-max", "US", OPT_INT, OFF(inline_max_us), 0, 1000, "50", 0,
    "a request predicted to compute within US runs on the loop thread when nothing "
    "else is waiting (0: always on a worker)"},
   {"loop_spin_us", "loop-spin", "US", OPT_INT, OFF(loop_spin_us), 0, 1000, "50", 0,

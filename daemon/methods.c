@@ -7,7 +7,8 @@
  * Except a small lone request (issue 5): when the loop is quiet (at most
  * one frame in this and the previous iteration), no worker is busy, and
  * the model's measured cost predicts at most inline_max_us of compute, the
- * loop runs it itself.  Two thread hand-offs (a condvar wake-up of a
+ * loop runs it itself (session steps too: their state is kept as after a
+ * worker run).  Two thread hand-offs (a condvar wake-up of a
  * worker, an eventfd wake-up of the loop) cost more than such a run; the
  * loop is held for at most about inline_max_us, and under load (several
  * frames per iteration, or busy workers) everything goes to the workers.
@@ -22,6 +23,7 @@
 #include "dynq-config.h"
 #include "dynq/errors.h"
 #include "dynqd.h"
+#include "parallel.h"
 
 /* Longest identifier we echo back in an error message. */
 #define ECHO_MAX 64
@@ -278,7 +280,7 @@ static int inline_ok(dynqd_server_t *s, const dynqd_job_t *j) {
   int lim = s->cfg->inline_max_us;
   if (lim <= 0 || ms == NULL || ms->ns_per_elem <= 0) return 0;  /* cost unknown */
   if (s->frames_iter > 1 || s->frames_prev > 1) return 0;          /* not quiet */
-  if (j->batch_max > 1 || j->session != NULL || j->n_shm > 0 || j->out_shm != NULL ||
+  if (j->batch_max > 1 || j->n_shm > 0 || j->out_shm != NULL ||
       j->precision != DYNQ_PRECISION_INT8)
     return 0;
   if (ms->ns_per_elem * (double)j->in_elems > (double)lim * 1000.0) return 0;
@@ -291,6 +293,7 @@ static void run_inline(dynqd_conn_t *c, dynqd_job_t *j) {
   if (c->srv->stats != NULL) c->srv->stats->inline_total++;  /* made by stats_model */
   dynqd__run_infer(j);
   dynqd__stats_job(c->srv, j);
+  dynqd__session_job_done(c->srv, j);  /* a session's new state, as after a worker run */
   if (j->resp != NULL) {
     dynqd__conn_send(c, j->resp, j->resp_len);
     j->resp = NULL;
@@ -699,9 +702,13 @@ void dynqd__run_infer(dynqd_job_t *j) {
   dynq__run_opts_t opts = {j->precision, NULL, j->threads > 1 ? j->threads : 1};
   char err[512] = "";
   int64_t t0 = now_us();
+  uint64_t splits = dynq__parallel_splits();
   int rc = dynq__model_run(j->model, &opts, j->inputs, out, err, sizeof(err));
   j->compute_us = now_us() - t0;
   j->batched = 1;
+  /* Allowed to split but nothing was large enough: it ran on one thread
+   * (what "threads" in the answer and the inline cost estimate need). */
+  if (dynq__parallel_splits() == splits) j->threads = 1;
   /* The inputs are no longer needed: give their memory back early. */
   for (int i = 0; i < j->n_inputs; i++) dynq__tensor_clear(&j->inputs[i]);
   dynqd__infer_respond(j, rc, err, out);

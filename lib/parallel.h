@@ -54,5 +54,9 @@ int dynq__parallel_max_threads(void);
 
 /* Helper threads created so far (for tests and stats). */
 int dynq__parallel_helpers(void);
+/* How many dynq__parallel_for calls of the calling thread have run on the
+ * team (more than one thread); compare before and after a model run to
+ * know whether it split at all. */
+uint64_t dynq__parallel_splits(void);
 
 #endif

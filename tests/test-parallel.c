@@ -96,6 +96,24 @@ START_TEST(every_task_once) {
 }
 END_TEST
 
+/* dynq__parallel_splits counts this thread's calls that went to the team,
+ * not those run on the caller alone (what dynqd reports as "threads"). */
+START_TEST(splits_counted) {
+  dynq__parallel_set_max_threads(2);
+  uint64_t s0 = dynq__parallel_splits();
+  run_counted(1, 100, 0);   /* one thread asked for */
+  run_counted(2, 1, 0);     /* one task */
+  run_counted(2, 0, 0);     /* nothing to do */
+  ck_assert_uint_eq(dynq__parallel_splits(), s0);
+  run_counted(2, 64, 100);  /* the team is free: it splits */
+  ck_assert_uint_eq(dynq__parallel_splits(), s0 + 1);
+  dynq__parallel_set_max_threads(1);
+  run_counted(2, 64, 0);    /* capped at one thread */
+  ck_assert_uint_eq(dynq__parallel_splits(), s0 + 1);
+  dynq__parallel_set_max_threads(0);
+}
+END_TEST
+
 START_TEST(cap_limits_threads) {
   /* cap 1: the caller alone runs everything */
   int prev = dynq__parallel_set_max_threads(1);
@@ -421,6 +439,7 @@ static Suite *suite(void) {
   tcase_add_checked_fixture(tc, note_helpers, NULL);
   tcase_add_test(tc, every_task_once);
   tcase_add_test(tc, cap_limits_threads);
+  tcase_add_test(tc, splits_counted);
   tcase_add_test(tc, helpers_really_run);
   tcase_add_test(tc, nested_calls);
   tcase_add_test(tc, concurrent_callers);

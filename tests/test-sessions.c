@@ -444,6 +444,56 @@ START_TEST(test_declared_state_pairs) {
 }
 END_TEST
 
+/* A session step run on the loop (inline_max_us) feeds its new state
+ * back exactly as one run on a worker: the same bits over 15 steps, with
+ * inline runs counted on one daemon and none on the other. */
+static void session_steps(const char *sock, int n, float (*y)[8], int64_t *ret_inline) {
+  tu_rpc_t c;
+  tu_rpc_open(&c, sock);
+  uint64_t sid = open_session(&c, 1, "stateful", -1, 0);
+  for (int t = 0; t < n; t++) {
+    send_step(&c, 10 + (uint32_t)t, sid, t % 5, NULL);
+    dynq__rpc_msg_t m;
+    tu_rpc_expect_ok(&c, 10 + (uint32_t)t, &m);
+    tu_get_f32_output(&m, "y", y[t], 8);
+    dynq__rpc_free(&m);
+  }
+  tu_rpc_call0(&c, 2, "stats");
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(&c, 2, &m);
+  *ret_inline = tu_obj_int_or(dynq__obj_get(m.result, "inline_total"), -1);
+  dynq__rpc_free(&m);
+  tu_rpc_close(&c);
+}
+
+START_TEST(test_inline_steps_same_bits) {
+  NEED_MODELS();
+  enum { N = 15 };
+  static float ref[N][8], got[N][8];
+  const char *modes[2][5] = {{"--workers", "1", "--inline-max", "0", NULL},
+                             /* the highest limit: valgrind still predicts under it */
+                             {"--workers", "1", "--inline-max", "1000", NULL}};
+  int64_t n_inline[2];
+  for (int k = 0; k < 2; k++) {
+    char *dir = tu_mkdtemp();
+    tu_daemon_t d;
+    ck_assert_msg(tu_daemon_start(&d, dir, g_models, modes[k]) == 0, "dynqd did not start; see %s",
+                  d.log);
+    session_steps(d.sock, N, k ? got : ref, &n_inline[k]);
+    tu_daemon_teardown(&d, k ? "inline-on" : "inline-off");
+    tu_rmtree(dir);
+    free(dir);
+  }
+  ck_assert_int_eq(n_inline[0], 0);
+  /* the first step has no cost estimate yet and goes to a worker */
+  ck_assert_msg(n_inline[1] >= 1 && n_inline[1] < N, "%lld of %d steps ran inline",
+                (long long)n_inline[1], N);
+  for (int t = 0; t < N; t++)
+    ck_assert_msg(memcmp(ref[t], got[t], sizeof(ref[t])) == 0,
+                  "step %d: inline result differs from the worker's", t);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("sessions");
   TCase *tc = tcase_create("sessions");
@@ -457,6 +507,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_idle_timeout);
   tcase_add_test(tc, test_concurrent_use_busy);
   tcase_add_test(tc, test_declared_state_pairs);
+  tcase_add_test(tc, test_inline_steps_same_bits);
   suite_add_tcase(s, tc);
   return s;
 }
