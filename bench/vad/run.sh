@@ -1,18 +1,20 @@
 #!/bin/sh
 # Silero VAD v5 benchmarks in one go (BENCHMARKS.md "Silero VAD"):
-#   bench/vad/run.sh [BUILD_DIR] [SEARCH_MAX] [MAX_DELAY_US]
+#   bench/vad/run.sh [BUILD_DIR] [SEARCH_MAX] [MAX_DELAY_US] [MAX_BATCH]
 # fetches the model (models/fetch-silero.sh), installs onnxruntime-node into
 # bench/vad/node_modules if missing, quantizes, starts a private dynqd on a
 # temporary socket with session batching on for the model ([batch.vad]
-# max_batch 256, max_delay_us MAX_DELAY_US, default 1000; 0 turns batching
-# off), runs vad-bench (engine INT8/FP32, batched engine runs, dynqd round
-# trip, ORT, client pinned to CPU 1) and vad-load --search (with the
+# max_batch MAX_BATCH, default 64, max_delay_us MAX_DELAY_US, default 1000;
+# 0 turns batching off; past 64-128 chunks a batch costs more per chunk,
+# which under overload feeds on itself), runs vad-bench (engine INT8/FP32,
+# batched engine runs, dynqd round trip, ORT, client pinned to CPU 1) and vad-load --search (with the
 # generator's and dynqd's CPU per chunk), and stops dynqd.
 set -eu
 cd "$(dirname "$0")/../.."
 B=${1:-build}
 MAX=${2:-1000}
 DELAY=${3:-1000}
+MAXB=${4:-64}
 for f in models/dynq-quantize daemon/dynqd client/dynqctl bench/vad-bench bench/vad-load; do
 	[ -x "$B/$f" ] || { echo "run.sh: $B/$f not built (ninja -C $B)" >&2; exit 1; }
 done
@@ -33,8 +35,8 @@ mkdir "$tmp/models"
 # lone chunk on a batched model waits max_delay_us for batch mates)
 cp "$tmp/models/vad.dynq" "$tmp/models/vad1.dynq"
 if [ "$DELAY" -gt 0 ]; then
-	printf '[batch.vad]\nmax_batch = 256\nmax_delay_us = %s\naxes = input:0,state:1,output:0,stateN:1\n' \
-		"$DELAY" >"$tmp/dynqd.conf"
+	printf '[batch.vad]\nmax_batch = %s\nmax_delay_us = %s\naxes = input:0,state:1,output:0,stateN:1\n' \
+		"$MAXB" "$DELAY" >"$tmp/dynqd.conf"
 else
 	: >"$tmp/dynqd.conf"
 fi
