@@ -14,7 +14,8 @@
  *      (decode_us, queue_us, compute_us) and the client's encode/decode;
  *      ping and infer through libdynqclient (dynq_ping, dynq_infer) with
  *      its busy-poll off and at --client-spin, interleaved in blocks with
- *      the raw frames so that all see the same thread placement;
+ *      the raw frames so that all see the same thread placement; then
+ *      dynq_ping back to back for --seconds (p10/p50/p90);
  *   3. throughput with N concurrent clients (closed loop, one connection
  *      each), batching off and on (--batch-max 16 --batch-delay 200), vs
  *      the engine in-process on W threads; batching off also through
@@ -289,6 +290,27 @@ static double lib_infer(dynq_client_t *cl, double *ret_comp) {
   *ret_comp = (double)res.compute_us;
   dynq_infer_result_free(&res);
   return (t1 - t0) * 1e6;
+}
+
+/* dynq_ping back to back for --seconds (spin --client-spin): the blocks
+ * above last ~30 ms each, so they catch one thread placement; over
+ * seconds the scheduler settles (on this VM, the client and the loop on
+ * different vCPUs most of the time). */
+static void sustained_ping(const daemon_t *d) {
+  dynq_client_t *cl;
+  if (dynq_connect(d->sock, &cl) != 0 || dynq_client_set_spin(cl, o_client_spin) != 0)
+    die("dynq_connect failed");
+  size_t cap = (size_t)1 << 22, n = 0;
+  double *v = malloc(sizeof(double) * cap);
+  if (v == NULL) die("out of memory");
+  double end = now_s() + o_seconds;
+  while (n < cap && now_s() < end) v[n++] = lib_ping(cl);
+  qsort(v, n, sizeof(double), cmp_d);
+  printf("libdynqclient, spin %d us, back to back for %.1f s: dynq_ping p50 %.1f us (p10 %.1f, "
+         "p90 %.1f; %zu calls)\n", o_client_spin, o_seconds, v[n / 2], v[n / 10],
+         v[n * 9 / 10], n);
+  free(v);
+  dynq_close(cl);
 }
 
 static void latency(const daemon_t *d) {
@@ -630,6 +652,7 @@ int main(int argc, char **argv) {
   daemon_t d;
   daemon_start(&d, "a", NULL);
   latency(&d);
+  sustained_ping(&d);
   if (o_latency_only) {
     daemon_stop(&d);
     return 0;
