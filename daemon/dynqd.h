@@ -20,6 +20,7 @@
 #ifndef DYNQD_H
 #define DYNQD_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -161,6 +162,23 @@ void dynqd__registry_free(dynqd_registry_t *r);
 int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
                             const char *rel, int *ret_version, char *err,
                             size_t errlen);
+/* publish in two steps, so that the slow one can run off the loop:
+ * prepare opens, checks and warms the file (touches only r->dir, which is
+ * fixed once loaded: safe on any thread); commit makes it the current
+ * version of name (the loop thread; it may still fail: the model limit,
+ * memory).  prepared_clear drops what commit did not take. */
+typedef struct dynqd_prepared {
+  dynq__model_t *model;    /* one ref, or NULL */
+  char path[PATH_MAX];     /* resolved, for messages */
+  uint64_t f_dev, f_ino, f_size;
+  int64_t f_mtime_ns;
+} dynqd_prepared_t;
+int dynqd__registry_prepare(const dynqd_registry_t *r, const char *name, const char *rel,
+                            dynqd_prepared_t *ret, char *err, size_t errlen);
+int dynqd__registry_commit(dynqd_registry_t *r, const char *name, const char *rel,
+                           dynqd_prepared_t *p, int *ret_version, char *err,
+                           size_t errlen);
+void dynqd__prepared_clear(dynqd_prepared_t *p);
 /* Drop name; 0 or DYNQ_ENOMODEL. */
 int dynqd__registry_unload(dynqd_registry_t *r, const char *name);
 /* SIGHUP rescan: new files load, changed files reload, removed files

@@ -187,44 +187,42 @@ static int has_symbolic_input(const dynq__model_t *m) {
   return 0;
 }
 
-int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
-                            const char *rel, int *ret_version, char *err,
-                            size_t errlen) {
-  dynq__model_t *m = NULL;
-  char *nname = NULL, *nfile = NULL;
-  char path[PATH_MAX];
+void dynqd__prepared_clear(dynqd_prepared_t *p) {
+  if (p == NULL) return;
+  dynq__model_unref(p->model);
+  memset(p, 0, sizeof(*p));
+}
+
+int dynqd__registry_prepare(const dynqd_registry_t *r, const char *name, const char *rel,
+                            dynqd_prepared_t *ret, char *err, size_t errlen) {
   int rc;
+  memset(ret, 0, sizeof(*ret));
   if (!dynqd__model_name_ok(name, strlen(name))) {
     snprintf(err, errlen, "invalid model name '%.64s': use 1-63 characters of "
              "[A-Za-z0-9_.-], not starting with '.'", name);
     return DYNQ_EPARAMS;
   }
-  rc = confine(r, rel, path, sizeof(path), err, errlen);
+  rc = confine(r, rel, ret->path, sizeof(ret->path), err, errlen);
   if (rc != 0) return rc;
   struct stat st;
-  if (stat(path, &st) != 0) {
+  if (stat(ret->path, &st) != 0) {
     rc = -errno;
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
+    snprintf(err, errlen, "%s: %s", ret->path, strerror(errno));
     return rc;
   }
   if (!S_ISREG(st.st_mode)) {
-    snprintf(err, errlen, "%s is not a regular file", path);
+    snprintf(err, errlen, "%s is not a regular file", ret->path);
     return DYNQ_EFORMAT;
   }
-  int ins = 0;
-  int idx = find_index(r, name, strlen(name), &ins);
-  if (idx < 0 && r->n >= MAX_MODELS) {
-    snprintf(err, errlen, "already serving %d models (the limit)", r->n);
-    return DYNQ_ELIMIT;
-  }
   char merr[512] = "";
-  rc = dynq__model_open(path, &m, merr, sizeof(merr));
+  rc = dynq__model_open(ret->path, &ret->model, merr, sizeof(merr));
   if (rc != 0) {
     snprintf(err, errlen, "%s", merr[0] ? merr : dynq_strerror(rc));
-    goto fail;
+    ret->model = NULL;
+    return rc;
   }
-  rc = warm(m, err, errlen);
-  if (rc == DYNQ_ESHAPE && has_symbolic_input(m)) {
+  rc = warm(ret->model, err, errlen);
+  if (rc == DYNQ_ESHAPE && has_symbolic_input(ret->model)) {
     /* Setting every symbolic dim to 1 is a guess some models cannot run
      * (Silero VAD's first Conv needs >= 256 samples).  The file passed
      * every load check; serve it unwarmed rather than refuse it. */
@@ -232,7 +230,27 @@ int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
              "serving it without warm-up", name, err);
     rc = 0;
   }
-  if (rc != 0) goto fail;
+  if (rc != 0) {
+    dynqd__prepared_clear(ret);
+    return rc;
+  }
+  ret->f_dev = (uint64_t)st.st_dev;
+  ret->f_ino = (uint64_t)st.st_ino;
+  ret->f_size = (uint64_t)st.st_size;
+  ret->f_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  return 0;
+}
+
+int dynqd__registry_commit(dynqd_registry_t *r, const char *name, const char *rel,
+                           dynqd_prepared_t *p, int *ret_version, char *err,
+                           size_t errlen) {
+  char *nname = NULL, *nfile = NULL;
+  int ins = 0;
+  int idx = find_index(r, name, strlen(name), &ins);
+  if (idx < 0 && r->n >= MAX_MODELS) {
+    snprintf(err, errlen, "already serving %d models (the limit)", r->n);
+    return DYNQ_ELIMIT;
+  }
   nfile = strdup(rel);
   if (nfile == NULL) goto oom;
   if (idx < 0) {
@@ -251,30 +269,36 @@ int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
   /* The swap: jobs that already hold the old model keep it alive. */
   dynqd_model_entry_t *e = &r->v[idx];
   dynq__model_unref(e->model);
-  e->model = m;
-  m = NULL;
+  e->model = p->model;
+  p->model = NULL;
   free(e->file);
   e->file = nfile;
-  nfile = NULL;
   e->version++;
-  e->f_dev = (uint64_t)st.st_dev;
-  e->f_ino = (uint64_t)st.st_ino;
-  e->f_size = (uint64_t)st.st_size;
-  e->f_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  e->f_dev = p->f_dev;
+  e->f_ino = p->f_ino;
+  e->f_size = p->f_size;
+  e->f_mtime_ns = p->f_mtime_ns;
   if (ret_version) *ret_version = e->version;
   const dynq__graph_t *g = dynq__model_graph(e->model);
   log_info("loaded model '%s' version %d from %s (%zu bytes, %d nodes, %d inputs, "
-           "%d outputs)", e->name, e->version, path, dynq__model_file_size(e->model),
+           "%d outputs)", e->name, e->version, p->path, dynq__model_file_size(e->model),
            g->n_nodes, g->n_inputs, g->n_outputs);
   return 0;
 
 oom:
-  rc = -ENOMEM;
   snprintf(err, errlen, "out of memory");
-fail:
-  dynq__model_unref(m);
   free(nname);
   free(nfile);
+  return -ENOMEM;
+}
+
+int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
+                            const char *rel, int *ret_version, char *err,
+                            size_t errlen) {
+  dynqd_prepared_t p;
+  int rc = dynqd__registry_prepare(r, name, rel, &p, err, errlen);
+  if (rc == 0) rc = dynqd__registry_commit(r, name, rel, &p, ret_version, err, errlen);
+  dynqd__prepared_clear(&p);
   return rc;
 }
 
