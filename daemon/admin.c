@@ -3,9 +3,12 @@
  * that guards them (SO_PEERCRED: uid 0, dynqd's own uid, or a member of
  * admin_group by primary or supplementary group).
  *
- * They run on the loop thread and load synchronously: opening, validating
- * and warming a model blocks the loop for that long (requests wait, none
- * fail), which keeps the swap trivially atomic.
+ * model.load and model.reload open, check and warm the file on libuv's
+ * thread pool (dynqd__registry_prepare), so the loop keeps answering
+ * everyone else meanwhile (health.live included); the swap itself
+ * (dynqd__registry_commit) runs back on the loop, so it stays atomic for
+ * every reader.  The connection that asked reads no further requests until
+ * the answer is out: a pipelined infer after a model.load sees the model.
  */
 #include <errno.h>
 #include <grp.h>
@@ -109,19 +112,75 @@ static void answer(dynqd_conn_t *c, uint32_t msgid, const char *name, int versio
   dynqd__conn_send_wbuf(c, &w);
 }
 
+/* One model.load / model.reload between the pool and the loop. */
+typedef struct load_op {
+  uv_work_t req;
+  dynqd_conn_t *conn;        /* one ref held until done */
+  uint32_t msgid;
+  const char *method;        /* a string literal */
+  char name[64], rel[1024];
+  dynqd_prepared_t prep;
+  int rc;
+  char err[768];
+} load_op_t;
+
+static void load_work(uv_work_t *req) {  /* a pool thread */
+  load_op_t *op = req->data;
+  op->rc = dynqd__registry_prepare(&op->conn->srv->reg, op->name, op->rel, &op->prep,
+                                   op->err, sizeof(op->err));
+}
+
+static void load_done(uv_work_t *req, int status) {  /* the loop */
+  load_op_t *op = req->data;
+  dynqd_conn_t *c = op->conn;
+  dynqd_server_t *s = c->srv;
+  int ver = 0;
+  if (status != 0 && op->rc == 0) {
+    op->rc = status;
+    snprintf(op->err, sizeof(op->err), "%s", uv_strerror(status));
+  }
+  if (op->rc == 0)
+    op->rc = dynqd__registry_commit(&s->reg, op->name, op->rel, &op->prep, &ver, op->err,
+                                    sizeof(op->err));
+  dynqd__prepared_clear(&op->prep);
+  if (op->rc != 0) {
+    log_warn("%s '%s' from '%s' failed: %s", op->method, op->name, op->rel, op->err);
+    if (!c->closing)
+      dynqd__conn_send_error(c, op->msgid, op->rc, "%s '%s': %s", op->method, op->name,
+                             op->err[0] ? op->err : dynq_strerror(op->rc));
+  } else {
+    log_notice("%s: model '%s' is now version %d (from %s)", op->method, op->name, ver,
+               op->rel);
+    if (!c->closing) answer(c, op->msgid, op->name, ver);
+  }
+  s->jobs_outstanding--;
+  free(op);
+  dynqd__conn_op_done(c);  /* reads what the connection sent meanwhile */
+  dynqd__server_check_drained(s);
+}
+
 static void publish(dynqd_conn_t *c, uint32_t msgid, const char *method,
                     const char *name, const char *rel) {
-  char err[768] = "";
-  int ver = 0;
-  int rc = dynqd__registry_publish(&c->srv->reg, name, rel, &ver, err, sizeof(err));
-  if (rc != 0) {
-    log_warn("%s '%s' from '%s' failed: %s", method, name, rel, err);
-    dynqd__conn_send_error(c, msgid, rc, "%s '%s': %s", method, name,
-                           err[0] ? err : dynq_strerror(rc));
+  load_op_t *op = calloc(1, sizeof(*op));
+  if (op == NULL) {
+    dynqd__conn_send_error(c, msgid, -ENOMEM, "%s '%s': out of memory", method, name);
     return;
   }
-  log_notice("%s: model '%s' is now version %d (from %s)", method, name, ver, rel);
-  answer(c, msgid, name, ver);
+  op->req.data = op;
+  op->conn = c;
+  op->msgid = msgid;
+  op->method = method;
+  snprintf(op->name, sizeof(op->name), "%s", name);
+  snprintf(op->rel, sizeof(op->rel), "%s", rel);
+  int rc = uv_queue_work(c->srv->loop, &op->req, load_work, load_done);
+  if (rc != 0) {
+    dynqd__conn_send_error(c, msgid, DYNQ_EINTERNAL, "%s '%s': cannot start the load: %s",
+                           method, name, uv_strerror(rc));
+    free(op);
+    return;
+  }
+  c->srv->jobs_outstanding++;
+  dynqd__conn_op_start(c);
 }
 
 void dynqd__admin_load(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params) {

@@ -30,7 +30,7 @@ typedef struct wreq {
 
 #ifndef NDEBUG
 static int conn_state_ok(const dynqd_conn_t *c) {
-  if (c->refs < 1 || c->inflight < 0 || c->writes < 0) return 0;
+  if (c->refs < 1 || c->inflight < 0 || c->writes < 0 || c->held < 0) return 0;
   if (c->rlen > c->rcap) return 0;
   if (c->closing && c->reading) return 0;
   if (c->flushing && c->reading) return 0;
@@ -96,7 +96,8 @@ void dynqd__conn_flush_and_close(dynqd_conn_t *c) {
 static void update_reading(dynqd_conn_t *c) {
   if (c->closing) return;
   const dynqd_config_t *cfg = c->srv->cfg;
-  int want = !c->flushing && !c->srv->draining && c->inflight < cfg->max_inflight;
+  int want = !c->flushing && !c->srv->draining && c->inflight < cfg->max_inflight &&
+             c->held == 0;
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0) c->reading = 1;
   } else if (!want && c->reading) {
@@ -214,6 +215,23 @@ void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code,
   dynqd__conn_send_wbuf(c, &w);
 }
 
+void dynqd__conn_op_start(dynqd_conn_t *c) {
+  c->refs++;
+  c->inflight++;
+  c->held++;
+  update_reading(c);
+}
+
+void dynqd__conn_op_done(dynqd_conn_t *c) {
+  c->held--;
+  c->inflight--;
+  if (!c->closing) {
+    process_frames(c);  /* what arrived while the operation ran */
+    update_reading(c);
+  }
+  dynqd__conn_unref(c);  /* the operation's reference */
+}
+
 void dynqd__conn_job_done(dynqd_conn_t *c, dynqd_job_t *j) {
   c->inflight--;
   dynqd__stats_job(c->srv, j);
@@ -293,7 +311,7 @@ static void process_frames(dynqd_conn_t *c) {
   const dynqd_config_t *cfg = c->srv->cfg;
   dynq__scan_limits_t lim = {cfg->max_frame, cfg->max_depth, cfg->max_elems};
   size_t off = 0;
-  while (!c->closing && off < c->rlen && c->inflight < cfg->max_inflight) {
+  while (!c->closing && off < c->rlen && c->inflight < cfg->max_inflight && c->held == 0) {
     size_t flen = 0;
     size_t avail = c->rlen - off;
     int rc = dynq__mp_scan(c->rbuf + off, avail, &lim, &flen);

@@ -350,6 +350,8 @@ typedef struct dynqd_conn {
   uint8_t *rbuf;              /* owned; bounded by max_frame + READ_CHUNK */
   size_t rlen, rcap;
   int inflight;               /* jobs queued or running for this conn */
+  int held;                   /* operations that hold back its next frames
+                                 (model.load/reload: dynqd__conn_op_start) */
   int writes;                 /* uv_write requests pending */
   size_t out_bytes;           /* bytes in those requests (the kernel may
                                  already hold some; the cap uses libuv's
@@ -370,6 +372,11 @@ void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code,
                             const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void dynqd__conn_job_done(dynqd_conn_t *c, dynqd_job_t *j);
+/* An operation answered later from the loop (model.load on the thread
+ * pool): start takes a reference, counts it in flight and stops reading
+ * further frames of c; done undoes that and reads on. */
+void dynqd__conn_op_start(dynqd_conn_t *c);
+void dynqd__conn_op_done(dynqd_conn_t *c);
 /* Stop reading; answer what is already buffered; close when idle. */
 void dynqd__conn_flush_and_close(dynqd_conn_t *c);
 void dynqd__conn_close(dynqd_conn_t *c);

@@ -255,6 +255,81 @@ START_TEST(test_load_unload_versions) {
 }
 END_TEST
 
+/* [0, id, method, {model[, path]}] or an infer of g_x on model. */
+static void w_admin(dynq__wbuf_t *w, uint32_t id, const char *method, const char *model,
+                    const char *path) {
+  dynq__w_request_head(w, id, method);
+  dynq__w_map(w, path ? 2 : 1);
+  dynq__w_str(w, "model");
+  dynq__w_str(w, model);
+  if (path) {
+    dynq__w_str(w, "path");
+    dynq__w_str(w, path);
+  }
+}
+
+static void w_infer_mlp(dynq__wbuf_t *w, uint32_t id, const char *model) {
+  int64_t dims[2] = {16, 64};
+  dynq__w_request_head(w, id, "infer");
+  dynq__w_map(w, 2);
+  dynq__w_str(w, "model");
+  dynq__w_str(w, model);
+  dynq__w_str(w, "inputs");
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "x");
+  tu_w_f32_tensor(w, 2, dims, g_x);
+}
+
+/* model.load / model.reload open and warm the file off the loop but hold
+ * back the frames after them on their connection: pipelined behind a
+ * load, an infer sees the model it made (it would be ENOMODEL if read
+ * first), a failed load changes nothing.  Another connection is answered
+ * meanwhile.  (Answers may come in any order, as always.) */
+START_TEST(test_pipelined_loads_in_order) {
+  env_t e;
+  if (env_start(&e, NULL) != 0) return;
+  char sub[600], two[600], bad[600];
+  snprintf(sub, sizeof(sub), "%s/sub", e.models);
+  ck_assert_int_eq(mkdir(sub, 0755), 0);
+  snprintf(two, sizeof(two), "%s/sub/two.dynq", e.models);
+  snprintf(bad, sizeof(bad), "%s/sub/bad.dynq", e.models);
+  tu_swap_file(e.a, two, e.models);
+  tu_swap_file(e.bad, bad, e.models);
+
+  tu_rpc_t c, c2;
+  tu_rpc_open(&c, e.d.sock);
+  tu_rpc_open(&c2, e.d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_admin(&w, 1, "model.load", "two", "sub/two.dynq");
+  w_infer_mlp(&w, 2, "two");
+  w_admin(&w, 3, "model.load", "two", "sub/bad.dynq");  /* corrupt: refused */
+  w_infer_mlp(&w, 4, "two@1");                          /* still version 1 */
+  w_admin(&w, 5, "model.reload", "two", NULL);
+  w_infer_mlp(&w, 6, "two@2");
+  tu_rpc_send_wbuf(&c, &w);  /* all six in one write */
+  tu_rpc_ping_ok(&c2, 100);
+
+  for (uint32_t id = 1; id <= 6; id++) {
+    dynq__rpc_msg_t m;
+    char msg[512];
+    int rc = tu_rpc_response(&c, &m, id, msg, sizeof(msg));
+    if (id == 3) {
+      ck_assert_msg(rc != 0, "loading a corrupt file succeeded");
+    } else {
+      ck_assert_msg(rc == 0, "request %u failed: %s", id, msg);
+      if (id == 1 || id == 5)
+        ck_assert_int_eq(tu_obj_int_or(dynq__obj_get(m.result, "version"), -1), id == 1 ? 1 : 2);
+    }
+    dynq__rpc_free(&m);
+  }
+  tu_rpc_ping_ok(&c2, 101);
+  tu_rpc_close(&c2);
+  tu_rpc_close(&c);
+  env_stop(&e);
+}
+END_TEST
+
 START_TEST(test_paths_confined) {
   env_t e;
   if (env_start(&e, NULL) != 0) return;
@@ -367,6 +442,7 @@ static Suite *reload_suite(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_reload_under_load);
   tcase_add_test(tc, test_load_unload_versions);
+  tcase_add_test(tc, test_pipelined_loads_in_order);
   tcase_add_test(tc, test_paths_confined);
   tcase_add_test(tc, test_non_admin_refused);
   suite_add_tcase(s, tc);
