@@ -85,19 +85,7 @@ static void stop(tu_daemon_t *d) {
 static void send_slow(rconn_t *c, uint32_t msgid, int rows, int64_t timeout_ms) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
-  dynq__w_request_head(&w, msgid, "infer");
-  dynq__w_map(&w, timeout_ms >= 0 ? 3 : 2);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, "slow");
-  dynq__w_str(&w, "inputs");
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, "x");
-  int64_t dims[2] = {rows, SLOW_K};
-  w_f32_tensor(&w, 2, dims, g_slow_x);
-  if (timeout_ms >= 0) {
-    dynq__w_str(&w, "timeout_ms");
-    dynq__w_int(&w, timeout_ms);
-  }
+  tu_w_infer_f32(&w, msgid, "slow", "x", rows, SLOW_K, g_slow_x, timeout_ms);
   rc_send_wbuf(c, &w);
 }
 
@@ -106,19 +94,7 @@ static float g_mlp_x[16 * 64];
 static void send_mlp(rconn_t *c, uint32_t msgid, int rows, int64_t timeout_ms) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
-  dynq__w_request_head(&w, msgid, "infer");
-  dynq__w_map(&w, timeout_ms >= 0 ? 3 : 2);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, "mlp");
-  dynq__w_str(&w, "inputs");
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, "x");
-  int64_t dims[2] = {rows, 64};
-  w_f32_tensor(&w, 2, dims, g_mlp_x);
-  if (timeout_ms >= 0) {
-    dynq__w_str(&w, "timeout_ms");
-    dynq__w_int(&w, timeout_ms);
-  }
+  tu_w_infer_f32(&w, msgid, "mlp", "x", rows, 64, g_mlp_x, timeout_ms);
   rc_send_wbuf(c, &w);
 }
 
@@ -597,15 +573,7 @@ static void slow_result(rconn_t *c, uint32_t msgid, int r0, int rows, float *y,
                         int64_t *ret_threads) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
-  dynq__w_request_head(&w, msgid, "infer");
-  dynq__w_map(&w, 2);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, "slow");
-  dynq__w_str(&w, "inputs");
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, "x");
-  int64_t dims[2] = {rows, SLOW_K};
-  w_f32_tensor(&w, 2, dims, g_slow_x + (size_t)r0 * SLOW_K);
+  tu_w_infer_f32(&w, msgid, "slow", "x", rows, SLOW_K, g_slow_x + (size_t)r0 * SLOW_K, -1);
   rc_send_wbuf(c, &w);
   dynq__rpc_msg_t m;
   expect_ok(c, msgid, &m);
@@ -662,15 +630,7 @@ static int64_t mlp_one_by_one(const char *sock, int n, float (*y)[10]) {
   for (int i = 0; i < n; i++) {
     dynq__wbuf_t w;
     dynq__wbuf_init(&w);
-    dynq__w_request_head(&w, (uint32_t)i + 1, "infer");
-    dynq__w_map(&w, 2);
-    dynq__w_str(&w, "model");
-    dynq__w_str(&w, "mlp");
-    dynq__w_str(&w, "inputs");
-    dynq__w_map(&w, 1);
-    dynq__w_str(&w, "x");
-    int64_t dims[2] = {1, 64};
-    w_f32_tensor(&w, 2, dims, g_mlp_x + (size_t)(i % 16) * 64);
+    tu_w_infer_f32(&w, (uint32_t)i + 1, "mlp", "x", 1, 64, g_mlp_x + (size_t)(i % 16) * 64, -1);
     rc_send_wbuf(&c, &w);
     dynq__rpc_msg_t m;
     expect_ok(&c, (uint32_t)i + 1, &m);

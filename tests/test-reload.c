@@ -255,7 +255,7 @@ START_TEST(test_load_unload_versions) {
 }
 END_TEST
 
-/* [0, id, method, {model[, path]}] or an infer of g_x on model. */
+/* [0, id, method, {model[, path]}] */
 static void w_admin(dynq__wbuf_t *w, uint32_t id, const char *method, const char *model,
                     const char *path) {
   dynq__w_request_head(w, id, method);
@@ -268,17 +268,6 @@ static void w_admin(dynq__wbuf_t *w, uint32_t id, const char *method, const char
   }
 }
 
-static void w_infer_mlp(dynq__wbuf_t *w, uint32_t id, const char *model) {
-  int64_t dims[2] = {16, 64};
-  dynq__w_request_head(w, id, "infer");
-  dynq__w_map(w, 2);
-  dynq__w_str(w, "model");
-  dynq__w_str(w, model);
-  dynq__w_str(w, "inputs");
-  dynq__w_map(w, 1);
-  dynq__w_str(w, "x");
-  tu_w_f32_tensor(w, 2, dims, g_x);
-}
 
 /* model.load / model.reload open and warm the file off the loop but hold
  * back the frames after them on their connection: pipelined behind a
@@ -302,11 +291,11 @@ START_TEST(test_pipelined_loads_in_order) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   w_admin(&w, 1, "model.load", "two", "sub/two.dynq");
-  w_infer_mlp(&w, 2, "two");
+  tu_w_infer_f32(&w, 2, "two", "x", 16, 64, g_x, -1);
   w_admin(&w, 3, "model.load", "two", "sub/bad.dynq");  /* corrupt: refused */
-  w_infer_mlp(&w, 4, "two@1");                          /* still version 1 */
+  tu_w_infer_f32(&w, 4, "two@1", "x", 16, 64, g_x, -1);  /* still version 1 */
   w_admin(&w, 5, "model.reload", "two", NULL);
-  w_infer_mlp(&w, 6, "two@2");
+  tu_w_infer_f32(&w, 6, "two@2", "x", 16, 64, g_x, -1);
   tu_rpc_send_wbuf(&c, &w);  /* all six in one write */
   tu_rpc_ping_ok(&c2, 100);
 

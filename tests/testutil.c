@@ -651,6 +651,23 @@ void tu_w_f32_tensor(dynq__wbuf_t *w, int rank, const int64_t *dims, const float
   dynq__w_tensor(w, &t);
 }
 
+void tu_w_infer_f32(dynq__wbuf_t *w, uint32_t msgid, const char *model, const char *input,
+                    int64_t rows, int64_t cols, const float *data, int64_t timeout_ms) {
+  int64_t dims[2] = {rows, cols};
+  dynq__w_request_head(w, msgid, "infer");
+  dynq__w_map(w, timeout_ms >= 0 ? 3 : 2);
+  dynq__w_str(w, "model");
+  dynq__w_str(w, model);
+  dynq__w_str(w, "inputs");
+  dynq__w_map(w, 1);
+  dynq__w_str(w, input);
+  tu_w_f32_tensor(w, 2, dims, data);
+  if (timeout_ms >= 0) {
+    dynq__w_str(w, "timeout_ms");
+    dynq__w_int(w, timeout_ms);
+  }
+}
+
 void tu_w_raw_tensor(dynq__wbuf_t *w, const char *dtype, int rank, const int64_t *dims,
                      const void *data, size_t n) {
   dynq__w_map(w, 3);

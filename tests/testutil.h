@@ -188,6 +188,10 @@ void tu_rpc_ping_ok(tu_rpc_t *c, uint32_t msgid);
 int64_t tu_obj_int_or(dynq__obj_t o, int64_t dflt);
 /* A float32 tensor through the proto writer. */
 void tu_w_f32_tensor(dynq__wbuf_t *w, int rank, const int64_t *dims, const float *data);
+/* [0, msgid, "infer", {model, inputs: {input: float32 [rows, cols]}
+ * [, timeout_ms]}] appended to w; timeout_ms < 0 leaves it out. */
+void tu_w_infer_f32(dynq__wbuf_t *w, uint32_t msgid, const char *model, const char *input,
+                    int64_t rows, int64_t cols, const float *data, int64_t timeout_ms);
 /* {dtype, shape, data} written by hand so tests can lie in any field. */
 void tu_w_raw_tensor(dynq__wbuf_t *w, const char *dtype, int rank, const int64_t *dims,
                      const void *data, size_t n);
