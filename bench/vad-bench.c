@@ -70,25 +70,13 @@ static float *audio;
 static size_t n_chunks;
 
 static int load_wav(const char *path) {
-  dynq__wav_t w = {0};
-  char err[256] = "";
-  int rc = dynq__wav_load(path, &w, err, sizeof err);
-  if (rc != 0 || w.rate != 16000 || w.n < CHUNK) {
-    if (rc != 0)
-      fprintf(stderr, "vad-bench: %s\n", err);
-    else
-      fprintf(stderr, "vad-bench: %s: need a 16 kHz clip of at least one 512-sample chunk\n", path);
-    dynq__wav_free(&w);
+  char err[512] = "";
+  size_t n = 0;
+  if (dynq__wav_load_f32(path, 16000, CHUNK, &audio, &n, err, sizeof err) != 0) {
+    fprintf(stderr, "vad-bench: %s\n", err);
     return -1;
   }
-  audio = malloc(sizeof(float) * w.n);
-  if (!audio) {
-    dynq__wav_free(&w);
-    return -1;
-  }
-  for (size_t i = 0; i < w.n; i++) audio[i] = (float)w.samples[i] / 32768.0f;
-  n_chunks = w.n / CHUNK;
-  dynq__wav_free(&w);
+  n_chunks = n / CHUNK;
   return 0;
 }
 

@@ -684,23 +684,14 @@ static void print_result(const result_t *r, int json) {
 }
 
 static int load_wav(const char *path) {
-  dynq__wav_t w = {0};
-  char err[256] = "";
-  int rc = dynq__wav_load(path, &w, err, sizeof err);
-  if (rc != 0 || w.rate != 16000 || w.n < CHUNK) {
-    if (rc != 0)
-      fprintf(stderr, "vad-load: %s\n", err);
-    else
-      fprintf(stderr, "vad-load: %s: need a 16 kHz clip of at least one 512-sample chunk\n", path);
-    dynq__wav_free(&w);
+  char err[512] = "";
+  size_t n = 0;
+  if (dynq__wav_load_f32(path, 16000, CHUNK, &audio, &n, err, sizeof err) != 0) {
+    fprintf(stderr, "vad-load: %s\n", err);
     return -1;
   }
-  audio = malloc(sizeof(float) * w.n);
-  if (!audio) return -1;
-  for (size_t i = 0; i < w.n; i++) audio[i] = (float)w.samples[i] / 32768.0f;
-  n_chunks = w.n / CHUNK;
+  n_chunks = n / CHUNK;
   memcpy(zero_ctx + CONTEXT, audio, sizeof(float) * CHUNK);
-  dynq__wav_free(&w);
   return 0;
 }
 

@@ -63,6 +63,11 @@ void dynq__wav_free(dynq__wav_t *w);
 /* Read the file at path (at most 2 GiB + 1 MiB) and parse it as above;
  * also -errno from open/read, with err naming the file. */
 int dynq__wav_load(const char *path, dynq__wav_t *ret, char *err, size_t errlen);
+/* dynq__wav_load, then the samples as floats (int16 / 32768) into a
+ * malloc'd *ret (n in *ret_n); the clip must be at `rate` Hz and hold at
+ * least min_n samples, else DYNQ_EFORMAT with err saying which. */
+int dynq__wav_load_f32(const char *path, uint32_t rate, size_t min_n, float **ret,
+                       size_t *ret_n, char *err, size_t errlen);
 
 /* Stats as Prometheus text exposition format (HELP/TYPE lines, metric
  * names dynq_*), and as the human table of `dynqctl stats`. */

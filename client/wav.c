@@ -226,3 +226,21 @@ int dynq__wav_load(const char *path, dynq__wav_t *ret, char *err, size_t errlen)
   free(buf);
   return rc;
 }
+
+int dynq__wav_load_f32(const char *path, uint32_t rate, size_t min_n, float **ret,
+                       size_t *ret_n, char *err, size_t errlen) {
+  dynq__wav_t w;
+  int rc = dynq__wav_load(path, &w, err, errlen);
+  if (rc != 0) return rc;
+  if (w.rate != rate || w.n < min_n) {
+    rc = fail(err, errlen, DYNQ_EFORMAT, "%s: %u Hz, %zu samples; need %u Hz and at least %zu",
+              path, (unsigned)w.rate, w.n, (unsigned)rate, min_n);
+  } else if ((*ret = malloc(sizeof(float) * (w.n ? w.n : 1))) == NULL) {
+    rc = fail(err, errlen, -ENOMEM, "%s: out of memory", path);
+  } else {
+    for (size_t i = 0; i < w.n; i++) (*ret)[i] = (float)w.samples[i] / 32768.0f;
+    *ret_n = w.n;
+  }
+  dynq__wav_free(&w);
+  return rc;
+}

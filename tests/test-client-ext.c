@@ -196,6 +196,20 @@ START_TEST(wav_load_files) {
   snprintf(path, sizeof(path), "%s/junk.wav", dir);
   ck_assert_int_eq(tu_write_file(path, "not a wav file at all", 21), 0);
   ck_assert_int_eq(dynq__wav_load(path, &w, err, sizeof(err)), DYNQ_EFORMAT);
+  /* dynq__wav_load_f32: int16 / 32768; a wrong rate or a short clip is
+   * refused naming both, a bad file as dynq__wav_load refuses it */
+  float *f = NULL;
+  size_t fn = 0;
+  ck_assert_int_eq(dynq__wav_load_f32(path, 16000, 1, &f, &fn, err, sizeof(err)), DYNQ_EFORMAT);
+  snprintf(path, sizeof(path), "%s/ok.wav", dir);
+  ck_assert_msg(dynq__wav_load_f32(path, 16000, 5, &f, &fn, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(fn, 5);
+  for (size_t i = 0; i < 5; i++) ck_assert(f[i] == (float)samples5[i] / 32768.0f);
+  free(f);
+  ck_assert_int_eq(dynq__wav_load_f32(path, 8000, 5, &f, &fn, err, sizeof(err)), DYNQ_EFORMAT);
+  ck_assert_msg(strstr(err, "16000 Hz") && strstr(err, "need 8000 Hz"), "%s", err);
+  ck_assert_int_eq(dynq__wav_load_f32(path, 16000, 6, &f, &fn, err, sizeof(err)), DYNQ_EFORMAT);
+  ck_assert_msg(strstr(err, "5 samples") && strstr(err, "at least 6"), "%s", err);
   tu_rmtree(dir);
   free(dir);
 }
