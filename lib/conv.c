@@ -319,7 +319,7 @@ int dynq__conv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
    * path keeps the literal conv. */
   const int64_t E = dynq__node_attr_i(c->node, "sym_split", -1);
   if (E >= 0 && E <= g.M && c->precision != DYNQ_PRECISION_FP32 && g.sr == 1 && g.G == 1 &&
-      g.Cg == 1 && g.dw == 1 && g.kw == w->dims[2]) {
+      g.Cg == 1 && g.dw == 1) {
     dynq__conv_sym_t sg = {g.N, g.iw, g.M, g.kw, E, g.sw, g.pw, g.ow};
     rc = dynq__conv_sym_f32(&sg, x->data, w->data, b ? b->data : NULL, out->data);
     if (rc != 0) rc = dynq__op_fail(c, rc, "out of memory");
