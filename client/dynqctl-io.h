@@ -31,6 +31,14 @@
 int dynq__npy_parse(const void *buf, size_t len, dynq_tensor_t *ret,
                     char *err, size_t errlen);
 
+/* The .npy (format 1.0) preamble and header for t, padded so the data
+ * starts 64-aligned, into buf[0, cap): its length, or DYNQ_EDTYPE /
+ * DYNQ_ESHAPE / DYNQ_ELIMIT (cap too small; DYNQ__NPY_HEADER_MAX always
+ * suffices). */
+#define DYNQ__NPY_HEADER_MAX 576
+int dynq__npy_header(const dynq_tensor_t *t, uint8_t *buf, size_t cap, char *err,
+                     size_t errlen);
+
 /* Write t as a .npy (format 1.0) file at path.  0 or -errno/DYNQ_EDTYPE. */
 int dynq__npy_write(const char *path, const dynq_tensor_t *t, char *err,
                     size_t errlen);

@@ -245,13 +245,12 @@ int dynq__npy_parse(const void *buf, size_t len, dynq_tensor_t *ret,
   return 0;
 }
 
-int dynq__npy_write(const char *path, const dynq_tensor_t *t, char *err,
-                    size_t errlen) {
+int dynq__npy_header(const dynq_tensor_t *t, uint8_t *buf, size_t cap, char *err,
+                     size_t errlen) {
   const char *descr = NULL;
   char hdr[512];
-  int n, r;
+  int n;
   size_t total;
-  FILE *f;
 
   for (size_t i = 0; i < sizeof(npy_dtypes) / sizeof(npy_dtypes[0]); i++)
     if (npy_dtypes[i].dtype == t->dtype && descr == NULL) descr = npy_dtypes[i].descr;
@@ -274,20 +273,27 @@ int dynq__npy_write(const char *path, const dynq_tensor_t *t, char *err,
     total++;
   }
   hdr[n++] = '\n';
+  if (cap < total) return fail(err, errlen, DYNQ_ELIMIT, "npy: header needs %zu bytes", total);
+  memcpy(buf, npy_magic, 6);
+  buf[6] = 1;
+  buf[7] = 0;
+  buf[8] = (uint8_t)(n & 0xff);
+  buf[9] = (uint8_t)(n >> 8);
+  memcpy(buf + 10, hdr, (size_t)n);
+  return (int)total;
+}
 
+int dynq__npy_write(const char *path, const dynq_tensor_t *t, char *err,
+                    size_t errlen) {
+  uint8_t hdr[DYNQ__NPY_HEADER_MAX];
+  int n = dynq__npy_header(t, hdr, sizeof(hdr), err, errlen), r;
+  FILE *f;
+
+  if (n < 0) return n;
   f = fopen(path, "wb");
   if (f == NULL) {
     r = -errno;
     return fail(err, errlen, r, "cannot create %s: %s", path, strerror(-r));
-  }
-  {
-    uint8_t pre[10];
-    memcpy(pre, npy_magic, 6);
-    pre[6] = 1;
-    pre[7] = 0;
-    pre[8] = (uint8_t)(n & 0xff);
-    pre[9] = (uint8_t)(n >> 8);
-    fwrite(pre, 1, sizeof(pre), f);
   }
   fwrite(hdr, 1, (size_t)n, f);
   if (t->nbytes) fwrite(t->data, 1, t->nbytes, f);
