@@ -1357,6 +1357,308 @@ START_TEST(test_rpc_error_decode) {
 }
 END_TEST
 
+
+/* ---- self-counting containers ---- */
+
+START_TEST(test_w_selfcount_equals_hand) {
+  /* Small maps come out byte for byte as the hand-counted header gives. */
+  dynq__wbuf_t a, b;
+  dynq__wbuf_init(&a);
+  dynq__wbuf_init(&b);
+  dynq__w_map(&a, 3);
+  dynq__w_str(&a, "model");
+  dynq__w_str(&a, "mlp");
+  dynq__w_str(&a, "shape");
+  dynq__w_array(&a, 2);
+  dynq__w_int(&a, 1);
+  dynq__w_int(&a, -5);
+  dynq__w_str(&a, "inner");
+  dynq__w_map(&a, 1);
+  dynq__w_str(&a, "x");
+  dynq__w_nil(&a);
+
+  dynq__w_map_begin(&b);
+  dynq__w_key(&b, "model");
+  dynq__w_str(&b, "mlp");
+  dynq__w_key(&b, "shape");
+  dynq__w_array_begin(&b);
+  dynq__w_int(&b, 1);
+  dynq__w_int(&b, -5);
+  dynq__w_array_end(&b);
+  dynq__w_key(&b, "inner");
+  dynq__w_map_begin(&b);
+  dynq__w_key(&b, "x");
+  dynq__w_nil(&b);
+  dynq__w_map_end(&b);
+  dynq__w_map_end(&b);
+  ck_assert_int_eq(dynq__wbuf_status(&b), 0);
+  ck_assert_uint_eq(a.len, b.len);
+  ck_assert_mem_eq(a.data, b.data, a.len);
+  dynq__wbuf_free(&a);
+  dynq__wbuf_free(&b);
+}
+END_TEST
+
+START_TEST(test_w_selfcount_sizes) {
+  /* 0, 15, 16, 70000 entries: fixmap, map16, map32 headers; a body over
+   * 64 KiB keeps its 5-byte header; all decode to the right counts. */
+  static const uint32_t counts[] = {0, 15, 16, 70000};
+  for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+    for (int map = 0; map <= 1; map++) {
+      dynq__wbuf_t w;
+      dynq__wbuf_init(&w);
+      dynq__w_request_head(&w, 7, "m");
+      if (map) dynq__w_map_begin(&w);
+      else dynq__w_array_begin(&w);
+      for (uint32_t i = 0; i < counts[k]; i++) {
+        if (map) dynq__w_uint(&w, i);
+        dynq__w_uint(&w, i);
+      }
+      if (map) dynq__w_map_end(&w);
+      else dynq__w_array_end(&w);
+      ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+      size_t n;
+      dynq__scan_limits_t l = mklim(1 << 24, 8, 1 << 20);
+      ck_assert_int_eq(dynq__mp_scan(w.data, w.len, &l, &n), 0);
+      ck_assert_uint_eq(n, w.len);
+      dynq__rpc_msg_t m;
+      char err[128];
+      /* params [x] with one map unwraps, so look at a bare array too */
+      ck_assert_int_eq(dynq__rpc_parse(w.data, w.len, &m, NULL, err, sizeof err), 0);
+      if (map) {
+        ck_assert_int_eq(dynq__obj_kind(m.params), DYNQ_OBJ_MAP);
+        ck_assert_uint_eq(dynq__obj_len(m.params), counts[k]);
+      } else if (counts[k] > 0) {
+        ck_assert_int_eq(dynq__obj_kind(m.params), DYNQ_OBJ_ARRAY);
+        ck_assert_uint_eq(dynq__obj_len(m.params), counts[k]);
+      }
+      dynq__rpc_free(&m);
+      dynq__wbuf_free(&w);
+    }
+  }
+}
+END_TEST
+
+START_TEST(test_w_selfcount_nested_tensor) {
+  /* A tensor (fixed 3-entry map with a fixed shape array) inside nested
+   * self-counting maps is counted as one value. */
+  float x[4] = {1, 2, 3, 4};
+  dynq__tensor_t t;
+  memset(&t, 0, sizeof t);
+  t.dtype = DYNQ_DT_F32;
+  t.rank = 2;
+  t.dims[0] = 2;
+  t.dims[1] = 2;
+  t.data = x;
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 1, "infer");
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "inputs");
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "x");
+  dynq__w_tensor(&w, &t);
+  dynq__w_key(&w, "y");
+  dynq__w_tensor(&w, &t);
+  dynq__w_map_end(&w);
+  dynq__w_key(&w, "model");
+  dynq__w_str(&w, "mlp");
+  dynq__w_map_end(&w);
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  dynq__rpc_msg_t m;
+  char err[128];
+  ck_assert_int_eq(dynq__rpc_parse(w.data, w.len, &m, NULL, err, sizeof err), 0);
+  ck_assert_uint_eq(dynq__obj_len(m.params), 2);
+  ck_assert_uint_eq(dynq__obj_len(dynq__obj_get(m.params, "inputs")), 2);
+  const char *s;
+  size_t n;
+  ck_assert_int_eq(dynq__obj_str(dynq__obj_get(m.params, "model"), &s, &n), 0);
+  ck_assert_uint_eq(n, 3);
+  dynq__tensor_t back;
+  ck_assert_int_eq(dynq__obj_tensor(dynq__obj_get(dynq__obj_get(m.params, "inputs"), "y"),
+                                    NULL, &back, err, sizeof err), 0);
+  ck_assert_mem_eq(back.data, x, sizeof x);
+  dynq__tensor_clear(&back);
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+START_TEST(test_w_selfcount_mismatch) {
+  dynq__wbuf_t w;
+  /* _end with nothing open */
+  dynq__wbuf_init(&w);
+  dynq__w_map_end(&w);
+  ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+  /* a key without its value */
+  dynq__wbuf_init(&w);
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "k");
+  dynq__w_map_end(&w);
+  ck_assert_int_eq(dynq__wbuf_status(&w), DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+  /* the other kind */
+  dynq__wbuf_init(&w);
+  dynq__w_map_begin(&w);
+  dynq__w_array_end(&w);
+  ck_assert_int_eq(dynq__wbuf_status(&w), DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+  /* a fixed container left short inside */
+  dynq__wbuf_init(&w);
+  dynq__w_array_begin(&w);
+  dynq__w_array(&w, 2);
+  dynq__w_int(&w, 1);
+  dynq__w_array_end(&w);
+  ck_assert_int_eq(dynq__wbuf_status(&w), DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+  /* still open when the caller would send */
+  dynq__wbuf_init(&w);
+  dynq__w_map_begin(&w);
+  ck_assert_int_eq(w.err, 0);
+  ck_assert_int_eq(dynq__wbuf_status(&w), DYNQ_EINTERNAL);
+  dynq__wbuf_reset(&w);
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  dynq__wbuf_free(&w);
+  /* deeper than the writer tracks */
+  dynq__wbuf_init(&w);
+  for (int i = 0; i < DYNQ__WBUF_NEST + 1; i++) dynq__w_array_begin(&w);
+  ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+  /* exactly full fixed containers close themselves */
+  dynq__wbuf_init(&w);
+  dynq__w_array_begin(&w);
+  dynq__w_map(&w, 0);
+  dynq__w_array(&w, 1);
+  dynq__w_array(&w, 1);
+  dynq__w_nil(&w);
+  dynq__w_int(&w, 3);
+  dynq__w_array_end(&w);
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  static const uint8_t want[] = {0x93, 0x80, 0x91, 0x91, 0xc0, 0x03};
+  ck_assert_uint_eq(w.len, sizeof want);
+  ck_assert_mem_eq(w.data, want, sizeof want);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* ---- framer ---- */
+
+/* n small requests back to back; their total length. */
+static void w_requests(dynq__wbuf_t *w, int n) {
+  for (int i = 0; i < n; i++) {
+    dynq__w_request_head(w, (uint32_t)i + 1, "ping");
+    dynq__w_map_begin(w);
+    dynq__w_key(w, "i");
+    dynq__w_int(w, i);
+    dynq__w_map_end(w);
+  }
+  ck_assert_int_eq(dynq__wbuf_status(w), 0);
+}
+
+static void expect_frames(dynq__framer_t *f, int *next_id) {
+  const uint8_t *p;
+  size_t n;
+  int rc;
+  while ((rc = dynq__framer_next(f, &p, &n)) == 1) {
+    dynq__rpc_msg_t m;
+    char err[128];
+    ck_assert_int_eq(dynq__rpc_parse(p, n, &m, NULL, err, sizeof err), 0);
+    ck_assert_uint_eq(m.msgid, (uint32_t)*next_id);
+    (*next_id)++;
+    dynq__rpc_free(&m);
+  }
+  ck_assert_int_eq(rc, 0);
+}
+
+START_TEST(test_framer_many_and_partial) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_requests(&w, 50);
+  /* all at once */
+  dynq__framer_t f;
+  dynq__framer_init(&f, NULL);
+  int id = 1;
+  ck_assert_int_eq(dynq__framer_push(&f, w.data, w.len), 0);
+  expect_frames(&f, &id);
+  ck_assert_int_eq(id, 51);
+  ck_assert_uint_eq(dynq__framer_pending(&f), 0);
+  /* one byte at a time, through _space/_commit */
+  id = 1;
+  for (size_t i = 0; i < w.len; i++) {
+    uint8_t *dst;
+    size_t room;
+    ck_assert_int_eq(dynq__framer_space(&f, 1, &dst, &room), 0);
+    ck_assert_uint_ge(room, 1);
+    *dst = w.data[i];
+    dynq__framer_commit(&f, 1);
+    expect_frames(&f, &id);
+  }
+  ck_assert_int_eq(id, 51);
+  /* odd chunks that split frames anywhere */
+  id = 1;
+  for (size_t i = 0; i < w.len; i += 7) {
+    size_t n = w.len - i < 7 ? w.len - i : 7;
+    ck_assert_int_eq(dynq__framer_push(&f, w.data + i, n), 0);
+    expect_frames(&f, &id);
+  }
+  ck_assert_int_eq(id, 51);
+  /* discard drops a half frame */
+  ck_assert_int_eq(dynq__framer_push(&f, w.data, 3), 0);
+  ck_assert_uint_eq(dynq__framer_pending(&f), 3);
+  dynq__framer_discard(&f);
+  ck_assert_uint_eq(dynq__framer_pending(&f), 0);
+  id = 1;
+  ck_assert_int_eq(dynq__framer_push(&f, w.data, w.len), 0);
+  expect_frames(&f, &id);
+  ck_assert_int_eq(id, 51);
+  dynq__framer_free(&f);
+  dynq__framer_free(&f);  /* twice is harmless */
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+START_TEST(test_framer_refusals) {
+  const uint8_t *p;
+  size_t n;
+  dynq__framer_t f;
+  /* a byte that is not msgpack: error, and it sticks */
+  dynq__framer_init(&f, NULL);
+  static const uint8_t bad[] = {0x91, 0xc1};
+  ck_assert_int_eq(dynq__framer_push(&f, bad, sizeof bad), 0);
+  ck_assert_int_eq(dynq__framer_next(&f, &p, &n), DYNQ_EPROTO);
+  ck_assert_int_eq(dynq__framer_next(&f, &p, &n), DYNQ_EPROTO);
+  ck_assert_int_eq(dynq__framer_push(&f, bad, 1), DYNQ_EPROTO);
+  uint8_t *dst;
+  ck_assert_int_eq(dynq__framer_space(&f, 1, &dst, &n), DYNQ_EPROTO);
+  dynq__framer_free(&f);
+  /* a bin header declaring more than max_frame: refused from its header,
+   * before the payload arrives */
+  dynq__scan_limits_t l = mklim(1000, 8, 100);
+  dynq__framer_init(&f, &l);
+  static const uint8_t big[] = {0xc6, 0x00, 0x01, 0x00, 0x00};
+  ck_assert_int_eq(dynq__framer_push(&f, big, sizeof big), 0);
+  ck_assert_int_eq(dynq__framer_next(&f, &p, &n), DYNQ_ETOOBIG);
+  dynq__framer_free(&f);
+  /* the buffer stays within max_frame plus one read while a frame fills */
+  dynq__framer_init(&f, &l);
+  static const uint8_t bin900[] = {0xc5, 0x03, 0x84};
+  ck_assert_int_eq(dynq__framer_push(&f, bin900, sizeof bin900), 0);
+  for (int i = 0; i < 899; i++) {
+    uint8_t z = 0;
+    ck_assert_int_eq(dynq__framer_push(&f, &z, 1), 0);
+    ck_assert_int_eq(dynq__framer_next(&f, &p, &n), 0);
+  }
+  ck_assert_uint_le(f.cap, 1000 + sizeof bin900);
+  uint8_t z = 0;
+  ck_assert_int_eq(dynq__framer_push(&f, &z, 1), 0);
+  ck_assert_int_eq(dynq__framer_next(&f, &p, &n), 1);
+  ck_assert_uint_eq(n, 903);
+  ck_assert_int_eq(dynq__framer_next(&f, &p, &n), 0);
+  dynq__framer_free(&f);
+}
+END_TEST
+
 static Suite *proto_suite(void) {
   Suite *s = suite_create("proto");
   TCase *tc = tcase_create("scan");
@@ -1377,6 +1679,12 @@ static Suite *proto_suite(void) {
   tc = tcase_create("writer");
   tcase_add_test(tc, test_wbuf_basics);
   tcase_add_test(tc, test_w_tensor_invalid);
+  tcase_add_test(tc, test_w_selfcount_equals_hand);
+  tcase_add_test(tc, test_w_selfcount_sizes);
+  tcase_add_test(tc, test_w_selfcount_nested_tensor);
+  tcase_add_test(tc, test_w_selfcount_mismatch);
+  tcase_add_test(tc, test_framer_many_and_partial);
+  tcase_add_test(tc, test_framer_refusals);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("reader");

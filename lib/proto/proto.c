@@ -35,6 +35,7 @@ void dynq__wbuf_init(dynq__wbuf_t *w) {
   w->len = 0;
   w->cap = 0;
   w->err = 0;
+  w->depth = 0;
 }
 
 void dynq__wbuf_free(dynq__wbuf_t *w) {
@@ -46,6 +47,12 @@ void dynq__wbuf_free(dynq__wbuf_t *w) {
 void dynq__wbuf_reset(dynq__wbuf_t *w) {
   w->len = 0;
   w->err = 0;
+  w->depth = 0;
+}
+
+int dynq__wbuf_status(const dynq__wbuf_t *w) {
+  if (w->err) return w->err;
+  return w->depth != 0 ? DYNQ_EINTERNAL : 0;
 }
 
 uint8_t *dynq__wbuf_steal(dynq__wbuf_t *w, size_t *ret_len) {
@@ -86,6 +93,118 @@ static int packer_write(void *data, const char *buf, size_t len) {
   msgpack_packer pk;    \
   msgpack_packer_init(&pk, (w), packer_write)
 
+/* ---- container tracking for the self-counting _begin/_end ----
+ *
+ * Only done inside a _begin (depth > 0), so plain writers pay one test.
+ * open[depth - 1] is the innermost open container: a self-counting one
+ * counts the objects written into it, a fixed one counts down the objects
+ * still due and is dropped when the last one starts (a container is one
+ * object of its parent, noted when its header is written). */
+
+static void poison(dynq__wbuf_t *w) {
+  if (!w->err) w->err = DYNQ_EINTERNAL;
+}
+
+static void note_item(dynq__wbuf_t *w) {
+  if (w->depth == 0) return;
+  dynq__wopen_t *o = &w->open[w->depth - 1];
+  if (o->at != SIZE_MAX)
+    o->n++;
+  else if (--o->n == 0)
+    w->depth--;
+}
+
+static void push_open(dynq__wbuf_t *w, size_t at, uint64_t n, int map) {
+  if (w->depth >= DYNQ__WBUF_NEST) {
+    poison(w);
+    return;
+  }
+  w->open[w->depth].at = at;
+  w->open[w->depth].n = n;
+  w->open[w->depth].map = map;
+  w->depth++;
+}
+
+/* A fixed-count container header was written: track it when inside a
+ * self-counting one. */
+static void fixed_open(dynq__wbuf_t *w, uint32_t n, int map) {
+  if (w->depth > 0 && n > 0) push_open(w, SIZE_MAX, map ? 2 * (uint64_t)n : n, map);
+}
+
+/* Shortest header bytes for a map/array of n items into h; its length. */
+static size_t container_header(uint8_t *h, uint32_t n, int map) {
+  if (n < 16) {
+    h[0] = (uint8_t)((map ? 0x80 : 0x90) | n);
+    return 1;
+  }
+  if (n <= 0xffff) {
+    h[0] = map ? 0xde : 0xdc;
+    h[1] = (uint8_t)(n >> 8);
+    h[2] = (uint8_t)n;
+    return 3;
+  }
+  h[0] = map ? 0xdf : 0xdd;
+  h[1] = (uint8_t)(n >> 24);
+  h[2] = (uint8_t)(n >> 16);
+  h[3] = (uint8_t)(n >> 8);
+  h[4] = (uint8_t)n;
+  return 5;
+}
+
+/* Bodies up to this size are moved to sit behind the shortest header, so
+ * small replies are byte for byte what a hand-counted header gives; larger
+ * ones (tensor payloads) keep the 5-byte header rather than be copied. */
+#define COMPACT_MAX ((size_t)64 << 10)
+
+static void begin(dynq__wbuf_t *w, int map) {
+  static const uint8_t hdr32[2][5] = {{0xdd, 0, 0, 0, 0}, {0xdf, 0, 0, 0, 0}};
+  note_item(w);
+  size_t at = w->len;
+  if (wbuf_append(w, hdr32[map], 5) < 0) at = 0;  /* err is sticky now */
+  push_open(w, at, 0, map);
+}
+
+static void end(dynq__wbuf_t *w, int map) {
+  if (w->depth == 0) {
+    poison(w);
+    return;
+  }
+  dynq__wopen_t o = w->open[w->depth - 1];
+  if (o.at == SIZE_MAX || o.map != map || (map && o.n % 2 != 0)) {
+    /* an unfinished fixed container, the other kind, or a key without
+     * its value: give up on this buffer */
+    poison(w);
+    return;
+  }
+  w->depth--;
+  uint64_t items = map ? o.n / 2 : o.n;
+  if (items > UINT32_MAX) {
+    if (!w->err) w->err = DYNQ_ETOOBIG;
+    return;
+  }
+  if (w->err) return;
+  uint8_t h[5];
+  size_t hl = container_header(h, (uint32_t)items, map);
+  size_t body = w->len - o.at - 5;
+  if (hl < 5 && body <= COMPACT_MAX) {
+    memmove(w->data + o.at + hl, w->data + o.at + 5, body);
+    memcpy(w->data + o.at, h, hl);
+    w->len -= 5 - hl;
+  } else {
+    h[0] = map ? 0xdf : 0xdd;
+    h[1] = (uint8_t)(items >> 24);
+    h[2] = (uint8_t)(items >> 16);
+    h[3] = (uint8_t)(items >> 8);
+    h[4] = (uint8_t)items;
+    memcpy(w->data + o.at, h, 5);
+  }
+}
+
+void dynq__w_map_begin(dynq__wbuf_t *w) { begin(w, 1); }
+void dynq__w_map_end(dynq__wbuf_t *w) { end(w, 1); }
+void dynq__w_array_begin(dynq__wbuf_t *w) { begin(w, 0); }
+void dynq__w_array_end(dynq__wbuf_t *w) { end(w, 0); }
+
 /* msgpack lengths are 32-bit; longer data cannot be encoded at all. */
 static int too_long(dynq__wbuf_t *w, size_t n) {
   if (n <= UINT32_MAX) return 0;
@@ -95,27 +214,32 @@ static int too_long(dynq__wbuf_t *w, size_t n) {
 
 void dynq__w_nil(dynq__wbuf_t *w) {
   PACKER(pk, w);
+  note_item(w);
   msgpack_pack_nil(&pk);
 }
 
 void dynq__w_bool(dynq__wbuf_t *w, int v) {
   PACKER(pk, w);
+  note_item(w);
   if (v) msgpack_pack_true(&pk);
   else msgpack_pack_false(&pk);
 }
 
 void dynq__w_int(dynq__wbuf_t *w, int64_t v) {
   PACKER(pk, w);
+  note_item(w);
   msgpack_pack_int64(&pk, v);
 }
 
 void dynq__w_uint(dynq__wbuf_t *w, uint64_t v) {
   PACKER(pk, w);
+  note_item(w);
   msgpack_pack_uint64(&pk, v);
 }
 
 void dynq__w_double(dynq__wbuf_t *w, double v) {
   PACKER(pk, w);
+  note_item(w);
   msgpack_pack_double(&pk, v);
 }
 
@@ -124,26 +248,34 @@ void dynq__w_str(dynq__wbuf_t *w, const char *s) {
   else dynq__w_strn(w, s, strlen(s));
 }
 
+void dynq__w_key(dynq__wbuf_t *w, const char *key) { dynq__w_str(w, key); }
+
 void dynq__w_strn(dynq__wbuf_t *w, const char *s, size_t n) {
   PACKER(pk, w);
+  note_item(w);
   if (too_long(w, n)) return;
   if (msgpack_pack_str(&pk, n) == 0 && n > 0) msgpack_pack_str_body(&pk, s, n);
 }
 
 void dynq__w_bin(dynq__wbuf_t *w, const void *p, size_t n) {
   PACKER(pk, w);
+  note_item(w);
   if (too_long(w, n)) return;
   if (msgpack_pack_bin(&pk, n) == 0 && n > 0) msgpack_pack_bin_body(&pk, p, n);
 }
 
 void dynq__w_array(dynq__wbuf_t *w, uint32_t n) {
   PACKER(pk, w);
+  note_item(w);
   msgpack_pack_array(&pk, n);
+  fixed_open(w, n, 0);
 }
 
 void dynq__w_map(dynq__wbuf_t *w, uint32_t n) {
   PACKER(pk, w);
+  note_item(w);
   msgpack_pack_map(&pk, n);
+  fixed_open(w, n, 1);
 }
 
 void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t) {

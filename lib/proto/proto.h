@@ -54,12 +54,74 @@ extern const dynq__scan_limits_t dynq__scan_limits_default;
 int dynq__mp_scan(const uint8_t *buf, size_t len,
                   const dynq__scan_limits_t *lim, size_t *ret_len);
 
+/* ---- 1b. framer: a byte stream in, complete scanned frames out ----
+ *
+ * Owns the read buffer of one stream.  The owner reads into
+ * dynq__framer_space() (or copies in with dynq__framer_push), commits what
+ * arrived, then takes frames with dynq__framer_next() until it says "need
+ * more": partial frames wait for their bytes, many frames per read come out
+ * one by one.  Every frame passed dynq__mp_scan with the framer's limits,
+ * so the buffer never grows beyond max_frame plus one read.
+ *
+ * A frame handed out stays valid until the next call to _next, _space,
+ * _push, _discard or _free (it is consumed by the next _next).  An error
+ * is sticky: the stream cannot be resynchronised after a frame that could
+ * not be delimited.
+ */
+typedef struct dynq__framer {
+  uint8_t *buf;          /* owned; malloc'd; freed by dynq__framer_free */
+  size_t cap;
+  size_t off, len;       /* buf[off .. len) holds bytes not handed out */
+  size_t frame_len;      /* the frame at buf[off - frame_len] handed out
+                            last, consumed lazily */
+  size_t keep;           /* capacity kept across an empty buffer */
+  dynq__scan_limits_t lim;
+  int err;               /* sticky: first scanner/allocation error */
+} dynq__framer_t;
+
+/* lim NULL: dynq__scan_limits_default. */
+void dynq__framer_init(dynq__framer_t *f, const dynq__scan_limits_t *lim);
+void dynq__framer_free(dynq__framer_t *f);
+/* Room for at least min bytes at *ret_p (*ret_n >= min, and never more than
+ * the current frame may still need plus min): 0 or -ENOMEM / the sticky
+ * error.  Moves pending bytes to the front when that makes room. */
+int dynq__framer_space(dynq__framer_t *f, size_t min, uint8_t **ret_p, size_t *ret_n);
+/* n bytes were written at the pointer _space returned. */
+void dynq__framer_commit(dynq__framer_t *f, size_t n);
+/* Copy n bytes in: 0 or -ENOMEM / the sticky error. */
+int dynq__framer_push(dynq__framer_t *f, const void *p, size_t n);
+/* 1 and the next whole frame, 0 when more bytes are needed, or a negative
+ * code from dynq__mp_scan (DYNQ_ETOOBIG, DYNQ_EDEPTH, DYNQ_ELIMIT,
+ * DYNQ_EPROTO), which sticks. */
+int dynq__framer_next(dynq__framer_t *f, const uint8_t **ret_frame, size_t *ret_len);
+/* Bytes received and not yet handed out as frames. */
+size_t dynq__framer_pending(const dynq__framer_t *f);
+/* Drop every byte not handed out yet (the rest of a stream being closed);
+ * the sticky error stays. */
+void dynq__framer_discard(dynq__framer_t *f);
+
 /* ---- 2. writer ---- */
+
+/* Containers open in a writer: a self-counting one (dynq__w_map_begin)
+ * and every fixed-count one written inside it, so the writer knows which
+ * object is an item of which container.  Deeper than msgpack's own limit
+ * (32) is a caller bug: the buffer is poisoned with DYNQ_EINTERNAL. */
+#define DYNQ__WBUF_NEST 32
+
+typedef struct dynq__wopen {
+  size_t at;         /* self-counting: offset of its 5-byte header;
+                        SIZE_MAX for a fixed-count container */
+  uint64_t n;        /* self-counting: objects written into it so far;
+                        fixed: objects still due */
+  int map;           /* map (items are keys and values) or array */
+} dynq__wopen_t;
 
 typedef struct dynq__wbuf {
   uint8_t *data;    /* owned; malloc'd; freed by dynq__wbuf_free */
   size_t len, cap;
   int err;          /* sticky: first -ENOMEM; writes after it are no-ops */
+  int depth;        /* open[0 .. depth): 0 unless inside a _begin */
+  dynq__wopen_t open[DYNQ__WBUF_NEST];
 } dynq__wbuf_t;
 
 void dynq__wbuf_init(dynq__wbuf_t *w);
@@ -78,6 +140,33 @@ void dynq__w_strn(dynq__wbuf_t *w, const char *s, size_t n);
 void dynq__w_bin(dynq__wbuf_t *w, const void *p, size_t n);
 void dynq__w_array(dynq__wbuf_t *w, uint32_t n);
 void dynq__w_map(dynq__wbuf_t *w, uint32_t n);
+
+/*
+ * Self-counting containers: _begin writes a header whose count is patched
+ * by the matching _end, so no caller counts its fields by hand:
+ *
+ *   dynq__w_map_begin(w);
+ *   dynq__w_key(w, "model"); dynq__w_str(w, name);
+ *   if (ver > 0) { dynq__w_key(w, "version"); dynq__w_uint(w, ver); }
+ *   dynq__w_map_end(w);
+ *
+ * Any writer call inside (nested _begin/_end pairs, dynq__w_map(n) with its
+ * n entries, dynq__w_tensor, ...) counts as the objects it writes.  _end
+ * closes the innermost _begin; a mismatch (unclosed fixed container, odd
+ * number of objects in a map, _end of the other kind or with nothing open)
+ * poisons the buffer with DYNQ_EINTERNAL rather than emit a corrupt frame.
+ * The header takes the shortest encoding when the body is small (so the
+ * bytes equal a hand-counted dynq__w_map), else stays map32/array32.
+ */
+void dynq__w_map_begin(dynq__wbuf_t *w);
+void dynq__w_map_end(dynq__wbuf_t *w);
+void dynq__w_array_begin(dynq__wbuf_t *w);
+void dynq__w_array_end(dynq__wbuf_t *w);
+/* A map key: the same bytes as dynq__w_str, named for readability. */
+void dynq__w_key(dynq__wbuf_t *w, const char *key);
+/* w->err, or DYNQ_EINTERNAL when a _begin is still open: check before
+ * sending w. */
+int dynq__wbuf_status(const dynq__wbuf_t *w);
 /* {"dtype": "float32", "shape": [...], "data": bin} (3 entries) */
 void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t);
 /* [0, msgid, method] — caller then writes exactly one params object */
