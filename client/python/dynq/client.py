@@ -1,0 +1,573 @@
+"""dynq.Client: one connection to dynqd, safe to share between threads.
+
+Requests are msgpack-RPC frames ``[0, msgid, method, params]``; answers
+``[1, msgid, error, result]`` may come back in any order.  Any number of
+calls may be in flight on one connection: ``submit()``/``send()`` return a
+Pending at once, and ``Pending.result()`` waits for that msgid's answer.
+
+No reader thread: the first caller that waits becomes the reader, files
+every answer it reads under its msgid and wakes the callers they belong to;
+when its own answer is in it hands the reading over to a caller still
+waiting.  A lone caller therefore reads its answer itself, with no thread
+hand-off on the way (a hand-off costs more than a small request).
+"""
+import array
+import itertools
+import os
+import socket
+import threading
+import time
+
+import msgpack
+
+from . import _errors
+from ._errbase import ConnectError, DynqError
+from ._errors import ECLOSED, EPARAMS, EPROTO, ETIMEDOUT, ETOOBIG
+from ._tensor import as_input, decode, encode_inline
+from .shm import ShmRegion
+
+SYSTEM_SOCKET = "/run/dynq/dynqd.sock"
+
+# The largest answer we buffer, as libdynqclient (DYNQ__CLIENT_MAX_FRAME).
+MAX_FRAME = 1 << 30
+_READ_CHUNK = 1 << 18
+_PRECISIONS = ("int8", "fp32")
+
+
+def socket_paths(path=None):
+    """The socket paths Client(path) tries, in order.
+
+    An explicit path, else $DYNQ_SOCKET, is the only one tried.  Otherwise the
+    per-user path $XDG_RUNTIME_DIR/dynq/dynqd.sock comes first, then the
+    system service's /run/dynq/dynqd.sock (a login session sets
+    XDG_RUNTIME_DIR even when dynqd runs as the system service).
+    """
+    if path:
+        return [os.fspath(path)]
+    env = os.environ.get("DYNQ_SOCKET")
+    if env:
+        return [env]
+    out = []
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        out.append(os.path.join(xdg, "dynq", "dynqd.sock"))
+    out.append(SYSTEM_SOCKET)
+    return out
+
+
+def _errno_name(e):
+    import errno
+    return errno.errorcode.get(e.errno, "ESYSTEM") if e.errno else "ESYSTEM"
+
+
+def _connect(paths, timeout):
+    tried = []
+    for p in paths:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            s.settimeout(timeout)
+            s.connect(p)
+            return s, p
+        except OSError as e:
+            s.close()
+            tried.append((p, _errno_name(e), e.strerror or str(e)))
+    # EACCES says more than a missing path tried earlier or later.
+    names = [t[1] for t in tried]
+    name = "EACCES" if "EACCES" in names else names[-1]
+    msg = "cannot connect to dynqd: " + "; ".join(f"{p}: {why}" for p, _, why in tried)
+    if name == "EACCES":
+        msg += " (the socket is group dynq: join that group, or set DYNQ_SOCKET)"
+    elif all(n in ("ENOENT", "ECONNREFUSED") for n in names):
+        msg += " (is dynqd running? `systemctl status dynqd.socket`)"
+    raise ConnectError(msg, tried, name)
+
+
+def _server_error(err):
+    """The exception for an error map {code, name, message, retryable}."""
+    if not isinstance(err, dict):
+        return _errors.ESERVER(f"dynqd answered an error that is not a map: {err!r}")
+    name = err.get("name")
+    msg = err.get("message") or ""
+    code = err.get("code")
+    cls = _errors.BY_NAME.get(name) if isinstance(name, str) else None
+    retry = err.get("retryable")
+    if cls is None:
+        # A name this client does not know (a newer dynqd): keep it.
+        return DynqError(str(msg), name=name if isinstance(name, str) else "ESERVER",
+                         code=code if type(code) is int else None,
+                         retryable=retry if isinstance(retry, bool) else None)
+    return cls(str(msg), code=code if type(code) is int else None,
+               retryable=retry if isinstance(retry, bool) else None)
+
+
+class InferResult(dict):
+    """Outputs by name (numpy arrays), plus dynqd's timings of the request.
+
+    Inline outputs are read-only views of the received bytes (``.copy()``
+    one to modify it); shared-memory outputs are views of the region.
+    """
+
+    compute_us = queue_us = decode_us = 0
+    batch = threads = None
+
+
+class Pending:
+    """An answer not collected yet; result() waits for it (any thread may)."""
+
+    __slots__ = ("_client", "msgid", "_decode", "_done", "_value", "__weakref__")
+
+    def __init__(self, client, msgid, decode):
+        self._client = client
+        self.msgid = msgid
+        self._decode = decode
+        self._done = False
+        self._value = None
+
+    def result(self, timeout=None):
+        if not self._done:
+            err, res = self._client._wait(self.msgid, timeout)
+            self._done = True
+            self._value = (err, res)
+        err, res = self._value
+        if err is not None:
+            raise _server_error(err)
+        return self._decode(res) if self._decode else res
+
+    def __del__(self):
+        # Dropped before its answer was collected: stop keeping it.
+        if not self._done:
+            try:
+                self._client._forget(self.msgid)
+            except Exception:
+                pass
+
+
+class Session:
+    """Streaming state kept by dynqd between calls (session.open).
+
+    ``with client.session("vad") as s: s.step({"input": chunk})``; the bound
+    state inputs come from the previous step, so pass only the others.
+    """
+
+    def __init__(self, client, sid, inputs, bindings):
+        self._client = client
+        self.id = sid
+        self.inputs = inputs
+        self.bindings = bindings
+        self.closed = False
+
+    def step(self, inputs, *, precision=None, timeout_ms=None, out=None):
+        return self._client.infer(None, inputs, precision=precision, timeout_ms=timeout_ms,
+                                  out=out, session=self.id)
+
+    infer = step
+
+    def reset(self):
+        self._client.call("session.reset", {"session": self.id})
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        if not self._client.closed:
+            self._client.call("session.close", {"session": self.id})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Client:
+    """A connection to dynqd.
+
+    path: the socket; None searches as dynqctl does (see socket_paths()).
+    timeout: seconds a call may wait for its answer before ETIMEDOUT (None:
+    no limit; dynqd's own per-request deadline is infer's timeout_ms).
+    """
+
+    def __init__(self, path=None, *, timeout=None):
+        self._sock, self.path = _connect(socket_paths(path), timeout)
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+        self._wlock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._reading = False
+        self._pending = set()       # msgids whose answer someone may collect
+        self._replies = {}          # msgid -> (error, result), not collected yet
+        self._broken = None         # exception once the stream is unusable
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_FRAME)
+        self._rbuf = bytearray(_READ_CHUNK)
+        self._regions = {}
+        self.closed = False
+
+    # ---- plumbing ----
+
+    def _next_id(self):
+        i = next(self._ids) & 0xFFFFFFFF
+        return i if i else self._next_id()
+
+    def _send(self, method, params, fds=None):
+        if self._broken is not None:
+            raise self._broken
+        msgid = self._next_id()
+        frame = msgpack.packb([0, msgid, method, params], use_bin_type=True)
+        with self._cond:
+            self._pending.add(msgid)
+        try:
+            with self._wlock:
+                if self._broken is not None:
+                    raise self._broken
+                try:
+                    if fds:
+                        # The descriptor rides on the frame's first byte(s).
+                        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                        sent = self._sock.sendmsg([frame], anc)
+                        if sent < len(frame):
+                            self._sock.sendall(memoryview(frame)[sent:])
+                    else:
+                        self._sock.sendall(frame)
+                except OSError as e:
+                    # Part of a frame may be out: the stream is unusable.
+                    exc = (ECLOSED("connection closed by dynqd while sending")
+                           if isinstance(e, (BrokenPipeError, ConnectionResetError))
+                           else _errors.BY_NAME.get(_errno_name(e), _errors.ESYSTEM)(
+                               f"send to dynqd: {e.strerror or e}"))
+                    self._fail(exc)
+                    raise exc from None
+        except BaseException:
+            self._forget(msgid)
+            raise
+        return msgid
+
+    def _forget(self, msgid):
+        with self._cond:
+            self._pending.discard(msgid)
+            self._replies.pop(msgid, None)
+
+    def _fail(self, exc):
+        with self._cond:
+            if self._broken is None:
+                self._broken = exc
+            self._cond.notify_all()
+
+    def _file(self, msg):
+        """File one decoded frame; call with _cond held."""
+        if not isinstance(msg, list) or not msg or msg[0] not in (1, 2):
+            raise EPROTO(f"malformed response from dynqd: {str(msg)[:80]}")
+        if msg[0] == 2:
+            return  # notifications are not answers to us
+        if len(msg) != 4 or type(msg[1]) is not int:
+            raise EPROTO(f"malformed response envelope from dynqd: {str(msg)[:80]}")
+        msgid, err, res = msg[1], msg[2], msg[3]
+        if msgid == 0 and err is not None:
+            # dynqd could not decode a frame of ours and closes the stream.
+            raise _server_error(err)
+        if msgid in self._pending:
+            self._pending.discard(msgid)
+            self._replies[msgid] = (err, res)
+
+    def _wait(self, msgid, timeout=None):
+        if timeout is None:
+            timeout = self._timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if msgid in self._replies:
+                    return self._replies.pop(msgid)
+                if self._broken is not None:
+                    self._pending.discard(msgid)
+                    raise self._broken
+                if msgid not in self._pending:
+                    raise EPARAMS(f"msgid {msgid} is not awaiting an answer on this connection")
+                if not self._reading:
+                    self._reading = True
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    self._pending.discard(msgid)
+                    raise ETIMEDOUT(f"no answer from dynqd within {timeout} s")
+                self._cond.wait(left)
+        return self._read_until(msgid, deadline, timeout)
+
+    def _read_until(self, msgid, deadline, timeout):
+        sock, buf = self._sock, self._rbuf
+        try:
+            while True:
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise socket.timeout()
+                    sock.settimeout(left)
+                n = sock.recv_into(buf)
+                if n == 0:
+                    raise ECLOSED("connection closed by dynqd")
+                self._unpacker.feed(memoryview(buf)[:n])
+                with self._cond:
+                    filed = False
+                    for msg in self._unpacker:
+                        self._file(msg)
+                        filed = True
+                    if msgid in self._replies:
+                        self._reading = False
+                        self._cond.notify_all()
+                        return self._replies.pop(msgid)
+                    if filed:
+                        self._cond.notify_all()
+        except socket.timeout:
+            # The stream is intact (whole frames are buffered): only this call gives up.
+            with self._cond:
+                self._reading = False
+                self._pending.discard(msgid)
+                self._cond.notify_all()
+            raise ETIMEDOUT(f"no answer from dynqd within {timeout} s") from None
+        except DynqError as e:
+            self._reading_failed(e)
+            raise
+        except msgpack.exceptions.BufferFull:
+            e = ETOOBIG(f"response larger than {MAX_FRAME} bytes")
+            self._reading_failed(e)
+            raise e from None
+        except (ValueError, msgpack.exceptions.UnpackException) as e:
+            e2 = EPROTO(f"undecodable response from dynqd: {e}")
+            self._reading_failed(e2)
+            raise e2 from None
+        except ConnectionResetError:
+            e = ECLOSED("connection reset by dynqd")
+            self._reading_failed(e)
+            raise e from None
+        except OSError as e:
+            e2 = _errors.BY_NAME.get(_errno_name(e), _errors.ESYSTEM)(
+                f"read from dynqd: {e.strerror or e}")
+            self._reading_failed(e2)
+            raise e2 from None
+        finally:
+            if deadline is not None:
+                try:
+                    sock.settimeout(self._timeout)
+                except OSError:
+                    pass
+
+    def _reading_failed(self, exc):
+        with self._cond:
+            self._reading = False
+            if self._broken is None:
+                self._broken = exc
+            self._cond.notify_all()
+
+    # ---- generic calls ----
+
+    def send(self, method, params=None, *, decode=None, fds=None):
+        """Send one request now; the Pending's result() waits for its answer."""
+        if not isinstance(method, str) or not 0 < len(method.encode()) <= 63:
+            raise EPARAMS("method name must be 1 to 63 bytes")
+        return Pending(self, self._send(method, {} if params is None else params, fds), decode)
+
+    def call(self, method, params=None, *, fds=None):
+        """Send a request and wait for its result (the decoded msgpack object)."""
+        return self.send(method, params, fds=fds).result()
+
+    # ---- typed calls ----
+
+    def ping(self):
+        r = self.call("ping")
+        if r != "pong":
+            raise EPROTO(f"ping: dynqd answered {r!r} instead of \"pong\"")
+
+    def server_info(self):
+        return self._map("server.info", self.call("server.info"))
+
+    def models(self):
+        """One map per model: name, path, file_bytes, inputs, outputs (counts), version."""
+        r = self.call("models.list")
+        if not isinstance(r, list):
+            raise EPROTO("models.list: reply is not an array")
+        return r
+
+    def model_info(self, model):
+        return self._map("model.info", self.call("model.info", {"model": model}))
+
+    def health(self):
+        """{"live", "ready", "models", "reason"}; live is answered even when every worker is busy."""
+        live = self.send("health.live")
+        ready = self.send("health.ready")
+        lv = self._map("health.live", live.result())
+        rd = self._map("health.ready", ready.result())
+        return {"live": lv.get("status") == "ok", "ready": bool(rd.get("ready")),
+                "models": rd.get("models", 0), "reason": rd.get("reason", "")}
+
+    def stats(self):
+        return self._map("stats", self.call("stats"))
+
+    @staticmethod
+    def _map(method, r):
+        if not isinstance(r, dict):
+            raise EPROTO(f"{method}: reply is not a map")
+        return r
+
+    # ---- admin (root, dynqd's uid or the admin group; else EDENIED) ----
+
+    def load(self, model, path=None, **batch):
+        """Load (and warm) `path` (relative to dynqd's model directory; default
+        MODEL.dynq) as `model`; returns the version now serving.  batch:
+        max_batch=, max_delay_us= for dynamic batching."""
+        p = {"model": model}
+        if path is not None:
+            p["path"] = path
+        p.update(batch)
+        return self._map("model.load", self.call("model.load", p)).get("version")
+
+    def unload(self, model):
+        self.call("model.unload", {"model": model})
+
+    def reload(self, model):
+        return self._map("model.reload", self.call("model.reload", {"model": model})).get("version")
+
+    # ---- inference ----
+
+    def _infer_params(self, model, inputs, precision, timeout_ms, out, session):
+        if not isinstance(inputs, dict):
+            raise EPARAMS("inputs must be a dict of name -> array")
+        p = {}
+        if model is not None:
+            if not isinstance(model, str) or not model:
+                raise EPARAMS(f"model name {model!r} is not a non-empty string")
+            p["model"] = model
+        ins = {}
+        for name, value in inputs.items():
+            wname, arr = as_input(name, value)
+            # A view into one of our regions travels as a reference (as_input
+            # returns the caller's array itself when it needs no conversion).
+            ref = self._region_ref(arr) if arr is value else None
+            if ref is not None:
+                ins[name] = {"dtype": wname, "shape": list(arr.shape), "shm": ref}
+            else:
+                ins[name] = encode_inline(wname, arr)
+        p["inputs"] = ins
+        if precision is not None:
+            if precision not in _PRECISIONS:
+                raise EPARAMS(f"unknown precision {precision!r} (int8 or fp32)")
+            p["precision"] = precision
+        if timeout_ms:
+            if type(timeout_ms) is not int or timeout_ms < 0 or timeout_ms > 0xFFFFFFFF:
+                raise EPARAMS(f"timeout_ms {timeout_ms!r} is not a whole number of milliseconds")
+            p["timeout_ms"] = timeout_ms
+        if session is not None:
+            p["session"] = session
+        if out:
+            refs = {}
+            for name, view in out.items():
+                if not isinstance(name, str) or not name:
+                    raise EPARAMS(f"out: output name {name!r} is not a non-empty string")
+                ref = self._region_ref(view) if hasattr(view, "__array_interface__") else None
+                if ref is None:
+                    raise EPARAMS(f"out['{name}'] is not a contiguous view of a shared-memory "
+                                  f"region of this client (Client.shm(size).ndarray(...))")
+                refs[name] = ref
+            p["outputs_shm"] = refs
+        return p
+
+    def _region_ref(self, arr):
+        for region in self._regions.values():
+            ref = region.ref_of(arr)
+            if ref is not None:
+                return ref
+        return None
+
+    def _decode_infer(self, res, out=None):
+        if not isinstance(res, dict) or not isinstance(res.get("outputs"), dict):
+            raise EPROTO("infer: reply field 'outputs' is missing or has the wrong type")
+        r = InferResult()
+        for name, t in res["outputs"].items():
+            a = decode(name, t, self._regions)
+            if out and "shm" in t:
+                # The caller's own view when the output filled it as given.
+                mine = out.get(name)
+                if mine is not None and mine.shape == a.shape and mine.dtype == a.dtype and \
+                        mine.__array_interface__["data"][0] == a.__array_interface__["data"][0]:
+                    a = mine
+            r[name] = a
+        for k in ("compute_us", "queue_us", "decode_us", "batch", "threads"):
+            if k in res:
+                setattr(r, k, res[k])
+        return r
+
+    def submit(self, model, inputs, *, precision=None, timeout_ms=None, out=None, session=None):
+        """infer() without waiting: returns a Pending whose result() is the InferResult."""
+        p = self._infer_params(model, inputs, precision, timeout_ms, out, session)
+        dec = self._decode_infer if not out else (lambda res: self._decode_infer(res, out))
+        return Pending(self, self._send("infer", p), dec)
+
+    def infer(self, model, inputs, *, precision=None, timeout_ms=None, out=None, session=None):
+        """Run `model` on inputs {name: array}; returns {name: array} (an InferResult).
+
+        precision: None (dynqd's default, int8), "int8" or "fp32" (the FP32
+        reference path).  timeout_ms: dynqd answers EDEADLINE if the request
+        has not started by then.  out: {output name: view of a shared-memory
+        region} to have outputs written in place.
+        """
+        return self.submit(model, inputs, precision=precision, timeout_ms=timeout_ms,
+                           out=out, session=session).result()
+
+    # ---- sessions ----
+
+    def session(self, model, *, bindings=None, detached=False, idle_timeout_ms=None):
+        p = {"model": model}
+        if bindings is not None:
+            p["bindings"] = dict(bindings)
+        if detached:
+            p["detached"] = True
+        if idle_timeout_ms is not None:
+            p["idle_timeout_ms"] = idle_timeout_ms
+        r = self._map("session.open", self.call("session.open", p))
+        sid = r.get("session")
+        if type(sid) is not int:
+            raise EPROTO("session.open: reply field 'session' is missing or has the wrong type")
+        return Session(self, sid, r.get("inputs", []), r.get("bindings", {}))
+
+    # ---- shared memory ----
+
+    def shm(self, size):
+        """A new sealed shared-memory region of `size` bytes registered on this connection."""
+        return ShmRegion(self, size)
+
+    def shm_register(self, fd, size):
+        """Hand your own memfd to dynqd (it must carry F_SEAL_SHRINK); returns the region id."""
+        if type(fd) is not int or fd < 0:
+            raise _errors.EINVAL("shm.register: no file descriptor")
+        if type(size) is not int or size <= 0:
+            raise EPARAMS(f"shm.register: size {size!r} is not a positive byte count")
+        r = self._map("shm.register", self.call("shm.register", {"size": size}, fds=[fd]))
+        rid = r.get("region")
+        if type(rid) is not int or rid < 0:
+            raise EPROTO("shm.register: reply field 'region' is missing or has the wrong type")
+        return rid
+
+    def shm_unregister(self, region):
+        self.call("shm.unregister", {"region": region})
+
+    # ---- lifetime ----
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        for region in list(self._regions.values()):
+            region._release()
+        self._regions.clear()
+        self._fail(ECLOSED("connection closed by this client"))
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<dynq.Client {self.path}{' closed' if self.closed else ''}>"

@@ -1,0 +1,61 @@
+"""Finding dynqd's socket: the same search as dynqctl."""
+import os
+
+import pytest
+
+import dynq
+
+
+def test_socket_paths_order(monkeypatch):
+    monkeypatch.delenv("DYNQ_SOCKET", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/4242")
+    assert dynq.socket_paths() == ["/run/user/4242/dynq/dynqd.sock", dynq.SYSTEM_SOCKET]
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert dynq.socket_paths() == [dynq.SYSTEM_SOCKET]
+    monkeypatch.setenv("DYNQ_SOCKET", "/tmp/x.sock")
+    assert dynq.socket_paths() == ["/tmp/x.sock"]
+    assert dynq.socket_paths("/explicit.sock") == ["/explicit.sock"]
+
+
+def test_connect_error_names_every_path_tried(monkeypatch, tmp_path):
+    monkeypatch.delenv("DYNQ_SOCKET", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(dynq.client, "SYSTEM_SOCKET", str(tmp_path / "system.sock"))
+    with pytest.raises(dynq.ConnectError) as ei:
+        dynq.Client()
+    e = ei.value
+    assert [t[0] for t in e.tried] == [str(tmp_path / "dynq" / "dynqd.sock"),
+                                       str(tmp_path / "system.sock")]
+    assert e.name == "ENOENT" and "is dynqd running" in str(e)
+    assert str(tmp_path / "system.sock") in str(e)
+
+
+def test_search_falls_through_to_the_system_path(monkeypatch, tmp_path, daemon):
+    monkeypatch.delenv("DYNQ_SOCKET", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setattr(dynq.client, "SYSTEM_SOCKET", daemon.sock)
+    with dynq.Client() as c:
+        assert c.path == daemon.sock
+        c.ping()
+
+
+def test_env_socket(monkeypatch, daemon):
+    monkeypatch.setenv("DYNQ_SOCKET", daemon.sock)
+    with dynq.Client() as c:
+        c.ping()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root passes the permission check")
+def test_permission_error_says_so(tmp_path, monkeypatch):
+    import socket
+    p = str(tmp_path / "locked.sock")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(p)
+    s.listen(1)
+    os.chmod(p, 0)
+    try:
+        with pytest.raises(dynq.ConnectError) as ei:
+            dynq.Client(p)
+        assert ei.value.name == "EACCES" and "group dynq" in str(ei.value)
+    finally:
+        s.close()
