@@ -15,6 +15,7 @@
 
 #include <dynq/errors.h>
 
+#include "proto/methods.h"
 #include "proto/proto.h"
 #include "tensor.h"
 #include "testutil.h"
@@ -1659,6 +1660,245 @@ START_TEST(test_framer_refusals) {
 }
 END_TEST
 
+
+/* ---- method schema: decoder and encoder ---- */
+
+/* Decode the params of a request frame built in w. */
+static int decode_w(dynq__wbuf_t *w, dynq__params_t *p, char *err, size_t errlen) {
+  dynq__rpc_msg_t m;
+  char perr[128];
+  ck_assert_int_eq(dynq__wbuf_status(w), 0);
+  ck_assert_int_eq(dynq__rpc_parse(w->data, w->len, &m, NULL, perr, sizeof perr), 0);
+  const dynq__method_t *md = dynq__method_find(m.method);
+  ck_assert_ptr_nonnull(md);
+  int rc = dynq__params_decode(md, m.params, p, err, errlen);
+  /* strings are borrowed from the message: tests look at them before
+   * freeing by copying the struct's scalars only */
+  dynq__rpc_free(&m);
+  return rc;
+}
+
+static void w_bindings(dynq__wbuf_t *w, const void *ctx) {
+  (void)ctx;
+  dynq__w_map_begin(w);
+  dynq__w_key(w, "state");
+  dynq__w_str(w, "stateN");
+  dynq__w_map_end(w);
+}
+
+START_TEST(test_methods_table) {
+  ck_assert_ptr_null(dynq__method_find("nope"));
+  ck_assert_ptr_null(dynq__method_find(NULL));
+  for (int i = 0; i < DYNQ_M__COUNT; i++) {
+    const dynq__method_t *md = &dynq__methods[i];
+    ck_assert_int_eq(md->id, i);
+    ck_assert_ptr_eq(dynq__method_find(md->name), md);
+    ck_assert_uint_ge(md->struct_size, sizeof(int));
+    for (int k = 0; k < md->n_params; k++) {
+      ck_assert_ptr_nonnull(md->params[k].name);
+      ck_assert_ptr_nonnull(md->params[k].what);
+      ck_assert_int_le(md->params[k].min, md->params[k].max);
+    }
+    ck_assert_ptr_null(md->params[md->n_params].name);
+    ck_assert_ptr_null(md->results[md->n_results]);
+  }
+  ck_assert_int_eq(dynq__methods[DYNQ_M_infer].n_params, 6);
+  ck_assert(dynq__methods[DYNQ_M_model_load].flags & DYNQ_MF_ADMIN);
+  ck_assert(!(dynq__methods[DYNQ_M_infer].flags & DYNQ_MF_ADMIN));
+}
+END_TEST
+
+START_TEST(test_params_roundtrip) {
+  dynq__wbuf_t w;
+  dynq__params_t p;
+  char err[256];
+  /* session.open with every field */
+  dynq__p_session_open_t so;
+  memset(&so, 0, sizeof so);
+  so.model = dynq__pstr("vad");
+  so.has_model = 1;
+  so.bindings.write = w_bindings;
+  so.has_bindings = 1;
+  so.detached = 1;
+  so.has_detached = 1;
+  so.idle_timeout_ms = 5000;
+  so.has_idle_timeout_ms = 1;
+  dynq__wbuf_init(&w);
+  dynq__w_request(&w, 9, DYNQ_M_session_open, &so);
+  ck_assert_int_eq(decode_w(&w, &p, err, sizeof err), 0);
+  ck_assert_int_eq(p.session_open.n_given, 4);
+  ck_assert(p.session_open.has_model && p.session_open.has_bindings);
+  ck_assert_int_eq(p.session_open.detached, 1);
+  ck_assert_uint_eq(p.session_open.idle_timeout_ms, 5000);
+  ck_assert_uint_eq(p.session_open.model.n, 3);
+  dynq__wbuf_free(&w);
+  /* optional fields left out are absent, not zero-valued-present */
+  dynq__p_infer_t in;
+  memset(&in, 0, sizeof in);
+  in.model = dynq__pstr("mlp");
+  in.has_model = 1;
+  in.inputs.write = w_bindings;  /* any map will do here */
+  in.has_inputs = 1;
+  in.timeout_ms = 0;
+  in.has_timeout_ms = 1;
+  dynq__wbuf_init(&w);
+  dynq__w_request(&w, 1, DYNQ_M_infer, &in);
+  ck_assert_int_eq(decode_w(&w, &p, err, sizeof err), 0);
+  ck_assert_int_eq(p.infer.n_given, 3);
+  ck_assert(p.infer.has_timeout_ms && !p.infer.has_session && !p.infer.has_precision);
+  ck_assert_uint_eq(p.infer.timeout_ms, 0);
+  dynq__wbuf_free(&w);
+  /* no params at all: an empty map on the wire */
+  dynq__wbuf_init(&w);
+  dynq__w_request(&w, 2, DYNQ_M_ping, NULL);
+  ck_assert_int_eq(decode_w(&w, &p, err, sizeof err), 0);
+  static const uint8_t want[] = {0x94, 0x00, 0x02, 0xa4, 'p', 'i', 'n', 'g', 0x80};
+  ck_assert_uint_eq(w.len, sizeof want);
+  ck_assert_mem_eq(w.data, want, sizeof want);
+  dynq__wbuf_free(&w);
+  /* a MAP param without a writer poisons the buffer */
+  memset(&in, 0, sizeof in);
+  in.has_inputs = 1;
+  dynq__wbuf_init(&w);
+  dynq__w_request(&w, 3, DYNQ_M_infer, &in);
+  ck_assert_int_eq(dynq__wbuf_status(&w), DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* Build [0, 1, method, <params written by fn>] and decode it. */
+typedef void (*params_fn)(dynq__wbuf_t *w);
+static int decode_raw(const char *method, params_fn fn, char *err, size_t errlen) {
+  dynq__wbuf_t w;
+  dynq__params_t p;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 1, method);
+  fn(&w);
+  int rc = decode_w(&w, &p, err, errlen);
+  dynq__wbuf_free(&w);
+  return rc;
+}
+
+static void pf_nil(dynq__wbuf_t *w) { dynq__w_nil(w); }
+static void pf_empty_array(dynq__wbuf_t *w) { dynq__w_array(w, 0); }
+static void pf_int(dynq__wbuf_t *w) { dynq__w_int(w, 5); }
+static void pf_two_maps(dynq__wbuf_t *w) {
+  dynq__w_array(w, 2);
+  dynq__w_map(w, 0);
+  dynq__w_map(w, 0);
+}
+static void pf_wrapped_model(dynq__wbuf_t *w) {
+  dynq__w_array(w, 1);
+  dynq__w_map(w, 2);
+  dynq__w_key(w, "model");
+  dynq__w_str(w, "mlp");
+  dynq__w_key(w, "unknown_key");
+  dynq__w_int(w, 1);
+}
+static void pf_timeout_str(dynq__wbuf_t *w) {
+  dynq__w_map(w, 2);
+  dynq__w_key(w, "inputs");
+  dynq__w_map(w, 0);
+  dynq__w_key(w, "timeout_ms");
+  dynq__w_str(w, "5");
+}
+static void pf_timeout_neg(dynq__wbuf_t *w) {
+  dynq__w_map(w, 2);
+  dynq__w_key(w, "inputs");
+  dynq__w_map(w, 0);
+  dynq__w_key(w, "timeout_ms");
+  dynq__w_int(w, -1);
+}
+static void pf_inputs_nil(dynq__wbuf_t *w) {
+  dynq__w_map(w, 2);
+  dynq__w_key(w, "inputs");
+  dynq__w_nil(w);
+  dynq__w_key(w, "precision");
+  dynq__w_nil(w);
+}
+static void pf_long_name(dynq__wbuf_t *w) {
+  dynq__w_map(w, 1);
+  dynq__w_key(w, "model");
+  dynq__w_str(w, "0123456789012345678901234567890123456789012345678901234567890123");
+}
+static void pf_nul_name(dynq__wbuf_t *w) {
+  dynq__w_map(w, 1);
+  dynq__w_key(w, "model");
+  dynq__w_strn(w, "a\0b", 3);
+}
+static void pf_idle_zero(dynq__wbuf_t *w) {
+  dynq__w_map(w, 2);
+  dynq__w_key(w, "model");
+  dynq__w_str(w, "vad");
+  dynq__w_key(w, "idle_timeout_ms");
+  dynq__w_uint(w, 0);
+}
+static void pf_size_float(dynq__wbuf_t *w) {
+  dynq__w_map(w, 1);
+  dynq__w_key(w, "size");
+  dynq__w_double(w, 1.5);
+}
+
+START_TEST(test_params_rule_and_errors) {
+  char err[256];
+  /* the params rule: nil, [], [map] pass */
+  ck_assert_int_eq(decode_raw("ping", pf_nil, err, sizeof err), 0);
+  ck_assert_int_eq(decode_raw("server.info", pf_empty_array, err, sizeof err), 0);
+  ck_assert_int_eq(decode_raw("model.info", pf_wrapped_model, err, sizeof err), 0);
+  /* anything else does not, naming the method */
+  ck_assert_int_eq(decode_raw("models.list", pf_int, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_str_eq(err, "models.list: params must be a map (or an array holding one "
+                        "map), got an integer");
+  ck_assert_int_eq(decode_raw("ping", pf_two_maps, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "got an array"));
+  /* ... except for methods that ignore their params */
+  ck_assert_int_eq(decode_raw("stats", pf_int, err, sizeof err), 0);
+  ck_assert_int_eq(decode_raw("health.live", pf_two_maps, err, sizeof err), 0);
+  /* required, absent or nil */
+  ck_assert_int_eq(decode_raw("model.info", pf_nil, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_str_eq(err, "model.info: params.model must be a string naming a model, "
+                        "got nothing");
+  ck_assert_int_eq(decode_raw("infer", pf_inputs_nil, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_str_eq(err, "infer: params.inputs must be a map of input name -> tensor, "
+                        "got nil");
+  /* wrong kind, out of bounds */
+  ck_assert_int_eq(decode_raw("infer", pf_timeout_str, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_str_eq(err, "infer: params.timeout_ms must be a non-negative integer "
+                        "(milliseconds), got a string");
+  ck_assert_int_eq(decode_raw("infer", pf_timeout_neg, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_str_eq(err, "infer: params.timeout_ms must be a non-negative integer "
+                        "(milliseconds), got -1");
+  ck_assert_int_eq(decode_raw("session.open", pf_idle_zero, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "params.idle_timeout_ms must be a positive integer"));
+  ck_assert_int_eq(decode_raw("shm.register", pf_size_float, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "shm.register: params.size"));
+  /* bounded strings: length and NUL */
+  ck_assert_int_eq(decode_raw("model.load", pf_long_name, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "model.load: params.model must be a model name"));
+  ck_assert_ptr_nonnull(strstr(err, "got 64 bytes"));
+  ck_assert_int_eq(decode_raw("model.unload", pf_nul_name, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(err, "holding a NUL"));
+  /* unbounded strings are the method's to judge */
+  ck_assert_int_eq(decode_raw("model.info", pf_long_name, err, sizeof err), 0);
+  ck_assert_int_eq(decode_raw("model.info", pf_nul_name, err, sizeof err), 0);
+}
+END_TEST
+
+START_TEST(test_pstr_helpers) {
+  char buf[4];
+  ck_assert_int_eq(dynq__pstr_copy(dynq__pstr("abc"), buf, sizeof buf), 0);
+  ck_assert_str_eq(buf, "abc");
+  ck_assert_int_eq(dynq__pstr_copy(dynq__pstr("abcd"), buf, sizeof buf), DYNQ_EPARAMS);
+  dynq__pstr_t nul = {"a\0b", 3};
+  ck_assert_int_eq(dynq__pstr_copy(nul, buf, sizeof buf), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq__pstr_copy(dynq__pstr(""), buf, sizeof buf), 0);
+  ck_assert_str_eq(buf, "");
+  ck_assert(dynq__pstr_eq(dynq__pstr("int8"), "int8"));
+  ck_assert(!dynq__pstr_eq(dynq__pstr("int"), "int8"));
+  ck_assert_str_eq(dynq__obj_kind_name(DYNQ_OBJ_MAP), "a map");
+}
+END_TEST
+
 static Suite *proto_suite(void) {
   Suite *s = suite_create("proto");
   TCase *tc = tcase_create("scan");
@@ -1685,6 +1925,13 @@ static Suite *proto_suite(void) {
   tcase_add_test(tc, test_w_selfcount_mismatch);
   tcase_add_test(tc, test_framer_many_and_partial);
   tcase_add_test(tc, test_framer_refusals);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("methods");
+  tcase_add_test(tc, test_methods_table);
+  tcase_add_test(tc, test_params_roundtrip);
+  tcase_add_test(tc, test_params_rule_and_errors);
+  tcase_add_test(tc, test_pstr_helpers);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("reader");
