@@ -8,6 +8,7 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1899,6 +1900,194 @@ START_TEST(test_pstr_helpers) {
 }
 END_TEST
 
+
+/* ---- the protocol doc matches the schema ----
+ *
+ * docs/PROTOCOL.md has one section per method: a line "### `name`", a
+ * params table whose rows start "| `param` | kind | yes/no |", and a line
+ * "result fields: `a`, `b`, ..." (possibly wrapped, ended by a blank line).
+ * doc_check() compares that with methods.def both ways. */
+
+static const char *kind_word(dynq__pkind_t k) {
+  switch (k) {
+  case DYNQ_PK_STR: return "string";
+  case DYNQ_PK_UINT: return "uint";
+  case DYNQ_PK_INT: return "int";
+  case DYNQ_PK_BOOL: return "bool";
+  case DYNQ_PK_FLOAT: return "float";
+  case DYNQ_PK_MAP: return "map";
+  case DYNQ_PK_ARRAY: return "array";
+  }
+  return "?";
+}
+
+typedef struct doc_problems {
+  int n;
+  char first[512];
+} doc_problems_t;
+
+__attribute__((format(printf, 2, 3)))
+static void problem(doc_problems_t *pr, const char *fmt, ...) {
+  if (pr->n++ == 0) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pr->first, sizeof pr->first, fmt, ap);
+    va_end(ap);
+  }
+}
+
+/* The section of method `name`: [*ret_b, *ret_e); how many there are. */
+static int doc_section(const char *doc, const char *name, const char **ret_b,
+                       const char **ret_e) {
+  char head[96];
+  int n = 0;
+  snprintf(head, sizeof head, "\n### `%s`", name);
+  for (const char *p = strstr(doc, head); p != NULL; p = strstr(p + 1, head)) {
+    const char *after = p + strlen(head);
+    if (*after != '\n' && *after != ' ') continue;  /* `model.info` vs `model` */
+    const char *e = strstr(after, "\n#");
+    *ret_b = after;
+    *ret_e = e != NULL ? e : after + strlen(after);
+    n++;
+  }
+  return n;
+}
+
+/* Backticked words of the "result fields:" paragraph in [b, e). */
+static int doc_results(const char *b, const char *e, char names[][48], int cap) {
+  const char *p = strstr(b, "result fields:");
+  if (p == NULL || p >= e) return -1;
+  const char *end = strstr(p, "\n\n");
+  if (end == NULL || end > e) end = e;
+  int n = 0;
+  for (p += strlen("result fields:"); p < end; p++) {
+    if (*p != '`') continue;
+    const char *q = memchr(p + 1, '`', (size_t)(end - p - 1));
+    if (q == NULL) break;
+    if (n < cap && (size_t)(q - p - 1) < 48) {
+      memcpy(names[n], p + 1, (size_t)(q - p - 1));
+      names[n][q - p - 1] = '\0';
+      n++;
+    }
+    p = q;
+  }
+  return n;
+}
+
+static void doc_check(const char *doc, doc_problems_t *pr) {
+  memset(pr, 0, sizeof *pr);
+  for (int i = 0; i < DYNQ_M__COUNT; i++) {
+    const dynq__method_t *md = &dynq__methods[i];
+    const char *b, *e;
+    int ns = doc_section(doc, md->name, &b, &e);
+    if (ns != 1) {
+      problem(pr, "method %s has %d sections (want 1)", md->name, ns);
+      continue;
+    }
+    /* params: schema -> doc */
+    for (int k = 0; k < md->n_params; k++) {
+      const dynq__param_desc_t *pd = &md->params[k];
+      char row[160];
+      snprintf(row, sizeof row, "\n| `%s` | %s | %s |", pd->name, kind_word(pd->kind),
+               pd->required ? "yes" : "no");
+      const char *at = strstr(b, row);
+      if (at == NULL || at >= e)
+        problem(pr, "%s: param %s (%s, %s) is not documented as \"%s\"", md->name,
+                pd->name, kind_word(pd->kind), pd->required ? "required" : "optional",
+                row + 1);
+    }
+    /* params: doc -> schema */
+    for (const char *p = b; (p = strstr(p, "\n| `")) != NULL && p < e; p++) {
+      char pname[64];
+      if (sscanf(p, "\n| `%63[a-z_0-9]`", pname) != 1) continue;
+      int found = 0;
+      for (int k = 0; k < md->n_params; k++) found |= strcmp(md->params[k].name, pname) == 0;
+      if (!found) problem(pr, "%s: the doc has a param %s the schema lacks", md->name, pname);
+    }
+    /* results, both ways */
+    char names[64][48];
+    int nr = doc_results(b, e, names, 64);
+    if (nr < 0) {
+      problem(pr, "%s: no \"result fields:\" line", md->name);
+      continue;
+    }
+    for (int k = 0; k < md->n_results; k++) {
+      int found = 0;
+      for (int q = 0; q < nr; q++) found |= strcmp(names[q], md->results[k]) == 0;
+      if (!found) problem(pr, "%s: result field %s is not documented", md->name,
+                          md->results[k]);
+    }
+    for (int q = 0; q < nr; q++) {
+      int found = 0;
+      for (int k = 0; k < md->n_results; k++) found |= strcmp(names[q], md->results[k]) == 0;
+      if (!found) problem(pr, "%s: the doc has a result field %s the schema lacks",
+                          md->name, names[q]);
+    }
+  }
+  /* sections naming methods the schema lacks */
+  for (const char *p = strstr(doc, "\n### `"); p != NULL; p = strstr(p + 1, "\n### `")) {
+    char name[64];
+    if (sscanf(p, "\n### `%63[a-z_.0-9]`", name) != 1) continue;
+    if (dynq__method_find(name) == NULL)
+      problem(pr, "the doc documents a method %s the schema lacks", name);
+  }
+}
+
+static char *read_doc(void) {
+  FILE *f = fopen(tu_src("docs/PROTOCOL.md"), "rb");
+  ck_assert_msg(f != NULL, "cannot open docs/PROTOCOL.md");
+  char *buf = malloc(1 << 20);
+  ck_assert_ptr_nonnull(buf);
+  buf[0] = '\n';  /* so a heading on the first line matches "\n### " too */
+  size_t n = fread(buf + 1, 1, (1 << 20) - 2, f);
+  fclose(f);
+  buf[n + 1] = '\0';
+  return buf;
+}
+
+/* Replace the first occurrence of from in doc by to (in place, to no
+ * longer than from, or into spare room: the buffer is 1 MiB). */
+static void doc_edit(char *doc, const char *from, const char *to) {
+  char *p = strstr(doc, from);
+  ck_assert_msg(p != NULL, "test fixture: '%s' not in PROTOCOL.md", from);
+  size_t fl = strlen(from), tl = strlen(to);
+  memmove(p + tl, p + fl, strlen(p + fl) + 1);
+  memcpy(p, to, tl);
+}
+
+START_TEST(test_protocol_doc_matches_schema) {
+  char *doc = read_doc();
+  doc_problems_t pr;
+  doc_check(doc, &pr);
+  ck_assert_msg(pr.n == 0, "docs/PROTOCOL.md disagrees with lib/proto/methods.def "
+                "(%d problems), first: %s", pr.n, pr.first);
+  free(doc);
+}
+END_TEST
+
+START_TEST(test_protocol_doc_check_catches_drift) {
+  /* Each edit below must make the check fail: it cannot pass vacuously. */
+  static const char *const edits[][2] = {
+    {"| `timeout_ms` | uint | no |", "| `timeout_ms` | int | no |"},
+    {"| `timeout_ms` | uint | no |", "| `timeout_ms` | uint | yes |"},
+    {"| `idle_timeout_ms` |", "| `idle_timeout` |"},
+    {"`inline_total`, ", ""},
+    {"`reason`.", "`reason`, `version`."},
+    {"### `shm.unregister`", "### `shm.forget`"},
+    {"### `ping`\n", "### `ping`\n| `extra` | bool | no | x |\n"},
+  };
+  for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+    char *doc = read_doc();
+    doc_edit(doc, edits[i][0], edits[i][1]);
+    doc_problems_t pr;
+    doc_check(doc, &pr);
+    ck_assert_msg(pr.n > 0, "edit %zu ('%s' -> '%s') went unnoticed", i, edits[i][0],
+                  edits[i][1]);
+    free(doc);
+  }
+}
+END_TEST
+
 static Suite *proto_suite(void) {
   Suite *s = suite_create("proto");
   TCase *tc = tcase_create("scan");
@@ -1932,6 +2121,8 @@ static Suite *proto_suite(void) {
   tcase_add_test(tc, test_params_roundtrip);
   tcase_add_test(tc, test_params_rule_and_errors);
   tcase_add_test(tc, test_pstr_helpers);
+  tcase_add_test(tc, test_protocol_doc_matches_schema);
+  tcase_add_test(tc, test_protocol_doc_check_catches_drift);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("reader");
