@@ -1,0 +1,184 @@
+/*
+ * model-bench: a whole .dynq model in-process, INT8 and FP32 paths timed in
+ * interleaved rounds on the same inputs (one thread unless --threads), and
+ * optionally its output compared with a reference output file.
+ *
+ *   model-bench MODEL.dynq --input NAME:DTYPE:DxDx..=FILE ... [--rounds N]
+ *               [--threads T] [--ref FILE] [--json]
+ *
+ * DTYPE is f32 or i64; FILE holds raw little-endian values.  --ref is the
+ * first output's expected values (float32, e.g. ONNX Runtime FP32's from
+ * bench/ort/run.js): relL2 and max rel of both paths are printed.  Times
+ * are medians in microseconds; pin the process yourself (taskset -c 1).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dynq/errors.h"
+#include "model.h"
+#include "tensor.h"
+
+#define MAX_IN 8
+#define MAX_ROUNDS 1001
+
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static void *read_all(const char *path, size_t *ret_n) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  void *p = n > 0 ? malloc((size_t)n) : NULL;
+  if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
+    free(p);
+    p = NULL;
+  }
+  fclose(f);
+  *ret_n = (size_t)(n > 0 ? n : 0);
+  return p;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: model-bench MODEL.dynq --input NAME:f32|i64:DxD..=FILE ... "
+                  "[--rounds N] [--threads T] [--ref FILE] [--json]\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  const char *path = NULL, *ref_path = NULL;
+  char *in_spec[MAX_IN];
+  int n_spec = 0, rounds = 20, threads = 1, json = 0;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--input") == 0 && i + 1 < argc && n_spec < MAX_IN)
+      in_spec[n_spec++] = argv[++i];
+    else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+      rounds = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+      threads = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--ref") == 0 && i + 1 < argc)
+      ref_path = argv[++i];
+    else if (strcmp(argv[i], "--json") == 0)
+      json = 1;
+    else if (argv[i][0] != '-' && !path)
+      path = argv[i];
+    else
+      usage();
+  }
+  if (!path || rounds < 1 || rounds > MAX_ROUNDS || threads < 1) usage();
+  char err[512];
+  dynq__model_t *m = NULL;
+  int rc = dynq__model_open(path, &m, err, sizeof err);
+  if (rc) {
+    fprintf(stderr, "model-bench: %s\n", err);
+    return 1;
+  }
+  const dynq__graph_t *g = dynq__model_graph(m);
+  if (n_spec != g->n_inputs) {
+    fprintf(stderr, "model-bench: the model has %d inputs, %d given\n", g->n_inputs, n_spec);
+    return 2;
+  }
+  dynq__tensor_t in[MAX_IN];
+  memset(in, 0, sizeof in);
+  for (int k = 0; k < n_spec; k++) {
+    char *s = in_spec[k], *c1 = strchr(s, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    char *eq = c2 ? strchr(c2, '=') : NULL;
+    if (!eq) usage();
+    *c1 = *c2 = *eq = 0;
+    int idx = dynq__model_input_index(m, s);
+    if (idx < 0) {
+      fprintf(stderr, "model-bench: no input named '%s'\n", s);
+      return 2;
+    }
+    dynq__tensor_t *t = &in[idx];
+    t->dtype = strcmp(c1 + 1, "i64") == 0 ? DYNQ_DT_I64 : DYNQ_DT_F32;
+    for (char *p = c2 + 1; *p && t->rank < DYNQ_MAX_RANK; t->rank++) {
+      t->dims[t->rank] = strtoll(p, &p, 10);
+      if (*p == 'x') p++;
+    }
+    size_t n = 0;
+    t->data = read_all(eq + 1, &n);
+    if (!t->data || n != dynq__tensor_nbytes(t)) {
+      fprintf(stderr, "model-bench: %s: %zu bytes, shape needs %zu\n", eq + 1, n,
+              dynq__tensor_nbytes(t));
+      return 2;
+    }
+  }
+  static double times[2][MAX_ROUNDS];
+  dynq__tensor_t out[2][16];
+  memset(out, 0, sizeof out);
+  int nout = g->n_outputs < 16 ? g->n_outputs : 16;
+  for (int r = -1; r < rounds; r++)      /* round -1: warm-up, keeps outputs */
+    for (int p = 0; p < 2; p++) {
+      dynq__run_opts_t o = {.precision = p ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8,
+                            .threads = threads};
+      dynq__tensor_t tmp[16];
+      memset(tmp, 0, sizeof tmp);
+      double t0 = now_us();
+      rc = dynq__model_run(m, &o, in, r < 0 ? out[p] : tmp, err, sizeof err);
+      double t1 = now_us();
+      if (rc) {
+        fprintf(stderr, "model-bench: %s run: %s\n", p ? "fp32" : "int8", err);
+        return 1;
+      }
+      if (r >= 0) {
+        times[p][r] = t1 - t0;
+        for (int k = 0; k < nout; k++) dynq__tensor_clear(&tmp[k]);
+      }
+    }
+  double med[2];
+  for (int p = 0; p < 2; p++) {
+    qsort(times[p], (size_t)rounds, sizeof(double), cmp_d);
+    med[p] = times[p][rounds / 2];
+  }
+  double e[2][2] = {{-1, -1}, {-1, -1}};
+  if (ref_path) {
+    size_t n = 0;
+    float *ref = read_all(ref_path, &n);
+    if (!ref || out[0][0].dtype != DYNQ_DT_F32 || n != dynq__tensor_nbytes(&out[0][0])) {
+      fprintf(stderr, "model-bench: --ref %s does not match output 0 (%zu bytes)\n", ref_path, n);
+      return 2;
+    }
+    for (int p = 0; p < 2; p++) {
+      const float *y = out[p][0].data;
+      double num = 0, den = 0, mx = 0, mr = 0;
+      for (size_t i = 0; i < n / 4; i++) {
+        double d = (double)y[i] - ref[i];
+        num += d * d, den += (double)ref[i] * ref[i];
+        mx = fabs(d) > mx ? fabs(d) : mx, mr = fabs(ref[i]) > mr ? fabs(ref[i]) : mr;
+      }
+      e[p][0] = sqrt(num / (den > 0 ? den : 1));
+      e[p][1] = mx / (mr > 0 ? mr : 1);
+    }
+    free(ref);
+  }
+  if (json)
+    printf("{\"model\": \"%s\", \"threads\": %d, \"rounds\": %d, \"int8_us\": %.1f, "
+           "\"fp32_us\": %.1f, \"int8_rel_l2\": %.6f, \"fp32_max_rel\": %.3g}\n",
+           path, threads, rounds, med[0], med[1], e[0][0], e[1][1]);
+  else
+    printf("%s: %d thread(s), %d rounds: int8 %.1f us, fp32 %.1f us (median)%s",
+           path, threads, rounds, med[0], med[1], ref_path ? "" : "\n");
+  if (ref_path && !json)
+    printf("; vs ref: int8 relL2 %.5f, fp32 relL2 %.2e max rel %.2e\n", e[0][0], e[1][0],
+           e[1][1]);
+  for (int p = 0; p < 2; p++)
+    for (int k = 0; k < nout; k++) dynq__tensor_clear(&out[p][k]);
+  for (int k = 0; k < n_spec; k++) free(in[k].data);
+  dynq__model_unref(m);
+  return 0;
+}
