@@ -19,7 +19,9 @@
 
 #include "dynq-config.h"
 #include "dynq/dynqclient.h"
+#include "ctl-acc.h"
 #include "dynqctl-io.h"
+#include "npz.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -54,6 +56,7 @@ static int cmd_load(ctl_t *ctl, int argc, char **argv);
 static int cmd_unload(ctl_t *ctl, int argc, char **argv);
 static int cmd_reload(ctl_t *ctl, int argc, char **argv);
 static int cmd_stream(ctl_t *ctl, int argc, char **argv);
+static int cmd_compare(ctl_t *ctl, int argc, char **argv);
 
 static const command_t commands[] = {
   { "ping", "", "check that dynqd answers, and how fast", cmd_ping },
@@ -61,8 +64,8 @@ static const command_t commands[] = {
   { "list", "", "list the loaded models", cmd_list },
   { "info", "MODEL", "show a model's inputs, outputs and weights", cmd_info },
   { "infer", "MODEL [--input [NAME=]FILE|JSON ...] [--precision int8|fp32] [--output-dir DIR] "
-    "[--timeout-ms MS]",
-    "run a model on inputs from .npy/.json files or inline JSON arrays", cmd_infer },
+    "[--timeout-ms MS] [--record DIR]",
+    "run a model on inputs from .npy/.json/.npz files or inline JSON arrays", cmd_infer },
   { "health", "", "liveness and readiness (exit 1 unless ready)", cmd_health },
   { "stats", "[--json|--prometheus]",
     "request counts and latency percentiles per model; --prometheus for the textfile "
@@ -72,8 +75,12 @@ static const command_t commands[] = {
   { "reload", "NAME", "re-open a model's file; the old version serves on failure (admin)",
     cmd_reload },
   { "stream", "MODEL --input NAME=FILE.wav [--chunk N] [--context N] [--rate HZ] "
-    "[--bind IN=OUT ...] [--set NAME=VALUE ...] [--output NAME]",
+    "[--bind IN=OUT ...] [--set NAME=VALUE ...] [--output NAME] [--record DIR] "
+    "[--compare [--threshold T]]",
     "stream a 16-bit PCM mono WAV through a session, one line per chunk", cmd_stream },
+  { "compare", "MODEL [--input [NAME=]FILE|JSON ...] [--threshold T] [--timeout-ms MS]",
+    "run both precisions on the same inputs: relL2, max |d|, cosine and changed decisions "
+    "per output", cmd_compare },
   { "help", "", "show this help", cmd_help },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -587,15 +594,76 @@ static void safe_file_name(char *buf, size_t cap, const char *name) {
   buf[n] = '\0';
 }
 
-static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
+/* The arrays of an .npz as inputs (names from the file). */
+static int load_npz_inputs(const char *what, const char *path, dynq_tensor_t *inputs,
+                           char **names, int *n_in) {
+  dynq__npz_t z;
+  char err[512];
+  if (dynq__npz_load(path, &z, err, sizeof(err)) != 0) {
+    errx_msg("%s: input %s", what, err);
+    return -1;
+  }
+  if (*n_in + z.n > MAX_INPUTS) {
+    errx_msg("%s: %s: more than %d inputs", what, path, MAX_INPUTS);
+    dynq__npz_free(&z);
+    return -1;
+  }
+  for (int i = 0; i < z.n; i++) {
+    names[*n_in] = (char *)z.t[i].name; /* ownership moves */
+    inputs[*n_in] = z.t[i];
+    inputs[*n_in].name = NULL;
+    (*n_in)++;
+  }
+  free(z.t);
+  return 0;
+}
+
+static int run_infer(ctl_t *ctl, int argc, char **argv, int compare);
+static int cmd_infer(ctl_t *ctl, int argc, char **argv) { return run_infer(ctl, argc, argv, 0); }
+static int cmd_compare(ctl_t *ctl, int argc, char **argv) { return run_infer(ctl, argc, argv, 1); }
+
+/* Print compare's per-output metrics: a = INT8 path, b = FP32 path. */
+static void print_compare(ctl_t *ctl, const dynq_infer_result_t *a, const dynq_infer_result_t *b,
+                          double threshold) {
+  if (ctl->json) printf("{\"threshold\": %.9g, \"outputs\": [", threshold);
+  int first = 1;
+  for (int i = 0; i < a->n_outputs; i++) {
+    const dynq_tensor_t *x = &a->outputs[i], *r = NULL;
+    for (int k = 0; k < b->n_outputs; k++)
+      if (strcmp(b->outputs[k].name, x->name) == 0) r = &b->outputs[k];
+    if (r == NULL || x->dtype != DYNQ_FLOAT32 || r->dtype != DYNQ_FLOAT32 ||
+        x->nbytes != r->nbytes || x->data == NULL || r->data == NULL) {
+      if (!ctl->json) printf("%-20s (not float32 on both paths: not compared)\n", x->name);
+      continue;
+    }
+    dynq__cmp_t c;
+    memset(&c, 0, sizeof(c));
+    size_t row = x->rank > 0 ? (size_t)x->shape[x->rank - 1] : 1;
+    dynq__cmp_add(&c, x->data, r->data, x->nbytes / 4, row, threshold);
+    if (ctl->json && !first) printf(", ");
+    dynq__cmp_print(stdout, x->name, &c, ctl->json);
+    first = 0;
+  }
+  if (ctl->json) printf("], \"compute_us\": {\"int8\": %" PRId64 ", \"fp32\": %" PRId64 "}}\n",
+                        a->compute_us, b->compute_us);
+  else printf("compute: int8 %" PRId64 " us, fp32 %" PRId64 " us\n", a->compute_us, b->compute_us);
+}
+
+static int run_infer(ctl_t *ctl, int argc, char **argv, int compare) {
   static const struct option opts[] = {
     { "input", required_argument, NULL, 'i' },
     { "precision", required_argument, NULL, 'p' },
     { "output-dir", required_argument, NULL, 'o' },
     { "timeout-ms", required_argument, NULL, 't' },
+    { "record", required_argument, NULL, 'R' },
+    { "threshold", required_argument, NULL, 'T' },
     { "json", no_argument, NULL, 'j' }, /* also accepted after the command */
     { NULL, 0, NULL, 0 },
   };
+  const char *what = compare ? "compare" : "infer", *record = NULL;
+  double threshold = 0.5;
+  dynq_infer_result_t res_fp32;
+  dynq__rec_t rec = { NULL, 0 };
   dynq_tensor_t inputs[MAX_INPUTS];
   dynq_infer_opts_t iopts;
   unsigned long long timeout_ms = 0;
@@ -607,23 +675,46 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
   memset(inputs, 0, sizeof(inputs));
   memset(names, 0, sizeof(names));
   memset(&res, 0, sizeof(res));
+  memset(&res_fp32, 0, sizeof(res_fp32));
   optind = 0; /* 0: full re-initialisation of GNU getopt after main() used it */
   opterr = 0;
   dynq_infer_opts_init(&iopts);
-  while ((ch = getopt_long(argc, argv, "i:p:o:t:j", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "i:p:o:t:R:T:j", opts, NULL)) != -1) {
     switch (ch) {
     case 'j':
       ctl->json = 1;
       break;
     case 'i':
       if (n_in == MAX_INPUTS) {
-        errx_msg("infer: more than %d inputs", MAX_INPUTS);
+        errx_msg("%s: more than %d inputs", what, MAX_INPUTS);
         goto out;
+      }
+      if (ends_with(optarg, ".npz")) {
+        /* every array of a recorded call, by its own name */
+        if (load_npz_inputs(what, optarg, inputs, names, &n_in) < 0) goto out;
+        break;
       }
       if (load_input(optarg, &names[n_in], &inputs[n_in]) < 0) goto out;
       n_in++;
       break;
+    case 'R':
+      record = optarg;
+      break;
+    case 'T': {
+      char *end;
+      errno = 0;
+      threshold = strtod(optarg, &end);
+      if (errno != 0 || *end != '\0' || !isfinite(threshold)) {
+        errx_msg("%s: --threshold must be a finite number, not '%s'", what, optarg);
+        goto out;
+      }
+      break;
+    }
     case 'p':
+      if (compare) {
+        errx_msg("compare: --precision makes no sense here: compare runs both");
+        goto out;
+      }
       if (strcmp(optarg, "int8") == 0)
         precision = DYNQ_INFER_INT8;
       else if (strcmp(optarg, "fp32") == 0)
@@ -647,15 +738,24 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
       errx_msg("infer: option '%s' needs an argument", argv[optind - 1]);
       goto out;
     default:
-      if (optopt == 'i' || optopt == 'p' || optopt == 'o' || optopt == 't')
-        errx_msg("infer: option '%s' needs an argument", argv[optind - 1]);
+      if (optopt != 0 && strchr("ipotRT", optopt) != NULL)
+        errx_msg("%s: option '%s' needs an argument", what, argv[optind - 1]);
       else
-        errx_msg("infer: unknown option '%s'", argv[optind - 1]);
+        errx_msg("%s: unknown option '%s'", what, argv[optind - 1]);
       goto out;
     }
   }
+  if (compare && (record != NULL || outdir != NULL)) {
+    errx_msg("compare: --record and --output-dir go with infer");
+    goto out;
+  }
+  if (!compare && threshold != 0.5) {
+    errx_msg("infer: --threshold goes with compare");
+    goto out;
+  }
   if (optind >= argc) {
-    errx_msg("infer: missing MODEL (usage: dynqctl infer %s)", commands[4].args);
+    errx_msg("%s: missing MODEL (usage: dynqctl %s %s)", what, what,
+             compare ? commands[11].args : commands[4].args);
     goto out;
   }
   if (optind + 1 < argc) {
@@ -708,8 +808,12 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
     }
   }
   for (int i = 0; i < n_in; i++) inputs[i].name = names[i];
+  if (record != NULL && dynq__rec_open(&rec, record) < 0) {
+    rc = EXIT_USAGE;
+    goto out;
+  }
 
-  iopts.precision = precision;
+  iopts.precision = compare ? DYNQ_INFER_INT8 : precision;
   iopts.timeout_ms = (uint32_t)timeout_ms;
   r = dynq_infer_ex(ctl->client, model, inputs, n_in, &iopts, &res);
   if (r < 0) {
@@ -717,6 +821,17 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
     goto out;
   }
   rc = EXIT_OK;
+  if (record != NULL && dynq__rec_write(&rec, inputs, n_in) < 0) rc = EXIT_FAIL;
+  if (compare) {
+    iopts.precision = DYNQ_INFER_FP32;
+    r = dynq_infer_ex(ctl->client, model, inputs, n_in, &iopts, &res_fp32);
+    if (r < 0) {
+      rc = call_failed(ctl, r);
+      goto out;
+    }
+    print_compare(ctl, &res, &res_fp32, threshold);
+    goto out;
+  }
   if (ctl->json) {
     printf("{\"outputs\": {");
     for (int i = 0; i < res.n_outputs; i++) {
@@ -744,6 +859,8 @@ static int cmd_infer(ctl_t *ctl, int argc, char **argv) {
 
 out:
   dynq_infer_result_free(&res);
+  dynq_infer_result_free(&res_fp32);
+  dynq__rec_close(&rec);
   for (int i = 0; i < n_in; i++) {
     dynq__io_tensor_free(&inputs[i]);
     free(names[i]);
@@ -890,6 +1007,7 @@ static int cmd_reload(ctl_t *ctl, int argc, char **argv) {
 #define MAX_SETS 16
 #define MAX_CHUNK (1u << 20)
 #define STREAM_HUMAN_VALUES 8
+#define MAX_STREAM_OUTPUTS 16
 
 /* "--set NAME=VALUE": an int64 scalar when VALUE is an integer, else a
  * float32 scalar (e.g. sr=16000 for a VAD's sample-rate input). */
@@ -983,8 +1101,19 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     { "set", required_argument, NULL, 'S' },
     { "output", required_argument, NULL, 'O' },
     { "json", no_argument, NULL, 'j' },
+    { "record", required_argument, NULL, 'R' },
+    { "compare", no_argument, NULL, 'C' },
+    { "threshold", required_argument, NULL, 'T' },
     { NULL, 0, NULL, 0 },
   };
+  const char *record = NULL;
+  dynq__rec_t rec = { NULL, 0 };
+  int compare = 0, have_fp32 = 0;
+  uint64_t sid_fp32 = 0;
+  double threshold = 0.5;
+  dynq__cmp_t *sum = NULL;   /* [MAX_STREAM_OUTPUTS]: compare's totals per output */
+  char *sum_names[MAX_STREAM_OUTPUTS];
+  int n_sum = 0;
   char *in_name = NULL, *in_path = NULL, *binds[2 * MAX_BINDS], *buf = NULL, err[512] = "";
   const char *model, *want_out = NULL;
   set_input_t sets[MAX_SETS];
@@ -1001,8 +1130,24 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
   memset(&wav, 0, sizeof(wav));
   optind = 0;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "i:c:x:r:b:S:O:j", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "i:c:x:r:b:S:O:jR:CT:", opts, NULL)) != -1) {
     switch (ch) {
+    case 'R':
+      record = optarg;
+      break;
+    case 'C':
+      compare = 1;
+      break;
+    case 'T': {
+      char *end;
+      errno = 0;
+      threshold = strtod(optarg, &end);
+      if (errno != 0 || *end != '\0' || !isfinite(threshold)) {
+        errx_msg("stream: --threshold must be a finite number, not '%s'", optarg);
+        goto out;
+      }
+      break;
+    }
     case 'i':
       if (in_name != NULL) {
         errx_msg("stream: only one --input (the audio); give scalars with --set");
@@ -1048,7 +1193,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
       ctl->json = 1;
       break;
     default:
-      if (strchr("icxrbSO", optopt) != NULL && optopt != 0)
+      if (strchr("icxrbSORT", optopt) != NULL && optopt != 0)
         errx_msg("stream: option '%s' needs an argument", argv[optind - 1]);
       else
         errx_msg("stream: unknown option '%s'", argv[optind - 1]);
@@ -1078,6 +1223,10 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
         errx_msg("stream: --set '%s' given twice", sets[i].name);
         goto out;
       }
+  }
+  if (threshold != 0.5 && !compare) {
+    errx_msg("stream: --threshold goes with --compare");
+    goto out;
   }
   buf = slurp("stream", in_path, &len);
   if (buf == NULL) goto out;
@@ -1111,6 +1260,25 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     goto out;
   }
   have_session = 1;
+  if (compare) {
+    /* the FP32 path needs its own state: a second session, same chunks */
+    r = dynq_session_open(ctl->client, model, (const char *const *)binds, n_binds, 0, &sid_fp32);
+    if (r < 0) {
+      rc = call_failed(ctl, r);
+      goto out;
+    }
+    have_fp32 = 1;
+    sum = calloc(MAX_STREAM_OUTPUTS, sizeof(*sum));
+    if (sum == NULL) {
+      errx_msg("stream: out of memory");
+      rc = EXIT_FAIL;
+      goto out;
+    }
+  }
+  if (record != NULL && dynq__rec_open(&rec, record) < 0) {
+    rc = EXIT_USAGE;
+    goto out;
+  }
 
   inputs[0].name = in_name;
   inputs[0].dtype = DYNQ_FLOAT32;
@@ -1140,11 +1308,75 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
       long long s = start + (long long)j;
       window[j] = s >= 0 && (size_t)s < wav.n ? (float)wav.samples[s] / 32768.0f : 0.0f;
     }
-    r = dynq_session_infer(ctl->client, sid, inputs, 1 + n_sets, &res);
+    dynq_infer_opts_t so;
+    dynq_infer_opts_init(&so);
+    so.use_session = 1;
+    so.session = sid;
+    so.precision = compare ? DYNQ_INFER_INT8 : DYNQ_INFER_DEFAULT;
+    r = dynq_infer_ex(ctl->client, NULL, inputs, 1 + n_sets, &so, &res);
     if (r < 0) {
       rc = call_failed(ctl, r);
       fprintf(stderr, "dynqctl: stream: stopped at chunk %zu of %zu\n", k, n_chunks);
       goto out;
+    }
+    if (record != NULL && dynq__rec_write(&rec, inputs, 1 + n_sets) < 0) {
+      dynq_infer_result_free(&res);
+      rc = EXIT_FAIL;
+      goto out;
+    }
+    if (compare) {
+      dynq_infer_result_t ref;
+      so.session = sid_fp32;
+      so.precision = DYNQ_INFER_FP32;
+      r = dynq_infer_ex(ctl->client, NULL, inputs, 1 + n_sets, &so, &ref);
+      if (r < 0) {
+        dynq_infer_result_free(&res);
+        rc = call_failed(ctl, r);
+        fprintf(stderr, "dynqctl: stream: stopped at chunk %zu of %zu\n", k, n_chunks);
+        goto out;
+      }
+      int shown = 0;
+      for (int i = 0; i < res.n_outputs; i++) {
+        const dynq_tensor_t *x = &res.outputs[i], *y = NULL;
+        for (int j = 0; j < ref.n_outputs; j++)
+          if (strcmp(ref.outputs[j].name, x->name) == 0) y = &ref.outputs[j];
+        if (y == NULL || x->dtype != DYNQ_FLOAT32 || y->dtype != DYNQ_FLOAT32 ||
+            x->nbytes != y->nbytes || x->data == NULL || y->data == NULL)
+          continue;
+        int si = 0;
+        while (si < n_sum && strcmp(sum_names[si], x->name) != 0) si++;
+        if (si == n_sum && n_sum < MAX_STREAM_OUTPUTS && (sum_names[si] = strdup(x->name)) != NULL)
+          n_sum++;
+        size_t row = x->rank > 0 ? (size_t)x->shape[x->rank - 1] : 1;
+        dynq__cmp_t c;
+        memset(&c, 0, sizeof(c));
+        dynq__cmp_add(&c, x->data, y->data, x->nbytes / 4, row, threshold);
+        if (si < n_sum) dynq__cmp_add(&sum[si], x->data, y->data, x->nbytes / 4, row, threshold);
+        if (shown || (want_out != NULL ? strcmp(x->name, want_out) != 0 : i != 0)) continue;
+        shown = 1;
+        double t = (double)(k * chunk) / (double)rate;
+        float xv = ((const float *)x->data)[0], yv = ((const float *)y->data)[0];
+        if (ctl->json) {
+          printf("{\"chunk\": %zu, \"time_s\": %.6f, \"output\": ", k, t);
+          json_str(stdout, x->name);
+          printf(", \"int8\": %.9g, \"fp32\": %.9g, \"max_abs\": %.9g, \"decision_changed\": %s}\n",
+                 (double)xv, (double)yv, c.max_abs, c.thr_changed || c.argmax_changed ? "true" : "false");
+        } else {
+          printf("%6zu %10.3f  int8 %.6f  fp32 %.6f  max|d| %.3g%s\n", k, t, (double)xv, (double)yv,
+                 c.max_abs, c.thr_changed || c.argmax_changed ? "  DECISION CHANGED" : "");
+        }
+      }
+      if (!shown) {
+        errx_msg("stream: the model has no float32 output '%s' to compare",
+                 want_out ? want_out : "(first)");
+        dynq_infer_result_free(&res);
+        dynq_infer_result_free(&ref);
+        rc = EXIT_FAIL;
+        goto out;
+      }
+      dynq_infer_result_free(&ref);
+      dynq_infer_result_free(&res);
+      continue;
     }
     for (int i = 0; i < res.n_outputs; i++) {
       if (want_out == NULL || strcmp(res.outputs[i].name, want_out) == 0) {
@@ -1162,6 +1394,20 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     dynq_infer_result_free(&res);
   }
   rc = EXIT_OK;
+  if (compare) {
+    /* over the whole stream, every float32 output (state included) */
+    if (ctl->json) printf("{\"summary\": {\"chunks\": %zu, \"threshold\": %.9g, \"outputs\": [",
+                          n_chunks, threshold);
+    else printf("summary over %zu chunks (INT8 path vs FP32 path):\n", n_chunks);
+    for (int i = 0; i < n_sum; i++) {
+      if (ctl->json && i) printf(", ");
+      dynq__cmp_print(stdout, sum_names[i], &sum[i], ctl->json);
+    }
+    if (ctl->json) printf("]}}\n");
+  }
+  if (record != NULL && !ctl->json)
+    fprintf(stderr, "dynqctl: stream: recorded %zu calls in %s (the session's state is not "
+            "recorded: dynq-quantize --calibrate carries it)\n", n_chunks, record);
 
 out:
   if (have_session) {
@@ -1170,6 +1416,13 @@ out:
     r = dynq_session_close(ctl->client, sid);
     if (r < 0 && rc == EXIT_OK) rc = call_failed(ctl, r);
   }
+  if (have_fp32) {
+    r = dynq_session_close(ctl->client, sid_fp32);
+    if (r < 0 && rc == EXIT_OK) rc = call_failed(ctl, r);
+  }
+  dynq__rec_close(&rec);
+  for (int i = 0; i < n_sum; i++) free(sum_names[i]);
+  free(sum);
   free(window);
   dynq__wav_free(&wav);
   free(in_name);

@@ -260,6 +260,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     }
     memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);
     ctx.node = n;
+    if (opts != NULL && opts->node_precision != NULL) ctx.precision = opts->node_precision[i];
     /* Offer the storage of inputs this node reads last (ops.h: donor):
      * Reshape, Squeeze, Identity, Phi, ... then move instead of copying,
      * elementwise ops run in place.  Not for a value the node reads

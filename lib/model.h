@@ -50,6 +50,9 @@ typedef struct dynq__run_opts {
   const dynq__kernel_t *kernel;   /* NULL: dynq__kernel() */
   int threads;                    /* large GEMMs may split along N over this
                                      many threads (<= 1: the calling thread only) */
+  const unsigned char *node_precision; /* NULL, or [n_nodes]: DYNQ_PRECISION_* per
+                                     node, overriding .precision (calibration
+                                     runs one layer INT8 and the rest FP32) */
 } dynq__run_opts_t;
 
 /*

@@ -19,6 +19,7 @@
 
 #include "dynq-config.h"
 #include "dynq/errors.h"
+#include "calibrate.h"
 #include "import.h"
 #include "kernels/kernels.h"
 
@@ -619,9 +620,11 @@ static void usage(FILE *f) {
           "  --quantize-small\n"
           "                  quantize Conv layers too small for INT8 to pay (patch < 16\n"
           "                  values or < 8 output channels per group): accuracy tests\n"
+          "%s"
           "  --help          show this help\n"
           "\n"
-          "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n");
+          "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n",
+          dynq__calib_usage);
 }
 #endif
 
@@ -829,9 +832,12 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
            dynq_err_name(r));
     goto done;
   }
-  print_summary(&c, &dg, in, out);
-  struct stat st;
-  if (stat(out, &st) == 0) printf("wrote %s (%lld bytes)\n", out, (long long)st.st_size);
+  if (opt->on_layers != NULL) opt->on_layers(opt->on_layers_ctx, c.layers, c.n_layers);
+  if (!opt->quiet) {
+    print_summary(&c, &dg, in, out);
+    struct stat st;
+    if (stat(out, &st) == 0) printf("wrote %s (%lld bytes)\n", out, (long long)st.st_size);
+  }
   ret = 0;
 done:
   if (m != NULL) onnx__model_proto__free_unpacked(m, NULL);
@@ -854,11 +860,14 @@ static int convert(const dynq__imp_options_t *opt, const char *in, const char *o
 
 int main(int argc, char **argv) {
   dynq__imp_options_t opt = {0};
+  dynq__calib_opts_t copt = {0};
   const char *pos[2];
-  int npos = 0, only_pos = 0;
+  int npos = 0, only_pos = 0, r;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!only_pos && strcmp(a, "--") == 0) {
+    if (!only_pos && (r = dynq__calib_arg(&copt, argc, argv, &i)) != 0) {
+      if (r < 0) return 2;
+    } else if (!only_pos && strcmp(a, "--") == 0) {
       only_pos = 1;
     } else if (!only_pos && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
       usage(stdout);
@@ -972,6 +981,15 @@ int main(int argc, char **argv) {
   }
   if (opt.fp32 && opt.per_tensor) {
     fprintf(stderr, "%s: --per-tensor has no effect with --fp32\n", dynq__imp_progname);
+  }
+  if (dynq__calib_check(&copt, &opt) != 0) return 2;
+  if (copt.dir != NULL) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (dynq__imp_read_file(pos[0], &buf, &len) != 0) return 1;
+    int ret = dynq__calibrate(&opt, &copt, buf, len, pos[0], pos[1]);
+    free(buf);
+    return ret;
   }
   return convert(&opt, pos[0], pos[1]);
 }

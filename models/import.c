@@ -255,6 +255,8 @@ const char *dynq__imp_front_reader(conv_t *c, const char *x) {
 const char *dynq__imp_keep_fp32(conv_t *c, const char *nname) {
   const char *why = NULL;
   size_t nl = nname ? strlen(nname) : 0;
+  for (int i = 0; nname != NULL && i < c->opt.n_keep_exact; i++)
+    if (strcmp(nname, c->opt.keep_exact[i]) == 0) why = c->opt.keep_exact_why;
   for (int i = 0; i < c->opt.n_keep; i++) {
     size_t kl = strlen(c->opt.keep[i]);
     if (kl <= nl && strcmp(nname + nl - kl, c->opt.keep[i]) == 0) {

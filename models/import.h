@@ -103,6 +103,8 @@ int dynq__imp_node_attr_ints(dynq__builder_t *b, dynq__bnode_t *n, const char *n
 
 /* ---- conversion state ---- */
 
+struct dynq__layer_report;
+
 typedef struct dynq__imp_options {
   int fp32, per_tensor, no_reference;
   int no_auto_fp32;          /* --no-auto-fp32: no signal front-end rule */
@@ -120,6 +122,16 @@ typedef struct dynq__imp_options {
   const char *state_in[16], *state_out[16]; /* point into argv (split at '=') */
   int quantize_small;        /* --quantize-small: Conv the INT8 GEMM would not
                                 pay for is quantized anyway (accuracy tests) */
+  /* Error-budget calibration (models/calibrate.c): layers kept FP32 by
+   * exact name, with keep_exact_why as their reason; caller-owned. */
+  int n_keep_exact;
+  const char *const *keep_exact;
+  const char *keep_exact_why;
+  int quiet;                 /* no summary on stdout (a calibration pass) */
+  /* Called once with the per-layer report before the conversion frees
+   * it (names valid only during the call); NULL: not wanted. */
+  void (*on_layers)(void *ctx, const struct dynq__layer_report *layers, int n);
+  void *on_layers_ctx;
 } dynq__imp_options_t;
 
 typedef struct dynq__layer_report {

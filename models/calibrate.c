@@ -1,0 +1,787 @@
+/*
+ * Error-budget quantization (calibrate.h).  One conversion with every
+ * quantizable layer INT8 (and its FP32 reference weights) gives a model
+ * the executor can run with any per-node precision mix; the search runs
+ * the calibration calls through it in-process, then the chosen layers are
+ * kept FP32 in a second conversion whose written file is verified end to
+ * end before it replaces `out`.
+ *
+ * Ownership: the calib_t owns every input tensor (aligned copies of the
+ * files' arrays), the reference outputs, the layer table and the names.
+ */
+#include "calibrate.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "model.h"
+#include "npz.h"
+
+#define MAX_FILES 100000
+#define MAX_BYTES ((size_t)1 << 30) /* all calibration inputs together */
+
+void dynq__calib_acc_add(dynq__calib_acc_t *a, const float *x, const float *ref, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    double d = (double)x[i] - (double)ref[i];
+    if (isnan(d)) {
+      a->nan = 1;
+      continue;
+    }
+    if (fabs(d) > a->max_abs) a->max_abs = fabs(d);
+    a->sum_d2 += d * d;
+    a->sum_r2 += (double)ref[i] * (double)ref[i];
+  }
+}
+
+double dynq__calib_acc_value(const dynq__calib_acc_t *a, int metric) {
+  if (a->nan) return INFINITY;
+  if (metric == DYNQ_CALIB_MAX_ABS) return a->max_abs;
+  if (a->sum_d2 == 0) return 0;
+  if (a->sum_r2 == 0) return INFINITY;
+  return sqrt(a->sum_d2 / a->sum_r2);
+}
+
+typedef struct layer {
+  char *name;             /* owned */
+  char *op;               /* owned */
+  char *fixed_why;        /* owned: why the first conversion kept it FP32, or NULL */
+  int64_t k, n;
+  size_t bytes;           /* FP32 weight bytes */
+  int node;               /* its quantized node in the search model, -1 if none */
+  double alone;           /* error with only this layer INT8 */
+  double without;         /* error with every other layer INT8, this one FP32 */
+  int kept;               /* selected to stay FP32 */
+  int pruned;             /* selected, then found unnecessary */
+} layer_t;
+
+typedef struct calib {
+  const dynq__calib_opts_t *co;
+  int n_files;
+  char **files;             /* owned [n_files], full paths */
+  int n_in;                 /* graph inputs */
+  dynq__tensor_t *in;       /* owned [n_files * n_in]: dtype INVALID = carried state */
+  int n_state;
+  int *st_in, *st_out;      /* owned [n_state]: graph input / output positions */
+  int n_eval;
+  int *ev_out;              /* owned [n_eval]: output positions compared */
+  dynq__tensor_t *ref;      /* owned [n_files * n_eval]: the FP32 path's outputs */
+  layer_t *L;               /* owned [nL] */
+  int nL;
+  long evaluations;
+} calib_t;
+
+static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void progress(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: calibrate: ", dynq__imp_progname);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static void collect_layers(void *ctx, const dynq__layer_report_t *R, int n) {
+  calib_t *k = ctx;
+  if (k->L != NULL) return;
+  k->L = calloc((size_t)n + 1, sizeof(*k->L));
+  if (k->L == NULL) return;
+  k->nL = n;
+  for (int i = 0; i < n; i++) {
+    layer_t *l = &k->L[i];
+    l->name = strdup(R[i].name ? R[i].name : "?");
+    l->op = strdup(R[i].op ? R[i].op : "?");
+    l->fixed_why = R[i].quantized ? NULL : strdup(R[i].why ? R[i].why : "not quantizable");
+    l->k = R[i].k;
+    l->n = R[i].n;
+    l->bytes = R[i].fp32_bytes;
+    l->node = -1;
+  }
+}
+
+static void calib_free(calib_t *k) {
+  for (int i = 0; i < k->n_files; i++) free(k->files[i]);
+  free(k->files);
+  if (k->in != NULL)
+    for (size_t i = 0; i < (size_t)k->n_files * (size_t)k->n_in; i++) dynq__tensor_clear(&k->in[i]);
+  free(k->in);
+  if (k->ref != NULL)
+    for (size_t i = 0; i < (size_t)k->n_files * (size_t)k->n_eval; i++) dynq__tensor_clear(&k->ref[i]);
+  free(k->ref);
+  free(k->st_in);
+  free(k->st_out);
+  free(k->ev_out);
+  for (int i = 0; i < k->nL; i++) {
+    free(k->L[i].name);
+    free(k->L[i].op);
+    free(k->L[i].fixed_why);
+  }
+  free(k->L);
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The calibration files, sorted by name.  Everything in DIR but hidden
+ * entries must be a .npz regular file: a stray file is more likely a
+ * mistake than something to skip silently. */
+static int list_files(calib_t *k) {
+  const char *dir = k->co->dir;
+  DIR *d = opendir(dir);
+  if (d == NULL) {
+    dynq__imp_errorf("--calibrate %s: %s", dir, strerror(errno));
+    return -1;
+  }
+  int cap = 0, rc = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] == '.') continue;
+    size_t nl = strlen(de->d_name);
+    char *path = malloc(strlen(dir) + nl + 2);
+    if (path == NULL) goto oom;
+    sprintf(path, "%s/%s", dir, de->d_name);
+    struct stat st;
+    if (nl < 5 || strcmp(de->d_name + nl - 4, ".npz") != 0 || stat(path, &st) != 0 ||
+        !S_ISREG(st.st_mode)) {
+      dynq__imp_errorf("--calibrate: %s is not an .npz file (a calibration directory holds "
+                       "only the NNNNNN.npz files dynqctl infer/stream --record writes; move "
+                       "it out)", path);
+      free(path);
+      rc = -1;
+      goto out;
+    }
+    if (k->n_files == MAX_FILES) {
+      free(path);
+      dynq__imp_errorf("--calibrate %s: more than %d files", dir, MAX_FILES);
+      rc = -1;
+      goto out;
+    }
+    if (k->n_files == cap) {
+      cap = cap ? 2 * cap : 64;
+      char **nf = realloc(k->files, (size_t)cap * sizeof(*nf));
+      if (nf == NULL) {
+        free(path);
+        goto oom;
+      }
+      k->files = nf;
+    }
+    k->files[k->n_files++] = path;
+  }
+  if (k->n_files == 0) {
+    dynq__imp_errorf("--calibrate %s: the directory holds no .npz files (record some with "
+                     "dynqctl infer --record %s or dynqctl stream --record %s)", dir, dir, dir);
+    rc = -1;
+    goto out;
+  }
+  qsort(k->files, (size_t)k->n_files, sizeof(*k->files), cmp_str);
+  goto out;
+oom:
+  dynq__imp_errorf("out of memory listing %s", dir);
+  rc = -1;
+out:
+  closedir(d);
+  return rc;
+}
+
+static void shape_str(char *buf, size_t cap, int rank, const int64_t *dims) {
+  dynq__shape_str(buf, cap, rank, dims);
+}
+
+/* Read every file and check it against the model's inputs. */
+static int load_files(calib_t *k, const dynq__graph_t *g) {
+  k->n_in = g->n_inputs;
+  k->in = calloc((size_t)k->n_files * (size_t)(k->n_in ? k->n_in : 1), sizeof(*k->in));
+  if (k->in == NULL) {
+    dynq__imp_errorf("out of memory");
+    return -1;
+  }
+  size_t total = 0;
+  int noted = 0;
+  for (int f = 0; f < k->n_files; f++) {
+    dynq__npz_t z;
+    char err[512];
+    if (dynq__npz_load(k->files[f], &z, err, sizeof(err)) != 0) {
+      dynq__imp_errorf("--calibrate: %s (calibration files are numpy .npz archives, one per "
+                       "call: write them with dynqctl infer/stream --record)", err);
+      return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < g->n_inputs && rc == 0; i++) {
+      const dynq__value_t *decl = &g->values[g->inputs[i]];
+      const dynq_tensor_t *t = dynq__npz_find(&z, decl->name);
+      int is_state = 0;
+      for (int s = 0; s < k->n_state; s++) is_state |= k->st_in[s] == i;
+      char a[128], b[128];
+      shape_str(b, sizeof(b), decl->rank, decl->dims);
+      if (t == NULL) {
+        if (is_state) continue; /* carried from the previous call */
+        dynq__imp_errorf("--calibrate: %s has no array '%s' (the model's input '%s', %s %s): "
+                         "every call needs all inputs but the declared state",
+                         k->files[f], decl->name, decl->name, dynq__dtype_name(decl->dtype), b);
+        rc = -1;
+        break;
+      }
+      shape_str(a, sizeof(a), t->rank, t->shape);
+      if (t->dtype != (int)decl->dtype) {
+        dynq__imp_errorf("--calibrate: %s: array '%s' is %s, the model's input is %s",
+                         k->files[f], decl->name, dynq__dtype_name((dynq_dtype_t)t->dtype),
+                         dynq__dtype_name(decl->dtype));
+        rc = -1;
+        break;
+      }
+      int ok = t->rank == decl->rank;
+      for (int d = 0; ok && d < t->rank; d++)
+        ok = decl->dims[d] >= 0 ? t->shape[d] == decl->dims[d] : t->shape[d] >= 1;
+      if (!ok) {
+        dynq__imp_errorf("--calibrate: %s: array '%s' has shape %s, the model's input expects "
+                         "%s (-1 = any size >= 1)", k->files[f], decl->name, a, b);
+        rc = -1;
+        break;
+      }
+      total += t->nbytes;
+      if (total > MAX_BYTES) {
+        dynq__imp_errorf("--calibrate %s: the inputs pass %zu bytes; calibrate on fewer calls",
+                         k->co->dir, MAX_BYTES);
+        rc = -1;
+        break;
+      }
+      dynq__tensor_t *dst = &k->in[(size_t)f * (size_t)k->n_in + (size_t)i];
+      if (dynq__tensor_alloc_uninit(dst, decl->dtype, t->rank, t->shape) != 0) {
+        dynq__imp_errorf("out of memory");
+        rc = -1;
+        break;
+      }
+      if (t->nbytes) memcpy(dst->data, t->data, t->nbytes);
+    }
+    for (int j = 0; rc == 0 && j < z.n && !noted; j++) {
+      int found = 0;
+      for (int i = 0; i < g->n_inputs; i++) found |= strcmp(g->values[g->inputs[i]].name, z.t[j].name) == 0;
+      if (!found) {
+        progress("note: %s: array '%s' is not an input of the converted model (fixed by --set?); "
+                 "ignored", k->files[f], z.t[j].name);
+        noted = 1;
+      }
+    }
+    dynq__npz_free(&z);
+    if (rc != 0) return -1;
+  }
+  return 0;
+}
+
+/* Run every call in order (state carried) with precision mix `prec` (NULL:
+ * everything at `precision`).  With store set, the non-state outputs
+ * become the reference; else *ret_err is the metric against it (the
+ * largest over the compared outputs). */
+static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsigned char *prec,
+                   int store, double *ret_err) {
+  const dynq__graph_t *g = dynq__model_graph(m);
+  dynq__run_opts_t ro = { precision, NULL, 1, prec };
+  dynq__tensor_t *state = calloc((size_t)k->n_state + 1, sizeof(*state));
+  dynq__tensor_t *ins = calloc((size_t)k->n_in + 1, sizeof(*ins));
+  dynq__tensor_t *outs = calloc((size_t)g->n_outputs + 1, sizeof(*outs));
+  dynq__calib_acc_t *acc = calloc((size_t)k->n_eval + 1, sizeof(*acc));
+  int rc = 0;
+  char err[512];
+  if (state == NULL || ins == NULL || outs == NULL || acc == NULL) {
+    dynq__imp_errorf("out of memory");
+    rc = -1;
+    goto out;
+  }
+  k->evaluations++;
+  for (int f = 0; f < k->n_files; f++) {
+    const dynq__tensor_t *row = &k->in[(size_t)f * (size_t)k->n_in];
+    int64_t batch = 1;
+    for (int i = 0; i < k->n_in; i++)
+      if (row[i].dtype != DYNQ_DT_INVALID && row[i].rank >= 1) {
+        batch = row[i].dims[0];
+        break;
+      }
+    for (int i = 0; i < k->n_in; i++) {
+      ins[i] = row[i];
+      ins[i].owned = 0;
+    }
+    for (int s = 0; s < k->n_state; s++) {
+      const dynq__value_t *v = &g->values[g->inputs[k->st_in[s]]];
+      if (row[k->st_in[s]].dtype != DYNQ_DT_INVALID) continue; /* the file gives it */
+      if (state[s].dtype == DYNQ_DT_INVALID) {
+        /* a session's first call: zeros, symbolic dims = the batch */
+        int64_t dims[DYNQ_MAX_RANK];
+        for (int d = 0; d < v->rank; d++) dims[d] = v->dims[d] < 0 ? batch : v->dims[d];
+        if (dynq__tensor_alloc(&state[s], v->dtype, v->rank, dims) != 0) {
+          dynq__imp_errorf("out of memory");
+          rc = -1;
+          goto out;
+        }
+      }
+      ins[k->st_in[s]] = state[s];
+      ins[k->st_in[s]].owned = 0;
+    }
+    if (dynq__model_run(m, &ro, ins, outs, err, sizeof(err)) != 0) {
+      dynq__imp_errorf("--calibrate: %s: the model failed on this call: %s", k->files[f], err);
+      rc = -1;
+      goto out;
+    }
+    for (int s = 0; s < k->n_state; s++) {
+      dynq__tensor_clear(&state[s]);
+      state[s] = outs[k->st_out[s]];
+      memset(&outs[k->st_out[s]], 0, sizeof(outs[0]));
+    }
+    for (int j = 0; j < k->n_eval; j++) {
+      dynq__tensor_t *o = &outs[k->ev_out[j]];
+      dynq__tensor_t *r = &k->ref[(size_t)f * (size_t)k->n_eval + (size_t)j];
+      if (store) {
+        *r = *o;
+        memset(o, 0, sizeof(*o));
+        continue;
+      }
+      int64_t n = dynq__shape_numel(o->rank, o->dims);
+      if (o->dtype != r->dtype || n != dynq__shape_numel(r->rank, r->dims)) {
+        dynq__imp_errorf("internal error: output '%s' of %s changed shape between precisions",
+                         g->values[g->outputs[k->ev_out[j]]].name, k->files[f]);
+        rc = -1;
+        goto out;
+      }
+      dynq__calib_acc_add(&acc[j], o->data, r->data, (size_t)n);
+    }
+    for (int j = 0; j < g->n_outputs; j++) dynq__tensor_clear(&outs[j]);
+  }
+  if (!store) {
+    double e = 0;
+    for (int j = 0; j < k->n_eval; j++) {
+      double v = dynq__calib_acc_value(&acc[j], k->co->metric);
+      if (!(v <= e)) e = v; /* NaN/inf propagate */
+    }
+    *ret_err = e;
+  }
+out:
+  if (state != NULL)
+    for (int s = 0; s < k->n_state; s++) dynq__tensor_clear(&state[s]);
+  if (outs != NULL)
+    for (int j = 0; j < g->n_outputs; j++) dynq__tensor_clear(&outs[j]);
+  free(state);
+  free(ins);
+  free(outs);
+  free(acc);
+  return rc;
+}
+
+static const char *metric_name(int m) { return m == DYNQ_CALIB_MAX_ABS ? "max-abs" : "relL2"; }
+
+/* Convert with the layers marked kept as FP32 into path (quiet). */
+static int convert_kept(calib_t *k, const dynq__imp_options_t *imp, const uint8_t *buf,
+                        size_t len, const char *in, const char *path, int quiet) {
+  const char **names = calloc((size_t)k->nL + 1, sizeof(*names));
+  if (names == NULL) {
+    dynq__imp_errorf("out of memory");
+    return -1;
+  }
+  int n = 0;
+  for (int i = 0; i < k->nL; i++)
+    if (k->L[i].kept) names[n++] = k->L[i].name;
+  dynq__imp_options_t o = *imp;
+  o.keep_exact = names;
+  o.n_keep_exact = n;
+  o.keep_exact_why = "error budget (calibrated)";
+  o.no_auto_fp32 = 1; /* the search decided; the hand rule does not add to it */
+  o.quiet = quiet;
+  o.on_layers = NULL;
+  int r = dynq__imp_convert_buffer(&o, buf, len, in, path);
+  free(names);
+  return r == 0 ? 0 : -1;
+}
+
+static const layer_t *sort_base;
+static int cmp_layer(const void *a, const void *b) {
+  const layer_t *x = &sort_base[*(const int *)a], *y = &sort_base[*(const int *)b];
+  /* most harmful alone first; then the one whose FP32 helps most */
+  if (x->alone != y->alone) return x->alone > y->alone || isnan(x->alone) ? -1 : 1;
+  if (x->without != y->without) return x->without < y->without ? -1 : 1;
+  return *(const int *)a - *(const int *)b;
+}
+
+static void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+    else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+    else fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+static void json_num(FILE *f, double v) {
+  if (isfinite(v)) fprintf(f, "%.9g", v);
+  else fputs("null", f);
+}
+
+static const char *layer_why(const calib_t *k, const layer_t *l, char *buf, size_t cap) {
+  if (l->node < 0) return l->fixed_why ? l->fixed_why : "not quantizable";
+  if (l->kept) {
+    snprintf(buf, cap, "kept FP32: needed to meet the budget (alone %.3g)", l->alone);
+    return buf;
+  }
+  if (l->pruned) return "quantized: tried FP32, the budget holds without it";
+  return "quantized: within the budget";
+}
+
+static void report(const calib_t *k, double e_all, double e_final, int met, double secs) {
+  const dynq__calib_opts_t *co = k->co;
+  int nk = 0, nq = 0;
+  char why[160];
+  for (int i = 0; i < k->nL; i++) {
+    nk += k->L[i].node >= 0 && k->L[i].kept;
+    nq += k->L[i].node >= 0 && !k->L[i].kept;
+  }
+  if (co->json) {
+    printf("{\"metric\": \"%s\", \"budget\": ", metric_name(co->metric));
+    json_num(stdout, co->budget);
+    printf(", \"calls\": %d, \"state_pairs\": %d, \"layers\": [", k->n_files, k->n_state);
+    for (int i = 0; i < k->nL; i++) {
+      const layer_t *l = &k->L[i];
+      printf("%s{\"name\": ", i ? ", " : "");
+      json_str(stdout, l->name);
+      printf(", \"op\": ");
+      json_str(stdout, l->op);
+      printf(", \"k\": %" PRId64 ", \"n\": %" PRId64 ", \"weight_bytes\": %zu, \"error_alone\": ",
+             l->k, l->n, l->bytes);
+      if (l->node >= 0) json_num(stdout, l->alone);
+      else fputs("null", stdout);
+      printf(", \"error_without\": ");
+      if (l->node >= 0) json_num(stdout, l->without);
+      else fputs("null", stdout);
+      printf(", \"mode\": \"%s\", \"why\": ", l->node >= 0 && !l->kept ? "int8" : "fp32");
+      json_str(stdout, layer_why(k, l, why, sizeof(why)));
+      printf("}");
+    }
+    printf("], \"error_all_int8\": ");
+    json_num(stdout, e_all);
+    printf(", \"error\": ");
+    json_num(stdout, e_final);
+    printf(", \"met\": %s, \"kept_fp32\": %d, \"quantized\": %d, \"evaluations\": %ld, "
+           "\"seconds\": %.3f}\n", met ? "true" : "false", nk, nq, k->evaluations, secs);
+    return;
+  }
+  printf("calibration: %d call%s from %s%s, metric %s, budget %g\n", k->n_files,
+         k->n_files == 1 ? "" : "s", co->dir, k->n_state ? " (a stream: state carried)" : "",
+         metric_name(co->metric), co->budget);
+  int w = 24;
+  for (int i = 0; i < k->nL; i++)
+    if ((int)strlen(k->L[i].name) > w) w = (int)strlen(k->L[i].name);
+  printf("%-*s %-7s %15s %12s %11s %11s  %-4s  %s\n", w, "layer", "op", "K x N", "fp32 bytes",
+         "err alone", "err w/o", "mode", "why");
+  for (int i = 0; i < k->nL; i++) {
+    const layer_t *l = &k->L[i];
+    char kn[48], ea[24], ew[24];
+    if (l->k >= 0) snprintf(kn, sizeof(kn), "%" PRId64 " x %" PRId64, l->k, l->n);
+    else snprintf(kn, sizeof(kn), "?");
+    if (l->node >= 0) {
+      snprintf(ea, sizeof(ea), "%.4g", l->alone);
+      snprintf(ew, sizeof(ew), "%.4g", l->without);
+    } else {
+      snprintf(ea, sizeof(ea), "-");
+      snprintf(ew, sizeof(ew), "-");
+    }
+    printf("%-*s %-7s %15s %12zu %11s %11s  %-4s  %s\n", w, l->name, l->op, kn, l->bytes, ea, ew,
+           l->node >= 0 && !l->kept ? "int8" : "fp32", layer_why(k, l, why, sizeof(why)));
+  }
+  printf("all layers INT8: %s %.4g; written model (INT8 path vs FP32 path): %.4g %s %g%s; "
+         "%d layer%s kept FP32, %d quantized (%ld passes over the calls, %.1f s)\n",
+         metric_name(co->metric), e_all, e_final, met ? "<=" : ">", co->budget,
+         met ? " (budget met)" : " (budget MISSED)", nk, nk == 1 ? "" : "s", nq, k->evaluations,
+         secs);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co,
+                    const uint8_t *buf, size_t len, const char *in, const char *out) {
+  calib_t k;
+  memset(&k, 0, sizeof(k));
+  k.co = co;
+  int ret = 1;
+  double t0 = now_s();
+  dynq__model_t *m = NULL, *fm = NULL;
+  unsigned char *prec = NULL;
+  int *order = NULL;
+  char search_path[4096], cand_path[4096], err[512];
+  if ((size_t)snprintf(search_path, sizeof(search_path), "%s.calib-search", out) >=
+          sizeof(search_path) ||
+      (size_t)snprintf(cand_path, sizeof(cand_path), "%s.calib-candidate", out) >=
+          sizeof(cand_path)) {
+    dynq__imp_errorf("%s: path too long", out);
+    return 1;
+  }
+  if (list_files(&k) != 0) goto done;
+
+  /* 1. every quantizable layer INT8, with FP32 reference weights */
+  dynq__imp_options_t o = *imp;
+  o.quiet = 1;
+  o.no_auto_fp32 = 1; /* measured, not assumed: the search decides */
+  o.on_layers = collect_layers;
+  o.on_layers_ctx = &k;
+  progress("converting %s with every layer INT8 for the search", in);
+  if (dynq__imp_convert_buffer(&o, buf, len, in, search_path) != 0) goto done;
+  if (k.L == NULL && k.nL == 0) {
+    /* no layer report: nothing to choose */
+  }
+  if (dynq__model_open(search_path, &m, err, sizeof(err)) != 0) {
+    dynq__imp_errorf("internal error: cannot reopen the search model: %s", err);
+    goto done;
+  }
+  unlink(search_path);
+  const dynq__graph_t *g = dynq__model_graph(m);
+
+  /* state pairs and the outputs compared (float32, not state) */
+  k.n_state = g->n_state;
+  k.st_in = calloc((size_t)g->n_state + 1, sizeof(int));
+  k.st_out = calloc((size_t)g->n_state + 1, sizeof(int));
+  k.ev_out = calloc((size_t)g->n_outputs + 1, sizeof(int));
+  prec = calloc((size_t)g->n_nodes + 1, 1);
+  order = calloc((size_t)k.nL + 1, sizeof(int));
+  if (k.st_in == NULL || k.st_out == NULL || k.ev_out == NULL || prec == NULL || order == NULL) {
+    dynq__imp_errorf("out of memory");
+    goto done;
+  }
+  for (int s = 0; s < g->n_state; s++) {
+    for (int i = 0; i < g->n_inputs; i++)
+      if (g->inputs[i] == g->state[2 * s]) k.st_in[s] = i;
+    for (int j = 0; j < g->n_outputs; j++)
+      if (g->outputs[j] == g->state[2 * s + 1]) k.st_out[s] = j;
+  }
+  for (int j = 0; j < g->n_outputs; j++) {
+    int is_state = 0;
+    for (int s = 0; s < g->n_state; s++) is_state |= k.st_out[s] == j;
+    if (!is_state && g->values[g->outputs[j]].dtype == DYNQ_DT_F32) k.ev_out[k.n_eval++] = j;
+  }
+  if (k.n_eval == 0) {
+    dynq__imp_errorf("--calibrate: the model has no float32 output besides its state to "
+                     "measure the error on");
+    goto done;
+  }
+  int nq = 0;
+  for (int i = 0; i < k.nL; i++) {
+    if (k.L[i].fixed_why != NULL) continue;
+    for (int n = 0; n < g->n_nodes; n++) {
+      int op = g->nodes[n].op;
+      if ((op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QCONV || op == DYNQ_OP_QLSTM ||
+           op == DYNQ_OP_QGRU) && g->nodes[n].name != NULL &&
+          strcmp(g->nodes[n].name, k.L[i].name) == 0)
+        k.L[i].node = n;
+    }
+    if (k.L[i].node >= 0) order[nq++] = i;
+  }
+  if (load_files(&k, g) != 0) goto done;
+  k.ref = calloc((size_t)k.n_files * (size_t)k.n_eval, sizeof(*k.ref));
+  if (k.ref == NULL) {
+    dynq__imp_errorf("out of memory");
+    goto done;
+  }
+
+  /* 2. the reference, and each layer's own contribution */
+  progress("%d calls, %d quantizable layers; FP32 reference pass", k.n_files, nq);
+  if (run_all(&k, m, DYNQ_PRECISION_FP32, NULL, 1, NULL) != 0) goto done;
+  double e_all;
+  if (run_all(&k, m, DYNQ_PRECISION_INT8, NULL, 0, &e_all) != 0) goto done;
+  progress("all %d layers INT8: %s %.4g (budget %g)", nq, metric_name(co->metric), e_all,
+           co->budget);
+  for (int q = 0; q < nq; q++) {
+    layer_t *l = &k.L[order[q]];
+    memset(prec, DYNQ_PRECISION_FP32, (size_t)g->n_nodes);
+    prec[l->node] = DYNQ_PRECISION_INT8;
+    if (run_all(&k, m, DYNQ_PRECISION_FP32, prec, 0, &l->alone) != 0) goto done;
+    memset(prec, DYNQ_PRECISION_INT8, (size_t)g->n_nodes);
+    prec[l->node] = DYNQ_PRECISION_FP32;
+    if (run_all(&k, m, DYNQ_PRECISION_INT8, prec, 0, &l->without) != 0) goto done;
+    progress("[%d/%d] %s (%s): alone %.4g, all others INT8 %.4g", q + 1, nq, l->name, l->op,
+             l->alone, l->without);
+  }
+  sort_base = k.L;
+  qsort(order, (size_t)nq, sizeof(int), cmp_layer);
+
+  /* 3. greedy: keep the most harmful layers FP32 until the budget holds,
+   * then give back every kept layer the budget does not need */
+  double e = e_all;
+  int next = 0;
+  while (!(e <= co->budget) && next < nq) {
+    k.L[order[next++]].kept = 1;
+    memset(prec, DYNQ_PRECISION_INT8, (size_t)g->n_nodes);
+    for (int q = 0; q < nq; q++)
+      if (k.L[order[q]].kept) prec[k.L[order[q]].node] = DYNQ_PRECISION_FP32;
+    if (run_all(&k, m, DYNQ_PRECISION_INT8, prec, 0, &e) != 0) goto done;
+    progress("keep %s FP32 -> %.4g", k.L[order[next - 1]].name, e);
+  }
+  for (int q = next - 1; q >= 0 && next > 1; q--) {
+    layer_t *l = &k.L[order[q]];
+    if (!l->kept) continue;
+    l->kept = 0;
+    memset(prec, DYNQ_PRECISION_INT8, (size_t)g->n_nodes);
+    for (int r = 0; r < nq; r++)
+      if (k.L[order[r]].kept) prec[k.L[order[r]].node] = DYNQ_PRECISION_FP32;
+    double e2;
+    if (run_all(&k, m, DYNQ_PRECISION_INT8, prec, 0, &e2) != 0) goto done;
+    if (e2 <= co->budget) {
+      l->pruned = 1;
+      e = e2;
+      progress("%s not needed after all -> %.4g", l->name, e2);
+    } else {
+      l->kept = 1;
+    }
+  }
+
+  /* 4. write the selection and verify the written file end to end; when
+   * its FP32 layers do not reproduce the search's numbers closely enough,
+   * keep the next layer and try again */
+  double e_final = INFINITY;
+  int met = 0;
+  for (;;) {
+    if (convert_kept(&k, imp, buf, len, in, cand_path, 1) != 0) goto done;
+    if (dynq__model_open(cand_path, &fm, err, sizeof(err)) != 0) {
+      dynq__imp_errorf("internal error: cannot reopen %s: %s", cand_path, err);
+      goto done;
+    }
+    const dynq__graph_t *fg = dynq__model_graph(fm);
+    if (fg->n_inputs != g->n_inputs || fg->n_outputs != g->n_outputs ||
+        fg->n_state != g->n_state) {
+      dynq__imp_errorf("internal error: the written model's interface differs from the search's");
+      goto done;
+    }
+    if (run_all(&k, fm, DYNQ_PRECISION_INT8, NULL, 0, &e_final) != 0) goto done;
+    fm = dynq__model_unref(fm);
+    progress("written selection verified: %.4g", e_final);
+    if (e_final <= co->budget) {
+      met = 1;
+      break;
+    }
+    while (next < nq && k.L[order[next]].kept) next++;
+    int added = 0;
+    for (int q = 0; q < nq && !added; q++)
+      if (!k.L[order[q]].kept) {
+        k.L[order[q]].kept = 1;
+        k.L[order[q]].pruned = 0;
+        added = 1;
+      }
+    if (!added) break;
+  }
+  report(&k, e_all, e_final, met, now_s() - t0);
+  if (!met && !co->force) {
+    unlink(cand_path);
+    dynq__imp_errorf("--error-budget %g cannot be met on %s even with every layer FP32 (%s "
+                     "%.4g): raise the budget, or pass --force to write the all-FP32 model "
+                     "anyway; nothing written", co->budget, co->dir, metric_name(co->metric),
+                     e_final);
+    goto done;
+  }
+  if (rename(cand_path, out) != 0) {
+    dynq__imp_errorf("cannot rename %s to %s: %s", cand_path, out, strerror(errno));
+    unlink(cand_path);
+    goto done;
+  }
+  if (!co->json) {
+    struct stat st;
+    if (stat(out, &st) == 0) printf("wrote %s (%lld bytes)\n", out, (long long)st.st_size);
+  }
+  ret = 0;
+  if (!met) fprintf(stderr, "%s: warning: the budget is missed; %s written anyway (--force)\n",
+                    dynq__imp_progname, out);
+done:
+  unlink(search_path);
+  dynq__model_unref(m);
+  dynq__model_unref(fm);
+  free(prec);
+  free(order);
+  calib_free(&k);
+  return ret;
+}
+
+const char dynq__calib_usage[] =
+    "  --calibrate DIR --error-budget E [--metric max-abs|relL2] [--json] [--force]\n"
+    "                  choose the layers kept FP32 by measurement: run the calls in DIR\n"
+    "                  (one .npz per call, in name order, as dynqctl infer/stream\n"
+    "                  --record writes them; a stateful model's files are one stream)\n"
+    "                  and keep the fewest layers FP32 so that the INT8 path stays\n"
+    "                  within E of the FP32 path on every output (default metric\n"
+    "                  max-abs); replaces the signal front-end rule.  --json prints\n"
+    "                  the per-layer report as JSON; --force writes the all-FP32\n"
+    "                  selection even when the budget cannot be met\n";
+
+int dynq__calib_arg(dynq__calib_opts_t *co, int argc, char **argv, int *i) {
+  const char *a = argv[*i];
+  static const char *const with_value[] = { "--calibrate", "--error-budget", "--metric" };
+  for (int w = 0; w < 3; w++) {
+    size_t n = strlen(with_value[w]);
+    if (strncmp(a, with_value[w], n) != 0 || (a[n] != 0 && a[n] != '=')) continue;
+    const char *v = a[n] == '=' ? a + n + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+    if (v == NULL || v[0] == 0) {
+      fprintf(stderr, "%s: %s needs a value (%s)\n", dynq__imp_progname, with_value[w],
+              w == 0 ? "a directory of .npz calls" : w == 1 ? "e.g. 0.02" : "max-abs or relL2");
+      return -1;
+    }
+    if (w == 0) {
+      co->dir = v;
+    } else if (w == 1) {
+      char *end;
+      errno = 0;
+      double e = strtod(v, &end);
+      if (errno != 0 || *end != 0 || !isfinite(e) || e < 0) {
+        fprintf(stderr, "%s: --error-budget must be a finite number >= 0, not '%s'\n",
+                dynq__imp_progname, v);
+        return -1;
+      }
+      co->budget = e;
+      co->have_budget = 1;
+    } else if (strcmp(v, "max-abs") == 0) {
+      co->metric = DYNQ_CALIB_MAX_ABS;
+    } else if (strcmp(v, "relL2") == 0 || strcmp(v, "rel-l2") == 0) {
+      co->metric = DYNQ_CALIB_REL_L2;
+    } else {
+      fprintf(stderr, "%s: --metric must be max-abs or relL2, not '%s'\n", dynq__imp_progname, v);
+      return -1;
+    }
+    return 1;
+  }
+  if (strcmp(a, "--json") == 0) {
+    co->json = 1;
+    return 1;
+  }
+  if (strcmp(a, "--force") == 0) {
+    co->force = 1;
+    return 1;
+  }
+  return 0;
+}
+
+int dynq__calib_check(const dynq__calib_opts_t *co, const dynq__imp_options_t *imp) {
+  const char *p = dynq__imp_progname;
+  if (co->dir == NULL) {
+    if (co->have_budget || co->json || co->force) {
+      fprintf(stderr, "%s: --error-budget, --json and --force go with --calibrate DIR\n", p);
+      return -1;
+    }
+    return 0;
+  }
+  if (!co->have_budget) {
+    fprintf(stderr, "%s: --calibrate needs --error-budget E (the largest acceptable error of "
+            "the INT8 path against the FP32 path, e.g. 0.02)\n", p);
+    return -1;
+  }
+  if (imp->fp32 || imp->no_reference) {
+    fprintf(stderr, "%s: --calibrate cannot go with %s: the search runs both precisions\n", p,
+            imp->fp32 ? "--fp32" : "--no-reference");
+    return -1;
+  }
+  return 0;
+}
