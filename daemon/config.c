@@ -70,6 +70,9 @@ static const opt_def_t opts[] = {
    "open client connections"},
   {"max_tensor_elems", "max-tensor-elems", "N", OPT_U64, OFF(max_tensor_elems), 1,
    (long long)1 << 31, "2G", 1, "elements of one request tensor"},
+  {"warmup_max_bytes", "warmup-max-bytes", "BYTES", OPT_U64, OFF(warmup_max_bytes), 0,
+   (long long)1 << 40, "64M", 1,
+   "a model whose warm-up inputs would take more is served without warm-up (0: no cap)"},
   {"drain_timeout_s", "drain-timeout", "SECONDS", OPT_INT, OFF(drain_timeout_s), 1,
    3600, "30", 1, "SIGTERM: longest wait for in-flight requests"},
   {"max_sessions", "max-sessions", "N", OPT_INT, OFF(max_sessions), 0, 1 << 20,
@@ -676,4 +679,24 @@ int dynqd__config_reload(dynqd_config_t *cfg) {
            cfg->config_path, changed, changed == 1 ? "" : "s");
   dynqd__config_free(&fresh);
   return 0;
+}
+
+const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model) {
+  const dynqd_batch_rule_t *r = NULL;
+  for (int i = 0; i < cfg->n_batch_rules; i++)
+    if (cfg->batch_rules[i].model != NULL && strcmp(cfg->batch_rules[i].model, model) == 0)
+      r = &cfg->batch_rules[i];
+  return r;
+}
+
+void dynqd__batch_config(const dynqd_config_t *cfg, const char *model, int *ret_max,
+                         int *ret_delay_us) {
+  int mx = cfg->batch_max, dl = cfg->batch_delay_us;
+  const dynqd_batch_rule_t *r = dynqd__batch_rule(cfg, model);
+  if (r != NULL) {
+    mx = r->max_batch;
+    dl = r->max_delay_us;
+  }
+  *ret_max = mx > 1 ? mx : 0;
+  *ret_delay_us = dl > 0 ? dl : 0;
 }

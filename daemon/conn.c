@@ -1,18 +1,34 @@
 /*
  * Client connections: accepting, reading and framing msgpack-RPC requests,
- * writing responses, and the lifecycle drawn in dynqd.h.
+ * file descriptors passed with SCM_RIGHTS, writing responses, close hooks,
+ * and the lifecycle drawn in dynqd.h.  Requests go to server->on_request
+ * (the dispatcher); this file knows no method.
  *
  * Each connection keeps one read buffer (at most max_frame + READ_CHUNK
  * bytes).  Every complete object in it goes through dynq__mp_scan before
  * msgpack-c sees it.  A frame the scanner rejects cannot be skipped (the
  * stream has no length prefix), so it is answered with msgid 0 and the
  * connection is closed after what is pending has been flushed.
+ *
+ * Receiving fds: connections are libuv IPC pipes (uv_pipe_init(.., 1)),
+ * so libuv's own recvmsg collects SCM_RIGHTS fds and queues them on the
+ * handle.  libuv 1.44 hands a pending fd out only through uv_accept() into
+ * a stream handle (uv_pipe_pending_type() says UV_UNKNOWN_HANDLE for a
+ * memfd, but uv_accept into a uv_pipe_t still just adopts the fd), so we
+ * accept it into a throw-away uv_pipe_t, dup the fd and close that handle.
+ * This is done at the top of every read callback, while reading is active,
+ * so libuv's re-arming of POLLIN in uv_accept never outlives a read stop.
+ * The fds are queued per connection in arrival order; dynqd__conn_take_fd
+ * claims the oldest.  An fd travels with the first byte of its frame, so by
+ * the time that frame is complete its fd is queued.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dynq/errors.h"
 #include "dynqd.h"
@@ -31,6 +47,7 @@ typedef struct wreq {
 #ifndef NDEBUG
 static int conn_state_ok(const dynqd_conn_t *c) {
   if (c->refs < 1 || c->inflight < 0 || c->writes < 0 || c->held < 0) return 0;
+  if (c->n_fds < 0 || c->n_fds > (int)(sizeof(c->fds) / sizeof(c->fds[0]))) return 0;
   if (c->rlen > c->rcap) return 0;
   if (c->closing && c->reading) return 0;
   if (c->flushing && c->reading) return 0;
@@ -47,7 +64,55 @@ static void process_frames(dynqd_conn_t *c);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
-void dynqd__conn_unref(dynqd_conn_t *c) {
+static void on_tmp_close(uv_handle_t *h) { free(h); }
+
+/* Take fds libuv queued on the connection (SCM_RIGHTS) into c->fds. */
+static void take_fds(dynqd_conn_t *c) {
+  while (uv_pipe_pending_count(&c->pipe) > 0) {
+    uv_pipe_t *tmp = malloc(sizeof(*tmp));
+    if (tmp == NULL) return;  /* libuv keeps the fd queued; it closes it with the conn */
+    uv_pipe_init(c->srv->loop, tmp, 0);
+    int rc = uv_accept((uv_stream_t *)&c->pipe, (uv_stream_t *)tmp);
+    int fd = -1;
+    uv_os_fd_t ofd;
+    if (rc == 0 && uv_fileno((uv_handle_t *)tmp, &ofd) == 0)
+      fd = fcntl(ofd, F_DUPFD_CLOEXEC, 0);
+    uv_close((uv_handle_t *)tmp, on_tmp_close);  /* closes libuv's copy */
+    if (fd < 0) continue;
+    if (c->n_fds == (int)(sizeof(c->fds) / sizeof(c->fds[0]))) {
+      log_info("conn %llu: more than %d file descriptors sent without a "
+               "shm.register to claim them; closing the extra one",
+               (unsigned long long)c->id, c->n_fds);
+      close(fd);
+      continue;
+    }
+    c->fds[c->n_fds++] = fd;
+  }
+}
+
+int dynqd__conn_take_fd(dynqd_conn_t *c) {
+  if (c->n_fds == 0) return -1;
+  int fd = c->fds[0];
+  memmove(c->fds, c->fds + 1, (size_t)(c->n_fds - 1) * sizeof(c->fds[0]));
+  c->n_fds--;
+  return fd;
+}
+
+int dynqd__conn_fd(const dynqd_conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((const uv_handle_t *)&c->pipe, &fd) != 0) return -1;
+  return fd;
+}
+
+int dynqd__conn_add_close_hook(dynqd_server_t *s, dynqd_close_hook_fn fn, void *arg) {
+  if (s->n_close_hooks == DYNQD_MAX_CLOSE_HOOKS) return -ENOSPC;
+  s->close_hooks[s->n_close_hooks].fn = fn;
+  s->close_hooks[s->n_close_hooks].arg = arg;
+  s->n_close_hooks++;
+  return 0;
+}
+
+static void conn_unref(dynqd_conn_t *c) {
   if (--c->refs > 0) return;
   free(c->rbuf);
   free(c);
@@ -61,9 +126,9 @@ static void on_close(uv_handle_t *h) {
   if (c->next) c->next->prev = c->prev;
   s->n_conns--;
   log_debug("conn %llu: closed", (unsigned long long)c->id);
-  /* Regions stay mapped while a running job holds a ref. */
-  dynqd__shm_conn_closed(c);
-  dynqd__conn_unref(c);
+  for (int i = 0; i < c->n_fds; i++) close(c->fds[i]);
+  c->n_fds = 0;
+  conn_unref(c);
   if (s->accept_paused && s->listener_open && !s->draining) {
     s->accept_paused = 0;
     dynqd__conn_accept(s);  /* takes the connection libuv kept pending */
@@ -76,7 +141,10 @@ void dynqd__conn_close(dynqd_conn_t *c) {
   c->closing = 1;
   c->reading = 0;  /* uv_close stops reading */
   atomic_store(&c->dead, 1);
-  dynqd__sessions_conn_closed(c);  /* detached ones live on */
+  /* What services tied to it (sessions, shm regions) let go now; running
+   * requests keep their own references. */
+  dynqd_server_t *s = c->srv;
+  for (int i = 0; i < s->n_close_hooks; i++) s->close_hooks[i].fn(s->close_hooks[i].arg, c);
   uv_close((uv_handle_t *)&c->pipe, on_close);
 }
 
@@ -97,7 +165,7 @@ static void update_reading(dynqd_conn_t *c) {
   if (c->closing) return;
   const dynqd_config_t *cfg = c->srv->cfg;
   int want = !c->flushing && !c->srv->draining && c->inflight < cfg->max_inflight &&
-             c->held == 0;
+             c->held == 0 && !c->waiting;
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0) c->reading = 1;
   } else if (!want && c->reading) {
@@ -123,7 +191,7 @@ static void on_write(uv_write_t *req, int status) {
     maybe_finish(c);
   }
   dynqd_server_t *s = c->srv;
-  dynqd__conn_unref(c);
+  conn_unref(c);
   dynqd__server_check_drained(s);
 }
 
@@ -189,7 +257,7 @@ void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
   c->out_bytes += len - off;
 }
 
-void dynqd__conn_send_wbuf(dynqd_conn_t *c, dynq__wbuf_t *w) {
+static void send_wbuf(dynqd_conn_t *c, dynq__wbuf_t *w) {
   if (w->err != 0) {
     log_err("conn %llu: out of memory encoding a response; closing it",
             (unsigned long long)c->id);
@@ -212,45 +280,32 @@ void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code,
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_error_response(&w, msgid, code, msg);
-  dynqd__conn_send_wbuf(c, &w);
+  send_wbuf(c, &w);
 }
 
-void dynqd__conn_op_start(dynqd_conn_t *c) {
+void dynqd__conn_op_begin(dynqd_conn_t *c, int hold) {
   c->refs++;
   c->inflight++;
-  c->held++;
-  update_reading(c);
-}
-
-void dynqd__conn_op_done(dynqd_conn_t *c) {
-  c->held--;
-  c->inflight--;
-  if (!c->closing) {
-    process_frames(c);  /* what arrived while the operation ran */
+  if (hold) {
+    c->held++;
     update_reading(c);
   }
-  dynqd__conn_unref(c);  /* the operation's reference */
 }
 
-void dynqd__conn_job_done(dynqd_conn_t *c, dynqd_job_t *j) {
+void dynqd__conn_op_end(dynqd_conn_t *c, int hold) {
+  if (hold) c->held--;
   c->inflight--;
-  dynqd__stats_job(c->srv, j);
-  dynqd__session_job_done(c->srv, j);
-  if (!c->closing && !j->skipped) {
-    if (j->resp != NULL) {
-      dynqd__conn_send(c, j->resp, j->resp_len);
-      j->resp = NULL;
-    } else {
-      dynqd__conn_send_error(c, j->msgid, -ENOMEM,
-                             "out of memory encoding the result");
-    }
-  }
-  dynqd__job_free(j);
   if (!c->closing) {
-    process_frames(c);  /* frames held back by the in-flight cap */
+    process_frames(c);  /* frames held back by the operation or the in-flight cap */
     update_reading(c);
   }
-  dynqd__conn_unref(c);  /* the job's reference */
+  conn_unref(c);  /* the operation's reference */
+}
+
+void dynqd__conn_resume(dynqd_conn_t *c) {
+  if (!c->waiting || c->closing) return;
+  c->waiting = 0;
+  process_frames(c);
 }
 
 /* A frame the scanner refused: answer with msgid 0, then close. */
@@ -285,7 +340,8 @@ static void bad_frame(dynqd_conn_t *c, int rc) {
   c->flushing = 1;
 }
 
-static void handle_frame(dynqd_conn_t *c, const uint8_t *buf, size_t len) {
+/* 0 when handled, DYNQD_WAIT to leave it buffered. */
+static int handle_frame(dynqd_conn_t *c, const uint8_t *buf, size_t len) {
   c->srv->frames_iter++;
   dynq__rpc_msg_t m;
   memset(&m, 0, sizeof(m));
@@ -296,22 +352,29 @@ static void handle_frame(dynqd_conn_t *c, const uint8_t *buf, size_t len) {
     uint32_t id = hint >= 0 && hint <= (int64_t)UINT32_MAX ? (uint32_t)hint : 0;
     log_debug("conn %llu: bad envelope: %s", (unsigned long long)c->id, err);
     dynqd__conn_send_error(c, id, rc, "%s", err[0] ? err : "malformed message envelope");
-    return;
+    return 0;
   }
-  if (m.type == DYNQ_RPC_REQUEST)
-    dynqd__dispatch(c, &m);
-  else if (m.type == DYNQ_RPC_RESPONSE)
+  if (m.type == DYNQ_RPC_REQUEST) {
+    if (c->srv->on_request(c->srv, c, &m) == DYNQD_WAIT) {
+      dynq__rpc_free(&m);
+      c->srv->frames_iter--;  /* seen again when it is handled */
+      c->waiting = 1;
+      return DYNQD_WAIT;
+    }
+  } else if (m.type == DYNQ_RPC_RESPONSE)
     log_debug("conn %llu: ignoring a response message from a client",
               (unsigned long long)c->id);
   /* notifications: accepted and ignored in protocol version 1 */
   dynq__rpc_free(&m);
+  return 0;
 }
 
 static void process_frames(dynqd_conn_t *c) {
   const dynqd_config_t *cfg = c->srv->cfg;
   dynq__scan_limits_t lim = {cfg->max_frame, cfg->max_depth, cfg->max_elems};
   size_t off = 0;
-  while (!c->closing && off < c->rlen && c->inflight < cfg->max_inflight && c->held == 0) {
+  while (!c->closing && off < c->rlen && c->inflight < cfg->max_inflight && c->held == 0 &&
+         !c->waiting) {
     size_t flen = 0;
     size_t avail = c->rlen - off;
     int rc = dynq__mp_scan(c->rbuf + off, avail, &lim, &flen);
@@ -328,7 +391,7 @@ static void process_frames(dynqd_conn_t *c) {
       off = 0;
       break;
     }
-    handle_frame(c, c->rbuf + off, flen);
+    if (handle_frame(c, c->rbuf + off, flen) == DYNQD_WAIT) break;
     off += flen;
   }
   if (off > 0) {
@@ -367,7 +430,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   dynqd_conn_t *c = (dynqd_conn_t *)st;
-  if (!c->closing) dynqd__shm_take_fds(c);  /* fds ride with the bytes */
+  if (!c->closing) take_fds(c);  /* fds ride with the bytes */
   if (n == 0 || c->closing) return;
   if (n == UV_ENOBUFS) {
     /* The read buffer is at its cap: pause until frames are consumed

@@ -1,21 +1,25 @@
 /*
- * dynqd internals shared by the daemon's files: the config table, logging,
- * sd_notify, the model registry, the worker pool, connections and the
- * server object that ties them to one libuv loop.
+ * dynqd internals, by layer.  Calls go one way only (symbol-cycles.py
+ * checks it on the built objects; docs/HACKING.md draws it):
+ *
+ *   main.c ........ arguments, engine init, then server.c
+ *   server.c ...... start-up, signals, drain, the loop: wires the layers
+ *   rpc layer ..... dispatch.c (method table: admin check, params rule,
+ *                   deferred answers), reply.c (answer builder),
+ *                   rpc_*.c handlers: decode params, call a service, reply
+ *   services ...... registry.c + loader.c (models), sessions.c, shm.c,
+ *                   stats.c, scheduler.c (pool, batching, inline policy),
+ *                   infer.c (running requests): no connection, no msgpack
+ *   transport ..... listener.c (socket), conn.c (framing, I/O, close
+ *                   hooks); calls the dispatcher through server->on_request
+ *   base .......... config.c, log.c, notify.c, admin.c (peer credentials),
+ *                   drain.c (the drain's end condition)
  *
  * Threads: the loop thread owns every uv handle, every connection, the
- * registry and all refcounts.  Worker threads only touch a job (which they
- * own while running it), the job queue (under pool->mu) and the completion
- * list (atomic), and read conn->dead (atomic).
- *
- * Connection state machine (checked by dynqd__conn_check in debug builds):
- *
- *   OPEN --EOF / bad frame / shutdown--> FLUSHING --no jobs, no writes--> CLOSING
- *   OPEN --write error / output cap / drain end-------------------------> CLOSING
- *   CLOSING --uv close cb (refs: handle)--> freed when refs == 0
- *
- * A connection is freed only when its handle is closed AND every job and
- * write request that points at it has come back (conn->refs == 0).
+ * registry, sessions, shm regions and all refcounts.  Worker threads only
+ * touch a job (which they own while running it), the scheduler queue
+ * (under sched->mu) and the completion stack (atomic), and read a job's
+ * cancel flag (atomic).
  */
 #ifndef DYNQD_H
 #define DYNQD_H
@@ -31,6 +35,8 @@
 #include "proto/proto.h"
 #include "tensor.h"
 
+/* ================================ base ================================= */
+
 /* ---- config (config.c) ---- */
 
 typedef struct dynqd_config {
@@ -44,10 +50,10 @@ typedef struct dynqd_config {
   int max_inflight;      /* per connection: jobs queued or running */
   size_t max_output;     /* per connection: bytes waiting in uv_write */
   int max_conns;         /* open connections */
-  int64_t max_tensor_elems;
+  int64_t max_tensor_elems; /* one request tensor, and a model's warm-up input */
+  uint64_t warmup_max_bytes; /* all warm-up inputs of a model together */
   int drain_timeout_s;
   int log_level;         /* LOG_ERR..LOG_DEBUG */
-  /* -- D1 (issue 5): config file, admin, sessions limits, logging -- */
   char *config_path;     /* --config; NULL: /etc/dynq/dynqd.conf if it exists; owned */
   char *admin_group;     /* members may call admin methods; NULL: none; owned */
   int max_sessions;      /* open sessions, all connections; 0..1M */
@@ -55,15 +61,12 @@ typedef struct dynqd_config {
   int log_rate;          /* log lines per second before suppression; 0: unlimited */
   int watchdog;          /* 1: send WATCHDOG=1 when WATCHDOG_USEC is set */
   int check_only;        /* -n: check the config and the model dir, exit 0/2 */
-  /* -- D2 (issue 5): shared memory and batching limits (defaults set in
-   *    dynqd__config_parse; D1's table may expose them as keys) -- */
   int max_shm_regions;   /* per connection; 0 disables shm.register */
   uint64_t max_shm_bytes; /* one region's size */
   int batch_max;         /* global default per model; <= 1: batching off */
   int batch_delay_us;    /* how long a worker waits to fill a batch */
   struct dynqd_batch_rule *batch_rules; /* per-model overrides; owned */
   int n_batch_rules;
-  /* -- issue 5 (request path) -- */
   int worker_spin_us;    /* an idle worker polls the queue this long before
                             sleeping on the condvar; 0..1000 */
   int inline_max_us;     /* a lone request predicted to compute within this
@@ -72,13 +75,13 @@ typedef struct dynqd_config {
                             sleeping while no job is out; 0 (off)..1000 */
 } dynqd_config_t;
 
-/* D2: `[batch.MODEL]` max_batch / max_delay_us from the config file. */
+/* `[batch.MODEL]` max_batch / max_delay_us / axes from the config file. */
 typedef struct dynqd_batch_rule {
   char *model;           /* owned */
   int max_batch;         /* <= 1: off for this model */
   int max_delay_us;
   /* `axes = NAME:AXIS,...`: the batch axis of named inputs/outputs (the
-   * rest follow the default rule in batch.c).  Syntax checked at parse;
+   * rest follow the default rule in infer.c).  Syntax checked at parse;
    * names and ranks are checked against the model per request. */
   char *axes_text;       /* as written, for SIGHUP comparison; owned; NULL: none */
   int n_axes;
@@ -95,11 +98,16 @@ void dynqd__config_free(dynqd_config_t *cfg);
  * keys that the command line did not set into cfg, log ignored changes.
  * 0, or negative after logging the bad line (cfg unchanged). */
 int dynqd__config_reload(dynqd_config_t *cfg);
+/* max_batch / max_delay_us for a model name (rule, else the defaults). */
+void dynqd__batch_config(const dynqd_config_t *cfg, const char *model,
+                         int *ret_max, int *ret_delay_us);
+/* The config rule of a model name, or NULL (global defaults only). */
+const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model);
 
 /* ---- logging (log.c) ---- */
 
 void dynqd__log_init(int level);
-/* D1: level and rate limit (lines/s per message class; 0 = unlimited);
+/* Level and rate limit (lines/s per message class; 0 = unlimited);
  * callable again on SIGHUP. */
 void dynqd__log_configure(int level, int rate);
 void dynqd__log(int prio, const char *fmt, ...)
@@ -118,9 +126,17 @@ int dynqd__log_level_from_name(const char *s);  /* -1 if unknown */
 int dynqd__notify(const char *state);
 int dynqd__notifyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* ---- model registry (registry.c) ---- */
+/* ---- peer credentials (admin.c) ---- */
 
-/*
+/* Whether the peer of fd may call admin methods (0/1): uid 0, dynqd's
+ * uid, or a member of admin_group.  why names the peer when refused. */
+int dynqd__admin_peer_ok(int fd, const char *admin_group, char *why,
+                         size_t whylen);
+
+/* ============================== services =============================== */
+
+/* ---- model registry (registry.c) ----
+ *
  * Model lifecycle (per name), all transitions on the loop thread:
  *
  *   absent --load ok--> v1 --reload ok--> v2 --...--> vN --unload--> absent
@@ -133,7 +149,6 @@ int dynqd__notifyf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 typedef struct dynqd_model_entry {
   char *name;              /* file name without .dynq; owned */
   dynq__model_t *model;    /* one ref owned (the current version) */
-  /* -- D1 (issue 5): versions and file identity for reload/rescan -- */
   int version;             /* 1 on first load, +1 per successful reload */
   char *file;              /* path relative to the model dir; owned */
   uint64_t f_dev, f_ino, f_size;
@@ -144,29 +159,24 @@ typedef struct dynqd_registry {
   dynqd_model_entry_t *v;  /* owned, sorted by name */
   int n;
   char *dir;               /* realpath of the model dir; NULL: none; owned */
+  int64_t warm_max_elems;  /* warm-up bounds (config): an input above */
+  uint64_t warm_max_bytes; /*   either is refused / not warmed (registry.c) */
 } dynqd_registry_t;
 
-/* Load every *.dynq in dir; files that fail are logged and skipped.
- * Returns the number of models loaded (>= 0). */
-int dynqd__registry_load(dynqd_registry_t *r, const char *dir);
+/* Resolve the model dir (nothing loaded yet).  0, or -errno after logging
+ * (the registry then serves no models). */
+int dynqd__registry_init(dynqd_registry_t *r, const char *dir);
 /* "name" (current version) or "name@N" (only if N is the current one). */
 const dynqd_model_entry_t *dynqd__registry_find(const dynqd_registry_t *r,
                                                 const char *name);
 void dynqd__registry_free(dynqd_registry_t *r);
 
-/* Open + warm the model in `rel` (relative to the model dir, confined to
- * it) and publish it under name: new entry (version 1) or atomic swap
- * (version + 1).  On failure nothing changes; err says why.  Returns 0 and
- * the new version in *ret_version, or DYNQ_EDENIED (path escapes the
- * dir), -errno, DYNQ_E*. */
-int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
-                            const char *rel, int *ret_version, char *err,
-                            size_t errlen);
-/* publish in two steps, so that the slow one can run off the loop:
- * prepare opens, checks and warms the file (touches only r->dir, which is
- * fixed once loaded: safe on any thread); commit makes it the current
- * version of name (the loop thread; it may still fail: the model limit,
- * memory).  prepared_clear drops what commit did not take. */
+/* Publishing runs in two steps, so that the slow one can run off the
+ * loop: prepare opens, checks and warms the file (touches only r->dir and
+ * the warm-up bounds, fixed once initialised: safe on any thread); commit
+ * makes it the current version of name (the loop thread; it may still
+ * fail: the model limit, memory).  prepared_clear drops what commit did
+ * not take. */
 typedef struct dynqd_prepared {
   dynq__model_t *model;    /* one ref, or NULL */
   char path[PATH_MAX];     /* resolved, for messages */
@@ -181,253 +191,187 @@ int dynqd__registry_commit(dynqd_registry_t *r, const char *name, const char *re
 void dynqd__prepared_clear(dynqd_prepared_t *p);
 /* Drop name; 0 or DYNQ_ENOMODEL. */
 int dynqd__registry_unload(dynqd_registry_t *r, const char *name);
-/* SIGHUP rescan: new files load, changed files reload, removed files
- * unload.  Counts what happened (each ret_* may be NULL). */
-void dynqd__registry_rescan(dynqd_registry_t *r, int *ret_loaded,
-                            int *ret_reloaded, int *ret_unloaded,
-                            int *ret_failed);
 /* Valid model name: 1-63 of [A-Za-z0-9_.-], not starting with '.'. */
 int dynqd__model_name_ok(const char *s, size_t n);
 
-/* ---- jobs and workers (workers.c) ---- */
+/* What a directory scan found to do (loop thread, cheap: readdir + stat).
+ * Removed files are unloaded by the scan itself; loads and reloads are
+ * listed for the loader.  `failed` counts files skipped at once. */
+typedef struct dynqd_scan_item {
+  char name[64];
+  char file[256];          /* relative to the model dir */
+  int reload;              /* the name is loaded (from an older file) */
+} dynqd_scan_item_t;
+typedef struct dynqd_scan {
+  dynqd_scan_item_t *v;    /* owned */
+  int n;
+  int unloaded, failed;
+} dynqd_scan_t;
+void dynqd__registry_scan(dynqd_registry_t *r, dynqd_scan_t *ret);
+void dynqd__scan_free(dynqd_scan_t *s);
 
-struct dynqd_conn;
+/* ---- loading off the loop (loader.c) ----
+ * prepare on libuv's thread pool, commit on the loop, then cb (loop). */
+typedef struct dynqd_load_result {
+  const char *name;        /* valid during cb */
+  const char *rel;
+  int rc;                  /* 0 or the error */
+  int version;             /* on success */
+  const char *err;         /* on failure: why */
+} dynqd_load_result_t;
+typedef void (*dynqd_load_cb)(void *arg, const dynqd_load_result_t *res);
+/* 0 (cb runs later, exactly once) or a negative code (cb never runs). */
+int dynqd__load_start(uv_loop_t *loop, dynqd_registry_t *r, const char *name,
+                      const char *rel, dynqd_load_cb cb, void *arg);
 
-typedef struct dynqd_job {
-  struct dynqd_job *next;     /* queue / completion list link */
-  struct dynqd_conn *conn;    /* one conn ref held until completion */
-  uint32_t msgid;
-  dynq__model_t *model;       /* one ref held */
-  int precision;              /* DYNQ_PRECISION_* */
-  size_t max_resp;            /* bigger results become ELIMIT (max_output) */
-  int n_inputs;
-  dynq__tensor_t *inputs;     /* owned, graph input order */
-  /* Filled by the worker: */
-  int skipped;                /* connection gone before it started */
-  uint8_t *resp;              /* owned malloc'd response frame */
-  size_t resp_len;
-  /* -- D2 (issue 5): deadlines, timings, stats, sessions, shm, batching -- */
-  uint64_t t_arrive_ns;       /* uv_hrtime when its frame was complete */
-  uint64_t t_queued_ns;       /* when it entered the queue */
-  uint64_t deadline_ns;       /* 0: none (timeout_ms) */
-  int64_t decode_us, queue_us, compute_us;
-  int status;                 /* worker: 0 or the error code answered */
-  struct dynqd_mstats *mstats; /* loop-owned per-model record; not owned */
-  struct dynqd_session *session; /* one ref held (loop side); NULL if none */
-  dynq__tensor_t *sess_new;   /* worker: next state per binding; owned */
-  int n_shm;
-  struct dynqd_shm **shm;     /* regions its tensors use; one ref each; owned array */
-  struct dynqd_shm_ref *out_shm; /* per graph output (NULL: none); owned */
-  int batch_max;              /* > 1: may be merged with like requests */
-  int batch_delay_us;
-  int batched;                /* worker: how many requests ran together */
-  int threads;                /* worker: GEMM split width (1, or the worker
-                                 count for a lone request) */
-  int64_t in_elems;           /* elements of all its inputs (cost estimate) */
-  /* -- issue 4 (session batching): the batch axis of each input then each
-   *    output (n_inputs + n_outputs), set with batch_max by m_infer -- */
-  int8_t *axes;               /* owned; NULL when not batchable */
-} dynqd_job_t;
-
-/* D2: where an output goes in a shared-memory region (outputs_shm). */
-typedef struct dynqd_shm_ref {
-  struct dynqd_shm *region;   /* NULL: not redirected; else a ref in job->shm */
-  uint64_t region_id;
-  uint64_t offset, size;
-} dynqd_shm_ref_t;
-
-dynqd_job_t *dynqd__job_free(dynqd_job_t *j);  /* NULL-safe */
-
-typedef struct dynqd_pool {
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  dynqd_job_t *qhead, *qtail;  /* waiting jobs, FIFO */
-  atomic_int qlen;             /* jobs in it; changed under mu, read anywhere */
-  int qcap;
-  /* Loop thread only: jobs submitted during this loop iteration, handed to
-   * the workers together by dynqd__pool_flush (one lock, one wake-up
-   * decision per iteration instead of per job). */
-  dynqd_job_t *phead, *ptail;
-  int plen;
-  int sleeping;                /* workers in pthread_cond_wait (under mu) */
-  _Atomic(dynqd_job_t *) done; /* finished jobs, any order: a lock-free stack
-                                  (workers push, the loop takes it whole) */
-  int stop;                    /* workers exit when the queue is empty */
-  int n_threads;
-  pthread_t *threads;          /* owned */
-  uv_async_t *async;           /* wakes the loop for `done` */
-  /* Wake-ups (issue 5): an idle worker first polls `submits` for spin_us,
-   * so a request arriving soon after the last one is picked up without a
-   * futex wake-up; submit signals one sleeper only when the queue holds
-   * more jobs than there are spinners to take them. */
-  int running;                 /* jobs being run by workers */
-  int spinning;                /* workers polling for work */
-  int batch_waiters;           /* workers filling a batch (batch.c) */
-  int batch_room;              /* least room left in a batch being filled, set
-                                  by its waiter: flush wakes the waiters only
-                                  once that many jobs are queued (or a sleeper
-                                  must wake anyway) */
-  int spin_us;
-  int width;                   /* workers asked for: a lone job's split width */
-  atomic_uint submits;         /* bumped by every submit; polled unlocked */
-} dynqd_pool_t;
-
-/* Loop thread: nothing submitted, queued, or being run by a worker. */
-int dynqd__pool_idle(dynqd_pool_t *p);
-
-/* spin_us: how long an idle worker polls before sleeping (0: never). */
-int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
-                      uv_async_t *async);
-/* Loop thread: 0, or DYNQ_EOVERLOAD when the queue is full (job
- * untouched).  The job reaches the workers at the next flush. */
-int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j);
-/* Loop thread, before it polls (main.c's prepare handle): hand the jobs
- * submitted since the last flush to the workers. */
-void dynqd__pool_flush(dynqd_pool_t *p);
-/* Take the completion list (any order). */
-dynqd_job_t *dynqd__pool_take_done(dynqd_pool_t *p);
-int dynqd__pool_queued(dynqd_pool_t *p);
-/* Let workers finish the queue, then join them. */
-void dynqd__pool_stop(dynqd_pool_t *p);
-
-/* ---- server and connections (server.c, conn.c, methods.c) ---- */
-
-typedef struct dynqd_server {
-  uv_loop_t *loop;
-  dynqd_config_t *cfg;
-  dynqd_registry_t reg;
-  dynqd_pool_t pool;
-  uv_pipe_t listener;
-  int listener_open;
-  char *bound_path;           /* socket file we created (unlink at exit); owned */
-  uv_async_t async;
-  uv_signal_t sig_term, sig_int, sig_hup;
-  uv_timer_t drain_timer;
-  int draining;
-  int exit_code;
-  uint64_t start_ns;          /* uv_hrtime at start */
-  struct dynqd_conn *conns;   /* open connections, doubly linked */
-  int n_conns;
-  uint64_t next_conn_id;
-  int jobs_outstanding;       /* submitted, not yet back on the loop */
-  /* -- D2 (issue 5): stats, sessions, shared memory -- */
-  struct dynqd_stats *stats;  /* owned (stats.c); loop thread only */
-  struct dynqd_session *sessions; /* all open sessions; owned list */
-  int n_sessions;
-  struct dynqd_session **sess_tab; /* id -> session, chained by hnext; owned
-                                      array (a power of two), NULL = scan the list */
-  size_t sess_tab_cap;
-  uint64_t next_session_id;
-  uv_timer_t session_timer;   /* idle expiry; inited lazily, unref'd */
-  int session_timer_init;
-  int n_shm;                  /* regions registered, all connections */
-  uint64_t shm_bytes;         /* bytes of those mappings */
-  uint64_t next_shm_id;
-  int accept_paused;          /* a pending connection was left un-accepted
-                                 (no memory): libuv stops polling the
-                                 listener until uv_accept; retried when a
-                                 connection closes */
-  /* -- D1 (issue 5): watchdog and reload -- */
-  uv_timer_t watchdog_timer;  /* WATCHDOG=1 every WATCHDOG_USEC/2 */
-  /* -- issue 5 (request path): frames handled in this loop iteration and
-   *    the previous one (reset by a prepare handle before each poll); a
-   *    quiet loop (<= 1 frame) may run a small request inline -- */
-  uv_prepare_t prep;
-  int frames_iter, frames_prev;
-  int reloads;                /* SIGHUPs handled */
-} dynqd_server_t;
-
-typedef struct dynqd_conn {
-  uv_pipe_t pipe;             /* first: handle->data is unused */
-  dynqd_server_t *srv;
-  struct dynqd_conn *prev, *next;
-  uint64_t id;
-  int refs;                   /* handle (until close cb) + jobs + writes */
-  int closing;                /* uv_close called */
-  int flushing;               /* no more reading; close when idle */
-  int reading;                /* uv_read_start active */
-  atomic_int dead;            /* results for it are discarded */
-  uint8_t *rbuf;              /* owned; bounded by max_frame + READ_CHUNK */
-  size_t rlen, rcap;
-  int inflight;               /* jobs queued or running for this conn */
-  int held;                   /* operations that hold back its next frames
-                                 (model.load/reload: dynqd__conn_op_start) */
-  int writes;                 /* uv_write requests pending */
-  size_t out_bytes;           /* bytes in those requests (the kernel may
-                                 already hold some; the cap uses libuv's
-                                 unsent count) */
-  /* -- D2 (issue 5): fds passed with SCM_RIGHTS, shm regions -- */
-  int fds[8];                 /* received, not yet claimed by shm.register;
-                                 owned (closed with the connection) */
-  int n_fds;
-  struct dynqd_shm *regions;  /* registered by this conn; one ref each */
-  int n_regions;
-} dynqd_conn_t;
-
-void dynqd__conn_accept(dynqd_server_t *s);
-/* Queue one response frame (takes ownership of data). */
-void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len);
-void dynqd__conn_send_wbuf(dynqd_conn_t *c, dynq__wbuf_t *w);
-void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code,
-                            const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-void dynqd__conn_job_done(dynqd_conn_t *c, dynqd_job_t *j);
-/* An operation answered later from the loop (model.load on the thread
- * pool): start takes a reference, counts it in flight and stops reading
- * further frames of c; done undoes that and reads on. */
-void dynqd__conn_op_start(dynqd_conn_t *c);
-void dynqd__conn_op_done(dynqd_conn_t *c);
-/* Stop reading; answer what is already buffered; close when idle. */
-void dynqd__conn_flush_and_close(dynqd_conn_t *c);
-void dynqd__conn_close(dynqd_conn_t *c);
-void dynqd__conn_unref(dynqd_conn_t *c);
-
-/* Handle one decoded request; answers at once or submits a job. */
-void dynqd__dispatch(dynqd_conn_t *c, const dynq__rpc_msg_t *m);
-/* Worker side: run an infer job and encode its response into j->resp. */
-void dynqd__run_infer(dynqd_job_t *j);
-
-/* Called whenever something drain waits for may have finished. */
-void dynqd__server_check_drained(dynqd_server_t *s);
-
-/* ---- D2 (issue 5): stats (stats.c) ---- */
+/* ---- stats (stats.c) ---- */
 
 /* Log-scale histogram: 8 sub-buckets per power of two, so a bucket's upper
  * bound is within 12.5 % of any value in it.  Values in microseconds. */
 #define DYNQD_HIST_BUCKETS (8 * 42)
 typedef struct dynqd_hist {
   uint64_t count;
+  uint64_t sum;               /* of the values added (Prometheus _sum) */
   uint64_t b[DYNQD_HIST_BUCKETS];
 } dynqd_hist_t;
 void dynqd__hist_add(dynqd_hist_t *h, uint64_t v);
 /* Upper bound of the bucket holding quantile q (0..1); 0 when empty. */
 uint64_t dynqd__hist_quantile(const dynqd_hist_t *h, double q);
+/* Largest value bucket idx holds. */
+uint64_t dynqd__hist_upper(int idx);
 
 typedef struct dynqd_mstats {
   char *name;                 /* owned */
   uint64_t requests, errors;
   dynqd_hist_t queue_us, compute_us;
   double ns_per_elem;         /* moving average of one-thread compute time per
-                                 input element; 0: not known yet (inline) */
+                                 input element; 0: not known yet */
 } dynqd_mstats_t;
 
 typedef struct dynqd_stats {
   uint64_t requests_total, errors_total, overloads_total, timeouts_total;
-  uint64_t inline_total;      /* infers run on the loop thread (methods.c) */
+  uint64_t inline_total;      /* infers run on the loop thread */
   dynqd_mstats_t **m;         /* owned, each owned; stable pointers */
   int n, cap;
 } dynqd_stats_t;
 
-/* Find or add the record of a model name (NULL on ENOMEM). */
-dynqd_mstats_t *dynqd__stats_model(dynqd_server_t *s, const char *name);
-/* Count an infer answered with code (0 = ok) on the loop thread. */
-void dynqd__stats_count(dynqd_server_t *s, dynqd_mstats_t *ms, int code);
-/* A job came back from a worker: counts and histograms. */
-void dynqd__stats_job(dynqd_server_t *s, const dynqd_job_t *j);
-void dynqd__stats_free(dynqd_server_t *s);
-void dynqd__m_stats(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
+/* One finished run as the stats see it. */
+typedef struct dynqd_run_sample {
+  int status;                 /* 0 or the error answered */
+  int64_t queue_us, compute_us;
+  int batched;                /* requests merged into the run */
+  int threads;                /* GEMM split width it ran with */
+  int64_t in_elems;
+} dynqd_run_sample_t;
 
-/* ---- D2: sessions (session.c) ----
+/* Find or add the record of a model name (NULL on ENOMEM). */
+dynqd_mstats_t *dynqd__stats_model(dynqd_stats_t *st, const char *name);
+const dynqd_mstats_t *dynqd__stats_find(const dynqd_stats_t *st, const char *name);
+/* Count a request answered with code (0 = ok). */
+void dynqd__stats_count(dynqd_stats_t *st, dynqd_mstats_t *ms, int code);
+/* A run came back: counts, histograms, the inline cost estimate. */
+void dynqd__stats_run(dynqd_stats_t *st, dynqd_mstats_t *ms, const dynqd_run_sample_t *r);
+void dynqd__stats_free(dynqd_stats_t *st);
+
+/* ---- scheduler (scheduler.c): worker pool, batching, inline policy ----
+ *
+ * A job is any work for the workers: the caller embeds dynqd_job_t first
+ * in its own struct and gives the ops.  Job lifecycle:
+ *   submit (loop) --flush--> queued --worker--> run / run_batch / expire /
+ *   skipped (cancel set) --> done (loop, exactly once; frees the job)
+ */
+typedef struct dynqd_job dynqd_job_t;
+typedef struct dynqd_job_ops {
+  void (*run)(dynqd_job_t *j);                 /* worker (or loop, inline) */
+  /* worker: run v[0..n), n >= 2, as one; 0, or nonzero to have each run
+   * alone instead (then none was answered).  NULL: never batched. */
+  int (*run_batch)(dynqd_job_t **v, int n);
+  /* worker, queue lock held: b may join a batch led by a */
+  int (*compatible)(const dynqd_job_t *a, const dynqd_job_t *b);
+  /* worker: not run because its deadline passed; msg says by how much */
+  void (*expire)(dynqd_job_t *j, const char *msg);
+  /* loop: back from the workers (ran, expired or skipped) */
+  void (*done)(dynqd_job_t *j);
+} dynqd_job_ops_t;
+
+struct dynqd_job {
+  dynqd_job_t *next;          /* queue / batch / completion link */
+  const dynqd_job_ops_t *ops;
+  const atomic_int *cancel;   /* set: nobody waits for the answer (skip it) */
+  uint64_t t_arrive_ns;       /* uv_hrtime when its request was complete */
+  uint64_t t_queued_ns;       /* when it was submitted */
+  uint64_t deadline_ns;       /* 0: none */
+  int64_t queue_us;           /* worker: time it waited */
+  int batch_max;              /* > 1: may be merged with compatible jobs */
+  int batch_delay_us;         /* counted from t_arrive_ns */
+  int threads;                /* worker: GEMM split width (1, or the worker
+                                 count for a job that started alone) */
+  int skipped;                /* worker: cancelled before it started */
+};
+
+typedef struct dynqd_sched {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  dynqd_job_t *qhead, *qtail;  /* waiting jobs, FIFO */
+  atomic_int qlen;             /* jobs in it; changed under mu, read anywhere */
+  int qcap;
+  /* Loop thread only: jobs submitted during this loop iteration, handed to
+   * the workers together by dynqd__sched_flush (one lock, one wake-up
+   * decision per iteration instead of per job). */
+  dynqd_job_t *phead, *ptail;
+  int plen;
+  int outstanding;             /* loop: submitted, not yet done */
+  uint64_t completions;        /* loop: wake-ups that delivered a job */
+  int sleeping;                /* workers in pthread_cond_wait (under mu) */
+  _Atomic(dynqd_job_t *) done; /* finished jobs, any order: a lock-free stack
+                                  (workers push, the loop takes it whole) */
+  int stop;                    /* workers exit when the queue is empty */
+  int n_threads;
+  pthread_t *threads;          /* owned */
+  uv_async_t async;            /* wakes the loop for `done` */
+  int async_init;
+  void (*on_done)(void *arg);  /* loop: after each batch of completions */
+  void *on_done_arg;
+  /* Wake-ups: an idle worker first polls `submits` for spin_us, so a
+   * request arriving soon after the last one is picked up without a futex
+   * wake-up; flush signals one sleeper only when the queue holds more jobs
+   * than there are spinners to take them. */
+  int running;                 /* jobs being run by workers */
+  int spinning;                /* workers polling for work */
+  int batch_waiters;           /* workers filling a batch */
+  int batch_room;              /* least room left in a batch being filled, set
+                                  by its waiter: flush wakes the waiters only
+                                  once that many jobs are queued (or a sleeper
+                                  must wake anyway) */
+  int spin_us;
+  int width;                   /* workers asked for: a lone job's split width */
+  atomic_uint submits;         /* bumped by every flush; polled unlocked */
+} dynqd_sched_t;
+
+/* Start n_threads workers (spin_us: how long an idle one polls before
+ * sleeping).  on_done(arg) runs on the loop after completions. */
+int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qcap,
+                       int spin_us, void (*on_done)(void *), void *arg);
+/* Loop thread: 0, or DYNQ_EOVERLOAD when the queue is full (job
+ * untouched).  The job reaches the workers at the next flush. */
+int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j);
+/* Loop thread, before it polls: hand what was submitted to the workers. */
+void dynqd__sched_flush(dynqd_sched_t *p);
+/* Loop thread: nothing submitted, queued, or being run by a worker. */
+int dynqd__sched_idle(dynqd_sched_t *p);
+int dynqd__sched_queued(dynqd_sched_t *p);
+/* Loop thread: run j here and now (threads = 1), then its done. */
+void dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j);
+/* Let workers finish the queue, join them, free what never came back.
+ * The async handle is closed by whoever closes every handle. */
+void dynqd__sched_stop(dynqd_sched_t *p);
+/* Inline policy: a request predicted to compute within limit_us (from
+ * the model's measured cost) runs on the loop when the loop is quiet (at
+ * most one frame this iteration and the last) and no worker is busy. */
+int dynqd__sched_inline_ok(dynqd_sched_t *p, int limit_us, double ns_per_elem,
+                           int64_t elems, int frames_iter, int frames_prev);
+
+/* ---- sessions (sessions.c) ----
  *
  * Session state machine (loop thread):
  *   IDLE --infer--> BUSY --job back--> IDLE (state swapped only on success)
@@ -435,10 +379,10 @@ void dynqd__m_stats(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
  *   freed when its last ref (list + running job) goes.
  */
 typedef struct dynqd_session {
-  struct dynqd_session *next; /* server list */
-  struct dynqd_session *hnext; /* server id table chain (sess_tab) */
+  struct dynqd_session *next; /* service list */
+  struct dynqd_session *hnext; /* id table chain */
   uint64_t id;
-  struct dynqd_conn *owner;   /* NULL when detached (not a ref) */
+  const void *owner;          /* opaque owner token; NULL when detached */
   dynq__model_t *model;       /* one ref */
   char *model_name;           /* owned, for stats */
   int n_bind;
@@ -450,24 +394,59 @@ typedef struct dynqd_session {
   uint64_t last_ns;           /* last use (uv_hrtime) */
 } dynqd_session_t;
 
-void dynqd__m_session_open(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
-void dynqd__m_session_reset(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
-void dynqd__m_session_close(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
-/* infer with `session`: find it for this connection, or answer an error
- * (ENOSESSION, EBUSY) and return NULL. */
-dynqd_session_t *dynqd__session_get(dynqd_conn_t *c, uint32_t msgid, uint64_t id);
-/* Fill the job's bound inputs from the session (zeros of the declared shape
- * on first use) and mark it busy.  0 or an error code with err set. */
-int dynqd__session_bind(dynqd_session_t *ss, dynqd_job_t *j, char *err, size_t errlen);
-/* Job back on the loop: swap in its new state on success, release. */
-void dynqd__session_job_done(dynqd_server_t *s, dynqd_job_t *j);
-/* A connection closes: close its non-detached sessions. */
-void dynqd__sessions_conn_closed(dynqd_conn_t *c);
-dynqd_session_t *dynqd__session_unref(dynqd_session_t *ss);
-/* At exit (loop gone): drop every session still listed (detached ones). */
-void dynqd__sessions_free(dynqd_server_t *s);
+typedef struct dynqd_sessions {
+  uv_loop_t *loop;
+  const dynqd_config_t *cfg;  /* max_sessions, session_idle_timeout_ms */
+  dynqd_session_t *list;      /* all open sessions; owned */
+  int n;
+  dynqd_session_t **tab;      /* id -> session, chained by hnext; owned
+                                 array (a power of two), NULL = scan the list */
+  size_t tab_cap;
+  uint64_t next_id;
+  uv_timer_t timer;           /* idle expiry; inited lazily, unref'd */
+  int timer_init;
+} dynqd_sessions_t;
 
-/* ---- D2: shared-memory regions (shm.c) ---- */
+/* What session.open asks for. */
+typedef struct dynqd_session_req {
+  int detached;
+  int64_t idle_timeout_ms;    /* 0: the configured default */
+  int n_bind;                 /* -1: no bindings given (declared/default pairs) */
+  const char *const *bind_in_names, *const *bind_out_names;
+} dynqd_session_req_t;
+
+/* 0 and *ret (listed, one ref owned by the list), or an error with err. */
+int dynqd__session_open(dynqd_sessions_t *sv, const void *owner,
+                        const dynqd_model_entry_t *e, const dynqd_session_req_t *rq,
+                        dynqd_session_t **ret, char *err, size_t errlen);
+/* The session id of owner (or detached), or NULL. */
+dynqd_session_t *dynqd__session_find(dynqd_sessions_t *sv, const void *owner, uint64_t id);
+/* Back to "not started" (EBUSY while a request runs). */
+int dynqd__session_reset(dynqd_sessions_t *sv, dynqd_session_t *ss);
+void dynqd__session_close(dynqd_sessions_t *sv, dynqd_session_t *ss, const char *why);
+/* Point the bound inputs in[] at the session state (zeros of the declared
+ * shape on first use), allocate *ret_new for the next state, mark it busy
+ * and take a ref.  0 or an error code with err set. */
+int dynqd__session_bind(dynqd_session_t *ss, dynq__tensor_t *in, int n_in,
+                        dynq__tensor_t **ret_new, char *err, size_t errlen);
+/* The request is back: swap in next (when ok) and release the bind's ref. */
+void dynqd__session_done(dynqd_sessions_t *sv, dynqd_session_t *ss, int ok,
+                         dynq__tensor_t *next);
+/* Whether graph input k is bound to session state. */
+int dynqd__session_binds_input(const dynqd_session_t *ss, int k);
+/* Close every session of owner (not the detached ones). */
+void dynqd__sessions_owner_gone(dynqd_sessions_t *sv, const void *owner);
+dynqd_session_t *dynqd__session_unref(dynqd_session_t *ss);
+/* At exit (loop gone): drop every session still listed. */
+void dynqd__sessions_free(dynqd_sessions_t *sv);
+
+/* ---- shared-memory regions (shm.c) ---- */
+
+typedef struct dynqd_shm_totals {
+  int n;                      /* regions mapped, all owners */
+  uint64_t bytes;             /* bytes of those mappings */
+  uint64_t next_id;
+} dynqd_shm_totals_t;
 
 typedef struct dynqd_shm {
   struct dynqd_shm *next;     /* owner's list */
@@ -475,59 +454,314 @@ typedef struct dynqd_shm {
   uint8_t *base;              /* MAP_SHARED mapping; unmapped at refs == 0 */
   uint64_t size;
   int writable;               /* mapped PROT_WRITE (no F_SEAL_WRITE) */
-  int refs;                   /* conn list + running jobs; loop thread only */
-  dynqd_server_t *srv;
+  int refs;                   /* owner's list + running jobs; loop thread only */
+  dynqd_shm_totals_t *tot;
 } dynqd_shm_t;
 
-void dynqd__m_shm_register(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
-void dynqd__m_shm_unregister(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
-/* Take fds libuv queued on the connection (SCM_RIGHTS) into c->fds. */
-void dynqd__shm_take_fds(dynqd_conn_t *c);
-/* Connection gone: close unclaimed fds, drop its regions. */
-void dynqd__shm_conn_closed(dynqd_conn_t *c);
-/* Parse {region, offset, size} of this connection; on success the region
- * gets a ref recorded in the job.  0 or an error code with err set. */
-int dynqd__shm_ref(dynqd_conn_t *c, dynqd_job_t *j, dynq__obj_t o,
-                   dynqd_shm_ref_t *ret, char *err, size_t errlen);
-void dynqd__shm_unref(dynqd_shm_t *r);
-/* {dtype, shape, shm: {...}}: a tensor viewing the region (copied only when
- * misaligned for its dtype).  0 or an error code with err set. */
-int dynqd__shm_tensor(dynqd_conn_t *c, dynqd_job_t *j, dynq__obj_t o,
-                      const dynq__tensor_limits_t *lim, dynq__tensor_t *ret_t,
+/* The regions of one owner (a connection). */
+typedef struct dynqd_shm_set {
+  dynqd_shm_t *list;          /* one ref each */
+  int n;
+} dynqd_shm_set_t;
+
+/* The tensor references a request holds: one ref per region. */
+typedef struct dynqd_shm_refs {
+  dynqd_shm_t **v;            /* owned array */
+  int n;
+} dynqd_shm_refs_t;
+
+/* Where a tensor lives in a region. */
+typedef struct dynqd_shm_ref {
+  dynqd_shm_t *region;        /* NULL: not redirected; else a ref in refs */
+  uint64_t region_id;
+  uint64_t offset, size;
+} dynqd_shm_ref_t;
+
+/* Map fd (consumed) as a new region of set.  0 and *ret_id, or an error
+ * with err set. */
+int dynqd__shm_register(dynqd_shm_set_t *set, dynqd_shm_totals_t *tot, int fd,
+                        uint64_t size, int max_regions, uint64_t max_bytes,
+                        uint64_t *ret_id, char *err, size_t errlen);
+/* 0 or DYNQ_ENOREGION. */
+int dynqd__shm_unregister(dynqd_shm_set_t *set, uint64_t id);
+/* Drop every region of set (running requests keep their own refs). */
+void dynqd__shm_set_clear(dynqd_shm_set_t *set);
+/* Check {region, offset, size} against set; on success the region gets a
+ * ref recorded in refs.  0 or an error code with err set. */
+int dynqd__shm_ref(dynqd_shm_set_t *set, dynqd_shm_refs_t *refs, uint64_t id,
+                   uint64_t off, uint64_t size, dynqd_shm_ref_t *ret, char *err,
+                   size_t errlen);
+/* A tensor of dtype/shape viewing ref's bytes (copied only when misaligned
+ * for its dtype).  0 or an error code with err set. */
+int dynqd__shm_tensor(const dynqd_shm_ref_t *ref, dynq_dtype_t dt, int rank,
+                      const int64_t *dims, int64_t max_elems, dynq__tensor_t *ret_t,
                       char *err, size_t errlen);
+void dynqd__shm_refs_clear(dynqd_shm_refs_t *refs);
+void dynqd__shm_unref(dynqd_shm_t *r);
 
-/* ---- D2: dynamic batching (batch.c) ---- */
+/* ---- running requests (infer.c) ---- */
 
-/* max_batch / max_delay_us for a model name from the config. */
-void dynqd__batch_config(const dynqd_config_t *cfg, const char *model,
-                         int *ret_max, int *ret_delay_us);
-/* The config rule of a model name, or NULL (global defaults only). */
-const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model);
-/* Loop side: the batch axis of every input then output of g into
- * axes[n_inputs + n_outputs] (rule: batch.c), for a plain request
- * (ss NULL) or a session's.  0, or DYNQ_EPARAMS with err set when the
- * model cannot be batched that way (a bad `axes` entry, an ambiguous
- * output). */
+/* One infer request, decoded.  The job is first: the scheduler's view. */
+typedef struct dynqd_infer {
+  dynqd_job_t job;
+  dynq__model_t *model;       /* one ref held */
+  int precision;              /* DYNQ_PRECISION_* */
+  int n_inputs;
+  dynq__tensor_t *inputs;     /* owned, graph input order; session state
+                                 and aligned shm tensors are views */
+  int64_t in_elems;           /* elements of all its inputs (cost estimate) */
+  int8_t *axes;               /* batch axis per input then output; owned;
+                                 NULL: not batchable */
+  dynqd_shm_refs_t shm;       /* regions its tensors use */
+  dynqd_shm_ref_t *out_shm;   /* per graph output (region NULL: none); owned */
+  dynqd_session_t *session;   /* one ref held (loop side); NULL if none */
+  dynq__tensor_t *sess_new;   /* the session's next state; owned */
+  /* Filled by the run (worker): */
+  int status;                 /* 0 or the error code */
+  char err[256];              /* why, when status != 0 */
+  dynq__tensor_t *out;        /* owned outputs when status == 0 */
+  int batched;                /* requests run together */
+  int64_t compute_us;
+} dynqd_infer_t;
+
+/* Batch axis of every input then output of g into axes[n_in + n_out]
+ * (rule: infer.c) for a plain request (ss NULL) or a session's.  0;
+ * DYNQ_EPARAMS with err set when the config's axes do not fit the model;
+ * another code when it cannot be batched (the request runs alone). */
 int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
-                      const struct dynqd_session *ss, int8_t *axes, char *err,
+                      const dynqd_session_t *ss, int8_t *axes, char *err,
                       size_t errlen);
-/* Worker side: run j together with like jobs taken from the queue (called
- * with pool->mu held; returns with it released).  Fills every job's resp. */
-void dynqd__batch_run(dynqd_pool_t *p, dynqd_job_t *j);
-/* Encode a finished job's outputs (owned, cleared here) into j->resp. */
-void dynqd__infer_respond(dynqd_job_t *j, int rc, const char *err,
-                          dynq__tensor_t *out);
+/* Worker: run x alone (x->job.threads wide): status, out or err. */
+void dynqd__infer_run(dynqd_infer_t *x);
+/* Worker: run n >= 2 requests as one; 0 when each got its result, else
+ * nonzero and none was touched. */
+int dynqd__infer_run_merged(dynqd_infer_t **v, int n);
+/* Whether b may run in one batch with a. */
+int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b);
+/* Take the bound outputs of a successful run as the session's next state. */
+void dynqd__infer_take_state(dynqd_infer_t *x);
+void dynqd__infer_free(dynqd_infer_t *x);  /* NULL-safe */
 
-/* ---- D1 (issue 5): admin methods (admin.c) ---- */
+/* ============================== transport ============================== */
 
-/* model.load / model.unload / model.reload (docs/PROTOCOL.md).  Each checks
- * the peer (SO_PEERCRED: uid 0, dynqd's uid, or admin_group) and answers
- * exactly once. */
-void dynqd__admin_load(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
-void dynqd__admin_unload(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
-void dynqd__admin_reload(dynqd_conn_t *c, uint32_t msgid, dynq__obj_t params);
-/* Whether the peer of fd may call admin methods (0/1); why names the peer. */
-int dynqd__admin_peer_ok(int fd, const char *admin_group, char *why,
-                         size_t whylen);
+typedef struct dynqd_conn dynqd_conn_t;
+typedef struct dynqd_server dynqd_server_t;
+
+/* Close hooks: services tied to a connection (its sessions, its shm
+ * regions) subscribe once at start-up. */
+typedef void (*dynqd_close_hook_fn)(void *arg, dynqd_conn_t *c);
+#define DYNQD_MAX_CLOSE_HOOKS 4
+
+/*
+ * Connection state machine (checked by conn_state_ok in debug builds):
+ *
+ *   OPEN --EOF / bad frame / shutdown--> FLUSHING --no ops, no writes--> CLOSING
+ *   OPEN --write error / output cap / drain end-----------------------> CLOSING
+ *   CLOSING --uv close cb (refs: handle)--> freed when refs == 0
+ *
+ * A connection is freed only when its handle is closed AND every deferred
+ * operation and write request that points at it is back (refs == 0).
+ */
+struct dynqd_conn {
+  uv_pipe_t pipe;             /* first: the handle is the connection */
+  dynqd_server_t *srv;
+  struct dynqd_conn *prev, *next;
+  uint64_t id;
+  int refs;                   /* handle (until close cb) + ops + writes */
+  int closing;                /* uv_close called */
+  int flushing;               /* no more reading; close when idle */
+  int reading;                /* uv_read_start active */
+  atomic_int dead;            /* results for it are discarded */
+  uint8_t *rbuf;              /* owned; bounded by max_frame + READ_CHUNK */
+  size_t rlen, rcap;
+  int inflight;               /* deferred operations (queued or running) */
+  int held;                   /* operations that hold back its next frames */
+  int waiting;                /* a frame waits for start-up to finish */
+  int writes;                 /* uv_write requests pending */
+  size_t out_bytes;           /* bytes in those requests */
+  int fds[8];                 /* received with SCM_RIGHTS, not yet claimed;
+                                 owned (closed with the connection) */
+  int n_fds;
+  dynqd_shm_set_t shm;        /* its regions (rpc_shm.c; freed by a hook) */
+};
+
+/* Accept one pending connection from the listener. */
+void dynqd__conn_accept(dynqd_server_t *s);
+/* Queue one response frame (takes ownership of data). */
+void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len);
+/* An error response {code, name, message, retryable}. */
+void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* A deferred operation (answered later from the loop): begin takes a
+ * reference and counts it in flight; hold also stops reading further
+ * frames until it ends.  end undoes that and reads on. */
+void dynqd__conn_op_begin(dynqd_conn_t *c, int hold);
+void dynqd__conn_op_end(dynqd_conn_t *c, int hold);
+/* The oldest fd received and not yet claimed (the caller owns it), or -1. */
+int dynqd__conn_take_fd(dynqd_conn_t *c);
+/* Stop reading; answer what is already buffered; close when idle. */
+void dynqd__conn_flush_and_close(dynqd_conn_t *c);
+void dynqd__conn_close(dynqd_conn_t *c);
+/* Frames of c that waited for start-up: handle them now. */
+void dynqd__conn_resume(dynqd_conn_t *c);
+int dynqd__conn_add_close_hook(dynqd_server_t *s, dynqd_close_hook_fn fn, void *arg);
+/* The peer's socket fd (for credentials), or -1. */
+int dynqd__conn_fd(const dynqd_conn_t *c);
+
+/* Listening socket (listener.c): --socket, $RUNTIME_DIRECTORY, socket
+ * activation.  0 or a negative code after logging. */
+int dynqd__listener_open(dynqd_server_t *s);
+void dynqd__listener_close(dynqd_server_t *s);
+/* Remove the socket file we created (inherited sockets are not ours). */
+void dynqd__listener_unlink(dynqd_server_t *s);
+
+/* What the transport calls for each request frame: 0 when handled, or
+ * DYNQD_WAIT to leave the frame buffered until dynqd__conn_resume. */
+#define DYNQD_WAIT 1
+typedef int (*dynqd_request_fn)(dynqd_server_t *s, dynqd_conn_t *c,
+                                const dynq__rpc_msg_t *m);
+
+/* ================================ server =============================== */
+
+struct dynqd_server {
+  uv_loop_t *loop;
+  dynqd_config_t *cfg;
+  dynqd_registry_t reg;
+  dynqd_sched_t sched;
+  dynqd_stats_t stats;
+  dynqd_sessions_t sessions;
+  dynqd_shm_totals_t shm;
+  dynqd_request_fn on_request;  /* the dispatcher (set by server.c) */
+  struct {
+    dynqd_close_hook_fn fn;
+    void *arg;
+  } close_hooks[DYNQD_MAX_CLOSE_HOOKS];
+  int n_close_hooks;
+  uv_pipe_t listener;
+  int listener_open;
+  char *bound_path;           /* socket file we created (unlink at exit); owned */
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t drain_timer;
+  uv_timer_t watchdog_timer;  /* WATCHDOG=1 every WATCHDOG_USEC/2 */
+  uv_prepare_t prep;
+  int draining;
+  int exit_code;
+  uint64_t start_ns;          /* uv_hrtime at start */
+  dynqd_conn_t *conns;        /* open connections, doubly linked */
+  int n_conns;
+  uint64_t next_conn_id;
+  int loads_outstanding;      /* model loads on the thread pool */
+  int starting;               /* start-up loads still running: frames of
+                                 methods that need models wait */
+  int rescanning;             /* a SIGHUP rescan's loads are running */
+  int hup_again;              /* another SIGHUP came meanwhile */
+  int accept_paused;          /* a pending connection was left un-accepted
+                                 (no memory): libuv stops polling the
+                                 listener until uv_accept; retried when a
+                                 connection closes */
+  /* Frames handled in this loop iteration and the previous one (reset by
+   * the prepare handle before each poll): a quiet loop (<= 1 frame) may
+   * run a small request inline. */
+  int frames_iter, frames_prev;
+  int reloads;                /* SIGHUP rescans completed */
+};
+
+/* Called whenever something the drain waits for may have finished. */
+void dynqd__server_check_drained(dynqd_server_t *s);
+
+/* Set up everything on loop (listener, workers, signals, models loading
+ * off the loop).  0, or negative after logging; then run and fini. */
+int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg);
+int dynqd__server_run(dynqd_server_t *s);   /* exit code */
+void dynqd__server_fini(dynqd_server_t *s);
+/* -n: what a start would need, without starting: exit code. */
+int dynqd__check_config(const dynqd_config_t *cfg);
+
+/* ============================== rpc layer ============================== */
+
+/* Method flags (the method table in dispatch.c). */
+enum {
+  DYNQD_M_ADMIN = 1 << 0,      /* peer must pass dynqd__admin_peer_ok */
+  DYNQD_M_ANY_PARAMS = 1 << 1, /* params ignored (liveness must answer) */
+  DYNQD_M_DEFER = 1 << 2,      /* may answer later, off the loop */
+  DYNQD_M_HOLD = 1 << 3,       /* with DEFER: no further frames of the
+                                  connection until it answers */
+  DYNQD_M_LIVE = 1 << 4,       /* answered during start-up loads */
+};
+
+/* A request being answered.  Handlers answer exactly once through reply.c;
+ * a DEFER handler may instead keep a copy made by dynqd__req_defer and
+ * answer from a later loop callback. */
+typedef struct dynqd_req {
+  dynqd_server_t *srv;
+  dynqd_conn_t *conn;
+  uint32_t msgid;
+  const char *method;         /* its name (a static string) */
+  int deferred;               /* answering ends a conn operation */
+  int hold;                   /* that operation holds the connection */
+} dynqd_req_t;
+
+/* Return value of a handler that kept a deferred copy. */
+#define DYNQD_PENDING 1
+typedef int (*dynqd_handler_fn)(dynqd_req_t *rq, dynq__obj_t params);
+
+typedef struct dynqd_method {
+  const char *name;
+  unsigned flags;
+  dynqd_handler_fn fn;
+} dynqd_method_t;
+
+/* The method table (NULL-terminated by n). */
+const dynqd_method_t *dynqd__methods(int *ret_n);
+const dynqd_method_t *dynqd__method_find(const char *name);
+/* The [map] params rule: a map, [map], nil or [] (absent).  0 and *ret,
+ * or DYNQ_EPARAMS with why naming what was given. */
+int dynqd__params_norm(dynq__obj_t p, dynq__obj_t *ret, char *why, size_t whylen);
+/* The dispatcher (server->on_request). */
+int dynqd__dispatch(dynqd_server_t *s, dynqd_conn_t *c, const dynq__rpc_msg_t *m);
+/* Route a decoded request through the method table: admin check, params
+ * rule, deferral. */
+void dynqd__dispatch_req(dynqd_req_t *rq, const dynqd_method_t *me, dynq__obj_t params);
+/* Answers (reply.c).  defer copies rq for a later answer and returns
+ * DYNQD_PENDING for the handler to return. */
+int dynqd__req_defer(const dynqd_req_t *rq, dynqd_req_t *ret);
+/* begin writes the response head [1, msgid, nil]; send answers with the
+ * result written after it. */
+void dynqd__reply_begin(const dynqd_req_t *rq, dynq__wbuf_t *w);
+void dynqd__reply_send(dynqd_req_t *rq, dynq__wbuf_t *w);
+/* A frame already encoded (a worker's answer); takes data. */
+void dynqd__reply_frame(dynqd_req_t *rq, uint8_t *data, size_t len);
+void dynqd__reply_error(dynqd_req_t *rq, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Self-counting maps: open writes a map32 header and returns its offset;
+ * close patches the count of pairs written since. */
+size_t dynqd__w_map_open(dynq__wbuf_t *w);
+void dynqd__w_map_close(dynq__wbuf_t *w, size_t at, uint32_t pairs);
+
+/* Handlers (rpc_*.c). */
+int dynqd__m_ping(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_server_info(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_health_live(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_health_ready(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_stats(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_models_list(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_model_info(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_model_load(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_model_unload(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_model_reload(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_infer(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_session_open(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_session_reset(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_session_close(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_shm_register(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_shm_unregister(dynqd_req_t *rq, dynq__obj_t p);
+/* Close hooks the rpc layer subscribes (server.c wires them). */
+void dynqd__rpc_session_conn_closed(void *arg, dynqd_conn_t *c);
+void dynqd__rpc_shm_conn_closed(void *arg, dynqd_conn_t *c);
+/* "a map", "an integer"...: what a peer sent, for error messages (reply.c). */
+const char *dynqd__kind_name(dynq__obj_kind_t k);
+/* params.model -> entry, or NULL after answering ENOMODEL/EPARAMS
+ * (rpc_models.c). */
+const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, dynq__obj_t p);
 
 #endif

@@ -1,13 +1,15 @@
 /*
  * The model registry: the models dynqd serves, by name, with a version per
  * name and the identity (dev, inode, size, mtime) of the file each was
- * loaded from.  Everything here runs on the loop thread (start-up, admin
- * methods, SIGHUP), so the array needs no lock; workers never look at it,
- * they hold their own model reference.
+ * loaded from.  The array changes only on the loop thread (commit, unload,
+ * scan), so it needs no lock; workers never look at it, they hold their
+ * own model reference.
  *
  * Publishing a model is: confine the path to the model directory, open and
- * validate it, warm it (one run on zero inputs), and only then swap it in.
- * A failure at any step leaves the registry as it was.
+ * validate it, warm it (one run on zero inputs, within the warm-up
+ * bounds), and only then swap it in.  The first steps (prepare) run on any
+ * thread (loader.c runs them on the thread pool); a failure at any step
+ * leaves the registry as it was.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -135,6 +137,41 @@ static int confine(const dynqd_registry_t *r, const char *rel, char *out,
   return 0;
 }
 
+/* Warm-up inputs within the bounds?  A model whose fixed input shape
+ * holds more than max_tensor_elems could never be sent a request: it is
+ * refused (ELIMIT).  One within that but whose warm-up inputs would take
+ * more than warm_max_bytes is served unwarmed (returns 1 after logging):
+ * a valid file must not make dynqd allocate gigabytes to warm it. */
+static int warm_bounds(const dynqd_registry_t *r, const char *name, const dynq__graph_t *g,
+                       char *err, size_t errlen) {
+  uint64_t bytes = 0;
+  for (int i = 0; i < g->n_inputs; i++) {
+    const dynq__value_t *v = &g->values[g->inputs[i]];
+    int64_t n = 1;
+    for (int d = 0; d < v->rank; d++) {
+      int64_t dim = v->dims[d] < 0 ? 1 : v->dims[d];
+      if (dim != 0 && n > INT64_MAX / dim) n = INT64_MAX;
+      else n *= dim;
+    }
+    if (r->warm_max_elems > 0 && n > r->warm_max_elems) {
+      snprintf(err, errlen, "input '%s' declares %lld elements, more than max_tensor_elems "
+               "(%lld): no request could ever be sent to it", v->name, (long long)n,
+               (long long)r->warm_max_elems);
+      return DYNQ_ELIMIT;
+    }
+    size_t es = dynq__dtype_size(v->dtype);
+    uint64_t b = (uint64_t)n * (es ? es : 1);
+    bytes = bytes > UINT64_MAX - b ? UINT64_MAX : bytes + b;
+  }
+  if (r->warm_max_bytes > 0 && bytes > r->warm_max_bytes) {
+    log_warn("model '%s': its warm-up inputs would take %llu bytes, more than "
+             "warmup_max_bytes (%llu); serving it without warm-up", name,
+             (unsigned long long)bytes, (unsigned long long)r->warm_max_bytes);
+    return 1;
+  }
+  return 0;
+}
+
 /* One run on zeros (symbolic dims = 1, unknown rank = a scalar): proves the
  * model executes and touches its pages before it takes traffic. */
 static int warm(const dynq__model_t *m, char *err, size_t errlen) {
@@ -221,7 +258,9 @@ int dynqd__registry_prepare(const dynqd_registry_t *r, const char *name, const c
     ret->model = NULL;
     return rc;
   }
-  rc = warm(ret->model, err, errlen);
+  rc = warm_bounds(r, name, dynq__model_graph(ret->model), err, errlen);
+  if (rc == 0) rc = warm(ret->model, err, errlen);
+  else if (rc == 1) rc = 0;  /* not warmed (logged) */
   if (rc == DYNQ_ESHAPE && has_symbolic_input(ret->model)) {
     /* Setting every symbolic dim to 1 is a guess some models cannot run
      * (Silero VAD's first Conv needs >= 256 samples).  The file passed
@@ -292,16 +331,6 @@ oom:
   return -ENOMEM;
 }
 
-int dynqd__registry_publish(dynqd_registry_t *r, const char *name,
-                            const char *rel, int *ret_version, char *err,
-                            size_t errlen) {
-  dynqd_prepared_t p;
-  int rc = dynqd__registry_prepare(r, name, rel, &p, err, errlen);
-  if (rc == 0) rc = dynqd__registry_commit(r, name, rel, &p, ret_version, err, errlen);
-  dynqd__prepared_clear(&p);
-  return rc;
-}
-
 int dynqd__registry_unload(dynqd_registry_t *r, const char *name) {
   int i = find_index(r, name, strlen(name), NULL);
   if (i < 0) return DYNQ_ENOMODEL;
@@ -320,32 +349,49 @@ static int model_file_name(const char *fn, size_t *ret_namelen) {
   return 1;
 }
 
-int dynqd__registry_load(dynqd_registry_t *r, const char *dir) {
-  memset(r, 0, sizeof(*r));
+int dynqd__registry_init(dynqd_registry_t *r, const char *dir) {
   if (dir == NULL) {
     log_warn("no model directory given (--models or models_dir): serving no models");
     return 0;
   }
   char real[PATH_MAX];
   if (realpath(dir, real) == NULL) {
-    log_err("cannot open model directory %s: %s; serving no models", dir,
-            strerror(errno));
-    return 0;
+    int e = errno;
+    log_err("cannot open model directory %s: %s; serving no models", dir, strerror(e));
+    return -e;
   }
   r->dir = strdup(real);
   if (r->dir == NULL) {
     log_err("out of memory");
-    return 0;
+    return -ENOMEM;
   }
-  int n = 0;
-  dynqd__registry_rescan(r, &n, NULL, NULL, NULL);
-  return n;
+  return 0;
 }
 
-void dynqd__registry_rescan(dynqd_registry_t *r, int *ret_loaded,
-                            int *ret_reloaded, int *ret_unloaded,
-                            int *ret_failed) {
-  int loaded = 0, reloaded = 0, unloaded = 0, failed = 0;
+void dynqd__scan_free(dynqd_scan_t *sc) {
+  free(sc->v);
+  memset(sc, 0, sizeof(*sc));
+}
+
+static int scan_add(dynqd_scan_t *sc, int *cap, const char *name, const char *file,
+                    int reload) {
+  if (sc->n == *cap) {
+    int ncap = *cap ? *cap * 2 : 16;
+    dynqd_scan_item_t *nv = realloc(sc->v, (size_t)ncap * sizeof(*nv));
+    if (nv == NULL) return -ENOMEM;
+    sc->v = nv;
+    *cap = ncap;
+  }
+  dynqd_scan_item_t *it = &sc->v[sc->n++];
+  snprintf(it->name, sizeof(it->name), "%s", name);
+  snprintf(it->file, sizeof(it->file), "%s", file);
+  it->reload = reload;
+  return 0;
+}
+
+void dynqd__registry_scan(dynqd_registry_t *r, dynqd_scan_t *ret) {
+  memset(ret, 0, sizeof(*ret));
+  int cap = 0;
   char *seen = NULL;
   DIR *d = NULL;
   if (r->dir == NULL) goto out;
@@ -353,15 +399,15 @@ void dynqd__registry_rescan(dynqd_registry_t *r, int *ret_loaded,
   if (d == NULL) {
     log_err("cannot open model directory %s: %s; models unchanged", r->dir,
             strerror(errno));
-    failed++;
+    ret->failed++;
     goto out;
   }
-  /* seen[i]: entry i still has its file; grows with the array. */
-  int seen_cap = r->n + 16;
-  seen = calloc((size_t)seen_cap, 1);
+  /* seen[i]: entry i still has its file (the array does not change
+   * during the scan: loads are only listed). */
+  seen = calloc((size_t)r->n + 1, 1);
   if (seen == NULL) {
     log_err("out of memory rescanning %s; models unchanged", r->dir);
-    failed++;
+    ret->failed++;
     goto out;
   }
   struct dirent *de;
@@ -369,10 +415,10 @@ void dynqd__registry_rescan(dynqd_registry_t *r, int *ret_loaded,
     const char *fn = de->d_name;
     size_t nl;
     if (!model_file_name(fn, &nl)) continue;
-    if (!dynqd__model_name_ok(fn, nl)) {
+    if (!dynqd__model_name_ok(fn, nl) || strlen(fn) >= sizeof(ret->v[0].file)) {
       log_err("skipping model file %s/%s: model name must be 1-63 characters "
               "of [A-Za-z0-9_.-]", r->dir, fn);
-      failed++;
+      ret->failed++;
       continue;
     }
     char name[64];
@@ -384,53 +430,22 @@ void dynqd__registry_rescan(dynqd_registry_t *r, int *ret_loaded,
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
       log_err("skipping model file %s: not a regular file", path);
-      failed++;
+      ret->failed++;
       continue;
     }
     if (idx >= 0) {
       dynqd_model_entry_t *e = &r->v[idx];
       int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-      if (e->file && strcmp(e->file, fn) != 0) {
-        /* Loaded by model.load from another file: the admin chose that. */
-        seen[idx] = 1;
-        continue;
-      }
+      seen[idx] = 1;  /* a failed reload keeps the loaded version */
+      if (e->file && strcmp(e->file, fn) != 0) continue;  /* model.load chose another file */
       if (e->f_dev == (uint64_t)st.st_dev && e->f_ino == (uint64_t)st.st_ino &&
-          e->f_size == (uint64_t)st.st_size && e->f_mtime_ns == mt) {
-        seen[idx] = 1;
-        continue;
-      }
+          e->f_size == (uint64_t)st.st_size && e->f_mtime_ns == mt)
+        continue;  /* unchanged */
     }
-    int was_n = r->n;
-    char err[512] = "";
-    int ver = 0;
-    int rc = dynqd__registry_publish(r, name, fn, &ver, err, sizeof(err));
-    if (rc != 0) {
-      log_err("%s model file %s: %s (%s)%s", idx >= 0 ? "cannot reload" : "skipping",
-              path, err, dynq_err_name(rc),
-              idx >= 0 ? "; the loaded version keeps serving" : "");
-      failed++;
-      if (idx >= 0) seen[idx] = 1;
-      continue;
-    }
-    if (r->n != was_n) {  /* inserted: shift seen[] to match the array */
-      if (r->n > seen_cap) {
-        char *ns = realloc(seen, (size_t)r->n + 16);
-        if (ns == NULL) {
-          /* Worst case: a model is unloaded and reloaded on the next HUP. */
-          log_err("out of memory rescanning %s", r->dir);
-          break;
-        }
-        seen = ns;
-        seen_cap = r->n + 16;
-      }
-      int ins = find_index(r, name, nl, NULL);
-      memmove(seen + ins + 1, seen + ins, (size_t)(r->n - 1 - ins));
-      seen[ins] = 1;
-      loaded++;
-    } else {
-      seen[idx] = 1;
-      reloaded++;
+    if (scan_add(ret, &cap, name, fn, idx >= 0) != 0) {
+      log_err("out of memory rescanning %s", r->dir);
+      ret->failed++;
+      break;
     }
   }
   /* Entries not matched above: gone, unless model.load gave them another
@@ -443,13 +458,9 @@ void dynqd__registry_rescan(dynqd_registry_t *r, int *ret_loaded,
     if (r->v[i].file && stat(path, &st) == 0) continue;
     log_notice("model file of '%s' is gone: unloading it", r->v[i].name);
     dynqd__registry_unload(r, r->v[i].name);
-    unloaded++;
+    ret->unloaded++;
   }
 out:
   if (d) closedir(d);
   free(seen);
-  if (ret_loaded) *ret_loaded = loaded;
-  if (ret_reloaded) *ret_reloaded = reloaded;
-  if (ret_unloaded) *ret_unloaded = unloaded;
-  if (ret_failed) *ret_failed = failed;
 }

@@ -1,11 +1,13 @@
 /*
- * Dynamic batching (off by default): a worker that picks up a request for
- * a model with max_batch > 1 takes other queued requests for the same
- * model whose inputs differ only along their batch axis, waits up to
- * max_delay_us for more, concatenates them along those axes, runs the
- * model once and splits every output back along its own axis.  Session
- * requests batch too (issue 4): each session's state is one slice of the
- * merged state input, and its slice of the new state goes back to it.
+ * Running infer requests on a worker: alone, or merged with like requests
+ * (dynamic batching: the scheduler forms the batch, this file merges and
+ * splits the tensors), and the batch-axis rule.
+ *
+ * Merging: requests for the same model whose inputs differ only along
+ * their batch axis are concatenated along those axes, run once, and every
+ * output is split back along its own axis.  Session requests batch too:
+ * each session's state is one slice of the merged state input, and its
+ * slice of the new state goes back to it.
  *
  * The batch axis of each input and output (dynqd__batch_axes, on the loop
  * when the request is decoded):
@@ -16,8 +18,7 @@
  *      it becomes must split the way it was merged);
  *   4. another output: its only symbolic dimension, or 0 when it declares
  *      none or no rank; with several symbolic dims it is ambiguous, and
- *      the request is not batched unless every input batches on axis 0
- *      (the batch-first rule every earlier dynqd used).
+ *      the request is not batched unless every input batches on axis 0.
  * A listed name that the model lacks, or an axis past a declared rank, is
  * refused (EPARAMS naming the key): a wrong axis would split wrong rows.
  *
@@ -26,8 +27,8 @@
  * only; per-patch for Conv) and the integer GEMM is exact, so a row's
  * result does not depend on its neighbours (tests/test-batch.c compares
  * the bits, Silero included).  Requests that could break that are never
- * batched: per-tensor models and fp32 precision (m_infer leaves batch_max
- * at 0) and outputs_shm.  If a merged run fails, or an output's size along
+ * batched: per-tensor models, fp32 precision and outputs_shm (the decoder
+ * leaves axes NULL).  If a merged run fails, or an output's size along
  * its axis is not the summed batch, every request runs alone instead, so
  * each gets exactly its own answer.
  */
@@ -39,26 +40,7 @@
 
 #include "dynq/errors.h"
 #include "dynqd.h"
-
-const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model) {
-  const dynqd_batch_rule_t *r = NULL;
-  for (int i = 0; i < cfg->n_batch_rules; i++)
-    if (cfg->batch_rules[i].model != NULL && strcmp(cfg->batch_rules[i].model, model) == 0)
-      r = &cfg->batch_rules[i];
-  return r;
-}
-
-void dynqd__batch_config(const dynqd_config_t *cfg, const char *model, int *ret_max,
-                         int *ret_delay_us) {
-  int mx = cfg->batch_max, dl = cfg->batch_delay_us;
-  const dynqd_batch_rule_t *r = dynqd__batch_rule(cfg, model);
-  if (r != NULL) {
-    mx = r->max_batch;
-    dl = r->max_delay_us;
-  }
-  *ret_max = mx > 1 ? mx : 0;
-  *ret_delay_us = dl > 0 ? dl : 0;
-}
+#include "parallel.h"
 
 static int first_symbolic(const dynq__value_t *v) {
   for (int d = 0; d < v->rank; d++)
@@ -118,8 +100,8 @@ int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
   return 0;
 }
 
-/* Rows of a job along the batch axes: every input must agree; -1 if not. */
-static int64_t job_rows(const dynqd_job_t *j) {
+/* Rows of a request along the batch axes: every input must agree; -1 if not. */
+static int64_t job_rows(const dynqd_infer_t *j) {
   int64_t rows = -1;
   for (int i = 0; i < j->n_inputs; i++) {
     const dynq__tensor_t *x = &j->inputs[i];
@@ -133,14 +115,13 @@ static int64_t job_rows(const dynqd_job_t *j) {
 
 /* b may run in one batch with a (same model, options and axes, same input
  * dtypes and dims except along the batch axis). */
-static int compatible(const dynqd_job_t *a, const dynqd_job_t *b, uint64_t now) {
-  if (b->model != a->model || b->precision != a->precision || b->batch_max != a->batch_max)
+int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b) {
+  if (b->model != a->model || b->precision != a->precision ||
+      b->job.batch_max != a->job.batch_max || a->axes == NULL)
     return 0;
   if (b->out_shm != NULL || b->n_inputs != a->n_inputs || b->axes == NULL) return 0;
   int n_ax = a->n_inputs + dynq__model_graph(a->model)->n_outputs;
   if (memcmp(a->axes, b->axes, (size_t)n_ax) != 0) return 0;
-  if (atomic_load(&b->conn->dead)) return 0;
-  if (b->deadline_ns != 0 && now > b->deadline_ns) return 0;  /* answered alone */
   if (job_rows(b) < 0) return 0;
   for (int i = 0; i < a->n_inputs; i++) {
     const dynq__tensor_t *x = &a->inputs[i], *y = &b->inputs[i];
@@ -149,26 +130,6 @@ static int compatible(const dynqd_job_t *a, const dynqd_job_t *b, uint64_t now) 
       if (d != a->axes[i] && x->dims[d] != y->dims[d]) return 0;
   }
   return 1;
-}
-
-/* Move like jobs from the queue into v[*n..max). p->mu held. */
-static void collect(dynqd_pool_t *p, dynqd_job_t **v, int *n, int max) {
-  uint64_t now = uv_hrtime();
-  dynqd_job_t **pp = &p->qhead, *prev = NULL;
-  while (*pp != NULL && *n < max) {
-    dynqd_job_t *b = *pp;
-    if (compatible(v[0], b, now)) {
-      *pp = b->next;
-      if (p->qtail == b) p->qtail = prev;
-      atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
-      b->next = NULL;
-      b->queue_us = (int64_t)((now - b->t_queued_ns) / 1000);
-      v[(*n)++] = b;
-    } else {
-      prev = b;
-      pp = &b->next;
-    }
-  }
 }
 
 /* A tensor seen as [outer, rows, inner]: outer = dims before the axis,
@@ -199,16 +160,58 @@ static int slice_rows(const dynq__tensor_t *t, int axis, int64_t r0, int64_t row
   return 0;
 }
 
+/* Write outputs redirected by outputs_shm into their regions; 0 or an
+ * error code with msg set (then nothing is promised about the region). */
+static int write_shm_outputs(const dynqd_infer_t *x, char *msg, size_t msglen) {
+  const dynq__graph_t *g = dynq__model_graph(x->model);
+  for (int i = 0; i < g->n_outputs; i++) {
+    const dynqd_shm_ref_t *r = &x->out_shm[i];
+    if (r->region == NULL) continue;
+    size_t nb = dynq__tensor_nbytes(&x->out[i]);
+    if (r->size != nb) {
+      snprintf(msg, msglen, "output '%s' is %zu bytes but its outputs_shm reference "
+               "holds %llu", g->values[g->outputs[i]].name, nb,
+               (unsigned long long)r->size);
+      return DYNQ_EDATA;
+    }
+  }
+  for (int i = 0; i < g->n_outputs; i++) {
+    const dynqd_shm_ref_t *r = &x->out_shm[i];
+    if (r->region != NULL && r->size > 0)
+      memcpy(r->region->base + r->offset, x->out[i].data, (size_t)r->size);
+  }
+  return 0;
+}
+
+static void clear_out(dynqd_infer_t *x) {
+  if (x->out == NULL) return;
+  int no = dynq__model_graph(x->model)->n_outputs;
+  for (int i = 0; i < no; i++) dynq__tensor_clear(&x->out[i]);
+  free(x->out);
+  x->out = NULL;
+}
+
+/* The run's result: x->out (when rc == 0) goes to the shm regions asked
+ * for; status and err say how it went. */
+static void finish(dynqd_infer_t *x, int rc, const char *err) {
+  if (rc == 0 && x->out_shm != NULL)
+    rc = write_shm_outputs(x, x->err, sizeof(x->err));
+  else if (rc != 0)
+    snprintf(x->err, sizeof(x->err), "%s", err && err[0] ? err : dynq_strerror(rc));
+  x->status = rc;
+  if (rc != 0) clear_out(x);
+}
+
 static int64_t now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Run n >= 2 jobs as one; 0 when every job got its answer, else nonzero
- * and no job was answered (the caller runs them alone). */
-static int run_merged(dynqd_job_t **v, int n) {
-  dynqd_job_t *a = v[0];
+static void finish(dynqd_infer_t *x, int rc, const char *err);
+
+int dynqd__infer_run_merged(dynqd_infer_t **v, int n) {
+  dynqd_infer_t *a = v[0];
   const dynq__graph_t *g = dynq__model_graph(a->model);
   int ni = a->n_inputs, no = g->n_outputs;
   const int8_t *ax = a->axes;
@@ -266,10 +269,22 @@ static int run_merged(dynqd_job_t **v, int n) {
     r0 += rows[k];
   }
   for (int k = 0; k < n; k++) {
+    v[k]->out = calloc((size_t)(no > 0 ? no : 1), sizeof(*v[k]->out));
+    if (v[k]->out == NULL) {
+      for (int q = 0; q <= k; q++) {
+        free(v[q]->out);
+        v[q]->out = NULL;
+      }
+      rc = -ENOMEM;
+      goto done;
+    }
+  }
+  for (int k = 0; k < n; k++) {
     v[k]->compute_us = us;
     v[k]->batched = n;
     for (int i = 0; i < ni; i++) dynq__tensor_clear(&v[k]->inputs[i]);
-    dynqd__infer_respond(v[k], 0, "", &part[(size_t)k * no]);  /* clears its part */
+    memcpy(v[k]->out, &part[(size_t)k * no], (size_t)no * sizeof(*part));
+    finish(v[k], 0, "");
   }
   rc = 0;
 
@@ -287,37 +302,50 @@ done:
   return rc;
 }
 
-void dynqd__batch_run(dynqd_pool_t *p, dynqd_job_t *j) {
-  int max = j->batch_max;
-  if (max > 256) max = 256;  /* bounds the stack array below */
-  dynqd_job_t *v[256];
-  int n = 1;
-  v[0] = j;
-  collect(p, v, &n, max);
-  /* The wait is counted from the first request's arrival, not from when a
-   * worker got to it: a request that already queued behind busy workers
-   * has spent its delay and runs with what is there. */
-  uint64_t due_ns = j->t_arrive_ns + (uint64_t)j->batch_delay_us * 1000;
-  if (n < max && j->batch_delay_us > 0 && due_ns > uv_hrtime()) {
-    /* uv_hrtime reads CLOCK_MONOTONIC, the clock of the timed wait */
-    struct timespec until = {(time_t)(due_ns / 1000000000), (long)(due_ns % 1000000000)};
-    while (n < max && !p->stop) {
-      if (p->batch_waiters == 0 || max - n < p->batch_room) p->batch_room = max - n;
-      p->batch_waiters++;
-      int w = pthread_cond_timedwait(&p->cv, &p->mu, &until);
-      p->batch_waiters--;
-      collect(p, v, &n, max);
-      if (w == ETIMEDOUT) break;
-    }
-  }
-  /* We may have swallowed a wake-up meant for an idle worker. */
-  if (p->qhead != NULL) pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->mu);
 
-  if (n > 1)  /* no longer alone: one thread each, like any concurrent job */
-    for (int k = 0; k < n; k++) v[k]->threads = 1;
-  if (n == 1 || run_merged(v, n) != 0) {
-    for (int k = 0; k < n; k++) dynqd__run_infer(v[k]);
+void dynqd__infer_run(dynqd_infer_t *x) {
+  const dynq__graph_t *g = dynq__model_graph(x->model);
+  x->out = calloc((size_t)(g->n_outputs > 0 ? g->n_outputs : 1), sizeof(*x->out));
+  if (x->out == NULL) {
+    finish(x, -ENOMEM, "out of memory running the model");
+    return;
   }
-  for (int k = 0; k < n; k++) v[k]->next = k + 1 < n ? v[k + 1] : NULL;
+  dynq__run_opts_t opts = {x->precision, NULL, x->job.threads > 1 ? x->job.threads : 1};
+  char err[512] = "";
+  int64_t t0 = now_us();
+  uint64_t splits = dynq__parallel_splits();
+  int rc = dynq__model_run(x->model, &opts, x->inputs, x->out, err, sizeof(err));
+  x->compute_us = now_us() - t0;
+  x->batched = 1;
+  /* Allowed to split but nothing was large enough: it ran on one thread
+   * (what "threads" in the answer and the inline cost estimate need). */
+  if (dynq__parallel_splits() == splits) x->job.threads = 1;
+  /* The inputs are no longer needed: give their memory back early. */
+  for (int i = 0; i < x->n_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
+  finish(x, rc, err);
+}
+
+void dynqd__infer_take_state(dynqd_infer_t *x) {
+  dynqd_session_t *ss = x->session;
+  if (ss == NULL || x->sess_new == NULL || x->status != 0 || x->out == NULL) return;
+  for (int k = 0; k < ss->n_bind; k++) {
+    x->sess_new[k] = x->out[ss->bind_out[k]];
+    memset(&x->out[ss->bind_out[k]], 0, sizeof(x->out[0]));
+  }
+}
+
+void dynqd__infer_free(dynqd_infer_t *x) {
+  if (x == NULL) return;
+  for (int i = 0; i < x->n_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
+  free(x->inputs);
+  clear_out(x);
+  if (x->sess_new != NULL && x->session != NULL)
+    for (int i = 0; i < x->session->n_bind; i++) dynq__tensor_clear(&x->sess_new[i]);
+  free(x->sess_new);
+  dynqd__session_unref(x->session);
+  dynqd__shm_refs_clear(&x->shm);
+  free(x->out_shm);
+  free(x->axes);
+  dynq__model_unref(x->model);
+  free(x);
 }

@@ -1,32 +1,39 @@
 /*
- * The worker pool: our own pthreads (not libuv's threadpool, which is
- * shared with file I/O) pulling jobs from a bounded FIFO.  Finished jobs go
- * on a completion list and one uv_async_send wakes the loop; libuv
- * coalesces wake-ups, so the loop drains the whole list each time.
+ * The scheduler: our own worker pthreads (not libuv's threadpool, which is
+ * shared with file I/O) pulling generic jobs from a bounded FIFO, dynamic
+ * batching, and the inline policy.  Finished jobs go on a completion stack
+ * and one uv_async_send wakes the loop; libuv coalesces wake-ups, so the
+ * loop drains the whole stack each time and calls each job's done.
  *
- * A job whose connection died before a worker picked it up is skipped:
- * nobody would read its answer.  One whose deadline (timeout_ms) passed
- * while it waited is answered EDEADLINE without running.  Jobs of a model
- * with batching on may be merged with like ones (batch.c).
+ * A job whose cancel flag is set before a worker picks it up is skipped:
+ * nobody would read its answer.  One whose deadline passed while it waited
+ * is expired without running.
+ *
+ * Batching (off by default): a worker that picks up a job with batch_max
+ * > 1 takes the queued jobs its ops call compatible, and waits for more
+ * until batch_delay_us after the FIRST job's arrival (not after a worker
+ * got to it: a job that already queued behind busy workers has spent its
+ * delay and runs with what is there), then runs them with run_batch (or
+ * each alone when that declines).
  *
  * Wake-ups: a worker that finds the queue empty polls a submit counter for
  * up to spin_us (bounded; --worker-spin) before it sleeps on the condvar,
  * so a client sending its next request right after an answer (ping-pong)
- * does not pay a futex wake-up per request.  Submit signals one sleeper,
+ * does not pay a futex wake-up per request.  Flush signals one sleeper,
  * and only when the spinners cannot take every queued job.
  *
- * GEMM split (issue 3): a job that starts while no other job is queued or
- * running may split its large INT8 GEMMs along N over n_threads threads
- * (lib/parallel.h, capped to the worker count at start); jobs that arrive
- * together run one per worker, each on one thread.  The split never
- * changes a result: each output column is computed by exactly one thread
- * with the same integer kernel.
+ * GEMM split: a job that starts while no other job is queued or running
+ * gets threads = the worker count (lib/parallel.h splits its large INT8
+ * GEMMs along N); jobs that arrive together run one per worker.  The split
+ * never changes a result: each output column is computed by exactly one
+ * thread with the same integer kernel.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "dynq/errors.h"
 #include "dynqd.h"
@@ -42,7 +49,7 @@ static inline void cpu_relax(void) {
 
 /* Called with p->mu held and the queue empty; returns with it held.  Polls
  * for a submit for at most spin_us without the lock. */
-static void spin_for_work(dynqd_pool_t *p) {
+static void spin_for_work(dynqd_sched_t *p) {
   if (p->spin_us <= 0 || p->stop) return;
   unsigned seen = atomic_load_explicit(&p->submits, memory_order_relaxed);
   p->spinning++;
@@ -57,28 +64,10 @@ static void spin_for_work(dynqd_pool_t *p) {
   p->spinning--;
 }
 
-dynqd_job_t *dynqd__job_free(dynqd_job_t *j) {
-  if (j == NULL) return NULL;
-  for (int i = 0; i < j->n_inputs; i++) dynq__tensor_clear(&j->inputs[i]);
-  free(j->inputs);
-  dynq__model_unref(j->model);
-  free(j->resp);
-  if (j->sess_new != NULL && j->session != NULL)
-    for (int i = 0; i < j->session->n_bind; i++) dynq__tensor_clear(&j->sess_new[i]);
-  free(j->sess_new);
-  dynqd__session_unref(j->session);
-  for (int i = 0; i < j->n_shm; i++) dynqd__shm_unref(j->shm[i]);
-  free(j->shm);
-  free(j->out_shm);
-  free(j->axes);
-  free(j);
-  return NULL;
-}
-
 /* Push a finished chain (linked by next) on the completion stack: no lock,
  * so a worker handing back a result never waits for the loop (or another
- * worker) to leave pool->mu. */
-static void push_done(dynqd_pool_t *p, dynqd_job_t *j) {
+ * worker) to leave sched->mu. */
+static void push_done(dynqd_sched_t *p, dynqd_job_t *j) {
   dynqd_job_t *tail = j;
   while (tail->next != NULL) tail = tail->next;
   dynqd_job_t *head = atomic_load_explicit(&p->done, memory_order_relaxed);
@@ -88,8 +77,64 @@ static void push_done(dynqd_pool_t *p, dynqd_job_t *j) {
                                                   memory_order_relaxed));
 }
 
+/* Move jobs compatible with v[0] from the queue into v[*n..max). p->mu held. */
+static void collect(dynqd_sched_t *p, dynqd_job_t **v, int *n, int max) {
+  uint64_t now = uv_hrtime();
+  dynqd_job_t **pp = &p->qhead, *prev = NULL;
+  while (*pp != NULL && *n < max) {
+    dynqd_job_t *b = *pp;
+    /* A cancelled or expired job is left to be answered alone. */
+    if (b->ops == v[0]->ops && b->batch_max == v[0]->batch_max &&
+        !(b->cancel != NULL && atomic_load(b->cancel)) &&
+        !(b->deadline_ns != 0 && now > b->deadline_ns) && v[0]->ops->compatible(v[0], b)) {
+      *pp = b->next;
+      if (p->qtail == b) p->qtail = prev;
+      atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
+      b->next = NULL;
+      b->queue_us = (int64_t)((now - b->t_queued_ns) / 1000);
+      v[(*n)++] = b;
+    } else {
+      prev = b;
+      pp = &b->next;
+    }
+  }
+}
+
+/* Run j together with compatible jobs taken from the queue (called with
+ * p->mu held; returns with it released).  j->next links the batch. */
+static void batch_run(dynqd_sched_t *p, dynqd_job_t *j) {
+  int max = j->batch_max;
+  if (max > 256) max = 256;  /* bounds the stack array below */
+  dynqd_job_t *v[256];
+  int n = 1;
+  v[0] = j;
+  collect(p, v, &n, max);
+  uint64_t due_ns = j->t_arrive_ns + (uint64_t)j->batch_delay_us * 1000;
+  if (n < max && j->batch_delay_us > 0 && due_ns > uv_hrtime()) {
+    /* uv_hrtime reads CLOCK_MONOTONIC, the clock of the timed wait */
+    struct timespec until = {(time_t)(due_ns / 1000000000), (long)(due_ns % 1000000000)};
+    while (n < max && !p->stop) {
+      if (p->batch_waiters == 0 || max - n < p->batch_room) p->batch_room = max - n;
+      p->batch_waiters++;
+      int w = pthread_cond_timedwait(&p->cv, &p->mu, &until);
+      p->batch_waiters--;
+      collect(p, v, &n, max);
+      if (w == ETIMEDOUT) break;
+    }
+  }
+  /* We may have swallowed a wake-up meant for an idle worker. */
+  if (p->qhead != NULL) pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+
+  if (n > 1)  /* no longer alone: one thread each, like any concurrent job */
+    for (int k = 0; k < n; k++) v[k]->threads = 1;
+  if (n == 1 || j->ops->run_batch == NULL || j->ops->run_batch(v, n) != 0)
+    for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
+  for (int k = 0; k < n; k++) v[k]->next = k + 1 < n ? v[k + 1] : NULL;
+}
+
 static void *worker_main(void *arg) {
-  dynqd_pool_t *p = arg;
+  dynqd_sched_t *p = arg;
   pthread_mutex_lock(&p->mu);
   for (;;) {
     if (p->qhead == NULL) spin_for_work(p);
@@ -113,7 +158,7 @@ static void *worker_main(void *arg) {
     p->running++;
     uint64_t now = uv_hrtime();
     j->queue_us = (int64_t)((now - j->t_queued_ns) / 1000);
-    if (atomic_load(&j->conn->dead)) {
+    if (j->cancel != NULL && atomic_load(j->cancel)) {
       pthread_mutex_unlock(&p->mu);
       j->skipped = 1;
     } else if (j->deadline_ns != 0 && now > j->deadline_ns) {
@@ -124,16 +169,16 @@ static void *worker_main(void *arg) {
                "it was not run",
                (unsigned long long)((now - j->t_arrive_ns) / 1000000),
                (unsigned long long)((j->deadline_ns - j->t_arrive_ns) / 1000000));
-      dynqd__infer_respond(j, DYNQ_EDEADLINE, msg, NULL);
-    } else if (j->batch_max > 1) {
-      dynqd__batch_run(p, j);  /* releases p->mu; j->next links the batch */
+      j->ops->expire(j, msg);
+    } else if (j->batch_max > 1 && j->ops->run_batch != NULL) {
+      batch_run(p, j);  /* releases p->mu */
     } else {
       pthread_mutex_unlock(&p->mu);
-      dynqd__run_infer(j);
+      j->ops->run(j);
     }
 
     push_done(p, j);
-    uv_async_send(p->async);  /* coalesced by libuv while one is pending */
+    uv_async_send(&p->async);  /* coalesced by libuv while one is pending */
     /* Finishing and taking the next job share one lock acquisition. */
     pthread_mutex_lock(&p->mu);
     p->running--;
@@ -141,22 +186,41 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
-                      uv_async_t *async) {
+static void on_async(uv_async_t *a) {
+  dynqd_sched_t *p = a->data;
+  dynqd_job_t *j = atomic_exchange_explicit(&p->done, NULL, memory_order_acquire);
+  if (j != NULL) p->completions++;
+  while (j != NULL) {
+    dynqd_job_t *next = j->next;
+    p->outstanding--;
+    j->next = NULL;
+    j->ops->done(j);
+    j = next;
+  }
+  if (p->on_done != NULL) p->on_done(p->on_done_arg);
+}
+
+int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qcap,
+                       int spin_us, void (*on_done)(void *), void *arg) {
   memset(p, 0, sizeof(*p));
   p->qcap = qcap;
-  p->async = async;
   p->spin_us = spin_us;
   p->width = n_threads;
+  p->on_done = on_done;
+  p->on_done_arg = arg;
   atomic_init(&p->submits, 0);
   atomic_init(&p->done, NULL);
   atomic_init(&p->qlen, 0);
+  int rc = uv_async_init(loop, &p->async, on_async);
+  if (rc != 0) return rc;
+  p->async.data = p;
+  p->async_init = 1;
   /* A lone request's split never runs more threads than there are
    * workers (the team's helpers stand in for the idle ones). */
   dynq__parallel_set_max_threads(n_threads);
-  int rc = pthread_mutex_init(&p->mu, NULL);
+  rc = pthread_mutex_init(&p->mu, NULL);
   if (rc != 0) return -rc;
-  /* Monotonic: batch.c waits with absolute deadlines on this cv. */
+  /* Monotonic: batch_run waits with absolute deadlines on this cv. */
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -168,8 +232,9 @@ int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
   }
   p->threads = calloc((size_t)n_threads, sizeof(*p->threads));
   if (p->threads == NULL) {
-    rc = ENOMEM;
-    goto fail;
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    return -ENOMEM;
   }
   /* Signals belong to the loop thread (uv_signal_t); workers block them. */
   sigset_t all, old;
@@ -182,32 +247,40 @@ int dynqd__pool_start(dynqd_pool_t *p, int n_threads, int qcap, int spin_us,
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (rc != 0) {
-    dynqd__pool_stop(p);
+    dynqd__sched_stop(p);
     return -rc;
   }
   return 0;
-
-fail:
-  pthread_cond_destroy(&p->cv);
-  pthread_mutex_destroy(&p->mu);
-  return -rc;
 }
 
-int dynqd__pool_submit(dynqd_pool_t *p, dynqd_job_t *j) {
+int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j) {
   /* qlen only shrinks behind our back (workers take jobs), so this never
    * lets the queue pass qcap. */
-  if (atomic_load_explicit(&p->qlen, memory_order_relaxed) + p->plen >= p->qcap || p->stop)
+  if (atomic_load_explicit(&p->qlen, memory_order_relaxed) + p->plen >= p->qcap || p->stop ||
+      p->threads == NULL)
     return DYNQ_EOVERLOAD;
   j->next = NULL;
+  j->skipped = 0;
   j->t_queued_ns = uv_hrtime();
   if (p->ptail) p->ptail->next = j;
   else p->phead = j;
   p->ptail = j;
   p->plen++;
+  p->outstanding++;
   return 0;
 }
 
-void dynqd__pool_flush(dynqd_pool_t *p) {
+void dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j) {
+  (void)p;
+  j->t_queued_ns = uv_hrtime();
+  j->threads = 1;
+  j->skipped = 0;
+  j->next = NULL;
+  j->ops->run(j);
+  j->ops->done(j);
+}
+
+void dynqd__sched_flush(dynqd_sched_t *p) {
   if (p->plen == 0) return;
   pthread_mutex_lock(&p->mu);
   if (p->qtail) p->qtail->next = p->phead;
@@ -236,25 +309,30 @@ void dynqd__pool_flush(dynqd_pool_t *p) {
   pthread_mutex_unlock(&p->mu);
 }
 
-dynqd_job_t *dynqd__pool_take_done(dynqd_pool_t *p) {
-  return atomic_exchange_explicit(&p->done, NULL, memory_order_acquire);
-}
-
-int dynqd__pool_idle(dynqd_pool_t *p) {
+int dynqd__sched_idle(dynqd_sched_t *p) {
   if (p->plen > 0) return 0;
+  if (p->threads == NULL) return 1;
   pthread_mutex_lock(&p->mu);
   int idle = p->qhead == NULL && p->running == 0;
   pthread_mutex_unlock(&p->mu);
   return idle;
 }
 
-int dynqd__pool_queued(dynqd_pool_t *p) {
+int dynqd__sched_queued(dynqd_sched_t *p) {
   return atomic_load_explicit(&p->qlen, memory_order_relaxed) + p->plen;
 }
 
-void dynqd__pool_stop(dynqd_pool_t *p) {
+int dynqd__sched_inline_ok(dynqd_sched_t *p, int limit_us, double ns_per_elem,
+                           int64_t elems, int frames_iter, int frames_prev) {
+  if (limit_us <= 0 || ns_per_elem <= 0) return 0;      /* cost unknown */
+  if (frames_iter > 1 || frames_prev > 1) return 0;     /* not quiet */
+  if (ns_per_elem * (double)elems > (double)limit_us * 1000.0) return 0;
+  return dynqd__sched_idle(p);
+}
+
+void dynqd__sched_stop(dynqd_sched_t *p) {
   if (p->threads == NULL) return;
-  dynqd__pool_flush(p);  /* workers finish everything submitted */
+  dynqd__sched_flush(p);  /* workers finish everything submitted */
   pthread_mutex_lock(&p->mu);
   p->stop = 1;
   pthread_cond_broadcast(&p->cv);
@@ -263,11 +341,13 @@ void dynqd__pool_stop(dynqd_pool_t *p) {
   free(p->threads);
   p->threads = NULL;
   p->n_threads = 0;
-  /* Anything still listed was already handed back by the loop or belongs
-   * to a loop that is gone; free it so nothing leaks. */
-  for (dynqd_job_t *j = dynqd__pool_take_done(p), *n; j; j = n) {
+  /* Anything still listed belongs to a loop that is gone: hand it to done
+   * (which frees it; its connection is gone too, so it is skipped). */
+  for (dynqd_job_t *j = atomic_exchange(&p->done, NULL), *n; j; j = n) {
     n = j->next;
-    dynqd__job_free(j);
+    j->next = NULL;
+    j->skipped = 1;
+    j->ops->done(j);
   }
   pthread_cond_destroy(&p->cv);
   pthread_mutex_destroy(&p->mu);

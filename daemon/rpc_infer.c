@@ -1,0 +1,522 @@
+/*
+ * The infer method: decode and validate a request on the loop (tensor
+ * bytes are copied out of the read buffer, or viewed in a registered shm
+ * region), then hand it to the scheduler; the answer is encoded on the
+ * worker that ran it (encoding big tensors is real work) and sent when
+ * the job is back on the loop.
+ *
+ * A small lone request runs on the loop instead (the scheduler's inline
+ * policy): two thread hand-offs (a condvar wake-up of a worker, an eventfd
+ * wake-up of the loop) cost more than such a run.  Session steps may run
+ * inline too; their state is kept as after a worker run.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "dynqd.h"
+
+/* Longest identifier we echo back in an error message. */
+#define ECHO_MAX 64
+/* Longest timeout_ms honoured (a day); larger values mean "no deadline". */
+#define MAX_TIMEOUT_MS (24ull * 3600 * 1000)
+
+/* An infer request and what answering it needs. */
+typedef struct rpc_infer {
+  dynqd_infer_t x;            /* first: the scheduler's job is first in it */
+  dynqd_req_t rq;             /* deferred when submitted */
+  dynqd_server_t *srv;
+  dynqd_mstats_t *mstats;     /* loop-owned per-model record; not owned */
+  size_t max_resp;            /* bigger answers become ELIMIT (max_output) */
+  int64_t decode_us;
+  uint8_t *resp;              /* owned: the encoded answer */
+  size_t resp_len;
+} rpc_infer_t;
+
+static void infer_free(rpc_infer_t *r) {
+  if (r == NULL) return;
+  free(r->resp);
+  r->resp = NULL;
+  dynqd__infer_free(&r->x);  /* frees r: x is its first member */
+}
+
+/* Encode x's result (its outputs are taken and freed) into r->resp. */
+static void encode(rpc_infer_t *r) {
+  dynqd_infer_t *x = &r->x;
+  const dynq__graph_t *g = dynq__model_graph(x->model);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  if (x->status != 0) {
+    dynq__w_error_response(&w, r->rq.msgid, x->status, x->err);
+  } else {
+    dynq__w_result_head(&w, r->rq.msgid);
+    size_t m = dynqd__w_map_open(&w);
+    uint32_t n = 4;
+    dynq__w_str(&w, "outputs");
+    dynq__w_map(&w, (uint32_t)g->n_outputs);
+    for (int i = 0; i < g->n_outputs; i++) {
+      dynq__w_str(&w, g->values[g->outputs[i]].name);
+      const dynqd_shm_ref_t *sr = x->out_shm ? &x->out_shm[i] : NULL;
+      if (sr != NULL && sr->region != NULL) {
+        const dynq__tensor_t *t = &x->out[i];
+        size_t tm = dynqd__w_map_open(&w);
+        dynq__w_str(&w, "dtype");
+        dynq__w_str(&w, dynq__dtype_name(t->dtype));
+        dynq__w_str(&w, "shape");
+        dynq__w_array(&w, (uint32_t)t->rank);
+        for (int d = 0; d < t->rank; d++) dynq__w_int(&w, t->dims[d]);
+        dynq__w_str(&w, "shm");
+        size_t sm = dynqd__w_map_open(&w);
+        dynq__w_str(&w, "region");
+        dynq__w_uint(&w, sr->region_id);
+        dynq__w_str(&w, "offset");
+        dynq__w_uint(&w, sr->offset);
+        dynq__w_str(&w, "size");
+        dynq__w_uint(&w, sr->size);
+        dynqd__w_map_close(&w, sm, 3);
+        dynqd__w_map_close(&w, tm, 3);
+      } else {
+        dynq__w_tensor(&w, &x->out[i]);
+      }
+    }
+    dynq__w_str(&w, "compute_us");
+    dynq__w_int(&w, x->compute_us);
+    dynq__w_str(&w, "queue_us");
+    dynq__w_int(&w, x->job.queue_us);
+    dynq__w_str(&w, "decode_us");
+    dynq__w_int(&w, r->decode_us);
+    if (x->batched > 1) {  /* ran merged with this many requests */
+      dynq__w_str(&w, "batch");
+      dynq__w_int(&w, x->batched);
+      n++;
+    }
+    if (x->job.threads > 1) {  /* ran alone, its GEMMs split over this many threads */
+      dynq__w_str(&w, "threads");
+      dynq__w_int(&w, x->job.threads);
+      n++;
+    }
+    dynqd__w_map_close(&w, m, n);
+    if (w.err == 0 && w.len > r->max_resp) {
+      size_t big = w.len;
+      char msg[160];
+      dynq__wbuf_reset(&w);
+      snprintf(msg, sizeof(msg), "result of %zu bytes exceeds the %zu-byte output limit "
+               "(--max-output)", big, r->max_resp);
+      x->status = DYNQ_ELIMIT;
+      dynq__w_error_response(&w, r->rq.msgid, DYNQ_ELIMIT, msg);
+    }
+    /* The session keeps its bound outputs as the next state (the loop
+     * swaps them in); the rest is freed now. */
+    dynqd__infer_take_state(x);
+  }
+  if (x->out != NULL)
+    for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&x->out[i]);
+  if (w.err != 0) {  /* try once more with a small error response */
+    dynq__wbuf_free(&w);
+    dynq__wbuf_init(&w);
+    x->status = -ENOMEM;
+    dynq__w_error_response(&w, r->rq.msgid, -ENOMEM, "out of memory encoding the result");
+  }
+  if (w.err == 0) r->resp = dynq__wbuf_steal(&w, &r->resp_len);
+  dynq__wbuf_free(&w);
+}
+
+static void job_run(dynqd_job_t *j) {
+  rpc_infer_t *r = (rpc_infer_t *)j;
+  dynqd__infer_run(&r->x);
+  encode(r);
+}
+
+static int job_run_batch(dynqd_job_t **v, int n) {
+  if (dynqd__infer_run_merged((dynqd_infer_t **)v, n) != 0) return -1;
+  for (int k = 0; k < n; k++) encode((rpc_infer_t *)v[k]);
+  return 0;
+}
+
+static int job_compatible(const dynqd_job_t *a, const dynqd_job_t *b) {
+  return dynqd__infer_compatible((const dynqd_infer_t *)a, (const dynqd_infer_t *)b);
+}
+
+static void job_expire(dynqd_job_t *j, const char *msg) {
+  rpc_infer_t *r = (rpc_infer_t *)j;
+  r->x.status = DYNQ_EDEADLINE;
+  snprintf(r->x.err, sizeof(r->x.err), "%s", msg);
+  encode(r);
+}
+
+/* Back on the loop (from a worker, or inline): stats, session, answer. */
+static void job_done(dynqd_job_t *j) {
+  rpc_infer_t *r = (rpc_infer_t *)j;
+  dynqd_infer_t *x = &r->x;
+  dynqd_server_t *s = r->srv;
+  if (!j->skipped) {  /* nobody was there to answer: not counted */
+    dynqd_run_sample_t smp = {x->status, j->queue_us, x->compute_us, x->batched,
+                              j->threads, x->in_elems};
+    dynqd__stats_run(&s->stats, r->mstats, &smp);
+  }
+  if (x->session != NULL)
+    dynqd__session_done(&s->sessions, x->session, x->status == 0 && !j->skipped, x->sess_new);
+  if (r->resp != NULL) {
+    dynqd__reply_frame(&r->rq, r->resp, r->resp_len);
+    r->resp = NULL;
+  } else {
+    dynqd__reply_error(&r->rq, -ENOMEM, "out of memory encoding the result");
+  }
+  infer_free(r);
+}
+
+static const dynqd_job_ops_t infer_ops = {job_run, job_run_batch, job_compatible, job_expire,
+                                          job_done};
+
+/* An error answered while decoding: counted in stats, then `fail`. */
+#define FAIL(code, ...)                                \
+  do {                                                 \
+    ecode = (code);                                    \
+    dynqd__reply_error(rq, ecode, __VA_ARGS__);        \
+    goto fail;                                         \
+  } while (0)
+
+/* {region, offset, size} of this connection: a ref held by the request. */
+static int shm_ref_obj(rpc_infer_t *r, dynq__obj_t o, dynqd_shm_ref_t *ret, char *err,
+                       size_t errlen) {
+  int64_t id, off, size;
+  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP) {
+    snprintf(err, errlen, "shm reference must be a map {region, offset, size}");
+    return DYNQ_EPARAMS;
+  }
+  if (dynq__obj_int(dynq__obj_get(o, "region"), &id) != 0 || id < 0) {
+    snprintf(err, errlen, "shm.region must be a region id");
+    return DYNQ_EPARAMS;
+  }
+  if (dynq__obj_int(dynq__obj_get(o, "offset"), &off) != 0 || off < 0 ||
+      dynq__obj_int(dynq__obj_get(o, "size"), &size) != 0 || size < 0) {
+    snprintf(err, errlen, "shm.offset and shm.size must be non-negative integers");
+    return DYNQ_EPARAMS;
+  }
+  return dynqd__shm_ref(&r->rq.conn->shm, &r->x.shm, (uint64_t)id, (uint64_t)off,
+                        (uint64_t)size, ret, err, errlen);
+}
+
+/* One input tensor: inline {dtype, shape, data} or {dtype, shape, shm}. */
+static int decode_tensor(rpc_infer_t *r, dynq__obj_t tv, dynq__tensor_t *ret, char *err,
+                         size_t errlen) {
+  dynqd_server_t *s = r->srv;
+  dynq__tensor_limits_t tl = {DYNQ_MAX_RANK, s->cfg->max_tensor_elems};
+  dynq__obj_t so = dynq__obj_kind(tv) == DYNQ_OBJ_MAP ? dynq__obj_get(tv, "shm")
+                                                      : (dynq__obj_t){NULL};
+  if (dynq__obj_is_absent(so)) return dynq__obj_tensor(tv, &tl, ret, err, errlen);
+  char dts[16];
+  if (dynq__obj_strcpy(dynq__obj_get(tv, "dtype"), dts, sizeof(dts)) != 0) {
+    snprintf(err, errlen, "dtype must be a string such as \"float32\"");
+    return DYNQ_EPARAMS;
+  }
+  dynq_dtype_t dt = dynq__dtype_from_name(dts);
+  if (dt == DYNQ_DT_INVALID) {
+    snprintf(err, errlen, "unknown dtype '%s'", dts);
+    return DYNQ_EDTYPE;
+  }
+  dynq__obj_t sh = dynq__obj_get(tv, "shape");
+  if (dynq__obj_kind(sh) != DYNQ_OBJ_ARRAY) {
+    snprintf(err, errlen, "shape must be an array of dimensions");
+    return DYNQ_EPARAMS;
+  }
+  uint32_t rank = dynq__obj_len(sh);
+  if (rank > (uint32_t)tl.max_rank) {
+    snprintf(err, errlen, "rank %u exceeds the limit of %d", rank, tl.max_rank);
+    return DYNQ_ESHAPE;
+  }
+  int64_t dims[DYNQ_MAX_RANK];
+  for (uint32_t i = 0; i < rank; i++) {
+    if (dynq__obj_int(dynq__obj_at(sh, i), &dims[i]) != 0 || dims[i] < 0) {
+      snprintf(err, errlen, "shape[%u] must be a non-negative integer", i);
+      return DYNQ_ESHAPE;
+    }
+  }
+  int64_t numel = dynq__shape_numel((int)rank, dims);
+  if (numel < 0 || numel > tl.max_elems) {
+    snprintf(err, errlen, "tensor has more than %lld elements", (long long)tl.max_elems);
+    return DYNQ_ELIMIT;
+  }
+  dynqd_shm_ref_t ref;
+  int rc = shm_ref_obj(r, so, &ref, err, errlen);
+  if (rc != 0) return rc;
+  return dynqd__shm_tensor(&ref, dt, (int)rank, dims, tl.max_elems, ret, err, errlen);
+}
+
+/* Inputs by name into graph order; 0 or answered. */
+static int decode_inputs(rpc_infer_t *r, dynq__obj_t in, const char *mname,
+                         const dynqd_session_t *ss) {
+  dynqd_req_t *rq = &r->rq;
+  dynqd_infer_t *x = &r->x;
+  const dynq__graph_t *g = dynq__model_graph(x->model);
+  uint32_t nin = dynq__obj_len(in);
+  for (uint32_t i = 0; i < nin; i++) {
+    const char *ks;
+    size_t kn;
+    dynq__obj_t ko = dynq__obj_key_at(in, i);
+    if (dynq__obj_str(ko, &ks, &kn) != 0) {
+      dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: input names must be strings, got %s",
+                         dynqd__kind_name(dynq__obj_kind(ko)));
+      return DYNQ_EPARAMS;
+    }
+    char name[256];
+    int idx = -1;
+    if (kn < sizeof(name) && memchr(ks, 0, kn) == NULL) {
+      memcpy(name, ks, kn);
+      name[kn] = '\0';
+      idx = dynq__model_input_index(x->model, name);
+    }
+    if (idx < 0 || idx >= g->n_inputs) {
+      char list[256] = "";
+      size_t used = 0;
+      for (int k = 0; k < g->n_inputs && used < sizeof(list); k++)
+        used += (size_t)snprintf(list + used, sizeof(list) - used, "%s'%s'",
+                                 k ? ", " : "", g->values[g->inputs[k]].name);
+      dynqd__reply_error(rq, DYNQ_ENOINPUT, "model '%s' has no input named '%.*s' (its "
+                         "inputs: %s)", mname, (int)(kn > ECHO_MAX ? ECHO_MAX : kn), ks, list);
+      return DYNQ_ENOINPUT;
+    }
+    if (ss != NULL) {
+      for (int k = 0; k < ss->n_bind; k++) {
+        if (ss->bind_in[k] == idx) {
+          dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: input '%s' is bound to session state "
+                             "(it comes from the previous call's '%s'); do not send it", name,
+                             g->values[g->outputs[ss->bind_out[k]]].name);
+          return DYNQ_EPARAMS;
+        }
+      }
+    }
+    if (x->inputs[idx].dtype != DYNQ_DT_INVALID) {
+      dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: input '%s' given twice", name);
+      return DYNQ_EPARAMS;
+    }
+    char terr[256] = "";
+    int rc = decode_tensor(r, dynq__obj_val_at(in, i), &x->inputs[idx], terr, sizeof(terr));
+    if (rc != 0) {
+      dynqd__reply_error(rq, rc, "input '%s': %s", name, terr[0] ? terr : dynq_strerror(rc));
+      return rc;
+    }
+  }
+  for (int k = 0; k < g->n_inputs; k++) {
+    if (x->inputs[k].dtype != DYNQ_DT_INVALID) x->in_elems += dynq__tensor_numel(&x->inputs[k]);
+    int bound = ss != NULL && dynqd__session_binds_input(ss, k);
+    if (!bound && x->inputs[k].dtype == DYNQ_DT_INVALID) {
+      dynqd__reply_error(rq, DYNQ_ENOINPUT, "missing input '%s' for model '%s'",
+                         g->values[g->inputs[k]].name, mname);
+      return DYNQ_ENOINPUT;
+    }
+  }
+  return 0;
+}
+
+/* outputs_shm {output name: {region, offset, size}}; 0 or answered. */
+static int decode_outputs_shm(rpc_infer_t *r, dynq__obj_t oso, const char *mname) {
+  dynqd_req_t *rq = &r->rq;
+  dynqd_infer_t *x = &r->x;
+  const dynq__graph_t *g = dynq__model_graph(x->model);
+  if (dynq__obj_kind(oso) != DYNQ_OBJ_MAP) {
+    dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: params.outputs_shm must map output names "
+                       "to {region, offset, size}");
+    return DYNQ_EPARAMS;
+  }
+  x->out_shm = calloc((size_t)(g->n_outputs > 0 ? g->n_outputs : 1), sizeof(*x->out_shm));
+  if (x->out_shm == NULL) {
+    dynqd__reply_error(rq, -ENOMEM, "out of memory decoding the request");
+    return -ENOMEM;
+  }
+  uint32_t no = dynq__obj_len(oso);
+  for (uint32_t i = 0; i < no; i++) {
+    char oname[128];
+    if (dynq__obj_strcpy(dynq__obj_key_at(oso, i), oname, sizeof(oname)) != 0) {
+      dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: outputs_shm keys must be output names");
+      return DYNQ_EPARAMS;
+    }
+    int oi = -1;
+    for (int k = 0; k < g->n_outputs && oi < 0; k++)
+      if (strcmp(g->values[g->outputs[k]].name, oname) == 0) oi = k;
+    if (oi < 0) {
+      dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: outputs_shm names '%s', which is not an "
+                         "output of model '%s'", oname, mname);
+      return DYNQ_EPARAMS;
+    }
+    char terr[256] = "";
+    int rc = shm_ref_obj(r, dynq__obj_val_at(oso, i), &x->out_shm[oi], terr, sizeof(terr));
+    if (rc != 0) {
+      dynqd__reply_error(rq, rc, "outputs_shm '%s': %s", oname, terr);
+      return rc;
+    }
+    if (!x->out_shm[oi].region->writable) {
+      dynqd__reply_error(rq, DYNQ_EPARAMS, "outputs_shm '%s': region %llu is read-only "
+                         "(F_SEAL_WRITE)", oname, (unsigned long long)x->out_shm[oi].region_id);
+      return DYNQ_EPARAMS;
+    }
+  }
+  return 0;
+}
+
+/* Batching for this request: batch_max and axes, or left off. */
+static int decide_batching(rpc_infer_t *r, const char *mname) {
+  dynqd_infer_t *x = &r->x;
+  const dynqd_config_t *cfg = r->srv->cfg;
+  /* Per-tensor scales, fp32 and outputs_shm would make a row depend on
+   * its batch mates or need a region per batch: never batched. */
+  if (x->out_shm != NULL || x->precision != DYNQ_PRECISION_INT8) return 0;
+  dynqd__batch_config(cfg, mname, &x->job.batch_max, &x->job.batch_delay_us);
+  if (x->job.batch_max <= 1) return 0;
+  dynq__model_stats_t mst;
+  dynq__model_get_stats(x->model, &mst);
+  if (mst.per_tensor) {
+    x->job.batch_max = 0;
+    return 0;
+  }
+  const dynq__graph_t *g = dynq__model_graph(x->model);
+  x->axes = malloc((size_t)(g->n_inputs + g->n_outputs > 0 ? g->n_inputs + g->n_outputs : 1));
+  if (x->axes == NULL) {
+    dynqd__reply_error(&r->rq, -ENOMEM, "out of memory decoding the request");
+    return -ENOMEM;
+  }
+  char aerr[256] = "";
+  int rc = dynqd__batch_axes(g, dynqd__batch_rule(cfg, mname), x->session, x->axes, aerr,
+                             sizeof(aerr));
+  if (rc == DYNQ_EPARAMS) {
+    dynqd__reply_error(&r->rq, rc, "model '%s': %s", mname, aerr);
+    return rc;
+  }
+  if (rc != 0) {  /* no safe batch axis: this request runs alone */
+    log_debug("model '%s': not batched: %s", mname, aerr);
+    free(x->axes);
+    x->axes = NULL;
+    x->job.batch_max = 0;
+  }
+  return 0;
+}
+
+int dynqd__m_infer(dynqd_req_t *rq, dynq__obj_t p) {
+  dynqd_server_t *s = rq->srv;
+  uint64_t t0 = uv_hrtime();
+  rpc_infer_t *r = NULL;
+  dynqd_mstats_t *ms = NULL;
+  dynqd_session_t *ss = NULL;
+  int ecode = 0;
+  if (s->draining) FAIL(DYNQ_ESHUTDOWN, "dynqd is shutting down; not accepting new requests");
+  if (dynq__obj_is_absent(p))
+    FAIL(DYNQ_EPARAMS, "infer: params must be a map {model, inputs[, precision]}");
+
+  dynq__obj_t so = dynq__obj_get(p, "session");
+  dynq__model_t *model;
+  const char *mname;
+  if (!dynq__obj_is_absent(so) && dynq__obj_kind(so) != DYNQ_OBJ_NIL) {
+    int64_t sid;
+    if (dynq__obj_int(so, &sid) != 0 || sid < 0)
+      FAIL(DYNQ_EPARAMS, "infer: params.session must be a session id (from session.open)");
+    ss = dynqd__session_find(&s->sessions, rq->conn, (uint64_t)sid);
+    if (ss == NULL)
+      FAIL(DYNQ_ENOSESSION, "no session %llu (closed, timed out, or opened by another "
+           "connection without detached: true)", (unsigned long long)sid);
+    if (ss->busy)
+      FAIL(DYNQ_EBUSY, "session %llu is running another request; one request per session "
+           "at a time", (unsigned long long)sid);
+    model = ss->model;
+    mname = ss->model_name;
+  } else {
+    const dynqd_model_entry_t *e = dynqd__rpc_model(rq, p);
+    if (e == NULL) {
+      ecode = DYNQ_ENOMODEL;  /* answered; counted as an error */
+      goto fail;
+    }
+    model = e->model;
+    mname = e->name;
+  }
+  ms = dynqd__stats_model(&s->stats, mname);
+
+  int precision = DYNQ_PRECISION_INT8;
+  dynq__obj_t po = dynq__obj_get(p, "precision");
+  if (dynq__obj_kind(po) != DYNQ_OBJ_NIL) {
+    const char *ps;
+    size_t pn;
+    if (dynq__obj_str(po, &ps, &pn) != 0)
+      FAIL(DYNQ_EPARAMS, "infer: params.precision must be \"int8\" or \"fp32\", got %s",
+           dynqd__kind_name(dynq__obj_kind(po)));
+    if (pn == 4 && memcmp(ps, "int8", 4) == 0)
+      precision = DYNQ_PRECISION_INT8;
+    else if (pn == 4 && memcmp(ps, "fp32", 4) == 0)
+      precision = DYNQ_PRECISION_FP32;
+    else
+      FAIL(DYNQ_EPARAMS, "infer: unknown precision '%.*s' (expected \"int8\" or \"fp32\")",
+           (int)(pn > ECHO_MAX ? ECHO_MAX : pn), ps);
+  }
+
+  uint64_t deadline = 0;
+  dynq__obj_t to = dynq__obj_get(p, "timeout_ms");
+  if (dynq__obj_kind(to) != DYNQ_OBJ_NIL) {
+    int64_t ms_v;
+    if (dynq__obj_int(to, &ms_v) != 0 || ms_v < 0)
+      FAIL(DYNQ_EPARAMS, "infer: params.timeout_ms must be a non-negative integer "
+           "(milliseconds), got %s", dynqd__kind_name(dynq__obj_kind(to)));
+    if ((uint64_t)ms_v <= MAX_TIMEOUT_MS) deadline = t0 + (uint64_t)ms_v * 1000000ull;
+  }
+
+  dynq__obj_t in = dynq__obj_get(p, "inputs");
+  if (dynq__obj_kind(in) != DYNQ_OBJ_MAP)
+    FAIL(DYNQ_EPARAMS, "infer: params.inputs must be a map of input name -> tensor, got %s",
+         dynqd__kind_name(dynq__obj_kind(in)));
+
+  const dynq__graph_t *g = dynq__model_graph(model);
+  r = calloc(1, sizeof(*r));
+  if (r == NULL) goto oom;
+  dynqd_infer_t *x = &r->x;
+  x->model = dynq__model_ref(model);
+  x->inputs = calloc((size_t)(g->n_inputs > 0 ? g->n_inputs : 1), sizeof(*x->inputs));
+  if (x->inputs == NULL) goto oom;
+  x->n_inputs = g->n_inputs;
+  x->precision = precision;
+  x->job.ops = &infer_ops;
+  x->job.cancel = &rq->conn->dead;
+  x->job.t_arrive_ns = t0;
+  x->job.deadline_ns = deadline;
+  r->rq = *rq;
+  r->srv = s;
+  r->mstats = ms;
+  r->max_resp = s->cfg->max_output;
+
+  if ((ecode = decode_inputs(r, in, mname, ss)) != 0) goto fail_answered;
+  dynq__obj_t oso = dynq__obj_get(p, "outputs_shm");
+  if (dynq__obj_kind(oso) != DYNQ_OBJ_NIL && (ecode = decode_outputs_shm(r, oso, mname)) != 0)
+    goto fail_answered;
+  if (ss != NULL) {
+    char serr[256] = "";
+    int rc = dynqd__session_bind(ss, x->inputs, x->n_inputs, &x->sess_new, serr, sizeof(serr));
+    if (rc != 0) FAIL(rc, "session: %s", serr);
+    x->session = ss;
+  }
+  if ((ecode = decide_batching(r, mname)) != 0) goto fail_answered;
+
+  r->decode_us = (int64_t)((uv_hrtime() - t0) / 1000);
+  if (x->job.batch_max <= 1 && x->shm.n == 0 && x->out_shm == NULL &&
+      precision == DYNQ_PRECISION_INT8 && ms != NULL &&
+      dynqd__sched_inline_ok(&s->sched, s->cfg->inline_max_us, ms->ns_per_elem, x->in_elems,
+                             s->frames_iter, s->frames_prev)) {
+    s->stats.inline_total++;
+    dynqd__sched_run_inline(&s->sched, &x->job);  /* answers through job_done */
+    return 0;
+  }
+  if (dynqd__sched_submit(&s->sched, &x->job) != 0)
+    FAIL(DYNQ_EOVERLOAD, "request queue is full (%d waiting); retry later", s->cfg->queue);
+  return dynqd__req_defer(rq, &r->rq);
+
+oom:
+  ecode = -ENOMEM;
+  dynqd__reply_error(rq, -ENOMEM, "out of memory decoding the request");
+fail:
+fail_answered:
+  dynqd__stats_count(&s->stats, ms, ecode);
+  if (r != NULL) {
+    if (r->x.session != NULL) r->x.session->busy = 0;
+    if (r->x.model == NULL) free(r);
+    else infer_free(r);
+  }
+  return 0;
+}
+#undef FAIL

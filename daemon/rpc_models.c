@@ -1,0 +1,229 @@
+/*
+ * Model methods: models.list, model.info, and the admin methods
+ * model.load, model.unload, model.reload (the method table marks them
+ * admin; model.load/reload load off the loop through loader.c and hold
+ * their connection until answered, so a pipelined infer after a
+ * model.load sees the model).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "dynqd.h"
+
+/* Longest identifier we echo back in an error message. */
+#define ECHO_MAX 64
+
+#define KV(w, n, key, write) \
+  do {                       \
+    dynq__w_str(w, key);     \
+    write;                   \
+    (n)++;                   \
+  } while (0)
+
+const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, dynq__obj_t p) {
+  const char *s;
+  size_t n;
+  dynq__obj_t mo = dynq__obj_get(p, "model");
+  if (dynq__obj_str(mo, &s, &n) != 0) {
+    dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params.model must be a string naming a model, "
+                       "got %s", rq->method, dynqd__kind_name(dynq__obj_kind(mo)));
+    return NULL;
+  }
+  char name[ECHO_MAX + 1];
+  const dynqd_model_entry_t *e = NULL;
+  if (n <= ECHO_MAX && memchr(s, 0, n) == NULL) {
+    memcpy(name, s, n);
+    name[n] = '\0';
+    e = dynqd__registry_find(&rq->srv->reg, name);
+  }
+  if (e == NULL)
+    dynqd__reply_error(rq, DYNQ_ENOMODEL,
+                       "no model named '%.*s'%s (models.list shows what is loaded)",
+                       (int)(n > ECHO_MAX ? ECHO_MAX : n), s, n > ECHO_MAX ? "..." : "");
+  return e;
+}
+
+int dynqd__m_models_list(dynqd_req_t *rq, dynq__obj_t p) {
+  (void)p;
+  const dynqd_registry_t *r = &rq->srv->reg;
+  dynq__wbuf_t w;
+  dynqd__reply_begin(rq, &w);
+  dynq__w_array(&w, (uint32_t)r->n);
+  for (int i = 0; i < r->n; i++) {
+    const dynq__graph_t *g = dynq__model_graph(r->v[i].model);
+    size_t m = dynqd__w_map_open(&w);
+    uint32_t n = 0;
+    KV(&w, n, "name", dynq__w_str(&w, r->v[i].name));
+    KV(&w, n, "version", dynq__w_int(&w, r->v[i].version));
+    KV(&w, n, "path", dynq__w_str(&w, dynq__model_path(r->v[i].model)));
+    KV(&w, n, "file_bytes", dynq__w_uint(&w, dynq__model_file_size(r->v[i].model)));
+    KV(&w, n, "inputs", dynq__w_int(&w, g->n_inputs));
+    KV(&w, n, "outputs", dynq__w_int(&w, g->n_outputs));
+    dynqd__w_map_close(&w, m, n);
+  }
+  dynqd__reply_send(rq, &w);
+  return 0;
+}
+
+static void w_value_infos(dynq__wbuf_t *w, const dynq__graph_t *g, int n_v,
+                          const int32_t *idx) {
+  dynq__w_array(w, (uint32_t)n_v);
+  for (int i = 0; i < n_v; i++) {
+    const dynq__value_t *v = &g->values[idx[i]];
+    size_t m = dynqd__w_map_open(w);
+    uint32_t n = 0;
+    KV(w, n, "name", dynq__w_str(w, v->name));
+    KV(w, n, "dtype", dynq__w_str(w, dynq__dtype_name(v->dtype)));
+    KV(w, n, "shape", {
+      if (v->rank < 0) {
+        dynq__w_nil(w);  /* rank unknown */
+      } else {
+        dynq__w_array(w, (uint32_t)v->rank);
+        for (int d = 0; d < v->rank; d++) dynq__w_int(w, v->dims[d]);
+      }
+    });
+    dynqd__w_map_close(w, m, n);
+  }
+}
+
+int dynqd__m_model_info(dynqd_req_t *rq, dynq__obj_t p) {
+  const dynqd_model_entry_t *e = dynqd__rpc_model(rq, p);
+  if (e == NULL) return 0;
+  const dynq__graph_t *g = dynq__model_graph(e->model);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(e->model, &st);
+  dynq__wbuf_t w;
+  dynqd__reply_begin(rq, &w);
+  size_t m = dynqd__w_map_open(&w);
+  uint32_t n = 0;
+  KV(&w, n, "name", dynq__w_str(&w, e->name));
+  KV(&w, n, "version", dynq__w_int(&w, e->version));
+  KV(&w, n, "path", dynq__w_str(&w, dynq__model_path(e->model)));
+  KV(&w, n, "file_bytes", dynq__w_uint(&w, dynq__model_file_size(e->model)));
+  KV(&w, n, "producer", dynq__w_str(&w, g->producer ? g->producer : ""));
+  KV(&w, n, "inputs", w_value_infos(&w, g, g->n_inputs, g->inputs));
+  KV(&w, n, "outputs", w_value_infos(&w, g, g->n_outputs, g->outputs));
+  KV(&w, n, "nodes", dynq__w_int(&w, st.n_nodes));
+  KV(&w, n, "quantized_layers", dynq__w_int(&w, st.n_qlinear));
+  KV(&w, n, "int8_weight_bytes", dynq__w_uint(&w, st.int8_weight_bytes));
+  KV(&w, n, "fp32_weight_bytes", dynq__w_uint(&w, st.fp32_weight_bytes));
+  KV(&w, n, "reference_weight_bytes", dynq__w_uint(&w, st.ref_weight_bytes));
+  KV(&w, n, "has_reference", dynq__w_bool(&w, st.has_reference));
+  KV(&w, n, "activation_scales", dynq__w_str(&w, st.per_tensor ? "per-tensor" : "per-row"));
+  KV(&w, n, "source_hash", dynq__w_uint(&w, g->source_hash));
+  dynqd__w_map_close(&w, m, n);
+  dynqd__reply_send(rq, &w);
+  return 0;
+}
+
+/* params.model as a valid model name into name[64]; 0 or answered. */
+static int admin_model(dynqd_req_t *rq, dynq__obj_t p, char *name, size_t namecap) {
+  dynq__obj_t mo = dynq__obj_get(p, "model");
+  if (dynq__obj_is_absent(p)) {
+    dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params must be a map {\"model\": name, ...}",
+                       rq->method);
+    return DYNQ_EPARAMS;
+  }
+  if (dynq__obj_kind(mo) != DYNQ_OBJ_STR || dynq__obj_strcpy(mo, name, namecap) != 0 ||
+      !dynqd__model_name_ok(name, strlen(name))) {
+    dynqd__reply_error(rq, DYNQ_EPARAMS,
+                       "%s: params.model must be a model name (1-63 characters "
+                       "of [A-Za-z0-9_.-], not starting with '.')", rq->method);
+    return DYNQ_EPARAMS;
+  }
+  return 0;
+}
+
+static void answer(dynqd_req_t *rq, const char *name, int version) {
+  dynq__wbuf_t w;
+  dynqd__reply_begin(rq, &w);
+  size_t m = dynqd__w_map_open(&w);
+  uint32_t n = 0;
+  KV(&w, n, "model", dynq__w_str(&w, name));
+  if (version > 0) KV(&w, n, "version", dynq__w_int(&w, version));
+  dynqd__w_map_close(&w, m, n);
+  dynqd__reply_send(rq, &w);
+}
+
+typedef struct publish_op {
+  dynqd_req_t rq;             /* deferred */
+} publish_op_t;
+
+static void published(void *arg, const dynqd_load_result_t *res) {
+  publish_op_t *op = arg;
+  dynqd_server_t *s = op->rq.srv;
+  s->loads_outstanding--;
+  if (res->rc != 0) {
+    log_warn("%s '%s' from '%s' failed: %s", op->rq.method, res->name, res->rel, res->err);
+    dynqd__reply_error(&op->rq, res->rc, "%s '%s': %s", op->rq.method, res->name, res->err);
+  } else {
+    log_notice("%s: model '%s' is now version %d (from %s)", op->rq.method, res->name,
+               res->version, res->rel);
+    answer(&op->rq, res->name, res->version);
+  }
+  free(op);
+  dynqd__server_check_drained(s);
+}
+
+static int publish(dynqd_req_t *rq, const char *name, const char *rel) {
+  publish_op_t *op = calloc(1, sizeof(*op));
+  if (op == NULL) {
+    dynqd__reply_error(rq, -ENOMEM, "%s '%s': out of memory", rq->method, name);
+    return 0;
+  }
+  int rc = dynqd__load_start(rq->srv->loop, &rq->srv->reg, name, rel, published, op);
+  if (rc != 0) {
+    dynqd__reply_error(rq, DYNQ_EINTERNAL, "%s '%s': cannot start the load: %s", rq->method,
+                       name, rc < 0 && rc > -4096 ? uv_strerror(rc) : dynq_strerror(rc));
+    free(op);
+    return 0;
+  }
+  rq->srv->loads_outstanding++;
+  return dynqd__req_defer(rq, &op->rq);
+}
+
+int dynqd__m_model_load(dynqd_req_t *rq, dynq__obj_t p) {
+  char name[64], rel[1024];
+  if (admin_model(rq, p, name, sizeof(name)) != 0) return 0;
+  dynq__obj_t po = dynq__obj_get(p, "path");
+  if (dynq__obj_kind(po) == DYNQ_OBJ_NIL) {
+    snprintf(rel, sizeof(rel), "%s.dynq", name);
+  } else if (dynq__obj_kind(po) != DYNQ_OBJ_STR ||
+             dynq__obj_strcpy(po, rel, sizeof(rel)) != 0 || rel[0] == '\0') {
+    dynqd__reply_error(rq, DYNQ_EPARAMS,
+                       "model.load: params.path must be a non-empty string of at most %zu "
+                       "bytes, relative to the model directory", sizeof(rel) - 1);
+    return 0;
+  }
+  return publish(rq, name, rel);
+}
+
+int dynqd__m_model_reload(dynqd_req_t *rq, dynq__obj_t p) {
+  char name[64], rel[1024];
+  if (admin_model(rq, p, name, sizeof(name)) != 0) return 0;
+  const dynqd_model_entry_t *e = dynqd__registry_find(&rq->srv->reg, name);
+  if (e == NULL) {
+    dynqd__reply_error(rq, DYNQ_ENOMODEL,
+                       "model.reload: no model named '%s' (model.load loads a new one)", name);
+    return 0;
+  }
+  /* Copy: publishing may move the entry. */
+  snprintf(rel, sizeof(rel), "%s", e->file ? e->file : "");
+  if (rel[0] == '\0') snprintf(rel, sizeof(rel), "%s.dynq", name);
+  return publish(rq, name, rel);
+}
+
+int dynqd__m_model_unload(dynqd_req_t *rq, dynq__obj_t p) {
+  char name[64];
+  if (admin_model(rq, p, name, sizeof(name)) != 0) return 0;
+  if (dynqd__registry_unload(&rq->srv->reg, name) != 0) {
+    dynqd__reply_error(rq, DYNQ_ENOMODEL, "model.unload: no model named '%s'", name);
+    return 0;
+  }
+  log_notice("model.unload: model '%s' unloaded (running requests finish on it)", name);
+  answer(rq, name, 0);
+  return 0;
+}
