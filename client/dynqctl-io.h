@@ -24,6 +24,11 @@
 /* Deepest JSON nesting accepted (one array level per dimension). */
 #define DYNQ__JSON_MAX_DEPTH DYNQ_CLIENT_MAX_RANK
 
+/* vsnprintf into err (when non-NULL) and return code: the parsers' one
+ * failure path. */
+int dynq__io_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Parse a whole .npy image (format 1.0, 2.0 or 3.0; little-endian f4, i1,
  * u1, i4, i8; C order).  Errors: DYNQ_EFORMAT (magic, header),
  * DYNQ_EDTYPE, DYNQ_ESHAPE (rank), DYNQ_ELIMIT (too many elements),

@@ -594,6 +594,19 @@ static void safe_file_name(char *buf, size_t cap, const char *name) {
   buf[n] = '\0';
 }
 
+/* --threshold T of compare and stream --compare. */
+static int parse_threshold(const char *what, const char *arg, double *ret) {
+  char *end;
+  errno = 0;
+  double v = strtod(arg, &end);
+  if (errno != 0 || *end != '\0' || !isfinite(v)) {
+    errx_msg("%s: --threshold must be a finite number, not '%s'", what, arg);
+    return -1;
+  }
+  *ret = v;
+  return 0;
+}
+
 /* The arrays of an .npz as inputs (names from the file). */
 static int load_npz_inputs(const char *what, const char *path, dynq_tensor_t *inputs,
                            char **names, int *n_in) {
@@ -700,16 +713,9 @@ static int run_infer(ctl_t *ctl, int argc, char **argv, int compare) {
     case 'R':
       record = optarg;
       break;
-    case 'T': {
-      char *end;
-      errno = 0;
-      threshold = strtod(optarg, &end);
-      if (errno != 0 || *end != '\0' || !isfinite(threshold)) {
-        errx_msg("%s: --threshold must be a finite number, not '%s'", what, optarg);
-        goto out;
-      }
+    case 'T':
+      if (parse_threshold(what, optarg, &threshold) < 0) goto out;
       break;
-    }
     case 'p':
       if (compare) {
         errx_msg("compare: --precision makes no sense here: compare runs both");
@@ -1138,16 +1144,9 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     case 'C':
       compare = 1;
       break;
-    case 'T': {
-      char *end;
-      errno = 0;
-      threshold = strtod(optarg, &end);
-      if (errno != 0 || *end != '\0' || !isfinite(threshold)) {
-        errx_msg("stream: --threshold must be a finite number, not '%s'", optarg);
-        goto out;
-      }
+    case 'T':
+      if (parse_threshold("stream", optarg, &threshold) < 0) goto out;
       break;
-    }
     case 'i':
       if (in_name != NULL) {
         errx_msg("stream: only one --input (the audio); give scalars with --set");

@@ -28,9 +28,7 @@ static const struct {
   { "<i8", DYNQ_INT64, 8 },
 };
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
+int dynq__io_fail(char *err, size_t errlen, int code, const char *fmt, ...) {
   va_list ap;
   if (err != NULL && errlen > 0) {
     va_start(ap, fmt);
@@ -39,6 +37,7 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
   }
   return code;
 }
+#define fail dynq__io_fail
 
 void dynq__io_tensor_free(dynq_tensor_t *t) {
   if (t == NULL) return;
