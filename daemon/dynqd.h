@@ -733,10 +733,13 @@ void dynqd__reply_send(dynqd_req_t *rq, dynq__wbuf_t *w);
 void dynqd__reply_frame(dynqd_req_t *rq, uint8_t *data, size_t len);
 void dynqd__reply_error(dynqd_req_t *rq, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Self-counting maps: open writes a map32 header and returns its offset;
- * close patches the count of pairs written since. */
-size_t dynqd__w_map_open(dynq__wbuf_t *w);
-void dynqd__w_map_close(dynq__wbuf_t *w, size_t at, uint32_t pairs);
+
+/* One key/value pair of a self-counting map (dynq__w_map_begin). */
+#define KV(w, key, write) \
+  do {                    \
+    dynq__w_key(w, key);  \
+    write;                \
+  } while (0)
 
 /* Handlers (rpc_*.c). */
 int dynqd__m_ping(dynqd_req_t *rq, dynq__obj_t p);

@@ -3,10 +3,9 @@
  * (dynqd__req_defer) ends its connection operation once its answer is
  * out, so the counting of off-loop work lives here and in dispatch.c, not
  * in every handler.
- *
- * Self-counting maps: dynqd__w_map_open writes a map32 header (msgpack
- * allows the long form for any count) and close patches the count, so a
- * reply whose keys depend on the request cannot be miscounted.
+ * Replies count their maps themselves (dynq__w_map_begin/_end): a writer
+ * whose count is off fails dynq__wbuf_status and is answered EINTERNAL
+ * rather than sent corrupt.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,23 +13,6 @@
 
 #include "dynq/errors.h"
 #include "dynqd.h"
-
-/* A map of this many entries is written as map32 by the packer. */
-#define MAP32_MIN 0x10000u
-
-size_t dynqd__w_map_open(dynq__wbuf_t *w) {
-  size_t at = w->len;
-  dynq__w_map(w, MAP32_MIN);
-  return at;
-}
-
-void dynqd__w_map_close(dynq__wbuf_t *w, size_t at, uint32_t pairs) {
-  if (w->err != 0 || at + 5 > w->len || w->data[at] != 0xdf) return;
-  w->data[at + 1] = (uint8_t)(pairs >> 24);
-  w->data[at + 2] = (uint8_t)(pairs >> 16);
-  w->data[at + 3] = (uint8_t)(pairs >> 8);
-  w->data[at + 4] = (uint8_t)pairs;
-}
 
 const char *dynqd__kind_name(dynq__obj_kind_t k) {
   static const char *const names[] = {
@@ -67,9 +49,12 @@ void dynqd__reply_frame(dynqd_req_t *rq, uint8_t *data, size_t len) {
 }
 
 void dynqd__reply_send(dynqd_req_t *rq, dynq__wbuf_t *w) {
-  if (w->err != 0) {
+  int st = dynq__wbuf_status(w);
+  if (st != 0) {
     dynq__wbuf_free(w);
-    dynqd__conn_send_error(rq->conn, rq->msgid, -ENOMEM, "out of memory encoding the result");
+    dynqd__conn_send_error(rq->conn, rq->msgid, st,
+                           st == -ENOMEM ? "out of memory encoding the result"
+                                         : "internal error encoding the result");
   } else {
     size_t len;
     uint8_t *data = dynq__wbuf_steal(w, &len);

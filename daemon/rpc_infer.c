@@ -52,8 +52,7 @@ static void encode(rpc_infer_t *r) {
     dynq__w_error_response(&w, r->rq.msgid, x->status, x->err);
   } else {
     dynq__w_result_head(&w, r->rq.msgid);
-    size_t m = dynqd__w_map_open(&w);
-    uint32_t n = 4;
+    dynq__w_map_begin(&w);
     dynq__w_str(&w, "outputs");
     dynq__w_map(&w, (uint32_t)g->n_outputs);
     for (int i = 0; i < g->n_outputs; i++) {
@@ -61,22 +60,22 @@ static void encode(rpc_infer_t *r) {
       const dynqd_shm_ref_t *sr = x->out_shm ? &x->out_shm[i] : NULL;
       if (sr != NULL && sr->region != NULL) {
         const dynq__tensor_t *t = &x->out[i];
-        size_t tm = dynqd__w_map_open(&w);
+        dynq__w_map_begin(&w);
         dynq__w_str(&w, "dtype");
         dynq__w_str(&w, dynq__dtype_name(t->dtype));
         dynq__w_str(&w, "shape");
         dynq__w_array(&w, (uint32_t)t->rank);
         for (int d = 0; d < t->rank; d++) dynq__w_int(&w, t->dims[d]);
         dynq__w_str(&w, "shm");
-        size_t sm = dynqd__w_map_open(&w);
+        dynq__w_map_begin(&w);
         dynq__w_str(&w, "region");
         dynq__w_uint(&w, sr->region_id);
         dynq__w_str(&w, "offset");
         dynq__w_uint(&w, sr->offset);
         dynq__w_str(&w, "size");
         dynq__w_uint(&w, sr->size);
-        dynqd__w_map_close(&w, sm, 3);
-        dynqd__w_map_close(&w, tm, 3);
+        dynq__w_map_end(&w);
+        dynq__w_map_end(&w);
       } else {
         dynq__w_tensor(&w, &x->out[i]);
       }
@@ -90,14 +89,12 @@ static void encode(rpc_infer_t *r) {
     if (x->batched > 1) {  /* ran merged with this many requests */
       dynq__w_str(&w, "batch");
       dynq__w_int(&w, x->batched);
-      n++;
     }
     if (x->job.threads > 1) {  /* ran alone, its GEMMs split over this many threads */
       dynq__w_str(&w, "threads");
       dynq__w_int(&w, x->job.threads);
-      n++;
     }
-    dynqd__w_map_close(&w, m, n);
+    dynq__w_map_end(&w);
     if (w.err == 0 && w.len > r->max_resp) {
       size_t big = w.len;
       char msg[160];

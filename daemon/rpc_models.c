@@ -16,12 +16,6 @@
 /* Longest identifier we echo back in an error message. */
 #define ECHO_MAX 64
 
-#define KV(w, n, key, write) \
-  do {                       \
-    dynq__w_str(w, key);     \
-    write;                   \
-    (n)++;                   \
-  } while (0)
 
 const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, dynq__obj_t p) {
   const char *s;
@@ -54,15 +48,14 @@ int dynqd__m_models_list(dynqd_req_t *rq, dynq__obj_t p) {
   dynq__w_array(&w, (uint32_t)r->n);
   for (int i = 0; i < r->n; i++) {
     const dynq__graph_t *g = dynq__model_graph(r->v[i].model);
-    size_t m = dynqd__w_map_open(&w);
-    uint32_t n = 0;
-    KV(&w, n, "name", dynq__w_str(&w, r->v[i].name));
-    KV(&w, n, "version", dynq__w_int(&w, r->v[i].version));
-    KV(&w, n, "path", dynq__w_str(&w, dynq__model_path(r->v[i].model)));
-    KV(&w, n, "file_bytes", dynq__w_uint(&w, dynq__model_file_size(r->v[i].model)));
-    KV(&w, n, "inputs", dynq__w_int(&w, g->n_inputs));
-    KV(&w, n, "outputs", dynq__w_int(&w, g->n_outputs));
-    dynqd__w_map_close(&w, m, n);
+    dynq__w_map_begin(&w);
+    KV(&w, "name", dynq__w_str(&w, r->v[i].name));
+    KV(&w, "version", dynq__w_int(&w, r->v[i].version));
+    KV(&w, "path", dynq__w_str(&w, dynq__model_path(r->v[i].model)));
+    KV(&w, "file_bytes", dynq__w_uint(&w, dynq__model_file_size(r->v[i].model)));
+    KV(&w, "inputs", dynq__w_int(&w, g->n_inputs));
+    KV(&w, "outputs", dynq__w_int(&w, g->n_outputs));
+    dynq__w_map_end(&w);
   }
   dynqd__reply_send(rq, &w);
   return 0;
@@ -73,11 +66,10 @@ static void w_value_infos(dynq__wbuf_t *w, const dynq__graph_t *g, int n_v,
   dynq__w_array(w, (uint32_t)n_v);
   for (int i = 0; i < n_v; i++) {
     const dynq__value_t *v = &g->values[idx[i]];
-    size_t m = dynqd__w_map_open(w);
-    uint32_t n = 0;
-    KV(w, n, "name", dynq__w_str(w, v->name));
-    KV(w, n, "dtype", dynq__w_str(w, dynq__dtype_name(v->dtype)));
-    KV(w, n, "shape", {
+    dynq__w_map_begin(w);
+    KV(w, "name", dynq__w_str(w, v->name));
+    KV(w, "dtype", dynq__w_str(w, dynq__dtype_name(v->dtype)));
+    KV(w, "shape", {
       if (v->rank < 0) {
         dynq__w_nil(w);  /* rank unknown */
       } else {
@@ -85,7 +77,7 @@ static void w_value_infos(dynq__wbuf_t *w, const dynq__graph_t *g, int n_v,
         for (int d = 0; d < v->rank; d++) dynq__w_int(w, v->dims[d]);
       }
     });
-    dynqd__w_map_close(w, m, n);
+    dynq__w_map_end(w);
   }
 }
 
@@ -97,24 +89,23 @@ int dynqd__m_model_info(dynqd_req_t *rq, dynq__obj_t p) {
   dynq__model_get_stats(e->model, &st);
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
-  size_t m = dynqd__w_map_open(&w);
-  uint32_t n = 0;
-  KV(&w, n, "name", dynq__w_str(&w, e->name));
-  KV(&w, n, "version", dynq__w_int(&w, e->version));
-  KV(&w, n, "path", dynq__w_str(&w, dynq__model_path(e->model)));
-  KV(&w, n, "file_bytes", dynq__w_uint(&w, dynq__model_file_size(e->model)));
-  KV(&w, n, "producer", dynq__w_str(&w, g->producer ? g->producer : ""));
-  KV(&w, n, "inputs", w_value_infos(&w, g, g->n_inputs, g->inputs));
-  KV(&w, n, "outputs", w_value_infos(&w, g, g->n_outputs, g->outputs));
-  KV(&w, n, "nodes", dynq__w_int(&w, st.n_nodes));
-  KV(&w, n, "quantized_layers", dynq__w_int(&w, st.n_qlinear));
-  KV(&w, n, "int8_weight_bytes", dynq__w_uint(&w, st.int8_weight_bytes));
-  KV(&w, n, "fp32_weight_bytes", dynq__w_uint(&w, st.fp32_weight_bytes));
-  KV(&w, n, "reference_weight_bytes", dynq__w_uint(&w, st.ref_weight_bytes));
-  KV(&w, n, "has_reference", dynq__w_bool(&w, st.has_reference));
-  KV(&w, n, "activation_scales", dynq__w_str(&w, st.per_tensor ? "per-tensor" : "per-row"));
-  KV(&w, n, "source_hash", dynq__w_uint(&w, g->source_hash));
-  dynqd__w_map_close(&w, m, n);
+  dynq__w_map_begin(&w);
+  KV(&w, "name", dynq__w_str(&w, e->name));
+  KV(&w, "version", dynq__w_int(&w, e->version));
+  KV(&w, "path", dynq__w_str(&w, dynq__model_path(e->model)));
+  KV(&w, "file_bytes", dynq__w_uint(&w, dynq__model_file_size(e->model)));
+  KV(&w, "producer", dynq__w_str(&w, g->producer ? g->producer : ""));
+  KV(&w, "inputs", w_value_infos(&w, g, g->n_inputs, g->inputs));
+  KV(&w, "outputs", w_value_infos(&w, g, g->n_outputs, g->outputs));
+  KV(&w, "nodes", dynq__w_int(&w, st.n_nodes));
+  KV(&w, "quantized_layers", dynq__w_int(&w, st.n_qlinear));
+  KV(&w, "int8_weight_bytes", dynq__w_uint(&w, st.int8_weight_bytes));
+  KV(&w, "fp32_weight_bytes", dynq__w_uint(&w, st.fp32_weight_bytes));
+  KV(&w, "reference_weight_bytes", dynq__w_uint(&w, st.ref_weight_bytes));
+  KV(&w, "has_reference", dynq__w_bool(&w, st.has_reference));
+  KV(&w, "activation_scales", dynq__w_str(&w, st.per_tensor ? "per-tensor" : "per-row"));
+  KV(&w, "source_hash", dynq__w_uint(&w, g->source_hash));
+  dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
   return 0;
 }
@@ -140,11 +131,10 @@ static int admin_model(dynqd_req_t *rq, dynq__obj_t p, char *name, size_t nameca
 static void answer(dynqd_req_t *rq, const char *name, int version) {
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
-  size_t m = dynqd__w_map_open(&w);
-  uint32_t n = 0;
-  KV(&w, n, "model", dynq__w_str(&w, name));
-  if (version > 0) KV(&w, n, "version", dynq__w_int(&w, version));
-  dynqd__w_map_close(&w, m, n);
+  dynq__w_map_begin(&w);
+  KV(&w, "model", dynq__w_str(&w, name));
+  if (version > 0) KV(&w, "version", dynq__w_int(&w, version));
+  dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
 }
 

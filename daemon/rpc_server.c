@@ -20,13 +20,6 @@ int dynqd__m_ping(dynqd_req_t *rq, dynq__obj_t p) {
   return 0;
 }
 
-/* One key/value pair of a self-counted map. */
-#define KV(w, n, key, write) \
-  do {                       \
-    dynq__w_str(w, key);     \
-    write;                   \
-    (n)++;                   \
-  } while (0)
 
 int dynqd__m_server_info(dynqd_req_t *rq, dynq__obj_t p) {
   (void)p;
@@ -36,20 +29,19 @@ int dynqd__m_server_info(dynqd_req_t *rq, dynq__obj_t p) {
   const char *core = openblas_get_corename();
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
-  size_t m = dynqd__w_map_open(&w);
-  uint32_t n = 0;
-  KV(&w, n, "version", dynq__w_str(&w, DYNQ_VERSION));
-  KV(&w, n, "protocol", dynq__w_int(&w, DYNQ_PROTOCOL_VERSION));
-  KV(&w, n, "kernel", dynq__w_str(&w, dynq__kernel()->name));
-  KV(&w, n, "kernels", {
+  dynq__w_map_begin(&w);
+  KV(&w, "version", dynq__w_str(&w, DYNQ_VERSION));
+  KV(&w, "protocol", dynq__w_int(&w, DYNQ_PROTOCOL_VERSION));
+  KV(&w, "kernel", dynq__w_str(&w, dynq__kernel()->name));
+  KV(&w, "kernels", {
     dynq__w_array(&w, (uint32_t)nk);
     for (int i = 0; i < nk; i++) dynq__w_str(&w, kl[i]->name);
   });
-  KV(&w, n, "openblas_core", dynq__w_str(&w, core ? core : "unknown"));
-  KV(&w, n, "workers", dynq__w_int(&w, s->sched.n_threads));
-  KV(&w, n, "models", dynq__w_int(&w, s->reg.n));
-  KV(&w, n, "uptime_s", dynq__w_double(&w, (double)(uv_hrtime() - s->start_ns) / 1e9));
-  dynqd__w_map_close(&w, m, n);
+  KV(&w, "openblas_core", dynq__w_str(&w, core ? core : "unknown"));
+  KV(&w, "workers", dynq__w_int(&w, s->sched.n_threads));
+  KV(&w, "models", dynq__w_int(&w, s->reg.n));
+  KV(&w, "uptime_s", dynq__w_double(&w, (double)(uv_hrtime() - s->start_ns) / 1e9));
+  dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
   return 0;
 }
@@ -58,10 +50,9 @@ int dynqd__m_health_live(dynqd_req_t *rq, dynq__obj_t p) {
   (void)p;
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
-  size_t m = dynqd__w_map_open(&w);
-  uint32_t n = 0;
-  KV(&w, n, "status", dynq__w_str(&w, "ok"));
-  dynqd__w_map_close(&w, m, n);
+  dynq__w_map_begin(&w);
+  KV(&w, "status", dynq__w_str(&w, "ok"));
+  dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
   return 0;
 }
@@ -77,27 +68,25 @@ int dynqd__m_health_ready(dynqd_req_t *rq, dynq__obj_t p) {
                                        : "serving";
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
-  size_t m = dynqd__w_map_open(&w);
-  uint32_t n = 0;
-  KV(&w, n, "ready", dynq__w_bool(&w, ready));
-  KV(&w, n, "models", dynq__w_int(&w, s->reg.n));
-  KV(&w, n, "reason", dynq__w_str(&w, reason));
-  dynqd__w_map_close(&w, m, n);
+  dynq__w_map_begin(&w);
+  KV(&w, "ready", dynq__w_bool(&w, ready));
+  KV(&w, "models", dynq__w_int(&w, s->reg.n));
+  KV(&w, "reason", dynq__w_str(&w, reason));
+  dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
   return 0;
 }
 
 static void w_hist(dynq__wbuf_t *w, const dynqd_hist_t *h) {
-  size_t m = dynqd__w_map_open(w);
-  uint32_t n = 0;
-  KV(w, n, "count", dynq__w_uint(w, h->count));
-  KV(w, n, "p50", dynq__w_uint(w, dynqd__hist_quantile(h, 0.50)));
-  KV(w, n, "p90", dynq__w_uint(w, dynqd__hist_quantile(h, 0.90)));
-  KV(w, n, "p99", dynq__w_uint(w, dynqd__hist_quantile(h, 0.99)));
-  KV(w, n, "sum", dynq__w_uint(w, h->sum));
+  dynq__w_map_begin(w);
+  KV(w, "count", dynq__w_uint(w, h->count));
+  KV(w, "p50", dynq__w_uint(w, dynqd__hist_quantile(h, 0.50)));
+  KV(w, "p90", dynq__w_uint(w, dynqd__hist_quantile(h, 0.90)));
+  KV(w, "p99", dynq__w_uint(w, dynqd__hist_quantile(h, 0.99)));
+  KV(w, "sum", dynq__w_uint(w, h->sum));
   /* Non-empty buckets, ascending: [upper_us, count] (Prometheus folds
    * them into its own boundaries). */
-  KV(w, n, "buckets", {
+  KV(w, "buckets", {
     uint32_t nb = 0;
     for (int i = 0; i < DYNQD_HIST_BUCKETS; i++) nb += h->b[i] != 0;
     dynq__w_array(w, nb);
@@ -108,7 +97,7 @@ static void w_hist(dynq__wbuf_t *w, const dynqd_hist_t *h) {
       dynq__w_uint(w, h->b[i]);
     }
   });
-  dynqd__w_map_close(w, m, n);
+  dynq__w_map_end(w);
 }
 
 static void w_model_stats(dynq__wbuf_t *w, const char *name, int version,
@@ -116,14 +105,13 @@ static void w_model_stats(dynq__wbuf_t *w, const char *name, int version,
   static const dynqd_mstats_t zero;
   if (ms == NULL) ms = &zero;
   dynq__w_str(w, name);
-  size_t m = dynqd__w_map_open(w);
-  uint32_t n = 0;
-  KV(w, n, "version", dynq__w_int(w, version));
-  KV(w, n, "requests", dynq__w_uint(w, ms->requests));
-  KV(w, n, "errors", dynq__w_uint(w, ms->errors));
-  KV(w, n, "queue_us", w_hist(w, &ms->queue_us));
-  KV(w, n, "compute_us", w_hist(w, &ms->compute_us));
-  dynqd__w_map_close(w, m, n);
+  dynq__w_map_begin(w);
+  KV(w, "version", dynq__w_int(w, version));
+  KV(w, "requests", dynq__w_uint(w, ms->requests));
+  KV(w, "errors", dynq__w_uint(w, ms->errors));
+  KV(w, "queue_us", w_hist(w, &ms->queue_us));
+  KV(w, "compute_us", w_hist(w, &ms->compute_us));
+  dynq__w_map_end(w);
 }
 
 int dynqd__m_stats(dynqd_req_t *rq, dynq__obj_t p) {
@@ -138,36 +126,33 @@ int dynqd__m_stats(dynqd_req_t *rq, dynq__obj_t p) {
 
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
-  size_t m = dynqd__w_map_open(&w);
-  uint32_t n = 0;
-  KV(&w, n, "uptime_s", dynq__w_double(&w, (double)(uv_hrtime() - s->start_ns) / 1e9));
-  KV(&w, n, "connections", dynq__w_int(&w, s->n_conns));
-  KV(&w, n, "queue_depth", dynq__w_int(&w, queued));
-  KV(&w, n, "queue_cap", dynq__w_int(&w, s->sched.qcap));
-  KV(&w, n, "inflight", dynq__w_int(&w, inflight));
-  KV(&w, n, "sessions", dynq__w_int(&w, s->sessions.n));
-  KV(&w, n, "shm_regions", dynq__w_int(&w, s->shm.n));
-  KV(&w, n, "bytes_mapped", dynq__w_uint(&w, mapped));
-  KV(&w, n, "requests_total", dynq__w_uint(&w, st->requests_total));
-  KV(&w, n, "errors_total", dynq__w_uint(&w, st->errors_total));
-  KV(&w, n, "overloads_total", dynq__w_uint(&w, st->overloads_total));
-  KV(&w, n, "timeouts_total", dynq__w_uint(&w, st->timeouts_total));
-  KV(&w, n, "inline_total", dynq__w_uint(&w, st->inline_total));
+  dynq__w_map_begin(&w);
+  KV(&w, "uptime_s", dynq__w_double(&w, (double)(uv_hrtime() - s->start_ns) / 1e9));
+  KV(&w, "connections", dynq__w_int(&w, s->n_conns));
+  KV(&w, "queue_depth", dynq__w_int(&w, queued));
+  KV(&w, "queue_cap", dynq__w_int(&w, s->sched.qcap));
+  KV(&w, "inflight", dynq__w_int(&w, inflight));
+  KV(&w, "sessions", dynq__w_int(&w, s->sessions.n));
+  KV(&w, "shm_regions", dynq__w_int(&w, s->shm.n));
+  KV(&w, "bytes_mapped", dynq__w_uint(&w, mapped));
+  KV(&w, "requests_total", dynq__w_uint(&w, st->requests_total));
+  KV(&w, "errors_total", dynq__w_uint(&w, st->errors_total));
+  KV(&w, "overloads_total", dynq__w_uint(&w, st->overloads_total));
+  KV(&w, "timeouts_total", dynq__w_uint(&w, st->timeouts_total));
+  KV(&w, "inline_total", dynq__w_uint(&w, st->inline_total));
   /* Every loaded model, plus any that has counts but is gone now. */
-  KV(&w, n, "models", {
-    size_t mm = dynqd__w_map_open(&w);
-    uint32_t nm = 0;
-    for (int i = 0; i < s->reg.n; i++, nm++)
+  KV(&w, "models", {
+    dynq__w_map_begin(&w);
+    for (int i = 0; i < s->reg.n; i++)
       w_model_stats(&w, s->reg.v[i].name, s->reg.v[i].version,
                     dynqd__stats_find(st, s->reg.v[i].name));
     for (int i = 0; i < st->n; i++) {
       if (dynqd__registry_find(&s->reg, st->m[i]->name) != NULL) continue;
       w_model_stats(&w, st->m[i]->name, 0, st->m[i]);
-      nm++;
     }
-    dynqd__w_map_close(&w, mm, nm);
+    dynq__w_map_end(&w);
   });
-  dynqd__w_map_close(&w, m, n);
+  dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
   return 0;
 }

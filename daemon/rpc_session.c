@@ -16,11 +16,9 @@
 static void reply_session(dynqd_req_t *rq, const dynqd_session_t *ss, int full) {
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
-  size_t m = dynqd__w_map_open(&w);
-  uint32_t n = 0;
+  dynq__w_map_begin(&w);
   dynq__w_str(&w, "session");
   dynq__w_uint(&w, ss->id);
-  n++;
   if (full) {
     const dynq__graph_t *g = dynq__model_graph(ss->model);
     dynq__w_str(&w, "inputs");
@@ -33,9 +31,8 @@ static void reply_session(dynqd_req_t *rq, const dynqd_session_t *ss, int full) 
       dynq__w_str(&w, g->values[g->inputs[ss->bind_in[k]]].name);
       dynq__w_str(&w, g->values[g->outputs[ss->bind_out[k]]].name);
     }
-    n += 2;
   }
-  dynqd__w_map_close(&w, m, n);
+  dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
 }
 

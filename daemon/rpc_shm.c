@@ -22,10 +22,10 @@ static int get_uint(dynq__obj_t o, uint64_t *ret) {
 static void reply_region(dynqd_req_t *rq, uint64_t id) {
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
-  size_t m = dynqd__w_map_open(&w);
+  dynq__w_map_begin(&w);
   dynq__w_str(&w, "region");
   dynq__w_uint(&w, id);
-  dynqd__w_map_close(&w, m, 1);
+  dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
 }
 
