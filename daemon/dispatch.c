@@ -94,7 +94,9 @@ void dynqd__dispatch_req(dynqd_req_t *rq, const dynqd_method_t *me, dynq__obj_t 
       dynqd__reply_error(rq, DYNQ_EDENIED, "%s: cannot identify the peer", me->name);
       return;
     }
-    if (!dynqd__admin_peer_ok(fd, rq->srv->cfg->admin_group, why, sizeof(why))) {
+    int (*ok)(int, const char *, char *, size_t) =
+        rq->srv->peer_ok ? rq->srv->peer_ok : dynqd__admin_peer_ok;
+    if (!ok(fd, rq->srv->cfg->admin_group, why, sizeof(why))) {
       log_warn("conn %llu: %s refused: %s", (unsigned long long)rq->conn->id, me->name, why);
       dynqd__reply_error(rq, DYNQ_EDENIED, "%s is an admin method: %s", me->name, why);
       return;

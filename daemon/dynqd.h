@@ -632,6 +632,8 @@ struct dynqd_server {
   dynqd_sessions_t sessions;
   dynqd_shm_totals_t shm;
   dynqd_request_fn on_request;  /* the dispatcher (set by server.c) */
+  /* The admin check (dynqd__admin_peer_ok; unit tests put a fake). */
+  int (*peer_ok)(int fd, const char *admin_group, char *why, size_t whylen);
   struct {
     dynqd_close_hook_fn fn;
     void *arg;

@@ -322,6 +322,7 @@ int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg) 
   s->loop = loop;
   s->start_ns = uv_hrtime();
   s->on_request = dynqd__dispatch;
+  s->peer_ok = dynqd__admin_peer_ok;
   s->sessions.loop = loop;
   s->sessions.cfg = cfg;
   s->reg.warm_max_elems = cfg->max_tensor_elems;

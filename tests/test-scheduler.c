@@ -1,0 +1,250 @@
+/*
+ * The scheduler without a process: generic jobs through the worker pool,
+ * batch formation (compatible jobs only, at most batch_max, the wait
+ * counted from the first job's arrival), expiry and cancellation, the
+ * queue cap, and the inline policy.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "dynqd.h"
+
+typedef struct tjob {
+  dynqd_job_t job;
+  int key;              /* compatible when equal */
+  int batch_n;          /* how many ran together (0: not run) */
+  int expired, done;
+} tjob_t;
+
+static int g_done;
+
+static void t_run(dynqd_job_t *j) { ((tjob_t *)j)->batch_n = 1; }
+static int t_run_batch(dynqd_job_t **v, int n) {
+  for (int k = 0; k < n; k++) ((tjob_t *)v[k])->batch_n = n;
+  return 0;
+}
+static int t_compatible(const dynqd_job_t *a, const dynqd_job_t *b) {
+  return ((const tjob_t *)a)->key == ((const tjob_t *)b)->key;
+}
+static void t_expire(dynqd_job_t *j, const char *msg) {
+  ck_assert_ptr_nonnull(strstr(msg, "timeout_ms"));
+  ((tjob_t *)j)->expired = 1;
+}
+static void t_done(dynqd_job_t *j) {
+  ((tjob_t *)j)->done++;
+  g_done++;
+}
+static const dynqd_job_ops_t ops = {t_run, t_run_batch, t_compatible, t_expire, t_done};
+
+static uv_loop_t g_loop;
+static dynqd_sched_t g_s;
+
+static void start(int workers, int qcap) {
+  g_done = 0;
+  ck_assert_int_eq(uv_loop_init(&g_loop), 0);
+  ck_assert_int_eq(dynqd__sched_start(&g_s, &g_loop, workers, qcap, 0, NULL, NULL), 0);
+}
+
+static void close_cb(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void stop(void) {
+  dynqd__sched_stop(&g_s);
+  uv_walk(&g_loop, close_cb, NULL);
+  uv_run(&g_loop, UV_RUN_DEFAULT);
+  ck_assert_int_eq(uv_loop_close(&g_loop), 0);
+}
+
+/* Run the loop until n jobs came back. */
+static void wait_done(int n) {
+  while (g_done < n) uv_run(&g_loop, UV_RUN_ONCE);
+}
+
+static void init_job(tjob_t *t, int key, int batch_max, int delay_us) {
+  memset(t, 0, sizeof(*t));
+  t->key = key;
+  t->job.ops = &ops;
+  t->job.t_arrive_ns = uv_hrtime();
+  t->job.batch_max = batch_max;
+  t->job.batch_delay_us = delay_us;
+}
+
+START_TEST(test_plain_jobs) {
+  start(2, 16);
+  tjob_t t[10];
+  for (int i = 0; i < 10; i++) {
+    init_job(&t[i], i, 0, 0);
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &t[i].job), 0);
+  }
+  ck_assert_int_eq(dynqd__sched_queued(&g_s), 10);
+  ck_assert(!dynqd__sched_idle(&g_s));
+  dynqd__sched_flush(&g_s);
+  wait_done(10);
+  for (int i = 0; i < 10; i++) {
+    ck_assert_int_eq(t[i].batch_n, 1);
+    ck_assert_int_eq(t[i].done, 1);  /* exactly once */
+  }
+  ck_assert_int_eq(g_s.outstanding, 0);
+  ck_assert(dynqd__sched_idle(&g_s));
+  stop();
+}
+END_TEST
+
+START_TEST(test_batch_formation) {
+  /* One worker, a long delay: the six like jobs queued together form
+   * batches of at most 4; jobs of another model are never merged in. */
+  start(1, 64);
+  tjob_t a[6], b[2];
+  for (int i = 0; i < 6; i++) {
+    init_job(&a[i], 1, 4, 300000);
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
+    if (i < 2) {
+      init_job(&b[i], 2, 4, 0);
+      ck_assert_int_eq(dynqd__sched_submit(&g_s, &b[i].job), 0);
+    }
+  }
+  dynqd__sched_flush(&g_s);
+  wait_done(8);
+  int fours = 0, twos = 0;
+  for (int i = 0; i < 6; i++) {
+    ck_assert_int_le(a[i].batch_n, 4);
+    fours += a[i].batch_n == 4;
+    twos += a[i].batch_n == 2;
+  }
+  ck_assert_int_eq(fours, 4);
+  ck_assert_int_eq(twos, 2);
+  ck_assert_int_eq(b[0].batch_n, 2);  /* the two of model 2 together */
+  ck_assert_int_eq(b[1].batch_n, 2);
+  stop();
+}
+END_TEST
+
+START_TEST(test_delay_counted_from_arrival) {
+  /* A job that arrived long ago has spent its delay: it runs with what is
+   * there (alone), and a like job submitted after it ran is not merged.
+   * Counting the delay from when a worker took it would merge them. */
+  start(1, 64);
+  tjob_t old, late;
+  init_job(&old, 1, 4, 2000000);  /* 2 s */
+  old.job.t_arrive_ns = uv_hrtime() - 3000000000ull;  /* arrived 3 s ago */
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &old.job), 0);
+  dynqd__sched_flush(&g_s);
+  wait_done(1);
+  init_job(&late, 1, 4, 2000000);
+  late.job.t_arrive_ns = uv_hrtime() - 3000000000ull;
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &late.job), 0);
+  dynqd__sched_flush(&g_s);
+  wait_done(2);
+  ck_assert_int_eq(old.batch_n, 1);
+  ck_assert_int_eq(late.batch_n, 1);
+
+  /* A fresh job waits (up to its 2 s) and a like one submitted meanwhile
+   * joins it. */
+  tjob_t first, second;
+  init_job(&first, 1, 4, 2000000);
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &first.job), 0);
+  dynqd__sched_flush(&g_s);
+  uv_sleep(20);
+  ck_assert_int_eq(first.done, 0);
+  init_job(&second, 1, 4, 2000000);
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &second.job), 0);
+  dynqd__sched_flush(&g_s);
+  wait_done(4);
+  ck_assert_int_eq(first.batch_n, 2);
+  ck_assert_int_eq(second.batch_n, 2);
+  stop();
+}
+END_TEST
+
+START_TEST(test_expired_and_cancelled) {
+  start(1, 16);
+  atomic_int gone;
+  atomic_init(&gone, 1);
+  tjob_t late, cancelled, ok;
+  init_job(&late, 1, 0, 0);
+  late.job.deadline_ns = uv_hrtime() - 1;  /* already past */
+  init_job(&cancelled, 2, 0, 0);
+  cancelled.job.cancel = &gone;
+  init_job(&ok, 3, 0, 0);
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &late.job), 0);
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &cancelled.job), 0);
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &ok.job), 0);
+  dynqd__sched_flush(&g_s);
+  wait_done(3);
+  ck_assert_int_eq(late.expired, 1);
+  ck_assert_int_eq(late.batch_n, 0);  /* not run */
+  ck_assert_int_eq(cancelled.job.skipped, 1);
+  ck_assert_int_eq(cancelled.batch_n, 0);
+  ck_assert_int_eq(ok.batch_n, 1);
+  ck_assert_int_eq(ok.job.skipped, 0);
+  stop();
+}
+END_TEST
+
+START_TEST(test_queue_cap) {
+  start(1, 3);
+  tjob_t t[4];
+  for (int i = 0; i < 3; i++) {
+    init_job(&t[i], i, 0, 0);
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &t[i].job), 0);
+  }
+  init_job(&t[3], 3, 0, 0);
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &t[3].job), DYNQ_EOVERLOAD);
+  ck_assert_int_eq(g_s.outstanding, 3);
+  dynqd__sched_flush(&g_s);
+  wait_done(3);
+  ck_assert_int_eq(t[3].done, 0);  /* refused jobs are the caller's */
+  stop();
+}
+END_TEST
+
+START_TEST(test_inline_policy) {
+  start(1, 16);
+  /* 100 ns/elem x 100 elems = 10 us: within a 50 us limit */
+  ck_assert(dynqd__sched_inline_ok(&g_s, 50, 100.0, 100, 1, 0));
+  ck_assert(dynqd__sched_inline_ok(&g_s, 50, 100.0, 100, 0, 1));
+  ck_assert(!dynqd__sched_inline_ok(&g_s, 0, 100.0, 100, 1, 0));   /* inline off */
+  ck_assert(!dynqd__sched_inline_ok(&g_s, 50, 0.0, 100, 1, 0));    /* cost unknown */
+  ck_assert(!dynqd__sched_inline_ok(&g_s, 50, 100.0, 1000, 1, 0)); /* 100 us: too big */
+  ck_assert(!dynqd__sched_inline_ok(&g_s, 50, 100.0, 100, 2, 0));  /* busy iteration */
+  ck_assert(!dynqd__sched_inline_ok(&g_s, 50, 100.0, 100, 1, 2));  /* busy previous one */
+  /* a job submitted and not yet back: not idle, so not inline */
+  tjob_t t;
+  init_job(&t, 1, 0, 0);
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &t.job), 0);
+  ck_assert(!dynqd__sched_inline_ok(&g_s, 50, 100.0, 100, 1, 0));
+  dynqd__sched_flush(&g_s);
+  wait_done(1);
+  ck_assert(dynqd__sched_inline_ok(&g_s, 50, 100.0, 100, 1, 0));
+  /* run inline: on this thread, threads = 1, done called once */
+  tjob_t in;
+  init_job(&in, 1, 0, 0);
+  dynqd__sched_run_inline(&g_s, &in.job);
+  ck_assert_int_eq(in.batch_n, 1);
+  ck_assert_int_eq(in.done, 1);
+  ck_assert_int_eq(in.job.threads, 1);
+  stop();
+}
+END_TEST
+
+int main(void) {
+  Suite *s = suite_create("scheduler");
+  TCase *tc = tcase_create("jobs");
+  tcase_set_timeout(tc, 60);
+  tcase_add_test(tc, test_plain_jobs);
+  tcase_add_test(tc, test_batch_formation);
+  tcase_add_test(tc, test_delay_counted_from_arrival);
+  tcase_add_test(tc, test_expired_and_cancelled);
+  tcase_add_test(tc, test_queue_cap);
+  tcase_add_test(tc, test_inline_policy);
+  suite_add_tcase(s, tc);
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? 0 : 1;
+}
