@@ -9,6 +9,7 @@
  * /etc/dynq/dynqd.conf when it exists), then the command line.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -28,7 +29,9 @@
 #define DEFAULT_CONFIG "/etc/dynq/dynqd.conf"
 #endif
 #define MAX_LINE 4096              /* bytes per config line */
-#define MAX_FILE ((long)1 << 20)   /* bytes per config file */
+#define MAX_FILE ((long)DYNQD_CONFIG_MAX_BYTES) /* bytes per config file */
+
+size_t dynqd__config_bytes_read;
 
 enum opt_kind { OPT_STR, OPT_INT, OPT_SIZE, OPT_U64, OPT_LEVEL, OPT_BOOL };
 
@@ -387,38 +390,97 @@ static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
   return 0;
 }
 
-/* Parse the file into cfg.  missing_ok: a missing file is not an error.
- * Errors are printed as "PATH:LINE: key 'K': why". */
-static int parse_file(dynqd_config_t *cfg, const char *path, int missing_ok) {
-  FILE *f = fopen(path, "re");
-  if (f == NULL) {
-    if (missing_ok && errno == ENOENT) return 0;
+/* The whole file in a NUL-terminated buffer (malloc'd), read through one
+ * fd: O_NONBLOCK so that a FIFO or a device put in its place cannot block
+ * the open, fstat on that fd so the type checked is the type read, and at
+ * most MAX_FILE + 1 bytes read whatever the file claims (/dev/zero never
+ * ends).  0, 1 when missing_ok and the file does not exist, -1 after
+ * printing why. */
+static int slurp(const char *path, int missing_ok, char **ret_buf, size_t *ret_len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) {
+    if (missing_ok && errno == ENOENT) return 1;
     fprintf(stderr, "dynqd: cannot read config file %s: %s\n", path, strerror(errno));
     return -1;
   }
+  char *buf = NULL;
+  struct stat st;
+  dynqd__config_bytes_read = 0;
+  if (fstat(fd, &st) != 0) {
+    fprintf(stderr, "dynqd: cannot read config file %s: %s\n", path, strerror(errno));
+    goto fail;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    fprintf(stderr, "dynqd: config file %s is not a regular file (a %s); give the path "
+            "of a plain file\n", path,
+            S_ISDIR(st.st_mode) ? "directory" : S_ISFIFO(st.st_mode) ? "FIFO" :
+            S_ISCHR(st.st_mode) ? "character device" : S_ISBLK(st.st_mode) ? "block device" :
+            S_ISSOCK(st.st_mode) ? "socket" : "special file");
+    goto fail;
+  }
+  buf = malloc((size_t)MAX_FILE + 2);
+  if (buf == NULL) {
+    fprintf(stderr, "dynqd: out of memory reading config file %s\n", path);
+    goto fail;
+  }
+  size_t len = 0;
+  while (len <= (size_t)MAX_FILE) {  /* one byte past the cap proves it is too big */
+    ssize_t r = read(fd, buf + len, (size_t)MAX_FILE + 1 - len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      fprintf(stderr, "dynqd: cannot read config file %s: %s\n", path, strerror(errno));
+      goto fail;
+    }
+    if (r == 0) break;
+    len += (size_t)r;
+  }
+  dynqd__config_bytes_read = len;
+  if (len > (size_t)MAX_FILE) {
+    fprintf(stderr, "dynqd: config file %s is larger than %ld bytes\n", path, MAX_FILE);
+    goto fail;
+  }
+  const char *nul = memchr(buf, '\0', len);
+  if (nul != NULL) {
+    int lineno = 1;
+    for (const char *p = buf; p < nul; p++) lineno += *p == '\n';
+    fprintf(stderr, "dynqd: %s:%d: NUL byte at offset %zu (a config file is text)\n",
+            path, lineno, (size_t)(nul - buf));
+    goto fail;
+  }
+  buf[len] = '\0';
+  close(fd);
+  *ret_buf = buf;
+  *ret_len = len;
+  return 0;
+fail:
+  free(buf);
+  close(fd);
+  return -1;
+}
+
+/* Parse the file into cfg.  missing_ok: a missing file is not an error.
+ * Errors are printed as "PATH:LINE: key 'K': why". */
+static int parse_file(dynqd_config_t *cfg, const char *path, int missing_ok) {
+  char *text = NULL;
+  size_t text_len = 0;
+  int rc = slurp(path, missing_ok, &text, &text_len);
+  if (rc != 0) return rc > 0 ? 0 : -1;
   char line[MAX_LINE + 2];
   char section[80] = "";
-  int lineno = 0, rc = 0;
+  int lineno = 0;
   int set_on[N_OPTS];
   memset(set_on, 0, sizeof(set_on));
-  long total = 0;
-  while (fgets(line, sizeof(line), f) != NULL) {
+  for (size_t pos = 0; pos < text_len;) {
     lineno++;
-    size_t len = strlen(line);
-    total += (long)len;
-    if (total > MAX_FILE) {
-      fprintf(stderr, "dynqd: %s:%d: config file is larger than %ld bytes\n", path,
-              lineno, MAX_FILE);
-      goto bad;
-    }
-    if (len > MAX_LINE && line[len - 1] != '\n') {
+    const char *nl = memchr(text + pos, '\n', text_len - pos);
+    size_t len = nl ? (size_t)(nl - (text + pos)) + 1 : text_len - pos;
+    if (len - (nl != NULL) > MAX_LINE) {
       fprintf(stderr, "dynqd: %s:%d: line longer than %d bytes\n", path, lineno, MAX_LINE);
       goto bad;
     }
-    if (memchr(line, '\0', len) != NULL && strlen(line) != len) {
-      fprintf(stderr, "dynqd: %s:%d: NUL byte in line\n", path, lineno);
-      goto bad;
-    }
+    memcpy(line, text + pos, len);
+    line[len] = '\0';
+    pos += len;
     char *s = trim(line);
     if (*s == '\0' || *s == '#' || *s == ';') continue;
     if (*s == '[') {
@@ -489,15 +551,11 @@ static int parse_file(dynqd_config_t *cfg, const char *path, int missing_ok) {
       goto bad;
     }
   }
-  if (ferror(f)) {
-    fprintf(stderr, "dynqd: cannot read config file %s: %s\n", path, strerror(errno));
-    goto bad;
-  }
   goto out;
 bad:
   rc = -1;
 out:
-  fclose(f);
+  free(text);
   return rc;
 }
 

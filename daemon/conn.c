@@ -32,6 +32,7 @@
 
 #include "dynq/errors.h"
 #include "dynqd.h"
+#include "utf8.h"
 
 #define READ_CHUNK ((size_t)64 << 10)
 /* A read buffer that grew for a big frame is dropped once it is empty. */
@@ -277,6 +278,11 @@ void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code,
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
+  /* Every str we send is valid UTF-8: request strings are checked where
+   * they enter, and this catches a cut (%.*s, the buffer's end) inside a
+   * character. */
+  for (size_t n = strlen(msg), i = 0; (i += dynq__utf8_valid_prefix(msg + i, n - i)) < n;)
+    msg[i] = '?';
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_error_response(&w, msgid, code, msg);

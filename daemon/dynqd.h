@@ -103,6 +103,10 @@ void dynqd__batch_config(const dynqd_config_t *cfg, const char *model,
                          int *ret_max, int *ret_delay_us);
 /* The config rule of a model name, or NULL (global defaults only). */
 const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model);
+/* Bytes the last config file read took in: never more than the file cap
+ * (1 MiB) + 1, whatever the file is (the fuzz target checks it). */
+#define DYNQD_CONFIG_MAX_BYTES ((size_t)1 << 20)
+extern size_t dynqd__config_bytes_read;
 
 /* ---- logging (log.c) ---- */
 
@@ -191,6 +195,11 @@ int dynqd__registry_commit(dynqd_registry_t *r, const char *name, const char *re
 void dynqd__prepared_clear(dynqd_prepared_t *p);
 /* Drop name; 0 or DYNQ_ENOMODEL. */
 int dynqd__registry_unload(dynqd_registry_t *r, const char *name);
+/* Install the SIGBUS handler that survives a model file cut short under
+ * its mapping (dynq__model_fault).  0 or -errno. */
+int dynqd__registry_guard_install(void);
+/* After a run of m: log once that m's file changed under it (broken). */
+void dynqd__registry_check_broken(dynq__model_t *m, const char *name);
 /* Valid model name: 1-63 of [A-Za-z0-9_.-], not starting with '.'. */
 int dynqd__model_name_ok(const char *s, size_t n);
 

@@ -30,6 +30,9 @@ int main(int argc, char **argv) {
     return rc;
   }
   signal(SIGPIPE, SIG_IGN);  /* a client gone mid-write is an EPIPE, not a death */
+  if (dynqd__registry_guard_install() != 0)
+    log_warn("cannot install the SIGBUS handler: a model file cut short while "
+             "loaded will stop dynqd");
 
   const char *kmsg = NULL;
   const char *kenv = getenv("DYNQ_KERNEL");

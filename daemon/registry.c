@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,34 @@
 #include "dynqd.h"
 
 #define MAX_MODELS 4096  /* bounds the array an admin can grow */
+
+/* SIGBUS from a model's mapping (its file was cut short under us): the
+ * library maps zero pages over it and marks the model broken, so the
+ * faulting run finishes and is refused, the other models keep serving and
+ * a reload brings a fresh mapping.  Any other SIGBUS is a real bug: the
+ * default action runs (the fault repeats once the handler is gone). */
+static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
+  (void)uctx;
+  if (si != NULL && dynq__model_fault(si->si_addr)) return;
+  signal(sig, SIG_DFL);
+}
+
+int dynqd__registry_guard_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = on_sigbus;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  return sigaction(SIGBUS, &sa, NULL) == 0 ? 0 : -errno;
+}
+
+void dynqd__registry_check_broken(dynq__model_t *m, const char *name) {
+  if (m != NULL && dynq__model_broken_report(m))
+    log_err("model '%s': its file %s was truncated or rewritten in place while "
+            "loaded; answering EFORMAT for it until it is reloaded (SIGHUP or "
+            "model.reload); other models are not affected", name ? name : "?",
+            dynq__model_path(m));
+}
 
 /* Names are used in protocol strings and log lines: keep them tame. */
 int dynqd__model_name_ok(const char *s, size_t n) {
@@ -439,8 +468,9 @@ void dynqd__registry_scan(dynqd_registry_t *r, dynqd_scan_t *ret) {
       seen[idx] = 1;  /* a failed reload keeps the loaded version */
       if (e->file && strcmp(e->file, fn) != 0) continue;  /* model.load chose another file */
       if (e->f_dev == (uint64_t)st.st_dev && e->f_ino == (uint64_t)st.st_ino &&
-          e->f_size == (uint64_t)st.st_size && e->f_mtime_ns == mt)
-        continue;  /* unchanged */
+          e->f_size == (uint64_t)st.st_size && e->f_mtime_ns == mt &&
+          !dynq__model_broken(e->model))
+        continue;  /* unchanged (and not broken by a change in place) */
     }
     if (scan_add(ret, &cap, name, fn, idx >= 0) != 0) {
       log_err("out of memory rescanning %s", r->dir);

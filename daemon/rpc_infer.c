@@ -148,6 +148,7 @@ static void job_done(dynqd_job_t *j) {
   rpc_infer_t *r = (rpc_infer_t *)j;
   dynqd_infer_t *x = &r->x;
   dynqd_server_t *s = r->srv;
+  dynqd__registry_check_broken(x->model, r->mstats ? r->mstats->name : NULL);
   if (!j->skipped) {  /* nobody was there to answer: not counted */
     dynqd_run_sample_t smp = {x->status, j->queue_us, x->compute_us, x->batched,
                               j->threads, x->in_elems};

@@ -22,8 +22,11 @@ const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, dynq__obj_t p) {
   size_t n;
   dynq__obj_t mo = dynq__obj_get(p, "model");
   if (dynq__obj_str(mo, &s, &n) != 0) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params.model must be a string naming a model, "
-                       "got %s", rq->method, dynqd__kind_name(dynq__obj_kind(mo)));
+    if (dynq__obj_kind(mo) == DYNQ_OBJ_STR)
+      dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params.model is not valid UTF-8", rq->method);
+    else
+      dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params.model must be a string naming a "
+                         "model, got %s", rq->method, dynqd__kind_name(dynq__obj_kind(mo)));
     return NULL;
   }
   char name[ECHO_MAX + 1];

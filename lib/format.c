@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dynq/errors.h"
+#include "utf8.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the .dynq format is little-endian and read in place");
@@ -324,6 +325,7 @@ static int span_cmp(const void *a, const void *b) {
 /* A string offset into the strings section, NUL-terminated inside it. */
 static const char *get_str(const uint8_t *strs, uint64_t size, uint32_t off) {
   if (off >= size) return NULL;
+  if ((strs[off] & 0xc0) == 0x80) return NULL;  /* inside a UTF-8 character */
   if (memchr(strs + off, 0, size - off) == NULL) return NULL;
   return (const char *)strs + off;
 }
@@ -414,9 +416,8 @@ int dynq__format_decode(const uint8_t *base, uint64_t size, int fd,
     if (crc != sec[k]->crc) BAD(DYNQ_ECHECKSUM, "section '%s' checksum mismatch (corrupted file)", sec_name[k]);
   }
 
-  const uint8_t *strs = base + sec[DYNQ_SEC_STRINGS]->offset;
   const uint64_t strs_size = sec[DYNQ_SEC_STRINGS]->size;
-  if (strs_size == 0 || strs[0] != 0) BAD(DYNQ_EFORMAT, "strings section must start with an empty string");
+  if (strs_size == 0 || base[sec[DYNQ_SEC_STRINGS]->offset] != 0) BAD(DYNQ_EFORMAT, "strings section must start with an empty string");
   const dynq__fvalue_t *fv = (const dynq__fvalue_t *)(base + sec[DYNQ_SEC_VALUES]->offset);
   const dynq__fnode_t *fn = (const dynq__fnode_t *)(base + sec[DYNQ_SEC_NODES]->offset);
   const int32_t *refs = (const int32_t *)(base + sec[DYNQ_SEC_REFS]->offset);
@@ -429,16 +430,41 @@ int dynq__format_decode(const uint8_t *base, uint64_t size, int fd,
   dynq__fmeta_t meta;
   memcpy(&meta, base + sec[DYNQ_SEC_META]->offset, sizeof(meta));
 
-  /* one arena: values, nodes, attrs, refs */
+  /* One arena: values, nodes, attrs, refs, then copies of the strings and
+   * of the int64 constants (shapes, axes, INTS attributes).  What decides
+   * control flow and sizes must not change under us when the file is
+   * overwritten in place after load: only the weights (numbers) stay in
+   * the mapping.  The int64 constants are bounded by the file size. */
+  uint64_t i64_bytes = 0;
+  for (uint64_t v = 0; v < nv; v++)
+    if ((fv[v].flags & DYNQ_FVALUE_CONST) && fv[v].dtype == DYNQ_DT_I64 &&
+        fv[v].data_size <= size)
+      i64_bytes += (fv[v].data_size + 63) & ~(uint64_t)63;
+  if (i64_bytes > size) i64_bytes = size;  /* overlapping claims are refused below */
   size_t sz_v = sizeof(dynq__value_t) * (size_t)nv, sz_n = sizeof(dynq__node_t) * (size_t)nn;
   size_t sz_a = sizeof(dynq__attr_t) * (size_t)nattr, sz_r = sizeof(int32_t) * (size_t)nrefs;
-  arena = calloc(1, sz_v + sz_n + sz_a + sz_r + 8);
+  size_t sz_s = (size_t)sec[DYNQ_SEC_STRINGS]->size;
+  size_t head = (sz_v + sz_n + sz_a + sz_r + sz_s + 8 + 63) & ~(size_t)63;
+  arena = dynq__aligned_alloc(head + (size_t)i64_bytes + 64);
   if (arena == NULL) BAD(-ENOMEM, "out of memory decoding model");
+  memset(arena, 0, head);
   dynq__value_t *vals = arena;
   dynq__node_t *nodes = (dynq__node_t *)((char *)arena + sz_v);
   dynq__attr_t *attrs = (dynq__attr_t *)((char *)nodes + sz_n);
   int32_t *refcopy = (int32_t *)((char *)attrs + sz_a);
   memcpy(refcopy, refs, sz_r);
+  uint8_t *strcopy = (uint8_t *)refcopy + sz_r;
+  memcpy(strcopy, base + sec[DYNQ_SEC_STRINGS]->offset, sz_s);
+  uint8_t *i64copy = (uint8_t *)arena + head;
+  uint64_t i64_used = 0;
+  const uint8_t *strs = strcopy;
+  {
+    /* Names reach clients as msgpack str (errors, model.info): valid UTF-8
+     * only.  The whole section valid and every string starting on a
+     * character boundary (get_str) makes each string valid. */
+    size_t ok = dynq__utf8_valid_prefix(strs, (size_t)strs_size);
+    if (ok != strs_size) BAD(DYNQ_EFORMAT, "strings section: invalid UTF-8 at offset %zu", ok);
+  }
 
   const dynq__fsection_t *ds = sec[DYNQ_SEC_DATA];
   spans = calloc((size_t)nv + 1, sizeof(*spans));
@@ -468,6 +494,11 @@ int dynq__format_decode(const uint8_t *base, uint64_t size, int fd,
       BAD(DYNQ_EFORMAT, "constant '%s': data [%llu, +%llu) outside the data section", o->name, (unsigned long long)off, (unsigned long long)n);
     o->data = base + off;
     o->nbytes = (size_t)n;
+    if (o->dtype == DYNQ_DT_I64 && n > 0 && i64_used + n <= i64_bytes) {
+      memcpy(i64copy + i64_used, base + off, (size_t)n);
+      o->data = i64copy + i64_used;
+      i64_used += (n + 63) & ~(uint64_t)63;
+    }
     if (n > 0) spans[nspans++] = (span_t){off, off + n, (int)v};
   }
   qsort(spans, (size_t)nspans, sizeof(span_t), span_cmp);
@@ -534,13 +565,13 @@ int dynq__format_decode(const uint8_t *base, uint64_t size, int fd,
   return 0;
 fail:
   free(spans);
-  free(arena);
+  dynq__aligned_free(arena);
   memset(ret, 0, sizeof(*ret));
   return rc;
 }
 
 void dynq__format_free(dynq__fgraph_t *fg) {
   if (fg == NULL) return;
-  free(fg->arena);
+  dynq__aligned_free(fg->arena);
   memset(fg, 0, sizeof(*fg));
 }

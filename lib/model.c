@@ -35,7 +35,104 @@ struct dynq__model {
                             the first node (constants as views into the
                             mapping, the rest cleared), copied per run */
   dynq__model_stats_t stats;
+  /* The file as loaded.  The fd stays open so that every run can check
+   * (fstat, never the path) that the file it maps was not truncated or
+   * rewritten in place since: a shorter file turns reads of the lost
+   * pages into SIGBUS, a rewritten one feeds unchecked bytes to the
+   * kernels.  O_NONBLOCK: a FIFO swapped in cannot block the open. */
+  int fd;
+  int64_t f_size, f_mtime_ns;
+  atomic_int broken;     /* 1: the file changed under the mapping */
+  atomic_int reported;   /* 1: dynq__model_broken_report said so once */
+  int guard_slot;        /* index in the fault table, or -1 */
 };
+
+/* ---- the fault table: mappings a SIGBUS handler may repair ----
+ *
+ * dynq__model_fault() runs in a signal handler, so the table is a fixed
+ * array of slots read without locks.  Each slot has a sequence number
+ * (odd while being written) so that a reader never trusts a half-written
+ * range.  A model takes a slot after mmap and gives it back before
+ * munmap, so a slot always describes a live mapping; a thread that
+ * faults inside one holds a reference to that model. */
+#define GUARD_SLOTS 16384
+typedef struct guard_slot {
+  atomic_uint seq;
+  atomic_uintptr_t base;
+  atomic_size_t size;
+  _Atomic(dynq__model_t *) model;
+  atomic_int used;
+} guard_slot_t;
+static guard_slot_t guard[GUARD_SLOTS];
+
+static int guard_add(dynq__model_t *m) {
+  for (int i = 0; i < GUARD_SLOTS; i++) {
+    int zero = 0;
+    if (!atomic_compare_exchange_strong(&guard[i].used, &zero, 1)) continue;
+    atomic_fetch_add(&guard[i].seq, 1);  /* odd: being written */
+    atomic_store(&guard[i].base, (uintptr_t)m->map);
+    atomic_store(&guard[i].size, m->map_size);
+    atomic_store(&guard[i].model, m);
+    atomic_fetch_add(&guard[i].seq, 1);
+    return i;
+  }
+  return -1;  /* table full: this model is served unguarded */
+}
+
+static void guard_remove(int i) {
+  if (i < 0) return;
+  atomic_fetch_add(&guard[i].seq, 1);
+  atomic_store(&guard[i].size, 0);
+  atomic_store(&guard[i].model, NULL);
+  atomic_fetch_add(&guard[i].seq, 1);
+  atomic_store(&guard[i].used, 0);
+}
+
+int dynq__model_fault(const void *addr) {
+  uintptr_t a = (uintptr_t)addr;
+  for (int i = 0; i < GUARD_SLOTS; i++) {
+    if (!atomic_load(&guard[i].used)) continue;
+    unsigned s1 = atomic_load(&guard[i].seq);
+    if (s1 & 1) continue;
+    uintptr_t base = atomic_load(&guard[i].base);
+    size_t size = atomic_load(&guard[i].size);
+    dynq__model_t *m = atomic_load(&guard[i].model);
+    if (atomic_load(&guard[i].seq) != s1 || m == NULL) continue;
+    if (a < base || a - base >= size) continue;
+    /* Zero pages over the whole mapping: the faulting read and every
+     * later one see zeros instead of a signal.  The run finishes on
+     * garbage and is refused afterwards (broken). */
+    atomic_store(&m->broken, 1);
+    void *p = mmap((void *)base, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                   -1, 0);
+    return p != MAP_FAILED;
+  }
+  return 0;
+}
+
+int dynq__model_broken(const dynq__model_t *m) { return atomic_load(&m->broken); }
+
+int dynq__model_broken_report(dynq__model_t *m) {
+  return atomic_load(&m->broken) && atomic_exchange(&m->reported, 1) == 0;
+}
+
+/* The file still as loaded?  Otherwise mark the model broken. */
+static int file_unchanged(const dynq__model_t *m) {
+  if (atomic_load_explicit(&m->broken, memory_order_relaxed)) return 0;
+  struct stat st;
+  if (m->fd < 0 || fstat(m->fd, &st) != 0) return 1;  /* nothing to compare with */
+  int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  if ((int64_t)st.st_size == m->f_size && mt == m->f_mtime_ns) return 1;
+  atomic_store(&((dynq__model_t *)m)->broken, 1);
+  return 0;
+}
+
+static int broken_error(const dynq__model_t *m, char *err, size_t errlen) {
+  snprintf(err, errlen, "model file %s was truncated or rewritten in place after it "
+           "was loaded; this version cannot serve until the model is reloaded "
+           "(SIGHUP or model.reload)", m->path);
+  return DYNQ_EFORMAT;
+}
 
 static void compute_stats(dynq__model_t *m) {
   const dynq__graph_t *g = &m->fg.g;
@@ -72,14 +169,18 @@ int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
   dynq__model_t *m = calloc(1, sizeof(*m));
   if (m == NULL) return -ENOMEM;
   atomic_init(&m->refs, 1);
+  atomic_init(&m->broken, 0);
+  atomic_init(&m->reported, 0);
   m->map = MAP_FAILED;
+  m->fd = -1;
+  m->guard_slot = -1;
   m->path = strdup(path);
   if (m->path == NULL) {
     rc = -ENOMEM;
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
-  fd = open(path, O_RDONLY | O_CLOEXEC);
+  fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) {
     rc = -errno;
     snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -114,8 +215,11 @@ int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
     snprintf(err, errlen, "%s: %s", path, msg);
     goto fail;
   }
-  close(fd);
+  m->fd = fd;
   fd = -1;
+  m->f_size = (int64_t)st.st_size;
+  m->f_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+  m->guard_slot = guard_add(m);
   const dynq__graph_t *g = &m->fg.g;
   m->last_use = malloc(sizeof(int) * ((size_t)g->n_values + 1));
   if (m->last_use == NULL) {
@@ -160,7 +264,9 @@ dynq__model_t *dynq__model_unref(dynq__model_t *m) {
   if (m == NULL) return NULL;
   if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return NULL;
   dynq__format_free(&m->fg);
+  guard_remove(m->guard_slot);
   if (m->map != MAP_FAILED) munmap(m->map, m->map_size);
+  if (m->fd >= 0) close(m->fd);
   free(m->last_use);
   free(m->slot0);
   free(m->path);
@@ -224,6 +330,10 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
   if (slot == NULL) {
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;
+  }
+  if (!file_unchanged(m)) {
+    free(slot);
+    return broken_error(m, err, errlen);
   }
   memcpy(slot, m->slot0, ((size_t)g->n_values + 1) * sizeof(*slot));
   for (int i = 0; i < g->n_inputs; i++) {
@@ -315,6 +425,10 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
       snprintf(err, errlen, "out of memory copying output");
       goto out;
     }
+  }
+  if (atomic_load(&m->broken)) {  /* a page vanished during the run (SIGBUS repaired) */
+    for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&outputs[i]);
+    rc = broken_error(m, err, errlen);
   }
 out:
   for (int v = 0; v < g->n_values; v++) /* the array goes: free storage only */

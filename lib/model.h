@@ -30,6 +30,18 @@ const dynq__graph_t *dynq__model_graph(const dynq__model_t *m);
 const char *dynq__model_path(const dynq__model_t *m);
 size_t dynq__model_file_size(const dynq__model_t *m);
 
+/* A model whose file was truncated or rewritten in place after load is
+ * "broken": every later run fails with DYNQ_EFORMAT (checked with fstat
+ * before each run).  dynq__model_fault() is for the embedding program's
+ * SIGBUS handler (async-signal-safe; the library installs no handler):
+ * when addr lies in a model's mapping it maps zero pages over that
+ * mapping, marks the model broken (the run in progress is refused when it
+ * ends) and returns 1; else 0.  dynq__model_broken_report() is 1 exactly
+ * once per broken model, so the caller logs it once. */
+int dynq__model_fault(const void *addr);
+int dynq__model_broken(const dynq__model_t *m);
+int dynq__model_broken_report(dynq__model_t *m);
+
 /* Summary for model.info. */
 typedef struct dynq__model_stats {
   int n_nodes;

@@ -27,6 +27,7 @@
 #include <dynq/errors.h>
 
 #include "proto.h"
+#include "../utf8.h"
 
 /* ---- writer ---- */
 
@@ -397,6 +398,9 @@ int dynq__obj_double(dynq__obj_t o, double *ret) {
 
 int dynq__obj_str(dynq__obj_t o, const char **ret_p, size_t *ret_len) {
   if (dynq__obj_kind(o) != DYNQ_OBJ_STR) return DYNQ_EPARAMS;
+  /* Text we may echo (errors name what was wrong) must be valid UTF-8, or
+   * a strict peer cannot decode our answer: refused at the boundary. */
+  if (!dynq__utf8_valid(OBJ(o)->via.str.ptr, OBJ(o)->via.str.size)) return DYNQ_EPARAMS;
   /* An empty string may carry a NULL pointer; callers get "" instead. */
   *ret_p = OBJ(o)->via.str.size ? OBJ(o)->via.str.ptr : "";
   *ret_len = OBJ(o)->via.str.size;
@@ -582,6 +586,8 @@ static int get_method(const msgpack_object *o, char *buf, char *err,
                 "method is %" PRIu32 " bytes long (at most 63)", o->via.str.size);
   if (memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)
     return fail(DYNQ_EPROTO, err, errlen, "method holds a NUL byte");
+  if (!dynq__utf8_valid(o->via.str.ptr, o->via.str.size))
+    return fail(DYNQ_EPARAMS, err, errlen, "method is not valid UTF-8");
   memcpy(buf, o->via.str.ptr, o->via.str.size);
   buf[o->via.str.size] = '\0';
   return 0;

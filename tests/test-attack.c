@@ -1,0 +1,601 @@
+/*
+ * dynqd attacked as a hostile local client and a careless operator would:
+ * each case starts a real dynqd on a temporary socket and checks that the
+ * attack is refused or survived, and that everyone else is still served.
+ *
+ *  - a model file truncated or rewritten in place while loaded;
+ *  - a FIFO where a model or the config file should be;
+ *  - config files that are not text (/dev/zero, NULs, oversize);
+ *  - invalid UTF-8 in a request and in a model file;
+ *  - admin_group checked against the peer's real groups;
+ *  - fds that arrive with the wrong frame; peers that never read while
+ *    dynqd drains; session ids and owners; per-uid caps; idle peers;
+ *  - resource attacks (shm, output, connections, sessions) while a
+ *    well-behaved client measures its ping p99 and checks its infers.
+ *
+ * The default test run uses short attacks with generous bounds (a noisy
+ * 2-core machine); built with -Dattack=enabled, the same file also makes
+ * `attack-long` (DYNQ_ATTACK_LONG), where every attack runs longer and
+ * larger.  Bounds are named below, in one place.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dynq/dynqclient.h"
+#include "dynq/errors.h"
+#include "format.h"
+#include "model.h"
+#include "testutil.h"
+
+#ifdef DYNQ_ATTACK_LONG
+#define LONG 1
+#else
+#define LONG 0
+#endif
+
+static float g_x[16 * 64];
+
+/* ---- a scratch directory with mlp.dynq, and a daemon on it ---- */
+
+typedef struct env {
+  char *dir;
+  char models[512], mlp[600], spare[600];
+  tu_daemon_t d;
+} env_t;
+
+static int have_quantize(void) {
+  if (access(tu_build("models/dynq-quantize"), X_OK) == 0) return 1;
+  fprintf(stderr, "SKIP: models/dynq-quantize is not built\n");
+  return 0;
+}
+
+static void load_x(void) {
+  size_t xn = 0;
+  void *x = tu_read_file(tu_src("tests/fixtures/mlp_x.f32"), &xn);
+  ck_assert_ptr_nonnull(x);
+  ck_assert_uint_eq(xn, sizeof(g_x));
+  memcpy(g_x, x, xn);
+  free(x);
+}
+
+/* dir/models/{mlp,other}.dynq (the same model twice) and dir/spare.dynq. */
+static void env_files(env_t *e) {
+  memset(e, 0, sizeof(*e));
+  char *models = NULL;
+  e->dir = tu_mkdtemp_models(&models);
+  snprintf(e->models, sizeof(e->models), "%s", models);
+  free(models);
+  snprintf(e->mlp, sizeof(e->mlp), "%s/mlp.dynq", e->models);
+  snprintf(e->spare, sizeof(e->spare), "%s/spare.dynq", e->dir);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", e->spare, NULL), 0);
+  size_t n = 0;
+  void *p = tu_read_file(e->spare, &n);
+  ck_assert_ptr_nonnull(p);
+  ck_assert_int_eq(tu_write_file(e->mlp, p, n), 0);
+  char other[640];
+  snprintf(other, sizeof(other), "%s/other.dynq", e->models);
+  ck_assert_int_eq(tu_write_file(other, p, n), 0);
+  free(p);
+  load_x();
+}
+
+static int infer(const env_t *e, const char *model, char *msg, size_t msgcap);
+
+/* Start dynqd on the env and wait until it serves other (the socket accepts
+ * before the first scan of the model directory is over; other.dynq is
+ * always valid). */
+static void env_start(env_t *e, const char *const *extra) {
+  ck_assert_int_eq(tu_daemon_start(&e->d, e->dir, e->models, extra), 0);
+  char msg[256];
+  int rc = DYNQ_ENOMODEL;
+  for (int i = 0; i < 2000 && rc == DYNQ_ENOMODEL; i++) {
+    rc = infer(e, "other", msg, sizeof(msg));
+    if (rc == DYNQ_ENOMODEL) usleep(10000);
+  }
+  (void)rc;  /* the caller checks what it expects of mlp */
+}
+
+static void env_stop(env_t *e) {
+  if (e->d.pid > 0) ck_assert_int_eq(tu_daemon_stop(&e->d, SIGTERM), 0);
+  tu_rmtree(e->dir);
+  free(e->dir);
+}
+
+static int infer(const env_t *e, const char *model, char *msg, size_t msgcap) {
+  void *o = NULL;
+  size_t on = 0;
+  int rc = tu_infer_mlp(e->d.sock, model, g_x, 16, &o, &on, msg, msgcap);
+  free(o);
+  return rc;
+}
+
+/* SIGHUP and wait until the daemon logged the rescan (count grows). */
+static void hup_and_wait(env_t *e) {
+  int before = tu_count_in_file(e->d.log, " reloaded, ");
+  ck_assert_int_eq(kill(e->d.pid, SIGHUP), 0);
+  for (int i = 0; i < 2000 && tu_count_in_file(e->d.log, " reloaded, ") == before; i++)
+    usleep(10000);
+  ck_assert_msg(tu_count_in_file(e->d.log, " reloaded, ") > before, "no rescan logged");
+}
+
+/* Run argv with stdout+stderr in *out; the exit status, or -1 when it had
+ * not finished after secs seconds (then it is killed). */
+static int run_timeout(char *const argv[], int secs, char **out) {
+  char path[] = "/tmp/dynq-attack-out-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  close(fd);
+  int st = 0, done = 0;
+  for (int i = 0; i < secs * 100 && !done; i++) {
+    if (waitpid(pid, &st, WNOHANG) == pid) done = 1;
+    else usleep(10000);
+  }
+  if (!done) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+  }
+  if (out) {
+    size_t n = 0;
+    *out = tu_read_file(path, &n);
+    if (*out == NULL) *out = strdup("");
+  }
+  unlink(path);
+  if (!done) return -1;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* ---- config files that are not text ---- */
+
+static void expect_config_refused(const char *path, const char *needle) {
+  char exe[4096];
+  snprintf(exe, sizeof(exe), "%s", tu_build("daemon/dynqd"));
+  char *argv[] = {exe, "-n", "--config", (char *)path, NULL};
+  char *out = NULL;
+  int rc = run_timeout(argv, 10, &out);
+  ck_assert_msg(rc != -1, "dynqd -n --config %s did not finish within 10 s", path);
+  ck_assert_msg(rc == 2, "dynqd -n --config %s: exit %d, output: %s", path, rc, out);
+  ck_assert_msg(strstr(out, "configuration OK") == NULL, "%s reported OK: %s", path, out);
+  ck_assert_msg(strstr(out, needle) != NULL, "%s: no '%s' in: %s", path, needle, out);
+  free(out);
+}
+
+START_TEST(test_config_not_text) {
+  char *dir = tu_mkdtemp();
+  char p[600];
+  expect_config_refused("/dev/zero", "not a regular file");
+  snprintf(p, sizeof(p), "%s/fifo.conf", dir);
+  ck_assert_int_eq(mkfifo(p, 0600), 0);
+  expect_config_refused(p, "not a regular file");
+  expect_config_refused(dir, "not a regular file");
+  /* 2 MiB of NULs: over the byte cap. */
+  size_t big = (size_t)2 << 20;
+  char *zeros = calloc(1, big);
+  ck_assert_ptr_nonnull(zeros);
+  snprintf(p, sizeof(p), "%s/zeros.conf", dir);
+  ck_assert_int_eq(tu_write_file(p, zeros, big), 0);
+  expect_config_refused(p, "larger than");
+  /* A few NULs, under the cap. */
+  ck_assert_int_eq(tu_write_file(p, zeros, 4096), 0);
+  expect_config_refused(p, "NUL byte");
+  free(zeros);
+  /* A NUL inside a value would have cut it short: "workers = 2\0junk". */
+  static const char nul_value[] = "log_level = info\nworkers = 2\0junk\n";
+  ck_assert_int_eq(tu_write_file(p, nul_value, sizeof(nul_value) - 1), 0);
+  expect_config_refused(p, ":2: NUL byte");
+  /* One line over the cap without a newline anywhere. */
+  char *line = malloc(8192);
+  ck_assert_ptr_nonnull(line);
+  memset(line, '#', 8192);
+  ck_assert_int_eq(tu_write_file(p, line, 8192), 0);
+  expect_config_refused(p, "line longer than");
+  free(line);
+  /* Still fine: a good file. */
+  static const char good[] = "workers = 2\n";
+  ck_assert_int_eq(tu_write_file(p, good, sizeof(good) - 1), 0);
+  char exe[4096];
+  snprintf(exe, sizeof(exe), "%s", tu_build("daemon/dynqd"));
+  char *argv[] = {exe, "-n", "--config", p, NULL};
+  char *out = NULL;
+  ck_assert_int_eq(run_timeout(argv, 10, &out), 0);
+  ck_assert_msg(strstr(out, "configuration OK") != NULL, "%s", out);
+  free(out);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+/* ---- a FIFO where a model file should be ---- */
+
+static void on_alarm(int sig) { (void)sig; }
+
+START_TEST(test_model_open_fifo) {
+  char *dir = tu_mkdtemp();
+  char p[600];
+  snprintf(p, sizeof(p), "%s/m.dynq", dir);
+  ck_assert_int_eq(mkfifo(p, 0600), 0);
+  /* The old open() blocked until a writer came: the alarm would end it
+   * with EINTR after 5 s, which fails the test as well. */
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = on_alarm;
+  sigaction(SIGALRM, &sa, NULL);
+  alarm(5);
+  dynq__model_t *m = NULL;
+  char err[512] = "";
+  int rc = dynq__model_open(p, &m, err, sizeof(err));
+  alarm(0);
+  ck_assert_int_eq(rc, DYNQ_EFORMAT);
+  ck_assert_msg(strstr(err, "not a regular file") != NULL, "%s", err);
+  ck_assert_ptr_null(m);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+/* model.reload while another thread keeps swapping the model's name
+ * between the real file and a FIFO: a reload that opens the FIFO must
+ * fail at once, never hang a pool thread (nor SIGTERM's drain). */
+typedef struct flipper {
+  const char *live, *file, *fifo;
+  atomic_int stop;
+} flipper_t;
+
+static void *flip_main(void *arg) {
+  flipper_t *f = arg;
+  /* One atomic exchange at a time: the name always exists and is the
+   * file or the FIFO, so stat() and open() of it can see different ones. */
+  while (!atomic_load(&f->stop)) renameat2(AT_FDCWD, f->live, AT_FDCWD, f->fifo, RENAME_EXCHANGE);
+  return NULL;
+}
+
+START_TEST(test_reload_fifo_race) {
+  TU_SKIP_UNLESS(have_quantize(), "dynq-quantize not built");
+  env_t e;
+  env_files(&e);
+  env_start(&e, NULL);
+  char live[640], fifo[640];
+  snprintf(live, sizeof(live), "%s/mlp.dynq", e.models);
+  snprintf(fifo, sizeof(fifo), "%s/fifo", e.models);
+  ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+  flipper_t f = {live, NULL, fifo, 0};
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, flip_main, &f), 0);
+  tu_rpc_t c;
+  tu_rpc_open(&c, e.d.sock);
+  /* The stat-to-open window is a few microseconds: the old code hung
+   * after some thousands of reloads here (2556 in one run). */
+  int n = getenv("ATTACK_N") ? atoi(getenv("ATTACK_N")) : LONG ? 6000 : 200;
+  for (int i = 0; i < n; i++) {
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    dynq__w_request_head(&w, (uint32_t)(i + 1), "model.reload");
+    dynq__w_map(&w, 1);
+    dynq__w_str(&w, "model");
+    dynq__w_str(&w, "mlp");
+    tu_rpc_send_wbuf(&c, &w);
+    /* The answer (ok or an error) must come: a hung reload would leave
+     * this blocked, which the poll below turns into a failure. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    dynq__rpc_msg_t m;
+    char msg[256];
+    fd_set rs;
+    FD_ZERO(&rs);
+    FD_SET(c.fd, &rs);
+    struct timeval tv = {5, 0};
+    int ready = c.len > 0 ? 1 : select(c.fd + 1, &rs, NULL, NULL, &tv);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ck_assert_msg(ready > 0, "model.reload %d got no answer within 5 s (a pool thread "
+                  "blocked opening the FIFO?)", i);
+    tu_rpc_response(&c, &m, (uint32_t)(i + 1), msg, sizeof(msg));
+    if (getenv("ATTACK_DEBUG")) fprintf(stderr, "%s\n", msg);
+    dynq__rpc_free(&m);
+  }
+  atomic_store(&f.stop, 1);
+  pthread_join(th, NULL);
+  tu_rpc_close(&c);
+  /* The model still serves (some version of it), and drain is quick. */
+  struct stat st;
+  if (stat(live, &st) == 0 && S_ISFIFO(st.st_mode))
+    ck_assert_int_eq(renameat2(AT_FDCWD, live, AT_FDCWD, fifo, RENAME_EXCHANGE), 0);
+  char msg[256];
+  int rc = infer(&e, "mlp", msg, sizeof(msg));
+  if (rc != 0) {
+    char *log = tu_read_file(e.d.log, NULL);
+    fprintf(stderr, "dynqd log:\n%s\n", log ? log : "(none)");
+    free(log);
+  }
+  ck_assert_msg(rc == 0, "%s", msg);
+  env_stop(&e);
+}
+END_TEST
+
+/* ---- a model file truncated or rewritten in place while loaded ---- */
+
+START_TEST(test_model_truncated_in_place) {
+  TU_SKIP_UNLESS(have_quantize(), "dynq-quantize not built");
+  env_t e;
+  env_files(&e);
+  env_start(&e, NULL);
+  char msg[512];
+  ck_assert_int_eq(infer(&e, "mlp", msg, sizeof(msg)), 0);
+  /* `cp` over the live file, failed half-way: truncated in place. */
+  ck_assert_int_eq(truncate(e.mlp, 4096), 0);
+  for (int i = 0; i < 5; i++) {
+    int rc = infer(&e, "mlp", msg, sizeof(msg));
+    ck_assert_msg(rc == DYNQ_EFORMAT, "infer after truncation: %s (%s)", dynq_err_name(rc),
+                  msg);
+    ck_assert_msg(strstr(msg, "reload") != NULL, "%s", msg);
+  }
+  ck_assert(tu_daemon_alive(&e.d));
+  /* Other models keep serving; the fault is logged once. */
+  ck_assert_int_eq(infer(&e, "other", msg, sizeof(msg)), 0);
+  ck_assert_int_eq(tu_count_in_file(e.d.log, "truncated or rewritten in place while loaded"),
+                   1);
+  /* Rewritten in place at the same size (a cp of another build): refused
+   * too, not served from bytes nobody checked. */
+  size_t n = 0;
+  void *good = tu_read_file(e.spare, &n);
+  ck_assert_ptr_nonnull(good);
+  char other[640];
+  snprintf(other, sizeof(other), "%s/other.dynq", e.models);
+  int fd = open(other, O_WRONLY);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(pwrite(fd, good, n, 0), (ssize_t)n);  /* same bytes, new mtime */
+  close(fd);
+  struct timespec ts[2] = {{0, UTIME_OMIT}, {1, 0}};  /* and a different mtime for sure */
+  ck_assert_int_eq(utimensat(AT_FDCWD, other, ts, 0), 0);
+  ck_assert_int_eq(infer(&e, "other", msg, sizeof(msg)), DYNQ_EFORMAT);
+  /* The operator puts the file back and reloads: served again. */
+  ck_assert_int_eq(tu_write_file(e.mlp, good, n), 0);
+  free(good);
+  hup_and_wait(&e);
+  ck_assert_int_eq(infer(&e, "mlp", msg, sizeof(msg)), 0);
+  ck_assert_int_eq(infer(&e, "other", msg, sizeof(msg)), 0);
+  env_stop(&e);
+}
+END_TEST
+
+/* The SIGBUS path itself, in this process: a page of the mapping that the
+ * file no longer backs reads as zeros once the handler repaired it, and
+ * the model is marked broken (its next run refused). */
+static void test_sigbus(int sig, siginfo_t *si, void *uc) {
+  (void)uc;
+  if (!dynq__model_fault(si->si_addr)) signal(sig, SIG_DFL);
+}
+
+START_TEST(test_sigbus_repaired) {
+  TU_SKIP_UNLESS(have_quantize(), "dynq-quantize not built");
+  char *dir = tu_mkdtemp();
+  char p[600];
+  snprintf(p, sizeof(p), "%s/m.dynq", dir);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", p, NULL), 0);
+  dynq__model_t *m = NULL;
+  char err[512] = "";
+  ck_assert_int_eq(dynq__model_open(p, &m, err, sizeof(err)), 0);
+  /* The last byte of the largest constant that lies in the mapping. */
+  const dynq__graph_t *g = dynq__model_graph(m);
+  const volatile uint8_t *far = NULL;
+  size_t best = 0;
+  for (int v = 0; v < g->n_values; v++)
+    if (g->values[v].data != NULL && g->values[v].dtype != DYNQ_DT_I64 &&
+        g->values[v].nbytes > best) {
+      best = g->values[v].nbytes;
+      far = (const uint8_t *)g->values[v].data + best - 1;
+    }
+  ck_assert(far != NULL);
+  ck_assert_uint_gt(dynq__model_file_size(m), 8192);
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = test_sigbus;
+  sa.sa_flags = SA_SIGINFO;
+  ck_assert_int_eq(sigaction(SIGBUS, &sa, &old), 0);
+  ck_assert_int_eq(truncate(p, 0), 0);
+  ck_assert_int_eq(dynq__model_broken(m), 0);
+  uint8_t b = *far;  /* SIGBUS without the handler */
+  ck_assert_uint_eq(b, 0);
+  ck_assert_int_eq(dynq__model_broken(m), 1);
+  ck_assert_int_eq(dynq__model_broken_report(m), 1);
+  ck_assert_int_eq(dynq__model_broken_report(m), 0);  /* once */
+  sigaction(SIGBUS, &old, NULL);
+  /* Names were copied at load: still there. */
+  ck_assert_str_eq(g->values[g->inputs[0]].name, "x");
+  m = dynq__model_unref(m);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+/* ---- invalid UTF-8 ---- */
+
+static void w_model_param(dynq__wbuf_t *w, void *ctx) {
+  const char *name = ctx;
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "model");
+  dynq__w_str(w, name);
+}
+
+/* Every str in the response is valid UTF-8 (the error message above all). */
+static void expect_utf8_error(tu_rpc_t *c, uint32_t msgid, int code) {
+  dynq__rpc_msg_t m;
+  char msg[512];
+  int rc = tu_rpc_response(c, &m, msgid, msg, sizeof(msg));
+  ck_assert_msg(rc == code, "got %s (%s), want %s", dynq_err_name(rc), msg,
+                dynq_err_name(code));
+  const char *s;
+  size_t n;
+  /* dynq__obj_str refuses invalid UTF-8 now, so reading it proves it. */
+  ck_assert_int_eq(dynq__obj_str(dynq__obj_get(m.error, "message"), &s, &n), 0);
+  dynq__rpc_free(&m);
+}
+
+START_TEST(test_utf8_request) {
+  TU_SKIP_UNLESS(have_quantize(), "dynq-quantize not built");
+  env_t e;
+  env_files(&e);
+  env_start(&e, NULL);
+  tu_rpc_t c;
+  tu_rpc_open(&c, e.d.sock);
+  tu_rpc_call(&c, 1, "infer", w_model_param, "ml\xffp");
+  expect_utf8_error(&c, 1, DYNQ_EPARAMS);
+  tu_rpc_call(&c, 2, "model.info", w_model_param, "\xc3\x28");
+  expect_utf8_error(&c, 2, DYNQ_EPARAMS);
+  tu_rpc_call(&c, 3, "model.info", w_model_param, "\xed\xa0\x80");  /* a surrogate */
+  expect_utf8_error(&c, 3, DYNQ_EPARAMS);
+  tu_rpc_call0(&c, 4, "pi\xffng");
+  expect_utf8_error(&c, 4, DYNQ_EPARAMS);
+  /* Valid UTF-8 that names no model is still ENOMODEL, echoed intact. */
+  tu_rpc_call(&c, 5, "model.info", w_model_param, "mod\xc3\xa8le");
+  expect_utf8_error(&c, 5, DYNQ_ENOMODEL);
+  tu_rpc_ping_ok(&c, 6);
+  tu_rpc_close(&c);
+  env_stop(&e);
+}
+END_TEST
+
+/* Replace the first occurrence of the string `from` in the strings section
+ * of a model file by `to` (same length) and fix the checksums. */
+static void patch_model_string(const char *path, const char *from, const char *to) {
+  size_t n = 0;
+  uint8_t *img = tu_read_file(path, &n);
+  ck_assert_ptr_nonnull(img);
+  dynq__fhdr_t *h = (dynq__fhdr_t *)img;
+  dynq__fsection_t *t = (dynq__fsection_t *)(img + h->sections_off);
+  int done = 0;
+  size_t fl = strlen(from);
+  ck_assert_uint_eq(fl, strlen(to));
+  for (uint32_t i = 0; i < h->n_sections && !done; i++) {
+    if (t[i].kind != DYNQ_SEC_STRINGS) continue;
+    uint8_t *s = img + t[i].offset;
+    for (size_t k = 1; k + fl + 1 <= t[i].size && !done; k++)
+      if (s[k - 1] == 0 && memcmp(s + k, from, fl + 1) == 0) {
+        memcpy(s + k, to, fl);
+        done = 1;
+      }
+    t[i].crc = dynq__crc32c(0, s, t[i].size);
+  }
+  ck_assert_msg(done, "no string '%s' in %s", from, path);
+  h->table_crc = dynq__crc32c(0, t, h->n_sections * sizeof(*t));
+  h->header_crc = dynq__crc32c(0, h, offsetof(dynq__fhdr_t, header_crc));
+  ck_assert_int_eq(tu_write_file(path, img, n), 0);
+  free(img);
+}
+
+START_TEST(test_utf8_model_file) {
+  TU_SKIP_UNLESS(have_quantize(), "dynq-quantize not built");
+  env_t e;
+  env_files(&e);
+  patch_model_string(e.mlp, "x", "\xff");  /* the input's name */
+  env_start(&e, NULL);
+  char msg[512];
+  ck_assert_int_eq(infer(&e, "mlp", msg, sizeof(msg)), DYNQ_ENOMODEL);
+  ck_assert(tu_file_contains(e.d.log, "invalid UTF-8"));
+  ck_assert_int_eq(infer(&e, "other", msg, sizeof(msg)), 0);
+  int ver = 0;
+  ck_assert_int_eq(tu_admin_call(e.d.sock, "model.load", "mlp", NULL, &ver, msg, sizeof(msg)),
+                   DYNQ_EFORMAT);
+  ck_assert_msg(strstr(msg, "invalid UTF-8") != NULL, "%s", msg);
+  env_stop(&e);
+}
+END_TEST
+
+/* ---- admin_group against the peer's real groups ---- */
+
+/* model.unload of a missing model as uid 65534 with gid and supplementary
+ * groups as given: 1 refused (EDENIED), 2 admitted (then ENOMODEL), other
+ * values are setup failures. */
+static int unload_as(const char *sock, gid_t gid, int ngroups, const gid_t *groups) {
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    if (setgroups((size_t)ngroups, groups) != 0) _exit(101);
+    if (setgid(gid) != 0) _exit(102);
+    if (setuid(65534) != 0) _exit(103);
+    char msg[512];
+    int rc = tu_admin_call(sock, "model.unload", "ghost", NULL, NULL, msg, sizeof(msg));
+    _exit(rc == DYNQ_EDENIED ? 1 : rc == DYNQ_ENOMODEL ? 2 : 3);
+  }
+  int st = 0;
+  ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+  ck_assert(WIFEXITED(st));
+  return WEXITSTATUS(st);
+}
+
+START_TEST(test_admin_group_real_credentials) {
+  if (getuid() != 0) {
+    fprintf(stderr, "SKIP %s: needs root to run a client as another uid\n", __func__);
+    return;
+  }
+  struct group *g = getgrgid(65534);
+  if (g == NULL) {
+    fprintf(stderr, "SKIP %s: no group 65534\n", __func__);
+    return;
+  }
+  char *models = NULL;
+  char *dir = tu_mkdtemp_models(&models);
+  char arg[80];
+  snprintf(arg, sizeof(arg), "%s", g->gr_name);
+  const char *extra[] = {"--admin-group", arg, NULL};
+  tu_daemon_t d;
+  ck_assert_int_eq(tu_daemon_start(&d, dir, models, extra), 0);
+  ck_assert_int_eq(chmod(dir, 0755), 0);
+  ck_assert_int_eq(chmod(d.sock, 0666), 0);
+  /* uid nobody, whose database entry's group is 65534, running with gid
+   * 65533 and no supplementary groups: not in the admin group. */
+  ck_assert_int_eq(unload_as(d.sock, 65533, 0, NULL), 1);
+  /* The group as the process's gid, or as a supplementary group: admin. */
+  ck_assert_int_eq(unload_as(d.sock, 65534, 0, NULL), 2);
+  gid_t sup[] = {65534};
+  ck_assert_int_eq(unload_as(d.sock, 65533, 1, sup), 2);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  tu_rmtree(dir);
+  free(dir);
+  free(models);
+}
+END_TEST
+
+static Suite *attack_suite(void) {
+  Suite *s = suite_create("attack");
+  TCase *tc = tcase_create("cases");
+  tcase_set_timeout(tc, 300);
+  tcase_add_test(tc, test_config_not_text);
+  tcase_add_test(tc, test_model_open_fifo);
+  tcase_add_test(tc, test_reload_fifo_race);
+  tcase_add_test(tc, test_model_truncated_in_place);
+  tcase_add_test(tc, test_sigbus_repaired);
+  tcase_add_test(tc, test_utf8_request);
+  tcase_add_test(tc, test_utf8_model_file);
+  tcase_add_test(tc, test_admin_group_real_credentials);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  return tu_run_suite(attack_suite()) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
