@@ -6,6 +6,12 @@
  * corrupted file.  Every answer loadgen gets must equal one version's
  * output exactly.  Also: paths confined to the model directory, versions
  * (name@N), load/unload, and admin checks against a non-admin peer.
+ *
+ * Loads at start-up and on SIGHUP run off the loop: a ping sent while a
+ * model with a long warm-up (tests/fixtures/slow_warm.onnx) loads is
+ * answered before READY=1, and a model whose input declares a huge fixed
+ * dimension (huge_input.onnx) is refused or served unwarmed without dynqd
+ * allocating its warm-up input.
  */
 #include <check.h>
 #include <errno.h>
@@ -15,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -425,6 +432,172 @@ START_TEST(test_non_admin_refused) {
 }
 END_TEST
 
+/* Whether a datagram holding the line `want` is queued right now (reads,
+ * never waits). */
+static int notify_now(tu_notify_t *n, const char *want) {
+  char buf[1024];
+  ssize_t got;
+  int hit = 0;
+  while ((got = recv(n->fd, buf, sizeof(buf) - 1, MSG_DONTWAIT)) > 0) {
+    buf[got] = '\0';
+    for (char *line = buf; line && *line;) {
+      char *nl = strchr(line, '\n');
+      if (nl) *nl = '\0';
+      hit |= strcmp(line, want) == 0;
+      line = nl ? nl + 1 : NULL;
+    }
+  }
+  return hit;
+}
+
+static long rss_kib(pid_t pid) {
+  char path[64], line[256];
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  FILE *f = fopen(path, "r");
+  long kib = -1;
+  while (f && fgets(line, sizeof(line), f))
+    if (sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+  if (f) fclose(f);
+  return kib;
+}
+
+static int model_listed(const char *sock, const char *name) {
+  tu_rpc_t c;
+  tu_rpc_open(&c, sock);
+  tu_rpc_call0(&c, 90, "models.list");
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(&c, 90, &m);
+  int found = 0;
+  for (uint32_t i = 0; i < dynq__obj_len(m.result); i++) {
+    char n[64];
+    dynq__obj_t e = dynq__obj_at(m.result, i);
+    int64_t ver = 0;
+    if (dynq__obj_strcpy(dynq__obj_get(e, "name"), n, sizeof(n)) == 0 && strcmp(n, name) == 0) {
+      found = 1;
+      ck_assert_int_eq(dynq__obj_int(dynq__obj_get(e, "version"), &ver), 0);
+      ck_assert_int_ge(ver, 1);
+    }
+  }
+  dynq__rpc_free(&m);
+  tu_rpc_close(&c);
+  return found;
+}
+
+/* A ping answered now, on a fresh connection. */
+static void ping_now(const char *sock) {
+  tu_rpc_t c;
+  tu_rpc_open(&c, sock);
+  tu_rpc_call0(&c, 91, "ping");
+  tu_rpc_expect_pong(&c, 91);
+  tu_rpc_close(&c);
+}
+
+START_TEST(test_hup_loads_off_the_loop) {
+  env_t e;
+  if (env_start(&e, NULL) != 0) return;
+  char slow[700], tmp[700];
+  snprintf(tmp, sizeof(tmp), "%s/slow_warm.dynq", e.dir);
+  snprintf(slow, sizeof(slow), "%s/slow_warm.dynq", e.models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/slow_warm.onnx", tmp, "--no-reference", NULL), 0);
+  tu_swap_file(tmp, slow, e.models);
+  ck_assert_int_eq(kill(e.d.pid, SIGHUP), 0);
+  ck_assert_msg(tu_notify_wait(&e.ns, "RELOADING=1", NULL, 0), "no RELOADING=1");
+  /* Its warm-up runs 4096 rows through 48 layers: the loop answers
+   * meanwhile, so the pong comes before the rescan's READY=1.  (Loading
+   * on the loop, READY=1 was sent before the ping was even read.) */
+  ping_now(e.d.sock);
+  ck_assert_msg(!notify_now(&e.ns, "READY=1"), "READY=1 came before the ping was answered: "
+                "the SIGHUP load ran on the loop");
+  ck_assert_msg(tu_notify_wait(&e.ns, "READY=1", NULL, 0), "no READY=1 after the rescan");
+  ck_assert(model_listed(e.d.sock, "slow_warm"));
+  ck_assert(model_listed(e.d.sock, "mlp"));
+  env_stop(&e);
+}
+END_TEST
+
+START_TEST(test_startup_loads_off_the_loop) {
+  if (access(tu_build("models/dynq-quantize"), X_OK) != 0) return;
+  char *dir = tu_mkdtemp();
+  char models[512], p[700];
+  snprintf(models, sizeof(models), "%s/models", dir);
+  ck_assert_int_eq(mkdir(models, 0755), 0);
+  snprintf(p, sizeof(p), "%s/slow_warm.dynq", models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/slow_warm.onnx", p, "--no-reference", NULL), 0);
+  snprintf(p, sizeof(p), "%s/mlp.dynq", models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", p, NULL), 0);
+  size_t xn = 0;
+  void *x = tu_read_file(tu_src("tests/fixtures/mlp_x.f32"), &xn);
+  ck_assert_ptr_nonnull(x);
+  memcpy(g_x, x, xn);
+  free(x);
+  tu_notify_t ns;
+  tu_notify_open(&ns, dir);
+  tu_daemon_t d;
+  ck_assert_int_eq(tu_daemon_start(&d, dir, models, NULL), 0);
+  /* The socket accepts at once; ping is answered while the models load. */
+  ping_now(d.sock);
+  ck_assert_msg(!notify_now(&ns, "READY=1"), "READY=1 came before the ping was answered: "
+                "start-up loads ran on the loop");
+  /* An infer sent during the loads waits for them, as if they had been
+   * loaded before listening. */
+  void *out = NULL;
+  size_t on = 0;
+  char msg[512];
+  int rc = tu_infer_mlp(d.sock, "mlp", g_x, 16, &out, &on, msg, sizeof(msg));
+  ck_assert_msg(rc == 0, "infer during start-up: %s: %s", dynq_err_name(rc), msg);
+  free(out);
+  ck_assert(tu_notify_wait(&ns, "READY=1", NULL, 0));
+  ck_assert(model_listed(d.sock, "slow_warm"));
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  tu_notify_close(&ns);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+START_TEST(test_warmup_bounds) {
+  if (access(tu_build("models/dynq-quantize"), X_OK) != 0) return;
+  char *dir = tu_mkdtemp();
+  char models[512], p[700];
+  snprintf(models, sizeof(models), "%s/models", dir);
+  ck_assert_int_eq(mkdir(models, 0755), 0);
+  snprintf(p, sizeof(p), "%s/huge.dynq", models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/huge_input.onnx", p, NULL), 0);
+  snprintf(p, sizeof(p), "%s/mlp.dynq", models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", p, NULL), 0);
+  tu_notify_t ns;
+  tu_notify_open(&ns, dir);
+
+  /* Within max_tensor_elems (1 Gi elements < 2G) but 4 GiB of warm-up
+   * input: served without warm-up, nothing allocated for it. */
+  tu_daemon_t d;
+  ck_assert_int_eq(tu_daemon_start(&d, dir, models, NULL), 0);
+  ck_assert(tu_notify_wait(&ns, "READY=1", NULL, 0));
+  ping_now(d.sock);
+  ck_assert(model_listed(d.sock, "huge"));
+  ck_assert(model_listed(d.sock, "mlp"));
+  long kib = rss_kib(d.pid);
+  ck_assert_msg(kib > 0 && kib < 512 * 1024, "dynqd RSS %ld KiB after loading", kib);
+  ck_assert(tu_file_contains(d.log, "model 'huge': its warm-up inputs would take 4294967296 bytes"));
+  ck_assert(tu_file_contains(d.log, "serving it without warm-up"));
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+
+  /* Above max_tensor_elems: no request could ever be sent to it: refused
+   * at load, the other model serves. */
+  const char *small[] = {"--max-tensor-elems", "1000000", NULL};
+  ck_assert_int_eq(tu_daemon_start(&d, dir, models, small), 0);
+  ck_assert(tu_notify_wait(&ns, "READY=1", NULL, 0));
+  ck_assert(!model_listed(d.sock, "huge"));
+  ck_assert(model_listed(d.sock, "mlp"));
+  ck_assert(tu_file_contains(d.log, "input 'x' declares 1073741824 elements, more than "
+                             "max_tensor_elems (1000000)"));
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  tu_notify_close(&ns);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 static Suite *reload_suite(void) {
   Suite *s = suite_create("reload");
   TCase *tc = tcase_create("lifecycle");
@@ -434,6 +607,9 @@ static Suite *reload_suite(void) {
   tcase_add_test(tc, test_pipelined_loads_in_order);
   tcase_add_test(tc, test_paths_confined);
   tcase_add_test(tc, test_non_admin_refused);
+  tcase_add_test(tc, test_hup_loads_off_the_loop);
+  tcase_add_test(tc, test_startup_loads_off_the_loop);
+  tcase_add_test(tc, test_warmup_bounds);
   suite_add_tcase(s, tc);
   return s;
 }
