@@ -59,3 +59,14 @@ def test_permission_error_says_so(tmp_path, monkeypatch):
         assert ei.value.name == "EACCES" and "group dynq" in str(ei.value)
     finally:
         s.close()
+
+
+def test_only_nobody_there_moves_on(monkeypatch, daemon):
+    # A path that fails otherwise (here: too long for sun_path) stops the
+    # search even though the system path would answer, as in libdynqclient.
+    monkeypatch.delenv("DYNQ_SOCKET", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/tmp/" + "d" * 200)
+    monkeypatch.setattr(dynq.client, "SYSTEM_SOCKET", daemon.sock)
+    with pytest.raises(dynq.ConnectError) as ei:
+        dynq.Client()
+    assert ei.value.name == "ENAMETOOLONG" and len(ei.value.tried) == 1

@@ -12,6 +12,7 @@ waiting.  A lone caller therefore reads its answer itself, with no thread
 hand-off on the way (a hand-off costs more than a small request).
 """
 import array
+import errno
 import itertools
 import os
 import socket
@@ -40,7 +41,8 @@ def socket_paths(path=None):
     An explicit path, else $DYNQ_SOCKET, is the only one tried.  Otherwise the
     per-user path $XDG_RUNTIME_DIR/dynq/dynqd.sock comes first, then the
     system service's /run/dynq/dynqd.sock (a login session sets
-    XDG_RUNTIME_DIR even when dynqd runs as the system service).
+    XDG_RUNTIME_DIR even when dynqd runs as the system service).  As in
+    libdynqclient, only ENOENT and ECONNREFUSED move on to the next path.
     """
     if path:
         return [os.fspath(path)]
@@ -56,7 +58,8 @@ def socket_paths(path=None):
 
 
 def _errno_name(e):
-    import errno
+    if e.errno is None and "too long" in str(e):
+        return "ENAMETOOLONG"  # Python's own check of sun_path sets no errno
     return errno.errorcode.get(e.errno, "ESYSTEM") if e.errno else "ESYSTEM"
 
 
@@ -71,9 +74,12 @@ def _connect(paths, timeout):
         except OSError as e:
             s.close()
             tried.append((p, _errno_name(e), e.strerror or str(e)))
-    # EACCES says more than a missing path tried earlier or later.
+            # Only "nobody there" moves on (as libdynqclient): a socket we
+            # may not open is dynqd's, and a later path would hide why.
+            if e.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+                break
     names = [t[1] for t in tried]
-    name = "EACCES" if "EACCES" in names else names[-1]
+    name = names[-1]
     msg = "cannot connect to dynqd: " + "; ".join(f"{p}: {why}" for p, _, why in tried)
     if name == "EACCES":
         msg += " (the socket is group dynq: join that group, or set DYNQ_SOCKET)"
