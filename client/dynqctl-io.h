@@ -54,6 +54,12 @@ int dynq__npy_write(const char *path, const dynq_tensor_t *t, char *err,
  * DYNQ_ENUMERIC (number outside float32 range), DYNQ_ELIMIT, -ENOMEM. */
 int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret,
                      char *err, size_t errlen);
+/* The same as a tensor of dtype (DYNQ_FLOAT32 ... DYNQ_INT64), and a bare
+ * number as a rank-0 tensor.  Integer dtypes take integers only (no '.' or
+ * exponent: DYNQ_EDTYPE), converted exactly and range-checked
+ * (DYNQ_ENUMERIC). */
+int dynq__json_parse_as(const char *s, size_t len, int dtype, dynq_tensor_t *ret,
+                        char *err, size_t errlen);
 
 void dynq__io_tensor_free(dynq_tensor_t *t);
 

@@ -35,6 +35,7 @@ typedef struct ctl {
   int json;                  /* --json */
   const char *cmd;           /* full command name, for messages */
   dynq_client_t *client;     /* owned; closed in main */
+  int json_untyped;          /* an --input was JSON without a :DTYPE (for hints) */
 } ctl_t;
 
 typedef struct command {
@@ -63,9 +64,10 @@ static const command_t commands[] = {
   { "status", "", "show the server's version, kernel, workers and uptime", cmd_status },
   { "list", "", "list the loaded models", cmd_list },
   { "info", "MODEL", "show a model's inputs, outputs and weights", cmd_info },
-  { "infer", "MODEL [--input [NAME=]FILE|JSON ...] [--precision int8|fp32] [--output-dir DIR] "
-    "[--timeout-ms MS] [--record DIR]",
-    "run a model on inputs from .npy/.json/.npz files or inline JSON arrays", cmd_infer },
+  { "infer", "MODEL [--input [NAME[:DTYPE]=]FILE|JSON ...] [--precision int8|fp32] "
+    "[--output-dir DIR] [--timeout-ms MS] [--record DIR]",
+    "run a model on inputs from .npy/.json/.npz files, inline JSON arrays or numbers "
+    "(JSON is float32 unless NAME:int64= etc.)", cmd_infer },
   { "health", "", "liveness and readiness (exit 1 unless ready)", cmd_health },
   { "stats", "[--json|--prometheus]",
     "request counts and latency percentiles per model; --prometheus for the textfile "
@@ -75,8 +77,8 @@ static const command_t commands[] = {
   { "reload", "NAME", "re-open a model's file; the old version serves on failure (admin)",
     cmd_reload },
   { "stream", "MODEL --input NAME=FILE.wav [--chunk N] [--context N] [--rate HZ] "
-    "[--bind IN=OUT ...] [--set NAME=VALUE ...] [--output NAME] [--record DIR] "
-    "[--compare [--threshold T]]",
+    "[--bind IN=OUT ...] [--set NAME=VALUE ...] [--output NAME] [--precision int8|fp32] "
+    "[--record DIR] [--compare [--threshold T]]",
     "stream a 16-bit PCM mono WAV through a session, one line per chunk", cmd_stream },
   { "compare", "MODEL [--input [NAME=]FILE|JSON ...] [--threshold T] [--timeout-ms MS]",
     "run both precisions on the same inputs: relL2, max |d|, cosine and changed decisions "
@@ -164,12 +166,41 @@ static int ctl_connect(ctl_t *ctl) {
   return EXIT_OK;
 }
 
+static void print_hint(const ctl_t *ctl, int r);
+
 /* Report a failed call: the server's message when there is one. */
 static int call_failed(ctl_t *ctl, int r) {
   const char *m = dynq_client_errmsg(ctl->client);
   if (m == NULL || *m == '\0') m = dynq_strerror(r);
   errx_msg("%s: %s (%s)", ctl->cmd, m, dynq_err_name(r));
+  print_hint(ctl, r);
   return EXIT_FAIL;
+}
+
+/* What to do next, in dynqctl's own terms (the server's messages are for
+ * every client and may name RPC methods). */
+static void print_hint(const ctl_t *ctl, int r) {
+  const char *h = NULL;
+  switch (r) {
+  case DYNQ_ENOMODEL: h = "'dynqctl list' shows the loaded models"; break;
+  case DYNQ_ENOINPUT:
+  case DYNQ_ESHAPE: h = "'dynqctl info MODEL' shows its inputs and their shapes"; break;
+  case DYNQ_EDTYPE:
+    h = ctl->json_untyped
+            ? "JSON inputs are float32 unless typed: --input NAME:int64=VALUE (or :int32, "
+              ":int8, :uint8, :float32); 'dynqctl info MODEL' shows each input's dtype"
+            : "'dynqctl info MODEL' shows each input's dtype; .npy inputs keep their own, "
+              "JSON ones take NAME:DTYPE=VALUE";
+    break;
+  case DYNQ_ENOREF:
+    h = "the model was written with 'dynq-quantize --no-reference'; requantize without it "
+        "to use --precision fp32";
+    break;
+  case DYNQ_EOVERLOAD: h = "dynqd's queue is full: retry later, or raise 'queue' in dynqd.conf"; break;
+  case DYNQ_ENOSESSION: h = "the session was closed or timed out (session_idle_timeout_ms)"; break;
+  default: break;
+  }
+  if (h != NULL) fprintf(stderr, "dynqctl: hint: %s\n", h);
 }
 
 /* ---- JSON output helpers ---- */
@@ -441,13 +472,38 @@ out:
   return buf;
 }
 
-/* "[NAME=]FILE.npy", "[NAME=]FILE.json" or "[NAME=][...]" -> tensor.
- * *ret_name is NULL when no name was given (strdup'd otherwise). */
-static int load_input(const char *spec, char **ret_name, dynq_tensor_t *ret_t) {
+/* "NAME:DTYPE" (DTYPE one of the wire dtypes) -> NAME, and the dtype in
+ * *ret_dtype; any other name (TF-style "input:0" too) is left whole and
+ * *ret_dtype is 0. */
+static void split_dtype_suffix(char *name, int *ret_dtype) {
+  static const int dts[] = { DYNQ_FLOAT32, DYNQ_INT8, DYNQ_UINT8, DYNQ_INT32, DYNQ_INT64 };
+  char *colon = strrchr(name, ':');
+  *ret_dtype = 0;
+  if (colon == NULL) return;
+  for (size_t i = 0; i < sizeof(dts) / sizeof(dts[0]); i++) {
+    if (strcmp(colon + 1, dtype_name(dts[i])) == 0) {
+      *colon = '\0';
+      *ret_dtype = dts[i];
+      return;
+    }
+  }
+}
+
+/* An inline JSON value: an array, or a bare number (a scalar). */
+static int is_inline_json(const char *v) {
+  return v[0] == '[' || v[0] == '-' || (v[0] >= '0' && v[0] <= '9');
+}
+
+/* "[NAME[:DTYPE]=]FILE.npy", "...=FILE.json", "...=[...]" or "...=NUMBER"
+ * -> tensor.  JSON values are float32 unless DTYPE says otherwise (then
+ * *ret_json_untyped is 0).  *ret_name is NULL when no name was given
+ * (strdup'd otherwise). */
+static int load_input(const char *spec, char **ret_name, dynq_tensor_t *ret_t,
+                      int *ret_json_untyped) {
   const char *eq = strchr(spec, '='), *val = spec;
   char *name = NULL, *buf = NULL, err[256] = "";
   size_t len = 0;
-  int r;
+  int r, dtype = 0;
 
   /* "name=" only when the part before '=' looks like a name, so paths and
    * inline arrays holding '=' are not split. */
@@ -458,33 +514,50 @@ static int load_input(const char *spec, char **ret_name, dynq_tensor_t *ret_t) {
     }
     name = strndup(spec, (size_t)(eq - spec));
     if (name == NULL) return -1;
+    split_dtype_suffix(name, &dtype);
+    if (name[0] == '\0') {
+      errx_msg("infer: --input '%s': empty input name before the dtype", spec);
+      goto fail;
+    }
     val = eq + 1;
   }
   if (val[0] == '\0') {
     errx_msg("infer: --input '%s': nothing after the input name", spec);
     goto fail;
   }
-  if (val[0] == '[') {
-    r = dynq__json_parse(val, strlen(val), ret_t, err, sizeof(err));
-    if (r < 0) {
-      errx_msg("infer: --input '%s': %s", spec, err);
-      goto fail;
-    }
-  } else if (ends_with(val, ".npy") || ends_with(val, ".json")) {
+  *ret_json_untyped = dtype == 0;
+  if (ends_with(val, ".npy") || ends_with(val, ".json")) {
     buf = slurp("infer", val, &len);
     if (buf == NULL) goto fail;
-    if (ends_with(val, ".npy"))
+    if (ends_with(val, ".npy")) {
       r = dynq__npy_parse(buf, len, ret_t, err, sizeof(err));
-    else
-      r = dynq__json_parse(buf, len, ret_t, err, sizeof(err));
+      *ret_json_untyped = 0;
+      if (r == 0 && dtype != 0 && ret_t->dtype != dtype) {
+        errx_msg("infer: input %s holds %s, not %s (a .npy file keeps its own dtype; "
+                 "drop ':%s' or convert the file)", val, dtype_name(ret_t->dtype),
+                 dtype_name(dtype), dtype_name(dtype));
+        free(buf);
+        dynq__io_tensor_free(ret_t);
+        goto fail;
+      }
+    } else {
+      r = dynq__json_parse_as(buf, len, dtype ? dtype : DYNQ_FLOAT32, ret_t, err, sizeof(err));
+    }
     free(buf);
     if (r < 0) {
       errx_msg("infer: input %s: %s", val, err);
       goto fail;
     }
+  } else if (is_inline_json(val)) {
+    r = dynq__json_parse_as(val, strlen(val), dtype ? dtype : DYNQ_FLOAT32, ret_t, err,
+                            sizeof(err));
+    if (r < 0) {
+      errx_msg("infer: --input '%s': %s", spec, err);
+      goto fail;
+    }
   } else {
-    errx_msg("infer: --input '%s': expected [NAME=]FILE.npy, [NAME=]FILE.json or "
-             "[NAME=][JSON array]", spec);
+    errx_msg("infer: --input '%s': expected [NAME[:DTYPE]=]FILE.npy, FILE.json, a JSON "
+             "array or a number", spec);
     goto fail;
   }
   *ret_name = name;
@@ -707,7 +780,11 @@ static int run_infer(ctl_t *ctl, int argc, char **argv, int compare) {
         if (load_npz_inputs(what, optarg, inputs, names, &n_in) < 0) goto out;
         break;
       }
-      if (load_input(optarg, &names[n_in], &inputs[n_in]) < 0) goto out;
+      {
+        int untyped = 0;
+        if (load_input(optarg, &names[n_in], &inputs[n_in], &untyped) < 0) goto out;
+        ctl->json_untyped |= untyped;
+      }
       n_in++;
       break;
     case 'R':
@@ -1097,6 +1174,44 @@ static void print_stream_line(ctl_t *ctl, size_t index, double t, const dynq_ten
   }
 }
 
+/* A --set for an input the model does not have is dropped with a note: a
+ * model quantized with dynq-quantize --set NAME=VALUE has NAME folded in
+ * as a constant, and the same command line should work against either
+ * build of the model.  EXIT_OK, or a failure of model.info. */
+static int drop_absent_sets(ctl_t *ctl, const char *model, set_input_t *sets, int *n_sets) {
+  dynq_model_info_t mi;
+  int r = dynq_model_info(ctl->client, model, &mi), kept = 0;
+  if (r < 0) return call_failed(ctl, r);
+  for (int i = 0; i < *n_sets; i++) {
+    int found = 0;
+    for (int k = 0; k < mi.n_inputs && !found; k++)
+      found = strcmp(mi.inputs[k].name, sets[i].name) == 0;
+    if (found) {
+      sets[kept++] = sets[i];
+      continue;
+    }
+    fprintf(stderr, "dynqctl: stream: note: model '%s' has no input '%s' (fixed when it was "
+                    "quantized with --set?); ignoring --set %s\n", model, sets[i].name,
+            sets[i].name);
+    free(sets[i].name);
+  }
+  for (int i = kept; i < *n_sets; i++) sets[i].name = NULL;
+  *n_sets = kept;
+  dynq_model_info_free(&mi);
+  return EXIT_OK;
+}
+
+/* The human output's first lines: what is streamed and how. */
+static void print_stream_header(const char *model, const char *in_name, const char *path,
+                                unsigned rate, size_t n, unsigned long long chunk,
+                                unsigned long long context, int precision,
+                                const char *out_name) {
+  printf("# %s: %s = %s (%u Hz, %.2f s), chunk %llu + context %llu samples, "
+         "precision %s, output '%s'\n", model, in_name, path, rate, (double)n / rate, chunk,
+         context, precision == DYNQ_INFER_FP32 ? "fp32" : "int8", out_name);
+  printf("%6s %10s  %s\n", "#chunk", "time_s", "values");
+}
+
 static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
   static const struct option opts[] = {
     { "input", required_argument, NULL, 'i' },
@@ -1106,6 +1221,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     { "bind", required_argument, NULL, 'b' },
     { "set", required_argument, NULL, 'S' },
     { "output", required_argument, NULL, 'O' },
+    { "precision", required_argument, NULL, 'P' },
     { "json", no_argument, NULL, 'j' },
     { "record", required_argument, NULL, 'R' },
     { "compare", no_argument, NULL, 'C' },
@@ -1121,6 +1237,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
   char *sum_names[MAX_STREAM_OUTPUTS];
   int n_sum = 0;
   char *in_name = NULL, *in_path = NULL, *binds[2 * MAX_BINDS], *buf = NULL, err[512] = "";
+  int precision = DYNQ_INFER_DEFAULT;
   const char *model, *want_out = NULL;
   set_input_t sets[MAX_SETS];
   dynq_tensor_t inputs[1 + MAX_SETS];
@@ -1136,7 +1253,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
   memset(&wav, 0, sizeof(wav));
   optind = 0;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "i:c:x:r:b:S:O:jR:CT:", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "i:c:x:r:b:S:O:P:jR:CT:", opts, NULL)) != -1) {
     switch (ch) {
     case 'R':
       record = optarg;
@@ -1146,6 +1263,16 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
       break;
     case 'T':
       if (parse_threshold("stream", optarg, &threshold) < 0) goto out;
+      break;
+    case 'P':
+      if (strcmp(optarg, "int8") == 0) {
+        precision = DYNQ_INFER_INT8;
+      } else if (strcmp(optarg, "fp32") == 0) {
+        precision = DYNQ_INFER_FP32;
+      } else {
+        errx_msg("stream: --precision must be int8 or fp32, not '%s'", optarg);
+        goto out;
+      }
       break;
     case 'i':
       if (in_name != NULL) {
@@ -1192,7 +1319,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
       ctl->json = 1;
       break;
     default:
-      if (strchr("icxrbSORT", optopt) != NULL && optopt != 0)
+      if (strchr("icxrbSORTP", optopt) != NULL && optopt != 0)
         errx_msg("stream: option '%s' needs an argument", argv[optind - 1]);
       else
         errx_msg("stream: unknown option '%s'", argv[optind - 1]);
@@ -1227,6 +1354,10 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     errx_msg("stream: --threshold goes with --compare");
     goto out;
   }
+  if (compare && precision != DYNQ_INFER_DEFAULT) {
+    errx_msg("stream: --compare runs both precisions; drop --precision");
+    goto out;
+  }
   buf = slurp("stream", in_path, &len);
   if (buf == NULL) goto out;
   r = dynq__wav_parse(buf, len, &wav, err, sizeof(err));
@@ -1253,6 +1384,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
   }
 
   if ((rc = ctl_connect(ctl)) != EXIT_OK) goto out;
+  if (n_sets > 0 && (rc = drop_absent_sets(ctl, model, sets, &n_sets)) != EXIT_OK) goto out;
   r = dynq_session_open(ctl->client, model, (const char *const *)binds, n_binds, 0, &sid);
   if (r < 0) {
     rc = call_failed(ctl, r);
@@ -1311,7 +1443,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     dynq_infer_opts_init(&so);
     so.use_session = 1;
     so.session = sid;
-    so.precision = compare ? DYNQ_INFER_INT8 : DYNQ_INFER_DEFAULT;
+    so.precision = compare ? DYNQ_INFER_INT8 : precision;
     r = dynq_infer_ex(ctl->client, NULL, inputs, 1 + n_sets, &so, &res);
     if (r < 0) {
       rc = call_failed(ctl, r);
@@ -1389,6 +1521,9 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
       rc = EXIT_FAIL;
       goto out;
     }
+    if (k == 0 && !ctl->json)
+      print_stream_header(model, in_name, in_path, (unsigned)rate, wav.n, chunk, context,
+                          precision, o->name);
     print_stream_line(ctl, k, (double)(k * chunk) / (double)rate, o);
     dynq_infer_result_free(&res);
   }

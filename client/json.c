@@ -1,5 +1,7 @@
 /*
- * JSON nested number arrays -> float32 tensor, for dynqctl --input.
+ * JSON nested number arrays -> tensor, for dynqctl --input: float32 by
+ * default, or any wire dtype when the caller names one (integer dtypes take
+ * integers only, converted exactly: token ids above 2^24 survive).
  * Only what an input needs: arrays, numbers (RFC 8259 grammar), whitespace.
  * The shape is learned from the first array at each depth; every later
  * array at that depth must have the same length and every element at a
@@ -22,7 +24,9 @@ typedef struct jp {
   const char *s, *p, *end;
   int kind[DYNQ__JSON_MAX_DEPTH + 2];   /* kind of the elements at depth d */
   int64_t len[DYNQ__JSON_MAX_DEPTH + 1]; /* array length at depth d, -1 unknown */
-  float *vals;                           /* owned until handed out */
+  int dtype;                             /* of the values */
+  size_t esz;                            /* its size in bytes */
+  unsigned char *vals;                   /* owned until handed out */
   size_t n, cap;
   char *err;
   size_t errlen;
@@ -48,11 +52,65 @@ static void skip_ws(jp_t *j) {
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
+static const char *dtype_str(int dt) {
+  switch (dt) {
+  case DYNQ_INT8: return "int8";
+  case DYNQ_UINT8: return "uint8";
+  case DYNQ_INT32: return "int32";
+  case DYNQ_INT64: return "int64";
+  default: return "float32";
+  }
+}
+
+/* The number text tmp (JSON grammar already checked) as j->dtype, into v. */
+static int convert(jp_t *j, const char *tmp, int integral, unsigned char *v) {
+  static const struct { int dt; long long lo, hi; } range[] = {
+    { DYNQ_INT8, INT8_MIN, INT8_MAX }, { DYNQ_UINT8, 0, UINT8_MAX },
+    { DYNQ_INT32, INT32_MIN, INT32_MAX }, { DYNQ_INT64, INT64_MIN, INT64_MAX },
+  };
+  if (j->dtype == DYNQ_FLOAT32) {
+    double d = strtod(tmp, NULL);
+    float f;
+    if (!isfinite(d) || fabs(d) > FLT_MAX)
+      return jfail(j, DYNQ_ENUMERIC, "number %s is outside the float32 range", tmp);
+    f = (float)d;
+    memcpy(v, &f, sizeof(f));
+    return 0;
+  }
+  if (!integral)
+    return jfail(j, DYNQ_EDTYPE, "%s is not an integer, and the input is %s", tmp,
+                 dtype_str(j->dtype));
+  for (size_t k = 0; k < sizeof(range) / sizeof(range[0]); k++) {
+    long long x;
+    if (range[k].dt != j->dtype) continue;
+    errno = 0;
+    x = strtoll(tmp, NULL, 10);
+    if (errno == ERANGE || x < range[k].lo || x > range[k].hi)
+      return jfail(j, DYNQ_ENUMERIC, "number %s is outside the %s range", tmp,
+                   dtype_str(j->dtype));
+    if (j->dtype == DYNQ_INT8) {
+      int8_t y = (int8_t)x;
+      memcpy(v, &y, 1);
+    } else if (j->dtype == DYNQ_UINT8) {
+      uint8_t y = (uint8_t)x;
+      memcpy(v, &y, 1);
+    } else if (j->dtype == DYNQ_INT32) {
+      int32_t y = (int32_t)x;
+      memcpy(v, &y, 4);
+    } else {
+      int64_t y = (int64_t)x;
+      memcpy(v, &y, 8);
+    }
+    return 0;
+  }
+  return jfail(j, DYNQ_EDTYPE, "unknown dtype %d", j->dtype);
+}
+
 static int parse_number(jp_t *j) {
   const char *st = j->p, *q = j->p;
   char tmp[64];
-  double v;
-  float *nv;
+  unsigned char *nv;
+  int integral = 1, r;
 
   /* Check the JSON grammar first: strtod alone would take "inf", "0x1p3",
    * leading '+' and other things that are not JSON. */
@@ -65,11 +123,13 @@ static int parse_number(jp_t *j) {
   }
   if (q < j->end && *q == '.') {
     q++;
+    integral = 0;
     if (q >= j->end || !is_digit(*q)) return jfail(j, DYNQ_EFORMAT, "malformed number");
     while (q < j->end && is_digit(*q)) q++;
   }
   if (q < j->end && (*q == 'e' || *q == 'E')) {
     q++;
+    integral = 0;
     if (q < j->end && (*q == '+' || *q == '-')) q++;
     if (q >= j->end || !is_digit(*q)) return jfail(j, DYNQ_EFORMAT, "malformed number");
     while (q < j->end && is_digit(*q)) q++;
@@ -77,20 +137,19 @@ static int parse_number(jp_t *j) {
   if ((size_t)(q - st) >= sizeof(tmp)) return jfail(j, DYNQ_EFORMAT, "number too long");
   memcpy(tmp, st, (size_t)(q - st));
   tmp[q - st] = '\0';
-  v = strtod(tmp, NULL);
-  if (!isfinite(v) || fabs(v) > FLT_MAX)
-    return jfail(j, DYNQ_ENUMERIC, "number %s is outside the float32 range", tmp);
   if (j->n == j->cap) {
     size_t nc = j->cap ? j->cap * 2 : 64;
     if (nc > (size_t)DYNQ__IO_MAX_ELEMS) nc = (size_t)DYNQ__IO_MAX_ELEMS;
     if (j->n == nc)
       return jfail(j, DYNQ_ELIMIT, "more than %lld numbers", (long long)DYNQ__IO_MAX_ELEMS);
-    nv = realloc(j->vals, nc * sizeof(*nv));
+    nv = realloc(j->vals, nc * j->esz);
     if (nv == NULL) return jfail(j, -ENOMEM, "out of memory");
     j->vals = nv;
     j->cap = nc;
   }
-  j->vals[j->n++] = (float)v;
+  r = convert(j, tmp, integral, j->vals + j->n * j->esz);
+  if (r < 0) return r;
+  j->n++;
   j->p = q;
   return 0;
 }
@@ -147,8 +206,8 @@ static int parse_elem(jp_t *j, int d) {
   return parse_number(j);
 }
 
-int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret, char *err,
-                     size_t errlen) {
+static int parse_top(const char *s, size_t len, int dtype, int scalar_ok, dynq_tensor_t *ret,
+                     char *err, size_t errlen) {
   jp_t j;
   dynq_tensor_t t;
   int r, rank = 0;
@@ -159,15 +218,25 @@ int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret, char *err,
   j.end = s + len;
   j.err = err;
   j.errlen = errlen;
+  j.dtype = dtype;
+  j.esz = dtype == DYNQ_INT8 || dtype == DYNQ_UINT8 ? 1 : dtype == DYNQ_INT64 ? 8 : 4;
   for (int d = 0; d <= DYNQ__JSON_MAX_DEPTH; d++) j.len[d] = -1;
+  if (dtype < DYNQ_FLOAT32 || dtype > DYNQ_INT64)
+    return jfail(&j, DYNQ_EDTYPE, "unknown dtype %d", dtype);
 
   skip_ws(&j);
-  if (j.p >= j.end || *j.p != '[') {
-    r = jfail(&j, DYNQ_EFORMAT, "expected a JSON array of numbers");
+  if (scalar_ok && j.p < j.end && *j.p != '[') {
+    /* A bare number: a rank-0 tensor (e.g. a sample rate). */
+    j.kind[0] = KIND_NUMBER;
+    r = parse_number(&j);
+  } else if (j.p >= j.end || *j.p != '[') {
+    r = jfail(&j, DYNQ_EFORMAT, scalar_ok ? "expected a number or a JSON array of numbers"
+                                          : "expected a JSON array of numbers");
     goto fail;
+  } else {
+    j.kind[0] = KIND_ARRAY;
+    r = parse_array(&j, 0);
   }
-  j.kind[0] = KIND_ARRAY;
-  r = parse_array(&j, 0);
   if (r < 0) goto fail;
   skip_ws(&j);
   if (j.p != j.end) {
@@ -177,7 +246,7 @@ int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret, char *err,
   /* Depths whose elements are arrays are the dimensions. */
   while (rank < DYNQ__JSON_MAX_DEPTH && j.kind[rank] == KIND_ARRAY) rank++;
   memset(&t, 0, sizeof(t));
-  t.dtype = DYNQ_FLOAT32;
+  t.dtype = dtype;
   t.rank = rank;
   for (int d = 0; d < rank; d++) {
     t.shape[d] = j.len[d] < 0 ? 0 : j.len[d];
@@ -189,7 +258,7 @@ int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret, char *err,
               (long long)numel);
     goto fail;
   }
-  t.nbytes = j.n * sizeof(float);
+  t.nbytes = j.n * j.esz;
   t.data = j.vals ? (void *)j.vals : malloc(1);
   if (t.data == NULL) {
     r = jfail(&j, -ENOMEM, "out of memory");
@@ -201,4 +270,14 @@ int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret, char *err,
 fail:
   free(j.vals);
   return r;
+}
+
+int dynq__json_parse(const char *s, size_t len, dynq_tensor_t *ret, char *err,
+                     size_t errlen) {
+  return parse_top(s, len, DYNQ_FLOAT32, 0, ret, err, errlen);
+}
+
+int dynq__json_parse_as(const char *s, size_t len, int dtype, dynq_tensor_t *ret, char *err,
+                        size_t errlen) {
+  return parse_top(s, len, dtype, 1, ret, err, errlen);
 }

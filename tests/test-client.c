@@ -383,6 +383,70 @@ START_TEST(json_refuses_bad_input) {
 }
 END_TEST
 
+static int jtyped(const char *in, int dtype, dynq_tensor_t *t, char *err, size_t errlen) {
+  return dynq__json_parse_as(in, strlen(in), dtype, t, err, errlen);
+}
+
+/* Typed JSON (dynqctl --input NAME:DTYPE=...): exact integers, range and
+ * integrality checks, bare numbers as scalars. */
+START_TEST(json_typed_values) {
+  char err[256] = "";
+  dynq_tensor_t t;
+  ck_assert_int_eq(jtyped("[[9007199254740993, -9223372036854775808]]",
+                                       DYNQ_INT64, &t, err, sizeof(err)), 0);
+  ck_assert_int_eq(t.dtype, DYNQ_INT64);
+  ck_assert_int_eq(t.rank, 2);
+  ck_assert_uint_eq(t.nbytes, 16);
+  ck_assert(((int64_t *)t.data)[0] == INT64_C(9007199254740993)); /* not rounded via double */
+  ck_assert(((int64_t *)t.data)[1] == INT64_MIN);
+  dynq__io_tensor_free(&t);
+
+  ck_assert_int_eq(jtyped(" 16000 ", DYNQ_INT64, &t, err, sizeof(err)), 0);
+  ck_assert_int_eq(t.rank, 0);
+  ck_assert_uint_eq(t.nbytes, 8);
+  ck_assert(((int64_t *)t.data)[0] == 16000);
+  dynq__io_tensor_free(&t);
+
+  ck_assert_int_eq(jtyped("[-128, 127]", DYNQ_INT8, &t, err, sizeof(err)), 0);
+  ck_assert_int_eq(((int8_t *)t.data)[0], -128);
+  ck_assert_uint_eq(t.nbytes, 2);
+  dynq__io_tensor_free(&t);
+  ck_assert_int_eq(jtyped("[0, 255]", DYNQ_UINT8, &t, err, sizeof(err)), 0);
+  ck_assert_uint_eq(((uint8_t *)t.data)[1], 255);
+  dynq__io_tensor_free(&t);
+  ck_assert_int_eq(jtyped("[2147483647]", DYNQ_INT32, &t, err, sizeof(err)), 0);
+  ck_assert_int_eq(((int32_t *)t.data)[0], INT32_MAX);
+  dynq__io_tensor_free(&t);
+  ck_assert_int_eq(jtyped("0.5", DYNQ_FLOAT32, &t, err, sizeof(err)), 0);
+  ck_assert_int_eq(t.rank, 0);
+  ck_assert_float_eq(((float *)t.data)[0], 0.5f);
+  dynq__io_tensor_free(&t);
+
+  static const struct {
+    const char *in;
+    int dtype, code;
+  } bad[] = {
+    { "[128]", DYNQ_INT8, DYNQ_ENUMERIC },    { "[-129]", DYNQ_INT8, DYNQ_ENUMERIC },
+    { "[256]", DYNQ_UINT8, DYNQ_ENUMERIC },   { "[-1]", DYNQ_UINT8, DYNQ_ENUMERIC },
+    { "[2147483648]", DYNQ_INT32, DYNQ_ENUMERIC },
+    { "[9223372036854775808]", DYNQ_INT64, DYNQ_ENUMERIC },
+    { "[1.5]", DYNQ_INT64, DYNQ_EDTYPE },     { "[1e3]", DYNQ_INT32, DYNQ_EDTYPE },
+    { "[1.0]", DYNQ_INT8, DYNQ_EDTYPE },      { "1 2", DYNQ_INT64, DYNQ_EFORMAT },
+    { "abc", DYNQ_INT64, DYNQ_EFORMAT },      { "", DYNQ_INT64, DYNQ_EFORMAT },
+    { "[1]", 0, DYNQ_EDTYPE },                { "[1]", 99, DYNQ_EDTYPE },
+  };
+  for (size_t c = 0; c < sizeof(bad) / sizeof(bad[0]); c++) {
+    memset(&t, 0x5a, sizeof(t));
+    err[0] = '\0';
+    int r = dynq__json_parse_as(bad[c].in, strlen(bad[c].in), bad[c].dtype, &t, err, sizeof(err));
+    ck_assert_msg(r == bad[c].code, "'%s' as %d: got %d want %d (%s)", bad[c].in, bad[c].dtype,
+                  r, bad[c].code, err);
+    ck_assert_msg(strncmp(err, "json: ", 6) == 0, "'%s': message '%s'", bad[c].in, err);
+    ck_assert_int_eq(t.rank, 0x5a5a5a5a);
+  }
+}
+END_TEST
+
 /* ---- library basics ---- */
 
 START_TEST(connect_errors) {
@@ -957,12 +1021,21 @@ START_TEST(dynqctl_usage_errors) {
   ck_assert_int_eq(ctl(&out, "infer", NULL, NULL, NULL, NULL), 2);
   free(out);
   ck_assert_int_eq(ctl(&out, "infer", "m", "--input", "x=foo.txt", NULL), 2);
-  ck_assert_ptr_nonnull(strstr(out, "expected [NAME=]FILE.npy"));
+  ck_assert_ptr_nonnull(strstr(out, "expected [NAME[:DTYPE]=]FILE.npy"));
   free(out);
   ck_assert_int_eq(ctl(&out, "infer", "m", "--input", "x=[[1,2],[3]]", NULL), 2);
   ck_assert_ptr_nonnull(strstr(out, "ragged"));
   free(out);
   ck_assert_int_eq(ctl(&out, "infer", "m", "--input", "=[1]", NULL), 2);
+  free(out);
+  ck_assert_int_eq(ctl(&out, "infer", "m", "--input", ":int64=[1]", NULL), 2);
+  ck_assert_ptr_nonnull(strstr(out, "empty input name"));
+  free(out);
+  ck_assert_int_eq(ctl(&out, "infer", "m", "--input", "ids:int32=[1.5]", NULL), 2);
+  ck_assert_ptr_nonnull(strstr(out, "not an integer"));
+  free(out);
+  ck_assert_int_eq(ctl(&out, "infer", "m", "--input", "ids:int8=300", NULL), 2);
+  ck_assert_ptr_nonnull(strstr(out, "outside the int8 range"));
   free(out);
   ck_assert_int_eq(ctl(&out, "infer", "m", "--input", "x=/nonexistent/a.npy", NULL), 2);
   ck_assert_ptr_nonnull(strstr(out, "cannot open"));
@@ -1001,6 +1074,7 @@ static Suite *client_suite(void) {
   tcase_add_test(tc, npy_refuses_bad_files);
   tcase_add_test(tc, npy_refuses_bad_preamble);
   tcase_add_test(tc, json_accepts_nested_arrays);
+  tcase_add_test(tc, json_typed_values);
   tcase_add_test(tc, json_refuses_bad_input);
   suite_add_tcase(s, tc);
 
