@@ -18,6 +18,7 @@
 
 #include "dynq/errors.h"
 #include "utf8.h"
+#include "validate.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the .dynq format is little-endian and read in place");

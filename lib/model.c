@@ -22,6 +22,7 @@
 #include "dynq/errors.h"
 #include "format.h"
 #include "ops.h"
+#include "validate.h"
 
 struct dynq__model {
   atomic_int refs;
@@ -34,6 +35,7 @@ struct dynq__model {
   dynq__tensor_t *slot0; /* owned [n_values + 1]: a run's slots before
                             the first node (constants as views into the
                             mapping, the rest cleared), copied per run */
+  dynq__opstate_t *state; /* owned [n_nodes]: each node's prepared attributes */
   dynq__model_stats_t stats;
   /* The file as loaded.  The fd stays open so that every run can check
    * (fstat, never the path) that the file it maps was not truncated or
@@ -246,6 +248,19 @@ int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
     memcpy(m->slot0[v].dims, val->dims, sizeof(m->slot0[v].dims));
     m->slot0[v].data = (void *)val->data;  /* read-only mapping; ops never write inputs */
   }
+  m->state = calloc((size_t)g->n_nodes + 1, sizeof(*m->state));
+  if (m->state == NULL) {
+    rc = -ENOMEM;
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  for (int i = 0; i < g->n_nodes; i++) {
+    rc = dynq__opdef(g->nodes[i].op)->prepare(g, &g->nodes[i], &m->state[i], msg, sizeof(msg));
+    if (rc != 0) {
+      snprintf(err, errlen, "%s: %s", path, msg);
+      goto fail;
+    }
+  }
   compute_stats(m);
   *ret_model = m;
   return 0;
@@ -269,6 +284,7 @@ dynq__model_t *dynq__model_unref(dynq__model_t *m) {
   if (m->fd >= 0) close(m->fd);
   free(m->last_use);
   free(m->slot0);
+  free(m->state);
   free(m->path);
   free(m);
   return NULL;
@@ -371,6 +387,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);
     ctx.node = n;
     if (opts != NULL && opts->node_precision != NULL) ctx.precision = opts->node_precision[i];
+    ctx.st = &m->state[i];
     /* Offer the storage of inputs this node reads last (ops.h: donor):
      * Reshape, Squeeze, Identity, Phi, ... then move instead of copying,
      * elementwise ops run in place.  Not for a value the node reads
@@ -392,10 +409,10 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     for (int k = 0; k < n->n_out; k++) slot[n->out[k]] = out[k];
     if (n->op == DYNQ_OP_IF) {
       /* If: the branch not taken is a node range right after this node
-       * (lib/ops_graph.c; the range was checked at load).  Its outputs
+       * (lib/ops/control.c; the range was checked at load).  Its outputs
        * stay unset and PHI nodes pick the taken branch's values. */
       int64_t first, count;
-      dynq__if_skip_range(n, &slot[n->out[0]], &first, &count);
+      dynq__if_skip_range(&m->state[i], &slot[n->out[0]], &first, &count);
       if (skip == NULL && count > 0 && (skip = calloc((size_t)g->n_nodes + 1, 1)) == NULL) {
         snprintf(err, errlen, "out of memory");
         rc = -ENOMEM;

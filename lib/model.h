@@ -12,11 +12,10 @@
 
 #include "graph.h"
 #include "kernels/kernels.h"
+#include "opkit.h" /* DYNQ_PRECISION_* */
 #include "tensor.h"
 
 typedef struct dynq__model dynq__model_t;
-
-enum { DYNQ_PRECISION_INT8 = 0, DYNQ_PRECISION_FP32 = 1 };
 
 /* Open, validate (header, section checksums, bounds, overlaps, graph) and
  * map a model.  On failure returns -errno or DYNQ_E* and writes a message

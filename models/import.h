@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "graph.h"
+#include "ops.h"
 #include "tensor.h"
 
 #include "onnx.pb-c.h"

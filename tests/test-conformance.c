@@ -23,6 +23,7 @@
 
 #include "dynq/errors.h"
 #include "model.h"
+#include "ops.h"
 #include "tensor.h"
 #include "testutil.h"
 

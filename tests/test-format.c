@@ -15,6 +15,7 @@
 #include "format.h"
 #include "kernels/kernels.h"
 #include "model.h"
+#include "ops.h"
 #include "testutil.h"
 
 enum { K = 37, N = 21, M = 5 };

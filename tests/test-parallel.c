@@ -16,6 +16,7 @@
 #include "dynq/errors.h"
 #include "kernels/kernels.h"
 #include "model.h"
+#include "ops.h"
 #include "parallel.h"
 #include "testutil.h"
 

@@ -128,7 +128,7 @@ static int run_op(int op, const char *name, const dynq__attr_t *attrs, int n_att
                       .err = err, .errlen = errlen};
   memset(out, 0, sizeof(*out) * (size_t)n_out);
   err[0] = 0;
-  return dynq__opdef(op)->run(&c, in, out);
+  return dynq__op_run1(NULL, &c, in, out);
 }
 
 /* ---- recurrent reference (ONNX semantics, double) ---- */

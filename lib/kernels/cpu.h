@@ -1,7 +1,7 @@
 /*
  * CPU feature probes shared by the ISA kernel files (private to kernels/).
  *
- * They are defined in dispatch.c, which is compiled without ISA flags, so a
+ * They are defined in cpu.c, which is compiled without ISA flags, so a
  * probe can never itself execute an instruction the CPU lacks.  Each ISA
  * file points its dynq__kernel_t.supported at one of these.
  */

@@ -52,7 +52,7 @@
 /* Fused activations.  Kernels apply NONE and RELU inside their epilogue;
  * SIGMOID and GELU (exact, erf form) are applied by QLINEAR to each column
  * block right after its kernel call, while it is in cache, through one C
- * function (dynq__act_apply): the same IEEE operations on every ISA, so
+ * function (dynq__act_apply, lib/ops/opkit.h): the same IEEE operations on every ISA, so
  * results stay bit-identical across kernels.  Kernels never see them. */
 enum { DYNQ_ACT_NONE = 0, DYNQ_ACT_RELU = 1, DYNQ_ACT_SIGMOID = 2, DYNQ_ACT_GELU = 3 };
 
@@ -103,7 +103,6 @@ const dynq__kernel_t *dynq__kernel_find(const char *name);
 const dynq__kernel_t *const *dynq__kernel_list(int *ret_n);
 
 /* Apply act (any DYNQ_ACT_*) to columns [n0, n1) of M rows of C. */
-void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1);
 
 /* Shared scalar helpers (the pinned formulas above). */
 void dynq__qparams(float mn, float mx, float *ret_scale, float *ret_inv,

@@ -19,10 +19,6 @@
 #include "dynq/errors.h"
 #include "rnn.h"
 
-void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float *A, int64_t lda, const float *B, int64_t ldb,
-                 float beta, float *C, int64_t ldc);
-
 /* Geometry with the spatial axes as (height, width); 1-D has height 1. */
 typedef struct geom {
   int sr;                       /* spatial rank of the op: 1 or 2 */
@@ -32,41 +28,49 @@ typedef struct geom {
   int64_t kk;                   /* Cg * kh * kw: the GEMM depth */
 } geom_t;
 
-enum { PAD_NOTSET, PAD_SAME_UPPER, PAD_SAME_LOWER, PAD_VALID, PAD_BAD };
-
 static int auto_pad(const dynq__node_t *n) {
   const dynq__attr_t *a = dynq__node_attr(n, "auto_pad");
-  if (a == NULL) return PAD_NOTSET;
-  if (a->type != DYNQ_ATTR_STRING || a->s == NULL) return PAD_BAD;
-  if (strcmp(a->s, "NOTSET") == 0 || a->s[0] == 0) return PAD_NOTSET;
-  if (strcmp(a->s, "SAME_UPPER") == 0) return PAD_SAME_UPPER;
-  if (strcmp(a->s, "SAME_LOWER") == 0) return PAD_SAME_LOWER;
-  if (strcmp(a->s, "VALID") == 0) return PAD_VALID;
-  return PAD_BAD;
+  if (a == NULL) return DYNQ_PAD_NOTSET;
+  if (a->type != DYNQ_ATTR_STRING || a->s == NULL) return DYNQ_PAD_BAD;
+  if (strcmp(a->s, "NOTSET") == 0 || a->s[0] == 0) return DYNQ_PAD_NOTSET;
+  if (strcmp(a->s, "SAME_UPPER") == 0) return DYNQ_PAD_SAME_UPPER;
+  if (strcmp(a->s, "SAME_LOWER") == 0) return DYNQ_PAD_SAME_LOWER;
+  if (strcmp(a->s, "VALID") == 0) return DYNQ_PAD_VALID;
+  return DYNQ_PAD_BAD;
 }
 
-/* "<base><axis>" from a fixed table, picked by index: this runs on
- * every request, where formatting the name cost ~2 % of a Silero VAD
- * chunk, and matching the base by string another ~1 % at batch 1. */
-enum { AX_STRIDES, AX_DILATIONS, AX_PAD_BEGIN, AX_PAD_END, AX_KERNEL };
-
-static int64_t attr_axis(const dynq__node_t *n, int which, int axis, int64_t dflt) {
+/* The attributes as the importer stores them ("<base><axis>" per
+ * spatial axis), parsed once. */
+static void conv_attrs(const dynq__node_t *n, dynq__conv_attrs_t *a) {
   static const char *const names[][2] = {
-    [AX_STRIDES] = {"strides0", "strides1"}, [AX_DILATIONS] = {"dilations0", "dilations1"},
-    [AX_PAD_BEGIN] = {"pad_begin0", "pad_begin1"}, [AX_PAD_END] = {"pad_end0", "pad_end1"},
-    [AX_KERNEL] = {"kernel_shape0", "kernel_shape1"},
+    {"strides0", "strides1"}, {"dilations0", "dilations1"}, {"pad_begin0", "pad_begin1"},
+    {"pad_end0", "pad_end1"}, {"kernel_shape0", "kernel_shape1"},
   };
-  if (axis < 0 || axis > 1) return dflt;
-  return dynq__node_attr_i(n, names[which][axis], dflt);
+  for (int ax = 0; ax < 2; ax++) {
+    a->strides[ax] = dynq__node_attr_i(n, names[0][ax], 1);
+    a->dilations[ax] = dynq__node_attr_i(n, names[1][ax], 1);
+    a->pad_begin[ax] = dynq__node_attr_i(n, names[2][ax], 0);
+    a->pad_end[ax] = dynq__node_attr_i(n, names[3][ax], 0);
+  }
+  a->kernel[0] = dynq__node_attr_i(n, names[4][0], 0);
+  a->kernel[1] = dynq__node_attr_i(n, names[4][1], 1);
+  a->auto_pad = auto_pad(n);
+  a->group = dynq__node_attr_i(n, "group", 1);
+  a->spatial = (int)dynq__node_attr_i(n, "spatial", 0);
+  a->in_channels = dynq__node_attr_i(n, "in_channels", 0);
+  a->out_channels = dynq__node_attr_i(n, "out_channels", 0);
+  a->per_tensor = dynq__node_attr_i(n, "per_tensor", 0) != 0;
+  a->has_sym_split = dynq__node_attr(n, "sym_split") != NULL;
+  a->sym_split = dynq__node_attr_i(n, "sym_split", -1);
 }
 
 /* One spatial axis: output size and begin pad, or an error message. */
 static int axis_out(dynq__op_ctx_t *c, int a, int64_t in, int64_t k, int64_t *ret_out,
                     int64_t *ret_pb, int64_t *ret_s, int64_t *ret_d) {
-  const dynq__node_t *n = c->node;
-  int64_t s = attr_axis(n, AX_STRIDES, a, 1), d = attr_axis(n, AX_DILATIONS, a, 1);
-  int64_t pb = attr_axis(n, AX_PAD_BEGIN, a, 0), pe = attr_axis(n, AX_PAD_END, a, 0);
-  int ap = auto_pad(n);
+  const dynq__conv_attrs_t *at = &c->st->conv;
+  int64_t s = at->strides[a], d = at->dilations[a];
+  int64_t pb = at->pad_begin[a], pe = at->pad_end[a];
+  int ap = at->auto_pad;
   if (s < 1 || s > 65536 || d < 1 || d > 65536)
     return dynq__op_fail(c, DYNQ_EGRAPH, "axis %d: stride %lld / dilation %lld outside [1, 65536]",
                          a, (long long)s, (long long)d);
@@ -74,13 +78,13 @@ static int axis_out(dynq__op_ctx_t *c, int a, int64_t in, int64_t k, int64_t *re
     return dynq__op_fail(c, DYNQ_EGRAPH, "axis %d: pads %lld, %lld outside [0, 65536]", a,
                          (long long)pb, (long long)pe);
   int64_t span = d * (k - 1) + 1, out;
-  if (ap == PAD_SAME_UPPER || ap == PAD_SAME_LOWER) {
+  if (ap == DYNQ_PAD_SAME_UPPER || ap == DYNQ_PAD_SAME_LOWER) {
     out = (in + s - 1) / s;
     int64_t tot = (out - 1) * s + span - in;
     if (tot < 0) tot = 0;
-    pb = ap == PAD_SAME_UPPER ? tot / 2 : tot - tot / 2;
+    pb = ap == DYNQ_PAD_SAME_UPPER ? tot / 2 : tot - tot / 2;
   } else {
-    if (ap == PAD_VALID) pb = pe = 0;
+    if (ap == DYNQ_PAD_VALID) pb = pe = 0;
     int64_t room = in + pb + pe - span;
     if (room < 0)
       return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d: input size %lld (+%lld padding) is smaller than the dilated kernel %lld",
@@ -98,7 +102,6 @@ static int axis_out(dynq__op_ctx_t *c, int a, int64_t in, int64_t k, int64_t *re
 static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int sr, int64_t M,
                     int64_t Cg, const int64_t *k, geom_t *g) {
   char s[128];
-  const dynq__node_t *n = c->node;
   int rc;
   memset(g, 0, sizeof(*g));
   if (x->dtype != DYNQ_DT_F32)
@@ -107,12 +110,12 @@ static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int sr, int64_t 
     return dynq__op_fail(c, DYNQ_ESHAPE, "X has shape %s, expected rank %d (N, C, %s)",
                          dynq__shape_str(s, sizeof(s), x->rank, x->dims), 2 + sr,
                          sr == 1 ? "L" : "H, W");
-  if (auto_pad(n) == PAD_BAD) return dynq__op_fail(c, DYNQ_EGRAPH, "unknown auto_pad");
+  if (c->st->conv.auto_pad == DYNQ_PAD_BAD) return dynq__op_fail(c, DYNQ_EGRAPH, "unknown auto_pad");
   g->sr = sr;
   g->N = x->dims[0];
   g->C = x->dims[1];
   g->M = M;
-  g->G = dynq__node_attr_i(n, "group", 1);
+  g->G = c->st->conv.group;
   if (g->G < 1 || g->C % g->G != 0 || M % g->G != 0)
     return dynq__op_fail(c, DYNQ_ESHAPE, "group %lld does not divide %lld input and %lld output channels",
                          (long long)g->G, (long long)g->C, (long long)M);
@@ -297,7 +300,7 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
   return 0;
 }
 
-int dynq__conv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+int dynq__run_conv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   const dynq__tensor_t *x = in[0], *w = in[1], *b = in[2];
   char s[128];
   geom_t g;
@@ -317,7 +320,7 @@ int dynq__conv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   /* sym_split (set by the importer, checked against W at load): the
    * mirror-symmetric front end at half the MACs.  The fp32 reference
    * path keeps the literal conv. */
-  const int64_t E = dynq__node_attr_i(c->node, "sym_split", -1);
+  const int64_t E = c->st->conv.sym_split;
   if (E >= 0 && E <= g.M && c->precision != DYNQ_PRECISION_FP32 && g.sr == 1 && g.G == 1 &&
       g.Cg == 1 && g.dw == 1) {
     dynq__conv_sym_t sg = {g.N, g.iw, g.M, g.kw, E, g.sw, g.pw, g.ow};
@@ -347,15 +350,13 @@ static void gather_patch_u8(const geom_t *g, const uint8_t *xg, int64_t oy, int6
     }
 }
 
-int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  const dynq__node_t *n = c->node;
+int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const dynq__conv_attrs_t *at = &c->st->conv;
   const dynq__tensor_t *x = in[0], *b = in[4], *wref = c->node->n_in > 5 ? in[5] : NULL;
-  const int sr = (int)dynq__node_attr_i(n, "spatial", 0);
-  const int64_t M = dynq__node_attr_i(n, "out_channels", 0);
-  const int64_t C = dynq__node_attr_i(n, "in_channels", 0);
-  const int64_t G = dynq__node_attr_i(n, "group", 1);
-  const int per_tensor = dynq__node_attr_i(n, "per_tensor", 0) != 0;
-  int64_t k[2] = {attr_axis(n, AX_KERNEL, 0, 0), attr_axis(n, AX_KERNEL, 1, 1)};
+  const int sr = at->spatial;
+  const int64_t M = at->out_channels, C = at->in_channels, G = at->group;
+  const int per_tensor = at->per_tensor;
+  const int64_t k[2] = {at->kernel[0], at->kernel[1]};
   geom_t g;
   int rc;
   /* the load-time check made these consistent with the constants */
@@ -482,30 +483,32 @@ static const dynq__value_t *const_in(const dynq__graph_t *g, const dynq__node_t 
   return v->data ? v : NULL;
 }
 
-int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
-  const int64_t G = dynq__node_attr_i(n, "group", 1);
-  CHECK(auto_pad(n) != PAD_BAD, "auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID");
+int dynq__check_conv(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  dynq__conv_attrs_t at;
+  conv_attrs(n, &at);
+  const int64_t G = at.group;
+  CHECK(at.auto_pad != DYNQ_PAD_BAD, "auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID");
   CHECK(G >= 1 && G <= 65536, "group %lld outside [1, 65536]", (long long)G);
   for (int a = 0; a < 2; a++) {
-    CHECK(attr_axis(n, AX_STRIDES, a, 1) >= 1 && attr_axis(n, AX_DILATIONS, a, 1) >= 1,
+    CHECK(at.strides[a] >= 1 && at.dilations[a] >= 1,
           "strides and dilations must be >= 1");
-    CHECK(attr_axis(n, AX_PAD_BEGIN, a, 0) >= 0 && attr_axis(n, AX_PAD_END, a, 0) >= 0,
+    CHECK(at.pad_begin[a] >= 0 && at.pad_end[a] >= 0,
           "pads must be >= 0");
   }
-  if (n->op == DYNQ_OP_CONV && dynq__node_attr(n, "sym_split") != NULL) {
+  if (n->op == DYNQ_OP_CONV && at.has_sym_split) {
     /* the fast path trusts this claim, so the weights must bear it out */
-    const int64_t E = dynq__node_attr_i(n, "sym_split", -1);
+    const int64_t E = at.sym_split;
     const dynq__value_t *w = const_in(g, n, 1);
     CHECK(w && w->dtype == DYNQ_DT_F32 && w->rank == 3 && w->dims[1] == 1 && G == 1,
           "sym_split needs constant float32 weights [M, 1, N] and group 1");
-    CHECK(attr_axis(n, AX_DILATIONS, 0, 1) == 1, "sym_split needs dilation 1");
+    CHECK(at.dilations[0] == 1, "sym_split needs dilation 1");
     CHECK(E >= 0 && E == dynq__conv_sym_split(w->data, w->dims[0], w->dims[2]),
           "sym_split %lld does not match the weights (rows [0, E) must be exactly even and "
           "the rest exactly odd about the middle tap)", (long long)E);
   }
   if (n->op != DYNQ_OP_QCONV) return 0;
-  const int sr = (int)dynq__node_attr_i(n, "spatial", 0);
-  const int64_t M = dynq__node_attr_i(n, "out_channels", 0), C = dynq__node_attr_i(n, "in_channels", 0);
+  const int sr = at.spatial;
+  const int64_t M = at.out_channels, C = at.in_channels;
   CHECK(sr == 1 || sr == 2, "spatial must be 1 or 2");
   const int64_t pt = dynq__node_attr_i(n, "per_tensor", 0);
   CHECK(pt == 0 || pt == 1, "per_tensor must be 0 or 1, got %lld", (long long)pt);
@@ -515,7 +518,7 @@ int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   int64_t kk = C / G;
   int64_t k[2] = {1, 1};
   for (int a = 0; a < sr && a < 2; a++) {
-    k[a] = attr_axis(n, AX_KERNEL, a, 0);
+    k[a] = a == 0 ? at.kernel[0] : dynq__node_attr_i(n, "kernel_shape1", 0);
     CHECK(k[a] >= 1 && k[a] <= 65536, "kernel_shape%d %lld outside [1, 65536]", a, (long long)k[a]);
     kk *= k[a];
     CHECK(kk <= DYNQ_QGEMM_MAX_K, "kernel patch of %lld values exceeds %d", (long long)kk, DYNQ_QGEMM_MAX_K);
@@ -545,5 +548,12 @@ int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
     CHECK(ok, "reference weights must be a constant float32 [%lld, %lld, kernel...]",
           (long long)M, (long long)(C / G));
   }
+  return 0;
+}
+
+int dynq__prep_conv(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                    char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  conv_attrs(n, &st->conv);
   return 0;
 }

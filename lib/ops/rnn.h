@@ -1,6 +1,6 @@
 /*
- * Recurrent (LSTM, GRU) and convolution operators: the run and check
- * functions the table in ops_rnn.c points at.  Inputs by position:
+ * Recurrent (LSTM, GRU) and convolution operators (rnn.c, conv.c).
+ * Inputs by position:
  *
  * LSTM (FP32, ONNX inputs as they are):
  *   0 X [T,B,K] (layout 0) or [B,T,K] (layout 1)   1 W [D,4H,K]   2 R [D,4H,H]
@@ -49,18 +49,5 @@
 /* Largest hidden size / input size / kernel patch accepted: keeps every
  * GEMM inside DYNQ_QGEMM_MAX_K and every per-step buffer small. */
 #define DYNQ_RNN_MAX_HIDDEN 65536
-
-int dynq__lstm_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out);
-int dynq__gru_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out);
-int dynq__qlstm_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out);
-int dynq__qgru_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out);
-int dynq__rnn_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen);
-
-int dynq__conv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out);
-int dynq__qconv_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out);
-int dynq__conv_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen);
-
-/* Direction attribute: 1 forward, 2 reverse, 3 both; 0 when invalid. */
-int dynq__rnn_dirs(const dynq__node_t *n);
 
 #endif

@@ -18,12 +18,9 @@
 
 #include "dynq/errors.h"
 #include "rnn.h"
+#include "vmath.h"
 
-void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float *A, int64_t lda, const float *B, int64_t ldb,
-                 float beta, float *C, int64_t ldc);
-
-int dynq__rnn_dirs(const dynq__node_t *n) {
+static int rnn_dirs(const dynq__node_t *n) {
   const dynq__attr_t *a = dynq__node_attr(n, "direction");
   if (a == NULL) return 1;
   if (a->type != DYNQ_ATTR_STRING || a->s == NULL) return 0;
@@ -113,54 +110,19 @@ typedef struct rnn {
  *
  * libm's expf/tanhf per element cost more than the INT8 GEMMs of a step,
  * so the cell math runs as array passes the compiler vectorizes (baseline
- * ISA: no -m flags outside lib/kernels).  fexp: e^x via 2^n * p(r) with
- * |r| <= ln2/2 and a degree-7 polynomial (Cephes coefficients), within
- * 2 ulp on [-87, 88]; inputs are clamped to that range, NaN propagates.
- * tanh uses its Taylor series below |x| = 0.125, where 1 - 2/(e^2x + 1)
- * would cancel.  Both are within 1e-6 absolute of the true functions. */
+ * ISA: no -m flags outside lib/kernels), with the shared vector math of
+ * vmath.h (the Sigmoid and Tanh ops give the same bits). */
 /* no-trapping-math lets GCC if-convert the clamps (results are unchanged:
  * it only stops assuming FP exceptions are observed). */
 #define VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define VECI VEC inline __attribute__((always_inline))
 
-VECI static float fexp(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-  float t = x * 1.44269504088896341f + magic;
-  float n = t - magic;
-  float r = x - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * (r * r) + r + 1.0f;
-  uint32_t tb;
-  memcpy(&tb, &t, sizeof(tb));
-  uint32_t sb = (tb - 0x4B400000u + 127u) << 23; /* 2^n as float bits */
-  float sc;
-  memcpy(&sc, &sb, sizeof(sc));
-  return p * sc;
-}
-
-VECI static float fsig(float x) { return 1.0f / (1.0f + fexp(-x)); }
-
-VECI static float ftanh(float x) {
-  float big = 1.0f - 2.0f / (fexp(2.0f * x) + 1.0f);
-  float x2 = x * x;
-  float small = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * (-0.0539682540f + x2 * 0.0218694885f))));
-  return (x < 0.125f && x > -0.125f) ? small : big;
-}
-
 VECI static void vsig(float *x, int64_t n) {
-  for (int64_t i = 0; i < n; i++) x[i] = fsig(x[i]);
+  for (int64_t i = 0; i < n; i++) x[i] = dynq_vsigmoid(x[i]);
 }
 VECI static void vtanh(const float *x, float *y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) y[i] = ftanh(x[i]);
+  for (int64_t i = 0; i < n; i++) y[i] = dynq_vtanh(x[i]);
 }
 VECI static void vadd(float *y, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) y[i] += x[i];
@@ -381,15 +343,16 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
   r->c = c;
   r->gru = gru;
   r->G = gru ? 3 : 4;
-  r->dirs = dynq__rnn_dirs(n);
+  const dynq__rnn_attrs_t *at = &c->st->rnn;
+  r->dirs = at->dirs;
   r->D = r->dirs == 3 ? 2 : 1;
-  r->layout = (int)dynq__node_attr_i(n, "layout", 0);
-  r->lbr = (int)dynq__node_attr_i(n, "linear_before_reset", 0);
-  r->input_forget = (int)dynq__node_attr_i(n, "input_forget", 0);
-  r->per_tensor = (int)dynq__node_attr_i(n, "per_tensor", 0);
-  r->has_clip = dynq__node_attr(n, "clip") != NULL;
-  r->clip = dynq__node_attr_f(n, "clip", 0.0f);
-  r->H = dynq__node_attr_i(n, "hidden_size", -1);
+  r->layout = at->layout;
+  r->lbr = at->lbr;
+  r->input_forget = at->input_forget;
+  r->per_tensor = at->per_tensor;
+  r->has_clip = at->has_clip;
+  r->clip = at->clip;
+  r->H = at->hidden_size;
   if (r->dirs == 0) return dynq__op_fail(c, DYNQ_EGRAPH, "bad direction attribute");
   if (r->H < 1 || r->H > DYNQ_RNN_MAX_HIDDEN)
     return dynq__op_fail(c, DYNQ_EGRAPH, "hidden_size %lld outside [1, %d]",
@@ -428,7 +391,7 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
         (rc = need(c, R, "R", DYNQ_DT_F32, 3, D, GH, H)))
       return rc;
   } else {
-    int64_t ki = dynq__node_attr_i(n, "input_size", -1);
+    int64_t ki = at->input_size;
     if (ki != K)
       return dynq__op_fail(c, DYNQ_ESHAPE, "X has %lld features, weights were quantized for %lld",
                            (long long)K, (long long)ki);
@@ -527,16 +490,16 @@ static int run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_
   return rc;
 }
 
-int dynq__lstm_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+int dynq__run_lstm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   return run(c, in, out, 0, 0);
 }
-int dynq__gru_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+int dynq__run_gru(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   return run(c, in, out, 0, 1);
 }
-int dynq__qlstm_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+int dynq__run_qlstm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   return run(c, in, out, 1, 0);
 }
-int dynq__qgru_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+int dynq__run_qgru(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   return run(c, in, out, 1, 1);
 }
 
@@ -555,10 +518,10 @@ static int const_is(const dynq__graph_t *g, const dynq__node_t *n, int i,
   return 1;
 }
 
-int dynq__rnn_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+int dynq__check_rnn(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
   const int quant = n->op == DYNQ_OP_QLSTM || n->op == DYNQ_OP_QGRU;
   const int gru = n->op == DYNQ_OP_GRU || n->op == DYNQ_OP_QGRU;
-  const int dirs = dynq__rnn_dirs(n);
+  const int dirs = rnn_dirs(n);
   const int64_t H = dynq__node_attr_i(n, "hidden_size", -1);
   CHECK(dirs != 0, "direction must be forward, reverse or bidirectional");
   CHECK(H >= 1 && H <= DYNQ_RNN_MAX_HIDDEN, "hidden_size %lld outside [1, %d]",
@@ -591,5 +554,21 @@ int dynq__rnn_check(const dynq__graph_t *g, const dynq__node_t *n, char *err, si
         "reference R must be a constant float32 [%lld, %lld, %lld]", (long long)D, (long long)GH, (long long)H);
   CHECK((n->n_in > iref && n->in[iref] >= 0) == (n->n_in > iref + 1 && n->in[iref + 1] >= 0),
         "reference W and R must be both present or both absent");
+  return 0;
+}
+
+int dynq__prep_rnn(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                   char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  dynq__rnn_attrs_t *a = &st->rnn;
+  a->dirs = rnn_dirs(n);
+  a->layout = (int)dynq__node_attr_i(n, "layout", 0);
+  a->lbr = (int)dynq__node_attr_i(n, "linear_before_reset", 0);
+  a->input_forget = (int)dynq__node_attr_i(n, "input_forget", 0);
+  a->per_tensor = (int)dynq__node_attr_i(n, "per_tensor", 0);
+  a->has_clip = dynq__node_attr(n, "clip") != NULL;
+  a->clip = dynq__node_attr_f(n, "clip", 0.0f);
+  a->hidden_size = dynq__node_attr_i(n, "hidden_size", -1);
+  a->input_size = dynq__node_attr_i(n, "input_size", -1);
   return 0;
 }

@@ -1,11 +1,16 @@
 /*
- * QLINEAR: the dynamic INT8 linear layer (inputs documented in graph.h).
+ * Matrix products: MatMul (numpy semantics) and Gemm in FP32 through
+ * OpenBLAS, and QLINEAR, the dynamic INT8 linear layer (inputs in
+ * graph.h).
  *
- * INT8 path: per-row (or per-tensor) activation quantization straight into
- * the packed u8 layout, then qgemm with the fused epilogue, split along N
- * over c->threads threads (lib/parallel.h) when large.  FP32 path:
- * the FP32 reference weights through OpenBLAS, same bias and activation.
+ * QLINEAR's INT8 path: per-row (or per-tensor) activation quantization
+ * straight into the packed u8 layout, then qgemm with the fused epilogue,
+ * split along N over c->threads threads (lib/parallel.h) when large.  Its
+ * FP32 path: the FP32 reference weights through OpenBLAS, same bias and
+ * activation.
  */
+#include "ops.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -13,12 +18,7 @@
 #include <string.h>
 
 #include "dynq/errors.h"
-#include "ops.h"
 #include "parallel.h"
-
-void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float *A, int64_t lda, const float *B, int64_t ldb,
-                 float beta, float *C, int64_t ldc);
 
 #define CHECK(cond, ...)                          \
   do {                                            \
@@ -38,7 +38,7 @@ static int const_ok(const dynq__graph_t *g, int v, dynq_dtype_t dt, int rank,
   return 1;
 }
 
-int dynq__qlinear_check(const dynq__graph_t *g, const dynq__node_t *n,
+int dynq__check_qlinear(const dynq__graph_t *g, const dynq__node_t *n,
                         char *err, size_t errlen) {
   int64_t K = dynq__node_attr_i(n, "k", -1), N = dynq__node_attr_i(n, "n", -1);
   const char *nm = n->name;
@@ -56,26 +56,6 @@ int dynq__qlinear_check(const dynq__graph_t *g, const dynq__node_t *n,
   CHECK(pt == 0 || pt == 1, "node '%s' (QLinear): per_tensor must be 0 or 1", nm);
   CHECK(ta == 0 || ta == 1, "node '%s' (QLinear): trans_a must be 0 or 1", nm);
   return 0;
-}
-
-void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1) {
-  for (int64_t m = 0; m < M; m++) {
-    float *y = C + (size_t)m * ldc;
-    switch (act) {
-    case DYNQ_ACT_RELU:
-      for (int64_t j = n0; j < n1; j++) y[j] = 0.0f > y[j] ? 0.0f : y[j];  /* NaN stays */
-      break;
-    case DYNQ_ACT_SIGMOID:
-      for (int64_t j = n0; j < n1; j++) y[j] = 1.0f / (1.0f + expf(-y[j]));
-      break;
-    case DYNQ_ACT_GELU:
-      for (int64_t j = n0; j < n1; j++)
-        y[j] = 0.5f * y[j] * (1.0f + erff(y[j] * (float)M_SQRT1_2));
-      break;
-    default:
-      break;
-    }
-  }
 }
 
 /* The kernels apply NONE and RELU themselves; others run right after. */
@@ -127,13 +107,13 @@ static void qgemm_split(const dynq__kernel_t *kr, const dynq__qgemm_args_t *q,
   dynq__parallel_for(threads, s.chunks, split_task, &s);
 }
 
-int dynq__qlinear_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                       dynq__tensor_t *out) {
   const dynq__node_t *n = c->node;
   const dynq__tensor_t *x = in[0];
-  const int64_t K = dynq__node_attr_i(n, "k", 0), N = dynq__node_attr_i(n, "n", 0);
-  const int ta = (int)dynq__node_attr_i(n, "trans_a", 0);
-  const int act = (int)dynq__node_attr_i(n, "act", 0);
+  const int64_t K = c->st->qlinear.k, N = c->st->qlinear.n;
+  const int ta = c->st->qlinear.ta;
+  const int act = c->st->qlinear.act;
   const float *bias = n->n_in > 4 && in[4] ? in[4]->data : NULL;
   char s[128];
   int rc = 0;
@@ -196,7 +176,7 @@ int dynq__qlinear_run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     goto oom;
   }
   dynq__quantize_rows(c->kernel, M, K, X, (size_t)K, A, (size_t)Kp,
-                      (int)dynq__node_attr_i(n, "per_tensor", 0), a_scale, a_zp);
+                      c->st->qlinear.per_tensor, a_scale, a_zp);
   dynq__qgemm_args_t q = {
     .M = M, .N = N, .K = K,
     .A = A, .lda = (size_t)Kp,
@@ -218,4 +198,128 @@ oom:
   free(xt);
   dynq__tensor_clear(out);
   return dynq__op_fail(c, -ENOMEM, "out of memory");
+}
+
+int dynq__prep_qlinear(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                       char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->qlinear.k = dynq__node_attr_i(n, "k", 0);
+  st->qlinear.n = dynq__node_attr_i(n, "n", 0);
+  st->qlinear.ta = (int)dynq__node_attr_i(n, "trans_a", 0);
+  st->qlinear.act = (int)dynq__node_attr_i(n, "act", 0);
+  st->qlinear.per_tensor = (int)dynq__node_attr_i(n, "per_tensor", 0);
+  return 0;
+}
+
+/* ---- MatMul and Gemm (FP32) ---- */
+
+int dynq__run_matmul(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                      dynq__tensor_t *out) {
+  const dynq__tensor_t *a = in[0], *b = in[1];
+  int rc;
+  char x[128], y[128];
+  if ((rc = dynq__op_need_f32(c, a, 0)) || (rc = dynq__op_need_f32(c, b, 1))) return rc;
+  if (a->rank < 1 || b->rank < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "scalar operand");
+  /* promote 1-D operands as numpy does, then drop the added dims */
+  int64_t ad[DYNQ_MAX_RANK + 1], bd[DYNQ_MAX_RANK + 1];
+  int ar = a->rank, br = b->rank;
+  memcpy(ad, a->dims, sizeof(int64_t) * (size_t)ar);
+  memcpy(bd, b->dims, sizeof(int64_t) * (size_t)br);
+  if (ar == 1) { ad[1] = ad[0]; ad[0] = 1; ar = 2; }
+  if (br == 1) { bd[1] = 1; br = 2; }
+  int64_t M = ad[ar - 2], K = ad[ar - 1], N = bd[br - 1];
+  if (bd[br - 2] != K)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "inner dimensions differ: %s x %s",
+                         dynq__shape_str(x, sizeof(x), a->rank, a->dims),
+                         dynq__shape_str(y, sizeof(y), b->rank, b->dims));
+  int r = ar > br ? ar : br;
+  if (r > DYNQ_MAX_RANK) return dynq__op_fail(c, DYNQ_ESHAPE, "rank too large");
+  /* the batch dimensions (all but the last two) broadcast */
+  dynq__bcast_t bc;
+  const int ranks[2] = {ar - 2, br - 2};
+  const int64_t *bdims[2] = {ad, bd};
+  if (dynq__bcast_shapes(&bc, 2, ranks, bdims, NULL) != 0)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "batch dimensions do not broadcast: %s x %s",
+                         dynq__shape_str(x, sizeof(x), a->rank, a->dims),
+                         dynq__shape_str(y, sizeof(y), b->rank, b->dims));
+  /* output rank drops promoted dims */
+  int64_t fin[DYNQ_MAX_RANK];
+  int fr = 0;
+  for (int d = 0; d < r - 2; d++) fin[fr++] = bc.dims[d];
+  if (a->rank > 1) fin[fr++] = M;
+  if (b->rank > 1) fin[fr++] = N;
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, fr, fin, 1))) return rc;
+  if (M == 0 || N == 0) return 0;
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
+  for (int64_t bi = 0; bi < bc.n; bi++, dynq__bcast_next(&bc, 2, cnt, off)) {
+    float *C = (float *)out->data + bi * M * N;
+    if (K == 0)
+      memset(C, 0, sizeof(float) * (size_t)(M * N));
+    else
+      dynq__sgemm(0, 0, M, N, K, 1.0f, (const float *)a->data + off[0] * M * K, K,
+                  (const float *)b->data + off[1] * K * N, N, 0.0f, C, N);
+  }
+  return 0;
+}
+
+int dynq__run_gemm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                    dynq__tensor_t *out) {
+  const dynq__tensor_t *a = in[0], *b = in[1], *cc = in[2];
+  int rc;
+  char x[128], y[128];
+  if ((rc = dynq__op_need_f32(c, a, 0)) || (rc = dynq__op_need_f32(c, b, 1))) return rc;
+  if (cc && (rc = dynq__op_need_f32(c, cc, 2))) return rc;
+  if (a->rank != 2 || b->rank != 2) return dynq__op_fail(c, DYNQ_ESHAPE, "A and B must be 2-D");
+  const int ta = c->st->gemm.ta, tb = c->st->gemm.tb;
+  const float alpha = c->st->gemm.alpha, beta = c->st->gemm.beta;
+  int64_t M = ta ? a->dims[1] : a->dims[0], K = ta ? a->dims[0] : a->dims[1];
+  int64_t Kb = tb ? b->dims[1] : b->dims[0], N = tb ? b->dims[0] : b->dims[1];
+  if (K != Kb)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "inner dimensions differ: A %s, B %s",
+                         dynq__shape_str(x, sizeof(x), 2, a->dims), dynq__shape_str(y, sizeof(y), 2, b->dims));
+  /* unidirectional broadcast of C to [M, N], checked before allocating */
+  int64_t cm = 1, cn = 1;
+  int use_c = cc != NULL && beta != 0.0f;
+  if (use_c) {
+    if (cc->rank > 2) return dynq__op_fail(c, DYNQ_ESHAPE, "C has rank %d", cc->rank);
+    cm = cc->rank == 2 ? cc->dims[0] : 1;
+    cn = cc->rank >= 1 ? cc->dims[cc->rank - 1] : 1;
+    if ((cm != 1 && cm != M) || (cn != 1 && cn != N))
+      return dynq__op_fail(c, DYNQ_ESHAPE, "C %s does not broadcast to [%lld, %lld]",
+                           dynq__shape_str(x, sizeof(x), cc->rank, cc->dims), (long long)M, (long long)N);
+  }
+  int64_t od[2] = {M, N};
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, 2, od, 1))) return rc;
+  float *Y = out->data;
+  float gbeta = 0.0f;
+  if (use_c) {
+    const float *pc = cc->data;
+    for (int64_t i = 0; i < M; i++)
+      for (int64_t j = 0; j < N; j++)
+        Y[i * N + j] = beta * pc[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
+    gbeta = 1.0f;
+  }
+  if (M > 0 && N > 0 && K > 0)
+    dynq__sgemm(ta, tb, M, N, K, alpha, a->data, a->dims[1], b->data, b->dims[1], gbeta, Y, N);
+  return 0;
+}
+
+
+int dynq__check_gemm(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  for (int i = 0; i < 2; i++) {
+    int64_t t = dynq__node_attr_i(n, i ? "transB" : "transA", 0);
+    DYNQ_OP_CHECK(t == 0 || t == 1, "%s must be 0 or 1", i ? "transB" : "transA");
+  }
+  return 0;
+}
+
+int dynq__prep_gemm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                    char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->gemm.ta = (int)dynq__node_attr_i(n, "transA", 0);
+  st->gemm.tb = (int)dynq__node_attr_i(n, "transB", 0);
+  st->gemm.alpha = dynq__node_attr_f(n, "alpha", 1.0f);
+  st->gemm.beta = dynq__node_attr_f(n, "beta", 1.0f);
+  return 0;
 }

@@ -31,10 +31,8 @@
 #include <string.h>
 
 #include "conv_sym.h"
+#include "opkit.h"
 
-void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float *A, int64_t lda, const float *B, int64_t ldb,
-                 float beta, float *C, int64_t ldc);
 
 static int row_is(const float *r, int64_t N, int odd) {
   for (int64_t j = 1; j < N; j++) {

@@ -1,0 +1,180 @@
+/* The op kit's out-of-line helpers (opkit.h), the OpenBLAS entry every
+ * FP32 matrix product goes through, and the fused-activation epilogue. */
+#include "opkit.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+#include "vmath.h"
+
+int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  snprintf(c->err, c->errlen, "node '%s' (%s): %s", c->node->name ? c->node->name : "?",
+           dynq__op_name(c->node->op), msg);
+  return code;
+}
+
+int dynq__op_alloc(dynq__op_ctx_t *c, dynq__tensor_t *out, dynq_dtype_t dt, int rank,
+                   const int64_t *dims, int zero) {
+  int rc = zero ? dynq__tensor_alloc(out, dt, rank, dims)
+                : dynq__tensor_alloc_uninit(out, dt, rank, dims);
+  if (rc == DYNQ_ELIMIT) return dynq__op_fail(c, rc, "output too large");
+  if (rc != 0) return dynq__op_fail(c, rc, "out of memory");
+  return 0;
+}
+
+int dynq__op_out_like(dynq__op_ctx_t *c, int k, dynq_dtype_t dt, int rank,
+                      const int64_t *dims, dynq__tensor_t *out) {
+  dynq__tensor_t *d = k >= 0 && k < 3 ? c->donor[k] : NULL;
+  int64_t n = dynq__shape_numel(rank, dims);
+  if (d != NULL && d->owned && d->dtype == dt && n >= 0 && n == dynq__tensor_numel(d) &&
+      rank >= 0 && rank <= DYNQ_MAX_RANK) {
+    *out = *d;
+    out->rank = rank;
+    memset(out->dims, 0, sizeof(out->dims));
+    for (int i = 0; i < rank; i++) out->dims[i] = dims[i];
+    d->owned = 0; /* a view until the executor clears the slot */
+    c->donor[k] = NULL;
+    return 0;
+  }
+  return dynq__op_alloc(c, out, dt, rank, dims, 0);
+}
+
+int dynq__op_reshape_to(dynq__op_ctx_t *c, int k, const dynq__tensor_t *x, int rank,
+                        const int64_t *dims, dynq__tensor_t *out) {
+  int rc = dynq__op_out_like(c, k, x->dtype, rank, dims, out);
+  if (rc == 0 && out->data != x->data && dynq__tensor_nbytes(x))
+    memcpy(out->data, x->data, dynq__tensor_nbytes(x));
+  return rc;
+}
+
+int dynq__op_need_f32(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx) {
+  if (t->dtype != DYNQ_DT_F32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "input %d is %s, expected float32", idx,
+                         dynq__dtype_name(t->dtype));
+  return 0;
+}
+
+int dynq__op_need_present(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx) {
+  if (t == NULL) return dynq__op_fail(c, DYNQ_EGRAPH, "input %d is missing", idx);
+  if (t->data == NULL && dynq__tensor_numel(t) != 0)
+    return dynq__op_fail(c, DYNQ_EGRAPH, "input %d was not computed", idx);
+  return 0;
+}
+
+int dynq__op_norm_axis(dynq__op_ctx_t *c, int64_t axis, int rank, int allow_end, int *ret) {
+  int64_t a = axis < 0 ? axis + rank : axis;
+  if (a < 0 || a > rank - (allow_end ? 0 : 1))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "axis %lld out of range for rank %d",
+                         (long long)axis, rank);
+  *ret = (int)a;
+  return 0;
+}
+
+int dynq__op_read_ints(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *what,
+                       int64_t *v, int max, int *ret_n) {
+  if (t->dtype != DYNQ_DT_I64 && t->dtype != DYNQ_DT_I32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "%s must be int64, is %s", what,
+                         dynq__dtype_name(t->dtype));
+  if (t->rank > 1) return dynq__op_fail(c, DYNQ_ESHAPE, "%s must be 1-D, has rank %d", what, t->rank);
+  int64_t n = dynq__tensor_numel(t);
+  if (n < 0 || n > max)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "%s has %lld values; at most %d allowed", what,
+                         (long long)n, max);
+  for (int64_t i = 0; i < n; i++) v[i] = dynq__load_i(t->data, t->dtype, i);
+  *ret_n = (int)n;
+  return 0;
+}
+
+int dynq__bcast_shapes(dynq__bcast_t *b, int nin, const int *ranks,
+                       const int64_t *const *dims, int *ret_bad) {
+  int r = 0;
+  for (int k = 0; k < nin; k++) r = ranks[k] > r ? ranks[k] : r;
+  b->rank = r;
+  for (int d = r - 1; d >= 0; d--) {
+    int64_t out = 1;
+    for (int k = 0; k < nin; k++) {
+      int i = d - (r - ranks[k]);
+      int64_t dk = i >= 0 ? dims[k][i] : 1;
+      if (dk == 1) continue;
+      if (out != 1 && dk != out) {
+        if (ret_bad) *ret_bad = k;
+        return DYNQ_ESHAPE;
+      }
+      out = dk;
+    }
+    b->dims[d] = out;
+  }
+  for (int k = 0; k < nin; k++) {
+    int64_t e = 1;
+    for (int d = r - 1; d >= 0; d--) {
+      int i = d - (r - ranks[k]);
+      int64_t dk = i >= 0 ? dims[k][i] : 1;
+      b->st[k][d] = dk == 1 ? 0 : e;
+      e *= dk;
+    }
+  }
+  b->n = dynq__shape_numel(r, b->dims);
+  return b->n < 0 ? DYNQ_ELIMIT : 0;
+}
+
+int dynq__bcast_init(dynq__op_ctx_t *c, int nin, const dynq__tensor_t *const *t,
+                     dynq__bcast_t *b) {
+  int ranks[DYNQ_BCAST_MAX], bad = 0;
+  const int64_t *dims[DYNQ_BCAST_MAX];
+  for (int k = 0; k < nin; k++) {
+    ranks[k] = t[k]->rank;
+    dims[k] = t[k]->dims;
+  }
+  int rc = dynq__bcast_shapes(b, nin, ranks, dims, &bad);
+  if (rc == DYNQ_ESHAPE) {
+    char x[96], y[96];
+    return dynq__op_fail(c, rc, "shapes %s and %s do not broadcast",
+                         dynq__shape_str(x, sizeof(x), t[0]->rank, t[0]->dims),
+                         dynq__shape_str(y, sizeof(y), t[bad]->rank, t[bad]->dims));
+  }
+  if (rc != 0) return dynq__op_fail(c, rc, "broadcast result too large");
+  return 0;
+}
+
+void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc) {
+  if (M == 1 && !ta) {
+    /* y = alpha * op(B)^T x: B is K x N (row-major) unless transposed */
+    if (!tb)
+      cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, B, (int)ldb, A, 1, beta, C, 1);
+    else
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, B, (int)ldb, A, 1, beta, C, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1) {
+  for (int64_t m = 0; m < M; m++) {
+    float *y = C + (size_t)m * ldc;
+    switch (act) {
+    case DYNQ_ACT_RELU:
+      for (int64_t j = n0; j < n1; j++) y[j] = 0.0f > y[j] ? 0.0f : y[j];  /* NaN stays */
+      break;
+    case DYNQ_ACT_SIGMOID:
+      for (int64_t j = n0; j < n1; j++) y[j] = dynq_vsigmoid(y[j]);
+      break;
+    case DYNQ_ACT_GELU:
+      for (int64_t j = n0; j < n1; j++)
+        y[j] = 0.5f * y[j] * (1.0f + dynq_verf(y[j] * 0.70710678118654752f));
+      break;
+    default:
+      break;
+    }
+  }
+}

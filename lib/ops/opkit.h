@@ -1,0 +1,230 @@
+/*
+ * What every op implementation shares: the run context, the per-node
+ * state that `prepare` fills once at load, failure and allocation helpers,
+ * typed element access, and the one strided broadcast iterator.
+ *
+ * Ops run on shapes that may come from a request, so every index, count
+ * and product is range-checked before use and every failure names the
+ * node (dynq__op_fail).
+ */
+#ifndef DYNQ_OPS_OPKIT_H
+#define DYNQ_OPS_OPKIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "graph.h"
+#include "kernels/kernels.h"
+#include "tensor.h"
+
+enum { DYNQ_PRECISION_INT8 = 0, DYNQ_PRECISION_FP32 = 1 };
+
+/* Conv and QConv attributes (docs in rnn.h), per spatial axis (height,
+ * width order as stored: axis 0 and 1). */
+typedef struct dynq__conv_attrs {
+  int auto_pad;          /* DYNQ_PAD_*; DYNQ_PAD_BAD when unknown */
+  int spatial;           /* QConv: 1 or 2 */
+  int per_tensor;
+  int64_t strides[2], dilations[2], pad_begin[2], pad_end[2], kernel[2];
+  int64_t group, in_channels, out_channels;
+  int64_t sym_split;     /* -1 when absent */
+  int has_sym_split;
+} dynq__conv_attrs_t;
+enum { DYNQ_PAD_NOTSET, DYNQ_PAD_SAME_UPPER, DYNQ_PAD_SAME_LOWER, DYNQ_PAD_VALID, DYNQ_PAD_BAD };
+
+/* LSTM/GRU and their quantized forms. */
+typedef struct dynq__rnn_attrs {
+  int dirs;              /* 1 forward, 2 reverse, 3 both; 0 invalid */
+  int layout, lbr, input_forget, per_tensor, has_clip;
+  float clip;
+  int64_t hidden_size, input_size;
+} dynq__rnn_attrs_t;
+
+/*
+ * Per-node state: the node's attributes parsed once at load by the op's
+ * prepare function (no string lookups per request).  One union member
+ * per op family that has attributes; an op without attributes leaves it
+ * zeroed.
+ */
+typedef union dynq__opstate {
+  struct { int64_t axis; } axis;             /* Softmax, Flatten, Gather, Concat */
+  struct { int allowzero; } reshape;
+  struct { int ta, tb; float alpha, beta; } gemm;
+  struct { int keepdims, noop_empty; } reduce;
+  struct { int mode; } pad;                  /* PAD_* in shape.c */
+  struct { int to, to_bool; } cast;
+  struct { int64_t start, end; int has_start, has_end; } shape;
+  struct { int64_t k, n; int ta, act, per_tensor; } qlinear;
+  struct { int64_t then_nodes, else_nodes; } branch;  /* If */
+  dynq__conv_attrs_t conv;
+  dynq__rnn_attrs_t rnn;
+} dynq__opstate_t;
+
+typedef struct dynq__op_ctx {
+  const dynq__node_t *node;
+  const dynq__opstate_t *st;  /* the node's prepared state (never NULL when run) */
+  const dynq__kernel_t *kernel;
+  int precision;              /* DYNQ_PRECISION_* */
+  int threads;                /* large GEMMs may split over this many threads */
+  uint64_t splits;            /* GEMMs that did split (the executor reports it) */
+  char *err;                  /* message buffer for failures */
+  size_t errlen;
+  /* donor[k]: input k's slot when the executor offers its storage: this
+   * node is the value's last reader, the executor owns the data, and no
+   * other input of the node is the same value.  NULL otherwise (and in
+   * every context built outside the executor).  Taken only through
+   * dynq__op_out_like(). */
+  dynq__tensor_t *donor[3];
+} dynq__op_ctx_t;
+
+/* in[i] is NULL for an omitted optional input.  out[] are cleared tensors
+ * the op fills (owned storage) with shapes computed from the inputs. */
+typedef int dynq__op_run_t(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                           dynq__tensor_t *out);
+/* Load-time check beyond arity (constant inputs, attribute values). */
+typedef int dynq__op_check_t(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                             size_t errlen);
+/* Parse the node's attributes into *st (zeroed by the caller).  g may be
+ * NULL (a node run on its own, as tests and the importer's folding do).
+ * Must not fail on anything the check accepts; 0 or DYNQ_EGRAPH. */
+typedef int dynq__op_prepare_t(const dynq__graph_t *g, const dynq__node_t *n,
+                               dynq__opstate_t *st, char *err, size_t errlen);
+
+/* For load-time check functions (n, err and errlen in scope): when cond is
+ * false, "node 'name' (Op): " + the message into err, return DYNQ_EGRAPH. */
+#define DYNQ_OP_CHECK(cond, ...)                                               \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      int o_ = snprintf(err, errlen, "node '%s' (%s): ", n->name ? n->name : "?", \
+                        dynq__op_name(n->op));                                 \
+      if (o_ >= 0 && (size_t)o_ < errlen) snprintf(err + o_, errlen - (size_t)o_, __VA_ARGS__); \
+      return DYNQ_EGRAPH;                                                      \
+    }                                                                          \
+  } while (0)
+
+const char *dynq__op_name(int op); /* "MatMul"; "?" when unknown (opnames.c) */
+
+/* Formats "node 'name' (Op): ..." into c->err; returns code. */
+int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Output storage for a dtype [rank, dims] result.  zero: filled with
+ * zeros, else uninitialised (the op writes every element).  0 or an error
+ * (message in c->err). */
+int dynq__op_alloc(dynq__op_ctx_t *c, dynq__tensor_t *out, dynq_dtype_t dt, int rank,
+                   const int64_t *dims, int zero);
+
+/* Output storage for an op that writes every element of a dtype
+ * [rank, dims] result: input k's storage, moved, when c->donor[k] offers
+ * it and it has the same dtype and byte count (out->data == in[k]->data
+ * tells the op: an in-place elementwise loop, or no copy at all for a
+ * reshape); else fresh uninitialised storage.  The donor stays readable
+ * (as a borrowed view) until the node returns.  0 or an error. */
+int dynq__op_out_like(dynq__op_ctx_t *c, int k, dynq_dtype_t dt, int rank,
+                      const int64_t *dims, dynq__tensor_t *out);
+
+/* x's bytes under another shape: moved when the executor offers input
+ * k (x), copied otherwise (Reshape, Squeeze, Identity, ...). */
+int dynq__op_reshape_to(dynq__op_ctx_t *c, int k, const dynq__tensor_t *x, int rank,
+                        const int64_t *dims, dynq__tensor_t *out);
+
+/* Input checks; 0 or an error naming input idx. */
+int dynq__op_need_f32(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx);
+int dynq__op_need_present(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx);
+/* axis in [-rank, rank) (or [-rank, rank] with allow_end) normalised. */
+int dynq__op_norm_axis(dynq__op_ctx_t *c, int64_t axis, int rank, int allow_end, int *ret);
+/* An int64 (or int32) 1-D or scalar tensor read into v[0..max). */
+int dynq__op_read_ints(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *what,
+                       int64_t *v, int max, int *ret_n);
+
+static inline int dynq__dt_is_int(dynq_dtype_t dt) {
+  return dt == DYNQ_DT_I64 || dt == DYNQ_DT_I32 || dt == DYNQ_DT_I8 || dt == DYNQ_DT_U8;
+}
+
+static inline int64_t dynq__load_i(const void *p, dynq_dtype_t dt, int64_t i) {
+  switch (dt) {
+  case DYNQ_DT_I64: return ((const int64_t *)p)[i];
+  case DYNQ_DT_I32: return ((const int32_t *)p)[i];
+  case DYNQ_DT_I8: return ((const int8_t *)p)[i];
+  case DYNQ_DT_U8: return ((const uint8_t *)p)[i];
+  case DYNQ_DT_F32: return (int64_t)((const float *)p)[i];
+  default: return 0;
+  }
+}
+
+/* Narrowing wraps (two's complement), as numpy and ONNX Runtime do. */
+static inline void dynq__store_i(void *p, dynq_dtype_t dt, int64_t i, int64_t v) {
+  switch (dt) {
+  case DYNQ_DT_I64: ((int64_t *)p)[i] = v; break;
+  case DYNQ_DT_I32: ((int32_t *)p)[i] = (int32_t)(uint32_t)(uint64_t)v; break;
+  case DYNQ_DT_I8: ((int8_t *)p)[i] = (int8_t)(uint8_t)(uint64_t)v; break;
+  case DYNQ_DT_U8: ((uint8_t *)p)[i] = (uint8_t)(uint64_t)v; break;
+  case DYNQ_DT_F32: ((float *)p)[i] = (float)v; break;
+  default: break;
+  }
+}
+
+static inline double dynq__load_d(const void *p, dynq_dtype_t dt, int64_t i) {
+  if (dt == DYNQ_DT_F32) return ((const float *)p)[i];
+  return (double)dynq__load_i(p, dt, i);
+}
+
+/* ---- the broadcast iterator ----
+ *
+ * numpy broadcasting of up to DYNQ_BCAST_MAX operands: the result shape
+ * and, per operand, element strides with 0 where it is broadcast.  Walk
+ * the result in order with a multi-index cnt[] (zeroed) and per-operand
+ * offsets off[] (zeroed), advancing either one element
+ * (dynq__bcast_next) or one innermost row (dynq__bcast_next_row, then
+ * the caller runs the last axis itself with strides st[k][rank-1]).
+ */
+#define DYNQ_BCAST_MAX 3
+
+typedef struct dynq__bcast {
+  int rank;
+  int64_t dims[DYNQ_MAX_RANK];
+  int64_t st[DYNQ_BCAST_MAX][DYNQ_MAX_RANK];
+  int64_t n;                 /* elements of the result */
+} dynq__bcast_t;
+
+/* From shapes: 0, DYNQ_ESHAPE (ret_bad: the operand that does not
+ * broadcast with those before it) or DYNQ_ELIMIT (too large). */
+int dynq__bcast_shapes(dynq__bcast_t *b, int nin, const int *ranks,
+                       const int64_t *const *dims, int *ret_bad);
+/* From tensors, with the error message (naming both shapes) in c->err. */
+int dynq__bcast_init(dynq__op_ctx_t *c, int nin, const dynq__tensor_t *const *t,
+                     dynq__bcast_t *b);
+
+/* Advance cnt/off over axes [0, upto) by one step of axis upto - 1. */
+static inline void dynq__bcast_step(const dynq__bcast_t *b, int nin, int upto, int64_t *cnt,
+                                    int64_t *off) {
+  for (int d = upto - 1; d >= 0; d--) {
+    cnt[d]++;
+    for (int k = 0; k < nin; k++) off[k] += b->st[k][d];
+    if (cnt[d] < b->dims[d]) return;
+    for (int k = 0; k < nin; k++) off[k] -= b->st[k][d] * b->dims[d];
+    cnt[d] = 0;
+  }
+}
+static inline void dynq__bcast_next(const dynq__bcast_t *b, int nin, int64_t *cnt,
+                                    int64_t *off) {
+  dynq__bcast_step(b, nin, b->rank, cnt, off);
+}
+static inline void dynq__bcast_next_row(const dynq__bcast_t *b, int nin, int64_t *cnt,
+                                        int64_t *off) {
+  dynq__bcast_step(b, nin, b->rank - 1, cnt, off);
+}
+
+/* C[M,N] (+)= alpha * op(A) * op(B), row-major, through OpenBLAS
+ * (single-threaded per call: dynq_engine_init sets it); sgemv when M == 1. */
+void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc);
+
+/* Fused activation of an INT8 layer's output columns [n0, n1) of M rows
+ * (DYNQ_ACT_SIGMOID and GELU; the kernels do NONE and RELU themselves),
+ * with the shared vector math: the same bits on every kernel and split. */
+void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * The op registry: one row per op, the only place an op is declared.
+ *
+ *   X(NAME, code, "Name", since, until, min_in, max_in, min_out, max_out,
+ *     check, prepare, run)
+ *
+ * code      the op's number in .dynq files: never renumber, never reuse.
+ * "Name"    the ONNX op type (engine-only ops such as QLinear have
+ *           since = 0 and are never matched by name).
+ * since, until  the ONNX opsets whose semantics the op implements
+ *           (until 0: no upper bound known).
+ * min_in .. max_out  arity; inputs past min_in may be omitted (-1).
+ * check     load-time check of constants and attributes (check_none).
+ * prepare   parses attributes into the node's dynq__opstate_t once at
+ *           load (prep_none).
+ * run       computes the outputs.
+ *
+ * The three functions are dynq__check_<check>, dynq__prep_<prepare> and
+ * dynq__run_<run>, defined in a family file of lib/ops/ (elementwise,
+ * shape, reduce, matmul, norm, control, rnn, conv); the row declares
+ * them.  docs/HACKING.md shows adding an op.
+ */
+#ifndef DYNQ_OPS_OPS_H
+#define DYNQ_OPS_OPS_H
+
+#include "opkit.h"
+
+#define DYNQ_OPS(X)                                                                        \
+  /* matmul.c */                                                                           \
+  X(QLINEAR, 1, "QLinear", 0, 0, 4, 6, 1, 1, qlinear, qlinear, qlinear)                    \
+  X(MATMUL, 2, "MatMul", 1, 0, 2, 2, 1, 1, none, none, matmul)                             \
+  X(GEMM, 3, "Gemm", 1, 0, 2, 3, 1, 1, gemm, gemm, gemm)                                   \
+  /* elementwise.c */                                                                      \
+  X(ADD, 4, "Add", 1, 0, 2, 2, 1, 1, none, none, add)                                      \
+  X(MUL, 5, "Mul", 1, 0, 2, 2, 1, 1, none, none, mul)                                      \
+  X(RELU, 6, "Relu", 1, 0, 1, 1, 1, 1, none, none, relu)                                   \
+  X(SIGMOID, 7, "Sigmoid", 1, 0, 1, 1, 1, 1, none, none, sigmoid)                          \
+  X(TANH, 8, "Tanh", 1, 0, 1, 1, 1, 1, none, none, tanh)                                   \
+  /* norm.c */                                                                             \
+  X(SOFTMAX, 9, "Softmax", 1, 0, 1, 1, 1, 1, none, axis_last, softmax)                     \
+  /* shape.c */                                                                            \
+  X(FLATTEN, 10, "Flatten", 1, 0, 1, 1, 1, 1, none, axis_one, flatten)                     \
+  X(RESHAPE, 11, "Reshape", 1, 0, 2, 2, 1, 1, reshape, reshape, reshape)                   \
+  X(SUB, 12, "Sub", 1, 0, 2, 2, 1, 1, none, none, sub)                                     \
+  X(DIV, 13, "Div", 1, 0, 2, 2, 1, 1, none, none, div)                                     \
+  X(IDENTITY, 14, "Identity", 1, 0, 1, 1, 1, 1, none, none, identity)                      \
+  X(CONSTANT_OF_SHAPE, 15, "ConstantOfShape", 9, 0, 1, 2, 1, 1, none, none, constant_of_shape) \
+  X(SHAPE, 16, "Shape", 1, 0, 1, 1, 1, 1, none, shape, shape)                              \
+  X(SIZE, 17, "Size", 1, 0, 1, 1, 1, 1, none, none, size)                                  \
+  X(GATHER, 18, "Gather", 1, 0, 2, 2, 1, 1, none, axis_zero, gather)                       \
+  X(SLICE, 19, "Slice", 1, 0, 3, 5, 1, 1, none, none, slice)                               \
+  X(CONCAT, 20, "Concat", 1, 0, 1, 64, 1, 1, none, axis_zero, concat)                      \
+  X(SQUEEZE, 21, "Squeeze", 1, 0, 1, 2, 1, 1, none, none, squeeze)                         \
+  X(UNSQUEEZE, 22, "Unsqueeze", 1, 0, 2, 2, 1, 1, none, none, unsqueeze)                   \
+  X(TRANSPOSE, 23, "Transpose", 1, 0, 1, 2, 1, 1, none, none, transpose)                   \
+  X(CAST, 24, "Cast", 1, 0, 1, 1, 1, 1, none, cast, cast)                                  \
+  X(EQUAL, 25, "Equal", 1, 0, 2, 2, 1, 1, none, none, binary_any)                          \
+  X(NOT, 26, "Not", 1, 0, 1, 1, 1, 1, none, none, unary_any)                               \
+  X(WHERE, 27, "Where", 9, 0, 3, 3, 1, 1, none, none, where)                               \
+  X(POW, 28, "Pow", 1, 0, 2, 2, 1, 1, none, none, binary_any)                              \
+  X(SQRT, 29, "Sqrt", 1, 0, 1, 1, 1, 1, none, none, unary_any)                             \
+  X(NEG, 30, "Neg", 1, 0, 1, 1, 1, 1, none, none, unary_any)                               \
+  X(LOG, 31, "Log", 1, 0, 1, 1, 1, 1, none, none, unary_any)                               \
+  X(EXP, 32, "Exp", 1, 0, 1, 1, 1, 1, none, none, unary_any)                               \
+  /* reduce.c */                                                                           \
+  X(REDUCE_MEAN, 33, "ReduceMean", 1, 0, 1, 2, 1, 1, none, reduce, reduce)                 \
+  X(REDUCE_SUM, 34, "ReduceSum", 1, 0, 1, 2, 1, 1, none, reduce, reduce)                   \
+  X(PAD, 35, "Pad", 1, 0, 2, 4, 1, 1, none, pad, pad)                                      \
+  X(CLIP, 36, "Clip", 1, 0, 1, 3, 1, 1, none, none, clip)                                  \
+  X(EXPAND, 37, "Expand", 8, 0, 2, 2, 1, 1, none, none, expand)                            \
+  /* control.c: If runs as a flag plus two inlined node ranges, Phi picks */              \
+  X(IF, 38, "If", 1, 0, 1, 1, 1, 1, if, if, if)                                            \
+  X(LESS, 39, "Less", 1, 0, 2, 2, 1, 1, none, none, binary_any)                            \
+  X(GREATER, 40, "Greater", 1, 0, 2, 2, 1, 1, none, none, binary_any)                      \
+  X(AND, 41, "And", 1, 0, 2, 2, 1, 1, none, none, binary_any)                              \
+  X(OR, 42, "Or", 1, 0, 2, 2, 1, 1, none, none, binary_any)                                \
+  X(RANGE, 43, "Range", 11, 0, 3, 3, 1, 1, none, none, range)                              \
+  X(ABS, 44, "Abs", 1, 0, 1, 1, 1, 1, none, none, unary_any)                               \
+  X(PHI, 45, "Phi", 0, 0, 3, 3, 1, 1, none, none, phi)                                     \
+  /* 46..49 free; rnn.c and conv.c */                                                      \
+  X(LSTM, 50, "LSTM", 1, 0, 3, 8, 3, 3, rnn, rnn, lstm)                                    \
+  X(GRU, 51, "GRU", 1, 0, 3, 6, 2, 2, rnn, rnn, gru)                                       \
+  X(CONV, 52, "Conv", 1, 0, 2, 3, 1, 1, conv, conv, conv)                                  \
+  X(QLSTM, 53, "QLSTM", 0, 0, 7, 14, 3, 3, rnn, rnn, qlstm)                                \
+  X(QGRU, 54, "QGRU", 0, 0, 7, 12, 2, 2, rnn, rnn, qgru)                                   \
+  X(QCONV, 55, "QConv", 0, 0, 4, 6, 1, 1, conv, conv, qconv)
+  /* 56..59 reserved for recurrent/conv variants */
+
+typedef enum dynq_op {
+  DYNQ_OP_INVALID = 0,
+#define DYNQ__OP_ENUM(NAME, code, ...) DYNQ_OP_##NAME = code,
+  DYNQ_OPS(DYNQ__OP_ENUM)
+#undef DYNQ__OP_ENUM
+  DYNQ_OP__END
+} dynq_op_t;
+#define DYNQ_OP__COUNT 64 /* codes are below this */
+
+typedef struct dynq__opdef {
+  int code;
+  const char *name;
+  int since, until;
+  int min_in, max_in, min_out, max_out;
+  dynq__op_check_t *check;
+  dynq__op_prepare_t *prepare;
+  dynq__op_run_t *run;
+} dynq__opdef_t;
+
+/* The row of an op code; NULL when unknown. */
+const dynq__opdef_t *dynq__opdef(int op);
+/* The row of an ONNX op type (engine-only ops excluded); NULL if none. */
+const dynq__opdef_t *dynq__opdef_onnx(const char *type);
+int dynq__op_from_name(const char *s); /* any row's name; DYNQ_OP_INVALID when unknown */
+
+/* Run one node on its own: prepare its state, then run it (the importer
+ * folds constants so; tests call ops so).  g may be NULL when no
+ * attribute is an INTS.  ctx supplies node, kernel, precision, threads,
+ * err; its state pointer is set here. */
+int dynq__op_run1(const dynq__graph_t *g, dynq__op_ctx_t *ctx, const dynq__tensor_t *const *in,
+                  dynq__tensor_t *out);
+
+/* Declarations of every row's functions, and the two defaults. */
+#define DYNQ__OP_DECL(NAME, code, str, since, until, mi, xi, mo, xo, check, prepare, run) \
+  dynq__op_check_t dynq__check_##check;                                                  \
+  dynq__op_prepare_t dynq__prep_##prepare;                                               \
+  dynq__op_run_t dynq__run_##run;
+DYNQ_OPS(DYNQ__OP_DECL)
+#undef DYNQ__OP_DECL
+
+/* For an IF node's output flag: the node range (relative to the IF node,
+ * first >= 1) the executor must skip. */
+void dynq__if_skip_range(const dynq__opstate_t *st, const dynq__tensor_t *flag,
+                         int64_t *ret_first, int64_t *ret_count);
+
+#endif

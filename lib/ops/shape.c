@@ -1,0 +1,636 @@
+/*
+ * Shape and data-movement ops: Reshape, Flatten, Identity, Shape, Size,
+ * ConstantOfShape, Range, Gather, Slice, Concat, Squeeze, Unsqueeze,
+ * Transpose, Expand, Pad.  Any dtype (float32, int64, int32, int8,
+ * uint8).  Lists the ONNX spec keeps in attributes (axes, perm, pads)
+ * arrive as int64 inputs: the importer turns attributes into constant
+ * inputs so one run function serves every opset.
+ */
+#include "ops.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+
+/* ---- Flatten, Reshape ---- */
+
+int dynq__run_flatten(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                       dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0];
+  int ax = 0, rc;
+  if ((rc = dynq__op_norm_axis(c, c->st->axis.axis, x->rank, 1, &ax))) return rc;
+  int64_t d[2] = {1, 1};
+  for (int i = 0; i < x->rank; i++) d[i < ax ? 0 : 1] *= x->dims[i];
+  return dynq__op_reshape_to(c, 0, x, 2, d, out);
+}
+
+int dynq__run_reshape(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                       dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *s = in[1];
+  char a[128];
+  if (s->dtype != DYNQ_DT_I64 || s->rank != 1 || s->dims[0] > DYNQ_MAX_RANK)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "shape input must be int64 1-D of at most %d values", DYNQ_MAX_RANK);
+  int allowzero = c->st->reshape.allowzero;
+  int rank = (int)s->dims[0], neg = -1;
+  const int64_t *sv = s->data;
+  int64_t dims[DYNQ_MAX_RANK], known = 1;
+  for (int i = 0; i < rank; i++) {
+    int64_t v = sv[i];
+    if (v == 0 && !allowzero) {
+      if (i >= x->rank) return dynq__op_fail(c, DYNQ_ESHAPE, "shape[%d] = 0 copies a dimension the input lacks", i);
+      v = x->dims[i];
+    }
+    if (v == -1) {
+      if (neg >= 0) return dynq__op_fail(c, DYNQ_ESHAPE, "more than one -1 in shape");
+      neg = i;
+      v = 1;
+    } else if (v < 0) {
+      return dynq__op_fail(c, DYNQ_ESHAPE, "negative dimension %lld in shape", (long long)v);
+    }
+    dims[i] = v;
+    if (dynq__shape_numel(1, &v) < 0) return dynq__op_fail(c, DYNQ_ESHAPE, "dimension too large");
+    known *= v;
+    if (known > DYNQ_MAX_ELEMS) return dynq__op_fail(c, DYNQ_ESHAPE, "shape too large");
+  }
+  int64_t n = dynq__tensor_numel(x);
+  if (neg >= 0) {
+    if (known == 0 || n % known)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "cannot infer -1: %lld elements of %s", (long long)n,
+                           dynq__shape_str(a, sizeof(a), x->rank, x->dims));
+    dims[neg] = n / known;
+    known = n;
+  }
+  if (known != n)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "cannot reshape %s (%lld elements) to %lld elements",
+                         dynq__shape_str(a, sizeof(a), x->rank, x->dims), (long long)n, (long long)known);
+  return dynq__op_reshape_to(c, 0, x, rank, dims, out);
+}
+
+/* ---- Expand ---- */
+
+int dynq__run_expand(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, n;
+  int64_t shape[DYNQ_MAX_RANK];
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1))) return rc;
+  if ((rc = dynq__op_read_ints(c, in[1], "shape", shape, DYNQ_MAX_RANK, &n))) return rc;
+  dynq__tensor_t s = {.dtype = in[0]->dtype, .rank = n};
+  for (int i = 0; i < n; i++) {
+    if (shape[i] < 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "negative dimension %lld in shape", (long long)shape[i]);
+    s.dims[i] = shape[i];
+  }
+  const dynq__tensor_t *pair[2] = {in[0], &s};
+  dynq__bcast_t bc;
+  if ((rc = dynq__bcast_init(c, 2, pair, &bc))) return rc;
+  if ((rc = dynq__op_alloc(c, out, in[0]->dtype, bc.rank, bc.dims, 0))) return rc;
+  size_t es = dynq__dtype_size(in[0]->dtype);
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
+  for (int64_t i = 0; i < bc.n; i++, dynq__bcast_next(&bc, 2, cnt, off))
+    memcpy((char *)out->data + (size_t)i * es, (const char *)in[0]->data + (size_t)off[0] * es, es);
+  return 0;
+}
+
+/* ---- Shape, Size, ConstantOfShape, Range ---- */
+
+int dynq__run_shape(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  int r = in[0]->rank;
+  int64_t start = c->st->shape.has_start ? c->st->shape.start : 0;
+  int64_t end = c->st->shape.has_end ? c->st->shape.end : r;
+  if (start < 0) start += r;
+  if (end < 0) end += r;
+  start = start < 0 ? 0 : start > r ? r : start;
+  end = end < 0 ? 0 : end > r ? r : end;
+  int64_t n = end > start ? end - start : 0;
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_I64, 1, &n, 1))) return rc;
+  for (int64_t i = 0; i < n; i++) ((int64_t *)out->data)[i] = in[0]->dims[start + i];
+  return 0;
+}
+
+int dynq__run_size(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_I64, 0, NULL, 1))) return rc;
+  *(int64_t *)out->data = dynq__tensor_numel(in[0]);
+  return 0;
+}
+
+int dynq__run_constant_of_shape(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                                 dynq__tensor_t *out) {
+  int rc, n;
+  int64_t shape[DYNQ_MAX_RANK];
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  if ((rc = dynq__op_read_ints(c, in[0], "shape", shape, DYNQ_MAX_RANK, &n))) return rc;
+  for (int i = 0; i < n; i++)
+    if (shape[i] < 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "negative dimension %lld in shape", (long long)shape[i]);
+  if (dynq__shape_numel(n, shape) < 0)
+    return dynq__op_fail(c, DYNQ_ELIMIT, "shape has more than %lld elements",
+                         (long long)DYNQ_MAX_ELEMS);
+  const dynq__tensor_t *v = in[1];
+  if (v != NULL && dynq__tensor_numel(v) != 1)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "value must hold exactly one element");
+  dynq_dtype_t dt = v ? v->dtype : DYNQ_DT_F32;
+  if ((rc = dynq__op_alloc(c, out, dt, n, shape, 1))) return rc;
+  if (v != NULL) {
+    size_t es = dynq__dtype_size(dt);
+    int64_t cnt = dynq__tensor_numel(out);
+    for (int64_t i = 0; i < cnt; i++) memcpy((char *)out->data + (size_t)i * es, v->data, es);
+  }
+  return 0;
+}
+
+int dynq__run_range(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  for (int k = 0; k < 3; k++) {
+    if ((rc = dynq__op_need_present(c, in[k], k))) return rc;
+    if (in[k]->dtype != in[0]->dtype || dynq__tensor_numel(in[k]) != 1)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "start, limit and delta must be one-element "
+                           "tensors of the same dtype");
+  }
+  dynq_dtype_t dt = in[0]->dtype;
+  int64_t n;
+  if (dt == DYNQ_DT_F32) {
+    double s = ((const float *)in[0]->data)[0], l = ((const float *)in[1]->data)[0],
+           d = ((const float *)in[2]->data)[0];
+    if (d == 0 || !isfinite(s) || !isfinite(l) || !isfinite(d))
+      return dynq__op_fail(c, DYNQ_ENUMERIC, "delta is zero or a bound is not finite");
+    double cnt = ceil((l - s) / d);
+    if (cnt > (double)DYNQ_MAX_ELEMS)
+      return dynq__op_fail(c, DYNQ_ELIMIT, "range has more than %lld elements", (long long)DYNQ_MAX_ELEMS);
+    n = cnt > 0 ? (int64_t)cnt : 0;
+    if ((rc = dynq__op_alloc(c, out, dt, 1, &n, 1))) return rc;
+    /* ONNX defines element i as start + i * delta, not a running sum. */
+    float fs = (float)s, fd = (float)d;
+    for (int64_t i = 0; i < n; i++) ((float *)out->data)[i] = fs + (float)i * fd;
+    return 0;
+  }
+  if (!dynq__dt_is_int(dt)) return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(dt));
+  int64_t s = dynq__load_i(in[0]->data, dt, 0), l = dynq__load_i(in[1]->data, dt, 0), d = dynq__load_i(in[2]->data, dt, 0);
+  if (d == 0) return dynq__op_fail(c, DYNQ_ENUMERIC, "delta is zero");
+  /* The span l - s may overflow int64: compute it in 128 bits. */
+  __int128 span = (__int128)l - (__int128)s;
+  __int128 cnt = 0;
+  if ((span > 0 && d > 0) || (span < 0 && d < 0)) {
+    __int128 ad = d > 0 ? (__int128)d : -(__int128)d, as = span > 0 ? span : -span;
+    cnt = (as + ad - 1) / ad;
+  }
+  if (cnt > DYNQ_MAX_ELEMS)
+    return dynq__op_fail(c, DYNQ_ELIMIT, "range has more than %lld elements", (long long)DYNQ_MAX_ELEMS);
+  n = (int64_t)cnt;
+  if ((rc = dynq__op_alloc(c, out, dt, 1, &n, 1))) return rc;
+  for (int64_t i = 0; i < n; i++) dynq__store_i(out->data, dt, i, (int64_t)((__int128)s + (__int128)i * d));
+  return 0;
+}
+
+/* ---- Gather ---- */
+
+int dynq__run_gather(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, ax = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1))) return rc;
+  const dynq__tensor_t *x = in[0], *idx = in[1];
+  if (x->rank < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "data must have rank >= 1");
+  if (idx->dtype != DYNQ_DT_I64 && idx->dtype != DYNQ_DT_I32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "indices must be int64 or int32, are %s",
+                         dynq__dtype_name(idx->dtype));
+  if ((rc = dynq__op_norm_axis(c, c->st->axis.axis, x->rank, 0, &ax))) return rc;
+  int orank = x->rank - 1 + idx->rank;
+  if (orank > DYNQ_MAX_RANK)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "output rank %d exceeds %d", orank, DYNQ_MAX_RANK);
+  int64_t dims[DYNQ_MAX_RANK];
+  int r = 0;
+  for (int d = 0; d < ax; d++) dims[r++] = x->dims[d];
+  for (int d = 0; d < idx->rank; d++) dims[r++] = idx->dims[d];
+  for (int d = ax + 1; d < x->rank; d++) dims[r++] = x->dims[d];
+  int64_t outer = 1, inner = 1, len = x->dims[ax], ni = dynq__tensor_numel(idx);
+  for (int d = 0; d < ax; d++) outer *= x->dims[d];
+  for (int d = ax + 1; d < x->rank; d++) inner *= x->dims[d];
+  for (int64_t j = 0; j < ni; j++) {
+    int64_t k = dynq__load_i(idx->data, idx->dtype, j);
+    if (k < -len || k >= len)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "index %lld out of range for axis %d of size %lld",
+                           (long long)k, ax, (long long)len);
+  }
+  if ((rc = dynq__op_alloc(c, out, x->dtype, orank, dims, 0))) return rc;
+  size_t es = dynq__dtype_size(x->dtype), row = (size_t)inner * es;
+  char *o = out->data;
+  for (int64_t a = 0; a < outer; a++)
+    for (int64_t j = 0; j < ni; j++) {
+      int64_t k = dynq__load_i(idx->data, idx->dtype, j);
+      if (k < 0) k += len;
+      memcpy(o, (const char *)x->data + ((size_t)(a * len + k)) * row, row);
+      o += row;
+    }
+  return 0;
+}
+
+/* ---- Slice ---- */
+
+int dynq__run_slice(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, ns, ne, na, nst;
+  for (int k = 0; k < 3; k++)
+    if ((rc = dynq__op_need_present(c, in[k], k))) return rc;
+  const dynq__tensor_t *x = in[0];
+  int64_t starts[DYNQ_MAX_RANK], ends[DYNQ_MAX_RANK], axes[DYNQ_MAX_RANK], steps[DYNQ_MAX_RANK];
+  if ((rc = dynq__op_read_ints(c, in[1], "starts", starts, DYNQ_MAX_RANK, &ns)) ||
+      (rc = dynq__op_read_ints(c, in[2], "ends", ends, DYNQ_MAX_RANK, &ne)))
+    return rc;
+  if (ns != ne) return dynq__op_fail(c, DYNQ_ESHAPE, "starts has %d values, ends %d", ns, ne);
+  if (in[3] != NULL) {
+    if ((rc = dynq__op_read_ints(c, in[3], "axes", axes, DYNQ_MAX_RANK, &na))) return rc;
+    if (na != ns) return dynq__op_fail(c, DYNQ_ESHAPE, "axes has %d values, starts %d", na, ns);
+  } else {
+    for (int i = 0; i < ns; i++) axes[i] = i;
+  }
+  if (in[4] != NULL) {
+    if ((rc = dynq__op_read_ints(c, in[4], "steps", steps, DYNQ_MAX_RANK, &nst))) return rc;
+    if (nst != ns) return dynq__op_fail(c, DYNQ_ESHAPE, "steps has %d values, starts %d", nst, ns);
+  } else {
+    for (int i = 0; i < ns; i++) steps[i] = 1;
+  }
+  int64_t st[DYNQ_MAX_RANK], sp[DYNQ_MAX_RANK], dims[DYNQ_MAX_RANK];
+  int seen[DYNQ_MAX_RANK] = {0};
+  for (int d = 0; d < x->rank; d++) {
+    st[d] = 0;
+    sp[d] = 1;
+    dims[d] = x->dims[d];
+  }
+  for (int i = 0; i < ns; i++) {
+    int a = 0;
+    if ((rc = dynq__op_norm_axis(c, axes[i], x->rank, 0, &a))) return rc;
+    if (seen[a]++) return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d repeated", a);
+    int64_t len = x->dims[a], s = starts[i], e = ends[i], step = steps[i];
+    if (step == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "step is 0 on axis %d", a);
+    /* clamp per the ONNX spec; bounds such as INT64_MAX/INT64_MIN are
+     * common, and adding len to a negative value cannot overflow */
+    if (s < 0) s += len;
+    if (e < 0) e += len;
+    if (step > 0) {
+      s = s < 0 ? 0 : s > len ? len : s;
+      e = e < 0 ? 0 : e > len ? len : e;
+    } else {
+      s = s < 0 ? 0 : s > len - 1 ? len - 1 : s;
+      e = e < -1 ? -1 : e > len - 1 ? len - 1 : e;
+    }
+    int64_t cnt = 0;
+    if (step > 0 && e > s) cnt = (e - s + step - 1) / step;
+    if (step < 0 && s > e) cnt = (s - e + (-step) - 1) / (-step);
+    st[a] = s;
+    sp[a] = step;
+    dims[a] = cnt;
+  }
+  int whole = 1; /* every axis taken whole, in order: a copy (or a move) */
+  for (int d = 0; d < x->rank; d++) whole &= st[d] == 0 && sp[d] == 1 && dims[d] == x->dims[d];
+  if (whole) {
+    return dynq__op_reshape_to(c, 0, x, x->rank, dims, out);
+  }
+  if ((rc = dynq__op_alloc(c, out, x->dtype, x->rank, dims, 0))) return rc;
+  int64_t n = dynq__tensor_numel(out);
+  if (n == 0) return 0;
+  int64_t xs[DYNQ_MAX_RANK], e = 1;
+  for (int d = x->rank - 1; d >= 0; d--) {
+    xs[d] = e;
+    e *= x->dims[d];
+  }
+  size_t es = dynq__dtype_size(x->dtype);
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off = 0;
+  for (int d = 0; d < x->rank; d++) off += st[d] * xs[d];
+  if (x->rank >= 1 && sp[x->rank - 1] == 1) {
+    /* Unit step on the last axis: copy whole runs.  Trailing axes taken
+     * whole join the run with the axis before them (Silero slices
+     * [B, 258, 4] on axis 1: runs of 129 x 4, not 4). */
+    int r = x->rank - 1;
+    int64_t run = dims[r];
+    while (r > 0 && dims[r] == x->dims[r] && sp[r - 1] == 1) {
+      r--;
+      run *= dims[r];
+    }
+    for (int64_t i = 0; i < n; i += run) {
+      memcpy((char *)out->data + (size_t)i * es, (const char *)x->data + (size_t)off * es,
+             (size_t)run * es);
+      for (int d = r - 1; d >= 0; d--) {
+        cnt[d]++;
+        off += sp[d] * xs[d];
+        if (cnt[d] < dims[d]) break;
+        off -= sp[d] * xs[d] * dims[d];
+        cnt[d] = 0;
+      }
+    }
+    return 0;
+  }
+  for (int64_t i = 0; i < n; i++) {
+    memcpy((char *)out->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
+    for (int d = x->rank - 1; d >= 0; d--) {
+      cnt[d]++;
+      off += sp[d] * xs[d];
+      if (cnt[d] < dims[d]) break;
+      off -= sp[d] * xs[d] * dims[d];
+      cnt[d] = 0;
+    }
+  }
+  return 0;
+}
+
+/* ---- Concat ---- */
+
+int dynq__run_concat(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, ax = 0, nin = c->node->n_in;
+  for (int k = 0; k < nin; k++)
+    if ((rc = dynq__op_need_present(c, in[k], k))) return rc;
+  const dynq__tensor_t *x0 = in[0];
+  if (x0->rank < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "inputs must have rank >= 1");
+  if ((rc = dynq__op_norm_axis(c, c->st->axis.axis, x0->rank, 0, &ax))) return rc;
+  int64_t dims[DYNQ_MAX_RANK];
+  memcpy(dims, x0->dims, sizeof(dims));
+  dims[ax] = 0;
+  for (int k = 0; k < nin; k++) {
+    const dynq__tensor_t *t = in[k];
+    if (t->dtype != x0->dtype || t->rank != x0->rank)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "input %d is %s rank %d; input 0 is %s rank %d", k,
+                           dynq__dtype_name(t->dtype), t->rank, dynq__dtype_name(x0->dtype), x0->rank);
+    for (int d = 0; d < t->rank; d++)
+      if (d != ax && t->dims[d] != x0->dims[d]) {
+        char a[96], b[96];
+        return dynq__op_fail(c, DYNQ_ESHAPE, "input %d shape %s does not match input 0 %s off axis %d", k,
+                             dynq__shape_str(a, sizeof(a), t->rank, t->dims),
+                             dynq__shape_str(b, sizeof(b), x0->rank, x0->dims), ax);
+      }
+    dims[ax] += t->dims[ax];
+    if (dims[ax] > DYNQ_MAX_ELEMS) return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
+  }
+  if ((rc = dynq__op_alloc(c, out, x0->dtype, x0->rank, dims, 0))) return rc;
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < ax; d++) outer *= dims[d];
+  for (int d = ax + 1; d < x0->rank; d++) inner *= dims[d];
+  size_t es = dynq__dtype_size(x0->dtype);
+  char *o = out->data;
+  for (int64_t a = 0; a < outer; a++)
+    for (int k = 0; k < nin; k++) {
+      size_t row = (size_t)(in[k]->dims[ax] * inner) * es;
+      if (row) memcpy(o, (const char *)in[k]->data + (size_t)a * row, row);
+      o += row;
+    }
+  return 0;
+}
+
+/* ---- Squeeze, Unsqueeze ---- */
+
+int dynq__run_squeeze(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, na = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  int64_t axes[DYNQ_MAX_RANK];
+  int drop[DYNQ_MAX_RANK] = {0};
+  if (in[1] != NULL) {
+    if ((rc = dynq__op_read_ints(c, in[1], "axes", axes, DYNQ_MAX_RANK, &na))) return rc;
+    for (int i = 0; i < na; i++) {
+      int a = 0;
+      if ((rc = dynq__op_norm_axis(c, axes[i], x->rank, 0, &a))) return rc;
+      if (x->dims[a] != 1)
+        return dynq__op_fail(c, DYNQ_ESHAPE, "cannot squeeze axis %d of size %lld", a,
+                             (long long)x->dims[a]);
+      drop[a] = 1;
+    }
+  } else {
+    for (int d = 0; d < x->rank; d++) drop[d] = x->dims[d] == 1;
+  }
+  int64_t dims[DYNQ_MAX_RANK];
+  int r = 0;
+  for (int d = 0; d < x->rank; d++)
+    if (!drop[d]) dims[r++] = x->dims[d];
+  return dynq__op_reshape_to(c, 0, x, r, dims, out); /* a move if offered */
+}
+
+int dynq__run_unsqueeze(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, na;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1))) return rc;
+  const dynq__tensor_t *x = in[0];
+  int64_t axes[DYNQ_MAX_RANK];
+  if ((rc = dynq__op_read_ints(c, in[1], "axes", axes, DYNQ_MAX_RANK, &na))) return rc;
+  int r = x->rank + na;
+  if (r > DYNQ_MAX_RANK)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "output rank %d exceeds %d", r, DYNQ_MAX_RANK);
+  int ins[DYNQ_MAX_RANK] = {0};
+  for (int i = 0; i < na; i++) {
+    int a = 0;
+    if ((rc = dynq__op_norm_axis(c, axes[i], r, 0, &a))) return rc;
+    if (ins[a]++) return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d repeated", a);
+  }
+  int64_t dims[DYNQ_MAX_RANK];
+  for (int d = 0, k = 0; d < r; d++) dims[d] = ins[d] ? 1 : x->dims[k++];
+  return dynq__op_reshape_to(c, 0, x, r, dims, out); /* a move if offered */
+}
+
+/* ---- Transpose ---- */
+
+int dynq__run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, np = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  int64_t perm[DYNQ_MAX_RANK];
+  if (in[1] != NULL) {
+    if ((rc = dynq__op_read_ints(c, in[1], "perm", perm, DYNQ_MAX_RANK, &np))) return rc;
+    if (np != x->rank)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "perm has %d values for an input of rank %d", np, x->rank);
+  } else {
+    for (int d = 0; d < x->rank; d++) perm[d] = x->rank - 1 - d;
+  }
+  int seen[DYNQ_MAX_RANK] = {0};
+  int64_t dims[DYNQ_MAX_RANK], xs[DYNQ_MAX_RANK], ps[DYNQ_MAX_RANK], e = 1;
+  for (int d = 0; d < x->rank; d++) {
+    if (perm[d] < 0 || perm[d] >= x->rank || seen[perm[d]]++)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "perm is not a permutation of 0..%d", x->rank - 1);
+  }
+  for (int d = x->rank - 1; d >= 0; d--) {
+    xs[d] = e;
+    e *= x->dims[d];
+  }
+  for (int d = 0; d < x->rank; d++) {
+    dims[d] = x->dims[perm[d]];
+    ps[d] = xs[perm[d]];
+  }
+  if ((rc = dynq__op_alloc(c, out, x->dtype, x->rank, dims, 0))) return rc;
+  int64_t n = dynq__tensor_numel(out), cnt[DYNQ_MAX_RANK] = {0}, off = 0;
+  size_t es = dynq__dtype_size(x->dtype);
+  for (int64_t i = 0; i < n; i++) {
+    memcpy((char *)out->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
+    for (int d = x->rank - 1; d >= 0; d--) {
+      cnt[d]++;
+      off += ps[d];
+      if (cnt[d] < dims[d]) break;
+      off -= ps[d] * dims[d];
+      cnt[d] = 0;
+    }
+  }
+  return 0;
+}
+
+/* ---- Pad ---- */
+
+enum { PAD_CONSTANT = 0, PAD_REFLECT = 1, PAD_EDGE = 2 };
+
+/* Source index along an axis of length len for output position p (already
+ * shifted by the low pad); sets *outside for constant padding. */
+static int64_t pad_src(int64_t p, int64_t len, int mode, int *outside) {
+  if (p >= 0 && p < len) return p;
+  if (mode == PAD_CONSTANT) {
+    *outside = 1;
+    return 0;
+  }
+  if (mode == PAD_EDGE) return p < 0 ? 0 : len - 1;
+  /* reflect without repeating the edge; period 2(len-1).  One
+   * reflection (every pad narrower than the axis, as Silero's) needs no
+   * division. */
+  if (p < 0 && -p < len) return -p;
+  if (p >= len && p <= 2 * (len - 1)) return 2 * (len - 1) - p;
+  int64_t per = 2 * (len - 1);
+  p = per > 0 ? ((p % per) + per) % per : 0;
+  return p >= len ? per - p : p;
+}
+
+int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, np, na = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1))) return rc;
+  const dynq__tensor_t *x = in[0];
+  int r = x->rank;
+  int64_t pads[2 * DYNQ_MAX_RANK], axes[DYNQ_MAX_RANK], lo[DYNQ_MAX_RANK] = {0},
+          hi[DYNQ_MAX_RANK] = {0};
+  if ((rc = dynq__op_read_ints(c, in[1], "pads", pads, 2 * DYNQ_MAX_RANK, &np))) return rc;
+  if (in[3] != NULL) {
+    if ((rc = dynq__op_read_ints(c, in[3], "axes", axes, DYNQ_MAX_RANK, &na))) return rc;
+  } else {
+    na = r;
+    for (int d = 0; d < r; d++) axes[d] = d;
+  }
+  if (np != 2 * na)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "pads has %d values; expected %d", np, 2 * na);
+  for (int i = 0; i < na; i++) {
+    int a = 0;
+    if ((rc = dynq__op_norm_axis(c, axes[i], r, 0, &a))) return rc;
+    lo[a] = pads[i];
+    hi[a] = pads[i + na];
+  }
+  int mode = c->st->pad.mode;
+  if (mode < PAD_CONSTANT || mode > PAD_EDGE)
+    return dynq__op_fail(c, DYNQ_EUNSUPPORTED, "unknown pad mode %d", mode);
+  int64_t dims[DYNQ_MAX_RANK];
+  for (int d = 0; d < r; d++) {
+    int64_t len = x->dims[d];
+    if (lo[d] < -len || hi[d] < -len || lo[d] > DYNQ_MAX_ELEMS || hi[d] > DYNQ_MAX_ELEMS)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "pads on axis %d out of range", d);
+    dims[d] = len + lo[d] + hi[d];
+    if (dims[d] < 0) return dynq__op_fail(c, DYNQ_ESHAPE, "pads remove more than axis %d holds", d);
+    if (mode != PAD_CONSTANT && len == 0 && dims[d] > 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "cannot %s-pad empty axis %d",
+                           mode == PAD_REFLECT ? "reflect" : "edge", d);
+  }
+  const dynq__tensor_t *cv = in[2];
+  if (cv != NULL && (cv->dtype != x->dtype || dynq__tensor_numel(cv) > 1))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "constant_value must be a scalar of the input dtype");
+  if ((rc = dynq__op_alloc(c, out, x->dtype, r, dims, 0))) return rc; /* every row written below */
+  int64_t n = dynq__tensor_numel(out), xs[DYNQ_MAX_RANK], e = 1;
+  for (int d = r - 1; d >= 0; d--) {
+    xs[d] = e;
+    e *= x->dims[d];
+  }
+  size_t es = dynq__dtype_size(x->dtype);
+  /* Row by row along the last axis: the outer axes map to one source row
+   * (or to the constant), and within a row the unpadded span is one
+   * memcpy; only pad elements go through the per-element mapping.  (Silero
+   * reflect-pads every chunk; per element this was ~4 % of a served chunk.) */
+  int64_t W = r > 0 ? dims[r - 1] : 1, L = r > 0 ? x->dims[r - 1] : 1,
+          plo = r > 0 ? lo[r - 1] : 0;
+  int64_t rows = W > 0 ? n / W : 0;
+  int64_t cnt[DYNQ_MAX_RANK] = {0};
+  for (int64_t row = 0; row < rows; row++) {
+    int64_t off = 0;
+    int outside = 0;
+    for (int d = 0; d < r - 1 && !outside; d++) {
+      int64_t p = pad_src(cnt[d] - lo[d], x->dims[d], mode, &outside);
+      off += p * xs[d];
+    }
+    char *dst = (char *)out->data + (size_t)(row * W) * es;
+    const char *src = (const char *)x->data + (size_t)off * es;
+    for (int64_t j = 0; j < W; j++) {
+      int64_t p = j - plo;
+      if (!outside && p >= 0 && p < L) {
+        int64_t end = plo + L < W ? plo + L : W;  /* the rest of the unpadded span */
+        memcpy(dst + (size_t)j * es, src + (size_t)p * es, (size_t)(end - j) * es);
+        j = end - 1;
+        continue;
+      }
+      int out_j = outside;
+      if (!out_j) p = pad_src(p, L, mode, &out_j);
+      if (out_j) {
+        if (cv != NULL && dynq__tensor_numel(cv) == 1) memcpy(dst + (size_t)j * es, cv->data, es);
+        else memset(dst + (size_t)j * es, 0, es);
+      } else {
+        memcpy(dst + (size_t)j * es, src + (size_t)p * es, es);
+      }
+    }
+    for (int d = r - 2; d >= 0; d--) {
+      if (++cnt[d] < dims[d]) break;
+      cnt[d] = 0;
+    }
+  }
+  return 0;
+}
+
+/* ---- attributes, parsed at load ---- */
+
+int dynq__check_reshape(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  int64_t az = dynq__node_attr_i(n, "allowzero", 0);
+  DYNQ_OP_CHECK(az == 0 || az == 1, "allowzero must be 0 or 1");
+  return 0;
+}
+
+int dynq__prep_reshape(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                       char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->reshape.allowzero = (int)dynq__node_attr_i(n, "allowzero", 0);
+  return 0;
+}
+
+int dynq__prep_shape(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                     char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->shape.has_start = dynq__node_attr(n, "start") != NULL;
+  st->shape.has_end = dynq__node_attr(n, "end") != NULL;
+  st->shape.start = dynq__node_attr_i(n, "start", 0);
+  st->shape.end = dynq__node_attr_i(n, "end", 0);
+  return 0;
+}
+
+int dynq__prep_pad(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                   char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->pad.mode = (int)dynq__node_attr_i(n, "mode", PAD_CONSTANT);
+  return 0;
+}
+
+/* "axis" with the op's ONNX default. */
+static int prep_axis(const dynq__node_t *n, dynq__opstate_t *st, int64_t dflt) {
+  st->axis.axis = dynq__node_attr_i(n, "axis", dflt);
+  return 0;
+}
+int dynq__prep_axis_zero(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                         char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  return prep_axis(n, st, 0);
+}
+int dynq__prep_axis_one(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                        char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  return prep_axis(n, st, 1);
+}
+int dynq__prep_axis_last(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                         char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  return prep_axis(n, st, -1);
+}
