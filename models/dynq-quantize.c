@@ -21,6 +21,7 @@
 #include "dynq/errors.h"
 #include "calibrate.h"
 #include "import.h"
+#include "validate.h"
 #include "kernels/kernels.h"
 
 /* ------------------------------------------------------------------ */

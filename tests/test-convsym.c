@@ -17,6 +17,7 @@
 #include "kernels/kernels.h"
 #include "model.h"
 #include "ops.h"
+#include "validate.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static double urand(void) { /* xorshift64: reproducible */

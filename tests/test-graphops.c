@@ -15,6 +15,7 @@
 #include "dynq/errors.h"
 #include "model.h"
 #include "ops.h"
+#include "validate.h"
 #include "tensor.h"
 #include "testutil.h"
 

@@ -29,6 +29,7 @@
 #include "kernels/kernels.h"
 #include "model.h"
 #include "ops.h"
+#include "validate.h"
 #include "testutil.h"
 
 /* ---- small helpers ---- */

@@ -335,7 +335,6 @@ static int need_packed(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *w
 
 static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
                  int quant, int gru, rnn_t *r) {
-  const dynq__node_t *n = c->node;
   const dynq__tensor_t *x = in[0];
   char s[128];
   int rc;
