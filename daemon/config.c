@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <math.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,7 +34,7 @@
 
 size_t dynqd__config_bytes_read;
 
-enum opt_kind { OPT_STR, OPT_INT, OPT_SIZE, OPT_U64, OPT_LEVEL, OPT_BOOL };
+enum opt_kind { OPT_STR, OPT_INT, OPT_SIZE, OPT_U64, OPT_LEVEL, OPT_BOOL, OPT_REAL };
 
 typedef struct opt_def {
   const char *key;        /* config file key */
@@ -41,7 +42,7 @@ typedef struct opt_def {
   const char *arg;        /* metavar in usage */
   enum opt_kind kind;
   size_t off;             /* offset into dynqd_config_t */
-  long long min, max;     /* INT/SIZE/U64 bounds */
+  long long min, max;     /* INT/SIZE/U64/REAL bounds */
   const char *dflt;       /* parsed like a user value; NULL: computed */
   int reloadable;         /* SIGHUP may change it */
   const char *help;
@@ -99,6 +100,14 @@ static const opt_def_t opts[] = {
   {"loop_spin_us", "loop-spin", "US", OPT_INT, OFF(loop_spin_us), 0, 1000, "50", 0,
    "after a request or answer, the loop polls this long before sleeping while no "
    "job is on a worker (0: sleep at once)"},
+  {"shadow_rate", "shadow-rate", "FRACTION", OPT_REAL, OFF(shadow_rate), 0, 1, "0", 1,
+   "fraction of INT8 requests re-run on the FP32 path on spare capacity, for the "
+   "error statistics (0: off, 1: every request; per model: [batch.NAME] shadow_rate)"},
+  {"shadow_alert", "shadow-alert", "RELL2", OPT_REAL, OFF(shadow_alert), 0, 1000000, "0", 1,
+   "a shadowed request whose INT8 answer is further than this relL2 from FP32 logs a "
+   "warning and shows in health (0: off)"},
+  {"shadow_window_s", "shadow-window", "SECONDS", OPT_INT, OFF(shadow_window_s), 1, 86400,
+   "60", 1, "shadow alerts log at most once per window per model"},
   {"admin_group", "admin-group", "GROUP", OPT_STR, OFF(admin_group), 0, 0, NULL, 1,
    "members may call model.load/unload/reload (root and dynqd's uid always can)"},
   {"log_level", "log-level", "LEVEL", OPT_LEVEL, OFF(log_level), 0, 7, "info", 1,
@@ -185,6 +194,16 @@ static int parse_bool(const char *s) {
   return -1;
 }
 
+/* A finite decimal number, nothing after it. */
+static int parse_real(const char *s, double *ret) {
+  char *end;
+  errno = 0;
+  double d = strtod(s, &end);
+  if (s[0] == '\0' || errno != 0 || *end != '\0' || !isfinite(d)) return -1;
+  *ret = d;
+  return 0;
+}
+
 /* Store one value; on failure writes why into err and returns -1. */
 static int set_value(dynqd_config_t *cfg, const opt_def_t *o, const char *val,
                      char *err, size_t errlen) {
@@ -236,6 +255,16 @@ static int set_value(dynqd_config_t *cfg, const opt_def_t *o, const char *val,
         return -1;
       }
       *(int *)(base + o->off) = b;
+      return 0;
+    }
+    case OPT_REAL: {
+      double d;
+      if (parse_real(val, &d) != 0 || d < (double)o->min || d > (double)o->max) {
+        snprintf(err, errlen, "invalid value '%.64s' (expected a number from %lld to %lld, "
+                 "e.g. 0.01)", val, o->min, o->max);
+        return -1;
+      }
+      *(double *)(base + o->off) = d;
       return 0;
     }
   }
@@ -348,13 +377,20 @@ static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
                      const char *val, char *err, size_t errlen) {
   long long v = 0;
   int is_batch = strcmp(key, "max_batch") == 0, is_axes = strcmp(key, "axes") == 0;
-  if (!is_batch && !is_axes && strcmp(key, "max_delay_us") != 0) {
+  int is_shadow = strcmp(key, "shadow_rate") == 0;
+  double rate = 0;
+  if (!is_batch && !is_axes && !is_shadow && strcmp(key, "max_delay_us") != 0) {
     snprintf(err, errlen, "unknown key in a [batch.%s] section (max_batch, "
-             "max_delay_us, axes)", model);
+             "max_delay_us, axes, shadow_rate)", model);
+    return -1;
+  }
+  if (is_shadow && (parse_real(val, &rate) != 0 || rate < 0 || rate > 1)) {
+    snprintf(err, errlen, "invalid value '%.64s' (expected a number from 0 to 1)", val);
     return -1;
   }
   long long max = is_batch ? 4096 : 1000000;
-  if (!is_axes && (parse_num(val, 0, &v) != 0 || v < (is_batch ? 1 : 0) || v > max)) {
+  if (!is_axes && !is_shadow &&
+      (parse_num(val, 0, &v) != 0 || v < (is_batch ? 1 : 0) || v > max)) {
     snprintf(err, errlen, "invalid value '%.64s' (expected %d..%lld)", val,
              is_batch ? 1 : 0, max);
     return -1;
@@ -382,9 +418,14 @@ static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
     /* Unset keys of a section take the global defaults. */
     nb[i].max_batch = cfg->batch_max;
     nb[i].max_delay_us = cfg->batch_delay_us;
+    nb[i].shadow_rate = -1;
     cfg->n_batch_rules++;
   }
   if (is_axes) return axes_set(&cfg->batch_rules[i], val, err, errlen);
+  if (is_shadow) {
+    cfg->batch_rules[i].shadow_rate = rate;
+    return 0;
+  }
   if (is_batch) cfg->batch_rules[i].max_batch = (int)v;
   else cfg->batch_rules[i].max_delay_us = (int)v;
   return 0;
@@ -677,6 +718,9 @@ static void show(const dynqd_config_t *cfg, int i, char *buf, size_t n) {
     case OPT_U64:
       snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)(base + o->off));
       break;
+    case OPT_REAL:
+      snprintf(buf, n, "%.17g", *(const double *)(base + o->off));
+      break;
   }
 }
 
@@ -720,6 +764,9 @@ int dynqd__config_reload(dynqd_config_t *cfg) {
       case OPT_U64:
         memcpy(dst, src, sizeof(uint64_t));
         break;
+      case OPT_REAL:
+        memcpy(dst, src, sizeof(double));
+        break;
     }
     log_notice("SIGHUP: %s = %s (was %s)", o->key, b, a);
     changed++;
@@ -729,6 +776,7 @@ int dynqd__config_reload(dynqd_config_t *cfg) {
     bsame = strcmp(fresh.batch_rules[i].model, cfg->batch_rules[i].model) == 0 &&
             fresh.batch_rules[i].max_batch == cfg->batch_rules[i].max_batch &&
             fresh.batch_rules[i].max_delay_us == cfg->batch_rules[i].max_delay_us &&
+            fresh.batch_rules[i].shadow_rate == cfg->batch_rules[i].shadow_rate &&
             (fresh.batch_rules[i].axes_text == NULL) == (cfg->batch_rules[i].axes_text == NULL) &&
             (fresh.batch_rules[i].axes_text == NULL ||
              strcmp(fresh.batch_rules[i].axes_text, cfg->batch_rules[i].axes_text) == 0);

@@ -73,6 +73,10 @@ typedef struct dynqd_config {
                             runs on the loop thread; 0 (never)..1000 */
   int loop_spin_us;      /* after traffic, the loop polls this long without
                             sleeping while no job is out; 0 (off)..1000 */
+  double shadow_rate;    /* fraction of INT8 requests re-run on the FP32 path
+                            when dynqd is idle (shadow.c); 0 (off)..1 */
+  double shadow_alert;   /* relL2 above which a shadowed request warns; 0: off */
+  int shadow_window_s;   /* the alert logs at most once per window per model */
 } dynqd_config_t;
 
 /* `[batch.MODEL]` max_batch / max_delay_us / axes from the config file. */
@@ -87,6 +91,7 @@ typedef struct dynqd_batch_rule {
   int n_axes;
   char **axis_names;     /* owned, each owned */
   int *axis_vals;        /* owned; 0..DYNQ_MAX_RANK-1 */
+  double shadow_rate;    /* `shadow_rate` of the section; < 0: not set */
 } dynqd_batch_rule_t;
 
 /* Parse argv into cfg (defaults first, then the config file, then the
@@ -249,10 +254,26 @@ uint64_t dynqd__hist_quantile(const dynqd_hist_t *h, double q);
 /* Largest value bucket idx holds. */
 uint64_t dynqd__hist_upper(int idx);
 
+/* What shadow FP32 re-runs measured for one model (shadow.c). */
+typedef struct dynqd_shadow_stats {
+  double rate;                /* model.load's shadow_rate, when rate_set */
+  int rate_set;
+  double acc;                 /* sampler: += rate per request, shadow at >= 1 */
+  uint64_t runs;              /* re-run and compared */
+  uint64_t dropped;           /* sampled but not run: dynqd was busy */
+  uint64_t decisions_changed; /* runs where an arg-max or a 0.5 threshold moved */
+  uint64_t alerts;            /* runs above shadow_alert */
+  dynqd_hist_t rel_l2_ppm;    /* relL2 of INT8 vs FP32 (largest over outputs), x 1e6 */
+  dynqd_hist_t max_abs_ppm;   /* max |INT8 - FP32| over outputs, x 1e6 */
+  uint64_t warn_until_ns;     /* health shows a quality warning until then */
+  double warn_value;          /* the relL2 that raised it */
+} dynqd_shadow_stats_t;
+
 typedef struct dynqd_mstats {
   char *name;                 /* owned */
   uint64_t requests, errors;
   dynqd_hist_t queue_us, compute_us;
+  dynqd_shadow_stats_t shadow;
   double ns_per_elem;         /* moving average of one-thread compute time per
                                  input element; 0: not known yet */
 } dynqd_mstats_t;
@@ -379,6 +400,46 @@ void dynqd__sched_stop(dynqd_sched_t *p);
  * most one frame this iteration and the last) and no worker is busy. */
 int dynqd__sched_inline_ok(dynqd_sched_t *p, int limit_us, double ns_per_elem,
                            int64_t elems, int frames_iter, int frames_prev);
+
+/* ---- shadow FP32 telemetry (shadow.c) ----
+ *
+ * A sampled INT8 request is re-run on the FP32 path after it was answered,
+ * on one thread of its own at SCHED_IDLE priority (it runs only on CPU
+ * time nothing else wants), and only when the scheduler has nothing
+ * waiting; otherwise, or when a shadow run is already pending, the sample
+ * is dropped and counted.  Results come back to the loop by polling
+ * (dynqd__shadow_collect), never by waking it.
+ */
+typedef struct dynqd_shadow_job dynqd_shadow_job_t;
+typedef struct dynqd_shadow {
+  const dynqd_config_t *cfg;
+  dynqd_sched_t *sched;       /* its queue length: busy means drop */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  dynqd_shadow_job_t *pending; /* at most DYNQD_SHADOW_PENDING, FIFO */
+  int n_pending;
+  dynqd_shadow_job_t *done;   /* back from the thread, not yet counted */
+  int stop, started;
+  pthread_t thread;
+  uint64_t runs_total, dropped_total, decisions_total; /* all models */
+} dynqd_shadow_t;
+#define DYNQD_SHADOW_PENDING 2
+
+int dynqd__shadow_start(dynqd_shadow_t *sh, const dynqd_config_t *cfg, dynqd_sched_t *sched);
+void dynqd__shadow_stop(dynqd_shadow_t *sh);   /* joins; drops what is pending */
+/* Loop: the rate that applies to a model (model.load param, else its
+ * [batch.NAME] shadow_rate, else the global shadow_rate). */
+double dynqd__shadow_rate(const dynqd_shadow_t *sh, const dynqd_mstats_t *ms);
+/* Loop: advance the model's sampler; 1 when this request is sampled. */
+int dynqd__shadow_sample(dynqd_shadow_t *sh, dynqd_mstats_t *ms);
+/* Loop, after the answer went out: re-run inputs[0..n_in) (taken) on the
+ * FP32 path of m and compare with the INT8 outputs int8[0..n_out) (taken);
+ * dropped (and freed) when the scheduler has work waiting or a shadow run
+ * is already pending. */
+void dynqd__shadow_submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t *m,
+                          dynq__tensor_t *inputs, int n_in, dynq__tensor_t *int8, int n_out);
+/* Loop: count finished runs into their models' stats (alerts logged). */
+void dynqd__shadow_collect(dynqd_shadow_t *sh);
 
 /* ---- sessions (sessions.c) ----
  *
@@ -525,6 +586,8 @@ typedef struct dynqd_infer {
   dynqd_shm_ref_t *out_shm;   /* per graph output (region NULL: none); owned */
   dynqd_session_t *session;   /* one ref held (loop side); NULL if none */
   dynq__tensor_t *sess_new;   /* the session's next state; owned */
+  int keep_inputs;            /* the run leaves inputs alone (a shadow re-run
+                                 reads them after the answer) */
   /* Filled by the run (worker): */
   int status;                 /* 0 or the error code */
   char err[256];              /* why, when status != 0 */
@@ -640,6 +703,7 @@ struct dynqd_server {
   dynqd_stats_t stats;
   dynqd_sessions_t sessions;
   dynqd_shm_totals_t shm;
+  dynqd_shadow_t shadow;
   dynqd_request_fn on_request;  /* the dispatcher (set by server.c) */
   /* The admin check (dynqd__admin_peer_ok; unit tests put a fake). */
   int (*peer_ok)(int fd, const char *admin_group, char *why, size_t whylen);

@@ -282,7 +282,7 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n) {
   for (int k = 0; k < n; k++) {
     v[k]->compute_us = us;
     v[k]->batched = n;
-    for (int i = 0; i < ni; i++) dynq__tensor_clear(&v[k]->inputs[i]);
+    for (int i = 0; i < ni && !v[k]->keep_inputs; i++) dynq__tensor_clear(&v[k]->inputs[i]);
     memcpy(v[k]->out, &part[(size_t)k * no], (size_t)no * sizeof(*part));
     finish(v[k], 0, "");
   }
@@ -320,8 +320,9 @@ void dynqd__infer_run(dynqd_infer_t *x) {
   /* Allowed to split but nothing was large enough: it ran on one thread
    * (what "threads" in the answer and the inline cost estimate need). */
   if (dynq__parallel_splits() == splits) x->job.threads = 1;
-  /* The inputs are no longer needed: give their memory back early. */
-  for (int i = 0; i < x->n_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
+  /* The inputs are no longer needed (unless a shadow run will read them):
+   * give their memory back early. */
+  for (int i = 0; i < x->n_inputs && !x->keep_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
   finish(x, rc, err);
 }
 

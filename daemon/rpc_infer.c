@@ -33,12 +33,19 @@ typedef struct rpc_infer {
   int64_t decode_us;
   uint8_t *resp;              /* owned: the encoded answer */
   size_t resp_len;
+  int shadow;                 /* sampled for an FP32 re-run (shadow.c) */
+  dynq__tensor_t *shadow_out; /* owned: its INT8 outputs, kept by encode */
 } rpc_infer_t;
 
 static void infer_free(rpc_infer_t *r) {
   if (r == NULL) return;
   free(r->resp);
   r->resp = NULL;
+  if (r->shadow_out != NULL)
+    for (int i = 0; i < dynq__model_graph(r->x.model)->n_outputs; i++)
+      dynq__tensor_clear(&r->shadow_out[i]);
+  free(r->shadow_out);
+  r->shadow_out = NULL;
   dynqd__infer_free(&r->x);  /* frees r: x is its first member */
 }
 
@@ -108,6 +115,12 @@ static void encode(rpc_infer_t *r) {
      * swaps them in); the rest is freed now. */
     dynqd__infer_take_state(x);
   }
+  if (x->out != NULL && r->shadow && x->status == 0 &&
+      (r->shadow_out = calloc((size_t)g->n_outputs, sizeof(*r->shadow_out))) != NULL) {
+    /* a shadowed request keeps its INT8 outputs for the comparison */
+    memcpy(r->shadow_out, x->out, (size_t)g->n_outputs * sizeof(*x->out));
+    memset(x->out, 0, (size_t)g->n_outputs * sizeof(*x->out));
+  }
   if (x->out != NULL)
     for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&x->out[i]);
   if (w.err != 0) {  /* try once more with a small error response */
@@ -161,6 +174,20 @@ static void job_done(dynqd_job_t *j) {
     r->resp = NULL;
   } else {
     dynqd__reply_error(&r->rq, -ENOMEM, "out of memory encoding the result");
+  }
+  if (r->shadow) {
+    /* answered: the inputs and INT8 outputs move to the shadow service */
+    if (r->shadow_out != NULL && x->status == 0 && !j->skipped) {
+      int no = dynq__model_graph(x->model)->n_outputs;
+      dynqd__shadow_submit(&s->shadow, r->mstats, x->model, x->inputs, x->n_inputs,
+                           r->shadow_out, no);
+      x->inputs = NULL;
+      x->n_inputs = 0;
+      r->shadow_out = NULL;
+    } else if (r->mstats != NULL) {
+      r->mstats->shadow.dropped++;
+      s->shadow.dropped_total++;
+    }
   }
   infer_free(r);
 }
@@ -490,6 +517,10 @@ int dynqd__m_infer(dynqd_req_t *rq, dynq__obj_t p) {
     x->session = ss;
   }
   if ((ecode = decide_batching(r, mname)) != 0) goto fail_answered;
+  /* Shadow FP32 re-runs: INT8 requests with their own inputs (no session
+   * state, no shm views: those do not outlive the answer) */
+  if (precision == DYNQ_PRECISION_INT8 && ss == NULL && x->shm.n == 0 && x->out_shm == NULL)
+    x->keep_inputs = r->shadow = dynqd__shadow_sample(&s->shadow, ms);
 
   r->decode_us = (int64_t)((uv_hrtime() - t0) / 1000);
   if (x->job.batch_max <= 1 && x->shm.n == 0 && x->out_shm == NULL &&

@@ -143,6 +143,7 @@ static void answer(dynqd_req_t *rq, const char *name, int version) {
 
 typedef struct publish_op {
   dynqd_req_t rq;             /* deferred */
+  double shadow_rate;         /* model.load's shadow_rate, when set (>= 0) */
 } publish_op_t;
 
 static void published(void *arg, const dynqd_load_result_t *res) {
@@ -155,18 +156,24 @@ static void published(void *arg, const dynqd_load_result_t *res) {
   } else {
     log_notice("%s: model '%s' is now version %d (from %s)", op->rq.method, res->name,
                res->version, res->rel);
+    dynqd_mstats_t *ms = op->shadow_rate >= 0 ? dynqd__stats_model(&s->stats, res->name) : NULL;
+    if (ms != NULL) {
+      ms->shadow.rate = op->shadow_rate;
+      ms->shadow.rate_set = 1;
+    }
     answer(&op->rq, res->name, res->version);
   }
   free(op);
   dynqd__server_check_drained(s);
 }
 
-static int publish(dynqd_req_t *rq, const char *name, const char *rel) {
+static int publish(dynqd_req_t *rq, const char *name, const char *rel, double shadow_rate) {
   publish_op_t *op = calloc(1, sizeof(*op));
   if (op == NULL) {
     dynqd__reply_error(rq, -ENOMEM, "%s '%s': out of memory", rq->method, name);
     return 0;
   }
+  op->shadow_rate = shadow_rate;
   int rc = dynqd__load_start(rq->srv->loop, &rq->srv->reg, name, rel, published, op);
   if (rc != 0) {
     dynqd__reply_error(rq, DYNQ_EINTERNAL, "%s '%s': cannot start the load: %s", rq->method,
@@ -191,7 +198,15 @@ int dynqd__m_model_load(dynqd_req_t *rq, dynq__obj_t p) {
                        "bytes, relative to the model directory", sizeof(rel) - 1);
     return 0;
   }
-  return publish(rq, name, rel);
+  double rate = -1;
+  dynq__obj_t ro = dynq__obj_get(p, "shadow_rate");
+  if (dynq__obj_kind(ro) != DYNQ_OBJ_NIL &&
+      (dynq__obj_double(ro, &rate) != 0 || !(rate >= 0 && rate <= 1))) {
+    dynqd__reply_error(rq, DYNQ_EPARAMS, "model.load: params.shadow_rate must be a number "
+                       "from 0 (off) to 1 (every request)");
+    return 0;
+  }
+  return publish(rq, name, rel, rate);
 }
 
 int dynqd__m_model_reload(dynqd_req_t *rq, dynq__obj_t p) {
@@ -206,7 +221,7 @@ int dynqd__m_model_reload(dynqd_req_t *rq, dynq__obj_t p) {
   /* Copy: publishing may move the entry. */
   snprintf(rel, sizeof(rel), "%s", e->file ? e->file : "");
   if (rel[0] == '\0') snprintf(rel, sizeof(rel), "%s.dynq", name);
-  return publish(rq, name, rel);
+  return publish(rq, name, rel, -1);
 }
 
 int dynqd__m_model_unload(dynqd_req_t *rq, dynq__obj_t p) {

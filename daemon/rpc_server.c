@@ -67,11 +67,33 @@ int dynqd__m_health_ready(dynqd_req_t *rq, dynq__obj_t p) {
                        : s->reg.n == 0 ? "no model loaded"
                                        : "serving";
   dynq__wbuf_t w;
+  dynqd__shadow_collect(&s->shadow);
   dynqd__reply_begin(rq, &w);
   dynq__w_map_begin(&w);
   KV(&w, "ready", dynq__w_bool(&w, ready));
   KV(&w, "models", dynq__w_int(&w, s->reg.n));
   KV(&w, "reason", dynq__w_str(&w, reason));
+  /* Quality warnings (shadow_alert crossed within its window): the
+   * answers are still served, so this is not a readiness failure. */
+  uint64_t now = uv_hrtime();
+  uint32_t nq = 0;
+  for (int i = 0; i < s->stats.n; i++) nq += s->stats.m[i]->shadow.warn_until_ns > now;
+  if (nq > 0) {
+    KV(&w, "quality", {
+      dynq__w_array(&w, nq);
+      for (int i = 0; i < s->stats.n; i++) {
+        const dynqd_mstats_t *ms = s->stats.m[i];
+        if (ms->shadow.warn_until_ns <= now) continue;
+        dynq__w_map_begin(&w);
+        KV(&w, "model", dynq__w_str(&w, ms->name));
+        KV(&w, "rel_l2", dynq__w_double(&w, ms->shadow.warn_value));
+        KV(&w, "alert", dynq__w_double(&w, s->cfg->shadow_alert));
+        KV(&w, "message", dynq__w_str(&w, "INT8 answers differ from FP32 more than "
+                                          "shadow_alert (shadow telemetry)"));
+        dynq__w_map_end(&w);
+      }
+    });
+  }
   dynq__w_map_end(&w);
   dynqd__reply_send(rq, &w);
   return 0;
@@ -100,8 +122,37 @@ static void w_hist(dynq__wbuf_t *w, const dynqd_hist_t *h) {
   dynq__w_map_end(w);
 }
 
-static void w_model_stats(dynq__wbuf_t *w, const char *name, int version,
-                          const dynqd_mstats_t *ms) {
+/* A shadow histogram (values x 1e6) in the measured unit. */
+static void w_shadow_hist(dynq__wbuf_t *w, const dynqd_hist_t *h) {
+  dynq__w_map_begin(w);
+  KV(w, "count", dynq__w_uint(w, h->count));
+  KV(w, "p50", dynq__w_double(w, (double)dynqd__hist_quantile(h, 0.50) / 1e6));
+  KV(w, "p90", dynq__w_double(w, (double)dynqd__hist_quantile(h, 0.90) / 1e6));
+  KV(w, "p99", dynq__w_double(w, (double)dynqd__hist_quantile(h, 0.99) / 1e6));
+  KV(w, "max", {
+    uint64_t mx = 0;
+    for (int i = 0; i < DYNQD_HIST_BUCKETS; i++)
+      if (h->b[i] != 0) mx = dynqd__hist_upper(i);
+    dynq__w_double(w, (double)mx / 1e6);
+  });
+  dynq__w_map_end(w);
+}
+
+static void w_shadow(dynq__wbuf_t *w, const dynqd_shadow_t *sh, const dynqd_mstats_t *ms) {
+  const dynqd_shadow_stats_t *st = &ms->shadow;
+  dynq__w_map_begin(w);
+  KV(w, "rate", dynq__w_double(w, ms->name ? dynqd__shadow_rate(sh, ms) : 0));
+  KV(w, "runs", dynq__w_uint(w, st->runs));
+  KV(w, "dropped", dynq__w_uint(w, st->dropped));
+  KV(w, "decisions_changed", dynq__w_uint(w, st->decisions_changed));
+  KV(w, "alerts", dynq__w_uint(w, st->alerts));
+  KV(w, "rel_l2", w_shadow_hist(w, &st->rel_l2_ppm));
+  KV(w, "max_abs", w_shadow_hist(w, &st->max_abs_ppm));
+  dynq__w_map_end(w);
+}
+
+static void w_model_stats(dynq__wbuf_t *w, const dynqd_shadow_t *sh, const char *name,
+                          int version, const dynqd_mstats_t *ms) {
   static const dynqd_mstats_t zero;
   if (ms == NULL) ms = &zero;
   dynq__w_str(w, name);
@@ -111,6 +162,9 @@ static void w_model_stats(dynq__wbuf_t *w, const char *name, int version,
   KV(w, "errors", dynq__w_uint(w, ms->errors));
   KV(w, "queue_us", w_hist(w, &ms->queue_us));
   KV(w, "compute_us", w_hist(w, &ms->compute_us));
+  if (ms->shadow.runs + ms->shadow.dropped > 0 || ms->shadow.rate_set ||
+      (ms->name && dynqd__shadow_rate(sh, ms) > 0))
+    KV(w, "shadow", w_shadow(w, sh, ms));
   dynq__w_map_end(w);
 }
 
@@ -118,6 +172,7 @@ int dynqd__m_stats(dynqd_req_t *rq, dynq__obj_t p) {
   (void)p;  /* takes none; anything given is ignored */
   dynqd_server_t *s = rq->srv;
   const dynqd_stats_t *st = &s->stats;
+  dynqd__shadow_collect(&s->shadow);
   uint64_t mapped = s->shm.bytes;
   for (int i = 0; i < s->reg.n; i++) mapped += dynq__model_file_size(s->reg.v[i].model);
   int queued = dynqd__sched_queued(&s->sched);
@@ -140,15 +195,18 @@ int dynqd__m_stats(dynqd_req_t *rq, dynq__obj_t p) {
   KV(&w, "overloads_total", dynq__w_uint(&w, st->overloads_total));
   KV(&w, "timeouts_total", dynq__w_uint(&w, st->timeouts_total));
   KV(&w, "inline_total", dynq__w_uint(&w, st->inline_total));
+  KV(&w, "shadow_runs_total", dynq__w_uint(&w, s->shadow.runs_total));
+  KV(&w, "shadow_dropped_total", dynq__w_uint(&w, s->shadow.dropped_total));
+  KV(&w, "shadow_decisions_changed_total", dynq__w_uint(&w, s->shadow.decisions_total));
   /* Every loaded model, plus any that has counts but is gone now. */
   KV(&w, "models", {
     dynq__w_map_begin(&w);
     for (int i = 0; i < s->reg.n; i++)
-      w_model_stats(&w, s->reg.v[i].name, s->reg.v[i].version,
+      w_model_stats(&w, &s->shadow, s->reg.v[i].name, s->reg.v[i].version,
                     dynqd__stats_find(st, s->reg.v[i].name));
     for (int i = 0; i < st->n; i++) {
       if (dynqd__registry_find(&s->reg, st->m[i]->name) != NULL) continue;
-      w_model_stats(&w, st->m[i]->name, 0, st->m[i]);
+      w_model_stats(&w, &s->shadow, st->m[i]->name, 0, st->m[i]);
     }
     dynq__w_map_end(&w);
   });

@@ -50,6 +50,7 @@ static void on_prepare(uv_prepare_t *h) {
   s->frames_prev = s->frames_iter;
   s->frames_iter = 0;
   dynqd__sched_flush(&s->sched);
+  dynqd__shadow_collect(&s->shadow);
 }
 
 static void on_jobs_done(void *arg) { dynqd__server_check_drained(arg); }
@@ -339,6 +340,11 @@ int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg) 
             rc > -4096 ? strerror(-rc) : dynq_strerror(rc));
     return rc;
   }
+  rc = dynqd__shadow_start(&s->shadow, cfg, &s->sched);
+  if (rc != 0) {
+    log_err("cannot start the shadow thread: %s", strerror(-rc));
+    return rc;
+  }
   uv_prepare_init(loop, &s->prep);
   s->prep.data = s;
   uv_prepare_start(&s->prep, on_prepare);
@@ -385,6 +391,7 @@ void dynqd__server_fini(dynqd_server_t *s) {
     uv_run(s->loop, UV_RUN_DEFAULT);
   }
   dynqd__sched_stop(&s->sched);
+  dynqd__shadow_stop(&s->shadow);
   dynqd__sessions_free(&s->sessions);  /* detached ones */
   dynqd__stats_free(&s->stats);
   dynqd__registry_free(&s->reg);

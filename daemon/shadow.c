@@ -1,0 +1,262 @@
+/*
+ * Shadow FP32 telemetry (dynqd.h: "shadow"): a sampled INT8 request is run
+ * again on the FP32 path after its answer went out, and the difference is
+ * counted per model (relL2 and max-abs histograms, decision changes, an
+ * alert threshold).  A service: no connection, no msgpack.
+ *
+ * Spare capacity only: the sample is taken only while the scheduler has
+ * nothing queued, at most DYNQD_SHADOW_PENDING runs wait, and the one
+ * shadow thread runs at SCHED_IDLE (nice 19 if that is refused), so the
+ * kernel gives it only CPU time no worker wants.  The thread never touches
+ * the loop: finished runs wait in `done` until the loop polls.
+ */
+#include <errno.h>
+#include <math.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "dynqd.h"
+
+struct dynqd_shadow_job {
+  dynqd_shadow_job_t *next;
+  dynqd_mstats_t *ms;          /* loop-owned record; stable pointer */
+  dynq__model_t *model;        /* one ref */
+  dynq__tensor_t *in, *int8;   /* owned, graph order */
+  int n_in, n_out;
+  /* the thread's result */
+  int status;                  /* 0 compared; else the FP32 run failed */
+  double rel_l2, max_abs;      /* largest over the float32 outputs */
+  int decision_changed;
+};
+
+static void job_free(dynqd_shadow_job_t *j) {
+  if (j == NULL) return;
+  for (int i = 0; i < j->n_in; i++) dynq__tensor_clear(&j->in[i]);
+  for (int i = 0; i < j->n_out; i++) dynq__tensor_clear(&j->int8[i]);
+  free(j->in);
+  free(j->int8);
+  dynq__model_unref(j->model);
+  free(j);
+}
+
+/* Compare one output: the INT8 answer x against the FP32 run r. */
+static void compare(dynqd_shadow_job_t *j, const dynq__tensor_t *x, const dynq__tensor_t *r) {
+  if (x->dtype != DYNQ_DT_F32 || r->dtype != DYNQ_DT_F32) return;
+  int64_t n = dynq__tensor_numel(x);
+  if (n != dynq__tensor_numel(r) || n <= 0) return;
+  const float *a = x->data, *b = r->data;
+  double d2 = 0, r2 = 0, mx = 0;
+  int nan = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = (double)a[i] - (double)b[i];
+    if (!isfinite(d)) {
+      nan = 1;
+      continue;
+    }
+    d2 += d * d;
+    r2 += (double)b[i] * b[i];
+    if (fabs(d) > mx) mx = fabs(d);
+  }
+  double rel = nan ? INFINITY : d2 == 0 ? 0 : r2 > 0 ? sqrt(d2 / r2) : INFINITY;
+  if (!(rel <= j->rel_l2)) j->rel_l2 = rel;
+  if (nan) mx = INFINITY;
+  if (!(mx <= j->max_abs)) j->max_abs = mx;
+  /* decisions: arg-max per row of the last axis, or a 0.5 threshold on
+   * single values (probabilities) */
+  int64_t row = x->rank > 0 ? x->dims[x->rank - 1] : 1;
+  if (row > 1) {
+    for (int64_t s = 0; s + row <= n; s += row) {
+      int64_t ia = s, ib = s;
+      for (int64_t i = s + 1; i < s + row; i++) {
+        if (a[i] > a[ia]) ia = i;
+        if (b[i] > b[ib]) ib = i;
+      }
+      if (ia != ib) j->decision_changed = 1;
+    }
+  } else {
+    for (int64_t i = 0; i < n; i++)
+      if ((a[i] >= 0.5f) != (b[i] >= 0.5f)) j->decision_changed = 1;
+  }
+}
+
+static void run_job(dynqd_shadow_job_t *j) {
+  const dynq__graph_t *g = dynq__model_graph(j->model);
+  dynq__tensor_t *out = calloc((size_t)g->n_outputs + 1, sizeof(*out));
+  char err[256];
+  dynq__run_opts_t o = {DYNQ_PRECISION_FP32, NULL, 1, NULL};
+  if (out == NULL) {
+    j->status = -ENOMEM;
+    return;
+  }
+  j->status = dynq__model_run(j->model, &o, j->in, out, err, sizeof(err));
+  if (j->status == 0)
+    for (int i = 0; i < g->n_outputs && i < j->n_out; i++) compare(j, &j->int8[i], &out[i]);
+  if (j->status == 0)
+    for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
+  free(out);
+}
+
+static void *shadow_main(void *arg) {
+  dynqd_shadow_t *sh = arg;
+  /* idle priority: only CPU time that nothing else wants */
+  struct sched_param sp = {0};
+  if (sched_setscheduler(0, SCHED_IDLE, &sp) != 0)
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+  pthread_mutex_lock(&sh->mu);
+  for (;;) {
+    while (!sh->stop && sh->pending == NULL) pthread_cond_wait(&sh->cv, &sh->mu);
+    if (sh->stop) break;
+    dynqd_shadow_job_t *j = sh->pending;
+    sh->pending = j->next;
+    sh->n_pending--;
+    pthread_mutex_unlock(&sh->mu);
+    run_job(j);
+    /* the inputs are not needed any more: free them here, off the loop */
+    for (int i = 0; i < j->n_in; i++) dynq__tensor_clear(&j->in[i]);
+    for (int i = 0; i < j->n_out; i++) dynq__tensor_clear(&j->int8[i]);
+    pthread_mutex_lock(&sh->mu);
+    j->next = sh->done;
+    sh->done = j;
+  }
+  pthread_mutex_unlock(&sh->mu);
+  return NULL;
+}
+
+int dynqd__shadow_start(dynqd_shadow_t *sh, const dynqd_config_t *cfg, dynqd_sched_t *sched) {
+  memset(sh, 0, sizeof(*sh));
+  sh->cfg = cfg;
+  sh->sched = sched;
+  pthread_mutex_init(&sh->mu, NULL);
+  pthread_cond_init(&sh->cv, NULL);
+  int rc = pthread_create(&sh->thread, NULL, shadow_main, sh);
+  if (rc != 0) return -rc;
+  sh->started = 1;
+  return 0;
+}
+
+void dynqd__shadow_stop(dynqd_shadow_t *sh) {
+  if (!sh->started) return;
+  pthread_mutex_lock(&sh->mu);
+  sh->stop = 1;
+  pthread_cond_signal(&sh->cv);
+  pthread_mutex_unlock(&sh->mu);
+  pthread_join(sh->thread, NULL);
+  sh->started = 0;
+  for (dynqd_shadow_job_t *j = sh->pending, *n; j != NULL; j = n) {
+    n = j->next;
+    job_free(j);
+  }
+  for (dynqd_shadow_job_t *j = sh->done, *n; j != NULL; j = n) {
+    n = j->next;
+    job_free(j);
+  }
+  sh->pending = sh->done = NULL;
+  pthread_mutex_destroy(&sh->mu);
+  pthread_cond_destroy(&sh->cv);
+}
+
+double dynqd__shadow_rate(const dynqd_shadow_t *sh, const dynqd_mstats_t *ms) {
+  if (ms->shadow.rate_set) return ms->shadow.rate;
+  const dynqd_batch_rule_t *r = dynqd__batch_rule(sh->cfg, ms->name);
+  if (r != NULL && r->shadow_rate >= 0) return r->shadow_rate;
+  return sh->cfg->shadow_rate;
+}
+
+int dynqd__shadow_sample(dynqd_shadow_t *sh, dynqd_mstats_t *ms) {
+  if (ms == NULL || !sh->started) return 0;
+  double rate = dynqd__shadow_rate(sh, ms);
+  if (!(rate > 0)) return 0;
+  /* deterministic: exactly one request in 1/rate, evenly spaced */
+  ms->shadow.acc += rate;
+  if (ms->shadow.acc < 1.0 - 1e-9) return 0;
+  ms->shadow.acc -= 1.0;
+  if (ms->shadow.acc < 0) ms->shadow.acc = 0;
+  return 1;
+}
+
+void dynqd__shadow_submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t *m,
+                          dynq__tensor_t *inputs, int n_in, dynq__tensor_t *int8, int n_out) {
+  dynqd_shadow_job_t *j = calloc(1, sizeof(*j));
+  if (j != NULL) {
+    j->ms = ms;
+    j->model = dynq__model_ref(m);
+  }
+  if (j == NULL) {
+    for (int i = 0; i < n_in; i++) dynq__tensor_clear(&inputs[i]);
+    for (int i = 0; i < n_out; i++) dynq__tensor_clear(&int8[i]);
+    free(inputs);
+    free(int8);
+    ms->shadow.dropped++;
+    sh->dropped_total++;
+    return;
+  }
+  j->in = inputs;
+  j->n_in = n_in;
+  j->int8 = int8;
+  j->n_out = n_out;
+  /* spare capacity only: anything waiting for a worker, or a shadow run
+   * already pending, and this sample is dropped */
+  int busy = dynqd__sched_queued(sh->sched) > 0 || sh->sched->plen > 0;
+  pthread_mutex_lock(&sh->mu);
+  if (busy || sh->n_pending >= DYNQD_SHADOW_PENDING) {
+    pthread_mutex_unlock(&sh->mu);
+    job_free(j);
+    ms->shadow.dropped++;
+    sh->dropped_total++;
+    return;
+  }
+  dynqd_shadow_job_t **tail = &sh->pending;
+  while (*tail != NULL) tail = &(*tail)->next;
+  *tail = j;
+  sh->n_pending++;
+  pthread_cond_signal(&sh->cv);
+  pthread_mutex_unlock(&sh->mu);
+}
+
+static uint64_t ppm(double v) {
+  if (!(v >= 0)) return UINT64_MAX / 2; /* NaN: the top bucket */
+  double p = v * 1e6;
+  return p > 1e15 ? (uint64_t)1e15 : (uint64_t)(p + 0.5);
+}
+
+void dynqd__shadow_collect(dynqd_shadow_t *sh) {
+  if (!sh->started) return;
+  pthread_mutex_lock(&sh->mu);
+  dynqd_shadow_job_t *list = sh->done;
+  sh->done = NULL;
+  pthread_mutex_unlock(&sh->mu);
+  uint64_t now = uv_hrtime();
+  for (dynqd_shadow_job_t *j = list, *n; j != NULL; j = n) {
+    n = j->next;
+    dynqd_shadow_stats_t *st = &j->ms->shadow;
+    if (j->status != 0) {
+      st->dropped++;
+      sh->dropped_total++;
+    } else {
+      st->runs++;
+      sh->runs_total++;
+      dynqd__hist_add(&st->rel_l2_ppm, ppm(j->rel_l2));
+      dynqd__hist_add(&st->max_abs_ppm, ppm(j->max_abs));
+      if (j->decision_changed) {
+        st->decisions_changed++;
+        sh->decisions_total++;
+      }
+      double alert = sh->cfg->shadow_alert;
+      if (alert > 0 && !(j->rel_l2 <= alert)) {
+        st->alerts++;
+        if (now >= st->warn_until_ns)  /* once per window */
+          log_warn("model '%s': INT8 answer differs from FP32 by relL2 %.4g (max |d| %.4g), "
+                   "above shadow_alert %g; next report in %d s at the earliest",
+                   j->ms->name, j->rel_l2, j->max_abs, alert, sh->cfg->shadow_window_s);
+        if (now >= st->warn_until_ns || j->rel_l2 > st->warn_value) st->warn_value = j->rel_l2;
+        if (now >= st->warn_until_ns)
+          st->warn_until_ns = now + (uint64_t)sh->cfg->shadow_window_s * 1000000000ull;
+      }
+    }
+    job_free(j);
+  }
+}
