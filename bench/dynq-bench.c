@@ -166,7 +166,7 @@ static void int8_run(const run_t *r, problem_t *p) {
   split_t s = {.p = p, .panels = (p->s.n + 15) / 16};
   s.chunks = (int64_t)r->threads * r->chunks_per_thread;
   if (s.chunks > s.panels) s.chunks = s.panels;
-  dynq__parallel_for(r->threads, s.chunks, split_task, &s);
+  (void)dynq__parallel_for(r->threads, s.chunks, split_task, &s);
 }
 
 static void quant_run(const run_t *r, problem_t *p) {

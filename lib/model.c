@@ -365,6 +365,15 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     .err = err,
     .errlen = errlen,
   };
+  dynq__run_result_t *res = opts ? opts->result : NULL;
+  const dynq__on_node_fn on_node = opts ? opts->on_node : NULL;
+  dynq__layer_quant_t lq;
+  if (res != NULL) {
+    res->splits = 0;
+    res->nodes_run = 0;
+    res->int8_macs = 0;
+    res->n_quant = 0;
+  }
   /* Optional inputs beyond n_in read as omitted (NULL): zeroed once
    * here, and each node puts back the NULLs it overwrote (zeroing all 64
    * per node was a quarter of the executor's own time). */
@@ -388,23 +397,40 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     ctx.node = n;
     if (opts != NULL && opts->node_precision != NULL) ctx.precision = opts->node_precision[i];
     ctx.st = &m->state[i];
+    if (res != NULL) {
+      memset(&lq, 0, sizeof(lq));
+      ctx.lq = &lq;
+    }
     /* Offer the storage of inputs this node reads last (ops.h: donor):
      * Reshape, Squeeze, Identity, Phi, ... then move instead of copying,
      * elementwise ops run in place.  Not for a value the node reads
-     * twice (Mul(x, x)): its other reader would see it overwritten. */
+     * twice (Mul(x, x)): its other reader would see it overwritten; not
+     * with an observer, which sees the inputs after the node ran. */
     for (int k = 0; k < 3; k++) {
       int v = k < n->n_in ? n->in[k] : -1;
       ctx.donor[k] = NULL;
-      if (v < 0 || m->last_use[v] != i || !slot[v].owned) continue;
+      if (v < 0 || m->last_use[v] != i || !slot[v].owned || on_node != NULL) continue;
       int twice = 0;
       for (int j = 0; j < n->n_in; j++) twice |= j != k && n->in[j] == v;
       if (!twice) ctx.donor[k] = &slot[v];
     }
     rc = dynq__opdef(n->op)->run(&ctx, in, out);
+    if (rc == 0 && on_node != NULL)
+      on_node(opts->on_node_user, g, i, n, ctx.precision, in, out);
     for (int k = 0; k < n->n_in; k++) in[k] = NULL;
     if (rc != 0) {
       for (int k = 0; k < n->n_out; k++) dynq__tensor_clear(&out[k]);
       goto out;
+    }
+    if (res != NULL) {
+      res->nodes_run++;
+      if (lq.rows > 0) {
+        lq.node = i;
+        lq.op = n->op;
+        res->int8_macs += lq.macs;
+        if (res->quant != NULL && res->n_quant < res->cap_quant) res->quant[res->n_quant] = lq;
+        res->n_quant++;
+      }
     }
     for (int k = 0; k < n->n_out; k++) slot[n->out[k]] = out[k];
     if (n->op == DYNQ_OP_IF) {
@@ -425,6 +451,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
       if (v >= 0 && m->last_use[v] == i) dynq__tensor_clear(&slot[v]);
     }
   }
+  if (res != NULL) res->splits = ctx.splits;
   for (int i = 0; i < g->n_outputs; i++) {
     dynq__tensor_t *s = &slot[g->outputs[i]];
     if (s->dtype == DYNQ_DT_INVALID) {

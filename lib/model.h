@@ -56,6 +56,42 @@ void dynq__model_get_stats(const dynq__model_t *m, dynq__model_stats_t *ret);
 /* Index of the graph input with this name, or -1. */
 int dynq__model_input_index(const dynq__model_t *m, const char *name);
 
+/*
+ * Observer: called after every node that ran, on the thread running the
+ * model, with the node's inputs (in[k] NULL for an omitted input) and its
+ * outputs, before the executor frees anything the node read last.  The
+ * tensors are only valid during the call: copy what you keep.  precision
+ * is the one the node ran at (DYNQ_PRECISION_*).  Per-layer diagnosis
+ * hangs off this (compare each node's outputs between an INT8 and an
+ * FP32 run, or against a reference); with no observer the executor pays
+ * one NULL test per node.
+ */
+typedef void (*dynq__on_node_fn)(void *user, const dynq__graph_t *g, int index,
+                                 const dynq__node_t *node, int precision,
+                                 const dynq__tensor_t *const *inputs,
+                                 const dynq__tensor_t *outputs);
+
+/*
+ * What one run did, filled when dynq__run_opts_t.result is set (it is
+ * reset at the start of the run):
+ *  - splits: INT8 GEMMs that ran on more than one thread;
+ *  - nodes_run: nodes executed (If branches not taken are skipped);
+ *  - int8_macs: multiply-adds of every quantized layer that ran INT8;
+ *  - quant[0..n_quant): per quantized node that ran INT8, its activation
+ *    statistics (dynq__layer_quant_t in ops/opkit.h: rows, MACs, the
+ *    range of activation scales), up to cap_quant entries in the
+ *    caller's array (quant NULL or cap_quant 0: counts only).  n_quant
+ *    counts every such node even past cap_quant.
+ */
+typedef struct dynq__run_result {
+  uint64_t splits;
+  int nodes_run;
+  int64_t int8_macs;
+  int n_quant;
+  int cap_quant;               /* set by the caller */
+  dynq__layer_quant_t *quant;  /* caller-owned [cap_quant] or NULL */
+} dynq__run_result_t;
+
 typedef struct dynq__run_opts {
   int precision;                  /* DYNQ_PRECISION_* */
   const dynq__kernel_t *kernel;   /* NULL: dynq__kernel() */
@@ -64,6 +100,9 @@ typedef struct dynq__run_opts {
   const unsigned char *node_precision; /* NULL, or [n_nodes]: DYNQ_PRECISION_* per
                                      node, overriding .precision (calibration
                                      runs one layer INT8 and the rest FP32) */
+  dynq__run_result_t *result;     /* NULL, or filled by the run (above) */
+  dynq__on_node_fn on_node;       /* NULL, or called after each node (above) */
+  void *on_node_user;
 } dynq__run_opts_t;
 
 /*

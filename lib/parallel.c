@@ -194,9 +194,9 @@ static __thread uint64_t splits;
 
 uint64_t dynq__parallel_splits(void) { return splits; }
 
-void dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
-                        void *ctx) {
-  if (ntasks <= 0) return;
+int dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
+                       void *ctx) {
+  if (ntasks <= 0) return 0;
   int c = dynq__parallel_max_threads();
   if (nthreads > c) nthreads = c;
   if (nthreads > ntasks) nthreads = (int)ntasks;
@@ -204,14 +204,14 @@ void dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
   if (nthreads <= 1 || ntasks >= (int64_t)UINT32_MAX ||
       pthread_mutex_trylock(&team.use) != 0) {
     run_serial(ntasks, fn, ctx);
-    return;
+    return 0;
   }
   grow(nthreads - 1);
   int nhelp = team.n_helpers < nthreads - 1 ? team.n_helpers : nthreads - 1;
   if (nhelp == 0 || team.pid != getpid()) {
     pthread_mutex_unlock(&team.use);
     run_serial(ntasks, fn, ctx);
-    return;
+    return 0;
   }
 
   splits++;
@@ -240,6 +240,7 @@ void dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
     pthread_mutex_unlock(&team.mu);
   }
   pthread_mutex_unlock(&team.use);
+  return 1;
 }
 
 /* Join the helpers at exit so nothing is left behind (valgrind), unless

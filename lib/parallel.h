@@ -35,10 +35,11 @@ typedef void (*dynq__parallel_fn)(void *ctx, int64_t task);
  * returned.  Tasks may run in any order and concurrently, so fn must only
  * write what task t owns.  nthreads <= 1 or ntasks <= 1 runs everything on
  * the caller.  ntasks <= 0 does nothing.  Never fails: if helper threads
- * cannot be created the caller does the work.
+ * cannot be created the caller does the work.  Returns 1 when the call
+ * ran on the team (more than one thread), 0 when it ran serially.
  */
-void dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
-                        void *ctx);
+int dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
+                       void *ctx);
 
 /*
  * The cap on threads per call (caller included).  Default: the number of
@@ -55,8 +56,8 @@ int dynq__parallel_max_threads(void);
 /* Helper threads created so far (for tests and stats). */
 int dynq__parallel_helpers(void);
 /* How many dynq__parallel_for calls of the calling thread have run on the
- * team (more than one thread); compare before and after a model run to
- * know whether it split at all. */
+ * team (more than one thread).  Kept for old callers: a model run reports
+ * its own count in dynq__run_result_t.splits (model.h). */
 uint64_t dynq__parallel_splits(void);
 
 #endif

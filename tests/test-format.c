@@ -460,7 +460,22 @@ START_TEST(fused_activations) {
       for (int th = 1; th <= 2; th++) {
         opt.kernel = ks[i];
         opt.threads = th;
+        dynq__layer_quant_t lq[2];
+        dynq__run_result_t res = {.cap_quant = 2, .quant = lq};
+        opt.result = &res;
         ck_assert_int_eq(dynq__model_run(m, &opt, &in, ok, e, sizeof(e)), 0);
+        opt.result = NULL;
+        /* the run result: the one quantized layer, its rows and MACs, and
+         * whether its GEMM split (it is large enough to, on 2 threads) */
+        ck_assert_int_eq(res.nodes_run, 1);
+        ck_assert_int_eq(res.n_quant, 1);
+        ck_assert_int_eq(lq[0].node, 0);
+        ck_assert_int_eq(lq[0].op, DYNQ_OP_QLINEAR);
+        ck_assert_int_eq(lq[0].rows, R);
+        ck_assert_int_eq(lq[0].macs, (int64_t)R * K * N);
+        ck_assert_int_eq(res.int8_macs, (int64_t)R * K * N);
+        ck_assert(lq[0].scale_min > 0.0f && lq[0].scale_min <= lq[0].scale_max);
+        ck_assert_uint_le(res.splits, th > 1 ? 1 : 0);
         ck_assert_msg(memcmp(ok[0].data, o8[0].data, sizeof(float) * R * N) == 0,
                       "act %d: kernel %s threads %d differs from ref", acts[a], ks[i]->name, th);
         dynq__tensor_clear(&ok[0]);

@@ -138,6 +138,71 @@ START_TEST(moves_and_in_place_keep_results) {
 }
 END_TEST
 
+/* ---- the observer hook and the run result ---- */
+
+typedef struct seen {
+  int n, idx[16], op[16];
+  float mul_in0_first;      /* Mul's first input element, as the observer saw it */
+  float add_out_first;      /* Add's output */
+} seen_t;
+
+static void observe(void *user, const dynq__graph_t *g, int index, const dynq__node_t *node,
+                    int precision, const dynq__tensor_t *const *inputs,
+                    const dynq__tensor_t *outputs) {
+  seen_t *s = user;
+  ck_assert_ptr_eq(node, &g->nodes[index]);
+  ck_assert_int_eq(precision, DYNQ_PRECISION_FP32);
+  ck_assert_int_lt(s->n, 16);
+  s->idx[s->n] = index;
+  s->op[s->n++] = node->op;
+  ck_assert_ptr_nonnull(outputs[0].data);
+  if (node->op == DYNQ_OP_MUL) s->mul_in0_first = ((const float *)inputs[0]->data)[0];
+  if (node->op == DYNQ_OP_ADD) s->add_out_first = ((const float *)outputs[0].data)[0];
+}
+
+/* on_node sees every node in order with intact inputs (no donated
+ * storage), the outputs are the same bits as without it, and the run
+ * result counts the nodes (no quantized layer, no split here). */
+START_TEST(observer_sees_every_node) {
+  char *dir = tu_mkdtemp(), path[512];
+  ck_assert_ptr_nonnull(dir);
+  snprintf(path, sizeof(path), "%s/m.dynq", dir);
+  write_graph(path);
+  dynq__model_t *m = NULL;
+  ck_assert_msg(dynq__model_open(path, &m, err, sizeof(err)) == 0, "%s", err);
+  float x[12];
+  for (int k = 0; k < 12; k++) x[k] = (float)k - 4.5f;
+  dynq__tensor_t in = {.dtype = DYNQ_DT_F32, .rank = 2, .dims = {2, 6}, .data = x};
+  dynq__tensor_t a[2], b[2];
+  seen_t s = {0};
+  dynq__run_result_t res = {.splits = 7, .n_quant = 3};
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32};
+  ck_assert_msg(dynq__model_run(m, &o, &in, a, err, sizeof(err)) == 0, "%s", err);
+  o.on_node = observe;
+  o.on_node_user = &s;
+  o.result = &res;
+  ck_assert_msg(dynq__model_run(m, &o, &in, b, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(s.n, 9);
+  for (int i = 0; i < 9; i++) ck_assert_int_eq(s.idx[i], i);
+  ck_assert_int_eq(s.op[3], DYNQ_OP_MUL);
+  /* Mul reads the Reshape of Relu(x): x[0] = -4.5 -> 0; x[5] = 0.5 */
+  ck_assert_float_eq(s.mul_in0_first, 0.0f);
+  ck_assert_float_eq(s.add_out_first, 0.0f);
+  ck_assert_int_eq(res.nodes_run, 9);
+  ck_assert_int_eq(res.n_quant, 0);
+  ck_assert_uint_eq(res.splits, 0);
+  ck_assert_int_eq(res.int8_macs, 0);
+  for (int k = 0; k < 2; k++) {
+    ck_assert_int_eq(memcmp(a[k].data, b[k].data, dynq__tensor_nbytes(&a[k])), 0);
+    dynq__tensor_clear(&a[k]);
+    dynq__tensor_clear(&b[k]);
+  }
+  dynq__model_unref(m);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 /* ---- ops run directly, with or without a donor ---- */
 
 static int run_op(int op, const dynq__attr_t *at, int n_attr, const dynq__tensor_t *const *in,
@@ -426,6 +491,7 @@ int main(void) {
   TCase *tc = tcase_create("engine");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, moves_and_in_place_keep_results);
+  tcase_add_test(tc, observer_sees_every_node);
   tcase_add_test(tc, relu_special_values_every_length);
   tcase_add_test(tc, binary_donor_only_when_shapes_match);
   tcase_add_test(tc, binary_scalar_and_broadcast_cases);

@@ -416,6 +416,7 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
         as[p] = scale;
         az[p] = zp;
       }
+      dynq__op_note_quant(c, 0, 0, 0, &scale, 1);
     }
     for (int64_t gi = 0; gi < g.G; gi++) {
       if (per_tensor) {
@@ -437,7 +438,9 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
           gather_f32(&g, xg, &pd, colf + j * P * g.kk);
         }
         dynq__quantize_rows(c->kernel, nn * P, g.kk, colf, (size_t)g.kk, A, (size_t)kp, 0, as, az);
+        dynq__op_note_quant(c, 0, 0, 0, as, nn * P);
       }
+      dynq__op_note_quant(c, nn * P, g.kk, g.Mg, NULL, 0);
       dynq__qgemm_args_t q = {
         .M = nn * P, .N = g.Mg, .K = g.kk,
         .A = A, .lda = (size_t)kp,

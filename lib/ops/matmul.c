@@ -92,19 +92,20 @@ static void split_task(void *ctx, int64_t t) {
 }
 
 /* Run q over [0, N) split along N in whole 16-column panels when it is
- * large enough and threads > 1; activations are already quantized. */
-static void qgemm_split(const dynq__kernel_t *kr, const dynq__qgemm_args_t *q,
-                        int act, int threads) {
+ * large enough and threads > 1; activations are already quantized.
+ * Returns 1 when it ran on more than one thread. */
+static int qgemm_split(const dynq__kernel_t *kr, const dynq__qgemm_args_t *q,
+                       int act, int threads) {
   split_t s = {.kr = kr, .q = q, .act = act,
                .panels = (q->N + DYNQ_QGEMM_NR - 1) / DYNQ_QGEMM_NR};
   if (threads <= 1 || s.panels < 2 || q->M * q->N * q->K < SPLIT_MIN_MACS) {
     kr->qgemm(q);
     dynq__act_apply(act, q->C, q->ldc, q->M, 0, q->N);
-    return;
+    return 0;
   }
   s.chunks = (int64_t)threads * SPLIT_CHUNKS_PER_THREAD;
   if (s.chunks > s.panels) s.chunks = s.panels;
-  dynq__parallel_for(threads, s.chunks, split_task, &s);
+  return dynq__parallel_for(threads, s.chunks, split_task, &s);
 }
 
 int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
@@ -188,7 +189,8 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     .C = Y, .ldc = (size_t)N,
     .n0 = 0, .n1 = N,
   };
-  qgemm_split(c->kernel, &q, act == q.act ? DYNQ_ACT_NONE : act, c->threads);
+  dynq__op_note_quant(c, M, K, N, a_scale, c->st->qlinear.per_tensor ? 1 : M);
+  c->splits += (uint64_t)qgemm_split(c->kernel, &q, act == q.act ? DYNQ_ACT_NONE : act, c->threads);
   dynq__aligned_free(A);
   free(a_scale);
   free(a_zp);

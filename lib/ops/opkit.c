@@ -55,6 +55,20 @@ int dynq__op_reshape_to(dynq__op_ctx_t *c, int k, const dynq__tensor_t *x, int r
   return rc;
 }
 
+void dynq__op_note_quant(dynq__op_ctx_t *c, int64_t rows, int64_t K, int64_t N,
+                         const float *scales, int64_t n) {
+  dynq__layer_quant_t *q = c->lq;
+  if (q == NULL) return;
+  q->rows += rows;
+  q->macs += rows * K * N;
+  for (int64_t i = 0; scales != NULL && i < n; i++) {
+    float s = scales[i];
+    if (s == 1.0f) q->const_rows++;
+    if (q->scale_max == 0.0f || s < q->scale_min) q->scale_min = s;
+    if (s > q->scale_max) q->scale_max = s;
+  }
+}
+
 int dynq__op_need_f32(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx) {
   if (t->dtype != DYNQ_DT_F32)
     return dynq__op_fail(c, DYNQ_EDTYPE, "input %d is %s, expected float32", idx,

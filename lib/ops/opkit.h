@@ -61,6 +61,16 @@ typedef union dynq__opstate {
   dynq__rnn_attrs_t rnn;
 } dynq__opstate_t;
 
+/* Quantization statistics of one node's INT8 run (model.h: run result). */
+typedef struct dynq__layer_quant {
+  int node;                   /* index in the graph */
+  int op;                     /* DYNQ_OP_* */
+  int64_t rows;               /* activation rows quantized (all calls) */
+  int64_t macs;               /* INT8 multiply-adds */
+  float scale_min, scale_max; /* activation scales seen (0 when none) */
+  int64_t const_rows;         /* rows with scale 1 (constant or zero rows) */
+} dynq__layer_quant_t;
+
 typedef struct dynq__op_ctx {
   const dynq__node_t *node;
   const dynq__opstate_t *st;  /* the node's prepared state (never NULL when run) */
@@ -68,6 +78,8 @@ typedef struct dynq__op_ctx {
   int precision;              /* DYNQ_PRECISION_* */
   int threads;                /* large GEMMs may split over this many threads */
   uint64_t splits;            /* GEMMs that did split (the executor reports it) */
+  dynq__layer_quant_t *lq;    /* NULL, or where quantized ops add their
+                                 statistics (dynq__op_note_quant) */
   char *err;                  /* message buffer for failures */
   size_t errlen;
   /* donor[k]: input k's slot when the executor offers its storage: this
@@ -128,6 +140,12 @@ int dynq__op_out_like(dynq__op_ctx_t *c, int k, dynq_dtype_t dt, int rank,
  * k (x), copied otherwise (Reshape, Squeeze, Identity, ...). */
 int dynq__op_reshape_to(dynq__op_ctx_t *c, int k, const dynq__tensor_t *x, int rank,
                         const int64_t *dims, dynq__tensor_t *out);
+
+/* A quantized op's statistics: rows x K x N multiply-adds, and the scale
+ * of each of n quantized rows (scales NULL: counts only).  Nothing when
+ * c->lq is NULL. */
+void dynq__op_note_quant(dynq__op_ctx_t *c, int64_t rows, int64_t K, int64_t N,
+                         const float *scales, int64_t n);
 
 /* Input checks; 0 or an error naming input idx. */
 int dynq__op_need_f32(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx);

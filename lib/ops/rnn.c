@@ -41,6 +41,7 @@ typedef struct mat {
 
 /* Scratch for quantized activations, sized for the largest call. */
 typedef struct qbuf {
+  dynq__op_ctx_t *c; /* for the quantization statistics */
   uint8_t *a;       /* rows * kp, owned (aligned) */
   float *scale;     /* rows, owned */
   int32_t *zp;      /* rows, owned */
@@ -71,6 +72,7 @@ static void mat_apply(const dynq__kernel_t *kr, const mat_t *w, int64_t M,
   const int64_t kp = dynq__round_up(w->K, DYNQ_QGEMM_KG);
   dynq__quantize_rows(kr, M, w->K, X, (size_t)ldx, q->a, (size_t)kp, per_tensor,
                       q->scale, q->zp);
+  dynq__op_note_quant(q->c, M, w->K, n1 - n0 / DYNQ_QGEMM_NR * DYNQ_QGEMM_NR, q->scale, per_tensor ? 1 : M);
   dynq__qgemm_args_t a = {
     .M = M, .N = w->N, .K = w->K,
     .A = q->a, .lda = (size_t)kp,
@@ -220,7 +222,7 @@ static int compute(rnn_t *r) {
   float *rh = malloc(sizeof(float) * (size_t)(B * H + 1));
   float *fb = malloc(sizeof(float) * (size_t)GH);
   float *tmp = malloc(sizeof(float) * (size_t)(H + 1));
-  qbuf_t q = {0};
+  qbuf_t q = {.c = r->c};
   if (quant) {
     int64_t rows = T * B > B ? T * B : B;
     int64_t kp = dynq__round_up(r->K > H ? r->K : H, DYNQ_QGEMM_KG);
