@@ -11,7 +11,6 @@
  */
 #include "calibrate.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -25,10 +24,9 @@
 
 #include "dynq/errors.h"
 #include "model.h"
+#include "calls.h"
 #include "npz.h"
 
-#define MAX_FILES 100000
-#define MAX_BYTES ((size_t)1 << 30) /* all calibration inputs together */
 
 void dynq__calib_acc_add(dynq__calib_acc_t *a, const float *x, const float *ref, size_t n) {
   for (size_t i = 0; i < n; i++) {
@@ -66,12 +64,7 @@ typedef struct layer {
 
 typedef struct calib {
   const dynq__calib_opts_t *co;
-  int n_files;
-  char **files;             /* owned [n_files], full paths */
-  int n_in;                 /* graph inputs */
-  dynq__tensor_t *in;       /* owned [n_files * n_in]: dtype INVALID = carried state */
-  int n_state;
-  int *st_in, *st_out;      /* owned [n_state]: graph input / output positions */
+  dynq__calls_t c;          /* the calibration calls */
   int n_eval;
   int *ev_out;              /* owned [n_eval]: output positions compared */
   dynq__tensor_t *ref;      /* owned [n_files * n_eval]: the FP32 path's outputs */
@@ -109,16 +102,11 @@ static void collect_layers(void *ctx, const dynq__layer_report_t *R, int n) {
 }
 
 static void calib_free(calib_t *k) {
-  for (int i = 0; i < k->n_files; i++) free(k->files[i]);
-  free(k->files);
-  if (k->in != NULL)
-    for (size_t i = 0; i < (size_t)k->n_files * (size_t)k->n_in; i++) dynq__tensor_clear(&k->in[i]);
-  free(k->in);
   if (k->ref != NULL)
-    for (size_t i = 0; i < (size_t)k->n_files * (size_t)k->n_eval; i++) dynq__tensor_clear(&k->ref[i]);
+    for (size_t i = 0; i < (size_t)k->c.n_files * (size_t)k->n_eval; i++)
+      dynq__tensor_clear(&k->ref[i]);
   free(k->ref);
-  free(k->st_in);
-  free(k->st_out);
+  dynq__calls_free(&k->c);
   free(k->ev_out);
   for (int i = 0; i < k->nL; i++) {
     free(k->L[i].name);
@@ -126,156 +114,6 @@ static void calib_free(calib_t *k) {
     free(k->L[i].fixed_why);
   }
   free(k->L);
-}
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The calibration files, sorted by name.  Everything in DIR but hidden
- * entries must be a .npz regular file: a stray file is more likely a
- * mistake than something to skip silently. */
-static int list_files(calib_t *k) {
-  const char *dir = k->co->dir;
-  DIR *d = opendir(dir);
-  if (d == NULL) {
-    dynq__imp_errorf("--calibrate %s: %s", dir, strerror(errno));
-    return -1;
-  }
-  int cap = 0, rc = 0;
-  struct dirent *de;
-  while ((de = readdir(d)) != NULL) {
-    if (de->d_name[0] == '.') continue;
-    size_t nl = strlen(de->d_name);
-    char *path = malloc(strlen(dir) + nl + 2);
-    if (path == NULL) goto oom;
-    sprintf(path, "%s/%s", dir, de->d_name);
-    struct stat st;
-    if (nl < 5 || strcmp(de->d_name + nl - 4, ".npz") != 0 || stat(path, &st) != 0 ||
-        !S_ISREG(st.st_mode)) {
-      dynq__imp_errorf("--calibrate: %s is not an .npz file (a calibration directory holds "
-                       "only the NNNNNN.npz files dynqctl infer/stream --record writes; move "
-                       "it out)", path);
-      free(path);
-      rc = -1;
-      goto out;
-    }
-    if (k->n_files == MAX_FILES) {
-      free(path);
-      dynq__imp_errorf("--calibrate %s: more than %d files", dir, MAX_FILES);
-      rc = -1;
-      goto out;
-    }
-    if (k->n_files == cap) {
-      cap = cap ? 2 * cap : 64;
-      char **nf = realloc(k->files, (size_t)cap * sizeof(*nf));
-      if (nf == NULL) {
-        free(path);
-        goto oom;
-      }
-      k->files = nf;
-    }
-    k->files[k->n_files++] = path;
-  }
-  if (k->n_files == 0) {
-    dynq__imp_errorf("--calibrate %s: the directory holds no .npz files (record some with "
-                     "dynqctl infer --record %s or dynqctl stream --record %s)", dir, dir, dir);
-    rc = -1;
-    goto out;
-  }
-  qsort(k->files, (size_t)k->n_files, sizeof(*k->files), cmp_str);
-  goto out;
-oom:
-  dynq__imp_errorf("out of memory listing %s", dir);
-  rc = -1;
-out:
-  closedir(d);
-  return rc;
-}
-
-static void shape_str(char *buf, size_t cap, int rank, const int64_t *dims) {
-  dynq__shape_str(buf, cap, rank, dims);
-}
-
-/* Read every file and check it against the model's inputs. */
-static int load_files(calib_t *k, const dynq__graph_t *g) {
-  k->n_in = g->n_inputs;
-  k->in = calloc((size_t)k->n_files * (size_t)(k->n_in ? k->n_in : 1), sizeof(*k->in));
-  if (k->in == NULL) {
-    dynq__imp_errorf("out of memory");
-    return -1;
-  }
-  size_t total = 0;
-  int noted = 0;
-  for (int f = 0; f < k->n_files; f++) {
-    dynq__npz_t z;
-    char err[512];
-    if (dynq__npz_load(k->files[f], &z, err, sizeof(err)) != 0) {
-      dynq__imp_errorf("--calibrate: %s (calibration files are numpy .npz archives, one per "
-                       "call: write them with dynqctl infer/stream --record)", err);
-      return -1;
-    }
-    int rc = 0;
-    for (int i = 0; i < g->n_inputs && rc == 0; i++) {
-      const dynq__value_t *decl = &g->values[g->inputs[i]];
-      const dynq_tensor_t *t = dynq__npz_find(&z, decl->name);
-      int is_state = 0;
-      for (int s = 0; s < k->n_state; s++) is_state |= k->st_in[s] == i;
-      char a[128], b[128];
-      shape_str(b, sizeof(b), decl->rank, decl->dims);
-      if (t == NULL) {
-        if (is_state) continue; /* carried from the previous call */
-        dynq__imp_errorf("--calibrate: %s has no array '%s' (the model's input '%s', %s %s): "
-                         "every call needs all inputs but the declared state",
-                         k->files[f], decl->name, decl->name, dynq__dtype_name(decl->dtype), b);
-        rc = -1;
-        break;
-      }
-      shape_str(a, sizeof(a), t->rank, t->shape);
-      if (t->dtype != (int)decl->dtype) {
-        dynq__imp_errorf("--calibrate: %s: array '%s' is %s, the model's input is %s",
-                         k->files[f], decl->name, dynq__dtype_name((dynq_dtype_t)t->dtype),
-                         dynq__dtype_name(decl->dtype));
-        rc = -1;
-        break;
-      }
-      int ok = t->rank == decl->rank;
-      for (int d = 0; ok && d < t->rank; d++)
-        ok = decl->dims[d] >= 0 ? t->shape[d] == decl->dims[d] : t->shape[d] >= 1;
-      if (!ok) {
-        dynq__imp_errorf("--calibrate: %s: array '%s' has shape %s, the model's input expects "
-                         "%s (-1 = any size >= 1)", k->files[f], decl->name, a, b);
-        rc = -1;
-        break;
-      }
-      total += t->nbytes;
-      if (total > MAX_BYTES) {
-        dynq__imp_errorf("--calibrate %s: the inputs pass %zu bytes; calibrate on fewer calls",
-                         k->co->dir, MAX_BYTES);
-        rc = -1;
-        break;
-      }
-      dynq__tensor_t *dst = &k->in[(size_t)f * (size_t)k->n_in + (size_t)i];
-      if (dynq__tensor_alloc_uninit(dst, decl->dtype, t->rank, t->shape) != 0) {
-        dynq__imp_errorf("out of memory");
-        rc = -1;
-        break;
-      }
-      if (t->nbytes) memcpy(dst->data, t->data, t->nbytes);
-    }
-    for (int j = 0; rc == 0 && j < z.n && !noted; j++) {
-      int found = 0;
-      for (int i = 0; i < g->n_inputs; i++) found |= strcmp(g->values[g->inputs[i]].name, z.t[j].name) == 0;
-      if (!found) {
-        progress("note: %s: array '%s' is not an input of the converted model (fixed by --set?); "
-                 "ignored", k->files[f], z.t[j].name);
-        noted = 1;
-      }
-    }
-    dynq__npz_free(&z);
-    if (rc != 0) return -1;
-  }
-  return 0;
 }
 
 /* Run every call in order (state carried) with precision mix `prec` (NULL:
@@ -286,8 +124,8 @@ static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsi
                    int store, double *ret_err) {
   const dynq__graph_t *g = dynq__model_graph(m);
   dynq__run_opts_t ro = { precision, NULL, 1, prec };
-  dynq__tensor_t *state = calloc((size_t)k->n_state + 1, sizeof(*state));
-  dynq__tensor_t *ins = calloc((size_t)k->n_in + 1, sizeof(*ins));
+  dynq__tensor_t *state = calloc((size_t)k->c.n_state + 1, sizeof(*state));
+  dynq__tensor_t *ins = calloc((size_t)k->c.n_in + 1, sizeof(*ins));
   dynq__tensor_t *outs = calloc((size_t)g->n_outputs + 1, sizeof(*outs));
   dynq__calib_acc_t *acc = calloc((size_t)k->n_eval + 1, sizeof(*acc));
   int rc = 0;
@@ -298,44 +136,17 @@ static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsi
     goto out;
   }
   k->evaluations++;
-  for (int f = 0; f < k->n_files; f++) {
-    const dynq__tensor_t *row = &k->in[(size_t)f * (size_t)k->n_in];
-    int64_t batch = 1;
-    for (int i = 0; i < k->n_in; i++)
-      if (row[i].dtype != DYNQ_DT_INVALID && row[i].rank >= 1) {
-        batch = row[i].dims[0];
-        break;
-      }
-    for (int i = 0; i < k->n_in; i++) {
-      ins[i] = row[i];
-      ins[i].owned = 0;
-    }
-    for (int s = 0; s < k->n_state; s++) {
-      const dynq__value_t *v = &g->values[g->inputs[k->st_in[s]]];
-      if (row[k->st_in[s]].dtype != DYNQ_DT_INVALID) continue; /* the file gives it */
-      if (state[s].dtype == DYNQ_DT_INVALID) {
-        /* a session's first call: zeros, symbolic dims = the batch */
-        int64_t dims[DYNQ_MAX_RANK];
-        for (int d = 0; d < v->rank; d++) dims[d] = v->dims[d] < 0 ? batch : v->dims[d];
-        if (dynq__tensor_alloc(&state[s], v->dtype, v->rank, dims) != 0) {
-          dynq__imp_errorf("out of memory");
-          rc = -1;
-          goto out;
-        }
-      }
-      ins[k->st_in[s]] = state[s];
-      ins[k->st_in[s]].owned = 0;
-    }
-    if (dynq__model_run(m, &ro, ins, outs, err, sizeof(err)) != 0) {
-      dynq__imp_errorf("--calibrate: %s: the model failed on this call: %s", k->files[f], err);
+  for (int f = 0; f < k->c.n_files; f++) {
+    if (dynq__calls_inputs(&k->c, g, f, state, ins) != 0) {
       rc = -1;
       goto out;
     }
-    for (int s = 0; s < k->n_state; s++) {
-      dynq__tensor_clear(&state[s]);
-      state[s] = outs[k->st_out[s]];
-      memset(&outs[k->st_out[s]], 0, sizeof(outs[0]));
+    if (dynq__model_run(m, &ro, ins, outs, err, sizeof(err)) != 0) {
+      dynq__imp_errorf("--calibrate: %s: the model failed on this call: %s", k->c.files[f], err);
+      rc = -1;
+      goto out;
     }
+    dynq__calls_carry(&k->c, state, outs);
     for (int j = 0; j < k->n_eval; j++) {
       dynq__tensor_t *o = &outs[k->ev_out[j]];
       dynq__tensor_t *r = &k->ref[(size_t)f * (size_t)k->n_eval + (size_t)j];
@@ -347,7 +158,7 @@ static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsi
       int64_t n = dynq__shape_numel(o->rank, o->dims);
       if (o->dtype != r->dtype || n != dynq__shape_numel(r->rank, r->dims)) {
         dynq__imp_errorf("internal error: output '%s' of %s changed shape between precisions",
-                         g->values[g->outputs[k->ev_out[j]]].name, k->files[f]);
+                         g->values[g->outputs[k->ev_out[j]]].name, k->c.files[f]);
         rc = -1;
         goto out;
       }
@@ -365,7 +176,7 @@ static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsi
   }
 out:
   if (state != NULL)
-    for (int s = 0; s < k->n_state; s++) dynq__tensor_clear(&state[s]);
+    for (int s = 0; s < k->c.n_state; s++) dynq__tensor_clear(&state[s]);
   if (outs != NULL)
     for (int j = 0; j < g->n_outputs; j++) dynq__tensor_clear(&outs[j]);
   free(state);
@@ -445,7 +256,7 @@ static void report(const calib_t *k, double e_all, double e_final, int met, doub
   if (co->json) {
     printf("{\"metric\": \"%s\", \"budget\": ", metric_name(co->metric));
     json_num(stdout, co->budget);
-    printf(", \"calls\": %d, \"state_pairs\": %d, \"layers\": [", k->n_files, k->n_state);
+    printf(", \"calls\": %d, \"state_pairs\": %d, \"layers\": [", k->c.n_files, k->c.n_state);
     for (int i = 0; i < k->nL; i++) {
       const layer_t *l = &k->L[i];
       printf("%s{\"name\": ", i ? ", " : "");
@@ -471,8 +282,8 @@ static void report(const calib_t *k, double e_all, double e_final, int met, doub
            "\"seconds\": %.3f}\n", met ? "true" : "false", nk, nq, k->evaluations, secs);
     return;
   }
-  printf("calibration: %d call%s from %s%s, metric %s, budget %g\n", k->n_files,
-         k->n_files == 1 ? "" : "s", co->dir, k->n_state ? " (a stream: state carried)" : "",
+  printf("calibration: %d call%s from %s%s, metric %s, budget %g\n", k->c.n_files,
+         k->c.n_files == 1 ? "" : "s", co->dir, k->c.n_state ? " (a stream: state carried)" : "",
          metric_name(co->metric), co->budget);
   int w = 24;
   for (int i = 0; i < k->nL; i++)
@@ -525,7 +336,7 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
     dynq__imp_errorf("%s: path too long", out);
     return 1;
   }
-  if (list_files(&k) != 0) goto done;
+  if (dynq__calls_list(&k.c, "--calibrate", co->dir) != 0) goto done;
 
   /* 1. every quantizable layer INT8, with FP32 reference weights */
   dynq__imp_options_t o = *imp;
@@ -545,26 +356,19 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
   unlink(search_path);
   const dynq__graph_t *g = dynq__model_graph(m);
 
-  /* state pairs and the outputs compared (float32, not state) */
-  k.n_state = g->n_state;
-  k.st_in = calloc((size_t)g->n_state + 1, sizeof(int));
-  k.st_out = calloc((size_t)g->n_state + 1, sizeof(int));
+  /* the calls (state pairs from the model), and the outputs compared
+   * (float32, not state) */
+  if (dynq__calls_load(&k.c, g) != 0) goto done;
   k.ev_out = calloc((size_t)g->n_outputs + 1, sizeof(int));
   prec = calloc((size_t)g->n_nodes + 1, 1);
   order = calloc((size_t)k.nL + 1, sizeof(int));
-  if (k.st_in == NULL || k.st_out == NULL || k.ev_out == NULL || prec == NULL || order == NULL) {
+  if (k.ev_out == NULL || prec == NULL || order == NULL) {
     dynq__imp_errorf("out of memory");
     goto done;
   }
-  for (int s = 0; s < g->n_state; s++) {
-    for (int i = 0; i < g->n_inputs; i++)
-      if (g->inputs[i] == g->state[2 * s]) k.st_in[s] = i;
-    for (int j = 0; j < g->n_outputs; j++)
-      if (g->outputs[j] == g->state[2 * s + 1]) k.st_out[s] = j;
-  }
   for (int j = 0; j < g->n_outputs; j++) {
     int is_state = 0;
-    for (int s = 0; s < g->n_state; s++) is_state |= k.st_out[s] == j;
+    for (int s = 0; s < g->n_state; s++) is_state |= k.c.st_out[s] == j;
     if (!is_state && g->values[g->outputs[j]].dtype == DYNQ_DT_F32) k.ev_out[k.n_eval++] = j;
   }
   if (k.n_eval == 0) {
@@ -584,15 +388,14 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
     }
     if (k.L[i].node >= 0) order[nq++] = i;
   }
-  if (load_files(&k, g) != 0) goto done;
-  k.ref = calloc((size_t)k.n_files * (size_t)k.n_eval, sizeof(*k.ref));
+  k.ref = calloc((size_t)k.c.n_files * (size_t)k.n_eval, sizeof(*k.ref));
   if (k.ref == NULL) {
     dynq__imp_errorf("out of memory");
     goto done;
   }
 
   /* 2. the reference, and each layer's own contribution */
-  progress("%d calls, %d quantizable layers; FP32 reference pass", k.n_files, nq);
+  progress("%d calls, %d quantizable layers; FP32 reference pass", k.c.n_files, nq);
   if (run_all(&k, m, DYNQ_PRECISION_FP32, NULL, 1, NULL) != 0) goto done;
   double e_all;
   if (run_all(&k, m, DYNQ_PRECISION_INT8, NULL, 0, &e_all) != 0) goto done;

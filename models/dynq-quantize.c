@@ -20,6 +20,7 @@
 #include "dynq-config.h"
 #include "dynq/errors.h"
 #include "calibrate.h"
+#include "diagnose.h"
 #include "import.h"
 #include "validate.h"
 #include "kernels/kernels.h"
@@ -622,6 +623,9 @@ static void usage(FILE *f) {
           "                  quantize Conv layers too small for INT8 to pay (patch < 16\n"
           "                  values or < 8 output channels per group): accuracy tests\n"
           "%s"
+          "  --diagnose MODEL.dynq --input DIR|FILE.npz [--json]\n"
+          "                  per node of a converted model: the INT8 error it adds alone\n"
+          "                  (on the FP32 path's inputs) and the error accumulated there\n"
           "  --help          show this help\n"
           "\n"
           "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n",
@@ -864,6 +868,9 @@ int main(int argc, char **argv) {
   dynq__calib_opts_t copt = {0};
   const char *pos[2];
   int npos = 0, only_pos = 0, r;
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--diagnose") == 0 || strncmp(argv[i], "--diagnose=", 11) == 0)
+      return dynq__diagnose_main(argc, argv);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (!only_pos && (r = dynq__calib_arg(&copt, argc, argv, &i)) != 0) {

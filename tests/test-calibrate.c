@@ -333,6 +333,52 @@ START_TEST(silero_calibrated_on_a_recorded_stream) {
 }
 END_TEST
 
+
+START_TEST(diagnose_points_at_the_sensitive_layer) {
+  paths();
+  char *dir = tu_mkdtemp(), mp[4096], np[4096], *out = NULL;
+  snprintf(mp, sizeof mp, "%s/s.dynq", dir);
+  snprintf(np, sizeof np, "%s/n.dynq", dir);
+  char cal[4096], onnx[4096];
+  snprintf(cal, sizeof cal, "%s", tu_src("tests/fixtures/calib/sensitive"));
+  snprintf(onnx, sizeof onnx, "%s", tu_src("tests/fixtures/calib/sensitive.onnx"));
+  int st = run(&out, quant, onnx, mp, NULL);
+  ck_assert_msg(st == 0, "%s", out);
+  free(out);
+  st = run(&out, quant, "--diagnose", mp, "--input", cal, "--json", NULL);
+  ck_assert_msg(st == 0, "%s", out);
+  /* L2 adds the error by itself; L3 adds little but carries L2's */
+  const char *l1 = strstr(out, "\"name\": \"L1\""), *l2 = strstr(out, "\"name\": \"L2\""),
+             *l3 = strstr(out, "\"name\": \"L3\"");
+  ck_assert_msg(l1 && l2 && l3, "%s", out);
+  ck_assert_msg(json_num(l2, "local_rel_l2") > 0.1, "%s", out);
+  ck_assert_msg(json_num(l1, "local_rel_l2") < 0.03 && json_num(l3, "local_rel_l2") < 0.03, "%s", out);
+  ck_assert_msg(json_num(l3, "accumulated_rel_l2") > 0.1, "%s", out);
+  ck_assert_msg(json_num(out, "calls") == 8, "%s", out);
+  free(out);
+  /* one recorded call works as the input too; the human table names L2 first */
+  char one[4096 + 16];
+  snprintf(one, sizeof one, "%s/000002.npz", cal);
+  st = run(&out, quant, "--diagnose", mp, "--input", one, NULL);
+  ck_assert_msg(st == 0 && strstr(out, "largest local errors: L2"), "%s", out);
+  free(out);
+  /* refusals */
+  st = run(&out, quant, "--diagnose", mp, NULL);
+  ck_assert_msg(st == 2 && strstr(out, "usage"), "%s", out);
+  free(out);
+  st = run(&out, quant, "--no-reference", onnx, np, NULL);
+  free(out);
+  st = run(&out, quant, "--diagnose", np, "--input", cal, NULL);
+  ck_assert_msg(st == 1 && strstr(out, "no FP32 reference"), "%s", out);
+  free(out);
+  st = run(&out, quant, "--diagnose", mp, "--input", tu_src("tests/fixtures/mlp_x.npy"), NULL);
+  ck_assert_msg(st == 1 && strstr(out, "mlp_x.npy"), "%s", out);
+  free(out);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("calibrate");
   TCase *t = tcase_create("core");
@@ -341,6 +387,7 @@ int main(void) {
   tcase_add_test(t, bad_calibration_inputs);
   tcase_add_test(t, record_and_compare_stateless);
   tcase_add_test(t, silero_calibrated_on_a_recorded_stream);
+  tcase_add_test(t, diagnose_points_at_the_sensitive_layer);
   suite_add_tcase(s, t);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
