@@ -3,9 +3,14 @@
  * every method shares, applied here once:
  *   - admin methods (DYNQD_M_ADMIN) need a peer that passes
  *     dynqd__admin_peer_ok (SO_PEERCRED), checked before anything else;
- *   - params are a map, [map] (for generic msgpack-RPC clients), nil or []
- *     (absent); anything else is EPARAMS naming what was given, unless the
- *     method ignores params (liveness must answer whatever it is sent);
+ *   - params are decoded by the schema (lib/proto/methods.def:
+ *     dynq__params_decode) into the method's struct: a map, [map] (for
+ *     generic msgpack-RPC clients), nil or [] (absent), each param checked
+ *     for kind, presence and bounds; anything else is EPARAMS naming the
+ *     param, unless the method ignores params (liveness must answer
+ *     whatever it is sent);
+ *   - a descriptor that came with a TAKES_FD frame is claimed first and
+ *     closed unless the handler took it;
  *   - a DYNQD_M_DEFER handler that returns DYNQD_PENDING has its
  *     connection operation begun here (a reference, in flight, and for
  *     DYNQD_M_HOLD no further frames until it answers); reply.c ends it;
@@ -15,37 +20,36 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dynq/errors.h"
 #include "dynqd.h"
+#include "proto/methods.h"
 
-enum {
-  LIVE = DYNQD_M_LIVE,
-  ANY = DYNQD_M_ANY_PARAMS,
-  ADMIN = DYNQD_M_ADMIN,
-  DEFER = DYNQD_M_DEFER,
-  HOLD = DYNQD_M_HOLD,
-};
+/* Methods answered while start-up loads run: they need no model. */
+#define LIVE_OF(id)                                                          \
+  (DYNQ_M_##id == DYNQ_M_ping || DYNQ_M_##id == DYNQ_M_server_info ||       \
+           DYNQ_M_##id == DYNQ_M_health_live || DYNQ_M_##id == DYNQ_M_health_ready || \
+           DYNQ_M_##id == DYNQ_M_stats                                       \
+       ? DYNQD_M_LIVE                                                        \
+       : 0)
+/* The schema's flags (lib/proto/methods.def) as the daemon acts on them. */
+#define FLAGS_OF(mf)                                                         \
+  (((mf) & DYNQ_MF_ADMIN ? DYNQD_M_ADMIN : 0) |                              \
+   ((mf) & DYNQ_MF_ANY_PARAMS ? DYNQD_M_ANY_PARAMS : 0) |                    \
+   ((mf) & (DYNQ_MF_WORKER | DYNQ_MF_OFF_LOOP) ? DYNQD_M_DEFER : 0) |        \
+   ((mf) & DYNQ_MF_OFF_LOOP ? DYNQD_M_HOLD : 0) |                            \
+   ((mf) & DYNQ_MF_TAKES_FD ? DYNQD_M_TAKES_FD : 0) |                        \
+   ((mf) & DYNQ_MF_WORKER ? DYNQD_M_COUNTED : 0))
 
-static const dynqd_method_t methods[] = {
-  {"ping", LIVE, dynqd__m_ping},
-  {"server.info", LIVE, dynqd__m_server_info},
-  {"models.list", 0, dynqd__m_models_list},
-  {"model.info", 0, dynqd__m_model_info},
-  {"infer", DEFER, dynqd__m_infer},
-  {"health.live", LIVE | ANY, dynqd__m_health_live},
-  {"health.ready", LIVE | ANY, dynqd__m_health_ready},
-  {"stats", LIVE | ANY, dynqd__m_stats},
-  {"session.open", 0, dynqd__m_session_open},
-  {"session.reset", 0, dynqd__m_session_reset},
-  {"session.close", 0, dynqd__m_session_close},
-  {"shm.register", 0, dynqd__m_shm_register},
-  {"shm.unregister", 0, dynqd__m_shm_unregister},
-  {"model.load", ADMIN | DEFER | HOLD, dynqd__m_model_load},
-  {"model.unload", ADMIN, dynqd__m_model_unload},
-  {"model.reload", ADMIN | DEFER | HOLD, dynqd__m_model_reload},
+/* One row per schema method, in its order; the handler of method `id` is
+ * dynqd__m_<id> (rpc_*.c). */
+static const dynqd_method_t methods[DYNQ_M__COUNT] = {
+#define ROW(id, wname, mf) [DYNQ_M_##id] = {wname, FLAGS_OF(mf) | LIVE_OF(id), dynqd__m_##id},
+  DYNQ_METHODS(ROW)
+#undef ROW
 };
-#define N_METHODS ((int)(sizeof(methods) / sizeof(methods[0])))
+#define N_METHODS DYNQ_M__COUNT
 
 const dynqd_method_t *dynqd__methods(int *ret_n) {
   *ret_n = N_METHODS;
@@ -53,71 +57,52 @@ const dynqd_method_t *dynqd__methods(int *ret_n) {
 }
 
 const dynqd_method_t *dynqd__method_find(const char *name) {
-  for (int i = 0; i < N_METHODS; i++)
-    if (strcmp(name, methods[i].name) == 0) return &methods[i];
-  return NULL;
-}
-
-int dynqd__params_norm(dynq__obj_t p, dynq__obj_t *ret, char *why, size_t whylen) {
-  dynq__obj_kind_t k = dynq__obj_kind(p);
-  dynq__obj_t none = {NULL};
-  if (k == DYNQ_OBJ_NIL) {  /* absent reads as nil too */
-    *ret = none;
-    return 0;
-  }
-  if (k == DYNQ_OBJ_MAP) {
-    *ret = p;
-    return 0;
-  }
-  if (k == DYNQ_OBJ_ARRAY) {
-    uint32_t n = dynq__obj_len(p);
-    if (n == 0) {
-      *ret = none;
-      return 0;
-    }
-    dynq__obj_t e = dynq__obj_at(p, 0);
-    if (n == 1 && dynq__obj_kind(e) == DYNQ_OBJ_MAP) {
-      *ret = e;
-      return 0;
-    }
-  }
-  snprintf(why, whylen, "params must be a map (or an array holding one map), got %s",
-           dynqd__kind_name(k));
-  return DYNQ_EPARAMS;
+  const dynq__method_t *md = dynq__method_find(name);
+  return md != NULL ? &methods[md->id] : NULL;
 }
 
 void dynqd__dispatch_req(dynqd_req_t *rq, const dynqd_method_t *me, dynq__obj_t params) {
   char why[256];
+  const dynq__method_t *md = &dynq__methods[me - methods];
+  /* A descriptor comes with this frame: claim it before anything can
+   * fail, so it is never left for the next frame to take. */
+  rq->fd = me->flags & DYNQD_M_TAKES_FD ? dynqd__conn_take_fd(rq->conn) : -1;
   if (me->flags & DYNQD_M_ADMIN) {
     int fd = dynqd__conn_fd(rq->conn);
-    if (fd < 0) {
-      dynqd__reply_error(rq, DYNQ_EDENIED, "%s: cannot identify the peer", me->name);
-      return;
-    }
     int (*ok)(int, const char *, char *, size_t) =
         rq->srv->peer_ok ? rq->srv->peer_ok : dynqd__admin_peer_ok;
+    if (fd < 0) {
+      dynqd__reply_error(rq, DYNQ_EDENIED, "%s: cannot identify the peer", me->name);
+      goto out;
+    }
     if (!ok(fd, rq->srv->cfg->admin_group, why, sizeof(why))) {
       log_warn("conn %llu: %s refused: %s", (unsigned long long)rq->conn->id, me->name, why);
       dynqd__reply_error(rq, DYNQ_EDENIED, "%s is an admin method: %s", me->name, why);
-      return;
+      goto out;
     }
   }
-  dynq__obj_t p = {NULL};
-  if (!(me->flags & DYNQD_M_ANY_PARAMS) && dynqd__params_norm(params, &p, why, sizeof(why))) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: %s", me->name, why);
-    return;
+  dynq__params_t p;
+  if (dynq__params_decode(md, params, &p, why, sizeof(why)) != 0) {
+    /* Requests the workers would run are counted in stats even when
+     * refused here. */
+    if (me->flags & DYNQD_M_COUNTED) dynqd__stats_count(&rq->srv->stats, NULL, DYNQ_EPARAMS);
+    dynqd__reply_error(rq, DYNQ_EPARAMS, "%s", why);
+    goto out;
   }
   rq->hold = (me->flags & DYNQD_M_HOLD) != 0;
-  if (me->fn(rq, p) == DYNQD_PENDING) {
+  if (me->fn(rq, &p) == DYNQD_PENDING) {
     /* The handler kept a deferred copy: count it against the connection
      * until reply.c sends its answer. */
     dynqd__conn_op_begin(rq->conn, rq->hold);
   }
+out:
+  if (rq->fd >= 0) close(rq->fd);  /* not taken by the handler */
+  rq->fd = -1;
 }
 
 int dynqd__dispatch(dynqd_server_t *s, dynqd_conn_t *c, const dynq__rpc_msg_t *m) {
   const char *name = m->method ? m->method : "";
-  dynqd_req_t rq = {s, c, m->msgid, name, 0, 0};
+  dynqd_req_t rq = {s, c, m->msgid, name, 0, 0, -1};
   const dynqd_method_t *me = dynqd__method_find(name);
   if (me == NULL) {
     char list[512];

@@ -32,6 +32,7 @@
 #include <uv.h>
 
 #include "model.h"
+#include "proto/methods.h"
 #include "proto/proto.h"
 #include "tensor.h"
 
@@ -762,6 +763,8 @@ enum {
   DYNQD_M_HOLD = 1 << 3,       /* with DEFER: no further frames of the
                                   connection until it answers */
   DYNQD_M_LIVE = 1 << 4,       /* answered during start-up loads */
+  DYNQD_M_TAKES_FD = 1 << 5,   /* the frame carries a descriptor (rq->fd) */
+  DYNQD_M_COUNTED = 1 << 6,    /* counted in stats even when refused */
 };
 
 /* A request being answered.  Handlers answer exactly once through reply.c;
@@ -774,11 +777,14 @@ typedef struct dynqd_req {
   const char *method;         /* its name (a static string) */
   int deferred;               /* answering ends a conn operation */
   int hold;                   /* that operation holds the connection */
+  int fd;                     /* TAKES_FD: the frame's descriptor, or -1;
+                                 a handler that keeps it sets -1 */
 } dynqd_req_t;
 
 /* Return value of a handler that kept a deferred copy. */
 #define DYNQD_PENDING 1
-typedef int (*dynqd_handler_fn)(dynqd_req_t *rq, dynq__obj_t params);
+union dynq__params;
+typedef int (*dynqd_handler_fn)(dynqd_req_t *rq, const union dynq__params *p);
 
 typedef struct dynqd_method {
   const char *name;
@@ -786,12 +792,9 @@ typedef struct dynqd_method {
   dynqd_handler_fn fn;
 } dynqd_method_t;
 
-/* The method table (NULL-terminated by n). */
+/* The method table: one row per schema method (methods.def), in its order. */
 const dynqd_method_t *dynqd__methods(int *ret_n);
 const dynqd_method_t *dynqd__method_find(const char *name);
-/* The [map] params rule: a map, [map], nil or [] (absent).  0 and *ret,
- * or DYNQ_EPARAMS with why naming what was given. */
-int dynqd__params_norm(dynq__obj_t p, dynq__obj_t *ret, char *why, size_t whylen);
 /* The dispatcher (server->on_request). */
 int dynqd__dispatch(dynqd_server_t *s, dynqd_conn_t *c, const dynq__rpc_msg_t *m);
 /* Route a decoded request through the method table: admin check, params
@@ -817,29 +820,27 @@ void dynqd__reply_error(dynqd_req_t *rq, int code, const char *fmt, ...)
   } while (0)
 
 /* Handlers (rpc_*.c). */
-int dynqd__m_ping(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_server_info(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_health_live(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_health_ready(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_stats(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_models_list(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_model_info(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_model_load(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_model_unload(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_model_reload(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_infer(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_session_open(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_session_reset(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_session_close(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_shm_register(dynqd_req_t *rq, dynq__obj_t p);
-int dynqd__m_shm_unregister(dynqd_req_t *rq, dynq__obj_t p);
+int dynqd__m_ping(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_server_info(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_health_live(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_health_ready(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_stats(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_models_list(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_model_info(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_model_load(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_model_unload(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_model_reload(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_infer(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_session_open(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_session_reset(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_session_close(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_shm_register(dynqd_req_t *rq, const union dynq__params *p);
+int dynqd__m_shm_unregister(dynqd_req_t *rq, const union dynq__params *p);
 /* Close hooks the rpc layer subscribes (server.c wires them). */
 void dynqd__rpc_session_conn_closed(void *arg, dynqd_conn_t *c);
 void dynqd__rpc_shm_conn_closed(void *arg, dynqd_conn_t *c);
-/* "a map", "an integer"...: what a peer sent, for error messages (reply.c). */
-const char *dynqd__kind_name(dynq__obj_kind_t k);
-/* params.model -> entry, or NULL after answering ENOMODEL/EPARAMS
+/* A model name param -> entry, or NULL after answering ENOMODEL
  * (rpc_models.c). */
-const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, dynq__obj_t p);
+const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, const char *s, size_t n);
 
 #endif

@@ -14,17 +14,6 @@
 #include "dynq/errors.h"
 #include "dynqd.h"
 
-const char *dynqd__kind_name(dynq__obj_kind_t k) {
-  static const char *const names[] = {
-    [DYNQ_OBJ_NIL] = "nil", [DYNQ_OBJ_BOOL] = "a boolean",
-    [DYNQ_OBJ_INT] = "an integer", [DYNQ_OBJ_FLOAT] = "a float",
-    [DYNQ_OBJ_STR] = "a string", [DYNQ_OBJ_BIN] = "binary data",
-    [DYNQ_OBJ_ARRAY] = "an array", [DYNQ_OBJ_MAP] = "a map",
-    [DYNQ_OBJ_OTHER] = "an extension object",
-  };
-  return (unsigned)k < sizeof(names) / sizeof(names[0]) && names[k] ? names[k] : "?";
-}
-
 int dynqd__req_defer(const dynqd_req_t *rq, dynqd_req_t *ret) {
   *ret = *rq;
   ret->deferred = 1;

@@ -283,7 +283,7 @@ static int decode_inputs(rpc_infer_t *r, dynq__obj_t in, const char *mname,
     dynq__obj_t ko = dynq__obj_key_at(in, i);
     if (dynq__obj_str(ko, &ks, &kn) != 0) {
       dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: input names must be strings, got %s",
-                         dynqd__kind_name(dynq__obj_kind(ko)));
+                         dynq__obj_kind_name(dynq__obj_kind(ko)));
       return DYNQ_EPARAMS;
     }
     char name[256];
@@ -341,11 +341,6 @@ static int decode_outputs_shm(rpc_infer_t *r, dynq__obj_t oso, const char *mname
   dynqd_req_t *rq = &r->rq;
   dynqd_infer_t *x = &r->x;
   const dynq__graph_t *g = dynq__model_graph(x->model);
-  if (dynq__obj_kind(oso) != DYNQ_OBJ_MAP) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: params.outputs_shm must map output names "
-                       "to {region, offset, size}");
-    return DYNQ_EPARAMS;
-  }
   x->out_shm = calloc((size_t)(g->n_outputs > 0 ? g->n_outputs : 1), sizeof(*x->out_shm));
   if (x->out_shm == NULL) {
     dynqd__reply_error(rq, -ENOMEM, "out of memory decoding the request");
@@ -418,7 +413,8 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
   return 0;
 }
 
-int dynqd__m_infer(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
+  const dynq__p_infer_t *p = &pp->infer;
   dynqd_server_t *s = rq->srv;
   uint64_t t0 = uv_hrtime();
   rpc_infer_t *r = NULL;
@@ -426,27 +422,24 @@ int dynqd__m_infer(dynqd_req_t *rq, dynq__obj_t p) {
   dynqd_session_t *ss = NULL;
   int ecode = 0;
   if (s->draining) FAIL(DYNQ_ESHUTDOWN, "dynqd is shutting down; not accepting new requests");
-  if (dynq__obj_is_absent(p))
-    FAIL(DYNQ_EPARAMS, "infer: params must be a map {model, inputs[, precision]}");
 
-  dynq__obj_t so = dynq__obj_get(p, "session");
   dynq__model_t *model;
   const char *mname;
-  if (!dynq__obj_is_absent(so) && dynq__obj_kind(so) != DYNQ_OBJ_NIL) {
-    int64_t sid;
-    if (dynq__obj_int(so, &sid) != 0 || sid < 0)
-      FAIL(DYNQ_EPARAMS, "infer: params.session must be a session id (from session.open)");
-    ss = dynqd__session_find(&s->sessions, rq->conn, (uint64_t)sid);
+  if (p->has_session) {
+    ss = dynqd__session_find(&s->sessions, rq->conn, p->session);
     if (ss == NULL)
       FAIL(DYNQ_ENOSESSION, "no session %llu (closed, timed out, or opened by another "
-           "connection without detached: true)", (unsigned long long)sid);
+           "connection without detached: true)", (unsigned long long)p->session);
     if (ss->busy)
       FAIL(DYNQ_EBUSY, "session %llu is running another request; one request per session "
-           "at a time", (unsigned long long)sid);
+           "at a time", (unsigned long long)p->session);
     model = ss->model;
     mname = ss->model_name;
   } else {
-    const dynqd_model_entry_t *e = dynqd__rpc_model(rq, p);
+    if (!p->has_model)
+      FAIL(DYNQ_EPARAMS, "infer: params.model must be a string naming a model, got nothing "
+           "(or params.session, a session id)");
+    const dynqd_model_entry_t *e = dynqd__rpc_model(rq, p->model.p, p->model.n);
     if (e == NULL) {
       ecode = DYNQ_ENOMODEL;  /* answered; counted as an error */
       goto fail;
@@ -457,36 +450,19 @@ int dynqd__m_infer(dynqd_req_t *rq, dynq__obj_t p) {
   ms = dynqd__stats_model(&s->stats, mname);
 
   int precision = DYNQ_PRECISION_INT8;
-  dynq__obj_t po = dynq__obj_get(p, "precision");
-  if (dynq__obj_kind(po) != DYNQ_OBJ_NIL) {
-    const char *ps;
-    size_t pn;
-    if (dynq__obj_str(po, &ps, &pn) != 0)
-      FAIL(DYNQ_EPARAMS, "infer: params.precision must be \"int8\" or \"fp32\", got %s",
-           dynqd__kind_name(dynq__obj_kind(po)));
-    if (pn == 4 && memcmp(ps, "int8", 4) == 0)
+  if (p->has_precision) {
+    if (dynq__pstr_eq(p->precision, "int8"))
       precision = DYNQ_PRECISION_INT8;
-    else if (pn == 4 && memcmp(ps, "fp32", 4) == 0)
+    else if (dynq__pstr_eq(p->precision, "fp32"))
       precision = DYNQ_PRECISION_FP32;
     else
       FAIL(DYNQ_EPARAMS, "infer: unknown precision '%.*s' (expected \"int8\" or \"fp32\")",
-           (int)(pn > ECHO_MAX ? ECHO_MAX : pn), ps);
+           (int)(p->precision.n > ECHO_MAX ? ECHO_MAX : p->precision.n), p->precision.p);
   }
-
   uint64_t deadline = 0;
-  dynq__obj_t to = dynq__obj_get(p, "timeout_ms");
-  if (dynq__obj_kind(to) != DYNQ_OBJ_NIL) {
-    int64_t ms_v;
-    if (dynq__obj_int(to, &ms_v) != 0 || ms_v < 0)
-      FAIL(DYNQ_EPARAMS, "infer: params.timeout_ms must be a non-negative integer "
-           "(milliseconds), got %s", dynqd__kind_name(dynq__obj_kind(to)));
-    if ((uint64_t)ms_v <= MAX_TIMEOUT_MS) deadline = t0 + (uint64_t)ms_v * 1000000ull;
-  }
-
-  dynq__obj_t in = dynq__obj_get(p, "inputs");
-  if (dynq__obj_kind(in) != DYNQ_OBJ_MAP)
-    FAIL(DYNQ_EPARAMS, "infer: params.inputs must be a map of input name -> tensor, got %s",
-         dynqd__kind_name(dynq__obj_kind(in)));
+  if (p->has_timeout_ms && p->timeout_ms <= MAX_TIMEOUT_MS)
+    deadline = t0 + p->timeout_ms * 1000000ull;
+  dynq__obj_t in = p->inputs.obj;
 
   const dynq__graph_t *g = dynq__model_graph(model);
   r = calloc(1, sizeof(*r));
@@ -507,8 +483,7 @@ int dynqd__m_infer(dynqd_req_t *rq, dynq__obj_t p) {
   r->max_resp = s->cfg->max_output;
 
   if ((ecode = decode_inputs(r, in, mname, ss)) != 0) goto fail_answered;
-  dynq__obj_t oso = dynq__obj_get(p, "outputs_shm");
-  if (dynq__obj_kind(oso) != DYNQ_OBJ_NIL && (ecode = decode_outputs_shm(r, oso, mname)) != 0)
+  if (p->has_outputs_shm && (ecode = decode_outputs_shm(r, p->outputs_shm.obj, mname)) != 0)
     goto fail_answered;
   if (ss != NULL) {
     char serr[256] = "";

@@ -16,19 +16,7 @@
 /* Longest identifier we echo back in an error message. */
 #define ECHO_MAX 64
 
-
-const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, dynq__obj_t p) {
-  const char *s;
-  size_t n;
-  dynq__obj_t mo = dynq__obj_get(p, "model");
-  if (dynq__obj_str(mo, &s, &n) != 0) {
-    if (dynq__obj_kind(mo) == DYNQ_OBJ_STR)
-      dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params.model is not valid UTF-8", rq->method);
-    else
-      dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params.model must be a string naming a "
-                         "model, got %s", rq->method, dynqd__kind_name(dynq__obj_kind(mo)));
-    return NULL;
-  }
+const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, const char *s, size_t n) {
   char name[ECHO_MAX + 1];
   const dynqd_model_entry_t *e = NULL;
   if (n <= ECHO_MAX && memchr(s, 0, n) == NULL) {
@@ -43,7 +31,7 @@ const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, dynq__obj_t p) {
   return e;
 }
 
-int dynqd__m_models_list(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_models_list(dynqd_req_t *rq, const dynq__params_t *p) {
   (void)p;
   const dynqd_registry_t *r = &rq->srv->reg;
   dynq__wbuf_t w;
@@ -84,8 +72,9 @@ static void w_value_infos(dynq__wbuf_t *w, const dynq__graph_t *g, int n_v,
   }
 }
 
-int dynqd__m_model_info(dynqd_req_t *rq, dynq__obj_t p) {
-  const dynqd_model_entry_t *e = dynqd__rpc_model(rq, p);
+int dynqd__m_model_info(dynqd_req_t *rq, const dynq__params_t *p) {
+  const dynqd_model_entry_t *e = dynqd__rpc_model(rq, p->model_info.model.p,
+                                                 p->model_info.model.n);
   if (e == NULL) return 0;
   const dynq__graph_t *g = dynq__model_graph(e->model);
   dynq__model_stats_t st;
@@ -113,16 +102,10 @@ int dynqd__m_model_info(dynqd_req_t *rq, dynq__obj_t p) {
   return 0;
 }
 
-/* params.model as a valid model name into name[64]; 0 or answered. */
-static int admin_model(dynqd_req_t *rq, dynq__obj_t p, char *name, size_t namecap) {
-  dynq__obj_t mo = dynq__obj_get(p, "model");
-  if (dynq__obj_is_absent(p)) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params must be a map {\"model\": name, ...}",
-                       rq->method);
-    return DYNQ_EPARAMS;
-  }
-  if (dynq__obj_kind(mo) != DYNQ_OBJ_STR || dynq__obj_strcpy(mo, name, namecap) != 0 ||
-      !dynqd__model_name_ok(name, strlen(name))) {
+/* A model name the schema bounded (1-63 bytes, no NUL) into name[64];
+ * 0 or answered. */
+static int admin_model(dynqd_req_t *rq, dynq__pstr_t m, char *name, size_t namecap) {
+  if (dynq__pstr_copy(m, name, namecap) != 0 || !dynqd__model_name_ok(name, strlen(name))) {
     dynqd__reply_error(rq, DYNQ_EPARAMS,
                        "%s: params.model must be a model name (1-63 characters "
                        "of [A-Za-z0-9_.-], not starting with '.')", rq->method);
@@ -185,14 +168,12 @@ static int publish(dynqd_req_t *rq, const char *name, const char *rel, double sh
   return dynqd__req_defer(rq, &op->rq);
 }
 
-int dynqd__m_model_load(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_model_load(dynqd_req_t *rq, const dynq__params_t *p) {
   char name[64], rel[1024];
-  if (admin_model(rq, p, name, sizeof(name)) != 0) return 0;
-  dynq__obj_t po = dynq__obj_get(p, "path");
-  if (dynq__obj_kind(po) == DYNQ_OBJ_NIL) {
+  if (admin_model(rq, p->model_load.model, name, sizeof(name)) != 0) return 0;
+  if (!p->model_load.has_path) {
     snprintf(rel, sizeof(rel), "%s.dynq", name);
-  } else if (dynq__obj_kind(po) != DYNQ_OBJ_STR ||
-             dynq__obj_strcpy(po, rel, sizeof(rel)) != 0 || rel[0] == '\0') {
+  } else if (dynq__pstr_copy(p->model_load.path, rel, sizeof(rel)) != 0 || rel[0] == '\0') {
     dynqd__reply_error(rq, DYNQ_EPARAMS,
                        "model.load: params.path must be a non-empty string of at most %zu "
                        "bytes, relative to the model directory", sizeof(rel) - 1);
@@ -209,9 +190,9 @@ int dynqd__m_model_load(dynqd_req_t *rq, dynq__obj_t p) {
   return publish(rq, name, rel, rate);
 }
 
-int dynqd__m_model_reload(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_model_reload(dynqd_req_t *rq, const dynq__params_t *p) {
   char name[64], rel[1024];
-  if (admin_model(rq, p, name, sizeof(name)) != 0) return 0;
+  if (admin_model(rq, p->model_reload.model, name, sizeof(name)) != 0) return 0;
   const dynqd_model_entry_t *e = dynqd__registry_find(&rq->srv->reg, name);
   if (e == NULL) {
     dynqd__reply_error(rq, DYNQ_ENOMODEL,
@@ -224,9 +205,9 @@ int dynqd__m_model_reload(dynqd_req_t *rq, dynq__obj_t p) {
   return publish(rq, name, rel, -1);
 }
 
-int dynqd__m_model_unload(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_model_unload(dynqd_req_t *rq, const dynq__params_t *p) {
   char name[64];
-  if (admin_model(rq, p, name, sizeof(name)) != 0) return 0;
+  if (admin_model(rq, p->model_unload.model, name, sizeof(name)) != 0) return 0;
   if (dynqd__registry_unload(&rq->srv->reg, name) != 0) {
     dynqd__reply_error(rq, DYNQ_ENOMODEL, "model.unload: no model named '%s'", name);
     return 0;

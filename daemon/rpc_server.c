@@ -11,7 +11,7 @@
 #include "dynq/errors.h"
 #include "dynqd.h"
 
-int dynqd__m_ping(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_ping(dynqd_req_t *rq, const dynq__params_t *p) {
   (void)p;
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
@@ -21,7 +21,7 @@ int dynqd__m_ping(dynqd_req_t *rq, dynq__obj_t p) {
 }
 
 
-int dynqd__m_server_info(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_server_info(dynqd_req_t *rq, const dynq__params_t *p) {
   (void)p;
   dynqd_server_t *s = rq->srv;
   int nk = 0;
@@ -46,7 +46,7 @@ int dynqd__m_server_info(dynqd_req_t *rq, dynq__obj_t p) {
   return 0;
 }
 
-int dynqd__m_health_live(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_health_live(dynqd_req_t *rq, const dynq__params_t *p) {
   (void)p;
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
@@ -57,7 +57,7 @@ int dynqd__m_health_live(dynqd_req_t *rq, dynq__obj_t p) {
   return 0;
 }
 
-int dynqd__m_health_ready(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_health_ready(dynqd_req_t *rq, const dynq__params_t *p) {
   (void)p;
   dynqd_server_t *s = rq->srv;
   /* The registry publishes a model only after it was loaded and warmed. */
@@ -168,7 +168,7 @@ static void w_model_stats(dynq__wbuf_t *w, const dynqd_shadow_t *sh, const char 
   dynq__w_map_end(w);
 }
 
-int dynqd__m_stats(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_stats(dynqd_req_t *rq, const dynq__params_t *p) {
   (void)p;  /* takes none; anything given is ignored */
   dynqd_server_t *s = rq->srv;
   const dynqd_stats_t *st = &s->stats;

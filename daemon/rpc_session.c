@@ -36,13 +36,11 @@ static void reply_session(dynqd_req_t *rq, const dynqd_session_t *ss, int full) 
   dynqd__reply_send(rq, &w);
 }
 
-int dynqd__m_session_open(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_session_open(dynqd_req_t *rq, const dynq__params_t *p) {
   dynqd_server_t *s = rq->srv;
+  const dynq__p_session_open_t *q = &p->session_open;
   char name[128];
-  if (dynq__obj_strcpy(dynq__obj_get(p, "model"), name, sizeof(name)) != 0) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "session.open: params.model must be a model name");
-    return 0;
-  }
+  dynq__pstr_copy(q->model, name, sizeof(name));  /* the schema bounds it: <= 127, no NUL */
   const dynqd_model_entry_t *e = dynqd__registry_find(&s->reg, name);
   if (e == NULL) {
     dynqd__reply_error(rq, DYNQ_ENOMODEL,
@@ -56,30 +54,13 @@ int dynqd__m_session_open(dynqd_req_t *rq, dynq__obj_t p) {
     return 0;
   }
   dynqd_session_req_t sr = {0, 0, -1, NULL, NULL};
-  dynq__obj_t dob = dynq__obj_get(p, "detached");
-  if (!dynq__obj_is_absent(dob) && dynq__obj_kind(dob) != DYNQ_OBJ_NIL &&
-      dynq__obj_bool(dob, &sr.detached) != 0) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "session.open: params.detached must be a boolean");
-    return 0;
-  }
-  dynq__obj_t io = dynq__obj_get(p, "idle_timeout_ms");
-  if (!dynq__obj_is_absent(io) && dynq__obj_kind(io) != DYNQ_OBJ_NIL) {
-    if (dynq__obj_int(io, &sr.idle_timeout_ms) != 0 || sr.idle_timeout_ms <= 0) {
-      dynqd__reply_error(rq, DYNQ_EPARAMS,
-                         "session.open: params.idle_timeout_ms must be a positive integer");
-      return 0;
-    }
-  }
+  if (q->has_detached) sr.detached = q->detached;
+  if (q->has_idle_timeout_ms) sr.idle_timeout_ms = (int64_t)q->idle_timeout_ms;
   /* bindings {input: output}: names copied out of the frame */
   char (*names)[2][128] = NULL;
   const char **in_names = NULL, **out_names = NULL;
-  dynq__obj_t bo = dynq__obj_get(p, "bindings");
-  if (!dynq__obj_is_absent(bo) && dynq__obj_kind(bo) != DYNQ_OBJ_NIL) {
-    if (dynq__obj_kind(bo) != DYNQ_OBJ_MAP) {
-      dynqd__reply_error(rq, DYNQ_EPARAMS,
-                         "session.open: params.bindings must map input names to output names");
-      return 0;
-    }
+  if (q->has_bindings) {
+    dynq__obj_t bo = q->bindings.obj;
     uint32_t nb = dynq__obj_len(bo);
     if (nb > MAX_BINDINGS) {
       dynqd__reply_error(rq, DYNQ_EPARAMS, "session.open: more than %d bindings",
@@ -122,23 +103,17 @@ out:
 }
 
 /* {session: id} of this connection (or detached); NULL after answering. */
-static dynqd_session_t *find(dynqd_req_t *rq, dynq__obj_t p) {
-  int64_t id;
-  if (dynq__obj_int(dynq__obj_get(p, "session"), &id) != 0 || id < 0) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "%s: params.session must be a session id",
-                       rq->method);
-    return NULL;
-  }
-  dynqd_session_t *ss = dynqd__session_find(&rq->srv->sessions, rq->conn, (uint64_t)id);
+static dynqd_session_t *find(dynqd_req_t *rq, uint64_t id) {
+  dynqd_session_t *ss = dynqd__session_find(&rq->srv->sessions, rq->conn, id);
   if (ss == NULL)
     dynqd__reply_error(rq, DYNQ_ENOSESSION,
-                       "no session %lld (closed, timed out, or opened by another "
-                       "connection without detached: true)", (long long)id);
+                       "no session %llu (closed, timed out, or opened by another "
+                       "connection without detached: true)", (unsigned long long)id);
   return ss;
 }
 
-int dynqd__m_session_reset(dynqd_req_t *rq, dynq__obj_t p) {
-  dynqd_session_t *ss = find(rq, p);
+int dynqd__m_session_reset(dynqd_req_t *rq, const dynq__params_t *p) {
+  dynqd_session_t *ss = find(rq, p->session_reset.session);
   if (ss == NULL) return 0;
   if (dynqd__session_reset(&rq->srv->sessions, ss) != 0) {
     dynqd__reply_error(rq, DYNQ_EBUSY,
@@ -150,8 +125,8 @@ int dynqd__m_session_reset(dynqd_req_t *rq, dynq__obj_t p) {
   return 0;
 }
 
-int dynqd__m_session_close(dynqd_req_t *rq, dynq__obj_t p) {
-  dynqd_session_t *ss = find(rq, p);
+int dynqd__m_session_close(dynqd_req_t *rq, const dynq__params_t *p) {
+  dynqd_session_t *ss = find(rq, p->session_close.session);
   if (ss == NULL) return 0;
   dynqd_session_t copy = *ss;  /* for the answer: closing may free it */
   copy.n_bind = 0;

@@ -12,13 +12,6 @@
 
 #define DEFAULT_MAX_BYTES ((uint64_t)1 << 30)
 
-static int get_uint(dynq__obj_t o, uint64_t *ret) {
-  int64_t v;
-  if (dynq__obj_int(o, &v) != 0 || v < 0) return DYNQ_EPARAMS;
-  *ret = (uint64_t)v;
-  return 0;
-}
-
 static void reply_region(dynqd_req_t *rq, uint64_t id) {
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
@@ -29,17 +22,10 @@ static void reply_region(dynqd_req_t *rq, uint64_t id) {
   dynqd__reply_send(rq, &w);
 }
 
-int dynqd__m_shm_register(dynqd_req_t *rq, dynq__obj_t p) {
+int dynqd__m_shm_register(dynqd_req_t *rq, const dynq__params_t *p) {
   const dynqd_config_t *cfg = rq->srv->cfg;
-  /* The fd (if any) belongs to this frame: claim it first so an error
-   * below does not leave it to be claimed by the next register. */
-  int fd = dynqd__conn_take_fd(rq->conn);
-  uint64_t size = 0;
-  if (get_uint(dynq__obj_get(p, "size"), &size) != 0 || size == 0) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "shm.register: params.size must be a positive "
-                       "integer (bytes of the region)");
-    goto fail;
-  }
+  int fd = rq->fd;  /* claimed by the dispatcher with the frame */
+  uint64_t size = p->shm_register.size;
   if (fd < 0) {
     dynqd__reply_error(rq, DYNQ_EPARAMS,
                        "shm.register: no file descriptor came with the frame (send one "
@@ -52,7 +38,7 @@ int dynqd__m_shm_register(dynqd_req_t *rq, dynq__obj_t p) {
   uint64_t max_bytes = cfg->max_shm_bytes > 0 ? cfg->max_shm_bytes : DEFAULT_MAX_BYTES;
   int rc = dynqd__shm_register(&rq->conn->shm, &rq->srv->shm, fd, size, cfg->max_shm_regions,
                                max_bytes, &id, err, sizeof(err));
-  fd = -1;  /* consumed */
+  rq->fd = -1;  /* consumed */
   if (rc != 0) {
     dynqd__reply_error(rq, rc, "%s", err);
     return 0;
@@ -61,17 +47,10 @@ int dynqd__m_shm_register(dynqd_req_t *rq, dynq__obj_t p) {
             (unsigned long long)id);
   reply_region(rq, id);
   return 0;
-fail:
-  if (fd >= 0) close(fd);
-  return 0;
 }
 
-int dynqd__m_shm_unregister(dynqd_req_t *rq, dynq__obj_t p) {
-  uint64_t id;
-  if (get_uint(dynq__obj_get(p, "region"), &id) != 0) {
-    dynqd__reply_error(rq, DYNQ_EPARAMS, "shm.unregister: params.region must be a region id");
-    return 0;
-  }
+int dynqd__m_shm_unregister(dynqd_req_t *rq, const dynq__params_t *p) {
+  uint64_t id = p->shm_unregister.region;
   if (dynqd__shm_unregister(&rq->conn->shm, id) != 0) {
     dynqd__reply_error(rq, DYNQ_ENOREGION, "no shared-memory region %llu on this connection",
                        (unsigned long long)id);

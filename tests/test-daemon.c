@@ -356,7 +356,8 @@ START_TEST(test_params_wrong_shape) {
   dynq__w_array(&w, 0);
   tu_rpc_send_wbuf(&c, &w);
   tu_rpc_expect_error(&c, 41, DYNQ_EPARAMS, "params must be a map");
-  tu_rpc_expect_error(&c, 42, DYNQ_EPARAMS, "model");
+  /* the schema checks required params first: inputs before model/session */
+  tu_rpc_expect_error(&c, 42, DYNQ_EPARAMS, "params.inputs");
   tu_rpc_expect_error(&c, 43, DYNQ_EPARAMS, NULL);
   tu_rpc_expect_error(&c, 44, DYNQ_EPARAMS, "params.model");
   if (g_have_model)
