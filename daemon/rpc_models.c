@@ -179,10 +179,8 @@ int dynqd__m_model_load(dynqd_req_t *rq, const dynq__params_t *p) {
                        "bytes, relative to the model directory", sizeof(rel) - 1);
     return 0;
   }
-  double rate = -1;
-  dynq__obj_t ro = dynq__obj_get(p, "shadow_rate");
-  if (dynq__obj_kind(ro) != DYNQ_OBJ_NIL &&
-      (dynq__obj_double(ro, &rate) != 0 || !(rate >= 0 && rate <= 1))) {
+  double rate = p->model_load.has_shadow_rate ? p->model_load.shadow_rate : -1;
+  if (p->model_load.has_shadow_rate && !(rate >= 0 && rate <= 1)) {
     dynqd__reply_error(rq, DYNQ_EPARAMS, "model.load: params.shadow_rate must be a number "
                        "from 0 (off) to 1 (every request)");
     return 0;
