@@ -62,16 +62,9 @@ static int find_model(void) {
   const char *e = getenv("DYNQ_VAD_ONNX");
   if (e && *e) {
     snprintf(onnx_path, sizeof onnx_path, "%s", e);
-  } else if ((e = getenv("DYNQ_CACHE_DIR")) && *e) {
-    snprintf(onnx_path, sizeof onnx_path, "%s/silero_vad_v5.onnx", e);
-  } else if ((e = getenv("XDG_CACHE_HOME")) && *e) {
-    snprintf(onnx_path, sizeof onnx_path, "%s/dynq/silero_vad_v5.onnx", e);
-  } else {
-    e = getenv("HOME");
-    snprintf(onnx_path, sizeof onnx_path, "%s/.cache/dynq/silero_vad_v5.onnx",
-             e && *e ? e : "/root");
+    return access(onnx_path, R_OK) == 0;
   }
-  return access(onnx_path, R_OK) == 0;
+  return tu_cache_file("silero_vad_v5.onnx", onnx_path, sizeof onnx_path);
 }
 
 /* 1: run the tests; 0: skip (model missing and not required). */

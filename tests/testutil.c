@@ -831,3 +831,16 @@ int tu_run_runner(SRunner *sr) {
 }
 
 int tu_run_suite(Suite *s) { return tu_run_runner(srunner_create(s)); }
+
+int tu_cache_file(const char *name, char *buf, size_t cap) {
+  const char *e;
+  if ((e = getenv("DYNQ_CACHE_DIR")) && *e)
+    snprintf(buf, cap, "%s/%s", e, name);
+  else if ((e = getenv("XDG_CACHE_HOME")) && *e)
+    snprintf(buf, cap, "%s/dynq/%s", e, name);
+  else {
+    e = getenv("HOME");
+    snprintf(buf, cap, "%s/.cache/dynq/%s", e && *e ? e : "/root", name);
+  }
+  return access(buf, R_OK) == 0;
+}

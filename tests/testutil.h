@@ -102,6 +102,11 @@ void tu_fake_serve(int lfd, tu_fake_fn on_msg, void *ctx);
  * requests (asserted; the caller frees). */
 float *tu_ramp_f32(size_t n, int period);
 
+/* Where the fetch scripts (models/fetch-*.sh) cache a real model file:
+ * $DYNQ_CACHE_DIR/name, else $XDG_CACHE_HOME/dynq/name, else
+ * $HOME/.cache/dynq/name, into buf; whether it is readable. */
+int tu_cache_file(const char *name, char *buf, size_t cap);
+
 /* ---- files ---- */
 
 /* Load a raw float32 file $DYNQ_SRCDIR/rel of exactly n values: 0 / -1. */

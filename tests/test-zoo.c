@@ -1,0 +1,198 @@
+/*
+ * The exporter fixtures (tests/fixtures/zoo, made by make_zoo.py: BERT-style
+ * encoder, nn.TransformerEncoder, decoder block, MobileNetV3-style and
+ * ResNet-style CNNs, 1-D keyword spotter, each exported by PyTorch 1.13 at
+ * opsets 13, 14 and 17) converted by dynq-quantize and served by a real
+ * dynqd, against ONNX Runtime 1.30 on the same inputs:
+ *   - FP32 path: max |d| / max |ref| <= 1e-5 against ORT FP32;
+ *   - INT8 path: relL2 against ORT FP32 <= that of ORT's dynamic-INT8 graph
+ *     (MatMul/Gemm/Conv with constant weights quantized as quantize_dynamic
+ *     does; the figure is in zoo/MANIFEST), and not identical to FP32.
+ * Each model is one loop iteration, so a failure names the model; every
+ * run prints a table of the errors.
+ */
+#include <check.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/dynqclient.h"
+#include "testutil.h"
+
+enum { MAX_MODELS = 32, MAX_IO = 4 };
+
+typedef struct zio {
+  char name[64], file[128];
+  int dtype, rank;          /* DYNQ_FLOAT32 / DYNQ_INT64 */
+  int64_t shape[8];
+  double ort_int8_rel_l2;   /* outputs only */
+} zio_t;
+
+typedef struct zmodel {
+  char name[64], file[128], dynq[64];
+  int opset, n_in, n_out;
+  zio_t in[MAX_IO], out[MAX_IO];
+  int converted;            /* dynq-quantize exit status was 0 */
+  char *log;                /* its output when it failed */
+} zmodel_t;
+
+static zmodel_t models[MAX_MODELS];
+static int n_models;
+static char *dir;
+static tu_daemon_t daemon_;
+static int daemon_up;
+
+static size_t numel(const zio_t *t) {
+  size_t n = 1;
+  for (int d = 0; d < t->rank; d++) n *= (size_t)t->shape[d];
+  return n;
+}
+
+static int parse_io(char *line, zio_t *t, int is_out) {
+  char dt[8];
+  int off = 0;
+  if (sscanf(line, "%63s %7s %d%n", t->name, dt, &t->rank, &off) != 3 || t->rank < 0 ||
+      t->rank > 8)
+    return -1;
+  t->dtype = strcmp(dt, "i64") == 0 ? DYNQ_INT64 : DYNQ_FLOAT32;
+  line += off;
+  for (int d = 0; d < t->rank; d++) {
+    long long v;
+    if (sscanf(line, "%lld%n", &v, &off) != 1) return -1;
+    t->shape[d] = v;
+    line += off;
+  }
+  if (sscanf(line, "%127s%n", t->file, &off) != 1) return -1;
+  line += off;
+  if (is_out && sscanf(line, "%lf", &t->ort_int8_rel_l2) != 1) return -1;
+  return 0;
+}
+
+static void load_manifest(void) {
+  FILE *f = fopen(tu_src("tests/fixtures/zoo/MANIFEST"), "r");
+  ck_assert_msg(f != NULL, "cannot open tests/fixtures/zoo/MANIFEST");
+  char line[1024], kind[16];
+  while (fgets(line, sizeof(line), f)) {
+    int off = 0;
+    if (line[0] == '#' || sscanf(line, "%15s%n", kind, &off) != 1) continue;
+    if (strcmp(kind, "model") == 0) {
+      ck_assert_int_lt(n_models, MAX_MODELS);
+      zmodel_t *m = &models[n_models++];
+      char name[48];
+      ck_assert_int_eq(sscanf(line + off, "%47s %d %127s", name, &m->opset, m->file), 3);
+      snprintf(m->name, sizeof(m->name), "%s", name);
+      snprintf(m->dynq, sizeof(m->dynq), "%s_op%d", name, m->opset);
+    } else {
+      ck_assert_int_gt(n_models, 0);
+      zmodel_t *m = &models[n_models - 1];
+      int is_out = strcmp(kind, "output") == 0;
+      int *n = is_out ? &m->n_out : &m->n_in;
+      ck_assert_int_lt(*n, MAX_IO);
+      ck_assert_msg(parse_io(line + off, is_out ? &m->out[*n] : &m->in[*n], is_out) == 0,
+                    "bad MANIFEST line: %s", line);
+      (*n)++;
+    }
+  }
+  fclose(f);
+  ck_assert_int_ge(n_models, 18);
+}
+
+static void setup(void) {
+  char *md = NULL;
+  dir = tu_mkdtemp_models(&md);
+  load_manifest();
+  for (int i = 0; i < n_models; i++) {
+    zmodel_t *m = &models[i];
+    char src[256], out[512];
+    snprintf(src, sizeof(src), "%s/tests/fixtures/zoo/%s", tu_src("."), m->file);
+    snprintf(out, sizeof(out), "%s/%s.dynq", md, m->dynq);
+    m->converted = tu_quantize_log(&m->log, src, out, (char *)NULL) == 0;
+  }
+  ck_assert_int_eq(tu_daemon_start(&daemon_, dir, md, NULL), 0);
+  daemon_up = 1;
+  free(md);
+}
+
+static void teardown(void) {
+  if (daemon_up) tu_daemon_stop(&daemon_, SIGKILL);
+  for (int i = 0; i < n_models; i++) free(models[i].log);
+  tu_rmtree(dir);
+  free(dir);
+}
+
+/* Runs model m at precision; copies output 0 into y (numel floats). */
+static void infer(dynq_client_t *c, const zmodel_t *m, int precision, float *y) {
+  dynq_tensor_t in[MAX_IO];
+  void *bufs[MAX_IO];
+  for (int k = 0; k < m->n_in; k++) {
+    const zio_t *t = &m->in[k];
+    char rel[256];
+    size_t len = 0, esz = t->dtype == DYNQ_INT64 ? 8 : 4;
+    snprintf(rel, sizeof(rel), "tests/fixtures/zoo/%s", t->file);
+    bufs[k] = tu_read_file(tu_src(rel), &len);
+    ck_assert_msg(bufs[k] != NULL && len == numel(t) * esz, "%s: %zu bytes", rel, len);
+    in[k] = (dynq_tensor_t){.name = t->name, .dtype = t->dtype, .rank = t->rank,
+                            .data = bufs[k], .nbytes = len};
+    memcpy(in[k].shape, t->shape, sizeof(int64_t) * (size_t)t->rank);
+  }
+  dynq_infer_result_t r;
+  int rc = dynq_infer(c, m->dynq, precision, in, m->n_in, &r);
+  ck_assert_msg(rc == 0, "%s: infer (%s) failed: %d %s", m->dynq,
+                precision == DYNQ_INFER_FP32 ? "fp32" : "int8", rc, dynq_client_errmsg(c));
+  const zio_t *o = &m->out[0];
+  const dynq_tensor_t *ty = NULL;
+  for (int i = 0; i < r.n_outputs; i++)
+    if (strcmp(r.outputs[i].name, o->name) == 0) ty = &r.outputs[i];
+  ck_assert_msg(ty != NULL, "%s: no output '%s'", m->dynq, o->name);
+  ck_assert_int_eq(ty->dtype, DYNQ_FLOAT32);
+  ck_assert_int_eq(ty->rank, o->rank);
+  for (int d = 0; d < o->rank; d++) ck_assert_int_eq(ty->shape[d], o->shape[d]);
+  ck_assert_uint_eq(ty->nbytes, numel(o) * sizeof(float));
+  memcpy(y, ty->data, ty->nbytes);
+  dynq_infer_result_free(&r);
+  for (int k = 0; k < m->n_in; k++) free(bufs[k]);
+}
+
+START_TEST(zoo_model) {
+  ck_assert_int_lt(_i, n_models);
+  const zmodel_t *m = &models[_i];
+  ck_assert_msg(m->converted, "dynq-quantize %s failed:\n%s", m->file, m->log ? m->log : "");
+  size_t n = numel(&m->out[0]);
+  float *ref = malloc(n * sizeof(float)), *y32 = malloc(n * sizeof(float)),
+        *y8 = malloc(n * sizeof(float));
+  ck_assert(ref && y32 && y8);
+  char rel[256];
+  snprintf(rel, sizeof(rel), "tests/fixtures/zoo/%s", m->out[0].file);
+  ck_assert_int_eq(tu_load_f32(rel, ref, n), 0);
+  dynq_client_t *c = NULL;
+  ck_assert_int_eq(dynq_connect(daemon_.sock, &c), 0);
+  infer(c, m, DYNQ_INFER_FP32, y32);
+  infer(c, m, DYNQ_INFER_INT8, y8);
+  dynq_close(c);
+  double e32 = tu_rel_max(y32, ref, n), e8 = tu_rel_l2(y8, ref, n);
+  double ort8 = m->out[0].ort_int8_rel_l2;
+  printf("zoo %-10s opset %d: fp32 max rel %.2e (<= 1e-5); int8 relL2 %.5f, ORT INT8 %.5f "
+         "(ratio %.2f)\n", m->name, m->opset, e32, e8, ort8, ort8 > 0 ? e8 / ort8 : 0.0);
+  ck_assert_msg(e32 <= 1e-5, "%s: fp32 vs ORT FP32 max rel %g", m->dynq, e32);
+  ck_assert_msg(ort8 > 0, "%s: MANIFEST has no ORT INT8 figure (regenerate with ORT)", m->dynq);
+  ck_assert_msg(e8 > 0, "%s: int8 output identical to ORT FP32: nothing quantized?", m->dynq);
+  ck_assert_msg(e8 <= ort8, "%s: int8 relL2 %g > ORT dynamic INT8's %g", m->dynq, e8, ort8);
+  free(ref);
+  free(y32);
+  free(y8);
+}
+END_TEST
+
+static Suite *zoo_suite(void) {
+  Suite *s = suite_create("zoo");
+  TCase *tc = tcase_create("models");
+  tcase_set_timeout(tc, 300);
+  tcase_add_unchecked_fixture(tc, setup, teardown);
+  tcase_add_loop_test(tc, zoo_model, 0, 18);
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+TU_MAIN(zoo_suite)
