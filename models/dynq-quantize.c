@@ -58,6 +58,8 @@ static int convert_sigmoid(conv_t *c, const Onnx__NodeProto *n, const char *nnam
 static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 
 #define G dynq__import_graph_op
+#define T dynq__import_tf
+#define TC dynq__import_tf_check
 static const op_spec_t op_table[] = {
     {"MatMul", DYNQ_OP_MATMUL, 2, 2, 1, 0, {{0}}, convert_linear},
     {"Gemm", DYNQ_OP_GEMM, 2, 3, 1, OPF_OPT_IN,
@@ -109,6 +111,15 @@ static const op_spec_t op_table[] = {
     {"Clip", DYNQ_OP_CLIP, 1, 3, 1, OPF_OPT_IN, {{"min", K_FLOAT}, {"max", K_FLOAT}}, G},
     {"Expand", DYNQ_OP_EXPAND, 2, 2, 1, 0, {{0}}, G},
     {"Range", DYNQ_OP_RANGE, 3, 3, 1, 0, {{0}}, G},
+    /* pooling, normalizations, hard activations (import_tf.c) */
+    {"MaxPool", DYNQ_OP_MAXPOOL, 1, 1, 2, OPF_OWN_ATTRS, {{0}}, T, TC},
+    {"AveragePool", DYNQ_OP_AVERAGEPOOL, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
+    {"GlobalAveragePool", DYNQ_OP_GLOBAL_AVERAGEPOOL, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
+    {"GlobalMaxPool", DYNQ_OP_GLOBAL_MAXPOOL, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
+    {"LayerNormalization", DYNQ_OP_LAYERNORM, 2, 3, 3, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, T, TC},
+    {"BatchNormalization", DYNQ_OP_BATCHNORM, 5, 5, 3, OPF_OWN_ATTRS, {{0}}, T, TC},
+    {"HardSigmoid", DYNQ_OP_HARD_SIGMOID, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
+    {"HardSwish", DYNQ_OP_HARD_SWISH, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"If", DYNQ_OP_IF, 1, 1, DYNQ_IMP_MAX_OUT, 0,
      {{"then_branch", K_GRAPH}, {"else_branch", K_GRAPH}}, dynq__import_if},
 #ifdef DYNQ_HAVE_IMPORT_RNN
@@ -123,6 +134,8 @@ static const op_spec_t op_table[] = {
 #endif
 };
 #undef G
+#undef T
+#undef TC
 
 static const op_spec_t *find_op(const char *type) {
   for (size_t i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++)
@@ -135,27 +148,6 @@ static int is_graph_output(const conv_t *c, const char *name) {
   for (size_t i = 0; i < c->g->n_output; i++)
     if (c->g->output[i]->name && strcmp(c->g->output[i]->name, name) == 0) return 1;
   return 0;
-}
-
-/* Declared rank of a value from the graph inputs/outputs/value_info or the
- * values table; -1 when unknown. */
-static int declared_rank(const conv_t *c, const char *name) {
-  int32_t v = dynq__imp_lookup(&c->b, name);
-  if (v >= 0 && c->b.values[v].rank >= 0) return c->b.values[v].rank;
-  const Onnx__ValueInfoProto *const *lists[] = {
-      (const Onnx__ValueInfoProto *const *)c->g->value_info,
-      (const Onnx__ValueInfoProto *const *)c->g->output};
-  size_t counts[] = {c->g->n_value_info, c->g->n_output};
-  for (int l = 0; l < 2; l++) {
-    for (size_t i = 0; i < counts[l]; i++) {
-      const Onnx__ValueInfoProto *vi = lists[l][i];
-      if (vi->name == NULL || strcmp(vi->name, name) != 0) continue;
-      if (vi->type && vi->type->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE &&
-          vi->type->tensor_type && vi->type->tensor_type->shape)
-        return (int)vi->type->tensor_type->shape->n_dim;
-    }
-  }
-  return -1;
 }
 
 /* Why this node cannot be converted, or NULL when it can.  The returned
@@ -226,18 +218,6 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
       return "the shape input must be a 1-D int64 tensor";
     int64_t az = dynq__imp_attr_i(n, "allowzero", 0);
     if (az != 0 && az != 1) return "allowzero must be 0 or 1";
-  }
-  if (strcmp(type, "Softmax") == 0 && c->opset < 13) {
-    /* Before opset 13 Softmax flattens the input to 2-D at `axis` (default
-     * 1); that equals a softmax over the last axis only when axis is the
-     * last one.  We do not implement the coerced form. */
-    int64_t axis = dynq__imp_attr_i(n, "axis", 1);
-    int rank = declared_rank(c, n->input[0]);
-    if (!(axis == -1 || (rank >= 1 && axis == rank - 1)))
-      return dynq__imp_pool_printf(pl, "opset %" PRId64 " Softmax with axis %" PRId64
-                         " over an input of rank %d flattens it to 2-D; only a softmax over "
-                         "the last axis is supported (re-export with opset >= 13)",
-                         c->opset, axis, rank);
   }
   for (size_t i = 0; i < n->n_input; i++) {
     const char *in = n->input[i];
@@ -446,9 +426,14 @@ static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname
     return -1;
   }
   for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
-  if (sp->op == DYNQ_OP_SOFTMAX) {
-    /* Opset < 13 passed check_node only when the axis is the last one. */
-    dynq__imp_node_attr_i(bn, "axis", c->opset < 13 ? -1 : dynq__imp_attr_i(n, "axis", -1));
+  if (sp->op == DYNQ_OP_SOFTMAX && c->opset < 13) {
+    /* Before opset 13 Softmax is one softmax over all the axes from
+     * `axis` (default 1) on, the input taken as 2-D there; the engine does
+     * it over the trailing axes ("flatten"), whatever the rank. */
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 1));
+    dynq__imp_node_attr_i(bn, "flatten", 1);
+  } else if (sp->op == DYNQ_OP_SOFTMAX) {
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
   } else if (sp->op == DYNQ_OP_FLATTEN) {
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 1));
   } else if (sp->op == DYNQ_OP_RESHAPE) {

@@ -283,4 +283,10 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 /* Pass-1 check for LSTM, GRU and Conv nodes (attributes, arity). */
 const char *dynq__import_rnn_check(conv_t *c, const Onnx__NodeProto *n);
 
+/* Pooling, LayerNormalization, BatchNormalization (folded into the Conv
+ * before it when it can be), HardSigmoid, HardSwish (models/import_tf.c),
+ * and their pass-1 check (attributes and their values). */
+int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n);
+
 #endif

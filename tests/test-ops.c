@@ -235,6 +235,105 @@ START_TEST(gemm_attrs) {
 }
 END_TEST
 
+/* LayerNormalization over the last axis, and its shape refusals. */
+START_TEST(layernorm_rows) {
+  float x[6] = {1, 2, 3, -1, 0, 1}, g[3] = {1, 2, 1}, b[3] = {0, 1, 0}, g2[2] = {1, 1};
+  int64_t d[2] = {2, 3}, d3[1] = {3}, d2[1] = {2};
+  dynq__tensor_t X = tf(2, d, x), G = tf(1, d3, g), B = tf(1, d3, b), G2 = tf(1, d2, g2), o;
+  const dynq__tensor_t *in[3] = {&X, &G, &B};
+  dynq__attr_t eps = {.name = "epsilon", .type = DYNQ_ATTR_FLOAT, .f = 0.0f};
+  ck_assert_int_eq(run(DYNQ_OP_LAYERNORM, &eps, 1, in, &o), 0);
+  float r = (float)sqrt(1.5); /* x - mean = -1, 0, 1; inv std = sqrt(3/2) */
+  expect(&o, 2, d, (float[]){-r, 1, r, -r, 1, r}, 1e-6f);
+  dynq__tensor_clear(&o);
+  in[1] = &G2;
+  ck_assert_int_eq(run(DYNQ_OP_LAYERNORM, &eps, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (LayerNormalization)"));
+  ck_assert_ptr_nonnull(strstr(err, "do not match"));
+}
+END_TEST
+
+START_TEST(batchnorm_channels) {
+  float x[4] = {1, 2, 3, 4}, sc[2] = {2, 1}, bi[2] = {0, 1}, mu[2] = {1, 0}, va[2] = {1, 4};
+  int64_t d[3] = {1, 2, 2}, dc[1] = {2}, d1[1] = {1};
+  dynq__tensor_t X = tf(3, d, x), S = tf(1, dc, sc), Bi = tf(1, dc, bi), M = tf(1, dc, mu),
+                 V = tf(1, dc, va), V1 = tf(1, d1, va), o;
+  const dynq__tensor_t *in[5] = {&X, &S, &Bi, &M, &V};
+  dynq__attr_t eps = {.name = "epsilon", .type = DYNQ_ATTR_FLOAT, .f = 0.0f};
+  ck_assert_int_eq(run(DYNQ_OP_BATCHNORM, &eps, 1, in, &o), 0);
+  expect(&o, 3, d, (float[]){0, 2, 2.5f, 3}, 1e-6f);
+  dynq__tensor_clear(&o);
+  in[4] = &V1;
+  ck_assert_int_eq(run(DYNQ_OP_BATCHNORM, &eps, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (BatchNormalization)"));
+  ck_assert_ptr_nonnull(strstr(err, "2 channels"));
+}
+END_TEST
+
+/* Pools: values, the window larger than the padded input refused by
+ * name, the global forms' rank check. */
+START_TEST(pools) {
+  float x[8] = {1, 5, 2, 0, 3, 4, -1, 6};
+  int64_t d[4] = {1, 1, 2, 4}, od[4] = {1, 1, 1, 2}, gd[4] = {1, 1, 1, 1};
+  dynq__tensor_t X = tf(4, d, x), o;
+  const dynq__tensor_t *in[1] = {&X};
+  dynq__attr_t at[4] = {{.name = "spatial", .type = DYNQ_ATTR_INT, .i = 2},
+                        {.name = "kernel_shape0", .type = DYNQ_ATTR_INT, .i = 2},
+                        {.name = "kernel_shape1", .type = DYNQ_ATTR_INT, .i = 2},
+                        {.name = "strides1", .type = DYNQ_ATTR_INT, .i = 2}};
+  ck_assert_int_eq(run(DYNQ_OP_MAXPOOL, at, 4, in, &o), 0);
+  expect(&o, 4, od, (float[]){5, 6}, 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, at, 4, in, &o), 0);
+  expect(&o, 4, od, (float[]){13 / 4.0f, 7 / 4.0f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run(DYNQ_OP_GLOBAL_MAXPOOL, NULL, 0, in, &o), 0);
+  expect(&o, 4, gd, (float[]){6}, 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run(DYNQ_OP_GLOBAL_AVERAGEPOOL, NULL, 0, in, &o), 0);
+  expect(&o, 4, gd, (float[]){20 / 8.0f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  at[1].i = 3; /* a 3-high window over 2 rows, no padding */
+  ck_assert_int_eq(run(DYNQ_OP_MAXPOOL, at, 4, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (MaxPool)"));
+  ck_assert_ptr_nonnull(strstr(err, "smaller than the window"));
+  int64_t d2[2] = {2, 4};
+  dynq__tensor_t X2 = tf(2, d2, x);
+  in[0] = &X2;
+  ck_assert_int_eq(run(DYNQ_OP_GLOBAL_AVERAGEPOOL, NULL, 0, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "(N, C, spatial...)"));
+}
+END_TEST
+
+START_TEST(hard_activations) {
+  float x[5] = {-4, -1, 0, 2, 4};
+  int64_t d[1] = {5};
+  dynq__tensor_t X = tf(1, d, x), o;
+  const dynq__tensor_t *in[1] = {&X};
+  ck_assert_int_eq(run(DYNQ_OP_HARD_SIGMOID, NULL, 0, in, &o), 0);
+  expect(&o, 1, d, (float[]){0, 0.3f, 0.5f, 0.9f, 1}, 1e-6f);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run(DYNQ_OP_HARD_SWISH, NULL, 0, in, &o), 0);
+  expect(&o, 1, d, (float[]){0, -1 / 3.0f, 0, 2 * (2 / 6.0f + 0.5f), 4}, 1e-6f);
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
+/* The opset < 13 form: one softmax over every axis from `axis` on. */
+START_TEST(softmax_flatten) {
+  float x[4] = {0, 1, 2, 3};
+  int64_t d[3] = {1, 2, 2};
+  dynq__tensor_t X = tf(3, d, x), o;
+  const dynq__tensor_t *in[1] = {&X};
+  dynq__attr_t at[2] = {{.name = "axis", .type = DYNQ_ATTR_INT, .i = 1},
+                        {.name = "flatten", .type = DYNQ_ATTR_INT, .i = 1}};
+  ck_assert_int_eq(run(DYNQ_OP_SOFTMAX, at, 2, in, &o), 0);
+  double s = 1 + exp(1) + exp(2) + exp(3);
+  expect(&o, 3, d, (float[]){1 / s, exp(1) / s, exp(2) / s, exp(3) / s}, 1e-6f);
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -244,6 +343,11 @@ int main(void) {
   tcase_add_test(tc, flatten_reshape);
   tcase_add_test(tc, matmul_batched);
   tcase_add_test(tc, gemm_attrs);
+  tcase_add_test(tc, layernorm_rows);
+  tcase_add_test(tc, batchnorm_channels);
+  tcase_add_test(tc, pools);
+  tcase_add_test(tc, hard_activations);
+  tcase_add_test(tc, softmax_flatten);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

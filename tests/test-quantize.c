@@ -456,7 +456,7 @@ static void expect_fixture_fail(const char *name, const char *const *want) {
 
 START_TEST(test_unsupported) {
   /* LSTM is supported since issue 4: only the pool is left to refuse. */
-  const char *want[] = {"node 'pool' (op GlobalAveragePool)", "1 node cannot", NULL};
+  const char *want[] = {"node 'pool' (op GlobalLpPool)", "1 node cannot", NULL};
   expect_fixture_fail("unsupported.onnx", want);
   char *p = fixture("unsupported.onnx");
   char *outp = tmp_path("out.dynq");
@@ -471,9 +471,38 @@ START_TEST(test_unsupported) {
 }
 END_TEST
 
+/* Opset < 13 Softmax(axis 1) over [2, 3, 4]: one softmax over the 12
+ * values of each batch entry (the input taken as 2-D at the axis). */
 START_TEST(test_softmax_old_opset) {
-  const char *want[] = {"old_softmax", "opset 11", NULL};
-  expect_fixture_fail("softmax_opset11.onnx", want);
+  char *in = fixture("softmax_opset11.onnx"), *outp = tmp_path("sm11.dynq");
+  char *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, in, outp, NULL) == 0, "dynq-quantize: %s", log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  int64_t dims[3] = {2, 3, 4};
+  dynq__tensor_t x, y[1] = {{0}};
+  ck_assert_int_eq(dynq__tensor_alloc(&x, DYNQ_DT_F32, 3, dims), 0);
+  float *px = x.data;
+  for (int i = 0; i < 24; i++) px[i] = (float)((i * 7) % 11) * 0.37f - 1.5f;
+  const char *names[] = {"x"};
+  char err[256];
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, &x, 1, y, err, sizeof err), 0);
+  const float *py = y[0].data;
+  for (int b = 0; b < 2; b++) {
+    double mx = -1e30, sum = 0;
+    for (int i = 0; i < 12; i++) mx = fmax(mx, px[b * 12 + i]);
+    for (int i = 0; i < 12; i++) sum += exp(px[b * 12 + i] - mx);
+    for (int i = 0; i < 12; i++) {
+      double want = exp(px[b * 12 + i] - mx) / sum;
+      ck_assert_msg(fabs(py[b * 12 + i] - want) <= 1e-6, "y[%d] = %g, want %g", b * 12 + i,
+                    py[b * 12 + i], want);
+    }
+  }
+  clear_outputs(y, 1);
+  dynq__tensor_clear(&x);
+  dynq__model_unref(m);
+  free(in);
+  free(outp);
 }
 END_TEST
 
@@ -488,6 +517,12 @@ START_TEST(test_malformed_models) {
       {"bad_undefined_input.onnx", {"add_missing", "'nope'"}},
       {"bad_reshape_dynamic.onnx", {"dyn_reshape", "constant"}},
       {"bad_attr.onnx", {"gemm_transB2", "relu_extra", "'bogus'"}},
+      {"bad_tf_attrs.onnx", {"'mp_order' (op MaxPool): storage_order 1",
+                             "'mp_autopad' (op MaxPool): auto_pad 'FANCY'",
+                             "'ap_3d' (op AveragePool): kernel_shape has 3 values"}},
+      {"bad_tf_attrs.onnx", {"'bn_train' (op BatchNormalization): training_mode 1",
+                             "'ln_stash' (op LayerNormalization): stash_type 0",
+                             "'hs_bogus' (op HardSigmoid): attribute 'gamma'"}},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *want[4] = {cases[i].want[0], cases[i].want[1], cases[i].want[2], NULL};

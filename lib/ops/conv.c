@@ -28,7 +28,7 @@ typedef struct geom {
   int64_t kk;                   /* Cg * kh * kw: the GEMM depth */
 } geom_t;
 
-static int auto_pad(const dynq__node_t *n) {
+int dynq__op_auto_pad(const dynq__node_t *n) {
   const dynq__attr_t *a = dynq__node_attr(n, "auto_pad");
   if (a == NULL) return DYNQ_PAD_NOTSET;
   if (a->type != DYNQ_ATTR_STRING || a->s == NULL) return DYNQ_PAD_BAD;
@@ -54,7 +54,7 @@ static void conv_attrs(const dynq__node_t *n, dynq__conv_attrs_t *a) {
   }
   a->kernel[0] = dynq__node_attr_i(n, names[4][0], 0);
   a->kernel[1] = dynq__node_attr_i(n, names[4][1], 1);
-  a->auto_pad = auto_pad(n);
+  a->auto_pad = dynq__op_auto_pad(n);
   a->group = dynq__node_attr_i(n, "group", 1);
   a->spatial = (int)dynq__node_attr_i(n, "spatial", 0);
   a->in_channels = dynq__node_attr_i(n, "in_channels", 0);

@@ -132,6 +132,42 @@ static int unary_f32(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
 }
 
 int dynq__run_relu(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) { return unary_f32(c, in, out, DYNQ_OP_RELU); }
+
+/* HardSigmoid max(0, min(1, alpha x + beta)); HardSwish x * HardSigmoid
+ * with alpha 1/6, beta 1/2 (ONNX's definitions).  NaN propagates. */
+int dynq__prep_hard(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                    char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->hard.alpha = dynq__node_attr_f(n, "alpha", 0.2f);
+  st->hard.beta = dynq__node_attr_f(n, "beta", 0.5f);
+  return 0;
+}
+
+static int hard_f32(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
+                    float alpha, float beta, int swish) {
+  int rc;
+  if ((rc = dynq__op_need_f32(c, in[0], 0))) return rc;
+  if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, in[0]->rank, in[0]->dims, out))) return rc;
+  const float *x = in[0]->data;
+  float *y = out->data;
+  int64_t n = dynq__tensor_numel(out);
+  for (int64_t i = 0; i < n; i++) {
+    float v = alpha * x[i] + beta;
+    v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;   /* NaN stays NaN */
+    y[i] = swish ? x[i] * v : v;
+  }
+  return 0;
+}
+
+int dynq__run_hardsigmoid(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                          dynq__tensor_t *out) {
+  return hard_f32(c, in, out, c->st->hard.alpha, c->st->hard.beta, 0);
+}
+
+int dynq__run_hardswish(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                        dynq__tensor_t *out) {
+  return hard_f32(c, in, out, 1.0f / 6.0f, 0.5f, 1);
+}
 int dynq__run_sigmoid(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) { return unary_f32(c, in, out, DYNQ_OP_SIGMOID); }
 int dynq__run_tanh(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) { return unary_f32(c, in, out, DYNQ_OP_TANH); }
 

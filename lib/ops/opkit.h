@@ -33,6 +33,18 @@ typedef struct dynq__conv_attrs {
 } dynq__conv_attrs_t;
 enum { DYNQ_PAD_NOTSET, DYNQ_PAD_SAME_UPPER, DYNQ_PAD_SAME_LOWER, DYNQ_PAD_VALID, DYNQ_PAD_BAD };
 
+/* MaxPool and AveragePool, per spatial axis as Conv's (pool.c). */
+typedef struct dynq__pool_attrs {
+  int spatial;           /* 1 or 2 */
+  int auto_pad;          /* DYNQ_PAD_* */
+  int ceil_mode, count_include_pad;
+  int64_t kernel[2], strides[2], dilations[2], pad_begin[2], pad_end[2];
+} dynq__pool_attrs_t;
+
+/* The node's "auto_pad" string attribute as DYNQ_PAD_* (NOTSET when
+ * absent, DYNQ_PAD_BAD when unknown): Conv and the pools. */
+int dynq__op_auto_pad(const dynq__node_t *n);
+
 /* LSTM/GRU and their quantized forms. */
 typedef struct dynq__rnn_attrs {
   int dirs;              /* 1 forward, 2 reverse, 3 both; 0 invalid */
@@ -59,6 +71,10 @@ typedef union dynq__opstate {
   struct { int64_t then_nodes, else_nodes; } branch;  /* If */
   dynq__conv_attrs_t conv;
   dynq__rnn_attrs_t rnn;
+  struct { int64_t axis; int flatten; } softmax; /* flatten: opset < 13 form */
+  struct { int64_t axis; float eps; } norm;      /* LayerNorm, BatchNorm */
+  struct { float alpha, beta; } hard;            /* HardSigmoid */
+  dynq__pool_attrs_t pool;
 } dynq__opstate_t;
 
 /* Quantization statistics of one node's INT8 run (model.h: run result). */

@@ -37,7 +37,7 @@
   X(SIGMOID, 7, "Sigmoid", 1, 0, 1, 1, 1, 1, none, none, sigmoid)                          \
   X(TANH, 8, "Tanh", 1, 0, 1, 1, 1, 1, none, none, tanh)                                   \
   /* norm.c */                                                                             \
-  X(SOFTMAX, 9, "Softmax", 1, 0, 1, 1, 1, 1, none, axis_last, softmax)                     \
+  X(SOFTMAX, 9, "Softmax", 1, 0, 1, 1, 1, 1, none, softmax, softmax)                       \
   /* shape.c */                                                                            \
   X(FLATTEN, 10, "Flatten", 1, 0, 1, 1, 1, 1, none, axis_one, flatten)                     \
   X(RESHAPE, 11, "Reshape", 1, 0, 2, 2, 1, 1, reshape, reshape, reshape)                   \
@@ -77,14 +77,24 @@
   X(RANGE, 43, "Range", 11, 0, 3, 3, 1, 1, none, none, range)                              \
   X(ABS, 44, "Abs", 1, 0, 1, 1, 1, 1, none, none, unary_any)                               \
   X(PHI, 45, "Phi", 0, 0, 3, 3, 1, 1, none, none, phi)                                     \
-  /* 46..49 free; rnn.c and conv.c */                                                      \
+  /* pool.c */                                                                             \
+  X(MAXPOOL, 46, "MaxPool", 1, 0, 1, 1, 1, 1, pool, pool, maxpool)                         \
+  X(AVERAGEPOOL, 47, "AveragePool", 1, 0, 1, 1, 1, 1, pool, pool, avgpool)                 \
+  X(GLOBAL_AVERAGEPOOL, 48, "GlobalAveragePool", 1, 0, 1, 1, 1, 1, none, none, global_avgpool) \
+  X(GLOBAL_MAXPOOL, 49, "GlobalMaxPool", 1, 0, 1, 1, 1, 1, none, none, global_maxpool)     \
+  /* rnn.c and conv.c */                                                                   \
   X(LSTM, 50, "LSTM", 1, 0, 3, 8, 3, 3, rnn, rnn, lstm)                                    \
   X(GRU, 51, "GRU", 1, 0, 3, 6, 2, 2, rnn, rnn, gru)                                       \
   X(CONV, 52, "Conv", 1, 0, 2, 3, 1, 1, conv, conv, conv)                                  \
   X(QLSTM, 53, "QLSTM", 0, 0, 7, 14, 3, 3, rnn, rnn, qlstm)                                \
   X(QGRU, 54, "QGRU", 0, 0, 7, 12, 2, 2, rnn, rnn, qgru)                                   \
-  X(QCONV, 55, "QConv", 0, 0, 4, 6, 1, 1, conv, conv, qconv)
-  /* 56..59 reserved for recurrent/conv variants */
+  X(QCONV, 55, "QConv", 0, 0, 4, 6, 1, 1, conv, conv, qconv)                               \
+  /* norm.c */                                                                             \
+  X(LAYERNORM, 56, "LayerNormalization", 17, 0, 2, 3, 1, 3, none, layernorm, layernorm)    \
+  X(BATCHNORM, 57, "BatchNormalization", 1, 0, 5, 5, 1, 1, none, batchnorm, batchnorm)     \
+  /* elementwise.c */                                                                      \
+  X(HARD_SIGMOID, 58, "HardSigmoid", 1, 0, 1, 1, 1, 1, none, hard, hardsigmoid)            \
+  X(HARD_SWISH, 59, "HardSwish", 14, 0, 1, 1, 1, 1, none, none, hardswish)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

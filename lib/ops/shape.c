@@ -629,8 +629,3 @@ int dynq__prep_axis_one(const dynq__graph_t *g, const dynq__node_t *n, dynq__ops
   (void)g, (void)err, (void)errlen;
   return prep_axis(n, st, 1);
 }
-int dynq__prep_axis_last(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
-                         char *err, size_t errlen) {
-  (void)g, (void)err, (void)errlen;
-  return prep_axis(n, st, -1);
-}

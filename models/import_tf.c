@@ -1,0 +1,245 @@
+/*
+ * Converters for the CNN and transformer ops: pooling (MaxPool,
+ * AveragePool, GlobalAveragePool, GlobalMaxPool), LayerNormalization,
+ * BatchNormalization (folded into the Conv before it when it can be),
+ * HardSigmoid, HardSwish.  The pass-1 check refuses attribute values the
+ * engine does not implement, naming the attribute and the value.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "import.h"
+
+static const char *attr_s(conv_t *c, const Onnx__NodeProto *n, const char *name,
+                          const char *dflt) {
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, name);
+  if (a == NULL || a->s.data == NULL) return dflt;
+  return dynq__imp_pool_printf(&c->b.pool, "%.*s", (int)a->s.len, (const char *)a->s.data);
+}
+
+static int is_pool(const char *t) {
+  return strcmp(t, "MaxPool") == 0 || strcmp(t, "AveragePool") == 0;
+}
+
+/* The attributes each op accepts (anything else is refused by name). */
+static int attr_known(const char *op, const char *a) {
+  static const struct { const char *op, *attrs; } known[] = {
+    {"MaxPool", " kernel_shape strides pads dilations auto_pad ceil_mode storage_order "},
+    {"AveragePool", " kernel_shape strides pads auto_pad ceil_mode count_include_pad dilations "},
+    {"GlobalAveragePool", " "},
+    {"GlobalMaxPool", " "},
+    {"LayerNormalization", " axis epsilon stash_type "},
+    {"BatchNormalization", " epsilon momentum training_mode spatial is_test consumed_inputs "},
+    {"HardSigmoid", " alpha beta "},
+    {"HardSwish", " "},
+  };
+  char key[80];
+  snprintf(key, sizeof key, " %s ", a);
+  for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+    if (strcmp(known[i].op, op) == 0) return strstr(known[i].attrs, key) != NULL;
+  return 0;
+}
+
+const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const char *t = n->op_type;
+  for (size_t i = 0; i < n->n_attribute; i++) {
+    const char *an = n->attribute[i]->name ? n->attribute[i]->name : "";
+    if (!attr_known(t, an)) return dynq__imp_pool_printf(pl, "attribute '%s' is not supported", an);
+  }
+  if (is_pool(t)) {
+    const Onnx__AttributeProto *ks = dynq__imp_find_attr(n, "kernel_shape");
+    if (ks == NULL || ks->n_ints < 1 || ks->n_ints > 2)
+      return dynq__imp_pool_printf(pl, "kernel_shape has %zu values; 1-D and 2-D pooling are "
+                                   "supported", ks ? ks->n_ints : (size_t)0);
+    size_t sr = ks->n_ints;
+    static const char *const per_axis[] = {"strides", "dilations"};
+    for (int k = 0; k < 2; k++) {
+      const Onnx__AttributeProto *a = dynq__imp_find_attr(n, per_axis[k]);
+      if (a && a->n_ints != sr)
+        return dynq__imp_pool_printf(pl, "%s has %zu values for %zu spatial axes", per_axis[k],
+                                     a->n_ints, sr);
+    }
+    const Onnx__AttributeProto *pa = dynq__imp_find_attr(n, "pads");
+    if (pa && pa->n_ints != 2 * sr)
+      return dynq__imp_pool_printf(pl, "pads has %zu values for %zu spatial axes", pa->n_ints, sr);
+    const char *ap = attr_s(c, n, "auto_pad", "NOTSET");
+    if (strcmp(ap, "NOTSET") && strcmp(ap, "SAME_UPPER") && strcmp(ap, "SAME_LOWER") &&
+        strcmp(ap, "VALID") && ap[0])
+      return dynq__imp_pool_printf(pl, "auto_pad '%s' is not supported", ap);
+    int64_t sto = dynq__imp_attr_i(n, "storage_order", 0);
+    if (sto != 0)
+      return dynq__imp_pool_printf(pl, "storage_order %" PRId64 " is not supported (only 0)", sto);
+    if (n->n_output > 1) return "the Indices output is not supported";
+    if (strcmp(t, "AveragePool") == 0 && dynq__imp_find_attr(n, "dilations"))
+      return "AveragePool with dilations is not supported";
+  } else if (strcmp(t, "LayerNormalization") == 0) {
+    int64_t st = dynq__imp_attr_i(n, "stash_type", 1);
+    if (st != 1)
+      return dynq__imp_pool_printf(pl, "stash_type %" PRId64 " is not supported (only 1: float)", st);
+  } else if (strcmp(t, "BatchNormalization") == 0) {
+    int64_t tm = dynq__imp_attr_i(n, "training_mode", 0), sp = dynq__imp_attr_i(n, "spatial", 1);
+    if (tm != 0)
+      return dynq__imp_pool_printf(pl, "training_mode %" PRId64 " is not supported (inference only)", tm);
+    if (sp != 1)
+      return dynq__imp_pool_printf(pl, "spatial %" PRId64 " is not supported (only 1)", sp);
+    if (n->n_output > 1) return "the running mean/variance outputs (training) are not supported";
+  }
+  return NULL;
+}
+
+static int oom(void) {
+  dynq__imp_errorf("out of memory");
+  return -1;
+}
+
+/* A float32 [C] constant, or NULL. */
+static const float *vec_c(conv_t *c, const char *name, int64_t C) {
+  const dynq__value_t *v = dynq__imp_const_of(c, name);
+  if (v == NULL || v->dtype != DYNQ_DT_F32 || v->rank != 1 || (C >= 0 && v->dims[0] != C))
+    return NULL;
+  return v->data;
+}
+
+/* A pool-owned float copy of constant value index v, scaled per output
+ * channel: dst[o * per + i] = src[o * per + i] * a[o]; new constant. */
+static int32_t scaled_const(conv_t *c, int32_t v, const float *a, int64_t M, const char *base,
+                            const char *sfx) {
+  const dynq__value_t *src = &c->b.values[v];
+  int64_t n = (int64_t)(src->nbytes / sizeof(float)), per = n / M;
+  int64_t dims[DYNQ_MAX_RANK];
+  int rank = src->rank;
+  memcpy(dims, src->dims, sizeof(dims));
+  float *d = dynq__imp_pool_alloc(&c->b.pool, (size_t)n * sizeof(float));
+  if (d == NULL) return -1;
+  const float *s = src->data; /* read before add_const may move values */
+  for (int64_t o = 0; o < M; o++)
+    for (int64_t i = 0; i < per; i++) d[o * per + i] = s[o * per + i] * a[o];
+  return dynq__imp_add_const(&c->b, base, sfx, DYNQ_DT_F32, rank, dims, d,
+                             (size_t)n * sizeof(float));
+}
+
+/* BatchNormalization right after a Conv (FP32 or quantized) that only it
+ * reads, with constant parameters: y = conv(x) * a + b per channel with
+ * a = scale / sqrt(var + eps), b = B - mean * a.  Folded into the Conv:
+ * the weights (or, once quantized, the per-channel weight scales: the
+ * int8 values of W * a are W's, up to sign) and the FP32 reference are
+ * scaled by a, the bias becomes bias * a + b.  The Conv then produces the
+ * BatchNormalization's output.  Returns 1 folded, 0 not applicable, -1
+ * error. */
+static int fold_bn(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  int32_t x = dynq__imp_value_of(c, n->input[0]);
+  if (x < 0 || x >= c->n_uses || c->uses[x] != 1 || b->producer[x] < 0) return 0;
+  int32_t pi = b->producer[x];
+  dynq__bnode_t *cv = &b->nodes[pi];
+  if (cv->dead || (cv->op != DYNQ_OP_CONV && cv->op != DYNQ_OP_QCONV) || cv->n_out != 1 ||
+      cv->out[0] != x)
+    return 0;
+  int q = cv->op == DYNQ_OP_QCONV;
+  /* output channels: QConv's scale vector, Conv's W dims[0] */
+  int32_t wv = q ? cv->in[3] : cv->in[1];
+  if (wv < 0 || b->values[wv].data == NULL || b->values[wv].dtype != DYNQ_DT_F32) return 0;
+  int64_t M = b->values[wv].dims[0];
+  const float *sc = vec_c(c, n->input[1], M), *bb = vec_c(c, n->input[2], M),
+              *mu = vec_c(c, n->input[3], M), *va = vec_c(c, n->input[4], M);
+  int bias_slot = q ? 4 : 2;
+  int32_t bv = cv->n_in > bias_slot ? cv->in[bias_slot] : -1;
+  if (!sc || !bb || !mu || !va) return 0;
+  if (bv >= 0 && (b->values[bv].data == NULL || b->values[bv].dtype != DYNQ_DT_F32)) return 0;
+  float eps = dynq__imp_attr_f(n, "epsilon", 1e-5f);
+  float *a = dynq__imp_pool_alloc(&b->pool, (size_t)M * sizeof(float));
+  float *nb = dynq__imp_pool_alloc(&b->pool, (size_t)M * sizeof(float));
+  if (a == NULL || nb == NULL) return oom();
+  const float *ob = bv >= 0 ? b->values[bv].data : NULL;
+  for (int64_t o = 0; o < M; o++) {
+    a[o] = sc[o] / sqrtf(va[o] + eps);
+    nb[o] = (ob ? ob[o] : 0.0f) * a[o] + (bb[o] - mu[o] * a[o]);
+  }
+  int32_t ref = q && cv->n_in > 5 ? cv->in[5] : -1;
+  int32_t nw = scaled_const(c, wv, a, M, nname, q ? ".wscale" : ".W");
+  int32_t nr = ref >= 0 ? scaled_const(c, ref, a, M, nname, ".Wref") : -1;
+  int64_t bd[1] = {M};
+  int32_t nbv = dynq__imp_add_const(b, nname, ".B", DYNQ_DT_F32, 1, bd, nb,
+                                    (size_t)M * sizeof(float));
+  if (nw < 0 || nbv < 0 || (ref >= 0 && nr < 0)) return oom();
+  cv = &b->nodes[pi]; /* add_const does not move nodes, but stay safe */
+  cv->in[q ? 3 : 1] = nw;
+  while (cv->n_in <= bias_slot) cv->in[cv->n_in++] = -1;
+  cv->in[bias_slot] = nbv;
+  if (ref >= 0) cv->in[5] = nr;
+  int32_t y = dynq__imp_claim_output(c, n->output[0], pi);
+  if (y < 0) return -1;
+  b->producer[x] = -1;
+  cv->out[0] = y;
+  for (int l = 0; l < c->n_layers; l++)
+    if (c->layers[l].name && cv->name && strcmp(c->layers[l].name, cv->name) == 0)
+      c->layers[l].why = c->layers[l].why ? dynq__imp_pool_printf(&b->pool, "%s; BatchNormalization '%s' folded in", c->layers[l].why, nname)
+                                          : dynq__imp_pool_printf(&b->pool, "BatchNormalization '%s' folded in", nname);
+  return 1;
+}
+
+int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  const char *t = n->op_type;
+  int op = dynq__op_from_name(t);
+  if (strcmp(t, "BatchNormalization") == 0) {
+    int r = fold_bn(c, n, nname);
+    if (r != 0) return r < 0 ? -1 : 0;
+  }
+  int64_t ks[2] = {1, 1}, st[2] = {1, 1}, dl[2] = {1, 1}, pads[4] = {0, 0, 0, 0};
+  size_t sr = 0;
+  if (is_pool(t)) {
+    const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "kernel_shape");
+    sr = a->n_ints;
+    for (size_t i = 0; i < sr; i++) ks[i] = a->ints[i];
+    if ((a = dynq__imp_find_attr(n, "strides")))
+      for (size_t i = 0; i < sr; i++) st[i] = a->ints[i];
+    if ((a = dynq__imp_find_attr(n, "dilations")))
+      for (size_t i = 0; i < sr; i++) dl[i] = a->ints[i];
+    if ((a = dynq__imp_find_attr(n, "pads")))
+      for (size_t i = 0; i < 2 * sr; i++) pads[i] = a->ints[i];
+  }
+  const char *ap = is_pool(t) ? attr_s(c, n, "auto_pad", "NOTSET") : NULL;
+  dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
+  if (bn == NULL) return oom();
+  for (size_t i = 0; i < n->n_input; i++)
+    dynq__imp_node_in(bn, n->input[i] && n->input[i][0] ? dynq__imp_value_of(c, n->input[i]) : -1);
+  if (is_pool(t)) {
+    static const char *const an[][2] = {{"kernel_shape0", "kernel_shape1"},
+                                        {"strides0", "strides1"}, {"dilations0", "dilations1"},
+                                        {"pad_begin0", "pad_begin1"}, {"pad_end0", "pad_end1"}};
+    for (size_t a = 0; a < sr; a++) {
+      dynq__imp_node_attr_i(bn, an[0][a], ks[a]);
+      dynq__imp_node_attr_i(bn, an[1][a], st[a]);
+      dynq__imp_node_attr_i(bn, an[2][a], dl[a]);
+      dynq__imp_node_attr_i(bn, an[3][a], pads[a]);
+      dynq__imp_node_attr_i(bn, an[4][a], pads[sr + a]);
+    }
+    dynq__imp_node_attr_i(bn, "spatial", (int64_t)sr);
+    dynq__imp_node_attr_s(bn, "auto_pad", ap[0] ? ap : "NOTSET");
+    dynq__imp_node_attr_i(bn, "ceil_mode", dynq__imp_attr_i(n, "ceil_mode", 0));
+    dynq__imp_node_attr_i(bn, "count_include_pad", dynq__imp_attr_i(n, "count_include_pad", 0));
+  } else if (op == DYNQ_OP_LAYERNORM) {
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
+    dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));
+  } else if (op == DYNQ_OP_BATCHNORM) {
+    dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));
+  } else if (op == DYNQ_OP_HARD_SIGMOID) {
+    dynq__imp_node_attr_f(bn, "alpha", dynq__imp_attr_f(n, "alpha", 0.2f));
+    dynq__imp_node_attr_f(bn, "beta", dynq__imp_attr_f(n, "beta", 0.5f));
+  }
+  /* LayerNormalization's optional Mean and InvStdDev (an empty name: not
+   * wanted) */
+  for (size_t o = 0; o < n->n_output; o++) {
+    int32_t out = -1;
+    if (n->output[o] && n->output[o][0] &&
+        (out = dynq__imp_claim_output(c, n->output[o], b->n_nodes - 1)) < 0)
+      return -1;
+    dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  }
+  return 0;
+}
