@@ -575,6 +575,9 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
   if (ta > 0 && ta < tb) printf(" (%.2fx smaller)", (double)tb / (double)ta);
   printf("\n");
   if (tr > 0) printf("FP32 reference weights (Wref): %zu bytes (omit with --no-reference)\n", tr);
+  if (c->n_fused_layernorm > 0)
+    printf("fused: %d decomposed LayerNorm%s into LayerNormalization (--no-fuse keeps them)\n",
+           c->n_fused_layernorm, c->n_fused_layernorm == 1 ? "" : "s");
 }
 
 /* The fuzz harness links this file for dynq__imp_convert_buffer() and
@@ -588,6 +591,8 @@ static void usage(FILE *f) {
           "  --fp32          keep MatMul/Gemm in FP32 (no quantization)\n"
           "  --per-tensor    quantize activations per tensor instead of per row\n"
           "  --no-reference  omit the FP32 reference weights (smaller file, no fp32 path)\n"
+          "  --no-fuse       keep the exporter's decomposed forms (LayerNorm as\n"
+          "                  ReduceMean/Sub/Pow/...; for A/B checks of the fusions)\n"
           "  --no-auto-fp32  quantize a signal front end (a Conv with one input channel\n"
           "                  and >= 64 taps) and the layer reading it too (default:\n"
           "                  both stay FP32; see models/README.md)\n"
@@ -770,6 +775,9 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
                        c.opt.keep[i]);
       goto done;
     }
+  int n_ln = 0;
+  if (!c.opt.no_fuse && dynq__imp_fuse(&c, &n_ln) != 0) goto done;
+  c.n_fused_layernorm = n_ln;
   const char *base = strrchr(in, '/') ? strrchr(in, '/') + 1 : in;
   const char *producer = dynq__imp_pool_printf(&b->pool, "dynq-quantize %s from %s%s", DYNQ_VERSION,
                                      base, opt->fp32 ? " (fp32)" : "");
@@ -869,6 +877,8 @@ int main(int argc, char **argv) {
       opt.fp32 = 1;
     } else if (!only_pos && strcmp(a, "--per-tensor") == 0) {
       opt.per_tensor = 1;
+    } else if (!only_pos && strcmp(a, "--no-fuse") == 0) {
+      opt.no_fuse = 1;
     } else if (!only_pos && strcmp(a, "--no-auto-fp32") == 0) {
       opt.no_auto_fp32 = 1;
     } else if (!only_pos && strcmp(a, "--no-reference") == 0) {

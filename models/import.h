@@ -109,6 +109,7 @@ struct dynq__layer_report;
 typedef struct dynq__imp_options {
   int fp32, per_tensor, no_reference;
   int no_auto_fp32;          /* --no-auto-fp32: no signal front-end rule */
+  int no_fuse;               /* --no-fuse: no import-time fusions (fuse.c) */
   int n_keep;                /* --keep-fp32 NODE entries */
   const char *keep[32];      /* point into argv (split at ','); a layer name
                                 matches when it equals or ends with one */
@@ -166,6 +167,7 @@ typedef struct conv {
   const char **front;
   int n_front, cap_front;
   int front_out;             /* set by a layer import: mark its outputs */
+  int n_fused_layernorm;     /* decomposed LayerNorms fused (fuse.c) */
 } conv_t;
 
 #define DYNQ_IMP_MAX_FRONT 65536
@@ -192,6 +194,11 @@ const char *dynq__imp_keep_fp32(conv_t *c, const char *nname);
  * printing why (nothing written).  Callable in-process (tests/fuzz). */
 int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf, size_t len,
                              const char *in, const char *out);
+
+/* Import-time fusions on the builder graph (models/fuse.c), after every
+ * node is converted and the graph outputs are known: 0, or -1 after an
+ * error.  *ret_layernorms: decomposed LayerNorms rewritten. */
+int dynq__imp_fuse(conv_t *c, int *ret_layernorms);
 
 /* ---- errors ---- */
 

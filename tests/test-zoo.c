@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "dynq/dynqclient.h"
+#include "model.h"
 #include "testutil.h"
 
 enum { MAX_MODELS = 32, MAX_IO = 4 };
@@ -192,12 +193,87 @@ START_TEST(zoo_model) {
 }
 END_TEST
 
+/* Output 0 of model file path run in-process on m's inputs (owned). */
+static float *run_inproc(const char *path, const zmodel_t *m, int precision) {
+  char err[512];
+  dynq__model_t *dm = NULL;
+  ck_assert_msg(dynq__model_open(path, &dm, err, sizeof err) == 0, "%s: %s", path, err);
+  dynq__tensor_t in[MAX_IO], out[8];
+  memset(in, 0, sizeof in);
+  memset(out, 0, sizeof out);
+  for (int k = 0; k < m->n_in; k++) {
+    const zio_t *t = &m->in[k];
+    int idx = dynq__model_input_index(dm, t->name);
+    ck_assert_int_ge(idx, 0);
+    char rel[256];
+    size_t len = 0;
+    snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", t->file);
+    in[idx].dtype = t->dtype == DYNQ_INT64 ? DYNQ_DT_I64 : DYNQ_DT_F32;
+    in[idx].rank = t->rank;
+    memcpy(in[idx].dims, t->shape, sizeof(int64_t) * (size_t)t->rank);
+    in[idx].data = tu_read_file(tu_src(rel), &len);
+    ck_assert_ptr_nonnull(in[idx].data);
+  }
+  dynq__run_opts_t o = {.precision = precision};
+  ck_assert_msg(dynq__model_run(dm, &o, in, out, err, sizeof err) == 0, "%s: %s", path, err);
+  size_t n = numel(&m->out[0]);
+  ck_assert_uint_eq(dynq__tensor_numel(&out[0]), n);
+  float *y = malloc(n * sizeof(float));
+  ck_assert_ptr_nonnull(y);
+  memcpy(y, out[0].data, n * sizeof(float));
+  for (int k = 0; k < dynq__model_graph(dm)->n_outputs && k < 8; k++) dynq__tensor_clear(&out[k]);
+  for (int k = 0; k < m->n_in; k++) free(in[k].data);
+  dynq__model_unref(dm);
+  return y;
+}
+
+/* The import-time fusions against the exporter's decomposed graph: the
+ * models exported before opset 17 (LayerNorm decomposed) converted with and
+ * without --no-fuse agree on both paths, and the fusion did happen. */
+START_TEST(fused_vs_unfused) {
+  int checked = 0;
+  for (int i = 0; i < n_models; i++) {
+    const zmodel_t *m = &models[i];
+    if (m->opset >= 17 || !m->converted) continue;
+    char src[256], fa[512], fb[512];
+    snprintf(src, sizeof src, "%s/tests/fixtures/zoo/%s", tu_src("."), m->file);
+    snprintf(fa, sizeof fa, "%s/fused.dynq", dir);
+    snprintf(fb, sizeof fb, "%s/unfused.dynq", dir);
+    char *log = NULL;
+    ck_assert_int_eq(tu_quantize_log(&log, src, fa, (char *)NULL), 0);
+    int fused = strstr(log, "decomposed LayerNorm") != NULL;
+    free(log);
+    log = NULL;
+    ck_assert_int_eq(tu_quantize_log(&log, "--no-fuse", src, fb, (char *)NULL), 0);
+    ck_assert_ptr_null(strstr(log, "decomposed LayerNorm"));
+    free(log);
+    if (!fused) continue;
+    size_t n = numel(&m->out[0]);
+    for (int p = 0; p < 2; p++) {
+      int prec = p ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8;
+      float *ya = run_inproc(fa, m, prec), *yb = run_inproc(fb, m, prec);
+      double e = tu_rel_max(ya, yb, n);
+      printf("zoo %s opset %d: fused vs unfused LayerNorm, %s max rel %.2e\n", m->name,
+             m->opset, p ? "fp32" : "int8", e);
+      /* INT8: the LayerNorm output is the next layer's input, quantized
+       * per row; a last-bit change may move one rounding step */
+      ck_assert_msg(e <= (p ? 1e-5 : 2e-3), "%s: fused vs unfused %g", m->dynq, e);
+      free(ya);
+      free(yb);
+    }
+    checked++;
+  }
+  ck_assert_int_ge(checked, 2);
+}
+END_TEST
+
 static Suite *zoo_suite(void) {
   Suite *s = suite_create("zoo");
   TCase *tc = tcase_create("models");
   tcase_set_timeout(tc, 300);
   tcase_add_unchecked_fixture(tc, setup, teardown);
   tcase_add_loop_test(tc, zoo_model, 0, 18);
+  tcase_add_test(tc, fused_vs_unfused);
   suite_add_tcase(s, tc);
   return s;
 }
