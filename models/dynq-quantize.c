@@ -72,6 +72,7 @@ static const op_spec_t op_table[] = {
     {"Relu", DYNQ_OP_RELU, 1, 1, 1, 0, {{0}}, convert_relu},
     {"Sigmoid", DYNQ_OP_SIGMOID, 1, 1, 1, 0, {{0}}, convert_sigmoid},
     {"Tanh", DYNQ_OP_TANH, 1, 1, 1, 0, {{0}}, convert_simple},
+    {"Erf", DYNQ_OP_ERF, 1, 1, 1, 0, {{0}}, convert_simple},
     {"Softmax", DYNQ_OP_SOFTMAX, 1, 1, 1, 0, {{"axis", K_INT}}, convert_simple},
     {"Flatten", DYNQ_OP_FLATTEN, 1, 1, 1, 0, {{"axis", K_INT}}, convert_simple},
     {"Reshape", DYNQ_OP_RESHAPE, 2, 2, 1, 0, {{"allowzero", K_INT}}, convert_simple},

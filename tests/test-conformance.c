@@ -39,7 +39,7 @@ static const char *const covered[] = {
     "Or", "Range", "Abs", "MatMul", "Gemm", "LSTM", "GRU", "Conv",
     /* CNN and transformer ops (lib/ops/pool.c, norm.c, elementwise.c) */
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LayerNormalization",
-    "BatchNormalization", "HardSigmoid", "HardSwish", NULL};
+    "BatchNormalization", "HardSigmoid", "HardSwish", "Erf", NULL};
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is

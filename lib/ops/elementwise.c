@@ -125,6 +125,9 @@ static int unary_f32(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   case DYNQ_OP_TANH:
     for (int64_t i = 0; i < n; i++) y[i] = dynq_vtanh(x[i]);
     break;
+  case DYNQ_OP_ERF:
+    for (int64_t i = 0; i < n; i++) y[i] = dynq_verf(x[i]);
+    break;
   default:
     if (y != x) memcpy(y, x, (size_t)n * sizeof(float));
   }
@@ -170,6 +173,7 @@ int dynq__run_hardswish(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
 }
 int dynq__run_sigmoid(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) { return unary_f32(c, in, out, DYNQ_OP_SIGMOID); }
 int dynq__run_tanh(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) { return unary_f32(c, in, out, DYNQ_OP_TANH); }
+int dynq__run_erf(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) { return unary_f32(c, in, out, DYNQ_OP_ERF); }
 
 /* A move instead of a copy when the executor offers the input. */
 int dynq__run_identity(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,

@@ -94,7 +94,8 @@
   X(BATCHNORM, 57, "BatchNormalization", 1, 0, 5, 5, 1, 1, none, batchnorm, batchnorm)     \
   /* elementwise.c */                                                                      \
   X(HARD_SIGMOID, 58, "HardSigmoid", 1, 0, 1, 1, 1, 1, none, hard, hardsigmoid)            \
-  X(HARD_SWISH, 59, "HardSwish", 14, 0, 1, 1, 1, 1, none, none, hardswish)
+  X(HARD_SWISH, 59, "HardSwish", 14, 0, 1, 1, 1, 1, none, none, hardswish)                \
+  X(ERF, 60, "Erf", 9, 0, 1, 1, 1, 1, none, none, erf)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
