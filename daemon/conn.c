@@ -18,9 +18,22 @@
  * accept it into a throw-away uv_pipe_t, dup the fd and close that handle.
  * This is done at the top of every read callback, while reading is active,
  * so libuv's re-arming of POLLIN in uv_accept never outlives a read stop.
- * The fds are queued per connection in arrival order; dynqd__conn_take_fd
- * claims the oldest.  An fd travels with the first byte of its frame, so by
- * the time that frame is complete its fd is queued.
+ * An fd travels in the same sendmsg as its frame's first byte
+ * (PROTOCOL.md), so it arrives with the recvmsg that reads that byte; the
+ * kernel returns at most one message's fds per recvmsg, but may glue
+ * plain bytes before it.  Each fd is therefore kept with the stream range
+ * its recvmsg read, and only a frame starting in that range may claim it
+ * (dynqd__conn_take_fd); once every frame starting there was handled, an
+ * unclaimed fd is closed.  A stray fd never waits for the next
+ * shm.register.
+ *
+ * Limits (dynqd.h config): a per-uid connection cap (admin peers exempt),
+ * an idle timeout (a partial frame does not count as activity: slowloris),
+ * and a global cap on read buffers + unsent output: past it, the
+ * connections holding most are closed first.  A failed allocation pauses
+ * that connection's reading until the next tick instead of spinning on
+ * UV_ENOBUFS.  While draining, a peer whose unsent output does not move
+ * between two ticks is dropped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "dynq/errors.h"
@@ -37,6 +51,8 @@
 #define READ_CHUNK ((size_t)64 << 10)
 /* A read buffer that grew for a big frame is dropped once it is empty. */
 #define RBUF_KEEP ((size_t)1 << 20)
+/* Period of the transport's checks (idle, back-off, drain). */
+#define TICK_MS 100
 
 typedef struct wreq {
   uv_write_t req;
@@ -67,8 +83,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
 static void on_tmp_close(uv_handle_t *h) { free(h); }
 
-/* Take fds libuv queued on the connection (SCM_RIGHTS) into c->fds. */
-static void take_fds(dynqd_conn_t *c) {
+/* Take fds libuv queued on the connection (SCM_RIGHTS) into c->fds: they
+ * came with the n bytes about to be appended to the read buffer. */
+static void take_fds(dynqd_conn_t *c, ssize_t n) {
+  uint64_t start = c->rpos + c->rlen;
+  uint64_t end = start + (n > 0 ? (uint64_t)n : 0);
   while (uv_pipe_pending_count(&c->pipe) > 0) {
     uv_pipe_t *tmp = malloc(sizeof(*tmp));
     if (tmp == NULL) return;  /* libuv keeps the fd queued; it closes it with the conn */
@@ -87,16 +106,66 @@ static void take_fds(dynqd_conn_t *c) {
       close(fd);
       continue;
     }
-    c->fds[c->n_fds++] = fd;
+    c->fds[c->n_fds].fd = fd;
+    c->fds[c->n_fds].start = start;
+    c->fds[c->n_fds].end = end;
+    c->n_fds++;
   }
 }
 
-int dynqd__conn_take_fd(dynqd_conn_t *c) {
-  if (c->n_fds == 0) return -1;
-  int fd = c->fds[0];
-  memmove(c->fds, c->fds + 1, (size_t)(c->n_fds - 1) * sizeof(c->fds[0]));
+static void drop_fd(dynqd_conn_t *c, int i) {
+  memmove(c->fds + i, c->fds + i + 1, (size_t)(c->n_fds - 1 - i) * sizeof(c->fds[0]));
   c->n_fds--;
-  return fd;
+}
+
+int dynqd__conn_take_fd(dynqd_conn_t *c) {
+  for (int i = 0; i < c->n_fds; i++) {
+    if (c->fds[i].start <= c->frame_pos && c->frame_pos < c->fds[i].end) {
+      int fd = c->fds[i].fd;
+      drop_fd(c, i);
+      return fd;
+    }
+  }
+  return -1;
+}
+
+/* Every frame that starts before pos was handled: fds that came with
+ * bytes before it belong to no frame left, so they are closed. */
+static void close_stray_fds(dynqd_conn_t *c, uint64_t pos) {
+  for (int i = 0; i < c->n_fds;) {
+    if (c->fds[i].end > pos) {
+      i++;
+      continue;
+    }
+    log_info("conn %llu: closing a file descriptor that came with a frame other "
+             "than shm.register", (unsigned long long)c->id);
+    close(c->fds[i].fd);
+    drop_fd(c, i);
+  }
+}
+
+/* c's buffers changed: keep srv->buffers in step (closing connections
+ * are no longer counted: what they hold goes soon). */
+static void account(dynqd_conn_t *c) {
+  size_t now = c->closing ? 0 : c->rcap + c->out_bytes;
+  c->srv->buffers = c->srv->buffers - c->mem + now;
+  c->mem = now;
+}
+
+/* Over max_buffers_total: close the connections holding most until under
+ * it.  Never called from inside a libuv alloc callback. */
+static void shed(dynqd_server_t *s) {
+  while (s->buffers > s->cfg->max_buffers_total) {
+    dynqd_conn_t *worst = NULL;
+    for (dynqd_conn_t *c = s->conns; c; c = c->next)
+      if (!c->closing && (worst == NULL || c->mem > worst->mem)) worst = c;
+    if (worst == NULL || worst->mem == 0) return;
+    log_warn("conn %llu (uid %u): holds %zu buffered bytes while all connections hold "
+             "%zu, over max_buffers_total %llu; closing it", (unsigned long long)worst->id,
+             (unsigned)worst->uid, worst->mem, s->buffers,
+             (unsigned long long)s->cfg->max_buffers_total);
+    dynqd__conn_close(worst);
+  }
 }
 
 int dynqd__conn_fd(const dynqd_conn_t *c) {
@@ -126,8 +195,9 @@ static void on_close(uv_handle_t *h) {
   else s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->n_conns--;
+  if (c->peer != NULL) c->peer->conns--;
   log_debug("conn %llu: closed", (unsigned long long)c->id);
-  for (int i = 0; i < c->n_fds; i++) close(c->fds[i]);
+  for (int i = 0; i < c->n_fds; i++) close(c->fds[i].fd);
   c->n_fds = 0;
   conn_unref(c);
   if (s->accept_paused && s->listener_open && !s->draining) {
@@ -141,6 +211,7 @@ void dynqd__conn_close(dynqd_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
   c->reading = 0;  /* uv_close stops reading */
+  account(c);      /* no longer counted */
   atomic_store(&c->dead, 1);
   /* What services tied to it (sessions, shm regions) let go now; running
    * requests keep their own references. */
@@ -166,7 +237,7 @@ static void update_reading(dynqd_conn_t *c) {
   if (c->closing) return;
   const dynqd_config_t *cfg = c->srv->cfg;
   int want = !c->flushing && !c->srv->draining && c->inflight < cfg->max_inflight &&
-             c->held == 0 && !c->waiting;
+             c->held == 0 && !c->waiting && !c->nomem;
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) == 0) c->reading = 1;
   } else if (!want && c->reading) {
@@ -182,6 +253,7 @@ static void on_write(uv_write_t *req, int status) {
   dynqd_conn_t *c = w->conn;
   c->writes--;
   c->out_bytes -= w->len;
+  account(c);
   free(w->data);
   free(w);
   if (status < 0 && status != UV_ECANCELED) {
@@ -212,6 +284,7 @@ void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
     dynqd__conn_close(c);
     return;
   }
+  c->last_active_ns = uv_hrtime();
   /* Nothing of ours queued: write now.  A response the socket takes whole
    * (the usual case) needs no request, no callback and no change to the
    * epoll set; only what is left over is queued, behind nothing. */
@@ -256,6 +329,8 @@ void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
   c->refs++;
   c->writes++;
   c->out_bytes += len - off;
+  account(c);
+  shed(c->srv);
 }
 
 static void send_wbuf(dynqd_conn_t *c, dynq__wbuf_t *w) {
@@ -342,6 +417,7 @@ static void bad_frame(dynqd_conn_t *c, int rc) {
   log_info("conn %llu: %s (%s); closing the connection",
            (unsigned long long)c->id, msg, dynq_err_name(rc));
   dynqd__conn_send_error(c, 0, rc, "%s; closing the connection", msg);
+  c->rpos += c->rlen;
   c->rlen = 0;  /* the rest of the stream cannot be resynchronised */
   c->flushing = 1;
 }
@@ -397,17 +473,22 @@ static void process_frames(dynqd_conn_t *c) {
       off = 0;
       break;
     }
+    c->frame_pos = c->rpos + off;
     if (handle_frame(c, c->rbuf + off, flen) == DYNQD_WAIT) break;
     off += flen;
+    c->last_active_ns = uv_hrtime();
+    if (c->n_fds > 0) close_stray_fds(c, c->rpos + off);
   }
   if (off > 0) {
     memmove(c->rbuf, c->rbuf + off, c->rlen - off);
     c->rlen -= off;
+    c->rpos += off;
   }
   if (c->rlen == 0 && c->rcap > RBUF_KEEP) {
     free(c->rbuf);
     c->rbuf = NULL;
     c->rcap = 0;
+    account(c);
   }
   update_reading(c);
 }
@@ -423,6 +504,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     if (nb != NULL) {
       c->rbuf = nb;
       c->rcap = ncap;
+      account(c);  /* over the global cap: shed after the read (not here) */
+    } else if (c->rcap == c->rlen) {
+      c->nomem = 1;  /* read_cb stops reading; the next tick retries */
     }
   }
   if (c->rcap == c->rlen) {
@@ -436,11 +520,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   dynqd_conn_t *c = (dynqd_conn_t *)st;
-  if (!c->closing) take_fds(c);  /* fds ride with the bytes */
+  if (!c->closing) take_fds(c, n);  /* fds ride with the bytes */
   if (n == 0 || c->closing) return;
   if (n == UV_ENOBUFS) {
     /* The read buffer is at its cap: pause until frames are consumed
-     * (process_frames restarts reading when there is room). */
+     * (process_frames restarts reading when there is room); or memory ran
+     * out (nomem): the tick resumes reading, no tight stop/start loop. */
+    if (c->nomem) log_warn("conn %llu: out of memory for its read buffer; reading "
+                           "paused", (unsigned long long)c->id);
     uv_read_stop(st);
     c->reading = 0;
     process_frames(c);
@@ -459,6 +546,90 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   }
   c->rlen += (size_t)n;
   process_frames(c);
+  shed(c->srv);
+}
+
+/* Say why (msgid 0), then close once that is written. */
+static void refuse(dynqd_conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(dynqd_conn_t *c, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  dynqd__conn_send_error(c, 0, DYNQ_ELIMIT, "%s", msg);
+  dynqd__conn_flush_and_close(c);
+}
+
+/* The peer's uid and gid from the kernel, whether it is an admin peer, and
+ * its uid's record.  0, or -1 after logging (the connection is refused). */
+static int identify(dynqd_conn_t *c) {
+  dynqd_server_t *s = c->srv;
+  int fd = dynqd__conn_fd(c);
+  struct ucred cr;
+  socklen_t len = sizeof(cr);
+  if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) {
+    log_warn("conn %llu: cannot identify the peer: %s; refusing it",
+             (unsigned long long)c->id, strerror(errno));
+    return -1;
+  }
+  c->uid = (uint32_t)cr.uid;
+  c->gid = (uint32_t)cr.gid;
+  char why[256];
+  c->admin = s->peer_ok != NULL && s->peer_ok(fd, s->cfg->admin_group, why, sizeof(why));
+  c->peer = dynqd__peer_get(&s->peers, c->uid);
+  if (c->peer == NULL) {
+    log_err("conn %llu: out of memory accounting uid %u; refusing it",
+            (unsigned long long)c->id, (unsigned)c->uid);
+    return -1;
+  }
+  return 0;
+}
+
+static void on_tick(uv_timer_t *t) {
+  dynqd_server_t *s = t->data;
+  uint64_t now = uv_hrtime();
+  uint64_t idle_ns = (uint64_t)s->cfg->idle_timeout_s * 1000000000u;
+  for (dynqd_conn_t *c = s->conns, *n; c; c = n) {
+    n = c->next;
+    if (c->closing) continue;
+    if (c->nomem) {  /* back-off after an allocation failure: try again */
+      c->nomem = 0;
+      update_reading(c);
+      continue;
+    }
+    if (s->draining) {
+      /* A peer that does not read would hold the drain for its whole
+       * timeout: unsent output that did not move since the last tick. */
+      size_t unsent = c->writes > 0 ? uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) : 0;
+      if (unsent > 0 && c->drain_checked && unsent >= c->drain_unsent) {
+        log_notice("conn %llu: not reading its answers while draining; dropping it",
+                   (unsigned long long)c->id);
+        dynqd__conn_close(c);
+        continue;
+      }
+      c->drain_unsent = unsent;
+      c->drain_checked = 1;
+      continue;
+    }
+    if (idle_ns > 0 && c->inflight == 0 && c->writes == 0 && !c->waiting &&
+        now - c->last_active_ns > idle_ns) {
+      log_info("conn %llu (uid %u): no complete request for %d s (idle_timeout_s); "
+               "closing it", (unsigned long long)c->id, (unsigned)c->uid,
+               s->cfg->idle_timeout_s);
+      dynqd__conn_close(c);
+    }
+  }
+}
+
+void dynqd__conn_tick_start(dynqd_server_t *s) {
+  if (!s->tick_init) {
+    uv_timer_init(s->loop, &s->tick_timer);
+    s->tick_timer.data = s;
+    uv_unref((uv_handle_t *)&s->tick_timer);  /* never keeps the loop alive */
+    s->tick_init = 1;
+  }
+  uv_timer_start(&s->tick_timer, on_tick, TICK_MS, TICK_MS);
 }
 
 void dynqd__conn_accept(dynqd_server_t *s) {
@@ -481,6 +652,7 @@ void dynqd__conn_accept(dynqd_server_t *s) {
   if (s->conns) s->conns->prev = c;
   s->conns = c;
   s->n_conns++;
+  c->last_active_ns = uv_hrtime();
   int rc = uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->pipe);
   if (rc != 0) {
     log_warn("accept failed: %s", uv_strerror(rc));
@@ -493,6 +665,19 @@ void dynqd__conn_accept(dynqd_server_t *s) {
     dynqd__conn_close(c);
     return;
   }
+  if (identify(c) != 0) {
+    dynqd__conn_close(c);
+    return;
+  }
+  int cap = s->cfg->max_conns_per_uid;
+  if (!c->admin && cap > 0 && c->peer->conns >= cap) {
+    log_warn("refusing connection: uid %u has %d connections open (max_conns_per_uid %d)",
+             (unsigned)c->uid, c->peer->conns, cap);
+    refuse(c, "uid %u already has %d connections open (max_conns_per_uid %d)",
+           (unsigned)c->uid, c->peer->conns, cap);
+    return;
+  }
+  c->peer->conns++;
   rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
   if (rc != 0) {
     log_warn("conn %llu: cannot read: %s", (unsigned long long)c->id, uv_strerror(rc));

@@ -78,6 +78,17 @@ typedef struct dynqd_config {
                             when dynqd is idle (shadow.c); 0 (off)..1 */
   double shadow_alert;   /* relL2 above which a shadowed request warns; 0: off */
   int shadow_window_s;   /* the alert logs at most once per window per model */
+  /* What one local peer may hold.  "per uid" caps count everything of the
+   * peers running as that uid; admin peers (root, dynqd's uid,
+   * admin_group) are exempt from them.  0 means no cap where noted. */
+  int max_conns_per_uid;       /* 0: none */
+  int idle_timeout_s;          /* close a connection idle this long; 0: never */
+  uint64_t max_buffers_total;  /* read buffers + unsent output, all connections */
+  int max_shm_regions_total;   /* regions mapped, all connections */
+  int max_shm_regions_per_uid; /* 0: none */
+  uint64_t max_shm_mapped_total;   /* bytes mapped, all connections */
+  uint64_t max_shm_mapped_per_uid; /* 0: none */
+  int max_sessions_per_uid;    /* 0: none */
 } dynqd_config_t;
 
 /* `[batch.MODEL]` max_batch / max_delay_us / axes from the config file. */
@@ -441,6 +452,29 @@ void dynqd__shadow_submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t 
                           dynq__tensor_t *inputs, int n_in, dynq__tensor_t *int8, int n_out);
 /* Loop: count finished runs into their models' stats (alerts logged). */
 void dynqd__shadow_collect(dynqd_shadow_t *sh);
+/* ---- per-uid accounting (peers.c) ----
+ *
+ * One record per uid that ever connected (bounded: only root can make
+ * more uids), never freed before exit, so services may keep pointers.
+ * Loop thread only. */
+typedef struct dynqd_peer {
+  uint32_t uid;
+  int conns;                  /* open connections */
+  int sessions;               /* open sessions it created (detached ones too) */
+  int shm_regions;            /* regions mapped */
+  uint64_t shm_bytes;         /* bytes of those mappings */
+} dynqd_peer_t;
+
+typedef struct dynqd_peers {
+  dynqd_peer_t **v;           /* owned, each owned */
+  int n, cap;
+} dynqd_peers_t;
+
+#define DYNQD_MAX_PEER_UIDS 65536
+/* The record of uid (added on first use); NULL when out of memory or the
+ * table is full. */
+dynqd_peer_t *dynqd__peer_get(dynqd_peers_t *p, uint32_t uid);
+void dynqd__peers_free(dynqd_peers_t *p);
 
 /* ---- sessions (sessions.c) ----
  *
@@ -454,6 +488,9 @@ typedef struct dynqd_session {
   struct dynqd_session *hnext; /* id table chain */
   uint64_t id;
   const void *owner;          /* opaque owner token; NULL when detached */
+  uint32_t uid;               /* who opened it: a detached session answers
+                                 only to owners of the same uid */
+  dynqd_peer_t *peer;         /* that uid's record (its session count) */
   dynq__model_t *model;       /* one ref */
   char *model_name;           /* owned, for stats */
   int n_bind;
@@ -473,7 +510,6 @@ typedef struct dynqd_sessions {
   dynqd_session_t **tab;      /* id -> session, chained by hnext; owned
                                  array (a power of two), NULL = scan the list */
   size_t tab_cap;
-  uint64_t next_id;
   uv_timer_t timer;           /* idle expiry; inited lazily, unref'd */
   int timer_init;
 } dynqd_sessions_t;
@@ -487,11 +523,16 @@ typedef struct dynqd_session_req {
 } dynqd_session_req_t;
 
 /* 0 and *ret (listed, one ref owned by the list), or an error with err. */
-int dynqd__session_open(dynqd_sessions_t *sv, const void *owner,
-                        const dynqd_model_entry_t *e, const dynqd_session_req_t *rq,
-                        dynqd_session_t **ret, char *err, size_t errlen);
-/* The session id of owner (or detached), or NULL. */
-dynqd_session_t *dynqd__session_find(dynqd_sessions_t *sv, const void *owner, uint64_t id);
+/* Ids are random (63 bits, getrandom): a peer cannot guess another's.
+ * uid_cap > 0: at most that many sessions open for peer's uid. */
+int dynqd__session_open(dynqd_sessions_t *sv, const void *owner, dynqd_peer_t *peer,
+                        int uid_cap, const dynqd_model_entry_t *e,
+                        const dynqd_session_req_t *rq, dynqd_session_t **ret, char *err,
+                        size_t errlen);
+/* The session id of owner, or a detached one opened by the same uid; NULL
+ * otherwise (the caller cannot tell "not yours" from "no such session"). */
+dynqd_session_t *dynqd__session_find(dynqd_sessions_t *sv, const void *owner, uint32_t uid,
+                                     uint64_t id);
 /* Back to "not started" (EBUSY while a request runs). */
 int dynqd__session_reset(dynqd_sessions_t *sv, dynqd_session_t *ss);
 void dynqd__session_close(dynqd_sessions_t *sv, dynqd_session_t *ss, const char *why);
@@ -527,7 +568,18 @@ typedef struct dynqd_shm {
   int writable;               /* mapped PROT_WRITE (no F_SEAL_WRITE) */
   int refs;                   /* owner's list + running jobs; loop thread only */
   dynqd_shm_totals_t *tot;
+  dynqd_peer_t *peer;         /* the uid it counts against (NULL: none) */
 } dynqd_shm_t;
+
+/* Caps checked by dynqd__shm_register (0 in a per-uid field: no cap). */
+typedef struct dynqd_shm_limits {
+  int max_regions;            /* per owner (connection) */
+  uint64_t max_bytes;         /* one region */
+  int total_regions;          /* all owners */
+  uint64_t total_bytes;
+  int uid_regions;            /* per uid */
+  uint64_t uid_bytes;
+} dynqd_shm_limits_t;
 
 /* The regions of one owner (a connection). */
 typedef struct dynqd_shm_set {
@@ -550,8 +602,8 @@ typedef struct dynqd_shm_ref {
 
 /* Map fd (consumed) as a new region of set.  0 and *ret_id, or an error
  * with err set. */
-int dynqd__shm_register(dynqd_shm_set_t *set, dynqd_shm_totals_t *tot, int fd,
-                        uint64_t size, int max_regions, uint64_t max_bytes,
+int dynqd__shm_register(dynqd_shm_set_t *set, dynqd_shm_totals_t *tot, dynqd_peer_t *peer,
+                        int fd, uint64_t size, const dynqd_shm_limits_t *lim,
                         uint64_t *ret_id, char *err, size_t errlen);
 /* 0 or DYNQ_ENOREGION. */
 int dynqd__shm_unregister(dynqd_shm_set_t *set, uint64_t id);
@@ -652,9 +704,25 @@ struct dynqd_conn {
   int waiting;                /* a frame waits for start-up to finish */
   int writes;                 /* uv_write requests pending */
   size_t out_bytes;           /* bytes in those requests */
-  int fds[8];                 /* received with SCM_RIGHTS, not yet claimed;
-                                 owned (closed with the connection) */
+  /* fds received with SCM_RIGHTS, not yet claimed; owned (closed with the
+   * connection).  Each came with the bytes [start, end) of the stream (one
+   * recvmsg): only a frame starting there may claim it. */
+  struct {
+    int fd;
+    uint64_t start, end;
+  } fds[8];
   int n_fds;
+  uint64_t rpos;              /* stream offset of rbuf[0] */
+  uint64_t frame_pos;         /* stream offset of the frame being handled */
+  /* Who the peer is (SO_PEERCRED at accept) and what it holds. */
+  uint32_t uid, gid;
+  int admin;                  /* an admin peer at accept: exempt from per-uid caps */
+  dynqd_peer_t *peer;         /* its uid's record; NULL: not counted */
+  uint64_t last_active_ns;    /* a complete frame read or an answer sent */
+  int nomem;                  /* reading paused after an allocation failure */
+  size_t mem;                 /* bytes counted in srv->buffers (rcap + out_bytes) */
+  size_t drain_unsent;        /* draining: unsent bytes at the last check */
+  int drain_checked;
   dynqd_shm_set_t shm;        /* its regions (rpc_shm.c; freed by a hook) */
 };
 
@@ -740,7 +808,17 @@ struct dynqd_server {
    * run a small request inline. */
   int frames_iter, frames_prev;
   int reloads;                /* SIGHUP rescans completed */
+  /* What peers hold (conn.c): per uid, and the buffers of all live
+   * connections, checked against max_buffers_total. */
+  dynqd_peers_t peers;
+  size_t buffers;
+  uv_timer_t tick_timer;      /* idle timeout, back-off after ENOMEM, drain */
+  int tick_init;
 };
+
+/* The transport's periodic checks (conn.c): start once the loop runs;
+ * called again when draining starts (checks more often then). */
+void dynqd__conn_tick_start(dynqd_server_t *s);
 
 /* Called whenever something the drain waits for may have finished. */
 void dynqd__server_check_drained(dynqd_server_t *s);

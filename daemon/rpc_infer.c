@@ -426,10 +426,11 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   dynq__model_t *model;
   const char *mname;
   if (p->has_session) {
-    ss = dynqd__session_find(&s->sessions, rq->conn, p->session);
+    ss = dynqd__session_find(&s->sessions, rq->conn, rq->conn->uid, p->session);
     if (ss == NULL)
-      FAIL(DYNQ_ENOSESSION, "no session %llu (closed, timed out, or opened by another "
-           "connection without detached: true)", (unsigned long long)p->session);
+      FAIL(DYNQ_ENOSESSION, "no session %llu (closed, timed out, opened by another "
+           "connection without detached: true, or by another uid)",
+           (unsigned long long)p->session);
     if (ss->busy)
       FAIL(DYNQ_EBUSY, "session %llu is running another request; one request per session "
            "at a time", (unsigned long long)p->session);

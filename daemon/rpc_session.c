@@ -90,7 +90,9 @@ int dynqd__m_session_open(dynqd_req_t *rq, const dynq__params_t *p) {
   }
   char err[512] = "";
   dynqd_session_t *ss;
-  int rc = dynqd__session_open(&s->sessions, rq->conn, e, &sr, &ss, err, sizeof(err));
+  dynqd_conn_t *c = rq->conn;
+  int rc = dynqd__session_open(&s->sessions, c, c->peer, c->admin ? 0 : s->cfg->max_sessions_per_uid,
+                               e, &sr, &ss, err, sizeof(err));
   if (rc != 0)
     dynqd__reply_error(rq, rc, "%s", err);
   else
@@ -104,11 +106,12 @@ out:
 
 /* {session: id} of this connection (or detached); NULL after answering. */
 static dynqd_session_t *find(dynqd_req_t *rq, uint64_t id) {
-  dynqd_session_t *ss = dynqd__session_find(&rq->srv->sessions, rq->conn, id);
+  dynqd_session_t *ss = dynqd__session_find(&rq->srv->sessions, rq->conn, rq->conn->uid, id);
   if (ss == NULL)
     dynqd__reply_error(rq, DYNQ_ENOSESSION,
-                       "no session %llu (closed, timed out, or opened by another "
-                       "connection without detached: true)", (unsigned long long)id);
+                       "no session %llu (closed, timed out, opened by another "
+                       "connection without detached: true, or by another uid)",
+                       (unsigned long long)id);
   return ss;
 }
 

@@ -35,9 +35,13 @@ int dynqd__m_shm_register(dynqd_req_t *rq, const dynq__params_t *p) {
   }
   char err[512] = "";
   uint64_t id;
-  uint64_t max_bytes = cfg->max_shm_bytes > 0 ? cfg->max_shm_bytes : DEFAULT_MAX_BYTES;
-  int rc = dynqd__shm_register(&rq->conn->shm, &rq->srv->shm, fd, size, cfg->max_shm_regions,
-                               max_bytes, &id, err, sizeof(err));
+  dynqd_conn_t *c = rq->conn;
+  dynqd_shm_limits_t lim = {
+      cfg->max_shm_regions, cfg->max_shm_bytes > 0 ? cfg->max_shm_bytes : DEFAULT_MAX_BYTES,
+      cfg->max_shm_regions_total, cfg->max_shm_mapped_total,
+      c->admin ? 0 : cfg->max_shm_regions_per_uid, c->admin ? 0 : cfg->max_shm_mapped_per_uid};
+  int rc = dynqd__shm_register(&c->shm, &rq->srv->shm, c->peer, fd, size, &lim, &id, err,
+                               sizeof(err));
   rq->fd = -1;  /* consumed */
   if (rc != 0) {
     dynqd__reply_error(rq, rc, "%s", err);

@@ -353,6 +353,7 @@ int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg) 
   s->drain_timer.data = s;
   uv_timer_init(loop, &s->watchdog_timer);
   s->watchdog_timer.data = s;
+  dynqd__conn_tick_start(s);
   uv_signal_t *sigs[] = {&s->sig_term, &s->sig_int, &s->sig_hup};
   int signums[] = {SIGTERM, SIGINT, SIGHUP};
   for (int i = 0; i < 3; i++) {
@@ -396,4 +397,5 @@ void dynqd__server_fini(dynqd_server_t *s) {
   dynqd__stats_free(&s->stats);
   dynqd__registry_free(&s->reg);
   dynqd__listener_unlink(s);
+  dynqd__peers_free(&s->peers);  /* last: sessions and regions pointed at them */
 }

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "dynq/errors.h"
 #include "dynqd.h"
@@ -53,7 +54,7 @@ static void rearm(dynqd_sessions_t *s);
 /* ---- id table ---- */
 
 static size_t tab_slot(const dynqd_sessions_t *s, uint64_t id) {
-  return (size_t)(id & (s->tab_cap - 1));  /* ids are sequential */
+  return (size_t)(id & (s->tab_cap - 1));  /* ids are random */
 }
 
 /* Grow to hold n sessions at one per slot; on no memory the old table
@@ -99,6 +100,7 @@ static void session_close(dynqd_sessions_t *s, dynqd_session_t *ss, const char *
   tab_remove(s, ss);
   ss->closed = 1;
   s->n--;
+  if (ss->peer != NULL) ss->peer->sessions--;
   log_debug("session %llu closed (%s)", (unsigned long long)ss->id, why);
   dynqd__session_unref(ss);
 }
@@ -174,14 +176,37 @@ static int output_index(const dynq__graph_t *g, const char *name) {
   return -1;
 }
 
-int dynqd__session_open(dynqd_sessions_t *s, const void *owner,
-                        const dynqd_model_entry_t *e, const dynqd_session_req_t *rq,
-                        dynqd_session_t **ret, char *err, size_t errlen) {
+/* A fresh id: 63 random bits (ids travel as msgpack ints read as int64),
+ * never 0, never one in use. */
+static uint64_t new_id(dynqd_sessions_t *s) {
+  static uint64_t fallback;
+  for (;;) {
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
+      /* No entropy source: still unique, if guessable (logged once). */
+      if (fallback == 0) log_warn("getrandom failed: session ids are not random");
+      v = uv_hrtime() ^ (++fallback << 32);
+    }
+    v &= INT64_MAX;
+    if (v != 0 && lookup(s, v) == NULL) return v;
+  }
+}
+
+int dynqd__session_open(dynqd_sessions_t *s, const void *owner, dynqd_peer_t *peer,
+                        int uid_cap, const dynqd_model_entry_t *e,
+                        const dynqd_session_req_t *rq, dynqd_session_t **ret, char *err,
+                        size_t errlen) {
   dynqd_session_t *ss = NULL;
   int rc;
   if (s->n >= max_sessions(s->cfg)) {
     snprintf(err, errlen, "session.open: %d sessions are open (limit max_sessions = %d); "
              "close some first", s->n, max_sessions(s->cfg));
+    return DYNQ_ELIMIT;
+  }
+  if (uid_cap > 0 && peer != NULL && peer->sessions >= uid_cap) {
+    snprintf(err, errlen, "session.open: uid %u has %d sessions open (limit "
+             "max_sessions_per_uid = %d); close some first", (unsigned)peer->uid,
+             peer->sessions, uid_cap);
     return DYNQ_ELIMIT;
   }
   uint64_t idle = idle_cap_ms(s->cfg);
@@ -282,8 +307,11 @@ int dynqd__session_open(dynqd_sessions_t *s, const void *owner,
       goto fail;
     }
   }
-  ss->id = ++s->next_id;
+  ss->id = new_id(s);
   ss->owner = rq->detached ? NULL : owner;
+  ss->peer = peer;
+  ss->uid = peer != NULL ? peer->uid : 0;
+  if (peer != NULL) peer->sessions++;
   ss->idle_ms = idle;
   ss->last_ns = uv_hrtime();
   ss->next = s->list;
@@ -312,9 +340,10 @@ fail:
   return rc;
 }
 
-dynqd_session_t *dynqd__session_find(dynqd_sessions_t *s, const void *owner, uint64_t id) {
+dynqd_session_t *dynqd__session_find(dynqd_sessions_t *s, const void *owner, uint32_t uid,
+                                     uint64_t id) {
   dynqd_session_t *ss = lookup(s, id);
-  if (ss != NULL && (ss->owner == NULL || ss->owner == owner)) return ss;
+  if (ss != NULL && (ss->owner == owner || (ss->owner == NULL && ss->uid == uid))) return ss;
   return NULL;
 }
 

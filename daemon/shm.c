@@ -28,6 +28,10 @@ void dynqd__shm_unref(dynqd_shm_t *r) {
   if (r->base != NULL) munmap(r->base, (size_t)r->size);
   r->tot->n--;
   r->tot->bytes -= r->size;
+  if (r->peer != NULL) {
+    r->peer->shm_regions--;
+    r->peer->shm_bytes -= r->size;
+  }
   free(r);
 }
 
@@ -50,20 +54,41 @@ void dynqd__shm_refs_clear(dynqd_shm_refs_t *refs) {
   refs->n = 0;
 }
 
-int dynqd__shm_register(dynqd_shm_set_t *set, dynqd_shm_totals_t *tot, int fd,
-                        uint64_t size, int max_regions, uint64_t max_bytes,
+int dynqd__shm_register(dynqd_shm_set_t *set, dynqd_shm_totals_t *tot, dynqd_peer_t *peer,
+                        int fd, uint64_t size, const dynqd_shm_limits_t *lim,
                         uint64_t *ret_id, char *err, size_t errlen) {
   dynqd_shm_t *r = NULL;
   int rc;
-  if (size > max_bytes) {
+  if (size > lim->max_bytes) {
     snprintf(err, errlen, "shm.register: size %llu exceeds the %llu-byte region limit",
-             (unsigned long long)size, (unsigned long long)max_bytes);
+             (unsigned long long)size, (unsigned long long)lim->max_bytes);
     rc = DYNQ_ELIMIT;
     goto fail;
   }
-  if (set->n >= max_regions) {
+  if (set->n >= lim->max_regions) {
     snprintf(err, errlen, "shm.register: this connection already has %d regions (limit "
-             "%d); shm.unregister some first", set->n, max_regions);
+             "%d); shm.unregister some first", set->n, lim->max_regions);
+    rc = DYNQ_ELIMIT;
+    goto fail;
+  }
+  /* Mappings cost address space and vm.max_map_count entries whatever
+   * the memfd holds (sparse files map for free): bounded per uid and in
+   * total, so one local user cannot exhaust them for dynqd. */
+  if (tot->n >= lim->total_regions || size > lim->total_bytes - (tot->bytes < lim->total_bytes ? tot->bytes : lim->total_bytes)) {
+    snprintf(err, errlen, "shm.register: dynqd maps %d regions of %llu bytes (limits "
+             "max_shm_regions_total %d, max_shm_mapped %llu); retry later",
+             tot->n, (unsigned long long)tot->bytes, lim->total_regions,
+             (unsigned long long)lim->total_bytes);
+    rc = DYNQ_EOVERLOAD;
+    goto fail;
+  }
+  if (peer != NULL &&
+      ((lim->uid_regions > 0 && peer->shm_regions >= lim->uid_regions) ||
+       (lim->uid_bytes > 0 && size > lim->uid_bytes - (peer->shm_bytes < lim->uid_bytes ? peer->shm_bytes : lim->uid_bytes)))) {
+    snprintf(err, errlen, "shm.register: uid %u already has %d regions of %llu bytes "
+             "mapped (limits max_shm_regions_per_uid %d, max_shm_mapped_per_uid %llu)",
+             (unsigned)peer->uid, peer->shm_regions, (unsigned long long)peer->shm_bytes,
+             lim->uid_regions, (unsigned long long)lim->uid_bytes);
     rc = DYNQ_ELIMIT;
     goto fail;
   }
@@ -118,6 +143,11 @@ int dynqd__shm_register(dynqd_shm_set_t *set, dynqd_shm_totals_t *tot, int fd,
   r->size = size;
   r->refs = 1;
   r->tot = tot;
+  r->peer = peer;
+  if (peer != NULL) {
+    peer->shm_regions++;
+    peer->shm_bytes += size;
+  }
   r->id = ++tot->next_id;
   r->next = set->list;
   set->list = r;
