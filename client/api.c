@@ -8,6 +8,7 @@
 #include "client-internal.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,20 +95,18 @@ int dynq__bad_field(dynq_client_t *c, const char *method, const char *field) {
                            method, field);
 }
 
-int dynq_server_info(dynq_client_t *c, dynq_server_info_t *ret_info) {
+/* The v0 layout of a sized result: the least a caller's struct may hold. */
+#define MIN_SIZE(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
+
+int dynq_server_info_sized(dynq_client_t *c, dynq_server_info_t *ret_info, size_t size) {
   dynq_server_info_t info;
-  dynq__wbuf_t w;
   dynq__rpc_msg_t m;
-  uint32_t id;
   double up = 0;
   int r;
 
-  if (c == NULL || ret_info == NULL) return -EINVAL;
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "server.info");
-  dynq__w_map(&w, 0);
-  r = dynq__client_call(c, &w, id, NULL, 0, &m, NULL, NULL);
-  dynq__wbuf_free(&w);
+  if (c == NULL || ret_info == NULL || size < MIN_SIZE(dynq_server_info_t, uptime_s))
+    return -EINVAL;
+  r = dynq__client_rpc(c, DYNQ_M_server_info, NULL, &m);
   if (r < 0) return r;
 
   memset(&info, 0, sizeof(info));
@@ -134,7 +133,8 @@ int dynq_server_info(dynq_client_t *c, dynq_server_info_t *ret_info) {
     FIELD(dynq__obj_double(dynq__obj_get(m.result, "uptime_s"), &up), "uptime_s");
 #undef FIELD
   info.uptime_s = up;
-  *ret_info = info;
+  info.size = size < sizeof(info) ? size : sizeof(info);
+  memcpy(ret_info, &info, info.size);
   r = 0;
 out:
   dynq__rpc_free(&m);
@@ -148,18 +148,13 @@ void dynq_strv_free(char **v) {
 }
 
 int dynq_list_models(dynq_client_t *c, char ***ret_names) {
-  dynq__wbuf_t w;
   dynq__rpc_msg_t m;
   char **v = NULL;
-  uint32_t id, n, i;
+  uint32_t n, i;
   int r;
 
   if (c == NULL || ret_names == NULL) return -EINVAL;
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "models.list");
-  dynq__w_map(&w, 0);
-  r = dynq__client_call(c, &w, id, NULL, 0, &m, NULL, NULL);
-  dynq__wbuf_free(&w);
+  r = dynq__client_rpc(c, DYNQ_M_models_list, NULL, &m);
   if (r < 0) return r;
 
   if (dynq__obj_kind(m.result) != DYNQ_OBJ_ARRAY) {
@@ -212,7 +207,11 @@ void dynq_model_info_free(dynq_model_info_t *info) {
   free(info->producer);
   tensor_infos_free(info->inputs, info->n_inputs);
   tensor_infos_free(info->outputs, info->n_outputs);
-  memset(info, 0, sizeof(*info));
+  /* Zero what the caller's struct holds: size, when the library set it. */
+  size_t n = info->size;
+  if (n < MIN_SIZE(dynq_model_info_t, per_tensor) || n > sizeof(*info))
+    n = MIN_SIZE(dynq_model_info_t, per_tensor);
+  memset(info, 0, n);
 }
 
 /* [{name, dtype, shape}, ...] -> malloc'd array; field name on error. */
@@ -272,25 +271,23 @@ fail:
   return r;
 }
 
-int dynq_model_info(dynq_client_t *c, const char *model,
-                    dynq_model_info_t *ret_info) {
+int dynq_model_info_sized(dynq_client_t *c, const char *model,
+                          dynq_model_info_t *ret_info, size_t size) {
   dynq_model_info_t info;
-  dynq__wbuf_t w;
+  dynq__p_model_info_t p;
   dynq__rpc_msg_t m;
   dynq__obj_t res;
   const char *field = "result", *s;
   size_t sl;
-  uint32_t id;
   int r;
 
-  if (c == NULL || model == NULL || ret_info == NULL) return -EINVAL;
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "model.info");
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, model);
-  r = dynq__client_call(c, &w, id, NULL, 0, &m, NULL, NULL);
-  dynq__wbuf_free(&w);
+  if (c == NULL || model == NULL || ret_info == NULL ||
+      size < MIN_SIZE(dynq_model_info_t, per_tensor))
+    return -EINVAL;
+  memset(&p, 0, sizeof(p));
+  p.model = dynq__pstr(model);
+  p.has_model = 1;
+  r = dynq__client_rpc(c, DYNQ_M_model_info, &p, &m);
   if (r < 0) return r;
 
   memset(&info, 0, sizeof(info));
@@ -319,6 +316,7 @@ int dynq_model_info(dynq_client_t *c, const char *model,
                 &info.reference_weight_bytes), "reference_weight_bytes");
   FIELD(dynq__get_bool(dynq__obj_get(res, "has_reference"), &info.has_reference),
         "has_reference");
+  FIELD(dynq__get_u64(dynq__obj_get(res, "source_hash"), &info.source_hash), "source_hash");
 #undef FIELD
   field = "activation_scales";
   if (dynq__obj_str(dynq__obj_get(res, "activation_scales"), &s, &sl) == 0)
@@ -328,10 +326,13 @@ int dynq_model_info(dynq_client_t *c, const char *model,
     if (info.name == NULL) { r = -ENOMEM; goto bad; }
   }
   dynq__rpc_free(&m);
-  *ret_info = info;
+  /* Every owned pointer is in the v0 part, which size covers. */
+  info.size = size < sizeof(info) ? size : sizeof(info);
+  memcpy(ret_info, &info, info.size);
   return 0;
 
 bad:
+  info.size = sizeof(info);
   dynq_model_info_free(&info);
   dynq__rpc_free(&m);
   if (r == -ENOMEM) return dynq__client_fail(c, r, "out of memory");
@@ -397,13 +398,14 @@ static int check_input(dynq_client_t *c, const dynq_tensor_t *in, int i,
 }
 
 static void w_shm_ref(dynq__wbuf_t *w, const dynq_shm_ref_t *ref) {
-  dynq__w_map(w, 3);
-  dynq__w_str(w, "region");
+  dynq__w_map_begin(w);
+  dynq__w_key(w, "region");
   dynq__w_uint(w, ref->region);
-  dynq__w_str(w, "offset");
+  dynq__w_key(w, "offset");
   dynq__w_uint(w, ref->offset);
-  dynq__w_str(w, "size");
+  dynq__w_key(w, "size");
   dynq__w_uint(w, ref->size);
+  dynq__w_map_end(w);
 }
 
 /* {shm: {region, offset, size}} result entry -> tensor with data NULL. */
@@ -524,21 +526,70 @@ void dynq_infer_opts_init(dynq_infer_opts_t *opts) {
   if (opts != NULL) memset(opts, 0, sizeof(*opts));
 }
 
-int dynq_infer_ex(dynq_client_t *c, const char *model,
-                  const dynq_tensor_t *inputs, int n_inputs,
-                  const dynq_infer_opts_t *opts,
-                  dynq_infer_result_t *ret_result) {
+/* What the infer encoder's callbacks write from. */
+typedef struct infer_ctx {
+  dynq_client_t *c;
+  const dynq_tensor_t *inputs;
+  int n_inputs;
+  const dynq_infer_opts_t *opts;
+} infer_ctx_t;
+
+static const dynq_shm_ref_t *input_shm(const infer_ctx_t *x, int k) {
+  if (x->opts->input_shm != NULL && x->inputs[k].data == NULL) return &x->opts->input_shm[k];
+  return NULL;
+}
+
+static void w_inputs(dynq__wbuf_t *w, const void *ctx) {
+  const infer_ctx_t *x = ctx;
+  dynq__w_map_begin(w);
+  for (int k = 0; k < x->n_inputs; k++) {
+    const dynq_shm_ref_t *shm = input_shm(x, k);
+    dynq__tensor_t t;
+    /* checked before encoding began; a failure here is a bug */
+    if (check_input(x->c, &x->inputs[k], k, shm, &t) < 0) {
+      if (!w->err) w->err = DYNQ_EINTERNAL;
+      break;
+    }
+    dynq__w_key(w, x->inputs[k].name);
+    if (shm != NULL) {
+      dynq__w_map_begin(w);
+      dynq__w_key(w, "dtype");
+      dynq__w_str(w, dynq__dtype_name(t.dtype));
+      dynq__w_key(w, "shape");
+      dynq__w_array(w, (uint32_t)t.rank);
+      for (int d = 0; d < t.rank; d++) dynq__w_int(w, t.dims[d]);
+      dynq__w_key(w, "shm");
+      w_shm_ref(w, shm);
+      dynq__w_map_end(w);
+    } else {
+      dynq__w_tensor(w, &t);
+    }
+  }
+  dynq__w_map_end(w);
+}
+
+static void w_outputs_shm(dynq__wbuf_t *w, const void *ctx) {
+  const infer_ctx_t *x = ctx;
+  dynq__w_map_begin(w);
+  for (int k = 0; k < x->opts->n_output_shm; k++) {
+    dynq__w_key(w, x->opts->output_shm[k].name);
+    w_shm_ref(w, &x->opts->output_shm[k].ref);
+  }
+  dynq__w_map_end(w);
+}
+
+int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
+                       const char *model, const dynq_tensor_t *inputs, int n_inputs,
+                       const dynq_infer_opts_t *opts) {
   static const dynq_infer_opts_t defaults;
-  dynq_infer_result_t res;
-  dynq__wbuf_t w;
-  dynq__rpc_msg_t m;
-  uint32_t id, n_fields;
+  dynq__p_infer_t p;
+  infer_ctx_t x;
   int r;
 
   if (opts == NULL) opts = &defaults;
-  if (c == NULL || ret_result == NULL || n_inputs < 0 ||
-      (inputs == NULL && n_inputs > 0) || (model == NULL && !opts->use_session) ||
-      opts->n_output_shm < 0 || (opts->output_shm == NULL && opts->n_output_shm > 0))
+  if (c == NULL || n_inputs < 0 || (inputs == NULL && n_inputs > 0) ||
+      (model == NULL && !opts->use_session) || opts->n_output_shm < 0 ||
+      (opts->output_shm == NULL && opts->n_output_shm > 0))
     return -EINVAL;
   c->errmsg[0] = '\0';
   if (opts->precision != DYNQ_INFER_DEFAULT && opts->precision != DYNQ_INFER_INT8 &&
@@ -552,62 +603,84 @@ int dynq_infer_ex(dynq_client_t *c, const char *model,
       return dynq__client_fail(c, DYNQ_EPARAMS,
                                "output '%s': shm offset + size overflows", os->name);
   }
-
-  n_fields = 1 + (model != NULL) + (opts->precision != DYNQ_INFER_DEFAULT) +
-             (opts->timeout_ms > 0) + (opts->use_session != 0) + (opts->n_output_shm > 0);
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "infer");
-  dynq__w_map(&w, n_fields);
-  if (model != NULL) {
-    dynq__w_str(&w, "model");
-    dynq__w_str(&w, model);
-  }
-  dynq__w_str(&w, "inputs");
-  dynq__w_map(&w, (uint32_t)n_inputs);
+  x.c = c;
+  x.inputs = inputs;
+  x.n_inputs = n_inputs;
+  x.opts = opts;
   for (int k = 0; k < n_inputs; k++) {
-    const dynq_shm_ref_t *shm = NULL;
     dynq__tensor_t t;
-    if (opts->input_shm != NULL && inputs[k].data == NULL) shm = &opts->input_shm[k];
-    r = check_input(c, &inputs[k], k, shm, &t);
-    if (r < 0) {
-      dynq__wbuf_free(&w);
-      return r;
-    }
-    dynq__w_str(&w, inputs[k].name);
-    if (shm != NULL) {
-      dynq__w_map(&w, 3);
-      dynq__w_str(&w, "dtype");
-      dynq__w_str(&w, dynq__dtype_name(t.dtype));
-      dynq__w_str(&w, "shape");
-      dynq__w_array(&w, (uint32_t)t.rank);
-      for (int d = 0; d < t.rank; d++) dynq__w_int(&w, t.dims[d]);
-      dynq__w_str(&w, "shm");
-      w_shm_ref(&w, shm);
-    } else {
-      dynq__w_tensor(&w, &t);
-    }
+    r = check_input(c, &inputs[k], k, input_shm(&x, k), &t);
+    if (r < 0) return r;
   }
-  if (opts->precision != DYNQ_INFER_DEFAULT) {
-    dynq__w_str(&w, "precision");
-    dynq__w_str(&w, opts->precision == DYNQ_INFER_FP32 ? "fp32" : "int8");
-  }
-  if (opts->timeout_ms > 0) {
-    dynq__w_str(&w, "timeout_ms");
-    dynq__w_uint(&w, opts->timeout_ms);
-  }
-  if (opts->use_session) {
-    dynq__w_str(&w, "session");
-    dynq__w_uint(&w, opts->session);
-  }
-  if (opts->n_output_shm > 0) {
-    dynq__w_str(&w, "outputs_shm");
-    dynq__w_map(&w, (uint32_t)opts->n_output_shm);
-    for (int k = 0; k < opts->n_output_shm; k++) {
-      dynq__w_str(&w, opts->output_shm[k].name);
-      w_shm_ref(&w, &opts->output_shm[k].ref);
-    }
-  }
-  r = dynq__client_call(c, &w, id, NULL, 0, &m, NULL, NULL);
+
+  memset(&p, 0, sizeof(p));
+  p.has_model = model != NULL;
+  p.model = dynq__pstr(model);
+  p.has_inputs = 1;
+  p.inputs.write = w_inputs;
+  p.inputs.ctx = &x;
+  p.has_precision = opts->precision != DYNQ_INFER_DEFAULT;
+  p.precision = dynq__pstr(opts->precision == DYNQ_INFER_FP32 ? "fp32" : "int8");
+  p.has_timeout_ms = opts->timeout_ms > 0;
+  p.timeout_ms = opts->timeout_ms;
+  p.has_session = opts->use_session != 0;
+  p.session = opts->session;
+  p.has_outputs_shm = opts->n_output_shm > 0;
+  p.outputs_shm.write = w_outputs_shm;
+  p.outputs_shm.ctx = &x;
+  dynq__w_request(w, msgid, DYNQ_M_infer, &p);
+  return 0;
+}
+
+int dynq_submit_infer(dynq_client_t *c, const char *model,
+                      const dynq_tensor_t *inputs, int n_inputs,
+                      const dynq_infer_opts_t *opts, uint32_t *ret_ticket) {
+  dynq__wbuf_t w;
+  uint32_t id;
+  int r;
+
+  if (c == NULL || ret_ticket == NULL) return -EINVAL;
+  dynq__wbuf_init(&w);
+  id = dynq__client_next_id(c);
+  r = dynq__encode_infer(c, &w, id, model, inputs, n_inputs, opts);
+  if (r == 0) r = dynq__client_send(c, &w, id, NULL, 0, -1);
+  dynq__wbuf_free(&w);
+  if (r < 0) return r;
+  *ret_ticket = id;
+  return 0;
+}
+
+int dynq_wait_infer(dynq_client_t *c, uint32_t ticket, dynq_infer_result_t *ret_result) {
+  dynq_infer_result_t res;
+  dynq__rpc_msg_t m;
+  int r;
+
+  if (c == NULL || ret_result == NULL) return -EINVAL;
+  c->errmsg[0] = '\0';
+  r = dynq__client_take(c, ticket, &m);
+  if (r < 0) return r;
+  r = dynq__parse_infer_result(c, m.result, &res);
+  dynq__rpc_free(&m);
+  if (r < 0) return r;
+  *ret_result = res;
+  return 0;
+}
+
+int dynq_infer_ex(dynq_client_t *c, const char *model,
+                  const dynq_tensor_t *inputs, int n_inputs,
+                  const dynq_infer_opts_t *opts,
+                  dynq_infer_result_t *ret_result) {
+  dynq_infer_result_t res;
+  dynq__wbuf_t w;
+  dynq__rpc_msg_t m;
+  uint32_t id;
+  int r;
+
+  if (c == NULL || ret_result == NULL) return -EINVAL;
+  dynq__wbuf_init(&w);
+  id = dynq__client_next_id(c);
+  r = dynq__encode_infer(c, &w, id, model, inputs, n_inputs, opts);
+  if (r == 0) r = dynq__client_call(c, &w, id, NULL, 0, &m);
   dynq__wbuf_free(&w);
   if (r < 0) return r;
   r = dynq__parse_infer_result(c, m.result, &res);

@@ -6,9 +6,12 @@
  *  - fd >= 0 while the stream is usable; -1 after dynq__client_broken()
  *    (any I/O error, EOF, or a frame we could not delimit).  A broken
  *    client answers every call with DYNQ_ECLOSED.
- *  - rbuf[0 .. frame_len) is the frame handed to the caller by the last
- *    dynq__client_recv(); it stays valid (parsed objects point into it)
- *    until the next send/recv.  rbuf[frame_len .. rlen) is read-ahead.
+ *  - every request sent and not yet collected has one pend[] entry; an
+ *    answer is matched to it by msgid, whatever the order answers come
+ *    in; an answer for an unknown msgid (a forgotten ticket) is dropped.
+ *  - when the connection breaks, every entry not yet answered is answered
+ *    with the connection's error at once, so each ticket completes
+ *    exactly once.
  */
 #ifndef DYNQ_CLIENT_INTERNAL_H
 #define DYNQ_CLIENT_INTERNAL_H
@@ -18,6 +21,7 @@
 #include <stdio.h>
 
 #include "dynq/dynqclient.h"
+#include "proto/methods.h"
 #include "proto/proto.h"
 
 /* Largest response frame we accept: a big output tensor fits, a peer
@@ -25,19 +29,35 @@
 #define DYNQ__CLIENT_MAX_FRAME ((size_t)1 << 30)
 #define DYNQ__CLIENT_ERRMSG 512
 
+/* One request in flight or answered and not yet collected. */
+typedef struct dynq__pend {
+  uint32_t msgid;
+  int done;                  /* answered (or failed with the connection) */
+  int reported;              /* dynq_poll has handed this ticket out */
+  uint64_t seq;              /* done: completion order, for dynq_poll */
+  int code;                  /* done: 0, or the request's error */
+  char *msg;                 /* done with an error: malloc'd message or NULL */
+  dynq__rpc_msg_t resp;      /* done with code 0: the response (owned) */
+} dynq__pend_t;
+
 struct dynq_client {
   int fd;                    /* owned; -1 once broken/closed */
   uint32_t next_msgid;       /* 1.., skipping 0 (the server's "no id") */
-  uint8_t *rbuf;             /* owned; malloc'd; <= MAX_FRAME + one read */
-  size_t rlen, rcap;
-  size_t frame_len;          /* bytes of rbuf holding the current frame */
+  dynq__framer_t fr;         /* the response stream */
+  /* pend[0 .. n_pend): requests sent and not collected, in send order;
+   * n_pend <= max_inflight (dynq_client_set_max_inflight) */
+  dynq__pend_t *pend;        /* owned; malloc'd; cap_pend entries */
+  int n_pend, cap_pend, max_inflight;
+  uint64_t done_seq;         /* completions so far */
   /* Busy-poll before blocking (dynq_client_set_spin): spin_max_us is the
    * caller's budget, spin_cur_us the adapted one (0..spin_max_us),
-   * spin_until_ns the end of this call's spin (0: block at once). */
+   * spin_until_ns the end of this wait's spin (0: block at once). */
   int spin_max_us, spin_cur_us;
   int spin_idle_calls;       /* calls at budget 0 since the last probe */
   int spin_probe_gap;        /* such calls between probes (adaptive) */
   uint64_t spin_until_ns;
+  int broken_code;           /* why fd went -1 (0: closed normally) */
+  char path[108 + 64];       /* the socket path connected to (a sun_path) */
   char errmsg[DYNQ__CLIENT_ERRMSG];
 };
 
@@ -45,29 +65,41 @@ struct dynq_client {
 int dynq__client_fail(dynq_client_t *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The next msgid (1.., skipping 0). */
+uint32_t dynq__client_next_id(dynq_client_t *c);
+
+/* A blocking call of a schema method with params p (the method's
+ * dynq__p_<id>_t, or NULL for none): 0 and *ret_msg, or the error. */
+int dynq__client_rpc(dynq_client_t *c, dynq__method_id_t method, const void *params,
+                     dynq__rpc_msg_t *ret_msg);
+
 /* Begin a request frame in w: [0, msgid, method, ...; returns the msgid.
  * The caller then writes exactly one params object. */
 uint32_t dynq__client_begin(dynq_client_t *c, dynq__wbuf_t *w,
                             const char *method);
 
-/*
- * Send w (plus extra raw bytes appended on the wire, may be NULL) and wait
- * for the response with this msgid.  On 0, *ret_msg holds the parsed
- * response whose error is nil (free with dynq__rpc_free before the next
- * call) and, when ret_frame is non-NULL, the raw frame bytes.  A server
- * error object becomes its code with the server's message in errmsg.
- */
+/* Send w (plus extra raw bytes, may be NULL; pass_fd >= 0 rides as
+ * SCM_RIGHTS with the frame's first byte) as request msgid and register it
+ * as in flight.  Reads answers meanwhile when the socket is full, so a
+ * long pipeline cannot deadlock against the server's replies. */
+int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
+                      const void *extra, size_t extra_len, int pass_fd);
+
+/* Wait for request msgid's answer and forget the ticket.  0 and
+ * *ret_msg (the response, error nil; dynq__rpc_free it), or the request's
+ * error with its message in errmsg. */
+int dynq__client_take(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg);
+
+/* send + take, with the adaptive busy-poll of the blocking calls. */
 int dynq__client_call(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                       const void *extra, size_t extra_len,
-                      dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
-                      size_t *ret_frame_len);
-
-/* The same, with pass_fd (>= 0) sent as SCM_RIGHTS with the frame's first
- * byte (shm.register). */
+                      dynq__rpc_msg_t *ret_msg);
 int dynq__client_call_fd(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                          const void *extra, size_t extra_len, int pass_fd,
-                         dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
-                         size_t *ret_frame_len);
+                         dynq__rpc_msg_t *ret_msg);
+
+/* The raw msgpack of a response's result (borrowed from m). */
+int dynq__result_bytes(const dynq__rpc_msg_t *m, const uint8_t **ret_p, size_t *ret_len);
 
 /* Reply-field readers shared by api.c and prod.c: absent/nil reads as 0 /
  * NULL / "", a wrong type is DYNQ_EPROTO. */
@@ -87,5 +119,10 @@ void dynq__obj_to_json(dynq__obj_t o, FILE *f);
 /* Infer result {outputs, compute_us} -> public struct. */
 int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result,
                              dynq_infer_result_t *ret);
+
+/* Encode an infer request (checks every input first); 0 or the error. */
+int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
+                       const char *model, const dynq_tensor_t *inputs, int n_inputs,
+                       const dynq_infer_opts_t *opts);
 
 #endif

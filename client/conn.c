@@ -9,6 +9,7 @@
 #include "client-internal.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,7 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define RBUF_MIN ((size_t)64 << 10)
+/* Bytes asked of the framer per read. */
+#define READ_CHUNK ((size_t)64 << 10)
 
 /* Responses are small maps except for tensor payloads (bin), so depth and
  * element counts stay low even for large results. */
@@ -62,17 +64,33 @@ static int spin_from_env(void) {
   return (int)v;
 }
 
-const char *dynq_default_socket(char *buf, size_t cap) {
+/* ---- the socket search ---- */
+
+const char *dynq_socket_candidate(int i, char *buf, size_t cap) {
   const char *env = getenv("DYNQ_SOCKET");
   const char *xdg = getenv("XDG_RUNTIME_DIR");
-  if (buf == NULL || cap == 0) return NULL;
-  if (env != NULL && *env != '\0')
+  if (buf == NULL || cap == 0 || i < 0) return NULL;
+  /* An explicit choice is the only candidate: trying others behind the
+   * user's back could reach a different daemon. */
+  if (env != NULL && *env != '\0') {
+    if (i > 0) return NULL;
     snprintf(buf, cap, "%s", env);
-  else if (xdg != NULL && *xdg != '\0')
-    snprintf(buf, cap, "%s/dynq/dynqd.sock", xdg);
-  else
-    snprintf(buf, cap, "%s", "/run/dynq/dynqd.sock");
+    return buf;
+  }
+  if (xdg != NULL && *xdg != '\0') {
+    if (i == 0) {
+      snprintf(buf, cap, "%s/dynq/dynqd.sock", xdg);
+      return buf;
+    }
+    i--;
+  }
+  if (i > 0) return NULL;
+  snprintf(buf, cap, "%s", "/run/dynq/dynqd.sock");
   return buf;
+}
+
+const char *dynq_default_socket(char *buf, size_t cap) {
+  return dynq_socket_candidate(0, buf, cap);
 }
 
 int dynq__client_fail(dynq_client_t *c, int code, const char *fmt, ...) {
@@ -84,62 +102,120 @@ int dynq__client_fail(dynq_client_t *c, int code, const char *fmt, ...) {
   return code;
 }
 
-/* The stream can no longer be trusted to be at a frame boundary. */
-static void client_broken(dynq_client_t *c) {
-  if (c->fd >= 0) close(c->fd);
-  c->fd = -1;
-  c->rlen = 0;
-  c->frame_len = 0;
+static void pend_clear(dynq__pend_t *p) {
+  free(p->msg);
+  p->msg = NULL;
+  if (p->done && p->code == 0) dynq__rpc_free(&p->resp);
 }
 
-int dynq_connect(const char *socket_path, dynq_client_t **ret_client) {
-  char defpath[sizeof(((struct sockaddr_un *)0)->sun_path) + 64];
-  struct sockaddr_un sa;
-  dynq_client_t *c = NULL;
-  int fd = -1, r;
-  size_t n;
+/* The stream can no longer be trusted to be at a frame boundary: close it
+ * and answer every request still waiting with code and msg, once. */
+static void client_broken(dynq_client_t *c, int code, const char *msg) {
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  c->broken_code = code;
+  dynq__framer_discard(&c->fr);
+  for (int i = 0; i < c->n_pend; i++) {
+    dynq__pend_t *p = &c->pend[i];
+    if (p->done) continue;
+    p->done = 1;
+    p->seq = ++c->done_seq;
+    p->code = code;
+    p->msg = msg != NULL ? strdup(msg) : NULL;
+  }
+}
 
-  if (ret_client == NULL) return -EINVAL;
-  if (socket_path == NULL)
-    socket_path = dynq_default_socket(defpath, sizeof(defpath));
-  n = strlen(socket_path);
+/* Connect one path: 0 and *ret_fd, or -errno. */
+static int connect_path(const char *path, int *ret_fd) {
+  struct sockaddr_un sa;
+  size_t n = strlen(path);
+  int fd;
   /* sun_path needs room for the NUL; we never use abstract sockets. */
   if (n == 0) return -EINVAL;
   if (n >= sizeof(sa.sun_path)) return -ENAMETOOLONG;
   memset(&sa, 0, sizeof(sa));
   sa.sun_family = AF_UNIX;
-  memcpy(sa.sun_path, socket_path, n + 1);
+  memcpy(sa.sun_path, path, n + 1);
+  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+    int e = errno;
+    if (e == EINTR) continue;
+    close(fd);
+    return -e;
+  }
+  *ret_fd = fd;
+  return 0;
+}
+
+static void msg_append(char *msg, size_t msglen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void msg_append(char *msg, size_t msglen, const char *fmt, ...) {
+  size_t used;
+  va_list ap;
+  if (msg == NULL || msglen == 0) return;
+  used = strlen(msg);
+  if (used + 1 >= msglen) return;
+  va_start(ap, fmt);
+  vsnprintf(msg + used, msglen - used, fmt, ap);
+  va_end(ap);
+}
+
+int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client, char *msg,
+                     size_t msglen) {
+  char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 64];
+  dynq_client_t *c;
+  int fd = -1, r = -ENOENT;
+
+  if (msg != NULL && msglen > 0) msg[0] = '\0';
+  if (ret_client == NULL) return -EINVAL;
+  if (socket_path != NULL) {
+    snprintf(path, sizeof(path), "%s", socket_path);
+    r = connect_path(socket_path, &fd);
+    if (r < 0) msg_append(msg, msglen, "%s: %s", socket_path, dynq_strerror(r));
+  } else {
+    const char *env = getenv("DYNQ_SOCKET");
+    for (int i = 0; dynq_socket_candidate(i, path, sizeof(path)) != NULL; i++) {
+      const char *how = env != NULL && *env != '\0' ? "$DYNQ_SOCKET"
+                        : strncmp(path, "/run/dynq/", 10) == 0 ? NULL
+                                                               : "$XDG_RUNTIME_DIR/dynq/dynqd.sock";
+      r = connect_path(path, &fd);
+      if (r == 0) break;
+      msg_append(msg, msglen, "%s%s%s%s%s: %s", i ? "; " : "", how ? how : "",
+                 how ? " (" : "", path, how ? ")" : "", dynq_strerror(r));
+      /* Only "nobody there" moves on: a path that exists but refuses us
+       * (EACCES) is the answer the user needs to see. */
+      if (r != -ENOENT && r != -ECONNREFUSED) break;
+    }
+  }
+  if (r < 0) return r;
 
   c = calloc(1, sizeof(*c));
-  if (c == NULL) return -ENOMEM;
-  c->fd = -1;
-  c->next_msgid = 1;
-  c->spin_max_us = c->spin_cur_us = spin_from_env();
-  c->spin_probe_gap = SPIN_PROBE_MIN;
-  fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    r = -errno;
-    goto fail;
-  }
-  while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-    if (errno == EINTR) continue;
-    r = -errno;
-    goto fail;
+  if (c == NULL) {
+    close(fd);
+    return -ENOMEM;
   }
   c->fd = fd;
+  snprintf(c->path, sizeof(c->path), "%s", path);
+  c->next_msgid = 1;
+  c->max_inflight = DYNQ_CLIENT_INFLIGHT_DEFAULT;
+  c->spin_max_us = c->spin_cur_us = spin_from_env();
+  c->spin_probe_gap = SPIN_PROBE_MIN;
+  dynq__framer_init(&c->fr, &response_limits);
   *ret_client = c;
   return 0;
+}
 
-fail:
-  if (fd >= 0) close(fd);
-  free(c);
-  return r;
+int dynq_connect(const char *socket_path, dynq_client_t **ret_client) {
+  return dynq_connect_msg(socket_path, ret_client, NULL, 0);
 }
 
 void dynq_close(dynq_client_t *c) {
   if (c == NULL) return;
   if (c->fd >= 0) close(c->fd);
-  free(c->rbuf);
+  for (int i = 0; i < c->n_pend; i++) pend_clear(&c->pend[i]);
+  free(c->pend);
+  dynq__framer_free(&c->fr);
   free(c);
 }
 
@@ -161,22 +237,182 @@ int dynq_client_get_spin(const dynq_client_t *c) {
   return c->spin_max_us;
 }
 
+int dynq_client_set_max_inflight(dynq_client_t *c, int n) {
+  if (c == NULL) return -EINVAL;
+  c->errmsg[0] = '\0';
+  if (n < 1 || n > DYNQ_CLIENT_INFLIGHT_MAX)
+    return dynq__client_fail(c, DYNQ_EPARAMS, "in-flight limit %d is outside 1..%d", n,
+                             DYNQ_CLIENT_INFLIGHT_MAX);
+  c->max_inflight = n;
+  return 0;
+}
+
+int dynq_inflight(const dynq_client_t *c) {
+  if (c == NULL) return -EINVAL;
+  return c->n_pend;
+}
+
+const char *dynq_client_path(const dynq_client_t *c) {
+  return c != NULL ? c->path : "";
+}
+
 const char *dynq_client_errmsg(const dynq_client_t *c) {
   if (c == NULL) return "no client";
   return c->errmsg;
 }
 
-uint32_t dynq__client_begin(dynq_client_t *c, dynq__wbuf_t *w,
-                            const char *method) {
+uint32_t dynq__client_next_id(dynq_client_t *c) {
   uint32_t id = c->next_msgid++;
   if (c->next_msgid == 0) c->next_msgid = 1;
+  return id;
+}
+
+uint32_t dynq__client_begin(dynq_client_t *c, dynq__wbuf_t *w,
+                            const char *method) {
+  uint32_t id = dynq__client_next_id(c);
   dynq__w_request_head(w, id, method);
   return id;
 }
 
+/* ---- receiving: frames -> tickets ---- */
+
+static dynq__pend_t *pend_find(dynq_client_t *c, uint32_t msgid) {
+  for (int i = 0; i < c->n_pend; i++)
+    if (c->pend[i].msgid == msgid) return &c->pend[i];
+  return NULL;
+}
+
+static void pend_remove(dynq_client_t *c, dynq__pend_t *p) {
+  int i = (int)(p - c->pend);
+  memmove(&c->pend[i], &c->pend[i + 1], (size_t)(c->n_pend - i - 1) * sizeof(*p));
+  c->n_pend--;
+}
+
+/* One frame from the server: an answer goes to its ticket. */
+static void dispatch(dynq_client_t *c, const uint8_t *frame, size_t len) {
+  dynq__rpc_msg_t m;
+  char err[256] = "";
+  int64_t hint = -1;
+  memset(&m, 0, sizeof(m));
+  int r = dynq__rpc_parse(frame, len, &m, &hint, err, sizeof(err));
+  if (r < 0) {
+    char msg[DYNQ__CLIENT_ERRMSG];
+    snprintf(msg, sizeof(msg), "malformed response from dynqd: %s",
+             err[0] ? err : dynq_strerror(r));
+    client_broken(c, DYNQ_EPROTO, msg);
+    return;
+  }
+  /* Notifications (and anything a newer server may push) are not answers
+   * to us. */
+  if (m.type != DYNQ_RPC_RESPONSE) goto drop;
+  int has_err = !dynq__obj_is_absent(m.error) && dynq__obj_kind(m.error) != DYNQ_OBJ_NIL;
+  if (m.msgid == 0 && has_err) {
+    /* The server's answer to a frame it could not decode; it closes the
+     * stream after it, so every waiting request fails with it. */
+    char msg[DYNQ__CLIENT_ERRMSG];
+    int code = dynq__rpc_error(m.error, msg, sizeof(msg));
+    dynq__rpc_free(&m);
+    client_broken(c, code < 0 ? code : DYNQ_ESERVER, msg);
+    return;
+  }
+  dynq__pend_t *p = pend_find(c, m.msgid);
+  if (p == NULL || p->done) goto drop;  /* forgotten, or a duplicate */
+  p->done = 1;
+  p->seq = ++c->done_seq;
+  if (has_err) {
+    char msg[DYNQ__CLIENT_ERRMSG];
+    int code = dynq__rpc_error(m.error, msg, sizeof(msg));
+    if (code >= 0) code = DYNQ_ESERVER;
+    p->code = code;
+    p->msg = strdup(msg[0] ? msg : dynq_strerror(code));
+    goto drop;
+  }
+  p->code = 0;
+  p->resp = m;
+  return;
+drop:
+  dynq__rpc_free(&m);
+}
+
+/* Read once (blocking or not) and hand out every complete frame.
+ * 1: bytes came; 0: nothing yet (non-blocking); <0: the connection broke
+ * (every waiting ticket answered). */
+static int read_some(dynq_client_t *c, int block) {
+  uint8_t *dst;
+  size_t room;
+  const uint8_t *frame;
+  size_t flen;
+  ssize_t r;
+  int rc;
+
+  if (c->fd < 0) return DYNQ_ECLOSED;
+  rc = dynq__framer_space(&c->fr, READ_CHUNK, &dst, &room);
+  if (rc < 0) {
+    client_broken(c, rc, "out of memory buffering a response");
+    return rc;
+  }
+  for (;;) {
+    r = recv(c->fd, dst, room, block ? 0 : MSG_DONTWAIT);
+    if (r > 0) break;
+    if (r == 0) {
+      client_broken(c, DYNQ_ECLOSED, "connection closed by dynqd");
+      return DYNQ_ECLOSED;
+    }
+    if (errno == EINTR) continue;
+    if (!block && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    {
+      int e = errno;
+      char msg[128];
+      if (e == ECONNRESET) {
+        client_broken(c, DYNQ_ECLOSED, "connection reset by dynqd");
+        return DYNQ_ECLOSED;
+      }
+      snprintf(msg, sizeof(msg), "read from dynqd: %s", strerror(e));
+      client_broken(c, -e, msg);
+      return -e;
+    }
+  }
+  dynq__framer_commit(&c->fr, (size_t)r);
+  while ((rc = dynq__framer_next(&c->fr, &frame, &flen)) == 1) {
+    dispatch(c, frame, flen);
+    if (c->fd < 0) return c->broken_code;
+  }
+  if (rc < 0) {
+    char msg[128];
+    snprintf(msg, sizeof(msg), "undecodable response from dynqd: %s", dynq_strerror(rc));
+    client_broken(c, rc, msg);
+    return rc;
+  }
+  return 1;
+}
+
+/* Wait until the socket is readable (and, with want_out, writable) or
+ * timeout_ms passes (-1: forever).  Bits of POLLIN/POLLOUT, 0 on timeout. */
+static int wait_fd(dynq_client_t *c, int want_out, int timeout_ms) {
+  struct pollfd pfd;
+  pfd.fd = c->fd;
+  pfd.events = (short)(POLLIN | (want_out ? POLLOUT : 0));
+  pfd.revents = 0;
+  for (;;) {
+    int r = poll(&pfd, 1, timeout_ms);
+    if (r > 0) {
+      /* hang-ups and errors show as readable: the read reports them */
+      int bits = pfd.revents & (POLLOUT);
+      if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) bits |= POLLIN;
+      return bits;
+    }
+    if (r == 0) return 0;
+    if (errno != EINTR) return POLLIN;  /* let the read say what is wrong */
+  }
+}
+
+/* ---- sending ---- */
+
 /* pass_fd >= 0 rides as SCM_RIGHTS on the sendmsg() that carries the
  * frame's first byte: dynqd takes the descriptor with that byte, so it
- * must never travel alone or with a later part of the stream. */
+ * must never travel alone or with a later part of the stream.  When the
+ * socket is full, answers are read meanwhile (the server may be waiting
+ * for us to take them before it reads more). */
 static int send_all(dynq_client_t *c, const void *a, size_t alen,
                     const void *b, size_t blen, int pass_fd) {
   struct iovec iov[2] = {
@@ -196,6 +432,8 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
       i++;
       continue;
     }
+    if (c->fd < 0) return dynq__client_fail(c, DYNQ_ECLOSED,
+                                            "connection closed by dynqd while sending");
     memset(&mh, 0, sizeof(mh));
     mh.msg_iov = &iov[i];
     mh.msg_iovlen = 2 - i;
@@ -211,16 +449,31 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
       memcpy(CMSG_DATA(h), &pass_fd, sizeof(int));
     }
     /* MSG_NOSIGNAL: a daemon that went away must not kill the caller. */
-    w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+    w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w > 0) pass_fd = -1; /* delivered with the first byte(s) */
     if (w < 0) {
       int e = errno;
       if (e == EINTR) continue;
-      client_broken(c);
-      if (e == EPIPE || e == ECONNRESET)
+      if (e == EAGAIN || e == EWOULDBLOCK) {
+        int bits = wait_fd(c, 1, -1);
+        if (bits & POLLIN) {
+          int r = read_some(c, 0);
+          if (r < 0) return dynq__client_fail(c, DYNQ_ECLOSED,
+                                              "connection closed by dynqd while sending");
+        }
+        continue;
+      }
+      if (e == EPIPE || e == ECONNRESET) {
+        client_broken(c, DYNQ_ECLOSED, "connection closed by dynqd while sending");
         return dynq__client_fail(c, DYNQ_ECLOSED,
                                  "connection closed by dynqd while sending");
-      return dynq__client_fail(c, -e, "send to dynqd: %s", strerror(e));
+      }
+      {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "send to dynqd: %s", strerror(e));
+        client_broken(c, -e, msg);
+        return dynq__client_fail(c, -e, "%s", msg);
+      }
     }
     while (i < 2 && (size_t)w >= iov[i].iov_len) {
       w -= (ssize_t)iov[i].iov_len;
@@ -235,217 +488,205 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
   return 0;
 }
 
-/* Drop the frame handed out last time, keeping any read-ahead. */
-static void consume_frame(dynq_client_t *c) {
-  if (c->frame_len == 0) return;
-  memmove(c->rbuf, c->rbuf + c->frame_len, c->rlen - c->frame_len);
-  c->rlen -= c->frame_len;
-  c->frame_len = 0;
-}
-
-/* Read at least one more byte into rbuf. */
-static int read_more(dynq_client_t *c) {
-  ssize_t r;
-  if (c->rlen == c->rcap) {
-    /* The scanner refuses frames above max_frame before we get here, so
-     * this growth stays bounded by max_frame plus one read. */
-    size_t ncap = c->rcap ? c->rcap * 2 : RBUF_MIN;
-    uint8_t *nb;
-    if (ncap > DYNQ__CLIENT_MAX_FRAME + RBUF_MIN)
-      ncap = DYNQ__CLIENT_MAX_FRAME + RBUF_MIN;
-    if (ncap <= c->rcap) {
-      client_broken(c);
-      return dynq__client_fail(c, DYNQ_ETOOBIG,
-                               "response larger than %zu bytes",
-                               DYNQ__CLIENT_MAX_FRAME);
-    }
-    nb = realloc(c->rbuf, ncap);
-    if (nb == NULL)
-      return dynq__client_fail(c, -ENOMEM,
-                               "out of memory buffering a %zu-byte response",
-                               ncap);
-    c->rbuf = nb;
-    c->rcap = ncap;
+int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
+                      const void *extra, size_t extra_len, int pass_fd) {
+  int r;
+  c->errmsg[0] = '\0';
+  if (c->fd < 0)
+    return dynq__client_fail(c, DYNQ_ECLOSED, "connection to dynqd is closed");
+  r = dynq__wbuf_status(w);
+  if (r < 0)
+    return dynq__client_fail(c, r, "encoding the request: %s", dynq_strerror(r));
+  if (c->n_pend >= c->max_inflight)
+    return dynq__client_fail(c, DYNQ_ELIMIT,
+                             "%d requests already in flight on this connection (limit "
+                             "%d; collect some answers first)", c->n_pend, c->max_inflight);
+  if (c->n_pend == c->cap_pend) {
+    int ncap = c->cap_pend ? 2 * c->cap_pend : 8;
+    dynq__pend_t *np = realloc(c->pend, (size_t)ncap * sizeof(*np));
+    if (np == NULL) return dynq__client_fail(c, -ENOMEM, "out of memory");
+    c->pend = np;
+    c->cap_pend = ncap;
   }
-  /* Busy-poll until this call's spin deadline: the answer of a small
-   * request usually arrives within microseconds, before a sleeping thread
-   * could even be woken.  Anything but "nothing yet" (data, EOF, an
-   * error) ends the spin; EOF and errors are then reported by the
-   * blocking read below, which sees the same state. */
-  while (c->spin_until_ns != 0) {
-    r = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, MSG_DONTWAIT);
-    if (r > 0) {
-      c->rlen += (size_t)r;
-      return 0;
+  /* Registered before the first byte goes: an answer read while the rest
+   * is being sent must find its ticket. */
+  dynq__pend_t *p = &c->pend[c->n_pend++];
+  memset(p, 0, sizeof(*p));
+  p->msgid = msgid;
+  r = send_all(c, w->data, w->len, extra, extra_len, pass_fd);
+  if (r < 0) {
+    /* A request not wholly sent was never asked: no ticket for it (the
+     * connection is broken now, so nothing can answer it). */
+    p = pend_find(c, msgid);
+    if (p != NULL) {
+      pend_clear(p);
+      pend_remove(c, p);
     }
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
-        mono_ns() < c->spin_until_ns) {
-      /* The thread that will answer may be waiting for this very CPU
-       * (a busy or small machine): let it run rather than spin it out. */
-      sched_yield();
-      continue;
-    }
-    c->spin_until_ns = 0;
+    return r;
   }
-  for (;;) {
-    r = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
-    if (r > 0) break;
-    if (r == 0) {
-      client_broken(c);
-      return dynq__client_fail(c, DYNQ_ECLOSED, "connection closed by dynqd");
-    }
-    if (errno == EINTR) continue;
-    {
-      int e = errno;
-      client_broken(c);
-      if (e == ECONNRESET)
-        return dynq__client_fail(c, DYNQ_ECLOSED, "connection reset by dynqd");
-      return dynq__client_fail(c, -e, "read from dynqd: %s", strerror(e));
-    }
-  }
-  c->rlen += (size_t)r;
   return 0;
 }
 
-/* Next whole frame at rbuf[0]; sets frame_len. */
-static int next_frame(dynq_client_t *c) {
+/* ---- waiting ---- */
+
+/* Collect a done ticket: its code (errmsg set for an error) and response. */
+static int collect(dynq_client_t *c, dynq__pend_t *p, dynq__rpc_msg_t *ret_msg) {
+  int code = p->code;
+  if (code < 0) {
+    dynq__client_fail(c, code, "%s", p->msg != NULL ? p->msg : dynq_strerror(code));
+  } else {
+    *ret_msg = p->resp;
+    memset(&p->resp, 0, sizeof(p->resp));
+  }
+  free(p->msg);
+  p->msg = NULL;
+  pend_remove(c, p);
+  return code;
+}
+
+/* Block (after this wait's spin) until ticket msgid is answered. */
+static int wait_done(dynq_client_t *c, uint32_t msgid) {
   for (;;) {
-    size_t flen = 0;
-    int r = -EAGAIN;
-    if (c->rlen > 0)
-      r = dynq__mp_scan(c->rbuf, c->rlen, &response_limits, &flen);
-    if (r == 0) {
-      c->frame_len = flen;
-      return 0;
+    dynq__pend_t *p = pend_find(c, msgid);
+    if (p == NULL) return -ENOENT;
+    if (p->done) return 0;
+    /* Busy-poll until this wait's spin deadline: the answer of a small
+     * request usually arrives within microseconds, before a sleeping
+     * thread could even be woken. */
+    if (c->spin_until_ns != 0) {
+      int r = read_some(c, 0);
+      if (r != 0) continue;  /* data, or broken: look again */
+      if (mono_ns() < c->spin_until_ns) {
+        /* The thread that will answer may be waiting for this very CPU
+         * (a busy or small machine): let it run rather than spin it out. */
+        sched_yield();
+        continue;
+      }
+      c->spin_until_ns = 0;
     }
-    if (r != -EAGAIN) {
-      client_broken(c);
-      return dynq__client_fail(c, r, "undecodable response from dynqd: %s",
-                               dynq_strerror(r));
-    }
-    r = read_more(c);
-    if (r < 0) return r;
+    read_some(c, 1);
   }
 }
 
-static int recv_response(dynq_client_t *c, uint32_t msgid,
-                         dynq__rpc_msg_t *ret_msg) {
-  for (;;) {
-    dynq__rpc_msg_t m;
-    char err[256] = "";
-    int64_t hint = -1;
-    int r;
+int dynq__client_take(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg) {
+  int r = wait_done(c, msgid);
+  if (r < 0)
+    return dynq__client_fail(c, r, "no request %u is in flight on this connection",
+                             (unsigned)msgid);
+  return collect(c, pend_find(c, msgid), ret_msg);
+}
 
-    consume_frame(c);
-    r = next_frame(c);
-    if (r < 0) return r;
-    memset(&m, 0, sizeof(m));
-    r = dynq__rpc_parse(c->rbuf, c->frame_len, &m, &hint, err, sizeof(err));
-    if (r < 0) {
-      client_broken(c);
-      return dynq__client_fail(c, DYNQ_EPROTO, "malformed response from dynqd: %s",
-                               err[0] ? err : dynq_strerror(r));
-    }
-    if (m.type != DYNQ_RPC_RESPONSE) {
-      /* Notifications (and anything a newer server may push) are not
-       * answers to us; skip them. */
-      dynq__rpc_free(&m);
-      continue;
-    }
-    if (m.msgid != msgid) {
-      /* msgid 0 is the server's answer to a frame it could not decode;
-       * it closes the stream after it, so report it rather than wait. */
-      if (m.msgid == 0 && !dynq__obj_is_absent(m.error) &&
-          dynq__obj_kind(m.error) != DYNQ_OBJ_NIL) {
-        char msg[DYNQ__CLIENT_ERRMSG];
-        int code = dynq__rpc_error(m.error, msg, sizeof(msg));
-        dynq__rpc_free(&m);
-        client_broken(c);
-        return dynq__client_fail(c, code < 0 ? code : DYNQ_ESERVER, "%s", msg);
-      }
-      dynq__rpc_free(&m);
-      continue;
-    }
-    if (!dynq__obj_is_absent(m.error) &&
-        dynq__obj_kind(m.error) != DYNQ_OBJ_NIL) {
-      char msg[DYNQ__CLIENT_ERRMSG];
-      int code = dynq__rpc_error(m.error, msg, sizeof(msg));
-      dynq__rpc_free(&m);
-      if (code >= 0) code = DYNQ_ESERVER;
-      return dynq__client_fail(c, code, "%s", msg[0] ? msg : dynq_strerror(code));
-    }
-    *ret_msg = m;
-    return 0;
+/* take, with the adaptive spin budget of the blocking calls. */
+static int take_spin(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg) {
+  uint64_t t0, waited;
+  int budget, probe = 0, r;
+  if (c->spin_max_us <= 0) return dynq__client_take(c, msgid, ret_msg);
+  t0 = mono_ns();
+  budget = c->spin_cur_us;
+  if (budget == 0 && ++c->spin_idle_calls >= c->spin_probe_gap) {
+    budget = c->spin_max_us;
+    c->spin_idle_calls = 0;
+    probe = 1;
   }
+  c->spin_until_ns = budget > 0 ? t0 + (uint64_t)budget * 1000u : 0;
+  r = dynq__client_take(c, msgid, ret_msg);
+  c->spin_until_ns = 0;
+  /* A wait the full budget would have covered: spin fully next time.
+   * A longer one: halve, so a slow server is soon not spun on at all. */
+  waited = mono_ns() - t0;
+  if (waited <= (uint64_t)c->spin_max_us * 1000u) {
+    c->spin_cur_us = c->spin_max_us;
+    c->spin_probe_gap = SPIN_PROBE_MIN;
+  } else {
+    c->spin_cur_us /= 2;
+    if (probe && c->spin_probe_gap < SPIN_PROBE_MAX) c->spin_probe_gap *= 2;
+  }
+  return r;
 }
 
 int dynq__client_call(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                       const void *extra, size_t extra_len,
-                      dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
-                      size_t *ret_frame_len) {
-  return dynq__client_call_fd(c, w, msgid, extra, extra_len, -1, ret_msg,
-                              ret_frame, ret_frame_len);
+                      dynq__rpc_msg_t *ret_msg) {
+  return dynq__client_call_fd(c, w, msgid, extra, extra_len, -1, ret_msg);
 }
 
 int dynq__client_call_fd(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                          const void *extra, size_t extra_len, int pass_fd,
-                         dynq__rpc_msg_t *ret_msg, const uint8_t **ret_frame,
-                         size_t *ret_frame_len) {
-  int r;
+                         dynq__rpc_msg_t *ret_msg) {
+  int r = dynq__client_send(c, w, msgid, extra, extra_len, pass_fd);
+  if (r < 0) return r;
+  return take_spin(c, msgid, ret_msg);
+}
 
+int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
+  uint64_t deadline = 0;
+  if (c == NULL || ret_ticket == NULL) return -EINVAL;
   c->errmsg[0] = '\0';
-  if (c->fd < 0)
-    return dynq__client_fail(c, DYNQ_ECLOSED, "connection to dynqd is closed");
-  if (w->err < 0)
-    return dynq__client_fail(c, w->err, "encoding the request: %s",
-                             dynq_strerror(w->err));
-  r = send_all(c, w->data, w->len, extra, extra_len, pass_fd);
-  if (r < 0) return r;
-  if (c->spin_max_us > 0) {
-    uint64_t t0 = mono_ns(), waited;
-    int budget = c->spin_cur_us, probe = 0;
-    if (budget == 0 && ++c->spin_idle_calls >= c->spin_probe_gap) {
-      budget = c->spin_max_us;
-      c->spin_idle_calls = 0;
-      probe = 1;
+  if (timeout_ms > 0) deadline = mono_ns() + (uint64_t)timeout_ms * 1000000u;
+  for (;;) {
+    int waiting = 0;
+    dynq__pend_t *first = NULL;  /* the earliest completion not reported */
+    for (int i = 0; i < c->n_pend; i++) {
+      dynq__pend_t *p = &c->pend[i];
+      if (p->done && !p->reported && (first == NULL || p->seq < first->seq)) first = p;
+      waiting += !p->done;
     }
-    c->spin_until_ns = budget > 0 ? t0 + (uint64_t)budget * 1000u : 0;
-    r = recv_response(c, msgid, ret_msg);
-    c->spin_until_ns = 0;
-    /* A wait the full budget would have covered: spin fully next time.
-     * A longer one: halve, so a slow server is soon not spun on at all. */
-    waited = mono_ns() - t0;
-    if (waited <= (uint64_t)c->spin_max_us * 1000u) {
-      c->spin_cur_us = c->spin_max_us;
-      c->spin_probe_gap = SPIN_PROBE_MIN;
+    if (first != NULL) {
+      first->reported = 1;
+      *ret_ticket = first->msgid;
+      return 1;
+    }
+    if (waiting == 0) {
+      if (c->fd < 0)
+        return dynq__client_fail(c, DYNQ_ECLOSED, "connection to dynqd is closed");
+      return 0;  /* nothing to wait for */
+    }
+    /* Take what is there without blocking first. */
+    int r = read_some(c, 0);
+    if (r != 0) continue;
+    int left;
+    if (timeout_ms < 0) {
+      left = -1;
+    } else if (timeout_ms == 0) {
+      return 0;
     } else {
-      c->spin_cur_us /= 2;
-      if (probe && c->spin_probe_gap < SPIN_PROBE_MAX) c->spin_probe_gap *= 2;
+      uint64_t now = mono_ns();
+      if (now >= deadline) return 0;
+      left = (int)((deadline - now + 999999u) / 1000000u);
     }
-  } else {
-    r = recv_response(c, msgid, ret_msg);
+    if (wait_fd(c, 0, left) == 0 && timeout_ms >= 0 && mono_ns() >= deadline) return 0;
   }
-  if (r < 0) return r;
-  if (ret_frame) *ret_frame = c->rbuf;
-  if (ret_frame_len) *ret_frame_len = c->frame_len;
+}
+
+int dynq_forget(dynq_client_t *c, uint32_t ticket) {
+  if (c == NULL) return -EINVAL;
+  dynq__pend_t *p = pend_find(c, ticket);
+  if (p == NULL) return -ENOENT;
+  pend_clear(p);
+  pend_remove(c, p);  /* a later answer finds no ticket and is dropped */
   return 0;
 }
 
-int dynq_ping(dynq_client_t *c) {
+int dynq__client_rpc(dynq_client_t *c, dynq__method_id_t method, const void *params,
+                     dynq__rpc_msg_t *ret_msg) {
   dynq__wbuf_t w;
+  uint32_t id = dynq__client_next_id(c);
+  int r;
+  dynq__wbuf_init(&w);
+  dynq__w_request(&w, id, method, params);
+  r = dynq__client_call(c, &w, id, NULL, 0, ret_msg);
+  dynq__wbuf_free(&w);
+  return r;
+}
+
+int dynq_ping(dynq_client_t *c) {
   dynq__rpc_msg_t m;
-  uint32_t id;
   const char *s;
   size_t n;
   int r;
 
   if (c == NULL) return -EINVAL;
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "ping");
-  dynq__w_map(&w, 0);
-  r = dynq__client_call(c, &w, id, NULL, 0, &m, NULL, NULL);
-  dynq__wbuf_free(&w);
+  r = dynq__client_rpc(c, DYNQ_M_ping, NULL, &m);
   if (r < 0) return r;
   if (dynq__obj_str(m.result, &s, &n) < 0 || n != 4 || memcmp(s, "pong", 4) != 0)
     r = dynq__client_fail(c, DYNQ_EPROTO, "ping: dynqd answered something other than \"pong\"");
@@ -481,17 +722,22 @@ static int locate_result(const uint8_t *f, size_t len, size_t *ret_off,
   return 0;
 }
 
-int dynq_call_raw(dynq_client_t *c, const char *method, const void *params,
-                  size_t params_len, void **ret_result, size_t *ret_len) {
-  dynq__wbuf_t w;
-  dynq__rpc_msg_t m;
-  const uint8_t *frame = NULL;
-  size_t flen = 0, roff = 0, rlen = 0;
-  uint32_t id;
-  void *out = NULL;
-  int r, have_msg = 0;
+int dynq__result_bytes(const dynq__rpc_msg_t *m, const uint8_t **ret_p, size_t *ret_len) {
+  size_t flen = 0, off = 0, n = 0;
+  const uint8_t *f = dynq__rpc_frame(m, &flen);
+  if (f == NULL || locate_result(f, flen, &off, &n) < 0) return DYNQ_EPROTO;
+  *ret_p = f + off;
+  *ret_len = n;
+  return 0;
+}
 
-  if (c == NULL || method == NULL || ret_result == NULL || ret_len == NULL ||
+int dynq_submit_raw(dynq_client_t *c, const char *method, const void *params,
+                    size_t params_len, uint32_t *ret_ticket) {
+  dynq__wbuf_t w;
+  uint32_t id;
+  int r;
+
+  if (c == NULL || method == NULL || ret_ticket == NULL ||
       (params == NULL && params_len > 0))
     return -EINVAL;
   c->errmsg[0] = '\0';
@@ -516,27 +762,52 @@ int dynq_call_raw(dynq_client_t *c, const char *method, const void *params,
   dynq__wbuf_init(&w);
   id = dynq__client_begin(c, &w, method);
   if (params_len == 0) dynq__w_map(&w, 0);
-  r = dynq__client_call(c, &w, id, params, params_len, &m, &frame, &flen);
+  r = dynq__client_send(c, &w, id, params, params_len, -1);
   dynq__wbuf_free(&w);
-  if (r < 0) goto fail;
-  have_msg = 1;
-  r = locate_result(frame, flen, &roff, &rlen);
-  if (r < 0) {
-    r = dynq__client_fail(c, r, "malformed response envelope");
-    goto fail;
-  }
-  out = malloc(rlen ? rlen : 1);
-  if (out == NULL) {
-    r = dynq__client_fail(c, -ENOMEM, "out of memory");
-    goto fail;
-  }
-  memcpy(out, frame + roff, rlen);
-  dynq__rpc_free(&m);
-  *ret_result = out;
-  *ret_len = rlen;
+  if (r < 0) return r;
+  *ret_ticket = id;
   return 0;
+}
 
-fail:
-  if (have_msg) dynq__rpc_free(&m);
-  return r;
+/* The raw result of a collected response, copied out. */
+static int raw_result(dynq_client_t *c, dynq__rpc_msg_t *m, void **ret_result,
+                      size_t *ret_len) {
+  const uint8_t *p;
+  size_t n;
+  void *out;
+  int r = dynq__result_bytes(m, &p, &n);
+  if (r < 0) {
+    dynq__rpc_free(m);
+    return dynq__client_fail(c, r, "malformed response envelope");
+  }
+  out = malloc(n ? n : 1);
+  if (out == NULL) {
+    dynq__rpc_free(m);
+    return dynq__client_fail(c, -ENOMEM, "out of memory");
+  }
+  memcpy(out, p, n);
+  dynq__rpc_free(m);
+  *ret_result = out;
+  *ret_len = n;
+  return 0;
+}
+
+int dynq_wait_raw(dynq_client_t *c, uint32_t ticket, void **ret_result, size_t *ret_len) {
+  dynq__rpc_msg_t m;
+  int r;
+  if (c == NULL || ret_result == NULL || ret_len == NULL) return -EINVAL;
+  c->errmsg[0] = '\0';
+  r = take_spin(c, ticket, &m);
+  if (r < 0) return r;
+  return raw_result(c, &m, ret_result, ret_len);
+}
+
+int dynq_call_raw(dynq_client_t *c, const char *method, const void *params,
+                  size_t params_len, void **ret_result, size_t *ret_len) {
+  uint32_t t;
+  int r;
+  if (ret_result == NULL || ret_len == NULL) return -EINVAL;
+  r = dynq_submit_raw(c, method, params, params_len, &t);
+  if (r < 0) return r;
+  return dynq_wait_raw(c, t, ret_result, ret_len);
 }

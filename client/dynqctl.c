@@ -152,17 +152,21 @@ static const command_t *lookup_command(const char *word) {
 }
 
 static int ctl_connect(ctl_t *ctl) {
+  char tried[1024];
   int r;
+  /* --socket is the one path to try; else libdynqclient's search
+   * ($DYNQ_SOCKET, $XDG_RUNTIME_DIR/dynq/dynqd.sock, /run/dynq/dynqd.sock). */
   if (ctl->socket != NULL)
     snprintf(ctl->sockbuf, sizeof(ctl->sockbuf), "%s", ctl->socket);
   else
     dynq_default_socket(ctl->sockbuf, sizeof(ctl->sockbuf));
-  r = dynq_connect(ctl->sockbuf, &ctl->client);
+  r = dynq_connect_msg(ctl->socket, &ctl->client, tried, sizeof(tried));
   if (r < 0) {
-    errx_msg("cannot connect to %s: %s (is dynqd running? set --socket or DYNQ_SOCKET)",
-             ctl->sockbuf, dynq_strerror(r));
+    errx_msg("cannot connect to dynqd: %s (is dynqd running? set --socket or DYNQ_SOCKET)",
+             tried[0] ? tried : dynq_strerror(r));
     return EXIT_FAIL;
   }
+  snprintf(ctl->sockbuf, sizeof(ctl->sockbuf), "%s", dynq_client_path(ctl->client));
   return EXIT_OK;
 }
 

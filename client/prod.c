@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,49 +18,15 @@
 #define MAX_STAT_MODELS 100000
 #define MAX_BINDINGS 256
 
-/* One request whose params are built by the caller into w (after
- * dynq__client_begin); on success *m holds the reply. */
-static int roundtrip(dynq_client_t *c, dynq__wbuf_t *w, uint32_t id,
-                     dynq__rpc_msg_t *m) {
-  int r = dynq__client_call(c, w, id, NULL, 0, m, NULL, NULL);
-  dynq__wbuf_free(w);
-  return r;
-}
-
-/* A method whose params are empty. */
-static int call_noparams(dynq_client_t *c, const char *method, dynq__rpc_msg_t *m) {
-  dynq__wbuf_t w;
-  uint32_t id;
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, method);
-  dynq__w_map(&w, 0);
-  return roundtrip(c, &w, id, m);
-}
-
-/* A method whose params are {key: string}. */
-static int call_str(dynq_client_t *c, const char *method, const char *key,
-                    const char *val, dynq__rpc_msg_t *m) {
-  dynq__wbuf_t w;
-  uint32_t id;
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, method);
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, key);
-  dynq__w_str(&w, val);
-  return roundtrip(c, &w, id, m);
-}
-
-/* A method whose params are {key: uint}. */
-static int call_uint(dynq_client_t *c, const char *method, const char *key,
-                     uint64_t val, dynq__rpc_msg_t *m) {
-  dynq__wbuf_t w;
-  uint32_t id;
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, method);
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, key);
-  dynq__w_uint(&w, val);
-  return roundtrip(c, &w, id, m);
+/* A method whose params are {key: string} ({model: name}). */
+static int call_model(dynq_client_t *c, dynq__method_id_t id, const char *name,
+                      dynq__rpc_msg_t *m) {
+  /* model.info, model.unload and model.reload all take just {model} */
+  dynq__p_model_unload_t p;
+  memset(&p, 0, sizeof(p));
+  p.model = dynq__pstr(name);
+  p.has_model = 1;
+  return dynq__client_rpc(c, id, &p, m);
 }
 
 /* ---- health ---- */
@@ -73,7 +40,7 @@ int dynq_health_get(dynq_client_t *c, dynq_health_t *ret_health) {
 
   if (c == NULL || ret_health == NULL) return -EINVAL;
   memset(&h, 0, sizeof(h));
-  r = call_noparams(c, "health.live", &m);
+  r = dynq__client_rpc(c, DYNQ_M_health_live, NULL, &m);
   if (r < 0) return r;
   if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP ||
       dynq__obj_str(dynq__obj_get(m.result, "status"), &s, &n) < 0) {
@@ -83,7 +50,7 @@ int dynq_health_get(dynq_client_t *c, dynq_health_t *ret_health) {
   h.live = n == 2 && memcmp(s, "ok", 2) == 0;
   dynq__rpc_free(&m);
 
-  r = call_noparams(c, "health.ready", &m);
+  r = dynq__client_rpc(c, DYNQ_M_health_ready, NULL, &m);
   if (r < 0) return r;
   if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP ||
       dynq__obj_kind(dynq__obj_get(m.result, "ready")) != DYNQ_OBJ_BOOL ||
@@ -114,11 +81,58 @@ int dynq_health(dynq_client_t *c, int *ret_live, int *ret_ready) {
 
 /* ---- stats ---- */
 
+#define MIN_SIZE(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
+/* Whether the caller's struct (its size set by the library) holds field. */
+#define HAS(s, type, field) ((s)->size >= MIN_SIZE(type, field) && (s)->size <= sizeof(type))
+
+static void counters_free(dynq_counter_t *v, int n) {
+  for (int i = 0; i < n && v != NULL; i++) free(v[i].name);
+  free(v);
+}
+
 void dynq_stats_free(dynq_stats_t *s) {
   if (s == NULL) return;
   for (int i = 0; i < s->n_models && s->models; i++) free(s->models[i].name);
   free(s->models);
-  memset(s, 0, sizeof(*s));
+  size_t n = MIN_SIZE(dynq_stats_t, models);
+  if (HAS(s, dynq_stats_t, counters)) {
+    counters_free(s->counters, s->n_counters);
+    n = s->size;
+  }
+  memset(s, 0, n);
+}
+
+int dynq_stats_counter(const dynq_stats_t *s, const char *name, uint64_t *ret_value) {
+  if (s == NULL || name == NULL || ret_value == NULL) return -EINVAL;
+  if (!HAS(s, dynq_stats_t, counters)) return -ENOENT;
+  for (int i = 0; i < s->n_counters; i++) {
+    if (s->counters[i].name != NULL && strcmp(s->counters[i].name, name) == 0) {
+      *ret_value = s->counters[i].value;
+      return 0;
+    }
+  }
+  return -ENOENT;
+}
+
+/* Every top-level non-negative integer of the stats reply, in its order. */
+static int parse_counters(dynq__obj_t res, dynq_stats_t *st) {
+  uint32_t n = dynq__obj_len(res), k = 0;
+  st->counters = calloc(n ? n : 1, sizeof(*st->counters));
+  if (st->counters == NULL) return -ENOMEM;
+  for (uint32_t i = 0; i < n; i++) {
+    int64_t v;
+    char *name = NULL;
+    if (dynq__obj_kind(dynq__obj_val_at(res, i)) != DYNQ_OBJ_INT ||
+        dynq__obj_int(dynq__obj_val_at(res, i), &v) != 0 || v < 0)
+      continue;
+    int r = dynq__get_str_dup(dynq__obj_key_at(res, i), &name);
+    if (r == -ENOMEM) return r;
+    if (r < 0 || name == NULL) continue;  /* not a string key: not a counter */
+    st->counters[k].name = name;
+    st->counters[k].value = (uint64_t)v;
+    st->n_counters = (int)++k;
+  }
+  return 0;
 }
 
 static int parse_latency(dynq__obj_t o, dynq_latency_t *ret) {
@@ -140,7 +154,7 @@ static int cmp_model_stats(const void *a, const void *b) {
                 ((const dynq_model_stats_t *)b)->name);
 }
 
-int dynq_stats(dynq_client_t *c, dynq_stats_t *ret_stats) {
+int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size) {
   static const struct {
     const char *key;
     size_t off;
@@ -148,7 +162,7 @@ int dynq_stats(dynq_client_t *c, dynq_stats_t *ret_stats) {
 #define F(name) { #name, offsetof(dynq_stats_t, name) }
     F(connections), F(queue_depth), F(queue_cap), F(inflight), F(sessions),
     F(shm_regions), F(bytes_mapped), F(requests_total), F(errors_total),
-    F(overloads_total), F(timeouts_total),
+    F(overloads_total), F(timeouts_total), F(inline_total),
 #undef F
   };
   dynq_stats_t st;
@@ -158,9 +172,11 @@ int dynq_stats(dynq_client_t *c, dynq_stats_t *ret_stats) {
   uint32_t n;
   int r = DYNQ_EPROTO;
 
-  if (c == NULL || ret_stats == NULL) return -EINVAL;
+  if (c == NULL || ret_stats == NULL || size < MIN_SIZE(dynq_stats_t, models))
+    return -EINVAL;
   memset(&st, 0, sizeof(st));
-  r = call_noparams(c, "stats", &m);
+  st.size = sizeof(st);
+  r = dynq__client_rpc(c, DYNQ_M_stats, NULL, &m);
   if (r < 0) return r;
   r = DYNQ_EPROTO;
   res = m.result;
@@ -212,8 +228,18 @@ int dynq_stats(dynq_client_t *c, dynq_stats_t *ret_stats) {
   }
   if (st.n_models > 1) qsort(st.models, (size_t)st.n_models, sizeof(*st.models),
                              cmp_model_stats);
+  field = "counters";
+  r = parse_counters(res, &st);
+  if (r < 0) goto bad;
   dynq__rpc_free(&m);
-  *ret_stats = st;
+  /* Fields past the caller's struct are not handed over: free them. */
+  if (size < MIN_SIZE(dynq_stats_t, counters)) {
+    counters_free(st.counters, st.n_counters);
+    st.counters = NULL;
+    st.n_counters = 0;
+  }
+  st.size = size < sizeof(st) ? size : sizeof(st);
+  memcpy(ret_stats, &st, st.size);
   return 0;
 
 bad:
@@ -321,7 +347,7 @@ int dynq_stats_json(dynq_client_t *c, char **ret_json) {
   int r;
 
   if (c == NULL || ret_json == NULL) return -EINVAL;
-  r = call_noparams(c, "stats", &m);
+  r = dynq__client_rpc(c, DYNQ_M_stats, NULL, &m);
   if (r < 0) return r;
   if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP) {
     dynq__rpc_free(&m);
@@ -373,25 +399,20 @@ static int model_reply(dynq_client_t *c, const char *method, dynq__rpc_msg_t *m,
 
 int dynq_model_load(dynq_client_t *c, const char *name, const char *path,
                     uint64_t *ret_version) {
-  dynq__wbuf_t w;
+  dynq__p_model_load_t p;
   dynq__rpc_msg_t m;
-  uint32_t id;
   int r;
 
   if (c == NULL) return -EINVAL;
   if ((r = check_name(c, "model.load", name)) < 0) return r;
   if (path != NULL && path[0] == '\0')
     return dynq__client_fail(c, DYNQ_EPARAMS, "model.load: path is empty");
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "model.load");
-  dynq__w_map(&w, path ? 2 : 1);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, name);
-  if (path != NULL) {
-    dynq__w_str(&w, "path");
-    dynq__w_str(&w, path);
-  }
-  r = roundtrip(c, &w, id, &m);
+  memset(&p, 0, sizeof(p));
+  p.model = dynq__pstr(name);
+  p.has_model = 1;
+  p.path = dynq__pstr(path);
+  p.has_path = path != NULL;
+  r = dynq__client_rpc(c, DYNQ_M_model_load, &p, &m);
   if (r < 0) return r;
   return model_reply(c, "model.load", &m, ret_version, 1);
 }
@@ -401,7 +422,7 @@ int dynq_model_unload(dynq_client_t *c, const char *name) {
   int r;
   if (c == NULL) return -EINVAL;
   if ((r = check_name(c, "model.unload", name)) < 0) return r;
-  r = call_str(c, "model.unload", "model", name, &m);
+  r = call_model(c, DYNQ_M_model_unload, name, &m);
   if (r < 0) return r;
   return model_reply(c, "model.unload", &m, NULL, 0);
 }
@@ -411,20 +432,32 @@ int dynq_model_reload(dynq_client_t *c, const char *name, uint64_t *ret_version)
   int r;
   if (c == NULL) return -EINVAL;
   if ((r = check_name(c, "model.reload", name)) < 0) return r;
-  r = call_str(c, "model.reload", "model", name, &m);
+  r = call_model(c, DYNQ_M_model_reload, name, &m);
   if (r < 0) return r;
   return model_reply(c, "model.reload", &m, ret_version, 1);
 }
 
 /* ---- sessions ---- */
 
+typedef struct bindings_ctx {
+  const char *const *v;
+  int n;
+} bindings_ctx_t;
+
+static void w_bindings(dynq__wbuf_t *w, const void *ctx) {
+  const bindings_ctx_t *b = ctx;
+  dynq__w_map_begin(w);
+  for (int i = 0; i < 2 * b->n; i++) dynq__w_str(w, b->v[i]);
+  dynq__w_map_end(w);
+}
+
 int dynq_session_open(dynq_client_t *c, const char *model,
                       const char *const *bindings, int n_bindings,
                       int detached, uint64_t *ret_id) {
-  dynq__wbuf_t w;
+  dynq__p_session_open_t p;
+  bindings_ctx_t bc;
   dynq__rpc_msg_t m;
   uint64_t sid;
-  uint32_t id;
   int r;
 
   if (c == NULL || ret_id == NULL || n_bindings < 0 ||
@@ -446,19 +479,17 @@ int dynq_session_open(dynq_client_t *c, const char *model,
                                    "session.open: input '%s' bound twice", bindings[i]);
     }
   }
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "session.open");
-  dynq__w_map(&w, 2 + (n_bindings > 0));
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, model);
-  if (n_bindings > 0) {
-    dynq__w_str(&w, "bindings");
-    dynq__w_map(&w, (uint32_t)n_bindings);
-    for (int i = 0; i < 2 * n_bindings; i++) dynq__w_str(&w, bindings[i]);
-  }
-  dynq__w_str(&w, "detached");
-  dynq__w_bool(&w, detached != 0);
-  r = roundtrip(c, &w, id, &m);
+  bc.v = bindings;
+  bc.n = n_bindings;
+  memset(&p, 0, sizeof(p));
+  p.model = dynq__pstr(model);
+  p.has_model = 1;
+  p.bindings.write = w_bindings;
+  p.bindings.ctx = &bc;
+  p.has_bindings = n_bindings > 0;
+  p.detached = detached != 0;
+  p.has_detached = 1;
+  r = dynq__client_rpc(c, DYNQ_M_session_open, &p, &m);
   if (r < 0) return r;
   if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP ||
       dynq__obj_is_absent(dynq__obj_get(m.result, "session")) ||
@@ -482,21 +513,25 @@ int dynq_session_infer(dynq_client_t *c, uint64_t id,
 }
 
 /* session.reset / session.close: {session: id} -> an ignored result */
-static int session_call(dynq_client_t *c, const char *method, uint64_t id) {
+static int session_call(dynq_client_t *c, dynq__method_id_t method, uint64_t id) {
+  dynq__p_session_reset_t p;  /* session.close takes the same params */
   dynq__rpc_msg_t m;
   int r;
   if (c == NULL) return -EINVAL;
   c->errmsg[0] = '\0';
-  r = call_uint(c, method, "session", id, &m);
+  memset(&p, 0, sizeof(p));
+  p.session = id;
+  p.has_session = 1;
+  r = dynq__client_rpc(c, method, &p, &m);
   if (r < 0) return r;
   dynq__rpc_free(&m);
   return 0;
 }
 
 int dynq_session_reset(dynq_client_t *c, uint64_t id) {
-  return session_call(c, "session.reset", id);
+  return session_call(c, DYNQ_M_session_reset, id);
 }
 
 int dynq_session_close(dynq_client_t *c, uint64_t id) {
-  return session_call(c, "session.close", id);
+  return session_call(c, DYNQ_M_session_close, id);
 }

@@ -52,6 +52,7 @@ void dynq_shm_destroy(int fd, void *ptr, size_t size) {
 
 int dynq_shm_register(dynq_client_t *c, int fd, uint64_t size,
                       uint64_t *ret_region) {
+  dynq__p_shm_register_t p;
   dynq__wbuf_t w;
   dynq__rpc_msg_t m;
   dynq__obj_t reg;
@@ -63,12 +64,13 @@ int dynq_shm_register(dynq_client_t *c, int fd, uint64_t size,
   c->errmsg[0] = '\0';
   if (fd < 0) return dynq__client_fail(c, -EBADF, "shm.register: no file descriptor");
   if (size == 0) return dynq__client_fail(c, DYNQ_EPARAMS, "shm.register: size is 0");
+  memset(&p, 0, sizeof(p));
+  p.size = size;
+  p.has_size = 1;
   dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "shm.register");
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, "size");
-  dynq__w_uint(&w, size);
-  r = dynq__client_call_fd(c, &w, id, NULL, 0, fd, &m, NULL, NULL);
+  id = dynq__client_next_id(c);
+  dynq__w_request(&w, id, DYNQ_M_shm_register, &p);
+  r = dynq__client_call_fd(c, &w, id, NULL, 0, fd, &m);
   dynq__wbuf_free(&w);
   if (r < 0) return r;
   reg = dynq__obj_get(m.result, "region");
@@ -83,19 +85,15 @@ int dynq_shm_register(dynq_client_t *c, int fd, uint64_t size,
 }
 
 int dynq_shm_unregister(dynq_client_t *c, uint64_t region) {
-  dynq__wbuf_t w;
+  dynq__p_shm_unregister_t p;
   dynq__rpc_msg_t m;
-  uint32_t id;
   int r;
 
   if (c == NULL) return -EINVAL;
-  dynq__wbuf_init(&w);
-  id = dynq__client_begin(c, &w, "shm.unregister");
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, "region");
-  dynq__w_uint(&w, region);
-  r = dynq__client_call(c, &w, id, NULL, 0, &m, NULL, NULL);
-  dynq__wbuf_free(&w);
+  memset(&p, 0, sizeof(p));
+  p.region = region;
+  p.has_region = 1;
+  r = dynq__client_rpc(c, DYNQ_M_shm_unregister, &p, &m);
   if (r < 0) return r;
   dynq__rpc_free(&m);
   return 0;

@@ -1489,6 +1489,209 @@ done:
 }
 END_TEST
 
+
+/* ---- pipelining: several requests in flight on one connection ---- */
+
+/* Held requests of script_pipeline (msgid and params.i), answered in
+ * reverse order on "release". */
+typedef struct held {
+  uint32_t id[64];
+  int64_t i[64];
+  int n;
+} held_t;
+
+/* {"i": i} */
+static void w_i(dynq__wbuf_t *w, int64_t i) {
+  dynq__w_map_begin(w);
+  dynq__w_key(w, "i");
+  dynq__w_int(w, i);
+  dynq__w_map_end(w);
+}
+
+static void script_pipeline(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n, int pfd) {
+  held_t *h = f->user;
+  dynq__wbuf_t w;
+  (void)n;
+  (void)pfd;
+  if (method_is(req, "slow")) {
+    int64_t i = -1;
+    dynq__obj_int(dynq__obj_get(req->params, "i"), &i);
+    if (h->n < 64) {
+      h->id[h->n] = req->msgid;
+      h->i[h->n++] = i;
+    }
+    return;
+  }
+  if (method_is(req, "die")) {
+    f->requests = -2;  /* the loop ends and closes the connection */
+    return;
+  }
+  dynq__wbuf_init(&w);
+  if (method_is(req, "release")) {
+    /* the held ones last to first, odd i as errors, then release itself */
+    for (int k = h->n - 1; k >= 0; k--) {
+      if (h->i[k] % 2) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "no model %lld", (long long)h->i[k]);
+        dynq__w_error_response(&w, h->id[k], DYNQ_ENOMODEL, msg);
+      } else {
+        dynq__w_result_head(&w, h->id[k]);
+        w_i(&w, h->i[k]);
+      }
+    }
+    h->n = 0;
+  }
+  dynq__w_result_head(&w, req->msgid);
+  if (method_is(req, "ping")) dynq__w_str(&w, "pong");
+  else dynq__w_nil(&w);
+  tu_send_wbuf(fd, &w);
+}
+
+static uint32_t submit_i(dynq_client_t *c, const char *method, int64_t i) {
+  dynq__wbuf_t w;
+  uint32_t t = 0;
+  dynq__wbuf_init(&w);
+  w_i(&w, i);
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  ck_assert_int_eq(dynq_submit_raw(c, method, w.data, w.len, &t), 0);
+  dynq__wbuf_free(&w);
+  return t;
+}
+
+START_TEST(pipeline_out_of_order) {
+  xfake_t f;
+  held_t h;
+  dynq_client_t *c = NULL;
+  uint32_t t[6], got;
+  memset(&h, 0, sizeof(h));
+  xfake_start(&f, script_pipeline);
+  f.user = &h;
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  for (int k = 0; k < 5; k++) t[k] = submit_i(c, "slow", k);
+  ck_assert_int_eq(dynq_inflight(c), 5);
+  /* nothing answered yet; a blocking call still gets its own answer */
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+  ck_assert_int_eq(dynq_poll(c, 20, &got), 0);
+  ck_assert_int_eq(dynq_ping(c), 0);
+  ck_assert_int_eq(dynq_inflight(c), 5);
+  t[5] = submit_i(c, "release", 99);
+  /* completions come as answered: reverse order, then release, each once */
+  static const int order[] = {4, 3, 2, 1, 0, 5};
+  for (int k = 0; k < 6; k++) {
+    ck_assert_int_eq(dynq_poll(c, 5000, &got), 1);
+    ck_assert_uint_eq(got, t[order[k]]);
+  }
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+  ck_assert_int_eq(dynq_inflight(c), 6);
+  /* each answer belongs to its own request: results and errors */
+  for (int k = 0; k < 5; k++) {
+    void *res = NULL;
+    size_t len = 0;
+    int r = dynq_wait_raw(c, t[k], &res, &len);
+    if (k % 2) {
+      char want[64];
+      snprintf(want, sizeof(want), "no model %d", k);
+      ck_assert_int_eq(r, DYNQ_ENOMODEL);
+      ck_assert_str_eq(dynq_client_errmsg(c), want);
+      ck_assert_ptr_null(res);
+    } else {
+      static const uint8_t want[] = {0x81, 0xa1, 'i'};
+      ck_assert_int_eq(r, 0);
+      ck_assert_uint_eq(len, 4);
+      ck_assert_mem_eq(res, want, 3);
+      ck_assert_int_eq(((uint8_t *)res)[3], k);
+      free(res);
+    }
+  }
+  /* collected tickets are gone */
+  void *res = NULL;
+  size_t len = 0;
+  ck_assert_int_eq(dynq_wait_raw(c, t[0], &res, &len), -ENOENT);
+  ck_assert_int_eq(dynq_forget(c, t[5]), 0);
+  ck_assert_int_eq(dynq_forget(c, t[5]), -ENOENT);
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  /* a forgotten ticket's late answer is dropped, not misdelivered */
+  uint32_t lost = submit_i(c, "slow", 10);
+  ck_assert_int_eq(dynq_forget(c, lost), 0);
+  uint32_t rel = submit_i(c, "release", 0);
+  ck_assert_int_eq(dynq_poll(c, 5000, &got), 1);
+  ck_assert_uint_eq(got, rel);
+  ck_assert_int_eq(dynq_wait_raw(c, rel, &res, &len), 0);
+  free(res);
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  xfake_join(&f, c);
+  xfake_stop(&f);
+}
+END_TEST
+
+START_TEST(pipeline_limit) {
+  xfake_t f;
+  held_t h;
+  dynq_client_t *c = NULL;
+  uint32_t t;
+  memset(&h, 0, sizeof(h));
+  xfake_start(&f, script_pipeline);
+  f.user = &h;
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  ck_assert_int_eq(dynq_client_set_max_inflight(c, 0), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq_client_set_max_inflight(c, DYNQ_CLIENT_INFLIGHT_MAX + 1),
+                   DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq_client_set_max_inflight(c, 3), 0);
+  for (int k = 0; k < 3; k++) submit_i(c, "slow", 2 * k);
+  /* the fourth is refused before anything is sent */
+  ck_assert_int_eq(dynq_submit_raw(c, "slow", NULL, 0, &t), DYNQ_ELIMIT);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "3 requests already in flight"));
+  ck_assert_int_eq(dynq_ping(c), DYNQ_ELIMIT);  /* blocking calls count too */
+  /* collecting one makes room */
+  ck_assert_int_eq(dynq_client_set_max_inflight(c, 4), 0);
+  uint32_t rel = submit_i(c, "release", 0);
+  void *res;
+  size_t len;
+  ck_assert_int_eq(dynq_wait_raw(c, rel, &res, &len), 0);
+  free(res);
+  ck_assert_int_eq(dynq_inflight(c), 3);
+  xfake_join(&f, c);
+  /* the refused requests never reached the server */
+  ck_assert_str_eq(f.log, "slow {\"i\": 0}\nslow {\"i\": 2}\nslow {\"i\": 4}\n"
+                          "release {\"i\": 0}\n");
+  xfake_stop(&f);
+}
+END_TEST
+
+START_TEST(pipeline_connection_closed) {
+  xfake_t f;
+  held_t h;
+  dynq_client_t *c = NULL;
+  uint32_t t[4], got;
+  int seen[4] = {0};
+  memset(&h, 0, sizeof(h));
+  xfake_start(&f, script_pipeline);
+  f.user = &h;
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  for (int k = 0; k < 3; k++) t[k] = submit_i(c, "slow", k);
+  t[3] = submit_i(c, "die", 0);
+  /* every ticket completes exactly once, with the connection's error */
+  for (int k = 0; k < 4; k++) {
+    ck_assert_int_eq(dynq_poll(c, 5000, &got), 1);
+    for (int q = 0; q < 4; q++)
+      if (got == t[q]) seen[q]++;
+  }
+  for (int q = 0; q < 4; q++) ck_assert_int_eq(seen[q], 1);
+  ck_assert_int_eq(dynq_poll(c, 0, &got), DYNQ_ECLOSED);
+  for (int k = 0; k < 4; k++) {
+    dynq_infer_result_t r;
+    ck_assert_int_eq(dynq_wait_infer(c, t[k], &r), DYNQ_ECLOSED);
+    ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "closed"));
+  }
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  uint32_t t5;
+  ck_assert_int_eq(dynq_submit_raw(c, "slow", NULL, 0, &t5), DYNQ_ECLOSED);
+  ck_assert_int_eq(dynq_ping(c), DYNQ_ECLOSED);
+  xfake_join(&f, c);
+  xfake_stop(&f);
+}
+END_TEST
+
 static Suite *client_ext_suite(void) {
   Suite *s = suite_create("client-ext");
   TCase *tc = tcase_create("wav");
@@ -1503,6 +1706,12 @@ static Suite *client_ext_suite(void) {
   tcase_add_test(tc, session_calls);
   tcase_add_test(tc, infer_ex_options);
   tcase_add_test(tc, shm_create_register);
+  suite_add_tcase(s, tc);
+
+  tc = tcase_create("pipeline");
+  tcase_add_test(tc, pipeline_out_of_order);
+  tcase_add_test(tc, pipeline_limit);
+  tcase_add_test(tc, pipeline_connection_closed);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("dynqctl");

@@ -486,6 +486,55 @@ START_TEST(default_socket_order) {
 }
 END_TEST
 
+
+START_TEST(socket_search) {
+  char buf[256], msg[1024], path[512];
+  dynq_client_t *c = NULL;
+  char *dir = tu_mkdtemp();
+  unsetenv("DYNQ_SOCKET");
+  /* the user path first, then the system path */
+  setenv("XDG_RUNTIME_DIR", dir, 1);
+  snprintf(path, sizeof(path), "%s/dynq/dynqd.sock", dir);
+  ck_assert_str_eq(dynq_socket_candidate(0, buf, sizeof(buf)), path);
+  ck_assert_str_eq(dynq_socket_candidate(1, buf, sizeof(buf)), "/run/dynq/dynqd.sock");
+  ck_assert_ptr_null(dynq_socket_candidate(2, buf, sizeof(buf)));
+  ck_assert_ptr_null(dynq_socket_candidate(-1, buf, sizeof(buf)));
+  /* nothing listens anywhere: the message names every path tried */
+  if (access("/run/dynq/dynqd.sock", F_OK) != 0) {
+    ck_assert_int_eq(dynq_connect_msg(NULL, &c, msg, sizeof(msg)), -ENOENT);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(strstr(msg, "$XDG_RUNTIME_DIR/dynq/dynqd.sock (") && strstr(msg, path) &&
+                      strstr(msg, "; /run/dynq/dynqd.sock: "),
+                  "%s", msg);
+  }
+  /* a daemon on the user path is found, and the client says where */
+  char sub[512];
+  snprintf(sub, sizeof(sub), "%s/dynq", dir);
+  ck_assert_int_eq(mkdir(sub, 0700), 0);
+  int lfd = tu_listen_unix(path, 4);
+  ck_assert_int_eq(dynq_connect_msg(NULL, &c, msg, sizeof(msg)), 0);
+  ck_assert_str_eq(dynq_client_path(c), path);
+  ck_assert_str_eq(msg, "");
+  dynq_close(c);
+  c = NULL;
+  /* $DYNQ_SOCKET is the only candidate when set */
+  setenv("DYNQ_SOCKET", "/nonexistent-dynq-dir/x.sock", 1);
+  ck_assert_ptr_null(dynq_socket_candidate(1, buf, sizeof(buf)));
+  ck_assert_int_eq(dynq_connect_msg(NULL, &c, msg, sizeof(msg)), -ENOENT);
+  ck_assert_msg(strstr(msg, "$DYNQ_SOCKET (/nonexistent-dynq-dir/x.sock)") &&
+                    strstr(msg, "/run/dynq") == NULL, "%s", msg);
+  unsetenv("DYNQ_SOCKET");
+  /* an explicit path is tried alone */
+  ck_assert_int_eq(dynq_connect_msg("/nonexistent-dynq-dir/y.sock", &c, msg, sizeof(msg)),
+                   -ENOENT);
+  ck_assert_msg(strncmp(msg, "/nonexistent-dynq-dir/y.sock: ", 30) == 0, "%s", msg);
+  close(lfd);
+  unsetenv("XDG_RUNTIME_DIR");
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 START_TEST(strerror_every_code) {
   const char *unknown = dynq_strerror(DYNQ__ERR_BASE - 999);
   ck_assert_ptr_nonnull(unknown);
@@ -1081,6 +1130,7 @@ static Suite *client_suite(void) {
   tc = tcase_create("library");
   tcase_add_test(tc, connect_errors);
   tcase_add_test(tc, default_socket_order);
+  tcase_add_test(tc, socket_search);
   tcase_add_test(tc, strerror_every_code);
   tcase_add_test(tc, fake_skips_noise_and_reassembles);
   tcase_add_test(tc, fake_error_replies);

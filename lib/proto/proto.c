@@ -561,6 +561,7 @@ int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
 typedef struct rpc_priv {
   msgpack_unpacked up;  /* owns the zone every object lives in */
   char method[64];
+  size_t len;           /* bytes of frame */
   uint8_t frame[];      /* our copy of the frame: objects point into it */
 } rpc_priv_t;
 
@@ -645,6 +646,7 @@ int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
   }
   msgpack_unpacked_init(&p->up);
   p->method[0] = '\0';
+  p->len = len;
   memcpy(p->frame, buf, len);
 
   switch (msgpack_unpack_next(&p->up, (const char *)p->frame, len, &off)) {
@@ -719,6 +721,16 @@ int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
 fail:
   priv_free(p);
   return rc;
+}
+
+const uint8_t *dynq__rpc_frame(const dynq__rpc_msg_t *m, size_t *ret_len) {
+  const rpc_priv_t *p = m != NULL ? m->priv : NULL;
+  if (p == NULL) {
+    *ret_len = 0;
+    return NULL;
+  }
+  *ret_len = p->len;
+  return p->frame;
 }
 
 void dynq__rpc_free(dynq__rpc_msg_t *m) {

@@ -236,6 +236,8 @@ typedef struct dynq__rpc_msg {
 int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
                     int64_t *ret_msgid_hint, char *err, size_t errlen);
 void dynq__rpc_free(dynq__rpc_msg_t *m);
+/* The message's own copy of its frame bytes (valid while m is). */
+const uint8_t *dynq__rpc_frame(const dynq__rpc_msg_t *m, size_t *ret_len);
 
 /* Decode an error object {code, name, message, retryable} from a response
  * into a dynq code (by name when known, else DYNQ_ESERVER) and a message. */

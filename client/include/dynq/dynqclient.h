@@ -1,10 +1,16 @@
 /*
- * libdynqclient: a blocking client for dynqd.
+ * libdynqclient: a client for dynqd, blocking or pipelined.
  *
  * One dynq_client_t is one connection; calls on it are not thread-safe (use
  * one client per thread).  Every fallible call returns 0 or a negative code
  * (see errors.h); dynq_client_errmsg() then holds the server's or the
  * library's message for the last failure.  Compiles as C99 and C++.
+ *
+ * Result structs that may grow (dynq_server_info_t, dynq_model_info_t,
+ * dynq_stats_t) start with `size`: the calls are macros passing
+ * sizeof(*ret) to the library, which fills only what the caller's struct
+ * holds and sets size to the bytes it filled, so a field added at the end
+ * later breaks no compiled program (test `offsetof(T, field) < x.size`).
  */
 #ifndef DYNQ_DYNQCLIENT_H
 #define DYNQ_DYNQCLIENT_H
@@ -51,6 +57,7 @@ typedef struct dynq_tensor_info {
 } dynq_tensor_info_t;
 
 typedef struct dynq_model_info {
+  size_t size;              /* bytes filled by the library (see the top) */
   char *name, *path, *producer;
   uint64_t file_bytes;
   int n_inputs, n_outputs;
@@ -59,9 +66,11 @@ typedef struct dynq_model_info {
   uint64_t int8_weight_bytes, fp32_weight_bytes, reference_weight_bytes;
   int has_reference;
   int per_tensor;           /* activation scales: 0 per-row, 1 per-tensor */
+  uint64_t source_hash;     /* FNV-1a 64 of the ONNX source file; 0 unknown */
 } dynq_model_info_t;
 
 typedef struct dynq_server_info {
+  size_t size;              /* bytes filled by the library (see the top) */
   char version[32];
   int protocol;
   char kernel[32];
@@ -71,15 +80,28 @@ typedef struct dynq_server_info {
   double uptime_s;
 } dynq_server_info_t;
 
-/* Socket path: explicit, else $DYNQ_SOCKET, else $XDG_RUNTIME_DIR/dynq/dynqd.sock,
- * else /run/dynq/dynqd.sock.  Writes the chosen path into buf. */
+/* The socket search of dynq_connect(NULL): $DYNQ_SOCKET alone when it is set
+ * and non-empty; else $XDG_RUNTIME_DIR/dynq/dynqd.sock (when that variable is
+ * set and non-empty), then /run/dynq/dynqd.sock.  Candidate i (from 0) into
+ * buf, or NULL past the last. */
+const char *dynq_socket_candidate(int i, char *buf, size_t cap);
+/* The first candidate. */
 const char *dynq_default_socket(char *buf, size_t cap);
 
-/* socket_path NULL: dynq_default_socket().  Errors are -errno from the
- * socket calls (-ENOENT, -ECONNREFUSED, -EACCES, ...) or -ENAMETOOLONG when
- * the path does not fit a sockaddr_un. */
+/* socket_path NULL: try the candidates in order, moving on only when one
+ * does not exist or nobody listens there (-ENOENT, -ECONNREFUSED).  Errors
+ * are -errno from the socket calls (-ENOENT, -ECONNREFUSED, -EACCES, ...),
+ * or -ENAMETOOLONG when the path does not fit a sockaddr_un; the last
+ * path's error when several were tried. */
 int dynq_connect(const char *socket_path, dynq_client_t **ret_client);
+/* The same; on failure msg (may be NULL) says every path tried and why it
+ * failed ("$XDG_RUNTIME_DIR/dynq/dynqd.sock (/run/user/1000/dynq/dynqd.sock):
+ * No such file or directory; /run/dynq/dynqd.sock: Permission denied"). */
+int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client,
+                     char *msg, size_t msglen);
 void dynq_close(dynq_client_t *c);                    /* NULL-safe */
+/* The socket path c is connected to (which candidate the search took). */
+const char *dynq_client_path(const dynq_client_t *c);
 /* Message for the last failed call on c (the server's message for server
  * errors); each call clears it first, so it is "" after a success. */
 const char *dynq_client_errmsg(const dynq_client_t *c);
@@ -106,14 +128,18 @@ int dynq_client_set_spin(dynq_client_t *c, int spin_us);
 int dynq_client_get_spin(const dynq_client_t *c);
 
 int dynq_ping(dynq_client_t *c);
-int dynq_server_info(dynq_client_t *c, dynq_server_info_t *ret_info);
+int dynq_server_info_sized(dynq_client_t *c, dynq_server_info_t *ret_info, size_t size);
+#define dynq_server_info(c, ret_info) \
+  dynq_server_info_sized((c), (ret_info), sizeof(*(ret_info)))
 
 /* Model names, NULL-terminated array; dynq_strv_free(). */
 int dynq_list_models(dynq_client_t *c, char ***ret_names);
 void dynq_strv_free(char **v);
 
-int dynq_model_info(dynq_client_t *c, const char *model,
-                    dynq_model_info_t *ret_info);
+int dynq_model_info_sized(dynq_client_t *c, const char *model,
+                          dynq_model_info_t *ret_info, size_t size);
+#define dynq_model_info(c, model, ret_info) \
+  dynq_model_info_sized((c), (model), (ret_info), sizeof(*(ret_info)))
 void dynq_model_info_free(dynq_model_info_t *info);
 
 /* precision argument of dynq_infer() */
@@ -154,17 +180,31 @@ typedef struct dynq_model_stats {
   dynq_latency_t queue_us, compute_us;
 } dynq_model_stats_t;
 
+/* One integer the server's stats reply holds at its top level, known to
+ * this library or not: a counter added to dynqd shows up here. */
+typedef struct dynq_counter {
+  char *name;               /* owned by the dynq_stats_t */
+  uint64_t value;
+} dynq_counter_t;
+
 typedef struct dynq_stats {
+  size_t size;              /* bytes filled by the library (see the top) */
   double uptime_s;
   uint64_t connections, queue_depth, queue_cap, inflight, sessions;
   uint64_t shm_regions, bytes_mapped;
   uint64_t requests_total, errors_total, overloads_total, timeouts_total;
   int n_models;
   dynq_model_stats_t *models;  /* owned; sorted by name; dynq_stats_free() */
+  uint64_t inline_total;    /* infers run on dynqd's loop thread */
+  int n_counters;
+  dynq_counter_t *counters;    /* owned; every top-level integer, server order */
 } dynq_stats_t;
 
-int dynq_stats(dynq_client_t *c, dynq_stats_t *ret_stats);
+int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size);
+#define dynq_stats(c, ret_stats) dynq_stats_sized((c), (ret_stats), sizeof(*(ret_stats)))
 void dynq_stats_free(dynq_stats_t *s);      /* NULL-safe; zeroes *s */
+/* A counter by name: 0 and *ret_value, or -ENOENT. */
+int dynq_stats_counter(const dynq_stats_t *s, const char *name, uint64_t *ret_value);
 /* The whole stats reply rendered as one line of JSON (keys in the server's
  * order, fields this library does not know included); free() it. */
 int dynq_stats_json(dynq_client_t *c, char **ret_json);
@@ -241,6 +281,41 @@ int dynq_infer_ex(dynq_client_t *c, const char *model,
                   const dynq_tensor_t *inputs, int n_inputs,
                   const dynq_infer_opts_t *opts,
                   dynq_infer_result_t *ret_result);
+
+/* ---- pipelining: several requests in flight on one connection ----
+ *
+ * dynq_submit_*() sends a request and returns at once with a ticket (its
+ * msgid); answers are matched by ticket in whatever order dynqd sends them.
+ * dynq_poll() reports tickets as they complete (each exactly once);
+ * dynq_wait_*() collects one ticket's answer (waiting for it if needed) and
+ * forgets the ticket: its return value is that request's own result (0, or
+ * its error, the message in dynq_client_errmsg()).  When the connection
+ * breaks, every ticket not yet answered completes with the connection's
+ * error (DYNQ_ECLOSED...).  The blocking calls are submit + wait and may be
+ * mixed with pipelined ones.  At most dynq_client_set_max_inflight()
+ * tickets are outstanding (sent and not collected): a submit beyond that is
+ * DYNQ_ELIMIT, nothing sent. */
+#define DYNQ_CLIENT_INFLIGHT_DEFAULT 64
+#define DYNQ_CLIENT_INFLIGHT_MAX 4096
+/* 0, or DYNQ_EPARAMS for n outside 1..DYNQ_CLIENT_INFLIGHT_MAX. */
+int dynq_client_set_max_inflight(dynq_client_t *c, int n);
+/* Tickets outstanding (answered or not, not yet collected or forgotten). */
+int dynq_inflight(const dynq_client_t *c);
+
+int dynq_submit_infer(dynq_client_t *c, const char *model,
+                      const dynq_tensor_t *inputs, int n_inputs,
+                      const dynq_infer_opts_t *opts, uint32_t *ret_ticket);
+int dynq_submit_raw(dynq_client_t *c, const char *method, const void *params,
+                    size_t params_len, uint32_t *ret_ticket);
+/* 1 and *ret_ticket: a ticket completed (not reported before); 0: none
+ * within timeout_ms (0: do not block, -1: no limit) or nothing is waiting;
+ * DYNQ_ECLOSED when the connection is gone and every ticket was reported. */
+int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket);
+/* -ENOENT for a ticket that is not outstanding. */
+int dynq_wait_infer(dynq_client_t *c, uint32_t ticket, dynq_infer_result_t *ret_result);
+int dynq_wait_raw(dynq_client_t *c, uint32_t ticket, void **ret_result, size_t *ret_len);
+/* Drop a ticket; its answer is discarded when it comes.  -ENOENT if unknown. */
+int dynq_forget(dynq_client_t *c, uint32_t ticket);
 
 #ifdef __cplusplus
 }
