@@ -20,6 +20,9 @@
  *      each), batching off and on (--batch-max 16 --batch-delay 200), vs
  *      the engine in-process on W threads; batching off also through
  *      libdynqclient with its busy-poll off and at --client-spin;
+ *   3b. throughput pipelined through libdynqclient: --pipeline CxD (default
+ *      4x32) connections each keeping D requests in flight (dynq_submit_infer
+ *      / dynq_poll / dynq_wait_infer), next to the engine's rate;
  *   4. RSS and PSS of two dynqd processes serving the same model file
  *      (/proc/PID/smaps_rollup), after a warm-up request on each.
  * Prints one line per figure.  Numbers are medians; the machine is shared.
@@ -59,6 +62,7 @@ static int o_split_rows, o_cols = 4096;
 static const char *o_dargs[16];
 static int o_n_dargs;
 static int o_latency_only;
+static int o_pipe_conns = 4, o_pipe_depth = 32;
 
 static double now_s(void) {
   struct timespec ts;
@@ -139,8 +143,7 @@ static void daemon_stop(daemon_t *d) {
 
 typedef struct conn {
   int fd;
-  uint8_t *buf;
-  size_t len, cap;
+  dynq__framer_t fr;
 } conn_t;
 
 static void c_send(conn_t *c, const uint8_t *p, size_t n) {
@@ -153,29 +156,38 @@ static void c_send(conn_t *c, const uint8_t *p, size_t n) {
   }
 }
 
+static void c_open(conn_t *c, const char *sock) {
+  c->fd = connect_to(sock);
+  if (c->fd < 0) die("cannot connect");
+  dynq__framer_init(&c->fr, NULL);
+}
+
+static void c_close(conn_t *c) {
+  dynq__framer_free(&c->fr);
+  close(c->fd);
+}
+
 /* Read one message into m; returns its error code. */
 static int c_recv(conn_t *c, dynq__rpc_msg_t *m) {
-  dynq__scan_limits_t lim = dynq__scan_limits_default;
   for (;;) {
+    const uint8_t *f;
     size_t flen;
-    if (c->len > 0 && dynq__mp_scan(c->buf, c->len, &lim, &flen) == 0) {
+    int rc = dynq__framer_next(&c->fr, &f, &flen);
+    if (rc < 0) die("dynqd sent bytes the scanner refuses");
+    if (rc == 1) {
       char err[256];
       int64_t hint;
-      if (dynq__rpc_parse(c->buf, flen, m, &hint, err, sizeof(err)) != 0) die(err);
-      memmove(c->buf, c->buf + flen, c->len - flen);
-      c->len -= flen;
+      if (dynq__rpc_parse(f, flen, m, &hint, err, sizeof(err)) != 0) die(err);
       char msg[256];
       return dynq__rpc_error(m->error, msg, sizeof(msg));
     }
-    if (c->cap - c->len < 65536) {
-      c->cap = c->cap ? c->cap * 2 : 262144;
-      c->buf = realloc(c->buf, c->cap);
-      if (c->buf == NULL) die("out of memory");
-    }
-    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    uint8_t *dst;
+    size_t room;
+    if (dynq__framer_space(&c->fr, 65536, &dst, &room) != 0) die("out of memory");
+    ssize_t r = recv(c->fd, dst, room, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) die("connection closed");
-    c->len += (size_t)r;
+    dynq__framer_commit(&c->fr, (size_t)r);
   }
 }
 
@@ -317,8 +329,8 @@ static void latency(const daemon_t *d) {
   static double rp[LAT_N], l0p[LAT_N], l1p[LAT_N];
   static double enc[LAT_N], rtt[LAT_N], dec[LAT_N], q[LAT_N], comp[LAT_N], sdec[LAT_N];
   static double l0i[LAT_N], l1i[LAT_N], l0c[LAT_N], l1c[LAT_N];
-  conn_t c = {connect_to(d->sock), NULL, 0, 0};
-  if (c.fd < 0) die("cannot connect");
+  conn_t c;
+  c_open(&c, d->sock);
   dynq_client_t *cl0, *cl1;
   if (dynq_connect(d->sock, &cl0) != 0 || dynq_connect(d->sock, &cl1) != 0)
     die("dynq_connect failed");
@@ -371,8 +383,7 @@ static void latency(const daemon_t *d) {
          "(compute %.0f us)\n", o_client_spin, median(l1p, LAT_N), median(l1i, LAT_N),
          median(l1c, LAT_N));
   dynq__wbuf_free(&w);
-  free(c.buf);
-  close(c.fd);
+  c_close(&c);
   dynq_close(cl0);
   dynq_close(cl1);
 }
@@ -390,8 +401,8 @@ static void split_run(int workers) {
   float *x = malloc(n * sizeof(float));
   if (x == NULL) die("out of memory");
   for (size_t i = 0; i < n; i++) x[i] = (float)((int)(i * 7919 % 97) - 48) / 48.0f;
-  conn_t c = {connect_to(d.sock), NULL, 0, 0};
-  if (c.fd < 0) die("cannot connect");
+  conn_t c;
+  c_open(&c, d.sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, 5, "infer");
@@ -435,8 +446,7 @@ static void split_run(int workers) {
          o_cols, o_model, workers, median(rtt, N), median(comp, N), (long long)threads,
          median(dec, N), median(que, N));
   dynq__wbuf_free(&w);
-  free(c.buf);
-  close(c.fd);
+  c_close(&c);
   free(x);
   daemon_stop(&d);
 }
@@ -449,7 +459,43 @@ typedef struct tharg {
   long done;
   dynq__model_t *model;
   int lib_spin;          /* >= 0: through libdynqclient with this spin budget */
+  int depth;             /* > 0: pipelined through libdynqclient, this many in flight */
 } tharg_t;
+
+/* One connection keeping a->depth infers in flight until a->until. */
+static void *pipe_client_main(void *p) {
+  tharg_t *a = p;
+  dynq_client_t *cl;
+  dynq_tensor_t in;
+  memset(&in, 0, sizeof(in));
+  in.name = "x";
+  in.dtype = DYNQ_FLOAT32;
+  in.rank = 2;
+  in.shape[0] = 1;
+  in.shape[1] = 768;
+  in.data = g_x;
+  in.nbytes = sizeof(g_x);
+  if (dynq_connect(a->sock, &cl) != 0) die("dynq_connect failed");
+  if (dynq_client_set_max_inflight(cl, a->depth) != 0) die("bad depth");
+  for (;;) {
+    int more = now_s() < a->until;
+    while (more && dynq_inflight(cl) < a->depth) {
+      uint32_t t;
+      if (dynq_submit_infer(cl, o_model, &in, 1, NULL, &t) != 0) die("submit failed");
+    }
+    if (dynq_inflight(cl) == 0) break;
+    uint32_t t;
+    int rc = dynq_poll(cl, -1, &t);
+    if (rc < 0) die("connection lost");
+    if (rc == 0) continue;
+    dynq_infer_result_t r;
+    if (dynq_wait_infer(cl, t, &r) != 0) die(dynq_client_errmsg(cl));
+    dynq_infer_result_free(&r);
+    a->done++;
+  }
+  dynq_close(cl);
+  return NULL;
+}
 
 static void *lib_client_main(void *p) {
   tharg_t *a = p;
@@ -467,9 +513,10 @@ static void *lib_client_main(void *p) {
 
 static void *client_main(void *p) {
   tharg_t *a = p;
+  if (a->depth > 0) return pipe_client_main(p);
   if (a->lib_spin >= 0) return lib_client_main(p);
-  conn_t c = {connect_to(a->sock), NULL, 0, 0};
-  if (c.fd < 0) die("cannot connect");
+  conn_t c;
+  c_open(&c, a->sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   w_infer(&w, 3);
@@ -481,8 +528,7 @@ static void *client_main(void *p) {
     a->done++;
   }
   dynq__wbuf_free(&w);
-  free(c.buf);
-  close(c.fd);
+  c_close(&c);
   return NULL;
 }
 
@@ -506,19 +552,21 @@ static double proc_cpu_s(pid_t pid) {
 
 static double g_cpu_per_req_us;  /* daemon CPU per request of the last throughput() */
 
-static double throughput(const daemon_t *d, int lib_spin) {
-  pthread_t *th = calloc((size_t)o_clients, sizeof(*th));
-  tharg_t *a = calloc((size_t)o_clients, sizeof(*a));
+/* depth > 0: conns pipelined connections; else o_clients closed-loop ones. */
+static double throughput_n(const daemon_t *d, int lib_spin, int clients, int depth) {
+  pthread_t *th = calloc((size_t)clients, sizeof(*th));
+  tharg_t *a = calloc((size_t)clients, sizeof(*a));
   double cpu0 = proc_cpu_s(d->pid);
   double t0 = now_s(), until = t0 + o_seconds;
-  for (int i = 0; i < o_clients; i++) {
+  for (int i = 0; i < clients; i++) {
     a[i].sock = d->sock;
     a[i].until = until;
     a[i].lib_spin = lib_spin;
+    a[i].depth = depth;
     pthread_create(&th[i], NULL, client_main, &a[i]);
   }
   long total = 0;
-  for (int i = 0; i < o_clients; i++) {
+  for (int i = 0; i < clients; i++) {
     pthread_join(th[i], NULL);
     total += a[i].done;
   }
@@ -527,6 +575,10 @@ static double throughput(const daemon_t *d, int lib_spin) {
   free(th);
   free(a);
   return (double)total / el;
+}
+
+static double throughput(const daemon_t *d, int lib_spin) {
+  return throughput_n(d, lib_spin, o_clients, 0);
 }
 
 static void *engine_main(void *p) {
@@ -596,7 +648,8 @@ static void rss_pss(pid_t pid, long *ret_rss, long *ret_pss) {
 }
 
 static void warm(const daemon_t *d) {
-  conn_t c = {connect_to(d->sock), NULL, 0, 0};
+  conn_t c;
+  c_open(&c, d->sock);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   w_infer(&w, 4);
@@ -605,8 +658,7 @@ static void warm(const daemon_t *d) {
   if (c_recv(&c, &m) != 0) die("warm-up infer failed");
   dynq__rpc_free(&m);
   dynq__wbuf_free(&w);
-  free(c.buf);
-  close(c.fd);
+  c_close(&c);
 }
 
 int main(int argc, char **argv) {
@@ -621,13 +673,18 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--split") == 0 && v) o_split_rows = atoi(argv[++i]);
     else if (strcmp(argv[i], "--client-spin") == 0 && v) o_client_spin = atoi(argv[++i]);
     else if (strcmp(argv[i], "--latency-only") == 0) o_latency_only = 1;
+    else if (strcmp(argv[i], "--pipeline") == 0 && v) {
+      if (sscanf(argv[++i], "%dx%d", &o_pipe_conns, &o_pipe_depth) != 2 || o_pipe_conns < 1 ||
+          o_pipe_conns > 256 || o_pipe_depth < 1 || o_pipe_depth > DYNQ_CLIENT_INFLIGHT_MAX)
+        die("--pipeline must be CONNSxDEPTH (e.g. 4x32)");
+    }
     else if (strcmp(argv[i], "--cols") == 0 && v) o_cols = atoi(argv[++i]);
     else if (strcmp(argv[i], "--daemon-arg") == 0 && v && o_n_dargs < 16)
       o_dargs[o_n_dargs++] = argv[++i];
     else {
       fprintf(stderr, "usage: ipc-bench --dynqd PATH --models DIR [--model NAME] "
                       "[--seconds S] [--clients N] [--workers W] [--daemon-arg ARG]...\n"
-                      "                 [--client-spin US] [--latency-only]\n"
+                      "                 [--client-spin US] [--latency-only] [--pipeline CxD]\n"
                       "       ipc-bench ... --model NAME --split ROWS [--cols K]\n");
       return 2;
     }
@@ -667,6 +724,10 @@ int main(int argc, char **argv) {
     printf("throughput, %d libdynqclient clients (spin %d us), batching off: %.0f req/s "
            "(dynqd CPU %.1f us/req)\n", o_clients, sp, t, g_cpu_per_req_us);
   }
+  double t_pipe = throughput_n(&d, 0, o_pipe_conns, o_pipe_depth);
+  printf("throughput, pipelined %d conns x %d in flight (libdynqclient), batching off: "
+         "%.0f req/s (dynqd CPU %.1f us/req)\n", o_pipe_conns, o_pipe_depth, t_pipe,
+         g_cpu_per_req_us);
   daemon_stop(&d);
 
   const char *batch[] = {"--batch-max", "16", "--batch-delay", "200", NULL};
@@ -679,9 +740,11 @@ int main(int argc, char **argv) {
 
   double t_eng = engine_throughput();
   printf("engine in-process, %d threads: %.0f runs/s, CPU %.1f us/run (dynqd off/on: %.0f%% "
-         "/ %.0f%% of its rate, %.0f%% / %.0f%% of its CPU efficiency)\n",
+         "/ %.0f%% of its rate, %.0f%% / %.0f%% of its CPU efficiency; pipelined %dx%d: "
+         "%.0f%% of its rate)\n",
          o_workers, t_eng, g_cpu_per_req_us, 100.0 * t_off / t_eng, 100.0 * t_on / t_eng,
-         100.0 * g_cpu_per_req_us / cpu_off, 100.0 * g_cpu_per_req_us / cpu_on);
+         100.0 * g_cpu_per_req_us / cpu_off, 100.0 * g_cpu_per_req_us / cpu_on, o_pipe_conns,
+         o_pipe_depth, 100.0 * t_pipe / t_eng);
 
   daemon_t d1, d2;
   daemon_start(&d1, "m1", NULL);

@@ -3,9 +3,12 @@
  * thread and one libdynqclient connection each) and check every answer.
  *
  *   loadgen --socket PATH --model NAME --input NAME:ROWSxCOLS:FILE.f32
- *           [--expect FILE.f32]... [--threads N] [--requests N | --duration S]
- *           [--retry-overload]
+ *           [--expect FILE.f32]... [--threads N] [--depth D]
+ *           [--requests N | --duration S] [--retry-overload]
  *
+ * --depth D keeps D requests in flight on each connection (libdynqclient's
+ * pipelined API: dynq_submit_infer / dynq_poll / dynq_wait_infer); the
+ * default 1 is the blocking dynq_infer.
  * With --expect, an answer's first output must equal one of the given
  * files byte for byte (e.g. the two versions of a model being swapped);
  * anything else counts as wrong.  Without --requests/--duration it runs
@@ -41,6 +44,7 @@ static blob_t g_input;
 static blob_t g_expect[MAX_EXPECT];
 static int g_n_expect;
 static int g_threads = 4;
+static int g_depth = 1;          /* requests in flight per connection */
 static long g_requests;          /* per thread; 0: until stopped */
 static int g_retry_overload;
 static atomic_int g_stop;
@@ -85,6 +89,80 @@ static void mark_started(void) {
   pthread_mutex_unlock(&g_mu);
 }
 
+/* Count one answer; 1 when it was an overload to retry instead. */
+static int handle(dynq_client_t *c, int rc, dynq_infer_result_t *r) {
+  if (rc == DYNQ_EOVERLOAD && g_retry_overload) {
+    atomic_fetch_add(&g_overload, 1);
+    return 1;
+  }
+  if (rc != 0) {
+    atomic_fetch_add(&g_failed, 1);
+    note_error("infer", dynq_err_name(rc), dynq_client_errmsg(c));
+    return 0;
+  }
+  int hit = -1;
+  if (r->n_outputs >= 1)
+    for (int e = 0; e < g_n_expect && hit < 0; e++)
+      if (r->outputs[0].nbytes == g_expect[e].n &&
+          memcmp(r->outputs[0].data, g_expect[e].p, g_expect[e].n) == 0)
+        hit = e;
+  if (g_n_expect == 0 || hit >= 0) {
+    atomic_fetch_add(&g_ok, 1);
+    if (hit >= 0) atomic_fetch_add(&g_match[hit], 1);
+  } else {
+    atomic_fetch_add(&g_wrong, 1);
+    note_error("wrong answer", "first output", "matches none of the --expect files");
+  }
+  dynq_infer_result_free(r);
+  return 0;
+}
+
+/* --depth > 1: keep g_depth requests in flight, collect them as they
+ * complete (in whatever order dynqd answers). */
+static void run_pipelined(dynq_client_t *c, const dynq_tensor_t *in) {
+  long sent = 0, done = 0;
+  int counted = 0, rc;
+  if (g_depth > DYNQ_CLIENT_INFLIGHT_DEFAULT) dynq_client_set_max_inflight(c, g_depth);
+  for (;;) {
+    int more = !atomic_load(&g_stop) && (g_requests == 0 || sent < g_requests);
+    while (more && dynq_inflight(c) < g_depth) {
+      uint32_t t;
+      rc = dynq_submit_infer(c, g_model, in, 1, NULL, &t);
+      if (rc != 0) {
+        atomic_fetch_add(&g_failed, 1);
+        note_error("submit", dynq_err_name(rc), dynq_client_errmsg(c));
+        atomic_store(&g_stop, 1);
+        more = 0;
+        break;
+      }
+      sent++;
+      more = g_requests == 0 || sent < g_requests;
+    }
+    if (dynq_inflight(c) == 0) break;
+    uint32_t t;
+    rc = dynq_poll(c, -1, &t);
+    if (rc < 0) {
+      atomic_fetch_add(&g_failed, 1);
+      note_error("poll", dynq_err_name(rc), dynq_client_errmsg(c));
+      break;
+    }
+    if (rc == 0) continue;
+    dynq_infer_result_t r;
+    rc = dynq_wait_infer(c, t, &r);
+    if (handle(c, rc, &r)) {
+      sent--;  /* overloaded: send it again */
+      continue;
+    }
+    done++;
+    if (!counted) {
+      counted = 1;
+      mark_started();
+    }
+  }
+  (void)done;
+  if (!counted) mark_started();
+}
+
 static void *worker(void *arg) {
   (void)arg;
   dynq_client_t *c = NULL;
@@ -104,33 +182,18 @@ static void *worker(void *arg) {
   in.shape[1] = g_cols;
   in.data = g_input.p;
   in.nbytes = g_input.n;
+  if (g_depth > 1) {
+    run_pipelined(c, &in);
+    dynq_close(c);
+    return NULL;
+  }
   int counted = 0;
   for (long i = 0; !atomic_load(&g_stop) && (g_requests == 0 || i < g_requests); i++) {
     dynq_infer_result_t r;
     rc = dynq_infer(c, g_model, DYNQ_INFER_DEFAULT, &in, 1, &r);
-    if (rc == DYNQ_EOVERLOAD && g_retry_overload) {
-      atomic_fetch_add(&g_overload, 1);
+    if (handle(c, rc, &r)) {
       i--;
       continue;
-    }
-    if (rc != 0) {
-      atomic_fetch_add(&g_failed, 1);
-      note_error("infer", dynq_err_name(rc), dynq_client_errmsg(c));
-    } else {
-      int hit = -1;
-      if (r.n_outputs >= 1)
-        for (int e = 0; e < g_n_expect && hit < 0; e++)
-          if (r.outputs[0].nbytes == g_expect[e].n &&
-              memcmp(r.outputs[0].data, g_expect[e].p, g_expect[e].n) == 0)
-            hit = e;
-      if (g_n_expect == 0 || hit >= 0) {
-        atomic_fetch_add(&g_ok, 1);
-        if (hit >= 0) atomic_fetch_add(&g_match[hit], 1);
-      } else {
-        atomic_fetch_add(&g_wrong, 1);
-        note_error("wrong answer", "first output", "matches none of the --expect files");
-      }
-      dynq_infer_result_free(&r);
     }
     if (!counted) {
       counted = 1;
@@ -145,8 +208,8 @@ static void *worker(void *arg) {
 static int usage(void) {
   fprintf(stderr,
           "usage: loadgen --socket PATH --model NAME --input NAME:ROWSxCOLS:FILE.f32\n"
-          "               [--expect FILE.f32]... [--threads N] [--requests N | --duration S]\n"
-          "               [--retry-overload]\n");
+          "               [--expect FILE.f32]... [--threads N] [--depth D]\n"
+          "               [--requests N | --duration S] [--retry-overload]\n");
   return 2;
 }
 
@@ -172,6 +235,7 @@ int main(int argc, char **argv) {
     else if (strcmp(a, "--model") == 0) g_model = v;
     else if (strcmp(a, "--input") == 0) input = v;
     else if (strcmp(a, "--threads") == 0) g_threads = atoi(v);
+    else if (strcmp(a, "--depth") == 0) g_depth = atoi(v);
     else if (strcmp(a, "--requests") == 0) g_requests = atol(v);
     else if (strcmp(a, "--duration") == 0) duration = atof(v);
     else if (strcmp(a, "--expect") == 0) {
@@ -191,6 +255,10 @@ int main(int argc, char **argv) {
   if (g_socket == NULL || g_model == NULL || input == NULL) return usage();
   if (g_threads < 1 || g_threads > MAX_THREADS) {
     fprintf(stderr, "loadgen: --threads must be 1..%d\n", MAX_THREADS);
+    return 2;
+  }
+  if (g_depth < 1 || g_depth > DYNQ_CLIENT_INFLIGHT_MAX) {
+    fprintf(stderr, "loadgen: --depth must be 1..%d\n", DYNQ_CLIENT_INFLIGHT_MAX);
     return 2;
   }
   char file[4096];
@@ -231,9 +299,9 @@ int main(int argc, char **argv) {
   double el = now_s() - t0;
   long ok = atomic_load(&g_ok), wrong = atomic_load(&g_wrong),
        failed = atomic_load(&g_failed);
-  printf("{\"threads\": %d, \"seconds\": %.3f, \"ok\": %ld, \"wrong\": %ld, "
+  printf("{\"threads\": %d, \"depth\": %d, \"seconds\": %.3f, \"ok\": %ld, \"wrong\": %ld, "
          "\"failed\": %ld, \"overloaded_retried\": %ld, \"per_second\": %.1f, \"matched\": [",
-         n, el, ok, wrong, failed, atomic_load(&g_overload),
+         n, g_depth, el, ok, wrong, failed, atomic_load(&g_overload),
          el > 0 ? (double)(ok + wrong + failed) / el : 0.0);
   for (int e = 0; e < g_n_expect; e++)
     printf("%s%ld", e ? ", " : "", atomic_load(&g_match[e]));

@@ -88,8 +88,7 @@ typedef struct conn {
   dynq__wbuf_t out;         /* frames not yet written */
   size_t out_off;           /* bytes of out already written */
   int dirty, want_out;
-  uint8_t *in;              /* received bytes not yet parsed */
-  size_t in_len, in_cap;
+  dynq__framer_t fr;        /* received bytes not yet parsed (RBUF_MAX frames) */
   stream_t **streams;       /* [n_streams] by slot; borrowed */
   int n_streams;
 } conn_t;
@@ -288,43 +287,28 @@ static void on_frame(conn_t *c, const uint8_t *f, size_t len, double t) {
 
 static void on_readable(conn_t *c) {
   for (;;) {
-    if (c->in_cap - c->in_len < 65536) {
-      size_t cap = c->in_cap ? c->in_cap * 2 : 262144;
-      uint8_t *p = cap <= RBUF_MAX ? realloc(c->in, cap) : NULL;
-      if (!p) {
-        conn_fail(c, "reply buffer over its limit");
-        return;
-      }
-      c->in = p;
-      c->in_cap = cap;
+    uint8_t *dst;
+    size_t room;
+    if (dynq__framer_space(&c->fr, 65536, &dst, &room) != 0) {
+      conn_fail(c, "out of memory for replies");
+      return;
     }
-    ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+    ssize_t n = read(c->fd, dst, room);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n <= 0) {
       conn_fail(c, n == 0 ? "dynqd closed the connection" : strerror(errno));
       return;
     }
-    size_t room = c->in_cap - c->in_len;
-    c->in_len += (size_t)n;
+    dynq__framer_commit(&c->fr, (size_t)n);
     if ((size_t)n < room) break;   /* a short read: the socket is drained */
   }
   double t = now_s();   /* one clock read for everything this read brought */
-  size_t off = 0;
-  while (off < c->in_len && c->fd >= 0) {
-    size_t flen;
-    int rc = dynq__mp_scan(c->in + off, c->in_len - off, &dynq__scan_limits_default, &flen);
-    if (rc == -EAGAIN) break;
-    if (rc != 0) {
-      conn_fail(c, dynq_strerror(rc));
-      return;
-    }
-    on_frame(c, c->in + off, flen, t);
-    off += flen;
-  }
-  if (c->fd < 0) return;
-  memmove(c->in, c->in + off, c->in_len - off);
-  c->in_len -= off;
+  const uint8_t *f;
+  size_t flen;
+  int rc = 0;
+  while (c->fd >= 0 && (rc = dynq__framer_next(&c->fr, &f, &flen)) == 1) on_frame(c, f, flen, t);
+  if (c->fd >= 0 && rc < 0) conn_fail(c, dynq_strerror(rc));
 }
 
 static double due_of(const worker_t *w, long e) {
@@ -425,23 +409,28 @@ static int conn_open(conn_t *c, char *err, size_t errlen) {
   }
   dynq__wbuf_reset(o);
   int got = 0;
-  size_t len = 0, cap = 65536;
-  uint8_t *buf = malloc(cap);
-  while (buf && got < c->n_streams) {
-    ssize_t n = read(c->fd, buf + len, cap - len);
+  dynq__scan_limits_t lim = dynq__scan_limits_default;
+  lim.max_frame = RBUF_MAX;
+  dynq__framer_init(&c->fr, &lim);
+  while (got < c->n_streams) {
+    uint8_t *dst;
+    size_t room;
+    const uint8_t *f;
+    size_t flen;
+    int rc;
+    if (dynq__framer_space(&c->fr, 65536, &dst, &room) != 0) break;
+    ssize_t n = read(c->fd, dst, room);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       snprintf(err, errlen, "session.open: %s", n ? strerror(errno) : "dynqd closed the connection");
       break;
     }
-    len += (size_t)n;
-    size_t off = 0, flen;
-    int rc;
-    while ((rc = dynq__mp_scan(buf + off, len - off, &dynq__scan_limits_default, &flen)) == 0) {
+    dynq__framer_commit(&c->fr, (size_t)n);
+    while ((rc = dynq__framer_next(&c->fr, &f, &flen)) == 1) {
       dynq__rpc_msg_t m;
       int64_t hint;
       char perr[128];
-      if (dynq__rpc_parse(buf + off, flen, &m, &hint, perr, sizeof perr) != 0) {
+      if (dynq__rpc_parse(f, flen, &m, &hint, perr, sizeof perr) != 0) {
         snprintf(err, errlen, "session.open: %s", perr);
         goto out;
       }
@@ -460,26 +449,13 @@ static int conn_open(conn_t *c, char *err, size_t errlen) {
       }
       dynq__rpc_free(&m);
       if (sid < 0) goto out;
-      off += flen;
     }
-    if (rc != -EAGAIN) {
+    if (rc < 0) {
       snprintf(err, errlen, "session.open: %s", dynq_strerror(rc));
       break;
     }
-    memmove(buf, buf + off, len - off);
-    len -= off;
-    if (len == cap) {
-      uint8_t *nb = cap < RBUF_MAX ? realloc(buf, cap * 2) : NULL;
-      if (!nb) {
-        snprintf(err, errlen, "session.open: reply too large");
-        break;
-      }
-      buf = nb;
-      cap *= 2;
-    }
   }
 out:
-  free(buf);
   if (got < c->n_streams) {
     if (!err[0]) snprintf(err, errlen, "session.open: out of memory");
     return -1;
@@ -653,7 +629,7 @@ done:
   for (int i = 0; cs && i < n_conns; i++) {
     if (cs[i].fd >= 0) close(cs[i].fd);   /* closes its sessions too */
     dynq__wbuf_free(&cs[i].out);
-    free(cs[i].in);
+    dynq__framer_free(&cs[i].fr);
   }
   for (int t = 0; ws && t < nt; t++)
     if (ws[t].ep >= 0) close(ws[t].ep);

@@ -13,6 +13,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 static void label_value(FILE *f, const char *s) {
   fputc('"', f);
@@ -86,6 +87,48 @@ static void summary(FILE *f, const dynq_stats_t *s, const char *name, const char
   }
 }
 
+/* Top-level stats counters with a line of their own above. */
+static int known_counter(const char *name) {
+  static const char *const known[] = {
+    "connections", "queue_depth", "queue_cap", "inflight", "sessions", "shm_regions",
+    "bytes_mapped", "requests_total", "errors_total", "overloads_total", "timeouts_total",
+  };
+  for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+    if (strcmp(known[i], name) == 0) return 1;
+  return 0;
+}
+
+/* A counter name as a Prometheus metric name part: [a-zA-Z0-9_]. */
+static void metric_part(FILE *f, const char *s) {
+  for (; *s; s++) {
+    char ch = *s;
+    int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+             (ch >= '0' && ch <= '9') || ch == '_';
+    fputc(ok ? ch : '_', f);
+  }
+}
+
+/* Every counter dynqd sends that has no line above, so a counter added to
+ * dynqd reaches Prometheus without a new dynqctl: dynq_<name>, a counter
+ * when the name ends in _total, else a gauge. */
+static void other_counters(const dynq_stats_t *s, FILE *f) {
+  for (int i = 0; i < s->n_counters && s->counters != NULL; i++) {
+    const dynq_counter_t *k = &s->counters[i];
+    size_t n = strlen(k->name);
+    int total = n > 6 && strcmp(k->name + n - 6, "_total") == 0;
+    if (known_counter(k->name)) continue;
+    fputs("# HELP dynq_", f);
+    metric_part(f, k->name);
+    fputs(" dynqd stats counter '", f);
+    metric_part(f, k->name);
+    fputs("' (docs/PROTOCOL.md, stats).\n# TYPE dynq_", f);
+    metric_part(f, k->name);
+    fprintf(f, " %s\ndynq_", total ? "counter" : "gauge");
+    metric_part(f, k->name);
+    fprintf(f, " %" PRIu64 "\n", k->value);
+  }
+}
+
 void dynq__prom_render(const dynq_stats_t *s, FILE *f) {
   head(f, "dynq_uptime_seconds", "gauge", "Seconds since dynqd started.");
   fprintf(f, "dynq_uptime_seconds %.9g\n", s->uptime_s);
@@ -102,6 +145,7 @@ void dynq__prom_render(const dynq_stats_t *s, FILE *f) {
   counter(f, "dynq_daemon_errors_total", "Requests answered with an error.", s->errors_total);
   counter(f, "dynq_overloads_total", "Requests refused with EOVERLOAD.", s->overloads_total);
   counter(f, "dynq_timeouts_total", "Requests skipped with EDEADLINE.", s->timeouts_total);
+  other_counters(s, f);
   per_model(f, s, "dynq_model_version", "gauge", "Version of the model now serving.",
             offsetof(dynq_model_stats_t, version));
   per_model(f, s, "dynq_requests_total", "counter", "Inference requests per model.",
@@ -123,6 +167,13 @@ void dynq__stats_table(const dynq_stats_t *s, FILE *f) {
   fprintf(f, "requests %" PRIu64 ", errors %" PRIu64 ", overloads %" PRIu64
              ", timeouts %" PRIu64 "\n",
           s->requests_total, s->errors_total, s->overloads_total, s->timeouts_total);
+  int others = 0;
+  for (int i = 0; i < s->n_counters && s->counters != NULL; i++) {
+    if (known_counter(s->counters[i].name)) continue;
+    fprintf(f, "%s%s %" PRIu64, others++ ? ", " : "", s->counters[i].name,
+            s->counters[i].value);
+  }
+  if (others) fputc('\n', f);
   if (s->n_models == 0) {
     fprintf(f, "no models\n");
     return;

@@ -319,19 +319,23 @@ static void log_request(xfake_t *f, const dynq__rpc_msg_t *m) {
 static void *xfake_main(void *arg) {
   xfake_t *f = arg;
   int fd = accept(f->lfd, NULL, NULL);
-  static uint8_t buf[1 << 20];
-  size_t have = 0;
+  dynq__framer_t fr;
   int pending_fd = -1;
   if (fd < 0) return NULL;
+  dynq__framer_init(&fr, NULL);
   for (;;) {
+    const uint8_t *frame;
     size_t flen;
-    int r = have ? dynq__mp_scan(buf, have, &dynq__scan_limits_default, &flen) : -EAGAIN;
-    if (r == -EAGAIN) {
+    int r = dynq__framer_next(&fr, &frame, &flen);
+    if (r == 0) {
       union {
         struct cmsghdr h;
         char c[CMSG_SPACE(sizeof(int) * 4)];
       } cm;
-      struct iovec iov = { buf + have, sizeof(buf) - have };
+      uint8_t *dst;
+      size_t room;
+      if (dynq__framer_space(&fr, 65536, &dst, &room) != 0) break;
+      struct iovec iov = { dst, room };
       struct msghdr mh;
       memset(&mh, 0, sizeof(mh));
       mh.msg_iov = &iov;
@@ -351,14 +355,14 @@ static void *xfake_main(void *arg) {
           }
         }
       }
-      have += (size_t)n;
+      dynq__framer_commit(&fr, (size_t)n);
       continue;
     }
     if (r < 0) break;
     dynq__rpc_msg_t m;
     int64_t hint;
     char err[128];
-    if (dynq__rpc_parse(buf, flen, &m, &hint, err, sizeof(err)) < 0) break;
+    if (dynq__rpc_parse(frame, flen, &m, &hint, err, sizeof(err)) < 0) break;
     log_request(f, &m);
     f->script(f, fd, &m, f->requests++, pending_fd);
     if (pending_fd >= 0) {
@@ -367,11 +371,10 @@ static void *xfake_main(void *arg) {
       pending_fd = -1;
     }
     dynq__rpc_free(&m);
-    memmove(buf, buf + flen, have - flen);
-    have -= flen;
     if (f->requests < 0) break;
   }
   if (pending_fd >= 0) close(pending_fd);
+  dynq__framer_free(&fr);
   close(fd);
   return NULL;
 }
@@ -1490,6 +1493,82 @@ done:
 END_TEST
 
 
+
+/* A stats reply with counters this client version has no field for. */
+static void script_counters(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n, int pfd) {
+  dynq__wbuf_t w;
+  (void)f;
+  (void)n;
+  (void)pfd;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, req->msgid);
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "uptime_s");
+  dynq__w_double(&w, 2.0);
+  dynq__w_key(&w, "requests_total");
+  dynq__w_uint(&w, 12);
+  dynq__w_key(&w, "inline_total");
+  dynq__w_uint(&w, 7);
+  dynq__w_key(&w, "brand_new_total");
+  dynq__w_uint(&w, 3);
+  dynq__w_key(&w, "odd.gauge");
+  dynq__w_uint(&w, 4);
+  dynq__w_key(&w, "negative");  /* not a counter: skipped */
+  dynq__w_int(&w, -1);
+  dynq__w_key(&w, "models");
+  dynq__w_map(&w, 0);
+  dynq__w_map_end(&w);
+  tu_send_wbuf(fd, &w);
+}
+
+START_TEST(stats_unknown_counters) {
+  xfake_t f;
+  dynq_client_t *c = NULL;
+  dynq_stats_t st;
+  uint64_t v = 0;
+  xfake_start(&f, script_counters);
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  ck_assert_int_eq(dynq_stats(c, &st), 0);
+  ck_assert_uint_eq(st.size, sizeof(st));
+  ck_assert_uint_eq(st.inline_total, 7);
+  ck_assert_int_eq(st.n_counters, 4);
+  ck_assert_str_eq(st.counters[0].name, "requests_total");
+  ck_assert_int_eq(dynq_stats_counter(&st, "brand_new_total", &v), 0);
+  ck_assert_uint_eq(v, 3);
+  ck_assert_int_eq(dynq_stats_counter(&st, "negative", &v), -ENOENT);
+  ck_assert_int_eq(dynq_stats_counter(&st, "uptime_s", &v), -ENOENT);
+  char *text = render(dynq__prom_render, &st);
+  ck_assert_msg(strstr(text, "# TYPE dynq_brand_new_total counter\ndynq_brand_new_total 3\n") &&
+                    strstr(text, "# TYPE dynq_inline_total counter\ndynq_inline_total 7\n") &&
+                    strstr(text, "# TYPE dynq_odd_gauge gauge\ndynq_odd_gauge 4\n") &&
+                    strstr(text, "dynq_requests_total 12") == NULL &&
+                    strstr(text, "negative") == NULL,
+                "%s", text);
+  free(text);
+  text = render(dynq__stats_table, &st);
+  ck_assert_msg(strstr(text, "inline_total 7, brand_new_total 3, odd.gauge 4\n"), "%s", text);
+  free(text);
+  dynq_stats_free(&st);
+  ck_assert_ptr_null(st.counters);
+  /* a caller compiled against the first layout gets that much, no leak */
+  struct {
+    dynq_stats_t head;
+  } old;
+  size_t v0 = offsetof(dynq_stats_t, models) + sizeof(old.head.models);
+  memset(&old, 0xab, sizeof(old));
+  ck_assert_int_eq(dynq_stats_sized(c, &old.head, v0), 0);
+  ck_assert_uint_eq(old.head.size, v0);
+  ck_assert_uint_eq(old.head.requests_total, 12);
+  ck_assert_int_eq(dynq_stats_counter(&old.head, "inline_total", &v), -ENOENT);
+  ck_assert_uint_eq(*((unsigned char *)&old.head + v0), 0xab);  /* untouched beyond */
+  dynq_stats_free(&old.head);
+  /* smaller than the first layout: refused */
+  ck_assert_int_eq(dynq_stats_sized(c, &st, v0 - 1), -EINVAL);
+  xfake_join(&f, c);
+  xfake_stop(&f);
+}
+END_TEST
+
 /* ---- pipelining: several requests in flight on one connection ---- */
 
 /* Held requests of script_pipeline (msgid and params.i), answered in
@@ -1702,6 +1781,7 @@ static Suite *client_ext_suite(void) {
 
   tc = tcase_create("library");
   tcase_add_test(tc, stats_typed_prometheus_json);
+  tcase_add_test(tc, stats_unknown_counters);
   tcase_add_test(tc, health_and_admin_calls);
   tcase_add_test(tc, session_calls);
   tcase_add_test(tc, infer_ex_options);

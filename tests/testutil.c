@@ -270,33 +270,33 @@ int tu_listen_unix(const char *path, int backlog) {
 }
 
 void tu_fake_serve(int lfd, tu_fake_fn on_msg, void *ctx) {
-  const size_t cap = (size_t)1 << 16;
-  size_t have = 0;
+  dynq__framer_t fr;
   int fd = accept(lfd, NULL, NULL);
   if (fd < 0) return;
-  uint8_t *buf = malloc(cap);
-  ck_assert_ptr_nonnull(buf);
+  dynq__framer_init(&fr, NULL);
   for (;;) {
+    const uint8_t *f;
     size_t flen;
-    int r = have ? dynq__mp_scan(buf, have, &dynq__scan_limits_default, &flen) : -EAGAIN;
-    if (r == -EAGAIN) {
-      ssize_t n = read(fd, buf + have, cap - have);
+    int r = dynq__framer_next(&fr, &f, &flen);
+    if (r == 0) {
+      uint8_t *dst;
+      size_t room;
+      ck_assert_int_eq(dynq__framer_space(&fr, 65536, &dst, &room), 0);
+      ssize_t n = read(fd, dst, room);
       if (n <= 0) break;
-      have += (size_t)n;
+      dynq__framer_commit(&fr, (size_t)n);
       continue;
     }
     if (r < 0) break;
     dynq__rpc_msg_t m;
     int64_t hint;
     char err[128];
-    if (dynq__rpc_parse(buf, flen, &m, &hint, err, sizeof(err)) < 0) break;
+    if (dynq__rpc_parse(f, flen, &m, &hint, err, sizeof(err)) < 0) break;
     int done = on_msg(ctx, fd, &m);
     dynq__rpc_free(&m);
-    memmove(buf, buf + flen, have - flen);
-    have -= flen;
     if (done) break;
   }
-  free(buf);
+  dynq__framer_free(&fr);
   close(fd);
 }
 
@@ -445,6 +445,9 @@ double tu_rel_max(const float *got, const float *ref, size_t n) {
 
 void tu_rpc_open(tu_rpc_t *c, const char *sock) {
   memset(c, 0, sizeof(*c));
+  dynq__scan_limits_t lim = dynq__scan_limits_default;
+  lim.max_frame = (size_t)1 << 30;  /* results may exceed the request default */
+  dynq__framer_init(&c->fr, &lim);
   c->fd = tu_connect(sock);
   ck_assert_msg(c->fd >= 0, "cannot connect to %s: %s", sock, strerror(errno));
 }
@@ -452,7 +455,7 @@ void tu_rpc_open(tu_rpc_t *c, const char *sock) {
 void tu_rpc_close(tu_rpc_t *c) {
   for (int i = 0; i < c->n_stash; i++) dynq__rpc_free(&c->stash[i]);
   if (c->fd >= 0) close(c->fd);
-  free(c->buf);
+  dynq__framer_free(&c->fr);
   memset(c, 0, sizeof(*c));
   c->fd = -1;
 }
@@ -497,40 +500,33 @@ void tu_rpc_send_wbuf(tu_rpc_t *c, dynq__wbuf_t *w) {
 }
 
 int tu_rpc_recv(tu_rpc_t *c, dynq__rpc_msg_t *m) {
-  dynq__scan_limits_t lim = dynq__scan_limits_default;
-  lim.max_frame = (size_t)1 << 30;  /* results may exceed the request default */
   for (;;) {
+    const uint8_t *f;
     size_t flen = 0;
-    if (c->len > 0) {
-      int rc = dynq__mp_scan(c->buf, c->len, &lim, &flen);
-      if (rc == 0) {
-        char err[256];
-        int64_t hint;
-        int prc = dynq__rpc_parse(c->buf, flen, m, &hint, err, sizeof(err));
-        ck_assert_msg(prc == 0, "daemon sent an unparsable message: %s", err);
-        memmove(c->buf, c->buf + flen, c->len - flen);
-        c->len -= flen;
-        return 0;
-      }
-      ck_assert_msg(rc == -EAGAIN, "daemon sent bytes the scanner refuses (%d)", rc);
+    int rc = dynq__framer_next(&c->fr, &f, &flen);
+    ck_assert_msg(rc >= 0, "daemon sent bytes the scanner refuses (%d)", rc);
+    if (rc == 1) {
+      char err[256];
+      int64_t hint;
+      int prc = dynq__rpc_parse(f, flen, m, &hint, err, sizeof(err));
+      ck_assert_msg(prc == 0, "daemon sent an unparsable message: %s", err);
+      return 0;
     }
-    if (c->cap - c->len < 65536) {
-      c->cap = c->cap ? c->cap * 2 : 131072;
-      c->buf = realloc(c->buf, c->cap);
-      ck_assert_ptr_nonnull(c->buf);
-    }
+    uint8_t *dst;
+    size_t room;
+    ck_assert_int_eq(dynq__framer_space(&c->fr, 65536, &dst, &room), 0);
     struct pollfd pfd = {c->fd, POLLIN, 0};
     int pr = poll(&pfd, 1, TU_RPC_IO_TIMEOUT_MS);
     ck_assert_msg(pr == 1, "no answer from dynqd within %d ms", TU_RPC_IO_TIMEOUT_MS);
-    ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    ssize_t r = recv(c->fd, dst, room, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && errno == ECONNRESET) return -1;
     ck_assert_msg(r >= 0, "recv failed: %s", strerror(errno));
     if (r == 0) {
-      ck_assert_msg(c->len == 0, "daemon closed mid-message");
+      ck_assert_msg(dynq__framer_pending(&c->fr) == 0, "daemon closed mid-message");
       return -1;
     }
-    c->len += (size_t)r;
+    dynq__framer_commit(&c->fr, (size_t)r);
   }
 }
 

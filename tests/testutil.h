@@ -147,8 +147,7 @@ double tu_rel_max(const float *got, const float *ref, size_t n);
 
 typedef struct tu_rpc {
   int fd;
-  uint8_t *buf;
-  size_t len, cap;
+  dynq__framer_t fr;             /* the answers' byte stream */
   int n_stash;
   dynq__rpc_msg_t stash[TU_RPC_STASH_MAX];
 } tu_rpc_t;
