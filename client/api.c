@@ -75,10 +75,12 @@ int dynq__get_int(dynq__obj_t o, int *ret) {
 }
 
 int dynq__get_u64(dynq__obj_t o, uint64_t *ret) {
-  int64_t v;
-  if (dynq__get_i64(o, &v) < 0 || v < 0) return DYNQ_EPROTO;
-  *ret = (uint64_t)v;
-  return 0;
+  if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) {
+    *ret = 0;
+    return 0;
+  }
+  /* the full unsigned range: hashes such as source_hash use all 64 bits */
+  return dynq__obj_uint(o, ret) < 0 ? DYNQ_EPROTO : 0;
 }
 
 int dynq__get_bool(dynq__obj_t o, int *ret) {

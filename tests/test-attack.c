@@ -308,7 +308,7 @@ START_TEST(test_reload_fifo_race) {
     FD_ZERO(&rs);
     FD_SET(c.fd, &rs);
     struct timeval tv = {5, 0};
-    int ready = c.len > 0 ? 1 : select(c.fd + 1, &rs, NULL, NULL, &tv);
+    int ready = dynq__framer_pending(&c.fr) > 0 ? 1 : select(c.fd + 1, &rs, NULL, NULL, &tv);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ck_assert_msg(ready > 0, "model.reload %d got no answer within 5 s (a pool thread "
                   "blocked opening the FIFO?)", i);

@@ -1885,6 +1885,30 @@ START_TEST(test_params_rule_and_errors) {
 }
 END_TEST
 
+START_TEST(test_obj_uint_full_range) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 1, "m");
+  dynq__w_array(&w, 3);
+  dynq__w_uint(&w, UINT64_MAX);
+  dynq__w_int(&w, -1);
+  dynq__w_str(&w, "7");
+  dynq__rpc_msg_t m;
+  char err[64];
+  ck_assert_int_eq(dynq__rpc_parse(w.data, w.len, &m, NULL, err, sizeof err), 0);
+  uint64_t u = 0;
+  int64_t i;
+  ck_assert_int_eq(dynq__obj_uint(dynq__obj_at(m.params, 0), &u), 0);
+  ck_assert(u == UINT64_MAX);
+  ck_assert_int_eq(dynq__obj_int(dynq__obj_at(m.params, 0), &i), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq__obj_uint(dynq__obj_at(m.params, 1), &u), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq__obj_uint(dynq__obj_at(m.params, 2), &u), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq__obj_uint(dynq__obj_at(m.params, 3), &u), DYNQ_EPARAMS);
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
 START_TEST(test_pstr_helpers) {
   char buf[4];
   ck_assert_int_eq(dynq__pstr_copy(dynq__pstr("abc"), buf, sizeof buf), 0);
@@ -2121,6 +2145,7 @@ static Suite *proto_suite(void) {
   tcase_add_test(tc, test_params_roundtrip);
   tcase_add_test(tc, test_params_rule_and_errors);
   tcase_add_test(tc, test_pstr_helpers);
+  tcase_add_test(tc, test_obj_uint_full_range);
   tcase_add_test(tc, test_protocol_doc_matches_schema);
   tcase_add_test(tc, test_protocol_doc_check_catches_drift);
   suite_add_tcase(s, tc);

@@ -500,6 +500,12 @@ void tu_rpc_send_wbuf(tu_rpc_t *c, dynq__wbuf_t *w) {
 }
 
 int tu_rpc_recv(tu_rpc_t *c, dynq__rpc_msg_t *m) {
+  if (c->fr.lim.max_frame == 0) {
+    /* a tu_rpc_t set up by hand (memset + fd, e.g. over a socketpair) */
+    dynq__scan_limits_t lim = dynq__scan_limits_default;
+    lim.max_frame = (size_t)1 << 30;
+    dynq__framer_init(&c->fr, &lim);
+  }
   for (;;) {
     const uint8_t *f;
     size_t flen = 0;

@@ -382,6 +382,12 @@ int dynq__obj_int(dynq__obj_t o, int64_t *ret) {
   return DYNQ_EPARAMS;
 }
 
+int dynq__obj_uint(dynq__obj_t o, uint64_t *ret) {
+  if (o.p == NULL || OBJ(o)->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return DYNQ_EPARAMS;
+  *ret = OBJ(o)->via.u64;
+  return 0;
+}
+
 int dynq__obj_double(dynq__obj_t o, double *ret) {
   switch (dynq__obj_kind(o)) {
   case DYNQ_OBJ_FLOAT:

@@ -193,6 +193,7 @@ int dynq__obj_is_absent(dynq__obj_t o);
 /* Each returns 0 or DYNQ_EPARAMS if the kind is wrong / out of range. */
 int dynq__obj_bool(dynq__obj_t o, int *ret);
 int dynq__obj_int(dynq__obj_t o, int64_t *ret);      /* int or uint <= INT64_MAX */
+int dynq__obj_uint(dynq__obj_t o, uint64_t *ret);    /* a non-negative int, full range */
 int dynq__obj_double(dynq__obj_t o, double *ret);    /* float or int */
 int dynq__obj_str(dynq__obj_t o, const char **ret_p, size_t *ret_len); /* not NUL-terminated */
 /* Copy a string into buf NUL-terminated; DYNQ_EPARAMS if it does not fit
