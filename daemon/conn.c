@@ -673,8 +673,10 @@ void dynqd__conn_accept(dynqd_server_t *s) {
   if (!c->admin && cap > 0 && c->peer->conns >= cap) {
     log_warn("refusing connection: uid %u has %d connections open (max_conns_per_uid %d)",
              (unsigned)c->uid, c->peer->conns, cap);
+    int have = c->peer->conns;
+    c->peer = NULL;  /* not counted, so on_close must not uncount it */
     refuse(c, "uid %u already has %d connections open (max_conns_per_uid %d)",
-           (unsigned)c->uid, c->peer->conns, cap);
+           (unsigned)c->uid, have, cap);
     return;
   }
   c->peer->conns++;
