@@ -790,7 +790,8 @@ START_TEST(test_attack_shm) {
   TU_SKIP_UNLESS(have_quantize() && root_with_nobody(), "prerequisites");
   env_t e;
   const char *extra[] = {"--max-shm-regions-per-uid", LONG ? "1024" : "32",
-                         "--max-shm-mapped-per-uid", LONG ? "1024G" : "24G", NULL};
+                         "--max-shm-mapped-per-uid", LONG ? "1024G" : "24G",
+                         "--max-shm-mapped", "2048G", NULL};
   env_start_open(&e, extra);
   size_t rss0 = rss_of(e.d.pid);
   int got = 0;
