@@ -298,8 +298,10 @@ void dynq__obj_to_json(dynq__obj_t o, FILE *f) {
       fputs("null", f); /* JSON has no NaN/Inf */
     break;
   case DYNQ_OBJ_STR:
-    dynq__obj_str(o, &s, &n);
-    json_string(s, n, f);
+    if (dynq__obj_str(o, &s, &n) == 0)
+      json_string(s, n, f);
+    else
+      fputs("null", f);  /* not UTF-8: JSON cannot carry it as text */
     break;
   case DYNQ_OBJ_ARRAY:
     fputc('[', f);

@@ -1909,6 +1909,34 @@ START_TEST(test_obj_uint_full_range) {
 }
 END_TEST
 
+START_TEST(test_non_utf8_strings_never_echoed) {
+  /* error as a bare string, and a tensor dtype, that are not UTF-8 */
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_array(&w, 4);
+  dynq__w_uint(&w, 1);
+  dynq__w_uint(&w, 1);
+  dynq__w_strn(&w, "\xff\xfe", 2);
+  dynq__w_map(&w, 3);
+  dynq__w_key(&w, "dtype");
+  dynq__w_strn(&w, "\xc3\x28", 2);
+  dynq__w_key(&w, "shape");
+  dynq__w_array(&w, 0);
+  dynq__w_key(&w, "data");
+  dynq__w_bin(&w, "abcd", 4);
+  dynq__rpc_msg_t m;
+  char err[128];
+  ck_assert_int_eq(dynq__rpc_parse(w.data, w.len, &m, NULL, err, sizeof err), 0);
+  ck_assert_int_eq(dynq__rpc_error(m.error, err, sizeof err), DYNQ_ESERVER);
+  ck_assert_str_eq(err, "server sent an error string that is not valid UTF-8");
+  dynq__tensor_t t;
+  ck_assert_int_eq(dynq__obj_tensor(m.result, NULL, &t, err, sizeof err), DYNQ_EPARAMS);
+  ck_assert_str_eq(err, "tensor field 'dtype' is not valid UTF-8");
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
 START_TEST(test_pstr_helpers) {
   char buf[4];
   ck_assert_int_eq(dynq__pstr_copy(dynq__pstr("abc"), buf, sizeof buf), 0);
@@ -2146,6 +2174,7 @@ static Suite *proto_suite(void) {
   tcase_add_test(tc, test_params_rule_and_errors);
   tcase_add_test(tc, test_pstr_helpers);
   tcase_add_test(tc, test_obj_uint_full_range);
+  tcase_add_test(tc, test_non_utf8_strings_never_echoed);
   tcase_add_test(tc, test_protocol_doc_matches_schema);
   tcase_add_test(tc, test_protocol_doc_check_catches_drift);
   suite_add_tcase(s, tc);

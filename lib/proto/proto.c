@@ -511,7 +511,9 @@ int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
   if (dt == DYNQ_DT_INVALID) {
     const char *s;
     size_t n;
-    dynq__obj_str(f, &s, &n);
+    /* dynq__obj_str refuses text that is not UTF-8: never echo it */
+    if (dynq__obj_str(f, &s, &n) != 0)
+      return fail(DYNQ_EPARAMS, err, errlen, "tensor field 'dtype' is not valid UTF-8");
     return fail(DYNQ_EDTYPE, err, errlen, "unknown tensor dtype '%.*s'",
                 (int)(n > 32 ? 32 : n), s);
   }
@@ -772,8 +774,12 @@ int dynq__rpc_error(dynq__obj_t e, char *msg, size_t msglen) {
   case DYNQ_OBJ_NIL:
     return 0;  /* no error */
   case DYNQ_OBJ_STR:
-    /* Generic msgpack-RPC servers send a bare string. */
-    dynq__obj_str(e, &s, &n);
+    /* Generic msgpack-RPC servers send a bare string (refused by
+     * dynq__obj_str when it is not UTF-8: found by fuzz-scan-rpc). */
+    if (dynq__obj_str(e, &s, &n) != 0) {
+      s = "server sent an error string that is not valid UTF-8";
+      n = strlen(s);
+    }
     copy_msg(msg, msglen, s, n);
     return DYNQ_ESERVER;
   case DYNQ_OBJ_MAP:
