@@ -1372,6 +1372,53 @@ START_TEST(daemon_end_to_end) {
     ck_assert_int_eq(dynq_session_close(c, sid), DYNQ_ENOSESSION);
   }
 
+  /* Pipelined against the real daemon: 12 infers in flight on one
+   * connection (two of them refused), collected in completion order, each
+   * answer equal to the blocking call's for the same input. */
+  {
+    enum { N = 12 };
+    static float xs[N][8], st0[8];
+    uint32_t t[N];
+    int seen[N] = { 0 };
+    dynq_tensor_t ins[N][2];
+    for (int k = 0; k < N; k++) {
+      for (int i = 0; i < 8; i++) xs[k][i] = (float)cos(k * 8 + i) * 0.5f;
+      dynq_tensor_t a = { "x", DYNQ_FLOAT32, 2, { 1, 8 }, xs[k], sizeof(xs[k]) };
+      dynq_tensor_t b = { "state", DYNQ_FLOAT32, 2, { 1, 8 }, st0, sizeof(st0) };
+      ins[k][0] = a;
+      ins[k][1] = b;
+      /* 3 and 7 name no model: their errors are theirs alone */
+      ck_assert_int_eq(dynq_submit_infer(c, k == 3 || k == 7 ? "nosuch" : "stateful",
+                                         ins[k], 2, NULL, &t[k]), 0);
+    }
+    ck_assert_int_eq(dynq_inflight(c), N);
+    for (int n = 0; n < N; n++) {
+      uint32_t got;
+      ck_assert_int_eq(dynq_poll(c, 10000, &got), 1);
+      int k = 0;
+      while (k < N && t[k] != got) k++;
+      ck_assert_int_lt(k, N);
+      ck_assert_int_eq(seen[k]++, 0);
+      dynq_infer_result_t rp, rb;
+      int r = dynq_wait_infer(c, got, &rp);
+      if (k == 3 || k == 7) {
+        ck_assert_int_eq(r, DYNQ_ENOMODEL);
+        continue;
+      }
+      ck_assert_msg(r == 0, "%s", dynq_client_errmsg(c));
+      ck_assert_int_eq(dynq_infer(c, "stateful", 0, ins[k], 2, &rb), 0);
+      ck_assert_int_eq(rp.n_outputs, rb.n_outputs);
+      for (int o = 0; o < rp.n_outputs; o++) {
+        ck_assert_str_eq(rp.outputs[o].name, rb.outputs[o].name);
+        ck_assert_uint_eq(rp.outputs[o].nbytes, rb.outputs[o].nbytes);
+        ck_assert(memcmp(rp.outputs[o].data, rb.outputs[o].data, rp.outputs[o].nbytes) == 0);
+      }
+      dynq_infer_result_free(&rp);
+      dynq_infer_result_free(&rb);
+    }
+    ck_assert_int_eq(dynq_inflight(c), 0);
+  }
+
   /* dynqctl: health, stats in each form, and a WAV streamed through */
   {
     const char *a1[] = { "--socket", d.sock, "health", NULL };
