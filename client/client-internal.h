@@ -1,11 +1,11 @@
 /*
- * Internals of libdynqclient shared by conn.c (socket, framing, request/
- * response matching) and api.c (typed wrappers).  Not installed.
+ * Internals of libdynqclient shared by conn.c (socket, framing, tickets)
+ * and api.c, prod.c, shm.c (typed calls).  Not installed.
  *
  * Invariants of a dynq_client_t:
- *  - fd >= 0 while the stream is usable; -1 after dynq__client_broken()
- *    (any I/O error, EOF, or a frame we could not delimit).  A broken
- *    client answers every call with DYNQ_ECLOSED.
+ *  - fd >= 0 while the stream is usable; -1 once broken (any I/O error,
+ *    EOF, a frame we could not delimit, or the server's msgid-0 error).  A
+ *    broken client refuses new requests with DYNQ_ECLOSED.
  *  - every request sent and not yet collected has one pend[] entry; an
  *    answer is matched to it by msgid, whatever the order answers come
  *    in; an answer for an unknown msgid (a forgotten ticket) is dropped.

@@ -1,10 +1,14 @@
 /*
- * libdynqclient connection layer: connecting to dynqd's Unix socket,
- * blocking send/receive loops, cutting the byte stream into msgpack frames
- * (through dynq__mp_scan, so a hostile or broken server cannot make us
- * allocate more than DYNQ__CLIENT_MAX_FRAME), matching responses to
- * requests by msgid, the busy-poll before blocking on a response
- * (dynq_client_set_spin), and the untyped calls (ping, call_raw).
+ * libdynqclient connection layer: the socket search and connect, the
+ * non-blocking core every call runs on, and the untyped calls (ping, raw).
+ *
+ * Core: a request is sent (reading answers meanwhile if the socket is full)
+ * and registered as a ticket; bytes read go through proto's framer (so a
+ * hostile or broken server cannot make us allocate more than
+ * DYNQ__CLIENT_MAX_FRAME), each answer completes its ticket by msgid in
+ * whatever order it comes.  Blocking calls are send + wait for their own
+ * ticket, with the adaptive busy-poll (dynq_client_set_spin); the pipelined
+ * API (dynq_submit_*, dynq_poll, dynq_wait_*) exposes the tickets.
  */
 #include "client-internal.h"
 
