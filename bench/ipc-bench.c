@@ -284,7 +284,8 @@ static double lib_ping(dynq_client_t *cl) {
   return (now_s() - t0) * 1e6;
 }
 
-static double lib_infer(dynq_client_t *cl, double *ret_comp) {
+/* g_x as the model's input "x" [1, 768] for libdynqclient. */
+static dynq_tensor_t x_tensor(void) {
   dynq_tensor_t x;
   memset(&x, 0, sizeof(x));
   x.name = "x";
@@ -294,6 +295,11 @@ static double lib_infer(dynq_client_t *cl, double *ret_comp) {
   x.shape[1] = 768;
   x.data = g_x;
   x.nbytes = sizeof(g_x);
+  return x;
+}
+
+static double lib_infer(dynq_client_t *cl, double *ret_comp) {
+  dynq_tensor_t x = x_tensor();
   dynq_infer_result_t res;
   double t0 = now_s();
   if (dynq_infer(cl, o_model, DYNQ_INFER_INT8, &x, 1, &res) != 0)
@@ -466,15 +472,7 @@ typedef struct tharg {
 static void *pipe_client_main(void *p) {
   tharg_t *a = p;
   dynq_client_t *cl;
-  dynq_tensor_t in;
-  memset(&in, 0, sizeof(in));
-  in.name = "x";
-  in.dtype = DYNQ_FLOAT32;
-  in.rank = 2;
-  in.shape[0] = 1;
-  in.shape[1] = 768;
-  in.data = g_x;
-  in.nbytes = sizeof(g_x);
+  dynq_tensor_t in = x_tensor();
   if (dynq_connect(a->sock, &cl) != 0) die("dynq_connect failed");
   if (dynq_client_set_max_inflight(cl, a->depth) != 0) die("bad depth");
   for (;;) {

@@ -97,8 +97,6 @@ int dynq__bad_field(dynq_client_t *c, const char *method, const char *field) {
                            method, field);
 }
 
-/* The v0 layout of a sized result: the least a caller's struct may hold. */
-#define MIN_SIZE(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
 
 int dynq_server_info_sized(dynq_client_t *c, dynq_server_info_t *ret_info, size_t size) {
   dynq_server_info_t info;
@@ -106,7 +104,7 @@ int dynq_server_info_sized(dynq_client_t *c, dynq_server_info_t *ret_info, size_
   double up = 0;
   int r;
 
-  if (c == NULL || ret_info == NULL || size < MIN_SIZE(dynq_server_info_t, uptime_s))
+  if (c == NULL || ret_info == NULL || size < DYNQ__MIN_SIZE(dynq_server_info_t, uptime_s))
     return -EINVAL;
   r = dynq__client_rpc(c, DYNQ_M_server_info, NULL, &m);
   if (r < 0) return r;
@@ -211,8 +209,8 @@ void dynq_model_info_free(dynq_model_info_t *info) {
   tensor_infos_free(info->outputs, info->n_outputs);
   /* Zero what the caller's struct holds: size, when the library set it. */
   size_t n = info->size;
-  if (n < MIN_SIZE(dynq_model_info_t, per_tensor) || n > sizeof(*info))
-    n = MIN_SIZE(dynq_model_info_t, per_tensor);
+  if (n < DYNQ__MIN_SIZE(dynq_model_info_t, per_tensor) || n > sizeof(*info))
+    n = DYNQ__MIN_SIZE(dynq_model_info_t, per_tensor);
   memset(info, 0, n);
 }
 
@@ -284,7 +282,7 @@ int dynq_model_info_sized(dynq_client_t *c, const char *model,
   int r;
 
   if (c == NULL || model == NULL || ret_info == NULL ||
-      size < MIN_SIZE(dynq_model_info_t, per_tensor))
+      size < DYNQ__MIN_SIZE(dynq_model_info_t, per_tensor))
     return -EINVAL;
   memset(&p, 0, sizeof(p));
   p.model = dynq__pstr(model);
@@ -659,7 +657,7 @@ int dynq_wait_infer(dynq_client_t *c, uint32_t ticket, dynq_infer_result_t *ret_
 
   if (c == NULL || ret_result == NULL) return -EINVAL;
   c->errmsg[0] = '\0';
-  r = dynq__client_take(c, ticket, &m);
+  r = dynq__client_take_spin(c, ticket, &m);
   if (r < 0) return r;
   r = dynq__parse_infer_result(c, m.result, &res);
   dynq__rpc_free(&m);
@@ -672,24 +670,12 @@ int dynq_infer_ex(dynq_client_t *c, const char *model,
                   const dynq_tensor_t *inputs, int n_inputs,
                   const dynq_infer_opts_t *opts,
                   dynq_infer_result_t *ret_result) {
-  dynq_infer_result_t res;
-  dynq__wbuf_t w;
-  dynq__rpc_msg_t m;
-  uint32_t id;
+  uint32_t t;
   int r;
-
   if (c == NULL || ret_result == NULL) return -EINVAL;
-  dynq__wbuf_init(&w);
-  id = dynq__client_next_id(c);
-  r = dynq__encode_infer(c, &w, id, model, inputs, n_inputs, opts);
-  if (r == 0) r = dynq__client_call(c, &w, id, NULL, 0, &m);
-  dynq__wbuf_free(&w);
+  r = dynq_submit_infer(c, model, inputs, n_inputs, opts, &t);
   if (r < 0) return r;
-  r = dynq__parse_infer_result(c, m.result, &res);
-  dynq__rpc_free(&m);
-  if (r < 0) return r;
-  *ret_result = res;
-  return 0;
+  return dynq_wait_infer(c, t, ret_result);
 }
 
 int dynq_infer(dynq_client_t *c, const char *model, int precision,

@@ -90,6 +90,13 @@ int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
  * error with its message in errmsg. */
 int dynq__client_take(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg);
 
+/* take, with the adaptive busy-poll of the blocking calls. */
+int dynq__client_take_spin(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg);
+
+/* The first (v0) layout of a sized public result: the least a caller's
+ * struct may hold (see dynqclient.h on `size`). */
+#define DYNQ__MIN_SIZE(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
+
 /* send + take, with the adaptive busy-poll of the blocking calls. */
 int dynq__client_call(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                       const void *extra, size_t extra_len,

@@ -580,8 +580,7 @@ int dynq__client_take(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg
   return collect(c, pend_find(c, msgid), ret_msg);
 }
 
-/* take, with the adaptive spin budget of the blocking calls. */
-static int take_spin(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg) {
+int dynq__client_take_spin(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg) {
   uint64_t t0, waited;
   int budget, probe = 0, r;
   if (c->spin_max_us <= 0) return dynq__client_take(c, msgid, ret_msg);
@@ -619,7 +618,7 @@ int dynq__client_call_fd(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                          dynq__rpc_msg_t *ret_msg) {
   int r = dynq__client_send(c, w, msgid, extra, extra_len, pass_fd);
   if (r < 0) return r;
-  return take_spin(c, msgid, ret_msg);
+  return dynq__client_take_spin(c, msgid, ret_msg);
 }
 
 int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
@@ -801,7 +800,7 @@ int dynq_wait_raw(dynq_client_t *c, uint32_t ticket, void **ret_result, size_t *
   int r;
   if (c == NULL || ret_result == NULL || ret_len == NULL) return -EINVAL;
   c->errmsg[0] = '\0';
-  r = take_spin(c, ticket, &m);
+  r = dynq__client_take_spin(c, ticket, &m);
   if (r < 0) return r;
   return raw_result(c, &m, ret_result, ret_len);
 }

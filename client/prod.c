@@ -81,9 +81,8 @@ int dynq_health(dynq_client_t *c, int *ret_live, int *ret_ready) {
 
 /* ---- stats ---- */
 
-#define MIN_SIZE(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
 /* Whether the caller's struct (its size set by the library) holds field. */
-#define HAS(s, type, field) ((s)->size >= MIN_SIZE(type, field) && (s)->size <= sizeof(type))
+#define HAS(s, type, field) ((s)->size >= DYNQ__MIN_SIZE(type, field) && (s)->size <= sizeof(type))
 
 static void counters_free(dynq_counter_t *v, int n) {
   for (int i = 0; i < n && v != NULL; i++) free(v[i].name);
@@ -94,7 +93,7 @@ void dynq_stats_free(dynq_stats_t *s) {
   if (s == NULL) return;
   for (int i = 0; i < s->n_models && s->models; i++) free(s->models[i].name);
   free(s->models);
-  size_t n = MIN_SIZE(dynq_stats_t, models);
+  size_t n = DYNQ__MIN_SIZE(dynq_stats_t, models);
   if (HAS(s, dynq_stats_t, counters)) {
     counters_free(s->counters, s->n_counters);
     n = s->size;
@@ -172,7 +171,7 @@ int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size) {
   uint32_t n;
   int r = DYNQ_EPROTO;
 
-  if (c == NULL || ret_stats == NULL || size < MIN_SIZE(dynq_stats_t, models))
+  if (c == NULL || ret_stats == NULL || size < DYNQ__MIN_SIZE(dynq_stats_t, models))
     return -EINVAL;
   memset(&st, 0, sizeof(st));
   st.size = sizeof(st);
@@ -233,7 +232,7 @@ int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size) {
   if (r < 0) goto bad;
   dynq__rpc_free(&m);
   /* Fields past the caller's struct are not handed over: free them. */
-  if (size < MIN_SIZE(dynq_stats_t, counters)) {
+  if (size < DYNQ__MIN_SIZE(dynq_stats_t, counters)) {
     counters_free(st.counters, st.n_counters);
     st.counters = NULL;
     st.n_counters = 0;
