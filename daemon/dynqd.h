@@ -423,6 +423,11 @@ int dynqd__sched_inline_ok(dynqd_sched_t *p, int limit_us, double ns_per_elem,
  * (dynqd__shadow_collect), never by waking it.
  */
 typedef struct dynqd_shadow_job dynqd_shadow_job_t;
+/* A sampled session's FP32 twin: its own state, advanced by the shadow
+ * thread step after step in order.  Shared by the session and its pending
+ * shadow runs (refs, atomic); abandoned for good when one step could not
+ * be shadowed, since a state that missed a step measures nothing. */
+typedef struct dynqd_shadow_sess dynqd_shadow_sess_t;
 typedef struct dynqd_shadow {
   const dynqd_config_t *cfg;
   dynqd_sched_t *sched;       /* its queue length: busy means drop */
@@ -452,6 +457,23 @@ void dynqd__shadow_submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t 
                           dynq__tensor_t *inputs, int n_in, dynq__tensor_t *int8, int n_out);
 /* Loop: count finished runs into their models' stats (alerts logged). */
 void dynqd__shadow_collect(dynqd_shadow_t *sh);
+/* Loop, at session.open: a shadow twin when the model's sampler picks this
+ * session (NULL otherwise, or without memory). */
+dynqd_shadow_sess_t *dynqd__shadow_sess_open(dynqd_shadow_t *sh, dynqd_mstats_t *ms,
+                                             int n_bind, const int *bind_in,
+                                             const int *bind_out);
+/* Whether steps of this twin are still shadowed. */
+int dynqd__shadow_sess_live(const dynqd_shadow_sess_t *ss);
+/* Stop shadowing it (a step was not shadowed, or the session was reset). */
+void dynqd__shadow_sess_abandon(dynqd_shadow_sess_t *ss);
+void dynqd__shadow_sess_unref(dynqd_shadow_sess_t *ss);  /* NULL-safe */
+/* Like dynqd__shadow_submit, for a step of a shadowed session: the bound
+ * inputs are taken from the twin's FP32 state (inputs[] slots of bound
+ * inputs are ignored), the bound outputs become its next state; a drop
+ * abandons the twin. */
+void dynqd__shadow_submit_step(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t *m,
+                               dynqd_shadow_sess_t *twin, dynq__tensor_t *inputs, int n_in,
+                               dynq__tensor_t *int8, int n_out);
 /* ---- per-uid accounting (peers.c) ----
  *
  * One record per uid that ever connected (bounded: only root can make
@@ -500,6 +522,7 @@ typedef struct dynqd_session {
   int busy, closed, refs;
   uint64_t idle_ms;
   uint64_t last_ns;           /* last use (uv_hrtime) */
+  struct dynqd_shadow_sess *shadow; /* one ref; NULL: not shadowed (shadow.c) */
 } dynqd_session_t;
 
 typedef struct dynqd_sessions {

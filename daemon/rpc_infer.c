@@ -179,14 +179,25 @@ static void job_done(dynqd_job_t *j) {
     /* answered: the inputs and INT8 outputs move to the shadow service */
     if (r->shadow_out != NULL && x->status == 0 && !j->skipped) {
       int no = dynq__model_graph(x->model)->n_outputs;
-      dynqd__shadow_submit(&s->shadow, r->mstats, x->model, x->inputs, x->n_inputs,
-                           r->shadow_out, no);
+      if (x->session != NULL)
+        dynqd__shadow_submit_step(&s->shadow, r->mstats, x->model, x->session->shadow,
+                                  x->inputs, x->n_inputs, r->shadow_out, no);
+      else
+        dynqd__shadow_submit(&s->shadow, r->mstats, x->model, x->inputs, x->n_inputs,
+                             r->shadow_out, no);
       x->inputs = NULL;
       x->n_inputs = 0;
       r->shadow_out = NULL;
-    } else if (r->mstats != NULL) {
-      r->mstats->shadow.dropped++;
-      s->shadow.dropped_total++;
+    } else {
+      /* not run: a session's twin would miss a step it did not see; an
+       * INT8 step that failed left the session's state alone, and so
+       * does the twin */
+      if (x->session != NULL && (x->status == 0 || j->skipped))
+        dynqd__shadow_sess_abandon(x->session->shadow);
+      if (r->mstats != NULL) {
+        r->mstats->shadow.dropped++;
+        s->shadow.dropped_total++;
+      }
     }
   }
   infer_free(r);
@@ -495,8 +506,14 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   if ((ecode = decide_batching(r, mname)) != 0) goto fail_answered;
   /* Shadow FP32 re-runs: INT8 requests with their own inputs (no session
    * state, no shm views: those do not outlive the answer) */
-  if (precision == DYNQ_PRECISION_INT8 && ss == NULL && x->shm.n == 0 && x->out_shm == NULL)
-    x->keep_inputs = r->shadow = dynqd__shadow_sample(&s->shadow, ms);
+  if (precision == DYNQ_PRECISION_INT8 && x->shm.n == 0 && x->out_shm == NULL) {
+    if (ss == NULL)
+      x->keep_inputs = r->shadow = dynqd__shadow_sample(&s->shadow, ms);
+    else if (dynqd__shadow_sess_live(ss->shadow))
+      x->keep_inputs = r->shadow = 1; /* a shadowed session: every step */
+  } else if (ss != NULL && ss->shadow != NULL) {
+    dynqd__shadow_sess_abandon(ss->shadow); /* a step its twin cannot follow */
+  }
 
   r->decode_us = (int64_t)((uv_hrtime() - t0) / 1000);
   if (x->job.batch_max <= 1 && x->shm.n == 0 && x->out_shm == NULL &&

@@ -93,10 +93,14 @@ int dynqd__m_session_open(dynqd_req_t *rq, const dynq__params_t *p) {
   dynqd_conn_t *c = rq->conn;
   int rc = dynqd__session_open(&s->sessions, c, c->peer, c->admin ? 0 : s->cfg->max_sessions_per_uid,
                                e, &sr, &ss, err, sizeof(err));
-  if (rc != 0)
+  if (rc != 0) {
     dynqd__reply_error(rq, rc, "%s", err);
-  else
+  } else {
+    /* shadow telemetry samples whole sessions (docs/DAEMON.md) */
+    ss->shadow = dynqd__shadow_sess_open(&s->shadow, dynqd__stats_model(&s->stats, ss->model_name),
+                                         ss->n_bind, ss->bind_in, ss->bind_out);
     reply_session(rq, ss, 1);
+  }
 out:
   free(names);
   free(in_names);

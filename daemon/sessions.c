@@ -39,6 +39,7 @@ static uint64_t idle_cap_ms(const dynqd_config_t *cfg) {
 
 dynqd_session_t *dynqd__session_unref(dynqd_session_t *ss) {
   if (ss == NULL || --ss->refs > 0) return NULL;
+  dynqd__shadow_sess_unref(ss->shadow);
   for (int i = 0; i < ss->n_bind; i++) dynq__tensor_clear(&ss->state[i]);
   free(ss->state);
   free(ss->bind_in);
@@ -349,7 +350,9 @@ dynqd_session_t *dynqd__session_find(dynqd_sessions_t *s, const void *owner, uin
 
 int dynqd__session_reset(dynqd_sessions_t *s, dynqd_session_t *ss) {
   if (ss->busy) return DYNQ_EBUSY;
-  /* Back to "not started": the next call sizes fresh zeros. */
+  /* Back to "not started": the next call sizes fresh zeros.  A shadow
+   * twin cannot follow (its runs may still be pending): it stops. */
+  dynqd__shadow_sess_abandon(ss->shadow);
   for (int k = 0; k < ss->n_bind; k++) dynq__tensor_clear(&ss->state[k]);
   memset(ss->state, 0, (size_t)ss->n_bind * sizeof(*ss->state));
   ss->last_ns = uv_hrtime();

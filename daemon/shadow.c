@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,10 +20,21 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "dynq/errors.h"
 #include "dynqd.h"
+
+struct dynqd_shadow_sess {
+  atomic_int refs;             /* the session + pending shadow runs */
+  atomic_int abandoned;
+  int n_bind;
+  int *bind_in, *bind_out;     /* owned copies of the session's bindings */
+  dynq__tensor_t *state;       /* owned [n_bind]; the shadow thread's alone
+                                  (dtype INVALID until the first step) */
+};
 
 struct dynqd_shadow_job {
   dynqd_shadow_job_t *next;
+  dynqd_shadow_sess_t *twin;   /* one ref, or NULL for a plain request */
   dynqd_mstats_t *ms;          /* loop-owned record; stable pointer */
   dynq__model_t *model;        /* one ref */
   dynq__tensor_t *in, *int8;   /* owned, graph order */
@@ -33,8 +45,26 @@ struct dynqd_shadow_job {
   int decision_changed;
 };
 
+void dynqd__shadow_sess_unref(dynqd_shadow_sess_t *t) {
+  if (t == NULL || atomic_fetch_sub(&t->refs, 1) != 1) return;
+  for (int k = 0; k < t->n_bind; k++) dynq__tensor_clear(&t->state[k]);
+  free(t->state);
+  free(t->bind_in);
+  free(t->bind_out);
+  free(t);
+}
+
+int dynqd__shadow_sess_live(const dynqd_shadow_sess_t *t) {
+  return t != NULL && !atomic_load(&t->abandoned);
+}
+
+void dynqd__shadow_sess_abandon(dynqd_shadow_sess_t *t) {
+  if (t != NULL) atomic_store(&t->abandoned, 1);
+}
+
 static void job_free(dynqd_shadow_job_t *j) {
   if (j == NULL) return;
+  dynqd__shadow_sess_unref(j->twin);
   for (int i = 0; i < j->n_in; i++) dynq__tensor_clear(&j->in[i]);
   for (int i = 0; i < j->n_out; i++) dynq__tensor_clear(&j->int8[i]);
   free(j->in);
@@ -83,20 +113,68 @@ static void compare(dynqd_shadow_job_t *j, const dynq__tensor_t *x, const dynq__
   }
 }
 
+/* A twin's state into the bound inputs (zeros of the declared shape on
+ * its first step, symbolic dims = dim 0 of the first given input, as
+ * dynqd__session_bind sizes them). */
+static int bind_twin(dynqd_shadow_job_t *j, const dynq__graph_t *g) {
+  dynqd_shadow_sess_t *t = j->twin;
+  int64_t batch = 1;
+  for (int i = 0; i < j->n_in; i++) {
+    int bound = 0;
+    for (int k = 0; k < t->n_bind; k++) bound |= t->bind_in[k] == i;
+    if (!bound && j->in[i].dtype != DYNQ_DT_INVALID && j->in[i].rank >= 1) {
+      batch = j->in[i].dims[0];
+      break;
+    }
+  }
+  for (int k = 0; k < t->n_bind; k++) {
+    if (t->state[k].dtype == DYNQ_DT_INVALID) {
+      const dynq__value_t *v = &g->values[g->inputs[t->bind_in[k]]];
+      int64_t dims[DYNQ_MAX_RANK];
+      for (int d = 0; d < v->rank; d++) dims[d] = v->dims[d] < 0 ? batch : v->dims[d];
+      if (dynq__tensor_alloc(&t->state[k], v->dtype, v->rank, dims) != 0) return -ENOMEM;
+    }
+    j->in[t->bind_in[k]] = t->state[k];
+    j->in[t->bind_in[k]].owned = 0;
+  }
+  return 0;
+}
+
 static void run_job(dynqd_shadow_job_t *j) {
   const dynq__graph_t *g = dynq__model_graph(j->model);
+  dynqd_shadow_sess_t *t = j->twin;
+  if (t != NULL && atomic_load(&t->abandoned)) {
+    j->status = DYNQ_ECANCELED;
+    return;
+  }
   dynq__tensor_t *out = calloc((size_t)g->n_outputs + 1, sizeof(*out));
   char err[256];
   dynq__run_opts_t o = {DYNQ_PRECISION_FP32, NULL, 1, NULL};
-  if (out == NULL) {
+  if (out == NULL || (t != NULL && bind_twin(j, g) != 0)) {
+    free(out);
     j->status = -ENOMEM;
+    if (t != NULL) atomic_store(&t->abandoned, 1);
     return;
   }
   j->status = dynq__model_run(j->model, &o, j->in, out, err, sizeof(err));
-  if (j->status == 0)
-    for (int i = 0; i < g->n_outputs && i < j->n_out; i++) compare(j, &j->int8[i], &out[i]);
-  if (j->status == 0)
+  if (t != NULL) {
+    /* the views of the twin's state must not be freed with the inputs */
+    for (int k = 0; k < t->n_bind; k++) memset(&j->in[t->bind_in[k]], 0, sizeof(j->in[0]));
+    if (j->status != 0) atomic_store(&t->abandoned, 1);
+  }
+  if (j->status == 0) {
+    for (int i = 0; i < g->n_outputs && i < j->n_out; i++) {
+      int bound = 0;
+      for (int k = 0; t != NULL && k < t->n_bind; k++) bound |= t->bind_out[k] == i;
+      if (!bound) compare(j, &j->int8[i], &out[i]);
+    }
+    for (int k = 0; t != NULL && k < t->n_bind; k++) {
+      dynq__tensor_clear(&t->state[k]);
+      t->state[k] = out[t->bind_out[k]];
+      memset(&out[t->bind_out[k]], 0, sizeof(out[0]));
+    }
     for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
+  }
   free(out);
 }
 
@@ -178,14 +256,41 @@ int dynqd__shadow_sample(dynqd_shadow_t *sh, dynqd_mstats_t *ms) {
   return 1;
 }
 
-void dynqd__shadow_submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t *m,
-                          dynq__tensor_t *inputs, int n_in, dynq__tensor_t *int8, int n_out) {
+dynqd_shadow_sess_t *dynqd__shadow_sess_open(dynqd_shadow_t *sh, dynqd_mstats_t *ms,
+                                             int n_bind, const int *bind_in,
+                                             const int *bind_out) {
+  if (n_bind <= 0 || !dynqd__shadow_sample(sh, ms)) return NULL;
+  dynqd_shadow_sess_t *t = calloc(1, sizeof(*t));
+  if (t == NULL) return NULL;
+  atomic_init(&t->refs, 1);
+  atomic_init(&t->abandoned, 0);
+  t->n_bind = n_bind;
+  t->bind_in = malloc((size_t)n_bind * sizeof(int));
+  t->bind_out = malloc((size_t)n_bind * sizeof(int));
+  t->state = calloc((size_t)n_bind, sizeof(*t->state));
+  if (t->bind_in == NULL || t->bind_out == NULL || t->state == NULL) {
+    dynqd__shadow_sess_unref(t);
+    return NULL;
+  }
+  memcpy(t->bind_in, bind_in, (size_t)n_bind * sizeof(int));
+  memcpy(t->bind_out, bind_out, (size_t)n_bind * sizeof(int));
+  return t;
+}
+
+static void submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t *m,
+                   dynqd_shadow_sess_t *twin, dynq__tensor_t *inputs, int n_in,
+                   dynq__tensor_t *int8, int n_out) {
   dynqd_shadow_job_t *j = calloc(1, sizeof(*j));
   if (j != NULL) {
     j->ms = ms;
     j->model = dynq__model_ref(m);
+    if (twin != NULL) {
+      atomic_fetch_add(&twin->refs, 1);
+      j->twin = twin;
+    }
   }
   if (j == NULL) {
+    dynqd__shadow_sess_abandon(twin);
     for (int i = 0; i < n_in; i++) dynq__tensor_clear(&inputs[i]);
     for (int i = 0; i < n_out; i++) dynq__tensor_clear(&int8[i]);
     free(inputs);
@@ -204,6 +309,7 @@ void dynqd__shadow_submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t 
   pthread_mutex_lock(&sh->mu);
   if (busy || sh->n_pending >= DYNQD_SHADOW_PENDING) {
     pthread_mutex_unlock(&sh->mu);
+    dynqd__shadow_sess_abandon(twin);
     job_free(j);
     ms->shadow.dropped++;
     sh->dropped_total++;
@@ -215,6 +321,20 @@ void dynqd__shadow_submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t 
   sh->n_pending++;
   pthread_cond_signal(&sh->cv);
   pthread_mutex_unlock(&sh->mu);
+}
+
+void dynqd__shadow_submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t *m,
+                          dynq__tensor_t *inputs, int n_in, dynq__tensor_t *int8, int n_out) {
+  submit(sh, ms, m, NULL, inputs, n_in, int8, n_out);
+}
+
+void dynqd__shadow_submit_step(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t *m,
+                               dynqd_shadow_sess_t *twin, dynq__tensor_t *inputs, int n_in,
+                               dynq__tensor_t *int8, int n_out) {
+  /* the bound inputs were views of the session's INT8 state: not ours */
+  for (int k = 0; k < twin->n_bind; k++)
+    if (twin->bind_in[k] < n_in) memset(&inputs[twin->bind_in[k]], 0, sizeof(inputs[0]));
+  submit(sh, ms, m, twin, inputs, n_in, int8, n_out);
 }
 
 static uint64_t ppm(double v) {

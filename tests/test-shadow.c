@@ -27,6 +27,9 @@ static void setup(void) {
   ck_assert_int_eq(tu_quantize("tests/fixtures/calib/sensitive.onnx", p, NULL), 0);
   snprintf(p, sizeof p, "%s/slow.dynq", g_models);
   ck_assert_int_eq(tu_quantize("tests/fixtures/slow.onnx", p, NULL), 0);
+  snprintf(p, sizeof p, "%s/cell.dynq", g_models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/stateful.onnx", p, "--state", "state=stateN",
+                               NULL), 0);
   for (size_t i = 0; i < sizeof(g_x) / sizeof(g_x[0]); i++)
     g_x[i] = (float)((int)(i * 7919 % 23) - 11) / 11.0f;
 }
@@ -210,6 +213,78 @@ START_TEST(model_load_param) {
 }
 END_TEST
 
+
+/* One step of session sid: x [1, 8]. */
+static void step(tu_rpc_t *c, uint32_t id, uint64_t sid, const float *x) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  int64_t dims[2] = {1, 8};
+  dynq__w_request_head(&w, id, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "session");
+  dynq__w_uint(&w, sid);
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  tu_w_f32_tensor(&w, 2, dims, x);
+  tu_rpc_send_wbuf(c, &w);
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(c, id, &m);
+  dynq__rpc_free(&m);
+}
+
+static void w_model_cell(dynq__wbuf_t *w, void *ctx) {
+  (void)ctx;
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "model");
+  dynq__w_str(w, "cell");
+}
+
+START_TEST(whole_sessions_are_shadowed) {
+  tu_daemon_t d;
+  const char *args[] = {"--shadow-rate", "1", "--workers", "1", NULL};
+  ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, args), 0);
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
+  dynq__rpc_msg_t m;
+  tu_rpc_call(&c, 1, "session.open", w_model_cell, NULL);
+  tu_rpc_expect_ok(&c, 1, &m);
+  int64_t sid = tu_obj_int_or(dynq__obj_get(m.result, "session"), -1);
+  dynq__rpc_free(&m);
+  ck_assert_int_ge(sid, 0);
+  /* every step, in order, on the twin's own FP32 state */
+  for (uint32_t i = 0; i < 5; i++) {
+    step(&c, 10 + i, (uint64_t)sid, g_x + 8 * i);
+    free(wait_shadowed(d.sock, i + 1));
+  }
+  char *j = stats_json(d.sock);
+  const char *cell = strstr(j, "\"cell\"");
+  ck_assert_msg(cell && num_after(cell, NULL, "runs") == 5, "%s", j);
+  const char *rel = strstr(cell, "\"rel_l2\"");
+  /* the state output is not compared; y is, and INT8 stays close */
+  ck_assert_msg(rel && num_after(rel, NULL, "count") == 5 && num_after(rel, NULL, "max") < 0.05,
+                "%s", j);
+  free(j);
+  /* a reset stops the twin (its state cannot follow): later steps are not
+   * shadowed.  A plain request shadowed after them (one FIFO thread) shows
+   * that nothing of the session was queued before it. */
+  tu_rpc_call_id(&c, 30, "session.reset", "session", (uint64_t)sid);
+  tu_rpc_expect_ok(&c, 30, &m);
+  dynq__rpc_free(&m);
+  step(&c, 31, (uint64_t)sid, g_x);
+  infer_one(&c, 32, "sens", 16, 64);
+  tu_rpc_expect_ok(&c, 32, &m);
+  dynq__rpc_free(&m);
+  j = wait_shadowed(d.sock, 6);
+  cell = strstr(j, "\"cell\"");
+  ck_assert_msg(num_after(j, NULL, "shadow_runs_total") == 6 && cell &&
+                num_after(cell, NULL, "runs") == 5, "%s", j);
+  free(j);
+  tu_rpc_close(&c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("shadow");
   TCase *t = tcase_create("core");
@@ -218,6 +293,7 @@ int main(void) {
   tcase_add_test(t, counts_histograms_and_alert);
   tcase_add_test(t, nothing_shadowed_while_requests_wait);
   tcase_add_test(t, model_load_param);
+  tcase_add_test(t, whole_sessions_are_shadowed);
   suite_add_tcase(s, t);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
