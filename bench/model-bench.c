@@ -4,12 +4,14 @@
  * optionally its output compared with a reference output file.
  *
  *   model-bench MODEL.dynq --input NAME:DTYPE:DxDx..=FILE ... [--rounds N]
- *               [--threads T] [--ref FILE] [--json]
+ *               [--threads T] [--ref FILE] [--only int8|fp32] [--profile] [--json]
  *
  * DTYPE is f32 or i64; FILE holds raw little-endian values.  --ref is the
  * first output's expected values (float32, e.g. ONNX Runtime FP32's from
  * bench/ort/run.js): relL2 and max rel of both paths are printed.  Times
  * are medians in microseconds; pin the process yourself (taskset -c 1).
+ * --profile adds each op type's share of the run (per-node wall time from
+ * the executor's observer), e.g. the QLinear (INT8 GEMM) share.
  */
 #include <errno.h>
 #include <math.h>
@@ -21,6 +23,7 @@
 
 #include "dynq/errors.h"
 #include "model.h"
+#include "ops.h"
 #include "tensor.h"
 
 #define MAX_IN 8
@@ -30,6 +33,27 @@ static double now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* --profile: wall time between successive on_node calls (each node's
+ * own time: the executor calls back right after a node), summed per op. */
+typedef struct prof {
+  double last_us;
+  double op_us[DYNQ_OP__COUNT];
+  int64_t op_n[DYNQ_OP__COUNT];
+} prof_t;
+
+static void on_node(void *user, const dynq__graph_t *g, int index, const dynq__node_t *node,
+                    int precision, const dynq__tensor_t *const *inputs,
+                    const dynq__tensor_t *outputs) {
+  (void)g, (void)index, (void)precision, (void)inputs, (void)outputs;
+  prof_t *p = user;
+  double t = now_us();
+  if (node->op > 0 && node->op < DYNQ_OP__COUNT) {
+    p->op_us[node->op] += t - p->last_us;
+    p->op_n[node->op]++;
+  }
+  p->last_us = now_us();
 }
 
 static void *read_all(const char *path, size_t *ret_n) {
@@ -55,14 +79,14 @@ static int cmp_d(const void *a, const void *b) {
 
 static void usage(void) {
   fprintf(stderr, "usage: model-bench MODEL.dynq --input NAME:f32|i64:DxD..=FILE ... "
-                  "[--rounds N] [--threads T] [--ref FILE] [--json]\n");
+                  "[--rounds N] [--threads T] [--ref FILE] [--only int8|fp32] [--json]\n");
   exit(2);
 }
 
 int main(int argc, char **argv) {
   const char *path = NULL, *ref_path = NULL;
   char *in_spec[MAX_IN];
-  int n_spec = 0, rounds = 20, threads = 1, json = 0;
+  int n_spec = 0, rounds = 20, threads = 1, json = 0, only = -1, profile = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--input") == 0 && i + 1 < argc && n_spec < MAX_IN)
       in_spec[n_spec++] = argv[++i];
@@ -72,6 +96,10 @@ int main(int argc, char **argv) {
       threads = atoi(argv[++i]);
     else if (strcmp(argv[i], "--ref") == 0 && i + 1 < argc)
       ref_path = argv[++i];
+    else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+      only = strcmp(argv[++i], "fp32") == 0; /* a model without Wref: int8 */
+    else if (strcmp(argv[i], "--profile") == 0)
+      profile = 1;
     else if (strcmp(argv[i], "--json") == 0)
       json = 1;
     else if (argv[i][0] != '-' && !path)
@@ -119,16 +147,23 @@ int main(int argc, char **argv) {
     }
   }
   static double times[2][MAX_ROUNDS];
+  static prof_t prof[2];
   dynq__tensor_t out[2][16];
   memset(out, 0, sizeof out);
   int nout = g->n_outputs < 16 ? g->n_outputs : 16;
   for (int r = -1; r < rounds; r++)      /* round -1: warm-up, keeps outputs */
     for (int p = 0; p < 2; p++) {
+      if (only >= 0 && p != only) continue;
       dynq__run_opts_t o = {.precision = p ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8,
                             .threads = threads};
       dynq__tensor_t tmp[16];
       memset(tmp, 0, sizeof tmp);
+      if (profile && r >= 0) {
+        o.on_node = on_node;
+        o.on_node_user = &prof[p];
+      }
       double t0 = now_us();
+      prof[p].last_us = t0;
       rc = dynq__model_run(m, &o, in, r < 0 ? out[p] : tmp, err, sizeof err);
       double t1 = now_us();
       if (rc) {
@@ -140,8 +175,9 @@ int main(int argc, char **argv) {
         for (int k = 0; k < nout; k++) dynq__tensor_clear(&tmp[k]);
       }
     }
-  double med[2];
+  double med[2] = {0, 0};
   for (int p = 0; p < 2; p++) {
+    if (only >= 0 && p != only) continue;
     qsort(times[p], (size_t)rounds, sizeof(double), cmp_d);
     med[p] = times[p][rounds / 2];
   }
@@ -149,11 +185,13 @@ int main(int argc, char **argv) {
   if (ref_path) {
     size_t n = 0;
     float *ref = read_all(ref_path, &n);
-    if (!ref || out[0][0].dtype != DYNQ_DT_F32 || n != dynq__tensor_nbytes(&out[0][0])) {
+    int p0 = only > 0 ? 1 : 0;
+    if (!ref || out[p0][0].dtype != DYNQ_DT_F32 || n != dynq__tensor_nbytes(&out[p0][0])) {
       fprintf(stderr, "model-bench: --ref %s does not match output 0 (%zu bytes)\n", ref_path, n);
       return 2;
     }
     for (int p = 0; p < 2; p++) {
+      if (only >= 0 && p != only) continue;
       const float *y = out[p][0].data;
       double num = 0, den = 0, mx = 0, mr = 0;
       for (size_t i = 0; i < n / 4; i++) {
@@ -176,6 +214,23 @@ int main(int argc, char **argv) {
   if (ref_path && !json)
     printf("; vs ref: int8 relL2 %.5f, fp32 relL2 %.2e max rel %.2e\n", e[0][0], e[1][0],
            e[1][1]);
+  for (int p = 0; profile && p < 2; p++) {
+    double tot = 0;
+    for (int op = 0; op < DYNQ_OP__COUNT; op++) tot += prof[p].op_us[op];
+    if (tot <= 0) continue;
+    printf("%s path, time per op (all rounds; the observer adds its own cost):\n",
+           p ? "fp32" : "int8");
+    for (;;) { /* largest first */
+      int best = -1;
+      for (int op = 0; op < DYNQ_OP__COUNT; op++)
+        if (prof[p].op_n[op] > 0 && (best < 0 || prof[p].op_us[op] > prof[p].op_us[best])) best = op;
+      if (best < 0) break;
+      printf("  %-20s %6lld nodes %12.1f us %5.1f %%\n", dynq__op_name(best),
+             (long long)prof[p].op_n[best] / rounds, prof[p].op_us[best] / rounds,
+             100.0 * prof[p].op_us[best] / tot);
+      prof[p].op_n[best] = 0;
+    }
+  }
   for (int p = 0; p < 2; p++)
     for (int k = 0; k < nout; k++) dynq__tensor_clear(&out[p][k]);
   for (int k = 0; k < n_spec; k++) free(in[k].data);

@@ -82,7 +82,7 @@ static const op_spec_t op_table[] = {
     {"ConstantOfShape", DYNQ_OP_CONSTANT_OF_SHAPE, 1, 1, 1, 0, {{"value", K_TENSOR}}, G},
     {"Shape", DYNQ_OP_SHAPE, 1, 1, 1, 0, {{"start", K_INT}, {"end", K_INT}}, G},
     {"Size", DYNQ_OP_SIZE, 1, 1, 1, 0, {{0}}, G},
-    {"Gather", DYNQ_OP_GATHER, 2, 2, 1, 0, {{"axis", K_INT}}, G},
+    {"Gather", DYNQ_OP_GATHER, 2, 2, 1, 0, {{"axis", K_INT}}, dynq__import_gather},
     {"Slice", DYNQ_OP_SLICE, 1, 5, 1, OPF_OPT_IN,
      {{"starts", K_INTS}, {"ends", K_INTS}, {"axes", K_INTS}}, G},
     {"Concat", DYNQ_OP_CONCAT, 1, 64, 1, 0, {{"axis", K_INT}}, G},

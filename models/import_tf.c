@@ -243,3 +243,58 @@ int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   }
   return 0;
 }
+
+/* Embedding tables at least this large (values) are stored int8. */
+#define QGATHER_MIN_VALUES 1024
+
+/* Gather on axis 0 of a constant float32 [V, D] table with computed
+ * indices: an embedding lookup, stored as int8 rows with a per-row scale
+ * (QGather, lib/ops/embed.c), the FP32 table kept as the reference unless
+ * --no-reference.  Anything else is the plain Gather. */
+int dynq__import_gather(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  const dynq__value_t *T = dynq__imp_const_of(c, n->input[0]);
+  int64_t axis = dynq__imp_attr_i(n, "axis", 0);
+  if (c->opt.fp32 || T == NULL || T->dtype != DYNQ_DT_F32 || T->rank != 2 ||
+      (axis != 0 && axis != -2) || dynq__imp_const_of(c, n->input[1]) != NULL ||
+      T->dims[0] * T->dims[1] < QGATHER_MIN_VALUES)
+    return dynq__import_graph_op(c, n, nname);
+  int64_t V = T->dims[0], D = T->dims[1];
+  int8_t *q = dynq__imp_pool_alloc(&b->pool, (size_t)(V * D));
+  float *s = dynq__imp_pool_alloc(&b->pool, (size_t)V * sizeof(float));
+  if (q == NULL || s == NULL) return oom();
+  const float *t = T->data; /* read before add_const may move the values */
+  for (int64_t v = 0; v < V; v++) {
+    float mx = 0.0f;
+    for (int64_t k = 0; k < D; k++) mx = fabsf(t[v * D + k]) > mx ? fabsf(t[v * D + k]) : mx;
+    s[v] = mx > 0.0f ? mx / 127.0f : 1.0f;
+    for (int64_t k = 0; k < D; k++) {
+      float r = nearbyintf(t[v * D + k] / s[v]); /* round half to even */
+      q[v * D + k] = (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
+    }
+  }
+  int64_t qd[2] = {V, D}, sd[1] = {V};
+  int32_t vq = dynq__imp_add_const(b, nname, ".q", DYNQ_DT_I8, 2, qd, q, (size_t)(V * D));
+  int32_t vs = dynq__imp_add_const(b, nname, ".scale", DYNQ_DT_F32, 1, sd, s,
+                                   (size_t)V * sizeof(float));
+  if (vq < 0 || vs < 0) return oom();
+  dynq__layer_report_t *L = dynq__imp_add_layer(c, nname, "Gather");
+  if (L == NULL) return oom();
+  L->k = V;
+  L->n = D;
+  L->quantized = 1;
+  L->why = "embedding table: int8 rows, one scale per row";
+  L->fp32_bytes = (size_t)(V * D) * sizeof(float);
+  L->stored_bytes = (size_t)(V * D) + (size_t)V * sizeof(float);
+  if (!c->opt.no_reference) L->ref_bytes = L->fp32_bytes;
+  dynq__bnode_t *bn = dynq__imp_add_node(b, DYNQ_OP_QGATHER, nname);
+  if (bn == NULL) return oom();
+  dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[1]));
+  dynq__imp_node_in(bn, vq);
+  dynq__imp_node_in(bn, vs);
+  if (!c->opt.no_reference) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[0]));
+  int32_t out = dynq__imp_claim_output(c, n->output[0], b->n_nodes - 1);
+  if (out < 0) return -1;
+  dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  return 0;
+}

@@ -334,6 +334,30 @@ START_TEST(softmax_flatten) {
 }
 END_TEST
 
+/* QGather: int8 rows times their scale; FP32 path reads the reference;
+ * an index outside the table is refused with its value. */
+START_TEST(qgather_rows) {
+  int64_t ix[3] = {2, 0, -1}, di[1] = {3}, dq[2] = {3, 2}, ds[1] = {3}, dy[2] = {3, 2};
+  int8_t q[6] = {1, -2, 3, 4, 127, -127};
+  float sc[3] = {0.5f, 0.25f, 0.01f}, ref[6] = {0.5f, -1, 0.75f, 1, 1.27f, -1.27f};
+  dynq__tensor_t I = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {3}, .data = ix};
+  dynq__tensor_t Q = {.dtype = DYNQ_DT_I8, .rank = 2, .dims = {3, 2}, .data = q};
+  dynq__tensor_t S = tf(1, ds, sc), R = tf(2, dq, ref), o;
+  (void)di;
+  const dynq__tensor_t *in[4] = {&I, &Q, &S, NULL};
+  ck_assert_int_eq(run(DYNQ_OP_QGATHER, NULL, 0, in, &o), 0);
+  expect(&o, 2, dy, (float[]){1.27f, -1.27f, 0.5f, -1, 1.27f, -1.27f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  in[3] = &R;
+  ck_assert_int_eq(run(DYNQ_OP_QGATHER, NULL, 0, in, &o), 0); /* INT8: R unused */
+  expect(&o, 2, dy, (float[]){1.27f, -1.27f, 0.5f, -1, 1.27f, -1.27f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  ix[1] = 3;
+  ck_assert_int_eq(run(DYNQ_OP_QGATHER, NULL, 0, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (QGather): index 3 outside [-3, 3)"));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -348,6 +372,7 @@ int main(void) {
   tcase_add_test(tc, pools);
   tcase_add_test(tc, hard_activations);
   tcase_add_test(tc, softmax_flatten);
+  tcase_add_test(tc, qgather_rows);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

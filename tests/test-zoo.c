@@ -21,6 +21,7 @@
 
 #include "dynq/dynqclient.h"
 #include "model.h"
+#include "ops.h"
 #include "testutil.h"
 
 enum { MAX_MODELS = 32, MAX_IO = 4 };
@@ -267,6 +268,45 @@ START_TEST(fused_vs_unfused) {
 }
 END_TEST
 
+/* INT8 embedding tables (QGather): every stored row, dequantized, against
+ * the FP32 reference row the file keeps: cosine >= 0.999. */
+START_TEST(embeddings_cosine) {
+  char src[256], path[512], err[256];
+  snprintf(src, sizeof src, "%s/tests/fixtures/zoo/bert_op14.onnx", tu_src("."));
+  snprintf(path, sizeof path, "%s/emb.dynq", dir);
+  ck_assert_int_eq(tu_quantize(src, path, (char *)NULL), 0);
+  dynq__model_t *dm = NULL;
+  ck_assert_msg(dynq__model_open(path, &dm, err, sizeof err) == 0, "%s", err);
+  const dynq__graph_t *g = dynq__model_graph(dm);
+  int tables = 0;
+  double worst = 1.0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const dynq__node_t *n = &g->nodes[i];
+    if (n->op != DYNQ_OP_QGATHER) continue;
+    ck_assert_int_ge(n->n_in, 4);
+    const dynq__value_t *q = &g->values[n->in[1]], *sc = &g->values[n->in[2]],
+                        *ref = &g->values[n->in[3]];
+    int64_t V = q->dims[0], D = q->dims[1];
+    for (int64_t v = 0; v < V; v++) {
+      const int8_t *qr = (const int8_t *)q->data + v * D;
+      const float *rr = (const float *)ref->data + v * D;
+      double dot = 0, a = 0, b = 0, s = ((const float *)sc->data)[v];
+      for (int64_t k = 0; k < D; k++) {
+        double x = s * qr[k];
+        dot += x * rr[k], a += x * x, b += (double)rr[k] * rr[k];
+      }
+      double cs = b > 0 ? dot / sqrt(a * b) : 1.0;
+      worst = cs < worst ? cs : worst;
+    }
+    tables++;
+  }
+  printf("zoo bert: %d int8 embedding tables, worst row cosine %.6f (>= 0.999)\n", tables, worst);
+  ck_assert_int_eq(tables, 2);
+  ck_assert_msg(worst >= 0.999, "worst row cosine %g", worst);
+  dynq__model_unref(dm);
+}
+END_TEST
+
 static Suite *zoo_suite(void) {
   Suite *s = suite_create("zoo");
   TCase *tc = tcase_create("models");
@@ -274,6 +314,7 @@ static Suite *zoo_suite(void) {
   tcase_add_unchecked_fixture(tc, setup, teardown);
   tcase_add_loop_test(tc, zoo_model, 0, 18);
   tcase_add_test(tc, fused_vs_unfused);
+  tcase_add_test(tc, embeddings_cosine);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -95,7 +95,9 @@
   /* elementwise.c */                                                                      \
   X(HARD_SIGMOID, 58, "HardSigmoid", 1, 0, 1, 1, 1, 1, none, hard, hardsigmoid)            \
   X(HARD_SWISH, 59, "HardSwish", 14, 0, 1, 1, 1, 1, none, none, hardswish)                \
-  X(ERF, 60, "Erf", 9, 0, 1, 1, 1, 1, none, none, erf)
+  X(ERF, 60, "Erf", 9, 0, 1, 1, 1, 1, none, none, erf)                                     \
+  /* embed.c: Gather on an int8 embedding table (import-time form) */                     \
+  X(QGATHER, 61, "QGather", 0, 0, 3, 4, 1, 1, qgather, none, qgather)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
