@@ -134,18 +134,42 @@ static int parse_counters(dynq__obj_t res, dynq_stats_t *st) {
   return 0;
 }
 
+/* dynqd's non-empty buckets [[upper_us, count], ...] folded into the
+ * cumulative power-of-two ones: a bucket whose largest value is below 2^k
+ * counts towards below[k] and every later one. */
+static int parse_buckets(dynq__obj_t b, dynq_latency_t *ret) {
+  uint32_t n;
+  if (dynq__obj_is_absent(b) || dynq__obj_kind(b) == DYNQ_OBJ_NIL) return 0;
+  if (dynq__obj_kind(b) != DYNQ_OBJ_ARRAY) return DYNQ_EPROTO;
+  n = dynq__obj_len(b);
+  for (uint32_t i = 0; i < n; i++) {
+    dynq__obj_t e = dynq__obj_at(b, i);
+    uint64_t upper, count;
+    if (dynq__obj_kind(e) != DYNQ_OBJ_ARRAY || dynq__obj_len(e) != 2 ||
+        dynq__get_u64(dynq__obj_at(e, 0), &upper) < 0 ||
+        dynq__get_u64(dynq__obj_at(e, 1), &count) < 0)
+      return DYNQ_EPROTO;
+    for (int k = 0; k < DYNQ_LATENCY_BUCKETS; k++)
+      if (upper < ((uint64_t)1 << k)) ret->below[k] += count;
+  }
+  ret->has_buckets = 1;
+  return 0;
+}
+
 static int parse_latency(dynq__obj_t o, dynq_latency_t *ret) {
   if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) {
     memset(ret, 0, sizeof(*ret));
     return 0;
   }
   if (dynq__obj_kind(o) != DYNQ_OBJ_MAP) return DYNQ_EPROTO;
+  memset(ret, 0, sizeof(*ret));
   if (dynq__get_u64(dynq__obj_get(o, "count"), &ret->count) < 0 ||
       dynq__get_u64(dynq__obj_get(o, "p50"), &ret->p50) < 0 ||
       dynq__get_u64(dynq__obj_get(o, "p90"), &ret->p90) < 0 ||
-      dynq__get_u64(dynq__obj_get(o, "p99"), &ret->p99) < 0)
+      dynq__get_u64(dynq__obj_get(o, "p99"), &ret->p99) < 0 ||
+      dynq__get_u64(dynq__obj_get(o, "sum"), &ret->sum) < 0)
     return DYNQ_EPROTO;
-  return 0;
+  return parse_buckets(dynq__obj_get(o, "buckets"), ret);
 }
 
 static int cmp_model_stats(const void *a, const void *b) {

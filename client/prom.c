@@ -5,9 +5,13 @@
  *
  * Prometheus conventions: base units (seconds, bytes), counters end in
  * _total, each family has one HELP and one TYPE line before its samples,
- * label values escape backslash, double quote and newline.  Latency
- * percentiles are a summary without _sum (dynqd keeps histograms of
- * counts only); the collector accepts that.
+ * label values escape backslash, double quote and newline.  Latencies
+ * are histograms (_bucket with fixed le bounds, _sum, _count): unlike
+ * quantiles over the whole uptime they can be summed across hosts and
+ * turned into rates over any window (histogram_quantile over rate()).  The
+ * le bounds are 2^k - 1 microseconds, k = 0..DYNQ_LATENCY_BUCKETS-1: exact
+ * for dynqd's integer-microsecond samples, whose own buckets nest inside
+ * powers of two.  A dynqd that sends no buckets gets the old summary.
  */
 #include "dynqctl-io.h"
 
@@ -59,7 +63,42 @@ static void per_model(FILE *f, const dynq_stats_t *s, const char *name, const ch
 
 static void seconds(FILE *f, uint64_t us) { fprintf(f, "%.9g", (double)us / 1e6); }
 
-static void summary(FILE *f, const dynq_stats_t *s, const char *name, const char *help,
+static void histogram(FILE *f, const dynq_stats_t *s, const char *name, const char *help,
+                      size_t field_off) {
+  head(f, name, "histogram", help);
+  for (int i = 0; i < s->n_models; i++) {
+    const dynq_latency_t *l =
+        (const dynq_latency_t *)((const char *)&s->models[i] + field_off);
+    for (int k = 0; k < DYNQ_LATENCY_BUCKETS; k++) {
+      fprintf(f, "%s_bucket{model=", name);
+      label_value(f, s->models[i].name);
+      fputs(",le=\"", f);
+      seconds(f, ((uint64_t)1 << k) - 1);
+      fprintf(f, "\"} %" PRIu64 "\n", l->below[k]);
+    }
+    fprintf(f, "%s_bucket{model=", name);
+    label_value(f, s->models[i].name);
+    fprintf(f, ",le=\"+Inf\"} %" PRIu64 "\n", l->count);
+    fprintf(f, "%s_sum{model=", name);
+    label_value(f, s->models[i].name);
+    fputs("} ", f);
+    seconds(f, l->sum);
+    fprintf(f, "\n%s_count{model=", name);
+    label_value(f, s->models[i].name);
+    fprintf(f, "} %" PRIu64 "\n", l->count);
+  }
+}
+
+/* Every model's histogram was sent (a dynqd from before histograms sends
+ * none: then the percentiles as a summary). */
+static int have_buckets(const dynq_stats_t *s, size_t field_off) {
+  for (int i = 0; i < s->n_models; i++)
+    if (!((const dynq_latency_t *)((const char *)&s->models[i] + field_off))->has_buckets)
+      return 0;
+  return 1;
+}
+
+static void latency(FILE *f, const dynq_stats_t *s, const char *name, const char *help,
                     size_t field_off) {
   static const struct {
     const char *q;
@@ -70,6 +109,10 @@ static void summary(FILE *f, const dynq_stats_t *s, const char *name, const char
     { "0.99", offsetof(dynq_latency_t, p99) },
   };
   if (s->n_models == 0) return;
+  if (have_buckets(s, field_off)) {
+    histogram(f, s, name, help, field_off);
+    return;
+  }
   head(f, name, "summary", help);
   for (int i = 0; i < s->n_models; i++) {
     const dynq_latency_t *l =
@@ -140,9 +183,11 @@ void dynq__prom_render(const dynq_stats_t *s, FILE *f) {
   gauge(f, "dynq_sessions", "Open streaming sessions.", s->sessions);
   gauge(f, "dynq_shm_regions", "Registered shared-memory regions.", s->shm_regions);
   gauge(f, "dynq_mapped_bytes", "Bytes of model files and regions mapped.", s->bytes_mapped);
-  counter(f, "dynq_daemon_requests_total", "Requests answered, all models and methods.",
-          s->requests_total);
-  counter(f, "dynq_daemon_errors_total", "Requests answered with an error.", s->errors_total);
+  counter(f, "dynq_daemon_requests_total",
+          "Inference requests answered, all models, errors and refusals included "
+          "(other methods are not counted).", s->requests_total);
+  counter(f, "dynq_daemon_errors_total", "Inference requests answered with an error.",
+          s->errors_total);
   counter(f, "dynq_overloads_total", "Requests refused with EOVERLOAD.", s->overloads_total);
   counter(f, "dynq_timeouts_total", "Requests skipped with EDEADLINE.", s->timeouts_total);
   other_counters(s, f);
@@ -152,9 +197,9 @@ void dynq__prom_render(const dynq_stats_t *s, FILE *f) {
             offsetof(dynq_model_stats_t, requests));
   per_model(f, s, "dynq_errors_total", "counter", "Failed inference requests per model.",
             offsetof(dynq_model_stats_t, errors));
-  summary(f, s, "dynq_queue_seconds", "Time requests waited for a worker.",
+  latency(f, s, "dynq_queue_seconds", "Time requests waited for a worker.",
           offsetof(dynq_model_stats_t, queue_us));
-  summary(f, s, "dynq_compute_seconds", "Time requests spent running the model.",
+  latency(f, s, "dynq_compute_seconds", "Time requests spent running the model.",
           offsetof(dynq_model_stats_t, compute_us));
 }
 

@@ -527,10 +527,11 @@ static const char want_prom[] =
     "# HELP dynq_mapped_bytes Bytes of model files and regions mapped.\n"
     "# TYPE dynq_mapped_bytes gauge\n"
     "dynq_mapped_bytes 123456\n"
-    "# HELP dynq_daemon_requests_total Requests answered, all models and methods.\n"
+    "# HELP dynq_daemon_requests_total Inference requests answered, all models, errors and "
+    "refusals included (other methods are not counted).\n"
     "# TYPE dynq_daemon_requests_total counter\n"
     "dynq_daemon_requests_total 10\n"
-    "# HELP dynq_daemon_errors_total Requests answered with an error.\n"
+    "# HELP dynq_daemon_errors_total Inference requests answered with an error.\n"
     "# TYPE dynq_daemon_errors_total counter\n"
     "dynq_daemon_errors_total 1\n"
     "# HELP dynq_overloads_total Requests refused with EOVERLOAD.\n"
@@ -640,6 +641,101 @@ START_TEST(stats_typed_prometheus_json) {
                 dynq_client_errmsg(c));
   xfake_join(&f, c);
   ck_assert_str_eq(f.log, "stats {}\nstats {}\nstats {}\nstats {}\nstats {}\n");
+  xfake_stop(&f);
+}
+END_TEST
+
+/* A dynqd that sends its histograms: queue_us with sum and buckets, and
+ * compute_us without (a model whose histogram is missing keeps every model
+ * on the summary for that family); then malformed buckets. */
+static void script_stats_buckets(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n,
+                                 int pfd) {
+  static const uint64_t bk[][2] = { { 0, 1 }, { 7, 2 }, { 15, 3 }, { 4095, 4 } };
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, req->msgid);
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "models");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "m");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "queue_us");
+  dynq__w_map(&w, 6);
+  dynq__w_str(&w, "count");
+  dynq__w_uint(&w, 10);
+  dynq__w_str(&w, "p50");
+  dynq__w_uint(&w, 15);
+  dynq__w_str(&w, "p90");
+  dynq__w_uint(&w, 4095);
+  dynq__w_str(&w, "p99");
+  dynq__w_uint(&w, 4095);
+  dynq__w_str(&w, "sum");
+  dynq__w_uint(&w, 1234);
+  dynq__w_str(&w, "buckets");
+  if (n == 0) {
+    dynq__w_array(&w, 4);
+    for (int i = 0; i < 4; i++) {
+      dynq__w_array(&w, 2);
+      dynq__w_uint(&w, bk[i][0]);
+      dynq__w_uint(&w, bk[i][1]);
+    }
+  } else {
+    dynq__w_array(&w, 1);
+    dynq__w_array(&w, 1); /* not a pair */
+    dynq__w_uint(&w, 7);
+  }
+  w_latency(&w, "compute_us", 10, 80, 95, 120);
+  tu_send_wbuf(fd, &w);
+}
+
+START_TEST(stats_buckets_make_histograms) {
+  xfake_t f;
+  dynq_client_t *c = NULL;
+  dynq_stats_t st;
+  char *text;
+  static const uint64_t want_below[DYNQ_LATENCY_BUCKETS] = {
+    1, 1, 1, 3, 6, 6, 6, 6, 6, 6, 6, 6, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10,
+  };
+
+  xfake_start(&f, script_stats_buckets);
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  ck_assert_int_eq(dynq_stats(c, &st), 0);
+  ck_assert_int_eq(st.n_models, 1);
+  ck_assert_int_eq(st.models[0].queue_us.has_buckets, 1);
+  ck_assert_uint_eq(st.models[0].queue_us.sum, 1234);
+  for (int k = 0; k < DYNQ_LATENCY_BUCKETS; k++)
+    ck_assert_msg(st.models[0].queue_us.below[k] == want_below[k], "below[%d] = %llu", k,
+                  (unsigned long long)st.models[0].queue_us.below[k]);
+  ck_assert_int_eq(st.models[0].compute_us.has_buckets, 0);
+  text = render(dynq__prom_render, &st);
+  ck_assert_msg(strstr(text, "# HELP dynq_queue_seconds Time requests waited for a worker.\n"
+                             "# TYPE dynq_queue_seconds histogram\n"
+                             "dynq_queue_seconds_bucket{model=\"m\",le=\"0\"} 1\n"
+                             "dynq_queue_seconds_bucket{model=\"m\",le=\"1e-06\"} 1\n"
+                             "dynq_queue_seconds_bucket{model=\"m\",le=\"3e-06\"} 1\n"
+                             "dynq_queue_seconds_bucket{model=\"m\",le=\"7e-06\"} 3\n"
+                             "dynq_queue_seconds_bucket{model=\"m\",le=\"1.5e-05\"} 6\n") != NULL,
+                "%s", text);
+  ck_assert_msg(strstr(text, "dynq_queue_seconds_bucket{model=\"m\",le=\"0.002047\"} 6\n"
+                             "dynq_queue_seconds_bucket{model=\"m\",le=\"0.004095\"} 10\n") != NULL,
+                "%s", text);
+  ck_assert_msg(strstr(text, "dynq_queue_seconds_bucket{model=\"m\",le=\"33.554431\"} 10\n"
+                             "dynq_queue_seconds_bucket{model=\"m\",le=\"+Inf\"} 10\n"
+                             "dynq_queue_seconds_sum{model=\"m\"} 0.001234\n"
+                             "dynq_queue_seconds_count{model=\"m\"} 10\n"
+                             "# HELP dynq_compute_seconds") != NULL,
+                "%s", text);
+  /* compute_us came without buckets: the summary */
+  ck_assert_msg(strstr(text, "# TYPE dynq_compute_seconds summary\n"
+                             "dynq_compute_seconds{model=\"m\",quantile=\"0.5\"} 8e-05\n") != NULL,
+                "%s", text);
+  ck_assert_ptr_null(strstr(text, "quantile=\"0.5\"} 1.5e-05"));
+  free(text);
+  dynq_stats_free(&st);
+  ck_assert_int_eq(dynq_stats(c, &st), DYNQ_EPROTO);
+  ck_assert_msg(strstr(dynq_client_errmsg(c), "'queue_us'") != NULL, "%s",
+                dynq_client_errmsg(c));
+  xfake_join(&f, c);
   xfake_stop(&f);
 }
 END_TEST
@@ -1829,6 +1925,7 @@ static Suite *client_ext_suite(void) {
   tc = tcase_create("library");
   tcase_add_test(tc, stats_typed_prometheus_json);
   tcase_add_test(tc, stats_unknown_counters);
+  tcase_add_test(tc, stats_buckets_make_histograms);
   tcase_add_test(tc, health_and_admin_calls);
   tcase_add_test(tc, session_calls);
   tcase_add_test(tc, infer_ex_options);

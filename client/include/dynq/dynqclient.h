@@ -169,9 +169,21 @@ typedef struct dynq_health {
 int dynq_health(dynq_client_t *c, int *ret_live, int *ret_ready);
 int dynq_health_get(dynq_client_t *c, dynq_health_t *ret_health);
 
-/* Percentiles of one latency histogram, in microseconds. */
+/* Cumulative buckets of dynq_latency_t: below[k] counts the samples under
+ * 2^k microseconds (k = 0 .. DYNQ_LATENCY_BUCKETS - 1; the last is about
+ * 34 s; count covers everything).  Exact: dynqd's own buckets nest inside
+ * powers of two, so these are comparable and summable across hosts. */
+#define DYNQ_LATENCY_BUCKETS 26
+
+/* One latency histogram, in microseconds: percentiles (bucket upper
+ * bounds), the sum of all samples and cumulative power-of-two buckets.
+ * has_buckets is 0 when dynqd did not send its histogram (sum and below[]
+ * are then 0). */
 typedef struct dynq_latency {
   uint64_t count, p50, p90, p99;
+  uint64_t sum;
+  int has_buckets;
+  uint64_t below[DYNQ_LATENCY_BUCKETS];
 } dynq_latency_t;
 
 typedef struct dynq_model_stats {
