@@ -579,6 +579,10 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
   if (c->n_fused_layernorm > 0)
     printf("fused: %d decomposed LayerNorm%s into LayerNormalization (--no-fuse keeps them)\n",
            c->n_fused_layernorm, c->n_fused_layernorm == 1 ? "" : "s");
+  if (c->n_fused_bias + c->n_fused_gelu > 0)
+    printf("fused: %d bias Add%s and %d GELU%s into QLinear epilogues (--no-fuse keeps them)\n",
+           c->n_fused_bias, c->n_fused_bias == 1 ? "" : "s", c->n_fused_gelu,
+           c->n_fused_gelu == 1 ? "" : "s");
 }
 
 /* The fuzz harness links this file for dynq__imp_convert_buffer() and
@@ -776,9 +780,9 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
                        c.opt.keep[i]);
       goto done;
     }
-  int n_ln = 0;
-  if (!c.opt.no_fuse && dynq__imp_fuse(&c, &n_ln) != 0) goto done;
-  c.n_fused_layernorm = n_ln;
+  if (!c.opt.no_fuse &&
+      dynq__imp_fuse(&c, &c.n_fused_layernorm, &c.n_fused_bias, &c.n_fused_gelu) != 0)
+    goto done;
   const char *base = strrchr(in, '/') ? strrchr(in, '/') + 1 : in;
   const char *producer = dynq__imp_pool_printf(&b->pool, "dynq-quantize %s from %s%s", DYNQ_VERSION,
                                      base, opt->fp32 ? " (fp32)" : "");

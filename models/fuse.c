@@ -10,6 +10,12 @@
  *  - LayerNorm: ReduceMean(x) -> Sub -> Pow 2 -> ReduceMean -> Add eps ->
  *    Sqrt -> Div -> Mul gamma -> Add beta (PyTorch before opset 17,
  *    PaddlePaddle) over the last axis, becomes LayerNormalization.
+ *  - Bias: a quantized linear layer (QLinear) followed by an Add of a
+ *    constant [N] (PyTorch exports Linear as MatMul + Add) takes the
+ *    vector as its bias, applied in the GEMM epilogue.
+ *  - GELU (erf form, PyTorch's F.gelu): h / sqrt(2) -> Erf -> + 1 ->
+ *    h * . -> * 0.5 after a QLinear becomes that layer's GELU epilogue
+ *    (act = GELU; the same formula, so FP32 agrees to rounding).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -140,15 +146,119 @@ static int try_layernorm(fctx_t *f, int add_i) {
   return 0;
 }
 
-int dynq__imp_fuse(conv_t *c, int *ret_layernorms) {
-  fctx_t f = {.b = &c->b};
-  *ret_layernorms = 0;
-  if (count_readers(&f) != 0) {
-    dynq__imp_errorf("out of memory");
-    return -1;
+static dynq__attr_t *act_attr(dynq__bnode_t *q) {
+  for (int i = 0; i < q->n_attr; i++)
+    if (strcmp(q->attr[i].name, "act") == 0) return &q->attr[i];
+  return NULL;
+}
+
+static int64_t qlinear_n(const dynq__bnode_t *q) {
+  for (int i = 0; i < q->n_attr; i++)
+    if (strcmp(q->attr[i].name, "n") == 0) return q->attr[i].i;
+  return -1;
+}
+
+/* The QLinear with no activation yet that produces v, read only `want`
+ * times; NULL otherwise. */
+static dynq__bnode_t *plain_qlinear(fctx_t *f, int32_t v, int want) {
+  dynq__bnode_t *q = prod_op(f, v, DYNQ_OP_QLINEAR, want);
+  dynq__attr_t *a = q ? act_attr(q) : NULL;
+  return a && a->i == DYNQ_ACT_NONE ? q : NULL;
+}
+
+/* Add(QLinear, constant [N]) -> the QLinear's bias (summed with the one
+ * it has).  The Add's output becomes the QLinear's. */
+static int try_bias(fctx_t *f, int add_i, conv_t *c) {
+  dynq__builder_t *b = f->b;
+  dynq__bnode_t *add = &b->nodes[add_i];
+  if (add->op != DYNQ_OP_ADD || add->n_in != 2) return 0;
+  for (int side = 0; side < 2; side++) {
+    dynq__bnode_t *q = plain_qlinear(f, add->in[side], 1);
+    int32_t cv = add->in[1 - side];
+    int64_t N = q ? qlinear_n(q) : -1;
+    if (q == NULL || N < 1 || const_vec(f, cv) != N) continue;
+    const float *extra = cval(f, cv)->data;
+    const float *old = q->n_in > 4 && q->in[4] >= 0 ? cval(f, q->in[4])->data : NULL;
+    float *nb = dynq__imp_pool_alloc(&b->pool, (size_t)N * sizeof(float));
+    if (nb == NULL) return -1;
+    for (int64_t j = 0; j < N; j++) nb[j] = (old ? old[j] : 0.0f) + extra[j];
+    int64_t d[1] = {N};
+    int32_t qi = (int32_t)(q - b->nodes);
+    int32_t bv = dynq__imp_add_const(b, q->name, ".bias", DYNQ_DT_F32, 1, d, nb,
+                                     (size_t)N * sizeof(float));
+    if (bv < 0) return -1;
+    q = &b->nodes[qi];
+    add = &b->nodes[add_i];
+    while (q->n_in < 5) q->in[q->n_in++] = -1;
+    q->in[4] = bv;
+    b->producer[q->out[0]] = -1;
+    q->out[0] = add->out[0];
+    b->producer[add->out[0]] = qi;
+    add->dead = 1;
+    (void)c;
+    return 1;
   }
-  for (int i = 0; i < c->b.n_nodes; i++)
-    if (!c->b.nodes[i].dead) *ret_layernorms += try_layernorm(&f, i);
-  free(f.readers);
+  return 0;
+}
+
+static int near(float v, float want) { return fabsf(v - want) <= 1e-5f * fabsf(want); }
+
+/* x * 0.5 * (1 + erf(x / sqrt 2)) ending at node mul_i (the * 0.5). */
+static int try_gelu(fctx_t *f, int mul_i) {
+  dynq__builder_t *b = f->b;
+  dynq__bnode_t *m2 = &b->nodes[mul_i];
+  float k;
+  if (m2->op != DYNQ_OP_MUL || m2->n_in != 2) return 0;
+  for (int s2 = 0; s2 < 2; s2++) {
+    if (!const_scalar(f, m2->in[1 - s2], &k) || !near(k, 0.5f)) continue;
+    dynq__bnode_t *m1 = prod_op(f, m2->in[s2], DYNQ_OP_MUL, 1);
+    if (m1 == NULL) continue;
+    for (int s1 = 0; s1 < 2; s1++) {
+      int32_t h = m1->in[s1];
+      dynq__bnode_t *q = plain_qlinear(f, h, 2);
+      dynq__bnode_t *a = prod_op(f, m1->in[1 - s1], DYNQ_OP_ADD, 1);
+      if (q == NULL || a == NULL) continue;
+      for (int sa = 0; sa < 2; sa++) {
+        if (!const_scalar(f, a->in[1 - sa], &k) || !near(k, 1.0f)) continue;
+        dynq__bnode_t *e = prod_op(f, a->in[sa], DYNQ_OP_ERF, 1);
+        dynq__bnode_t *d = e ? prod_op(f, e->in[0], DYNQ_OP_DIV, 1) : NULL;
+        if (d == NULL || d->in[0] != h || !const_scalar(f, d->in[1], &k) ||
+            !near(k, 1.41421356f))
+          continue;
+        int32_t qi = (int32_t)(q - b->nodes);
+        d->dead = e->dead = a->dead = m1->dead = m2->dead = 1;
+        act_attr(q)->i = DYNQ_ACT_GELU;
+        b->producer[q->out[0]] = -1;
+        q->out[0] = m2->out[0];
+        b->producer[m2->out[0]] = qi;
+        return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gelus) {
+  fctx_t f = {.b = &c->b};
+  *ret_layernorms = *ret_biases = *ret_gelus = 0;
+  /* one pass per pattern, readers recounted: each rewrite moves outputs */
+  for (int pass = 0; pass < 3; pass++) {
+    if (count_readers(&f) != 0) {
+      dynq__imp_errorf("out of memory");
+      return -1;
+    }
+    for (int i = 0; i < c->b.n_nodes; i++) {
+      if (c->b.nodes[i].dead) continue;
+      int r = pass == 0 ? try_layernorm(&f, i) : pass == 1 ? try_bias(&f, i, c) : try_gelu(&f, i);
+      if (r < 0) {
+        free(f.readers);
+        dynq__imp_errorf("out of memory");
+        return -1;
+      }
+      *(pass == 0 ? ret_layernorms : pass == 1 ? ret_biases : ret_gelus) += r;
+    }
+    free(f.readers);
+    f.readers = NULL;
+  }
   return 0;
 }

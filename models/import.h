@@ -168,6 +168,7 @@ typedef struct conv {
   int n_front, cap_front;
   int front_out;             /* set by a layer import: mark its outputs */
   int n_fused_layernorm;     /* decomposed LayerNorms fused (fuse.c) */
+  int n_fused_bias, n_fused_gelu; /* Adds / GELUs moved into QLinear epilogues */
 } conv_t;
 
 #define DYNQ_IMP_MAX_FRONT 65536
@@ -197,8 +198,9 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
 
 /* Import-time fusions on the builder graph (models/fuse.c), after every
  * node is converted and the graph outputs are known: 0, or -1 after an
- * error.  *ret_layernorms: decomposed LayerNorms rewritten. */
-int dynq__imp_fuse(conv_t *c, int *ret_layernorms);
+ * error.  Counts: decomposed LayerNorms rewritten, bias Adds and GELUs
+ * moved into a QLinear's epilogue. */
+int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gelus);
 
 /* ---- errors ---- */
 
