@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dynq-config.h"
 #include "dynq/dynqclient.h"
@@ -151,6 +152,20 @@ static const command_t *lookup_command(const char *word) {
   return NULL;
 }
 
+/* What a failed connect means: only a missing or refused socket says
+ * dynqd may not be running; a permission error is about the socket's
+ * group (the system socket is 0660 root:dynq). */
+static const char *connect_hint(int r) {
+  if (r == -EACCES || r == -EPERM)
+    return geteuid() == 0 ? "permission denied even as root: check the path and any LSM policy"
+                          : "permission denied: the socket belongs to group dynq; "
+                            "join it (usermod -aG dynq USER, then log in again) or use sudo";
+  if (r == -ENOENT || r == -ECONNREFUSED)
+    return "is dynqd running? 'systemctl status dynqd.socket'; or set --socket or DYNQ_SOCKET";
+  if (r == -ENAMETOOLONG) return "the socket path is too long for a Unix socket";
+  return "set --socket or DYNQ_SOCKET";
+}
+
 static int ctl_connect(ctl_t *ctl) {
   char tried[1024];
   int r;
@@ -162,8 +177,8 @@ static int ctl_connect(ctl_t *ctl) {
     dynq_default_socket(ctl->sockbuf, sizeof(ctl->sockbuf));
   r = dynq_connect_msg(ctl->socket, &ctl->client, tried, sizeof(tried));
   if (r < 0) {
-    errx_msg("cannot connect to dynqd: %s (is dynqd running? set --socket or DYNQ_SOCKET)",
-             tried[0] ? tried : dynq_strerror(r));
+    errx_msg("cannot connect to dynqd: %s (%s)", tried[0] ? tried : dynq_strerror(r),
+             connect_hint(r));
     return EXIT_FAIL;
   }
   snprintf(ctl->sockbuf, sizeof(ctl->sockbuf), "%s", dynq_client_path(ctl->client));
@@ -1052,10 +1067,22 @@ static void print_model_result(ctl_t *ctl, const char *name, const char *verb, i
 
 /* Admin refusals get a hint on what to do. */
 static int admin_failed(ctl_t *ctl, int r) {
+  const char *m = dynq_client_errmsg(ctl->client);
+  int peer = strstr(m, "admin") != NULL || strstr(m, "identify the peer") != NULL;
   call_failed(ctl, r);
-  if (r == DYNQ_EDENIED)
-    fprintf(stderr, "dynqctl: run as root, as dynqd's user, or as a member of its "
-                    "admin group\n");
+  if (r != DYNQ_EDENIED) return EXIT_FAIL;
+  /* EDENIED is either the peer check or a model path outside the model
+   * directory; root needs no advice to become root. */
+  if (!peer)
+    fprintf(stderr, "dynqctl: hint: give a path relative to dynqd's model directory, "
+                    "without '..'\n");
+  else if (geteuid() != 0)
+    fprintf(stderr, "dynqctl: hint: run as root, as dynqd's user, or as a member of its "
+                    "admin group (admin_group in dynqd.conf)\n");
+  else
+    fprintf(stderr, "dynqctl: hint: dynqd does not see this root as root (dynqctl in a "
+                    "user namespace or container?); it admits root, its own user and its "
+                    "admin group as it sees the peer\n");
   return EXIT_FAIL;
 }
 

@@ -142,3 +142,15 @@ def test_hints_name_dynqctl_commands(ctl_daemon):
     assert rc == 1 and "hint: 'dynqctl list' shows the loaded models" in err
     rc, _, err = ctl(ctl_daemon, "infer", "stream", "--input", "nope=[[1]]")
     assert rc == 1 and "'dynqctl info MODEL'" in err
+
+
+def test_admin_and_connect_hints(ctl_daemon, tmp_path):
+    # A path refusal is not about who runs dynqctl.
+    rc, _, err = ctl(ctl_daemon, "load", "escape", "../stream.dynq")
+    assert rc == 1 and "(EDENIED)" in err
+    assert "hint: give a path relative to dynqd's model directory" in err
+    assert "run as root" not in err
+    r = subprocess.run([build_path("client/dynqctl"), "--socket", str(tmp_path / "none.sock"),
+                        "status"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "is dynqd running?" in r.stderr
+    assert "permission" not in r.stderr
