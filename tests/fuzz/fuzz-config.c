@@ -69,7 +69,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   fflush(stderr);
   int saved = dup(2);
-  if (saved < 0 || ftruncate(g_errfd, 0) != 0 || dup2(g_errfd, 2) < 0) abort();
+  /* Empty, and writing from the start again (the offset is shared). */
+  if (saved < 0 || ftruncate(g_errfd, 0) != 0 || lseek(g_errfd, 0, SEEK_SET) != 0 ||
+      dup2(g_errfd, 2) < 0)
+    abort();
   int rc = dynqd__config_parse(&cfg, 3, argv);
   size_t took = dynqd__config_bytes_read;
   const char *said = captured();
