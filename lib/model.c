@@ -36,6 +36,8 @@ struct dynq__model {
                             the first node (constants as views into the
                             mapping, the rest cleared), copied per run */
   dynq__opstate_t *state; /* owned [n_nodes]: each node's prepared attributes */
+  dynq__io_t *io;         /* owned [n_inputs + n_outputs]: the signature's entries */
+  dynq__model_sig_t sig;
   dynq__model_stats_t stats;
   /* The file as loaded.  The fd stays open so that every run can check
    * (fstat, never the path) that the file it maps was not truncated or
@@ -136,33 +138,93 @@ static int broken_error(const dynq__model_t *m, char *err, size_t errlen) {
   return DYNQ_EFORMAT;
 }
 
+const char *dynq__qkind_name(int kind) {
+  static const char *const names[DYNQ_QKIND__COUNT] = {"QLinear", "QConv", "QLSTM", "QGRU"};
+  return kind >= 0 && kind < DYNQ_QKIND__COUNT ? names[kind] : "?";
+}
+
+/* Where a quantized op keeps its constants (graph.h, rnn.h): the packed
+ * int8 weight inputs and the FP32 reference inputs.  -1 ends a list. */
+typedef struct qlayout {
+  int op, kind;
+  int packed[2], ref[2];
+} qlayout_t;
+static const qlayout_t qlayouts[] = {
+  {DYNQ_OP_QLINEAR, DYNQ_QKIND_LINEAR, {1, -1}, {5, -1}},
+  {DYNQ_OP_QCONV, DYNQ_QKIND_CONV, {1, -1}, {5, -1}},
+  {DYNQ_OP_QLSTM, DYNQ_QKIND_LSTM, {1, 4}, {12, 13}},
+  {DYNQ_OP_QGRU, DYNQ_QKIND_GRU, {1, 4}, {10, 11}},
+};
+
 static void compute_stats(dynq__model_t *m) {
   const dynq__graph_t *g = &m->fg.g;
   dynq__model_stats_t *s = &m->stats;
   memset(s, 0, sizeof(*s));
   s->n_nodes = g->n_nodes;
   s->has_reference = 1;
+  /* per constant: 0 FP32 on the INT8 path, 1 packed int8, 2 reference */
   unsigned char *qconst = calloc((size_t)g->n_values + 1, 1);
   for (int i = 0; i < g->n_nodes; i++) {
     const dynq__node_t *n = &g->nodes[i];
-    if (n->op != DYNQ_OP_QLINEAR) continue;
-    s->n_qlinear++;
+    const qlayout_t *L = NULL;
+    for (size_t j = 0; j < sizeof(qlayouts) / sizeof(qlayouts[0]); j++)
+      if (qlayouts[j].op == n->op) L = &qlayouts[j];
+    if (L == NULL) continue;
+    s->n_quantized++;
+    s->n_quant[L->kind]++;
     if (dynq__node_attr_i(n, "per_tensor", 0)) s->per_tensor = 1;
-    for (int k = 1; k < n->n_in; k++) {
-      int v = n->in[k];
-      if (v < 0) continue;
-      if (qconst) qconst[v] = k == 5 ? 2 : 1;
-      if (k == 1) s->int8_weight_bytes += g->values[v].nbytes;
-      else if (k == 5) s->ref_weight_bytes += g->values[v].nbytes;
-      else s->fp32_weight_bytes += g->values[v].nbytes;
+    for (int j = 0; j < 2; j++) {
+      int k = L->packed[j];
+      if (k < 0 || k >= n->n_in || n->in[k] < 0) continue;
+      size_t nb = g->values[n->in[k]].nbytes;
+      s->int8_weight_bytes += nb;
+      s->quant_int8_bytes[L->kind] += nb;
+      if (qconst) qconst[n->in[k]] = 1;
     }
-    if (n->n_in < 6 || n->in[5] < 0) s->has_reference = 0;
+    for (int j = 0; j < 2; j++) {
+      int k = L->ref[j];
+      if (k < 0) continue;
+      if (k >= n->n_in || n->in[k] < 0) {
+        s->has_reference = 0;
+        continue;
+      }
+      s->ref_weight_bytes += g->values[n->in[k]].nbytes;
+      if (qconst) qconst[n->in[k]] = 2;
+    }
   }
+  s->n_qlinear = s->n_quant[DYNQ_QKIND_LINEAR];
   for (int v = 0; v < g->n_values; v++)
     if (g->values[v].data != NULL && (qconst == NULL || !qconst[v]))
       s->fp32_weight_bytes += g->values[v].nbytes;
-  if (s->n_qlinear == 0) s->has_reference = 1;
   free(qconst);
+}
+
+/* The signature from the graph (after validation: indices are sound). */
+static int build_signature(dynq__model_t *m) {
+  const dynq__graph_t *g = &m->fg.g;
+  dynq__io_t *io = calloc((size_t)(g->n_inputs + g->n_outputs) + 1, sizeof(*io));
+  if (io == NULL) return -ENOMEM;
+  for (int i = 0; i < g->n_inputs + g->n_outputs; i++) {
+    int v = i < g->n_inputs ? g->inputs[i] : g->outputs[i - g->n_inputs];
+    const dynq__value_t *val = &g->values[v];
+    io[i].name = val->name;
+    io[i].dtype = val->dtype;
+    io[i].rank = val->rank;
+    memcpy(io[i].dims, val->dims, sizeof(io[i].dims));
+    io[i].state_peer = -1;
+  }
+  for (int p = 0; p < g->n_state; p++)
+    for (int i = 0; i < g->n_inputs; i++)
+      for (int o = 0; o < g->n_outputs; o++)
+        if (g->inputs[i] == g->state[2 * p] && g->outputs[o] == g->state[2 * p + 1]) {
+          io[i].state_peer = o;
+          io[g->n_inputs + o].state_peer = i;
+        }
+  m->io = io;
+  m->sig = (dynq__model_sig_t){.n_inputs = g->n_inputs, .n_outputs = g->n_outputs,
+                               .n_state = g->n_state, .inputs = io,
+                               .outputs = io + g->n_inputs};
+  return 0;
 }
 
 int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
@@ -261,6 +323,11 @@ int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
       goto fail;
     }
   }
+  if (build_signature(m) != 0) {
+    rc = -ENOMEM;
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
   compute_stats(m);
   *ret_model = m;
   return 0;
@@ -285,6 +352,7 @@ dynq__model_t *dynq__model_unref(dynq__model_t *m) {
   free(m->last_use);
   free(m->slot0);
   free(m->state);
+  free(m->io);
   free(m->path);
   free(m);
   return NULL;
@@ -296,6 +364,15 @@ size_t dynq__model_file_size(const dynq__model_t *m) { return m->map_size; }
 
 void dynq__model_get_stats(const dynq__model_t *m, dynq__model_stats_t *ret) {
   *ret = m->stats;
+}
+
+const dynq__model_sig_t *dynq__model_signature(const dynq__model_t *m) { return &m->sig; }
+
+int dynq__model_output_index(const dynq__model_t *m, const char *name) {
+  const dynq__graph_t *g = &m->fg.g;
+  for (int i = 0; i < g->n_outputs; i++)
+    if (strcmp(g->values[g->outputs[i]].name, name) == 0) return i;
+  return -1;
 }
 
 int dynq__model_input_index(const dynq__model_t *m, const char *name) {

@@ -41,20 +41,53 @@ int dynq__model_fault(const void *addr);
 int dynq__model_broken(const dynq__model_t *m);
 int dynq__model_broken_report(dynq__model_t *m);
 
-/* Summary for model.info. */
+/* Kinds of quantized layer, for the per-kind counts below. */
+enum { DYNQ_QKIND_LINEAR, DYNQ_QKIND_CONV, DYNQ_QKIND_LSTM, DYNQ_QKIND_GRU, DYNQ_QKIND__COUNT };
+/* "QLinear", "QConv", "QLSTM", "QGRU"; "?" out of range. */
+const char *dynq__qkind_name(int kind);
+
+/* Summary for model.info: every kind of quantized layer counts. */
 typedef struct dynq__model_stats {
   int n_nodes;
-  int n_qlinear;              /* quantized layers */
-  size_t int8_weight_bytes;   /* packed int8 weights */
+  int n_qlinear;              /* QLINEAR layers (n_quant[DYNQ_QKIND_LINEAR]) */
+  int n_quantized;            /* quantized layers of every kind */
+  int n_quant[DYNQ_QKIND__COUNT];            /* per kind */
+  size_t quant_int8_bytes[DYNQ_QKIND__COUNT]; /* packed int8 weights per kind */
+  size_t int8_weight_bytes;   /* packed int8 weights, all kinds */
   size_t fp32_weight_bytes;   /* FP32 constants used on the INT8 path */
   size_t ref_weight_bytes;    /* FP32 reference weights (fp32 path only) */
-  int has_reference;          /* every QLINEAR has Wref */
-  int per_tensor;             /* any QLINEAR uses per-tensor scales */
+  int has_reference;          /* every quantized layer has its FP32 reference */
+  int per_tensor;             /* any quantized layer quantizes activations per
+                                 tensor (else all per row / per patch) */
 } dynq__model_stats_t;
 void dynq__model_get_stats(const dynq__model_t *m, dynq__model_stats_t *ret);
 
 /* Index of the graph input with this name, or -1. */
 int dynq__model_input_index(const dynq__model_t *m, const char *name);
+/* Index of the graph output with this name, or -1. */
+int dynq__model_output_index(const dynq__model_t *m, const char *name);
+
+/*
+ * The model's signature, for callers that must not index the graph (the
+ * daemon): its inputs and outputs in graph order, each with name, dtype
+ * and dims (-1: symbolic, any size >= 1 per request), and the streaming
+ * state pairs (an input fed by an output on a session's next call).
+ * Valid as long as the model is.
+ */
+typedef struct dynq__io {
+  const char *name;
+  dynq_dtype_t dtype;
+  int rank;
+  int64_t dims[DYNQ_MAX_RANK];
+  int state_peer;   /* input: the output index feeding it; output: the input
+                       index it feeds; -1 when not part of a state pair */
+} dynq__io_t;
+
+typedef struct dynq__model_sig {
+  int n_inputs, n_outputs, n_state;
+  const dynq__io_t *inputs, *outputs;
+} dynq__model_sig_t;
+const dynq__model_sig_t *dynq__model_signature(const dynq__model_t *m);
 
 /*
  * Observer: called after every node that ran, on the thread running the

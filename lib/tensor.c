@@ -7,18 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dynq/dynqclient.h"
 #include "dynq/errors.h"
 
 static const struct {
   const char *name, *alias;
   size_t size;
 } dtypes[DYNQ_DT__COUNT] = {
-  [DYNQ_DT_F32] = {"float32", "f32", 4},
-  [DYNQ_DT_I8] = {"int8", "i8", 1},
-  [DYNQ_DT_U8] = {"uint8", "u8", 1},
-  [DYNQ_DT_I32] = {"int32", "i32", 4},
-  [DYNQ_DT_I64] = {"int64", "i64", 8},
+#define ROW(NAME, code, str, alias_, bytes, PUB) [code] = {str, alias_, bytes},
+  DYNQ_DTYPES(ROW)
+#undef ROW
 };
+
+/* The public enum (what clients send) is the engine's, code for code. */
+#define SAME(NAME, code, str, alias_, bytes, PUB)                            \
+  _Static_assert((int)DYNQ_##PUB == (int)DYNQ_DT_##NAME && DYNQ_DT_##NAME == code, \
+                 "dynqclient.h DYNQ_" #PUB " differs from the engine's dtype code");
+DYNQ_DTYPES(SAME)
+#undef SAME
 
 size_t dynq__dtype_size(dynq_dtype_t dt) {
   if (dt <= DYNQ_DT_INVALID || dt >= DYNQ_DT__COUNT) return 0;

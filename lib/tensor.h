@@ -18,14 +18,24 @@
 #define DYNQ_MAX_ELEMS ((int64_t)1 << 31)
 #define DYNQ_ALIGN 64
 
-/* Values are part of the file format and the wire protocol: never renumber. */
+/*
+ * The one dtype table: X(NAME, code, "wire name", "alias", bytes, PUBLIC)
+ * where PUBLIC is the public enum's name (DYNQ_<PUBLIC> in
+ * dynq/dynqclient.h; tensor.c asserts they agree).  Codes are part of the
+ * file format and the wire protocol: never renumber.
+ */
+#define DYNQ_DTYPES(X)                          \
+  X(F32, 1, "float32", "f32", 4, FLOAT32)       \
+  X(I8, 2, "int8", "i8", 1, INT8)               \
+  X(U8, 3, "uint8", "u8", 1, UINT8)             \
+  X(I32, 4, "int32", "i32", 4, INT32)           \
+  X(I64, 5, "int64", "i64", 8, INT64)
+
 typedef enum dynq_dtype {
   DYNQ_DT_INVALID = 0,
-  DYNQ_DT_F32 = 1,
-  DYNQ_DT_I8 = 2,
-  DYNQ_DT_U8 = 3,
-  DYNQ_DT_I32 = 4,
-  DYNQ_DT_I64 = 5,
+#define DYNQ__DT_ENUM(NAME, code, ...) DYNQ_DT_##NAME = code,
+  DYNQ_DTYPES(DYNQ__DT_ENUM)
+#undef DYNQ__DT_ENUM
   DYNQ_DT__COUNT
 } dynq_dtype_t;
 

@@ -104,8 +104,27 @@ START_TEST(roundtrip_runs) {
   dynq__model_stats_t st;
   dynq__model_get_stats(m, &st);
   ck_assert_int_eq(st.n_qlinear, 1);
+  ck_assert_int_eq(st.n_quantized, 1);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 1);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_CONV] + st.n_quant[DYNQ_QKIND_LSTM], 0);
+  ck_assert_uint_eq(st.quant_int8_bytes[DYNQ_QKIND_LINEAR], sizeof(packed));
+  ck_assert_str_eq(dynq__qkind_name(DYNQ_QKIND_GRU), "QGRU");
+  ck_assert_str_eq(dynq__qkind_name(DYNQ_QKIND__COUNT), "?");
   ck_assert_int_eq(st.has_reference, 1);
   ck_assert_uint_eq(st.int8_weight_bytes, sizeof(packed));
+  /* the signature: the graph's inputs and outputs without the graph */
+  const dynq__model_sig_t *sig = dynq__model_signature(m);
+  ck_assert_int_eq(sig->n_inputs, g->n_inputs);
+  ck_assert_int_eq(sig->n_outputs, g->n_outputs);
+  ck_assert_int_eq(sig->n_state, 0);
+  ck_assert_str_eq(sig->inputs[0].name, "x");
+  ck_assert_int_eq(sig->inputs[0].dtype, DYNQ_DT_F32);
+  ck_assert_int_eq(sig->inputs[0].rank, g->values[g->inputs[0]].rank);
+  ck_assert_int_eq(sig->inputs[0].dims[0], g->values[g->inputs[0]].dims[0]);
+  ck_assert_int_eq(sig->inputs[0].state_peer, -1);
+  ck_assert_str_eq(sig->outputs[0].name, g->values[g->outputs[0]].name);
+  ck_assert_int_eq(dynq__model_output_index(m, sig->outputs[0].name), 0);
+  ck_assert_int_eq(dynq__model_output_index(m, "nope"), -1);
   ck_assert_uint_eq(st.ref_weight_bytes, sizeof(wref));
 
   float x[M][K], expect[M][N];
@@ -504,6 +523,12 @@ START_TEST(state_pairs) {
   ck_assert_int_eq(lg->n_state, 1);
   ck_assert_str_eq(lg->values[lg->state[0]].name, "x");
   ck_assert_str_eq(lg->values[lg->state[1]].name, "y");
+  const dynq__model_sig_t *sig = dynq__model_signature(m);
+  ck_assert_int_eq(sig->n_state, 1);
+  int yo = dynq__model_output_index(m, "y");
+  ck_assert_int_ge(yo, 0);
+  ck_assert_int_eq(sig->inputs[0].state_peer, yo);
+  ck_assert_int_eq(sig->outputs[yo].state_peer, 0);
   dynq__model_unref(m);
   /* the writer's validator refuses a pair that is not input -> output */
   static const int32_t bad[2] = {6, 7};

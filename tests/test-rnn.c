@@ -1069,6 +1069,23 @@ START_TEST(pytorch_fixtures) {
     dynq__model_t *m = NULL;
     ck_assert_msg(dynq__model_open(out, &m, err, sizeof(err)) == 0, "%s", err);
     ck_assert_int_eq(dynq__model_graph(m)->n_inputs, f->n_in);
+    ck_assert_int_eq(dynq__model_signature(m)->n_inputs, f->n_in);
+    /* every kind of quantized layer counts in the stats, with its bytes */
+    dynq__model_stats_t ms;
+    dynq__model_get_stats(m, &ms);
+    const dynq__graph_t *mg = dynq__model_graph(m);
+    int nq = 0;
+    size_t kinds_bytes = 0;
+    for (int i = 0; i < mg->n_nodes; i++) {
+      int op = mg->nodes[i].op;
+      nq += op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QCONV || op == DYNQ_OP_QLSTM || op == DYNQ_OP_QGRU;
+    }
+    for (int k = 0; k < DYNQ_QKIND__COUNT; k++) kinds_bytes += ms.quant_int8_bytes[k];
+    ck_assert_int_eq(ms.n_quantized, nq);
+    ck_assert_int_eq(mode == 0, nq == 0);
+    ck_assert_uint_eq(kinds_bytes, ms.int8_weight_bytes);
+    ck_assert_int_eq(ms.has_reference, 1);
+    ck_assert_int_eq(mode == 0 || ms.int8_weight_bytes > 0, 1);
     dynq__tensor_t res[3];
     dynq__run_opts_t o = {.precision = mode == 1 ? DYNQ_PRECISION_INT8 : DYNQ_PRECISION_FP32};
     ck_assert_msg(dynq__model_run(m, &o, in, res, err, sizeof(err)) == 0, "%s: %s", f->model, err);
