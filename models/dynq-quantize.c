@@ -577,7 +577,7 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
   printf("\n");
   if (tr > 0) printf("FP32 reference weights (Wref): %zu bytes (omit with --no-reference)\n", tr);
   if (c->n_fused_layernorm > 0)
-    printf("fused: %d decomposed LayerNorm%s into LayerNormalization (--no-fuse keeps them)\n",
+    printf("fused: %d decomposed LayerNorm/HardSwish pattern%s into one node (--no-fuse keeps them)\n",
            c->n_fused_layernorm, c->n_fused_layernorm == 1 ? "" : "s");
   if (c->n_fused_bias + c->n_fused_gelu > 0)
     printf("fused: %d bias Add%s and %d GELU%s into QLinear epilogues (--no-fuse keeps them)\n",

@@ -16,6 +16,8 @@
  *  - GELU (erf form, PyTorch's F.gelu): h / sqrt(2) -> Erf -> + 1 ->
  *    h * . -> * 0.5 after a QLinear becomes that layer's GELU epilogue
  *    (act = GELU; the same formula, so FP32 agrees to rounding).
+ *  - HardSwish decomposed (PaddlePaddle): x * Clip(x + 3, 0, 6) / 6
+ *    becomes HardSwish(x).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -238,6 +240,41 @@ static int try_gelu(fctx_t *f, int mul_i) {
   return 0;
 }
 
+/* x * Clip(x + 3, 0, 6) / 6 ending at node div_i (the / 6). */
+static int try_hardswish(fctx_t *f, int div_i) {
+  dynq__builder_t *b = f->b;
+  dynq__bnode_t *dv = &b->nodes[div_i];
+  float k, lo, hi;
+  if (dv->op != DYNQ_OP_DIV || dv->n_in != 2 || !const_scalar(f, dv->in[1], &k) || !near(k, 6.0f))
+    return 0;
+  dynq__bnode_t *m = prod_op(f, dv->in[0], DYNQ_OP_MUL, 1);
+  if (m == NULL) return 0;
+  for (int sm = 0; sm < 2; sm++) {
+    int32_t x = m->in[sm];
+    dynq__bnode_t *cl = prod_op(f, m->in[1 - sm], DYNQ_OP_CLIP, 1);
+    if (cl == NULL || cl->n_in != 3 || !const_scalar(f, cl->in[1], &lo) ||
+        !const_scalar(f, cl->in[2], &hi) || lo != 0.0f || !near(hi, 6.0f))
+      continue;
+    dynq__bnode_t *ad = prod_op(f, cl->in[0], DYNQ_OP_ADD, 1);
+    if (ad == NULL) continue;
+    for (int sa = 0; sa < 2; sa++) {
+      if (ad->in[sa] != x || !const_scalar(f, ad->in[1 - sa], &k) || !near(k, 3.0f)) continue;
+      ad->dead = cl->dead = m->dead = 1;
+      int32_t out = dv->out[0];
+      const char *name = dv->name;
+      memset(dv, 0, sizeof(*dv));
+      dv->op = DYNQ_OP_HARD_SWISH;
+      dv->name = name;
+      dv->n_in = 1;
+      dv->in[0] = x;
+      dv->n_out = 1;
+      dv->out[0] = out;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gelus) {
   fctx_t f = {.b = &c->b};
   *ret_layernorms = *ret_biases = *ret_gelus = 0;
@@ -249,7 +286,8 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
     }
     for (int i = 0; i < c->b.n_nodes; i++) {
       if (c->b.nodes[i].dead) continue;
-      int r = pass == 0 ? try_layernorm(&f, i) : pass == 1 ? try_bias(&f, i, c) : try_gelu(&f, i);
+      int r = pass == 0 ? try_layernorm(&f, i) + try_hardswish(&f, i)
+              : pass == 1 ? try_bias(&f, i, c) : try_gelu(&f, i);
       if (r < 0) {
         free(f.readers);
         dynq__imp_errorf("out of memory");

@@ -198,7 +198,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
 
 /* Import-time fusions on the builder graph (models/fuse.c), after every
  * node is converted and the graph outputs are known: 0, or -1 after an
- * error.  Counts: decomposed LayerNorms rewritten, bias Adds and GELUs
+ * error.  Counts: decomposed LayerNorms and HardSwishes rewritten, bias Adds and GELUs
  * moved into a QLinear's epilogue. */
 int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gelus);
 
