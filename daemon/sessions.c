@@ -14,7 +14,7 @@
  * up per request, and walking the list cost ~1.5 % of dynqd's CPU at 400.
  *
  * With batching on for the model, a worker may run several sessions' jobs
- * as one (batch.c): each job's state views are concatenated along their
+ * as one (infer.c): each job's state views are concatenated along their
  * batch axis, and each job gets back its own slice of the new state in
  * sess_new, so nothing here changes.
  */
