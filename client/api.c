@@ -317,6 +317,7 @@ int dynq_model_info_sized(dynq_client_t *c, const char *model,
   FIELD(dynq__get_bool(dynq__obj_get(res, "has_reference"), &info.has_reference),
         "has_reference");
   FIELD(dynq__get_u64(dynq__obj_get(res, "source_hash"), &info.source_hash), "source_hash");
+  FIELD(dynq__get_u64(dynq__obj_get(res, "version"), &info.version), "version");
 #undef FIELD
   field = "activation_scales";
   if (dynq__obj_str(dynq__obj_get(res, "activation_scales"), &s, &sl) == 0)

@@ -1468,6 +1468,15 @@ START_TEST(daemon_end_to_end) {
     ck_assert_int_eq(dynq_session_close(c, sid), DYNQ_ENOSESSION);
   }
 
+  /* model.info's later fields reach a caller built with this header */
+  {
+    dynq_model_info_t mi;
+    ck_assert_int_eq(dynq_model_info(c, "stateful", &mi), 0);
+    ck_assert_uint_eq(mi.size, sizeof(mi));
+    ck_assert_uint_eq(mi.version, 1);
+    dynq_model_info_free(&mi);
+  }
+
   /* Pipelined against the real daemon: 12 infers in flight on one
    * connection (two of them refused), collected in completion order, each
    * answer equal to the blocking call's for the same input. */

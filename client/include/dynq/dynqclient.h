@@ -67,6 +67,7 @@ typedef struct dynq_model_info {
   int has_reference;
   int per_tensor;           /* activation scales: 0 per-row, 1 per-tensor */
   uint64_t source_hash;     /* FNV-1a 64 of the ONNX source file; 0 unknown */
+  uint64_t version;         /* the version serving (name@N); 0 from an older dynqd */
 } dynq_model_info_t;
 
 typedef struct dynq_server_info {
