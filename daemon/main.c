@@ -2,7 +2,6 @@
  * dynqd's entry point: arguments and config, `-n`, the engine (kernel
  * choice, OpenBLAS set-up), then the server (server.c) on one libuv loop.
  */
-#include <cblas.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 #include "dynq-config.h"
 #include "dynq/errors.h"
 #include "dynqd.h"
+#include "engine.h"
 
 int main(int argc, char **argv) {
   dynqd_config_t cfg;
@@ -36,24 +36,15 @@ int main(int argc, char **argv) {
 
   const char *kmsg = NULL;
   const char *kenv = getenv("DYNQ_KERNEL");
-  if (dynq__kernels_init(kenv, &kmsg) != 0) {
+  if (dynq__engine_init(kenv, &kmsg) != 0) {
     log_err("cannot select an INT8 kernel (DYNQ_KERNEL=%s): %s",
             kenv ? kenv : "", kmsg ? kmsg : "unknown reason");
     dynqd__config_free(&cfg);
     return 1;
   }
-  /* Several workers call OpenBLAS at once: each call must stay on its thread. */
-  openblas_set_num_threads(1);
-  /* OpenBLAS sets up its buffers on the first call (4-27 ms measured here):
-   * pay that now rather than in the first FP32 request's latency. */
-  {
-    float a[16] = {0}, b[16] = {0}, c[16];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 4, 4, 4, 1.0f, a, 4, b, 4, 0.0f, c, 4);
-  }
-  const char *core = openblas_get_corename();
   log_notice("dynqd %s: kernel %s (%s), openblas core %s, %d workers", DYNQ_VERSION,
-             dynq__kernel()->name, dynq__kernel()->isa ? dynq__kernel()->isa : "",
-             core ? core : "unknown", cfg.workers);
+             dynq__engine_kernel_name(), dynq__engine_kernel_isa(), dynq__engine_blas_core(),
+             cfg.workers);
 
   rc = uv_loop_init(&loop);
   if (rc != 0) {

@@ -3,13 +3,13 @@
  * stats.  All answered on the loop at once, whatever the workers are doing
  * (liveness must not wait behind busy workers or a model load).
  */
-#include <cblas.h>
 #include <errno.h>
 #include <string.h>
 
 #include "dynq-config.h"
 #include "dynq/errors.h"
 #include "dynqd.h"
+#include "engine.h"
 
 int dynqd__m_ping(dynqd_req_t *rq, const dynq__params_t *p) {
   (void)p;
@@ -26,18 +26,17 @@ int dynqd__m_server_info(dynqd_req_t *rq, const dynq__params_t *p) {
   dynqd_server_t *s = rq->srv;
   int nk = 0;
   const dynq__kernel_t *const *kl = dynq__kernel_list(&nk);
-  const char *core = openblas_get_corename();
   dynq__wbuf_t w;
   dynqd__reply_begin(rq, &w);
   dynq__w_map_begin(&w);
   KV(&w, "version", dynq__w_str(&w, DYNQ_VERSION));
   KV(&w, "protocol", dynq__w_int(&w, DYNQ_PROTOCOL_VERSION));
-  KV(&w, "kernel", dynq__w_str(&w, dynq__kernel()->name));
+  KV(&w, "kernel", dynq__w_str(&w, dynq__engine_kernel_name()));
   KV(&w, "kernels", {
     dynq__w_array(&w, (uint32_t)nk);
     for (int i = 0; i < nk; i++) dynq__w_str(&w, kl[i]->name);
   });
-  KV(&w, "openblas_core", dynq__w_str(&w, core ? core : "unknown"));
+  KV(&w, "openblas_core", dynq__w_str(&w, dynq__engine_blas_core()));
   KV(&w, "workers", dynq__w_int(&w, s->sched.n_threads));
   KV(&w, "models", dynq__w_int(&w, s->reg.n));
   KV(&w, "uptime_s", dynq__w_double(&w, (double)(uv_hrtime() - s->start_ns) / 1e9));

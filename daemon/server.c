@@ -387,7 +387,10 @@ int dynqd__server_run(dynqd_server_t *s) {
 }
 
 void dynqd__server_fini(dynqd_server_t *s) {
-  if (s->loop != NULL && uv_loop_alive(s->loop)) {  /* a failed start: close what is open */
+  /* A failed start can leave handles open that are not active (a listener
+   * whose bind failed), which uv_loop_alive does not count but which keep
+   * uv_loop_close from freeing the loop: close whatever is still open. */
+  if (s->loop != NULL) {
     uv_walk(s->loop, close_walk, NULL);
     uv_run(s->loop, UV_RUN_DEFAULT);
   }
