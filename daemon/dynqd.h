@@ -672,11 +672,12 @@ typedef struct dynqd_infer {
   int64_t compute_us;
 } dynqd_infer_t;
 
-/* Batch axis of every input then output of g into axes[n_in + n_out]
- * (rule: infer.c) for a plain request (ss NULL) or a session's.  0;
- * DYNQ_EPARAMS with err set when the config's axes do not fit the model;
- * another code when it cannot be batched (the request runs alone). */
-int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
+/* Batch axis of every input then output of the model's signature into
+ * axes[n_in + n_out] (rule: infer.c) for a plain request (ss NULL) or a
+ * session's.  0; DYNQ_EPARAMS with err set when the config's axes do not
+ * fit the model; another code when it cannot be batched (the request runs
+ * alone). */
+int dynqd__batch_axes(const dynq__model_sig_t *sig, const dynqd_batch_rule_t *rule,
                       const dynqd_session_t *ss, int8_t *axes, char *err,
                       size_t errlen);
 /* Worker: run x alone (x->job.threads wide): status, out or err. */

@@ -40,23 +40,22 @@
 
 #include "dynq/errors.h"
 #include "dynqd.h"
-#include "parallel.h"
 
-static int first_symbolic(const dynq__value_t *v) {
+static int first_symbolic(const dynq__io_t *v) {
   for (int d = 0; d < v->rank; d++)
     if (v->dims[d] < 0) return d;
   return -1;
 }
 
-int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
+int dynqd__batch_axes(const dynq__model_sig_t *sig, const dynqd_batch_rule_t *rule,
                       const dynqd_session_t *ss, int8_t *axes, char *err, size_t errlen) {
-  int ni = g->n_inputs, no = g->n_outputs;
+  int ni = sig->n_inputs, no = sig->n_outputs;
   for (int k = 0; k < ni + no; k++) axes[k] = -1;
   /* 1. the config's names */
   for (int a = 0; rule != NULL && a < rule->n_axes; a++) {
     int hit = -1;
     for (int k = 0; k < ni + no && hit < 0; k++) {
-      const dynq__value_t *v = &g->values[k < ni ? g->inputs[k] : g->outputs[k - ni]];
+      const dynq__io_t *v = k < ni ? &sig->inputs[k] : &sig->outputs[k - ni];
       if (strcmp(v->name, rule->axis_names[a]) == 0) hit = k;
     }
     if (hit < 0) {
@@ -64,7 +63,7 @@ int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
                "an output of the model", rule->model, rule->axis_names[a]);
       return DYNQ_EPARAMS;
     }
-    const dynq__value_t *v = &g->values[hit < ni ? g->inputs[hit] : g->outputs[hit - ni]];
+    const dynq__io_t *v = hit < ni ? &sig->inputs[hit] : &sig->outputs[hit - ni];
     if (v->rank >= 0 && rule->axis_vals[a] >= (v->rank > 0 ? v->rank : 1)) {
       snprintf(err, errlen, "[batch.%s] axes gives '%.64s' axis %d, but it has rank %d",
                rule->model, v->name, rule->axis_vals[a], v->rank);
@@ -76,7 +75,7 @@ int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
   int all_zero = 1;
   for (int i = 0; i < ni; i++) {
     if (axes[i] < 0) {
-      int d = first_symbolic(&g->values[g->inputs[i]]);
+      int d = first_symbolic(&sig->inputs[i]);
       axes[i] = (int8_t)(d < 0 ? 0 : d);
     }
     all_zero &= axes[i] == 0;
@@ -87,7 +86,7 @@ int dynqd__batch_axes(const dynq__graph_t *g, const dynqd_batch_rule_t *rule,
   /* 4. other outputs: the only symbolic dim */
   for (int o = 0; o < no; o++) {
     if (axes[ni + o] >= 0) continue;
-    const dynq__value_t *v = &g->values[g->outputs[o]];
+    const dynq__io_t *v = &sig->outputs[o];
     int d = first_symbolic(v), more = 0;
     for (int e = d + 1; d >= 0 && e < v->rank; e++) more |= v->dims[e] < 0;
     if (more && !all_zero) {
@@ -120,7 +119,7 @@ int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b) {
       b->job.batch_max != a->job.batch_max || a->axes == NULL)
     return 0;
   if (b->out_shm != NULL || b->n_inputs != a->n_inputs || b->axes == NULL) return 0;
-  int n_ax = a->n_inputs + dynq__model_graph(a->model)->n_outputs;
+  int n_ax = a->n_inputs + dynq__model_signature(a->model)->n_outputs;
   if (memcmp(a->axes, b->axes, (size_t)n_ax) != 0) return 0;
   if (job_rows(b) < 0) return 0;
   for (int i = 0; i < a->n_inputs; i++) {
@@ -163,19 +162,19 @@ static int slice_rows(const dynq__tensor_t *t, int axis, int64_t r0, int64_t row
 /* Write outputs redirected by outputs_shm into their regions; 0 or an
  * error code with msg set (then nothing is promised about the region). */
 static int write_shm_outputs(const dynqd_infer_t *x, char *msg, size_t msglen) {
-  const dynq__graph_t *g = dynq__model_graph(x->model);
-  for (int i = 0; i < g->n_outputs; i++) {
+  const dynq__model_sig_t *sig = dynq__model_signature(x->model);
+  for (int i = 0; i < sig->n_outputs; i++) {
     const dynqd_shm_ref_t *r = &x->out_shm[i];
     if (r->region == NULL) continue;
     size_t nb = dynq__tensor_nbytes(&x->out[i]);
     if (r->size != nb) {
       snprintf(msg, msglen, "output '%s' is %zu bytes but its outputs_shm reference "
-               "holds %llu", g->values[g->outputs[i]].name, nb,
+               "holds %llu", sig->outputs[i].name, nb,
                (unsigned long long)r->size);
       return DYNQ_EDATA;
     }
   }
-  for (int i = 0; i < g->n_outputs; i++) {
+  for (int i = 0; i < sig->n_outputs; i++) {
     const dynqd_shm_ref_t *r = &x->out_shm[i];
     if (r->region != NULL && r->size > 0)
       memcpy(r->region->base + r->offset, x->out[i].data, (size_t)r->size);
@@ -185,7 +184,7 @@ static int write_shm_outputs(const dynqd_infer_t *x, char *msg, size_t msglen) {
 
 static void clear_out(dynqd_infer_t *x) {
   if (x->out == NULL) return;
-  int no = dynq__model_graph(x->model)->n_outputs;
+  int no = dynq__model_signature(x->model)->n_outputs;
   for (int i = 0; i < no; i++) dynq__tensor_clear(&x->out[i]);
   free(x->out);
   x->out = NULL;
@@ -212,8 +211,7 @@ static void finish(dynqd_infer_t *x, int rc, const char *err);
 
 int dynqd__infer_run_merged(dynqd_infer_t **v, int n) {
   dynqd_infer_t *a = v[0];
-  const dynq__graph_t *g = dynq__model_graph(a->model);
-  int ni = a->n_inputs, no = g->n_outputs;
+  int ni = a->n_inputs, no = dynq__model_signature(a->model)->n_outputs;
   const int8_t *ax = a->axes;
   int rc = -ENOMEM;
   int64_t total = 0;
@@ -304,22 +302,24 @@ done:
 
 
 void dynqd__infer_run(dynqd_infer_t *x) {
-  const dynq__graph_t *g = dynq__model_graph(x->model);
-  x->out = calloc((size_t)(g->n_outputs > 0 ? g->n_outputs : 1), sizeof(*x->out));
+  int no = dynq__model_signature(x->model)->n_outputs;
+  x->out = calloc((size_t)(no > 0 ? no : 1), sizeof(*x->out));
   if (x->out == NULL) {
     finish(x, -ENOMEM, "out of memory running the model");
     return;
   }
-  dynq__run_opts_t opts = {x->precision, NULL, x->job.threads > 1 ? x->job.threads : 1};
+  dynq__run_result_t res = {0};
+  dynq__run_opts_t opts = {.precision = x->precision,
+                           .threads = x->job.threads > 1 ? x->job.threads : 1,
+                           .result = &res};
   char err[512] = "";
   int64_t t0 = now_us();
-  uint64_t splits = dynq__parallel_splits();
   int rc = dynq__model_run(x->model, &opts, x->inputs, x->out, err, sizeof(err));
   x->compute_us = now_us() - t0;
   x->batched = 1;
   /* Allowed to split but nothing was large enough: it ran on one thread
    * (what "threads" in the answer and the inline cost estimate need). */
-  if (dynq__parallel_splits() == splits) x->job.threads = 1;
+  if (res.splits == 0) x->job.threads = 1;
   /* The inputs are no longer needed (unless a shadow run will read them):
    * give their memory back early. */
   for (int i = 0; i < x->n_inputs && !x->keep_inputs; i++) dynq__tensor_clear(&x->inputs[i]);

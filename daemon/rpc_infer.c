@@ -409,8 +409,8 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
     return -ENOMEM;
   }
   char aerr[256] = "";
-  int rc = dynqd__batch_axes(g, dynqd__batch_rule(cfg, mname), x->session, x->axes, aerr,
-                             sizeof(aerr));
+  int rc = dynqd__batch_axes(dynq__model_signature(x->model), dynqd__batch_rule(cfg, mname),
+                             x->session, x->axes, aerr, sizeof(aerr));
   if (rc == DYNQ_EPARAMS) {
     dynqd__reply_error(&r->rq, rc, "model '%s': %s", mname, aerr);
     return rc;

@@ -161,19 +161,13 @@ static int name_is(const char *a, const char *stem, size_t sn, const char *suffi
 }
 
 /* Default pairing: in -> inN, in -> in_out, x_in -> x_out. */
-static int default_output_for(const dynq__graph_t *g, const char *in) {
+static int default_output_for(const dynq__model_sig_t *sig, const char *in) {
   size_t n = strlen(in);
-  for (int o = 0; o < g->n_outputs; o++) {
-    const char *on = g->values[g->outputs[o]].name;
+  for (int o = 0; o < sig->n_outputs; o++) {
+    const char *on = sig->outputs[o].name;
     if (name_is(on, in, n, "N") || name_is(on, in, n, "_out")) return o;
     if (n > 3 && strcmp(in + n - 3, "_in") == 0 && name_is(on, in, n - 3, "_out")) return o;
   }
-  return -1;
-}
-
-static int output_index(const dynq__graph_t *g, const char *name) {
-  for (int o = 0; o < g->n_outputs; o++)
-    if (strcmp(g->values[g->outputs[o]].name, name) == 0) return o;
   return -1;
 }
 
@@ -214,10 +208,10 @@ int dynqd__session_open(dynqd_sessions_t *s, const void *owner, dynqd_peer_t *pe
   if (rq->idle_timeout_ms > 0 && (uint64_t)rq->idle_timeout_ms < idle)
     idle = (uint64_t)rq->idle_timeout_ms;  /* the config's value is the cap */
 
-  const dynq__graph_t *g = dynq__model_graph(e->model);
+  const dynq__model_sig_t *sig = dynq__model_signature(e->model);
   ss = calloc(1, sizeof(*ss));
   if (ss == NULL) goto oom;
-  int cap = g->n_inputs > 0 ? g->n_inputs : 1;
+  int cap = sig->n_inputs > 0 ? sig->n_inputs : 1;
   ss->bind_in = calloc((size_t)cap, sizeof(int));
   ss->bind_out = calloc((size_t)cap, sizeof(int));
   ss->state = calloc((size_t)cap, sizeof(*ss->state));
@@ -230,7 +224,7 @@ int dynqd__session_open(dynqd_sessions_t *s, const void *owner, dynqd_peer_t *pe
     for (int k = 0; k < rq->n_bind; k++) {
       const char *in = rq->bind_in_names[k], *out = rq->bind_out_names[k];
       int ii = dynq__model_input_index(e->model, in);
-      int oi = output_index(g, out);
+      int oi = dynq__model_output_index(e->model, out);
       if (ii < 0) {
         snprintf(err, errlen, "session.open: model '%s' has no input named '%s'", e->name, in);
         rc = DYNQ_ENOINPUT;
@@ -255,10 +249,10 @@ int dynqd__session_open(dynqd_sessions_t *s, const void *owner, dynqd_peer_t *pe
         rc = DYNQ_EPARAMS;
         goto fail;
       }
-      if (g->values[g->inputs[ii]].dtype != g->values[g->outputs[oi]].dtype) {
+      if (sig->inputs[ii].dtype != sig->outputs[oi].dtype) {
         snprintf(err, errlen, "session.open: input '%s' is %s but output '%s' is %s", in,
-                 dynq__dtype_name(g->values[g->inputs[ii]].dtype), out,
-                 dynq__dtype_name(g->values[g->outputs[oi]].dtype));
+                 dynq__dtype_name(sig->inputs[ii].dtype), out,
+                 dynq__dtype_name(sig->outputs[oi].dtype));
         rc = DYNQ_EDTYPE;
         goto fail;
       }
@@ -266,25 +260,20 @@ int dynqd__session_open(dynqd_sessions_t *s, const void *owner, dynqd_peer_t *pe
       ss->bind_out[ss->n_bind] = oi;
       ss->n_bind++;
     }
-  } else if (g->n_state > 0) {
+  } else if (sig->n_state > 0) {
     /* pairs declared at import (dynq-quantize --state IN=OUT); the loader
      * checked they join a graph input to a graph output of its dtype */
-    for (int k = 0; k < g->n_state && ss->n_bind < cap; k++) {
-      int ii = -1, oi = -1;
-      for (int i = 0; i < g->n_inputs; i++)
-        if (g->inputs[i] == g->state[2 * k]) ii = i;
-      for (int o = 0; o < g->n_outputs; o++)
-        if (g->outputs[o] == g->state[2 * k + 1]) oi = o;
-      if (ii < 0 || oi < 0) continue;
-      ss->bind_in[ss->n_bind] = ii;
-      ss->bind_out[ss->n_bind] = oi;
+    for (int i = 0; i < sig->n_inputs && ss->n_bind < cap; i++) {
+      if (sig->inputs[i].state_peer < 0) continue;
+      ss->bind_in[ss->n_bind] = i;
+      ss->bind_out[ss->n_bind] = sig->inputs[i].state_peer;
       ss->n_bind++;
     }
   } else {
-    for (int i = 0; i < g->n_inputs; i++) {
-      const dynq__value_t *v = &g->values[g->inputs[i]];
-      int oi = default_output_for(g, v->name);
-      if (oi < 0 || g->values[g->outputs[oi]].dtype != v->dtype) continue;
+    for (int i = 0; i < sig->n_inputs; i++) {
+      const dynq__io_t *v = &sig->inputs[i];
+      int oi = default_output_for(sig, v->name);
+      if (oi < 0 || sig->outputs[oi].dtype != v->dtype) continue;
       int dup = 0;
       for (int q = 0; q < ss->n_bind; q++) dup |= ss->bind_out[q] == oi;
       if (dup) continue;
@@ -301,9 +290,9 @@ int dynqd__session_open(dynqd_sessions_t *s, const void *owner, dynqd_peer_t *pe
     }
   }
   for (int k = 0; k < ss->n_bind; k++) {
-    if (g->values[g->inputs[ss->bind_in[k]]].rank < 0) {
+    if (sig->inputs[ss->bind_in[k]].rank < 0) {
       snprintf(err, errlen, "session.open: input '%s' has no declared rank, so its "
-               "initial state cannot be sized", g->values[g->inputs[ss->bind_in[k]]].name);
+               "initial state cannot be sized", sig->inputs[ss->bind_in[k]].name);
       rc = DYNQ_ESHAPE;
       goto fail;
     }
@@ -373,7 +362,7 @@ int dynqd__session_binds_input(const dynqd_session_t *ss, int k) {
 
 int dynqd__session_bind(dynqd_session_t *ss, dynq__tensor_t *inputs, int n_in,
                         dynq__tensor_t **ret_new, char *err, size_t errlen) {
-  const dynq__graph_t *g = dynq__model_graph(ss->model);
+  const dynq__model_sig_t *sig = dynq__model_signature(ss->model);
   /* Batch size for symbolic dims: dim 0 of the first given input. */
   int64_t batch = 1;
   for (int i = 0; i < n_in; i++) {
@@ -385,7 +374,7 @@ int dynqd__session_bind(dynqd_session_t *ss, dynq__tensor_t *inputs, int n_in,
   for (int k = 0; k < ss->n_bind; k++) {
     dynq__tensor_t *st = &ss->state[k];
     if (st->dtype == DYNQ_DT_INVALID) {
-      const dynq__value_t *v = &g->values[g->inputs[ss->bind_in[k]]];
+      const dynq__io_t *v = &sig->inputs[ss->bind_in[k]];
       int64_t dims[DYNQ_MAX_RANK];
       for (int d = 0; d < v->rank; d++) dims[d] = v->dims[d] < 0 ? batch : v->dims[d];
       int rc = dynq__tensor_alloc(st, v->dtype, v->rank, dims);

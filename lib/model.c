@@ -192,7 +192,6 @@ static void compute_stats(dynq__model_t *m) {
       if (qconst) qconst[n->in[k]] = 2;
     }
   }
-  s->n_qlinear = s->n_quant[DYNQ_QKIND_LINEAR];
   for (int v = 0; v < g->n_values; v++)
     if (g->values[v].data != NULL && (qconst == NULL || !qconst[v]))
       s->fp32_weight_bytes += g->values[v].nbytes;

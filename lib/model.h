@@ -49,7 +49,6 @@ const char *dynq__qkind_name(int kind);
 /* Summary for model.info: every kind of quantized layer counts. */
 typedef struct dynq__model_stats {
   int n_nodes;
-  int n_qlinear;              /* QLINEAR layers (n_quant[DYNQ_QKIND_LINEAR]) */
   int n_quantized;            /* quantized layers of every kind */
   int n_quant[DYNQ_QKIND__COUNT];            /* per kind */
   size_t quant_int8_bytes[DYNQ_QKIND__COUNT]; /* packed int8 weights per kind */

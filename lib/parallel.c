@@ -189,11 +189,6 @@ static void run_serial(int64_t ntasks, dynq__parallel_fn fn, void *ctx) {
   for (int64_t t = 0; t < ntasks; t++) fn(ctx, t);
 }
 
-/* Calls of this thread that ran on the team (dynq__parallel_splits). */
-static __thread uint64_t splits;
-
-uint64_t dynq__parallel_splits(void) { return splits; }
-
 int dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
                        void *ctx) {
   if (ntasks <= 0) return 0;
@@ -214,7 +209,6 @@ int dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
     return 0;
   }
 
-  splits++;
   pthread_mutex_lock(&team.mu);
   uint32_t gen = ++team.gen;
   team.fn = fn;

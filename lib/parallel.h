@@ -55,9 +55,5 @@ int dynq__parallel_max_threads(void);
 
 /* Helper threads created so far (for tests and stats). */
 int dynq__parallel_helpers(void);
-/* How many dynq__parallel_for calls of the calling thread have run on the
- * team (more than one thread).  Kept for old callers: a model run reports
- * its own count in dynq__run_result_t.splits (model.h). */
-uint64_t dynq__parallel_splits(void);
 
 #endif

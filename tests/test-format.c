@@ -103,7 +103,7 @@ START_TEST(roundtrip_runs) {
   ck_assert_int_eq(dynq__model_input_index(m, "nope"), -1);
   dynq__model_stats_t st;
   dynq__model_get_stats(m, &st);
-  ck_assert_int_eq(st.n_qlinear, 1);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 1);
   ck_assert_int_eq(st.n_quantized, 1);
   ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 1);
   ck_assert_int_eq(st.n_quant[DYNQ_QKIND_CONV] + st.n_quant[DYNQ_QKIND_LSTM], 0);

@@ -212,7 +212,7 @@ START_TEST(test_mlp_default) {
   dynq__model_t *m = open_model(p);
   dynq__model_stats_t st;
   dynq__model_get_stats(m, &st);
-  ck_assert_int_eq(st.n_qlinear, 4);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 4);
   ck_assert_int_eq(st.has_reference, 1);
   ck_assert_int_eq(st.per_tensor, 0);
   dynq__model_unref(m);
@@ -228,7 +228,7 @@ START_TEST(test_mlp_fp32) {
   dynq__model_t *m = open_model(p);
   dynq__model_stats_t st;
   dynq__model_get_stats(m, &st);
-  ck_assert_int_eq(st.n_qlinear, 0);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 0);
   dynq__model_unref(m);
   free(p);
 }
@@ -240,7 +240,7 @@ START_TEST(test_mlp_per_tensor) {
   dynq__model_t *m = open_model(p);
   dynq__model_stats_t st;
   dynq__model_get_stats(m, &st);
-  ck_assert_int_eq(st.n_qlinear, 4);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 4);
   ck_assert_int_eq(st.per_tensor, 1);
   dynq__model_unref(m);
   free(p);
@@ -255,7 +255,7 @@ START_TEST(test_mlp_no_reference) {
   dynq__model_t *m = open_model(p);
   dynq__model_stats_t st;
   dynq__model_get_stats(m, &st);
-  ck_assert_int_eq(st.n_qlinear, 4);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 4);
   ck_assert_int_eq(st.has_reference, 0);
   ck_assert_uint_eq(st.ref_weight_bytes, 0);
   /* Asking for fp32 without Wref is refused, not silently int8. */
@@ -403,7 +403,7 @@ START_TEST(test_fp32_fallback) {
   dynq__model_t *m = open_model(outp);
   dynq__model_stats_t st;
   dynq__model_get_stats(m, &st);
-  ck_assert_int_eq(st.n_qlinear, 0);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 0);
   dynq__tensor_t outs[2];
   char err[512] = "";
   rc = run_model(m, DYNQ_PRECISION_INT8, names, ins, 3, outs, err, sizeof(err));
