@@ -27,7 +27,7 @@
  *      (/proc/PID/smaps_rollup), after a warm-up request on each.
  * Prints one line per figure.  Numbers are medians; the machine is shared.
  *
- * --split ROWS (issue 3): a lone infer of [ROWS, K] (default K 4096) on the
+ * --split ROWS: a lone infer of [ROWS, K] (default K 4096) on the
  * model NAME, with --workers 1 and then --workers W: round trip and
  * compute_us medians, and the split width the daemon reports.
  * --daemon-arg passes one more argument to every dynqd started (repeat).

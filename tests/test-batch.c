@@ -1,5 +1,5 @@
 /*
- * dynqd dynamic batching of session requests (issue 4): concurrent session
+ * dynqd dynamic batching of session requests: concurrent session
  * chunks of one model run as one batched engine run, each session's state
  * one slice of the merged state along its batch axis.  The test sends the
  * chunks of several sessions together to a one-worker dynqd whose batch

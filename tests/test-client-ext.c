@@ -1,6 +1,6 @@
 /*
- * libdynqclient and dynqctl for the production methods (issue 5) and
- * streaming (issue 4): the WAV reader, the Prometheus and JSON renderings
+ * libdynqclient and dynqctl for the production methods and
+ * streaming: the WAV reader, the Prometheus and JSON renderings
  * of a canned stats reply, every new call against a scripted fake server
  * that logs each request (method + params as JSON, plus any fd received
  * with SCM_RIGHTS), dynqctl stream/stats/health/load against that fake,

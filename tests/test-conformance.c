@@ -1,5 +1,5 @@
 /*
- * ONNX conformance for the ops of issue 4: every node test in Debian's
+ * ONNX conformance for the ops dynq runs: every node test in Debian's
  * libonnx-testdata whose model uses only covered ops is converted with
  * dynq-quantize --fp32, run through the engine on the test's inputs, and
  * compared with its reference outputs.  Tests of a layer with weights
@@ -29,8 +29,8 @@
 
 #define NODE_DIR "/usr/share/libonnx-testdata/data/node"
 
-/* The ops this suite covers (issue 4 list plus the comparison/logic ops
- * that came with it). */
+/* The ops this suite covers: a new op joins by being listed here
+ * (docs/HACKING.md, "How to add an op"). */
 static const char *const covered[] = {
     "Constant", "ConstantOfShape", "Shape", "Size", "Gather", "Slice", "Concat", "Squeeze",
     "Unsqueeze", "Reshape", "Transpose", "Identity", "Cast", "Equal", "Not", "Where", "Add",

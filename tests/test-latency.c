@@ -1,5 +1,5 @@
 /*
- * The round-trip latency knobs (issue 5): libdynqclient's busy-poll before
+ * The round-trip latency knobs: libdynqclient's busy-poll before
  * blocking (dynq_client_set_spin, $DYNQ_CLIENT_SPIN_US) and dynqd's loop
  * spin (--loop-spin / loop_spin_us).  What is checked is behaviour, never
  * speed: bad values are refused with a message, answers are the same bits

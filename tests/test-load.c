@@ -1,11 +1,11 @@
 /*
- * dynqd load control, health and stats (issue 5): overload answered at
+ * dynqd load control, health and stats: overload answered at
  * once and every accepted request answered exactly once, per-request
  * deadlines, queued work of a closed connection dropped, health.live
  * answered while every worker is busy, the stats method, running out of
  * file descriptors without spinning, dynamic batching giving results
  * bit-identical to unbatched runs, and a lone request's GEMMs split over
- * the workers (issue 3) giving results bit-identical to one worker, and
+ * the workers giving results bit-identical to one worker, and
  * small lone requests run on the loop thread with the same results.
  *
  * A "slow" model (tests/fixtures/slow.onnx: 48 MatMul+Tanh layers of
@@ -564,7 +564,7 @@ START_TEST(test_batching_bit_identical) {
 }
 END_TEST
 
-/* ---- GEMM split over the workers (issue 3) ---- */
+/* ---- GEMM split over the workers ---- */
 
 #define SPLIT_ROWS 64  /* 64 x 256 x 256 per layer: above the split threshold */
 
@@ -621,7 +621,7 @@ START_TEST(test_lone_request_splits_bit_identical) {
 }
 END_TEST
 
-/* ---- small lone requests run on the loop thread (issue 5) ---- */
+/* ---- small lone requests run on the loop thread ---- */
 
 /* n one-row mlp requests, one at a time; returns stats.inline_total. */
 static int64_t mlp_one_by_one(const char *sock, int n, float (*y)[10]) {

@@ -455,7 +455,7 @@ static void expect_fixture_fail(const char *name, const char *const *want) {
 }
 
 START_TEST(test_unsupported) {
-  /* LSTM is supported since issue 4: only the pool is left to refuse. */
+  /* LSTM is supported: only the pool is left to refuse. */
   const char *want[] = {"node 'pool' (op GlobalLpPool)", "1 node cannot", NULL};
   expect_fixture_fail("unsupported.onnx", want);
   char *p = fixture("unsupported.onnx");

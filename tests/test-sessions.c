@@ -1,5 +1,5 @@
 /*
- * dynqd sessions (issue 4): streaming state kept server-side.  Uses
+ * dynqd sessions: streaming state kept server-side.  Uses
  * tests/fixtures/stateful.onnx (y = tanh(x W + state U), stateN = y) and
  * the numpy recurrence committed with it (stateful_x.f32, stateful_y.f32).
  */

@@ -6,7 +6,7 @@
  * the per-chunk probabilities ONNX Runtime 1.30 FP32 gave
  * (tests/fixtures/vad/ort_probs.txt, made by bench/vad/ort_reference.js).
  *
- * Acceptance (GitHub issue 4):
+ * Acceptance:
  *  - FP32 path (the quantized model at precision fp32, and a --fp32 model):
  *    |p - p_ort| <= 1e-4 on every chunk.
  *  - INT8 path (default conversion): |p - p_ort| <= 0.02 on every chunk,
