@@ -71,12 +71,19 @@ static size_t n_chunks;
 
 static int load_wav(const char *path) {
   char err[512] = "";
-  size_t n = 0;
-  if (dynq__wav_load_f32(path, 16000, CHUNK, &audio, &n, err, sizeof err) != 0) {
+  dynq__audio_t a;
+  if (dynq__audio_load(path, 16000, &a, err, sizeof err) != 0) {
     fprintf(stderr, "vad-bench: %s\n", err);
     return -1;
   }
-  n_chunks = n / CHUNK;
+  if (a.n < CHUNK) {
+    fprintf(stderr, "vad-bench: %s: %zu samples at 16 kHz, fewer than one chunk (%d)\n", path,
+            a.n, CHUNK);
+    dynq__audio_free(&a);
+    return -1;
+  }
+  audio = a.samples;  /* kept for the whole run */
+  n_chunks = a.n / CHUNK;
   return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * dynqctl's file formats: NumPy .npy read/write, JSON number arrays and
- * 16-bit PCM WAV (wav.c); and its renderings of dynqd's stats (prom.c).
+ * audio files (audio.c); and its renderings of dynqd's stats (prom.c).
  * Private to dynqctl (and compiled into tests/test-client); not part of
  * libdynqclient.  Parsers treat their input as hostile: every failure is a
  * negative code with a message naming what was wrong, never a crash.
@@ -63,30 +63,36 @@ int dynq__json_parse_as(const char *s, size_t len, int dtype, dynq_tensor_t *ret
 
 void dynq__io_tensor_free(dynq_tensor_t *t);
 
-/* A decoded WAV file: 16-bit PCM mono samples in host order. */
-typedef struct dynq__wav {
-  uint32_t rate;          /* Hz, 1..DYNQ__WAV_MAX_RATE */
-  size_t n;               /* samples */
-  int16_t *samples;       /* owned; malloc'd; dynq__wav_free() */
-} dynq__wav_t;
+/* Decoded audio: mono float samples at `rate` Hz (audio.c, libsndfile and
+ * libsamplerate).  Channels are averaged; integer encodings are scaled by
+ * libsndfile to [-1, 1) (16-bit: sample / 32768). */
+typedef struct dynq__audio {
+  uint32_t rate;          /* Hz of samples[] (the target, or the file's) */
+  uint32_t file_rate;     /* Hz the file was recorded at */
+  int channels;           /* the file's, 1..DYNQ__AUDIO_MAX_CHANNELS */
+  char format[64];        /* libsndfile's container name, e.g. "FLAC" */
+  size_t n;               /* samples, <= DYNQ__AUDIO_MAX_SAMPLES */
+  float *samples;         /* owned; malloc'd; dynq__audio_free() */
+} dynq__audio_t;
 
-#define DYNQ__WAV_MAX_RATE 768000u
-#define DYNQ__WAV_MAX_SAMPLES ((uint64_t)1 << 30)
+#define DYNQ__AUDIO_MAX_RATE 768000u
+#define DYNQ__AUDIO_MAX_CHANNELS 256
+/* 2^28 floats (1 GiB): about 4.6 hours at 16 kHz, per channel and after
+ * conversion. */
+#define DYNQ__AUDIO_MAX_SAMPLES ((uint64_t)1 << 28)
 
-/* Parse a whole RIFF/WAVE image.  Errors: DYNQ_EFORMAT (not RIFF/WAVE,
- * truncated, bad chunk sizes, not PCM16, not mono, inconsistent fmt
- * fields, missing fmt/data), DYNQ_ELIMIT, -ENOMEM; err says which. */
-int dynq__wav_parse(const void *buf, size_t len, dynq__wav_t *ret, char *err,
-                    size_t errlen);
-void dynq__wav_free(dynq__wav_t *w);
-/* Read the file at path (at most 2 GiB + 1 MiB) and parse it as above;
- * also -errno from open/read, with err naming the file. */
-int dynq__wav_load(const char *path, dynq__wav_t *ret, char *err, size_t errlen);
-/* dynq__wav_load, then the samples as floats (int16 / 32768) into a
- * malloc'd *ret (n in *ret_n); the clip must be at `rate` Hz and hold at
- * least min_n samples, else DYNQ_EFORMAT with err saying which. */
-int dynq__wav_load_f32(const char *path, uint32_t rate, size_t min_n, float **ret,
-                       size_t *ret_n, char *err, size_t errlen);
+/* Decode the audio file at path and convert it to mono at `rate` Hz (0:
+ * keep the file's rate).  Errors, with err naming the file: -errno (open,
+ * a directory is -EISDIR), DYNQ_EFORMAT (libsndfile cannot read it, with
+ * its reason; rate or channel count out of bounds; a decode error part
+ * way; a rate ratio libsamplerate cannot convert, beyond 256 either way),
+ * DYNQ_ELIMIT, -ENOMEM.  An empty file is not an error (n == 0). */
+int dynq__audio_load(const char *path, uint32_t rate, dynq__audio_t *ret, char *err,
+                     size_t errlen);
+/* The same on an in-memory file image (messages say "buffer"). */
+int dynq__audio_decode(const void *buf, size_t len, uint32_t rate, dynq__audio_t *ret,
+                       char *err, size_t errlen);
+void dynq__audio_free(dynq__audio_t *a);
 
 /* Stats as Prometheus text exposition format (HELP/TYPE lines, metric
  * names dynq_*), and as the human table of `dynqctl stats`. */

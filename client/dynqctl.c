@@ -77,10 +77,11 @@ static const command_t commands[] = {
   { "unload", "NAME", "unload a model (admin)", cmd_unload },
   { "reload", "NAME", "re-open a model's file; the old version serves on failure (admin)",
     cmd_reload },
-  { "stream", "MODEL --input NAME=FILE.wav [--chunk N] [--context N] [--rate HZ] "
+  { "stream", "MODEL --input NAME=AUDIO [--chunk N] [--context N] [--rate HZ] "
     "[--bind IN=OUT ...] [--set NAME=VALUE ...] [--output NAME] [--precision int8|fp32] "
     "[--record DIR] [--compare [--threshold T]]",
-    "stream a 16-bit PCM mono WAV through a session, one line per chunk", cmd_stream },
+    "stream an audio file (WAV, FLAC, Ogg, ...; resampled to --rate, mixed to mono) "
+    "through a session, one line per chunk", cmd_stream },
   { "compare", "MODEL [--input [NAME=]FILE|JSON ...] [--threshold T] [--timeout-ms MS]",
     "run both precisions on the same inputs: relL2, max |d|, cosine and changed decisions "
     "per output", cmd_compare },
@@ -1167,7 +1168,7 @@ static int parse_pair(const char *opt, const char *spec, char **ret_a, char **re
   const char *eq = strchr(spec, '=');
   if (eq == NULL || eq == spec || eq[1] == '\0' || strchr(eq + 1, '=') != NULL) {
     errx_msg("stream: %s '%s': expected NAME=%s", opt, spec,
-             strcmp(opt, "--bind") == 0 ? "OUTPUT" : "FILE.wav");
+             strcmp(opt, "--bind") == 0 ? "OUTPUT" : "AUDIO");
     return -1;
   }
   *ret_a = strndup(spec, (size_t)(eq - spec));
@@ -1232,14 +1233,19 @@ static int drop_absent_sets(ctl_t *ctl, const char *model, set_input_t *sets, in
   return EXIT_OK;
 }
 
-/* The human output's first lines: what is streamed and how. */
+/* The human output's first lines: what is streamed and how, and what the
+ * file was before it became mono at the model's rate. */
 static void print_stream_header(const char *model, const char *in_name, const char *path,
-                                unsigned rate, size_t n, unsigned long long chunk,
+                                const dynq__audio_t *a, unsigned long long chunk,
                                 unsigned long long context, int precision,
                                 const char *out_name) {
-  printf("# %s: %s = %s (%u Hz, %.2f s), chunk %llu + context %llu samples, "
-         "precision %s, output '%s'\n", model, in_name, path, rate, (double)n / rate, chunk,
-         context, precision == DYNQ_INFER_FP32 ? "fp32" : "int8", out_name);
+  printf("# %s: %s = %s (%u Hz, %.2f s", model, in_name, path, (unsigned)a->rate,
+         (double)a->n / a->rate);
+  if (a->file_rate != a->rate || a->channels != 1)
+    printf("; from %s, %u Hz, %d channel%s", a->format, (unsigned)a->file_rate, a->channels,
+           a->channels == 1 ? "" : "s");
+  printf("), chunk %llu + context %llu samples, precision %s, output '%s'\n", chunk, context,
+         precision == DYNQ_INFER_FP32 ? "fp32" : "int8", out_name);
   printf("%6s %10s  %s\n", "#chunk", "time_s", "values");
 }
 
@@ -1267,17 +1273,17 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
   dynq__cmp_t *sum = NULL;   /* [MAX_STREAM_OUTPUTS]: compare's totals per output */
   char *sum_names[MAX_STREAM_OUTPUTS];
   int n_sum = 0;
-  char *in_name = NULL, *in_path = NULL, *binds[2 * MAX_BINDS], *buf = NULL, err[512] = "";
+  char *in_name = NULL, *in_path = NULL, *binds[2 * MAX_BINDS], err[512] = "";
   int precision = DYNQ_INFER_DEFAULT;
   const char *model, *want_out = NULL;
   set_input_t sets[MAX_SETS];
   dynq_tensor_t inputs[1 + MAX_SETS];
   unsigned long long chunk = 512, context = 64, rate = 16000, v;
   int n_binds = 0, n_sets = 0, ch, rc = EXIT_USAGE, r, have_session = 0;
-  dynq__wav_t wav;
+  dynq__audio_t wav;
   uint64_t sid = 0;
   float *window = NULL;
-  size_t len = 0, n_chunks;
+  size_t n_chunks;
 
   memset(sets, 0, sizeof(sets));
   memset(inputs, 0, sizeof(inputs));
@@ -1315,11 +1321,11 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     case 'c':
     case 'x':
     case 'r':
-      if (parse_ull(optarg, ch == 'x' ? 0 : 1, ch == 'r' ? DYNQ__WAV_MAX_RATE : MAX_CHUNK,
+      if (parse_ull(optarg, ch == 'x' ? 0 : 1, ch == 'r' ? DYNQ__AUDIO_MAX_RATE : MAX_CHUNK,
                     &v) < 0) {
         errx_msg("stream: --%s must be an integer from %d to %u, not '%s'",
                  ch == 'c' ? "chunk" : ch == 'x' ? "context" : "rate", ch == 'x' ? 0 : 1,
-                 ch == 'r' ? DYNQ__WAV_MAX_RATE : MAX_CHUNK, optarg);
+                 ch == 'r' ? DYNQ__AUDIO_MAX_RATE : MAX_CHUNK, optarg);
         goto out;
       }
       if (ch == 'c') chunk = v;
@@ -1367,7 +1373,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
   }
   model = argv[optind];
   if (in_name == NULL) {
-    errx_msg("stream: missing --input NAME=FILE.wav");
+    errx_msg("stream: missing --input NAME=AUDIO");
     goto out;
   }
   for (int i = 0; i < n_sets; i++) {
@@ -1389,18 +1395,11 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     errx_msg("stream: --compare runs both precisions; drop --precision");
     goto out;
   }
-  buf = slurp("stream", in_path, &len);
-  if (buf == NULL) goto out;
-  r = dynq__wav_parse(buf, len, &wav, err, sizeof(err));
-  free(buf);
-  buf = NULL;
+  /* --rate is the model's rate: the file is converted to it, so a
+   * recording at any rate and channel count streams as the model expects */
+  r = dynq__audio_load(in_path, (uint32_t)rate, &wav, err, sizeof(err));
   if (r < 0) {
-    errx_msg("stream: %s: %s", in_path, err);
-    goto out;
-  }
-  if (wav.rate != rate) {
-    errx_msg("stream: %s is %u Hz but --rate is %llu (resample the file, or pass "
-             "--rate %u if the model takes that rate)", in_path, wav.rate, rate, wav.rate);
+    errx_msg("stream: %s", err);
     goto out;
   }
   if (wav.n == 0) {
@@ -1468,7 +1467,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
     long long start = (long long)(k * chunk) - (long long)context;
     for (size_t j = 0; j < context + chunk; j++) {
       long long s = start + (long long)j;
-      window[j] = s >= 0 && (size_t)s < wav.n ? (float)wav.samples[s] / 32768.0f : 0.0f;
+      window[j] = s >= 0 && (size_t)s < wav.n ? wav.samples[s] : 0.0f;
     }
     dynq_infer_opts_t so;
     dynq_infer_opts_init(&so);
@@ -1553,8 +1552,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
       goto out;
     }
     if (k == 0 && !ctl->json)
-      print_stream_header(model, in_name, in_path, (unsigned)rate, wav.n, chunk, context,
-                          precision, o->name);
+      print_stream_header(model, in_name, in_path, &wav, chunk, context, precision, o->name);
     print_stream_line(ctl, k, (double)(k * chunk) / (double)rate, o);
     dynq_infer_result_free(&res);
   }
@@ -1589,7 +1587,7 @@ out:
   for (int i = 0; i < n_sum; i++) free(sum_names[i]);
   free(sum);
   free(window);
-  dynq__wav_free(&wav);
+  dynq__audio_free(&wav);
   free(in_name);
   free(in_path);
   for (int i = 0; i < 2 * n_binds; i++) free(binds[i]);

@@ -1,6 +1,7 @@
 /*
  * libdynqclient and dynqctl for the production methods and
- * streaming: the WAV reader, the Prometheus and JSON renderings
+ * streaming: the audio reader (libsndfile, libsamplerate), the Prometheus
+ * and JSON renderings
  * of a canned stats reply, every new call against a scripted fake server
  * that logs each request (method + params as JSON, plus any fd received
  * with SCM_RIGHTS), dynqctl stream/stats/health/load against that fake,
@@ -51,10 +52,6 @@ static void bb_u32(bb_t *b, uint32_t v) {
 static void set_u32(bb_t *b, size_t off, uint32_t v) {
   for (int i = 0; i < 4; i++) b->b[off + i] = (uint8_t)(v >> (8 * i));
 }
-static void set_u16(bb_t *b, size_t off, uint16_t v) {
-  b->b[off] = (uint8_t)v;
-  b->b[off + 1] = (uint8_t)(v >> 8);
-}
 
 /* The canonical 44-byte-header layout: fmt at 12 (tag 20, channels 22,
  * rate 24, byte rate 28, align 32, bits 34), data id at 36, size 40,
@@ -79,211 +76,199 @@ static void make_wav(bb_t *b, uint32_t rate, const int16_t *s, size_t n) {
 
 static const int16_t samples5[5] = { 0, 1, -1, 32767, -32768 };
 
-static int wav(const bb_t *b, dynq__wav_t *w, char *err, size_t errlen) {
-  memset(w, 0, sizeof(*w));
-  return dynq__wav_parse(b->b, b->n, w, err, errlen);
+/* A canonical WAV of any PCM/float layout: tag 1 (integer PCM) or 3 (IEEE
+ * float), `frames` frames of `data` (already interleaved, little-endian). */
+static void make_wav_fmt(bb_t *b, uint16_t tag, uint16_t channels, uint32_t rate, uint16_t bits,
+                         const void *data, size_t frames) {
+  uint32_t align = (uint32_t)channels * bits / 8, bytes = (uint32_t)(frames * align);
+  ck_assert_uint_le(44 + bytes, sizeof(b->b));
+  b->n = 0;
+  bb_id(b, "RIFF");
+  bb_u32(b, 36 + bytes);
+  bb_id(b, "WAVE");
+  bb_id(b, "fmt ");
+  bb_u32(b, 16);
+  bb_u16(b, tag);
+  bb_u16(b, channels);
+  bb_u32(b, rate);
+  bb_u32(b, rate * align);
+  bb_u16(b, (uint16_t)align);
+  bb_u16(b, bits);
+  bb_id(b, "data");
+  bb_u32(b, bytes);
+  memcpy(b->b + b->n, data, bytes);
+  b->n += bytes;
 }
 
-START_TEST(wav_accepts_good_files) {
-  dynq__wav_t w;
-  char err[256] = "";
+static int decode(const bb_t *b, uint32_t rate, dynq__audio_t *a, char *err, size_t errlen) {
+  memset(a, 0, sizeof(*a));
+  return dynq__audio_decode(b->b, b->n, rate, a, err, errlen);
+}
+
+/* The encodings a recorder or converter writes all come out as the same
+ * mono floats: int16 / 32768, float as is, channels averaged. */
+START_TEST(audio_decodes_layouts) {
+  dynq__audio_t a;
+  char err[512] = "";
   bb_t b;
 
   make_wav(&b, 16000, samples5, 5);
-  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(w.rate, 16000);
-  ck_assert_uint_eq(w.n, 5);
-  ck_assert_mem_eq(w.samples, samples5, sizeof(samples5));
-  dynq__wav_free(&w);
-  ck_assert_ptr_null(w.samples);
+  ck_assert_msg(decode(&b, 0, &a, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(a.rate, 16000);
+  ck_assert_uint_eq(a.file_rate, 16000);
+  ck_assert_int_eq(a.channels, 1);
+  ck_assert_uint_eq(a.n, 5);
+  ck_assert_msg(strstr(a.format, "WAV") != NULL, "%s", a.format);
+  for (size_t i = 0; i < 5; i++) ck_assert(a.samples[i] == (float)samples5[i] / 32768.0f);
+  dynq__audio_free(&a);
+  ck_assert_ptr_null(a.samples);
+  /* asking for the file's own rate is no conversion: same bits */
+  ck_assert_msg(decode(&b, 16000, &a, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(a.n, 5);
+  ck_assert(a.samples[3] == 32767.0f / 32768.0f);
+  dynq__audio_free(&a);
 
-  /* trailing bytes after the RIFF chunk are ignored */
-  b.b[b.n++] = 0xaa;
-  b.b[b.n++] = 0xbb;
-  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(w.n, 5);
-  dynq__wav_free(&w);
+  /* stereo: left and right averaged */
+  static const int16_t lr[6] = { 1000, 3000, -2000, 2000, 32767, 32767 };
+  make_wav_fmt(&b, 1, 2, 16000, 16, lr, 3);
+  ck_assert_msg(decode(&b, 0, &a, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(a.channels, 2);
+  ck_assert_uint_eq(a.n, 3);
+  ck_assert(a.samples[0] == 2000.0f / 32768.0f);
+  ck_assert(a.samples[1] == 0.0f);
+  ck_assert(a.samples[2] == 32767.0f / 32768.0f);
+  dynq__audio_free(&a);
 
-  /* an odd-sized LIST chunk (with its pad byte) between fmt and data */
-  b.n = 0;
-  bb_id(&b, "RIFF");
-  bb_u32(&b, 4 + 24 + 12 + 8 + 4);
-  bb_id(&b, "WAVE");
-  bb_id(&b, "fmt ");
-  bb_u32(&b, 16);
-  bb_u16(&b, 1);
-  bb_u16(&b, 1);
-  bb_u32(&b, 8000);
-  bb_u32(&b, 16000);
-  bb_u16(&b, 2);
-  bb_u16(&b, 16);
-  bb_id(&b, "LIST");
-  bb_u32(&b, 3);
-  bb_id(&b, "abc"); /* 3 bytes + NUL as the pad byte */
-  bb_id(&b, "data");
-  bb_u32(&b, 4);
-  bb_u16(&b, 7);
-  bb_u16(&b, (uint16_t)-7);
-  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(w.rate, 8000);
-  ck_assert_uint_eq(w.n, 2);
-  ck_assert_int_eq(w.samples[0], 7);
-  ck_assert_int_eq(w.samples[1], -7);
-  dynq__wav_free(&w);
+  /* IEEE float, 32-bit, 3 channels */
+  static const float f3[6] = { 0.25f, 0.5f, 0.75f, -1.0f, 0.0f, 0.25f };
+  make_wav_fmt(&b, 3, 3, 22050, 32, f3, 2);
+  ck_assert_msg(decode(&b, 0, &a, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(a.rate, 22050);
+  ck_assert_int_eq(a.channels, 3);
+  ck_assert_uint_eq(a.n, 2);
+  ck_assert_float_eq_tol(a.samples[0], 0.5f, 1e-7f);
+  ck_assert_float_eq_tol(a.samples[1], -0.25f, 1e-7f);
+  dynq__audio_free(&a);
 
-  /* WAVE_FORMAT_EXTENSIBLE with the PCM sub-format */
-  b.n = 0;
-  bb_id(&b, "RIFF");
-  bb_u32(&b, 4 + 48 + 8 + 2);
-  bb_id(&b, "WAVE");
-  bb_id(&b, "fmt ");
-  bb_u32(&b, 40);
-  bb_u16(&b, 0xfffe);
-  bb_u16(&b, 1);
-  bb_u32(&b, 16000);
-  bb_u32(&b, 32000);
-  bb_u16(&b, 2);
-  bb_u16(&b, 16);
-  bb_u16(&b, 22);  /* cbSize */
-  bb_u16(&b, 16);  /* valid bits */
-  bb_u32(&b, 4);   /* channel mask */
-  static const uint8_t guid[16] = { 1, 0, 0, 0, 0, 0, 0x10, 0, 0x80, 0, 0, 0xaa, 0, 0x38,
-                                    0x9b, 0x71 };
-  memcpy(b.b + b.n, guid, 16);
-  b.n += 16;
-  bb_id(&b, "data");
-  bb_u32(&b, 2);
-  bb_u16(&b, 1234);
-  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(w.n, 1);
-  ck_assert_int_eq(w.samples[0], 1234);
-  dynq__wav_free(&w);
-  /* same with an IEEE-float sub-format GUID: refused */
-  b.b[12 + 8 + 24] = 3;
-  ck_assert_int_eq(wav(&b, &w, err, sizeof(err)), DYNQ_EFORMAT);
-  ck_assert_msg(strstr(err, "not PCM") != NULL, "%s", err);
+  /* 8-bit PCM is unsigned, centred on 128 */
+  static const uint8_t u8[3] = { 128, 192, 64 };
+  make_wav_fmt(&b, 1, 1, 8000, 8, u8, 3);
+  ck_assert_msg(decode(&b, 0, &a, err, sizeof(err)) == 0, "%s", err);
+  ck_assert(a.samples[0] == 0.0f && a.samples[1] == 0.5f && a.samples[2] == -0.5f);
+  dynq__audio_free(&a);
 
-  /* no samples at all is a valid (empty) file */
+  /* no samples at all is a valid (empty) clip; refusing it is the caller's */
   make_wav(&b, 16000, NULL, 0);
-  ck_assert_msg(wav(&b, &w, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(w.n, 0);
-  dynq__wav_free(&w);
-  dynq__wav_free(NULL);
+  ck_assert_msg(decode(&b, 8000, &a, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(a.n, 0);
+  dynq__audio_free(&a);
+  dynq__audio_free(NULL);
 }
 END_TEST
 
-/* Each mutation of a good file is refused with DYNQ_EFORMAT and a message
- * naming what was wrong. */
-/* dynq__wav_load: the file's bytes parsed as by dynq__wav_parse; a missing
- * file, a directory and a garbage file are refused naming the path. */
-START_TEST(wav_load_files) {
+/* A 250 Hz tone at 8 kHz converted to 16 kHz (and 44.1 kHz down to 16
+ * kHz) is the same tone at the new rate: twice the samples, in phase (the
+ * converter's delay is compensated), within 1e-3 away from the edges. */
+START_TEST(audio_resamples_in_phase) {
+  static const struct { uint32_t from, to; } cases[] = { { 8000, 16000 }, { 44100, 16000 } };
+  for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+    const uint32_t from = cases[c].from, to = cases[c].to;
+    const size_t n = 1500;  /* fits bb_t as int16 */
+    int16_t s[1500];
+    for (size_t i = 0; i < n; i++) s[i] = (int16_t)lrint(16000.0 * sin(2 * M_PI * 250.0 * i / from));
+    bb_t b;
+    dynq__audio_t a;
+    char err[512] = "";
+    make_wav(&b, from, s, n);
+    ck_assert_msg(decode(&b, to, &a, err, sizeof(err)) == 0, "%s", err);
+    ck_assert_uint_eq(a.rate, to);
+    ck_assert_uint_eq(a.file_rate, from);
+    double want_n = (double)n * to / from;
+    ck_assert_msg(fabs((double)a.n - want_n) <= 2, "%u -> %u Hz: %zu samples, want %.1f", from,
+                  to, a.n, want_n);
+    double worst = 0;
+    for (size_t i = a.n / 8; i < a.n - a.n / 8; i++) {
+      double want = 16000.0 / 32768.0 * sin(2 * M_PI * 250.0 * i / to);
+      worst = fmax(worst, fabs(a.samples[i] - want));
+    }
+    ck_assert_msg(worst < 1e-3, "%u -> %u Hz: max error %g", from, to, worst);
+    dynq__audio_free(&a);
+  }
+}
+END_TEST
+
+/* Files that cannot be audio, or cannot become audio at the asked rate,
+ * are refused naming the file and why; nothing is returned. */
+START_TEST(audio_refuses_bad_input) {
   char *dir = tu_mkdtemp();
   ck_assert_ptr_nonnull(dir);
-  char path[4200], err[512] = "";
+  char path[4200], err[512];
+  dynq__audio_t a;
   bb_t b;
+
+  static const struct {
+    const char *what, *needle;
+    uint32_t rate;
+  } bad[] = {
+    { "junk", "not an audio file libsndfile can read: ", 0 },
+    { "cut", "not an audio file libsndfile can read: ", 0 },
+    { "rate1", "cannot resample 1 Hz to 16000 Hz", 16000 },
+    { "toofast", "cannot resample 16000 Hz to 5000000 Hz", 5000000 },
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    if (strcmp(bad[i].what, "junk") == 0) {
+      memcpy(b.b, "this is not an audio file at all", 32);
+      b.n = 32;
+    } else if (strcmp(bad[i].what, "cut") == 0) {
+      make_wav(&b, 16000, samples5, 5);
+      b.n = 11;  /* inside the RIFF header */
+    } else {
+      make_wav(&b, strcmp(bad[i].what, "rate1") == 0 ? 1 : 16000, samples5, 5);
+    }
+    snprintf(path, sizeof(path), "%s/%s.wav", dir, bad[i].what);
+    ck_assert_int_eq(tu_write_file(path, b.b, b.n), 0);
+    err[0] = 0;
+    memset(&a, 0, sizeof(a));
+    int r = dynq__audio_load(path, bad[i].rate, &a, err, sizeof(err));
+    if (bad[i].rate > DYNQ__AUDIO_MAX_RATE) {
+      ck_assert_int_eq(r, -EINVAL);
+      ck_assert_msg(strstr(err, "target rate 5000000 Hz outside") != NULL, "%s", err);
+    } else {
+      ck_assert_msg(r == DYNQ_EFORMAT, "%s: r=%d (%s)", bad[i].what, r, err);
+      ck_assert_msg(strstr(err, bad[i].needle) != NULL, "%s: '%s' lacks '%s'", bad[i].what, err,
+                    bad[i].needle);
+      /* libsndfile's own reason follows the colon */
+      ck_assert_msg(strlen(strstr(err, bad[i].needle)) > strlen(bad[i].needle) ||
+                        strstr(bad[i].needle, "resample") != NULL, "%s", err);
+    }
+    ck_assert_msg(strstr(err, path) == err, "'%s' does not start with the file's name", err);
+    ck_assert_ptr_null(a.samples);
+  }
+  /* the same refusals for an in-memory image */
+  make_wav(&b, 1, samples5, 5);
+  ck_assert_int_eq(decode(&b, 16000, &a, err, sizeof(err)), DYNQ_EFORMAT);
+  ck_assert_msg(strstr(err, "buffer: cannot resample 1 Hz") != NULL, "%s", err);
+  ck_assert_int_eq(dynq__audio_decode("RIFF", 4, 0, &a, err, sizeof(err)), DYNQ_EFORMAT);
+  ck_assert_int_eq(dynq__audio_decode(NULL, 0, 0, &a, err, sizeof(err)), DYNQ_EFORMAT);
+  ck_assert_ptr_null(a.samples);
+
+  /* a missing file and a directory are the system's errors */
+  snprintf(path, sizeof(path), "%s/missing.flac", dir);
+  ck_assert_int_eq(dynq__audio_load(path, 0, &a, err, sizeof(err)), -ENOENT);
+  ck_assert_msg(strstr(err, "missing.flac: No such file") != NULL, "%s", err);
+  ck_assert_int_eq(dynq__audio_load(dir, 0, &a, err, sizeof(err)), -EISDIR);
+
+  /* a data chunk claiming more than the file holds: what is there is
+   * decoded (recorders killed mid-write leave such files) */
   make_wav(&b, 16000, samples5, 5);
-  snprintf(path, sizeof(path), "%s/ok.wav", dir);
+  b.n -= 4;
+  snprintf(path, sizeof(path), "%s/short.wav", dir);
   ck_assert_int_eq(tu_write_file(path, b.b, b.n), 0);
-  dynq__wav_t w;
-  ck_assert_msg(dynq__wav_load(path, &w, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(w.n, 5);
-  ck_assert_mem_eq(w.samples, samples5, sizeof(samples5));
-  dynq__wav_free(&w);
-  snprintf(path, sizeof(path), "%s/missing.wav", dir);
-  ck_assert_int_eq(dynq__wav_load(path, &w, err, sizeof(err)), -ENOENT);
-  ck_assert_ptr_nonnull(strstr(err, "missing.wav"));
-  ck_assert_int_ne(dynq__wav_load(dir, &w, err, sizeof(err)), 0);
-  snprintf(path, sizeof(path), "%s/junk.wav", dir);
-  ck_assert_int_eq(tu_write_file(path, "not a wav file at all", 21), 0);
-  ck_assert_int_eq(dynq__wav_load(path, &w, err, sizeof(err)), DYNQ_EFORMAT);
-  /* dynq__wav_load_f32: int16 / 32768; a wrong rate or a short clip is
-   * refused naming both, a bad file as dynq__wav_load refuses it */
-  float *f = NULL;
-  size_t fn = 0;
-  ck_assert_int_eq(dynq__wav_load_f32(path, 16000, 1, &f, &fn, err, sizeof(err)), DYNQ_EFORMAT);
-  snprintf(path, sizeof(path), "%s/ok.wav", dir);
-  ck_assert_msg(dynq__wav_load_f32(path, 16000, 5, &f, &fn, err, sizeof(err)) == 0, "%s", err);
-  ck_assert_uint_eq(fn, 5);
-  for (size_t i = 0; i < 5; i++) ck_assert(f[i] == (float)samples5[i] / 32768.0f);
-  free(f);
-  ck_assert_int_eq(dynq__wav_load_f32(path, 8000, 5, &f, &fn, err, sizeof(err)), DYNQ_EFORMAT);
-  ck_assert_msg(strstr(err, "16000 Hz") && strstr(err, "need 8000 Hz"), "%s", err);
-  ck_assert_int_eq(dynq__wav_load_f32(path, 16000, 6, &f, &fn, err, sizeof(err)), DYNQ_EFORMAT);
-  ck_assert_msg(strstr(err, "5 samples") && strstr(err, "at least 6"), "%s", err);
+  ck_assert_msg(dynq__audio_load(path, 0, &a, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_uint_eq(a.n, 3);
+  dynq__audio_free(&a);
   tu_rmtree(dir);
   free(dir);
-}
-END_TEST
-
-START_TEST(wav_refuses_bad_files) {
-  enum { TRUNC, MAGIC, RIFX, FORM, RIFF_BIG, RIFF_TINY, FMT_SMALL, FLOAT32, BITS8, BITS24,
-         STEREO, ALIGN, BYTERATE, RATE0, DATA_ODD, DATA_PAST, NO_DATA, DATA_FIRST, TWO_FMT,
-         STRAY, CUT_HEADER, N_CASES };
-  static const char *needle[N_CASES] = {
-    [TRUNC] = "truncated",           [MAGIC] = "no RIFF magic",
-    [RIFX] = "little-endian",        [FORM] = "not WAVE",
-    [RIFF_BIG] = "truncated",        [RIFF_TINY] = "smaller than its form type",
-    [FMT_SMALL] = "at least 16",     [FLOAT32] = "not PCM",
-    [BITS8] = "8 bits per sample",   [BITS24] = "24 bits per sample",
-    [STEREO] = "2 channels: only mono", [ALIGN] = "block align",
-    [BYTERATE] = "byte rate",        [RATE0] = "sample rate 0",
-    [DATA_ODD] = "whole number of 16-bit samples", [DATA_PAST] = "declares",
-    [NO_DATA] = "no data chunk",     [DATA_FIRST] = "data chunk before the fmt chunk",
-    [TWO_FMT] = "second fmt chunk",  [STRAY] = "stray bytes",
-    [CUT_HEADER] = "too short",
-  };
-  for (int c = 0; c < N_CASES; c++) {
-    dynq__wav_t w;
-    char err[256] = "";
-    bb_t b;
-    make_wav(&b, 16000, samples5, 5);
-    switch (c) {
-    case TRUNC: b.n -= 3; break;                       /* cut inside the data */
-    case MAGIC: memcpy(b.b, "RIFX", 4); b.b[3] = 'Y'; break;
-    case RIFX: memcpy(b.b, "RIFX", 4); break;
-    case FORM: memcpy(b.b + 8, "AVI ", 4); break;
-    case RIFF_BIG: set_u32(&b, 4, 1u << 31); break;
-    case RIFF_TINY: set_u32(&b, 4, 2); break;
-    case FMT_SMALL: set_u32(&b, 16, 14); break;
-    case FLOAT32:
-      set_u16(&b, 20, 3);
-      set_u16(&b, 34, 32);
-      set_u16(&b, 32, 4);
-      set_u32(&b, 28, 64000);
-      break;
-    case BITS8: set_u16(&b, 34, 8); set_u16(&b, 32, 1); set_u32(&b, 28, 16000); break;
-    case BITS24: set_u16(&b, 34, 24); set_u16(&b, 32, 3); set_u32(&b, 28, 48000); break;
-    case STEREO: set_u16(&b, 22, 2); set_u16(&b, 32, 4); set_u32(&b, 28, 64000); break;
-    case ALIGN: set_u16(&b, 32, 4); break;
-    case BYTERATE: set_u32(&b, 28, 16000); break;
-    case RATE0: set_u32(&b, 24, 0); set_u32(&b, 28, 0); break;
-    case DATA_ODD: set_u32(&b, 40, 9); break;
-    case DATA_PAST: set_u32(&b, 40, 12); break;
-    case NO_DATA: memcpy(b.b + 36, "junk", 4); break;
-    case DATA_FIRST: memcpy(b.b + 12, "data", 4); memcpy(b.b + 36, "fmt ", 4); break;
-    case TWO_FMT: memcpy(b.b + 36, "fmt ", 4); set_u32(&b, 40, 16); break;
-    case STRAY:
-      /* 4 bytes inside the RIFF size after the data chunk */
-      bb_u32(&b, 0);
-      set_u32(&b, 4, (uint32_t)(b.n - 8));
-      break;
-    case CUT_HEADER: b.n = 11; break;
-    }
-    if (c == TWO_FMT) {
-      /* the second "fmt " needs a whole valid body to reach the check */
-      b.n = 36;
-      bb_id(&b, "fmt ");
-      bb_u32(&b, 16);
-      memcpy(b.b + b.n, b.b + 20, 16);
-      b.n += 16;
-      set_u32(&b, 4, (uint32_t)(b.n - 8));
-    }
-    int r = wav(&b, &w, err, sizeof(err));
-    ck_assert_msg(r == DYNQ_EFORMAT, "case %d: r=%d (%s)", c, r, err);
-    ck_assert_msg(strstr(err, needle[c]) != NULL, "case %d: '%s' lacks '%s'", c, err,
-                  needle[c]);
-    ck_assert_ptr_null(w.samples);
-  }
 }
 END_TEST
 
@@ -1214,6 +1199,27 @@ START_TEST(dynqctl_stream_against_fake) {
   free(out);
   xfake_stop(&f);
 
+  /* the same clip as stereo, L = s + 1024 and R = s - 1024: mixed to the
+   * same mono windows, and the header says what the file was */
+  int16_t lr[20];
+  for (int i = 0; i < 10; i++) {
+    lr[2 * i] = (int16_t)(s[i] + 1024);
+    lr[2 * i + 1] = (int16_t)(s[i] - 1024);
+  }
+  make_wav_fmt(&b, 1, 2, 4000, 16, lr, 10);
+  xfake_start(&f, script_sessions);
+  snprintf(wavpath, sizeof(wavpath), "x=%s/a.wav", f.dir);
+  ck_assert_int_eq(tu_write_file(wavpath + 2, b.b, b.n), 0);
+  ck_assert_msg(run_ctl(&out, args) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  ck_assert_msg(strstr(out, "     0      0.000  0 0 0.0625 0.125 0.1875 0.25\n"
+                            "     1      0.001  0.1875 0.25 0.3125 0.375 0.4375 0.5\n"
+                            "     2      0.002  0.4375 0.5 0.5625 0.625 0 0\n") != NULL &&
+                strstr(out, "(4000 Hz, 0.00 s; from WAV (Microsoft), 4000 Hz, 2 channels)") != NULL,
+                "%s", out);
+  free(out);
+  xfake_stop(&f);
+
   /* --json lines and --output selection */
   xfake_start(&f, script_sessions);
   snprintf(wavpath, sizeof(wavpath), "x=%s/a.wav", f.dir);
@@ -1237,26 +1243,29 @@ START_TEST(dynqctl_stream_refuses_bad_input) {
   char *out = NULL, *dir = tu_mkdtemp(), spec[600], sock[600];
   bb_t b;
   snprintf(sock, sizeof(sock), "%s/none.sock", dir);
-  make_wav(&b, 16000, samples5, 5);
-  set_u16(&b, 22, 2);
-  set_u16(&b, 32, 4);
-  set_u32(&b, 28, 64000);
-  snprintf(spec, sizeof(spec), "%s/stereo.wav", dir);
-  ck_assert_int_eq(tu_write_file(spec, b.b, b.n), 0);
-  snprintf(spec, sizeof(spec), "x=%s/stereo.wav", dir);
-  const char *a1[] = { "--socket", sock, "stream", "m", "--input", spec, NULL };
-  ck_assert_int_eq(run_ctl(&out, a1), 2);
-  ck_assert_msg(strstr(out, "stereo.wav: 2 channels: only mono") != NULL, "%s", out);
-  free(out);
-
-  make_wav(&b, 8000, samples5, 5);
-  snprintf(spec, sizeof(spec), "%s/8k.wav", dir);
-  ck_assert_int_eq(tu_write_file(spec, b.b, b.n), 0);
-  snprintf(spec, sizeof(spec), "x=%s/8k.wav", dir);
-  const char *a2[] = { "--socket", sock, "stream", "m", "--input", spec, NULL };
-  ck_assert_int_eq(run_ctl(&out, a2), 2);
-  ck_assert_msg(strstr(out, "is 8000 Hz but --rate is 16000") != NULL, "%s", out);
-  free(out);
+  /* refused before any connection (the socket does not exist): a file
+   * libsndfile cannot read, a rate it cannot convert to the model's, an
+   * empty clip, a missing file */
+  static const struct {
+    const char *file, *needle;
+  } files[] = {
+    { "junk.wav", "junk.wav: not an audio file libsndfile can read: " },
+    { "1hz.wav", "1hz.wav: cannot resample 1 Hz to 16000 Hz" },
+    { "empty.wav", "empty.wav holds no samples" },
+    { "missing.flac", "missing.flac: No such file or directory" },
+  };
+  for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+    if (i == 0) memcpy(b.b, "RIFF....WAVEjunk", 16), b.n = 16;
+    if (i == 1) make_wav(&b, 1, samples5, 5);
+    if (i == 2) make_wav(&b, 16000, NULL, 0);
+    snprintf(spec, sizeof(spec), "%s/%s", dir, files[i].file);
+    if (i < 3) ck_assert_int_eq(tu_write_file(spec, b.b, b.n), 0);
+    snprintf(spec, sizeof(spec), "x=%s/%s", dir, files[i].file);
+    const char *a1[] = { "--socket", sock, "stream", "m", "--input", spec, NULL };
+    ck_assert_int_eq(run_ctl(&out, a1), 2);
+    ck_assert_msg(strstr(out, "dynqctl: stream: ") && strstr(out, files[i].needle), "%s", out);
+    free(out);
+  }
 
   static const struct {
     const char *a, *b, *needle;
@@ -1267,7 +1276,7 @@ START_TEST(dynqctl_stream_refuses_bad_input) {
     { "--bind", "state", "expected NAME=OUTPUT" },
     { "--set", "sr=", "expected NAME=VALUE" },
     { "--set", "sr=1e999", "finite number" },
-    { "--input", "noeq", "expected NAME=FILE.wav" },
+    { "--input", "noeq", "expected NAME=AUDIO" },
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     const char *a[] = { "--socket", sock, "stream", "m", "--input", spec, bad[i].a, bad[i].b,
@@ -1926,9 +1935,9 @@ END_TEST
 static Suite *client_ext_suite(void) {
   Suite *s = suite_create("client-ext");
   TCase *tc = tcase_create("wav");
-  tcase_add_test(tc, wav_accepts_good_files);
-  tcase_add_test(tc, wav_refuses_bad_files);
-  tcase_add_test(tc, wav_load_files);
+  tcase_add_test(tc, audio_decodes_layouts);
+  tcase_add_test(tc, audio_resamples_in_phase);
+  tcase_add_test(tc, audio_refuses_bad_input);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("library");

@@ -108,22 +108,16 @@ static void quantize_x(const char *out, int fp32, const char *extra) {
 static void quantize(const char *out, int fp32) { quantize_x(out, fp32, NULL); }
 
 static void load_audio(void) {
-  size_t len = 0;
   char path[4096];
   snprintf(path, sizeof path, "%s", tu_src("tests/fixtures/vad/speech.wav"));
-  void *buf = tu_read_file(path, &len);
-  ck_assert_msg(buf != NULL, "cannot read %s", path);
-  dynq__wav_t w = {0};
-  char err[256] = "";
-  int rc = dynq__wav_parse(buf, len, &w, err, sizeof err);
-  free(buf);
-  ck_assert_msg(rc == 0, "%s: %s", path, err);
-  ck_assert_uint_eq(w.rate, 16000);
-  audio = malloc(sizeof(float) * (w.n ? w.n : 1));
-  ck_assert_ptr_nonnull(audio);
-  for (size_t i = 0; i < w.n; i++) audio[i] = (float)w.samples[i] / 32768.0f;
-  n_samples = w.n;
-  dynq__wav_free(&w);
+  dynq__audio_t a;
+  char err[512] = "";
+  int rc = dynq__audio_load(path, 0, &a, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_uint_eq(a.file_rate, 16000);
+  ck_assert_int_eq(a.channels, 1);
+  audio = a.samples;  /* int16 / 32768, as the ORT reference was fed */
+  n_samples = a.n;
 }
 
 static void load_ref(void) {
@@ -472,6 +466,173 @@ START_TEST(served_by_dynqd_session) {
 }
 END_TEST
 
+/* ---- dynqctl stream over other formats, rates and channel counts ---- */
+
+/* Speech segments from per-chunk probabilities: runs at or above the
+ * threshold, gaps of up to MERGE_GAP chunks (256 ms, a pause between
+ * words) closed and runs shorter than MIN_RUN chunks dropped, so a one-chunk flicker at a boundary does
+ * not count as a segment of its own. */
+#define MAX_SEGS 32
+#define MERGE_GAP 8
+#define MIN_RUN 2
+#define SEG_TOL_S 0.064
+
+typedef struct seg {
+  double start, end;  /* seconds */
+} seg_t;
+
+static int segments(const double *p, int n, seg_t *out) {
+  int k = 0, c = 0;
+  while (c < n) {
+    if (p[c] < THRESHOLD) {
+      c++;
+      continue;
+    }
+    int a = c, b = c;
+    for (;;) {
+      while (b + 1 < n && p[b + 1] >= THRESHOLD) b++;
+      int next = b + 1;
+      while (next < n && p[next] < THRESHOLD && next - b <= MERGE_GAP) next++;
+      if (next < n && p[next] >= THRESHOLD && next - b <= MERGE_GAP) b = next;
+      else break;
+    }
+    if (b - a + 1 >= MIN_RUN && k < MAX_SEGS) {
+      out[k].start = a * (double)CHUNK / 16000.0;
+      out[k].end = (b + 1) * (double)CHUNK / 16000.0;
+      k++;
+    }
+    c = b + 1;
+  }
+  return k;
+}
+
+/* sox's path, or NULL: fixtures are made with it at test time. */
+static const char *sox_path(void) {
+  static const char *const dirs[] = { "/usr/bin/sox", "/usr/local/bin/sox", "/bin/sox" };
+  for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+    if (access(dirs[i], X_OK) == 0) return dirs[i];
+  return NULL;
+}
+
+/* `dynqctl --json stream vad` over path: the speech probability per chunk
+ * into p, the number of chunks returned. */
+static int ctl_stream(const char *sock, const char *path, double *p) {
+  char exe[4096], spec[4200], *out = NULL;
+  snprintf(exe, sizeof exe, "%s", tu_build("client/dynqctl"));
+  snprintf(spec, sizeof spec, "input=%s", path);
+  char *argv[] = { exe, "--socket", (char *)sock, "--json", "stream", "vad", "--input", spec,
+                   "--chunk", "512", "--context", "64", "--bind", "state=stateN", "--output",
+                   "output", NULL };
+  int st = tu_run(argv, &out);
+  ck_assert_msg(st == 0, "dynqctl stream %s: status %d\n%s", path, st, out ? out : "");
+  int n = 0;
+  for (char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+    int idx;
+    double v;
+    if (sscanf(l, "{\"chunk\": %d, \"time_s\": %*f, \"output\": \"output\", \"shape\": [%*[^]]], "
+                  "\"values\": [%lf]}", &idx, &v) == 2) {
+      ck_assert_msg(idx == n && n < MAX_CHUNKS, "%s: chunk %d out of order", path, idx);
+      p[n++] = v;
+    }
+  }
+  free(out);
+  return n;
+}
+
+/* The speech clip as a 44.1 kHz stereo WAV, an 8 kHz FLAC, an Ogg Vorbis
+ * file and a float WAV (made by sox from speech.wav) streams through dynqd
+ * with dynqctl's conversion to 16 kHz mono and finds the same speech
+ * segments as the 16 kHz original, each boundary within 64 ms (two
+ * chunks).  A corrupt file is refused naming the file. */
+START_TEST(dynqctl_streams_any_format) {
+  if (!tmpdir) return;
+  const char *sox = sox_path();
+  if (sox == NULL) {
+    const char *req = getenv("DYNQ_REQUIRE_VAD");
+    ck_assert_msg(!(req && *req && strcmp(req, "0") != 0),
+                  "DYNQ_REQUIRE_VAD is set but sox is missing (apt-get install sox)");
+    printf("SKIP: sox not found; the format conversions are not tested\n");
+    return;
+  }
+  static const struct {
+    const char *file;
+    const char *opts[8];  /* sox output options */
+  } variants[] = {
+    { "stereo44k.wav", { "-r", "44100", "-c", "2", NULL } },
+    { "mono8k.flac", { "-r", "8000", NULL } },
+    { "vorbis.ogg", { "-C", "6", NULL } },
+    { "float.wav", { "-e", "floating-point", "-b", "32", NULL } },
+  };
+  char mdir[4300], mpath[4400], src[4096];
+  snprintf(mdir, sizeof mdir, "%s/models", tmpdir);
+  ck_assert_int_eq(mkdir(mdir, 0755), 0);
+  snprintf(mpath, sizeof mpath, "%s/vad.dynq", mdir);
+  quantize(mpath, 0);
+  snprintf(src, sizeof src, "%s", tu_src("tests/fixtures/vad/speech.wav"));
+
+  tu_daemon_t d;
+  ck_assert_msg(tu_daemon_start(&d, tmpdir, mdir, NULL) == 0, "dynqd did not start");
+  static double p0[MAX_CHUNKS], p[MAX_CHUNKS];
+  seg_t s0[MAX_SEGS], s1[MAX_SEGS];
+  int n0 = ctl_stream(d.sock, src, p0);
+  ck_assert_int_ge(n0, n_ref);
+  int k0 = segments(p0, n0, s0);
+  printf("\ndynqctl stream, 16 kHz mono original: %d segments:", k0);
+  for (int i = 0; i < k0; i++) printf(" [%.3f, %.3f]", s0[i].start, s0[i].end);
+  printf("\n");
+  /* the clip has two utterances (tests/fixtures/vad/make_audio.sh) */
+  ck_assert_msg(k0 == 2, "%d segments in the original", k0);
+
+  for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++) {
+    char dst[4400], *out = NULL;
+    char *argv[16];
+    int a = 0;
+    snprintf(dst, sizeof dst, "%s/%s", tmpdir, variants[v].file);
+    argv[a++] = (char *)sox;
+    argv[a++] = src;
+    for (int i = 0; variants[v].opts[i]; i++) argv[a++] = (char *)variants[v].opts[i];
+    argv[a++] = dst;
+    argv[a] = NULL;
+    int st = tu_run(argv, &out);
+    ck_assert_msg(st == 0, "sox %s: status %d: %s", variants[v].file, st, out ? out : "");
+    free(out);
+    int n = ctl_stream(d.sock, dst, p);
+    /* a resampled clip can end a sample or two off: at most one chunk */
+    ck_assert_msg(abs(n - n0) <= 1, "%s: %d chunks, original %d", variants[v].file, n, n0);
+    int k = segments(p, n, s1);
+    printf("%s: %d segments:", variants[v].file, k);
+    for (int i = 0; i < k; i++) printf(" [%.3f, %.3f]", s1[i].start, s1[i].end);
+    printf("\n");
+    ck_assert_msg(k == k0, "%s: %d segments, original %d", variants[v].file, k, k0);
+    for (int i = 0; i < k; i++)
+      ck_assert_msg(fabs(s1[i].start - s0[i].start) <= SEG_TOL_S + 1e-9 &&
+                        fabs(s1[i].end - s0[i].end) <= SEG_TOL_S + 1e-9,
+                    "%s: segment %d [%.3f, %.3f] vs original [%.3f, %.3f]", variants[v].file, i,
+                    s1[i].start, s1[i].end, s0[i].start, s0[i].end);
+  }
+  fflush(stdout);
+
+  /* a FLAC cut in half and a WAV whose header is garbage */
+  char bad[4400], spec[4500], exe[4096], *out = NULL;
+  size_t len = 0;
+  snprintf(bad, sizeof bad, "%s/mono8k.flac", tmpdir);
+  unsigned char *flac = tu_read_file(bad, &len);
+  ck_assert_ptr_nonnull(flac);
+  memset(flac, 0x5a, 64);  /* the fLaC magic and STREAMINFO */
+  snprintf(bad, sizeof bad, "%s/corrupt.flac", tmpdir);
+  ck_assert_int_eq(tu_write_file(bad, flac, len), 0);
+  free(flac);
+  snprintf(spec, sizeof spec, "input=%s", bad);
+  snprintf(exe, sizeof exe, "%s", tu_build("client/dynqctl"));
+  char *argv[] = { exe, "--socket", d.sock, "stream", "vad", "--input", spec, NULL };
+  ck_assert_int_eq(tu_run(argv, &out), 2);
+  ck_assert_msg(strstr(out, "corrupt.flac: not an audio file libsndfile can read: ") != NULL,
+                "%s", out);
+  free(out);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 static Suite *vad_suite(void) {
   Suite *s = suite_create("vad");
   TCase *tc = tcase_create("silero");
@@ -484,6 +645,7 @@ static Suite *vad_suite(void) {
   tcase_add_test(tc, int8_all_layers_guard);
   tcase_add_test(tc, bad_inputs_refused);
   tcase_add_test(tc, served_by_dynqd_session);
+  tcase_add_test(tc, dynqctl_streams_any_format);
   suite_add_tcase(s, tc);
   return s;
 }

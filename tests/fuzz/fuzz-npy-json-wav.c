@@ -1,7 +1,7 @@
 /*
  * fuzz-npy-json-wav: dynqctl's input file parsers (client/npy.c,
- * client/json.c, client/wav.c) on arbitrary bytes.  Every input goes
- * through all three, each on an exact-size copy so ASan sees any read past
+ * client/json.c, and client/audio.c over libsndfile) on arbitrary bytes.
+ * Every input goes through all three, each on an exact-size copy so ASan sees any read past
  * the end (json gets no NUL terminator either: it takes a length).
  */
 #include <stddef.h>
@@ -30,10 +30,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dynq__io_tensor_free(&t);
   else if (err[0] == 0) __builtin_trap();
 
-  dynq__wav_t w;
+  /* at the file's own rate: resampling is libsamplerate's arithmetic on
+   * samples already decoded, not input parsing */
+  dynq__audio_t w;
   memset(&w, 0, sizeof(w));
   err[0] = 0;
-  if (dynq__wav_parse(b, size, &w, err, sizeof(err)) == 0) dynq__wav_free(&w);
+  if (dynq__audio_decode(b, size, 0, &w, err, sizeof(err)) == 0) dynq__audio_free(&w);
   else if (err[0] == 0) __builtin_trap();
 
   free(b);
