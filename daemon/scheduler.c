@@ -236,10 +236,10 @@ int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qca
     pthread_mutex_destroy(&p->mu);
     return -ENOMEM;
   }
-  /* Signals belong to the loop thread (uv_signal_t); workers block them. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
+  /* Signals belong to the loop thread (uv_signal_t); workers block them,
+   * all but those their own faults raise (SIGBUS from a cut-short model). */
+  sigset_t old;
+  dynq__block_async_signals(&old);
   for (int i = 0; i < n_threads; i++) {
     rc = pthread_create(&p->threads[i], NULL, worker_main, p);
     if (rc != 0) break;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dynq/errors.h"
@@ -39,13 +40,18 @@ struct dynq__model {
   dynq__io_t *io;         /* owned [n_inputs + n_outputs]: the signature's entries */
   dynq__model_sig_t sig;
   dynq__model_stats_t stats;
-  /* The file as loaded.  The fd stays open so that every run can check
+  /* The file as loaded.  The fd stays open so that runs can check
    * (fstat, never the path) that the file it maps was not truncated or
    * rewritten in place since: a shorter file turns reads of the lost
    * pages into SIGBUS, a rewritten one feeds unchecked bytes to the
-   * kernels.  O_NONBLOCK: a FIFO swapped in cannot block the open. */
+   * kernels.  O_NONBLOCK: a FIFO swapped in cannot block the open.
+   * An fstat costs 1-5 us in a VM, as much as a small model's whole run,
+   * so it is made at most once per FILE_CHECK_NS per model; truncation is
+   * caught at once anyway (the SIGBUS handler marks the model broken
+   * during the run that touched a lost page). */
   int fd;
   int64_t f_size, f_mtime_ns;
+  _Atomic int64_t f_checked_ns; /* CLOCK_MONOTONIC of the last fstat */
   atomic_int broken;     /* 1: the file changed under the mapping */
   atomic_int reported;   /* 1: dynq__model_broken_report said so once */
   int guard_slot;        /* index in the fault table, or -1 */
@@ -120,14 +126,29 @@ int dynq__model_broken_report(dynq__model_t *m) {
   return atomic_load(&m->broken) && atomic_exchange(&m->reported, 1) == 0;
 }
 
+/* A rewrite in place is seen by runs starting at most this long after
+ * it (and after the previous check). */
+#define FILE_CHECK_NS 1000000
+
+static int64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* The file still as loaded?  Otherwise mark the model broken. */
 static int file_unchanged(const dynq__model_t *m) {
   if (atomic_load_explicit(&m->broken, memory_order_relaxed)) return 0;
+  dynq__model_t *mm = (dynq__model_t *)m;
+  int64_t now = mono_ns();
+  if (now - atomic_load_explicit(&m->f_checked_ns, memory_order_relaxed) < FILE_CHECK_NS)
+    return 1;
+  atomic_store_explicit(&mm->f_checked_ns, now, memory_order_relaxed);
   struct stat st;
   if (m->fd < 0 || fstat(m->fd, &st) != 0) return 1;  /* nothing to compare with */
   int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
   if ((int64_t)st.st_size == m->f_size && mt == m->f_mtime_ns) return 1;
-  atomic_store(&((dynq__model_t *)m)->broken, 1);
+  atomic_store(&mm->broken, 1);
   return 0;
 }
 

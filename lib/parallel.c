@@ -168,9 +168,8 @@ static void grow(int want) {
   if (team.n_helpers > 0 && team.pid != getpid()) return; /* forked child: they are gone */
   if (want > DYNQ_PARALLEL_MAX_THREADS - 1) want = DYNQ_PARALLEL_MAX_THREADS - 1;
   if (team.n_helpers >= want) return;
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
+  sigset_t old;
+  dynq__block_async_signals(&old);
   while (team.n_helpers < want) {
     int i = team.n_helpers;
     team.start_gen[i] = team.gen;
@@ -183,6 +182,14 @@ static void grow(int want) {
     pthread_mutex_unlock(&team.mu);
   }
   pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+void dynq__block_async_signals(sigset_t *old) {
+  sigset_t set;
+  sigfillset(&set);
+  static const int faults[] = {SIGBUS, SIGSEGV, SIGFPE, SIGILL, SIGTRAP, SIGSYS};
+  for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) sigdelset(&set, faults[i]);
+  pthread_sigmask(SIG_BLOCK, &set, old);
 }
 
 static void run_serial(int64_t ntasks, dynq__parallel_fn fn, void *ctx) {

@@ -22,6 +22,7 @@
 #ifndef DYNQ_PARALLEL_H
 #define DYNQ_PARALLEL_H
 
+#include <signal.h>
 #include <stdint.h>
 
 /* Hard ceiling on the team size, whatever the cap says. */
@@ -55,5 +56,13 @@ int dynq__parallel_max_threads(void);
 
 /* Helper threads created so far (for tests and stats). */
 int dynq__parallel_helpers(void);
+
+/* Block every signal a thread can be sent from outside (so they reach the
+ * thread that handles them) but not the ones its own faults raise: a
+ * blocked SIGBUS or SIGSEGV raised by a fault kills the process without
+ * calling the handler, so a model file cut short under a worker would
+ * stop dynqd instead of being repaired.  The old mask goes to *old; call
+ * it around pthread_create so the new thread inherits the mask. */
+void dynq__block_async_signals(sigset_t *old);
 
 #endif
