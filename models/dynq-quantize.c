@@ -1,11 +1,11 @@
 /*
- * dynq-quantize: ONNX -> .dynq.
+ * The importer's driver: ONNX -> .dynq.
  *
- * Owns the driver: options, the ONNX op table (what each op type becomes,
- * what it may carry, which converter emits it), the two passes over the
- * graph, the per-layer summary.  The builder and the ONNX readers are in
- * import.c (models/import.h); recurrent/convolution converters in
- * import_rnn.c.  Nothing is written unless the whole graph converts: every
+ * Owns the ONNX op table (what each op type becomes, what it may carry,
+ * which converter emits it), the two passes over the graph, the per-layer
+ * summary.  The command line is quantize-main.c.  The builder and the ONNX
+ * readers are in import.c (models/import.h); recurrent/convolution
+ * converters in import_rnn.c.  Nothing is written unless the whole graph converts: every
  * unsupported node is listed in one error, and the file itself is written
  * atomically by dynq__graph_write().
  */
@@ -19,8 +19,6 @@
 
 #include "dynq-config.h"
 #include "dynq/errors.h"
-#include "calibrate.h"
-#include "diagnose.h"
 #include "import.h"
 #include "validate.h"
 #include "kernels/kernels.h"
@@ -123,7 +121,6 @@ static const op_spec_t op_table[] = {
     {"HardSwish", DYNQ_OP_HARD_SWISH, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"If", DYNQ_OP_IF, 1, 1, DYNQ_IMP_MAX_OUT, 0,
      {{"then_branch", K_GRAPH}, {"else_branch", K_GRAPH}}, dynq__import_if},
-#ifdef DYNQ_HAVE_IMPORT_RNN
     /* Recurrent and convolution: models/import_rnn.c checks their
      * attributes and optional inputs. */
     {"LSTM", DYNQ_OP_LSTM, 3, 8, 3, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_lstm,
@@ -132,7 +129,6 @@ static const op_spec_t op_table[] = {
      dynq__import_rnn_check},
     {"Conv", DYNQ_OP_CONV, 2, 3, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_conv,
      dynq__import_rnn_check},
-#endif
 };
 #undef G
 #undef T
@@ -585,48 +581,6 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
            c->n_fused_gelu == 1 ? "" : "s");
 }
 
-/* The fuzz harness links this file for dynq__imp_convert_buffer() and
- * brings its own main (libFuzzer's): usage, convert and main are left out. */
-#ifndef DYNQ_QUANTIZE_NO_MAIN
-static void usage(FILE *f) {
-  fprintf(f,
-          "usage: dynq-quantize [options] in.onnx out.dynq\n"
-          "Convert an ONNX model into a .dynq model with INT8 per-channel weights.\n"
-          "\n"
-          "  --fp32          keep MatMul/Gemm in FP32 (no quantization)\n"
-          "  --per-tensor    quantize activations per tensor instead of per row\n"
-          "  --no-reference  omit the FP32 reference weights (smaller file, no fp32 path)\n"
-          "  --no-fuse       keep the exporter's decomposed forms (LayerNorm as\n"
-          "                  ReduceMean/Sub/Pow/...; for A/B checks of the fusions)\n"
-          "  --no-auto-fp32  quantize a signal front end (a Conv with one input channel\n"
-          "                  and >= 64 taps) and the layer reading it too (default:\n"
-          "                  both stay FP32; see models/README.md)\n"
-          "  --keep-fp32 NODE[,NODE...]\n"
-          "                  keep these layers (MatMul, Gemm, Conv, LSTM, GRU) in FP32; a\n"
-          "                  layer matches when its name equals or ends with NODE\n"
-          "  --set NAME=V    fix graph input NAME to V (a number, or v0,v1,... for a 1-D\n"
-          "                  input) at import: what depends only on it is folded away,\n"
-          "                  e.g. --set sr=16000 removes If branches on the sample rate\n"
-          "  --const NAME=FILE.pb\n"
-          "                  make graph input NAME an initializer read from FILE.pb (a\n"
-          "                  serialized ONNX TensorProto, as ONNX test data ships them):\n"
-          "                  weights given as inputs are then quantized; the file must\n"
-          "                  match the input's declared dtype and shape\n"
-          "  --state IN=OUT  declare a streaming state pair: graph output OUT feeds graph\n"
-          "                  input IN on the next call of a dynqd session (repeatable)\n"
-          "  --quantize-small\n"
-          "                  quantize Conv layers too small for INT8 to pay (patch < 16\n"
-          "                  values or < 8 output channels per group): accuracy tests\n"
-          "%s"
-          "  --diagnose MODEL.dynq --input DIR|FILE.npz [--json]\n"
-          "                  per node of a converted model: the INT8 error it adds alone\n"
-          "                  (on the FP32 path's inputs) and the error accumulated there\n"
-          "  --help          show this help\n"
-          "\n"
-          "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n",
-          dynq__calib_usage);
-}
-#endif
 
 /* The whole conversion of an ONNX image buf[0, len) (named `in` in
  * messages and the producer string) to a .dynq at `out`: 0 written, 1
@@ -850,155 +804,3 @@ done:
   dynq__imp_builder_free(&c.b);
   return ret;
 }
-
-#ifndef DYNQ_QUANTIZE_NO_MAIN
-static int convert(const dynq__imp_options_t *opt, const char *in, const char *out) {
-  uint8_t *buf = NULL;
-  size_t len = 0;
-  if (dynq__imp_read_file(in, &buf, &len) != 0) return 1;
-  int ret = dynq__imp_convert_buffer(opt, buf, len, in, out);
-  free(buf);
-  return ret;
-}
-
-int main(int argc, char **argv) {
-  dynq__imp_options_t opt = {0};
-  dynq__calib_opts_t copt = {0};
-  const char *pos[2];
-  int npos = 0, only_pos = 0, r;
-  for (int i = 1; i < argc; i++)
-    if (strcmp(argv[i], "--diagnose") == 0 || strncmp(argv[i], "--diagnose=", 11) == 0)
-      return dynq__diagnose_main(argc, argv);
-  for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!only_pos && (r = dynq__calib_arg(&copt, argc, argv, &i)) != 0) {
-      if (r < 0) return 2;
-    } else if (!only_pos && strcmp(a, "--") == 0) {
-      only_pos = 1;
-    } else if (!only_pos && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
-      usage(stdout);
-      return 0;
-    } else if (!only_pos && strcmp(a, "--fp32") == 0) {
-      opt.fp32 = 1;
-    } else if (!only_pos && strcmp(a, "--per-tensor") == 0) {
-      opt.per_tensor = 1;
-    } else if (!only_pos && strcmp(a, "--no-fuse") == 0) {
-      opt.no_fuse = 1;
-    } else if (!only_pos && strcmp(a, "--no-auto-fp32") == 0) {
-      opt.no_auto_fp32 = 1;
-    } else if (!only_pos && strcmp(a, "--no-reference") == 0) {
-      opt.no_reference = 1;
-    } else if (!only_pos &&
-               (strcmp(a, "--keep-fp32") == 0 || strncmp(a, "--keep-fp32=", 12) == 0)) {
-      char *list = a[11] == '=' ? (char *)a + 12 : (i + 1 < argc ? argv[++i] : NULL);
-      if (list == NULL || list[0] == 0) {
-        fprintf(stderr, "%s: --keep-fp32 needs NODE[,NODE...] (layer names or name endings, "
-                "e.g. --keep-fp32 /stft/Conv)\n", dynq__imp_progname);
-        return 2;
-      }
-      /* split in place, like --set: argv is ours to modify */
-      for (char *tok = list, *next; tok != NULL; tok = next) {
-        next = strchr(tok, ',');
-        if (next) *next++ = 0;
-        if (tok[0] == 0) {
-          fprintf(stderr, "%s: --keep-fp32: empty node name in the list\n", dynq__imp_progname);
-          return 2;
-        }
-        if (opt.n_keep == (int)(sizeof(opt.keep) / sizeof(opt.keep[0]))) {
-          fprintf(stderr, "%s: at most %zu --keep-fp32 names\n", dynq__imp_progname,
-                  sizeof(opt.keep) / sizeof(opt.keep[0]));
-          return 2;
-        }
-        opt.keep[opt.n_keep++] = tok;
-      }
-    } else if (!only_pos && (strcmp(a, "--state") == 0 || strncmp(a, "--state=", 8) == 0)) {
-      const char *kv = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
-      const char *eq = kv ? strchr(kv, '=') : NULL;
-      if (eq == NULL || eq == kv || eq[1] == 0) {
-        fprintf(stderr, "%s: --state needs INPUT=OUTPUT (e.g. --state state=stateN)\n",
-                dynq__imp_progname);
-        return 2;
-      }
-      if (opt.n_state == (int)(sizeof(opt.state_in) / sizeof(opt.state_in[0]))) {
-        fprintf(stderr, "%s: at most %zu --state pairs\n", dynq__imp_progname,
-                sizeof(opt.state_in) / sizeof(opt.state_in[0]));
-        return 2;
-      }
-      char *name = (char *)kv; /* split in place, as for --set */
-      name[eq - kv] = 0;
-      opt.state_in[opt.n_state] = name;
-      opt.state_out[opt.n_state++] = eq + 1;
-    } else if (!only_pos && (strcmp(a, "--set") == 0 || strncmp(a, "--set=", 6) == 0)) {
-      const char *kv = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
-      const char *eq = kv ? strchr(kv, '=') : NULL;
-      if (eq == NULL || eq == kv || eq[1] == 0) {
-        fprintf(stderr, "%s: --set needs NAME=VALUE (e.g. --set sr=16000)\n", dynq__imp_progname);
-        return 2;
-      }
-      if (opt.n_set == (int)(sizeof(opt.set_name) / sizeof(opt.set_name[0]))) {
-        fprintf(stderr, "%s: at most %zu --set options\n", dynq__imp_progname,
-                sizeof(opt.set_name) / sizeof(opt.set_name[0]));
-        return 2;
-      }
-      /* argv strings are ours to modify: split NAME=VALUE in place, so
-       * nothing is allocated (and nothing leaks on an early return). */
-      char *name = (char *)kv;
-      name[eq - kv] = 0;
-      opt.set_name[opt.n_set] = name;
-      opt.set_value[opt.n_set++] = eq + 1;
-    } else if (!only_pos && strcmp(a, "--quantize-small") == 0) {
-      opt.quantize_small = 1;
-    } else if (!only_pos && (strcmp(a, "--const") == 0 || strncmp(a, "--const=", 8) == 0)) {
-      const char *kv = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
-      const char *eq = kv ? strchr(kv, '=') : NULL;
-      if (eq == NULL || eq == kv || eq[1] == 0) {
-        fprintf(stderr, "%s: --const needs NAME=FILE.pb (e.g. --const W=test_data_set_0/"
-                "input_1.pb)\n", dynq__imp_progname);
-        return 2;
-      }
-      if (opt.n_const == (int)(sizeof(opt.const_name) / sizeof(opt.const_name[0]))) {
-        fprintf(stderr, "%s: at most %zu --const options\n", dynq__imp_progname,
-                sizeof(opt.const_name) / sizeof(opt.const_name[0]));
-        return 2;
-      }
-      char *name = (char *)kv; /* split in place, like --set */
-      name[eq - kv] = 0;
-      for (int k = 0; k < opt.n_const; k++)
-        if (strcmp(opt.const_name[k], name) == 0) {
-          fprintf(stderr, "%s: --const %s given twice\n", dynq__imp_progname, name);
-          return 2;
-        }
-      opt.const_name[opt.n_const] = name;
-      opt.const_file[opt.n_const++] = eq + 1;
-    } else if (!only_pos && a[0] == '-' && a[1] != 0) {
-      fprintf(stderr, "%s: unknown option '%s'\n", dynq__imp_progname, a);
-      usage(stderr);
-      return 2;
-    } else if (npos < 2) {
-      pos[npos++] = a;
-    } else {
-      fprintf(stderr, "%s: too many arguments ('%s')\n", dynq__imp_progname, a);
-      usage(stderr);
-      return 2;
-    }
-  }
-  if (npos != 2) {
-    fprintf(stderr, "%s: expected an input .onnx and an output .dynq path\n", dynq__imp_progname);
-    usage(stderr);
-    return 2;
-  }
-  if (opt.fp32 && opt.per_tensor) {
-    fprintf(stderr, "%s: --per-tensor has no effect with --fp32\n", dynq__imp_progname);
-  }
-  if (dynq__calib_check(&copt, &opt) != 0) return 2;
-  if (copt.dir != NULL) {
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if (dynq__imp_read_file(pos[0], &buf, &len) != 0) return 1;
-    int ret = dynq__calibrate(&opt, &copt, buf, len, pos[0], pos[1]);
-    free(buf);
-    return ret;
-  }
-  return convert(&opt, pos[0], pos[1]);
-}
-#endif
