@@ -464,6 +464,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
   };
   dynq__run_result_t *res = opts ? opts->result : NULL;
   const dynq__on_node_fn on_node = opts ? opts->on_node : NULL;
+  const int keep_inputs = on_node != NULL && !opts->on_node_times_only;
   dynq__layer_quant_t lq;
   if (res != NULL) {
     res->splits = 0;
@@ -502,11 +503,11 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
      * Reshape, Squeeze, Identity, Phi, ... then move instead of copying,
      * elementwise ops run in place.  Not for a value the node reads
      * twice (Mul(x, x)): its other reader would see it overwritten; not
-     * with an observer, which sees the inputs after the node ran. */
+     * with an observer that reads the inputs after the node ran. */
     for (int k = 0; k < 3; k++) {
       int v = k < n->n_in ? n->in[k] : -1;
       ctx.donor[k] = NULL;
-      if (v < 0 || m->last_use[v] != i || !slot[v].owned || on_node != NULL) continue;
+      if (v < 0 || m->last_use[v] != i || !slot[v].owned || keep_inputs) continue;
       int twice = 0;
       for (int j = 0; j < n->n_in; j++) twice |= j != k && n->in[j] == v;
       if (!twice) ctx.donor[k] = &slot[v];

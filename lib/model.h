@@ -135,6 +135,10 @@ typedef struct dynq__run_opts {
   dynq__run_result_t *result;     /* NULL, or filled by the run (above) */
   dynq__on_node_fn on_node;       /* NULL, or called after each node (above) */
   void *on_node_user;
+  int on_node_times_only;         /* 1: the observer never reads the node's
+                                     inputs (a profiler), so the executor
+                                     still hands a value's storage to its
+                                     last reader and runs as without one */
 } dynq__run_opts_t;
 
 /*

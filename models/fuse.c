@@ -20,6 +20,7 @@
  *    becomes HardSwish(x).
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -275,11 +276,132 @@ static int try_hardswish(fctx_t *f, int div_i) {
   return 0;
 }
 
+static int64_t battr_i(const dynq__bnode_t *n, const char *name, int64_t dflt) {
+  return dynq__node_attr_i(&(dynq__node_t){.n_attr = n->n_attr, .attr = n->attr}, name, dflt);
+}
+
+/* The live node that reads v, when it is v's only reader; else NULL. */
+static dynq__bnode_t *sole_reader(fctx_t *f, int32_t v) {
+  if (v < 0 || v >= f->b->n_values || f->readers[v] != 1) return NULL;
+  for (int i = 0; i < f->b->n_nodes; i++) {
+    dynq__bnode_t *n = &f->b->nodes[i];
+    if (n->dead) continue;
+    for (int k = 0; k < n->n_in; k++)
+      if (n->in[k] == v) return n;
+  }
+  return NULL;
+}
+
+/* A Transpose's permutation as a constant int64 value (made for the
+ * default reversal when the input's rank is known); -1 when unknown, -2
+ * on OOM. */
+static int32_t transpose_perm(fctx_t *f, const dynq__bnode_t *t) {
+  if (t->n_in > 1 && t->in[1] >= 0) {
+    const dynq__value_t *p = cval(f, t->in[1]);
+    return p && p->dtype == DYNQ_DT_I64 && p->rank == 1 ? t->in[1] : -1;
+  }
+  int r = f->b->values[t->in[0]].rank;
+  if (r < 1 || r > DYNQ_MAX_RANK) return -1;
+  int64_t *pv = dynq__imp_pool_alloc(&f->b->pool, sizeof(int64_t) * (size_t)r), d[1] = {r};
+  if (pv == NULL) return -2;
+  for (int k = 0; k < r; k++) pv[k] = r - 1 - k;
+  int32_t v = dynq__imp_add_const(f->b, t->name, ".perm", DYNQ_DT_I64, 1, d, pv,
+                                  sizeof(int64_t) * (size_t)r);
+  return v < 0 ? -2 : v;
+}
+
+/* Moves node q's output to the value node n wrote (n dies). */
+static void take_output(fctx_t *f, dynq__bnode_t *q, dynq__bnode_t *n) {
+  int32_t qi = (int32_t)(q - f->b->nodes);
+  f->b->producer[q->out[0]] = -1;
+  q->out[0] = n->out[0];
+  f->b->producer[n->out[0]] = qi;
+  n->dead = 1;
+}
+
+/* An FP32 MatMul (attention's Q K^T and P V) with the Transposes of its
+ * operands, a scalar Div or Mul of its result and a Transpose of its
+ * result folded in: a StridedMatMul that reads and writes in place. */
+static int try_strided_matmul(fctx_t *f, int mm_i) {
+  dynq__builder_t *b = f->b;
+  if (b->nodes[mm_i].op != DYNQ_OP_MATMUL || b->nodes[mm_i].n_in != 2) return 0;
+  int32_t perm[3] = {-1, -1, -1}, src[2];
+  dynq__bnode_t *tr[3] = {NULL, NULL, NULL}, *sc = NULL;
+  float alpha = 1.0f;
+  for (int k = 0; k < 2; k++) {
+    src[k] = b->nodes[mm_i].in[k];
+    dynq__bnode_t *t = prod_op(f, src[k], DYNQ_OP_TRANSPOSE, 1);
+    if (t == NULL || (k == 1 && b->nodes[mm_i].in[0] == b->nodes[mm_i].in[1])) continue;
+    int32_t p = transpose_perm(f, t);
+    if (p == -2) return -1;
+    if (p < 0) continue;
+    tr[k] = t;
+    perm[k] = p;
+    src[k] = t->in[0];
+  }
+  dynq__bnode_t *mm = &b->nodes[mm_i]; /* transpose_perm may move the array */
+  int32_t y = mm->out[0];
+  dynq__bnode_t *r = sole_reader(f, y);
+  float k;
+  if (r != NULL && (r->op == DYNQ_OP_DIV || r->op == DYNQ_OP_MUL) && r->n_in == 2 &&
+      r->n_out == 1) {
+    int side = r->in[0] == y ? 1 : 0;  /* the scalar's side */
+    if ((r->op == DYNQ_OP_MUL || side == 1) && r->in[1 - side] == y &&
+        const_scalar(f, r->in[side], &k) && k != 0.0f && isfinite(k)) {
+      alpha = r->op == DYNQ_OP_DIV ? 1.0f / k : k;
+      sc = r;
+      y = r->out[0];
+      r = sole_reader(f, y);
+    }
+  }
+  if (r != NULL && r->op == DYNQ_OP_TRANSPOSE && r->n_out == 1 && r->in[0] == y) {
+    int32_t p = transpose_perm(f, r);
+    if (p == -2) return -1;
+    mm = &b->nodes[mm_i];
+    if (p >= 0) {
+      tr[2] = r;
+      perm[2] = p;
+    }
+  }
+  if (tr[0] == NULL && tr[1] == NULL && tr[2] == NULL && sc == NULL) return 0;
+  for (int j = 0; j < 2; j++)
+    if (tr[j]) tr[j]->dead = 1;
+  if (sc) take_output(f, mm, sc);
+  if (tr[2]) take_output(f, mm, tr[2]);
+  mm->op = DYNQ_OP_STRIDED_MATMUL;
+  mm->n_in = 5;
+  mm->in[0] = src[0];
+  mm->in[1] = src[1];
+  for (int j = 0; j < 3; j++) mm->in[2 + j] = perm[j];
+  if (alpha != 1.0f) dynq__imp_node_attr_f(mm, "alpha", alpha);
+  return 1;
+}
+
+/* Softmax(Add(x, mask)) over the last axis -> MaskedSoftmax(x, mask). */
+static int try_masked_softmax(fctx_t *f, int sm_i) {
+  dynq__bnode_t *sm = &f->b->nodes[sm_i];
+  if (sm->op != DYNQ_OP_SOFTMAX || sm->n_in != 1) return 0;
+  int64_t ax = battr_i(sm, "axis", -1);
+  int rank = f->b->values[sm->in[0]].rank;
+  if (ax != -1 && !(rank > 0 && ax == rank - 1)) return 0;
+  dynq__bnode_t *a = prod_op(f, sm->in[0], DYNQ_OP_ADD, 1);
+  if (a == NULL || a->n_in != 2) return 0;
+  int32_t x = a->in[0], m = a->in[1];
+  a->dead = 1;
+  sm->op = DYNQ_OP_MASKED_SOFTMAX;
+  sm->n_in = 2;
+  sm->in[0] = x;
+  sm->in[1] = m;
+  sm->n_attr = 0;
+  return 1;
+}
+
 int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gelus) {
   fctx_t f = {.b = &c->b};
+  int n_mm = 0, n_sm = 0;
   *ret_layernorms = *ret_biases = *ret_gelus = 0;
   /* one pass per pattern, readers recounted: each rewrite moves outputs */
-  for (int pass = 0; pass < 3; pass++) {
+  for (int pass = 0; pass < 5; pass++) {
     if (count_readers(&f) != 0) {
       dynq__imp_errorf("out of memory");
       return -1;
@@ -287,16 +409,22 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
     for (int i = 0; i < c->b.n_nodes; i++) {
       if (c->b.nodes[i].dead) continue;
       int r = pass == 0 ? try_layernorm(&f, i) + try_hardswish(&f, i)
-              : pass == 1 ? try_bias(&f, i, c) : try_gelu(&f, i);
+              : pass == 1 ? try_bias(&f, i, c)
+              : pass == 2 ? try_gelu(&f, i)
+              : pass == 3 ? try_strided_matmul(&f, i) : try_masked_softmax(&f, i);
       if (r < 0) {
         free(f.readers);
         dynq__imp_errorf("out of memory");
         return -1;
       }
-      *(pass == 0 ? ret_layernorms : pass == 1 ? ret_biases : ret_gelus) += r;
+      int *count[] = {ret_layernorms, ret_biases, ret_gelus, &n_mm, &n_sm};
+      *count[pass] += r;
     }
     free(f.readers);
     f.readers = NULL;
   }
+  if (n_mm + n_sm > 0 && !c->opt.quiet)
+    printf("fused: %d attention MatMuls with their Transposes and scale into StridedMatMul, "
+           "%d mask Adds into MaskedSoftmax (--no-fuse keeps them)\n", n_mm, n_sm);
   return 0;
 }

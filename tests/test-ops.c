@@ -358,6 +358,178 @@ START_TEST(qgather_rows) {
 }
 END_TEST
 
+
+/* Like run() with n_in inputs (optional ones may be NULL). */
+static int run_n(int op, const dynq__attr_t *attrs, int n_attr, int n_in,
+                 const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  static const int32_t idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  dynq__node_t n = {.op = op, .name = "t", .n_in = n_in, .n_out = 1, .in = idx,
+                    .out = idx, .n_attr = n_attr, .attr = attrs};
+  dynq__op_ctx_t c = {.node = &n, .kernel = &dynq__kernel_ref, .err = err,
+                      .errlen = sizeof(err)};
+  memset(out, 0, sizeof(*out));
+  err[0] = 0;
+  return dynq__op_run1(NULL, &c, in, out);
+}
+
+static dynq__tensor_t ti64(int n, int64_t *v) {
+  dynq__tensor_t t = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {n}, .data = v};
+  return t;
+}
+
+/* Transpose(x, perm) through the Transpose op. */
+static dynq__tensor_t transposed(const dynq__tensor_t *x, int64_t *perm) {
+  dynq__tensor_t p = ti64(x->rank, perm), o;
+  const dynq__tensor_t *in[2] = {x, &p};
+  ck_assert_int_eq(run_n(DYNQ_OP_TRANSPOSE, NULL, 0, 2, in, &o), 0);
+  return o;
+}
+
+static const int64_t perms4[24][4] = {
+  {0, 1, 2, 3}, {0, 1, 3, 2}, {0, 2, 1, 3}, {0, 2, 3, 1}, {0, 3, 1, 2}, {0, 3, 2, 1},
+  {1, 0, 2, 3}, {1, 0, 3, 2}, {1, 2, 0, 3}, {1, 2, 3, 0}, {1, 3, 0, 2}, {1, 3, 2, 0},
+  {2, 0, 1, 3}, {2, 0, 3, 1}, {2, 1, 0, 3}, {2, 1, 3, 0}, {2, 3, 0, 1}, {2, 3, 1, 0},
+  {3, 0, 1, 2}, {3, 0, 2, 1}, {3, 1, 0, 2}, {3, 1, 2, 0}, {3, 2, 0, 1}, {3, 2, 1, 0}};
+
+/* StridedMatMul against Transpose + MatMul + Transpose for every operand
+ * permutation (BLAS on a leading dimension, transposed operands, the
+ * copied fallback) and result permutations that take each output path
+ * (leading dimension, transposed result, scatter), then broadcast batch
+ * axes, alpha, and the refusals. */
+START_TEST(strided_matmul_perms) {
+  enum { B = 2, H = 3, M = 5, K = 4, N = 6 };
+  const int64_t la[4] = {B, H, M, K}, lb[4] = {B, H, K, N};
+  float a[B * H * M * K], b[B * H * K * N];
+  for (int i = 0; i < B * H * M * K; i++) a[i] = (float)((i * 7) % 11) - 5;
+  for (int i = 0; i < B * H * K * N; i++) b[i] = (float)((i * 5) % 13) - 6;
+  static const int py_pick[] = {0, 1, 2, 3, 23};
+  int cases = 0;
+  for (int ia = 0; ia < 24; ia++)
+    for (int ib = 0; ib < 24; ib += 5)
+      for (size_t iy = 0; iy < sizeof(py_pick) / sizeof(py_pick[0]); iy++) {
+        int64_t pa[4], pb[4], py[4], inv_a[4], inv_b[4], da[4], db[4];
+        memcpy(pa, perms4[ia], sizeof pa);
+        memcpy(pb, perms4[ib], sizeof pb);
+        memcpy(py, perms4[py_pick[iy]], sizeof py);
+        /* physical operands whose permutation gives the logical shapes */
+        for (int d = 0; d < 4; d++) da[pa[d]] = la[d], db[pb[d]] = lb[d];
+        for (int d = 0; d < 4; d++) inv_a[pa[d]] = d, inv_b[pb[d]] = d;
+        dynq__tensor_t L_a = tf(4, la, a), L_b = tf(4, lb, b);
+        dynq__tensor_t A = transposed(&L_a, inv_a), Bt = transposed(&L_b, inv_b);
+        ck_assert_int_eq(A.dims[0], da[0]);
+        ck_assert_int_eq(Bt.dims[3], db[3]);
+        dynq__tensor_t ref, want, o;
+        const dynq__tensor_t *mi[2] = {&L_a, &L_b};
+        ck_assert_int_eq(run_n(DYNQ_OP_MATMUL, NULL, 0, 2, mi, &ref), 0);
+        want = transposed(&ref, py);
+        dynq__tensor_t Pa = ti64(4, pa), Pb = ti64(4, pb), Py = ti64(4, py);
+        const dynq__tensor_t *in[5] = {&A, &Bt, &Pa, &Pb, &Py};
+        ck_assert_int_eq(run_n(DYNQ_OP_STRIDED_MATMUL, NULL, 0, 5, in, &o), 0);
+        expect(&o, 4, want.dims, want.data, 1e-4f);
+        cases++;
+        dynq__tensor_clear(&o);
+        dynq__tensor_clear(&want);
+        dynq__tensor_clear(&ref);
+        dynq__tensor_clear(&A);
+        dynq__tensor_clear(&Bt);
+      }
+  ck_assert_int_eq(cases, 24 * 5 * 5);
+  /* A [H, M, K] against B [B, H, K, N] (batch broadcast), B's last two
+   * axes swapped (perm_b only), alpha 0.5, perm_y omitted */
+  {
+    int64_t d3[3] = {H, M, K}, dbt[4] = {B, H, N, K}, sw[4] = {0, 1, 3, 2};
+    dynq__tensor_t A = tf(3, d3, a), L_b = tf(4, lb, b);
+    dynq__tensor_t Bt = transposed(&L_b, sw), ref, o;
+    ck_assert_int_eq(Bt.dims[2], dbt[2]);
+    const dynq__tensor_t *mi[2] = {&A, &L_b};
+    ck_assert_int_eq(run_n(DYNQ_OP_MATMUL, NULL, 0, 2, mi, &ref), 0);
+    for (int64_t i = 0; i < dynq__tensor_numel(&ref); i++) ((float *)ref.data)[i] *= 0.5f;
+    dynq__tensor_t Pb = ti64(4, sw);
+    const dynq__tensor_t *in[5] = {&A, &Bt, NULL, &Pb, NULL};
+    dynq__attr_t al = {.name = "alpha", .type = DYNQ_ATTR_FLOAT, .f = 0.5f};
+    ck_assert_int_eq(run_n(DYNQ_OP_STRIDED_MATMUL, &al, 1, 5, in, &o), 0);
+    expect(&o, 4, ref.dims, ref.data, 1e-4f);
+    dynq__tensor_clear(&o);
+    /* refusals, each naming what was wrong */
+    int64_t bad[4] = {0, 1, 1, 2}, d1[1] = {K};
+    dynq__tensor_t Pbad = ti64(4, bad), P3 = ti64(3, sw), V = tf(1, d1, a);
+    in[3] = &Pbad;
+    ck_assert_int_eq(run_n(DYNQ_OP_STRIDED_MATMUL, NULL, 0, 5, in, &o), DYNQ_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "node 't' (StridedMatMul): perm_b is not a permutation"));
+    in[3] = &P3;
+    ck_assert_int_eq(run_n(DYNQ_OP_STRIDED_MATMUL, NULL, 0, 5, in, &o), DYNQ_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "perm_b has 3 values for rank 4"));
+    in[3] = NULL;  /* B unpermuted: [B, H, N, K] x ... K != N */
+    ck_assert_int_eq(run_n(DYNQ_OP_STRIDED_MATMUL, NULL, 0, 5, in, &o), DYNQ_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "inner dimensions differ"));
+    in[0] = &V;
+    ck_assert_int_eq(run_n(DYNQ_OP_STRIDED_MATMUL, NULL, 0, 5, in, &o), DYNQ_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "rank >= 2"));
+    dynq__tensor_clear(&ref);
+    dynq__tensor_clear(&Bt);
+  }
+}
+END_TEST
+
+/* MaskedSoftmax(X, M) against Add then Softmax, over row lengths around
+ * the vector width, with the mask broadcast ([B,1,1,L] as attention's
+ * padding mask, [L] as a causal row) or larger than X; then refusals. */
+START_TEST(masked_softmax_rows) {
+  static const int64_t lens[] = {1, 2, 7, 15, 16, 17, 33, 64, 129};
+  for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+    int64_t L = lens[li], dx[4] = {2, 3, 4, L}, dm[4] = {2, 1, 1, L}, dl[1] = {L};
+    float x[2 * 3 * 4 * 129], m[2 * 129];
+    for (int64_t i = 0; i < 24 * L; i++) x[i] = (float)((i * 37) % 101) / 7.0f - 7.0f;
+    for (int64_t i = 0; i < 2 * L; i++) m[i] = i % 5 == 3 ? -10000.0f : 0.0f;
+    dynq__tensor_t X = tf(4, dx, x), Mk = tf(4, dm, m), Ml = tf(1, dl, m);
+    const dynq__tensor_t *masks[2] = {&Mk, &Ml};
+    for (int k = 0; k < 2; k++) {
+      dynq__tensor_t s, want, o;
+      const dynq__tensor_t *in[2] = {&X, masks[k]};
+      ck_assert_int_eq(run_n(DYNQ_OP_ADD, NULL, 0, 2, in, &s), 0);
+      const dynq__tensor_t *sin[1] = {&s};
+      dynq__attr_t ax = {.name = "axis", .type = DYNQ_ATTR_INT, .i = -1};
+      ck_assert_int_eq(run_n(DYNQ_OP_SOFTMAX, &ax, 1, 1, sin, &want), 0);
+      ck_assert_int_eq(run_n(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, in, &o), 0);
+      expect(&o, 4, dx, want.data, 1e-6f);
+      /* and each row against a double-precision softmax */
+      for (int64_t r = 0; r < 24; r++) {
+        double mx = -INFINITY, sum = 0;
+        const float *mr = k == 0 ? m + (r / 12) * L : m;
+        for (int64_t j = 0; j < L; j++) mx = fmax(mx, (double)x[r * L + j] + mr[j]);
+        for (int64_t j = 0; j < L; j++) sum += exp((double)x[r * L + j] + mr[j] - mx);
+        for (int64_t j = 0; j < L; j++) {
+          double p = exp((double)x[r * L + j] + mr[j] - mx) / sum;
+          ck_assert_msg(fabs(((float *)o.data)[r * L + j] - p) <= 1e-6 * (1 + p),
+                        "L %lld row %lld col %lld", (long long)L, (long long)r, (long long)j);
+        }
+      }
+      dynq__tensor_clear(&o);
+      dynq__tensor_clear(&want);
+      dynq__tensor_clear(&s);
+    }
+  }
+  /* X smaller than the mask: the result takes the broadcast shape */
+  float x1[3] = {0, 1, 2}, m2[6] = {0, 0, 0, 0, -10000.0f, 0};
+  int64_t d1[1] = {3}, d2[2] = {2, 3}, d4[1] = {4};
+  dynq__tensor_t X = tf(1, d1, x1), Mm = tf(2, d2, m2), o;
+  const dynq__tensor_t *in[2] = {&X, &Mm};
+  ck_assert_int_eq(run_n(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, in, &o), 0);
+  ck_assert_int_eq(o.rank, 2);
+  float *y = o.data;
+  ck_assert(fabsf(y[4]) < 1e-30f && fabsf(y[3] + y[5] - 1.0f) < 1e-6f && y[2] > y[1]);
+  dynq__tensor_clear(&o);
+  dynq__tensor_t W = tf(1, d4, m2);
+  in[1] = &W;
+  ck_assert_int_eq(run_n(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (MaskedSoftmax): shapes [3] and [4] do not broadcast"));
+  int64_t iv[3] = {1, 2, 3};
+  dynq__tensor_t I = ti64(3, iv);
+  in[1] = &I;
+  ck_assert_int_ne(run_n(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, in, &o), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -373,6 +545,8 @@ int main(void) {
   tcase_add_test(tc, hard_activations);
   tcase_add_test(tc, softmax_flatten);
   tcase_add_test(tc, qgather_rows);
+  tcase_add_test(tc, strided_matmul_perms);
+  tcase_add_test(tc, masked_softmax_rows);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -325,3 +325,232 @@ int dynq__prep_gemm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate
   st->gemm.beta = dynq__node_attr_f(n, "beta", 1.0f);
   return 0;
 }
+
+/* ---- StridedMatMul: attention's products without transpose copies ----
+ *
+ *   Y = Transpose(MatMul(Transpose(A, perm_a), Transpose(B, perm_b)), perm_y) * alpha
+ *
+ * inputs A, B (float32, rank >= 2), then perm_a, perm_b, perm_y (int64
+ * 1-D constants, each optional: -1 is the identity); attr "alpha".  The
+ * importer (models/fuse.c) folds the Transposes that exporters put around
+ * attention's Q K^T and P V products, and a scalar Div/Mul of the scores,
+ * into this node.  Each operand is read in place through its strides:
+ * every matrix whose last two logical axes include a unit stride goes to
+ * OpenBLAS with a leading dimension (and a transpose flag) instead of
+ * being copied; the result is written straight into its permuted layout.
+ * Batch axes broadcast as MatMul's. */
+
+typedef struct mview {
+  int rank;
+  int64_t dims[DYNQ_MAX_RANK], st[DYNQ_MAX_RANK];
+} mview_t;
+
+/* Input k's permutation of rank values (identity when omitted). */
+static int smm_perm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, int k, int rank,
+                    int64_t *perm) {
+  static const char *const what[] = {"perm_a", "perm_b", "perm_y"};
+  int np = rank, rc, seen[DYNQ_MAX_RANK] = {0};
+  if (c->node->n_in > k + 2 && in[k + 2] != NULL) {
+    if ((rc = dynq__op_read_ints(c, in[k + 2], what[k], perm, DYNQ_MAX_RANK, &np))) return rc;
+  } else {
+    for (int d = 0; d < rank; d++) perm[d] = d;
+  }
+  if (np != rank)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "%s has %d values for rank %d", what[k], np, rank);
+  for (int d = 0; d < rank; d++)
+    if (perm[d] < 0 || perm[d] >= rank || seen[perm[d]]++)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "%s is not a permutation of 0..%d", what[k], rank - 1);
+  return 0;
+}
+
+/* The logical (permuted) view of a contiguous tensor. */
+static void smm_view(const dynq__tensor_t *t, const int64_t *perm, mview_t *v) {
+  int64_t ps[DYNQ_MAX_RANK], e = 1;
+  for (int d = t->rank - 1; d >= 0; d--) {
+    ps[d] = e;
+    e *= t->dims[d];
+  }
+  v->rank = t->rank;
+  for (int d = 0; d < t->rank; d++) {
+    v->dims[d] = t->dims[perm[d]];
+    v->st[d] = ps[perm[d]];
+  }
+}
+
+/* A rows x cols matrix with row stride rs and column stride cs as a BLAS
+ * operand: row-major (trans 0) when its columns are unit-stride, else its
+ * transpose (trans 1) when its rows are.  0 when neither (then copied). */
+static int smm_blas(int64_t rows, int64_t cols, int64_t rs, int64_t cs, int *ret_t,
+                    int64_t *ret_ld) {
+  if (cols == 1 || cs == 1) {
+    int64_t ld = rows == 1 ? cols : rs;
+    if (ld >= cols && ld >= 1) {
+      *ret_t = 0;
+      *ret_ld = ld;
+      return 1;
+    }
+  }
+  if (rows == 1 || rs == 1) {
+    int64_t ld = cols == 1 ? rows : cs;
+    if (ld >= rows && ld >= 1) {
+      *ret_t = 1;
+      *ret_ld = ld;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+typedef struct smm {
+  int nb;                              /* batch axes of the result */
+  int64_t bdims[DYNQ_MAX_RANK];        /* their sizes */
+  int64_t bst[3][DYNQ_MAX_RANK];       /* A, B, Y element strides per batch axis (0: broadcast) */
+  int64_t M, N, K;
+  int64_t ars, acs, brs, bcs, yrs, ycs;  /* matrix row / column strides */
+  const float *A, *B;
+  float *Y;
+  float alpha;
+  int64_t count, chunks;               /* batch matrices; tasks */
+  int failed;                          /* a task could not allocate */
+} smm_t;
+
+/* A strided matrix copied row-major (the rare layout BLAS cannot read). */
+static float *smm_pack(const float *p, int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+  float *t = malloc(sizeof(float) * (size_t)(rows * cols > 0 ? rows * cols : 1));
+  if (t != NULL)
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t k = 0; k < cols; k++) t[r * cols + k] = p[r * rs + k * cs];
+  return t;
+}
+
+static int smm_one(const smm_t *s, const float *A, const float *B, float *Y) {
+  int ta, tb, ty, rc = 0;
+  int64_t lda, ldb, ldy;
+  float *pa = NULL, *pb = NULL, *py = NULL;
+  if (!smm_blas(s->M, s->K, s->ars, s->acs, &ta, &lda)) {
+    if ((A = pa = smm_pack(A, s->M, s->K, s->ars, s->acs)) == NULL) goto oom;
+    ta = 0, lda = s->K;
+  }
+  if (!smm_blas(s->K, s->N, s->brs, s->bcs, &tb, &ldb)) {
+    if ((B = pb = smm_pack(B, s->K, s->N, s->brs, s->bcs)) == NULL) goto oom;
+    tb = 0, ldb = s->N;
+  }
+  if (s->K == 0) {
+    for (int64_t m = 0; m < s->M; m++)
+      for (int64_t n = 0; n < s->N; n++) Y[m * s->yrs + n * s->ycs] = 0.0f;
+  } else if (!smm_blas(s->M, s->N, s->yrs, s->ycs, &ty, &ldy)) {
+    if ((py = malloc(sizeof(float) * (size_t)(s->M * s->N))) == NULL) goto oom;
+    dynq__sgemm(ta, tb, s->M, s->N, s->K, s->alpha, A, lda, B, ldb, 0.0f, py, s->N);
+    for (int64_t m = 0; m < s->M; m++)
+      for (int64_t n = 0; n < s->N; n++) Y[m * s->yrs + n * s->ycs] = py[m * s->N + n];
+  } else if (ty == 0) {
+    dynq__sgemm(ta, tb, s->M, s->N, s->K, s->alpha, A, lda, B, ldb, 0.0f, Y, ldy);
+  } else {  /* the result's rows are unit-stride: compute Y^T = B^T A^T */
+    dynq__sgemm(!tb, !ta, s->N, s->M, s->K, s->alpha, B, ldb, A, lda, 0.0f, Y, ldy);
+  }
+  goto out;
+oom:
+  rc = -1;
+out:
+  free(pa);
+  free(pb);
+  free(py);
+  return rc;
+}
+
+static void smm_task(void *ctx, int64_t t) {
+  smm_t *s = ctx;
+  int64_t i0 = s->count * t / s->chunks, i1 = s->count * (t + 1) / s->chunks;
+  for (int64_t i = i0; i < i1; i++) {
+    int64_t off[3] = {0, 0, 0}, r = i;
+    for (int d = s->nb - 1; d >= 0; d--) {
+      int64_t q = r % s->bdims[d];
+      r /= s->bdims[d];
+      for (int k = 0; k < 3; k++) off[k] += q * s->bst[k][d];
+    }
+    if (smm_one(s, s->A + off[0], s->B + off[1], s->Y + off[2]) != 0) s->failed = 1;
+  }
+}
+
+int dynq__run_smatmul(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                      dynq__tensor_t *out) {
+  const dynq__tensor_t *a = in[0], *b = in[1];
+  int rc;
+  char x[128], y[128];
+  if ((rc = dynq__op_need_f32(c, a, 0)) || (rc = dynq__op_need_f32(c, b, 1))) return rc;
+  if (a->rank < 2 || b->rank < 2)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "operands must have rank >= 2: A %s, B %s",
+                         dynq__shape_str(x, sizeof(x), a->rank, a->dims),
+                         dynq__shape_str(y, sizeof(y), b->rank, b->dims));
+  int64_t pa[DYNQ_MAX_RANK], pb[DYNQ_MAX_RANK], py[DYNQ_MAX_RANK];
+  if ((rc = smm_perm(c, in, 0, a->rank, pa)) || (rc = smm_perm(c, in, 1, b->rank, pb))) return rc;
+  mview_t va, vb;
+  smm_view(a, pa, &va);
+  smm_view(b, pb, &vb);
+  smm_t s = {.M = va.dims[va.rank - 2], .K = va.dims[va.rank - 1], .N = vb.dims[vb.rank - 1],
+             .ars = va.st[va.rank - 2], .acs = va.st[va.rank - 1],
+             .brs = vb.st[vb.rank - 2], .bcs = vb.st[vb.rank - 1],
+             .A = a->data, .B = b->data, .alpha = c->st->smatmul.alpha};
+  if (vb.dims[vb.rank - 2] != s.K)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "inner dimensions differ: A %s x B %s after the "
+                         "operands' permutations",
+                         dynq__shape_str(x, sizeof(x), va.rank, va.dims),
+                         dynq__shape_str(y, sizeof(y), vb.rank, vb.dims));
+  /* batch axes, aligned on the right, broadcast */
+  s.nb = (va.rank > vb.rank ? va.rank : vb.rank) - 2;
+  int64_t ld[DYNQ_MAX_RANK];
+  for (int d = 0; d < s.nb; d++) {
+    int ia = d - (s.nb - (va.rank - 2)), ib = d - (s.nb - (vb.rank - 2));
+    int64_t da = ia >= 0 ? va.dims[ia] : 1, db = ib >= 0 ? vb.dims[ib] : 1;
+    if (da != db && da != 1 && db != 1)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "batch dimensions do not broadcast: A %s x B %s "
+                           "after the operands' permutations",
+                           dynq__shape_str(x, sizeof(x), va.rank, va.dims),
+                           dynq__shape_str(y, sizeof(y), vb.rank, vb.dims));
+    s.bdims[d] = ld[d] = da == 1 ? db : da;
+    s.bst[0][d] = da == 1 ? 0 : va.st[ia];
+    s.bst[1][d] = db == 1 ? 0 : vb.st[ib];
+  }
+  int ry = s.nb + 2;
+  ld[ry - 2] = s.M;
+  ld[ry - 1] = s.N;
+  if ((rc = smm_perm(c, in, 2, ry, py))) return rc;
+  /* the result's physical shape and, per logical axis, its stride */
+  int64_t od[DYNQ_MAX_RANK], ost[DYNQ_MAX_RANK], lst[DYNQ_MAX_RANK], e = 1;
+  for (int d = 0; d < ry; d++) od[d] = ld[py[d]];
+  for (int d = ry - 1; d >= 0; d--) {
+    ost[d] = e;
+    e *= od[d];
+  }
+  for (int d = 0; d < ry; d++) lst[py[d]] = ost[d];
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, ry, od, 0))) return rc;
+  for (int d = 0; d < s.nb; d++) s.bst[2][d] = lst[d];
+  s.yrs = lst[ry - 2];
+  s.ycs = lst[ry - 1];
+  s.Y = out->data;
+  s.count = 1;
+  for (int d = 0; d < s.nb; d++) s.count *= s.bdims[d];
+  if (s.count == 0 || s.M == 0 || s.N == 0) return 0;
+  /* batch matrices split over threads when there is enough work (each
+   * matrix's result is the same whichever thread computes it) */
+  s.chunks = 1;
+  if (c->threads > 1 && s.count > 1 && s.count * s.M * s.N * s.K >= SPLIT_MIN_MACS)
+    s.chunks = s.count < (int64_t)c->threads * SPLIT_CHUNKS_PER_THREAD
+                   ? s.count : (int64_t)c->threads * SPLIT_CHUNKS_PER_THREAD;
+  if (s.chunks > 1)
+    c->splits += (uint64_t)dynq__parallel_for(c->threads, s.chunks, smm_task, &s);
+  else
+    smm_task(&s, 0);
+  if (s.failed) {
+    dynq__tensor_clear(out);
+    return dynq__op_fail(c, -ENOMEM, "out of memory");
+  }
+  return 0;
+}
+
+int dynq__prep_smatmul(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                       char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->smatmul.alpha = dynq__node_attr_f(n, "alpha", 1.0f);
+  return 0;
+}

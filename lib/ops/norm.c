@@ -12,6 +12,53 @@
 #include "dynq/errors.h"
 #include "vmath.h"
 
+/* The row functions are compiled for AVX-512, AVX2 and the baseline and
+ * picked at load (target_clones); the sums run in 16 fixed lanes combined
+ * in a fixed order, so every clone gives the same bits.  no-trapping-math
+ * lets GCC if-convert the selects (results unchanged). */
+#define VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define LANES 16
+
+/* Softmax of one contiguous row, in place.  A NaN anywhere makes the
+ * row NaN (through the sum), as the reference does. */
+CLONES VEC static void softmax_row(float *y, int64_t len) {
+  float m[LANES], s[LANES];
+  for (int k = 0; k < LANES; k++) m[k] = -INFINITY, s[k] = 0.0f;
+  int64_t i = 0;
+  for (; i + LANES <= len; i += LANES)
+    for (int k = 0; k < LANES; k++) m[k] = y[i + k] > m[k] ? y[i + k] : m[k];
+  float mx = -INFINITY;
+  for (; i < len; i++) mx = y[i] > mx ? y[i] : mx;
+  for (int k = 0; k < LANES; k++) mx = m[k] > mx ? m[k] : mx;
+  for (i = 0; i + LANES <= len; i += LANES)
+    for (int k = 0; k < LANES; k++) {
+      float e = dynq_vexp(y[i + k] - mx);
+      y[i + k] = e;
+      s[k] += e;
+    }
+  float tail = 0.0f;
+  for (; i < len; i++) {
+    y[i] = dynq_vexp(y[i] - mx);
+    tail += y[i];
+  }
+  for (int w = LANES / 2; w >= 1; w /= 2) /* pairwise: a fixed order */
+    for (int k = 0; k < w; k++) s[k] += s[k + w];
+  float inv = 1.0f / (s[0] + tail);
+  for (i = 0; i < len; i++) y[i] *= inv;
+}
+
+/* y = x + m over one row, each read with its stride (0: broadcast). */
+CLONES VEC static void add_row(float *y, const float *x, int64_t sx, const float *m, int64_t sm,
+                               int64_t len) {
+  if (sx == 1 && sm == 1)
+    for (int64_t i = 0; i < len; i++) y[i] = x[i] + m[i];
+  else if (sx == 1 && sm == 0)
+    for (int64_t i = 0; i < len; i++) y[i] = x[i] + m[0];
+  else
+    for (int64_t i = 0; i < len; i++) y[i] = x[i * sx] + m[i * sm];
+}
+
 int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                        dynq__tensor_t *out) {
   const dynq__tensor_t *x = in[0];
@@ -19,7 +66,7 @@ int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if ((rc = dynq__op_need_f32(c, x, 0))) return rc;
   if (x->rank == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "input is a scalar");
   if ((rc = dynq__op_norm_axis(c, c->st->softmax.axis, x->rank, 0, &ax))) return rc;
-  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, x->dims, 1))) return rc;
+  if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, x->rank, x->dims, out))) return rc;
   int64_t len = x->dims[ax], inner = 1, outer = 1;
   for (int d = ax + 1; d < x->rank; d++) inner *= x->dims[d];
   if (c->st->softmax.flatten) { /* opset < 13: one softmax over [ax, rank) */
@@ -29,6 +76,11 @@ int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   for (int d = 0; d < ax; d++) outer *= x->dims[d];
   const float *px = x->data;
   float *py = out->data;
+  if (inner == 1) { /* the usual case: contiguous rows (in place when donated) */
+    if (py != px) memcpy(py, px, sizeof(float) * (size_t)(outer * len));
+    for (int64_t o = 0; o < outer; o++) softmax_row(py + o * len, len);
+    return 0;
+  }
   for (int64_t o = 0; o < outer; o++)
     for (int64_t i = 0; i < inner; i++) {
       const float *xs = px + o * len * inner + i;
@@ -47,6 +99,34 @@ int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   return 0;
 }
 
+/* MaskedSoftmax(X, Mask) = Softmax(X + Mask) over the last axis, X and
+ * Mask broadcast as Add's: the importer's form of attention's mask Add
+ * and Softmax (models/fuse.c), one pass over the scores instead of two. */
+int dynq__run_masked_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                             dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_f32(c, in[0], 0)) || (rc = dynq__op_need_f32(c, in[1], 1))) return rc;
+  dynq__bcast_t bc;
+  if ((rc = dynq__bcast_init(c, 2, in, &bc))) return rc;
+  if (bc.rank == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "inputs are scalars");
+  /* in place in X's storage when the executor offers it and X has the
+   * result's shape (the scores always do) */
+  int same = in[0]->rank == bc.rank && dynq__tensor_numel(in[0]) == bc.n;
+  if (same) rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, bc.rank, bc.dims, out);
+  else rc = dynq__op_alloc(c, out, DYNQ_DT_F32, bc.rank, bc.dims, 0);
+  if (rc) return rc;
+  int64_t len = bc.dims[bc.rank - 1];
+  if (len == 0 || bc.n == 0) return 0;
+  const float *px = in[0]->data, *pm = in[1]->data;
+  float *py = out->data;
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
+  for (int64_t r = 0; r < bc.n / len; r++, dynq__bcast_next_row(&bc, 2, cnt, off)) {
+    float *y = py + r * len;
+    add_row(y, px + off[0], bc.st[0][bc.rank - 1], pm + off[1], bc.st[1][bc.rank - 1], len);
+    softmax_row(y, len);
+  }
+  return 0;
+}
 
 /* "axis" (default -1) and "flatten" (1: the importer's opset < 13 form). */
 int dynq__prep_softmax(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,

@@ -97,7 +97,12 @@
   X(HARD_SWISH, 59, "HardSwish", 14, 0, 1, 1, 1, 1, none, none, hardswish)                \
   X(ERF, 60, "Erf", 9, 0, 1, 1, 1, 1, none, none, erf)                                     \
   /* embed.c: Gather on an int8 embedding table (import-time form) */                     \
-  X(QGATHER, 61, "QGather", 0, 0, 3, 4, 1, 1, qgather, none, qgather)
+  X(QGATHER, 61, "QGather", 0, 0, 3, 4, 1, 1, qgather, none, qgather)                     \
+  /* attention, import-time forms (models/fuse.c): codes 96..99 */                        \
+  /* matmul.c: MatMul with its operands' and result's Transposes folded in */             \
+  X(STRIDED_MATMUL, 96, "StridedMatMul", 0, 0, 2, 5, 1, 1, none, smatmul, smatmul)         \
+  /* norm.c: Softmax(X + Mask) over the last axis */                                      \
+  X(MASKED_SOFTMAX, 97, "MaskedSoftmax", 0, 0, 2, 2, 1, 1, none, none, masked_softmax)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
@@ -106,7 +111,7 @@ typedef enum dynq_op {
 #undef DYNQ__OP_ENUM
   DYNQ_OP__END
 } dynq_op_t;
-#define DYNQ_OP__COUNT 64 /* codes are below this */
+#define DYNQ_OP__COUNT 128 /* codes are below this */
 
 typedef struct dynq__opdef {
   int code;
