@@ -450,8 +450,8 @@ static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname
  * become constants right away.  Pass 2: emit; each node claims the
  * placeholders of its outputs, and nodes whose inputs are all constants
  * are folded into constants.  Used for the graph and for If branches. */
-int dynq__imp_convert_nodes(conv_t *c, Onnx__NodeProto *const *nodes, size_t nn,
-                            const char *what) {
+static int convert_nodes(conv_t *c, Onnx__NodeProto *const *nodes, size_t nn,
+                         const char *what) {
   dynq__builder_t *b = &c->b;
   int rc = -1, n_bad = 0;
   const char **names = calloc(nn + 1, sizeof(char *));
@@ -592,6 +592,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
   conv_t c;
   memset(&c, 0, sizeof(c));
   c.opt = *opt;
+  c.convert_nodes = convert_nodes;
   int ret = 1;
 
   m = onnx__model_proto__unpack(NULL, len, buf);
@@ -707,7 +708,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
     dynq__imp_errorf("out of memory");
     goto done;
   }
-  if (dynq__imp_convert_nodes(&c, g->node, g->n_node, in) != 0) goto done;
+  if (convert_nodes(&c, g->node, g->n_node, in) != 0) goto done;
   for (size_t i = 0; i < g->n_output; i++) {
     const Onnx__ValueInfoProto *vi = g->output[i];
     int32_t v = vi->name ? dynq__imp_lookup(b, vi->name) : -1;

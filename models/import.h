@@ -158,6 +158,12 @@ typedef struct conv {
   int n_uses;
   int n_anon;                /* counter naming nodes that have no name */
   int branch_depth;          /* > 0 while converting an If branch */
+  /* Pass 1 + pass 2 over a node list, set by the driver
+   * (dynq-quantize.c): the If converter hands it its branches.  A pointer
+   * rather than a call so the converters never call back up into the file
+   * that holds the op table. */
+  int (*convert_nodes)(struct conv *c, Onnx__NodeProto *const *nodes, size_t nn,
+                       const char *what);
   dynq__layer_report_t *layers; /* owned, [cap_layers] */
   int n_layers, cap_layers;
   /* Signal front-end rule (models/README.md): names of the values that
@@ -255,9 +261,6 @@ int dynq__imp_finish_graph(conv_t *c, dynq__graph_t *g, const char *producer,
 
 /* ---- graph ops (import_graph.c) ---- */
 
-/* Pass 1 + pass 2 over a node list (the graph, or an If branch). */
-int dynq__imp_convert_nodes(conv_t *c, Onnx__NodeProto *const *nodes, size_t nn,
-                            const char *what);
 /* Constant node (any value_* form) -> constant value; -1 after an error. */
 int dynq__imp_constant_node(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 /* Fold nodes [first, n_nodes) whose inputs are all constants: run them

@@ -508,7 +508,7 @@ static int import_branch(conv_t *c, const Onnx__GraphProto *g, const char *nname
   char *what = dynq__imp_pool_printf(&c->b.pool, "node '%s' (op If) %s branch", nname, which);
   if (what == NULL) return oom();
   c->branch_depth++;
-  int rc = dynq__imp_convert_nodes(c, g->node, g->n_node, what);
+  int rc = c->convert_nodes(c, g->node, g->n_node, what);
   c->branch_depth--;
   return rc;
 }
