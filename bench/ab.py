@@ -9,7 +9,8 @@ prints per figure the median of each side and the median of the per-round
 ratios new/old (< 1 is faster for times, > 1 is faster for rates), with the
 ratio's range.  Each build quantizes its own copies of the models with its
 own dynq-quantize.  Engine benches are pinned to CPU 1; the request-path
-ones (ipc-bench) use both CPUs, as dynqd does.
+ones (ipc-bench) use both CPUs, as dynqd does.  --ipc-bench BIN runs the same
+ipc-bench against both builds' dynqd.
 """
 import argparse
 import json
@@ -45,7 +46,7 @@ def prepare(build, tmp):
     return {"models": os.path.join(d, "m"), "vad": vad}
 
 
-def figures(build, models, quick):
+def figures(build, models, quick, ipc_bench=None):
     out = {}
     b = lambda name: os.path.join(build, "bench", name)
     pin = ["taskset", "-c", "1"]
@@ -64,12 +65,16 @@ def figures(build, models, quick):
             if j.get("bench") == "silero-vad-chunk" and "INT8" in j["path"]:
                 key = "vad chunk int8 us" if "batch" not in j["path"] else "vad chunk int8 batch32 us/chunk"
                 out[key] = j["median_us"]
-    txt = run([b("ipc-bench"), "--dynqd", os.path.join(build, "daemon/dynqd"), "--models",
+    txt = run([ipc_bench or b("ipc-bench"), "--dynqd", os.path.join(build, "daemon/dynqd"), "--models",
                models["models"], "--seconds", "1" if quick else "2"])
     pats = {
         "ping p50 us (back to back)": r"back to back.*dynq_ping p50 ([\d.]+)",
         "infer [1,768] p50 us (spin 50)": r"spin 50 us: dynq_ping p50 [\d.]+ us; dynq_infer \[1,768\] p50 ([\d.]+)",
         "64 clients req/s (raw, batching off)": r"throughput, 64 clients, batching off: (\d+)",
+        "bare 64-pair socket ping-pong round trips/s": r"bare socketpair ping-pong, 64 pairs, [\d/]+ bytes: (\d+)",
+        "64 clients % of bare ping-pong": r"64 clients, batching off: .*; (\d+)% of the bare",
+        "pipelined 4x32 req/s": r"pipelined 4 conns x 32 in flight .*: (\d+) req/s",
+        "pipelined 4x32 % of engine": r"pipelined 4x32: (\d+)% of its rate",
         "engine in-process runs/s": r"engine in-process, 2 threads: (\d+)",
         "dynqd CPU us/req (64 raw clients)": r"64 clients, batching off: \d+ req/s \(dynqd CPU ([\d.]+)",
     }
@@ -114,6 +119,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 s ipc-bench phases")
     ap.add_argument("--callgrind", action="store_true",
                     help="also count the engine benches' instructions (once per build)")
+    ap.add_argument("--ipc-bench", metavar="BIN",
+                    help="one ipc-bench binary for both sides (each still starts its own dynqd), "
+                         "e.g. when OLD's ipc-bench lacks a figure")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="dynq-ab.")
     run(["/usr/bin/python3", os.path.join(SRC, "bench/make_linear.py"), os.path.join(tmp, "lin.onnx")])
@@ -123,7 +131,7 @@ def main():
     for r in range(a.rounds):
         order = ["old", "new"] if r % 2 == 0 else ["new", "old"]
         for side in order:
-            res[side].append(figures(builds[side], models[side], a.quick))
+            res[side].append(figures(builds[side], models[side], a.quick, a.ipc_bench))
         print("round %d/%d done" % (r + 1, a.rounds), file=sys.stderr)
     if a.callgrind:
         print("| figure (callgrind) | old | new | new/old |")

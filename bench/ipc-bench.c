@@ -20,6 +20,9 @@
  *      each), batching off and on (--batch-max 16 --batch-delay 200), vs
  *      the engine in-process on W threads; batching off also through
  *      libdynqclient with its busy-poll off and at --client-spin;
+ *      next to a bare AF_UNIX ping-pong of N socketpairs (N client threads,
+ *      N echo threads) moving messages of the request's and the answer's
+ *      sizes, measured just before and after (the socket's own limit);
  *   3b. throughput pipelined through libdynqclient: --pipeline CxD (default
  *      4x32) connections each keeping D requests in flight (dynq_submit_infer
  *      / dynq_poll / dynq_wait_infer), next to the engine's rate;
@@ -630,6 +633,107 @@ static double engine_throughput(void) {
   return (double)total / el;
 }
 
+/* ---- 3c: the socket's own limit ----
+ *
+ * What 64 synchronous clients could reach if dynqd cost nothing: N pairs of
+ * threads over AF_UNIX stream socketpairs, each client writing a message
+ * the size of the infer request and reading one the size of its answer,
+ * each echo thread reading the one and writing the other.  Same machine,
+ * same run, so the dynqd figure is read as a fraction of it. */
+
+typedef struct bare_arg {
+  int fd;
+  size_t req, resp;
+  double until;
+  long done;
+} bare_arg_t;
+
+static int full_io(int fd, uint8_t *p, size_t n, int wr) {
+  while (n > 0) {
+    ssize_t r = wr ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static void *bare_echo_main(void *p) {
+  bare_arg_t *a = p;
+  size_t big = a->req > a->resp ? a->req : a->resp;
+  uint8_t *buf = calloc(1, big);
+  while (buf && full_io(a->fd, buf, a->req, 0) == 0 && full_io(a->fd, buf, a->resp, 1) == 0) {
+  }
+  free(buf);
+  return NULL;
+}
+
+static void *bare_client_main(void *p) {
+  bare_arg_t *a = p;
+  size_t big = a->req > a->resp ? a->req : a->resp;
+  uint8_t *buf = calloc(1, big);
+  if (buf == NULL) die("out of memory");
+  while (now_s() < a->until) {
+    if (full_io(a->fd, buf, a->req, 1) != 0 || full_io(a->fd, buf, a->resp, 0) != 0)
+      die("bare ping-pong: socket failed");
+    a->done++;
+  }
+  free(buf);
+  shutdown(a->fd, SHUT_WR);  /* the echo thread sees EOF and ends */
+  return NULL;
+}
+
+static double bare_pingpong(int pairs, size_t req, size_t resp) {
+  pthread_t *th = calloc((size_t)pairs * 2, sizeof(*th));
+  bare_arg_t *a = calloc((size_t)pairs * 2, sizeof(*a));
+  int *fds = calloc((size_t)pairs * 2, sizeof(*fds));
+  if (th == NULL || a == NULL || fds == NULL) die("out of memory");
+  double t0 = now_s(), until = t0 + o_seconds;
+  for (int i = 0; i < pairs; i++) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair failed");
+    fds[2 * i] = sv[0];
+    fds[2 * i + 1] = sv[1];
+    a[2 * i] = (bare_arg_t){sv[0], req, resp, until, 0};
+    a[2 * i + 1] = (bare_arg_t){sv[1], req, resp, until, 0};
+    pthread_create(&th[2 * i + 1], NULL, bare_echo_main, &a[2 * i + 1]);
+    pthread_create(&th[2 * i], NULL, bare_client_main, &a[2 * i]);
+  }
+  long total = 0;
+  for (int i = 0; i < pairs; i++) {
+    pthread_join(th[2 * i], NULL);
+    total += a[2 * i].done;
+  }
+  double el = now_s() - t0;
+  for (int i = 0; i < pairs; i++) pthread_join(th[2 * i + 1], NULL);
+  for (int i = 0; i < 2 * pairs; i++) close(fds[i]);
+  free(th);
+  free(a);
+  free(fds);
+  return (double)total / el;
+}
+
+/* Sizes of the infer request and of its answer, as the throughput clients
+ * send and receive them. */
+static void infer_sizes(const daemon_t *d, size_t *ret_req, size_t *ret_resp) {
+  conn_t c;
+  c_open(&c, d->sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_infer(&w, 3);
+  c_send(&c, w.data, w.len);
+  dynq__rpc_msg_t m;
+  if (c_recv(&c, &m) != 0) die("infer failed");
+  size_t flen;
+  dynq__rpc_frame(&m, &flen);
+  *ret_req = w.len;
+  *ret_resp = flen;
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
+  c_close(&c);
+}
+
 /* ---- 4: memory ---- */
 
 static void rss_pss(pid_t pid, long *ret_rss, long *ret_pss) {
@@ -712,10 +816,19 @@ int main(int argc, char **argv) {
     daemon_stop(&d);
     return 0;
   }
+  size_t req_len, resp_len;
+  infer_sizes(&d, &req_len, &resp_len);
+  /* the bare pairs on both sides of the daemon figure: the load on a
+   * shared machine drifts, the mean of the two is what it was around it */
+  double t_bare0 = bare_pingpong(o_clients, req_len, resp_len);
   double t_off = throughput(&d, -1);
   double cpu_off = g_cpu_per_req_us;
-  printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req)\n",
-         o_clients, t_off, cpu_off);
+  double t_bare1 = bare_pingpong(o_clients, req_len, resp_len);
+  double t_bare = (t_bare0 + t_bare1) / 2;
+  printf("bare socketpair ping-pong, %d pairs, %zu/%zu bytes: %.0f round trips/s (%.0f, %.0f)\n",
+         o_clients, req_len, resp_len, t_bare, t_bare0, t_bare1);
+  printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req; %.0f%% of "
+         "the bare ping-pong)\n", o_clients, t_off, cpu_off, 100.0 * t_off / t_bare);
   for (int k = 0; k < 2; k++) {
     int sp = k == 0 ? 0 : o_client_spin;
     double t = throughput(&d, sp);

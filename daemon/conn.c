@@ -4,11 +4,22 @@
  * and the lifecycle drawn in dynqd.h.  Requests go to server->on_request
  * (the dispatcher); this file knows no method.
  *
- * Each connection keeps one read buffer (at most max_frame + READ_CHUNK
- * bytes).  Every complete object in it goes through dynq__mp_scan before
- * msgpack-c sees it.  A frame the scanner rejects cannot be skipped (the
- * stream has no length prefix), so it is answered with msgid 0 and the
- * connection is closed after what is pending has been flushed.
+ * Each connection reads into one dynq__framer (lib/proto; at most
+ * max_frame + READ_CHUNK bytes), so one read brings in as many frames as
+ * the socket holds and every complete one in it is handled in that
+ * callback.  Every frame went through dynq__mp_scan before msgpack-c sees
+ * it.  A frame the scanner rejects cannot be skipped (the stream has no
+ * length prefix), so it is answered with msgid 0 and the connection is
+ * closed after what is pending has been flushed.  A frame that must wait
+ * for start-up is parked in the framer (dynq__framer_hold) and handed out
+ * again by dynqd__conn_resume.
+ *
+ * Answers are not written one by one: dynqd__conn_send queues them on the
+ * connection, and dynqd__conn_flush_output (the loop's prepare handle,
+ * just before it polls) writes each connection's answers of the iteration
+ * with one writev (uv_try_write); only what the socket does not take goes
+ * to a uv_write request.  A pipelining client thus costs one write per
+ * loop iteration, not one per answer.
  *
  * Receiving fds: connections are libuv IPC pipes (uv_pipe_init(.., 1)),
  * so libuv's own recvmsg collects SCM_RIGHTS fds and queues them on the
@@ -51,21 +62,29 @@
 #define READ_CHUNK ((size_t)64 << 10)
 /* A read buffer that grew for a big frame is dropped once it is empty. */
 #define RBUF_KEEP ((size_t)1 << 20)
+/* Answers gathered per connection and loop iteration: at most this many
+ * in one writev (IOV_MAX is 1024 on Linux); more wait for the next. */
+#define OUT_IOV 256
 /* Period of the transport's checks (idle, back-off, drain). */
 #define TICK_MS 100
 
+/* What the socket did not take at once: the answers' buffers (owned,
+ * freed in the callback; the first may have been written in part, so
+ * base[0] is kept apart from the buffer given to uv_write). */
 typedef struct wreq {
   uv_write_t req;
   dynqd_conn_t *conn;   /* one ref held until the callback */
-  uint8_t *data;        /* owned, freed in the callback */
-  size_t len;           /* bytes given to uv_write (from data + off) */
+  size_t len;           /* bytes given to uv_write */
+  int n;
+  void *own[];          /* n buffers to free */
 } wreq_t;
 
 #ifndef NDEBUG
 static int conn_state_ok(const dynqd_conn_t *c) {
   if (c->refs < 1 || c->inflight < 0 || c->writes < 0 || c->held < 0) return 0;
   if (c->n_fds < 0 || c->n_fds > (int)(sizeof(c->fds) / sizeof(c->fds[0]))) return 0;
-  if (c->rlen > c->rcap) return 0;
+  if (c->on < 0 || c->on > c->ocap || (c->on > 0) != (c->fqueued != 0)) return 0;
+  if (c->closing && c->on != 0) return 0;
   if (c->closing && c->reading) return 0;
   if (c->flushing && c->reading) return 0;
   if (c->writes == 0 && c->out_bytes != 0) return 0;
@@ -86,7 +105,7 @@ static void on_tmp_close(uv_handle_t *h) { free(h); }
 /* Take fds libuv queued on the connection (SCM_RIGHTS) into c->fds: they
  * came with the n bytes about to be appended to the read buffer. */
 static void take_fds(dynqd_conn_t *c, ssize_t n) {
-  uint64_t start = c->rpos + c->rlen;
+  uint64_t start = c->rx;
   uint64_t end = start + (n > 0 ? (uint64_t)n : 0);
   while (uv_pipe_pending_count(&c->pipe) > 0) {
     uv_pipe_t *tmp = malloc(sizeof(*tmp));
@@ -147,7 +166,7 @@ static void close_stray_fds(dynqd_conn_t *c, uint64_t pos) {
 /* c's buffers changed: keep srv->buffers in step (closing connections
  * are no longer counted: what they hold goes soon). */
 static void account(dynqd_conn_t *c) {
-  size_t now = c->closing ? 0 : c->rcap + c->out_bytes;
+  size_t now = c->closing ? 0 : c->fr.cap + c->out_bytes + c->obytes + c->req_bytes;
   c->srv->buffers = c->srv->buffers - c->mem + now;
   c->mem = now;
 }
@@ -184,8 +203,37 @@ int dynqd__conn_add_close_hook(dynqd_server_t *s, dynqd_close_hook_fn fn, void *
 
 static void conn_unref(dynqd_conn_t *c) {
   if (--c->refs > 0) return;
-  free(c->rbuf);
+  dynq__framer_free(&c->fr);
+  free(c->obuf);
   free(c);
+}
+
+/* Forget the answers not written yet (the connection is closing). */
+static void drop_output(dynqd_conn_t *c) {
+  for (int i = 0; i < c->on; i++) free(c->obuf[i].base);
+  c->on = 0;
+  c->obytes = 0;
+  if (c->fqueued) {
+    dynqd_server_t *s = c->srv;
+    if (c->fprev) c->fprev->fnext = c->fnext;
+    else s->flush = c->fnext;
+    if (c->fnext) c->fnext->fprev = c->fprev;
+    c->fnext = c->fprev = NULL;
+    c->fqueued = 0;
+  }
+}
+
+int dynqd__conn_charge(dynqd_conn_t *c, size_t bytes) {
+  dynqd_server_t *s = c->srv;
+  if (s->buffers + bytes > s->cfg->max_buffers_total) return DYNQ_EOVERLOAD;
+  c->req_bytes += bytes;
+  account(c);
+  return 0;
+}
+
+void dynqd__conn_uncharge(dynqd_conn_t *c, size_t bytes) {
+  c->req_bytes -= bytes < c->req_bytes ? bytes : c->req_bytes;
+  account(c);
 }
 
 static void on_close(uv_handle_t *h) {
@@ -211,6 +259,7 @@ void dynqd__conn_close(dynqd_conn_t *c) {
   if (c->closing) return;
   c->closing = 1;
   c->reading = 0;  /* uv_close stops reading */
+  drop_output(c);
   account(c);      /* no longer counted */
   atomic_store(&c->dead, 1);
   /* What services tied to it (sessions, shm regions) let go now; running
@@ -223,7 +272,8 @@ void dynqd__conn_close(dynqd_conn_t *c) {
 /* Close a flushing connection once nothing is left for it to say. */
 static void maybe_finish(dynqd_conn_t *c) {
   if (c->closing || !c->flushing) return;
-  if (c->inflight == 0 && c->writes == 0 && c->rlen == 0) dynqd__conn_close(c);
+  if (c->inflight == 0 && c->writes == 0 && c->on == 0 && dynq__framer_pending(&c->fr) == 0)
+    dynqd__conn_close(c);
 }
 
 void dynqd__conn_flush_and_close(dynqd_conn_t *c) {
@@ -254,7 +304,7 @@ static void on_write(uv_write_t *req, int status) {
   c->writes--;
   c->out_bytes -= w->len;
   account(c);
-  free(w->data);
+  for (int i = 0; i < w->n; i++) free(w->own[i]);
   free(w);
   if (status < 0 && status != UV_ECANCELED) {
     log_debug("conn %llu: write failed: %s", (unsigned long long)c->id,
@@ -275,7 +325,7 @@ void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
   }
   /* What the kernel has not taken yet: a client that reads keeps this near
    * zero however many responses are pending callbacks. */
-  size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe);
+  size_t unsent = uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) + c->obytes;
   if (unsent + len > c->srv->cfg->max_output) {
     log_warn("conn %llu: %zu unsent response bytes exceed the %zu-byte output "
              "limit (client not reading?); closing it",
@@ -284,53 +334,124 @@ void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
     dynqd__conn_close(c);
     return;
   }
-  c->last_active_ns = uv_hrtime();
-  /* Nothing of ours queued: write now.  A response the socket takes whole
-   * (the usual case) needs no request, no callback and no change to the
-   * epoll set; only what is left over is queued, behind nothing. */
-  size_t off = 0;
-  if (c->writes == 0) {
-    uv_buf_t b0 = uv_buf_init((char *)data, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)&c->pipe, &b0, 1);
-    if (n >= 0 && (size_t)n == len) {
-      free(data);
-      return;
-    }
-    if (n >= 0) {
-      off = (size_t)n;
-    } else if (n != UV_EAGAIN) {
-      log_debug("conn %llu: write failed: %s", (unsigned long long)c->id, uv_strerror(n));
+  if (c->on == c->ocap) {
+    int ncap = c->ocap ? 2 * c->ocap : 8;
+    uv_buf_t *nb = realloc(c->obuf, (size_t)ncap * sizeof(*nb));
+    if (nb == NULL) {
+      log_err("conn %llu: out of memory queueing a response; closing it",
+              (unsigned long long)c->id);
       free(data);
       dynqd__conn_close(c);
       return;
     }
+    c->obuf = nb;
+    c->ocap = ncap;
   }
-  wreq_t *w = malloc(sizeof(*w));
-  if (w == NULL) {
-    log_err("conn %llu: out of memory queueing a response; closing it",
-            (unsigned long long)c->id);
-    free(data);
-    dynqd__conn_close(c);
-    return;
+  c->last_active_ns = uv_hrtime();
+  c->obuf[c->on++] = uv_buf_init((char *)data, (unsigned)len);
+  c->obytes += len;
+  if (!c->fqueued) {
+    dynqd_server_t *s = c->srv;
+    c->fqueued = 1;
+    c->fprev = NULL;
+    c->fnext = s->flush;
+    if (s->flush) s->flush->fprev = c;
+    s->flush = c;
   }
-  w->conn = c;
-  w->data = data;
-  w->len = len - off;
-  uv_buf_t b = uv_buf_init((char *)data + off, (unsigned)(len - off));
-  int rc = uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_write);
-  if (rc != 0) {
-    log_debug("conn %llu: write failed: %s", (unsigned long long)c->id,
-              uv_strerror(rc));
-    free(data);
-    free(w);
-    dynqd__conn_close(c);
-    return;
+  account(c);  /* shed, if need be, once written (dynqd__conn_flush_output) */
+}
+
+/* Write c's queued answers: what the socket takes now with one writev,
+ * the rest in one uv_write behind any earlier one. */
+static void flush_one(dynqd_conn_t *c) {
+  int n = c->on < OUT_IOV ? c->on : OUT_IOV;
+  size_t len = 0;
+  for (int i = 0; i < n; i++) len += c->obuf[i].len;
+  int done = 0;     /* buffers written whole */
+  size_t part = 0;  /* bytes of obuf[done] written */
+  if (c->writes == 0) {
+    /* Nothing of ours queued in libuv: write now.  Answers the socket
+     * takes whole (the usual case) need no request, no callback and no
+     * change to the epoll set. */
+    int w = uv_try_write((uv_stream_t *)&c->pipe, c->obuf, (unsigned)n);
+    if (w < 0 && w != UV_EAGAIN) {
+      log_debug("conn %llu: write failed: %s", (unsigned long long)c->id, uv_strerror(w));
+      dynqd__conn_close(c);
+      return;
+    }
+    size_t left = w > 0 ? (size_t)w : 0;
+    while (done < n && left >= c->obuf[done].len) {
+      left -= c->obuf[done].len;
+      free(c->obuf[done].base);
+      done++;
+    }
+    part = left;
+    len -= (size_t)(w > 0 ? w : 0);
   }
-  c->refs++;
-  c->writes++;
-  c->out_bytes += len - off;
+  if (done < n) {
+    int k = n - done;
+    wreq_t *wr = malloc(sizeof(*wr) + (size_t)k * sizeof(void *));
+    uv_buf_t small[8];
+    uv_buf_t *b = k <= 8 ? small : malloc((size_t)k * sizeof(*b));
+    if (wr == NULL || b == NULL) {
+      log_err("conn %llu: out of memory queueing a response; closing it",
+              (unsigned long long)c->id);
+      free(wr);
+      if (b != small) free(b);
+      for (int i = done; i < n; i++) free(c->obuf[i].base);
+      memmove(c->obuf, c->obuf + n, (size_t)(c->on - n) * sizeof(*c->obuf));
+      c->on -= n;
+      dynqd__conn_close(c);
+      return;
+    }
+    for (int i = 0; i < k; i++) {
+      wr->own[i] = c->obuf[done + i].base;
+      b[i] = c->obuf[done + i];
+    }
+    b[0].base += part;
+    b[0].len -= part;
+    wr->conn = c;
+    wr->len = len;
+    wr->n = k;
+    /* libuv copies the uv_buf_t array; the bytes stay ours until on_write */
+    int rc = uv_write(&wr->req, (uv_stream_t *)&c->pipe, b, (unsigned)k, on_write);
+    if (b != small) free(b);
+    if (rc != 0) {
+      log_debug("conn %llu: write failed: %s", (unsigned long long)c->id, uv_strerror(rc));
+      for (int i = 0; i < k; i++) free(wr->own[i]);
+      free(wr);
+      memmove(c->obuf, c->obuf + n, (size_t)(c->on - n) * sizeof(*c->obuf));
+      c->on -= n;
+      dynqd__conn_close(c);
+      return;
+    }
+    c->refs++;
+    c->writes++;
+    c->out_bytes += len;
+  }
+  size_t taken = 0;
+  for (int i = 0; i < n; i++) taken += c->obuf[i].len;
+  memmove(c->obuf, c->obuf + n, (size_t)(c->on - n) * sizeof(*c->obuf));
+  c->on -= n;
+  c->obytes -= taken;
   account(c);
-  shed(c->srv);
+}
+
+void dynqd__conn_flush_output(dynqd_server_t *s) {
+  while (s->flush != NULL) {
+    dynqd_conn_t *c = s->flush;
+    s->flush = c->fnext;
+    if (s->flush) s->flush->fprev = NULL;
+    c->fnext = c->fprev = NULL;
+    c->fqueued = 0;
+    c->refs++;  /* a failed write closes it; keep it until we are done */
+    while (c->on > 0 && !c->closing) flush_one(c);
+    CHECK_STATE(c);
+    maybe_finish(c);
+    conn_unref(c);
+  }
+  shed(s);
+  dynqd__server_check_drained(s);
 }
 
 static void send_wbuf(dynqd_conn_t *c, dynq__wbuf_t *w) {
@@ -417,8 +538,7 @@ static void bad_frame(dynqd_conn_t *c, int rc) {
   log_info("conn %llu: %s (%s); closing the connection",
            (unsigned long long)c->id, msg, dynq_err_name(rc));
   dynqd__conn_send_error(c, 0, rc, "%s; closing the connection", msg);
-  c->rpos += c->rlen;
-  c->rlen = 0;  /* the rest of the stream cannot be resynchronised */
+  dynq__framer_discard(&c->fr);  /* the rest of the stream cannot be resynchronised */
   c->flushing = 1;
 }
 
@@ -452,70 +572,57 @@ static int handle_frame(dynqd_conn_t *c, const uint8_t *buf, size_t len) {
 }
 
 static void process_frames(dynqd_conn_t *c) {
+  /* A request handled here may end an operation of this connection (an
+   * inline run answering at once), which calls back in: the outer loop
+   * goes on instead, so the frame it holds stays where it is. */
+  if (c->framing) return;
+  c->framing = 1;
   const dynqd_config_t *cfg = c->srv->cfg;
-  dynq__scan_limits_t lim = {cfg->max_frame, cfg->max_depth, cfg->max_elems};
-  size_t off = 0;
-  while (!c->closing && off < c->rlen && c->inflight < cfg->max_inflight && c->held == 0 &&
-         !c->waiting) {
-    size_t flen = 0;
-    size_t avail = c->rlen - off;
-    int rc = dynq__mp_scan(c->rbuf + off, avail, &lim, &flen);
-    if (rc == -EAGAIN) {
-      if (avail > cfg->max_frame) rc = DYNQ_ETOOBIG;  /* belt and braces */
-      else if (c->flushing) off = c->rlen;  /* will never complete */
-      else break;
-    } else if (rc == 0 && (flen == 0 || flen > avail)) {
-      rc = DYNQ_EPROTO;  /* never trust a length from anyone */
-    }
-    if (rc == -EAGAIN) break;
-    if (rc != 0) {
-      bad_frame(c, rc);
-      off = 0;
+  /* the limits may change on SIGHUP */
+  c->fr.lim = (dynq__scan_limits_t){cfg->max_frame, cfg->max_depth, cfg->max_elems};
+  while (!c->closing && c->inflight < cfg->max_inflight && c->held == 0 && !c->waiting) {
+    uint64_t pos = c->rx - dynq__framer_pending(&c->fr);
+    const uint8_t *f;
+    size_t flen;
+    int rc = dynq__framer_next(&c->fr, &f, &flen);
+    if (rc == 0) {
+      /* A partial frame of a connection that reads no more never ends. */
+      if (c->flushing) dynq__framer_discard(&c->fr);
       break;
     }
-    c->frame_pos = c->rpos + off;
-    if (handle_frame(c, c->rbuf + off, flen) == DYNQD_WAIT) break;
-    off += flen;
+    if (rc < 0) {
+      bad_frame(c, rc);
+      break;
+    }
+    c->frame_pos = pos;
+    if (handle_frame(c, f, flen) == DYNQD_WAIT) {
+      dynq__framer_hold(&c->fr);  /* parked until dynqd__conn_resume */
+      break;
+    }
     c->last_active_ns = uv_hrtime();
-    if (c->n_fds > 0) close_stray_fds(c, c->rpos + off);
+    if (c->n_fds > 0) close_stray_fds(c, pos + flen);
   }
-  if (off > 0) {
-    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-    c->rlen -= off;
-    c->rpos += off;
-  }
-  if (c->rlen == 0 && c->rcap > RBUF_KEEP) {
-    free(c->rbuf);
-    c->rbuf = NULL;
-    c->rcap = 0;
-    account(c);
-  }
+  c->framing = 0;
+  account(c);
   update_reading(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
   dynqd_conn_t *c = (dynqd_conn_t *)h;
-  size_t limit = c->srv->cfg->max_frame + READ_CHUNK;
-  if (c->rcap - c->rlen < READ_CHUNK && c->rcap < limit) {
-    size_t ncap = c->rcap ? c->rcap : READ_CHUNK;
-    while (ncap - c->rlen < READ_CHUNK && ncap < limit) ncap *= 2;
-    if (ncap > limit) ncap = limit;
-    uint8_t *nb = realloc(c->rbuf, ncap);
-    if (nb != NULL) {
-      c->rbuf = nb;
-      c->rcap = ncap;
-      account(c);  /* over the global cap: shed after the read (not here) */
-    } else if (c->rcap == c->rlen) {
-      c->nomem = 1;  /* read_cb stops reading; the next tick retries */
-    }
-  }
-  if (c->rcap == c->rlen) {
-    *buf = uv_buf_init(NULL, 0);  /* read_cb gets UV_ENOBUFS */
+  uint8_t *p;
+  size_t room;
+  /* Room for one READ_CHUNK at least, grown (up to max_frame + READ_CHUNK)
+   * only while a frame being received needs it. */
+  int rc = dynq__framer_space(&c->fr, READ_CHUNK, &p, &room);
+  account(c);  /* over the global cap: shed after the read (not here) */
+  if (rc != 0) {
+    if (rc == -ENOMEM) c->nomem = 1;  /* read_cb stops reading; the next tick retries */
+    *buf = uv_buf_init(NULL, 0);     /* read_cb gets UV_ENOBUFS */
     return;
   }
-  size_t room = c->rcap - c->rlen;
   if (room > ((size_t)1 << 30)) room = (size_t)1 << 30;  /* uv_buf_t len is unsigned */
-  *buf = uv_buf_init((char *)c->rbuf + c->rlen, (unsigned)room);
+  *buf = uv_buf_init((char *)p, (unsigned)room);
 }
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
@@ -523,9 +630,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   if (!c->closing) take_fds(c, n);  /* fds ride with the bytes */
   if (n == 0 || c->closing) return;
   if (n == UV_ENOBUFS) {
-    /* The read buffer is at its cap: pause until frames are consumed
-     * (process_frames restarts reading when there is room); or memory ran
-     * out (nomem): the tick resumes reading, no tight stop/start loop. */
+    /* Memory ran out (nomem): the tick resumes reading, no tight
+     * stop/start loop. */
     if (c->nomem) log_warn("conn %llu: out of memory for its read buffer; reading "
                            "paused", (unsigned long long)c->id);
     uv_read_stop(st);
@@ -544,7 +650,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     }
     return;
   }
-  c->rlen += (size_t)n;
+  dynq__framer_commit(&c->fr, (size_t)n);
+  c->rx += (uint64_t)n;
   process_frames(c);
   shed(c->srv);
 }
@@ -645,6 +752,8 @@ void dynqd__conn_accept(dynqd_server_t *s) {
   c->refs = 1;  /* the handle, dropped in on_close */
   c->id = ++s->next_conn_id;
   atomic_init(&c->dead, 0);
+  dynq__framer_init(&c->fr, NULL);
+  c->fr.keep = RBUF_KEEP;
   /* ipc = 1: libuv then reads with recvmsg and queues SCM_RIGHTS fds
    * (shm.register); see shm.c. */
   uv_pipe_init(s->loop, &c->pipe, 1);

@@ -720,14 +720,26 @@ struct dynqd_conn {
   int closing;                /* uv_close called */
   int flushing;               /* no more reading; close when idle */
   int reading;                /* uv_read_start active */
+  int framing;                /* inside process_frames (not re-entered) */
   atomic_int dead;            /* results for it are discarded */
-  uint8_t *rbuf;              /* owned; bounded by max_frame + READ_CHUNK */
-  size_t rlen, rcap;
+  dynq__framer_t fr;          /* read buffer; owned; bounded by max_frame +
+                                 READ_CHUNK (conn.c) */
+  uint64_t rx;                /* stream bytes received so far */
   int inflight;               /* deferred operations (queued or running) */
   int held;                   /* operations that hold back its next frames */
-  int waiting;                /* a frame waits for start-up to finish */
+  int waiting;                /* a frame is parked until start-up finishes */
   int writes;                 /* uv_write requests pending */
   size_t out_bytes;           /* bytes in those requests */
+  /* Answers of this loop iteration, not handed to the socket yet: written
+   * together (one writev) before the loop polls again.  obuf[i] owned,
+   * freed once written; the array is owned and kept. */
+  uv_buf_t *obuf;
+  int on, ocap;
+  size_t obytes;              /* bytes in obuf */
+  struct dynqd_conn *fnext, *fprev; /* on srv->flush while on > 0 */
+  int fqueued;
+  size_t req_bytes;           /* decoded requests of this connection waiting
+                                 for or on a worker (dynqd__conn_charge) */
   /* fds received with SCM_RIGHTS, not yet claimed; owned (closed with the
    * connection).  Each came with the bytes [start, end) of the stream (one
    * recvmsg): only a frame starting there may claim it. */
@@ -736,7 +748,6 @@ struct dynqd_conn {
     uint64_t start, end;
   } fds[8];
   int n_fds;
-  uint64_t rpos;              /* stream offset of rbuf[0] */
   uint64_t frame_pos;         /* stream offset of the frame being handled */
   /* Who the peer is (SO_PEERCRED at accept) and what it holds. */
   uint32_t uid, gid;
@@ -744,7 +755,8 @@ struct dynqd_conn {
   dynqd_peer_t *peer;         /* its uid's record; NULL: not counted */
   uint64_t last_active_ns;    /* a complete frame read or an answer sent */
   int nomem;                  /* reading paused after an allocation failure */
-  size_t mem;                 /* bytes counted in srv->buffers (rcap + out_bytes) */
+  size_t mem;                 /* bytes counted in srv->buffers (read buffer,
+                                 output, requests) */
   size_t drain_unsent;        /* draining: unsent bytes at the last check */
   int drain_checked;
   dynqd_shm_set_t shm;        /* its regions (rpc_shm.c; freed by a hook) */
@@ -752,8 +764,16 @@ struct dynqd_conn {
 
 /* Accept one pending connection from the listener. */
 void dynqd__conn_accept(dynqd_server_t *s);
-/* Queue one response frame (takes ownership of data). */
+/* Queue one response frame (takes ownership of data).  Answers are
+ * written together before the loop polls (dynqd__conn_flush_output). */
 void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len);
+/* Loop thread, before it polls: write what every connection queued. */
+void dynqd__conn_flush_output(dynqd_server_t *s);
+/* A decoded request of c keeps bytes until it is answered: counted with
+ * the connections' buffers against max_buffers_total.  0, or
+ * DYNQ_EOVERLOAD (nothing counted) when they would pass it. */
+int dynqd__conn_charge(dynqd_conn_t *c, size_t bytes);
+void dynqd__conn_uncharge(dynqd_conn_t *c, size_t bytes);
 /* An error response {code, name, message, retryable}. */
 void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -836,6 +856,7 @@ struct dynqd_server {
    * connections, checked against max_buffers_total. */
   dynqd_peers_t peers;
   size_t buffers;
+  dynqd_conn_t *flush;        /* connections with answers to write */
   uv_timer_t tick_timer;      /* idle timeout, back-off after ENOMEM, drain */
   int tick_init;
 };

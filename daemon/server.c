@@ -44,12 +44,14 @@
 #include "dynq/errors.h"
 #include "dynqd.h"
 
-/* Before each poll: how busy the iteration that just ended was. */
+/* Before each poll: how busy the iteration that just ended was; hand the
+ * iteration's jobs to the workers and its answers to the sockets. */
 static void on_prepare(uv_prepare_t *h) {
   dynqd_server_t *s = h->data;
   s->frames_prev = s->frames_iter;
   s->frames_iter = 0;
-  dynqd__sched_flush(&s->sched);
+  dynqd__sched_flush(&s->sched);  /* first: workers start while we write */
+  dynqd__conn_flush_output(s);    /* this iteration's answers, one writev each */
   dynqd__shadow_collect(&s->shadow);
 }
 

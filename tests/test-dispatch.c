@@ -41,6 +41,7 @@ static void setup(void) {
   g_admin_calls = 0;
   ck_assert_int_eq(uv_loop_init(&F.loop), 0);
   F.cfg.max_output = 1 << 20;
+  F.cfg.max_buffers_total = 1 << 30;
   F.cfg.max_inflight = 8;
   F.cfg.max_sessions = 4;
   F.cfg.max_shm_regions = 4;
@@ -95,6 +96,7 @@ static int call(uint32_t msgid, const char *method, params_fn params) {
   char err[256];
   ck_assert_int_eq(dynq__rpc_parse(w.data, w.len, &m, &hint, err, sizeof(err)), 0);
   int rc = dynqd__dispatch(&F.srv, F.conn, &m);
+  dynqd__conn_flush_output(&F.srv);  /* what the loop does before it polls */
   dynq__rpc_free(&m);
   dynq__wbuf_free(&w);
   return rc;

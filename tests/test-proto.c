@@ -1661,6 +1661,40 @@ START_TEST(test_framer_refusals) {
 }
 END_TEST
 
+/* A parked frame comes out again, whole and in order, also after more
+ * bytes arrived behind it and the buffer moved. */
+START_TEST(test_framer_hold) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_requests(&w, 3);
+  dynq__framer_t f;
+  dynq__framer_init(&f, NULL);
+  const uint8_t *p, *p2;
+  size_t n, n2;
+  dynq__framer_hold(&f);  /* nothing out: no-op */
+  ck_assert_int_eq(dynq__framer_push(&f, w.data, w.len - 1), 0);
+  ck_assert_int_eq(dynq__framer_next(&f, &p, &n), 1);
+  size_t pend = dynq__framer_pending(&f);
+  dynq__framer_hold(&f);
+  ck_assert_uint_eq(dynq__framer_pending(&f), pend + n);
+  ck_assert_int_eq(dynq__framer_next(&f, &p2, &n2), 1);
+  ck_assert_ptr_eq(p2, p);
+  ck_assert_uint_eq(n2, n);
+  dynq__framer_hold(&f);
+  /* more bytes while it is parked (_space may slide or grow the buffer) */
+  uint8_t *dst;
+  size_t room;
+  ck_assert_int_eq(dynq__framer_space(&f, 1 << 20, &dst, &room), 0);
+  *dst = w.data[w.len - 1];
+  dynq__framer_commit(&f, 1);
+  int id = 1;
+  expect_frames(&f, &id);
+  ck_assert_int_eq(id, 4);
+  ck_assert_uint_eq(dynq__framer_pending(&f), 0);
+  dynq__framer_free(&f);
+  dynq__wbuf_free(&w);
+}
+END_TEST
 
 /* ---- method schema: decoder and encoder ---- */
 
@@ -2166,6 +2200,7 @@ static Suite *proto_suite(void) {
   tcase_add_test(tc, test_w_selfcount_mismatch);
   tcase_add_test(tc, test_framer_many_and_partial);
   tcase_add_test(tc, test_framer_refusals);
+  tcase_add_test(tc, test_framer_hold);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("methods");

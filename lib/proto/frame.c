@@ -5,6 +5,11 @@
  * into the buffer) or _push (copy); _next scans the pending bytes with the
  * framer's limits and hands out one complete frame at a time.
  *
+ * A frame the owner cannot handle yet (a server parking a request until it
+ * is ready for it) goes back with _hold: it stays in the buffer, counts as
+ * pending again, and the next _next hands it out again (scanned again:
+ * parking is rare, and _next keeps no state between calls).
+ *
  * Invariants (checked in debug builds by check_state()):
  *   - frame_len <= off <= len <= cap; buf is NULL only while cap == 0;
  *   - the frame handed out last is buf[off - frame_len .. off);
@@ -60,6 +65,12 @@ static void consume(dynq__framer_t *f) {
 }
 
 size_t dynq__framer_pending(const dynq__framer_t *f) { return f->len - f->off; }
+
+void dynq__framer_hold(dynq__framer_t *f) {
+  assert(check_state(f));
+  f->off -= f->frame_len;
+  f->frame_len = 0;
+}
 
 void dynq__framer_discard(dynq__framer_t *f) {
   f->off = f->len = f->frame_len = 0;

@@ -94,6 +94,10 @@ int dynq__framer_push(dynq__framer_t *f, const void *p, size_t n);
  * code from dynq__mp_scan (DYNQ_ETOOBIG, DYNQ_EDEPTH, DYNQ_ELIMIT,
  * DYNQ_EPROTO), which sticks. */
 int dynq__framer_next(dynq__framer_t *f, const uint8_t **ret_frame, size_t *ret_len);
+/* Give back the frame handed out last (not consumed): the next _next
+ * returns it again.  For a reader that must park a request until it can
+ * handle it; no-op when no frame is out. */
+void dynq__framer_hold(dynq__framer_t *f);
 /* Bytes received and not yet handed out as frames. */
 size_t dynq__framer_pending(const dynq__framer_t *f);
 /* Drop every byte not handed out yet (the rest of a stream being closed);
