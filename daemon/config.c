@@ -94,8 +94,9 @@ static const opt_def_t opts[] = {
    "600", 1, "close a connection with nothing in flight and no complete request for "
    "this long (0: never)"},
   {"max_buffers_total", "max-buffers", "BYTES", OPT_U64, OFF(max_buffers_total), 1 << 20,
-   (long long)1 << 40, "512M", 1, "read buffers and unsent output of all connections; "
-   "past it the connections holding most are closed"},
+   (long long)1 << 40, "512M", 1, "read buffers, unsent output and queued requests of all "
+   "connections; a request that would pass it is refused (EOVERLOAD), and past it the "
+   "connections holding most are closed"},
   {"max_shm_regions_total", "max-shm-regions-total", "N", OPT_INT,
    OFF(max_shm_regions_total), 0, 1 << 20, "4096", 1,
    "shared-memory regions mapped over all connections"},

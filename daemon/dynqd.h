@@ -83,7 +83,8 @@ typedef struct dynqd_config {
    * admin_group) are exempt from them.  0 means no cap where noted. */
   int max_conns_per_uid;       /* 0: none */
   int idle_timeout_s;          /* close a connection idle this long; 0: never */
-  uint64_t max_buffers_total;  /* read buffers + unsent output, all connections */
+  uint64_t max_buffers_total;  /* read buffers + unsent output + queued requests,
+                                  all connections */
   int max_shm_regions_total;   /* regions mapped, all connections */
   int max_shm_regions_per_uid; /* 0: none */
   uint64_t max_shm_mapped_total;   /* bytes mapped, all connections */

@@ -33,6 +33,8 @@ typedef struct rpc_infer {
   int64_t decode_us;
   uint8_t *resp;              /* owned: the encoded answer */
   size_t resp_len;
+  size_t charged;             /* bytes counted against its connection while
+                                 it waits for and runs on a worker */
   int shadow;                 /* sampled for an FP32 re-run (shadow.c) */
   dynq__tensor_t *shadow_out; /* owned: its INT8 outputs, kept by encode */
 } rpc_infer_t;
@@ -161,6 +163,7 @@ static void job_done(dynqd_job_t *j) {
   rpc_infer_t *r = (rpc_infer_t *)j;
   dynqd_infer_t *x = &r->x;
   dynqd_server_t *s = r->srv;
+  if (r->charged > 0) dynqd__conn_uncharge(r->rq.conn, r->charged);
   dynqd__registry_check_broken(x->model, r->mstats ? r->mstats->name : NULL);
   if (!j->skipped) {  /* nobody was there to answer: not counted */
     dynqd_run_sample_t smp = {x->status, j->queue_us, x->compute_us, x->batched,
@@ -524,8 +527,21 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     dynqd__sched_run_inline(&s->sched, &x->job);  /* answers through job_done */
     return 0;
   }
-  if (dynqd__sched_submit(&s->sched, &x->job) != 0)
+  /* What it holds until answered counts with the connections' buffers:
+   * a pipelining peer cannot park more than max_buffers_total in the
+   * queue (the read buffer it came from is reused at once). */
+  size_t held = sizeof(*r) + (size_t)x->n_inputs * sizeof(*x->inputs);
+  for (int k = 0; k < x->n_inputs; k++)
+    if (x->inputs[k].owned) held += dynq__tensor_nbytes(&x->inputs[k]);
+  if (dynqd__conn_charge(rq->conn, held) != 0)
+    FAIL(DYNQ_EOVERLOAD, "queued requests and connection buffers would hold more than "
+         "max_buffers_total (%llu bytes) with this request's %zu; retry later",
+         (unsigned long long)s->cfg->max_buffers_total, held);
+  if (dynqd__sched_submit(&s->sched, &x->job) != 0) {
+    dynqd__conn_uncharge(rq->conn, held);
     FAIL(DYNQ_EOVERLOAD, "request queue is full (%d waiting); retry later", s->cfg->queue);
+  }
+  r->charged = held;
   return dynqd__req_defer(rq, &r->rq);
 
 oom:

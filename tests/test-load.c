@@ -213,6 +213,56 @@ START_TEST(test_deadline_skips_late_request) {
 }
 END_TEST
 
+/* Decoded requests waiting for a worker count against max_buffers_total:
+ * one connection pipelining far more request bytes than the limit gets
+ * EOVERLOAD (retryable, naming the limit) for those that do not fit, every
+ * request is answered once, and the connection stays usable.  The one
+ * worker holds what it took for a batch for a whole second (batch delay),
+ * so everything sent meanwhile is queued at once. */
+START_TEST(test_queued_requests_count_against_buffers) {
+  NEED_MODELS();
+  tu_daemon_t d;
+  const char *extra[] = {"--workers", "1", "--max-buffers", "1M", "--batch-max", "64",
+                         "--batch-delay", "1000000", NULL};
+  start(&d, "qbytes", extra);
+  enum { N = 32, ROWS = 512 };  /* 128 KiB of input each: 4 MiB in all */
+  float *x = calloc((size_t)ROWS * 64, sizeof(float));
+  ck_assert_ptr_nonnull(x);
+  for (int i = 0; i < ROWS * 64; i++) x[i] = (float)(i % 13) / 13.0f;
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  for (int i = 0; i < N; i++) tu_w_infer_f32(&w, (uint32_t)i + 1, "mlp", "x", ROWS, 64, x, -1);
+  free(x);
+  rconn_t c;
+  rc_open(&c, d.sock);
+  rc_send_wbuf(&c, &w);
+  int ok = 0, over = 0;
+  for (int i = 0; i < N; i++) {
+    dynq__rpc_msg_t m;
+    char msg[512];
+    int rc = rc_response(&c, &m, (uint32_t)i + 1, msg, sizeof(msg));
+    dynq__rpc_free(&m);
+    if (rc == 0) {
+      ok++;
+    } else {
+      ck_assert_msg(rc == DYNQ_EOVERLOAD, "request %d: %s (%d)", i + 1, msg, rc);
+      ck_assert_msg(strstr(msg, "max_buffers_total") != NULL, "message: %s", msg);
+      over++;
+    }
+  }
+  ck_assert_int_eq(ok + over, N);
+  ck_assert_msg(over > 0, "all %d requests (4 MiB) were queued under a 1 MiB limit", N);
+  ck_assert_msg(ok > 0, "no request fitted under the limit");
+  ping_ok(&c, 100);
+  dynq__rpc_msg_t m;
+  get_stats(&c, 101, &m);
+  ck_assert_int_ge(stat_int(&m, "overloads_total"), over);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
 /* ---- health ---- */
 
 START_TEST(test_health_live_while_workers_busy) {
@@ -696,6 +746,7 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_overload_at_once_every_request_answered_once);
   tcase_add_test(tc, test_deadline_skips_late_request);
+  tcase_add_test(tc, test_queued_requests_count_against_buffers);
   tcase_add_test(tc, test_health_live_while_workers_busy);
   tcase_add_test(tc, test_health_ready_without_models);
   tcase_add_test(tc, test_stats_counts_and_histograms);
