@@ -575,6 +575,9 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
   if (c->n_fused_layernorm > 0)
     printf("fused: %d decomposed LayerNorm/HardSwish pattern%s into one node (--no-fuse keeps them)\n",
            c->n_fused_layernorm, c->n_fused_layernorm == 1 ? "" : "s");
+  if (c->n_fused_conv > 0)
+    printf("fused: %d scale/shift/activation node%s into Conv epilogues (--no-fuse keeps them)\n",
+           c->n_fused_conv, c->n_fused_conv == 1 ? "" : "s");
   if (c->n_fused_bias + c->n_fused_gelu > 0)
     printf("fused: %d bias Add%s and %d GELU%s into QLinear epilogues (--no-fuse keeps them)\n",
            c->n_fused_bias, c->n_fused_bias == 1 ? "" : "s", c->n_fused_gelu,
@@ -736,7 +739,8 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
       goto done;
     }
   if (!c.opt.no_fuse &&
-      dynq__imp_fuse(&c, &c.n_fused_layernorm, &c.n_fused_bias, &c.n_fused_gelu) != 0)
+      (dynq__imp_fuse(&c, &c.n_fused_layernorm, &c.n_fused_bias, &c.n_fused_gelu) != 0 ||
+       dynq__imp_fuse_cnn(&c, &c.n_fused_conv) != 0))
     goto done;
   const char *base = strrchr(in, '/') ? strrchr(in, '/') + 1 : in;
   const char *producer = dynq__imp_pool_printf(&b->pool, "dynq-quantize %s from %s%s", DYNQ_VERSION,

@@ -30,7 +30,7 @@
  * quantized recurrent node more; If has as many outputs as its branches). */
 #define DYNQ_IMP_MAX_IN 64
 #define DYNQ_IMP_MAX_OUT 16
-#define DYNQ_IMP_MAX_ATTR 16
+#define DYNQ_IMP_MAX_ATTR 24 /* a 2-D QConv has 16, its fused epilogue 7 more */
 
 /* ---- allocation pool ---- */
 
@@ -175,6 +175,7 @@ typedef struct conv {
   int front_out;             /* set by a layer import: mark its outputs */
   int n_fused_layernorm;     /* decomposed LayerNorms fused (fuse.c) */
   int n_fused_bias, n_fused_gelu; /* Adds / GELUs moved into QLinear epilogues */
+  int n_fused_conv;          /* nodes moved into Conv epilogues (fuse_cnn.c) */
 } conv_t;
 
 #define DYNQ_IMP_MAX_FRONT 65536
@@ -207,6 +208,12 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
  * error.  Counts: decomposed LayerNorms and HardSwishes rewritten, bias Adds and GELUs
  * moved into a QLinear's epilogue. */
 int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gelus);
+
+/* CNN fusions (models/fuse_cnn.c), after dynq__imp_fuse: scalar Mul/Add,
+ * Relu/Clip/HardSigmoid/HardSwish/Sigmoid and scalar Mul/Add after a Conv
+ * move into its epilogue.  0, or -1 after an error; *ret_fused counts the
+ * nodes removed. */
+int dynq__imp_fuse_cnn(conv_t *c, int *ret_fused);
 
 /* ---- errors ---- */
 

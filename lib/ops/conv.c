@@ -18,6 +18,7 @@
 #include "conv_sym.h"
 #include "dynq/errors.h"
 #include "rnn.h"
+#include "vmath.h"
 
 /* Geometry with the spatial axes as (height, width); 1-D has height 1. */
 typedef struct geom {
@@ -62,6 +63,73 @@ static void conv_attrs(const dynq__node_t *n, dynq__conv_attrs_t *a) {
   a->per_tensor = dynq__node_attr_i(n, "per_tensor", 0) != 0;
   a->has_sym_split = dynq__node_attr(n, "sym_split") != NULL;
   a->sym_split = dynq__node_attr_i(n, "sym_split", -1);
+  a->has_pre = dynq__node_attr(n, "pre_mul") != NULL || dynq__node_attr(n, "pre_add") != NULL;
+  a->pre_mul = dynq__node_attr_f(n, "pre_mul", 1.0f);
+  a->pre_add = dynq__node_attr_f(n, "pre_add", 0.0f);
+  a->has_post = dynq__node_attr(n, "post_mul") != NULL || dynq__node_attr(n, "post_add") != NULL;
+  a->post_mul = dynq__node_attr_f(n, "post_mul", 1.0f);
+  a->post_add = dynq__node_attr_f(n, "post_add", 0.0f);
+  a->act = (int)dynq__node_attr_i(n, "act", DYNQ_CONV_ACT_NONE);
+  a->act_a = dynq__node_attr_f(n, "act_a", 0.0f);
+  a->act_b = dynq__node_attr_f(n, "act_b", 0.0f);
+}
+
+/* The fused epilogue on n outputs in place (see dynq__conv_attrs_t).
+ * Each step is written as the op it replaces writes it (elementwise.c:
+ * Mul then Add rounded apart, Clip's compares, HardSigmoid/HardSwish's
+ * alpha x + beta clamp, vmath's sigmoid), so a fused graph gives the
+ * unfused one's bits. */
+static void conv_epi(const dynq__conv_attrs_t *at, float *restrict y, int64_t n) {
+  if (at->has_pre) {
+    const float a = at->pre_mul, b = at->pre_add;
+    for (int64_t i = 0; i < n; i++) {
+      float v = y[i] * a;
+      y[i] = v + b;
+    }
+  }
+  switch (at->act) {
+  case DYNQ_CONV_ACT_RELU:
+    /* as Relu: kept > 0, +inf and NaN; zeroed negatives, -inf and -0.0 */
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f || y[i] != y[i] ? y[i] : 0.0f;
+    break;
+  case DYNQ_CONV_ACT_CLIP: {
+    const float lo = at->act_a, hi = at->act_b;
+    for (int64_t i = 0; i < n; i++) {
+      float v = y[i];
+      if (v < lo) v = lo;
+      if (v > hi) v = hi;
+      y[i] = v;
+    }
+    break;
+  }
+  case DYNQ_CONV_ACT_HARDSIGMOID:
+  case DYNQ_CONV_ACT_HARDSWISH: {
+    const int swish = at->act == DYNQ_CONV_ACT_HARDSWISH;
+    const float al = swish ? 1.0f / 6.0f : at->act_a, be = swish ? 0.5f : at->act_b;
+    for (int64_t i = 0; i < n; i++) {
+      float v = al * y[i] + be;
+      v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+      y[i] = swish ? y[i] * v : v;
+    }
+    break;
+  }
+  case DYNQ_CONV_ACT_SIGMOID:
+    for (int64_t i = 0; i < n; i++) y[i] = dynq_vsigmoid(y[i]);
+    break;
+  default:
+    break;
+  }
+  if (at->has_post) {
+    const float a = at->post_mul, b = at->post_add;
+    for (int64_t i = 0; i < n; i++) {
+      float v = y[i] * a;
+      y[i] = v + b;
+    }
+  }
+}
+
+static int conv_has_epi(const dynq__conv_attrs_t *at) {
+  return at->has_pre || at->has_post || at->act != DYNQ_CONV_ACT_NONE;
 }
 
 /* One spatial axis: output size and begin pad, or an error message. */
@@ -263,12 +331,62 @@ static void gather_f32(const geom_t *g, const float *xg, const padded_t *pd, flo
       gather_patch_f32(g, xg, oy, ox, col + (oy * g->ow + ox) * g->kk);
 }
 
+/* Depthwise (one input channel per group, a few output channels each):
+ * every output plane is a small filter over one input plane.  Direct, per
+ * output row: each tap adds w * (the shifted input row) to the row, so
+ * the inner loop runs along the width and vectorizes, and each tap's
+ * valid column range is computed once per row, so padding costs no test
+ * per element.  Through im2col this was a copy of every input value per
+ * tap and a one-row GEMM per channel: more copying than arithmetic. */
+static void dw_f32(const dynq__conv_attrs_t *at, const geom_t *g, const float *X, const float *w,
+                   const float *bias, float *Y) {
+  const int epi = conv_has_epi(at);
+  const int64_t oh = g->oh, ow = g->ow, ih = g->ih, iw = g->iw, kh = g->kh, kw = g->kw;
+  const int64_t sh = g->sh, sw = g->sw, dh = g->dh, dw = g->dw, ph = g->ph, pw = g->pw;
+  const int64_t Mg = g->Mg, C = g->C, M = g->M;
+  for (int64_t n = 0; n < g->N; n++)
+    for (int64_t m = 0; m < M; m++) {
+      const float *xc = X + (n * C + m / Mg) * ih * iw;
+      float *yc = Y + (n * M + m) * oh * ow;
+      const float *wm = w + m * kh * kw;
+      const float bm = bias ? bias[m] : 0.0f;
+      for (int64_t oy = 0; oy < oh; oy++) {
+        float *restrict yr = yc + oy * ow;
+        for (int64_t ox = 0; ox < ow; ox++) yr[ox] = bm;
+        for (int64_t a = 0; a < kh; a++) {
+          const int64_t y = oy * sh - ph + a * dh;
+          if (y < 0 || y >= ih) continue;
+          const float *xr = xc + y * iw;
+          for (int64_t b = 0; b < kw; b++) {
+            const float wv = wm[a * kw + b];
+            const int64_t off = b * dw - pw; /* input column of output column 0 */
+            /* columns ox with 0 <= ox * sw + off < iw */
+            int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+            int64_t hi = iw - off <= 0 ? 0 : (iw - off + sw - 1) / sw;
+            if (hi > ow) hi = ow;
+            if (sw == 1) {
+              const float *restrict xs = xr + off;
+              for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xs[ox];
+            } else {
+              for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox * sw + off];
+            }
+          }
+        }
+        if (epi) conv_epi(at, yr, ow); /* the row is still in L1 */
+      }
+    }
+}
+
 /* FP32 body shared by CONV and QCONV's reference path.  w is [M, kk].
  * The patches are gathered as rows ([P, kk], runs of kw copied whole)
  * and multiplied as W x patches^T, straight into NCHW. */
 static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const float *w,
                     const float *bias, float *Y) {
   const int64_t P = g->oh * g->ow, HW = g->ih * g->iw;
+  if (g->Cg == 1 && g->Mg <= 4 && g->G > 1) {
+    dw_f32(&c->st->conv, g, X, w, bias, Y);
+    return 0;
+  }
   const int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
                      g->pw == 0 && g->oh == g->ih && g->ow == g->iw;
   float *col = direct ? NULL : malloc(sizeof(float) * (size_t)(g->kk * P));
@@ -293,6 +411,7 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
           float *ym = yg + m * P;
           for (int64_t p = 0; p < P; p++) ym[p] += bm;
         }
+      if (conv_has_epi(&c->st->conv)) conv_epi(&c->st->conv, yg, g->Mg * P);
     }
   }
   free(col);
@@ -326,11 +445,47 @@ int dynq__run_conv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
     dynq__conv_sym_t sg = {g.N, g.iw, g.M, g.kw, E, g.sw, g.pw, g.ow};
     rc = dynq__conv_sym_f32(&sg, x->data, w->data, b ? b->data : NULL, out->data);
     if (rc != 0) rc = dynq__op_fail(c, rc, "out of memory");
+    else if (conv_has_epi(&c->st->conv))
+      conv_epi(&c->st->conv, out->data, dynq__tensor_numel(out));
   } else {
     rc = conv_f32(c, &g, x->data, w->data, b ? b->data : NULL, out->data);
   }
   if (rc != 0) dynq__tensor_clear(out);
   return rc;
+}
+
+/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, in 16 x 16
+ * blocks so that both sides stay in L1 (a plain loop strides one of them
+ * through memory: the NCHW <-> GEMM-row reorder of every quantized conv). */
+static void transpose_f32(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
+                          int64_t cols) {
+  enum { T = 16 };
+  for (int64_t r0 = 0; r0 < rows; r0 += T) {
+    const int64_t r1 = r0 + T < rows ? r0 + T : rows;
+    for (int64_t c0 = 0; c0 < cols; c0 += T) {
+      const int64_t c1 = c0 + T < cols ? c0 + T : cols;
+      for (int64_t c = c0; c < c1; c++) {
+        float *restrict d = dst + c * ldd;
+        for (int64_t r = r0; r < r1; r++) d[r] = src[r * lds + c];
+      }
+    }
+  }
+}
+
+/* A 1x1 conv's GEMM rows (one per pixel, its Cg channel values) straight
+ * from the NCHW image, a tile of pixels at a time through a small float
+ * buffer into the row quantizer: the same rows and bits as im2col, with
+ * no image-sized patch buffer. */
+enum { PW_TILE = 32 };
+static void pointwise_rows(const dynq__kernel_t *kr, const geom_t *g, const float *xg,
+                           float *tile, uint8_t *A, int64_t kp, float *as, int32_t *az) {
+  const int64_t P = g->oh * g->ow, Cg = g->Cg;
+  for (int64_t p0 = 0; p0 < P; p0 += PW_TILE) {
+    const int64_t np = P - p0 < PW_TILE ? P - p0 : PW_TILE;
+    transpose_f32(xg + p0, P, tile, Cg, Cg, np);
+    dynq__quantize_rows(kr, np, Cg, tile, (size_t)Cg, A + p0 * kp, (size_t)kp, 0, as + p0,
+                        az + p0);
+  }
 }
 
 /* The same patch from the image quantized as a whole (per_tensor mode);
@@ -389,16 +544,21 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
     if (nb < 1) nb = 1;
   }
   const int64_t R = nb * P; /* GEMM rows per call */
+  /* 1x1, stride 1, no padding: an image's GEMM rows are its pixels */
+  const int pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 &&
+                        g.pw == 0 && g.oh == g.ih && g.ow == g.iw;
   /* per patch: the float patches; per tensor: the quantized image */
   uint8_t *xq = per_tensor ? dynq__aligned_alloc((size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG) + 64)
                            : NULL;
-  float *colf = per_tensor ? NULL : dynq__aligned_alloc(sizeof(float) * (size_t)(R * g.kk));
+  float *colf = per_tensor ? NULL
+                           : dynq__aligned_alloc(sizeof(float) *
+                                                 (size_t)((pointwise ? PW_TILE : R) * g.kk));
   uint8_t *A = dynq__aligned_alloc((size_t)(R * kp) + 64);
   float *as = malloc(sizeof(float) * (size_t)(R + 1));
   int32_t *az = malloc(sizeof(int32_t) * (size_t)(R + 1));
   float *tmp = malloc(sizeof(float) * (size_t)(R * g.Mg + 1));
   padded_t pd = {0};
-  if (!per_tensor) padded_init(&g, &pd); /* NULL x (no memory): per patch, same values */
+  if (!per_tensor && !pointwise) padded_init(&g, &pd); /* NULL x (no memory): per patch */
   if ((per_tensor ? !xq : !colf) || !A || !as || !az || !tmp) {
     rc = dynq__op_fail(c, -ENOMEM, "out of memory");
     goto fail;
@@ -435,9 +595,14 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
          * of sharing the loudest position's scale. */
         for (int64_t j = 0; j < nn; j++) {
           const float *xg = (const float *)x->data + (n0 + j) * CHW + gi * g.Cg * HW;
-          gather_f32(&g, xg, &pd, colf + j * P * g.kk);
+          if (pointwise)
+            pointwise_rows(c->kernel, &g, xg, colf, A + j * P * kp, kp, as + j * P, az + j * P);
+          else
+            gather_f32(&g, xg, &pd, colf + j * P * g.kk);
         }
-        dynq__quantize_rows(c->kernel, nn * P, g.kk, colf, (size_t)g.kk, A, (size_t)kp, 0, as, az);
+        if (!pointwise)
+          dynq__quantize_rows(c->kernel, nn * P, g.kk, colf, (size_t)g.kk, A, (size_t)kp, 0, as,
+                              az);
         dynq__op_note_quant(c, 0, 0, 0, as, nn * P);
       }
       dynq__op_note_quant(c, nn * P, g.kk, g.Mg, NULL, 0);
@@ -455,9 +620,8 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
       c->kernel->qgemm(&q);
       for (int64_t j = 0; j < nn; j++) {
         float *yg = Y + ((n0 + j) * g.M + gi * g.Mg) * P;
-        const float *tj = tmp + j * P * g.Mg;
-        for (int64_t p = 0; p < P; p++)
-          for (int64_t m = 0; m < g.Mg; m++) yg[m * P + p] = tj[p * g.Mg + m];
+        transpose_f32(tmp + j * P * g.Mg, g.Mg, yg, P, P, g.Mg);
+        if (conv_has_epi(at)) conv_epi(at, yg, g.Mg * P);
       }
     }
   }
@@ -492,6 +656,8 @@ int dynq__check_conv(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   const int64_t G = at.group;
   CHECK(at.auto_pad != DYNQ_PAD_BAD, "auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID");
   CHECK(G >= 1 && G <= 65536, "group %lld outside [1, 65536]", (long long)G);
+  CHECK(at.act >= 0 && at.act < DYNQ_CONV_ACT__COUNT, "act %d is not a known activation",
+        at.act);
   for (int a = 0; a < 2; a++) {
     CHECK(at.strides[a] >= 1 && at.dilations[a] >= 1,
           "strides and dilations must be >= 1");

@@ -30,8 +30,19 @@ typedef struct dynq__conv_attrs {
   int64_t group, in_channels, out_channels;
   int64_t sym_split;     /* -1 when absent */
   int has_sym_split;
+  /* The fused epilogue (models/fuse_cnn.c), in this order on conv + bias:
+   * y * pre_mul + pre_add, then act, then y * post_mul + post_add; each
+   * step the same float operations as the nodes it replaced. */
+  int has_pre, has_post;
+  float pre_mul, pre_add, post_mul, post_add;
+  int act;               /* DYNQ_CONV_ACT_* */
+  float act_a, act_b;    /* Clip: min, max; HardSigmoid: alpha, beta */
 } dynq__conv_attrs_t;
 enum { DYNQ_PAD_NOTSET, DYNQ_PAD_SAME_UPPER, DYNQ_PAD_SAME_LOWER, DYNQ_PAD_VALID, DYNQ_PAD_BAD };
+enum {
+  DYNQ_CONV_ACT_NONE, DYNQ_CONV_ACT_RELU, DYNQ_CONV_ACT_CLIP, DYNQ_CONV_ACT_HARDSIGMOID,
+  DYNQ_CONV_ACT_HARDSWISH, DYNQ_CONV_ACT_SIGMOID, DYNQ_CONV_ACT__COUNT
+};
 
 /* MaxPool and AveragePool, per spatial axis as Conv's (pool.c). */
 typedef struct dynq__pool_attrs {
