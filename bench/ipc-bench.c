@@ -56,7 +56,7 @@
 #include "dynq/dynqclient.h"
 #include "dynq/errors.h"
 #include "model.h"
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 
 static const char *o_dynqd, *o_models, *o_model = "linear";
 static double o_seconds = 3.0;

@@ -52,7 +52,7 @@
 
 #include "../client/dynqctl-io.h"
 #include "dynq/errors.h"
-#include "proto/proto.h"
+#include "proto.h"
 
 #define CHUNK 512
 #define CONTEXT 64

@@ -244,8 +244,8 @@ static int parse_tensor_infos(dynq__obj_t arr, dynq_tensor_info_t **ret,
     }
     memcpy(dt, s, sl);
     dt[sl] = '\0';
-    t[i].dtype = (int)dynq__dtype_from_name(dt);
-    if (t[i].dtype == DYNQ_DT_INVALID) { r = DYNQ_EPROTO; goto fail; }
+    t[i].dtype = dynq__dt_parse(dt);
+    if (t[i].dtype == 0) { r = DYNQ_EPROTO; goto fail; }
     *ret_field = "shape";
     shape = dynq__obj_get(e, "shape");
     if (dynq__obj_kind(shape) != DYNQ_OBJ_ARRAY ||
@@ -344,7 +344,7 @@ void dynq_infer_result_free(dynq_infer_result_t *r) {
   if (r == NULL) return;
   for (int i = 0; i < r->n_outputs && r->outputs; i++) {
     free((char *)r->outputs[i].name);
-    dynq__aligned_free(r->outputs[i].data);
+    free(r->outputs[i].data);
   }
   free(r->outputs);
   memset(r, 0, sizeof(*r));
@@ -354,29 +354,29 @@ void dynq_infer_result_free(dynq_infer_result_t *r) {
  * reported here with the input's name rather than as a server error.
  * shm (may be NULL) is the region reference replacing in->data. */
 static int check_input(dynq_client_t *c, const dynq_tensor_t *in, int i,
-                       const dynq_shm_ref_t *shm, dynq__tensor_t *ret_t) {
-  dynq__tensor_t t;
+                       const dynq_shm_ref_t *shm, dynq__wtensor_t *ret_t) {
+  dynq__wtensor_t t;
   int64_t numel;
   size_t esz;
 
   if (in->name == NULL || in->name[0] == '\0')
     return dynq__client_fail(c, DYNQ_EPARAMS, "input %d has no name", i);
-  if (in->dtype <= DYNQ_DT_INVALID || in->dtype >= DYNQ_DT__COUNT)
+  if (dynq__dt_size(in->dtype) == 0)
     return dynq__client_fail(c, DYNQ_EDTYPE, "input '%s': unknown dtype %d",
                              in->name, in->dtype);
   if (in->rank < 0 || in->rank > DYNQ_CLIENT_MAX_RANK)
     return dynq__client_fail(c, DYNQ_ESHAPE, "input '%s': rank %d outside 0..%d",
                              in->name, in->rank, DYNQ_CLIENT_MAX_RANK);
   memset(&t, 0, sizeof(t));
-  t.dtype = (dynq_dtype_t)in->dtype;
+  t.dtype = in->dtype;
   t.rank = in->rank;
   for (int d = 0; d < in->rank; d++) t.dims[d] = in->shape[d];
-  numel = dynq__shape_numel(t.rank, t.dims);
+  numel = dynq__dt_numel(t.rank, t.dims);
   if (numel < 0)
     return dynq__client_fail(c, DYNQ_ESHAPE,
                              "input '%s': negative dimension or too many elements",
                              in->name);
-  esz = dynq__dtype_size(t.dtype);
+  esz = dynq__dt_size(t.dtype);
   if ((size_t)numel * esz != in->nbytes)
     return dynq__client_fail(c, DYNQ_EDATA,
                              "input '%s': %zu bytes of data, shape needs %zu",
@@ -393,7 +393,7 @@ static int check_input(dynq_client_t *c, const dynq_tensor_t *in, int i,
     return dynq__client_fail(c, DYNQ_EDATA, "input '%s': data is NULL", in->name);
   }
   t.data = in->data;
-  t.owned = 0;
+  t.nbytes = in->nbytes;
   *ret_t = t;
   return 0;
 }
@@ -421,10 +421,10 @@ static int parse_shm_output(dynq__obj_t v, dynq_tensor_t *o, char *err, size_t e
     snprintf(err, errlen, "shm reference without a valid 'size'");
     return DYNQ_EPROTO;
   }
-  o->dtype = DYNQ_DT_INVALID;
+  o->dtype = 0;
   if (!dynq__obj_is_absent(dt)) {
     if (dynq__obj_strcpy(dt, name, sizeof(name)) < 0 ||
-        (o->dtype = (int)dynq__dtype_from_name(name)) == DYNQ_DT_INVALID) {
+        (o->dtype = dynq__dt_parse(name)) == 0) {
       snprintf(err, errlen, "unknown dtype");
       return DYNQ_EPROTO;
     }
@@ -476,7 +476,7 @@ int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result,
   for (i = 0; i < n; i++) {
     dynq_tensor_t *o = &res.outputs[i];
     dynq__obj_t v = dynq__obj_val_at(outs, i);
-    dynq__tensor_t t;
+    dynq__wtensor_t t;
     char *name = NULL;
     char err[256] = "";
 
@@ -497,22 +497,30 @@ int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result,
       continue;
     }
     memset(&t, 0, sizeof(t));
-    r = dynq__obj_tensor(v, &output_limits, &t, err, sizeof(err));
+    r = dynq__obj_wtensor(v, &output_limits, &t, err, sizeof(err));
     if (r < 0) {
-      r = dynq__client_fail(c, r == -ENOMEM ? r : DYNQ_EPROTO,
-                            "infer: output '%s': %s", name,
+      r = dynq__client_fail(c, DYNQ_EPROTO, "infer: output '%s': %s", name,
                             err[0] ? err : dynq_strerror(r));
       free(name);
       goto fail;
     }
-    /* Hand the aligned buffer over; dynq_infer_result_free() releases it
-     * with dynq__aligned_free(). */
+    /* The data is copied out of the reply frame into a 64-byte aligned
+     * buffer (SIMD loads over it are whole lines) that
+     * dynq_infer_result_free() frees. */
+    void *data = NULL;
+    if (posix_memalign(&data, 64, t.nbytes > 0 ? t.nbytes : 1) != 0) {
+      r = dynq__client_fail(c, -ENOMEM, "infer: output '%s': out of memory (%zu bytes)",
+                            name, t.nbytes);
+      free(name);
+      goto fail;
+    }
+    if (t.nbytes > 0) memcpy(data, t.data, t.nbytes);
     o->name = name;
-    o->dtype = (int)t.dtype;
+    o->dtype = t.dtype;
     o->rank = t.rank;
     for (int d = 0; d < t.rank; d++) o->shape[d] = t.dims[d];
-    o->nbytes = dynq__tensor_nbytes(&t);
-    o->data = t.data;
+    o->nbytes = t.nbytes;
+    o->data = data;
     res.n_outputs = (int)i + 1;
   }
   *ret = res;
@@ -545,7 +553,7 @@ static void w_inputs(dynq__wbuf_t *w, const void *ctx) {
   dynq__w_map_begin(w);
   for (int k = 0; k < x->n_inputs; k++) {
     const dynq_shm_ref_t *shm = input_shm(x, k);
-    dynq__tensor_t t;
+    dynq__wtensor_t t;
     /* checked before encoding began; a failure here is a bug */
     if (check_input(x->c, &x->inputs[k], k, shm, &t) < 0) {
       if (!w->err) w->err = DYNQ_EINTERNAL;
@@ -555,7 +563,7 @@ static void w_inputs(dynq__wbuf_t *w, const void *ctx) {
     if (shm != NULL) {
       dynq__w_map_begin(w);
       dynq__w_key(w, "dtype");
-      dynq__w_str(w, dynq__dtype_name(t.dtype));
+      dynq__w_str(w, dynq__dt_name(t.dtype));
       dynq__w_key(w, "shape");
       dynq__w_array(w, (uint32_t)t.rank);
       for (int d = 0; d < t.rank; d++) dynq__w_int(w, t.dims[d]);
@@ -563,7 +571,7 @@ static void w_inputs(dynq__wbuf_t *w, const void *ctx) {
       w_shm_ref(w, shm);
       dynq__w_map_end(w);
     } else {
-      dynq__w_tensor(w, &t);
+      dynq__w_wtensor(w, &t);
     }
   }
   dynq__w_map_end(w);
@@ -609,7 +617,7 @@ int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
   x.n_inputs = n_inputs;
   x.opts = opts;
   for (int k = 0; k < n_inputs; k++) {
-    dynq__tensor_t t;
+    dynq__wtensor_t t;
     r = check_input(c, &inputs[k], k, input_shm(&x, k), &t);
     if (r < 0) return r;
   }

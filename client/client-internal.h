@@ -21,8 +21,8 @@
 #include <stdio.h>
 
 #include "dynq/dynqclient.h"
-#include "proto/methods.h"
-#include "proto/proto.h"
+#include "methods.h"
+#include "proto.h"
 
 /* Largest response frame we accept: a big output tensor fits, a peer
  * declaring 4 GiB does not make us allocate it. */

@@ -33,7 +33,7 @@
 
 #include "model.h"
 #include "proto/methods.h"
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 #include "tensor.h"
 
 /* ================================ base ================================= */

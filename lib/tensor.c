@@ -1,4 +1,4 @@
-/* Tensor helpers: dtype table, shape arithmetic with overflow checks,
+/* Tensor helpers: the engine's view of the dtype table (lib/proto/dtypes.h),
  * aligned storage. */
 #include "tensor.h"
 
@@ -10,15 +10,6 @@
 #include "dynq/dynqclient.h"
 #include "dynq/errors.h"
 
-static const struct {
-  const char *name, *alias;
-  size_t size;
-} dtypes[DYNQ_DT__COUNT] = {
-#define ROW(NAME, code, str, alias_, bytes, PUB) [code] = {str, alias_, bytes},
-  DYNQ_DTYPES(ROW)
-#undef ROW
-};
-
 /* The public enum (what clients send) is the engine's, code for code. */
 #define SAME(NAME, code, str, alias_, bytes, PUB)                            \
   _Static_assert((int)DYNQ_##PUB == (int)DYNQ_DT_##NAME && DYNQ_DT_##NAME == code, \
@@ -26,34 +17,16 @@ static const struct {
 DYNQ_DTYPES(SAME)
 #undef SAME
 
-size_t dynq__dtype_size(dynq_dtype_t dt) {
-  if (dt <= DYNQ_DT_INVALID || dt >= DYNQ_DT__COUNT) return 0;
-  return dtypes[dt].size;
-}
+size_t dynq__dtype_size(dynq_dtype_t dt) { return dynq__dt_size((int)dt); }
 
 const char *dynq__dtype_name(dynq_dtype_t dt) {
-  if (dt <= DYNQ_DT_INVALID || dt >= DYNQ_DT__COUNT) return "invalid";
-  return dtypes[dt].name;
+  const char *s = dynq__dt_name((int)dt);
+  return s != NULL ? s : "invalid";
 }
 
-dynq_dtype_t dynq__dtype_from_name(const char *s) {
-  if (s == NULL) return DYNQ_DT_INVALID;
-  for (int i = 1; i < DYNQ_DT__COUNT; i++)
-    if (strcmp(s, dtypes[i].name) == 0 || strcmp(s, dtypes[i].alias) == 0)
-      return (dynq_dtype_t)i;
-  return DYNQ_DT_INVALID;
-}
+dynq_dtype_t dynq__dtype_from_name(const char *s) { return (dynq_dtype_t)dynq__dt_parse(s); }
 
-int64_t dynq__shape_numel(int rank, const int64_t *dims) {
-  if (rank < 0 || rank > DYNQ_MAX_RANK) return -1;
-  int64_t n = 1;
-  for (int i = 0; i < rank; i++) {
-    if (dims[i] < 0 || dims[i] > DYNQ_MAX_ELEMS) return -1;
-    n *= dims[i];  /* both <= 2^31: no overflow in int64 */
-    if (n > DYNQ_MAX_ELEMS) return -1;
-  }
-  return n;
-}
+int64_t dynq__shape_numel(int rank, const int64_t *dims) { return dynq__dt_numel(rank, dims); }
 
 size_t dynq__tensor_nbytes(const dynq__tensor_t *t) {
   int64_t n = dynq__tensor_numel(t);

@@ -12,24 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DYNQ_MAX_RANK 8
-/* Bound on elements of any one tensor: 2^31 keeps every index and every
- * byte count in size_t on 64-bit hosts with room to spare. */
-#define DYNQ_MAX_ELEMS ((int64_t)1 << 31)
-#define DYNQ_ALIGN 64
+#include "proto/dtypes.h" /* DYNQ_DTYPES, DYNQ_MAX_RANK, DYNQ_MAX_ELEMS */
 
-/*
- * The one dtype table: X(NAME, code, "wire name", "alias", bytes, PUBLIC)
- * where PUBLIC is the public enum's name (DYNQ_<PUBLIC> in
- * dynq/dynqclient.h; tensor.c asserts they agree).  Codes are part of the
- * file format and the wire protocol: never renumber.
- */
-#define DYNQ_DTYPES(X)                          \
-  X(F32, 1, "float32", "f32", 4, FLOAT32)       \
-  X(I8, 2, "int8", "i8", 1, INT8)               \
-  X(U8, 3, "uint8", "u8", 1, UINT8)             \
-  X(I32, 4, "int32", "i32", 4, INT32)           \
-  X(I64, 5, "int64", "i64", 8, INT64)
+#define DYNQ_ALIGN 64
 
 typedef enum dynq_dtype {
   DYNQ_DT_INVALID = 0,

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "dynq/errors.h"
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 #include "testutil.h"
 
 #define RPC_IO_TIMEOUT_MS TU_RPC_IO_TIMEOUT_MS

@@ -27,7 +27,7 @@
 #include "../client/client-internal.h"
 #include "../client/dynqctl-io.h"
 #include "dynq/dynqclient.h"
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 #include "testutil.h"
 
 /* ---- a byte builder for WAV images ---- */

@@ -19,7 +19,7 @@
 
 #include "../client/dynqctl-io.h"
 #include "dynq/dynqclient.h"
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 #include "testutil.h"
 
 /* ---- helpers ---- */

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "dynq/errors.h"
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 #include "testutil.h"
 
 static char *g_dir;       /* scratch dir of the shared daemon */

@@ -17,7 +17,7 @@
 #include <dynq/errors.h>
 
 #include "proto/methods.h"
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 #include "tensor.h"
 #include "testutil.h"
 
@@ -604,6 +604,47 @@ START_TEST(test_w_tensor_invalid) {
   dynq__tensor_t r = {DYNQ_DT_U8, 9, {1}, "a", 0};
   dynq__w_tensor(&w, &r);
   ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* The engine-free view libdynqclient uses: a byte count that disagrees
+ * with dtype and shape, an unknown dtype code or a negative dim is a
+ * caller bug that poisons the buffer; a good one reads back as a view
+ * into the frame. */
+START_TEST(test_wtensor_view) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  const int32_t vals[3] = {7, -1, 9};
+  dynq__wtensor_t bad[] = {
+      {DYNQ_DT_I32, 1, {3}, vals, 8},     /* 3 x int32 is 12 bytes */
+      {99, 1, {3}, vals, 12},            /* no such dtype */
+      {DYNQ_DT_I32, 1, {-3}, vals, 12},   /* negative dim */
+      {DYNQ_DT_I32, 1, {3}, NULL, 12},    /* no data */
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    dynq__wbuf_reset(&w);
+    dynq__w_wtensor(&w, &bad[i]);
+    ck_assert_msg(w.err == DYNQ_EINTERNAL, "case %zu: err %d", i, w.err);
+  }
+  dynq__wbuf_reset(&w);
+  dynq__w_request_head(&w, 5, "t");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "t");
+  dynq__w_wtensor(&w, &(dynq__wtensor_t){DYNQ_DT_I32, 2, {1, 3}, vals, 12});
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  dynq__rpc_msg_t m;
+  char err[128] = "";
+  int64_t hint = 0;
+  ck_assert_int_eq(dynq__rpc_parse(w.data, w.len, &m, &hint, err, sizeof err), 0);
+  dynq__wtensor_t v;
+  ck_assert_int_eq(dynq__obj_wtensor(dynq__obj_get(m.params, "t"), NULL, &v, err, sizeof err), 0);
+  ck_assert_int_eq(v.dtype, DYNQ_DT_I32);
+  ck_assert_int_eq(v.rank, 2);
+  ck_assert_int_eq(v.dims[1], 3);
+  ck_assert_uint_eq(v.nbytes, 12);
+  ck_assert_int_eq(memcmp(v.data, vals, 12), 0);
+  dynq__rpc_free(&m);
   dynq__wbuf_free(&w);
 }
 END_TEST
@@ -2194,6 +2235,7 @@ static Suite *proto_suite(void) {
   tc = tcase_create("writer");
   tcase_add_test(tc, test_wbuf_basics);
   tcase_add_test(tc, test_w_tensor_invalid);
+  tcase_add_test(tc, test_wtensor_view);
   tcase_add_test(tc, test_w_selfcount_equals_hand);
   tcase_add_test(tc, test_w_selfcount_sizes);
   tcase_add_test(tc, test_w_selfcount_nested_tensor);

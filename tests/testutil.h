@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <sys/types.h>
 
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 
 /* $DYNQ_SRCDIR/rel and $DYNQ_BUILDDIR/rel (static buffers: copy if kept). */
 const char *tu_src(const char *rel);

@@ -279,15 +279,11 @@ void dynq__w_map(dynq__wbuf_t *w, uint32_t n) {
   fixed_open(w, n, 1);
 }
 
-void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t) {
-  size_t nbytes = 0;
-  int ok = t != NULL && t->rank >= 0 && t->rank <= DYNQ_MAX_RANK &&
-           dynq__dtype_size(t->dtype) != 0 && dynq__tensor_numel(t) >= 0;
-  if (ok) {
-    nbytes = dynq__tensor_nbytes(t);
-    ok = nbytes == 0 || t->data != NULL;
-  }
-  if (!ok) {
+void dynq__w_wtensor(dynq__wbuf_t *w, const dynq__wtensor_t *t) {
+  int64_t numel = t != NULL ? dynq__dt_numel(t->rank, t->dims) : -1;
+  size_t esz = t != NULL ? dynq__dt_size(t->dtype) : 0;
+  if (numel < 0 || esz == 0 || t->nbytes != (size_t)numel * esz ||
+      (t->nbytes > 0 && t->data == NULL)) {
     /* A caller bug, not peer data: poison the buffer rather than emit a
      * frame the other side would reject with a confusing message. */
     if (!w->err) w->err = DYNQ_EINTERNAL;
@@ -295,12 +291,12 @@ void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t) {
   }
   dynq__w_map(w, 3);
   dynq__w_str(w, "dtype");
-  dynq__w_str(w, dynq__dtype_name(t->dtype));
+  dynq__w_str(w, dynq__dt_name(t->dtype));
   dynq__w_str(w, "shape");
   dynq__w_array(w, (uint32_t)t->rank);
   for (int i = 0; i < t->rank; i++) dynq__w_int(w, t->dims[i]);
   dynq__w_str(w, "data");
-  dynq__w_bin(w, t->data, nbytes);
+  dynq__w_bin(w, t->data, t->nbytes);
 }
 
 void dynq__w_request_head(dynq__wbuf_t *w, uint32_t msgid, const char *method) {
@@ -485,8 +481,8 @@ static int fail(int code, char *err, size_t errlen, const char *fmt, ...) {
   return code;
 }
 
-int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
-                     dynq__tensor_t *ret_t, char *err, size_t errlen) {
+int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
+                      dynq__wtensor_t *ret_t, char *err, size_t errlen) {
   int max_rank = DYNQ_MAX_RANK;
   int64_t max_elems = DYNQ_MAX_ELEMS;
   int64_t dims[DYNQ_MAX_RANK];
@@ -505,10 +501,9 @@ int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
   if (dynq__obj_kind(f) != DYNQ_OBJ_STR)
     return fail(DYNQ_EPARAMS, err, errlen,
                 "tensor field 'dtype' is %s", f.p ? "not a string" : "missing");
-  dynq_dtype_t dt = DYNQ_DT_INVALID;
-  if (dynq__obj_strcpy(f, dtname, sizeof dtname) == 0)
-    dt = dynq__dtype_from_name(dtname);
-  if (dt == DYNQ_DT_INVALID) {
+  int dt = 0;
+  if (dynq__obj_strcpy(f, dtname, sizeof dtname) == 0) dt = dynq__dt_parse(dtname);
+  if (dt == 0) {
     const char *s;
     size_t n;
     /* dynq__obj_str refuses text that is not UTF-8: never echo it */
@@ -534,7 +529,7 @@ int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
       return fail(DYNQ_ESHAPE, err, errlen,
                   "tensor shape[%" PRIu32 "] is negative (%" PRId64 ")", i, dims[i]);
   }
-  int64_t numel = dynq__shape_numel((int)rank, dims);
+  int64_t numel = dynq__dt_numel((int)rank, dims);
   if (numel < 0 || numel > max_elems)
     return fail(DYNQ_ELIMIT, err, errlen,
                 "tensor has more than %" PRId64 " elements", max_elems);
@@ -544,19 +539,19 @@ int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
     return fail(DYNQ_EPARAMS, err, errlen,
                 "tensor field 'data' is %s", f.p ? "not bin" : "missing");
   /* numel <= 2^31 and sizes <= 8: the product fits in 64 bits. */
-  uint64_t want = (uint64_t)numel * dynq__dtype_size(dt);
+  uint64_t want = (uint64_t)numel * dynq__dt_size(dt);
   if ((uint64_t)nbytes != want)
     return fail(DYNQ_EDATA, err, errlen,
                 "tensor data has %zu bytes, shape and dtype need %" PRIu64,
                 nbytes, want);
 
-  dynq__tensor_t t;
+  dynq__wtensor_t t;
   memset(&t, 0, sizeof t);
-  int rc = dynq__tensor_alloc(&t, dt, (int)rank, dims);
-  if (rc < 0)
-    return fail(rc, err, errlen, "cannot allocate a tensor of %" PRIu64 " bytes",
-                want);
-  if (nbytes > 0) memcpy(t.data, data, nbytes);
+  t.dtype = dt;
+  t.rank = (int)rank;
+  memcpy(t.dims, dims, rank * sizeof(dims[0]));
+  t.data = data;
+  t.nbytes = nbytes;
   *ret_t = t;
   return 0;
 }

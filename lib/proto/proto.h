@@ -10,8 +10,12 @@
  *     buffer.
  *  3. A reader: dynq__rpc_parse() decodes one scanned frame into a
  *     dynq__rpc_msg_t whose objects are read through dynq__obj_* accessors
- *     (no msgpack types leak out).  Tensors decode into aligned, owned
- *     dynq__tensor_t with every bound checked.
+ *     (no msgpack types leak out).  Tensors decode into a checked view
+ *     (dynq__wtensor_t) pointing into the frame.
+ *
+ * Nothing here knows the engine's tensors (libdynqclient links only this
+ * and the public headers); proto-tensor.h converts to and from them for
+ * the daemon, tests and benchmarks.
  *
  * Message shapes (docs/PROTOCOL.md): request [0, msgid, method, params],
  * response [1, msgid, error, result], notification [2, method, params].
@@ -22,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../tensor.h"
+#include "dtypes.h"
 
 #define DYNQ_PROTOCOL_VERSION 1
 
@@ -155,7 +159,7 @@ void dynq__w_map(dynq__wbuf_t *w, uint32_t n);
  *   dynq__w_map_end(w);
  *
  * Any writer call inside (nested _begin/_end pairs, dynq__w_map(n) with its
- * n entries, dynq__w_tensor, ...) counts as the objects it writes.  _end
+ * n entries, dynq__w_wtensor, ...) counts as the objects it writes.  _end
  * closes the innermost _begin; a mismatch (unclosed fixed container, odd
  * number of objects in a map, _end of the other kind or with nothing open)
  * poisons the buffer with DYNQ_EINTERNAL rather than emit a corrupt frame.
@@ -171,8 +175,21 @@ void dynq__w_key(dynq__wbuf_t *w, const char *key);
 /* w->err, or DYNQ_EINTERNAL when a _begin is still open: check before
  * sending w. */
 int dynq__wbuf_status(const dynq__wbuf_t *w);
-/* {"dtype": "float32", "shape": [...], "data": bin} (3 entries) */
-void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t);
+/* A tensor as it travels: dtype is a code of dtypes.h (the public
+ * DYNQ_FLOAT32...), data points into the frame read or into the caller's
+ * memory being written (not owned). */
+typedef struct dynq__wtensor {
+  int dtype;
+  int rank;                      /* 0..DYNQ_MAX_RANK */
+  int64_t dims[DYNQ_MAX_RANK];
+  const void *data;              /* may be NULL when nbytes is 0 */
+  size_t nbytes;                 /* numel * dtype size */
+} dynq__wtensor_t;
+
+/* {"dtype": "float32", "shape": [...], "data": bin} (3 entries).  A
+ * tensor whose dtype, rank, dims or nbytes do not agree is a caller bug:
+ * the buffer is poisoned with DYNQ_EINTERNAL. */
+void dynq__w_wtensor(dynq__wbuf_t *w, const dynq__wtensor_t *t);
 /* [0, msgid, method] — caller then writes exactly one params object */
 void dynq__w_request_head(dynq__wbuf_t *w, uint32_t msgid, const char *method);
 /* [1, msgid, nil] — caller then writes exactly one result object */
@@ -215,13 +232,14 @@ typedef struct dynq__tensor_limits {
   int64_t max_elems;     /* per tensor */
 } dynq__tensor_limits_t;
 
-/* Decode {dtype, shape, data} into an owned aligned tensor (data copied).
+/* Check {dtype, shape, data} and view it (lim NULL: DYNQ_MAX_RANK and
+ * DYNQ_MAX_ELEMS); data points into the message, valid while it is.
  * Errors: DYNQ_EPARAMS (not a map, missing/ill-typed field), DYNQ_EDTYPE
  * (unknown dtype), DYNQ_ESHAPE (negative dim, rank too big), DYNQ_ELIMIT
  * (too many elements), DYNQ_EDATA (byte length != numel * dtype size).
- * A message naming the field goes into err.  t untouched on failure. */
-int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
-                     dynq__tensor_t *ret_t, char *err, size_t errlen);
+ * A message naming the field goes into err.  ret_t untouched on failure. */
+int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
+                      dynq__wtensor_t *ret_t, char *err, size_t errlen);
 
 typedef struct dynq__rpc_msg {
   int type;               /* DYNQ_RPC_* */

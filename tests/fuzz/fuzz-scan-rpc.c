@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto/proto.h"
+#include "proto/proto-tensor.h"
 
 /* Small limits so the fuzzer reaches the limit paths too. */
 static const dynq__scan_limits_t k_lim = {1 << 16, 8, 4096};
