@@ -16,6 +16,11 @@
  *  - GELU (erf form, PyTorch's F.gelu): h / sqrt(2) -> Erf -> + 1 ->
  *    h * . -> * 0.5 after a QLinear becomes that layer's GELU epilogue
  *    (act = GELU; the same formula, so FP32 agrees to rounding).
+ *  - GELU (tanh form, PyTorch's F.gelu(approximate="tanh")) after a
+ *    QLinear becomes its GELU_TANH epilogue.
+ *  - Attention: an FP32 MatMul takes in the Transposes of its operands and
+ *    result and a scalar Div/Mul of its result (StridedMatMul); a Softmax
+ *    of an Add over the last axis becomes MaskedSoftmax.
  *  - HardSwish decomposed (PaddlePaddle): x * Clip(x + 3, 0, 6) / 6
  *    becomes HardSwish(x).
  */
@@ -26,10 +31,13 @@
 
 #include "import.h"
 
-typedef struct fctx {
+typedef struct fctx fctx_t;
+static void take_output(fctx_t *f, dynq__bnode_t *q, dynq__bnode_t *n);
+
+struct fctx {
   dynq__builder_t *b;
   int *readers;     /* [n_values] live readers, +1 for a graph output */
-} fctx_t;
+};
 
 static int count_readers(fctx_t *f) {
   dynq__builder_t *b = f->b;
@@ -241,6 +249,65 @@ static int try_gelu(fctx_t *f, int mul_i) {
   return 0;
 }
 
+/* The other operand of a two-input node n when one side is v; -1 if neither. */
+static int32_t other_in(const dynq__bnode_t *n, int32_t v) {
+  if (n == NULL || n->n_in != 2) return -1;
+  return n->in[0] == v ? n->in[1] : n->in[1] == v ? n->in[0] : -1;
+}
+
+/* A Mul of value v by a float32 scalar constant near want: the node. */
+static dynq__bnode_t *mul_by(fctx_t *f, int32_t v, float want) {
+  dynq__bnode_t *m = prod_op(f, v, DYNQ_OP_MUL, 1);
+  float k;
+  if (m == NULL || m->n_in != 2) return NULL;
+  for (int s = 0; s < 2; s++)
+    if (const_scalar(f, m->in[s], &k) && near(k, want)) return m;
+  return NULL;
+}
+
+/* The operand of a Mul by a scalar constant (the non-constant side). */
+static int32_t scaled_operand(fctx_t *f, const dynq__bnode_t *m) {
+  float k;
+  return const_scalar(f, m->in[0], &k) ? m->in[1] : m->in[0];
+}
+
+/* PyTorch's tanh GELU (F.gelu(approximate="tanh")) after a QLinear h:
+ *   0.5 * (h * (1 + tanh(sqrt(2/pi) * (h + 0.044715 * (h * (h * h))))))
+ * ending at node mul_i (the * 0.5).  h is read by h * h (twice), the
+ * cube, the inner Add and the outer product: 5 readers. */
+static int try_gelu_tanh(fctx_t *f, int mul_i) {
+  dynq__builder_t *b = f->b;
+  dynq__bnode_t *m5 = &b->nodes[mul_i];
+  float k;
+  if (m5->op != DYNQ_OP_MUL || m5->n_in != 2) return 0;
+  int s5 = const_scalar(f, m5->in[0], &k) ? 0 : 1;
+  if (!const_scalar(f, m5->in[s5], &k) || !near(k, 0.5f)) return 0;
+  dynq__bnode_t *m4 = prod_op(f, m5->in[1 - s5], DYNQ_OP_MUL, 1);
+  if (m4 == NULL || m4->n_in != 2) return 0;
+  for (int s4 = 0; s4 < 2; s4++) {
+    int32_t h = m4->in[s4];
+    dynq__bnode_t *q = plain_qlinear(f, h, 5);
+    dynq__bnode_t *a3 = prod_op(f, m4->in[1 - s4], DYNQ_OP_ADD, 1);
+    if (q == NULL || a3 == NULL || a3->n_in != 2) continue;
+    int sa = const_scalar(f, a3->in[0], &k) ? 0 : 1;
+    if (!const_scalar(f, a3->in[sa], &k) || !near(k, 1.0f)) continue;
+    dynq__bnode_t *th = prod_op(f, a3->in[1 - sa], DYNQ_OP_TANH, 1);
+    dynq__bnode_t *m3 = th ? mul_by(f, th->in[0], 0.7978845608f) : NULL;
+    dynq__bnode_t *a2 = m3 ? prod_op(f, scaled_operand(f, m3), DYNQ_OP_ADD, 1) : NULL;
+    int32_t c2 = other_in(a2, h);
+    dynq__bnode_t *m2 = mul_by(f, c2, 0.044715f);
+    dynq__bnode_t *m1 = m2 ? prod_op(f, scaled_operand(f, m2), DYNQ_OP_MUL, 1) : NULL;
+    dynq__bnode_t *m0 = m1 ? prod_op(f, other_in(m1, h), DYNQ_OP_MUL, 1) : NULL;
+    if (m0 == NULL || m0->n_in != 2 || m0->in[0] != h || m0->in[1] != h) continue;
+    dynq__bnode_t *dead[] = {m0, m1, m2, a2, m3, th, a3, m4};
+    for (size_t j = 0; j < sizeof(dead) / sizeof(dead[0]); j++) dead[j]->dead = 1;
+    act_attr(q)->i = DYNQ_ACT_GELU_TANH;
+    take_output(f, q, m5);
+    return 1;
+  }
+  return 0;
+}
+
 /* x * Clip(x + 3, 0, 6) / 6 ending at node div_i (the / 6). */
 static int try_hardswish(fctx_t *f, int div_i) {
   dynq__builder_t *b = f->b;
@@ -410,7 +477,7 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
       if (c->b.nodes[i].dead) continue;
       int r = pass == 0 ? try_layernorm(&f, i) + try_hardswish(&f, i)
               : pass == 1 ? try_bias(&f, i, c)
-              : pass == 2 ? try_gelu(&f, i)
+              : pass == 2 ? try_gelu(&f, i) + try_gelu_tanh(&f, i)
               : pass == 3 ? try_strided_matmul(&f, i) : try_masked_softmax(&f, i);
       if (r < 0) {
         free(f.readers);

@@ -429,12 +429,12 @@ START_TEST(if_branch_value_escapes) {
 }
 END_TEST
 
-/* Sigmoid and GELU fused into QLinear: the INT8 output is close to a
+/* Sigmoid, GELU and tanh GELU fused into QLinear: the INT8 output is close to a
  * double-precision reference, bit-identical on every kernel the CPU runs
  * and with the GEMM split over threads; the FP32 path is exact to 1e-5. */
 START_TEST(fused_activations) {
-  static const int acts[2] = {DYNQ_ACT_SIGMOID, DYNQ_ACT_GELU};
-  for (int a = 0; a < 2; a++) {
+  static const int acts[3] = {DYNQ_ACT_SIGMOID, DYNQ_ACT_GELU, DYNQ_ACT_GELU_TANH};
+  for (int a = 0; a < 3; a++) {
     dynq__graph_t g = make_graph();
     dynq__attr_t at3[3] = {attrs[0], attrs[1], {.name = "act", .type = DYNQ_ATTR_INT, .i = acts[a]}};
     nodes[0].n_attr = 3;
@@ -459,7 +459,8 @@ START_TEST(fused_activations) {
         double t = bias[n];
         for (int k = 0; k < K; k++) t += (double)x[i][k] * W[n][k];
         want[i][n] = (float)(acts[a] == DYNQ_ACT_SIGMOID ? 1.0 / (1.0 + exp(-t))
-                                                         : 0.5 * t * (1.0 + erf(t / sqrt(2.0))));
+                             : acts[a] == DYNQ_ACT_GELU ? 0.5 * t * (1.0 + erf(t / sqrt(2.0)))
+                             : 0.5 * t * (1.0 + tanh(sqrt(2.0 / M_PI) * (t + 0.044715 * t * t * t))));
       }
     dynq__tensor_t in = {.dtype = DYNQ_DT_F32, .rank = 2, .dims = {R, K}, .data = x};
     dynq__tensor_t o32[1], o8[1], ok[1];

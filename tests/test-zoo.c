@@ -244,6 +244,14 @@ START_TEST(fused_vs_unfused) {
     char *log = NULL;
     ck_assert_int_eq(tu_quantize_log(&log, src, fa, (char *)NULL), 0);
     int fused = strstr(log, "fused:") != NULL;
+    /* the patterns each exporter fixture must hit: attention's four
+     * products and two mask Adds (bert), the tanh GELU (decoder) */
+    if (strcmp(m->name, "bert") == 0)
+      ck_assert_msg(strstr(log, "fused: 4 attention MatMuls") && strstr(log, "2 mask Adds"),
+                    "%s: attention not fused:\n%s", m->dynq, log);
+    if (strcmp(m->name, "decoder") == 0)
+      ck_assert_msg(strstr(log, "and 1 GELU into") && strstr(log, "fused: 4 attention MatMuls"),
+                    "%s: tanh GELU or attention not fused:\n%s", m->dynq, log);
     free(log);
     log = NULL;
     ck_assert_int_eq(tu_quantize_log(&log, "--no-fuse", src, fb, (char *)NULL), 0);

@@ -50,11 +50,13 @@
 #define DYNQ_QGEMM_MAX_K 65536
 
 /* Fused activations.  Kernels apply NONE and RELU inside their epilogue;
- * SIGMOID and GELU (exact, erf form) are applied by QLINEAR to each column
+ * SIGMOID, GELU (exact, erf form) and GELU_TANH (the tanh approximation,
+ * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))) are applied by QLINEAR to each column
  * block right after its kernel call, while it is in cache, through one C
  * function (dynq__act_apply, lib/ops/opkit.h): the same IEEE operations on every ISA, so
  * results stay bit-identical across kernels.  Kernels never see them. */
-enum { DYNQ_ACT_NONE = 0, DYNQ_ACT_RELU = 1, DYNQ_ACT_SIGMOID = 2, DYNQ_ACT_GELU = 3 };
+enum { DYNQ_ACT_NONE = 0, DYNQ_ACT_RELU = 1, DYNQ_ACT_SIGMOID = 2, DYNQ_ACT_GELU = 3,
+       DYNQ_ACT_GELU_TANH = 4 };
 
 static inline int64_t dynq__round_up(int64_t x, int64_t m) {
   return (x + m - 1) / m * m;

@@ -52,7 +52,7 @@ int dynq__check_qlinear(const dynq__graph_t *g, const dynq__node_t *n,
   CHECK(n->n_in < 6 || n->in[5] < 0 || const_ok(g, n->in[5], DYNQ_DT_F32, 2, K, N), "node '%s' (QLinear): reference weights must be a constant float32 [%lld, %lld]", nm, (long long)K, (long long)N);
   int64_t act = dynq__node_attr_i(n, "act", 0), pt = dynq__node_attr_i(n, "per_tensor", 0);
   int64_t ta = dynq__node_attr_i(n, "trans_a", 0);
-  CHECK(act >= DYNQ_ACT_NONE && act <= DYNQ_ACT_GELU, "node '%s' (QLinear): unknown act %lld", nm, (long long)act);
+  CHECK(act >= DYNQ_ACT_NONE && act <= DYNQ_ACT_GELU_TANH, "node '%s' (QLinear): unknown act %lld", nm, (long long)act);
   CHECK(pt == 0 || pt == 1, "node '%s' (QLinear): per_tensor must be 0 or 1", nm);
   CHECK(ta == 0 || ta == 1, "node '%s' (QLinear): trans_a must be 0 or 1", nm);
   return 0;

@@ -173,22 +173,39 @@ void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
               (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
 }
 
-void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1) {
-  for (int64_t m = 0; m < M; m++) {
-    float *y = C + (size_t)m * ldc;
-    switch (act) {
-    case DYNQ_ACT_RELU:
-      for (int64_t j = n0; j < n1; j++) y[j] = 0.0f > y[j] ? 0.0f : y[j];  /* NaN stays */
-      break;
-    case DYNQ_ACT_SIGMOID:
-      for (int64_t j = n0; j < n1; j++) y[j] = dynq_vsigmoid(y[j]);
-      break;
-    case DYNQ_ACT_GELU:
-      for (int64_t j = n0; j < n1; j++)
-        y[j] = 0.5f * y[j] * (1.0f + dynq_verf(y[j] * 0.70710678118654752f));
-      break;
-    default:
-      break;
+/* The activations over one row, compiled for AVX-512, AVX2 and the
+ * baseline and picked at load (target_clones): the same IEEE operations
+ * in the same order in every clone (-ffp-contract=off), so the same bits
+ * on every kernel, split and CPU.  no-trapping-math lets GCC if-convert
+ * the selects. */
+#define ACT_VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
+#define ACT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+ACT_CLONES ACT_VEC static void act_row(int act, float *y, int64_t n) {
+  switch (act) {
+  case DYNQ_ACT_RELU:
+    for (int64_t j = 0; j < n; j++) y[j] = 0.0f > y[j] ? 0.0f : y[j];  /* NaN stays */
+    break;
+  case DYNQ_ACT_SIGMOID:
+    for (int64_t j = 0; j < n; j++) y[j] = dynq_vsigmoid(y[j]);
+    break;
+  case DYNQ_ACT_GELU:
+    for (int64_t j = 0; j < n; j++)
+      y[j] = 0.5f * y[j] * (1.0f + dynq_verf(y[j] * 0.70710678118654752f));
+    break;
+  case DYNQ_ACT_GELU_TANH:
+    for (int64_t j = 0; j < n; j++) {
+      float x = y[j];
+      float u = 0.7978845608028654f * (x + 0.044715f * (x * x * x));
+      y[j] = 0.5f * x * (1.0f + dynq_vtanh(u));
     }
+    break;
+  default:
+    break;
   }
+}
+
+void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1) {
+  if (act == DYNQ_ACT_NONE || n1 <= n0) return;
+  for (int64_t m = 0; m < M; m++) act_row(act, C + (size_t)m * ldc + n0, n1 - n0);
 }

@@ -269,7 +269,7 @@ void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                  float beta, float *C, int64_t ldc);
 
 /* Fused activation of an INT8 layer's output columns [n0, n1) of M rows
- * (DYNQ_ACT_SIGMOID and GELU; the kernels do NONE and RELU themselves),
+ * (DYNQ_ACT_SIGMOID, GELU and GELU_TANH; the kernels do NONE and RELU themselves),
  * with the shared vector math: the same bits on every kernel and split. */
 void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1);
 
