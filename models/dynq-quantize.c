@@ -77,16 +77,15 @@ static const op_spec_t op_table[] = {
     {"Identity", DYNQ_OP_IDENTITY, 1, 1, 1, 0, {{0}}, convert_simple},
     {"Constant", DYNQ_OP_INVALID, 0, 0, 1, OPF_OWN_ATTRS, {{0}}, NULL},
     /* shape and graph ops (import_graph.c) */
-    {"ConstantOfShape", DYNQ_OP_CONSTANT_OF_SHAPE, 1, 1, 1, 0, {{"value", K_TENSOR}}, G},
+    {"ConstantOfShape", DYNQ_OP_CONSTANT_OF_SHAPE, 1, 1, 1, 0, {{0}}, G},
     {"Shape", DYNQ_OP_SHAPE, 1, 1, 1, 0, {{"start", K_INT}, {"end", K_INT}}, G},
     {"Size", DYNQ_OP_SIZE, 1, 1, 1, 0, {{0}}, G},
     {"Gather", DYNQ_OP_GATHER, 2, 2, 1, 0, {{"axis", K_INT}}, dynq__import_gather},
-    {"Slice", DYNQ_OP_SLICE, 1, 5, 1, OPF_OPT_IN,
-     {{"starts", K_INTS}, {"ends", K_INTS}, {"axes", K_INTS}}, G},
+    {"Slice", DYNQ_OP_SLICE, 1, 5, 1, OPF_OPT_IN, {{0}}, G},
     {"Concat", DYNQ_OP_CONCAT, 1, 64, 1, 0, {{"axis", K_INT}}, G},
-    {"Squeeze", DYNQ_OP_SQUEEZE, 1, 2, 1, OPF_OPT_IN, {{"axes", K_INTS}}, G},
-    {"Unsqueeze", DYNQ_OP_UNSQUEEZE, 1, 2, 1, 0, {{"axes", K_INTS}}, G},
-    {"Transpose", DYNQ_OP_TRANSPOSE, 1, 1, 1, 0, {{"perm", K_INTS}}, G},
+    {"Squeeze", DYNQ_OP_SQUEEZE, 1, 2, 1, OPF_OPT_IN, {{0}}, G},
+    {"Unsqueeze", DYNQ_OP_UNSQUEEZE, 1, 2, 1, 0, {{0}}, G},
+    {"Transpose", DYNQ_OP_TRANSPOSE, 1, 1, 1, 0, {{0}}, G},
     {"Cast", DYNQ_OP_CAST, 1, 1, 1, 0, {{"to", K_INT}, {"saturate", K_INT}}, G},
     {"Equal", DYNQ_OP_EQUAL, 2, 2, 1, 0, {{0}}, G},
     {"Less", DYNQ_OP_LESS, 2, 2, 1, 0, {{0}}, G},
@@ -102,12 +101,11 @@ static const op_spec_t op_table[] = {
     {"Log", DYNQ_OP_LOG, 1, 1, 1, 0, {{0}}, G},
     {"Exp", DYNQ_OP_EXP, 1, 1, 1, 0, {{0}}, G},
     {"ReduceMean", DYNQ_OP_REDUCE_MEAN, 1, 2, 1, OPF_OPT_IN,
-     {{"axes", K_INTS}, {"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
     {"ReduceSum", DYNQ_OP_REDUCE_SUM, 1, 2, 1, OPF_OPT_IN,
-     {{"axes", K_INTS}, {"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
-    {"Pad", DYNQ_OP_PAD, 1, 4, 1, OPF_OPT_IN,
-     {{"mode", K_STRING}, {"pads", K_INTS}, {"value", K_FLOAT}}, G},
-    {"Clip", DYNQ_OP_CLIP, 1, 3, 1, OPF_OPT_IN, {{"min", K_FLOAT}, {"max", K_FLOAT}}, G},
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"Pad", DYNQ_OP_PAD, 1, 4, 1, OPF_OPT_IN, {{"mode", K_STRING}}, G},
+    {"Clip", DYNQ_OP_CLIP, 1, 3, 1, OPF_OPT_IN, {{0}}, G},
     {"Expand", DYNQ_OP_EXPAND, 2, 2, 1, 0, {{0}}, G},
     {"Range", DYNQ_OP_RANGE, 3, 3, 1, 0, {{0}}, G},
     /* pooling, normalizations, hard activations (import_tf.c) */
@@ -175,6 +173,7 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
     int kind = 0;
     for (int j = 0; j < MAX_ATTR_SPECS && sp->attrs[j].name; j++)
       if (strcmp(sp->attrs[j].name, an) == 0) kind = sp->attrs[j].kind;
+    if (kind == 0 && dynq__imp_rule_find(type, an) != NULL) continue; /* rules_check's */
     if (kind == 0) return dynq__imp_pool_printf(pl, "attribute '%s' is not supported", an);
     if (a->ref_attr_name) return dynq__imp_pool_printf(pl, "attribute '%s' is a function reference", an);
     if ((kind == K_INT && !dynq__imp_attr_is_int(a)) || (kind == K_FLOAT && !dynq__imp_attr_is_float(a)) ||
@@ -186,6 +185,8 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
   int64_t ta = dynq__imp_attr_i(n, "transA", 0), tb = dynq__imp_attr_i(n, "transB", 0);
   if ((ta != 0 && ta != 1) || (tb != 0 && tb != 1))
     return "transA/transB must be 0 or 1";
+  const char *rwhy = dynq__imp_rules_check(c, n);
+  if (rwhy != NULL) return rwhy;
   if (sp->check != NULL) {
     const char *why = sp->check(c, n);
     if (why != NULL) return why;

@@ -286,6 +286,47 @@ int32_t dynq__imp_const_input(conv_t *c, const Onnx__ValueInfoProto *vi);
 int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_if(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 
+/* ---- attributes that become inputs (import_rules.c) ---- */
+
+/* One row per attribute the engine takes as a constant input: ONNX op
+ * `op`'s attribute `attr` is engine input `input`; from opset `since` on
+ * ONNX itself has it as that input (0: never, it is always an attribute).
+ * A new rule is one row of the table in import_rules.c; the op's converter
+ * gets the inputs from dynq__imp_rule_inputs(). */
+enum {
+  DYNQ_IMP_R_INTS = 1, /* INTS -> 1-D int64 */
+  DYNQ_IMP_R_FLOAT,    /* FLOAT -> float32 scalar */
+  DYNQ_IMP_R_FLOATS,   /* FLOATS -> 1-D float32 */
+  DYNQ_IMP_R_TENSOR1,  /* TENSOR holding one element -> that tensor */
+};
+enum {
+  DYNQ_IMP_R_OPTIONAL = 0, /* absent: the input is left out */
+  DYNQ_IMP_R_REQUIRED,     /* absent: pass 1 refuses the node */
+  DYNQ_IMP_R_DEFAULT,      /* absent: `dflt` (FLOAT rows only), when the node
+                              carries any of its op's attributes of this table */
+};
+typedef struct dynq__imp_rule {
+  const char *op, *attr;
+  int input;
+  int since;
+  int kind; /* DYNQ_IMP_R_INTS... */
+  int need; /* DYNQ_IMP_R_OPTIONAL... */
+  float dflt;
+} dynq__imp_rule_t;
+
+/* The row for op's attribute attr, or NULL. */
+const dynq__imp_rule_t *dynq__imp_rule_find(const char *op, const char *attr);
+/* Pass 1: why node n breaks its op's rows at the model's opset (the
+ * attribute where ONNX has an input or the reverse, a required one
+ * missing, a wrong attribute type), or NULL. */
+const char *dynq__imp_rules_check(conv_t *c, const Onnx__NodeProto *n);
+/* Node n's engine inputs into ins[DYNQ_IMP_MAX_IN] (value indices, -1
+ * left out): its ONNX inputs, then each row's attribute as a new constant
+ * at the row's input index.  *ret_n: inputs up to the last present one.
+ * 0, or -1 after an error. */
+int dynq__imp_rule_inputs(conv_t *c, const Onnx__NodeProto *n, const char *nname,
+                          int32_t *ins, int *ret_n);
+
 /* ---- converter table ---- */
 
 typedef int (*dynq__convert_fn)(conv_t *c, const Onnx__NodeProto *n, const char *nname);

@@ -4,9 +4,10 @@
  * its forms, --set for fixing graph inputs, and import-time constant
  * folding.
  *
- * Attributes that hold lists (axes, perm, pads, starts/ends before opset
- * 10) become constant int64 inputs, so the engine has one run function per
- * op whatever the opset (lib/ops_graph.c).  ONNX bool is carried as uint8.
+ * Attributes the engine takes as inputs (axes, perm, pads, starts/ends
+ * before opset 10, ...) become constant inputs by the rows of
+ * import_rules.c, so the engine has one run function per op whatever the
+ * opset (lib/ops/).  ONNX bool is carried as uint8.
  *
  * If: with a constant condition (folded, or fixed with --set) only the
  * taken branch is inlined.  Otherwise IF(cond) -> flag is followed by the
@@ -318,36 +319,6 @@ static int oom(void) {
   return -1;
 }
 
-/* An ONNX ints attribute as a constant int64 input; -1 when absent. */
-static int32_t ints_input(conv_t *c, const Onnx__NodeProto *n, const char *nname,
-                          const char *attr, int *ret_err) {
-  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, attr);
-  if (a == NULL) return -1;
-  size_t cnt = a->n_ints;
-  int64_t *d = dynq__imp_pool_alloc(&c->b.pool, (cnt ? cnt : 1) * sizeof(int64_t));
-  if (d == NULL) {
-    *ret_err = oom();
-    return -1;
-  }
-  if (cnt) memcpy(d, a->ints, cnt * sizeof(int64_t));
-  int64_t dims[1] = {(int64_t)cnt};
-  const char *sfx = dynq__imp_pool_printf(&c->b.pool, ".%s", attr);
-  int32_t v = sfx ? dynq__imp_add_const(&c->b, nname, sfx, DYNQ_DT_I64, 1, dims, d,
-                                        cnt * sizeof(int64_t))
-                  : -1;
-  if (v < 0) *ret_err = oom();
-  return v;
-}
-
-static int32_t scalar_const(conv_t *c, const char *nname, const char *sfx, dynq_dtype_t dt,
-                            const void *val) {
-  size_t es = dynq__dtype_size(dt);
-  void *d = dynq__imp_pool_alloc(&c->b.pool, es);
-  if (d == NULL) return -1;
-  memcpy(d, val, es);
-  return dynq__imp_add_const(&c->b, nname, sfx, dt, 0, NULL, d, es);
-}
-
 /* ONNX TensorProto dtype code -> dynq dtype for Cast; -1 if unsupported. */
 static int cast_target(int64_t to, int *ret_bool) {
   *ret_bool = 0;
@@ -366,72 +337,15 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   dynq__builder_t *b = &c->b;
   const char *type = n->op_type;
   int op = dynq__op_from_name(type);
-  int err = 0;
-  int32_t extra[4] = {-1, -1, -1, -1};
-  int n_extra = 0;
+  int32_t ins[DYNQ_IMP_MAX_IN];
+  int n_ins = 0;
   if (op == DYNQ_OP_INVALID) {
     dynq__imp_errorf("node '%s' (op %s): internal error: no engine op", nname, type);
     return -1;
   }
-  /* attributes that become inputs (added before the node: add_const may
-   * not run while we hold a node pointer) */
-  if ((op == DYNQ_OP_SQUEEZE || op == DYNQ_OP_UNSQUEEZE) && n->n_input < 2) {
-    extra[0] = ints_input(c, n, nname, "axes", &err);
-    n_extra = 1;
-    if (op == DYNQ_OP_UNSQUEEZE && extra[0] < 0 && !err) {
-      dynq__imp_errorf("node '%s' (op Unsqueeze): axes are required", nname);
-      return -1;
-    }
-  } else if ((op == DYNQ_OP_REDUCE_MEAN || op == DYNQ_OP_REDUCE_SUM) && n->n_input < 2) {
-    extra[0] = ints_input(c, n, nname, "axes", &err);
-    n_extra = 1;
-  } else if (op == DYNQ_OP_TRANSPOSE) {
-    extra[0] = ints_input(c, n, nname, "perm", &err);
-    n_extra = 1;
-  } else if (op == DYNQ_OP_SLICE && n->n_input == 1) {
-    /* opset < 10: starts, ends, axes in attributes */
-    extra[0] = ints_input(c, n, nname, "starts", &err);
-    extra[1] = ints_input(c, n, nname, "ends", &err);
-    extra[2] = ints_input(c, n, nname, "axes", &err);
-    n_extra = 3;
-    if (!err && (extra[0] < 0 || extra[1] < 0)) {
-      dynq__imp_errorf("node '%s' (op Slice): starts and ends are required", nname);
-      return -1;
-    }
-  } else if (op == DYNQ_OP_PAD && n->n_input == 1) {
-    /* opset < 11: pads and value in attributes */
-    extra[0] = ints_input(c, n, nname, "pads", &err);
-    float v = dynq__imp_attr_f(n, "value", 0.0f);
-    extra[1] = scalar_const(c, nname, ".value", DYNQ_DT_F32, &v);
-    if (extra[1] < 0) err = oom();
-    n_extra = 2;
-    if (!err && extra[0] < 0) {
-      dynq__imp_errorf("node '%s' (op Pad): pads are required", nname);
-      return -1;
-    }
-  } else if (op == DYNQ_OP_CLIP && n->n_input == 1 &&
-             (dynq__imp_find_attr(n, "min") || dynq__imp_find_attr(n, "max"))) {
-    /* opset < 11: min and max in attributes */
-    float lo = dynq__imp_attr_f(n, "min", -INFINITY), hi = dynq__imp_attr_f(n, "max", INFINITY);
-    extra[0] = scalar_const(c, nname, ".min", DYNQ_DT_F32, &lo);
-    extra[1] = scalar_const(c, nname, ".max", DYNQ_DT_F32, &hi);
-    if (extra[0] < 0 || extra[1] < 0) err = oom();
-    n_extra = 2;
-  } else if (op == DYNQ_OP_CONSTANT_OF_SHAPE) {
-    const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "value");
-    if (a != NULL) {
-      const char *vn = dynq__imp_fresh_name(b, nname, ".value");
-      if (vn == NULL) return oom();
-      extra[0] = dynq__imp_import_tensor(b, a->t, vn, "ConstantOfShape value");
-      if (extra[0] < 0) return -1;
-      if (b->values[extra[0]].nbytes != dynq__dtype_size(b->values[extra[0]].dtype)) {
-        dynq__imp_errorf("node '%s' (op ConstantOfShape): value must hold one element", nname);
-        return -1;
-      }
-    }
-    n_extra = 1;
-  }
-  if (err) return -1;
+  /* attributes that become inputs (import_rules.c), added before the
+   * node: add_const may not run while we hold a node pointer */
+  if (dynq__imp_rule_inputs(c, n, nname, ins, &n_ins) != 0) return -1;
 
   int to = 0, to_bool = 0, mode = 0;
   if (op == DYNQ_OP_CAST) {
@@ -463,8 +377,7 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
 
   dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
   if (bn == NULL) return oom();
-  for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
-  for (int i = 0; i < n_extra; i++) dynq__imp_node_in(bn, extra[i]);
+  for (int i = 0; i < n_ins; i++) dynq__imp_node_in(bn, ins[i]);
   /* trailing omitted inputs are dropped (the engine reads them as absent) */
   while (bn->n_in > 1 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
   switch (op) {

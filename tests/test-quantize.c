@@ -531,6 +531,64 @@ START_TEST(test_malformed_models) {
 }
 END_TEST
 
+/* The attribute forms of opset 9 (Squeeze/Unsqueeze axes, Slice
+ * starts/ends/axes, Pad-2 pads and value, Clip-6 min without max,
+ * Transpose perm, ReduceSum/ReduceMean axes) become the engine's inputs by
+ * the rows of models/import_rules.c: the results are numpy's. */
+START_TEST(test_rules_old_forms) {
+  char *in = fixture("rules_opset9.onnx"), *outp = tmp_path("rules9.dynq");
+  char *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, in, outp, NULL) == 0, "dynq-quantize: %s", log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  size_t nx, n1, n2;
+  float *x = load_f32("rules_x.f32", &nx), *r1 = load_f32("rules_r1.f32", &n1);
+  float *r2 = load_f32("rules_r2.f32", &n2);
+  ck_assert_uint_eq(nx, 24);
+  int64_t dims[4] = {2, 3, 1, 4};
+  dynq__tensor_t xt = f32_tensor(x, 4, dims), y[2];
+  memset(y, 0, sizeof(y));
+  const char *names[] = {"x"};
+  char err[256];
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, &xt, 1, y, err, sizeof err), 0);
+  const dynq__graph_t *g = dynq__model_graph(m);
+  for (int o = 0; o < 2; o++) {
+    int idx = strcmp(g->values[g->outputs[o]].name, "r1") == 0 ? 0 : 1;
+    const float *want = idx == 0 ? r1 : r2;
+    size_t nw = idx == 0 ? n1 : n2;
+    ck_assert_uint_eq((size_t)dynq__tensor_numel(&y[o]), nw);
+    const float *got = y[o].data;
+    for (size_t i = 0; i < nw; i++)
+      ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f, "r%d[%zu] = %g, want %g", idx + 1, i,
+                    got[i], want[i]);
+  }
+  clear_outputs(y, 2);
+  dynq__model_unref(m);
+  free(x);
+  free(r1);
+  free(r2);
+  free(in);
+  free(outp);
+}
+END_TEST
+
+/* Each rule's misuse at the model's opset, all listed in one error. */
+START_TEST(test_rules_errors) {
+  const char *w11[] = {"'squeeze_in' (op Squeeze): before opset 13 'axes' is an attribute, "
+                       "not input 1 (the model's opset is 11)",
+                       "'unsq_none' (op Unsqueeze): attribute 'axes' is required",
+                       "'squeeze_floats' (op Squeeze): attribute 'axes' has the wrong type",
+                       "'slice_noends' (op Slice): input 2 ('ends') is required",
+                       "4 nodes cannot", NULL};
+  expect_fixture_fail("rules_bad11.onnx", w11);
+  const char *w13[] = {"'squeeze_attr' (op Squeeze): 'axes' is input 1 from opset 13 on, not "
+                       "an attribute (the model's opset is 13)",
+                       "'rsum_attr' (op ReduceSum): 'axes' is input 1 from opset 13 on",
+                       "2 nodes cannot", NULL};
+  expect_fixture_fail("rules_bad13.onnx", w13);
+}
+END_TEST
+
 /* fuzz-onnx (docs/FUZZING.md): a 482-byte model whose initializer 'U'
  * declares 1321008127 floats but holds 48.  The importer allocated the
  * 5 GB first and compared the counts after; now it refuses before any
@@ -983,6 +1041,8 @@ static Suite *quantize_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_unsupported);
   tcase_add_test(tc, test_softmax_old_opset);
+  tcase_add_test(tc, test_rules_old_forms);
+  tcase_add_test(tc, test_rules_errors);
   tcase_add_test(tc, test_malformed_models);
   tcase_add_test(tc, test_bad_files);
   tcase_add_test(tc, test_fuzz_regressions);
