@@ -389,7 +389,7 @@ static void take_output(fctx_t *f, dynq__bnode_t *q, dynq__bnode_t *n) {
 /* An FP32 MatMul (attention's Q K^T and P V) with the Transposes of its
  * operands, a scalar Div or Mul of its result and a Transpose of its
  * result folded in: a StridedMatMul that reads and writes in place. */
-static int try_strided_matmul(fctx_t *f, int mm_i) {
+static int try_strided_matmul(fctx_t *f, int mm_i, int int8) {
   dynq__builder_t *b = f->b;
   if (b->nodes[mm_i].op != DYNQ_OP_MATMUL || b->nodes[mm_i].n_in != 2) return 0;
   int32_t perm[3] = {-1, -1, -1}, src[2];
@@ -441,6 +441,7 @@ static int try_strided_matmul(fctx_t *f, int mm_i) {
   mm->in[1] = src[1];
   for (int j = 0; j < 3; j++) mm->in[2 + j] = perm[j];
   if (alpha != 1.0f) dynq__imp_node_attr_f(mm, "alpha", alpha);
+  if (int8) dynq__imp_node_attr_i(mm, "int8", 1);
   return 1;
 }
 
@@ -478,7 +479,7 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
       int r = pass == 0 ? try_layernorm(&f, i) + try_hardswish(&f, i)
               : pass == 1 ? try_bias(&f, i, c)
               : pass == 2 ? try_gelu(&f, i) + try_gelu_tanh(&f, i)
-              : pass == 3 ? try_strided_matmul(&f, i) : try_masked_softmax(&f, i);
+              : pass == 3 ? try_strided_matmul(&f, i, c->opt.int8_attention && !c->opt.fp32) : try_masked_softmax(&f, i);
       if (r < 0) {
         free(f.readers);
         dynq__imp_errorf("out of memory");

@@ -110,6 +110,7 @@ typedef struct dynq__imp_options {
   int fp32, per_tensor, no_reference;
   int no_auto_fp32;          /* --no-auto-fp32: no signal front-end rule */
   int no_fuse;               /* --no-fuse: no import-time fusions (fuse.c) */
+  int int8_attention;        /* --int8-attention: StridedMatMul nodes get "int8" */
   int n_keep;                /* --keep-fp32 NODE entries */
   const char *keep[32];      /* point into argv (split at ','); a layer name
                                 matches when it equals or ends with one */

@@ -24,6 +24,9 @@ static void usage(FILE *f) {
           "  --no-reference  omit the FP32 reference weights (smaller file, no fp32 path)\n"
           "  --no-fuse       keep the exporter's decomposed forms (LayerNorm as\n"
           "                  ReduceMean/Sub/Pow/...; for A/B checks of the fusions)\n"
+          "  --int8-attention  attention's activation x activation products (Q K^T, P V)\n"
+          "                  also dynamic INT8 on the INT8 path (both operands quantized\n"
+          "                  per request: rows of the left, columns of the right)\n"
           "  --no-auto-fp32  quantize a signal front end (a Conv with one input channel\n"
           "                  and >= 64 taps) and the layer reading it too (default:\n"
           "                  both stay FP32; see models/README.md)\n"
@@ -85,6 +88,8 @@ int main(int argc, char **argv) {
       opt.per_tensor = 1;
     } else if (!only_pos && strcmp(a, "--no-fuse") == 0) {
       opt.no_fuse = 1;
+    } else if (!only_pos && strcmp(a, "--int8-attention") == 0) {
+      opt.int8_attention = 1;
     } else if (!only_pos && strcmp(a, "--no-auto-fp32") == 0) {
       opt.no_auto_fp32 = 1;
     } else if (!only_pos && strcmp(a, "--no-reference") == 0) {

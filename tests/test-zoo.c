@@ -277,6 +277,49 @@ START_TEST(fused_vs_unfused) {
 }
 END_TEST
 
+/* dynq-quantize --int8-attention: attention's activation x activation
+ * products run dynamic INT8 on the INT8 path.  On every attention fixture
+ * the INT8 output changes (the path is taken) and stays within ORT's
+ * dynamic-INT8 error; the FP32 path is the same bits as without it. */
+START_TEST(int8_attention) {
+  int checked = 0;
+  for (int i = 0; i < n_models; i++) {
+    const zmodel_t *m = &models[i];
+    if (!m->converted || (strcmp(m->name, "bert") && strcmp(m->name, "tenc") &&
+                          strcmp(m->name, "decoder")))
+      continue;
+    char src[256], fa[512], fb[512], rel[256];
+    snprintf(src, sizeof src, "%s/tests/fixtures/zoo/%s", tu_src("."), m->file);
+    snprintf(fa, sizeof fa, "%s/att8.dynq", dir);
+    snprintf(fb, sizeof fb, "%s/att32.dynq", dir);
+    ck_assert_int_eq(tu_quantize(src, fa, "--int8-attention", (char *)NULL), 0);
+    ck_assert_int_eq(tu_quantize(src, fb, (char *)NULL), 0);
+    size_t n = numel(&m->out[0]);
+    float *ref = malloc(n * sizeof(float));
+    ck_assert_ptr_nonnull(ref);
+    snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", m->out[0].file);
+    ck_assert_int_eq(tu_load_f32(rel, ref, n), 0);
+    float *a8 = run_inproc(fa, m, DYNQ_PRECISION_INT8), *b8 = run_inproc(fb, m, DYNQ_PRECISION_INT8);
+    float *a32 = run_inproc(fa, m, DYNQ_PRECISION_FP32), *b32 = run_inproc(fb, m, DYNQ_PRECISION_FP32);
+    double e8 = tu_rel_l2(a8, ref, n), d8 = tu_rel_l2(b8, ref, n), ort8 = m->out[0].ort_int8_rel_l2;
+    printf("zoo %s opset %d: int8 attention relL2 %.5f (fp32 attention %.5f, ORT INT8 %.5f)\n",
+           m->name, m->opset, e8, d8, ort8);
+    ck_assert_msg(memcmp(a8, b8, n * sizeof(float)) != 0, "%s: --int8-attention changed nothing",
+                  m->dynq);
+    ck_assert_msg(memcmp(a32, b32, n * sizeof(float)) == 0, "%s: the FP32 path changed", m->dynq);
+    ck_assert_msg(e8 <= ort8 * INT8_MARGIN, "%s: int8 attention relL2 %g > %.2f x ORT's %g",
+                  m->dynq, e8, INT8_MARGIN, ort8);
+    free(ref);
+    free(a8);
+    free(b8);
+    free(a32);
+    free(b32);
+    checked++;
+  }
+  ck_assert_int_eq(checked, 9);
+}
+END_TEST
+
 /* INT8 embedding tables (QGather): every stored row, dequantized, against
  * the FP32 reference row the file keeps: cosine >= 0.999. */
 START_TEST(embeddings_cosine) {
@@ -323,6 +366,7 @@ static Suite *zoo_suite(void) {
   tcase_add_unchecked_fixture(tc, setup, teardown);
   tcase_add_loop_test(tc, zoo_model, 0, 18);
   tcase_add_test(tc, fused_vs_unfused);
+  tcase_add_test(tc, int8_attention);
   tcase_add_test(tc, embeddings_cosine);
   suite_add_tcase(s, tc);
   return s;

@@ -331,7 +331,10 @@ int dynq__prep_gemm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate
  *   Y = Transpose(MatMul(Transpose(A, perm_a), Transpose(B, perm_b)), perm_y) * alpha
  *
  * inputs A, B (float32, rank >= 2), then perm_a, perm_b, perm_y (int64
- * 1-D constants, each optional: -1 is the identity); attr "alpha".  The
+ * 1-D constants, each optional: -1 is the identity); attrs "alpha" and
+ * "int8" (1: on the INT8 path both operands are quantized at run time,
+ * per row of A and per column of B, and multiplied by the INT8 GEMM;
+ * dynq-quantize --int8-attention, off by default).  The
  * importer (models/fuse.c) folds the Transposes that exporters put around
  * attention's Q K^T and P V products, and a scalar Div/Mul of the scores,
  * into this node.  Each operand is read in place through its strides:
@@ -410,6 +413,7 @@ typedef struct smm {
   const float *A, *B;
   float *Y;
   float alpha;
+  const dynq__kernel_t *int8;          /* non-NULL: dynamic INT8 products (attr "int8") */
   int64_t count, chunks;               /* batch matrices; tasks */
   int failed;                          /* a task could not allocate */
 } smm_t;
@@ -423,10 +427,69 @@ static float *smm_pack(const float *p, int64_t rows, int64_t cols, int64_t rs, i
   return t;
 }
 
+/* Dynamic INT8 act x act: A quantized per row (u8, the QLinear scheme),
+ * B per column (symmetric int8, the weights' scheme, packed at run time),
+ * the INT8 GEMM with alpha folded into the column scales.  Y must be
+ * row-major with unit column stride.  0, or -1 when out of memory. */
+static int smm_one_int8(const smm_t *s, const float *A, const float *B, float *Y) {
+  const int64_t M = s->M, N = s->N, K = s->K;
+  const int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG), Np = dynq__round_up(N, DYNQ_QGEMM_NR);
+  int rc = -1;
+  float *pa = NULL, *ws = malloc(sizeof(float) * (size_t)N), *as = malloc(sizeof(float) * (size_t)M);
+  int32_t *azp = malloc(sizeof(int32_t) * (size_t)M), *cs = malloc(sizeof(int32_t) * (size_t)N);
+  int8_t *w = malloc((size_t)(N * K)), *bp = dynq__aligned_alloc((size_t)(Np * Kp));
+  uint8_t *aq = dynq__aligned_alloc((size_t)(M * Kp));
+  if (!ws || !as || !azp || !cs || !w || !bp || !aq) goto out;
+  if (s->acs != 1 && K > 1) {
+    if ((A = pa = smm_pack(A, M, K, s->ars, s->acs)) == NULL) goto out;
+    dynq__quantize_rows(s->int8, M, K, A, (size_t)K, aq, (size_t)Kp, 0, as, azp);
+  } else {
+    dynq__quantize_rows(s->int8, M, K, A, (size_t)(M == 1 ? K : s->ars), aq, (size_t)Kp, 0, as, azp);
+  }
+  for (int64_t n = 0; n < N; n++) {
+    float mx = 0.0f;
+    for (int64_t k = 0; k < K; k++) {
+      float v = fabsf(B[k * s->brs + n * s->bcs]);
+      mx = v > mx ? v : mx;
+    }
+    float sc = mx > 0.0f && isfinite(mx) ? mx / 127.0f : 1.0f, inv = 1.0f / sc;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < K; k++) {
+      float q = nearbyintf(B[k * s->brs + n * s->bcs] * inv);
+      q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+      w[n * K + k] = (int8_t)q;
+      sum += (int32_t)q;
+    }
+    cs[n] = sum;
+    ws[n] = sc * s->alpha;
+  }
+  dynq__pack_weights(N, K, w, bp);
+  dynq__qgemm_args_t q = {
+    .M = M, .N = N, .K = K, .A = aq, .lda = (size_t)Kp, .B = bp, .colsum = cs,
+    .w_scale = ws, .a_scale = as, .a_zp = azp, .bias = NULL, .act = DYNQ_ACT_NONE,
+    .C = Y, .ldc = (size_t)(M == 1 ? N : s->yrs), .n0 = 0, .n1 = N,
+  };
+  s->int8->qgemm(&q);
+  rc = 0;
+out:
+  free(pa);
+  free(ws);
+  free(as);
+  free(azp);
+  free(cs);
+  free(w);
+  dynq__aligned_free(bp);
+  dynq__aligned_free(aq);
+  return rc;
+}
+
 static int smm_one(const smm_t *s, const float *A, const float *B, float *Y) {
   int ta, tb, ty, rc = 0;
   int64_t lda, ldb, ldy;
   float *pa = NULL, *pb = NULL, *py = NULL;
+  if (s->int8 != NULL && s->K > 0 && s->K <= DYNQ_QGEMM_MAX_K &&
+      (s->N == 1 || s->ycs == 1) && (s->M == 1 || s->yrs >= s->N))
+    return smm_one_int8(s, A, B, Y);
   if (!smm_blas(s->M, s->K, s->ars, s->acs, &ta, &lda)) {
     if ((A = pa = smm_pack(A, s->M, s->K, s->ars, s->acs)) == NULL) goto oom;
     ta = 0, lda = s->K;
@@ -490,7 +553,8 @@ int dynq__run_smatmul(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   smm_t s = {.M = va.dims[va.rank - 2], .K = va.dims[va.rank - 1], .N = vb.dims[vb.rank - 1],
              .ars = va.st[va.rank - 2], .acs = va.st[va.rank - 1],
              .brs = vb.st[vb.rank - 2], .bcs = vb.st[vb.rank - 1],
-             .A = a->data, .B = b->data, .alpha = c->st->smatmul.alpha};
+             .A = a->data, .B = b->data, .alpha = c->st->smatmul.alpha,
+             .int8 = c->st->smatmul.int8 && c->precision == DYNQ_PRECISION_INT8 ? c->kernel : NULL};
   if (vb.dims[vb.rank - 2] != s.K)
     return dynq__op_fail(c, DYNQ_ESHAPE, "inner dimensions differ: A %s x B %s after the "
                          "operands' permutations",
@@ -552,5 +616,6 @@ int dynq__prep_smatmul(const dynq__graph_t *g, const dynq__node_t *n, dynq__opst
                        char *err, size_t errlen) {
   (void)g, (void)err, (void)errlen;
   st->smatmul.alpha = dynq__node_attr_f(n, "alpha", 1.0f);
+  st->smatmul.int8 = dynq__node_attr_i(n, "int8", 0) != 0;
   return 0;
 }

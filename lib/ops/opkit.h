@@ -85,7 +85,7 @@ typedef union dynq__opstate {
   struct { int64_t axis; int flatten; } softmax; /* flatten: opset < 13 form */
   struct { int64_t axis; float eps; } norm;      /* LayerNorm, BatchNorm */
   struct { float alpha, beta; } hard;            /* HardSigmoid */
-  struct { float alpha; } smatmul;               /* StridedMatMul */
+  struct { float alpha; int int8; } smatmul;     /* StridedMatMul */
   dynq__pool_attrs_t pool;
 } dynq__opstate_t;
 
