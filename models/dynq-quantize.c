@@ -254,6 +254,7 @@ static int convert_linear(conv_t *c, const Onnx__NodeProto *n, const char *nname
   const char *why = NULL;
   const char *kept = dynq__imp_keep_fp32(c, nname);
   if (c->opt.fp32) why = "--fp32";
+  else if ((why = dynq__imp_op_excluded(c, n->op_type)) != NULL) {}
   else if (kept) why = kept;
   else if ((why = dynq__imp_front_reader(c, n->input[0])) != NULL) {}
   else if (B == NULL) why = "weights are not a constant";
@@ -597,6 +598,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
   memset(&c, 0, sizeof(c));
   c.opt = *opt;
   c.convert_nodes = convert_nodes;
+  c.b.ext_dir = opt->ext_dir;
   int ret = 1;
 
   m = onnx__model_proto__unpack(NULL, len, buf);
@@ -624,6 +626,8 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
   }
   const Onnx__GraphProto *g = c.g;
   dynq__builder_t *b = &c.b;
+  dynq__imp_progress(opt, "parsed: opset %" PRId64 ", %zu nodes, %zu initializers", c.opset,
+                     c.g->n_node, c.g->n_initializer);
 
   if (g->n_sparse_initializer > 0) {
     dynq__imp_errorf("sparse initializers are not supported (%zu in the graph)", g->n_sparse_initializer);
@@ -636,6 +640,15 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
       goto done;
     }
     if (dynq__imp_import_tensor(b, t, t->name, "initializer") < 0) goto done;
+  }
+  {
+    size_t nb = 0, n_ext = 0;
+    for (int i = 0; i < b->n_values; i++) nb += b->values[i].nbytes;
+    for (size_t i = 0; i < g->n_initializer; i++)
+      n_ext += g->initializer[i]->has_data_location &&
+               g->initializer[i]->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    dynq__imp_progress(opt, "read %zu initializers (%.1f MB, %zu from external data)",
+                       g->n_initializer, (double)nb / 1e6, n_ext);
   }
   b->inputs = calloc(g->n_input + 1, sizeof(int32_t));
   b->outputs = calloc(g->n_output + 1, sizeof(int32_t));
@@ -713,6 +726,12 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
     goto done;
   }
   if (convert_nodes(&c, g->node, g->n_node, in) != 0) goto done;
+  {
+    int nq = 0;
+    for (int i = 0; i < c.n_layers; i++) nq += c.layers[i].quantized;
+    dynq__imp_progress(opt, "converted %zu nodes: %d layers, %d quantized", g->n_node,
+                       c.n_layers, nq);
+  }
   for (size_t i = 0; i < g->n_output; i++) {
     const Onnx__ValueInfoProto *vi = g->output[i];
     int32_t v = vi->name ? dynq__imp_lookup(b, vi->name) : -1;
@@ -735,7 +754,8 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
   for (int i = 0; i < c.opt.n_keep; i++)
     if (c.opt.keep_hits[i] == 0) {
       dynq__imp_errorf("--keep-fp32 %s: no MatMul, Gemm, Conv, LSTM or GRU node has that name "
-                       "(or a name ending with it): see the layer names in dynq-onnx-dump's output",
+                       "(or a name ending with it; --exclude-nodes is the same list): the layer column of the "
+                       "summary lists the names",
                        c.opt.keep[i]);
       goto done;
     }
@@ -743,6 +763,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
       (dynq__imp_fuse(&c, &c.n_fused_layernorm, &c.n_fused_bias, &c.n_fused_gelu) != 0 ||
        dynq__imp_fuse_cnn(&c, &c.n_fused_conv) != 0))
     goto done;
+  if (!c.opt.no_fuse) dynq__imp_progress(opt, "fusions done");
   const char *base = strrchr(in, '/') ? strrchr(in, '/') + 1 : in;
   const char *producer = dynq__imp_pool_printf(&b->pool, "dynq-quantize %s from %s%s", DYNQ_VERSION,
                                      base, opt->fp32 ? " (fp32)" : "");
@@ -789,6 +810,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
     dynq__imp_errorf("internal error: the converted graph does not validate: %s", err);
     goto done;
   }
+  dynq__imp_progress(opt, "validated %d nodes; writing '%s'", dg.n_nodes, out);
   r = dynq__graph_write(&dg, out, err, sizeof(err));
   if (r != 0) {
     dynq__imp_errorf("cannot write '%s': %s (%s)", out, err[0] ? err : dynq_strerror(r),

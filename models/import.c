@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dynq/errors.h"
@@ -27,7 +28,8 @@
 #endif
 
 /* ONNX files larger than this are refused before reading (protobuf-c needs
- * the whole message in memory, and protobuf itself caps messages at 2 GiB). */
+ * the whole message in memory, and protobuf itself caps messages at 2 GiB):
+ * larger models keep their tensors in external data files. */
 #define MAX_ONNX_BYTES ((int64_t)2 << 30)
 
 /* ------------------------------------------------------------------ */
@@ -267,6 +269,38 @@ const char *dynq__imp_keep_fp32(conv_t *c, const char *nname) {
   return why;
 }
 
+static const char *const quantizable[] = {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "Gather"};
+const char dynq__imp_quantizable_list[] = "MatMul, Gemm, Conv, LSTM, GRU, Gather";
+
+int dynq__imp_quantizable(const char *op_type) {
+  for (size_t i = 0; i < sizeof(quantizable) / sizeof(quantizable[0]); i++)
+    if (strcmp(op_type, quantizable[i]) == 0) return 1;
+  return 0;
+}
+
+const char *dynq__imp_op_excluded(const conv_t *c, const char *op_type) {
+  if (c->opt.n_op_types == 0) return NULL;
+  for (int i = 0; i < c->opt.n_op_types; i++)
+    if (strcmp(c->opt.op_types[i], op_type) == 0) return NULL;
+  return "op type not in --op-types";
+}
+
+void dynq__imp_progress(const dynq__imp_options_t *opt, const char *fmt, ...) {
+  static struct timespec t0;
+  static int started;
+  if (!opt->progress || opt->quiet) return;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (!started) t0 = now, started = 1;
+  double s = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) * 1e-9;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: [%7.2f s] ", dynq__imp_progname, s);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
 dynq__layer_report_t *dynq__imp_add_layer(conv_t *c, const char *nname, const char *op) {
   if (c->n_layers == c->cap_layers) {
     int cap = c->cap_layers ? c->cap_layers * 2 : 16;
@@ -348,7 +382,8 @@ int dynq__imp_read_file(const char *path, uint8_t **ret_buf, size_t *ret_n) {
   }
   if ((int64_t)st.st_size > MAX_ONNX_BYTES) {
     dynq__imp_errorf("'%s' is %" PRId64 " bytes; the limit is %" PRId64
-           " (models with external data are not supported)",
+           " (a model this large keeps its weights in external data: onnx.save_model(m, path, "
+           "save_as_external_data=True))",
            path, (int64_t)st.st_size, MAX_ONNX_BYTES);
     goto fail;
   }
@@ -404,17 +439,166 @@ const char *dynq__imp_onnx_dtype_name(int32_t t) {
   return "unknown";
 }
 
+/* ---- external data ----
+ *
+ * A tensor saved with onnx's save_as_external_data keeps its bytes in a
+ * file next to the model: external_data entries `location` (relative to
+ * the model's directory), `offset` and `length` (decimal, optional).  This
+ * is how models over protobuf's 2 GiB message limit are stored.  The file
+ * is untrusted like the model: the location may not leave the model's
+ * directory (no absolute path, no "..", no symlink out of it), and the
+ * range must lie inside the file and match the tensor's size. */
+
+typedef struct ext {
+  int fd;          /* open data file, closed by external_read; -1 none */
+  int64_t offset;
+  const char *location; /* proto-owned */
+} ext_t;
+
+/* A decimal int64 >= 0 with nothing else; -1 otherwise. */
+static int64_t parse_u63(const char *v) {
+  if (v == NULL || v[0] == 0) return -1;
+  int64_t x = 0;
+  for (const char *p = v; *p; p++) {
+    if (*p < '0' || *p > '9' || x > (INT64_MAX - (*p - '0')) / 10) return -1;
+    x = x * 10 + (*p - '0');
+  }
+  return x;
+}
+
+/* An absolute path or one with a ".." component. */
+static int leaves_dir(const char *loc) {
+  if (loc[0] == '/') return 1;
+  for (const char *p = loc; p != NULL; p = strchr(p, '/'), p = p ? p + 1 : NULL)
+    if (p[0] == '.' && p[1] == '.' && (p[2] == '/' || p[2] == 0)) return 1;
+  return 0;
+}
+
+static int external_open(const dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
+                         const char *what, size_t nbytes, ext_t *ret) {
+  const char *loc = NULL;
+  int64_t off = 0, len = -1;
+  for (size_t i = 0; i < t->n_external_data; i++) {
+    const char *k = t->external_data[i]->key, *v = t->external_data[i]->value;
+    if (k == NULL) continue;
+    if (strcmp(k, "location") == 0) {
+      loc = v;
+    } else if (strcmp(k, "offset") == 0 || strcmp(k, "length") == 0) {
+      int64_t x = parse_u63(v);
+      if (x < 0) {
+        dynq__imp_errorf("%s '%s': external data %s '%s' is not a byte count", what, name, k,
+                         v ? v : "");
+        return -1;
+      }
+      *(k[0] == 'o' ? &off : &len) = x;
+    } /* checksum and keys ONNX may add later do not change where the bytes are */
+  }
+  if (loc == NULL || loc[0] == 0) {
+    dynq__imp_errorf("%s '%s' keeps its data in an external file but names none (no "
+                     "'location' entry)", what, name);
+    return -1;
+  }
+  if (b->ext_dir == NULL) {
+    dynq__imp_errorf("%s '%s' keeps its data in an external file ('%s'), and there is no "
+                     "model directory to read it from", what, name, loc);
+    return -1;
+  }
+  if (leaves_dir(loc)) {
+    dynq__imp_errorf("%s '%s': external data location '%s' leaves the model's directory "
+                     "(it must be a path below it)", what, name, loc);
+    return -1;
+  }
+  if (len >= 0 && (uint64_t)len != nbytes) {
+    dynq__imp_errorf("%s '%s': external data length %" PRId64 " but dtype and shape need "
+                     "%zu bytes", what, name, len, nbytes);
+    return -1;
+  }
+  /* Symlinks are resolved before the check, so a link inside the
+   * directory cannot point out of it. */
+  char *full = malloc(strlen(b->ext_dir) + strlen(loc) + 2);
+  char *rdir = realpath(b->ext_dir, NULL), *rfile = NULL;
+  int rc = -1, fd = -1;
+  if (full == NULL || rdir == NULL) {
+    dynq__imp_errorf("%s '%s': cannot resolve the model's directory '%s': %s", what, name,
+                     b->ext_dir, full == NULL ? "out of memory" : strerror(errno));
+    goto out;
+  }
+  sprintf(full, "%s/%s", b->ext_dir, loc);
+  rfile = realpath(full, NULL);
+  if (rfile == NULL) {
+    dynq__imp_errorf("%s '%s': cannot open external data file '%s': %s", what, name, full,
+                     strerror(errno));
+    goto out;
+  }
+  size_t dl = strlen(rdir);
+  if (strncmp(rfile, rdir, dl) != 0 || (rfile[dl] != '/' && strcmp(rdir, "/") != 0)) {
+    dynq__imp_errorf("%s '%s': external data file '%s' resolves to '%s', outside the model's "
+                     "directory", what, name, loc, rfile);
+    goto out;
+  }
+  fd = open(rfile, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0) {
+    dynq__imp_errorf("%s '%s': cannot open external data file '%s': %s", what, name, full,
+                     strerror(errno));
+    goto out;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    dynq__imp_errorf("%s '%s': external data file '%s' is not a regular file", what, name, full);
+    goto out;
+  }
+  if (off > (int64_t)st.st_size || (uint64_t)(st.st_size - off) < nbytes) {
+    dynq__imp_errorf("%s '%s': external data needs bytes %" PRId64 "..%" PRId64 " of '%s', "
+                     "which holds %" PRId64, what, name, off, off + (int64_t)nbytes, full,
+                     (int64_t)st.st_size);
+    goto out;
+  }
+  ret->fd = fd;
+  ret->offset = off;
+  ret->location = loc;
+  fd = -1;
+  rc = 0;
+out:
+  if (fd >= 0) close(fd);
+  free(full);
+  free(rdir);
+  free(rfile);
+  return rc;
+}
+
+static int external_read(ext_t *e, const char *name, const char *what, void *dst, size_t n) {
+  size_t got = 0;
+  int rc = 0;
+  while (got < n) {
+    ssize_t r = pread(e->fd, (char *)dst + got, n - got, (off_t)(e->offset + (int64_t)got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      dynq__imp_errorf("%s '%s': cannot read external data from '%s': %s", what, name,
+                       e->location, r < 0 ? strerror(errno) : "the file shrank");
+      rc = -1;
+      break;
+    }
+    got += (size_t)r;
+  }
+  close(e->fd);
+  e->fd = -1;
+  return rc;
+}
+
 /* Convert an ONNX TensorProto into constant value `name`.  `what` says
  * where it came from for messages ("initializer", "Constant node"). */
 int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
                              const char *what) {
-  if (t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
-    dynq__imp_errorf("%s '%s' keeps its data in an external file: external data is not "
-           "supported (re-save the model with all tensors inside the .onnx)", what, name);
+  int external =
+      t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+  if (!external && t->n_external_data > 0) {
+    dynq__imp_errorf("%s '%s' has external_data entries but its data_location is not EXTERNAL",
+                     what, name);
     return -1;
   }
-  if (t->n_external_data > 0) {
-    dynq__imp_errorf("%s '%s' has external_data entries: external data is not supported", what, name);
+  if (external && (t->has_raw_data || t->n_float_data || t->n_int32_data || t->n_int64_data)) {
+    dynq__imp_errorf("%s '%s' keeps its data in an external file and in the model too", what,
+                     name);
     return -1;
   }
   if (t->segment != NULL) {
@@ -447,7 +631,10 @@ int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, 
   size_t nbytes = (size_t)numel * esz;
   /* The data must be present before anything is allocated for it: a few
    * bytes of dims could otherwise ask for gigabytes (found by fuzz-onnx). */
-  if (t->has_raw_data) {
+  ext_t ext = {.fd = -1};
+  if (external) {
+    if (external_open(b, t, name, what, nbytes, &ext) != 0) return -1;
+  } else if (t->has_raw_data) {
     if (t->raw_data.len != nbytes) {
       dynq__imp_errorf("%s '%s': raw_data holds %zu bytes but shape and dtype need %zu", what, name,
              t->raw_data.len, nbytes);
@@ -474,9 +661,12 @@ int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, 
   void *data = dynq__imp_pool_alloc(&b->pool, nbytes);
   if (data == NULL) {
     dynq__imp_errorf("out of memory for %s '%s' (%zu bytes)", what, name, nbytes);
+    if (ext.fd >= 0) close(ext.fd);
     return -1;
   }
-  if (t->has_raw_data) {
+  if (external) {
+    if (external_read(&ext, name, what, data, nbytes) != 0) return -1;
+  } else if (t->has_raw_data) {
     if (nbytes) memcpy(data, t->raw_data.data, nbytes);
   } else if (dt == DYNQ_DT_F32) {
     if (nbytes) memcpy(data, t->float_data, nbytes);

@@ -69,6 +69,9 @@ typedef struct dynq__builder {
   size_t hcap;             /* power of two, > 2 * n_values */
   int32_t *inputs, *outputs;  /* owned */
   int n_inputs, n_outputs;
+  const char *ext_dir;     /* the model's directory, for tensors kept in
+                              external data files; NULL: such tensors are
+                              refused.  Caller-owned. */
 } dynq__builder_t;
 
 void dynq__imp_builder_free(dynq__builder_t *b);
@@ -131,6 +134,11 @@ typedef struct dynq__imp_options {
   const char *const *keep_exact;
   const char *keep_exact_why;
   int quiet;                 /* no summary on stdout (a calibration pass) */
+  int progress;              /* a line per stage on stderr (unless quiet) */
+  const char *ext_dir;       /* the model's directory, where tensors kept in
+                                external data are read (NULL: refused) */
+  int n_op_types;            /* --op-types: quantize only these op kinds */
+  const char *op_types[8];   /* point into argv (split at ','); 0: all */
   /* Called once with the per-layer report before the conversion frees
    * it (names valid only during the call); NULL: not wanted. */
   void (*on_layers)(void *ctx, const struct dynq__layer_report *layers, int n);
@@ -191,6 +199,18 @@ int dynq__imp_front_add(conv_t *c, const char *name);
 /* The automatic FP32 reason for a layer reading `x` (its data input), or
  * NULL: a layer that reads the front end's output (see models/README.md). */
 const char *dynq__imp_front_reader(conv_t *c, const char *x);
+
+/* The op types dynq-quantize can quantize (--op-types), for messages:
+ * "MatMul, Gemm, ...". */
+extern const char dynq__imp_quantizable_list[];
+int dynq__imp_quantizable(const char *op_type);
+/* "not in --op-types" when --op-types is given and leaves op_type out,
+ * else NULL: the layer then stays FP32. */
+const char *dynq__imp_op_excluded(const conv_t *c, const char *op_type);
+/* With opt->progress (and not quiet): one line on stderr, with the time
+ * since the first such line of the process. */
+void dynq__imp_progress(const dynq__imp_options_t *opt, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* A new per-layer report line (for the summary); NULL on OOM. */
 dynq__layer_report_t *dynq__imp_add_layer(conv_t *c, const char *nname, const char *op);

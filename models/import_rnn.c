@@ -236,6 +236,7 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
   const char *why = NULL;
   const char *kept = dynq__imp_keep_fp32(c, nname);
   if (c->opt.fp32) why = "--fp32";
+  else if ((why = dynq__imp_op_excluded(c, n->op_type)) != NULL) {}
   else if (kept) why = kept;
   else if ((why = dynq__imp_front_reader(c, n->input[0])) != NULL) {}
   else if (W == NULL || R == NULL) why = "W or R is not a constant";
@@ -368,6 +369,7 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   const char *why = NULL;
   const char *kept = dynq__imp_keep_fp32(c, nname);
   if (c->opt.fp32) why = "--fp32";
+  else if ((why = dynq__imp_op_excluded(c, n->op_type)) != NULL) {}
   else if (kept) why = kept;
   else if (W == NULL) why = "weights are not a constant";
   else if (W->dtype != DYNQ_DT_F32) why = "weights are not float32";

@@ -255,7 +255,7 @@ int dynq__import_gather(conv_t *c, const Onnx__NodeProto *n, const char *nname) 
   dynq__builder_t *b = &c->b;
   const dynq__value_t *T = dynq__imp_const_of(c, n->input[0]);
   int64_t axis = dynq__imp_attr_i(n, "axis", 0);
-  if (c->opt.fp32 || T == NULL || T->dtype != DYNQ_DT_F32 || T->rank != 2 ||
+  if (c->opt.fp32 || dynq__imp_op_excluded(c, "Gather") != NULL || T == NULL || T->dtype != DYNQ_DT_F32 || T->rank != 2 ||
       (axis != 0 && axis != -2) || dynq__imp_const_of(c, n->input[1]) != NULL ||
       T->dims[0] * T->dims[1] < QGATHER_MIN_VALUES)
     return dynq__import_graph_op(c, n, nname);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "calibrate.h"
 #include "diagnose.h"
@@ -19,8 +20,13 @@ static void usage(FILE *f) {
           "usage: dynq-quantize [options] in.onnx out.dynq\n"
           "Convert an ONNX model into a .dynq model with INT8 per-channel weights.\n"
           "\n"
-          "  --fp32          keep MatMul/Gemm in FP32 (no quantization)\n"
-          "  --per-tensor    quantize activations per tensor instead of per row\n"
+          "  --fp32          keep every layer in FP32 (no quantization)\n"
+          "  --act-per-tensor\n"
+          "                  quantize activations per tensor instead of per row (weights\n"
+          "                  are always per output channel; --per-tensor is the old name)\n"
+          "  --op-types TYPE[,TYPE...]\n"
+          "                  quantize only layers of these op types (MatMul, Gemm, Conv,\n"
+          "                  LSTM, GRU, Gather); the others stay FP32\n"
           "  --no-reference  omit the FP32 reference weights (smaller file, no fp32 path)\n"
           "  --no-fuse       keep the exporter's decomposed forms (LayerNorm as\n"
           "                  ReduceMean/Sub/Pow/...; for A/B checks of the fusions)\n"
@@ -30,9 +36,10 @@ static void usage(FILE *f) {
           "  --no-auto-fp32  quantize a signal front end (a Conv with one input channel\n"
           "                  and >= 64 taps) and the layer reading it too (default:\n"
           "                  both stay FP32; see models/README.md)\n"
-          "  --keep-fp32 NODE[,NODE...]\n"
+          "  --keep-fp32 NODE[,NODE...], --exclude-nodes NODE[,NODE...]\n"
           "                  keep these layers (MatMul, Gemm, Conv, LSTM, GRU) in FP32; a\n"
-          "                  layer matches when its name equals or ends with NODE\n"
+          "                  layer matches when its name equals or ends with NODE (the\n"
+          "                  summary's layer column lists the names)\n"
           "  --set NAME=V    fix graph input NAME to V (a number, or v0,v1,... for a 1-D\n"
           "                  input) at import: what depends only on it is folded away,\n"
           "                  e.g. --set sr=16000 removes If branches on the sample rate\n"
@@ -50,19 +57,56 @@ static void usage(FILE *f) {
           "  --diagnose MODEL.dynq --input DIR|FILE.npz [--json]\n"
           "                  per node of a converted model: the INT8 error it adds alone\n"
           "                  (on the FP32 path's inputs) and the error accumulated there\n"
+          "  --progress      a line per stage on stderr (default when stderr is a terminal)\n"
           "  --help          show this help\n"
           "\n"
-          "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n",
+          "Exit status: 0 written, 1 conversion failed (nothing written), 2 usage error.\n"
+          "See dynq-quantize(1).\n",
           dynq__calib_usage);
 }
 
-static int convert(const dynq__imp_options_t *opt, const char *in, const char *out) {
-  uint8_t *buf = NULL;
-  size_t len = 0;
-  if (dynq__imp_read_file(in, &buf, &len) != 0) return 1;
-  int ret = dynq__imp_convert_buffer(opt, buf, len, in, out);
-  free(buf);
-  return ret;
+/* Split a comma-separated option value in place (argv is ours to modify)
+ * into dst[*n...]; 0, or -1 after a usage message. */
+static int split_list(const char *flag, const char *example, char *list, const char **dst,
+                      int *n, int cap) {
+  if (list == NULL || list[0] == 0) {
+    fprintf(stderr, "%s: %s needs a comma-separated list (e.g. %s %s)\n", dynq__imp_progname,
+            flag, flag, example);
+    return -1;
+  }
+  for (char *tok = list, *next; tok != NULL; tok = next) {
+    next = strchr(tok, ',');
+    if (next) *next++ = 0;
+    if (tok[0] == 0) {
+      fprintf(stderr, "%s: %s: empty name in the list\n", dynq__imp_progname, flag);
+      return -1;
+    }
+    if (*n == cap) {
+      fprintf(stderr, "%s: %s: at most %d names\n", dynq__imp_progname, flag, cap);
+      return -1;
+    }
+    dst[(*n)++] = tok;
+  }
+  return 0;
+}
+
+/* The option's value: after '=' in argv[*i], else the next argument. */
+static char *value_of(int argc, char **argv, int *i, size_t flag_len) {
+  char *a = argv[*i];
+  if (a[flag_len] == '=') return a + flag_len + 1;
+  return *i + 1 < argc ? argv[++*i] : NULL;
+}
+
+static int is_flag(const char *a, const char *flag) {
+  size_t n = strlen(flag);
+  return strncmp(a, flag, n) == 0 && (a[n] == 0 || a[n] == '=');
+}
+
+static int read_model(const dynq__imp_options_t *opt, const char *in, uint8_t **ret_buf,
+                      size_t *ret_len) {
+  if (dynq__imp_read_file(in, ret_buf, ret_len) != 0) return -1;
+  dynq__imp_progress(opt, "read '%s' (%.1f MB)", in, (double)*ret_len / 1e6);
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -84,8 +128,16 @@ int main(int argc, char **argv) {
       return 0;
     } else if (!only_pos && strcmp(a, "--fp32") == 0) {
       opt.fp32 = 1;
-    } else if (!only_pos && strcmp(a, "--per-tensor") == 0) {
+    } else if (!only_pos && (strcmp(a, "--act-per-tensor") == 0 || strcmp(a, "--per-tensor") == 0)) {
+      /* The old name read as a weight option to ONNX Runtime users;
+       * weights are always per channel. */
+      if (strcmp(a, "--per-tensor") == 0)
+        fprintf(stderr, "%s: note: --per-tensor is now --act-per-tensor (activations; weights "
+                "stay per channel); the old name will go in a later release\n",
+                dynq__imp_progname);
       opt.per_tensor = 1;
+    } else if (!only_pos && strcmp(a, "--progress") == 0) {
+      opt.progress = 1;
     } else if (!only_pos && strcmp(a, "--no-fuse") == 0) {
       opt.no_fuse = 1;
     } else if (!only_pos && strcmp(a, "--int8-attention") == 0) {
@@ -94,29 +146,24 @@ int main(int argc, char **argv) {
       opt.no_auto_fp32 = 1;
     } else if (!only_pos && strcmp(a, "--no-reference") == 0) {
       opt.no_reference = 1;
-    } else if (!only_pos &&
-               (strcmp(a, "--keep-fp32") == 0 || strncmp(a, "--keep-fp32=", 12) == 0)) {
-      char *list = a[11] == '=' ? (char *)a + 12 : (i + 1 < argc ? argv[++i] : NULL);
-      if (list == NULL || list[0] == 0) {
-        fprintf(stderr, "%s: --keep-fp32 needs NODE[,NODE...] (layer names or name endings, "
-                "e.g. --keep-fp32 /stft/Conv)\n", dynq__imp_progname);
+    } else if (!only_pos && (is_flag(a, "--keep-fp32") || is_flag(a, "--exclude-nodes"))) {
+      const char *flag = a[2] == 'k' ? "--keep-fp32" : "--exclude-nodes";
+      if (split_list(flag, "/stft/Conv", value_of(argc, argv, &i, strlen(flag)), opt.keep,
+                     &opt.n_keep, (int)(sizeof(opt.keep) / sizeof(opt.keep[0]))) != 0)
         return 2;
-      }
-      /* split in place, like --set: argv is ours to modify */
-      for (char *tok = list, *next; tok != NULL; tok = next) {
-        next = strchr(tok, ',');
-        if (next) *next++ = 0;
-        if (tok[0] == 0) {
-          fprintf(stderr, "%s: --keep-fp32: empty node name in the list\n", dynq__imp_progname);
+    } else if (!only_pos && is_flag(a, "--op-types")) {
+      int n0 = opt.n_op_types;
+      if (split_list("--op-types", "MatMul,Gemm", value_of(argc, argv, &i, 10), opt.op_types,
+                     &opt.n_op_types,
+                     (int)(sizeof(opt.op_types) / sizeof(opt.op_types[0]))) != 0)
+        return 2;
+      for (int k = n0; k < opt.n_op_types; k++)
+        if (!dynq__imp_quantizable(opt.op_types[k])) {
+          fprintf(stderr, "%s: --op-types: dynq-quantize does not quantize '%s' layers (it "
+                  "quantizes %s)\n", dynq__imp_progname, opt.op_types[k],
+                  dynq__imp_quantizable_list);
           return 2;
         }
-        if (opt.n_keep == (int)(sizeof(opt.keep) / sizeof(opt.keep[0]))) {
-          fprintf(stderr, "%s: at most %zu --keep-fp32 names\n", dynq__imp_progname,
-                  sizeof(opt.keep) / sizeof(opt.keep[0]));
-          return 2;
-        }
-        opt.keep[opt.n_keep++] = tok;
-      }
     } else if (!only_pos && (strcmp(a, "--state") == 0 || strncmp(a, "--state=", 8) == 0)) {
       const char *kv = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
       const char *eq = kv ? strchr(kv, '=') : NULL;
@@ -193,17 +240,31 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
-  if (opt.fp32 && opt.per_tensor) {
-    fprintf(stderr, "%s: --per-tensor has no effect with --fp32\n", dynq__imp_progname);
+  if (opt.fp32 && opt.per_tensor)
+    fprintf(stderr, "%s: --act-per-tensor has no effect with --fp32\n", dynq__imp_progname);
+  if (opt.fp32 && opt.n_op_types > 0)
+    fprintf(stderr, "%s: --op-types has no effect with --fp32\n", dynq__imp_progname);
+  if (isatty(STDERR_FILENO)) opt.progress = 1;
+  /* Tensors in external data files are read next to the model. */
+  const char *slash = strrchr(pos[0], '/');
+  char *dir = slash ? strndup(pos[0], slash == pos[0] ? 1 : (size_t)(slash - pos[0])) : NULL;
+  if (slash && dir == NULL) {
+    fprintf(stderr, "%s: out of memory\n", dynq__imp_progname);
+    return 1;
   }
-  if (dynq__calib_check(&copt, &opt) != 0) return 2;
-  if (copt.dir != NULL) {
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if (dynq__imp_read_file(pos[0], &buf, &len) != 0) return 1;
-    int ret = dynq__calibrate(&opt, &copt, buf, len, pos[0], pos[1]);
-    free(buf);
-    return ret;
-  }
-  return convert(&opt, pos[0], pos[1]);
+  opt.ext_dir = dir ? dir : ".";
+  int ret = 2;
+  uint8_t *buf = NULL;
+  size_t len = 0;
+  if (dynq__calib_check(&copt, &opt) != 0) goto out;
+  ret = 1;
+  if (read_model(&opt, pos[0], &buf, &len) != 0) goto out;
+  if (copt.dir != NULL)
+    ret = dynq__calibrate(&opt, &copt, buf, len, pos[0], pos[1]);
+  else
+    ret = dynq__imp_convert_buffer(&opt, buf, len, pos[0], pos[1]);
+out:
+  free(buf);
+  free(dir);
+  return ret;
 }

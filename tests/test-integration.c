@@ -48,7 +48,7 @@ static void setup(void) {
   dir = tu_mkdtemp_models(&md);
   quantize(NULL, "mlp");
   quantize("--fp32", "mlp_fp32");
-  quantize("--per-tensor", "mlp_pt");
+  quantize("--act-per-tensor", "mlp_pt");
   load_f32("tests/fixtures/mlp_x.f32", x, ROWS * IN);
   load_f32("tests/fixtures/mlp_y.f32", y_ref, ROWS * OUT);
   load_f32("tests/fixtures/mlp_p.f32", p_ref, ROWS * OUT);

@@ -8,6 +8,7 @@
  *   rel_l2  = ||out - ref||_2 / ||ref||_2             (INT8 paths: <= 0.02)
  */
 #include <check.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -235,7 +236,7 @@ START_TEST(test_mlp_fp32) {
 END_TEST
 
 START_TEST(test_mlp_per_tensor) {
-  char *p = mlp_quantize("--per-tensor", "mlp_pt.dynq");
+  char *p = mlp_quantize("--act-per-tensor", "mlp_pt.dynq");
   mlp_check(p, DYNQ_PRECISION_INT8, INT8_TOL, 1);
   dynq__model_t *m = open_model(p);
   dynq__model_stats_t st;
@@ -243,6 +244,22 @@ START_TEST(test_mlp_per_tensor) {
   ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 4);
   ck_assert_int_eq(st.per_tensor, 1);
   dynq__model_unref(m);
+  /* The old name still works, says it is deprecated, and writes the same
+   * file but for the producer string's path. */
+  char *in = fixture("mlp.onnx"), *old = tmp_path("mlp_pt_old.dynq"), *log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, "--per-tensor", in, old, NULL), 0);
+  ck_assert_msg(strstr(log, "--per-tensor is now --act-per-tensor") != NULL, "%s", log);
+  free(log);
+  size_t na = 0, nb = 0;
+  void *a = tu_read_file(p, &na), *b = tu_read_file(old, &nb);
+  ck_assert_ptr_nonnull(a);
+  ck_assert_ptr_nonnull(b);
+  ck_assert_uint_eq(na, nb);
+  ck_assert_int_eq(memcmp(a, b, na), 0);
+  free(a);
+  free(b);
+  free(old);
+  free(in);
   free(p);
 }
 END_TEST
@@ -531,6 +548,135 @@ START_TEST(test_malformed_models) {
 }
 END_TEST
 
+/* ---- external data ---------------------------------------------- */
+
+static void copy_file(const char *from, const char *to) {
+  size_t n = 0;
+  void *d = tu_read_file(from, &n);
+  ck_assert_msg(d != NULL, "cannot read %s", from);
+  ck_assert_int_eq(tu_write_file(to, d, n), 0);
+  free(d);
+}
+
+/* ext_mlp.onnx keeps every initializer in ext_mlp.data (onnx's
+ * save_as_external_data): it converts to the same results as the model
+ * with the tensors inside, bit for bit, on both paths. */
+START_TEST(test_external_data) {
+  char *ext = fixture("ext/ext_mlp.onnx"), *inl = fixture("ext/ext_mlp_inline.onnx");
+  char *oe = tmp_path("ext.dynq"), *oi = tmp_path("inl.dynq"), *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, "--progress", ext, oe, NULL) == 0, "%s", log);
+  ck_assert_msg(strstr(log, "3 from external data") != NULL, "%s", log);
+  free(log);
+  log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, inl, oi, NULL) == 0, "%s", log);
+  free(log);
+  dynq__model_t *me = open_model(oe), *mi = open_model(oi);
+  float x[16];
+  for (int i = 0; i < 16; i++) x[i] = (float)((i * 5) % 7) * 0.3f - 0.9f;
+  int64_t dims[2] = {2, 8};
+  dynq__tensor_t xt = f32_tensor(x, 2, dims);
+  const char *names[] = {"x"};
+  char err[256];
+  for (int prec = 0; prec < 2; prec++) {
+    int pr = prec ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8;
+    dynq__tensor_t ye = {0}, yi = {0};
+    ck_assert_int_eq(run_model(me, pr, names, &xt, 1, &ye, err, sizeof err), 0);
+    ck_assert_int_eq(run_model(mi, pr, names, &xt, 1, &yi, err, sizeof err), 0);
+    ck_assert_int_eq(dynq__tensor_numel(&ye), 8);
+    ck_assert_int_eq(memcmp(ye.data, yi.data, 8 * sizeof(float)), 0);
+    dynq__tensor_clear(&ye);
+    dynq__tensor_clear(&yi);
+  }
+  dynq__model_unref(me);
+  dynq__model_unref(mi);
+  free(ext);
+  free(inl);
+  free(oe);
+  free(oi);
+}
+END_TEST
+
+/* The data of ext_far.onnx's w lies 3 GiB into ext_far.data (a sparse
+ * file here): offsets past what 32 bits hold work. */
+START_TEST(test_external_far_offset) {
+  char *src = fixture("ext/ext_far.onnx"), *model = tmp_path("ext_far.onnx");
+  char *data = tmp_path("ext_far.data"), *outp = tmp_path("far.dynq"), *log = NULL;
+  copy_file(src, model);
+  float w[12];
+  for (int i = 0; i < 12; i++) w[i] = (float)i * 0.25f - 1.0f;
+  int fd = open(data, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ck_assert_int_ge(fd, 0);
+  ck_assert_int_eq(pwrite(fd, w, sizeof(w), (off_t)3 << 30), (ssize_t)sizeof(w));
+  close(fd);
+  ck_assert_msg(tu_quantize_log(&log, "--fp32", model, outp, NULL) == 0, "%s", log);
+  free(log);
+  unlink(data); /* the rest of the test needs no 3 GiB file, even a sparse one */
+  dynq__model_t *m = open_model(outp);
+  float x[8] = {1, 2, 3, 4, -1, 0.5f, 0, 2};
+  int64_t dims[2] = {2, 4};
+  dynq__tensor_t xt = f32_tensor(x, 2, dims), y = {0};
+  const char *names[] = {"x"};
+  char err[256];
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, &xt, 1, &y, err, sizeof err), 0);
+  const float *py = y.data;
+  for (int r = 0; r < 2; r++)
+    for (int j = 0; j < 3; j++) {
+      float want = 0;
+      for (int k = 0; k < 4; k++) want += x[r * 4 + k] * w[k * 3 + j];
+      ck_assert_msg(fabsf(py[r * 3 + j] - want) <= 1e-5f, "y[%d][%d] = %g, want %g", r, j,
+                    py[r * 3 + j], want);
+    }
+  dynq__tensor_clear(&y);
+  dynq__model_unref(m);
+  free(src);
+  free(model);
+  free(data);
+  free(outp);
+}
+END_TEST
+
+/* Every way an external location or range can be wrong is refused,
+ * naming the tensor and what was wrong, and nothing is written. */
+START_TEST(test_external_errors) {
+  static const struct {
+    const char *file;
+    const char *want[3];
+  } cases[] = {
+      {"ext/ext_bad_escape.onnx", {"initializer 'w'", "'../ext_mlp.data' leaves the model's "
+                                   "directory"}},
+      {"ext/ext_bad_abs.onnx", {"initializer 'w'", "'/etc/passwd' leaves the model's directory"}},
+      {"ext/ext_bad_missing.onnx", {"initializer 'w'", "cannot open external data file",
+                                    "nope.data"}},
+      {"ext/ext_bad_range.onnx", {"initializer 'w'", "needs bytes 1000000..1000048",
+                                  "which holds 784"}},
+      {"ext/ext_bad_length.onnx", {"initializer 'w'", "length 44 but dtype and shape need 48"}},
+      {"ext/ext_bad_number.onnx", {"initializer 'w'", "offset '12x' is not a byte count"}},
+      {"ext/ext_bad_noloc.onnx", {"initializer 'w'", "names none (no 'location' entry)"}},
+      {"ext/ext_far.onnx", {"initializer 'w'", "ext_far.data", "No such file"}},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    const char *want[4] = {cases[i].want[0], cases[i].want[1], cases[i].want[2], NULL};
+    expect_fixture_fail(cases[i].file, want);
+  }
+  /* A symlink inside the directory that points out of it. */
+  char *sub = tmp_path("sub"), *model = tmp_path("sub/ext_far.onnx");
+  char *link = tmp_path("sub/ext_far.data"), *outside = tmp_path("outside.data");
+  char *src = fixture("ext/ext_far.onnx");
+  ck_assert_int_eq(mkdir(sub, 0755), 0);
+  copy_file(src, model);
+  ck_assert_int_eq(tu_write_file(outside, "0123456789", 10), 0);
+  ck_assert_int_eq(symlink("../outside.data", link), 0);
+  const char *w_link[] = {"initializer 'w'", "outside the model's directory", NULL};
+  expect_fail(model, NULL, 1, w_link);
+  unlink(link);
+  free(sub);
+  free(model);
+  free(link);
+  free(outside);
+  free(src);
+}
+END_TEST
+
 /* The attribute forms of opset 9 (Squeeze/Unsqueeze axes, Slice
  * starts/ends/axes, Pad-2 pads and value, Clip-6 min without max,
  * Transpose perm, ReduceSum/ReduceMean axes) become the engine's inputs by
@@ -770,6 +916,79 @@ static void expect_fail_args(int want_rc, const char *const *want, ...) {
   free(log);
   free(outp);
 }
+
+/* The summary line of layer `name` ("fc1 ..."), or "" when absent. */
+static const char *summary_line(const char *log, const char *name, char *buf, size_t n) {
+  size_t l = strlen(name);
+  for (const char *p = log; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+    if (strncmp(p, name, l) == 0 && p[l] == ' ') {
+      const char *e = strchr(p, '\n');
+      size_t k = e ? (size_t)(e - p) : strlen(p);
+      snprintf(buf, n, "%.*s", (int)(k < n ? k : n - 1), p);
+      return buf;
+    }
+  return "";
+}
+
+/* --op-types picks the op kinds quantized (ORT's op_types_to_quantize);
+ * --exclude-nodes is --keep-fp32 under ORT's name. */
+START_TEST(test_op_types_and_exclude) {
+  char *in = fixture("mlp.onnx"), *outp = tmp_path("mlp_ot.dynq"), *log = NULL;
+  char line[512];
+  ck_assert_int_eq(tu_quantize_log(&log, "--op-types", "MatMul", in, outp, NULL), 0);
+  ck_assert_msg(strstr(summary_line(log, "fc1", line, sizeof line), "not in --op-types"), "%s",
+                log);
+  ck_assert_msg(strstr(summary_line(log, "fc3", line, sizeof line), "not in --op-types"), "%s",
+                log);
+  ck_assert_msg(strstr(summary_line(log, "fc2", line, sizeof line), "int8"), "%s", log);
+  ck_assert_msg(strstr(summary_line(log, "fc5", line, sizeof line), "int8"), "%s", log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(m, &st);
+  ck_assert_int_eq(st.n_quant[DYNQ_QKIND_LINEAR], 2);
+  dynq__model_unref(m);
+  unlink(outp);
+  log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, "--exclude-nodes=fc2,fc5", "--op-types=Gemm,MatMul",
+                                   in, outp, NULL), 0);
+  ck_assert_msg(strstr(summary_line(log, "fc2", line, sizeof line), "--keep-fp32"), "%s", log);
+  ck_assert_msg(strstr(summary_line(log, "fc1", line, sizeof line), "int8"), "%s", log);
+  free(log);
+  unlink(outp);
+
+  const char *w_type[] = {"--op-types: dynq-quantize does not quantize 'Relu' layers",
+                          "MatMul, Gemm, Conv, LSTM, GRU, Gather", NULL};
+  expect_fail_args(2, w_type, "--op-types", "MatMul,Relu", in, NULL);
+  const char *w_empty[] = {"--op-types needs a comma-separated list", NULL};
+  expect_fail_args(2, w_empty, "--op-types=", in, NULL);
+  const char *w_gap[] = {"--exclude-nodes: empty name in the list", NULL};
+  expect_fail_args(2, w_gap, "--exclude-nodes", "fc1,,fc2", in, NULL);
+  const char *w_none[] = {"--keep-fp32 nosuch: no MatMul", "layer column of the summary", NULL};
+  expect_fail_args(1, w_none, "--exclude-nodes", "nosuch", in, NULL);
+  free(in);
+  free(outp);
+}
+END_TEST
+
+/* A line per stage with --progress (stderr is not a terminal here, so
+ * nothing without it). */
+START_TEST(test_progress) {
+  char *in = fixture("mlp.onnx"), *outp = tmp_path("mlp_pr.dynq"), *log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, "--progress", in, outp, NULL), 0);
+  const char *stages[] = {"s] read '", "s] parsed: opset 13", "s] read 1", "s] converted ",
+                          "s] fusions done", "s] validated "};
+  for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
+    ck_assert_msg(strstr(log, stages[i]) != NULL, "no '%s' line:\n%s", stages[i], log);
+  free(log);
+  log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, in, outp, NULL), 0);
+  ck_assert_msg(strstr(log, "s] parsed") == NULL, "progress without --progress:\n%s", log);
+  free(log);
+  free(in);
+  free(outp);
+}
+END_TEST
 
 /* fallback.onnx's second MatMul takes its weights v [4, 3] as a graph
  * input: FP32 by default, INT8 once --const binds v. */
@@ -1043,6 +1262,11 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_softmax_old_opset);
   tcase_add_test(tc, test_rules_old_forms);
   tcase_add_test(tc, test_rules_errors);
+  tcase_add_test(tc, test_op_types_and_exclude);
+  tcase_add_test(tc, test_progress);
+  tcase_add_test(tc, test_external_data);
+  tcase_add_test(tc, test_external_far_offset);
+  tcase_add_test(tc, test_external_errors);
   tcase_add_test(tc, test_malformed_models);
   tcase_add_test(tc, test_bad_files);
   tcase_add_test(tc, test_fuzz_regressions);

@@ -56,7 +56,7 @@ static int env_start(env_t *e, const char *const *extra) {
     return -1;
   }
   ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", e->a, NULL), 0);
-  ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", e->b, "--per-tensor", NULL), 0);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/mlp.onnx", e->b, "--act-per-tensor", NULL), 0);
   size_t n = 0;
   unsigned char *p = tu_read_file(e->a, &n);
   ck_assert_ptr_nonnull(p);

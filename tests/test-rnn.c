@@ -523,7 +523,7 @@ static void conv_case(const ccase_t *c, double *worst_f, double *worst_q) {
   double ql = rel_l2(qout.data, ry, ny);
   ck_assert_msg(ql <= 0.02, "qconv %dD: INT8 relL2 %g", c->sr, ql);
   if (ql > *worst_q) *worst_q = ql;
-  /* per_tensor: the whole image on one scale (dynq-quantize --per-tensor) */
+  /* per_tensor: the whole image on one scale (dynq-quantize --act-per-tensor) */
   dynq__tensor_t pout;
   at[na++] = (dynq__attr_t){.name = "per_tensor", .type = DYNQ_ATTR_INT, .i = 1};
   r = run_op(DYNQ_OP_QCONV, "qconv", at, na, qin, 6, &pout, 1, DYNQ_PRECISION_INT8, err, sizeof(err));
