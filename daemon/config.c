@@ -6,7 +6,8 @@
  * and decides what SIGHUP may change, so none of them can disagree.
  *
  * Order: built-in defaults, then the file (--config PATH, else
- * /etc/dynq/dynqd.conf when it exists), then the command line.
+ * $sysconfdir/dynq/dynqd.conf when it exists: /etc/dynq with
+ * --sysconfdir=/etc), then the command line.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -165,7 +166,8 @@ static void usage(FILE *f) {
   for (int i = 0; i < N_OPTS; i++)
     fprintf(f, "%s%s%s", i % 6 ? " " : "\n  ", opts[i].key, opts[i].reloadable ? "*" : "");
   fprintf(f, "\n  (* = applied on SIGHUP)  and per model, in a [batch.MODEL] section:\n"
-             "  max_batch, max_delay_us, axes (NAME:AXIS,... batch axis per input/output).\n"
+             "  max_batch, max_delay_us, axes (NAME:AXIS,... batch axis per input/output),\n"
+             "  shadow_rate, warmup (NAME:DIMS,... input shapes of the load-time warm-up).\n"
              "\nThe default socket is $RUNTIME_DIRECTORY/dynqd.sock, else\n"
              "$XDG_RUNTIME_DIR/dynq/dynqd.sock, else /run/dynq/dynqd.sock.\n"
              "Environment: DYNQ_KERNEL=NAME forces an INT8 kernel; LISTEN_FDS/\n"
@@ -306,6 +308,20 @@ static void set_defaults(dynqd_config_t *cfg) {
   cfg->max_tensor_elems = DYNQ_MAX_ELEMS;
 }
 
+/* Names are used in protocol strings, log lines and config sections
+ * ([batch.NAME]): keep them tame.  Here, in the base layer, because the
+ * config's sections and the registry both need the rule. */
+int dynqd__model_name_ok(const char *s, size_t n) {
+  if (n == 0 || n > 63 || s[0] == '.') return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+      return 0;
+  }
+  return 1;
+}
+
 static int find_key(const char *key) {
   for (int i = 0; i < N_OPTS; i++)
     if (strcmp(opts[i].key, key) == 0) return i;
@@ -321,77 +337,181 @@ static char *trim(char *s) {
   return s;
 }
 
-/* `NAME:AXIS[,NAME:AXIS...]` into rule (replacing what it held). */
-static int axes_set(dynqd_batch_rule_t *r, const char *val, char *err, size_t errlen) {
-  char *text = strdup(val);
-  char *work = strdup(val);
-  char **names = calloc(64, sizeof(*names));
-  int *vals = calloc(64, sizeof(*vals));
-  int n = 0;
-  if (text == NULL || work == NULL || names == NULL || vals == NULL) {
+/* A `NAME:VALUE[,NAME:VALUE...]` list (axes, warmup): each item split at
+ * its last ':', names 1..127 characters and given once, at most 64 items.
+ * names and vals point into work, which the caller frees. */
+#define MAX_PAIRS 64
+typedef struct pairs {
+  char *work;
+  char *names[MAX_PAIRS], *vals[MAX_PAIRS];
+  int n;
+} pairs_t;
+
+static int split_pairs(const char *key, const char *form, const char *example,
+                       const char *val, pairs_t *p, char *err, size_t errlen) {
+  memset(p, 0, sizeof(*p));
+  p->work = strdup(val);
+  if (p->work == NULL) {
     snprintf(err, errlen, "out of memory");
-    goto fail;
+    return -1;
   }
   char *save = NULL;
-  for (char *item = strtok_r(work, ",", &save); item != NULL;
+  for (char *item = strtok_r(p->work, ",", &save); item != NULL;
        item = strtok_r(NULL, ",", &save)) {
     item = trim(item);
     char *colon = strrchr(item, ':');
     if (colon == NULL || colon == item) {
-      snprintf(err, errlen, "axes: '%.64s' is not NAME:AXIS (e.g. "
-               "axes = input:0,state:1,output:0,stateN:1)", item);
-      goto fail;
+      snprintf(err, errlen, "%s: '%.64s' is not %s (e.g. %s = %s)", key, item, form, key,
+               example);
+      return -1;
     }
     *colon = '\0';
-    char *name = trim(item), *num = trim(colon + 1);
-    long long v;
-    if (parse_num(num, 0, &v) != 0 || v < 0 || v >= DYNQ_MAX_RANK) {
-      snprintf(err, errlen, "axes: '%.64s' has axis '%.16s' (expected 0..%d)", name, num,
-               DYNQ_MAX_RANK - 1);
-      goto fail;
-    }
+    char *name = trim(item);
     if (name[0] == '\0' || strlen(name) > 127) {
-      snprintf(err, errlen, "axes: a name must be 1..127 characters");
-      goto fail;
+      snprintf(err, errlen, "%s: a name must be 1..127 characters", key);
+      return -1;
     }
-    for (int k = 0; k < n; k++) {
-      if (strcmp(names[k], name) == 0) {
-        snprintf(err, errlen, "axes: '%.64s' is given twice", name);
-        goto fail;
+    for (int k = 0; k < p->n; k++) {
+      if (strcmp(p->names[k], name) == 0) {
+        snprintf(err, errlen, "%s: '%.64s' is given twice", key, name);
+        return -1;
       }
     }
-    if (n == 64) {
-      snprintf(err, errlen, "axes: at most 64 entries");
-      goto fail;
+    if (p->n == MAX_PAIRS) {
+      snprintf(err, errlen, "%s: at most %d entries", key, MAX_PAIRS);
+      return -1;
     }
-    names[n] = strdup(name);
-    if (names[n] == NULL) {
-      snprintf(err, errlen, "out of memory");
-      goto fail;
-    }
-    vals[n++] = (int)v;
+    p->names[p->n] = name;
+    p->vals[p->n++] = trim(colon + 1);
   }
-  if (n == 0) {
-    snprintf(err, errlen, "axes: empty (expected NAME:AXIS[,NAME:AXIS...])");
+  if (p->n == 0) {
+    snprintf(err, errlen, "%s: empty (expected %s[,%s...], e.g. %s = %s)", key, form, form,
+             key, example);
+    return -1;
+  }
+  return 0;
+}
+
+/* Copies of the n names of p (NULL when out of memory, err set). */
+static char **dup_names(const pairs_t *p, char *err, size_t errlen) {
+  char **names = calloc(MAX_PAIRS, sizeof(*names));
+  for (int k = 0; names != NULL && k < p->n; k++) {
+    names[k] = strdup(p->names[k]);
+    if (names[k] == NULL) {
+      for (int q = 0; q < k; q++) free(names[q]);
+      free(names);
+      names = NULL;
+    }
+  }
+  if (names == NULL) snprintf(err, errlen, "out of memory");
+  return names;
+}
+
+static void free_names(char **names, int n) {
+  for (int k = 0; names != NULL && k < n; k++) free(names[k]);
+  free(names);
+}
+
+/* `NAME:AXIS[,NAME:AXIS...]` into rule (replacing what it held). */
+static int axes_set(dynqd_batch_rule_t *r, const char *val, char *err, size_t errlen) {
+  pairs_t p;
+  char *text = NULL, **names = NULL;
+  int *vals = NULL;
+  if (split_pairs("axes", "NAME:AXIS", "input:0,state:1,output:0,stateN:1", val, &p, err,
+                  errlen) != 0)
+    goto fail;
+  vals = calloc(MAX_PAIRS, sizeof(*vals));
+  text = strdup(val);
+  if (vals == NULL || text == NULL) {
+    snprintf(err, errlen, "out of memory");
     goto fail;
   }
-  free(work);
-  for (int k = 0; k < r->n_axes; k++) free(r->axis_names[k]);
-  free(r->axis_names);
+  for (int k = 0; k < p.n; k++) {
+    long long v;
+    if (parse_num(p.vals[k], 0, &v) != 0 || v < 0 || v >= DYNQ_MAX_RANK) {
+      snprintf(err, errlen, "axes: '%.64s' has axis '%.16s' (expected 0..%d)", p.names[k],
+               p.vals[k], DYNQ_MAX_RANK - 1);
+      goto fail;
+    }
+    vals[k] = (int)v;
+  }
+  if ((names = dup_names(&p, err, errlen)) == NULL) goto fail;
+  free_names(r->axis_names, r->n_axes);
   free(r->axis_vals);
   free(r->axes_text);
   r->axes_text = text;
   r->axis_names = names;
   r->axis_vals = vals;
-  r->n_axes = n;
+  r->n_axes = p.n;
+  free(p.work);
   return 0;
 
 fail:
-  for (int k = 0; k < n; k++) free(names[k]);
-  free(names);
   free(vals);
   free(text);
-  free(work);
+  free(p.work);
+  return -1;
+}
+
+/* `NAME:DIMS[,NAME:DIMS...]`, DIMS as 1x512 or `scalar`, into rule. */
+static int warmup_set(dynqd_batch_rule_t *r, const char *val, char *err, size_t errlen) {
+  pairs_t p;
+  char *text = NULL, **names = NULL;
+  int *ranks = NULL;
+  int64_t(*dims)[DYNQ_MAX_RANK] = NULL;
+  if (split_pairs("warmup", "NAME:DIMS", "input:1x512,state:2x1x128", val, &p, err,
+                  errlen) != 0)
+    goto fail;
+  ranks = calloc(MAX_PAIRS, sizeof(*ranks));
+  dims = calloc(MAX_PAIRS, sizeof(*dims));
+  text = strdup(val);
+  if (ranks == NULL || dims == NULL || text == NULL) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
+  for (int k = 0; k < p.n; k++) {
+    char *v = p.vals[k];
+    if (strcmp(v, "scalar") == 0) continue;  /* rank 0 */
+    int rank = 0;
+    for (const char *d = v;; ) {
+      char num[24];
+      size_t len = strcspn(d, "x");
+      long long n = -1;
+      if (len > 0 && len < sizeof(num)) {
+        memcpy(num, d, len);
+        num[len] = '\0';
+        if (parse_num(num, 0, &n) != 0) n = -1;
+      }
+      if (rank == DYNQ_MAX_RANK || n < 0 || n > DYNQ_MAX_ELEMS) {
+        snprintf(err, errlen, "warmup: '%.64s' has shape '%.64s' (expected up to %d "
+                 "dimensions like 1x512, each 0..%lld, or 'scalar')", p.names[k], v,
+                 DYNQ_MAX_RANK, (long long)DYNQ_MAX_ELEMS);
+        goto fail;
+      }
+      dims[k][rank++] = n;
+      if (d[len] == '\0') break;
+      d += len + 1;
+    }
+    ranks[k] = rank;
+  }
+  if ((names = dup_names(&p, err, errlen)) == NULL) goto fail;
+  free_names(r->warm_names, r->n_warm);
+  free(r->warm_rank);
+  free(r->warm_dims);
+  free(r->warmup_text);
+  r->warmup_text = text;
+  r->warm_names = names;
+  r->warm_rank = ranks;
+  r->warm_dims = dims;
+  r->n_warm = p.n;
+  free(p.work);
+  return 0;
+
+fail:
+  free(ranks);
+  free(dims);
+  free(text);
+  free(p.work);
   return -1;
 }
 
@@ -399,11 +519,11 @@ static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
                      const char *val, char *err, size_t errlen) {
   long long v = 0;
   int is_batch = strcmp(key, "max_batch") == 0, is_axes = strcmp(key, "axes") == 0;
-  int is_shadow = strcmp(key, "shadow_rate") == 0;
+  int is_shadow = strcmp(key, "shadow_rate") == 0, is_warmup = strcmp(key, "warmup") == 0;
   double rate = 0;
-  if (!is_batch && !is_axes && !is_shadow && strcmp(key, "max_delay_us") != 0) {
+  if (!is_batch && !is_axes && !is_shadow && !is_warmup && strcmp(key, "max_delay_us") != 0) {
     snprintf(err, errlen, "unknown key in a [batch.%s] section (max_batch, "
-             "max_delay_us, axes, shadow_rate)", model);
+             "max_delay_us, axes, shadow_rate, warmup)", model);
     return -1;
   }
   if (is_shadow && (parse_real(val, &rate) != 0 || rate < 0 || rate > 1)) {
@@ -411,7 +531,7 @@ static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
     return -1;
   }
   long long max = is_batch ? 4096 : 1000000;
-  if (!is_axes && !is_shadow &&
+  if (!is_axes && !is_shadow && !is_warmup &&
       (parse_num(val, 0, &v) != 0 || v < (is_batch ? 1 : 0) || v > max)) {
     snprintf(err, errlen, "invalid value '%.64s' (expected %d..%lld)", val,
              is_batch ? 1 : 0, max);
@@ -444,6 +564,7 @@ static int batch_set(dynqd_config_t *cfg, const char *model, const char *key,
     cfg->n_batch_rules++;
   }
   if (is_axes) return axes_set(&cfg->batch_rules[i], val, err, errlen);
+  if (is_warmup) return warmup_set(&cfg->batch_rules[i], val, err, errlen);
   if (is_shadow) {
     cfg->batch_rules[i].shadow_rate = rate;
     return 0;
@@ -711,10 +832,13 @@ void dynqd__config_free(dynqd_config_t *cfg) {
   for (int i = 0; i < cfg->n_batch_rules; i++) {
     dynqd_batch_rule_t *r = &cfg->batch_rules[i];
     free(r->model);
-    for (int k = 0; k < r->n_axes; k++) free(r->axis_names[k]);
-    free(r->axis_names);
+    free_names(r->axis_names, r->n_axes);
     free(r->axis_vals);
     free(r->axes_text);
+    free_names(r->warm_names, r->n_warm);
+    free(r->warm_rank);
+    free(r->warm_dims);
+    free(r->warmup_text);
   }
   free(cfg->batch_rules);
   cfg->batch_rules = NULL;
@@ -744,6 +868,10 @@ static void show(const dynqd_config_t *cfg, int i, char *buf, size_t n) {
       snprintf(buf, n, "%.17g", *(const double *)(base + o->off));
       break;
   }
+}
+
+static int same_text(const char *a, const char *b) {
+  return (a == NULL) == (b == NULL) && (a == NULL || strcmp(a, b) == 0);
 }
 
 int dynqd__config_reload(dynqd_config_t *cfg) {
@@ -793,15 +921,16 @@ int dynqd__config_reload(dynqd_config_t *cfg) {
     log_notice("SIGHUP: %s = %s (was %s)", o->key, b, a);
     changed++;
   }
+  /* The sections are fixed after start-up: model loads read them on the
+   * thread pool (the warm-up shapes) without a lock. */
   int bsame = fresh.n_batch_rules == cfg->n_batch_rules;
-  for (int i = 0; bsame && i < fresh.n_batch_rules; i++)
-    bsame = strcmp(fresh.batch_rules[i].model, cfg->batch_rules[i].model) == 0 &&
-            fresh.batch_rules[i].max_batch == cfg->batch_rules[i].max_batch &&
-            fresh.batch_rules[i].max_delay_us == cfg->batch_rules[i].max_delay_us &&
-            fresh.batch_rules[i].shadow_rate == cfg->batch_rules[i].shadow_rate &&
-            (fresh.batch_rules[i].axes_text == NULL) == (cfg->batch_rules[i].axes_text == NULL) &&
-            (fresh.batch_rules[i].axes_text == NULL ||
-             strcmp(fresh.batch_rules[i].axes_text, cfg->batch_rules[i].axes_text) == 0);
+  for (int i = 0; bsame && i < fresh.n_batch_rules; i++) {
+    const dynqd_batch_rule_t *f = &fresh.batch_rules[i], *c = &cfg->batch_rules[i];
+    bsame = strcmp(f->model, c->model) == 0 && f->max_batch == c->max_batch &&
+            f->max_delay_us == c->max_delay_us && f->shadow_rate == c->shadow_rate &&
+            same_text(f->axes_text, c->axes_text) &&
+            same_text(f->warmup_text, c->warmup_text);
+  }
   if (!bsame) log_warn("SIGHUP: [batch.*] sections changed but need a restart; ignored");
   log_info("SIGHUP: configuration re-read from %s (%d change%s applied)",
            cfg->config_path, changed, changed == 1 ? "" : "s");

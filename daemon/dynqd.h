@@ -1,6 +1,7 @@
 /*
- * dynqd internals, by layer.  Calls go one way only (symbol-cycles.py
- * checks it on the built objects; docs/HACKING.md draws it):
+ * dynqd internals, by layer.  Calls go one way only (`meson test
+ * daemon-cycles`, tests/check-cycles.py, checks it on the built objects;
+ * docs/HACKING.md draws it):
  *
  *   main.c ........ arguments, engine init, then server.c
  *   server.c ...... start-up, signals, drain, the loop: wires the layers
@@ -9,7 +10,10 @@
  *                   rpc_*.c handlers: decode params, call a service, reply
  *   services ...... registry.c + loader.c (models), sessions.c, shm.c,
  *                   stats.c, scheduler.c (pool, batching, inline policy),
- *                   infer.c (running requests): no connection, no msgpack
+ *                   infer.c (running requests), shadow.c (FP32 re-runs),
+ *                   peers.c (per-uid accounting): no connection, no
+ *                   msgpack; a model's inputs and outputs come from its
+ *                   signature (dynq__model_signature), not its graph
  *   transport ..... listener.c (socket), conn.c (framing, I/O, close
  *                   hooks); calls the dispatcher through server->on_request
  *   base .......... config.c, log.c, notify.c, admin.c (peer credentials),
@@ -19,7 +23,10 @@
  * registry, sessions, shm regions and all refcounts.  Worker threads only
  * touch a job (which they own while running it), the scheduler queue
  * (under sched->mu) and the completion stack (atomic), and read a job's
- * cancel flag (atomic).
+ * cancel flag (atomic).  libuv's pool threads load models
+ * (dynqd__registry_prepare): they read the model directory, the warm-up
+ * bounds and the config's [batch.MODEL] sections, none of which changes
+ * while a load runs.
  */
 #ifndef DYNQD_H
 #define DYNQD_H
@@ -92,7 +99,9 @@ typedef struct dynqd_config {
   int max_sessions_per_uid;    /* 0: none */
 } dynqd_config_t;
 
-/* `[batch.MODEL]` max_batch / max_delay_us / axes from the config file. */
+/* A `[batch.MODEL]` section of the config file: the per-model settings
+ * (batching, shadow rate, warm-up shapes).  Fixed after start-up (SIGHUP
+ * leaves them), so pool threads may read them. */
 typedef struct dynqd_batch_rule {
   char *model;           /* owned */
   int max_batch;         /* <= 1: off for this model */
@@ -105,6 +114,14 @@ typedef struct dynqd_batch_rule {
   char **axis_names;     /* owned, each owned */
   int *axis_vals;        /* owned; 0..DYNQ_MAX_RANK-1 */
   double shadow_rate;    /* `shadow_rate` of the section; < 0: not set */
+  /* `warmup = NAME:DIMS,...`: input shapes for the warm-up run at load
+   * (registry.c), for models whose symbolic dims cannot all be 1.  Inputs
+   * not listed take the generic shape. */
+  char *warmup_text;     /* as written, for SIGHUP comparison; owned; NULL: none */
+  int n_warm;
+  char **warm_names;     /* owned, each owned */
+  int *warm_rank;        /* owned; 0 (scalar)..DYNQ_MAX_RANK */
+  int64_t (*warm_dims)[DYNQ_MAX_RANK]; /* owned; each dim 0..DYNQ_MAX_ELEMS */
 } dynqd_batch_rule_t;
 
 /* Parse argv into cfg (defaults first, then the config file, then the
@@ -119,6 +136,9 @@ int dynqd__config_reload(dynqd_config_t *cfg);
 /* max_batch / max_delay_us for a model name (rule, else the defaults). */
 void dynqd__batch_config(const dynqd_config_t *cfg, const char *model,
                          int *ret_max, int *ret_delay_us);
+/* Valid model name: 1-63 of [A-Za-z0-9_.-], not starting with '.'
+ * (config.c: [batch.NAME] sections and the registry share the rule). */
+int dynqd__model_name_ok(const char *s, size_t n);
 /* The config rule of a model name, or NULL (global defaults only). */
 const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model);
 /* Bytes the last config file read took in: never more than the file cap
@@ -129,6 +149,9 @@ extern size_t dynqd__config_bytes_read;
 /* ---- logging (log.c) ---- */
 
 void dynqd__log_init(int level);
+/* 1 when js ("DEV:INODE", as systemd sets JOURNAL_STREAM) names the file
+ * open on fd (fstat's st_dev and st_ino), else 0 (NULL, junk, no match). */
+int dynqd__journal_stream_is(const char *js, int fd);
 /* Level and rate limit (lines/s per message class; 0 = unlimited);
  * callable again on SIGHUP. */
 void dynqd__log_configure(int level, int rate);
@@ -183,6 +206,8 @@ typedef struct dynqd_registry {
   char *dir;               /* realpath of the model dir; NULL: none; owned */
   int64_t warm_max_elems;  /* warm-up bounds (config): an input above */
   uint64_t warm_max_bytes; /*   either is refused / not warmed (registry.c) */
+  const dynqd_config_t *cfg; /* NULL, or its [batch.NAME] warmup shapes
+                                (fixed after start-up) */
 } dynqd_registry_t;
 
 /* Resolve the model dir (nothing loaded yet).  0, or -errno after logging
@@ -194,8 +219,9 @@ const dynqd_model_entry_t *dynqd__registry_find(const dynqd_registry_t *r,
 void dynqd__registry_free(dynqd_registry_t *r);
 
 /* Publishing runs in two steps, so that the slow one can run off the
- * loop: prepare opens, checks and warms the file (touches only r->dir and
- * the warm-up bounds, fixed once initialised: safe on any thread); commit
+ * loop: prepare opens, checks and warms the file (touches only r->dir, the
+ * warm-up bounds and the config's per-model sections, fixed once
+ * initialised: safe on any thread); commit
  * makes it the current version of name (the loop thread; it may still
  * fail: the model limit, memory).  prepared_clear drops what commit did
  * not take. */
@@ -218,8 +244,6 @@ int dynqd__registry_unload(dynqd_registry_t *r, const char *name);
 int dynqd__registry_guard_install(void);
 /* After a run of m: log once that m's file changed under it (broken). */
 void dynqd__registry_check_broken(dynq__model_t *m, const char *name);
-/* Valid model name: 1-63 of [A-Za-z0-9_.-], not starting with '.'. */
-int dynqd__model_name_ok(const char *s, size_t n);
 
 /* What a directory scan found to do (loop thread, cheap: readdir + stat).
  * Removed files are unloaded by the scan itself; loads and reloads are

@@ -1,8 +1,12 @@
 /*
  * dynqd logging: one line per call to stderr, written with a single
- * write(2) so lines from worker threads never interleave.  Under journald
- * (JOURNAL_STREAM set) each line starts with the syslog "<N>" priority,
- * which journald strips and records; otherwise a readable level word.
+ * write(2) so lines from worker threads never interleave.  When stderr is
+ * journald's stream each line starts with the syslog "<N>" priority, which
+ * journald strips and records; otherwise a readable level word.  systemd
+ * says which stream is its own in JOURNAL_STREAM ("DEV:INODE"); the
+ * variable is inherited by anything started from the unit, so it counts
+ * only when stderr is still that stream (a dynqd run by hand from a
+ * service's shell, or with 2>file, must not write "<6>" into a file).
  *
  * Rate limit: each call site (its format string) is a message class with
  * a budget of log_rate lines per one-second window.  Lines over budget are
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,10 +46,32 @@ static const char *const level_names[8] = {
   "emerg", "alert", "crit", "error", "warning", "notice", "info", "debug",
 };
 
+/* An unsigned decimal, all of s up to stop; -1 if not. */
+static int parse_u64_until(const char *s, char stop, unsigned long long *ret, const char **ret_end) {
+  if (*s < '0' || *s > '9') return -1;  /* strtoull would take spaces and signs */
+  errno = 0;
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno != 0 || *end != stop) return -1;
+  *ret = v;
+  *ret_end = end;
+  return 0;
+}
+
+int dynqd__journal_stream_is(const char *js, int fd) {
+  unsigned long long dev, ino;
+  const char *p;
+  if (js == NULL || parse_u64_until(js, ':', &dev, &p) != 0 ||
+      parse_u64_until(p + 1, '\0', &ino, &p) != 0)
+    return 0;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return 0;
+  return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void dynqd__log_init(int level) {
   log_level = level;
-  const char *js = getenv("JOURNAL_STREAM");
-  log_journal = js != NULL && *js != '\0';
+  log_journal = dynqd__journal_stream_is(getenv("JOURNAL_STREAM"), 2);
 }
 
 void dynqd__log_configure(int level, int rate) {

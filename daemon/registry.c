@@ -53,18 +53,6 @@ void dynqd__registry_check_broken(dynq__model_t *m, const char *name) {
             dynq__model_path(m));
 }
 
-/* Names are used in protocol strings and log lines: keep them tame. */
-int dynqd__model_name_ok(const char *s, size_t n) {
-  if (n == 0 || n > 63 || s[0] == '.') return 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
-      return 0;
-  }
-  return 1;
-}
-
 static int find_index(const dynqd_registry_t *r, const char *name, size_t n,
                       int *ret_insert) {
   int lo = 0, hi = r->n - 1;
@@ -166,19 +154,69 @@ static int confine(const dynqd_registry_t *r, const char *rel, char *out,
   return 0;
 }
 
+/* The warm-up shape of every input into ranks[i], dims[i]: the config's
+ * `[batch.NAME] warmup` entry when it names the input, else every
+ * symbolic dim 1 and an input of unknown rank a scalar.  0, or
+ * DYNQ_EPARAMS naming the config key when an entry does not fit the
+ * model (a name that is no input, a rank or a fixed dim it contradicts):
+ * a warm-up the operator asked for is never silently skipped. */
+static int warm_shapes(const char *name, const dynqd_batch_rule_t *rule,
+                       const dynq__model_sig_t *sig, int *ranks,
+                       int64_t (*dims)[DYNQ_MAX_RANK], char *err, size_t errlen) {
+  for (int k = 0; rule != NULL && k < rule->n_warm; k++) {
+    int hit = 0;
+    for (int i = 0; i < sig->n_inputs && !hit; i++)
+      hit = strcmp(sig->inputs[i].name, rule->warm_names[k]) == 0;
+    if (!hit) {
+      snprintf(err, errlen, "[batch.%s] warmup names '%s', which is not an input of the "
+               "model (model.info lists its inputs)", name, rule->warm_names[k]);
+      return DYNQ_EPARAMS;
+    }
+  }
+  for (int i = 0; i < sig->n_inputs; i++) {
+    const dynq__io_t *v = &sig->inputs[i];
+    int k = -1;
+    for (int q = 0; rule != NULL && q < rule->n_warm && k < 0; q++)
+      if (strcmp(rule->warm_names[q], v->name) == 0) k = q;
+    if (k < 0) {
+      ranks[i] = v->rank < 0 ? 0 : v->rank;
+      for (int d = 0; d < ranks[i]; d++) dims[i][d] = v->dims[d] < 0 ? 1 : v->dims[d];
+      continue;
+    }
+    if (v->rank >= 0 && rule->warm_rank[k] != v->rank) {
+      snprintf(err, errlen, "[batch.%s] warmup gives '%s' %d dimension%s, but the model "
+               "declares %d", name, v->name, rule->warm_rank[k],
+               rule->warm_rank[k] == 1 ? "" : "s", v->rank);
+      return DYNQ_EPARAMS;
+    }
+    ranks[i] = rule->warm_rank[k];
+    for (int d = 0; d < ranks[i]; d++) {
+      if (v->rank >= 0 && v->dims[d] >= 0 && rule->warm_dims[k][d] != v->dims[d]) {
+        snprintf(err, errlen, "[batch.%s] warmup gives '%s' dimension %d = %lld, but the "
+                 "model fixes it at %lld", name, v->name, d,
+                 (long long)rule->warm_dims[k][d], (long long)v->dims[d]);
+        return DYNQ_EPARAMS;
+      }
+      dims[i][d] = rule->warm_dims[k][d];
+    }
+  }
+  return 0;
+}
+
 /* Warm-up inputs within the bounds?  A model whose fixed input shape
  * holds more than max_tensor_elems could never be sent a request: it is
  * refused (ELIMIT).  One within that but whose warm-up inputs would take
  * more than warm_max_bytes is served unwarmed (returns 1 after logging):
  * a valid file must not make dynqd allocate gigabytes to warm it. */
-static int warm_bounds(const dynqd_registry_t *r, const char *name, const dynq__graph_t *g,
-                       char *err, size_t errlen) {
+static int warm_bounds(const dynqd_registry_t *r, const char *name,
+                       const dynq__model_sig_t *sig, const int *ranks,
+                       int64_t (*dims)[DYNQ_MAX_RANK], char *err, size_t errlen) {
   uint64_t bytes = 0;
-  for (int i = 0; i < g->n_inputs; i++) {
-    const dynq__value_t *v = &g->values[g->inputs[i]];
+  for (int i = 0; i < sig->n_inputs; i++) {
+    const dynq__io_t *v = &sig->inputs[i];
     int64_t n = 1;
-    for (int d = 0; d < v->rank; d++) {
-      int64_t dim = v->dims[d] < 0 ? 1 : v->dims[d];
+    for (int d = 0; d < ranks[i]; d++) {
+      int64_t dim = dims[i][d];
       if (dim != 0 && n > INT64_MAX / dim) n = INT64_MAX;
       else n *= dim;
     }
@@ -201,12 +239,13 @@ static int warm_bounds(const dynqd_registry_t *r, const char *name, const dynq__
   return 0;
 }
 
-/* One run on zeros (symbolic dims = 1, unknown rank = a scalar): proves the
- * model executes and touches its pages before it takes traffic. */
-static int warm(const dynq__model_t *m, char *err, size_t errlen) {
-  const dynq__graph_t *g = dynq__model_graph(m);
+/* One run on zeros of the warm-up shapes: proves the model executes and
+ * touches its pages before it takes traffic. */
+static int warm(const dynq__model_t *m, const int *ranks, int64_t (*dims)[DYNQ_MAX_RANK],
+                char *err, size_t errlen) {
+  const dynq__model_sig_t *sig = dynq__model_signature(m);
   int rc = 0;
-  int ni = g->n_inputs, no = g->n_outputs;
+  int ni = sig->n_inputs, no = sig->n_outputs;
   dynq__tensor_t *in = calloc((size_t)(ni > 0 ? ni : 1), sizeof(*in));
   dynq__tensor_t *out = calloc((size_t)(no > 0 ? no : 1), sizeof(*out));
   if (in == NULL || out == NULL) {
@@ -215,18 +254,14 @@ static int warm(const dynq__model_t *m, char *err, size_t errlen) {
     goto fail;
   }
   for (int i = 0; i < ni; i++) {
-    const dynq__value_t *v = &g->values[g->inputs[i]];
-    int64_t dims[DYNQ_MAX_RANK];
-    int rank = v->rank < 0 ? 0 : v->rank;
-    for (int d = 0; d < rank; d++) dims[d] = v->dims[d] < 0 ? 1 : v->dims[d];
-    rc = dynq__tensor_alloc(&in[i], v->dtype, rank, dims);
+    rc = dynq__tensor_alloc(&in[i], sig->inputs[i].dtype, ranks[i], dims[i]);
     if (rc != 0) {
-      snprintf(err, errlen, "cannot allocate warm-up input '%s': %s", v->name,
+      snprintf(err, errlen, "cannot allocate warm-up input '%s': %s", sig->inputs[i].name,
                dynq_strerror(rc));
       goto fail;
     }
   }
-  dynq__run_opts_t opts = {DYNQ_PRECISION_INT8, NULL, 1};
+  dynq__run_opts_t opts = {.precision = DYNQ_PRECISION_INT8, .threads = 1};
   char rerr[384] = "";
   rc = dynq__model_run(m, &opts, in, out, rerr, sizeof(rerr));
   if (rc != 0) {
@@ -243,14 +278,51 @@ fail:
   return rc;
 }
 
-static int has_symbolic_input(const dynq__model_t *m) {
-  const dynq__graph_t *g = dynq__model_graph(m);
-  for (int i = 0; i < g->n_inputs; i++) {
-    const dynq__value_t *v = &g->values[g->inputs[i]];
-    for (int d = 0; d < v->rank; d++)
-      if (v->dims[d] < 0) return 1;
-  }
+static int has_symbolic_input(const dynq__model_sig_t *sig) {
+  for (int i = 0; i < sig->n_inputs; i++)
+    for (int d = 0; d < sig->inputs[i].rank; d++)
+      if (sig->inputs[i].dims[d] < 0) return 1;
   return 0;
+}
+
+/* Prepare's warm-up: the shapes, the bounds, the run.  0 (warmed, or
+ * served cold after a logged warning), else an error that refuses the
+ * model. */
+static int warm_up(const dynqd_registry_t *r, const char *name, const dynq__model_t *m,
+                   char *err, size_t errlen) {
+  const dynq__model_sig_t *sig = dynq__model_signature(m);
+  const dynqd_batch_rule_t *rule = r->cfg != NULL ? dynqd__batch_rule(r->cfg, name) : NULL;
+  int configured = rule != NULL && rule->n_warm > 0;
+  int n = sig->n_inputs > 0 ? sig->n_inputs : 1;
+  int *ranks = calloc((size_t)n, sizeof(*ranks));
+  int64_t(*dims)[DYNQ_MAX_RANK] = calloc((size_t)n, sizeof(*dims));
+  int rc = -ENOMEM;
+  if (ranks == NULL || dims == NULL) {
+    snprintf(err, errlen, "out of memory warming the model");
+    goto out;
+  }
+  rc = warm_shapes(name, rule, sig, ranks, dims, err, errlen);
+  if (rc == 0) rc = warm_bounds(r, name, sig, ranks, dims, err, errlen);
+  if (rc == 0) rc = warm(m, ranks, dims, err, errlen);
+  else if (rc == 1) rc = 0;  /* not warmed (logged) */
+  if (rc == DYNQ_ESHAPE && !configured && has_symbolic_input(sig)) {
+    /* Setting every symbolic dim to 1 is a guess some models cannot run
+     * (Silero VAD's first Conv needs >= 256 samples).  The file passed
+     * every load check; serve it unwarmed rather than refuse it. */
+    log_warn("model '%s': warm-up with symbolic dimensions set to 1 failed (%s); "
+             "serving it without warm-up (give its input shapes in the config: "
+             "[batch.%s] warmup = NAME:DIMS,...)", name, err, name);
+    rc = 0;
+  } else if (rc != 0 && configured && rc != DYNQ_EPARAMS) {
+    char why[512];
+    snprintf(why, sizeof(why), "%s", err);
+    snprintf(err, errlen, "%s (shapes from [batch.%s] warmup = %s)", why, name,
+             rule->warmup_text);
+  }
+out:
+  free(ranks);
+  free(dims);
+  return rc;
 }
 
 void dynqd__prepared_clear(dynqd_prepared_t *p) {
@@ -287,17 +359,7 @@ int dynqd__registry_prepare(const dynqd_registry_t *r, const char *name, const c
     ret->model = NULL;
     return rc;
   }
-  rc = warm_bounds(r, name, dynq__model_graph(ret->model), err, errlen);
-  if (rc == 0) rc = warm(ret->model, err, errlen);
-  else if (rc == 1) rc = 0;  /* not warmed (logged) */
-  if (rc == DYNQ_ESHAPE && has_symbolic_input(ret->model)) {
-    /* Setting every symbolic dim to 1 is a guess some models cannot run
-     * (Silero VAD's first Conv needs >= 256 samples).  The file passed
-     * every load check; serve it unwarmed rather than refuse it. */
-    log_warn("model '%s': warm-up with symbolic dimensions set to 1 failed (%s); "
-             "serving it without warm-up", name, err);
-    rc = 0;
-  }
+  rc = warm_up(r, name, ret->model, err, errlen);
   if (rc != 0) {
     dynqd__prepared_clear(ret);
     return rc;
@@ -347,10 +409,12 @@ int dynqd__registry_commit(dynqd_registry_t *r, const char *name, const char *re
   e->f_size = p->f_size;
   e->f_mtime_ns = p->f_mtime_ns;
   if (ret_version) *ret_version = e->version;
-  const dynq__graph_t *g = dynq__model_graph(e->model);
+  const dynq__model_sig_t *sig = dynq__model_signature(e->model);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(e->model, &st);
   log_info("loaded model '%s' version %d from %s (%zu bytes, %d nodes, %d inputs, "
            "%d outputs)", e->name, e->version, p->path, dynq__model_file_size(e->model),
-           g->n_nodes, g->n_inputs, g->n_outputs);
+           st.n_nodes, sig->n_inputs, sig->n_outputs);
   return 0;
 
 oom:

@@ -330,6 +330,7 @@ int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg) 
   s->sessions.cfg = cfg;
   s->reg.warm_max_elems = cfg->max_tensor_elems;
   s->reg.warm_max_bytes = cfg->warmup_max_bytes;
+  s->reg.cfg = cfg;
   dynqd__conn_add_close_hook(s, dynqd__rpc_session_conn_closed, s);
   dynqd__conn_add_close_hook(s, dynqd__rpc_shm_conn_closed, s);
 

@@ -82,6 +82,14 @@ START_TEST(test_bad_lines) {
     {"[batch.mlp]\nspeed = 3\n", "key 'speed': unknown key in a [batch.mlp] section", 2},
     {"socket =\n", "key 'socket': needs a non-empty value", 1},
     {"max_conns = 99999999999999999999\n", "key 'max_conns': invalid value", 1},
+    {"[batch.mlp]\nwarmup = x\n", "key 'warmup': warmup: 'x' is not NAME:DIMS", 2},
+    {"[batch.mlp]\n\nwarmup = x:1y4\n", "warmup: 'x' has shape '1y4' (expected", 3},
+    {"[batch.mlp]\nwarmup = x:1x\n", "warmup: 'x' has shape '1x'", 2},
+    {"[batch.mlp]\nwarmup = x:-1\n", "warmup: 'x' has shape '-1'", 2},
+    {"[batch.mlp]\nwarmup = x:1x1x1x1x1x1x1x1x1\n", "up to 8 dimensions", 2},
+    {"[batch.mlp]\nwarmup = x:1,x:2\n", "warmup: 'x' is given twice", 2},
+    {"[batch.mlp]\nwarmup = ,\n", "warmup: empty", 2},
+    {"[batch.mlp]\naxes = x:9\n", "axes: 'x' has axis '9' (expected 0..7)", 2},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *p = write_conf("bad.conf", cases[i].text);
@@ -279,6 +287,106 @@ START_TEST(test_log_rate_limit) {
 }
 END_TEST
 
+/* Wait up to 20 s for needle in the daemon's log (model loads run off
+ * the loop, after the socket already accepts). */
+static int log_has(const tu_daemon_t *d, const char *needle) {
+  for (int i = 0; i < 400; i++) {
+    if (tu_file_contains(d->log, needle)) return 1;
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
+/* warm_shape.onnx reshapes x[N, T] into rows of 4: the generic warm-up
+ * (N = T = 1) fails and the model is served cold with a warning; shapes
+ * from the config warm it; shapes that contradict the model, or with
+ * which it cannot run, refuse it with the config key named. */
+START_TEST(test_warmup_shapes) {
+  char p[700];
+  snprintf(p, sizeof(p), "%s/ws.dynq", g_models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/warm_shape.onnx", p, NULL), 0);
+  tu_daemon_t d;
+  ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, NULL), 0);
+  ck_assert_msg(log_has(&d, "model 'ws': warm-up with symbolic dimensions set to 1 failed"),
+                "no cold-start warning");
+  ck_assert(tu_file_contains(d.log, "[batch.ws] warmup = NAME:DIMS"));
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+
+  static const struct {
+    const char *warmup;
+    const char *needle;  /* NULL: warmed and loaded */
+  } cases[] = {
+    {"x:2x8", NULL},
+    {" x : 3x4 ", NULL},
+    {"x:2x8x1", "[batch.ws] warmup gives 'x' 3 dimensions, but the model declares 2"},
+    {"z:1x4", "[batch.ws] warmup names 'z', which is not an input of the model"},
+    {"x:1x1", "(shapes from [batch.ws] warmup = x:1x1)"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char text[256];
+    snprintf(text, sizeof(text), "[batch.ws]\nwarmup = %s\n", cases[i].warmup);
+    const char *conf = write_conf("w.conf", text);
+    const char *extra[] = {"--config", conf, NULL};
+    ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, extra), 0);
+    if (cases[i].needle == NULL) {
+      ck_assert_msg(log_has(&d, "loaded model 'ws' version 1"), "case %zu: not loaded", i);
+      ck_assert_msg(!tu_file_contains(d.log, "warm-up"), "case %zu: a warm-up warning", i);
+    } else {
+      ck_assert_msg(log_has(&d, cases[i].needle), "case %zu: no '%s' in the log", i,
+                    cases[i].needle);
+      ck_assert_msg(!tu_file_contains(d.log, "loaded model 'ws'"), "case %zu: loaded", i);
+    }
+    ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  }
+}
+END_TEST
+
+/* JOURNAL_STREAM names journald's stream as DEV:INODE; "<N>" priority
+ * prefixes only when stderr is that very file (here the daemon's log),
+ * never because the variable was inherited. */
+START_TEST(test_journal_stream_matched) {
+  tu_daemon_t d;
+  char log[600], js[64];
+  snprintf(log, sizeof(log), "%s/dynqd.log", g_dir);  /* tu_daemon_start's stderr */
+  ck_assert_int_eq(tu_write_file(log, "", 0), 0);
+  struct stat st;
+  ck_assert_int_eq(stat(log, &st), 0);
+  unsigned long long dev = (unsigned long long)st.st_dev, ino = (unsigned long long)st.st_ino;
+  for (int i = 0; i < 5; i++) {
+    /* the stream itself; another inode; not DEV:INODE; junk; empty */
+    if (i == 0) snprintf(js, sizeof(js), "%llu:%llu", dev, ino);
+    if (i == 1) snprintf(js, sizeof(js), "%llu:%llu", dev, ino + 1);
+    if (i == 2) snprintf(js, sizeof(js), "%llu-%llu", dev, ino);
+    if (i == 3) snprintf(js, sizeof(js), " %llu:%llu", dev, ino);
+    if (i == 4) js[0] = '\0';
+    ck_assert_int_eq(setenv("JOURNAL_STREAM", js, 1), 0);
+    ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, NULL), 0);
+    /* signals are handled once the loop runs, which logs this */
+    ck_assert_msg(log_has(&d, " loaded from "), "JOURNAL_STREAM=%s: not started", js);
+    ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+    struct stat now;
+    ck_assert_int_eq(stat(log, &now), 0);
+    ck_assert_msg(now.st_ino == st.st_ino, "the log file was replaced, not truncated");
+    /* every line: "<N>text" or "dynqd: LEVEL: text" */
+    size_t n = 0;
+    char *text = tu_read_file(log, &n);
+    ck_assert_ptr_nonnull(text);
+    int journal = 0, words = 0;
+    for (char *line = text; line < text + n; line = strchr(line, '\n') + 1) {
+      journal += line[0] == '<' && line[1] >= '0' && line[1] <= '7' && line[2] == '>';
+      words += strncmp(line, "dynqd: ", 7) == 0;
+      if (strchr(line, '\n') == NULL) break;
+    }
+    free(text);
+    ck_assert_msg(i == 0 ? journal > 0 && words == 0 : words > 0 && journal == 0,
+                  "JOURNAL_STREAM=%s: %d journal lines, %d with level words", js, journal,
+                  words);
+  }
+  unsetenv("JOURNAL_STREAM");
+}
+END_TEST
+
 static Suite *config_suite(void) {
   Suite *s = suite_create("config");
   TCase *tc = tcase_create("config");
@@ -291,6 +399,8 @@ static Suite *config_suite(void) {
   tcase_add_test(tc, test_sighup_rereads_config);
   tcase_add_test(tc, test_socket_activation);
   tcase_add_test(tc, test_log_rate_limit);
+  tcase_add_test(tc, test_warmup_shapes);
+  tcase_add_test(tc, test_journal_stream_matched);
   suite_add_tcase(s, tc);
   return s;
 }

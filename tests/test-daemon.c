@@ -1105,7 +1105,15 @@ START_TEST(test_default_socket_paths) {
   fmt(sub, sizeof(sub), "%s/dynq", dir);
   fmt(sock, sizeof(sock), "%s/dynqd.sock", sub);
   fmt(log, sizeof(log), "%s/log1", dir);
-  const char *env[] = {env1, "JOURNAL_STREAM=8:12345", NULL};
+  /* journald's stream is the daemon's stderr (spawn_env truncates the
+   * file, keeping its inode) */
+  ck_assert_int_eq(tu_write_file(log, "", 0), 0);
+  struct stat ls;
+  ck_assert_int_eq(stat(log, &ls), 0);
+  char js[64];
+  fmt(js, sizeof(js), "JOURNAL_STREAM=%llu:%llu", (unsigned long long)ls.st_dev,
+      (unsigned long long)ls.st_ino);
+  const char *env[] = {env1, js, NULL};
   const char *args[] = {"--models", dir, NULL};
   tu_daemon_t d;
   spawn_env(&d, sock, log, env, args);
