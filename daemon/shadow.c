@@ -116,7 +116,7 @@ static void compare(dynqd_shadow_job_t *j, const dynq__tensor_t *x, const dynq__
 /* A twin's state into the bound inputs (zeros of the declared shape on
  * its first step, symbolic dims = dim 0 of the first given input, as
  * dynqd__session_bind sizes them). */
-static int bind_twin(dynqd_shadow_job_t *j, const dynq__graph_t *g) {
+static int bind_twin(dynqd_shadow_job_t *j, const dynq__model_sig_t *sig) {
   dynqd_shadow_sess_t *t = j->twin;
   int64_t batch = 1;
   for (int i = 0; i < j->n_in; i++) {
@@ -129,7 +129,7 @@ static int bind_twin(dynqd_shadow_job_t *j, const dynq__graph_t *g) {
   }
   for (int k = 0; k < t->n_bind; k++) {
     if (t->state[k].dtype == DYNQ_DT_INVALID) {
-      const dynq__value_t *v = &g->values[g->inputs[t->bind_in[k]]];
+      const dynq__io_t *v = &sig->inputs[t->bind_in[k]];
       int64_t dims[DYNQ_MAX_RANK];
       for (int d = 0; d < v->rank; d++) dims[d] = v->dims[d] < 0 ? batch : v->dims[d];
       if (dynq__tensor_alloc(&t->state[k], v->dtype, v->rank, dims) != 0) return -ENOMEM;
@@ -141,16 +141,16 @@ static int bind_twin(dynqd_shadow_job_t *j, const dynq__graph_t *g) {
 }
 
 static void run_job(dynqd_shadow_job_t *j) {
-  const dynq__graph_t *g = dynq__model_graph(j->model);
+  const dynq__model_sig_t *sig = dynq__model_signature(j->model);
   dynqd_shadow_sess_t *t = j->twin;
   if (t != NULL && atomic_load(&t->abandoned)) {
     j->status = DYNQ_ECANCELED;
     return;
   }
-  dynq__tensor_t *out = calloc((size_t)g->n_outputs + 1, sizeof(*out));
+  dynq__tensor_t *out = calloc((size_t)sig->n_outputs + 1, sizeof(*out));
   char err[256];
   dynq__run_opts_t o = {DYNQ_PRECISION_FP32, NULL, 1, NULL};
-  if (out == NULL || (t != NULL && bind_twin(j, g) != 0)) {
+  if (out == NULL || (t != NULL && bind_twin(j, sig) != 0)) {
     free(out);
     j->status = -ENOMEM;
     if (t != NULL) atomic_store(&t->abandoned, 1);
@@ -163,7 +163,7 @@ static void run_job(dynqd_shadow_job_t *j) {
     if (j->status != 0) atomic_store(&t->abandoned, 1);
   }
   if (j->status == 0) {
-    for (int i = 0; i < g->n_outputs && i < j->n_out; i++) {
+    for (int i = 0; i < sig->n_outputs && i < j->n_out; i++) {
       int bound = 0;
       for (int k = 0; t != NULL && k < t->n_bind; k++) bound |= t->bind_out[k] == i;
       if (!bound) compare(j, &j->int8[i], &out[i]);
@@ -173,7 +173,7 @@ static void run_job(dynqd_shadow_job_t *j) {
       t->state[k] = out[t->bind_out[k]];
       memset(&out[t->bind_out[k]], 0, sizeof(out[0]));
     }
-    for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
+    for (int i = 0; i < sig->n_outputs; i++) dynq__tensor_clear(&out[i]);
   }
   free(out);
 }

@@ -108,6 +108,7 @@ def test_info_calls(client, model_dir):
     assert client.model_info("linear_noref")["has_reference"] is False
     h = client.health()
     assert h["live"] and h["ready"] and h["models"] >= 4
+    assert h["quality"] == []  # no shadow alert configured
     client.infer("linear", {"x": np.zeros((1, 768), np.float32)})
     st = client.stats()
     assert st["models"]["linear"]["requests"] >= 1 and st["connections"] >= 1

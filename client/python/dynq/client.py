@@ -395,13 +395,20 @@ class Client:
         return self._map("model.info", self.call("model.info", {"model": model}))
 
     def health(self):
-        """{"live", "ready", "models", "reason"}; live is answered even when every worker is busy."""
+        """{"live", "ready", "models", "reason", "quality"}; live is answered even
+        when every worker is busy.  quality lists the models whose INT8 answers
+        crossed shadow_alert within the alert window, each {"model", "rel_l2",
+        "alert", "message"} (a warning: such a daemon is still ready)."""
         live = self.send("health.live")
         ready = self.send("health.ready")
         lv = self._map("health.live", live.result())
         rd = self._map("health.ready", ready.result())
+        quality = rd.get("quality", [])
+        if not isinstance(quality, list) or not all(isinstance(q, dict) for q in quality):
+            raise EPROTO("health.ready: quality is not a list of maps")
         return {"live": lv.get("status") == "ok", "ready": bool(rd.get("ready")),
-                "models": rd.get("models", 0), "reason": rd.get("reason", "")}
+                "models": rd.get("models", 0), "reason": rd.get("reason", ""),
+                "quality": quality}
 
     def stats(self):
         return self._map("stats", self.call("stats"))
