@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "dynq/errors.h"
+#include "engine.h"
 #include "model.h"
 #include "ops.h"
 #include "tensor.h"
@@ -95,6 +96,13 @@ int main(int argc, char **argv) {
   const char *path = NULL, *ref_path = NULL;
   char *in_spec[MAX_IN];
   int n_spec = 0, rounds = 20, threads = 1, json = 0, only = -1, profile = 0;
+  /* the process set-up dynqd does (kernel from DYNQ_KERNEL, OpenBLAS,
+   * allocator), so the figures are the daemon's */
+  const char *kmsg = NULL;
+  if (dynq__engine_init(getenv("DYNQ_KERNEL"), &kmsg) != 0) {
+    fprintf(stderr, "model-bench: %s\n", kmsg ? kmsg : "no usable kernel");
+    return 1;
+  }
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--input") == 0 && i + 1 < argc && n_spec < MAX_IN)
       in_spec[n_spec++] = argv[++i];

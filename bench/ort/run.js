@@ -6,11 +6,15 @@
 // ORT FP32 and ORT dynamic INT8 (dq_convert.py) are compared in one run.
 //
 // usage: node run.js --spec SPEC.json --model A.onnx [--model B.onnx ...]
-//                    [--out DIR] [--reps N] [--threads T]
+//                    [--out DIR] [--reps N] [--threads T] [--cpu]
 //   SPEC.json: {"inputs": [{"name", "dtype": "float32"|"int64"|"int32",
 //                            "shape": [..], "file": "raw little-endian"}]}
 //   outputs go to DIR/<model basename>.<output name>.<f32|i64> (no --out:
 //   not written).  --reps 0 runs once and reports no time.
+//   --cpu: the process's CPU time per run (user + system, all threads)
+//   instead of wall time: on a loaded machine, what the run cost rather
+//   than how long it waited (with --threads 1 ORT computes on one thread
+//   while Node's own thread idles).
 // Pin the process yourself (taskset -c 1 node run.js ...).
 'use strict';
 
@@ -25,7 +29,7 @@ const TYPES = {
 
 function usage(code) {
   console.error('usage: node run.js --spec SPEC.json --model A.onnx [--model B.onnx ...] ' +
-                '[--out DIR] [--reps N] [--threads T]');
+                '[--out DIR] [--reps N] [--threads T] [--cpu]');
   process.exit(code);
 }
 
@@ -50,7 +54,7 @@ function loadInputs(specFile) {
 async function main() {
   const args = process.argv.slice(2);
   const models = [];
-  let spec = null, out = null, reps = 20, threads = 1;
+  let spec = null, out = null, reps = 20, threads = 1, cpu = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i], v = () => { if (i + 1 >= args.length) usage(2); return args[++i]; };
     if (a === '--spec') spec = v();
@@ -58,6 +62,7 @@ async function main() {
     else if (a === '--out') out = v();
     else if (a === '--reps') reps = +v();
     else if (a === '--threads') threads = +v();
+    else if (a === '--cpu') cpu = true;
     else if (a === '-h' || a === '--help') usage(0);
     else usage(2);
   }
@@ -72,9 +77,10 @@ async function main() {
   for (let k = 0; k < sessions.length; k++) results.push(await sessions[k].run(feeds));
   for (let r = 0; r < reps; r++)        // interleaved rounds
     for (let k = 0; k < sessions.length; k++) {
-      const t0 = process.hrtime.bigint();
+      const t0 = process.hrtime.bigint(), c0 = process.cpuUsage();
       await sessions[k].run(feeds);
-      times[k].push(Number(process.hrtime.bigint() - t0) / 1e3);
+      const c = process.cpuUsage(c0);
+      times[k].push(cpu ? c.user + c.system : Number(process.hrtime.bigint() - t0) / 1e3);
     }
   if (out) fs.mkdirSync(out, { recursive: true });
   for (let k = 0; k < models.length; k++) {
@@ -90,7 +96,7 @@ async function main() {
       outs.push({ name, dtype: t.type, shape: t.dims, file });
     }
     const ts = times[k].sort((a, b) => a - b);
-    console.log(JSON.stringify({ model: models[k], threads, reps,
+    console.log(JSON.stringify({ model: models[k], threads, reps, clock: cpu ? 'cpu' : 'wall',
       median_us: reps ? +ts[ts.length >> 1].toFixed(1) : null,
       min_us: reps ? +ts[0].toFixed(1) : null, outputs: outs }));
   }

@@ -11,6 +11,9 @@
  * A 1-D conv runs as a 2-D one with a unit height.
  */
 #include <errno.h>
+#ifdef __SSE2__
+#include <xmmintrin.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,53 +81,60 @@ static void conv_attrs(const dynq__node_t *n, dynq__conv_attrs_t *a) {
  * Each step is written as the op it replaces writes it (elementwise.c:
  * Mul then Add rounded apart, Clip's compares, HardSigmoid/HardSwish's
  * alpha x + beta clamp, vmath's sigmoid), so a fused graph gives the
- * unfused one's bits. */
+ * unfused one's bits.  One pass per call, one loop per combination, each
+ * a plain loop that vectorizes: the clamps are written as
+ * "0 > v ? 0 : v" and "1 < v ? 1 : v", the operand order of maxps/minps,
+ * which keep NaN exactly as the ops' compares do. */
+#define EPI_PRE(v) (v = v * pm, v = v + pa)
+#define EPI_POST(v) (v = v * qm, v = v + qa)
+#define EPI_NONE(v) ((void)0)
+#define EPI_LOOPS(ACT)                                                                     \
+  do {                                                                                     \
+    if (at->has_pre && at->has_post)                                                       \
+      for (int64_t i = 0; i < n; i++) {                                                    \
+        float v = y[i];                                                                    \
+        EPI_PRE(v), ACT(v), EPI_POST(v);                                                   \
+        y[i] = v;                                                                          \
+      }                                                                                    \
+    else if (at->has_pre)                                                                  \
+      for (int64_t i = 0; i < n; i++) {                                                    \
+        float v = y[i];                                                                    \
+        EPI_PRE(v), ACT(v);                                                                \
+        y[i] = v;                                                                          \
+      }                                                                                    \
+    else if (at->has_post)                                                                 \
+      for (int64_t i = 0; i < n; i++) {                                                    \
+        float v = y[i];                                                                    \
+        ACT(v), EPI_POST(v);                                                               \
+        y[i] = v;                                                                          \
+      }                                                                                    \
+    else                                                                                   \
+      for (int64_t i = 0; i < n; i++) {                                                    \
+        float v = y[i];                                                                    \
+        ACT(v);                                                                            \
+        y[i] = v;                                                                          \
+      }                                                                                    \
+  } while (0)
+/* as Relu: kept > 0, +inf and NaN; zeroed negatives, -inf and -0.0 */
+#define EPI_RELU(v) (v = v > 0.0f || v != v ? v : 0.0f)
+#define EPI_CLIP(v) (v = v < lo ? lo : v, v = v > hi ? hi : v)
+#define EPI_HARD(v) (h = al * v + be, h = 0.0f > h ? 0.0f : h, h = 1.0f < h ? 1.0f : h, v = h)
+#define EPI_SWISH(v) (h = al * v + be, h = 0.0f > h ? 0.0f : h, h = 1.0f < h ? 1.0f : h, v = v * h)
+#define EPI_SIGMOID(v) (v = dynq_vsigmoid(v))
+
 static void conv_epi(const dynq__conv_attrs_t *at, float *restrict y, int64_t n) {
-  if (at->has_pre) {
-    const float a = at->pre_mul, b = at->pre_add;
-    for (int64_t i = 0; i < n; i++) {
-      float v = y[i] * a;
-      y[i] = v + b;
-    }
-  }
+  const float pm = at->pre_mul, pa = at->pre_add, qm = at->post_mul, qa = at->post_add;
+  const float lo = at->act_a, hi = at->act_b;
+  const int swish = at->act == DYNQ_CONV_ACT_HARDSWISH;
+  const float al = swish ? 1.0f / 6.0f : at->act_a, be = swish ? 0.5f : at->act_b;
+  float h;
   switch (at->act) {
-  case DYNQ_CONV_ACT_RELU:
-    /* as Relu: kept > 0, +inf and NaN; zeroed negatives, -inf and -0.0 */
-    for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f || y[i] != y[i] ? y[i] : 0.0f;
-    break;
-  case DYNQ_CONV_ACT_CLIP: {
-    const float lo = at->act_a, hi = at->act_b;
-    for (int64_t i = 0; i < n; i++) {
-      float v = y[i];
-      if (v < lo) v = lo;
-      if (v > hi) v = hi;
-      y[i] = v;
-    }
-    break;
-  }
-  case DYNQ_CONV_ACT_HARDSIGMOID:
-  case DYNQ_CONV_ACT_HARDSWISH: {
-    const int swish = at->act == DYNQ_CONV_ACT_HARDSWISH;
-    const float al = swish ? 1.0f / 6.0f : at->act_a, be = swish ? 0.5f : at->act_b;
-    for (int64_t i = 0; i < n; i++) {
-      float v = al * y[i] + be;
-      v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-      y[i] = swish ? y[i] * v : v;
-    }
-    break;
-  }
-  case DYNQ_CONV_ACT_SIGMOID:
-    for (int64_t i = 0; i < n; i++) y[i] = dynq_vsigmoid(y[i]);
-    break;
-  default:
-    break;
-  }
-  if (at->has_post) {
-    const float a = at->post_mul, b = at->post_add;
-    for (int64_t i = 0; i < n; i++) {
-      float v = y[i] * a;
-      y[i] = v + b;
-    }
+  case DYNQ_CONV_ACT_RELU: EPI_LOOPS(EPI_RELU); break;
+  case DYNQ_CONV_ACT_CLIP: EPI_LOOPS(EPI_CLIP); break;
+  case DYNQ_CONV_ACT_HARDSIGMOID: EPI_LOOPS(EPI_HARD); break;
+  case DYNQ_CONV_ACT_HARDSWISH: EPI_LOOPS(EPI_SWISH); break;
+  case DYNQ_CONV_ACT_SIGMOID: EPI_LOOPS(EPI_SIGMOID); break;
+  default: EPI_LOOPS(EPI_NONE); break;
   }
 }
 
@@ -332,18 +342,83 @@ static void gather_f32(const geom_t *g, const float *xg, const padded_t *pd, flo
 }
 
 /* Depthwise (one input channel per group, a few output channels each):
- * every output plane is a small filter over one input plane.  Direct, per
- * output row: each tap adds w * (the shifted input row) to the row, so
- * the inner loop runs along the width and vectorizes, and each tap's
- * valid column range is computed once per row, so padding costs no test
- * per element.  Through im2col this was a copy of every input value per
- * tap and a one-row GEMM per channel: more copying than arithmetic. */
+ * every output plane is a small filter over one input plane, computed
+ * directly (through im2col it was a copy of every input value per tap
+ * and a one-row GEMM per channel).  Per output row, the columns whose
+ * taps all lie inside the image (unit stride and dilation) are done
+ * eight at a time with the sums in registers over every tap; the border
+ * columns tap by tap over each tap's valid range (no test per element).
+ * Both add the taps to the bias in the same (row, column) order, so a
+ * value does not depend on which part computed it. */
+static inline __attribute__((always_inline)) void dw_interior(
+    const float *xc, int64_t iw, const float *wm, const int64_t kw, int64_t a0, int64_t a1,
+    int64_t y0, int64_t dh, float bm, float *restrict yr, int64_t lo, int64_t hi, int64_t pw) {
+  int64_t ox = lo;
+  for (; ox + 8 <= hi; ox += 8) {
+    float acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = bm;
+    for (int64_t a = a0; a < a1; a++) {
+      const float *xr = xc + (y0 + a * dh) * iw + ox - pw;
+      const float *wr = wm + a * kw;
+#pragma GCC unroll 8
+      for (int64_t b = 0; b < kw; b++) {
+        const float wv = wr[b];
+        for (int j = 0; j < 8; j++) acc[j] += wv * xr[b + j];
+      }
+    }
+    for (int j = 0; j < 8; j++) yr[ox + j] = acc[j];
+  }
+  for (; ox < hi; ox++) {
+    float acc = bm;
+    for (int64_t a = a0; a < a1; a++) {
+      const float *xr = xc + (y0 + a * dh) * iw + ox - pw;
+      for (int64_t b = 0; b < kw; b++) acc += wm[a * kw + b] * xr[b];
+    }
+    yr[ox] = acc;
+  }
+}
+
+/* Columns [c0, c1) of one output row, tap by tap (bias already there). */
+static void dw_taps(const geom_t *g, const float *xc, const float *wm, int64_t oy,
+                    float *restrict yr, int64_t c0, int64_t c1) {
+  const int64_t ih = g->ih, iw = g->iw, kh = g->kh, kw = g->kw;
+  const int64_t sh = g->sh, sw = g->sw, dh = g->dh, dw = g->dw, ph = g->ph, pw = g->pw;
+  for (int64_t a = 0; a < kh; a++) {
+    const int64_t y = oy * sh - ph + a * dh;
+    if (y < 0 || y >= ih) continue;
+    const float *xr = xc + y * iw;
+    for (int64_t b = 0; b < kw; b++) {
+      const float wv = wm[a * kw + b];
+      const int64_t off = b * dw - pw; /* input column of output column 0 */
+      /* columns ox with 0 <= ox * sw + off < iw */
+      int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+      int64_t hi = iw - off <= 0 ? 0 : (iw - off + sw - 1) / sw;
+      if (lo < c0) lo = c0;
+      if (hi > c1) hi = c1;
+      if (sw == 1) {
+        const float *restrict xs = xr + off;
+        for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xs[ox];
+      } else {
+        for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox * sw + off];
+      }
+    }
+  }
+}
+
 static void dw_f32(const dynq__conv_attrs_t *at, const geom_t *g, const float *X, const float *w,
                    const float *bias, float *Y) {
   const int epi = conv_has_epi(at);
   const int64_t oh = g->oh, ow = g->ow, ih = g->ih, iw = g->iw, kh = g->kh, kw = g->kw;
-  const int64_t sh = g->sh, sw = g->sw, dh = g->dh, dw = g->dw, ph = g->ph, pw = g->pw;
+  const int64_t sh = g->sh, dh = g->dh, ph = g->ph, pw = g->pw;
   const int64_t Mg = g->Mg, C = g->C, M = g->M;
+  /* interior columns: every tap inside the row (unit stride and dilation) */
+  int64_t ilo = 0, ihi = 0;
+  if (g->sw == 1 && g->dw == 1) {
+    ilo = pw < ow ? pw : ow;
+    ihi = iw - kw + 1 + pw;
+    if (ihi > ow) ihi = ow;
+    if (ihi < ilo) ihi = ilo;
+  }
   for (int64_t n = 0; n < g->N; n++)
     for (int64_t m = 0; m < M; m++) {
       const float *xc = X + (n * C + m / Mg) * ih * iw;
@@ -352,26 +427,19 @@ static void dw_f32(const dynq__conv_attrs_t *at, const geom_t *g, const float *X
       const float bm = bias ? bias[m] : 0.0f;
       for (int64_t oy = 0; oy < oh; oy++) {
         float *restrict yr = yc + oy * ow;
-        for (int64_t ox = 0; ox < ow; ox++) yr[ox] = bm;
-        for (int64_t a = 0; a < kh; a++) {
-          const int64_t y = oy * sh - ph + a * dh;
-          if (y < 0 || y >= ih) continue;
-          const float *xr = xc + y * iw;
-          for (int64_t b = 0; b < kw; b++) {
-            const float wv = wm[a * kw + b];
-            const int64_t off = b * dw - pw; /* input column of output column 0 */
-            /* columns ox with 0 <= ox * sw + off < iw */
-            int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-            int64_t hi = iw - off <= 0 ? 0 : (iw - off + sw - 1) / sw;
-            if (hi > ow) hi = ow;
-            if (sw == 1) {
-              const float *restrict xs = xr + off;
-              for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xs[ox];
-            } else {
-              for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox * sw + off];
-            }
-          }
-        }
+        /* the taps' rows inside the image: a in [a0, a1) */
+        const int64_t y0 = oy * sh - ph;
+        int64_t a0 = y0 >= 0 ? 0 : (-y0 + dh - 1) / dh;
+        int64_t a1 = ih - y0 <= 0 ? 0 : (ih - y0 + dh - 1) / dh;
+        if (a1 > kh) a1 = kh;
+        if (a1 < a0) a1 = a0;
+        if (kw == 3) dw_interior(xc, iw, wm, 3, a0, a1, y0, dh, bm, yr, ilo, ihi, pw);
+        else if (kw == 5) dw_interior(xc, iw, wm, 5, a0, a1, y0, dh, bm, yr, ilo, ihi, pw);
+        else dw_interior(xc, iw, wm, kw, a0, a1, y0, dh, bm, yr, ilo, ihi, pw);
+        for (int64_t ox = 0; ox < ilo; ox++) yr[ox] = bm;
+        for (int64_t ox = ihi; ox < ow; ox++) yr[ox] = bm;
+        dw_taps(g, xc, wm, oy, yr, 0, ilo);
+        dw_taps(g, xc, wm, oy, yr, ihi, ow);
         if (epi) conv_epi(at, yr, ow); /* the row is still in L1 */
       }
     }
@@ -456,18 +524,38 @@ int dynq__run_conv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
 
 /* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, in 16 x 16
  * blocks so that both sides stay in L1 (a plain loop strides one of them
- * through memory: the NCHW <-> GEMM-row reorder of every quantized conv). */
+ * through memory: the NCHW <-> GEMM-row reorder of every quantized conv),
+ * 4 x 4 in SSE registers where the block is whole.  With at != NULL the
+ * conv epilogue runs on each finished run of a dst row while it is in L1
+ * (the output side), instead of as one more pass over the tensor. */
 static void transpose_f32(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
-                          int64_t cols) {
+                          int64_t cols, const dynq__conv_attrs_t *at) {
   enum { T = 16 };
+  const int epi = at != NULL && conv_has_epi(at);
   for (int64_t r0 = 0; r0 < rows; r0 += T) {
     const int64_t r1 = r0 + T < rows ? r0 + T : rows;
     for (int64_t c0 = 0; c0 < cols; c0 += T) {
       const int64_t c1 = c0 + T < cols ? c0 + T : cols;
-      for (int64_t c = c0; c < c1; c++) {
+      int64_t c = c0;
+#ifdef __SSE2__
+      if (r1 - r0 == T)
+        for (; c + 4 <= c1; c += 4)
+          for (int64_t r = r0; r < r1; r += 4) {
+            __m128 v0 = _mm_loadu_ps(src + r * lds + c), v1 = _mm_loadu_ps(src + (r + 1) * lds + c);
+            __m128 v2 = _mm_loadu_ps(src + (r + 2) * lds + c), v3 = _mm_loadu_ps(src + (r + 3) * lds + c);
+            _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
+            _mm_storeu_ps(dst + c * ldd + r, v0);
+            _mm_storeu_ps(dst + (c + 1) * ldd + r, v1);
+            _mm_storeu_ps(dst + (c + 2) * ldd + r, v2);
+            _mm_storeu_ps(dst + (c + 3) * ldd + r, v3);
+          }
+#endif
+      for (; c < c1; c++) {
         float *restrict d = dst + c * ldd;
         for (int64_t r = r0; r < r1; r++) d[r] = src[r * lds + c];
       }
+      if (epi)
+        for (c = c0; c < c1; c++) conv_epi(at, dst + c * ldd + r0, r1 - r0);
     }
   }
 }
@@ -482,7 +570,7 @@ static void pointwise_rows(const dynq__kernel_t *kr, const geom_t *g, const floa
   const int64_t P = g->oh * g->ow, Cg = g->Cg;
   for (int64_t p0 = 0; p0 < P; p0 += PW_TILE) {
     const int64_t np = P - p0 < PW_TILE ? P - p0 : PW_TILE;
-    transpose_f32(xg + p0, P, tile, Cg, Cg, np);
+    transpose_f32(xg + p0, P, tile, Cg, Cg, np, NULL);
     dynq__quantize_rows(kr, np, Cg, tile, (size_t)Cg, A + p0 * kp, (size_t)kp, 0, as + p0,
                         az + p0);
   }
@@ -620,8 +708,7 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
       c->kernel->qgemm(&q);
       for (int64_t j = 0; j < nn; j++) {
         float *yg = Y + ((n0 + j) * g.M + gi * g.Mg) * P;
-        transpose_f32(tmp + j * P * g.Mg, g.Mg, yg, P, P, g.Mg);
-        if (conv_has_epi(at)) conv_epi(at, yg, g.Mg * P);
+        transpose_f32(tmp + j * P * g.Mg, g.Mg, yg, P, P, g.Mg, at);
       }
     }
   }

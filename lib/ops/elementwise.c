@@ -154,11 +154,22 @@ static int hard_f32(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   const float *x = in[0]->data;
   float *y = out->data;
   int64_t n = dynq__tensor_numel(out);
-  for (int64_t i = 0; i < n; i++) {
-    float v = alpha * x[i] + beta;
-    v = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;   /* NaN stays NaN */
-    y[i] = swish ? x[i] * v : v;
-  }
+  /* the clamps in maxps/minps operand order (NaN stays NaN), and one loop
+   * per op: both vectorize */
+  if (swish)
+    for (int64_t i = 0; i < n; i++) {
+      float v = alpha * x[i] + beta;
+      v = 0.0f > v ? 0.0f : v;
+      v = 1.0f < v ? 1.0f : v;
+      y[i] = x[i] * v;
+    }
+  else
+    for (int64_t i = 0; i < n; i++) {
+      float v = alpha * x[i] + beta;
+      v = 0.0f > v ? 0.0f : v;
+      v = 1.0f < v ? 1.0f : v;
+      y[i] = v;
+    }
   return 0;
 }
 
