@@ -390,9 +390,16 @@ static void dw_taps(const geom_t *g, const float *xc, const float *wm, int64_t o
     for (int64_t b = 0; b < kw; b++) {
       const float wv = wm[a * kw + b];
       const int64_t off = b * dw - pw; /* input column of output column 0 */
-      /* columns ox with 0 <= ox * sw + off < iw */
-      int64_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-      int64_t hi = iw - off <= 0 ? 0 : (iw - off + sw - 1) / sw;
+      /* columns ox with 0 <= ox * sw + off < iw (no division at unit
+       * stride: this runs per tap and row) */
+      int64_t lo, hi;
+      if (sw == 1) {
+        lo = off >= 0 ? 0 : -off;
+        hi = iw - off <= 0 ? 0 : iw - off;
+      } else {
+        lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+        hi = iw - off <= 0 ? 0 : (iw - off + sw - 1) / sw;
+      }
       if (lo < c0) lo = c0;
       if (hi > c1) hi = c1;
       if (sw == 1) {
