@@ -263,6 +263,51 @@ START_TEST(test_queued_requests_count_against_buffers) {
 }
 END_TEST
 
+/* Workers write answers to the socket themselves when it is free; a
+ * client that reads slowly makes those writes stop part-way, and the loop
+ * must finish each frame before anything else goes out.  Every answer of
+ * a pipelined burst must arrive whole and right. */
+START_TEST(test_big_answers_to_slow_reader_arrive_whole) {
+  NEED_MODELS();
+  tu_daemon_t d;
+  const char *extra[] = {"--workers", "2", NULL};
+  start(&d, "slowreader", extra);
+  enum { N = 24, ROWS = 2048 };  /* 80 KiB answers: more than a socket buffer */
+  float *x = calloc((size_t)ROWS * 64, sizeof(float));
+  float *ref = calloc((size_t)ROWS * 10, sizeof(float));
+  float *got = calloc((size_t)ROWS * 10, sizeof(float));
+  ck_assert(x != NULL && ref != NULL && got != NULL);
+  for (int i = 0; i < ROWS * 64; i++) x[i] = (float)((i * 31) % 17 - 8) / 8.0f;
+  rconn_t c;
+  rc_open(&c, d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  tu_w_infer_f32(&w, 1000, "mlp", "x", ROWS, 64, x, -1);
+  rc_send_wbuf(&c, &w);
+  dynq__rpc_msg_t m;
+  expect_ok(&c, 1000, &m);
+  get_f32_output(&m, "y", ref, (size_t)ROWS * 10);
+  dynq__rpc_free(&m);
+  dynq__wbuf_init(&w);
+  for (int i = 0; i < N; i++) tu_w_infer_f32(&w, (uint32_t)i + 1, "mlp", "x", ROWS, 64, x, -1);
+  rc_send_wbuf(&c, &w);
+  usleep(200000);  /* let the answers pile up against a full socket */
+  for (int i = 0; i < N; i++) {
+    expect_ok(&c, (uint32_t)i + 1, &m);
+    get_f32_output(&m, "y", got, (size_t)ROWS * 10);
+    dynq__rpc_free(&m);
+    ck_assert_msg(memcmp(ref, got, (size_t)ROWS * 10 * sizeof(float)) == 0,
+                  "answer %d differs from the lone run", i + 1);
+  }
+  ping_ok(&c, 2000);
+  free(x);
+  free(ref);
+  free(got);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
 /* ---- health ---- */
 
 START_TEST(test_health_live_while_workers_busy) {
@@ -747,6 +792,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_overload_at_once_every_request_answered_once);
   tcase_add_test(tc, test_deadline_skips_late_request);
   tcase_add_test(tc, test_queued_requests_count_against_buffers);
+  tcase_add_test(tc, test_big_answers_to_slow_reader_arrive_whole);
   tcase_add_test(tc, test_health_live_while_workers_busy);
   tcase_add_test(tc, test_health_ready_without_models);
   tcase_add_test(tc, test_stats_counts_and_histograms);
