@@ -58,6 +58,8 @@ static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname
 #define G dynq__import_graph_op
 #define T dynq__import_tf
 #define TC dynq__import_tf_check
+#define O dynq__import_ops
+#define OC dynq__import_ops_check
 static const op_spec_t op_table[] = {
     {"MatMul", DYNQ_OP_MATMUL, 2, 2, 1, 0, {{0}}, convert_linear},
     {"Gemm", DYNQ_OP_GEMM, 2, 3, 1, OPF_OPT_IN,
@@ -108,6 +110,20 @@ static const op_spec_t op_table[] = {
     {"Clip", DYNQ_OP_CLIP, 1, 3, 1, OPF_OPT_IN, {{0}}, G},
     {"Expand", DYNQ_OP_EXPAND, 2, 2, 1, 0, {{0}}, G},
     {"Range", DYNQ_OP_RANGE, 3, 3, 1, 0, {{0}}, G},
+    {"ReduceMax", DYNQ_OP_REDUCE_MAX, 1, 2, 1, OPF_OPT_IN,
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ReduceMin", DYNQ_OP_REDUCE_MIN, 1, 2, 1, OPF_OPT_IN,
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ArgMax", DYNQ_OP_ARGMAX, 1, 1, 1, 0,
+     {{"axis", K_INT}, {"keepdims", K_INT}, {"select_last_index", K_INT}}, G},
+    {"CumSum", DYNQ_OP_CUMSUM, 2, 2, 1, 0, {{"exclusive", K_INT}, {"reverse", K_INT}}, G},
+    {"Tile", DYNQ_OP_TILE, 2, 2, 1, 0, {{0}}, G},
+    {"Split", DYNQ_OP_SPLIT, 1, 2, DYNQ_IMP_MAX_OUT, OPF_OPT_IN,
+     {{"axis", K_INT}, {"num_outputs", K_INT}}, G},
+    /* Resize, ConvTranspose, Einsum (import_ops.c) */
+    {"Resize", DYNQ_OP_RESIZE, 1, 4, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, O, OC},
+    {"ConvTranspose", DYNQ_OP_CONV_TRANSPOSE, 2, 3, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, O, OC},
+    {"Einsum", DYNQ_OP_EINSUM, 1, DYNQ_IMP_MAX_IN, 1, OPF_OWN_ATTRS, {{0}}, O, OC},
     /* pooling, normalizations, hard activations (import_tf.c) */
     {"MaxPool", DYNQ_OP_MAXPOOL, 1, 1, 2, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"AveragePool", DYNQ_OP_AVERAGEPOOL, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
@@ -131,6 +147,8 @@ static const op_spec_t op_table[] = {
 #undef G
 #undef T
 #undef TC
+#undef O
+#undef OC
 
 static const op_spec_t *find_op(const char *type) {
   for (size_t i = 0; i < sizeof(op_table) / sizeof(op_table[0]); i++)

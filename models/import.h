@@ -357,6 +357,11 @@ typedef int (*dynq__convert_fn)(conv_t *c, const Onnx__NodeProto *n, const char 
  * available through dynq__imp_const_of(). */
 typedef const char *(*dynq__check_fn)(conv_t *c, const Onnx__NodeProto *n);
 
+/* Resize, ConvTranspose, Einsum (models/import_ops.c) and their pass-1
+ * check (attributes and their values, refused by name). */
+int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n);
+
 /* Converters for recurrent and convolution nodes (models/import_rnn.c). */
 int dynq__import_lstm(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_gru(conv_t *c, const Onnx__NodeProto *n, const char *nname);

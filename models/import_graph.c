@@ -395,10 +395,26 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     break;
   case DYNQ_OP_REDUCE_MEAN:
   case DYNQ_OP_REDUCE_SUM:
+  case DYNQ_OP_REDUCE_MAX:
+  case DYNQ_OP_REDUCE_MIN:
     dynq__imp_node_attr_i(bn, "keepdims", dynq__imp_attr_i(n, "keepdims", 1));
     dynq__imp_node_attr_i(bn, "noop_with_empty_axes", dynq__imp_attr_i(n, "noop_with_empty_axes", 0));
     break;
   case DYNQ_OP_PAD: dynq__imp_node_attr_i(bn, "mode", mode); break;
+  case DYNQ_OP_ARGMAX:
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));
+    dynq__imp_node_attr_i(bn, "keepdims", dynq__imp_attr_i(n, "keepdims", 1));
+    dynq__imp_node_attr_i(bn, "select_last_index", dynq__imp_attr_i(n, "select_last_index", 0));
+    break;
+  case DYNQ_OP_CUMSUM:
+    dynq__imp_node_attr_i(bn, "exclusive", dynq__imp_attr_i(n, "exclusive", 0));
+    dynq__imp_node_attr_i(bn, "reverse", dynq__imp_attr_i(n, "reverse", 0));
+    break;
+  case DYNQ_OP_SPLIT:
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));
+    if (dynq__imp_find_attr(n, "num_outputs"))
+      dynq__imp_node_attr_i(bn, "num_outputs", dynq__imp_attr_i(n, "num_outputs", 0));
+    break;
   default: break;
   }
   for (size_t o = 0; o < n->n_output; o++) {

@@ -39,7 +39,10 @@ static const char *const covered[] = {
     "Or", "Range", "Abs", "MatMul", "Gemm", "LSTM", "GRU", "Conv",
     /* CNN and transformer ops (lib/ops/pool.c, norm.c, elementwise.c) */
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LayerNormalization",
-    "BatchNormalization", "HardSigmoid", "HardSwish", "Erf", NULL};
+    "BatchNormalization", "HardSigmoid", "HardSwish", "Erf",
+    /* lib/ops/resize.c, convt.c, einsum.c, shape.c, reduce.c */
+    "Resize", "ConvTranspose", "Einsum", "Tile", "Split", "ArgMax", "ReduceMax", "ReduceMin",
+    "CumSum", NULL};
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is
@@ -73,6 +76,17 @@ static const struct {
     {"test_maxpool_with_argmax_2d_precomputed_strides", "MaxPool's Indices output is not supported"},
     {"test_batchnorm_epsilon_training_mode", "BatchNormalization runs in inference form only"},
     {"test_batchnorm_example_training_mode", "BatchNormalization runs in inference form only"},
+    {"test_convtranspose_3d", "3-D ConvTranspose is not supported (1-D and 2-D)"},
+    {"test_resize_downsample_scales_cubic", "Resize mode cubic is not supported"},
+    {"test_resize_downsample_scales_cubic_A_n0p5_exclude_outside", "Resize mode cubic is not supported"},
+    {"test_resize_downsample_scales_cubic_align_corners", "Resize mode cubic is not supported"},
+    {"test_resize_downsample_sizes_cubic", "Resize mode cubic is not supported"},
+    {"test_resize_upsample_scales_cubic", "Resize mode cubic is not supported"},
+    {"test_resize_upsample_scales_cubic_A_n0p5_exclude_outside", "Resize mode cubic is not supported"},
+    {"test_resize_upsample_scales_cubic_align_corners", "Resize mode cubic is not supported"},
+    {"test_resize_upsample_scales_cubic_asymmetric", "Resize mode cubic is not supported"},
+    {"test_resize_upsample_sizes_cubic", "Resize mode cubic is not supported"},
+    {"test_resize_tf_crop_and_resize", "Resize tf_crop_and_resize is not supported"},
     {NULL, NULL},
 };
 

@@ -12,7 +12,15 @@
  *  - FP32 path: the same string as ORT FP32 on every line.
  * Prints the lines that differ.
  *
- * Without the model the tests pass with a SKIP line, unless
+ * PP-OCRv4 text detection on the rendered page of tests/fixtures/det
+ * (make_det.py), with PaddleOCR's detection preprocessing, against ORT
+ * FP32's probability map:
+ *  - FP32 path: relL2 <= 1e-5;
+ *  - both paths: the same count of text regions (DB post-processing,
+ *    simplified as make_det.py describes) as ORT FP32's map, and INT8's
+ *    text pixels (probability > 0.3) overlap ORT's with IoU >= 0.9.
+ *
+ * Without the models the tests pass with a SKIP line, unless
  * DYNQ_REQUIRE_OCR is set.
  */
 #include <check.h>
@@ -33,7 +41,7 @@ typedef struct line {
   char truth[MAX_TEXT], ort[MAX_TEXT];
 } line_t;
 
-static char onnx_path[4096], keys_path[4096];
+static char onnx_path[4096], keys_path[4096], det_path[4096];
 static char *keys_buf;            /* the key file, '\n' turned into '\0' */
 static const char *keys[MAX_KEYS]; /* class i >= 1 -> keys[i - 1] */
 static int n_keys;
@@ -46,7 +54,8 @@ static int daemon_up;
 
 static int have_model(void) {
   int ok = tu_cache_file("ch_PP-OCRv4_rec_infer.onnx", onnx_path, sizeof onnx_path) &&
-           tu_cache_file("ppocr_keys_v1.txt", keys_path, sizeof keys_path);
+           tu_cache_file("ppocr_keys_v1.txt", keys_path, sizeof keys_path) &&
+           tu_cache_file("ch_PP-OCRv4_det_infer.onnx", det_path, sizeof det_path);
   if (ok) return 1;
   const char *req = getenv("DYNQ_REQUIRE_OCR");
   ck_assert_msg(!(req && *req && strcmp(req, "0") != 0),
@@ -110,6 +119,9 @@ static void setup(void) {
   snprintf(out, sizeof out, "%s/rec.dynq", md);
   ck_assert_msg(tu_quantize(onnx_path, out, (char *)NULL) == 0, "dynq-quantize %s failed",
                 onnx_path);
+  snprintf(out, sizeof out, "%s/det.dynq", md);
+  ck_assert_msg(tu_quantize(det_path, out, (char *)NULL) == 0, "dynq-quantize %s failed",
+                det_path);
   ck_assert_int_eq(tu_daemon_start(&daemon_, dir, md, NULL), 0);
   daemon_up = 1;
   free(md);
@@ -241,6 +253,102 @@ static void check_precision(int precision) {
   }
 }
 
+/* ---- detection ---- */
+
+enum { DH = 256, DW = 320 };
+
+/* make_det.py's region count: pixels above 0.3, 4-connected components
+ * of >= 16 pixels whose mean probability is >= 0.6. */
+static int count_regions(const float *p) {
+  uint8_t *seen = calloc(DH * DW, 1);
+  int *stack = malloc(sizeof(int) * DH * DW);
+  ck_assert(seen && stack);
+  int count = 0;
+  for (int s0 = 0; s0 < DH * DW; s0++) {
+    if (!(p[s0] > 0.3f) || seen[s0]) continue;
+    int top = 0, npix = 0;
+    double sum = 0;
+    stack[top++] = s0;
+    seen[s0] = 1;
+    while (top > 0) {
+      int i = stack[--top], y = i / DW, x = i % DW;
+      npix++;
+      sum += p[i];
+      int nb[4] = {y > 0 ? i - DW : -1, y + 1 < DH ? i + DW : -1, x > 0 ? i - 1 : -1,
+                   x + 1 < DW ? i + 1 : -1};
+      for (int k = 0; k < 4; k++)
+        if (nb[k] >= 0 && p[nb[k]] > 0.3f && !seen[nb[k]]) {
+          seen[nb[k]] = 1;
+          stack[top++] = nb[k];
+        }
+    }
+    count += npix >= 16 && sum / npix >= 0.6;
+  }
+  free(seen);
+  free(stack);
+  return count;
+}
+
+static void check_det(int precision) {
+  if (!daemon_up) return;
+  const char *what = precision == DYNQ_INFER_INT8 ? "int8" : "fp32";
+  size_t len = 0, rlen = 0;
+  uint8_t *page = tu_read_file(tu_src("tests/fixtures/det/page.u8"), &len);
+  float *ref = tu_read_file(tu_src("tests/fixtures/det/ort.f32"), &rlen);
+  char *meta = tu_read_file(tu_src("tests/fixtures/det/meta.txt"), NULL);
+  ck_assert(page && ref && meta);
+  ck_assert_uint_eq(len, DH * DW);
+  ck_assert_uint_eq(rlen, sizeof(float) * DH * DW);
+  int mh = 0, mw = 0, drawn = 0, ort_regions = 0;
+  ck_assert_int_eq(sscanf(meta, "%d %d %d %d", &mh, &mw, &drawn, &ort_regions), 4);
+  ck_assert(mh == DH && mw == DW && ort_regions > 0);
+  /* PaddleOCR's NormalizeImage: x / 255, minus mean, over std, per channel */
+  static const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+  float *x = malloc(sizeof(float) * 3 * DH * DW);
+  ck_assert_ptr_nonnull(x);
+  for (int ch = 0; ch < 3; ch++)
+    for (int i = 0; i < DH * DW; i++) x[ch * DH * DW + i] = ((float)page[i] / 255.0f - mean[ch]) / sd[ch];
+  dynq_client_t *c = NULL;
+  ck_assert_int_eq(dynq_connect(daemon_.sock, &c), 0);
+  dynq_tensor_t in = {.name = "x", .dtype = DYNQ_FLOAT32, .rank = 4, .shape = {1, 3, DH, DW},
+                      .data = x, .nbytes = sizeof(float) * 3 * DH * DW};
+  dynq_infer_result_t r;
+  int rc = dynq_infer(c, "det", precision, &in, 1, &r);
+  ck_assert_msg(rc == 0, "det infer failed: %d %s", rc, dynq_client_errmsg(c));
+  ck_assert_int_eq(r.n_outputs, 1);
+  const dynq_tensor_t *y = &r.outputs[0];
+  ck_assert(y->rank == 4 && y->shape[0] == 1 && y->shape[1] == 1 && y->shape[2] == DH &&
+            y->shape[3] == DW);
+  const float *p = y->data;
+  double rel = tu_rel_l2(p, ref, (size_t)DH * DW);
+  int both = 0, either = 0;
+  for (int i = 0; i < DH * DW; i++) {
+    both += p[i] > 0.3f && ref[i] > 0.3f;
+    either += p[i] > 0.3f || ref[i] > 0.3f;
+  }
+  double iou = either ? (double)both / either : 1.0;
+  int regions = count_regions(p);
+  printf("det %s: relL2 %.3g vs ORT FP32, text pixels IoU %.4f, %d text regions (ORT FP32 %d, "
+         "%d lines drawn)\n", what, rel, iou, regions, ort_regions, drawn);
+  ck_assert_int_eq(count_regions(ref), ort_regions);
+  ck_assert_msg(regions == ort_regions, "%s finds %d text regions, ORT FP32 %d", what, regions,
+                ort_regions);
+  if (precision == DYNQ_INFER_FP32) ck_assert_msg(rel <= 1e-5, "fp32 relL2 %.3g > 1e-5", rel);
+  else ck_assert_msg(iou >= 0.9, "int8 text pixels IoU %.4f < 0.9", iou);
+  dynq_infer_result_free(&r);
+  dynq_close(c);
+  free(x);
+  free(page);
+  free(ref);
+  free(meta);
+}
+
+START_TEST(det_int8) { check_det(DYNQ_INFER_INT8); }
+END_TEST
+
+START_TEST(det_fp32) { check_det(DYNQ_INFER_FP32); }
+END_TEST
+
 START_TEST(ocr_int8) { check_precision(DYNQ_INFER_INT8); }
 END_TEST
 
@@ -254,6 +362,8 @@ static Suite *ocr_suite(void) {
   tcase_add_unchecked_fixture(tc, setup, teardown);
   tcase_add_test(tc, ocr_int8);
   tcase_add_test(tc, ocr_fp32);
+  tcase_add_test(tc, det_int8);
+  tcase_add_test(tc, det_fp32);
   suite_add_tcase(s, tc);
   return s;
 }

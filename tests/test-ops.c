@@ -1,6 +1,7 @@
 /*
- * FP32 operators, called through the op table on hand-computed cases, and
- * their refusals of bad shapes (each naming the node).
+ * FP32 operators, called through the op table on hand-computed cases (or
+ * against their definitions computed here), and their refusals of bad
+ * shapes (each naming the node).
  */
 #include <check.h>
 #include <math.h>
@@ -530,6 +531,337 @@ START_TEST(masked_softmax_rows) {
 }
 END_TEST
 
+/* ---- Resize, ConvTranspose, Einsum, Tile, Split, ArgMax, ReduceMax/Min,
+ * CumSum ---- */
+
+/* As run_n(), with n_out outputs too (Split). */
+static int run_k(int op, const dynq__attr_t *attrs, int n_attr, int n_in, int n_out,
+                 const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  static const int32_t idx[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  dynq__node_t n = {.op = op, .name = "t", .n_in = n_in, .n_out = n_out, .in = idx,
+                    .out = idx, .n_attr = n_attr, .attr = attrs};
+  dynq__op_ctx_t c = {.node = &n, .kernel = &dynq__kernel_ref, .err = err,
+                      .errlen = sizeof(err)};
+  memset(out, 0, sizeof(*out) * (size_t)n_out);
+  err[0] = 0;
+  return dynq__op_run1(NULL, &c, in, out);
+}
+
+#define AI(nm, v) {.name = nm, .type = DYNQ_ATTR_INT, .i = (v)}
+#define AS(nm, v) {.name = nm, .type = DYNQ_ATTR_STRING, .s = (v)}
+
+static float frand(uint32_t *st) {
+  *st = *st * 1664525u + 1013904223u;
+  return (float)((*st >> 8) & 0xffff) / 32768.0f - 1.0f;
+}
+
+static dynq__tensor_t ti64s(int rank, const int64_t *dims, int64_t *data) {
+  dynq__tensor_t t = {.dtype = DYNQ_DT_I64, .rank = rank, .data = data};
+  memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank);
+  return t;
+}
+
+START_TEST(resize_modes) {
+  float x[4] = {1, 2, 3, 4}, s2[4] = {1, 1, 2, 2}, y[2] = {1, 2}, sl[4] = {1, 1, 1, 2};
+  int64_t dx[4] = {1, 1, 2, 2}, d4[1] = {4}, dy[4] = {1, 1, 1, 2};
+  dynq__tensor_t X = tf(4, dx, x), S = tf(1, d4, s2), Y = tf(4, dy, y), SL = tf(1, d4, sl), o;
+  const dynq__attr_t nn[] = {AS("mode", "nearest"), AS("coordinate_transformation_mode", "asymmetric"),
+                             AS("nearest_mode", "floor")};
+  const dynq__tensor_t *in[3] = {&X, &S, NULL};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, nn, 3, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 4, 4},
+         (float[]){1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4}, 0);
+  dynq__tensor_clear(&o);
+  /* linear, half_pixel: sources -0.25, 0.25, 0.75, 1.25, clamped to the edges */
+  const dynq__attr_t lin[] = {AS("mode", "linear")};
+  in[0] = &Y, in[1] = &SL;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, lin, 1, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 4}, (float[]){1, 1.25f, 1.75f, 2}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* sizes, align_corners: 0, 0.5, 1 */
+  int64_t sz[4] = {1, 1, 1, 3};
+  dynq__tensor_t SZ = ti64s(1, d4, sz);
+  const dynq__attr_t ac[] = {AS("mode", "linear"), AS("coordinate_transformation_mode", "align_corners")};
+  in[1] = NULL, in[2] = &SZ;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, ac, 2, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 3}, (float[]){1, 1.5f, 2}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* round_prefer_ceil on half_pixel, down 4 -> 2 (sources 0.5, 2.5 -> 1, 3) */
+  float r4[4] = {10, 11, 12, 13}, sh[4] = {1, 1, 1, 0.5f};
+  dynq__tensor_t R = tf(4, (int64_t[]){1, 1, 1, 4}, r4), SH = tf(1, d4, sh);
+  const dynq__attr_t rc[] = {AS("nearest_mode", "round_prefer_ceil")};
+  in[0] = &R, in[1] = &SH, in[2] = NULL;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, rc, 1, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 2}, (float[]){11, 13}, 0);
+  dynq__tensor_clear(&o);
+  /* run-time errors, each naming the node */
+  dynq__tensor_t S3 = tf(1, (int64_t[]){3}, s2);
+  in[0] = &X, in[1] = &S3;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, nn, 3, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (Resize): scales must be float32 [4]"));
+  float neg[4] = {1, 1, -2, 2};
+  dynq__tensor_t SN = tf(1, d4, neg);
+  in[1] = &SN;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, nn, 3, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "scale -2 on axis 2"));
+  int64_t xi[4] = {1, 2, 3, 4};
+  dynq__tensor_t XI = ti64s(4, dx, xi);
+  in[0] = &XI, in[1] = &S;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, lin, 1, 3, 1, in, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "linear mode needs float32 input"));
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, nn, 3, 3, 1, in, &o), 0); /* nearest: any dtype */
+  ck_assert_int_eq(((int64_t *)o.data)[5], 1);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t cub[] = {AS("mode", "cubic")};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, cub, 1, 3, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "mode 'cubic' is not supported"));
+}
+END_TEST
+
+/* ConvTranspose against its definition: every input position scatters
+ * x * w over the kernel taps. */
+START_TEST(convt_vs_definition) {
+  enum { N = 2, C = 4, G = 2, MG = 3, IH = 3, IW = 4, KH = 3, KW = 2 };
+  const int64_t sh = 2, sw = 1, dh = 1, dw = 2, pb0 = 1, pb1 = 0, pe0 = 0, pe1 = 1, op0 = 1;
+  const int64_t OH = sh * (IH - 1) + op0 + (KH - 1) * dh + 1 - pb0 - pe0;
+  const int64_t OW = sw * (IW - 1) + (KW - 1) * dw + 1 - pb1 - pe1;
+  float x[N * C * IH * IW], w[C * MG * KH * KW], b[G * MG];
+  uint32_t st = 7;
+  for (size_t i = 0; i < sizeof x / sizeof x[0]; i++) x[i] = frand(&st);
+  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) w[i] = frand(&st);
+  for (size_t i = 0; i < sizeof b / sizeof b[0]; i++) b[i] = frand(&st);
+  float want[N * G * MG * 7 * 5];
+  ck_assert_int_eq(OH, 7);
+  ck_assert_int_eq(OW, 5);
+  for (int n = 0; n < N; n++)
+    for (int m = 0; m < G * MG; m++)
+      for (int i = 0; i < OH * OW; i++) want[(n * G * MG + m) * OH * OW + i] = b[m];
+  for (int n = 0; n < N; n++)
+    for (int c = 0; c < C; c++) {
+      int g = c / (C / G);
+      for (int m = 0; m < MG; m++)
+        for (int iy = 0; iy < IH; iy++)
+          for (int ix = 0; ix < IW; ix++)
+            for (int ky = 0; ky < KH; ky++)
+              for (int kx = 0; kx < KW; kx++) {
+                int64_t oy = iy * sh - pb0 + ky * dh, ox = ix * sw - pb1 + kx * dw;
+                if (oy < 0 || oy >= OH || ox < 0 || ox >= OW) continue;
+                want[((n * G * MG + g * MG + m) * OH + oy) * OW + ox] +=
+                    x[((n * C + c) * IH + iy) * IW + ix] * w[((c * MG + m) * KH + ky) * KW + kx];
+              }
+    }
+  dynq__tensor_t X = tf(4, (int64_t[]){N, C, IH, IW}, x), W = tf(4, (int64_t[]){C, MG, KH, KW}, w),
+                 B = tf(1, (int64_t[]){G * MG}, b), o;
+  const dynq__attr_t at[] = {AI("spatial", 2), AI("group", G), AI("strides0", sh), AI("strides1", sw),
+                             AI("dilations0", dh), AI("dilations1", dw), AI("pad_begin0", pb0),
+                             AI("pad_begin1", pb1), AI("pad_end0", pe0), AI("pad_end1", pe1),
+                             AI("output_padding0", op0)};
+  const dynq__tensor_t *in[3] = {&X, &W, &B};
+  ck_assert_int_eq(run_k(DYNQ_OP_CONV_TRANSPOSE, at, 11, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){N, G * MG, OH, OW}, want, 1e-5f);
+  dynq__tensor_clear(&o);
+  /* output_shape: the pads follow from it (total 2 on each axis) */
+  const dynq__attr_t os[] = {AI("spatial", 2), AI("group", G), AI("strides0", sh), AI("strides1", sw),
+                             AI("dilations0", dh), AI("dilations1", dw), AI("output_shape0", 7),
+                             AI("output_shape1", 5), AI("output_padding0", op0)};
+  ck_assert_int_eq(run_k(DYNQ_OP_CONV_TRANSPOSE, os, 9, 3, 1, in, &o), 0);
+  ck_assert(o.dims[2] == 7 && o.dims[3] == 5);
+  dynq__tensor_clear(&o);
+  /* the weights' channels must be the input's */
+  dynq__tensor_t W2 = tf(4, (int64_t[]){C - 1, MG, KH, KW}, w);
+  in[1] = &W2;
+  ck_assert_int_eq(run_k(DYNQ_OP_CONV_TRANSPOSE, at, 11, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (ConvTranspose): input [2, 4, 3, 4] has 4 channels"));
+  in[1] = &W;
+  dynq__tensor_t X3 = tf(3, (int64_t[]){N, C, IH * IW}, x);
+  in[0] = &X3;
+  ck_assert_int_eq(run_k(DYNQ_OP_CONV_TRANSPOSE, at, 11, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "must have rank 4"));
+}
+END_TEST
+
+/* Einsum against the plain sum over every label assignment. */
+static void einsum_ref(const char *la, const char *lb, const char *lo, const int64_t *size,
+                       const float *A, const float *B, float *Y) {
+  char all[16];
+  int na = 0;
+  const char *ls[3] = {lo, la, lb};
+  for (int k = 0; k < 3; k++)
+    for (const char *p = ls[k]; p && *p; p++)
+      if (!memchr(all, *p, (size_t)na)) all[na++] = *p;
+  int64_t cnt[16] = {0}, total = 1, no = 1;
+  for (int j = 0; j < na; j++) total *= size[(unsigned char)all[j]];
+  for (const char *p = lo; *p; p++) no *= size[(unsigned char)*p];
+  for (int64_t i = 0; i < no; i++) Y[i] = 0;
+  for (int64_t t = 0; t < total; t++) {
+    int64_t off[3] = {0, 0, 0};
+    for (int k = 0; k < 3; k++)
+      for (const char *p = ls[k]; p && *p; p++)
+        off[k] = off[k] * size[(unsigned char)*p] + cnt[(const char *)memchr(all, *p, (size_t)na) - all];
+    Y[off[0]] += A[off[1]] * (B ? B[off[2]] : 1.0f);
+    for (int j = na - 1; j >= 0; j--) {
+      if (++cnt[j] < size[(unsigned char)all[j]]) break;
+      cnt[j] = 0;
+    }
+  }
+}
+
+START_TEST(einsum_forms) {
+  static const struct { const char *eq, *a, *b, *o; } cases[] = {
+    {"bhid,bhjd->bhij", "bhid", "bhjd", "bhij"},   /* attention scores */
+    {"bhij,bhjd->bhid", "bhij", "bhjd", "bhid"},   /* attention context */
+    {"bid,jd->bij", "bid", "jd", "bij"},           /* a linear layer */
+    {"bij,bjk->bki", "bij", "bjk", "bki"},         /* output permuted */
+    {"bji,bjk->bik", "bji", "bjk", "bik"},         /* A transposed */
+    {"jbi, bjk -> bik", "jbi", "bjk", "bik"},      /* A copied; blanks */
+    {"ij,jk", "ij", "jk", "ik"},                   /* implicit output */
+    {"ij,ij->i", "ij", "ij", "i"},                 /* not a GEMM: summed */
+    {"i,i", "i", "i", ""},                         /* inner product */
+    {"ij->ji", "ij", NULL, "ji"},
+    {"ij->i", "ij", NULL, "i"},
+    {"bij->", "bij", NULL, ""},
+  };
+  int64_t size[128];
+  size['b'] = 2, size['h'] = 3, size['i'] = 4, size['j'] = 5, size['d'] = 6, size['k'] = 3;
+  float a[720], b[720], y[720], want[720];
+  uint32_t st = 11;
+  for (int i = 0; i < 720; i++) a[i] = frand(&st), b[i] = frand(&st);
+  for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const char *la = cases[ci].a, *lb = cases[ci].b, *lo = cases[ci].o;
+    dynq__tensor_t A = {.dtype = DYNQ_DT_F32, .rank = (int)strlen(la), .data = a},
+                   B = {.dtype = DYNQ_DT_F32, .rank = lb ? (int)strlen(lb) : 0, .data = b}, o;
+    for (int i = 0; i < A.rank; i++) A.dims[i] = size[(unsigned char)la[i]];
+    for (int i = 0; i < B.rank; i++) B.dims[i] = size[(unsigned char)lb[i]];
+    einsum_ref(la, lb, lo, size, a, lb ? b : NULL, want);
+    const dynq__attr_t at[] = {AS("equation", cases[ci].eq)};
+    const dynq__tensor_t *in[2] = {&A, lb ? &B : NULL};
+    ck_assert_msg(run_k(DYNQ_OP_EINSUM, at, 1, lb ? 2 : 1, 1, in, &o) == 0, "%s: %s",
+                  cases[ci].eq, err);
+    int64_t od[8];
+    for (size_t i = 0; i < strlen(lo); i++) od[i] = size[(unsigned char)lo[i]];
+    expect(&o, (int)strlen(lo), od, want, 1e-5f);
+    (void)y;
+    dynq__tensor_clear(&o);
+  }
+  /* a label whose sizes disagree, a rank the equation does not give */
+  dynq__tensor_t A = tf(2, (int64_t[]){2, 3}, a), B = tf(2, (int64_t[]){4, 5}, b), o;
+  const dynq__tensor_t *in[2] = {&A, &B};
+  const dynq__attr_t mm[] = {AS("equation", "ij,jk->ik")};
+  ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, mm, 1, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (Einsum): label 'j' is 3 in one operand and 4"));
+  const dynq__attr_t r3[] = {AS("equation", "ijk,jk->i")};
+  ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, r3, 1, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "operand 0 has rank 2; the equation gives it 3 labels"));
+  const dynq__attr_t el[] = {AS("equation", "...ij->...ji")};
+  ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, el, 1, 1, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "ellipsis"));
+}
+END_TEST
+
+START_TEST(tile_split) {
+  float x[6] = {1, 2, 3, 4, 5, 6};
+  int64_t rep[3] = {2, 1, 3};
+  dynq__tensor_t X = tf(3, (int64_t[]){1, 2, 3}, x), R = ti64s(1, (int64_t[]){3}, rep), o[4];
+  const dynq__tensor_t *in[2] = {&X, &R};
+  ck_assert_int_eq(run_k(DYNQ_OP_TILE, NULL, 0, 2, 1, in, o), 0);
+  float want[36];
+  for (int a = 0; a < 2; a++)
+    for (int b = 0; b < 2; b++)
+      for (int c = 0; c < 9; c++) want[(a * 2 + b) * 9 + c] = x[b * 3 + c % 3];
+  expect(&o[0], 3, (int64_t[]){2, 2, 9}, want, 0);
+  dynq__tensor_clear(&o[0]);
+  R.dims[0] = 2;
+  ck_assert_int_eq(run_k(DYNQ_OP_TILE, NULL, 0, 2, 1, in, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (Tile): repeats has 2 values for an input of rank 3"));
+  /* Split: explicit parts, equal parts, opset 18's num_outputs */
+  dynq__tensor_t X2 = tf(2, (int64_t[]){1, 6}, x);
+  int64_t parts[3] = {1, 2, 3};
+  dynq__tensor_t P = ti64s(1, (int64_t[]){3}, parts);
+  const dynq__attr_t ax1[] = {AI("axis", 1)};
+  const dynq__tensor_t *sin[2] = {&X2, &P};
+  ck_assert_int_eq(run_k(DYNQ_OP_SPLIT, ax1, 1, 2, 3, sin, o), 0);
+  expect(&o[0], 2, (int64_t[]){1, 1}, (float[]){1}, 0);
+  expect(&o[1], 2, (int64_t[]){1, 2}, (float[]){2, 3}, 0);
+  expect(&o[2], 2, (int64_t[]){1, 3}, (float[]){4, 5, 6}, 0);
+  for (int k = 0; k < 3; k++) dynq__tensor_clear(&o[k]);
+  ck_assert_int_eq(run_k(DYNQ_OP_SPLIT, ax1, 1, 1, 3, sin, o), 0);
+  expect(&o[2], 2, (int64_t[]){1, 2}, (float[]){5, 6}, 0);
+  for (int k = 0; k < 3; k++) dynq__tensor_clear(&o[k]);
+  const dynq__attr_t no4[] = {AI("axis", -1), AI("num_outputs", 4)};
+  ck_assert_int_eq(run_k(DYNQ_OP_SPLIT, no4, 2, 1, 4, sin, o), 0);
+  expect(&o[3], 2, (int64_t[]){1, 0}, NULL, 0);
+  expect(&o[2], 2, (int64_t[]){1, 2}, (float[]){5, 6}, 0);
+  for (int k = 0; k < 4; k++) dynq__tensor_clear(&o[k]);
+  ck_assert_int_eq(run_k(DYNQ_OP_SPLIT, ax1, 1, 1, 4, sin, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (Split): axis 1 of length 6 does not split into 4"));
+  parts[2] = 2;
+  ck_assert_int_eq(run_k(DYNQ_OP_SPLIT, ax1, 1, 2, 3, sin, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "split values add up to 5; axis 1 has 6"));
+}
+END_TEST
+
+START_TEST(argmax_reduce_cumsum) {
+  float x[6] = {2, 1, 2, 1, 3, 3};
+  dynq__tensor_t X = tf(2, (int64_t[]){2, 3}, x), o;
+  const dynq__tensor_t *in[2] = {&X, NULL};
+  const dynq__attr_t a1[] = {AI("axis", 1)}, a1l[] = {AI("axis", 1), AI("select_last_index", 1)},
+                     a0[] = {AI("axis", 0), AI("keepdims", 0)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ARGMAX, a1, 1, 1, 1, in, &o), 0);
+  ck_assert(o.dtype == DYNQ_DT_I64 && o.rank == 2 && o.dims[0] == 2 && o.dims[1] == 1);
+  ck_assert(((int64_t *)o.data)[0] == 0 && ((int64_t *)o.data)[1] == 1);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_ARGMAX, a1l, 2, 1, 1, in, &o), 0);
+  ck_assert(((int64_t *)o.data)[0] == 2 && ((int64_t *)o.data)[1] == 2);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_ARGMAX, a0, 2, 1, 1, in, &o), 0);
+  ck_assert(o.rank == 1 && ((int64_t *)o.data)[1] == 1 && ((int64_t *)o.data)[2] == 1);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t a5[] = {AI("axis", 5)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ARGMAX, a5, 1, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (ArgMax): axis 5 out of range for rank 2"));
+  /* ReduceMax/Min: over axis 1, over everything, NaN propagating */
+  int64_t ax[1] = {1};
+  dynq__tensor_t AX = ti64s(1, (int64_t[]){1}, ax);
+  const dynq__attr_t k0[] = {AI("keepdims", 0)};
+  in[1] = &AX;
+  ck_assert_int_eq(run_k(DYNQ_OP_REDUCE_MAX, k0, 1, 2, 1, in, &o), 0);
+  expect(&o, 1, (int64_t[]){2}, (float[]){2, 3}, 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_REDUCE_MIN, k0, 1, 2, 1, in, &o), 0);
+  expect(&o, 1, (int64_t[]){2}, (float[]){1, 1}, 0);
+  dynq__tensor_clear(&o);
+  in[1] = NULL;
+  ck_assert_int_eq(run_k(DYNQ_OP_REDUCE_MIN, NULL, 0, 2, 1, in, &o), 0);
+  expect(&o, 2, (int64_t[]){1, 1}, (float[]){1}, 0);
+  dynq__tensor_clear(&o);
+  x[4] = NAN;
+  ck_assert_int_eq(run_k(DYNQ_OP_REDUCE_MAX, NULL, 0, 2, 1, in, &o), 0);
+  ck_assert(isnan(((float *)o.data)[0]));
+  dynq__tensor_clear(&o);
+  /* CumSum: the four forms of ONNX's examples, and axis -1 of a matrix */
+  float v[5] = {1, 2, 3, 4, 5};
+  int64_t zero = 0, last = -1;
+  dynq__tensor_t V = tf(1, (int64_t[]){5}, v), Z = ti64s(0, NULL, &zero), L = ti64s(0, NULL, &last);
+  const dynq__tensor_t *cin[2] = {&V, &Z};
+  static const float want[4][5] = {{1, 3, 6, 10, 15}, {0, 1, 3, 6, 10}, {15, 14, 12, 9, 5},
+                                   {14, 12, 9, 5, 0}};
+  for (int k = 0; k < 4; k++) {
+    const dynq__attr_t ca[] = {AI("exclusive", k & 1), AI("reverse", k >> 1)};
+    ck_assert_int_eq(run_k(DYNQ_OP_CUMSUM, ca, 2, 2, 1, cin, &o), 0);
+    expect(&o, 1, (int64_t[]){5}, want[k], 0);
+    dynq__tensor_clear(&o);
+  }
+  x[4] = 3;
+  cin[0] = &X, cin[1] = &L;
+  ck_assert_int_eq(run_k(DYNQ_OP_CUMSUM, NULL, 0, 2, 1, cin, &o), 0);
+  expect(&o, 2, (int64_t[]){2, 3}, (float[]){2, 3, 5, 1, 4, 7}, 0);
+  dynq__tensor_clear(&o);
+  cin[1] = &V;
+  ck_assert_int_eq(run_k(DYNQ_OP_CUMSUM, NULL, 0, 2, 1, cin, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (CumSum): axis must be int64"));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -547,6 +879,11 @@ int main(void) {
   tcase_add_test(tc, qgather_rows);
   tcase_add_test(tc, strided_matmul_perms);
   tcase_add_test(tc, masked_softmax_rows);
+  tcase_add_test(tc, resize_modes);
+  tcase_add_test(tc, convt_vs_definition);
+  tcase_add_test(tc, einsum_forms);
+  tcase_add_test(tc, tile_split);
+  tcase_add_test(tc, argmax_reduce_cumsum);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -64,6 +64,31 @@ typedef struct dynq__rnn_attrs {
   int64_t hidden_size, input_size;
 } dynq__rnn_attrs_t;
 
+/* ConvTranspose (convt.c), per spatial axis as Conv's. */
+typedef struct dynq__convt_attrs {
+  int spatial;           /* 1 or 2 */
+  int auto_pad;          /* DYNQ_PAD_* */
+  int has_output_shape;
+  int64_t group;
+  int64_t kernel[2], strides[2], dilations[2], pad_begin[2], pad_end[2];
+  int64_t output_padding[2], output_shape[2];
+} dynq__convt_attrs_t;
+
+/* Resize (resize.c): the string attributes as codes, parsed at load. */
+enum { DYNQ_RESIZE_NEAREST, DYNQ_RESIZE_LINEAR };
+enum { DYNQ_CTM_HALF_PIXEL, DYNQ_CTM_PYTORCH_HALF_PIXEL, DYNQ_CTM_ALIGN_CORNERS,
+       DYNQ_CTM_ASYMMETRIC, DYNQ_CTM_TF_HALF_PIXEL_FOR_NN };
+enum { DYNQ_NEAREST_ROUND_PREFER_FLOOR, DYNQ_NEAREST_ROUND_PREFER_CEIL, DYNQ_NEAREST_FLOOR,
+       DYNQ_NEAREST_CEIL };
+
+/* Einsum (einsum.c): the equation as label strings, one per operand and
+ * one for the output; labels are 'A'..'Z', 'a'..'z'. */
+typedef struct dynq__einsum {
+  int nin;                         /* 1 or 2 */
+  int rank[3];                     /* operands 0, 1, then the output */
+  char lab[3][DYNQ_MAX_RANK];
+} dynq__einsum_t;
+
 /*
  * Per-node state: the node's attributes parsed once at load by the op's
  * prepare function (no string lookups per request).  One union member
@@ -87,6 +112,12 @@ typedef union dynq__opstate {
   struct { float alpha, beta; } hard;            /* HardSigmoid */
   struct { float alpha; int int8; } smatmul;     /* StridedMatMul */
   dynq__pool_attrs_t pool;
+  dynq__convt_attrs_t convt;
+  struct { int mode, ctm, nearest; } resize;
+  dynq__einsum_t einsum;
+  struct { int64_t axis, num_outputs; } split;   /* num_outputs 0: from the outputs */
+  struct { int64_t axis; int keepdims, last; } argmax;
+  struct { int exclusive, reverse; } cumsum;
 } dynq__opstate_t;
 
 /* Quantization statistics of one node's INT8 run (model.h: run result). */

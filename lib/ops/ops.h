@@ -97,7 +97,19 @@
   X(HARD_SWISH, 59, "HardSwish", 14, 0, 1, 1, 1, 1, none, none, hardswish)                \
   X(ERF, 60, "Erf", 9, 0, 1, 1, 1, 1, none, none, erf)                                     \
   /* embed.c: Gather on an int8 embedding table (import-time form) */                     \
-  X(QGATHER, 61, "QGather", 0, 0, 3, 4, 1, 1, qgather, none, qgather)                     \
+  X(QGATHER, 61, "QGather", 0, 0, 3, 4, 1, 1, qgather, none, qgather)                      \
+  /* resize.c, convt.c, einsum.c */                                                        \
+  X(RESIZE, 62, "Resize", 10, 0, 1, 3, 1, 1, resize, resize, resize)                       \
+  X(CONV_TRANSPOSE, 63, "ConvTranspose", 1, 0, 2, 3, 1, 1, convt, convt, convt)            \
+  X(EINSUM, 64, "Einsum", 12, 0, 1, 2, 1, 1, einsum, einsum, einsum)                       \
+  /* shape.c */                                                                            \
+  X(TILE, 65, "Tile", 6, 0, 2, 2, 1, 1, none, none, tile)                                  \
+  X(SPLIT, 66, "Split", 1, 0, 1, 2, 1, 64, split, split, split)                            \
+  /* reduce.c */                                                                           \
+  X(ARGMAX, 67, "ArgMax", 1, 0, 1, 1, 1, 1, none, argmax, argmax)                          \
+  X(REDUCE_MAX, 68, "ReduceMax", 1, 0, 1, 2, 1, 1, none, reduce, reduce_minmax)            \
+  X(REDUCE_MIN, 69, "ReduceMin", 1, 0, 1, 2, 1, 1, none, reduce, reduce_minmax)            \
+  X(CUMSUM, 70, "CumSum", 11, 0, 2, 2, 1, 1, none, cumsum, cumsum)                         \
   /* attention, import-time forms (models/fuse.c): codes 96..99 */                        \
   /* matmul.c: MatMul with its operands' and result's Transposes folded in */             \
   X(STRIDED_MATMUL, 96, "StridedMatMul", 0, 0, 2, 5, 1, 1, none, smatmul, smatmul)         \
@@ -148,5 +160,17 @@ DYNQ_OPS(DYNQ__OP_DECL)
  * first >= 1) the executor must skip. */
 void dynq__if_skip_range(const dynq__opstate_t *st, const dynq__tensor_t *flag,
                          int64_t *ret_first, int64_t *ret_count);
+
+/* Attribute values the engine implements, shared with the importer so
+ * that it refuses the others up front, naming them. */
+/* Resize's string attributes (NULL: the ONNX default) as DYNQ_RESIZE_*,
+ * DYNQ_CTM_*, DYNQ_NEAREST_*; 0, or -1 with why naming the attribute, the
+ * value and what is supported. */
+int dynq__resize_codes(const char *mode, const char *ctm, const char *nearest, int *ret_mode,
+                       int *ret_ctm, int *ret_nearest, char *why, size_t whylen);
+/* The equation ("bhid,bhjd->bhij"; blanks ignored, implicit output as
+ * ONNX defines it) into *ret; 0, or -1 with why (static) naming what is
+ * not supported. */
+int dynq__einsum_parse(const char *eq, dynq__einsum_t *ret, const char **why);
 
 #endif

@@ -1,4 +1,5 @@
-/* Reductions over axes: ReduceMean, ReduceSum (accumulated in double). */
+/* Reductions over axes: ReduceMean, ReduceSum (accumulated in double),
+ * ReduceMax, ReduceMin; ArgMax; CumSum. */
 #include "ops.h"
 
 #include <errno.h>
@@ -9,57 +10,78 @@
 
 #include "dynq/errors.h"
 
-/* ---- ReduceMean, ReduceSum ---- */
+/* What a reduction of x over the axes input keeps: the output shape
+ * and, per input axis, the output stride (0 on a reduced axis). */
+typedef struct plan {
+  int rank, noop;
+  int64_t dims[DYNQ_MAX_RANK], ost[DYNQ_MAX_RANK];
+} plan_t;
 
-int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+static int make_plan(dynq__op_ctx_t *c, const dynq__tensor_t *x, const dynq__tensor_t *axes_t,
+                     plan_t *p) {
   int rc, na = 0;
-  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
-  const dynq__tensor_t *x = in[0];
-  int mean = c->node->op == DYNQ_OP_REDUCE_MEAN;
-  if (x->dtype != DYNQ_DT_F32 && (mean || !dynq__dt_is_int(x->dtype)))
-    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
-  const int keep = c->st->reduce.keepdims, noop = c->st->reduce.noop_empty;
-  int64_t axes[DYNQ_MAX_RANK];
+  int64_t axes[DYNQ_MAX_RANK], kd[DYNQ_MAX_RANK];
   int red[DYNQ_MAX_RANK] = {0};
-  if (in[1] != NULL && (rc = dynq__op_read_ints(c, in[1], "axes", axes, DYNQ_MAX_RANK, &na))) return rc;
-  if (na == 0 && noop) {
-    if ((rc = dynq__op_alloc(c, out, x->dtype, x->rank, x->dims, 1))) return rc;
-    memcpy(out->data, x->data, dynq__tensor_nbytes(x));
-    return 0;
-  }
+  if (axes_t != NULL && (rc = dynq__op_read_ints(c, axes_t, "axes", axes, DYNQ_MAX_RANK, &na)))
+    return rc;
+  p->noop = na == 0 && c->st->reduce.noop_empty;
   for (int i = 0; i < na; i++) {
     int a = 0;
     if ((rc = dynq__op_norm_axis(c, axes[i], x->rank, 0, &a))) return rc;
     red[a] = 1;
   }
-  if (na == 0)
-    for (int d = 0; d < x->rank; d++) red[d] = 1;
-  int64_t dims[DYNQ_MAX_RANK], kd[DYNQ_MAX_RANK], ost[DYNQ_MAX_RANK];
-  int r = 0;
+  for (int d = 0; d < x->rank; d++) red[d] |= na == 0;
+  p->rank = 0;
   for (int d = 0; d < x->rank; d++) {
     kd[d] = red[d] ? 1 : x->dims[d];
-    if (keep) dims[r++] = kd[d];
-    else if (!red[d]) dims[r++] = x->dims[d];
+    if (c->st->reduce.keepdims) p->dims[p->rank++] = kd[d];
+    else if (!red[d]) p->dims[p->rank++] = x->dims[d];
   }
-  if ((rc = dynq__op_alloc(c, out, x->dtype, r, dims, 1))) return rc;
-  int64_t no = dynq__tensor_numel(out), e = 1;
+  int64_t e = 1;
   for (int d = x->rank - 1; d >= 0; d--) {
-    ost[d] = red[d] ? 0 : e;
+    p->ost[d] = red[d] ? 0 : e;
     e *= kd[d];
   }
+  return 0;
+}
+
+/* Advance the multi-index cnt over x's dims and the output offset. */
+static inline void plan_next(const dynq__tensor_t *x, const plan_t *p, int64_t *cnt,
+                             int64_t *off) {
+  for (int d = x->rank - 1; d >= 0; d--) {
+    cnt[d]++;
+    *off += p->ost[d];
+    if (cnt[d] < x->dims[d]) return;
+    *off -= p->ost[d] * x->dims[d];
+    cnt[d] = 0;
+  }
+}
+
+static int copy_input(dynq__op_ctx_t *c, const dynq__tensor_t *x, dynq__tensor_t *out) {
+  int rc = dynq__op_alloc(c, out, x->dtype, x->rank, x->dims, 1);
+  if (rc == 0 && dynq__tensor_nbytes(x)) memcpy(out->data, x->data, dynq__tensor_nbytes(x));
+  return rc;
+}
+
+/* ---- ReduceMean, ReduceSum ---- */
+
+int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  int mean = c->node->op == DYNQ_OP_REDUCE_MEAN;
+  if (x->dtype != DYNQ_DT_F32 && (mean || !dynq__dt_is_int(x->dtype)))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
+  plan_t p;
+  if ((rc = make_plan(c, x, c->node->n_in > 1 ? in[1] : NULL, &p))) return rc;
+  if (p.noop) return copy_input(c, x, out);
+  if ((rc = dynq__op_alloc(c, out, x->dtype, p.rank, p.dims, 1))) return rc;
+  int64_t no = dynq__tensor_numel(out);
   double *acc = calloc((size_t)(no ? no : 1), sizeof(double));
   if (acc == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
   int64_t n = dynq__tensor_numel(x), cnt[DYNQ_MAX_RANK] = {0}, off = 0;
-  for (int64_t i = 0; i < n; i++) {
+  for (int64_t i = 0; i < n; i++, plan_next(x, &p, cnt, &off))
     acc[off] += dynq__load_d(x->data, x->dtype, i);
-    for (int d = x->rank - 1; d >= 0; d--) {
-      cnt[d]++;
-      off += ost[d];
-      if (cnt[d] < x->dims[d]) break;
-      off -= ost[d] * x->dims[d];
-      cnt[d] = 0;
-    }
-  }
   double cntr = no > 0 && n > 0 ? (double)n / (double)no : 0;
   for (int64_t i = 0; i < no; i++) {
     double v = acc[i];
@@ -71,6 +93,155 @@ int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   return 0;
 }
 
+/* ---- ReduceMax, ReduceMin ---- */
+
+/* NaN propagates, as numpy's maximum.reduce (ONNX's reference) does.  An
+ * empty reduction gives -inf / +inf for float32 (ONNX opset 18), the
+ * dtype's lowest / highest value for integers. */
+int dynq__run_reduce_minmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                            dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  const int is_max = c->node->op == DYNQ_OP_REDUCE_MAX;
+  if (x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
+  plan_t p;
+  if ((rc = make_plan(c, x, c->node->n_in > 1 ? in[1] : NULL, &p))) return rc;
+  if (p.noop) return copy_input(c, x, out);
+  if ((rc = dynq__op_alloc(c, out, x->dtype, p.rank, p.dims, 1))) return rc;
+  int64_t no = dynq__tensor_numel(out), n = dynq__tensor_numel(x);
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off = 0;
+  if (x->dtype == DYNQ_DT_F32) {
+    const float *xv = x->data;
+    float *y = out->data;
+    for (int64_t i = 0; i < no; i++) y[i] = is_max ? -INFINITY : INFINITY;
+    for (int64_t i = 0; i < n; i++, plan_next(x, &p, cnt, &off)) {
+      float v = xv[i], m = y[off];
+      if (isnan(v) || (is_max ? v > m : v < m)) y[off] = isnan(m) ? m : v;
+    }
+    return 0;
+  }
+  int64_t lo = x->dtype == DYNQ_DT_I64 ? INT64_MIN : x->dtype == DYNQ_DT_I32 ? INT32_MIN
+             : x->dtype == DYNQ_DT_I8 ? INT8_MIN : 0;
+  int64_t hi = x->dtype == DYNQ_DT_I64 ? INT64_MAX : x->dtype == DYNQ_DT_I32 ? INT32_MAX
+             : x->dtype == DYNQ_DT_I8 ? INT8_MAX : UINT8_MAX;
+  for (int64_t i = 0; i < no; i++) dynq__store_i(out->data, x->dtype, i, is_max ? lo : hi);
+  for (int64_t i = 0; i < n; i++, plan_next(x, &p, cnt, &off)) {
+    int64_t v = dynq__load_i(x->data, x->dtype, i), m = dynq__load_i(out->data, x->dtype, off);
+    if (is_max ? v > m : v < m) dynq__store_i(out->data, x->dtype, off, v);
+  }
+  return 0;
+}
+
+/* ---- ArgMax ---- */
+
+int dynq__prep_argmax(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                      char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->argmax.axis = dynq__node_attr_i(n, "axis", 0);
+  st->argmax.keepdims = dynq__node_attr_i(n, "keepdims", 1) != 0;
+  st->argmax.last = dynq__node_attr_i(n, "select_last_index", 0) != 0;
+  return 0;
+}
+
+/* The first (or with select_last_index the last) index of the largest
+ * value; a NaN counts as larger than any number (numpy's argmax). */
+int dynq__run_argmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, ax = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  if (x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
+  if (x->rank < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "input must have rank >= 1");
+  if ((rc = dynq__op_norm_axis(c, c->st->argmax.axis, x->rank, 0, &ax))) return rc;
+  const int64_t len = x->dims[ax];
+  if (len == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d is empty", ax);
+  int64_t dims[DYNQ_MAX_RANK];
+  int r = 0;
+  for (int d = 0; d < x->rank; d++)
+    if (d != ax) dims[r++] = x->dims[d];
+    else if (c->st->argmax.keepdims) dims[r++] = 1;
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_I64, r, dims, 0))) return rc;
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < ax; d++) outer *= x->dims[d];
+  for (int d = ax + 1; d < x->rank; d++) inner *= x->dims[d];
+  const int last = c->st->argmax.last;
+  int64_t *y = out->data;
+  for (int64_t a = 0; a < outer; a++)
+    for (int64_t i = 0; i < inner; i++) {
+      int64_t base = a * len * inner + i, best = 0;
+      if (x->dtype == DYNQ_DT_F32) {
+        const float *xv = (const float *)x->data + base;
+        float m = xv[0];
+        for (int64_t k = 1; k < len && !(isnan(m) && !last); k++) {
+          float v = xv[k * inner];
+          int take = isnan(m) ? isnan(v) : (isnan(v) || v > m || (last && v == m));
+          if (take) m = v, best = k;
+        }
+      } else {
+        int64_t m = dynq__load_i(x->data, x->dtype, base);
+        for (int64_t k = 1; k < len; k++) {
+          int64_t v = dynq__load_i(x->data, x->dtype, base + k * inner);
+          if (v > m || (last && v == m)) m = v, best = k;
+        }
+      }
+      y[a * inner + i] = best;
+    }
+  return 0;
+}
+
+/* ---- CumSum ---- */
+
+int dynq__prep_cumsum(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                      char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->cumsum.exclusive = dynq__node_attr_i(n, "exclusive", 0) != 0;
+  st->cumsum.reverse = dynq__node_attr_i(n, "reverse", 0) != 0;
+  return 0;
+}
+
+/* Sums in the element type, in order along the axis (numpy's cumsum,
+ * ONNX's reference); integers wrap as the dtype does. */
+int dynq__run_cumsum(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, ax = 0, na = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1)))
+    return rc;
+  const dynq__tensor_t *x = in[0];
+  if (x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
+  int64_t axv[1];
+  if ((rc = dynq__op_read_ints(c, in[1], "axis", axv, 1, &na))) return rc;
+  if (na != 1) return dynq__op_fail(c, DYNQ_ESHAPE, "axis must hold one value");
+  if (x->rank < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "input must have rank >= 1");
+  if ((rc = dynq__op_norm_axis(c, axv[0], x->rank, 0, &ax))) return rc;
+  if ((rc = dynq__op_alloc(c, out, x->dtype, x->rank, x->dims, 0))) return rc;
+  const int64_t len = x->dims[ax];
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < ax; d++) outer *= x->dims[d];
+  for (int d = ax + 1; d < x->rank; d++) inner *= x->dims[d];
+  const int ex = c->st->cumsum.exclusive, rev = c->st->cumsum.reverse;
+  for (int64_t a = 0; a < outer; a++)
+    for (int64_t i = 0; i < inner; i++) {
+      float fs = 0.0f;
+      int64_t is = 0;
+      for (int64_t j = 0; j < len; j++) {
+        int64_t k = rev ? len - 1 - j : j, at = (a * len + k) * inner + i;
+        if (x->dtype == DYNQ_DT_F32) {
+          float v = ((const float *)x->data)[at];
+          if (!ex) fs += v;
+          ((float *)out->data)[at] = fs;
+          if (ex) fs += v;
+        } else {
+          int64_t v = dynq__load_i(x->data, x->dtype, at);
+          if (!ex) is = (int64_t)((uint64_t)is + (uint64_t)v);
+          dynq__store_i(out->data, x->dtype, at, is);
+          if (ex) is = (int64_t)((uint64_t)is + (uint64_t)v);
+        }
+      }
+    }
+  return 0;
+}
 
 int dynq__prep_reduce(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
                       char *err, size_t errlen) {

@@ -1,7 +1,7 @@
 /*
  * Shape and data-movement ops: Reshape, Flatten, Identity, Shape, Size,
  * ConstantOfShape, Range, Gather, Slice, Concat, Squeeze, Unsqueeze,
- * Transpose, Expand, Pad.  Any dtype (float32, int64, int32, int8,
+ * Transpose, Expand, Pad, Tile, Split.  Any dtype (float32, int64, int32, int8,
  * uint8).  Lists the ONNX spec keeps in attributes (axes, perm, pads)
  * arrive as int64 inputs: the importer turns attributes into constant
  * inputs so one run function serves every opset.
@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "format.h"
 
 /* ---- Flatten, Reshape ---- */
 
@@ -577,6 +578,155 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
       if (++cnt[d] < dims[d]) break;
       cnt[d] = 0;
     }
+  }
+  return 0;
+}
+
+/* ---- Tile, Split ---- */
+
+int dynq__run_tile(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, n;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1))) return rc;
+  const dynq__tensor_t *x = in[0];
+  const int r = x->rank;
+  int64_t rep[DYNQ_MAX_RANK], dims[DYNQ_MAX_RANK];
+  if ((rc = dynq__op_read_ints(c, in[1], "repeats", rep, DYNQ_MAX_RANK, &n))) return rc;
+  if (n != r)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "repeats has %d values for an input of rank %d", n, r);
+  for (int d = 0; d < r; d++) {
+    if (rep[d] < 0 || rep[d] > DYNQ_MAX_ELEMS)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "repeat %lld on axis %d out of range",
+                           (long long)rep[d], d);
+    dims[d] = x->dims[d] * rep[d];
+    if (x->dims[d] > 0 && dims[d] / x->dims[d] != rep[d]) dims[d] = -1;
+  }
+  if (dynq__shape_numel(r, dims) < 0) return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
+  if ((rc = dynq__op_alloc(c, out, x->dtype, r, dims, 0))) return rc;
+  int64_t no = dynq__tensor_numel(out);
+  if (no == 0) return 0;
+  /* Build from the innermost axis out: each axis's block (the input's
+   * rows already tiled on the inner axes) is copied rep times.  Work on
+   * the output in place: block b of axis d lives at its final stride. */
+  size_t es = dynq__dtype_size(x->dtype);
+  if (r == 0) {
+    memcpy(out->data, x->data, es);
+    return 0;
+  }
+  /* inner run: the last axis tiled, per source row */
+  int64_t rows = 1;
+  for (int d = 0; d < r - 1; d++) rows *= x->dims[d];
+  int64_t L = x->dims[r - 1], OL = dims[r - 1];
+  char *o = out->data;
+  /* place source rows at their tiled positions (outer axes not yet
+   * repeated), each tiled along the last axis */
+  int64_t cnt[DYNQ_MAX_RANK] = {0};
+  for (int64_t row = 0; row < rows; row++) {
+    int64_t off = 0; /* in rows of the output */
+    for (int d = 0; d < r - 1; d++) off = off * dims[d] + cnt[d];
+    char *dst = o + (size_t)(off * OL) * es;
+    const char *src = (const char *)x->data + (size_t)(row * L) * es;
+    for (int64_t k = 0; k < rep[r - 1]; k++) memcpy(dst + (size_t)(k * L) * es, src, (size_t)L * es);
+    for (int d = r - 2; d >= 0; d--) {
+      if (++cnt[d] < x->dims[d]) break;
+      cnt[d] = 0;
+    }
+  }
+  /* then each outer axis, innermost first: copy the first x->dims[d]
+   * blocks rep[d] - 1 more times */
+  for (int d = r - 2; d >= 0; d--) {
+    int64_t blk = OL; /* elements of one index of axis d, tiled inside */
+    for (int k = d + 1; k < r - 1; k++) blk *= dims[k];
+    int64_t outer = 1;
+    for (int k = 0; k < d; k++) outer *= x->dims[k]; /* axes above not yet tiled */
+    for (int64_t a = 0; a < outer; a++) {
+      int64_t base = 0;
+      /* the output offset of outer index a (axes < d at their source
+       * positions, which are their final positions) */
+      int64_t rem = a;
+      int64_t idx[DYNQ_MAX_RANK];
+      for (int k = d - 1; k >= 0; k--) {
+        idx[k] = rem % x->dims[k];
+        rem /= x->dims[k];
+      }
+      for (int k = 0; k < d; k++) base = base * dims[k] + idx[k];
+      char *p = o + (size_t)(base * dims[d] * blk) * es;
+      size_t span = (size_t)(x->dims[d] * blk) * es;
+      for (int64_t k = 1; k < rep[d]; k++) memcpy(p + (size_t)k * span, p, span);
+    }
+  }
+  return 0;
+}
+
+int dynq__check_split(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  int64_t no = dynq__node_attr_i(n, "num_outputs", 0);
+  DYNQ_OP_CHECK(no == 0 || no == n->n_out, "num_outputs %lld but the node has %d outputs",
+                (long long)no, n->n_out);
+  return 0;
+}
+
+int dynq__prep_split(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                     char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->split.axis = dynq__node_attr_i(n, "axis", 0);
+  st->split.num_outputs = dynq__node_attr_i(n, "num_outputs", 0);
+  return 0;
+}
+
+int dynq__run_split(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, ax = 0, ns = 0;
+  const int no = c->node->n_out;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  if (x->rank < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "input must have rank >= 1");
+  if ((rc = dynq__op_norm_axis(c, c->st->split.axis, x->rank, 0, &ax))) return rc;
+  const int64_t len = x->dims[ax];
+  int64_t parts[DYNQ_FILE_MAX_ARITY];
+  const dynq__tensor_t *sp = c->node->n_in > 1 ? in[1] : NULL;
+  if (sp != NULL) {
+    if ((rc = dynq__op_read_ints(c, sp, "split", parts, DYNQ_FILE_MAX_ARITY, &ns))) return rc;
+    if (ns != no)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "split has %d values for %d outputs", ns, no);
+    int64_t sum = 0;
+    for (int i = 0; i < ns; i++) {
+      if (parts[i] < 0 || parts[i] > len)
+        return dynq__op_fail(c, DYNQ_ESHAPE, "split value %lld out of range", (long long)parts[i]);
+      sum += parts[i];
+    }
+    if (sum != len)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "split values add up to %lld; axis %d has %lld",
+                           (long long)sum, ax, (long long)len);
+  } else if (c->st->split.num_outputs > 0) {
+    /* opset 18: ceil(len / n) each, the last one smaller */
+    int64_t each = (len + no - 1) / no;
+    for (int i = 0; i < no; i++) {
+      int64_t left = len - each * i;
+      parts[i] = left < 0 ? 0 : left < each ? left : each;
+    }
+  } else {
+    if (len % no != 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d of length %lld does not split into %d equal "
+                           "parts", ax, (long long)len, no);
+    for (int i = 0; i < no; i++) parts[i] = len / no;
+  }
+  int64_t outer = 1, inner = 1;
+  for (int d = 0; d < ax; d++) outer *= x->dims[d];
+  for (int d = ax + 1; d < x->rank; d++) inner *= x->dims[d];
+  size_t es = dynq__dtype_size(x->dtype);
+  int64_t start = 0;
+  for (int i = 0; i < no; i++) {
+    int64_t dims[DYNQ_MAX_RANK];
+    memcpy(dims, x->dims, sizeof(dims));
+    dims[ax] = parts[i];
+    if ((rc = dynq__op_alloc(c, &out[i], x->dtype, x->rank, dims, 0))) {
+      for (int k = 0; k < i; k++) dynq__tensor_clear(&out[k]);
+      return rc;
+    }
+    size_t row = (size_t)(parts[i] * inner) * es;
+    for (int64_t a = 0; a < outer && row; a++)
+      memcpy((char *)out[i].data + (size_t)a * row,
+             (const char *)x->data + (size_t)((a * len + start) * inner) * es, row);
+    start += parts[i];
   }
   return 0;
 }

@@ -1,0 +1,239 @@
+/*
+ * Resize: nearest (any dtype) and linear (float32) over any axes, with
+ * the coordinate transformation modes half_pixel, pytorch_half_pixel,
+ * align_corners, asymmetric and tf_half_pixel_for_nn, and the four
+ * nearest rounding modes.  Inputs as the importer stores them: X, scales
+ * (float32, one per axis; may be absent or empty), sizes (int64, one per
+ * axis; used when scales is absent or empty); ONNX's roi is dropped at
+ * import (only tf_crop_and_resize reads it, and that mode is refused).
+ *
+ * Linear interpolation is separable, so the op runs one axis at a time:
+ * per axis a table of (source index, next index, weight) per output
+ * position, then rows of the inner axes are blended or copied.  Axes
+ * whose table is the identity are skipped.  The arithmetic is in float,
+ * as ONNX Runtime's.
+ */
+#include "ops.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+
+int dynq__resize_codes(const char *mode, const char *ctm, const char *nearest, int *ret_mode,
+                       int *ret_ctm, int *ret_nearest, char *why, size_t whylen) {
+  static const char *const modes[] = {"nearest", "linear", NULL};
+  static const char *const ctms[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
+                                     "asymmetric", "tf_half_pixel_for_nn", NULL};
+  static const char *const nearests[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
+                                         "ceil", NULL};
+  static const char *const attrs[3] = {"mode", "coordinate_transformation_mode", "nearest_mode"};
+  const char *const *lists[3] = {modes, ctms, nearests};
+  const char *vals[3] = {mode ? mode : "nearest", ctm ? ctm : "half_pixel",
+                         nearest ? nearest : "round_prefer_floor"};
+  int codes[3];
+  for (int k = 0; k < 3; k++) {
+    codes[k] = -1;
+    for (int i = 0; lists[k][i]; i++)
+      if (strcmp(lists[k][i], vals[k]) == 0) codes[k] = i;
+    if (codes[k] >= 0) continue;
+    int o = snprintf(why, whylen, "%s '%s' is not supported (", attrs[k], vals[k]);
+    for (int i = 0; lists[k][i] && o >= 0 && (size_t)o < whylen; i++)
+      o += snprintf(why + o, whylen - (size_t)o, "%s%s", i ? ", " : "", lists[k][i]);
+    if (o >= 0 && (size_t)o < whylen) snprintf(why + o, whylen - (size_t)o, " are)");
+    return -1;
+  }
+  *ret_mode = codes[0];
+  *ret_ctm = codes[1];
+  *ret_nearest = codes[2];
+  return 0;
+}
+
+static const char *attr_str(const dynq__node_t *n, const char *name) {
+  const dynq__attr_t *a = dynq__node_attr(n, name);
+  return a != NULL && a->type == DYNQ_ATTR_STRING ? a->s : NULL;
+}
+
+int dynq__check_resize(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  int m, t, r;
+  char why[256];
+  int ok = dynq__resize_codes(attr_str(n, "mode"), attr_str(n, "coordinate_transformation_mode"),
+                              attr_str(n, "nearest_mode"), &m, &t, &r, why, sizeof why) == 0;
+  DYNQ_OP_CHECK(ok, "%s", why);
+  DYNQ_OP_CHECK(n->n_in >= 2 && (n->in[1] >= 0 || (n->n_in > 2 && n->in[2] >= 0)),
+                "needs scales or sizes");
+  return 0;
+}
+
+int dynq__prep_resize(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                      char *err, size_t errlen) {
+  (void)g;
+  char why[256];
+  if (dynq__resize_codes(attr_str(n, "mode"), attr_str(n, "coordinate_transformation_mode"),
+                         attr_str(n, "nearest_mode"), &st->resize.mode, &st->resize.ctm,
+                         &st->resize.nearest, why, sizeof why) != 0) {
+    snprintf(err, errlen, "node '%s' (Resize): %s", n->name ? n->name : "?", why);
+    return DYNQ_EGRAPH;
+  }
+  return 0;
+}
+
+/* Output position o of an axis of length len resized by scale: its
+ * coordinate in the input, per the transformation mode.  ONNX defines
+ * the resized length in these formulas as len * scale, unrounded (with
+ * sizes given, scale = size / len, so it is the size). */
+static float src_coord(int ctm, int64_t o, int64_t len, float scale) {
+  float x = (float)o, rlen = (float)len * scale;
+  switch (ctm) {
+  case DYNQ_CTM_HALF_PIXEL: return (x + 0.5f) / scale - 0.5f;
+  case DYNQ_CTM_PYTORCH_HALF_PIXEL: return rlen > 1.0f ? (x + 0.5f) / scale - 0.5f : 0.0f;
+  case DYNQ_CTM_ALIGN_CORNERS:
+    return rlen > 1.0f ? x * (float)(len - 1) / (rlen - 1.0f) : 0.0f;
+  case DYNQ_CTM_TF_HALF_PIXEL_FOR_NN: return (x + 0.5f) / scale;
+  default: return x / scale; /* asymmetric */
+  }
+}
+
+static int64_t nearest_index(int mode, float x, int64_t len) {
+  float f = floorf(x);
+  int64_t i;
+  switch (mode) {
+  case DYNQ_NEAREST_FLOOR: i = (int64_t)f; break;
+  case DYNQ_NEAREST_CEIL: i = (int64_t)ceilf(x); break;
+  case DYNQ_NEAREST_ROUND_PREFER_CEIL: i = x == f + 0.5f ? (int64_t)f + 1 : (int64_t)roundf(x); break;
+  default: i = x == f + 0.5f ? (int64_t)f : (int64_t)roundf(x); break;
+  }
+  return i < 0 ? 0 : i >= len ? len - 1 : i;
+}
+
+/* One axis's table; returns 1 when it is the identity. */
+static int axis_table(const dynq__opstate_t *st, int64_t len, int64_t olen, float scale,
+                      int64_t *i0, int64_t *i1, float *w) {
+  int ident = olen == len;
+  for (int64_t o = 0; o < olen; o++) {
+    float x = src_coord(st->resize.ctm, o, len, scale);
+    if (st->resize.mode == DYNQ_RESIZE_NEAREST) {
+      i0[o] = i1[o] = nearest_index(st->resize.nearest, x, len);
+      w[o] = 0.0f;
+    } else {
+      /* Outside the input the edge value holds (ONNX pads with edges). */
+      x = x < 0.0f ? 0.0f : x > (float)(len - 1) ? (float)(len - 1) : x;
+      int64_t a = (int64_t)x;
+      i0[o] = a;
+      i1[o] = a + 1 < len ? a + 1 : len - 1;
+      w[o] = x - (float)a;
+    }
+    ident &= i0[o] == o && w[o] == 0.0f;
+  }
+  return ident;
+}
+
+int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0], *sc = in[1], *sz = c->node->n_in > 2 ? in[2] : NULL;
+  const int r = x->rank;
+  const int linear = c->st->resize.mode == DYNQ_RESIZE_LINEAR;
+  if (linear && x->dtype != DYNQ_DT_F32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "linear mode needs float32 input, got %s",
+                         dynq__dtype_name(x->dtype));
+  float scale[DYNQ_MAX_RANK];
+  int64_t odims[DYNQ_MAX_RANK];
+  if (sc != NULL && dynq__tensor_numel(sc) > 0) {
+    if (sc->dtype != DYNQ_DT_F32 || sc->rank != 1 || sc->dims[0] != r)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "scales must be float32 [%d] for an input of rank %d",
+                           r, r);
+    for (int d = 0; d < r; d++) {
+      scale[d] = ((const float *)sc->data)[d];
+      double o = floor((double)x->dims[d] * (double)scale[d]);
+      if (!(scale[d] > 0.0f) || !isfinite(scale[d]) || o > (double)DYNQ_MAX_ELEMS)
+        return dynq__op_fail(c, DYNQ_ESHAPE, "scale %g on axis %d is not a positive finite "
+                             "value or gives too large an output", (double)scale[d], d);
+      odims[d] = (int64_t)o;
+    }
+  } else if (sz != NULL) {
+    int n = 0;
+    if ((rc = dynq__op_read_ints(c, sz, "sizes", odims, DYNQ_MAX_RANK, &n))) return rc;
+    if (n != r)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "sizes has %d values for an input of rank %d", n, r);
+    for (int d = 0; d < r; d++) {
+      if (odims[d] < 0 || odims[d] > DYNQ_MAX_ELEMS)
+        return dynq__op_fail(c, DYNQ_ESHAPE, "size %lld on axis %d out of range",
+                             (long long)odims[d], d);
+      scale[d] = x->dims[d] > 0 ? (float)odims[d] / (float)x->dims[d] : 1.0f;
+    }
+  } else {
+    return dynq__op_fail(c, DYNQ_EGRAPH, "neither scales nor sizes given");
+  }
+  if (dynq__shape_numel(r, odims) < 0) return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
+  for (int d = 0; d < r; d++)
+    if (x->dims[d] == 0 && odims[d] > 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "cannot resize empty axis %d to %lld", d,
+                           (long long)odims[d]);
+
+  size_t es = dynq__dtype_size(x->dtype);
+  int64_t cur_dims[DYNQ_MAX_RANK];
+  memcpy(cur_dims, x->dims, sizeof(cur_dims));
+  const char *cur = x->data;
+  dynq__tensor_t tmp[2];
+  memset(tmp, 0, sizeof(tmp));
+  int ti = 0, have = 0;
+  int64_t maxlen = 1;
+  for (int d = 0; d < r; d++) maxlen = odims[d] > maxlen ? odims[d] : maxlen;
+  int64_t *i0 = malloc((size_t)maxlen * sizeof(int64_t));
+  int64_t *i1 = malloc((size_t)maxlen * sizeof(int64_t));
+  float *w = malloc((size_t)maxlen * sizeof(float));
+  rc = 0;
+  if (i0 == NULL || i1 == NULL || w == NULL) {
+    rc = dynq__op_fail(c, -ENOMEM, "out of memory");
+    goto done;
+  }
+  for (int d = 0; d < r; d++) {
+    int64_t len = cur_dims[d], olen = odims[d];
+    if (olen > 0 && axis_table(c->st, len, olen, scale[d], i0, i1, w)) continue;
+    int64_t nd[DYNQ_MAX_RANK];
+    memcpy(nd, cur_dims, sizeof(nd));
+    nd[d] = olen;
+    dynq__tensor_clear(&tmp[ti]);
+    if ((rc = dynq__op_alloc(c, &tmp[ti], x->dtype, r, nd, 0))) goto done;
+    int64_t outer = 1, inner = 1;
+    for (int k = 0; k < d; k++) outer *= cur_dims[k];
+    for (int k = d + 1; k < r; k++) inner *= cur_dims[k];
+    char *dst = tmp[ti].data;
+    for (int64_t a = 0; a < outer && inner > 0; a++) {
+      const char *src = cur + (size_t)(a * len * inner) * es;
+      for (int64_t o = 0; o < olen; o++) {
+        char *drow = dst + (size_t)((a * olen + o) * inner) * es;
+        const char *r0 = src + (size_t)(i0[o] * inner) * es;
+        if (!linear || w[o] == 0.0f) {
+          memcpy(drow, r0, (size_t)inner * es);
+          continue;
+        }
+        const float *p = (const float *)r0, *q = (const float *)(src + (size_t)(i1[o] * inner) * es);
+        float *y = (float *)drow, b = w[o], a0 = 1.0f - b;
+        for (int64_t k = 0; k < inner; k++) y[k] = a0 * p[k] + b * q[k];
+      }
+    }
+    memcpy(cur_dims, nd, sizeof(cur_dims));
+    cur = tmp[ti].data;
+    have = 1;
+    ti ^= 1;
+  }
+  if (have) {
+    /* the last buffer written becomes the output */
+    *out = tmp[ti ^ 1];
+    memset(&tmp[ti ^ 1], 0, sizeof(tmp[0]));
+  } else {
+    rc = dynq__op_reshape_to(c, 0, x, r, odims, out);
+  }
+done:
+  dynq__tensor_clear(&tmp[0]);
+  dynq__tensor_clear(&tmp[1]);
+  free(i0);
+  free(i1);
+  free(w);
+  return rc;
+}

@@ -1,0 +1,185 @@
+/*
+ * Converters for Resize, ConvTranspose and Einsum, and their pass-1
+ * check: every attribute value the engine does not implement is refused
+ * here, naming the attribute and the value (the engine's own tables
+ * decide, lib/ops/resize.c and einsum.c, so the two cannot disagree).
+ *
+ * Resize keeps X, scales and sizes (ONNX's roi only matters for
+ * tf_crop_and_resize, which is refused).  ConvTranspose stores its
+ * per-axis attributes as Conv's ("strides0", ...).  Einsum keeps its
+ * equation string.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "import.h"
+
+static const char *attr_s(conv_t *c, const Onnx__NodeProto *n, const char *name) {
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, name);
+  if (a == NULL || !a->has_s) return NULL;
+  return dynq__imp_pool_printf(&c->b.pool, "%.*s", (int)a->s.len, (const char *)a->s.data);
+}
+
+/* The attributes each op accepts; anything else is refused by name. */
+static int attr_known(const char *op, const char *a) {
+  static const struct { const char *op, *attrs; } known[] = {
+    {"Resize", " mode coordinate_transformation_mode nearest_mode cubic_coeff_a "
+               "exclude_outside extrapolation_value antialias axes keep_aspect_ratio_policy "},
+    {"ConvTranspose", " auto_pad dilations group kernel_shape output_padding output_shape "
+                      "pads strides "},
+    {"Einsum", " equation "},
+  };
+  char key[80];
+  snprintf(key, sizeof key, " %s ", a);
+  for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+    if (strcmp(known[i].op, op) == 0) return strstr(known[i].attrs, key) != NULL;
+  return 0;
+}
+
+/* ConvTranspose's spatial rank: from kernel_shape, else the other
+ * per-axis attributes, else the weights' or the input's rank; 0 when
+ * unknown. */
+static size_t convt_rank(conv_t *c, const Onnx__NodeProto *n) {
+  static const char *const per_axis[] = {"kernel_shape", "strides", "dilations",
+                                         "output_padding"};
+  for (int k = 0; k < 4; k++) {
+    const Onnx__AttributeProto *a = dynq__imp_find_attr(n, per_axis[k]);
+    if (a != NULL && a->n_ints > 0) return a->n_ints;
+  }
+  const Onnx__AttributeProto *p = dynq__imp_find_attr(n, "pads");
+  if (p != NULL && p->n_ints > 0) return p->n_ints / 2;
+  /* the weights' or the input's rank, when known (a constant, or a
+   * graph input's declaration) */
+  for (int k = 1; k >= 0; k--) {
+    int32_t v = dynq__imp_value_of(c, n->input[k]);
+    if (v >= 0 && c->b.values[v].rank >= 3) return (size_t)(c->b.values[v].rank - 2);
+  }
+  return 0;
+}
+
+const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const char *t = n->op_type;
+  for (size_t i = 0; i < n->n_attribute; i++) {
+    const char *an = n->attribute[i]->name ? n->attribute[i]->name : "";
+    if (!attr_known(t, an)) return dynq__imp_pool_printf(pl, "attribute '%s' is not supported", an);
+  }
+  if (strcmp(t, "Resize") == 0) {
+    int m, ct, nm;
+    char why[256];
+    if (dynq__resize_codes(attr_s(c, n, "mode"), attr_s(c, n, "coordinate_transformation_mode"),
+                           attr_s(c, n, "nearest_mode"), &m, &ct, &nm, why, sizeof why) != 0)
+      return dynq__imp_pool_printf(pl, "%s", why);
+    int64_t aa = dynq__imp_attr_i(n, "antialias", 0);
+    if (aa != 0) return dynq__imp_pool_printf(pl, "antialias %" PRId64 " is not supported (only 0)", aa);
+    if (dynq__imp_find_attr(n, "axes") != NULL)
+      return "the axes attribute is not supported (give scales or sizes for every axis)";
+    const char *kp = attr_s(c, n, "keep_aspect_ratio_policy");
+    if (kp != NULL && strcmp(kp, "stretch") != 0)
+      return dynq__imp_pool_printf(pl, "keep_aspect_ratio_policy '%s' is not supported (only "
+                                   "stretch)", kp);
+    if (c->opset < 11 && n->n_input != 2) return "takes X and scales before opset 11";
+    int has_scales = c->opset < 11 || (n->n_input > 2 && n->input[2] && n->input[2][0]);
+    int has_sizes = c->opset >= 11 && n->n_input > 3 && n->input[3] && n->input[3][0];
+    if (!has_scales && !has_sizes) return "needs scales or sizes";
+  } else if (strcmp(t, "ConvTranspose") == 0) {
+    size_t sr = convt_rank(c, n);
+    if (sr == 0) return "cannot tell the number of spatial axes (give kernel_shape)";
+    if (sr > 2)
+      return dynq__imp_pool_printf(pl, "%zu spatial axes; 1-D and 2-D ConvTranspose are "
+                                   "supported", sr);
+    static const char *const per_axis[] = {"kernel_shape", "strides", "dilations",
+                                           "output_padding"};
+    for (int k = 0; k < 4; k++) {
+      const Onnx__AttributeProto *a = dynq__imp_find_attr(n, per_axis[k]);
+      if (a != NULL && a->n_ints != sr)
+        return dynq__imp_pool_printf(pl, "%s has %zu values for %zu spatial axes", per_axis[k],
+                                     a->n_ints, sr);
+    }
+    const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "pads");
+    if (a != NULL && a->n_ints != 2 * sr)
+      return dynq__imp_pool_printf(pl, "pads has %zu values for %zu spatial axes", a->n_ints, sr);
+    a = dynq__imp_find_attr(n, "output_shape");
+    if (a != NULL && a->n_ints != sr && a->n_ints != sr + 2)
+      return dynq__imp_pool_printf(pl, "output_shape has %zu values for %zu spatial axes",
+                                   a->n_ints, sr);
+    const char *ap = attr_s(c, n, "auto_pad");
+    if (ap != NULL && ap[0] && strcmp(ap, "NOTSET") && strcmp(ap, "SAME_UPPER") &&
+        strcmp(ap, "SAME_LOWER") && strcmp(ap, "VALID"))
+      return dynq__imp_pool_printf(pl, "auto_pad '%s' is not supported", ap);
+  } else if (strcmp(t, "Einsum") == 0) {
+    const char *eq = attr_s(c, n, "equation"), *why = NULL;
+    dynq__einsum_t e;
+    if (eq == NULL) return "the equation attribute is missing";
+    if (dynq__einsum_parse(eq, &e, &why) != 0)
+      return dynq__imp_pool_printf(pl, "equation '%s': %s", eq, why);
+    if ((size_t)e.nin != n->n_input)
+      return dynq__imp_pool_printf(pl, "equation '%s' has %d operands, the node %zu inputs", eq,
+                                   e.nin, n->n_input);
+  }
+  return NULL;
+}
+
+static int oom(void) {
+  dynq__imp_errorf("out of memory");
+  return -1;
+}
+
+int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  const char *t = n->op_type;
+  int op = dynq__op_from_name(t);
+  dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
+  if (bn == NULL) return oom();
+  if (op == DYNQ_OP_RESIZE) {
+    /* (X, scales) before opset 11, (X, roi, scales, sizes) after */
+    int first = c->opset < 11 ? 1 : 2;
+    dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[0]));
+    for (size_t i = (size_t)first; i < (size_t)first + 2; i++)
+      dynq__imp_node_in(bn, i < n->n_input ? dynq__imp_value_of(c, n->input[i]) : -1);
+    while (bn->n_in > 1 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
+    static const char *const sattr[] = {"mode", "coordinate_transformation_mode", "nearest_mode"};
+    for (int k = 0; k < 3; k++) {
+      const char *v = attr_s(c, n, sattr[k]);
+      /* Resize-10 has no transformation mode: it samples asymmetric,
+       * nearest rounding down (as ONNX Runtime runs it) */
+      if (v == NULL && c->opset < 11 && k > 0) v = k == 1 ? "asymmetric" : "floor";
+      if (v != NULL) dynq__imp_node_attr_s(bn, sattr[k], v);
+    }
+  } else if (op == DYNQ_OP_CONV_TRANSPOSE) {
+    for (size_t i = 0; i < n->n_input; i++)
+      dynq__imp_node_in(bn, n->input[i] && n->input[i][0] ? dynq__imp_value_of(c, n->input[i]) : -1);
+    while (bn->n_in > 2 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
+    size_t sr = convt_rank(c, n);
+    static const char *const an[][2] = {
+      {"kernel_shape0", "kernel_shape1"}, {"strides0", "strides1"},
+      {"dilations0", "dilations1"}, {"output_padding0", "output_padding1"},
+      {"pad_begin0", "pad_begin1"}, {"pad_end0", "pad_end1"},
+      {"output_shape0", "output_shape1"}};
+    static const char *const src[] = {"kernel_shape", "strides", "dilations", "output_padding"};
+    for (int k = 0; k < 4; k++) {
+      const Onnx__AttributeProto *a = dynq__imp_find_attr(n, src[k]);
+      for (size_t ax = 0; a != NULL && ax < sr; ax++) dynq__imp_node_attr_i(bn, an[k][ax], a->ints[ax]);
+    }
+    const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "pads");
+    for (size_t ax = 0; a != NULL && ax < sr; ax++) {
+      dynq__imp_node_attr_i(bn, an[4][ax], a->ints[ax]);
+      dynq__imp_node_attr_i(bn, an[5][ax], a->ints[sr + ax]);
+    }
+    if ((a = dynq__imp_find_attr(n, "output_shape")) != NULL) /* [N, C,] spatial... */
+      for (size_t ax = 0; ax < sr; ax++)
+        dynq__imp_node_attr_i(bn, an[6][ax], a->ints[a->n_ints - sr + ax]);
+    dynq__imp_node_attr_i(bn, "spatial", (int64_t)sr);
+    dynq__imp_node_attr_i(bn, "group", dynq__imp_attr_i(n, "group", 1));
+    const char *ap = attr_s(c, n, "auto_pad");
+    dynq__imp_node_attr_s(bn, "auto_pad", ap && ap[0] ? ap : "NOTSET");
+  } else {
+    for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
+    dynq__imp_node_attr_s(bn, "equation", attr_s(c, n, "equation"));
+  }
+  int32_t out = dynq__imp_claim_output(c, n->output[0], b->n_nodes - 1);
+  if (out < 0) return -1;
+  dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  return 0;
+}
