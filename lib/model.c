@@ -173,6 +173,7 @@ typedef struct qlayout {
 static const qlayout_t qlayouts[] = {
   {DYNQ_OP_QLINEAR, DYNQ_QKIND_LINEAR, {1, -1}, {5, -1}},
   {DYNQ_OP_QCONV, DYNQ_QKIND_CONV, {1, -1}, {5, -1}},
+  {DYNQ_OP_QCONV_TRANSPOSE, DYNQ_QKIND_CONV, {1, -1}, {5, -1}},
   {DYNQ_OP_QLSTM, DYNQ_QKIND_LSTM, {1, 4}, {12, 13}},
   {DYNQ_OP_QGRU, DYNQ_QKIND_GRU, {1, 4}, {10, 11}},
 };

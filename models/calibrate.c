@@ -382,7 +382,7 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
     for (int n = 0; n < g->n_nodes; n++) {
       int op = g->nodes[n].op;
       if ((op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QCONV || op == DYNQ_OP_QLSTM ||
-           op == DYNQ_OP_QGRU) && g->nodes[n].name != NULL &&
+           op == DYNQ_OP_QGRU || op == DYNQ_OP_QCONV_TRANSPOSE) && g->nodes[n].name != NULL &&
           strcmp(g->nodes[n].name, k.L[i].name) == 0)
         k.L[i].node = n;
     }

@@ -6,7 +6,8 @@
  *
  * Resize keeps X, scales and sizes (ONNX's roi only matters for
  * tf_crop_and_resize, which is refused).  ConvTranspose stores its
- * per-axis attributes as Conv's ("strides0", ...).  Einsum keeps its
+ * per-axis attributes as Conv's ("strides0", ...), and with constant
+ * weights (group 1) becomes QConvTranspose (lib/ops/convt.c).  Einsum keeps its
  * equation string.
  */
 #include <inttypes.h>
@@ -126,6 +127,57 @@ static int oom(void) {
   return -1;
 }
 
+typedef struct qconvt {
+  dynq__qlayer_t ql;
+  int64_t Mg, k[2];
+} qconvt_t;
+
+/* A ConvTranspose with constant float32 weights [C, Mg, k...], group 1,
+ * becomes QConvTranspose: W is the [K = C, N = Mg * kk] operand of the
+ * GEMM from input positions to taps, quantized per column.  1 when
+ * quantized (constants in *q), 0 when it stays FP32 (the layer report
+ * says why), -1 after an error. */
+static int plan_qconvt(conv_t *c, const Onnx__NodeProto *n, const char *nname, size_t sr,
+                       qconvt_t *q) {
+  const dynq__value_t *W = dynq__imp_const_of(c, n->input[1]);
+  const char *bname = n->n_input > 2 && n->input[2] && n->input[2][0] ? n->input[2] : NULL;
+  const dynq__value_t *B = bname ? dynq__imp_const_of(c, bname) : NULL;
+  dynq__layer_report_t *L = dynq__imp_add_layer(c, nname, "ConvTranspose");
+  if (L == NULL) return oom();
+  int64_t C = 0, Nn = 0;
+  if (W != NULL && W->rank == (int)sr + 2) {
+    C = W->dims[0], q->Mg = W->dims[1], Nn = q->Mg;
+    for (size_t a = 0; a < sr; a++) Nn *= (q->k[a] = W->dims[2 + a]);
+    L->k = C;
+    L->n = Nn;
+    L->fp32_bytes = sizeof(float) * (size_t)(C * Nn);
+  }
+  const char *why = NULL, *kept = dynq__imp_keep_fp32(c, nname);
+  if (c->opt.fp32) why = "--fp32";
+  else if (kept) why = kept;
+  else if (W == NULL) why = "weights are not a constant";
+  else if (W->dtype != DYNQ_DT_F32 || W->rank != (int)sr + 2) why = "weights are not float32 [C, M, kernel...]";
+  else if (dynq__imp_attr_i(n, "group", 1) != 1) why = "group > 1 runs in FP32";
+  else if (c->opt.per_tensor) why = "--per-tensor is not implemented for ConvTranspose";
+  else if (bname && (B == NULL || B->dtype != DYNQ_DT_F32 || B->rank != 1 || B->dims[0] != q->Mg))
+    why = "bias is not a constant float32 [M]";
+  else if (C > DYNQ_QGEMM_MAX_K) why = "more than 65536 input channels (int32 accumulator bound)";
+  else if (!c->opt.quantize_small && (C < 16 || Nn < 8))
+    why = "too small for INT8 to pay (< 16 input channels or < 8 outputs per position)";
+  else why = dynq__imp_front_reader(c, n->input[0]);
+  if (why != NULL) {
+    L->why = why;
+    L->stored_bytes = L->fp32_bytes;
+    return 0;
+  }
+  if (dynq__imp_quantize_weights(c, nname, W->data, C, Nn, 0, 1.0f, &q->ql) != 0) return -1;
+  L->quantized = 1;
+  L->why = "each input position quantized on its own, INT8 GEMM to the taps, col2im in float";
+  L->stored_bytes = q->ql.packed_bytes + (size_t)Nn * (sizeof(float) + sizeof(int32_t));
+  if (!c->opt.no_reference) L->ref_bytes = L->fp32_bytes;
+  return 1;
+}
+
 int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   dynq__builder_t *b = &c->b;
   const char *t = n->op_type;
@@ -148,17 +200,36 @@ int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
       if (v != NULL) dynq__imp_node_attr_s(bn, sattr[k], v);
     }
   } else if (op == DYNQ_OP_CONV_TRANSPOSE) {
-    for (size_t i = 0; i < n->n_input; i++)
-      dynq__imp_node_in(bn, n->input[i] && n->input[i][0] ? dynq__imp_value_of(c, n->input[i]) : -1);
-    while (bn->n_in > 2 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
     size_t sr = convt_rank(c, n);
+    qconvt_t q;
+    int qr = plan_qconvt(c, n, nname, sr, &q);
+    if (qr < 0) return -1;
+    bn = &b->nodes[b->n_nodes - 1]; /* constants were added: the array may have moved */
+    if (qr == 0) {
+      for (size_t i = 0; i < n->n_input; i++)
+        dynq__imp_node_in(bn, n->input[i] && n->input[i][0] ? dynq__imp_value_of(c, n->input[i]) : -1);
+      while (bn->n_in > 2 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
+    } else {
+      const char *bname = n->n_input > 2 && n->input[2] && n->input[2][0] ? n->input[2] : NULL;
+      bn->op = DYNQ_OP_QCONV_TRANSPOSE;
+      dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[0]));
+      dynq__imp_node_in(bn, q.ql.wq);
+      dynq__imp_node_in(bn, q.ql.colsum);
+      dynq__imp_node_in(bn, q.ql.wscale);
+      dynq__imp_node_in(bn, bname ? dynq__imp_value_of(c, bname) : -1);
+      dynq__imp_node_in(bn, c->opt.no_reference ? -1 : dynq__imp_value_of(c, n->input[1]));
+      while (bn->n_in > 4 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
+      dynq__imp_node_attr_i(bn, "out_channels", q.Mg);
+      for (size_t ax = 0; ax < sr; ax++)
+        dynq__imp_node_attr_i(bn, ax ? "kernel_shape1" : "kernel_shape0", q.k[ax]);
+    }
     static const char *const an[][2] = {
       {"kernel_shape0", "kernel_shape1"}, {"strides0", "strides1"},
       {"dilations0", "dilations1"}, {"output_padding0", "output_padding1"},
       {"pad_begin0", "pad_begin1"}, {"pad_end0", "pad_end1"},
       {"output_shape0", "output_shape1"}};
     static const char *const src[] = {"kernel_shape", "strides", "dilations", "output_padding"};
-    for (int k = 0; k < 4; k++) {
+    for (int k = qr; k < 4; k++) { /* QConvTranspose: its kernel_shape is set above */
       const Onnx__AttributeProto *a = dynq__imp_find_attr(n, src[k]);
       for (size_t ax = 0; a != NULL && ax < sr; ax++) dynq__imp_node_attr_i(bn, an[k][ax], a->ints[ax]);
     }

@@ -59,6 +59,7 @@ static const struct {
     {"LSTM", 4, {1, 2, 3, 7}},   /* W, R, B, P */
     {"GRU", 3, {1, 2, 3}},       /* W, R, B */
     {"Conv", 2, {1, 2}},         /* W, B */
+    {"ConvTranspose", 2, {1, 2}}, /* W, B */
     {NULL, 0, {0}},
 };
 
@@ -304,7 +305,7 @@ static double int8_bound(int64_t numel) {
 
 static int is_quantized_op(int op) {
   return op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QLSTM || op == DYNQ_OP_QGRU ||
-         op == DYNQ_OP_QCONV;
+         op == DYNQ_OP_QCONV || op == DYNQ_OP_QCONV_TRANSPOSE;
 }
 
 /* The summary's "stays FP32: why" for a layer dynq-quantize kept FP32. */

@@ -9,7 +9,8 @@
  * to every kernel tap, col [Mg * kk, H * W] = Wg^T x Xg, and col2im adds
  * the taps into their output positions (overlapping windows accumulate,
  * which a scatter of a strided kernel needs).  A 1-D op runs as 2-D with
- * a unit height.
+ * a unit height.  With constant weights (group 1) the importer makes it
+ * QConvTranspose: the same scatter after an INT8 GEMM (below).
  */
 #include "ops.h"
 
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/kernels.h"
 
 static void convt_attrs(const dynq__node_t *n, dynq__convt_attrs_t *a) {
   static const char *const names[][2] = {
@@ -107,6 +109,105 @@ static int axis_geom(dynq__op_ctx_t *c, int ax, int64_t in, int64_t k, int64_t *
   return 0;
 }
 
+/* Shapes of one run (a 1-D op has ih = kh = oh = 1). */
+typedef struct geom {
+  int sr;
+  int64_t N, C, G, Cg, Mg, M;
+  int64_t ih, iw, kh, kw, oh, ow, sh, sw, dh, dw, ph, pw;
+} geom_t;
+
+/* From X, the weight shape [C, Mg, (kh,) kw] and the attributes; the
+ * output allocated. */
+static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int64_t wc, int64_t Mg,
+                    const int64_t *k, const dynq__tensor_t *bt, geom_t *g, dynq__tensor_t *out) {
+  const dynq__convt_attrs_t *a = &c->st->convt;
+  int rc;
+  char s1[96];
+  memset(g, 0, sizeof(*g));
+  g->sr = a->spatial;
+  if (x->rank != g->sr + 2)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input %s must have rank %d",
+                         dynq__shape_str(s1, sizeof s1, x->rank, x->dims), g->sr + 2);
+  g->N = x->dims[0], g->C = x->dims[1], g->G = a->group;
+  if (wc != g->C || g->C % g->G != 0)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input %s has %lld channels; the weights need %lld "
+                         "(divisible by group %lld)",
+                         dynq__shape_str(s1, sizeof s1, x->rank, x->dims), (long long)g->C,
+                         (long long)wc, (long long)g->G);
+  g->Mg = Mg, g->M = Mg * g->G, g->Cg = g->C / g->G;
+  g->ih = g->kh = g->oh = 1;
+  g->sh = g->dh = 1;
+  const int yx = g->sr - 1; /* the attribute axis of width */
+  if (g->sr == 2) {
+    g->ih = x->dims[2], g->kh = k[0], g->sh = a->strides[0], g->dh = a->dilations[0];
+    if ((rc = axis_geom(c, 0, g->ih, g->kh, &g->oh, &g->ph))) return rc;
+  }
+  g->iw = x->dims[1 + g->sr], g->kw = k[yx], g->sw = a->strides[yx], g->dw = a->dilations[yx];
+  if ((rc = axis_geom(c, yx, g->iw, g->kw, &g->ow, &g->pw))) return rc;
+  if (bt != NULL && (bt->dtype != DYNQ_DT_F32 || dynq__tensor_numel(bt) != g->M))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "bias must be float32 with %lld values", (long long)g->M);
+  const int64_t hw = g->ih * g->iw;
+  if (g->Mg * g->kh * g->kw > DYNQ_MAX_ELEMS / (hw > 0 ? hw : 1))
+    return dynq__op_fail(c, DYNQ_ELIMIT, "intermediate too large");
+  int64_t od[4] = {g->N, g->M, g->oh, g->ow};
+  if (g->sr == 1) od[2] = g->ow;
+  return dynq__op_alloc(c, out, DYNQ_DT_F32, g->sr + 2, od, 0);
+}
+
+/* One image and group: yg (Mg output planes) = bias, plus every tap's
+ * contribution.  Tap (m, ky, kx) of input position p = (iy, ix) is
+ * col[((m * kh + ky) * kw + kx) * rs + p * ps] and lands on output
+ * (iy*sh - ph + ky*dh, ix*sw - pw + kx*dw). */
+static void col2im(const geom_t *g, const float *col, int64_t rs, int64_t ps, const float *bias,
+                   float *yg) {
+  const int64_t OHW = g->oh * g->ow;
+  for (int64_t m = 0; m < g->Mg; m++) {
+    float b0 = bias ? bias[m] : 0.0f;
+    for (int64_t i = 0; i < OHW; i++) yg[m * OHW + i] = b0;
+  }
+  if (g->ih * g->iw == 0) return;
+  for (int64_t m = 0; m < g->Mg; m++)
+    for (int64_t ky = 0; ky < g->kh; ky++)
+      for (int64_t kx = 0; kx < g->kw; kx++) {
+        const float *cr = col + (size_t)(((m * g->kh + ky) * g->kw + kx) * rs);
+        float *ym = yg + (size_t)(m * OHW);
+        /* the ix whose ox falls inside [0, ow) */
+        int64_t off = kx * g->dw - g->pw, x0 = 0, x1 = g->iw;
+        if (off < 0) x0 = (-off + g->sw - 1) / g->sw;
+        if (g->ow - 1 - off < 0) x1 = 0;
+        else if ((g->ow - 1 - off) / g->sw + 1 < x1) x1 = (g->ow - 1 - off) / g->sw + 1;
+        for (int64_t iy = 0; iy < g->ih; iy++) {
+          int64_t oy = iy * g->sh - g->ph + ky * g->dh;
+          if (oy < 0 || oy >= g->oh) continue;
+          float *yr = ym + (size_t)(oy * g->ow) + off;
+          const float *crow = cr + (size_t)(iy * g->iw * ps);
+          if (ps == 1)
+            for (int64_t ix = x0; ix < x1; ix++) yr[ix * g->sw] += crow[ix];
+          else
+            for (int64_t ix = x0; ix < x1; ix++) yr[ix * g->sw] += crow[ix * ps];
+        }
+      }
+}
+
+/* FP32 body of both ops; W is [C, Mg, kh, kw]. */
+static int convt_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const float *W,
+                     const float *B, float *Y) {
+  const int64_t kk = g->kh * g->kw, HW = g->ih * g->iw, OHW = g->oh * g->ow;
+  float *col = malloc((size_t)(g->Mg * kk * (HW ? HW : 1)) * sizeof(float));
+  if (col == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
+  for (int64_t n = 0; n < g->N; n++)
+    for (int64_t gi = 0; gi < g->G; gi++) {
+      if (HW > 0 && g->Cg > 0)
+        dynq__sgemm(1, 0, g->Mg * kk, HW, g->Cg, 1.0f, W + (size_t)(gi * g->Cg * g->Mg * kk),
+                    g->Mg * kk, X + (size_t)((n * g->C + gi * g->Cg) * HW), HW, 0.0f, col, HW);
+      else
+        memset(col, 0, (size_t)(g->Mg * kk * (HW ? HW : 1)) * sizeof(float));
+      col2im(g, col, HW, 1, B ? B + gi * g->Mg : NULL, Y + (size_t)((n * g->M + gi * g->Mg) * OHW));
+    }
+  free(col);
+  return 0;
+}
+
 int dynq__run_convt(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   int rc;
   const dynq__convt_attrs_t *a = &c->st->convt;
@@ -114,82 +215,141 @@ int dynq__run_convt(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
       (rc = dynq__op_need_f32(c, in[0], 0)) || (rc = dynq__op_need_f32(c, in[1], 1)))
     return rc;
   const dynq__tensor_t *x = in[0], *wt = in[1], *bt = c->node->n_in > 2 ? in[2] : NULL;
-  const int sr = a->spatial;
-  char s1[96], s2[96];
-  if (x->rank != sr + 2 || wt->rank != sr + 2)
-    return dynq__op_fail(c, DYNQ_ESHAPE, "input %s and weights %s must have rank %d",
-                         dynq__shape_str(s1, sizeof s1, x->rank, x->dims),
-                         dynq__shape_str(s2, sizeof s2, wt->rank, wt->dims), sr + 2);
-  const int64_t N = x->dims[0], C = x->dims[1], G = a->group;
-  if (wt->dims[0] != C || C % G != 0)
-    return dynq__op_fail(c, DYNQ_ESHAPE, "input %s has %lld channels; weights %s need %lld "
-                         "(divisible by group %lld)",
-                         dynq__shape_str(s1, sizeof s1, x->rank, x->dims), (long long)C,
-                         dynq__shape_str(s2, sizeof s2, wt->rank, wt->dims),
-                         (long long)wt->dims[0], (long long)G);
-  const int64_t Mg = wt->dims[1], M = Mg * G, Cg = C / G;
-  int64_t ih = 1, iw, kh = 1, kw, oh = 1, ow, ph = 0, pw = 0;
-  int64_t sh = a->strides[0], dh = a->dilations[0], sw, dw;
-  if (sr == 2) {
-    ih = x->dims[2], iw = x->dims[3], kh = wt->dims[2], kw = wt->dims[3];
-    sw = a->strides[1], dw = a->dilations[1];
-  } else {
-    iw = x->dims[2], kw = wt->dims[2], sw = sh, dw = dh, sh = dh = 1;
-  }
-  for (int ax = 0; ax < sr; ax++)
+  char s2[96];
+  if (wt->rank != a->spatial + 2)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "weights %s must have rank %d",
+                         dynq__shape_str(s2, sizeof s2, wt->rank, wt->dims), a->spatial + 2);
+  for (int ax = 0; ax < a->spatial; ax++)
     if (a->kernel[ax] != 0 && a->kernel[ax] != wt->dims[2 + ax])
       return dynq__op_fail(c, DYNQ_ESHAPE, "kernel_shape %lld on axis %d does not match the "
                            "weights %s", (long long)a->kernel[ax], ax,
                            dynq__shape_str(s2, sizeof s2, wt->rank, wt->dims));
-  if (sr == 2) {
-    if ((rc = axis_geom(c, 0, ih, kh, &oh, &ph)) || (rc = axis_geom(c, 1, iw, kw, &ow, &pw)))
-      return rc;
-  } else if ((rc = axis_geom(c, 0, iw, kw, &ow, &pw))) {
+  geom_t g;
+  if ((rc = geometry(c, x, wt->dims[0], wt->dims[1], wt->dims + 2, bt, &g, out))) return rc;
+  if ((rc = convt_f32(c, &g, x->data, wt->data, bt ? bt->data : NULL, out->data)))
+    dynq__tensor_clear(out);
+  return rc;
+}
+
+/*
+ * QConvTranspose (the importer's form of a ConvTranspose with constant
+ * weights, group 1), inputs by position:
+ *   0 X      float32 [N, C, (H,) W]
+ *   1 Wq     int8, W as the [K = C, N = Mg * kk] GEMM operand, packed
+ *   2 colsum int32 [Mg * kk]
+ *   3 wscale float32 [Mg * kk]  one scale per (output channel, tap)
+ *   4 bias   float32 [Mg]  optional (-1)
+ *   5 Wref   float32 [C, Mg, (kh,) kw]  optional (-1): the FP32 path
+ * attributes: ConvTranspose's, "kernel_shape<a>" and "out_channels" (Mg)
+ * required.  Each input position's channel vector is a GEMM row,
+ * quantized on its own (the per-row rule); the INT8 GEMM gives its taps
+ * [HW, Mg * kk], col2im adds them up in float.
+ */
+int dynq__check_qconvt(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  int rc = dynq__check_convt(g, n, err, errlen);
+  if (rc) return rc;
+  dynq__convt_attrs_t a;
+  convt_attrs(n, &a);
+  const int64_t Mg = dynq__node_attr_i(n, "out_channels", 0);
+  DYNQ_OP_CHECK(a.group == 1, "group must be 1");
+  DYNQ_OP_CHECK(Mg >= 1 && Mg <= (1 << 24), "out_channels %lld outside [1, 2^24]", (long long)Mg);
+  int64_t kk = 1;
+  for (int ax = 0; ax < a.spatial; ax++) {
+    DYNQ_OP_CHECK(a.kernel[ax] >= 1, "kernel_shape%d is required", ax);
+    kk *= a.kernel[ax];
+  }
+  const int64_t Nn = Mg * kk;
+  const dynq__value_t *v[6] = {NULL};
+  for (int i = 1; i < 6 && i < n->n_in; i++)
+    if (n->in[i] >= 0 && g->values[n->in[i]].data) v[i] = &g->values[n->in[i]];
+  DYNQ_OP_CHECK(v[2] && v[2]->dtype == DYNQ_DT_I32 && v[2]->rank == 1 && v[2]->dims[0] == Nn,
+                "column sums must be a constant int32 [%lld]", (long long)Nn);
+  DYNQ_OP_CHECK(v[3] && v[3]->dtype == DYNQ_DT_F32 && v[3]->rank == 1 && v[3]->dims[0] == Nn,
+                "weight scales must be a constant float32 [%lld]", (long long)Nn);
+  DYNQ_OP_CHECK(v[1] && v[1]->dtype == DYNQ_DT_I8 && v[1]->rank == 1 &&
+                    v[1]->dims[0] % dynq__round_up(Nn, DYNQ_QGEMM_NR) == 0,
+                "packed weights must be a constant int8 [round_up(%lld, 16) * round_up(C, 4)]",
+                (long long)Nn);
+  const int64_t kp = v[1]->dims[0] / dynq__round_up(Nn, DYNQ_QGEMM_NR);
+  DYNQ_OP_CHECK(kp % DYNQ_QGEMM_KG == 0 && kp >= DYNQ_QGEMM_KG && kp <= DYNQ_QGEMM_MAX_K,
+                "packed weights have an impossible depth %lld", (long long)kp);
+  if (n->n_in > 4 && n->in[4] >= 0)
+    DYNQ_OP_CHECK(v[4] && v[4]->dtype == DYNQ_DT_F32 && v[4]->rank == 1 && v[4]->dims[0] == Mg,
+                  "bias must be a constant float32 [%lld]", (long long)Mg);
+  if (n->n_in > 5 && n->in[5] >= 0) {
+    int ok = v[5] && v[5]->dtype == DYNQ_DT_F32 && v[5]->rank == a.spatial + 2 &&
+             v[5]->dims[1] == Mg && dynq__round_up(v[5]->dims[0], DYNQ_QGEMM_KG) == kp;
+    for (int ax = 0; ok && ax < a.spatial; ax++) ok = v[5]->dims[2 + ax] == a.kernel[ax];
+    DYNQ_OP_CHECK(ok, "reference weights must be a constant float32 [C, %lld, kernel...]",
+                  (long long)Mg);
+  }
+  return 0;
+}
+
+int dynq__run_qconvt(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_f32(c, in[0], 0))) return rc;
+  const dynq__convt_attrs_t *a = &c->st->convt;
+  const dynq__tensor_t *x = in[0], *bt = c->node->n_in > 4 ? in[4] : NULL,
+                       *wref = c->node->n_in > 5 ? in[5] : NULL;
+  const int64_t Mg = dynq__node_attr_i(c->node, "out_channels", 0);
+  const int64_t k[2] = {a->kernel[0], a->kernel[1]}, kk = a->spatial == 2 ? k[0] * k[1] : k[0];
+  const int64_t Nn = Mg * kk, kp = in[1]->dims[0] / dynq__round_up(Nn, DYNQ_QGEMM_NR);
+  /* the load-time check tied kp to C: round_up(C, 4) */
+  if (x->rank >= 2 && dynq__round_up(x->dims[1], DYNQ_QGEMM_KG) != kp)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input has %lld channels; the weights were packed for "
+                         "%lld (rounded up to 4)", (long long)x->dims[1], (long long)kp);
+  geom_t g;
+  if ((rc = geometry(c, x, x->rank >= 2 ? x->dims[1] : -1, Mg, k, bt, &g, out))) return rc;
+  const float *B = bt ? bt->data : NULL;
+  if (c->precision == DYNQ_PRECISION_FP32) {
+    if (wref == NULL) {
+      dynq__tensor_clear(out);
+      return dynq__op_fail(c, DYNQ_ENOREF, "model has no FP32 reference weights (quantized with --no-reference)");
+    }
+    if ((rc = convt_f32(c, &g, x->data, wref->data, B, out->data))) dynq__tensor_clear(out);
     return rc;
   }
-  if (bt != NULL && (bt->dtype != DYNQ_DT_F32 || dynq__tensor_numel(bt) != M))
-    return dynq__op_fail(c, DYNQ_ESHAPE, "bias must be float32 with %lld values", (long long)M);
-  int64_t od[4] = {N, M, oh, ow};
-  if (sr == 1) od[2] = ow;
-  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, sr + 2, od, 0))) return rc;
-  const int64_t kk = kh * kw, HW = ih * iw, OHW = oh * ow;
-  if (Mg * kk > DYNQ_MAX_ELEMS / (HW ? HW : 1))
-    return dynq__op_fail(c, DYNQ_ELIMIT, "intermediate too large");
-  float *col = malloc((size_t)(Mg * kk * (HW ? HW : 1)) * sizeof(float));
-  if (col == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
-  const float *X = x->data, *W = wt->data, *B = bt ? bt->data : NULL;
-  float *Y = out->data;
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t g = 0; g < G; g++) {
-      float *yg = Y + (size_t)((n * M + g * Mg) * OHW);
-      for (int64_t m = 0; m < Mg; m++) {
-        float b0 = B ? B[g * Mg + m] : 0.0f;
-        for (int64_t i = 0; i < OHW; i++) yg[m * OHW + i] = b0;
-      }
-      if (HW == 0 || Cg == 0) continue;
-      dynq__sgemm(1, 0, Mg * kk, HW, Cg, 1.0f, W + (size_t)(g * Cg * Mg * kk), Mg * kk,
-                  X + (size_t)((n * C + g * Cg) * HW), HW, 0.0f, col, HW);
-      /* col2im: tap (m, ky, kx) of input (iy, ix) lands on
-       * (iy*sh - ph + ky*dh, ix*sw - pw + kx*dw) */
-      for (int64_t m = 0; m < Mg; m++)
-        for (int64_t ky = 0; ky < kh; ky++)
-          for (int64_t kx = 0; kx < kw; kx++) {
-            const float *cr = col + (size_t)(((m * kh + ky) * kw + kx) * HW);
-            float *ym = yg + (size_t)(m * OHW);
-            /* ix range whose ox falls inside [0, ow) */
-            int64_t off = kx * dw - pw, x0 = 0, x1 = iw;
-            if (off < 0) x0 = (-off + sw - 1) / sw;
-            if (ow - 1 - off < 0) x1 = 0;
-            else if ((ow - 1 - off) / sw + 1 < x1) x1 = (ow - 1 - off) / sw + 1;
-            for (int64_t iy = 0; iy < ih; iy++) {
-              int64_t oy = iy * sh - ph + ky * dh;
-              if (oy < 0 || oy >= oh) continue;
-              float *yr = ym + (size_t)(oy * ow);
-              const float *crow = cr + (size_t)(iy * iw);
-              for (int64_t ix = x0; ix < x1; ix++) yr[ix * sw + off] += crow[ix];
-            }
-          }
+  const int64_t HW = g.ih * g.iw, C = g.C, OHW = g.oh * g.ow;
+  float *xt = malloc(sizeof(float) * (size_t)(HW * C + 1));
+  uint8_t *A = dynq__aligned_alloc((size_t)(HW * kp) + 64);
+  float *as = malloc(sizeof(float) * (size_t)(HW + 1));
+  int32_t *az = malloc(sizeof(int32_t) * (size_t)(HW + 1));
+  float *col = malloc(sizeof(float) * (size_t)(HW * Nn + 1));
+  if (!xt || !A || !as || !az || !col) {
+    rc = dynq__op_fail(c, -ENOMEM, "out of memory");
+    dynq__tensor_clear(out);
+    goto done;
+  }
+  for (int64_t n = 0; n < g.N; n++) {
+    float *yn = (float *)out->data + (size_t)(n * g.M * OHW);
+    if (HW == 0) {
+      col2im(&g, col, 1, Nn, B, yn);
+      continue;
     }
+    /* the image's positions as rows of C channels */
+    const float *xn = (const float *)x->data + (size_t)(n * C * HW);
+    for (int64_t ch = 0; ch < C; ch++)
+      for (int64_t p = 0; p < HW; p++) xt[p * C + ch] = xn[ch * HW + p];
+    dynq__quantize_rows(c->kernel, HW, C, xt, (size_t)C, A, (size_t)kp, 0, as, az);
+    dynq__op_note_quant(c, 0, 0, 0, as, HW);
+    dynq__op_note_quant(c, HW, C, Nn, NULL, 0);
+    dynq__qgemm_args_t q = {
+      .M = HW, .N = Nn, .K = C,
+      .A = A, .lda = (size_t)kp,
+      .B = in[1]->data, .colsum = in[2]->data, .w_scale = in[3]->data,
+      .a_scale = as, .a_zp = az, .bias = NULL, .act = DYNQ_ACT_NONE,
+      .C = col, .ldc = (size_t)Nn, .n0 = 0, .n1 = Nn,
+    };
+    c->kernel->qgemm(&q);
+    col2im(&g, col, 1, Nn, B, yn);
+  }
+  rc = 0;
+done:
+  free(xt);
+  dynq__aligned_free(A);
+  free(as);
+  free(az);
   free(col);
-  return 0;
+  return rc;
 }

@@ -110,6 +110,8 @@
   X(REDUCE_MAX, 68, "ReduceMax", 1, 0, 1, 2, 1, 1, none, reduce, reduce_minmax)            \
   X(REDUCE_MIN, 69, "ReduceMin", 1, 0, 1, 2, 1, 1, none, reduce, reduce_minmax)            \
   X(CUMSUM, 70, "CumSum", 11, 0, 2, 2, 1, 1, none, cumsum, cumsum)                         \
+  /* convt.c: ConvTranspose with int8 weights (import-time form) */                       \
+  X(QCONV_TRANSPOSE, 71, "QConvTranspose", 0, 0, 4, 6, 1, 1, qconvt, convt, qconvt)        \
   /* attention, import-time forms (models/fuse.c): codes 96..99 */                        \
   /* matmul.c: MatMul with its operands' and result's Transposes folded in */             \
   X(STRIDED_MATMUL, 96, "StridedMatMul", 0, 0, 2, 5, 1, 1, none, smatmul, smatmul)         \
