@@ -5,7 +5,9 @@
  * compared with its reference outputs.  Tests of a layer with weights
  * (MatMul, Gemm, LSTM, GRU, Conv) run a second time on the INT8 path:
  * the weight inputs bound as initializers with --const, compared by relL2
- * against the bound stated at INT8_BOUND.  One line per case: PASS, FAIL
+ * against the bound stated at INT8_BOUND.  The tests Debian ships in
+ * float64 only (Einsum, CumSum) run from float32 copies in
+ * tests/fixtures/node32 (make_node32.py).  One line per case: PASS, FAIL
  * (why) or SKIP (why), and "INT8 PASS|FAIL|SKIP" for the INT8 run; any
  * FAIL fails the suite.
  *
@@ -88,6 +90,7 @@ static const struct {
     {"test_resize_upsample_scales_cubic_asymmetric", "Resize mode cubic is not supported"},
     {"test_resize_upsample_sizes_cubic", "Resize mode cubic is not supported"},
     {"test_resize_tf_crop_and_resize", "Resize tf_crop_and_resize is not supported"},
+    {"test_einsum_batch_diagonal", "Einsum with an ellipsis and a diagonal is not supported"},
     {NULL, NULL},
 };
 
@@ -494,32 +497,50 @@ static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The test directories under root, appended to paths[] as "root/name". */
+static void list_cases(const char *root, char ***paths, size_t *n, size_t *cap) {
+  DIR *d = opendir(root);
+  if (d == NULL) return;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    if (strncmp(e->d_name, "test_", 5) != 0) continue;
+    if (*n == *cap) {
+      *cap = *cap ? *cap * 2 : 256;
+      *paths = realloc(*paths, *cap * sizeof(**paths));
+      ck_assert_ptr_nonnull(*paths);
+    }
+    size_t l = strlen(root) + strlen(e->d_name) + 2;
+    char *p = malloc(l);
+    ck_assert_ptr_nonnull(p);
+    snprintf(p, l, "%s/%s", root, e->d_name);
+    (*paths)[(*n)++] = p;
+  }
+  closedir(d);
+}
+
 START_TEST(test_node_conformance) {
   DIR *d = opendir(NODE_DIR);
   if (d == NULL) {
     printf("SKIP all: %s not found (install libonnx-testdata)\n", NODE_DIR);
     return;
   }
-  char **names = NULL;
-  size_t n = 0, cap = 0;
-  for (struct dirent *e; (e = readdir(d)) != NULL;) {
-    if (strncmp(e->d_name, "test_", 5) != 0) continue;
-    if (n == cap) {
-      cap = cap ? cap * 2 : 256;
-      names = realloc(names, cap * sizeof(*names));
-      ck_assert_ptr_nonnull(names);
-    }
-    names[n++] = strdup(e->d_name);
-  }
   closedir(d);
-  qsort(names, n, sizeof(*names), cmp_str);
+  /* Debian's node tests, then float32 copies of those it ships in float64
+   * only (tests/fixtures/make_node32.py) */
+  char **paths = NULL, **names;
+  size_t n = 0, cap = 0;
+  list_cases(NODE_DIR, &paths, &n, &cap);
+  list_cases(tu_src("tests/fixtures/node32"), &paths, &n, &cap);
+  qsort(paths, n, sizeof(*paths), cmp_str);
+  names = malloc((n + 1) * sizeof(*names));
+  ck_assert_ptr_nonnull(names);
+  for (size_t i = 0; i < n; i++) names[i] = strrchr(paths[i], '/') + 1;
   char *tmp = tu_mkdtemp();
   ck_assert_ptr_nonnull(tmp);
   int npass = 0, nfail = 0, nskip = 0, qpass = 0, qfail = 0, qskip = 0;
   char failed[4096] = "";
   for (size_t i = 0; i < n; i++) {
     char dir[512];
-    snprintf(dir, sizeof(dir), "%s/%s", NODE_DIR, names[i]);
+    snprintf(dir, sizeof(dir), "%s", paths[i]);
     model_info_t mi;
     if (read_info(dir, &mi) != 0 || !mi.all_covered) continue;
     char why[1024] = "";
@@ -573,7 +594,8 @@ START_TEST(test_node_conformance) {
   fflush(stdout);
   tu_rmtree(tmp);
   free(tmp);
-  for (size_t i = 0; i < n; i++) free(names[i]);
+  for (size_t i = 0; i < n; i++) free(paths[i]);
+  free(paths);
   free(names);
   ck_assert_msg(npass > 0, "no conformance case ran");
   ck_assert_msg(nfail == 0 && qfail == 0, "%d FP32 and %d INT8 conformance cases failed:%s",
