@@ -20,6 +20,7 @@
 #include "dynq-config.h"
 #include "dynq/errors.h"
 #include "import.h"
+#include "utf8.h"
 #include "validate.h"
 #include "kernels/kernels.h"
 
@@ -605,6 +606,30 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
 }
 
 
+/* The .dynq format keeps names as UTF-8 (they reach clients as msgpack
+ * str); ONNX says its strings are UTF-8 but nothing enforced it, and a
+ * file the engine then refused was written (found by fuzz-onnx). */
+static int check_utf8(const dynq__graph_t *g) {
+  const char *bad = NULL, *what = NULL;
+  for (int i = 0; i < g->n_values && bad == NULL; i++)
+    if (!dynq__utf8_valid(g->values[i].name, strlen(g->values[i].name)))
+      bad = g->values[i].name, what = "value";
+  for (int i = 0; i < g->n_nodes && bad == NULL; i++) {
+    const dynq__node_t *n = &g->nodes[i];
+    if (n->name && !dynq__utf8_valid(n->name, strlen(n->name))) bad = n->name, what = "node";
+    for (int a = 0; a < n->n_attr && bad == NULL; a++)
+      if (n->attr[a].type == DYNQ_ATTR_STRING && n->attr[a].s &&
+          !dynq__utf8_valid(n->attr[a].s, strlen(n->attr[a].s)))
+        bad = n->attr[a].s, what = "attribute string";
+  }
+  if (bad == NULL && g->producer && !dynq__utf8_valid(g->producer, strlen(g->producer)))
+    bad = g->producer, what = "input file name";
+  if (bad == NULL) return 0;
+  dynq__imp_errorf("%s name '%s' is not valid UTF-8 (the .dynq format stores names as UTF-8)",
+                   what, bad);
+  return -1;
+}
+
 /* The whole conversion of an ONNX image buf[0, len) (named `in` in
  * messages and the producer string) to a .dynq at `out`: 0 written, 1
  * failed (message printed, nothing written).  Separate from the file
@@ -822,6 +847,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
     dg.n_state = opt->n_state;
     dg.state = pairs;
   }
+  if (check_utf8(&dg) != 0) goto done;
   char err[512] = "";
   int r = dynq__graph_validate(&dg, err, sizeof(err));
   if (r != 0) {

@@ -797,6 +797,14 @@ START_TEST(test_fuzz_regressions) {
                              NULL};
   expect_fail(gemm, NULL, 1, want_gemm);
   free(gemm);
+
+  /* fuzz-onnx: rules_opset9.onnx with a byte of node 'rsum' mutated into
+   * invalid UTF-8: the importer wrote a .dynq whose strings section the
+   * engine refuses.  Names are checked before writing now. */
+  char *utf = strdup(tu_src("tests/fuzz/regress/onnx-invalid-utf8-name.onnx"));
+  const char *want_utf[] = {"value name 'rsu", "is not valid UTF-8", NULL};
+  expect_fail(utf, NULL, 1, want_utf);
+  free(utf);
 }
 END_TEST
 
