@@ -269,8 +269,9 @@ const char *dynq__imp_keep_fp32(conv_t *c, const char *nname) {
   return why;
 }
 
-static const char *const quantizable[] = {"MatMul", "Gemm", "Conv", "LSTM", "GRU", "Gather"};
-const char dynq__imp_quantizable_list[] = "MatMul, Gemm, Conv, LSTM, GRU, Gather";
+static const char *const quantizable[] = {"MatMul", "Gemm", "Conv", "ConvTranspose",
+                                          "LSTM", "GRU", "Gather"};
+const char dynq__imp_quantizable_list[] = "MatMul, Gemm, Conv, ConvTranspose, LSTM, GRU, Gather";
 
 int dynq__imp_quantizable(const char *op_type) {
   for (size_t i = 0; i < sizeof(quantizable) / sizeof(quantizable[0]); i++)

@@ -154,11 +154,12 @@ static int plan_qconvt(conv_t *c, const Onnx__NodeProto *n, const char *nname, s
   }
   const char *why = NULL, *kept = dynq__imp_keep_fp32(c, nname);
   if (c->opt.fp32) why = "--fp32";
+  else if ((why = dynq__imp_op_excluded(c, n->op_type)) != NULL) {}
   else if (kept) why = kept;
   else if (W == NULL) why = "weights are not a constant";
   else if (W->dtype != DYNQ_DT_F32 || W->rank != (int)sr + 2) why = "weights are not float32 [C, M, kernel...]";
   else if (dynq__imp_attr_i(n, "group", 1) != 1) why = "group > 1 runs in FP32";
-  else if (c->opt.per_tensor) why = "--per-tensor is not implemented for ConvTranspose";
+  else if (c->opt.per_tensor) why = "--act-per-tensor is not implemented for ConvTranspose";
   else if (bname && (B == NULL || B->dtype != DYNQ_DT_F32 || B->rank != 1 || B->dims[0] != q->Mg))
     why = "bias is not a constant float32 [M]";
   else if (C > DYNQ_QGEMM_MAX_K) why = "more than 65536 input channels (int32 accumulator bound)";

@@ -26,7 +26,7 @@ static void usage(FILE *f) {
           "                  are always per output channel; --per-tensor is the old name)\n"
           "  --op-types TYPE[,TYPE...]\n"
           "                  quantize only layers of these op types (MatMul, Gemm, Conv,\n"
-          "                  LSTM, GRU, Gather); the others stay FP32\n"
+          "                  ConvTranspose, LSTM, GRU, Gather); the others stay FP32\n"
           "  --no-reference  omit the FP32 reference weights (smaller file, no fp32 path)\n"
           "  --no-fuse       keep the exporter's decomposed forms (LayerNorm as\n"
           "                  ReduceMean/Sub/Pow/...; for A/B checks of the fusions)\n"
