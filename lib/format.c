@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "dynq/errors.h"
+#include "ops.h"
 #include "utf8.h"
 #include "validate.h"
 
@@ -88,6 +89,20 @@ static int write_all(int fd, const void *p, size_t n) {
 }
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+/* The DYNQ_FFLAG_* bits the graph needs of a reader. */
+static uint32_t needed_flags(const dynq__graph_t *g) {
+  static const char *const epilogue[] = {"act", "act_a", "act_b", "pre_mul", "pre_add",
+                                         "post_mul", "post_add"};
+  uint32_t f = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const dynq__node_t *n = &g->nodes[i];
+    if (n->op != DYNQ_OP_CONV && n->op != DYNQ_OP_QCONV) continue;
+    for (size_t k = 0; k < sizeof(epilogue) / sizeof(epilogue[0]); k++)
+      if (dynq__node_attr(n, epilogue[k]) != NULL) f |= DYNQ_FFLAG_CONV_EPILOGUE;
+  }
+  return f;
+}
 
 int dynq__graph_write(const dynq__graph_t *g, const char *path, char *err,
                       size_t errlen) {
@@ -234,6 +249,7 @@ int dynq__graph_write(const dynq__graph_t *g, const char *path, char *err,
   h.file_size = file_size;
   h.sections_off = sizeof(h);
   h.n_sections = (uint32_t)nsec;
+  h.flags = needed_flags(g);
   h.table_crc = dynq__crc32c(0, table, sizeof(table));
   h.header_crc = dynq__crc32c(0, &h, offsetof(dynq__fhdr_t, header_crc));
 
@@ -365,7 +381,10 @@ int dynq__format_decode(const uint8_t *base, uint64_t size, int fd,
   if (h.header_crc != dynq__crc32c(0, &h, offsetof(dynq__fhdr_t, header_crc)))
     BAD(DYNQ_ECHECKSUM, "header checksum mismatch (corrupted file)");
   if (h.version != DYNQ_FILE_VERSION) BAD(DYNQ_EVERSION, "format version %u, this build reads version %u", h.version, DYNQ_FILE_VERSION);
-  if (h.header_size != sizeof(h) || h.flags != 0) BAD(DYNQ_EFORMAT, "bad header size %u or flags %#x", h.header_size, h.flags);
+  if (h.header_size != sizeof(h)) BAD(DYNQ_EFORMAT, "bad header size %u", h.header_size);
+  if (h.flags & ~DYNQ_FFLAGS_KNOWN)
+    BAD(DYNQ_EVERSION, "the file needs features %#x this build lacks (made by a newer "
+        "dynq-quantize? re-convert it with this one)", h.flags & ~DYNQ_FFLAGS_KNOWN);
   if (h.file_size != size) BAD(DYNQ_EFORMAT, "header says %llu bytes but the file has %llu (truncated or extended)", (unsigned long long)h.file_size, (unsigned long long)size);
   if (h.n_sections == 0 || h.n_sections > DYNQ_FILE_MAX_SECTIONS) BAD(DYNQ_EFORMAT, "bad section count %u", h.n_sections);
   uint64_t tsize = (uint64_t)h.n_sections * sizeof(dynq__fsection_t);

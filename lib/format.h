@@ -33,6 +33,13 @@ enum dynq__section_kind {
   DYNQ_SEC__COUNT
 };
 
+/* Header flags: each marks a feature that a reader without it would
+ * misread silently (new attributes on an old op are ignored, not
+ * refused), so such a reader must refuse the file instead.  Readers of
+ * version 1 require flags == 0; a reader refuses any bit it does not know. */
+#define DYNQ_FFLAG_CONV_EPILOGUE 0x1u /* Conv/QConv nodes carry fused act/pre_/post_ attributes */
+#define DYNQ_FFLAGS_KNOWN DYNQ_FFLAG_CONV_EPILOGUE
+
 typedef struct dynq__fhdr {
   char magic[8];          /* "DYNQMODL" */
   uint32_t version;       /* DYNQ_FILE_VERSION */
@@ -40,7 +47,7 @@ typedef struct dynq__fhdr {
   uint64_t file_size;     /* must equal the real file size */
   uint64_t sections_off;  /* section table, 8-aligned */
   uint32_t n_sections;    /* 1..DYNQ_FILE_MAX_SECTIONS */
-  uint32_t flags;         /* 0 in v1 */
+  uint32_t flags;         /* DYNQ_FFLAG_*: features the file needs */
   uint32_t table_crc;     /* CRC-32C of the section table */
   uint8_t reserved[16];   /* 0 */
   uint32_t header_crc;    /* CRC-32C of bytes [0, 60) */

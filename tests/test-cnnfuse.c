@@ -22,6 +22,7 @@
 #include "dynq/errors.h"
 #include "kernels/kernels.h"
 #include "graph.h"
+#include "format.h"
 #include "model.h"
 #include "ops.h"
 #include "testutil.h"
@@ -77,6 +78,16 @@ static void count_ops(const char *path, int *counts) {
   dynq__model_unref(m);
 }
 
+static uint32_t header_flags(const char *path) {
+  size_t n = 0;
+  void *p = tu_read_file(path, &n);
+  ck_assert_ptr_nonnull(p);
+  ck_assert_uint_ge(n, sizeof(dynq__fhdr_t));
+  uint32_t f = ((const dynq__fhdr_t *)p)->flags;
+  free(p);
+  return f;
+}
+
 START_TEST(fused_matches_unfused) {
   char fa[4200], fb[4200];
   char *log = NULL;
@@ -102,6 +113,10 @@ START_TEST(fused_matches_unfused) {
   ck_assert_int_eq(ca[DYNQ_OP_MUL] + ca[DYNQ_OP_SUB] + ca[DYNQ_OP_CLIP] + ca[DYNQ_OP_SIGMOID] +
                        ca[DYNQ_OP_HARD_SIGMOID] + ca[DYNQ_OP_HARD_SWISH],
                    0);
+  /* A reader that would ignore the epilogue attributes must refuse the
+   * fused file: the header says it needs them; the unfused file does not. */
+  ck_assert_uint_eq(header_flags(fa), DYNQ_FFLAG_CONV_EPILOGUE);
+  ck_assert_uint_eq(header_flags(fb), 0);
   ck_assert_int_eq(cb[DYNQ_OP_MUL], 3);
   ck_assert_int_eq(cb[DYNQ_OP_HARD_SWISH] + cb[DYNQ_OP_HARD_SIGMOID] + cb[DYNQ_OP_CLIP] +
                        cb[DYNQ_OP_SIGMOID],
