@@ -44,7 +44,7 @@ static void infer_free(rpc_infer_t *r) {
   free(r->resp);
   r->resp = NULL;
   if (r->shadow_out != NULL)
-    for (int i = 0; i < dynq__model_graph(r->x.model)->n_outputs; i++)
+    for (int i = 0; i < dynq__model_signature(r->x.model)->n_outputs; i++)
       dynq__tensor_clear(&r->shadow_out[i]);
   free(r->shadow_out);
   r->shadow_out = NULL;
@@ -54,7 +54,7 @@ static void infer_free(rpc_infer_t *r) {
 /* Encode x's result (its outputs are taken and freed) into r->resp. */
 static void encode(rpc_infer_t *r) {
   dynqd_infer_t *x = &r->x;
-  const dynq__graph_t *g = dynq__model_graph(x->model);
+  const dynq__model_sig_t *g = dynq__model_signature(x->model);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   if (x->status != 0) {
@@ -65,7 +65,7 @@ static void encode(rpc_infer_t *r) {
     dynq__w_str(&w, "outputs");
     dynq__w_map(&w, (uint32_t)g->n_outputs);
     for (int i = 0; i < g->n_outputs; i++) {
-      dynq__w_str(&w, g->values[g->outputs[i]].name);
+      dynq__w_str(&w, g->outputs[i].name);
       const dynqd_shm_ref_t *sr = x->out_shm ? &x->out_shm[i] : NULL;
       if (sr != NULL && sr->region != NULL) {
         const dynq__tensor_t *t = &x->out[i];
@@ -181,7 +181,7 @@ static void job_done(dynqd_job_t *j) {
   if (r->shadow) {
     /* answered: the inputs and INT8 outputs move to the shadow service */
     if (r->shadow_out != NULL && x->status == 0 && !j->skipped) {
-      int no = dynq__model_graph(x->model)->n_outputs;
+      int no = dynq__model_signature(x->model)->n_outputs;
       if (x->session != NULL)
         dynqd__shadow_submit_step(&s->shadow, r->mstats, x->model, x->session->shadow,
                                   x->inputs, x->n_inputs, r->shadow_out, no);
@@ -289,7 +289,7 @@ static int decode_inputs(rpc_infer_t *r, dynq__obj_t in, const char *mname,
                          const dynqd_session_t *ss) {
   dynqd_req_t *rq = &r->rq;
   dynqd_infer_t *x = &r->x;
-  const dynq__graph_t *g = dynq__model_graph(x->model);
+  const dynq__model_sig_t *g = dynq__model_signature(x->model);
   uint32_t nin = dynq__obj_len(in);
   for (uint32_t i = 0; i < nin; i++) {
     const char *ks;
@@ -312,7 +312,7 @@ static int decode_inputs(rpc_infer_t *r, dynq__obj_t in, const char *mname,
       size_t used = 0;
       for (int k = 0; k < g->n_inputs && used < sizeof(list); k++)
         used += (size_t)snprintf(list + used, sizeof(list) - used, "%s'%s'",
-                                 k ? ", " : "", g->values[g->inputs[k]].name);
+                                 k ? ", " : "", g->inputs[k].name);
       dynqd__reply_error(rq, DYNQ_ENOINPUT, "model '%s' has no input named '%.*s' (its "
                          "inputs: %s)", mname, (int)(kn > ECHO_MAX ? ECHO_MAX : kn), ks, list);
       return DYNQ_ENOINPUT;
@@ -322,7 +322,7 @@ static int decode_inputs(rpc_infer_t *r, dynq__obj_t in, const char *mname,
         if (ss->bind_in[k] == idx) {
           dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: input '%s' is bound to session state "
                              "(it comes from the previous call's '%s'); do not send it", name,
-                             g->values[g->outputs[ss->bind_out[k]]].name);
+                             g->outputs[ss->bind_out[k]].name);
           return DYNQ_EPARAMS;
         }
       }
@@ -343,7 +343,7 @@ static int decode_inputs(rpc_infer_t *r, dynq__obj_t in, const char *mname,
     int bound = ss != NULL && dynqd__session_binds_input(ss, k);
     if (!bound && x->inputs[k].dtype == DYNQ_DT_INVALID) {
       dynqd__reply_error(rq, DYNQ_ENOINPUT, "missing input '%s' for model '%s'",
-                         g->values[g->inputs[k]].name, mname);
+                         g->inputs[k].name, mname);
       return DYNQ_ENOINPUT;
     }
   }
@@ -354,7 +354,7 @@ static int decode_inputs(rpc_infer_t *r, dynq__obj_t in, const char *mname,
 static int decode_outputs_shm(rpc_infer_t *r, dynq__obj_t oso, const char *mname) {
   dynqd_req_t *rq = &r->rq;
   dynqd_infer_t *x = &r->x;
-  const dynq__graph_t *g = dynq__model_graph(x->model);
+  const dynq__model_sig_t *g = dynq__model_signature(x->model);
   x->out_shm = calloc((size_t)(g->n_outputs > 0 ? g->n_outputs : 1), sizeof(*x->out_shm));
   if (x->out_shm == NULL) {
     dynqd__reply_error(rq, -ENOMEM, "out of memory decoding the request");
@@ -369,7 +369,7 @@ static int decode_outputs_shm(rpc_infer_t *r, dynq__obj_t oso, const char *mname
     }
     int oi = -1;
     for (int k = 0; k < g->n_outputs && oi < 0; k++)
-      if (strcmp(g->values[g->outputs[k]].name, oname) == 0) oi = k;
+      if (strcmp(g->outputs[k].name, oname) == 0) oi = k;
     if (oi < 0) {
       dynqd__reply_error(rq, DYNQ_EPARAMS, "infer: outputs_shm names '%s', which is not an "
                          "output of model '%s'", oname, mname);
@@ -405,7 +405,7 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
     x->job.batch_max = 0;
     return 0;
   }
-  const dynq__graph_t *g = dynq__model_graph(x->model);
+  const dynq__model_sig_t *g = dynq__model_signature(x->model);
   x->axes = malloc((size_t)(g->n_inputs + g->n_outputs > 0 ? g->n_inputs + g->n_outputs : 1));
   if (x->axes == NULL) {
     dynqd__reply_error(&r->rq, -ENOMEM, "out of memory decoding the request");
@@ -479,7 +479,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     deadline = t0 + p->timeout_ms * 1000000ull;
   dynq__obj_t in = p->inputs.obj;
 
-  const dynq__graph_t *g = dynq__model_graph(model);
+  const dynq__model_sig_t *g = dynq__model_signature(model);
   r = calloc(1, sizeof(*r));
   if (r == NULL) goto oom;
   dynqd_infer_t *x = &r->x;

@@ -38,7 +38,7 @@ int dynqd__m_models_list(dynqd_req_t *rq, const dynq__params_t *p) {
   dynqd__reply_begin(rq, &w);
   dynq__w_array(&w, (uint32_t)r->n);
   for (int i = 0; i < r->n; i++) {
-    const dynq__graph_t *g = dynq__model_graph(r->v[i].model);
+    const dynq__model_sig_t *g = dynq__model_signature(r->v[i].model);
     dynq__w_map_begin(&w);
     KV(&w, "name", dynq__w_str(&w, r->v[i].name));
     KV(&w, "version", dynq__w_int(&w, r->v[i].version));
@@ -52,11 +52,10 @@ int dynqd__m_models_list(dynqd_req_t *rq, const dynq__params_t *p) {
   return 0;
 }
 
-static void w_value_infos(dynq__wbuf_t *w, const dynq__graph_t *g, int n_v,
-                          const int32_t *idx) {
+static void w_value_infos(dynq__wbuf_t *w, const dynq__io_t *io, int n_v) {
   dynq__w_array(w, (uint32_t)n_v);
   for (int i = 0; i < n_v; i++) {
-    const dynq__value_t *v = &g->values[idx[i]];
+    const dynq__io_t *v = &io[i];
     dynq__w_map_begin(w);
     KV(w, "name", dynq__w_str(w, v->name));
     KV(w, "dtype", dynq__w_str(w, dynq__dtype_name(v->dtype)));
@@ -76,7 +75,7 @@ int dynqd__m_model_info(dynqd_req_t *rq, const dynq__params_t *p) {
   const dynqd_model_entry_t *e = dynqd__rpc_model(rq, p->model_info.model.p,
                                                  p->model_info.model.n);
   if (e == NULL) return 0;
-  const dynq__graph_t *g = dynq__model_graph(e->model);
+  const dynq__model_sig_t *g = dynq__model_signature(e->model);
   dynq__model_stats_t st;
   dynq__model_get_stats(e->model, &st);
   dynq__wbuf_t w;
@@ -86,9 +85,9 @@ int dynqd__m_model_info(dynqd_req_t *rq, const dynq__params_t *p) {
   KV(&w, "version", dynq__w_int(&w, e->version));
   KV(&w, "path", dynq__w_str(&w, dynq__model_path(e->model)));
   KV(&w, "file_bytes", dynq__w_uint(&w, dynq__model_file_size(e->model)));
-  KV(&w, "producer", dynq__w_str(&w, g->producer ? g->producer : ""));
-  KV(&w, "inputs", w_value_infos(&w, g, g->n_inputs, g->inputs));
-  KV(&w, "outputs", w_value_infos(&w, g, g->n_outputs, g->outputs));
+  KV(&w, "producer", dynq__w_str(&w, g->producer));
+  KV(&w, "inputs", w_value_infos(&w, g->inputs, g->n_inputs));
+  KV(&w, "outputs", w_value_infos(&w, g->outputs, g->n_outputs));
   KV(&w, "nodes", dynq__w_int(&w, st.n_nodes));
   KV(&w, "quantized_layers", dynq__w_int(&w, st.n_quant[DYNQ_QKIND_LINEAR]));
   KV(&w, "int8_weight_bytes", dynq__w_uint(&w, st.int8_weight_bytes));

@@ -20,16 +20,16 @@ static void reply_session(dynqd_req_t *rq, const dynqd_session_t *ss, int full) 
   dynq__w_str(&w, "session");
   dynq__w_uint(&w, ss->id);
   if (full) {
-    const dynq__graph_t *g = dynq__model_graph(ss->model);
+    const dynq__model_sig_t *g = dynq__model_signature(ss->model);
     dynq__w_str(&w, "inputs");
     dynq__w_array(&w, (uint32_t)(g->n_inputs - ss->n_bind));
     for (int i = 0; i < g->n_inputs; i++)
-      if (!dynqd__session_binds_input(ss, i)) dynq__w_str(&w, g->values[g->inputs[i]].name);
+      if (!dynqd__session_binds_input(ss, i)) dynq__w_str(&w, g->inputs[i].name);
     dynq__w_str(&w, "bindings");
     dynq__w_map(&w, (uint32_t)ss->n_bind);
     for (int k = 0; k < ss->n_bind; k++) {
-      dynq__w_str(&w, g->values[g->inputs[ss->bind_in[k]]].name);
-      dynq__w_str(&w, g->values[g->outputs[ss->bind_out[k]]].name);
+      dynq__w_str(&w, g->inputs[ss->bind_in[k]].name);
+      dynq__w_str(&w, g->outputs[ss->bind_out[k]].name);
     }
   }
   dynq__w_map_end(&w);

@@ -244,7 +244,9 @@ static int build_signature(dynq__model_t *m) {
   m->io = io;
   m->sig = (dynq__model_sig_t){.n_inputs = g->n_inputs, .n_outputs = g->n_outputs,
                                .n_state = g->n_state, .inputs = io,
-                               .outputs = io + g->n_inputs};
+                               .outputs = io + g->n_inputs,
+                               .producer = g->producer ? g->producer : "",
+                               .source_hash = g->source_hash};
   return 0;
 }
 

@@ -85,6 +85,8 @@ typedef struct dynq__io {
 typedef struct dynq__model_sig {
   int n_inputs, n_outputs, n_state;
   const dynq__io_t *inputs, *outputs;
+  const char *producer;  /* the tool that wrote the file; "" if none */
+  uint64_t source_hash;  /* FNV-1a 64 of the source ONNX file; 0 if unknown */
 } dynq__model_sig_t;
 const dynq__model_sig_t *dynq__model_signature(const dynq__model_t *m);
 
