@@ -57,7 +57,7 @@
 
 #include "dynq/errors.h"
 #include "dynqd.h"
-#include "utf8.h"
+#include "proto/utf8.h"
 
 #define READ_CHUNK ((size_t)64 << 10)
 /* A read buffer that grew for a big frame is dropped once it is empty. */

@@ -18,7 +18,7 @@
 
 #include "dynq/errors.h"
 #include "ops.h"
-#include "utf8.h"
+#include "proto/utf8.h"
 #include "validate.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,

@@ -20,7 +20,7 @@
 #include "dynq-config.h"
 #include "dynq/errors.h"
 #include "import.h"
-#include "utf8.h"
+#include "proto/utf8.h"
 #include "validate.h"
 #include "kernels/kernels.h"
 

@@ -27,7 +27,7 @@
 #include <dynq/errors.h>
 
 #include "proto.h"
-#include "../utf8.h"
+#include "utf8.h"
 
 /* ---- writer ---- */
 
