@@ -980,16 +980,35 @@ static int cmd_health(ctl_t *ctl, int argc, char **argv) {
   if ((r = ctl_connect(ctl)) != EXIT_OK) return r;
   r = dynq_health_get(ctl->client, &h);
   if (r < 0) return call_failed(ctl, r);
+  enum { MAXQ = 16 };
+  dynq_quality_t q[MAXQ];
+  int nq = 0;
+  r = dynq_health_quality(ctl->client, q, MAXQ, &nq);
+  if (r < 0) return call_failed(ctl, r);
+  int shown = nq < MAXQ ? nq : MAXQ;
   if (ctl->json) {
     printf("{\"live\": %s, \"ready\": %s, \"models\": %d, \"reason\": ",
            h.live ? "true" : "false", h.ready ? "true" : "false", h.models);
     json_str(stdout, h.reason);
-    printf("}\n");
+    printf(", \"quality\": [");
+    for (int i = 0; i < shown; i++) {
+      printf("%s{\"model\": ", i ? ", " : "");
+      json_str(stdout, q[i].model);
+      printf(", \"rel_l2\": %.6g, \"alert\": %.6g, \"message\": ", q[i].rel_l2, q[i].alert);
+      json_str(stdout, q[i].message);
+      printf("}");
+    }
+    printf("]}\n");
   } else {
     printf("%-7s %s\n", "live:", h.live ? "yes" : "no");
     printf("%-7s %s", "ready:", h.ready ? "yes" : "no");
     if (h.reason[0]) printf(" (%s)", h.reason);
     printf("\n%-7s %d\n", "models:", h.models);
+    /* Served, but drifting: worth a look, not a readiness failure. */
+    for (int i = 0; i < shown; i++)
+      printf("%-7s model '%s': INT8 relL2 %.4g above shadow_alert %.4g (%s)\n", "quality:",
+             q[i].model, q[i].rel_l2, q[i].alert, q[i].message);
+    if (nq > shown) printf("%-7s ... and %d more\n", "quality:", nq - shown);
   }
   return h.live && h.ready ? EXIT_OK : EXIT_FAIL;
 }

@@ -68,6 +68,49 @@ int dynq_health_get(dynq_client_t *c, dynq_health_t *ret_health) {
   return 0;
 }
 
+#define MAX_QUALITY 100000
+
+int dynq_health_quality_sized(dynq_client_t *c, dynq_quality_t *ret, int cap, size_t size,
+                              int *ret_n) {
+  dynq__rpc_msg_t m;
+  int r;
+  if (c == NULL || ret_n == NULL || cap < 0 || (cap > 0 && (ret == NULL || size == 0)))
+    return -EINVAL;
+  r = dynq__client_rpc(c, DYNQ_M_health_ready, NULL, &m);
+  if (r < 0) return r;
+  dynq__obj_t q = dynq__obj_kind(m.result) == DYNQ_OBJ_MAP ? dynq__obj_get(m.result, "quality")
+                                                          : (dynq__obj_t){NULL};
+  int n = 0;
+  if (dynq__obj_kind(m.result) != DYNQ_OBJ_MAP) {
+    r = dynq__bad_field(c, "health.ready", "result");
+  } else if (dynq__obj_kind(q) == DYNQ_OBJ_NIL) {
+    r = 0;  /* absent: no warnings */
+  } else if (dynq__obj_kind(q) != DYNQ_OBJ_ARRAY || dynq__obj_len(q) > MAX_QUALITY) {
+    r = dynq__bad_field(c, "health.ready", "quality");
+  } else {
+    n = (int)dynq__obj_len(q);
+    for (int i = 0; i < n && r == 0; i++) {
+      dynq__obj_t e = dynq__obj_at(q, (uint32_t)i);
+      dynq_quality_t w;
+      memset(&w, 0, sizeof(w));
+      w.size = size < sizeof(w) ? size : sizeof(w);
+      if (dynq__obj_kind(e) != DYNQ_OBJ_MAP ||
+          dynq__get_str_trunc(dynq__obj_get(e, "model"), w.model, sizeof(w.model)) < 0 ||
+          dynq__obj_double(dynq__obj_get(e, "rel_l2"), &w.rel_l2) < 0 ||
+          dynq__obj_double(dynq__obj_get(e, "alert"), &w.alert) < 0 ||
+          dynq__get_str_trunc(dynq__obj_get(e, "message"), w.message, sizeof(w.message)) < 0) {
+        r = dynq__bad_field(c, "health.ready", "quality");
+        break;
+      }
+      if (i < cap) memcpy((char *)ret + (size_t)i * size, &w, w.size);
+    }
+  }
+  dynq__rpc_free(&m);
+  if (r < 0) return r;
+  *ret_n = n;
+  return 0;
+}
+
 int dynq_health(dynq_client_t *c, int *ret_live, int *ret_ready) {
   dynq_health_t h;
   int r;

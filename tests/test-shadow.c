@@ -127,6 +127,25 @@ START_TEST(counts_histograms_and_alert) {
                                     sizeof name), 0);
   ck_assert_str_eq(name, "sens");
   dynq__rpc_free(&m);
+  /* The same through libdynqclient and dynqctl health. */
+  dynq_client_t *cl = NULL;
+  ck_assert_int_eq(dynq_connect(d.sock, &cl), 0);
+  dynq_quality_t qs[2];
+  int nq = -1;
+  ck_assert_int_eq(dynq_health_quality(cl, qs, 2, &nq), 0);
+  ck_assert_int_eq(nq, 1);
+  ck_assert_uint_eq(qs[0].size, sizeof(qs[0]));
+  ck_assert_str_eq(qs[0].model, "sens");
+  ck_assert_msg(qs[0].rel_l2 > 0.05 && qs[0].alert == 0.05, "%g %g", qs[0].rel_l2, qs[0].alert);
+  ck_assert_int_eq(dynq_health_quality(cl, NULL, 0, &nq), 0); /* count only */
+  ck_assert_int_eq(nq, 1);
+  dynq_close(cl);
+  char exe[4096], *out = NULL;
+  snprintf(exe, sizeof exe, "%s", tu_build("client/dynqctl"));
+  char *argv[] = {exe, "--socket", d.sock, "health", NULL};
+  ck_assert_int_eq(tu_run(argv, &out), 0);  /* ready: a warning is not a failure */
+  ck_assert_msg(strstr(out, "quality: model 'sens': INT8 relL2") != NULL, "%s", out);
+  free(out);
   tu_rpc_close(&c);
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
   /* logged once in the 60 s window, not per request */

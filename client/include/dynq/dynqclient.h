@@ -170,6 +170,25 @@ typedef struct dynq_health {
 int dynq_health(dynq_client_t *c, int *ret_live, int *ret_ready);
 int dynq_health_get(dynq_client_t *c, dynq_health_t *ret_health);
 
+/* A quality warning of health.ready: a model whose INT8 answers drifted
+ * from its FP32 shadow runs by more than dynqd's shadow_alert within the
+ * alert window.  Its answers are still served (ready stays true). */
+typedef struct dynq_quality {
+  size_t size;              /* bytes filled by the library (see the top) */
+  char model[128];
+  double rel_l2;            /* the relative L2 error that crossed the alert */
+  double alert;             /* dynqd's shadow_alert */
+  char message[256];
+} dynq_quality_t;
+
+/* Up to cap warnings into ret[] (each entry `size` bytes apart: pass
+ * sizeof(dynq_quality_t), as the macro does); *ret_n is how many dynqd
+ * reported (0 when all is well), which may exceed cap. */
+int dynq_health_quality_sized(dynq_client_t *c, dynq_quality_t *ret, int cap, size_t size,
+                              int *ret_n);
+#define dynq_health_quality(c, ret, cap, ret_n) \
+  dynq_health_quality_sized((c), (ret), (cap), sizeof(dynq_quality_t), (ret_n))
+
 /* Cumulative buckets of dynq_latency_t: below[k] counts the samples under
  * 2^k microseconds (k = 0 .. DYNQ_LATENCY_BUCKETS - 1; the last is about
  * 34 s; count covers everything).  Exact: dynqd's own buckets nest inside
