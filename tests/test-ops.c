@@ -16,7 +16,7 @@ static char err[256];
 
 static dynq__tensor_t tf(int rank, const int64_t *dims, float *data) {
   dynq__tensor_t t = {.dtype = DYNQ_DT_F32, .rank = rank, .data = data};
-  memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank);
+  if (rank > 0) memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank); /* scalars: dims NULL */
   return t;
 }
 
@@ -557,7 +557,7 @@ static float frand(uint32_t *st) {
 
 static dynq__tensor_t ti64s(int rank, const int64_t *dims, int64_t *data) {
   dynq__tensor_t t = {.dtype = DYNQ_DT_I64, .rank = rank, .data = data};
-  memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank);
+  if (rank > 0) memcpy(t.dims, dims, sizeof(int64_t) * (size_t)rank); /* scalars: dims NULL */
   return t;
 }
 
