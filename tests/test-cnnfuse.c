@@ -34,6 +34,7 @@ static char *dir;
 static void setup(void) { dir = tu_mkdtemp(); }
 static void teardown(void) {
   if (dir) tu_rmtree(dir);
+  free(dir);
   dir = NULL;
 }
 
