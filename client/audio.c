@@ -15,7 +15,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,17 +30,7 @@
  * buffer at BLOCK * channels floats whatever the file claims. */
 #define BLOCK 4096
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-  va_list ap;
-  if (err != NULL && errlen > 0) {
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return code;
-}
+#define fail dynq__io_fail /* npy.c's: the I/O layer's one error formatter */
 
 /* libsndfile's name for the container ("WAV (Microsoft)", "FLAC", ...),
  * or "?" for one it cannot name. */
