@@ -361,16 +361,23 @@ END_TEST
 
 
 /* Like run() with n_in inputs (optional ones may be NULL). */
-static int run_n(int op, const dynq__attr_t *attrs, int n_attr, int n_in,
-                 const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+/* As run_n(), on a chosen kernel, precision and thread count. */
+static int run_x(int op, const dynq__attr_t *attrs, int n_attr, int n_in,
+                 const dynq__tensor_t *const *in, dynq__tensor_t *out,
+                 const dynq__kernel_t *kr, int precision, int threads) {
   static const int32_t idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
   dynq__node_t n = {.op = op, .name = "t", .n_in = n_in, .n_out = 1, .in = idx,
                     .out = idx, .n_attr = n_attr, .attr = attrs};
-  dynq__op_ctx_t c = {.node = &n, .kernel = &dynq__kernel_ref, .err = err,
-                      .errlen = sizeof(err)};
+  dynq__op_ctx_t c = {.node = &n, .kernel = kr, .precision = precision, .threads = threads,
+                      .err = err, .errlen = sizeof(err)};
   memset(out, 0, sizeof(*out));
   err[0] = 0;
   return dynq__op_run1(NULL, &c, in, out);
+}
+
+static int run_n(int op, const dynq__attr_t *attrs, int n_attr, int n_in,
+                 const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  return run_x(op, attrs, n_attr, n_in, in, out, &dynq__kernel_ref, DYNQ_PRECISION_INT8, 1);
 }
 
 static dynq__tensor_t ti64(int n, int64_t *v) {
@@ -528,6 +535,62 @@ START_TEST(masked_softmax_rows) {
   dynq__tensor_t I = ti64(3, iv);
   in[1] = &I;
   ck_assert_int_ne(run_n(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, in, &o), 0);
+  /* NaN in a row makes that row NaN and leaves the others alone */
+  float xn[6] = {0, NAN, 1, 0, 1, 2};
+  int64_t d23[2] = {2, 3};
+  dynq__tensor_t Xn = tf(2, d23, xn);
+  in[0] = &Xn;
+  in[1] = &X;
+  ck_assert_int_eq(run_n(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, in, &o), 0);
+  y = o.data;
+  ck_assert(isnan(y[0]) && isnan(y[1]) && isnan(y[2]));
+  ck_assert(fabsf(y[3] + y[4] + y[5] - 1.0f) < 1e-6f);
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
+/* Rows split over threads give the same bits as one thread, with the
+ * padding mask broadcast over heads and query rows ([B, 1, 1, L]) and a
+ * row count that does not divide into the chunks. */
+START_TEST(masked_softmax_threads) {
+  enum { B = 3, H = 12, S = 13, L = 128 };
+  static float x[B * H * S * L], m[B * L];
+  for (int i = 0; i < B * H * S * L; i++) x[i] = (float)((i * 7919) % 2003) / 97.0f - 10.0f;
+  for (int i = 0; i < B * L; i++) m[i] = (i % L) > 100 + 7 * (i / L) ? -10000.0f : 0.0f;
+  int64_t dx[4] = {B, H, S, L}, dm[4] = {B, 1, 1, L};
+  dynq__tensor_t X = tf(4, dx, x), Mk = tf(4, dm, m), o1, o2;
+  const dynq__tensor_t *in[2] = {&X, &Mk};
+  ck_assert_int_eq(run_x(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, in, &o1, &dynq__kernel_ref, 0, 1), 0);
+  ck_assert_int_eq(run_x(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, in, &o2, &dynq__kernel_ref, 0, 2), 0);
+  ck_assert_int_eq(memcmp(o1.data, o2.data, sizeof(x)), 0);
+  /* and each row sums to one with its masked columns at zero */
+  const float *y = o1.data;
+  for (int r = 0; r < B * H * S; r++) {
+    double sum = 0;
+    for (int j = 0; j < L; j++) sum += y[r * L + j];
+    ck_assert_msg(fabs(sum - 1.0) < 1e-5, "row %d sums to %g", r, sum);
+    ck_assert(y[r * L + L - 1] < 1e-30f);
+  }
+  dynq__tensor_clear(&o1);
+  dynq__tensor_clear(&o2);
+}
+END_TEST
+
+/* The softmax exponential against expf over [-87, 0] (relative), below
+ * (absolute: the clamp), and NaN. */
+START_TEST(softmax_exp_accuracy) {
+  double worst = 0;
+  for (int i = 0; i <= 2000000; i++) {
+    float x = -87.0f * (float)i / 2000000.0f;
+    double want = exp((double)x), got = dynq__softmax_exp(x);
+    double rel = fabs(got - want) / want;
+    worst = rel > worst ? rel : worst;
+  }
+  ck_assert_msg(worst < 3e-7, "worst relative error %g", worst);
+  ck_assert_float_eq(dynq__softmax_exp(0.0f), 1.0f);
+  ck_assert(dynq__softmax_exp(-1000.0f) < 2e-38f && dynq__softmax_exp(-INFINITY) < 2e-38f);
+  ck_assert(dynq__softmax_exp(-1000.0f) >= 0.0f);
+  ck_assert(isnan(dynq__softmax_exp(NAN)));
 }
 END_TEST
 
@@ -879,6 +942,8 @@ int main(void) {
   tcase_add_test(tc, qgather_rows);
   tcase_add_test(tc, strided_matmul_perms);
   tcase_add_test(tc, masked_softmax_rows);
+  tcase_add_test(tc, masked_softmax_threads);
+  tcase_add_test(tc, softmax_exp_accuracy);
   tcase_add_test(tc, resize_modes);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);

@@ -48,17 +48,6 @@ CLONES VEC static void softmax_row(float *y, int64_t len) {
   for (i = 0; i < len; i++) y[i] *= inv;
 }
 
-/* y = x + m over one row, each read with its stride (0: broadcast). */
-CLONES VEC static void add_row(float *y, const float *x, int64_t sx, const float *m, int64_t sm,
-                               int64_t len) {
-  if (sx == 1 && sm == 1)
-    for (int64_t i = 0; i < len; i++) y[i] = x[i] + m[i];
-  else if (sx == 1 && sm == 0)
-    for (int64_t i = 0; i < len; i++) y[i] = x[i] + m[0];
-  else
-    for (int64_t i = 0; i < len; i++) y[i] = x[i * sx] + m[i * sm];
-}
-
 int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                        dynq__tensor_t *out) {
   const dynq__tensor_t *x = in[0];
@@ -96,35 +85,6 @@ int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
       float inv = (float)(1.0 / sum);
       for (int64_t k = 0; k < len; k++) ys[k * inner] *= inv;
     }
-  return 0;
-}
-
-/* MaskedSoftmax(X, Mask) = Softmax(X + Mask) over the last axis, X and
- * Mask broadcast as Add's: the importer's form of attention's mask Add
- * and Softmax (models/fuse.c), one pass over the scores instead of two. */
-int dynq__run_masked_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
-                             dynq__tensor_t *out) {
-  int rc;
-  if ((rc = dynq__op_need_f32(c, in[0], 0)) || (rc = dynq__op_need_f32(c, in[1], 1))) return rc;
-  dynq__bcast_t bc;
-  if ((rc = dynq__bcast_init(c, 2, in, &bc))) return rc;
-  if (bc.rank == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "inputs are scalars");
-  /* in place in X's storage when the executor offers it and X has the
-   * result's shape (the scores always do) */
-  int same = in[0]->rank == bc.rank && dynq__tensor_numel(in[0]) == bc.n;
-  if (same) rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, bc.rank, bc.dims, out);
-  else rc = dynq__op_alloc(c, out, DYNQ_DT_F32, bc.rank, bc.dims, 0);
-  if (rc) return rc;
-  int64_t len = bc.dims[bc.rank - 1];
-  if (len == 0 || bc.n == 0) return 0;
-  const float *px = in[0]->data, *pm = in[1]->data;
-  float *py = out->data;
-  int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
-  for (int64_t r = 0; r < bc.n / len; r++, dynq__bcast_next_row(&bc, 2, cnt, off)) {
-    float *y = py + r * len;
-    add_row(y, px + off[0], bc.st[0][bc.rank - 1], pm + off[1], bc.st[1][bc.rank - 1], len);
-    softmax_row(y, len);
-  }
   return 0;
 }
 
