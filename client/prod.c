@@ -141,6 +141,7 @@ void dynq_stats_free(dynq_stats_t *s) {
     counters_free(s->counters, s->n_counters);
     n = s->size;
   }
+  if (HAS(s, dynq_stats_t, shadow)) free(s->shadow);
   memset(s, 0, n);
 }
 
@@ -215,9 +216,84 @@ static int parse_latency(dynq__obj_t o, dynq_latency_t *ret) {
   return parse_buckets(dynq__obj_get(o, "buckets"), ret);
 }
 
-static int cmp_model_stats(const void *a, const void *b) {
-  return strcmp(((const dynq_model_stats_t *)a)->name,
-                ((const dynq_model_stats_t *)b)->name);
+/* A shadow error histogram: its figures are in the metric's own unit,
+ * each a whole number of millionths (dynqd counts x 1e6), taken back to
+ * those integers. */
+static int get_ppm(dynq__obj_t o, uint64_t *ret) {
+  double v = 0;
+  if (!dynq__obj_is_absent(o) && dynq__obj_kind(o) != DYNQ_OBJ_NIL &&
+      dynq__obj_double(o, &v) < 0)
+    return DYNQ_EPROTO;
+  if (!(v >= 0 && v * 1e6 < 18446744073709549568.0)) return DYNQ_EPROTO; /* NaN too */
+  *ret = (uint64_t)(v * 1e6 + 0.5);  /* v >= 0: rounds to nearest */
+  return 0;
+}
+
+static int parse_shadow_hist(dynq__obj_t o, dynq_latency_t *ret) {
+  dynq__obj_t b = dynq__obj_get(o, "buckets");
+  memset(ret, 0, sizeof(*ret));
+  if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) return 0;
+  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP ||
+      dynq__get_u64(dynq__obj_get(o, "count"), &ret->count) < 0 ||
+      get_ppm(dynq__obj_get(o, "p50"), &ret->p50) < 0 ||
+      get_ppm(dynq__obj_get(o, "p90"), &ret->p90) < 0 ||
+      get_ppm(dynq__obj_get(o, "p99"), &ret->p99) < 0 ||
+      get_ppm(dynq__obj_get(o, "sum"), &ret->sum) < 0)
+    return DYNQ_EPROTO;
+  if (dynq__obj_is_absent(b) || dynq__obj_kind(b) == DYNQ_OBJ_NIL) return 0;
+  if (dynq__obj_kind(b) != DYNQ_OBJ_ARRAY) return DYNQ_EPROTO;
+  for (uint32_t i = 0; i < dynq__obj_len(b); i++) {
+    dynq__obj_t e = dynq__obj_at(b, i);
+    uint64_t upper, count;
+    if (dynq__obj_kind(e) != DYNQ_OBJ_ARRAY || dynq__obj_len(e) != 2 ||
+        get_ppm(dynq__obj_at(e, 0), &upper) < 0 ||
+        dynq__get_u64(dynq__obj_at(e, 1), &count) < 0)
+      return DYNQ_EPROTO;
+    for (int k = 0; k < DYNQ_LATENCY_BUCKETS; k++)
+      if (upper < ((uint64_t)1 << k)) ret->below[k] += count;
+  }
+  ret->has_buckets = 1;
+  return 0;
+}
+
+/* A model's "shadow" map (absent: telemetry off for it); *ret_field names
+ * what was wrong. */
+static int parse_shadow(dynq__obj_t o, dynq_model_shadow_t *ret, const char **ret_field) {
+  memset(ret, 0, sizeof(*ret));
+  if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) return 0;
+  *ret_field = "shadow";
+  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP) return DYNQ_EPROTO;
+  *ret_field = "shadow rate";
+  if (!dynq__obj_is_absent(dynq__obj_get(o, "rate")) &&
+      dynq__obj_double(dynq__obj_get(o, "rate"), &ret->rate) < 0)
+    return DYNQ_EPROTO;
+  *ret_field = "shadow runs";
+  if (dynq__get_u64(dynq__obj_get(o, "runs"), &ret->runs) < 0) return DYNQ_EPROTO;
+  *ret_field = "shadow dropped";
+  if (dynq__get_u64(dynq__obj_get(o, "dropped"), &ret->dropped) < 0) return DYNQ_EPROTO;
+  *ret_field = "shadow decisions_changed";
+  if (dynq__get_u64(dynq__obj_get(o, "decisions_changed"), &ret->decisions_changed) < 0)
+    return DYNQ_EPROTO;
+  *ret_field = "shadow alerts";
+  if (dynq__get_u64(dynq__obj_get(o, "alerts"), &ret->alerts) < 0) return DYNQ_EPROTO;
+  *ret_field = "shadow rel_l2";
+  if (parse_shadow_hist(dynq__obj_get(o, "rel_l2"), &ret->rel_l2_ppm) < 0) return DYNQ_EPROTO;
+  *ret_field = "shadow max_abs";
+  if (parse_shadow_hist(dynq__obj_get(o, "max_abs"), &ret->max_abs_ppm) < 0)
+    return DYNQ_EPROTO;
+  ret->on = 1;
+  return 0;
+}
+
+/* A model while the reply is read: sorted by name as one, then split into
+ * the parallel models[] and shadow[]. */
+typedef struct model_entry {
+  dynq_model_stats_t m;
+  dynq_model_shadow_t sh;
+} model_entry_t;
+
+static int cmp_model_entry(const void *a, const void *b) {
+  return strcmp(((const model_entry_t *)a)->m.name, ((const model_entry_t *)b)->m.name);
 }
 
 int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size) {
@@ -232,6 +308,7 @@ int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size) {
 #undef F
   };
   dynq_stats_t st;
+  model_entry_t *ent = NULL;
   dynq__rpc_msg_t m;
   dynq__obj_t res, models, up;
   const char *field = "result";
@@ -266,16 +343,20 @@ int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size) {
     goto out;
   }
   st.models = calloc(n ? n : 1, sizeof(*st.models));
-  if (st.models == NULL) {
+  st.shadow = calloc(n ? n : 1, sizeof(*st.shadow));
+  ent = calloc(n ? n : 1, sizeof(*ent));
+  if (st.models == NULL || st.shadow == NULL || ent == NULL) {
     r = -ENOMEM;
     goto bad;
   }
   for (uint32_t i = 0; i < n; i++) {
-    dynq_model_stats_t *ms = &st.models[i];
+    dynq_model_stats_t *ms = &ent[i].m;
     dynq__obj_t v = dynq__obj_val_at(models, i);
     field = "models key";
     r = dynq__get_str_dup(dynq__obj_key_at(models, i), &ms->name);
     if (r == 0 && ms->name == NULL) r = DYNQ_EPROTO;
+    /* the name moves to models[] now, so a failure below frees it */
+    st.models[i].name = ms->name;
     if (r < 0) goto bad;
     st.n_models = (int)i + 1;
     r = DYNQ_EPROTO;
@@ -291,9 +372,15 @@ int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size) {
     if (parse_latency(dynq__obj_get(v, "queue_us"), &ms->queue_us) < 0) goto bad;
     field = "compute_us";
     if (parse_latency(dynq__obj_get(v, "compute_us"), &ms->compute_us) < 0) goto bad;
+    if (parse_shadow(dynq__obj_get(v, "shadow"), &ent[i].sh, &field) < 0) goto bad;
   }
-  if (st.n_models > 1) qsort(st.models, (size_t)st.n_models, sizeof(*st.models),
-                             cmp_model_stats);
+  if (n > 1) qsort(ent, n, sizeof(*ent), cmp_model_entry);
+  for (uint32_t i = 0; i < n; i++) {
+    st.models[i] = ent[i].m;
+    st.shadow[i] = ent[i].sh;
+  }
+  free(ent);
+  ent = NULL;
   field = "counters";
   r = parse_counters(res, &st);
   if (r < 0) goto bad;
@@ -303,6 +390,10 @@ int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size) {
     counters_free(st.counters, st.n_counters);
     st.counters = NULL;
     st.n_counters = 0;
+  }
+  if (size < DYNQ__MIN_SIZE(dynq_stats_t, shadow)) {
+    free(st.shadow);
+    st.shadow = NULL;
   }
   st.size = size < sizeof(st) ? size : sizeof(st);
   memcpy(ret_stats, &st, st.size);
@@ -314,6 +405,7 @@ bad:
   else
     r = dynq__bad_field(c, "stats", field);
 out:
+  free(ent);
   dynq_stats_free(&st);
   dynq__rpc_free(&m);
   return r;

@@ -61,32 +61,39 @@ static void per_model(FILE *f, const dynq_stats_t *s, const char *name, const ch
   }
 }
 
-static void seconds(FILE *f, uint64_t us) { fprintf(f, "%.9g", (double)us / 1e6); }
+/* A count of millionths (microseconds, ppm) in the whole unit. */
+static void millionths(FILE *f, uint64_t v) { fprintf(f, "%.9g", (double)v / 1e6); }
+
+/* One model's samples of a histogram family.  Values are integer
+ * millionths of the unit (microseconds of a second, ppm of an error), so
+ * the le bounds 2^k - 1 and the sum print as millionths. */
+static void histogram_samples(FILE *f, const char *name, const char *model,
+                              const dynq_latency_t *l) {
+  for (int k = 0; k < DYNQ_LATENCY_BUCKETS; k++) {
+    fprintf(f, "%s_bucket{model=", name);
+    label_value(f, model);
+    fputs(",le=\"", f);
+    millionths(f, ((uint64_t)1 << k) - 1);
+    fprintf(f, "\"} %" PRIu64 "\n", l->below[k]);
+  }
+  fprintf(f, "%s_bucket{model=", name);
+  label_value(f, model);
+  fprintf(f, ",le=\"+Inf\"} %" PRIu64 "\n", l->count);
+  fprintf(f, "%s_sum{model=", name);
+  label_value(f, model);
+  fputs("} ", f);
+  millionths(f, l->sum);
+  fprintf(f, "\n%s_count{model=", name);
+  label_value(f, model);
+  fprintf(f, "} %" PRIu64 "\n", l->count);
+}
 
 static void histogram(FILE *f, const dynq_stats_t *s, const char *name, const char *help,
                       size_t field_off) {
   head(f, name, "histogram", help);
-  for (int i = 0; i < s->n_models; i++) {
-    const dynq_latency_t *l =
-        (const dynq_latency_t *)((const char *)&s->models[i] + field_off);
-    for (int k = 0; k < DYNQ_LATENCY_BUCKETS; k++) {
-      fprintf(f, "%s_bucket{model=", name);
-      label_value(f, s->models[i].name);
-      fputs(",le=\"", f);
-      seconds(f, ((uint64_t)1 << k) - 1);
-      fprintf(f, "\"} %" PRIu64 "\n", l->below[k]);
-    }
-    fprintf(f, "%s_bucket{model=", name);
-    label_value(f, s->models[i].name);
-    fprintf(f, ",le=\"+Inf\"} %" PRIu64 "\n", l->count);
-    fprintf(f, "%s_sum{model=", name);
-    label_value(f, s->models[i].name);
-    fputs("} ", f);
-    seconds(f, l->sum);
-    fprintf(f, "\n%s_count{model=", name);
-    label_value(f, s->models[i].name);
-    fprintf(f, "} %" PRIu64 "\n", l->count);
-  }
+  for (int i = 0; i < s->n_models; i++)
+    histogram_samples(f, name, s->models[i].name,
+                      (const dynq_latency_t *)((const char *)&s->models[i] + field_off));
 }
 
 /* Every model's histogram was sent (a dynqd from before histograms sends
@@ -121,13 +128,73 @@ static void latency(FILE *f, const dynq_stats_t *s, const char *name, const char
       fprintf(f, "%s{model=", name);
       label_value(f, s->models[i].name);
       fprintf(f, ",quantile=\"%s\"} ", qs[k].q);
-      seconds(f, *(const uint64_t *)((const char *)l + qs[k].off));
+      millionths(f, *(const uint64_t *)((const char *)l + qs[k].off));
       fputc('\n', f);
     }
     fprintf(f, "%s_count{model=", name);
     label_value(f, s->models[i].name);
     fprintf(f, "} %" PRIu64 "\n", l->count);
   }
+}
+
+/* Models with shadow telemetry (a library older than dynq_stats_t's
+ * shadow array leaves it NULL). */
+static int shadowed(const dynq_stats_t *s, int i) {
+  return s->shadow != NULL && s->shadow[i].on;
+}
+
+/* One family over the shadowed models: an integer field (type counter or
+ * gauge), or with hist set the dynq_latency_t at field_off as a histogram
+ * (each model's only when dynqd sent its buckets). */
+static void shadow_family(FILE *f, const dynq_stats_t *s, const char *name, const char *type,
+                          const char *help, size_t field_off) {
+  int hist = strcmp(type, "histogram") == 0, any = 0;
+  for (int i = 0; i < s->n_models; i++) {
+    if (!shadowed(s, i)) continue;
+    const char *p = (const char *)&s->shadow[i] + field_off;
+    if (hist && !((const dynq_latency_t *)p)->has_buckets) continue;
+    if (!any++) head(f, name, type, help);
+    if (hist) {
+      histogram_samples(f, name, s->models[i].name, (const dynq_latency_t *)p);
+      continue;
+    }
+    fprintf(f, "%s{model=", name);
+    label_value(f, s->models[i].name);
+    fprintf(f, "} %" PRIu64 "\n", *(const uint64_t *)p);
+  }
+}
+
+/* Shadow FP32 telemetry per model: the sampling rate, the run counters
+ * and the INT8-vs-FP32 error histograms (bounds in the error's own unit). */
+static void shadow_metrics(FILE *f, const dynq_stats_t *s) {
+  int any = 0;
+  for (int i = 0; i < s->n_models; i++) {
+    if (!shadowed(s, i)) continue;
+    if (!any++)
+      head(f, "dynq_model_shadow_rate", "gauge",
+           "Fraction of the model's INT8 requests re-run on FP32 (shadow telemetry).");
+    fputs("dynq_model_shadow_rate{model=", f);
+    label_value(f, s->models[i].name);
+    fprintf(f, "} %.9g\n", s->shadow[i].rate);
+  }
+  shadow_family(f, s, "dynq_model_shadow_runs_total", "counter",
+                "Shadow FP32 re-runs compared with the INT8 answer.",
+                offsetof(dynq_model_shadow_t, runs));
+  shadow_family(f, s, "dynq_model_shadow_dropped_total", "counter",
+                "Requests sampled for a shadow run but not run (dynqd was busy).",
+                offsetof(dynq_model_shadow_t, dropped));
+  shadow_family(f, s, "dynq_model_shadow_decisions_changed_total", "counter",
+                "Shadow runs where an arg-max or a 0.5 threshold differed from FP32.",
+                offsetof(dynq_model_shadow_t, decisions_changed));
+  shadow_family(f, s, "dynq_model_shadow_alerts_total", "counter",
+                "Shadow runs whose relL2 was above shadow_alert.",
+                offsetof(dynq_model_shadow_t, alerts));
+  shadow_family(f, s, "dynq_model_shadow_rel_l2", "histogram",
+                "Relative L2 error of INT8 answers against FP32 (largest over outputs).",
+                offsetof(dynq_model_shadow_t, rel_l2_ppm));
+  shadow_family(f, s, "dynq_model_shadow_max_abs", "histogram",
+                "Largest absolute difference of INT8 answers from FP32.",
+                offsetof(dynq_model_shadow_t, max_abs_ppm));
 }
 
 /* Top-level stats counters with a line of their own above. */
@@ -201,6 +268,7 @@ void dynq__prom_render(const dynq_stats_t *s, FILE *f) {
           offsetof(dynq_model_stats_t, queue_us));
   latency(f, s, "dynq_compute_seconds", "Time requests spent running the model.",
           offsetof(dynq_model_stats_t, compute_us));
+  shadow_metrics(f, s);
 }
 
 void dynq__stats_table(const dynq_stats_t *s, FILE *f) {
@@ -234,5 +302,16 @@ void dynq__stats_table(const dynq_stats_t *s, FILE *f) {
              m->compute_us.p90, m->compute_us.p99);
     fprintf(f, "%-20s %4" PRIu64 " %10" PRIu64 " %8" PRIu64 " %27s %27s\n", m->name,
             m->version, m->requests, m->errors, q, c);
+  }
+  for (int i = 0; i < s->n_models; i++) {
+    const dynq_model_shadow_t *sh = &s->shadow[i];
+    if (!shadowed(s, i)) continue;
+    fprintf(f, "shadow %s: rate %.3g, %" PRIu64 " runs, %" PRIu64 " dropped, relL2 "
+               "p50/p90/p99 %.4g/%.4g/%.4g, max-abs p99 %.4g, %" PRIu64
+               " decisions changed, %" PRIu64 " alerts\n",
+            s->models[i].name, sh->rate, sh->runs, sh->dropped,
+            (double)sh->rel_l2_ppm.p50 / 1e6, (double)sh->rel_l2_ppm.p90 / 1e6,
+            (double)sh->rel_l2_ppm.p99 / 1e6, (double)sh->max_abs_ppm.p99 / 1e6,
+            sh->decisions_changed, sh->alerts);
   }
 }

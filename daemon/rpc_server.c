@@ -134,6 +134,21 @@ static void w_shadow_hist(dynq__wbuf_t *w, const dynqd_hist_t *h) {
       if (h->b[i] != 0) mx = dynqd__hist_upper(i);
     dynq__w_double(w, (double)mx / 1e6);
   });
+  /* sum and the non-empty buckets as the latency histograms send them, in
+   * the metric's own unit: each value is a whole number of millionths, so
+   * a client gets the exact integers back by rounding x 1e6. */
+  KV(w, "sum", dynq__w_double(w, (double)h->sum / 1e6));
+  KV(w, "buckets", {
+    uint32_t nb = 0;
+    for (int i = 0; i < DYNQD_HIST_BUCKETS; i++) nb += h->b[i] != 0;
+    dynq__w_array(w, nb);
+    for (int i = 0; i < DYNQD_HIST_BUCKETS; i++) {
+      if (h->b[i] == 0) continue;
+      dynq__w_array(w, 2);
+      dynq__w_double(w, (double)dynqd__hist_upper(i) / 1e6);
+      dynq__w_uint(w, h->b[i]);
+    }
+  });
   dynq__w_map_end(w);
 }
 

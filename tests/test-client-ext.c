@@ -725,6 +725,151 @@ START_TEST(stats_buckets_make_histograms) {
 }
 END_TEST
 
+/* Shadow telemetry in stats: two models in reverse name order, "z" with a
+ * shadow map whose error histograms carry sum and buckets in the error's
+ * own unit, "a" without; then a shadow map whose rel_l2 bucket bound is
+ * negative. */
+static void w_shadow_hist(dynq__wbuf_t *w, const char *key, int bad) {
+  dynq__w_key(w, key);
+  dynq__w_map_begin(w);
+  dynq__w_key(w, "count");
+  dynq__w_uint(w, 5);
+  dynq__w_key(w, "p50");
+  dynq__w_double(w, 0.0023);
+  dynq__w_key(w, "p90");
+  dynq__w_double(w, 0.0151);
+  dynq__w_key(w, "p99");
+  dynq__w_double(w, 0.0151);
+  dynq__w_key(w, "max");
+  dynq__w_double(w, 0.0151);
+  dynq__w_key(w, "sum");
+  dynq__w_double(w, 0.034567);
+  dynq__w_key(w, "buckets");
+  dynq__w_array(w, 2);
+  dynq__w_array(w, 2);
+  dynq__w_double(w, bad ? -0.0023 : 0.0023); /* 2300 ppm: below 2^12 */
+  dynq__w_uint(w, 3);
+  dynq__w_array(w, 2);
+  dynq__w_double(w, 0.0151);                 /* 15100 ppm: below 2^14 */
+  dynq__w_uint(w, 2);
+  dynq__w_map_end(w);
+}
+
+static void script_stats_shadow(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n,
+                                int pfd) {
+  (void)f;
+  (void)pfd;
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, req->msgid);
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "models");
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "z");
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "requests");
+  dynq__w_uint(&w, 7);
+  dynq__w_key(&w, "shadow");
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "rate");
+  dynq__w_double(&w, 0.25);
+  dynq__w_key(&w, "runs");
+  dynq__w_uint(&w, 5);
+  dynq__w_key(&w, "dropped");
+  dynq__w_uint(&w, 1);
+  dynq__w_key(&w, "decisions_changed");
+  dynq__w_uint(&w, 2);
+  dynq__w_key(&w, "alerts");
+  dynq__w_uint(&w, 4);
+  w_shadow_hist(&w, "rel_l2", n > 0);
+  w_shadow_hist(&w, "max_abs", 0);
+  dynq__w_map_end(&w);
+  dynq__w_map_end(&w);
+  dynq__w_key(&w, "a");
+  dynq__w_map_begin(&w);
+  dynq__w_key(&w, "requests");
+  dynq__w_uint(&w, 3);
+  dynq__w_map_end(&w);
+  dynq__w_map_end(&w);
+  dynq__w_map_end(&w);
+  tu_send_wbuf(fd, &w);
+}
+
+START_TEST(stats_shadow_histograms) {
+  xfake_t f;
+  dynq_client_t *c = NULL;
+  dynq_stats_t st;
+  char *text;
+
+  xfake_start(&f, script_stats_shadow);
+  ck_assert_int_eq(dynq_connect(f.path, &c), 0);
+  ck_assert_int_eq(dynq_stats(c, &st), 0);
+  ck_assert_int_eq(st.n_models, 2);
+  ck_assert_ptr_nonnull(st.shadow);
+  /* sorted by name, the parallel array with them */
+  ck_assert_str_eq(st.models[0].name, "a");
+  ck_assert_uint_eq(st.models[0].requests, 3);
+  ck_assert_int_eq(st.shadow[0].on, 0);
+  ck_assert_str_eq(st.models[1].name, "z");
+  ck_assert_int_eq(st.shadow[1].on, 1);
+  ck_assert(st.shadow[1].rate == 0.25);
+  ck_assert_uint_eq(st.shadow[1].runs, 5);
+  ck_assert_uint_eq(st.shadow[1].dropped, 1);
+  ck_assert_uint_eq(st.shadow[1].decisions_changed, 2);
+  ck_assert_uint_eq(st.shadow[1].alerts, 4);
+  const dynq_latency_t *rl = &st.shadow[1].rel_l2_ppm;
+  ck_assert_uint_eq(rl->count, 5);
+  ck_assert_uint_eq(rl->p50, 2300);
+  ck_assert_uint_eq(rl->p99, 15100);
+  ck_assert_uint_eq(rl->sum, 34567);
+  ck_assert_int_eq(rl->has_buckets, 1);
+  ck_assert_uint_eq(rl->below[11], 0);
+  ck_assert_uint_eq(rl->below[12], 3);
+  ck_assert_uint_eq(rl->below[13], 3);
+  ck_assert_uint_eq(rl->below[14], 5);
+  ck_assert_uint_eq(rl->below[DYNQ_LATENCY_BUCKETS - 1], 5);
+
+  text = render(dynq__prom_render, &st);
+  ck_assert_msg(strstr(text, "# TYPE dynq_model_shadow_rate gauge\n"
+                             "dynq_model_shadow_rate{model=\"z\"} 0.25\n") != NULL, "%s", text);
+  ck_assert_msg(strstr(text, "# TYPE dynq_model_shadow_runs_total counter\n"
+                             "dynq_model_shadow_runs_total{model=\"z\"} 5\n# HELP") != NULL,
+                "%s", text);
+  ck_assert_msg(strstr(text, "dynq_model_shadow_alerts_total{model=\"z\"} 4\n") != NULL, "%s",
+                text);
+  ck_assert_msg(strstr(text, "# TYPE dynq_model_shadow_rel_l2 histogram\n") != NULL, "%s", text);
+  ck_assert_msg(strstr(text, "dynq_model_shadow_rel_l2_bucket{model=\"z\",le=\"0.002047\"} 0\n"
+                             "dynq_model_shadow_rel_l2_bucket{model=\"z\",le=\"0.004095\"} 3\n"
+                             "dynq_model_shadow_rel_l2_bucket{model=\"z\",le=\"0.008191\"} 3\n"
+                             "dynq_model_shadow_rel_l2_bucket{model=\"z\",le=\"0.016383\"} 5\n")
+                    != NULL, "%s", text);
+  ck_assert_msg(strstr(text, "dynq_model_shadow_rel_l2_bucket{model=\"z\",le=\"+Inf\"} 5\n"
+                             "dynq_model_shadow_rel_l2_sum{model=\"z\"} 0.034567\n"
+                             "dynq_model_shadow_rel_l2_count{model=\"z\"} 5\n") != NULL,
+                "%s", text);
+  ck_assert_msg(strstr(text, "dynq_model_shadow_max_abs_count{model=\"z\"} 5\n") != NULL, "%s",
+                text);
+  /* the model without telemetry has no shadow samples */
+  ck_assert_ptr_null(strstr(text, "shadow_rate{model=\"a\"}"));
+  ck_assert_ptr_null(strstr(text, "shadow_runs_total{model=\"a\"}"));
+  free(text);
+  text = render(dynq__stats_table, &st);
+  ck_assert_msg(strstr(text, "shadow z: rate 0.25, 5 runs, 1 dropped, relL2 p50/p90/p99 "
+                             "0.0023/0.0151/0.0151") != NULL, "%s", text);
+  ck_assert_ptr_null(strstr(text, "shadow a:"));
+  free(text);
+  dynq_stats_free(&st);
+  ck_assert_ptr_null(st.shadow);
+
+  /* a negative bucket bound: refused, naming the histogram */
+  ck_assert_int_eq(dynq_stats(c, &st), DYNQ_EPROTO);
+  ck_assert_msg(strstr(dynq_client_errmsg(c), "'shadow rel_l2'") != NULL, "%s",
+                dynq_client_errmsg(c));
+  xfake_join(&f, c);
+  xfake_stop(&f);
+}
+END_TEST
+
 /* ---- health, admin ---- */
 
 static void script_health_admin(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n,
@@ -1944,6 +2089,7 @@ static Suite *client_ext_suite(void) {
   tcase_add_test(tc, stats_typed_prometheus_json);
   tcase_add_test(tc, stats_unknown_counters);
   tcase_add_test(tc, stats_buckets_make_histograms);
+  tcase_add_test(tc, stats_shadow_histograms);
   tcase_add_test(tc, health_and_admin_calls);
   tcase_add_test(tc, session_calls);
   tcase_add_test(tc, infer_ex_options);

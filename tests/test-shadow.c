@@ -139,12 +139,38 @@ START_TEST(counts_histograms_and_alert) {
   ck_assert_msg(qs[0].rel_l2 > 0.05 && qs[0].alert == 0.05, "%g %g", qs[0].rel_l2, qs[0].alert);
   ck_assert_int_eq(dynq_health_quality(cl, NULL, 0, &nq), 0); /* count only */
   ck_assert_int_eq(nq, 1);
+  /* stats: the model's shadow figures, histograms with their buckets */
+  dynq_stats_t st;
+  ck_assert_int_eq(dynq_stats(cl, &st), 0);
+  const dynq_model_shadow_t *msh = NULL;
+  for (int i = 0; i < st.n_models; i++)
+    if (strcmp(st.models[i].name, "sens") == 0) msh = &st.shadow[i];
+  ck_assert_ptr_nonnull(msh);
+  ck_assert_int_eq(msh->on, 1);
+  ck_assert_uint_eq(msh->runs, N);
+  ck_assert_uint_eq(msh->alerts, N);
+  ck_assert_uint_eq(msh->rel_l2_ppm.count, N);
+  ck_assert_int_eq(msh->rel_l2_ppm.has_buckets, 1);
+  /* relL2 about 0.2: all N under 2^20 ppm (1.05), none under 2^15 (0.033) */
+  ck_assert_uint_eq(msh->rel_l2_ppm.below[20], N);
+  ck_assert_uint_eq(msh->rel_l2_ppm.below[15], 0);
+  ck_assert_msg(msh->rel_l2_ppm.sum >= N * 50000 && msh->rel_l2_ppm.sum < N * 1000000,
+                "sum %llu", (unsigned long long)msh->rel_l2_ppm.sum);
+  ck_assert_uint_eq(msh->max_abs_ppm.count, N);
+  ck_assert_uint_eq(msh->max_abs_ppm.below[DYNQ_LATENCY_BUCKETS - 1], N);
+  dynq_stats_free(&st);
   dynq_close(cl);
   char exe[4096], *out = NULL;
   snprintf(exe, sizeof exe, "%s", tu_build("client/dynqctl"));
   char *argv[] = {exe, "--socket", d.sock, "health", NULL};
   ck_assert_int_eq(tu_run(argv, &out), 0);  /* ready: a warning is not a failure */
   ck_assert_msg(strstr(out, "quality: model 'sens': INT8 relL2") != NULL, "%s", out);
+  free(out);
+  char *pargv[] = {exe, "--socket", d.sock, "stats", "--prometheus", NULL};
+  ck_assert_int_eq(tu_run(pargv, &out), 0);
+  ck_assert_msg(strstr(out, "dynq_model_shadow_rel_l2_bucket{model=\"sens\",le=\"+Inf\"} 10\n") &&
+                    strstr(out, "dynq_model_shadow_runs_total{model=\"sens\"} 10\n"),
+                "%s", out);
   free(out);
   tu_rpc_close(&c);
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);

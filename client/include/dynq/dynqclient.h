@@ -219,6 +219,18 @@ typedef struct dynq_counter {
   uint64_t value;
 } dynq_counter_t;
 
+/* Shadow FP32 telemetry of one model (dynqd's shadow_rate: sampled INT8
+ * requests re-run on FP32 and compared).  The two error histograms count
+ * millionths: relL2 x 1e6 and max |INT8 - FP32| x 1e6, so p50..p99, sum
+ * and the bounds of below[k] (2^k millionths) are in those units. */
+typedef struct dynq_model_shadow {
+  int on;                   /* dynqd sent shadow figures for this model */
+  double rate;              /* fraction of its INT8 requests re-run */
+  uint64_t runs, dropped, decisions_changed, alerts;
+  dynq_latency_t rel_l2_ppm, max_abs_ppm;
+  uint64_t reserved_[4];    /* zero; room for later fields */
+} dynq_model_shadow_t;
+
 typedef struct dynq_stats {
   size_t size;              /* bytes filled by the library (see the top) */
   double uptime_s;
@@ -230,6 +242,9 @@ typedef struct dynq_stats {
   uint64_t inline_total;    /* infers run on dynqd's loop thread */
   int n_counters;
   dynq_counter_t *counters;    /* owned; every top-level integer, server order */
+  /* owned; n_models entries, shadow[i] for models[i] (shadow[i].on is 0
+   * for a model without shadow telemetry) */
+  dynq_model_shadow_t *shadow;
 } dynq_stats_t;
 
 int dynq_stats_sized(dynq_client_t *c, dynq_stats_t *ret_stats, size_t size);
