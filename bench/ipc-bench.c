@@ -37,6 +37,8 @@
  * --client-spin US: the libdynqclient busy-poll budget of the second client
  * connection in the latency figures (the first has it off; default 50).
  * --latency-only: stop after 1 and 2.
+ * --throughput-only: only 3 (raw clients next to the bare pairs), 3b and
+ * the engine, for comparing daemon builds or settings quickly.
  */
 #include <errno.h>
 #include <poll.h>
@@ -64,7 +66,7 @@ static int o_clients = 64, o_workers = 2;
 static int o_split_rows, o_cols = 4096;
 static const char *o_dargs[16];
 static int o_n_dargs;
-static int o_latency_only;
+static int o_latency_only, o_throughput_only;
 static int o_pipe_conns = 4, o_pipe_depth = 32;
 
 static double now_s(void) {
@@ -775,6 +777,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--split") == 0 && v) o_split_rows = atoi(argv[++i]);
     else if (strcmp(argv[i], "--client-spin") == 0 && v) o_client_spin = atoi(argv[++i]);
     else if (strcmp(argv[i], "--latency-only") == 0) o_latency_only = 1;
+    else if (strcmp(argv[i], "--throughput-only") == 0) o_throughput_only = 1;
     else if (strcmp(argv[i], "--pipeline") == 0 && v) {
       if (sscanf(argv[++i], "%dx%d", &o_pipe_conns, &o_pipe_depth) != 2 || o_pipe_conns < 1 ||
           o_pipe_conns > 256 || o_pipe_depth < 1 || o_pipe_depth > DYNQ_CLIENT_INFLIGHT_MAX)
@@ -786,7 +789,8 @@ int main(int argc, char **argv) {
     else {
       fprintf(stderr, "usage: ipc-bench --dynqd PATH --models DIR [--model NAME] "
                       "[--seconds S] [--clients N] [--workers W] [--daemon-arg ARG]...\n"
-                      "                 [--client-spin US] [--latency-only] [--pipeline CxD]\n"
+                      "                 [--client-spin US] [--latency-only | --throughput-only]\n"
+                      "                 [--pipeline CxD]\n"
                       "       ipc-bench ... --model NAME --split ROWS [--cols K]\n");
       return 2;
     }
@@ -810,8 +814,12 @@ int main(int argc, char **argv) {
 
   daemon_t d;
   daemon_start(&d, "a", NULL);
-  latency(&d);
-  sustained_ping(&d);
+  if (!o_throughput_only) {
+    latency(&d);
+    sustained_ping(&d);
+  } else {
+    warm(&d);
+  }
   if (o_latency_only) {
     daemon_stop(&d);
     return 0;
@@ -829,7 +837,7 @@ int main(int argc, char **argv) {
          o_clients, req_len, resp_len, t_bare, t_bare0, t_bare1);
   printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req; %.0f%% of "
          "the bare ping-pong)\n", o_clients, t_off, cpu_off, 100.0 * t_off / t_bare);
-  for (int k = 0; k < 2; k++) {
+  for (int k = 0; k < (o_throughput_only ? 0 : 2); k++) {
     int sp = k == 0 ? 0 : o_client_spin;
     double t = throughput(&d, sp);
     printf("throughput, %d libdynqclient clients (spin %d us), batching off: %.0f req/s "
@@ -841,21 +849,26 @@ int main(int argc, char **argv) {
          g_cpu_per_req_us);
   daemon_stop(&d);
 
-  const char *batch[] = {"--batch-max", "16", "--batch-delay", "200", NULL};
-  daemon_start(&d, "b", batch);
-  double t_on = throughput(&d, -1);
-  double cpu_on = g_cpu_per_req_us;
-  printf("throughput, %d clients, batching on (max 16, 200 us): %.0f req/s (dynqd CPU %.1f "
-         "us/req)\n", o_clients, t_on, cpu_on);
-  daemon_stop(&d);
+  double t_on = 0, cpu_on = 0;
+  if (!o_throughput_only) {
+    const char *batch[] = {"--batch-max", "16", "--batch-delay", "200", NULL};
+    daemon_start(&d, "b", batch);
+    t_on = throughput(&d, -1);
+    cpu_on = g_cpu_per_req_us;
+    printf("throughput, %d clients, batching on (max 16, 200 us): %.0f req/s (dynqd CPU %.1f "
+           "us/req)\n", o_clients, t_on, cpu_on);
+    daemon_stop(&d);
+  }
 
   double t_eng = engine_throughput();
   printf("engine in-process, %d threads: %.0f runs/s, CPU %.1f us/run (dynqd off/on: %.0f%% "
          "/ %.0f%% of its rate, %.0f%% / %.0f%% of its CPU efficiency; pipelined %dx%d: "
          "%.0f%% of its rate)\n",
          o_workers, t_eng, g_cpu_per_req_us, 100.0 * t_off / t_eng, 100.0 * t_on / t_eng,
-         100.0 * g_cpu_per_req_us / cpu_off, 100.0 * g_cpu_per_req_us / cpu_on, o_pipe_conns,
+         100.0 * g_cpu_per_req_us / cpu_off,
+         cpu_on > 0 ? 100.0 * g_cpu_per_req_us / cpu_on : 0.0, o_pipe_conns,
          o_pipe_depth, 100.0 * t_pipe / t_eng);
+  if (o_throughput_only) return 0;
 
   daemon_t d1, d2;
   daemon_start(&d1, "m1", NULL);

@@ -115,6 +115,9 @@ static const opt_def_t opts[] = {
    "dynamic batching: requests merged per run, all models (1: off)"},
   {"batch_delay_us", "batch-delay", "US", OPT_INT, OFF(batch_delay_us), 0, 1000000,
    "0", 0, "dynamic batching: longest wait to fill a batch"},
+  {"coalesce_max", "coalesce-max", "N", OPT_INT, OFF(coalesce_max), 1, 4096, "32", 0,
+   "requests for one model already waiting together run as one batch of up to N, "
+   "without waiting for more, when the model's batching is off (1: never)"},
   {"worker_spin_us", "worker-spin", "US", OPT_INT, OFF(worker_spin_us), 0, 1000, "0", 0,
    "an idle worker polls for work this long before sleeping (0: sleep at once)"},
   {"inline_max_us", "inline-max", "US", OPT_INT, OFF(inline_max_us), 0, 1000, "50", 0,

@@ -73,6 +73,9 @@ typedef struct dynqd_config {
   uint64_t max_shm_bytes; /* one region's size */
   int batch_max;         /* global default per model; <= 1: batching off */
   int batch_delay_us;    /* how long a worker waits to fill a batch */
+  int coalesce_max;      /* models without batching: requests already queued
+                            together merge, up to this many, with no delay;
+                            <= 1: never */
   struct dynqd_batch_rule *batch_rules; /* per-model overrides; owned */
   int n_batch_rules;
   int worker_spin_us;    /* an idle worker polls the queue this long before

@@ -20,6 +20,10 @@
 
 /* Longest identifier we echo back in an error message. */
 #define ECHO_MAX 64
+/* Requests predicted to compute longer than this are not coalesced: the
+ * fixed per-run costs merging shares are small next to theirs, and alone
+ * they keep their own latency and may split their GEMMs. */
+#define COALESCE_MAX_US 200.0
 /* Longest timeout_ms honoured (a day); larger values mean "no deadline". */
 #define MAX_TIMEOUT_MS (24ull * 3600 * 1000)
 
@@ -35,6 +39,7 @@ typedef struct rpc_infer {
   size_t resp_len;
   size_t charged;             /* bytes counted against its connection while
                                  it waits for and runs on a worker */
+  int coalesce;               /* batch_max is coalesce_max (may run inline) */
   int shadow;                 /* sampled for an FP32 re-run (shadow.c) */
   dynq__tensor_t *shadow_out; /* owned: its INT8 outputs, kept by encode */
 } rpc_infer_t;
@@ -398,6 +403,16 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
    * its batch mates or need a region per batch: never batched. */
   if (x->out_shm != NULL || x->precision != DYNQ_PRECISION_INT8) return 0;
   dynqd__batch_config(cfg, mname, &x->job.batch_max, &x->job.batch_delay_us);
+  if (x->job.batch_max <= 1 && cfg->coalesce_max > 1 && r->mstats != NULL &&
+      r->mstats->ns_per_elem > 0 &&
+      r->mstats->ns_per_elem * (double)x->in_elems <= COALESCE_MAX_US * 1000.0) {
+    /* Batching off: still merge small requests that already wait together
+     * (a pipelining client's burst, requests queued behind busy workers),
+     * never waiting for more: their per-run costs are shared. */
+    x->job.batch_max = cfg->coalesce_max;
+    x->job.batch_delay_us = 0;
+    r->coalesce = 1;
+  }
   if (x->job.batch_max <= 1) return 0;
   dynq__model_stats_t mst;
   dynq__model_get_stats(x->model, &mst);
@@ -519,7 +534,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   }
 
   r->decode_us = (int64_t)((uv_hrtime() - t0) / 1000);
-  if (x->job.batch_max <= 1 && x->shm.n == 0 && x->out_shm == NULL &&
+  if ((x->job.batch_max <= 1 || r->coalesce) && x->shm.n == 0 && x->out_shm == NULL &&
       precision == DYNQ_PRECISION_INT8 && ms != NULL &&
       dynqd__sched_inline_ok(&s->sched, s->cfg->inline_max_us, ms->ns_per_elem, x->in_elems,
                              s->frames_iter, s->frames_prev)) {

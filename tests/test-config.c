@@ -79,6 +79,7 @@ START_TEST(test_bad_lines) {
     {"[server]\nworkers = 1\n", "unknown section '[server]'", 1},
     {"[batch.mlp\n", "malformed section header", 1},
     {"[batch.mlp]\nmax_batch = 0\n", "key 'max_batch': invalid value '0'", 2},
+    {"coalesce_max = 0\n", "key 'coalesce_max': invalid value '0' (expected 1..4096)", 1},
     {"[batch.mlp]\nspeed = 3\n", "key 'speed': unknown key in a [batch.mlp] section", 2},
     {"socket =\n", "key 'socket': needs a non-empty value", 1},
     {"max_conns = 99999999999999999999\n", "key 'max_conns': invalid value", 1},

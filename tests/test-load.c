@@ -659,6 +659,57 @@ START_TEST(test_batching_bit_identical) {
 }
 END_TEST
 
+/* Batching off (the default): small requests that queue together behind a
+ * busy worker are still merged (coalesce_max, no waiting), with the same
+ * bits as alone; --coalesce-max 1 keeps every one alone. */
+START_TEST(test_coalesced_requests_bit_identical) {
+  NEED_MODELS();
+  ck_assert_int_eq(load_f32("tests/fixtures/mlp_x.f32", g_mlp_x, 16 * 64), 0);
+  enum { N = 12 };
+  static float ref[N][16 * 10], got[N][16 * 10];
+  int rows[N];
+  for (int i = 0; i < N; i++) rows[i] = 1 + (i * 7) % 16;
+  for (int mode = 0; mode < 2; mode++) {
+    tu_daemon_t d;
+    const char *alone[] = {"--workers", "1", "--coalesce-max", "1", NULL};
+    const char *merged_args[] = {"--workers", "1", NULL};
+    start(&d, mode == 0 ? "coalesce1" : "coalesce", mode == 0 ? alone : merged_args);
+    rconn_t c;
+    rc_open(&c, d.sock);
+    /* One lone mlp request first: the model's cost becomes known (only
+     * requests predicted small are merged). */
+    send_mlp(&c, 50, 1, -1);
+    dynq__rpc_msg_t m;
+    expect_ok(&c, 50, &m);
+    dynq__rpc_free(&m);
+    /* The worker busy with a slow request while the mlp ones queue. */
+    send_slow(&c, 100, SLOW_ROWS / 4, -1);
+    for (int i = 0; i < N; i++) send_mlp(&c, (uint32_t)i + 1, rows[i], -1);
+    int merged = 0;
+    for (int i = 0; i < N; i++) {
+      expect_ok(&c, (uint32_t)i + 1, &m);
+      int64_t b = obj_int_or(dynq__obj_get(m.result, "batch"), 1);
+      if (b > 1) merged++;
+      get_f32_output(&m, "y", mode == 0 ? ref[i] : got[i], (size_t)rows[i] * 10);
+      dynq__rpc_free(&m);
+    }
+    expect_ok(&c, 100, &m);
+    dynq__rpc_free(&m);
+    if (mode == 0) {
+      ck_assert_msg(merged == 0, "%d requests ran merged with --coalesce-max 1", merged);
+    } else {
+      ck_assert_msg(merged >= 2, "only %d queued requests ran merged", merged);
+      for (int i = 0; i < N; i++)
+        ck_assert_msg(memcmp(ref[i], got[i], (size_t)rows[i] * 10 * sizeof(float)) == 0,
+                      "request %d (%d rows): coalesced result differs from alone", i,
+                      rows[i]);
+    }
+    rc_close(&c);
+    stop(&d);
+  }
+}
+END_TEST
+
 /* ---- GEMM split over the workers ---- */
 
 #define SPLIT_ROWS 64  /* 64 x 256 x 256 per layer: above the split threshold */
@@ -799,6 +850,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_closed_connection_work_dropped);
   tcase_add_test(tc, test_emfile_does_not_spin);
   tcase_add_test(tc, test_batching_bit_identical);
+  tcase_add_test(tc, test_coalesced_requests_bit_identical);
   tcase_add_test(tc, test_lone_request_splits_bit_identical);
   tcase_add_test(tc, test_inline_small_requests_same_bits);
   suite_add_tcase(s, tc);
