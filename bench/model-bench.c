@@ -11,7 +11,8 @@
  * bench/ort/run.js): relL2 and max rel of both paths are printed.  Times
  * are medians in microseconds; pin the process yourself (taskset -c 1).
  * --profile adds each op type's share of the run (per-node wall time from
- * the executor's observer), e.g. the QLinear (INT8 GEMM) share.
+ * the executor's observer), e.g. the QLinear (INT8 GEMM) share; --nodes K
+ * also the K costliest nodes with their input and output shapes.
  * --cpu times the thread's CPU time instead of wall time (see now_us).
  */
 #include <errno.h>
@@ -49,17 +50,33 @@ typedef struct prof {
   double last_us;
   double op_us[DYNQ_OP__COUNT];
   int64_t op_n[DYNQ_OP__COUNT];
+  int n_nodes;           /* --nodes: per node index, NULL without */
+  double *node_us;       /* [n_nodes] owned, summed over rounds */
+  char (*node_desc)[160]; /* [n_nodes] owned: op, name, shapes (first call) */
 } prof_t;
 
 static void on_node(void *user, const dynq__graph_t *g, int index, const dynq__node_t *node,
                     int precision, const dynq__tensor_t *const *inputs,
                     const dynq__tensor_t *outputs) {
-  (void)g, (void)index, (void)precision, (void)inputs, (void)outputs;
+  (void)g, (void)precision;
   prof_t *p = user;
   double t = now_us();
   if (node->op > 0 && node->op < DYNQ_OP__COUNT) {
     p->op_us[node->op] += t - p->last_us;
     p->op_n[node->op]++;
+  }
+  if (p->node_us && index >= 0 && index < p->n_nodes) {
+    p->node_us[index] += t - p->last_us;
+    if (p->node_desc[index][0] == 0) {
+      char a[64] = "-", b[64] = "-";
+      if (node->n_in > 0 && inputs[0])
+        dynq__shape_str(a, sizeof a, inputs[0]->rank, inputs[0]->dims);
+      if (node->n_out > 0 && outputs)
+        dynq__shape_str(b, sizeof b, outputs[0].rank, outputs[0].dims);
+      snprintf(p->node_desc[index], sizeof p->node_desc[index], "%-8s g%-4lld act%lld pre%d post%d %-18s %s -> %s",
+               dynq__op_name(node->op), (long long)dynq__node_attr_i(node, "group", 1), (long long)dynq__node_attr_i(node, "act", 0), dynq__node_attr(node, "pre_mul") != NULL, dynq__node_attr(node, "post_mul") != NULL,
+               node->name ? node->name : "?", a, b);
+    }
   }
   p->last_us = now_us();
 }
@@ -87,7 +104,7 @@ static int cmp_d(const void *a, const void *b) {
 
 static void usage(void) {
   fprintf(stderr, "usage: model-bench MODEL.dynq --input NAME:f32|i64:DxD..=FILE ... "
-                  "[--rounds N] [--threads T] [--ref FILE] [--only int8|fp32] [--profile] [--cpu] "
+                  "[--rounds N] [--threads T] [--ref FILE] [--only int8|fp32] [--profile] [--nodes K] [--cpu] "
                   "[--json]\n");
   exit(2);
 }
@@ -95,7 +112,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
   const char *path = NULL, *ref_path = NULL;
   char *in_spec[MAX_IN];
-  int n_spec = 0, rounds = 20, threads = 1, json = 0, only = -1, profile = 0;
+  int n_spec = 0, rounds = 20, threads = 1, json = 0, only = -1, profile = 0, top = 0;
   /* the process set-up dynqd does (kernel from DYNQ_KERNEL, OpenBLAS,
    * allocator), so the figures are the daemon's */
   const char *kmsg = NULL;
@@ -116,6 +133,8 @@ int main(int argc, char **argv) {
       only = strcmp(argv[++i], "fp32") == 0; /* a model without Wref: int8 */
     else if (strcmp(argv[i], "--profile") == 0)
       profile = 1;
+    else if (strcmp(argv[i], "--nodes") == 0 && i + 1 < argc)
+      profile = 1, top = atoi(argv[++i]);
     else if (strcmp(argv[i], "--cpu") == 0)
       clock_id = CLOCK_THREAD_CPUTIME_ID;
     else if (strcmp(argv[i], "--json") == 0)
@@ -170,6 +189,15 @@ int main(int argc, char **argv) {
   }
   static double times[2][MAX_ROUNDS];
   static prof_t prof[2];
+  for (int p = 0; top > 0 && p < 2; p++) {
+    prof[p].n_nodes = g->n_nodes;
+    prof[p].node_us = calloc((size_t)g->n_nodes + 1, sizeof(double));
+    prof[p].node_desc = calloc((size_t)g->n_nodes + 1, sizeof(*prof[p].node_desc));
+    if (!prof[p].node_us || !prof[p].node_desc) {
+      fprintf(stderr, "model-bench: out of memory\n");
+      return 1;
+    }
+  }
   dynq__tensor_t out[2][16];
   memset(out, 0, sizeof out);
   int nout = g->n_outputs < 16 ? g->n_outputs : 16;
@@ -253,6 +281,21 @@ int main(int argc, char **argv) {
              100.0 * prof[p].op_us[best] / tot);
       prof[p].op_n[best] = 0;
     }
+    if (top > 0) printf("%s path, the %d costliest nodes (per round):\n", p ? "fp32" : "int8", top);
+    for (int k = 0; k < top && prof[p].node_us; k++) {
+      int best = -1;
+      for (int i = 0; i < prof[p].n_nodes; i++)
+        if (prof[p].node_us[i] > 0 && (best < 0 || prof[p].node_us[i] > prof[p].node_us[best]))
+          best = i;
+      if (best < 0) break;
+      printf("  %4d %9.1f us %5.1f %%  %s\n", best, prof[p].node_us[best] / rounds,
+             100.0 * prof[p].node_us[best] / tot, prof[p].node_desc[best]);
+      prof[p].node_us[best] = 0;
+    }
+  }
+  for (int p = 0; p < 2; p++) {
+    free(prof[p].node_us);
+    free(prof[p].node_desc);
   }
   for (int p = 0; p < 2; p++)
     for (int k = 0; k < nout; k++) dynq__tensor_clear(&out[p][k]);

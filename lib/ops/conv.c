@@ -11,15 +11,13 @@
  * A 1-D conv runs as a 2-D one with a unit height.
  */
 #include <errno.h>
-#ifdef __SSE2__
-#include <xmmintrin.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conv_sym.h"
 #include "dynq/errors.h"
+#include "kernels/convk.h"
 #include "rnn.h"
 #include "vmath.h"
 
@@ -77,65 +75,51 @@ static void conv_attrs(const dynq__node_t *n, dynq__conv_attrs_t *a) {
   a->act_b = dynq__node_attr_f(n, "act_b", 0.0f);
 }
 
-/* The fused epilogue on n outputs in place (see dynq__conv_attrs_t).
- * Each step is written as the op it replaces writes it (elementwise.c:
+/* The fused epilogue (see dynq__conv_attrs_t) in the conv kernels' terms
+ * (kernels/convk.h, which performs each step as the op it replaces does:
  * Mul then Add rounded apart, Clip's compares, HardSigmoid/HardSwish's
- * alpha x + beta clamp, vmath's sigmoid), so a fused graph gives the
- * unfused one's bits.  One pass per call, one loop per combination, each
- * a plain loop that vectorizes: the clamps are written as
- * "0 > v ? 0 : v" and "1 < v ? 1 : v", the operand order of maxps/minps,
- * which keep NaN exactly as the ops' compares do. */
+ * alpha x + beta clamp, so a fused graph gives the unfused one's bits);
+ * 0 when there is none, or it is a sigmoid, which stays here with vmath's
+ * scalar sigmoid. */
+static int epi_spec(const dynq__conv_attrs_t *at, dynq__conv_epi_t *e) {
+  static const int acts[DYNQ_CONV_ACT__COUNT] = {
+    [DYNQ_CONV_ACT_NONE] = DYNQ_EPI_NONE, [DYNQ_CONV_ACT_RELU] = DYNQ_EPI_RELU,
+    [DYNQ_CONV_ACT_CLIP] = DYNQ_EPI_CLIP, [DYNQ_CONV_ACT_HARDSIGMOID] = DYNQ_EPI_HARDSIGMOID,
+    [DYNQ_CONV_ACT_HARDSWISH] = DYNQ_EPI_HARDSWISH,
+  };
+  const int swish = at->act == DYNQ_CONV_ACT_HARDSWISH;
+  if (at->act == DYNQ_CONV_ACT_SIGMOID || at->act < 0 || at->act >= DYNQ_CONV_ACT__COUNT ||
+      !(at->has_pre || at->has_post || at->act != DYNQ_CONV_ACT_NONE))
+    return 0;
+  *e = (dynq__conv_epi_t){
+    .act = acts[at->act], .pre = at->has_pre, .post = at->has_post,
+    .pm = at->pre_mul, .pa = at->pre_add, .qm = at->post_mul, .qa = at->post_add,
+    .lo = at->act_a, .hi = at->act_b,
+    .al = swish ? 1.0f / 6.0f : at->act_a, .be = swish ? 0.5f : at->act_b,
+  };
+  return 1;
+}
+
+/* A sigmoid epilogue: one plain loop per combination of the affine steps. */
 #define EPI_PRE(v) (v = v * pm, v = v + pa)
 #define EPI_POST(v) (v = v * qm, v = v + qa)
-#define EPI_NONE(v) ((void)0)
-#define EPI_LOOPS(ACT)                                                                     \
-  do {                                                                                     \
-    if (at->has_pre && at->has_post)                                                       \
-      for (int64_t i = 0; i < n; i++) {                                                    \
-        float v = y[i];                                                                    \
-        EPI_PRE(v), ACT(v), EPI_POST(v);                                                   \
-        y[i] = v;                                                                          \
-      }                                                                                    \
-    else if (at->has_pre)                                                                  \
-      for (int64_t i = 0; i < n; i++) {                                                    \
-        float v = y[i];                                                                    \
-        EPI_PRE(v), ACT(v);                                                                \
-        y[i] = v;                                                                          \
-      }                                                                                    \
-    else if (at->has_post)                                                                 \
-      for (int64_t i = 0; i < n; i++) {                                                    \
-        float v = y[i];                                                                    \
-        ACT(v), EPI_POST(v);                                                               \
-        y[i] = v;                                                                          \
-      }                                                                                    \
-    else                                                                                   \
-      for (int64_t i = 0; i < n; i++) {                                                    \
-        float v = y[i];                                                                    \
-        ACT(v);                                                                            \
-        y[i] = v;                                                                          \
-      }                                                                                    \
-  } while (0)
-/* as Relu: kept > 0, +inf and NaN; zeroed negatives, -inf and -0.0 */
-#define EPI_RELU(v) (v = v > 0.0f || v != v ? v : 0.0f)
-#define EPI_CLIP(v) (v = v < lo ? lo : v, v = v > hi ? hi : v)
-#define EPI_HARD(v) (h = al * v + be, h = 0.0f > h ? 0.0f : h, h = 1.0f < h ? 1.0f : h, v = h)
-#define EPI_SWISH(v) (h = al * v + be, h = 0.0f > h ? 0.0f : h, h = 1.0f < h ? 1.0f : h, v = v * h)
-#define EPI_SIGMOID(v) (v = dynq_vsigmoid(v))
-
-static void conv_epi(const dynq__conv_attrs_t *at, float *restrict y, int64_t n) {
+static void epi_sigmoid(const dynq__conv_attrs_t *at, float *restrict y, int64_t n) {
   const float pm = at->pre_mul, pa = at->pre_add, qm = at->post_mul, qa = at->post_add;
-  const float lo = at->act_a, hi = at->act_b;
-  const int swish = at->act == DYNQ_CONV_ACT_HARDSWISH;
-  const float al = swish ? 1.0f / 6.0f : at->act_a, be = swish ? 0.5f : at->act_b;
-  float h;
-  switch (at->act) {
-  case DYNQ_CONV_ACT_RELU: EPI_LOOPS(EPI_RELU); break;
-  case DYNQ_CONV_ACT_CLIP: EPI_LOOPS(EPI_CLIP); break;
-  case DYNQ_CONV_ACT_HARDSIGMOID: EPI_LOOPS(EPI_HARD); break;
-  case DYNQ_CONV_ACT_HARDSWISH: EPI_LOOPS(EPI_SWISH); break;
-  case DYNQ_CONV_ACT_SIGMOID: EPI_LOOPS(EPI_SIGMOID); break;
-  default: EPI_LOOPS(EPI_NONE); break;
+  for (int64_t i = 0; i < n; i++) {
+    float v = y[i];
+    if (at->has_pre) EPI_PRE(v);
+    v = dynq_vsigmoid(v);
+    if (at->has_post) EPI_POST(v);
+    y[i] = v;
   }
+}
+
+/* The fused epilogue on n outputs in place. */
+static void conv_epi(const dynq__conv_kernel_t *k, const dynq__conv_attrs_t *at,
+                     float *restrict y, int64_t n) {
+  dynq__conv_epi_t e;
+  if (epi_spec(at, &e)) k->epi(&e, y, n);
+  else if (at->act == DYNQ_CONV_ACT_SIGMOID) epi_sigmoid(at, y, n);
 }
 
 static int conv_has_epi(const dynq__conv_attrs_t *at) {
@@ -343,113 +327,84 @@ static void gather_f32(const geom_t *g, const float *xg, const padded_t *pd, flo
 
 /* Depthwise (one input channel per group, a few output channels each):
  * every output plane is a small filter over one input plane, computed
- * directly (through im2col it was a copy of every input value per tap
- * and a one-row GEMM per channel).  Per output row, the columns whose
- * taps all lie inside the image (unit stride and dilation) are done
- * eight at a time with the sums in registers over every tap; the border
- * columns tap by tap over each tap's valid range (no test per element).
- * Both add the taps to the bias in the same (row, column) order, so a
- * value does not depend on which part computed it. */
-static inline __attribute__((always_inline)) void dw_interior(
-    const float *xc, int64_t iw, const float *wm, const int64_t kw, int64_t a0, int64_t a1,
-    int64_t y0, int64_t dh, float bm, float *restrict yr, int64_t lo, int64_t hi, int64_t pw) {
-  int64_t ox = lo;
-  for (; ox + 8 <= hi; ox += 8) {
-    float acc[8];
-    for (int j = 0; j < 8; j++) acc[j] = bm;
-    for (int64_t a = a0; a < a1; a++) {
-      const float *xr = xc + (y0 + a * dh) * iw + ox - pw;
-      const float *wr = wm + a * kw;
-#pragma GCC unroll 8
-      for (int64_t b = 0; b < kw; b++) {
-        const float wv = wr[b];
-        for (int j = 0; j < 8; j++) acc[j] += wv * xr[b + j];
-      }
-    }
-    for (int j = 0; j < 8; j++) yr[ox + j] = acc[j];
-  }
-  for (; ox < hi; ox++) {
-    float acc = bm;
-    for (int64_t a = a0; a < a1; a++) {
-      const float *xr = xc + (y0 + a * dh) * iw + ox - pw;
-      for (int64_t b = 0; b < kw; b++) acc += wm[a * kw + b] * xr[b];
-    }
-    yr[ox] = acc;
-  }
-}
-
-/* Columns [c0, c1) of one output row, tap by tap (bias already there). */
-static void dw_taps(const geom_t *g, const float *xc, const float *wm, int64_t oy,
-                    float *restrict yr, int64_t c0, int64_t c1) {
-  const int64_t ih = g->ih, iw = g->iw, kh = g->kh, kw = g->kw;
-  const int64_t sh = g->sh, sw = g->sw, dh = g->dh, dw = g->dw, ph = g->ph, pw = g->pw;
-  for (int64_t a = 0; a < kh; a++) {
-    const int64_t y = oy * sh - ph + a * dh;
-    if (y < 0 || y >= ih) continue;
-    const float *xr = xc + y * iw;
-    for (int64_t b = 0; b < kw; b++) {
-      const float wv = wm[a * kw + b];
-      const int64_t off = b * dw - pw; /* input column of output column 0 */
-      /* columns ox with 0 <= ox * sw + off < iw (no division at unit
-       * stride: this runs per tap and row) */
-      int64_t lo, hi;
-      if (sw == 1) {
-        lo = off >= 0 ? 0 : -off;
-        hi = iw - off <= 0 ? 0 : iw - off;
-      } else {
-        lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-        hi = iw - off <= 0 ? 0 : (iw - off + sw - 1) / sw;
-      }
-      if (lo < c0) lo = c0;
-      if (hi > c1) hi = c1;
-      if (sw == 1) {
-        const float *restrict xs = xr + off;
-        for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xs[ox];
-      } else {
-        for (int64_t ox = lo; ox < hi; ox++) yr[ox] += wv * xr[ox * sw + off];
-      }
-    }
-  }
-}
-
-static void dw_f32(const dynq__conv_attrs_t *at, const geom_t *g, const float *X, const float *w,
-                   const float *bias, float *Y) {
+ * directly by a row kernel (kernels/convk.h; through im2col it was a
+ * copy of every input value per tap and a one-row GEMM per channel).
+ * Each input plane is first copied into a zeroed scratch whose rows hold
+ * the column padding and are split by column phase (stride sw: phase p
+ * holds padded columns p, p + sw, ...), so every tap of a strided or
+ * dilated filter reads one contiguous run with no bound test; rows above
+ * and below the image are left out of the tap range instead.  The
+ * scratch is zeroed once per call: each plane overwrites only the same
+ * interior cells.  Returns 1 (nothing done) when the scratch would be out
+ * of proportion. */
+static int dw_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const float *w,
+                  const float *bias, float *Y) {
+  const dynq__conv_attrs_t *at = &c->st->conv;
   const int epi = conv_has_epi(at);
   const int64_t oh = g->oh, ow = g->ow, ih = g->ih, iw = g->iw, kh = g->kh, kw = g->kw;
-  const int64_t sh = g->sh, dh = g->dh, ph = g->ph, pw = g->pw;
+  const int64_t sh = g->sh, sw = g->sw, dh = g->dh, dw = g->dw, ph = g->ph, pw = g->pw;
   const int64_t Mg = g->Mg, C = g->C, M = g->M;
-  /* interior columns: every tap inside the row (unit stride and dilation) */
-  int64_t ilo = 0, ihi = 0;
-  if (g->sw == 1 && g->dw == 1) {
-    ilo = pw < ow ? pw : ow;
-    ihi = iw - kw + 1 + pw;
-    if (ihi > ow) ihi = ow;
-    if (ihi < ilo) ihi = ilo;
+  /* a phase row: every column a tap reads, and the kernels' over-read */
+  const int64_t L = ow + (kw - 1) * dw / sw + DYNQ_DW_SLACK;
+  const int64_t sd[3] = {ih, sw, L};
+  const int64_t sn = dynq__shape_numel(3, sd);
+  /* Huge pads or strides around a small plane (a hostile model may ask
+   * for 65536) would make the scratch far larger than the plane and its
+   * output: then the im2col path, which needs none of it. */
+  if (sn < 0 || sn > 4 * (ih * iw + oh * ow) + ih * sw * DYNQ_DW_SLACK + 4096) return 1;
+  float *S = calloc((size_t)sn, sizeof(float));
+  int64_t *off = malloc(sizeof(int64_t) * (size_t)kw);
+  if (S == NULL || off == NULL) {
+    free(S);
+    free(off);
+    return dynq__op_fail(c, -ENOMEM, "out of memory");
   }
+  for (int64_t b = 0; b < kw; b++) off[b] = (b * dw) % sw * L + b * dw / sw;
+  const dynq__conv_kernel_t *k = dynq__conv_kernel_for(c->kernel);
+  dynq__conv_epi_t e;
+  const int vepi = epi_spec(at, &e); /* else a sigmoid (or none) after the row */
   for (int64_t n = 0; n < g->N; n++)
     for (int64_t m = 0; m < M; m++) {
-      const float *xc = X + (n * C + m / Mg) * ih * iw;
+      if (m % Mg == 0) { /* a new input plane into the scratch */
+        const float *xc = X + (n * C + m / Mg) * ih * iw;
+        for (int64_t y = 0; y < ih; y++) {
+          float *row = S + y * sw * L;
+          const float *src = xc + y * iw;
+          /* columns past sw * L are never read (a stride that skips
+           * the image's last ones) */
+          const int64_t cols = iw < sw * L - pw ? iw : sw * L - pw;
+          if (sw == 1) {
+            memcpy(row + pw, src, sizeof(float) * (size_t)(cols > 0 ? cols : 0));
+            continue;
+          }
+          for (int64_t p = 0; p < sw; p++) { /* phase p: columns t with (t + pw) % sw == p */
+            const int64_t t0 = ((p - pw) % sw + sw) % sw;
+            float *restrict dst = row + p * L + (t0 + pw) / sw;
+            for (int64_t t = t0, j = 0; t < cols; t += sw, j++) dst[j] = src[t];
+          }
+        }
+      }
       float *yc = Y + (n * M + m) * oh * ow;
-      const float *wm = w + m * kh * kw;
-      const float bm = bias ? bias[m] : 0.0f;
+      dynq__dw_row_t r = {.rs = dh * sw * L, .off = off, .kw = kw,
+                          .bias = bias ? bias[m] : 0.0f, .epi = vepi ? &e : NULL, .ow = ow};
       for (int64_t oy = 0; oy < oh; oy++) {
-        float *restrict yr = yc + oy * ow;
         /* the taps' rows inside the image: a in [a0, a1) */
         const int64_t y0 = oy * sh - ph;
         int64_t a0 = y0 >= 0 ? 0 : (-y0 + dh - 1) / dh;
         int64_t a1 = ih - y0 <= 0 ? 0 : (ih - y0 + dh - 1) / dh;
         if (a1 > kh) a1 = kh;
         if (a1 < a0) a1 = a0;
-        if (kw == 3) dw_interior(xc, iw, wm, 3, a0, a1, y0, dh, bm, yr, ilo, ihi, pw);
-        else if (kw == 5) dw_interior(xc, iw, wm, 5, a0, a1, y0, dh, bm, yr, ilo, ihi, pw);
-        else dw_interior(xc, iw, wm, kw, a0, a1, y0, dh, bm, yr, ilo, ihi, pw);
-        for (int64_t ox = 0; ox < ilo; ox++) yr[ox] = bm;
-        for (int64_t ox = ihi; ox < ow; ox++) yr[ox] = bm;
-        dw_taps(g, xc, wm, oy, yr, 0, ilo);
-        dw_taps(g, xc, wm, oy, yr, ihi, ow);
-        if (epi) conv_epi(at, yr, ow); /* the row is still in L1 */
+        r.x = S + (a1 > a0 ? (y0 + a0 * dh) * sw * L : 0);
+        r.w = w + (m * kh + a0) * kw;
+        r.na = a1 - a0;
+        r.y = yc + oy * ow;
+        k->dw_row(&r);
+        if (epi && !vepi) epi_sigmoid(at, r.y, ow); /* the row is still in L1 */
       }
     }
+  free(S);
+  free(off);
+  return 0;
 }
 
 /* FP32 body shared by CONV and QCONV's reference path.  w is [M, kk].
@@ -459,8 +414,8 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
                     const float *bias, float *Y) {
   const int64_t P = g->oh * g->ow, HW = g->ih * g->iw;
   if (g->Cg == 1 && g->Mg <= 4 && g->G > 1) {
-    dw_f32(&c->st->conv, g, X, w, bias, Y);
-    return 0;
+    const int rc = dw_f32(c, g, X, w, bias, Y);
+    if (rc <= 0) return rc;
   }
   const int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
                      g->pw == 0 && g->oh == g->ih && g->ow == g->iw;
@@ -486,7 +441,8 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
           float *ym = yg + m * P;
           for (int64_t p = 0; p < P; p++) ym[p] += bm;
         }
-      if (conv_has_epi(&c->st->conv)) conv_epi(&c->st->conv, yg, g->Mg * P);
+      if (conv_has_epi(&c->st->conv))
+        conv_epi(dynq__conv_kernel_for(c->kernel), &c->st->conv, yg, g->Mg * P);
     }
   }
   free(col);
@@ -521,7 +477,8 @@ int dynq__run_conv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
     rc = dynq__conv_sym_f32(&sg, x->data, w->data, b ? b->data : NULL, out->data);
     if (rc != 0) rc = dynq__op_fail(c, rc, "out of memory");
     else if (conv_has_epi(&c->st->conv))
-      conv_epi(&c->st->conv, out->data, dynq__tensor_numel(out));
+      conv_epi(dynq__conv_kernel_for(c->kernel), &c->st->conv, out->data,
+               dynq__tensor_numel(out));
   } else {
     rc = conv_f32(c, &g, x->data, w->data, b ? b->data : NULL, out->data);
   }
@@ -529,55 +486,18 @@ int dynq__run_conv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   return rc;
 }
 
-/* dst[c * ldd + r] = src[r * lds + c] for r < rows, c < cols, in 16 x 16
- * blocks so that both sides stay in L1 (a plain loop strides one of them
- * through memory: the NCHW <-> GEMM-row reorder of every quantized conv),
- * 4 x 4 in SSE registers where the block is whole.  With at != NULL the
- * conv epilogue runs on each finished run of a dst row while it is in L1
- * (the output side), instead of as one more pass over the tensor. */
-static void transpose_f32(const float *src, int64_t lds, float *dst, int64_t ldd, int64_t rows,
-                          int64_t cols, const dynq__conv_attrs_t *at) {
-  enum { T = 16 };
-  const int epi = at != NULL && conv_has_epi(at);
-  for (int64_t r0 = 0; r0 < rows; r0 += T) {
-    const int64_t r1 = r0 + T < rows ? r0 + T : rows;
-    for (int64_t c0 = 0; c0 < cols; c0 += T) {
-      const int64_t c1 = c0 + T < cols ? c0 + T : cols;
-      int64_t c = c0;
-#ifdef __SSE2__
-      if (r1 - r0 == T)
-        for (; c + 4 <= c1; c += 4)
-          for (int64_t r = r0; r < r1; r += 4) {
-            __m128 v0 = _mm_loadu_ps(src + r * lds + c), v1 = _mm_loadu_ps(src + (r + 1) * lds + c);
-            __m128 v2 = _mm_loadu_ps(src + (r + 2) * lds + c), v3 = _mm_loadu_ps(src + (r + 3) * lds + c);
-            _MM_TRANSPOSE4_PS(v0, v1, v2, v3);
-            _mm_storeu_ps(dst + c * ldd + r, v0);
-            _mm_storeu_ps(dst + (c + 1) * ldd + r, v1);
-            _mm_storeu_ps(dst + (c + 2) * ldd + r, v2);
-            _mm_storeu_ps(dst + (c + 3) * ldd + r, v3);
-          }
-#endif
-      for (; c < c1; c++) {
-        float *restrict d = dst + c * ldd;
-        for (int64_t r = r0; r < r1; r++) d[r] = src[r * lds + c];
-      }
-      if (epi)
-        for (c = c0; c < c1; c++) conv_epi(at, dst + c * ldd + r0, r1 - r0);
-    }
-  }
-}
-
 /* A 1x1 conv's GEMM rows (one per pixel, its Cg channel values) straight
  * from the NCHW image, a tile of pixels at a time through a small float
  * buffer into the row quantizer: the same rows and bits as im2col, with
  * no image-sized patch buffer. */
 enum { PW_TILE = 32 };
-static void pointwise_rows(const dynq__kernel_t *kr, const geom_t *g, const float *xg,
-                           float *tile, uint8_t *A, int64_t kp, float *as, int32_t *az) {
+static void pointwise_rows(const dynq__kernel_t *kr, const dynq__conv_kernel_t *ck,
+                           const geom_t *g, const float *xg, float *tile, uint8_t *A, int64_t kp,
+                           float *as, int32_t *az) {
   const int64_t P = g->oh * g->ow, Cg = g->Cg;
   for (int64_t p0 = 0; p0 < P; p0 += PW_TILE) {
     const int64_t np = P - p0 < PW_TILE ? P - p0 : PW_TILE;
-    transpose_f32(xg + p0, P, tile, Cg, Cg, np, NULL);
+    ck->transpose(xg + p0, P, tile, Cg, Cg, np, NULL);
     dynq__quantize_rows(kr, np, Cg, tile, (size_t)Cg, A + p0 * kp, (size_t)kp, 0, as + p0,
                         az + p0);
   }
@@ -623,6 +543,9 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   }
   const int64_t P = g.oh * g.ow, HW = g.ih * g.iw, CHW = g.C * HW;
   const int64_t kp = dynq__round_up(g.kk, DYNQ_QGEMM_KG);
+  const dynq__conv_kernel_t *ck = dynq__conv_kernel_for(c->kernel);
+  dynq__conv_epi_t e;
+  const int vepi = epi_spec(at, &e);
   const int64_t blk = dynq__round_up(g.Mg, DYNQ_QGEMM_NR) * kp;
   /* Per patch, the patches of nb images go through one quantization and
    * one INT8 GEMM: a Silero encoder conv has 1 or 2 patches per image, and
@@ -691,7 +614,8 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
         for (int64_t j = 0; j < nn; j++) {
           const float *xg = (const float *)x->data + (n0 + j) * CHW + gi * g.Cg * HW;
           if (pointwise)
-            pointwise_rows(c->kernel, &g, xg, colf, A + j * P * kp, kp, as + j * P, az + j * P);
+            pointwise_rows(c->kernel, ck, &g, xg, colf, A + j * P * kp, kp, as + j * P,
+                           az + j * P);
           else
             gather_f32(&g, xg, &pd, colf + j * P * g.kk);
         }
@@ -715,7 +639,10 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
       c->kernel->qgemm(&q);
       for (int64_t j = 0; j < nn; j++) {
         float *yg = Y + ((n0 + j) * g.M + gi * g.Mg) * P;
-        transpose_f32(tmp + j * P * g.Mg, g.Mg, yg, P, P, g.Mg, at);
+        /* back to NCHW, the epilogue on each column while it is in
+         * registers */
+        ck->transpose(tmp + j * P * g.Mg, g.Mg, yg, P, P, g.Mg, vepi ? &e : NULL);
+        if (!vepi && conv_has_epi(at)) conv_epi(ck, at, yg, g.Mg * P);
       }
     }
   }
