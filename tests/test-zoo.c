@@ -7,8 +7,10 @@
  *   - FP32 path: max |d| / max |ref| <= 1e-5 against ORT FP32;
  *   - INT8 path: relL2 against ORT FP32 <= that of ORT's dynamic-INT8 graph
  *     (MatMul/Gemm/Conv with constant weights quantized as quantize_dynamic
- *     does; the figure is in zoo/MANIFEST) within a 5 % noise margin, and
- *     not identical to FP32.
+ *     does; the figures are in zoo/MANIFEST), and not identical to FP32.
+ *     The CNNs are also measured on 7 more input draws (zoo_sets): the
+ *     default conversion over all 8 batches together, and a conversion
+ *     calibrated on 4 other batches (--calibrate) on each batch alone.
  * Each model is one loop iteration, so a failure names the model; every
  * run prints a table of the errors.
  */
@@ -18,14 +20,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dynq/dynqclient.h"
 #include "model.h"
+#include "npz.h"
 #include "ops.h"
 #include "testutil.h"
 
-enum { MAX_MODELS = 32, MAX_IO = 4 };
-#define INT8_MARGIN 1.05
+enum { MAX_MODELS = 32, MAX_IO = 4, MAX_SETS = 16 };
 
 typedef struct zio {
   char name[64], file[128];
@@ -38,6 +41,11 @@ typedef struct zmodel {
   char name[64], file[128], dynq[64];
   int opset, n_in, n_out;
   zio_t in[MAX_IO], out[MAX_IO];
+  int n_sets;               /* input draws (set 0 = in[0].file), 0: none */
+  char sets_file[128];      /* ORT FP32 outputs of sets 1 .. n_sets-1 */
+  double ort_set[MAX_SETS]; /* ORT dynamic INT8's relL2 per set (0 from out[0]) */
+  int n_calib;              /* calibration batches */
+  double ort_calib;         /* ORT dynamic INT8's relL2 over them together */
   int converted;            /* dynq-quantize exit status was 0 */
   char *log;                /* its output when it failed */
 } zmodel_t;
@@ -88,6 +96,24 @@ static void load_manifest(void) {
       ck_assert_int_eq(sscanf(line + off, "%47s %d %127s", name, &m->opset, m->file), 3);
       snprintf(m->name, sizeof(m->name), "%s", name);
       snprintf(m->dynq, sizeof(m->dynq), "%s_op%d", name, m->opset);
+    } else if (strcmp(kind, "sets") == 0) {
+      ck_assert_int_gt(n_models, 0);
+      zmodel_t *m = &models[n_models - 1];
+      const char *p = line + off;
+      ck_assert_msg(sscanf(p, "%d %127s%n", &m->n_sets, m->sets_file, &off) == 2 &&
+                        m->n_sets >= 2 && m->n_sets <= MAX_SETS && m->n_out == 1,
+                    "bad MANIFEST line: %s", line);
+      m->ort_set[0] = m->out[0].ort_int8_rel_l2;
+      for (int k = 1; k < m->n_sets; k++) {
+        p += off;
+        ck_assert_msg(sscanf(p, "%lf%n", &m->ort_set[k], &off) == 1 && m->ort_set[k] > 0,
+                      "bad MANIFEST line: %s", line);
+      }
+    } else if (strcmp(kind, "calib") == 0) {
+      ck_assert_int_gt(n_models, 0);
+      zmodel_t *m = &models[n_models - 1];
+      ck_assert_msg(sscanf(line + off, "%d %lf", &m->n_calib, &m->ort_calib) == 2 &&
+                        m->n_calib > 0 && m->ort_calib > 0, "bad MANIFEST line: %s", line);
     } else {
       ck_assert_int_gt(n_models, 0);
       zmodel_t *m = &models[n_models - 1];
@@ -182,12 +208,11 @@ START_TEST(zoo_model) {
   ck_assert_msg(e32 <= 1e-5, "%s: fp32 vs ORT FP32 max rel %g", m->dynq, e32);
   ck_assert_msg(ort8 > 0, "%s: MANIFEST has no ORT INT8 figure (regenerate with ORT)", m->dynq);
   ck_assert_msg(e8 > 0, "%s: int8 output identical to ORT FP32: nothing quantized?", m->dynq);
-  /* Two INT8 schemes of equal accuracy differ by a few percent from one
-   * input draw to the next (MobileNet fixture on three batches of 32
-   * images: dynq/ORT 0.93, 1.05, 0.98); the margin covers that noise, not
-   * a less accurate path.  The table above shows every ratio. */
-  ck_assert_msg(e8 <= ort8 * INT8_MARGIN, "%s: int8 relL2 %g > %.2f x ORT dynamic INT8's %g",
-                m->dynq, e8, INT8_MARGIN, ort8);
+  /* Models with more input draws are compared over all of them in
+   * zoo_sets: on one batch of 8 images the default conversion's ratio to
+   * ORT moves between 0.82 and 1.05 from draw to draw (see there). */
+  if (m->n_sets == 0)
+    ck_assert_msg(e8 <= ort8, "%s: int8 relL2 %g > ORT dynamic INT8's %g", m->dynq, e8, ort8);
   free(ref);
   free(y32);
   free(y8);
@@ -334,8 +359,7 @@ START_TEST(int8_attention) {
     ck_assert_msg(memcmp(a8, b8, n * sizeof(float)) != 0, "%s: --int8-attention changed nothing",
                   m->dynq);
     ck_assert_msg(memcmp(a32, b32, n * sizeof(float)) == 0, "%s: the FP32 path changed", m->dynq);
-    ck_assert_msg(e8 <= ort8 * INT8_MARGIN, "%s: int8 attention relL2 %g > %.2f x ORT's %g",
-                  m->dynq, e8, INT8_MARGIN, ort8);
+    ck_assert_msg(e8 <= ort8, "%s: int8 attention relL2 %g > ORT's %g", m->dynq, e8, ort8);
     free(ref);
     free(a8);
     free(b8);
@@ -344,6 +368,156 @@ START_TEST(int8_attention) {
     checked++;
   }
   ck_assert_int_eq(checked, 9);
+}
+END_TEST
+
+/* Input draw `seed` of make_zoo.py's zoo_draw, the same bytes: splitmix64,
+ * each value the sum of four 16-bit draws, minus 131072, / 32768 (exact). */
+static void zoo_draw(uint64_t seed, float *x, size_t n) {
+  uint64_t st = seed;
+  for (size_t i = 0; i < n; i++) {
+    int64_t u = 0;
+    for (int j = 0; j < 4; j++) {
+      uint64_t z = (st += 0x9E3779B97F4A7C15ull);
+      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+      u += (int64_t)((z ^ (z >> 31)) >> 48);
+    }
+    x[i] = (float)((double)(u - 131072) / 32768.0);
+  }
+}
+enum { SEED_SET = 0x5E7000, SEED_CALIB = 0xCA1000 };  /* make_zoo.py's */
+#define DEFAULT_SLACK 1.02
+
+/* y = output 0 of model dm (one float input, m's shape) on x, in-process. */
+static void run_x(dynq__model_t *dm, const zmodel_t *m, int precision, float *x, float *y) {
+  char err[512];
+  dynq__tensor_t in[MAX_IO], out[8];
+  memset(in, 0, sizeof in);
+  memset(out, 0, sizeof out);
+  const zio_t *t = &m->in[0];
+  int idx = dynq__model_input_index(dm, t->name);
+  ck_assert_int_eq(idx, 0);
+  in[0].dtype = DYNQ_DT_F32;
+  in[0].rank = t->rank;
+  memcpy(in[0].dims, t->shape, sizeof(int64_t) * (size_t)t->rank);
+  in[0].data = x;
+  dynq__run_opts_t o = {.precision = precision};
+  ck_assert_msg(dynq__model_run(dm, &o, in, out, err, sizeof err) == 0, "%s: %s", m->dynq, err);
+  ck_assert_uint_eq(dynq__tensor_numel(&out[0]), numel(&m->out[0]));
+  memcpy(y, out[0].data, numel(&m->out[0]) * sizeof(float));
+  for (int k = 0; k < dynq__model_graph(dm)->n_outputs && k < 8; k++) dynq__tensor_clear(&out[k]);
+}
+
+/* The CNNs on more input draws than the fixture's one batch.
+ *
+ * Where their INT8 error comes from (dynq-quantize --diagnose, --calibrate,
+ * and ORT with the weights alone fake-quantized): on these from-scratch
+ * nets the output is nearly the same for every input, and most of the
+ * error is a constant offset made by the last layers: the weight rounding
+ * of the head conv and the classifier (identical in dynq and ORT: both
+ * round per output channel to max|w| / 127) and the classifier's input
+ * row (a pooled 64-vector, nearly the same for every image, so one scale
+ * per row or per tensor is the same thing).  Both engines make the same
+ * error there; their per-batch ratio then follows the sign of a small
+ * cross term and moves between 0.82 and 1.05 (MobileNet, 8 batches) while
+ * dynq's per-patch activations make less error everywhere else.  So:
+ *
+ *  - the default conversion is compared over all n_sets batches together
+ *    (64 images; relL2 of the concatenation): 0.963 (MobileNet), 1.005
+ *    (ResNet), 1.003 (keyword spotter) x ORT's, one batch alone 0.16 to
+ *    1.74.  Sharing ORT's weight rounding, it is at par, not better: the
+ *    assertion allows DEFAULT_SLACK for the cross term left over 64
+ *    images (the per-batch ratios' spread / sqrt(8) is about 1 %);
+ *  - a conversion calibrated on n_calib other batches (--calibrate
+ *    --error-budget at half ORT's error on those batches, the margin
+ *    docs/NUMERICS.md advises) must beat ORT on every batch alone, with no
+ *    margin: the search measures which layers to keep FP32 (MobileNet: the
+ *    head conv and the classifier, 2.7 % of its multiply-adds).
+ */
+START_TEST(zoo_sets) {
+  ck_assert_int_lt(_i, n_models);
+  const zmodel_t *m = &models[_i];
+  if (m->n_sets == 0) return;
+  ck_assert_msg(m->converted, "dynq-quantize %s failed:\n%s", m->file, m->log ? m->log : "");
+  ck_assert_int_gt(m->n_calib, 0);
+  const size_t nx = numel(&m->in[0]), ny = numel(&m->out[0]), S = (size_t)m->n_sets;
+  float *x = malloc(nx * sizeof(float)), *ref = malloc(S * ny * sizeof(float)),
+        *y = malloc(ny * sizeof(float));
+  ck_assert(x && ref && y);
+  char rel[256], src[256], def[512], cal[512], cdir[512], err[256];
+  snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", m->out[0].file);
+  ck_assert_int_eq(tu_load_f32(rel, ref, ny), 0);
+  snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", m->sets_file);
+  ck_assert_int_eq(tu_load_f32(rel, ref + ny, (S - 1) * ny), 0);
+
+  /* the calibration batches, as dynqctl --record writes calls */
+  snprintf(cdir, sizeof cdir, "%s/calib_%s", dir, m->dynq);
+  ck_assert_int_eq(mkdir(cdir, 0700), 0);
+  for (int c = 0; c < m->n_calib; c++) {
+    char f[600];
+    snprintf(f, sizeof f, "%s/%06d.npz", cdir, c);
+    zoo_draw(SEED_CALIB + (uint64_t)c, x, nx);
+    dynq_tensor_t t = {.name = m->in[0].name, .dtype = DYNQ_FLOAT32, .rank = m->in[0].rank,
+                       .data = x, .nbytes = nx * sizeof(float)};
+    memcpy(t.shape, m->in[0].shape, sizeof(int64_t) * (size_t)t.rank);
+    ck_assert_msg(dynq__npz_write(f, 1, &t, err, sizeof err) == 0, "%s", err);
+  }
+  char budget[32];
+  snprintf(budget, sizeof budget, "%.6g", m->ort_calib / 2);
+  snprintf(src, sizeof src, "%s/tests/fixtures/zoo/%s", tu_src("."), m->file);
+  snprintf(def, sizeof def, "%s/%s_default.dynq", dir, m->dynq);
+  snprintf(cal, sizeof cal, "%s/%s_calib.dynq", dir, m->dynq);
+  ck_assert_int_eq(tu_quantize_log(NULL, src, def, (char *)NULL), 0);
+  char *log = NULL;
+  int rc = tu_quantize_log(&log, "--calibrate", cdir, "--error-budget", budget, "--metric",
+                           "relL2", src, cal, (char *)NULL);
+  ck_assert_msg(rc == 0, "%s: calibrated conversion failed:\n%s", m->dynq, log ? log : "");
+  free(log);
+
+  dynq__model_t *dm[2] = {NULL, NULL};
+  ck_assert_msg(dynq__model_open(def, &dm[0], err, sizeof err) == 0, "%s", err);
+  ck_assert_msg(dynq__model_open(cal, &dm[1], err, sizeof err) == 0, "%s", err);
+  double d2[2] = {0, 0}, o2 = 0, r2 = 0, e[2][MAX_SETS], worst[2] = {0, 0};
+  for (size_t k = 0; k < S; k++) {
+    if (k == 0) {
+      snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", m->in[0].file);
+      ck_assert_int_eq(tu_load_f32(rel, x, nx), 0);
+    } else {
+      zoo_draw(SEED_SET + k, x, nx);
+    }
+    const float *r = ref + k * ny;
+    double rr = 0;
+    for (size_t i = 0; i < ny; i++) rr += (double)r[i] * r[i];
+    r2 += rr;
+    o2 += m->ort_set[k] * m->ort_set[k] * rr;  /* ORT's squared error on this batch */
+    for (int v = 0; v < 2; v++) {
+      run_x(dm[v], m, DYNQ_PRECISION_INT8, x, y);
+      e[v][k] = tu_rel_l2(y, r, ny);
+      d2[v] += e[v][k] * e[v][k] * rr;
+      if (e[v][k] / m->ort_set[k] > worst[v]) worst[v] = e[v][k] / m->ort_set[k];
+    }
+  }
+  double pooled = sqrt(d2[0] / r2), pooled_ort = sqrt(o2 / r2);
+  for (int v = 0; v < 2; v++) {
+    printf("zoo %-7s opset %d %s int8/ORT per batch:", m->name, m->opset,
+           v ? "calibrated" : "default   ");
+    for (size_t k = 0; k < S; k++) printf(" %.3f", e[v][k] / m->ort_set[k]);
+    printf("  (worst %.3f; all %zu batches: relL2 %.5f, ORT %.5f, ratio %.3f)\n", worst[v], S,
+           sqrt(d2[v] / r2), pooled_ort, sqrt(d2[v] / r2) / pooled_ort);
+  }
+  fflush(stdout);
+  ck_assert_msg(pooled <= pooled_ort * DEFAULT_SLACK,
+                "%s: default int8 relL2 over %zu batches %g > %.2f x ORT's %g", m->dynq, S, pooled,
+                DEFAULT_SLACK, pooled_ort);
+  for (size_t k = 0; k < S; k++)
+    ck_assert_msg(e[1][k] <= m->ort_set[k], "%s: calibrated int8 relL2 on batch %zu %g > ORT's %g",
+                  m->dynq, k, e[1][k], m->ort_set[k]);
+  dynq__model_unref(dm[0]);
+  dynq__model_unref(dm[1]);
+  free(x);
+  free(ref);
+  free(y);
 }
 END_TEST
 
@@ -392,6 +566,7 @@ static Suite *zoo_suite(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_unchecked_fixture(tc, setup, teardown);
   tcase_add_loop_test(tc, zoo_model, 0, 18);
+  tcase_add_loop_test(tc, zoo_sets, 0, 18);
   tcase_add_test(tc, fused_vs_unfused);
   tcase_add_test(tc, int8_attention);
   tcase_add_test(tc, embeddings_cosine);
