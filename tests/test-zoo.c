@@ -521,6 +521,91 @@ START_TEST(zoo_sets) {
 }
 END_TEST
 
+/* Reshape, Flatten, Squeeze and Unsqueeze move their input's storage
+ * instead of copying it when the executor hands it over (the input is
+ * computed by an earlier node and this is its only reader): on every
+ * fixture and both paths, each such node's output is its input's bytes. */
+typedef struct view_count {
+  int all, candidates, views;
+  char first_copy[160];
+} view_count_t;
+
+static int is_reshape_family(int op) {
+  return op == DYNQ_OP_RESHAPE || op == DYNQ_OP_FLATTEN || op == DYNQ_OP_SQUEEZE ||
+         op == DYNQ_OP_UNSQUEEZE;
+}
+
+static void on_view(void *user, const dynq__graph_t *g, int index, const dynq__node_t *node,
+                    int precision, const dynq__tensor_t *const *in, const dynq__tensor_t *out) {
+  (void)index, (void)precision;
+  view_count_t *vc = user;
+  if (!is_reshape_family(node->op) || node->n_in < 1 || in[0] == NULL) return;
+  vc->all++;
+  int v = node->in[0], readers = 0, produced = 0;
+  if (g->values[v].data != NULL) return;  /* a constant */
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i].n_in; k++) readers += g->nodes[i].in[k] == v;
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i].n_out; k++) produced |= g->nodes[i].out[k] == v;
+  for (int i = 0; i < g->n_outputs; i++) readers += g->outputs[i] == v;
+  if (!produced || readers != 1) return;
+  vc->candidates++;
+  if (out[0].data == in[0]->data) vc->views++;
+  else if (!vc->first_copy[0])
+    snprintf(vc->first_copy, sizeof vc->first_copy, "%s (%s)", node->name ? node->name : "?",
+             dynq__op_name(node->op));
+}
+
+START_TEST(reshapes_are_views) {
+  int total = 0;
+  for (int i = 0; i < n_models; i++) {
+    const zmodel_t *m = &models[i];
+    ck_assert_msg(m->converted, "dynq-quantize %s failed", m->file);
+    char src[256], path[512], err[512];
+    snprintf(src, sizeof src, "%s/tests/fixtures/zoo/%s", tu_src("."), m->file);
+    snprintf(path, sizeof path, "%s/views.dynq", dir);
+    ck_assert_int_eq(tu_quantize_log(NULL, src, path, (char *)NULL), 0);
+    dynq__model_t *dm = NULL;
+    ck_assert_msg(dynq__model_open(path, &dm, err, sizeof err) == 0, "%s: %s", path, err);
+    for (int p = 0; p < 2; p++) {
+      dynq__tensor_t in[MAX_IO], out[8];
+      memset(in, 0, sizeof in);
+      memset(out, 0, sizeof out);
+      for (int k = 0; k < m->n_in; k++) {
+        const zio_t *t = &m->in[k];
+        int idx = dynq__model_input_index(dm, t->name);
+        ck_assert_int_ge(idx, 0);
+        char rel[256];
+        size_t len = 0;
+        snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", t->file);
+        in[idx].dtype = t->dtype == DYNQ_INT64 ? DYNQ_DT_I64 : DYNQ_DT_F32;
+        in[idx].rank = t->rank;
+        memcpy(in[idx].dims, t->shape, sizeof(int64_t) * (size_t)t->rank);
+        in[idx].data = tu_read_file(tu_src(rel), &len);
+        ck_assert_ptr_nonnull(in[idx].data);
+      }
+      view_count_t vc = {0, 0, 0, ""};
+      /* times_only: the observer compares pointers, never reads the
+       * inputs' bytes, so the executor still hands storage over */
+      dynq__run_opts_t o = {.precision = p ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8,
+                            .on_node = on_view, .on_node_user = &vc, .on_node_times_only = 1};
+      ck_assert_msg(dynq__model_run(dm, &o, in, out, err, sizeof err) == 0, "%s: %s", m->dynq,
+                    err);
+      printf("zoo %s opset %d %s: reshape-family nodes %d, %d on a handed-over input, %d of "
+             "them views\n", m->name, m->opset, p ? "fp32" : "int8", vc.all, vc.candidates,
+             vc.views);
+      ck_assert_msg(vc.views == vc.candidates, "%s: %s copied its input", m->dynq, vc.first_copy);
+      total += vc.candidates;
+      for (int k = 0; k < dynq__model_graph(dm)->n_outputs && k < 8; k++)
+        dynq__tensor_clear(&out[k]);
+      for (int k = 0; k < m->n_in; k++) free(in[k].data);
+    }
+    dynq__model_unref(dm);
+  }
+  ck_assert_int_gt(total, 0);
+}
+END_TEST
+
 /* INT8 embedding tables (QGather): every stored row, dequantized, against
  * the FP32 reference row the file keeps: cosine >= 0.999. */
 START_TEST(embeddings_cosine) {
@@ -570,6 +655,7 @@ static Suite *zoo_suite(void) {
   tcase_add_test(tc, fused_vs_unfused);
   tcase_add_test(tc, int8_attention);
   tcase_add_test(tc, embeddings_cosine);
+  tcase_add_test(tc, reshapes_are_views);
   suite_add_tcase(s, tc);
   return s;
 }
