@@ -574,7 +574,12 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   uint8_t *A = dynq__aligned_alloc((size_t)(R * kp) + 64);
   float *as = malloc(sizeof(float) * (size_t)(R + 1));
   int32_t *az = malloc(sizeof(int32_t) * (size_t)(R + 1));
-  float *tmp = malloc(sizeof(float) * (size_t)(R * g.Mg + 1));
+  /* GEMM rows per call: their float results (~64 KiB) stay in cache
+   * until transposed */
+  int64_t RC = (16384 / g.Mg) / 16 * 16;
+  if (RC < 16) RC = 16;
+  if (RC > R) RC = R;
+  float *tmp = malloc(sizeof(float) * (size_t)(RC * g.Mg + 1));
   padded_t pd = {0};
   if (!per_tensor && !pointwise) padded_init(&g, &pd); /* NULL x (no memory): per patch */
   if ((per_tensor ? !xq : !colf) || !A || !as || !az || !tmp) {
@@ -626,24 +631,33 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
       }
       dynq__op_note_quant(c, nn * P, g.kk, g.Mg, NULL, 0);
       dynq__qgemm_args_t q = {
-        .M = nn * P, .N = g.Mg, .K = g.kk,
-        .A = A, .lda = (size_t)kp,
+        .N = g.Mg, .K = g.kk, .lda = (size_t)kp,
         .B = (const int8_t *)in[1]->data + gi * blk,
         .colsum = (const int32_t *)in[2]->data + gi * g.Mg,
         .w_scale = (const float *)in[3]->data + gi * g.Mg,
-        .a_scale = as, .a_zp = az,
         .bias = bias ? bias + gi * g.Mg : NULL, .act = DYNQ_ACT_NONE,
         .C = tmp, .ldc = (size_t)g.Mg,
         .n0 = 0, .n1 = g.Mg,
       };
-      c->kernel->qgemm(&q);
-      for (int64_t j = 0; j < nn; j++) {
-        float *yg = Y + ((n0 + j) * g.M + gi * g.Mg) * P;
-        /* back to NCHW, the epilogue on each column while it is in
-         * registers */
-        ck->transpose(tmp + j * P * g.Mg, g.Mg, yg, P, P, g.Mg, vepi ? &e : NULL);
-        if (!vepi && conv_has_epi(at)) conv_epi(ck, at, yg, g.Mg * P);
+      /* RC rows at a time, each chunk transposed back to NCHW (with the
+       * epilogue on each column while it is in registers) while its
+       * results are still in cache; rows are independent, so the
+       * chunking changes no bit */
+      for (int64_t r0 = 0; r0 < nn * P; r0 += RC) {
+        const int64_t r1 = r0 + RC < nn * P ? r0 + RC : nn * P;
+        q.M = r1 - r0, q.A = A + r0 * kp, q.a_scale = as + r0, q.a_zp = az + r0;
+        c->kernel->qgemm(&q);
+        for (int64_t r = r0; r < r1;) { /* the chunk's run in each image */
+          const int64_t j = r / P, e1 = (j + 1) * P < r1 ? (j + 1) * P : r1;
+          float *yg = Y + ((n0 + j) * g.M + gi * g.Mg) * P;
+          ck->transpose(tmp + (r - r0) * g.Mg, g.Mg, yg + r % P, P, e1 - r, g.Mg,
+                        vepi ? &e : NULL);
+          r = e1;
+        }
       }
+      if (!vepi && conv_has_epi(at))
+        for (int64_t j = 0; j < nn; j++)
+          conv_epi(ck, at, Y + ((n0 + j) * g.M + gi * g.Mg) * P, g.Mg * P);
     }
   }
   rc = 0;
