@@ -518,6 +518,85 @@ START_TEST(test_dispatch) {
 }
 END_TEST
 
+/* dynq__quantize_cols_packed against the formula in kernels.h computed
+ * here element by element and packed by dynq__pack_weights: every layout
+ * (columns unit-stride, rows unit-stride, neither) on ragged K and N with
+ * padded strides, then zero, denormal and non-finite columns. */
+START_TEST(test_cols_packed) {
+  static const int64_t ks[] = {1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 65, 129, 257, 300};
+  static const int64_t ns[] = {1, 3, 15, 16, 17, 33, 64};
+  rng_state = 12345;
+  for (size_t ik = 0; ik < sizeof(ks) / sizeof(ks[0]); ik++)
+    for (size_t in = 0; in < sizeof(ns) / sizeof(ns[0]); in++)
+      for (int layout = 0; layout < 3; layout++) {
+        const int64_t K = ks[ik], N = ns[in];
+        const int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG), Np = dynq__round_up(N, DYNQ_QGEMM_NR);
+        /* layout 0: column n at B + n * (K + 3); 1: row k at B + k * (N + 5); 2: both strided */
+        int64_t rs = layout == 0 ? 1 : layout == 1 ? N + 5 : 2, cs = layout == 0 ? K + 3 : layout == 1 ? 1 : 2 * K + 1;
+        size_t len = (size_t)((K - 1) * rs + (N - 1) * cs + 1);
+        float *B = malloc(sizeof(float) * len);
+        int8_t *W = malloc((size_t)(N * K)), *want = aligned_alloc(64, (size_t)(Np * Kp));
+        int8_t *got = aligned_alloc(64, (size_t)(Np * Kp));
+        int32_t *cs_got = malloc(sizeof(int32_t) * (size_t)N);
+        float *sc_got = malloc(sizeof(float) * (size_t)N);
+        for (size_t i = 0; i < len; i++) B[i] = rng_normal() * (float)(1 + i % 7);
+        memset(got, 0x55, (size_t)(Np * Kp));  /* padding must be rewritten */
+        dynq__quantize_cols_packed(K, N, B, rs, cs, 0.125f, got, cs_got, sc_got);
+        for (int64_t n = 0; n < N; n++) {
+          float amax = 0.0f;
+          for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(B[k * rs + n * cs]));
+          float sc = amax / 127.0f, inv = 1.0f / sc;
+          int32_t sum = 0;
+          for (int64_t k = 0; k < K; k++) {
+            float q = nearbyintf(B[k * rs + n * cs] * inv);
+            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
+            W[n * K + k] = (int8_t)q;
+            sum += (int32_t)q;
+          }
+          ck_assert_msg(cs_got[n] == sum, "K %lld N %lld layout %d col %lld: colsum %d, want %d",
+                        (long long)K, (long long)N, layout, (long long)n, cs_got[n], sum);
+          ck_assert_msg(sc_got[n] == sc * 0.125f, "K %lld N %lld layout %d col %lld: scale",
+                        (long long)K, (long long)N, layout, (long long)n);
+        }
+        dynq__pack_weights(N, K, W, want);
+        ck_assert_msg(memcmp(got, want, (size_t)(Np * Kp)) == 0, "K %lld N %lld layout %d: packed bytes",
+                      (long long)K, (long long)N, layout);
+        free(B);
+        free(W);
+        free(want);
+        free(got);
+        free(cs_got);
+        free(sc_got);
+      }
+  /* special columns (K 20, N 5, rows unit-stride and columns unit-stride):
+   * zeros (scale 1 * alpha, q 0), denormals (as zeros), NaN and +inf
+   * (scale NaN), one huge value (the others round to 0) */
+  for (int layout = 0; layout < 2; layout++) {
+    enum { K = 20, N = 5 };
+    float B[K * N];
+    int8_t bp[16 * K];
+    int32_t csum[N];
+    float sc[N];
+    for (int k = 0; k < K; k++)
+      for (int n = 0; n < N; n++) {
+        float v = n == 0 ? 0.0f : n == 1 ? 1e-40f : n == 2 ? (k == 7 ? NAN : 1.0f)
+                  : n == 3 ? (k == 3 ? INFINITY : -1.0f) : (k == 0 ? 1e30f : 1.0f);
+        B[layout ? k * N + n : n * K + k] = v;
+      }
+    dynq__quantize_cols_packed(K, N, B, layout ? N : 1, layout ? 1 : K, 2.0f, bp, csum, sc);
+    ck_assert(sc[0] == 2.0f && csum[0] == 0);
+    ck_assert(sc[1] == 2.0f && csum[1] == 0);
+    ck_assert(isnan(sc[2]) && isnan(sc[3]));
+    ck_assert(sc[4] == 1e30f / 127.0f * 2.0f && csum[4] == 127);
+    for (int k = 0; k < K; k++) {
+      ck_assert_int_eq(bp[(k / 4) * 64 + 0 * 4 + k % 4], 0);
+      ck_assert_int_eq(bp[(k / 4) * 64 + 1 * 4 + k % 4], 0);
+      ck_assert_int_eq(bp[(k / 4) * 64 + 4 * 4 + k % 4], k == 0 ? 127 : 0);
+    }
+  }
+}
+END_TEST
+
 static Suite *kernel_suite(int idx, const dynq__kernel_t *k) {
   static char names[8][48];
   snprintf(names[idx], sizeof(names[idx]), "kernel-%s", k->name);
@@ -539,6 +618,7 @@ int main(void) {
   TCase *tc = tcase_create("dispatch");
   tcase_add_test(tc, test_qparams);
   tcase_add_test(tc, test_dispatch);
+  tcase_add_test(tc, test_cols_packed);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   int n;

@@ -479,6 +479,62 @@ START_TEST(strided_matmul_perms) {
 }
 END_TEST
 
+static double rel_l2(const float *a, const float *b, int64_t n) {
+  double d = 0, r = 0;
+  for (int64_t i = 0; i < n; i++) {
+    d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    r += (double)b[i] * b[i];
+  }
+  return sqrt(d / r);
+}
+
+/* StridedMatMul's INT8 path on attention's two products (Q K^T with
+ * alpha, read through the heads' strides; P V written back interleaved)
+ * and on a layout whose operands are strided along both axes: within
+ * INT8 error of the FP32 path (and not equal to it: the INT8 path ran),
+ * the same bits on every kernel and on two threads as on one. */
+START_TEST(strided_matmul_int8) {
+  enum { B = 2, S = 65, H = 4, D = 64 };  /* enough work to split over threads */
+  static float q[B * S * H * D], k[B * S * H * D], p[B * H * S * S];
+  for (int i = 0; i < B * S * H * D; i++) q[i] = sinf((float)i * 0.37f) * 2.0f, k[i] = cosf((float)i * 0.11f);
+  for (int i = 0; i < B * H * S * S; i++) p[i] = (float)((i * 37) % 53) / 53.0f;
+  int64_t dq[4] = {B, S, H, D}, dp[4] = {B, H, S, S}, p0213[4] = {0, 2, 1, 3}, p0231[4] = {0, 2, 3, 1};
+  int64_t p0132[4] = {0, 1, 3, 2};
+  dynq__tensor_t Q = tf(4, dq, q), Kt = tf(4, dq, k), P = tf(4, dp, p);
+  dynq__tensor_t Pa = ti64(4, p0213), Pb = ti64(4, p0231), Py = ti64(4, p0213), Pt = ti64(4, p0132);
+  const dynq__tensor_t *cases[3][5] = {{&Q, &Kt, &Pa, &Pb, NULL},     /* scores */
+                                       {&P, &Kt, NULL, &Pa, &Py},     /* context */
+                                       {&P, &P, &Pt, &Pt, NULL}};     /* both operands transposed */
+  dynq__attr_t at[2] = {{.name = "alpha", .type = DYNQ_ATTR_FLOAT, .f = 0.25f},
+                        {.name = "int8", .type = DYNQ_ATTR_INT, .i = 1}};
+  int nk;
+  const dynq__kernel_t *const *list = dynq__kernel_list(&nk);
+  for (int c = 0; c < 3; c++) {
+    dynq__tensor_t f, r1;
+    ck_assert_int_eq(run_x(DYNQ_OP_STRIDED_MATMUL, at, 2, 5, cases[c], &f, &dynq__kernel_ref,
+                           DYNQ_PRECISION_FP32, 1), 0);
+    ck_assert_int_eq(run_x(DYNQ_OP_STRIDED_MATMUL, at, 2, 5, cases[c], &r1, &dynq__kernel_ref,
+                           DYNQ_PRECISION_INT8, 1), 0);
+    int64_t n = dynq__tensor_numel(&f);
+    double e = rel_l2(r1.data, f.data, n);
+    ck_assert_msg(e > 0 && e < 0.04, "case %d: INT8 relL2 %g against FP32", c, e);
+    for (int i = 0; i < nk; i++) {
+      if (!list[i]->supported()) continue;
+      for (int th = 1; th <= 2; th++) {
+        dynq__tensor_t o;
+        ck_assert_int_eq(run_x(DYNQ_OP_STRIDED_MATMUL, at, 2, 5, cases[c], &o, list[i],
+                               DYNQ_PRECISION_INT8, th), 0);
+        ck_assert_msg(memcmp(o.data, r1.data, sizeof(float) * (size_t)n) == 0,
+                      "case %d kernel %s threads %d differs from ref", c, list[i]->name, th);
+        dynq__tensor_clear(&o);
+      }
+    }
+    dynq__tensor_clear(&f);
+    dynq__tensor_clear(&r1);
+  }
+}
+END_TEST
+
 /* MaskedSoftmax(X, M) against Add then Softmax, over row lengths around
  * the vector width, with the mask broadcast ([B,1,1,L] as attention's
  * padding mask, [L] as a causal row) or larger than X; then refusals. */
@@ -941,6 +997,7 @@ int main(void) {
   tcase_add_test(tc, softmax_flatten);
   tcase_add_test(tc, qgather_rows);
   tcase_add_test(tc, strided_matmul_perms);
+  tcase_add_test(tc, strided_matmul_int8);
   tcase_add_test(tc, masked_softmax_rows);
   tcase_add_test(tc, masked_softmax_threads);
   tcase_add_test(tc, softmax_exp_accuracy);

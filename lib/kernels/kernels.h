@@ -119,4 +119,17 @@ void dynq__quantize_rows(const dynq__kernel_t *kr, int64_t M, int64_t K,
  * round_up(N,16) * round_up(K,4) bytes. */
 void dynq__pack_weights(int64_t N, int64_t K, const int8_t *W, int8_t *B);
 
+/* Run-time quantization of the right operand of an activation x
+ * activation product (qpack.c): the K x N matrix B, element (k, n) at
+ * B[k * rs + n * cs], per column n, symmetric:
+ *   amax = max_k |B[k][n]|;  s = amax > 0 ? amax / 127 : 1
+ *   inv = 1 / s (if that overflows: s = inv = 1)
+ *   q = clamp(rne(B[k][n] * inv), -127, 127)
+ * written into the packed panel layout above (bp: round_up(N,16) *
+ * round_up(K,4) bytes, padding zeroed), colsum[n] = sum_k q and
+ * scale[n] = s * alpha.  A column holding NaN or +-Inf gets scale NaN
+ * (its output column becomes NaN).  Same bytes on every ISA. */
+void dynq__quantize_cols_packed(int64_t K, int64_t N, const float *B, int64_t rs, int64_t cs,
+                                float alpha, int8_t *bp, int32_t *colsum, float *scale);
+
 #endif

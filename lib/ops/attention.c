@@ -7,9 +7,10 @@
  * split over c->threads threads when there are enough of them.
  *
  * The row functions are compiled for AVX-512, AVX2 and the baseline and
- * picked at load (target_clones); every clone performs the same IEEE
- * operations in the same order (16 fixed lanes, combined pairwise, no FMA
- * contraction), so every machine gives the same bits.
+ * picked at load (target_clones), written with generic vectors
+ * (kernels/gvec.h); every clone performs the same IEEE operations in the
+ * same order (16 fixed lanes, combined pairwise, no FMA contraction), so
+ * every machine gives the same bits.
  */
 #include "ops.h"
 
@@ -18,32 +19,17 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/gvec.h"
 #include "parallel.h"
 
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#define LANES 16
+#define LANES DYNQ_GV_LANES
 
-/* 16 floats as one GCC generic vector: one zmm register in the AVX-512
- * clone, two ymm in the AVX2 one, four xmm in the baseline.  Selects are
- * written with masks and bit operations (C has no vector ?:). */
-typedef float vf_t __attribute__((vector_size(4 * LANES)));
-/* The helpers below are always inlined, so no vector crosses a call and
- * GCC's note on the AVX-512 vector ABI does not apply. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef int32_t vi_t __attribute__((vector_size(4 * LANES)));
-
-static inline __attribute__((always_inline)) vf_t vload(const float *p) {
-  vf_t v;
-  memcpy(&v, p, sizeof(v));
-  return v;
-}
-static inline __attribute__((always_inline)) vf_t vsplat(float x) {
-  return (vf_t){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
-}
-/* m ? a : b per lane (m all ones or all zeros) */
-static inline __attribute__((always_inline)) vf_t vsel(vi_t m, vf_t a, vf_t b) {
-  return (vf_t)((m & (vi_t)a) | (~m & (vi_t)b));
-}
+typedef dynq_gvf vf_t;
+typedef dynq_gvi vi_t;
+#define vload dynq_gv_load
+#define vsplat dynq_gv_splat
+#define vsel dynq_gv_sel
 
 /* e^x for the arguments a softmax sees, x <= 0 (x - max of the row):
  * 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2, and p the degree-6 Taylor

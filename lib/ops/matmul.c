@@ -427,69 +427,83 @@ static float *smm_pack(const float *p, int64_t rows, int64_t cols, int64_t rs, i
   return t;
 }
 
-/* Dynamic INT8 act x act: A quantized per row (u8, the QLinear scheme),
- * B per column (symmetric int8, the weights' scheme, packed at run time),
- * the INT8 GEMM with alpha folded into the column scales.  Y must be
- * row-major with unit column stride.  0, or -1 when out of memory. */
-static int smm_one_int8(const smm_t *s, const float *A, const float *B, float *Y) {
+/* One task's buffers for the INT8 products, allocated once for all its
+ * matrices (each the size of one matrix's operands). */
+typedef struct smm_scratch {
+  uint8_t *aq;       /* M rows of Kp bytes */
+  int8_t *bp;        /* packed B: Np * Kp bytes */
+  float *as, *ws;    /* [M] row scales, [N] column scales (alpha folded in) */
+  int32_t *azp, *cs; /* [M] row zero points, [N] column sums */
+  float *pa;         /* A copied row-major when its rows are not unit-stride */
+} smm_scratch_t;
+
+static void smm_scratch_free(smm_scratch_t *w) {
+  dynq__aligned_free(w->aq);
+  dynq__aligned_free(w->bp);
+  free(w->as);
+  free(w->ws);
+  free(w->azp);
+  free(w->cs);
+  free(w->pa);
+  memset(w, 0, sizeof(*w));
+}
+
+static int smm_scratch_alloc(const smm_t *s, smm_scratch_t *w) {
   const int64_t M = s->M, N = s->N, K = s->K;
   const int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG), Np = dynq__round_up(N, DYNQ_QGEMM_NR);
-  int rc = -1;
-  float *pa = NULL, *ws = malloc(sizeof(float) * (size_t)N), *as = malloc(sizeof(float) * (size_t)M);
-  int32_t *azp = malloc(sizeof(int32_t) * (size_t)M), *cs = malloc(sizeof(int32_t) * (size_t)N);
-  int8_t *w = malloc((size_t)(N * K)), *bp = dynq__aligned_alloc((size_t)(Np * Kp));
-  uint8_t *aq = dynq__aligned_alloc((size_t)(M * Kp));
-  if (!ws || !as || !azp || !cs || !w || !bp || !aq) goto out;
-  if (s->acs != 1 && K > 1) {
-    if ((A = pa = smm_pack(A, M, K, s->ars, s->acs)) == NULL) goto out;
-    dynq__quantize_rows(s->int8, M, K, A, (size_t)K, aq, (size_t)Kp, 0, as, azp);
-  } else {
-    dynq__quantize_rows(s->int8, M, K, A, (size_t)(M == 1 ? K : s->ars), aq, (size_t)Kp, 0, as, azp);
+  w->aq = dynq__aligned_alloc((size_t)(M * Kp));
+  w->bp = dynq__aligned_alloc((size_t)(Np * Kp));
+  w->as = malloc(sizeof(float) * (size_t)M);
+  w->azp = malloc(sizeof(int32_t) * (size_t)M);
+  w->ws = malloc(sizeof(float) * (size_t)N);
+  w->cs = malloc(sizeof(int32_t) * (size_t)N);
+  if (s->acs != 1 && K > 1) w->pa = malloc(sizeof(float) * (size_t)(M * K));
+  if (!w->aq || !w->bp || !w->as || !w->azp || !w->ws || !w->cs ||
+      (s->acs != 1 && K > 1 && !w->pa)) {
+    smm_scratch_free(w);
+    return -1;
   }
-  for (int64_t n = 0; n < N; n++) {
-    float mx = 0.0f;
-    for (int64_t k = 0; k < K; k++) {
-      float v = fabsf(B[k * s->brs + n * s->bcs]);
-      mx = v > mx ? v : mx;
-    }
-    float sc = mx > 0.0f && isfinite(mx) ? mx / 127.0f : 1.0f, inv = 1.0f / sc;
-    int32_t sum = 0;
-    for (int64_t k = 0; k < K; k++) {
-      float q = nearbyintf(B[k * s->brs + n * s->bcs] * inv);
-      q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q;
-      w[n * K + k] = (int8_t)q;
-      sum += (int32_t)q;
-    }
-    cs[n] = sum;
-    ws[n] = sc * s->alpha;
+  return 0;
+}
+
+/* Dynamic INT8 act x act: A quantized per row (u8, the QLinear scheme),
+ * B per column (symmetric int8, the weights' scheme) straight into the
+ * packed layout from its strides (kernels.h), alpha folded into the
+ * column scales, then the INT8 GEMM writing Y through its row stride.  Y
+ * must have unit column stride. */
+static void smm_one_int8(const smm_t *s, smm_scratch_t *w, const float *A, const float *B,
+                         float *Y) {
+  const int64_t M = s->M, N = s->N, K = s->K;
+  const int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG);
+  size_t lda = (size_t)(M == 1 ? K : s->ars);
+  if (w->pa != NULL) {
+    for (int64_t r = 0; r < M; r++)
+      for (int64_t k = 0; k < K; k++) w->pa[r * K + k] = A[r * s->ars + k * s->acs];
+    A = w->pa;
+    lda = (size_t)K;
+  } else if (K == 1) {
+    lda = (size_t)(M == 1 ? 1 : s->ars);
   }
-  dynq__pack_weights(N, K, w, bp);
+  dynq__quantize_rows(s->int8, M, K, A, lda, w->aq, (size_t)Kp, 0, w->as, w->azp);
+  dynq__quantize_cols_packed(K, N, B, s->brs, s->bcs, s->alpha, w->bp, w->cs, w->ws);
   dynq__qgemm_args_t q = {
-    .M = M, .N = N, .K = K, .A = aq, .lda = (size_t)Kp, .B = bp, .colsum = cs,
-    .w_scale = ws, .a_scale = as, .a_zp = azp, .bias = NULL, .act = DYNQ_ACT_NONE,
+    .M = M, .N = N, .K = K, .A = w->aq, .lda = (size_t)Kp, .B = w->bp, .colsum = w->cs,
+    .w_scale = w->ws, .a_scale = w->as, .a_zp = w->azp, .bias = NULL, .act = DYNQ_ACT_NONE,
     .C = Y, .ldc = (size_t)(M == 1 ? N : s->yrs), .n0 = 0, .n1 = N,
   };
   s->int8->qgemm(&q);
-  rc = 0;
-out:
-  free(pa);
-  free(ws);
-  free(as);
-  free(azp);
-  free(cs);
-  free(w);
-  dynq__aligned_free(bp);
-  dynq__aligned_free(aq);
-  return rc;
+}
+
+/* Whether the INT8 path takes these products (else FP32 through BLAS). */
+static int smm_int8_ok(const smm_t *s) {
+  return s->int8 != NULL && s->K > 0 && s->K <= DYNQ_QGEMM_MAX_K &&
+         (s->N == 1 || s->ycs == 1) && (s->M == 1 || s->yrs >= s->N);
 }
 
 static int smm_one(const smm_t *s, const float *A, const float *B, float *Y) {
   int ta, tb, ty, rc = 0;
   int64_t lda, ldb, ldy;
   float *pa = NULL, *pb = NULL, *py = NULL;
-  if (s->int8 != NULL && s->K > 0 && s->K <= DYNQ_QGEMM_MAX_K &&
-      (s->N == 1 || s->ycs == 1) && (s->M == 1 || s->yrs >= s->N))
-    return smm_one_int8(s, A, B, Y);
   if (!smm_blas(s->M, s->K, s->ars, s->acs, &ta, &lda)) {
     if ((A = pa = smm_pack(A, s->M, s->K, s->ars, s->acs)) == NULL) goto oom;
     ta = 0, lda = s->K;
@@ -524,6 +538,12 @@ out:
 static void smm_task(void *ctx, int64_t t) {
   smm_t *s = ctx;
   int64_t i0 = s->count * t / s->chunks, i1 = s->count * (t + 1) / s->chunks;
+  smm_scratch_t w = {0};
+  const int int8 = smm_int8_ok(s);
+  if (int8 && smm_scratch_alloc(s, &w) != 0) {
+    s->failed = 1;
+    return;
+  }
   for (int64_t i = i0; i < i1; i++) {
     int64_t off[3] = {0, 0, 0}, r = i;
     for (int d = s->nb - 1; d >= 0; d--) {
@@ -531,8 +551,12 @@ static void smm_task(void *ctx, int64_t t) {
       r /= s->bdims[d];
       for (int k = 0; k < 3; k++) off[k] += q * s->bst[k][d];
     }
-    if (smm_one(s, s->A + off[0], s->B + off[1], s->Y + off[2]) != 0) s->failed = 1;
+    if (int8)
+      smm_one_int8(s, &w, s->A + off[0], s->B + off[1], s->Y + off[2]);
+    else if (smm_one(s, s->A + off[0], s->B + off[1], s->Y + off[2]) != 0)
+      s->failed = 1;
   }
+  smm_scratch_free(&w);
 }
 
 int dynq__run_smatmul(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,

@@ -1,0 +1,201 @@
+/*
+ * Run-time weight-side quantization for products of two activations
+ * (attention's Q K^T and P V): the right operand quantized per column,
+ * symmetric int8, written straight into the packed panel layout the qgemm
+ * kernels read (kernels.h), with its column sums and scales.  The operand
+ * is read in place through its strides: K^T's columns are K's rows
+ * (unit-stride along k), V's rows are unit-stride along n; any other
+ * layout takes the plain loop.
+ *
+ * Plain C with generic vectors (gvec.h) compiled for AVX-512, AVX2 and the
+ * baseline (target_clones): integer results and the same float operations
+ * in every clone, so every machine packs the same bytes.
+ */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "gvec.h"
+
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define L DYNQ_GV_LANES
+
+typedef int8_t qbytes_t __attribute__((vector_size(DYNQ_GV_LANES)));
+typedef uint32_t qgroup_t __attribute__((vector_size(4 * DYNQ_GV_LANES)));
+
+/* The column's scale from its largest magnitude, given as the bits of
+ * |x| (for non-negative floats integer order is float order, and NaN and
+ * infinities lie above every finite value). */
+static void col_scale(int32_t amax_bits, float alpha, float *ret_inv, float *ret_scale) {
+  if (amax_bits >= 0x7f800000) {  /* NaN or infinite */
+    *ret_inv = 0.0f;
+    *ret_scale = NAN;
+    return;
+  }
+  float amax;
+  memcpy(&amax, &amax_bits, sizeof(amax));
+  float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
+  float inv = 1.0f / sc;
+  if (!isfinite(inv)) sc = 1.0f, inv = 1.0f;   /* a column of denormals: as zeros */
+  *ret_inv = inv;
+  *ret_scale = sc * alpha;
+}
+
+static inline __attribute__((always_inline)) dynq_gvi imax(dynq_gvi a, dynq_gvi b) {
+  return ((a > b) & a) | (~(a > b) & b);
+}
+
+/* The largest lane (pairwise halving, so a fixed order). */
+static inline __attribute__((always_inline)) int32_t imax_lanes(dynq_gvi v) {
+  v = imax(v, __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  v = imax(v, __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3));
+  v = imax(v, __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1));
+  v = imax(v, __builtin_shufflevector(v, v, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0));
+  return v[0];
+}
+
+static inline __attribute__((always_inline)) int32_t isum_lanes(dynq_gvi v) {
+  v += __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+  v += __builtin_shufflevector(v, v, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+  return v[0];
+}
+
+/* clamp(rne(x * inv), -127, 127) per lane, as int32 */
+static inline __attribute__((always_inline)) dynq_gvi q16(dynq_gvf x, dynq_gvf inv) {
+  const dynq_gvf magic = dynq_gv_splat(12582912.0f);  /* 1.5 * 2^23: adding it rounds */
+  dynq_gvf t = x * inv;  /* clamps written so that NaN becomes 127 */
+  t = dynq_gv_sel(t < 127.0f, t, dynq_gv_splat(127.0f));
+  t = dynq_gv_sel(t > -127.0f, t, dynq_gv_splat(-127.0f));
+  t = (t + magic) - magic;
+  return __builtin_convertvector(t, dynq_gvi);
+}
+
+static inline __attribute__((always_inline)) int8_t q1(float x, float inv) {
+  float t = x * inv;
+  t = t < 127.0f ? t : 127.0f;
+  t = t > -127.0f ? t : -127.0f;
+  return (int8_t)(int32_t)((t + 12582912.0f) - 12582912.0f);
+}
+
+/* Columns unit-stride along k (B[k + n * cs]). */
+CLONES static void pack_cols(int64_t K, int64_t N, const float *B, int64_t cs, float alpha,
+                             int8_t *bp, int32_t *colsum, float *scale) {
+  const int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG);
+  int8_t tmp[DYNQ_QGEMM_KG * 64];
+  for (int64_t n = 0; n < N; n++) {
+    const float *x = B + n * cs;
+    dynq_gvi am = {0};
+    int64_t k = 0;
+    for (; k + L <= K; k += L) am = imax(am, (dynq_gvi)dynq_gv_abs(dynq_gv_load(x + k)));
+    int32_t amax = imax_lanes(am);
+    for (; k < K; k++) {
+      int32_t a;
+      float f = fabsf(x[k]);
+      memcpy(&a, &f, sizeof(a));
+      amax = a > amax ? a : amax;
+    }
+    float inv;
+    col_scale(amax, alpha, &inv, &scale[n]);
+    int8_t *dst = bp + (n / DYNQ_QGEMM_NR) * (Kp * DYNQ_QGEMM_NR) + (n % DYNQ_QGEMM_NR) * DYNQ_QGEMM_KG;
+    dynq_gvi sum = {0};
+    int32_t s1 = 0;
+    const dynq_gvf vinv = dynq_gv_splat(inv);
+    /* 256 k at a time through tmp, then 4 bytes per group into the panel */
+    for (int64_t k0 = 0; k0 < K; k0 += (int64_t)sizeof(tmp)) {
+      int64_t k1 = K - k0 < (int64_t)sizeof(tmp) ? K : k0 + (int64_t)sizeof(tmp);
+      for (k = k0; k + L <= k1; k += L) {
+        dynq_gvi q = q16(dynq_gv_load(x + k), vinv);
+        sum += q;
+        qbytes_t b = __builtin_convertvector(q, qbytes_t);
+        memcpy(tmp + (k - k0), &b, sizeof(b));
+      }
+      for (; k < k1; k++) {
+        tmp[k - k0] = q1(x[k], inv);
+        s1 += tmp[k - k0];
+      }
+      for (; k < dynq__round_up(k1, DYNQ_QGEMM_KG); k++) tmp[k - k0] = 0;
+      for (int64_t g = k0 / DYNQ_QGEMM_KG; g < k / DYNQ_QGEMM_KG; g++)
+        memcpy(dst + g * 64, tmp + (g * DYNQ_QGEMM_KG - k0), DYNQ_QGEMM_KG);
+    }
+    colsum[n] = isum_lanes(sum) + s1;
+  }
+}
+
+/* Rows unit-stride along n (B[k * rs + n]): 16 columns (one panel) at a
+ * time, their scales from a pass over every row, then row by row. */
+CLONES static void pack_rows(int64_t K, int64_t N, const float *B, int64_t rs, float alpha,
+                             int8_t *bp, int32_t *colsum, float *scale) {
+  const int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG);
+  for (int64_t n0 = 0; n0 < N; n0 += DYNQ_QGEMM_NR) {
+    const int w = N - n0 < DYNQ_QGEMM_NR ? (int)(N - n0) : DYNQ_QGEMM_NR;
+    dynq_gvf v = dynq_gv_splat(0.0f);
+    dynq_gvi am = {0};
+    for (int64_t k = 0; k < K; k++) {
+      if (w == L) v = dynq_gv_load(B + k * rs + n0);
+      else memcpy(&v, B + k * rs + n0, sizeof(float) * (size_t)w);
+      am = imax(am, (dynq_gvi)dynq_gv_abs(v));
+    }
+    dynq_gvf vinv;
+    for (int j = 0; j < L; j++) {
+      float inv, sc;
+      col_scale(am[j], alpha, &inv, &sc);
+      vinv[j] = inv;
+      if (j < w) scale[n0 + j] = sc;
+    }
+    int8_t *panel = bp + (n0 / DYNQ_QGEMM_NR) * (Kp * DYNQ_QGEMM_NR);
+    dynq_gvi sum = {0};
+    /* a group of 4 rows is one 64-byte group of the panel: lane j holds
+     * column j's 4 bytes, k % 4 = 0 lowest (little-endian) */
+    for (int64_t k0 = 0; k0 < K; k0 += DYNQ_QGEMM_KG) {
+      qgroup_t g = {0};
+      for (int r = 0; r < DYNQ_QGEMM_KG && k0 + r < K; r++) {
+        const float *row = B + (k0 + r) * rs + n0;
+        if (w == L) v = dynq_gv_load(row);
+        else memcpy(&v, row, sizeof(float) * (size_t)w);
+        dynq_gvi q = q16(v, vinv);
+        sum += q;
+        g |= ((qgroup_t)q & 0xffu) << (8 * r);
+      }
+      memcpy(panel + (k0 / DYNQ_QGEMM_KG) * 64, &g, sizeof(g));
+    }
+    for (int j = 0; j < w; j++) colsum[n0 + j] = sum[j];
+  }
+}
+
+void dynq__quantize_cols_packed(int64_t K, int64_t N, const float *B, int64_t rs, int64_t cs,
+                                float alpha, int8_t *bp, int32_t *colsum, float *scale) {
+  const int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG), Np = dynq__round_up(N, DYNQ_QGEMM_NR);
+  memset(bp, 0, (size_t)(Np * Kp));
+  if (K <= 0 || N <= 0) {
+    for (int64_t n = 0; n < N; n++) colsum[n] = 0, scale[n] = alpha;
+    return;
+  }
+  if (rs == 1 || K == 1) {
+    pack_cols(K, N, B, N == 1 ? K : cs, alpha, bp, colsum, scale);
+  } else if (cs == 1 || N == 1) {
+    pack_rows(K, N, B, rs, alpha, bp, colsum, scale);
+  } else {  /* neither axis unit-stride: element by element */
+    for (int64_t n = 0; n < N; n++) {
+      int32_t amax = 0;
+      float inv;
+      for (int64_t k = 0; k < K; k++) {
+        float f = fabsf(B[k * rs + n * cs]);
+        int32_t a;
+        memcpy(&a, &f, sizeof(a));
+        amax = a > amax ? a : amax;
+      }
+      col_scale(amax, alpha, &inv, &scale[n]);
+      int8_t *dst = bp + (n / DYNQ_QGEMM_NR) * (Kp * DYNQ_QGEMM_NR) + (n % DYNQ_QGEMM_NR) * DYNQ_QGEMM_KG;
+      int32_t s = 0;
+      for (int64_t k = 0; k < K; k++) {
+        int8_t q = q1(B[k * rs + n * cs], inv);
+        dst[(k / DYNQ_QGEMM_KG) * 64 + k % DYNQ_QGEMM_KG] = q;
+        s += q;
+      }
+      colsum[n] = s;
+    }
+  }
+}
