@@ -13,6 +13,10 @@
  *    channel multipliers, batches and 1-D, through each INT8 kernel's
  *    conv partner, with the same bits from all of them; a plane whose
  *    scratch would be out of proportion goes through im2col instead;
+ *  - a quantized conv's images come out with the bits each gives alone
+ *    (its GEMM rows go through in chunks that straddle images), on every
+ *    kernel alike: padded im2col, per-patch gather, 1x1, groups, per
+ *    tensor, a vector and a sigmoid epilogue;
  *  - each INT8 kernel maps to its ISA level's conv kernel.
  */
 #include <check.h>
@@ -24,7 +28,9 @@
 
 #include "dynq/errors.h"
 #include "kernels/convk.h"
+#include "kernels/kernels.h"
 #include "ops.h"
+#include "tensor.h"
 #include "testutil.h"
 
 static uint32_t rng = 12345;
@@ -331,6 +337,111 @@ START_TEST(depthwise_op_errors) {
 }
 END_TEST
 
+/* ---- a quantized conv's images are independent of the batch ---- */
+
+typedef struct qcase {
+  int sr, per_tensor, act;
+  int64_t C, M, G, ih, iw, kh, kw, s, pad;
+} qcase_t;
+
+static const qcase_t qcases[] = {
+  {2, 0, DYNQ_CONV_ACT_HARDSWISH, 96, 24, 1, 7, 9, 3, 3, 1, 1},  /* padded im2col, 48-row chunks */
+  {2, 0, DYNQ_CONV_ACT_NONE, 16, 700, 1, 5, 13, 1, 1, 1, 0},     /* 1x1 rows from NCHW */
+  {1, 0, DYNQ_CONV_ACT_RELU, 64, 8, 1, 1, 100, 1, 17, 2, 3},     /* long rows: per patch */
+  {2, 0, DYNQ_CONV_ACT_SIGMOID, 96, 32, 2, 9, 11, 3, 3, 2, 1},   /* groups, stride 2 */
+  {2, 1, DYNQ_CONV_ACT_CLIP, 24, 40, 1, 6, 10, 3, 3, 1, 1},      /* per tensor */
+};
+
+/* QConv over images [n0, n0 + nn) of X; returns the output's floats. */
+static float *run_qconv(const qcase_t *t, const dynq__kernel_t *kr, const float *X, int64_t n0,
+                        int64_t nn, const int8_t *packed, int64_t npacked, const int32_t *colsum,
+                        const float *scale, const float *bias, int64_t *ret_ny) {
+  const int64_t chw = t->C * t->ih * t->iw;
+  dynq__tensor_t tx = {.dtype = DYNQ_DT_F32, .rank = 2 + t->sr, .data = (void *)(X + n0 * chw)};
+  tx.dims[0] = nn, tx.dims[1] = t->C;
+  if (t->sr == 2) tx.dims[2] = t->ih, tx.dims[3] = t->iw;
+  else tx.dims[2] = t->iw;
+  dynq__tensor_t tq = {.dtype = DYNQ_DT_I8, .rank = 1, .dims = {npacked}, .data = (void *)packed};
+  dynq__tensor_t tc = {.dtype = DYNQ_DT_I32, .rank = 1, .dims = {t->M}, .data = (void *)colsum};
+  dynq__tensor_t ts = {.dtype = DYNQ_DT_F32, .rank = 1, .dims = {t->M}, .data = (void *)scale};
+  dynq__tensor_t tb = {.dtype = DYNQ_DT_F32, .rank = 1, .dims = {t->M}, .data = (void *)bias};
+  const dynq__tensor_t *in[5] = {&tx, &tq, &tc, &ts, &tb};
+  const dynq__attr_t at[] = {
+    AI("spatial", t->sr), AI("in_channels", t->C), AI("out_channels", t->M), AI("group", t->G),
+    AI("kernel_shape0", t->sr == 2 ? t->kh : t->kw), AI("kernel_shape1", t->kw),
+    AI("strides0", t->s), AI("strides1", t->s), AI("pad_begin0", t->pad),
+    AI("pad_begin1", t->pad), AI("pad_end0", t->pad), AI("pad_end1", t->pad),
+    AI("per_tensor", t->per_tensor), AI("act", t->act), AF("act_a", -0.5f), AF("act_b", 0.5f),
+    AF("pre_mul", 1.5f), AF("post_add", 0.25f),
+  };
+  static const int32_t idx[6] = {0, 1, 2, 3, 4, 5};
+  dynq__node_t n = {.op = DYNQ_OP_QCONV, .name = "qc", .n_in = 5, .n_out = 1, .in = idx,
+                    .out = idx, .n_attr = (int)(sizeof at / sizeof at[0]), .attr = at};
+  char err[256];
+  dynq__op_ctx_t c = {.node = &n, .kernel = kr, .precision = DYNQ_PRECISION_INT8, .err = err,
+                      .errlen = sizeof err};
+  dynq__tensor_t o;
+  memset(&o, 0, sizeof o);
+  ck_assert_msg(dynq__op_run1(NULL, &c, in, &o) == 0, "%s: %s", kr->name, err);
+  *ret_ny = dynq__tensor_numel(&o);
+  float *y = malloc(sizeof(float) * (size_t)*ret_ny);
+  ck_assert_ptr_nonnull(y);
+  memcpy(y, o.data, sizeof(float) * (size_t)*ret_ny);
+  dynq__tensor_clear(&o);
+  return y;
+}
+
+START_TEST(qconv_batch_independent) {
+  const qcase_t *t = &qcases[_i];
+  enum { NI = 3 };
+  const int64_t Cg = t->C / t->G, Mg = t->M / t->G, kk = Cg * (t->sr == 2 ? t->kh : 1) * t->kw;
+  const int64_t Kp = (kk + 3) / 4 * 4, Np = (Mg + 15) / 16 * 16, npacked = t->G * Np * Kp;
+  const int64_t nx = NI * t->C * t->ih * t->iw;
+  int8_t *w = malloc((size_t)(t->M * kk)), *packed = dynq__aligned_alloc((size_t)npacked); /* kernels load it aligned */
+  int32_t *colsum = calloc((size_t)t->M, sizeof(int32_t));
+  float *scale = malloc(sizeof(float) * (size_t)t->M), *bias = malloc(sizeof(float) * (size_t)t->M);
+  float *X = malloc(sizeof(float) * (size_t)nx);
+  ck_assert(w && packed && colsum && scale && bias && X);
+  for (int64_t i = 0; i < t->M * kk; i++) w[i] = (int8_t)(frand() * 127.0f);
+  for (int64_t m = 0; m < t->M; m++) {
+    for (int64_t k = 0; k < kk; k++) colsum[m] += w[m * kk + k];
+    scale[m] = 0.01f + 0.001f * (float)(m % 7), bias[m] = frand();
+  }
+  for (int64_t gi = 0; gi < t->G; gi++) dynq__pack_weights(Mg, kk, w + gi * Mg * kk, packed + gi * Np * Kp);
+  for (int64_t i = 0; i < nx; i++) X[i] = 3.0f * frand() * (i % 97 == 0 ? 4.0f : 1.0f);
+  int nk;
+  const dynq__kernel_t *const *ks = dynq__kernel_list(&nk);
+  float *first = NULL;
+  int64_t ny = 0;
+  for (int ki = 0; ki < nk; ki++) {
+    if (!ks[ki]->supported()) continue;
+    float *all = run_qconv(t, ks[ki], X, 0, NI, packed, npacked, colsum, scale, bias, &ny);
+    const int64_t per = ny / NI;
+    int nonzero = 0;
+    for (int64_t i = 0; i < ny; i++) nonzero += all[i] != 0.0f;
+    ck_assert_msg(nonzero > ny / 4, "case %d: mostly zeros, the test would prove little", _i);
+    for (int64_t j = 0; j < NI; j++) {
+      int64_t n1;
+      float *one = run_qconv(t, ks[ki], X, j, 1, packed, npacked, colsum, scale, bias, &n1);
+      ck_assert_int_eq(n1, per);
+      ck_assert_msg(memcmp(one, all + j * per, sizeof(float) * (size_t)per) == 0,
+                    "case %d on %s: image %lld of %d differs from the image alone", _i,
+                    ks[ki]->name, (long long)j, NI);
+      free(one);
+    }
+    if (!first) first = all;
+    else {
+      ck_assert_msg(memcmp(first, all, sizeof(float) * (size_t)ny) == 0,
+                    "case %d: %s's bits differ from the first kernel's", _i, ks[ki]->name);
+      free(all);
+    }
+  }
+  free(first);
+  dynq__aligned_free(packed);
+  free(w), free(colsum), free(scale), free(bias), free(X);
+}
+END_TEST
+
 START_TEST(dispatch_pairs) {
   ck_assert_ptr_eq(dynq__conv_kernel_for(NULL), &dynq__conv_kernel_ref);
   ck_assert_ptr_eq(dynq__conv_kernel_for(&dynq__kernel_ref), &dynq__conv_kernel_ref);
@@ -367,6 +478,7 @@ int main(void) {
   tcase_set_timeout(op, 300);
   tcase_add_loop_test(op, depthwise_op_vs_definition, 0, (int)(sizeof cases / sizeof cases[0]));
   tcase_add_test(op, depthwise_op_errors);
+  tcase_add_loop_test(op, qconv_batch_independent, 0, (int)(sizeof qcases / sizeof qcases[0]));
   suite_add_tcase(s, op);
   SRunner *sr = srunner_create(s);
   return tu_run_runner(sr) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;

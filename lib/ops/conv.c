@@ -280,49 +280,55 @@ static inline __attribute__((always_inline)) void fill_rows(const geom_t *g, con
            sizeof(float) * (size_t)iw);
 }
 
-/* Geometry in locals: the build has -fno-strict-aliasing, so a field read
- * through g would be reloaded after every float store. */
-static inline __attribute__((always_inline)) void gather_padded(const geom_t *g, const float *xg,
-                                                               const padded_t *pd, float *col,
-                                                               const int64_t kw,
-                                                               const int64_t dw) {
-  const int64_t Cg = g->Cg, iw = g->iw;
-  const int64_t oh = g->oh, ow = g->ow, kh = g->kh, sh = g->sh, sw = g->sw, dh = g->dh;
-  const int64_t kk = g->kk, piw = pd->iw;
-  const int64_t PHW = pd->ih * piw, khw = kh * kw;
-  float *const xp = pd->x;
+/* The image into the padded copy (once per image; the patches of any
+ * range of its positions then come from it). */
+static void pad_fill(const geom_t *g, const float *xg, const padded_t *pd) {
   /* rows of Silero's encoder are 4, 2 and 1 wide: with the width a
    * constant, a row is one move, where a loop (or libc) costs more than
    * the data */
-  switch (iw) {
+  switch (g->iw) {
   case 1: fill_rows(g, xg, pd, 1); break;
   case 2: fill_rows(g, xg, pd, 2); break;
   case 4: fill_rows(g, xg, pd, 4); break;
-  default: fill_rows(g, xg, pd, iw); break;
+  default: fill_rows(g, xg, pd, g->iw); break;
   }
-  for (int64_t oy = 0; oy < oh; oy++)
-    for (int64_t ox = 0; ox < ow; ox++) {
-      float *row = col + (oy * ow + ox) * kk;
-      for (int64_t a = 0; a < kh; a++) {
-        const float *restrict src = xp + (oy * sh + a * dh) * piw + ox * sw;
-        float *restrict dst = row + a * kw;
-        for (int64_t ci = 0; ci < Cg; ci++)
-          for (int64_t bb = 0; bb < kw; bb++) dst[ci * khw + bb] = src[ci * PHW + bb * dw];
-      }
-    }
 }
 
-/* All patches of one image and group as rows of col [P, kk], in W's
- * (ci, a, b) order; padding reads as 0.0. */
-static void gather_f32(const geom_t *g, const float *xg, const padded_t *pd, float *col) {
+/* Geometry in locals: the build has -fno-strict-aliasing, so a field read
+ * through g would be reloaded after every float store. */
+static inline __attribute__((always_inline)) void gather_padded(const geom_t *g, const padded_t *pd,
+                                                               float *col, int64_t p0, int64_t p1,
+                                                               const int64_t kw,
+                                                               const int64_t dw) {
+  const int64_t Cg = g->Cg;
+  const int64_t ow = g->ow, kh = g->kh, sh = g->sh, sw = g->sw, dh = g->dh;
+  const int64_t kk = g->kk, piw = pd->iw;
+  const int64_t PHW = pd->ih * piw, khw = kh * kw;
+  float *const xp = pd->x;
+  for (int64_t p = p0, oy = p0 / ow, ox = p0 % ow; p < p1; p++) {
+    float *row = col + (p - p0) * kk;
+    for (int64_t a = 0; a < kh; a++) {
+      const float *restrict src = xp + (oy * sh + a * dh) * piw + ox * sw;
+      float *restrict dst = row + a * kw;
+      for (int64_t ci = 0; ci < Cg; ci++)
+        for (int64_t bb = 0; bb < kw; bb++) dst[ci * khw + bb] = src[ci * PHW + bb * dw];
+    }
+    if (++ox == ow) ox = 0, oy++;
+  }
+}
+
+/* The patches of output positions [p0, p1) of one image and group as
+ * rows of col [p1 - p0, kk], in W's (ci, a, b) order; padding reads as
+ * 0.0.  With a padded copy, pad_fill must have put this image in it. */
+static void gather_f32(const geom_t *g, const float *xg, const padded_t *pd, float *col,
+                       int64_t p0, int64_t p1) {
   if (pd->x != NULL) {
-    if (g->kw == 3 && g->dw == 1) gather_padded(g, xg, pd, col, 3, 1); /* unrolled */
-    else gather_padded(g, xg, pd, col, g->kw, g->dw);
+    if (g->kw == 3 && g->dw == 1) gather_padded(g, pd, col, p0, p1, 3, 1); /* unrolled */
+    else gather_padded(g, pd, col, p0, p1, g->kw, g->dw);
     return;
   }
-  for (int64_t oy = 0; oy < g->oh; oy++)
-    for (int64_t ox = 0; ox < g->ow; ox++)
-      gather_patch_f32(g, xg, oy, ox, col + (oy * g->ow + ox) * g->kk);
+  for (int64_t p = p0; p < p1; p++)
+    gather_patch_f32(g, xg, p / g->ow, p % g->ow, col + (p - p0) * g->kk);
 }
 
 /* Depthwise (one input channel per group, a few output channels each):
@@ -432,7 +438,8 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
         /* 1x1, stride 1, no padding: the image is already [kk, P] */
         dynq__sgemm(0, 0, g->Mg, P, g->kk, 1.0f, wg, g->kk, xg, P, 0.0f, yg, P);
       } else {
-        gather_f32(g, xg, &pd, col);
+        if (pd.x) pad_fill(g, xg, &pd);
+        gather_f32(g, xg, &pd, col, 0, P);
         dynq__sgemm(0, 1, g->Mg, P, g->kk, 1.0f, wg, g->kk, col, g->kk, 0.0f, yg, P);
       }
       if (bias)
@@ -492,14 +499,14 @@ int dynq__run_conv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
  * no image-sized patch buffer. */
 enum { PW_TILE = 32 };
 static void pointwise_rows(const dynq__kernel_t *kr, const dynq__conv_kernel_t *ck,
-                           const geom_t *g, const float *xg, float *tile, uint8_t *A, int64_t kp,
-                           float *as, int32_t *az) {
+                           const geom_t *g, const float *xg, int64_t pa, int64_t pb, float *tile,
+                           uint8_t *A, int64_t kp, float *as, int32_t *az) {
   const int64_t P = g->oh * g->ow, Cg = g->Cg;
-  for (int64_t p0 = 0; p0 < P; p0 += PW_TILE) {
-    const int64_t np = P - p0 < PW_TILE ? P - p0 : PW_TILE;
+  for (int64_t p0 = pa; p0 < pb; p0 += PW_TILE) {
+    const int64_t np = pb - p0 < PW_TILE ? pb - p0 : PW_TILE;
     ck->transpose(xg + p0, P, tile, Cg, Cg, np, NULL);
-    dynq__quantize_rows(kr, np, Cg, tile, (size_t)Cg, A + p0 * kp, (size_t)kp, 0, as + p0,
-                        az + p0);
+    dynq__quantize_rows(kr, np, Cg, tile, (size_t)Cg, A + (p0 - pa) * kp, (size_t)kp, 0,
+                        as + (p0 - pa), az + (p0 - pa));
   }
 }
 
@@ -547,38 +554,32 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   dynq__conv_epi_t e;
   const int vepi = epi_spec(at, &e);
   const int64_t blk = dynq__round_up(g.Mg, DYNQ_QGEMM_NR) * kp;
-  /* Per patch, the patches of nb images go through one quantization and
-   * one INT8 GEMM: a Silero encoder conv has 1 or 2 patches per image, and
-   * a GEMM per image reloaded all the weights for 1-2 rows.  Every row
-   * keeps its own scale and the integer sums are exact, so each image's
-   * result is bit-identical to a GEMM of its own (kernels.h), whatever the
-   * batch.  nb is bounded so the float patches stay within ~1 MiB. */
-  int64_t nb = 1;
-  if (!per_tensor) {
-    nb = (int64_t)1 << 18; /* floats */
-    nb = P * g.kk > 0 ? nb / (P * g.kk) : 1;
-    if (nb > 256 / (P > 0 ? P : 1)) nb = 256 / (P > 0 ? P : 1);
-    if (nb > g.N) nb = g.N;
-    if (nb < 1) nb = 1;
-  }
-  const int64_t R = nb * P; /* GEMM rows per call */
+  /* GEMM rows are (image, position) pairs, all images in a row: a Silero
+   * encoder conv has 1 or 2 patches per image, and a GEMM per image
+   * reloaded all the weights for 1-2 rows.  They go RC at a time through
+   * patches (floats), their bytes, the INT8 GEMM and the transpose back
+   * to NCHW, so each stage's data is still in cache for the next (im2col
+   * of a whole image went through memory: 17 MB for a 3x3 conv of 96
+   * channels over 64 x 80 positions).  Every row keeps its own scale and
+   * the integer sums are exact, so a result does not depend on the
+   * chunking or on the other images (kernels.h). */
+  const int64_t NP = g.N * P; /* < the output's elements */
+  int64_t RC = 32768 / (g.kk > 2 * g.Mg ? g.kk : 2 * g.Mg) / 48 * 48;
+  if (RC < 48) RC = 48;
+  if (RC > NP) RC = NP;
   /* 1x1, stride 1, no padding: an image's GEMM rows are its pixels */
   const int pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 &&
                         g.pw == 0 && g.oh == g.ih && g.ow == g.iw;
-  /* per patch: the float patches; per tensor: the quantized image */
+  /* per_tensor: the quantized image and all its rows; per patch: a chunk */
+  const int64_t AR = per_tensor ? P : RC;
   uint8_t *xq = per_tensor ? dynq__aligned_alloc((size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG) + 64)
                            : NULL;
   float *colf = per_tensor ? NULL
                            : dynq__aligned_alloc(sizeof(float) *
-                                                 (size_t)((pointwise ? PW_TILE : R) * g.kk));
-  uint8_t *A = dynq__aligned_alloc((size_t)(R * kp) + 64);
-  float *as = malloc(sizeof(float) * (size_t)(R + 1));
-  int32_t *az = malloc(sizeof(int32_t) * (size_t)(R + 1));
-  /* GEMM rows per call: their float results (~64 KiB) stay in cache
-   * until transposed */
-  int64_t RC = (16384 / g.Mg) / 16 * 16;
-  if (RC < 16) RC = 16;
-  if (RC > R) RC = R;
+                                                 (size_t)((pointwise ? PW_TILE : RC) * g.kk));
+  uint8_t *A = dynq__aligned_alloc((size_t)(AR * kp) + 64);
+  float *as = malloc(sizeof(float) * (size_t)(AR + 1));
+  int32_t *az = malloc(sizeof(int32_t) * (size_t)(AR + 1));
   float *tmp = malloc(sizeof(float) * (size_t)(RC * g.Mg + 1));
   padded_t pd = {0};
   if (!per_tensor && !pointwise) padded_init(&g, &pd); /* NULL x (no memory): per patch */
@@ -587,27 +588,37 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
     goto fail;
   }
   float *Y = out->data;
-  for (int64_t n0 = 0; n0 < g.N; n0 += nb) {
-    const int64_t nn = g.N - n0 < nb ? g.N - n0 : nb; /* images in this block */
-    float scale = 0.0f;
-    int32_t zp = 0;
-    if (per_tensor) { /* nb == 1 */
-      const float *xn = (const float *)x->data + n0 * CHW;
-      dynq__quantize_rows(c->kernel, 1, CHW, xn, (size_t)CHW, xq,
-                          (size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG), 0, &scale, &zp);
-      for (int64_t p = 0; p < P; p++) {
-        as[p] = scale;
-        az[p] = zp;
-      }
-      dynq__op_note_quant(c, 0, 0, 0, &scale, 1);
-    }
-    for (int64_t gi = 0; gi < g.G; gi++) {
+  const float *X = x->data;
+  int64_t qimg = -1; /* per tensor: the image in xq */
+  for (int64_t gi = 0; gi < g.G; gi++) {
+    dynq__qgemm_args_t q = {
+      .N = g.Mg, .K = g.kk, .lda = (size_t)kp,
+      .B = (const int8_t *)in[1]->data + gi * blk,
+      .colsum = (const int32_t *)in[2]->data + gi * g.Mg,
+      .w_scale = (const float *)in[3]->data + gi * g.Mg,
+      .bias = bias ? bias + gi * g.Mg : NULL, .act = DYNQ_ACT_NONE,
+      .C = tmp, .ldc = (size_t)g.Mg,
+      .n0 = 0, .n1 = g.Mg,
+    };
+    int64_t filled = -1; /* the image in the padded copy */
+    for (int64_t r0 = 0; r0 < NP;) {
+      /* rows [r0, r1): per tensor one image's, per patch a chunk's */
+      int64_t r1 = per_tensor ? r0 + P : (r0 + RC < NP ? r0 + RC : NP), ra = r0;
       if (per_tensor) {
+        if (qimg != r0 / P) { /* the image as a whole (again for each group when N > 1) */
+          float scale = 0.0f;
+          int32_t zp = 0;
+          qimg = r0 / P;
+          dynq__quantize_rows(c->kernel, 1, CHW, X + qimg * CHW, (size_t)CHW, xq,
+                              (size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG), 0, &scale, &zp);
+          for (int64_t p = 0; p < P; p++) as[p] = scale, az[p] = zp;
+          if (gi == 0) dynq__op_note_quant(c, 0, 0, 0, &scale, 1);
+        }
         const uint8_t *xg = xq + gi * g.Cg * HW;
         for (int64_t oy = 0; oy < g.oh; oy++)
           for (int64_t ox = 0; ox < g.ow; ox++) {
             uint8_t *row = A + (oy * g.ow + ox) * kp;
-            gather_patch_u8(&g, xg, oy, ox, (uint8_t)zp, row);
+            gather_patch_u8(&g, xg, oy, ox, (uint8_t)az[0], row);
             memset(row + g.kk, 0, (size_t)(kp - g.kk));
           }
       } else {
@@ -616,49 +627,44 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
          * depends only on the values under it, and a small-valued region
          * (a quiet band of a spectrogram) keeps its resolution instead
          * of sharing the loudest position's scale. */
-        for (int64_t j = 0; j < nn; j++) {
-          const float *xg = (const float *)x->data + (n0 + j) * CHW + gi * g.Cg * HW;
-          if (pointwise)
-            pointwise_rows(c->kernel, ck, &g, xg, colf, A + j * P * kp, kp, as + j * P,
-                           az + j * P);
-          else
-            gather_f32(&g, xg, &pd, colf + j * P * g.kk);
+        for (int64_t r = r0; r < r1;) { /* the chunk's run in each image */
+          const int64_t j = r / P, p = r % P, e1 = (j + 1) * P < r1 ? (j + 1) * P : r1;
+          const float *xg = X + j * CHW + gi * g.Cg * HW;
+          if (pointwise) {
+            pointwise_rows(c->kernel, ck, &g, xg, p, p + e1 - r, colf, A + (r - r0) * kp, kp,
+                           as + (r - r0), az + (r - r0));
+          } else {
+            if (pd.x && filled != j) pad_fill(&g, xg, &pd), filled = j;
+            gather_f32(&g, xg, &pd, colf + (r - r0) * g.kk, p, p + e1 - r);
+          }
+          r = e1;
         }
         if (!pointwise)
-          dynq__quantize_rows(c->kernel, nn * P, g.kk, colf, (size_t)g.kk, A, (size_t)kp, 0, as,
+          dynq__quantize_rows(c->kernel, r1 - r0, g.kk, colf, (size_t)g.kk, A, (size_t)kp, 0, as,
                               az);
-        dynq__op_note_quant(c, 0, 0, 0, as, nn * P);
+        dynq__op_note_quant(c, 0, 0, 0, as, r1 - r0);
       }
-      dynq__op_note_quant(c, nn * P, g.kk, g.Mg, NULL, 0);
-      dynq__qgemm_args_t q = {
-        .N = g.Mg, .K = g.kk, .lda = (size_t)kp,
-        .B = (const int8_t *)in[1]->data + gi * blk,
-        .colsum = (const int32_t *)in[2]->data + gi * g.Mg,
-        .w_scale = (const float *)in[3]->data + gi * g.Mg,
-        .bias = bias ? bias + gi * g.Mg : NULL, .act = DYNQ_ACT_NONE,
-        .C = tmp, .ldc = (size_t)g.Mg,
-        .n0 = 0, .n1 = g.Mg,
-      };
-      /* RC rows at a time, each chunk transposed back to NCHW (with the
-       * epilogue on each column while it is in registers) while its
-       * results are still in cache; rows are independent, so the
-       * chunking changes no bit */
-      for (int64_t r0 = 0; r0 < nn * P; r0 += RC) {
-        const int64_t r1 = r0 + RC < nn * P ? r0 + RC : nn * P;
-        q.M = r1 - r0, q.A = A + r0 * kp, q.a_scale = as + r0, q.a_zp = az + r0;
+      dynq__op_note_quant(c, r1 - r0, g.kk, g.Mg, NULL, 0);
+      /* the GEMM RC rows at a time, each chunk transposed back to NCHW
+       * (the epilogue on each column while it is in registers) while its
+       * results are still in cache */
+      for (; ra < r1; ra += RC) {
+        const int64_t rb = ra + RC < r1 ? ra + RC : r1;
+        q.M = rb - ra, q.A = A + (ra - r0) * kp, q.a_scale = as + (ra - r0),
+        q.a_zp = az + (ra - r0);
         c->kernel->qgemm(&q);
-        for (int64_t r = r0; r < r1;) { /* the chunk's run in each image */
-          const int64_t j = r / P, e1 = (j + 1) * P < r1 ? (j + 1) * P : r1;
-          float *yg = Y + ((n0 + j) * g.M + gi * g.Mg) * P;
-          ck->transpose(tmp + (r - r0) * g.Mg, g.Mg, yg + r % P, P, e1 - r, g.Mg,
+        for (int64_t r = ra; r < rb;) {
+          const int64_t j = r / P, e1 = (j + 1) * P < rb ? (j + 1) * P : rb;
+          float *yg = Y + (j * g.M + gi * g.Mg) * P;
+          ck->transpose(tmp + (r - ra) * g.Mg, g.Mg, yg + r % P, P, e1 - r, g.Mg,
                         vepi ? &e : NULL);
           r = e1;
         }
       }
-      if (!vepi && conv_has_epi(at))
-        for (int64_t j = 0; j < nn; j++)
-          conv_epi(ck, at, Y + ((n0 + j) * g.M + gi * g.Mg) * P, g.Mg * P);
+      r0 = r1;
     }
+    if (!vepi && conv_has_epi(at))
+      for (int64_t j = 0; j < g.N; j++) conv_epi(ck, at, Y + (j * g.M + gi * g.Mg) * P, g.Mg * P);
   }
   rc = 0;
   goto out;
