@@ -644,16 +644,18 @@ int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
 int dynq_submit_infer(dynq_client_t *c, const char *model,
                       const dynq_tensor_t *inputs, int n_inputs,
                       const dynq_infer_opts_t *opts, uint32_t *ret_ticket) {
-  dynq__wbuf_t w;
   uint32_t id;
+  size_t mark;
   int r;
 
   if (c == NULL || ret_ticket == NULL) return -EINVAL;
-  dynq__wbuf_init(&w);
+  /* encoded straight into the send queue: no buffer per request, and a
+   * burst of submits leaves in one write */
   id = dynq__client_next_id(c);
-  r = dynq__encode_infer(c, &w, id, model, inputs, n_inputs, opts);
-  if (r == 0) r = dynq__client_send(c, &w, id, NULL, 0, -1);
-  dynq__wbuf_free(&w);
+  mark = dynq__client_queue_mark(c);
+  r = dynq__encode_infer(c, &c->out, id, model, inputs, n_inputs, opts);
+  if (r < 0) return r;  /* checked before anything was written */
+  r = dynq__client_queue_end(c, mark, id);
   if (r < 0) return r;
   *ret_ticket = id;
   return 0;

@@ -12,6 +12,13 @@
  *  - when the connection breaks, every entry not yet answered is answered
  *    with the connection's error at once, so each ticket completes
  *    exactly once.
+ *  - out holds whole requests (each with its pend[] entry) not yet
+ *    written, in msgid order; it is written out before the client waits
+ *    for anything (dynq_poll finding no answer ready, a wait for an
+ *    unanswered ticket, a request sent directly) and once it passes
+ *    DYNQ__CLIENT_FLUSH_AT bytes, so a burst of submits costs one write.
+ *    Emptied (the requests failed with their tickets) when the
+ *    connection breaks.
  */
 #ifndef DYNQ_CLIENT_INTERNAL_H
 #define DYNQ_CLIENT_INTERNAL_H
@@ -28,6 +35,9 @@
  * declaring 4 GiB does not make us allocate it. */
 #define DYNQ__CLIENT_MAX_FRAME ((size_t)1 << 30)
 #define DYNQ__CLIENT_ERRMSG 512
+/* Queued request bytes that trigger a write without waiting for the
+ * caller to wait: about what dynqd reads in one go. */
+#define DYNQ__CLIENT_FLUSH_AT ((size_t)64 << 10)
 
 /* One request in flight or answered and not yet collected. */
 typedef struct dynq__pend {
@@ -44,6 +54,9 @@ struct dynq_client {
   int fd;                    /* owned; -1 once broken/closed */
   uint32_t next_msgid;       /* 1.., skipping 0 (the server's "no id") */
   dynq__framer_t fr;         /* the response stream */
+  dynq__wbuf_t out;          /* requests queued, not yet written (see top);
+                                owned; capacity kept between requests, freed
+                                when a big request left it over 1 MiB */
   /* pend[0 .. n_pend): requests sent and not collected, in send order;
    * n_pend <= max_inflight (dynq_client_set_max_inflight) */
   dynq__pend_t *pend;        /* owned; malloc'd; cap_pend entries */
@@ -78,10 +91,19 @@ int dynq__client_rpc(dynq_client_t *c, dynq__method_id_t method, const void *par
 uint32_t dynq__client_begin(dynq_client_t *c, dynq__wbuf_t *w,
                             const char *method);
 
+/* Encode a request straight into the send queue: note the mark, write
+ * one whole request into c->out (dynq__w_request...), then
+ * dynq__client_queue_end: 0 with the ticket msgid registered (the bytes go
+ * out with the next flush), or the error (encoding, closed connection,
+ * in-flight limit) with the partial request dropped from the queue. */
+size_t dynq__client_queue_mark(const dynq_client_t *c);
+int dynq__client_queue_end(dynq_client_t *c, size_t mark, uint32_t msgid);
+
 /* Send w (plus extra raw bytes, may be NULL; pass_fd >= 0 rides as
  * SCM_RIGHTS with the frame's first byte) as request msgid and register it
  * as in flight.  Reads answers meanwhile when the socket is full, so a
- * long pipeline cannot deadlock against the server's replies. */
+ * long pipeline cannot deadlock against the server's replies.  Queued
+ * requests are written first, so the order holds. */
 int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                       const void *extra, size_t extra_len, int pass_fd);
 

@@ -119,6 +119,9 @@ static void client_broken(dynq_client_t *c, int code, const char *msg) {
   c->fd = -1;
   c->broken_code = code;
   dynq__framer_discard(&c->fr);
+  /* queued requests will never be written; their tickets fail below
+   * (the bytes stay allocated: a flush may be iterating over them) */
+  dynq__wbuf_reset(&c->out);
   for (int i = 0; i < c->n_pend; i++) {
     dynq__pend_t *p = &c->pend[i];
     if (p->done) continue;
@@ -206,6 +209,7 @@ int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client, char *
   c->spin_max_us = c->spin_cur_us = spin_from_env();
   c->spin_probe_gap = SPIN_PROBE_MIN;
   dynq__framer_init(&c->fr, &response_limits);
+  dynq__wbuf_init(&c->out);
   *ret_client = c;
   return 0;
 }
@@ -216,10 +220,16 @@ int dynq_connect(const char *socket_path, dynq_client_t **ret_client) {
 
 void dynq_close(dynq_client_t *c) {
   if (c == NULL) return;
+  /* Requests submitted and never waited for still go out if the socket
+   * takes them at once (a submitted unload should not depend on a poll);
+   * a partial write does not matter as the stream ends here. */
+  if (c->fd >= 0 && c->out.len > 0)
+    (void)!send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (c->fd >= 0) close(c->fd);
   for (int i = 0; i < c->n_pend; i++) pend_clear(&c->pend[i]);
   free(c->pend);
   dynq__framer_free(&c->fr);
+  dynq__wbuf_free(&c->out);
   free(c);
 }
 
@@ -492,10 +502,9 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
   return 0;
 }
 
-int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
-                      const void *extra, size_t extra_len, int pass_fd) {
+/* Whether request w may go: 0, or the error (message set). */
+static int check_request(dynq_client_t *c, const dynq__wbuf_t *w) {
   int r;
-  c->errmsg[0] = '\0';
   if (c->fd < 0)
     return dynq__client_fail(c, DYNQ_ECLOSED, "connection to dynqd is closed");
   r = dynq__wbuf_status(w);
@@ -505,6 +514,14 @@ int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
     return dynq__client_fail(c, DYNQ_ELIMIT,
                              "%d requests already in flight on this connection (limit "
                              "%d; collect some answers first)", c->n_pend, c->max_inflight);
+  return 0;
+}
+
+/* A ticket for msgid, registered before its first byte goes: an answer
+ * read while the rest is being sent must find it.  The slots are one
+ * array grown by doubling (up to max_inflight), so a steady pipeline
+ * allocates nothing per request. */
+static int pend_add(dynq_client_t *c, uint32_t msgid) {
   if (c->n_pend == c->cap_pend) {
     int ncap = c->cap_pend ? 2 * c->cap_pend : 8;
     dynq__pend_t *np = realloc(c->pend, (size_t)ncap * sizeof(*np));
@@ -512,11 +529,54 @@ int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
     c->pend = np;
     c->cap_pend = ncap;
   }
-  /* Registered before the first byte goes: an answer read while the rest
-   * is being sent must find its ticket. */
   dynq__pend_t *p = &c->pend[c->n_pend++];
   memset(p, 0, sizeof(*p));
   p->msgid = msgid;
+  return 0;
+}
+
+/* Write every queued request in one go (more only if the socket is
+ * full).  0, or the error with the connection broken and every ticket
+ * not yet answered failed with it. */
+static int flush_out(dynq_client_t *c) {
+  int r;
+  if (c->out.len == 0) return 0;
+  r = send_all(c, c->out.data, c->out.len, NULL, 0, -1);
+  dynq__wbuf_reset(&c->out);
+  /* one big request must not pin its size for the connection's life */
+  if (c->out.cap > ((size_t)1 << 20)) dynq__wbuf_free(&c->out);
+  return r;
+}
+
+size_t dynq__client_queue_mark(const dynq_client_t *c) {
+  return c->out.len;
+}
+
+int dynq__client_queue_end(dynq_client_t *c, size_t mark, uint32_t msgid) {
+  int r = check_request(c, &c->out);
+  if (r == 0) r = pend_add(c, msgid);
+  if (r < 0) {
+    /* drop the partial request; the queue before it is whole */
+    c->out.len = mark;
+    c->out.err = 0;
+    c->out.depth = 0;
+    return r;
+  }
+  /* A write failure fails the ticket (and the connection) like any
+   * later one would: the ticket stands. */
+  if (c->out.len >= DYNQ__CLIENT_FLUSH_AT) (void)flush_out(c);
+  return 0;
+}
+
+int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
+                      const void *extra, size_t extra_len, int pass_fd) {
+  int r;
+  c->errmsg[0] = '\0';
+  r = check_request(c, w);
+  if (r == 0) r = flush_out(c);
+  if (r == 0) r = pend_add(c, msgid);
+  if (r < 0) return r;
+  dynq__pend_t *p;
   r = send_all(c, w->data, w->len, extra, extra_len, pass_fd);
   if (r < 0) {
     /* A request not wholly sent was never asked: no ticket for it (the
@@ -554,6 +614,11 @@ static int wait_done(dynq_client_t *c, uint32_t msgid) {
     dynq__pend_t *p = pend_find(c, msgid);
     if (p == NULL) return -ENOENT;
     if (p->done) return 0;
+    /* the request may still be queued; a failure fails the ticket */
+    if (c->out.len > 0) {
+      (void)flush_out(c);
+      continue;
+    }
     /* Busy-poll until this wait's spin deadline: the answer of a small
      * request usually arrives within microseconds, before a sleeping
      * thread could even be woken. */
@@ -644,6 +709,12 @@ int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
         return dynq__client_fail(c, DYNQ_ECLOSED, "connection to dynqd is closed");
       return 0;  /* nothing to wait for */
     }
+    /* Nothing ready to report: now the submits queued meanwhile go, in
+     * one write (a failure completes their tickets). */
+    if (c->out.len > 0) {
+      (void)flush_out(c);
+      continue;
+    }
     /* Take what is there without blocking first. */
     int r = read_some(c, 0);
     if (r != 0) continue;
@@ -672,14 +743,14 @@ int dynq_forget(dynq_client_t *c, uint32_t ticket) {
 
 int dynq__client_rpc(dynq_client_t *c, dynq__method_id_t method, const void *params,
                      dynq__rpc_msg_t *ret_msg) {
-  dynq__wbuf_t w;
   uint32_t id = dynq__client_next_id(c);
+  size_t mark = dynq__client_queue_mark(c);
   int r;
-  dynq__wbuf_init(&w);
-  dynq__w_request(&w, id, method, params);
-  r = dynq__client_call(c, &w, id, NULL, 0, ret_msg);
-  dynq__wbuf_free(&w);
-  return r;
+  c->errmsg[0] = '\0';
+  dynq__w_request(&c->out, id, method, params);
+  r = dynq__client_queue_end(c, mark, id);
+  if (r < 0) return r;
+  return dynq__client_take_spin(c, id, ret_msg);
 }
 
 int dynq_ping(dynq_client_t *c) {

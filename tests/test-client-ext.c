@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -2077,6 +2078,108 @@ START_TEST(pipeline_connection_closed) {
 }
 END_TEST
 
+/* Bytes waiting to be read on fd. */
+static int unread(int fd) {
+  int n = -1;
+  ck_assert_int_eq(ioctl(fd, FIONREAD, &n), 0);
+  return n;
+}
+
+/* The pipelined submits queue their requests and write them together when
+ * the caller next waits (or past DYNQ__CLIENT_FLUSH_AT bytes); a close
+ * still sends what was queued; a write that fails completes the queued
+ * tickets with the connection's error.  The test plays the server on the
+ * accepted socket itself, so it sees exactly when bytes arrive. */
+START_TEST(pipeline_submits_leave_in_one_write) {
+  char *dir = tu_mkdtemp(), path[512];
+  snprintf(path, sizeof path, "%s/s.sock", dir);
+  int lfd = tu_listen_unix(path, 4);
+  ck_assert_int_ge(lfd, 0);
+  dynq_client_t *c = NULL;
+  ck_assert_int_eq(dynq_connect(path, &c), 0);
+  tu_rpc_t srv;
+  memset(&srv, 0, sizeof srv);
+  srv.fd = accept(lfd, NULL, NULL);
+  ck_assert_int_ge(srv.fd, 0);
+  float x[4] = {1, 2, 3, 4};
+  dynq_tensor_t in = {"x", DYNQ_FLOAT32, 1, {4}, x, sizeof x};
+  uint32_t t[3], got;
+  for (int k = 0; k < 3; k++) ck_assert_int_eq(dynq_submit_infer(c, "m", &in, 1, NULL, &t[k]), 0);
+  ck_assert_int_eq(dynq_inflight(c), 3);
+  ck_assert_int_eq(unread(srv.fd), 0);          /* queued, not written */
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);   /* nothing answered: the queue goes */
+  ck_assert_int_gt(unread(srv.fd), 0);
+  for (int k = 0; k < 3; k++) {                 /* whole requests, in order */
+    dynq__rpc_msg_t m;
+    ck_assert_int_eq(tu_rpc_recv(&srv, &m), 0);
+    ck_assert_int_eq(m.type, DYNQ_RPC_REQUEST);
+    ck_assert_uint_eq(m.msgid, t[k]);
+    ck_assert_str_eq(m.method, "infer");
+    dynq__rpc_free(&m);
+  }
+  ck_assert_int_eq(unread(srv.fd), 0);
+  /* an answer to the middle one: its output arrives whole */
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, t[1]);
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "outputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "y");
+  dynq__wtensor_t y = {DYNQ_FLOAT32, 1, {4}, x, sizeof x};
+  dynq__w_wtensor(&w, &y);
+  dynq__w_str(&w, "compute_us");
+  dynq__w_int(&w, 5);
+  tu_send_wbuf(srv.fd, &w);
+  ck_assert_int_eq(dynq_poll(c, 5000, &got), 1);
+  ck_assert_uint_eq(got, t[1]);
+  dynq_infer_result_t res;
+  ck_assert_int_eq(dynq_wait_infer(c, t[1], &res), 0);
+  ck_assert_int_eq(res.n_outputs, 1);
+  ck_assert_str_eq(res.outputs[0].name, "y");
+  ck_assert_uint_eq(res.outputs[0].nbytes, sizeof x);
+  ck_assert_mem_eq(res.outputs[0].data, x, sizeof x);
+  ck_assert_int_eq(res.compute_us, 5);
+  dynq_infer_result_free(&res);
+  /* past the threshold the queue is written without waiting */
+  enum { BIG = (DYNQ__CLIENT_FLUSH_AT + 4096) / 4 };
+  float *bx = calloc(BIG, sizeof(float));
+  dynq_tensor_t big = {"x", DYNQ_FLOAT32, 1, {BIG}, bx, BIG * sizeof(float)};
+  uint32_t tb;
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &big, 1, NULL, &tb), 0);
+  ck_assert_int_gt(unread(srv.fd), BIG * 4);
+  free(bx);
+  /* the server goes away: a queued request's write fails, and every
+   * ticket outstanding completes once with the connection's error */
+  uint32_t tq;
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in, 1, NULL, &tq), 0);
+  tu_rpc_close(&srv);
+  int done = 0, r;
+  while ((r = dynq_poll(c, 5000, &got)) == 1) done++;
+  ck_assert_int_eq(r, DYNQ_ECLOSED);
+  ck_assert_int_eq(done, 4);                    /* t[0], t[2], tb, tq */
+  ck_assert_int_eq(dynq_wait_infer(c, tq, &res), DYNQ_ECLOSED);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "closed"));
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in, 1, NULL, &tq), DYNQ_ECLOSED);
+  dynq_close(c);
+  /* a request submitted and never waited for still leaves on close */
+  ck_assert_int_eq(dynq_connect(path, &c), 0);
+  memset(&srv, 0, sizeof srv);
+  srv.fd = accept(lfd, NULL, NULL);
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in, 1, NULL, &t[0]), 0);
+  ck_assert_int_eq(unread(srv.fd), 0);
+  dynq_close(c);
+  dynq__rpc_msg_t m;
+  ck_assert_int_eq(tu_rpc_recv(&srv, &m), 0);
+  ck_assert_uint_eq(m.msgid, t[0]);
+  dynq__rpc_free(&m);
+  tu_rpc_close(&srv);
+  close(lfd);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 static Suite *client_ext_suite(void) {
   Suite *s = suite_create("client-ext");
   TCase *tc = tcase_create("wav");
@@ -2100,6 +2203,7 @@ static Suite *client_ext_suite(void) {
   tcase_add_test(tc, pipeline_out_of_order);
   tcase_add_test(tc, pipeline_limit);
   tcase_add_test(tc, pipeline_connection_closed);
+  tcase_add_test(tc, pipeline_submits_leave_in_one_write);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("dynqctl");

@@ -331,8 +331,13 @@ int dynq_infer_ex(dynq_client_t *c, const char *model,
 
 /* ---- pipelining: several requests in flight on one connection ----
  *
- * dynq_submit_*() sends a request and returns at once with a ticket (its
- * msgid); answers are matched by ticket in whatever order dynqd sends them.
+ * dynq_submit_*() returns at once with a ticket (its msgid); answers are
+ * matched by ticket in whatever order dynqd sends them.  dynq_submit_infer()
+ * queues its request: queued requests leave together, in one write, when
+ * the caller next waits (dynq_poll finding no answer ready, dynq_wait_* on
+ * an unanswered ticket, any blocking call) or once 64 KiB are queued, and
+ * dynq_close() still sends them if the socket takes them at once.
+ * dynq_submit_raw() writes at once (after anything queued).
  * dynq_poll() reports tickets as they complete (each exactly once);
  * dynq_wait_*() collects one ticket's answer (waiting for it if needed) and
  * forgets the ticket: its return value is that request's own result (0, or
