@@ -342,11 +342,7 @@ bad:
 
 void dynq_infer_result_free(dynq_infer_result_t *r) {
   if (r == NULL) return;
-  for (int i = 0; i < r->n_outputs && r->outputs; i++) {
-    free((char *)r->outputs[i].name);
-    free(r->outputs[i].data);
-  }
-  free(r->outputs);
+  free(r->outputs);  /* one block with the names and data (see the parser) */
   memset(r, 0, sizeof(*r));
 }
 
@@ -455,11 +451,18 @@ static int parse_shm_output(dynq__obj_t v, dynq_tensor_t *o, char *err, size_t e
   return 0;
 }
 
-int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result,
+/* Round up to the 64-byte line output data starts on (SIMD loads over it
+ * are whole lines). */
+static size_t line_up(size_t n) { return (n + 63) & ~(size_t)63; }
+
+int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result, size_t result_bytes,
                              dynq_infer_result_t *ret) {
   dynq_infer_result_t res;
   dynq__obj_t outs;
   uint32_t n, i;
+  size_t head, cap;
+  char *cur;
+  void *blk = NULL;
   int r;
 
   memset(&res, 0, sizeof(res));
@@ -471,63 +474,66 @@ int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result,
   n = dynq__obj_len(outs);
   if (n > MAX_IO)
     return dynq__client_fail(c, DYNQ_ETOOBIG, "infer: %u outputs (limit %d)", n, MAX_IO);
-  res.outputs = calloc(n ? n : 1, sizeof(*res.outputs));
-  if (res.outputs == NULL) return dynq__client_fail(c, -ENOMEM, "out of memory");
+  /* One block holds the result: the tensor array, then each name and each
+   * output's data on its own line.  Names and data are bytes of the
+   * result, so result_bytes (plus a NUL and a line's padding per output)
+   * bounds them: one allocation per answer, one copy of its data. */
+  head = line_up((size_t)n * sizeof(*res.outputs));
+  if (result_bytes > SIZE_MAX - head - 65 * ((size_t)n + 1))
+    return dynq__client_fail(c, -ENOMEM, "infer: out of memory");
+  cap = head + result_bytes + 65 * ((size_t)n + 1);
+  if (posix_memalign(&blk, 64, cap) != 0)
+    return dynq__client_fail(c, -ENOMEM, "infer: out of memory (%zu bytes)", cap);
+  res.outputs = blk;
+  memset(res.outputs, 0, (size_t)n * sizeof(*res.outputs));
+  cur = (char *)blk + head;
   for (i = 0; i < n; i++) {
     dynq_tensor_t *o = &res.outputs[i];
     dynq__obj_t v = dynq__obj_val_at(outs, i);
     dynq__wtensor_t t;
-    char *name = NULL;
+    const char *key;
+    size_t klen;
     char err[256] = "";
 
-    r = dynq__get_str_dup(dynq__obj_key_at(outs, i), &name);
-    if (r < 0 || name == NULL) {
+    if (dynq__obj_str(dynq__obj_key_at(outs, i), &key, &klen) < 0 ||
+        memchr(key, '\0', klen) != NULL) {
       r = dynq__bad_field(c, "infer", "outputs key");
       goto fail;
     }
+    memcpy(cur, key, klen);
+    cur[klen] = '\0';
+    o->name = cur;
+    cur += klen + 1;
     if (dynq__obj_kind(v) == DYNQ_OBJ_MAP && !dynq__obj_is_absent(dynq__obj_get(v, "shm"))) {
       r = parse_shm_output(v, o, err, sizeof(err));
       if (r < 0) {
-        r = dynq__client_fail(c, r, "infer: output '%s': %s", name, err);
-        free(name);
+        r = dynq__client_fail(c, r, "infer: output '%s': %s", o->name, err);
         goto fail;
       }
-      o->name = name;
-      res.n_outputs = (int)i + 1;
       continue;
     }
     memset(&t, 0, sizeof(t));
     r = dynq__obj_wtensor(v, &output_limits, &t, err, sizeof(err));
     if (r < 0) {
-      r = dynq__client_fail(c, DYNQ_EPROTO, "infer: output '%s': %s", name,
+      r = dynq__client_fail(c, DYNQ_EPROTO, "infer: output '%s': %s", o->name,
                             err[0] ? err : dynq_strerror(r));
-      free(name);
       goto fail;
     }
-    /* The data is copied out of the reply frame into a 64-byte aligned
-     * buffer (SIMD loads over it are whole lines) that
-     * dynq_infer_result_free() frees. */
-    void *data = NULL;
-    if (posix_memalign(&data, 64, t.nbytes > 0 ? t.nbytes : 1) != 0) {
-      r = dynq__client_fail(c, -ENOMEM, "infer: output '%s': out of memory (%zu bytes)",
-                            name, t.nbytes);
-      free(name);
-      goto fail;
-    }
-    if (t.nbytes > 0) memcpy(data, t.data, t.nbytes);
-    o->name = name;
+    cur = (char *)blk + line_up((size_t)(cur - (char *)blk));
+    if (t.nbytes > 0) memcpy(cur, t.data, t.nbytes);
     o->dtype = t.dtype;
     o->rank = t.rank;
     for (int d = 0; d < t.rank; d++) o->shape[d] = t.dims[d];
     o->nbytes = t.nbytes;
-    o->data = data;
-    res.n_outputs = (int)i + 1;
+    o->data = cur;
+    cur += t.nbytes;
   }
+  res.n_outputs = (int)n;
   *ret = res;
   return 0;
 
 fail:
-  dynq_infer_result_free(&res);
+  free(blk);
   return r;
 }
 
@@ -668,9 +674,11 @@ int dynq_wait_infer(dynq_client_t *c, uint32_t ticket, dynq_infer_result_t *ret_
 
   if (c == NULL || ret_result == NULL) return -EINVAL;
   c->errmsg[0] = '\0';
+  size_t flen = 0;
   r = dynq__client_take_spin(c, ticket, &m);
   if (r < 0) return r;
-  r = dynq__parse_infer_result(c, m.result, &res);
+  (void)dynq__rpc_frame(&m, &flen);  /* the result is part of the frame */
+  r = dynq__parse_infer_result(c, m.result, flen, &res);
   dynq__rpc_free(&m);
   if (r < 0) return r;
   *ret_result = res;

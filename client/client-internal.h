@@ -145,8 +145,10 @@ int dynq__bad_field(dynq_client_t *c, const char *method, const char *field);
  * bounded by the frame scanner (32). */
 void dynq__obj_to_json(dynq__obj_t o, FILE *f);
 
-/* Infer result {outputs, compute_us} -> public struct. */
-int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result,
+/* Infer result {outputs, compute_us} -> public struct, in one allocation
+ * that dynq_infer_result_free() frees; result_bytes is at least the
+ * result's encoded size (the frame's will do: it bounds names and data). */
+int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result, size_t result_bytes,
                              dynq_infer_result_t *ret);
 
 /* Encode an infer request (checks every input first); 0 or the error. */

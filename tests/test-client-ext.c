@@ -2121,13 +2121,19 @@ START_TEST(pipeline_submits_leave_in_one_write) {
   /* an answer to the middle one: its output arrives whole */
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
+  /* an answer to the middle one, two outputs: each arrives whole, named,
+   * its data on a 64-byte line */
+  static const int8_t z[3] = {-7, 0, 9};
   dynq__w_result_head(&w, t[1]);
   dynq__w_map(&w, 2);
   dynq__w_str(&w, "outputs");
-  dynq__w_map(&w, 1);
+  dynq__w_map(&w, 2);
   dynq__w_str(&w, "y");
   dynq__wtensor_t y = {DYNQ_FLOAT32, 1, {4}, x, sizeof x};
   dynq__w_wtensor(&w, &y);
+  dynq__w_str(&w, "zz");
+  dynq__wtensor_t zt = {DYNQ_INT8, 2, {1, 3}, z, sizeof z};
+  dynq__w_wtensor(&w, &zt);
   dynq__w_str(&w, "compute_us");
   dynq__w_int(&w, 5);
   tu_send_wbuf(srv.fd, &w);
@@ -2135,12 +2141,21 @@ START_TEST(pipeline_submits_leave_in_one_write) {
   ck_assert_uint_eq(got, t[1]);
   dynq_infer_result_t res;
   ck_assert_int_eq(dynq_wait_infer(c, t[1], &res), 0);
-  ck_assert_int_eq(res.n_outputs, 1);
+  ck_assert_int_eq(res.n_outputs, 2);
   ck_assert_str_eq(res.outputs[0].name, "y");
   ck_assert_uint_eq(res.outputs[0].nbytes, sizeof x);
   ck_assert_mem_eq(res.outputs[0].data, x, sizeof x);
+  ck_assert_str_eq(res.outputs[1].name, "zz");
+  ck_assert_int_eq(res.outputs[1].dtype, DYNQ_INT8);
+  ck_assert_int_eq(res.outputs[1].rank, 2);
+  ck_assert_int_eq(res.outputs[1].shape[1], 3);
+  ck_assert_uint_eq(res.outputs[1].nbytes, sizeof z);
+  ck_assert_mem_eq(res.outputs[1].data, z, sizeof z);
+  for (int k = 0; k < 2; k++)
+    ck_assert_uint_eq((uintptr_t)res.outputs[k].data % 64, 0);
   ck_assert_int_eq(res.compute_us, 5);
   dynq_infer_result_free(&res);
+  ck_assert_ptr_null(res.outputs);
   /* past the threshold the queue is written without waiting */
   enum { BIG = (DYNQ__CLIENT_FLUSH_AT + 4096) / 4 };
   float *bx = calloc(BIG, sizeof(float));
