@@ -405,49 +405,103 @@ static void w_shm_ref(dynq__wbuf_t *w, const dynq_shm_ref_t *ref) {
   dynq__w_map_end(w);
 }
 
-/* {shm: {region, offset, size}} result entry -> tensor with data NULL. */
-static int parse_shm_output(dynq__obj_t v, dynq_tensor_t *o, char *err, size_t errlen) {
-  dynq__obj_t ref = dynq__obj_get(v, "shm"), dt = dynq__obj_get(v, "dtype"),
-              shape = dynq__obj_get(v, "shape");
-  uint64_t size;
-  char name[16];
+/* What an output's map held (fields absent until seen). */
+typedef struct out_fields {
+  const char *dt;           /* dtype string, dtn bytes; NULL: absent */
+  size_t dtn;
+  int has_shape;
+  uint32_t rank;
+  int64_t dims[DYNQ_CLIENT_MAX_RANK];
+  const void *data;         /* bin payload; has_data */
+  size_t nbytes;
+  int has_data, has_shm;
+  uint64_t shm_size;
+} out_fields_t;
 
-  if (dynq__obj_kind(ref) != DYNQ_OBJ_MAP ||
-      dynq__get_u64(dynq__obj_get(ref, "size"), &size) < 0) {
-    snprintf(err, errlen, "shm reference without a valid 'size'");
-    return DYNQ_EPROTO;
-  }
-  o->dtype = 0;
-  if (!dynq__obj_is_absent(dt)) {
-    if (dynq__obj_strcpy(dt, name, sizeof(name)) < 0 ||
-        (o->dtype = dynq__dt_parse(name)) == 0) {
-      snprintf(err, errlen, "unknown dtype");
-      return DYNQ_EPROTO;
+#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), DYNQ_EPROTO)
+
+/* The {region, offset, size} of an shm output: only size matters here. */
+static int read_shm_ref(dynq__rd_t *r, out_fields_t *f, char *err, size_t errlen) {
+  uint32_t n;
+  int64_t v;
+  int have = 0;
+  if (dynq__rd_map(r, &n) < 0) return ERR("'shm' is not a map");
+  for (uint32_t i = 0; i < n; i++) {
+    if (dynq__rd_key(r, "size")) {
+      if (dynq__rd_int(r, &v) < 0 || v < 0) break;
+      f->shm_size = (uint64_t)v;
+      have = 1;
+    } else if (dynq__rd_skip(r) < 0 || dynq__rd_skip(r) < 0) {
+      break;
     }
   }
-  o->rank = 0;
-  if (!dynq__obj_is_absent(shape)) {
-    if (dynq__obj_kind(shape) != DYNQ_OBJ_ARRAY ||
-        dynq__obj_len(shape) > DYNQ_CLIENT_MAX_RANK) {
-      snprintf(err, errlen, "'shape' is not an array of at most %d dims",
-               DYNQ_CLIENT_MAX_RANK);
-      return DYNQ_EPROTO;
-    }
-    o->rank = (int)dynq__obj_len(shape);
-    for (int d = 0; d < o->rank; d++) {
-      if (dynq__obj_int(dynq__obj_at(shape, (uint32_t)d), &o->shape[d]) < 0 ||
-          o->shape[d] < 0) {
-        snprintf(err, errlen, "'shape'[%d] is not a dimension", d);
-        return DYNQ_EPROTO;
+  if (!have) return ERR("shm reference without a valid 'size'");
+  f->has_shm = 1;
+  return 0;
+}
+
+/* One output's map: {dtype, shape, data} or {dtype?, shape?, shm}. */
+static int read_out_fields(dynq__rd_t *r, out_fields_t *f, char *err, size_t errlen) {
+  uint32_t n;
+  memset(f, 0, sizeof(*f));
+  if (dynq__rd_map(r, &n) < 0) return ERR("tensor is not a map");
+  for (uint32_t i = 0; i < n; i++) {
+    if (dynq__rd_key(r, "dtype")) {
+      if (dynq__rd_str(r, &f->dt, &f->dtn) < 0) return ERR("tensor field 'dtype' is not a string");
+    } else if (dynq__rd_key(r, "shape")) {
+      if (dynq__rd_array(r, &f->rank) < 0) return ERR("tensor field 'shape' is not an array");
+      if (f->rank > DYNQ_CLIENT_MAX_RANK)
+        return ERR("tensor rank %u exceeds the limit of %d", f->rank, DYNQ_CLIENT_MAX_RANK);
+      for (uint32_t d = 0; d < f->rank; d++) {
+        if (dynq__rd_int(r, &f->dims[d]) < 0)
+          return ERR("tensor shape[%u] is not an integer in int64 range", d);
+        if (f->dims[d] < 0) return ERR("tensor shape[%u] is negative (%lld)", d,
+                                       (long long)f->dims[d]);
       }
+      f->has_shape = 1;
+    } else if (dynq__rd_key(r, "data")) {
+      if (dynq__rd_bin(r, &f->data, &f->nbytes) < 0) return ERR("tensor field 'data' is not bin");
+      f->has_data = 1;
+    } else if (dynq__rd_key(r, "shm")) {
+      if (read_shm_ref(r, f, err, errlen) < 0) return DYNQ_EPROTO;
+    } else if (dynq__rd_skip(r) < 0 || dynq__rd_skip(r) < 0) {
+      return ERR("tensor map is not valid msgpack");
     }
   }
-  if (size > SIZE_MAX) {
-    snprintf(err, errlen, "shm size too large");
-    return DYNQ_EPROTO;
+  return 0;
+}
+
+/* Check f as output o (data still in the frame; the caller copies it). */
+static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size_t errlen) {
+  char name[16];
+  o->dtype = 0;
+  if (f->dt != NULL) {
+    if (f->dtn < sizeof(name) && memchr(f->dt, '\0', f->dtn) == NULL) {
+      memcpy(name, f->dt, f->dtn);
+      name[f->dtn] = '\0';
+      o->dtype = dynq__dt_parse(name);
+    }
+    if (o->dtype == 0)
+      return ERR("unknown tensor dtype '%.*s'", (int)(f->dtn > 32 ? 32 : f->dtn), f->dt);
   }
-  o->data = NULL;
-  o->nbytes = (size_t)size;
+  o->rank = (int)f->rank;
+  for (uint32_t d = 0; d < f->rank; d++) o->shape[d] = f->dims[d];
+  if (f->has_shm) { /* written into the caller's region: only its size here */
+    if (f->shm_size > SIZE_MAX) return ERR("shm size too large");
+    o->data = NULL;
+    o->nbytes = (size_t)f->shm_size;
+    return 0;
+  }
+  if (f->dt == NULL) return ERR("tensor field 'dtype' is missing");
+  if (!f->has_shape) return ERR("tensor field 'shape' is missing");
+  int64_t numel = dynq__dt_numel(o->rank, o->shape);
+  if (numel < 0 || numel > output_limits.max_elems)
+    return ERR("tensor has more than %lld elements", (long long)output_limits.max_elems);
+  if (!f->has_data) return ERR("tensor field 'data' is missing");
+  if ((uint64_t)f->nbytes != (uint64_t)numel * dynq__dt_size(o->dtype))
+    return ERR("tensor data has %zu bytes, shape and dtype need %llu", f->nbytes,
+               (unsigned long long)((uint64_t)numel * dynq__dt_size(o->dtype)));
+  o->nbytes = f->nbytes;
   return 0;
 }
 
@@ -455,87 +509,105 @@ static int parse_shm_output(dynq__obj_t v, dynq_tensor_t *o, char *err, size_t e
  * are whole lines). */
 static size_t line_up(size_t n) { return (n + 63) & ~(size_t)63; }
 
-int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result, size_t result_bytes,
-                             dynq_infer_result_t *ret) {
-  dynq_infer_result_t res;
-  dynq__obj_t outs;
+#define BAD_FIELD(name) \
+  (snprintf(err, errlen, "infer: reply field '%s' is missing or has the wrong type", name), \
+   DYNQ_EPROTO)
+
+/* The outputs map at r into res (one block, see below); len bounds the
+ * names and data it holds. */
+static int decode_outputs(dynq__rd_t *r, size_t len, dynq_infer_result_t *res, char *err,
+                          size_t errlen) {
   uint32_t n, i;
   size_t head, cap;
   char *cur;
   void *blk = NULL;
-  int r;
+  int rc;
 
-  memset(&res, 0, sizeof(res));
-  if (dynq__obj_kind(result) != DYNQ_OBJ_MAP) return dynq__bad_field(c, "infer", "result");
-  if (dynq__get_i64(dynq__obj_get(result, "compute_us"), &res.compute_us) < 0)
-    return dynq__bad_field(c, "infer", "compute_us");
-  outs = dynq__obj_get(result, "outputs");
-  if (dynq__obj_kind(outs) != DYNQ_OBJ_MAP) return dynq__bad_field(c, "infer", "outputs");
-  n = dynq__obj_len(outs);
-  if (n > MAX_IO)
-    return dynq__client_fail(c, DYNQ_ETOOBIG, "infer: %u outputs (limit %d)", n, MAX_IO);
+  if (dynq__rd_map(r, &n) < 0) return BAD_FIELD("outputs");
+  if (n > MAX_IO) {
+    snprintf(err, errlen, "infer: %u outputs (limit %d)", n, MAX_IO);
+    return DYNQ_ETOOBIG;
+  }
   /* One block holds the result: the tensor array, then each name and each
    * output's data on its own line.  Names and data are bytes of the
-   * result, so result_bytes (plus a NUL and a line's padding per output)
-   * bounds them: one allocation per answer, one copy of its data. */
-  head = line_up((size_t)n * sizeof(*res.outputs));
-  if (result_bytes > SIZE_MAX - head - 65 * ((size_t)n + 1))
-    return dynq__client_fail(c, -ENOMEM, "infer: out of memory");
-  cap = head + result_bytes + 65 * ((size_t)n + 1);
-  if (posix_memalign(&blk, 64, cap) != 0)
-    return dynq__client_fail(c, -ENOMEM, "infer: out of memory (%zu bytes)", cap);
-  res.outputs = blk;
-  memset(res.outputs, 0, (size_t)n * sizeof(*res.outputs));
+   * result, so len (plus a NUL and a line's padding per output) bounds
+   * them: one allocation per answer, one copy of its data. */
+  head = line_up((size_t)n * sizeof(dynq_tensor_t));
+  cap = head + len + 65 * ((size_t)n + 1);
+  if (posix_memalign(&blk, 64, cap) != 0) {
+    snprintf(err, errlen, "infer: out of memory (%zu bytes)", cap);
+    return -ENOMEM;
+  }
+  res->outputs = blk;
+  memset(res->outputs, 0, (size_t)n * sizeof(dynq_tensor_t));
   cur = (char *)blk + head;
   for (i = 0; i < n; i++) {
-    dynq_tensor_t *o = &res.outputs[i];
-    dynq__obj_t v = dynq__obj_val_at(outs, i);
-    dynq__wtensor_t t;
+    dynq_tensor_t *o = &res->outputs[i];
+    out_fields_t f;
     const char *key;
     size_t klen;
-    char err[256] = "";
+    char why[200] = "";
 
-    if (dynq__obj_str(dynq__obj_key_at(outs, i), &key, &klen) < 0 ||
-        memchr(key, '\0', klen) != NULL) {
-      r = dynq__bad_field(c, "infer", "outputs key");
+    if (dynq__rd_str(r, &key, &klen) < 0 || memchr(key, '\0', klen) != NULL) {
+      rc = BAD_FIELD("outputs key");
       goto fail;
     }
     memcpy(cur, key, klen);
     cur[klen] = '\0';
     o->name = cur;
     cur += klen + 1;
-    if (dynq__obj_kind(v) == DYNQ_OBJ_MAP && !dynq__obj_is_absent(dynq__obj_get(v, "shm"))) {
-      r = parse_shm_output(v, o, err, sizeof(err));
-      if (r < 0) {
-        r = dynq__client_fail(c, r, "infer: output '%s': %s", o->name, err);
-        goto fail;
-      }
-      continue;
-    }
-    memset(&t, 0, sizeof(t));
-    r = dynq__obj_wtensor(v, &output_limits, &t, err, sizeof(err));
-    if (r < 0) {
-      r = dynq__client_fail(c, DYNQ_EPROTO, "infer: output '%s': %s", o->name,
-                            err[0] ? err : dynq_strerror(r));
+    if (read_out_fields(r, &f, why, sizeof(why)) < 0 ||
+        check_output(&f, o, why, sizeof(why)) < 0) {
+      snprintf(err, errlen, "infer: output '%s': %s", o->name, why);
+      rc = DYNQ_EPROTO;
       goto fail;
     }
+    if (f.has_shm) continue;
     cur = (char *)blk + line_up((size_t)(cur - (char *)blk));
-    if (t.nbytes > 0) memcpy(cur, t.data, t.nbytes);
-    o->dtype = t.dtype;
-    o->rank = t.rank;
-    for (int d = 0; d < t.rank; d++) o->shape[d] = t.dims[d];
-    o->nbytes = t.nbytes;
+    if (f.nbytes > 0) memcpy(cur, f.data, f.nbytes);
     o->data = cur;
-    cur += t.nbytes;
+    cur += f.nbytes;
   }
-  res.n_outputs = (int)n;
-  *ret = res;
+  res->n_outputs = (int)n;
   return 0;
 
 fail:
   free(blk);
-  return r;
+  res->outputs = NULL;
+  return rc;
 }
+
+int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t *ret,
+                              char *err, size_t errlen) {
+  dynq_infer_result_t res;
+  dynq__rd_t r = {p, p + len};
+  uint32_t n;
+  int rc = 0;
+
+  memset(&res, 0, sizeof(res));
+  if (dynq__rd_map(&r, &n) < 0) return BAD_FIELD("result");
+  for (uint32_t i = 0; i < n && rc == 0; i++) {
+    if (dynq__rd_key(&r, "outputs")) {
+      rc = res.outputs != NULL ? BAD_FIELD("outputs")  /* twice */
+                               : decode_outputs(&r, len, &res, err, errlen);
+    } else if (dynq__rd_key(&r, "compute_us")) {
+      if (!dynq__rd_nil(&r) && dynq__rd_int(&r, &res.compute_us) < 0)
+        rc = BAD_FIELD("compute_us");
+    } else if (dynq__rd_skip(&r) < 0 || dynq__rd_skip(&r) < 0) {
+      rc = BAD_FIELD("result");
+    }
+  }
+  if (rc == 0 && res.outputs == NULL) rc = BAD_FIELD("outputs");
+  if (rc < 0) {
+    free(res.outputs);
+    return rc;
+  }
+  *ret = res;
+  return 0;
+}
+
+#undef BAD_FIELD
+#undef ERR
 
 void dynq_infer_opts_init(dynq_infer_opts_t *opts) {
   if (opts != NULL) memset(opts, 0, sizeof(*opts));
@@ -661,7 +733,7 @@ int dynq_submit_infer(dynq_client_t *c, const char *model,
   mark = dynq__client_queue_mark(c);
   r = dynq__encode_infer(c, &c->out, id, model, inputs, n_inputs, opts);
   if (r < 0) return r;  /* checked before anything was written */
-  r = dynq__client_queue_end(c, mark, id);
+  r = dynq__client_queue_end(c, mark, id, 1);
   if (r < 0) return r;
   *ret_ticket = id;
   return 0;
@@ -670,17 +742,28 @@ int dynq_submit_infer(dynq_client_t *c, const char *model,
 int dynq_wait_infer(dynq_client_t *c, uint32_t ticket, dynq_infer_result_t *ret_result) {
   dynq_infer_result_t res;
   dynq__rpc_msg_t m;
+  const uint8_t *p;
+  size_t n;
+  char err[DYNQ__CLIENT_ERRMSG];
   int r;
 
   if (c == NULL || ret_result == NULL) return -EINVAL;
   c->errmsg[0] = '\0';
-  size_t flen = 0;
+  memset(&res, 0, sizeof(res));
+  c->take_res = &res;
+  c->took_res = 0;
   r = dynq__client_take_spin(c, ticket, &m);
+  c->take_res = NULL;
   if (r < 0) return r;
-  (void)dynq__rpc_frame(&m, &flen);  /* the result is part of the frame */
-  r = dynq__parse_infer_result(c, m.result, flen, &res);
-  dynq__rpc_free(&m);
-  if (r < 0) return r;
+  if (!c->took_res) {
+    /* not decoded as it arrived (a dynq_submit_raw "infer", or an envelope
+     * the fast path leaves alone): the same decoder on its result bytes */
+    r = dynq__result_bytes(&m, &p, &n);
+    if (r == 0) r = dynq__decode_infer_result(p, n, &res, err, sizeof(err));
+    else snprintf(err, sizeof(err), "malformed response envelope");
+    dynq__rpc_free(&m);
+    if (r < 0) return dynq__client_fail(c, r, "%s", err);
+  }
   *ret_result = res;
   return 0;
 }

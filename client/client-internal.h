@@ -47,7 +47,11 @@ typedef struct dynq__pend {
   uint64_t seq;              /* done: completion order, for dynq_poll */
   int code;                  /* done: 0, or the request's error */
   char *msg;                 /* done with an error: malloc'd message or NULL */
-  dynq__rpc_msg_t resp;      /* done with code 0: the response (owned) */
+  dynq__rpc_msg_t resp;      /* done with code 0, !has_res: the response (owned) */
+  int infer;                 /* sent by dynq_submit_infer: answered in place */
+  int has_res;               /* done with code 0 and decoded from the frame as
+                                it arrived: res holds it, resp is empty */
+  dynq_infer_result_t res;   /* owned when has_res */
 } dynq__pend_t;
 
 struct dynq_client {
@@ -70,6 +74,10 @@ struct dynq_client {
   int spin_probe_gap;        /* such calls between probes (adaptive) */
   uint64_t spin_until_ns;
   int broken_code;           /* why fd went -1 (0: closed normally) */
+  /* dynq_wait_infer's result while it collects: a ticket answered in
+   * place hands its result over here (NULL: the caller wants a response) */
+  dynq_infer_result_t *take_res;
+  int took_res;              /* the last collect filled *take_res */
   char path[108 + 64];       /* the socket path connected to (a sun_path) */
   char errmsg[DYNQ__CLIENT_ERRMSG];
 };
@@ -95,9 +103,11 @@ uint32_t dynq__client_begin(dynq_client_t *c, dynq__wbuf_t *w,
  * one whole request into c->out (dynq__w_request...), then
  * dynq__client_queue_end: 0 with the ticket msgid registered (the bytes go
  * out with the next flush), or the error (encoding, closed connection,
- * in-flight limit) with the partial request dropped from the queue. */
+ * in-flight limit) with the partial request dropped from the queue.
+ * infer: the request is an infer whose answer dynq_wait_infer collects,
+ * so it is decoded as it arrives. */
 size_t dynq__client_queue_mark(const dynq_client_t *c);
-int dynq__client_queue_end(dynq_client_t *c, size_t mark, uint32_t msgid);
+int dynq__client_queue_end(dynq_client_t *c, size_t mark, uint32_t msgid, int infer);
 
 /* Send w (plus extra raw bytes, may be NULL; pass_fd >= 0 rides as
  * SCM_RIGHTS with the frame's first byte) as request msgid and register it
@@ -145,11 +155,28 @@ int dynq__bad_field(dynq_client_t *c, const char *method, const char *field);
  * bounded by the frame scanner (32). */
 void dynq__obj_to_json(dynq__obj_t o, FILE *f);
 
-/* Infer result {outputs, compute_us} -> public struct, in one allocation
- * that dynq_infer_result_free() frees; result_bytes is at least the
- * result's encoded size (the frame's will do: it bounds names and data). */
-int dynq__parse_infer_result(dynq_client_t *c, dynq__obj_t result, size_t result_bytes,
-                             dynq_infer_result_t *ret);
+/* An infer result {outputs, compute_us, ...}: the len msgpack bytes at p
+ * decoded into the public struct, in one allocation that
+ * dynq_infer_result_free() frees.  0, or DYNQ_EPROTO / DYNQ_ETOOBIG /
+ * -ENOMEM with the reason in err (naming the field or output). */
+int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t *ret,
+                              char *err, size_t errlen);
+
+/* A cursor over msgpack bytes that passed the frame scanner (rd.c): each
+ * read takes one item at p and advances, or returns -1 (wrong type, or
+ * not enough bytes before end) leaving p where it was. */
+typedef struct dynq__rd {
+  const uint8_t *p, *end;
+} dynq__rd_t;
+int dynq__rd_peek(const dynq__rd_t *r);          /* the next type byte, or -1 */
+int dynq__rd_nil(dynq__rd_t *r);                 /* 1 and taken if nil, else 0 */
+int dynq__rd_array(dynq__rd_t *r, uint32_t *ret_n);
+int dynq__rd_map(dynq__rd_t *r, uint32_t *ret_n);
+int dynq__rd_str(dynq__rd_t *r, const char **ret_s, size_t *ret_n); /* valid UTF-8 only */
+int dynq__rd_key(dynq__rd_t *r, const char *key); /* 1 and taken if the str equals key */
+int dynq__rd_bin(dynq__rd_t *r, const void **ret_p, size_t *ret_n);
+int dynq__rd_int(dynq__rd_t *r, int64_t *ret);   /* any int that fits int64 */
+int dynq__rd_skip(dynq__rd_t *r);                /* one whole object */
 
 /* Encode an infer request (checks every input first); 0 or the error. */
 int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,

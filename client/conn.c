@@ -110,6 +110,8 @@ static void pend_clear(dynq__pend_t *p) {
   free(p->msg);
   p->msg = NULL;
   if (p->done && p->code == 0) dynq__rpc_free(&p->resp);
+  if (p->has_res) dynq_infer_result_free(&p->res);
+  p->has_res = 0;
 }
 
 /* The stream can no longer be trusted to be at a frame boundary: close it
@@ -302,11 +304,38 @@ static void pend_remove(dynq_client_t *c, dynq__pend_t *p) {
   c->n_pend--;
 }
 
+/* The common answer, [1, msgid, nil, result] to a dynq_submit_infer
+ * ticket, decoded straight from the frame into the public result: no
+ * msgpack-c tree, no copy of the frame.  0 when the frame is anything else
+ * (dispatch's general path decides what it is). */
+static int answer_in_place(dynq_client_t *c, const uint8_t *frame, size_t len) {
+  dynq__rd_t r = {frame, frame + len};
+  uint32_t n;
+  int64_t type, id;
+  char err[DYNQ__CLIENT_ERRMSG];
+  if (dynq__rd_array(&r, &n) < 0 || n != 4 || dynq__rd_int(&r, &type) < 0 ||
+      type != DYNQ_RPC_RESPONSE || dynq__rd_int(&r, &id) < 0 || id <= 0 ||
+      id > (int64_t)UINT32_MAX)
+    return 0;
+  dynq__pend_t *p = pend_find(c, (uint32_t)id);
+  if (p == NULL || p->done || !p->infer || !dynq__rd_nil(&r)) return 0;
+  /* the result is the frame's last object: the rest of it */
+  p->code = dynq__decode_infer_result(r.p, (size_t)(r.end - r.p), &p->res, err, sizeof(err));
+  if (p->code < 0)
+    p->msg = strdup(err);
+  else
+    p->has_res = 1;
+  p->done = 1;
+  p->seq = ++c->done_seq;
+  return 1;
+}
+
 /* One frame from the server: an answer goes to its ticket. */
 static void dispatch(dynq_client_t *c, const uint8_t *frame, size_t len) {
   dynq__rpc_msg_t m;
   char err[256] = "";
   int64_t hint = -1;
+  if (answer_in_place(c, frame, len)) return;
   memset(&m, 0, sizeof(m));
   int r = dynq__rpc_parse(frame, len, &m, &hint, err, sizeof(err));
   if (r < 0) {
@@ -552,9 +581,10 @@ size_t dynq__client_queue_mark(const dynq_client_t *c) {
   return c->out.len;
 }
 
-int dynq__client_queue_end(dynq_client_t *c, size_t mark, uint32_t msgid) {
+int dynq__client_queue_end(dynq_client_t *c, size_t mark, uint32_t msgid, int infer) {
   int r = check_request(c, &c->out);
   if (r == 0) r = pend_add(c, msgid);
+  if (r == 0) c->pend[c->n_pend - 1].infer = infer;
   if (r < 0) {
     /* drop the partial request; the queue before it is whole */
     c->out.len = mark;
@@ -593,11 +623,24 @@ int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
 
 /* ---- waiting ---- */
 
-/* Collect a done ticket: its code (errmsg set for an error) and response. */
+/* Collect a done ticket: its code (errmsg set for an error) and response
+ * (or, answered in place, its result into c->take_res). */
 static int collect(dynq_client_t *c, dynq__pend_t *p, dynq__rpc_msg_t *ret_msg) {
   int code = p->code;
   if (code < 0) {
     dynq__client_fail(c, code, "%s", p->msg != NULL ? p->msg : dynq_strerror(code));
+  } else if (p->has_res && c->take_res != NULL) {
+    *c->take_res = p->res;
+    c->took_res = 1;
+    p->has_res = 0;
+    memset(ret_msg, 0, sizeof(*ret_msg));
+  } else if (p->has_res) {
+    /* its frame is gone: only dynq_wait_infer can take this answer */
+    code = dynq__client_fail(c, DYNQ_EPARAMS,
+                             "ticket %u is an infer answer: collect it with dynq_wait_infer",
+                             (unsigned)p->msgid);
+    dynq_infer_result_free(&p->res);
+    p->has_res = 0;
   } else {
     *ret_msg = p->resp;
     memset(&p->resp, 0, sizeof(p->resp));
@@ -748,7 +791,7 @@ int dynq__client_rpc(dynq_client_t *c, dynq__method_id_t method, const void *par
   int r;
   c->errmsg[0] = '\0';
   dynq__w_request(&c->out, id, method, params);
-  r = dynq__client_queue_end(c, mark, id);
+  r = dynq__client_queue_end(c, mark, id, 0);
   if (r < 0) return r;
   return dynq__client_take_spin(c, id, ret_msg);
 }

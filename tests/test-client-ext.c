@@ -2156,6 +2156,40 @@ START_TEST(pipeline_submits_leave_in_one_write) {
   ck_assert_int_eq(res.compute_us, 5);
   dynq_infer_result_free(&res);
   ck_assert_ptr_null(res.outputs);
+  /* an envelope the in-place path leaves alone (array16 header): the same
+   * decoder reads it from the general path */
+  dynq__wbuf_init(&w);
+  uint8_t env[8] = {0xdc, 0x00, 0x04, 0x01, 0xce};
+  env[5] = (uint8_t)(t[0] >> 16);  /* msgids here are small: 3 bytes of 4 */
+  env[6] = (uint8_t)(t[0] >> 8);
+  env[7] = (uint8_t)t[0];
+  tu_write_all(srv.fd, env, 5);
+  tu_write_all(srv.fd, (uint8_t[]){0x00}, 1);
+  tu_write_all(srv.fd, env + 5, 3);
+  tu_write_all(srv.fd, (uint8_t[]){0xc0}, 1);
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "outputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "y");
+  dynq__w_wtensor(&w, &y);
+  tu_send_wbuf(srv.fd, &w);
+  ck_assert_int_eq(dynq_wait_infer(c, t[0], &res), 0);
+  ck_assert_int_eq(res.n_outputs, 1);
+  ck_assert_mem_eq(res.outputs[0].data, x, sizeof x);
+  dynq_infer_result_free(&res);
+  /* an infer ticket answered in place is not a raw answer */
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, t[2]);
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "outputs");
+  dynq__w_map(&w, 0);
+  tu_send_wbuf(srv.fd, &w);
+  void *raw = NULL;
+  size_t rawlen = 0;
+  ck_assert_int_eq(dynq_wait_raw(c, t[2], &raw, &rawlen), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "collect it with dynq_wait_infer"));
+  ck_assert_ptr_null(raw);
+  ck_assert_int_eq(dynq_inflight(c), 0);
   /* past the threshold the queue is written without waiting */
   enum { BIG = (DYNQ__CLIENT_FLUSH_AT + 4096) / 4 };
   float *bx = calloc(BIG, sizeof(float));
@@ -2172,7 +2206,7 @@ START_TEST(pipeline_submits_leave_in_one_write) {
   int done = 0, r;
   while ((r = dynq_poll(c, 5000, &got)) == 1) done++;
   ck_assert_int_eq(r, DYNQ_ECLOSED);
-  ck_assert_int_eq(done, 4);                    /* t[0], t[2], tb, tq */
+  ck_assert_int_eq(done, 2);                    /* tb, tq */
   ck_assert_int_eq(dynq_wait_infer(c, tq, &res), DYNQ_ECLOSED);
   ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "closed"));
   ck_assert_int_eq(dynq_submit_infer(c, "m", &in, 1, NULL, &tq), DYNQ_ECLOSED);
@@ -2192,6 +2226,220 @@ START_TEST(pipeline_submits_leave_in_one_write) {
   close(lfd);
   tu_rmtree(dir);
   free(dir);
+}
+END_TEST
+
+/* ---- the infer result decoder (answers decoded as they arrive) ---- */
+
+/* One result map {outputs: {y: <tensor as case k writes it>}, compute_us}. */
+static void w_bad_output(dynq__wbuf_t *w, int k) {
+  static const float v[3] = {1, 2, 3};
+  if (k == 0) {                                        /* not a map */
+    dynq__w_str(w, "float32");
+    return;
+  }
+  dynq__w_map_begin(w);
+  switch (k) {
+  case 1:                                              /* dtype missing */
+    dynq__w_key(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 3);
+    dynq__w_key(w, "data"); dynq__w_bin(w, v, sizeof v);
+    break;
+  case 2:                                              /* dtype not a string */
+    dynq__w_key(w, "dtype"); dynq__w_int(w, 1);
+    break;
+  case 3:                                              /* unknown dtype */
+    dynq__w_key(w, "dtype"); dynq__w_str(w, "float128");
+    break;
+  case 4:                                              /* shape missing */
+    dynq__w_key(w, "dtype"); dynq__w_str(w, "float32");
+    dynq__w_key(w, "data"); dynq__w_bin(w, v, sizeof v);
+    break;
+  case 5:                                              /* shape not an array */
+    dynq__w_key(w, "dtype"); dynq__w_str(w, "float32");
+    dynq__w_key(w, "shape"); dynq__w_int(w, 3);
+    break;
+  case 6:                                              /* rank over the limit */
+    dynq__w_key(w, "shape"); dynq__w_array(w, 9);
+    for (int d = 0; d < 9; d++) dynq__w_int(w, 1);
+    break;
+  case 7:                                              /* a dim not an integer */
+    dynq__w_key(w, "shape"); dynq__w_array(w, 1); dynq__w_str(w, "3");
+    break;
+  case 8:                                              /* a negative dim */
+    dynq__w_key(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, -3);
+    break;
+  case 9:                                              /* too many elements */
+    dynq__w_key(w, "dtype"); dynq__w_str(w, "int8");
+    dynq__w_key(w, "shape"); dynq__w_array(w, 2);
+    dynq__w_int(w, (int64_t)1 << 20); dynq__w_int(w, (int64_t)1 << 20);
+    dynq__w_key(w, "data"); dynq__w_bin(w, v, 1);
+    break;
+  case 10:                                             /* data missing */
+    dynq__w_key(w, "dtype"); dynq__w_str(w, "float32");
+    dynq__w_key(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 3);
+    break;
+  case 11:                                             /* data not bin */
+    dynq__w_key(w, "data"); dynq__w_str(w, "abc");
+    break;
+  case 12:                                             /* data the wrong size */
+    dynq__w_key(w, "dtype"); dynq__w_str(w, "float32");
+    dynq__w_key(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 4);
+    dynq__w_key(w, "data"); dynq__w_bin(w, v, sizeof v);
+    break;
+  case 13:                                             /* shm without a size */
+    dynq__w_key(w, "shm"); dynq__w_map(w, 1); dynq__w_key(w, "region"); dynq__w_uint(w, 1);
+    break;
+  case 14:                                             /* shm not a map */
+    dynq__w_key(w, "shm"); dynq__w_uint(w, 1);
+    break;
+  }
+  dynq__w_map_end(w);
+}
+
+START_TEST(infer_decoder_names_what_is_wrong) {
+  static const struct {
+    int code;
+    const char *needle;
+  } want[] = {
+    {DYNQ_EPROTO, "output 'y': tensor is not a map"},
+    {DYNQ_EPROTO, "output 'y': tensor field 'dtype' is missing"},
+    {DYNQ_EPROTO, "output 'y': tensor field 'dtype' is not a string"},
+    {DYNQ_EPROTO, "output 'y': unknown tensor dtype 'float128'"},
+    {DYNQ_EPROTO, "output 'y': tensor field 'shape' is missing"},
+    {DYNQ_EPROTO, "output 'y': tensor field 'shape' is not an array"},
+    {DYNQ_EPROTO, "output 'y': tensor rank 9 exceeds the limit of 8"},
+    {DYNQ_EPROTO, "output 'y': tensor shape[0] is not an integer"},
+    {DYNQ_EPROTO, "output 'y': tensor shape[0] is negative (-3)"},
+    {DYNQ_EPROTO, "output 'y': tensor has more than 2147483648 elements"},
+    {DYNQ_EPROTO, "output 'y': tensor field 'data' is missing"},
+    {DYNQ_EPROTO, "output 'y': tensor field 'data' is not bin"},
+    {DYNQ_EPROTO, "output 'y': tensor data has 12 bytes, shape and dtype need 16"},
+    {DYNQ_EPROTO, "output 'y': shm reference without a valid 'size'"},
+    {DYNQ_EPROTO, "output 'y': 'shm' is not a map"},
+  };
+  char err[512];
+  dynq_infer_result_t res;
+  for (int k = 0; k < (int)(sizeof(want) / sizeof(want[0])); k++) {
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    dynq__w_map(&w, 2);
+    dynq__w_str(&w, "outputs");
+    dynq__w_map(&w, 1);
+    dynq__w_str(&w, "y");
+    w_bad_output(&w, k);
+    dynq__w_str(&w, "compute_us");
+    dynq__w_int(&w, 1);
+    ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+    err[0] = '\0';
+    int rc = dynq__decode_infer_result(w.data, w.len, &res, err, sizeof err);
+    ck_assert_msg(rc == want[k].code && strstr(err, want[k].needle) != NULL,
+                  "case %d: %d '%s'", k, rc, err);
+    dynq__wbuf_free(&w);
+  }
+
+  /* the envelope's own fields */
+  static const struct {
+    const char *name;
+    int code;
+    const char *needle;
+  } top[] = {
+    {"not a map", DYNQ_EPROTO, "'result'"},
+    {"no outputs", DYNQ_EPROTO, "'outputs'"},
+    {"outputs not a map", DYNQ_EPROTO, "'outputs'"},
+    {"outputs twice", DYNQ_EPROTO, "'outputs'"},
+    {"compute_us a string", DYNQ_EPROTO, "'compute_us'"},
+    {"key not a string", DYNQ_EPROTO, "'outputs key'"},
+    {"key with a NUL", DYNQ_EPROTO, "'outputs key'"},
+    {"key not UTF-8", DYNQ_EPROTO, "'outputs key'"},
+    {"4097 outputs", DYNQ_ETOOBIG, "4097 outputs (limit 4096)"},
+  };
+  for (int k = 0; k < (int)(sizeof(top) / sizeof(top[0])); k++) {
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    switch (k) {
+    case 0: dynq__w_array(&w, 0); break;
+    case 1: dynq__w_map(&w, 1); dynq__w_str(&w, "compute_us"); dynq__w_int(&w, 1); break;
+    case 2: dynq__w_map(&w, 1); dynq__w_str(&w, "outputs"); dynq__w_array(&w, 0); break;
+    case 3:
+      dynq__w_map(&w, 2);
+      dynq__w_str(&w, "outputs"); dynq__w_map(&w, 0);
+      dynq__w_str(&w, "outputs"); dynq__w_map(&w, 0);
+      break;
+    case 4:
+      dynq__w_map(&w, 2);
+      dynq__w_str(&w, "outputs"); dynq__w_map(&w, 0);
+      dynq__w_str(&w, "compute_us"); dynq__w_str(&w, "5");
+      break;
+    case 5: case 6: case 7:
+      dynq__w_map(&w, 1);
+      dynq__w_str(&w, "outputs"); dynq__w_map(&w, 1);
+      if (k == 5) dynq__w_int(&w, 7);
+      else if (k == 6) dynq__w_strn(&w, "a\0b", 3);
+      else dynq__w_strn(&w, "\xff\xfe", 2);
+      dynq__w_map(&w, 0);
+      break;
+    case 8:
+      dynq__w_map(&w, 1);
+      dynq__w_str(&w, "outputs"); dynq__w_map(&w, 4097);
+      for (int i = 0; i < 4097; i++) { dynq__w_int(&w, i); dynq__w_nil(&w); }
+      break;
+    }
+    ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+    err[0] = '\0';
+    int rc = dynq__decode_infer_result(w.data, w.len, &res, err, sizeof err);
+    ck_assert_msg(rc == top[k].code && strstr(err, top[k].needle) != NULL, "%s: %d '%s'",
+                  top[k].name, rc, err);
+    dynq__wbuf_free(&w);
+  }
+
+  /* A good result with fields it does not know, an shm output and an
+   * int64 one: decoded; then every shorter prefix of it is refused cleanly
+   * (the decoder never reads past the bytes it was given). */
+  static const int64_t iv[2] = {-5, (int64_t)1 << 40};
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_map(&w, 5);
+  dynq__w_str(&w, "queue_us");
+  dynq__w_uint(&w, 70000);
+  dynq__w_str(&w, "outputs");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "ids");
+  dynq__wtensor_t it = {DYNQ_INT64, 2, {1, 2}, iv, sizeof iv};
+  dynq__w_wtensor(&w, &it);
+  dynq__w_str(&w, "big");
+  dynq__w_map(&w, 3);
+  dynq__w_str(&w, "dtype"); dynq__w_str(&w, "float32");
+  dynq__w_str(&w, "shape"); dynq__w_array(&w, 1); dynq__w_int(&w, 1000);
+  dynq__w_str(&w, "shm"); dynq__w_map(&w, 3);
+  dynq__w_str(&w, "region"); dynq__w_uint(&w, 2);
+  dynq__w_str(&w, "offset"); dynq__w_uint(&w, 64);
+  dynq__w_str(&w, "size"); dynq__w_uint(&w, 4000);
+  dynq__w_str(&w, "compute_us");
+  dynq__w_int(&w, -1);  /* whatever dynqd says, as an int64 */
+  dynq__w_str(&w, "batch");
+  dynq__w_double(&w, 1.5);
+  dynq__w_str(&w, "threads");
+  dynq__w_array(&w, 2); dynq__w_nil(&w); dynq__w_bool(&w, 1);
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  ck_assert_int_eq(dynq__decode_infer_result(w.data, w.len, &res, err, sizeof err), 0);
+  ck_assert_int_eq(res.n_outputs, 2);
+  ck_assert_int_eq(res.compute_us, -1);
+  ck_assert_str_eq(res.outputs[0].name, "ids");
+  ck_assert_int_eq(res.outputs[0].dtype, DYNQ_INT64);
+  ck_assert_mem_eq(res.outputs[0].data, iv, sizeof iv);
+  ck_assert_str_eq(res.outputs[1].name, "big");
+  ck_assert_ptr_null(res.outputs[1].data);
+  ck_assert_uint_eq(res.outputs[1].nbytes, 4000);
+  ck_assert_int_eq(res.outputs[1].shape[0], 1000);
+  dynq_infer_result_free(&res);
+  for (size_t cut = 0; cut < w.len; cut++) {
+    uint8_t *copy = malloc(cut ? cut : 1);  /* exactly cut bytes: ASan sees overreads */
+    memcpy(copy, w.data, cut);
+    ck_assert_msg(dynq__decode_infer_result(copy, cut, &res, err, sizeof err) < 0,
+                  "prefix of %zu bytes decoded", cut);
+    free(copy);
+  }
+  dynq__wbuf_free(&w);
 }
 END_TEST
 
@@ -2219,6 +2467,7 @@ static Suite *client_ext_suite(void) {
   tcase_add_test(tc, pipeline_limit);
   tcase_add_test(tc, pipeline_connection_closed);
   tcase_add_test(tc, pipeline_submits_leave_in_one_write);
+  tcase_add_test(tc, infer_decoder_names_what_is_wrong);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("dynqctl");

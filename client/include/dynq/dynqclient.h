@@ -363,7 +363,9 @@ int dynq_submit_raw(dynq_client_t *c, const char *method, const void *params,
  * within timeout_ms (0: do not block, -1: no limit) or nothing is waiting;
  * DYNQ_ECLOSED when the connection is gone and every ticket was reported. */
 int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket);
-/* -ENOENT for a ticket that is not outstanding. */
+/* -ENOENT for a ticket that is not outstanding.  A dynq_submit_infer
+ * ticket's answer is decoded as it arrives (its frame is not kept):
+ * collect it with dynq_wait_infer; dynq_wait_raw on it is DYNQ_EPARAMS. */
 int dynq_wait_infer(dynq_client_t *c, uint32_t ticket, dynq_infer_result_t *ret_result);
 int dynq_wait_raw(dynq_client_t *c, uint32_t ticket, void **ret_result, size_t *ret_len);
 /* Drop a ticket; its answer is discarded when it comes.  -ENOENT if unknown. */
