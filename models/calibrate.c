@@ -56,6 +56,7 @@ typedef struct layer {
   int64_t k, n;
   size_t bytes;           /* FP32 weight bytes */
   int node;               /* its quantized node in the search model, -1 if none */
+  int attention;          /* the pseudo-layer of every INT8 attention product (StridedMatMul) */
   double alone;           /* error with only this layer INT8 */
   double without;         /* error with every other layer INT8, this one FP32 */
   int kept;               /* selected to stay FP32 */
@@ -114,6 +115,54 @@ static void calib_free(calib_t *k) {
     free(k->L[i].fixed_why);
   }
   free(k->L);
+}
+
+/* A StridedMatMul the search model runs INT8: an attention product. */
+static int is_int8_attention(const dynq__node_t *n) {
+  return n->op == DYNQ_OP_STRIDED_MATMUL && dynq__node_attr_i(n, "int8", 0) != 0;
+}
+
+/* Layer l's nodes in the precision mix: its one node, or for the
+ * attention pseudo-layer every INT8 attention product. */
+static void set_prec(const dynq__graph_t *g, unsigned char *prec, const layer_t *l, int p) {
+  if (!l->attention) {
+    prec[l->node] = (unsigned char)p;
+    return;
+  }
+  for (int n = 0; n < g->n_nodes; n++)
+    if (is_int8_attention(&g->nodes[n])) prec[n] = (unsigned char)p;
+}
+
+/* Attention's activation x activation products take part in the search
+ * as one more layer, so they stay INT8 only when the budget allows it
+ * (unless --int8-attention forces them).  0, or -1 out of memory. */
+static int add_attention_layer(calib_t *k, const dynq__graph_t *g, const dynq__imp_options_t *imp) {
+  int first = -1, count = 0;
+  for (int n = 0; n < g->n_nodes; n++)
+    if (is_int8_attention(&g->nodes[n])) {
+      if (first < 0) first = n;
+      count++;
+    }
+  if (count == 0 || imp->int8_attention) return 0;
+  layer_t *L = realloc(k->L, sizeof(*L) * (size_t)(k->nL + 2));
+  if (L == NULL) return -1;
+  k->L = L;
+  layer_t *l = &L[k->nL];
+  memset(l, 0, sizeof(*l) * 2);
+  char name[64];
+  snprintf(name, sizeof(name), "(%d attention products)", count);
+  l->name = strdup(name);
+  l->op = strdup("StridedMatMul");
+  if (l->name == NULL || l->op == NULL) {
+    free(l->name);
+    free(l->op);
+    return -1;
+  }
+  l->k = l->n = -1;
+  l->node = first;
+  l->attention = 1;
+  k->nL++;
+  return 0;
 }
 
 /* Run every call in order (state carried) with precision mix `prec` (NULL:
@@ -196,10 +245,12 @@ static int convert_kept(calib_t *k, const dynq__imp_options_t *imp, const uint8_
     dynq__imp_errorf("out of memory");
     return -1;
   }
-  int n = 0;
+  int n = 0, attention_fp32 = 0;
   for (int i = 0; i < k->nL; i++)
-    if (k->L[i].kept) names[n++] = k->L[i].name;
+    if (k->L[i].kept && k->L[i].attention) attention_fp32 = 1;
+    else if (k->L[i].kept) names[n++] = k->L[i].name;
   dynq__imp_options_t o = *imp;
+  o.fp32_attention |= attention_fp32;
   o.keep_exact = names;
   o.n_keep_exact = n;
   o.keep_exact_why = "error budget (calibrated)";
@@ -388,6 +439,19 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
     }
     if (k.L[i].node >= 0) order[nq++] = i;
   }
+  if (add_attention_layer(&k, g, imp) != 0) {
+    dynq__imp_errorf("out of memory");
+    goto done;
+  }
+  if (k.nL > 0 && k.L[k.nL - 1].attention) {
+    int *o2 = realloc(order, sizeof(int) * (size_t)(k.nL + 1));
+    if (o2 == NULL) {
+      dynq__imp_errorf("out of memory");
+      goto done;
+    }
+    order = o2;
+    order[nq++] = k.nL - 1;
+  }
   k.ref = calloc((size_t)k.c.n_files * (size_t)k.n_eval, sizeof(*k.ref));
   if (k.ref == NULL) {
     dynq__imp_errorf("out of memory");
@@ -404,10 +468,10 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
   for (int q = 0; q < nq; q++) {
     layer_t *l = &k.L[order[q]];
     memset(prec, DYNQ_PRECISION_FP32, (size_t)g->n_nodes);
-    prec[l->node] = DYNQ_PRECISION_INT8;
+    set_prec(g, prec, l, DYNQ_PRECISION_INT8);
     if (run_all(&k, m, DYNQ_PRECISION_FP32, prec, 0, &l->alone) != 0) goto done;
     memset(prec, DYNQ_PRECISION_INT8, (size_t)g->n_nodes);
-    prec[l->node] = DYNQ_PRECISION_FP32;
+    set_prec(g, prec, l, DYNQ_PRECISION_FP32);
     if (run_all(&k, m, DYNQ_PRECISION_INT8, prec, 0, &l->without) != 0) goto done;
     progress("[%d/%d] %s (%s): alone %.4g, all others INT8 %.4g", q + 1, nq, l->name, l->op,
              l->alone, l->without);
@@ -423,7 +487,7 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
     k.L[order[next++]].kept = 1;
     memset(prec, DYNQ_PRECISION_INT8, (size_t)g->n_nodes);
     for (int q = 0; q < nq; q++)
-      if (k.L[order[q]].kept) prec[k.L[order[q]].node] = DYNQ_PRECISION_FP32;
+      if (k.L[order[q]].kept) set_prec(g, prec, &k.L[order[q]], DYNQ_PRECISION_FP32);
     if (run_all(&k, m, DYNQ_PRECISION_INT8, prec, 0, &e) != 0) goto done;
     progress("keep %s FP32 -> %.4g", k.L[order[next - 1]].name, e);
   }
@@ -433,7 +497,7 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
     l->kept = 0;
     memset(prec, DYNQ_PRECISION_INT8, (size_t)g->n_nodes);
     for (int r = 0; r < nq; r++)
-      if (k.L[order[r]].kept) prec[k.L[order[r]].node] = DYNQ_PRECISION_FP32;
+      if (k.L[order[r]].kept) set_prec(g, prec, &k.L[order[r]], DYNQ_PRECISION_FP32);
     double e2;
     if (run_all(&k, m, DYNQ_PRECISION_INT8, prec, 0, &e2) != 0) goto done;
     if (e2 <= co->budget) {

@@ -479,7 +479,7 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
       int r = pass == 0 ? try_layernorm(&f, i) + try_hardswish(&f, i)
               : pass == 1 ? try_bias(&f, i, c)
               : pass == 2 ? try_gelu(&f, i) + try_gelu_tanh(&f, i)
-              : pass == 3 ? try_strided_matmul(&f, i, c->opt.int8_attention && !c->opt.fp32) : try_masked_softmax(&f, i);
+              : pass == 3 ? try_strided_matmul(&f, i, !c->opt.fp32_attention && !c->opt.fp32) : try_masked_softmax(&f, i);
       if (r < 0) {
         free(f.readers);
         dynq__imp_errorf("out of memory");

@@ -113,7 +113,11 @@ typedef struct dynq__imp_options {
   int fp32, per_tensor, no_reference;
   int no_auto_fp32;          /* --no-auto-fp32: no signal front-end rule */
   int no_fuse;               /* --no-fuse: no import-time fusions (fuse.c) */
-  int int8_attention;        /* --int8-attention: StridedMatMul nodes get "int8" */
+  /* Attention's activation x activation products (StridedMatMul "int8"):
+   * INT8 unless fp32_attention (--fp32-attention, or chosen by
+   * --calibrate's measurement); int8_attention (--int8-attention) forces
+   * them INT8 even when the calibration search would not. */
+  int int8_attention, fp32_attention;
   int n_keep;                /* --keep-fp32 NODE entries */
   const char *keep[32];      /* point into argv (split at ','); a layer name
                                 matches when it equals or ends with one */

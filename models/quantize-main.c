@@ -30,9 +30,11 @@ static void usage(FILE *f) {
           "  --no-reference  omit the FP32 reference weights (smaller file, no fp32 path)\n"
           "  --no-fuse       keep the exporter's decomposed forms (LayerNorm as\n"
           "                  ReduceMean/Sub/Pow/...; for A/B checks of the fusions)\n"
-          "  --int8-attention  attention's activation x activation products (Q K^T, P V)\n"
-          "                  also dynamic INT8 on the INT8 path (both operands quantized\n"
-          "                  per request: rows of the left, columns of the right)\n"
+          "  --fp32-attention, --int8-attention\n"
+          "                  attention's activation x activation products (Q K^T, P V)\n"
+          "                  FP32, or dynamic INT8 (both operands quantized per request:\n"
+          "                  rows of the left, columns of the right).  Default: INT8, or\n"
+          "                  with --calibrate whichever the error budget allows\n"
           "  --no-auto-fp32  quantize a signal front end (a Conv with one input channel\n"
           "                  and >= 64 taps) and the layer reading it too (default:\n"
           "                  both stay FP32; see models/README.md)\n"
@@ -140,8 +142,16 @@ int main(int argc, char **argv) {
       opt.progress = 1;
     } else if (!only_pos && strcmp(a, "--no-fuse") == 0) {
       opt.no_fuse = 1;
-    } else if (!only_pos && strcmp(a, "--int8-attention") == 0) {
-      opt.int8_attention = 1;
+    } else if (!only_pos && (strcmp(a, "--int8-attention") == 0 ||
+                             strcmp(a, "--fp32-attention") == 0)) {
+      int want_int8 = a[2] == 'i';
+      if (want_int8 ? opt.fp32_attention : opt.int8_attention) {
+        fprintf(stderr, "%s: --int8-attention and --fp32-attention contradict each other: "
+                "give one\n", dynq__imp_progname);
+        return 2;
+      }
+      opt.int8_attention = want_int8;
+      opt.fp32_attention = !want_int8;
     } else if (!only_pos && strcmp(a, "--no-auto-fp32") == 0) {
       opt.no_auto_fp32 = 1;
     } else if (!only_pos && strcmp(a, "--no-reference") == 0) {

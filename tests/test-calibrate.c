@@ -126,6 +126,70 @@ START_TEST(sensitive_layer_is_the_one_kept) {
 }
 END_TEST
 
+/* Attention's INT8 products are a candidate of the search like a layer:
+ * on a model whose V carries a huge outlier (tests/fixtures/make_calib.py)
+ * they alone break the budget and are the one thing kept FP32, and the
+ * written model runs them FP32 (its INT8 path matches --fp32-attention's
+ * bit for bit); under a loose budget they stay INT8, the default's bits.
+ * The default conversion (no calls to measure on) keeps them INT8. */
+START_TEST(attention_kept_fp32_when_it_breaks_the_budget) {
+  paths();
+  char *dir = tu_mkdtemp(), p_cal[4096], p_def[4096], p_f32[4096], *out = NULL;
+  char cal[4096], onnx[4096];
+  snprintf(cal, sizeof cal, "%s", tu_src("tests/fixtures/calib/attn_outlier"));
+  snprintf(onnx, sizeof onnx, "%s", tu_src("tests/fixtures/calib/attn_outlier.onnx"));
+  snprintf(p_cal, sizeof p_cal, "%s/cal.dynq", dir);
+  snprintf(p_def, sizeof p_def, "%s/def.dynq", dir);
+  snprintf(p_f32, sizeof p_f32, "%s/f32.dynq", dir);
+  ck_assert_int_eq(run(&out, quant, onnx, p_def, NULL), 0);
+  free(out);
+  ck_assert_int_eq(run(&out, quant, "--fp32-attention", onnx, p_f32, NULL), 0);
+  free(out);
+  float *y[3];
+  const char *paths3[3] = {p_cal, p_def, p_f32};
+  for (int pass = 0; pass < 2; pass++) {
+    int st = run(&out, quant, "--calibrate", cal, "--error-budget", pass ? "1" : "0.05",
+                 "--metric", "relL2", "--json", onnx, p_cal, NULL);
+    ck_assert_msg(st == 0, "status %d: %s", st, out);
+    const char *a = strstr(out, "\"name\": \"(2 attention products)\"");
+    ck_assert_msg(a != NULL, "no attention entry: %s", out);
+    if (pass == 0) {
+      ck_assert_msg(json_num(out, "error_all_int8") > 0.1, "%s", out);
+      ck_assert_msg(json_num(out, "kept_fp32") == 1 && strstr(a, "\"mode\": \"fp32\""), "%s", out);
+      ck_assert_msg(json_num(out, "error") <= 0.05, "%s", out);
+    } else {
+      ck_assert_msg(json_num(out, "kept_fp32") == 0 && strstr(a, "\"mode\": \"int8\""), "%s", out);
+    }
+    free(out);
+    /* the written model's INT8 output on call 0, against the two conversions */
+    char err[512] = "", path[4096 + 16];
+    snprintf(path, sizeof path, "%s/000000.npz", cal);
+    dynq__npz_t z;
+    ck_assert_msg(dynq__npz_load(path, &z, err, sizeof err) == 0, "%s", err);
+    dynq__tensor_t in = {.dtype = DYNQ_DT_F32, .rank = 3, .dims = {1, 16, 16}, .data = z.t[0].data};
+    for (int i = 0; i < 3; i++) {
+      dynq__model_t *m = NULL;
+      dynq__tensor_t o;
+      dynq__run_opts_t ro = {.precision = DYNQ_PRECISION_INT8, .threads = 1};
+      ck_assert_msg(dynq__model_open(paths3[i], &m, err, sizeof err) == 0, "%s", err);
+      ck_assert_msg(dynq__model_run(m, &ro, &in, &o, err, sizeof err) == 0, "%s", err);
+      y[i] = malloc(sizeof(float) * 256);
+      memcpy(y[i], o.data, sizeof(float) * 256);
+      dynq__tensor_clear(&o);
+      dynq__model_unref(m);
+    }
+    dynq__npz_free(&z);
+    ck_assert_msg(memcmp(y[1], y[2], sizeof(float) * 256) != 0, "INT8 attention changed nothing");
+    ck_assert_msg(memcmp(y[0], y[pass ? 1 : 2], sizeof(float) * 256) == 0,
+                  "budget %s: the written model is not the %s conversion", pass ? "1" : "0.05",
+                  pass ? "default" : "--fp32-attention");
+    for (int i = 0; i < 3; i++) free(y[i]);
+  }
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 /* Expect exit status 1, nothing written, and every needle in the output. */
 static void expect_fail(const char *dir_arg, const char *budget, const char *out_path,
                         const char *n1, const char *n2) {
@@ -384,6 +448,7 @@ int main(void) {
   TCase *t = tcase_create("core");
   tcase_set_timeout(t, 300);
   tcase_add_test(t, sensitive_layer_is_the_one_kept);
+  tcase_add_test(t, attention_kept_fp32_when_it_breaks_the_budget);
   tcase_add_test(t, bad_calibration_inputs);
   tcase_add_test(t, record_and_compare_stateless);
   tcase_add_test(t, silero_calibrated_on_a_recorded_stream);

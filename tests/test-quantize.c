@@ -859,6 +859,10 @@ START_TEST(test_bad_files) {
   ck_assert_ptr_nonnull(strstr(log, "too many arguments"));
   free(log);
   log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, "--int8-attention", "--fp32-attention", mlp, "a.dynq", NULL), 2);
+  ck_assert_ptr_nonnull(strstr(log, "--int8-attention and --fp32-attention contradict each other"));
+  free(log);
+  log = NULL;
   ck_assert_int_eq(tu_quantize_log(&log, "--help", NULL), 0);
   ck_assert_ptr_nonnull(strstr(log, "--no-reference"));
   free(log);
