@@ -368,6 +368,8 @@ dynq__model_t *dynq__model_ref(dynq__model_t *m) {
 dynq__model_t *dynq__model_unref(dynq__model_t *m) {
   if (m == NULL) return NULL;
   if (atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return NULL;
+  if (m->state != NULL)
+    for (int i = 0; i < m->fg.g.n_nodes; i++) dynq__opstate_release(&m->fg.g.nodes[i], &m->state[i]);
   dynq__format_free(&m->fg);
   guard_remove(m->guard_slot);
   if (m->map != MAP_FAILED) munmap(m->map, m->map_size);

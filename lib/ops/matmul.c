@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/sgemm.h"
 #include "parallel.h"
 
 #define CHECK(cond, ...)                          \
@@ -108,6 +109,51 @@ static int qgemm_split(const dynq__kernel_t *kr, const dynq__qgemm_args_t *q,
   return dynq__parallel_for(threads, s.chunks, split_task, &s);
 }
 
+/* A constant weight matrix op(B) (K x N) packed for the FP32 GEMM, cached
+ * in the node's state (*slot) by the node's first FP32 run: the FP32 path
+ * keeps two copies of a layer's weights from then on (docs/NUMERICS.md).
+ * Concurrent first runs may each pack; one compare-and-swap installs a
+ * copy and the others free theirs.  NULL (run unpacked) when memory is
+ * short or when the selected micro-kernel is the scalar reference
+ * (OpenBLAS then serves unpacked). */
+static const float *packed_b(_Atomic(float *) *slot, int tb, const float *B, int64_t ldb,
+                             int64_t K, int64_t N) {
+  float *bp = atomic_load_explicit(slot, memory_order_acquire);
+  if (bp != NULL || dynq__sgemm_kernel() == &dynq__sgemm_ref || N < DYNQ_SGEMM_MIN_N) return bp;
+  float *mine = dynq__aligned_alloc(sizeof(float) * dynq__sgemm_packed_floats(N, K));
+  if (mine == NULL) return NULL;
+  dynq__sgemm_pack_b(tb, N, K, B, ldb, mine);
+  if (atomic_compare_exchange_strong_explicit(slot, &bp, mine, memory_order_acq_rel,
+                                              memory_order_acquire))
+    return mine;
+  dynq__aligned_free(mine);
+  return bp;
+}
+
+/* The node's cache slot: the only part of a node's state that changes
+ * after load (the executor hands ops a const state). */
+static _Atomic(float *) *pack_slot(const dynq__op_ctx_t *c) {
+  dynq__opstate_t *st = (dynq__opstate_t *)c->st;
+  switch (c->node->op) {
+  case DYNQ_OP_QLINEAR: return &st->qlinear.fp32_packed;
+  case DYNQ_OP_GEMM: return st->gemm.const_b ? &st->gemm.fp32_packed : NULL;
+  case DYNQ_OP_MATMUL: return st->matmul.const_b ? &st->matmul.fp32_packed : NULL;
+  default: return NULL;
+  }
+}
+
+void dynq__opstate_release(const dynq__node_t *n, dynq__opstate_t *st) {
+  if (n == NULL || st == NULL) return;
+  _Atomic(float *) *slot = NULL;
+  switch (n->op) {
+  case DYNQ_OP_QLINEAR: slot = &st->qlinear.fp32_packed; break;
+  case DYNQ_OP_GEMM: slot = &st->gemm.fp32_packed; break;
+  case DYNQ_OP_MATMUL: slot = &st->matmul.fp32_packed; break;
+  default: return;
+  }
+  dynq__aligned_free(atomic_exchange(slot, NULL));
+}
+
 int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                       dynq__tensor_t *out) {
   const dynq__node_t *n = c->node;
@@ -155,7 +201,8 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
       dynq__tensor_clear(out);
       return dynq__op_fail(c, DYNQ_ENOREF, "model has no FP32 reference weights (quantized with --no-reference)");
     }
-    dynq__sgemm(0, 0, M, N, K, 1.0f, X, K, in[5]->data, N, 0.0f, Y, N);
+    c->splits += (uint64_t)dynq__sgemm_ex(c->threads, 0, 0, M, N, K, 1.0f, X, K, in[5]->data, N,
+                                          packed_b(pack_slot(c), 0, in[5]->data, N, K, N), 0.0f, Y, N);
     for (int64_t m = 0; m < M; m++) {
       float *y = Y + m * N;
       if (bias)
@@ -252,15 +299,39 @@ int dynq__run_matmul(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if (b->rank > 1) fin[fr++] = N;
   if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, fr, fin, 1))) return rc;
   if (M == 0 || N == 0) return 0;
+  if (K == 0) {
+    memset(out->data, 0, sizeof(float) * (size_t)(bc.n * M * N));
+    return 0;
+  }
+  if (b->rank <= 2) {
+    /* One B for every batch matrix of A: the batch is just more rows. */
+    _Atomic(float *) *slot = pack_slot(c);
+    const float *bp = slot ? packed_b(slot, 0, b->data, N, K, N) : NULL;
+    c->splits += (uint64_t)dynq__sgemm_ex(c->threads, 0, 0, bc.n * M, N, K, 1.0f, a->data, K,
+                                          b->data, N, bp, 0.0f, out->data, N);
+    return 0;
+  }
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
   for (int64_t bi = 0; bi < bc.n; bi++, dynq__bcast_next(&bc, 2, cnt, off)) {
     float *C = (float *)out->data + bi * M * N;
-    if (K == 0)
-      memset(C, 0, sizeof(float) * (size_t)(M * N));
-    else
-      dynq__sgemm(0, 0, M, N, K, 1.0f, (const float *)a->data + off[0] * M * K, K,
-                  (const float *)b->data + off[1] * K * N, N, 0.0f, C, N);
+    c->splits += (uint64_t)dynq__sgemm_ex(c->threads, 0, 0, M, N, K, 1.0f,
+                                          (const float *)a->data + off[0] * M * K, K,
+                                          (const float *)b->data + off[1] * K * N, N, NULL, 0.0f,
+                                          C, N);
   }
+  return 0;
+}
+
+/* Whether B is a constant matrix whose packed copy the node may cache. */
+static int const_matrix(const dynq__graph_t *g, int v) {
+  return g != NULL && v >= 0 && v < g->n_values && g->values[v].data != NULL &&
+         g->values[v].dtype == DYNQ_DT_F32 && g->values[v].rank == 2;
+}
+
+int dynq__prep_matmul(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                      char *err, size_t errlen) {
+  (void)err, (void)errlen;
+  st->matmul.const_b = const_matrix(g, n->in[1]);
   return 0;
 }
 
@@ -301,8 +372,12 @@ int dynq__run_gemm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
         Y[i * N + j] = beta * pc[(cm == 1 ? 0 : i) * cn + (cn == 1 ? 0 : j)];
     gbeta = 1.0f;
   }
-  if (M > 0 && N > 0 && K > 0)
-    dynq__sgemm(ta, tb, M, N, K, alpha, a->data, a->dims[1], b->data, b->dims[1], gbeta, Y, N);
+  if (M > 0 && N > 0 && K > 0) {
+    _Atomic(float *) *slot = pack_slot(c);
+    const float *bp = slot ? packed_b(slot, tb, b->data, b->dims[1], K, N) : NULL;
+    c->splits += (uint64_t)dynq__sgemm_ex(c->threads, ta, tb, M, N, K, alpha, a->data, a->dims[1],
+                                          b->data, b->dims[1], bp, gbeta, Y, N);
+  }
   return 0;
 }
 
@@ -318,11 +393,12 @@ int dynq__check_gemm(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
 
 int dynq__prep_gemm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
                     char *err, size_t errlen) {
-  (void)g, (void)err, (void)errlen;
+  (void)err, (void)errlen;
   st->gemm.ta = (int)dynq__node_attr_i(n, "transA", 0);
   st->gemm.tb = (int)dynq__node_attr_i(n, "transB", 0);
   st->gemm.alpha = dynq__node_attr_f(n, "alpha", 1.0f);
   st->gemm.beta = dynq__node_attr_f(n, "beta", 1.0f);
+  st->gemm.const_b = const_matrix(g, n->in[1]);
   return 0;
 }
 

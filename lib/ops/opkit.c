@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/sgemm.h"
+#include "parallel.h"
 #include "vmath.h"
 
 int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...) {
@@ -158,9 +160,24 @@ int dynq__bcast_init(dynq__op_ctx_t *c, int nin, const dynq__tensor_t *const *t,
   return 0;
 }
 
-void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float *A, int64_t lda, const float *B, int64_t ldb,
-                 float beta, float *C, int64_t ldc) {
+/* Below this many multiply-adds an FP32 GEMM runs on one thread (the
+ * INT8 GEMM's threshold, matmul.c); tasks per thread as there. */
+#define SGEMM_SPLIT_MIN_MACS (INT64_C(1) << 21)
+#define SGEMM_CHUNKS_PER_THREAD 4
+/* Without pre-packed weights, a transposed B is packed per call (K x N
+ * copies): for fewer rows than this OpenBLAS's unpacked kernels win. */
+#define SGEMM_PACK_MIN_M 16
+
+typedef struct sgemm_split {
+  const dynq__sgemm_kernel_t *kr;
+  const dynq__sgemm_args_t *a;
+  int by_rows;                /* chunks of rows (N is one or two panels) */
+  int64_t units, chunks;      /* panels or row tiles, tasks */
+} sgemm_split_t;
+
+static void blas_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc) {
   if (M == 1 && !ta) {
     /* y = alpha * op(B)^T x: B is K x N (row-major) unless transposed */
     if (!tb)
@@ -171,6 +188,72 @@ void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
   }
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
               (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* The columns [n0, n1) of a; when its scratch cannot be allocated (C is
+ * then untouched), the same part through OpenBLAS. */
+static void run_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *a) {
+  if (dynq__sgemm_cols(kr, a) == 0) return;
+  const float *B = a->B + (a->tb ? a->n0 * a->ldb : a->n0);
+  blas_sgemm(a->ta, a->tb, a->M, a->n1 - a->n0, a->K, a->alpha, a->A, a->lda, B, a->ldb,
+             a->beta, a->C + a->n0, a->ldc);
+}
+
+/* Rows and columns are independent, so any split gives the bits of one
+ * call (sgemm.h's numerics). */
+static void sgemm_task(void *ctx, int64_t t) {
+  sgemm_split_t *s = ctx;
+  dynq__sgemm_args_t a = *s->a;
+  int64_t u0 = s->units * t / s->chunks, u1 = s->units * (t + 1) / s->chunks;
+  if (s->by_rows) {
+    int64_t m0 = u0 * DYNQ_SGEMM_MR, m1 = u1 * DYNQ_SGEMM_MR < a.M ? u1 * DYNQ_SGEMM_MR : a.M;
+    if (m0 >= m1) return;
+    a.A += a.ta ? m0 : m0 * a.lda;
+    a.C += m0 * a.ldc;
+    a.M = m1 - m0;
+  } else {
+    a.n0 = u0 * DYNQ_SGEMM_NR;
+    a.n1 = u1 * DYNQ_SGEMM_NR < a.N ? u1 * DYNQ_SGEMM_NR : a.N;
+    if (a.n0 >= a.n1) return;
+  }
+  run_cols(s->kr, &a);
+}
+
+int dynq__sgemm_ex(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, const float *Bp,
+                   float beta, float *C, int64_t ldc) {
+  const dynq__sgemm_kernel_t *kr = dynq__sgemm_kernel();
+  if (M <= 0 || N <= 0) return 0;
+  if (K <= 0) {  /* nothing to sum: C = beta * C (BLAS leaves C alone when beta is 1) */
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) C[m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
+    return 0;
+  }
+  if (Bp == NULL && (kr == &dynq__sgemm_ref || (M == 1 && !ta) || N < DYNQ_SGEMM_MIN_N ||
+                     (tb && M < SGEMM_PACK_MIN_M))) {
+    blas_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return 0;
+  }
+  dynq__sgemm_args_t a = {.M = M, .N = N, .K = K, .alpha = alpha, .beta = beta,
+                          .A = A, .lda = lda, .ta = ta, .B = B, .ldb = ldb, .tb = tb,
+                          .Bp = Bp, .C = C, .ldc = ldc, .n0 = 0, .n1 = N};
+  const int64_t panels = (N + DYNQ_SGEMM_NR - 1) / DYNQ_SGEMM_NR;
+  const int64_t tiles = (M + DYNQ_SGEMM_MR - 1) / DYNQ_SGEMM_MR;
+  sgemm_split_t s = {.kr = kr, .a = &a, .by_rows = panels < 2 * threads,
+                     .units = panels < 2 * threads ? tiles : panels};
+  if (threads <= 1 || s.units < 2 || M * N * K < SGEMM_SPLIT_MIN_MACS) {
+    run_cols(kr, &a);
+    return 0;
+  }
+  s.chunks = (int64_t)threads * SGEMM_CHUNKS_PER_THREAD;
+  if (s.chunks > s.units) s.chunks = s.units;
+  return dynq__parallel_for(threads, s.chunks, sgemm_task, &s);
+}
+
+void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc) {
+  (void)dynq__sgemm_ex(1, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
 }
 
 /* The activations over one row, compiled for AVX-512, AVX2 and the

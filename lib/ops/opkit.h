@@ -10,6 +10,7 @@
 #ifndef DYNQ_OPS_OPKIT_H
 #define DYNQ_OPS_OPKIT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -98,12 +99,28 @@ typedef struct dynq__einsum {
 typedef union dynq__opstate {
   struct { int64_t axis; } axis;             /* Softmax, Flatten, Gather, Concat */
   struct { int allowzero; } reshape;
-  struct { int ta, tb; float alpha, beta; } gemm;
+  struct {
+    int ta, tb;
+    float alpha, beta;
+    int const_b;                    /* B is a constant of the graph */
+    _Atomic(float *) fp32_packed;   /* as qlinear's, when const_b */
+  } gemm;
+  struct {
+    int const_b;                    /* B is a 2-D constant of the graph */
+    _Atomic(float *) fp32_packed;   /* as qlinear's, when const_b */
+  } matmul;
   struct { int keepdims, noop_empty; } reduce;
   struct { int mode; } pad;                  /* PAD_* in shape.c */
   struct { int to, to_bool; } cast;
   struct { int64_t start, end; int has_start, has_end; } shape;
-  struct { int64_t k, n; int ta, act, per_tensor; } qlinear;
+  struct {
+    int64_t k, n;
+    int ta, act, per_tensor;
+    /* The FP32 reference weights packed for the FP32 GEMM
+     * (dynq__sgemm_pack_b), made at the first FP32 run and installed
+     * with one compare-and-swap; freed by dynq__opstate_release. */
+    _Atomic(float *) fp32_packed;
+  } qlinear;
   struct { int64_t then_nodes, else_nodes; } branch;  /* If */
   dynq__conv_attrs_t conv;
   dynq__rnn_attrs_t rnn;
@@ -119,6 +136,10 @@ typedef union dynq__opstate {
   struct { int64_t axis; int keepdims, last; } argmax;
   struct { int exclusive, reverse; } cumsum;
 } dynq__opstate_t;
+
+/* Free what a node's state owns (the model calls it for every node of
+ * a loaded graph before freeing the states).  NULL-safe. */
+void dynq__opstate_release(const dynq__node_t *n, dynq__opstate_t *st);
 
 /* Quantization statistics of one node's INT8 run (model.h: run result). */
 typedef struct dynq__layer_quant {
@@ -293,11 +314,22 @@ static inline void dynq__bcast_next_row(const dynq__bcast_t *b, int nin, int64_t
   dynq__bcast_step(b, nin, b->rank - 1, cnt, off);
 }
 
-/* C[M,N] (+)= alpha * op(A) * op(B), row-major, through OpenBLAS
- * (single-threaded per call: dynq_engine_init sets it); sgemv when M == 1. */
+/* C[M,N] = beta * C + alpha * op(A) * op(B), row-major, on the calling
+ * thread: dynq__sgemm_ex(1, ..., NULL, ...). */
 void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, const float *B, int64_t ldb,
                  float beta, float *C, int64_t ldc);
+/* The same split over up to `threads` threads (lib/parallel.h) when large,
+ * through the FP32 GEMM of lib/kernels/sgemm.h (the numerics written
+ * there: the same bits for any split, packed or not).  Bp: NULL, or B
+ * packed by dynq__sgemm_pack_b (the caller keeps B as well: it is the
+ * fallback when scratch memory runs out).  Runs OpenBLAS instead where
+ * packing cannot pay (M == 1 or a transposed B with few rows, and no Bp)
+ * and on CPUs without AVX2 (the reference micro-kernel is scalar).  Never
+ * fails; returns 1 when it ran on more than one thread, else 0. */
+int dynq__sgemm_ex(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, const float *Bp,
+                   float beta, float *C, int64_t ldc);
 
 /* Fused activation of an INT8 layer's output columns [n0, n1) of M rows
  * (DYNQ_ACT_SIGMOID, GELU and GELU_TANH; the kernels do NONE and RELU themselves),

@@ -48,6 +48,7 @@ int dynq__op_run1(const dynq__graph_t *g, dynq__op_ctx_t *ctx, const dynq__tenso
   ctx->st = &st;
   rc = def->run(ctx, in, out);
   ctx->st = NULL;
+  dynq__opstate_release(ctx->node, &st);
   return rc;
 }
 
