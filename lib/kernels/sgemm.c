@@ -21,15 +21,9 @@
 
 #define MR DYNQ_SGEMM_MR
 #define NR DYNQ_SGEMM_NR
-#ifndef KC
-#define KC 128
-#endif
-#ifndef MC
-#define MC 192
-#endif
-#ifndef NC
-#define NC 1024
-#endif
+#define KC 128   /* a panel's KC x 64 slice: 32 KiB of L1 */
+#define MC 192   /* A block: 96 KiB of L2 */
+#define NC 1024  /* B block: 512 KiB of L2 */
 
 /* ---- the reference micro-kernel: the oracle every ISA matches ---- */
 
@@ -199,7 +193,6 @@ int dynq__sgemm_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *s
           const float *b = bb + (jr / NR) * pstride;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = mc - ir < MR ? (int)(mc - ir) : MR;
-#ifndef NOPF
             if (ir + MR < mc) {
               /* the next tile's C, while this one computes: it comes
                * from L2 or further (C is M x NC), 24 lines at once */
@@ -208,7 +201,6 @@ int dynq__sgemm_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *s
               for (int r = 0; r < rows; r++)
                 for (int j = 0; j < nr; j += 16) __builtin_prefetch(cn + r * s->ldc + j, 1, 3);
             }
-#endif
             kr->ukr(kc, ap + ir * kc, b, ldb, C + (ic + ir) * s->ldc + jc + jr, s->ldc,
                     mr, nr, flags);
           }
