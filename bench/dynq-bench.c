@@ -10,6 +10,12 @@
  * --compare-threads times 1 thread and --threads N alternately in the same
  * run and reports their ratio (on a shared machine, only ratios taken
  * close together mean anything).
+ *
+ * sgemm: dynq's FP32 GEMM (lib/kernels/sgemm.h) with B pre-packed and
+ * unpacked against OpenBLAS sgemm, in interleaved rounds, as thread CPU
+ * time with one thread (a shared machine's other load then costs little);
+ * GFLOPS and their share of the FMA peak measured by a register-only
+ * loop of the micro-kernel's vector width.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -20,8 +26,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <immintrin.h>
+
 #include "dynq/errors.h"
 #include "kernels/kernels.h"
+#include "kernels/sgemm.h"
+#include "opkit.h"
 #include "parallel.h"
 
 /* OpenBLAS extras (declared in its cblas.h on Debian, but keep us honest). */
@@ -273,15 +283,152 @@ static int compare_threads(const dynq__kernel_t *kr, const shape_t *shapes,
   return 0;
 }
 
+/* ---- sgemm: dynq's FP32 GEMM against OpenBLAS ---- */
+
+static double cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* FMA peak of one core: 16 independent register chains (more than the
+ * latency x throughput of any current core), no memory operands. */
+#define PEAK_ITERS 20000000L
+__attribute__((target("avx512f,fma"))) static double peak_avx512(void) {
+  __m512 acc[16], b = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-6f);
+  for (int j = 0; j < 16; j++) acc[j] = _mm512_set1_ps((float)j);
+  double t0 = cpu_ns();
+  for (long i = 0; i < PEAK_ITERS; i++)
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++) acc[j] = _mm512_fmadd_ps(acc[j], b, c);
+  double t = cpu_ns() - t0;
+  float sink = 0;
+  for (int j = 0; j < 16; j++) sink += _mm512_reduce_add_ps(acc[j]);
+  __asm__ volatile("" : : "x"(sink));
+  return 16.0 * 2 * 16 * PEAK_ITERS / t;
+}
+__attribute__((target("avx2,fma"))) static double peak_avx2(void) {
+  __m256 acc[12], b = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-6f);
+  for (int j = 0; j < 12; j++) acc[j] = _mm256_set1_ps((float)j);
+  double t0 = cpu_ns();
+  for (long i = 0; i < PEAK_ITERS; i++)
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; j++) acc[j] = _mm256_fmadd_ps(acc[j], b, c);
+  double t = cpu_ns() - t0;
+  float v[8], sink = 0;
+  for (int j = 0; j < 12; j++) {
+    _mm256_storeu_ps(v, acc[j]);
+    for (int l = 0; l < 8; l++) sink += v[l];
+  }
+  __asm__ volatile("" : : "x"(sink));
+  return 12.0 * 2 * 8 * PEAK_ITERS / t;
+}
+
+typedef struct sg {
+  shape_t s;
+  int threads;
+  float *X, *W, *Wp, *Y;   /* X[M,K] x W[K,N] -> Y[M,N]; Wp: W packed */
+} sg_t;
+
+static void sg_packed(sg_t *g) {
+  dynq__sgemm_ex(g->threads, 0, 0, g->s.m, g->s.n, g->s.k, 1.0f, g->X, g->s.k, g->W, g->s.n,
+                 g->Wp, 0.0f, g->Y, g->s.n);
+}
+static void sg_unpacked(sg_t *g) {
+  dynq__sgemm_ex(g->threads, 0, 0, g->s.m, g->s.n, g->s.k, 1.0f, g->X, g->s.k, g->W, g->s.n,
+                 NULL, 0.0f, g->Y, g->s.n);
+}
+static void sg_blas(sg_t *g) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->s.m, (int)g->s.n, (int)g->s.k,
+              1.0f, g->X, (int)g->s.k, g->W, (int)g->s.n, 0.0f, g->Y, (int)g->s.n);
+}
+
+/* Median over reps of one call, in ns: CPU time of this thread with one
+ * thread, wall time with more. */
+static double sg_time(void (*fn)(sg_t *), sg_t *g, int reps) {
+  double t[64];
+  double (*clk)(void) = g->threads > 1 ? now_ns : cpu_ns;
+  fn(g);
+  for (int i = 0; i < reps; i++) {
+    double a = clk();
+    fn(g);
+    t[i] = clk() - a;
+  }
+  qsort(t, (size_t)reps, sizeof(double), cmp_double);
+  return t[reps / 2];
+}
+
+static int sgemm_bench(const shape_t *shapes, int nshapes, int threads, int rounds, int json) {
+  const dynq__sgemm_kernel_t *sk = dynq__sgemm_kernel();
+  double peak = !strcmp(sk->name, "avx512") ? peak_avx512()
+                : !strcmp(sk->name, "avx2") ? peak_avx2() : 0;
+  const char *core = openblas_get_corename();
+  if (!json)
+    printf("sgemm micro-kernel %s, measured FMA peak %.1f GFLOPS per core, OpenBLAS core %s, "
+           "%d thread(s), %d interleaved rounds (medians)\n"
+           "%6s %6s %6s %10s %10s %10s %8s %8s %8s %7s\n",
+           sk->name, peak, core ? core : "?", threads, rounds, "M", "K", "N", "packed_us",
+           "unpack_us", "blas_us", "GF_pack", "GF_blas", "%peak", "blas/p");
+  for (int i = 0; i < nshapes; i++) {
+    sg_t g = {.s = shapes[i], .threads = threads};
+    int64_t M = g.s.m, K = g.s.k, N = g.s.n;
+    g.X = xalloc(sizeof(float) * (size_t)(M * K));
+    g.W = xalloc(sizeof(float) * (size_t)(K * N));
+    g.Wp = xalloc(sizeof(float) * dynq__sgemm_packed_floats(N, K));
+    g.Y = xalloc(sizeof(float) * (size_t)(M * N));
+    for (int64_t j = 0; j < M * K; j++) g.X[j] = nrand();
+    for (int64_t j = 0; j < K * N; j++) g.W[j] = nrand();
+    dynq__sgemm_pack_b(0, N, K, g.W, N, g.Wp);
+    double flop = 2.0 * (double)M * (double)N * (double)K;
+    int reps = (int)(2e7 / flop);  /* ~10 ms of work per measurement */
+    reps = reps < 3 ? 3 : reps > 63 ? 63 : reps;
+    double tp[MAX_ROUNDS], tu[MAX_ROUNDS], tb[MAX_ROUNDS], ratio[MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+      tp[r] = sg_time(sg_packed, &g, reps);
+      tu[r] = sg_time(sg_unpacked, &g, reps);
+      tb[r] = sg_time(sg_blas, &g, reps);
+      ratio[r] = tb[r] / tp[r];
+    }
+    qsort(tp, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(tu, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(tb, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(ratio, (size_t)rounds, sizeof(double), cmp_double);
+    double p = tp[rounds / 2], u = tu[rounds / 2], b = tb[rounds / 2];
+    double gp = flop / p, gb = flop / b, share = peak > 0 ? 100 * gp / (peak * threads) : 0;
+    if (json)
+      printf("{\"m\":%lld,\"k\":%lld,\"n\":%lld,\"ukernel\":\"%s\",\"threads\":%d,"
+             "\"peak_gflops\":%.1f,\"openblas_core\":\"%s\",\"packed_us\":%.2f,"
+             "\"unpacked_us\":%.2f,\"blas_us\":%.2f,\"gflops_packed\":%.1f,"
+             "\"gflops_blas\":%.1f,\"peak_share\":%.3f,\"blas_over_packed\":%.3f}\n",
+             (long long)M, (long long)K, (long long)N, sk->name, threads, peak,
+             core ? core : "?", p / 1e3, u / 1e3, b / 1e3, gp, gb, share / 100,
+             ratio[rounds / 2]);
+    else
+      printf("%6lld %6lld %6lld %10.1f %10.1f %10.1f %8.1f %8.1f %7.1f%% %6.2fx\n",
+             (long long)M, (long long)K, (long long)N, p / 1e3, u / 1e3, b / 1e3, gp, gb,
+             share, ratio[rounds / 2]);
+    fflush(stdout);
+    free(g.X);
+    free(g.W);
+    free(g.Wp);
+    free(g.Y);
+  }
+  return 0;
+}
+
 static void usage(FILE *f) {
   fprintf(f,
     "usage: dynq-bench gemm [--shape MxKxN]... [--threads N] [--kernel NAME] [--json]\n"
     "       dynq-bench gemm --compare-threads [--threads N] [--rounds R] [--shape ...]\n"
     "       dynq-bench quant [--kernel NAME] [--json]\n"
+    "       dynq-bench sgemm [--shape MxKxN]... [--threads N] [--rounds R] [--json]\n"
     "  gemm   INT8 end to end (quantize + qgemm + bias) vs OpenBLAS sgemm/sgemv\n"
     "         default shapes: M in {1,4,16,64,256} x KxN in {768x768, 768x3072,\n"
     "         3072x768, 4096x4096}\n"
     "  quant  share of activation quantization in the INT8 op (M=64, 768->768)\n"
+    "  sgemm  dynq's FP32 GEMM (B pre-packed, and unpacked) vs OpenBLAS sgemm,\n"
+    "         GFLOPS and share of the measured FMA peak; default shapes: BERT-base's\n"
+    "         at seq 128, batch 1 and 8 (M 128, 1024) and M 1, 16\n"
     "  --shape MxKxN  activations X[M,K] times weights -> Y[M,N] (repeatable)\n"
     "  --threads N    split N across N threads (OpenBLAS gets N threads too)\n"
     "  --chunks C     chunks per thread when splitting (default 4, as QLinear)\n"
@@ -355,7 +502,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if (!cmd || (strcmp(cmd, "gemm") && strcmp(cmd, "quant"))) {
+  if (!cmd || (strcmp(cmd, "gemm") && strcmp(cmd, "quant") && strcmp(cmd, "sgemm"))) {
     usage(stderr);
     return 2;
   }
@@ -387,6 +534,17 @@ int main(int argc, char **argv) {
     return 0;
   }
 
+  if (!strcmp(cmd, "sgemm")) {
+    if (nshapes == 0) {
+      static const int64_t ms[] = {1, 16, 128, 1024};
+      static const int64_t kn[][2] = {{768, 768}, {768, 3072}, {3072, 768}};
+      for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 3; j++) shapes[nshapes++] = (shape_t){ms[i], kn[j][0], kn[j][1]};
+      shapes[nshapes++] = (shape_t){128, 64, 128};   /* attention: Q K^T, one head */
+      shapes[nshapes++] = (shape_t){128, 128, 64};   /* attention: P V */
+    }
+    return sgemm_bench(shapes, nshapes, threads, rounds > 63 ? 63 : rounds, json);
+  }
   if (nshapes == 0) {
     static const int64_t ms[] = {1, 4, 16, 64, 256};
     static const int64_t kn[][2] = {{768, 768}, {768, 3072}, {3072, 768},
