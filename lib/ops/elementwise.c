@@ -120,13 +120,13 @@ static int unary_f32(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     }
     break;
   case DYNQ_OP_SIGMOID:
-    for (int64_t i = 0; i < n; i++) y[i] = dynq_vsigmoid(x[i]);
+    dynq__vmath_apply(DYNQ_VMATH_SIGMOID, x, y, n);
     break;
   case DYNQ_OP_TANH:
-    for (int64_t i = 0; i < n; i++) y[i] = dynq_vtanh(x[i]);
+    dynq__vmath_apply(DYNQ_VMATH_TANH, x, y, n);
     break;
   case DYNQ_OP_ERF:
-    for (int64_t i = 0; i < n; i++) y[i] = dynq_verf(x[i]);
+    dynq__vmath_apply(DYNQ_VMATH_ERF, x, y, n);
     break;
   default:
     if (y != x) memcpy(y, x, (size_t)n * sizeof(float));

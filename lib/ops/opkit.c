@@ -288,6 +288,24 @@ ACT_CLONES ACT_VEC static void act_row(int act, float *y, int64_t n) {
   }
 }
 
+/* The Sigmoid, Tanh and Erf ops over n values (y may be x), cloned as
+ * act_row: the same bits as the scalar formulas on every CPU. */
+ACT_CLONES ACT_VEC void dynq__vmath_apply(int fn, const float *x, float *y, int64_t n) {
+  switch (fn) {
+  case DYNQ_VMATH_SIGMOID:
+    for (int64_t j = 0; j < n; j++) y[j] = dynq_vsigmoid(x[j]);
+    break;
+  case DYNQ_VMATH_TANH:
+    for (int64_t j = 0; j < n; j++) y[j] = dynq_vtanh(x[j]);
+    break;
+  case DYNQ_VMATH_ERF:
+    for (int64_t j = 0; j < n; j++) y[j] = dynq_verf(x[j]);
+    break;
+  default:
+    break;
+  }
+}
+
 void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1) {
   if (act == DYNQ_ACT_NONE || n1 <= n0) return;
   for (int64_t m = 0; m < M; m++) act_row(act, C + (size_t)m * ldc + n0, n1 - n0);

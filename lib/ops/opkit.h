@@ -331,6 +331,11 @@ int dynq__sgemm_ex(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K,
                    const float *A, int64_t lda, const float *B, int64_t ldb, const float *Bp,
                    float beta, float *C, int64_t ldc);
 
+/* y[j] = f(x[j]) for j < n with the shared vector math (vmath.h),
+ * vectorized for the CPU at hand; y may be x. */
+enum { DYNQ_VMATH_SIGMOID, DYNQ_VMATH_TANH, DYNQ_VMATH_ERF };
+void dynq__vmath_apply(int fn, const float *x, float *y, int64_t n);
+
 /* Fused activation of an INT8 layer's output columns [n0, n1) of M rows
  * (DYNQ_ACT_SIGMOID, GELU and GELU_TANH; the kernels do NONE and RELU themselves),
  * with the shared vector math: the same bits on every kernel and split. */
