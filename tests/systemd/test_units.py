@@ -1,15 +1,20 @@
 """The systemd units, snippets, example config and man pages as this build renders them.
 
 There is no systemd to drive here (tests run in containers and on CI
-machines whose PID 1 is not systemd), so a stop/restart cycle cannot run;
-these checks pin the unit properties that make one work, and
-docs/DAEMON.md ("Restarts keep the socket") gives the manual systemctl
-check.  meson sets DYNQ_BUILDDIR, DYNQ_CONFDIR and DYNQ_SBINDIR.
+machines whose PID 1 is not systemd), so systemctl cannot run a stop/restart
+cycle; these checks pin the unit properties that make one work, and
+test_restart_cycle_behind_a_held_socket plays systemd's part by hand (it
+holds the listening socket as dynqd.socket does and starts dynqd with it,
+again and again).  docs/DAEMON.md ("Restarts keep the socket") gives the
+manual systemctl check.  meson sets DYNQ_BUILDDIR, DYNQ_CONFDIR and
+DYNQ_SBINDIR.
 """
 import configparser
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 
 import pytest
@@ -52,6 +57,68 @@ def test_socket_survives_service_stop_restart_and_crash():
     assert svc["RuntimeDirectoryPreserve"] == "yes"
     assert svc["Restart"] == "on-failure"
     assert unit("dynqd.service")["Unit"]["Requires"] == "dynqd.socket"
+
+
+def _activated_dynqd(lfd, workdir):
+    """dynqd started as systemd starts it from dynqd.socket: the listening
+    socket as fd 3, LISTEN_FDS=1 and LISTEN_PID its own pid (the shell's $$
+    is the pid exec keeps)."""
+    dynqd = os.path.join(BUILD, "daemon", "dynqd")
+    models = os.path.join(workdir, "models")
+    os.makedirs(models, exist_ok=True)
+    log = open(os.path.join(workdir, "dynqd.log"), "ab")
+    script = ('exec 3<&%d %d<&-; LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --socket "$1" '
+              '--models "$2"' % (lfd, lfd))
+    # bash, not sh: dash takes only one-digit descriptors in redirections
+    return subprocess.Popen(["/bin/bash", "-c", script, dynqd,
+                             os.path.join(workdir, "not-used.sock"), models],
+                            pass_fds=(lfd,), stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _ping(sock, msgid):
+    import msgpack
+    sock.sendall(msgpack.packb([0, msgid, "ping", {}]))
+    up = msgpack.Unpacker(raw=False)
+    while True:
+        data = sock.recv(4096)
+        assert data, "dynqd closed the connection"
+        up.feed(data)
+        for msg in up:
+            return msg
+
+
+def test_restart_cycle_behind_a_held_socket(tmp_path):
+    # systemd's part: the socket unit owns the listening socket, so it
+    # exists before, between and after the service's runs.
+    path = str(tmp_path / "dynqd.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(16)
+    procs = []
+    try:
+        for cycle, how in enumerate(["stop", "crash", "stop"]):
+            # A client that arrives while no dynqd runs (between a stop or a
+            # crash and the restart) waits in the backlog, as it does under
+            # systemd, and is answered by the next run.
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.settimeout(60)
+            c.connect(path)
+            procs.append(_activated_dynqd(lsock.fileno(), str(tmp_path)))
+            assert _ping(c, cycle + 1) == [1, cycle + 1, None, "pong"]
+            c.close()
+            p = procs[-1]
+            p.send_signal(signal.SIGTERM if how == "stop" else signal.SIGKILL)
+            p.wait(timeout=60)
+            if how == "stop":
+                assert p.returncode == 0
+            # the service going away (even killed) leaves the socket file
+            assert os.path.exists(path), f"the socket file went with the {how}"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        lsock.close()
 
 
 def test_no_placeholder_left():
