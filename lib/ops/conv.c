@@ -425,7 +425,10 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
   }
   const int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
                      g->pw == 0 && g->oh == g->ih && g->ow == g->iw;
-  float *col = direct ? NULL : malloc(sizeof(float) * (size_t)(g->kk * P));
+  int64_t PC = 65536 / g->kk / 16 * 16; /* positions per chunk: ~256 KiB of patches */
+  if (PC < 64) PC = 64;
+  if (PC > P) PC = P;
+  float *col = direct ? NULL : malloc(sizeof(float) * (size_t)(g->kk * PC));
   if (!direct && col == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
   padded_t pd = {0};
   if (!direct) padded_init(g, &pd); /* NULL x (no memory): per patch, same values */
@@ -438,9 +441,14 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
         /* 1x1, stride 1, no padding: the image is already [kk, P] */
         dynq__sgemm(0, 0, g->Mg, P, g->kk, 1.0f, wg, g->kk, xg, P, 0.0f, yg, P);
       } else {
+        /* PC positions at a time, so that the patches are still in cache
+         * for the GEMM (a whole image's went through memory) */
         if (pd.x) pad_fill(g, xg, &pd);
-        gather_f32(g, xg, &pd, col, 0, P);
-        dynq__sgemm(0, 1, g->Mg, P, g->kk, 1.0f, wg, g->kk, col, g->kk, 0.0f, yg, P);
+        for (int64_t p0 = 0; p0 < P; p0 += PC) {
+          const int64_t p1 = p0 + PC < P ? p0 + PC : P;
+          gather_f32(g, xg, &pd, col, p0, p1);
+          dynq__sgemm(0, 1, g->Mg, p1 - p0, g->kk, 1.0f, wg, g->kk, col, g->kk, 0.0f, yg + p0, P);
+        }
       }
       if (bias)
         for (int64_t m = 0; m < g->Mg; m++) {
