@@ -80,47 +80,76 @@ static inline __attribute__((always_inline)) int8_t q1(float x, float inv) {
   return (int8_t)(int32_t)((t + 12582912.0f) - 12582912.0f);
 }
 
-/* Columns unit-stride along k (B[k + n * cs]). */
+/* col_scale for 16 columns at once (the same IEEE operations per lane). */
+static inline __attribute__((always_inline)) void col_scales16(dynq_gvi am, float alpha,
+                                                               dynq_gvf *ret_inv,
+                                                               dynq_gvf *ret_scale) {
+  const dynq_gvf one = dynq_gv_splat(1.0f);
+  dynq_gvi bad = am >= 0x7f800000;
+  dynq_gvf amax = dynq_gv_sel(bad, dynq_gv_splat(0.0f), (dynq_gvf)am);
+  dynq_gvf sc = dynq_gv_sel(amax > 0.0f, amax / 127.0f, one);
+  dynq_gvf inv = one / sc;
+  dynq_gvi over = ((dynq_gvi)inv & 0x7fffffff) >= 0x7f800000;
+  sc = dynq_gv_sel(over, one, sc);
+  inv = dynq_gv_sel(over, one, inv);
+  *ret_inv = dynq_gv_sel(bad, dynq_gv_splat(0.0f), inv);
+  *ret_scale = dynq_gv_sel(bad, dynq_gv_splat(NAN), sc * alpha);
+}
+
+/* Columns unit-stride along k (B[k + n * cs]): a panel of 16 columns at a
+ * time, their scales together, then each column's bytes, 4 per group. */
 CLONES static void pack_cols(int64_t K, int64_t N, const float *B, int64_t cs, float alpha,
                              int8_t *bp, int32_t *colsum, float *scale) {
   const int64_t Kp = dynq__round_up(K, DYNQ_QGEMM_KG);
   int8_t tmp[DYNQ_QGEMM_KG * 64];
-  for (int64_t n = 0; n < N; n++) {
-    const float *x = B + n * cs;
-    dynq_gvi am = {0};
-    int64_t k = 0;
-    for (; k + L <= K; k += L) am = imax(am, (dynq_gvi)dynq_gv_abs(dynq_gv_load(x + k)));
-    int32_t amax = imax_lanes(am);
-    for (; k < K; k++) {
-      int32_t a;
-      float f = fabsf(x[k]);
-      memcpy(&a, &f, sizeof(a));
-      amax = a > amax ? a : amax;
-    }
-    float inv;
-    col_scale(amax, alpha, &inv, &scale[n]);
-    int8_t *dst = bp + (n / DYNQ_QGEMM_NR) * (Kp * DYNQ_QGEMM_NR) + (n % DYNQ_QGEMM_NR) * DYNQ_QGEMM_KG;
-    dynq_gvi sum = {0};
-    int32_t s1 = 0;
-    const dynq_gvf vinv = dynq_gv_splat(inv);
-    /* 256 k at a time through tmp, then 4 bytes per group into the panel */
-    for (int64_t k0 = 0; k0 < K; k0 += (int64_t)sizeof(tmp)) {
-      int64_t k1 = K - k0 < (int64_t)sizeof(tmp) ? K : k0 + (int64_t)sizeof(tmp);
-      for (k = k0; k + L <= k1; k += L) {
-        dynq_gvi q = q16(dynq_gv_load(x + k), vinv);
-        sum += q;
-        qbytes_t b = __builtin_convertvector(q, qbytes_t);
-        memcpy(tmp + (k - k0), &b, sizeof(b));
+  for (int64_t n0 = 0; n0 < N; n0 += DYNQ_QGEMM_NR) {
+    const int w = N - n0 < DYNQ_QGEMM_NR ? (int)(N - n0) : DYNQ_QGEMM_NR;
+    dynq_gvi amv = {0};
+    for (int j = 0; j < w; j++) {
+      const float *x = B + (n0 + j) * cs;
+      dynq_gvi am = {0};
+      int64_t k = 0;
+      for (; k + L <= K; k += L) am = imax(am, (dynq_gvi)dynq_gv_abs(dynq_gv_load(x + k)));
+      int32_t amax = imax_lanes(am);
+      for (; k < K; k++) {
+        int32_t a;
+        float f = fabsf(x[k]);
+        memcpy(&a, &f, sizeof(a));
+        amax = a > amax ? a : amax;
       }
-      for (; k < k1; k++) {
-        tmp[k - k0] = q1(x[k], inv);
-        s1 += tmp[k - k0];
-      }
-      for (; k < dynq__round_up(k1, DYNQ_QGEMM_KG); k++) tmp[k - k0] = 0;
-      for (int64_t g = k0 / DYNQ_QGEMM_KG; g < k / DYNQ_QGEMM_KG; g++)
-        memcpy(dst + g * 64, tmp + (g * DYNQ_QGEMM_KG - k0), DYNQ_QGEMM_KG);
+      amv[j] = amax;
     }
-    colsum[n] = isum_lanes(sum) + s1;
+    dynq_gvf invv, scv;
+    col_scales16(amv, alpha, &invv, &scv);
+    int8_t *panel = bp + (n0 / DYNQ_QGEMM_NR) * (Kp * DYNQ_QGEMM_NR);
+    for (int j = 0; j < w; j++) {
+      const float *x = B + (n0 + j) * cs;
+      const float inv = invv[j];
+      const dynq_gvf vinv = dynq_gv_splat(inv);
+      int8_t *dst = panel + j * DYNQ_QGEMM_KG;
+      dynq_gvi sum = {0};
+      int32_t s1 = 0;
+      int64_t k = 0;
+      /* 256 k at a time through tmp, then 4 bytes per group into the panel */
+      for (int64_t k0 = 0; k0 < K; k0 += (int64_t)sizeof(tmp)) {
+        int64_t k1 = K - k0 < (int64_t)sizeof(tmp) ? K : k0 + (int64_t)sizeof(tmp);
+        for (k = k0; k + L <= k1; k += L) {
+          dynq_gvi q = q16(dynq_gv_load(x + k), vinv);
+          sum += q;
+          qbytes_t b = __builtin_convertvector(q, qbytes_t);
+          memcpy(tmp + (k - k0), &b, sizeof(b));
+        }
+        for (; k < k1; k++) {
+          tmp[k - k0] = q1(x[k], inv);
+          s1 += tmp[k - k0];
+        }
+        for (; k < dynq__round_up(k1, DYNQ_QGEMM_KG); k++) tmp[k - k0] = 0;
+        for (int64_t g = k0 / DYNQ_QGEMM_KG; g < k / DYNQ_QGEMM_KG; g++)
+          memcpy(dst + g * 64, tmp + (g * DYNQ_QGEMM_KG - k0), DYNQ_QGEMM_KG);
+      }
+      colsum[n0 + j] = isum_lanes(sum) + s1;
+      scale[n0 + j] = scv[j];
+    }
   }
 }
 
@@ -138,13 +167,9 @@ CLONES static void pack_rows(int64_t K, int64_t N, const float *B, int64_t rs, f
       else memcpy(&v, B + k * rs + n0, sizeof(float) * (size_t)w);
       am = imax(am, (dynq_gvi)dynq_gv_abs(v));
     }
-    dynq_gvf vinv;
-    for (int j = 0; j < L; j++) {
-      float inv, sc;
-      col_scale(am[j], alpha, &inv, &sc);
-      vinv[j] = inv;
-      if (j < w) scale[n0 + j] = sc;
-    }
+    dynq_gvf vinv, scv;
+    col_scales16(am, alpha, &vinv, &scv);
+    for (int j = 0; j < w; j++) scale[n0 + j] = scv[j];
     int8_t *panel = bp + (n0 / DYNQ_QGEMM_NR) * (Kp * DYNQ_QGEMM_NR);
     dynq_gvi sum = {0};
     /* a group of 4 rows is one 64-byte group of the panel: lane j holds
