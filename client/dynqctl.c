@@ -918,6 +918,27 @@ static int run_infer(ctl_t *ctl, int argc, char **argv, int compare) {
 
   iopts.precision = compare ? DYNQ_INFER_INT8 : precision;
   iopts.timeout_ms = (uint32_t)timeout_ms;
+  if (compare) {
+    /* both precisions in flight at once (one round trip, and dynqd may run
+     * them side by side), each answer collected by its ticket */
+    dynq_infer_opts_t o32 = iopts;
+    uint32_t t8, t32;
+    o32.precision = DYNQ_INFER_FP32;
+    r = dynq_submit_infer(ctl->client, model, inputs, n_in, &iopts, &t8);
+    if (r == 0) r = dynq_submit_infer(ctl->client, model, inputs, n_in, &o32, &t32);
+    if (r == 0) {
+      r = dynq_wait_infer(ctl->client, t8, &res);
+      if (r < 0) (void)dynq_forget(ctl->client, t32);
+    }
+    if (r == 0) r = dynq_wait_infer(ctl->client, t32, &res_fp32);
+    if (r < 0) {
+      rc = call_failed(ctl, r);
+      goto out;
+    }
+    rc = EXIT_OK;
+    print_compare(ctl, &res, &res_fp32, threshold);
+    goto out;
+  }
   r = dynq_infer_ex(ctl->client, model, inputs, n_in, &iopts, &res);
   if (r < 0) {
     rc = call_failed(ctl, r);
@@ -925,16 +946,6 @@ static int run_infer(ctl_t *ctl, int argc, char **argv, int compare) {
   }
   rc = EXIT_OK;
   if (record != NULL && dynq__rec_write(&rec, inputs, n_in) < 0) rc = EXIT_FAIL;
-  if (compare) {
-    iopts.precision = DYNQ_INFER_FP32;
-    r = dynq_infer_ex(ctl->client, model, inputs, n_in, &iopts, &res_fp32);
-    if (r < 0) {
-      rc = call_failed(ctl, r);
-      goto out;
-    }
-    print_compare(ctl, &res, &res_fp32, threshold);
-    goto out;
-  }
   if (ctl->json) {
     printf("{\"outputs\": {");
     for (int i = 0; i < res.n_outputs; i++) {

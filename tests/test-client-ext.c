@@ -1457,6 +1457,56 @@ START_TEST(dynqctl_stream_refuses_bad_input) {
 }
 END_TEST
 
+/* compare's two infers: the INT8 one is answered only once the FP32 one
+ * has arrived too, so a dynqctl that waited for one answer before sending
+ * the next request would never finish. */
+static void script_compare_pipelined(xfake_t *f, int fd, const dynq__rpc_msg_t *req, int n,
+                                     int pfd) {
+  static uint32_t held;
+  static const float y8[2] = {1.0f, 0.25f}, y32[2] = {1.0f, 0.5f};
+  (void)pfd;
+  if (n == 0) {
+    held = req->msgid;  /* INT8: held */
+    return;
+  }
+  for (int k = 0; k < 2; k++) {
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    dynq__w_result_head(&w, k == 0 ? held : req->msgid);
+    dynq__w_map(&w, 2);
+    dynq__w_str(&w, "outputs");
+    dynq__w_map(&w, 1);
+    dynq__w_str(&w, "y");
+    dynq__wtensor_t t = {DYNQ_FLOAT32, 2, {1, 2}, k == 0 ? y8 : y32, sizeof y8};
+    dynq__w_wtensor(&w, &t);
+    dynq__w_str(&w, "compute_us");
+    dynq__w_int(&w, 3);
+    tu_send_wbuf(fd, &w);
+  }
+  f->requests = -2;  /* done: the loop stops after this one */
+}
+
+START_TEST(dynqctl_compare_pipelines_both_precisions) {
+  xfake_t f;
+  char *out = NULL;
+  xfake_start(&f, script_compare_pipelined);
+  const char *a[] = {"--socket", f.path, "compare", "m", "--input", "x=[[1, 2]]", NULL};
+  ck_assert_msg(run_ctl(&out, a) == 0, "%s", out);
+  pthread_join(f.th, NULL);
+  /* both precisions went out, INT8 first */
+  ck_assert_msg(strstr(f.log, "infer") != NULL && strstr(f.log, "int8") != NULL &&
+                    strstr(f.log, "fp32") != NULL && strstr(f.log, "int8") < strstr(f.log, "fp32"),
+                "%s", f.log);
+  /* each answer went to its precision: max |d| 0.25 between them, and
+   * relL2 |(0, 0.25)| / |(1, 0.5)| = 0.2236 */
+  ck_assert_msg(strstr(out, "0.25") != NULL && strstr(out, "0.2236") != NULL &&
+                    strstr(out, "compute: int8 3 us, fp32 3 us") != NULL,
+                "%s", out);
+  free(out);
+  xfake_stop(&f);
+}
+END_TEST
+
 START_TEST(dynqctl_stats_health_admin_against_fake) {
   xfake_t f;
   char *out = NULL;
@@ -2474,6 +2524,7 @@ static Suite *client_ext_suite(void) {
   tcase_add_test(tc, dynqctl_stream_against_fake);
   tcase_add_test(tc, dynqctl_stream_refuses_bad_input);
   tcase_add_test(tc, dynqctl_stats_health_admin_against_fake);
+  tcase_add_test(tc, dynqctl_compare_pipelines_both_precisions);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("daemon");
