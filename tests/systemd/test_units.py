@@ -121,6 +121,30 @@ def test_restart_cycle_behind_a_held_socket(tmp_path):
         lsock.close()
 
 
+def test_python_package_installs_where_debian_python_looks():
+    # meson install must put package dynq in a directory Debian's python3
+    # searches for this prefix (/usr/local/lib/python3.X/dist-packages for
+    # /usr/local, /usr/lib/python3/dist-packages for /usr): read what this
+    # build would install and ask the interpreter.
+    meson = shutil.which("meson")
+    if meson is None:
+        pytest.skip("meson is not on PATH")
+    import json
+    r = subprocess.run([meson, "introspect", BUILD, "--installed"], capture_output=True,
+                       text=True, check=True)
+    dests = [d for d in json.loads(r.stdout).values()
+             if os.path.basename(os.path.dirname(d)) == "dynq" and d.endswith(".py")]
+    names = sorted(os.path.basename(d) for d in dests)
+    assert "__init__.py" in names and "client.py" in names and "_errors.py" in names, names
+    pkgdirs = {os.path.dirname(os.path.dirname(d)) for d in dests}
+    assert len(pkgdirs) == 1, pkgdirs
+    # -E: the interpreter's own path, not the test environment's PYTHONPATH
+    r = subprocess.run(["/usr/bin/python3", "-E", "-c", "import sys; print('\\n'.join(sys.path))"],
+                       capture_output=True, text=True, check=True)
+    paths = r.stdout.split("\n")
+    assert pkgdirs.pop() in paths
+
+
 def test_no_placeholder_left():
     for name in RENDERED:
         text = read(name)
