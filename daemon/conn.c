@@ -21,6 +21,18 @@
  * to a uv_write request.  A pipelining client thus costs one write per
  * loop iteration, not one per answer.
  *
+ * Direct answers (dynqd__conn_direct_*): the one request of a synchronous
+ * client may be answered by its worker writing the socket.  wstate is the
+ * handshake, one writer at a time:
+ *
+ *   LOOP --begin (loop)--> GRANTED --worker--> WRITING --> WRITTEN
+ *   GRANTED --loop has output / closes--> LOOP   (the worker writes nothing)
+ *   WRITING/WRITTEN --end (loop, job back)--> LOOP (the rest of a frame the
+ *                                                   worker began goes first)
+ *
+ * The loop writes nothing while it is not LOOP, and closes the fd only
+ * after taking a grant back or seeing the worker's send finished.
+ *
  * Receiving fds: connections are libuv IPC pipes (uv_pipe_init(.., 1)),
  * so libuv's own recvmsg collects SCM_RIGHTS fds and queues them on the
  * handle.  libuv 1.44 hands a pending fd out only through uv_accept() into
@@ -48,6 +60,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,8 +268,19 @@ static void on_close(uv_handle_t *h) {
   dynqd__server_check_drained(s);
 }
 
+/* Take a direct grant back: once this returns no worker writes to c's
+ * socket, so its fd may be closed (and reused by the next accept). */
+static void revoke_direct(dynqd_conn_t *c) {
+  if (!c->direct) return;
+  int st = DYNQD_W_GRANTED;
+  if (atomic_compare_exchange_strong(&c->wstate, &st, DYNQD_W_LOOP)) return;
+  /* A worker is inside its non-blocking send: a few microseconds. */
+  while (atomic_load(&c->wstate) == DYNQD_W_WRITING) sched_yield();
+}
+
 void dynqd__conn_close(dynqd_conn_t *c) {
   if (c->closing) return;
+  revoke_direct(c);
   c->closing = 1;
   c->reading = 0;  /* uv_close stops reading */
   drop_output(c);
@@ -318,6 +342,26 @@ static void on_write(uv_write_t *req, int status) {
   dynqd__server_check_drained(s);
 }
 
+static int grow_obuf(dynqd_conn_t *c) {
+  int ncap = c->ocap ? 2 * c->ocap : 8;
+  uv_buf_t *nb = realloc(c->obuf, (size_t)ncap * sizeof(*nb));
+  if (nb == NULL) return -ENOMEM;
+  c->obuf = nb;
+  c->ocap = ncap;
+  return 0;
+}
+
+/* On srv->flush: written before the loop polls. */
+static void queue_flush(dynqd_conn_t *c) {
+  if (c->fqueued) return;
+  dynqd_server_t *s = c->srv;
+  c->fqueued = 1;
+  c->fprev = NULL;
+  c->fnext = s->flush;
+  if (s->flush) s->flush->fprev = c;
+  s->flush = c;
+}
+
 void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
   if (c->closing) {
     free(data);
@@ -334,30 +378,17 @@ void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
     dynqd__conn_close(c);
     return;
   }
-  if (c->on == c->ocap) {
-    int ncap = c->ocap ? 2 * c->ocap : 8;
-    uv_buf_t *nb = realloc(c->obuf, (size_t)ncap * sizeof(*nb));
-    if (nb == NULL) {
-      log_err("conn %llu: out of memory queueing a response; closing it",
-              (unsigned long long)c->id);
-      free(data);
-      dynqd__conn_close(c);
-      return;
-    }
-    c->obuf = nb;
-    c->ocap = ncap;
+  if (c->on == c->ocap && grow_obuf(c) != 0) {
+    log_err("conn %llu: out of memory queueing a response; closing it",
+            (unsigned long long)c->id);
+    free(data);
+    dynqd__conn_close(c);
+    return;
   }
   c->last_active_ns = uv_hrtime();
   c->obuf[c->on++] = uv_buf_init((char *)data, (unsigned)len);
   c->obytes += len;
-  if (!c->fqueued) {
-    dynqd_server_t *s = c->srv;
-    c->fqueued = 1;
-    c->fprev = NULL;
-    c->fnext = s->flush;
-    if (s->flush) s->flush->fprev = c;
-    s->flush = c;
-  }
+  queue_flush(c);
   account(c);  /* shed, if need be, once written (dynqd__conn_flush_output) */
 }
 
@@ -438,6 +469,7 @@ static void flush_one(dynqd_conn_t *c) {
 }
 
 void dynqd__conn_flush_output(dynqd_server_t *s) {
+  dynqd_conn_t *later = NULL;  /* a worker may write to these: not now */
   while (s->flush != NULL) {
     dynqd_conn_t *c = s->flush;
     s->flush = c->fnext;
@@ -445,13 +477,91 @@ void dynqd__conn_flush_output(dynqd_server_t *s) {
     c->fnext = c->fprev = NULL;
     c->fqueued = 0;
     c->refs++;  /* a failed write closes it; keep it until we are done */
+    int st = DYNQD_W_GRANTED;
+    if (c->direct && !c->closing &&
+        !atomic_compare_exchange_strong(&c->wstate, &st, DYNQD_W_LOOP) &&
+        st != DYNQD_W_LOOP) {
+      /* The worker writes, or wrote (maybe part of a frame whose rest the
+       * job brings back): after that.  A grant not used yet is taken back
+       * instead: nothing else of c waits for a slow request's answer. */
+      c->fnext = later;  /* a private list: on no list as far as close knows */
+      later = c;
+      continue;
+    }
     while (c->on > 0 && !c->closing) flush_one(c);
     CHECK_STATE(c);
     maybe_finish(c);
     conn_unref(c);
   }
+  for (dynqd_conn_t *c = later, *n; c; c = n) {
+    n = c->fnext;
+    c->fnext = NULL;
+    if (!c->closing && c->on > 0) queue_flush(c);  /* once their job is back */
+    conn_unref(c);
+  }
   shed(s);
   dynqd__server_check_drained(s);
+}
+
+int dynqd__conn_direct_begin(dynqd_conn_t *c) {
+  if (c->closing || c->flushing || c->direct || c->inflight > 0 || c->on > 0 ||
+      c->writes > 0)
+    return 0;
+  int fd = dynqd__conn_fd(c);
+  if (fd < 0) return 0;
+  c->dfd = fd;
+  c->direct = 1;
+  atomic_store(&c->wstate, DYNQD_W_GRANTED);
+  return 1;
+}
+
+ssize_t dynqd__conn_direct_write(dynqd_conn_t *c, const uint8_t *p, size_t n) {
+  int st = DYNQD_W_GRANTED;
+  if (!atomic_compare_exchange_strong(&c->wstate, &st, DYNQD_W_WRITING)) return -1;
+  atomic_fetch_add(&c->srv->direct_seen, 1);
+  ssize_t w;
+  do {
+    w = send(c->dfd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (w < 0 && errno == EINTR);
+  /* EAGAIN or a dead peer: the loop writes it (and sees the error). */
+  if (w < 0) w = 0;
+  atomic_store(&c->wstate, DYNQD_W_WRITTEN);
+  return w;
+}
+
+int dynqd__conn_direct_end(dynqd_conn_t *c, const uint8_t *rest, size_t n) {
+  int st = atomic_exchange(&c->wstate, DYNQD_W_LOOP);
+  if (st == DYNQD_W_WRITTEN || st == DYNQD_W_WRITING)
+    atomic_fetch_sub(&c->srv->direct_seen, 1);
+  c->direct = 0;
+  if (c->closing) return 0;
+  c->last_active_ns = uv_hrtime();
+  if (n > 0) {
+    /* The worker wrote part of a frame: its rest must follow at once. */
+    uint8_t *copy = malloc(n);
+    if (copy == NULL || (c->on == c->ocap && grow_obuf(c) != 0)) {
+      free(copy);
+      log_err("conn %llu: out of memory finishing a response; closing it",
+              (unsigned long long)c->id);
+      dynqd__conn_close(c);
+      return -1;
+    }
+    memcpy(copy, rest, n);
+    memmove(c->obuf + 1, c->obuf, (size_t)c->on * sizeof(*c->obuf));
+    c->obuf[0] = uv_buf_init((char *)copy, (unsigned)n);
+    c->on++;
+    c->obytes += n;
+    queue_flush(c);
+    account(c);
+  }
+  return 0;
+}
+
+void dynqd__conn_direct_settle(dynqd_server_t *s) {
+  while (atomic_load(&s->direct_seen) > 0) {
+    dynqd__sched_collect(&s->sched);
+    if (atomic_load(&s->direct_seen) > 0) sched_yield();
+  }
 }
 
 static void send_wbuf(dynqd_conn_t *c, dynq__wbuf_t *w) {
@@ -752,6 +862,7 @@ void dynqd__conn_accept(dynqd_server_t *s) {
   c->refs = 1;  /* the handle, dropped in on_close */
   c->id = ++s->next_conn_id;
   atomic_init(&c->dead, 0);
+  atomic_init(&c->wstate, DYNQD_W_LOOP);
   dynq__framer_init(&c->fr, NULL);
   c->fr.keep = RBUF_KEEP;
   /* ipc = 1: libuv then reads with recvmsg and queues SCM_RIGHTS fds

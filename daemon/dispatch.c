@@ -81,6 +81,9 @@ void dynqd__dispatch_req(dynqd_req_t *rq, const dynqd_method_t *me, dynq__obj_t 
       goto out;
     }
   }
+  /* Answers workers wrote themselves may already be in a client's hands:
+   * their bookkeeping first, so no method reports state without them. */
+  if (me->fn != dynqd__m_infer) dynqd__conn_direct_settle(rq->srv);
   dynq__params_t p;
   if (dynq__params_decode(md, params, &p, why, sizeof(why)) != 0) {
     /* Requests the workers would run are counted in stats even when

@@ -23,7 +23,9 @@
  * registry, sessions, shm regions and all refcounts.  Worker threads only
  * touch a job (which they own while running it), the scheduler queue
  * (under sched->mu) and the completion stack (atomic), and read a job's
- * cancel flag (atomic).  libuv's pool threads load models
+ * cancel flag (atomic); a worker granted a direct answer also writes its
+ * connection's socket, between the atomic handshake on conn->wstate
+ * (conn.c: while granted, the loop neither writes nor closes it).  libuv's pool threads load models
  * (dynqd__registry_prepare): they read the model directory, the warm-up
  * bounds and the config's [batch.MODEL] sections, none of which changes
  * while a load runs.
@@ -36,6 +38,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <uv.h>
 
 #include "model.h"
@@ -430,6 +433,9 @@ void dynqd__sched_flush(dynqd_sched_t *p);
 /* Loop thread: nothing submitted, queued, or being run by a worker. */
 int dynqd__sched_idle(dynqd_sched_t *p);
 int dynqd__sched_queued(dynqd_sched_t *p);
+/* Loop thread: take the finished jobs back now (their done), as the
+ * wake-up would. */
+void dynqd__sched_collect(dynqd_sched_t *p);
 /* Loop thread: run j here and now (threads = 1), then its done. */
 void dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j);
 /* Let workers finish the queue, join them, free what never came back.
@@ -788,7 +794,15 @@ struct dynqd_conn {
   size_t drain_unsent;        /* draining: unsent bytes at the last check */
   int drain_checked;
   dynqd_shm_set_t shm;        /* its regions (rpc_shm.c; freed by a hook) */
+  /* Direct answers (dynqd__conn_direct_*): while a worker may write the
+   * answer of this connection's one request itself, the loop neither
+   * writes to the socket nor closes it.  wstate is DYNQD_W_*; dfd is the
+   * socket fd the worker writes (set before the grant). */
+  atomic_int wstate;
+  int direct;                 /* loop: a direct job of it is out */
+  int dfd;
 };
+enum { DYNQD_W_LOOP, DYNQD_W_GRANTED, DYNQD_W_WRITING, DYNQD_W_WRITTEN };
 
 /* Accept one pending connection from the listener. */
 void dynqd__conn_accept(dynqd_server_t *s);
@@ -810,6 +824,22 @@ void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code, const cha
  * frames until it ends.  end undoes that and reads on. */
 void dynqd__conn_op_begin(dynqd_conn_t *c, int hold);
 void dynqd__conn_op_end(dynqd_conn_t *c, int hold);
+/* Direct answers: a worker writes the answer of a connection's only
+ * request to the socket itself, so that the write (and the client's
+ * wake-up it costs) is not one more thing the loop does per request.
+ * begin (loop): 1 when c may be answered so (nothing else in flight or
+ * unsent); the caller's job then holds c's next frames until it is done.
+ * write (worker): writes what the socket takes now; bytes written, or -1
+ * when the loop took the grant back (the connection closes).
+ * end (loop, when the job is back): rest[0..n) is what the worker did not
+ * write of a frame it started; it goes out before anything queued since.
+ * 0, or -1 when c cannot take it (then c is closed). */
+int dynqd__conn_direct_begin(dynqd_conn_t *c);
+ssize_t dynqd__conn_direct_write(dynqd_conn_t *c, const uint8_t *p, size_t n);
+int dynqd__conn_direct_end(dynqd_conn_t *c, const uint8_t *rest, size_t n);
+/* Loop: an answer a worker wrote may already be in a client's hands; the
+ * bookkeeping of those (stats, ...) is done before a method reports state. */
+void dynqd__conn_direct_settle(dynqd_server_t *s);
 /* The oldest fd received and not yet claimed (the caller owns it), or -1. */
 int dynqd__conn_take_fd(dynqd_conn_t *c);
 /* Stop reading; answer what is already buffered; close when idle. */
@@ -885,6 +915,9 @@ struct dynqd_server {
   dynqd_peers_t peers;
   size_t buffers;
   dynqd_conn_t *flush;        /* connections with answers to write */
+  /* Direct answers written (or being written) by a worker whose job the
+   * loop has not taken back yet: workers add, the loop subtracts. */
+  atomic_int direct_seen;
   uv_timer_t tick_timer;      /* idle timeout, back-off after ENOMEM, drain */
   int tick_init;
 };
@@ -958,6 +991,9 @@ int dynqd__req_defer(const dynqd_req_t *rq, dynqd_req_t *ret);
  * result written after it. */
 void dynqd__reply_begin(const dynqd_req_t *rq, dynq__wbuf_t *w);
 void dynqd__reply_send(dynqd_req_t *rq, dynq__wbuf_t *w);
+/* The answer went out another way (a worker wrote it): only ends the
+ * request. */
+void dynqd__reply_done(dynqd_req_t *rq);
 /* A frame already encoded (a worker's answer); takes data. */
 void dynqd__reply_frame(dynqd_req_t *rq, uint8_t *data, size_t len);
 void dynqd__reply_error(dynqd_req_t *rq, int code, const char *fmt, ...)

@@ -32,6 +32,8 @@ void dynqd__reply_begin(const dynqd_req_t *rq, dynq__wbuf_t *w) {
   dynq__w_result_head(w, rq->msgid);
 }
 
+void dynqd__reply_done(dynqd_req_t *rq) { finish(rq); }
+
 void dynqd__reply_frame(dynqd_req_t *rq, uint8_t *data, size_t len) {
   dynqd__conn_send(rq->conn, data, len);  /* dropped when the conn is closing */
   finish(rq);

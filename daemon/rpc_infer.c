@@ -40,6 +40,8 @@ typedef struct rpc_infer {
   size_t charged;             /* bytes counted against its connection while
                                  it waits for and runs on a worker */
   int coalesce;               /* batch_max is coalesce_max (may run inline) */
+  int direct;                 /* the worker writes the answer itself */
+  ssize_t sent;               /* worker: bytes of resp it wrote (-1: none) */
   int shadow;                 /* sampled for an FP32 re-run (shadow.c) */
   dynq__tensor_t *shadow_out; /* owned: its INT8 outputs, kept by encode */
 } rpc_infer_t;
@@ -140,15 +142,23 @@ static void encode(rpc_infer_t *r) {
   dynq__wbuf_free(&w);
 }
 
+/* Worker: the answer is encoded; a direct job writes it now. */
+static void answer(rpc_infer_t *r) {
+  if (r->direct && r->resp != NULL && !atomic_load(&r->rq.conn->dead))
+    r->sent = dynqd__conn_direct_write(r->rq.conn, r->resp, r->resp_len);
+}
+
 static void job_run(dynqd_job_t *j) {
   rpc_infer_t *r = (rpc_infer_t *)j;
   dynqd__infer_run(&r->x);
   encode(r);
+  answer(r);
 }
 
 static int job_run_batch(dynqd_job_t **v, int n) {
   if (dynqd__infer_run_merged((dynqd_infer_t **)v, n) != 0) return -1;
   for (int k = 0; k < n; k++) encode((rpc_infer_t *)v[k]);
+  for (int k = 0; k < n; k++) answer((rpc_infer_t *)v[k]);
   return 0;
 }
 
@@ -161,6 +171,7 @@ static void job_expire(dynqd_job_t *j, const char *msg) {
   r->x.status = DYNQ_EDEADLINE;
   snprintf(r->x.err, sizeof(r->x.err), "%s", msg);
   encode(r);
+  answer(r);
 }
 
 /* Back on the loop (from a worker, or inline): stats, session, answer. */
@@ -177,7 +188,13 @@ static void job_done(dynqd_job_t *j) {
   }
   if (x->session != NULL)
     dynqd__session_done(&s->sessions, x->session, x->status == 0 && !j->skipped, x->sess_new);
-  if (r->resp != NULL) {
+  size_t sent = r->direct && r->sent > 0 ? (size_t)r->sent : 0;
+  if (r->direct)  /* the loop writes again; what the worker left goes first */
+    dynqd__conn_direct_end(r->rq.conn, sent > 0 ? r->resp + sent : NULL,
+                           sent > 0 ? r->resp_len - sent : 0);
+  if (sent > 0) {
+    dynqd__reply_done(&r->rq);  /* the worker wrote it, or began to */
+  } else if (r->resp != NULL) {
     dynqd__reply_frame(&r->rq, r->resp, r->resp_len);
     r->resp = NULL;
   } else {
@@ -555,6 +572,18 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   if (dynqd__sched_submit(&s->sched, &x->job) != 0) {
     dynqd__conn_uncharge(rq->conn, held);
     FAIL(DYNQ_EOVERLOAD, "request queue is full (%d waiting); retry later", s->cfg->queue);
+  }
+  /* The connection's only request, without session state or shm (whose
+   * bookkeeping a client may rely on as soon as it has the answer): its
+   * worker writes the answer. */
+  r->sent = -1;
+  if (x->session == NULL && x->shm.n == 0 && x->out_shm == NULL) {
+    /* A client that got its last answer from a worker sends the next
+     * request as soon as it has it, often before that job is back on the
+     * loop: take it back now, so this one may be direct too. */
+    if (rq->conn->direct && atomic_load(&rq->conn->wstate) == DYNQD_W_WRITTEN)
+      dynqd__sched_collect(&s->sched);
+    r->direct = dynqd__conn_direct_begin(rq->conn);
   }
   r->charged = held;
   return dynqd__req_defer(rq, &r->rq);

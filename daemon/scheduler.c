@@ -186,8 +186,9 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-static void on_async(uv_async_t *a) {
-  dynqd_sched_t *p = a->data;
+static void on_async(uv_async_t *a) { dynqd__sched_collect(a->data); }
+
+void dynqd__sched_collect(dynqd_sched_t *p) {
   dynqd_job_t *j = atomic_exchange_explicit(&p->done, NULL, memory_order_acquire);
   if (j != NULL) p->completions++;
   while (j != NULL) {
