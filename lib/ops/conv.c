@@ -305,6 +305,21 @@ static inline __attribute__((always_inline)) void gather_padded(const geom_t *g,
   const int64_t kk = g->kk, piw = pd->iw;
   const int64_t PHW = pd->ih * piw, khw = kh * kw;
   float *const xp = pd->x;
+  if (kw == 3 && dw == 1) {
+    /* each run of 3 as one 4-float move, in ascending order so that the
+     * 4th float is overwritten by the next run (a patch's last spills
+     * into the next patch's first, written next, or into the slack past
+     * col; the padded copy has a float of slack too) */
+    for (int64_t p = p0, oy = p0 / ow, ox = p0 % ow; p < p1; p++) {
+      float *row = col + (p - p0) * kk;
+      const float *base = xp + oy * sh * piw + ox * sw;
+      for (int64_t ci = 0; ci < Cg; ci++)
+        for (int64_t a = 0; a < kh; a++)
+          memcpy(row + ci * khw + a * 3, base + ci * PHW + a * dh * piw, 4 * sizeof(float));
+      if (++ox == ow) ox = 0, oy++;
+    }
+    return;
+  }
   for (int64_t p = p0, oy = p0 / ow, ox = p0 % ow; p < p1; p++) {
     float *row = col + (p - p0) * kk;
     for (int64_t a = 0; a < kh; a++) {
@@ -428,7 +443,7 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
   int64_t PC = 65536 / g->kk / 16 * 16; /* positions per chunk: ~256 KiB of patches */
   if (PC < 64) PC = 64;
   if (PC > P) PC = P;
-  float *col = direct ? NULL : malloc(sizeof(float) * (size_t)(g->kk * PC));
+  float *col = direct ? NULL : malloc(sizeof(float) * (size_t)(g->kk * PC + 4)); /* + gather's slack */
   if (!direct && col == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
   padded_t pd = {0};
   if (!direct) padded_init(g, &pd); /* NULL x (no memory): per patch, same values */
@@ -584,7 +599,7 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
                            : NULL;
   float *colf = per_tensor ? NULL
                            : dynq__aligned_alloc(sizeof(float) *
-                                                 (size_t)((pointwise ? PW_TILE : RC) * g.kk));
+                                                 (size_t)((pointwise ? PW_TILE : RC) * g.kk + 4));
   uint8_t *A = dynq__aligned_alloc((size_t)(AR * kp) + 64);
   float *as = malloc(sizeof(float) * (size_t)(AR + 1));
   int32_t *az = malloc(sizeof(int32_t) * (size_t)(AR + 1));
