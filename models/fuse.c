@@ -23,6 +23,9 @@
  *    of an Add over the last axis becomes MaskedSoftmax.
  *  - HardSwish decomposed (PaddlePaddle): x * Clip(x + 3, 0, 6) / 6
  *    becomes HardSwish(x).
+ *  - Residual: LayerNormalization of an Add of two equal-shaped values
+ *    becomes AddLayerNorm (the sum kept as its second output when read
+ *    elsewhere).
  */
 #include <math.h>
 #include <stdio.h>
@@ -464,12 +467,70 @@ static int try_masked_softmax(fctx_t *f, int sm_i) {
   return 1;
 }
 
+/* 0 when what the importer knows of two values' shapes shows a numpy
+ * broadcast between them (ranks or dims that differ); intermediate
+ * shapes are mostly unknown here, and AddLayerNorm computes a broadcast
+ * pair correctly anyway (Add, then LayerNorm), just without the gain. */
+static int may_be_same_shape(fctx_t *f, int32_t x, int32_t y) {
+  const dynq__value_t *a = &f->b->values[x], *b = &f->b->values[y];
+  if (a->rank < 0 || b->rank < 0) return 1;
+  if (a->rank != b->rank) return 0;
+  for (int d = 0; d < a->rank; d++)
+    if (a->dims[d] >= 0 && b->dims[d] >= 0 && a->dims[d] != b->dims[d]) return 0;
+  return 1;
+}
+
+/* LayerNormalization(Add(a, b), Scale, B) with constant Scale and B and
+ * no Mean/InvStdDev outputs -> AddLayerNorm(a, b, Scale, B) in the Add's
+ * place (so every reader of the sum still runs after it).  The sum stays
+ * an output of the fused node when anything else reads it (a pre-LN
+ * block's residual stream).  Refused: an Add of a constant (a bias, not a
+ * residual) or of two values whose known shapes differ (a broadcast). */
+static int try_add_layernorm(fctx_t *f, int ln_i) {
+  dynq__builder_t *b = f->b;
+  dynq__bnode_t *ln = &b->nodes[ln_i];
+  if (ln->op != DYNQ_OP_LAYERNORM || ln->n_out != 1 || ln->n_in < 2 || ln->n_in > 3) return 0;
+  int32_t sum = ln->in[0];
+  dynq__bnode_t *add = prod(f, sum);
+  if (add == NULL || add->op != DYNQ_OP_ADD || add->n_in != 2 || add->n_out != 1) return 0;
+  if (cval(f, ln->in[1]) == NULL || (ln->n_in > 2 && ln->in[2] >= 0 && cval(f, ln->in[2]) == NULL))
+    return 0;
+  if (cval(f, add->in[0]) || cval(f, add->in[1]) || !may_be_same_shape(f, add->in[0], add->in[1]))
+    return 0;
+  int keep_sum = f->readers[sum] > 1;
+  int64_t axis = battr_i(ln, "axis", -1);
+  float eps = 1e-5f;
+  for (int i = 0; i < ln->n_attr; i++)
+    if (strcmp(ln->attr[i].name, "epsilon") == 0) eps = ln->attr[i].f;
+  int32_t a0 = add->in[0], a1 = add->in[1], sc = ln->in[1];
+  int32_t bias = ln->n_in > 2 ? ln->in[2] : -1, y = ln->out[0];
+  const char *name = ln->name;
+  int32_t ai = (int32_t)(add - b->nodes);
+  ln->dead = 1;
+  b->producer[y] = ai;
+  memset(add, 0, sizeof(*add));
+  add->op = DYNQ_OP_ADD_LAYERNORM;
+  add->name = name;
+  add->n_in = bias >= 0 ? 4 : 3;
+  add->in[0] = a0;
+  add->in[1] = a1;
+  add->in[2] = sc;
+  add->in[3] = bias;
+  add->n_out = keep_sum ? 2 : 1;
+  add->out[0] = y;
+  if (keep_sum) add->out[1] = sum;
+  else b->producer[sum] = -1;
+  dynq__imp_node_attr_i(add, "axis", axis);
+  dynq__imp_node_attr_f(add, "epsilon", eps);
+  return 1;
+}
+
 int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gelus) {
   fctx_t f = {.b = &c->b};
-  int n_mm = 0, n_sm = 0;
+  int n_mm = 0, n_sm = 0, n_aln = 0;
   *ret_layernorms = *ret_biases = *ret_gelus = 0;
   /* one pass per pattern, readers recounted: each rewrite moves outputs */
-  for (int pass = 0; pass < 5; pass++) {
+  for (int pass = 0; pass < 6; pass++) {
     if (count_readers(&f) != 0) {
       dynq__imp_errorf("out of memory");
       return -1;
@@ -479,13 +540,14 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
       int r = pass == 0 ? try_layernorm(&f, i) + try_hardswish(&f, i)
               : pass == 1 ? try_bias(&f, i, c)
               : pass == 2 ? try_gelu(&f, i) + try_gelu_tanh(&f, i)
-              : pass == 3 ? try_strided_matmul(&f, i, !c->opt.fp32_attention && !c->opt.fp32) : try_masked_softmax(&f, i);
+              : pass == 3 ? try_strided_matmul(&f, i, !c->opt.fp32_attention && !c->opt.fp32)
+              : pass == 4 ? try_masked_softmax(&f, i) : try_add_layernorm(&f, i);
       if (r < 0) {
         free(f.readers);
         dynq__imp_errorf("out of memory");
         return -1;
       }
-      int *count[] = {ret_layernorms, ret_biases, ret_gelus, &n_mm, &n_sm};
+      int *count[] = {ret_layernorms, ret_biases, ret_gelus, &n_mm, &n_sm, &n_aln};
       *count[pass] += r;
     }
     free(f.readers);
@@ -494,5 +556,10 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
   if (n_mm + n_sm > 0 && !c->opt.quiet)
     printf("fused: %d attention MatMuls with their Transposes and scale into StridedMatMul, "
            "%d mask Adds into MaskedSoftmax (--no-fuse keeps them)\n", n_mm, n_sm);
+  if (n_aln > 0 && !c->opt.quiet)
+    printf("fused: %d residual Add%s into the LayerNorm%s that read%s %s (AddLayerNorm; --no-fuse "
+           "keeps them)\n", n_aln, n_aln == 1 ? "" : "s", n_aln == 1 ? "" : "s",
+           n_aln == 1 ? "s" : "", n_aln == 1 ? "it" : "them");
   return 0;
 }
+

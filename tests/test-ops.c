@@ -6,6 +6,7 @@
 #include <check.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dynq/errors.h"
@@ -981,6 +982,131 @@ START_TEST(argmax_reduce_cumsum) {
 }
 END_TEST
 
+/* AddLayerNorm (the importer's residual Add + LayerNormalization) against
+ * the two ops run one after the other: the same bits on ragged row
+ * lengths, with and without a bias and the sum output, on one thread and
+ * two; a broadcast pair takes the unfused path; bad shapes and dtypes are
+ * refused naming the node. */
+static int run_aln(int n_in, int n_out, int threads, const dynq__tensor_t *const *in,
+                   dynq__tensor_t *out) {
+  static const int32_t idx[4] = {0, 1, 2, 3};
+  dynq__node_t n = {.op = DYNQ_OP_ADD_LAYERNORM, .name = "t", .n_in = n_in, .n_out = n_out,
+                    .in = idx, .out = idx};
+  dynq__op_ctx_t c = {.node = &n, .kernel = &dynq__kernel_ref, .threads = threads,
+                      .err = err, .errlen = sizeof(err)};
+  memset(out, 0, sizeof(*out) * 2);
+  err[0] = 0;
+  return dynq__op_run1(NULL, &c, in, out);
+}
+
+START_TEST(add_layernorm_fused) {
+  static const int64_t lens[] = {1, 2, 3, 7, 15, 16, 17, 31, 33, 65, 768};
+  for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+    int64_t len = lens[li], rows = len < 64 ? 40 : 90, d[2] = {rows, len}, dv[1] = {len};
+    float *a = malloc(sizeof(float) * (size_t)(rows * len)), *b = malloc(sizeof(float) * (size_t)(rows * len));
+    float *g = malloc(sizeof(float) * (size_t)len), *be = malloc(sizeof(float) * (size_t)len);
+    ck_assert(a && b && g && be);
+    uint32_t st = 12345u + (uint32_t)len;
+    for (int64_t i = 0; i < rows * len; i++) {
+      st = st * 1664525u + 1013904223u;
+      a[i] = (float)((st >> 8) % 2001) / 100.0f - 10.0f + 3.0f;  /* mean far from 0 */
+      st = st * 1664525u + 1013904223u;
+      b[i] = (float)((st >> 8) % 2001) / 1000.0f - 1.0f;
+    }
+    for (int64_t i = 0; i < len; i++) g[i] = 0.5f + (float)i / (float)len, be[i] = (float)(i % 5) - 2.0f;
+    dynq__tensor_t A = tf(2, d, a), B = tf(2, d, b), G = tf(1, dv, g), Be = tf(1, dv, be), s, y, o[2];
+    for (int withb = 0; withb < 2; withb++) {
+      const dynq__tensor_t *ain[2] = {&A, &B};
+      ck_assert_int_eq(run(DYNQ_OP_ADD, NULL, 0, ain, &s), 0);
+      const dynq__tensor_t *lin[3] = {&s, &G, withb ? &Be : NULL};
+      ck_assert_int_eq(run_n(DYNQ_OP_LAYERNORM, NULL, 0, withb ? 3 : 2, lin, &y), 0);
+      /* the definition in double, on the float sum */
+      for (int64_t r = 0; r < rows; r++) {
+        const float *x = (const float *)s.data + r * len;
+        double m = 0, v = 0;
+        for (int64_t i = 0; i < len; i++) m += x[i];
+        m /= (double)len;
+        for (int64_t i = 0; i < len; i++) v += (x[i] - m) * (x[i] - m);
+        double inv = 1.0 / sqrt(v / (double)len + 1e-5);
+        for (int64_t i = 0; i < len; i++) {
+          double want = (x[i] - m) * inv * g[i] + (withb ? be[i] : 0.0);
+          ck_assert_msg(fabs(((float *)y.data)[r * len + i] - want) <= 2e-5 * (1 + fabs(want)),
+                        "len %lld row %lld elem %lld: %g vs %g", (long long)len, (long long)r,
+                        (long long)i, ((float *)y.data)[r * len + i], want);
+        }
+      }
+      for (int n_out = 1; n_out <= 2; n_out++)
+        for (int threads = 1; threads <= 2; threads++) {
+          const dynq__tensor_t *in[4] = {&A, &B, &G, withb ? &Be : NULL};
+          ck_assert_int_eq(run_aln(withb ? 4 : 3, n_out, threads, in, o), 0);
+          ck_assert_msg(memcmp(o[0].data, y.data, sizeof(float) * (size_t)(rows * len)) == 0,
+                        "len %lld bias %d outputs %d threads %d: not the unfused bits",
+                        (long long)len, withb, n_out, threads);
+          if (n_out == 2)
+            ck_assert(memcmp(o[1].data, s.data, sizeof(float) * (size_t)(rows * len)) == 0);
+          else
+            ck_assert_ptr_null(o[1].data);
+          dynq__tensor_clear(&o[0]);
+          dynq__tensor_clear(&o[1]);
+        }
+      /* B broadcast over the rows: Add's result, then LayerNorm */
+      const dynq__tensor_t *bin[4] = {&A, &G, &G, withb ? &Be : NULL};
+      const dynq__tensor_t *badd[2] = {&A, &G};
+      dynq__tensor_t s2, y2;
+      ck_assert_int_eq(run(DYNQ_OP_ADD, NULL, 0, badd, &s2), 0);
+      lin[0] = &s2;
+      ck_assert_int_eq(run_n(DYNQ_OP_LAYERNORM, NULL, 0, withb ? 3 : 2, lin, &y2), 0);
+      ck_assert_int_eq(run_aln(withb ? 4 : 3, 2, 1, bin, o), 0);
+      ck_assert_int_eq(o[0].rank, 2);
+      ck_assert(memcmp(o[0].data, y2.data, sizeof(float) * (size_t)(rows * len)) == 0);
+      ck_assert(memcmp(o[1].data, s2.data, sizeof(float) * (size_t)(rows * len)) == 0);
+      dynq__tensor_clear(&o[0]);
+      dynq__tensor_clear(&o[1]);
+      dynq__tensor_clear(&s2);
+      dynq__tensor_clear(&y2);
+      /* [1, rows, len] + [rows, len]: only a leading 1, the fused loop */
+      int64_t d3[3] = {1, rows, len};
+      dynq__tensor_t A3 = tf(3, d3, a);
+      const dynq__tensor_t *lin3[4] = {&B, &A3, &G, withb ? &Be : NULL};
+      ck_assert_int_eq(run_aln(withb ? 4 : 3, 1, 2, lin3, o), 0);
+      ck_assert_int_eq(o[0].rank, 3);
+      ck_assert(memcmp(o[0].data, y.data, sizeof(float) * (size_t)(rows * len)) == 0);
+      dynq__tensor_clear(&o[0]);
+      dynq__tensor_clear(&s);
+      dynq__tensor_clear(&y);
+    }
+    free(a), free(b), free(g), free(be);
+  }
+  /* refusals */
+  float x[6] = {1, 2, 3, 4, 5, 6}, sc[3] = {1, 1, 1}, f4[4] = {0};
+  int32_t i6[6] = {0};
+  int64_t d23[2] = {2, 3}, d3[1] = {3}, d4[1] = {4};
+  dynq__tensor_t X = tf(2, d23, x), S3 = tf(1, d3, sc), F4 = tf(1, d4, f4), I6 = tf(2, d23, (float *)i6), o[2];
+  I6.dtype = DYNQ_DT_I32;
+  const dynq__tensor_t *in[4] = {&X, &F4, &S3, NULL};
+  ck_assert_int_eq(run_aln(3, 2, 1, in, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (AddLayerNorm)"));
+  ck_assert_ptr_nonnull(strstr(err, "[2, 3] and [4]"));
+  ck_assert_ptr_null(o[0].data);
+  ck_assert_ptr_null(o[1].data);
+  in[1] = &X;
+  in[2] = &F4;  /* Scale of the wrong size, with and without the sum output */
+  for (int n_out = 1; n_out <= 2; n_out++) {
+    ck_assert_int_eq(run_aln(3, n_out, 1, in, o), DYNQ_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "do not match the normalized shape"));
+    ck_assert_ptr_null(o[0].data);
+    ck_assert_ptr_null(o[1].data);
+  }
+  in[2] = &S3;
+  in[1] = &I6;
+  ck_assert_int_eq(run_aln(3, 1, 1, in, o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (AddLayerNorm)"));
+  in[1] = &X;
+  in[3] = &I6;
+  ck_assert_int_eq(run_aln(4, 1, 1, in, o), DYNQ_EDTYPE);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -991,6 +1117,7 @@ int main(void) {
   tcase_add_test(tc, matmul_batched);
   tcase_add_test(tc, gemm_attrs);
   tcase_add_test(tc, layernorm_rows);
+  tcase_add_test(tc, add_layernorm_fused);
   tcase_add_test(tc, batchnorm_channels);
   tcase_add_test(tc, pools);
   tcase_add_test(tc, hard_activations);

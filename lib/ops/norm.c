@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/gvec.h"
+#include "parallel.h"
 #include "vmath.h"
 
 /* The row functions are compiled for AVX-512, AVX2 and the baseline and
@@ -96,7 +98,15 @@ int dynq__prep_softmax(const dynq__graph_t *g, const dynq__node_t *n, dynq__opst
   st->softmax.flatten = dynq__node_attr_i(n, "flatten", 0) != 0;
   return 0;
 }
-/* ---- LayerNormalization (opset 17): over the axes [axis, rank) ---- */
+/* ---- LayerNormalization (opset 17) and AddLayerNorm: over the axes [axis, rank) ----
+ *
+ * AddLayerNorm(A, B, Scale, Bias) -> Y [, S] is the importer's form of a
+ * residual Add feeding a LayerNormalization (models/fuse.c): Y =
+ * LayerNorm(A + B), and S = A + B when the sum has other readers.  Each
+ * row is summed, normalized and written while it sits in L1, instead of
+ * the sum going out to memory and coming back.  The row function is the
+ * one plain LayerNormalization runs, so the fused and unfused graphs give
+ * the same bits. */
 
 int dynq__prep_layernorm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
                          char *err, size_t errlen) {
@@ -106,76 +116,203 @@ int dynq__prep_layernorm(const dynq__graph_t *g, const dynq__node_t *n, dynq__op
   return 0;
 }
 
-/* One row of len values: y = (x - mean) / sqrt(var + eps) * scale + bias.
- * Two passes over the row (mean, then the centred sum of squares), in
- * float with 8 partial sums (vectorizable, and accurate to ~1e-7 relative
- * for the row lengths of transformer models). */
-static void layernorm_row(const float *x, float *y, int64_t len, const float *scale,
-                          const float *bias, float eps, float *ret_mean, float *ret_inv) {
-  float s8[8] = {0};
-  int64_t i = 0;
-  for (; i + 8 <= len; i += 8)
-    for (int k = 0; k < 8; k++) s8[k] += x[i + k];
-  float s = 0.0f;
-  for (; i < len; i++) s += x[i];
-  for (int k = 0; k < 8; k++) s += s8[k];
-  float mean = s / (float)len;
-  float q8[8] = {0};
-  for (i = 0; i + 8 <= len; i += 8)
-    for (int k = 0; k < 8; k++) {
-      float d = x[i + k] - mean;
-      q8[k] += d * d;
-    }
-  float q = 0.0f;
-  for (; i < len; i++) q += (x[i] - mean) * (x[i] - mean);
-  for (int k = 0; k < 8; k++) q += q8[k];
-  float inv = 1.0f / sqrtf(q / (float)len + eps);
-  *ret_mean = mean;
-  *ret_inv = inv;
-  if (bias)
-    for (i = 0; i < len; i++) y[i] = (x[i] - mean) * inv * scale[i] + bias[i];
-  else
-    for (i = 0; i < len; i++) y[i] = (x[i] - mean) * inv * scale[i];
+/* The 16 lanes of a generic vector (kernels/gvec.h) combined pairwise: a
+ * fixed order, the same bits on every clone. */
+static inline float lanes_sum(dynq_gvf v) {
+  float s[LANES];
+  memcpy(s, &v, sizeof(s));
+  for (int w = LANES / 2; w >= 1; w /= 2)
+    for (int k = 0; k < w; k++) s[k] += s[k + w];
+  return s[0];
 }
 
-int dynq__run_layernorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
-                        dynq__tensor_t *out) {
-  const dynq__tensor_t *x = in[0], *sc = in[1], *b = in[2];
+/* One row of len values: x = a + b (b NULL: x = a), stored to w when b
+ * is given (w may be a or b itself), then y = (x - mean) / sqrt(var +
+ * eps) * scale + bias (y may be x).  Three passes over a row that stays
+ * in L1 (the sum, the centred sum of squares, the result), in 16 lanes:
+ * accurate to ~1e-7 relative for the row lengths of transformers (no
+ * E[x^2] - mean^2 cancellation).  Each block of 16 is loaded before it
+ * is stored, so the in-place forms are safe. */
+CLONES VEC static void layernorm_row(const float *a, const float *b, float *w, float *y,
+                                     int64_t len, const float *scale, const float *bias,
+                                     float eps, float *ret_mean, float *ret_inv) {
+  dynq_gvf s = dynq_gv_splat(0.0f), q = s;
+  float tail = 0.0f;
+  int64_t i = 0, nv = len / LANES * LANES;
+  if (b != NULL) {
+    for (; i < nv; i += LANES) {
+      dynq_gvf t = dynq_gv_load(a + i) + dynq_gv_load(b + i);
+      dynq_gv_store(w + i, t);
+      s += t;
+    }
+    for (; i < len; i++) {
+      w[i] = a[i] + b[i];
+      tail += w[i];
+    }
+    a = w;
+  } else {
+    for (; i < nv; i += LANES) s += dynq_gv_load(a + i);
+    for (; i < len; i++) tail += a[i];
+  }
+  float mean = (lanes_sum(s) + tail) / (float)len;
+  tail = 0.0f;
+  for (i = 0; i < nv; i += LANES) {
+    dynq_gvf d = dynq_gv_load(a + i) - mean;
+    q += d * d;
+  }
+  for (; i < len; i++) tail += (a[i] - mean) * (a[i] - mean);
+  float inv = 1.0f / sqrtf((lanes_sum(q) + tail) / (float)len + eps);
+  *ret_mean = mean;
+  *ret_inv = inv;
+  for (i = 0; i < nv; i += LANES) {
+    dynq_gvf t = (dynq_gv_load(a + i) - mean) * inv * dynq_gv_load(scale + i);
+    if (bias) t = t + dynq_gv_load(bias + i);
+    dynq_gv_store(y + i, t);
+  }
+  for (; i < len; i++)
+    y[i] = bias ? (a[i] - mean) * inv * scale[i] + bias[i] : (a[i] - mean) * inv * scale[i];
+}
+
+typedef struct lnjob {
+  const float *a, *b, *scale, *bias;
+  float *w, *y, *mean, *inv;  /* w: the sum (b given); mean, inv: NULL or [rows] */
+  int64_t rows, len, chunks;
+  float eps;
+} lnjob_t;
+
+static void ln_task(void *ctx, int64_t t) {
+  const lnjob_t *j = ctx;
+  int64_t r0 = j->rows * t / j->chunks, r1 = j->rows * (t + 1) / j->chunks;
+  for (int64_t r = r0; r < r1; r++) {
+    size_t o = (size_t)(r * j->len);
+    float mean, inv;
+    layernorm_row(j->a + o, j->b ? j->b + o : NULL, j->w ? j->w + o : NULL, j->y + o, j->len,
+                  j->scale, j->bias, j->eps, &mean, &inv);
+    if (j->mean) j->mean[r] = mean;
+    if (j->inv) j->inv[r] = inv;
+  }
+}
+
+/* Below this many values a normalization runs on one thread (a wake-up
+ * costs about as much as normalizing this many in L1). */
+#define NORM_SPLIT_MIN (INT64_C(1) << 16)
+
+/* Rows are independent, so every split gives the same bits. */
+static void ln_run(dynq__op_ctx_t *c, lnjob_t *j) {
+  j->chunks = 1;
+  if (c->threads > 1 && j->rows > 1 && j->rows * j->len >= NORM_SPLIT_MIN)
+    j->chunks = j->rows < (int64_t)c->threads * 4 ? j->rows : (int64_t)c->threads * 4;
+  if (j->chunks > 1)
+    dynq__parallel_for(c->threads, j->chunks, ln_task, j);
+  else
+    ln_task(j, 0);
+}
+
+/* Scale and B: the normalized shape (or any shape of that size: the
+ * broadcast of a smaller one is refused, ONNX exporters never emit it).
+ * si: Scale's input index. */
+static int ln_params(dynq__op_ctx_t *c, const dynq__tensor_t *x, const dynq__tensor_t *sc,
+                     const dynq__tensor_t *b, int si, int *ret_ax, int64_t *ret_len,
+                     int64_t *ret_rows) {
   int rc, ax = 0;
-  char s1[128], s2[128];
-  if ((rc = dynq__op_need_f32(c, x, 0)) || (rc = dynq__op_need_f32(c, sc, 1))) return rc;
-  if (b && (rc = dynq__op_need_f32(c, b, 2))) return rc;
+  char s1[128], s2[128], s3[128];
+  if ((rc = dynq__op_need_f32(c, sc, si))) return rc;
+  if (b && (rc = dynq__op_need_f32(c, b, si + 1))) return rc;
   if (x->rank == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "X is a scalar");
   if ((rc = dynq__op_norm_axis(c, c->st->norm.axis, x->rank, 0, &ax))) return rc;
   int64_t len = 1, rows = 1;
   for (int d = ax; d < x->rank; d++) len *= x->dims[d];
   for (int d = 0; d < ax; d++) rows *= x->dims[d];
-  /* Scale and B: the normalized shape (or any shape of that size: the
-   * broadcast of a smaller one is refused, ONNX exporters never emit it) */
   if (dynq__tensor_numel(sc) != len || (b && dynq__tensor_numel(b) != len))
     return dynq__op_fail(c, DYNQ_ESHAPE, "Scale %s / B %s do not match the normalized shape of X %s (axis %d)",
                          dynq__shape_str(s1, sizeof(s1), sc->rank, sc->dims),
                          b ? dynq__shape_str(s2, sizeof(s2), b->rank, b->dims) : "-",
-                         dynq__shape_str(s1 + 64, 64, x->rank, x->dims), ax);
+                         dynq__shape_str(s3, sizeof(s3), x->rank, x->dims), ax);
+  *ret_ax = ax;
+  *ret_len = len;
+  *ret_rows = rows;
+  return 0;
+}
+
+int dynq__run_layernorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                        dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *sc = in[1], *b = in[2];
+  int rc, ax;
+  int64_t len, rows;
+  if ((rc = dynq__op_need_f32(c, x, 0))) return rc;
+  if ((rc = ln_params(c, x, sc, b, 1, &ax, &len, &rows))) return rc;
   /* Mean and InvStdDev (optional outputs): X's shape with 1 from axis on */
-  int want_stats = c->node->n_out > 1;
   int64_t sd[DYNQ_MAX_RANK];
   for (int d = 0; d < x->rank; d++) sd[d] = d < ax ? x->dims[d] : 1;
   for (int k = 1; k < c->node->n_out; k++)
     if (c->node->out[k] >= 0 && (rc = dynq__op_alloc(c, &out[k], DYNQ_DT_F32, x->rank, sd, 0)))
       return rc;
   if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, x->rank, x->dims, out))) return rc;
-  const float *px = x->data;
-  float *py = out->data;
   if (len == 0) return 0;
-  for (int64_t r = 0; r < rows; r++) {
-    float mean, inv;
-    layernorm_row(px + r * len, py + r * len, len, sc->data, b ? b->data : NULL,
-                  c->st->norm.eps, &mean, &inv);
-    if (want_stats && c->node->out[1] >= 0) ((float *)out[1].data)[r] = mean;
-    if (want_stats && c->node->n_out > 2 && c->node->out[2] >= 0) ((float *)out[2].data)[r] = inv;
-  }
+  lnjob_t j = {.a = x->data, .y = out->data, .scale = sc->data, .bias = b ? b->data : NULL,
+               .rows = rows, .len = len, .eps = c->st->norm.eps};
+  if (c->node->n_out > 1 && c->node->out[1] >= 0) j.mean = out[1].data;
+  if (c->node->n_out > 2 && c->node->out[2] >= 0) j.inv = out[2].data;
+  ln_run(c, &j);
   return 0;
+}
+
+/* AddLayerNorm: inputs A, B, Scale, Bias (optional); outputs Y and S
+ * (optional).  A and B of one layout take the fused row loop; any other
+ * pair that broadcasts (the importer fuses one only when it cannot know
+ * the shapes) is added first, then normalized: the same result. */
+int dynq__run_add_layernorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                            dynq__tensor_t *out) {
+  const dynq__tensor_t *a = in[0], *bb = in[1];
+  int rc, ax;
+  int64_t len, rows;
+  if ((rc = dynq__op_need_f32(c, a, 0)) || (rc = dynq__op_need_f32(c, bb, 1))) return rc;
+  int want_sum = c->node->n_out > 1 && c->node->out[1] >= 0;
+  dynq__bcast_t bc;
+  if ((rc = dynq__bcast_init(c, 2, in, &bc))) return rc;
+  /* nothing really broadcast (at most leading 1s differ, as in an
+   * embedding [1, s, d] + [s, d]): one layout, the fused loop, the
+   * broadcast shape */
+  int same = dynq__tensor_numel(a) == bc.n && dynq__tensor_numel(bb) == bc.n;
+  dynq__tensor_t tmp = {0}, view = {.dtype = DYNQ_DT_F32, .rank = bc.rank, .data = a->data};
+  memcpy(view.dims, bc.dims, sizeof(int64_t) * (size_t)bc.rank);
+  const dynq__tensor_t *x = &view;  /* the sum's shape; A's data on the fused path */
+  if (!same) {  /* S = A + B as Add computes it, then LayerNorm(S) */
+    dynq__tensor_t *s = want_sum ? &out[1] : &tmp;
+    if ((rc = dynq__op_alloc(c, s, DYNQ_DT_F32, bc.rank, bc.dims, 0))) return rc;
+    const float *pa = a->data, *pb = bb->data;
+    float *ps = s->data;
+    int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0}, rl = bc.rank ? bc.dims[bc.rank - 1] : 1;
+    int64_t sa = bc.rank ? bc.st[0][bc.rank - 1] : 0, sb = bc.rank ? bc.st[1][bc.rank - 1] : 0;
+    for (int64_t r = 0; rl > 0 && r < bc.n / rl; r++, dynq__bcast_next_row(&bc, 2, cnt, off))
+      for (int64_t i = 0; i < rl; i++) ps[r * rl + i] = pa[off[0] + i * sa] + pb[off[1] + i * sb];
+    x = s;
+  }
+  if ((rc = ln_params(c, x, in[2], in[3], 2, &ax, &len, &rows))) goto out;
+  if (same && want_sum && (rc = dynq__op_alloc(c, &out[1], DYNQ_DT_F32, x->rank, x->dims, 0)))
+    goto out;
+  /* Y in A's or B's storage when the executor offers it (the row loop
+   * reads each block of 16 before it stores it) */
+  if (same) rc = dynq__op_out_like(c, c->donor[0] ? 0 : 1, DYNQ_DT_F32, x->rank, x->dims, &out[0]);
+  else rc = dynq__op_alloc(c, &out[0], DYNQ_DT_F32, x->rank, x->dims, 0);
+  if (rc) goto out;
+  if (len > 0) {
+    lnjob_t j = {.a = same ? a->data : x->data, .y = out[0].data, .scale = in[2]->data,
+                 .bias = in[3] ? in[3]->data : NULL, .rows = rows, .len = len,
+                 .eps = c->st->norm.eps};
+    if (same) {
+      j.b = bb->data;
+      j.w = want_sum ? out[1].data : out[0].data;
+    }
+    ln_run(c, &j);
+  }
+out:
+  dynq__tensor_clear(&tmp);
+  if (rc) {
+    dynq__tensor_clear(&out[0]);
+    dynq__tensor_clear(&out[1]);
+  }
+  return rc;
 }
 
 /* ---- BatchNormalization (inference form): per channel (axis 1) ---- */

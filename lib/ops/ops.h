@@ -112,6 +112,8 @@
   X(CUMSUM, 70, "CumSum", 11, 0, 2, 2, 1, 1, none, cumsum, cumsum)                         \
   /* convt.c: ConvTranspose with int8 weights (import-time form) */                       \
   X(QCONV_TRANSPOSE, 71, "QConvTranspose", 0, 0, 4, 6, 1, 1, qconvt, convt, qconvt)        \
+  /* norm.c: LayerNorm(A + B), the residual Add fused in (import-time form) */            \
+  X(ADD_LAYERNORM, 72, "AddLayerNorm", 0, 0, 3, 4, 1, 2, none, layernorm, add_layernorm)   \
   /* attention, import-time forms (models/fuse.c): codes 96..99 */                        \
   /* matmul.c: MatMul with its operands' and result's Transposes folded in */             \
   X(STRIDED_MATMUL, 96, "StridedMatMul", 0, 0, 2, 5, 1, 1, none, smatmul, smatmul)         \
