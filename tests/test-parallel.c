@@ -348,6 +348,8 @@ static const struct { int64_t M, K, N; int act; } qshapes[] = {
   {128, 1024, 17, 1},   /* 2 panels, the second one column wide */
   {1, 4096, 1030, 0},   /* one row, a weight stream */
   {3, 8, 16, 0},        /* tiny, one panel */
+  {200, 384, 600, 3},   /* GELU: blocks of rows x columns; quantization split too */
+  {97, 64, 1030, 2},    /* sigmoid: a second row block of one row */
 };
 
 START_TEST(qlinear_threads_identical) {

@@ -71,42 +71,74 @@ static int kernel_act(int act) { return act == DYNQ_ACT_RELU ? act : DYNQ_ACT_NO
  * machine holds up at most one small chunk (tasks are claimed dynamically). */
 #define SPLIT_CHUNKS_PER_THREAD 4
 
+/* Tasks of an INT8 GEMM: blocks of rows x blocks of whole 16-column
+ * panels.  Output columns and rows are independent, so every block's
+ * result is bit-identical to the same block computed in one call.
+ *
+ * An activation the kernels do not apply (GELU, sigmoid) runs on each
+ * block right after its GEMM, while the block is in L2: a block of at
+ * most QL_ROWS x QL_COLS floats (96 x 512: 192 KB, beside the ~400 KB of
+ * weights the kernels keep hot).  Without one, the rows stay whole and
+ * only the columns split (the weights are streamed once). */
+#define QL_ROWS 96   /* a multiple of the kernels' 6-row tiles */
+#define QL_COLS 512  /* a multiple of the 64-column (4-panel) tiles */
+
 typedef struct split {
   const dynq__kernel_t *kr;
   const dynq__qgemm_args_t *q;
   int act;                  /* applied after the kernel (SIGMOID, GELU) */
-  int64_t panels, chunks;
+  int64_t panels;
+  int64_t rows, nrow;       /* rows per row block; row blocks */
+  int64_t ncol;             /* column blocks (panel ranges) */
 } split_t;
 
-/* Columns are independent, so each chunk's result is bit-identical to the
- * same columns computed in one call. */
 static void split_task(void *ctx, int64_t t) {
   const split_t *s = ctx;
   dynq__qgemm_args_t q = *s->q;
-  int64_t p0 = s->panels * t / s->chunks, p1 = s->panels * (t + 1) / s->chunks;
+  /* column block outer: consecutive tasks share one block of weights */
+  int64_t cb = t / s->nrow, rb = t % s->nrow;
+  int64_t p0 = s->panels * cb / s->ncol, p1 = s->panels * (cb + 1) / s->ncol;
+  int64_t m0 = rb * s->rows, m1 = m0 + s->rows < q.M ? m0 + s->rows : q.M;
   q.n0 = p0 * DYNQ_QGEMM_NR;
   q.n1 = p1 * DYNQ_QGEMM_NR < q.N ? p1 * DYNQ_QGEMM_NR : q.N;
-  if (q.n0 < q.n1) {
-    s->kr->qgemm(&q);
-    dynq__act_apply(s->act, q.C, q.ldc, q.M, q.n0, q.n1);
-  }
+  if (q.n0 >= q.n1 || m0 >= m1) return;
+  q.M = m1 - m0;
+  q.A += (size_t)m0 * q.lda;
+  q.a_scale += m0;
+  q.a_zp += m0;
+  q.C += (size_t)m0 * q.ldc;
+  s->kr->qgemm(&q);
+  dynq__act_apply(s->act, q.C, q.ldc, q.M, q.n0, q.n1);
 }
 
-/* Run q over [0, N) split along N in whole 16-column panels when it is
- * large enough and threads > 1; activations are already quantized.
- * Returns 1 when it ran on more than one thread. */
+/* Run q over [0, N), on up to `threads` threads when it is large enough;
+ * activations are already quantized.  Returns 1 when it ran on more than
+ * one thread. */
 static int qgemm_split(const dynq__kernel_t *kr, const dynq__qgemm_args_t *q,
                        int act, int threads) {
   split_t s = {.kr = kr, .q = q, .act = act,
-               .panels = (q->N + DYNQ_QGEMM_NR - 1) / DYNQ_QGEMM_NR};
-  if (threads <= 1 || s.panels < 2 || q->M * q->N * q->K < SPLIT_MIN_MACS) {
-    kr->qgemm(q);
-    dynq__act_apply(act, q->C, q->ldc, q->M, 0, q->N);
+               .panels = (q->N + DYNQ_QGEMM_NR - 1) / DYNQ_QGEMM_NR, .rows = q->M, .nrow = 1,
+               .ncol = 1};
+  int par = threads > 1 && s.panels >= 2 && q->M * q->N * q->K >= SPLIT_MIN_MACS;
+  if (act != DYNQ_ACT_NONE) {
+    s.nrow = (q->M + QL_ROWS - 1) / QL_ROWS;
+    s.rows = (q->M + s.nrow - 1) / s.nrow;
+    s.rows = dynq__round_up(s.rows, 6);
+    s.nrow = (q->M + s.rows - 1) / s.rows;
+    s.ncol = (s.panels * DYNQ_QGEMM_NR + QL_COLS - 1) / QL_COLS;
+  }
+  if (par) {
+    /* enough tasks that a thread the OS deschedules on a shared machine
+     * holds up at most a small one (tasks are claimed dynamically) */
+    int64_t want = (int64_t)threads * SPLIT_CHUNKS_PER_THREAD;
+    if (s.nrow * s.ncol < want) s.ncol = (want + s.nrow - 1) / s.nrow;
+    if (s.ncol > s.panels) s.ncol = s.panels;
+  }
+  if (!par || s.nrow * s.ncol < 2) {
+    for (int64_t t = 0; t < s.nrow * s.ncol; t++) split_task(&s, t);
     return 0;
   }
-  s.chunks = (int64_t)threads * SPLIT_CHUNKS_PER_THREAD;
-  if (s.chunks > s.panels) s.chunks = s.panels;
-  return dynq__parallel_for(threads, s.chunks, split_task, &s);
+  return dynq__parallel_for(threads, s.nrow * s.ncol, split_task, &s);
 }
 
 /* A constant weight matrix op(B) (K x N) packed for the FP32 GEMM, cached
@@ -154,6 +186,26 @@ void dynq__opstate_release(const dynq__node_t *n, dynq__opstate_t *st) {
   dynq__aligned_free(atomic_exchange(slot, NULL));
 }
 
+typedef struct qrows {
+  const dynq__kernel_t *kr;
+  int64_t M, K, Kp, chunks;
+  const float *X;
+  uint8_t *A;
+  float *a_scale;
+  int32_t *a_zp;
+} qrows_t;
+
+/* Per-row quantization is row by row: any split gives the same bytes. */
+static void qrows_task(void *ctx, int64_t t) {
+  const qrows_t *j = ctx;
+  int64_t m0 = j->M * t / j->chunks, m1 = j->M * (t + 1) / j->chunks;
+  dynq__quantize_rows(j->kr, m1 - m0, j->K, j->X + m0 * j->K, (size_t)j->K,
+                      j->A + m0 * j->Kp, (size_t)j->Kp, 0, j->a_scale + m0, j->a_zp + m0);
+}
+
+/* Below this many activations the quantization runs on one thread. */
+#define QUANT_SPLIT_MIN (INT64_C(1) << 16)
+
 int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                       dynq__tensor_t *out) {
   const dynq__node_t *n = c->node;
@@ -180,7 +232,8 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     memcpy(od, x->dims, sizeof(int64_t) * (size_t)orank);
     od[orank - 1] = N;
   }
-  if ((rc = dynq__tensor_alloc(out, DYNQ_DT_F32, orank, od)) != 0)
+  /* both paths write every output element */
+  if ((rc = dynq__tensor_alloc_uninit(out, DYNQ_DT_F32, orank, od)) != 0)
     return dynq__op_fail(c, rc, rc == DYNQ_ELIMIT ? "output too large" : "out of memory");
   if (M == 0) return 0;
 
@@ -223,8 +276,15 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     free(a_zp);
     goto oom;
   }
-  dynq__quantize_rows(c->kernel, M, K, X, (size_t)K, A, (size_t)Kp,
-                      c->st->qlinear.per_tensor, a_scale, a_zp);
+  if (!c->st->qlinear.per_tensor && c->threads > 1 && M > 1 && M * K >= QUANT_SPLIT_MIN) {
+    qrows_t j = {.kr = c->kernel, .M = M, .K = K, .Kp = Kp, .X = X, .A = A,
+                 .a_scale = a_scale, .a_zp = a_zp,
+                 .chunks = M < (int64_t)c->threads * 2 ? M : (int64_t)c->threads * 2};
+    dynq__parallel_for(c->threads, j.chunks, qrows_task, &j);
+  } else {
+    dynq__quantize_rows(c->kernel, M, K, X, (size_t)K, A, (size_t)Kp,
+                        c->st->qlinear.per_tensor, a_scale, a_zp);
+  }
   dynq__qgemm_args_t q = {
     .M = M, .N = N, .K = K,
     .A = A, .lda = (size_t)Kp,
