@@ -178,10 +178,24 @@ static int parse_counters(dynq__obj_t res, dynq_stats_t *st) {
   return 0;
 }
 
-/* dynqd's non-empty buckets [[upper_us, count], ...] folded into the
+/* A shadow error histogram: its figures are in the metric's own unit,
+ * each a whole number of millionths (dynqd counts x 1e6), taken back to
+ * those integers. */
+static int get_ppm(dynq__obj_t o, uint64_t *ret) {
+  double v = 0;
+  if (!dynq__obj_is_absent(o) && dynq__obj_kind(o) != DYNQ_OBJ_NIL &&
+      dynq__obj_double(o, &v) < 0)
+    return DYNQ_EPROTO;
+  if (!(v >= 0 && v * 1e6 < 18446744073709549568.0)) return DYNQ_EPROTO; /* NaN too */
+  *ret = (uint64_t)(v * 1e6 + 0.5);  /* v >= 0: rounds to nearest */
+  return 0;
+}
+
+/* dynqd's non-empty buckets [[upper, count], ...] folded into the
  * cumulative power-of-two ones: a bucket whose largest value is below 2^k
- * counts towards below[k] and every later one. */
-static int parse_buckets(dynq__obj_t b, dynq_latency_t *ret) {
+ * counts towards below[k] and every later one.  upper is integer
+ * microseconds, or with ppm a shadow error in its own unit (get_ppm). */
+static int parse_buckets(dynq__obj_t b, dynq_latency_t *ret, int ppm) {
   uint32_t n;
   if (dynq__obj_is_absent(b) || dynq__obj_kind(b) == DYNQ_OBJ_NIL) return 0;
   if (dynq__obj_kind(b) != DYNQ_OBJ_ARRAY) return DYNQ_EPROTO;
@@ -190,7 +204,8 @@ static int parse_buckets(dynq__obj_t b, dynq_latency_t *ret) {
     dynq__obj_t e = dynq__obj_at(b, i);
     uint64_t upper, count;
     if (dynq__obj_kind(e) != DYNQ_OBJ_ARRAY || dynq__obj_len(e) != 2 ||
-        dynq__get_u64(dynq__obj_at(e, 0), &upper) < 0 ||
+        (ppm ? get_ppm(dynq__obj_at(e, 0), &upper)
+             : dynq__get_u64(dynq__obj_at(e, 0), &upper)) < 0 ||
         dynq__get_u64(dynq__obj_at(e, 1), &count) < 0)
       return DYNQ_EPROTO;
     for (int k = 0; k < DYNQ_LATENCY_BUCKETS; k++)
@@ -213,24 +228,10 @@ static int parse_latency(dynq__obj_t o, dynq_latency_t *ret) {
       dynq__get_u64(dynq__obj_get(o, "p99"), &ret->p99) < 0 ||
       dynq__get_u64(dynq__obj_get(o, "sum"), &ret->sum) < 0)
     return DYNQ_EPROTO;
-  return parse_buckets(dynq__obj_get(o, "buckets"), ret);
-}
-
-/* A shadow error histogram: its figures are in the metric's own unit,
- * each a whole number of millionths (dynqd counts x 1e6), taken back to
- * those integers. */
-static int get_ppm(dynq__obj_t o, uint64_t *ret) {
-  double v = 0;
-  if (!dynq__obj_is_absent(o) && dynq__obj_kind(o) != DYNQ_OBJ_NIL &&
-      dynq__obj_double(o, &v) < 0)
-    return DYNQ_EPROTO;
-  if (!(v >= 0 && v * 1e6 < 18446744073709549568.0)) return DYNQ_EPROTO; /* NaN too */
-  *ret = (uint64_t)(v * 1e6 + 0.5);  /* v >= 0: rounds to nearest */
-  return 0;
+  return parse_buckets(dynq__obj_get(o, "buckets"), ret, 0);
 }
 
 static int parse_shadow_hist(dynq__obj_t o, dynq_latency_t *ret) {
-  dynq__obj_t b = dynq__obj_get(o, "buckets");
   memset(ret, 0, sizeof(*ret));
   if (dynq__obj_is_absent(o) || dynq__obj_kind(o) == DYNQ_OBJ_NIL) return 0;
   if (dynq__obj_kind(o) != DYNQ_OBJ_MAP ||
@@ -240,20 +241,7 @@ static int parse_shadow_hist(dynq__obj_t o, dynq_latency_t *ret) {
       get_ppm(dynq__obj_get(o, "p99"), &ret->p99) < 0 ||
       get_ppm(dynq__obj_get(o, "sum"), &ret->sum) < 0)
     return DYNQ_EPROTO;
-  if (dynq__obj_is_absent(b) || dynq__obj_kind(b) == DYNQ_OBJ_NIL) return 0;
-  if (dynq__obj_kind(b) != DYNQ_OBJ_ARRAY) return DYNQ_EPROTO;
-  for (uint32_t i = 0; i < dynq__obj_len(b); i++) {
-    dynq__obj_t e = dynq__obj_at(b, i);
-    uint64_t upper, count;
-    if (dynq__obj_kind(e) != DYNQ_OBJ_ARRAY || dynq__obj_len(e) != 2 ||
-        get_ppm(dynq__obj_at(e, 0), &upper) < 0 ||
-        dynq__get_u64(dynq__obj_at(e, 1), &count) < 0)
-      return DYNQ_EPROTO;
-    for (int k = 0; k < DYNQ_LATENCY_BUCKETS; k++)
-      if (upper < ((uint64_t)1 << k)) ret->below[k] += count;
-  }
-  ret->has_buckets = 1;
-  return 0;
+  return parse_buckets(dynq__obj_get(o, "buckets"), ret, 1);
 }
 
 /* A model's "shadow" map (absent: telemetry off for it); *ret_field names

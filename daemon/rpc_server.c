@@ -98,15 +98,29 @@ int dynqd__m_health_ready(dynqd_req_t *rq, const dynq__params_t *p) {
   return 0;
 }
 
-static void w_hist(dynq__wbuf_t *w, const dynqd_hist_t *h) {
+/* A histogram map: count, p50/p90/p99, sum and the non-empty buckets as
+ * [upper, count], ascending (Prometheus folds them into its own bounds).
+ * Latencies go as integer microseconds; a shadow error histogram (values
+ * x 1e6) in the metric's own unit, with its max: every figure is a whole
+ * number of millionths, so a client gets the integers back by rounding
+ * x 1e6. */
+static void w_hist_map(dynq__wbuf_t *w, const dynqd_hist_t *h, int millionths) {
+#define V(x)                                                        \
+  (millionths ? dynq__w_double(w, (double)(x) / 1e6) : dynq__w_uint(w, (x)))
   dynq__w_map_begin(w);
   KV(w, "count", dynq__w_uint(w, h->count));
-  KV(w, "p50", dynq__w_uint(w, dynqd__hist_quantile(h, 0.50)));
-  KV(w, "p90", dynq__w_uint(w, dynqd__hist_quantile(h, 0.90)));
-  KV(w, "p99", dynq__w_uint(w, dynqd__hist_quantile(h, 0.99)));
-  KV(w, "sum", dynq__w_uint(w, h->sum));
-  /* Non-empty buckets, ascending: [upper_us, count] (Prometheus folds
-   * them into its own boundaries). */
+  KV(w, "p50", V(dynqd__hist_quantile(h, 0.50)));
+  KV(w, "p90", V(dynqd__hist_quantile(h, 0.90)));
+  KV(w, "p99", V(dynqd__hist_quantile(h, 0.99)));
+  if (millionths) {
+    KV(w, "max", {
+      uint64_t mx = 0;
+      for (int i = 0; i < DYNQD_HIST_BUCKETS; i++)
+        if (h->b[i] != 0) mx = dynqd__hist_upper(i);
+      V(mx);
+    });
+  }
+  KV(w, "sum", V(h->sum));
   KV(w, "buckets", {
     uint32_t nb = 0;
     for (int i = 0; i < DYNQD_HIST_BUCKETS; i++) nb += h->b[i] != 0;
@@ -114,42 +128,12 @@ static void w_hist(dynq__wbuf_t *w, const dynqd_hist_t *h) {
     for (int i = 0; i < DYNQD_HIST_BUCKETS; i++) {
       if (h->b[i] == 0) continue;
       dynq__w_array(w, 2);
-      dynq__w_uint(w, dynqd__hist_upper(i));
+      V(dynqd__hist_upper(i));
       dynq__w_uint(w, h->b[i]);
     }
   });
   dynq__w_map_end(w);
-}
-
-/* A shadow histogram (values x 1e6) in the measured unit. */
-static void w_shadow_hist(dynq__wbuf_t *w, const dynqd_hist_t *h) {
-  dynq__w_map_begin(w);
-  KV(w, "count", dynq__w_uint(w, h->count));
-  KV(w, "p50", dynq__w_double(w, (double)dynqd__hist_quantile(h, 0.50) / 1e6));
-  KV(w, "p90", dynq__w_double(w, (double)dynqd__hist_quantile(h, 0.90) / 1e6));
-  KV(w, "p99", dynq__w_double(w, (double)dynqd__hist_quantile(h, 0.99) / 1e6));
-  KV(w, "max", {
-    uint64_t mx = 0;
-    for (int i = 0; i < DYNQD_HIST_BUCKETS; i++)
-      if (h->b[i] != 0) mx = dynqd__hist_upper(i);
-    dynq__w_double(w, (double)mx / 1e6);
-  });
-  /* sum and the non-empty buckets as the latency histograms send them, in
-   * the metric's own unit: each value is a whole number of millionths, so
-   * a client gets the exact integers back by rounding x 1e6. */
-  KV(w, "sum", dynq__w_double(w, (double)h->sum / 1e6));
-  KV(w, "buckets", {
-    uint32_t nb = 0;
-    for (int i = 0; i < DYNQD_HIST_BUCKETS; i++) nb += h->b[i] != 0;
-    dynq__w_array(w, nb);
-    for (int i = 0; i < DYNQD_HIST_BUCKETS; i++) {
-      if (h->b[i] == 0) continue;
-      dynq__w_array(w, 2);
-      dynq__w_double(w, (double)dynqd__hist_upper(i) / 1e6);
-      dynq__w_uint(w, h->b[i]);
-    }
-  });
-  dynq__w_map_end(w);
+#undef V
 }
 
 static void w_shadow(dynq__wbuf_t *w, const dynqd_shadow_t *sh, const dynqd_mstats_t *ms) {
@@ -160,8 +144,8 @@ static void w_shadow(dynq__wbuf_t *w, const dynqd_shadow_t *sh, const dynqd_msta
   KV(w, "dropped", dynq__w_uint(w, st->dropped));
   KV(w, "decisions_changed", dynq__w_uint(w, st->decisions_changed));
   KV(w, "alerts", dynq__w_uint(w, st->alerts));
-  KV(w, "rel_l2", w_shadow_hist(w, &st->rel_l2_ppm));
-  KV(w, "max_abs", w_shadow_hist(w, &st->max_abs_ppm));
+  KV(w, "rel_l2", w_hist_map(w, &st->rel_l2_ppm, 1));
+  KV(w, "max_abs", w_hist_map(w, &st->max_abs_ppm, 1));
   dynq__w_map_end(w);
 }
 
@@ -174,8 +158,8 @@ static void w_model_stats(dynq__wbuf_t *w, const dynqd_shadow_t *sh, const char 
   KV(w, "version", dynq__w_int(w, version));
   KV(w, "requests", dynq__w_uint(w, ms->requests));
   KV(w, "errors", dynq__w_uint(w, ms->errors));
-  KV(w, "queue_us", w_hist(w, &ms->queue_us));
-  KV(w, "compute_us", w_hist(w, &ms->compute_us));
+  KV(w, "queue_us", w_hist_map(w, &ms->queue_us, 0));
+  KV(w, "compute_us", w_hist_map(w, &ms->compute_us, 0));
   if (ms->shadow.runs + ms->shadow.dropped > 0 || ms->shadow.rate_set ||
       (ms->name && dynqd__shadow_rate(sh, ms) > 0))
     KV(w, "shadow", w_shadow(w, sh, ms));
