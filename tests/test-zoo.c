@@ -126,7 +126,17 @@ static void load_manifest(void) {
     }
   }
   fclose(f);
-  ck_assert_int_ge(n_models, 18);
+  /* every exporter fixture at each opset the exporters are used at */
+  static const char *const names[] = {"bert", "tenc", "decoder", "mbnet", "resnet", "kws"};
+  static const int opsets[] = {13, 14, 17};
+  for (int a = 0; a < 6; a++)
+    for (int o = 0; o < 3; o++) {
+      int found = 0;
+      for (int i = 0; i < n_models; i++)
+        found |= strcmp(models[i].name, names[a]) == 0 && models[i].opset == opsets[o];
+      ck_assert_msg(found, "MANIFEST lacks %s at opset %d", names[a], opsets[o]);
+    }
+  ck_assert_int_eq(n_models, 18);
 }
 
 static void setup(void) {
