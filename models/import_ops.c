@@ -11,6 +11,7 @@
  * equation string.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -72,6 +73,12 @@ const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n) {
     if (dynq__resize_codes(attr_s(c, n, "mode"), attr_s(c, n, "coordinate_transformation_mode"),
                            attr_s(c, n, "nearest_mode"), &m, &ct, &nm, why, sizeof why) != 0)
       return dynq__imp_pool_printf(pl, "%s", why);
+    int64_t eo = dynq__imp_attr_i(n, "exclude_outside", 0);
+    if (eo != 0 && eo != 1)
+      return dynq__imp_pool_printf(pl, "exclude_outside %" PRId64 " is not 0 or 1", eo);
+    const Onnx__AttributeProto *ca = dynq__imp_find_attr(n, "cubic_coeff_a");
+    if (ca != NULL && (!ca->has_f || !isfinite(ca->f)))
+      return "cubic_coeff_a is not a finite float";
     int64_t aa = dynq__imp_attr_i(n, "antialias", 0);
     if (aa != 0) return dynq__imp_pool_printf(pl, "antialias %" PRId64 " is not supported (only 0)", aa);
     if (dynq__imp_find_attr(n, "axes") != NULL)
@@ -200,6 +207,12 @@ int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
       if (v == NULL && c->opset < 11 && k > 0) v = k == 1 ? "asymmetric" : "floor";
       if (v != NULL) dynq__imp_node_attr_s(bn, sattr[k], v);
     }
+    /* cubic's kernel coefficient and edge rule (the engine's defaults
+     * are ONNX's: -0.75, 0) */
+    const Onnx__AttributeProto *ca = dynq__imp_find_attr(n, "cubic_coeff_a");
+    if (ca != NULL && ca->has_f) dynq__imp_node_attr_f(bn, "cubic_coeff_a", ca->f);
+    int64_t eo = dynq__imp_attr_i(n, "exclude_outside", 0);
+    if (eo != 0) dynq__imp_node_attr_i(bn, "exclude_outside", eo);
   } else if (op == DYNQ_OP_CONV_TRANSPOSE) {
     size_t sr = convt_rank(c, n);
     qconvt_t q;

@@ -733,8 +733,35 @@ START_TEST(resize_modes) {
   ck_assert_int_eq(((int64_t *)o.data)[5], 1);
   dynq__tensor_clear(&o);
   const dynq__attr_t cub[] = {AS("mode", "cubic")};
-  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, cub, 1, 3, 1, in, &o), DYNQ_EGRAPH);
-  ck_assert_ptr_nonnull(strstr(err, "mode 'cubic' is not supported"));
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, cub, 1, 3, 1, in, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "cubic mode needs float32 input"));
+  const dynq__attr_t area[] = {AS("mode", "area")};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, area, 1, 3, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "mode 'area' is not supported (nearest, linear, cubic are)"));
+  /* cubic, half_pixel, [1 2 4 8] x 2: output 0 samples -0.25, taps
+   * -2..1 (edges repeated: 1 1 1 2), Keys' weights at A = -0.75 for
+   * distances 1.75 0.75 0.25 1.25: -0.03515625 0.26171875 0.87890625
+   * -0.10546875, so 0.89453125; with exclude_outside the two outside
+   * taps drop and the rest are renormalized: 0.66796875 / 0.7734375 */
+  float c4[4] = {1, 2, 4, 8}, cs[4] = {1, 1, 1, 2}, c1[4] = {1, 1, 1, 1};
+  dynq__tensor_t CX = tf(4, (int64_t[]){1, 1, 1, 4}, c4), CS = tf(1, d4, cs), C1 = tf(1, d4, c1);
+  in[0] = &CX, in[1] = &CS, in[2] = NULL;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, cub, 1, 3, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[3], 8);
+  ck_assert_float_eq_tol(((float *)o.data)[0], 0.89453125f, 1e-6f);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t cubx[] = {AS("mode", "cubic"), AI("exclude_outside", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, cubx, 2, 3, 1, in, &o), 0);
+  ck_assert_float_eq_tol(((float *)o.data)[0], 171.0f / 198.0f, 1e-6f);
+  dynq__tensor_clear(&o);
+  in[1] = &C1; /* scale 1: the input itself */
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, cub, 1, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 4}, c4, 0);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t cubn[] = {AS("mode", "cubic"),
+                               {.name = "cubic_coeff_a", .type = DYNQ_ATTR_FLOAT, .f = NAN}};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, cubn, 2, 3, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "cubic_coeff_a nan is not finite"));
 }
 END_TEST
 

@@ -540,7 +540,7 @@ START_TEST(test_malformed_models) {
       {"bad_tf_attrs.onnx", {"'bn_train' (op BatchNormalization): training_mode 1",
                              "'ln_stash' (op LayerNormalization): stash_type 0",
                              "'hs_bogus' (op HardSigmoid): attribute 'gamma'"}},
-      {"bad_ops_attrs.onnx", {"'rs_cubic' (op Resize): mode 'cubic' is not supported",
+      {"bad_ops_attrs.onnx", {"'rs_area' (op Resize): mode 'area' is not supported",
                               "'rs_crop' (op Resize): coordinate_transformation_mode "
                               "'tf_crop_and_resize'",
                               "'rs_round' (op Resize): nearest_mode 'round_half_up'"}},
@@ -548,7 +548,8 @@ START_TEST(test_malformed_models) {
                               "repeated within one operand",
                               "'es_ellipsis' (op Einsum): equation '...ij->...ji': ellipsis",
                               "'ct_3d' (op ConvTranspose): 3 spatial axes"}},
-      {"bad_ops_attrs.onnx", {"'ct_autopad' (op ConvTranspose): auto_pad 'FANCY'", NULL, NULL}},
+      {"bad_ops_attrs.onnx", {"'ct_autopad' (op ConvTranspose): auto_pad 'FANCY'",
+                              "'rs_excl' (op Resize): exclude_outside 2 is not 0 or 1", NULL}},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *want[4] = {cases[i].want[0], cases[i].want[1], cases[i].want[2], NULL};

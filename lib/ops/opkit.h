@@ -76,7 +76,7 @@ typedef struct dynq__convt_attrs {
 } dynq__convt_attrs_t;
 
 /* Resize (resize.c): the string attributes as codes, parsed at load. */
-enum { DYNQ_RESIZE_NEAREST, DYNQ_RESIZE_LINEAR };
+enum { DYNQ_RESIZE_NEAREST, DYNQ_RESIZE_LINEAR, DYNQ_RESIZE_CUBIC };
 enum { DYNQ_CTM_HALF_PIXEL, DYNQ_CTM_PYTORCH_HALF_PIXEL, DYNQ_CTM_ALIGN_CORNERS,
        DYNQ_CTM_ASYMMETRIC, DYNQ_CTM_TF_HALF_PIXEL_FOR_NN };
 enum { DYNQ_NEAREST_ROUND_PREFER_FLOOR, DYNQ_NEAREST_ROUND_PREFER_CEIL, DYNQ_NEAREST_FLOOR,
@@ -130,7 +130,7 @@ typedef union dynq__opstate {
   struct { float alpha; int int8; } smatmul;     /* StridedMatMul */
   dynq__pool_attrs_t pool;
   dynq__convt_attrs_t convt;
-  struct { int mode, ctm, nearest; } resize;
+  struct { int mode, ctm, nearest, exclude_outside; float cubic_a; } resize;
   dynq__einsum_t einsum;
   struct { int64_t axis, num_outputs; } split;   /* num_outputs 0: from the outputs */
   struct { int64_t axis; int keepdims, last; } argmax;

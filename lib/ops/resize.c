@@ -1,5 +1,5 @@
 /*
- * Resize: nearest (any dtype) and linear (float32) over any axes, with
+ * Resize: nearest (any dtype), linear and cubic (float32) over any axes, with
  * the coordinate transformation modes half_pixel, pytorch_half_pixel,
  * align_corners, asymmetric and tf_half_pixel_for_nn, and the four
  * nearest rounding modes.  Inputs as the importer stores them: X, scales
@@ -7,11 +7,15 @@
  * axis; used when scales is absent or empty); ONNX's roi is dropped at
  * import (only tf_crop_and_resize reads it, and that mode is refused).
  *
- * Linear interpolation is separable, so the op runs one axis at a time:
- * per axis a table of (source index, next index, weight) per output
- * position, then rows of the inner axes are blended or copied.  Axes
- * whose table is the identity are skipped.  The arithmetic is in float,
- * as ONNX Runtime's.
+ * Linear and cubic interpolation are separable, so the op runs one axis
+ * at a time: per axis a table of source indices and weights per output
+ * position (2 taps for linear, 4 for cubic), then rows of the inner axes
+ * are blended or copied.  Axes whose table is the identity are skipped.
+ * Linear is in float, as ONNX Runtime's.  Cubic is Keys' kernel with
+ * cubic_coeff_a (default -0.75) over the 4 nearest inputs, edges
+ * repeated outward; exclude_outside 1 instead gives the taps outside the
+ * input weight 0 and renormalizes the rest (ONNX's definition); weights
+ * and sums in double.
  */
 #include "ops.h"
 
@@ -24,7 +28,7 @@
 
 int dynq__resize_codes(const char *mode, const char *ctm, const char *nearest, int *ret_mode,
                        int *ret_ctm, int *ret_nearest, char *why, size_t whylen) {
-  static const char *const modes[] = {"nearest", "linear", NULL};
+  static const char *const modes[] = {"nearest", "linear", "cubic", NULL};
   static const char *const ctms[] = {"half_pixel", "pytorch_half_pixel", "align_corners",
                                      "asymmetric", "tf_half_pixel_for_nn", NULL};
   static const char *const nearests[] = {"round_prefer_floor", "round_prefer_ceil", "floor",
@@ -63,6 +67,8 @@ int dynq__check_resize(const dynq__graph_t *g, const dynq__node_t *n, char *err,
   int ok = dynq__resize_codes(attr_str(n, "mode"), attr_str(n, "coordinate_transformation_mode"),
                               attr_str(n, "nearest_mode"), &m, &t, &r, why, sizeof why) == 0;
   DYNQ_OP_CHECK(ok, "%s", why);
+  float a = dynq__node_attr_f(n, "cubic_coeff_a", -0.75f);
+  DYNQ_OP_CHECK(isfinite(a), "cubic_coeff_a %g is not finite", (double)a);
   DYNQ_OP_CHECK(n->n_in >= 2 && (n->in[1] >= 0 || (n->n_in > 2 && n->in[2] >= 0)),
                 "needs scales or sizes");
   return 0;
@@ -78,6 +84,13 @@ int dynq__prep_resize(const dynq__graph_t *g, const dynq__node_t *n, dynq__opsta
     snprintf(err, errlen, "node '%s' (Resize): %s", n->name ? n->name : "?", why);
     return DYNQ_EGRAPH;
   }
+  st->resize.cubic_a = dynq__node_attr_f(n, "cubic_coeff_a", -0.75f);
+  if (!isfinite(st->resize.cubic_a)) {
+    snprintf(err, errlen, "node '%s' (Resize): cubic_coeff_a %g is not finite",
+             n->name ? n->name : "?", (double)st->resize.cubic_a);
+    return DYNQ_EGRAPH;
+  }
+  st->resize.exclude_outside = dynq__node_attr_i(n, "exclude_outside", 0) != 0;
   return 0;
 }
 
@@ -131,15 +144,68 @@ static int axis_table(const dynq__opstate_t *st, int64_t len, int64_t olen, floa
   return ident;
 }
 
+/* Keys' cubic kernel at distance d (>= 0) with coefficient A. */
+static double keys(double d, double A) {
+  if (d <= 1.0) return ((A + 2.0) * d - (A + 3.0)) * d * d + 1.0;
+  if (d < 2.0) return ((A * d - 5.0 * A) * d + 8.0 * A) * d - 4.0 * A;
+  return 0.0;
+}
+
+/* One axis's cubic table: 4 taps per output position, the source indices
+ * clamped into [0, len) (the edge repeated) and their weights; returns 1
+ * when it is the identity.  pytorch_half_pixel maps a single output to
+ * -0.5, as ONNX defines it (src_coord's 0 is the same for the other
+ * modes, whose taps clamp). */
+static int cubic_table(const dynq__opstate_t *st, int64_t len, int64_t olen, float scale,
+                       int64_t *idx, double *wt) {
+  int ident = olen == len;
+  const double A = st->resize.cubic_a;
+  for (int64_t o = 0; o < olen; o++) {
+    double x = src_coord(st->resize.ctm, o, len, scale);
+    if (st->resize.ctm == DYNQ_CTM_PYTORCH_HALF_PIXEL && !((float)len * scale > 1.0f)) x = -0.5;
+    double f = floor(x), t = x - f, sum = 0.0;
+    for (int k = 0; k < 4; k++) {
+      int64_t i = (int64_t)f - 1 + k;
+      double w = keys(fabs(t - (double)(k - 1)), A);
+      if (st->resize.exclude_outside && (i < 0 || i >= len)) w = 0.0;
+      idx[o * 4 + k] = i < 0 ? 0 : i >= len ? len - 1 : i;
+      wt[o * 4 + k] = w;
+      sum += w;
+    }
+    if (st->resize.exclude_outside && sum != 0.0)
+      for (int k = 0; k < 4; k++) wt[o * 4 + k] /= sum;
+    ident &= t == 0.0 && (int64_t)f == o;
+  }
+  return ident;
+}
+
+/* Blend `outer` blocks of an axis of length len into olen positions, each
+ * a row of `inner` floats, with the 4-tap table. */
+static void cubic_axis(const float *src, float *dst, int64_t outer, int64_t len, int64_t olen,
+                       int64_t inner, const int64_t *idx, const double *wt) {
+  for (int64_t a = 0; a < outer; a++) {
+    const float *s = src + (size_t)(a * len * inner);
+    for (int64_t o = 0; o < olen; o++) {
+      float *y = dst + (size_t)((a * olen + o) * inner);
+      const float *p[4];
+      for (int k = 0; k < 4; k++) p[k] = s + (size_t)(idx[o * 4 + k] * inner);
+      const double *w = wt + o * 4;
+      for (int64_t j = 0; j < inner; j++)
+        y[j] = (float)(w[0] * p[0][j] + w[1] * p[1][j] + w[2] * p[2][j] + w[3] * p[3][j]);
+    }
+  }
+}
+
 int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   int rc;
   if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
   const dynq__tensor_t *x = in[0], *sc = in[1], *sz = c->node->n_in > 2 ? in[2] : NULL;
   const int r = x->rank;
   const int linear = c->st->resize.mode == DYNQ_RESIZE_LINEAR;
-  if (linear && x->dtype != DYNQ_DT_F32)
-    return dynq__op_fail(c, DYNQ_EDTYPE, "linear mode needs float32 input, got %s",
-                         dynq__dtype_name(x->dtype));
+  const int cubic = c->st->resize.mode == DYNQ_RESIZE_CUBIC;
+  if ((linear || cubic) && x->dtype != DYNQ_DT_F32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "%s mode needs float32 input, got %s",
+                         linear ? "linear" : "cubic", dynq__dtype_name(x->dtype));
   float scale[DYNQ_MAX_RANK];
   int64_t odims[DYNQ_MAX_RANK];
   if (sc != NULL && dynq__tensor_numel(sc) > 0) {
@@ -186,14 +252,18 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   int64_t *i0 = malloc((size_t)maxlen * sizeof(int64_t));
   int64_t *i1 = malloc((size_t)maxlen * sizeof(int64_t));
   float *w = malloc((size_t)maxlen * sizeof(float));
+  int64_t *ci = cubic ? malloc((size_t)maxlen * 4 * sizeof(int64_t)) : NULL;
+  double *cw = cubic ? malloc((size_t)maxlen * 4 * sizeof(double)) : NULL;
   rc = 0;
-  if (i0 == NULL || i1 == NULL || w == NULL) {
+  if (i0 == NULL || i1 == NULL || w == NULL || (cubic && (ci == NULL || cw == NULL))) {
     rc = dynq__op_fail(c, -ENOMEM, "out of memory");
     goto done;
   }
   for (int d = 0; d < r; d++) {
     int64_t len = cur_dims[d], olen = odims[d];
-    if (olen > 0 && axis_table(c->st, len, olen, scale[d], i0, i1, w)) continue;
+    if (olen > 0 && (cubic ? cubic_table(c->st, len, olen, scale[d], ci, cw)
+                           : axis_table(c->st, len, olen, scale[d], i0, i1, w)))
+      continue;
     int64_t nd[DYNQ_MAX_RANK];
     memcpy(nd, cur_dims, sizeof(nd));
     nd[d] = olen;
@@ -203,7 +273,9 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     for (int k = 0; k < d; k++) outer *= cur_dims[k];
     for (int k = d + 1; k < r; k++) inner *= cur_dims[k];
     char *dst = tmp[ti].data;
-    for (int64_t a = 0; a < outer && inner > 0; a++) {
+    if (cubic && inner > 0)
+      cubic_axis((const float *)cur, (float *)dst, outer, len, olen, inner, ci, cw);
+    for (int64_t a = 0; a < outer && inner > 0 && !cubic; a++) {
       const char *src = cur + (size_t)(a * len * inner) * es;
       for (int64_t o = 0; o < olen; o++) {
         char *drow = dst + (size_t)((a * olen + o) * inner) * es;
@@ -235,5 +307,7 @@ done:
   free(i0);
   free(i1);
   free(w);
+  free(ci);
+  free(cw);
   return rc;
 }
