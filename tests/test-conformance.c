@@ -94,7 +94,6 @@ static const struct {
     {"test_batchnorm_example_training_mode", "BatchNormalization runs in inference form only"},
     {"test_convtranspose_3d", "3-D ConvTranspose is not supported (1-D and 2-D)"},
     {"test_resize_tf_crop_and_resize", "Resize tf_crop_and_resize is not supported"},
-    {"test_einsum_batch_diagonal", "Einsum with an ellipsis and a diagonal is not supported"},
     {NULL, NULL},
 };
 

@@ -867,6 +867,12 @@ START_TEST(einsum_forms) {
     {"ij->ji", "ij", NULL, "ji"},
     {"ij->i", "ij", NULL, "i"},
     {"bij->", "bij", NULL, ""},
+    {"...id,...jd->...ij", "bhid", "bhjd", "bhij"}, /* ellipsis: a batched GEMM */
+    {"...ij,...jk", "bij", "bjk", "bik"},          /* implicit: '...' leads */
+    {"i...j,jk->...ik", "ibj", "jk", "bik"},       /* ellipsis inside, one side only */
+    {"...ii->...i", "bii", NULL, "bi"},            /* batch diagonal */
+    {"ii->", "ii", NULL, ""},                      /* trace */
+    {"iij,jk->ik", "iij", "jk", "ik"},             /* diagonal in a product */
   };
   int64_t size[128];
   size['b'] = 2, size['h'] = 3, size['i'] = 4, size['j'] = 5, size['d'] = 6, size['k'] = 3;
@@ -899,9 +905,43 @@ START_TEST(einsum_forms) {
   const dynq__attr_t r3[] = {AS("equation", "ijk,jk->i")};
   ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, r3, 1, 2, 1, in, &o), DYNQ_ESHAPE);
   ck_assert_ptr_nonnull(strstr(err, "operand 0 has rank 2; the equation gives it 3 labels"));
-  const dynq__attr_t el[] = {AS("equation", "...ij->...ji")};
+  const dynq__attr_t el[] = {AS("equation", "...ij->ij")};
   ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, el, 1, 1, 1, in, &o), DYNQ_EGRAPH);
-  ck_assert_ptr_nonnull(strstr(err, "ellipsis"));
+  ck_assert_ptr_nonnull(strstr(err, "an operand has '...' but the output does not"));
+  const dynq__attr_t e2[] = {AS("equation", "..ij->ij")};
+  ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, e2, 1, 1, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "a '.' that is not part of '...'"));
+  const dynq__attr_t rep[] = {AS("equation", "ij->ii")};
+  ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, rep, 1, 1, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "a label repeated in the output"));
+  /* the '...' dims broadcast from 1 only: [1, 2, 3] x [2, 3, 4] is the
+   * first matrix against each of the second's; [3, 2, 3] x [2, 3, 4]
+   * is refused naming the dims */
+  float m1[6], m2[24];
+  for (int i = 0; i < 6; i++) m1[i] = (float)(i + 1);
+  for (int i = 0; i < 24; i++) m2[i] = (float)(i % 7) - 3.0f;
+  dynq__tensor_t M1 = tf(3, (int64_t[]){1, 2, 3}, m1), M2 = tf(3, (int64_t[]){2, 3, 4}, m2);
+  const dynq__tensor_t *bin[2] = {&M1, &M2};
+  const dynq__attr_t bc[] = {AS("equation", "...ij,...jk->...ik")};
+  ck_assert_msg(run_k(DYNQ_OP_EINSUM, bc, 1, 2, 1, bin, &o) == 0, "%s", err);
+  float bwant[16];
+  for (int bb = 0; bb < 2; bb++)
+    for (int i = 0; i < 2; i++)
+      for (int k = 0; k < 4; k++) {
+        float acc = 0;
+        for (int j = 0; j < 3; j++) acc += m1[i * 3 + j] * m2[(bb * 3 + j) * 4 + k];
+        bwant[(bb * 2 + i) * 4 + k] = acc;
+      }
+  expect(&o, 3, (int64_t[]){2, 2, 4}, bwant, 1e-5f);
+  dynq__tensor_clear(&o);
+  M1.dims[0] = 3;
+  float m3[18] = {0};
+  M1.data = m3;
+  ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, bc, 1, 2, 1, bin, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "the '...' dims do not broadcast: 3 against 2 in operand 1"));
+  M1.dims[0] = 1, M1.rank = 1; /* fewer dims than labels */
+  ck_assert_int_eq(run_k(DYNQ_OP_EINSUM, bc, 1, 2, 1, bin, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "operand 0 has rank 1; the equation gives it 2 labels and '...'"));
 }
 END_TEST
 

@@ -544,9 +544,10 @@ START_TEST(test_malformed_models) {
                               "'rs_crop' (op Resize): coordinate_transformation_mode "
                               "'tf_crop_and_resize'",
                               "'rs_round' (op Resize): nearest_mode 'round_half_up'"}},
-      {"bad_ops_attrs.onnx", {"'es_diag' (op Einsum): equation 'bcii,bcjj->bcij': a label "
-                              "repeated within one operand",
-                              "'es_ellipsis' (op Einsum): equation '...ij->...ji': ellipsis",
+      {"bad_ops_attrs.onnx", {"'es_outrep' (op Einsum): equation 'bcij,bcjk->bcii': a label "
+                              "repeated in the output",
+                              "'es_ellipsis' (op Einsum): equation '...ij->ji': an operand has "
+                              "'...' but the output does not",
                               "'ct_3d' (op ConvTranspose): 3 spatial axes"}},
       {"bad_ops_attrs.onnx", {"'ct_autopad' (op ConvTranspose): auto_pad 'FANCY'",
                               "'rs_excl' (op Resize): exclude_outside 2 is not 0 or 1", NULL}},

@@ -1,18 +1,23 @@
 /*
  * Einsum on float32: one or two operands, letters as labels, explicit or
- * implicit output.  Ellipses and a label repeated within one operand (a
- * diagonal) are refused at load, naming the equation.
+ * implicit output, an ellipsis ('...': the dimensions not named, numpy's
+ * rule: right-aligned across operands, broadcast where one is 1, first in
+ * an implicit output) and a label repeated within one operand (its
+ * diagonal).  A label repeated in the output, an ellipsis in the output
+ * without one in an operand or the reverse are refused at load, naming
+ * the equation.
  *
  * Two operands whose labels are each in both operands and the output
  * (batch), or in one operand and the output (m from the first, n from
  * the second), or in both operands only (k, summed) are a batched matrix
  * product: the forms attention exports ("bhid,bhjd->bhij",
- * "bhij,bhjd->bhid", "bid,jd->bij").  They run as one OpenBLAS GEMM per
- * batch index, with an operand copied into [batch, m, k] / [batch, k, n]
- * order only when neither it nor its transpose is already in that order,
- * and the result permuted only when the output orders labels otherwise.
- * Everything else (one operand, a label summed within one operand) runs
- * as the plain sum over the summed labels, accumulated in double.
+ * "bhij,bhjd->bhid", "bid,jd->bij", "...id,...jd->...ij").  They run as
+ * one OpenBLAS GEMM per batch index, with an operand copied into
+ * [batch, m, k] / [batch, k, n] order only when neither it nor its
+ * transpose is already in that order, and the result permuted only when
+ * the output orders labels otherwise.  Everything else (one operand, a
+ * label summed within one operand, a diagonal, a broadcast ellipsis)
+ * runs as the plain sum over the summed labels, accumulated in double.
  */
 #include "ops.h"
 
@@ -27,11 +32,18 @@ static int is_label(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && 
 int dynq__einsum_parse(const char *eq, dynq__einsum_t *ret, const char **why) {
   dynq__einsum_t e;
   memset(&e, 0, sizeof(e));
+  e.ell[0] = e.ell[1] = e.ell[2] = -1;
   int cur = 0, arrow = 0; /* cur: the operand being read; 2 after "->" */
   for (const char *p = eq ? eq : ""; *p; p++) {
     char ch = *p;
     if (ch == ' ' || ch == '\t') continue;
-    if (ch == '.') return *why = "ellipsis ('...') is not supported", -1;
+    if (ch == '.') {
+      if (p[1] != '.' || p[2] != '.') return *why = "a '.' that is not part of '...'", -1;
+      if (e.ell[cur] >= 0) return *why = "more than one '...' in one operand", -1;
+      e.ell[cur] = e.rank[cur];
+      p += 2;
+      continue;
+    }
     if (ch == ',') {
       if (arrow || cur == 1) return *why = "only one or two operands are supported", -1;
       cur = 1;
@@ -47,19 +59,22 @@ int dynq__einsum_parse(const char *eq, dynq__einsum_t *ret, const char **why) {
     }
     if (!is_label(ch)) return *why = "labels must be letters", -1;
     if (e.rank[cur] >= DYNQ_MAX_RANK) return *why = "an operand has more than 8 labels", -1;
-    if (memchr(e.lab[cur], ch, (size_t)e.rank[cur]) != NULL)
-      return *why = cur == 2 ? "a label repeated in the output"
-                             : "a label repeated within one operand (a diagonal) is not supported",
-             -1;
+    if (cur == 2 && memchr(e.lab[cur], ch, (size_t)e.rank[cur]) != NULL)
+      return *why = "a label repeated in the output", -1;
     e.lab[cur][e.rank[cur]++] = ch;
   }
+  int any_ell = e.ell[0] >= 0 || (cur >= 1 && e.ell[1] >= 0);
   if (!arrow) {
     e.nin = cur + 1;
-    /* implicit output: the labels used exactly once, in ASCII order */
+    /* implicit output: the ellipsis, then the labels used exactly once
+     * (a repeated label within one operand counts as twice), in ASCII
+     * order */
+    if (any_ell) e.ell[2] = 0;
     for (int ch = 'A'; ch <= 'z'; ch++) {
       if (!is_label((char)ch)) continue;
       int uses = 0;
-      for (int k = 0; k < e.nin; k++) uses += memchr(e.lab[k], ch, (size_t)e.rank[k]) != NULL;
+      for (int k = 0; k < e.nin; k++)
+        for (int i = 0; i < e.rank[k]; i++) uses += e.lab[k][i] == ch;
       if (uses == 1) {
         if (e.rank[2] >= DYNQ_MAX_RANK) return *why = "the output has more than 8 labels", -1;
         e.lab[2][e.rank[2]++] = (char)ch;
@@ -71,6 +86,9 @@ int dynq__einsum_parse(const char *eq, dynq__einsum_t *ret, const char **why) {
     for (int k = 0; k < e.nin; k++) found |= memchr(e.lab[k], e.lab[2][i], (size_t)e.rank[k]) != NULL;
     if (!found) return *why = "an output label appears in no operand", -1;
   }
+  if (e.ell[2] >= 0 && !any_ell) return *why = "'...' in the output but in no operand", -1;
+  if (e.ell[2] < 0 && any_ell)
+    return *why = "an operand has '...' but the output does not (say where it goes)", -1;
   *ret = e;
   return 0;
 }
@@ -138,9 +156,8 @@ static void permute(const float *src, const char *from, const char *to, int r,
 static int same(const char *a, const char *b, int r) { return memcmp(a, b, (size_t)r) == 0; }
 
 /* The batched-GEMM form; returns 1 when the equation is not one. */
-static int run_gemm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
-                    const int64_t *size, int *ret_rc) {
-  const dynq__einsum_t *e = &c->st->einsum;
+static int run_gemm(dynq__op_ctx_t *c, const dynq__einsum_t *e, const dynq__tensor_t *const *in,
+                    dynq__tensor_t *out, const int64_t *size, int *ret_rc) {
   char bat[DYNQ_MAX_RANK], ml[DYNQ_MAX_RANK], nl[DYNQ_MAX_RANK], kl[DYNQ_MAX_RANK];
   int nb = 0, nm = 0, nn = 0, nk = 0;
   for (int i = 0; i < e->rank[2]; i++) {
@@ -219,9 +236,8 @@ static int run_gemm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
 }
 
 /* Any equation: out[o] = sum over the summed labels of the product. */
-static int run_sum(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
-                   const int64_t *size) {
-  const dynq__einsum_t *e = &c->st->einsum;
+static int run_sum(dynq__op_ctx_t *c, const dynq__einsum_t *e, const dynq__tensor_t *const *in,
+                   dynq__tensor_t *out, const int64_t *size) {
   char all[2 * DYNQ_MAX_RANK];
   int na = 0;
   memcpy(all, e->lab[2], (size_t)e->rank[2]);
@@ -234,8 +250,9 @@ static int run_sum(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
     int64_t s = 1;
     for (int i = e->rank[k] - 1; i >= 0; i--) {
       int j = (int)((const char *)memchr(all, e->lab[k][i], (size_t)na) - all);
-      st[k][j] = s;
-      s *= size[(unsigned char)e->lab[k][i]];
+      /* a repeated label walks the diagonal; a broadcast dim (1) stays */
+      if (in[k]->dims[i] == size[(unsigned char)e->lab[k][i]]) st[k][j] += s;
+      s *= in[k]->dims[i];
     }
   }
   int64_t inner = 1;
@@ -269,25 +286,67 @@ static int run_sum(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   return 0;
 }
 
+/* The equation for these operands' ranks: each '...' replaced by the
+ * labels '0'.. of the dims it stands for, right-aligned over the longest
+ * (numpy's broadcasting); 0, or an error naming the operand. */
+static int expand(dynq__op_ctx_t *c, const dynq__einsum_t *e, const dynq__tensor_t *const *in,
+                  dynq__einsum_t *x) {
+  int len[2] = {0, 0}, E = 0;
+  for (int k = 0; k < e->nin; k++) {
+    int r = in[k]->rank;
+    if (e->ell[k] < 0 ? r != e->rank[k] : r < e->rank[k])
+      return dynq__op_fail(c, DYNQ_ESHAPE, "operand %d has rank %d; the equation gives it %d "
+                           "labels%s", k, r, e->rank[k], e->ell[k] < 0 ? "" : " and '...'");
+    len[k] = e->ell[k] < 0 ? 0 : r - e->rank[k];
+    E = len[k] > E ? len[k] : E;
+  }
+  if (E + e->rank[2] > DYNQ_MAX_RANK)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "the output would have rank %d (at most %d)",
+                         E + e->rank[2], DYNQ_MAX_RANK);
+  *x = *e;
+  for (int k = 0; k < 3; k++) {
+    if (e->ell[k] < 0) continue;
+    int L = k < 2 ? len[k] : E, at = e->ell[k];
+    x->rank[k] = e->rank[k] + L;
+    memcpy(x->lab[k], e->lab[k], (size_t)at);
+    for (int i = 0; i < L; i++) x->lab[k][at + i] = (char)('0' + E - L + i);
+    memcpy(x->lab[k] + at + L, e->lab[k] + at, (size_t)(e->rank[k] - at));
+    x->ell[k] = -1;
+  }
+  return 0;
+}
+
 int dynq__run_einsum(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  const dynq__einsum_t *e = &c->st->einsum;
-  int rc;
+  dynq__einsum_t ex;
+  const dynq__einsum_t *e = &ex;
+  int rc, plain = 1;  /* plain: every label one size, none repeated in an operand */
   int64_t size[128];
   for (int i = 0; i < 128; i++) size[i] = -1;
-  for (int k = 0; k < e->nin; k++) {
+  for (int k = 0; k < c->st->einsum.nin; k++)
     if ((rc = dynq__op_need_present(c, in[k], k)) || (rc = dynq__op_need_f32(c, in[k], k)))
       return rc;
-    if (in[k]->rank != e->rank[k])
-      return dynq__op_fail(c, DYNQ_ESHAPE, "operand %d has rank %d; the equation gives it %d "
-                           "labels", k, in[k]->rank, e->rank[k]);
+  if ((rc = expand(c, &c->st->einsum, in, &ex))) return rc;
+  for (int k = 0; k < e->nin; k++)
     for (int i = 0; i < e->rank[k]; i++) {
       unsigned char ch = (unsigned char)e->lab[k][i];
-      if (size[ch] >= 0 && size[ch] != in[k]->dims[i])
-        return dynq__op_fail(c, DYNQ_ESHAPE, "label '%c' is %lld in one operand and %lld in "
-                             "operand %d", ch, (long long)size[ch], (long long)in[k]->dims[i], k);
-      size[ch] = in[k]->dims[i];
+      int64_t d = in[k]->dims[i];
+      if (memchr(e->lab[k], ch, (size_t)i) != NULL) plain = 0;
+      if (size[ch] < 0 || size[ch] == d) {
+        size[ch] = d;
+        continue;
+      }
+      /* only the dims of an ellipsis broadcast, and only from 1 */
+      if (ch >= '0' && ch <= '9' && (size[ch] == 1 || d == 1)) {
+        size[ch] = size[ch] > d ? size[ch] : d;
+        plain = 0;
+        continue;
+      }
+      if (ch >= '0' && ch <= '9')
+        return dynq__op_fail(c, DYNQ_ESHAPE, "the '...' dims do not broadcast: %lld against "
+                             "%lld in operand %d", (long long)size[ch], (long long)d, k);
+      return dynq__op_fail(c, DYNQ_ESHAPE, "label '%c' is %lld in one operand and %lld in "
+                           "operand %d", ch, (long long)size[ch], (long long)d, k);
     }
-  }
-  if (e->nin == 2 && run_gemm(c, in, out, size, &rc) == 0) return rc;
-  return run_sum(c, in, out, size);
+  if (e->nin == 2 && plain && run_gemm(c, e, in, out, size, &rc) == 0) return rc;
+  return run_sum(c, e, in, out, size);
 }

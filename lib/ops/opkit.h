@@ -83,10 +83,12 @@ enum { DYNQ_NEAREST_ROUND_PREFER_FLOOR, DYNQ_NEAREST_ROUND_PREFER_CEIL, DYNQ_NEA
        DYNQ_NEAREST_CEIL };
 
 /* Einsum (einsum.c): the equation as label strings, one per operand and
- * one for the output; labels are 'A'..'Z', 'a'..'z'. */
+ * one for the output; labels are 'A'..'Z', 'a'..'z' (at run time an
+ * ellipsis becomes the labels '0'..'7', right-aligned across operands). */
 typedef struct dynq__einsum {
   int nin;                         /* 1 or 2 */
-  int rank[3];                     /* operands 0, 1, then the output */
+  int rank[3];                     /* operands 0, 1, then the output: labels, not '...' */
+  int ell[3];                      /* where '...' stands among the labels, -1: none */
   char lab[3][DYNQ_MAX_RANK];
 } dynq__einsum_t;
 
