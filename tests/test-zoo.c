@@ -454,7 +454,7 @@ static void run_x(dynq__model_t *dm, const zmodel_t *m, int precision, float *x,
  *    --error-budget at half ORT's error on those batches, the margin
  *    docs/NUMERICS.md advises) must beat ORT on every batch alone, with no
  *    margin: the search measures which layers to keep FP32 (MobileNet: the
- *    head conv and the classifier, 2.7 % of its multiply-adds).
+ *    head conv and the classifier, about 3 % of its multiply-adds).
  */
 START_TEST(zoo_sets) {
   ck_assert_int_lt(_i, n_models);
