@@ -337,7 +337,7 @@ int dynq__run_einsum(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
       }
       /* only the dims of an ellipsis broadcast, and only from 1 */
       if (ch >= '0' && ch <= '9' && (size[ch] == 1 || d == 1)) {
-        size[ch] = size[ch] > d ? size[ch] : d;
+        size[ch] = size[ch] == 1 ? d : size[ch]; /* 1 against 0 gives 0 */
         plain = 0;
         continue;
       }
