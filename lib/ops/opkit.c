@@ -164,10 +164,10 @@ int dynq__bcast_init(dynq__op_ctx_t *c, int nin, const dynq__tensor_t *const *t,
  * INT8 GEMM's threshold, matmul.c); tasks per thread as there. */
 #define SGEMM_SPLIT_MIN_MACS (INT64_C(1) << 21)
 #define SGEMM_CHUNKS_PER_THREAD 4
-/* Without pre-packed weights, a transposed B is packed per call (K x N
- * copies): for fewer rows than this OpenBLAS's unpacked kernels win. */
-#define SGEMM_PACK_MIN_M 16
-
+/* Without pre-packed weights B would be packed per call, and OpenBLAS's
+ * unpacked sgemm measured faster at every M above one row tile (dynq-bench
+ * sgemm: 1.4-2x at M 16, 1.15-1.3x at M 128, ~1.1x at M 1024); at most 6
+ * rows of an untransposed B are read in place instead. */
 typedef struct sgemm_split {
   const dynq__sgemm_kernel_t *kr;
   const dynq__sgemm_args_t *a;
@@ -229,8 +229,8 @@ int dynq__sgemm_ex(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K,
       for (int64_t n = 0; n < N; n++) C[m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
     return 0;
   }
-  if (Bp == NULL && (kr == &dynq__sgemm_ref || (M == 1 && !ta) || N < DYNQ_SGEMM_MIN_N ||
-                     (tb && M < SGEMM_PACK_MIN_M))) {
+  if (Bp == NULL && (kr == &dynq__sgemm_ref || (M == 1 && !ta) || N < DYNQ_SGEMM_MIN_N || tb ||
+                     M > DYNQ_SGEMM_MR)) {
     blas_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return 0;
   }

@@ -326,8 +326,8 @@ void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
  * there: the same bits for any split, packed or not).  Bp: NULL, or B
  * packed by dynq__sgemm_pack_b (the caller keeps B as well: it is the
  * fallback when scratch memory runs out).  Runs OpenBLAS instead where
- * packing cannot pay (M == 1 or a transposed B with few rows, and no Bp)
- * and on CPUs without AVX2 (the reference micro-kernel is scalar).  Never
+ * packing does not pay (no Bp and more than 6 rows or a transposed B;
+ * no Bp and M == 1) and on CPUs without AVX2 (the reference micro-kernel is scalar).  Never
  * fails; returns 1 when it ran on more than one thread, else 0. */
 int dynq__sgemm_ex(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, const float *Bp,
