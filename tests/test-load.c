@@ -736,25 +736,33 @@ START_TEST(test_coalesced_requests_bit_identical) {
       expect_ok(&c, k, &m);
       dynq__rpc_free(&m);
     }
-    /* The worker busy with a slow request while the mlp ones queue. */
-    send_slow(&c, 100, SLOW_ROWS / 4, -1);
-    for (int i = 0; i < N; i++) {  /* each its own row of the fixture */
-      dynq__wbuf_t w;
-      dynq__wbuf_init(&w);
-      tu_w_infer_f32(&w, (uint32_t)i + 1, "mlp", "x", rows[i], 64, g_mlp_x + (size_t)i * 64,
-                     -1);
-      rc_send_wbuf(&c, &w);
-    }
+    /* The worker busy with a slow request while the mlp ones queue.  On a
+     * loaded machine the slow run may end before the burst is read; the
+     * burst is then retried (up to 4 times): merging, once the requests
+     * do wait together, is what is asserted, not the scheduler's timing. */
     int merged = 0;
-    for (int i = 0; i < N; i++) {
-      expect_ok(&c, (uint32_t)i + 1, &m);
-      int64_t b = obj_int_or(dynq__obj_get(m.result, "batch"), 1);
-      if (b > 1) merged++;
-      get_f32_output(&m, "y", mode == 0 ? ref[i] : got[i], (size_t)rows[i] * 10);
+    for (int attempt = 0; attempt < 4; attempt++) {
+      uint32_t base = 1000u * (uint32_t)attempt;
+      send_slow(&c, base + 100, SLOW_ROWS / 4, -1);
+      for (int i = 0; i < N; i++) {  /* each its own row of the fixture */
+        dynq__wbuf_t w;
+        dynq__wbuf_init(&w);
+        tu_w_infer_f32(&w, base + (uint32_t)i + 1, "mlp", "x", rows[i], 64,
+                       g_mlp_x + (size_t)i * 64, -1);
+        rc_send_wbuf(&c, &w);
+      }
+      merged = 0;
+      for (int i = 0; i < N; i++) {
+        expect_ok(&c, base + (uint32_t)i + 1, &m);
+        int64_t b = obj_int_or(dynq__obj_get(m.result, "batch"), 1);
+        if (b > 1) merged++;
+        get_f32_output(&m, "y", mode == 0 ? ref[i] : got[i], (size_t)rows[i] * 10);
+        dynq__rpc_free(&m);
+      }
+      expect_ok(&c, base + 100, &m);
       dynq__rpc_free(&m);
+      if (mode == 0 || merged >= 2) break;
     }
-    expect_ok(&c, 100, &m);
-    dynq__rpc_free(&m);
     if (mode == 0) {
       ck_assert_msg(merged == 0, "%d requests ran merged with --coalesce-max 1", merged);
     } else {
