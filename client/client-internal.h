@@ -155,6 +155,9 @@ int dynq__bad_field(dynq_client_t *c, const char *method, const char *field);
  * bounded by the frame scanner (32). */
 void dynq__obj_to_json(dynq__obj_t o, FILE *f);
 
+/* Most inputs or outputs a reply may declare (bounds what is allocated). */
+#define DYNQ__CLIENT_MAX_IO 4096
+
 /* An infer result {outputs, compute_us, ...}: the len msgpack bytes at p
  * decoded into the public struct, in one allocation that
  * dynq_infer_result_free() frees.  0, or DYNQ_EPROTO / DYNQ_ETOOBIG /

@@ -1,0 +1,228 @@
+/*
+ * Decoding an infer answer's result map into one dynq_infer_result_t
+ * block.  Both the connection layer (answers decoded as they arrive) and
+ * the blocking API (answers already framed) call it, so it lives on its
+ * own: neither of them has to call into the other for it.
+ */
+#include "client-internal.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const dynq__tensor_limits_t output_limits = {
+  .max_rank = DYNQ_CLIENT_MAX_RANK,
+  .max_elems = DYNQ_MAX_ELEMS,
+};
+
+/* What an output's map held (fields absent until seen). */
+typedef struct out_fields {
+  const char *dt;           /* dtype string, dtn bytes; NULL: absent */
+  size_t dtn;
+  int has_shape;
+  uint32_t rank;
+  int64_t dims[DYNQ_CLIENT_MAX_RANK];
+  const void *data;         /* bin payload; has_data */
+  size_t nbytes;
+  int has_data, has_shm;
+  uint64_t shm_size;
+} out_fields_t;
+
+#define ERR(...) (snprintf(err, errlen, __VA_ARGS__), DYNQ_EPROTO)
+
+/* The {region, offset, size} of an shm output: only size matters here. */
+static int read_shm_ref(dynq__rd_t *r, out_fields_t *f, char *err, size_t errlen) {
+  uint32_t n;
+  int64_t v;
+  int have = 0;
+  if (dynq__rd_map(r, &n) < 0) return ERR("'shm' is not a map");
+  for (uint32_t i = 0; i < n; i++) {
+    if (dynq__rd_key(r, "size")) {
+      if (dynq__rd_int(r, &v) < 0 || v < 0) break;
+      f->shm_size = (uint64_t)v;
+      have = 1;
+    } else if (dynq__rd_skip(r) < 0 || dynq__rd_skip(r) < 0) {
+      break;
+    }
+  }
+  if (!have) return ERR("shm reference without a valid 'size'");
+  f->has_shm = 1;
+  return 0;
+}
+
+/* One output's map: {dtype, shape, data} or {dtype?, shape?, shm}. */
+static int read_out_fields(dynq__rd_t *r, out_fields_t *f, char *err, size_t errlen) {
+  uint32_t n;
+  memset(f, 0, sizeof(*f));
+  if (dynq__rd_map(r, &n) < 0) return ERR("tensor is not a map");
+  for (uint32_t i = 0; i < n; i++) {
+    if (dynq__rd_key(r, "dtype")) {
+      if (dynq__rd_str(r, &f->dt, &f->dtn) < 0) return ERR("tensor field 'dtype' is not a string");
+    } else if (dynq__rd_key(r, "shape")) {
+      if (dynq__rd_array(r, &f->rank) < 0) return ERR("tensor field 'shape' is not an array");
+      if (f->rank > DYNQ_CLIENT_MAX_RANK)
+        return ERR("tensor rank %u exceeds the limit of %d", f->rank, DYNQ_CLIENT_MAX_RANK);
+      for (uint32_t d = 0; d < f->rank; d++) {
+        if (dynq__rd_int(r, &f->dims[d]) < 0)
+          return ERR("tensor shape[%u] is not an integer in int64 range", d);
+        if (f->dims[d] < 0) return ERR("tensor shape[%u] is negative (%lld)", d,
+                                       (long long)f->dims[d]);
+      }
+      f->has_shape = 1;
+    } else if (dynq__rd_key(r, "data")) {
+      if (dynq__rd_bin(r, &f->data, &f->nbytes) < 0) return ERR("tensor field 'data' is not bin");
+      f->has_data = 1;
+    } else if (dynq__rd_key(r, "shm")) {
+      if (read_shm_ref(r, f, err, errlen) < 0) return DYNQ_EPROTO;
+    } else if (dynq__rd_skip(r) < 0 || dynq__rd_skip(r) < 0) {
+      return ERR("tensor map is not valid msgpack");
+    }
+  }
+  return 0;
+}
+
+/* Check f as output o (data still in the frame; the caller copies it). */
+static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size_t errlen) {
+  char name[16];
+  o->dtype = 0;
+  if (f->dt != NULL) {
+    if (f->dtn < sizeof(name) && memchr(f->dt, '\0', f->dtn) == NULL) {
+      memcpy(name, f->dt, f->dtn);
+      name[f->dtn] = '\0';
+      o->dtype = dynq__dt_parse(name);
+    }
+    if (o->dtype == 0)
+      return ERR("unknown tensor dtype '%.*s'", (int)(f->dtn > 32 ? 32 : f->dtn), f->dt);
+  }
+  o->rank = (int)f->rank;
+  for (uint32_t d = 0; d < f->rank; d++) o->shape[d] = f->dims[d];
+  if (f->has_shm) { /* written into the caller's region: only its size here */
+    if (f->shm_size > SIZE_MAX) return ERR("shm size too large");
+    o->data = NULL;
+    o->nbytes = (size_t)f->shm_size;
+    return 0;
+  }
+  if (f->dt == NULL) return ERR("tensor field 'dtype' is missing");
+  if (!f->has_shape) return ERR("tensor field 'shape' is missing");
+  int64_t numel = dynq__dt_numel(o->rank, o->shape);
+  if (numel < 0 || numel > output_limits.max_elems)
+    return ERR("tensor has more than %lld elements", (long long)output_limits.max_elems);
+  if (!f->has_data) return ERR("tensor field 'data' is missing");
+  if ((uint64_t)f->nbytes != (uint64_t)numel * dynq__dt_size(o->dtype))
+    return ERR("tensor data has %zu bytes, shape and dtype need %llu", f->nbytes,
+               (unsigned long long)((uint64_t)numel * dynq__dt_size(o->dtype)));
+  o->nbytes = f->nbytes;
+  return 0;
+}
+
+/* Round up to the 64-byte line output data starts on (SIMD loads over it
+ * are whole lines). */
+static size_t line_up(size_t n) { return (n + 63) & ~(size_t)63; }
+
+#define BAD_FIELD(name) \
+  (snprintf(err, errlen, "infer: reply field '%s' is missing or has the wrong type", name), \
+   DYNQ_EPROTO)
+
+/* The outputs map at r into res (one block, see below); len bounds the
+ * names and data it holds. */
+static int decode_outputs(dynq__rd_t *r, size_t len, dynq_infer_result_t *res, char *err,
+                          size_t errlen) {
+  uint32_t n, i;
+  size_t head, cap;
+  char *cur;
+  void *blk = NULL;
+  int rc;
+
+  if (dynq__rd_map(r, &n) < 0) return BAD_FIELD("outputs");
+  if (n > DYNQ__CLIENT_MAX_IO) {
+    snprintf(err, errlen, "infer: %u outputs (limit %d)", n, DYNQ__CLIENT_MAX_IO);
+    return DYNQ_ETOOBIG;
+  }
+  /* One block holds the result: the tensor array, then each name and each
+   * output's data on its own line.  Names and data are bytes of the
+   * result, so len (plus a NUL and a line's padding per output) bounds
+   * them: one allocation per answer, one copy of its data. */
+  head = line_up((size_t)n * sizeof(dynq_tensor_t));
+  cap = head + len + 65 * ((size_t)n + 1);
+  if (posix_memalign(&blk, 64, cap) != 0) {
+    snprintf(err, errlen, "infer: out of memory (%zu bytes)", cap);
+    return -ENOMEM;
+  }
+  res->outputs = blk;
+  memset(res->outputs, 0, (size_t)n * sizeof(dynq_tensor_t));
+  cur = (char *)blk + head;
+  for (i = 0; i < n; i++) {
+    dynq_tensor_t *o = &res->outputs[i];
+    out_fields_t f;
+    const char *key;
+    size_t klen;
+    char why[200] = "";
+
+    if (dynq__rd_str(r, &key, &klen) < 0 || memchr(key, '\0', klen) != NULL) {
+      rc = BAD_FIELD("outputs key");
+      goto fail;
+    }
+    memcpy(cur, key, klen);
+    cur[klen] = '\0';
+    o->name = cur;
+    cur += klen + 1;
+    if (read_out_fields(r, &f, why, sizeof(why)) < 0 ||
+        check_output(&f, o, why, sizeof(why)) < 0) {
+      snprintf(err, errlen, "infer: output '%s': %s", o->name, why);
+      rc = DYNQ_EPROTO;
+      goto fail;
+    }
+    if (f.has_shm) continue;
+    cur = (char *)blk + line_up((size_t)(cur - (char *)blk));
+    if (f.nbytes > 0) memcpy(cur, f.data, f.nbytes);
+    o->data = cur;
+    cur += f.nbytes;
+  }
+  res->n_outputs = (int)n;
+  return 0;
+
+fail:
+  free(blk);
+  res->outputs = NULL;
+  return rc;
+}
+
+int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t *ret,
+                              char *err, size_t errlen) {
+  dynq_infer_result_t res;
+  dynq__rd_t r = {p, p + len};
+  uint32_t n;
+  int rc = 0;
+
+  memset(&res, 0, sizeof(res));
+  if (dynq__rd_map(&r, &n) < 0) return BAD_FIELD("result");
+  for (uint32_t i = 0; i < n && rc == 0; i++) {
+    if (dynq__rd_key(&r, "outputs")) {
+      rc = res.outputs != NULL ? BAD_FIELD("outputs")  /* twice */
+                               : decode_outputs(&r, len, &res, err, errlen);
+    } else if (dynq__rd_key(&r, "compute_us")) {
+      if (!dynq__rd_nil(&r) && dynq__rd_int(&r, &res.compute_us) < 0)
+        rc = BAD_FIELD("compute_us");
+    } else if (dynq__rd_skip(&r) < 0 || dynq__rd_skip(&r) < 0) {
+      rc = BAD_FIELD("result");
+    }
+  }
+  if (rc == 0 && res.outputs == NULL) rc = BAD_FIELD("outputs");
+  if (rc < 0) {
+    free(res.outputs);
+    return rc;
+  }
+  *ret = res;
+  return 0;
+}
+
+#undef BAD_FIELD
+#undef ERR
+
+void dynq_infer_result_free(dynq_infer_result_t *r) {
+  if (r == NULL) return;
+  free(r->outputs);  /* one block with the names and data (see decode_outputs) */
+  memset(r, 0, sizeof(*r));
+}
