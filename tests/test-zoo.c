@@ -229,6 +229,22 @@ START_TEST(zoo_model) {
 }
 END_TEST
 
+/* Input t of the fixture read from its file into in[] at the model's
+ * index for its name (data owned by the caller); returns that index. */
+static int load_input(dynq__model_t *dm, const zio_t *t, dynq__tensor_t *in) {
+  int idx = dynq__model_input_index(dm, t->name);
+  ck_assert_int_ge(idx, 0);
+  char rel[256];
+  size_t len = 0;
+  snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", t->file);
+  in[idx].dtype = t->dtype == DYNQ_INT64 ? DYNQ_DT_I64 : DYNQ_DT_F32;
+  in[idx].rank = t->rank;
+  memcpy(in[idx].dims, t->shape, sizeof(int64_t) * (size_t)t->rank);
+  in[idx].data = tu_read_file(tu_src(rel), &len);
+  ck_assert_ptr_nonnull(in[idx].data);
+  return idx;
+}
+
 /* Output 0 of model file path run in-process on m's inputs (owned); seq
  * > 0 keeps the first seq positions of axis 1 of every input (a shorter
  * request to the same model), else the inputs as stored. */
@@ -241,16 +257,7 @@ static float *run_inproc_seq(const char *path, const zmodel_t *m, int precision,
   memset(out, 0, sizeof out);
   for (int k = 0; k < m->n_in; k++) {
     const zio_t *t = &m->in[k];
-    int idx = dynq__model_input_index(dm, t->name);
-    ck_assert_int_ge(idx, 0);
-    char rel[256];
-    size_t len = 0;
-    snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", t->file);
-    in[idx].dtype = t->dtype == DYNQ_INT64 ? DYNQ_DT_I64 : DYNQ_DT_F32;
-    in[idx].rank = t->rank;
-    memcpy(in[idx].dims, t->shape, sizeof(int64_t) * (size_t)t->rank);
-    in[idx].data = tu_read_file(tu_src(rel), &len);
-    ck_assert_ptr_nonnull(in[idx].data);
+    int idx = load_input(dm, t, in);
     if (seq > 0) {  /* [d0, d1, rest...] -> [d0, seq, rest...] in place */
       ck_assert(t->rank >= 2 && seq <= t->shape[1]);
       size_t row = dynq__tensor_nbytes(&in[idx]) / (size_t)(t->shape[0] * t->shape[1]);
@@ -592,19 +599,7 @@ START_TEST(reshapes_are_views) {
       dynq__tensor_t in[MAX_IO], out[8];
       memset(in, 0, sizeof in);
       memset(out, 0, sizeof out);
-      for (int k = 0; k < m->n_in; k++) {
-        const zio_t *t = &m->in[k];
-        int idx = dynq__model_input_index(dm, t->name);
-        ck_assert_int_ge(idx, 0);
-        char rel[256];
-        size_t len = 0;
-        snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", t->file);
-        in[idx].dtype = t->dtype == DYNQ_INT64 ? DYNQ_DT_I64 : DYNQ_DT_F32;
-        in[idx].rank = t->rank;
-        memcpy(in[idx].dims, t->shape, sizeof(int64_t) * (size_t)t->rank);
-        in[idx].data = tu_read_file(tu_src(rel), &len);
-        ck_assert_ptr_nonnull(in[idx].data);
-      }
+      for (int k = 0; k < m->n_in; k++) load_input(dm, &m->in[k], in);
       view_count_t vc = {0, 0, 0, ""};
       /* times_only: the observer compares pointers, never reads the
        * inputs' bytes, so the executor still hands storage over */
