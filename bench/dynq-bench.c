@@ -85,6 +85,9 @@ typedef struct problem {
   int64_t Kp;
   float *X, *Wf, *bias, *Y, *C;
   int8_t *B;
+  const int8_t *Bcur;       /* what qgemm reads: B, or one of Bcold */
+  int8_t **Bcold;           /* qgemm --cold: copies of B, rotated per call */
+  int ncold, icold;
   int32_t *colsum;
   float *w_scale, *a_scale;
   int32_t *a_zp;
@@ -128,6 +131,9 @@ static void problem_init(problem_t *p, shape_t s, const dynq__kernel_t *kr) {
     p->bias[n] = nrand() * 0.1f;
   }
   dynq__pack_weights(N, K, W, p->B);
+  p->Bcur = p->B;
+  p->Bcold = NULL;
+  p->ncold = p->icold = 0;
   free(W);
 }
 
@@ -135,6 +141,8 @@ static void problem_free(problem_t *p) {
   free(p->X); free(p->Wf); free(p->bias); free(p->Y); free(p->C);
   free(p->B); free(p->colsum); free(p->w_scale); free(p->a_scale);
   free(p->a_zp); free(p->A);
+  for (int i = 0; i < p->ncold; i++) free(p->Bcold[i]);
+  free(p->Bcold);
 }
 
 /* ---- the INT8 op, split along N over lib/parallel ---- */
@@ -152,7 +160,7 @@ typedef struct split {
 static void qgemm_cols(problem_t *p, int64_t n0, int64_t n1) {
   dynq__qgemm_args_t g = {
     .M = p->s.m, .N = p->s.n, .K = p->s.k, .A = p->A, .lda = (size_t)p->Kp,
-    .B = p->B, .colsum = p->colsum, .w_scale = p->w_scale,
+    .B = p->Bcur, .colsum = p->colsum, .w_scale = p->w_scale,
     .a_scale = p->a_scale, .a_zp = p->a_zp, .bias = p->bias,
     .act = DYNQ_ACT_NONE, .C = p->C, .ldc = (size_t)p->s.n, .n0 = n0, .n1 = n1,
   };
@@ -416,12 +424,211 @@ static int sgemm_bench(const shape_t *shapes, int nshapes, int threads, int roun
   return 0;
 }
 
+/* ---- peak: what one core's INT8 dot-product instruction can do ---- */
+
+/* Register-only vpdpbusd loops with `chains` independent accumulators
+ * (fewer than latency x throughput chains measure the latency, not the
+ * peak), timed as this thread's CPU time.  Written in asm with fixed
+ * registers: compiled from intrinsics, GCC 12 kept the accumulators of
+ * such a loop on the stack. */
+#define VNNI_ITERS 4000000L
+#define Z1(i) "vpdpbusd %%zmm31, %%zmm30, %%zmm" #i "\n\t"
+#define Z4(a, b, c, d) Z1(a) Z1(b) Z1(c) Z1(d)
+#define Y1(i) "%{vex%} vpdpbusd %%ymm15, %%ymm14, %%ymm" #i "\n\t"
+#define Y4(a, b, c, d) Y1(a) Y1(b) Y1(c) Y1(d)
+/* 24 instructions per iteration for every chain count */
+#define VNNI_ASM(body, ...)                                                     \
+  __asm__ volatile("1:\n\t" body "dec %0\n\tjnz 1b\n\t"                         \
+                   : "+r"(n) : : "cc", __VA_ARGS__)
+#define ZCLOB "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
+    "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", \
+    "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm30", "xmm31"
+#define YCLOB "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
+    "xmm9", "xmm10", "xmm11", "xmm14", "xmm15"
+
+__attribute__((target("avx512f,avx512vnni"))) static double vnni_zmm(int chains) {
+  long n = VNNI_ITERS;
+  double t0 = cpu_ns();
+  switch (chains) {
+  case 4: VNNI_ASM(Z4(0, 1, 2, 3) Z4(0, 1, 2, 3) Z4(0, 1, 2, 3) Z4(0, 1, 2, 3)
+                   Z4(0, 1, 2, 3) Z4(0, 1, 2, 3), ZCLOB); break;
+  case 8: VNNI_ASM(Z4(0, 1, 2, 3) Z4(4, 5, 6, 7) Z4(0, 1, 2, 3) Z4(4, 5, 6, 7)
+                   Z4(0, 1, 2, 3) Z4(4, 5, 6, 7), ZCLOB); break;
+  case 12: VNNI_ASM(Z4(0, 1, 2, 3) Z4(4, 5, 6, 7) Z4(8, 9, 10, 11) Z4(0, 1, 2, 3)
+                    Z4(4, 5, 6, 7) Z4(8, 9, 10, 11), ZCLOB); break;
+  default: VNNI_ASM(Z4(0, 1, 2, 3) Z4(4, 5, 6, 7) Z4(8, 9, 10, 11) Z4(12, 13, 14, 15)
+                    Z4(16, 17, 18, 19) Z4(20, 21, 22, 23), ZCLOB); break;
+  }
+  return 2.0 * 64 * 24 * VNNI_ITERS / (cpu_ns() - t0);
+}
+
+__attribute__((target("avx2,avxvnni"))) static double vnni_ymm(int chains) {
+  long n = VNNI_ITERS;
+  double t0 = cpu_ns();
+  switch (chains) {
+  case 4: VNNI_ASM(Y4(0, 1, 2, 3) Y4(0, 1, 2, 3) Y4(0, 1, 2, 3) Y4(0, 1, 2, 3)
+                   Y4(0, 1, 2, 3) Y4(0, 1, 2, 3), YCLOB); break;
+  case 8: VNNI_ASM(Y4(0, 1, 2, 3) Y4(4, 5, 6, 7) Y4(0, 1, 2, 3) Y4(4, 5, 6, 7)
+                   Y4(0, 1, 2, 3) Y4(4, 5, 6, 7), YCLOB); break;
+  default: VNNI_ASM(Y4(0, 1, 2, 3) Y4(4, 5, 6, 7) Y4(8, 9, 10, 11) Y4(0, 1, 2, 3)
+                    Y4(4, 5, 6, 7) Y4(8, 9, 10, 11), YCLOB); break;
+  }
+  return 2.0 * 32 * 24 * VNNI_ITERS / (cpu_ns() - t0);
+}
+
+/* The measured INT8 peak (best of 3, GOPS) of the instruction `kr` is
+ * built on; 0 when it has none (ref) or is not VNNI (avx2: vpmaddwd). */
+static double int8_peak(const dynq__kernel_t *kr) {
+  double best = 0;
+  for (int r = 0; r < 3; r++) {
+    double g = !strcmp(kr->name, "avx512vnni") ? vnni_zmm(24)
+               : !strcmp(kr->name, "avxvnni") ? vnni_ymm(12) : 0;
+    best = g > best ? g : best;
+  }
+  return best;
+}
+
+static int peak_bench(int rounds, int json) {
+  const dynq__kernel_t *z = dynq__kernel_find("avx512vnni");
+  const dynq__kernel_t *y = dynq__kernel_find("avxvnni");
+  static const int zc[] = {4, 8, 12, 24}, yc[] = {4, 8, 12};
+  typedef struct { const char *insn; int chains; double (*fn)(int); int ok; } row_t;
+  row_t rows[7];
+  int nr = 0;
+  for (int i = 0; i < 4; i++)
+    rows[nr++] = (row_t){"vpdpbusd zmm", zc[i], vnni_zmm, z && z->supported()};
+  for (int i = 0; i < 3; i++)
+    rows[nr++] = (row_t){"vpdpbusd ymm (VEX)", yc[i], vnni_ymm, y && y->supported()};
+  if (!json)
+    printf("one core, thread CPU time, %d rounds; GOPS = 2 x multiply-adds per second\n"
+           "%-20s %7s %10s %10s\n", rounds, "instruction", "chains", "median", "best");
+  for (int i = 0; i < nr; i++) {
+    if (!rows[i].ok) {
+      if (!json) printf("%-20s %7d %21s\n", rows[i].insn, rows[i].chains, "not supported");
+      continue;
+    }
+    double g[MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) g[r] = rows[i].fn(rows[i].chains);
+    qsort(g, (size_t)rounds, sizeof(double), cmp_double);
+    if (json)
+      printf("{\"instruction\":\"%s\",\"chains\":%d,\"rounds\":%d,\"gops_median\":%.1f,"
+             "\"gops_best\":%.1f}\n", rows[i].insn, rows[i].chains, rounds, g[rounds / 2],
+             g[rounds - 1]);
+    else
+      printf("%-20s %7d %10.1f %10.1f\n", rows[i].insn, rows[i].chains, g[rounds / 2],
+             g[rounds - 1]);
+    fflush(stdout);
+  }
+  return 0;
+}
+
+/* ---- qgemm: the INT8 op's parts, one thread, CPU time ---- */
+
+static void kernel_run(const run_t *r, problem_t *p) {
+  (void)r;
+  qgemm_cols(p, 0, p->s.n);
+}
+
+/* As a model runs: each layer's weights come from DRAM (a BERT-base's
+ * 85 MB do not fit any cache), its activations are hot. */
+#define COLD_BYTES (96ll << 20)
+static void cold_next(problem_t *p) {
+  p->icold = (p->icold + 1) % p->ncold;
+  p->Bcur = p->Bcold[p->icold];
+}
+static void cold_kernel_run(const run_t *r, problem_t *p) {
+  cold_next(p);
+  kernel_run(r, p);
+}
+static void cold_int8_run(const run_t *r, problem_t *p) {
+  cold_next(p);
+  int8_run(r, p);
+}
+
+/* Median of reps calls, in us of this thread's CPU time. */
+static double cpu_median(void (*fn)(const run_t *, problem_t *), const run_t *r, problem_t *p,
+                         int reps) {
+  double t[MAX_REPS];
+  fn(r, p);
+  for (int i = 0; i < reps; i++) {
+    double a = cpu_ns();
+    fn(r, p);
+    t[i] = cpu_ns() - a;
+  }
+  qsort(t, (size_t)reps, sizeof(double), cmp_double);
+  return t[reps / 2] / 1e3;
+}
+
+static int qgemm_bench(const dynq__kernel_t *kr, const shape_t *shapes, int nshapes,
+                       int rounds, int json) {
+  double peak = int8_peak(kr);
+  run_t one = {.threads = 1, .chunks_per_thread = 1};
+  if (!json)
+    printf("kernel %s, one thread, thread CPU time, medians of %d interleaved rounds; "
+           "measured vpdpbusd peak %.1f GOPS\n"
+           "warm: weights in cache; cold: weights rotated through %lld MiB of copies (as in "
+           "a model); int8 = quantization + cold kernel\n"
+           "%6s %6s %6s %9s %9s %9s %9s %8s %8s %8s %7s\n",
+           kr->name, rounds, peak, COLD_BYTES >> 20, "M", "K", "N", "quant_us", "warm_us",
+           "cold_us", "int8_us", "GOPS", "kG_warm", "kG_cold", "%peak");
+  for (int i = 0; i < nshapes; i++) {
+    problem_t p;
+    problem_init(&p, shapes[i], kr);
+    size_t bbytes = (size_t)(dynq__round_up(p.s.n, 16) * p.Kp);
+    p.ncold = (int)((COLD_BYTES + (long long)bbytes - 1) / (long long)bbytes);
+    p.ncold = p.ncold < 2 ? 2 : p.ncold;
+    p.Bcold = calloc((size_t)p.ncold, sizeof(int8_t *));
+    if (p.Bcold == NULL) {
+      fprintf(stderr, "dynq-bench: out of memory\n");
+      exit(1);
+    }
+    for (int c = 0; c < p.ncold; c++) {
+      p.Bcold[c] = xalloc(bbytes);
+      memcpy(p.Bcold[c], p.B, bbytes);
+    }
+    double ops = 2.0 * (double)p.s.m * (double)p.s.n * (double)p.s.k;
+    int reps = (int)(3e8 / ops);   /* ~0.5 ms of work per measurement */
+    reps = reps < 3 ? 3 : reps > MAX_REPS ? MAX_REPS : reps;
+    double tq[MAX_ROUNDS], tw[MAX_ROUNDS], tc[MAX_ROUNDS], ti[MAX_ROUNDS];
+    for (int r = 0; r < rounds; r++) {
+      tq[r] = cpu_median(quant_run, &one, &p, reps);
+      p.Bcur = p.B;
+      tw[r] = cpu_median(kernel_run, &one, &p, reps);
+      tc[r] = cpu_median(cold_kernel_run, &one, &p, reps);
+      ti[r] = cpu_median(cold_int8_run, &one, &p, reps);
+    }
+    qsort(tq, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(tw, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(tc, (size_t)rounds, sizeof(double), cmp_double);
+    qsort(ti, (size_t)rounds, sizeof(double), cmp_double);
+    double q = tq[rounds / 2], w = tw[rounds / 2], c = tc[rounds / 2], e = ti[rounds / 2];
+    double g = ops / e / 1e3, gw = ops / w / 1e3, gc = ops / c / 1e3;
+    double share = peak > 0 ? gc / peak : 0;
+    if (json)
+      printf("{\"m\":%lld,\"k\":%lld,\"n\":%lld,\"kernel\":\"%s\",\"rounds\":%d,"
+             "\"peak_gops\":%.1f,\"quant_us\":%.2f,\"warm_us\":%.2f,\"cold_us\":%.2f,"
+             "\"int8_us\":%.2f,\"gops\":%.1f,\"kernel_gops_warm\":%.1f,"
+             "\"kernel_gops_cold\":%.1f,\"peak_share_cold\":%.3f}\n",
+             (long long)p.s.m, (long long)p.s.k, (long long)p.s.n, kr->name, rounds, peak,
+             q, w, c, e, g, gw, gc, share);
+    else
+      printf("%6lld %6lld %6lld %9.1f %9.1f %9.1f %9.1f %8.1f %8.1f %8.1f %6.1f%%\n",
+             (long long)p.s.m, (long long)p.s.k, (long long)p.s.n, q, w, c, e, g, gw, gc,
+             100 * share);
+    fflush(stdout);
+    problem_free(&p);
+  }
+  return 0;
+}
+
 static void usage(FILE *f) {
   fprintf(f,
     "usage: dynq-bench gemm [--shape MxKxN]... [--threads N] [--kernel NAME] [--json]\n"
     "       dynq-bench gemm --compare-threads [--threads N] [--rounds R] [--shape ...]\n"
     "       dynq-bench quant [--kernel NAME] [--json]\n"
     "       dynq-bench sgemm [--shape MxKxN]... [--threads N] [--rounds R] [--json]\n"
+    "       dynq-bench qgemm [--shape MxKxN]... [--kernel NAME] [--rounds R] [--json]\n"
+    "       dynq-bench peak [--rounds R] [--json]\n"
     "  gemm   INT8 end to end (quantize + qgemm + bias) vs OpenBLAS sgemm/sgemv\n"
     "         default shapes: M in {1,4,16,64,256} x KxN in {768x768, 768x3072,\n"
     "         3072x768, 4096x4096}\n"
@@ -429,6 +636,12 @@ static void usage(FILE *f) {
     "  sgemm  dynq's FP32 GEMM (B pre-packed, and unpacked) vs OpenBLAS sgemm,\n"
     "         GFLOPS and share of the measured FMA peak; default shapes: BERT-base's\n"
     "         at seq 128, batch 1 and 8 (M 128, 1024) and M 1, 16\n"
+    "  qgemm  INT8 op in parts at one thread (quantization; kernel alone with the\n"
+    "         weights in cache and with them cold, as in a model; both, cold),\n"
+    "         thread CPU time in interleaved rounds, kernel GOPS and share of the\n"
+    "         measured vpdpbusd peak; default shapes: BERT-base's at seq 128,\n"
+    "         batch 1 and 8 (M 128, 1024: 768->768, 768->3072, 3072->768, 768->2304)\n"
+    "  peak   vpdpbusd (zmm; ymm VEX) register-only loops with 4..24 chains\n"
     "  --shape MxKxN  activations X[M,K] times weights -> Y[M,N] (repeatable)\n"
     "  --threads N    split N across N threads (OpenBLAS gets N threads too)\n"
     "  --chunks C     chunks per thread when splitting (default 4, as QLinear)\n"
@@ -502,7 +715,8 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if (!cmd || (strcmp(cmd, "gemm") && strcmp(cmd, "quant") && strcmp(cmd, "sgemm"))) {
+  if (!cmd || (strcmp(cmd, "gemm") && strcmp(cmd, "quant") && strcmp(cmd, "sgemm") &&
+               strcmp(cmd, "qgemm") && strcmp(cmd, "peak"))) {
     usage(stderr);
     return 2;
   }
@@ -534,6 +748,16 @@ int main(int argc, char **argv) {
     return 0;
   }
 
+  if (!strcmp(cmd, "peak")) return peak_bench(rounds, json);
+  if (!strcmp(cmd, "qgemm")) {
+    if (nshapes == 0) {
+      static const int64_t ms[] = {128, 1024};
+      static const int64_t kn[][2] = {{768, 768}, {768, 3072}, {3072, 768}, {768, 2304}};
+      for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) shapes[nshapes++] = (shape_t){ms[i], kn[j][0], kn[j][1]};
+    }
+    return qgemm_bench(kr, shapes, nshapes, rounds, json);
+  }
   if (!strcmp(cmd, "sgemm")) {
     if (nshapes == 0) {
       static const int64_t ms[] = {1, 16, 128, 1024};
