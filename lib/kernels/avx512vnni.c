@@ -9,10 +9,15 @@
  *
  * Loop order: blocks of panels sized to stay in L2 outside, row tiles
  * inside, so each weight block is fetched from memory once and reused by
- * every row tile.  With M <= 6 there is a single row tile and the loop is
- * a pure weight stream (the small-M, bandwidth-bound case); software
- * prefetch was tried and measured no better than the hardware prefetcher
- * on the four sequential panel streams.
+ * every row tile.  In a model each layer's weights come from DRAM, and the
+ * first row tile over a block would wait for them (at M = 128 that cost
+ * 2-9 % of the kernel): so the 6-row tiles of one block prefetch the next
+ * block into L2, a slice each, one line per 4 k groups.  192 KiB blocks
+ * measured better than 128, 256, 384 and 512 at BERT-base's shapes (cold
+ * weights, M = 128) and no worse at M = 1024.  With M <= 6 there is a
+ * single row tile and the loop is a pure weight stream (the small-M,
+ * bandwidth-bound case); there, software prefetch measured no better than
+ * the hardware prefetcher on the four sequential panel streams.
  *
  * Numerics are the ones pinned in kernels.h and ref.c; every float step
  * is one separate vector instruction in the same order as ref.c.
@@ -26,7 +31,7 @@
 #define MR 6
 #define NPMAX 4
 /* Weight bytes per panel block kept hot in L2 while row tiles sweep it. */
-#define BLOCK_BYTES (384 * 1024)
+#define BLOCK_BYTES (192 * 1024)
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -47,9 +52,10 @@ INLINE __mmask16 tail_mask(int64_t valid) {
   return valid >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << valid) - 1);
 }
 
-/* rows [m, m+mr) x panels [p, p+np), all k groups, then the epilogue. */
+/* rows [m, m+mr) x panels [p, p+np), all k groups, then the epilogue;
+ * full-height tiles also prefetch the lines [pf, pfe) into L2. */
 INLINE void tile(const dynq__qgemm_args_t *a, int64_t m, int64_t p,
-                 const int mr, const int np) {
+                 const char *pf, const char *pfe, const int mr, const int np) {
   const int64_t Kp = dynq__round_up(a->K, DYNQ_QGEMM_KG);
   const int64_t kg = Kp / DYNQ_QGEMM_KG;
   const size_t pstride = (size_t)Kp * DYNQ_QGEMM_NR;
@@ -67,6 +73,10 @@ INLINE void tile(const dynq__qgemm_args_t *a, int64_t m, int64_t p,
   const int8_t *bp = b0;
   for (int64_t g = 0; g < kg; g++, bp += 64) {
     __m512i bv[NPMAX];
+    if (mr == MR && (g & 3) == 0 && pf < pfe) {
+      _mm_prefetch(pf, _MM_HINT_T1);
+      pf += 64;
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < np; j++) {
       bv[j] = _mm512_load_si512((const void *)(bp + j * pstride));
@@ -102,12 +112,13 @@ INLINE void tile(const dynq__qgemm_args_t *a, int64_t m, int64_t p,
   }
 }
 
-typedef void (*tile_fn)(const dynq__qgemm_args_t *, int64_t, int64_t);
+typedef void (*tile_fn)(const dynq__qgemm_args_t *, int64_t, int64_t, const char *,
+                        const char *);
 
 #define TILE_FN(R, P)                                                     \
   static void tile_##R##_##P(const dynq__qgemm_args_t *a, int64_t m,     \
-                             int64_t p) {                                 \
-    tile(a, m, p, R, P);                                                  \
+                             int64_t p, const char *pf, const char *pfe) { \
+    tile(a, m, p, pf, pfe, R, P);                                         \
   }
 #define TILE_ROW(R) TILE_FN(R, 1) TILE_FN(R, 2) TILE_FN(R, 3) TILE_FN(R, 4)
 TILE_ROW(1)
@@ -133,13 +144,22 @@ static void avx512_qgemm(const dynq__qgemm_args_t *a) {
   pb = pb < NPMAX ? NPMAX : pb / NPMAX * NPMAX;
   if (a->M <= MR) pb = P1 - P0;   /* one row tile: just stream */
 
+  const size_t pstride = (size_t)Kp * DYNQ_QGEMM_NR;
   for (int64_t pblk = P0; pblk < P1; pblk += pb) {
     int64_t pend = pblk + pb < P1 ? pblk + pb : P1;
+    /* the next block, split over this block's 6-row tile calls */
+    int64_t pnext = a->M <= MR ? pend : pend + pb < P1 ? pend + pb : P1;
+    const char *pf = (const char *)(a->B + (size_t)pend * pstride);
+    const char *pfend = (const char *)(a->B + (size_t)pnext * pstride);
+    int64_t calls = (a->M / MR) * ((pend - pblk + NPMAX - 1) / NPMAX);
+    size_t per = calls ? ((size_t)(pfend - pf) / 64 + (size_t)calls - 1) / (size_t)calls * 64 : 0;
     for (int64_t m = 0; m < a->M; m += MR) {
       int64_t mr = a->M - m < MR ? a->M - m : MR;
       for (int64_t p = pblk; p < pend; p += NPMAX) {
         int64_t np = pend - p < NPMAX ? pend - p : NPMAX;
-        tiles[mr - 1][np - 1](a, m, p);
+        const char *e = pf + per < pfend ? pf + per : pfend;
+        tiles[mr - 1][np - 1](a, m, p, pf, e);
+        pf = e;
       }
     }
   }
