@@ -6,13 +6,13 @@
  *  - fd >= 0 while the stream is usable; -1 once broken (any I/O error,
  *    EOF, a frame we could not delimit, or the server's msgid-0 error).  A
  *    broken client refuses new requests with DYNQ_ECLOSED.
- *  - every request sent and not yet collected has one pend[] entry; an
+ *  - every request sent and not yet collected has one ticket; an
  *    answer is matched to it by msgid, whatever the order answers come
  *    in; an answer for an unknown msgid (a forgotten ticket) is dropped.
  *  - when the connection breaks, every entry not yet answered is answered
  *    with the connection's error at once, so each ticket completes
  *    exactly once.
- *  - out holds whole requests (each with its pend[] entry) not yet
+ *  - out holds whole requests (each with its ticket) not yet
  *    written, in msgid order; it is written out before the client waits
  *    for anything (dynq_poll finding no answer ready, a wait for an
  *    unanswered ticket, a request sent directly) and once it passes
@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "dynq/dynqclient.h"
 #include "methods.h"
@@ -39,12 +40,13 @@
  * caller to wait: about what dynqd reads in one go. */
 #define DYNQ__CLIENT_FLUSH_AT ((size_t)64 << 10)
 
-/* One request in flight or answered and not yet collected. */
+/* One request in flight or answered and not yet collected (a slot of
+ * dynq__tickets_t; the links are slot indices, -1 for none). */
 typedef struct dynq__pend {
   uint32_t msgid;
+  int live;                  /* a ticket; 0: on the free list */
   int done;                  /* answered (or failed with the connection) */
   int reported;              /* dynq_poll has handed this ticket out */
-  uint64_t seq;              /* done: completion order, for dynq_poll */
   int code;                  /* done: 0, or the request's error */
   char *msg;                 /* done with an error: malloc'd message or NULL */
   dynq__rpc_msg_t resp;      /* done with code 0, !has_res: the response (owned) */
@@ -52,7 +54,41 @@ typedef struct dynq__pend {
   int has_res;               /* done with code 0 and decoded from the frame as
                                 it arrived: res holds it, resp is empty */
   dynq_infer_result_t res;   /* owned when has_res */
+  int sprev, snext;          /* send order (snext: free list when !live) */
+  int dprev, dnext;          /* done and not reported, completion order */
 } dynq__pend_t;
+
+/* The tickets of a connection (tickets.c): O(1) by msgid.  n live
+ * tickets, n_waiting of them not answered; n <= the connection's
+ * max_inflight, slots grow by doubling to it. */
+typedef struct dynq__tickets {
+  dynq__pend_t *slot;        /* owned; cap entries */
+  int32_t *index;            /* owned; mask + 1 buckets: slot, -1 empty,
+                                -2 a removed ticket's tombstone */
+  uint32_t mask;
+  int tombs;                 /* tombstones; < (mask + 1) / 4 */
+  int cap, n, n_waiting;
+  int free_head;
+  int sent_head, sent_tail;  /* live slots, oldest first */
+  int done_head, done_tail;  /* done, not reported, earliest first */
+} dynq__tickets_t;
+
+void dynq__tickets_init(dynq__tickets_t *t);
+void dynq__tickets_free(dynq__tickets_t *t);   /* the slots only, not what they own */
+/* A new ticket (not done): 0 and *ret_p (valid until the next add), or -ENOMEM. */
+int dynq__tickets_add(dynq__tickets_t *t, uint32_t msgid, dynq__pend_t **ret_p);
+dynq__pend_t *dynq__tickets_find(const dynq__tickets_t *t, uint32_t msgid);
+/* Mark p answered: it joins the done list (once). */
+void dynq__tickets_done(dynq__tickets_t *t, dynq__pend_t *p);
+/* The earliest answered ticket not yet reported, marked reported; NULL if none. */
+dynq__pend_t *dynq__tickets_take_done(dynq__tickets_t *t);
+/* Forget p (what it owns must be freed first). */
+void dynq__tickets_remove(dynq__tickets_t *t, dynq__pend_t *p);
+/* Live tickets in send order. */
+dynq__pend_t *dynq__tickets_first(const dynq__tickets_t *t);
+dynq__pend_t *dynq__tickets_next(const dynq__tickets_t *t, const dynq__pend_t *p);
+/* 1 when every invariant holds (O(cap): tests only). */
+int dynq__tickets_check(const dynq__tickets_t *t);
 
 struct dynq_client {
   int fd;                    /* owned; -1 once broken/closed */
@@ -61,11 +97,9 @@ struct dynq_client {
   dynq__wbuf_t out;          /* requests queued, not yet written (see top);
                                 owned; capacity kept between requests, freed
                                 when a big request left it over 1 MiB */
-  /* pend[0 .. n_pend): requests sent and not collected, in send order;
-   * n_pend <= max_inflight (dynq_client_set_max_inflight) */
-  dynq__pend_t *pend;        /* owned; malloc'd; cap_pend entries */
-  int n_pend, cap_pend, max_inflight;
-  uint64_t done_seq;         /* completions so far */
+  dynq__tickets_t tickets;   /* requests sent and not collected; owned;
+                                tickets.n <= max_inflight */
+  int max_inflight;          /* dynq_client_set_max_inflight */
   /* Busy-poll before blocking (dynq_client_set_spin): spin_max_us is the
    * caller's budget, spin_cur_us the adapted one (0..spin_max_us),
    * spin_until_ns the end of this wait's spin (0: block at once). */
@@ -81,6 +115,12 @@ struct dynq_client {
   char path[108 + 64];       /* the socket path connected to (a sun_path) */
   char errmsg[DYNQ__CLIENT_ERRMSG];
 };
+
+/* A client over fd, a connected stream socket (owned from here on, closed
+ * on failure too); path is what dynq_client_path shows.  0 or -ENOMEM.
+ * dynq_connect's second half; tests and the fuzz target hand it one end
+ * of a socketpair. */
+int dynq__client_adopt(int fd, const char *path, dynq_client_t **ret_client);
 
 /* Record a failure message (printf-style) and return code. */
 int dynq__client_fail(dynq_client_t *c, int code, const char *fmt, ...)
@@ -171,12 +211,31 @@ int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t 
 typedef struct dynq__rd {
   const uint8_t *p, *end;
 } dynq__rd_t;
-int dynq__rd_peek(const dynq__rd_t *r);          /* the next type byte, or -1 */
-int dynq__rd_nil(dynq__rd_t *r);                 /* 1 and taken if nil, else 0 */
+/* the next type byte, or -1 */
+static inline int dynq__rd_peek(const dynq__rd_t *r) {
+  return r->p < r->end ? r->p[0] : -1;
+}
+/* 1 and taken if nil, else 0 */
+static inline int dynq__rd_nil(dynq__rd_t *r) {
+  if (dynq__rd_peek(r) != 0xc0) return 0;
+  r->p++;
+  return 1;
+}
 int dynq__rd_array(dynq__rd_t *r, uint32_t *ret_n);
 int dynq__rd_map(dynq__rd_t *r, uint32_t *ret_n);
 int dynq__rd_str(dynq__rd_t *r, const char **ret_s, size_t *ret_n); /* valid UTF-8 only */
-int dynq__rd_key(dynq__rd_t *r, const char *key); /* 1 and taken if the str equals key */
+/* 1 and taken if the next item is the fixstr key (n < 32 bytes of ASCII,
+ * so valid UTF-8 as it is), else 0; DYNQ__RD_KEY takes a literal and
+ * knows its length at compile time (answers are read key by key). */
+static inline int dynq__rd_keyn(dynq__rd_t *r, const char *key, size_t n) {
+  if (n < 32 && (size_t)(r->end - r->p) > n && r->p[0] == (0xa0 | n) &&
+      memcmp(r->p + 1, key, n) == 0) {
+    r->p += 1 + n;
+    return 1;
+  }
+  return 0;
+}
+#define DYNQ__RD_KEY(r, lit) dynq__rd_keyn((r), (lit), sizeof(lit) - 1)
 int dynq__rd_bin(dynq__rd_t *r, const void **ret_p, size_t *ret_n);
 int dynq__rd_int(dynq__rd_t *r, int64_t *ret);   /* any int that fits int64 */
 int dynq__rd_skip(dynq__rd_t *r);                /* one whole object */

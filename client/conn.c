@@ -124,13 +124,12 @@ static void client_broken(dynq_client_t *c, int code, const char *msg) {
   /* queued requests will never be written; their tickets fail below
    * (the bytes stay allocated: a flush may be iterating over them) */
   dynq__wbuf_reset(&c->out);
-  for (int i = 0; i < c->n_pend; i++) {
-    dynq__pend_t *p = &c->pend[i];
+  for (dynq__pend_t *p = dynq__tickets_first(&c->tickets); p != NULL;
+       p = dynq__tickets_next(&c->tickets, p)) {
     if (p->done) continue;
-    p->done = 1;
-    p->seq = ++c->done_seq;
     p->code = code;
     p->msg = msg != NULL ? strdup(msg) : NULL;
+    dynq__tickets_done(&c->tickets, p);
   }
 }
 
@@ -198,8 +197,14 @@ int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client, char *
     }
   }
   if (r < 0) return r;
+  r = dynq__client_adopt(fd, path, &c);
+  if (r < 0) return r;
+  *ret_client = c;
+  return 0;
+}
 
-  c = calloc(1, sizeof(*c));
+int dynq__client_adopt(int fd, const char *path, dynq_client_t **ret_client) {
+  dynq_client_t *c = calloc(1, sizeof(*c));
   if (c == NULL) {
     close(fd);
     return -ENOMEM;
@@ -210,6 +215,7 @@ int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client, char *
   c->max_inflight = DYNQ_CLIENT_INFLIGHT_DEFAULT;
   c->spin_max_us = c->spin_cur_us = spin_from_env();
   c->spin_probe_gap = SPIN_PROBE_MIN;
+  dynq__tickets_init(&c->tickets);
   dynq__framer_init(&c->fr, &response_limits);
   dynq__wbuf_init(&c->out);
   *ret_client = c;
@@ -228,8 +234,10 @@ void dynq_close(dynq_client_t *c) {
   if (c->fd >= 0 && c->out.len > 0)
     (void)!send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
   if (c->fd >= 0) close(c->fd);
-  for (int i = 0; i < c->n_pend; i++) pend_clear(&c->pend[i]);
-  free(c->pend);
+  for (dynq__pend_t *p = dynq__tickets_first(&c->tickets); p != NULL;
+       p = dynq__tickets_next(&c->tickets, p))
+    pend_clear(p);
+  dynq__tickets_free(&c->tickets);
   dynq__framer_free(&c->fr);
   dynq__wbuf_free(&c->out);
   free(c);
@@ -265,7 +273,7 @@ int dynq_client_set_max_inflight(dynq_client_t *c, int n) {
 
 int dynq_inflight(const dynq_client_t *c) {
   if (c == NULL) return -EINVAL;
-  return c->n_pend;
+  return c->tickets.n;
 }
 
 const char *dynq_client_path(const dynq_client_t *c) {
@@ -293,15 +301,11 @@ uint32_t dynq__client_begin(dynq_client_t *c, dynq__wbuf_t *w,
 /* ---- receiving: frames -> tickets ---- */
 
 static dynq__pend_t *pend_find(dynq_client_t *c, uint32_t msgid) {
-  for (int i = 0; i < c->n_pend; i++)
-    if (c->pend[i].msgid == msgid) return &c->pend[i];
-  return NULL;
+  return dynq__tickets_find(&c->tickets, msgid);
 }
 
 static void pend_remove(dynq_client_t *c, dynq__pend_t *p) {
-  int i = (int)(p - c->pend);
-  memmove(&c->pend[i], &c->pend[i + 1], (size_t)(c->n_pend - i - 1) * sizeof(*p));
-  c->n_pend--;
+  dynq__tickets_remove(&c->tickets, p);
 }
 
 /* The common answer, [1, msgid, nil, result] to a dynq_submit_infer
@@ -325,8 +329,7 @@ static int answer_in_place(dynq_client_t *c, const uint8_t *frame, size_t len) {
     p->msg = strdup(err);
   else
     p->has_res = 1;
-  p->done = 1;
-  p->seq = ++c->done_seq;
+  dynq__tickets_done(&c->tickets, p);
   return 1;
 }
 
@@ -360,8 +363,7 @@ static void dispatch(dynq_client_t *c, const uint8_t *frame, size_t len) {
   }
   dynq__pend_t *p = pend_find(c, m.msgid);
   if (p == NULL || p->done) goto drop;  /* forgotten, or a duplicate */
-  p->done = 1;
-  p->seq = ++c->done_seq;
+  dynq__tickets_done(&c->tickets, p);
   if (has_err) {
     char msg[DYNQ__CLIENT_ERRMSG];
     int code = dynq__rpc_error(m.error, msg, sizeof(msg));
@@ -539,28 +541,22 @@ static int check_request(dynq_client_t *c, const dynq__wbuf_t *w) {
   r = dynq__wbuf_status(w);
   if (r < 0)
     return dynq__client_fail(c, r, "encoding the request: %s", dynq_strerror(r));
-  if (c->n_pend >= c->max_inflight)
+  if (c->tickets.n >= c->max_inflight)
     return dynq__client_fail(c, DYNQ_ELIMIT,
                              "%d requests already in flight on this connection (limit "
-                             "%d; collect some answers first)", c->n_pend, c->max_inflight);
+                             "%d; collect some answers first)", c->tickets.n, c->max_inflight);
   return 0;
 }
 
 /* A ticket for msgid, registered before its first byte goes: an answer
- * read while the rest is being sent must find it.  The slots are one
- * array grown by doubling (up to max_inflight), so a steady pipeline
- * allocates nothing per request. */
-static int pend_add(dynq_client_t *c, uint32_t msgid) {
-  if (c->n_pend == c->cap_pend) {
-    int ncap = c->cap_pend ? 2 * c->cap_pend : 8;
-    dynq__pend_t *np = realloc(c->pend, (size_t)ncap * sizeof(*np));
-    if (np == NULL) return dynq__client_fail(c, -ENOMEM, "out of memory");
-    c->pend = np;
-    c->cap_pend = ncap;
-  }
-  dynq__pend_t *p = &c->pend[c->n_pend++];
-  memset(p, 0, sizeof(*p));
-  p->msgid = msgid;
+ * read while the rest is being sent must find it.  The slots grow by
+ * doubling (up to max_inflight), so a steady pipeline allocates nothing
+ * per request. */
+static int pend_add(dynq_client_t *c, uint32_t msgid, int infer) {
+  dynq__pend_t *p;
+  if (dynq__tickets_add(&c->tickets, msgid, &p) < 0)
+    return dynq__client_fail(c, -ENOMEM, "out of memory");
+  p->infer = infer;
   return 0;
 }
 
@@ -583,8 +579,7 @@ size_t dynq__client_queue_mark(const dynq_client_t *c) {
 
 int dynq__client_queue_end(dynq_client_t *c, size_t mark, uint32_t msgid, int infer) {
   int r = check_request(c, &c->out);
-  if (r == 0) r = pend_add(c, msgid);
-  if (r == 0) c->pend[c->n_pend - 1].infer = infer;
+  if (r == 0) r = pend_add(c, msgid, infer);
   if (r < 0) {
     /* drop the partial request; the queue before it is whole */
     c->out.len = mark;
@@ -604,7 +599,7 @@ int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
   c->errmsg[0] = '\0';
   r = check_request(c, w);
   if (r == 0) r = flush_out(c);
-  if (r == 0) r = pend_add(c, msgid);
+  if (r == 0) r = pend_add(c, msgid, 0);
   if (r < 0) return r;
   dynq__pend_t *p;
   r = send_all(c, w->data, w->len, extra, extra_len, pass_fd);
@@ -735,18 +730,12 @@ int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
   c->errmsg[0] = '\0';
   if (timeout_ms > 0) deadline = mono_ns() + (uint64_t)timeout_ms * 1000000u;
   for (;;) {
-    int waiting = 0;
-    dynq__pend_t *first = NULL;  /* the earliest completion not reported */
-    for (int i = 0; i < c->n_pend; i++) {
-      dynq__pend_t *p = &c->pend[i];
-      if (p->done && !p->reported && (first == NULL || p->seq < first->seq)) first = p;
-      waiting += !p->done;
-    }
+    dynq__pend_t *first = dynq__tickets_take_done(&c->tickets);
     if (first != NULL) {
-      first->reported = 1;
       *ret_ticket = first->msgid;
       return 1;
     }
+    int waiting = c->tickets.n_waiting;
     if (waiting == 0) {
       if (c->fd < 0)
         return dynq__client_fail(c, DYNQ_ECLOSED, "connection to dynqd is closed");

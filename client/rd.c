@@ -35,16 +35,6 @@ static int payload(dynq__rd_t *r, uint64_t n, const uint8_t **ret) {
   return 0;
 }
 
-int dynq__rd_peek(const dynq__rd_t *r) {
-  return r->p < r->end ? r->p[0] : -1;
-}
-
-int dynq__rd_nil(dynq__rd_t *r) {
-  if (dynq__rd_peek(r) != 0xc0) return 0;
-  r->p++;
-  return 1;
-}
-
 static int container(dynq__rd_t *r, uint8_t fix, uint8_t b16, uint32_t *ret_n) {
   int b = dynq__rd_peek(r);
   uint64_t n;
@@ -84,17 +74,6 @@ int dynq__rd_str(dynq__rd_t *r, const char **ret_s, size_t *ret_n) {
   }
   *ret_s = (const char *)s;
   *ret_n = (size_t)n;
-  return 0;
-}
-
-int dynq__rd_key(dynq__rd_t *r, const char *key) {
-  size_t n = strlen(key);
-  /* keys are short ASCII: a fixstr equal to key is valid UTF-8 as it is */
-  if (n < 32 && dynq__rd_peek(r) == (int)(0xa0 | n) && (size_t)(r->end - r->p) > n &&
-      memcmp(r->p + 1, key, n) == 0) {
-    r->p += 1 + n;
-    return 1;
-  }
   return 0;
 }
 

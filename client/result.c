@@ -39,7 +39,7 @@ static int read_shm_ref(dynq__rd_t *r, out_fields_t *f, char *err, size_t errlen
   int have = 0;
   if (dynq__rd_map(r, &n) < 0) return ERR("'shm' is not a map");
   for (uint32_t i = 0; i < n; i++) {
-    if (dynq__rd_key(r, "size")) {
+    if (DYNQ__RD_KEY(r, "size")) {
       if (dynq__rd_int(r, &v) < 0 || v < 0) break;
       f->shm_size = (uint64_t)v;
       have = 1;
@@ -58,9 +58,9 @@ static int read_out_fields(dynq__rd_t *r, out_fields_t *f, char *err, size_t err
   memset(f, 0, sizeof(*f));
   if (dynq__rd_map(r, &n) < 0) return ERR("tensor is not a map");
   for (uint32_t i = 0; i < n; i++) {
-    if (dynq__rd_key(r, "dtype")) {
+    if (DYNQ__RD_KEY(r, "dtype")) {
       if (dynq__rd_str(r, &f->dt, &f->dtn) < 0) return ERR("tensor field 'dtype' is not a string");
-    } else if (dynq__rd_key(r, "shape")) {
+    } else if (DYNQ__RD_KEY(r, "shape")) {
       if (dynq__rd_array(r, &f->rank) < 0) return ERR("tensor field 'shape' is not an array");
       if (f->rank > DYNQ_CLIENT_MAX_RANK)
         return ERR("tensor rank %u exceeds the limit of %d", f->rank, DYNQ_CLIENT_MAX_RANK);
@@ -71,10 +71,10 @@ static int read_out_fields(dynq__rd_t *r, out_fields_t *f, char *err, size_t err
                                        (long long)f->dims[d]);
       }
       f->has_shape = 1;
-    } else if (dynq__rd_key(r, "data")) {
+    } else if (DYNQ__RD_KEY(r, "data")) {
       if (dynq__rd_bin(r, &f->data, &f->nbytes) < 0) return ERR("tensor field 'data' is not bin");
       f->has_data = 1;
-    } else if (dynq__rd_key(r, "shm")) {
+    } else if (DYNQ__RD_KEY(r, "shm")) {
       if (read_shm_ref(r, f, err, errlen) < 0) return DYNQ_EPROTO;
     } else if (dynq__rd_skip(r) < 0 || dynq__rd_skip(r) < 0) {
       return ERR("tensor map is not valid msgpack");
@@ -121,6 +121,26 @@ static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size
  * are whole lines). */
 static size_t line_up(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* A result block of cap bytes on a 64-byte line, from plain malloc: the
+ * pointer malloc gave sits just below the block for block_free.  (glibc's
+ * posix_memalign cost several hundred instructions more per answer.) */
+static char *block_alloc(size_t cap) {
+  char *raw, *blk;
+  if (cap > SIZE_MAX - 64 - sizeof(void *)) return NULL;
+  raw = malloc(cap + 64 + sizeof(void *));
+  if (raw == NULL) return NULL;
+  blk = raw + line_up(sizeof(void *) + ((uintptr_t)raw & 63)) - ((uintptr_t)raw & 63);
+  memcpy(blk - sizeof(void *), &raw, sizeof(raw));
+  return blk;
+}
+
+static void block_free(void *blk) {
+  void *raw;
+  if (blk == NULL) return;
+  memcpy(&raw, (char *)blk - sizeof(void *), sizeof(raw));
+  free(raw);
+}
+
 #define BAD_FIELD(name) \
   (snprintf(err, errlen, "infer: reply field '%s' is missing or has the wrong type", name), \
    DYNQ_EPROTO)
@@ -132,7 +152,7 @@ static int decode_outputs(dynq__rd_t *r, size_t len, dynq_infer_result_t *res, c
   uint32_t n, i;
   size_t head, cap;
   char *cur;
-  void *blk = NULL;
+  char *blk;
   int rc;
 
   if (dynq__rd_map(r, &n) < 0) return BAD_FIELD("outputs");
@@ -146,11 +166,12 @@ static int decode_outputs(dynq__rd_t *r, size_t len, dynq_infer_result_t *res, c
    * them: one allocation per answer, one copy of its data. */
   head = line_up((size_t)n * sizeof(dynq_tensor_t));
   cap = head + len + 65 * ((size_t)n + 1);
-  if (posix_memalign(&blk, 64, cap) != 0) {
+  blk = block_alloc(cap);
+  if (blk == NULL) {
     snprintf(err, errlen, "infer: out of memory (%zu bytes)", cap);
     return -ENOMEM;
   }
-  res->outputs = blk;
+  res->outputs = (dynq_tensor_t *)blk;
   memset(res->outputs, 0, (size_t)n * sizeof(dynq_tensor_t));
   cur = (char *)blk + head;
   for (i = 0; i < n; i++) {
@@ -184,7 +205,7 @@ static int decode_outputs(dynq__rd_t *r, size_t len, dynq_infer_result_t *res, c
   return 0;
 
 fail:
-  free(blk);
+  block_free(blk);
   res->outputs = NULL;
   return rc;
 }
@@ -199,10 +220,10 @@ int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t 
   memset(&res, 0, sizeof(res));
   if (dynq__rd_map(&r, &n) < 0) return BAD_FIELD("result");
   for (uint32_t i = 0; i < n && rc == 0; i++) {
-    if (dynq__rd_key(&r, "outputs")) {
+    if (DYNQ__RD_KEY(&r, "outputs")) {
       rc = res.outputs != NULL ? BAD_FIELD("outputs")  /* twice */
                                : decode_outputs(&r, len, &res, err, errlen);
-    } else if (dynq__rd_key(&r, "compute_us")) {
+    } else if (DYNQ__RD_KEY(&r, "compute_us")) {
       if (!dynq__rd_nil(&r) && dynq__rd_int(&r, &res.compute_us) < 0)
         rc = BAD_FIELD("compute_us");
     } else if (dynq__rd_skip(&r) < 0 || dynq__rd_skip(&r) < 0) {
@@ -211,7 +232,7 @@ int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t 
   }
   if (rc == 0 && res.outputs == NULL) rc = BAD_FIELD("outputs");
   if (rc < 0) {
-    free(res.outputs);
+    block_free(res.outputs);
     return rc;
   }
   *ret = res;
@@ -223,6 +244,6 @@ int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t 
 
 void dynq_infer_result_free(dynq_infer_result_t *r) {
   if (r == NULL) return;
-  free(r->outputs);  /* one block with the names and data (see decode_outputs) */
+  block_free(r->outputs);  /* one block with the names and data (see decode_outputs) */
   memset(r, 0, sizeof(*r));
 }

@@ -1,0 +1,560 @@
+/*
+ * libdynqclient on the wire: the ticket table against a plain model of
+ * it, the infer encoder against what the schema's decoder (dynqd's) reads
+ * back, and a hostile server on the other end of a socketpair sending a
+ * corpus of broken answers, each of which must give its request a clear
+ * error (never a crash, a hang or a leak: run under the valgrind setup
+ * too), and leave the connection usable when the stream was still whole.
+ */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../client/client-internal.h"
+#include "dynq/dynqclient.h"
+#include "proto/proto-tensor.h"
+#include "testutil.h"
+
+/* ---- the ticket table ---- */
+
+static uint64_t lcg(uint64_t *s) {
+  *s = *s * 6364136223846793005u + 1442695040888963407u;
+  return *s >> 33;
+}
+
+START_TEST(tickets_match_a_model) {
+  enum { MAXLIVE = 300 };
+  struct { uint32_t msgid; int done, reported; } m[MAXLIVE];
+  uint32_t order[MAXLIVE * 8];  /* model's completion order (msgids) */
+  int n = 0, n_order = 0;
+  uint64_t seed = 12345;
+  uint32_t next = 1;
+  dynq__tickets_t t;
+  dynq__tickets_init(&t);
+  for (int step = 0; step < 40000; step++) {
+    int op = (int)(lcg(&seed) % 10);
+    if (step % 5000 == 4999) {
+      /* jump: msgids that share buckets with live ones (and wrap 2^32) */
+      next += (uint32_t)(lcg(&seed) % 4 + 1) * 4096u * 8u;
+      if (step == 29999) next = 0xfffffff0u;
+    }
+    if ((op < 4 || n == 0) && n < MAXLIVE) {
+      dynq__pend_t *p;
+      /* msgids wrap past 2^32 skipping 0; the oldest live ones would
+       * only come round again after 2^32 requests, which the model's
+       * jumps shorten: skip those as they are not new */
+      for (int again = 1; again;) {
+        again = 0;
+        if (next == 0) next = 1;
+        for (int k = 0; k < n; k++)
+          if (m[k].msgid == next) again = 1;
+        if (again) next++;
+      }
+      ck_assert_int_eq(dynq__tickets_add(&t, next, &p), 0);
+      ck_assert_uint_eq(p->msgid, next);
+      m[n].msgid = next++;
+      m[n].done = m[n].reported = 0;
+      n++;
+    } else if (op < 7) {                            /* an answer arrives */
+      int k = (int)(lcg(&seed) % (uint64_t)n);
+      dynq__pend_t *p = dynq__tickets_find(&t, m[k].msgid);
+      ck_assert_ptr_nonnull(p);
+      dynq__tickets_done(&t, p);
+      if (!m[k].done) order[n_order++ % (MAXLIVE * 8)] = m[k].msgid;
+      m[k].done = 1;
+    } else if (op < 8) {                            /* a poll */
+      dynq__pend_t *p = dynq__tickets_take_done(&t);
+      /* the model's earliest done, unreported, still live ticket */
+      uint32_t want = 0;
+      for (int o = 0; o < n_order && want == 0; o++) {
+        uint32_t id = order[o];
+        for (int k = 0; k < n; k++)
+          if (m[k].msgid == id && m[k].done && !m[k].reported) {
+            want = id;
+            m[k].reported = 1;
+          }
+      }
+      if (want == 0) ck_assert_ptr_null(p);
+      else ck_assert_uint_eq(p->msgid, want);
+    } else {                                        /* collected or forgotten */
+      int k = (int)(lcg(&seed) % (uint64_t)n);
+      dynq__pend_t *p = dynq__tickets_find(&t, m[k].msgid);
+      ck_assert_ptr_nonnull(p);
+      dynq__tickets_remove(&t, p);
+      ck_assert_ptr_null(dynq__tickets_find(&t, m[k].msgid));
+      for (int o = 0; o < n_order; o++)
+        if (order[o] == m[k].msgid) order[o] = 0;
+      m[k] = m[--n];
+    }
+    /* compact the completion log now and then (dropped entries are 0) */
+    if (n_order > MAXLIVE * 6) {
+      int w = 0;
+      for (int o = 0; o < n_order; o++)
+        if (order[o] != 0) order[w++] = order[o];
+      n_order = w;
+    }
+    ck_assert_int_eq(t.n, n);
+    if (step % 97 == 0) {
+      ck_assert(dynq__tickets_check(&t));
+      /* send order: the model keeps no order after removals, so compare
+       * as sets through find */
+      int seen = 0;
+      for (dynq__pend_t *p = dynq__tickets_first(&t); p != NULL; p = dynq__tickets_next(&t, p))
+        seen++;
+      ck_assert_int_eq(seen, n);
+    }
+    ck_assert_ptr_null(dynq__tickets_find(&t, next + 7));  /* never sent */
+  }
+  ck_assert(dynq__tickets_check(&t));
+  dynq__tickets_free(&t);
+}
+END_TEST
+
+/* ---- the infer encoder, read back as dynqd reads it ---- */
+
+/* Parse w as one request and decode its infer params into *p (m owns the
+ * objects p points into). */
+static void read_back(dynq__wbuf_t *w, uint32_t msgid, dynq__rpc_msg_t *m, dynq__p_infer_t *p) {
+  char err[256];
+  int64_t hint;
+  size_t flen = 0;
+  ck_assert_int_eq(dynq__wbuf_status(w), 0);
+  /* exactly one object: the frame scanner ends where the buffer does */
+  ck_assert_int_eq(dynq__mp_scan(w->data, w->len, &dynq__scan_limits_default, &flen), 0);
+  ck_assert_uint_eq(flen, w->len);
+  ck_assert_int_eq(dynq__rpc_parse(w->data, w->len, m, &hint, err, sizeof err), 0);
+  ck_assert_int_eq(m->type, DYNQ_RPC_REQUEST);
+  ck_assert_uint_eq(m->msgid, msgid);
+  ck_assert_str_eq(m->method, "infer");
+  memset(p, 0, sizeof(*p));
+  ck_assert_msg(dynq__params_decode(dynq__method_find("infer"), m->params, p, err,
+                                    sizeof err) == 0, "%s", err);
+}
+
+static void expect_tensor(dynq__obj_t inputs, const dynq_tensor_t *in) {
+  dynq__obj_t o = dynq__obj_get(inputs, in->name);
+  static const dynq__tensor_limits_t lim = {DYNQ_MAX_RANK, DYNQ_MAX_ELEMS};
+  dynq__tensor_t t;
+  char err[256];
+  memset(&t, 0, sizeof t);
+  ck_assert_msg(dynq__obj_tensor(o, &lim, &t, err, sizeof err) == 0, "%s: %s", in->name, err);
+  ck_assert_int_eq(t.dtype, in->dtype);
+  ck_assert_int_eq(t.rank, in->rank);
+  for (int d = 0; d < in->rank; d++) ck_assert_int_eq(t.dims[d], in->shape[d]);
+  ck_assert_uint_eq((size_t)dynq__tensor_numel(&t) * dynq__dtype_size(t.dtype), in->nbytes);
+  if (in->nbytes > 0) ck_assert_mem_eq(t.data, in->data, in->nbytes);
+  dynq__tensor_clear(&t);
+}
+
+static uint64_t shm_field(dynq__obj_t ref, const char *key) {
+  uint64_t v = UINT64_MAX;
+  ck_assert_int_eq(dynq__obj_uint(dynq__obj_get(ref, key), &v), 0);
+  return v;
+}
+
+START_TEST(infer_encoder_as_dynqd_reads_it) {
+  dynq_client_t *c = calloc(1, sizeof(*c));
+  /* sizes across every header width: fix, 8, 16 and 32 bits */
+  static char name31[32], name32[33], name300[301], model63[64];
+  memset(name31, 'a', 31);
+  memset(name32, 'b', 32);
+  memset(name300, 'c', 300);
+  memset(model63, 'm', 63);
+  int8_t *big = malloc(70000);
+  for (int i = 0; i < 70000; i++) big[i] = (int8_t)(i * 7);
+  float f[6] = {1, -2, 3.5f, 0, 1e30f, -0.0f};
+  int64_t ids[3] = {-1, (int64_t)1 << 40, 0};
+  dynq_tensor_t in[20] = {
+    {name31, DYNQ_FLOAT32, 2, {2, 3}, f, sizeof f},
+    {name32, DYNQ_INT64, 1, {3}, ids, sizeof ids},
+    {name300, DYNQ_INT8, 1, {70000}, big, 70000},
+    {"s", DYNQ_FLOAT32, 0, {0}, f, 4},                        /* a scalar */
+    {"e", DYNQ_UINT8, 3, {4, 0, 70000}, NULL, 0},             /* empty */
+    {"r8", DYNQ_INT32, 8, {1, 1, 1, 1, 1, 1, 1, 1}, ids, 4},
+  };
+  for (int k = 6; k < 20; k++) {                            /* 20 inputs: map16 */
+    static char names[20][8];
+    snprintf(names[k], sizeof names[k], "in%d", k);
+    in[k] = (dynq_tensor_t){names[k], DYNQ_UINT8, 1, {300}, big, 300};
+  }
+  static const uint32_t msgids[] = {1, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 0xffffffffu};
+  for (int round = 0; round < 8; round++) {
+    dynq_infer_opts_t o;
+    dynq_infer_opts_init(&o);
+    int n_in = round == 0 ? 1 : round == 1 ? 0 : 6 + (round > 4 ? 14 : 0);
+    const char *model = round == 3 ? NULL : round == 2 ? model63 : "linear";
+    dynq_shm_ref_t shm_in[20];
+    dynq_output_shm_t shm_out[2] = {
+      {"y", {7, 64, 1u << 20}},
+      {name32, {0xffffffffffu, 0, 300}},
+    };
+    if (round == 3) {
+      o.use_session = 1;
+      o.session = 0x123456789ull;
+    }
+    if (round >= 4) {
+      o.precision = round == 4 ? DYNQ_INFER_FP32 : DYNQ_INFER_INT8;
+      o.timeout_ms = round == 4 ? 70000 : 5;
+    }
+    dynq_tensor_t ins[20];
+    memcpy(ins, in, sizeof ins);
+    if (round >= 6) {                                       /* shm in and out */
+      memset(shm_in, 0, sizeof shm_in);
+      shm_in[0] = (dynq_shm_ref_t){3, 128, sizeof f};
+      shm_in[2] = (dynq_shm_ref_t){0x1ffffffffull, 0xfffffffffull, 70000};
+      ins[0].data = NULL;
+      ins[2].data = NULL;
+      o.input_shm = shm_in;
+      o.output_shm = shm_out;
+      o.n_output_shm = round == 6 ? 1 : 2;
+    }
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    ck_assert_int_eq(dynq__encode_infer(c, &w, msgids[round], model, ins, n_in, &o), 0);
+    dynq__rpc_msg_t m;
+    dynq__p_infer_t p;
+    read_back(&w, msgids[round], &m, &p);
+    ck_assert_int_eq(p.has_model, model != NULL);
+    if (model != NULL) ck_assert(dynq__pstr_eq(p.model, model));
+    ck_assert_int_eq(p.has_precision, round >= 4);
+    if (round >= 4) ck_assert(dynq__pstr_eq(p.precision, round == 4 ? "fp32" : "int8"));
+    ck_assert_int_eq(p.has_timeout_ms, round >= 4);
+    if (round >= 4) ck_assert_uint_eq(p.timeout_ms, o.timeout_ms);
+    ck_assert_int_eq(p.has_session, round == 3);
+    if (round == 3) ck_assert_uint_eq(p.session, 0x123456789ull);
+    ck_assert_uint_eq(dynq__obj_len(p.inputs.obj), (uint32_t)n_in);
+    for (int k = 0; k < n_in; k++) {
+      if (ins[k].data == NULL && o.input_shm != NULL) {
+        dynq__obj_t t = dynq__obj_get(p.inputs.obj, ins[k].name);
+        dynq__obj_t ref = dynq__obj_get(t, "shm");
+        ck_assert_uint_eq(shm_field(ref, "region"), shm_in[k].region);
+        ck_assert_uint_eq(shm_field(ref, "offset"), shm_in[k].offset);
+        ck_assert_uint_eq(shm_field(ref, "size"), shm_in[k].size);
+        ck_assert_uint_eq(dynq__obj_len(dynq__obj_get(t, "shape")), (uint32_t)ins[k].rank);
+      } else {
+        expect_tensor(p.inputs.obj, &ins[k]);
+      }
+    }
+    ck_assert_int_eq(p.has_outputs_shm, round >= 6);
+    for (int k = 0; round >= 6 && k < o.n_output_shm; k++) {
+      dynq__obj_t ref = dynq__obj_get(p.outputs_shm.obj, shm_out[k].name);
+      ck_assert_uint_eq(shm_field(ref, "region"), shm_out[k].ref.region);
+      ck_assert_uint_eq(shm_field(ref, "offset"), shm_out[k].ref.offset);
+      ck_assert_uint_eq(shm_field(ref, "size"), shm_out[k].ref.size);
+    }
+    dynq__rpc_free(&m);
+    dynq__wbuf_free(&w);
+  }
+
+  /* Refused before a byte is written, each naming what is wrong. */
+  static int8_t one;
+  static const struct {
+    dynq_tensor_t in;
+    int code;
+    const char *needle;
+  } bad[] = {
+    {{"x", DYNQ_INT8, 1, {(int64_t)1 << 31}, &one, (size_t)1 << 31}, 0, NULL},
+    {{"x", DYNQ_INT64, 2, {1 << 16, 1 << 15}, &one, (size_t)1 << 34}, DYNQ_ETOOBIG,
+     "input 'x': 17179869184 bytes do not fit in one request"},
+    {{"x", DYNQ_INT8, 1, {3}, &one, 2}, DYNQ_EDATA, "input 'x': 2 bytes of data, shape needs 3"},
+    {{"x", 9, 1, {1}, &one, 1}, DYNQ_EDTYPE, "input 'x': unknown dtype 9"},
+    {{"x", DYNQ_INT8, 9, {1}, &one, 1}, DYNQ_ESHAPE, "input 'x': rank 9 outside 0..8"},
+    {{"x", DYNQ_INT8, 1, {-1}, &one, 0}, DYNQ_ESHAPE, "input 'x': negative dimension"},
+    {{"x", DYNQ_INT8, 1, {1}, NULL, 1}, DYNQ_EDATA, "input 'x': data is NULL"},
+    {{"", DYNQ_INT8, 1, {1}, &one, 1}, DYNQ_EPARAMS, "input 0 has no name"},
+  };
+  for (size_t k = 1; k < sizeof bad / sizeof bad[0]; k++) {
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    int r = dynq__encode_infer(c, &w, 1, "m", &bad[k].in, 1, NULL);
+    ck_assert_msg(r == bad[k].code && strstr(c->errmsg, bad[k].needle) != NULL,
+                  "case %zu: %d '%s'", k, r, c->errmsg);
+    ck_assert_uint_eq(w.len, 0);
+    dynq__wbuf_free(&w);
+  }
+  free(big);
+  free(c);
+}
+END_TEST
+
+/* ---- a hostile server ---- */
+
+/* A client on one end of a socketpair, the test on the other. */
+static dynq_client_t *pair_client(int *ret_srv) {
+  int sv[2];
+  dynq_client_t *c = NULL;
+  ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ck_assert_int_eq(dynq__client_adopt(sv[0], "socketpair", &c), 0);
+  ck_assert_int_eq(dynq_client_set_spin(c, 0), 0);
+  *ret_srv = sv[1];
+  return c;
+}
+
+/* The server takes one request off fd (asserted whole). */
+static uint32_t srv_take(int fd) {
+  tu_rpc_t srv;
+  dynq__rpc_msg_t m;
+  memset(&srv, 0, sizeof srv);
+  srv.fd = fd;
+  ck_assert_int_eq(tu_rpc_recv(&srv, &m), 0);
+  uint32_t id = m.msgid;
+  dynq__rpc_free(&m);
+  dynq__framer_free(&srv.fr);
+  return id;
+}
+
+static void w_good_result(dynq__wbuf_t *w, uint32_t id) {
+  static const float y[2] = {0.5f, -1};
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 2);
+  dynq__w_str(w, "outputs");
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "y");
+  dynq__wtensor_t t = {DYNQ_FLOAT32, 1, {2}, y, sizeof y};
+  dynq__w_wtensor(w, &t);
+  dynq__w_str(w, "compute_us");
+  dynq__w_int(w, 3);
+}
+
+/* A broken answer to request id (and how the stream is left). */
+typedef struct bad_answer {
+  const char *what;
+  void (*write)(dynq__wbuf_t *w, uint32_t id);
+  int code;                 /* what the request gets */
+  const char *needle;       /* in dynq_client_errmsg */
+  int stream_ok;            /* the next request on the connection works */
+  int close_after;          /* the server hangs up after writing */
+} bad_answer_t;
+
+/* Bytes no writer would produce, appended as they are. */
+static void raw(dynq__wbuf_t *w, const uint8_t *b, size_t n) {
+  if (w->cap - w->len < n) {
+    w->cap = w->len + n;
+    w->data = realloc(w->data, w->cap);
+    ck_assert_ptr_nonnull(w->data);
+  }
+  memcpy(w->data + w->len, b, n);
+  w->len += n;
+}
+
+static void a_truncated(dynq__wbuf_t *w, uint32_t id) {
+  w_good_result(w, id);
+  w->len -= 3;
+}
+static void a_not_array(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_map(w, 1);
+  dynq__w_uint(w, id);
+  dynq__w_nil(w);
+}
+static void a_three(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_array(w, 3);
+  dynq__w_uint(w, 1);
+  dynq__w_uint(w, id);
+  dynq__w_nil(w);
+}
+static void a_msgid_str(dynq__wbuf_t *w, uint32_t id) {
+  (void)id;
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 1);
+  dynq__w_str(w, "1");
+  dynq__w_nil(w);
+  dynq__w_map(w, 0);
+}
+static void a_bin_4g(dynq__wbuf_t *w, uint32_t id) {
+  static const uint8_t b[] = {0xc6, 0xff, 0xff, 0xff, 0xff};
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "outputs");
+  raw(w, b, sizeof b);
+}
+static void a_array_lie(dynq__wbuf_t *w, uint32_t id) {
+  static const uint8_t b[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01};
+  dynq__w_result_head(w, id);
+  raw(w, b, sizeof b);
+}
+static void a_depth_bomb(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_result_head(w, id);
+  for (int i = 0; i < 40; i++) dynq__w_array(w, 1);
+  dynq__w_nil(w);
+}
+static void a_c1(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_result_head(w, id);
+  raw(w, (const uint8_t[]){0xc1}, 1);
+}
+static void a_shape_overflow(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "outputs");
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "y");
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype");
+  dynq__w_str(w, "float32");
+  dynq__w_str(w, "shape");
+  dynq__w_array(w, 3);
+  dynq__w_int(w, (int64_t)1 << 40);
+  dynq__w_int(w, (int64_t)1 << 40);
+  dynq__w_int(w, (int64_t)1 << 40);
+  dynq__w_str(w, "data");
+  dynq__w_bin(w, "", 0);
+}
+static void a_size_mismatch(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "outputs");
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "y");
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype");
+  dynq__w_str(w, "int64");
+  dynq__w_str(w, "shape");
+  dynq__w_array(w, 1);
+  dynq__w_int(w, 2);
+  dynq__w_str(w, "data");
+  dynq__w_bin(w, "12345678", 8);
+}
+static void a_result_nil(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_result_head(w, id);
+  dynq__w_nil(w);
+}
+static void a_name_not_utf8(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "outputs");
+  dynq__w_map(w, 1);
+  dynq__w_strn(w, "\xc3\x28", 2);
+  dynq__w_map(w, 0);
+}
+static void a_error_str(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 1);
+  dynq__w_uint(w, id);
+  dynq__w_str(w, "it broke");
+  dynq__w_nil(w);
+}
+static void a_error_unknown(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 1);
+  dynq__w_uint(w, id);
+  dynq__w_map(w, 2);
+  dynq__w_str(w, "name");
+  dynq__w_str(w, "EWHATEVER");
+  dynq__w_str(w, "message");
+  dynq__w_str(w, "a newer server's error");
+  dynq__w_nil(w);
+}
+static void a_msgid0_error(dynq__wbuf_t *w, uint32_t id) {
+  (void)id;
+  dynq__w_error_response(w, 0, DYNQ_EPROTO, "your frame made no sense");
+}
+/* unknown ticket, a notification, then the right answer twice */
+static void a_noise_then_dup(dynq__wbuf_t *w, uint32_t id) {
+  w_good_result(w, id + 1000);
+  dynq__w_array(w, 3);
+  dynq__w_uint(w, 2);
+  dynq__w_str(w, "event");
+  dynq__w_array(w, 0);
+  w_good_result(w, id);
+  w_good_result(w, id);
+}
+static void a_nothing(dynq__wbuf_t *w, uint32_t id) {
+  (void)w;
+  (void)id;
+}
+
+static const bad_answer_t answers[] = {
+  {"truncated, then EOF", a_truncated, DYNQ_ECLOSED, "closed", 0, 1},
+  {"hang-up without an answer", a_nothing, DYNQ_ECLOSED, "closed", 0, 1},
+  {"a map, not an array", a_not_array, DYNQ_EPROTO, "malformed response", 0, 0},
+  {"an array of three", a_three, DYNQ_EPROTO, "malformed response", 0, 0},
+  {"msgid a string", a_msgid_str, DYNQ_EPROTO, "malformed response", 0, 0},
+  {"bin of 4 GiB declared", a_bin_4g, DYNQ_ETOOBIG, "undecodable response", 0, 0},
+  {"array count of 2^32 - 1", a_array_lie, DYNQ_ELIMIT, "undecodable response", 0, 0},
+  {"40 nested arrays", a_depth_bomb, DYNQ_EDEPTH, "undecodable response", 0, 0},
+  {"byte 0xc1", a_c1, DYNQ_EPROTO, "undecodable response", 0, 0},
+  {"shape product overflows", a_shape_overflow, DYNQ_EPROTO, "output 'y': tensor has more than", 1, 0},
+  {"int64 [2] in 8 bytes", a_size_mismatch, DYNQ_EPROTO, "tensor data has 8 bytes, shape and dtype need 16", 1, 0},
+  {"result nil", a_result_nil, DYNQ_EPROTO, "'result'", 1, 0},
+  {"output name not UTF-8", a_name_not_utf8, DYNQ_EPROTO, "'outputs key'", 1, 0},
+  {"error a string", a_error_str, DYNQ_ESERVER, "it broke", 1, 0},
+  {"error name unknown", a_error_unknown, DYNQ_ESERVER, "a newer server's error", 1, 0},
+  {"msgid 0 error", a_msgid0_error, DYNQ_EPROTO, "your frame made no sense", 0, 0},
+  {"unknown ticket, notification, duplicate", a_noise_then_dup, 0, NULL, 1, 0},
+};
+
+START_TEST(hostile_server_answers) {
+  const bad_answer_t *a = &answers[_i];
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  float x[2] = {1, 2};
+  dynq_tensor_t in = {"x", DYNQ_FLOAT32, 1, {2}, x, sizeof x};
+  uint32_t t, got;
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in, 1, NULL, &t), 0);
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);         /* sends it */
+  ck_assert_uint_eq(srv_take(srv), t);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  a->write(&w, t);
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  if (w.len > 0) tu_write_all(srv, w.data, w.len);
+  dynq__wbuf_free(&w);
+  if (a->close_after) close(srv);
+  /* bounded: an answer that never completes the ticket is a hang */
+  ck_assert_msg(dynq_poll(c, 10000, &got) == 1, "%s: no completion", a->what);
+  ck_assert_uint_eq(got, t);
+  dynq_infer_result_t res;
+  int r = dynq_wait_infer(c, t, &res);
+  ck_assert_msg(r == a->code, "%s: %d (%s) '%s'", a->what, r, dynq_strerror(r),
+                dynq_client_errmsg(c));
+  if (r == 0) {
+    ck_assert_int_eq(res.n_outputs, 1);
+    dynq_infer_result_free(&res);
+  } else {
+    ck_assert_msg(dynq_client_errmsg(c)[0] != '\0', "%s: no message", a->what);
+    ck_assert_msg(strstr(dynq_client_errmsg(c), a->needle) != NULL, "%s: '%s'", a->what,
+                  dynq_client_errmsg(c));
+  }
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  /* the next request: answered when the stream was whole, else refused */
+  r = dynq_submit_infer(c, "m", &in, 1, NULL, &t);
+  if (a->stream_ok) {
+    ck_assert_int_eq(r, 0);
+    ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+    ck_assert_uint_eq(srv_take(srv), t);
+    dynq__wbuf_init(&w);
+    w_good_result(&w, t);
+    tu_send_wbuf(srv, &w);
+    ck_assert_int_eq(dynq_wait_infer(c, t, &res), 0);
+    ck_assert_int_eq(res.n_outputs, 1);
+    ck_assert_int_eq(res.compute_us, 3);
+    dynq_infer_result_free(&res);
+  } else {
+    ck_assert_int_eq(r, DYNQ_ECLOSED);
+    ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "closed"));
+  }
+  dynq_close(c);
+  if (!a->close_after) close(srv);
+}
+END_TEST
+
+static Suite *client_wire_suite(void) {
+  Suite *s = suite_create("client-wire");
+  TCase *tc = tcase_create("tickets");
+  tcase_add_test(tc, tickets_match_a_model);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("encoder");
+  tcase_add_test(tc, infer_encoder_as_dynqd_reads_it);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("hostile");
+  tcase_add_loop_test(tc, hostile_server_answers, 0, (int)(sizeof answers / sizeof answers[0]));
+  suite_add_tcase(s, tc);
+  return s;
+}
+
+TU_MAIN(client_wire_suite)
