@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Regenerate the fuzz targets' seed corpora in tests/fuzz/corpus/<target>/.
 
-    /usr/bin/python3 tests/fuzz/gen-corpus.py BUILD_DIR
+    /usr/bin/python3 tests/fuzz/gen-corpus.py BUILD_DIR [TARGET...]
 
 BUILD_DIR is any build of this tree (dynq-quantize from it converts the
 small ONNX fixtures into .dynq seeds for fuzz-model).  Seeds are small valid
@@ -70,6 +70,30 @@ def rpc_seeds():
     yield "notify", mp([2, "session.closed", {"session": 5, "reason": "idle"}])
     yield "two-frames", mp([0, 1, "ping", None]) + mp([0, 2, "stats", {}])
     yield "float-int", mp([0, 4294967295, "x", [1.5, -3, 2 ** 40, "s", b"b", True, None]])
+
+
+def client_seeds():
+    """dynqd's side of the stream to fuzz-client's four tickets: infers 1-3
+    and a ping, 4."""
+    y = tensor("float32", [1, 3], "f")
+    ok = lambda i, extra={}: mp([1, i, None, dict({"outputs": {"y": y}, "compute_us": 5}, **extra)])
+    err = lambda i, name, code: mp([1, i, {"code": code, "name": name, "message": "no",
+                                           "retryable": name == "DYNQ_EOVERLOAD"}, None])
+    pong = mp([1, 4, None, "pong"])
+    yield "in-order", ok(1) + ok(2) + ok(3) + pong
+    yield "reversed", pong + ok(3) + ok(2) + ok(1)
+    yield "errors", err(1, "DYNQ_ESHAPE", -1007) + err(2, "DYNQ_EOVERLOAD", -1012) + \
+        err(3, "DYNQ_EWHAT", -5) + pong
+    yield "unknown-keys", ok(1, {"queue_us": 3, "decode_us": 1, "batch": [1.5, None]}) + pong
+    yield "shm-output", mp([1, 2, None, {"outputs": {"y": {"dtype": "float32", "shape": [4],
+                                                           "shm": {"region": 1, "offset": 0,
+                                                                   "size": 16}}}}]) + ok(1)
+    yield "two-outputs", mp([1, 1, None, {"outputs": {"a": tensor("int8", [2, 2], "b"),
+                                                       "b": tensor("int64", [3], "q")}}]) + ok(2)
+    yield "noise", mp([2, "session.closed", {"session": 1}]) + ok(9) + ok(1) + ok(1) + pong
+    yield "msgid0", mp([1, 0, {"code": -1001, "name": "DYNQ_EPROTO", "message": "bad"}, None])
+    yield "array16", b"\xdc\x00\x04" + mp(1) + mp(3) + mp(None) + mp({"outputs": {}}) + pong
+    yield "truncated", (ok(1) + ok(2))[:-7]
 
 
 # ---- client file formats ----
@@ -157,13 +181,20 @@ def write(target, seeds):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) < 2:
         sys.exit(__doc__)
-    write("fuzz-scan-rpc", rpc_seeds())
-    write("fuzz-npy-json-wav", io_seeds())
-    write("fuzz-config", config_seeds())
-    write("fuzz-onnx", onnx_seeds())
-    write("fuzz-model", model_seeds(sys.argv[1]))
+    targets = {
+        "fuzz-scan-rpc": rpc_seeds,
+        "fuzz-npy-json-wav": io_seeds,
+        "fuzz-config": config_seeds,
+        "fuzz-onnx": onnx_seeds,
+        "fuzz-model": lambda: model_seeds(sys.argv[1]),
+        "fuzz-client": client_seeds,
+    }
+    for name in sys.argv[2:] or targets:
+        if name not in targets:
+            sys.exit("unknown target %s (one of %s)" % (name, " ".join(targets)))
+        write(name, targets[name]())
 
 
 if __name__ == "__main__":

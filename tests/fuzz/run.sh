@@ -14,7 +14,7 @@ set -u
 build=$(cd "$1" && pwd); secs=$2; shift 2
 src=$(cd "$(dirname "$0")" && pwd)
 work=${FUZZ_WORK:-/tmp/dynq-fuzz}
-targets=${*:-fuzz-scan-rpc fuzz-npy-json-wav fuzz-config fuzz-model fuzz-onnx}
+targets=${*:-fuzz-scan-rpc fuzz-npy-json-wav fuzz-config fuzz-model fuzz-onnx fuzz-client}
 status=0
 for t in $targets; do
 	d=$work/$t
