@@ -57,6 +57,7 @@ static int convert_sigmoid(conv_t *c, const Onnx__NodeProto *n, const char *nnam
 static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 
 #define G dynq__import_graph_op
+#define GC dynq__import_graph_check
 #define T dynq__import_tf
 #define TC dynq__import_tf_check
 #define O dynq__import_ops
@@ -115,10 +116,56 @@ static const op_spec_t op_table[] = {
      {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
     {"ReduceMin", DYNQ_OP_REDUCE_MIN, 1, 2, 1, OPF_OPT_IN,
      {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ReduceProd", DYNQ_OP_REDUCE_PROD, 1, 2, 1, OPF_OPT_IN,
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ReduceL1", DYNQ_OP_REDUCE_L1, 1, 2, 1, OPF_OPT_IN,
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ReduceL2", DYNQ_OP_REDUCE_L2, 1, 2, 1, OPF_OPT_IN,
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ReduceSumSquare", DYNQ_OP_REDUCE_SUM_SQUARE, 1, 2, 1, OPF_OPT_IN,
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ReduceLogSum", DYNQ_OP_REDUCE_LOG_SUM, 1, 2, 1, OPF_OPT_IN,
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
+    {"ReduceLogSumExp", DYNQ_OP_REDUCE_LOG_SUM_EXP, 1, 2, 1, OPF_OPT_IN,
+     {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
     {"ArgMax", DYNQ_OP_ARGMAX, 1, 1, 1, 0,
      {{"axis", K_INT}, {"keepdims", K_INT}, {"select_last_index", K_INT}}, G},
     {"CumSum", DYNQ_OP_CUMSUM, 2, 2, 1, 0, {{"exclusive", K_INT}, {"reverse", K_INT}}, G},
     {"Tile", DYNQ_OP_TILE, 2, 2, 1, 0, {{0}}, G},
+    {"GreaterOrEqual", DYNQ_OP_GREATER_OR_EQUAL, 2, 2, 1, 0, {{0}}, G},
+    {"LessOrEqual", DYNQ_OP_LESS_OR_EQUAL, 2, 2, 1, 0, {{0}}, G},
+    /* activations and small float ops (lib/ops/activation.c) */
+    {"LeakyRelu", DYNQ_OP_LEAKY_RELU, 1, 1, 1, 0, {{"alpha", K_FLOAT}}, G},
+    {"PRelu", DYNQ_OP_PRELU, 2, 2, 1, 0, {{0}}, G},
+    {"Elu", DYNQ_OP_ELU, 1, 1, 1, 0, {{"alpha", K_FLOAT}}, G},
+    {"Selu", DYNQ_OP_SELU, 1, 1, 1, 0, {{"alpha", K_FLOAT}, {"gamma", K_FLOAT}}, G},
+    {"Celu", DYNQ_OP_CELU, 1, 1, 1, 0, {{"alpha", K_FLOAT}}, G, GC},
+    {"ThresholdedRelu", DYNQ_OP_THRESHOLDED_RELU, 1, 1, 1, 0, {{"alpha", K_FLOAT}}, G},
+    {"Softplus", DYNQ_OP_SOFTPLUS, 1, 1, 1, 0, {{0}}, G},
+    {"Softsign", DYNQ_OP_SOFTSIGN, 1, 1, 1, 0, {{0}}, G},
+    {"Mish", DYNQ_OP_MISH, 1, 1, 1, 0, {{0}}, G},
+    {"Reciprocal", DYNQ_OP_RECIPROCAL, 1, 1, 1, 0, {{0}}, G},
+    {"Floor", DYNQ_OP_FLOOR, 1, 1, 1, 0, {{0}}, G},
+    {"Ceil", DYNQ_OP_CEIL, 1, 1, 1, 0, {{0}}, G},
+    {"Round", DYNQ_OP_ROUND, 1, 1, 1, 0, {{0}}, G},
+    {"Sign", DYNQ_OP_SIGN, 1, 1, 1, 0, {{0}}, G},
+    {"Sin", DYNQ_OP_SIN, 1, 1, 1, 0, {{0}}, G},
+    {"Cos", DYNQ_OP_COS, 1, 1, 1, 0, {{0}}, G},
+    {"Mod", DYNQ_OP_MOD, 2, 2, 1, 0, {{"fmod", K_INT}}, G, GC},
+    {"TopK", DYNQ_OP_TOPK, 2, 2, 2, 0, {{"axis", K_INT}, {"largest", K_INT}, {"sorted", K_INT}}, G, GC},
+    {"GatherElements", DYNQ_OP_GATHER_ELEMENTS, 2, 2, 1, 0, {{"axis", K_INT}}, G},
+    {"ScatterElements", DYNQ_OP_SCATTER_ELEMENTS, 3, 3, 1, 0,
+     {{"axis", K_INT}, {"reduction", K_STRING}}, G, GC},
+    {"Trilu", DYNQ_OP_TRILU, 1, 2, 1, OPF_OPT_IN, {{"upper", K_INT}}, G, GC},
+    {"NonZero", DYNQ_OP_NONZERO, 1, 1, 1, 0, {{0}}, G},
+    {"InstanceNormalization", DYNQ_OP_INSTANCE_NORM, 3, 3, 1, 0, {{"epsilon", K_FLOAT}}, G},
+    {"Dropout", DYNQ_OP_IDENTITY, 1, 3, 2, OPF_OPT_IN, {{"ratio", K_FLOAT}, {"seed", K_INT}},
+     dynq__import_dropout, GC},
+    {"LogSoftmax", DYNQ_OP_LOG_SOFTMAX, 1, 1, 1, 0, {{"axis", K_INT}}, convert_simple},
+    {"Min", DYNQ_OP_MIN, 1, 3, 1, 0, {{0}}, G},
+    {"Max", DYNQ_OP_MAX, 1, 3, 1, 0, {{0}}, G},
+    {"Sum", DYNQ_OP_SUM, 1, 3, 1, 0, {{0}}, G},
+    {"Mean", DYNQ_OP_MEAN, 1, 3, 1, 0, {{0}}, G},
     {"Split", DYNQ_OP_SPLIT, 1, 2, DYNQ_IMP_MAX_OUT, OPF_OPT_IN,
      {{"axis", K_INT}, {"num_outputs", K_INT}}, G},
     /* Resize, ConvTranspose, Einsum (import_ops.c) */
@@ -146,6 +193,7 @@ static const op_spec_t op_table[] = {
      dynq__import_rnn_check},
 };
 #undef G
+#undef GC
 #undef T
 #undef TC
 #undef O
@@ -444,13 +492,14 @@ static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname
     return -1;
   }
   for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
-  if (sp->op == DYNQ_OP_SOFTMAX && c->opset < 13) {
+  const int softmax_like = sp->op == DYNQ_OP_SOFTMAX || sp->op == DYNQ_OP_LOG_SOFTMAX;
+  if (softmax_like && c->opset < 13) {
     /* Before opset 13 Softmax is one softmax over all the axes from
      * `axis` (default 1) on, the input taken as 2-D there; the engine does
      * it over the trailing axes ("flatten"), whatever the rank. */
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 1));
     dynq__imp_node_attr_i(bn, "flatten", 1);
-  } else if (sp->op == DYNQ_OP_SOFTMAX) {
+  } else if (softmax_like) {
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
   } else if (sp->op == DYNQ_OP_FLATTEN) {
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 1));

@@ -381,5 +381,7 @@ const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n);
 /* Gather: an embedding lookup in a constant table becomes QGather (int8
  * rows), anything else the plain Gather (dynq__import_graph_op). */
 int dynq__import_gather(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+int dynq__import_dropout(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n);
 
 #endif

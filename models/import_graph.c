@@ -333,6 +333,67 @@ static int cast_target(int64_t to, int *ret_bool) {
   }
 }
 
+/* A string attribute of n copied into buf (cut to fit); NULL if absent. */
+static const char *attr_str(const Onnx__NodeProto *n, const char *name, char *buf, size_t len) {
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, name);
+  if (a == NULL || !a->has_s) return NULL;
+  size_t l = a->s.len < len - 1 ? a->s.len : len - 1;
+  memcpy(buf, a->s.data, l);
+  buf[l] = 0;
+  return buf;
+}
+
+/* Dropout at inference is its input: an Identity.  Its mask output is
+ * not made (a reader of it fails as an undefined input), and a
+ * training_mode that is not a constant false is refused. */
+int dynq__import_dropout(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  /* training_mode: checked in pass 1 (dynq__import_graph_check) */
+  for (size_t i = 0; n->n_output > 1 && n->output[1][0] && i < c->g->n_output; i++)
+    if (c->g->output[i]->name && strcmp(c->g->output[i]->name, n->output[1]) == 0) {
+      dynq__imp_errorf("node '%s' (op Dropout): the mask output '%s' is not supported (it is "
+                       "a graph output)", nname, n->output[1]);
+      return -1;
+    }
+  dynq__bnode_t *bn = dynq__imp_add_node(&c->b, DYNQ_OP_IDENTITY, nname);
+  if (bn == NULL) return oom();
+  dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[0]));
+  int32_t out = dynq__imp_claim_output(c, n->output[0], c->b.n_nodes - 1);
+  if (out < 0) return -1;
+  dynq__imp_node_out(&c->b, &c->b.nodes[c->b.n_nodes - 1], out);
+  return 0;
+}
+
+/* Pass 1: attribute values of the generic ops the engine does not
+ * implement, refused by value (NULL: fine). */
+const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const char *type = n->op_type ? n->op_type : "";
+  if (strcmp(type, "ScatterElements") == 0) {
+    char rb[32];
+    const char *r = attr_str(n, "reduction", rb, sizeof rb);
+    if (r != NULL && strcmp(r, "none") != 0 && strcmp(r, "add") != 0)
+      return dynq__imp_pool_printf(pl, "reduction '%s' is not supported (none, add are)", r);
+  }
+  static const struct { const char *op, *attr; } flags01[] = {
+    {"Mod", "fmod"}, {"TopK", "largest"}, {"TopK", "sorted"}, {"Trilu", "upper"},
+  };
+  for (size_t i = 0; i < sizeof flags01 / sizeof flags01[0]; i++) {
+    int64_t v = dynq__imp_attr_i(n, flags01[i].attr, 0);
+    if (strcmp(flags01[i].op, type) == 0 && v != 0 && v != 1)
+      return dynq__imp_pool_printf(pl, "%s = %lld is not supported (0 or 1)", flags01[i].attr,
+                                   (long long)v);
+  }
+  if (strcmp(type, "Celu") == 0 && dynq__imp_attr_f(n, "alpha", 1.0f) == 0.0f)
+    return "alpha = 0 is not supported (Celu divides by it)";
+  if (strcmp(type, "Dropout") == 0 && n->n_input > 2 && n->input[2] != NULL && n->input[2][0]) {
+    const dynq__value_t *t = dynq__imp_const_of(c, n->input[2]);
+    if (t == NULL || t->dtype != DYNQ_DT_U8 || dynq__shape_numel(t->rank, t->dims) != 1 ||
+        ((const uint8_t *)t->data)[0] != 0)
+      return "training_mode must be a constant false (the engine runs inference)";
+  }
+  return NULL;
+}
+
 int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   dynq__builder_t *b = &c->b;
   const char *type = n->op_type;
@@ -375,6 +436,13 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     }
   }
 
+  int reduction = 0;
+  if (op == DYNQ_OP_SCATTER_ELEMENTS) {
+    char rb[32];
+    const char *r = attr_str(n, "reduction", rb, sizeof rb);
+    reduction = r != NULL && strcmp(r, "add") == 0; /* others refused in pass 1 */
+  }
+
   dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
   if (bn == NULL) return oom();
   for (int i = 0; i < n_ins; i++) dynq__imp_node_in(bn, ins[i]);
@@ -397,10 +465,44 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   case DYNQ_OP_REDUCE_SUM:
   case DYNQ_OP_REDUCE_MAX:
   case DYNQ_OP_REDUCE_MIN:
+  case DYNQ_OP_REDUCE_PROD:
+  case DYNQ_OP_REDUCE_L1:
+  case DYNQ_OP_REDUCE_L2:
+  case DYNQ_OP_REDUCE_SUM_SQUARE:
+  case DYNQ_OP_REDUCE_LOG_SUM:
+  case DYNQ_OP_REDUCE_LOG_SUM_EXP:
     dynq__imp_node_attr_i(bn, "keepdims", dynq__imp_attr_i(n, "keepdims", 1));
     dynq__imp_node_attr_i(bn, "noop_with_empty_axes", dynq__imp_attr_i(n, "noop_with_empty_axes", 0));
     break;
   case DYNQ_OP_PAD: dynq__imp_node_attr_i(bn, "mode", mode); break;
+  case DYNQ_OP_MOD: dynq__imp_node_attr_i(bn, "fmod", dynq__imp_attr_i(n, "fmod", 0)); break;
+  case DYNQ_OP_TOPK:
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
+    dynq__imp_node_attr_i(bn, "largest", dynq__imp_attr_i(n, "largest", 1));
+    dynq__imp_node_attr_i(bn, "sorted", dynq__imp_attr_i(n, "sorted", 1));
+    break;
+  case DYNQ_OP_GATHER_ELEMENTS:
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));
+    break;
+  case DYNQ_OP_SCATTER_ELEMENTS:
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));
+    dynq__imp_node_attr_i(bn, "reduction", reduction);
+    break;
+  case DYNQ_OP_TRILU: dynq__imp_node_attr_i(bn, "upper", dynq__imp_attr_i(n, "upper", 1)); break;
+  case DYNQ_OP_INSTANCE_NORM:
+    dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));
+    break;
+  case DYNQ_OP_LEAKY_RELU:
+  case DYNQ_OP_ELU:
+  case DYNQ_OP_SELU:
+  case DYNQ_OP_CELU:
+  case DYNQ_OP_THRESHOLDED_RELU:
+    /* only the attributes given: the engine's defaults are ONNX's */
+    if (dynq__imp_find_attr(n, "alpha"))
+      dynq__imp_node_attr_f(bn, "alpha", dynq__imp_find_attr(n, "alpha")->f);
+    if (dynq__imp_find_attr(n, "gamma"))
+      dynq__imp_node_attr_f(bn, "gamma", dynq__imp_find_attr(n, "gamma")->f);
+    break;
   case DYNQ_OP_ARGMAX:
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));
     dynq__imp_node_attr_i(bn, "keepdims", dynq__imp_attr_i(n, "keepdims", 1));

@@ -44,7 +44,15 @@ static const char *const covered[] = {
     "BatchNormalization", "HardSigmoid", "HardSwish", "Erf",
     /* lib/ops/resize.c, convt.c, einsum.c, shape.c, reduce.c */
     "Resize", "ConvTranspose", "Einsum", "Tile", "Split", "ArgMax", "ReduceMax", "ReduceMin",
-    "CumSum", "Flatten", NULL};
+    "CumSum", "Flatten",
+    /* lib/ops/activation.c */
+    "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Softplus", "Softsign",
+    "Mish", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "LogSoftmax", "Min",
+    "Max", "Sum", "Mean", "GreaterOrEqual", "LessOrEqual",
+    /* lib/ops/select.c, instnorm.c, reduce.c, activation.c; Dropout as Identity */
+    "TopK", "GatherElements", "ScatterElements", "Trilu", "NonZero", "InstanceNormalization",
+    "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp",
+    "Mod", "Dropout", NULL};
 
 /* The ops the transformer/CNN work promised with conformance tests: each
  * must pass at least one node test (counted by the ops in the model, so
@@ -56,8 +64,18 @@ static const char *const required[] = {
     "Einsum", "LayerNormalization", "Softmax", "MaxPool", "AveragePool", "GlobalAveragePool",
     "GlobalMaxPool", "BatchNormalization", "Clip", "HardSigmoid", "HardSwish", "Resize",
     "ConvTranspose", "Flatten", "ArgMax", "ReduceSum", "ReduceMax", "ReduceMin", "CumSum",
-    "Reshape", "Squeeze", "Unsqueeze", "MatMul", "Gemm", "Conv", NULL};
-enum { N_REQUIRED = 35 };
+    "Reshape", "Squeeze", "Unsqueeze", "MatMul", "Gemm", "Conv",
+    /* the ops models beyond the exporter fixtures needed (tests/test-zoo.c;
+     * Mish has no node test in the package: the zoo's misc model runs it) */
+    "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Softplus", "Softsign",
+    "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "LogSoftmax", "Min",
+    "Max", "Sum", "Mean", "GreaterOrEqual", "LessOrEqual",
+    /* lib/ops/select.c, instnorm.c, reduce.c, activation.c; Dropout as Identity
+     * (ReduceLogSumExp's node tests are float64 only) */
+    "TopK", "GatherElements", "ScatterElements", "Trilu", "NonZero", "InstanceNormalization",
+    "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
+    "Mod", "Dropout", NULL};
+enum { N_REQUIRED = 70 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is
@@ -94,6 +112,26 @@ static const struct {
     {"test_batchnorm_example_training_mode", "BatchNormalization runs in inference form only"},
     {"test_convtranspose_3d", "3-D ConvTranspose is not supported (1-D and 2-D)"},
     {"test_resize_tf_crop_and_resize", "Resize tf_crop_and_resize is not supported"},
+    {"test_training_dropout", "Dropout runs in inference form only"},
+    {"test_training_dropout_default", "Dropout runs in inference form only"},
+    {"test_training_dropout_default_mask", "Dropout runs in inference form only"},
+    {"test_training_dropout_mask", "Dropout runs in inference form only"},
+    {"test_training_dropout_zero_ratio", "Dropout runs in inference form only"},
+    {"test_training_dropout_zero_ratio_mask", "Dropout runs in inference form only"},
+    {"test_dropout_default_mask", "Dropout's mask output is not supported"},
+    {"test_dropout_default_mask_ratio", "Dropout's mask output is not supported"},
+    {"test_hannwindow_expanded", "the stored window is off its formula by 6e-5 and not "
+     "symmetric (as if pi were rounded); dynq's agrees with the formula to 1e-7"},
+    {"test_hannwindow_symmetric_expanded", "the stored window is off its formula by 6e-5 and not "
+     "symmetric (as if pi were rounded); dynq's agrees with the formula to 1e-7"},
+    {"test_hammingwindow_expanded", "the stored window is off its formula by 6e-5 and not "
+     "symmetric (as if pi were rounded); dynq's agrees with the formula to 1e-7"},
+    {"test_hammingwindow_symmetric_expanded", "the stored window is off its formula by 6e-5 and not "
+     "symmetric (as if pi were rounded); dynq's agrees with the formula to 1e-7"},
+    {"test_blackmanwindow_expanded", "the stored window is off its formula by 6e-5 and not "
+     "symmetric (as if pi were rounded); dynq's agrees with the formula to 1e-7"},
+    {"test_blackmanwindow_symmetric_expanded", "the stored window is off its formula by 6e-5 and not "
+     "symmetric (as if pi were rounded); dynq's agrees with the formula to 1e-7"},
     {NULL, NULL},
 };
 

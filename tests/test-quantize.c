@@ -551,6 +551,12 @@ START_TEST(test_malformed_models) {
                               "'ct_3d' (op ConvTranspose): 3 spatial axes"}},
       {"bad_ops_attrs.onnx", {"'ct_autopad' (op ConvTranspose): auto_pad 'FANCY'",
                               "'rs_excl' (op Resize): exclude_outside 2 is not 0 or 1", NULL}},
+      {"bad_ops_attrs.onnx", {"'se_mul' (op ScatterElements): reduction 'mul' is not supported",
+                              "'md_fmod' (op Mod): fmod = 2 is not supported",
+                              "'tk_largest' (op TopK): largest = 3 is not supported"}},
+      {"bad_ops_attrs.onnx", {"'tr_upper' (op Trilu): upper = -1 is not supported",
+                              "'ce_zero' (op Celu): alpha = 0 is not supported",
+                              "'do_train' (op Dropout): training_mode must be a constant false"}},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *want[4] = {cases[i].want[0], cases[i].want[1], cases[i].want[2], NULL};

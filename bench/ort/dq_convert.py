@@ -42,6 +42,12 @@ def convert(model, conv=False, keep=()):
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
 
+    for n in g.node:  # torch's exporter shares equal initializers through Identity
+        if n.op_type == "Identity" and (n.input[0] in inits or n.input[0] in consts):
+            src = n.input[0]
+            consts[n.output[0]] = (numpy_helper.to_array(inits[src]) if src in inits
+                                   else consts[src])
+
     def const(name):
         if name in inits:
             return numpy_helper.to_array(inits[name])

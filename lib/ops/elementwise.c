@@ -194,7 +194,7 @@ int dynq__run_identity(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
 
 /* ---- elementwise binary: arithmetic, comparison, logic ---- */
 
-enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_EQ, B_LT, B_GT, B_AND, B_OR };
+enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_EQ, B_LT, B_GT, B_GE, B_LE, B_AND, B_OR };
 
 static int binary_kind(int op) {
   switch (op) {
@@ -206,6 +206,8 @@ static int binary_kind(int op) {
   case DYNQ_OP_EQUAL: return B_EQ;
   case DYNQ_OP_LESS: return B_LT;
   case DYNQ_OP_GREATER: return B_GT;
+  case DYNQ_OP_GREATER_OR_EQUAL: return B_GE;
+  case DYNQ_OP_LESS_OR_EQUAL: return B_LE;
   case DYNQ_OP_AND: return B_AND;
   default: return B_OR;
   }
@@ -296,6 +298,8 @@ int dynq__run_binary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
       case B_EQ: ((uint8_t *)po)[i] = x == y; break;
       case B_LT: ((uint8_t *)po)[i] = x < y; break;
       case B_GT: ((uint8_t *)po)[i] = x > y; break;
+      case B_GE: ((uint8_t *)po)[i] = x >= y; break;
+      case B_LE: ((uint8_t *)po)[i] = x <= y; break;
       default: break;
       }
       continue;
@@ -318,6 +322,8 @@ int dynq__run_binary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     case B_EQ: r = x == y; break;
     case B_LT: r = x < y; break;
     case B_GT: r = x > y; break;
+    case B_GE: r = x >= y; break;
+    case B_LE: r = x <= y; break;
     case B_AND: r = (x != 0) & (y != 0); break;
     case B_OR: r = (x != 0) | (y != 0); break;
     default: break;

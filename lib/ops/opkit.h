@@ -137,6 +137,11 @@ typedef union dynq__opstate {
   struct { int64_t axis, num_outputs; } split;   /* num_outputs 0: from the outputs */
   struct { int64_t axis; int keepdims, last; } argmax;
   struct { int exclusive, reverse; } cumsum;
+  struct { float alpha, gamma; } act;           /* LeakyRelu, Elu, Selu, ... */
+  struct { int64_t axis; int largest, sorted; } topk;
+  struct { int64_t axis; int reduction; } scatter; /* reduction 0 none, 1 add */
+  struct { int upper; } trilu;
+  struct { int fmod; } mod;
 } dynq__opstate_t;
 
 /* Free what a node's state owns (the model calls it for every node of

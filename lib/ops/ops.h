@@ -114,11 +114,53 @@
   X(QCONV_TRANSPOSE, 71, "QConvTranspose", 0, 0, 4, 6, 1, 1, qconvt, convt, qconvt)        \
   /* norm.c: LayerNorm(A + B), the residual Add fused in (import-time form) */            \
   X(ADD_LAYERNORM, 72, "AddLayerNorm", 0, 0, 3, 4, 1, 2, none, layernorm, add_layernorm)   \
+  /* activation.c: activations and small float ops, LogSoftmax, variadic ops */          \
+  X(LEAKY_RELU, 73, "LeakyRelu", 6, 0, 1, 1, 1, 1, act, act, act)                        \
+  X(PRELU, 74, "PRelu", 7, 0, 2, 2, 1, 1, none, none, prelu)                             \
+  X(ELU, 75, "Elu", 6, 0, 1, 1, 1, 1, act, act, act)                                     \
+  X(SELU, 76, "Selu", 6, 0, 1, 1, 1, 1, act, act, act)                                   \
+  X(CELU, 77, "Celu", 12, 0, 1, 1, 1, 1, act, act, act)                                  \
+  X(THRESHOLDED_RELU, 78, "ThresholdedRelu", 10, 0, 1, 1, 1, 1, act, act, act)           \
+  X(SOFTPLUS, 79, "Softplus", 1, 0, 1, 1, 1, 1, act, act, act)                           \
+  X(SOFTSIGN, 80, "Softsign", 1, 0, 1, 1, 1, 1, act, act, act)                           \
+  X(MISH, 81, "Mish", 18, 0, 1, 1, 1, 1, act, act, act)                                  \
+  X(RECIPROCAL, 82, "Reciprocal", 6, 0, 1, 1, 1, 1, act, act, act)                       \
+  X(FLOOR, 83, "Floor", 6, 0, 1, 1, 1, 1, act, act, act)                                 \
+  X(CEIL, 84, "Ceil", 6, 0, 1, 1, 1, 1, act, act, act)                                   \
+  X(ROUND, 85, "Round", 11, 0, 1, 1, 1, 1, act, act, act)                                \
+  X(SIGN, 86, "Sign", 9, 0, 1, 1, 1, 1, act, act, act)                                   \
+  X(SIN, 87, "Sin", 7, 0, 1, 1, 1, 1, act, act, act)                                     \
+  X(COS, 88, "Cos", 7, 0, 1, 1, 1, 1, act, act, act)                                     \
+  X(LOG_SOFTMAX, 89, "LogSoftmax", 1, 0, 1, 1, 1, 1, none, softmax, logsoftmax)          \
+  X(MIN, 90, "Min", 8, 0, 1, 3, 1, 1, none, none, variadic)                              \
+  X(MAX, 91, "Max", 8, 0, 1, 3, 1, 1, none, none, variadic)                              \
+  X(SUM, 92, "Sum", 8, 0, 1, 3, 1, 1, none, none, variadic)                              \
+  X(MEAN, 93, "Mean", 8, 0, 1, 3, 1, 1, none, none, variadic)                            \
+  /* elementwise.c */                                                                    \
+  X(GREATER_OR_EQUAL, 94, "GreaterOrEqual", 12, 0, 2, 2, 1, 1, none, none, binary_any)   \
+  X(LESS_OR_EQUAL, 95, "LessOrEqual", 12, 0, 2, 2, 1, 1, none, none, binary_any)    \
   /* attention, import-time forms (models/fuse.c): codes 96..99 */                        \
   /* matmul.c: MatMul with its operands' and result's Transposes folded in */             \
   X(STRIDED_MATMUL, 96, "StridedMatMul", 0, 0, 2, 5, 1, 1, none, smatmul, smatmul)         \
   /* norm.c: Softmax(X + Mask) over the last axis */                                      \
-  X(MASKED_SOFTMAX, 97, "MaskedSoftmax", 0, 0, 2, 2, 1, 1, none, none, masked_softmax)
+  X(MASKED_SOFTMAX, 97, "MaskedSoftmax", 0, 0, 2, 2, 1, 1, none, none, masked_softmax) \
+  /* select.c: index-driven ops */                                                        \
+  X(TOPK, 100, "TopK", 10, 0, 2, 2, 2, 2, none, topk, topk)                                 \
+  X(GATHER_ELEMENTS, 101, "GatherElements", 11, 0, 2, 2, 1, 1, none, axis_zero, gather_elements) \
+  X(SCATTER_ELEMENTS, 102, "ScatterElements", 11, 0, 3, 3, 1, 1, none, scatter, scatter_elements) \
+  X(TRILU, 103, "Trilu", 14, 0, 1, 2, 1, 1, none, trilu, trilu)                             \
+  X(NONZERO, 104, "NonZero", 9, 0, 1, 1, 1, 1, none, none, nonzero)                         \
+  /* instnorm.c */                                                                          \
+  X(INSTANCE_NORM, 105, "InstanceNormalization", 6, 0, 3, 3, 1, 1, none, instnorm, instnorm) \
+  /* reduce.c */                                                                            \
+  X(REDUCE_PROD, 106, "ReduceProd", 1, 0, 1, 2, 1, 1, none, reduce, reduce)                  \
+  X(REDUCE_L1, 107, "ReduceL1", 1, 0, 1, 2, 1, 1, none, reduce, reduce)                      \
+  X(REDUCE_L2, 108, "ReduceL2", 1, 0, 1, 2, 1, 1, none, reduce, reduce)                      \
+  X(REDUCE_SUM_SQUARE, 109, "ReduceSumSquare", 1, 0, 1, 2, 1, 1, none, reduce, reduce)       \
+  X(REDUCE_LOG_SUM, 110, "ReduceLogSum", 1, 0, 1, 2, 1, 1, none, reduce, reduce)             \
+  X(REDUCE_LOG_SUM_EXP, 111, "ReduceLogSumExp", 1, 0, 1, 2, 1, 1, none, reduce, reduce)      \
+  /* activation.c */                                                                        \
+  X(MOD, 112, "Mod", 10, 0, 2, 2, 1, 1, none, mod, mod)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

@@ -1,4 +1,5 @@
-/* Reductions over axes: ReduceMean, ReduceSum (accumulated in double),
+/* Reductions over axes: ReduceMean, ReduceSum and the other sums
+ * (accumulated in double),
  * ReduceMax, ReduceMin; ArgMax; CumSum. */
 #include "ops.h"
 
@@ -63,14 +64,18 @@ static int copy_input(dynq__op_ctx_t *c, const dynq__tensor_t *x, dynq__tensor_t
   return rc;
 }
 
-/* ---- ReduceMean, ReduceSum ---- */
+/* ---- ReduceMean, ReduceSum, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare,
+ * ReduceLogSum, ReduceLogSumExp: accumulated in double ---- */
 
 int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   int rc;
   if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
   const dynq__tensor_t *x = in[0];
-  int mean = c->node->op == DYNQ_OP_REDUCE_MEAN;
-  if (x->dtype != DYNQ_DT_F32 && (mean || !dynq__dt_is_int(x->dtype)))
+  const int op = c->node->op, mean = op == DYNQ_OP_REDUCE_MEAN;
+  /* ReduceSum and ReduceProd take integers too (exact in double up to
+   * 2^53), the others float32 only */
+  const int int_ok = op == DYNQ_OP_REDUCE_SUM || op == DYNQ_OP_REDUCE_PROD;
+  if (x->dtype != DYNQ_DT_F32 && (!int_ok || !dynq__dt_is_int(x->dtype)))
     return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
   plan_t p;
   if ((rc = make_plan(c, x, c->node->n_in > 1 ? in[1] : NULL, &p))) return rc;
@@ -80,12 +85,25 @@ int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   double *acc = calloc((size_t)(no ? no : 1), sizeof(double));
   if (acc == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
   int64_t n = dynq__tensor_numel(x), cnt[DYNQ_MAX_RANK] = {0}, off = 0;
-  for (int64_t i = 0; i < n; i++, plan_next(x, &p, cnt, &off))
-    acc[off] += dynq__load_d(x->data, x->dtype, i);
+  if (op == DYNQ_OP_REDUCE_PROD)
+    for (int64_t i = 0; i < no; i++) acc[i] = 1.0;
+  for (int64_t i = 0; i < n; i++, plan_next(x, &p, cnt, &off)) {
+    const double v = dynq__load_d(x->data, x->dtype, i);
+    switch (op) {
+    case DYNQ_OP_REDUCE_PROD: acc[off] *= v; break;
+    case DYNQ_OP_REDUCE_L1: acc[off] += fabs(v); break;
+    case DYNQ_OP_REDUCE_L2:
+    case DYNQ_OP_REDUCE_SUM_SQUARE: acc[off] += v * v; break;
+    case DYNQ_OP_REDUCE_LOG_SUM_EXP: acc[off] += exp(v); break;
+    default: acc[off] += v; break;
+    }
+  }
   double cntr = no > 0 && n > 0 ? (double)n / (double)no : 0;
   for (int64_t i = 0; i < no; i++) {
     double v = acc[i];
     if (mean) v = cntr > 0 ? v / cntr : NAN;
+    else if (op == DYNQ_OP_REDUCE_L2) v = sqrt(v);
+    else if (op == DYNQ_OP_REDUCE_LOG_SUM_EXP || op == DYNQ_OP_REDUCE_LOG_SUM) v = log(v);
     if (x->dtype == DYNQ_DT_F32) ((float *)out->data)[i] = (float)v;
     else dynq__store_i(out->data, x->dtype, i, (int64_t)v);
   }

@@ -1,0 +1,284 @@
+/*
+ * Index-driven ops: TopK, GatherElements, ScatterElements, Trilu,
+ * NonZero.  Any dtype for the data moved (float32, int64, int32, int8,
+ * uint8); indices int64 or int32, negative ones counted from the end and
+ * out-of-range ones a run-time error naming the index and the axis.
+ */
+#include "ops.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+
+/* Strides of x's axis ax: outer (product before), len, inner (after). */
+static void split_axis(const dynq__tensor_t *x, int ax, int64_t *outer, int64_t *len,
+                       int64_t *inner) {
+  *outer = 1, *inner = 1, *len = x->dims[ax];
+  for (int d = 0; d < ax; d++) *outer *= x->dims[d];
+  for (int d = ax + 1; d < x->rank; d++) *inner *= x->dims[d];
+}
+
+/* ---- TopK(X, K) -> Values, Indices along axis ---- */
+
+int dynq__prep_topk(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                    char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->topk.axis = dynq__node_attr_i(n, "axis", -1);
+  st->topk.largest = dynq__node_attr_i(n, "largest", 1) != 0;
+  st->topk.sorted = dynq__node_attr_i(n, "sorted", 1) != 0;
+  return 0;
+}
+
+typedef struct kv {
+  double v;
+  int64_t i;
+} kv_t;
+
+/* Larger first; equal values by lower index (ONNX's order), NaN last. */
+static int cmp_largest(const void *pa, const void *pb) {
+  const kv_t *a = pa, *b = pb;
+  int an = a->v != a->v, bn = b->v != b->v;
+  if (an != bn) return an - bn;
+  if (!an && a->v != b->v) return a->v > b->v ? -1 : 1;
+  return (a->i > b->i) - (a->i < b->i);
+}
+static int cmp_smallest(const void *pa, const void *pb) {
+  const kv_t *a = pa, *b = pb;
+  int an = a->v != a->v, bn = b->v != b->v;
+  if (an != bn) return an - bn;
+  if (!an && a->v != b->v) return a->v < b->v ? -1 : 1;
+  return (a->i > b->i) - (a->i < b->i);
+}
+
+int dynq__run_topk(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, ax = 0, nk = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1)))
+    return rc;
+  const dynq__tensor_t *x = in[0];
+  if (x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
+  if (x->rank < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "input must have rank >= 1");
+  if ((rc = dynq__op_norm_axis(c, c->st->topk.axis, x->rank, 0, &ax))) return rc;
+  int64_t k = 0;
+  if ((rc = dynq__op_read_ints(c, in[1], "K", &k, 1, &nk))) return rc;
+  int64_t outer, len, inner;
+  split_axis(x, ax, &outer, &len, &inner);
+  if (nk != 1 || k < 0 || k > len)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "K = %lld is not within [0, %lld] (axis %d)",
+                         (long long)k, (long long)len, ax);
+  int64_t dims[DYNQ_MAX_RANK];
+  memcpy(dims, x->dims, sizeof(int64_t) * (size_t)x->rank);
+  dims[ax] = k;
+  if ((rc = dynq__op_alloc(c, &out[0], x->dtype, x->rank, dims, 0))) return rc;
+  if ((rc = dynq__op_alloc(c, &out[1], DYNQ_DT_I64, x->rank, dims, 0))) {
+    dynq__tensor_clear(&out[0]);
+    return rc;
+  }
+  kv_t *row = malloc(sizeof(kv_t) * (size_t)(len > 0 ? len : 1));
+  if (row == NULL) {
+    dynq__tensor_clear(&out[0]);
+    dynq__tensor_clear(&out[1]);
+    return dynq__op_fail(c, -ENOMEM, "out of memory for %lld values", (long long)len);
+  }
+  const int fl = x->dtype == DYNQ_DT_F32;
+  int64_t *oi = out[1].data;
+  for (int64_t a = 0; a < outer; a++)
+    for (int64_t b = 0; b < inner; b++) {
+      for (int64_t j = 0; j < len; j++) {
+        int64_t at = (a * len + j) * inner + b;
+        row[j].v = fl ? ((const float *)x->data)[at] : (double)dynq__load_i(x->data, x->dtype, at);
+        row[j].i = j;
+      }
+      /* sorted or not, the k selected come out in the sorted order */
+      qsort(row, (size_t)len, sizeof(kv_t), c->st->topk.largest ? cmp_largest : cmp_smallest);
+      for (int64_t j = 0; j < k; j++) {
+        int64_t at = (a * k + j) * inner + b, src = (a * len + row[j].i) * inner + b;
+        memcpy((char *)out[0].data + (size_t)at * dynq__dtype_size(x->dtype),
+               (const char *)x->data + (size_t)src * dynq__dtype_size(x->dtype),
+               dynq__dtype_size(x->dtype));
+        oi[at] = row[j].i;
+      }
+    }
+  free(row);
+  return 0;
+}
+
+/* ---- GatherElements / ScatterElements ----
+ *
+ * For every element of indices (same rank as data), the data element at
+ * the same position with the axis coordinate replaced by the index. */
+
+/* Offset in a tensor of dims `d` (rank r) of the index position `cnt`
+ * with the axis coordinate replaced by k. */
+static int64_t offset_of(const int64_t *d, int r, const int64_t *cnt, int ax, int64_t k) {
+  int64_t off = 0;
+  for (int i = 0; i < r; i++) off = off * d[i] + (i == ax ? k : cnt[i]);
+  return off;
+}
+
+static void next_pos(const int64_t *d, int r, int64_t *cnt) {
+  for (int i = r - 1; i >= 0; i--) {
+    if (++cnt[i] < d[i]) return;
+    cnt[i] = 0;
+  }
+}
+
+/* Checks shared by both: ranks, dtypes, index range (each index read
+ * once here so the loops need no checks).  0 or an error. */
+static int check_elements(dynq__op_ctx_t *c, const dynq__tensor_t *x, const dynq__tensor_t *idx,
+                          int64_t axis, int *ret_ax) {
+  int rc;
+  if (idx->dtype != DYNQ_DT_I64 && idx->dtype != DYNQ_DT_I32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "indices must be int64 or int32, are %s",
+                         dynq__dtype_name(idx->dtype));
+  if (x->rank < 1 || idx->rank != x->rank)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "data (rank %d) and indices (rank %d) must have the "
+                         "same rank >= 1", x->rank, idx->rank);
+  if ((rc = dynq__op_norm_axis(c, axis, x->rank, 0, ret_ax))) return rc;
+  for (int d = 0; d < x->rank; d++)
+    if (d != *ret_ax && idx->dims[d] > x->dims[d])
+      return dynq__op_fail(c, DYNQ_ESHAPE, "indices axis %d has %lld entries, data %lld", d,
+                           (long long)idx->dims[d], (long long)x->dims[d]);
+  int64_t len = x->dims[*ret_ax], n = dynq__tensor_numel(idx);
+  for (int64_t j = 0; j < n; j++) {
+    int64_t k = dynq__load_i(idx->data, idx->dtype, j);
+    if (k < -len || k >= len)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "index %lld out of range for axis %d of size %lld",
+                           (long long)k, *ret_ax, (long long)len);
+  }
+  return 0;
+}
+
+int dynq__run_gather_elements(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                              dynq__tensor_t *out) {
+  int rc, ax = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1)))
+    return rc;
+  const dynq__tensor_t *x = in[0], *idx = in[1];
+  if ((rc = check_elements(c, x, idx, c->st->axis.axis, &ax))) return rc;
+  if ((rc = dynq__op_alloc(c, out, x->dtype, idx->rank, idx->dims, 0))) return rc;
+  const size_t es = dynq__dtype_size(x->dtype);
+  const int64_t n = dynq__tensor_numel(idx), len = x->dims[ax];
+  int64_t cnt[DYNQ_MAX_RANK] = {0};
+  for (int64_t j = 0; j < n; j++, next_pos(idx->dims, idx->rank, cnt)) {
+    int64_t k = dynq__load_i(idx->data, idx->dtype, j);
+    if (k < 0) k += len;
+    memcpy((char *)out->data + (size_t)j * es,
+           (const char *)x->data + (size_t)offset_of(x->dims, x->rank, cnt, ax, k) * es, es);
+  }
+  return 0;
+}
+
+/* ScatterElements(data, indices, updates): a copy of data with the
+ * updates written (reduction "none") or added ("add") at the indexed
+ * positions; the importer refuses the other reductions.  With "none" and
+ * a repeated index the last update wins (ONNX leaves it undefined). */
+int dynq__prep_scatter(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                       char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->scatter.axis = dynq__node_attr_i(n, "axis", 0);
+  st->scatter.reduction = (int)dynq__node_attr_i(n, "reduction", 0);
+  return 0;
+}
+
+int dynq__run_scatter_elements(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                               dynq__tensor_t *out) {
+  int rc, ax = 0;
+  for (int k = 0; k < 3; k++)
+    if ((rc = dynq__op_need_present(c, in[k], k))) return rc;
+  const dynq__tensor_t *x = in[0], *idx = in[1], *u = in[2];
+  if ((rc = check_elements(c, x, idx, c->st->scatter.axis, &ax))) return rc;
+  if (u->dtype != x->dtype || u->rank != idx->rank ||
+      memcmp(u->dims, idx->dims, sizeof(int64_t) * (size_t)idx->rank) != 0)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "updates must have the indices' shape and the data's "
+                         "dtype");
+  const int add = c->st->scatter.reduction == 1;
+  if (add && x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
+  if ((rc = dynq__op_out_like(c, 0, x->dtype, x->rank, x->dims, out))) return rc;
+  const size_t es = dynq__dtype_size(x->dtype);
+  if (out->data != x->data) memcpy(out->data, x->data, (size_t)dynq__tensor_numel(x) * es);
+  const int64_t n = dynq__tensor_numel(idx), len = x->dims[ax];
+  int64_t cnt[DYNQ_MAX_RANK] = {0};
+  for (int64_t j = 0; j < n; j++, next_pos(idx->dims, idx->rank, cnt)) {
+    int64_t k = dynq__load_i(idx->data, idx->dtype, j);
+    if (k < 0) k += len;
+    int64_t o = offset_of(x->dims, x->rank, cnt, ax, k);
+    if (!add) {
+      memcpy((char *)out->data + (size_t)o * es, (const char *)u->data + (size_t)j * es, es);
+    } else if (x->dtype == DYNQ_DT_F32) {
+      ((float *)out->data)[o] += ((const float *)u->data)[j];
+    } else {
+      int64_t v = dynq__load_i(out->data, x->dtype, o) + dynq__load_i(u->data, x->dtype, j);
+      dynq__store_i(out->data, x->dtype, o, v);
+    }
+  }
+  return 0;
+}
+
+/* ---- Trilu(X [, k]): the upper (upper = 1) or lower triangle of the
+ * last two axes, diagonal offset k, the rest zeroed ---- */
+
+int dynq__prep_trilu(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                     char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->trilu.upper = dynq__node_attr_i(n, "upper", 1) != 0;
+  return 0;
+}
+
+int dynq__run_trilu(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, nk = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  if (x->rank < 2) return dynq__op_fail(c, DYNQ_ESHAPE, "input must have rank >= 2, has %d", x->rank);
+  int64_t k = 0;
+  if (c->node->n_in > 1 && in[1] != NULL) {
+    if ((rc = dynq__op_read_ints(c, in[1], "k", &k, 1, &nk))) return rc;
+    if (nk != 1) return dynq__op_fail(c, DYNQ_ESHAPE, "k must hold one value, has %d", nk);
+  }
+  if ((rc = dynq__op_out_like(c, 0, x->dtype, x->rank, x->dims, out))) return rc;
+  const size_t es = dynq__dtype_size(x->dtype);
+  const int64_t R = x->dims[x->rank - 2], C = x->dims[x->rank - 1];
+  const int64_t mats = R * C > 0 ? dynq__tensor_numel(x) / (R * C) : 0;
+  const int upper = c->st->trilu.upper;
+  char *o = out->data;
+  if (o != x->data) memcpy(o, x->data, (size_t)dynq__tensor_numel(x) * es);
+  for (int64_t m = 0; m < mats; m++)
+    for (int64_t i = 0; i < R; i++)
+      for (int64_t j = 0; j < C; j++) {
+        /* kept: j - i >= k (upper) or j - i <= k (lower) */
+        int keep = upper ? j - i >= k : j - i <= k;
+        if (!keep) memset(o + (size_t)((m * R + i) * C + j) * es, 0, es);
+      }
+  return 0;
+}
+
+/* ---- NonZero(X) -> int64 [rank, count]: the coordinates of the
+ * non-zero elements in row-major order ---- */
+
+int dynq__run_nonzero(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  if (x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
+  const int64_t n = dynq__tensor_numel(x);
+  int64_t cnt = 0;
+  for (int64_t i = 0; i < n; i++) cnt += dynq__load_d(x->data, x->dtype, i) != 0.0;
+  /* a scalar counts as rank 1, as ONNX's reference does */
+  const int r = x->rank > 0 ? x->rank : 1;
+  int64_t dims[2] = {r, cnt};
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_I64, 2, dims, 0))) return rc;
+  int64_t *o = out->data, pos[DYNQ_MAX_RANK] = {0}, j = 0;
+  for (int64_t i = 0; i < n; i++) {
+    if (dynq__load_d(x->data, x->dtype, i) != 0.0) {
+      for (int d = 0; d < r; d++) o[d * cnt + j] = x->rank > 0 ? pos[d] : 0;
+      j++;
+    }
+    if (x->rank > 0) next_pos(x->dims, x->rank, pos);
+  }
+  return 0;
+}
