@@ -117,9 +117,11 @@ static void calib_free(calib_t *k) {
   free(k->L);
 }
 
-/* A StridedMatMul the search model runs INT8: an attention product. */
+/* A StridedMatMul or Attention node the search model runs INT8: attention's
+ * products. */
 static int is_int8_attention(const dynq__node_t *n) {
-  return n->op == DYNQ_OP_STRIDED_MATMUL && dynq__node_attr_i(n, "int8", 0) != 0;
+  return (n->op == DYNQ_OP_STRIDED_MATMUL || n->op == DYNQ_OP_ATTENTION) &&
+         dynq__node_attr_i(n, "int8", 0) != 0;
 }
 
 /* Layer l's nodes in the precision mix: its one node, or for the

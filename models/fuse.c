@@ -23,6 +23,8 @@
  *    of an Add over the last axis becomes MaskedSoftmax.
  *  - HardSwish decomposed (PaddlePaddle): x * Clip(x + 3, 0, 6) / 6
  *    becomes HardSwish(x).
+ *  - Attention, INT8: StridedMatMul -> MaskedSoftmax -> StridedMatMul
+ *    becomes one Attention node (scores kept in cache, never stored).
  *  - Residual: LayerNormalization of an Add of two equal-shaped values
  *    becomes AddLayerNorm (the sum kept as its second output when read
  *    elsewhere).
@@ -467,6 +469,43 @@ static int try_masked_softmax(fctx_t *f, int sm_i) {
   return 1;
 }
 
+static float battr_f(const dynq__bnode_t *n, const char *name, float dflt) {
+  for (int i = 0; i < n->n_attr; i++)
+    if (strcmp(n->attr[i].name, name) == 0 && n->attr[i].type == DYNQ_ATTR_FLOAT) return n->attr[i].f;
+  return dflt;
+}
+
+/* INT8 StridedMatMul(Q, K) -> MaskedSoftmax(., Mask) -> StridedMatMul(.,
+ * V), each value read only by the next node, the scores unpermuted and
+ * unscaled after the softmax, P read as it is: one Attention node in the
+ * second product's place (lib/ops/attention.c).  FP32 attention keeps
+ * its three nodes. */
+static int try_attention(fctx_t *f, int pv_i) {
+  dynq__builder_t *b = f->b;
+  dynq__bnode_t *pv = &b->nodes[pv_i];
+  if (pv->op != DYNQ_OP_STRIDED_MATMUL || battr_i(pv, "int8", 0) != 1 || pv->n_in < 2 ||
+      (pv->n_in > 2 && pv->in[2] >= 0) || battr_f(pv, "alpha", 1.0f) != 1.0f)
+    return 0;
+  dynq__bnode_t *sm = prod_op(f, pv->in[0], DYNQ_OP_MASKED_SOFTMAX, 1);
+  if (sm == NULL || sm->n_in != 2) return 0;
+  dynq__bnode_t *qk = prod_op(f, sm->in[0], DYNQ_OP_STRIDED_MATMUL, 1);
+  if (qk == NULL || battr_i(qk, "int8", 0) != 1 || qk->n_in < 2 || (qk->n_in > 4 && qk->in[4] >= 0))
+    return 0;
+  int32_t in[8] = {qk->in[0], qk->in[1], pv->in[1], sm->in[1],
+                   qk->n_in > 2 ? qk->in[2] : -1, qk->n_in > 3 ? qk->in[3] : -1,
+                   pv->n_in > 3 ? pv->in[3] : -1, pv->n_in > 4 ? pv->in[4] : -1};
+  float alpha = battr_f(qk, "alpha", 1.0f);
+  sm->dead = 1;
+  qk->dead = 1;
+  pv->op = DYNQ_OP_ATTENTION;
+  pv->n_in = 8;
+  memcpy(pv->in, in, sizeof(in));
+  pv->n_attr = 0;
+  if (alpha != 1.0f) dynq__imp_node_attr_f(pv, "alpha", alpha);
+  dynq__imp_node_attr_i(pv, "int8", 1);
+  return 1;
+}
+
 /* 0 when what the importer knows of two values' shapes shows a numpy
  * broadcast between them (ranks or dims that differ); intermediate
  * shapes are mostly unknown here, and AddLayerNorm computes a broadcast
@@ -527,10 +566,10 @@ static int try_add_layernorm(fctx_t *f, int ln_i) {
 
 int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gelus) {
   fctx_t f = {.b = &c->b};
-  int n_mm = 0, n_sm = 0, n_aln = 0;
+  int n_mm = 0, n_sm = 0, n_aln = 0, n_att = 0;
   *ret_layernorms = *ret_biases = *ret_gelus = 0;
   /* one pass per pattern, readers recounted: each rewrite moves outputs */
-  for (int pass = 0; pass < 6; pass++) {
+  for (int pass = 0; pass < 7; pass++) {
     if (count_readers(&f) != 0) {
       dynq__imp_errorf("out of memory");
       return -1;
@@ -541,13 +580,14 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
               : pass == 1 ? try_bias(&f, i, c)
               : pass == 2 ? try_gelu(&f, i) + try_gelu_tanh(&f, i)
               : pass == 3 ? try_strided_matmul(&f, i, !c->opt.fp32_attention && !c->opt.fp32)
-              : pass == 4 ? try_masked_softmax(&f, i) : try_add_layernorm(&f, i);
+              : pass == 4 ? try_masked_softmax(&f, i)
+              : pass == 5 ? try_add_layernorm(&f, i) : try_attention(&f, i);
       if (r < 0) {
         free(f.readers);
         dynq__imp_errorf("out of memory");
         return -1;
       }
-      int *count[] = {ret_layernorms, ret_biases, ret_gelus, &n_mm, &n_sm, &n_aln};
+      int *count[] = {ret_layernorms, ret_biases, ret_gelus, &n_mm, &n_sm, &n_aln, &n_att};
       *count[pass] += r;
     }
     free(f.readers);
@@ -556,6 +596,9 @@ int dynq__imp_fuse(conv_t *c, int *ret_layernorms, int *ret_biases, int *ret_gel
   if (n_mm + n_sm > 0 && !c->opt.quiet)
     printf("fused: %d attention MatMuls with their Transposes and scale into StridedMatMul, "
            "%d mask Adds into MaskedSoftmax (--no-fuse keeps them)\n", n_mm, n_sm);
+  if (n_att > 0 && !c->opt.quiet)
+    printf("fused: %d INT8 attention products with the masked softmax between them into Attention "
+           "(--no-fuse keeps them)\n", n_att);
   if (n_aln > 0 && !c->opt.quiet)
     printf("fused: %d residual Add%s into the LayerNorm%s that read%s %s (AddLayerNorm; --no-fuse "
            "keeps them)\n", n_aln, n_aln == 1 ? "" : "s", n_aln == 1 ? "" : "s",

@@ -633,6 +633,176 @@ START_TEST(masked_softmax_threads) {
 }
 END_TEST
 
+/* Attention's three steps as the unfused graph runs them:
+ * StridedMatMul(Q, K) -> MaskedSoftmax(., M) -> StridedMatMul(., V). */
+static int attention_unfused(const dynq__tensor_t *const *in, dynq__tensor_t *out,
+                             const dynq__kernel_t *kr, int precision, int threads, float alpha) {
+  dynq__attr_t at[2] = {{.name = "alpha", .type = DYNQ_ATTR_FLOAT, .f = alpha},
+                        {.name = "int8", .type = DYNQ_ATTR_INT, .i = 1}};
+  dynq__tensor_t s, p;
+  const dynq__tensor_t *i1[5] = {in[0], in[1], in[4], in[5], NULL};
+  int rc = run_x(DYNQ_OP_STRIDED_MATMUL, at, 2, 5, i1, &s, kr, precision, threads);
+  if (rc) return rc;
+  const dynq__tensor_t *im[2] = {&s, in[3]};
+  rc = run_x(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, im, &p, kr, precision, threads);
+  dynq__tensor_clear(&s);
+  if (rc) return rc;
+  const dynq__tensor_t *i2[5] = {&p, in[2], NULL, in[6], in[7]};
+  rc = run_x(DYNQ_OP_STRIDED_MATMUL, at + 1, 1, 5, i2, out, kr, precision, threads);
+  dynq__tensor_clear(&p);
+  return rc;
+}
+
+/* The fused Attention op against the three nodes it replaces: the same
+ * bits on every kernel, one and two threads, the INT8 and FP32 paths,
+ * over ragged sequence and head sizes and every mask shape attention
+ * exports ([B, 1, 1, S] padding, [S, S] causal, a scalar, the full [B, H,
+ * S, S]); rows that are entirely -inf or hold a NaN (the general path);
+ * the layouts the row loop does not take (a mask that widens the scores,
+ * Q's rows strided) through the three-step path.  And within INT8 error
+ * of FP32 (the INT8 path ran). */
+START_TEST(attention_fused) {
+  enum { B = 2, H = 3 };
+  static const int64_t seqs[] = {1, 7, 17, 65}, dims[] = {1, 5, 16, 64};
+  static float q[B * 65 * H * 64], k[B * 65 * H * 64], v[B * 65 * H * 64], m[B * H * 65 * 65];
+  int64_t p0213[4] = {0, 2, 1, 3}, p0231[4] = {0, 2, 3, 1};
+  dynq__tensor_t Pq = ti64(4, p0213), Pk = ti64(4, p0231);
+  dynq__attr_t at[2] = {{.name = "alpha", .type = DYNQ_ATTR_FLOAT, .f = 0.3f},
+                        {.name = "int8", .type = DYNQ_ATTR_INT, .i = 1}};
+  int nk, cases = 0;
+  const dynq__kernel_t *const *list = dynq__kernel_list(&nk);
+  for (size_t si = 0; si < 4; si++)
+    for (size_t di = 0; di < 4; di++)
+      for (int mk = 0; mk < 4; mk++) {
+        const int64_t S = seqs[si], D = dims[di];
+        for (int64_t i = 0; i < B * S * H * D; i++) {
+          q[i] = sinf((float)i * 0.37f) * 2.0f;
+          k[i] = cosf((float)i * 0.11f) * 1.5f;
+          v[i] = sinf((float)i * 0.05f + 1.0f);
+        }
+        int64_t dq[4] = {B, S, H, D}, dm[4][4] = {{B, 1, 1, S}, {S, S}, {1}, {B, H, S, S}};
+        int mr[4] = {4, 2, 1, 4};
+        for (int64_t i = 0; i < B * H * S * S; i++) m[i] = 0.0f;
+        if (mk == 0)  /* padding: batch 1's last two tokens; batch 0 all masked when S == 7 */
+          for (int64_t j = 0; j < S; j++)
+            m[j] = S == 7 ? -INFINITY : 0.0f, m[S + j] = j >= S - 2 && S > 2 ? -10000.0f : 0.0f;
+        if (mk == 1)  /* causal */
+          for (int64_t r = 0; r < S; r++)
+            for (int64_t j = r + 1; j < S; j++) m[r * S + j] = -INFINITY;
+        if (mk == 3)
+          for (int64_t i = 0; i < B * H * S * S; i++) m[i] = (float)((i * 13) % 7) - 3.0f;
+        if (mk == 2 && S == 17) q[5] = NAN;  /* head 0's row 0 of batch 0 */
+        dynq__tensor_t Q = tf(4, dq, q), K = tf(4, dq, k), V = tf(4, dq, v),
+                       Mk = tf(mr[mk], dm[mk], m);
+        const dynq__tensor_t *in[8] = {&Q, &K, &V, &Mk, &Pq, &Pk, &Pq, &Pq};
+        for (int prec = 0; prec < 2; prec++) {
+          int precision = prec ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8;
+          dynq__tensor_t want, o;
+          ck_assert_int_eq(attention_unfused(in, &want, &dynq__kernel_ref, precision, 1, 0.3f), 0);
+          int64_t n = dynq__tensor_numel(&want);
+          ck_assert_int_eq(n, B * S * H * D);
+          for (int i = 0; i < nk; i++) {
+            if (!list[i]->supported() || (prec && i > 0)) continue;
+            for (int th = 1; th <= 2; th++) {
+              ck_assert_int_eq(run_x(DYNQ_OP_ATTENTION, at, 2, 8, in, &o, list[i], precision, th), 0);
+              ck_assert_int_eq(o.rank, 4);
+              ck_assert_int_eq(o.dims[1], S);
+              if (list[i] != &dynq__kernel_ref) {  /* the three nodes on this kernel */
+                dynq__tensor_t w2;
+                ck_assert_int_eq(attention_unfused(in, &w2, list[i], precision, th, 0.3f), 0);
+                ck_assert_msg(memcmp(w2.data, want.data, sizeof(float) * (size_t)n) == 0,
+                              "unfused on %s differs from ref", list[i]->name);
+                dynq__tensor_clear(&w2);
+              }
+              ck_assert_msg(memcmp(o.data, want.data, sizeof(float) * (size_t)n) == 0,
+                            "S %lld D %lld mask %d %s kernel %s threads %d: fused differs",
+                            (long long)S, (long long)D, mk, prec ? "fp32" : "int8", list[i]->name, th);
+              dynq__tensor_clear(&o);
+            }
+          }
+          if (mk == 0 && S == 7) {  /* batch 0 entirely masked: NaN, as Softmax gives */
+            ck_assert(isnan(((float *)want.data)[0]));
+            ck_assert(!isnan(((float *)want.data)[n - 1]));
+          }
+          if (mk == 3 && S == 65 && D == 64 && !prec) {  /* INT8 ran, within its error */
+            dynq__tensor_t f;
+            ck_assert_int_eq(attention_unfused(in, &f, &dynq__kernel_ref, DYNQ_PRECISION_FP32, 1, 0.3f), 0);
+            double e = rel_l2(want.data, f.data, n);
+            ck_assert_msg(e > 0 && e < 0.03, "INT8 attention relL2 %g against FP32", e);
+            dynq__tensor_clear(&f);
+          }
+          dynq__tensor_clear(&want);
+          cases++;
+        }
+      }
+  ck_assert_int_eq(cases, 4 * 4 * 4 * 2);
+  /* a mask wider than the scores (batch 2 over Q, K, V of batch 1) and Q
+   * read with strided rows ([B, H, D, S] physical): the three-step path */
+  {
+    enum { S = 9, D = 8 };
+    int64_t d1[4] = {1, S, H, D}, dw[4] = {2, 1, 1, S}, dqt[4] = {B, H, D, S}, p0132[4] = {0, 1, 3, 2};
+    int64_t dq[4] = {B, S, H, D}, p0123[4] = {0, 1, 2, 3};
+    for (int i = 0; i < 2 * S; i++) m[i] = i % 4 == 1 ? -10000.0f : 0.0f;
+    dynq__tensor_t Q1 = tf(4, d1, q), K1 = tf(4, d1, k), V1 = tf(4, d1, v), Mw = tf(4, dw, m);
+    dynq__tensor_t Qt = tf(4, dqt, q), K = tf(4, dq, k), V = tf(4, dq, v);
+    dynq__tensor_t Pt = ti64(4, p0132), Pi = ti64(4, p0123);
+    const dynq__tensor_t *wide[8] = {&Q1, &K1, &V1, &Mw, &Pq, &Pk, &Pq, &Pq};
+    const dynq__tensor_t *strided[8] = {&Qt, &K, &V, &Mw, &Pt, &Pk, &Pq, &Pi};
+    const dynq__tensor_t *const *cs[2] = {wide, strided};
+    int64_t wantb[2] = {2, B};
+    for (int c = 0; c < 2; c++) {
+      dynq__tensor_t want, o;
+      if (c == 1) Mw.dims[0] = B;
+      ck_assert_int_eq(attention_unfused(cs[c], &want, &dynq__kernel_ref, DYNQ_PRECISION_INT8, 1, 0.3f), 0);
+      ck_assert_int_eq(run_x(DYNQ_OP_ATTENTION, at, 2, 8, cs[c], &o, &dynq__kernel_ref,
+                             DYNQ_PRECISION_INT8, 1), 0);
+      ck_assert_int_eq(o.dims[0], wantb[c]);
+      ck_assert_int_eq(memcmp(o.data, want.data, dynq__tensor_nbytes(&want)), 0);
+      dynq__tensor_clear(&o);
+      dynq__tensor_clear(&want);
+    }
+  }
+}
+END_TEST
+
+/* Attention's refusals, each naming the node and what was wrong. */
+START_TEST(attention_refusals) {
+  enum { B = 2, S = 5, H = 2, D = 4 };
+  static float q[B * S * H * D], m[B * (S + 1)];
+  int64_t dq[4] = {B, S, H, D}, dm[4] = {B, 1, 1, S + 1}, dv[4] = {B, S + 1, H, D};
+  int64_t p0213[4] = {0, 2, 1, 3}, p0231[4] = {0, 2, 3, 1}, bad[4] = {0, 2, 2, 3};
+  dynq__tensor_t Q = tf(4, dq, q), Mk = tf(4, dm, m), V = tf(4, dv, q), o;
+  dynq__tensor_t Pq = ti64(4, p0213), Pk = ti64(4, p0231), Pb = ti64(4, bad), P3 = ti64(3, p0213);
+  dynq__attr_t at[1] = {{.name = "int8", .type = DYNQ_ATTR_INT, .i = 1}};
+  const dynq__tensor_t *in[8] = {&Q, &Q, &Q, &Mk, &Pq, &Pk, &Pq, &Pq};
+  for (int prec = 0; prec < 2; prec++) {
+    int p = prec ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8;
+    ck_assert_int_eq(run_x(DYNQ_OP_ATTENTION, at, 1, 8, in, &o, &dynq__kernel_ref, p, 1), DYNQ_ESHAPE);
+    ck_assert_msg(strstr(err, "node 't' (Attention)") && strstr(err, "do not broadcast"), "%s", err);
+    Mk.dims[3] = S;
+    in[2] = &V;  /* V has S + 1 rows */
+    ck_assert_int_eq(run_x(DYNQ_OP_ATTENTION, at, 1, 8, in, &o, &dynq__kernel_ref, p, 1), DYNQ_ESHAPE);
+    ck_assert_msg(strstr(err, "node 't' (Attention)") && strstr(err, "inner dimensions differ"), "%s", err);
+    in[2] = &Q;
+    in[5] = &Pb;
+    ck_assert_int_eq(run_x(DYNQ_OP_ATTENTION, at, 1, 8, in, &o, &dynq__kernel_ref, p, 1), DYNQ_ESHAPE);
+    ck_assert_msg(strstr(err, "not a permutation"), "%s", err);
+    in[5] = &Pk;
+    in[7] = &P3;
+    ck_assert_int_eq(run_x(DYNQ_OP_ATTENTION, at, 1, 8, in, &o, &dynq__kernel_ref, p, 1), DYNQ_ESHAPE);
+    ck_assert_msg(strstr(err, "has 3 values for rank 4"), "%s", err);
+    in[7] = &Pq;
+    int64_t i3[1] = {3};
+    dynq__tensor_t I = ti64(1, i3);
+    in[3] = &I;
+    ck_assert_int_ne(run_x(DYNQ_OP_ATTENTION, at, 1, 8, in, &o, &dynq__kernel_ref, p, 1), 0);
+    ck_assert_msg(strstr(err, "node 't' (Attention)"), "%s", err);
+    in[3] = &Mk;
+    Mk.dims[3] = S + 1;
+  }
+}
+END_TEST
+
 /* The softmax exponential against expf over [-87, 0] (relative), below
  * (absolute: the clamp), and NaN. */
 START_TEST(softmax_exp_accuracy) {
@@ -1227,6 +1397,8 @@ int main(void) {
   tcase_add_test(tc, strided_matmul_int8);
   tcase_add_test(tc, masked_softmax_rows);
   tcase_add_test(tc, masked_softmax_threads);
+  tcase_add_test(tc, attention_fused);
+  tcase_add_test(tc, attention_refusals);
   tcase_add_test(tc, softmax_exp_accuracy);
   tcase_add_test(tc, int8_gelu_accuracy);
   tcase_add_test(tc, resize_modes);

@@ -14,6 +14,7 @@
  */
 #include "ops.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,12 +62,39 @@ static inline __attribute__((always_inline)) vf_t exp_nonpos(vf_t x) {
  * it against expf over [-87, 0]). */
 float dynq__softmax_exp(float x) { return exp_nonpos(vsplat(x))[0]; }
 
-/* y[i] = x[i * sx] + m[i * sm] (strides 0: broadcast), then the softmax of
- * y in place.  A NaN anywhere makes the row NaN (through the sum), as the
- * reference does; a row masked entirely with -inf is NaN too.  y may be x
- * (each vector is loaded before it is stored). */
-CLONES static void masked_softmax_row(float *y, const float *x, int64_t sx, const float *m,
-                                      int64_t sm, int64_t len) {
+/* Lane reductions by halving, lanes k and k + w combined for w = 8, 4, 2,
+ * 1: the fixed pairwise order, as vector operations. */
+static inline __attribute__((always_inline)) vf_t halve(vf_t v, int w) {
+  switch (w) {
+  case 8: return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+  case 4: return __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7);
+  case 2: return __builtin_shufflevector(v, v, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+  default: return __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1);
+  }
+}
+
+static inline __attribute__((always_inline)) float lanes_sum(vf_t v) {
+  for (int w = LANES / 2; w >= 1; w /= 2) v += halve(v, w);
+  return v[0];
+}
+
+/* The largest lane; NaN lanes are skipped (the sum catches them). */
+static inline __attribute__((always_inline)) float lanes_max(vf_t v) {
+  for (int w = LANES / 2; w >= 1; w /= 2) {
+    vf_t h = halve(v, w);
+    v = vsel(h > v, h, v);
+  }
+  return v[0];
+}
+
+/* The exponentials of a masked softmax row: y[i] = e^(v[i] - max v) with
+ * v[i] = x[i * sx] + m[i * sm] (strides 0: broadcast); returns their
+ * sum.  A NaN anywhere makes the sum NaN; a row masked entirely with
+ * -inf gives NaN too.  y may be x (each vector is loaded before it is
+ * stored). */
+static inline __attribute__((always_inline)) float softmax_exps(float *y, const float *x,
+                                                                int64_t sx, const float *m,
+                                                                int64_t sm, int64_t len) {
   vf_t mv = vsplat(-INFINITY), s = vsplat(0.0f), v;
   int64_t i = 0;
   for (; i + LANES <= len; i += LANES) {
@@ -85,8 +113,7 @@ CLONES static void masked_softmax_row(float *y, const float *x, int64_t sx, cons
   for (int k = 0; k < tail; k++) v[k] = x[(i + k) * sx] + m[(i + k) * sm];
   mv = vsel(v > mv, v, mv);
   vf_t last = v;
-  float mx = mv[0];
-  for (int k = 1; k < LANES; k++) mx = mv[k] > mx ? mv[k] : mx;
+  const float mx = lanes_max(mv);
   /* a NaN lost by the max comparisons still reaches the sum below */
   for (i = 0; i + LANES <= len; i += LANES) {
     vf_t e = exp_nonpos(vload(y + i) - mx);
@@ -99,16 +126,62 @@ CLONES static void masked_softmax_row(float *y, const float *x, int64_t sx, cons
     for (int k = tail; k < LANES; k++) e[k] = 0.0f;
     s += e;
   }
-  float sum[LANES];
-  memcpy(sum, &s, sizeof(sum));
-  for (int w = LANES / 2; w >= 1; w /= 2) /* pairwise: a fixed order */
-    for (int k = 0; k < w; k++) sum[k] += sum[k + w];
-  const float inv = 1.0f / sum[0];
-  for (i = 0; i + LANES <= len; i += LANES) {
+  return lanes_sum(s);
+}
+
+/* y[i] = x[i * sx] + m[i * sm], then the softmax of y in place. */
+CLONES static void masked_softmax_row(float *y, const float *x, int64_t sx, const float *m,
+                                      int64_t sm, int64_t len) {
+  const float inv = 1.0f / softmax_exps(y, x, sx, m, sm, len);
+  int64_t i = 0;
+  for (; i + LANES <= len; i += LANES) {
     vf_t e = vload(y + i) * inv;
     memcpy(y + i, &e, sizeof(e));
   }
   for (; i < len; i++) y[i] *= inv;
+}
+
+/* The fused form's row: masked_softmax_row on the scores row y in place,
+ * then the row quantized into q (Kp bytes, padding zeroed) as
+ * dynq__quantize_rows does it, with its scale and zero point.  A finite
+ * row's softmax lies in [0, 1 / sum] with the top at exactly 1 / sum (the
+ * largest exponential is e^0 = 1), so the range is known without a
+ * min/max pass and the values are quantized as they are made, never
+ * stored.  Any other row (NaN, infinities) takes the general path. */
+CLONES static void softmax_quant_row(float *y, int64_t sm, const float *m, int64_t len,
+                                     int64_t Kp, const dynq__kernel_t *kr, uint8_t *q,
+                                     float *ret_scale, int32_t *ret_zp) {
+  const float sum = softmax_exps(y, y, 1, m, sm, len);
+  const float inv = 1.0f / sum;
+  float qs, qinv;
+  int32_t zp;
+  dynq__qparams(0.0f, inv, &qs, &qinv, &zp);
+  if (!(sum >= 1.0f && sum <= (float)len) || !isfinite(inv) || zp != 0 || !isfinite(qinv)) {
+    int64_t i = 0;
+    for (; i < len; i++) y[i] *= inv;
+    dynq__quantize_rows(kr, 1, len, y, (size_t)len, q, (size_t)Kp, 0, ret_scale, ret_zp);
+    return;
+  }
+  /* clamp(rne(p * qinv), 0, 255) with p = e * inv, the reference's steps */
+  const vf_t magic = vsplat(12582912.0f);
+  int64_t i = 0;
+  for (; i + LANES <= len; i += LANES) {
+    vf_t t = (vload(y + i) * inv) * qinv;
+    t = vsel(t > 0.0f, t, vsplat(0.0f));
+    t = vsel(t < 255.0f, t, vsplat(255.0f));
+    t = (t + magic) - magic;
+    vi_t b = __builtin_convertvector(t, vi_t);
+    for (int k = 0; k < LANES; k++) q[i + k] = (uint8_t)b[k];
+  }
+  for (; i < len; i++) {
+    float t = (y[i] * inv) * qinv;
+    t = t > 0.0f ? t : 0.0f;
+    t = t < 255.0f ? t : 255.0f;
+    q[i] = (uint8_t)(int32_t)((t + 12582912.0f) - 12582912.0f);
+  }
+  memset(q + len, 0, (size_t)(Kp - len));
+  *ret_scale = qs;
+  *ret_zp = 0;
 }
 
 /* Below this many elements MaskedSoftmax runs on one thread (a wake-up
@@ -163,6 +236,262 @@ int dynq__run_masked_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     c->splits += (uint64_t)dynq__parallel_for(c->threads, s.chunks, msm_task, &s);
   } else {
     msm_task(&s, 0);
+  }
+  return 0;
+}
+
+/* ---- Attention: Q K^T, scale, mask, softmax and P V in one node ----
+ *
+ *   Y = Transpose(Softmax(alpha * Qv Kv + Mask) Vv, perm_y)
+ *   with Qv = Transpose(Q, perm_q), Kv = Transpose(K, perm_k), Vv = ...
+ *
+ * inputs Q, K, V, Mask (float32), then perm_q, perm_k, perm_v, perm_y
+ * (int64 constants, each optional); attrs "alpha" and "int8" as
+ * StridedMatMul's.  The importer (models/fuse.c) makes it from INT8
+ * StridedMatMul(Q, K) -> MaskedSoftmax(., Mask) -> StridedMatMul(., V).
+ *
+ * On the INT8 path, per batch matrix (batch x head) and block of query
+ * rows: the scores come from the INT8 GEMM into a block that stays in
+ * L1/L2, each row gets the mask, the softmax and its quantization while
+ * it is hot, and the block goes straight into the P V GEMM.  The scores
+ * never reach memory, and every step is the one the three-node form
+ * runs (the same quantization of Q, K, P and V, the same softmax row
+ * function), so the two forms give the same bits.  Any other case (the
+ * FP32 path, a layout or mask shape the loop does not take) runs the
+ * three steps one after the other: the same result as the unfused nodes. */
+
+#define ATT_ROWS 64  /* query rows per block: a 64 x 128 score block is 32 KB */
+/* Below this many multiply-adds the batch matrices run on one thread
+ * (QLinear's figure, lib/ops/matmul.c). */
+#define ATT_SPLIT_MIN_MACS (INT64_C(1) << 21)
+
+typedef struct att {
+  int nb;                             /* batch axes */
+  int64_t bdims[DYNQ_MAX_RANK];
+  int64_t bst[5][DYNQ_MAX_RANK];      /* Q, K, V, Mask, Y strides per batch axis */
+  int64_t M, N, D, Dv;                /* Q: M x D, K: D x N, V: N x Dv, Y: M x Dv */
+  int64_t qrs, krs, kcs, vrs, vcs, yrs, mrs, mcs;  /* Q and Y have unit column stride */
+  const float *Q, *K, *V, *mask;
+  float *Y;
+  float alpha;
+  const dynq__kernel_t *kr;
+  int64_t count, chunks;
+  int failed;
+} att_t;
+
+/* One task's buffers, one allocation (64-byte aligned parts). */
+typedef struct att_scratch {
+  void *block;
+  uint8_t *aq, *ap;      /* Q quantized: M x Dp; P quantized: ATT_ROWS x Np */
+  int8_t *bk, *bv;       /* K packed (N cols of D); V packed (Dv cols of N) */
+  float *qs, *ks, *vs, *ps, *s;  /* scales; s: the score block */
+  int32_t *qz, *kc, *vc, *pz;    /* zero points, column sums */
+} att_scratch_t;
+
+static int att_scratch_alloc(const att_t *a, att_scratch_t *w) {
+  const int64_t Dp = dynq__round_up(a->D, DYNQ_QGEMM_KG), Np = dynq__round_up(a->N, DYNQ_QGEMM_KG);
+  const int64_t R = a->M < ATT_ROWS ? a->M : ATT_ROWS;
+  size_t sz[13] = {
+    (size_t)(a->M * Dp), (size_t)(R * Np),
+    (size_t)(dynq__round_up(a->N, DYNQ_QGEMM_NR) * Dp),
+    (size_t)(dynq__round_up(a->Dv, DYNQ_QGEMM_NR) * Np),
+    sizeof(float) * (size_t)a->M, sizeof(float) * (size_t)a->N, sizeof(float) * (size_t)a->Dv,
+    sizeof(float) * (size_t)R, sizeof(float) * (size_t)(R * a->N),
+    sizeof(int32_t) * (size_t)a->M, sizeof(int32_t) * (size_t)a->N,
+    sizeof(int32_t) * (size_t)a->Dv, sizeof(int32_t) * (size_t)R};
+  size_t off[13], total = 0;
+  for (int i = 0; i < 13; i++) {
+    off[i] = total;
+    total += (sz[i] + 63) / 64 * 64;
+  }
+  char *p = dynq__aligned_alloc(total);
+  if (p == NULL) return -1;
+  w->block = p;
+  w->aq = (uint8_t *)(p + off[0]);
+  w->ap = (uint8_t *)(p + off[1]);
+  w->bk = (int8_t *)(p + off[2]);
+  w->bv = (int8_t *)(p + off[3]);
+  w->qs = (float *)(p + off[4]);
+  w->ks = (float *)(p + off[5]);
+  w->vs = (float *)(p + off[6]);
+  w->ps = (float *)(p + off[7]);
+  w->s = (float *)(p + off[8]);
+  w->qz = (int32_t *)(p + off[9]);
+  w->kc = (int32_t *)(p + off[10]);
+  w->vc = (int32_t *)(p + off[11]);
+  w->pz = (int32_t *)(p + off[12]);
+  return 0;
+}
+
+/* One batch matrix: Q x K^T by blocks of query rows, each block's rows
+ * through the masked softmax and quantized, then times V. */
+static void att_one(const att_t *a, att_scratch_t *w, const float *Q, const float *K,
+                    const float *V, const float *mask, float *Y) {
+  const int64_t M = a->M, N = a->N, D = a->D, Dv = a->Dv;
+  const int64_t Dp = dynq__round_up(D, DYNQ_QGEMM_KG), Np = dynq__round_up(N, DYNQ_QGEMM_KG);
+  const dynq__kernel_t *kr = a->kr;
+  dynq__quantize_rows(kr, M, D, Q, (size_t)(M == 1 ? D : a->qrs), w->aq, (size_t)Dp, 0, w->qs,
+                      w->qz);
+  dynq__quantize_cols_packed(D, N, K, a->krs, a->kcs, a->alpha, w->bk, w->kc, w->ks);
+  dynq__quantize_cols_packed(N, Dv, V, a->vrs, a->vcs, 1.0f, w->bv, w->vc, w->vs);
+  for (int64_t r0 = 0; r0 < M; r0 += ATT_ROWS) {
+    const int64_t rows = M - r0 < ATT_ROWS ? M - r0 : ATT_ROWS;
+    dynq__qgemm_args_t qs = {
+      .M = rows, .N = N, .K = D, .A = w->aq + r0 * Dp, .lda = (size_t)Dp, .B = w->bk,
+      .colsum = w->kc, .w_scale = w->ks, .a_scale = w->qs + r0, .a_zp = w->qz + r0,
+      .bias = NULL, .act = DYNQ_ACT_NONE, .C = w->s, .ldc = (size_t)N, .n0 = 0, .n1 = N,
+    };
+    kr->qgemm(&qs);
+    for (int64_t r = 0; r < rows; r++)
+      softmax_quant_row(w->s + r * N, a->mcs, mask + (r0 + r) * a->mrs, N, Np, kr,
+                        w->ap + r * Np, w->ps + r, w->pz + r);
+    dynq__qgemm_args_t qy = {
+      .M = rows, .N = Dv, .K = N, .A = w->ap, .lda = (size_t)Np, .B = w->bv,
+      .colsum = w->vc, .w_scale = w->vs, .a_scale = w->ps, .a_zp = w->pz,
+      .bias = NULL, .act = DYNQ_ACT_NONE, .C = Y + r0 * a->yrs, .ldc = (size_t)(M == 1 ? Dv : a->yrs),
+      .n0 = 0, .n1 = Dv,
+    };
+    kr->qgemm(&qy);
+  }
+}
+
+static void att_task(void *ctx, int64_t t) {
+  att_t *a = ctx;
+  int64_t i0 = a->count * t / a->chunks, i1 = a->count * (t + 1) / a->chunks;
+  att_scratch_t w;
+  if (att_scratch_alloc(a, &w) != 0) {
+    a->failed = 1;
+    return;
+  }
+  for (int64_t i = i0; i < i1; i++) {
+    int64_t off[5] = {0, 0, 0, 0, 0}, r = i;
+    for (int d = a->nb - 1; d >= 0; d--) {
+      int64_t q = r % a->bdims[d];
+      r /= a->bdims[d];
+      for (int k = 0; k < 5; k++) off[k] += q * a->bst[k][d];
+    }
+    att_one(a, &w, a->Q + off[0], a->K + off[1], a->V + off[2], a->mask + off[3], a->Y + off[4]);
+  }
+  dynq__aligned_free(w.block);
+}
+
+/* The three steps one after the other, as the unfused nodes run them
+ * (each names this node in its errors). */
+static const dynq__tensor_t *opt_in(const dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                                   int k) {
+  return c->node->n_in > k ? in[k] : NULL;
+}
+
+static int att_composed(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  dynq__node_t nd = *c->node;
+  nd.n_in = 5;
+  dynq__op_ctx_t c2 = *c;
+  c2.node = &nd;
+  c2.splits = 0;
+  memset(c2.donor, 0, sizeof(c2.donor));
+  dynq__opstate_t st1 = *c->st, st2 = *c->st;
+  st2.smatmul.alpha = 1.0f;
+  dynq__tensor_t s = {0}, p = {0};
+  const dynq__tensor_t *i1[5] = {in[0], in[1], opt_in(c, in, 4), opt_in(c, in, 5), NULL};
+  const dynq__tensor_t *im[2] = {&s, in[3]};
+  const dynq__tensor_t *i2[5] = {&p, in[2], NULL, opt_in(c, in, 6), opt_in(c, in, 7)};
+  c2.st = &st1;
+  int rc = dynq__run_smatmul(&c2, i1, &s);
+  if (rc == 0) rc = dynq__run_masked_softmax(&c2, im, &p);
+  dynq__tensor_clear(&s);
+  c2.st = &st2;
+  if (rc == 0) rc = dynq__run_smatmul(&c2, i2, out);
+  dynq__tensor_clear(&p);
+  c->splits += c2.splits;
+  return rc;
+}
+
+int dynq__run_attention(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                        dynq__tensor_t *out) {
+  int rc;
+  for (int k = 0; k < 4; k++)
+    if ((rc = dynq__op_need_f32(c, in[k], k))) return rc;
+  if (c->precision != DYNQ_PRECISION_INT8 || !c->st->smatmul.int8 || c->kernel == NULL)
+    return att_composed(c, in, out);
+  const dynq__tensor_t *q = in[0], *k = in[1], *v = in[2], *m = in[3];
+  const int R = q->rank;
+  if (R < 2 || k->rank != R || v->rank != R || m->rank > R) return att_composed(c, in, out);
+  static const char *const what[] = {"perm_q", "perm_k", "perm_v", "perm_y"};
+  int64_t perm[4][DYNQ_MAX_RANK];
+  const dynq__tensor_t *t3[3] = {q, k, v};
+  dynq__mview_t vw[3];
+  for (int j = 0; j < 3; j++) {
+    if ((rc = dynq__smm_perm(c, opt_in(c, in, 4 + j), what[j], R, perm[j]))) return rc;
+    dynq__smm_view(t3[j], perm[j], &vw[j]);
+  }
+  if ((rc = dynq__smm_perm(c, opt_in(c, in, 7), what[3], R, perm[3]))) return rc;
+  att_t a = {.nb = R - 2, .M = vw[0].dims[R - 2], .D = vw[0].dims[R - 1], .N = vw[1].dims[R - 1],
+             .Dv = vw[2].dims[R - 1], .alpha = c->st->smatmul.alpha, .kr = c->kernel,
+             .Q = q->data, .K = k->data, .V = v->data, .mask = m->data};
+  /* the loop's case: equal batch axes, Q's rows unit-stride, a mask that
+   * broadcasts into the scores without widening them */
+  int ok = vw[1].dims[R - 2] == a.D && vw[2].dims[R - 2] == a.N && a.D >= 1 && a.N >= 1 &&
+           a.D <= DYNQ_QGEMM_MAX_K && a.N <= DYNQ_QGEMM_MAX_K && (a.D == 1 || vw[0].st[R - 1] == 1);
+  int64_t ld[DYNQ_MAX_RANK], mst[DYNQ_MAX_RANK], e = 1;
+  for (int d = 0; d < R; d++) {
+    if (d < R - 2) {
+      ld[d] = vw[0].dims[d];
+      ok = ok && vw[1].dims[d] == ld[d] && vw[2].dims[d] == ld[d];
+    }
+  }
+  ld[R - 2] = a.M;
+  ld[R - 1] = a.Dv;
+  /* the mask's strides over the scores' axes (0: broadcast) */
+  for (int d = R - 1; d >= 0; d--) {
+    int md = d - (R - m->rank);
+    int64_t want = d == R - 1 ? a.N : d == R - 2 ? a.M : ld[d];
+    int64_t dim = md >= 0 ? m->dims[md] : 1;
+    ok = ok && (dim == 1 || dim == want);
+    mst[d] = dim == 1 ? 0 : e;
+    e *= dim;
+  }
+  if (!ok) return att_composed(c, in, out);
+  /* the result's physical shape and its strides per logical axis */
+  int64_t od[DYNQ_MAX_RANK], ost[DYNQ_MAX_RANK], lst[DYNQ_MAX_RANK];
+  for (int d = 0; d < R; d++) od[d] = ld[perm[3][d]];
+  e = 1;
+  for (int d = R - 1; d >= 0; d--) {
+    ost[d] = e;
+    e *= od[d];
+  }
+  for (int d = 0; d < R; d++) lst[perm[3][d]] = ost[d];
+  if (a.Dv > 1 && lst[R - 1] != 1) return att_composed(c, in, out);
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, R, od, 0))) return rc;
+  a.Y = out->data;
+  a.count = 1;
+  for (int d = 0; d < a.nb; d++) {
+    a.bdims[d] = ld[d];
+    a.count *= ld[d];
+    a.bst[0][d] = vw[0].st[d];
+    a.bst[1][d] = vw[1].st[d];
+    a.bst[2][d] = vw[2].st[d];
+    a.bst[3][d] = mst[d];
+    a.bst[4][d] = lst[d];
+  }
+  a.qrs = vw[0].st[R - 2];
+  a.krs = vw[1].st[R - 2];
+  a.kcs = vw[1].st[R - 1];
+  a.vrs = vw[2].st[R - 2];
+  a.vcs = vw[2].st[R - 1];
+  a.yrs = lst[R - 2];
+  a.mrs = mst[R - 2];
+  a.mcs = mst[R - 1];
+  if (a.count == 0 || a.M == 0 || a.Dv == 0) return 0;
+  a.chunks = 1;
+  if (c->threads > 1 && a.count > 1 && a.count * a.M * a.N * (a.D + a.Dv) >= ATT_SPLIT_MIN_MACS)
+    a.chunks = a.count < (int64_t)c->threads * 8 ? a.count : (int64_t)c->threads * 8;
+  if (a.chunks > 1)
+    c->splits += (uint64_t)dynq__parallel_for(c->threads, a.chunks, att_task, &a);
+  else
+    att_task(&a, 0);
+  if (a.failed) {
+    dynq__tensor_clear(out);
+    return dynq__op_fail(c, -ENOMEM, "out of memory");
   }
   return 0;
 }

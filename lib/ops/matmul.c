@@ -479,31 +479,32 @@ int dynq__prep_gemm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate
  * being copied; the result is written straight into its permuted layout.
  * Batch axes broadcast as MatMul's. */
 
-typedef struct mview {
-  int rank;
-  int64_t dims[DYNQ_MAX_RANK], st[DYNQ_MAX_RANK];
-} mview_t;
-
-/* Input k's permutation of rank values (identity when omitted). */
+/* Input k's permutation (perm_a, perm_b, perm_y) of rank values:
+ * dynq__smm_perm with the node's input k + 2 (absent: the identity). */
 static int smm_perm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, int k, int rank,
                     int64_t *perm) {
   static const char *const what[] = {"perm_a", "perm_b", "perm_y"};
+  const dynq__tensor_t *p = c->node->n_in > k + 2 ? in[k + 2] : NULL;
+  return dynq__smm_perm(c, p, what[k], rank, perm);
+}
+
+int dynq__smm_perm(dynq__op_ctx_t *c, const dynq__tensor_t *p, const char *what, int rank,
+                   int64_t *perm) {
   int np = rank, rc, seen[DYNQ_MAX_RANK] = {0};
-  if (c->node->n_in > k + 2 && in[k + 2] != NULL) {
-    if ((rc = dynq__op_read_ints(c, in[k + 2], what[k], perm, DYNQ_MAX_RANK, &np))) return rc;
+  if (p != NULL) {
+    if ((rc = dynq__op_read_ints(c, p, what, perm, DYNQ_MAX_RANK, &np))) return rc;
   } else {
     for (int d = 0; d < rank; d++) perm[d] = d;
   }
   if (np != rank)
-    return dynq__op_fail(c, DYNQ_ESHAPE, "%s has %d values for rank %d", what[k], np, rank);
+    return dynq__op_fail(c, DYNQ_ESHAPE, "%s has %d values for rank %d", what, np, rank);
   for (int d = 0; d < rank; d++)
     if (perm[d] < 0 || perm[d] >= rank || seen[perm[d]]++)
-      return dynq__op_fail(c, DYNQ_ESHAPE, "%s is not a permutation of 0..%d", what[k], rank - 1);
+      return dynq__op_fail(c, DYNQ_ESHAPE, "%s is not a permutation of 0..%d", what, rank - 1);
   return 0;
 }
 
-/* The logical (permuted) view of a contiguous tensor. */
-static void smm_view(const dynq__tensor_t *t, const int64_t *perm, mview_t *v) {
+void dynq__smm_view(const dynq__tensor_t *t, const int64_t *perm, dynq__mview_t *v) {
   int64_t ps[DYNQ_MAX_RANK], e = 1;
   for (int d = t->rank - 1; d >= 0; d--) {
     ps[d] = e;
@@ -707,9 +708,9 @@ int dynq__run_smatmul(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                          dynq__shape_str(y, sizeof(y), b->rank, b->dims));
   int64_t pa[DYNQ_MAX_RANK], pb[DYNQ_MAX_RANK], py[DYNQ_MAX_RANK];
   if ((rc = smm_perm(c, in, 0, a->rank, pa)) || (rc = smm_perm(c, in, 1, b->rank, pb))) return rc;
-  mview_t va, vb;
-  smm_view(a, pa, &va);
-  smm_view(b, pb, &vb);
+  dynq__mview_t va, vb;
+  dynq__smm_view(a, pa, &va);
+  dynq__smm_view(b, pb, &vb);
   smm_t s = {.M = va.dims[va.rank - 2], .K = va.dims[va.rank - 1], .N = vb.dims[vb.rank - 1],
              .ars = va.st[va.rank - 2], .acs = va.st[va.rank - 1],
              .brs = vb.st[vb.rank - 2], .bcs = vb.st[vb.rank - 1],

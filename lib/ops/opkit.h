@@ -352,4 +352,17 @@ void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64
  * quantization noise of ~1e-2); the other activations as dynq__act_apply. */
 void dynq__act_apply_int8(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1);
 
+/* A tensor read through a permutation of its axes (StridedMatMul and
+ * Attention, lib/ops/matmul.c): logical dims and element strides. */
+typedef struct dynq__mview {
+  int rank;
+  int64_t dims[DYNQ_MAX_RANK], st[DYNQ_MAX_RANK];
+} dynq__mview_t;
+/* A permutation of rank values from the int64 tensor p (NULL: the
+ * identity), checked; the error names it as `what`. */
+int dynq__smm_perm(dynq__op_ctx_t *c, const dynq__tensor_t *p, const char *what, int rank,
+                   int64_t *perm);
+/* The logical (permuted) view of a contiguous tensor. */
+void dynq__smm_view(const dynq__tensor_t *t, const int64_t *perm, dynq__mview_t *v);
+
 #endif

@@ -144,6 +144,8 @@
   X(STRIDED_MATMUL, 96, "StridedMatMul", 0, 0, 2, 5, 1, 1, none, smatmul, smatmul)         \
   /* norm.c: Softmax(X + Mask) over the last axis */                                      \
   X(MASKED_SOFTMAX, 97, "MaskedSoftmax", 0, 0, 2, 2, 1, 1, none, none, masked_softmax) \
+  /* attention.c: the two products and the masked softmax between them */                \
+  X(ATTENTION, 98, "Attention", 0, 0, 4, 8, 1, 1, none, smatmul, attention)               \
   /* select.c: index-driven ops */                                                        \
   X(TOPK, 100, "TopK", 10, 0, 2, 2, 2, 2, none, topk, topk)                                 \
   X(GATHER_ELEMENTS, 101, "GatherElements", 11, 0, 2, 2, 1, 1, none, axis_zero, gather_elements) \
