@@ -13,8 +13,9 @@
  * first row tile over a block would wait for them (at M = 128 that cost
  * 2-9 % of the kernel): so the 6-row tiles of one block prefetch the next
  * block into L2, a slice each, one line per 4 k groups.  192 KiB blocks
- * measured better than 128, 256, 384 and 512 at BERT-base's shapes (cold
- * weights, M = 128) and no worse at M = 1024.  With M <= 6 there is a
+ * measured better than 128, 256, 384 and 512 at BERT-base's shapes with
+ * cold weights at M = 128; above 256 rows the blocks stay 384 KiB (192
+ * measured 2-3 % slower at M = 1024).  With M <= 6 there is a
  * single row tile and the loop is a pure weight stream (the small-M,
  * bandwidth-bound case); there, software prefetch measured no better than
  * the hardware prefetcher on the four sequential panel streams.
@@ -30,8 +31,13 @@
 
 #define MR 6
 #define NPMAX 4
-/* Weight bytes per panel block kept hot in L2 while row tiles sweep it. */
+/* Weight bytes per panel block kept hot in L2 while row tiles sweep it:
+ * small blocks while few row tiles share the wait for a block's first
+ * sweep, bigger ones past BIG_M rows, where the activations read once per
+ * block are the larger stream. */
 #define BLOCK_BYTES (192 * 1024)
+#define BLOCK_BYTES_BIG (384 * 1024)
+#define BIG_M 256
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -140,7 +146,7 @@ static void avx512_qgemm(const dynq__qgemm_args_t *a) {
   const int64_t P0 = a->n0 / DYNQ_QGEMM_NR;
   const int64_t P1 = (a->n1 + DYNQ_QGEMM_NR - 1) / DYNQ_QGEMM_NR;
   /* Panels per L2 block, a multiple of the tile width. */
-  int64_t pb = BLOCK_BYTES / (Kp * DYNQ_QGEMM_NR);
+  int64_t pb = (a->M > BIG_M ? BLOCK_BYTES_BIG : BLOCK_BYTES) / (Kp * DYNQ_QGEMM_NR);
   pb = pb < NPMAX ? NPMAX : pb / NPMAX * NPMAX;
   if (a->M <= MR) pb = P1 - P0;   /* one row tile: just stream */
 
