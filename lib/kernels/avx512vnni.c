@@ -15,7 +15,7 @@
  * block into L2, a slice each, one line per 4 k groups.  192 KiB blocks
  * measured better than 128, 256, 384 and 512 at BERT-base's shapes with
  * cold weights at M = 128; above 256 rows the blocks stay 384 KiB (192
- * measured 2-3 % slower at M = 1024).  With M <= 6 there is a
+ * measured 2-3 % slower at M = 1024) and nothing is prefetched.  With M <= 6 there is a
  * single row tile and the loop is a pure weight stream (the small-M,
  * bandwidth-bound case); there, software prefetch measured no better than
  * the hardware prefetcher on the four sequential panel streams.
@@ -153,8 +153,10 @@ static void avx512_qgemm(const dynq__qgemm_args_t *a) {
   const size_t pstride = (size_t)Kp * DYNQ_QGEMM_NR;
   for (int64_t pblk = P0; pblk < P1; pblk += pb) {
     int64_t pend = pblk + pb < P1 ? pblk + pb : P1;
-    /* the next block, split over this block's 6-row tile calls */
-    int64_t pnext = a->M <= MR ? pend : pend + pb < P1 ? pend + pb : P1;
+    /* the next block, split over this block's 6-row tile calls; none above
+     * BIG_M rows, where the wait is shared by many row tiles and the early
+     * lines measured 1-2 % slower (evicted before use) */
+    int64_t pnext = a->M <= MR || a->M > BIG_M ? pend : pend + pb < P1 ? pend + pb : P1;
     const char *pf = (const char *)(a->B + (size_t)pend * pstride);
     const char *pfend = (const char *)(a->B + (size_t)pnext * pstride);
     int64_t calls = (a->M / MR) * ((pend - pblk + NPMAX - 1) / NPMAX);
