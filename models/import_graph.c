@@ -363,16 +363,25 @@ int dynq__import_dropout(conv_t *c, const Onnx__NodeProto *n, const char *nname)
   return 0;
 }
 
+/* Scatter's reduction names as the engine's codes; -1 when unknown. */
+static int scatter_reduction(const char *r) {
+  static const char *const names[] = {"none", "add", "mul", "max", "min"};
+  for (int i = 0; i < 5; i++)
+    if (strcmp(r, names[i]) == 0) return i;
+  return -1;
+}
+
 /* Pass 1: attribute values of the generic ops the engine does not
  * implement, refused by value (NULL: fine). */
 const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const char *type = n->op_type ? n->op_type : "";
-  if (strcmp(type, "ScatterElements") == 0) {
+  if (strcmp(type, "ScatterElements") == 0 || strcmp(type, "ScatterND") == 0) {
     char rb[32];
     const char *r = attr_str(n, "reduction", rb, sizeof rb);
-    if (r != NULL && strcmp(r, "none") != 0 && strcmp(r, "add") != 0)
-      return dynq__imp_pool_printf(pl, "reduction '%s' is not supported (none, add are)", r);
+    if (r != NULL && scatter_reduction(r) < 0)
+      return dynq__imp_pool_printf(pl, "reduction '%s' is not supported (none, add, mul, max, "
+                                   "min are)", r);
   }
   static const struct { const char *op, *attr; } flags01[] = {
     {"Mod", "fmod"}, {"TopK", "largest"}, {"TopK", "sorted"}, {"Trilu", "upper"},
@@ -386,10 +395,16 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   if (strcmp(type, "Celu") == 0 && dynq__imp_attr_f(n, "alpha", 1.0f) == 0.0f)
     return "alpha = 0 is not supported (Celu divides by it)";
   if (strcmp(type, "Dropout") == 0 && n->n_input > 2 && n->input[2] != NULL && n->input[2][0]) {
-    const dynq__value_t *t = dynq__imp_const_of(c, n->input[2]);
-    if (t == NULL || t->dtype != DYNQ_DT_U8 || dynq__shape_numel(t->rank, t->dims) != 1 ||
-        ((const uint8_t *)t->data)[0] != 0)
-      return "training_mode must be a constant false (the engine runs inference)";
+    /* training mode with ratio 0 drops nothing (torchvision's Swin calls
+     * F.dropout(p=0.0) without training=False) */
+    const dynq__value_t *t = dynq__imp_const_of(c, n->input[2]), *r = NULL;
+    if (n->input[1] != NULL && n->input[1][0]) r = dynq__imp_const_of(c, n->input[1]);
+    int ratio0 = r != NULL && r->dtype == DYNQ_DT_F32 &&
+                 dynq__shape_numel(r->rank, r->dims) == 1 && ((const float *)r->data)[0] == 0.0f;
+    if (!ratio0 && (t == NULL || t->dtype != DYNQ_DT_U8 ||
+                    dynq__shape_numel(t->rank, t->dims) != 1 || ((const uint8_t *)t->data)[0] != 0))
+      return "training_mode must be a constant false, or the ratio a constant 0 (the engine "
+             "runs inference)";
   }
   return NULL;
 }
@@ -437,10 +452,10 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   }
 
   int reduction = 0;
-  if (op == DYNQ_OP_SCATTER_ELEMENTS) {
+  if (op == DYNQ_OP_SCATTER_ELEMENTS || op == DYNQ_OP_SCATTER_ND) {
     char rb[32];
     const char *r = attr_str(n, "reduction", rb, sizeof rb);
-    reduction = r != NULL && strcmp(r, "add") == 0; /* others refused in pass 1 */
+    reduction = r != NULL ? scatter_reduction(r) : 0; /* unknown ones refused in pass 1 */
   }
 
   dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
@@ -488,6 +503,7 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));
     dynq__imp_node_attr_i(bn, "reduction", reduction);
     break;
+  case DYNQ_OP_SCATTER_ND: dynq__imp_node_attr_i(bn, "reduction", reduction); break;
   case DYNQ_OP_TRILU: dynq__imp_node_attr_i(bn, "upper", dynq__imp_attr_i(n, "upper", 1)); break;
   case DYNQ_OP_INSTANCE_NORM:
     dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));

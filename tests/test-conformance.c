@@ -50,7 +50,7 @@ static const char *const covered[] = {
     "Mish", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "LogSoftmax", "Min",
     "Max", "Sum", "Mean", "GreaterOrEqual", "LessOrEqual",
     /* lib/ops/select.c, instnorm.c, reduce.c, activation.c; Dropout as Identity */
-    "TopK", "GatherElements", "ScatterElements", "Trilu", "NonZero", "InstanceNormalization",
+    "TopK", "GatherElements", "ScatterElements", "ScatterND", "Trilu", "NonZero", "InstanceNormalization",
     "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp",
     "Mod", "Dropout", NULL};
 
@@ -72,10 +72,10 @@ static const char *const required[] = {
     "Max", "Sum", "Mean", "GreaterOrEqual", "LessOrEqual",
     /* lib/ops/select.c, instnorm.c, reduce.c, activation.c; Dropout as Identity
      * (ReduceLogSumExp's node tests are float64 only) */
-    "TopK", "GatherElements", "ScatterElements", "Trilu", "NonZero", "InstanceNormalization",
+    "TopK", "GatherElements", "ScatterElements", "ScatterND", "Trilu", "NonZero", "InstanceNormalization",
     "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
     "Mod", "Dropout", NULL};
-enum { N_REQUIRED = 70 };
+enum { N_REQUIRED = 71 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is

@@ -551,7 +551,7 @@ START_TEST(test_malformed_models) {
                               "'ct_3d' (op ConvTranspose): 3 spatial axes"}},
       {"bad_ops_attrs.onnx", {"'ct_autopad' (op ConvTranspose): auto_pad 'FANCY'",
                               "'rs_excl' (op Resize): exclude_outside 2 is not 0 or 1", NULL}},
-      {"bad_ops_attrs.onnx", {"'se_mul' (op ScatterElements): reduction 'mul' is not supported",
+      {"bad_ops_attrs.onnx", {"'se_prod' (op ScatterElements): reduction 'prod' is not supported",
                               "'md_fmod' (op Mod): fmod = 2 is not supported",
                               "'tk_largest' (op TopK): largest = 3 is not supported"}},
       {"bad_ops_attrs.onnx", {"'tr_upper' (op Trilu): upper = -1 is not supported",

@@ -2,12 +2,18 @@
  * The exporter fixtures (tests/fixtures/zoo, made by make_zoo.py: BERT-style
  * encoder, nn.TransformerEncoder, decoder block, MobileNetV3-style and
  * ResNet-style CNNs, 1-D keyword spotter, each exported by PyTorch 1.13 at
- * opsets 13, 14 and 17) converted by dynq-quantize and served by a real
+ * opsets 13, 14 and 17; and the kinds a new user tried next, each at the
+ * opsets that differ for it: GPT-2 and T5 blocks, nn.Transformer, a UNet,
+ * GRU and packed-LSTM classifiers, and a model of activations and data
+ * movement) converted by dynq-quantize and served by a real
  * dynqd, against ONNX Runtime 1.30 on the same inputs:
  *   - FP32 path: max |d| / max |ref| <= 1e-5 against ORT FP32;
  *   - INT8 path: relL2 against ORT FP32 <= that of ORT's dynamic-INT8 graph
  *     (MatMul/Gemm/Conv with constant weights quantized as quantize_dynamic
  *     does; the figures are in zoo/MANIFEST), and not identical to FP32.
+ *     A model whose MANIFEST has a "convert" line is converted with that
+ *     option: the same layers as ORT's graph quantizes (it has no dynamic
+ *     INT8 GRU, so the GRU classifier's GRU stays FP32 in both).
  *     The CNNs are also measured on 7 more input draws (zoo_sets): the
  *     default conversion over all 8 batches together, and a conversion
  *     calibrated on 4 other batches (--calibrate) on each batch alone.
@@ -28,7 +34,7 @@
 #include "ops.h"
 #include "testutil.h"
 
-enum { MAX_MODELS = 32, MAX_IO = 4, MAX_SETS = 16 };
+enum { MAX_MODELS = 32, MAX_IO = 4, MAX_SETS = 16, N_MODELS = 27 };
 
 typedef struct zio {
   char name[64], file[128];
@@ -46,6 +52,7 @@ typedef struct zmodel {
   double ort_set[MAX_SETS]; /* ORT dynamic INT8's relL2 per set (0 from out[0]) */
   int n_calib;              /* calibration batches */
   double ort_calib;         /* ORT dynamic INT8's relL2 over them together */
+  char flag[2][64];         /* a "convert" line's dynq-quantize option and value, or "" */
   int converted;            /* dynq-quantize exit status was 0 */
   char *log;                /* its output when it failed */
 } zmodel_t;
@@ -109,6 +116,11 @@ static void load_manifest(void) {
         ck_assert_msg(sscanf(p, "%lf%n", &m->ort_set[k], &off) == 1 && m->ort_set[k] > 0,
                       "bad MANIFEST line: %s", line);
       }
+    } else if (strcmp(kind, "convert") == 0) {
+      ck_assert_int_gt(n_models, 0);
+      zmodel_t *m = &models[n_models - 1];
+      ck_assert_msg(sscanf(line + off, "%63s %63s", m->flag[0], m->flag[1]) == 2,
+                    "bad MANIFEST line: %s", line);
     } else if (strcmp(kind, "calib") == 0) {
       ck_assert_int_gt(n_models, 0);
       zmodel_t *m = &models[n_models - 1];
@@ -136,7 +148,18 @@ static void load_manifest(void) {
         found |= strcmp(models[i].name, names[a]) == 0 && models[i].opset == opsets[o];
       ck_assert_msg(found, "MANIFEST lacks %s at opset %d", names[a], opsets[o]);
     }
-  ck_assert_int_eq(n_models, 18);
+  /* the model kinds beyond them, each at the opsets make_zoo.py exports */
+  static const struct { const char *name; int opset; } more[] = {
+    {"gpt2", 14}, {"gpt2", 17}, {"t5", 13}, {"txf", 17}, {"unet", 13}, {"unet", 17},
+    {"rnncls", 14}, {"lstmpk", 17}, {"misc", 13},
+  };
+  for (size_t a = 0; a < sizeof more / sizeof more[0]; a++) {
+    int found = 0;
+    for (int i = 0; i < n_models; i++)
+      found |= strcmp(models[i].name, more[a].name) == 0 && models[i].opset == more[a].opset;
+    ck_assert_msg(found, "MANIFEST lacks %s at opset %d", more[a].name, more[a].opset);
+  }
+  ck_assert_int_eq(n_models, N_MODELS);
 }
 
 static void setup(void) {
@@ -148,7 +171,9 @@ static void setup(void) {
     char src[256], out[512];
     snprintf(src, sizeof(src), "%s/tests/fixtures/zoo/%s", tu_src("."), m->file);
     snprintf(out, sizeof(out), "%s/%s.dynq", md, m->dynq);
-    m->converted = tu_quantize_log(&m->log, src, out, (char *)NULL) == 0;
+    m->converted = (m->flag[0][0]
+                        ? tu_quantize_log(&m->log, m->flag[0], m->flag[1], src, out, (char *)NULL)
+                        : tu_quantize_log(&m->log, src, out, (char *)NULL)) == 0;
   }
   ck_assert_int_eq(tu_daemon_start(&daemon_, dir, md, NULL), 0);
   daemon_up = 1;
@@ -666,8 +691,8 @@ static Suite *zoo_suite(void) {
   TCase *tc = tcase_create("models");
   tcase_set_timeout(tc, 300);
   tcase_add_unchecked_fixture(tc, setup, teardown);
-  tcase_add_loop_test(tc, zoo_model, 0, 18);
-  tcase_add_loop_test(tc, zoo_sets, 0, 18);
+  tcase_add_loop_test(tc, zoo_model, 0, N_MODELS);
+  tcase_add_loop_test(tc, zoo_sets, 0, N_MODELS);
   tcase_add_test(tc, fused_vs_unfused);
   tcase_add_test(tc, int8_attention);
   tcase_add_test(tc, embeddings_cosine);

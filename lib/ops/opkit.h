@@ -139,7 +139,7 @@ typedef union dynq__opstate {
   struct { int exclusive, reverse; } cumsum;
   struct { float alpha, gamma; } act;           /* LeakyRelu, Elu, Selu, ... */
   struct { int64_t axis; int largest, sorted; } topk;
-  struct { int64_t axis; int reduction; } scatter; /* reduction 0 none, 1 add */
+  struct { int64_t axis; int reduction; } scatter; /* 0 none, 1 add, 2 mul, 3 max, 4 min */
   struct { int upper; } trilu;
   struct { int fmod; } mod;
 } dynq__opstate_t;

@@ -162,7 +162,9 @@
   X(REDUCE_LOG_SUM, 110, "ReduceLogSum", 1, 0, 1, 2, 1, 1, none, reduce, reduce)             \
   X(REDUCE_LOG_SUM_EXP, 111, "ReduceLogSumExp", 1, 0, 1, 2, 1, 1, none, reduce, reduce)      \
   /* activation.c */                                                                        \
-  X(MOD, 112, "Mod", 10, 0, 2, 2, 1, 1, none, mod, mod)
+  X(MOD, 112, "Mod", 10, 0, 2, 2, 1, 1, none, mod, mod) \
+  /* select.c */                                                                            \
+  X(SCATTER_ND, 113, "ScatterND", 11, 0, 3, 3, 1, 1, none, scatter, scatter_nd)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

@@ -1,6 +1,6 @@
 /*
- * Index-driven ops: TopK, GatherElements, ScatterElements, Trilu,
- * NonZero.  Any dtype for the data moved (float32, int64, int32, int8,
+ * Index-driven ops: TopK, GatherElements, ScatterElements, ScatterND,
+ * Trilu, NonZero.  Any dtype for the data moved (float32, int64, int32, int8,
  * uint8); indices int64 or int32, negative ones counted from the end and
  * out-of-range ones a run-time error naming the index and the axis.
  */
@@ -106,6 +106,30 @@ int dynq__run_topk(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   return 0;
 }
 
+/* Scatter's reduction: 0 none (replace), 1 add, 2 mul, 3 max, 4 min. */
+static void combine(void *o, const void *u, int64_t oi, int64_t ui, dynq_dtype_t dt, int red) {
+  if (dt == DYNQ_DT_F32) {
+    float *po = (float *)o + oi, v = ((const float *)u)[ui];
+    switch (red) {
+    case 1: *po += v; break;
+    case 2: *po *= v; break;
+    case 3: *po = v > *po ? v : *po; break;
+    case 4: *po = v < *po ? v : *po; break;
+    default: *po = v; break;
+    }
+    return;
+  }
+  int64_t a = dynq__load_i(o, dt, oi), v = dynq__load_i(u, dt, ui);
+  switch (red) {
+  case 1: a = (int64_t)((uint64_t)a + (uint64_t)v); break;
+  case 2: a = (int64_t)((uint64_t)a * (uint64_t)v); break;
+  case 3: a = v > a ? v : a; break;
+  case 4: a = v < a ? v : a; break;
+  default: a = v; break;
+  }
+  dynq__store_i(o, dt, oi, a);
+}
+
 /* ---- GatherElements / ScatterElements ----
  *
  * For every element of indices (same rank as data), the data element at
@@ -173,9 +197,10 @@ int dynq__run_gather_elements(dynq__op_ctx_t *c, const dynq__tensor_t *const *in
 }
 
 /* ScatterElements(data, indices, updates): a copy of data with the
- * updates written (reduction "none") or added ("add") at the indexed
- * positions; the importer refuses the other reductions.  With "none" and
- * a repeated index the last update wins (ONNX leaves it undefined). */
+ * updates written (reduction "none") or combined with what is there
+ * ("add", "mul", "max", "min") at the indexed positions, in index order.
+ * With "none" and a repeated index the last update wins (ONNX leaves it
+ * undefined). */
 int dynq__prep_scatter(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
                        char *err, size_t errlen) {
   (void)g, (void)err, (void)errlen;
@@ -195,8 +220,8 @@ int dynq__run_scatter_elements(dynq__op_ctx_t *c, const dynq__tensor_t *const *i
       memcmp(u->dims, idx->dims, sizeof(int64_t) * (size_t)idx->rank) != 0)
     return dynq__op_fail(c, DYNQ_ESHAPE, "updates must have the indices' shape and the data's "
                          "dtype");
-  const int add = c->st->scatter.reduction == 1;
-  if (add && x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
+  const int red = c->st->scatter.reduction;
+  if (red && x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
     return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
   if ((rc = dynq__op_out_like(c, 0, x->dtype, x->rank, x->dims, out))) return rc;
   const size_t es = dynq__dtype_size(x->dtype);
@@ -207,14 +232,66 @@ int dynq__run_scatter_elements(dynq__op_ctx_t *c, const dynq__tensor_t *const *i
     int64_t k = dynq__load_i(idx->data, idx->dtype, j);
     if (k < 0) k += len;
     int64_t o = offset_of(x->dims, x->rank, cnt, ax, k);
-    if (!add) {
+    if (red == 0)
       memcpy((char *)out->data + (size_t)o * es, (const char *)u->data + (size_t)j * es, es);
-    } else if (x->dtype == DYNQ_DT_F32) {
-      ((float *)out->data)[o] += ((const float *)u->data)[j];
-    } else {
-      int64_t v = dynq__load_i(out->data, x->dtype, o) + dynq__load_i(u->data, x->dtype, j);
-      dynq__store_i(out->data, x->dtype, o, v);
+    else
+      combine(out->data, u->data, o, j, x->dtype, red);
+  }
+  return 0;
+}
+
+/* ScatterND(data, indices [..., q], updates): a copy of data with each
+ * indexed slice (the first q coordinates given, the rest whole) replaced
+ * or combined as ScatterElements' reduction says; the slices in index
+ * order. */
+int dynq__run_scatter_nd(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                         dynq__tensor_t *out) {
+  int rc;
+  for (int k = 0; k < 3; k++)
+    if ((rc = dynq__op_need_present(c, in[k], k))) return rc;
+  const dynq__tensor_t *x = in[0], *idx = in[1], *u = in[2];
+  if (idx->dtype != DYNQ_DT_I64 && idx->dtype != DYNQ_DT_I32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "indices must be int64 or int32, are %s",
+                         dynq__dtype_name(idx->dtype));
+  if (idx->rank < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "indices must have rank >= 1");
+  const int q = (int)idx->dims[idx->rank - 1];
+  /* updates: indices' shape without its last axis, then data's axes from q */
+  int ok = q >= 1 && q <= x->rank && u->dtype == x->dtype &&
+           u->rank == idx->rank - 1 + x->rank - q;
+  for (int d = 0; ok && d < idx->rank - 1; d++) ok = u->dims[d] == idx->dims[d];
+  for (int d = q; ok && d < x->rank; d++) ok = u->dims[idx->rank - 1 + d - q] == x->dims[d];
+  if (!ok)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "indices (last axis %d) and updates (rank %d, %s) do "
+                         "not fit data (rank %d, %s)", q, u->rank, dynq__dtype_name(u->dtype),
+                         x->rank, dynq__dtype_name(x->dtype));
+  const int red = c->st->scatter.reduction;
+  if (red && x->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(x->dtype))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "unsupported dtype %s", dynq__dtype_name(x->dtype));
+  int64_t slice = 1;
+  for (int d = q; d < x->rank; d++) slice *= x->dims[d];
+  const int64_t n_sl = q > 0 ? dynq__tensor_numel(idx) / q : 0;
+  for (int64_t s = 0; s < n_sl; s++)
+    for (int d = 0; d < q; d++) {
+      int64_t k = dynq__load_i(idx->data, idx->dtype, s * q + d);
+      if (k < -x->dims[d] || k >= x->dims[d])
+        return dynq__op_fail(c, DYNQ_ESHAPE, "index %lld out of range for axis %d of size %lld",
+                             (long long)k, d, (long long)x->dims[d]);
     }
+  if ((rc = dynq__op_out_like(c, 0, x->dtype, x->rank, x->dims, out))) return rc;
+  const size_t es = dynq__dtype_size(x->dtype);
+  if (out->data != x->data) memcpy(out->data, x->data, (size_t)dynq__tensor_numel(x) * es);
+  for (int64_t s = 0; s < n_sl; s++) {
+    int64_t off = 0;
+    for (int d = 0; d < q; d++) {
+      int64_t k = dynq__load_i(idx->data, idx->dtype, s * q + d);
+      off = off * x->dims[d] + (k < 0 ? k + x->dims[d] : k);
+    }
+    off *= slice;
+    if (red == 0)
+      memcpy((char *)out->data + (size_t)off * es, (const char *)u->data + (size_t)(s * slice) * es,
+             (size_t)slice * es);
+    else
+      for (int64_t j = 0; j < slice; j++) combine(out->data, u->data, off + j, s * slice + j, x->dtype, red);
   }
   return 0;
 }
