@@ -39,6 +39,12 @@
  * --client-spin US: the libdynqclient busy-poll budget of the second client
  * connection in the latency figures (the first has it off; default 50).
  * --latency-only: stop after 1 and 2.
+ * --blocking-recv: the raw clients (and the bare pairs) block in recv()
+ * for an answer instead of waiting in poll(POLLIN) first.  A reader
+ * blocked in recv() on a Unix stream socket is woken (for nothing) when
+ * the peer consumes what it sent (the kernel's write-space wake-up does
+ * not filter by event, poll's does), and on a VM that wake-up is paid by
+ * the server inside its recvmsg, once per request.
  * --throughput-only: only 3 (raw clients next to the bare pairs), 3b and
  * the engine, for comparing daemon builds or settings quickly.
  */
@@ -68,7 +74,15 @@ static int o_clients = 64, o_workers = 2;
 static int o_split_rows, o_cols = 4096;
 static const char *o_dargs[16];
 static int o_n_dargs;
-static int o_latency_only, o_throughput_only;
+static int o_latency_only, o_throughput_only, o_blocking_recv;
+
+/* Wait until fd has bytes to read (see --blocking-recv). */
+static void wait_readable(int fd) {
+  if (o_blocking_recv) return;
+  struct pollfd pf = {fd, POLLIN, 0};
+  while (poll(&pf, 1, -1) < 0 && errno == EINTR) {
+  }
+}
 static int o_pipe_conns = 4, o_pipe_depth = 32;
 
 static double now_s(void) {
@@ -191,6 +205,7 @@ static int c_recv(conn_t *c, dynq__rpc_msg_t *m) {
     uint8_t *dst;
     size_t room;
     if (dynq__framer_space(&c->fr, 65536, &dst, &room) != 0) die("out of memory");
+    wait_readable(c->fd);
     ssize_t r = recv(c->fd, dst, room, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) die("connection closed");
@@ -661,6 +676,7 @@ typedef struct bare_arg {
 
 static int full_io(int fd, uint8_t *p, size_t n, int wr) {
   while (n > 0) {
+    if (!wr) wait_readable(fd);
     ssize_t r = wr ? send(fd, p, n, MSG_NOSIGNAL) : recv(fd, p, n, 0);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return -1;
@@ -787,6 +803,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--client-spin") == 0 && v) o_client_spin = atoi(argv[++i]);
     else if (strcmp(argv[i], "--latency-only") == 0) o_latency_only = 1;
     else if (strcmp(argv[i], "--throughput-only") == 0) o_throughput_only = 1;
+    else if (strcmp(argv[i], "--blocking-recv") == 0) o_blocking_recv = 1;
     else if (strcmp(argv[i], "--pipeline") == 0 && v) {
       if (sscanf(argv[++i], "%dx%d", &o_pipe_conns, &o_pipe_depth) != 2 || o_pipe_conns < 1 ||
           o_pipe_conns > 256 || o_pipe_depth < 1 || o_pipe_depth > DYNQ_CLIENT_INFLIGHT_MAX)
@@ -799,6 +816,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "usage: ipc-bench --dynqd PATH --models DIR [--model NAME] "
                       "[--seconds S] [--clients N] [--workers W] [--daemon-arg ARG]...\n"
                       "                 [--client-spin US] [--latency-only | --throughput-only]\n"
+                      "                 [--blocking-recv]\n"
                       "                 [--pipeline CxD]\n"
                       "       ipc-bench ... --model NAME --split ROWS [--cols K]\n");
       return 2;
@@ -842,8 +860,9 @@ int main(int argc, char **argv) {
   double cpu_off = g_cpu_per_req_us, loop_off = g_loop_per_req_us;
   double t_bare1 = bare_pingpong(o_clients, req_len, resp_len);
   double t_bare = (t_bare0 + t_bare1) / 2;
-  printf("bare socketpair ping-pong, %d pairs, %zu/%zu bytes: %.0f round trips/s (%.0f, %.0f)\n",
-         o_clients, req_len, resp_len, t_bare, t_bare0, t_bare1);
+  printf("bare socketpair ping-pong, %d pairs, %zu/%zu bytes, readers %s: %.0f round trips/s "
+         "(%.0f, %.0f)\n", o_clients, req_len, resp_len,
+         o_blocking_recv ? "block in recv" : "wait in poll", t_bare, t_bare0, t_bare1);
   printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req, its loop "
          "thread %.1f; %.0f%% of the bare ping-pong)\n", o_clients, t_off, cpu_off, loop_off,
          100.0 * t_off / t_bare);
