@@ -21,17 +21,22 @@
  * to a uv_write request.  A pipelining client thus costs one write per
  * loop iteration, not one per answer.
  *
- * Direct answers (dynqd__conn_direct_*): the one request of a synchronous
- * client may be answered by its worker writing the socket.  wstate is the
- * handshake, one writer at a time:
+ * Direct answers (dynqd__conn_direct_*): a plain infer's answer may be
+ * written by the worker that encoded it (its bytes are in that core's
+ * cache; copied by the loop, the answers of a pipelining client cost more
+ * in the kernel's copy than anything else the loop did).  wstate is the
+ * socket's token, one writer at a time:
  *
- *   LOOP --begin (loop)--> GRANTED --worker--> WRITING --> WRITTEN
- *   GRANTED --loop has output / closes--> LOOP   (the worker writes nothing)
- *   WRITING/WRITTEN --end (loop, job back)--> LOOP (the rest of a frame the
- *                                                   worker began goes first)
+ *   LOOP --open (loop: direct jobs out, nothing of its own unsent)--> OPEN
+ *   OPEN --a worker (CAS)--> WRITING --all it had written--> OPEN
+ *                                    --socket full / a frame cut--> LOOP
+ *   OPEN --loop has output / closes / no direct job left--> LOOP
  *
- * The loop writes nothing while it is not LOOP, and closes the fd only
- * after taking a grant back or seeing the worker's send finished.
+ * A worker whose write stops inside a frame sets wpartial before giving
+ * the token back: nobody writes to c until that job is back on the loop
+ * and the rest of its frame is queued first.  The loop writes nothing
+ * while the token is not LOOP, and closes the fd only after taking it
+ * (waiting out a worker inside its non-blocking send).
  *
  * Receiving fds: connections are libuv IPC pipes (uv_pipe_init(.., 1)),
  * so libuv's own recvmsg collects SCM_RIGHTS fds and queues them on the
@@ -268,15 +273,31 @@ static void on_close(uv_handle_t *h) {
   dynqd__server_check_drained(s);
 }
 
-/* Take a direct grant back: once this returns no worker writes to c's
- * socket, so its fd may be closed (and reused by the next accept). */
-static void revoke_direct(dynqd_conn_t *c) {
-  if (!c->direct) return;
-  int st = DYNQD_W_GRANTED;
-  if (atomic_compare_exchange_strong(&c->wstate, &st, DYNQD_W_LOOP)) return;
-  /* A worker is inside its non-blocking send: a few microseconds. */
-  while (atomic_load(&c->wstate) == DYNQD_W_WRITING) sched_yield();
+/* Take the socket back from the workers: once this returns none writes
+ * to it (so its fd may be closed, or the loop may write).  0, or -1 while
+ * the rest of a frame a worker began is still on its way back (nothing
+ * else may go out before it). */
+static int take_direct(dynqd_conn_t *c) {
+  int st = DYNQD_W_OPEN;
+  while (!atomic_compare_exchange_weak(&c->wstate, &st, DYNQD_W_LOOP)) {
+    if (st == DYNQD_W_LOOP) break;
+    /* A worker is inside its non-blocking send: a few microseconds. */
+    sched_yield();
+    st = DYNQD_W_OPEN;
+  }
+  return atomic_load(&c->wpartial) ? -1 : 0;
 }
+
+/* Let workers write c's answers while direct jobs of it are out and
+ * nothing the loop holds for it is unsent. */
+static void open_direct(dynqd_conn_t *c) {
+  if (c->direct == 0 || c->closing || c->flushing || c->on > 0 || c->writes > 0 ||
+      atomic_load(&c->wpartial) || atomic_load(&c->wstate) != DYNQD_W_LOOP)
+    return;
+  atomic_store(&c->wstate, DYNQD_W_OPEN);
+}
+
+static void revoke_direct(dynqd_conn_t *c) { (void)take_direct(c); }
 
 void dynqd__conn_close(dynqd_conn_t *c) {
   if (c->closing) return;
@@ -336,6 +357,7 @@ static void on_write(uv_write_t *req, int status) {
     dynqd__conn_close(c);
   } else {
     maybe_finish(c);
+    open_direct(c);
   }
   dynqd_server_t *s = c->srv;
   conn_unref(c);
@@ -477,13 +499,9 @@ void dynqd__conn_flush_output(dynqd_server_t *s) {
     c->fnext = c->fprev = NULL;
     c->fqueued = 0;
     c->refs++;  /* a failed write closes it; keep it until we are done */
-    int st = DYNQD_W_GRANTED;
-    if (c->direct && !c->closing &&
-        !atomic_compare_exchange_strong(&c->wstate, &st, DYNQD_W_LOOP) &&
-        st != DYNQD_W_LOOP) {
-      /* The worker writes, or wrote (maybe part of a frame whose rest the
-       * job brings back): after that.  A grant not used yet is taken back
-       * instead: nothing else of c waits for a slow request's answer. */
+    if (!c->closing && take_direct(c) != 0) {
+      /* A worker cut a frame: its rest, which the job brings back, goes
+       * out before anything else. */
       c->fnext = later;  /* a private list: on no list as far as close knows */
       later = c;
       continue;
@@ -491,6 +509,7 @@ void dynqd__conn_flush_output(dynqd_server_t *s) {
     while (c->on > 0 && !c->closing) flush_one(c);
     CHECK_STATE(c);
     maybe_finish(c);
+    open_direct(c);
     conn_unref(c);
   }
   for (dynqd_conn_t *c = later, *n; c; c = n) {
@@ -504,36 +523,48 @@ void dynqd__conn_flush_output(dynqd_server_t *s) {
 }
 
 int dynqd__conn_direct_begin(dynqd_conn_t *c) {
-  if (c->closing || c->flushing || c->direct || c->inflight > 0 || c->on > 0 ||
-      c->writes > 0)
-    return 0;
-  int fd = dynqd__conn_fd(c);
-  if (fd < 0) return 0;
-  c->dfd = fd;
-  c->direct = 1;
-  atomic_store(&c->wstate, DYNQD_W_GRANTED);
+  if (c->closing || c->flushing) return 0;
+  if (c->direct == 0) {
+    int fd = dynqd__conn_fd(c);
+    if (fd < 0) return 0;
+    c->dfd = fd;  /* read by workers only after the token is opened */
+  }
+  c->direct++;
+  open_direct(c);
   return 1;
 }
 
-ssize_t dynqd__conn_direct_write(dynqd_conn_t *c, const uint8_t *p, size_t n) {
-  int st = DYNQD_W_GRANTED;
+int dynqd__conn_direct_write(dynqd_conn_t *c, const uint8_t *const *p, const size_t *len,
+                             int n, size_t *ret_sent) {
+  if (n < 1 || n > DYNQD_DIRECT_MAX) return -1;
+  int st = DYNQD_W_OPEN;
   if (!atomic_compare_exchange_strong(&c->wstate, &st, DYNQD_W_WRITING)) return -1;
-  atomic_fetch_add(&c->srv->direct_seen, 1);
+  /* Counted before a client can hold an answer (dynqd__conn_direct_settle). */
+  atomic_fetch_add(&c->srv->direct_seen, n);
+  struct iovec iov[DYNQD_DIRECT_MAX];
+  for (int k = 0; k < n; k++) iov[k] = (struct iovec){(void *)p[k], len[k]};
+  struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
   ssize_t w;
   do {
-    w = send(c->dfd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    w = sendmsg(c->dfd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (w < 0 && errno == EINTR);
-  /* EAGAIN or a dead peer: the loop writes it (and sees the error). */
-  if (w < 0) w = 0;
-  atomic_store(&c->wstate, DYNQD_W_WRITTEN);
-  return w;
+  /* EAGAIN or a dead peer: the loop writes the rest (and sees the error). */
+  size_t left = w > 0 ? (size_t)w : 0;
+  int whole = 1;
+  for (int k = 0; k < n; k++) {
+    ret_sent[k] = left < len[k] ? left : len[k];
+    left -= ret_sent[k];
+    if (ret_sent[k] < len[k]) whole = 0;
+    if (ret_sent[k] > 0 && ret_sent[k] < len[k]) atomic_store(&c->wpartial, 1);
+  }
+  /* A full socket goes back to the loop, which waits for it in epoll. */
+  atomic_store(&c->wstate, whole ? DYNQD_W_OPEN : DYNQD_W_LOOP);
+  return 0;
 }
 
-int dynqd__conn_direct_end(dynqd_conn_t *c, const uint8_t *rest, size_t n) {
-  int st = atomic_exchange(&c->wstate, DYNQD_W_LOOP);
-  if (st == DYNQD_W_WRITTEN || st == DYNQD_W_WRITING)
-    atomic_fetch_sub(&c->srv->direct_seen, 1);
-  c->direct = 0;
+int dynqd__conn_direct_end(dynqd_conn_t *c, int wrote, const uint8_t *rest, size_t n) {
+  if (wrote) atomic_fetch_sub(&c->srv->direct_seen, 1);
+  if (--c->direct == 0) revoke_direct(c);  /* no worker holds an answer of c */
   if (c->closing) return 0;
   c->last_active_ns = uv_hrtime();
   if (n > 0) {
@@ -551,9 +582,11 @@ int dynqd__conn_direct_end(dynqd_conn_t *c, const uint8_t *rest, size_t n) {
     c->obuf[0] = uv_buf_init((char *)copy, (unsigned)n);
     c->on++;
     c->obytes += n;
+    atomic_store(&c->wpartial, 0);
     queue_flush(c);
     account(c);
   }
+  open_direct(c);
   return 0;
 }
 
@@ -863,6 +896,7 @@ void dynqd__conn_accept(dynqd_server_t *s) {
   c->id = ++s->next_conn_id;
   atomic_init(&c->dead, 0);
   atomic_init(&c->wstate, DYNQD_W_LOOP);
+  atomic_init(&c->wpartial, 0);
   dynq__framer_init(&c->fr, NULL);
   c->fr.keep = RBUF_KEEP;
   /* ipc = 1: libuv then reads with recvmsg and queues SCM_RIGHTS fds

@@ -23,9 +23,10 @@
  * registry, sessions, shm regions and all refcounts.  Worker threads only
  * touch a job (which they own while running it), the scheduler queue
  * (under sched->mu) and the completion stack (atomic), and read a job's
- * cancel flag (atomic); a worker granted a direct answer also writes its
- * connection's socket, between the atomic handshake on conn->wstate
- * (conn.c: while granted, the loop neither writes nor closes it).  libuv's pool threads load models
+ * cancel flag (atomic); a worker with direct answers also writes their
+ * connection's socket while it holds the socket's token, conn->wstate
+ * (conn.c: while a worker may hold it, the loop neither writes nor closes
+ * it).  libuv's pool threads load models
  * (dynqd__registry_prepare): they read the model directory, the warm-up
  * bounds and the config's [batch.MODEL] sections, none of which changes
  * while a load runs.
@@ -794,15 +795,20 @@ struct dynqd_conn {
   size_t drain_unsent;        /* draining: unsent bytes at the last check */
   int drain_checked;
   dynqd_shm_set_t shm;        /* its regions (rpc_shm.c; freed by a hook) */
-  /* Direct answers (dynqd__conn_direct_*): while a worker may write the
-   * answer of this connection's one request itself, the loop neither
-   * writes to the socket nor closes it.  wstate is DYNQD_W_*; dfd is the
-   * socket fd the worker writes (set before the grant). */
+  /* Direct answers (dynqd__conn_direct_*): while the socket is open to
+   * the workers (wstate, DYNQD_W_*), the one holding it writes answers of
+   * its jobs itself, and the loop neither writes to it nor closes it.
+   * wpartial: a worker stopped inside a frame; nothing goes out before
+   * the rest, which its job brings back.  dfd is the socket fd the workers
+   * write (set before the token is first opened). */
   atomic_int wstate;
-  int direct;                 /* loop: a direct job of it is out */
+  atomic_int wpartial;
+  int direct;                 /* loop: direct jobs of it out */
   int dfd;
 };
-enum { DYNQD_W_LOOP, DYNQD_W_GRANTED, DYNQD_W_WRITING, DYNQD_W_WRITTEN };
+enum { DYNQD_W_LOOP, DYNQD_W_OPEN, DYNQD_W_WRITING };
+/* Frames one direct write may carry (the iovec on the worker's stack). */
+#define DYNQD_DIRECT_MAX 64
 
 /* Accept one pending connection from the listener. */
 void dynqd__conn_accept(dynqd_server_t *s);
@@ -824,19 +830,24 @@ void dynqd__conn_send_error(dynqd_conn_t *c, uint32_t msgid, int code, const cha
  * frames until it ends.  end undoes that and reads on. */
 void dynqd__conn_op_begin(dynqd_conn_t *c, int hold);
 void dynqd__conn_op_end(dynqd_conn_t *c, int hold);
-/* Direct answers: a worker writes the answer of a connection's only
- * request to the socket itself, so that the write (and the client's
- * wake-up it costs) is not one more thing the loop does per request.
- * begin (loop): 1 when c may be answered so (nothing else in flight or
- * unsent); the caller's job then holds c's next frames until it is done.
- * write (worker): writes what the socket takes now; bytes written, or -1
- * when the loop took the grant back (the connection closes).
- * end (loop, when the job is back): rest[0..n) is what the worker did not
- * write of a frame it started; it goes out before anything queued since.
- * 0, or -1 when c cannot take it (then c is closed). */
+/* Direct answers: the worker that ran a request writes its answer to the
+ * socket itself (one write for the answers of a batch that go to the same
+ * connection), so that neither the write (and the client's wake-up it
+ * costs) nor the copy of answers another core wrote is the loop's work.
+ * begin (loop, when such a job is submitted): 1 when its worker may write
+ * the answer (c is not closing); then end must be called once for it.
+ * write (worker): frames p[k] of len[k] bytes, k < n <= DYNQD_DIRECT_MAX,
+ * as far as the socket takes them now: ret_sent[k] bytes of each; 0, or
+ * -1 when the socket is not open to workers now (nothing written: the
+ * loop writes them).
+ * end (loop, when the job is back): wrote says whether its write ran;
+ * rest[0..n) is what it did not write of a frame it began: it goes out
+ * before anything else.  0, or -1 when c cannot take it (then c is
+ * closed). */
 int dynqd__conn_direct_begin(dynqd_conn_t *c);
-ssize_t dynqd__conn_direct_write(dynqd_conn_t *c, const uint8_t *p, size_t n);
-int dynqd__conn_direct_end(dynqd_conn_t *c, const uint8_t *rest, size_t n);
+int dynqd__conn_direct_write(dynqd_conn_t *c, const uint8_t *const *p, const size_t *len,
+                             int n, size_t *ret_sent);
+int dynqd__conn_direct_end(dynqd_conn_t *c, int wrote, const uint8_t *rest, size_t n);
 /* Loop: an answer a worker wrote may already be in a client's hands; the
  * bookkeeping of those (stats, ...) is done before a method reports state. */
 void dynqd__conn_direct_settle(dynqd_server_t *s);

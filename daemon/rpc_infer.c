@@ -40,8 +40,10 @@ typedef struct rpc_infer {
   size_t charged;             /* bytes counted against its connection while
                                  it waits for and runs on a worker */
   int coalesce;               /* batch_max is coalesce_max (may run inline) */
-  int direct;                 /* the worker writes the answer itself */
-  ssize_t sent;               /* worker: bytes of resp it wrote (-1: none) */
+  int direct;                 /* the worker may write the answer itself */
+  int tried;                  /* worker: answer() looked at it */
+  int wrote;                  /* worker: its direct write ran */
+  size_t sent;                /* worker: bytes of resp that write took */
   int shadow;                 /* sampled for an FP32 re-run (shadow.c) */
   dynq__tensor_t *shadow_out; /* owned: its INT8 outputs, kept by encode */
 } rpc_infer_t;
@@ -142,23 +144,46 @@ static void encode(rpc_infer_t *r) {
   dynq__wbuf_free(&w);
 }
 
-/* Worker: the answer is encoded; a direct job writes it now. */
-static void answer(rpc_infer_t *r) {
-  if (r->direct && r->resp != NULL && !atomic_load(&r->rq.conn->dead))
-    r->sent = dynqd__conn_direct_write(r->rq.conn, r->resp, r->resp_len);
+static int may_write(const rpc_infer_t *r) {
+  return r->direct && r->resp != NULL && !atomic_load(&r->rq.conn->dead);
+}
+
+/* Worker: the answers of v[0..n) are encoded; those that may be written
+ * here go out together, one write per connection. */
+static void answer(rpc_infer_t **v, int n) {
+  for (int k = 0; k < n; k++) {
+    if (!may_write(v[k]) || v[k]->tried) continue;
+    dynqd_conn_t *c = v[k]->rq.conn;
+    rpc_infer_t *grp[DYNQD_DIRECT_MAX];
+    const uint8_t *p[DYNQD_DIRECT_MAX];
+    size_t len[DYNQD_DIRECT_MAX], sent[DYNQD_DIRECT_MAX];
+    int m = 0;
+    for (int i = k; i < n && m < DYNQD_DIRECT_MAX; i++) {
+      if (v[i]->rq.conn != c || !may_write(v[i]) || v[i]->tried) continue;
+      v[i]->tried = 1;
+      grp[m] = v[i];
+      p[m] = v[i]->resp;
+      len[m++] = v[i]->resp_len;
+    }
+    if (dynqd__conn_direct_write(c, p, len, m, sent) != 0) continue;  /* the loop writes */
+    for (int i = 0; i < m; i++) {
+      grp[i]->wrote = 1;
+      grp[i]->sent = sent[i];
+    }
+  }
 }
 
 static void job_run(dynqd_job_t *j) {
   rpc_infer_t *r = (rpc_infer_t *)j;
   dynqd__infer_run(&r->x);
   encode(r);
-  answer(r);
+  answer(&r, 1);
 }
 
 static int job_run_batch(dynqd_job_t **v, int n) {
   if (dynqd__infer_run_merged((dynqd_infer_t **)v, n) != 0) return -1;
   for (int k = 0; k < n; k++) encode((rpc_infer_t *)v[k]);
-  for (int k = 0; k < n; k++) answer((rpc_infer_t *)v[k]);
+  answer((rpc_infer_t **)v, n);
   return 0;
 }
 
@@ -171,7 +196,7 @@ static void job_expire(dynqd_job_t *j, const char *msg) {
   r->x.status = DYNQ_EDEADLINE;
   snprintf(r->x.err, sizeof(r->x.err), "%s", msg);
   encode(r);
-  answer(r);
+  answer(&r, 1);
 }
 
 /* Back on the loop (from a worker, or inline): stats, session, answer. */
@@ -188,9 +213,9 @@ static void job_done(dynqd_job_t *j) {
   }
   if (x->session != NULL)
     dynqd__session_done(&s->sessions, x->session, x->status == 0 && !j->skipped, x->sess_new);
-  size_t sent = r->direct && r->sent > 0 ? (size_t)r->sent : 0;
-  if (r->direct)  /* the loop writes again; what the worker left goes first */
-    dynqd__conn_direct_end(r->rq.conn, sent > 0 ? r->resp + sent : NULL,
+  size_t sent = r->wrote ? r->sent : 0;
+  if (r->direct)  /* what the worker left of a frame it began goes first */
+    dynqd__conn_direct_end(r->rq.conn, r->wrote, sent > 0 ? r->resp + sent : NULL,
                            sent > 0 ? r->resp_len - sent : 0);
   if (sent > 0) {
     dynqd__reply_done(&r->rq);  /* the worker wrote it, or began to */
@@ -573,18 +598,10 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     dynqd__conn_uncharge(rq->conn, held);
     FAIL(DYNQ_EOVERLOAD, "request queue is full (%d waiting); retry later", s->cfg->queue);
   }
-  /* The connection's only request, without session state or shm (whose
-   * bookkeeping a client may rely on as soon as it has the answer): its
-   * worker writes the answer. */
-  r->sent = -1;
-  if (x->session == NULL && x->shm.n == 0 && x->out_shm == NULL) {
-    /* A client that got its last answer from a worker sends the next
-     * request as soon as it has it, often before that job is back on the
-     * loop: take it back now, so this one may be direct too. */
-    if (rq->conn->direct && atomic_load(&rq->conn->wstate) == DYNQD_W_WRITTEN)
-      dynqd__sched_collect(&s->sched);
+  /* Without session state or shm (whose bookkeeping a client may rely on
+   * as soon as it has the answer): its worker may write the answer. */
+  if (x->session == NULL && x->shm.n == 0 && x->out_shm == NULL)
     r->direct = dynqd__conn_direct_begin(rq->conn);
-  }
   r->charged = held;
   return dynqd__req_defer(rq, &r->rq);
 

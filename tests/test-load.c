@@ -308,6 +308,82 @@ START_TEST(test_big_answers_to_slow_reader_arrive_whole) {
 }
 END_TEST
 
+/* Many requests of one connection in flight: workers write the answers
+ * of their runs (batches too) while the loop writes the pings and stats
+ * between them, to a client that reads slowly enough for writes to stop
+ * part-way.  Every frame must arrive whole, once, with the right bytes. */
+START_TEST(test_pipelined_mixed_answers_arrive_whole) {
+  NEED_MODELS();
+  tu_daemon_t d;
+  const char *extra[] = {"--workers", "2", NULL};
+  start(&d, "mixedslow", extra);
+  enum { ROUNDS = 12, ROWS = 1024 };  /* 40 KiB answers */
+  float *x = calloc((size_t)ROWS * 64, sizeof(float));
+  float *ref = calloc((size_t)ROWS * 10, sizeof(float));
+  float *got = calloc((size_t)ROWS * 10, sizeof(float));
+  float ref1[10], got1[10];
+  ck_assert(x != NULL && ref != NULL && got != NULL);
+  for (int i = 0; i < ROWS * 64; i++) x[i] = (float)((i * 13) % 23 - 11) / 16.0f;
+  rconn_t c;
+  rc_open(&c, d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  tu_w_infer_f32(&w, 1, "mlp", "x", ROWS, 64, x, -1);
+  tu_w_infer_f32(&w, 2, "mlp", "x", 1, 64, x, -1);
+  rc_send_wbuf(&c, &w);
+  dynq__rpc_msg_t m;
+  expect_ok(&c, 1, &m);
+  get_f32_output(&m, "y", ref, (size_t)ROWS * 10);
+  dynq__rpc_free(&m);
+  expect_ok(&c, 2, &m);
+  get_f32_output(&m, "y", ref1, 10);
+  dynq__rpc_free(&m);
+  /* per round: a big infer, two one-row infers (merged when they meet), a
+   * ping; a stats call half-way */
+  dynq__wbuf_init(&w);
+  for (int r = 0; r < ROUNDS; r++) {
+    uint32_t id = 100 + 4 * (uint32_t)r;
+    tu_w_infer_f32(&w, id, "mlp", "x", ROWS, 64, x, -1);
+    tu_w_infer_f32(&w, id + 1, "mlp", "x", 1, 64, x, -1);
+    tu_w_infer_f32(&w, id + 2, "mlp", "x", 1, 64, x, -1);
+    dynq__w_request_head(&w, id + 3, "ping");
+    dynq__w_nil(&w);
+    if (r == ROUNDS / 2) {
+      dynq__w_request_head(&w, 99, "stats");
+      dynq__w_nil(&w);
+    }
+  }
+  rc_send_wbuf(&c, &w);
+  usleep(200000);  /* let the answers pile up against a full socket */
+  for (int r = 0; r < ROUNDS; r++) {
+    uint32_t id = 100 + 4 * (uint32_t)r;
+    expect_ok(&c, id, &m);
+    get_f32_output(&m, "y", got, (size_t)ROWS * 10);
+    dynq__rpc_free(&m);
+    ck_assert_msg(memcmp(ref, got, (size_t)ROWS * 10 * sizeof(float)) == 0,
+                  "big answer %u differs from the lone run", id);
+    for (uint32_t k = 1; k <= 2; k++) {
+      expect_ok(&c, id + k, &m);
+      get_f32_output(&m, "y", got1, 10);
+      dynq__rpc_free(&m);
+      ck_assert_msg(memcmp(ref1, got1, sizeof(ref1)) == 0, "answer %u differs", id + k);
+    }
+    expect_ok(&c, id + 3, &m);
+    dynq__rpc_free(&m);
+  }
+  expect_ok(&c, 99, &m);  /* answered among the others: taken from the stash */
+  ck_assert_int_ge(stat_int(&m, "requests_total"), 2);
+  dynq__rpc_free(&m);
+  ck_assert_int_eq(c.n_stash, 0);
+  ping_ok(&c, 2000);
+  free(x);
+  free(ref);
+  free(got);
+  rc_close(&c);
+  stop(&d);
+}
+END_TEST
+
 /* A lone request's answer is written by its worker; one larger than the
  * socket buffer, to a client that is not reading, stops part-way, and the
  * loop must send its rest before anything else (a ping sent after the
@@ -913,6 +989,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, test_queued_requests_count_against_buffers);
   tcase_add_test(tc, test_big_answers_to_slow_reader_arrive_whole);
   tcase_add_test(tc, test_lone_big_answer_written_in_parts);
+  tcase_add_test(tc, test_pipelined_mixed_answers_arrive_whole);
   tcase_add_test(tc, test_health_live_while_workers_busy);
   tcase_add_test(tc, test_health_ready_without_models);
   tcase_add_test(tc, test_stats_counts_and_histograms);
