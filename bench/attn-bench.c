@@ -5,8 +5,9 @@
  * StridedMatMul), in interleaved rounds, as thread CPU time medians; the
  * two results are compared bit for bit.
  *
- *   attn-bench [--batch B] [--seq S] [--rounds N] [--threads T]
+ *   attn-bench [--batch B] [--seq S] [--rounds N] [--threads T] [--only fused|unfused]
  *
+ * --only runs one form (for perf record; no comparison then).
  * Kernel from DYNQ_KERNEL as dynqd picks it.  Per call, not per model:
  * multiply by the layer count for an encoder's figure.
  */
@@ -60,14 +61,19 @@ static int cmp_d(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   int64_t B = 1, S = 128;
-  int rounds = 50, threads = 1;
+  int rounds = 50, threads = 1, only = 0;  /* 1: fused only, 2: unfused only */
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) B = atoll(argv[++i]);
     else if (strcmp(argv[i], "--seq") == 0 && i + 1 < argc) S = atoll(argv[++i]);
     else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
     else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && strcmp(argv[i + 1], "fused") == 0)
+      only = 1, i++;
+    else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && strcmp(argv[i + 1], "unfused") == 0)
+      only = 2, i++;
     else {
-      fprintf(stderr, "usage: attn-bench [--batch B] [--seq S] [--rounds N] [--threads T]\n");
+      fprintf(stderr, "usage: attn-bench [--batch B] [--seq S] [--rounds N] [--threads T] "
+                      "[--only fused|unfused]\n");
       return 2;
     }
   }
@@ -112,18 +118,20 @@ int main(int argc, char **argv) {
   double *tu = tf + rounds, *wf = tf + 2 * rounds, *wu = tf + 3 * rounds;
   int same = 1;
   for (int i = 0; i < rounds; i++) {
-    dynq__tensor_t y1, s, p, y2;
+    dynq__tensor_t y1 = {0}, s = {0}, p = {0}, y2 = {0};
     double c0 = cpu_us(), w0 = wall_us();
-    run(DYNQ_OP_ATTENTION, at, 2, 8, fin, &y1, threads);
+    if (only != 2) run(DYNQ_OP_ATTENTION, at, 2, 8, fin, &y1, threads);
     double c1 = cpu_us(), w1 = wall_us();
-    const dynq__tensor_t *i1[5] = {&Q, &K, &Pq, &Pk, NULL};
-    run(DYNQ_OP_STRIDED_MATMUL, at, 2, 5, i1, &s, threads);
-    const dynq__tensor_t *im[2] = {&s, &Mk};
-    run(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, im, &p, threads);
-    const dynq__tensor_t *i2[5] = {&p, &V, NULL, &Pq, &Pq};
-    run(DYNQ_OP_STRIDED_MATMUL, at + 1, 1, 5, i2, &y2, threads);
+    if (only != 1) {
+      const dynq__tensor_t *i1[5] = {&Q, &K, &Pq, &Pk, NULL};
+      run(DYNQ_OP_STRIDED_MATMUL, at, 2, 5, i1, &s, threads);
+      const dynq__tensor_t *im[2] = {&s, &Mk};
+      run(DYNQ_OP_MASKED_SOFTMAX, NULL, 0, 2, im, &p, threads);
+      const dynq__tensor_t *i2[5] = {&p, &V, NULL, &Pq, &Pq};
+      run(DYNQ_OP_STRIDED_MATMUL, at + 1, 1, 5, i2, &y2, threads);
+    }
     double c2 = cpu_us(), w2 = wall_us();
-    same = same && memcmp(y1.data, y2.data, dynq__tensor_nbytes(&y1)) == 0;
+    if (only == 0) same = same && memcmp(y1.data, y2.data, dynq__tensor_nbytes(&y1)) == 0;
     tf[i] = c1 - c0, tu[i] = c2 - c1, wf[i] = w1 - w0, wu[i] = w2 - w1;
     dynq__tensor_clear(&y1);
     dynq__tensor_clear(&s);
@@ -138,7 +146,8 @@ int main(int argc, char **argv) {
          "  results %s\n",
          (long long)B, (long long)S, H, DH, dynq__kernel()->name, threads, rounds,
          tf[rounds / 2], wf[rounds / 2], tu[rounds / 2], wu[rounds / 2],
-         tf[rounds / 2] / tu[rounds / 2], same ? "bit-identical" : "DIFFER");
+         tf[rounds / 2] / tu[rounds / 2],
+         only ? "not compared (--only)" : same ? "bit-identical" : "DIFFER");
   free(tf);
   free(q), free(k), free(v), free(m);
   return same ? 0 : 1;

@@ -74,16 +74,21 @@ static inline __attribute__((always_inline)) vf_t halve(vf_t v, int w) {
 }
 
 static inline __attribute__((always_inline)) float lanes_sum(vf_t v) {
-  for (int w = LANES / 2; w >= 1; w /= 2) v += halve(v, w);
+  v += halve(v, 8);
+  v += halve(v, 4);
+  v += halve(v, 2);
+  v += halve(v, 1);
   return v[0];
 }
 
+static inline __attribute__((always_inline)) vf_t vmax(vf_t a, vf_t b) { return vsel(b > a, b, a); }
+
 /* The largest lane; NaN lanes are skipped (the sum catches them). */
 static inline __attribute__((always_inline)) float lanes_max(vf_t v) {
-  for (int w = LANES / 2; w >= 1; w /= 2) {
-    vf_t h = halve(v, w);
-    v = vsel(h > v, h, v);
-  }
+  v = vmax(v, halve(v, 8));
+  v = vmax(v, halve(v, 4));
+  v = vmax(v, halve(v, 2));
+  v = vmax(v, halve(v, 1));
   return v[0];
 }
 
@@ -141,6 +146,27 @@ CLONES static void masked_softmax_row(float *y, const float *x, int64_t sx, cons
   for (; i < len; i++) y[i] *= inv;
 }
 
+typedef uint8_t qbytes_t __attribute__((vector_size(LANES)));
+
+/* clamp(rne((e * inv) * qinv), 0, 255): the quantization of the softmax
+ * value e * inv with zero point 0, the steps the reference kernel takes
+ * for a value in range (kernels.h). */
+static inline __attribute__((always_inline)) qbytes_t quant255(vf_t e, float inv, float qinv) {
+  const vf_t magic = vsplat(12582912.0f);  /* 1.5 * 2^23: adding it rounds to an integer */
+  vf_t t = (e * inv) * qinv;
+  t = vsel(t > 0.0f, t, vsplat(0.0f));
+  t = vsel(t < 255.0f, t, vsplat(255.0f));
+  t = (t + magic) - magic;
+  return __builtin_convertvector(__builtin_convertvector(t, vi_t), qbytes_t);
+}
+
+static inline __attribute__((always_inline)) uint8_t quant255_1(float e, float inv, float qinv) {
+  float t = (e * inv) * qinv;
+  t = t > 0.0f ? t : 0.0f;
+  t = t < 255.0f ? t : 255.0f;
+  return (uint8_t)(int32_t)((t + 12582912.0f) - 12582912.0f);
+}
+
 /* The fused form's row: masked_softmax_row on the scores row y in place,
  * then the row quantized into q (Kp bytes, padding zeroed) as
  * dynq__quantize_rows does it, with its scale and zero point.  A finite
@@ -162,26 +188,89 @@ CLONES static void softmax_quant_row(float *y, int64_t sm, const float *m, int64
     dynq__quantize_rows(kr, 1, len, y, (size_t)len, q, (size_t)Kp, 0, ret_scale, ret_zp);
     return;
   }
-  /* clamp(rne(p * qinv), 0, 255) with p = e * inv, the reference's steps */
-  const vf_t magic = vsplat(12582912.0f);
   int64_t i = 0;
   for (; i + LANES <= len; i += LANES) {
-    vf_t t = (vload(y + i) * inv) * qinv;
-    t = vsel(t > 0.0f, t, vsplat(0.0f));
-    t = vsel(t < 255.0f, t, vsplat(255.0f));
-    t = (t + magic) - magic;
-    vi_t b = __builtin_convertvector(t, vi_t);
-    for (int k = 0; k < LANES; k++) q[i + k] = (uint8_t)b[k];
+    qbytes_t b = quant255(vload(y + i), inv, qinv);
+    memcpy(q + i, &b, sizeof(b));
   }
-  for (; i < len; i++) {
-    float t = (y[i] * inv) * qinv;
-    t = t > 0.0f ? t : 0.0f;
-    t = t < 255.0f ? t : 255.0f;
-    q[i] = (uint8_t)(int32_t)((t + 12582912.0f) - 12582912.0f);
-  }
+  for (; i < len; i++) q[i] = quant255_1(y[i], inv, qinv);
   memset(q + len, 0, (size_t)(Kp - len));
   *ret_scale = qs;
   *ret_zp = 0;
+}
+
+/* Two rows of the score block (y0, y1: len floats each, masks m0, m1 of
+ * stride sm 0 or 1) through softmax_quant_row's steps side by side: the
+ * same operations in the same order per row (so the same bytes), but two
+ * independent chains for the core to overlap (one row's reductions are
+ * latency-bound).  Rows whose range is not the known one finish through
+ * the general path as softmax_quant_row's do. */
+CLONES static void softmax_quant_rows2(float *y0, float *y1, int64_t sm, const float *m0,
+                                       const float *m1, int64_t len, int64_t Kp,
+                                       const dynq__kernel_t *kr, uint8_t *q0, uint8_t *q1,
+                                       float *ret_scale, int32_t *ret_zp) {
+  vf_t mv0 = vsplat(-INFINITY), mv1 = mv0, s0 = vsplat(0.0f), s1 = s0;
+  const int64_t nv = len / LANES * LANES;
+  for (int64_t i = 0; i < nv; i += LANES) {
+    vf_t v0 = vload(y0 + i) + (sm ? vload(m0 + i) : vsplat(m0[0]));
+    vf_t v1 = vload(y1 + i) + (sm ? vload(m1 + i) : vsplat(m1[0]));
+    mv0 = vmax(mv0, v0);
+    mv1 = vmax(mv1, v1);
+    dynq_gv_store(y0 + i, v0);
+    dynq_gv_store(y1 + i, v1);
+  }
+  vf_t l0 = vsplat(-INFINITY), l1 = l0;
+  for (int64_t k = 0; k < len - nv; k++) {
+    l0[k] = y0[nv + k] + m0[(nv + k) * sm];
+    l1[k] = y1[nv + k] + m1[(nv + k) * sm];
+  }
+  mv0 = vsel(l0 > mv0, l0, mv0);
+  mv1 = vsel(l1 > mv1, l1, mv1);
+  const float mx0 = lanes_max(mv0), mx1 = lanes_max(mv1);
+  for (int64_t i = 0; i < nv; i += LANES) {
+    vf_t e0 = exp_nonpos(vload(y0 + i) - mx0), e1 = exp_nonpos(vload(y1 + i) - mx1);
+    dynq_gv_store(y0 + i, e0);
+    dynq_gv_store(y1 + i, e1);
+    s0 += e0;
+    s1 += e1;
+  }
+  if (len > nv) {
+    vf_t e0 = exp_nonpos(l0 - mx0), e1 = exp_nonpos(l1 - mx1);
+    for (int64_t k = 0; k < len - nv; k++) y0[nv + k] = e0[k], y1[nv + k] = e1[k];
+    for (int64_t k = len - nv; k < LANES; k++) e0[k] = 0.0f, e1[k] = 0.0f;
+    s0 += e0;
+    s1 += e1;
+  }
+  const float sum0 = lanes_sum(s0), sum1 = lanes_sum(s1);
+  const float inv0 = 1.0f / sum0, inv1 = 1.0f / sum1;
+  float qinv0, qinv1;
+  int32_t zp0, zp1;
+  dynq__qparams(0.0f, inv0, &ret_scale[0], &qinv0, &zp0);
+  dynq__qparams(0.0f, inv1, &ret_scale[1], &qinv1, &zp1);
+  const int gen0 = !(sum0 >= 1.0f && sum0 <= (float)len) || !isfinite(inv0) || zp0 != 0 ||
+                   !isfinite(qinv0);
+  const int gen1 = !(sum1 >= 1.0f && sum1 <= (float)len) || !isfinite(inv1) || zp1 != 0 ||
+                   !isfinite(qinv1);
+  ret_zp[0] = ret_zp[1] = 0;
+  for (int64_t i = 0; i < nv; i += LANES) {
+    qbytes_t b0 = quant255(vload(y0 + i), inv0, qinv0), b1 = quant255(vload(y1 + i), inv1, qinv1);
+    memcpy(q0 + i, &b0, sizeof(b0));
+    memcpy(q1 + i, &b1, sizeof(b1));
+  }
+  float *y[2] = {y0, y1};
+  const float inv[2] = {inv0, inv1}, qinv[2] = {qinv0, qinv1};
+  uint8_t *q[2] = {q0, q1};
+  const int gen[2] = {gen0, gen1};
+  for (int r = 0; r < 2; r++) {
+    if (gen[r]) {
+      for (int64_t i = 0; i < len; i++) y[r][i] *= inv[r];
+      dynq__quantize_rows(kr, 1, len, y[r], (size_t)len, q[r], (size_t)Kp, 0, &ret_scale[r],
+                          &ret_zp[r]);
+      continue;
+    }
+    for (int64_t i = nv; i < len; i++) q[r][i] = quant255_1(y[r][i], inv[r], qinv[r]);
+    memset(q[r] + len, 0, (size_t)(Kp - len));
+  }
 }
 
 /* Below this many elements MaskedSoftmax runs on one thread (a wake-up
@@ -342,9 +431,17 @@ static void att_one(const att_t *a, att_scratch_t *w, const float *Q, const floa
       .bias = NULL, .act = DYNQ_ACT_NONE, .C = w->s, .ldc = (size_t)N, .n0 = 0, .n1 = N,
     };
     kr->qgemm(&qs);
-    for (int64_t r = 0; r < rows; r++)
+    int64_t r = 0;
+    if (a->mcs <= 1)
+      for (; r + 2 <= rows; r += 2) {
+        softmax_quant_rows2(w->s + r * N, w->s + (r + 1) * N, a->mcs, mask + (r0 + r) * a->mrs,
+                            mask + (r0 + r + 1) * a->mrs, N, Np, kr, w->ap + r * Np,
+                            w->ap + (r + 1) * Np, w->ps + r, w->pz + r);
+      }
+    for (; r < rows; r++) {
       softmax_quant_row(w->s + r * N, a->mcs, mask + (r0 + r) * a->mrs, N, Np, kr,
                         w->ap + r * Np, w->ps + r, w->pz + r);
+    }
     dynq__qgemm_args_t qy = {
       .M = rows, .N = Dv, .K = N, .A = w->ap, .lda = (size_t)Np, .B = w->bv,
       .colsum = w->vc, .w_scale = w->vs, .a_scale = w->ps, .a_zp = w->pz,
@@ -352,6 +449,16 @@ static void att_one(const att_t *a, att_scratch_t *w, const float *Q, const floa
       .n0 = 0, .n1 = Dv,
     };
     kr->qgemm(&qy);
+  }
+}
+
+/* The operands' offsets of batch matrix i (Q, K, V, Mask, Y). */
+static void att_offsets(const att_t *a, int64_t i, int64_t *off) {
+  for (int k = 0; k < 5; k++) off[k] = 0;
+  for (int d = a->nb - 1; d >= 0; d--) {
+    int64_t q = i % a->bdims[d];
+    i /= a->bdims[d];
+    for (int k = 0; k < 5; k++) off[k] += q * a->bst[k][d];
   }
 }
 
@@ -364,12 +471,8 @@ static void att_task(void *ctx, int64_t t) {
     return;
   }
   for (int64_t i = i0; i < i1; i++) {
-    int64_t off[5] = {0, 0, 0, 0, 0}, r = i;
-    for (int d = a->nb - 1; d >= 0; d--) {
-      int64_t q = r % a->bdims[d];
-      r /= a->bdims[d];
-      for (int k = 0; k < 5; k++) off[k] += q * a->bst[k][d];
-    }
+    int64_t off[5];
+    att_offsets(a, i, off);
     att_one(a, &w, a->Q + off[0], a->K + off[1], a->V + off[2], a->mask + off[3], a->Y + off[4]);
   }
   dynq__aligned_free(w.block);
