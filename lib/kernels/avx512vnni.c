@@ -178,6 +178,13 @@ static void avx512_minmax(const float *x, int64_t n, float *mn, float *mx) {
   __mmask16 nan = 0;
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
+    /* A layer's input often comes from L3 (FF2's 1.5 MB at BERT-base's
+     * M = 128): 2 KiB ahead, 128 rows of 3072 took 52 -> 43 us with L2
+     * evicted.  Past the end it only touches the next row (or nothing:
+     * prefetches do not fault). */
+    uintptr_t ahead = (uintptr_t)(x + i) + 2048;   /* no pointer past the end */
+    _mm_prefetch((const char *)ahead, _MM_HINT_T0);
+    _mm_prefetch((const char *)(ahead + 64), _MM_HINT_T0);
     __m512 v0 = _mm512_loadu_ps(x + i), v1 = _mm512_loadu_ps(x + i + 16);
     nan |= _mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q);
     lo0 = _mm512_min_ps(lo0, v0);
