@@ -1190,6 +1190,93 @@ START_TEST(tile_split) {
 }
 END_TEST
 
+/* The ops models beyond the first exporter fixtures needed (select.c,
+ * activation.c, instnorm.c): a result each, and every run-time refusal
+ * naming what was wrong. */
+START_TEST(zoo_ops_errors) {
+  float x[6] = {1, 3, 3, 2, 0, 5};
+  dynq__tensor_t X = tf(2, (int64_t[]){2, 3}, x), o[2];
+  int64_t k = 2;
+  dynq__tensor_t K = ti64s(1, (int64_t[]){1}, &k);
+  const dynq__tensor_t *tk[2] = {&X, &K};
+  /* TopK: equal values by lower index */
+  ck_assert_int_eq(run_k(DYNQ_OP_TOPK, NULL, 0, 2, 2, tk, o), 0);
+  expect(&o[0], 2, (int64_t[]){2, 2}, (float[]){3, 3, 5, 2}, 0);
+  ck_assert_int_eq(((int64_t *)o[1].data)[0], 1);
+  ck_assert_int_eq(((int64_t *)o[1].data)[1], 2);
+  dynq__tensor_clear(&o[0]);
+  dynq__tensor_clear(&o[1]);
+  k = 4;
+  ck_assert_int_eq(run_k(DYNQ_OP_TOPK, NULL, 0, 2, 2, tk, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (TopK): K = 4 is not within [0, 3] (axis 1)"));
+  /* GatherElements: an index past the axis, indices of another rank */
+  int64_t ix[2] = {0, 3};
+  dynq__tensor_t I = ti64s(2, (int64_t[]){2, 1}, ix);
+  const dynq__tensor_t *ge[2] = {&X, &I};
+  const dynq__attr_t ax1[] = {AI("axis", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ELEMENTS, ax1, 1, 2, 1, ge, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "index 3 out of range for axis 1 of size 3"));
+  ix[1] = -1;
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ELEMENTS, ax1, 1, 2, 1, ge, o), 0);
+  expect(&o[0], 2, (int64_t[]){2, 1}, (float[]){1, 5}, 0);
+  dynq__tensor_clear(&o[0]);
+  I.rank = 1;
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ELEMENTS, ax1, 1, 2, 1, ge, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "data (rank 2) and indices (rank 1) must have the same rank"));
+  /* ScatterND: updates that do not fit */
+  int64_t nd[1] = {1};
+  dynq__tensor_t ND = ti64s(2, (int64_t[]){1, 1}, nd), U = tf(2, (int64_t[]){1, 2}, x);
+  const dynq__tensor_t *sn[3] = {&X, &ND, &U};
+  ck_assert_int_eq(run_k(DYNQ_OP_SCATTER_ND, NULL, 0, 3, 1, sn, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "indices (last axis 1) and updates (rank 2, float32) do not "
+                                    "fit data (rank 2, float32)"));
+  U.dims[1] = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_SCATTER_ND, NULL, 0, 3, 1, sn, o), 0);
+  expect(&o[0], 2, (int64_t[]){2, 3}, (float[]){1, 3, 3, 1, 3, 3}, 0);
+  dynq__tensor_clear(&o[0]);
+  /* Trilu: lower with k = -1; a rank-1 input */
+  int64_t km = -1;
+  dynq__tensor_t KM = ti64s(1, (int64_t[]){1}, &km);
+  const dynq__tensor_t *tr[2] = {&X, &KM};
+  const dynq__attr_t lower[] = {AI("upper", 0)};
+  ck_assert_int_eq(run_k(DYNQ_OP_TRILU, lower, 1, 2, 1, tr, o), 0);
+  expect(&o[0], 2, (int64_t[]){2, 3}, (float[]){0, 0, 0, 2, 0, 0}, 0);
+  dynq__tensor_clear(&o[0]);
+  dynq__tensor_t X1 = tf(1, (int64_t[]){6}, x);
+  const dynq__tensor_t *tr1[1] = {&X1};
+  ck_assert_int_eq(run_k(DYNQ_OP_TRILU, NULL, 0, 1, 1, tr1, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "input must have rank >= 2, has 1"));
+  /* PRelu: a slope that does not broadcast to X */
+  dynq__tensor_t S = tf(1, (int64_t[]){2}, x);
+  const dynq__tensor_t *pr[2] = {&X, &S};
+  ck_assert_int_ne(run_k(DYNQ_OP_PRELU, NULL, 0, 2, 1, pr, o), 0);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (PRelu)"));
+  /* Min of float32 and int64 */
+  const dynq__tensor_t *mn[2] = {&X, &K};
+  ck_assert_int_eq(run_k(DYNQ_OP_MIN, NULL, 0, 2, 1, mn, o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "input 1 is int64, input 0 float32; they must match"));
+  /* Mod: integer by zero; float32 without fmod */
+  int64_t a[2] = {-7, 7}, b[2] = {3, 0};
+  dynq__tensor_t A = ti64s(1, (int64_t[]){2}, a), B = ti64s(1, (int64_t[]){2}, b);
+  const dynq__tensor_t *md[2] = {&A, &B};
+  ck_assert_int_eq(run_k(DYNQ_OP_MOD, NULL, 0, 2, 1, md, o), DYNQ_ENUMERIC);
+  ck_assert_ptr_nonnull(strstr(err, "integer modulo by zero"));
+  b[1] = -3;
+  ck_assert_int_eq(run_k(DYNQ_OP_MOD, NULL, 0, 2, 1, md, o), 0);
+  ck_assert_int_eq(((int64_t *)o[0].data)[0], 2); /* Python's -7 % 3 */
+  ck_assert_int_eq(((int64_t *)o[0].data)[1], -2); /* 7 % -3 */
+  dynq__tensor_clear(&o[0]);
+  const dynq__tensor_t *mf[2] = {&X, &X};
+  ck_assert_int_eq(run_k(DYNQ_OP_MOD, NULL, 0, 2, 1, mf, o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "float32 inputs need fmod = 1"));
+  /* InstanceNormalization: scale of the wrong length */
+  dynq__tensor_t X3 = tf(3, (int64_t[]){1, 2, 3}, x), SC = tf(1, (int64_t[]){3}, x);
+  const dynq__tensor_t *in3[3] = {&X3, &SC, &SC};
+  ck_assert_int_eq(run_k(DYNQ_OP_INSTANCE_NORM, NULL, 0, 3, 1, in3, o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "scale and B must be 1-D of C = 2 values"));
+}
+END_TEST
+
 START_TEST(argmax_reduce_cumsum) {
   float x[6] = {2, 1, 2, 1, 3, 3};
   dynq__tensor_t X = tf(2, (int64_t[]){2, 3}, x), o;
@@ -1406,6 +1493,7 @@ int main(void) {
   tcase_add_test(tc, einsum_forms);
   tcase_add_test(tc, tile_split);
   tcase_add_test(tc, argmax_reduce_cumsum);
+  tcase_add_test(tc, zoo_ops_errors);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
