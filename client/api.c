@@ -378,7 +378,7 @@ int dynq_wait_infer(dynq_client_t *c, uint32_t ticket, dynq_infer_result_t *ret_
     /* not decoded as it arrived (a dynq_submit_raw "infer", or an envelope
      * the fast path leaves alone): the same decoder on its result bytes */
     r = dynq__result_bytes(&m, &p, &n);
-    if (r == 0) r = dynq__decode_infer_result(p, n, &res, err, sizeof(err));
+    if (r == 0) r = dynq__decode_infer_result(p, n, &res, NULL, err, sizeof(err));
     else snprintf(err, sizeof(err), "malformed response envelope");
     dynq__rpc_free(&m);
     if (r < 0) return dynq__client_fail(c, r, "%s", err);

@@ -198,12 +198,14 @@ void dynq__obj_to_json(dynq__obj_t o, FILE *f);
 /* Most inputs or outputs a reply may declare (bounds what is allocated). */
 #define DYNQ__CLIENT_MAX_IO 4096
 
-/* An infer result {outputs, compute_us, ...}: the len msgpack bytes at p
- * decoded into the public struct, in one allocation that
- * dynq_infer_result_free() frees.  0, or DYNQ_EPROTO / DYNQ_ETOOBIG /
- * -ENOMEM with the reason in err (naming the field or output). */
+/* An infer result {outputs, compute_us, ...}: the msgpack map at p (at
+ * most len bytes; it may be followed by more) decoded into the public
+ * struct, in one allocation that dynq_infer_result_free() frees, and
+ * *ret_used (may be NULL) its length.  0, or DYNQ_EPROTO / DYNQ_ETOOBIG /
+ * -ENOMEM with the reason in err (naming the field or output); bytes that
+ * end before the map does are DYNQ_EPROTO too. */
 int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t *ret,
-                              char *err, size_t errlen);
+                              size_t *ret_used, char *err, size_t errlen);
 
 /* A cursor over msgpack bytes that passed the frame scanner (rd.c): each
  * read takes one item at p and advances, or returns -1 (wrong type, or

@@ -309,11 +309,20 @@ static void pend_remove(dynq_client_t *c, dynq__pend_t *p) {
 }
 
 /* The common answer, [1, msgid, nil, result] to a dynq_submit_infer
- * ticket, decoded straight from the frame into the public result: no
- * msgpack-c tree, no copy of the frame.  0 when the frame is anything else
- * (dispatch's general path decides what it is). */
-static int answer_in_place(dynq_client_t *c, const uint8_t *frame, size_t len) {
-  dynq__rd_t r = {frame, frame + len};
+ * ticket, decoded straight from the bytes into the public result: no
+ * msgpack-c tree, no copy of the frame.  framed: the len bytes are one
+ * frame the framer delimited; a result that does not decode fails its
+ * ticket, and 1 says the frame was handled.  Unframed: the answer is read
+ * off the front of the pending bytes before the framer scans them (the
+ * decoder reads every byte of it anyway, so that scan would be a second
+ * pass): only a whole answer that decodes is taken, its length returned;
+ * anything else (a partial answer, a bad one) is left to the framer.
+ * 0 when the bytes are not such an answer (dispatch's general path
+ * decides what they are). */
+static size_t answer_in_place(dynq_client_t *c, const uint8_t *b, size_t len, int framed) {
+  dynq__rd_t r = {b, b + len};
+  dynq_infer_result_t res;
+  size_t used = 0;
   uint32_t n;
   int64_t type, id;
   char err[DYNQ__CLIENT_ERRMSG];
@@ -323,14 +332,23 @@ static int answer_in_place(dynq_client_t *c, const uint8_t *frame, size_t len) {
     return 0;
   dynq__pend_t *p = pend_find(c, (uint32_t)id);
   if (p == NULL || p->done || !p->infer || !dynq__rd_nil(&r)) return 0;
-  /* the result is the frame's last object: the rest of it */
-  p->code = dynq__decode_infer_result(r.p, (size_t)(r.end - r.p), &p->res, err, sizeof(err));
-  if (p->code < 0)
+  int code = dynq__decode_infer_result(r.p, (size_t)(r.end - r.p), &res, &used, err,
+                                       sizeof(err));
+  if (!framed && code < 0) return 0;
+  if (framed && code == 0 && used != (size_t)(r.end - r.p)) {
+    /* the result is the frame's last object: never, but then not ours */
+    dynq_infer_result_free(&res);
+    return 0;
+  }
+  p->code = code;
+  if (code < 0) {
     p->msg = strdup(err);
-  else
+  } else {
+    p->res = res;
     p->has_res = 1;
+  }
   dynq__tickets_done(&c->tickets, p);
-  return 1;
+  return framed ? 1 : (size_t)(r.p - b) + used;
 }
 
 /* One frame from the server: an answer goes to its ticket. */
@@ -338,7 +356,7 @@ static void dispatch(dynq_client_t *c, const uint8_t *frame, size_t len) {
   dynq__rpc_msg_t m;
   char err[256] = "";
   int64_t hint = -1;
-  if (answer_in_place(c, frame, len)) return;
+  if (answer_in_place(c, frame, len, 1)) return;
   memset(&m, 0, sizeof(m));
   int r = dynq__rpc_parse(frame, len, &m, &hint, err, sizeof(err));
   if (r < 0) {
@@ -418,7 +436,17 @@ static int read_some(dynq_client_t *c, int block) {
     }
   }
   dynq__framer_commit(&c->fr, (size_t)r);
-  while ((rc = dynq__framer_next(&c->fr, &frame, &flen)) == 1) {
+  for (;;) {
+    const uint8_t *pb;
+    size_t pn, used;
+    /* infer answers first, each delimited by its own decoding */
+    if (dynq__framer_peek(&c->fr, &pb, &pn) == 0 && pn > 0 &&
+        (used = answer_in_place(c, pb, pn, 0)) > 0) {
+      dynq__framer_take(&c->fr, used);
+      continue;
+    }
+    rc = dynq__framer_next(&c->fr, &frame, &flen);
+    if (rc != 1) break;
     dispatch(c, frame, flen);
     if (c->fd < 0) return c->broken_code;
   }
@@ -623,7 +651,10 @@ int dynq__client_send(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
 static int collect(dynq_client_t *c, dynq__pend_t *p, dynq__rpc_msg_t *ret_msg) {
   int code = p->code;
   if (code < 0) {
-    dynq__client_fail(c, code, "%s", p->msg != NULL ? p->msg : dynq_strerror(code));
+    /* a server's message may be empty (or only NULs): say at least what
+     * the code means */
+    dynq__client_fail(c, code, "%s",
+                      p->msg != NULL && p->msg[0] != '\0' ? p->msg : dynq_strerror(code));
   } else if (p->has_res && c->take_res != NULL) {
     *c->take_res = p->res;
     c->took_res = 1;

@@ -145,14 +145,44 @@ static void block_free(void *blk) {
   (snprintf(err, errlen, "infer: reply field '%s' is missing or has the wrong type", name), \
    DYNQ_EPROTO)
 
-/* The outputs map at r into res (one block, see below); len bounds the
- * names and data it holds. */
-static int decode_outputs(dynq__rd_t *r, size_t len, dynq_infer_result_t *res, char *err,
-                          size_t errlen) {
+/* One output's name and fields at r, checked into *o (name and data still
+ * point into the bytes).  0, or DYNQ_EPROTO with the reason in err. */
+static int read_output(dynq__rd_t *r, dynq_tensor_t *o, out_fields_t *f, size_t *ret_klen,
+                       char *err, size_t errlen) {
+  const char *key;
+  size_t klen;
+  char why[200] = "";
+  if (dynq__rd_str(r, &key, &klen) < 0 || memchr(key, '\0', klen) != NULL)
+    return BAD_FIELD("outputs key");
+  if (read_out_fields(r, f, why, sizeof(why)) < 0 || check_output(f, o, why, sizeof(why)) < 0) {
+    snprintf(err, errlen, "infer: output '%.*s': %s", (int)(klen > 200 ? 200 : klen), key, why);
+    return DYNQ_EPROTO;
+  }
+  o->name = key;
+  o->data = (void *)f->data;
+  *ret_klen = klen;
+  return 0;
+}
+
+/* Outputs whose first-pass reading decode_outputs keeps for the second
+ * (answers have one or a few; more are read again). */
+#define KEEP_OUTPUTS 8
+
+/* The outputs map at r into res: one block holds the result, the tensor
+ * array, then each name and each output's data on its own line.  A first
+ * pass checks every output and sizes the block exactly (so an answer read
+ * out of a buffer holding more answers allocates only its own size), the
+ * second fills it: one allocation per answer, one copy of its data.  The
+ * second pass reads outputs past KEEP_OUTPUTS again, and leaves r at the
+ * map's end either way. */
+static int decode_outputs(dynq__rd_t *r, dynq_infer_result_t *res, char *err, size_t errlen) {
+  dynq_tensor_t kept[KEEP_OUTPUTS];
+  size_t kept_klen[KEEP_OUTPUTS], kept_nbytes[KEEP_OUTPUTS];
+  int kept_shm[KEEP_OUTPUTS];
   uint32_t n, i;
-  size_t head, cap;
-  char *cur;
-  char *blk;
+  size_t head, cap, klen;
+  dynq__rd_t start;
+  char *cur, *blk;
   int rc;
 
   if (dynq__rd_map(r, &n) < 0) return BAD_FIELD("outputs");
@@ -160,12 +190,25 @@ static int decode_outputs(dynq__rd_t *r, size_t len, dynq_infer_result_t *res, c
     snprintf(err, errlen, "infer: %u outputs (limit %d)", n, DYNQ__CLIENT_MAX_IO);
     return DYNQ_ETOOBIG;
   }
-  /* One block holds the result: the tensor array, then each name and each
-   * output's data on its own line.  Names and data are bytes of the
-   * result, so len (plus a NUL and a line's padding per output) bounds
-   * them: one allocation per answer, one copy of its data. */
   head = line_up((size_t)n * sizeof(dynq_tensor_t));
-  cap = head + len + 65 * ((size_t)n + 1);
+  cap = head;
+  start = *r;
+  for (i = 0; i < n; i++) {
+    dynq_tensor_t o;
+    out_fields_t f;
+    if (i == KEEP_OUTPUTS) start = *r;  /* the second pass reads on from here */
+    rc = read_output(r, &o, &f, &klen, err, errlen);
+    if (rc < 0) return rc;
+    if (i < KEEP_OUTPUTS) {
+      kept[i] = o;
+      kept_klen[i] = klen;
+      kept_nbytes[i] = f.nbytes;
+      kept_shm[i] = f.has_shm;
+    }
+    /* names and data are bytes of the answer: no overflow */
+    cap += klen + 1;
+    if (!f.has_shm) cap = line_up(cap) + f.nbytes;
+  }
   blk = block_alloc(cap);
   if (blk == NULL) {
     snprintf(err, errlen, "infer: out of memory (%zu bytes)", cap);
@@ -173,33 +216,36 @@ static int decode_outputs(dynq__rd_t *r, size_t len, dynq_infer_result_t *res, c
   }
   res->outputs = (dynq_tensor_t *)blk;
   memset(res->outputs, 0, (size_t)n * sizeof(dynq_tensor_t));
-  cur = (char *)blk + head;
+  cur = blk + head;
   for (i = 0; i < n; i++) {
     dynq_tensor_t *o = &res->outputs[i];
-    out_fields_t f;
-    const char *key;
-    size_t klen;
-    char why[200] = "";
-
-    if (dynq__rd_str(r, &key, &klen) < 0 || memchr(key, '\0', klen) != NULL) {
-      rc = BAD_FIELD("outputs key");
-      goto fail;
+    const void *data;
+    size_t nbytes;
+    int shm;
+    if (i < KEEP_OUTPUTS) {
+      *o = kept[i];
+      klen = kept_klen[i];
+      nbytes = kept_nbytes[i];
+      shm = kept_shm[i];
+    } else {
+      out_fields_t f;
+      if (i == KEEP_OUTPUTS) *r = start;
+      /* the bytes passed the first pass: this cannot fail */
+      rc = read_output(r, o, &f, &klen, err, errlen);
+      if (rc < 0) goto fail;
+      nbytes = f.nbytes;
+      shm = f.has_shm;
     }
-    memcpy(cur, key, klen);
+    data = o->data;
+    memcpy(cur, o->name, klen);
     cur[klen] = '\0';
     o->name = cur;
     cur += klen + 1;
-    if (read_out_fields(r, &f, why, sizeof(why)) < 0 ||
-        check_output(&f, o, why, sizeof(why)) < 0) {
-      snprintf(err, errlen, "infer: output '%s': %s", o->name, why);
-      rc = DYNQ_EPROTO;
-      goto fail;
-    }
-    if (f.has_shm) continue;
-    cur = (char *)blk + line_up((size_t)(cur - (char *)blk));
-    if (f.nbytes > 0) memcpy(cur, f.data, f.nbytes);
+    if (shm) continue;
+    cur = blk + line_up((size_t)(cur - blk));
+    if (nbytes > 0) memcpy(cur, data, nbytes);
     o->data = cur;
-    cur += f.nbytes;
+    cur += nbytes;
   }
   res->n_outputs = (int)n;
   return 0;
@@ -211,7 +257,7 @@ fail:
 }
 
 int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t *ret,
-                              char *err, size_t errlen) {
+                              size_t *ret_used, char *err, size_t errlen) {
   dynq_infer_result_t res;
   dynq__rd_t r = {p, p + len};
   uint32_t n;
@@ -222,7 +268,7 @@ int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t 
   for (uint32_t i = 0; i < n && rc == 0; i++) {
     if (DYNQ__RD_KEY(&r, "outputs")) {
       rc = res.outputs != NULL ? BAD_FIELD("outputs")  /* twice */
-                               : decode_outputs(&r, len, &res, err, errlen);
+                               : decode_outputs(&r, &res, err, errlen);
     } else if (DYNQ__RD_KEY(&r, "compute_us")) {
       if (!dynq__rd_nil(&r) && dynq__rd_int(&r, &res.compute_us) < 0)
         rc = BAD_FIELD("compute_us");
@@ -235,6 +281,7 @@ int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t 
     block_free(res.outputs);
     return rc;
   }
+  if (ret_used != NULL) *ret_used = (size_t)(r.p - p);
   *ret = res;
   return 0;
 }

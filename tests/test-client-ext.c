@@ -2381,7 +2381,7 @@ START_TEST(infer_decoder_names_what_is_wrong) {
     dynq__w_int(&w, 1);
     ck_assert_int_eq(dynq__wbuf_status(&w), 0);
     err[0] = '\0';
-    int rc = dynq__decode_infer_result(w.data, w.len, &res, err, sizeof err);
+    int rc = dynq__decode_infer_result(w.data, w.len, &res, NULL, err, sizeof err);
     ck_assert_msg(rc == want[k].code && strstr(err, want[k].needle) != NULL,
                   "case %d: %d '%s'", k, rc, err);
     dynq__wbuf_free(&w);
@@ -2436,7 +2436,7 @@ START_TEST(infer_decoder_names_what_is_wrong) {
     }
     ck_assert_int_eq(dynq__wbuf_status(&w), 0);
     err[0] = '\0';
-    int rc = dynq__decode_infer_result(w.data, w.len, &res, err, sizeof err);
+    int rc = dynq__decode_infer_result(w.data, w.len, &res, NULL, err, sizeof err);
     ck_assert_msg(rc == top[k].code && strstr(err, top[k].needle) != NULL, "%s: %d '%s'",
                   top[k].name, rc, err);
     dynq__wbuf_free(&w);
@@ -2471,7 +2471,7 @@ START_TEST(infer_decoder_names_what_is_wrong) {
   dynq__w_str(&w, "threads");
   dynq__w_array(&w, 2); dynq__w_nil(&w); dynq__w_bool(&w, 1);
   ck_assert_int_eq(dynq__wbuf_status(&w), 0);
-  ck_assert_int_eq(dynq__decode_infer_result(w.data, w.len, &res, err, sizeof err), 0);
+  ck_assert_int_eq(dynq__decode_infer_result(w.data, w.len, &res, NULL, err, sizeof err), 0);
   ck_assert_int_eq(res.n_outputs, 2);
   ck_assert_int_eq(res.compute_us, -1);
   ck_assert_str_eq(res.outputs[0].name, "ids");
@@ -2485,7 +2485,7 @@ START_TEST(infer_decoder_names_what_is_wrong) {
   for (size_t cut = 0; cut < w.len; cut++) {
     uint8_t *copy = malloc(cut ? cut : 1);  /* exactly cut bytes: ASan sees overreads */
     memcpy(copy, w.data, cut);
-    ck_assert_msg(dynq__decode_infer_result(copy, cut, &res, err, sizeof err) < 0,
+    ck_assert_msg(dynq__decode_infer_result(copy, cut, &res, NULL, err, sizeof err) < 0,
                   "prefix of %zu bytes decoded", cut);
     free(copy);
   }

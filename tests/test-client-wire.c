@@ -296,7 +296,8 @@ static dynq_client_t *pair_client(int *ret_srv) {
   return c;
 }
 
-/* The server takes one request off fd (asserted whole). */
+/* The server takes one request off fd (asserted whole; the only one
+ * there: what else its read took is dropped). */
 static uint32_t srv_take(int fd) {
   tu_rpc_t srv;
   dynq__rpc_msg_t m;
@@ -543,6 +544,183 @@ START_TEST(hostile_server_answers) {
 }
 END_TEST
 
+/* An answer for ticket id with k + 1 outputs o0..ok, output j an int32
+ * [j + 1] of values id * 100 + j (every third one a shm reference instead),
+ * and fields before and after the outputs. */
+static void w_answer_k(dynq__wbuf_t *w, uint32_t id, int k) {
+  int32_t v[16];
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "queue_us");
+  dynq__w_uint(w, 7);
+  dynq__w_str(w, "outputs");
+  dynq__w_map(w, (uint32_t)k + 1);
+  for (int j = 0; j <= k; j++) {
+    char name[8];
+    snprintf(name, sizeof name, "o%d", j);
+    dynq__w_str(w, name);
+    if (j % 3 == 2) {
+      dynq__w_map(w, 3);
+      dynq__w_str(w, "dtype"); dynq__w_str(w, "int32");
+      dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, j + 1);
+      dynq__w_str(w, "shm"); dynq__w_map(w, 1); dynq__w_str(w, "size");
+      dynq__w_uint(w, (uint64_t)(j + 1) * 4);
+      continue;
+    }
+    for (int e = 0; e <= j; e++) v[e] = (int32_t)id * 100 + j;
+    dynq__wtensor_t t = {DYNQ_INT32, 1, {j + 1}, v, (size_t)(j + 1) * 4};
+    dynq__w_wtensor(w, &t);
+  }
+  dynq__w_str(w, "compute_us");
+  dynq__w_int(w, id);
+}
+
+static void check_answer_k(const dynq_infer_result_t *res, uint32_t id, int k) {
+  ck_assert_int_eq(res->n_outputs, k + 1);
+  ck_assert_int_eq(res->compute_us, id);
+  for (int j = 0; j <= k; j++) {
+    const dynq_tensor_t *o = &res->outputs[j];
+    char name[8];
+    snprintf(name, sizeof name, "o%d", j);
+    ck_assert_str_eq(o->name, name);
+    ck_assert_int_eq(o->rank, 1);
+    ck_assert_int_eq(o->shape[0], j + 1);
+    ck_assert_uint_eq(o->nbytes, (size_t)(j + 1) * 4);
+    if (j % 3 == 2) {
+      ck_assert_ptr_null(o->data);
+      continue;
+    }
+    ck_assert_uint_eq((uintptr_t)o->data % 64, 0);
+    for (int e = 0; e <= j; e++) ck_assert_int_eq(((const int32_t *)o->data)[e], (int32_t)id * 100 + j);
+  }
+}
+
+/* Many answers in one read (each taken off the buffer by its own
+ * decoding), in another order than asked, with up to 12 outputs (more than
+ * the decoder keeps between its passes), one in an envelope only the
+ * framer delimits, and the last split across two writes. */
+START_TEST(answers_back_to_back) {
+  enum { N = 14 };
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  float x[2] = {1, 2};
+  dynq_tensor_t in = {"x", DYNQ_FLOAT32, 1, {2}, x, sizeof x};
+  uint32_t t[N], got;
+  for (int k = 0; k < N; k++) ck_assert_int_eq(dynq_submit_infer(c, "m", &in, 1, NULL, &t[k]), 0);
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+  static tu_rpc_t rpc;                            /* one framer: the requests came together */
+  memset(&rpc, 0, sizeof rpc);
+  rpc.fd = srv;
+  for (int k = 0; k < N; k++) {
+    dynq__rpc_msg_t m;
+    ck_assert_int_eq(tu_rpc_recv(&rpc, &m), 0);
+    ck_assert_uint_eq(m.msgid, t[k]);
+    dynq__rpc_free(&m);
+  }
+  dynq__framer_free(&rpc.fr);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  for (int k = N - 2; k >= 0; k--) {
+    if (k == 5) {                                 /* array16 envelope */
+      size_t at = w.len;
+      w_answer_k(&w, t[k], k);
+      uint8_t *b = w.data + at;
+      ck_assert_uint_eq(b[0], 0x94);
+      raw(&w, (const uint8_t[]){0, 0}, 2);        /* room for the longer header */
+      memmove(b + 3, b + 1, w.len - at - 3);
+      b[0] = 0xdc;
+      b[1] = 0;
+      b[2] = 4;
+      continue;
+    }
+    w_answer_k(&w, t[k], k % 12);
+  }
+  size_t whole = w.len;
+  w_answer_k(&w, t[N - 1], 11);
+  size_t half = whole + (w.len - whole) / 2;
+  tu_write_all(srv, w.data, half);
+  for (int done = 0; done < N - 1; done++) {
+    ck_assert_int_eq(dynq_poll(c, 5000, &got), 1);
+    int k = 0;
+    while (t[k] != got) k++;
+    ck_assert_int_eq(k, N - 2 - done);           /* in the order sent */
+    dynq_infer_result_t res;
+    ck_assert_int_eq(dynq_wait_infer(c, got, &res), 0);
+    check_answer_k(&res, got, k == 5 ? 5 : k % 12);
+    dynq_infer_result_free(&res);
+  }
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);   /* half an answer: not yet */
+  tu_write_all(srv, w.data + half, w.len - half);
+  ck_assert_int_eq(dynq_poll(c, 5000, &got), 1);
+  ck_assert_uint_eq(got, t[N - 1]);
+  dynq_infer_result_t res;
+  ck_assert_int_eq(dynq_wait_infer(c, got, &res), 0);
+  check_answer_k(&res, got, 11);
+  dynq_infer_result_free(&res);
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  dynq__wbuf_free(&w);
+  dynq_close(c);
+  close(srv);
+}
+END_TEST
+
+/* The decoder says how long the map it read was, with more bytes after. */
+START_TEST(decoder_reports_its_length) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_answer_k(&w, 9, 10);
+  /* the result map starts after [1, 9, nil: 4 bytes */
+  size_t maplen = w.len - 4;
+  raw(&w, (const uint8_t[]){0x93, 0xc1, 0xc1}, 3);
+  dynq_infer_result_t res;
+  size_t used = 0;
+  char err[256];
+  ck_assert_int_eq(dynq__decode_infer_result(w.data + 4, w.len - 4, &res, &used, err, sizeof err),
+                   0);
+  ck_assert_uint_eq(used, maplen);
+  check_answer_k(&res, 9, 10);
+  dynq_infer_result_free(&res);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
+/* The framer's peek/take: frames the owner delimits itself, mixed with
+ * scanned ones, and the sticky error still wins. */
+START_TEST(framer_peek_take) {
+  dynq__framer_t f;
+  const uint8_t *p, *frame;
+  size_t n, flen;
+  dynq__framer_init(&f, NULL);
+  ck_assert_int_eq(dynq__framer_peek(&f, &p, &n), 0);
+  ck_assert_uint_eq(n, 0);
+  static const uint8_t in[] = {0x91, 0x01, 0x92, 0x02, 0x03, 0xc0, 0x07};
+  ck_assert_int_eq(dynq__framer_push(&f, in, sizeof in), 0);
+  ck_assert_int_eq(dynq__framer_peek(&f, &p, &n), 0);
+  ck_assert_uint_eq(n, sizeof in);
+  ck_assert_mem_eq(p, in, sizeof in);
+  dynq__framer_take(&f, 2);                       /* [1] */
+  ck_assert_uint_eq(dynq__framer_pending(&f), 5);
+  ck_assert_int_eq(dynq__framer_next(&f, &frame, &flen), 1);  /* [2, 3] scanned */
+  ck_assert_uint_eq(flen, 3);
+  ck_assert_uint_eq(frame[0], 0x92);
+  ck_assert_int_eq(dynq__framer_peek(&f, &p, &n), 0);
+  ck_assert_uint_eq(n, 2);
+  ck_assert_uint_eq(p[0], 0xc0);
+  dynq__framer_take(&f, 1);                       /* nil */
+  dynq__framer_hold(&f);                          /* given back: pending again */
+  ck_assert_uint_eq(dynq__framer_pending(&f), 2);
+  ck_assert_int_eq(dynq__framer_next(&f, &frame, &flen), 1);
+  ck_assert_uint_eq(frame[0], 0xc0);
+  ck_assert_int_eq(dynq__framer_next(&f, &frame, &flen), 1);
+  ck_assert_uint_eq(frame[0], 0x07);
+  ck_assert_int_eq(dynq__framer_next(&f, &frame, &flen), 0);
+  ck_assert_int_eq(dynq__framer_push(&f, (const uint8_t[]){0xc1}, 1), 0);
+  ck_assert_int_eq(dynq__framer_next(&f, &frame, &flen), DYNQ_EPROTO);
+  ck_assert_int_eq(dynq__framer_peek(&f, &p, &n), DYNQ_EPROTO);
+  dynq__framer_free(&f);
+}
+END_TEST
+
 static Suite *client_wire_suite(void) {
   Suite *s = suite_create("client-wire");
   TCase *tc = tcase_create("tickets");
@@ -553,6 +731,11 @@ static Suite *client_wire_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("hostile");
   tcase_add_loop_test(tc, hostile_server_answers, 0, (int)(sizeof answers / sizeof answers[0]));
+  suite_add_tcase(s, tc);
+  tc = tcase_create("answers");
+  tcase_add_test(tc, answers_back_to_back);
+  tcase_add_test(tc, decoder_reports_its_length);
+  tcase_add_test(tc, framer_peek_take);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -123,6 +123,21 @@ int dynq__framer_push(dynq__framer_t *f, const void *p, size_t n) {
   return 0;
 }
 
+int dynq__framer_peek(dynq__framer_t *f, const uint8_t **ret_p, size_t *ret_n) {
+  assert(check_state(f));
+  if (f->err) return f->err;
+  consume(f);
+  *ret_p = f->buf != NULL ? f->buf + f->off : NULL;
+  *ret_n = f->len - f->off;
+  return 0;
+}
+
+void dynq__framer_take(dynq__framer_t *f, size_t n) {
+  assert(check_state(f) && !f->err && f->frame_len == 0 && n > 0 && n <= f->len - f->off);
+  f->off += n;
+  f->frame_len = n;
+}
+
 int dynq__framer_next(dynq__framer_t *f, const uint8_t **ret_frame, size_t *ret_len) {
   assert(check_state(f));
   if (f->err) return f->err;

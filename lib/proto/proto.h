@@ -98,6 +98,16 @@ int dynq__framer_push(dynq__framer_t *f, const void *p, size_t n);
  * code from dynq__mp_scan (DYNQ_ETOOBIG, DYNQ_EDEPTH, DYNQ_ELIMIT,
  * DYNQ_EPROTO), which sticks. */
 int dynq__framer_next(dynq__framer_t *f, const uint8_t **ret_frame, size_t *ret_len);
+/* For an owner that can delimit some frames itself, more cheaply than the
+ * scan (libdynqclient's decoder of infer answers, which reads every byte
+ * of the answer anyway): _peek gives the pending bytes (consuming the
+ * frame handed out last; *ret_n 0 when none), and _take hands out their
+ * first n bytes as the next frame, as a _next returning 1 would.  The
+ * owner vouches that those n bytes are one whole msgpack object within
+ * the framer's limits; anything it cannot delimit goes through _next.
+ * _peek returns 0, or the sticky error. */
+int dynq__framer_peek(dynq__framer_t *f, const uint8_t **ret_p, size_t *ret_n);
+void dynq__framer_take(dynq__framer_t *f, size_t n);
 /* Give back the frame handed out last (not consumed): the next _next
  * returns it again.  For a reader that must park a request until it can
  * handle it; no-op when no frame is out. */
