@@ -9,6 +9,7 @@
 #include <check.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -544,6 +545,72 @@ START_TEST(hostile_server_answers) {
 }
 END_TEST
 
+/* ---- dynqctl against the hostile server ---- */
+
+/* Answers every request on one accepted connection with a bad answer. */
+typedef struct ctl_fake {
+  int lfd;
+  const bad_answer_t *a;
+  pthread_t th;
+} ctl_fake_t;
+
+static void *ctl_fake_main(void *arg) {
+  ctl_fake_t *f = arg;
+  tu_rpc_t *rpc = calloc(1, sizeof(*rpc));
+  rpc->fd = accept(f->lfd, NULL, NULL);
+  if (rpc->fd >= 0) {
+    for (;;) {
+      struct pollfd pfd = {rpc->fd, POLLIN, 0};
+      dynq__rpc_msg_t m;
+      /* the client hangs up after its answer: EOF ends the fake */
+      if (dynq__framer_pending(&rpc->fr) == 0 &&
+          (poll(&pfd, 1, 10000) != 1 || recv(rpc->fd, (char[1]){0}, 1, MSG_PEEK) <= 0))
+        break;
+      if (tu_rpc_recv(rpc, &m) != 0) break;
+      dynq__wbuf_t w;
+      dynq__wbuf_init(&w);
+      f->a->write(&w, m.msgid);
+      dynq__rpc_free(&m);
+      if (w.len > 0) tu_write_all(rpc->fd, w.data, w.len);
+      dynq__wbuf_free(&w);
+      if (f->a->close_after) break;
+    }
+    close(rpc->fd);
+  }
+  dynq__framer_free(&rpc->fr);
+  free(rpc);
+  return NULL;
+}
+
+/* dynqctl infer prints what was wrong with the answer and exits 1, never
+ * a crash (tu_run reports a signal as 128 + N). */
+START_TEST(dynqctl_reports_bad_answers) {
+  static const int pick[] = {0, 5, 7, 9, 10, 11, 15};
+  char *dir = tu_mkdtemp(), path[512], exe[4096];
+  snprintf(path, sizeof path, "%s/fake.sock", dir);
+  snprintf(exe, sizeof exe, "%s", tu_build("client/dynqctl"));
+  for (size_t k = 0; k < sizeof pick / sizeof pick[0]; k++) {
+    const bad_answer_t *a = &answers[pick[k]];
+    ctl_fake_t f = {tu_listen_unix(path, 1), a, 0};
+    ck_assert_int_ge(f.lfd, 0);
+    ck_assert_int_eq(pthread_create(&f.th, NULL, ctl_fake_main, &f), 0);
+    char *argv[] = {exe, "--socket", path, "infer", "m", "--input", "x=[1,2]", NULL};
+    char *out = NULL;
+    int rc = tu_run(argv, &out);
+    pthread_join(f.th, NULL);
+    close(f.lfd);
+    unlink(path);
+    ck_assert_msg(rc == 1, "%s: dynqctl exit %d:\n%s", a->what, rc, out);
+    ck_assert_msg(strstr(out, "dynqctl: infer: ") != NULL && strstr(out, a->needle) != NULL &&
+                      strstr(out, dynq_err_name(a->code)) != NULL,
+                  "%s: %s", a->what, out);
+    free(out);
+  }
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 /* An answer for ticket id with k + 1 outputs o0..ok, output j an int32
  * [j + 1] of values id * 100 + j (every third one a shm reference instead),
  * and fields before and after the outputs. */
@@ -736,6 +803,9 @@ static Suite *client_wire_suite(void) {
   tcase_add_test(tc, answers_back_to_back);
   tcase_add_test(tc, decoder_reports_its_length);
   tcase_add_test(tc, framer_peek_take);
+  suite_add_tcase(s, tc);
+  tc = tcase_create("dynqctl");
+  tcase_add_test(tc, dynqctl_reports_bad_answers);
   suite_add_tcase(s, tc);
   return s;
 }
