@@ -650,7 +650,7 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
     printf("fused: %d scale/shift/activation node%s into Conv epilogues (--no-fuse keeps them)\n",
            c->n_fused_conv, c->n_fused_conv == 1 ? "" : "s");
   if (c->n_fused_bias + c->n_fused_gelu > 0)
-    printf("fused: %d bias Add%s and %d GELU%s into QLinear epilogues (--no-fuse keeps them)\n",
+    printf("fused: %d bias Add%s and %d GELU%s into layer epilogues (--no-fuse keeps them)\n",
            c->n_fused_bias, c->n_fused_bias == 1 ? "" : "s", c->n_fused_gelu,
            c->n_fused_gelu == 1 ? "" : "s");
 }

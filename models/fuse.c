@@ -10,14 +10,15 @@
  *  - LayerNorm: ReduceMean(x) -> Sub -> Pow 2 -> ReduceMean -> Add eps ->
  *    Sqrt -> Div -> Mul gamma -> Add beta (PyTorch before opset 17,
  *    PaddlePaddle) over the last axis, becomes LayerNormalization.
- *  - Bias: a quantized linear layer (QLinear) followed by an Add of a
- *    constant [N] (PyTorch exports Linear as MatMul + Add) takes the
- *    vector as its bias, applied in the GEMM epilogue.
+ *  - Bias: a linear layer (QLinear, or with --fp32 a MatMul of a
+ *    constant matrix) followed by an Add of a constant [N] (PyTorch
+ *    exports Linear as MatMul + Add) takes the vector as its bias, applied
+ *    in the GEMM epilogue.
  *  - GELU (erf form, PyTorch's F.gelu): h / sqrt(2) -> Erf -> + 1 ->
- *    h * . -> * 0.5 after a QLinear becomes that layer's GELU epilogue
+ *    h * . -> * 0.5 after such a layer becomes its GELU epilogue
  *    (act = GELU; the same formula, so FP32 agrees to rounding).
- *  - GELU (tanh form, PyTorch's F.gelu(approximate="tanh")) after a
- *    QLinear becomes its GELU_TANH epilogue.
+ *  - GELU (tanh form, PyTorch's F.gelu(approximate="tanh")) after such a
+ *    layer becomes its GELU_TANH epilogue.
  *  - Attention: an FP32 MatMul takes in the Transposes of its operands and
  *    result and a scalar Div/Mul of its result (StridedMatMul); a Softmax
  *    of an Add over the last axis becomes MaskedSoftmax.
@@ -168,19 +169,45 @@ static dynq__attr_t *act_attr(dynq__bnode_t *q) {
   return NULL;
 }
 
-static int64_t qlinear_n(const dynq__bnode_t *q) {
+static const dynq__value_t *cval(fctx_t *f, int32_t v);
+
+static int64_t qlinear_n(fctx_t *f, const dynq__bnode_t *q) {
+  if (q->op == DYNQ_OP_MATMUL) return cval(f, q->in[1])->dims[1];
   for (int i = 0; i < q->n_attr; i++)
     if (strcmp(q->attr[i].name, "n") == 0) return q->attr[i].i;
   return -1;
 }
 
-/* The QLinear with no activation yet that produces v, read only `want`
- * times; NULL otherwise. */
+/* The layer with no activation yet that produces v, read only `want`
+ * times: a QLinear, or an FP32 MatMul of a constant float32 matrix (the
+ * --fp32 form of a linear layer, whose bias and activation the engine's
+ * MatMul applies in its GEMM epilogue).  NULL otherwise. */
 static dynq__bnode_t *plain_qlinear(fctx_t *f, int32_t v, int want) {
   dynq__bnode_t *q = prod_op(f, v, DYNQ_OP_QLINEAR, want);
+  if (q == NULL && (q = prod_op(f, v, DYNQ_OP_MATMUL, want)) != NULL) {
+    const dynq__value_t *w = cval(f, q->in[1]);
+    dynq__attr_t *a = act_attr(q);
+    return q->n_in >= 2 && w != NULL && w->dtype == DYNQ_DT_F32 && w->rank == 2 &&
+           (a == NULL || a->i == DYNQ_ACT_NONE) ? q : NULL;
+  }
   dynq__attr_t *a = q ? act_attr(q) : NULL;
   return a && a->i == DYNQ_ACT_NONE ? q : NULL;
 }
+
+/* Sets a plain layer's activation (a MatMul gets the attribute and its
+ * bias slot, so that no later pattern takes it for a bare product). */
+static void set_act(dynq__bnode_t *q, int act) {
+  dynq__attr_t *a = act_attr(q);
+  if (a != NULL) {
+    a->i = act;
+    return;
+  }
+  dynq__imp_node_attr_i(q, "act", act);
+  if (q->n_in < 3) q->in[q->n_in++] = -1;
+}
+
+/* The bias slot of a plain layer. */
+static int bias_slot(const dynq__bnode_t *q) { return q->op == DYNQ_OP_MATMUL ? 2 : 4; }
 
 /* Add(QLinear, constant [N]) -> the QLinear's bias (summed with the one
  * it has).  The Add's output becomes the QLinear's. */
@@ -191,10 +218,11 @@ static int try_bias(fctx_t *f, int add_i, conv_t *c) {
   for (int side = 0; side < 2; side++) {
     dynq__bnode_t *q = plain_qlinear(f, add->in[side], 1);
     int32_t cv = add->in[1 - side];
-    int64_t N = q ? qlinear_n(q) : -1;
+    int64_t N = q ? qlinear_n(f, q) : -1;
     if (q == NULL || N < 1 || const_vec(f, cv) != N) continue;
+    const int slot = bias_slot(q);
     const float *extra = cval(f, cv)->data;
-    const float *old = q->n_in > 4 && q->in[4] >= 0 ? cval(f, q->in[4])->data : NULL;
+    const float *old = q->n_in > slot && q->in[slot] >= 0 ? cval(f, q->in[slot])->data : NULL;
     float *nb = dynq__imp_pool_alloc(&b->pool, (size_t)N * sizeof(float));
     if (nb == NULL) return -1;
     for (int64_t j = 0; j < N; j++) nb[j] = (old ? old[j] : 0.0f) + extra[j];
@@ -205,8 +233,8 @@ static int try_bias(fctx_t *f, int add_i, conv_t *c) {
     if (bv < 0) return -1;
     q = &b->nodes[qi];
     add = &b->nodes[add_i];
-    while (q->n_in < 5) q->in[q->n_in++] = -1;
-    q->in[4] = bv;
+    while (q->n_in <= slot) q->in[q->n_in++] = -1;
+    q->in[slot] = bv;
     b->producer[q->out[0]] = -1;
     q->out[0] = add->out[0];
     b->producer[add->out[0]] = qi;
@@ -243,7 +271,7 @@ static int try_gelu(fctx_t *f, int mul_i) {
           continue;
         int32_t qi = (int32_t)(q - b->nodes);
         d->dead = e->dead = a->dead = m1->dead = m2->dead = 1;
-        act_attr(q)->i = DYNQ_ACT_GELU;
+        set_act(q, DYNQ_ACT_GELU);
         b->producer[q->out[0]] = -1;
         q->out[0] = m2->out[0];
         b->producer[m2->out[0]] = qi;
@@ -306,7 +334,7 @@ static int try_gelu_tanh(fctx_t *f, int mul_i) {
     if (m0 == NULL || m0->n_in != 2 || m0->in[0] != h || m0->in[1] != h) continue;
     dynq__bnode_t *dead[] = {m0, m1, m2, a2, m3, th, a3, m4};
     for (size_t j = 0; j < sizeof(dead) / sizeof(dead[0]); j++) dead[j]->dead = 1;
-    act_attr(q)->i = DYNQ_ACT_GELU_TANH;
+    set_act(q, DYNQ_ACT_GELU_TANH);
     take_output(f, q, m5);
     return 1;
   }

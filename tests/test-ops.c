@@ -400,6 +400,68 @@ static const int64_t perms4[24][4] = {
   {2, 0, 1, 3}, {2, 0, 3, 1}, {2, 1, 0, 3}, {2, 1, 3, 0}, {2, 3, 0, 1}, {2, 3, 1, 0},
   {3, 0, 1, 2}, {3, 0, 2, 1}, {3, 1, 0, 2}, {3, 1, 2, 0}, {3, 2, 0, 1}, {3, 2, 1, 0}};
 
+/* The engine's MatMul with a layer epilogue (bias input, attr "act"):
+ * the bits of MatMul, Add of the bias and the activation as separate
+ * steps, for one row tile (B read in place) and for more rows; a bias of
+ * the wrong length is refused at run time, and at load a bias that is
+ * not a constant vector or an unknown act. */
+START_TEST(matmul_epilogue) {
+  enum { M = 7, K = 9, N = 70 };
+  static float a[2 * M * K], b[K * N], bias[N];
+  for (int i = 0; i < 2 * M * K; i++) a[i] = (float)((i * 7) % 11) * 0.1f - 0.5f;
+  for (int i = 0; i < K * N; i++) b[i] = (float)((i * 5) % 13) * 0.1f - 0.6f;
+  for (int i = 0; i < N; i++) bias[i] = (float)(i % 9) * 0.25f - 1.0f;
+  static const int acts[] = {DYNQ_ACT_NONE, DYNQ_ACT_RELU, DYNQ_ACT_GELU, DYNQ_ACT_GELU_TANH};
+  for (int rows = 1; rows <= 2 * M; rows += 2 * M - 1) {  /* 1 row, then 14 */
+    int64_t da[2] = {rows, K}, db[2] = {K, N}, dbias[1] = {N};
+    dynq__tensor_t A = tf(2, da, a), Bt = tf(2, db, b), Bias = tf(1, dbias, bias), o, ref, sum;
+    for (size_t ai = 0; ai < sizeof(acts) / sizeof(acts[0]); ai++) {
+      dynq__attr_t at = {.name = "act", .type = DYNQ_ATTR_INT, .i = acts[ai]};
+      const dynq__tensor_t *in[3] = {&A, &Bt, &Bias};
+      ck_assert_int_eq(run_n(DYNQ_OP_MATMUL, &at, 1, 3, in, &o), 0);
+      ck_assert_int_eq(run_n(DYNQ_OP_MATMUL, NULL, 0, 2, in, &ref), 0);
+      const dynq__tensor_t *ain[2] = {&ref, &Bias};
+      ck_assert_int_eq(run_n(DYNQ_OP_ADD, NULL, 0, 2, ain, &sum), 0);
+      dynq__act_apply(acts[ai], sum.data, N, rows, 0, N);
+      ck_assert_msg(memcmp(o.data, sum.data, sizeof(float) * (size_t)(rows * N)) == 0,
+                    "rows %d act %d: fused MatMul differs from MatMul + Add + act", rows,
+                    acts[ai]);
+      dynq__tensor_clear(&o);
+      dynq__tensor_clear(&ref);
+      dynq__tensor_clear(&sum);
+    }
+    /* wrong bias length */
+    int64_t dshort[1] = {N - 1};
+    dynq__tensor_t Short = tf(1, dshort, bias);
+    const dynq__tensor_t *bad[3] = {&A, &Bt, &Short};
+    ck_assert_int_eq(run_n(DYNQ_OP_MATMUL, NULL, 0, 3, bad, &o), DYNQ_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "bias"));
+    ck_assert_ptr_nonnull(strstr(err, "70 output columns"));
+  }
+  /* load-time checks */
+  const dynq__opdef_t *def = dynq__opdef(DYNQ_OP_MATMUL);
+  dynq__value_t vals[3] = {
+    {.name = "x", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {M, K}},
+    {.name = "w", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {K, N}, .data = b},
+    {.name = "b", .dtype = DYNQ_DT_F32, .rank = 1, .dims = {N}, .data = bias},
+  };
+  dynq__graph_t g = {.n_values = 3, .values = vals};
+  static const int32_t idx[3] = {0, 1, 2};
+  dynq__attr_t at = {.name = "act", .type = DYNQ_ATTR_INT, .i = DYNQ_ACT_GELU};
+  dynq__node_t n = {.op = DYNQ_OP_MATMUL, .name = "mm", .n_in = 3, .n_out = 1, .in = idx,
+                    .out = idx, .n_attr = 1, .attr = &at};
+  ck_assert_int_eq(def->check(&g, &n, err, sizeof err), 0);
+  at.i = 99;
+  ck_assert_int_eq(def->check(&g, &n, err, sizeof err), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "unknown act 99"));
+  ck_assert_ptr_nonnull(strstr(err, "'mm'"));
+  at.i = DYNQ_ACT_NONE;
+  vals[2].data = NULL;  /* computed, not a constant */
+  ck_assert_int_eq(def->check(&g, &n, err, sizeof err), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "constant float32 vector"));
+}
+END_TEST
+
 /* StridedMatMul against Transpose + MatMul + Transpose for every operand
  * permutation (BLAS on a leading dimension, transposed operands, the
  * copied fallback) and result permutations that take each output path
@@ -1472,6 +1534,7 @@ int main(void) {
   tcase_add_test(tc, softmax_axes);
   tcase_add_test(tc, flatten_reshape);
   tcase_add_test(tc, matmul_batched);
+  tcase_add_test(tc, matmul_epilogue);
   tcase_add_test(tc, gemm_attrs);
   tcase_add_test(tc, layernorm_rows);
   tcase_add_test(tc, add_layernorm_fused);

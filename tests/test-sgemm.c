@@ -4,7 +4,8 @@
  * supports bit for bit against the reference (transposes, leading
  * dimensions past the minimum, alpha and beta, ragged sizes, K, M and N
  * past one cache block), pre-packed B against unpacked, column ranges
- * against one call, and dynq__sgemm_ex's thread splits against one thread.
+ * against one call, dynq__sgemm_ex's thread splits against one thread, and
+ * dynq__sgemm_layer's per-tile epilogue against the same steps afterwards.
  */
 #include <check.h>
 #include <math.h>
@@ -283,6 +284,64 @@ START_TEST(test_threads) {
 }
 END_TEST
 
+/* dynq__sgemm_layer's epilogue (bias, then activation) on each finished
+ * tile gives the bits of the plain GEMM followed by the bias Add and
+ * dynq__act_apply: packed and unpacked B (in place for up to 6 rows),
+ * K past one cache block (applied once, after the last block), one and
+ * two threads, every micro-kernel the CPU has. */
+START_TEST(test_epilogue) {
+  static const int64_t shapes[][3] = {{5, 200, 300}, {130, 97, 300}, {13, 16, 7}};
+  static const char *const kernels[] = {"ref", "auto"};
+  static const int acts[] = {DYNQ_ACT_NONE, DYNQ_ACT_RELU, DYNQ_ACT_SIGMOID, DYNQ_ACT_GELU,
+                             DYNQ_ACT_GELU_TANH};
+  for (size_t kn = 0; kn < 2; kn++) {
+    ck_assert_int_eq(dynq__kernels_init(kernels[kn], NULL), 0);
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+      for (size_t ai = 0; ai < sizeof(acts) / sizeof(acts[0]); ai++) {
+        const int act = acts[ai];
+        problem_t p;
+        problem_init(&p, shapes[s][0], shapes[s][1], shapes[s][2], 0, 0, 3, 1.0f, 0.0f);
+        float *bias = rnd((size_t)p.N);
+        for (int64_t n = 0; n < p.N; n++) bias[n] *= 4.0f;
+        size_t nb = sizeof(float) * (size_t)(p.M * p.ldc);
+        float *want = malloc(nb), *got = malloc(nb);
+        ck_assert(want && got);
+        for (int form = 0; form < 4; form++) {
+          const float *bp = form & 1 ? p.Bp : NULL;
+          const int threads = form & 2 ? 2 : 1;
+          memcpy(want, p.C0, nb);
+          memcpy(got, p.C0, nb);
+          dynq__sgemm_ex(threads, 0, 0, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, bp, 0.0f,
+                         want, p.ldc);
+          for (int64_t m = 0; m < p.M; m++)
+            for (int64_t n = 0; n < p.N; n++) want[m * p.ldc + n] += bias[n];
+          dynq__act_apply(act, want, (size_t)p.ldc, p.M, 0, p.N);
+          dynq__sgemm_layer(threads, 0, 0, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, bp,
+                            0.0f, got, p.ldc, bias, act);
+          ck_assert_msg(memcmp(want, got, nb) == 0,
+                        "kernel %s shape %zu act %d form %d: epilogue differs", kernels[kn], s,
+                        act, form);
+          /* the activation alone, no bias */
+          memcpy(got, p.C0, nb);
+          dynq__sgemm_layer(threads, 0, 0, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, bp,
+                            0.0f, got, p.ldc, NULL, act);
+          memcpy(want, p.C0, nb);
+          dynq__sgemm_ex(threads, 0, 0, p.M, p.N, p.K, 1.0f, p.A, p.lda, p.B, p.ldb, bp, 0.0f,
+                         want, p.ldc);
+          dynq__act_apply(act, want, (size_t)p.ldc, p.M, 0, p.N);
+          ck_assert_msg(memcmp(want, got, nb) == 0, "kernel %s shape %zu act %d form %d: "
+                        "activation without bias differs", kernels[kn], s, act, form);
+        }
+        free(want);
+        free(got);
+        free(bias);
+        problem_free(&p);
+      }
+  }
+  ck_assert_int_eq(dynq__kernels_init("auto", NULL), 0);
+}
+END_TEST
+
 /* Names outside the table, and the mapping from the INT8 kernels. */
 START_TEST(test_find) {
   ck_assert_ptr_null(dynq__sgemm_find("avx1024"));
@@ -308,6 +367,7 @@ int main(void) {
   tcase_add_loop_test(tc, test_blocks_and_ranges, 0, 3);
   tcase_add_loop_test(tc, test_beta_and_nan, 0, 3);
   tcase_add_test(tc, test_threads);
+  tcase_add_test(tc, test_epilogue);
   tcase_add_test(tc, test_find);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);

@@ -373,6 +373,48 @@ START_TEST(fused_vs_unfused) {
 }
 END_TEST
 
+/* dynq-quantize --fp32 moves bias Adds and GELUs into the FP32 MatMul's
+ * GEMM epilogue: the models with GELU (erf form: bert; tanh form:
+ * decoder) report the fusions, and give ORT FP32's output within 1e-5 as
+ * the --no-fuse conversion does. */
+START_TEST(fp32_epilogues) {
+  int checked = 0;
+  for (int i = 0; i < n_models; i++) {
+    const zmodel_t *m = &models[i];
+    if (!m->converted || (strcmp(m->name, "bert") != 0 && strcmp(m->name, "decoder") != 0))
+      continue;
+    char src[256], fa[512], fb[512], rel[256];
+    snprintf(src, sizeof src, "%s/tests/fixtures/zoo/%s", tu_src("."), m->file);
+    snprintf(fa, sizeof fa, "%s/fp32_fused.dynq", dir);
+    snprintf(fb, sizeof fb, "%s/fp32_unfused.dynq", dir);
+    char *log = NULL;
+    ck_assert_int_eq(tu_quantize_log(&log, "--fp32", src, fa, (char *)NULL), 0);
+    const char *fu = strstr(log, "bias Adds and ");
+    ck_assert_msg(fu && strstr(fu, "GELU") && strstr(fu, "into layer epilogues") &&
+                      strncmp(fu + 14, "0 GELU", 6) != 0,
+                  "%s: --fp32 bias/GELU not fused:\n%s", m->dynq, log);
+    free(log);
+    ck_assert_int_eq(tu_quantize(src, fb, "--fp32", "--no-fuse", (char *)NULL), 0);
+    size_t n = numel(&m->out[0]);
+    float *ref = malloc(n * sizeof(float));
+    ck_assert_ptr_nonnull(ref);
+    snprintf(rel, sizeof rel, "tests/fixtures/zoo/%s", m->out[0].file);
+    ck_assert_int_eq(tu_load_f32(rel, ref, n), 0);
+    float *ya = run_inproc(fa, m, DYNQ_PRECISION_FP32), *yb = run_inproc(fb, m, DYNQ_PRECISION_FP32);
+    double ea = tu_rel_max(ya, ref, n), eb = tu_rel_max(yb, ref, n);
+    printf("zoo %s opset %d: --fp32 vs ORT FP32 max rel %.2e fused, %.2e unfused\n", m->name,
+           m->opset, ea, eb);
+    ck_assert_msg(ea <= 1e-5 && eb <= 1e-5, "%s: --fp32 vs ORT FP32 %g fused, %g unfused",
+                  m->dynq, ea, eb);
+    free(ref);
+    free(ya);
+    free(yb);
+    checked++;
+  }
+  ck_assert_int_ge(checked, 2);
+}
+END_TEST
+
 /* Attention's activation x activation products run dynamic INT8 on the
  * INT8 path by default (--int8-attention forces it, --fp32-attention
  * turns it off).  On every attention fixture the INT8 output differs from
@@ -695,6 +737,7 @@ static Suite *zoo_suite(void) {
   tcase_add_loop_test(tc, zoo_sets, 0, N_MODELS);
   tcase_add_test(tc, fused_vs_unfused);
   tcase_add_test(tc, int8_attention);
+  tcase_add_test(tc, fp32_epilogues);
   tcase_add_test(tc, embeddings_cosine);
   tcase_add_test(tc, reshapes_are_views);
   suite_add_tcase(s, tc);

@@ -193,6 +193,7 @@ int dynq__sgemm_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *s
         pstride = kc * NR;
         ldb = NR;
       }
+      const int last_k = pc + kc == K;
       const int flags = (pc > 0 || first_load ? DYNQ_SGEMM_LOAD : 0) |
                         (direct ? DYNQ_SGEMM_INPLACE : 0);
       for (int64_t ic = i0; ic < M && ic < i0 + rb; ic += MC) {
@@ -211,8 +212,9 @@ int dynq__sgemm_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *s
               for (int r = 0; r < rows; r++)
                 for (int j = 0; j < nr; j += 16) __builtin_prefetch(cn + r * s->ldc + j, 1, 3);
             }
-            kr->ukr(kc, ap + ir * kc, b, ldb, C + (ic + ir) * s->ldc + jc + jr, s->ldc,
-                    mr, nr, flags);
+            float *c = C + (ic + ir) * s->ldc + jc + jr;
+            kr->ukr(kc, ap + ir * kc, b, ldb, c, s->ldc, mr, nr, flags);
+            if (last_k && s->epi) s->epi(s->epi_ctx, c, s->ldc, jc + jr, mr, nr);
           }
         }
       }

@@ -10,7 +10,7 @@
  *   a'  = alpha * A[m][k]        (float multiply; skipped when alpha == 1)
  *   acc = beta == 0 ? 0 : (beta == 1 ? C[m][n] : beta * C[m][n])
  *   acc = fma(a', B[k][n], acc)  for k = 0, 1, ..., K-1 in this order
- *   C[m][n] = acc
+ *   C[m][n] = acc, then the epilogue (args.epi) on it if any
  * One fused multiply-add per k on one accumulator per element: cache
  * blocking along K stores the partial sum in C and reloads it, which
  * changes no bit.  With beta == 0, C is never read (NaN in C is ignored).
@@ -76,6 +76,13 @@ typedef struct dynq__sgemm_args {
   float *C;                /* C[m*ldc + n], ldc >= N */
   int64_t ldc;
   int64_t n0, n1;          /* compute columns [n0, n1): n0 % NR == 0, n1 <= N */
+  /* NULL, or called on every finished block of C right after its last K
+   * block (a micro-tile, still in L1): rows x cols values at c (row
+   * stride ldc), the first in column n of C.  It must be elementwise,
+   * each value's result depending only on the value and its column, so
+   * that every split and block size keeps the same bits. */
+  void (*epi)(const void *ctx, float *c, int64_t ldc, int64_t n, int64_t rows, int64_t cols);
+  const void *epi_ctx;
 } dynq__sgemm_args_t;
 
 /* Floats of the packed form of a K x N matrix. */

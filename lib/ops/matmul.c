@@ -1,7 +1,10 @@
 /*
  * Matrix products: MatMul (numpy semantics) and Gemm in FP32 through
- * OpenBLAS, and QLINEAR, the dynamic INT8 linear layer (inputs in
- * graph.h).
+ * dynq__sgemm_ex, and QLINEAR, the dynamic INT8 linear layer (inputs in
+ * graph.h).  The engine's MatMul may carry a layer epilogue that
+ * dynq-quantize fuses into it (models/fuse.c): an optional third input,
+ * a constant float32 bias [N] added to every row, and attr "act"
+ * (DYNQ_ACT_*) applied after it, both on each tile as the GEMM finishes it.
  *
  * QLINEAR's INT8 path: per-row (or per-tensor) activation quantization
  * straight into the packed u8 layout, then qgemm with the fused epilogue,
@@ -254,14 +257,9 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
       dynq__tensor_clear(out);
       return dynq__op_fail(c, DYNQ_ENOREF, "model has no FP32 reference weights (quantized with --no-reference)");
     }
-    c->splits += (uint64_t)dynq__sgemm_ex(c->threads, 0, 0, M, N, K, 1.0f, X, K, in[5]->data, N,
-                                          packed_b(pack_slot(c), 0, in[5]->data, N, K, N), 0.0f, Y, N);
-    for (int64_t m = 0; m < M; m++) {
-      float *y = Y + m * N;
-      if (bias)
-        for (int64_t j = 0; j < N; j++) y[j] += bias[j];
-    }
-    dynq__act_apply(act, Y, (size_t)N, M, 0, N);
+    c->splits += (uint64_t)dynq__sgemm_layer(c->threads, 0, 0, M, N, K, 1.0f, X, K, in[5]->data,
+                                             N, packed_b(pack_slot(c), 0, in[5]->data, N, K, N),
+                                             0.0f, Y, N, bias, act);
     free(xt);
     return 0;
   }
@@ -357,27 +355,43 @@ int dynq__run_matmul(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   for (int d = 0; d < r - 2; d++) fin[fr++] = bc.dims[d];
   if (a->rank > 1) fin[fr++] = M;
   if (b->rank > 1) fin[fr++] = N;
-  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, fr, fin, 1))) return rc;
-  if (M == 0 || N == 0) return 0;
-  if (K == 0) {
-    memset(out->data, 0, sizeof(float) * (size_t)(bc.n * M * N));
-    return 0;
-  }
-  if (b->rank <= 2) {
+  const dynq__tensor_t *bt = c->node->n_in > 2 ? in[2] : NULL;
+  const float *bias = bt ? bt->data : NULL;
+  const int act = c->st->matmul.act;
+  if (bt != NULL && (bt->dtype != DYNQ_DT_F32 || dynq__tensor_numel(bt) != N))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "bias %s %s does not match the %lld output columns",
+                         dynq__dtype_name(bt->dtype),
+                         dynq__shape_str(x, sizeof(x), bt->rank, bt->dims), (long long)N);
+  /* every path below writes every output element */
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, fr, fin, 0))) return rc;
+  if (M == 0 || N == 0 || bc.n == 0) return 0;
+  if (b->rank <= 2 || K == 0) {
     /* One B for every batch matrix of A: the batch is just more rows. */
-    _Atomic(float *) *slot = pack_slot(c);
+    _Atomic(float *) *slot = K > 0 && b->rank <= 2 ? pack_slot(c) : NULL;
     const float *bp = slot ? packed_b(slot, 0, b->data, N, K, N) : NULL;
-    c->splits += (uint64_t)dynq__sgemm_ex(c->threads, 0, 0, bc.n * M, N, K, 1.0f, a->data, K,
-                                          b->data, N, bp, 0.0f, out->data, N);
+    c->splits += (uint64_t)dynq__sgemm_layer(c->threads, 0, 0, bc.n * M, N, K, 1.0f, a->data, K,
+                                             b->data, N, bp, 0.0f, out->data, N, bias, act);
     return 0;
   }
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
   for (int64_t bi = 0; bi < bc.n; bi++, dynq__bcast_next(&bc, 2, cnt, off)) {
     float *C = (float *)out->data + bi * M * N;
-    c->splits += (uint64_t)dynq__sgemm_ex(c->threads, 0, 0, M, N, K, 1.0f,
-                                          (const float *)a->data + off[0] * M * K, K,
-                                          (const float *)b->data + off[1] * K * N, N, NULL, 0.0f,
-                                          C, N);
+    c->splits += (uint64_t)dynq__sgemm_layer(c->threads, 0, 0, M, N, K, 1.0f,
+                                             (const float *)a->data + off[0] * M * K, K,
+                                             (const float *)b->data + off[1] * K * N, N, NULL,
+                                             0.0f, C, N, bias, act);
+  }
+  return 0;
+}
+
+int dynq__check_matmul(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  int64_t act = dynq__node_attr_i(n, "act", DYNQ_ACT_NONE);
+  DYNQ_OP_CHECK(act >= DYNQ_ACT_NONE && act <= DYNQ_ACT_GELU_TANH, "unknown act %lld",
+                (long long)act);
+  if (n->n_in > 2 && n->in[2] >= 0) {
+    const dynq__value_t *v = g && n->in[2] < g->n_values ? &g->values[n->in[2]] : NULL;
+    DYNQ_OP_CHECK(v != NULL && v->data != NULL && v->dtype == DYNQ_DT_F32 && v->rank == 1,
+                  "the bias (input 2) must be a constant float32 vector");
   }
   return 0;
 }
@@ -392,6 +406,7 @@ int dynq__prep_matmul(const dynq__graph_t *g, const dynq__node_t *n, dynq__opsta
                       char *err, size_t errlen) {
   (void)err, (void)errlen;
   st->matmul.const_b = const_matrix(g, n->in[1]);
+  st->matmul.act = (int)dynq__node_attr_i(n, "act", DYNQ_ACT_NONE);
   return 0;
 }
 

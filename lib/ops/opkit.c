@@ -160,102 +160,6 @@ int dynq__bcast_init(dynq__op_ctx_t *c, int nin, const dynq__tensor_t *const *t,
   return 0;
 }
 
-/* Below this many multiply-adds an FP32 GEMM runs on one thread (the
- * INT8 GEMM's threshold, matmul.c); tasks per thread as there. */
-#define SGEMM_SPLIT_MIN_MACS (INT64_C(1) << 21)
-#define SGEMM_CHUNKS_PER_THREAD 4
-/* Without pre-packed weights B would be packed per call, and OpenBLAS's
- * unpacked sgemm measured faster at every M above one row tile (dynq-bench
- * sgemm: 1.4-2x at M 16, 1.15-1.3x at M 128, ~1.1x at M 1024); at most 6
- * rows of an untransposed B are read in place instead. */
-typedef struct sgemm_split {
-  const dynq__sgemm_kernel_t *kr;
-  const dynq__sgemm_args_t *a;
-  int by_rows;                /* chunks of rows (N is one or two panels) */
-  int64_t units, chunks;      /* panels or row tiles, tasks */
-} sgemm_split_t;
-
-static void blas_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                       float *C, int64_t ldc) {
-  if (M == 1 && !ta) {
-    /* y = alpha * op(B)^T x: B is K x N (row-major) unless transposed */
-    if (!tb)
-      cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, B, (int)ldb, A, 1, beta, C, 1);
-    else
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, B, (int)ldb, A, 1, beta, C, 1);
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-}
-
-/* The columns [n0, n1) of a; when its scratch cannot be allocated (C is
- * then untouched), the same part through OpenBLAS. */
-static void run_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *a) {
-  if (dynq__sgemm_cols(kr, a) == 0) return;
-  const float *B = a->B + (a->tb ? a->n0 * a->ldb : a->n0);
-  blas_sgemm(a->ta, a->tb, a->M, a->n1 - a->n0, a->K, a->alpha, a->A, a->lda, B, a->ldb,
-             a->beta, a->C + a->n0, a->ldc);
-}
-
-/* Rows and columns are independent, so any split gives the bits of one
- * call (sgemm.h's numerics). */
-static void sgemm_task(void *ctx, int64_t t) {
-  sgemm_split_t *s = ctx;
-  dynq__sgemm_args_t a = *s->a;
-  int64_t u0 = s->units * t / s->chunks, u1 = s->units * (t + 1) / s->chunks;
-  if (s->by_rows) {
-    int64_t m0 = u0 * DYNQ_SGEMM_MR, m1 = u1 * DYNQ_SGEMM_MR < a.M ? u1 * DYNQ_SGEMM_MR : a.M;
-    if (m0 >= m1) return;
-    a.A += a.ta ? m0 : m0 * a.lda;
-    a.C += m0 * a.ldc;
-    a.M = m1 - m0;
-  } else {
-    a.n0 = u0 * DYNQ_SGEMM_NR;
-    a.n1 = u1 * DYNQ_SGEMM_NR < a.N ? u1 * DYNQ_SGEMM_NR : a.N;
-    if (a.n0 >= a.n1) return;
-  }
-  run_cols(s->kr, &a);
-}
-
-int dynq__sgemm_ex(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float *A, int64_t lda, const float *B, int64_t ldb, const float *Bp,
-                   float beta, float *C, int64_t ldc) {
-  const dynq__sgemm_kernel_t *kr = dynq__sgemm_kernel();
-  if (M <= 0 || N <= 0) return 0;
-  if (K <= 0) {  /* nothing to sum: C = beta * C (BLAS leaves C alone when beta is 1) */
-    for (int64_t m = 0; m < M; m++)
-      for (int64_t n = 0; n < N; n++) C[m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
-    return 0;
-  }
-  if (Bp == NULL && (kr == &dynq__sgemm_ref || (M == 1 && !ta) || N < DYNQ_SGEMM_MIN_N || tb ||
-                     M > DYNQ_SGEMM_MR)) {
-    blas_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return 0;
-  }
-  dynq__sgemm_args_t a = {.M = M, .N = N, .K = K, .alpha = alpha, .beta = beta,
-                          .A = A, .lda = lda, .ta = ta, .B = B, .ldb = ldb, .tb = tb,
-                          .Bp = Bp, .C = C, .ldc = ldc, .n0 = 0, .n1 = N};
-  const int64_t panels = (N + DYNQ_SGEMM_NR - 1) / DYNQ_SGEMM_NR;
-  const int64_t tiles = (M + DYNQ_SGEMM_MR - 1) / DYNQ_SGEMM_MR;
-  sgemm_split_t s = {.kr = kr, .a = &a, .by_rows = panels < 2 * threads,
-                     .units = panels < 2 * threads ? tiles : panels};
-  if (threads <= 1 || s.units < 2 || M * N * K < SGEMM_SPLIT_MIN_MACS) {
-    run_cols(kr, &a);
-    return 0;
-  }
-  s.chunks = (int64_t)threads * SGEMM_CHUNKS_PER_THREAD;
-  if (s.chunks > s.units) s.chunks = s.units;
-  return dynq__parallel_for(threads, s.chunks, sgemm_task, &s);
-}
-
-void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
-                 const float *A, int64_t lda, const float *B, int64_t ldb,
-                 float beta, float *C, int64_t ldc) {
-  (void)dynq__sgemm_ex(1, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
-}
-
 /* The activations over one row, compiled for AVX-512, AVX2 and the
  * baseline and picked at load (target_clones): the same IEEE operations
  * in the same order in every clone (-ffp-contract=off), so the same bits
@@ -294,8 +198,13 @@ static inline __attribute__((always_inline)) float gelu_rational(float x) {
   return 0.5f * x * (1.0f + e);
 }
 
-/* act_row's activations; DYNQ_ACT_GELU with int8 set is gelu_rational. */
-ACT_CLONES ACT_VEC static void act_row(int act, int int8, float *y, int64_t n) {
+/* y += bias (when given), then the activation: the bits of an Add of the
+ * bias followed by the activation op; DYNQ_ACT_GELU with int8 set is
+ * gelu_rational. */
+ACT_CLONES ACT_VEC static void epi_row(int act, int int8, const float *bias, float *y,
+                                       int64_t n) {
+  if (bias != NULL)
+    for (int64_t j = 0; j < n; j++) y[j] += bias[j];
   if (act == DYNQ_ACT_GELU && int8) {
     for (int64_t j = 0; j < n; j++) y[j] = gelu_rational(y[j]);
     return;
@@ -323,8 +232,131 @@ ACT_CLONES ACT_VEC static void act_row(int act, int int8, float *y, int64_t n) {
   }
 }
 
+/* Below this many multiply-adds an FP32 GEMM runs on one thread (the
+ * INT8 GEMM's threshold, matmul.c); tasks per thread as there. */
+#define SGEMM_SPLIT_MIN_MACS (INT64_C(1) << 21)
+#define SGEMM_CHUNKS_PER_THREAD 4
+/* Without pre-packed weights B would be packed per call, and OpenBLAS's
+ * unpacked sgemm measured faster at every M above one row tile (dynq-bench
+ * sgemm: 1.4-2x at M 16, 1.15-1.3x at M 128, ~1.1x at M 1024); at most 6
+ * rows of an untransposed B are read in place instead. */
+typedef struct sgemm_split {
+  const dynq__sgemm_kernel_t *kr;
+  const dynq__sgemm_args_t *a;
+  int by_rows;                /* chunks of rows (N is one or two panels) */
+  int64_t units, chunks;      /* panels or row tiles, tasks */
+} sgemm_split_t;
+
+static void blas_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                       float *C, int64_t ldc) {
+  if (M == 1 && !ta) {
+    /* y = alpha * op(B)^T x: B is K x N (row-major) unless transposed */
+    if (!tb)
+      cblas_sgemv(CblasRowMajor, CblasTrans, (int)K, (int)N, alpha, B, (int)ldb, A, 1, beta, C, 1);
+    else
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, alpha, B, (int)ldb, A, 1, beta, C, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* The columns [n0, n1) of a; when its scratch cannot be allocated (C is
+ * then untouched), the same part through OpenBLAS and then the epilogue. */
+static void run_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *a) {
+  if (dynq__sgemm_cols(kr, a) == 0) return;
+  const float *B = a->B + (a->tb ? a->n0 * a->ldb : a->n0);
+  blas_sgemm(a->ta, a->tb, a->M, a->n1 - a->n0, a->K, a->alpha, a->A, a->lda, B, a->ldb,
+             a->beta, a->C + a->n0, a->ldc);
+  if (a->epi) a->epi(a->epi_ctx, a->C + a->n0, a->ldc, a->n0, a->M, a->n1 - a->n0);
+}
+
+/* Rows and columns are independent, so any split gives the bits of one
+ * call (sgemm.h's numerics). */
+static void sgemm_task(void *ctx, int64_t t) {
+  sgemm_split_t *s = ctx;
+  dynq__sgemm_args_t a = *s->a;
+  int64_t u0 = s->units * t / s->chunks, u1 = s->units * (t + 1) / s->chunks;
+  if (s->by_rows) {
+    int64_t m0 = u0 * DYNQ_SGEMM_MR, m1 = u1 * DYNQ_SGEMM_MR < a.M ? u1 * DYNQ_SGEMM_MR : a.M;
+    if (m0 >= m1) return;
+    a.A += a.ta ? m0 : m0 * a.lda;
+    a.C += m0 * a.ldc;
+    a.M = m1 - m0;
+  } else {
+    a.n0 = u0 * DYNQ_SGEMM_NR;
+    a.n1 = u1 * DYNQ_SGEMM_NR < a.N ? u1 * DYNQ_SGEMM_NR : a.N;
+    if (a.n0 >= a.n1) return;
+  }
+  run_cols(s->kr, &a);
+}
+
+typedef struct linear_epi {
+  const float *bias;  /* [N] or NULL */
+  int act;            /* DYNQ_ACT_* */
+} linear_epi_t;
+
+/* The layer epilogue on a block of C (sgemm.h's args.epi). */
+static void linear_epi(const void *ctx, float *c, int64_t ldc, int64_t n, int64_t rows,
+                       int64_t cols) {
+  const linear_epi_t *e = ctx;
+  for (int64_t r = 0; r < rows; r++)
+    epi_row(e->act, 0, e->bias ? e->bias + n : NULL, c + r * ldc, cols);
+}
+
+int dynq__sgemm_ex(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, const float *B, int64_t ldb, const float *Bp,
+                   float beta, float *C, int64_t ldc) {
+  return dynq__sgemm_layer(threads, ta, tb, M, N, K, alpha, A, lda, B, ldb, Bp, beta, C, ldc,
+                           NULL, DYNQ_ACT_NONE);
+}
+
+int dynq__sgemm_layer(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                      const float *Bp, float beta, float *C, int64_t ldc, const float *bias,
+                      int act) {
+  const dynq__sgemm_kernel_t *kr = dynq__sgemm_kernel();
+  const linear_epi_t epi = {.bias = bias, .act = act};
+  const int has_epi = bias != NULL || act != DYNQ_ACT_NONE;
+  if (M <= 0 || N <= 0) return 0;
+  if (K <= 0) {  /* nothing to sum: C = beta * C (BLAS leaves C alone when beta is 1) */
+    for (int64_t m = 0; m < M; m++)
+      for (int64_t n = 0; n < N; n++) C[m * ldc + n] = beta == 0.0f ? 0.0f : beta * C[m * ldc + n];
+    if (has_epi) linear_epi(&epi, C, ldc, 0, M, N);
+    return 0;
+  }
+  if (Bp == NULL && (kr == &dynq__sgemm_ref || (M == 1 && !ta) || N < DYNQ_SGEMM_MIN_N || tb ||
+                     M > DYNQ_SGEMM_MR)) {
+    blas_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (has_epi) linear_epi(&epi, C, ldc, 0, M, N);
+    return 0;
+  }
+  dynq__sgemm_args_t a = {.M = M, .N = N, .K = K, .alpha = alpha, .beta = beta,
+                          .A = A, .lda = lda, .ta = ta, .B = B, .ldb = ldb, .tb = tb,
+                          .Bp = Bp, .C = C, .ldc = ldc, .n0 = 0, .n1 = N,
+                          .epi = has_epi ? linear_epi : NULL, .epi_ctx = &epi};
+  const int64_t panels = (N + DYNQ_SGEMM_NR - 1) / DYNQ_SGEMM_NR;
+  const int64_t tiles = (M + DYNQ_SGEMM_MR - 1) / DYNQ_SGEMM_MR;
+  sgemm_split_t s = {.kr = kr, .a = &a, .by_rows = panels < 2 * threads,
+                     .units = panels < 2 * threads ? tiles : panels};
+  if (threads <= 1 || s.units < 2 || M * N * K < SGEMM_SPLIT_MIN_MACS) {
+    run_cols(kr, &a);
+    return 0;
+  }
+  s.chunks = (int64_t)threads * SGEMM_CHUNKS_PER_THREAD;
+  if (s.chunks > s.units) s.chunks = s.units;
+  return dynq__parallel_for(threads, s.chunks, sgemm_task, &s);
+}
+
+void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                 const float *A, int64_t lda, const float *B, int64_t ldb,
+                 float beta, float *C, int64_t ldc) {
+  (void)dynq__sgemm_ex(1, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc);
+}
+
 /* The Sigmoid, Tanh and Erf ops over n values (y may be x), cloned as
- * act_row: the same bits as the scalar formulas on every CPU. */
+ * epi_row: the same bits as the scalar formulas on every CPU. */
 ACT_CLONES ACT_VEC void dynq__vmath_apply(int fn, const float *x, float *y, int64_t n) {
   switch (fn) {
   case DYNQ_VMATH_SIGMOID:
@@ -343,10 +375,10 @@ ACT_CLONES ACT_VEC void dynq__vmath_apply(int fn, const float *x, float *y, int6
 
 void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1) {
   if (act == DYNQ_ACT_NONE || n1 <= n0) return;
-  for (int64_t m = 0; m < M; m++) act_row(act, 0, C + (size_t)m * ldc + n0, n1 - n0);
+  for (int64_t m = 0; m < M; m++) epi_row(act, 0, NULL, C + (size_t)m * ldc + n0, n1 - n0);
 }
 
 void dynq__act_apply_int8(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1) {
   if (act == DYNQ_ACT_NONE || n1 <= n0) return;
-  for (int64_t m = 0; m < M; m++) act_row(act, 1, C + (size_t)m * ldc + n0, n1 - n0);
+  for (int64_t m = 0; m < M; m++) epi_row(act, 1, NULL, C + (size_t)m * ldc + n0, n1 - n0);
 }

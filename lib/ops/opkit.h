@@ -109,6 +109,7 @@ typedef union dynq__opstate {
   } gemm;
   struct {
     int const_b;                    /* B is a 2-D constant of the graph */
+    int act;                        /* DYNQ_ACT_* epilogue (attr "act") */
     _Atomic(float *) fp32_packed;   /* as qlinear's, when const_b */
   } matmul;
   struct { int keepdims, noop_empty; } reduce;
@@ -337,6 +338,15 @@ void dynq__sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
 int dynq__sgemm_ex(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, const float *B, int64_t ldb, const float *Bp,
                    float beta, float *C, int64_t ldc);
+
+/* dynq__sgemm_ex, then per element y = act(y + bias[n]) (bias NULL: none;
+ * act DYNQ_ACT_*) applied to each micro-tile as soon as it is finished,
+ * while it is in L1: the bits of the GEMM followed by an Add of the bias
+ * and dynq__act_apply (or RELU's max), on every kernel and split. */
+int dynq__sgemm_layer(int threads, int ta, int tb, int64_t M, int64_t N, int64_t K,
+                      float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                      const float *Bp, float beta, float *C, int64_t ldc, const float *bias,
+                      int act);
 
 /* y[j] = f(x[j]) for j < n with the shared vector math (vmath.h),
  * vectorized for the CPU at hand; y may be x. */

@@ -28,7 +28,7 @@
 #define DYNQ_OPS(X)                                                                        \
   /* matmul.c */                                                                           \
   X(QLINEAR, 1, "QLinear", 0, 0, 4, 6, 1, 1, qlinear, qlinear, qlinear)                    \
-  X(MATMUL, 2, "MatMul", 1, 0, 2, 2, 1, 1, none, matmul, matmul)                           \
+  X(MATMUL, 2, "MatMul", 1, 0, 2, 3, 1, 1, matmul, matmul, matmul)                         \
   X(GEMM, 3, "Gemm", 1, 0, 2, 3, 1, 1, gemm, gemm, gemm)                                   \
   /* elementwise.c */                                                                      \
   X(ADD, 4, "Add", 1, 0, 2, 2, 1, 1, none, none, add)                                      \
