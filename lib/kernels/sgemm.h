@@ -37,16 +37,17 @@
 /*
  * One micro-tile: rows [0, mr) x columns [0, nr) of C (row stride ldc),
  * mr <= MR, nr <= NR, over kc >= 1 values of k:
- *   a   packed A, kc groups of MR floats (row r of group k at a[k*MR + r])
+ *   a   A's value for row r and k at a[r*rsa + k*csa]: packed A (rsa 1,
+ *       csa MR) or the caller's row-major A read in place (rsa lda, csa 1)
  *   b   kc rows of B at row stride ldb (>= nr); only columns < nr are read
  *   flags DYNQ_SGEMM_LOAD: start from C (beta already applied to it), else
  *         from 0; DYNQ_SGEMM_INPLACE: b is the caller's matrix, so nothing
  *         past column nr may be read (packed rows are padded to NR)
  */
 enum { DYNQ_SGEMM_LOAD = 1, DYNQ_SGEMM_INPLACE = 2 };
-typedef void (*dynq__sgemm_ukr_fn)(int64_t kc, const float *a, const float *b,
-                                   int64_t ldb, float *c, int64_t ldc, int mr,
-                                   int nr, int flags);
+typedef void (*dynq__sgemm_ukr_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa,
+                                   const float *b, int64_t ldb, float *c, int64_t ldc,
+                                   int mr, int nr, int flags);
 
 typedef struct dynq__sgemm_kernel {
   const char *name;        /* "ref", "avx2", "avx512" */

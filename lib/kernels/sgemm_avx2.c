@@ -18,8 +18,8 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-INLINE void tile(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                 int64_t ldc, const int mr, const int nv, const int masked,
+INLINE void tile(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, const int mr, const int nv, const int masked,
                  __m256i last, int load) {
   const __m256i all = _mm256_set1_epi32(-1);
   __m256 acc[MR][NV];
@@ -29,7 +29,7 @@ INLINE void tile(int64_t kc, const float *a, const float *b, int64_t ldb, float 
     for (int j = 0; j < nv; j++)
       acc[r][j] = load ? _mm256_maskload_ps(c + r * ldc + 8 * j, j == nv - 1 ? last : all)
                        : _mm256_setzero_ps();
-  for (int64_t k = 0; k < kc; k++, a += MR, b += ldb) {
+  for (int64_t k = 0; k < kc; k++, a += csa, b += ldb) {
     __m256 bv[NV];
 #pragma GCC unroll 8
     for (int j = 0; j < nv; j++)
@@ -37,7 +37,7 @@ INLINE void tile(int64_t kc, const float *a, const float *b, int64_t ldb, float 
                                     : _mm256_loadu_ps(b + 8 * j);
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++) {
-      __m256 av = _mm256_broadcast_ss(a + r);
+      __m256 av = _mm256_broadcast_ss(a + r * rsa);
 #pragma GCC unroll 8
       for (int j = 0; j < nv; j++) acc[r][j] = _mm256_fmadd_ps(av, bv[j], acc[r][j]);
     }
@@ -49,14 +49,14 @@ INLINE void tile(int64_t kc, const float *a, const float *b, int64_t ldb, float 
       _mm256_maskstore_ps(c + r * ldc + 8 * j, j == nv - 1 ? last : all, acc[r][j]);
 }
 
-typedef void (*tile_fn)(int64_t, const float *, const float *, int64_t, float *, int64_t,
+typedef void (*tile_fn)(int64_t, const float *, int64_t, int64_t, const float *, int64_t, float *, int64_t,
                         __m256i, int);
 
 #define TILE(mr, nv, m)                                                                    \
-  static void tile_##mr##_##nv##_##m(int64_t kc, const float *a, const float *b,          \
-                                     int64_t ldb, float *c, int64_t ldc, __m256i last,     \
-                                     int load) {                                           \
-    tile(kc, a, b, ldb, c, ldc, mr, nv, m, last, load);                                    \
+  static void tile_##mr##_##nv##_##m(int64_t kc, const float *a, int64_t rsa, int64_t csa, \
+                                     const float *b, int64_t ldb, float *c, int64_t ldc,   \
+                                     __m256i   last, int load) {                          \
+    tile(kc, a, rsa, csa, b, ldb, c, ldc, mr, nv, m, last, load);                        \
   }
 #define TILES_NV(mr, m) TILE(mr, 1, m) TILE(mr, 2, m)
 #define TILES(m) \
@@ -70,15 +70,15 @@ static const tile_fn tiles[2][MR][NV] = {
   {ROW(1, 1), ROW(2, 1), ROW(3, 1), ROW(4, 1), ROW(5, 1), ROW(6, 1)},
 };
 
-static void ukr(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                int64_t ldc, int mr, int nr, int flags) {
+static void ukr(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                int64_t ldb, float *c, int64_t ldc, int mr, int nr, int flags) {
   const int inplace = (flags & DYNQ_SGEMM_INPLACE) != 0, load = flags & DYNQ_SGEMM_LOAD;
   for (int s = 0; s < nr; s += 16) {
     int w = nr - s < 16 ? nr - s : 16;
     int nv = (w + 7) / 8, rem = w - 8 * (nv - 1);
     __m256i last = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem),
                                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    tiles[inplace && rem != 8][mr - 1][nv - 1](kc, a, b + s, ldb, c + s, ldc, last, load);
+    tiles[inplace && rem != 8][mr - 1][nv - 1](kc, a, rsa, csa, b + s, ldb, c + s, ldc, last, load);
   }
 }
 

@@ -19,8 +19,8 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-INLINE void tile(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                 int64_t ldc, const int mr, const int nv, const int masked,
+INLINE void tile(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, const int mr, const int nv, const int masked,
                  __mmask16 last, int load) {
   __m512 acc[MR][NV];
 #pragma GCC unroll 8
@@ -29,7 +29,7 @@ INLINE void tile(int64_t kc, const float *a, const float *b, int64_t ldb, float 
     for (int j = 0; j < nv; j++)
       acc[r][j] = load ? _mm512_maskz_loadu_ps(j == nv - 1 ? last : 0xffff, c + r * ldc + 16 * j)
                        : _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; k++, a += MR, b += ldb) {
+  for (int64_t k = 0; k < kc; k++, a += csa, b += ldb) {
     __m512 bv[NV];
 #pragma GCC unroll 8
     for (int j = 0; j < nv; j++)
@@ -37,7 +37,7 @@ INLINE void tile(int64_t kc, const float *a, const float *b, int64_t ldb, float 
                                     : _mm512_loadu_ps(b + 16 * j);
 #pragma GCC unroll 8
     for (int r = 0; r < mr; r++) {
-      __m512 av = _mm512_set1_ps(a[r]);
+      __m512 av = _mm512_set1_ps(a[r * rsa]);
 #pragma GCC unroll 8
       for (int j = 0; j < nv; j++) acc[r][j] = _mm512_fmadd_ps(av, bv[j], acc[r][j]);
     }
@@ -49,14 +49,14 @@ INLINE void tile(int64_t kc, const float *a, const float *b, int64_t ldb, float 
       _mm512_mask_storeu_ps(c + r * ldc + 16 * j, j == nv - 1 ? last : 0xffff, acc[r][j]);
 }
 
-typedef void (*tile_fn)(int64_t, const float *, const float *, int64_t, float *, int64_t,
+typedef void (*tile_fn)(int64_t, const float *, int64_t, int64_t, const float *, int64_t, float *, int64_t,
                         __mmask16, int);
 
 #define TILE(mr, nv, m)                                                                    \
-  static void tile_##mr##_##nv##_##m(int64_t kc, const float *a, const float *b,          \
-                                     int64_t ldb, float *c, int64_t ldc, __mmask16 last,   \
-                                     int load) {                                           \
-    tile(kc, a, b, ldb, c, ldc, mr, nv, m, last, load);                                    \
+  static void tile_##mr##_##nv##_##m(int64_t kc, const float *a, int64_t rsa, int64_t csa, \
+                                     const float *b, int64_t ldb, float *c, int64_t ldc,   \
+                                     __mmask16 last, int load) {                          \
+    tile(kc, a, rsa, csa, b, ldb, c, ldc, mr, nv, m, last, load);                        \
   }
 #define TILES_NV(mr, m) TILE(mr, 1, m) TILE(mr, 2, m) TILE(mr, 3, m) TILE(mr, 4, m)
 #define TILES(m) \
@@ -70,11 +70,11 @@ static const tile_fn tiles[2][MR][NV] = {
   {ROW(1, 1), ROW(2, 1), ROW(3, 1), ROW(4, 1), ROW(5, 1), ROW(6, 1)},
 };
 
-static void ukr(int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-                int64_t ldc, int mr, int nr, int flags) {
+static void ukr(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                int64_t ldb, float *c, int64_t ldc, int mr, int nr, int flags) {
   int nv = (nr + 15) / 16, rem = nr - 16 * (nv - 1);
   __mmask16 last = (__mmask16)(rem == 16 ? 0xffff : (1u << rem) - 1);
-  tiles[(flags & DYNQ_SGEMM_INPLACE) && rem != 16][mr - 1][nv - 1](kc, a, b, ldb, c, ldc, last,
+  tiles[(flags & DYNQ_SGEMM_INPLACE) && rem != 16][mr - 1][nv - 1](kc, a, rsa, csa, b, ldb, c, ldc, last,
                                                             flags & DYNQ_SGEMM_LOAD);
 }
 
