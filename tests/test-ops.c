@@ -467,6 +467,51 @@ END_TEST
  * copied fallback) and result permutations that take each output path
  * (leading dimension, transposed result, scatter), then broadcast batch
  * axes, alpha, and the refusals. */
+/* The FP32 GEMM's form of StridedMatMul (B packed per product with alpha
+ * folded in, A read in place; results of 16 columns or more, more than
+ * one row tile, two 64-column panels): every operand permutation and
+ * result permutations that take each output path, against Transpose +
+ * MatMul (OpenBLAS) + scale. */
+START_TEST(strided_matmul_gemm) {
+  enum { B = 1, H = 2, M = 13, K = 20, N = 70 };
+  const int64_t la[4] = {B, H, M, K}, lb[4] = {B, H, K, N};
+  static float a[B * H * M * K], b[B * H * K * N];
+  for (int i = 0; i < B * H * M * K; i++) a[i] = (float)((i * 7) % 11) * 0.2f - 1.0f;
+  for (int i = 0; i < B * H * K * N; i++) b[i] = (float)((i * 5) % 13) * 0.15f - 0.9f;
+  static const int py_pick[] = {0, 1, 2, 23};
+  dynq__attr_t al = {.name = "alpha", .type = DYNQ_ATTR_FLOAT, .f = 0.3f};
+  int cases = 0;
+  for (int ia = 0; ia < 24; ia += 3)
+    for (int ib = 0; ib < 24; ib += 5)
+      for (size_t iy = 0; iy < sizeof(py_pick) / sizeof(py_pick[0]); iy++) {
+        int64_t pa[4], pb[4], py[4], inv_a[4], inv_b[4];
+        memcpy(pa, perms4[ia], sizeof pa);
+        memcpy(pb, perms4[ib], sizeof pb);
+        memcpy(py, perms4[py_pick[iy]], sizeof py);
+        for (int d = 0; d < 4; d++) inv_a[pa[d]] = d, inv_b[pb[d]] = d;
+        dynq__tensor_t L_a = tf(4, la, a), L_b = tf(4, lb, b);
+        dynq__tensor_t A = transposed(&L_a, inv_a), Bt = transposed(&L_b, inv_b);
+        dynq__tensor_t ref, want, o;
+        const dynq__tensor_t *mi[2] = {&L_a, &L_b};
+        ck_assert_int_eq(run_n(DYNQ_OP_MATMUL, NULL, 0, 2, mi, &ref), 0);
+        for (int64_t i = 0; i < dynq__tensor_numel(&ref); i++) ((float *)ref.data)[i] *= 0.3f;
+        want = transposed(&ref, py);
+        dynq__tensor_t Pa = ti64(4, pa), Pb = ti64(4, pb), Py = ti64(4, py);
+        const dynq__tensor_t *in[5] = {&A, &Bt, &Pa, &Pb, &Py};
+        ck_assert_int_eq(run_x(DYNQ_OP_STRIDED_MATMUL, &al, 1, 5, in, &o, &dynq__kernel_ref,
+                               DYNQ_PRECISION_FP32, 1), 0);
+        expect(&o, 4, want.dims, want.data, 2e-5f);
+        cases++;
+        dynq__tensor_clear(&o);
+        dynq__tensor_clear(&want);
+        dynq__tensor_clear(&ref);
+        dynq__tensor_clear(&A);
+        dynq__tensor_clear(&Bt);
+      }
+  ck_assert_int_eq(cases, 8 * 5 * 4);
+}
+END_TEST
+
 START_TEST(strided_matmul_perms) {
   enum { B = 2, H = 3, M = 5, K = 4, N = 6 };
   const int64_t la[4] = {B, H, M, K}, lb[4] = {B, H, K, N};
@@ -1544,6 +1589,7 @@ int main(void) {
   tcase_add_test(tc, softmax_flatten);
   tcase_add_test(tc, qgather_rows);
   tcase_add_test(tc, strided_matmul_perms);
+  tcase_add_test(tc, strided_matmul_gemm);
   tcase_add_test(tc, strided_matmul_int8);
   tcase_add_test(tc, masked_softmax_rows);
   tcase_add_test(tc, masked_softmax_threads);

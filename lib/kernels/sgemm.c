@@ -81,10 +81,10 @@ const dynq__sgemm_kernel_t *dynq__sgemm_kernel(void) {
 
 /* ---- packing ---- */
 
-/* op(B)'s rows [k0, k0+kc) x columns [n0, n0+nc) as panels of NR columns
- * (kc * NR floats each, zero-padded past nc). */
-static void pack_b(int tb, const float *B, int64_t ldb, int64_t k0, int64_t kc, int64_t n0,
-                   int64_t nc, float *out) {
+/* scale * op(B)'s rows [k0, k0+kc) x columns [n0, n0+nc) as panels of NR
+ * columns (kc * NR floats each, zero-padded past nc). */
+static void pack_b(int tb, const float *B, int64_t ldb, float scale, int64_t k0, int64_t kc,
+                   int64_t n0, int64_t nc, float *out) {
   if (!tb) {
     /* row by row: B is read sequentially, each panel written in order */
     for (int64_t k = 0; k < kc; k++) {
@@ -92,7 +92,10 @@ static void pack_b(int tb, const float *B, int64_t ldb, int64_t k0, int64_t kc, 
       for (int64_t p = 0; p < nc; p += NR) {
         int64_t w = nc - p < NR ? nc - p : NR;
         float *dst = out + p * kc + k * NR;
-        memcpy(dst, src + p, sizeof(float) * (size_t)w);
+        if (scale == 1.0f)
+          memcpy(dst, src + p, sizeof(float) * (size_t)w);
+        else
+          for (int64_t j = 0; j < w; j++) dst[j] = scale * src[p + j];
         if (w < NR) memset(dst + w, 0, sizeof(float) * (size_t)(NR - w));
       }
     }
@@ -105,14 +108,22 @@ static void pack_b(int tb, const float *B, int64_t ldb, int64_t k0, int64_t kc, 
         memset(out + k * NR + w, 0, sizeof(float) * (size_t)(NR - w));
     for (int64_t j = 0; j < w; j++) {
       const float *src = B + (n0 + p + j) * ldb + k0;
-      for (int64_t k = 0; k < kc; k++) out[k * NR + j] = src[k];
+      if (scale == 1.0f)
+        for (int64_t k = 0; k < kc; k++) out[k * NR + j] = src[k];
+      else
+        for (int64_t k = 0; k < kc; k++) out[k * NR + j] = scale * src[k];
     }
   }
 }
 
 void dynq__sgemm_pack_b(int tb, int64_t N, int64_t K, const float *B, int64_t ldb,
                         float *Bp) {
-  pack_b(tb, B, ldb, 0, K, 0, N, Bp);
+  pack_b(tb, B, ldb, 1.0f, 0, K, 0, N, Bp);
+}
+
+void dynq__sgemm_pack_b_scaled(int tb, int64_t N, int64_t K, const float *B, int64_t ldb,
+                               float scale, float *Bp) {
+  pack_b(tb, B, ldb, scale, 0, K, 0, N, Bp);
 }
 
 /* alpha * op(A)'s rows [m0, m0+mc) x k [k0, k0+kc) as tiles of MR rows
@@ -194,7 +205,7 @@ int dynq__sgemm_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *s
         pstride = NR;
         ldb = s->ldb;
       } else {
-        pack_b(s->tb, s->B, s->ldb, pc, kc, jc, nc, bp);
+        pack_b(s->tb, s->B, s->ldb, 1.0f, pc, kc, jc, nc, bp);
         bb = bp;
         pstride = kc * NR;
         ldb = NR;

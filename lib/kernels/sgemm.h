@@ -93,6 +93,10 @@ static inline size_t dynq__sgemm_packed_floats(int64_t N, int64_t K) {
 /* Pack op(B) (K x N; B[k*ldb + n], or B[n*ldb + k] when tb) into Bp. */
 void dynq__sgemm_pack_b(int tb, int64_t N, int64_t K, const float *B, int64_t ldb,
                         float *Bp);
+/* The same with every value multiplied by scale (one float multiply;
+ * none when scale is 1): a product's alpha moved onto B. */
+void dynq__sgemm_pack_b_scaled(int tb, int64_t N, int64_t K, const float *B, int64_t ldb,
+                               float scale, float *Bp);
 
 /* C's columns [n0, n1) on the calling thread with micro-kernel kr.
  * Returns 0, or -1 when its scratch buffers cannot be allocated (C
