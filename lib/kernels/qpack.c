@@ -96,6 +96,85 @@ static inline __attribute__((always_inline)) void col_scales16(dynq_gvi am, floa
   *ret_scale = dynq_gv_sel(bad, dynq_gv_splat(NAN), sc * alpha);
 }
 
+typedef uint32_t u32x4_t __attribute__((vector_size(16)));
+typedef uint32_t u32x8_t __attribute__((vector_size(32)));
+
+/* r[j] = the largest lane of a[j] (op IMAX) or the sum of its lanes (op
+ * ISUM), for 16 vectors at once: a tree of two-vector shuffles, 15
+ * operations instead of 16 dependent lane reductions.  Integer results,
+ * so the order does not matter. */
+#define COMBINE(op, x, y) ((op) ? imax((x), (y)) : (x) + (y))
+static inline __attribute__((always_inline)) dynq_gvi lanes16(const dynq_gvi *a, int op) {
+  dynq_gvi b[8], c[4], d[2];
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; j++)  /* lanes 0-7: column j, 8-15: column j + 8 */
+    b[j] = COMBINE(op, __builtin_shufflevector(a[j], a[j + 8], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                   __builtin_shufflevector(a[j], a[j + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+#pragma GCC unroll 4
+  for (int j = 0; j < 4; j++)  /* groups of 4 lanes: columns j, j + 4, j + 8, j + 12 */
+    c[j] = COMBINE(op, __builtin_shufflevector(b[j], b[j + 4], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
+                   __builtin_shufflevector(b[j], b[j + 4], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31));
+#pragma GCC unroll 2
+  for (int j = 0; j < 2; j++)  /* pairs: columns j, j + 2, ..., j + 14 */
+    d[j] = COMBINE(op, __builtin_shufflevector(c[j], c[j + 2], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
+                   __builtin_shufflevector(c[j], c[j + 2], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31));
+  return COMBINE(op, __builtin_shufflevector(d[0], d[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+                 __builtin_shufflevector(d[0], d[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31));
+}
+
+/* One 64-byte group g of a panel from 16 columns' 16 bytes each (p[k]:
+ * columns 4k..4k+3, column 4k+m's 4-byte group g in lane 4m + g). */
+#define GROUP(p, g)                                                                          \
+  __builtin_shufflevector(                                                                   \
+      __builtin_shufflevector(p[0], p[1], g, 4 + g, 8 + g, 12 + g, 16 + g, 20 + g, 24 + g, 28 + g), \
+      __builtin_shufflevector(p[2], p[3], g, 4 + g, 8 + g, 12 + g, 16 + g, 20 + g, 24 + g, 28 + g), \
+      0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+
+/* A full panel (16 columns) of a K that is a multiple of 16: all 16
+ * columns' scales from one shuffle tree, then 16 k at a time for all 16
+ * columns, the bytes transposed into the panel's four groups in
+ * registers.  The same bytes, sums and scales as the column loop. */
+static inline __attribute__((always_inline)) void pack_panel16(int64_t K, const float *B,
+                                                               int64_t cs, float alpha,
+                                                               int8_t *panel, int32_t *colsum,
+                                                               float *scale) {
+  dynq_gvi am[L], sum[L];
+#pragma GCC unroll 16
+  for (int j = 0; j < L; j++) {
+    const float *x = B + j * cs;
+    am[j] = (dynq_gvi){0};
+    sum[j] = (dynq_gvi){0};
+    for (int64_t k = 0; k < K; k += L) am[j] = imax(am[j], (dynq_gvi)dynq_gv_abs(dynq_gv_load(x + k)));
+  }
+  dynq_gvf invv, scv;
+  col_scales16(lanes16(am, 1), alpha, &invv, &scv);
+  for (int64_t k = 0; k < K; k += L) {
+    u32x4_t d[L];
+#pragma GCC unroll 16
+    for (int j = 0; j < L; j++) {
+      dynq_gvi q = q16(dynq_gv_load(B + j * cs + k), dynq_gv_splat(invv[j]));
+      sum[j] += q;
+      qbytes_t b = __builtin_convertvector(q, qbytes_t);
+      memcpy(&d[j], &b, sizeof(b));
+    }
+    qgroup_t p[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+      u32x8_t lo = __builtin_shufflevector(d[4 * i], d[4 * i + 1], 0, 1, 2, 3, 4, 5, 6, 7);
+      u32x8_t hi = __builtin_shufflevector(d[4 * i + 2], d[4 * i + 3], 0, 1, 2, 3, 4, 5, 6, 7);
+      p[i] = __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    }
+    qgroup_t g0 = GROUP(p, 0), g1 = GROUP(p, 1), g2 = GROUP(p, 2), g3 = GROUP(p, 3);
+    int8_t *dst = panel + (k / DYNQ_QGEMM_KG) * 64;
+    memcpy(dst, &g0, 64);
+    memcpy(dst + 64, &g1, 64);
+    memcpy(dst + 128, &g2, 64);
+    memcpy(dst + 192, &g3, 64);
+  }
+  dynq_gvi cs16 = lanes16(sum, 0);
+  for (int j = 0; j < L; j++) colsum[j] = cs16[j], scale[j] = scv[j];
+}
+
 /* Columns unit-stride along k (B[k + n * cs]): a panel of 16 columns at a
  * time, their scales together, then each column's bytes, 4 per group. */
 CLONES static void pack_cols(int64_t K, int64_t N, const float *B, int64_t cs, float alpha,
@@ -104,6 +183,11 @@ CLONES static void pack_cols(int64_t K, int64_t N, const float *B, int64_t cs, f
   int8_t tmp[DYNQ_QGEMM_KG * 64];
   for (int64_t n0 = 0; n0 < N; n0 += DYNQ_QGEMM_NR) {
     const int w = N - n0 < DYNQ_QGEMM_NR ? (int)(N - n0) : DYNQ_QGEMM_NR;
+    if (w == L && K % L == 0) {
+      pack_panel16(K, B + n0 * cs, cs, alpha, bp + (n0 / DYNQ_QGEMM_NR) * (Kp * DYNQ_QGEMM_NR),
+                   colsum + n0, scale + n0);
+      continue;
+    }
     dynq_gvi amv = {0};
     for (int j = 0; j < w; j++) {
       const float *x = B + (n0 + j) * cs;
