@@ -167,6 +167,14 @@ static inline __attribute__((always_inline)) uint8_t quant255_1(float e, float i
   return (uint8_t)(int32_t)((t + 12582912.0f) - 12582912.0f);
 }
 
+/* The quantization scale of a softmax row with top value inv = 1 / sum,
+ * sum in [1, len]: dynq__qparams(0, inv) takes these steps (mx / 255 -
+ * 0 / 255; 1 / scale is finite, zero point rne(-0 * inv) = 0) for such a
+ * row, inlined so that two rows' divisions overlap. */
+static inline __attribute__((always_inline)) float p_scale(float inv) {
+  return inv / 255.0f - 0.0f / 255.0f;
+}
+
 /* The fused form's row: masked_softmax_row on the scores row y in place,
  * then the row quantized into q (Kp bytes, padding zeroed) as
  * dynq__quantize_rows does it, with its scale and zero point.  A finite
@@ -179,10 +187,8 @@ CLONES static void softmax_quant_row(float *y, int64_t sm, const float *m, int64
                                      float *ret_scale, int32_t *ret_zp) {
   const float sum = softmax_exps(y, y, 1, m, sm, len);
   const float inv = 1.0f / sum;
-  float qs, qinv;
-  int32_t zp;
-  dynq__qparams(0.0f, inv, &qs, &qinv, &zp);
-  if (!(sum >= 1.0f && sum <= (float)len) || !isfinite(inv) || zp != 0 || !isfinite(qinv)) {
+  const float qs = p_scale(inv), qinv = 1.0f / qs;
+  if (!(sum >= 1.0f && sum <= (float)len)) {
     int64_t i = 0;
     for (; i < len; i++) y[i] *= inv;
     dynq__quantize_rows(kr, 1, len, y, (size_t)len, q, (size_t)Kp, 0, ret_scale, ret_zp);
@@ -243,14 +249,11 @@ CLONES static void softmax_quant_rows2(float *y0, float *y1, int64_t sm, const f
   }
   const float sum0 = lanes_sum(s0), sum1 = lanes_sum(s1);
   const float inv0 = 1.0f / sum0, inv1 = 1.0f / sum1;
-  float qinv0, qinv1;
-  int32_t zp0, zp1;
-  dynq__qparams(0.0f, inv0, &ret_scale[0], &qinv0, &zp0);
-  dynq__qparams(0.0f, inv1, &ret_scale[1], &qinv1, &zp1);
-  const int gen0 = !(sum0 >= 1.0f && sum0 <= (float)len) || !isfinite(inv0) || zp0 != 0 ||
-                   !isfinite(qinv0);
-  const int gen1 = !(sum1 >= 1.0f && sum1 <= (float)len) || !isfinite(inv1) || zp1 != 0 ||
-                   !isfinite(qinv1);
+  ret_scale[0] = p_scale(inv0);
+  ret_scale[1] = p_scale(inv1);
+  const float qinv0 = 1.0f / ret_scale[0], qinv1 = 1.0f / ret_scale[1];
+  const int gen0 = !(sum0 >= 1.0f && sum0 <= (float)len);
+  const int gen1 = !(sum1 >= 1.0f && sum1 <= (float)len);
   ret_zp[0] = ret_zp[1] = 0;
   for (int64_t i = 0; i < nv; i += LANES) {
     qbytes_t b0 = quant255(vload(y0 + i), inv0, qinv0), b1 = quant255(vload(y1 + i), inv1, qinv1);
