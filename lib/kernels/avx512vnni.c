@@ -12,7 +12,8 @@
  * every row tile.  In a model each layer's weights come from DRAM, and the
  * first row tile over a block would wait for them (at M = 128 that cost
  * 2-9 % of the kernel): so the 6-row tiles of one block prefetch the next
- * block into L2, a slice each, one line per 4 k groups.  192 KiB blocks
+ * block into L2, a slice each, a line every 1, 2 or 4 k groups; the last
+ * block prefetches the start of the caller's next weights (pf_next).  192 KiB blocks
  * measured better than 128, 256, 384 and 512 at BERT-base's shapes with
  * cold weights at M = 128; above 256 rows the blocks stay 384 KiB (192
  * measured 2-3 % slower at M = 1024) and nothing is prefetched.  With M <= 6 there is a
@@ -61,7 +62,8 @@ INLINE __mmask16 tail_mask(int64_t valid) {
 /* rows [m, m+mr) x panels [p, p+np), all k groups, then the epilogue;
  * full-height tiles also prefetch the lines [pf, pfe) into L2. */
 INLINE void tile(const dynq__qgemm_args_t *a, int64_t m, int64_t p,
-                 const char *pf, const char *pfe, const int mr, const int np) {
+                 const char *pf, const char *pfe, int64_t pfmask, const int mr,
+                 const int np) {
   const int64_t Kp = dynq__round_up(a->K, DYNQ_QGEMM_KG);
   const int64_t kg = Kp / DYNQ_QGEMM_KG;
   const size_t pstride = (size_t)Kp * DYNQ_QGEMM_NR;
@@ -79,7 +81,7 @@ INLINE void tile(const dynq__qgemm_args_t *a, int64_t m, int64_t p,
   const int8_t *bp = b0;
   for (int64_t g = 0; g < kg; g++, bp += 64) {
     __m512i bv[NPMAX];
-    if (mr == MR && (g & 3) == 0 && pf < pfe) {
+    if (mr == MR && (g & pfmask) == 0 && pf < pfe) {
       _mm_prefetch(pf, _MM_HINT_T1);
       pf += 64;
     }
@@ -119,12 +121,13 @@ INLINE void tile(const dynq__qgemm_args_t *a, int64_t m, int64_t p,
 }
 
 typedef void (*tile_fn)(const dynq__qgemm_args_t *, int64_t, int64_t, const char *,
-                        const char *);
+                        const char *, int64_t);
 
 #define TILE_FN(R, P)                                                     \
   static void tile_##R##_##P(const dynq__qgemm_args_t *a, int64_t m,     \
-                             int64_t p, const char *pf, const char *pfe) { \
-    tile(a, m, p, pf, pfe, R, P);                                         \
+                             int64_t p, const char *pf, const char *pfe,  \
+                             int64_t pfmask) {                            \
+    tile(a, m, p, pf, pfe, pfmask, R, P);                                 \
   }
 #define TILE_ROW(R) TILE_FN(R, 1) TILE_FN(R, 2) TILE_FN(R, 3) TILE_FN(R, 4)
 TILE_ROW(1)
@@ -151,22 +154,33 @@ static void avx512_qgemm(const dynq__qgemm_args_t *a) {
   if (a->M <= MR) pb = P1 - P0;   /* one row tile: just stream */
 
   const size_t pstride = (size_t)Kp * DYNQ_QGEMM_NR;
+  const int64_t kg = Kp / DYNQ_QGEMM_KG;
+  const int pf_on = a->M > MR && a->M <= BIG_M;
   for (int64_t pblk = P0; pblk < P1; pblk += pb) {
     int64_t pend = pblk + pb < P1 ? pblk + pb : P1;
-    /* the next block, split over this block's 6-row tile calls; none above
+    /* the next block (or, in the last one, the start of the caller's next
+     * weights), split over this block's 6-row tile calls; nothing above
      * BIG_M rows, where the wait is shared by many row tiles and the early
      * lines measured 1-2 % slower (evicted before use) */
-    int64_t pnext = a->M <= MR || a->M > BIG_M ? pend : pend + pb < P1 ? pend + pb : P1;
+    int64_t pnext = pend + pb < P1 ? pend + pb : P1;
     const char *pf = (const char *)(a->B + (size_t)pend * pstride);
     const char *pfend = (const char *)(a->B + (size_t)pnext * pstride);
+    if (pend == P1 && a->pf_next) {
+      size_t bytes = (size_t)pb * pstride;
+      pf = (const char *)a->pf_next;
+      pfend = pf + (a->pf_next_bytes < bytes ? a->pf_next_bytes : bytes);
+    }
+    if (!pf_on) pfend = pf;
     int64_t calls = (a->M / MR) * ((pend - pblk + NPMAX - 1) / NPMAX);
-    size_t per = calls ? ((size_t)(pfend - pf) / 64 + (size_t)calls - 1) / (size_t)calls * 64 : 0;
+    size_t lines = calls ? ((size_t)(pfend - pf) / 64 + (size_t)calls - 1) / (size_t)calls : 0;
+    /* a line every 4 k groups when that is enough, else every 2, else every one */
+    int64_t pfmask = (int64_t)lines * 4 <= kg ? 3 : (int64_t)lines * 2 <= kg ? 1 : 0;
     for (int64_t m = 0; m < a->M; m += MR) {
       int64_t mr = a->M - m < MR ? a->M - m : MR;
       for (int64_t p = pblk; p < pend; p += NPMAX) {
         int64_t np = pend - p < NPMAX ? pend - p : NPMAX;
-        const char *e = pf + per < pfend ? pf + per : pfend;
-        tiles[mr - 1][np - 1](a, m, p, pf, e);
+        const char *e = (size_t)(pfend - pf) > lines * 64 ? pf + lines * 64 : pfend;
+        tiles[mr - 1][np - 1](a, m, p, pf, e, pfmask);
         pf = e;
       }
     }

@@ -77,6 +77,11 @@ typedef struct dynq__qgemm_args {
   float *C;                 /* M rows, row stride ldc >= N (any alignment) */
   size_t ldc;
   int64_t n0, n1;           /* compute columns [n0, n1): n0 % 16 == 0, n1 <= N */
+  /* Optional: weights the caller runs next (another column block of B),
+   * which a kernel may prefetch into L2 while it finishes; never read as
+   * data.  NULL for none. */
+  const int8_t *pf_next;
+  size_t pf_next_bytes;
 } dynq__qgemm_args_t;
 
 typedef struct dynq__kernel {

@@ -93,6 +93,7 @@ typedef struct split {
   int64_t panels;
   int64_t rows, nrow;       /* rows per row block; row blocks */
   int64_t ncol;             /* column blocks (panel ranges) */
+  int serial;               /* tasks run in order on this thread */
 } split_t;
 
 static void split_task(void *ctx, int64_t t) {
@@ -105,6 +106,15 @@ static void split_task(void *ctx, int64_t t) {
   q.n0 = p0 * DYNQ_QGEMM_NR;
   q.n1 = p1 * DYNQ_QGEMM_NR < q.N ? p1 * DYNQ_QGEMM_NR : q.N;
   if (q.n0 >= q.n1 || m0 >= m1) return;
+  /* In order on one thread, the last row block of a column block lets the
+   * kernel prefetch the next column block's weights (its first rows would
+   * otherwise wait for memory). */
+  if (s->serial && rb == s->nrow - 1 && cb + 1 < s->ncol) {
+    size_t pstride = (size_t)dynq__round_up(q.K, DYNQ_QGEMM_KG) * DYNQ_QGEMM_NR;
+    int64_t p2 = s->panels * (cb + 2) / s->ncol;
+    q.pf_next = q.B + (size_t)p1 * pstride;
+    q.pf_next_bytes = (size_t)(p2 - p1) * pstride;
+  }
   q.M = m1 - m0;
   q.A += (size_t)m0 * q.lda;
   q.a_scale += m0;
@@ -138,6 +148,7 @@ static int qgemm_split(const dynq__kernel_t *kr, const dynq__qgemm_args_t *q,
     if (s.ncol > s.panels) s.ncol = s.panels;
   }
   if (!par || s.nrow * s.ncol < 2) {
+    s.serial = 1;
     for (int64_t t = 0; t < s.nrow * s.ncol; t++) split_task(&s, t);
     return 0;
   }
