@@ -246,7 +246,18 @@ CLONES static void pack_rows(int64_t K, int64_t N, const float *B, int64_t rs, f
     const int w = N - n0 < DYNQ_QGEMM_NR ? (int)(N - n0) : DYNQ_QGEMM_NR;
     dynq_gvf v = dynq_gv_splat(0.0f);
     dynq_gvi am = {0};
-    for (int64_t k = 0; k < K; k++) {
+    int64_t k = 0;
+    if (w == L) {  /* four chains: the maximum is exact in any order */
+      dynq_gvi a1 = {0}, a2 = {0}, a3 = {0};
+      for (; k + 4 <= K; k += 4) {
+        am = imax(am, (dynq_gvi)dynq_gv_abs(dynq_gv_load(B + k * rs + n0)));
+        a1 = imax(a1, (dynq_gvi)dynq_gv_abs(dynq_gv_load(B + (k + 1) * rs + n0)));
+        a2 = imax(a2, (dynq_gvi)dynq_gv_abs(dynq_gv_load(B + (k + 2) * rs + n0)));
+        a3 = imax(a3, (dynq_gvi)dynq_gv_abs(dynq_gv_load(B + (k + 3) * rs + n0)));
+      }
+      am = imax(imax(am, a1), imax(a2, a3));
+    }
+    for (; k < K; k++) {
       if (w == L) v = dynq_gv_load(B + k * rs + n0);
       else memcpy(&v, B + k * rs + n0, sizeof(float) * (size_t)w);
       am = imax(am, (dynq_gvi)dynq_gv_abs(v));
