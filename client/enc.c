@@ -10,33 +10,11 @@
 #include "client-internal.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* Most bytes the header of one item (type byte + a 64-bit value or a
  * 32-bit length) takes. */
 #define HDR_MAX 9
-
-/* Make room for n more bytes in w: the cursor into it, or NULL with
- * w->err set (sticky, as the proto writer's). */
-static uint8_t *room(dynq__wbuf_t *w, size_t n) {
-  if (w->err) return NULL;
-  if (n > w->cap - w->len) {
-    size_t cap = w->cap ? w->cap : 256;
-    while (cap - w->len < n) {
-      if (cap > SIZE_MAX / 2) goto nomem;
-      cap *= 2;
-    }
-    uint8_t *d = realloc(w->data, cap);
-    if (d == NULL) goto nomem;
-    w->data = d;
-    w->cap = cap;
-  }
-  return w->data + w->len;
-nomem:
-  w->err = -ENOMEM;
-  return NULL;
-}
 
 static uint8_t *put_be(uint8_t *p, uint64_t v, unsigned bytes) {
   for (unsigned i = bytes; i-- > 0;) {
@@ -167,7 +145,7 @@ static void w_input(dynq__wbuf_t *w, const dynq_tensor_t *in, const dynq_shm_ref
    * the bound below holds whatever the fields say now */
   int rank = in->rank < 0 ? 0 : in->rank > DYNQ_CLIENT_MAX_RANK ? DYNQ_CLIENT_MAX_RANK : in->rank;
   size_t payload = shm != NULL ? SHM_REF_MAX : in->nbytes;
-  uint8_t *p = room(w, HDR_MAX + nlen + 1 + 6 + HDR_MAX + dtlen + 6 + 1 +
+  uint8_t *p = dynq__wbuf_reserve(w, HDR_MAX + nlen + 1 + 6 + HDR_MAX + dtlen + 6 + 1 +
                            (size_t)rank * HDR_MAX + 6 + HDR_MAX + payload);
   if (p == NULL) return;
   p = put_str(p, in->name, nlen);
@@ -225,7 +203,7 @@ int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
              (opts->timeout_ms > 0) + (opts->use_session != 0) + (opts->n_output_shm > 0);
   mlen = model != NULL ? strlen(model) : 0;
   /* [0, msgid, "infer", {model, inputs: {...} */
-  p = room(w, 1 + 1 + HDR_MAX + 6 + 1 + 6 + HDR_MAX + mlen + 7 + HDR_MAX);
+  p = dynq__wbuf_reserve(w, 1 + 1 + HDR_MAX + 6 + 1 + 6 + HDR_MAX + mlen + 7 + HDR_MAX);
   if (p == NULL) return 0;  /* w->err: queue_end reports it */
   *p++ = 0x94;
   *p++ = DYNQ_RPC_REQUEST;
@@ -241,7 +219,7 @@ int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
   w->len = (size_t)(p - w->data);
   for (int k = 0; k < n_inputs; k++) w_input(w, &inputs[k], input_shm(opts, inputs, k));
   /* precision, timeout_ms, session: 11 + 10 + 8 bytes of keys at most */
-  p = room(w, 3 * (HDR_MAX + 11) + 12);
+  p = dynq__wbuf_reserve(w, 3 * (HDR_MAX + 11) + 12);
   if (p == NULL) return 0;
   if (opts->precision != DYNQ_INFER_DEFAULT) {
     p = PUT_LIT(p, "precision");
@@ -263,7 +241,7 @@ int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
   for (int k = 0; k < opts->n_output_shm; k++) {
     const dynq_output_shm_t *os = &opts->output_shm[k];
     size_t nlen = strlen(os->name);
-    p = room(w, HDR_MAX + nlen + SHM_REF_MAX);
+    p = dynq__wbuf_reserve(w, HDR_MAX + nlen + SHM_REF_MAX);
     if (p == NULL) return 0;
     p = put_str(p, os->name, nlen);
     p = put_shm_ref(p, &os->ref);

@@ -63,8 +63,8 @@ uint8_t *dynq__wbuf_steal(dynq__wbuf_t *w, size_t *ret_len) {
   return p;
 }
 
-static int wbuf_append(dynq__wbuf_t *w, const void *p, size_t n) {
-  if (w->err) return -1;
+uint8_t *dynq__wbuf_reserve(dynq__wbuf_t *w, size_t n) {
+  if (w->err) return NULL;
   if (n > w->cap - w->len) {
     size_t cap = w->cap ? w->cap : 256;
     while (cap - w->len < n) {
@@ -76,12 +76,18 @@ static int wbuf_append(dynq__wbuf_t *w, const void *p, size_t n) {
     w->data = d;
     w->cap = cap;
   }
-  if (n > 0) memcpy(w->data + w->len, p, n);
-  w->len += n;
-  return 0;
+  return w->data + w->len;
 nomem:
   w->err = -ENOMEM;
-  return -1;
+  return NULL;
+}
+
+static int wbuf_append(dynq__wbuf_t *w, const void *p, size_t n) {
+  uint8_t *dst = dynq__wbuf_reserve(w, n);
+  if (dst == NULL) return -1;
+  if (n > 0) memcpy(dst, p, n);
+  w->len += n;
+  return 0;
 }
 
 static int packer_write(void *data, const char *buf, size_t len) {

@@ -145,6 +145,10 @@ typedef struct dynq__wbuf {
 void dynq__wbuf_init(dynq__wbuf_t *w);
 void dynq__wbuf_free(dynq__wbuf_t *w);
 void dynq__wbuf_reset(dynq__wbuf_t *w);  /* len = 0, keeps capacity */
+/* Room for n more bytes: where they go (w->data + w->len), for a writer
+ * that fills them itself and then advances w->len; NULL with w->err set
+ * (sticky, -ENOMEM) when the buffer cannot grow. */
+uint8_t *dynq__wbuf_reserve(dynq__wbuf_t *w, size_t n);
 /* Hand the buffer over: returns data (caller frees), leaves w empty. */
 uint8_t *dynq__wbuf_steal(dynq__wbuf_t *w, size_t *ret_len);
 
