@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "clones.h"
+
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #define DYNQ_GV_LANES 16

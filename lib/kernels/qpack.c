@@ -18,7 +18,7 @@
 
 #include "gvec.h"
 
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CLONES DYNQ_CLONES
 #define L DYNQ_GV_LANES
 
 typedef int8_t qbytes_t __attribute__((vector_size(DYNQ_GV_LANES)));

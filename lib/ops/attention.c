@@ -23,7 +23,7 @@
 #include "kernels/gvec.h"
 #include "parallel.h"
 
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CLONES DYNQ_CLONES
 #define LANES DYNQ_GV_LANES
 
 typedef dynq_gvf vf_t;

@@ -19,7 +19,7 @@
  * in a fixed order, so every clone gives the same bits.  no-trapping-math
  * lets GCC if-convert the selects (results unchanged). */
 #define VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CLONES DYNQ_CLONES
 #define LANES 16
 
 /* Softmax of one contiguous row, in place.  A NaN anywhere makes the

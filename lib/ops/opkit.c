@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/clones.h"
 #include "kernels/sgemm.h"
 #include "parallel.h"
 #include "vmath.h"
@@ -166,7 +167,7 @@ int dynq__bcast_init(dynq__op_ctx_t *c, int nin, const dynq__tensor_t *const *t,
  * on every kernel, split and CPU.  no-trapping-math lets GCC if-convert
  * the selects. */
 #define ACT_VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
-#define ACT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define ACT_CLONES DYNQ_CLONES
 
 /* GELU (erf form) for the INT8 path: erf(z) = z P(z^2) / Q(z^2) on
  * |z| < 3.92 (degrees 5 and 5, coefficients fitted for this file by

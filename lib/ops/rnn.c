@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/clones.h"
 #include "rnn.h"
 #include "vmath.h"
 
@@ -117,7 +118,7 @@ typedef struct rnn {
 /* no-trapping-math lets GCC if-convert the clamps (results are unchanged:
  * it only stops assuming FP exceptions are observed). */
 #define VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define CLONES DYNQ_CLONES
 #define VECI VEC inline __attribute__((always_inline))
 
 VECI static void vsig(float *x, int64_t n) {
