@@ -397,10 +397,14 @@ drop:
   dynq__rpc_free(&m);
 }
 
-/* Read once (blocking or not) and hand out every complete frame.
- * 1: bytes came; 0: nothing yet (non-blocking); <0: the connection broke
- * (every waiting ticket answered). */
-static int read_some(dynq_client_t *c, int block) {
+/* Read what is there, without blocking, and hand out every complete frame.
+ * 1: bytes came; 0: nothing yet; <0: the connection broke (every waiting
+ * ticket answered).  Waiting is done in poll (wait_fd), never in recv: a
+ * thread asleep in a blocking recv() on a Unix stream socket is woken each
+ * time dynqd reads from the connection (the kernel's write-space wake-up
+ * is filtered for poll sleepers, not for recv ones), and dynqd pays for
+ * that wake-up inside its own recvmsg. */
+static int read_some(dynq_client_t *c) {
   uint8_t *dst;
   size_t room;
   const uint8_t *frame;
@@ -415,14 +419,14 @@ static int read_some(dynq_client_t *c, int block) {
     return rc;
   }
   for (;;) {
-    r = recv(c->fd, dst, room, block ? 0 : MSG_DONTWAIT);
+    r = recv(c->fd, dst, room, MSG_DONTWAIT);
     if (r > 0) break;
     if (r == 0) {
       client_broken(c, DYNQ_ECLOSED, "connection closed by dynqd");
       return DYNQ_ECLOSED;
     }
     if (errno == EINTR) continue;
-    if (!block && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
     {
       int e = errno;
       char msg[128];
@@ -530,7 +534,7 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
       if (e == EAGAIN || e == EWOULDBLOCK) {
         int bits = wait_fd(c, 1, -1);
         if (bits & POLLIN) {
-          int r = read_some(c, 0);
+          int r = read_some(c);
           if (r < 0) return dynq__client_fail(c, DYNQ_ECLOSED,
                                               "connection closed by dynqd while sending");
         }
@@ -692,7 +696,7 @@ static int wait_done(dynq_client_t *c, uint32_t msgid) {
      * request usually arrives within microseconds, before a sleeping
      * thread could even be woken. */
     if (c->spin_until_ns != 0) {
-      int r = read_some(c, 0);
+      int r = read_some(c);
       if (r != 0) continue;  /* data, or broken: look again */
       if (mono_ns() < c->spin_until_ns) {
         /* The thread that will answer may be waiting for this very CPU
@@ -702,7 +706,8 @@ static int wait_done(dynq_client_t *c, uint32_t msgid) {
       }
       c->spin_until_ns = 0;
     }
-    read_some(c, 1);
+    if (c->fd >= 0) (void)wait_fd(c, 0, -1);
+    (void)read_some(c);
   }
 }
 
@@ -779,7 +784,7 @@ int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
       continue;
     }
     /* Take what is there without blocking first. */
-    int r = read_some(c, 0);
+    int r = read_some(c);
     if (r != 0) continue;
     int left;
     if (timeout_ms < 0) {
