@@ -119,18 +119,9 @@ int dynq__run_prelu(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
 int dynq__run_logsoftmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                          dynq__tensor_t *out) {
   const dynq__tensor_t *x = in[0];
-  int rc, ax = 0;
-  if ((rc = dynq__op_need_f32(c, x, 0))) return rc;
-  if (x->rank == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "input is a scalar");
-  if ((rc = dynq__op_norm_axis(c, c->st->softmax.axis, x->rank, 0, &ax))) return rc;
-  if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, x->rank, x->dims, out))) return rc;
-  int64_t len = x->dims[ax], inner = 1, outer = 1;
-  for (int d = ax + 1; d < x->rank; d++) inner *= x->dims[d];
-  if (c->st->softmax.flatten) {
-    len *= inner;
-    inner = 1;
-  }
-  for (int d = 0; d < ax; d++) outer *= x->dims[d];
+  int64_t outer, len, inner;
+  int rc = dynq__softmax_geometry(c, x, out, &outer, &len, &inner);
+  if (rc) return rc;
   const float *px = x->data;
   float *py = out->data;
   for (int64_t o = 0; o < outer; o++)

@@ -50,9 +50,12 @@ CLONES VEC static void softmax_row(float *y, int64_t len) {
   for (i = 0; i < len; i++) y[i] *= inv;
 }
 
-int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
-                       dynq__tensor_t *out) {
-  const dynq__tensor_t *x = in[0];
+/* Softmax and LogSoftmax over "axis" of a float input: checks it, makes
+ * the output (X's shape) and gives the geometry, outer rows of len values
+ * inner apart.  With "flatten" (the importer's opset < 13 form) the axes
+ * from axis on are one. */
+int dynq__softmax_geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, dynq__tensor_t *out,
+                           int64_t *ret_outer, int64_t *ret_len, int64_t *ret_inner) {
   int rc, ax = 0;
   if ((rc = dynq__op_need_f32(c, x, 0))) return rc;
   if (x->rank == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "input is a scalar");
@@ -60,11 +63,23 @@ int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, x->rank, x->dims, out))) return rc;
   int64_t len = x->dims[ax], inner = 1, outer = 1;
   for (int d = ax + 1; d < x->rank; d++) inner *= x->dims[d];
-  if (c->st->softmax.flatten) { /* opset < 13: one softmax over [ax, rank) */
+  if (c->st->softmax.flatten) {
     len *= inner;
     inner = 1;
   }
   for (int d = 0; d < ax; d++) outer *= x->dims[d];
+  *ret_outer = outer;
+  *ret_len = len;
+  *ret_inner = inner;
+  return 0;
+}
+
+int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                       dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0];
+  int64_t outer, len, inner;
+  int rc = dynq__softmax_geometry(c, x, out, &outer, &len, &inner);
+  if (rc) return rc;
   const float *px = x->data;
   float *py = out->data;
   if (inner == 1) { /* the usual case: contiguous rows (in place when donated) */

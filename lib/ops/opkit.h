@@ -240,6 +240,9 @@ int dynq__op_need_f32(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx);
 int dynq__op_need_present(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx);
 /* axis in [-rank, rank) (or [-rank, rank] with allow_end) normalised. */
 int dynq__op_norm_axis(dynq__op_ctx_t *c, int64_t axis, int rank, int allow_end, int *ret);
+/* Softmax/LogSoftmax: check X, make the output, rows of len values inner apart (norm.c) */
+int dynq__softmax_geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, dynq__tensor_t *out,
+                           int64_t *ret_outer, int64_t *ret_len, int64_t *ret_inner);
 /* An int64 (or int32) 1-D or scalar tensor read into v[0..max). */
 int dynq__op_read_ints(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *what,
                        int64_t *v, int max, int *ret_n);
