@@ -692,7 +692,10 @@ static int handle_frame(dynqd_conn_t *c, const uint8_t *buf, size_t len) {
   memset(&m, 0, sizeof(m));
   int64_t hint = -1;
   char err[256] = "";
-  int rc = dynq__rpc_parse(buf, len, &m, &hint, err, sizeof(err));
+  /* In place: the frame stays in the read buffer until m is freed below
+   * (nothing reads into it while a frame is handled). */
+  int rc = dynq__rpc_parse_framed(c->srv->reader, buf, len, &c->fr.lim, &m, &hint, err,
+                                  sizeof(err));
   if (rc != 0) {
     uint32_t id = hint >= 0 && hint <= (int64_t)UINT32_MAX ? (uint32_t)hint : 0;
     log_debug("conn %llu: bad envelope: %s", (unsigned long long)c->id, err);

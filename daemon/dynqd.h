@@ -920,6 +920,9 @@ struct dynqd_server {
    * the prepare handle before each poll): a quiet loop (<= 1 frame) may
    * run a small request inline. */
   int frames_iter, frames_prev;
+  /* Parses request frames in place (lib/proto); owned, NULL when it could
+   * not be allocated (frames are then parsed by copy). */
+  dynq__rpc_reader_t *reader;
   int reloads;                /* SIGHUP rescans completed */
   /* What peers hold (conn.c): per uid, and the buffers of all live
    * connections, checked against max_buffers_total. */

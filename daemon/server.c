@@ -325,6 +325,7 @@ int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg) 
   s->loop = loop;
   s->start_ns = uv_hrtime();
   s->on_request = dynqd__dispatch;
+  s->reader = dynq__rpc_reader_new();
   s->peer_ok = dynqd__admin_peer_ok;
   s->sessions.loop = loop;
   s->sessions.cfg = cfg;
@@ -404,4 +405,5 @@ void dynqd__server_fini(dynqd_server_t *s) {
   dynqd__registry_free(&s->reg);
   dynqd__listener_unlink(s);
   dynqd__peers_free(&s->peers);  /* last: sessions and regions pointed at them */
+  s->reader = dynq__rpc_reader_free(s->reader);
 }

@@ -1053,6 +1053,37 @@ END_TEST
 
 /* ---- reader: envelope ---- */
 
+/* One reader for the whole suite: every frame below also goes through it,
+ * so its zone is reused across many good and bad frames. */
+static dynq__rpc_reader_t *suite_reader;
+
+/* dynq__rpc_parse_framed on b, with lim as the framer's limits (NULL:
+ * not scanned): the same verdict, hint and message as the copy. */
+static void same_in_place(const uint8_t *b, size_t n, const dynq__scan_limits_t *lim,
+                          int rc, int64_t hint, const char *err) {
+  if (suite_reader == NULL) suite_reader = dynq__rpc_reader_new();
+  ck_assert_ptr_nonnull(suite_reader);
+  dynq__rpc_msg_t m;
+  memset(&m, 0x5a, sizeof m);
+  dynq__rpc_msg_t before = m;
+  int64_t h2 = 12345;
+  char e2[128] = "x";
+  int rc2 = dynq__rpc_parse_framed(suite_reader, b, n, lim, &m, &h2, e2, sizeof e2);
+  ck_assert_int_eq(rc2, rc);
+  if (rc2 == 0) {
+    size_t flen;
+    /* in place: the message's frame is the caller's bytes */
+    ck_assert_ptr_eq(dynq__rpc_frame(&m, &flen), b);
+    ck_assert_uint_eq(flen, n);
+    dynq__rpc_free(&m);
+    ck_assert_ptr_null(m.priv);
+  } else {
+    ck_assert_mem_eq(&m, &before, sizeof m);
+    ck_assert_int_eq(h2, hint);
+    if (err != NULL) ck_assert_str_eq(e2, err);
+  }
+}
+
 static int parse_hand(const uint8_t *b, size_t n, int64_t *hint, char *err,
                       size_t errlen) {
   dynq__rpc_msg_t m;
@@ -1065,6 +1096,14 @@ static int parse_hand(const uint8_t *b, size_t n, int64_t *hint, char *err,
     ck_assert_mem_eq(&m, &before, sizeof m);
     ck_assert_msg(err == NULL || err[0] != '\0', "no message for %d", rc);
   }
+  int64_t h = hint != NULL ? *hint : -1;
+  const char *e = err != NULL && errlen >= 128 ? err : NULL;
+  same_in_place(b, n, NULL, rc, h, e);
+  /* As the framer would hand it out: only a frame the scanner cut at
+   * exactly n bytes skips the second scan. */
+  size_t used = 0;
+  if (dynq__mp_scan(b, n, &dynq__scan_limits_default, &used) == 0 && used == n)
+    same_in_place(b, n, &dynq__scan_limits_default, rc, h, e);
   return rc;
 }
 
@@ -1225,6 +1264,71 @@ START_TEST(test_rpc_bad_bytes) {
   memset(deep + 5, 0x91, 40);
   deep[37] = 0xc0;
   ck_assert_int_eq(parse_hand(deep, 38, &hint, err, sizeof err), DYNQ_EPROTO);
+}
+END_TEST
+
+START_TEST(test_rpc_reader_in_place) {
+  dynq__rpc_reader_t *rd = dynq__rpc_reader_new();
+  ck_assert_ptr_nonnull(rd);
+  dynq__wbuf_t w1, w2;
+  dynq__wbuf_init(&w1);
+  dynq__wbuf_init(&w2);
+  dynq__w_request_head(&w1, 7, "infer");
+  dynq__w_map(&w1, 1);
+  dynq__w_str(&w1, "model");
+  dynq__w_str(&w1, "linear");
+  dynq__w_request_head(&w2, 8, "ping");
+  dynq__w_map(&w2, 0);
+  ck_assert_int_eq(w1.err | w2.err, 0);
+  char err[128];
+  const char *sv;
+  size_t n, flen;
+  dynq__rpc_msg_t m1, m2;
+  for (int round = 0; round < 1000; round++) {  /* the zone is reused, not grown */
+    ck_assert_int_eq(dynq__rpc_parse_framed(rd, w1.data, w1.len, &dynq__scan_limits_default,
+                                            &m1, NULL, err, sizeof err), 0);
+    ck_assert_uint_eq(m1.msgid, 7);
+    ck_assert_str_eq(m1.method, "infer");
+    ck_assert_int_eq(dynq__obj_str(dynq__obj_get(m1.params, "model"), &sv, &n), 0);
+    /* the string is read where it lies in the caller's buffer */
+    ck_assert(sv > (const char *)w1.data && sv + n <= (const char *)w1.data + w1.len);
+    ck_assert_ptr_eq(dynq__rpc_frame(&m1, &flen), w1.data);
+    if (round == 0) {
+      /* A second frame while m1 lives: parsed by copy, both stay valid. */
+      ck_assert_int_eq(dynq__rpc_parse_framed(rd, w2.data, w2.len, NULL, &m2, NULL, err,
+                                              sizeof err), 0);
+      ck_assert_ptr_ne(dynq__rpc_frame(&m2, &flen), w2.data);
+      ck_assert_uint_eq(flen, w2.len);
+      ck_assert_str_eq(m2.method, "ping");
+      ck_assert_uint_eq(m2.msgid, 8);
+      ck_assert_str_eq(m1.method, "infer");
+      ck_assert_int_eq(dynq__obj_str(dynq__obj_get(m1.params, "model"), &sv, &n), 0);
+      ck_assert_int_eq(memcmp(sv, "linear", 6), 0);
+      dynq__rpc_free(&m2);
+    }
+    dynq__rpc_free(&m1);
+  }
+  /* Nesting the framer allowed beyond msgpack-c's 32 is still refused:
+   * limits with max_depth above 32 do not skip the scan. */
+  uint8_t deep[5 + 40 + 1] = {0x94, 0x00, 0x01, 0xa1, 'm'};
+  memset(deep + 5, 0x91, 40);
+  deep[45] = 0xc0;
+  dynq__scan_limits_t lim64 = {(size_t)1 << 20, 64, 1u << 20};
+  size_t used;
+  ck_assert_int_eq(dynq__mp_scan(deep, sizeof deep, &lim64, &used), 0);
+  int64_t hint;
+  ck_assert_int_eq(dynq__rpc_parse_framed(rd, deep, sizeof deep, &lim64, &m1, &hint, err,
+                                          sizeof err), DYNQ_EPROTO);
+  ck_assert_ptr_nonnull(strstr(err, "nesting"));
+  /* No reader (it could not be allocated): a plain copying parse. */
+  ck_assert_int_eq(dynq__rpc_parse_framed(NULL, w2.data, w2.len, NULL, &m2, NULL, err,
+                                          sizeof err), 0);
+  ck_assert_ptr_ne(dynq__rpc_frame(&m2, &flen), w2.data);
+  dynq__rpc_free(&m2);
+  ck_assert_ptr_null(dynq__rpc_reader_free(rd));
+  ck_assert_ptr_null(dynq__rpc_reader_free(NULL));
+  dynq__wbuf_free(&w1);
+  dynq__wbuf_free(&w2);
 }
 END_TEST
 
@@ -2264,6 +2368,7 @@ static Suite *proto_suite(void) {
   tcase_add_test(tc, test_rpc_envelope_refusals);
   tcase_add_test(tc, test_rpc_bad_bytes);
   tcase_add_test(tc, test_rpc_params_and_lifetime);
+  tcase_add_test(tc, test_rpc_reader_in_place);
   tcase_add_test(tc, test_rpc_error_decode);
   suite_add_tcase(s, tc);
   return s;

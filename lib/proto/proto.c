@@ -12,7 +12,12 @@
  * buffer moves on), re-scans it with the limits msgpack-c itself can
  * handle so that no declared size reaches its allocator unchecked, decodes
  * it and validates the envelope.  A dynq__obj_t wraps a const
- * msgpack_object * living in the message's zone.
+ * msgpack_object * living in the message's zone.  dynq__rpc_parse_framed()
+ * does the same in place for a server that is done with a frame before
+ * its buffer moves: no copy, no new zone per frame (a reader's is cleared
+ * and reused), and no re-scan when the framer's limits already gave
+ * msgpack-c's guarantees (the framer cut exactly this object, so every
+ * count and length in it fits in its bytes).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -568,15 +573,28 @@ int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
 #define MSGPACK_MAX_DEPTH 32
 
 typedef struct rpc_priv {
-  msgpack_unpacked up;  /* owns the zone every object lives in */
+  msgpack_zone *zone;   /* owned: every object lives in it */
+  msgpack_object root;
   char method[64];
+  int reader;           /* a dynq__rpc_reader_t's: kept, not freed */
+  int busy;             /* reader: a message parsed by it is alive */
+  const uint8_t *view;  /* reader: the caller's frame the objects point into */
   size_t len;           /* bytes of frame */
   uint8_t frame[];      /* our copy of the frame: objects point into it */
 } rpc_priv_t;
 
+struct dynq__rpc_reader {
+  rpc_priv_t p;         /* frame[] unused: the reader parses in place */
+};
+
 static void priv_free(rpc_priv_t *p) {
   if (p == NULL) return;
-  msgpack_unpacked_destroy(&p->up);
+  if (p->reader) {  /* the zone stays for the reader's next frame */
+    p->busy = 0;
+    p->view = NULL;
+    return;
+  }
+  msgpack_zone_free(p->zone);
   free(p);
 }
 
@@ -614,20 +632,78 @@ static dynq__obj_t unwrap_params(const msgpack_object *o) {
   return mkobj(o);
 }
 
+/* Check buf[0..len) as one whole msgpack object within msgpack-c's
+ * limits, unpack it into p (whose frame is at data) and validate the
+ * envelope; p is freed on failure. */
+static int parse_into(rpc_priv_t *p, const uint8_t *data, size_t len, int scanned,
+                      dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint, char *err,
+                      size_t errlen);
+
 int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
                     int64_t *ret_msgid_hint, char *err, size_t errlen) {
-  rpc_priv_t *p = NULL;
-  size_t used = 0, off = 0;
-  int rc;
-
   if (ret_msgid_hint != NULL) *ret_msgid_hint = -1;
   if (err != NULL && errlen > 0) err[0] = '\0';
+  if (len > SIZE_MAX - sizeof(rpc_priv_t))
+    return fail(-ENOMEM, err, errlen, "message too large to copy");
+  rpc_priv_t *p = malloc(sizeof *p + len);
+  if (p == NULL) return fail(-ENOMEM, err, errlen, "out of memory");
+  p->zone = NULL;
+  p->reader = 0;
+  p->busy = 0;
+  p->view = NULL;
+  memcpy(p->frame, buf, len);
+  return parse_into(p, p->frame, len, 0, ret, ret_msgid_hint, err, errlen);
+}
 
+dynq__rpc_reader_t *dynq__rpc_reader_new(void) {
+  dynq__rpc_reader_t *rd = calloc(1, sizeof(*rd));
+  if (rd == NULL) return NULL;
+  rd->p.zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+  if (rd->p.zone == NULL) {
+    free(rd);
+    return NULL;
+  }
+  rd->p.reader = 1;
+  return rd;
+}
+
+dynq__rpc_reader_t *dynq__rpc_reader_free(dynq__rpc_reader_t *rd) {
+  if (rd == NULL) return NULL;
+  msgpack_zone_free(rd->p.zone);
+  free(rd);
+  return NULL;
+}
+
+int dynq__rpc_parse_framed(dynq__rpc_reader_t *rd, const uint8_t *buf, size_t len,
+                           const dynq__scan_limits_t *scanned, dynq__rpc_msg_t *ret,
+                           int64_t *ret_msgid_hint, char *err, size_t errlen) {
+  if (rd == NULL || rd->p.busy)  /* a message of it is still alive: copy */
+    return dynq__rpc_parse(buf, len, ret, ret_msgid_hint, err, errlen);
+  if (ret_msgid_hint != NULL) *ret_msgid_hint = -1;
+  if (err != NULL && errlen > 0) err[0] = '\0';
+  /* A frame the framer cut with these limits is one whole object whose
+   * every declared count and length fits in its own bytes: what the
+   * re-scan checks, except a nesting above msgpack-c's stack. */
+  int ok = scanned != NULL && scanned->max_depth <= MSGPACK_MAX_DEPTH &&
+           len <= scanned->max_frame;
+  rd->p.busy = 1;
+  rd->p.view = buf;
+  return parse_into(&rd->p, buf, len, ok, ret, ret_msgid_hint, err, errlen);
+}
+
+static int parse_into(rpc_priv_t *p, const uint8_t *data, size_t len, int scanned,
+                      dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint, char *err,
+                      size_t errlen) {
+  size_t used = len, off = 0;
+  int rc = 0;
+
+  p->method[0] = '\0';
+  p->len = len;
   /* Re-scan with this frame as the budget: whatever the caller's limits,
    * no declared count or length can ask msgpack-c for more than the bytes
    * present could hold, and nesting stays within msgpack-c's stack. */
   dynq__scan_limits_t lim = {len, MSGPACK_MAX_DEPTH, UINT64_MAX};
-  rc = dynq__mp_scan(buf, len, &lim, &used);
+  if (!scanned) rc = dynq__mp_scan(data, len, &lim, &used);
   if (rc == DYNQ_EDEPTH) {
     rc = fail(DYNQ_EPROTO, err, errlen,
               "message nesting deeper than %d", MSGPACK_MAX_DEPTH);
@@ -644,21 +720,13 @@ int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
     goto fail;
   }
 
-  if (len > SIZE_MAX - sizeof *p) {
-    rc = fail(-ENOMEM, err, errlen, "message too large to copy");
+  /* A reader's zone keeps its first chunk from frame to frame. */
+  if (p->zone != NULL) msgpack_zone_clear(p->zone);
+  else if ((p->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE)) == NULL) {
+    rc = fail(-ENOMEM, err, errlen, "out of memory decoding the message");
     goto fail;
   }
-  p = malloc(sizeof *p + len);
-  if (p == NULL) {
-    rc = fail(-ENOMEM, err, errlen, "out of memory");
-    goto fail;
-  }
-  msgpack_unpacked_init(&p->up);
-  p->method[0] = '\0';
-  p->len = len;
-  memcpy(p->frame, buf, len);
-
-  switch (msgpack_unpack_next(&p->up, (const char *)p->frame, len, &off)) {
+  switch (msgpack_unpack((const char *)data, len, &off, p->zone, &p->root)) {
   case MSGPACK_UNPACK_SUCCESS:
     break;
   case MSGPACK_UNPACK_NOMEM_ERROR:
@@ -669,7 +737,7 @@ int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
     goto fail;
   }
 
-  const msgpack_object *root = &p->up.data;
+  const msgpack_object *root = &p->root;
   if (root->type != MSGPACK_OBJECT_ARRAY) {
     rc = fail(DYNQ_EPROTO, err, errlen, "message is not an array");
     goto fail;
@@ -739,7 +807,7 @@ const uint8_t *dynq__rpc_frame(const dynq__rpc_msg_t *m, size_t *ret_len) {
     return NULL;
   }
   *ret_len = p->len;
-  return p->frame;
+  return p->reader ? p->view : p->frame;
 }
 
 void dynq__rpc_free(dynq__rpc_msg_t *m) {

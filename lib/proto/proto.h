@@ -8,9 +8,9 @@
  *     present could hold, before msgpack-c ever sees it.
  *  2. A writer (dynq__wbuf_t + dynq__w_*) that appends msgpack to a growable
  *     buffer.
- *  3. A reader: dynq__rpc_parse() decodes one scanned frame into a
- *     dynq__rpc_msg_t whose objects are read through dynq__obj_* accessors
- *     (no msgpack types leak out).  Tensors decode into a checked view
+ *  3. A reader: dynq__rpc_parse() (or, in place, dynq__rpc_parse_framed())
+ *     decodes one scanned frame into a dynq__rpc_msg_t whose objects are
+ *     read through dynq__obj_* accessors (no msgpack types leak out).  Tensors decode into a checked view
  *     (dynq__wtensor_t) pointing into the frame.
  *
  * Nothing here knows the engine's tensors (libdynqclient links only this
@@ -273,6 +273,21 @@ typedef struct dynq__rpc_msg {
 int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
                     int64_t *ret_msgid_hint, char *err, size_t errlen);
 void dynq__rpc_free(dynq__rpc_msg_t *m);
+
+/* A reader parses frames in place, for a server that handles each frame
+ * before its read buffer moves: no copy of the frame, its msgpack zone
+ * kept from one frame to the next, and no second scan of a frame the
+ * framer already cut with `scanned` (its limits; NULL: scan again).  The
+ * message's objects point into buf, so buf must stay as it is until
+ * dynq__rpc_free.  While one message of a reader is alive, another parse
+ * on it copies like dynq__rpc_parse (a handler that parses a frame of
+ * another connection).  Errors as dynq__rpc_parse. */
+typedef struct dynq__rpc_reader dynq__rpc_reader_t;
+dynq__rpc_reader_t *dynq__rpc_reader_new(void);  /* NULL: out of memory */
+dynq__rpc_reader_t *dynq__rpc_reader_free(dynq__rpc_reader_t *rd);
+int dynq__rpc_parse_framed(dynq__rpc_reader_t *rd, const uint8_t *buf, size_t len,
+                           const dynq__scan_limits_t *scanned, dynq__rpc_msg_t *ret,
+                           int64_t *ret_msgid_hint, char *err, size_t errlen);
 /* The message's own copy of its frame bytes (valid while m is). */
 const uint8_t *dynq__rpc_frame(const dynq__rpc_msg_t *m, size_t *ret_len);
 
