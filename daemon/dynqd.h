@@ -725,6 +725,8 @@ int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b);
 /* Take the bound outputs of a successful run as the session's next state. */
 void dynqd__infer_take_state(dynqd_infer_t *x);
 void dynqd__infer_free(dynqd_infer_t *x);  /* NULL-safe */
+/* Free what x holds and zero it (x itself is the caller's). */
+void dynqd__infer_clear(dynqd_infer_t *x);
 
 /* ============================== transport ============================== */
 
@@ -923,6 +925,10 @@ struct dynqd_server {
   /* Parses request frames in place (lib/proto); owned, NULL when it could
    * not be allocated (frames are then parsed by copy). */
   dynq__rpc_reader_t *reader;
+  /* Infer requests' blocks kept for reuse with their buffers
+   * (rpc_infer.c; loop thread only), at most DYNQD_POOL_MAX. */
+  void *infer_pool;
+  int infer_pooled;
   int reloads;                /* SIGHUP rescans completed */
   /* What peers hold (conn.c): per uid, and the buffers of all live
    * connections, checked against max_buffers_total. */
@@ -1032,6 +1038,8 @@ int dynqd__m_model_load(dynqd_req_t *rq, const union dynq__params *p);
 int dynqd__m_model_unload(dynqd_req_t *rq, const union dynq__params *p);
 int dynqd__m_model_reload(dynqd_req_t *rq, const union dynq__params *p);
 int dynqd__m_infer(dynqd_req_t *rq, const union dynq__params *p);
+/* Free the infer blocks kept for reuse (after the workers stopped). */
+void dynqd__rpc_infer_pool_free(dynqd_server_t *s);
 int dynqd__m_session_open(dynqd_req_t *rq, const union dynq__params *p);
 int dynqd__m_session_reset(dynqd_req_t *rq, const union dynq__params *p);
 int dynqd__m_session_close(dynqd_req_t *rq, const union dynq__params *p);

@@ -337,6 +337,11 @@ void dynqd__infer_take_state(dynqd_infer_t *x) {
 
 void dynqd__infer_free(dynqd_infer_t *x) {
   if (x == NULL) return;
+  dynqd__infer_clear(x);
+  free(x);
+}
+
+void dynqd__infer_clear(dynqd_infer_t *x) {
   for (int i = 0; i < x->n_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
   free(x->inputs);
   clear_out(x);
@@ -348,5 +353,5 @@ void dynqd__infer_free(dynqd_infer_t *x) {
   free(x->out_shm);
   free(x->axes);
   dynq__model_unref(x->model);
-  free(x);
+  memset(x, 0, sizeof(*x));
 }

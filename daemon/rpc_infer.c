@@ -9,6 +9,15 @@
  * policy): two thread hand-offs (a condvar wake-up of a worker, an eventfd
  * wake-up of the loop) cost more than such a run.  Session steps may run
  * inline too; their state is kept as after a worker run.
+ *
+ * No allocation per request once warm: a request's block goes back to a
+ * pool on the server (the loop both takes and returns blocks) with two
+ * buffers it keeps, one for the input bytes copied out of the read buffer
+ * and one the answer is encoded into, each up to POOL_BUF_MAX.  Those are
+ * the large allocations: served from glibc's bins rather than its
+ * per-thread caches, allocated on one thread and freed on the other, they
+ * took the arena locks and, through the merged batches' big chunks,
+ * malloc_consolidate.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -26,6 +35,10 @@
 #define COALESCE_MAX_US 200.0
 /* Longest timeout_ms honoured (a day); larger values mean "no deadline". */
 #define MAX_TIMEOUT_MS (24ull * 3600 * 1000)
+/* Blocks the pool keeps, and the largest buffer a kept block keeps: at
+ * most 256 * 2 * 16 KiB = 8 MiB held for reuse. */
+#define POOL_MAX 256
+#define POOL_BUF_MAX ((size_t)16 << 10)
 
 /* An infer request and what answering it needs. */
 typedef struct rpc_infer {
@@ -46,18 +59,92 @@ typedef struct rpc_infer {
   size_t sent;                /* worker: bytes of resp that write took */
   int shadow;                 /* sampled for an FP32 re-run (shadow.c) */
   dynq__tensor_t *shadow_out; /* owned: its INT8 outputs, kept by encode */
+  size_t resp_cap;            /* bytes allocated at resp */
+  /* Kept across uses of the block (the pool's): */
+  struct rpc_infer *pool_next;
+  uint8_t *inbuf;             /* owned (dynq__aligned_alloc): input bytes of
+                                 the request, views of it in x.inputs */
+  size_t inbuf_cap, inbuf_used;
+  uint8_t *rbuf;              /* owned: where the next answer is encoded */
+  size_t rbuf_cap;
 } rpc_infer_t;
+
+static rpc_infer_t *block_get(dynqd_server_t *s) {
+  rpc_infer_t *r = s->infer_pool;
+  if (r == NULL) return calloc(1, sizeof(*r));
+  s->infer_pool = r->pool_next;
+  s->infer_pooled--;
+  uint8_t *in = r->inbuf, *rb = r->rbuf;
+  size_t in_cap = r->inbuf_cap, rb_cap = r->rbuf_cap;
+  memset(r, 0, sizeof(*r));
+  r->inbuf = in;
+  r->inbuf_cap = in_cap;
+  r->rbuf = rb;
+  r->rbuf_cap = rb_cap;
+  return r;
+}
+
+static void block_release(rpc_infer_t *r) {
+  dynq__aligned_free(r->inbuf);
+  free(r->rbuf);
+  free(r);
+}
+
+void dynqd__rpc_infer_pool_free(dynqd_server_t *s) {
+  for (rpc_infer_t *r = s->infer_pool, *n; r != NULL; r = n) {
+    n = r->pool_next;
+    block_release(r);
+  }
+  s->infer_pool = NULL;
+  s->infer_pooled = 0;
+}
 
 static void infer_free(rpc_infer_t *r) {
   if (r == NULL) return;
-  free(r->resp);
-  r->resp = NULL;
+  dynqd_server_t *s = r->srv;
   if (r->shadow_out != NULL)
     for (int i = 0; i < dynq__model_signature(r->x.model)->n_outputs; i++)
       dynq__tensor_clear(&r->shadow_out[i]);
   free(r->shadow_out);
   r->shadow_out = NULL;
-  dynqd__infer_free(&r->x);  /* frees r: x is its first member */
+  dynqd__infer_clear(&r->x);  /* the inputs' views into inbuf go first */
+  /* The answer's buffer (not handed to the connection) is the next one's. */
+  if (r->resp != NULL) {
+    if (r->resp_cap <= POOL_BUF_MAX && r->resp_cap > r->rbuf_cap) {
+      free(r->rbuf);
+      r->rbuf = r->resp;
+      r->rbuf_cap = r->resp_cap;
+    } else {
+      free(r->resp);
+    }
+    r->resp = NULL;
+  }
+  if (s == NULL || s->infer_pooled >= POOL_MAX) {
+    block_release(r);
+    return;
+  }
+  r->pool_next = s->infer_pool;
+  s->infer_pool = r;
+  s->infer_pooled++;
+}
+
+/* Room for n input bytes in r's input buffer (aligned), or NULL: the
+ * tensor then gets its own allocation.  The buffer is (re)sized only while
+ * nothing in it is used. */
+static void *in_space(rpc_infer_t *r, size_t n) {
+  size_t need = r->inbuf_used + ((n + DYNQ_ALIGN - 1) & ~(size_t)(DYNQ_ALIGN - 1));
+  if (need > r->inbuf_cap) {
+    if (r->inbuf_used > 0 || need > POOL_BUF_MAX) return NULL;
+    size_t cap = (need + 4095) & ~(size_t)4095;
+    uint8_t *nb = dynq__aligned_alloc(cap);
+    if (nb == NULL) return NULL;
+    dynq__aligned_free(r->inbuf);
+    r->inbuf = nb;
+    r->inbuf_cap = cap;
+  }
+  void *p = r->inbuf + r->inbuf_used;
+  r->inbuf_used = need;
+  return p;
 }
 
 /* Encode x's result (its outputs are taken and freed) into r->resp. */
@@ -66,6 +153,10 @@ static void encode(rpc_infer_t *r) {
   const dynq__model_sig_t *g = dynq__model_signature(x->model);
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
+  w.data = r->rbuf;  /* the block's buffer: grown (realloc) if need be */
+  w.cap = r->rbuf_cap;
+  r->rbuf = NULL;
+  r->rbuf_cap = 0;
   if (x->status != 0) {
     dynq__w_error_response(&w, r->rq.msgid, x->status, x->err);
   } else {
@@ -140,7 +231,10 @@ static void encode(rpc_infer_t *r) {
     x->status = -ENOMEM;
     dynq__w_error_response(&w, r->rq.msgid, -ENOMEM, "out of memory encoding the result");
   }
-  if (w.err == 0) r->resp = dynq__wbuf_steal(&w, &r->resp_len);
+  if (w.err == 0) {
+    r->resp_cap = w.cap;
+    r->resp = dynq__wbuf_steal(&w, &r->resp_len);
+  }
   dynq__wbuf_free(&w);
 }
 
@@ -199,6 +293,24 @@ static void job_expire(dynqd_job_t *j, const char *msg) {
   answer(&r, 1);
 }
 
+/* The inputs that are views into the block's buffer get their own copy
+ * (they leave with the request: the shadow service frees them). */
+static int own_inputs(rpc_infer_t *r) {
+  dynqd_infer_t *x = &r->x;
+  for (int i = 0; i < x->n_inputs; i++) {
+    dynq__tensor_t *t = &x->inputs[i];
+    const uint8_t *d = t->data;
+    if (t->owned || d == NULL || r->inbuf == NULL || d < r->inbuf ||
+        d >= r->inbuf + r->inbuf_cap)
+      continue;  /* owned, absent, session state or shm: as before */
+    dynq__tensor_t c;
+    if (dynq__tensor_alloc_uninit(&c, t->dtype, t->rank, t->dims) != 0) return -ENOMEM;
+    memcpy(c.data, d, dynq__tensor_nbytes(t));
+    *t = c;
+  }
+  return 0;
+}
+
 /* Back on the loop (from a worker, or inline): stats, session, answer. */
 static void job_done(dynqd_job_t *j) {
   rpc_infer_t *r = (rpc_infer_t *)j;
@@ -220,14 +332,14 @@ static void job_done(dynqd_job_t *j) {
   if (sent > 0) {
     dynqd__reply_done(&r->rq);  /* the worker wrote it, or began to */
   } else if (r->resp != NULL) {
-    dynqd__reply_frame(&r->rq, r->resp, r->resp_len);
+    dynqd__reply_frame(&r->rq, r->resp, r->resp_len);  /* the connection's now */
     r->resp = NULL;
   } else {
     dynqd__reply_error(&r->rq, -ENOMEM, "out of memory encoding the result");
   }
   if (r->shadow) {
     /* answered: the inputs and INT8 outputs move to the shadow service */
-    if (r->shadow_out != NULL && x->status == 0 && !j->skipped) {
+    if (r->shadow_out != NULL && x->status == 0 && !j->skipped && own_inputs(r) == 0) {
       int no = dynq__model_signature(x->model)->n_outputs;
       if (x->session != NULL)
         dynqd__shadow_submit_step(&s->shadow, r->mstats, x->model, x->session->shadow,
@@ -292,7 +404,22 @@ static int decode_tensor(rpc_infer_t *r, dynq__obj_t tv, dynq__tensor_t *ret, ch
   dynq__tensor_limits_t tl = {DYNQ_MAX_RANK, s->cfg->max_tensor_elems};
   dynq__obj_t so = dynq__obj_kind(tv) == DYNQ_OBJ_MAP ? dynq__obj_get(tv, "shm")
                                                       : (dynq__obj_t){NULL};
-  if (dynq__obj_is_absent(so)) return dynq__obj_tensor(tv, &tl, ret, err, errlen);
+  if (dynq__obj_is_absent(so)) {
+    dynq__wtensor_t v;
+    int rc = dynq__obj_wtensor(tv, &tl, &v, err, errlen);
+    if (rc != 0) return rc;
+    /* Into the block's buffer (a view the block frees), else its own. */
+    void *p = v.nbytes > 0 ? in_space(r, v.nbytes) : NULL;
+    if (p == NULL) return dynq__obj_tensor(tv, &tl, ret, err, errlen);
+    memcpy(p, v.data, v.nbytes);
+    memset(ret, 0, sizeof(*ret));
+    ret->dtype = (dynq_dtype_t)v.dtype;
+    ret->rank = v.rank;
+    memcpy(ret->dims, v.dims, sizeof(ret->dims));
+    ret->data = p;
+    ret->owned = 0;
+    return 0;
+  }
   char dts[16];
   if (dynq__obj_strcpy(dynq__obj_get(tv, "dtype"), dts, sizeof(dts)) != 0) {
     snprintf(err, errlen, "dtype must be a string such as \"float32\"");
@@ -537,8 +664,9 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   dynq__obj_t in = p->inputs.obj;
 
   const dynq__model_sig_t *g = dynq__model_signature(model);
-  r = calloc(1, sizeof(*r));
+  r = block_get(s);
   if (r == NULL) goto oom;
+  r->srv = s;
   dynqd_infer_t *x = &r->x;
   x->model = dynq__model_ref(model);
   x->inputs = calloc((size_t)(g->n_inputs > 0 ? g->n_inputs : 1), sizeof(*x->inputs));
@@ -587,7 +715,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   /* What it holds until answered counts with the connections' buffers:
    * a pipelining peer cannot park more than max_buffers_total in the
    * queue (the read buffer it came from is reused at once). */
-  size_t held = sizeof(*r) + (size_t)x->n_inputs * sizeof(*x->inputs);
+  size_t held = sizeof(*r) + (size_t)x->n_inputs * sizeof(*x->inputs) + r->inbuf_used;
   for (int k = 0; k < x->n_inputs; k++)
     if (x->inputs[k].owned) held += dynq__tensor_nbytes(&x->inputs[k]);
   if (dynqd__conn_charge(rq->conn, held) != 0)
@@ -613,8 +741,7 @@ fail_answered:
   dynqd__stats_count(&s->stats, ms, ecode);
   if (r != NULL) {
     if (r->x.session != NULL) r->x.session->busy = 0;
-    if (r->x.model == NULL) free(r);
-    else infer_free(r);
+    infer_free(r);
   }
   return 0;
 }

@@ -400,6 +400,7 @@ void dynqd__server_fini(dynqd_server_t *s) {
   }
   dynqd__sched_stop(&s->sched);
   dynqd__shadow_stop(&s->shadow);
+  dynqd__rpc_infer_pool_free(s);  /* the jobs sched_stop finished went there */
   dynqd__sessions_free(&s->sessions);  /* detached ones */
   dynqd__stats_free(&s->stats);
   dynqd__registry_free(&s->reg);
