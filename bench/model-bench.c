@@ -14,6 +14,18 @@
  * the executor's observer), e.g. the QLinear (INT8 GEMM) share; --nodes K
  * also the K costliest nodes with their input and output shapes.
  * --cpu times the thread's CPU time instead of wall time (see now_us).
+ *
+ * --scaling T: how T threads scale, measured so that other processes on
+ * the machine barely change it.  The rounds alternate one thread and T
+ * threads (INT8, or FP32 with --only fp32), and per op type it prints the
+ * one-thread run's CPU time, the T-thread run's CPU time over all its
+ * threads (the work, inflated by splitting) and its critical path: the
+ * caller's CPU time outside parallel calls plus each call's tasks
+ * list-scheduled on T threads from their own CPU times (lib/parallel.h,
+ * profiling).  Scaling = one-thread CPU / critical path: what T dedicated
+ * cores would give, less the helpers' wake-ups (counted: "woken") and
+ * shared-cache effects the T-thread tasks did not meet.  The wall-clock
+ * ratio is printed too; it only means something on a quiet machine.
  */
 #include <errno.h>
 #include <math.h>
@@ -27,6 +39,7 @@
 #include "engine.h"
 #include "model.h"
 #include "ops.h"
+#include "parallel.h"
 #include "tensor.h"
 
 #define MAX_IN 8
@@ -38,11 +51,13 @@
  * leaves out helper threads' work, so use it with --threads 1 only. */
 static clockid_t clock_id = CLOCK_MONOTONIC;
 
-static double now_us(void) {
+static double clock_us(clockid_t id) {
   struct timespec ts;
-  clock_gettime(clock_id, &ts);
+  clock_gettime(id, &ts);
   return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
+
+static double now_us(void) { return clock_us(clock_id); }
 
 /* --profile: wall time between successive on_node calls (each node's
  * own time: the executor calls back right after a node), summed per op. */
@@ -50,6 +65,14 @@ typedef struct prof {
   double last_us;
   double op_us[DYNQ_OP__COUNT];
   int64_t op_n[DYNQ_OP__COUNT];
+  /* --scaling: the caller's CPU time per op, and the parallel calls'
+   * profile (lib/parallel.h) per op */
+  int scaling;
+  double last_cpu;
+  double cpu_us[DYNQ_OP__COUNT], task_us[DYNQ_OP__COUNT], span_us[DYNQ_OP__COUNT];
+  double call_us[DYNQ_OP__COUNT];
+  int64_t calls[DYNQ_OP__COUNT], woken[DYNQ_OP__COUNT], gaps[DYNQ_OP__COUNT];
+  int64_t tasks[DYNQ_OP__COUNT], htasks[DYNQ_OP__COUNT];
   int n_nodes;           /* --nodes: per node index, NULL without */
   double *node_us;       /* [n_nodes] owned, summed over rounds */
   char (*node_desc)[160]; /* [n_nodes] owned: op, name, shapes (first call) */
@@ -65,6 +88,22 @@ static void on_node(void *user, const dynq__graph_t *g, int index, const dynq__n
     p->op_us[node->op] += t - p->last_us;
     p->op_n[node->op]++;
   }
+  if (p->scaling) {
+    double c = clock_us(CLOCK_THREAD_CPUTIME_ID);
+    dynq__parallel_prof_t pp;
+    dynq__parallel_prof_take(&pp);
+    if (node->op > 0 && node->op < DYNQ_OP__COUNT) {
+      p->cpu_us[node->op] += c - p->last_cpu;
+      p->task_us[node->op] += pp.task_ns / 1e3;
+      p->span_us[node->op] += pp.span_ns / 1e3;
+      p->call_us[node->op] += pp.call_ns / 1e3;
+      p->calls[node->op] += pp.calls;
+      p->woken[node->op] += pp.woken;
+      p->gaps[node->op] += pp.long_gaps;
+      p->tasks[node->op] += pp.tasks;
+      p->htasks[node->op] += pp.helper_tasks;
+    }
+  }
   if (p->node_us && index >= 0 && index < p->n_nodes) {
     p->node_us[index] += t - p->last_us;
     if (p->node_desc[index][0] == 0) {
@@ -78,7 +117,64 @@ static void on_node(void *user, const dynq__graph_t *g, int index, const dynq__n
                node->name ? node->name : "?", a, b);
     }
   }
+  if (p->scaling) p->last_cpu = clock_us(CLOCK_THREAD_CPUTIME_ID);
   p->last_us = now_us();
+}
+
+/* --scaling's table: pass 0 ran one thread, pass 1 `threads`. */
+enum { SC_CPU1, SC_WORK, SC_PATH, SC_WALL1, SC_WALL, SC_CALLS, SC_HELP, SC_WOKEN, SC_GAPS, SC__N };
+
+static void print_scaling_row(const char *name, const char *nodes, const double *v) {
+  printf("  %-14s %5s %8.2f %8.2f %6.3f %8.2f %6.3f %7.2f %7.2f %6.3f %5.0f %5.2f %5.0f %5.0f\n",
+         name, nodes, v[SC_CPU1], v[SC_WORK], v[SC_WORK] / v[SC_CPU1], v[SC_PATH],
+         v[SC_CPU1] / v[SC_PATH], v[SC_WALL1], v[SC_WALL],
+         v[SC_WALL] > 0 ? v[SC_WALL1] / v[SC_WALL] : 0.0, v[SC_CALLS], v[SC_HELP], v[SC_WOKEN],
+         v[SC_GAPS]);
+}
+
+static void print_scaling(const prof_t *pr, int threads, int rounds, const double *med) {
+  printf("scaling, 1 vs %d threads, per round, ms:\n"
+         "  cpu1 = the 1-thread run's CPU time; work = the %d-thread run's CPU time in all threads\n"
+         "  (outside tasks: the caller's only); path = its critical path, the caller's CPU time\n"
+         "  outside parallel calls + the calls' tasks list-scheduled; x = cpu1 / path; calls to\n"
+         "  the team, helper = share of their tasks the helpers ran, woken = calls that woke a\n"
+         "  sleeping helper, gaps = calls after over 50 us of the caller's own CPU time (a helper\n"
+         "  sleeps even on an idle machine)\n",
+         threads, threads);
+  printf("  %-14s %5s %8s %8s %6s %8s %6s %7s %7s %6s %5s %5s %5s %5s\n", "op", "nodes", "cpu1",
+         "work", "work/1", "path", "x", "wall1", "wall", "wallx", "calls", "help", "woken",
+         "gaps");
+  double tot[SC__N] = {0}, ht = 0;
+  int done[DYNQ_OP__COUNT] = {0};
+  const prof_t *q = &pr[1];
+  for (;;) { /* largest first */
+    int op = -1;
+    for (int k = 0; k < DYNQ_OP__COUNT; k++)
+      if (!done[k] && pr[0].op_n[k] > 0 && (op < 0 || pr[0].cpu_us[k] > pr[0].cpu_us[op])) op = k;
+    if (op < 0) break;
+    done[op] = 1;
+    double serial = (q->cpu_us[op] - q->call_us[op]) / rounds / 1e3, v[SC__N];
+    v[SC_CPU1] = pr[0].cpu_us[op] / rounds / 1e3;
+    v[SC_WORK] = serial + q->task_us[op] / rounds / 1e3;
+    v[SC_PATH] = serial + q->span_us[op] / rounds / 1e3;
+    v[SC_WALL1] = pr[0].op_us[op] / rounds / 1e3;
+    v[SC_WALL] = q->op_us[op] / rounds / 1e3;
+    v[SC_CALLS] = (double)q->calls[op] / rounds;
+    v[SC_HELP] = q->tasks[op] ? (double)q->htasks[op] / q->tasks[op] : 0.0;
+    v[SC_WOKEN] = (double)q->woken[op] / rounds;
+    v[SC_GAPS] = (double)q->gaps[op] / rounds;
+    for (int k = 0; k < SC__N; k++) tot[k] += v[k];
+    ht += (double)q->htasks[op] / rounds;
+    char nodes[24];
+    snprintf(nodes, sizeof nodes, "%lld", (long long)(pr[0].op_n[op] / rounds));
+    if (v[SC_CPU1] >= 0.05) print_scaling_row(dynq__op_name(op), nodes, v); /* the rest: in the total */
+  }
+  double tasks = 0;
+  for (int k = 0; k < DYNQ_OP__COUNT; k++) tasks += (double)q->tasks[k] / rounds;
+  tot[SC_HELP] = tasks > 0 ? ht / tasks : 0.0;
+  print_scaling_row("all nodes", "", tot);
+  printf("  whole runs, wall-clock medians: %.2f / %.2f ms = %.3fx (meaningful only on a quiet "
+         "machine)\n", med[0] / 1e3, med[1] / 1e3, med[1] > 0 ? med[0] / med[1] : 0.0);
 }
 
 static void *read_all(const char *path, size_t *ret_n) {
@@ -105,7 +201,7 @@ static int cmp_d(const void *a, const void *b) {
 static void usage(void) {
   fprintf(stderr, "usage: model-bench MODEL.dynq --input NAME:f32|i64:DxD..=FILE ... "
                   "[--rounds N] [--threads T] [--ref FILE] [--only int8|fp32] [--profile] [--nodes K] [--cpu] "
-                  "[--json]\n");
+                  "[--scaling T] [--json]\n");
   exit(2);
 }
 
@@ -113,6 +209,7 @@ int main(int argc, char **argv) {
   const char *path = NULL, *ref_path = NULL;
   char *in_spec[MAX_IN];
   int n_spec = 0, rounds = 20, threads = 1, json = 0, only = -1, profile = 0, top = 0;
+  int scaling = 0; /* --scaling T: T */
   /* the process set-up dynqd does (kernel from DYNQ_KERNEL, OpenBLAS,
    * allocator), so the figures are the daemon's */
   const char *kmsg = NULL;
@@ -135,6 +232,8 @@ int main(int argc, char **argv) {
       profile = 1;
     else if (strcmp(argv[i], "--nodes") == 0 && i + 1 < argc)
       profile = 1, top = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--scaling") == 0 && i + 1 < argc)
+      profile = 1, scaling = atoi(argv[++i]);
     else if (strcmp(argv[i], "--cpu") == 0)
       clock_id = CLOCK_THREAD_CPUTIME_ID;
     else if (strcmp(argv[i], "--json") == 0)
@@ -147,6 +246,12 @@ int main(int argc, char **argv) {
   if (!path || rounds < 1 || rounds > MAX_ROUNDS || threads < 1) usage();
   if (clock_id != CLOCK_MONOTONIC && threads != 1) {
     fprintf(stderr, "model-bench: --cpu times one thread: use it with --threads 1\n");
+    return 2;
+  }
+  if (scaling && (scaling < 2 || scaling > DYNQ_PARALLEL_MAX_THREADS || clock_id != CLOCK_MONOTONIC ||
+                  threads != 1 || ref_path || json)) {
+    fprintf(stderr, "model-bench: --scaling T needs 2 <= T <= %d and none of --threads, --cpu, "
+                    "--ref, --json\n", DYNQ_PARALLEL_MAX_THREADS);
     return 2;
   }
   char err[512];
@@ -201,11 +306,18 @@ int main(int argc, char **argv) {
   dynq__tensor_t out[2][16];
   memset(out, 0, sizeof out);
   int nout = g->n_outputs < 16 ? g->n_outputs : 16;
+  /* --scaling: pass 0 one thread, pass 1 T threads, at one precision */
+  const int sc_prec = only == 1 ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8;
+  if (scaling) {
+    prof[0].scaling = prof[1].scaling = 1;
+    dynq__parallel_prof_enable(1);
+  }
   for (int r = -1; r < rounds; r++)      /* round -1: warm-up, keeps outputs */
     for (int p = 0; p < 2; p++) {
-      if (only >= 0 && p != only) continue;
+      if (!scaling && only >= 0 && p != only) continue;
       dynq__run_opts_t o = {.precision = p ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8,
                             .threads = threads};
+      if (scaling) o.precision = sc_prec, o.threads = p ? scaling : 1;
       dynq__tensor_t tmp[16];
       memset(tmp, 0, sizeof tmp);
       if (profile && r >= 0) {
@@ -213,12 +325,16 @@ int main(int argc, char **argv) {
         o.on_node_user = &prof[p];
         o.on_node_times_only = 1; /* storage donated as in a plain run */
       }
+      dynq__parallel_prof_t drop;
+      dynq__parallel_prof_take(&drop); /* what ran before the model */
+      prof[p].last_cpu = clock_us(CLOCK_THREAD_CPUTIME_ID);
       double t0 = now_us();
       prof[p].last_us = t0;
       rc = dynq__model_run(m, &o, in, r < 0 ? out[p] : tmp, err, sizeof err);
       double t1 = now_us();
       if (rc) {
-        fprintf(stderr, "model-bench: %s run: %s\n", p ? "fp32" : "int8", err);
+        fprintf(stderr, "model-bench: %s run: %s\n",
+                scaling ? (p ? "T-thread" : "1-thread") : p ? "fp32" : "int8", err);
         return 1;
       }
       if (r >= 0) {
@@ -228,7 +344,7 @@ int main(int argc, char **argv) {
     }
   double med[2] = {0, 0};
   for (int p = 0; p < 2; p++) {
-    if (only >= 0 && p != only) continue;
+    if (!scaling && only >= 0 && p != only) continue;
     qsort(times[p], (size_t)rounds, sizeof(double), cmp_d);
     med[p] = times[p][rounds / 2];
   }
@@ -255,7 +371,10 @@ int main(int argc, char **argv) {
     }
     free(ref);
   }
-  if (json)
+  if (scaling)
+    printf("%s: %s, 1 vs %d threads, %d interleaved rounds\n", path,
+           sc_prec == DYNQ_PRECISION_FP32 ? "fp32" : "int8", scaling, rounds);
+  else if (json)
     printf("{\"model\": \"%s\", \"threads\": %d, \"rounds\": %d, \"int8_us\": %.1f, "
            "\"fp32_us\": %.1f, \"int8_rel_l2\": %.6f, \"fp32_max_rel\": %.3g}\n",
            path, threads, rounds, med[0], med[1], e[0][0], e[1][1]);
@@ -265,13 +384,23 @@ int main(int argc, char **argv) {
   if (ref_path && !json)
     printf("; vs ref: int8 relL2 %.5f, fp32 relL2 %.2e max rel %.2e\n", e[0][0], e[1][0],
            e[1][1]);
+  if (scaling) {
+    print_scaling(prof, scaling, rounds, med);
+    int same = 1;
+    for (int k = 0; k < nout; k++)
+      same = same && out[0][k].dtype == out[1][k].dtype &&
+             dynq__tensor_nbytes(&out[0][k]) == dynq__tensor_nbytes(&out[1][k]) &&
+             memcmp(out[0][k].data, out[1][k].data, dynq__tensor_nbytes(&out[0][k])) == 0;
+    printf("  outputs of 1 and %d threads: %s\n", scaling, same ? "bit-identical" : "DIFFERENT");
+  }
   for (int p = 0; profile && p < 2; p++) {
+    const char *label = scaling ? (p ? "T-thread" : "1-thread") : p ? "fp32" : "int8";
     double tot = 0;
     for (int op = 0; op < DYNQ_OP__COUNT; op++) tot += prof[p].op_us[op];
     if (tot <= 0) continue;
-    printf("%s path, time per op (per round; the observer adds its own cost):\n",
-           p ? "fp32" : "int8");
-    for (;;) { /* largest first */
+    if (!scaling)
+      printf("%s path, time per op (per round; the observer adds its own cost):\n", label);
+    for (; !scaling;) { /* largest first */
       int best = -1;
       for (int op = 0; op < DYNQ_OP__COUNT; op++)
         if (prof[p].op_n[op] > 0 && (best < 0 || prof[p].op_us[op] > prof[p].op_us[best])) best = op;
@@ -281,7 +410,7 @@ int main(int argc, char **argv) {
              100.0 * prof[p].op_us[best] / tot);
       prof[p].op_n[best] = 0;
     }
-    if (top > 0) printf("%s path, the %d costliest nodes (per round):\n", p ? "fp32" : "int8", top);
+    if (top > 0) printf("%s path, the %d costliest nodes (per round):\n", label, top);
     for (int k = 0; k < top && prof[p].node_us; k++) {
       int best = -1;
       for (int i = 0; i < prof[p].n_nodes; i++)

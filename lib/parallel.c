@@ -5,11 +5,18 @@
  * State machine of one call (all transitions by the caller that holds
  * `use`):  idle --publish(gen+1)--> running --done == ntasks--> idle.
  *
- * A task is claimed by a compare-and-swap on `next`, which packs the job
- * generation (high 32 bits) with the next task index (low 32 bits).  A
- * helper that wakes late, for a job already finished or replaced, fails
- * the generation check and claims nothing, so it never runs a stale fn on
- * a ctx whose caller has returned.  Only claimed tasks are waited for.
+ * Tasks are claimed in units ("claims") of `group` consecutive tasks,
+ * at most CLAIMS_MAX of them per call.  A claim is taken by a
+ * compare-and-swap on `next`, which packs the job generation (high 32
+ * bits) with the unclaimed range [lo, hi) (16 bits each).  The caller
+ * takes claims from the front and helpers from the back: with two threads
+ * of equal speed the caller runs the first half of every split and the
+ * helper the second, so a split by rows finds the rows the same thread
+ * made in the previous call still in that core's caches (a dynamic
+ * counter would hand them out at random).  A helper that wakes late, for
+ * a job already finished or replaced, fails the generation check and
+ * claims nothing, so it never runs a stale fn on a ctx whose caller has
+ * returned.  Only claimed tasks are waited for.
  * (The generation wraps after 2^32 calls; a helper would have to sleep
  * between reading the job and its CAS through exactly that many calls to
  * be fooled.)
@@ -20,6 +27,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +35,11 @@
  * GEMM of the same request (back-to-back layers), short enough to give
  * the core back on a shared machine. */
 #define SPIN_NS 50000
+/* Profiling keeps the durations of this many claims per call; later
+ * ones count in task_ns and add their mean share to span_ns. */
+#define PROF_TASKS 4096
+/* Claims per call: lo and hi are 16-bit fields of `next`. */
+#define CLAIMS_MAX 65535
 
 typedef struct team {
   pthread_mutex_t use;      /* held by the call that owns the team */
@@ -41,13 +54,22 @@ typedef struct team {
   uint32_t gen;
   dynq__parallel_fn fn;
   void *ctx;
-  int64_t ntasks;           /* <= UINT32_MAX - 1 (packed into `next`) */
+  int64_t ntasks;
+  int64_t group;            /* tasks per claim */
+  int64_t nclaims;          /* ceil(ntasks / group) <= CLAIMS_MAX */
   int nhelp;                /* helpers 0..nhelp-1 take part */
   int waiting;              /* the caller sleeps on done_cv */
   int quit;                 /* set at exit: helpers return */
+  int prof;                 /* the job is profiled */
+  int sleepers;             /* helpers waiting on `wake` */
   _Atomic uint32_t gen_pub; /* == gen, read without the lock while spinning */
-  _Atomic uint64_t next;    /* gen << 32 | next unclaimed task */
-  _Atomic int64_t done;     /* tasks of the current job finished */
+  _Atomic uint64_t next;    /* gen << 32 | lo << 16 | hi: claims [lo, hi) unclaimed */
+  _Atomic int64_t done;     /* claims of the current job finished */
+  /* profiling of the current job: each claim's CPU time (written by the
+   * thread that ran it, read by the caller after `done`) */
+  int64_t dur[PROF_TASKS];
+  _Atomic int64_t dur_more;  /* claims past PROF_TASKS, summed */
+  _Atomic int64_t by_helpers;
 } team_t;
 
 static team_t team = {
@@ -58,6 +80,25 @@ static team_t team = {
 };
 
 static _Atomic int cap; /* 0: not decided yet (default) */
+
+static _Atomic int prof_on;
+static pthread_mutex_t prof_mu = PTHREAD_MUTEX_INITIALIZER;
+static dynq__parallel_prof_t prof_sum; /* guarded by prof_mu */
+
+void dynq__parallel_prof_enable(int on) { atomic_store(&prof_on, on != 0); }
+
+void dynq__parallel_prof_take(dynq__parallel_prof_t *ret) {
+  pthread_mutex_lock(&prof_mu);
+  *ret = prof_sum;
+  memset(&prof_sum, 0, sizeof(prof_sum));
+  pthread_mutex_unlock(&prof_mu);
+}
+
+static int64_t cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int default_cap(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -117,21 +158,41 @@ static int new_gen(uint32_t seen) {
   return atomic_load_explicit(&team.gen_pub, memory_order_acquire) != seen;
 }
 
-static int all_done(uint32_t ntasks_lo) {
-  (void)ntasks_lo;
-  return atomic_load(&team.done) == team.ntasks;
+static int all_done(uint32_t unused) {
+  (void)unused;
+  return atomic_load(&team.done) == team.nclaims;
 }
 
-/* Claim and run tasks of job `gen` until none are left. */
-static void run_tasks(uint32_t gen, dynq__parallel_fn fn, void *ctx,
-                      int64_t ntasks) {
+/* The job of one call, as a thread copies it. */
+typedef struct job {
+  uint32_t gen;
+  dynq__parallel_fn fn;
+  void *ctx;
+  int64_t ntasks, group, nclaims;
+} job_t;
+
+/* Claim and run claims of job j until none are left, from the front
+ * (the caller) or the back (helpers); `prof`: time each one. */
+static void run_tasks(const job_t *j, int prof, int helper) {
   for (;;) {
-    uint64_t v = atomic_load(&team.next);
+    uint64_t v = atomic_load(&team.next), w;
+    int64_t k;
     do {
-      if ((uint32_t)(v >> 32) != gen || (int64_t)(v & 0xffffffffu) >= ntasks) return;
-    } while (!atomic_compare_exchange_weak(&team.next, &v, v + 1));
-    fn(ctx, (int64_t)(v & 0xffffffffu));
-    if (atomic_fetch_add(&team.done, 1) + 1 == ntasks) {
+      uint32_t lo = (uint32_t)(v >> 16) & 0xffffu, hi = (uint32_t)v & 0xffffu;
+      if ((uint32_t)(v >> 32) != j->gen || lo >= hi) return;
+      k = helper ? hi - 1 : lo;
+      w = helper ? v - 1 : v + (UINT64_C(1) << 16);
+    } while (!atomic_compare_exchange_weak(&team.next, &v, w));
+    int64_t t = k * j->group, t1 = t + j->group < j->ntasks ? t + j->group : j->ntasks;
+    int64_t t0 = prof ? cpu_ns() : 0;
+    for (; t < t1; t++) j->fn(j->ctx, t);
+    if (prof) {
+      int64_t d = cpu_ns() - t0;
+      if (k < PROF_TASKS) team.dur[k] = d;
+      else atomic_fetch_add(&team.dur_more, d);
+      if (helper) atomic_fetch_add(&team.by_helpers, t1 - k * j->group);
+    }
+    if (atomic_fetch_add(&team.done, 1) + 1 == j->nclaims) {
       /* the last task: wake the caller if it went to sleep.  Checked under
        * mu so the wake-up cannot fall between its check and its wait. */
       pthread_mutex_lock(&team.mu);
@@ -147,18 +208,21 @@ static void *helper_main(void *arg) {
   for (;;) {
     spin_until(new_gen, seen);
     pthread_mutex_lock(&team.mu);
-    while (team.gen == seen && !team.quit) pthread_cond_wait(&team.wake, &team.mu);
+    while (team.gen == seen && !team.quit) {
+      team.sleepers++;
+      pthread_cond_wait(&team.wake, &team.mu);
+      team.sleepers--;
+    }
     if (team.quit) {
       pthread_mutex_unlock(&team.mu);
       return NULL;
     }
     seen = team.gen;
-    dynq__parallel_fn fn = team.fn;
-    void *ctx = team.ctx;
-    int64_t ntasks = team.ntasks;
-    int take_part = idx < team.nhelp;
+    job_t j = {.gen = seen, .fn = team.fn, .ctx = team.ctx, .ntasks = team.ntasks,
+               .group = team.group, .nclaims = team.nclaims};
+    int take_part = idx < team.nhelp, prof = team.prof;
     pthread_mutex_unlock(&team.mu);
-    if (take_part) run_tasks(seen, fn, ctx, ntasks);
+    if (take_part) run_tasks(&j, prof, 1);
   }
 }
 
@@ -196,15 +260,44 @@ static void run_serial(int64_t ntasks, dynq__parallel_fn fn, void *ctx) {
   for (int64_t t = 0; t < ntasks; t++) fn(ctx, t);
 }
 
+/* The profile of the call that just finished on `threads` threads,
+ * called by the `use` holder.  The claims' durations are list-scheduled
+ * as they are claimed (the caller from the front, helpers from the back,
+ * each next claim to the thread free first): the makespan on threads
+ * that are never preempted. */
+static void prof_note(int64_t ntasks, int64_t nclaims, int threads, int64_t call_ns, int woken,
+                      int long_gap) {
+  int64_t free_at[DYNQ_PARALLEL_MAX_THREADS] = {0}, sum = 0, span = 0;
+  int64_t lo = 0, hi = nclaims < PROF_TASKS ? nclaims : PROF_TASKS;
+  while (lo < hi) {
+    int best = 0;
+    for (int i = 1; i < threads; i++)
+      if (free_at[i] < free_at[best]) best = i;
+    int64_t d = team.dur[best == 0 ? lo++ : --hi];
+    free_at[best] += d;
+    sum += d;
+  }
+  for (int i = 0; i < threads; i++) span = free_at[i] > span ? free_at[i] : span;
+  int64_t more = atomic_load(&team.dur_more);
+  pthread_mutex_lock(&prof_mu);
+  prof_sum.calls++;
+  prof_sum.tasks += ntasks;
+  prof_sum.helper_tasks += atomic_load(&team.by_helpers);
+  prof_sum.woken += woken;
+  prof_sum.long_gaps += long_gap;
+  prof_sum.task_ns += sum + more;
+  prof_sum.span_ns += span + more / threads;
+  prof_sum.call_ns += call_ns;
+  pthread_mutex_unlock(&prof_mu);
+}
+
 int dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
                        void *ctx) {
   if (ntasks <= 0) return 0;
   int c = dynq__parallel_max_threads();
   if (nthreads > c) nthreads = c;
   if (nthreads > ntasks) nthreads = (int)ntasks;
-  /* the packed counter holds task indices below 2^32 */
-  if (nthreads <= 1 || ntasks >= (int64_t)UINT32_MAX ||
-      pthread_mutex_trylock(&team.use) != 0) {
+  if (nthreads <= 1 || pthread_mutex_trylock(&team.use) != 0) {
     run_serial(ntasks, fn, ctx);
     return 0;
   }
@@ -216,29 +309,48 @@ int dynq__parallel_for(int nthreads, int64_t ntasks, dynq__parallel_fn fn,
     return 0;
   }
 
+  const int prof = atomic_load_explicit(&prof_on, memory_order_relaxed);
+  const int64_t c0 = prof ? cpu_ns() : 0;
+  static _Thread_local int64_t prev_end; /* the caller's CPU clock at its previous call's end */
+  const int long_gap = prof && c0 - prev_end > SPIN_NS;
+  if (prof) {
+    atomic_store(&team.dur_more, 0);
+    atomic_store(&team.by_helpers, 0);
+  }
   pthread_mutex_lock(&team.mu);
+  const int woken = team.sleepers > 0;
+  team.prof = prof;
   uint32_t gen = ++team.gen;
   team.fn = fn;
   team.ctx = ctx;
+  const int64_t group = ntasks / CLAIMS_MAX + (ntasks % CLAIMS_MAX != 0);
+  const job_t j = {.gen = gen, .fn = fn, .ctx = ctx, .ntasks = ntasks, .group = group,
+                   .nclaims = ntasks / group + (ntasks % group != 0)};
   team.ntasks = ntasks;
+  team.group = j.group;
+  team.nclaims = j.nclaims;
   team.nhelp = nhelp;
   atomic_store(&team.done, 0);
-  atomic_store(&team.next, (uint64_t)gen << 32);
+  atomic_store(&team.next, (uint64_t)gen << 32 | (uint64_t)j.nclaims);
   atomic_store_explicit(&team.gen_pub, gen, memory_order_release);
   pthread_cond_broadcast(&team.wake);
   pthread_mutex_unlock(&team.mu);
 
-  run_tasks(gen, fn, ctx, ntasks);
+  run_tasks(&j, prof, 0);
 
-  /* Only tasks a helper already claimed are left: they are running. */
+  /* Only claims a helper already took are left: they are running. */
   if (!spin_until(all_done, 0)) {
     pthread_mutex_lock(&team.mu);
-    while (atomic_load(&team.done) != ntasks) {
+    while (atomic_load(&team.done) != j.nclaims) {
       team.waiting = 1;
       pthread_cond_wait(&team.done_cv, &team.mu);
       team.waiting = 0;
     }
     pthread_mutex_unlock(&team.mu);
+  }
+  if (prof) {
+    prev_end = cpu_ns();
+    prof_note(ntasks, j.nclaims, nhelp + 1, prev_end - c0, woken, long_gap);
   }
   pthread_mutex_unlock(&team.use);
   return 1;

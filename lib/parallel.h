@@ -13,8 +13,10 @@
  *  - the caller only ever waits for tasks that a helper has already
  *    claimed (and is running), never for a helper to wake up.
  *
- * Tasks are claimed dynamically (an atomic counter), so a helper that the
- * OS deschedules just claims fewer tasks.  Helpers spin for a short bounded
+ * Tasks are claimed dynamically, the caller from the first task on and
+ * helpers from the last one down, so a helper that the OS deschedules
+ * just claims fewer tasks, and with two threads each keeps to the same
+ * half of a split from one call to the next.  Helpers spin for a short bounded
  * time (tens of microseconds) after a call, then sleep on a condition
  * variable.  Helpers live until process exit; a destructor joins them
  * when the team is idle (none are leaked under valgrind).
@@ -56,6 +58,35 @@ int dynq__parallel_max_threads(void);
 
 /* Helper threads created so far (for tests and stats). */
 int dynq__parallel_helpers(void);
+
+/*
+ * Profiling, for benchmarks (bench/model-bench --scaling): with it on,
+ * every call that runs on the team times each task in the CPU time of the
+ * thread that ran it, so a run on a loaded machine still tells what two
+ * dedicated cores would do.  span_ns is each call's tasks list-scheduled
+ * in claim order on the call's threads (each next task to the thread that
+ * is free first: what the dynamic claiming does when no thread is
+ * preempted), summed over calls; a caller's critical path is its CPU time
+ * outside the calls plus span_ns.  Off by default; turning it on or off
+ * while a call runs is allowed (that call may go unrecorded).  The
+ * figures add up over every caller; take them from one thread.
+ */
+typedef struct dynq__parallel_prof {
+  int64_t calls;        /* calls that ran on the team */
+  int64_t tasks;        /* their tasks */
+  int64_t helper_tasks; /* of which helpers ran */
+  int64_t woken;        /* calls that had to wake a sleeping helper */
+  int64_t long_gaps;    /* calls whose caller ran over SPIN_NS of CPU time
+                         * since its previous call: its helpers would be
+                         * asleep even on an idle machine */
+  int64_t task_ns;      /* CPU time inside tasks, every thread */
+  int64_t span_ns;      /* sum of the calls' list-scheduled makespans */
+  int64_t call_ns;      /* the callers' CPU time inside the calls (waits included) */
+} dynq__parallel_prof_t;
+
+void dynq__parallel_prof_enable(int on);
+/* The figures since the last take (all zero when never enabled); resets them. */
+void dynq__parallel_prof_take(dynq__parallel_prof_t *ret);
 
 /* Block every signal a thread can be sent from outside (so they reach the
  * thread that handles them) but not the ones its own faults raise: a

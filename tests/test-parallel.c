@@ -100,6 +100,50 @@ START_TEST(every_task_once) {
 }
 END_TEST
 
+/* More tasks than one call hands out one by one (65535): they go out
+ * in groups, each task still exactly once. */
+START_TEST(many_tasks_grouped) {
+  dynq__parallel_set_max_threads(3);
+  static const int64_t nks[] = {65535, 65536, 131071, 131072, 200003};
+  for (size_t j = 0; j < sizeof(nks) / sizeof(nks[0]); j++) {
+    run_counted(2, nks[j], 0);
+    run_counted(3, nks[j], 0);
+  }
+  dynq__parallel_set_max_threads(0);
+}
+END_TEST
+
+/* Profiling counts what ran on the team, and only while it is on. */
+START_TEST(profile_counts) {
+  dynq__parallel_set_max_threads(2);
+  dynq__parallel_prof_t p;
+  dynq__parallel_prof_enable(1);
+  dynq__parallel_prof_take(&p); /* start from zero */
+  run_counted(2, 64, 2000);
+  ck_assert_int_eq(last_split, 1);
+  run_counted(1, 64, 0); /* serial: not a team call */
+  dynq__parallel_prof_take(&p);
+  ck_assert_int_eq(p.calls, 1);
+  ck_assert_int_eq(p.tasks, 64);
+  ck_assert_int_ge(p.helper_tasks, 0);
+  ck_assert_int_le(p.helper_tasks, 64);
+  ck_assert_int_gt(p.task_ns, 0);
+  /* two threads: the makespan is at least half the work and at most all */
+  ck_assert_int_ge(2 * p.span_ns, p.task_ns);
+  ck_assert_int_le(p.span_ns, p.task_ns);
+  ck_assert_int_gt(p.call_ns, 0);
+  dynq__parallel_prof_take(&p); /* taking resets */
+  ck_assert_int_eq(p.calls, 0);
+  ck_assert_int_eq(p.task_ns, 0);
+  dynq__parallel_prof_enable(0);
+  run_counted(2, 64, 100);
+  dynq__parallel_prof_take(&p);
+  ck_assert_int_eq(p.calls, 0);
+  ck_assert_int_eq(p.tasks, 0);
+  dynq__parallel_set_max_threads(0);
+}
+END_TEST
+
 /* dynq__parallel_for says whether the call went to the team (the
  * executor sums it into dynq__run_result_t.splits, what dynqd reports as
  * "threads"); a call run on the caller alone says 0. */
@@ -350,6 +394,9 @@ static const struct { int64_t M, K, N; int act; } qshapes[] = {
   {3, 8, 16, 0},        /* tiny, one panel */
   {200, 384, 600, 3},   /* GELU: blocks of rows x columns; quantization split too */
   {97, 64, 1030, 2},    /* sigmoid: a second row block of one row */
+  {400, 96, 200, 3},    /* split by rows at 2 threads (not 3), GELU */
+  {601, 70, 530, 0},    /* by rows at 2 and 3 threads, ragged blocks */
+  {580, 24, 1100, 3},   /* by rows, GELU over column blocks 512, 512, 76 */
 };
 
 START_TEST(qlinear_threads_identical) {
@@ -446,6 +493,8 @@ static Suite *suite(void) {
   tcase_set_timeout(tc, 300);
   tcase_add_checked_fixture(tc, note_helpers, NULL);
   tcase_add_test(tc, every_task_once);
+  tcase_add_test(tc, many_tasks_grouped);
+  tcase_add_test(tc, profile_counts);
   tcase_add_test(tc, cap_limits_threads);
   tcase_add_test(tc, splits_counted);
   tcase_add_test(tc, helpers_really_run);

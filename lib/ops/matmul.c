@@ -8,7 +8,8 @@
  *
  * QLINEAR's INT8 path: per-row (or per-tensor) activation quantization
  * straight into the packed u8 layout, then qgemm with the fused epilogue,
- * split along N over c->threads threads (lib/parallel.h) when large.  Its
+ * split over c->threads threads (lib/parallel.h) when large: by rows, each
+ * task quantizing its own, when there are many rows, else along N.  Its
  * FP32 path: the FP32 reference weights through OpenBLAS, same bias and
  * activation.
  */
@@ -220,6 +221,46 @@ static void qrows_task(void *ctx, int64_t t) {
 /* Below this many activations the quantization runs on one thread. */
 #define QUANT_SPLIT_MIN (INT64_C(1) << 16)
 
+/* Row blocks of at least this many rows per task make a GEMM split by
+ * rows (else by columns, as qgemm_split does): each task quantizes its
+ * own rows and multiplies them by all the weights, so the activations a
+ * thread quantizes stay in its core's cache and one parallel call does
+ * both steps.  Each task streams all the weights (from L3: they are
+ * shared), which pays off only when enough rows share them. */
+#define ROWSPLIT_MIN_ROWS 48
+
+typedef struct rowsplit {
+  const dynq__kernel_t *kr;
+  const dynq__qgemm_args_t *q;  /* the whole GEMM; A is filled by the tasks */
+  const float *X;
+  int act;                      /* applied after the kernel (SIGMOID, GELU) */
+  int64_t rows, cols;           /* rows per task; columns per kernel call */
+} rowsplit_t;
+
+/* Rows [m0, m1): quantized (row by row, so any split gives the same
+ * bytes), then times the weights by column blocks of s->cols, each
+ * block's activation applied while it is in L2. */
+static void rowsplit_task(void *ctx, int64_t t) {
+  const rowsplit_t *s = ctx;
+  dynq__qgemm_args_t q = *s->q;
+  int64_t m0 = t * s->rows, m1 = m0 + s->rows < q.M ? m0 + s->rows : q.M;
+  if (m0 >= m1) return;
+  uint8_t *A = (uint8_t *)q.A + (size_t)m0 * q.lda;
+  dynq__quantize_rows(s->kr, m1 - m0, q.K, s->X + m0 * q.K, (size_t)q.K, A, q.lda, 0,
+                      (float *)q.a_scale + m0, (int32_t *)q.a_zp + m0);
+  q.M = m1 - m0;
+  q.A = A;
+  q.a_scale += m0;
+  q.a_zp += m0;
+  q.C += (size_t)m0 * q.ldc;
+  for (int64_t n0 = 0; n0 < s->q->N; n0 += s->cols) {
+    q.n0 = n0;
+    q.n1 = n0 + s->cols < s->q->N ? n0 + s->cols : s->q->N;
+    s->kr->qgemm(&q);
+    dynq__act_apply_int8(s->act, q.C, q.ldc, q.M, q.n0, q.n1);
+  }
+}
+
 int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                       dynq__tensor_t *out) {
   const dynq__node_t *n = c->node;
@@ -285,15 +326,6 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     free(a_zp);
     goto oom;
   }
-  if (!c->st->qlinear.per_tensor && c->threads > 1 && M > 1 && M * K >= QUANT_SPLIT_MIN) {
-    qrows_t j = {.kr = c->kernel, .M = M, .K = K, .Kp = Kp, .X = X, .A = A,
-                 .a_scale = a_scale, .a_zp = a_zp,
-                 .chunks = M < (int64_t)c->threads * 2 ? M : (int64_t)c->threads * 2};
-    dynq__parallel_for(c->threads, j.chunks, qrows_task, &j);
-  } else {
-    dynq__quantize_rows(c->kernel, M, K, X, (size_t)K, A, (size_t)Kp,
-                        c->st->qlinear.per_tensor, a_scale, a_zp);
-  }
   dynq__qgemm_args_t q = {
     .M = M, .N = N, .K = K,
     .A = A, .lda = (size_t)Kp,
@@ -305,8 +337,28 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     .C = Y, .ldc = (size_t)N,
     .n0 = 0, .n1 = N,
   };
-  dynq__op_note_quant(c, M, K, N, a_scale, c->st->qlinear.per_tensor ? 1 : M);
-  c->splits += (uint64_t)qgemm_split(c->kernel, &q, act == q.act ? DYNQ_ACT_NONE : act, c->threads);
+  const int post = act == q.act ? DYNQ_ACT_NONE : act;
+  const int64_t row_tasks = (int64_t)c->threads * SPLIT_CHUNKS_PER_THREAD;
+  if (!c->st->qlinear.per_tensor && c->threads > 1 && M >= row_tasks * ROWSPLIT_MIN_ROWS) {
+    rowsplit_t j = {.kr = c->kernel, .q = &q, .X = X, .act = post,
+                    .rows = dynq__round_up((M + row_tasks - 1) / row_tasks, 6),
+                    .cols = post != DYNQ_ACT_NONE ? QL_COLS : N};
+    c->splits += (uint64_t)dynq__parallel_for(c->threads, (M + j.rows - 1) / j.rows,
+                                              rowsplit_task, &j);
+    dynq__op_note_quant(c, M, K, N, a_scale, M);
+  } else {
+    if (!c->st->qlinear.per_tensor && c->threads > 1 && M > 1 && M * K >= QUANT_SPLIT_MIN) {
+      qrows_t j = {.kr = c->kernel, .M = M, .K = K, .Kp = Kp, .X = X, .A = A,
+                   .a_scale = a_scale, .a_zp = a_zp,
+                   .chunks = M < (int64_t)c->threads * 2 ? M : (int64_t)c->threads * 2};
+      dynq__parallel_for(c->threads, j.chunks, qrows_task, &j);
+    } else {
+      dynq__quantize_rows(c->kernel, M, K, X, (size_t)K, A, (size_t)Kp,
+                          c->st->qlinear.per_tensor, a_scale, a_zp);
+    }
+    dynq__op_note_quant(c, M, K, N, a_scale, c->st->qlinear.per_tensor ? 1 : M);
+    c->splits += (uint64_t)qgemm_split(c->kernel, &q, post, c->threads);
+  }
   dynq__aligned_free(A);
   free(a_scale);
   free(a_zp);
