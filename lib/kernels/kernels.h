@@ -53,7 +53,7 @@
  * SIGMOID, GELU (exact, erf form) and GELU_TANH (the tanh approximation,
  * 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))) are applied by QLINEAR to each column
  * block right after its kernel call, while it is in cache, through one C
- * function (dynq__act_apply_int8, lib/ops/opkit.h; GELU there uses a rational erf
+ * function (dynq__act_apply, lib/ops/opkit.h; GELU there uses a rational erf
  * within 1e-6 of the exact one): the same IEEE operations on every ISA, so
  * results stay bit-identical across kernels.  Kernels never see them. */
 enum { DYNQ_ACT_NONE = 0, DYNQ_ACT_RELU = 1, DYNQ_ACT_SIGMOID = 2, DYNQ_ACT_GELU = 3,

@@ -122,7 +122,7 @@ static void split_task(void *ctx, int64_t t) {
   q.a_zp += m0;
   q.C += (size_t)m0 * q.ldc;
   s->kr->qgemm(&q);
-  dynq__act_apply_int8(s->act, q.C, q.ldc, q.M, q.n0, q.n1);
+  dynq__act_apply(s->act, q.C, q.ldc, q.M, q.n0, q.n1);
 }
 
 /* Run q over [0, N), on up to `threads` threads when it is large enough;

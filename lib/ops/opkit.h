@@ -356,14 +356,13 @@ int dynq__sgemm_layer(int threads, int ta, int tb, int64_t M, int64_t N, int64_t
 enum { DYNQ_VMATH_SIGMOID, DYNQ_VMATH_TANH, DYNQ_VMATH_ERF };
 void dynq__vmath_apply(int fn, const float *x, float *y, int64_t n);
 
-/* Fused activation of an INT8 layer's output columns [n0, n1) of M rows
- * (DYNQ_ACT_SIGMOID, GELU and GELU_TANH; the kernels do NONE and RELU themselves),
- * with the shared vector math: the same bits on every kernel and split. */
+/* Fused activation of a layer's output columns [n0, n1) of M rows
+ * (DYNQ_ACT_SIGMOID, GELU and GELU_TANH; the INT8 kernels do NONE and RELU
+ * themselves), with the shared vector math: the same bits on every kernel
+ * and split.  GELU (erf form) takes erf from a rational approximation,
+ * within 1e-6 absolute of the exact GELU and ~3x cheaper than
+ * dynq_verf's form. */
 void dynq__act_apply(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1);
-/* The same for an INT8 layer: GELU (erf form) through a rational erf, within
- * 1e-6 absolute of the exact GELU and 3-4x cheaper (its input carries
- * quantization noise of ~1e-2); the other activations as dynq__act_apply. */
-void dynq__act_apply_int8(int act, float *C, size_t ldc, int64_t M, int64_t n0, int64_t n1);
 
 /* A tensor read through a permutation of its axes (StridedMatMul and
  * Attention, lib/ops/matmul.c): logical dims and element strides. */
