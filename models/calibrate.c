@@ -72,6 +72,11 @@ typedef struct calib {
   layer_t *L;               /* owned [nL] */
   int nL;
   long evaluations;
+  int64_t *macs;            /* owned [n_nodes] or NULL: INT8 multiply-adds per node,
+                               summed by run_all over the calls (the self-check) */
+  dynq__layer_quant_t *lq;  /* owned [n_nodes] with macs: run_all's scratch */
+  int keep_errors;          /* run_all's failures go to run_err, not stderr */
+  char run_err[400];
 } calib_t;
 
 static void progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -115,6 +120,8 @@ static void calib_free(calib_t *k) {
     free(k->L[i].fixed_why);
   }
   free(k->L);
+  free(k->macs);
+  free(k->lq);
 }
 
 /* A StridedMatMul or Attention node the search model runs INT8: attention's
@@ -168,13 +175,20 @@ static int add_attention_layer(calib_t *k, const dynq__graph_t *g, const dynq__i
 }
 
 /* Run every call in order (state carried) with precision mix `prec` (NULL:
- * everything at `precision`).  With store set, the non-state outputs
- * become the reference; else *ret_err is the metric against it (the
- * largest over the compared outputs). */
+ * everything at `precision`).  With store 1, the non-state outputs
+ * become the reference; with 2 they are dropped (a pass that only counts
+ * MACs); else *ret_err is the metric against it (the largest over the
+ * compared outputs). */
 static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsigned char *prec,
                    int store, double *ret_err) {
   const dynq__graph_t *g = dynq__model_graph(m);
   dynq__run_opts_t ro = { precision, NULL, 1, prec };
+  dynq__run_result_t res = { 0 };
+  if (k->macs != NULL) {
+    res.cap_quant = g->n_nodes;
+    res.quant = k->lq;
+    ro.result = &res;
+  }
   dynq__tensor_t *state = calloc((size_t)k->c.n_state + 1, sizeof(*state));
   dynq__tensor_t *ins = calloc((size_t)k->c.n_in + 1, sizeof(*ins));
   dynq__tensor_t *outs = calloc((size_t)g->n_outputs + 1, sizeof(*outs));
@@ -193,14 +207,22 @@ static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsi
       goto out;
     }
     if (dynq__model_run(m, &ro, ins, outs, err, sizeof(err)) != 0) {
-      dynq__imp_errorf("--calibrate: %s: the model failed on this call: %s", k->c.files[f], err);
+      if (k->keep_errors)
+        snprintf(k->run_err, sizeof(k->run_err), "%.40s: %.300s", k->c.files[f], err);
+      else
+        dynq__imp_errorf("--calibrate: %s: the model failed on this call: %s", k->c.files[f],
+                         err);
       rc = -1;
       goto out;
     }
     dynq__calls_carry(&k->c, state, outs);
+    for (int q = 0; k->macs != NULL && q < res.n_quant && q < res.cap_quant; q++)
+      if (res.quant[q].node >= 0 && res.quant[q].node < g->n_nodes)
+        k->macs[res.quant[q].node] += res.quant[q].macs;
     for (int j = 0; j < k->n_eval; j++) {
       dynq__tensor_t *o = &outs[k->ev_out[j]];
       dynq__tensor_t *r = &k->ref[(size_t)f * (size_t)k->n_eval + (size_t)j];
+      if (store == 2) continue; /* only counting (the self-check's MACs) */
       if (store) {
         *r = *o;
         memset(o, 0, sizeof(*o));
@@ -235,6 +257,34 @@ out:
   free(outs);
   free(acc);
   return rc;
+}
+
+/* The outputs compared: float32 and not a state output (ev_out allocated
+ * by the caller, [n_outputs]). */
+static void eval_outputs(calib_t *k, const dynq__graph_t *g) {
+  for (int j = 0; j < g->n_outputs; j++) {
+    int is_state = 0;
+    for (int s = 0; s < g->n_state; s++) is_state |= k->c.st_out[s] == j;
+    if (!is_state && g->values[g->outputs[j]].dtype == DYNQ_DT_F32) k->ev_out[k->n_eval++] = j;
+  }
+}
+
+/* Each quantized layer's node in g (by name); order[] gets their layer
+ * indices.  Returns how many. */
+static int map_layers(calib_t *k, const dynq__graph_t *g, int *order) {
+  int nq = 0;
+  for (int i = 0; i < k->nL; i++) {
+    if (k->L[i].fixed_why != NULL) continue;
+    for (int n = 0; n < g->n_nodes; n++) {
+      int op = g->nodes[n].op;
+      if ((op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QCONV || op == DYNQ_OP_QLSTM ||
+           op == DYNQ_OP_QGRU || op == DYNQ_OP_QCONV_TRANSPOSE) && g->nodes[n].name != NULL &&
+          strcmp(g->nodes[n].name, k->L[i].name) == 0)
+        k->L[i].node = n;
+    }
+    if (k->L[i].node >= 0) order[nq++] = i;
+  }
+  return nq;
 }
 
 static const char *metric_name(int m) { return m == DYNQ_CALIB_MAX_ABS ? "max-abs" : "relL2"; }
@@ -419,28 +469,13 @@ int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co
     dynq__imp_errorf("out of memory");
     goto done;
   }
-  for (int j = 0; j < g->n_outputs; j++) {
-    int is_state = 0;
-    for (int s = 0; s < g->n_state; s++) is_state |= k.c.st_out[s] == j;
-    if (!is_state && g->values[g->outputs[j]].dtype == DYNQ_DT_F32) k.ev_out[k.n_eval++] = j;
-  }
+  eval_outputs(&k, g);
   if (k.n_eval == 0) {
     dynq__imp_errorf("--calibrate: the model has no float32 output besides its state to "
                      "measure the error on");
     goto done;
   }
-  int nq = 0;
-  for (int i = 0; i < k.nL; i++) {
-    if (k.L[i].fixed_why != NULL) continue;
-    for (int n = 0; n < g->n_nodes; n++) {
-      int op = g->nodes[n].op;
-      if ((op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QCONV || op == DYNQ_OP_QLSTM ||
-           op == DYNQ_OP_QGRU || op == DYNQ_OP_QCONV_TRANSPOSE) && g->nodes[n].name != NULL &&
-          strcmp(g->nodes[n].name, k.L[i].name) == 0)
-        k.L[i].node = n;
-    }
-    if (k.L[i].node >= 0) order[nq++] = i;
-  }
+  int nq = map_layers(&k, g, order);
   if (add_attention_layer(&k, g, imp) != 0) {
     dynq__imp_errorf("out of memory");
     goto done;
@@ -572,6 +607,310 @@ done:
   dynq__model_unref(fm);
   free(prec);
   free(order);
+  calib_free(&k);
+  return ret;
+}
+
+/* ---- The conversion-time self-check (the default; --no-self-check) ----
+ *
+ * Every layer INT8 except those whose measured share of the model's INT8
+ * error is large for their share of its INT8 work.  Why this catches what
+ * it catches: rounding noise added before a wide reduction (a
+ * GlobalAveragePool over H x W positions, a K-long dot product of the next
+ * layer) averages out, while the last layers' noise reaches the outputs
+ * whole: a CNN classifier's final Gemm (a few thousand MACs of millions)
+ * measured 40-70 % of the output error on torchvision kinds.  Keeping a
+ * tiny layer FP32 costs little time; a large one is never a candidate.
+ *
+ * The inputs are synthetic, derived from the graph's declared inputs and
+ * a fixed seed (the choice is deterministic): float inputs normal draws
+ * and uniform draws of unit variance, integer inputs ids below the
+ * consuming Gather's table size (else 1), symbolic dims SC_BATCH for the
+ * first and SC_DIM for the others. */
+enum { SC_DRAWS = 4, SC_BATCH = 2, SC_DIM = 32, SC_MAX_CAND = 16 };
+#define SC_CAND_SHARE 0.005   /* a candidate does at most 0.5 % of the INT8 MACs */
+#define SC_TOTAL_SHARE 0.01   /* at most 1 % of the INT8 MACs moved to FP32 */
+#define SC_GAIN_PER_SHARE 10.0 /* keep when (error removed) >= 10 x (MAC share) */
+#define SC_MIN_GAIN 0.05      /* and it removes at least 5 % of the error */
+
+static uint64_t sc_next(uint64_t *s) { /* splitmix64 */
+  uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+static double sc_unif(uint64_t *s) { return ((double)(sc_next(s) >> 11) + 0.5) * 0x1p-53; }
+
+/* Rows of the table a Gather/QGather reading value v as its indices
+ * gathers from, or 0. */
+static int64_t sc_table_rows(const dynq__graph_t *g, int32_t v) {
+  for (int n = 0; n < g->n_nodes; n++) {
+    const dynq__node_t *nd = &g->nodes[n];
+    int idx = nd->op == DYNQ_OP_GATHER ? 1 : nd->op == DYNQ_OP_QGATHER ? 0 : -1;
+    int tab = nd->op == DYNQ_OP_GATHER ? 0 : 1;
+    if (idx < 0 || nd->n_in <= tab || nd->in[idx] != v || nd->in[tab] < 0) continue;
+    const dynq__value_t *t = &g->values[nd->in[tab]];
+    if (t->rank >= 1 && t->dims[0] > 0) return t->dims[0];
+  }
+  return 0;
+}
+
+/* The synthetic calls into k->c; 0, or -1 with why in err. */
+static int sc_inputs(calib_t *k, const dynq__graph_t *g, char *err, size_t errlen) {
+  dynq__calls_t *c = &k->c;
+  c->what = "self-check";
+  c->src = "(synthetic inputs)";
+  c->n_files = SC_DRAWS;
+  c->n_in = g->n_inputs;
+  c->files = calloc(SC_DRAWS, sizeof(char *));
+  c->in = calloc((size_t)SC_DRAWS * (size_t)(g->n_inputs ? g->n_inputs : 1), sizeof(*c->in));
+  c->st_in = calloc(1, sizeof(int));
+  c->st_out = calloc(1, sizeof(int));
+  if (c->files == NULL || c->in == NULL || c->st_in == NULL || c->st_out == NULL) goto oom;
+  for (int f = 0; f < SC_DRAWS; f++) {
+    char name[48];
+    snprintf(name, sizeof(name), "(synthetic draw %d)", f + 1);
+    if ((c->files[f] = strdup(name)) == NULL) goto oom;
+    uint64_t seed = 0x64796e71u + (uint64_t)f; /* fixed: the same choice every time */
+    for (int i = 0; i < g->n_inputs; i++) {
+      const dynq__value_t *d = &g->values[g->inputs[i]];
+      dynq__tensor_t *t = &c->in[(size_t)f * (size_t)g->n_inputs + (size_t)i];
+      int64_t dims[DYNQ_MAX_RANK];
+      if (d->rank < 0) {
+        snprintf(err, errlen, "input '%s' has no declared rank", d->name);
+        return -1;
+      }
+      for (int r = 0; r < d->rank; r++) dims[r] = d->dims[r] >= 0 ? d->dims[r] : r == 0 ? SC_BATCH : SC_DIM;
+      int rc = dynq__tensor_alloc(t, d->dtype, d->rank, dims);
+      if (rc != 0) {
+        snprintf(err, errlen, "input '%s': %s", d->name, rc == -ENOMEM ? "out of memory" :
+                 "too large a synthetic input");
+        return -1;
+      }
+      int64_t n = dynq__tensor_numel(t), rows = sc_table_rows(g, g->inputs[i]);
+      for (int64_t e = 0; e < n; e++) {
+        if (d->dtype == DYNQ_DT_F32) {
+          float *x = t->data;
+          if (f % 2 == 0) /* Box-Muller: a normal draw */
+            x[e] = (float)(sqrt(-2 * log(sc_unif(&seed))) * cos(6.283185307179586 * sc_unif(&seed)));
+          else /* uniform of variance 1 */
+            x[e] = (float)((2 * sc_unif(&seed) - 1) * 1.7320508075688772);
+        } else if (d->dtype == DYNQ_DT_I64) {
+          ((int64_t *)t->data)[e] = rows > 0 ? (int64_t)(sc_next(&seed) % (uint64_t)rows) : 1;
+        } else if (d->dtype == DYNQ_DT_I32) {
+          ((int32_t *)t->data)[e] = rows > 0 ? (int32_t)(sc_next(&seed) % (uint64_t)rows) : 1;
+        } else {
+          snprintf(err, errlen, "input '%s' is %s (synthetic inputs are float32, int64 or int32)",
+                   d->name, dynq__dtype_name(d->dtype));
+          return -1;
+        }
+      }
+    }
+  }
+  return 0;
+oom:
+  snprintf(err, errlen, "out of memory");
+  return -1;
+}
+
+typedef struct sc_cand {
+  int layer;
+  double share, gain; /* of the INT8 MACs; of the all-INT8 error removed */
+} sc_cand_t;
+
+static int cmp_cand(const void *a, const void *b) {
+  const sc_cand_t *x = a, *y = b;
+  /* the most error removed per MAC first; ties by layer order */
+  double rx = x->gain / (x->share > 0 ? x->share : 1e-12), ry = y->gain / (y->share > 0 ? y->share : 1e-12);
+  if (rx != ry) return rx > ry ? -1 : 1;
+  return x->layer - y->layer;
+}
+
+static const layer_t *cand_layers;
+static int cmp_late(const void *a, const void *b) {
+  const sc_cand_t *x = a, *y = b;
+  return cand_layers[y->layer].node - cand_layers[x->layer].node;
+}
+
+int dynq__selfcheck(const dynq__imp_options_t *imp, const uint8_t *buf, size_t len,
+                    const char *in, const char *out) {
+  static const dynq__calib_opts_t co = { .metric = DYNQ_CALIB_REL_L2 };
+  calib_t k;
+  memset(&k, 0, sizeof(k));
+  k.co = &co;
+  double t0 = now_s();
+  dynq__model_t *m = NULL;
+  unsigned char *prec = NULL;
+  int *order = NULL, ret = -1, nc = 0, nkept = 0, measured = 0, sized = 0;
+  sc_cand_t *cand = NULL;
+  k.keep_errors = 1;
+  char search_path[4096], err[1024] = "";
+  double e_all = 0, e_kept = 0, kept_share = 0;
+  if (imp->fp32) return dynq__imp_convert_buffer(imp, buf, len, in, out);
+  if ((size_t)snprintf(search_path, sizeof(search_path), "%s.self-check", out) >=
+      sizeof(search_path)) {
+    dynq__imp_errorf("%s: path too long", out);
+    return 1;
+  }
+  /* The measured model is the plain conversion plus the FP32 reference:
+   * with the reference wanted it is written to `out` with its summary, and
+   * replaced only when a layer is kept; else to a side file. */
+  dynq__imp_options_t o = *imp;
+  int is_plain = !imp->no_reference;
+  const char *mpath = is_plain ? out : search_path;
+  o.quiet = imp->quiet || !is_plain;
+  o.no_reference = 0; /* the FP32 path is the measure */
+  o.on_layers = collect_layers;
+  o.on_layers_ctx = &k;
+  if (dynq__imp_convert_buffer(&o, buf, len, in, mpath) != 0) {
+    calib_free(&k);
+    return 1; /* the conversion itself failed (nothing written): its errors are printed */
+  }
+  if (dynq__model_open(mpath, &m, err, sizeof(err)) != 0) goto skip;
+  const dynq__graph_t *g = dynq__model_graph(m);
+  if (g->n_state > 0) {
+    snprintf(err, sizeof(err), "a streaming model (--state): calibrate on recorded streams "
+             "with --calibrate instead");
+    goto skip;
+  }
+  k.ev_out = calloc((size_t)g->n_outputs + 1, sizeof(int));
+  prec = calloc((size_t)g->n_nodes + 1, 1);
+  order = calloc((size_t)k.nL + 1, sizeof(int));
+  cand = calloc((size_t)k.nL + 1, sizeof(*cand));
+  k.macs = calloc((size_t)g->n_nodes + 1, sizeof(*k.macs));
+  k.lq = calloc((size_t)g->n_nodes + 1, sizeof(*k.lq));
+  if (k.ev_out == NULL || prec == NULL || order == NULL || cand == NULL || k.macs == NULL ||
+      k.lq == NULL) {
+    snprintf(err, sizeof(err), "out of memory");
+    goto skip;
+  }
+  eval_outputs(&k, g);
+  int nq = map_layers(&k, g, order);
+  if (nq == 0 || k.n_eval == 0) goto plain; /* nothing to choose or to measure */
+  if (sc_inputs(&k, g, err, sizeof(err)) != 0) goto skip;
+  k.ref = calloc((size_t)k.c.n_files * (size_t)k.n_eval, sizeof(*k.ref));
+  if (k.ref == NULL) {
+    snprintf(err, sizeof(err), "out of memory");
+    goto skip;
+  }
+  /* each layer's share of the INT8 MACs, on the first draw: a model with
+   * no small layer (BERT: every GEMM >= 0.7 %) needs nothing more */
+  k.c.n_files = 1;
+  int rc = run_all(&k, m, DYNQ_PRECISION_INT8, NULL, 2, NULL);
+  k.c.n_files = SC_DRAWS;
+  if (rc != 0) goto skip_quiet;
+  sized = 1;
+  double total = 0;
+  for (int n = 0; n < g->n_nodes; n++) total += (double)k.macs[n];
+  for (int q = 0; q < nq && total > 0; q++) {
+    const layer_t *l = &k.L[order[q]];
+    double share = (double)k.macs[l->node] / total;
+    if (share <= SC_CAND_SHARE) cand[nc++] = (sc_cand_t){ order[q], share, 0 };
+  }
+  if (nc == 0) goto plain;
+  /* the reference and the all-INT8 error */
+  if (run_all(&k, m, DYNQ_PRECISION_FP32, NULL, 1, NULL) != 0) goto skip_quiet;
+  free(k.macs);
+  k.macs = NULL; /* counted once */
+  if (run_all(&k, m, DYNQ_PRECISION_INT8, NULL, 0, &e_all) != 0) goto skip_quiet;
+  measured = 1;
+  if (!(e_all > 0) || !isfinite(e_all)) goto plain;
+  /* the ones nearest the outputs: no reduction after them averages their
+   * noise away */
+  if (nc > SC_MAX_CAND) {
+    cand_layers = k.L;
+    qsort(cand, (size_t)nc, sizeof(*cand), cmp_late);
+    nc = SC_MAX_CAND;
+  }
+  dynq__imp_progress(imp, "self-check: all INT8 relL2 %.4g; measuring %d small layers", e_all, nc);
+  for (int c = 0; c < nc; c++) {
+    layer_t *l = &k.L[cand[c].layer];
+    memset(prec, DYNQ_PRECISION_INT8, (size_t)g->n_nodes);
+    set_prec(g, prec, l, DYNQ_PRECISION_FP32);
+    if (run_all(&k, m, DYNQ_PRECISION_INT8, prec, 0, &l->without) != 0) goto skip_quiet;
+    cand[c].gain = (e_all - l->without) / e_all;
+    dynq__imp_progress(imp, "self-check: [%d/%d] %s FP32: %.4g (removes %.1f%% of the error, "
+                       "%.3f%% of the MACs)", c + 1, nc, l->name, l->without,
+                       100 * cand[c].gain, 100 * cand[c].share);
+  }
+  qsort(cand, (size_t)nc, sizeof(*cand), cmp_cand);
+  /* greedy, each step verified: gains measured alone need not add up
+   * (two layers' noise may partly cancel), so a layer is kept only when
+   * the set with it removes SC_MIN_GAIN more of the all-INT8 error */
+  e_kept = e_all;
+  for (int c = 0; c < nc; c++) {
+    layer_t *l = &k.L[cand[c].layer];
+    if (!(cand[c].gain >= SC_MIN_GAIN && cand[c].gain >= SC_GAIN_PER_SHARE * cand[c].share &&
+          kept_share + cand[c].share <= SC_TOTAL_SHARE))
+      continue;
+    double e2 = l->without;
+    if (nkept > 0) {
+      memset(prec, DYNQ_PRECISION_INT8, (size_t)g->n_nodes);
+      for (int i = 0; i < k.nL; i++)
+        if (k.L[i].kept || i == cand[c].layer) set_prec(g, prec, &k.L[i], DYNQ_PRECISION_FP32);
+      if (run_all(&k, m, DYNQ_PRECISION_INT8, prec, 0, &e2) != 0) goto skip_quiet;
+    }
+    if (!(e_kept - e2 >= SC_MIN_GAIN * e_all)) continue;
+    l->kept = 1;
+    kept_share += cand[c].share;
+    e_kept = e2;
+    nkept++;
+  }
+  if (nkept == 0) goto plain;
+  {
+    const char **names = calloc((size_t)nkept + 1, sizeof(*names));
+    if (names == NULL) {
+      snprintf(err, sizeof(err), "out of memory");
+      goto skip;
+    }
+    int n = 0;
+    for (int c = 0; c < nc; c++)
+      if (k.L[cand[c].layer].kept) names[n++] = k.L[cand[c].layer].name;
+    if (is_plain && !imp->quiet)
+      printf("self-check: %d small layer%s carry much of the INT8 error; converting again "
+             "with %s FP32:\n", nkept, nkept == 1 ? "" : "s", nkept == 1 ? "it" : "them");
+    dynq__imp_options_t f = *imp;
+    f.keep_exact = names;
+    f.n_keep_exact = n;
+    f.keep_exact_why = "self-check: much of the INT8 error for little of the work "
+                       "(--no-self-check quantizes it)";
+    ret = dynq__imp_convert_buffer(&f, buf, len, in, out) == 0 ? 0 : 1;
+    free(names);
+  }
+  if (ret == 0 && !imp->quiet) {
+    printf("self-check (%d synthetic draws): all layers INT8 relL2 %.4g; kept FP32:", SC_DRAWS,
+           e_all);
+    for (int c = 0; c < nc; c++)
+      if (k.L[cand[c].layer].kept)
+        printf(" %s (%.0f%% of the error, %.2g%% of the MACs)", k.L[cand[c].layer].name,
+               100 * cand[c].gain, 100 * cand[c].share);
+    printf("; relL2 with them FP32 %.4g (%.2f s)\n", e_kept, now_s() - t0);
+  }
+  goto done;
+skip_quiet:
+  snprintf(err, sizeof(err), "the model did not run on synthetic inputs shaped from its "
+           "declared inputs (%s)", k.run_err[0] ? k.run_err : "out of memory");
+skip:
+  if (!imp->quiet)
+    fprintf(stderr, "%s: note: self-check skipped: %s; every layer quantized as by "
+            "--no-self-check\n", dynq__imp_progname, err);
+plain:
+  /* with the reference, `out` already holds the plain conversion */
+  ret = is_plain ? 0 : dynq__imp_convert_buffer(imp, buf, len, in, out) == 0 ? 0 : 1;
+  if (ret == 0 && !imp->quiet && err[0] == 0 && sized) {
+    if (measured)
+      printf("self-check (%d synthetic draws): all layers INT8 relL2 %.4g; no layer kept FP32 "
+             "(%.2f s)\n", SC_DRAWS, e_all, now_s() - t0);
+    else
+      printf("self-check: no layer small enough to keep FP32 (each <= %g%% of the INT8 MACs)\n",
+             100 * SC_CAND_SHARE);
+  }
+done:
+  unlink(search_path);
+  dynq__model_unref(m);
+  free(prec);
+  free(order);
+  free(cand);
   calib_free(&k);
   return ret;
 }

@@ -43,6 +43,16 @@ extern const char dynq__calib_usage[];
 int dynq__calibrate(const dynq__imp_options_t *imp, const dynq__calib_opts_t *co,
                     const uint8_t *buf, size_t len, const char *in, const char *out);
 
+/* The default conversion (unless --fp32, --calibrate or --no-self-check):
+ * convert with the FP32 reference, run both paths on synthetic inputs
+ * derived from the declared inputs, and convert again with the small
+ * layers that carry a large share of the INT8 error kept FP32 (calibrate.c
+ * says which).  A model that cannot be measured (streaming state, inputs
+ * that synthetic values do not fit) is converted as with --no-self-check,
+ * with a note.  Returns the exit status (0 written, 1 failed). */
+int dynq__selfcheck(const dynq__imp_options_t *imp, const uint8_t *buf, size_t len,
+                    const char *in, const char *out);
+
 /* The error of one output over a run of calls, as the metric defines it:
  * max |a - r| (max-abs), or ||a - r|| / ||r|| over every element of every
  * call (relL2; 0 when both are zero, +inf when only r is).  NaN anywhere

@@ -35,6 +35,10 @@ static void usage(FILE *f) {
           "                  FP32, or dynamic INT8 (both operands quantized per request:\n"
           "                  rows of the left, columns of the right).  Default: INT8, or\n"
           "                  with --calibrate whichever the error budget allows\n"
+          "  --no-self-check quantize every layer; by default a self-check runs both\n"
+          "                  paths on synthetic inputs and keeps FP32 the small layers\n"
+          "                  (<= 0.5%% of the INT8 work each, 1%% in all) that carry a\n"
+          "                  large share of the INT8 error (e.g. a classifier's last Gemm)\n"
           "  --no-auto-fp32  quantize a signal front end (a Conv with one input channel\n"
           "                  and >= 64 taps) and the layer reading it too (default:\n"
           "                  both stay FP32; see models/README.md)\n"
@@ -115,7 +119,7 @@ int main(int argc, char **argv) {
   dynq__imp_options_t opt = {0};
   dynq__calib_opts_t copt = {0};
   const char *pos[2];
-  int npos = 0, only_pos = 0, r;
+  int npos = 0, only_pos = 0, r, self_check = 1;
   for (int i = 1; i < argc; i++)
     if (strcmp(argv[i], "--diagnose") == 0 || strncmp(argv[i], "--diagnose=", 11) == 0)
       return dynq__diagnose_main(argc, argv);
@@ -152,6 +156,8 @@ int main(int argc, char **argv) {
       }
       opt.int8_attention = want_int8;
       opt.fp32_attention = !want_int8;
+    } else if (!only_pos && strcmp(a, "--no-self-check") == 0) {
+      self_check = 0;
     } else if (!only_pos && strcmp(a, "--no-auto-fp32") == 0) {
       opt.no_auto_fp32 = 1;
     } else if (!only_pos && strcmp(a, "--no-reference") == 0) {
@@ -271,6 +277,8 @@ int main(int argc, char **argv) {
   if (read_model(&opt, pos[0], &buf, &len) != 0) goto out;
   if (copt.dir != NULL)
     ret = dynq__calibrate(&opt, &copt, buf, len, pos[0], pos[1]);
+  else if (self_check && !opt.fp32)
+    ret = dynq__selfcheck(&opt, buf, len, pos[0], pos[1]);
   else
     ret = dynq__imp_convert_buffer(&opt, buf, len, pos[0], pos[1]);
 out:

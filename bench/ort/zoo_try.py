@@ -14,6 +14,12 @@ tests/fixtures/make_zoo.py's.
   /usr/bin/python3 bench/ort/zoo_try.py [NAME,...] [OPSET,...]
       (environment: NODE_PATH=.../node_modules with onnxruntime-node,
        DYNQ_BUILD=build, ZOO_OUT=/tmp/zoo-try; needs python3-torchvision)
+
+With ZOO_DRAWS=N (accuracy mode) each model is exported once per opset and
+compared on N input draws of each kind (images: random normal and smooth,
+structured images; other inputs: normal), one DRAW line per draw and a
+WORST line per model (the largest dynq/ORT ratio over the draws).
+ZOO_QFLAGS="--flag ..." adds dynq-quantize options (A/B of a default).
 """
 import json, os, subprocess, sys, zlib
 import numpy as np, onnx, torch, torch.nn as nn, torch.nn.functional as F
@@ -163,6 +169,30 @@ def tdec():
 
 B=8
 def img(n=32): return [("x", torch.randn(B,3,n,n))]
+
+def smooth_images(shape, g):
+    """Structured images: a low-resolution random field upsampled (smooth
+    regions), plus gradients and a few sharp edges, normalised per channel
+    as a torchvision transform would leave a photo (mean ~0, std ~1)."""
+    b, c, h, w = shape
+    lo = torch.randn(b, c, max(2, h // 8), max(2, w // 8), generator=g)
+    x = F.interpolate(lo, size=(h, w), mode="bicubic", align_corners=False)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    ang = torch.rand(b, 1, 1, 1, generator=g) * 6.283
+    x = x + 0.8 * (torch.cos(ang) * xx + torch.sin(ang) * yy)
+    edge = (xx[None, None] > (torch.rand(b, 1, 1, 1, generator=g) * 2 - 1)).float()
+    x = x + edge * (torch.rand(b, c, 1, 1, generator=g) * 2 - 1)
+    x = (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), keepdim=True).clamp_min(1e-3)
+    return x
+
+def draw_inputs(inputs, kind, seed):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n, t in inputs:
+        if t.dtype != torch.float32: out.append((n, t)); continue
+        if kind == "smooth" and t.dim() == 4: out.append((n, smooth_images(tuple(t.shape), g)))
+        else: out.append((n, torch.randn(t.shape, generator=g)))
+    return out
 SPECS = {
  "resnet18": (lambda: tvm.resnet18(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
  "mnv3s": (lambda: tvm.mobilenet_v3_small(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
@@ -172,6 +202,9 @@ SPECS = {
  "densenet": (lambda: tvm.densenet121(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
  "regnet": (lambda: tvm.regnet_y_400mf(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
  "mnasnet": (lambda: tvm.mnasnet0_5(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
+ "resnet50": (lambda: tvm.resnet50(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
+ "mnv2": (lambda: tvm.mobilenet_v2(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
+ "mnv3l": (lambda: tvm.mobilenet_v3_large(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
  "convnext": (lambda: tvm.convnext_tiny(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
  "googlenet": (lambda: tvm.googlenet(num_classes=10, aux_logits=False, init_weights=True), lambda: img(64), {"x":{0:"b"}}),
  "alexnet": (lambda: tvm.alexnet(num_classes=10), lambda: img(64), {"x":{0:"b"}}),
@@ -199,6 +232,50 @@ def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 def rel_l2(a,b): return float(np.linalg.norm(a-b)/max(np.linalg.norm(b),1e-30))
+def write_inputs(inputs, tag):
+    spec={"inputs":[]}; mbin=[]
+    for n,t in inputs:
+        a=t.numpy(); f=f"{OUT}/{tag}_{n}.bin"; a.tofile(f)
+        dt={"float32":"float32","int64":"int64"}[str(a.dtype)]
+        spec["inputs"].append({"name":n,"dtype":dt,"shape":list(a.shape),"file":f})
+        mbin.append(f"{n}:{'f32' if dt=='float32' else 'i64'}:{'x'.join(map(str,a.shape))}={f}")
+    json.dump(spec,open(f"{OUT}/{tag}.json","w"))
+    return mbin
+
+def draws_one(name, m, inputs, dyn, op, ndraw):
+    import time
+    base=f"{OUT}/{name}_op{op}"
+    torch.onnx.export(m,tuple(t for _,t in inputs),base+".onnx",opset_version=op,
+        input_names=[n for n,_ in inputs],output_names=["y"],dynamic_axes=dyn,do_constant_folding=True)
+    qf=os.environ.get("ZOO_QFLAGS","").split()
+    t0=time.process_time()
+    r=run([f"{BUILD}/models/dynq-quantize"]+qf+[base+".onnx",base+".dynq"])
+    if r.returncode!=0:
+        print(f"RESULT {name} op{op}: REFUSED {(r.stderr+r.stdout)[-400:]}", flush=True); return
+    tq=r.stderr  # progress lines, if any
+    mm=onnx.load(base+".onnx"); dq_convert.convert(mm,conv=True); onnx.save(mm,base+"_dq.onnx")
+    worst=0; lines=[]
+    kinds=["normal","smooth"] if any(t.dim()==4 for _,t in inputs) else ["normal"]
+    for kind in kinds:
+        for d in range(ndraw):
+            ins=draw_inputs(inputs,kind,1000*d+len(kind))
+            tag=f"{name}_{kind}{d}"
+            mbin=write_inputs(ins,tag)
+            r=run(["node",f"{HERE}/run.js","--spec",f"{OUT}/{tag}.json","--model",base+".onnx","--model",base+"_dq.onnx","--out",f"{OUT}/{tag}","--reps","0"],env=dict(os.environ,NODE_PATH=NODE))
+            if r.returncode!=0:
+                print(f"RESULT {name} op{op}: ORT FAIL {r.stderr[-300:]}", flush=True); return
+            res=[json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+            yf=np.fromfile(res[0]["outputs"][0]["file"],np.float32); yq=np.fromfile(res[1]["outputs"][0]["file"],np.float32)
+            ort8=rel_l2(yq,yf)
+            cmd=[f"{BUILD}/bench/model-bench",base+".dynq"]+sum((["--input",s_] for s_ in mbin),[])+["--rounds","1","--ref",res[0]["outputs"][0]["file"],"--json"]
+            r=run(cmd)
+            if r.returncode!=0:
+                print(f"RESULT {name} op{op}: RUN FAIL {(r.stderr+r.stdout)[-400:]}", flush=True); return
+            j=json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
+            ratio=j['int8_rel_l2']/max(ort8,1e-12); worst=max(worst,ratio)
+            print(f"DRAW {name} op{op} {kind}{d}: int8 relL2 {j['int8_rel_l2']:.5f} ORT8 {ort8:.5f} ratio {ratio:.2f}", flush=True)
+    print(f"WORST {name} op{op}: ratio {worst:.2f}", flush=True)
+
 def main():
     names=[n for n in (sys.argv[1].split(",") if len(sys.argv)>1 and sys.argv[1] else SPECS)]
     opsets=[int(o) for o in (sys.argv[2].split(",") if len(sys.argv)>2 else ["13","14","17"])]
@@ -214,6 +291,9 @@ def main():
                 if isinstance(mod,(nn.BatchNorm1d,nn.BatchNorm2d)):
                     mod.running_mean.normal_(0,0.1); mod.running_var.uniform_(0.75,1.25)
         inputs = ins()
+        if os.environ.get("ZOO_DRAWS"):
+            for op in opsets: draws_one(name, m, inputs, dyn, op, int(os.environ["ZOO_DRAWS"]))
+            continue
         with torch.no_grad(): ref = m(*[t for _,t in inputs])
         spec={"inputs":[]}; mbin=[]
         for n,t in inputs:
