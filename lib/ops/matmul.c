@@ -257,7 +257,7 @@ static void rowsplit_task(void *ctx, int64_t t) {
     q.n0 = n0;
     q.n1 = n0 + s->cols < s->q->N ? n0 + s->cols : s->q->N;
     s->kr->qgemm(&q);
-    dynq__act_apply_int8(s->act, q.C, q.ldc, q.M, q.n0, q.n1);
+    dynq__act_apply(s->act, q.C, q.ldc, q.M, q.n0, q.n1);
   }
 }
 
