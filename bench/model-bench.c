@@ -122,11 +122,12 @@ static void on_node(void *user, const dynq__graph_t *g, int index, const dynq__n
 }
 
 /* --scaling's table: pass 0 ran one thread, pass 1 `threads`. */
-enum { SC_CPU1, SC_WORK, SC_PATH, SC_WALL1, SC_WALL, SC_CALLS, SC_HELP, SC_WOKEN, SC_GAPS, SC__N };
+enum { SC_CPU1, SC_WORK, SC_SERIAL, SC_PATH, SC_WALL1, SC_WALL, SC_CALLS, SC_HELP, SC_WOKEN,
+       SC_GAPS, SC__N };
 
 static void print_scaling_row(const char *name, const char *nodes, const double *v) {
-  printf("  %-14s %5s %8.2f %8.2f %6.3f %8.2f %6.3f %7.2f %7.2f %6.3f %5.0f %5.2f %5.0f %5.0f\n",
-         name, nodes, v[SC_CPU1], v[SC_WORK], v[SC_WORK] / v[SC_CPU1], v[SC_PATH],
+  printf("  %-14s %5s %8.2f %8.2f %6.3f %7.2f %8.2f %6.3f %7.2f %7.2f %6.3f %5.0f %5.2f %5.0f %5.0f\n",
+         name, nodes, v[SC_CPU1], v[SC_WORK], v[SC_WORK] / v[SC_CPU1], v[SC_SERIAL], v[SC_PATH],
          v[SC_CPU1] / v[SC_PATH], v[SC_WALL1], v[SC_WALL],
          v[SC_WALL] > 0 ? v[SC_WALL1] / v[SC_WALL] : 0.0, v[SC_CALLS], v[SC_HELP], v[SC_WOKEN],
          v[SC_GAPS]);
@@ -135,14 +136,15 @@ static void print_scaling_row(const char *name, const char *nodes, const double 
 static void print_scaling(const prof_t *pr, int threads, int rounds, const double *med) {
   printf("scaling, 1 vs %d threads, per round, ms:\n"
          "  cpu1 = the 1-thread run's CPU time; work = the %d-thread run's CPU time in all threads\n"
-         "  (outside tasks: the caller's only); path = its critical path, the caller's CPU time\n"
-         "  outside parallel calls + the calls' tasks list-scheduled; x = cpu1 / path; calls to\n"
+         "  (outside tasks: the caller's only); serial = the caller's CPU time outside parallel\n"
+         "  calls; path = the critical path, serial + the calls' tasks list-scheduled;\n"
+         "  x = cpu1 / path; calls to\n"
          "  the team, helper = share of their tasks the helpers ran, woken = calls that woke a\n"
          "  sleeping helper, gaps = calls after over 50 us of the caller's own CPU time (a helper\n"
          "  sleeps even on an idle machine)\n",
          threads, threads);
-  printf("  %-14s %5s %8s %8s %6s %8s %6s %7s %7s %6s %5s %5s %5s %5s\n", "op", "nodes", "cpu1",
-         "work", "work/1", "path", "x", "wall1", "wall", "wallx", "calls", "help", "woken",
+  printf("  %-14s %5s %8s %8s %6s %7s %8s %6s %7s %7s %6s %5s %5s %5s %5s\n", "op", "nodes", "cpu1",
+         "work", "work/1", "serial", "path", "x", "wall1", "wall", "wallx", "calls", "help", "woken",
          "gaps");
   double tot[SC__N] = {0}, ht = 0;
   int done[DYNQ_OP__COUNT] = {0};
@@ -156,6 +158,7 @@ static void print_scaling(const prof_t *pr, int threads, int rounds, const doubl
     double serial = (q->cpu_us[op] - q->call_us[op]) / rounds / 1e3, v[SC__N];
     v[SC_CPU1] = pr[0].cpu_us[op] / rounds / 1e3;
     v[SC_WORK] = serial + q->task_us[op] / rounds / 1e3;
+    v[SC_SERIAL] = serial;
     v[SC_PATH] = serial + q->span_us[op] / rounds / 1e3;
     v[SC_WALL1] = pr[0].op_us[op] / rounds / 1e3;
     v[SC_WALL] = q->op_us[op] / rounds / 1e3;

@@ -1442,8 +1442,10 @@ END_TEST
 /* AddLayerNorm (the importer's residual Add + LayerNormalization) against
  * the two ops run one after the other: the same bits on ragged row
  * lengths, with and without a bias and the sum output, on one thread and
- * two; a broadcast pair takes the unfused path; bad shapes and dtypes are
- * refused naming the node. */
+ * two, for one layout, rows broadcast whole (the fused loop) and a last
+ * axis broadcast (the unfused path); bad shapes and dtypes are refused
+ * naming the node. */
+
 static int run_aln(int n_in, int n_out, int threads, const dynq__tensor_t *const *in,
                    dynq__tensor_t *out) {
   static const int32_t idx[4] = {0, 1, 2, 3};
@@ -1456,6 +1458,30 @@ static int run_aln(int n_in, int n_out, int threads, const dynq__tensor_t *const
   return dynq__op_run1(NULL, &c, in, out);
 }
 
+/* AddLayerNorm(P, Q) against Add then LayerNormalization, one and two
+ * threads, with and without the sum output. */
+static void aln_vs_unfused(const dynq__tensor_t *P, const dynq__tensor_t *Q,
+                           const dynq__tensor_t *G, const dynq__tensor_t *Be, const char *what) {
+  dynq__tensor_t s, y, o[2];
+  const dynq__tensor_t *ain[2] = {P, Q};
+  ck_assert_int_eq(run(DYNQ_OP_ADD, NULL, 0, ain, &s), 0);
+  const dynq__tensor_t *lin[3] = {&s, G, Be};
+  ck_assert_int_eq(run_n(DYNQ_OP_LAYERNORM, NULL, 0, Be ? 3 : 2, lin, &y), 0);
+  size_t nb = dynq__tensor_nbytes(&s);
+  for (int n_out = 1; n_out <= 2; n_out++)
+    for (int threads = 1; threads <= 2; threads++) {
+      const dynq__tensor_t *in[4] = {P, Q, G, Be};
+      ck_assert_int_eq(run_aln(Be ? 4 : 3, n_out, threads, in, o), 0);
+      ck_assert_int_eq(o[0].rank, s.rank);
+      ck_assert_msg(memcmp(o[0].data, y.data, nb) == 0, "%s, outputs %d threads %d: not the "
+                    "unfused bits", what, n_out, threads);
+      if (n_out == 2) ck_assert(memcmp(o[1].data, s.data, nb) == 0);
+      dynq__tensor_clear(&o[0]);
+      dynq__tensor_clear(&o[1]);
+    }
+  dynq__tensor_clear(&s);
+  dynq__tensor_clear(&y);
+}
 START_TEST(add_layernorm_fused) {
   static const int64_t lens[] = {1, 2, 3, 7, 15, 16, 17, 31, 33, 65, 768};
   for (size_t li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
@@ -1506,21 +1532,22 @@ START_TEST(add_layernorm_fused) {
           dynq__tensor_clear(&o[0]);
           dynq__tensor_clear(&o[1]);
         }
-      /* B broadcast over the rows: Add's result, then LayerNorm */
-      const dynq__tensor_t *bin[4] = {&A, &G, &G, withb ? &Be : NULL};
-      const dynq__tensor_t *badd[2] = {&A, &G};
-      dynq__tensor_t s2, y2;
-      ck_assert_int_eq(run(DYNQ_OP_ADD, NULL, 0, badd, &s2), 0);
-      lin[0] = &s2;
-      ck_assert_int_eq(run_n(DYNQ_OP_LAYERNORM, NULL, 0, withb ? 3 : 2, lin, &y2), 0);
-      ck_assert_int_eq(run_aln(withb ? 4 : 3, 2, 1, bin, o), 0);
-      ck_assert_int_eq(o[0].rank, 2);
-      ck_assert(memcmp(o[0].data, y2.data, sizeof(float) * (size_t)(rows * len)) == 0);
-      ck_assert(memcmp(o[1].data, s2.data, sizeof(float) * (size_t)(rows * len)) == 0);
-      dynq__tensor_clear(&o[0]);
-      dynq__tensor_clear(&o[1]);
-      dynq__tensor_clear(&s2);
-      dynq__tensor_clear(&y2);
+      /* broadcast pairs: one row over all rows (either side), rows over a
+       * batch of 2 (an embedding's positions), one value per row (the last
+       * axis broadcast: the unfused path) */
+      const dynq__tensor_t *Bp = withb ? &Be : NULL;
+      aln_vs_unfused(&A, &G, &G, Bp, "B one row");
+      aln_vs_unfused(&G, &A, &G, Bp, "A one row");
+      float *a2 = malloc(sizeof(float) * (size_t)(2 * rows * len));
+      ck_assert_ptr_nonnull(a2);
+      memcpy(a2, a, sizeof(float) * (size_t)(rows * len));
+      memcpy(a2 + rows * len, b, sizeof(float) * (size_t)(rows * len));
+      int64_t d2[3] = {2, rows, len}, dcol[2] = {rows, 1};
+      dynq__tensor_t A2 = tf(3, d2, a2), Col = tf(2, dcol, b);
+      aln_vs_unfused(&A2, &B, &G, Bp, "[2, rows, len] + [rows, len]");
+      aln_vs_unfused(&B, &A2, &G, Bp, "[rows, len] + [2, rows, len]");
+      aln_vs_unfused(&A, &Col, &G, Bp, "[rows, len] + [rows, 1]");
+      free(a2);
       /* [1, rows, len] + [rows, len]: only a leading 1, the fused loop */
       int64_t d3[3] = {1, rows, len};
       dynq__tensor_t A3 = tf(3, d3, a);

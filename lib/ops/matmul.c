@@ -234,7 +234,7 @@ typedef struct rowsplit {
   const dynq__qgemm_args_t *q;  /* the whole GEMM; A is filled by the tasks */
   const float *X;
   int act;                      /* applied after the kernel (SIGMOID, GELU) */
-  int64_t rows, cols;           /* rows per task; columns per kernel call */
+  int64_t tasks, cols;          /* tasks; columns per kernel call */
 } rowsplit_t;
 
 /* Rows [m0, m1): quantized (row by row, so any split gives the same
@@ -243,7 +243,11 @@ typedef struct rowsplit {
 static void rowsplit_task(void *ctx, int64_t t) {
   const rowsplit_t *s = ctx;
   dynq__qgemm_args_t q = *s->q;
-  int64_t m0 = t * s->rows, m1 = m0 + s->rows < q.M ? m0 + s->rows : q.M;
+  /* whole 6-row tiles, as evenly as they go: the halves two threads take
+   * differ by at most a tile */
+  const int64_t tiles = (q.M + 5) / 6;
+  int64_t m0 = tiles * t / s->tasks * 6, m1 = tiles * (t + 1) / s->tasks * 6;
+  if (m1 > q.M) m1 = q.M;
   if (m0 >= m1) return;
   uint8_t *A = (uint8_t *)q.A + (size_t)m0 * q.lda;
   dynq__quantize_rows(s->kr, m1 - m0, q.K, s->X + m0 * q.K, (size_t)q.K, A, q.lda, 0,
@@ -340,11 +344,9 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   const int post = act == q.act ? DYNQ_ACT_NONE : act;
   const int64_t row_tasks = (int64_t)c->threads * SPLIT_CHUNKS_PER_THREAD;
   if (!c->st->qlinear.per_tensor && c->threads > 1 && M >= row_tasks * ROWSPLIT_MIN_ROWS) {
-    rowsplit_t j = {.kr = c->kernel, .q = &q, .X = X, .act = post,
-                    .rows = dynq__round_up((M + row_tasks - 1) / row_tasks, 6),
+    rowsplit_t j = {.kr = c->kernel, .q = &q, .X = X, .act = post, .tasks = row_tasks,
                     .cols = post != DYNQ_ACT_NONE ? QL_COLS : N};
-    c->splits += (uint64_t)dynq__parallel_for(c->threads, (M + j.rows - 1) / j.rows,
-                                              rowsplit_task, &j);
+    c->splits += (uint64_t)dynq__parallel_for(c->threads, row_tasks, rowsplit_task, &j);
     dynq__op_note_quant(c, M, K, N, a_scale, M);
   } else {
     if (!c->st->qlinear.per_tensor && c->threads > 1 && M > 1 && M * K >= QUANT_SPLIT_MIN) {

@@ -191,6 +191,9 @@ CLONES VEC static void layernorm_row(const float *a, const float *b, float *w, f
 typedef struct lnjob {
   const float *a, *b, *scale, *bias;
   float *w, *y, *mean, *inv;  /* w: the sum (b given); mean, inv: NULL or [rows] */
+  const dynq__bcast_t *bc;    /* NULL: a and b have the result's layout; else
+                               * their rows (last axis, unit stride) are found
+                               * through it */
   int64_t rows, len, chunks;
   float eps;
 } lnjob_t;
@@ -198,13 +201,29 @@ typedef struct lnjob {
 static void ln_task(void *ctx, int64_t t) {
   const lnjob_t *j = ctx;
   int64_t r0 = j->rows * t / j->chunks, r1 = j->rows * (t + 1) / j->chunks;
+  /* the operands' offsets of row r0: its index over the outer axes */
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {r0 * j->len, r0 * j->len}, q = r0;
+  if (j->bc != NULL) {
+    off[0] = off[1] = 0;
+    for (int d = j->bc->rank - 2; d >= 0; d--) {
+      cnt[d] = q % j->bc->dims[d];
+      q /= j->bc->dims[d];
+      for (int k = 0; k < 2; k++) off[k] += cnt[d] * j->bc->st[k][d];
+    }
+  }
   for (int64_t r = r0; r < r1; r++) {
     size_t o = (size_t)(r * j->len);
     float mean, inv;
-    layernorm_row(j->a + o, j->b ? j->b + o : NULL, j->w ? j->w + o : NULL, j->y + o, j->len,
-                  j->scale, j->bias, j->eps, &mean, &inv);
+    layernorm_row(j->a + off[0], j->b ? j->b + off[1] : NULL, j->w ? j->w + o : NULL, j->y + o,
+                  j->len, j->scale, j->bias, j->eps, &mean, &inv);
     if (j->mean) j->mean[r] = mean;
     if (j->inv) j->inv[r] = inv;
+    if (j->bc != NULL) {
+      dynq__bcast_next_row(j->bc, 2, cnt, off);
+    } else {
+      off[0] += j->len;
+      off[1] += j->len;
+    }
   }
 }
 
@@ -273,9 +292,10 @@ int dynq__run_layernorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
 }
 
 /* AddLayerNorm: inputs A, B, Scale, Bias (optional); outputs Y and S
- * (optional).  A and B of one layout take the fused row loop; any other
- * pair that broadcasts (the importer fuses one only when it cannot know
- * the shapes) is added first, then normalized: the same result. */
+ * (optional).  A and B of one layout take the fused row loop, and so do
+ * a pair whose rows broadcast whole over the last axis, normalized alone
+ * (a BERT embedding's [b, s, d] + [1, s, d]); any other pair that
+ * broadcasts is added first, then normalized: the same result. */
 int dynq__run_add_layernorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                             dynq__tensor_t *out) {
   const dynq__tensor_t *a = in[0], *bb = in[1];
@@ -292,7 +312,16 @@ int dynq__run_add_layernorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   dynq__tensor_t tmp = {0}, view = {.dtype = DYNQ_DT_F32, .rank = bc.rank, .data = a->data};
   memcpy(view.dims, bc.dims, sizeof(int64_t) * (size_t)bc.rank);
   const dynq__tensor_t *x = &view;  /* the sum's shape; A's data on the fused path */
-  if (!same) {  /* S = A + B as Add computes it, then LayerNorm(S) */
+  /* both operands' rows whole (unit stride along the last axis) and the
+   * last axis normalized alone: the fused loop, each row's operand rows
+   * found through the broadcast */
+  int rowwise = !same && bc.rank >= 1 && bc.st[0][bc.rank - 1] == 1 && bc.st[1][bc.rank - 1] == 1;
+  if (rowwise) {
+    int last = -1;
+    rowwise = dynq__op_norm_axis(c, c->st->norm.axis, bc.rank, 0, &last) == 0 &&
+              last == bc.rank - 1;
+  }
+  if (!same && !rowwise) {  /* S = A + B as Add computes it, then LayerNorm(S) */
     dynq__tensor_t *s = want_sum ? &out[1] : &tmp;
     if ((rc = dynq__op_alloc(c, s, DYNQ_DT_F32, bc.rank, bc.dims, 0))) return rc;
     const float *pa = a->data, *pb = bb->data;
@@ -304,20 +333,27 @@ int dynq__run_add_layernorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     x = s;
   }
   if ((rc = ln_params(c, x, in[2], in[3], 2, &ax, &len, &rows))) goto out;
-  if (same && want_sum && (rc = dynq__op_alloc(c, &out[1], DYNQ_DT_F32, x->rank, x->dims, 0)))
+  const int fused = same || rowwise;
+  if (fused && want_sum && (rc = dynq__op_alloc(c, &out[1], DYNQ_DT_F32, x->rank, x->dims, 0)))
     goto out;
   /* Y in A's or B's storage when the executor offers it (the row loop
-   * reads each block of 16 before it stores it) */
-  if (same) rc = dynq__op_out_like(c, c->donor[0] ? 0 : 1, DYNQ_DT_F32, x->rank, x->dims, &out[0]);
-  else rc = dynq__op_alloc(c, &out[0], DYNQ_DT_F32, x->rank, x->dims, 0);
+   * reads each block of 16 before it stores it; an operand of the
+   * result's size is not broadcast, so its row r is the result's row r) */
+  if (fused) {
+    int k = c->donor[0] && dynq__tensor_numel(a) == bc.n ? 0 : 1;
+    rc = dynq__op_out_like(c, k, DYNQ_DT_F32, x->rank, x->dims, &out[0]);
+  } else {
+    rc = dynq__op_alloc(c, &out[0], DYNQ_DT_F32, x->rank, x->dims, 0);
+  }
   if (rc) goto out;
   if (len > 0) {
-    lnjob_t j = {.a = same ? a->data : x->data, .y = out[0].data, .scale = in[2]->data,
+    lnjob_t j = {.a = fused ? a->data : x->data, .y = out[0].data, .scale = in[2]->data,
                  .bias = in[3] ? in[3]->data : NULL, .rows = rows, .len = len,
                  .eps = c->st->norm.eps};
-    if (same) {
+    if (fused) {
       j.b = bb->data;
       j.w = want_sum ? out[1].data : out[0].data;
+      j.bc = rowwise ? &bc : NULL;
     }
     ln_run(c, &j);
   }
