@@ -381,6 +381,61 @@ static int run_n(int op, const dynq__attr_t *attrs, int n_attr, int n_in,
   return run_x(op, attrs, n_attr, n_in, in, out, &dynq__kernel_ref, DYNQ_PRECISION_INT8, 1);
 }
 
+/* QGather with enough rows to split over threads: every row on 1, 2 and
+ * 3 threads is its table row (INT8: scale times q; FP32: the reference),
+ * int32 and int64 indices, negative ones from the end; a bad index late
+ * in the list is refused before any row is made. */
+START_TEST(qgather_threads) {
+  enum { V = 50, D = 100, NI = 1000 };
+  int8_t *q = malloc(V * D);
+  float *sc = malloc(sizeof(float) * V), *ref = malloc(sizeof(float) * V * D);
+  int64_t *i64 = malloc(sizeof(int64_t) * NI);
+  int32_t *i32 = malloc(sizeof(int32_t) * NI);
+  ck_assert(q && sc && ref && i64 && i32);
+  for (int v = 0; v < V; v++) {
+    sc[v] = 0.01f * (float)(v + 1);
+    for (int k = 0; k < D; k++) {
+      q[v * D + k] = (int8_t)((v * 7 + k * 13) % 255 - 127);
+      ref[v * D + k] = (float)(v * 1000 + k);
+    }
+  }
+  for (int i = 0; i < NI; i++) i64[i] = i32[i] = (i * 37) % (2 * V) - V;  /* [-V, V) */
+  int64_t dq[2] = {V, D}, ds[1] = {V};
+  dynq__tensor_t Q = {.dtype = DYNQ_DT_I8, .rank = 2, .dims = {V, D}, .data = q};
+  dynq__tensor_t S = tf(1, ds, sc), R = tf(2, dq, ref), o;
+  for (int it = 0; it < 2; it++) {
+    dynq__tensor_t I = {.dtype = it ? DYNQ_DT_I32 : DYNQ_DT_I64, .rank = 2, .dims = {NI / 10, 10},
+                        .data = it ? (void *)i32 : (void *)i64};
+    const dynq__tensor_t *in[4] = {&I, &Q, &S, &R};
+    for (int prec = 0; prec < 2; prec++)
+      for (int threads = 1; threads <= 3; threads++) {
+        int p = prec ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8;
+        ck_assert_int_eq(run_x(DYNQ_OP_QGATHER, NULL, 0, 4, in, &o, &dynq__kernel_ref, p, threads), 0);
+        ck_assert_int_eq(o.rank, 3);
+        ck_assert_int_eq(o.dims[2], D);
+        const float *y = o.data;
+        for (int i = 0; i < NI; i++) {
+          int64_t raw = it ? i32[i] : i64[i];
+          int v = (int)(raw < 0 ? raw + V : raw);
+          for (int k = 0; k < D; k++) {
+            float want = prec ? ref[v * D + k] : sc[v] * (float)q[v * D + k];
+            ck_assert_msg(y[i * D + k] == want, "indices %s %s threads %d row %d col %d: %g, want %g",
+                          it ? "int32" : "int64", prec ? "fp32" : "int8", threads, i, k,
+                          y[i * D + k], want);
+          }
+        }
+        dynq__tensor_clear(&o);
+      }
+    if (it) i32[NI - 1] = V; else i64[NI - 1] = -V - 1;
+    ck_assert_int_eq(run_x(DYNQ_OP_QGATHER, NULL, 0, 4, in, &o, &dynq__kernel_ref,
+                           DYNQ_PRECISION_INT8, 2), DYNQ_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, it ? "index 50 outside [-50, 50)" : "index -51 outside [-50, 50)"));
+    ck_assert_ptr_null(o.data);
+  }
+  free(q), free(sc), free(ref), free(i64), free(i32);
+}
+END_TEST
+
 static dynq__tensor_t ti64(int n, int64_t *v) {
   dynq__tensor_t t = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {n}, .data = v};
   return t;
@@ -1608,6 +1663,7 @@ int main(void) {
   tcase_add_test(tc, hard_activations);
   tcase_add_test(tc, softmax_flatten);
   tcase_add_test(tc, qgather_rows);
+  tcase_add_test(tc, qgather_threads);
   tcase_add_test(tc, strided_matmul_perms);
   tcase_add_test(tc, strided_matmul_gemm);
   tcase_add_test(tc, strided_matmul_int8);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "parallel.h"
 
 /* The constant behind input k of n, or NULL. */
 static const dynq__value_t *const_in(const dynq__graph_t *g, const dynq__node_t *n, int k) {
@@ -38,6 +39,36 @@ int dynq__check_qgather(const dynq__graph_t *g, const dynq__node_t *n, char *err
   return 0;
 }
 
+/* Below this many output values the rows are made on one thread. */
+#define QGATHER_SPLIT_MIN (INT64_C(1) << 16)
+#define QGATHER_CHUNKS_PER_THREAD 4
+
+typedef struct qg {
+  const dynq__tensor_t *idx;
+  const int8_t *q;
+  const float *scale, *ref;  /* ref: the FP32 table, or NULL (dequantize) */
+  float *y;
+  int64_t V, D, n, chunks;
+} qg_t;
+
+/* Rows [i0, i1) of the output; the indices were checked. */
+static void qg_task(void *ctx, int64_t t) {
+  const qg_t *j = ctx;
+  int64_t i0 = j->n * t / j->chunks, i1 = j->n * (t + 1) / j->chunks;
+  for (int64_t i = i0; i < i1; i++) {
+    int64_t v = dynq__load_i(j->idx->data, j->idx->dtype, i);
+    if (v < 0) v += j->V;
+    float *y = j->y + i * j->D;
+    if (j->ref) {
+      memcpy(y, j->ref + v * j->D, sizeof(float) * (size_t)j->D);
+    } else {
+      const int8_t *r = j->q + v * j->D;
+      float s = j->scale[v];
+      for (int64_t k = 0; k < j->D; k++) y[k] = s * (float)r[k];
+    }
+  }
+}
+
 int dynq__run_qgather(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   const dynq__tensor_t *idx = in[0], *q = in[1], *sc = in[2], *ref = in[3];
   int rc;
@@ -50,27 +81,22 @@ int dynq__run_qgather(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
   int64_t V = q->dims[0], D = q->dims[1], od[DYNQ_MAX_RANK];
   for (int d = 0; d < idx->rank; d++) od[d] = idx->dims[d];
   od[idx->rank] = D;
-  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, idx->rank + 1, od, 0))) return rc;
   int64_t n = dynq__tensor_numel(idx);
-  const int8_t *pq = q->data;
-  const float *ps = sc->data, *pr = c->precision == DYNQ_PRECISION_FP32 && ref ? ref->data : NULL;
-  float *py = out->data;
-  for (int64_t i = 0; i < n; i++) {
-    int64_t v = dynq__load_i(idx->data, idx->dtype, i), v0 = v;
-    if (v < 0) v += V;
-    if (v < 0 || v >= V) {
-      dynq__tensor_clear(out);
-      return dynq__op_fail(c, DYNQ_ESHAPE, "index %lld outside [-%lld, %lld)", (long long)v0,
+  for (int64_t i = 0; i < n; i++) {  /* every index checked before any row is made */
+    int64_t v = dynq__load_i(idx->data, idx->dtype, i);
+    if (v < -V || v >= V)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "index %lld outside [-%lld, %lld)", (long long)v,
                            (long long)V, (long long)V);
-    }
-    float *y = py + i * D;
-    if (pr) {
-      memcpy(y, pr + v * D, sizeof(float) * (size_t)D);
-    } else {
-      const int8_t *r = pq + v * D;
-      float s = ps[v];
-      for (int64_t k = 0; k < D; k++) y[k] = s * (float)r[k];
-    }
+  }
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, idx->rank + 1, od, 0))) return rc;
+  qg_t j = {.idx = idx, .q = q->data, .scale = sc->data, .y = out->data, .V = V, .D = D, .n = n,
+            .ref = c->precision == DYNQ_PRECISION_FP32 && ref ? ref->data : NULL, .chunks = 1};
+  if (c->threads > 1 && n > 1 && n * D >= QGATHER_SPLIT_MIN) {
+    j.chunks = (int64_t)c->threads * QGATHER_CHUNKS_PER_THREAD;
+    if (j.chunks > n) j.chunks = n;
+    c->splits += (uint64_t)dynq__parallel_for(c->threads, j.chunks, qg_task, &j);
+  } else {
+    qg_task(&j, 0);
   }
   return 0;
 }
