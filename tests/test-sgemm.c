@@ -185,13 +185,15 @@ START_TEST(test_kernel_vs_ref) {
 }
 END_TEST
 
-/* Past one cache block in every dimension (K > KC, M > MC, N > NC) and
- * against double; column ranges in 64-column steps give the same bits. */
+/* Past one cache block in every dimension (K > KC, M > MC, N > NC; with B
+ * packed and A read in place K > KC_LONG: 1700 in blocks of 567, 567 and
+ * 566) and against double; column ranges in 64-column steps give the same
+ * bits. */
 START_TEST(test_blocks_and_ranges) {
   const dynq__sgemm_kernel_t *kr = kernel_at(_i);
   if (kr == NULL) return;
   static const int64_t shapes[][3] = {{7, 70, 300}, {200, 65, 130}, {13, 1100, 129},
-                                      {1, 1090, 257}, {5, 130, 1000}};
+                                      {1, 1090, 257}, {5, 130, 1000}, {140, 130, 1700}};
   for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
     for (int f = 0; f < 4; f++) {
       problem_t p;
@@ -290,7 +292,8 @@ END_TEST
  * K past one cache block (applied once, after the last block), one and
  * two threads, every micro-kernel the CPU has. */
 START_TEST(test_epilogue) {
-  static const int64_t shapes[][3] = {{5, 200, 300}, {130, 97, 300}, {13, 16, 7}};
+  static const int64_t shapes[][3] = {{5, 200, 300}, {130, 97, 300}, {13, 16, 7},
+                                      {20, 70, 1600}};
   static const char *const kernels[] = {"ref", "auto"};
   static const int acts[] = {DYNQ_ACT_NONE, DYNQ_ACT_RELU, DYNQ_ACT_SIGMOID, DYNQ_ACT_GELU,
                              DYNQ_ACT_GELU_TANH};

@@ -6,9 +6,14 @@
  * Loop order (BLIS's): column blocks of NC, then K blocks of KC (B's block
  * packed: KC x NC floats, L2-sized), then row blocks of MC (A's block
  * packed: MC x KC, unless A is read in place), then 64-column panels, then
- * 6-row tiles.  A panel's
- * KC x 64 slice (32 KiB) stays in L1 while every row tile of the A block
- * streams past it.
+ * 6-row tiles.  A panel's KC x 64 slice (32 KiB) stays in L1 while every
+ * row tile of the A block streams past it.
+ *
+ * With B pre-packed (or read in place) and A read in place nothing is
+ * copied per K block, and the K blocks are long (KC_LONG): a panel's K
+ * rows are contiguous, so its slice streams from L2 as well as it would
+ * sit in L1, while each K block costs a reload and store of C and a
+ * micro-kernel call per tile.
  */
 #include "sgemm.h"
 
@@ -26,6 +31,14 @@
 #define MC 132   /* A block: 66 KiB of L2; 128 rows in one block */
 _Static_assert(MC % MR == 0, "A blocks hold whole row tiles");
 #define NC 1024  /* B block packed per call: 512 KiB of L2 */
+/* K block with nothing packed per call: a 6 x 768 A tile is 18 KiB of L1,
+ * a 768 x 64 slice of B 192 KiB of L2.  BERT-base's six layers x 12 with
+ * their own cold weights, at M = 128 and 1024, alternated layer by layer
+ * with KC: 6-9 % less CPU time at 768 than at 128; 256 and 384 in
+ * between; 1024, 1536 and all of 3072 no better, or worse on K = 3072
+ * (AVX2 kernel: 4 % at M = 1024, same at 128).  Same bits: a K block's
+ * partial sums go through C exactly. */
+#define KC_LONG 768
 
 /* ---- the reference micro-kernel: the oracle every ISA matches ---- */
 
@@ -166,7 +179,10 @@ int dynq__sgemm_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *s
    * was fast); reading it in place was as fast as not packing at all. */
   const int a_inplace = !s->ta && s->alpha == 1.0f;
   const int64_t mcap = M < MC ? (M + MR - 1) / MR * MR : MC;
-  const int64_t kcap = K < KC ? K : KC;
+  /* K blocks of equal length, at most KC_LONG when nothing is packed */
+  const int64_t kmax = a_inplace && (s->Bp || direct) ? KC_LONG : KC;
+  const int64_t nkb = (K + kmax - 1) / kmax, kblk = (K + nkb - 1) / nkb;
+  const int64_t kcap = K < kblk ? K : kblk;
   const int64_t ncap = n1 - s->n0 < NC ? (n1 - s->n0 + NR - 1) / NR * NR : NC;
   float *ap = a_inplace ? NULL : dynq__aligned_alloc(sizeof(float) * (size_t)(mcap * kcap));
   float *bp = s->Bp || direct ? NULL : dynq__aligned_alloc(sizeof(float) * (size_t)(kcap * ncap));
@@ -192,8 +208,8 @@ int dynq__sgemm_cols(const dynq__sgemm_kernel_t *kr, const dynq__sgemm_args_t *s
   for (int64_t i0 = 0; i0 < M; i0 += rb)
   for (int64_t jc = s->n0; jc < n1; jc += ncb) {
     const int64_t nc = n1 - jc < ncb ? n1 - jc : ncb;
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = K - pc < KC ? K - pc : KC;
+    for (int64_t pc = 0; pc < K; pc += kblk) {
+      const int64_t kc = K - pc < kblk ? K - pc : kblk;
       const float *bb;
       int64_t pstride, ldb;
       if (s->Bp) {
