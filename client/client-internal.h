@@ -53,6 +53,9 @@ typedef struct dynq__pend {
   int infer;                 /* sent by dynq_submit_infer: answered in place */
   int has_res;               /* done with code 0 and decoded from the frame as
                                 it arrived: res holds it, resp is empty */
+  uint64_t deadline_ns;      /* CLOCK_MONOTONIC time it is abandoned at
+                                (-ETIMEDOUT); 0: never */
+  int timeout_ms;            /* the client timeout it was submitted with */
   dynq_infer_result_t res;   /* owned when has_res */
   int sprev, snext;          /* send order (snext: free list when !live) */
   int dprev, dnext;          /* done and not reported, completion order */
@@ -100,6 +103,9 @@ struct dynq_client {
   dynq__tickets_t tickets;   /* requests sent and not collected; owned;
                                 tickets.n <= max_inflight */
   int max_inflight;          /* dynq_client_set_max_inflight */
+  int timeout_ms;            /* dynq_client_set_timeout; 0: none */
+  int any_deadline;          /* a ticket with a deadline was ever added: poll
+                                looks for expired ones before it sleeps */
   /* Busy-poll before blocking (dynq_client_set_spin): spin_max_us is the
    * caller's budget, spin_cur_us the adapted one (0..spin_max_us),
    * spin_until_ns the end of this wait's spin (0: block at once). */

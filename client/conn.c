@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -53,6 +54,13 @@ static uint64_t mono_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Milliseconds from now to deadline (> now), rounded up: a poll() for
+ * that long ends at or after the deadline, never just before it. */
+static int ms_until(uint64_t deadline, uint64_t now) {
+  uint64_t ms = (deadline - now + 999999u) / 1000000u;
+  return ms > (uint64_t)DYNQ_CLIENT_TIMEOUT_MAX_MS ? DYNQ_CLIENT_TIMEOUT_MAX_MS : (int)ms;
+}
+
 /* $DYNQ_CLIENT_SPIN_US when it is a whole number in range, else the
  * default: a typo in the environment must not stop a program connecting
  * (dynq_client_get_spin shows what was taken). */
@@ -65,6 +73,20 @@ static int spin_from_env(void) {
   v = strtol(e, &end, 10);
   if (errno != 0 || end == e || *end != '\0' || v < 0 || v > DYNQ_CLIENT_SPIN_MAX_US)
     return DYNQ_CLIENT_SPIN_DEFAULT_US;
+  return (int)v;
+}
+
+/* $DYNQ_CLIENT_TIMEOUT_MS when it is a whole number in range, else 0 (no
+ * limit), for the same reason. */
+static int timeout_from_env(void) {
+  const char *e = getenv("DYNQ_CLIENT_TIMEOUT_MS");
+  char *end;
+  long v;
+  if (e == NULL || *e == '\0') return 0;
+  errno = 0;
+  v = strtol(e, &end, 10);
+  if (errno != 0 || end == e || *end != '\0' || v < 0 || v > DYNQ_CLIENT_TIMEOUT_MAX_MS)
+    return 0;
   return (int)v;
 }
 
@@ -133,8 +155,9 @@ static void client_broken(dynq_client_t *c, int code, const char *msg) {
   }
 }
 
-/* Connect one path: 0 and *ret_fd, or -errno. */
-static int connect_path(const char *path, int *ret_fd) {
+/* Connect one path, waiting at most timeout_ms (0: no limit) while the
+ * daemon's listen queue is full: 0 and *ret_fd, or -errno (-ETIMEDOUT). */
+static int connect_path(const char *path, int timeout_ms, int *ret_fd) {
   struct sockaddr_un sa;
   size_t n = strlen(path);
   int fd;
@@ -146,11 +169,23 @@ static int connect_path(const char *path, int *ret_fd) {
   memcpy(sa.sun_path, path, n + 1);
   fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
+  /* A Unix stream connect sleeps while the listener's queue is full (a
+   * stopped or wedged dynqd) for as long as the send timeout allows, and
+   * then fails with EAGAIN.  Every later send is MSG_DONTWAIT, so the
+   * option changes nothing after the connect. */
+  if (timeout_ms > 0) {
+    struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0) {
+      int e = errno;
+      close(fd);
+      return -e;
+    }
+  }
   while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
     int e = errno;
     if (e == EINTR) continue;
     close(fd);
-    return -e;
+    return e == EAGAIN && timeout_ms > 0 ? -ETIMEDOUT : -e;
   }
   *ret_fd = fd;
   return 0;
@@ -169,8 +204,9 @@ static void msg_append(char *msg, size_t msglen, const char *fmt, ...) {
   va_end(ap);
 }
 
-int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client, char *msg,
-                     size_t msglen) {
+/* dynq_connect_msg with a connect timeout (0: none). */
+static int connect_search(const char *socket_path, int timeout_ms, dynq_client_t **ret_client,
+                          char *msg, size_t msglen) {
   char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 64];
   dynq_client_t *c;
   int fd = -1, r = -ENOENT;
@@ -179,18 +215,21 @@ int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client, char *
   if (ret_client == NULL) return -EINVAL;
   if (socket_path != NULL) {
     snprintf(path, sizeof(path), "%s", socket_path);
-    r = connect_path(socket_path, &fd);
-    if (r < 0) msg_append(msg, msglen, "%s: %s", socket_path, dynq_strerror(r));
+    r = connect_path(socket_path, timeout_ms, &fd);
+    if (r < 0)
+      msg_append(msg, msglen, "%s: %s%s", socket_path, dynq_strerror(r),
+                 r == -ETIMEDOUT ? " (dynqd accepted no connection in time)" : "");
   } else {
     const char *env = getenv("DYNQ_SOCKET");
     for (int i = 0; dynq_socket_candidate(i, path, sizeof(path)) != NULL; i++) {
       const char *how = env != NULL && *env != '\0' ? "$DYNQ_SOCKET"
                         : strncmp(path, "/run/dynq/", 10) == 0 ? NULL
                                                                : "$XDG_RUNTIME_DIR/dynq/dynqd.sock";
-      r = connect_path(path, &fd);
+      r = connect_path(path, timeout_ms, &fd);
       if (r == 0) break;
-      msg_append(msg, msglen, "%s%s%s%s%s: %s", i ? "; " : "", how ? how : "",
-                 how ? " (" : "", path, how ? ")" : "", dynq_strerror(r));
+      msg_append(msg, msglen, "%s%s%s%s%s: %s%s", i ? "; " : "", how ? how : "",
+                 how ? " (" : "", path, how ? ")" : "", dynq_strerror(r),
+                 r == -ETIMEDOUT ? " (dynqd accepted no connection in time)" : "");
       /* Only "nobody there" moves on: a path that exists but refuses us
        * (EACCES) is the answer the user needs to see. */
       if (r != -ENOENT && r != -ECONNREFUSED) break;
@@ -199,8 +238,27 @@ int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client, char *
   if (r < 0) return r;
   r = dynq__client_adopt(fd, path, &c);
   if (r < 0) return r;
+  c->timeout_ms = timeout_ms;
   *ret_client = c;
   return 0;
+}
+
+int dynq_connect_msg(const char *socket_path, dynq_client_t **ret_client, char *msg,
+                     size_t msglen) {
+  return connect_search(socket_path, timeout_from_env(), ret_client, msg, msglen);
+}
+
+int dynq_connect_timeout(const char *socket_path, int timeout_ms, dynq_client_t **ret_client,
+                         char *msg, size_t msglen) {
+  if (msg != NULL && msglen > 0) msg[0] = '\0';
+  if (ret_client == NULL) return -EINVAL;
+  if (timeout_ms < 0 || timeout_ms > DYNQ_CLIENT_TIMEOUT_MAX_MS) {
+    if (msg != NULL && msglen > 0)
+      snprintf(msg, msglen, "timeout %d ms is outside 0..%d", timeout_ms,
+               DYNQ_CLIENT_TIMEOUT_MAX_MS);
+    return DYNQ_EPARAMS;
+  }
+  return connect_search(socket_path, timeout_ms, ret_client, msg, msglen);
 }
 
 int dynq__client_adopt(int fd, const char *path, dynq_client_t **ret_client) {
@@ -213,6 +271,7 @@ int dynq__client_adopt(int fd, const char *path, dynq_client_t **ret_client) {
   snprintf(c->path, sizeof(c->path), "%s", path);
   c->next_msgid = 1;
   c->max_inflight = DYNQ_CLIENT_INFLIGHT_DEFAULT;
+  c->timeout_ms = timeout_from_env();
   c->spin_max_us = c->spin_cur_us = spin_from_env();
   c->spin_probe_gap = SPIN_PROBE_MIN;
   dynq__tickets_init(&c->tickets);
@@ -259,6 +318,21 @@ int dynq_client_set_spin(dynq_client_t *c, int spin_us) {
 int dynq_client_get_spin(const dynq_client_t *c) {
   if (c == NULL) return -EINVAL;
   return c->spin_max_us;
+}
+
+int dynq_client_set_timeout(dynq_client_t *c, int timeout_ms) {
+  if (c == NULL) return -EINVAL;
+  c->errmsg[0] = '\0';
+  if (timeout_ms < 0 || timeout_ms > DYNQ_CLIENT_TIMEOUT_MAX_MS)
+    return dynq__client_fail(c, DYNQ_EPARAMS, "timeout %d ms is outside 0..%d", timeout_ms,
+                             DYNQ_CLIENT_TIMEOUT_MAX_MS);
+  c->timeout_ms = timeout_ms;
+  return 0;
+}
+
+int dynq_client_get_timeout(const dynq_client_t *c) {
+  if (c == NULL) return -EINVAL;
+  return c->timeout_ms;
 }
 
 int dynq_client_set_max_inflight(dynq_client_t *c, int n) {
@@ -422,7 +496,13 @@ static int read_some(dynq_client_t *c) {
     r = recv(c->fd, dst, room, MSG_DONTWAIT);
     if (r > 0) break;
     if (r == 0) {
-      client_broken(c, DYNQ_ECLOSED, "connection closed by dynqd");
+      size_t part = dynq__framer_pending(&c->fr);
+      char msg[128];
+      if (part > 0)
+        snprintf(msg, sizeof(msg),
+                 "connection closed by dynqd in the middle of an answer (%zu bytes of it came)",
+                 part);
+      client_broken(c, DYNQ_ECLOSED, part > 0 ? msg : "connection closed by dynqd");
       return DYNQ_ECLOSED;
     }
     if (errno == EINTR) continue;
@@ -455,8 +535,25 @@ static int read_some(dynq_client_t *c) {
     if (c->fd < 0) return c->broken_code;
   }
   if (rc < 0) {
-    char msg[128];
-    snprintf(msg, sizeof(msg), "undecodable response from dynqd: %s", dynq_strerror(rc));
+    char msg[160];
+    /* the framer refuses a declared length or count as its header
+     * arrives: say which limit, the stream cannot be resynchronised */
+    if (rc == DYNQ_ETOOBIG)
+      snprintf(msg, sizeof(msg), "undecodable response from dynqd: it declares a string or bin "
+               "longer than the client accepts in one answer (%zu bytes)",
+               response_limits.max_frame);
+    else if (rc == DYNQ_ELIMIT)
+      snprintf(msg, sizeof(msg), "undecodable response from dynqd: it declares more array or "
+               "map elements than the client accepts in one answer (%llu)",
+               (unsigned long long)response_limits.max_elems);
+    else if (rc == DYNQ_EDEPTH)
+      snprintf(msg, sizeof(msg), "undecodable response from dynqd: it nests arrays or maps "
+               "deeper than %d levels", (int)response_limits.max_depth);
+    else
+      snprintf(msg, sizeof(msg), "undecodable response from dynqd: %s",
+               rc == DYNQ_EPROTO ? "not msgpack (byte 0xc1), or a count no answer of the "
+                                   "client's size limit could hold"
+                                 : dynq_strerror(rc));
     client_broken(c, rc, msg);
     return rc;
   }
@@ -502,6 +599,7 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
   } cm;
   struct msghdr mh;
   int i = 0;
+  uint64_t stall_end = 0;    /* with a timeout: when a stall that began gives up */
 
   while (i < 2) {
     ssize_t w;
@@ -527,12 +625,30 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
     }
     /* MSG_NOSIGNAL: a daemon that went away must not kill the caller. */
     w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w > 0) pass_fd = -1; /* delivered with the first byte(s) */
+    if (w > 0) {
+      pass_fd = -1;          /* delivered with the first byte(s) */
+      stall_end = 0;         /* progress: the timeout bounds a stall */
+    }
     if (w < 0) {
       int e = errno;
       if (e == EINTR) continue;
       if (e == EAGAIN || e == EWOULDBLOCK) {
-        int bits = wait_fd(c, 1, -1);
+        int left = -1;
+        if (c->timeout_ms > 0) {
+          uint64_t now = mono_ns();
+          if (stall_end == 0) stall_end = now + (uint64_t)c->timeout_ms * 1000000u;
+          if (now >= stall_end) {
+            /* part of a request may be out: the stream cannot go on */
+            char msg[160];
+            snprintf(msg, sizeof(msg),
+                     "dynqd took no bytes of a request for %d ms (client timeout): "
+                     "connection closed", c->timeout_ms);
+            client_broken(c, -ETIMEDOUT, msg);
+            return dynq__client_fail(c, -ETIMEDOUT, "%s", msg);
+          }
+          left = ms_until(stall_end, now);
+        }
+        int bits = wait_fd(c, 1, left);
         if (bits & POLLIN) {
           int r = read_some(c);
           if (r < 0) return dynq__client_fail(c, DYNQ_ECLOSED,
@@ -589,6 +705,11 @@ static int pend_add(dynq_client_t *c, uint32_t msgid, int infer) {
   if (dynq__tickets_add(&c->tickets, msgid, &p) < 0)
     return dynq__client_fail(c, -ENOMEM, "out of memory");
   p->infer = infer;
+  if (c->timeout_ms > 0) {
+    p->deadline_ns = mono_ns() + (uint64_t)c->timeout_ms * 1000000u;
+    p->timeout_ms = c->timeout_ms;
+    c->any_deadline = 1;
+  }
   return 0;
 }
 
@@ -681,7 +802,41 @@ static int collect(dynq_client_t *c, dynq__pend_t *p, dynq__rpc_msg_t *ret_msg) 
   return code;
 }
 
-/* Block (after this wait's spin) until ticket msgid is answered. */
+/* Abandon p at its deadline: it completes with -ETIMEDOUT, and its answer,
+ * should it come, finds the ticket done (or gone) and is dropped.  The
+ * stream stays whole: a partial answer in the framer is anyone's. */
+static void pend_expire(dynq_client_t *c, dynq__pend_t *p) {
+  char msg[160];
+  snprintf(msg, sizeof(msg),
+           "no answer from dynqd within %d ms (client timeout): request abandoned, "
+           "a late answer is discarded", p->timeout_ms);
+  p->code = -ETIMEDOUT;
+  p->msg = strdup(msg);
+  dynq__tickets_done(&c->tickets, p);
+}
+
+/* Expire every waiting ticket past its deadline: how many, and in
+ * *ret_next the earliest deadline still ahead (0: none).  O(tickets):
+ * only before poll sleeps, and only on a client that set a timeout. */
+static int expire_due(dynq_client_t *c, uint64_t *ret_next) {
+  uint64_t now = mono_ns(), next = 0;
+  int n = 0;
+  for (dynq__pend_t *p = dynq__tickets_first(&c->tickets); p != NULL;
+       p = dynq__tickets_next(&c->tickets, p)) {
+    if (p->done || p->deadline_ns == 0) continue;
+    if (now >= p->deadline_ns) {
+      pend_expire(c, p);
+      n++;
+    } else if (next == 0 || p->deadline_ns < next) {
+      next = p->deadline_ns;
+    }
+  }
+  *ret_next = next;
+  return n;
+}
+
+/* Block (after this wait's spin) until ticket msgid is answered or its
+ * deadline passes. */
 static int wait_done(dynq_client_t *c, uint32_t msgid) {
   for (;;) {
     dynq__pend_t *p = pend_find(c, msgid);
@@ -706,7 +861,18 @@ static int wait_done(dynq_client_t *c, uint32_t msgid) {
       }
       c->spin_until_ns = 0;
     }
-    if (c->fd >= 0) (void)wait_fd(c, 0, -1);
+    if (c->fd >= 0) {
+      int left = -1;
+      if (p->deadline_ns != 0) {
+        uint64_t now = mono_ns();
+        if (now >= p->deadline_ns) {
+          pend_expire(c, p);
+          return 0;
+        }
+        left = ms_until(p->deadline_ns, now);
+      }
+      (void)wait_fd(c, 0, left);
+    }
     (void)read_some(c);
   }
 }
@@ -786,6 +952,9 @@ int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
     /* Take what is there without blocking first. */
     int r = read_some(c);
     if (r != 0) continue;
+    /* Requests past the client timeout complete now, with -ETIMEDOUT. */
+    uint64_t next = 0;
+    if (c->any_deadline && expire_due(c, &next) > 0) continue;
     int left;
     if (timeout_ms < 0) {
       left = -1;
@@ -794,7 +963,12 @@ int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
     } else {
       uint64_t now = mono_ns();
       if (now >= deadline) return 0;
-      left = (int)((deadline - now + 999999u) / 1000000u);
+      left = ms_until(deadline, now);
+    }
+    if (next != 0) {
+      uint64_t now = mono_ns();
+      int to_next = now >= next ? 0 : ms_until(next, now);
+      if (left < 0 || to_next < left) left = to_next;
     }
     if (wait_fd(c, 0, left) == 0 && timeout_ms >= 0 && mono_ns() >= deadline) return 0;
   }

@@ -34,6 +34,8 @@ typedef struct ctl {
   const char *socket;        /* --socket, else NULL (library default) */
   char sockbuf[4096];        /* the path actually used, for messages */
   int json;                  /* --json */
+  long long timeout_ms;      /* --timeout: 0 none; -1 not given (the library's
+                                default, $DYNQ_CLIENT_TIMEOUT_MS) */
   const char *cmd;           /* full command name, for messages */
   dynq_client_t *client;     /* owned; closed in main */
   int json_untyped;          /* an --input was JSON without a :DTYPE (for hints) */
@@ -101,7 +103,7 @@ static void errx_msg(const char *fmt, ...) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: dynqctl [--socket PATH] [--json] COMMAND [ARGS]\n"
+          "usage: dynqctl [--socket PATH] [--json] [--timeout MS] COMMAND [ARGS]\n"
           "\n"
           "Talk to dynqd over its Unix socket (default: $DYNQ_SOCKET, else\n"
           "$XDG_RUNTIME_DIR/dynq/dynqd.sock, else /run/dynq/dynqd.sock).\n"
@@ -121,6 +123,8 @@ static void usage(FILE *f) {
           "options:\n"
           "  -s, --socket PATH       dynqd's socket\n"
           "  -j, --json              machine-readable output (one JSON object)\n"
+          "  -T, --timeout MS        give up on dynqd after MS ms without an answer\n"
+          "                          (0: never; default $DYNQ_CLIENT_TIMEOUT_MS, else never)\n"
           "  -h, --help              this help\n"
           "  -V, --version           print the version\n"
           "\n"
@@ -164,6 +168,9 @@ static const char *connect_hint(int r) {
   if (r == -ENOENT || r == -ECONNREFUSED)
     return "is dynqd running? 'systemctl status dynqd.socket'; or set --socket or DYNQ_SOCKET";
   if (r == -ENAMETOOLONG) return "the socket path is too long for a Unix socket";
+  if (r == -ETIMEDOUT)
+    return "dynqd is not accepting connections (stopped, or its queue is full): "
+           "'systemctl status dynqd'";
   return "set --socket or DYNQ_SOCKET";
 }
 
@@ -176,7 +183,11 @@ static int ctl_connect(ctl_t *ctl) {
     snprintf(ctl->sockbuf, sizeof(ctl->sockbuf), "%s", ctl->socket);
   else
     dynq_default_socket(ctl->sockbuf, sizeof(ctl->sockbuf));
-  r = dynq_connect_msg(ctl->socket, &ctl->client, tried, sizeof(tried));
+  if (ctl->timeout_ms >= 0)
+    r = dynq_connect_timeout(ctl->socket, (int)ctl->timeout_ms, &ctl->client, tried,
+                             sizeof(tried));
+  else
+    r = dynq_connect_msg(ctl->socket, &ctl->client, tried, sizeof(tried));
   if (r < 0) {
     errx_msg("cannot connect to dynqd: %s (%s)", tried[0] ? tried : dynq_strerror(r),
              connect_hint(r));
@@ -218,6 +229,10 @@ static void print_hint(const ctl_t *ctl, int r) {
     break;
   case DYNQ_EOVERLOAD: h = "dynqd's queue is full: retry later, or raise 'queue' in dynqd.conf"; break;
   case DYNQ_ENOSESSION: h = "the session was closed or timed out (session_idle_timeout_ms)"; break;
+  case -ETIMEDOUT:
+    h = "dynqd did not answer in time: 'dynqctl health' shows whether it is live; a longer "
+        "--timeout MS (0: none) waits more";
+    break;
   default: break;
   }
   if (h != NULL) fprintf(stderr, "dynqctl: hint: %s\n", h);
@@ -1629,6 +1644,7 @@ int main(int argc, char **argv) {
   static const struct option opts[] = {
     { "socket", required_argument, NULL, 's' },
     { "json", no_argument, NULL, 'j' },
+    { "timeout", required_argument, NULL, 'T' },
     { "help", no_argument, NULL, 'h' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
@@ -1636,18 +1652,28 @@ int main(int argc, char **argv) {
   const command_t *cmd;
   ctl_t ctl;
   int ch, rc;
+  unsigned long long tmo;
 
   memset(&ctl, 0, sizeof(ctl));
+  ctl.timeout_ms = -1;
   opterr = 0;
   /* '+': stop at the command word, its own options are parsed later. */
-  while ((ch = getopt_long(argc, argv, "+s:jhV", opts, NULL)) != -1) {
+  while ((ch = getopt_long(argc, argv, "+s:jT:hV", opts, NULL)) != -1) {
     switch (ch) {
     case 's': ctl.socket = optarg; break;
     case 'j': ctl.json = 1; break;
+    case 'T':
+      if (parse_ull(optarg, 0, DYNQ_CLIENT_TIMEOUT_MAX_MS, &tmo) < 0) {
+        errx_msg("--timeout must be a whole number of milliseconds from 0 (no limit) to %d, "
+                 "not '%s'", DYNQ_CLIENT_TIMEOUT_MAX_MS, optarg);
+        return EXIT_USAGE;
+      }
+      ctl.timeout_ms = (long long)tmo;
+      break;
     case 'h': usage(stdout); return EXIT_OK;
     case 'V': printf("dynqctl %s\n", DYNQ_VERSION); return EXIT_OK;
     default:
-      if (optopt == 's')
+      if (optopt == 's' || optopt == 'T')
         errx_msg("option '%s' needs an argument", argv[optind - 1]);
       else
         errx_msg("unknown option '%s' (try 'dynqctl --help')", argv[optind - 1]);

@@ -100,6 +100,14 @@ static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size
   for (uint32_t d = 0; d < f->rank; d++) o->shape[d] = f->dims[d];
   if (f->has_shm) { /* written into the caller's region: only its size here */
     if (f->shm_size > SIZE_MAX) return ERR("shm size too large");
+    /* a caller reads its region by the shape it is told: the two must agree */
+    if (o->dtype != 0 && f->has_shape) {
+      int64_t numel = dynq__dt_numel(o->rank, o->shape);
+      if (numel < 0 || (uint64_t)numel > UINT64_MAX / 8 ||
+          (uint64_t)numel * dynq__dt_size(o->dtype) != f->shm_size)
+        return ERR("shm reference of %llu bytes does not hold the tensor its dtype and shape "
+                   "describe", (unsigned long long)f->shm_size);
+    }
     o->data = NULL;
     o->nbytes = (size_t)f->shm_size;
     return 0;

@@ -7,6 +7,7 @@
  * too), and leave the connection usable when the stream was still whole.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -15,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../client/client-internal.h"
@@ -465,21 +469,171 @@ static void a_noise_then_dup(dynq__wbuf_t *w, uint32_t id) {
   w_good_result(w, id);
   w_good_result(w, id);
 }
+/* One output "y" given as the map the callback writes. */
+static void w_one_output(dynq__wbuf_t *w, uint32_t id, void (*t)(dynq__wbuf_t *w)) {
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "outputs");
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "y");
+  t(w);
+}
+static void t_dtype_int(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_int(w, 1);
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 1);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "abcd", 4);
+}
+static void t_dtype_code(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "float16");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 2);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "abcd", 4);
+}
+static void t_shape_map(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "int8");
+  dynq__w_str(w, "shape"); dynq__w_map(w, 0);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "a", 1);
+}
+static void t_dim_negative(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "int8");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 2); dynq__w_int(w, 2); dynq__w_int(w, -2);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "abcd", 4);
+}
+static void t_rank9(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "int8");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 9);
+  for (int i = 0; i < 9; i++) dynq__w_int(w, 1);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "a", 1);
+}
+static void t_data_str(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "int8");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 1);
+  dynq__w_str(w, "data"); dynq__w_str(w, "a");
+}
+static void t_data_long(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "float32");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 1);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "abcdefgh", 8);
+}
+/* a shm reference whose size disagrees with the shape */
+static void t_shm_size(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "int32");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 2);
+  dynq__w_str(w, "shm"); dynq__w_map(w, 3);
+  dynq__w_str(w, "region"); dynq__w_uint(w, 1);
+  dynq__w_str(w, "offset"); dynq__w_uint(w, 0);
+  dynq__w_str(w, "size"); dynq__w_uint(w, 4);
+}
+static void t_shm_not_map(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_str(w, "int32");
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 2);
+  dynq__w_str(w, "shm"); dynq__w_str(w, "region 1");
+}
+static void a_dtype_int(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_dtype_int); }
+static void a_dtype_code(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_dtype_code); }
+static void a_shape_map(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_shape_map); }
+static void a_dim_negative(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_dim_negative); }
+static void a_rank9(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_rank9); }
+static void a_data_str(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_data_str); }
+static void a_data_long(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_data_long); }
+static void a_shm_size(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_shm_size); }
+static void a_shm_not_map(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_shm_not_map); }
+static void a_outputs_array(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 1);
+  dynq__w_str(w, "outputs");
+  dynq__w_array(w, 0);
+}
+static void a_compute_str(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_result_head(w, id);
+  dynq__w_map(w, 2);
+  dynq__w_str(w, "outputs");
+  dynq__w_map(w, 0);
+  dynq__w_str(w, "compute_us");
+  dynq__w_str(w, "3");
+}
+static void a_error_int(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 1);
+  dynq__w_uint(w, id);
+  dynq__w_int(w, -10006);
+  dynq__w_nil(w);
+}
+static void a_error_fields(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 1);
+  dynq__w_uint(w, id);
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "name"); dynq__w_int(w, 5);
+  dynq__w_str(w, "code"); dynq__w_str(w, "ENOMODEL");
+  dynq__w_str(w, "message"); dynq__w_array(w, 0);
+  dynq__w_nil(w);
+}
+/* envelope ints out of range, a request from the server, then the answer */
+static void a_envelope_noise(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 0);                            /* a request, not an answer */
+  dynq__w_uint(w, id);
+  dynq__w_str(w, "ping");
+  dynq__w_map(w, 0);
+  w_good_result(w, id);
+}
+static void a_msgid_negative(dynq__wbuf_t *w, uint32_t id) {
+  (void)id;
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 1);
+  dynq__w_int(w, -1);
+  dynq__w_nil(w);
+  dynq__w_map(w, 0);
+}
+static void a_msgid_huge(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 1);
+  dynq__w_uint(w, ((uint64_t)1 << 32) + id);     /* id modulo 2^32: not ours */
+  dynq__w_nil(w);
+  dynq__w_map(w, 0);
+}
+static void a_type_3(dynq__wbuf_t *w, uint32_t id) {
+  dynq__w_array(w, 4);
+  dynq__w_uint(w, 3);
+  dynq__w_uint(w, id);
+  dynq__w_nil(w);
+  dynq__w_map(w, 0);
+}
+/* a str whose declared length runs past the frame's end, then EOF */
+static void a_str_past_end(dynq__wbuf_t *w, uint32_t id) {
+  static const uint8_t b[] = {0xdb, 0x00, 0x00, 0x10, 0x00, 'a', 'b'};
+  dynq__w_result_head(w, id);
+  raw(w, b, sizeof b);
+}
+static void a_map_lie(dynq__wbuf_t *w, uint32_t id) {
+  static const uint8_t b[] = {0xdf, 0x7f, 0xff, 0xff, 0xff, 0xa1, 'k'};
+  dynq__w_result_head(w, id);
+  raw(w, b, sizeof b);
+}
 static void a_nothing(dynq__wbuf_t *w, uint32_t id) {
   (void)w;
   (void)id;
 }
 
 static const bad_answer_t answers[] = {
-  {"truncated, then EOF", a_truncated, DYNQ_ECLOSED, "closed", 0, 1},
+  {"truncated, then EOF", a_truncated, DYNQ_ECLOSED, "closed by dynqd in the middle of an answer", 0, 1},
   {"hang-up without an answer", a_nothing, DYNQ_ECLOSED, "closed", 0, 1},
   {"a map, not an array", a_not_array, DYNQ_EPROTO, "malformed response", 0, 0},
   {"an array of three", a_three, DYNQ_EPROTO, "malformed response", 0, 0},
   {"msgid a string", a_msgid_str, DYNQ_EPROTO, "malformed response", 0, 0},
-  {"bin of 4 GiB declared", a_bin_4g, DYNQ_ETOOBIG, "undecodable response", 0, 0},
-  {"array count of 2^32 - 1", a_array_lie, DYNQ_ELIMIT, "undecodable response", 0, 0},
-  {"40 nested arrays", a_depth_bomb, DYNQ_EDEPTH, "undecodable response", 0, 0},
-  {"byte 0xc1", a_c1, DYNQ_EPROTO, "undecodable response", 0, 0},
+  {"bin of 4 GiB declared", a_bin_4g, DYNQ_ETOOBIG, "string or bin longer than the client accepts", 0, 0},
+  {"array count of 2^32 - 1", a_array_lie, DYNQ_ELIMIT, "more array or map elements than", 0, 0},
+  {"40 nested arrays", a_depth_bomb, DYNQ_EDEPTH, "deeper than 32 levels", 0, 0},
+  {"byte 0xc1", a_c1, DYNQ_EPROTO, "not msgpack", 0, 0},
   {"shape product overflows", a_shape_overflow, DYNQ_EPROTO, "output 'y': tensor has more than", 1, 0},
   {"int64 [2] in 8 bytes", a_size_mismatch, DYNQ_EPROTO, "tensor data has 8 bytes, shape and dtype need 16", 1, 0},
   {"result nil", a_result_nil, DYNQ_EPROTO, "'result'", 1, 0},
@@ -488,6 +642,25 @@ static const bad_answer_t answers[] = {
   {"error name unknown", a_error_unknown, DYNQ_ESERVER, "a newer server's error", 1, 0},
   {"msgid 0 error", a_msgid0_error, DYNQ_EPROTO, "your frame made no sense", 0, 0},
   {"unknown ticket, notification, duplicate", a_noise_then_dup, 0, NULL, 1, 0},
+  {"dtype an integer", a_dtype_int, DYNQ_EPROTO, "output 'y': tensor field 'dtype' is not a string", 1, 0},
+  {"dtype float16", a_dtype_code, DYNQ_EPROTO, "output 'y': unknown tensor dtype 'float16'", 1, 0},
+  {"shape a map", a_shape_map, DYNQ_EPROTO, "output 'y': tensor field 'shape' is not an array", 1, 0},
+  {"negative dimension", a_dim_negative, DYNQ_EPROTO, "output 'y': tensor shape[1] is negative", 1, 0},
+  {"rank 9", a_rank9, DYNQ_EPROTO, "output 'y': tensor rank 9 exceeds", 1, 0},
+  {"data a string", a_data_str, DYNQ_EPROTO, "output 'y': tensor field 'data' is not bin", 1, 0},
+  {"float32 [1] in 8 bytes", a_data_long, DYNQ_EPROTO, "tensor data has 8 bytes, shape and dtype need 4", 1, 0},
+  {"shm size disagrees with shape", a_shm_size, DYNQ_EPROTO, "output 'y': shm reference of 4 bytes does not hold", 1, 0},
+  {"shm a string", a_shm_not_map, DYNQ_EPROTO, "output 'y': 'shm' is not a map", 1, 0},
+  {"outputs an array", a_outputs_array, DYNQ_EPROTO, "'outputs'", 1, 0},
+  {"compute_us a string", a_compute_str, DYNQ_EPROTO, "'compute_us'", 1, 0},
+  {"error an integer", a_error_int, DYNQ_ESERVER, "error that is not a map", 1, 0},
+  {"error fields of wrong types", a_error_fields, DYNQ_ESERVER, "unknown error", 1, 0},
+  {"a request from the server, then the answer", a_envelope_noise, 0, NULL, 1, 0},
+  {"msgid -1", a_msgid_negative, DYNQ_EPROTO, "msgid is not an integer in 0..2^32-1", 0, 0},
+  {"msgid 2^32 + ticket", a_msgid_huge, DYNQ_EPROTO, "msgid is not an integer in 0..2^32-1", 0, 0},
+  {"message type 3", a_type_3, DYNQ_EPROTO, "message type is not 0, 1 or 2", 0, 0},
+  {"str past the frame's end, then EOF", a_str_past_end, DYNQ_ECLOSED, "in the middle of an answer (11 bytes", 0, 1},
+  {"map count of 2^31 - 1", a_map_lie, DYNQ_ELIMIT, "more array or map elements than", 0, 0},
 };
 
 START_TEST(hostile_server_answers) {
@@ -544,6 +717,7 @@ START_TEST(hostile_server_answers) {
   if (!a->close_after) close(srv);
 }
 END_TEST
+
 
 /* ---- dynqctl against the hostile server ---- */
 
@@ -606,6 +780,36 @@ START_TEST(dynqctl_reports_bad_answers) {
                   "%s: %s", a->what, out);
     free(out);
   }
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+/* dynqctl --timeout against a server that never answers: exit 1 naming
+ * ETIMEDOUT and what to do; a bad value is a usage error (2). */
+START_TEST(dynqctl_timeout) {
+  static const bad_answer_t silent = {"silence", a_nothing, -ETIMEDOUT, NULL, 1, 0};
+  char *dir = tu_mkdtemp(), path[512], exe[4096];
+  snprintf(path, sizeof path, "%s/fake.sock", dir);
+  snprintf(exe, sizeof exe, "%s", tu_build("client/dynqctl"));
+  ctl_fake_t f = {tu_listen_unix(path, 1), &silent, 0};
+  ck_assert_int_eq(pthread_create(&f.th, NULL, ctl_fake_main, &f), 0);
+  char *argv[] = {exe, "--socket", path, "--timeout", "200", "ping", NULL};
+  char *out = NULL;
+  int rc = tu_run(argv, &out);
+  pthread_join(f.th, NULL);
+  close(f.lfd);
+  ck_assert_msg(rc == 1, "dynqctl exit %d:\n%s", rc, out);
+  ck_assert_msg(strstr(out, "dynqctl: ping: no answer from dynqd within 200 ms") != NULL &&
+                    strstr(out, "(ETIMEDOUT)") != NULL && strstr(out, "--timeout MS") != NULL,
+                "%s", out);
+  free(out);
+  char *bad[] = {exe, "--socket", path, "--timeout", "-1", "ping", NULL};
+  rc = tu_run(bad, &out);
+  ck_assert_msg(rc == 2 && strstr(out, "--timeout must be a whole number of milliseconds") != NULL,
+                "exit %d: %s", rc, out);
+  free(out);
+  unlink(path);
   tu_rmtree(dir);
   free(dir);
 }
@@ -788,6 +992,330 @@ START_TEST(framer_peek_take) {
 }
 END_TEST
 
+/* ---- the client timeout ---- */
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const float x2[2] = {1, 2};
+static const dynq_tensor_t in_x2 = {"x", DYNQ_FLOAT32, 1, {2}, (void *)x2, sizeof x2};
+
+/* A silent server: the call gives up after the timeout with -ETIMEDOUT;
+ * the answer that comes late (half of it before the next request, the
+ * rest after) is dropped by msgid and the next request is answered. */
+START_TEST(timeout_abandons_and_drops_late_answer) {
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  dynq_infer_result_t res;
+  uint32_t t1, t2, got;
+  ck_assert_int_eq(dynq_client_get_timeout(c), 0);
+  ck_assert_int_eq(dynq_client_set_timeout(c, -1), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "timeout -1 ms is outside 0.."));
+  ck_assert_int_eq(dynq_client_set_timeout(c, DYNQ_CLIENT_TIMEOUT_MAX_MS + 1), DYNQ_EPARAMS);
+  ck_assert_int_eq(dynq_client_set_timeout(NULL, 5), -EINVAL);
+  ck_assert_int_eq(dynq_client_set_timeout(c, 100), 0);
+  ck_assert_int_eq(dynq_client_get_timeout(c), 100);
+
+  uint64_t t0 = now_ms();                                   /* the deadline runs from here */
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in_x2, 1, NULL, &t1), 0);
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+  ck_assert_uint_eq(srv_take(srv), t1);
+  int r = dynq_wait_infer(c, t1, &res);
+  uint64_t waited = now_ms() - t0;
+  ck_assert_msg(r == -ETIMEDOUT, "%d '%s'", r, dynq_client_errmsg(c));
+  ck_assert_str_eq(dynq_err_name(r), "ETIMEDOUT");
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "no answer from dynqd within 100 ms"));
+  ck_assert_msg(waited >= 95 && waited < 10000, "waited %llu ms", (unsigned long long)waited);
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  ck_assert_int_eq(dynq_wait_infer(c, t1, &res), -ENOENT);    /* abandoned: gone */
+
+  dynq__wbuf_t late, w;
+  dynq__wbuf_init(&late);
+  w_good_result(&late, t1);
+  size_t half = late.len / 2;
+  tu_write_all(srv, late.data, half);
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in_x2, 1, NULL, &t2), 0);
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);               /* sent; half a frame read */
+  ck_assert_uint_eq(srv_take(srv), t2);
+  tu_write_all(srv, late.data + half, late.len - half);
+  dynq__wbuf_free(&late);
+  dynq__wbuf_init(&w);
+  w_answer_k(&w, t2, 2);
+  tu_send_wbuf(srv, &w);
+  ck_assert_int_eq(dynq_wait_infer(c, t2, &res), 0);
+  check_answer_k(&res, t2, 2);
+  dynq_infer_result_free(&res);
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);               /* the late one was no ticket */
+  ck_assert_int_eq(dynq_inflight(c), 0);
+
+  /* a blocking call too; the stream stays usable */
+  t0 = now_ms();
+  ck_assert_int_eq(dynq_ping(c), -ETIMEDOUT);
+  ck_assert_uint_ge(now_ms() - t0, 95);
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  uint32_t pid = srv_take(srv);
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, pid);
+  dynq__w_str(&w, "pong");
+  w_good_result(&w, pid + 1);                               /* the next ticket's */
+  tu_send_wbuf(srv, &w);
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in_x2, 1, NULL, &t2), 0);
+  ck_assert_uint_eq(t2, pid + 1);
+  ck_assert_int_eq(dynq_wait_infer(c, t2, &res), 0);
+  ck_assert_int_eq(res.compute_us, 3);
+  dynq_infer_result_free(&res);
+  dynq_close(c);
+  close(srv);
+}
+END_TEST
+
+/* dynq_poll(-1) on a client with a timeout reports expired tickets as
+ * completed (with -ETIMEDOUT when collected) among answered ones; a poll
+ * with a shorter timeout of its own still returns 0 first. */
+START_TEST(timeout_poll_reports_expired) {
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  uint32_t t[3], got;
+  dynq_infer_result_t res;
+  ck_assert_int_eq(dynq_client_set_timeout(c, 150), 0);
+  for (int k = 0; k < 3; k++) ck_assert_int_eq(dynq_submit_infer(c, "m", &in_x2, 1, NULL, &t[k]), 0);
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+  static tu_rpc_t rpc;
+  memset(&rpc, 0, sizeof rpc);
+  rpc.fd = srv;
+  for (int k = 0; k < 3; k++) {
+    dynq__rpc_msg_t m;
+    ck_assert_int_eq(tu_rpc_recv(&rpc, &m), 0);
+    ck_assert_uint_eq(m.msgid, t[k]);
+    dynq__rpc_free(&m);
+  }
+  dynq__framer_free(&rpc.fr);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_good_result(&w, t[1]);
+  tu_send_wbuf(srv, &w);
+  ck_assert_int_eq(dynq_poll(c, -1, &got), 1);
+  ck_assert_uint_eq(got, t[1]);
+  ck_assert_int_eq(dynq_wait_infer(c, got, &res), 0);
+  dynq_infer_result_free(&res);
+  ck_assert_int_eq(dynq_poll(c, 1, &got), 0);                /* not due yet */
+  int expired = 0;
+  while (dynq_inflight(c) > 0) {
+    ck_assert_int_eq(dynq_poll(c, -1, &got), 1);
+    ck_assert(got == t[0] || got == t[2]);
+    ck_assert_int_eq(dynq_wait_infer(c, got, &res), -ETIMEDOUT);
+    ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "within 150 ms"));
+    expired++;
+  }
+  ck_assert_int_eq(expired, 2);
+  ck_assert_int_eq(dynq_poll(c, -1, &got), 0);               /* nothing waiting */
+  /* a timeout set later applies to later requests only */
+  ck_assert_int_eq(dynq_client_set_timeout(c, 0), 0);
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in_x2, 1, NULL, &t[0]), 0);
+  ck_assert_int_eq(dynq_poll(c, 200, &got), 0);              /* no deadline: still waiting */
+  ck_assert_int_eq(dynq_inflight(c), 1);
+  dynq_close(c);
+  close(srv);
+}
+END_TEST
+
+/* A server that stops reading: the request cannot be wholly sent, the
+ * stream is lost mid-request, so the connection closes with -ETIMEDOUT. */
+START_TEST(timeout_send_stall_closes) {
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  size_t n = (size_t)8 << 20;
+  int8_t *big = calloc(n, 1);
+  ck_assert_ptr_nonnull(big);
+  dynq_tensor_t in = {"x", DYNQ_INT8, 1, {(int64_t)n}, big, n};
+  dynq_infer_result_t res;
+  ck_assert_int_eq(dynq_client_set_timeout(c, 150), 0);
+  uint64_t t0 = now_ms();
+  int r = dynq_infer(c, "m", DYNQ_INFER_DEFAULT, &in, 1, &res);
+  ck_assert_msg(r == -ETIMEDOUT, "%d '%s'", r, dynq_client_errmsg(c));
+  ck_assert_uint_ge(now_ms() - t0, 145);
+  ck_assert_ptr_nonnull(strstr(dynq_client_errmsg(c), "took no bytes of a request for 150 ms"));
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  ck_assert_int_eq(dynq_ping(c), DYNQ_ECLOSED);
+  dynq_close(c);
+  close(srv);
+  free(big);
+}
+END_TEST
+
+/* A listener that never accepts, its queue full (a stopped dynqd). */
+START_TEST(timeout_connect_queue_full) {
+  char *dir = tu_mkdtemp(), path[512], msg[512];
+  snprintf(path, sizeof path, "%s/full.sock", dir);
+  int lfd = tu_listen_unix(path, 0);
+  int held[64], nh = 0;
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  for (; nh < 64; nh++) {
+    held[nh] = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ck_assert_int_ge(held[nh], 0);
+    if (connect(held[nh], (struct sockaddr *)&sa, sizeof sa) != 0) {
+      ck_assert_int_eq(errno, EAGAIN);
+      close(held[nh]);
+      break;
+    }
+  }
+  ck_assert_int_lt(nh, 64);
+  dynq_client_t *c = NULL;
+  uint64_t t0 = now_ms();
+  int r = dynq_connect_timeout(path, 150, &c, msg, sizeof msg);
+  ck_assert_msg(r == -ETIMEDOUT, "%d '%s'", r, msg);
+  ck_assert_uint_ge(now_ms() - t0, 145);
+  ck_assert_ptr_null(c);
+  ck_assert_msg(strstr(msg, "accepted no connection in time") != NULL && strstr(msg, path) != NULL,
+                "%s", msg);
+  ck_assert_int_eq(dynq_connect_timeout(path, -5, &c, msg, sizeof msg), DYNQ_EPARAMS);
+  ck_assert_ptr_nonnull(strstr(msg, "timeout -5 ms is outside"));
+  /* the environment gives dynq_connect its timeout, and every client its default */
+  ck_assert_int_eq(setenv("DYNQ_CLIENT_TIMEOUT_MS", "120", 1), 0);
+  ck_assert_int_eq(dynq_connect(path, &c), -ETIMEDOUT);
+  int srv;
+  c = pair_client(&srv);
+  ck_assert_int_eq(dynq_client_get_timeout(c), 120);
+  dynq_close(c);
+  close(srv);
+  ck_assert_int_eq(setenv("DYNQ_CLIENT_TIMEOUT_MS", "12ms", 1), 0);  /* a typo: no limit */
+  c = pair_client(&srv);
+  ck_assert_int_eq(dynq_client_get_timeout(c), 0);
+  dynq_close(c);
+  close(srv);
+  unsetenv("DYNQ_CLIENT_TIMEOUT_MS");
+  for (int k = 0; k < nh; k++) close(held[k]);
+  close(lfd);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
+/* A server dripping an answer one byte at a time. */
+typedef struct drip {
+  int fd;
+  dynq__wbuf_t w;
+  int gap_us;
+} drip_t;
+
+static void *drip_main(void *arg) {
+  drip_t *d = arg;
+  for (size_t i = 0; i < d->w.len; i++) {
+    tu_write_all(d->fd, d->w.data + i, 1);
+    usleep((useconds_t)d->gap_us);
+  }
+  return NULL;
+}
+
+/* Slow bytes are no progress: a drip longer than the timeout times the
+ * request out (and the rest, arriving later, is dropped); without a
+ * timeout the drip is simply an answer. */
+START_TEST(slow_drip) {
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  uint32_t t, got;
+  dynq_infer_result_t res;
+  for (int with_timeout = 0; with_timeout < 2; with_timeout++) {
+    ck_assert_int_eq(dynq_client_set_timeout(c, with_timeout ? 100 : 0), 0);
+    ck_assert_int_eq(dynq_submit_infer(c, "m", &in_x2, 1, NULL, &t), 0);
+    ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+    ck_assert_uint_eq(srv_take(srv), t);
+    drip_t d = {srv, {0}, with_timeout ? 8000 : 1000};
+    dynq__wbuf_init(&d.w);
+    w_good_result(&d.w, t);                 /* ~50 bytes: 50 ms, or 400 ms */
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, drip_main, &d), 0);
+    int r = dynq_wait_infer(c, t, &res);
+    pthread_join(th, NULL);
+    dynq__wbuf_free(&d.w);
+    if (!with_timeout) {
+      ck_assert_int_eq(r, 0);
+      ck_assert_int_eq(res.compute_us, 3);
+      dynq_infer_result_free(&res);
+    } else {
+      ck_assert_msg(r == -ETIMEDOUT, "%d '%s'", r, dynq_client_errmsg(c));
+    }
+  }
+  /* the connection is still whole */
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &in_x2, 1, NULL, &t), 0);
+  ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+  ck_assert_uint_eq(srv_take(srv), t);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_good_result(&w, t);
+  tu_send_wbuf(srv, &w);
+  ck_assert_int_eq(dynq_wait_infer(c, t, &res), 0);
+  dynq_infer_result_free(&res);
+  dynq_close(c);
+  close(srv);
+}
+END_TEST
+
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  ck_assert_ptr_nonnull(d);
+  while (readdir(d) != NULL) n++;
+  closedir(d);
+  return n;
+}
+
+/* File descriptors riding on an answer are never taken in (the client
+ * reads with recv, so the kernel closes them): none leaks into the
+ * caller's process, and the answer is read as usual. */
+START_TEST(answer_with_fds_leaks_none) {
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  uint32_t t, got;
+  dynq_infer_result_t res;
+  int pfd[2];
+  ck_assert_int_eq(pipe(pfd), 0);
+  int before = count_fds();
+  for (int round = 0; round < 3; round++) {
+    ck_assert_int_eq(dynq_submit_infer(c, "m", &in_x2, 1, NULL, &t), 0);
+    ck_assert_int_eq(dynq_poll(c, 0, &got), 0);
+    ck_assert_uint_eq(srv_take(srv), t);
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    w_good_result(&w, t);
+    struct iovec iov = {w.data, w.len};
+    union {
+      struct cmsghdr h;
+      char buf[CMSG_SPACE(2 * sizeof(int))];
+    } cm;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    memset(&cm, 0, sizeof cm);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cm.buf;
+    mh.msg_controllen = sizeof cm.buf;
+    struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+    h->cmsg_level = SOL_SOCKET;
+    h->cmsg_type = SCM_RIGHTS;
+    h->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    memcpy(CMSG_DATA(h), pfd, 2 * sizeof(int));
+    ck_assert_int_eq(sendmsg(srv, &mh, 0), (ssize_t)w.len);
+    dynq__wbuf_free(&w);
+    ck_assert_int_eq(dynq_wait_infer(c, t, &res), 0);
+    ck_assert_int_eq(res.n_outputs, 1);
+    dynq_infer_result_free(&res);
+  }
+  ck_assert_int_eq(count_fds(), before);
+  close(pfd[0]);
+  close(pfd[1]);
+  dynq_close(c);
+  close(srv);
+}
+END_TEST
+
 static Suite *client_wire_suite(void) {
   Suite *s = suite_create("client-wire");
   TCase *tc = tcase_create("tickets");
@@ -804,8 +1332,17 @@ static Suite *client_wire_suite(void) {
   tcase_add_test(tc, decoder_reports_its_length);
   tcase_add_test(tc, framer_peek_take);
   suite_add_tcase(s, tc);
+  tc = tcase_create("timeout");
+  tcase_add_test(tc, timeout_abandons_and_drops_late_answer);
+  tcase_add_test(tc, timeout_poll_reports_expired);
+  tcase_add_test(tc, timeout_send_stall_closes);
+  tcase_add_test(tc, timeout_connect_queue_full);
+  tcase_add_test(tc, slow_drip);
+  tcase_add_test(tc, answer_with_fds_leaks_none);
+  suite_add_tcase(s, tc);
   tc = tcase_create("dynqctl");
   tcase_add_test(tc, dynqctl_reports_bad_answers);
+  tcase_add_test(tc, dynqctl_timeout);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -128,6 +128,34 @@ int dynq_client_set_spin(dynq_client_t *c, int spin_us);
 /* The configured budget in microseconds (not the adapted one), or -EINVAL. */
 int dynq_client_get_spin(const dynq_client_t *c);
 
+/* ---- a deadline for every answer: a client never hangs ----
+ *
+ * With a timeout set (timeout_ms > 0), a request not answered within
+ * timeout_ms of being submitted is abandoned: a blocking call or
+ * dynq_wait_*() on it returns -ETIMEDOUT (dynq_err_name "ETIMEDOUT"; the
+ * message says how long was waited), dynq_poll() reports its ticket as
+ * completed, and its answer, should it come later, is discarded by msgid;
+ * the connection stays usable.  A request dynqd takes no byte of for
+ * timeout_ms (it stopped reading) leaves the stream mid-request: the
+ * connection is closed and every ticket fails with -ETIMEDOUT.  The
+ * timeout of a request is the one set when it was submitted.  0: no limit.
+ * The initial value comes from $DYNQ_CLIENT_TIMEOUT_MS when it holds a
+ * valid value (0 to DYNQ_CLIENT_TIMEOUT_MAX_MS), else 0; dynq_connect()
+ * with that value also gives up on a daemon whose listen queue stays full
+ * (the connect then fails with -ETIMEDOUT). */
+#define DYNQ_CLIENT_TIMEOUT_MAX_MS (24 * 3600 * 1000)
+/* 0, or DYNQ_EPARAMS (message in errmsg) for timeout_ms outside
+ * 0..DYNQ_CLIENT_TIMEOUT_MAX_MS; -EINVAL for a NULL client. */
+int dynq_client_set_timeout(dynq_client_t *c, int timeout_ms);
+/* The timeout in milliseconds (0: none), or -EINVAL. */
+int dynq_client_get_timeout(const dynq_client_t *c);
+/* dynq_connect_msg() waiting at most timeout_ms for the daemon to accept
+ * (-ETIMEDOUT after), with the client's timeout set to timeout_ms (which
+ * overrides the environment); DYNQ_EPARAMS outside
+ * 0..DYNQ_CLIENT_TIMEOUT_MAX_MS. */
+int dynq_connect_timeout(const char *socket_path, int timeout_ms,
+                         dynq_client_t **ret_client, char *msg, size_t msglen);
+
 int dynq_ping(dynq_client_t *c);
 int dynq_server_info_sized(dynq_client_t *c, dynq_server_info_t *ret_info, size_t size);
 #define dynq_server_info(c, ret_info) \
