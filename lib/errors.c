@@ -62,7 +62,9 @@ const char *dynq_err_name(int err) {
 int dynq_err_retryable(int err) {
   const errinfo_t *e = find(err);
   if (e != NULL) return e->retryable;
-  return err == -EAGAIN || err == -EINTR || err == -ENOMEM;
+  /* ETIMEDOUT: a client gave up waiting; the same request may be
+   * answered in time later */
+  return err == -EAGAIN || err == -EINTR || err == -ENOMEM || err == -ETIMEDOUT;
 }
 
 int dynq_err_from_name(const char *name) {

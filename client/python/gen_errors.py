@@ -19,7 +19,7 @@ ERRNO_RE = re.compile(r'\{\s*(E[A-Z0-9_]+)\s*,\s*"(E[A-Z0-9_]+)"\s*\}')
 BASE_RE = re.compile(r'#define\s+DYNQ__ERR_BASE\s+\((-\d+)\)')
 
 # Retryable system errors, as dynq_err_retryable() decides them.
-ERRNO_RETRYABLE = {"EAGAIN", "EINTR", "ENOMEM"}
+ERRNO_RETRYABLE = {"EAGAIN", "EINTR", "ENOMEM", "ETIMEDOUT"}
 
 
 def parse(header, source):

@@ -16,6 +16,7 @@ import errno
 import itertools
 import os
 import socket
+import struct
 import threading
 import time
 
@@ -24,6 +25,7 @@ import msgpack
 from . import _errors
 from ._errbase import ConnectError, DynqError
 from ._errors import ECLOSED, EPARAMS, EPROTO, ETIMEDOUT, ETOOBIG
+from ._scan import MAX_ELEMS, _Scan
 from ._tensor import as_input, decode, encode_inline
 from .shm import ShmRegion
 
@@ -33,6 +35,28 @@ SYSTEM_SOCKET = "/run/dynq/dynqd.sock"
 MAX_FRAME = 1 << 30
 _READ_CHUNK = 1 << 18
 _PRECISIONS = ("int8", "fp32")
+# The largest client timeout, as libdynqclient's DYNQ_CLIENT_TIMEOUT_MAX_MS.
+_TIMEOUT_MAX_MS = 24 * 3600 * 1000
+_ENV = object()   # Client(timeout=...) not given: $DYNQ_CLIENT_TIMEOUT_MS decides
+
+
+def _env_timeout():
+    """$DYNQ_CLIENT_TIMEOUT_MS in seconds when it holds 1..the maximum; else
+    None (no limit), as libdynqclient reads it: a typo must not stop a
+    program connecting."""
+    v = os.environ.get("DYNQ_CLIENT_TIMEOUT_MS", "")
+    if not v.isdigit() or not 0 < int(v) <= _TIMEOUT_MAX_MS:
+        return None
+    return int(v) / 1000
+
+
+def _check_timeout(timeout):
+    if timeout is None:
+        return None
+    if type(timeout) not in (int, float) or not 0 < timeout <= _TIMEOUT_MAX_MS / 1000:
+        raise EPARAMS(f"timeout {timeout!r} is not a number of seconds in (0, "
+                      f"{_TIMEOUT_MAX_MS // 1000}] (None: no limit)")
+    return timeout
 
 
 def socket_paths(path=None):
@@ -63,16 +87,37 @@ def _errno_name(e):
     return errno.errorcode.get(e.errno, "ESYSTEM") if e.errno else "ESYSTEM"
 
 
+def _connect_one(p, timeout):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        if timeout is not None:
+            # A Unix connect sleeps while the listener's queue is full (a
+            # stopped dynqd) for as long as the send timeout allows, then
+            # fails with EAGAIN; a socket in Python's timeout mode would
+            # fail at once instead.
+            sec = int(timeout)
+            usec = max(int((timeout - sec) * 1e6), 0 if sec else 1)  # 0/0 would mean forever
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+        try:
+            s.connect(p)
+        except BlockingIOError:
+            if timeout is None:
+                raise
+            raise TimeoutError(errno.ETIMEDOUT, f"dynqd accepted no connection within "
+                               f"{timeout} s") from None
+        s.settimeout(timeout)
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
 def _connect(paths, timeout):
     tried = []
     for p in paths:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            s.settimeout(timeout)
-            s.connect(p)
-            return s, p
+            return _connect_one(p, timeout), p
         except OSError as e:
-            s.close()
             tried.append((p, _errno_name(e), e.strerror or str(e)))
             # Only "nobody there" moves on (as libdynqclient): a socket we
             # may not open is dynqd's, and a later path would hide why.
@@ -83,6 +128,8 @@ def _connect(paths, timeout):
     msg = "cannot connect to dynqd: " + "; ".join(f"{p}: {why}" for p, _, why in tried)
     if name == "EACCES":
         msg += " (the socket is group dynq: join that group, or set DYNQ_SOCKET)"
+    elif name == "ETIMEDOUT":
+        msg += " (dynqd is stopped or its queue is full: `systemctl status dynqd`)"
     elif all(n in ("ENOENT", "ECONNREFUSED") for n in names):
         msg += " (is dynqd running? `systemctl status dynqd.socket`)"
     raise ConnectError(msg, tried, name)
@@ -104,6 +151,12 @@ def _server_error(err):
                          retryable=retry if isinstance(retry, bool) else None)
     return cls(str(msg), code=code if type(code) is int else None,
                retryable=retry if isinstance(retry, bool) else None)
+
+
+def _timed_out(timeout):
+    # Retryable: the same request may well be answered in time later.
+    return ETIMEDOUT(f"no answer from dynqd within {timeout} s (client timeout): request "
+                     f"abandoned, a late answer is discarded", retryable=True)
 
 
 class InferResult(dict):
@@ -189,11 +242,16 @@ class Client:
     """A connection to dynqd.
 
     path: the socket; None searches as dynqctl does (see socket_paths()).
-    timeout: seconds a call may wait for its answer before ETIMEDOUT (None:
-    no limit; dynqd's own per-request deadline is infer's timeout_ms).
+    timeout: seconds the connect, each send and each call's wait for its
+    answer may take before ETIMEDOUT (None: no limit; not given:
+    $DYNQ_CLIENT_TIMEOUT_MS when set, as libdynqclient).  A call that times
+    out abandons its request (a late answer is dropped) and the connection
+    stays usable; a send that times out closes it.  dynqd's own deadline
+    for starting an infer is infer's timeout_ms.
     """
 
-    def __init__(self, path=None, *, timeout=None):
+    def __init__(self, path=None, *, timeout=_ENV):
+        timeout = _env_timeout() if timeout is _ENV else _check_timeout(timeout)
         self._sock, self.path = _connect(socket_paths(path), timeout)
         self._timeout = timeout
         self._ids = itertools.count(1)
@@ -203,7 +261,11 @@ class Client:
         self._pending = set()       # msgids whose answer someone may collect
         self._replies = {}          # msgid -> (error, result), not collected yet
         self._broken = None         # exception once the stream is unusable
-        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_FRAME)
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=MAX_FRAME,
+                                          max_array_len=MAX_ELEMS, max_map_len=MAX_ELEMS)
+        self._fed = 0               # bytes fed to the unpacker
+        self._frame_end = 0         # ... up to the end of the last whole answer
+        self._scan = None           # the incomplete answer's header check, if one is pending
         self._rbuf = bytearray(_READ_CHUNK)
         self._regions = {}
         self.closed = False
@@ -236,10 +298,15 @@ class Client:
                         self._sock.sendall(frame)
                 except OSError as e:
                     # Part of a frame may be out: the stream is unusable.
-                    exc = (ECLOSED("connection closed by dynqd while sending")
-                           if isinstance(e, (BrokenPipeError, ConnectionResetError))
-                           else _errors.BY_NAME.get(_errno_name(e), _errors.ESYSTEM)(
-                               f"send to dynqd: {e.strerror or e}"))
+                    if isinstance(e, (BrokenPipeError, ConnectionResetError)):
+                        exc = ECLOSED("connection closed by dynqd while sending")
+                    elif isinstance(e, socket.timeout):
+                        exc = ETIMEDOUT(f"dynqd took no bytes of a request for "
+                                        f"{self._sock.gettimeout()} s (client timeout): "
+                                        f"connection closed", retryable=True)
+                    else:
+                        exc = _errors.BY_NAME.get(_errno_name(e), _errors.ESYSTEM)(
+                            f"send to dynqd: {e.strerror or e}")
                     self._fail(exc)
                     raise exc from None
         except BaseException:
@@ -260,11 +327,12 @@ class Client:
 
     def _file(self, msg):
         """File one decoded frame; call with _cond held."""
-        if not isinstance(msg, list) or not msg or msg[0] not in (1, 2):
+        if not isinstance(msg, list) or not msg or type(msg[0]) is not int or \
+                msg[0] not in (0, 1, 2):
             raise EPROTO(f"malformed response from dynqd: {str(msg)[:80]}")
-        if msg[0] == 2:
-            return  # notifications are not answers to us
-        if len(msg) != 4 or type(msg[1]) is not int:
+        if msg[0] != 1:
+            return  # requests and notifications are not answers to us (as libdynqclient)
+        if len(msg) != 4 or type(msg[1]) is not int or not 0 <= msg[1] <= 0xFFFFFFFF:
             raise EPROTO(f"malformed response envelope from dynqd: {str(msg)[:80]}")
         msgid, err, res = msg[1], msg[2], msg[3]
         if msgid == 0 and err is not None:
@@ -275,8 +343,7 @@ class Client:
             self._replies[msgid] = (err, res)
 
     def _wait(self, msgid, timeout=None):
-        if timeout is None:
-            timeout = self._timeout
+        timeout = self._timeout if timeout is None else _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
@@ -293,7 +360,7 @@ class Client:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     self._pending.discard(msgid)
-                    raise ETIMEDOUT(f"no answer from dynqd within {timeout} s")
+                    raise _timed_out(timeout)
                 self._cond.wait(left)
         return self._read_until(msgid, deadline, timeout)
 
@@ -308,13 +375,22 @@ class Client:
                     sock.settimeout(left)
                 n = sock.recv_into(buf)
                 if n == 0:
-                    raise ECLOSED("connection closed by dynqd")
-                self._unpacker.feed(memoryview(buf)[:n])
+                    part = self._fed - self._frame_end
+                    raise ECLOSED(f"connection closed by dynqd in the middle of an answer "
+                                  f"({part} bytes of it came)" if part else
+                                  "connection closed by dynqd")
+                chunk = memoryview(buf)[:n]
+                self._unpacker.feed(chunk)
+                self._fed += n
                 with self._cond:
                     filed = False
                     for msg in self._unpacker:
                         self._file(msg)
                         filed = True
+                        # (tell() counts the headers of an incomplete answer
+                        # too: only right after an answer is it a boundary)
+                        self._frame_end = self._unpacker.tell()
+                    self._check_partial(chunk, filed)
                     if msgid in self._replies:
                         self._reading = False
                         self._cond.notify_all()
@@ -327,7 +403,7 @@ class Client:
                 self._reading = False
                 self._pending.discard(msgid)
                 self._cond.notify_all()
-            raise ETIMEDOUT(f"no answer from dynqd within {timeout} s") from None
+            raise _timed_out(timeout) from None
         except DynqError as e:
             self._reading_failed(e)
             raise
@@ -355,6 +431,19 @@ class Client:
                 except OSError:
                     pass
 
+    def _check_partial(self, chunk, filed):
+        """Bound what the answer still incomplete after this read declares
+        (see _scan.py): a whole answer, the common case, costs nothing."""
+        start = self._frame_end
+        if start == self._fed:
+            self._scan = None
+            return
+        if filed or self._scan is None:
+            # the incomplete answer began in this chunk
+            self._scan = _Scan(MAX_FRAME)
+            chunk = chunk[len(chunk) - (self._fed - start):]
+        self._scan.feed(chunk)
+
     def _reading_failed(self, exc):
         with self._cond:
             self._reading = False
@@ -370,9 +459,11 @@ class Client:
             raise EPARAMS("method name must be 1 to 63 bytes")
         return Pending(self, self._send(method, {} if params is None else params, fds), decode)
 
-    def call(self, method, params=None, *, fds=None):
-        """Send a request and wait for its result (the decoded msgpack object)."""
-        return self.send(method, params, fds=fds).result()
+    def call(self, method, params=None, *, fds=None, timeout=None):
+        """Send a request and wait for its result (the decoded msgpack object);
+        timeout: seconds, for this call instead of the client's."""
+        _check_timeout(timeout)                 # refused before anything is sent
+        return self.send(method, params, fds=fds).result(timeout)
 
     # ---- typed calls ----
 
@@ -503,7 +594,10 @@ class Client:
             r[name] = a
         for k in ("compute_us", "queue_us", "decode_us", "batch", "threads"):
             if k in res:
-                setattr(r, k, res[k])
+                v = res[k]
+                if type(v) is not int and v is not None:
+                    raise EPROTO(f"infer: reply field '{k}' is not an integer")
+                setattr(r, k, v)
         return r
 
     def submit(self, model, inputs, *, precision=None, timeout_ms=None, out=None, session=None):
@@ -512,16 +606,19 @@ class Client:
         dec = self._decode_infer if not out else (lambda res: self._decode_infer(res, out))
         return Pending(self, self._send("infer", p), dec)
 
-    def infer(self, model, inputs, *, precision=None, timeout_ms=None, out=None, session=None):
+    def infer(self, model, inputs, *, precision=None, timeout_ms=None, out=None, session=None,
+              timeout=None):
         """Run `model` on inputs {name: array}; returns {name: array} (an InferResult).
 
         precision: None (dynqd's default, int8), "int8" or "fp32" (the FP32
         reference path).  timeout_ms: dynqd answers EDEADLINE if the request
-        has not started by then.  out: {output name: view of a shared-memory
-        region} to have outputs written in place.
+        has not started by then.  timeout: seconds this call waits for the
+        answer (ETIMEDOUT after; default: the client's).  out: {output name:
+        view of a shared-memory region} to have outputs written in place.
         """
+        _check_timeout(timeout)                 # refused before anything is sent
         return self.submit(model, inputs, precision=precision, timeout_ms=timeout_ms,
-                           out=out, session=session).result()
+                           out=out, session=session).result(timeout)
 
     # ---- sessions ----
 
