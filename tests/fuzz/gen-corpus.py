@@ -94,6 +94,16 @@ def client_seeds():
     yield "msgid0", mp([1, 0, {"code": -1001, "name": "DYNQ_EPROTO", "message": "bad"}, None])
     yield "array16", b"\xdc\x00\x04" + mp(1) + mp(3) + mp(None) + mp({"outputs": {}}) + pong
     yield "truncated", (ok(1) + ok(2))[:-7]
+    # what a hostile server sends: each must fail its ticket or the stream
+    shm_bad = {"dtype": "int32", "shape": [2], "shm": {"region": 1, "offset": 0, "size": 4}}
+    yield "shm-size-lie", mp([1, 1, None, {"outputs": {"y": shm_bad}}]) + ok(2) + ok(3) + pong
+    yield "server-request", mp([0, 1, "ping", {}]) + ok(1) + ok(2) + ok(3) + pong
+    yield "msgid-range", mp([1, -1, None, {}]) + mp([1, (1 << 32) + 2, None, {}]) + pong
+    yield "bin-4g", b"\x94\x01\x01\xc0\x81\xa7outputs\xc6\xff\xff\xff\xff"
+    yield "deep", b"\x94\x01\x02\xc0" + b"\x91" * 40 + b"\xc0" + pong
+    yield "error-types", mp([1, 1, 5, None]) + mp([1, 2, {"name": 5, "message": []}, None]) + \
+        ok(3) + pong
+    yield "timings-types", ok(1, {"compute_us": "5", "queue_us": -1.5}) + ok(2) + pong
 
 
 # ---- client file formats ----
