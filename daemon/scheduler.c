@@ -20,7 +20,8 @@
  * up to spin_us (bounded; --worker-spin) before it sleeps on the condvar,
  * so a client sending its next request right after an answer (ping-pong)
  * does not pay a futex wake-up per request.  Flush signals one sleeper,
- * and only when the spinners cannot take every queued job.
+ * and only when the spinners cannot take every queued job; queued jobs
+ * one worker takes as one batch (coalescing) count as one job there.
  *
  * GEMM split: a job that starts while no other job is queued or running
  * gets threads = the worker count (lib/parallel.h splits its large INT8
@@ -281,6 +282,28 @@ void dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j) {
   j->ops->done(j);
 }
 
+/* Workers the queue keeps busy, counted up to `enough`: a run of jobs
+ * that one worker takes as a batch (same ops and batch_max > 1, at most
+ * batch_max of them; batch_run's collect) counts once.  Jobs of one ops
+ * the ops call incompatible are split by collect, but the worker that
+ * takes a batch signals another while anything is left queued, so
+ * counting too few only delays those.  p->mu held. */
+static int queue_units(const dynqd_sched_t *p, int enough) {
+  int units = 0, run = 0;
+  const dynqd_job_t *lead = NULL;
+  for (const dynqd_job_t *j = p->qhead; j != NULL && units <= enough; j = j->next) {
+    if (lead != NULL && j->batch_max > 1 && j->ops == lead->ops &&
+        j->batch_max == lead->batch_max && run < j->batch_max) {
+      run++;
+      continue;
+    }
+    units++;
+    run = 1;
+    lead = j;
+  }
+  return units;
+}
+
 void dynqd__sched_flush(dynqd_sched_t *p) {
   if (p->plen == 0) return;
   pthread_mutex_lock(&p->mu);
@@ -291,6 +314,10 @@ void dynqd__sched_flush(dynqd_sched_t *p) {
   p->phead = p->ptail = NULL;
   p->plen = 0;
   atomic_fetch_add_explicit(&p->submits, 1, memory_order_relaxed);
+  /* A burst of small requests one worker takes together wakes one
+   * worker, not one per request: the others, woken for jobs already
+   * gone, would only sleep again (two futex calls each). */
+  int units = p->batch_waiters > 0 ? qlen : queue_units(p, p->sleeping + p->spinning);
   /* Each spinner rechecks the queue under mu before sleeping, so only the
    * jobs they cannot all take need sleepers woken, one each.  A worker
    * filling a batch waits on this cv too, and an idle worker must still
@@ -299,7 +326,7 @@ void dynqd__sched_flush(dynqd_sched_t *p) {
    * unless its batch could fill now: waking it on every flush only to
    * collect a job or two cost two futex round trips per flush (Silero
    * streams: ~14 % of dynqd's CPU was context switching). */
-  int need = qlen - p->spinning;
+  int need = units - p->spinning;
   if (p->batch_waiters > 0) {
     if ((need > 0 && p->sleeping > 0) || qlen >= p->batch_room)
       pthread_cond_broadcast(&p->cv);
