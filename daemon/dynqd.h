@@ -718,8 +718,12 @@ int dynqd__batch_axes(const dynq__model_sig_t *sig, const dynqd_batch_rule_t *ru
 /* Worker: run x alone (x->job.threads wide): status, out or err. */
 void dynqd__infer_run(dynqd_infer_t *x);
 /* Worker: run n >= 2 requests as one; 0 when each got its result, else
- * nonzero and none was touched. */
-int dynqd__infer_run_merged(dynqd_infer_t **v, int n);
+ * nonzero and none was touched.  Outputs of plain requests (no session,
+ * not shadowed) may be views into the merged outputs, then left in
+ * *ret_keep (model signature's n_outputs tensors): valid until the caller
+ * frees them with dynqd__infer_keep_free, after encoding. */
+int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep);
+void dynqd__infer_keep_free(const dynq__model_t *model, dynq__tensor_t *keep);
 /* Whether b may run in one batch with a. */
 int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b);
 /* Take the bound outputs of a successful run as the session's next state. */

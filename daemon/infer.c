@@ -209,12 +209,31 @@ static int64_t now_us(void) {
 
 static void finish(dynqd_infer_t *x, int rc, const char *err);
 
-int dynqd__infer_run_merged(dynqd_infer_t **v, int n) {
+/* Rows [r0, r0 + rows) of t along axis as a view into t, when they are
+ * contiguous there (nothing before the axis but ones); 0 or -1. */
+static int view_rows(const dynq__tensor_t *t, int axis, int64_t r0, int64_t rows,
+                     dynq__tensor_t *ret) {
+  size_t outer, inner;
+  split_shape(t, axis, &outer, &inner);
+  if (outer != 1) return -1;
+  memset(ret, 0, sizeof(*ret));
+  ret->dtype = t->dtype;
+  ret->rank = t->rank;
+  memcpy(ret->dims, t->dims, sizeof(ret->dims));
+  ret->dims[axis] = rows;
+  ret->data = (uint8_t *)t->data + (size_t)r0 * inner;
+  ret->owned = 0;
+  return 0;
+}
+
+int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep) {
   dynqd_infer_t *a = v[0];
   int ni = a->n_inputs, no = dynq__model_signature(a->model)->n_outputs;
   const int8_t *ax = a->axes;
   int rc = -ENOMEM;
   int64_t total = 0;
+  int views = 0;  /* outputs some request sees through a view */
+  *ret_keep = NULL;
   dynq__tensor_t *in = calloc((size_t)(ni > 0 ? ni : 1), sizeof(*in));
   dynq__tensor_t *out = calloc((size_t)(no > 0 ? no : 1), sizeof(*out));
   dynq__tensor_t *part = calloc((size_t)n * (size_t)(no > 0 ? no : 1), sizeof(*part));
@@ -260,8 +279,17 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n) {
   }
   int64_t r0 = 0;
   for (int k = 0; k < n; k++) {
+    /* A plain request's outputs are only encoded, before the caller
+     * frees the merged ones: a view saves a copy.  A session keeps its
+     * state, a shadowed request its outputs: their own copies. */
+    int plain = v[k]->session == NULL && !v[k]->keep_inputs && v[k]->out_shm == NULL;
     for (int o = 0; o < no; o++) {
-      rc = slice_rows(&out[o], ax[ni + o], r0, rows[k], &part[(size_t)k * no + o]);
+      dynq__tensor_t *dst = &part[(size_t)k * no + o];
+      if (plain && view_rows(&out[o], ax[ni + o], r0, rows[k], dst) == 0) {
+        views = 1;
+        continue;
+      }
+      rc = slice_rows(&out[o], ax[ni + o], r0, rows[k], dst);
       if (rc != 0) goto done;
     }
     r0 += rows[k];
@@ -285,6 +313,10 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n) {
     finish(v[k], 0, "");
   }
   rc = 0;
+  if (views) {  /* the caller frees them once the answers are encoded */
+    *ret_keep = out;
+    out = NULL;
+  }
 
 done:
   if (in != NULL)
@@ -300,6 +332,13 @@ done:
   return rc;
 }
 
+
+void dynqd__infer_keep_free(const dynq__model_t *model, dynq__tensor_t *keep) {
+  if (keep == NULL) return;
+  for (int o = 0; o < dynq__model_signature(model)->n_outputs; o++)
+    dynq__tensor_clear(&keep[o]);
+  free(keep);
+}
 
 void dynqd__infer_run(dynqd_infer_t *x) {
   int no = dynq__model_signature(x->model)->n_outputs;

@@ -275,8 +275,10 @@ static void job_run(dynqd_job_t *j) {
 }
 
 static int job_run_batch(dynqd_job_t **v, int n) {
-  if (dynqd__infer_run_merged((dynqd_infer_t **)v, n) != 0) return -1;
+  dynq__tensor_t *keep;  /* merged outputs the answers' views point into */
+  if (dynqd__infer_run_merged((dynqd_infer_t **)v, n, &keep) != 0) return -1;
   for (int k = 0; k < n; k++) encode((rpc_infer_t *)v[k]);
+  dynqd__infer_keep_free(((rpc_infer_t *)v[0])->x.model, keep);
   answer((rpc_infer_t **)v, n);
   return 0;
 }
