@@ -397,6 +397,8 @@ typedef struct dynqd_sched {
   int outstanding;             /* loop: submitted, not yet done */
   uint64_t completions;        /* loop: wake-ups that delivered a job */
   int sleeping;                /* workers in pthread_cond_wait (under mu) */
+  uint64_t woken;              /* sleepers flushes signalled (broadcast: all
+                                  of them); under mu, for tests */
   _Atomic(dynqd_job_t *) done; /* finished jobs, any order: a lock-free stack
                                   (workers push, the loop takes it whole) */
   int stop;                    /* workers exit when the queue is empty */

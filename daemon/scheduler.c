@@ -328,12 +328,17 @@ void dynqd__sched_flush(dynqd_sched_t *p) {
    * streams: ~14 % of dynqd's CPU was context switching). */
   int need = units - p->spinning;
   if (p->batch_waiters > 0) {
-    if ((need > 0 && p->sleeping > 0) || qlen >= p->batch_room)
+    if ((need > 0 && p->sleeping > 0) || qlen >= p->batch_room) {
       pthread_cond_broadcast(&p->cv);
-  } else if (need > 0 && need >= p->sleeping)
+      p->woken += (uint64_t)p->sleeping;
+    }
+  } else if (need > 0 && need >= p->sleeping) {
     pthread_cond_broadcast(&p->cv);
-  else
+    p->woken += (uint64_t)p->sleeping;
+  } else {
     for (int i = 0; i < need; i++) pthread_cond_signal(&p->cv);
+    if (need > 0) p->woken += (uint64_t)need;
+  }
   pthread_mutex_unlock(&p->mu);
 }
 

@@ -5,8 +5,10 @@
  * queue cap, and the inline policy.
  */
 #include <check.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dynq/errors.h"
 #include "dynqd.h"
@@ -119,6 +121,72 @@ START_TEST(test_batch_formation) {
   ck_assert_int_eq(twos, 2);
   ck_assert_int_eq(b[0].batch_n, 2);  /* the two of model 2 together */
   ck_assert_int_eq(b[1].batch_n, 2);
+  stop();
+}
+END_TEST
+
+/* Both workers asleep on the condition variable (bounded wait). */
+static void wait_sleeping(int n) {
+  for (int i = 0; i < 5000; i++) {
+    pthread_mutex_lock(&g_s.mu);
+    int s = g_s.sleeping;
+    pthread_mutex_unlock(&g_s.mu);
+    if (s == n) return;
+    usleep(1000);
+  }
+  ck_abort_msg("workers never went to sleep");
+}
+
+static uint64_t woken(void) {
+  pthread_mutex_lock(&g_s.mu);
+  uint64_t w = g_s.woken;
+  pthread_mutex_unlock(&g_s.mu);
+  return w;
+}
+
+START_TEST(test_wake_per_batch) {
+  /* Eight coalescing jobs (batch_max 32, no delay) wake one of two
+   * sleeping workers, which takes them as one batch; eight that do not
+   * batch wake both.  A queue of two models' bursts, counted as one
+   * batch, still runs whole: the worker that took the first batch wakes
+   * another for what is left, or takes it next. */
+  start(2, 64);
+  tjob_t a[8], b[8], c[4], d[4];
+  wait_sleeping(2);
+  uint64_t w0 = woken();
+  for (int i = 0; i < 8; i++) {
+    init_job(&a[i], 1, 32, 0);
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  ck_assert_uint_eq(woken() - w0, 1);
+  wait_done(8);
+  for (int i = 0; i < 8; i++) ck_assert_int_eq(a[i].batch_n, 8);
+
+  wait_sleeping(2);
+  w0 = woken();
+  for (int i = 0; i < 8; i++) {
+    init_job(&b[i], 100 + i, 0, 0);
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &b[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  ck_assert_uint_eq(woken() - w0, 2);
+  wait_done(16);
+
+  wait_sleeping(2);
+  for (int i = 0; i < 4; i++) {
+    init_job(&c[i], 2, 32, 0);
+    init_job(&d[i], 3, 32, 0);
+  }
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(dynqd__sched_submit(&g_s, &c[i].job), 0);
+  for (int i = 0; i < 4; i++) ck_assert_int_eq(dynqd__sched_submit(&g_s, &d[i].job), 0);
+  dynqd__sched_flush(&g_s);
+  wait_done(24);
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(c[i].batch_n, 4);
+    ck_assert_int_eq(d[i].batch_n, 4);
+    ck_assert_int_eq(c[i].done + d[i].done, 2);
+  }
   stop();
 }
 END_TEST
@@ -237,6 +305,7 @@ int main(void) {
   tcase_set_timeout(tc, 60);
   tcase_add_test(tc, test_plain_jobs);
   tcase_add_test(tc, test_batch_formation);
+  tcase_add_test(tc, test_wake_per_batch);
   tcase_add_test(tc, test_delay_counted_from_arrival);
   tcase_add_test(tc, test_expired_and_cancelled);
   tcase_add_test(tc, test_queue_cap);
