@@ -1,8 +1,8 @@
 /*
- * lib/parallel (the thread team) and the QLinear split along N that uses
- * it: every task runs exactly once on at most nthreads threads, concurrent
+ * lib/parallel (the thread team) and the QLinear splits that use it:
+ * every task runs exactly once on at most nthreads threads, concurrent
  * and nested callers neither deadlock nor lose tasks, and a QLinear run
- * with 2 or 3 threads is bit-identical to 1 thread.
+ * with 1, 2 or 3 threads is bit-identical to one unsplit GEMM.
  */
 #include <check.h>
 #include <errno.h>
@@ -379,6 +379,36 @@ static float *run_q(qmodel_t *q, const dynq__kernel_t *kr, const float *x, int64
   return y;
 }
 
+/* The layer computed directly from the kernel API, in one piece: all rows
+ * quantized, one GEMM over every row and column, then the activation the
+ * kernels leave out: the oracle for the op's splits (by rows even on one
+ * thread, by columns). */
+static float *direct_q(const qmodel_t *q, const dynq__kernel_t *kr, const float *x, int64_t M,
+                       int act) {
+  int64_t Kp = dynq__round_up(q->K, DYNQ_QGEMM_KG);
+  uint8_t *A = dynq__aligned_alloc((size_t)(M * Kp));
+  float *as = malloc(sizeof(float) * (size_t)M), *y = malloc(sizeof(float) * (size_t)(M * q->N));
+  int32_t *az = malloc(sizeof(int32_t) * (size_t)M);
+  /* the kernels load the packed weights 64-byte aligned, as a model maps them */
+  size_t wb = (size_t)(dynq__round_up(q->N, DYNQ_QGEMM_NR) * Kp);
+  int8_t *B = dynq__aligned_alloc(wb);
+  ck_assert(A && as && az && y && B);
+  memcpy(B, q->packed, wb);
+  dynq__quantize_rows(kr, M, q->K, x, (size_t)q->K, A, (size_t)Kp, 0, as, az);
+  int kact = act == DYNQ_ACT_RELU ? act : DYNQ_ACT_NONE;
+  dynq__qgemm_args_t a = {.M = M, .N = q->N, .K = q->K, .A = A, .lda = (size_t)Kp,
+                          .B = B, .colsum = q->colsum, .w_scale = q->wscale,
+                          .a_scale = as, .a_zp = az, .bias = q->bias, .act = kact, .C = y,
+                          .ldc = (size_t)q->N, .n0 = 0, .n1 = q->N};
+  kr->qgemm(&a);
+  if (act != kact) dynq__act_apply(act, y, (size_t)q->N, M, 0, q->N);
+  dynq__aligned_free(A);
+  dynq__aligned_free(B);
+  free(as);
+  free(az);
+  return y;
+}
+
 /* M x K x N around the 2^22 multiply-add threshold, ragged K and N, few
  * panels (fewer than chunks), one row. */
 static const struct { int64_t M, K, N; int act; } qshapes[] = {
@@ -397,6 +427,7 @@ static const struct { int64_t M, K, N; int act; } qshapes[] = {
   {400, 96, 200, 3},    /* split by rows at 2 threads (not 3), GELU */
   {601, 70, 530, 0},    /* by rows at 2 and 3 threads, ragged blocks */
   {580, 24, 1100, 3},   /* by rows, GELU over column blocks 512, 512, 76 */
+  {300, 40, 70, 0},     /* by rows on one thread too (3 blocks), not at 2 or 3 */
 };
 
 START_TEST(qlinear_threads_identical) {
@@ -413,10 +444,14 @@ START_TEST(qlinear_threads_identical) {
     for (int ki = 0; ki < 2; ki++) {
       /* the scalar reference is slow: only the smaller shapes */
       if (ki == 1 && M * K * N > (INT64_C(1) << 24)) continue;
-      float *y1 = run_q(&q, kernels[ki], x, M, 1);
+      float *y1 = run_q(&q, kernels[ki], x, M, 1), *yd = direct_q(&q, kernels[ki], x, M, qshapes[s].act);
       int nonzero = 0;
       for (int64_t i = 0; i < M * N; i++) nonzero += y1[i] != 0.0f;
       ck_assert_msg(nonzero > 0, "all-zero output: the test would prove nothing");
+      ck_assert_msg(memcmp(y1, yd, sizeof(float) * (size_t)(M * N)) == 0,
+                    "kernel %s %lldx%lldx%lld: threads=1 differs from one unsplit GEMM",
+                    kernels[ki]->name, (long long)M, (long long)K, (long long)N);
+      free(yd);
       for (int t = 2; t <= 3; t++) {
         float *yt = run_q(&q, kernels[ki], x, M, t);
         ck_assert_msg(memcmp(y1, yt, sizeof(float) * (size_t)(M * N)) == 0,
