@@ -1316,6 +1316,109 @@ START_TEST(answer_with_fds_leaks_none) {
 }
 END_TEST
 
+/* Each typed call against a result of the wrong shape: DYNQ_EPROTO naming
+ * the call, nothing filled in, and the connection still usable (the frame
+ * was whole).  The answer is written before the call, to the msgid the
+ * call will take. */
+typedef struct typed_case {
+  const char *what;
+  void (*result)(dynq__wbuf_t *w);   /* the result object */
+  int (*call)(dynq_client_t *c);
+  const char *needle;
+} typed_case_t;
+
+static void r_int(dynq__wbuf_t *w) { dynq__w_int(w, 5); }
+static void r_array(dynq__wbuf_t *w) { dynq__w_array(w, 0); }
+static void r_map_str(dynq__wbuf_t *w) { dynq__w_map(w, 1); dynq__w_str(w, "a"); dynq__w_int(w, 1); }
+static void r_fields_wrong(dynq__wbuf_t *w) {
+  dynq__w_map(w, 6);
+  dynq__w_str(w, "inputs"); dynq__w_int(w, 5);
+  dynq__w_str(w, "region"); dynq__w_str(w, "x");
+  dynq__w_str(w, "session"); dynq__w_array(w, 0);
+  dynq__w_str(w, "version"); dynq__w_str(w, "1");
+  dynq__w_str(w, "models"); dynq__w_str(w, "m");
+  dynq__w_str(w, "uptime_s"); dynq__w_str(w, "long");
+}
+
+static int c_ping(dynq_client_t *c) { return dynq_ping(c); }
+static int c_server_info(dynq_client_t *c) {
+  dynq_server_info_t si;
+  return dynq_server_info(c, &si);
+}
+static int c_list(dynq_client_t *c) {
+  char **v = NULL;
+  int r = dynq_list_models(c, &v);
+  if (r == 0) dynq_strv_free(v);
+  return r;
+}
+static int c_model_info(dynq_client_t *c) {
+  dynq_model_info_t mi;
+  int r = dynq_model_info(c, "m", &mi);
+  if (r == 0) dynq_model_info_free(&mi);
+  return r;
+}
+static int c_stats(dynq_client_t *c) {
+  dynq_stats_t st;
+  int r = dynq_stats(c, &st);
+  if (r == 0) dynq_stats_free(&st);
+  return r;
+}
+static int c_shm_register(dynq_client_t *c) {
+  uint64_t region = 77;
+  int r = dynq_shm_register(c, 0, 16, &region);
+  ck_assert_uint_eq(region, 77);                /* untouched on failure */
+  return r;
+}
+static int c_session_open(dynq_client_t *c) {
+  uint64_t id = 77;
+  int r = dynq_session_open(c, "m", NULL, 0, 0, &id);
+  ck_assert_uint_eq(id, 77);
+  return r;
+}
+static int c_load(dynq_client_t *c) {
+  uint64_t v = 77;
+  int r = dynq_model_load(c, "m", NULL, &v);
+  ck_assert_uint_eq(v, 77);
+  return r;
+}
+
+static const typed_case_t typed_cases[] = {
+  {"ping answered 5", r_int, c_ping, "pong"},
+  {"server.info an array", r_array, c_server_info, "server.info"},
+  {"server.info fields of wrong types", r_fields_wrong, c_server_info, "server.info"},
+  {"models.list a map", r_map_str, c_list, "models.list"},
+  {"model.info fields of wrong types", r_fields_wrong, c_model_info, "model.info"},
+  {"model.info an integer", r_int, c_model_info, "model.info"},
+  {"stats an array", r_array, c_stats, "stats"},
+  {"shm.register region a string", r_fields_wrong, c_shm_register, "shm.register"},
+  {"session.open session an array", r_fields_wrong, c_session_open, "session.open"},
+  {"model.load version a string", r_fields_wrong, c_load, "model.load"},
+};
+
+START_TEST(typed_calls_refuse_bad_results) {
+  const typed_case_t *k = &typed_cases[_i];
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, c->next_msgid);
+  k->result(&w);
+  tu_send_wbuf(srv, &w);
+  int r = k->call(c);
+  ck_assert_msg(r == DYNQ_EPROTO && strstr(dynq_client_errmsg(c), k->needle) != NULL,
+                "%s: %d (%s) '%s'", k->what, r, dynq_err_name(r), dynq_client_errmsg(c));
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  /* the stream is whole: a ping is answered */
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, c->next_msgid);
+  dynq__w_str(&w, "pong");
+  tu_send_wbuf(srv, &w);
+  ck_assert_int_eq(dynq_ping(c), 0);
+  dynq_close(c);
+  close(srv);
+}
+END_TEST
+
 static Suite *client_wire_suite(void) {
   Suite *s = suite_create("client-wire");
   TCase *tc = tcase_create("tickets");
@@ -1326,6 +1429,8 @@ static Suite *client_wire_suite(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("hostile");
   tcase_add_loop_test(tc, hostile_server_answers, 0, (int)(sizeof answers / sizeof answers[0]));
+  tcase_add_loop_test(tc, typed_calls_refuse_bad_results, 0,
+                      (int)(sizeof typed_cases / sizeof typed_cases[0]));
   suite_add_tcase(s, tc);
   tc = tcase_create("answers");
   tcase_add_test(tc, answers_back_to_back);

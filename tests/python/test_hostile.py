@@ -416,3 +416,36 @@ def test_env_timeout(tmp_path, monkeypatch):
         c.close()
     finally:
         srv.close()
+
+
+TYPED = [
+    ("ping answered 5", lambda c: c.ping(), 5, "ping"),
+    ("server.info an array", lambda c: c.server_info(), [], "server.info"),
+    ("models.list a map", lambda c: c.models(), {"a": 1}, "models.list"),
+    ("model.info an integer", lambda c: c.model_info("m"), 5, "model.info"),
+    ("stats a string", lambda c: c.stats(), "x", "stats"),
+    ("health.live an array", lambda c: c.health(), [], "health"),
+    ("session.open session a string", lambda c: c.session("m"), {"session": "1"},
+     "session.open"),
+    ("shm.register region a string", lambda c: c.shm_register(0, 16), {"region": "1"},
+     "shm.register"),
+]
+
+
+@pytest.mark.parametrize("what,call,result,needle", TYPED, ids=[t[0] for t in TYPED])
+def test_typed_call_bad_result(tmp_path, what, call, result, needle):
+    """Each typed call refuses a result of the wrong shape with EPROTO naming
+    the method; the stream stays whole (the next call is answered)."""
+    path = str(tmp_path / "fake.sock")
+    bad = lambda i: mp([1, i, None, result])
+    n_req = 2 if what.startswith("health") else 1     # health asks live and ready at once
+    srv = FakeServer(path, [bad] * n_req + [lambda i: mp([1, i, None, "pong"])])
+    try:
+        c = dynq.Client(path, timeout=5)
+        with pytest.raises(dynq.EPROTO) as ei:
+            call(c)
+        assert needle in str(ei.value), str(ei.value)
+        c.ping()
+        c.close()
+    finally:
+        srv.close()
