@@ -671,7 +671,7 @@ static int sc_inputs(calib_t *k, const dynq__graph_t *g, char *err, size_t errle
   if (c->files == NULL || c->in == NULL || c->st_in == NULL || c->st_out == NULL) goto oom;
   for (int f = 0; f < SC_DRAWS; f++) {
     char name[48];
-    snprintf(name, sizeof(name), "(synthetic draw %d)", f + 1);
+    snprintf(name, sizeof(name), "synthetic draw %d", f + 1);
     if ((c->files[f] = strdup(name)) == NULL) goto oom;
     uint64_t seed = 0x64796e71u + (uint64_t)f; /* fixed: the same choice every time */
     for (int i = 0; i < g->n_inputs; i++) {

@@ -9,8 +9,9 @@
  *   - the conversion-time self-check that keeps FP32 the small layers
  *     carrying much of the INT8 error decides the same way every time
  *     (byte-identical files), and --no-self-check turns it off;
- *   - a model it cannot measure (a streaming model) is converted with a
- *     note rather than refused.
+ *   - a model it cannot measure (a streaming model, one that does not run
+ *     on the synthetic inputs) is converted with a note rather than
+ *     refused.
  */
 #include <check.h>
 #include <math.h>
@@ -184,6 +185,18 @@ START_TEST(unmeasurable_model_converted_with_a_note) {
   ck_assert_int_eq(tu_quantize_log(&log, "--state", "state=stateN", onnx, out, NULL), 0);
   ck_assert_msg(strstr(log, "self-check skipped: a streaming model (--state)") != NULL, "%s", log);
   free(log);
+  /* x [b, s] reshaped to [-1, 5]: the synthetic b 2, s 32 do not fit */
+  fixture(onnx, sizeof(onnx), "reshape5", ".onnx");
+  log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, onnx, out, NULL), 0);
+  ck_assert_msg(strstr(log, "self-check skipped: the model did not run on synthetic inputs") &&
+                strstr(log, "node 'reshape' (Reshape)") && strstr(log, "--no-self-check"),
+                "%s", log);
+  free(log);
+  dynq__model_t *m = NULL;
+  char err[512];
+  ck_assert_msg(dynq__model_open(out, &m, err, sizeof(err)) == 0, "%s", err);
+  dynq__model_unref(m);
   tu_rmtree(dir);
   free(dir);
 }
