@@ -167,6 +167,17 @@ static const op_spec_t op_table[] = {
     {"Max", DYNQ_OP_MAX, 1, 3, 1, 0, {{0}}, G},
     {"Sum", DYNQ_OP_SUM, 1, 3, 1, 0, {{0}}, G},
     {"Mean", DYNQ_OP_MEAN, 1, 3, 1, 0, {{0}}, G},
+    /* models that arrive quantized (lib/ops/quant.c; models/import_quant.c) */
+    {"QuantizeLinear", DYNQ_OP_QUANTIZE_LINEAR, 2, 3, 1, OPF_OPT_IN,
+     {{"axis", K_INT}, {"saturate", K_INT}, {"block_size", K_INT}, {"output_dtype", K_INT}}, G,
+     GC},
+    {"DequantizeLinear", DYNQ_OP_DEQUANTIZE_LINEAR, 2, 3, 1, OPF_OPT_IN,
+     {{"axis", K_INT}, {"block_size", K_INT}}, G, GC},
+    {"DynamicQuantizeLinear", DYNQ_OP_DYNAMIC_QUANTIZE_LINEAR, 1, 1, 3, 0, {{0}}, G},
+    {"MatMulInteger", DYNQ_OP_MATMUL, 2, 4, 1, OPF_OPT_IN, {{0}}, dynq__import_quant,
+     dynq__import_quant_check},
+    {"ConvInteger", DYNQ_OP_CONV, 2, 4, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_quant,
+     dynq__import_quant_check},
     {"Split", DYNQ_OP_SPLIT, 1, 2, DYNQ_IMP_MAX_OUT, OPF_OPT_IN,
      {{"axis", K_INT}, {"num_outputs", K_INT}}, G},
     /* Resize, ConvTranspose, Einsum (import_ops.c) */
@@ -206,6 +217,15 @@ static const op_spec_t *find_op(const char *type) {
   return NULL;
 }
 
+
+int dynq__imp_convert_node(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  const op_spec_t *sp = find_op(n->op_type);
+  if (sp == NULL || sp->convert == NULL) {
+    dynq__imp_errorf("node '%s': internal error: no converter for %s", nname, n->op_type);
+    return -1;
+  }
+  return sp->convert(c, n, nname);
+}
 
 static int is_graph_output(const conv_t *c, const char *name) {
   for (size_t i = 0; i < c->g->n_output; i++)
@@ -653,6 +673,13 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
     printf("fused: %d bias Add%s and %d GELU%s into layer epilogues (--no-fuse keeps them)\n",
            c->n_fused_bias, c->n_fused_bias == 1 ? "" : "s", c->n_fused_gelu,
            c->n_fused_gelu == 1 ? "" : "s");
+  if (c->n_dql_dropped > 0)
+    printf("note: %d MatMulInteger/ConvInteger read%s the float activation (DynamicQuantizeLinear's "
+           "input / its scale): the engine quantizes it once, per row\n", c->n_dql_dropped,
+           c->n_dql_dropped == 1 ? "s" : "");
+  if (c->b.half_io > 0)
+    printf("note: float16 graph inputs/outputs are served as float32 (the engine computes in "
+           "FP32; float16 weights are widened exactly)\n");
 }
 
 

@@ -588,8 +588,100 @@ static int external_read(ext_t *e, const char *name, const char *what, void *dst
 
 /* Convert an ONNX TensorProto into constant value `name`.  `what` says
  * where it came from for messages ("initializer", "Constant node"). */
+/* IEEE half -> float, exactly (every half is a float). */
+static float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ffu, bits;
+  if (e == 0x1f) {
+    bits = sign | 0x7f800000u | (m << 13); /* inf, NaN (payload kept) */
+  } else if (e != 0) {
+    bits = sign | ((e + 112) << 23) | (m << 13);
+  } else if (m == 0) {
+    bits = sign;
+  } else { /* subnormal: m * 2^-24, normalised */
+    int sh = 0;
+    while (!(m & 0x400u)) m <<= 1, sh++;
+    bits = sign | ((uint32_t)(113 - sh) << 23) | ((m & 0x3ffu) << 13);
+  }
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/* float16 tensors become float32 ones: the engine computes in FP32, so a
+ * model.half() export or an fp16-converted graph runs with its weights
+ * widened exactly (docs: models/README.md). */
+static int32_t import_half(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
+                           const char *what) {
+  Onnx__TensorProto w = *t;
+  int rank = (int)t->n_dims;
+  if (t->n_dims > DYNQ_MAX_RANK) {
+    dynq__imp_errorf("%s '%s' has rank %zu; the limit is %d", what, name, t->n_dims, DYNQ_MAX_RANK);
+    return -1;
+  }
+  int64_t numel = dynq__shape_numel(rank, t->dims);
+  if (numel < 0) {
+    dynq__imp_errorf("%s '%s' has a negative dimension or more than %" PRId64 " elements", what,
+                     name, (int64_t)DYNQ_MAX_ELEMS);
+    return -1;
+  }
+  int external =
+      t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+  const uint8_t *raw = NULL;
+  uint8_t *ext_buf = NULL;
+  if (external) {
+    ext_t ext = {.fd = -1};
+    ext_buf = dynq__imp_pool_alloc(&b->pool, (size_t)numel * 2 + 1);
+    if (ext_buf == NULL) {
+      dynq__imp_errorf("out of memory for %s '%s'", what, name);
+      return -1;
+    }
+    if (external_open(b, t, name, what, (size_t)numel * 2, &ext) != 0 ||
+        external_read(&ext, name, what, ext_buf, (size_t)numel * 2) != 0)
+      return -1;
+    raw = ext_buf;
+  } else if (t->has_raw_data) {
+    if (t->raw_data.len != (size_t)numel * 2) {
+      dynq__imp_errorf("%s '%s': raw_data holds %zu bytes but a float16 tensor of this shape "
+                       "needs %" PRId64, what, name, t->raw_data.len, numel * 2);
+      return -1;
+    }
+    raw = t->raw_data.data;
+  } else if (t->n_int32_data != (size_t)numel) {
+    /* float16 travels as its 16 bits in int32_data */
+    dynq__imp_errorf("%s '%s': int32_data holds %zu values but the shape needs %" PRId64, what,
+                     name, t->n_int32_data, numel);
+    return -1;
+  }
+  float *f = dynq__imp_pool_alloc(&b->pool, (size_t)(numel ? numel : 1) * sizeof(float));
+  if (f == NULL) {
+    dynq__imp_errorf("out of memory for %s '%s'", what, name);
+    return -1;
+  }
+  for (int64_t i = 0; i < numel; i++) {
+    uint16_t h = raw != NULL ? (uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8)
+                             : (uint16_t)t->int32_data[i];
+    if (raw == NULL && (t->int32_data[i] < 0 || t->int32_data[i] > 0xffff)) {
+      dynq__imp_errorf("%s '%s': value %" PRId32 " at index %" PRId64 " is not a float16's bits",
+                       what, name, t->int32_data[i], i);
+      return -1;
+    }
+    f[i] = half_to_float(h);
+  }
+  /* the widened copy goes through the float32 path */
+  w.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+  w.has_data_location = 0;
+  w.n_external_data = 0;
+  w.has_raw_data = 1;
+  w.raw_data.len = (size_t)numel * sizeof(float);
+  w.raw_data.data = (uint8_t *)f;
+  w.n_int32_data = 0;
+  return dynq__imp_import_tensor(b, &w, name, what);
+}
+
 int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
                              const char *what) {
+  if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 && t->segment == NULL)
+    return import_half(b, t, name, what);
   int external =
       t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
   if (!external && t->n_external_data > 0) {
@@ -715,7 +807,12 @@ int dynq__imp_import_value_info(dynq__builder_t *b, const Onnx__ValueInfoProto *
     return -1;
   }
   const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
-  dynq_dtype_t dt = dynq__imp_dtype_from_onnx(tt->elem_type);
+  /* float16 inputs and outputs are served as float32 (the engine
+   * computes in FP32; the summary says so) */
+  dynq_dtype_t dt = tt->elem_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16
+                        ? DYNQ_DT_F32
+                        : dynq__imp_dtype_from_onnx(tt->elem_type);
+  if (tt->elem_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16) b->half_io++;
   if (dt == DYNQ_DT_INVALID) {
     dynq__imp_errorf("graph %s '%s' has dtype %s (%d): only float32, int8, uint8, int32 and int64 "
            "are supported", what, name, dynq__imp_onnx_dtype_name(tt->elem_type), (int)tt->elem_type);
@@ -741,7 +838,6 @@ int dynq__imp_import_value_info(dynq__builder_t *b, const Onnx__ValueInfoProto *
       }
     }
   }
-  (void)b;
   *ret_dt = dt;
   *ret_rank = rank;
   return 0;

@@ -72,6 +72,7 @@ typedef struct dynq__builder {
   const char *ext_dir;     /* the model's directory, for tensors kept in
                               external data files; NULL: such tensors are
                               refused.  Caller-owned. */
+  int half_io;             /* float16 graph inputs/outputs, served as float32 */
 } dynq__builder_t;
 
 void dynq__imp_builder_free(dynq__builder_t *b);
@@ -166,6 +167,7 @@ typedef struct conv {
   const Onnx__ModelProto *model;
   const Onnx__GraphProto *g;
   int64_t opset;
+  int n_dql_dropped;         /* MatMulInteger/ConvInteger reading x / scale (import_quant.c) */
   int *uses;                 /* owned, [n_uses] per value: consumers (+1 per graph
                                 output); values past n_uses are never fused */
   int n_uses;
@@ -370,6 +372,13 @@ const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n);
 int dynq__import_lstm(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_gru(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+/* Convert n with the converter of its op_type (a node made by another
+ * converter, such as the float product of a MatMulInteger); -1 after an
+ * error (dynq-quantize.c). */
+int dynq__imp_convert_node(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+/* MatMulInteger / ConvInteger as float products (import_quant.c). */
+const char *dynq__import_quant_check(conv_t *c, const Onnx__NodeProto *n);
+int dynq__import_quant(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 /* Pass-1 check for LSTM, GRU and Conv nodes (attributes, arity). */
 const char *dynq__import_rnn_check(conv_t *c, const Onnx__NodeProto *n);
 

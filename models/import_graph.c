@@ -324,6 +324,8 @@ static int cast_target(int64_t to, int *ret_bool) {
   *ret_bool = 0;
   switch (to) {
   case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return DYNQ_DT_F32;
+  /* rounded to half precision, carried as float32 (the node's "half") */
+  case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return DYNQ_DT_F32;
   case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return DYNQ_DT_U8;
   case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return DYNQ_DT_I8;
   case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return DYNQ_DT_I32;
@@ -392,6 +394,18 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
       return dynq__imp_pool_printf(pl, "%s = %lld is not supported (0 or 1)", flags01[i].attr,
                                    (long long)v);
   }
+  if (strcmp(type, "QuantizeLinear") == 0 || strcmp(type, "DequantizeLinear") == 0) {
+    int64_t bs = dynq__imp_attr_i(n, "block_size", 0), od = dynq__imp_attr_i(n, "output_dtype", 0);
+    if (bs != 0)
+      return dynq__imp_pool_printf(pl, "block_size = %lld (blocked quantization) is not "
+                                   "supported (scales per tensor or per axis are)", (long long)bs);
+    if (od != 0 && od != ONNX__TENSOR_PROTO__DATA_TYPE__UINT8 &&
+        od != ONNX__TENSOR_PROTO__DATA_TYPE__INT8)
+      return dynq__imp_pool_printf(pl, "output_dtype %s is not supported (uint8 and int8 are)",
+                                   dynq__imp_onnx_dtype_name((int32_t)od));
+    if (od != 0 && (n->n_input < 3 || n->input[2] == NULL || n->input[2][0] == 0))
+      return "output_dtype without a zero point is not supported (give y_zero_point instead)";
+  }
   if (strcmp(type, "Celu") == 0 && dynq__imp_attr_f(n, "alpha", 1.0f) == 0.0f)
     return "alpha = 0 is not supported (Celu divides by it)";
   if (strcmp(type, "Dropout") == 0 && n->n_input > 2 && n->input[2] != NULL && n->input[2][0]) {
@@ -428,8 +442,8 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     int64_t t = dynq__imp_attr_i(n, "to", 0);
     to = cast_target(t, &to_bool);
     if (to < 0) {
-      dynq__imp_errorf("node '%s' (op Cast): cast to %s is not supported (float32, int8, "
-                       "uint8, int32, int64 and bool are)", nname,
+      dynq__imp_errorf("node '%s' (op Cast): cast to %s is not supported (float32, float16, "
+                       "int8, uint8, int32, int64 and bool are)", nname,
                        dynq__imp_onnx_dtype_name((int32_t)t));
       return -1;
     }
@@ -475,6 +489,8 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   case DYNQ_OP_CAST:
     dynq__imp_node_attr_i(bn, "to", to);
     dynq__imp_node_attr_i(bn, "to_bool", to_bool);
+    if (dynq__imp_attr_i(n, "to", 0) == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16)
+      dynq__imp_node_attr_i(bn, "half", 1);
     break;
   case DYNQ_OP_REDUCE_MEAN:
   case DYNQ_OP_REDUCE_SUM:
@@ -504,6 +520,10 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     dynq__imp_node_attr_i(bn, "reduction", reduction);
     break;
   case DYNQ_OP_SCATTER_ND: dynq__imp_node_attr_i(bn, "reduction", reduction); break;
+  case DYNQ_OP_QUANTIZE_LINEAR:
+  case DYNQ_OP_DEQUANTIZE_LINEAR:
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 1));
+    break;
   case DYNQ_OP_TRILU: dynq__imp_node_attr_i(bn, "upper", dynq__imp_attr_i(n, "upper", 1)); break;
   case DYNQ_OP_INSTANCE_NORM:
     dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));

@@ -52,7 +52,10 @@ static const char *const covered[] = {
     /* lib/ops/select.c, instnorm.c, reduce.c, activation.c; Dropout as Identity */
     "TopK", "GatherElements", "ScatterElements", "ScatterND", "Trilu", "NonZero", "InstanceNormalization",
     "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp",
-    "Mod", "Dropout", NULL};
+    "Mod", "Dropout",
+    /* lib/ops/quant.c, models/import_quant.c */
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+    "ConvInteger", NULL};
 
 /* The ops the transformer/CNN work promised with conformance tests: each
  * must pass at least one node test (counted by the ops in the model, so
@@ -74,8 +77,11 @@ static const char *const required[] = {
      * (ReduceLogSumExp's node tests are float64 only) */
     "TopK", "GatherElements", "ScatterElements", "ScatterND", "Trilu", "NonZero", "InstanceNormalization",
     "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
-    "Mod", "Dropout", NULL};
-enum { N_REQUIRED = 71 };
+    "Mod", "Dropout",
+    /* models that arrive quantized (lib/ops/quant.c, models/import_quant.c) */
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
+    "ConvInteger", NULL};
+enum { N_REQUIRED = 76 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is

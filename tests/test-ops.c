@@ -1646,6 +1646,101 @@ START_TEST(add_layernorm_fused) {
 }
 END_TEST
 
+/* QuantizeLinear / DequantizeLinear per tensor and per axis (ties to
+ * even, saturation, NaN to the zero point), DynamicQuantizeLinear's range
+ * through 0 and its all-zero case, and their refusals. */
+START_TEST(quant_ops) {
+  float x[6] = {-1.0f, 0.25f, 0.75f, 300.0f, -300.0f, NAN}, sc = 0.5f, sc2[2] = {0.5f, 0.25f};
+  int64_t d[2] = {2, 3}, d2[1] = {2};
+  uint8_t zp = 10;
+  int8_t zp2[2] = {0, -1};
+  dynq__tensor_t X = tf(2, d, x), S = tf(0, NULL, &sc), Z = {.dtype = DYNQ_DT_U8, .data = &zp}, o,
+                 o2;
+  const dynq__tensor_t *in[3] = {&X, &S, &Z};
+  ck_assert_int_eq(run_n(DYNQ_OP_QUANTIZE_LINEAR, NULL, 0, 3, in, &o), 0);
+  ck_assert_int_eq(o.dtype, DYNQ_DT_U8);
+  const uint8_t want_u8[6] = {8, 10, 12, 255, 0, 10}; /* 0.5 and 1.5 round to 0 and 2 */
+  ck_assert_mem_eq(o.data, want_u8, 6);
+  in[0] = &o;
+  ck_assert_int_eq(run_n(DYNQ_OP_DEQUANTIZE_LINEAR, NULL, 0, 3, in, &o2), 0);
+  expect(&o2, 2, d, (float[]){-1, 0, 1, 122.5f, -5, 0}, 0);
+  dynq__tensor_clear(&o2);
+  dynq__tensor_clear(&o);
+  /* per axis 0, int8 zero points */
+  dynq__tensor_t S2 = tf(1, d2, sc2), Z2 = {.dtype = DYNQ_DT_I8, .rank = 1, .dims = {2}, .data = zp2};
+  dynq__attr_t ax0 = {.name = "axis", .type = DYNQ_ATTR_INT, .i = 0};
+  in[0] = &X, in[1] = &S2, in[2] = &Z2;
+  ck_assert_int_eq(run_n(DYNQ_OP_QUANTIZE_LINEAR, &ax0, 1, 3, in, &o), 0);
+  const int8_t want_i8[6] = {-2, 0, 2, 127, -128, -1};
+  ck_assert_mem_eq(o.data, want_i8, 6);
+  dynq__tensor_clear(&o);
+  /* a scale that fits no axis, a 2-D (blocked) scale, a float zero point */
+  dynq__attr_t ax1 = {.name = "axis", .type = DYNQ_ATTR_INT, .i = 1};
+  ck_assert_int_eq(run_n(DYNQ_OP_QUANTIZE_LINEAR, &ax1, 1, 3, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (QuantizeLinear): scale has 2 values but axis 1"));
+  dynq__tensor_t S22 = tf(2, (int64_t[]){2, 1}, sc2);
+  in[1] = &S22;
+  ck_assert_int_eq(run_n(DYNQ_OP_DEQUANTIZE_LINEAR, NULL, 0, 2, (const dynq__tensor_t *[]){&Z2, &S22}, &o),
+                   DYNQ_EUNSUPPORTED);
+  ck_assert_ptr_nonnull(strstr(err, "not blocked quantization"));
+  in[1] = &S, in[2] = &S;
+  ck_assert_int_eq(run_n(DYNQ_OP_QUANTIZE_LINEAR, NULL, 0, 3, in, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "zero point must be uint8, int8 or int32"));
+
+  /* DynamicQuantizeLinear: range [-1, 1.55] widened to hold 0 */
+  float dx[4] = {-1.0f, 0.0f, 1.55f, 0.3f};
+  int64_t dd[1] = {4};
+  dynq__tensor_t DX = tf(1, dd, dx), q3[3];
+  memset(q3, 0, sizeof q3);
+  const dynq__tensor_t *din[1] = {&DX};
+  static const int32_t idx[4] = {0, 1, 2, 3};
+  dynq__node_t n = {.op = DYNQ_OP_DYNAMIC_QUANTIZE_LINEAR, .name = "t", .n_in = 1, .n_out = 3,
+                    .in = idx, .out = idx};
+  dynq__op_ctx_t c = {.node = &n, .kernel = &dynq__kernel_ref, .err = err, .errlen = sizeof err};
+  ck_assert_int_eq(dynq__op_run1(NULL, &c, din, q3), 0);
+  float s3 = *(float *)q3[1].data;
+  ck_assert_float_eq(s3, 2.55f / 255.0f);
+  ck_assert_int_eq(*(uint8_t *)q3[2].data, 100);
+  const uint8_t dq_want[4] = {0, 100, 255, 130};
+  ck_assert_mem_eq(q3[0].data, dq_want, 4);
+  for (int k = 0; k < 3; k++) dynq__tensor_clear(&q3[k]);
+  float zeros[4] = {0};
+  DX.data = zeros;
+  ck_assert_int_eq(dynq__op_run1(NULL, &c, din, q3), 0);
+  ck_assert(*(float *)q3[1].data == 0.0f && *(uint8_t *)q3[2].data == 0);
+  for (int k = 0; k < 3; k++) dynq__tensor_clear(&q3[k]);
+  dx[3] = NAN;
+  DX.data = dx;
+  ck_assert_int_eq(dynq__op_run1(NULL, &c, din, q3), DYNQ_ENUMERIC);
+  ck_assert_ptr_nonnull(strstr(err, "NaN at element 3"));
+}
+END_TEST
+
+/* Cast to float16 rounds to half precision (ties to even, overflow to
+ * infinity, subnormals) and keeps float32; from any dtype. */
+START_TEST(cast_half) {
+  float x[8] = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65519.0f, 65520.0f, 0x1p-25f,
+                3 * 0x1p-25f, -0.1f, NAN};
+  int64_t d[1] = {8};
+  dynq__tensor_t X = tf(1, d, x), o;
+  const dynq__tensor_t *in[1] = {&X};
+  dynq__attr_t at[3] = {{.name = "to", .type = DYNQ_ATTR_INT, .i = DYNQ_DT_F32},
+                        {.name = "to_bool", .type = DYNQ_ATTR_INT, .i = 0},
+                        {.name = "half", .type = DYNQ_ATTR_INT, .i = 1}};
+  ck_assert_int_eq(run_n(DYNQ_OP_CAST, at, 3, 1, in, &o), 0);
+  const float *y = o.data;
+  ck_assert(y[0] == 1.0f && y[1] == 1.0f + 0x1p-9f && y[2] == 65504.0f && isinf(y[3]));
+  ck_assert(y[4] == 0.0f && y[5] == 0x1p-23f && y[6] == -0.0999755859375f && isnan(y[7]));
+  dynq__tensor_clear(&o);
+  int64_t iv[2] = {2049, -7};
+  dynq__tensor_t I = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {2}, .data = iv};
+  in[0] = &I;
+  ck_assert_int_eq(run_n(DYNQ_OP_CAST, at, 3, 1, in, &o), 0);
+  ck_assert(((float *)o.data)[0] == 2048.0f && ((float *)o.data)[1] == -7.0f);
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -1679,6 +1774,9 @@ int main(void) {
   tcase_add_test(tc, tile_split);
   tcase_add_test(tc, argmax_reduce_cumsum);
   tcase_add_test(tc, zoo_ops_errors);
+  tcase_add_test(tc, quant_ops);
+  tcase_add_test(tc, cast_half);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+

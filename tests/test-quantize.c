@@ -557,6 +557,12 @@ START_TEST(test_malformed_models) {
       {"bad_ops_attrs.onnx", {"'tr_upper' (op Trilu): upper = -1 is not supported",
                               "'ce_zero' (op Celu): alpha = 0 is not supported",
                               "'do_train' (op Dropout): training_mode must be a constant false"}},
+      {"bad_ops_attrs.onnx", {"'ql_block' (op QuantizeLinear): block_size = 2 (blocked "
+                              "quantization) is not supported",
+                              "'ql_out16' (op QuantizeLinear): output_dtype UINT16 is not supported",
+                              "'ci_3d' (op ConvInteger): only 1-D and 2-D convolutions"}},
+      {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
+                         "shape needs 6", NULL, NULL}},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *want[4] = {cases[i].want[0], cases[i].want[1], cases[i].want[2], NULL};

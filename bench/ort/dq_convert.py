@@ -14,7 +14,11 @@ Conv with a constant weight becomes DynamicQuantizeLinear -> ConvInteger ->
 Cast -> Mul(per-channel scale) -> Add(bias), quantize_dynamic's Conv form,
 so CNNs are compared layer for layer with dynq's QConv.
 
-usage: dq_convert.py in.onnx out.onnx [--conv] [--keep NODE,...]
+With --integer, MatMul/Gemm become DynamicQuantizeLinear -> MatMulInteger ->
+Cast -> Mul(x scale * w scale) (-> Add bias): the file quantize_dynamic writes
+(ORT fuses it into DynamicQuantizeMatMul when it loads it).
+
+usage: dq_convert.py in.onnx out.onnx [--conv] [--integer] [--keep NODE,...]
 Run with Debian's python (/usr/bin/python3), which has python3-onnx.
 """
 import argparse
@@ -34,7 +38,7 @@ def quant_cols(w):
     return q, scale
 
 
-def convert(model, conv=False, keep=()):
+def convert(model, conv=False, keep=(), integer=False):
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     consts = {}
@@ -98,6 +102,23 @@ def convert(model, conv=False, keep=()):
                         done["bias_folded"] += 1
             q, s = quant_cols(w.astype(np.float32))
             base = f"dq_{len(new_inits)}"
+            if integer:  # the file quantize_dynamic writes, before ORT fuses it at load
+                xq, xs, xz, acc, accf, sc = (base + t for t in
+                                              ("_xq", "_xs", "_xz", "_acc", "_accf", "_sc"))
+                new_inits += [numpy_helper.from_array(q, base + "_w"),
+                              numpy_helper.from_array(s, base + "_s")]
+                mo = base + "_mo" if bias is not None else out
+                new_nodes += [
+                    helper.make_node("DynamicQuantizeLinear", [n.input[0]], [xq, xs, xz]),
+                    helper.make_node("MatMulInteger", [xq, base + "_w", xz], [acc], name=name + "_mi"),
+                    helper.make_node("Cast", [acc], [accf], to=onnx.TensorProto.FLOAT),
+                    helper.make_node("Mul", [xs, base + "_s"], [sc]),
+                    helper.make_node("Mul", [accf, sc], [mo])]
+                if bias is not None:
+                    new_inits.append(numpy_helper.from_array(bias, base + "_b"))
+                    new_nodes.append(helper.make_node("Add", [mo, base + "_b"], [out]))
+                done["matmul" if n.op_type == "MatMul" else "gemm"] += 1
+                continue
             ins = [n.input[0], base + "_w", base + "_s", base + "_zp"]
             new_inits += [numpy_helper.from_array(q, base + "_w"),
                           numpy_helper.from_array(s, base + "_s"),
@@ -142,7 +163,8 @@ def convert(model, conv=False, keep=()):
     del g.node[:]
     g.node.extend(new_nodes)
     g.initializer.extend(new_inits)
-    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+    if (any(n.domain == "com.microsoft" for n in g.node) and
+            not any(o.domain == "com.microsoft" for o in model.opset_import)):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     # Drop initializers nothing reads any more (the FP32 weights).
     used = {i for n in g.node for i in n.input} | graph_outs
@@ -158,9 +180,12 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--conv", action="store_true", help="also Conv -> ConvInteger")
     ap.add_argument("--keep", default="", help="node names left FP32, comma separated")
+    ap.add_argument("--integer", action="store_true",
+                    help="MatMul/Gemm as DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul "
+                         "(quantize_dynamic's file) instead of DynamicQuantizeMatMul")
     a = ap.parse_args()
     m = onnx.load(a.inp)
-    done = convert(m, a.conv, set(filter(None, a.keep.split(","))))
+    done = convert(m, a.conv, set(filter(None, a.keep.split(","))), a.integer)
     onnx.save(m, a.out)
     print(f"dq_convert: {a.out}: " + ", ".join(f"{k} {v}" for k, v in done.items()),
           file=sys.stderr)

@@ -6,7 +6,7 @@
 // ORT FP32 and ORT dynamic INT8 (dq_convert.py) are compared in one run.
 //
 // usage: node run.js --spec SPEC.json --model A.onnx [--model B.onnx ...]
-//                    [--out DIR] [--reps N] [--threads T] [--cpu]
+//                    [--out DIR] [--reps N] [--threads T] [--cpu] [--no-opt]
 //   SPEC.json: {"inputs": [{"name", "dtype": "float32"|"int64"|"int32",
 //                            "shape": [..], "file": "raw little-endian"}]}
 //   outputs go to DIR/<model basename>.<output name>.<f32|i64> (no --out:
@@ -15,6 +15,9 @@
 //   instead of wall time: on a loaded machine, what the run cost rather
 //   than how long it waited (with --threads 1 ORT computes on one thread
 //   while Node's own thread idles).
+//   --no-opt: graph optimizations off, so every node runs as written (a QDQ
+//   graph's QuantizeLinear/DequantizeLinear pairs as float round trips
+//   instead of fused into ORT's integer kernels).
 // Pin the process yourself (taskset -c 1 node run.js ...).
 'use strict';
 
@@ -29,7 +32,7 @@ const TYPES = {
 
 function usage(code) {
   console.error('usage: node run.js --spec SPEC.json --model A.onnx [--model B.onnx ...] ' +
-                '[--out DIR] [--reps N] [--threads T] [--cpu]');
+                '[--out DIR] [--reps N] [--threads T] [--cpu] [--no-opt]');
   process.exit(code);
 }
 
@@ -54,7 +57,7 @@ function loadInputs(specFile) {
 async function main() {
   const args = process.argv.slice(2);
   const models = [];
-  let spec = null, out = null, reps = 20, threads = 1, cpu = false;
+  let spec = null, out = null, reps = 20, threads = 1, cpu = false, opt = 'all';
   for (let i = 0; i < args.length; i++) {
     const a = args[i], v = () => { if (i + 1 >= args.length) usage(2); return args[++i]; };
     if (a === '--spec') spec = v();
@@ -63,13 +66,14 @@ async function main() {
     else if (a === '--reps') reps = +v();
     else if (a === '--threads') threads = +v();
     else if (a === '--cpu') cpu = true;
+    else if (a === '--no-opt') opt = 'disabled';
     else if (a === '-h' || a === '--help') usage(0);
     else usage(2);
   }
   if (!spec || !models.length || !(reps >= 0) || !(threads >= 1)) usage(2);
   const feeds = loadInputs(spec);
   const opts = { intraOpNumThreads: threads, interOpNumThreads: 1,
-                 executionMode: 'sequential', graphOptimizationLevel: 'all' };
+                 executionMode: 'sequential', graphOptimizationLevel: opt };
   const sessions = [];
   for (const m of models) sessions.push(await ort.InferenceSession.create(m, opts));
   const times = models.map(() => []);

@@ -12,7 +12,8 @@ EXPORT FAIL.  Exploration, not a test: the committed fixtures are
 tests/fixtures/make_zoo.py's.
 
   /usr/bin/python3 bench/ort/zoo_try.py [NAME,...] [OPSET,...]
-      (environment: NODE_PATH=.../node_modules with onnxruntime-node,
+      (environment: NODE_PATH=.../node_modules with onnxruntime-node, ZOO_NOFOLD=1
+       to export with do_constant_folding=False,
        DYNQ_BUILD=build, ZOO_OUT=/tmp/zoo-try; needs python3-torchvision)
 
 With ZOO_DRAWS=N (accuracy mode) each model is exported once per opset and
@@ -31,7 +32,10 @@ BUILD = os.path.join(ROOT, os.environ.get("DYNQ_BUILD", "build"))
 OUT = os.environ.get("ZOO_OUT", "/tmp/zoo-try")
 NODE = os.environ.get("NODE_PATH", "/tmp/cnn-ort/node_modules")
 os.makedirs(OUT, exist_ok=True)
-import torchvision.models as tvm
+try:
+    import torchvision.models as tvm  # only the torchvision kinds need it
+except ImportError:
+    tvm = None
 
 class GPT2Block(nn.Module):
     def __init__(s, d=32, h=4):
@@ -228,6 +232,10 @@ SPECS = {
  "shapechain": (ShapeChain, lambda: [("x",torch.randn(B,9,24))], {"x":{0:"b",1:"s"}}),
 }
 
+import zoo_kinds
+SPECS.update(zoo_kinds.KINDS)
+FOLD = os.environ.get("ZOO_NOFOLD") is None  # ZOO_NOFOLD=1: export with do_constant_folding=False
+
 def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
@@ -303,10 +311,10 @@ def main():
             mbin.append(f"{n}:{'f32' if dt=='float32' else 'i64'}:{'x'.join(map(str,a.shape))}={f}")
         json.dump(spec,open(f"{OUT}/{name}.json","w"))
         for op in opsets:
-            base=f"{OUT}/{name}_op{op}"
+            base=f"{OUT}/{name}_op{op}"+("" if FOLD else "_nofold")
             try:
                 torch.onnx.export(m,tuple(t for _,t in inputs),base+".onnx",opset_version=op,
-                    input_names=[n for n,_ in inputs],output_names=["y"],dynamic_axes=dyn,do_constant_folding=True)
+                    input_names=[n for n,_ in inputs],output_names=["y"],dynamic_axes=dyn,do_constant_folding=FOLD)
             except Exception as e:
                 print(f"RESULT {name} op{op}: EXPORT FAIL {str(e).splitlines()[0][:150]}", flush=True); continue
             ops=sorted({n.op_type for n in onnx.load(base+".onnx").graph.node})
@@ -326,5 +334,5 @@ def main():
             if r.returncode!=0:
                 print(f"RESULT {name} op{op}: RUN FAIL {(r.stderr+r.stdout)[-400:]}", flush=True); continue
             j=json.loads([l for l in r.stdout.splitlines() if l.startswith("{")][-1])
-            print(f"RESULT {name} op{op}: OK fp32 maxrel {j['fp32_max_rel']:.2e} int8 relL2 {j['int8_rel_l2']:.5f} ORT8 {ort8:.5f} ratio {j['int8_rel_l2']/max(ort8,1e-12):.2f} (torch-vs-ort {tr:.1e})", flush=True)
+            print(f"RESULT {name} op{op}{'' if FOLD else ' nofold'}: OK fp32 maxrel {j['fp32_max_rel']:.2e} int8 relL2 {j['int8_rel_l2']:.5f} ORT8 {ort8:.5f} ratio {j['int8_rel_l2']/max(ort8,1e-12):.2f} (torch-vs-ort {tr:.1e})", flush=True)
 main()

@@ -444,6 +444,19 @@ int dynq__run_clip(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
 
 /* ---- Cast ---- */
 
+/* x rounded to the nearest float16 (ties to even), kept as a float:
+ * overflow to infinity, half's subnormals below 2^-14. */
+static float round_half(float x) {
+  float a = fabsf(x);
+  if (!(a < INFINITY)) return x; /* NaN, infinities */
+  int e;
+  frexpf(a, &e);             /* a = m 2^e, m in [0.5, 1) */
+  int q = e - 11 < -24 ? -24 : e - 11; /* quantum 2^q: 11 significant bits, or subnormal */
+  float r = ldexpf(nearbyintf(ldexpf(a, -q)), q);
+  if (r > 65504.0f) r = INFINITY;
+  return copysignf(r, x);
+}
+
 int dynq__run_cast(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   int rc;
   if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
@@ -454,6 +467,13 @@ int dynq__run_cast(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
     return dynq__op_fail(c, DYNQ_EUNSUPPORTED, "cannot cast to dtype code %lld", (long long)to);
   dynq_dtype_t dt = (dynq_dtype_t)to;
   int64_t n = dynq__tensor_numel(x);
+  if (c->st->cast.half) {
+    /* to float16, carried as float32 (the engine has no half tensors) */
+    if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, x->rank, x->dims, out))) return rc;
+    float *py = out->data;
+    for (int64_t i = 0; i < n; i++) py[i] = round_half((float)dynq__load_d(x->data, x->dtype, i));
+    return 0;
+  }
   if (!to_bool && dt == x->dtype) {
     /* to its own dtype (Silero casts float to float every chunk): the
      * per-element round trip through double changes no value; a move
@@ -490,6 +510,7 @@ int dynq__prep_cast(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate
                     char *err, size_t errlen) {
   (void)g, (void)err, (void)errlen;
   st->cast.to = (int)dynq__node_attr_i(n, "to", 0);
+  st->cast.half = dynq__node_attr_i(n, "half", 0) != 0;
   st->cast.to_bool = (int)dynq__node_attr_i(n, "to_bool", 0);
   return 0;
 }

@@ -164,7 +164,11 @@
   /* activation.c */                                                                        \
   X(MOD, 112, "Mod", 10, 0, 2, 2, 1, 1, none, mod, mod) \
   /* select.c */                                                                            \
-  X(SCATTER_ND, 113, "ScatterND", 11, 0, 3, 3, 1, 1, none, scatter, scatter_nd)
+  X(SCATTER_ND, 113, "ScatterND", 11, 0, 3, 3, 1, 1, none, scatter, scatter_nd)            \
+  /* quant.c */                                                                            \
+  X(QUANTIZE_LINEAR, 114, "QuantizeLinear", 10, 0, 2, 3, 1, 1, none, qaxis, quantize_linear) \
+  X(DEQUANTIZE_LINEAR, 115, "DequantizeLinear", 10, 0, 2, 3, 1, 1, none, qaxis, dequantize_linear) \
+  X(DYNAMIC_QUANTIZE_LINEAR, 116, "DynamicQuantizeLinear", 11, 0, 1, 1, 3, 3, none, none, dynamic_quantize_linear)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
