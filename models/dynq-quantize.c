@@ -717,6 +717,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
   conv_t c;
   memset(&c, 0, sizeof(c));
   c.opt = *opt;
+  c.convert_node = dynq__imp_convert_node;
   c.convert_nodes = convert_nodes;
   c.b.ext_dir = opt->ext_dir;
   int ret = 1;

@@ -168,6 +168,10 @@ typedef struct conv {
   const Onnx__GraphProto *g;
   int64_t opset;
   int n_dql_dropped;         /* MatMulInteger/ConvInteger reading x / scale (import_quant.c) */
+  /* dynq__imp_convert_node, for converters that make nodes of other ops
+   * (a pointer: the converters' table calls them, so a direct call back
+   * would tie the files in a circle) */
+  int (*convert_node)(struct conv *c, const Onnx__NodeProto *n, const char *nname);
   int *uses;                 /* owned, [n_uses] per value: consumers (+1 per graph
                                 output); values past n_uses are never fused */
   int n_uses;

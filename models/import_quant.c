@@ -167,7 +167,7 @@ int dynq__import_quant(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   /* the converter claims its output by name: the temp is unclaimed */
   b->producer[yf] = -1;
   b->values[yf].dtype = DYNQ_DT_F32;
-  if (dynq__imp_convert_node(c, &pn, nname) != 0) return -1;
+  if (c->convert_node(c, &pn, nname) != 0) return -1;
   int32_t yv = dynq__imp_value_of(c, outs[0]);
   if (as_float) { /* the Cast to float that reads it passes it on */
     int32_t out = dynq__imp_claim_output(c, n->output[0], b->n_nodes);

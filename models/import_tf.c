@@ -52,9 +52,9 @@ const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n) {
   }
   if (is_pool(t)) {
     const Onnx__AttributeProto *ks = dynq__imp_find_attr(n, "kernel_shape");
-    if (ks == NULL || ks->n_ints < 1 || ks->n_ints > 2)
-      return dynq__imp_pool_printf(pl, "kernel_shape has %zu values; 1-D and 2-D pooling are "
-                                   "supported", ks ? ks->n_ints : (size_t)0);
+    if (ks == NULL || ks->n_ints < 1 || ks->n_ints > 3)
+      return dynq__imp_pool_printf(pl, "kernel_shape has %zu values; 1-D, 2-D and 3-D pooling "
+                                   "are supported", ks ? ks->n_ints : (size_t)0);
     size_t sr = ks->n_ints;
     static const char *const per_axis[] = {"strides", "dilations"};
     for (int k = 0; k < 2; k++) {
@@ -190,7 +190,7 @@ int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     int r = fold_bn(c, n, nname);
     if (r != 0) return r < 0 ? -1 : 0;
   }
-  int64_t ks[2] = {1, 1}, st[2] = {1, 1}, dl[2] = {1, 1}, pads[4] = {0, 0, 0, 0};
+  int64_t ks[3] = {1, 1, 1}, st[3] = {1, 1, 1}, dl[3] = {1, 1, 1}, pads[6] = {0};
   size_t sr = 0;
   if (is_pool(t)) {
     const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "kernel_shape");
@@ -209,9 +209,10 @@ int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   for (size_t i = 0; i < n->n_input; i++)
     dynq__imp_node_in(bn, n->input[i] && n->input[i][0] ? dynq__imp_value_of(c, n->input[i]) : -1);
   if (is_pool(t)) {
-    static const char *const an[][2] = {{"kernel_shape0", "kernel_shape1"},
-                                        {"strides0", "strides1"}, {"dilations0", "dilations1"},
-                                        {"pad_begin0", "pad_begin1"}, {"pad_end0", "pad_end1"}};
+    static const char *const an[][3] = {
+        {"kernel_shape0", "kernel_shape1", "kernel_shape2"}, {"strides0", "strides1", "strides2"},
+        {"dilations0", "dilations1", "dilations2"}, {"pad_begin0", "pad_begin1", "pad_begin2"},
+        {"pad_end0", "pad_end1", "pad_end2"}};
     for (size_t a = 0; a < sr; a++) {
       dynq__imp_node_attr_i(bn, an[0][a], ks[a]);
       dynq__imp_node_attr_i(bn, an[1][a], st[a]);

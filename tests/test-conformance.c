@@ -109,8 +109,6 @@ static const struct {
 } expected_skip[] = {
     {"test_identity_opt", "optional types are not supported (tensors only)"},
     {"test_identity_sequence", "sequence types are not supported (tensors only)"},
-    {"test_averagepool_3d_default", "3-D pooling is not supported (1-D and 2-D)"},
-    {"test_maxpool_3d_default", "3-D pooling is not supported (1-D and 2-D)"},
     {"test_maxpool_2d_uint8", "pooling is float32 only"},
     {"test_maxpool_with_argmax_2d_precomputed_pads", "MaxPool's Indices output is not supported"},
     {"test_maxpool_with_argmax_2d_precomputed_strides", "MaxPool's Indices output is not supported"},

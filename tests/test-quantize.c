@@ -536,7 +536,7 @@ START_TEST(test_malformed_models) {
       {"bad_attr.onnx", {"gemm_transB2", "relu_extra", "'bogus'"}},
       {"bad_tf_attrs.onnx", {"'mp_order' (op MaxPool): storage_order 1",
                              "'mp_autopad' (op MaxPool): auto_pad 'FANCY'",
-                             "'ap_3d' (op AveragePool): kernel_shape has 3 values"}},
+                             "'ap_4d' (op AveragePool): kernel_shape has 4 values"}},
       {"bad_tf_attrs.onnx", {"'bn_train' (op BatchNormalization): training_mode 1",
                              "'ln_stash' (op LayerNormalization): stash_type 0",
                              "'hs_bogus' (op HardSigmoid): attribute 'gamma'"}},

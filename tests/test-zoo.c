@@ -34,7 +34,7 @@
 #include "ops.h"
 #include "testutil.h"
 
-enum { MAX_MODELS = 40, MAX_IO = 4, MAX_SETS = 16, N_MODELS = 31 };
+enum { MAX_MODELS = 40, MAX_IO = 4, MAX_SETS = 16, N_MODELS = 32 };
 
 typedef struct zio {
   char name[64], file[128];

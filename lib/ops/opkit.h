@@ -47,10 +47,10 @@ enum {
 
 /* MaxPool and AveragePool, per spatial axis as Conv's (pool.c). */
 typedef struct dynq__pool_attrs {
-  int spatial;           /* 1 or 2 */
+  int spatial;           /* 1, 2 or 3 */
   int auto_pad;          /* DYNQ_PAD_* */
   int ceil_mode, count_include_pad;
-  int64_t kernel[2], strides[2], dilations[2], pad_begin[2], pad_end[2];
+  int64_t kernel[3], strides[3], dilations[3], pad_begin[3], pad_end[3];
 } dynq__pool_attrs_t;
 
 /* The node's "auto_pad" string attribute as DYNQ_PAD_* (NOTSET when

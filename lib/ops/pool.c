@@ -1,11 +1,12 @@
 /*
- * Pooling: MaxPool and AveragePool over 1-D and 2-D windows, and the
- * global forms that reduce every spatial axis to 1.  FP32 only (pooling
- * has no weights to quantize).
+ * Pooling: MaxPool and AveragePool over 1-D, 2-D and 3-D windows, and
+ * the global forms that reduce every spatial axis to 1.  FP32 only
+ * (pooling has no weights to quantize).
  *
  * Window attributes come from the importer per spatial axis ("<name>0",
- * "<name>1"; axis 0 is the first spatial axis), as for Conv.  A 1-D pool
- * runs as a 2-D one with a unit height.  Padding never contributes a
+ * "<name>1", "<name>2"; axis 0 is the first spatial axis), as for Conv.  A
+ * 1-D or 2-D pool runs as a 3-D one with unit leading axes (PyTorch
+ * exports LocalResponseNorm as a 3-D AveragePool over [N, 1, C, H, W]).  Padding never contributes a
  * value: MaxPool ignores it, AveragePool divides by the number of input
  * elements in the window unless count_include_pad (then by the window
  * clipped to the padded input, as PyTorch and ONNX Runtime do).
@@ -23,12 +24,13 @@
 int dynq__prep_pool(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
                     char *err, size_t errlen) {
   (void)g, (void)err, (void)errlen;
-  static const char *const names[][2] = {
-    {"kernel_shape0", "kernel_shape1"}, {"strides0", "strides1"},
-    {"dilations0", "dilations1"}, {"pad_begin0", "pad_begin1"}, {"pad_end0", "pad_end1"},
+  static const char *const names[][3] = {
+    {"kernel_shape0", "kernel_shape1", "kernel_shape2"}, {"strides0", "strides1", "strides2"},
+    {"dilations0", "dilations1", "dilations2"}, {"pad_begin0", "pad_begin1", "pad_begin2"},
+    {"pad_end0", "pad_end1", "pad_end2"},
   };
   dynq__pool_attrs_t *p = &st->pool;
-  for (int ax = 0; ax < 2; ax++) {
+  for (int ax = 0; ax < 3; ax++) {
     p->kernel[ax] = dynq__node_attr_i(n, names[0][ax], 1);
     p->strides[ax] = dynq__node_attr_i(n, names[1][ax], 1);
     p->dilations[ax] = dynq__node_attr_i(n, names[2][ax], 1);
@@ -47,7 +49,7 @@ int dynq__check_pool(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   memset(&st, 0, sizeof(st));
   dynq__prep_pool(g, n, &st, err, errlen);
   const dynq__pool_attrs_t *p = &st.pool;
-  DYNQ_OP_CHECK(p->spatial == 1 || p->spatial == 2, "%d spatial axes (1 or 2 supported)",
+  DYNQ_OP_CHECK(p->spatial >= 1 && p->spatial <= 3, "%d spatial axes (1, 2 or 3 supported)",
                 p->spatial);
   DYNQ_OP_CHECK(p->auto_pad != DYNQ_PAD_BAD, "unknown auto_pad value");
   for (int ax = 0; ax < p->spatial; ax++) {
@@ -65,8 +67,10 @@ int dynq__check_pool(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   return 0;
 }
 
+/* Axes 0, 1, 2 are depth, height, width; a pool with fewer spatial axes
+ * has unit leading ones. */
 typedef struct pgeom {
-  int64_t nc, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, ph, pw, eh, ew;
+  int64_t nc, in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
 } pgeom_t;
 
 /* One axis: output size and begin/end pads. */
@@ -106,71 +110,81 @@ static int pool_geom(dynq__op_ctx_t *c, const dynq__tensor_t *x, pgeom_t *g, int
   if (x->rank != 2 + sr)
     return dynq__op_fail(c, DYNQ_ESHAPE, "X has shape %s, expected rank %d (N, C, %s)",
                          dynq__shape_str(s, sizeof(s), x->rank, x->dims), 2 + sr,
-                         sr == 1 ? "L" : "H, W");
+                         sr == 1 ? "L" : sr == 2 ? "H, W" : "D, H, W");
   memset(g, 0, sizeof(*g));
   g->nc = x->dims[0] * x->dims[1];
-  g->ih = sr == 2 ? x->dims[2] : 1;
-  g->iw = x->dims[1 + sr];
-  g->oh = g->kh = g->sh = g->dh = 1;
-  if (sr == 2 && (rc = pool_axis(c, 0, g->ih, &g->oh, &g->ph, &g->eh))) return rc;
-  if ((rc = pool_axis(c, sr - 1, g->iw, &g->ow, &g->pw, &g->ew))) return rc;
-  if (sr == 2) {
-    g->kh = p->kernel[0], g->sh = p->strides[0], g->dh = p->dilations[0];
-  }
-  g->kw = p->kernel[sr - 1], g->sw = p->strides[sr - 1], g->dw = p->dilations[sr - 1];
   odims[0] = x->dims[0];
   odims[1] = x->dims[1];
-  if (sr == 2) odims[2] = g->oh;
-  odims[1 + sr] = g->ow;
+  for (int a = 0; a < 3; a++) {
+    int ax = a - (3 - sr); /* the attribute axis; < 0: a unit axis */
+    g->in[a] = g->out[a] = g->k[a] = g->s[a] = g->d[a] = 1;
+    if (ax < 0) continue;
+    g->in[a] = x->dims[2 + ax];
+    if ((rc = pool_axis(c, ax, g->in[a], &g->out[a], &g->pb[a], &g->pe[a]))) return rc;
+    g->k[a] = p->kernel[ax], g->s[a] = p->strides[ax], g->d[a] = p->dilations[ax];
+    odims[2 + ax] = g->out[a];
+  }
   return 0;
+}
+
+/* The window clipped to the padded input, along axis a from start o. */
+static int64_t padded_span(const pgeom_t *g, int a, int64_t o) {
+  int64_t end = o + g->k[a], lim = g->in[a] + g->pe[a];
+  return (end < lim ? end : lim) - o;
 }
 
 static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
                     int is_max) {
   const dynq__tensor_t *x = in[0];
   pgeom_t g;
-  int64_t od[4];
+  int64_t od[5];
   int rc;
   if ((rc = pool_geom(c, x, &g, od))) return rc;
   if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, od, 0))) return rc;
   const float *px = x->data;
   float *py = out->data;
   int incl = c->st->pool.count_include_pad;
+  const int64_t iplane = g.in[0] * g.in[1] * g.in[2], oplane = g.out[0] * g.out[1] * g.out[2];
   for (int64_t p = 0; p < g.nc; p++) {
-    const float *xs = px + p * g.ih * g.iw;
-    float *ys = py + p * g.oh * g.ow;
-    for (int64_t oy = 0; oy < g.oh; oy++) {
-      int64_t y0 = oy * g.sh - g.ph;
-      for (int64_t ox = 0; ox < g.ow; ox++) {
-        int64_t x0 = ox * g.sw - g.pw;
-        float mx = -INFINITY, sum = 0.0f;
-        int64_t cnt = 0;
-        for (int64_t a = 0; a < g.kh; a++) {
-          int64_t y = y0 + a * g.dh;
-          if (y < 0 || y >= g.ih) continue;
-          const float *row = xs + y * g.iw;
-          for (int64_t b = 0; b < g.kw; b++) {
-            int64_t xx = x0 + b * g.dw;
-            if (xx < 0 || xx >= g.iw) continue;
-            float v = row[xx];
-            if (is_max) {
-              if (v > mx || v != v) mx = v;   /* NaN propagates */
-            } else {
-              sum += v;
+    const float *xs = px + p * iplane;
+    float *ys = py + p * oplane;
+    for (int64_t oz = 0; oz < g.out[0]; oz++) {
+      int64_t z0 = oz * g.s[0] - g.pb[0];
+      for (int64_t oy = 0; oy < g.out[1]; oy++) {
+        int64_t y0 = oy * g.s[1] - g.pb[1];
+        for (int64_t ox = 0; ox < g.out[2]; ox++) {
+          int64_t x0 = ox * g.s[2] - g.pb[2];
+          float mx = -INFINITY, sum = 0.0f;
+          int64_t cnt = 0;
+          for (int64_t e = 0; e < g.k[0]; e++) {
+            int64_t z = z0 + e * g.d[0];
+            if (z < 0 || z >= g.in[0]) continue;
+            for (int64_t a = 0; a < g.k[1]; a++) {
+              int64_t y = y0 + a * g.d[1];
+              if (y < 0 || y >= g.in[1]) continue;
+              const float *row = xs + (z * g.in[1] + y) * g.in[2];
+              for (int64_t b = 0; b < g.k[2]; b++) {
+                int64_t xx = x0 + b * g.d[2];
+                if (xx < 0 || xx >= g.in[2]) continue;
+                float v = row[xx];
+                if (is_max) {
+                  if (v > mx || v != v) mx = v; /* NaN propagates */
+                } else {
+                  sum += v;
+                }
+                cnt++;
+              }
             }
-            cnt++;
           }
-        }
-        if (is_max) {
-          ys[oy * g.ow + ox] = mx;
-        } else {
-          int64_t div = cnt;
-          if (incl) { /* the window clipped to the padded input */
-            int64_t hh = (y0 + g.kh < g.ih + g.eh ? y0 + g.kh : g.ih + g.eh) - y0;
-            int64_t ww = (x0 + g.kw < g.iw + g.ew ? x0 + g.kw : g.iw + g.ew) - x0;
-            div = hh * ww;
+          float *yo = ys + (oz * g.out[1] + oy) * g.out[2] + ox;
+          if (is_max) {
+            *yo = mx;
+          } else {
+            int64_t div = cnt;
+            if (incl) /* the window clipped to the padded input */
+              div = padded_span(&g, 0, z0) * padded_span(&g, 1, y0) * padded_span(&g, 2, x0);
+            *yo = div > 0 ? sum / (float)div : 0.0f;
           }
-          ys[oy * g.ow + ox] = div > 0 ? sum / (float)div : 0.0f;
         }
       }
     }
