@@ -607,11 +607,16 @@ static float half_to_float(uint16_t h) {
   return f;
 }
 
-/* float16 tensors become float32 ones: the engine computes in FP32, so a
- * model.half() export or an fp16-converted graph runs with its weights
- * widened exactly (docs: models/README.md). */
-static int32_t import_half(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
-                           const char *what) {
+/* float16 and float64 tensors become float32 ones: the engine computes
+ * in FP32, so a model.half() export or an fp16-converted graph runs with
+ * its weights widened exactly, and the float64 constants an export
+ * without constant folding leaves (torch.clamp's bounds) are rounded to
+ * float32 (a finite value beyond float32's range is refused). */
+static int32_t import_widened(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
+                              const char *what) {
+  const int half = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16;
+  const size_t esz = half ? 2 : 8;
+  const char *tn = half ? "float16" : "float64";
   Onnx__TensorProto w = *t;
   int rank = (int)t->n_dims;
   if (t->n_dims > DYNQ_MAX_RANK) {
@@ -627,29 +632,29 @@ static int32_t import_half(dynq__builder_t *b, const Onnx__TensorProto *t, const
   int external =
       t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
   const uint8_t *raw = NULL;
-  uint8_t *ext_buf = NULL;
   if (external) {
     ext_t ext = {.fd = -1};
-    ext_buf = dynq__imp_pool_alloc(&b->pool, (size_t)numel * 2 + 1);
+    uint8_t *ext_buf = dynq__imp_pool_alloc(&b->pool, (size_t)numel * esz + 1);
     if (ext_buf == NULL) {
       dynq__imp_errorf("out of memory for %s '%s'", what, name);
       return -1;
     }
-    if (external_open(b, t, name, what, (size_t)numel * 2, &ext) != 0 ||
-        external_read(&ext, name, what, ext_buf, (size_t)numel * 2) != 0)
+    if (external_open(b, t, name, what, (size_t)numel * esz, &ext) != 0 ||
+        external_read(&ext, name, what, ext_buf, (size_t)numel * esz) != 0)
       return -1;
     raw = ext_buf;
   } else if (t->has_raw_data) {
-    if (t->raw_data.len != (size_t)numel * 2) {
-      dynq__imp_errorf("%s '%s': raw_data holds %zu bytes but a float16 tensor of this shape "
-                       "needs %" PRId64, what, name, t->raw_data.len, numel * 2);
+    if (t->raw_data.len != (size_t)numel * esz) {
+      dynq__imp_errorf("%s '%s': raw_data holds %zu bytes but a %s tensor of this shape "
+                       "needs %" PRId64, what, name, t->raw_data.len, tn, numel * (int64_t)esz);
       return -1;
     }
     raw = t->raw_data.data;
-  } else if (t->n_int32_data != (size_t)numel) {
+  } else if ((half ? t->n_int32_data : t->n_double_data) != (size_t)numel) {
     /* float16 travels as its 16 bits in int32_data */
-    dynq__imp_errorf("%s '%s': int32_data holds %zu values but the shape needs %" PRId64, what,
-                     name, t->n_int32_data, numel);
+    dynq__imp_errorf("%s '%s': %s holds %zu values but the shape needs %" PRId64, what, name,
+                     half ? "int32_data" : "double_data",
+                     half ? t->n_int32_data : t->n_double_data, numel);
     return -1;
   }
   float *f = dynq__imp_pool_alloc(&b->pool, (size_t)(numel ? numel : 1) * sizeof(float));
@@ -658,16 +663,33 @@ static int32_t import_half(dynq__builder_t *b, const Onnx__TensorProto *t, const
     return -1;
   }
   for (int64_t i = 0; i < numel; i++) {
-    uint16_t h = raw != NULL ? (uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8)
-                             : (uint16_t)t->int32_data[i];
-    if (raw == NULL && (t->int32_data[i] < 0 || t->int32_data[i] > 0xffff)) {
-      dynq__imp_errorf("%s '%s': value %" PRId32 " at index %" PRId64 " is not a float16's bits",
-                       what, name, t->int32_data[i], i);
-      return -1;
+    if (half) {
+      if (raw == NULL && (t->int32_data[i] < 0 || t->int32_data[i] > 0xffff)) {
+        dynq__imp_errorf("%s '%s': value %" PRId32 " at index %" PRId64 " is not a float16's "
+                         "bits", what, name, t->int32_data[i], i);
+        return -1;
+      }
+      uint16_t h = raw != NULL ? (uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8)
+                               : (uint16_t)t->int32_data[i];
+      f[i] = half_to_float(h);
+    } else {
+      double d;
+      if (raw != NULL) {
+        uint64_t u = 0;
+        for (int k = 7; k >= 0; k--) u = u << 8 | raw[8 * i + k]; /* little-endian */
+        memcpy(&d, &u, sizeof d);
+      } else {
+        d = t->double_data[i];
+      }
+      f[i] = (float)d;
+      if (isinf(f[i]) && !isinf(d)) {
+        dynq__imp_errorf("%s '%s': float64 value %g at index %" PRId64 " is beyond float32's "
+                         "range (the engine computes in float32)", what, name, d, i);
+        return -1;
+      }
     }
-    f[i] = half_to_float(h);
   }
-  /* the widened copy goes through the float32 path */
+  /* the converted copy goes through the float32 path */
   w.data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
   w.has_data_location = 0;
   w.n_external_data = 0;
@@ -675,13 +697,15 @@ static int32_t import_half(dynq__builder_t *b, const Onnx__TensorProto *t, const
   w.raw_data.len = (size_t)numel * sizeof(float);
   w.raw_data.data = (uint8_t *)f;
   w.n_int32_data = 0;
+  w.n_double_data = 0;
   return dynq__imp_import_tensor(b, &w, name, what);
 }
 
 int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
                              const char *what) {
-  if (t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 && t->segment == NULL)
-    return import_half(b, t, name, what);
+  if ((t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
+       t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE) && t->segment == NULL)
+    return import_widened(b, t, name, what);
   int external =
       t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
   if (!external && t->n_external_data > 0) {

@@ -380,6 +380,8 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname);
  * converter, such as the float product of a MatMulInteger); -1 after an
  * error (dynq-quantize.c). */
 int dynq__imp_convert_node(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+/* Min/Max/Sum/Mean with any number of inputs (import_graph.c). */
+int dynq__import_variadic(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 /* MatMulInteger / ConvInteger as float products (import_quant.c). */
 const char *dynq__import_quant_check(conv_t *c, const Onnx__NodeProto *n);
 int dynq__import_quant(conv_t *c, const Onnx__NodeProto *n, const char *nname);

@@ -326,6 +326,8 @@ static int cast_target(int64_t to, int *ret_bool) {
   case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return DYNQ_DT_F32;
   /* rounded to half precision, carried as float32 (the node's "half") */
   case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return DYNQ_DT_F32;
+  /* float64 is computed in float32 (its constants are narrowed at import) */
+  case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return DYNQ_DT_F32;
   case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return DYNQ_DT_U8;
   case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return DYNQ_DT_I8;
   case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return DYNQ_DT_I32;
@@ -345,23 +347,37 @@ static const char *attr_str(const Onnx__NodeProto *n, const char *name, char *bu
   return buf;
 }
 
-/* Dropout at inference is its input: an Identity.  Its mask output is
- * not made (a reader of it fails as an undefined input), and a
+/* Dropout at inference is its input: an Identity, and its mask output
+ * all true in the input's shape (Shape -> ConstantOfShape).  A
  * training_mode that is not a constant false is refused. */
 int dynq__import_dropout(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   /* training_mode: checked in pass 1 (dynq__import_graph_check) */
-  for (size_t i = 0; n->n_output > 1 && n->output[1][0] && i < c->g->n_output; i++)
-    if (c->g->output[i]->name && strcmp(c->g->output[i]->name, n->output[1]) == 0) {
-      dynq__imp_errorf("node '%s' (op Dropout): the mask output '%s' is not supported (it is "
-                       "a graph output)", nname, n->output[1]);
-      return -1;
-    }
-  dynq__bnode_t *bn = dynq__imp_add_node(&c->b, DYNQ_OP_IDENTITY, nname);
+  dynq__builder_t *b = &c->b;
+  int32_t x = dynq__imp_value_of(c, n->input[0]);
+  dynq__bnode_t *bn = dynq__imp_add_node(b, DYNQ_OP_IDENTITY, nname);
   if (bn == NULL) return oom();
-  dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[0]));
-  int32_t out = dynq__imp_claim_output(c, n->output[0], c->b.n_nodes - 1);
+  dynq__imp_node_in(bn, x);
+  int32_t out = dynq__imp_claim_output(c, n->output[0], b->n_nodes - 1);
   if (out < 0) return -1;
-  dynq__imp_node_out(&c->b, &c->b.nodes[c->b.n_nodes - 1], out);
+  dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  if (n->n_output < 2 || n->output[1] == NULL || n->output[1][0] == 0) return 0;
+  /* the mask keeps everything: true (bool as uint8 1) in x's shape */
+  uint8_t *one = dynq__imp_pool_alloc(&b->pool, 1);
+  if (one == NULL) return oom();
+  *one = 1;
+  int64_t d1 = 1;
+  int32_t ov = dynq__imp_add_const(b, nname, ".true", DYNQ_DT_U8, 1, &d1, one, 1);
+  int32_t sv = dynq__imp_add_temp(b, nname, ".shape", DYNQ_DT_I64);
+  if (ov < 0 || sv < 0) return oom();
+  if ((bn = dynq__imp_add_node(b, DYNQ_OP_SHAPE, nname)) == NULL) return oom();
+  dynq__imp_node_in(bn, x);
+  dynq__imp_node_out(b, bn, sv);
+  int32_t mv = dynq__imp_claim_output(c, n->output[1], b->n_nodes);
+  if (mv < 0) return -1;
+  if ((bn = dynq__imp_add_node(b, DYNQ_OP_CONSTANT_OF_SHAPE, nname)) == NULL) return oom();
+  dynq__imp_node_in(bn, sv);
+  dynq__imp_node_in(bn, ov);
+  dynq__imp_node_out(b, bn, mv);
   return 0;
 }
 
@@ -443,7 +459,7 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     to = cast_target(t, &to_bool);
     if (to < 0) {
       dynq__imp_errorf("node '%s' (op Cast): cast to %s is not supported (float32, float16, "
-                       "int8, uint8, int32, int64 and bool are)", nname,
+                       "float64, int8, uint8, int32, int64 and bool are)", nname,
                        dynq__imp_onnx_dtype_name((int32_t)t));
       return -1;
     }
@@ -559,6 +575,49 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     int32_t out = dynq__imp_claim_output(c, n->output[o], b->n_nodes - 1);
     if (out < 0) return -1;
     dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  }
+  return 0;
+}
+
+/* Min/Max/Sum/Mean over more inputs than the engine op takes at once
+ * (DYNQ_BCAST_MAX): a left-to-right chain of the op over groups, which
+ * folds in the same order as one node would; Mean sums the same way and
+ * divides by the count once. */
+int dynq__import_variadic(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  if (n->n_input <= DYNQ_BCAST_MAX) return dynq__import_graph_op(c, n, nname);
+  dynq__builder_t *b = &c->b;
+  const int mean = strcmp(n->op_type, "Mean") == 0;
+  const int op = mean ? DYNQ_OP_SUM : dynq__op_from_name(n->op_type);
+  int32_t acc = -1;
+  size_t i = 0;
+  while (i < n->n_input) {
+    int32_t ins[DYNQ_BCAST_MAX];
+    int k = 0;
+    if (acc >= 0) ins[k++] = acc;
+    while (k < DYNQ_BCAST_MAX && i < n->n_input) ins[k++] = dynq__imp_value_of(c, n->input[i++]);
+    const int last = i == n->n_input && !mean;
+    int32_t out = last ? dynq__imp_claim_output(c, n->output[0], b->n_nodes)
+                       : dynq__imp_add_temp(b, nname, ".acc", DYNQ_DT_F32);
+    if (out < 0) return last ? -1 : oom();
+    dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
+    if (bn == NULL) return oom();
+    for (int j = 0; j < k; j++) dynq__imp_node_in(bn, ins[j]);
+    dynq__imp_node_out(b, bn, out);
+    acc = out;
+  }
+  if (mean) {
+    float *cnt = dynq__imp_pool_alloc(&b->pool, sizeof(float));
+    if (cnt == NULL) return oom();
+    *cnt = (float)n->n_input;
+    int32_t cv = dynq__imp_add_const(b, nname, ".count", DYNQ_DT_F32, 0, NULL, cnt, sizeof(float));
+    if (cv < 0) return oom();
+    int32_t out = dynq__imp_claim_output(c, n->output[0], b->n_nodes);
+    if (out < 0) return -1;
+    dynq__bnode_t *bn = dynq__imp_add_node(b, DYNQ_OP_DIV, nname);
+    if (bn == NULL) return oom();
+    dynq__imp_node_in(bn, acc);
+    dynq__imp_node_in(bn, cv);
+    dynq__imp_node_out(b, bn, out);
   }
   return 0;
 }

@@ -122,8 +122,6 @@ static const struct {
     {"test_training_dropout_mask", "Dropout runs in inference form only"},
     {"test_training_dropout_zero_ratio", "Dropout runs in inference form only"},
     {"test_training_dropout_zero_ratio_mask", "Dropout runs in inference form only"},
-    {"test_dropout_default_mask", "Dropout's mask output is not supported"},
-    {"test_dropout_default_mask_ratio", "Dropout's mask output is not supported"},
     {"test_hannwindow_expanded", "the stored window is off its formula by 6e-5 and not "
      "symmetric (as if pi were rounded); dynq's agrees with the formula to 1e-7"},
     {"test_hannwindow_symmetric_expanded", "the stored window is off its formula by 6e-5 and not "

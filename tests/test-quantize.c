@@ -529,7 +529,7 @@ START_TEST(test_malformed_models) {
     const char *want[3];
   } cases[] = {
       {"bad_external.onnx", {"'w'", "external"}},
-      {"bad_dtype.onnx", {"'w'", "DOUBLE"}},
+      {"bad_dtype.onnx", {"'w'", "INT16"}},
       {"bad_rawsize.onnx", {"'w'", "raw_data holds 44 bytes", "48"}},
       {"bad_undefined_input.onnx", {"add_missing", "'nope'"}},
       {"bad_reshape_dynamic.onnx", {"dyn_reshape", "constant"}},
@@ -563,6 +563,8 @@ START_TEST(test_malformed_models) {
                               "'ci_3d' (op ConvInteger): only 1-D and 2-D convolutions"}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
+      {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
+                           "float32's range", NULL, NULL}},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *want[4] = {cases[i].want[0], cases[i].want[1], cases[i].want[2], NULL};
