@@ -754,13 +754,17 @@ int dynq__selfcheck(const dynq__imp_options_t *imp, const uint8_t *buf, size_t l
     dynq__imp_errorf("%s: path too long", out);
     return 1;
   }
-  /* The measured model is the plain conversion plus the FP32 reference:
-   * with the reference wanted it is written to `out` with its summary, and
-   * replaced only when a layer is kept; else to a side file. */
+  /* The measured model is the plain conversion plus the FP32 reference,
+   * always written to a side file: `out` is touched once, by a rename or
+   * the final conversion, so a failed run leaves it as it was and a
+   * watcher never sees the intermediate model.  With the reference wanted
+   * the side file is the answer when no layer is kept (its summary is
+   * printed under the name `out`). */
   dynq__imp_options_t o = *imp;
   int is_plain = !imp->no_reference;
-  const char *mpath = is_plain ? out : search_path;
+  const char *mpath = search_path;
   o.quiet = imp->quiet || !is_plain;
+  o.shown_path = out;
   o.no_reference = 0; /* the FP32 path is the measure */
   o.on_layers = collect_layers;
   o.on_layers_ctx = &k;
@@ -898,8 +902,16 @@ skip:
     fprintf(stderr, "%s: note: self-check skipped: %s; every layer quantized as by "
             "--no-self-check\n", dynq__imp_progname, err);
 plain:
-  /* with the reference, `out` already holds the plain conversion */
-  ret = is_plain ? 0 : dynq__imp_convert_buffer(imp, buf, len, in, out) == 0 ? 0 : 1;
+  /* with the reference, the side file holds the plain conversion */
+  if (is_plain) {
+    ret = 0;
+    if (rename(search_path, out) != 0) {
+      dynq__imp_errorf("cannot rename %s to %s: %s", search_path, out, strerror(errno));
+      ret = 1;
+    }
+  } else {
+    ret = dynq__imp_convert_buffer(imp, buf, len, in, out) == 0 ? 0 : 1;
+  }
   if (ret == 0 && !imp->quiet && err[0] == 0 && sized) {
     if (measured)
       printf("self-check (%d synthetic draws): all layers INT8 relL2 %.4g; no layer kept FP32 "

@@ -941,9 +941,10 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
   }
   if (opt->on_layers != NULL) opt->on_layers(opt->on_layers_ctx, c.layers, c.n_layers);
   if (!opt->quiet) {
-    print_summary(&c, &dg, in, out);
+    const char *shown = opt->shown_path != NULL ? opt->shown_path : out;
+    print_summary(&c, &dg, in, shown);
     struct stat st;
-    if (stat(out, &st) == 0) printf("wrote %s (%lld bytes)\n", out, (long long)st.st_size);
+    if (stat(out, &st) == 0) printf("wrote %s (%lld bytes)\n", shown, (long long)st.st_size);
   }
   ret = 0;
 done:

@@ -138,6 +138,10 @@ typedef struct dynq__imp_options {
   int n_keep_exact;
   const char *const *keep_exact;
   const char *keep_exact_why;
+  /* The path the summary names when the file is written to a side path
+   * and renamed into place afterwards (the self-check); NULL: the path
+   * written. */
+  const char *shown_path;
   int quiet;                 /* no summary on stdout (a calibration pass) */
   int progress;              /* a line per stage on stderr (unless quiet) */
   const char *ext_dir;       /* the model's directory, where tensors kept in
