@@ -491,7 +491,6 @@ static void zoo_draw(uint64_t seed, float *x, size_t n) {
   }
 }
 enum { SEED_SET = 0x5E7000, SEED_CALIB = 0xCA1000 };  /* make_zoo.py's */
-#define DEFAULT_SLACK 1.02
 
 /* y = output 0 of model dm (one float input, m's shape) on x, in-process. */
 static void run_x(dynq__model_t *dm, const zmodel_t *m, int precision, float *x, float *y) {
@@ -528,11 +527,14 @@ static void run_x(dynq__model_t *dm, const zmodel_t *m, int precision, float *x,
  * dynq's per-patch activations make less error everywhere else.  So:
  *
  *  - the default conversion is compared over all n_sets batches together
- *    (64 images; relL2 of the concatenation): 0.963 (MobileNet), 1.005
- *    (ResNet), 1.003 (keyword spotter) x ORT's, one batch alone 0.16 to
- *    1.74.  Sharing ORT's weight rounding, it is at par, not better: the
- *    assertion allows DEFAULT_SLACK for the cross term left over 64
- *    images (the per-batch ratios' spread / sqrt(8) is about 1 %);
+ *    (64 images; relL2 of the concatenation) and must not exceed ORT's,
+ *    with no margin.  Before the conversion's self-check (which keeps a
+ *    classifier's last layer FP32 when its INT8 run carries much of the
+ *    error for little of the work, docs/NUMERICS.md) the three sat at par:
+ *    0.963 (MobileNet), 1.005 (ResNet), 1.003 (keyword spotter); with it
+ *    0.963, 0.671 and 0.840 (MobileNet keeps nothing: its head's gain is
+ *    not steady across the synthetic draws).  One batch alone still moves
+ *    between 0.16 and 1.2, which is why no single batch is asserted;
  *  - a conversion calibrated on n_calib other batches (--calibrate
  *    --error-budget at half ORT's error on those batches, the margin
  *    docs/NUMERICS.md advises) must beat ORT on every batch alone, with no
@@ -611,9 +613,8 @@ START_TEST(zoo_sets) {
            sqrt(d2[v] / r2), pooled_ort, sqrt(d2[v] / r2) / pooled_ort);
   }
   fflush(stdout);
-  ck_assert_msg(pooled <= pooled_ort * DEFAULT_SLACK,
-                "%s: default int8 relL2 over %zu batches %g > %.2f x ORT's %g", m->dynq, S, pooled,
-                DEFAULT_SLACK, pooled_ort);
+  ck_assert_msg(pooled <= pooled_ort, "%s: default int8 relL2 over %zu batches %g > ORT's %g",
+                m->dynq, S, pooled, pooled_ort);
   for (size_t k = 0; k < S; k++)
     ck_assert_msg(e[1][k] <= m->ort_set[k], "%s: calibrated int8 relL2 on batch %zu %g > ORT's %g",
                   m->dynq, k, e[1][k], m->ort_set[k]);
