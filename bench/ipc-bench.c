@@ -47,6 +47,9 @@
  * the server inside its recvmsg, once per request.
  * --throughput-only: only 3 (raw clients next to the bare pairs), 3b and
  * the engine, for comparing daemon builds or settings quickly.
+ * --pipeline-only: only 3b, the engine at batch 1 and at batches of D rows,
+ * and 3d (the bare pipelined echo): the pipelined figure next to the
+ * ceiling the socket and the engine leave on these cores.
  */
 #include <errno.h>
 #include <poll.h>
@@ -74,7 +77,7 @@ static int o_clients = 64, o_workers = 2;
 static int o_split_rows, o_cols = 4096;
 static const char *o_dargs[16];
 static int o_n_dargs;
-static int o_latency_only, o_throughput_only, o_blocking_recv;
+static int o_latency_only, o_throughput_only, o_pipeline_only, o_blocking_recv;
 
 /* Wait until fd has bytes to read (see --blocking-recv). */
 static void wait_readable(int fd) {
@@ -214,6 +217,7 @@ static int c_recv(conn_t *c, dynq__rpc_msg_t *m) {
 }
 
 static float g_x[768];
+static float *g_xs;  /* o_pipe_depth copies of g_x: the engine's batched rows */
 
 static void w_infer(dynq__wbuf_t *w, uint32_t msgid) {
   dynq__w_request_head(w, msgid, "infer");
@@ -614,9 +618,9 @@ static void *engine_main(void *p) {
   memset(&in, 0, sizeof(in));
   in.dtype = DYNQ_DT_F32;
   in.rank = 2;
-  in.dims[0] = 1;
+  in.dims[0] = a->depth > 0 ? a->depth : 1;  /* rows of one run */
   in.dims[1] = 768;
-  in.data = g_x;
+  in.data = a->depth > 0 ? g_xs : g_x;
   dynq__run_opts_t opts = {DYNQ_PRECISION_INT8, NULL, 1};
   while (now_s() < a->until) {
     dynq__tensor_t out[4];
@@ -624,12 +628,15 @@ static void *engine_main(void *p) {
     char err[128];
     if (dynq__model_run(a->model, &opts, &in, out, err, sizeof(err)) != 0) die(err);
     dynq__tensor_clear(&out[0]);
-    a->done++;
+    a->done += in.dims[0];
   }
   return NULL;
 }
 
-static double engine_throughput(void) {
+/* Rows per second of the engine in-process on o_workers threads, each
+ * running batches of `rows` (0: single requests); g_cpu_per_req_us gets
+ * the CPU per row. */
+static double engine_throughput_rows(int rows) {
   char path[4096], err[256];
   snprintf(path, sizeof(path), "%s/%s.dynq", o_models, o_model);
   dynq__model_t *m;
@@ -643,6 +650,7 @@ static double engine_throughput(void) {
   for (int i = 0; i < o_workers; i++) {
     a[i].until = t0 + o_seconds;
     a[i].model = m;
+    a[i].depth = rows;
     pthread_create(&th[i], NULL, engine_main, &a[i]);
   }
   long total = 0;
@@ -658,6 +666,8 @@ static double engine_throughput(void) {
   dynq__model_unref(m);
   return (double)total / el;
 }
+
+static double engine_throughput(void) { return engine_throughput_rows(0); }
 
 /* ---- 3c: the socket's own limit ----
  *
@@ -741,6 +751,117 @@ static double bare_pingpong(int pairs, size_t req, size_t resp) {
   return (double)total / el;
 }
 
+/* ---- 3d: the socket's own limit when pipelined ----
+ *
+ * What the pipelined clients could reach if dynqd cost nothing but moving
+ * the bytes: C socketpairs, each client keeping D requests of the infer
+ * request's size in flight (one send per burst, as libdynqclient does),
+ * each echo thread answering every whole request it has read with one of
+ * the answer's size, a burst in one send.  The CPU both ends spend per
+ * round trip, plus the engine's own CPU per request at the coalesced batch
+ * dynqd runs, is what one request needs at least: the ceiling of the
+ * pipelined figure on the same cores. */
+
+typedef struct bare_pipe {
+  int fd, depth;
+  size_t req, resp;
+  double until;
+  long done;
+} bare_pipe_t;
+
+/* Bytes read into a stream of n-byte messages: the whole ones since the
+ * last call (*part carries the bytes of an unfinished one). */
+static long whole_msgs(size_t got, size_t n, size_t *part) {
+  *part += got;
+  long k = (long)(*part / n);
+  *part %= n;
+  return k;
+}
+
+static void *bare_pipe_echo(void *p) {
+  bare_pipe_t *a = p;
+  size_t cap = (size_t)a->depth * (a->req > a->resp ? a->req : a->resp) + 65536;
+  uint8_t *in = malloc(cap), *out = calloc((size_t)a->depth, a->resp);
+  size_t part = 0;
+  while (in != NULL && out != NULL) {
+    wait_readable(a->fd);
+    ssize_t r = recv(a->fd, in, cap, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    long k = whole_msgs((size_t)r, a->req, &part);
+    while (k > 0) {  /* a client never has more than depth in flight */
+      long m = k < a->depth ? k : a->depth;
+      if (full_io(a->fd, out, (size_t)m * a->resp, 1) != 0) goto out;
+      k -= m;
+    }
+  }
+out:
+  free(in);
+  free(out);
+  return NULL;
+}
+
+static void *bare_pipe_client(void *p) {
+  bare_pipe_t *a = p;
+  size_t cap = (size_t)a->depth * (a->req > a->resp ? a->req : a->resp) + 65536;
+  uint8_t *in = malloc(cap), *out = calloc((size_t)a->depth, a->req);
+  if (in == NULL || out == NULL) die("out of memory");
+  long inflight = a->depth;
+  size_t part = 0;
+  if (full_io(a->fd, out, (size_t)a->depth * a->req, 1) != 0) die("bare pipeline: send failed");
+  while (inflight > 0) {
+    wait_readable(a->fd);
+    ssize_t r = recv(a->fd, in, cap, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) die("bare pipeline: socket failed");
+    long k = whole_msgs((size_t)r, a->resp, &part);
+    a->done += k;
+    inflight -= k;
+    if (k > 0 && now_s() < a->until) {
+      if (full_io(a->fd, out, (size_t)k * a->req, 1) != 0) die("bare pipeline: send failed");
+      inflight += k;
+    }
+  }
+  free(in);
+  free(out);
+  shutdown(a->fd, SHUT_WR);
+  return NULL;
+}
+
+/* Round trips per second; *ret_cpu_us: this process's CPU per round trip
+ * (both ends run here). */
+static double bare_pipelined(int conns, int depth, size_t req, size_t resp, double *ret_cpu_us) {
+  pthread_t th[2 * 256];
+  bare_pipe_t a[2 * 256];
+  int fds[2 * 256];
+  struct timespec c0, c1;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+  double t0 = now_s(), until = t0 + o_seconds;
+  for (int i = 0; i < conns; i++) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair failed");
+    fds[2 * i] = sv[0];
+    fds[2 * i + 1] = sv[1];
+    a[2 * i] = (bare_pipe_t){sv[0], depth, req, resp, until, 0};
+    a[2 * i + 1] = (bare_pipe_t){sv[1], depth, req, resp, until, 0};
+    pthread_create(&th[2 * i + 1], NULL, bare_pipe_echo, &a[2 * i + 1]);
+    pthread_create(&th[2 * i], NULL, bare_pipe_client, &a[2 * i]);
+  }
+  long total = 0;
+  for (int i = 0; i < conns; i++) {
+    pthread_join(th[2 * i], NULL);
+    total += a[2 * i].done;
+  }
+  double el = now_s() - t0;
+  for (int i = 0; i < conns; i++) pthread_join(th[2 * i + 1], NULL);
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+  for (int i = 0; i < 2 * conns; i++) close(fds[i]);
+  *ret_cpu_us = total > 0 ? ((double)(c1.tv_sec - c0.tv_sec) * 1e6 +
+                             (double)(c1.tv_nsec - c0.tv_nsec) / 1e3) / (double)total
+                          : 0;
+  return (double)total / el;
+}
+
 /* Sizes of the infer request and of its answer, as the throughput clients
  * send and receive them. */
 static void infer_sizes(const daemon_t *d, size_t *ret_req, size_t *ret_resp) {
@@ -790,6 +911,35 @@ static void warm(const daemon_t *d) {
   c_close(&c);
 }
 
+/* --pipeline-only: the pipelined clients, the engine, and the ceiling the
+ * socket and the engine leave (3d). */
+static void pipeline_report(daemon_t *d, size_t req_len, size_t resp_len) {
+  double t_pipe = throughput_n(d, 0, o_pipe_conns, o_pipe_depth);
+  double cpu_pipe = g_cpu_per_req_us, loop_pipe = g_loop_per_req_us;
+  daemon_stop(d);
+  printf("throughput, pipelined %d conns x %d in flight (libdynqclient): %.0f req/s (dynqd CPU "
+         "%.1f us/req, its loop thread %.1f)\n", o_pipe_conns, o_pipe_depth, t_pipe, cpu_pipe,
+         loop_pipe);
+  double t_eng = engine_throughput();
+  double cpu_eng = g_cpu_per_req_us;
+  double t_rows = engine_throughput_rows(o_pipe_depth);
+  double cpu_rows = g_cpu_per_req_us;
+  double cpu_bare;
+  double t_bare = bare_pipelined(o_pipe_conns, o_pipe_depth, req_len, resp_len, &cpu_bare);
+  double ceil = (double)o_workers * 1e6 / (cpu_bare + cpu_rows);
+  printf("engine in-process, %d threads, batch 1: %.0f runs/s, CPU %.2f us/run; batches of %d "
+         "rows: %.0f rows/s, CPU %.2f us/row\n", o_workers, t_eng, cpu_eng, o_pipe_depth,
+         t_rows, cpu_rows);
+  printf("bare pipelined echo, %d socketpairs x %d in flight, %zu/%zu bytes, readers %s: "
+         "%.0f round trips/s, CPU %.2f us each (both ends)\n", o_pipe_conns, o_pipe_depth,
+         req_len, resp_len, o_blocking_recv ? "block in recv" : "wait in poll", t_bare,
+         cpu_bare);
+  printf("pipelined: %.0f%% of the engine's batch-1 rate; ceiling on %d cores (bare socket "
+         "CPU + engine CPU per row at %d rows) %.0f req/s = %.0f%% of it; dynqd + client "
+         "reach %.0f%% of the ceiling\n", 100.0 * t_pipe / t_eng, o_workers, o_pipe_depth, ceil,
+         100.0 * ceil / t_eng, 100.0 * t_pipe / ceil);
+}
+
 int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -803,6 +953,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--client-spin") == 0 && v) o_client_spin = atoi(argv[++i]);
     else if (strcmp(argv[i], "--latency-only") == 0) o_latency_only = 1;
     else if (strcmp(argv[i], "--throughput-only") == 0) o_throughput_only = 1;
+    else if (strcmp(argv[i], "--pipeline-only") == 0) o_pipeline_only = o_throughput_only = 1;
     else if (strcmp(argv[i], "--blocking-recv") == 0) o_blocking_recv = 1;
     else if (strcmp(argv[i], "--pipeline") == 0 && v) {
       if (sscanf(argv[++i], "%dx%d", &o_pipe_conns, &o_pipe_depth) != 2 || o_pipe_conns < 1 ||
@@ -815,7 +966,7 @@ int main(int argc, char **argv) {
     else {
       fprintf(stderr, "usage: ipc-bench --dynqd PATH --models DIR [--model NAME] "
                       "[--seconds S] [--clients N] [--workers W] [--daemon-arg ARG]...\n"
-                      "                 [--client-spin US] [--latency-only | --throughput-only]\n"
+                      "                 [--client-spin US] [--latency-only | --throughput-only | --pipeline-only]\n"
                       "                 [--blocking-recv]\n"
                       "                 [--pipeline CxD]\n"
                       "       ipc-bench ... --model NAME --split ROWS [--cols K]\n");
@@ -828,6 +979,9 @@ int main(int argc, char **argv) {
     die("bad --seconds/--clients/--workers");
   signal(SIGPIPE, SIG_IGN);
   for (int i = 0; i < 768; i++) g_x[i] = (float)((i * 7919) % 97 - 48) / 48.0f;
+  g_xs = malloc((size_t)o_pipe_depth * sizeof(g_x));
+  if (g_xs == NULL) die("out of memory");
+  for (int r = 0; r < o_pipe_depth; r++) memcpy(g_xs + (size_t)r * 768, g_x, sizeof(g_x));
   const char *kmsg;
   if (dynq__kernels_init(getenv("DYNQ_KERNEL"), &kmsg) != 0) die("no kernel");
   printf("model %s/%s.dynq, %d workers, kernel %s\n", o_models, o_model, o_workers,
@@ -855,6 +1009,10 @@ int main(int argc, char **argv) {
   infer_sizes(&d, &req_len, &resp_len);
   /* the bare pairs on both sides of the daemon figure: the load on a
    * shared machine drifts, the mean of the two is what it was around it */
+  if (o_pipeline_only) {
+    pipeline_report(&d, req_len, resp_len);
+    return 0;
+  }
   double t_bare0 = bare_pingpong(o_clients, req_len, resp_len);
   double t_off = throughput(&d, -1);
   double cpu_off = g_cpu_per_req_us, loop_off = g_loop_per_req_us;
