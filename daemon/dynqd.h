@@ -704,7 +704,10 @@ typedef struct dynqd_infer {
   /* Filled by the run (worker): */
   int status;                 /* 0 or the error code */
   char err[256];              /* why, when status != 0 */
-  dynq__tensor_t *out;        /* owned outputs when status == 0 */
+  dynq__tensor_t *out;        /* outputs when status == 0: the array is
+                                 owned, or borrowed from the worker's
+                                 merged run until dynqd__infer_out_done */
+  int out_borrowed;
   int batched;                /* requests run together */
   int64_t compute_us;
 } dynqd_infer_t;
@@ -720,12 +723,17 @@ int dynqd__batch_axes(const dynq__model_sig_t *sig, const dynqd_batch_rule_t *ru
 /* Worker: run x alone (x->job.threads wide): status, out or err. */
 void dynqd__infer_run(dynqd_infer_t *x);
 /* Worker: run n >= 2 requests as one; 0 when each got its result, else
- * nonzero and none was touched.  Outputs of plain requests (no session,
+ * nonzero and none was touched.  Each request's out array is the
+ * thread's (out_borrowed): it must end with dynqd__infer_out_done before
+ * this thread's next merged run.  Outputs of plain requests (no session,
  * not shadowed) may be views into the merged outputs, then left in
- * *ret_keep (model signature's n_outputs tensors): valid until the caller
- * frees them with dynqd__infer_keep_free, after encoding. */
+ * *ret_keep (model signature's n_outputs tensors, also the thread's):
+ * valid until the caller clears them with dynqd__infer_keep_free, after
+ * encoding. */
 int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep);
 void dynqd__infer_keep_free(const dynq__model_t *model, dynq__tensor_t *keep);
+/* The outputs are encoded (or taken): clear them and drop the array. */
+void dynqd__infer_out_done(dynqd_infer_t *x);
 /* Whether b may run in one batch with a. */
 int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b);
 /* Take the bound outputs of a successful run as the session's next state. */

@@ -33,6 +33,7 @@
  * each gets exactly its own answer.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,8 +187,9 @@ static void clear_out(dynqd_infer_t *x) {
   if (x->out == NULL) return;
   int no = dynq__model_signature(x->model)->n_outputs;
   for (int i = 0; i < no; i++) dynq__tensor_clear(&x->out[i]);
-  free(x->out);
+  if (!x->out_borrowed) free(x->out);
   x->out = NULL;
+  x->out_borrowed = 0;
 }
 
 /* The run's result: x->out (when rc == 0) goes to the shm regions asked
@@ -226,57 +228,142 @@ static int view_rows(const dynq__tensor_t *t, int axis, int64_t r0, int64_t rows
   return 0;
 }
 
+/* A thread's memory for merged runs, kept from one batch to the next and
+ * freed when the thread ends.  Allocated and freed per batch, the merged
+ * inputs (tens of KiB) and the small arrays made malloc consolidate its
+ * free lists at every batch, and every copy went to cold memory. */
+typedef struct scratch {
+  uint8_t *buf;          /* owned (dynq__aligned_alloc): merged inputs */
+  size_t cap;            /* bytes at buf; at most SCRATCH_KEEP between runs */
+  dynq__tensor_t *t;     /* owned (malloc): in, out, then the requests'
+                            output tensors, which they borrow until encoded */
+  size_t t_cap;          /* tensors at t */
+  int64_t *rows;         /* owned (malloc): rows of each request */
+  size_t rows_cap;
+} scratch_t;
+
+/* Merged inputs larger than this get memory of their own per run. */
+#define SCRATCH_KEEP ((size_t)1 << 20)
+
+static pthread_key_t scratch_key;
+static int scratch_ok;  /* the key exists */
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p) {
+  scratch_t *sc = p;
+  dynq__aligned_free(sc->buf);
+  free(sc->t);
+  free(sc->rows);
+  free(sc);
+}
+
+static void scratch_key_make(void) {
+  scratch_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+/* This thread's scratch with room for n_t tensors and n rows; NULL when
+ * out of memory (the batch then runs request by request). */
+static scratch_t *scratch_get(size_t n_t, size_t n) {
+  pthread_once(&scratch_once, scratch_key_make);
+  if (!scratch_ok) return NULL;
+  scratch_t *sc = pthread_getspecific(scratch_key);
+  if (sc == NULL) {
+    if ((sc = calloc(1, sizeof(*sc))) == NULL) return NULL;
+    if (pthread_setspecific(scratch_key, sc) != 0) {
+      free(sc);
+      return NULL;
+    }
+  }
+  if (n_t > sc->t_cap) {
+    dynq__tensor_t *t = realloc(sc->t, n_t * sizeof(*t));
+    if (t == NULL) return NULL;
+    sc->t = t;
+    sc->t_cap = n_t;
+  }
+  if (n > sc->rows_cap) {
+    int64_t *r = realloc(sc->rows, n * sizeof(*r));
+    if (r == NULL) return NULL;
+    sc->rows = r;
+    sc->rows_cap = n;
+  }
+  memset(sc->t, 0, n_t * sizeof(*sc->t));
+  return sc;
+}
+
+/* Room for n bytes of merged inputs (DYNQ_ALIGN-aligned), or NULL. */
+static uint8_t *scratch_bytes(scratch_t *sc, size_t n) {
+  if (n > sc->cap) {
+    uint8_t *b = dynq__aligned_alloc(n);
+    if (b == NULL) return NULL;
+    dynq__aligned_free(sc->buf);
+    sc->buf = b;
+    sc->cap = n;
+  }
+  return sc->buf;
+}
+
+static size_t align_up(size_t n) { return (n + DYNQ_ALIGN - 1) & ~(size_t)(DYNQ_ALIGN - 1); }
+
 int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep) {
   dynqd_infer_t *a = v[0];
   int ni = a->n_inputs, no = dynq__model_signature(a->model)->n_outputs;
   const int8_t *ax = a->axes;
   int rc = -ENOMEM;
   int64_t total = 0;
-  int views = 0;  /* outputs some request sees through a view */
   *ret_keep = NULL;
-  dynq__tensor_t *in = calloc((size_t)(ni > 0 ? ni : 1), sizeof(*in));
-  dynq__tensor_t *out = calloc((size_t)(no > 0 ? no : 1), sizeof(*out));
-  dynq__tensor_t *part = calloc((size_t)n * (size_t)(no > 0 ? no : 1), sizeof(*part));
-  int64_t *rows = calloc((size_t)n, sizeof(*rows));
-  if (in == NULL || out == NULL || part == NULL || rows == NULL) goto done;
+  scratch_t *sc = scratch_get((size_t)ni + (size_t)no + (size_t)n * (size_t)no, (size_t)n);
+  if (sc == NULL) return -ENOMEM;
+  dynq__tensor_t *in = sc->t, *out = in + ni, *part = out + no;
+  int64_t *rows = sc->rows;
   for (int k = 0; k < n; k++) {
     rows[k] = job_rows(v[k]);
-    if (rows[k] < 0) {  /* its inputs disagree on the batch: not batchable */
-      rc = DYNQ_ESHAPE;
-      goto done;
-    }
+    if (rows[k] < 0) return DYNQ_ESHAPE;  /* its inputs disagree on the batch */
     total += rows[k];
   }
+  /* The merged inputs side by side in the scratch buffer: views. */
+  size_t bytes = 0;
   for (int i = 0; i < ni; i++) {
-    int64_t dims[DYNQ_MAX_RANK];
-    memcpy(dims, a->inputs[i].dims, sizeof(dims));
-    dims[ax[i]] = total;
-    rc = dynq__tensor_alloc_uninit(&in[i], a->inputs[i].dtype, a->inputs[i].rank, dims);
-    if (rc != 0) goto done;
+    in[i].dtype = a->inputs[i].dtype;
+    in[i].rank = a->inputs[i].rank;
+    memcpy(in[i].dims, a->inputs[i].dims, sizeof(in[i].dims));
+    in[i].dims[ax[i]] = total;
+    bytes += align_up(dynq__tensor_nbytes(&in[i]));
+  }
+  uint8_t *dst = scratch_bytes(sc, bytes > 0 ? bytes : 1);
+  if (dst == NULL) return -ENOMEM;
+  for (int i = 0; i < ni; i++) {
+    in[i].data = dst;
+    in[i].owned = 0;
     size_t outer, inner;
     split_shape(&in[i], ax[i], &outer, &inner);
-    uint8_t *dst = in[i].data;
+    uint8_t *p = dst;
     for (size_t o = 0; o < outer; o++) {
       for (int k = 0; k < n; k++) {
         size_t chunk = (size_t)rows[k] * inner;
-        if (chunk > 0)
-          memcpy(dst, (const uint8_t *)v[k]->inputs[i].data + o * chunk, chunk);
-        dst += chunk;
+        if (chunk > 0) memcpy(p, (const uint8_t *)v[k]->inputs[i].data + o * chunk, chunk);
+        p += chunk;
       }
     }
+    dst += align_up(dynq__tensor_nbytes(&in[i]));
   }
   dynq__run_opts_t opts = {a->precision, NULL, 1};
   char err[256];
   int64_t t0 = now_us();
   rc = dynq__model_run(a->model, &opts, in, out, err, sizeof(err));
   int64_t us = now_us() - t0;
-  if (rc != 0) goto done;
+  if (sc->cap > SCRATCH_KEEP) {  /* a rare big batch: not kept */
+    dynq__aligned_free(sc->buf);
+    sc->buf = NULL;
+    sc->cap = 0;
+  }
+  if (rc != 0) return rc;  /* the run left out empty */
   for (int o = 0; o < no; o++) {
     if (out[o].rank <= ax[ni + o] || out[o].dims[ax[ni + o]] != total) {
       rc = DYNQ_ESHAPE;  /* an output without the batch along its axis */
-      goto done;
+      goto fail;
     }
   }
+  int views = 0;  /* outputs some request sees through a view */
   int64_t r0 = 0;
   for (int k = 0; k < n; k++) {
     /* A plain request's outputs are only encoded, before the caller
@@ -284,61 +371,44 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
      * state, a shadowed request its outputs: their own copies. */
     int plain = v[k]->session == NULL && !v[k]->keep_inputs && v[k]->out_shm == NULL;
     for (int o = 0; o < no; o++) {
-      dynq__tensor_t *dst = &part[(size_t)k * no + o];
-      if (plain && view_rows(&out[o], ax[ni + o], r0, rows[k], dst) == 0) {
+      dynq__tensor_t *d = &part[(size_t)k * no + o];
+      if (plain && view_rows(&out[o], ax[ni + o], r0, rows[k], d) == 0) {
         views = 1;
         continue;
       }
-      rc = slice_rows(&out[o], ax[ni + o], r0, rows[k], dst);
-      if (rc != 0) goto done;
+      rc = slice_rows(&out[o], ax[ni + o], r0, rows[k], d);
+      if (rc != 0) goto fail;
     }
     r0 += rows[k];
-  }
-  for (int k = 0; k < n; k++) {
-    v[k]->out = calloc((size_t)(no > 0 ? no : 1), sizeof(*v[k]->out));
-    if (v[k]->out == NULL) {
-      for (int q = 0; q <= k; q++) {
-        free(v[q]->out);
-        v[q]->out = NULL;
-      }
-      rc = -ENOMEM;
-      goto done;
-    }
   }
   for (int k = 0; k < n; k++) {
     v[k]->compute_us = us;
     v[k]->batched = n;
     for (int i = 0; i < ni && !v[k]->keep_inputs; i++) dynq__tensor_clear(&v[k]->inputs[i]);
-    memcpy(v[k]->out, &part[(size_t)k * no], (size_t)no * sizeof(*part));
+    v[k]->out = &part[(size_t)k * no];  /* borrowed until dynqd__infer_out_done */
+    v[k]->out_borrowed = 1;
     finish(v[k], 0, "");
   }
-  rc = 0;
   if (views) {  /* the caller frees them once the answers are encoded */
     *ret_keep = out;
-    out = NULL;
+    return 0;
   }
+  for (int o = 0; o < no; o++) dynq__tensor_clear(&out[o]);
+  return 0;
 
-done:
-  if (in != NULL)
-    for (int i = 0; i < ni; i++) dynq__tensor_clear(&in[i]);
-  if (out != NULL)
-    for (int o = 0; o < no; o++) dynq__tensor_clear(&out[o]);
-  if (part != NULL && rc != 0)
-    for (size_t q = 0; q < (size_t)n * (size_t)no; q++) dynq__tensor_clear(&part[q]);
-  free(in);
-  free(out);
-  free(part);
-  free(rows);
+fail:
+  for (int o = 0; o < no; o++) dynq__tensor_clear(&out[o]);
+  for (size_t q = 0; q < (size_t)n * (size_t)no; q++) dynq__tensor_clear(&part[q]);
   return rc;
 }
-
 
 void dynqd__infer_keep_free(const dynq__model_t *model, dynq__tensor_t *keep) {
   if (keep == NULL) return;
   for (int o = 0; o < dynq__model_signature(model)->n_outputs; o++)
     dynq__tensor_clear(&keep[o]);
-  free(keep);
 }
+
+void dynqd__infer_out_done(dynqd_infer_t *x) { clear_out(x); }
 
 void dynqd__infer_run(dynqd_infer_t *x) {
   int no = dynq__model_signature(x->model)->n_outputs;

@@ -160,8 +160,10 @@ static void encode(rpc_infer_t *r) {
   if (x->status != 0) {
     dynq__w_error_response(&w, r->rq.msgid, x->status, x->err);
   } else {
+    /* Counted maps: a self-counting one would move the whole answer,
+     * tensors included, behind its header when it closes. */
     dynq__w_result_head(&w, r->rq.msgid);
-    dynq__w_map_begin(&w);
+    dynq__w_map(&w, 4 + (x->batched > 1) + (x->job.threads > 1));
     dynq__w_str(&w, "outputs");
     dynq__w_map(&w, (uint32_t)g->n_outputs);
     for (int i = 0; i < g->n_outputs; i++) {
@@ -169,22 +171,20 @@ static void encode(rpc_infer_t *r) {
       const dynqd_shm_ref_t *sr = x->out_shm ? &x->out_shm[i] : NULL;
       if (sr != NULL && sr->region != NULL) {
         const dynq__tensor_t *t = &x->out[i];
-        dynq__w_map_begin(&w);
+        dynq__w_map(&w, 3);
         dynq__w_str(&w, "dtype");
         dynq__w_str(&w, dynq__dtype_name(t->dtype));
         dynq__w_str(&w, "shape");
         dynq__w_array(&w, (uint32_t)t->rank);
         for (int d = 0; d < t->rank; d++) dynq__w_int(&w, t->dims[d]);
         dynq__w_str(&w, "shm");
-        dynq__w_map_begin(&w);
+        dynq__w_map(&w, 3);
         dynq__w_str(&w, "region");
         dynq__w_uint(&w, sr->region_id);
         dynq__w_str(&w, "offset");
         dynq__w_uint(&w, sr->offset);
         dynq__w_str(&w, "size");
         dynq__w_uint(&w, sr->size);
-        dynq__w_map_end(&w);
-        dynq__w_map_end(&w);
       } else {
         dynq__w_tensor(&w, &x->out[i]);
       }
@@ -203,7 +203,6 @@ static void encode(rpc_infer_t *r) {
       dynq__w_str(&w, "threads");
       dynq__w_int(&w, x->job.threads);
     }
-    dynq__w_map_end(&w);
     if (w.err == 0 && w.len > r->max_resp) {
       size_t big = w.len;
       char msg[160];
@@ -223,8 +222,7 @@ static void encode(rpc_infer_t *r) {
     memcpy(r->shadow_out, x->out, (size_t)g->n_outputs * sizeof(*x->out));
     memset(x->out, 0, (size_t)g->n_outputs * sizeof(*x->out));
   }
-  if (x->out != NULL)
-    for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&x->out[i]);
+  dynqd__infer_out_done(x);  /* before the worker's next merged run */
   if (w.err != 0) {  /* try once more with a small error response */
     dynq__wbuf_free(&w);
     dynq__wbuf_init(&w);
