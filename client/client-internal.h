@@ -213,6 +213,10 @@ void dynq__obj_to_json(dynq__obj_t o, FILE *f);
 int dynq__decode_infer_result(const uint8_t *p, size_t len, dynq_infer_result_t *ret,
                               size_t *ret_used, char *err, size_t errlen);
 
+/* Free the calling thread's spare result blocks (result.c keeps a few
+ * freed ones for the next answers; dynq_close gives them back). */
+void dynq__result_spares_drop(void);
+
 /* A cursor over msgpack bytes that passed the frame scanner (rd.c): each
  * read takes one item at p and advances, or returns -1 (wrong type, or
  * not enough bytes before end) leaving p where it was. */

@@ -300,6 +300,7 @@ void dynq_close(dynq_client_t *c) {
   dynq__framer_free(&c->fr);
   dynq__wbuf_free(&c->out);
   free(c);
+  dynq__result_spares_drop();
 }
 
 int dynq_client_set_spin(dynq_client_t *c, int spin_us) {
@@ -836,12 +837,11 @@ static int expire_due(dynq_client_t *c, uint64_t *ret_next) {
 }
 
 /* Block (after this wait's spin) until ticket msgid is answered or its
- * deadline passes. */
-static int wait_done(dynq_client_t *c, uint32_t msgid) {
+ * deadline passes: the ticket, or NULL when msgid has none. */
+static dynq__pend_t *wait_done(dynq_client_t *c, uint32_t msgid) {
   for (;;) {
     dynq__pend_t *p = pend_find(c, msgid);
-    if (p == NULL) return -ENOENT;
-    if (p->done) return 0;
+    if (p == NULL || p->done) return p;
     /* the request may still be queued; a failure fails the ticket */
     if (c->out.len > 0) {
       (void)flush_out(c);
@@ -867,7 +867,7 @@ static int wait_done(dynq_client_t *c, uint32_t msgid) {
         uint64_t now = mono_ns();
         if (now >= p->deadline_ns) {
           pend_expire(c, p);
-          return 0;
+          return p;
         }
         left = ms_until(p->deadline_ns, now);
       }
@@ -878,19 +878,29 @@ static int wait_done(dynq_client_t *c, uint32_t msgid) {
 }
 
 int dynq__client_take(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg) {
-  int r = wait_done(c, msgid);
-  if (r < 0)
-    return dynq__client_fail(c, r, "no request %u is in flight on this connection",
+  dynq__pend_t *p = wait_done(c, msgid);
+  if (p == NULL)
+    return dynq__client_fail(c, -ENOENT, "no request %u is in flight on this connection",
                              (unsigned)msgid);
-  return collect(c, pend_find(c, msgid), ret_msg);
+  return collect(c, p, ret_msg);
 }
 
 int dynq__client_take_spin(dynq_client_t *c, uint32_t msgid, dynq__rpc_msg_t *ret_msg) {
   uint64_t t0, waited;
   int budget, probe = 0, r;
   if (c->spin_max_us <= 0) return dynq__client_take(c, msgid, ret_msg);
-  t0 = mono_ns();
   budget = c->spin_cur_us;
+  dynq__pend_t *p = pend_find(c, msgid);
+  if (p != NULL && p->done) {
+    /* Answered already (a pipelined wait after dynq_poll reported it):
+     * the spin state moves as for a wait of 0 us, without the two clock
+     * reads that would measure it. */
+    if (budget == 0 && ++c->spin_idle_calls >= c->spin_probe_gap) c->spin_idle_calls = 0;
+    c->spin_cur_us = c->spin_max_us;
+    c->spin_probe_gap = SPIN_PROBE_MIN;
+    return collect(c, p, ret_msg);
+  }
+  t0 = mono_ns();
   if (budget == 0 && ++c->spin_idle_calls >= c->spin_probe_gap) {
     budget = c->spin_max_us;
     c->spin_idle_calls = 0;

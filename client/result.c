@@ -7,6 +7,7 @@
 #include "client-internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,24 +130,83 @@ static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size
  * are whole lines). */
 static size_t line_up(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* A result block of cap bytes on a 64-byte line, from plain malloc: the
- * pointer malloc gave sits just below the block for block_free.  (glibc's
- * posix_memalign cost several hundred instructions more per answer.) */
+/* Result blocks: one per answer, on a 64-byte line, from plain malloc;
+ * a header just below the block holds the pointer malloc gave and the
+ * block's capacity.  (glibc's posix_memalign cost several hundred
+ * instructions more per answer.)
+ *
+ * A freed block of at most SPARE_BYTES goes to its thread's spares (at
+ * most SPARE_MAX of them) and the thread's next answers reuse it: a
+ * pipeline frees as many results as it decodes, all of one size, and
+ * malloc + free of a block that size cost ~450 instructions per answer
+ * (it is past glibc's per-thread cache).  A thread holds at most
+ * SPARE_MAX * SPARE_BYTES bytes this way; they are freed when it exits
+ * (a key destructor) or closes a client (dynq_close). */
+#define SPARE_MAX 32
+#define SPARE_BYTES ((size_t)16 << 10)
+
+typedef struct block_head {
+  void *raw;                 /* what malloc returned */
+  size_t cap;                /* usable bytes from the block's start */
+} block_head_t;
+
+typedef struct spares {
+  int n;
+  char *blk[SPARE_MAX];      /* owned; freed blocks, the last freed on top */
+} spares_t;
+
+static __thread spares_t spares;
+static __thread int spares_keyed;  /* this thread's destructor is armed */
+static pthread_key_t spares_key;
+static int spares_key_ok;
+static pthread_once_t spares_once = PTHREAD_ONCE_INIT;
+
+static block_head_t *head_of(char *blk) { return (block_head_t *)blk - 1; }
+
+static void spares_drop(void) {
+  for (int i = 0; i < spares.n; i++) free(head_of(spares.blk[i])->raw);
+  spares.n = 0;
+}
+
+static void spares_exit(void *unused) {
+  (void)unused;
+  spares_drop();
+}
+
+static void spares_key_init(void) {
+  spares_key_ok = pthread_key_create(&spares_key, spares_exit) == 0;
+}
+
+void dynq__result_spares_drop(void) { spares_drop(); }
+
 static char *block_alloc(size_t cap) {
   char *raw, *blk;
-  if (cap > SIZE_MAX - 64 - sizeof(void *)) return NULL;
-  raw = malloc(cap + 64 + sizeof(void *));
+  if (spares.n > 0 && head_of(spares.blk[spares.n - 1])->cap >= cap)
+    return spares.blk[--spares.n];
+  if (cap > SIZE_MAX - 64 - sizeof(block_head_t)) return NULL;
+  raw = malloc(cap + 64 + sizeof(block_head_t));
   if (raw == NULL) return NULL;
-  blk = raw + line_up(sizeof(void *) + ((uintptr_t)raw & 63)) - ((uintptr_t)raw & 63);
-  memcpy(blk - sizeof(void *), &raw, sizeof(raw));
+  blk = raw + line_up(sizeof(block_head_t) + ((uintptr_t)raw & 63)) - ((uintptr_t)raw & 63);
+  head_of(blk)->raw = raw;
+  head_of(blk)->cap = cap;
   return blk;
 }
 
-static void block_free(void *blk) {
-  void *raw;
+static void block_free(void *p) {
+  char *blk = p;
   if (blk == NULL) return;
-  memcpy(&raw, (char *)blk - sizeof(void *), sizeof(raw));
-  free(raw);
+  if (head_of(blk)->cap <= SPARE_BYTES && spares.n < SPARE_MAX) {
+    if (!spares_keyed) {
+      /* without a destructor the spares would leak when the thread ends */
+      pthread_once(&spares_once, spares_key_init);
+      spares_keyed = spares_key_ok && pthread_setspecific(spares_key, &spares) == 0;
+    }
+    if (spares_keyed) {
+      spares.blk[spares.n++] = blk;
+      return;
+    }
+  }
+  free(head_of(blk)->raw);
 }
 
 #define BAD_FIELD(name) \

@@ -2493,6 +2493,83 @@ START_TEST(infer_decoder_names_what_is_wrong) {
 }
 END_TEST
 
+/* A result of one float32 output of n values seed, seed+1, ... decoded
+ * from bytes built here. */
+static void decode_counting(int n, float seed, dynq_infer_result_t *ret) {
+  float *v = malloc((size_t)(n ? n : 1) * sizeof(float));
+  char err[512];
+  for (int i = 0; i < n; i++) v[i] = seed + (float)i;
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "outputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "y");
+  dynq__wtensor_t t = {DYNQ_FLOAT32, 2, {1, n}, v, (size_t)n * sizeof(float)};
+  dynq__w_wtensor(&w, &t);
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  ck_assert_msg(dynq__decode_infer_result(w.data, w.len, ret, NULL, err, sizeof err) == 0,
+                "%s", err);
+  dynq__wbuf_free(&w);
+  free(v);
+}
+
+static void check_counting(const dynq_infer_result_t *r, int n, float seed) {
+  const float *y = r->outputs[0].data;
+  ck_assert_int_eq(r->n_outputs, 1);
+  ck_assert_str_eq(r->outputs[0].name, "y");
+  ck_assert_uint_eq(r->outputs[0].nbytes, (size_t)n * sizeof(float));
+  ck_assert_uint_eq((uintptr_t)y % 64, 0);
+  for (int i = 0; i < n; i++)
+    ck_assert_msg(y[i] == seed + (float)i, "value %d of a result of %d: %g", i, n, y[i]);
+}
+
+static void *free_results_and_exit(void *arg) {
+  dynq_infer_result_t *r = arg;
+  for (int i = 0; i < 8; i++) dynq_infer_result_free(&r[i]);
+  return NULL;  /* the spares this thread kept go with it */
+}
+
+/* Freed result blocks are reused for later answers (a thread keeps a few):
+ * a reused block must hold only its new answer, never be handed out twice
+ * or be too small, whatever the sizes and the order results are freed in;
+ * and blocks freed on a thread that then exits are not lost (valgrind and
+ * LeakSanitizer check that). */
+START_TEST(infer_result_blocks_reused_safely) {
+  static const int sizes[] = {768, 1, 0, 3000, 5000, 768, 100000, 17};
+  enum { N = 80 };
+  dynq_infer_result_t r[N];
+  /* same size after a free: the freed block comes back */
+  decode_counting(768, 1.0f, &r[0]);
+  void *first = r[0].outputs;
+  dynq_infer_result_free(&r[0]);
+  decode_counting(768, 2.0f, &r[0]);
+  ck_assert_ptr_eq(r[0].outputs, first);
+  check_counting(&r[0], 768, 2.0f);
+  dynq_infer_result_free(&r[0]);
+  /* more live results than spares, of mixed sizes, freed in a scrambled
+   * order while others are decoded into the freed blocks */
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < N; i++) decode_counting(sizes[i % 8], (float)(i + 100 * round), &r[i]);
+    for (int i = 0; i < N; i += 3) dynq_infer_result_free(&r[i]);
+    for (int i = 0; i < N; i += 3) decode_counting(sizes[(i + 5) % 8], (float)(-i), &r[i]);
+    for (int i = 0; i < N; i++) {
+      if (i % 3 == 0) check_counting(&r[i], sizes[(i + 5) % 8], (float)(-i));
+      else check_counting(&r[i], sizes[i % 8], (float)(i + 100 * round));
+    }
+    for (int i = N - 1; i >= 0; i -= 2) dynq_infer_result_free(&r[i]);
+    for (int i = 0; i < N; i += 2) dynq_infer_result_free(&r[i]);
+    for (int i = 0; i < N; i++) ck_assert_ptr_null(r[i].outputs);
+  }
+  /* freed on another thread, which then ends */
+  for (int i = 0; i < 8; i++) decode_counting(sizes[i], (float)i, &r[i]);
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, free_results_and_exit, r), 0);
+  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  for (int i = 0; i < 8; i++) ck_assert_ptr_null(r[i].outputs);
+}
+END_TEST
+
 static Suite *client_ext_suite(void) {
   Suite *s = suite_create("client-ext");
   TCase *tc = tcase_create("wav");
@@ -2518,6 +2595,7 @@ static Suite *client_ext_suite(void) {
   tcase_add_test(tc, pipeline_connection_closed);
   tcase_add_test(tc, pipeline_submits_leave_in_one_write);
   tcase_add_test(tc, infer_decoder_names_what_is_wrong);
+  tcase_add_test(tc, infer_result_blocks_reused_safely);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("dynqctl");
