@@ -350,7 +350,7 @@ int dynq_submit_infer(dynq_client_t *c, const char *model,
    * burst of submits leaves in one write */
   id = dynq__client_next_id(c);
   mark = dynq__client_queue_mark(c);
-  r = dynq__encode_infer(c, &c->out, id, model, inputs, n_inputs, opts);
+  r = dynq__encode_infer(c, &c->out, id, model, inputs, n_inputs, opts, NULL);
   if (r < 0) return r;  /* checked before anything was written */
   r = dynq__client_queue_end(c, mark, id, 1);
   if (r < 0) return r;
@@ -391,12 +391,21 @@ int dynq_infer_ex(dynq_client_t *c, const char *model,
                   const dynq_tensor_t *inputs, int n_inputs,
                   const dynq_infer_opts_t *opts,
                   dynq_infer_result_t *ret_result) {
-  uint32_t t;
+  dynq__enc_refs_t refs;
+  uint32_t id;
+  size_t mark;
   int r;
   if (c == NULL || ret_result == NULL) return -EINVAL;
-  r = dynq_submit_infer(c, model, inputs, n_inputs, opts, &t);
+  /* dynq_submit_infer + dynq_wait_infer, but the request is written
+   * before this returns, so the input data goes from the caller's memory
+   * straight to the socket rather than through a copy in the queue */
+  id = dynq__client_next_id(c);
+  mark = dynq__client_queue_mark(c);
+  r = dynq__encode_infer(c, &c->out, id, model, inputs, n_inputs, opts, &refs);
   if (r < 0) return r;
-  return dynq_wait_infer(c, t, ret_result);
+  r = dynq__client_send_refs(c, mark, id, &refs);
+  if (r < 0) return r;
+  return dynq_wait_infer(c, id, ret_result);
 }
 
 int dynq_infer(dynq_client_t *c, const char *model, int precision,

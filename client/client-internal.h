@@ -252,9 +252,35 @@ int dynq__rd_bin(dynq__rd_t *r, const void **ret_p, size_t *ret_n);
 int dynq__rd_int(dynq__rd_t *r, int64_t *ret);   /* any int that fits int64 */
 int dynq__rd_skip(dynq__rd_t *r);                /* one whole object */
 
-/* Encode an infer request (checks every input first); 0 or the error. */
+/* Inline input data an encoder left out of its buffer, to be sent from
+ * the caller's memory (a blocking call, whose inputs stay valid until the
+ * request is written): each payload belongs at byte at of the buffer,
+ * before the byte now there; at ascending.  Payloads under
+ * DYNQ__ENC_REF_MIN bytes, and those past DYNQ__ENC_MAX_REFS, are copied
+ * as usual. */
+#define DYNQ__ENC_MAX_REFS 16
+#define DYNQ__ENC_REF_MIN 512
+typedef struct dynq__enc_refs {
+  int n;
+  struct {
+    size_t at;
+    const void *data;        /* the caller's, borrowed */
+    size_t len;
+  } ref[DYNQ__ENC_MAX_REFS];
+} dynq__enc_refs_t;
+
+/* Encode an infer request (checks every input first); 0 or the error.
+ * refs NULL: every byte into w; else large inline payloads are recorded
+ * in *refs instead (w alone is then not the whole request). */
 int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                        const char *model, const dynq_tensor_t *inputs, int n_inputs,
-                       const dynq_infer_opts_t *opts);
+                       const dynq_infer_opts_t *opts, dynq__enc_refs_t *refs);
+
+/* dynq__client_queue_end for a request encoded with refs: the queue and
+ * the payloads go out at once, in one write (the refs' memory is not
+ * kept).  0 with the ticket registered (a write failure fails it, as a
+ * later flush would), or the error with the request dropped. */
+int dynq__client_send_refs(dynq_client_t *c, size_t mark, uint32_t msgid,
+                           const dynq__enc_refs_t *refs);
 
 #endif

@@ -588,12 +588,7 @@ static int wait_fd(dynq_client_t *c, int want_out, int timeout_ms) {
  * must never travel alone or with a later part of the stream.  When the
  * socket is full, answers are read meanwhile (the server may be waiting
  * for us to take them before it reads more). */
-static int send_all(dynq_client_t *c, const void *a, size_t alen,
-                    const void *b, size_t blen, int pass_fd) {
-  struct iovec iov[2] = {
-    { .iov_base = (void *)a, .iov_len = alen },
-    { .iov_base = (void *)b, .iov_len = b ? blen : 0 },
-  };
+static int send_iov(dynq_client_t *c, struct iovec *iov, int n_iov, int pass_fd) {
   union {
     struct cmsghdr h;
     char buf[CMSG_SPACE(sizeof(int))];
@@ -602,7 +597,7 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
   int i = 0;
   uint64_t stall_end = 0;    /* with a timeout: when a stall that began gives up */
 
-  while (i < 2) {
+  while (i < n_iov) {
     ssize_t w;
     if (iov[i].iov_len == 0) {
       i++;
@@ -612,7 +607,7 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
                                             "connection closed by dynqd while sending");
     memset(&mh, 0, sizeof(mh));
     mh.msg_iov = &iov[i];
-    mh.msg_iovlen = 2 - i;
+    mh.msg_iovlen = (size_t)(n_iov - i);
     if (pass_fd >= 0) {
       struct cmsghdr *h;
       memset(&cm, 0, sizeof(cm));
@@ -669,17 +664,27 @@ static int send_all(dynq_client_t *c, const void *a, size_t alen,
         return dynq__client_fail(c, -e, "%s", msg);
       }
     }
-    while (i < 2 && (size_t)w >= iov[i].iov_len) {
+    while (i < n_iov && (size_t)w >= iov[i].iov_len) {
       w -= (ssize_t)iov[i].iov_len;
       iov[i].iov_len = 0;
       i++;
     }
-    if (i < 2) {
+    if (i < n_iov) {
       iov[i].iov_base = (uint8_t *)iov[i].iov_base + w;
       iov[i].iov_len -= (size_t)w;
     }
   }
   return 0;
+}
+
+/* a, then b (may be NULL), as send_iov. */
+static int send_all(dynq_client_t *c, const void *a, size_t alen,
+                    const void *b, size_t blen, int pass_fd) {
+  struct iovec iov[2] = {
+    { .iov_base = (void *)a, .iov_len = alen },
+    { .iov_base = (void *)b, .iov_len = b ? blen : 0 },
+  };
+  return send_iov(c, iov, 2, pass_fd);
 }
 
 /* Whether request w may go: 0, or the error (message set). */
@@ -744,6 +749,32 @@ int dynq__client_queue_end(dynq_client_t *c, size_t mark, uint32_t msgid, int in
   /* A write failure fails the ticket (and the connection) like any
    * later one would: the ticket stands. */
   if (c->out.len >= DYNQ__CLIENT_FLUSH_AT) (void)flush_out(c);
+  return 0;
+}
+
+int dynq__client_send_refs(dynq_client_t *c, size_t mark, uint32_t msgid,
+                           const dynq__enc_refs_t *refs) {
+  struct iovec iov[2 * DYNQ__ENC_MAX_REFS + 1];
+  size_t prev = 0;
+  int n = 0;
+  int r = check_request(c, &c->out);
+  if (r == 0) r = pend_add(c, msgid, 1);
+  if (r < 0) {
+    c->out.len = mark;
+    c->out.err = 0;
+    c->out.depth = 0;
+    return r;
+  }
+  for (int k = 0; k < refs->n; k++) {
+    iov[n++] = (struct iovec){ c->out.data + prev, refs->ref[k].at - prev };
+    iov[n++] = (struct iovec){ (void *)refs->ref[k].data, refs->ref[k].len };
+    prev = refs->ref[k].at;
+  }
+  iov[n++] = (struct iovec){ c->out.data + prev, c->out.len - prev };
+  /* as flush_out: a failure fails the ticket with the connection */
+  (void)send_iov(c, iov, n, -1);
+  dynq__wbuf_reset(&c->out);
+  if (c->out.cap > ((size_t)1 << 20)) dynq__wbuf_free(&c->out);
   return 0;
 }
 

@@ -136,15 +136,19 @@ static const dynq_shm_ref_t *input_shm(const dynq_infer_opts_t *opts,
 }
 
 /* One input {dtype, shape, data} or {dtype, shape, shm} at the end of w
- * (checked already). */
-static void w_input(dynq__wbuf_t *w, const dynq_tensor_t *in, const dynq_shm_ref_t *shm) {
+ * (checked already); with refs, a large inline payload is recorded there
+ * instead of copied (see dynq__enc_refs_t). */
+static void w_input(dynq__wbuf_t *w, const dynq_tensor_t *in, const dynq_shm_ref_t *shm,
+                    dynq__enc_refs_t *refs) {
   size_t nlen = strlen(in->name);
   const char *dt = dynq__dt_name(in->dtype);
   size_t dtlen = strlen(dt);
   /* rank <= 8 is checked; the caller's struct is read once more here, so
    * the bound below holds whatever the fields say now */
   int rank = in->rank < 0 ? 0 : in->rank > DYNQ_CLIENT_MAX_RANK ? DYNQ_CLIENT_MAX_RANK : in->rank;
-  size_t payload = shm != NULL ? SHM_REF_MAX : in->nbytes;
+  int by_ref = shm == NULL && refs != NULL && in->nbytes >= DYNQ__ENC_REF_MIN &&
+               refs->n < DYNQ__ENC_MAX_REFS;
+  size_t payload = shm != NULL ? SHM_REF_MAX : by_ref ? 0 : in->nbytes;
   uint8_t *p = dynq__wbuf_reserve(w, HDR_MAX + nlen + 1 + 6 + HDR_MAX + dtlen + 6 + 1 +
                            (size_t)rank * HDR_MAX + 6 + HDR_MAX + payload);
   if (p == NULL) return;
@@ -162,15 +166,22 @@ static void w_input(dynq__wbuf_t *w, const dynq_tensor_t *in, const dynq_shm_ref
   } else {
     p = PUT_LIT(p, "data");
     p = put_bin_head(p, in->nbytes);
-    if (in->nbytes > 0) memcpy(p, in->data, in->nbytes);
-    p += in->nbytes;
+    if (by_ref) {
+      refs->ref[refs->n].at = (size_t)(p - w->data);
+      refs->ref[refs->n].data = in->data;
+      refs->ref[refs->n].len = in->nbytes;
+      refs->n++;
+    } else {
+      if (in->nbytes > 0) memcpy(p, in->data, in->nbytes);
+      p += in->nbytes;
+    }
   }
   w->len = (size_t)(p - w->data);
 }
 
 int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
                        const char *model, const dynq_tensor_t *inputs, int n_inputs,
-                       const dynq_infer_opts_t *opts) {
+                       const dynq_infer_opts_t *opts, dynq__enc_refs_t *refs) {
   static const dynq_infer_opts_t defaults;
   uint8_t *p;
   uint32_t n_params;
@@ -217,7 +228,8 @@ int dynq__encode_infer(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
   p = PUT_LIT(p, "inputs");
   p = put_map(p, (uint32_t)n_inputs);
   w->len = (size_t)(p - w->data);
-  for (int k = 0; k < n_inputs; k++) w_input(w, &inputs[k], input_shm(opts, inputs, k));
+  if (refs != NULL) refs->n = 0;
+  for (int k = 0; k < n_inputs; k++) w_input(w, &inputs[k], input_shm(opts, inputs, k), refs);
   /* precision, timeout_ms, session: 11 + 10 + 8 bytes of keys at most */
   p = dynq__wbuf_reserve(w, 3 * (HDR_MAX + 11) + 12);
   if (p == NULL) return 0;

@@ -163,6 +163,40 @@ static uint64_t shm_field(dynq__obj_t ref, const char *key) {
   return v;
 }
 
+static void put_raw(dynq__wbuf_t *w, const void *p, size_t n) {
+  uint8_t *d = dynq__wbuf_reserve(w, n);
+  ck_assert_ptr_nonnull(d);
+  if (n > 0) memcpy(d, p, n);
+  w->len += n;
+}
+
+/* The request encoded with its large payloads by reference, spliced back
+ * together: byte for byte the request encoded with copies (want). */
+static int expect_same_with_refs(dynq_client_t *c, const dynq__wbuf_t *want, uint32_t msgid,
+                                  const char *model, const dynq_tensor_t *ins, int n_in,
+                                  const dynq_infer_opts_t *o) {
+  dynq__enc_refs_t refs;
+  dynq__wbuf_t w, joined;
+  size_t prev = 0;
+  dynq__wbuf_init(&w);
+  dynq__wbuf_init(&joined);
+  ck_assert_int_eq(dynq__encode_infer(c, &w, msgid, model, ins, n_in, o, &refs), 0);
+  ck_assert_int_le(refs.n, DYNQ__ENC_MAX_REFS);
+  for (int k = 0; k < refs.n; k++) {
+    ck_assert_uint_ge(refs.ref[k].len, DYNQ__ENC_REF_MIN);
+    ck_assert_uint_ge(refs.ref[k].at, prev);
+    put_raw(&joined, w.data + prev, refs.ref[k].at - prev);
+    put_raw(&joined, refs.ref[k].data, refs.ref[k].len);
+    prev = refs.ref[k].at;
+  }
+  put_raw(&joined, w.data + prev, w.len - prev);
+  ck_assert_uint_eq(joined.len, want->len);
+  ck_assert_mem_eq(joined.data, want->data, want->len);
+  dynq__wbuf_free(&w);
+  dynq__wbuf_free(&joined);
+  return refs.n;
+}
+
 START_TEST(infer_encoder_as_dynqd_reads_it) {
   dynq_client_t *c = calloc(1, sizeof(*c));
   /* sizes across every header width: fix, 8, 16 and 32 bits */
@@ -221,7 +255,10 @@ START_TEST(infer_encoder_as_dynqd_reads_it) {
     }
     dynq__wbuf_t w;
     dynq__wbuf_init(&w);
-    ck_assert_int_eq(dynq__encode_infer(c, &w, msgids[round], model, ins, n_in, &o), 0);
+    ck_assert_int_eq(dynq__encode_infer(c, &w, msgids[round], model, ins, n_in, &o, NULL), 0);
+    /* the 70000-byte input goes by reference unless it is in shm */
+    ck_assert_int_eq(expect_same_with_refs(c, &w, msgids[round], model, ins, n_in, &o) > 0,
+                     n_in > 2 && round < 6);
     dynq__rpc_msg_t m;
     dynq__p_infer_t p;
     read_back(&w, msgids[round], &m, &p);
@@ -277,10 +314,25 @@ START_TEST(infer_encoder_as_dynqd_reads_it) {
   for (size_t k = 1; k < sizeof bad / sizeof bad[0]; k++) {
     dynq__wbuf_t w;
     dynq__wbuf_init(&w);
-    int r = dynq__encode_infer(c, &w, 1, "m", &bad[k].in, 1, NULL);
+    int r = dynq__encode_infer(c, &w, 1, "m", &bad[k].in, 1, NULL, NULL);
     ck_assert_msg(r == bad[k].code && strstr(c->errmsg, bad[k].needle) != NULL,
                   "case %zu: %d '%s'", k, r, c->errmsg);
     ck_assert_uint_eq(w.len, 0);
+    dynq__wbuf_free(&w);
+  }
+  {
+    /* more large inputs than payloads go by reference: the rest copied */
+    static char names[40][8];
+    dynq_tensor_t many[40];
+    for (int k = 0; k < 40; k++) {
+      snprintf(names[k], sizeof names[k], "m%d", k);
+      many[k] = (dynq_tensor_t){names[k], DYNQ_INT8, 1, {600 + k}, big + k, (size_t)(600 + k)};
+    }
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    ck_assert_int_eq(dynq__encode_infer(c, &w, 9, "linear", many, 40, NULL, NULL), 0);
+    ck_assert_int_eq(expect_same_with_refs(c, &w, 9, "linear", many, 40, NULL),
+                     DYNQ__ENC_MAX_REFS);
     dynq__wbuf_free(&w);
   }
   free(big);
@@ -1122,6 +1174,88 @@ START_TEST(timeout_poll_reports_expired) {
 }
 END_TEST
 
+/* The fake server of blocking_infer_large_input: takes three requests,
+ * checks each input's bytes, answers them last first. */
+typedef struct big_srv {
+  int fd;
+  const int8_t *want;       /* the pattern every input holds */
+  size_t lens[3];           /* the inputs' sizes, in the order expected */
+  uint32_t ids[3];
+  int ok;
+} big_srv_t;
+
+static void *big_srv_main(void *arg) {
+  big_srv_t *b = arg;
+  tu_rpc_t srv;
+  memset(&srv, 0, sizeof srv);
+  srv.fd = b->fd;
+  b->ok = 1;
+  for (int k = 0; k < 3; k++) {
+    dynq__rpc_msg_t m;
+    const void *data;
+    size_t n;
+    if (tu_rpc_recv(&srv, &m) != 0) {
+      b->ok = 0;
+      break;
+    }
+    b->ids[k] = m.msgid;
+    dynq__obj_t x = dynq__obj_get(dynq__obj_get(dynq__obj_get(m.params, "inputs"), "x"), "data");
+    if (strcmp(m.method, "infer") != 0 || dynq__obj_bin(x, &data, &n) != 0 || n != b->lens[k] ||
+        memcmp(data, b->want, n) != 0)
+      b->ok = 0;
+    dynq__rpc_free(&m);
+  }
+  for (int k = 2; k >= 0 && b->ok; k--) {
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    w_good_result(&w, b->ids[k]);
+    tu_rpc_send_wbuf(&srv, &w);
+    dynq__wbuf_free(&w);
+  }
+  dynq__framer_free(&srv.fr);
+  return NULL;
+}
+
+/* A blocking infer sends its input from the caller's memory, after the
+ * requests queued before it, in the order they were made; an input
+ * bigger than the socket takes many partial writes, each resumed at the
+ * right byte. */
+START_TEST(blocking_infer_large_input) {
+  int srv;
+  dynq_client_t *c = pair_client(&srv);
+  size_t n = (size_t)3 << 20;
+  int8_t *big = malloc(n);
+  ck_assert_ptr_nonnull(big);
+  for (size_t i = 0; i < n; i++) big[i] = (int8_t)(i * 131 + (i >> 12));
+  big_srv_t b = {srv, big, {700, 1000, n}, {0}, 0};
+  pthread_t th;
+  ck_assert_int_eq(pthread_create(&th, NULL, big_srv_main, &b), 0);
+  dynq_tensor_t a = {"x", DYNQ_INT8, 1, {700}, big, 700};
+  dynq_tensor_t a2 = {"x", DYNQ_INT8, 1, {1000}, big, 1000};
+  dynq_tensor_t in = {"x", DYNQ_INT8, 1, {(int64_t)n}, big, n};
+  uint32_t t1, t2;
+  dynq_infer_result_t res;
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &a, 1, NULL, &t1), 0);
+  ck_assert_int_eq(dynq_submit_infer(c, "m", &a2, 1, NULL, &t2), 0);
+  ck_assert_msg(dynq_infer(c, "m", DYNQ_INFER_DEFAULT, &in, 1, &res) == 0, "%s",
+                dynq_client_errmsg(c));
+  ck_assert_int_eq(res.n_outputs, 1);
+  dynq_infer_result_free(&res);
+  ck_assert_int_eq(dynq_wait_infer(c, t2, &res), 0);
+  dynq_infer_result_free(&res);
+  ck_assert_int_eq(dynq_wait_infer(c, t1, &res), 0);
+  dynq_infer_result_free(&res);
+  ck_assert_int_eq(pthread_join(th, NULL), 0);
+  ck_assert_int_eq(b.ok, 1);
+  ck_assert_uint_eq(b.ids[0], t1);
+  ck_assert_uint_eq(b.ids[1], t2);
+  ck_assert_int_eq(dynq_inflight(c), 0);
+  dynq_close(c);
+  close(srv);
+  free(big);
+}
+END_TEST
+
 /* A server that stops reading: the request cannot be wholly sent, the
  * stream is lost mid-request, so the connection closes with -ETIMEDOUT. */
 START_TEST(timeout_send_stall_closes) {
@@ -1441,6 +1575,7 @@ static Suite *client_wire_suite(void) {
   tcase_add_test(tc, timeout_abandons_and_drops_late_answer);
   tcase_add_test(tc, timeout_poll_reports_expired);
   tcase_add_test(tc, timeout_send_stall_closes);
+  tcase_add_test(tc, blocking_infer_large_input);
   tcase_add_test(tc, timeout_connect_queue_full);
   tcase_add_test(tc, slow_drip);
   tcase_add_test(tc, answer_with_fds_leaks_none);
