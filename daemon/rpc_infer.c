@@ -147,22 +147,85 @@ static void *in_space(rpc_infer_t *r, size_t n) {
   return p;
 }
 
-/* Encode x's result (its outputs are taken and freed) into r->resp. */
-static void encode(rpc_infer_t *r) {
+/* The answers of one merged batch differ only in their msgid, output
+ * bytes, queue_us and decode_us when their outputs have the same dtypes
+ * and shapes: the first answer, with where those parts lie in it, is the
+ * pattern the others are copied from around their own parts. */
+#define LIKE_OUT_MAX 4
+typedef struct like {
+  const uint8_t *p;              /* the first answer (its request's resp) */
+  size_t len;
+  size_t body;                   /* just past [1, msgid, nil */
+  int n_out;
+  size_t data[LIKE_OUT_MAX];     /* where each output's bytes begin */
+  size_t nbytes[LIKE_OUT_MAX];
+  int dtype[LIKE_OUT_MAX], rank[LIKE_OUT_MAX];
+  int64_t dims[LIKE_OUT_MAX][DYNQ_MAX_RANK];
+  size_t q, q_end, d, d_end;     /* the queue_us and decode_us values */
+  int64_t compute_us;
+  int batched;
+} like_t;
+
+/* After the answer is in w: sessions keep their state, a shadowed
+ * request its outputs; the rest of the outputs are freed and w becomes
+ * r->resp (or a small error when it could not be written). */
+static void encode_done(rpc_infer_t *r, dynq__wbuf_t *w) {
+  dynqd_infer_t *x = &r->x;
+  const dynq__model_sig_t *g = dynq__model_signature(x->model);
+  /* The session keeps its bound outputs as the next state (the loop
+   * swaps them in); the rest is freed now. */
+  if (x->status == 0) dynqd__infer_take_state(x);
+  if (x->out != NULL && r->shadow && x->status == 0 &&
+      (r->shadow_out = calloc((size_t)g->n_outputs, sizeof(*r->shadow_out))) != NULL) {
+    /* a shadowed request keeps its INT8 outputs for the comparison */
+    memcpy(r->shadow_out, x->out, (size_t)g->n_outputs * sizeof(*x->out));
+    memset(x->out, 0, (size_t)g->n_outputs * sizeof(*x->out));
+  }
+  dynqd__infer_out_done(x);  /* before the worker's next merged run */
+  if (w->err != 0) {  /* try once more with a small error response */
+    dynq__wbuf_free(w);
+    dynq__wbuf_init(w);
+    x->status = -ENOMEM;
+    dynq__w_error_response(w, r->rq.msgid, -ENOMEM, "out of memory encoding the result");
+  }
+  if (w->err == 0) {
+    r->resp_cap = w->cap;
+    r->resp = dynq__wbuf_steal(w, &r->resp_len);
+  }
+  dynq__wbuf_free(w);
+}
+
+/* A writer on the block's buffer (grown by realloc if need be). */
+static void encode_begin(rpc_infer_t *r, dynq__wbuf_t *w) {
+  dynq__wbuf_init(w);
+  w->data = r->rbuf;
+  w->cap = r->rbuf_cap;
+  r->rbuf = NULL;
+  r->rbuf_cap = 0;
+}
+
+/* Encode x's result (its outputs are taken and freed) into r->resp.  With
+ * pat: a successful answer of inline tensors is noted there as the
+ * pattern of its batch (pat->p set). */
+static void encode(rpc_infer_t *r, like_t *pat) {
   dynqd_infer_t *x = &r->x;
   const dynq__model_sig_t *g = dynq__model_signature(x->model);
   dynq__wbuf_t w;
-  dynq__wbuf_init(&w);
-  w.data = r->rbuf;  /* the block's buffer: grown (realloc) if need be */
-  w.cap = r->rbuf_cap;
-  r->rbuf = NULL;
-  r->rbuf_cap = 0;
+  encode_begin(r, &w);
+  if (pat != NULL) {
+    pat->p = NULL;
+    pat->n_out = g->n_outputs;
+  }
+  if (pat != NULL && (x->status != 0 || x->out_shm != NULL || x->job.threads > 1 ||
+                      g->n_outputs > LIKE_OUT_MAX))
+    pat = NULL;
   if (x->status != 0) {
     dynq__w_error_response(&w, r->rq.msgid, x->status, x->err);
   } else {
     /* Counted maps: a self-counting one would move the whole answer,
      * tensors included, behind its header when it closes. */
     dynq__w_result_head(&w, r->rq.msgid);
+    if (pat != NULL) pat->body = w.len;
     dynq__w_map(&w, 4 + (x->batched > 1) + (x->job.threads > 1));
     dynq__w_str(&w, "outputs");
     dynq__w_map(&w, (uint32_t)g->n_outputs);
@@ -186,15 +249,27 @@ static void encode(rpc_infer_t *r) {
         dynq__w_str(&w, "size");
         dynq__w_uint(&w, sr->size);
       } else {
-        dynq__w_tensor(&w, &x->out[i]);
+        const dynq__tensor_t *t = &x->out[i];
+        dynq__w_tensor(&w, t);
+        if (pat != NULL) {  /* the tensor's bytes end what it wrote */
+          pat->nbytes[i] = dynq__tensor_nbytes(t);
+          pat->data[i] = w.len - pat->nbytes[i];
+          pat->dtype[i] = t->dtype;
+          pat->rank[i] = t->rank;
+          memcpy(pat->dims[i], t->dims, sizeof(pat->dims[i]));
+        }
       }
     }
     dynq__w_str(&w, "compute_us");
     dynq__w_int(&w, x->compute_us);
     dynq__w_str(&w, "queue_us");
+    if (pat != NULL) pat->q = w.len;
     dynq__w_int(&w, x->job.queue_us);
+    if (pat != NULL) pat->q_end = w.len;
     dynq__w_str(&w, "decode_us");
+    if (pat != NULL) pat->d = w.len;
     dynq__w_int(&w, r->decode_us);
+    if (pat != NULL) pat->d_end = w.len;
     if (x->batched > 1) {  /* ran merged with this many requests */
       dynq__w_str(&w, "batch");
       dynq__w_int(&w, x->batched);
@@ -211,29 +286,59 @@ static void encode(rpc_infer_t *r) {
                "(--max-output)", big, r->max_resp);
       x->status = DYNQ_ELIMIT;
       dynq__w_error_response(&w, r->rq.msgid, DYNQ_ELIMIT, msg);
+      pat = NULL;
     }
-    /* The session keeps its bound outputs as the next state (the loop
-     * swaps them in); the rest is freed now. */
-    dynqd__infer_take_state(x);
   }
-  if (x->out != NULL && r->shadow && x->status == 0 &&
-      (r->shadow_out = calloc((size_t)g->n_outputs, sizeof(*r->shadow_out))) != NULL) {
-    /* a shadowed request keeps its INT8 outputs for the comparison */
-    memcpy(r->shadow_out, x->out, (size_t)g->n_outputs * sizeof(*x->out));
-    memset(x->out, 0, (size_t)g->n_outputs * sizeof(*x->out));
+  if (pat != NULL && w.err == 0) {
+    pat->len = w.len;
+    pat->compute_us = x->compute_us;
+    pat->batched = x->batched;
+  } else {
+    pat = NULL;
   }
-  dynqd__infer_out_done(x);  /* before the worker's next merged run */
-  if (w.err != 0) {  /* try once more with a small error response */
-    dynq__wbuf_free(&w);
-    dynq__wbuf_init(&w);
-    x->status = -ENOMEM;
-    dynq__w_error_response(&w, r->rq.msgid, -ENOMEM, "out of memory encoding the result");
+  encode_done(r, &w);
+  if (pat != NULL && r->resp != NULL && x->status == 0) pat->p = r->resp;
+}
+
+static void put_bytes(dynq__wbuf_t *w, const void *p, size_t n) {
+  uint8_t *dst = dynq__wbuf_reserve(w, n);
+  if (dst == NULL || n == 0) return;
+  memcpy(dst, p, n);
+  w->len += n;
+}
+
+/* Encode r's answer from its batch's pattern (the same bytes encode would
+ * write); -1 when its answer does not fit the pattern: encode it then. */
+static int encode_like(rpc_infer_t *r, const like_t *pat) {
+  dynqd_infer_t *x = &r->x;
+  if (pat->p == NULL || x->status != 0 || x->out_shm != NULL || x->job.threads > 1 ||
+      x->batched != pat->batched || x->compute_us != pat->compute_us ||
+      dynq__model_signature(x->model)->n_outputs != pat->n_out ||
+      pat->len + 32 > r->max_resp)  /* the limit is encode's to report */
+    return -1;
+  for (int i = 0; i < pat->n_out; i++) {
+    const dynq__tensor_t *t = &x->out[i];
+    if ((int)t->dtype != pat->dtype[i] || t->rank != pat->rank[i] ||
+        memcmp(t->dims, pat->dims[i], (size_t)t->rank * sizeof(t->dims[0])) != 0)
+      return -1;
   }
-  if (w.err == 0) {
-    r->resp_cap = w.cap;
-    r->resp = dynq__wbuf_steal(&w, &r->resp_len);
+  dynq__wbuf_t w;
+  encode_begin(r, &w);
+  dynq__wbuf_reserve(&w, pat->len + 32);
+  dynq__w_result_head(&w, r->rq.msgid);
+  size_t at = pat->body;
+  for (int i = 0; i < pat->n_out; i++) {
+    put_bytes(&w, pat->p + at, pat->data[i] - at);
+    put_bytes(&w, x->out[i].data, pat->nbytes[i]);
+    at = pat->data[i] + pat->nbytes[i];
   }
-  dynq__wbuf_free(&w);
+  put_bytes(&w, pat->p + at, pat->q - at);
+  dynq__w_int(&w, x->job.queue_us);
+  put_bytes(&w, pat->p + pat->q_end, pat->d - pat->q_end);
+  dynq__w_int(&w, r->decode_us);
+  put_bytes(&w, pat->p + pat->d_end, pat->len - pat->d_end);
+  encode_done(r, &w);
+  return 0;
 }
 
 static int may_write(const rpc_infer_t *r) {
@@ -268,14 +373,18 @@ static void answer(rpc_infer_t **v, int n) {
 static void job_run(dynqd_job_t *j) {
   rpc_infer_t *r = (rpc_infer_t *)j;
   dynqd__infer_run(&r->x);
-  encode(r);
+  encode(r, NULL);
   answer(&r, 1);
 }
 
 static int job_run_batch(dynqd_job_t **v, int n) {
   dynq__tensor_t *keep;  /* merged outputs the answers' views point into */
   if (dynqd__infer_run_merged((dynqd_infer_t **)v, n, &keep) != 0) return -1;
-  for (int k = 0; k < n; k++) encode((rpc_infer_t *)v[k]);
+  like_t pat = {0};
+  for (int k = 0; k < n; k++) {
+    rpc_infer_t *r = (rpc_infer_t *)v[k];
+    if (encode_like(r, &pat) != 0) encode(r, pat.p == NULL ? &pat : NULL);
+  }
   dynqd__infer_keep_free(((rpc_infer_t *)v[0])->x.model, keep);
   answer((rpc_infer_t **)v, n);
   return 0;
@@ -289,7 +398,7 @@ static void job_expire(dynqd_job_t *j, const char *msg) {
   rpc_infer_t *r = (rpc_infer_t *)j;
   r->x.status = DYNQ_EDEADLINE;
   snprintf(r->x.err, sizeof(r->x.err), "%s", msg);
-  encode(r);
+  encode(r, NULL);
   answer(&r, 1);
 }
 

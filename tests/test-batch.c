@@ -10,12 +10,14 @@
  * the model.  Models: tests/fixtures/stateful_batch.onnx (state[2, batch,
  * 8], batch on axis 1; default axis rule) and, when the file is there,
  * Silero VAD v5 itself (axes from the config).  Also: bad `axes` config is
- * refused with a message naming what is wrong.
+ * refused with a message naming what is wrong, and the answers of a merged
+ * batch are the bytes the writer gives for their values.
  */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "dynq/errors.h"
@@ -56,7 +58,8 @@ static void setup(void) {
       "[batch.vad]\nmax_batch = 6\nmax_delay_us = 1000000\n"
       "axes = input:0, state:1, output:0, stateN:1\n"
       "[batch.sb_bad]\nmax_batch = 4\naxes = nosuch:0\n"
-      "[batch.sb_rank]\nmax_batch = 4\naxes = state:3\n";
+      "[batch.sb_rank]\nmax_batch = 4\naxes = state:3\n"
+      "[batch.mlp]\nmax_batch = 6\nmax_delay_us = 1000000\n";
   ck_assert_int_eq(tu_write_file(g_conf, conf, strlen(conf)), 0);
 }
 
@@ -225,6 +228,125 @@ START_TEST(test_silero_sessions_batched_bit_identical) {
 }
 END_TEST
 
+/* The next answer on c as raw bytes (a copy the caller frees). */
+static uint8_t *recv_frame(tu_rpc_t *c, size_t *ret_len) {
+  for (;;) {
+    const uint8_t *f;
+    size_t flen = 0;
+    int rc = dynq__framer_next(&c->fr, &f, &flen);
+    ck_assert_msg(rc >= 0, "daemon sent bytes the scanner refuses (%d)", rc);
+    if (rc == 1) {
+      uint8_t *copy = malloc(flen);
+      ck_assert_ptr_nonnull(copy);
+      memcpy(copy, f, flen);
+      *ret_len = flen;
+      return copy;
+    }
+    uint8_t *dst;
+    size_t room;
+    ck_assert_int_eq(dynq__framer_space(&c->fr, 65536, &dst, &room), 0);
+    ssize_t r = recv(c->fd, dst, room, 0);
+    ck_assert_msg(r > 0, "dynqd closed the connection or recv failed");
+    dynq__framer_commit(&c->fr, (size_t)r);
+  }
+}
+
+/* A merged batch's answers after the first are copied from it around
+ * their own msgid, outputs and timings (rpc_infer.c): each must be, byte
+ * for byte, what the writer gives for its values in encode's order, with
+ * msgids of every length, and a request of two rows (whose answer does
+ * not fit the first one's shape) among them. */
+START_TEST(test_batched_answers_exact_bytes) {
+  const char *names[] = {"mlp", "mlp_solo", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/mlp.onnx", NULL, NULL, names) == 0,
+                 "dynq-quantize not built");
+  static float x[16 * 64];
+  ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
+  tu_daemon_t d;
+  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
+  enum { N = 6 };
+  static const uint32_t ids[N] = {1, 200, 70000, 2, 4000000000u, 300};
+  static const int rows[N] = {1, 1, 1, 2, 1, 1};
+  int r0[N];
+  for (int k = 0, r = 0; k < N; r += rows[k++]) {
+    r0[k] = r;
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    tu_w_infer_f32(&w, ids[k], "mlp", "x", rows[k], 64, x + (size_t)r * 64, -1);
+    tu_rpc_send_wbuf(&c, &w);
+  }
+  /* all the batch's answers first: the solo runs' answers come after */
+  uint8_t *frames[N];
+  size_t lens[N];
+  for (int got = 0; got < N; got++) frames[got] = recv_frame(&c, &lens[got]);
+  for (int got = 0; got < N; got++) {
+    size_t len = lens[got];
+    uint8_t *f = frames[got];
+    dynq__rpc_msg_t m;
+    char err[256];
+    int64_t hint;
+    ck_assert_msg(dynq__rpc_parse(f, len, &m, &hint, err, sizeof err) == 0, "%s", err);
+    int k = 0;
+    while (k < N && ids[k] != m.msgid) k++;
+    ck_assert_msg(k < N, "answer to unknown msgid %u", m.msgid);
+    ck_assert_msg(dynq__obj_is_absent(m.error) || dynq__obj_kind(m.error) == DYNQ_OBJ_NIL,
+                  "request %u failed", m.msgid);
+    dynq__obj_t outs = dynq__obj_get(m.result, "outputs");
+    uint32_t n_out = dynq__obj_len(outs);
+    ck_assert_uint_eq(n_out, 2);  /* y and p */
+    ck_assert_int_eq(tu_obj_int_or(dynq__obj_get(m.result, "batch"), 1), N);
+    /* the same answer written field by field */
+    dynq__tensor_limits_t lim = {8, 1 << 20};
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    dynq__w_result_head(&w, m.msgid);
+    dynq__w_map(&w, 5);
+    dynq__w_str(&w, "outputs");
+    dynq__w_map(&w, n_out);
+    for (uint32_t i = 0; i < n_out; i++) {
+      const char *name;
+      size_t nlen;
+      dynq__wtensor_t t;
+      ck_assert_int_eq(dynq__obj_str(dynq__obj_key_at(outs, i), &name, &nlen), 0);
+      ck_assert_int_eq(dynq__obj_wtensor(dynq__obj_val_at(outs, i), &lim, &t, err, sizeof err), 0);
+      ck_assert_int_eq(t.rank, 2);
+      ck_assert_int_eq(t.dims[0], rows[k]);
+      dynq__w_strn(&w, name, nlen);
+      dynq__w_wtensor(&w, &t);
+    }
+    static const char *const keys[] = {"compute_us", "queue_us", "decode_us", "batch"};
+    for (int i = 0; i < 4; i++) {
+      dynq__w_str(&w, keys[i]);
+      dynq__w_int(&w, tu_obj_int_or(dynq__obj_get(m.result, keys[i]), -1));
+    }
+    ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+    ck_assert_msg(w.len == len && memcmp(w.data, f, len) == 0,
+                  "answer to %u (%d rows): %zu bytes, not the %zu the writer gives for its "
+                  "values", m.msgid, rows[k], len, w.len);
+    dynq__wbuf_free(&w);
+    float y[2 * 10], want[2 * 10];
+    tu_get_f32_output(&m, "y", y, (size_t)rows[k] * 10);
+    dynq__rpc_free(&m);
+    free(f);
+    /* and its rows are those of the request run alone */
+    dynq__wbuf_init(&w);
+    tu_w_infer_f32(&w, 9000 + (uint32_t)k, "mlp_solo", "x", rows[k], 64,
+                   x + (size_t)r0[k] * 64, -1);
+    tu_rpc_send_wbuf(&c, &w);
+    tu_rpc_expect_ok(&c, 9000 + (uint32_t)k, &m);
+    tu_get_f32_output(&m, "y", want, (size_t)rows[k] * 10);
+    dynq__rpc_free(&m);
+    ck_assert_msg(memcmp(y, want, sizeof(float) * (size_t)rows[k] * 10) == 0,
+                  "request %u: batched output differs from alone", ids[k]);
+  }
+  tu_rpc_close(&c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 /* dynqd -n with one [batch.m] axes line: exit status, output in *out. */
 static int check_axes(const char *line, char **out) {
   char path[4096], text[512];
@@ -301,6 +423,7 @@ static Suite *batch_suite(void) {
   tcase_add_test(tc, test_silero_sessions_batched_bit_identical);
   tcase_add_test(tc, test_bad_axes_config_refused);
   tcase_add_test(tc, test_axes_not_in_model_refused);
+  tcase_add_test(tc, test_batched_answers_exact_bytes);
   suite_add_tcase(s, tc);
   return s;
 }
