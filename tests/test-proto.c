@@ -808,6 +808,50 @@ START_TEST(test_roundtrip_hand_types) {
 }
 END_TEST
 
+/* dynq__obj_lookup answers each key as dynq__obj_get would: the first
+ * entry with that key (a duplicate later is ignored, a nil first one is
+ * what is found), non-string keys never match, absent for a non-map. */
+START_TEST(test_obj_lookup) {
+  static const uint8_t f[] = {
+    0x94, 0x00, 0x01, 0xa1, 'm',
+    0x86,
+      0xa1, 'a', 0x01,
+      0x05, 0xa1, 'b',            /* int key 5 -> "b" */
+      0xa1, 'b', 0xc0,            /* b: nil (first) */
+      0xa1, 'a', 0x02,            /* a again: ignored */
+      0xa2, 'b', 'b', 0x03,
+      0xa1, 'b', 0x04};           /* b again: ignored */
+  dynq__rpc_msg_t m;
+  char err[128];
+  ck_assert_int_eq(dynq__rpc_parse(f, sizeof f, &m, NULL, err, sizeof err), 0);
+  static const dynq__key_t keys[] = {DYNQ__KEY("b"), DYNQ__KEY("a"), DYNQ__KEY("zz"),
+                                     DYNQ__KEY("bb"), DYNQ__KEY("a"), DYNQ__KEY("")};
+  const int nk = (int)(sizeof keys / sizeof keys[0]);
+  dynq__obj_t v[6];
+  dynq__obj_lookup(m.params, keys, nk, v);
+  for (int i = 0; i < nk; i++) {
+    char k[4] = "";
+    memcpy(k, keys[i].s, keys[i].n);
+    dynq__obj_t g = dynq__obj_get(m.params, k);
+    ck_assert_msg(v[i].p == g.p, "key '%s': lookup and get disagree", k);
+  }
+  int64_t iv;
+  ck_assert(!dynq__obj_is_absent(v[0]));
+  ck_assert_int_eq(dynq__obj_kind(v[0]), DYNQ_OBJ_NIL);
+  ck_assert_int_eq(dynq__obj_int(v[1], &iv), 0);
+  ck_assert_int_eq(iv, 1);
+  ck_assert(dynq__obj_is_absent(v[2]));
+  ck_assert_int_eq(dynq__obj_int(v[3], &iv), 0);
+  ck_assert_int_eq(iv, 3);
+  ck_assert(v[4].p == v[1].p);
+  ck_assert(dynq__obj_is_absent(v[5]));
+  /* not a map: all absent */
+  dynq__obj_lookup(v[1], keys, nk, v);
+  for (int i = 0; i < nk; i++) ck_assert(dynq__obj_is_absent(v[i]));
+  dynq__rpc_free(&m);
+}
+END_TEST
+
 /* Fill a tensor's data with a pattern that depends on dtype and index. */
 static void fill(dynq__tensor_t *t) {
   int64_t n = dynq__tensor_numel(t);
@@ -2363,6 +2407,7 @@ static Suite *proto_suite(void) {
   tc = tcase_create("reader");
   tcase_add_test(tc, test_roundtrip_types);
   tcase_add_test(tc, test_roundtrip_hand_types);
+  tcase_add_test(tc, test_obj_lookup);
   tcase_add_test(tc, test_roundtrip_tensors);
   tcase_add_test(tc, test_tensor_refusals);
   tcase_add_test(tc, test_rpc_envelope_refusals);

@@ -18,15 +18,19 @@
 
 /* One row per param; the sentinel keeps the array non-empty. */
 #define PDESC_ROW(id, name, kind, req, min, max, what)                             \
-  {#name, DYNQ_PK_##kind, req, (int64_t)(min), (int64_t)(max), what,               \
+  {#name, sizeof(#name) - 1, DYNQ_PK_##kind, req, (int64_t)(min), (int64_t)(max), what, \
    offsetof(dynq__p_##id##_t, name), offsetof(dynq__p_##id##_t, has_##name)},
 
 #define RDESC_ROW(name) #name,
 
 #define DEFINE_TABLES(id, wname, flags)                                            \
   static const dynq__param_desc_t params_##id[] = {                                \
-    DYNQ_PARAMS_##id(PROW_##id) {NULL, DYNQ_PK_STR, 0, 0, 0, NULL, 0, 0}};           \
-  static const char *const results_##id[] = {DYNQ_RESULT_##id(RDESC_ROW) NULL};
+    DYNQ_PARAMS_##id(PROW_##id) {NULL, 0, DYNQ_PK_STR, 0, 0, 0, NULL, 0, 0}};        \
+  static const char *const results_##id[] = {DYNQ_RESULT_##id(RDESC_ROW) NULL};   \
+  _Static_assert(0 DYNQ_PARAMS_##id(COUNT_P) <= DYNQ__MAX_PARAMS,                  \
+                 "raise DYNQ__MAX_PARAMS for method " wname);
+
+#define COUNT_P(...) +1
 
 /* A P row must know its method's struct: one forwarder per method (a
  * method added to DYNQ_METHODS without one does not compile). */
@@ -64,8 +68,10 @@ const dynq__method_t dynq__methods[DYNQ_M__COUNT] = {
 
 const dynq__method_t *dynq__method_find(const char *name) {
   if (name == NULL) return NULL;
+  /* The first byte rules out most names without a call. */
   for (int i = 0; i < DYNQ_M__COUNT; i++)
-    if (strcmp(dynq__methods[i].name, name) == 0) return &dynq__methods[i];
+    if (dynq__methods[i].name[0] == name[0] && strcmp(dynq__methods[i].name, name) == 0)
+      return &dynq__methods[i];
   return NULL;
 }
 
@@ -173,11 +179,21 @@ int dynq__params_decode(const dynq__method_t *md, dynq__obj_t params, void *ret,
                 "%s: params must be a map (or an array holding one map), got %s",
                 md->name, dynq__obj_kind_name(k));
 
+  /* Every param's value in one pass over the map (first key wins, as
+   * dynq__obj_get), then judged in schema order as before. */
+  dynq__key_t keys[DYNQ__MAX_PARAMS];
+  dynq__obj_t vals[DYNQ__MAX_PARAMS];
+  for (int i = 0; i < md->n_params; i++) {
+    keys[i].s = md->params[i].name;
+    keys[i].n = md->params[i].name_len;
+  }
+  if (k == DYNQ_OBJ_MAP) dynq__obj_lookup(p, keys, md->n_params, vals);
+  else for (int i = 0; i < md->n_params; i++) vals[i].p = NULL;
+
   int given = 0;
   for (int i = 0; i < md->n_params; i++) {
     const dynq__param_desc_t *pd = &md->params[i];
-    dynq__obj_t v = {NULL};
-    if (k == DYNQ_OBJ_MAP) v = dynq__obj_get(p, pd->name);
+    dynq__obj_t v = vals[i];
     if (dynq__obj_kind(v) == DYNQ_OBJ_NIL) {
       if (pd->required)
         return fail(err, errlen, "%s: params.%s must be %s, got %s", md->name, pd->name,

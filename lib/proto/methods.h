@@ -101,12 +101,16 @@ typedef union dynq__params {
 
 typedef struct dynq__param_desc {
   const char *name;
+  size_t name_len;       /* strlen(name) */
   dynq__pkind_t kind;
   int required;
   int64_t min, max;
   const char *what;      /* "must be <what>" */
   size_t off, has_off;   /* of the value and of has_<name> in the struct */
 } dynq__param_desc_t;
+
+/* Most params any method has (methods.c checks every method against it). */
+#define DYNQ__MAX_PARAMS 8
 
 typedef struct dynq__method {
   dynq__method_id_t id;

@@ -352,7 +352,9 @@ static dynq__obj_t mkobj(const msgpack_object *p) {
 
 int dynq__obj_is_absent(dynq__obj_t o) { return o.p == NULL; }
 
-dynq__obj_kind_t dynq__obj_kind(dynq__obj_t o) {
+/* Inlined into every accessor below: they run per request on the
+ * daemon's loop, a call each was a measurable share of decoding. */
+static inline dynq__obj_kind_t kind_of(dynq__obj_t o) {
   if (o.p == NULL) return DYNQ_OBJ_NIL;
   switch (OBJ(o)->type) {
   case MSGPACK_OBJECT_NIL: return DYNQ_OBJ_NIL;
@@ -369,8 +371,10 @@ dynq__obj_kind_t dynq__obj_kind(dynq__obj_t o) {
   }
 }
 
+dynq__obj_kind_t dynq__obj_kind(dynq__obj_t o) { return kind_of(o); }
+
 int dynq__obj_bool(dynq__obj_t o, int *ret) {
-  if (dynq__obj_kind(o) != DYNQ_OBJ_BOOL) return DYNQ_EPARAMS;
+  if (kind_of(o) != DYNQ_OBJ_BOOL) return DYNQ_EPARAMS;
   *ret = OBJ(o)->via.boolean ? 1 : 0;
   return 0;
 }
@@ -396,7 +400,7 @@ int dynq__obj_uint(dynq__obj_t o, uint64_t *ret) {
 }
 
 int dynq__obj_double(dynq__obj_t o, double *ret) {
-  switch (dynq__obj_kind(o)) {
+  switch (kind_of(o)) {
   case DYNQ_OBJ_FLOAT:
     *ret = OBJ(o)->via.f64;
     return 0;
@@ -410,7 +414,7 @@ int dynq__obj_double(dynq__obj_t o, double *ret) {
 }
 
 int dynq__obj_str(dynq__obj_t o, const char **ret_p, size_t *ret_len) {
-  if (dynq__obj_kind(o) != DYNQ_OBJ_STR) return DYNQ_EPARAMS;
+  if (kind_of(o) != DYNQ_OBJ_STR) return DYNQ_EPARAMS;
   /* Text we may echo (errors name what was wrong) must be valid UTF-8, or
    * a strict peer cannot decode our answer: refused at the boundary. */
   if (!dynq__utf8_valid(OBJ(o)->via.str.ptr, OBJ(o)->via.str.size)) return DYNQ_EPARAMS;
@@ -431,14 +435,14 @@ int dynq__obj_strcpy(dynq__obj_t o, char *buf, size_t cap) {
 }
 
 int dynq__obj_bin(dynq__obj_t o, const void **ret_p, size_t *ret_len) {
-  if (dynq__obj_kind(o) != DYNQ_OBJ_BIN) return DYNQ_EPARAMS;
+  if (kind_of(o) != DYNQ_OBJ_BIN) return DYNQ_EPARAMS;
   *ret_p = OBJ(o)->via.bin.size ? (const void *)OBJ(o)->via.bin.ptr : "";
   *ret_len = OBJ(o)->via.bin.size;
   return 0;
 }
 
 uint32_t dynq__obj_len(dynq__obj_t o) {
-  switch (dynq__obj_kind(o)) {
+  switch (kind_of(o)) {
   case DYNQ_OBJ_ARRAY: return OBJ(o)->via.array.size;
   case DYNQ_OBJ_MAP: return OBJ(o)->via.map.size;
   default: return 0;
@@ -446,35 +450,51 @@ uint32_t dynq__obj_len(dynq__obj_t o) {
 }
 
 dynq__obj_t dynq__obj_at(dynq__obj_t o, uint32_t i) {
-  if (dynq__obj_kind(o) != DYNQ_OBJ_ARRAY || i >= OBJ(o)->via.array.size)
+  if (kind_of(o) != DYNQ_OBJ_ARRAY || i >= OBJ(o)->via.array.size)
     return mkobj(NULL);
   return mkobj(&OBJ(o)->via.array.ptr[i]);
 }
 
 dynq__obj_t dynq__obj_key_at(dynq__obj_t o, uint32_t i) {
-  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP || i >= OBJ(o)->via.map.size)
+  if (kind_of(o) != DYNQ_OBJ_MAP || i >= OBJ(o)->via.map.size)
     return mkobj(NULL);
   return mkobj(&OBJ(o)->via.map.ptr[i].key);
 }
 
 dynq__obj_t dynq__obj_val_at(dynq__obj_t o, uint32_t i) {
-  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP || i >= OBJ(o)->via.map.size)
+  if (kind_of(o) != DYNQ_OBJ_MAP || i >= OBJ(o)->via.map.size)
     return mkobj(NULL);
   return mkobj(&OBJ(o)->via.map.ptr[i].val);
 }
 
 dynq__obj_t dynq__obj_get(dynq__obj_t map, const char *key) {
-  if (dynq__obj_kind(map) != DYNQ_OBJ_MAP || key == NULL) return mkobj(NULL);
-  size_t klen = strlen(key);
-  const msgpack_object_map *m = &OBJ(map)->via.map;
-  /* First match wins; non-string keys never match. */
-  for (uint32_t i = 0; i < m->size; i++) {
-    const msgpack_object *k = &m->ptr[i].key;
-    if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
-        (klen == 0 || memcmp(k->via.str.ptr, key, klen) == 0))
-      return mkobj(&m->ptr[i].val);
+  dynq__obj_t v = {NULL};
+  if (key != NULL) {
+    dynq__key_t k = {key, strlen(key)};
+    dynq__obj_lookup(map, &k, 1, &v);
   }
-  return mkobj(NULL);
+  return v;
+}
+
+void dynq__obj_lookup(dynq__obj_t map, const dynq__key_t *keys, int n, dynq__obj_t *ret) {
+  for (int j = 0; j < n; j++) ret[j] = mkobj(NULL);
+  if (kind_of(map) != DYNQ_OBJ_MAP || n <= 0) return;
+  const msgpack_object_map *m = &OBJ(map)->via.map;
+  int left = n;
+  /* First match wins; non-string keys never match.  One pass over the
+   * map whatever n is: as many dynq__obj_get calls would each walk it. */
+  for (uint32_t i = 0; i < m->size && left > 0; i++) {
+    const msgpack_object *k = &m->ptr[i].key;
+    if (k->type != MSGPACK_OBJECT_STR) continue;
+    for (int j = 0; j < n; j++) {
+      if (ret[j].p != NULL || keys[j].n != k->via.str.size ||
+          (keys[j].n > 0 && memcmp(k->via.str.ptr, keys[j].s, keys[j].n) != 0))
+        continue;
+      ret[j] = mkobj(&m->ptr[i].val);
+      left--;
+      /* the same key twice in keys[]: each gets this first match */
+    }
+  }
 }
 
 /* ---- reader: tensors ---- */
@@ -505,11 +525,15 @@ int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
     if (lim->max_rank < max_rank) max_rank = lim->max_rank;
     if (lim->max_elems < max_elems) max_elems = lim->max_elems;
   }
-  if (dynq__obj_kind(o) != DYNQ_OBJ_MAP)
+  if (kind_of(o) != DYNQ_OBJ_MAP)
     return fail(DYNQ_EPARAMS, err, errlen, "tensor is not a map");
 
-  dynq__obj_t f = dynq__obj_get(o, "dtype");
-  if (dynq__obj_kind(f) != DYNQ_OBJ_STR)
+  static const dynq__key_t keys[3] = {DYNQ__KEY("dtype"), DYNQ__KEY("shape"),
+                                      DYNQ__KEY("data")};
+  dynq__obj_t fv[3];
+  dynq__obj_lookup(o, keys, 3, fv);
+  dynq__obj_t f = fv[0];
+  if (kind_of(f) != DYNQ_OBJ_STR)
     return fail(DYNQ_EPARAMS, err, errlen,
                 "tensor field 'dtype' is %s", f.p ? "not a string" : "missing");
   int dt = 0;
@@ -524,8 +548,8 @@ int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
                 (int)(n > 32 ? 32 : n), s);
   }
 
-  f = dynq__obj_get(o, "shape");
-  if (dynq__obj_kind(f) != DYNQ_OBJ_ARRAY)
+  f = fv[1];
+  if (kind_of(f) != DYNQ_OBJ_ARRAY)
     return fail(DYNQ_EPARAMS, err, errlen,
                 "tensor field 'shape' is %s", f.p ? "not an array" : "missing");
   uint32_t rank = dynq__obj_len(f);
@@ -545,7 +569,7 @@ int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
     return fail(DYNQ_ELIMIT, err, errlen,
                 "tensor has more than %" PRId64 " elements", max_elems);
 
-  f = dynq__obj_get(o, "data");
+  f = fv[2];
   if (dynq__obj_bin(f, &data, &nbytes) < 0)
     return fail(DYNQ_EPARAMS, err, errlen,
                 "tensor field 'data' is %s", f.p ? "not bin" : "missing");
@@ -839,7 +863,7 @@ int dynq__rpc_error(dynq__obj_t e, char *msg, size_t msglen) {
   char name[32];
 
   copy_msg(msg, msglen, "", 0);
-  switch (dynq__obj_kind(e)) {
+  switch (kind_of(e)) {
   case DYNQ_OBJ_NIL:
     return 0;  /* no error */
   case DYNQ_OBJ_STR:

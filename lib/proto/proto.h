@@ -240,6 +240,11 @@ dynq__obj_t dynq__obj_at(dynq__obj_t o, uint32_t i);    /* array element */
 dynq__obj_t dynq__obj_key_at(dynq__obj_t o, uint32_t i);  /* map key */
 dynq__obj_t dynq__obj_val_at(dynq__obj_t o, uint32_t i);  /* map value */
 dynq__obj_t dynq__obj_get(dynq__obj_t map, const char *key); /* absent if none */
+/* Several keys of one map in one pass: ret[i] is what dynq__obj_get(map,
+ * keys[i].s) would give (the first entry with that key, else absent). */
+typedef struct dynq__key { const char *s; size_t n; } dynq__key_t;
+#define DYNQ__KEY(lit) {"" lit, sizeof(lit) - 1}
+void dynq__obj_lookup(dynq__obj_t map, const dynq__key_t *keys, int n, dynq__obj_t *ret);
 
 typedef struct dynq__tensor_limits {
   int max_rank;          /* <= DYNQ_MAX_RANK */

@@ -8,7 +8,7 @@
  * refuses the frame as soon as what it has already seen breaks a limit.
  *
  * Invariants kept at the top of the loop (checked by check_state() in
- * debug builds):
+ * debug builds each time a container opens or closes):
  *   - depth open containers, stack[i] > 0 items still due in each;
  *   - pending counts the items still to read, the one at pos included:
  *     1 at top level, else sum(stack[i]) - (depth - 1) because each outer
@@ -135,7 +135,9 @@ int dynq__mp_scan(const uint8_t *buf, size_t len,
   if (max_frame == 0) return DYNQ_ETOOBIG;
 
   for (;;) {
-    assert(check_state(stack, depth, pending, pos, max_frame));
+    /* The whole invariant is O(depth): checked where the stack changes
+     * (below); per item only its O(1) part, which every item moves. */
+    assert(pos <= max_frame && pending <= max_frame - pos);
     if (pos >= len) return -EAGAIN;
 
     scan_hdr_t h = classify(buf[pos]);
@@ -162,12 +164,17 @@ int dynq__mp_scan(const uint8_t *buf, size_t len,
       if (items > 0) {
         stack[depth++] = items;
         pending += items;
+        assert(check_state(stack, depth, pending, pos, max_frame));
         continue;
       }
     }
 
     /* One item finished: close every container it completes. */
-    while (depth > 0 && --stack[depth - 1] == 0) depth--;
+    if (depth > 0 && --stack[depth - 1] == 0) {
+      do depth--;
+      while (depth > 0 && --stack[depth - 1] == 0);
+      assert(depth == 0 || check_state(stack, depth, pending, pos, max_frame));
+    }
     if (depth == 0) {
       assert(pending == 0);
       *ret_len = pos;
