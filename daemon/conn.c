@@ -120,6 +120,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
 static void on_tmp_close(uv_handle_t *h) { free(h); }
 
+/* The loop's time of this iteration (one clock read per iteration, not
+ * one per request): what idle accounting, in seconds, needs. */
+static uint64_t loop_ns(const dynqd_server_t *s) { return uv_now(s->loop) * 1000000u; }
+
 /* Take fds libuv queued on the connection (SCM_RIGHTS) into c->fds: they
  * came with the n bytes about to be appended to the read buffer. */
 static void take_fds(dynqd_conn_t *c, ssize_t n) {
@@ -407,7 +411,7 @@ void dynqd__conn_send(dynqd_conn_t *c, uint8_t *data, size_t len) {
     dynqd__conn_close(c);
     return;
   }
-  c->last_active_ns = uv_hrtime();
+  c->last_active_ns = loop_ns(c->srv);
   c->obuf[c->on++] = uv_buf_init((char *)data, (unsigned)len);
   c->obytes += len;
   queue_flush(c);
@@ -566,7 +570,7 @@ int dynqd__conn_direct_end(dynqd_conn_t *c, int wrote, const uint8_t *rest, size
   if (wrote) atomic_fetch_sub(&c->srv->direct_seen, 1);
   if (--c->direct == 0) revoke_direct(c);  /* no worker holds an answer of c */
   if (c->closing) return 0;
-  c->last_active_ns = uv_hrtime();
+  c->last_active_ns = loop_ns(c->srv);
   if (n > 0) {
     /* The worker wrote part of a frame: its rest must follow at once. */
     uint8_t *copy = malloc(n);
@@ -726,6 +730,7 @@ static void process_frames(dynqd_conn_t *c) {
   const dynqd_config_t *cfg = c->srv->cfg;
   /* the limits may change on SIGHUP */
   c->fr.lim = (dynq__scan_limits_t){cfg->max_frame, cfg->max_depth, cfg->max_elems};
+  int handled = 0;
   while (!c->closing && c->inflight < cfg->max_inflight && c->held == 0 && !c->waiting) {
     uint64_t pos = c->rx - dynq__framer_pending(&c->fr);
     const uint8_t *f;
@@ -745,9 +750,10 @@ static void process_frames(dynqd_conn_t *c) {
       dynq__framer_hold(&c->fr);  /* parked until dynqd__conn_resume */
       break;
     }
-    c->last_active_ns = uv_hrtime();
+    handled = 1;
     if (c->n_fds > 0) close_stray_fds(c, pos + flen);
   }
+  if (handled) c->last_active_ns = loop_ns(c->srv);
   c->framing = 0;
   account(c);
   update_reading(c);
@@ -841,7 +847,7 @@ static int identify(dynqd_conn_t *c) {
 
 static void on_tick(uv_timer_t *t) {
   dynqd_server_t *s = t->data;
-  uint64_t now = uv_hrtime();
+  uint64_t now = loop_ns(s);
   uint64_t idle_ns = (uint64_t)s->cfg->idle_timeout_s * 1000000000u;
   for (dynqd_conn_t *c = s->conns, *n; c; c = n) {
     n = c->next;
@@ -909,7 +915,7 @@ void dynqd__conn_accept(dynqd_server_t *s) {
   if (s->conns) s->conns->prev = c;
   s->conns = c;
   s->n_conns++;
-  c->last_active_ns = uv_hrtime();
+  c->last_active_ns = loop_ns(c->srv);
   int rc = uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->pipe);
   if (rc != 0) {
     log_warn("accept failed: %s", uv_strerror(rc));

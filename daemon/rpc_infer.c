@@ -67,6 +67,9 @@ typedef struct rpc_infer {
   size_t inbuf_cap, inbuf_used;
   uint8_t *rbuf;              /* owned: where the next answer is encoded */
   size_t rbuf_cap;
+  dynq__tensor_t *in_arr;     /* owned: the next request's x.inputs array
+                                 (in_arr_cap entries), NULL while in use */
+  int in_arr_cap;
 } rpc_infer_t;
 
 static rpc_infer_t *block_get(dynqd_server_t *s) {
@@ -76,18 +79,34 @@ static rpc_infer_t *block_get(dynqd_server_t *s) {
   s->infer_pooled--;
   uint8_t *in = r->inbuf, *rb = r->rbuf;
   size_t in_cap = r->inbuf_cap, rb_cap = r->rbuf_cap;
+  dynq__tensor_t *arr = r->in_arr;
+  int arr_cap = r->in_arr_cap;
   memset(r, 0, sizeof(*r));
   r->inbuf = in;
   r->inbuf_cap = in_cap;
   r->rbuf = rb;
   r->rbuf_cap = rb_cap;
+  r->in_arr = arr;
+  r->in_arr_cap = arr_cap;
   return r;
 }
 
 static void block_release(rpc_infer_t *r) {
   dynq__aligned_free(r->inbuf);
   free(r->rbuf);
+  free(r->in_arr);
   free(r);
+}
+
+/* n zeroed input slots for r's request: the block's kept array when it is
+ * big enough, else a new one (kept in its place by infer_free). */
+static dynq__tensor_t *inputs_get(rpc_infer_t *r, int n) {
+  if (n < 1) n = 1;
+  if (r->in_arr == NULL || r->in_arr_cap < n) return calloc((size_t)n, sizeof(*r->in_arr));
+  dynq__tensor_t *a = r->in_arr;
+  r->in_arr = NULL;
+  memset(a, 0, (size_t)n * sizeof(*a));
+  return a;
 }
 
 void dynqd__rpc_infer_pool_free(dynqd_server_t *s) {
@@ -107,7 +126,22 @@ static void infer_free(rpc_infer_t *r) {
       dynq__tensor_clear(&r->shadow_out[i]);
   free(r->shadow_out);
   r->shadow_out = NULL;
-  dynqd__infer_clear(&r->x);  /* the inputs' views into inbuf go first */
+  dynqd_infer_t *x = &r->x;
+  if (x->inputs != NULL && s != NULL && s->infer_pooled < POOL_MAX) {
+    /* The array stays with the block for its next request. */
+    for (int i = 0; i < x->n_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
+    int cap = x->n_inputs > 0 ? x->n_inputs : 1;
+    if (r->in_arr == NULL || r->in_arr_cap < cap) {
+      free(r->in_arr);
+      r->in_arr = x->inputs;
+      r->in_arr_cap = cap;
+    } else {
+      free(x->inputs);
+    }
+    x->inputs = NULL;
+    x->n_inputs = 0;
+  }
+  dynqd__infer_clear(x);  /* the inputs' views into inbuf go first */
   /* The answer's buffer (not handed to the connection) is the next one's. */
   if (r->resp != NULL) {
     if (r->resp_cap <= POOL_BUF_MAX && r->resp_cap > r->rbuf_cap) {
@@ -511,8 +545,9 @@ static int decode_tensor(rpc_infer_t *r, dynq__obj_t tv, dynq__tensor_t *ret, ch
                          size_t errlen) {
   dynqd_server_t *s = r->srv;
   dynq__tensor_limits_t tl = {DYNQ_MAX_RANK, s->cfg->max_tensor_elems};
-  dynq__obj_t so = dynq__obj_kind(tv) == DYNQ_OBJ_MAP ? dynq__obj_get(tv, "shm")
-                                                      : (dynq__obj_t){NULL};
+  static const dynq__key_t shm_key = DYNQ__KEY("shm");
+  dynq__obj_t so;
+  dynq__obj_lookup(tv, &shm_key, 1, &so);
   if (dynq__obj_is_absent(so)) {
     dynq__wtensor_t v;
     int rc = dynq__obj_wtensor(tv, &tl, &v, err, errlen);
@@ -778,7 +813,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   r->srv = s;
   dynqd_infer_t *x = &r->x;
   x->model = dynq__model_ref(model);
-  x->inputs = calloc((size_t)(g->n_inputs > 0 ? g->n_inputs : 1), sizeof(*x->inputs));
+  x->inputs = inputs_get(r, g->n_inputs);
   if (x->inputs == NULL) goto oom;
   x->n_inputs = g->n_inputs;
   x->precision = precision;
