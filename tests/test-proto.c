@@ -3,8 +3,9 @@
  * every limit, random bytes), the writer, the reader's accessors, tensor
  * decoding and its refusals, the RPC envelope and error decoding.
  *
- * Tests do not include msgpack.h (only lib/proto may): frames are built
- * with the dynq writer or by hand, byte by byte, from the msgpack spec.
+ * Frames are built with the dynq writer or by hand, byte by byte, from
+ * the msgpack spec.  msgpack.h is included for one purpose only: holding
+ * the reader's own decoder to msgpack_unpack, its reference (same_tree).
  */
 #include <check.h>
 #include <errno.h>
@@ -15,6 +16,8 @@
 #include <string.h>
 
 #include <dynq/errors.h>
+
+#include <msgpack.h>
 
 #include "proto/methods.h"
 #include "proto/proto-tensor.h"
@@ -438,6 +441,72 @@ static uint64_t rnd(void) {
   return rng_state * 0x2545F4914F6CDD1DULL;
 }
 
+/* ---- reader: the decoder against msgpack_unpack ----
+ *
+ * White-box: a dynq__obj_t's p is the msgpack_object the reader built.
+ * Values compare bit for bit (a NaN is equal to itself), and the kind of
+ * every object must be msgpack-c's. */
+static int same_obj(const msgpack_object *a, const msgpack_object *b) {
+  if (a->type != b->type) return 0;
+  switch (a->type) {
+  case MSGPACK_OBJECT_NIL: return 1;
+  case MSGPACK_OBJECT_BOOLEAN: return a->via.boolean == b->via.boolean;
+  case MSGPACK_OBJECT_POSITIVE_INTEGER: return a->via.u64 == b->via.u64;
+  case MSGPACK_OBJECT_NEGATIVE_INTEGER: return a->via.i64 == b->via.i64;
+  case MSGPACK_OBJECT_FLOAT32:
+  case MSGPACK_OBJECT_FLOAT64: return memcmp(&a->via.f64, &b->via.f64, sizeof(double)) == 0;
+  case MSGPACK_OBJECT_STR:
+  case MSGPACK_OBJECT_BIN:
+    return a->via.str.size == b->via.str.size &&
+           (a->via.str.size == 0 || memcmp(a->via.str.ptr, b->via.str.ptr, a->via.str.size) == 0);
+  case MSGPACK_OBJECT_EXT:
+    return a->via.ext.type == b->via.ext.type && a->via.ext.size == b->via.ext.size &&
+           (a->via.ext.size == 0 || memcmp(a->via.ext.ptr, b->via.ext.ptr, a->via.ext.size) == 0);
+  case MSGPACK_OBJECT_ARRAY:
+    if (a->via.array.size != b->via.array.size) return 0;
+    for (uint32_t i = 0; i < a->via.array.size; i++)
+      if (!same_obj(&a->via.array.ptr[i], &b->via.array.ptr[i])) return 0;
+    return 1;
+  case MSGPACK_OBJECT_MAP:
+    if (a->via.map.size != b->via.map.size) return 0;
+    for (uint32_t i = 0; i < a->via.map.size; i++)
+      if (!same_obj(&a->via.map.ptr[i].key, &b->via.map.ptr[i].key) ||
+          !same_obj(&a->via.map.ptr[i].val, &b->via.map.ptr[i].val))
+        return 0;
+    return 1;
+  }
+  return 0;
+}
+
+/* m was parsed from buf[0..n): its params/result/error are what
+ * msgpack_unpack makes of the same bytes (with the params rule's unwrap). */
+static void same_tree(const uint8_t *buf, size_t n, const dynq__rpc_msg_t *m) {
+  msgpack_zone z;
+  ck_assert(msgpack_zone_init(&z, 4096));
+  msgpack_object root;
+  size_t off = 0;
+  ck_assert_int_eq(msgpack_unpack((const char *)buf, n, &off, &z, &root),
+                   MSGPACK_UNPACK_SUCCESS);
+  ck_assert_uint_eq(off, n);
+  ck_assert_int_eq(root.type, MSGPACK_OBJECT_ARRAY);
+  const msgpack_object *a = root.via.array.ptr;
+  if (m->type == DYNQ_RPC_RESPONSE) {
+    ck_assert(same_obj(m->result.p, &a[3]));
+    if (a[2].type != MSGPACK_OBJECT_NIL) ck_assert(same_obj(m->error.p, &a[2]));
+    else ck_assert(dynq__obj_is_absent(m->error));
+  } else {
+    const msgpack_object *pr = &a[m->type == DYNQ_RPC_REQUEST ? 3 : 2];
+    if (pr->type == MSGPACK_OBJECT_ARRAY && pr->via.array.size == 0)
+      ck_assert(dynq__obj_is_absent(m->params));
+    else if (pr->type == MSGPACK_OBJECT_ARRAY && pr->via.array.size == 1 &&
+             pr->via.array.ptr[0].type == MSGPACK_OBJECT_MAP)
+      ck_assert(same_obj(m->params.p, &pr->via.array.ptr[0]));
+    else
+      ck_assert(same_obj(m->params.p, pr));
+  }
+  msgpack_zone_destroy(&z);
+}
+
 static int documented(int rc) {
   return rc == 0 || rc == -EAGAIN || rc == DYNQ_ETOOBIG || rc == DYNQ_EDEPTH ||
          rc == DYNQ_ELIMIT || rc == DYNQ_EPROTO;
@@ -465,6 +534,7 @@ static void fuzz_one(const uint8_t *buf, size_t len,
   char err[128];
   int64_t hint;
   if (dynq__rpc_parse(buf, n, &m, &hint, err, sizeof err) == 0) {
+    same_tree(buf, n, &m);
     dynq__obj_t x = dynq__obj_get(m.params, "t");
     dynq__tensor_t t;
     if (dynq__obj_tensor(x, NULL, &t, err, sizeof err) == 0)
@@ -805,6 +875,85 @@ START_TEST(test_roundtrip_hand_types) {
   ck_assert_int_eq(dynq__obj_strcpy(dynq__obj_get(m.params, "z"), buf, sizeof buf),
                    DYNQ_EPARAMS);
   dynq__rpc_free(&m);
+}
+END_TEST
+
+/* Every msgpack format once, decoded as msgpack_unpack decodes it. */
+START_TEST(test_decode_every_format) {
+  static const uint8_t f[] = {
+    0x94, 0x00, 0x01, 0xa1, 'm',
+    0xde, 0x00, 28,
+      0xa1, 'a', 0xcc, 0xff,
+      0xa1, 'b', 0xcd, 0x01, 0x00,
+      0xa1, 'c', 0xce, 0x00, 0x01, 0x00, 0x00,
+      0xa1, 'd', 0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0,
+      0xa1, 'e', 0xd0, 0x80,
+      0xa1, 'f', 0xd0, 0x05,                      /* signed, >= 0 */
+      0xa1, 'g', 0xd1, 0xff, 0x00,
+      0xa1, 'h', 0xd2, 0x00, 0x00, 0x00, 0x07,
+      0xa1, 'i', 0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0,
+      0xa1, 'j', 0xca, 0x7f, 0xc0, 0x00, 0x00,    /* NaN */
+      0xa1, 'k', 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0,
+      0xa1, 'l', 0xd9, 0x02, 'h', 'i',
+      0xa1, 'm', 0xda, 0x00, 0x01, 'x',
+      0xa1, 'n', 0xc4, 0x00,
+      0xa1, 'o', 0xc5, 0x00, 0x02, 0x01, 0x02,
+      0xa1, 'p', 0xc7, 0x01, 0x05, 0xaa,
+      0xa1, 'q', 0xd4, 0x02, 0xbb,
+      0xa1, 'r', 0xd8, 0x03, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+      0xa1, 's', 0xdc, 0x00, 0x02, 0xc0, 0xc3,
+      0xa1, 't', 0xde, 0x00, 0x01, 0xa0, 0x90,
+      0xa1, 'u', 0x80,
+      0xa1, 'v', 0xe0,
+      0xa1, 'w', 0xc8, 0x00, 0x00, 0x07,
+      0xa1, 'x', 0xdb, 0x00, 0x00, 0x00, 0x01, 'z',
+      0xa1, 'y', 0xc6, 0x00, 0x00, 0x00, 0x00,
+      0xa1, 'z', 0xdd, 0x00, 0x00, 0x00, 0x01, 0xc2,
+      0xa1, 'A', 0xdf, 0x00, 0x00, 0x00, 0x00,
+      0xa1, 'B', 0xc9, 0x00, 0x00, 0x00, 0x01, 0x09, 0x01};
+  dynq__rpc_msg_t m;
+  char err[128];
+  ck_assert_int_eq(dynq__rpc_parse(f, sizeof f, &m, NULL, err, sizeof err), 0);
+  same_tree(f, sizeof f, &m);
+  uint64_t u;
+  int64_t i;
+  double d;
+  ck_assert_int_eq(dynq__obj_uint(dynq__obj_get(m.params, "d"), &u), 0);
+  ck_assert(u == (uint64_t)1 << 63);
+  ck_assert_int_eq(dynq__obj_int(dynq__obj_get(m.params, "e"), &i), 0);
+  ck_assert_int_eq(i, -128);
+  ck_assert_int_eq(dynq__obj_uint(dynq__obj_get(m.params, "f"), &u), 0);
+  ck_assert(u == 5);
+  ck_assert_int_eq(dynq__obj_int(dynq__obj_get(m.params, "g"), &i), 0);
+  ck_assert_int_eq(i, -256);
+  ck_assert_int_eq(dynq__obj_int(dynq__obj_get(m.params, "i"), &i), 0);
+  ck_assert(i == INT64_MIN);
+  ck_assert_int_eq(dynq__obj_double(dynq__obj_get(m.params, "j"), &d), 0);
+  ck_assert(d != d);
+  ck_assert_int_eq(dynq__obj_kind(dynq__obj_get(m.params, "r")), DYNQ_OBJ_OTHER);
+  ck_assert_uint_eq(dynq__obj_len(dynq__obj_get(m.params, "s")), 2);
+  dynq__rpc_free(&m);
+
+  /* Bigger than one arena chunk, nested: an array of 300 maps. */
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 3, "big");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "v");
+  dynq__w_array(&w, 300);
+  for (int k = 0; k < 300; k++) {
+    dynq__w_map(&w, 2);
+    dynq__w_str(&w, "k");
+    dynq__w_int(&w, -k);
+    dynq__w_str(&w, "a");
+    dynq__w_array(&w, (uint32_t)(k % 5));
+    for (int j = 0; j < k % 5; j++) dynq__w_double(&w, j * 0.5);
+  }
+  ck_assert_int_eq(w.err, 0);
+  ck_assert_int_eq(dynq__rpc_parse(w.data, w.len, &m, NULL, err, sizeof err), 0);
+  same_tree(w.data, w.len, &m);
+  dynq__rpc_free(&m);
+  dynq__wbuf_free(&w);
 }
 END_TEST
 
@@ -2408,6 +2557,7 @@ static Suite *proto_suite(void) {
   tcase_add_test(tc, test_roundtrip_types);
   tcase_add_test(tc, test_roundtrip_hand_types);
   tcase_add_test(tc, test_obj_lookup);
+  tcase_add_test(tc, test_decode_every_format);
   tcase_add_test(tc, test_roundtrip_tensors);
   tcase_add_test(tc, test_tensor_refusals);
   tcase_add_test(tc, test_rpc_envelope_refusals);

@@ -8,16 +8,17 @@
  * later write into a no-op, so callers check once at the end).
  *
  * Reader: dynq__rpc_parse() copies the frame into memory the message owns
- * (msgpack-c's objects point into the input bytes, and the caller's read
- * buffer moves on), re-scans it with the limits msgpack-c itself can
- * handle so that no declared size reaches its allocator unchecked, decodes
- * it and validates the envelope.  A dynq__obj_t wraps a const
- * msgpack_object * living in the message's zone.  dynq__rpc_parse_framed()
- * does the same in place for a server that is done with a frame before
- * its buffer moves: no copy, no new zone per frame (a reader's is cleared
- * and reused), and no re-scan when the framer's limits already gave
- * msgpack-c's guarantees (the framer cut exactly this object, so every
- * count and length in it fits in its bytes).
+ * (the objects point into the input bytes, and the caller's read buffer
+ * moves on), re-scans it with the frame itself as the budget so that no
+ * declared size reaches an allocator unchecked, decodes it (decode_tree:
+ * msgpack-c's object structs, built by our own one-pass decoder) and
+ * validates the envelope.  A dynq__obj_t wraps a const msgpack_object *
+ * living in the message's arena.  dynq__rpc_parse_framed() does the same
+ * in place for a server that is done with a frame before its buffer
+ * moves: no copy, no new arena per frame (a reader's first chunk is
+ * reused), and no re-scan when the framer's limits already gave those
+ * guarantees (the framer cut exactly this object, so every count and
+ * length in it fits in its bytes).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -593,11 +594,263 @@ int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
 
 /* ---- reader: envelope ---- */
 
-/* msgpack-c's unpacker keeps a fixed stack of 32 open containers. */
+/* Open containers the decoder tracks (msgpack-c's unpacker has the same
+ * fixed stack; the scan in parse_into holds frames to it). */
 #define MSGPACK_MAX_DEPTH 32
 
+/* ---- reader: the object tree ----
+ *
+ * The objects are msgpack-c's structs (the accessors above read them), but
+ * built by our own decoder: one pass over a frame the scanner accepted,
+ * no recursion and no callback per object, each container's items in one
+ * block of an arena a reader keeps from frame to frame.  Strings, bins
+ * and exts point into the frame, as msgpack_unpack's do.  Integers follow
+ * msgpack-c: a signed encoding of a value >= 0 is a POSITIVE_INTEGER. */
+
+/* Objects in the chunk an arena keeps across frames. */
+#define ARENA_KEEP 256
+/* Largest chunk grown by doubling; a bigger container gets its own. */
+#define ARENA_GROW_MAX ((size_t)64 << 10)
+
+typedef struct arena_chunk {
+  struct arena_chunk *next;  /* older chunk */
+  size_t cap, used;          /* objects */
+  msgpack_object o[];
+} arena_chunk_t;
+
+typedef struct arena {
+  arena_chunk_t *head;       /* owned list, newest first */
+} arena_t;
+
+_Static_assert(sizeof(msgpack_object_kv) == 2 * sizeof(msgpack_object),
+               "a map's entries are decoded as 2n consecutive objects");
+
+/* Forget every object; keep the first small chunk for the next frame. */
+static void arena_reset(arena_t *a) {
+  arena_chunk_t *keep = NULL;
+  for (arena_chunk_t *c = a->head, *n; c != NULL; c = n) {
+    n = c->next;
+    if (n == NULL && c->cap == ARENA_KEEP) keep = c;
+    else free(c);
+  }
+  if (keep != NULL) {
+    keep->used = 0;
+    keep->next = NULL;
+  }
+  a->head = keep;
+}
+
+static void arena_free(arena_t *a) {
+  for (arena_chunk_t *c = a->head, *n; c != NULL; c = n) {
+    n = c->next;
+    free(c);
+  }
+  a->head = NULL;
+}
+
+/* n > 0 consecutive objects, or NULL when out of memory. */
+static msgpack_object *arena_alloc(arena_t *a, size_t n) {
+  arena_chunk_t *c = a->head;
+  if (c == NULL || c->cap - c->used < n) {
+    size_t cap = c == NULL ? ARENA_KEEP : c->cap * 2;
+    if (cap > ARENA_GROW_MAX) cap = ARENA_GROW_MAX;
+    if (cap < n) cap = n;
+    if (cap > (SIZE_MAX - sizeof(arena_chunk_t)) / sizeof(msgpack_object)) return NULL;
+    arena_chunk_t *nc = malloc(sizeof(*nc) + cap * sizeof(msgpack_object));
+    if (nc == NULL) return NULL;
+    nc->cap = cap;
+    nc->used = 0;
+    nc->next = c;
+    a->head = c = nc;
+  }
+  msgpack_object *o = c->o + c->used;
+  c->used += n;
+  return o;
+}
+
+static uint64_t be_uint(const uint8_t *p, unsigned w) {
+  uint64_t v = 0;
+  for (unsigned i = 0; i < w; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+static void set_int(msgpack_object *o, int64_t v) {
+  if (v >= 0) {
+    o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+    o->via.u64 = (uint64_t)v;
+  } else {
+    o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+    o->via.i64 = v;
+  }
+}
+
+/* The one object at buf[0..len) into *root, its containers' items in a.
+ * 0, -ENOMEM, or DYNQ_EPROTO (truncated, a bad byte, a count the bytes
+ * left cannot hold, nesting over MSGPACK_MAX_DEPTH, trailing bytes): the
+ * scanner refuses all of those first, this only never trusts it. */
+static int decode_tree(arena_t *a, const uint8_t *buf, size_t len, msgpack_object *root) {
+  struct { msgpack_object *slot; uint64_t left; } st[MSGPACK_MAX_DEPTH];
+  int depth = 0;
+  size_t pos = 0;
+  msgpack_object *o = root;
+  for (;;) {
+    if (pos >= len) return DYNQ_EPROTO;
+    uint8_t b = buf[pos++];
+    size_t avail = len - pos;
+    uint64_t n = 0;       /* payload bytes, or items of a container */
+    int map = -1;         /* a container: 1 map, 0 array */
+    unsigned w = 0;       /* width of a length/count/value field */
+#define NEED(k) do { if (avail < (k)) return DYNQ_EPROTO; } while (0)
+    if (b <= 0x7f) {
+      o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+      o->via.u64 = b;
+    } else if (b >= 0xe0) {
+      o->type = MSGPACK_OBJECT_NEGATIVE_INTEGER;
+      o->via.i64 = (int8_t)b;
+    } else if (b <= 0x8f) {
+      map = 1;
+      n = b & 0x0f;
+    } else if (b <= 0x9f) {
+      map = 0;
+      n = b & 0x0f;
+    } else if (b <= 0xbf) {
+      n = b & 0x1f;
+      NEED(n);
+      o->type = MSGPACK_OBJECT_STR;
+      o->via.str.size = (uint32_t)n;
+      o->via.str.ptr = (const char *)buf + pos;
+      pos += n;
+    } else {
+      switch (b) {
+      case 0xc0:
+        o->type = MSGPACK_OBJECT_NIL;
+        break;
+      case 0xc2:
+      case 0xc3:
+        o->type = MSGPACK_OBJECT_BOOLEAN;
+        o->via.boolean = b == 0xc3;
+        break;
+      case 0xc4: case 0xc5: case 0xc6:  /* bin 8/16/32 */
+      case 0xd9: case 0xda: case 0xdb:  /* str 8/16/32 */
+        w = b <= 0xc6 ? 1u << (b - 0xc4) : 1u << (b - 0xd9);
+        NEED(w);
+        n = be_uint(buf + pos, w);
+        pos += w;
+        avail -= w;
+        NEED(n);
+        if (b <= 0xc6) {
+          o->type = MSGPACK_OBJECT_BIN;
+          o->via.bin.size = (uint32_t)n;
+          o->via.bin.ptr = (const char *)buf + pos;
+        } else {
+          o->type = MSGPACK_OBJECT_STR;
+          o->via.str.size = (uint32_t)n;
+          o->via.str.ptr = (const char *)buf + pos;
+        }
+        pos += n;
+        break;
+      case 0xc7: case 0xc8: case 0xc9:  /* ext 8/16/32: length, type, data */
+      case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:  /* fixext */
+        if (b <= 0xc9) {
+          w = 1u << (b - 0xc7);
+          NEED(w);
+          n = be_uint(buf + pos, w);
+          pos += w;
+          avail -= w;
+        } else {
+          n = (uint64_t)1 << (b - 0xd4);
+        }
+        NEED(n + 1);
+        o->type = MSGPACK_OBJECT_EXT;
+        o->via.ext.type = (int8_t)buf[pos];
+        o->via.ext.size = (uint32_t)n;
+        o->via.ext.ptr = (const char *)buf + pos + 1;
+        pos += n + 1;
+        break;
+      case 0xca: {  /* float 32 */
+        NEED(4);
+        uint32_t u = (uint32_t)be_uint(buf + pos, 4);
+        float f;
+        memcpy(&f, &u, sizeof f);
+        o->type = MSGPACK_OBJECT_FLOAT32;
+        o->via.f64 = f;
+        pos += 4;
+        break;
+      }
+      case 0xcb: {  /* float 64 */
+        NEED(8);
+        uint64_t u = be_uint(buf + pos, 8);
+        double d;
+        memcpy(&d, &u, sizeof d);
+        o->type = MSGPACK_OBJECT_FLOAT64;
+        o->via.f64 = d;
+        pos += 8;
+        break;
+      }
+      case 0xcc: case 0xcd: case 0xce: case 0xcf:  /* uint 8..64 */
+        w = 1u << (b - 0xcc);
+        NEED(w);
+        o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
+        o->via.u64 = be_uint(buf + pos, w);
+        pos += w;
+        break;
+      case 0xd0: case 0xd1: case 0xd2: case 0xd3: {  /* int 8..64 */
+        w = 1u << (b - 0xd0);
+        NEED(w);
+        uint64_t u = be_uint(buf + pos, w);
+        unsigned sh = 64 - 8 * w;  /* sign-extend from w bytes */
+        set_int(o, (int64_t)(u << sh) >> sh);
+        pos += w;
+        break;
+      }
+      case 0xdc: case 0xdd:  /* array 16/32 */
+      case 0xde: case 0xdf:  /* map 16/32 */
+        map = b >= 0xde;
+        w = (b & 1) ? 4 : 2;
+        NEED(w);
+        n = be_uint(buf + pos, w);
+        pos += w;
+        avail -= w;
+        break;
+      default:  /* 0xc1: never used */
+        return DYNQ_EPROTO;
+      }
+    }
+#undef NEED
+    if (map >= 0) {
+      uint64_t items = map ? 2 * n : n;
+      if (items > avail) return DYNQ_EPROTO;  /* each item takes a byte at least */
+      msgpack_object *v = NULL;
+      if (items > 0) {
+        if (depth == MSGPACK_MAX_DEPTH) return DYNQ_EPROTO;
+        if ((v = arena_alloc(a, (size_t)items)) == NULL) return -ENOMEM;
+      }
+      if (map) {
+        o->type = MSGPACK_OBJECT_MAP;
+        o->via.map.size = (uint32_t)n;
+        o->via.map.ptr = (msgpack_object_kv *)v;
+      } else {
+        o->type = MSGPACK_OBJECT_ARRAY;
+        o->via.array.size = (uint32_t)n;
+        o->via.array.ptr = v;
+      }
+      if (items > 0) {
+        st[depth].slot = v;
+        st[depth].left = items;
+        depth++;
+        o = v;
+        continue;
+      }
+    }
+    /* o is complete: the next item of its container, or close it. */
+    while (depth > 0 && --st[depth - 1].left == 0) depth--;
+    if (depth == 0) return pos == len ? 0 : DYNQ_EPROTO;
+    o = ++st[depth - 1].slot;
+  }
+}
+
 typedef struct rpc_priv {
-  msgpack_zone *zone;   /* owned: every object lives in it */
+  arena_t arena;        /* owned: the objects of the tree */
   msgpack_object root;
   char method[64];
   int reader;           /* a dynq__rpc_reader_t's: kept, not freed */
@@ -613,12 +866,13 @@ struct dynq__rpc_reader {
 
 static void priv_free(rpc_priv_t *p) {
   if (p == NULL) return;
-  if (p->reader) {  /* the zone stays for the reader's next frame */
+  if (p->reader) {  /* the arena's first chunk stays for the next frame */
+    arena_reset(&p->arena);
     p->busy = 0;
     p->view = NULL;
     return;
   }
-  msgpack_zone_free(p->zone);
+  arena_free(&p->arena);
   free(p);
 }
 
@@ -671,7 +925,7 @@ int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
     return fail(-ENOMEM, err, errlen, "message too large to copy");
   rpc_priv_t *p = malloc(sizeof *p + len);
   if (p == NULL) return fail(-ENOMEM, err, errlen, "out of memory");
-  p->zone = NULL;
+  p->arena.head = NULL;
   p->reader = 0;
   p->busy = 0;
   p->view = NULL;
@@ -682,18 +936,13 @@ int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
 dynq__rpc_reader_t *dynq__rpc_reader_new(void) {
   dynq__rpc_reader_t *rd = calloc(1, sizeof(*rd));
   if (rd == NULL) return NULL;
-  rd->p.zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-  if (rd->p.zone == NULL) {
-    free(rd);
-    return NULL;
-  }
   rd->p.reader = 1;
   return rd;
 }
 
 dynq__rpc_reader_t *dynq__rpc_reader_free(dynq__rpc_reader_t *rd) {
   if (rd == NULL) return NULL;
-  msgpack_zone_free(rd->p.zone);
+  arena_free(&rd->p.arena);
   free(rd);
   return NULL;
 }
@@ -718,7 +967,7 @@ int dynq__rpc_parse_framed(dynq__rpc_reader_t *rd, const uint8_t *buf, size_t le
 static int parse_into(rpc_priv_t *p, const uint8_t *data, size_t len, int scanned,
                       dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint, char *err,
                       size_t errlen) {
-  size_t used = len, off = 0;
+  size_t used = len;
   int rc = 0;
 
   p->method[0] = '\0';
@@ -744,19 +993,13 @@ static int parse_into(rpc_priv_t *p, const uint8_t *data, size_t len, int scanne
     goto fail;
   }
 
-  /* A reader's zone keeps its first chunk from frame to frame. */
-  if (p->zone != NULL) msgpack_zone_clear(p->zone);
-  else if ((p->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE)) == NULL) {
+  arena_reset(&p->arena);
+  rc = decode_tree(&p->arena, data, len, &p->root);
+  if (rc == -ENOMEM) {
     rc = fail(-ENOMEM, err, errlen, "out of memory decoding the message");
     goto fail;
   }
-  switch (msgpack_unpack((const char *)data, len, &off, p->zone, &p->root)) {
-  case MSGPACK_UNPACK_SUCCESS:
-    break;
-  case MSGPACK_UNPACK_NOMEM_ERROR:
-    rc = fail(-ENOMEM, err, errlen, "out of memory decoding the message");
-    goto fail;
-  default:
+  if (rc != 0) {
     rc = fail(DYNQ_EPROTO, err, errlen, "message is not valid msgpack");
     goto fail;
   }
