@@ -7,8 +7,10 @@
  * Each connection reads into one dynq__framer (lib/proto; at most
  * max_frame + READ_CHUNK bytes), so one read brings in as many frames as
  * the socket holds and every complete one in it is handled in that
- * callback.  Every frame went through dynq__mp_scan before msgpack-c sees
- * it.  A frame the scanner rejects cannot be skipped (the stream has no
+ * callback.  A frame is cut and decoded in one pass within the limits
+ * (dynq__rpc_parse_next); what that cannot delimit goes through the
+ * framer's dynq__mp_scan, which waits for more bytes or names the limit
+ * broken.  A frame the scanner rejects cannot be skipped (the stream has no
  * length prefix), so it is answered with msgid 0 and the connection is
  * closed after what is pending has been flushed.  A frame that must wait
  * for start-up is parked in the framer (dynq__framer_hold) and handed out
@@ -689,35 +691,31 @@ static void bad_frame(dynqd_conn_t *c, int rc) {
   c->flushing = 1;
 }
 
-/* 0 when handled, DYNQD_WAIT to leave it buffered. */
-static int handle_frame(dynqd_conn_t *c, const uint8_t *buf, size_t len) {
+/* A frame parsed (rc: its parse's result, m the message when 0, freed
+ * here): 0 when handled, DYNQD_WAIT to leave it buffered.  The message
+ * points into the read buffer, which stays as it is until then (nothing
+ * reads into it while a frame is handled). */
+static int handle_frame(dynqd_conn_t *c, int rc, dynq__rpc_msg_t *m, int64_t hint,
+                        const char *err) {
   c->srv->frames_iter++;
-  dynq__rpc_msg_t m;
-  memset(&m, 0, sizeof(m));
-  int64_t hint = -1;
-  char err[256] = "";
-  /* In place: the frame stays in the read buffer until m is freed below
-   * (nothing reads into it while a frame is handled). */
-  int rc = dynq__rpc_parse_framed(c->srv->reader, buf, len, &c->fr.lim, &m, &hint, err,
-                                  sizeof(err));
   if (rc != 0) {
     uint32_t id = hint >= 0 && hint <= (int64_t)UINT32_MAX ? (uint32_t)hint : 0;
     log_debug("conn %llu: bad envelope: %s", (unsigned long long)c->id, err);
     dynqd__conn_send_error(c, id, rc, "%s", err[0] ? err : "malformed message envelope");
     return 0;
   }
-  if (m.type == DYNQ_RPC_REQUEST) {
-    if (c->srv->on_request(c->srv, c, &m) == DYNQD_WAIT) {
-      dynq__rpc_free(&m);
+  if (m->type == DYNQ_RPC_REQUEST) {
+    if (c->srv->on_request(c->srv, c, m) == DYNQD_WAIT) {
+      dynq__rpc_free(m);
       c->srv->frames_iter--;  /* seen again when it is handled */
       c->waiting = 1;
       return DYNQD_WAIT;
     }
-  } else if (m.type == DYNQ_RPC_RESPONSE)
+  } else if (m->type == DYNQ_RPC_RESPONSE)
     log_debug("conn %llu: ignoring a response message from a client",
               (unsigned long long)c->id);
   /* notifications: accepted and ignored in protocol version 1 */
-  dynq__rpc_free(&m);
+  dynq__rpc_free(m);
   return 0;
 }
 
@@ -734,19 +732,36 @@ static void process_frames(dynqd_conn_t *c) {
   while (!c->closing && c->inflight < cfg->max_inflight && c->held == 0 && !c->waiting) {
     uint64_t pos = c->rx - dynq__framer_pending(&c->fr);
     const uint8_t *f;
-    size_t flen;
-    int rc = dynq__framer_next(&c->fr, &f, &flen);
-    if (rc == 0) {
-      /* A partial frame of a connection that reads no more never ends. */
-      if (c->flushing) dynq__framer_discard(&c->fr);
-      break;
-    }
-    if (rc < 0) {
-      bad_frame(c, rc);
-      break;
+    size_t flen = 0, avail = 0;
+    dynq__rpc_msg_t m;
+    memset(&m, 0, sizeof(m));
+    int64_t hint = -1;
+    char err[256] = "";
+    /* Most frames are cut and parsed in one pass; what that does not
+     * delimit (a partial frame, one over a limit or not msgpack) goes
+     * through the framer's scan, which waits for more or says why. */
+    int prc = -EAGAIN;
+    if (dynq__framer_peek(&c->fr, &f, &avail) == 0 && avail > 0)
+      prc = dynq__rpc_parse_next(c->srv->reader, f, avail, &c->fr.lim, &flen, &m, &hint,
+                                 err, sizeof(err));
+    if (prc != -EAGAIN) {
+      dynq__framer_take(&c->fr, flen);
+    } else {
+      int rc = dynq__framer_next(&c->fr, &f, &flen);
+      if (rc == 0) {
+        /* A partial frame of a connection that reads no more never ends. */
+        if (c->flushing) dynq__framer_discard(&c->fr);
+        break;
+      }
+      if (rc < 0) {
+        bad_frame(c, rc);
+        break;
+      }
+      prc = dynq__rpc_parse_framed(c->srv->reader, f, flen, &c->fr.lim, &m, &hint, err,
+                                   sizeof(err));
     }
     c->frame_pos = pos;
-    if (handle_frame(c, f, flen) == DYNQD_WAIT) {
+    if (handle_frame(c, prc, &m, hint, err) == DYNQD_WAIT) {
       dynq__framer_hold(&c->fr);  /* parked until dynqd__conn_resume */
       break;
     }

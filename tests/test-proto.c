@@ -512,11 +512,53 @@ static int documented(int rc) {
          rc == DYNQ_ELIMIT || rc == DYNQ_EPROTO;
 }
 
+/* dynq__rpc_parse_next on buf[0..len) (an exact copy: a read past it is
+ * caught under ASan and valgrind) agrees with the scan (rc, n) and with
+ * dynq__rpc_parse_framed of the frame the scan cut: it delimits exactly
+ * what the scan accepts (within its 32 levels), at the same length, and
+ * parses it the same way. */
+static void same_cut(const uint8_t *buf, size_t len, const dynq__scan_limits_t *l, int rc,
+                     size_t n) {
+  uint8_t *copy = malloc(len ? len : 1);
+  ck_assert_ptr_nonnull(copy);
+  if (len) memcpy(copy, buf, len);
+  dynq__rpc_reader_t *rd = dynq__rpc_reader_new(), *rd2 = dynq__rpc_reader_new();
+  ck_assert(rd != NULL && rd2 != NULL);
+  dynq__rpc_msg_t pm, fm;
+  int64_t ph = 7, fh = 7;
+  char perr[128] = "", ferr[128] = "";
+  size_t pn = 0;
+  int prc = dynq__rpc_parse_next(rd, copy, len, l, &pn, &pm, &ph, perr, sizeof perr);
+  if (rc != 0 || len == 0) {
+    ck_assert_int_eq(prc, -EAGAIN);
+  } else if (l->max_depth <= 32) {
+    ck_assert_msg(prc != -EAGAIN, "the scan cut %zu bytes, parse_next did not", n);
+    ck_assert_uint_eq(pn, n);
+    int frc = dynq__rpc_parse_framed(rd2, copy, n, l, &fm, &fh, ferr, sizeof ferr);
+    ck_assert_int_eq(prc, frc);
+    ck_assert(ph == fh);
+    ck_assert_str_eq(perr, ferr);
+    if (prc == 0) {
+      ck_assert_int_eq(pm.type, fm.type);
+      ck_assert_uint_eq(pm.msgid, fm.msgid);
+      ck_assert((pm.method == NULL) == (fm.method == NULL));
+      if (pm.method != NULL) ck_assert_str_eq(pm.method, fm.method);
+      same_tree(copy, n, &pm);
+      dynq__rpc_free(&fm);
+      dynq__rpc_free(&pm);
+    }
+  }
+  dynq__rpc_reader_free(rd);
+  dynq__rpc_reader_free(rd2);
+  free(copy);
+}
+
 static void fuzz_one(const uint8_t *buf, size_t len,
                      const dynq__scan_limits_t *l) {
   size_t n = (size_t)-1;
   int rc = scan_exact(buf, len, l, &n);
   ck_assert_msg(documented(rc), "undocumented code %d", rc);
+  same_cut(buf, len, l, rc, n);
   if (rc != 0) {
     ck_assert_uint_eq(n, (size_t)-1);
     return;

@@ -518,7 +518,6 @@ int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
   int max_rank = DYNQ_MAX_RANK;
   int64_t max_elems = DYNQ_MAX_ELEMS;
   int64_t dims[DYNQ_MAX_RANK];
-  char dtname[16];
   const void *data;
   size_t nbytes;
 
@@ -537,17 +536,15 @@ int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
   if (kind_of(f) != DYNQ_OBJ_STR)
     return fail(DYNQ_EPARAMS, err, errlen,
                 "tensor field 'dtype' is %s", f.p ? "not a string" : "missing");
-  int dt = 0;
-  if (dynq__obj_strcpy(f, dtname, sizeof dtname) == 0) dt = dynq__dt_parse(dtname);
-  if (dt == 0) {
-    const char *s;
-    size_t n;
-    /* dynq__obj_str refuses text that is not UTF-8: never echo it */
-    if (dynq__obj_str(f, &s, &n) != 0)
-      return fail(DYNQ_EPARAMS, err, errlen, "tensor field 'dtype' is not valid UTF-8");
+  const char *dts;
+  size_t dtn;
+  /* dynq__obj_str refuses text that is not UTF-8: never echo it */
+  if (dynq__obj_str(f, &dts, &dtn) != 0)
+    return fail(DYNQ_EPARAMS, err, errlen, "tensor field 'dtype' is not valid UTF-8");
+  int dt = dynq__dt_parsen(dts, dtn);
+  if (dt == 0)
     return fail(DYNQ_EDTYPE, err, errlen, "unknown tensor dtype '%.*s'",
-                (int)(n > 32 ? 32 : n), s);
-  }
+                (int)(dtn > 32 ? 32 : dtn), dts);
 
   f = fv[1];
   if (kind_of(f) != DYNQ_OBJ_ARRAY)
@@ -684,23 +681,35 @@ static void set_int(msgpack_object *o, int64_t v) {
   }
 }
 
-/* The one object at buf[0..len) into *root, its containers' items in a.
- * 0, -ENOMEM, or DYNQ_EPROTO (truncated, a bad byte, a count the bytes
- * left cannot hold, nesting over MSGPACK_MAX_DEPTH, trailing bytes): the
- * scanner refuses all of those first, this only never trusts it. */
-static int decode_tree(arena_t *a, const uint8_t *buf, size_t len, msgpack_object *root) {
+/* The first object at buf[0..len) into *root, its containers' items in
+ * a; *ret_used its bytes.  With lim, the scanner's limits hold too: at
+ * most max_frame bytes, max_depth open containers (an empty one counts
+ * where it would open) and max_elems declared elements.  0, -EAGAIN (the
+ * bytes end inside it), -ENOMEM, or DYNQ_EPROTO (a bad byte, a count the
+ * bytes left cannot hold, nesting over MSGPACK_MAX_DEPTH or a limit).
+ * Never reads past buf[len - 1]. */
+static int decode_tree(arena_t *a, const uint8_t *buf, size_t len,
+                       const dynq__scan_limits_t *lim, size_t *ret_used,
+                       msgpack_object *root) {
   struct { msgpack_object *slot; uint64_t left; } st[MSGPACK_MAX_DEPTH];
   int depth = 0;
+  int max_depth = MSGPACK_MAX_DEPTH;
+  uint64_t elems = 0, max_elems = UINT64_MAX;
+  if (lim != NULL) {
+    if (lim->max_depth < max_depth) max_depth = lim->max_depth;
+    max_elems = lim->max_elems;
+    if (len > lim->max_frame) len = lim->max_frame;  /* more is never needed */
+  }
   size_t pos = 0;
   msgpack_object *o = root;
   for (;;) {
-    if (pos >= len) return DYNQ_EPROTO;
+    if (pos >= len) return -EAGAIN;
     uint8_t b = buf[pos++];
     size_t avail = len - pos;
     uint64_t n = 0;       /* payload bytes, or items of a container */
     int map = -1;         /* a container: 1 map, 0 array */
     unsigned w = 0;       /* width of a length/count/value field */
-#define NEED(k) do { if (avail < (k)) return DYNQ_EPROTO; } while (0)
+#define NEED(k) do { if (avail < (k)) return -EAGAIN; } while (0)
     if (b <= 0x7f) {
       o->type = MSGPACK_OBJECT_POSITIVE_INTEGER;
       o->via.u64 = b;
@@ -819,12 +828,12 @@ static int decode_tree(arena_t *a, const uint8_t *buf, size_t len, msgpack_objec
 #undef NEED
     if (map >= 0) {
       uint64_t items = map ? 2 * n : n;
-      if (items > avail) return DYNQ_EPROTO;  /* each item takes a byte at least */
+      if (depth >= max_depth || n > max_elems - elems) return DYNQ_EPROTO;
+      elems += n;
+      /* Each item takes a byte at least: no allocation beyond the bytes. */
+      if (items > avail) return -EAGAIN;
       msgpack_object *v = NULL;
-      if (items > 0) {
-        if (depth == MSGPACK_MAX_DEPTH) return DYNQ_EPROTO;
-        if ((v = arena_alloc(a, (size_t)items)) == NULL) return -ENOMEM;
-      }
+      if (items > 0 && (v = arena_alloc(a, (size_t)items)) == NULL) return -ENOMEM;
       if (map) {
         o->type = MSGPACK_OBJECT_MAP;
         o->via.map.size = (uint32_t)n;
@@ -844,7 +853,10 @@ static int decode_tree(arena_t *a, const uint8_t *buf, size_t len, msgpack_objec
     }
     /* o is complete: the next item of its container, or close it. */
     while (depth > 0 && --st[depth - 1].left == 0) depth--;
-    if (depth == 0) return pos == len ? 0 : DYNQ_EPROTO;
+    if (depth == 0) {
+      *ret_used = pos;
+      return 0;
+    }
     o = ++st[depth - 1].slot;
   }
 }
@@ -916,6 +928,8 @@ static dynq__obj_t unwrap_params(const msgpack_object *o) {
 static int parse_into(rpc_priv_t *p, const uint8_t *data, size_t len, int scanned,
                       dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint, char *err,
                       size_t errlen);
+static int envelope(rpc_priv_t *p, dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint,
+                    char *err, size_t errlen);
 
 int dynq__rpc_parse(const uint8_t *buf, size_t len, dynq__rpc_msg_t *ret,
                     int64_t *ret_msgid_hint, char *err, size_t errlen) {
@@ -964,6 +978,28 @@ int dynq__rpc_parse_framed(dynq__rpc_reader_t *rd, const uint8_t *buf, size_t le
   return parse_into(&rd->p, buf, len, ok, ret, ret_msgid_hint, err, errlen);
 }
 
+int dynq__rpc_parse_next(dynq__rpc_reader_t *rd, const uint8_t *buf, size_t avail,
+                         const dynq__scan_limits_t *lim, size_t *ret_len,
+                         dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint, char *err,
+                         size_t errlen) {
+  if (rd == NULL || rd->p.busy || avail == 0) return -EAGAIN;
+  rpc_priv_t *p = &rd->p;
+  size_t used = 0;
+  arena_reset(&p->arena);
+  if (decode_tree(&p->arena, buf, avail, lim, &used, &p->root) != 0) {
+    arena_reset(&p->arena);
+    return -EAGAIN;  /* the framer's scan says why, or waits for more */
+  }
+  if (ret_msgid_hint != NULL) *ret_msgid_hint = -1;
+  if (err != NULL && errlen > 0) err[0] = '\0';
+  *ret_len = used;
+  p->method[0] = '\0';
+  p->len = used;
+  p->busy = 1;
+  p->view = buf;
+  return envelope(p, ret, ret_msgid_hint, err, errlen);
+}
+
 static int parse_into(rpc_priv_t *p, const uint8_t *data, size_t len, int scanned,
                       dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint, char *err,
                       size_t errlen) {
@@ -973,8 +1009,9 @@ static int parse_into(rpc_priv_t *p, const uint8_t *data, size_t len, int scanne
   p->method[0] = '\0';
   p->len = len;
   /* Re-scan with this frame as the budget: whatever the caller's limits,
-   * no declared count or length can ask msgpack-c for more than the bytes
-   * present could hold, and nesting stays within msgpack-c's stack. */
+   * the frame is one whole object and nesting stays within the decoder's
+   * stack (the decoder checks both again; the scan's verdicts give the
+   * precise errors). */
   dynq__scan_limits_t lim = {len, MSGPACK_MAX_DEPTH, UINT64_MAX};
   if (!scanned) rc = dynq__mp_scan(data, len, &lim, &used);
   if (rc == DYNQ_EDEPTH) {
@@ -994,15 +1031,26 @@ static int parse_into(rpc_priv_t *p, const uint8_t *data, size_t len, int scanne
   }
 
   arena_reset(&p->arena);
-  rc = decode_tree(&p->arena, data, len, &p->root);
+  rc = decode_tree(&p->arena, data, len, NULL, &used, &p->root);
   if (rc == -ENOMEM) {
     rc = fail(-ENOMEM, err, errlen, "out of memory decoding the message");
     goto fail;
   }
-  if (rc != 0) {
+  if (rc != 0 || used != len) {
     rc = fail(DYNQ_EPROTO, err, errlen, "message is not valid msgpack");
     goto fail;
   }
+  return envelope(p, ret, ret_msgid_hint, err, errlen);
+
+fail:
+  priv_free(p);
+  return rc;
+}
+
+/* p->root decoded: check it as a message into *ret; p freed on failure. */
+static int envelope(rpc_priv_t *p, dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint,
+                    char *err, size_t errlen) {
+  int rc;
 
   const msgpack_object *root = &p->root;
   if (root->type != MSGPACK_OBJECT_ARRAY) {

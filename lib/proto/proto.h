@@ -293,6 +293,19 @@ dynq__rpc_reader_t *dynq__rpc_reader_free(dynq__rpc_reader_t *rd);
 int dynq__rpc_parse_framed(dynq__rpc_reader_t *rd, const uint8_t *buf, size_t len,
                            const dynq__scan_limits_t *scanned, dynq__rpc_msg_t *ret,
                            int64_t *ret_msgid_hint, char *err, size_t errlen);
+/* Cut and parse the next frame of a stream in one pass, for a server
+ * whose framer holds buf[0..avail) (dynq__framer_peek): the object is
+ * decoded as it is delimited, within lim, so it is not scanned first.
+ * -EAGAIN when it did not delimit a whole frame (the bytes end inside it,
+ * it breaks a limit or is not msgpack, memory ran out, or a message of rd
+ * is alive): the caller then goes through dynq__framer_next and
+ * dynq__rpc_parse_framed, which say which.  Otherwise *ret_len is the
+ * frame's length (hand it out with dynq__framer_take) and the result is
+ * what dynq__rpc_parse_framed gives for that frame. */
+int dynq__rpc_parse_next(dynq__rpc_reader_t *rd, const uint8_t *buf, size_t avail,
+                         const dynq__scan_limits_t *lim, size_t *ret_len,
+                         dynq__rpc_msg_t *ret, int64_t *ret_msgid_hint, char *err,
+                         size_t errlen);
 /* The message's own copy of its frame bytes (valid while m is). */
 const uint8_t *dynq__rpc_frame(const dynq__rpc_msg_t *m, size_t *ret_len);
 
