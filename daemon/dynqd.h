@@ -210,6 +210,9 @@ typedef struct dynqd_model_entry {
 typedef struct dynqd_registry {
   dynqd_model_entry_t *v;  /* owned, sorted by name */
   int n;
+  uint64_t gen;            /* +1 whenever v, n or an entry changes: a
+                              pointer into v kept with gen is valid while
+                              they are equal */
   char *dir;               /* realpath of the model dir; NULL: none; owned */
   int64_t warm_max_elems;  /* warm-up bounds (config): an input above */
   uint64_t warm_max_bytes; /*   either is refused / not warmed (registry.c) */
@@ -805,6 +808,12 @@ struct dynqd_conn {
   int admin;                  /* an admin peer at accept: exempt from per-uid caps */
   dynqd_peer_t *peer;         /* its uid's record; NULL: not counted */
   uint64_t last_active_ns;    /* a complete frame read or an answer sent */
+  /* The model its last infer named (rpc_infer.c): a registry entry, valid
+   * while the registry's gen is last_model_gen; its stats record. */
+  const dynqd_model_entry_t *last_model;
+  uint64_t last_model_gen;
+  size_t last_model_len;      /* strlen(last_model->name) */
+  dynqd_mstats_t *last_mstats;
   int nomem;                  /* reading paused after an allocation failure */
   size_t mem;                 /* bytes counted in srv->buffers (read buffer,
                                  output, requests) */

@@ -99,7 +99,9 @@ void dynqd__registry_free(dynqd_registry_t *r) {
   for (int i = 0; i < r->n; i++) entry_clear(&r->v[i]);
   free(r->v);
   free(r->dir);
+  uint64_t gen = r->gen;
   memset(r, 0, sizeof(*r));
+  r->gen = gen + 1;  /* nothing kept from before is valid */
 }
 
 /* dir/rel, with rel confined to dir: no absolute path, no "..", and after
@@ -376,6 +378,7 @@ int dynqd__registry_commit(dynqd_registry_t *r, const char *name, const char *re
                            size_t errlen) {
   char *nname = NULL, *nfile = NULL;
   int ins = 0;
+  r->gen++;
   int idx = find_index(r, name, strlen(name), &ins);
   if (idx < 0 && r->n >= MAX_MODELS) {
     snprintf(err, errlen, "already serving %d models (the limit)", r->n);
@@ -428,6 +431,7 @@ int dynqd__registry_unload(dynqd_registry_t *r, const char *name) {
   int i = find_index(r, name, strlen(name), NULL);
   if (i < 0) return DYNQ_ENOMODEL;
   log_info("model '%s' version %d unloaded", r->v[i].name, r->v[i].version);
+  r->gen++;
   entry_clear(&r->v[i]);
   memmove(&r->v[i], &r->v[i + 1], (size_t)(r->n - i - 1) * sizeof(r->v[0]));
   r->n--;

@@ -755,6 +755,30 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
   return 0;
 }
 
+/* The model named s[0..n) and its stats record (NULL: answered
+ * ENOMODEL).  A connection mostly names the same model: its last one is
+ * kept with the registry's generation and compared first. */
+static const dynqd_model_entry_t *model_of(dynqd_req_t *rq, const char *s, size_t n,
+                                           dynqd_mstats_t **ret_ms) {
+  dynqd_conn_t *c = rq->conn;
+  dynqd_server_t *srv = rq->srv;
+  const dynqd_model_entry_t *e = c->last_model;
+  if (e != NULL && c->last_model_gen == srv->reg.gen && c->last_model_len == n &&
+      memcmp(e->name, s, n) == 0) {
+    *ret_ms = c->last_mstats;
+    return e;
+  }
+  e = dynqd__rpc_model(rq, s, n);
+  if (e == NULL) return NULL;
+  *ret_ms = dynqd__stats_model(&srv->stats, e->name);
+  if (*ret_ms == NULL) return e;  /* out of memory: not kept, tried again */
+  c->last_model = e;
+  c->last_model_gen = srv->reg.gen;
+  c->last_model_len = strlen(e->name);
+  c->last_mstats = *ret_ms;
+  return e;
+}
+
 int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   const dynq__p_infer_t *p = &pp->infer;
   dynqd_server_t *s = rq->srv;
@@ -782,7 +806,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     if (!p->has_model)
       FAIL(DYNQ_EPARAMS, "infer: params.model must be a string naming a model, got nothing "
            "(or params.session, a session id)");
-    const dynqd_model_entry_t *e = dynqd__rpc_model(rq, p->model.p, p->model.n);
+    const dynqd_model_entry_t *e = model_of(rq, p->model.p, p->model.n, &ms);
     if (e == NULL) {
       ecode = DYNQ_ENOMODEL;  /* answered; counted as an error */
       goto fail;
@@ -790,7 +814,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     model = e->model;
     mname = e->name;
   }
-  ms = dynqd__stats_model(&s->stats, mname);
+  if (ss != NULL) ms = dynqd__stats_model(&s->stats, mname);
 
   int precision = DYNQ_PRECISION_INT8;
   if (p->has_precision) {

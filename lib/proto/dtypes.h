@@ -57,6 +57,18 @@ static inline int dynq__dt_parse(const char *s) {
   return 0;
 }
 
+/* The same for n bytes at s, not NUL-terminated (a wire string). */
+static inline int dynq__dt_parsen(const char *s, size_t n) {
+  if (s == NULL) return 0;
+#define DYNQ__DT_PARSEN(NAME, code, str, alias, bytes, PUB)                   \
+  if ((n == sizeof(str) - 1 && memcmp(s, str, n) == 0) ||                     \
+      (n == sizeof(alias) - 1 && memcmp(s, alias, n) == 0))                   \
+    return code;
+  DYNQ_DTYPES(DYNQ__DT_PARSEN)
+#undef DYNQ__DT_PARSEN
+  return 0;
+}
+
 /* Element count; -1 if rank is outside 0..DYNQ_MAX_RANK, a dim is
  * negative or the product exceeds DYNQ_MAX_ELEMS. */
 static inline int64_t dynq__dt_numel(int rank, const int64_t *dims) {
