@@ -203,6 +203,16 @@ static void finish(dynqd_infer_t *x, int rc, const char *err) {
   if (rc != 0) clear_out(x);
 }
 
+/* The inputs are no longer needed (unless a shadow run will read them):
+ * give the memory of those that own theirs back early.  Views (into the
+ * request's block, a session's state, shm) are left for the loop to
+ * clear: the worker writing into the inputs array would share cache lines
+ * with what the loop allocates next to it. */
+static void release_inputs(dynqd_infer_t *x) {
+  for (int i = 0; i < x->n_inputs && !x->keep_inputs; i++)
+    if (x->inputs[i].owned) dynq__tensor_clear(&x->inputs[i]);
+}
+
 static int64_t now_us(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -384,7 +394,7 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
   for (int k = 0; k < n; k++) {
     v[k]->compute_us = us;
     v[k]->batched = n;
-    for (int i = 0; i < ni && !v[k]->keep_inputs; i++) dynq__tensor_clear(&v[k]->inputs[i]);
+    release_inputs(v[k]);
     v[k]->out = &part[(size_t)k * no];  /* borrowed until dynqd__infer_out_done */
     v[k]->out_borrowed = 1;
     finish(v[k], 0, "");
@@ -429,9 +439,7 @@ void dynqd__infer_run(dynqd_infer_t *x) {
   /* Allowed to split but nothing was large enough: it ran on one thread
    * (what "threads" in the answer and the inline cost estimate need). */
   if (res.splits == 0) x->job.threads = 1;
-  /* The inputs are no longer needed (unless a shadow run will read them):
-   * give their memory back early. */
-  for (int i = 0; i < x->n_inputs && !x->keep_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
+  release_inputs(x);
   finish(x, rc, err);
 }
 

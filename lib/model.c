@@ -26,8 +26,10 @@
 #include "validate.h"
 
 struct dynq__model {
-  atomic_int refs;
-  char *path;            /* owned */
+  /* Alone in its cache line: dynqd's loop takes and drops a reference
+   * per request while workers read the fields that would share it. */
+  _Alignas(64) atomic_int refs;
+  _Alignas(64) char *path; /* owned */
   void *map;             /* PROT_READ MAP_SHARED of the whole file */
   size_t map_size;
   dynq__fgraph_t fg;     /* arrays owned, data in map */
