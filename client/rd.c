@@ -119,22 +119,30 @@ int dynq__rd_int(dynq__rd_t *r, int64_t *ret) {
   return -1;
 }
 
+/* Whole length of the item type byte b starts when b alone gives it
+ * (ints, floats, nil, bools, fixstr: what a reply's maps hold), else 0
+ * (containers, longer strings and bins, ext, 0xc1: the scanner's job). */
+static size_t fixed_len(unsigned b) {
+  if (b <= 0x7f || b >= 0xe0) return 1;
+  if ((b & 0xe0) == 0xa0) return 1 + (b & 0x1f);
+  switch (b) {
+  case 0xc0: case 0xc2: case 0xc3: return 1;
+  case 0xcc: case 0xd0: return 2;
+  case 0xcd: case 0xd1: return 3;
+  case 0xca: case 0xce: case 0xd2: return 5;
+  case 0xcb: case 0xcf: case 0xd3: return 9;
+  default: return 0;
+  }
+}
+
 int dynq__rd_skip(dynq__rd_t *r) {
   static const dynq__scan_limits_t lim = {
     .max_frame = DYNQ__CLIENT_MAX_FRAME, .max_depth = 32, .max_elems = UINT64_MAX,
   };
-  int b = dynq__rd_peek(r);
-  size_t n = 0;
-  if (b < 0) return -1;
+  size_t n;
+  if (r->p >= r->end) return -1;
   /* the scalars and short strings of a reply's map, without the scanner */
-  if (b <= 0x7f || b >= 0xe0 || (b >= 0xc0 && b <= 0xc3 && b != 0xc1))
-    n = 1;
-  else if (b >= 0xcc && b <= 0xd3)
-    n = 1 + ((size_t)1 << ((b - 0xcc) & 3));
-  else if (b == 0xca || b == 0xcb)
-    n = b == 0xca ? 5 : 9;
-  else if ((b & 0xe0) == 0xa0)
-    n = 1 + (size_t)(b & 0x1f);
+  n = fixed_len(r->p[0]);
   if (n > 0) {
     if ((size_t)(r->end - r->p) < n) return -1;
     r->p += n;

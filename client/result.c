@@ -84,16 +84,23 @@ static int read_out_fields(dynq__rd_t *r, out_fields_t *f, char *err, size_t err
   return 0;
 }
 
+/* The code of the n-byte dtype name s (a wire name or its alias, as
+ * dynq__dt_parse), compared in place: 0 if none. */
+static int dt_parse_n(const char *s, size_t n) {
+#define DT_IS(lit) (n == sizeof(lit) - 1 && memcmp(s, lit, sizeof(lit) - 1) == 0)
+#define DT_TRY(NAME, code, str, alias, bytes, PUB) \
+  if (DT_IS(str) || DT_IS(alias)) return code;
+  DYNQ_DTYPES(DT_TRY)
+#undef DT_TRY
+#undef DT_IS
+  return 0;
+}
+
 /* Check f as output o (data still in the frame; the caller copies it). */
 static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size_t errlen) {
-  char name[16];
   o->dtype = 0;
   if (f->dt != NULL) {
-    if (f->dtn < sizeof(name) && memchr(f->dt, '\0', f->dtn) == NULL) {
-      memcpy(name, f->dt, f->dtn);
-      name[f->dtn] = '\0';
-      o->dtype = dynq__dt_parse(name);
-    }
+    o->dtype = dt_parse_n(f->dt, f->dtn);
     if (o->dtype == 0)
       return ERR("unknown tensor dtype '%.*s'", (int)(f->dtn > 32 ? 32 : f->dtn), f->dt);
   }
@@ -155,8 +162,8 @@ typedef struct spares {
   char *blk[SPARE_MAX];      /* owned; freed blocks, the last freed on top */
 } spares_t;
 
-static __thread spares_t spares;
-static __thread int spares_keyed;  /* this thread's destructor is armed */
+static _Thread_local spares_t spares;
+static _Thread_local int spares_keyed;  /* this thread's destructor is armed */
 static pthread_key_t spares_key;
 static int spares_key_ok;
 static pthread_once_t spares_once = PTHREAD_ONCE_INIT;
@@ -219,7 +226,8 @@ static int read_output(dynq__rd_t *r, dynq_tensor_t *o, out_fields_t *f, size_t 
                        char *err, size_t errlen) {
   const char *key;
   size_t klen;
-  char why[200] = "";
+  char why[200];
+  why[0] = '\0';
   if (dynq__rd_str(r, &key, &klen) < 0 || memchr(key, '\0', klen) != NULL)
     return BAD_FIELD("outputs key");
   if (read_out_fields(r, f, why, sizeof(why)) < 0 || check_output(f, o, why, sizeof(why)) < 0) {

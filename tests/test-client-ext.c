@@ -2493,6 +2493,57 @@ START_TEST(infer_decoder_names_what_is_wrong) {
 }
 END_TEST
 
+/* An output's dtype is read by its wire name or alias, whole: a prefix, a
+ * longer name or one with a NUL inside is unknown (and says so). */
+START_TEST(infer_decoder_dtype_names) {
+  static const struct {
+    const char *name;
+    size_t n;
+    int dtype;              /* 0: refused */
+  } cases[] = {
+    {"float32", 7, DYNQ_FLOAT32}, {"f32", 3, DYNQ_FLOAT32}, {"int8", 4, DYNQ_INT8},
+    {"i8", 2, DYNQ_INT8}, {"uint8", 5, DYNQ_UINT8}, {"u8", 2, DYNQ_UINT8},
+    {"int32", 5, DYNQ_INT32}, {"i32", 3, DYNQ_INT32}, {"int64", 5, DYNQ_INT64},
+    {"i64", 3, DYNQ_INT64}, {"float3", 6, 0}, {"float320", 8, 0}, {"float32\0", 8, 0},
+    {"f\0" "32", 4, 0}, {"", 0, 0}, {"FLOAT32", 7, 0}, {"float32float32float32", 21, 0},
+  };
+  static const uint8_t bytes8[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    dynq__wbuf_t w;
+    dynq_infer_result_t res;
+    char err[512] = "";
+    dynq__wbuf_init(&w);
+    dynq__w_map(&w, 1);
+    dynq__w_str(&w, "outputs");
+    dynq__w_map(&w, 1);
+    dynq__w_str(&w, "y");
+    dynq__w_map(&w, 3);
+    dynq__w_str(&w, "dtype");
+    dynq__w_strn(&w, cases[k].name, cases[k].n);
+    dynq__w_str(&w, "shape");
+    dynq__w_array(&w, 1);
+    /* 8 bytes of data whatever the element size */
+    int esz = cases[k].dtype == DYNQ_FLOAT32 || cases[k].dtype == DYNQ_INT32 ? 4
+              : cases[k].dtype == DYNQ_INT64 ? 8 : 1;
+    dynq__w_int(&w, 8 / esz);
+    dynq__w_str(&w, "data");
+    dynq__w_bin(&w, bytes8, 8);
+    ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+    int rc = dynq__decode_infer_result(w.data, w.len, &res, NULL, err, sizeof err);
+    if (cases[k].dtype != 0) {
+      ck_assert_msg(rc == 0, "case %zu: %d '%s'", k, rc, err);
+      ck_assert_int_eq(res.outputs[0].dtype, cases[k].dtype);
+      ck_assert_mem_eq(res.outputs[0].data, bytes8, 8);
+      dynq_infer_result_free(&res);
+    } else {
+      ck_assert_msg(rc == DYNQ_EPROTO && strstr(err, "unknown tensor dtype") != NULL,
+                    "case %zu: %d '%s'", k, rc, err);
+    }
+    dynq__wbuf_free(&w);
+  }
+}
+END_TEST
+
 /* A result of one float32 output of n values seed, seed+1, ... decoded
  * from bytes built here. */
 static void decode_counting(int n, float seed, dynq_infer_result_t *ret) {
@@ -2596,6 +2647,7 @@ static Suite *client_ext_suite(void) {
   tcase_add_test(tc, pipeline_submits_leave_in_one_write);
   tcase_add_test(tc, infer_decoder_names_what_is_wrong);
   tcase_add_test(tc, infer_result_blocks_reused_safely);
+  tcase_add_test(tc, infer_decoder_dtype_names);
   suite_add_tcase(s, tc);
 
   tc = tcase_create("dynqctl");
