@@ -37,8 +37,10 @@
 #define DYNQ__CLIENT_MAX_FRAME ((size_t)1 << 30)
 #define DYNQ__CLIENT_ERRMSG 512
 /* Queued request bytes that trigger a write without waiting for the
- * caller to wait: about what dynqd reads in one go. */
-#define DYNQ__CLIENT_FLUSH_AT ((size_t)64 << 10)
+ * caller to wait: a whole burst of 32 requests of 3 KB leaves in one
+ * write (at 64 KiB it took two: 0.16 -> 0.125 syscalls per request for
+ * 4 connections x 32 in flight, and fewer reads and wake-ups in dynqd). */
+#define DYNQ__CLIENT_FLUSH_AT ((size_t)128 << 10)
 
 /* One request in flight or answered and not yet collected (a slot of
  * dynq__tickets_t; the links are slot indices, -1 for none). */

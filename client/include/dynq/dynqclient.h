@@ -363,7 +363,7 @@ int dynq_infer_ex(dynq_client_t *c, const char *model,
  * matched by ticket in whatever order dynqd sends them.  dynq_submit_infer()
  * queues its request: queued requests leave together, in one write, when
  * the caller next waits (dynq_poll finding no answer ready, dynq_wait_* on
- * an unanswered ticket, any blocking call) or once 64 KiB are queued, and
+ * an unanswered ticket, any blocking call) or once 128 KiB are queued, and
  * dynq_close() still sends them if the socket takes them at once.
  * dynq_submit_raw() writes at once (after anything queued).
  * dynq_poll() reports tickets as they complete (each exactly once);
