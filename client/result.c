@@ -84,23 +84,11 @@ static int read_out_fields(dynq__rd_t *r, out_fields_t *f, char *err, size_t err
   return 0;
 }
 
-/* The code of the n-byte dtype name s (a wire name or its alias, as
- * dynq__dt_parse), compared in place: 0 if none. */
-static int dt_parse_n(const char *s, size_t n) {
-#define DT_IS(lit) (n == sizeof(lit) - 1 && memcmp(s, lit, sizeof(lit) - 1) == 0)
-#define DT_TRY(NAME, code, str, alias, bytes, PUB) \
-  if (DT_IS(str) || DT_IS(alias)) return code;
-  DYNQ_DTYPES(DT_TRY)
-#undef DT_TRY
-#undef DT_IS
-  return 0;
-}
-
 /* Check f as output o (data still in the frame; the caller copies it). */
 static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size_t errlen) {
   o->dtype = 0;
   if (f->dt != NULL) {
-    o->dtype = dt_parse_n(f->dt, f->dtn);
+    o->dtype = dynq__dt_parsen(f->dt, f->dtn);
     if (o->dtype == 0)
       return ERR("unknown tensor dtype '%.*s'", (int)(f->dtn > 32 ? 32 : f->dtn), f->dt);
   }
