@@ -969,15 +969,18 @@ int dynq__client_call_fd(dynq_client_t *c, dynq__wbuf_t *w, uint32_t msgid,
 
 int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
   uint64_t deadline = 0;
+  int just_flushed = 0;
   if (c == NULL || ret_ticket == NULL) return -EINVAL;
   c->errmsg[0] = '\0';
-  if (timeout_ms > 0) deadline = mono_ns() + (uint64_t)timeout_ms * 1000000u;
-  for (;;) {
+  for (int first_pass = 1;; first_pass = 0) {
     dynq__pend_t *first = dynq__tickets_take_done(&c->tickets);
     if (first != NULL) {
       *ret_ticket = first->msgid;
       return 1;
     }
+    /* the clock only once an answer is not ready at once (a pipeline
+     * collecting a burst finds most of them ready) */
+    if (first_pass && timeout_ms > 0) deadline = mono_ns() + (uint64_t)timeout_ms * 1000000u;
     int waiting = c->tickets.n_waiting;
     if (waiting == 0) {
       if (c->fd < 0)
@@ -988,11 +991,19 @@ int dynq_poll(dynq_client_t *c, int timeout_ms, uint32_t *ret_ticket) {
      * one write (a failure completes their tickets). */
     if (c->out.len > 0) {
       (void)flush_out(c);
+      just_flushed = 1;
       continue;
     }
-    /* Take what is there without blocking first. */
-    int r = read_some(c);
-    if (r != 0) continue;
+    /* Take what is there without blocking first; but right after writing
+     * the queue, in a call that waits without limit, go to poll() at once:
+     * it returns at once for answers already there, and in a steady
+     * pipeline the answers to what was just written are not (a recv()
+     * would only fail with EAGAIN: one syscall per burst). */
+    if (!just_flushed || timeout_ms >= 0) {
+      int r = read_some(c);
+      if (r != 0) continue;
+    }
+    just_flushed = 0;
     /* Requests past the client timeout complete now, with -ETIMEDOUT. */
     uint64_t next = 0;
     if (c->any_deadline && expire_due(c, &next) > 0) continue;
