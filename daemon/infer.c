@@ -121,7 +121,9 @@ int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b) {
     return 0;
   if (b->out_shm != NULL || b->n_inputs != a->n_inputs || b->axes == NULL) return 0;
   int n_ax = a->n_inputs + dynq__model_signature(a->model)->n_outputs;
-  if (memcmp(a->axes, b->axes, (size_t)n_ax) != 0) return 0;
+  /* a few bytes, compared per queued candidate: no libc call */
+  for (int k = 0; k < n_ax; k++)
+    if (a->axes[k] != b->axes[k]) return 0;
   if (job_rows(b) < 0) return 0;
   for (int i = 0; i < a->n_inputs; i++) {
     const dynq__tensor_t *x = &a->inputs[i], *y = &b->inputs[i];

@@ -352,9 +352,9 @@ static int encode_like(rpc_infer_t *r, const like_t *pat) {
     return -1;
   for (int i = 0; i < pat->n_out; i++) {
     const dynq__tensor_t *t = &x->out[i];
-    if ((int)t->dtype != pat->dtype[i] || t->rank != pat->rank[i] ||
-        memcmp(t->dims, pat->dims[i], (size_t)t->rank * sizeof(t->dims[0])) != 0)
-      return -1;
+    if ((int)t->dtype != pat->dtype[i] || t->rank != pat->rank[i]) return -1;
+    for (int d = 0; d < t->rank; d++)
+      if (t->dims[d] != pat->dims[i][d]) return -1;
   }
   dynq__wbuf_t w;
   encode_begin(r, &w);
