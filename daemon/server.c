@@ -301,7 +301,7 @@ static void run_loop(dynqd_server_t *s) {
     if (uv_run(s->loop, UV_RUN_ONCE) == 0) return;
     if (s->frames_iter == 0 && s->sched.completions == done0) continue;
     until = uv_hrtime() + spin_ns;
-    while (!s->draining && s->sched.outstanding == 0) {
+    while (!s->draining && (s->cfg->loop_spin_busy || s->sched.outstanding == 0)) {
       done0 = s->sched.completions;
       if (uv_run(s->loop, UV_RUN_NOWAIT) == 0) return;
       if (s->frames_iter > 0 || s->sched.completions != done0)
@@ -344,6 +344,9 @@ int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg) 
             rc > -4096 ? strerror(-rc) : dynq_strerror(rc));
     return rc;
   }
+  pthread_mutex_lock(&s->sched.mu);
+  s->sched.defer = cfg->defer_to_running;
+  pthread_mutex_unlock(&s->sched.mu);
   rc = dynqd__shadow_start(&s->shadow, cfg, &s->sched);
   if (rc != 0) {
     log_err("cannot start the shadow thread: %s", strerror(-rc));

@@ -256,7 +256,7 @@ START_TEST(spin_same_answers) {
   tu_daemon_t d;
   const char *plain[] = {"--workers", "2", NULL};
   const char *spinning[] = {"--workers", "2", "--loop-spin", "1000", "--inline-max", "1000",
-                            NULL};
+                            "--loop-spin-busy", "1", "--defer-to-running", "1", NULL};
   int have_ref = 0;
   for (int dm = 0; dm < 2; dm++) {
     start(&d, dm ? "spinning" : "plain", dm ? spinning : plain);
@@ -322,7 +322,8 @@ START_TEST(idle_daemon_does_not_spin) {
   TU_SKIP_UNLESS(g_have_model, "dynq-quantize or the mlp fixture is missing");
   static float out[16][20];
   tu_daemon_t d;
-  const char *args[] = {"--workers", "2", "--loop-spin", "1000", "--inline-max", "1000", NULL};
+  const char *args[] = {"--workers", "2", "--loop-spin", "1000", "--inline-max", "1000",
+                        "--loop-spin-busy", "1", NULL};
   start(&d, "idle", args);
   dynq_client_t *c = NULL;
   ck_assert_int_eq(dynq_connect(d.sock, &c), 0);

@@ -6,6 +6,7 @@
  */
 #include <check.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -15,14 +16,27 @@
 
 typedef struct tjob {
   dynqd_job_t job;
-  int key;              /* compatible when equal */
+  int key;              /* compatible when equal; GATE_KEY: waits for g_gate */
+  pthread_t ran_on;     /* the worker that ran it */
   int batch_n;          /* how many ran together (0: not run) */
   int expired, done;
 } tjob_t;
 
 static int g_done;
 
-static void t_run(dynqd_job_t *j) { ((tjob_t *)j)->batch_n = 1; }
+#define GATE_KEY -1
+static atomic_int g_gate;     /* a GATE_KEY job runs until this is set */
+static atomic_int g_gated;    /* a GATE_KEY job is running */
+
+static void t_run(dynqd_job_t *j) {
+  tjob_t *t = (tjob_t *)j;
+  t->ran_on = pthread_self();
+  if (t->key == GATE_KEY) {
+    atomic_store(&g_gated, 1);
+    while (!atomic_load(&g_gate)) usleep(200);
+  }
+  t->batch_n = 1;
+}
 static int t_run_batch(dynqd_job_t **v, int n) {
   for (int k = 0; k < n; k++) ((tjob_t *)v[k])->batch_n = n;
   return 0;
@@ -191,6 +205,73 @@ START_TEST(test_wake_per_batch) {
 }
 END_TEST
 
+/* Set the deferral and the wake-up cost it compares with. */
+static void set_defer(int on, uint64_t wake_ns) {
+  pthread_mutex_lock(&g_s.mu);
+  g_s.defer = on;
+  g_s.wake_ns = wake_ns;
+  pthread_mutex_unlock(&g_s.mu);
+}
+
+/* A gated job (predicted cost gate_cost_ns) running on one of two workers,
+ * the other asleep; then a job of cost 1 us is flushed.  Returns the
+ * sleepers that flush woke; *ret_same: the second job ran on the gated
+ * job's worker. */
+static uint64_t flush_behind_running(int defer, uint64_t wake_ns, uint64_t gate_cost_ns,
+                                     int *ret_same) {
+  start(2, 16);
+  wait_sleeping(2);
+  set_defer(defer, wake_ns);
+  atomic_store(&g_gate, 0);
+  atomic_store(&g_gated, 0);
+  tjob_t g, b;
+  init_job(&g, GATE_KEY, 0, 0);
+  g.job.cost_ns = gate_cost_ns;
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &g.job), 0);
+  dynqd__sched_flush(&g_s);
+  for (int i = 0; i < 5000 && !atomic_load(&g_gated); i++) usleep(1000);
+  ck_assert(atomic_load(&g_gated));
+  wait_sleeping(1);
+  uint64_t w0 = woken();
+  init_job(&b, 7, 0, 0);
+  b.job.cost_ns = 1000;
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &b.job), 0);
+  dynqd__sched_flush(&g_s);
+  uint64_t w = woken() - w0;
+  if (w == 0) {
+    /* left to the gated job's worker: not run before the gate opens */
+    usleep(20000);
+    uv_run(&g_loop, UV_RUN_NOWAIT);
+    ck_assert_int_eq(g_done, 0);
+  } else {
+    wait_done(1);  /* the woken worker ran it while the gate held the other */
+  }
+  atomic_store(&g_gate, 1);
+  wait_done(2);
+  *ret_same = pthread_equal(b.ran_on, g.ran_on);
+  stop();
+  return w;
+}
+
+START_TEST(test_defer_to_running) {
+  /* A running job predicted to end within a wake-up (here, a wake-up
+   * measured as 10 s): the queued job wakes no sleeper and runs on the
+   * running job's worker after it.  Without the deferral (the behaviour
+   * before it), or with the running job's cost unknown, or predicted to
+   * run much longer than a wake-up, a sleeper is woken and runs it. */
+  int same;
+  ck_assert_uint_eq(flush_behind_running(1, 10000000000ull, 1000, &same), 0);
+  ck_assert(same);
+  ck_assert_uint_gt(g_s.deferred, 0);
+  ck_assert_uint_eq(flush_behind_running(0, 10000000000ull, 1000, &same), 1);
+  ck_assert(!same);
+  ck_assert_uint_eq(flush_behind_running(1, 10000000000ull, 0, &same), 1);
+  ck_assert(!same);
+  ck_assert_uint_eq(flush_behind_running(1, 1000000, 1000000000, &same), 1);
+  ck_assert(!same);
+}
+END_TEST
+
 START_TEST(test_delay_counted_from_arrival) {
   /* A job that arrived long ago has spent its delay: it runs with what is
    * there (alone), and a like job submitted after it ran is not merged.
@@ -306,6 +387,7 @@ int main(void) {
   tcase_add_test(tc, test_plain_jobs);
   tcase_add_test(tc, test_batch_formation);
   tcase_add_test(tc, test_wake_per_batch);
+  tcase_add_test(tc, test_defer_to_running);
   tcase_add_test(tc, test_delay_counted_from_arrival);
   tcase_add_test(tc, test_expired_and_cancelled);
   tcase_add_test(tc, test_queue_cap);
