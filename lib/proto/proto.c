@@ -691,8 +691,11 @@ static void set_int(msgpack_object *o, int64_t v) {
 static int decode_tree(arena_t *a, const uint8_t *buf, size_t len,
                        const dynq__scan_limits_t *lim, size_t *ret_used,
                        msgpack_object *root) {
+  /* The innermost open container's next slot and items due are o and
+   * left (the root is one item of none); st[] keeps the outer ones. */
   struct { msgpack_object *slot; uint64_t left; } st[MSGPACK_MAX_DEPTH];
   int depth = 0;
+  uint64_t left = 1;
   int max_depth = MSGPACK_MAX_DEPTH;
   uint64_t elems = 0, max_elems = UINT64_MAX;
   if (lim != NULL) {
@@ -844,20 +847,26 @@ static int decode_tree(arena_t *a, const uint8_t *buf, size_t len,
         o->via.array.ptr = v;
       }
       if (items > 0) {
-        st[depth].slot = v;
-        st[depth].left = items;
+        st[depth].slot = o;
+        st[depth].left = left;
         depth++;
         o = v;
+        left = items;
         continue;
       }
     }
-    /* o is complete: the next item of its container, or close it. */
-    while (depth > 0 && --st[depth - 1].left == 0) depth--;
-    if (depth == 0) {
-      *ret_used = pos;
-      return 0;
+    /* o is complete: the next item of its container, or close it (it is
+     * then a complete item of its own container). */
+    while (--left == 0) {
+      if (depth == 0) {
+        *ret_used = pos;
+        return 0;
+      }
+      depth--;
+      o = st[depth].slot;
+      left = st[depth].left;
     }
-    o = ++st[depth - 1].slot;
+    o++;
   }
 }
 
