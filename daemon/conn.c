@@ -647,7 +647,11 @@ void dynqd__conn_op_end(dynqd_conn_t *c, int hold) {
   if (hold) c->held--;
   c->inflight--;
   if (!c->closing) {
-    process_frames(c);  /* frames held back by the operation or the in-flight cap */
+    /* Frames held back by the operation or the in-flight cap.  A
+     * pipelining client's answers mostly find none, nor a frame left to
+     * consume or an error to report: no framing pass for them. */
+    if (dynq__framer_pending(&c->fr) > 0 || c->fr.frame_len > 0 || c->fr.err != 0)
+      process_frames(c);
     update_reading(c);
   }
   conn_unref(c);  /* the operation's reference */
