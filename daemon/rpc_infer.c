@@ -60,6 +60,7 @@ typedef struct rpc_infer {
   int shadow;                 /* sampled for an FP32 re-run (shadow.c) */
   dynq__tensor_t *shadow_out; /* owned: its INT8 outputs, kept by encode */
   size_t resp_cap;            /* bytes allocated at resp */
+  int axes_n;                 /* entries allocated at x.axes */
   /* Kept across uses of the block (the pool's): */
   struct rpc_infer *pool_next;
   uint8_t *inbuf;             /* owned (dynq__aligned_alloc): input bytes of
@@ -70,6 +71,9 @@ typedef struct rpc_infer {
   dynq__tensor_t *in_arr;     /* owned: the next request's x.inputs array
                                  (in_arr_cap entries), NULL while in use */
   int in_arr_cap;
+  int8_t *axes_arr;           /* owned: the next request's x.axes (axes_cap
+                                 entries), NULL while in use */
+  int axes_cap;
 } rpc_infer_t;
 
 static rpc_infer_t *block_get(dynqd_server_t *s) {
@@ -81,7 +85,11 @@ static rpc_infer_t *block_get(dynqd_server_t *s) {
   size_t in_cap = r->inbuf_cap, rb_cap = r->rbuf_cap;
   dynq__tensor_t *arr = r->in_arr;
   int arr_cap = r->in_arr_cap;
+  int8_t *ax = r->axes_arr;
+  int ax_cap = r->axes_cap;
   memset(r, 0, sizeof(*r));
+  r->axes_arr = ax;
+  r->axes_cap = ax_cap;
   r->inbuf = in;
   r->inbuf_cap = in_cap;
   r->rbuf = rb;
@@ -95,6 +103,7 @@ static void block_release(rpc_infer_t *r) {
   dynq__aligned_free(r->inbuf);
   free(r->rbuf);
   free(r->in_arr);
+  free(r->axes_arr);
   free(r);
 }
 
@@ -140,6 +149,16 @@ static void infer_free(rpc_infer_t *r) {
     }
     x->inputs = NULL;
     x->n_inputs = 0;
+    if (x->axes != NULL) {  /* likewise its batch axes (x->axes_n of them) */
+      if (r->axes_arr == NULL || r->axes_cap < r->axes_n) {
+        free(r->axes_arr);
+        r->axes_arr = x->axes;
+        r->axes_cap = r->axes_n;
+      } else {
+        free(x->axes);
+      }
+      x->axes = NULL;
+    }
   }
   dynqd__infer_clear(x);  /* the inputs' views into inbuf go first */
   /* The answer's buffer (not handed to the connection) is the next one's. */
@@ -734,7 +753,14 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
     return 0;
   }
   const dynq__model_sig_t *g = dynq__model_signature(x->model);
-  x->axes = malloc((size_t)(g->n_inputs + g->n_outputs > 0 ? g->n_inputs + g->n_outputs : 1));
+  int na = g->n_inputs + g->n_outputs > 0 ? g->n_inputs + g->n_outputs : 1;
+  if (r->axes_arr != NULL && r->axes_cap >= na) {  /* the block's kept array */
+    x->axes = r->axes_arr;
+    r->axes_arr = NULL;
+  } else {
+    x->axes = malloc((size_t)na);
+  }
+  r->axes_n = na;
   if (x->axes == NULL) {
     dynqd__reply_error(&r->rq, -ENOMEM, "out of memory decoding the request");
     return -ENOMEM;
