@@ -68,10 +68,10 @@ typedef struct rpc_infer {
   size_t inbuf_cap, inbuf_used;
   uint8_t *rbuf;              /* owned: where the next answer is encoded */
   size_t rbuf_cap;
-  dynq__tensor_t *in_arr;     /* owned: the next request's x.inputs array
+  void *in_arr;               /* owned: the next request's x.inputs array
                                  (in_arr_cap entries), NULL while in use */
   int in_arr_cap;
-  int8_t *axes_arr;           /* owned: the next request's x.axes (axes_cap
+  void *axes_arr;             /* owned: the next request's x.axes (axes_cap
                                  entries), NULL while in use */
   int axes_cap;
 } rpc_infer_t;
@@ -83,9 +83,9 @@ static rpc_infer_t *block_get(dynqd_server_t *s) {
   s->infer_pooled--;
   uint8_t *in = r->inbuf, *rb = r->rbuf;
   size_t in_cap = r->inbuf_cap, rb_cap = r->rbuf_cap;
-  dynq__tensor_t *arr = r->in_arr;
+  void *arr = r->in_arr;
   int arr_cap = r->in_arr_cap;
-  int8_t *ax = r->axes_arr;
+  void *ax = r->axes_arr;
   int ax_cap = r->axes_cap;
   memset(r, 0, sizeof(*r));
   r->axes_arr = ax;
@@ -111,7 +111,7 @@ static void block_release(rpc_infer_t *r) {
  * big enough, else a new one (kept in its place by infer_free). */
 static dynq__tensor_t *inputs_get(rpc_infer_t *r, int n) {
   if (n < 1) n = 1;
-  if (r->in_arr == NULL || r->in_arr_cap < n) return calloc((size_t)n, sizeof(*r->in_arr));
+  if (r->in_arr == NULL || r->in_arr_cap < n) return calloc((size_t)n, sizeof(dynq__tensor_t));
   dynq__tensor_t *a = r->in_arr;
   r->in_arr = NULL;
   memset(a, 0, (size_t)n * sizeof(*a));
@@ -127,6 +127,18 @@ void dynqd__rpc_infer_pool_free(dynqd_server_t *s) {
   s->infer_pooled = 0;
 }
 
+/* arr (n entries, owned) becomes the block's kept array *slot (*cap
+ * entries) when that is missing or smaller; else it is freed. */
+static void keep_array(void **slot, int *cap, void *arr, int n) {
+  if (*slot == NULL || *cap < n) {
+    free(*slot);
+    *slot = arr;
+    *cap = n;
+  } else {
+    free(arr);
+  }
+}
+
 static void infer_free(rpc_infer_t *r) {
   if (r == NULL) return;
   dynqd_server_t *s = r->srv;
@@ -139,26 +151,12 @@ static void infer_free(rpc_infer_t *r) {
   if (x->inputs != NULL && s != NULL && s->infer_pooled < POOL_MAX) {
     /* The array stays with the block for its next request. */
     for (int i = 0; i < x->n_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
-    int cap = x->n_inputs > 0 ? x->n_inputs : 1;
-    if (r->in_arr == NULL || r->in_arr_cap < cap) {
-      free(r->in_arr);
-      r->in_arr = x->inputs;
-      r->in_arr_cap = cap;
-    } else {
-      free(x->inputs);
-    }
+    keep_array(&r->in_arr, &r->in_arr_cap, x->inputs, x->n_inputs > 0 ? x->n_inputs : 1);
     x->inputs = NULL;
     x->n_inputs = 0;
-    if (x->axes != NULL) {  /* likewise its batch axes (x->axes_n of them) */
-      if (r->axes_arr == NULL || r->axes_cap < r->axes_n) {
-        free(r->axes_arr);
-        r->axes_arr = x->axes;
-        r->axes_cap = r->axes_n;
-      } else {
-        free(x->axes);
-      }
-      x->axes = NULL;
-    }
+    if (x->axes != NULL)  /* likewise its batch axes */
+      keep_array(&r->axes_arr, &r->axes_cap, x->axes, r->axes_n);
+    x->axes = NULL;
   }
   dynqd__infer_clear(x);  /* the inputs' views into inbuf go first */
   /* The answer's buffer (not handed to the connection) is the next one's. */

@@ -262,30 +262,6 @@ START_TEST(test_load_unload_versions) {
 }
 END_TEST
 
-/* mlp's 16 rows through an open connection c: 0 and the answer in
- * *ret_out (malloc'd), or the error code. */
-static int infer_on(dynq_client_t *c, const char *model, void **ret_out, size_t *ret_n) {
-  dynq_tensor_t in;
-  memset(&in, 0, sizeof(in));
-  in.name = "x";
-  in.dtype = DYNQ_FLOAT32;
-  in.rank = 2;
-  in.shape[0] = 16;
-  in.shape[1] = 64;
-  in.data = g_x;
-  in.nbytes = sizeof(g_x);
-  dynq_infer_result_t r;
-  int rc = dynq_infer(c, model, DYNQ_INFER_DEFAULT, &in, 1, &r);
-  if (rc != 0) return rc;
-  ck_assert_int_ge(r.n_outputs, 1);
-  *ret_n = r.outputs[0].nbytes;
-  *ret_out = malloc(*ret_n);
-  ck_assert_ptr_nonnull(*ret_out);
-  memcpy(*ret_out, r.outputs[0].data, *ret_n);
-  dynq_infer_result_free(&r);
-  return 0;
-}
-
 /* One connection naming the same model across registry changes: a load
  * that moves the registry's entries, an unload and a load again must each
  * be seen by its next request (dynqd keeps a connection's last model). */
@@ -298,32 +274,32 @@ START_TEST(test_same_connection_across_changes) {
   size_t na = 0, nb = 0, on = 0;
   dynq_client_t *c = NULL;
   ck_assert_int_eq(dynq_connect(e.d.sock, &c), 0);
-  ck_assert_int_eq(infer_on(c, "mlp", &ans_a, &na), 0);
+  ck_assert_int_eq(tu_infer_mlp_on(c, "mlp", g_x, 16, &ans_a, &na), 0);
   /* "aaa" (file B) sorts before "mlp": the entries move. */
   char aaa[600];
   snprintf(aaa, sizeof(aaa), "%s/aaa.dynq", e.models);
   tu_swap_file(e.b, aaa, e.models);
   ck_assert_int_eq(tu_admin_call(e.d.sock, "model.load", "aaa", NULL, &ver, msg, sizeof(msg)), 0);
-  ck_assert_int_eq(infer_on(c, "aaa", &ans_b, &nb), 0);
+  ck_assert_int_eq(tu_infer_mlp_on(c, "aaa", g_x, 16, &ans_b, &nb), 0);
   ck_assert_uint_eq(nb, na);
   ck_assert_msg(memcmp(ans_a, ans_b, na) != 0, "A and B must answer differently");
   for (int k = 0; k < 2; k++) {
-    ck_assert_int_eq(infer_on(c, "mlp", &o, &on), 0);
+    ck_assert_int_eq(tu_infer_mlp_on(c, "mlp", g_x, 16, &o, &on), 0);
     ck_assert_msg(on == na && memcmp(o, ans_a, na) == 0, "mlp answered as another model");
     free(o);
-    ck_assert_int_eq(infer_on(c, "aaa", &o, &on), 0);
+    ck_assert_int_eq(tu_infer_mlp_on(c, "aaa", g_x, 16, &o, &on), 0);
     ck_assert_msg(on == nb && memcmp(o, ans_b, nb) == 0, "aaa answered as another model");
     free(o);
   }
-  ck_assert_int_eq(infer_on(c, "mlp", &o, &on), 0);
+  ck_assert_int_eq(tu_infer_mlp_on(c, "mlp", g_x, 16, &o, &on), 0);
   free(o);
   ck_assert_int_eq(tu_admin_call(e.d.sock, "model.unload", "mlp", NULL, NULL, msg, sizeof(msg)), 0);
-  ck_assert_int_eq(infer_on(c, "mlp", &o, &on), DYNQ_ENOMODEL);
-  ck_assert_int_eq(infer_on(c, "aaa", &o, &on), 0);
+  ck_assert_int_eq(tu_infer_mlp_on(c, "mlp", g_x, 16, &o, &on), DYNQ_ENOMODEL);
+  ck_assert_int_eq(tu_infer_mlp_on(c, "aaa", g_x, 16, &o, &on), 0);
   ck_assert_msg(on == nb && memcmp(o, ans_b, nb) == 0, "aaa answered as another model");
   free(o);
   ck_assert_int_eq(tu_admin_call(e.d.sock, "model.load", "mlp", NULL, &ver, msg, sizeof(msg)), 0);
-  ck_assert_int_eq(infer_on(c, "mlp", &o, &on), 0);
+  ck_assert_int_eq(tu_infer_mlp_on(c, "mlp", g_x, 16, &o, &on), 0);
   ck_assert_msg(on == na && memcmp(o, ans_a, na) == 0, "mlp answered as another model");
   free(o);
   dynq_close(c);

@@ -753,6 +753,14 @@ int tu_infer_mlp(const char *sock, const char *model, const float *x, int rows,
     snprintf(msg, msgcap, "connect: %s", dynq_strerror(rc));
     return rc;
   }
+  rc = tu_infer_mlp_on(c, model, x, rows, ret_out, ret_n);
+  snprintf(msg, msgcap, "%s", dynq_client_errmsg(c));
+  dynq_close(c);
+  return rc;
+}
+
+int tu_infer_mlp_on(dynq_client_t *c, const char *model, const float *x, int rows,
+                    void **ret_out, size_t *ret_n) {
   dynq_tensor_t in;
   memset(&in, 0, sizeof(in));
   in.name = "x";
@@ -763,8 +771,7 @@ int tu_infer_mlp(const char *sock, const char *model, const float *x, int rows,
   in.data = (void *)x;
   in.nbytes = (size_t)rows * 64 * sizeof(float);
   dynq_infer_result_t r;
-  rc = dynq_infer(c, model, DYNQ_INFER_DEFAULT, &in, 1, &r);
-  snprintf(msg, msgcap, "%s", dynq_client_errmsg(c));
+  int rc = dynq_infer(c, model, DYNQ_INFER_DEFAULT, &in, 1, &r);
   if (rc == 0) {
     ck_assert_int_ge(r.n_outputs, 1);
     *ret_n = r.outputs[0].nbytes;
@@ -773,7 +780,6 @@ int tu_infer_mlp(const char *sock, const char *model, const float *x, int rows,
     memcpy(*ret_out, r.outputs[0].data, *ret_n);
     dynq_infer_result_free(&r);
   }
-  dynq_close(c);
   return rc;
 }
 

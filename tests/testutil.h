@@ -213,6 +213,10 @@ int tu_admin_call(const char *sock, const char *method, const char *model, const
  * go to *ret_out (malloc'd).  0 or the error. */
 int tu_infer_mlp(const char *sock, const char *model, const float *x, int rows,
                  void **ret_out, size_t *ret_n, char *msg, size_t msgcap);
+/* The same on an open connection c (its error message: dynq_client_errmsg). */
+struct dynq_client;
+int tu_infer_mlp_on(struct dynq_client *c, const char *model, const float *x, int rows,
+                    void **ret_out, size_t *ret_n);
 
 /* ---- a fake $NOTIFY_SOCKET collecting sd_notify datagrams ---- */
 
