@@ -177,6 +177,9 @@ enum { DYNQ_INFER_DEFAULT = 0, DYNQ_INFER_INT8 = 1, DYNQ_INFER_FP32 = 2 };
 int dynq_infer(dynq_client_t *c, const char *model, int precision,
                const dynq_tensor_t *inputs, int n_inputs,
                dynq_infer_result_t *ret_result);
+/* Any thread may free a result.  The freeing thread keeps the memory of
+ * small results (up to 32 blocks of at most 16 KiB) for the next answers
+ * it decodes, and releases them when it exits or calls dynq_close(). */
 void dynq_infer_result_free(dynq_infer_result_t *r);
 
 /* Raw call for methods without a typed wrapper: params/result as msgpack
