@@ -745,9 +745,12 @@ static void process_frames(dynqd_conn_t *c) {
      * delimit (a partial frame, one over a limit or not msgpack) goes
      * through the framer's scan, which waits for more or says why. */
     int prc = -EAGAIN;
-    if (dynq__framer_peek(&c->fr, &f, &avail) == 0 && avail > 0)
+    if (pos != c->slow_pos && dynq__framer_peek(&c->fr, &f, &avail) == 0 && avail > 0) {
       prc = dynq__rpc_parse_next(c->srv->reader, f, avail, &c->fr.lim, &flen, &m, &hint,
                                  err, sizeof(err));
+      if (prc == -EAGAIN) c->slow_pos = pos;  /* once per frame: a big one comes in
+                                                 many reads */
+    }
     if (prc != -EAGAIN) {
       dynq__framer_take(&c->fr, flen);
     } else {
@@ -935,6 +938,7 @@ void dynqd__conn_accept(dynqd_server_t *s) {
   s->conns = c;
   s->n_conns++;
   c->last_active_ns = loop_ns(c->srv);
+  c->slow_pos = UINT64_MAX;
   int rc = uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->pipe);
   if (rc != 0) {
     log_warn("accept failed: %s", uv_strerror(rc));

@@ -832,6 +832,10 @@ struct dynqd_conn {
   } fds[8];
   int n_fds;
   uint64_t frame_pos;         /* stream offset of the frame being handled */
+  uint64_t slow_pos;          /* stream offset of a frame the one-pass parse
+                                 found incomplete: the framer's scan takes it
+                                 from then on (each read would decode it
+                                 again from its start); UINT64_MAX: none */
   /* Who the peer is (SO_PEERCRED at accept) and what it holds. */
   uint32_t uid, gid;
   int admin;                  /* an admin peer at accept: exempt from per-uid caps */
