@@ -20,6 +20,7 @@
  * malloc_consolidate.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,21 +82,10 @@ static rpc_infer_t *block_get(dynqd_server_t *s) {
   if (r == NULL) return calloc(1, sizeof(*r));
   s->infer_pool = r->pool_next;
   s->infer_pooled--;
-  uint8_t *in = r->inbuf, *rb = r->rbuf;
-  size_t in_cap = r->inbuf_cap, rb_cap = r->rbuf_cap;
-  void *arr = r->in_arr;
-  int arr_cap = r->in_arr_cap;
-  void *ax = r->axes_arr;
-  int ax_cap = r->axes_cap;
-  memset(r, 0, sizeof(*r));
-  r->axes_arr = ax;
-  r->axes_cap = ax_cap;
-  r->inbuf = in;
-  r->inbuf_cap = in_cap;
-  r->rbuf = rb;
-  r->rbuf_cap = rb_cap;
-  r->in_arr = arr;
-  r->in_arr_cap = arr_cap;
+  /* Everything before pool_next is the last request's; the rest is kept. */
+  memset(r, 0, offsetof(rpc_infer_t, pool_next));
+  r->pool_next = NULL;
+  r->inbuf_used = 0;
   return r;
 }
 
@@ -107,15 +97,20 @@ static void block_release(rpc_infer_t *r) {
   free(r);
 }
 
-/* n zeroed input slots for r's request: the block's kept array when it is
- * big enough, else a new one (kept in its place by infer_free). */
-static dynq__tensor_t *inputs_get(rpc_infer_t *r, int n) {
-  if (n < 1) n = 1;
-  if (r->in_arr == NULL || r->in_arr_cap < n) return calloc((size_t)n, sizeof(dynq__tensor_t));
-  dynq__tensor_t *a = r->in_arr;
-  r->in_arr = NULL;
-  memset(a, 0, (size_t)n * sizeof(*a));
+/* An array of n elements of size es for r's request: the block's kept one
+ * (*slot, *cap elements) when it is big enough, else a new one (kept in
+ * its place by infer_free); zeroed when zero is set. */
+static void *array_get(void **slot, int cap, int n, size_t es, int zero) {
+  if (*slot == NULL || cap < n) return zero ? calloc((size_t)n, es) : malloc((size_t)n * es);
+  void *a = *slot;
+  *slot = NULL;
+  if (zero) memset(a, 0, (size_t)n * es);
   return a;
+}
+
+/* n zeroed input slots for r's request. */
+static dynq__tensor_t *inputs_get(rpc_infer_t *r, int n) {
+  return array_get(&r->in_arr, r->in_arr_cap, n < 1 ? 1 : n, sizeof(dynq__tensor_t), 1);
 }
 
 void dynqd__rpc_infer_pool_free(dynqd_server_t *s) {
@@ -752,12 +747,7 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
   }
   const dynq__model_sig_t *g = dynq__model_signature(x->model);
   int na = g->n_inputs + g->n_outputs > 0 ? g->n_inputs + g->n_outputs : 1;
-  if (r->axes_arr != NULL && r->axes_cap >= na) {  /* the block's kept array */
-    x->axes = r->axes_arr;
-    r->axes_arr = NULL;
-  } else {
-    x->axes = malloc((size_t)na);
-  }
+  x->axes = array_get(&r->axes_arr, r->axes_cap, na, 1, 0);
   r->axes_n = na;
   if (x->axes == NULL) {
     dynqd__reply_error(&r->rq, -ENOMEM, "out of memory decoding the request");
