@@ -50,6 +50,8 @@
  * --pipeline-only: only 3b, the engine at batch 1 and at batches of D rows,
  * and 3d (the bare pipelined echo): the pipelined figure next to the
  * ceiling the socket and the engine leave on these cores.
+ * --sync-only: only the raw closed-loop clients, then the bare pairs once
+ * (dynqd's phase starts at a fixed offset, for a profiler to attach).
  */
 #include <errno.h>
 #include <poll.h>
@@ -77,7 +79,7 @@ static int o_clients = 64, o_workers = 2;
 static int o_split_rows, o_cols = 4096;
 static const char *o_dargs[16];
 static int o_n_dargs;
-static int o_latency_only, o_throughput_only, o_pipeline_only, o_blocking_recv;
+static int o_latency_only, o_throughput_only, o_pipeline_only, o_sync_only, o_blocking_recv;
 
 /* Wait until fd has bytes to read (see --blocking-recv). */
 static void wait_readable(int fd) {
@@ -954,6 +956,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--latency-only") == 0) o_latency_only = 1;
     else if (strcmp(argv[i], "--throughput-only") == 0) o_throughput_only = 1;
     else if (strcmp(argv[i], "--pipeline-only") == 0) o_pipeline_only = o_throughput_only = 1;
+    else if (strcmp(argv[i], "--sync-only") == 0) o_sync_only = o_throughput_only = 1;
     else if (strcmp(argv[i], "--blocking-recv") == 0) o_blocking_recv = 1;
     else if (strcmp(argv[i], "--pipeline") == 0 && v) {
       if (sscanf(argv[++i], "%dx%d", &o_pipe_conns, &o_pipe_depth) != 2 || o_pipe_conns < 1 ||
@@ -966,7 +969,8 @@ int main(int argc, char **argv) {
     else {
       fprintf(stderr, "usage: ipc-bench --dynqd PATH --models DIR [--model NAME] "
                       "[--seconds S] [--clients N] [--workers W] [--daemon-arg ARG]...\n"
-                      "                 [--client-spin US] [--latency-only | --throughput-only | --pipeline-only]\n"
+                      "                 [--client-spin US] [--latency-only | --throughput-only | --pipeline-only\n"
+                      "                  | --sync-only]\n"
                       "                 [--blocking-recv]\n"
                       "                 [--pipeline CxD]\n"
                       "       ipc-bench ... --model NAME --split ROWS [--cols K]\n");
@@ -1011,6 +1015,16 @@ int main(int argc, char **argv) {
    * shared machine drifts, the mean of the two is what it was around it */
   if (o_pipeline_only) {
     pipeline_report(&d, req_len, resp_len);
+    return 0;
+  }
+  if (o_sync_only) {  /* dynqd first, at a fixed offset (for profilers), then the pairs */
+    double t = throughput(&d, -1), cpu = g_cpu_per_req_us, loop = g_loop_per_req_us;
+    daemon_stop(&d);
+    double tb = bare_pingpong(o_clients, req_len, resp_len);
+    printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req, its loop "
+           "thread %.1f); bare ping-pong, readers %s: %.0f round trips/s; %.0f%% of it\n",
+           o_clients, t, cpu, loop, o_blocking_recv ? "block in recv" : "wait in poll", tb,
+           100.0 * t / tb);
     return 0;
   }
   double t_bare0 = bare_pingpong(o_clients, req_len, resp_len);
