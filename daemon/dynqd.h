@@ -400,31 +400,20 @@ typedef struct dynqd_worker {
   uint64_t cost_ns;           /* the jobs' summed cost_ns, for calibration */
 } dynqd_worker_t;
 
+/* Grouped by who writes what, each group on its own cache lines: moving a
+ * line between this machine's vCPUs costs ~0.5-1 us (bench/xcpu-bench), so
+ * the loop's per-request bookkeeping must not share a line with the lock
+ * and queue the workers take jobs under, nor with the completion stack. */
 typedef struct dynqd_sched {
-  pthread_mutex_t mu;
+  /* The workers' side: the lock, the queue and who is doing what (under
+   * mu, or atomics read unlocked).  The loop comes here once per flush. */
+  _Alignas(64) pthread_mutex_t mu;
   pthread_cond_t cv;
   dynqd_job_t *qhead, *qtail;  /* waiting jobs, FIFO */
   atomic_int qlen;             /* jobs in it; changed under mu, read anywhere */
-  int qcap;
-  /* Loop thread only: jobs submitted during this loop iteration, handed to
-   * the workers together by dynqd__sched_flush (one lock, one wake-up
-   * decision per iteration instead of per job). */
-  dynqd_job_t *phead, *ptail;
-  int plen;
-  int outstanding;             /* loop: submitted, not yet done */
-  uint64_t completions;        /* loop: wake-ups that delivered a job */
   int sleeping;                /* workers in pthread_cond_wait (under mu) */
   uint64_t woken;              /* sleepers flushes signalled (broadcast: all
                                   of them); under mu, for tests */
-  _Atomic(dynqd_job_t *) done; /* finished jobs, any order: a lock-free stack
-                                  (workers push, the loop takes it whole) */
-  int stop;                    /* workers exit when the queue is empty */
-  int n_threads;
-  pthread_t *threads;          /* owned */
-  uv_async_t async;            /* wakes the loop for `done` */
-  int async_init;
-  void (*on_done)(void *arg);  /* loop: after each batch of completions */
-  void *on_done_arg;
   /* Wake-ups: an idle worker first polls `submits` for spin_us, so a
    * request arriving soon after the last one is picked up without a futex
    * wake-up; flush signals one sleeper only when the queue holds more jobs
@@ -436,8 +425,6 @@ typedef struct dynqd_sched {
                                   by its waiter: flush wakes the waiters only
                                   once that many jobs are queued (or a sleeper
                                   must wake anyway) */
-  int spin_us;
-  int width;                   /* workers asked for: a lone job's split width */
   atomic_uint submits;         /* bumped by every flush; polled unlocked */
   /* Leaving work to a running worker (under mu): queued jobs that a
    * running worker is predicted to reach within wake_ns (what waking a
@@ -445,8 +432,6 @@ typedef struct dynqd_sched {
    * them too and sleeps: one worker then takes them as one batch, with no
    * futex round trip and no third thread on the CPUs.  A job whose cost
    * is unknown (cost_ns 0) never counts as reached soon. */
-  int defer;                   /* on (defer_to_running); set under mu */
-  dynqd_worker_t *workers;     /* owned; width of them */
   uint64_t wake_ns;            /* signal -> signalled sleeper running (EWMA) */
   uint64_t signal_ns;          /* when the oldest unused ticket was given */
   int tickets;                 /* sleepers signalled and not yet up: those
@@ -454,6 +439,37 @@ typedef struct dynqd_sched {
   double cycle_ratio;          /* a worker's cycle / its jobs' cost_ns (EWMA) */
   uint64_t deferred;           /* decisions that left work to a running
                                   worker (flush or idle worker); for tests */
+
+  /* Read by both sides, written rarely: set before the workers start, or
+   * once (stop, defer under mu). */
+  _Alignas(64) int stop;       /* workers exit when the queue is empty */
+  int defer;                   /* on (defer_to_running) */
+  int qcap;
+  int spin_us;
+  int width;                   /* workers asked for: a lone job's split width */
+  int n_threads;
+  pthread_t *threads;          /* owned */
+  dynqd_worker_t *workers;     /* owned; width of them */
+
+  /* Finished jobs, any order: a lock-free stack (workers push, the loop
+   * takes it whole). */
+  _Alignas(64) _Atomic(dynqd_job_t *) done;
+
+  /* The loop thread's own, touched per request. */
+  /* Jobs submitted during this loop iteration, handed to the workers
+   * together by dynqd__sched_flush (one lock, one wake-up decision per
+   * iteration instead of per job). */
+  _Alignas(64) dynqd_job_t *phead;
+  dynqd_job_t *ptail;
+  int plen;
+  int outstanding;             /* submitted, not yet done */
+  uint64_t completions;        /* wake-ups that delivered a job */
+  void (*on_done)(void *arg);  /* after each batch of completions */
+  void *on_done_arg;
+  int async_init;
+
+  /* Wakes the loop for `done`; workers write its pending flag. */
+  _Alignas(64) uv_async_t async;
 } dynqd_sched_t;
 
 /* Start n_threads workers (spin_us: how long an idle one polls before
@@ -991,11 +1007,12 @@ struct dynqd_server {
   dynqd_peers_t peers;
   size_t buffers;
   dynqd_conn_t *flush;        /* connections with answers to write */
-  /* Direct answers written (or being written) by a worker whose job the
-   * loop has not taken back yet: workers add, the loop subtracts. */
-  atomic_int direct_seen;
   uv_timer_t tick_timer;      /* idle timeout, back-off after ENOMEM, drain */
   int tick_init;
+  /* Direct answers written (or being written) by a worker whose job the
+   * loop has not taken back yet: workers add, the loop subtracts.  On a
+   * line of its own: the fields above are the loop's, written per request. */
+  _Alignas(64) atomic_int direct_seen;
 };
 
 /* The transport's periodic checks (conn.c): start once the loop runs;

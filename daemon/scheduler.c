@@ -370,9 +370,12 @@ int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qca
 
 int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j) {
   /* qlen only shrinks behind our back (workers take jobs), so this never
-   * lets the queue pass qcap. */
-  if (atomic_load_explicit(&p->qlen, memory_order_relaxed) + p->plen >= p->qcap || p->stop ||
-      p->threads == NULL)
+   * lets the queue pass qcap.  Every queued job is outstanding too: below
+   * qcap outstanding jobs the queue cannot be full, and the loop need not
+   * read qlen's line, which the workers write as they take jobs. */
+  if (p->stop || p->threads == NULL ||
+      (p->outstanding >= p->qcap &&
+       atomic_load_explicit(&p->qlen, memory_order_relaxed) + p->plen >= p->qcap))
     return DYNQ_EOVERLOAD;
   j->next = NULL;
   j->skipped = 0;
