@@ -914,7 +914,9 @@ void dynqd__conn_tick_start(dynqd_server_t *s) {
 }
 
 void dynqd__conn_accept(dynqd_server_t *s) {
-  dynqd_conn_t *c = calloc(1, sizeof(*c));
+  /* aligned: its workers' fields keep a cache line of their own */
+  dynqd_conn_t *c = aligned_alloc(_Alignof(dynqd_conn_t), sizeof(*c));
+  if (c != NULL) memset(c, 0, sizeof(*c));
   if (c == NULL) {
     /* Without uv_accept libuv stops polling the listener (no spinning) and
      * keeps the connection pending; on_close retries. */

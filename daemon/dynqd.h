@@ -820,7 +820,6 @@ struct dynqd_conn {
   int flushing;               /* no more reading; close when idle */
   int reading;                /* uv_read_start active */
   int framing;                /* inside process_frames (not re-entered) */
-  atomic_int dead;            /* results for it are discarded */
   dynq__framer_t fr;          /* read buffer; owned; bounded by max_frame +
                                  READ_CHUNK (conn.c) */
   uint64_t rx;                /* stream bytes received so far */
@@ -869,15 +868,20 @@ struct dynqd_conn {
   size_t drain_unsent;        /* draining: unsent bytes at the last check */
   int drain_checked;
   dynqd_shm_set_t shm;        /* its regions (rpc_shm.c; freed by a hook) */
-  /* Direct answers (dynqd__conn_direct_*): while the socket is open to
+  int direct;                 /* loop: direct jobs of it out */
+  /* What the workers read or write per job, on a line of its own (the
+   * fields above are the loop's, written per request; a line moving
+   * between the vCPUs costs ~0.5-1 us).  The connection is allocated
+   * 64-byte aligned for it (conn.c).
+   * Direct answers (dynqd__conn_direct_*): while the socket is open to
    * the workers (wstate, DYNQD_W_*), the one holding it writes answers of
    * its jobs itself, and the loop neither writes to it nor closes it.
    * wpartial: a worker stopped inside a frame; nothing goes out before
    * the rest, which its job brings back.  dfd is the socket fd the workers
    * write (set before the token is first opened). */
+  _Alignas(64) atomic_int dead; /* results for it are discarded */
   atomic_int wstate;
   atomic_int wpartial;
-  int direct;                 /* loop: direct jobs of it out */
   int dfd;
 };
 enum { DYNQD_W_LOOP, DYNQD_W_OPEN, DYNQD_W_WRITING };
