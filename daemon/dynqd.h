@@ -757,6 +757,9 @@ typedef struct dynqd_infer {
                                  merged run until dynqd__infer_out_done */
   int out_borrowed;
   int batched;                /* requests run together */
+  int merge_copied;           /* inputs its merged run copied together (the
+                                 others were read where the requests' own
+                                 bytes lay back to back) */
   int64_t compute_us;
 } dynqd_infer_t;
 
@@ -1005,6 +1008,9 @@ struct dynqd_server {
    * (rpc_infer.c; loop thread only), at most DYNQD_POOL_MAX. */
   void *infer_pool;
   int infer_pooled;
+  /* Where infer requests' input bytes are decoded back to back
+   * (rpc_infer.c; loop thread only); NULL until first used. */
+  void *infer_slab;
   int reloads;                /* SIGHUP rescans completed */
   /* What peers hold (conn.c): per uid, and the buffers of all live
    * connections, checked against max_buffers_total. */

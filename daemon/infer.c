@@ -316,6 +316,28 @@ static uint8_t *scratch_bytes(scratch_t *sc, size_t n) {
 
 static size_t align_up(size_t n) { return (n + DYNQ_ALIGN - 1) & ~(size_t)(DYNQ_ALIGN - 1); }
 
+/* Where input i of the batch v[0..n) already lies merged: when it batches
+ * on a leading axis (nothing before it but ones) and each request's rows
+ * begin where the previous one's end (the loop decodes requests into
+ * consecutive space), their bytes are the merged tensor's.  NULL: to be
+ * copied together. */
+static const uint8_t *adjacent(dynqd_infer_t *const *v, int n, int i, int axis,
+                               const int64_t *rows) {
+  size_t outer, inner;
+  split_shape(&v[0]->inputs[i], axis, &outer, &inner);
+  if (outer != 1) return NULL;
+  const uint8_t *first = NULL, *next = NULL;
+  for (int k = 0; k < n; k++) {
+    size_t len = (size_t)rows[k] * inner;
+    const uint8_t *d = v[k]->inputs[i].data;
+    if (len == 0) continue;  /* adds nothing; its data may be NULL */
+    if (next != NULL && d != next) return NULL;
+    if (first == NULL) first = d;
+    next = d + len;
+  }
+  return first;
+}
+
 int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep) {
   dynqd_infer_t *a = v[0];
   int ni = a->n_inputs, no = dynq__model_signature(a->model)->n_outputs;
@@ -332,20 +354,28 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
     if (rows[k] < 0) return DYNQ_ESHAPE;  /* its inputs disagree on the batch */
     total += rows[k];
   }
-  /* The merged inputs side by side in the scratch buffer: views. */
+  /* Each merged input is a view: of the requests' own bytes where they
+   * lie back to back in batch order, else of their copies side by side
+   * in the scratch buffer. */
   size_t bytes = 0;
+  int copied = 0;
   for (int i = 0; i < ni; i++) {
     in[i].dtype = a->inputs[i].dtype;
     in[i].rank = a->inputs[i].rank;
     memcpy(in[i].dims, a->inputs[i].dims, sizeof(in[i].dims));
     in[i].dims[ax[i]] = total;
-    bytes += align_up(dynq__tensor_nbytes(&in[i]));
-  }
-  uint8_t *dst = scratch_bytes(sc, bytes > 0 ? bytes : 1);
-  if (dst == NULL) return -ENOMEM;
-  for (int i = 0; i < ni; i++) {
-    in[i].data = dst;
     in[i].owned = 0;
+    in[i].data = (void *)adjacent(v, n, i, ax[i], rows);  /* only read */
+    if (in[i].data == NULL) {
+      bytes += align_up(dynq__tensor_nbytes(&in[i]));
+      copied++;
+    }
+  }
+  uint8_t *dst = copied ? scratch_bytes(sc, bytes > 0 ? bytes : 1) : NULL;
+  if (copied && dst == NULL) return -ENOMEM;
+  for (int i = 0; i < ni; i++) {
+    if (in[i].data != NULL) continue;
+    in[i].data = dst;
     size_t outer, inner;
     split_shape(&in[i], ax[i], &outer, &inner);
     uint8_t *p = dst;
@@ -396,6 +426,7 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
   for (int k = 0; k < n; k++) {
     v[k]->compute_us = us;
     v[k]->batched = n;
+    v[k]->merge_copied = copied;
     release_inputs(v[k]);
     v[k]->out = &part[(size_t)k * no];  /* borrowed until dynqd__infer_out_done */
     v[k]->out_borrowed = 1;

@@ -18,6 +18,18 @@
  * per-thread caches, allocated on one thread and freed on the other, they
  * took the arena locks and, through the merged batches' big chunks,
  * malloc_consolidate.
+ *
+ * Input bytes go first to the server's slab: a ring of SLAB_CHUNKS chunks
+ * back to back in one allocation, filled in decode order, so requests
+ * decoded one after another (what a coalesced batch mostly is) lie
+ * adjacent and a merged run reads them in place instead of copying them
+ * together (infer.c).  A request holds a reference on every chunk its
+ * bytes touch until infer_free; the cursor enters a chunk only when no
+ * request holds it, else jumps to a free one, else the block's own buffer
+ * serves.  The slab is counted whole in the connections' total
+ * (max_buffers_total) from its allocation: whatever a slow request pins
+ * of it is always counted, and the requests in it are charged only for
+ * their blocks.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -40,6 +52,22 @@
  * most 256 * 2 * 16 KiB = 8 MiB held for reuse. */
 #define POOL_MAX 256
 #define POOL_BUF_MAX ((size_t)16 << 10)
+/* The slab: SLAB_CHUNKS chunks of 256 KiB (smaller when max_buffers_total
+ * is: the slab takes at most an eighth of it). */
+#define SLAB_CHUNKS 4
+#define SLAB_SHIFT_MAX 18
+#define SLAB_SHIFT_MIN 12
+
+typedef struct slab {
+  uint8_t *base;           /* owned (dynq__aligned_alloc): the chunks */
+  size_t size;             /* SLAB_CHUNKS << shift bytes at base */
+  int shift;               /* a chunk is 1 << shift bytes */
+  size_t pos;              /* offset of the next free byte (size: at the end) */
+  size_t lim;              /* end of the chunks the cursor has entered
+                              (pos <= lim; 0 with pos 0: none yet) */
+  int live;                /* requests with bytes in the slab */
+  int refs[SLAB_CHUNKS];   /* requests with bytes in each chunk */
+} slab_t;
 
 /* An infer request and what answering it needs. */
 typedef struct rpc_infer {
@@ -75,6 +103,11 @@ typedef struct rpc_infer {
   void *axes_arr;             /* owned: the next request's x.axes (axes_cap
                                  entries), NULL while in use */
   int axes_cap;
+  /* Its input bytes in the server's slab: [slab_lo, slab_hi) when
+   * in_slab, with a reference on each chunk c0..c1 that range touches. */
+  int in_slab;
+  size_t slab_lo, slab_hi;
+  int slab_c0, slab_c1;
 } rpc_infer_t;
 
 static rpc_infer_t *block_get(dynqd_server_t *s) {
@@ -86,7 +119,96 @@ static rpc_infer_t *block_get(dynqd_server_t *s) {
   memset(r, 0, offsetof(rpc_infer_t, pool_next));
   r->pool_next = NULL;
   r->inbuf_used = 0;
+  r->in_slab = 0;
   return r;
+}
+
+static slab_t slab_none;  /* s->infer_slab after a failed allocation */
+
+/* The server's slab, allocated (and counted) at first use; NULL when it
+ * could not be (tried once). */
+static slab_t *slab_of(dynqd_server_t *s) {
+  slab_t *sl = s->infer_slab;
+  if (sl != NULL) return sl == &slab_none ? NULL : sl;
+  int shift = SLAB_SHIFT_MAX;
+  while (shift > SLAB_SHIFT_MIN &&
+         ((uint64_t)SLAB_CHUNKS << shift) > s->cfg->max_buffers_total / 8)
+    shift--;
+  s->infer_slab = &slab_none;
+  if (((uint64_t)SLAB_CHUNKS << shift) > s->cfg->max_buffers_total / 8 ||
+      (sl = calloc(1, sizeof(*sl))) == NULL)
+    return NULL;
+  sl->shift = shift;
+  sl->size = (size_t)SLAB_CHUNKS << shift;
+  if ((sl->base = dynq__aligned_alloc(sl->size)) == NULL) {
+    free(sl);
+    return NULL;
+  }
+  s->infer_slab = sl;
+  s->buffers += sl->size;
+  return sl;
+}
+
+/* Room for n (aligned) input bytes of r in the slab, or NULL.  A
+ * request's bytes are one range: its later inputs follow its first, or
+ * go elsewhere. */
+static void *slab_space(rpc_infer_t *r, size_t n) {
+  slab_t *sl = slab_of(r->srv);
+  if (sl == NULL || n > ((size_t)1 << sl->shift)) return NULL;
+  size_t p = sl->pos;
+  if (r->in_slab && p != r->slab_hi) return NULL;
+  if (p + n > sl->lim) {
+    /* It enters chunks: they must be free, else (for a request's first
+     * bytes) a free chunk is taken, those after the cursor's first (the
+     * one after the last is the first: the ring's adjacency breaks there
+     * only). */
+    size_t c = sl->lim >> sl->shift, end = p + n;
+    int ok = end <= sl->size;
+    for (; ok && (c << sl->shift) < end; c++) ok = sl->refs[c] == 0;
+    if (!ok) {
+      if (r->in_slab) return NULL;
+      size_t cur = sl->lim == 0 ? SLAB_CHUNKS - 1 : (sl->lim >> sl->shift) - 1;
+      int k = 1;
+      while (k <= SLAB_CHUNKS && sl->refs[(cur + (size_t)k) % SLAB_CHUNKS] != 0) k++;
+      if (k > SLAB_CHUNKS) return NULL;
+      p = ((cur + (size_t)k) % SLAB_CHUNKS) << sl->shift;
+      end = p + n;
+    }
+    sl->lim = (((end - 1) >> sl->shift) + 1) << sl->shift;
+  }
+  /* a reference on each chunk the range touches that r does not hold */
+  int c1 = (int)((p + n - 1) >> sl->shift);
+  if (!r->in_slab) {
+    r->in_slab = 1;
+    r->slab_lo = p;
+    r->slab_c0 = r->slab_c1 = (int)(p >> sl->shift);
+    sl->refs[r->slab_c0]++;
+    sl->live++;
+  }
+  while (r->slab_c1 < c1) sl->refs[++r->slab_c1]++;
+  r->slab_hi = p + n;
+  sl->pos = p + n;
+  return sl->base + p;
+}
+
+/* r's references on the slab go (its bytes are no longer read). */
+static void slab_release(rpc_infer_t *r) {
+  if (!r->in_slab) return;
+  slab_t *sl = r->srv->infer_slab;
+  for (int c = r->slab_c0; c <= r->slab_c1; c++) sl->refs[c]--;
+  r->in_slab = 0;
+  /* an idle slab starts again at its beginning, where the caches are warm */
+  if (--sl->live == 0) sl->pos = sl->lim = 0;
+}
+
+static void slab_free(dynqd_server_t *s) {
+  slab_t *sl = s->infer_slab;
+  if (sl != NULL && sl != &slab_none) {
+    s->buffers -= sl->size;
+    dynq__aligned_free(sl->base);
+    free(sl);
+  }
+  s->infer_slab = NULL;
 }
 
 static void block_release(rpc_infer_t *r) {
@@ -120,6 +242,7 @@ void dynqd__rpc_infer_pool_free(dynqd_server_t *s) {
   }
   s->infer_pool = NULL;
   s->infer_pooled = 0;
+  slab_free(s);
 }
 
 /* arr (n entries, owned) becomes the block's kept array *slot (*cap
@@ -154,6 +277,7 @@ static void infer_free(rpc_infer_t *r) {
     x->axes = NULL;
   }
   dynqd__infer_clear(x);  /* the inputs' views into inbuf go first */
+  slab_release(r);
   /* The answer's buffer (not handed to the connection) is the next one's. */
   if (r->resp != NULL) {
     if (r->resp_cap <= POOL_BUF_MAX && r->resp_cap > r->rbuf_cap) {
@@ -448,15 +572,18 @@ static void job_expire(dynqd_job_t *j, const char *msg) {
   answer(&r, 1);
 }
 
-/* The inputs that are views into the block's buffer get their own copy
- * (they leave with the request: the shadow service frees them). */
+/* The inputs that are views into the slab or the block's buffer get
+ * their own copy (they leave with the request: the shadow service frees
+ * them). */
 static int own_inputs(rpc_infer_t *r) {
   dynqd_infer_t *x = &r->x;
   for (int i = 0; i < x->n_inputs; i++) {
     dynq__tensor_t *t = &x->inputs[i];
     const uint8_t *d = t->data;
-    if (t->owned || d == NULL || r->inbuf == NULL || d < r->inbuf ||
-        d >= r->inbuf + r->inbuf_cap)
+    const slab_t *sl = r->in_slab ? r->srv->infer_slab : NULL;
+    int in_block = r->inbuf != NULL && d >= r->inbuf && d < r->inbuf + r->inbuf_cap;
+    int in_slab = sl != NULL && d >= sl->base + r->slab_lo && d < sl->base + r->slab_hi;
+    if (t->owned || d == NULL || (!in_block && !in_slab))
       continue;  /* owned, absent, session state or shm: as before */
     dynq__tensor_t c;
     if (dynq__tensor_alloc_uninit(&c, t->dtype, t->rank, t->dims) != 0) return -ENOMEM;
@@ -564,8 +691,13 @@ static int decode_tensor(rpc_infer_t *r, dynq__obj_t tv, dynq__tensor_t *ret, ch
     dynq__wtensor_t v;
     int rc = dynq__obj_wtensor(tv, &tl, &v, err, errlen);
     if (rc != 0) return rc;
-    /* Into the block's buffer (a view the block frees), else its own. */
-    void *p = v.nbytes > 0 ? in_space(r, v.nbytes) : NULL;
+    /* Into the slab or the block's buffer (a view the block frees), else
+     * its own. */
+    void *p = NULL;
+    if (v.nbytes > 0) {
+      size_t an = (v.nbytes + DYNQ_ALIGN - 1) & ~(size_t)(DYNQ_ALIGN - 1);
+      if ((p = slab_space(r, an)) == NULL) p = in_space(r, v.nbytes);
+    }
     if (p == NULL) return dynq__obj_tensor(tv, &tl, ret, err, errlen);
     memcpy(p, v.data, v.nbytes);
     memset(ret, 0, sizeof(*ret));
@@ -896,7 +1028,8 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   }
   /* What it holds until answered counts with the connections' buffers:
    * a pipelining peer cannot park more than max_buffers_total in the
-   * queue (the read buffer it came from is reused at once). */
+   * queue (the read buffer it came from is reused at once).  Its bytes in
+   * the slab are counted with the slab. */
   size_t held = sizeof(*r) + (size_t)x->n_inputs * sizeof(*x->inputs) + r->inbuf_used;
   for (int k = 0; k < x->n_inputs; k++)
     if (x->inputs[k].owned) held += dynq__tensor_nbytes(&x->inputs[k]);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "dynq/errors.h"
+#include "dynqd.h"
 #include "testutil.h"
 
 #define N_SESS 6
@@ -347,6 +348,169 @@ START_TEST(test_batched_answers_exact_bytes) {
 }
 END_TEST
 
+/* A merged run reads the requests' inputs in place when they lie back to
+ * back in batch order (as the loop decodes consecutive requests), and
+ * copies them together otherwise; either way every request's outputs
+ * are, bit for bit, those of its run alone.  Requests of 1 and 2 rows
+ * over one buffer: adjacent, with gaps, adjacent but out of order, and
+ * mixed (a gap between otherwise adjacent runs). */
+typedef struct layout {
+  const char *what;
+  int64_t at[6];  /* row where each request's rows begin in the buffer */
+  int copied;     /* whether the merged run must copy */
+} layout_t;
+
+static void merged_case(dynq__model_t *m, const float *rowsrc, const layout_t *lay) {
+  enum { N = 6, COLS = 64 };
+  static const int rows[N] = {1, 2, 1, 1, 2, 1};
+  const dynq__model_sig_t *g = dynq__model_signature(m);
+  float *buf = dynq__aligned_alloc(sizeof(float) * 32 * COLS);
+  ck_assert_ptr_nonnull(buf);
+  memset(buf, 0xff, sizeof(float) * 32 * COLS);  /* NaN in the gaps */
+  dynqd_infer_t req[N], solo;
+  dynqd_infer_t *v[N];
+  dynq__tensor_t in[N];
+  int8_t axes[N][8];
+  for (int k = 0, r = 0; k < N; r += rows[k++]) {
+    memcpy(buf + lay->at[k] * COLS, rowsrc + (size_t)r * COLS, sizeof(float) * (size_t)rows[k] * COLS);
+    memset(&in[k], 0, sizeof(in[k]));
+    in[k].dtype = DYNQ_DT_F32;
+    in[k].rank = 2;
+    in[k].dims[0] = rows[k];
+    in[k].dims[1] = COLS;
+    in[k].data = buf + lay->at[k] * COLS;
+    memset(&req[k], 0, sizeof(req[k]));
+    req[k].model = m;
+    req[k].precision = DYNQ_PRECISION_INT8;
+    req[k].n_inputs = 1;
+    req[k].inputs = &in[k];
+    ck_assert_int_le(g->n_inputs + g->n_outputs, 8);
+    char err[256];
+    ck_assert_int_eq(dynqd__batch_axes(g, NULL, NULL, axes[k], err, sizeof err), 0);
+    req[k].axes = axes[k];
+    v[k] = &req[k];
+  }
+  for (int k = 1; k < N; k++) ck_assert(dynqd__infer_compatible(v[0], v[k]));
+  dynq__tensor_t *keep = NULL;
+  ck_assert_int_eq(dynqd__infer_run_merged(v, N, &keep), 0);
+  for (int k = 0; k < N; k++) {
+    ck_assert_msg(req[k].status == 0, "%s: request %d: %s", lay->what, k, req[k].err);
+    ck_assert_int_eq(req[k].batched, N);
+    ck_assert_msg((req[k].merge_copied != 0) == lay->copied, "%s: the merged run %s its "
+                  "inputs", lay->what, req[k].merge_copied ? "copied" : "did not copy");
+    /* the same rows alone, from their own memory */
+    dynq__tensor_t own;
+    ck_assert_int_eq(dynq__tensor_alloc_uninit(&own, DYNQ_DT_F32, 2, in[k].dims), 0);
+    memcpy(own.data, in[k].data, dynq__tensor_nbytes(&own));
+    memset(&solo, 0, sizeof(solo));
+    solo.model = m;
+    solo.precision = DYNQ_PRECISION_INT8;
+    solo.n_inputs = 1;
+    solo.inputs = &own;
+    dynqd__infer_run(&solo);
+    ck_assert_int_eq(solo.status, 0);
+    for (int o = 0; o < g->n_outputs; o++) {
+      size_t nb = dynq__tensor_nbytes(&solo.out[o]);
+      ck_assert_uint_eq(dynq__tensor_nbytes(&req[k].out[o]), nb);
+      ck_assert_msg(memcmp(req[k].out[o].data, solo.out[o].data, nb) == 0,
+                    "%s: request %d output '%s' differs from its run alone", lay->what, k,
+                    g->outputs[o].name);
+    }
+    dynq__tensor_clear(&own);
+    dynqd__infer_out_done(&solo);
+    dynqd__infer_out_done(&req[k]);
+  }
+  dynqd__infer_keep_free(m, keep);
+  dynq__aligned_free(buf);
+}
+
+START_TEST(test_merged_inputs_in_place_or_copied) {
+  const char *names[] = {"mlp", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/mlp.onnx", NULL, NULL, names) == 0,
+                 "dynq-quantize not built");
+  char path[4096], err[256];
+  snprintf(path, sizeof path, "%s/mlp.dynq", g_models);
+  dynq__model_t *m = NULL;
+  ck_assert_msg(dynq__model_open(path, &m, err, sizeof err) == 0, "%s", err);
+  static float x[16 * 64];
+  ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
+  static const layout_t lays[] = {
+      {"adjacent", {0, 1, 3, 4, 5, 7}, 0},
+      {"gaps", {0, 2, 5, 7, 9, 12}, 1},
+      {"out of order", {1, 3, 0, 5, 6, 8}, 1},
+      {"mixed", {0, 1, 3, 4, 6, 8}, 1},  /* one gap, after the fourth */
+      {"adjacent elsewhere", {10, 11, 13, 14, 15, 17}, 0},
+  };
+  for (size_t i = 0; i < sizeof lays / sizeof lays[0]; i++) merged_case(m, x, &lays[i]);
+  dynq__model_unref(m);
+}
+END_TEST
+
+static void send_infer(tu_rpc_t *c, uint32_t msgid, const char *model, const float *x,
+                       int rows) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  tu_w_infer_f32(&w, msgid, model, "x", rows, 64, x, -1);
+  tu_rpc_send_wbuf(c, &w);
+}
+
+/* Through a real dynqd: the loop decodes inputs back to back into its
+ * slab, and a batch may mix requests that lie adjacent there with others
+ * separated by a request for another model, or by one whose connection
+ * closed before it ran (its bytes released while its neighbours wait).
+ * Every answer must be its rows' own, bit for bit with the model alone. */
+START_TEST(test_batched_slab_neighbours) {
+  const char *names[] = {"mlp", "mlp_solo", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/mlp.onnx", NULL, NULL, names) == 0,
+                 "dynq-quantize not built");
+  static float x[16 * 64];
+  ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
+  tu_daemon_t d;
+  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  tu_rpc_t a, b;
+  tu_rpc_open(&a, d.sock);
+  tu_rpc_open(&b, d.sock);
+  enum { N = 8 };
+  /* request k: model, rows, first row in x */
+  static const char *const model[N] = {"mlp", "mlp", "mlp_solo", "mlp", "mlp",
+                                       "mlp_solo", "mlp", "mlp"};
+  static const int rows[N] = {1, 2, 1, 1, 2, 1, 1, 1};
+  static const int r0[N] = {0, 1, 3, 4, 5, 7, 8, 9};
+  send_infer(&a, 1, model[0], x, rows[0]);
+  /* a neighbour on another connection, decoded (its ping answered after
+   * it), then gone with its connection */
+  send_infer(&b, 50, "mlp", x + 12 * 64, 1);
+  tu_rpc_ping_ok(&b, 51);
+  tu_rpc_close(&b);
+  for (int k = 1; k < N; k++)
+    send_infer(&a, 1 + (uint32_t)k, model[k], x + (size_t)r0[k] * 64, rows[k]);
+  float got[N][2 * 10];
+  int batched = 0;
+  for (int k = 0; k < N; k++) {
+    dynq__rpc_msg_t m;
+    tu_rpc_expect_ok(&a, 1 + (uint32_t)k, &m);
+    batched += tu_obj_int_or(dynq__obj_get(m.result, "batch"), 1) > 1;
+    tu_get_f32_output(&m, "y", got[k], (size_t)rows[k] * 10);
+    dynq__rpc_free(&m);
+  }
+  ck_assert_msg(batched >= 2, "only %d of the mlp requests ran in a batch", batched);
+  for (int k = 0; k < N; k++) {
+    float want[2 * 10];
+    dynq__rpc_msg_t m;
+    send_infer(&a, 100 + (uint32_t)k, "mlp_solo", x + (size_t)r0[k] * 64, rows[k]);
+    tu_rpc_expect_ok(&a, 100 + (uint32_t)k, &m);
+    tu_get_f32_output(&m, "y", want, (size_t)rows[k] * 10);
+    dynq__rpc_free(&m);
+    ck_assert_msg(memcmp(got[k], want, sizeof(float) * (size_t)rows[k] * 10) == 0,
+                  "request %d (%s, %d rows): output differs from the model alone", k,
+                  model[k], rows[k]);
+  }
+  tu_rpc_close(&a);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 /* dynqd -n with one [batch.m] axes line: exit status, output in *out. */
 static int check_axes(const char *line, char **out) {
   char path[4096], text[512];
@@ -424,6 +588,8 @@ static Suite *batch_suite(void) {
   tcase_add_test(tc, test_bad_axes_config_refused);
   tcase_add_test(tc, test_axes_not_in_model_refused);
   tcase_add_test(tc, test_batched_answers_exact_bytes);
+  tcase_add_test(tc, test_merged_inputs_in_place_or_copied);
+  tcase_add_test(tc, test_batched_slab_neighbours);
   suite_add_tcase(s, tc);
   return s;
 }
