@@ -235,8 +235,43 @@ static inline int dynq__rd_nil(dynq__rd_t *r) {
   r->p++;
   return 1;
 }
-int dynq__rd_array(dynq__rd_t *r, uint32_t *ret_n);
-int dynq__rd_map(dynq__rd_t *r, uint32_t *ret_n);
+/* Array and map headers, and ints: the one-byte forms an answer is made
+ * of are read inline, the longer ones by rd.c (the _long readers take
+ * every form). */
+int dynq__rd_array_long(dynq__rd_t *r, uint32_t *ret_n);
+int dynq__rd_map_long(dynq__rd_t *r, uint32_t *ret_n);
+int dynq__rd_int_long(dynq__rd_t *r, int64_t *ret);
+static inline int dynq__rd_array(dynq__rd_t *r, uint32_t *ret_n) {
+  if (r->p < r->end && (r->p[0] & 0xf0) == 0x90) {
+    *ret_n = r->p[0] & 0x0fu;
+    r->p++;
+    return 0;
+  }
+  return dynq__rd_array_long(r, ret_n);
+}
+static inline int dynq__rd_map(dynq__rd_t *r, uint32_t *ret_n) {
+  if (r->p < r->end && (r->p[0] & 0xf0) == 0x80) {
+    *ret_n = r->p[0] & 0x0fu;
+    r->p++;
+    return 0;
+  }
+  return dynq__rd_map_long(r, ret_n);
+}
+/* any int that fits int64 */
+static inline int dynq__rd_int(dynq__rd_t *r, int64_t *ret) {
+  size_t left = (size_t)(r->end - r->p);
+  if (left >= 1 && (r->p[0] <= 0x7f || r->p[0] >= 0xe0)) {
+    *ret = (int64_t)(int8_t)r->p[0];
+    r->p++;
+    return 0;
+  }
+  if (left >= 3 && r->p[0] == 0xcd) {  /* uint16: dims, msgids, microseconds */
+    *ret = (int64_t)((uint32_t)r->p[1] << 8 | r->p[2]);
+    r->p += 3;
+    return 0;
+  }
+  return dynq__rd_int_long(r, ret);
+}
 int dynq__rd_str(dynq__rd_t *r, const char **ret_s, size_t *ret_n); /* valid UTF-8 only */
 /* 1 and taken if the next item is the fixstr key (n < 32 bytes of ASCII,
  * so valid UTF-8 as it is), else 0; DYNQ__RD_KEY takes a literal and
@@ -251,7 +286,6 @@ static inline int dynq__rd_keyn(dynq__rd_t *r, const char *key, size_t n) {
 }
 #define DYNQ__RD_KEY(r, lit) dynq__rd_keyn((r), (lit), sizeof(lit) - 1)
 int dynq__rd_bin(dynq__rd_t *r, const void **ret_p, size_t *ret_n);
-int dynq__rd_int(dynq__rd_t *r, int64_t *ret);   /* any int that fits int64 */
 int dynq__rd_skip(dynq__rd_t *r);                /* one whole object */
 
 /* Inline input data an encoder left out of its buffer, to be sent from

@@ -16,7 +16,12 @@
  * 32-bit length) takes. */
 #define HDR_MAX 9
 
-static uint8_t *put_be(uint8_t *p, uint64_t v, unsigned bytes) {
+/* The put_ helpers are inlined wherever they are used: most of their
+ * arguments are constants (the header forms, the keys' literal lengths),
+ * which then fold into a byte store or two instead of a call per item. */
+#define PUT static inline __attribute__((always_inline))
+
+PUT uint8_t *put_be(uint8_t *p, uint64_t v, unsigned bytes) {
   for (unsigned i = bytes; i-- > 0;) {
     p[i] = (uint8_t)v;
     v >>= 8;
@@ -27,7 +32,7 @@ static uint8_t *put_be(uint8_t *p, uint64_t v, unsigned bytes) {
 /* A length or count header: the fix form (fix | n) when n <= fixmax
  * (fixmax 0 with fix 0: none), else the first of the 8-bit (b8, 0: none),
  * 16-bit (b16) and 32-bit (b16 + 1) forms that holds n. */
-static uint8_t *put_len(uint8_t *p, uint64_t n, uint8_t fix, uint64_t fixmax, uint8_t b8,
+PUT uint8_t *put_len(uint8_t *p, uint64_t n, uint8_t fix, uint64_t fixmax, uint8_t b8,
                         uint8_t b16) {
   if (fix != 0 && n <= fixmax) {
     *p = (uint8_t)(fix | n);
@@ -45,11 +50,11 @@ static uint8_t *put_len(uint8_t *p, uint64_t n, uint8_t fix, uint64_t fixmax, ui
   return put_be(p + 1, n, 4);
 }
 
-static uint8_t *put_map(uint8_t *p, uint32_t n) { return put_len(p, n, 0x80, 15, 0, 0xde); }
-static uint8_t *put_array(uint8_t *p, uint32_t n) { return put_len(p, n, 0x90, 15, 0, 0xdc); }
-static uint8_t *put_bin_head(uint8_t *p, size_t n) { return put_len(p, n, 0, 0, 0xc4, 0xc5); }
+PUT uint8_t *put_map(uint8_t *p, uint32_t n) { return put_len(p, n, 0x80, 15, 0, 0xde); }
+PUT uint8_t *put_array(uint8_t *p, uint32_t n) { return put_len(p, n, 0x90, 15, 0, 0xdc); }
+PUT uint8_t *put_bin_head(uint8_t *p, size_t n) { return put_len(p, n, 0, 0, 0xc4, 0xc5); }
 
-static uint8_t *put_uint(uint8_t *p, uint64_t v) {
+PUT uint8_t *put_uint(uint8_t *p, uint64_t v) {
   if (v <= 0x7f) {
     *p = (uint8_t)v;
     return p + 1;
@@ -61,7 +66,7 @@ static uint8_t *put_uint(uint8_t *p, uint64_t v) {
   return put_be(p + 1, v, 8);
 }
 
-static uint8_t *put_str(uint8_t *p, const char *s, size_t n) {
+PUT uint8_t *put_str(uint8_t *p, const char *s, size_t n) {
   p = put_len(p, n, 0xa0, 31, 0xd9, 0xda);
   memcpy(p, s, n);
   return p + n;

@@ -50,8 +50,10 @@ static int container(dynq__rd_t *r, uint8_t fix, uint8_t b16, uint32_t *ret_n) {
   return 0;
 }
 
-int dynq__rd_array(dynq__rd_t *r, uint32_t *ret_n) { return container(r, 0x90, 0xdc, ret_n); }
-int dynq__rd_map(dynq__rd_t *r, uint32_t *ret_n) { return container(r, 0x80, 0xde, ret_n); }
+int dynq__rd_array_long(dynq__rd_t *r, uint32_t *ret_n) {
+  return container(r, 0x90, 0xdc, ret_n);
+}
+int dynq__rd_map_long(dynq__rd_t *r, uint32_t *ret_n) { return container(r, 0x80, 0xde, ret_n); }
 
 int dynq__rd_str(dynq__rd_t *r, const char **ret_s, size_t *ret_n) {
   const uint8_t *save = r->p;
@@ -91,7 +93,7 @@ int dynq__rd_bin(dynq__rd_t *r, const void **ret_p, size_t *ret_n) {
   return 0;
 }
 
-int dynq__rd_int(dynq__rd_t *r, int64_t *ret) {
+int dynq__rd_int_long(dynq__rd_t *r, int64_t *ret) {
   int b = dynq__rd_peek(r);
   uint64_t v;
   if (b < 0) return -1;

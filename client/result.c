@@ -22,6 +22,7 @@ static const dynq__tensor_limits_t output_limits = {
 typedef struct out_fields {
   const char *dt;           /* dtype string, dtn bytes; NULL: absent */
   size_t dtn;
+  int dtype;                /* what dt names; 0: none */
   int has_shape;
   uint32_t rank;
   int64_t dims[DYNQ_CLIENT_MAX_RANK];
@@ -53,14 +54,38 @@ static int read_shm_ref(dynq__rd_t *r, out_fields_t *f, char *err, size_t errlen
   return 0;
 }
 
+/* The dtype string at r: a short one naming a dtype is taken as it is
+ * (such a name is ASCII, so valid UTF-8: the check can wait for the
+ * others, which are errors anyway). */
+static int read_dtype(dynq__rd_t *r, out_fields_t *f) {
+  size_t n = r->p < r->end && (r->p[0] & 0xe0) == 0xa0 ? r->p[0] & 0x1fu : 0;
+  if (n > 0 && (size_t)(r->end - r->p) > n) {
+    f->dtype = dynq__dt_parsen((const char *)r->p + 1, n);
+    if (f->dtype != 0) {
+      f->dt = (const char *)r->p + 1;
+      f->dtn = n;
+      r->p += 1 + n;
+      return 0;
+    }
+  }
+  if (dynq__rd_str(r, &f->dt, &f->dtn) < 0) return -1;
+  f->dtype = dynq__dt_parsen(f->dt, f->dtn);
+  return 0;
+}
+
 /* One output's map: {dtype, shape, data} or {dtype?, shape?, shm}. */
 static int read_out_fields(dynq__rd_t *r, out_fields_t *f, char *err, size_t errlen) {
   uint32_t n;
-  memset(f, 0, sizeof(*f));
+  /* every field but the dims, which count only up to rank */
+  memset(f, 0, offsetof(out_fields_t, dims));
+  f->data = NULL;
+  f->nbytes = 0;
+  f->has_data = f->has_shm = 0;
+  f->shm_size = 0;
   if (dynq__rd_map(r, &n) < 0) return ERR("tensor is not a map");
   for (uint32_t i = 0; i < n; i++) {
     if (DYNQ__RD_KEY(r, "dtype")) {
-      if (dynq__rd_str(r, &f->dt, &f->dtn) < 0) return ERR("tensor field 'dtype' is not a string");
+      if (read_dtype(r, f) < 0) return ERR("tensor field 'dtype' is not a string");
     } else if (DYNQ__RD_KEY(r, "shape")) {
       if (dynq__rd_array(r, &f->rank) < 0) return ERR("tensor field 'shape' is not an array");
       if (f->rank > DYNQ_CLIENT_MAX_RANK)
@@ -88,7 +113,7 @@ static int read_out_fields(dynq__rd_t *r, out_fields_t *f, char *err, size_t err
 static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size_t errlen) {
   o->dtype = 0;
   if (f->dt != NULL) {
-    o->dtype = dynq__dt_parsen(f->dt, f->dtn);
+    o->dtype = f->dtype;
     if (o->dtype == 0)
       return ERR("unknown tensor dtype '%.*s'", (int)(f->dtn > 32 ? 32 : f->dtn), f->dt);
   }
@@ -147,11 +172,11 @@ typedef struct block_head {
 
 typedef struct spares {
   int n;
+  int keyed;                 /* this thread's destructor is armed */
   char *blk[SPARE_MAX];      /* owned; freed blocks, the last freed on top */
 } spares_t;
 
 static _Thread_local spares_t spares;
-static _Thread_local int spares_keyed;  /* this thread's destructor is armed */
 static pthread_key_t spares_key;
 static int spares_key_ok;
 static pthread_once_t spares_once = PTHREAD_ONCE_INIT;
@@ -175,9 +200,9 @@ static void spares_key_init(void) {
 void dynq__result_spares_drop(void) { spares_drop(); }
 
 static char *block_alloc(size_t cap) {
+  spares_t *sp = &spares;  /* one TLS lookup (a call in a shared library) */
   char *raw, *blk;
-  if (spares.n > 0 && head_of(spares.blk[spares.n - 1])->cap >= cap)
-    return spares.blk[--spares.n];
+  if (sp->n > 0 && head_of(sp->blk[sp->n - 1])->cap >= cap) return sp->blk[--sp->n];
   if (cap > SIZE_MAX - 64 - sizeof(block_head_t)) return NULL;
   raw = malloc(cap + 64 + sizeof(block_head_t));
   if (raw == NULL) return NULL;
@@ -190,14 +215,15 @@ static char *block_alloc(size_t cap) {
 static void block_free(void *p) {
   char *blk = p;
   if (blk == NULL) return;
-  if (head_of(blk)->cap <= SPARE_BYTES && spares.n < SPARE_MAX) {
-    if (!spares_keyed) {
+  spares_t *sp = &spares;
+  if (head_of(blk)->cap <= SPARE_BYTES && sp->n < SPARE_MAX) {
+    if (!sp->keyed) {
       /* without a destructor the spares would leak when the thread ends */
       pthread_once(&spares_once, spares_key_init);
-      spares_keyed = spares_key_ok && pthread_setspecific(spares_key, &spares) == 0;
+      sp->keyed = spares_key_ok && pthread_setspecific(spares_key, sp) == 0;
     }
-    if (spares_keyed) {
-      spares.blk[spares.n++] = blk;
+    if (sp->keyed) {
+      sp->blk[sp->n++] = blk;
       return;
     }
   }

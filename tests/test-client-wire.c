@@ -542,6 +542,14 @@ static void t_dtype_code(dynq__wbuf_t *w) {
   dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 2);
   dynq__w_str(w, "data"); dynq__w_bin(w, "abcd", 4);
 }
+/* a dtype string that is not UTF-8 (the reader's fast path for dtype
+ * names must not let it through as "unknown dtype" text) */
+static void t_dtype_bad_utf8(dynq__wbuf_t *w) {
+  dynq__w_map(w, 3);
+  dynq__w_str(w, "dtype"); dynq__w_strn(w, "int8\xff", 5);
+  dynq__w_str(w, "shape"); dynq__w_array(w, 1); dynq__w_int(w, 1);
+  dynq__w_str(w, "data"); dynq__w_bin(w, "a", 1);
+}
 static void t_shape_map(dynq__wbuf_t *w) {
   dynq__w_map(w, 3);
   dynq__w_str(w, "dtype"); dynq__w_str(w, "int8");
@@ -591,6 +599,7 @@ static void t_shm_not_map(dynq__wbuf_t *w) {
 }
 static void a_dtype_int(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_dtype_int); }
 static void a_dtype_code(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_dtype_code); }
+static void a_dtype_bad_utf8(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_dtype_bad_utf8); }
 static void a_shape_map(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_shape_map); }
 static void a_dim_negative(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_dim_negative); }
 static void a_rank9(dynq__wbuf_t *w, uint32_t id) { w_one_output(w, id, t_rank9); }
@@ -696,6 +705,7 @@ static const bad_answer_t answers[] = {
   {"unknown ticket, notification, duplicate", a_noise_then_dup, 0, NULL, 1, 0},
   {"dtype an integer", a_dtype_int, DYNQ_EPROTO, "output 'y': tensor field 'dtype' is not a string", 1, 0},
   {"dtype float16", a_dtype_code, DYNQ_EPROTO, "output 'y': unknown tensor dtype 'float16'", 1, 0},
+  {"dtype not UTF-8", a_dtype_bad_utf8, DYNQ_EPROTO, "output 'y': tensor field 'dtype' is not a string", 1, 0},
   {"shape a map", a_shape_map, DYNQ_EPROTO, "output 'y': tensor field 'shape' is not an array", 1, 0},
   {"negative dimension", a_dim_negative, DYNQ_EPROTO, "output 'y': tensor shape[1] is negative", 1, 0},
   {"rank 9", a_rank9, DYNQ_EPROTO, "output 'y': tensor rank 9 exceeds", 1, 0},
