@@ -61,6 +61,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -494,6 +495,7 @@ typedef struct tharg {
   dynq__model_t *model;
   int lib_spin;          /* >= 0: through libdynqclient with this spin budget */
   int depth;             /* > 0: pipelined through libdynqclient, this many in flight */
+  struct rusage ru;      /* pipelined: the client thread's own use, at its end */
 } tharg_t;
 
 /* One connection keeping a->depth infers in flight until a->until. */
@@ -520,6 +522,7 @@ static void *pipe_client_main(void *p) {
     a->done++;
   }
   dynq_close(cl);
+  getrusage(RUSAGE_THREAD, &a->ru);
   return NULL;
 }
 
@@ -582,6 +585,8 @@ static double proc_cpu_s(pid_t pid) { return proc_cpu_s2(pid, 0); }
 
 static double g_cpu_per_req_us;  /* daemon CPU per request of the last throughput() */
 static double g_loop_per_req_us; /* of which its loop thread */
+/* pipelined: the client threads' user and system CPU and sleeps per request */
+static double g_cl_user_us, g_cl_sys_us, g_cl_sleeps;
 
 /* depth > 0: conns pipelined connections; else o_clients closed-loop ones. */
 static double throughput_n(const daemon_t *d, int lib_spin, int clients, int depth) {
@@ -597,10 +602,17 @@ static double throughput_n(const daemon_t *d, int lib_spin, int clients, int dep
     pthread_create(&th[i], NULL, client_main, &a[i]);
   }
   long total = 0;
+  double cu = 0, cs = 0, cw = 0;
   for (int i = 0; i < clients; i++) {
     pthread_join(th[i], NULL);
     total += a[i].done;
+    cu += (double)a[i].ru.ru_utime.tv_sec * 1e6 + (double)a[i].ru.ru_utime.tv_usec;
+    cs += (double)a[i].ru.ru_stime.tv_sec * 1e6 + (double)a[i].ru.ru_stime.tv_usec;
+    cw += (double)a[i].ru.ru_nvcsw;
   }
+  g_cl_user_us = total > 0 ? cu / (double)total : 0;
+  g_cl_sys_us = total > 0 ? cs / (double)total : 0;
+  g_cl_sleeps = total > 0 ? cw / (double)total : 0;
   double el = now_s() - t0;
   g_cpu_per_req_us = total > 0 ? (proc_cpu_s(d->pid) - cpu0) * 1e6 / (double)total : 0;
   g_loop_per_req_us =
@@ -920,8 +932,9 @@ static void pipeline_report(daemon_t *d, size_t req_len, size_t resp_len) {
   double cpu_pipe = g_cpu_per_req_us, loop_pipe = g_loop_per_req_us;
   daemon_stop(d);
   printf("throughput, pipelined %d conns x %d in flight (libdynqclient): %.0f req/s (dynqd CPU "
-         "%.1f us/req, its loop thread %.1f)\n", o_pipe_conns, o_pipe_depth, t_pipe, cpu_pipe,
-         loop_pipe);
+         "%.1f us/req, its loop thread %.1f; client threads %.2f user + %.2f sys us/req, %.3f "
+         "sleeps/req)\n", o_pipe_conns, o_pipe_depth, t_pipe, cpu_pipe, loop_pipe, g_cl_user_us,
+         g_cl_sys_us, g_cl_sleeps);
   double t_eng = engine_throughput();
   double cpu_eng = g_cpu_per_req_us;
   double t_rows = engine_throughput_rows(o_pipe_depth);
