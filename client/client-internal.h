@@ -72,6 +72,7 @@ typedef struct dynq__tickets {
                                 -2 a removed ticket's tombstone */
   uint32_t mask;
   int tombs;                 /* tombstones; < (mask + 1) / 4 */
+  int displaced;             /* live tickets not in their home bucket */
   int cap, n, n_waiting;
   int free_head;
   int sent_head, sent_tail;  /* live slots, oldest first */
@@ -286,7 +287,21 @@ static inline int dynq__rd_keyn(dynq__rd_t *r, const char *key, size_t n) {
 }
 #define DYNQ__RD_KEY(r, lit) dynq__rd_keyn((r), (lit), sizeof(lit) - 1)
 int dynq__rd_bin(dynq__rd_t *r, const void **ret_p, size_t *ret_n);
-int dynq__rd_skip(dynq__rd_t *r);                /* one whole object */
+int dynq__rd_skip_long(dynq__rd_t *r);
+/* one whole object; the fixstr keys and small ints of an answer's
+ * timing fields inline */
+static inline int dynq__rd_skip(dynq__rd_t *r) {
+  size_t left = (size_t)(r->end - r->p), n = 0;
+  if (left > 0) {
+    unsigned b = r->p[0];
+    n = b <= 0x7f || b >= 0xe0 ? 1 : (b & 0xe0) == 0xa0 ? 1 + (b & 0x1f) : b == 0xcd ? 3 : 0;
+  }
+  if (n > 0 && n <= left) {
+    r->p += n;
+    return 0;
+  }
+  return dynq__rd_skip_long(r);
+}
 
 /* Inline input data an encoder left out of its buffer, to be sent from
  * the caller's memory (a blocking call, whose inputs stay valid until the

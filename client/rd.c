@@ -137,7 +137,7 @@ static size_t fixed_len(unsigned b) {
   }
 }
 
-int dynq__rd_skip(dynq__rd_t *r) {
+int dynq__rd_skip_long(dynq__rd_t *r) {
   static const dynq__scan_limits_t lim = {
     .max_frame = DYNQ__CLIENT_MAX_FRAME, .max_depth = 32, .max_elems = UINT64_MAX,
   };

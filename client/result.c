@@ -118,7 +118,9 @@ static int check_output(const out_fields_t *f, dynq_tensor_t *o, char *err, size
       return ERR("unknown tensor dtype '%.*s'", (int)(f->dtn > 32 ? 32 : f->dtn), f->dt);
   }
   o->rank = (int)f->rank;
-  for (uint32_t d = 0; d < f->rank; d++) o->shape[d] = f->dims[d];
+  /* every dim: the result's tensors are filled field by field */
+  memcpy(o->shape, f->dims, sizeof(o->shape));
+  for (uint32_t d = f->rank; d < DYNQ_CLIENT_MAX_RANK; d++) o->shape[d] = 0;
   if (f->has_shm) { /* written into the caller's region: only its size here */
     if (f->shm_size > SIZE_MAX) return ERR("shm size too large");
     /* a caller reads its region by the shape it is told: the two must agree */
@@ -304,8 +306,7 @@ static int decode_outputs(dynq__rd_t *r, dynq_infer_result_t *res, char *err, si
     snprintf(err, errlen, "infer: out of memory (%zu bytes)", cap);
     return -ENOMEM;
   }
-  res->outputs = (dynq_tensor_t *)blk;
-  memset(res->outputs, 0, (size_t)n * sizeof(dynq_tensor_t));
+  res->outputs = (dynq_tensor_t *)blk;  /* each filled whole below */
   cur = blk + head;
   for (i = 0; i < n; i++) {
     dynq_tensor_t *o = &res->outputs[i];

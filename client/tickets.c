@@ -8,10 +8,13 @@
  * the unused ones.  An open-addressing table (linear probing, four
  * buckets per slot) maps msgid to
  * slot: msgids are consecutive, so neighbours land in neighbouring buckets
- * and a lookup is one or two probes.  A removal leaves a tombstone (the
- * backward shift that avoids them would walk the whole run of live
- * consecutive msgids on every removal); the table is rebuilt once the
- * tombstones reach a quarter of it, at most every cap removals.  Two lists thread the live slots:
+ * and a lookup is one or two probes.  While every live ticket sits in its
+ * home bucket (the usual case: the live msgids span less than the table)
+ * no probe sequence passes through a removed ticket's bucket, so a
+ * removal just empties it.  Otherwise it leaves a tombstone (the backward
+ * shift that avoids them would walk the whole run of live consecutive
+ * msgids on every removal), and the table is rebuilt once the tombstones
+ * reach a quarter of it, at most every cap removals.  Two lists thread the live slots:
  * send order (a broken connection fails its tickets in that order) and
  * the done-but-not-reported ones in completion order (dynq_poll takes the
  * head).
@@ -46,15 +49,17 @@ static uint32_t bucket_of(const dynq__tickets_t *t, int s) {
 }
 
 static void index_put(dynq__tickets_t *t, int s) {
-  uint32_t h = home(t, t->slot[s].msgid);
+  uint32_t h0 = home(t, t->slot[s].msgid), h = h0;
   while (t->index[h] >= 0) h = (h + 1) & t->mask;
   if (t->index[h] == TOMB) t->tombs--;
   t->index[h] = s;
+  if (h != h0) t->displaced++;
 }
 
 static void index_rebuild(dynq__tickets_t *t, int cap) {
   for (uint32_t i = 0; i <= t->mask; i++) t->index[i] = NIL;
   t->tombs = 0;
+  t->displaced = 0;
   for (int s = 0; s < cap; s++)
     if (t->slot[s].live) index_put(t, s);
 }
@@ -151,9 +156,15 @@ void dynq__tickets_remove(dynq__tickets_t *t, dynq__pend_t *p) {
   else t->sent_head = p->snext;
   if (p->snext != NIL) t->slot[p->snext].sprev = p->sprev;
   else t->sent_tail = p->sprev;
-  t->index[bucket_of(t, s)] = TOMB;
+  uint32_t b = bucket_of(t, s);
   p->live = 0;  /* before a rebuild, which keeps the live slots only */
-  if (++t->tombs >= (int)((t->mask + 1) / 4)) index_rebuild(t, t->cap);
+  if (b != home(t, p->msgid)) t->displaced--;
+  if (t->displaced == 0) {
+    t->index[b] = NIL;  /* no live ticket is found through this bucket */
+  } else {
+    t->index[b] = TOMB;
+    if (++t->tombs >= (int)((t->mask + 1) / 4)) index_rebuild(t, t->cap);
+  }
   p->snext = t->free_head;
   t->free_head = s;
   t->n--;
@@ -176,12 +187,14 @@ int dynq__tickets_check(const dynq__tickets_t *t) {
     waiting += !t->slot[s].done;
     if (dynq__tickets_find(t, t->slot[s].msgid) != &t->slot[s]) return 0;
   }
-  int tombs = 0;
+  int tombs = 0, displaced = 0;
   for (uint32_t h = 0; t->index != NULL && h <= t->mask; h++) {
     inidx += t->index[h] >= 0;
     tombs += t->index[h] == TOMB;
+    displaced += t->index[h] >= 0 && home(t, t->slot[t->index[h]].msgid) != h;
   }
   if (tombs != t->tombs || (t->index != NULL && tombs >= (int)((t->mask + 1) / 4))) return 0;
+  if (displaced != t->displaced) return 0;
   for (int s = t->sent_head; s != NIL; s = t->slot[s].snext) sent++;
   for (int s = t->done_head; s != NIL; s = t->slot[s].dnext) {
     if (!t->slot[s].done || t->slot[s].reported) return 0;
