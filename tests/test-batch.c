@@ -511,6 +511,58 @@ START_TEST(test_batched_slab_neighbours) {
 }
 END_TEST
 
+/* The slab under pressure: a 1 MiB max_buffers_total gives it four 32 KiB
+ * chunks, which 40 pipelined requests of 6 KiB fill at once (the rest go
+ * to their blocks' buffers) and then reuse around the ring as batches
+ * finish.  No request's input may be overwritten while it waits: every
+ * answer is bit for bit that of its rows alone. */
+START_TEST(test_batched_slab_full_and_wrapping) {
+  const char *names[] = {"mlp", "mlp_solo", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/mlp.onnx", NULL, NULL, names) == 0,
+                 "dynq-quantize not built");
+  enum { N = 40, ROWS = 24, COLS = 64, NOUT = 10 };
+  float *x = malloc(sizeof(float) * N * ROWS * COLS);
+  float *got = malloc(sizeof(float) * N * ROWS * NOUT), want[ROWS * NOUT];
+  ck_assert(x && got);
+  for (int k = 0; k < N; k++) chunk(x + (size_t)k * ROWS * COLS, ROWS * COLS, k % 7, k);
+  tu_daemon_t d;
+  const char *extra[] = {"--config", g_conf, "--workers", "1", "--max-buffers", "1M", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  for (int k = 0; k < N; k++)
+    tu_w_infer_f32(&w, 1 + (uint32_t)k, "mlp", "x", ROWS, COLS, x + (size_t)k * ROWS * COLS, -1);
+  tu_rpc_send_wbuf(&c, &w);
+  int batched = 0;
+  for (int k = 0; k < N; k++) {
+    dynq__rpc_msg_t m;
+    tu_rpc_expect_ok(&c, 1 + (uint32_t)k, &m);
+    batched += tu_obj_int_or(dynq__obj_get(m.result, "batch"), 1) > 1;
+    tu_get_f32_output(&m, "y", got + (size_t)k * ROWS * NOUT, ROWS * NOUT);
+    dynq__rpc_free(&m);
+  }
+  ck_assert_msg(batched >= N / 2, "only %d of %d requests ran in a batch", batched, N);
+  for (int k = 0; k < N; k++) {
+    dynq__rpc_msg_t m;
+    dynq__wbuf_init(&w);
+    tu_w_infer_f32(&w, 100 + (uint32_t)k, "mlp_solo", "x", ROWS, COLS,
+                   x + (size_t)k * ROWS * COLS, -1);
+    tu_rpc_send_wbuf(&c, &w);
+    tu_rpc_expect_ok(&c, 100 + (uint32_t)k, &m);
+    tu_get_f32_output(&m, "y", want, ROWS * NOUT);
+    dynq__rpc_free(&m);
+    ck_assert_msg(memcmp(got + (size_t)k * ROWS * NOUT, want, sizeof want) == 0,
+                  "request %d: batched output differs from the model alone", k);
+  }
+  tu_rpc_close(&c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  free(x);
+  free(got);
+}
+END_TEST
+
 /* dynqd -n with one [batch.m] axes line: exit status, output in *out. */
 static int check_axes(const char *line, char **out) {
   char path[4096], text[512];
@@ -590,6 +642,7 @@ static Suite *batch_suite(void) {
   tcase_add_test(tc, test_batched_answers_exact_bytes);
   tcase_add_test(tc, test_merged_inputs_in_place_or_copied);
   tcase_add_test(tc, test_batched_slab_neighbours);
+  tcase_add_test(tc, test_batched_slab_full_and_wrapping);
   suite_add_tcase(s, tc);
   return s;
 }
