@@ -208,7 +208,29 @@ typedef struct dynqd_model_entry {
   char *file;              /* path relative to the model dir; owned */
   uint64_t f_dev, f_ino, f_size;
   int64_t f_mtime_ns;      /* identity of the file as loaded */
+  struct dynqd_plan *plan; /* one ref, made at the first request (NULL
+                              until then); dropped when model changes */
 } dynqd_model_entry_t;
+
+/* What every plain infer request (no session) of one model version
+ * shares, decided once instead of per request: its batching and the
+ * batch axes (the config's [batch] sections are fixed after start-up).
+ * A request holds a ref of it instead of one of the model, so neither
+ * the model's atomic count nor the axes are written per request.
+ * Loop thread only, except axes, which workers read (on a cache line of
+ * its own: the loop writes refs per request). */
+typedef struct dynqd_plan {
+  int refs;                /* the entry's, and one per request holding it */
+  dynq__model_t *model;    /* one ref */
+  int batch_max;           /* dynqd__batch_config's: > 1 batched */
+  int batch_delay_us;
+  int per_tensor;          /* per-tensor scales: never batched */
+  int axes_rc;             /* dynqd__batch_axes's result for a plain request */
+  char *axes_err;          /* owned; its message when axes_rc != 0 */
+  int8_t *axes;            /* owned (dynq__aligned_alloc, alone on its lines):
+                              n_inputs + n_outputs entries; NULL when the
+                              model is never batched */
+} dynqd_plan_t;
 
 typedef struct dynqd_registry {
   dynqd_model_entry_t *v;  /* owned, sorted by name */
@@ -255,6 +277,24 @@ int dynqd__registry_unload(dynqd_registry_t *r, const char *name);
 /* Install the SIGBUS handler that survives a model file cut short under
  * its mapping (dynq__model_fault).  0 or -errno. */
 int dynqd__registry_guard_install(void);
+/* The plan of e (registry r's entry) under cfg, made at the first call
+ * for its model version; NULL when out of memory (the caller decides per
+ * request then).  The caller takes no ref: see dynqd__plan_ref. */
+dynqd_plan_t *dynqd__registry_plan_make(dynqd_registry_t *r, const dynqd_model_entry_t *e,
+                                        const dynqd_config_t *cfg);
+static inline dynqd_plan_t *dynqd__registry_plan(dynqd_registry_t *r,
+                                                 const dynqd_model_entry_t *e,
+                                                 const dynqd_config_t *cfg) {
+  return e->plan != NULL ? e->plan : dynqd__registry_plan_make(r, e, cfg);
+}
+static inline dynqd_plan_t *dynqd__plan_ref(dynqd_plan_t *p) {
+  p->refs++;
+  return p;
+}
+void dynqd__plan_free(dynqd_plan_t *p);
+static inline void dynqd__plan_unref(dynqd_plan_t *p) {  /* NULL-safe */
+  if (p != NULL && --p->refs == 0) dynqd__plan_free(p);
+}
 /* After a run of m: log once that m's file changed under it (broken). */
 void dynqd__registry_check_broken(dynq__model_t *m, const char *name);
 
@@ -479,6 +519,9 @@ int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qca
 /* Loop thread: 0, or DYNQ_EOVERLOAD when the queue is full (job
  * untouched).  The job reaches the workers at the next flush. */
 int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j);
+/* The same with the caller's uv_hrtime() reading of now (a clock read in
+ * a VM costs as much as a few hundred instructions). */
+int dynqd__sched_submit_at(dynqd_sched_t *p, dynqd_job_t *j, uint64_t now);
 /* Loop thread, before it polls: hand what was submitted to the workers. */
 void dynqd__sched_flush(dynqd_sched_t *p);
 /* Loop thread: nothing submitted, queued, or being run by a worker. */

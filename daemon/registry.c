@@ -2,8 +2,9 @@
  * The model registry: the models dynqd serves, by name, with a version per
  * name and the identity (dev, inode, size, mtime) of the file each was
  * loaded from.  The array changes only on the loop thread (commit, unload,
- * scan), so it needs no lock; workers never look at it, they hold their
- * own model reference.
+ * scan), so it needs no lock; workers never look at it.  A request holds
+ * a model reference, or one of its version's plan (the batching decided
+ * once per version; its batch axes are all a worker reads of it).
  *
  * Publishing a model is: confine the path to the model directory, open and
  * validate it, warm it (one run on zero inputs, within the warm-up
@@ -87,9 +88,47 @@ const dynqd_model_entry_t *dynqd__registry_find(const dynqd_registry_t *r,
   return &r->v[i];
 }
 
+void dynqd__plan_free(dynqd_plan_t *p) {
+  dynq__model_unref(p->model);
+  free(p->axes_err);
+  dynq__aligned_free(p->axes);
+  free(p);
+}
+
+dynqd_plan_t *dynqd__registry_plan_make(dynqd_registry_t *r, const dynqd_model_entry_t *e,
+                                        const dynqd_config_t *cfg) {
+  dynqd_model_entry_t *me = &r->v[e - r->v];  /* ours to change */
+  dynqd_plan_t *p = calloc(1, sizeof(*p));
+  if (p == NULL) return NULL;
+  p->refs = 1;
+  p->model = dynq__model_ref(me->model);
+  dynqd__batch_config(cfg, me->name, &p->batch_max, &p->batch_delay_us);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(me->model, &st);
+  p->per_tensor = st.per_tensor;
+  /* Axes only matter to a model that may batch or coalesce. */
+  if ((p->batch_max > 1 || cfg->coalesce_max > 1) && !p->per_tensor) {
+    const dynq__model_sig_t *g = dynq__model_signature(me->model);
+    size_t na = (size_t)(g->n_inputs + g->n_outputs > 0 ? g->n_inputs + g->n_outputs : 1);
+    char err[256] = "";
+    /* A whole number of lines: nothing the loop writes shares them. */
+    p->axes = dynq__aligned_alloc((na + DYNQ_ALIGN - 1) & ~(size_t)(DYNQ_ALIGN - 1));
+    if (p->axes == NULL) goto oom;
+    p->axes_rc = dynqd__batch_axes(g, dynqd__batch_rule(cfg, me->name), NULL, p->axes, err,
+                                   sizeof(err));
+    if (p->axes_rc != 0 && (p->axes_err = strdup(err)) == NULL) goto oom;
+  }
+  me->plan = p;
+  return p;
+oom:
+  dynqd__plan_free(p);
+  return NULL;
+}
+
 static void entry_clear(dynqd_model_entry_t *e) {
   free(e->name);
   free(e->file);
+  dynqd__plan_unref(e->plan);
   dynq__model_unref(e->model);
   memset(e, 0, sizeof(*e));
 }
@@ -401,6 +440,8 @@ int dynqd__registry_commit(dynqd_registry_t *r, const char *name, const char *re
   }
   /* The swap: jobs that already hold the old model keep it alive. */
   dynqd_model_entry_t *e = &r->v[idx];
+  dynqd__plan_unref(e->plan);  /* the old version's: its requests hold it */
+  e->plan = NULL;
   dynq__model_unref(e->model);
   e->model = p->model;
   p->model = NULL;

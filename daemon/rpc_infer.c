@@ -90,6 +90,8 @@ typedef struct rpc_infer {
   dynq__tensor_t *shadow_out; /* owned: its INT8 outputs, kept by encode */
   size_t resp_cap;            /* bytes allocated at resp */
   int axes_n;                 /* entries allocated at x.axes */
+  dynqd_plan_t *plan;         /* one ref, or NULL; when set, x.model and
+                                 (if batched) x.axes are the plan's */
   /* Kept across uses of the block (the pool's): */
   struct rpc_infer *pool_next;
   uint8_t *inbuf;             /* owned (dynq__aligned_alloc): input bytes of
@@ -266,6 +268,13 @@ static void infer_free(rpc_infer_t *r) {
   free(r->shadow_out);
   r->shadow_out = NULL;
   dynqd_infer_t *x = &r->x;
+  dynqd_plan_t *plan = r->plan;
+  if (plan != NULL) {  /* x's model and axes are borrowed from it */
+    dynqd__infer_out_done(x);  /* the last use of x->model */
+    if (x->axes == plan->axes) x->axes = NULL;
+    x->model = NULL;
+    r->plan = NULL;
+  }
   if (x->inputs != NULL && s != NULL && s->infer_pooled < POOL_MAX) {
     /* The array stays with the block for its next request. */
     for (int i = 0; i < x->n_inputs; i++) dynq__tensor_clear(&x->inputs[i]);
@@ -289,6 +298,7 @@ static void infer_free(rpc_infer_t *r) {
     }
     r->resp = NULL;
   }
+  dynqd__plan_unref(plan);
   if (s == NULL || s->infer_pooled >= POOL_MAX) {
     block_release(r);
     return;
@@ -852,6 +862,18 @@ static int decode_outputs_shm(rpc_infer_t *r, dynq__obj_t oso, const char *mname
   return 0;
 }
 
+/* dynqd__batch_axes said rc (why: msg) for r's request: answered when
+ * the config does not fit the model, else it runs alone. */
+static int not_batched(rpc_infer_t *r, const char *mname, int rc, const char *msg) {
+  if (rc == DYNQ_EPARAMS) {
+    dynqd__reply_error(&r->rq, rc, "model '%s': %s", mname, msg);
+    return rc;
+  }
+  log_debug("model '%s': not batched: %s", mname, msg);  /* no safe batch axis */
+  r->x.job.batch_max = 0;
+  return 0;
+}
+
 /* Batching for this request: batch_max and axes, or left off. */
 static int decide_batching(rpc_infer_t *r, const char *mname) {
   dynqd_infer_t *x = &r->x;
@@ -859,7 +881,13 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
   /* Per-tensor scales, fp32 and outputs_shm would make a row depend on
    * its batch mates or need a region per batch: never batched. */
   if (x->out_shm != NULL || x->precision != DYNQ_PRECISION_INT8) return 0;
-  dynqd__batch_config(cfg, mname, &x->job.batch_max, &x->job.batch_delay_us);
+  const dynqd_plan_t *pl = r->plan;  /* a plain request's: decided per model */
+  if (pl != NULL) {
+    x->job.batch_max = pl->batch_max;
+    x->job.batch_delay_us = pl->batch_delay_us;
+  } else {
+    dynqd__batch_config(cfg, mname, &x->job.batch_max, &x->job.batch_delay_us);
+  }
   if (x->job.batch_max <= 1 && cfg->coalesce_max > 1 && r->mstats != NULL &&
       r->mstats->ns_per_elem > 0 &&
       r->mstats->ns_per_elem * (double)x->in_elems <= COALESCE_MAX_US * 1000.0) {
@@ -871,6 +899,17 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
     r->coalesce = 1;
   }
   if (x->job.batch_max <= 1) return 0;
+  if (pl != NULL) {
+    if (pl->per_tensor || pl->axes == NULL) {
+      x->job.batch_max = 0;
+      return 0;
+    }
+    if (pl->axes_rc == 0) {
+      x->axes = pl->axes;  /* shared by its requests; nobody writes it */
+      return 0;
+    }
+    return not_batched(r, mname, pl->axes_rc, pl->axes_err);
+  }
   dynq__model_stats_t mst;
   dynq__model_get_stats(x->model, &mst);
   if (mst.per_tensor) {
@@ -888,17 +927,10 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
   char aerr[256] = "";
   int rc = dynqd__batch_axes(dynq__model_signature(x->model), dynqd__batch_rule(cfg, mname),
                              x->session, x->axes, aerr, sizeof(aerr));
-  if (rc == DYNQ_EPARAMS) {
-    dynqd__reply_error(&r->rq, rc, "model '%s': %s", mname, aerr);
-    return rc;
-  }
-  if (rc != 0) {  /* no safe batch axis: this request runs alone */
-    log_debug("model '%s': not batched: %s", mname, aerr);
-    free(x->axes);
-    x->axes = NULL;
-    x->job.batch_max = 0;
-  }
-  return 0;
+  if (rc == 0) return 0;
+  free(x->axes);
+  x->axes = NULL;
+  return not_batched(r, mname, rc, aerr);
 }
 
 /* The model named s[0..n) and its stats record (NULL: answered
@@ -932,6 +964,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   rpc_infer_t *r = NULL;
   dynqd_mstats_t *ms = NULL;
   dynqd_session_t *ss = NULL;
+  dynqd_plan_t *plan = NULL;
   int ecode = 0;
   if (s->draining) FAIL(DYNQ_ESHUTDOWN, "dynqd is shutting down; not accepting new requests");
 
@@ -959,6 +992,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     }
     model = e->model;
     mname = e->name;
+    plan = dynqd__registry_plan(&s->reg, e, s->cfg);  /* NULL: decided here */
   }
   if (ss != NULL) ms = dynqd__stats_model(&s->stats, mname);
 
@@ -982,7 +1016,12 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   if (r == NULL) goto oom;
   r->srv = s;
   dynqd_infer_t *x = &r->x;
-  x->model = dynq__model_ref(model);
+  if (plan != NULL) {
+    r->plan = dynqd__plan_ref(plan);
+    x->model = plan->model;
+  } else {
+    x->model = dynq__model_ref(model);
+  }
   x->inputs = inputs_get(r, g->n_inputs);
   if (x->inputs == NULL) goto oom;
   x->n_inputs = g->n_inputs;
@@ -1017,7 +1056,8 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     dynqd__shadow_sess_abandon(ss->shadow); /* a step its twin cannot follow */
   }
 
-  r->decode_us = (int64_t)((uv_hrtime() - t0) / 1000);
+  uint64_t t1 = uv_hrtime();  /* decoded: also when it is queued */
+  r->decode_us = (int64_t)((t1 - t0) / 1000);
   if ((x->job.batch_max <= 1 || r->coalesce) && x->shm.n == 0 && x->out_shm == NULL &&
       precision == DYNQ_PRECISION_INT8 && ms != NULL &&
       dynqd__sched_inline_ok(&s->sched, s->cfg->inline_max_us, ms->ns_per_elem, x->in_elems,
@@ -1042,7 +1082,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   x->job.cost_ns = precision == DYNQ_PRECISION_INT8 && ms != NULL && ms->ns_per_elem > 0
                        ? (uint64_t)(ms->ns_per_elem * (double)x->in_elems)
                        : 0;
-  if (dynqd__sched_submit(&s->sched, &x->job) != 0) {
+  if (dynqd__sched_submit_at(&s->sched, &x->job, t1) != 0) {
     dynqd__conn_uncharge(rq->conn, held);
     FAIL(DYNQ_EOVERLOAD, "request queue is full (%d waiting); retry later", s->cfg->queue);
   }

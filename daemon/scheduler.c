@@ -369,6 +369,10 @@ int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qca
 }
 
 int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j) {
+  return dynqd__sched_submit_at(p, j, uv_hrtime());
+}
+
+int dynqd__sched_submit_at(dynqd_sched_t *p, dynqd_job_t *j, uint64_t now) {
   /* qlen only shrinks behind our back (workers take jobs), so this never
    * lets the queue pass qcap.  Every queued job is outstanding too: below
    * qcap outstanding jobs the queue cannot be full, and the loop need not
@@ -379,7 +383,7 @@ int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j) {
     return DYNQ_EOVERLOAD;
   j->next = NULL;
   j->skipped = 0;
-  j->t_queued_ns = uv_hrtime();
+  j->t_queued_ns = now;
   if (p->ptail) p->ptail->next = j;
   else p->phead = j;
   p->ptail = j;
@@ -390,7 +394,7 @@ int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j) {
 
 void dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j) {
   (void)p;
-  j->t_queued_ns = uv_hrtime();
+  j->t_queued_ns = j->t_arrive_ns;  /* it never waits: queue_us stays 0 */
   j->threads = 1;
   j->skipped = 0;
   j->next = NULL;
