@@ -349,6 +349,7 @@ void dynqd__shadow_collect(dynqd_shadow_t *sh) {
   dynqd_shadow_job_t *list = sh->done;
   sh->done = NULL;
   pthread_mutex_unlock(&sh->mu);
+  if (list == NULL) return;  /* every loop iteration: no clock read for nothing */
   uint64_t now = uv_hrtime();
   for (dynqd_shadow_job_t *j = list, *n; j != NULL; j = n) {
     n = j->next;
