@@ -540,16 +540,23 @@ int dynqd__conn_direct_begin(dynqd_conn_t *c) {
   return 1;
 }
 
-int dynqd__conn_direct_write(dynqd_conn_t *c, const uint8_t *const *p, const size_t *len,
+int dynqd__conn_direct_write(dynqd_conn_t *c, const struct iovec *iov, const int *niov,
                              int n, size_t *ret_sent) {
   if (n < 1 || n > DYNQD_DIRECT_MAX) return -1;
+  size_t len[DYNQD_DIRECT_MAX];
+  int total = 0;
+  for (int k = 0; k < n; k++) {
+    if (niov[k] < 1 || niov[k] > DYNQD_DIRECT_IOV - total) return -1;
+    len[k] = 0;
+    for (int i = 0; i < niov[k]; i++) len[k] += iov[total + i].iov_len;
+    total += niov[k];
+  }
   int st = DYNQD_W_OPEN;
   if (!atomic_compare_exchange_strong(&c->wstate, &st, DYNQD_W_WRITING)) return -1;
   /* Counted before a client can hold an answer (dynqd__conn_direct_settle). */
   atomic_fetch_add(&c->srv->direct_seen, n);
-  struct iovec iov[DYNQD_DIRECT_MAX];
-  for (int k = 0; k < n; k++) iov[k] = (struct iovec){(void *)p[k], len[k]};
-  struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+  /* sendmsg only reads the iovecs */
+  struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)total};
   ssize_t w;
   do {
     w = sendmsg(c->dfd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);

@@ -40,6 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <uv.h>
 
 #include "model.h"
@@ -822,8 +823,8 @@ void dynqd__infer_run(dynqd_infer_t *x);
  * this thread's next merged run.  Outputs of plain requests (no session,
  * not shadowed) may be views into the merged outputs, then left in
  * *ret_keep (model signature's n_outputs tensors, also the thread's):
- * valid until the caller clears them with dynqd__infer_keep_free, after
- * encoding. */
+ * valid until the caller clears them with dynqd__infer_keep_free, once
+ * the answers are written or hold their own copy of those bytes. */
 int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep);
 void dynqd__infer_keep_free(const dynq__model_t *model, dynq__tensor_t *keep);
 /* The outputs are encoded (or taken): clear them and drop the array. */
@@ -931,8 +932,10 @@ struct dynqd_conn {
   int dfd;
 };
 enum { DYNQD_W_LOOP, DYNQD_W_OPEN, DYNQD_W_WRITING };
-/* Frames one direct write may carry (the iovec on the worker's stack). */
+/* Frames one direct write may carry, and the pieces (iovecs, on the
+ * worker's stack) of all of them. */
 #define DYNQD_DIRECT_MAX 64
+#define DYNQD_DIRECT_IOV 256
 
 /* Accept one pending connection from the listener. */
 void dynqd__conn_accept(dynqd_server_t *s);
@@ -960,16 +963,18 @@ void dynqd__conn_op_end(dynqd_conn_t *c, int hold);
  * costs) nor the copy of answers another core wrote is the loop's work.
  * begin (loop, when such a job is submitted): 1 when its worker may write
  * the answer (c is not closing); then end must be called once for it.
- * write (worker): frames p[k] of len[k] bytes, k < n <= DYNQD_DIRECT_MAX,
- * as far as the socket takes them now: ret_sent[k] bytes of each; 0, or
- * -1 when the socket is not open to workers now (nothing written: the
- * loop writes them).
+ * write (worker): n <= DYNQD_DIRECT_MAX frames, frame k the next niov[k]
+ * pieces of iov (DYNQD_DIRECT_IOV at most in all: its encoded bytes and
+ * the output tensors they frame, sent from where they lie), as far as the
+ * socket takes them now: ret_sent[k] bytes of frame k; 0, or -1 when the
+ * socket is not open to workers now (nothing written: the loop writes
+ * them).
  * end (loop, when the job is back): wrote says whether its write ran;
  * rest[0..n) is what it did not write of a frame it began: it goes out
  * before anything else.  0, or -1 when c cannot take it (then c is
  * closed). */
 int dynqd__conn_direct_begin(dynqd_conn_t *c);
-int dynqd__conn_direct_write(dynqd_conn_t *c, const uint8_t *const *p, const size_t *len,
+int dynqd__conn_direct_write(dynqd_conn_t *c, const struct iovec *iov, const int *niov,
                              int n, size_t *ret_sent);
 int dynqd__conn_direct_end(dynqd_conn_t *c, int wrote, const uint8_t *rest, size_t n);
 /* Loop: an answer a worker wrote may already be in a client's hands; the

@@ -5,6 +5,12 @@
  * worker that ran it (encoding big tensors is real work) and sent when
  * the job is back on the loop.
  *
+ * An answer its worker may write itself (dynqd__conn_direct_write) is
+ * encoded without its output bytes: it has holes where they go, and they
+ * are sent from the run's outputs (one iovec each), so the only copy of
+ * them is the kernel's.  An answer the write did not take whole gets them
+ * copied in before its outputs are let go, and the loop sends it.
+ *
  * A small lone request runs on the loop instead (the scheduler's inline
  * policy): two thread hand-offs (a condvar wake-up of a worker, an eventfd
  * wake-up of the loop) cost more than such a run.  Session steps may run
@@ -36,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "dynq/errors.h"
 #include "dynqd.h"
@@ -68,6 +75,11 @@ typedef struct slab {
   int live;                /* requests with bytes in the slab */
   int refs[SLAB_CHUNKS];   /* requests with bytes in each chunk */
 } slab_t;
+
+/* Output tensors an answer may send from where they lie (below), and the
+ * smallest worth an iovec of its own rather than a copy. */
+#define HOLE_MAX 4
+#define HOLE_MIN 256
 
 /* An infer request and what answering it needs. */
 typedef struct rpc_infer {
@@ -110,6 +122,17 @@ typedef struct rpc_infer {
   int in_slab;
   size_t slab_lo, slab_hi;
   int slab_c0, slab_c1;
+  /* Worker only, from encode_begin until its write is over (after
+   * pool_next: the loop's clearing of a block does not touch these lines):
+   * output bytes resp has room for but does not hold yet (hole[i].at, .n),
+   * sent from where they lie (.p, the run's outputs, alive until then);
+   * copied in only when the answer did not go out whole (settle), so that
+   * nothing else sees the holes. */
+  int n_holes;
+  struct {
+    size_t at, n;
+    const void *p;
+  } hole[HOLE_MAX];
 } rpc_infer_t;
 
 static rpc_infer_t *block_get(dynqd_server_t *s) {
@@ -347,8 +370,9 @@ typedef struct like {
 } like_t;
 
 /* After the answer is in w: sessions keep their state, a shadowed
- * request its outputs; the rest of the outputs are freed and w becomes
- * r->resp (or a small error when it could not be written). */
+ * request its outputs (the rest are freed by settle, once the answer no
+ * longer needs them) and w becomes r->resp (or a small error when it
+ * could not be written). */
 static void encode_done(rpc_infer_t *r, dynq__wbuf_t *w) {
   dynqd_infer_t *x = &r->x;
   const dynq__model_sig_t *g = dynq__model_signature(x->model);
@@ -361,10 +385,10 @@ static void encode_done(rpc_infer_t *r, dynq__wbuf_t *w) {
     memcpy(r->shadow_out, x->out, (size_t)g->n_outputs * sizeof(*x->out));
     memset(x->out, 0, (size_t)g->n_outputs * sizeof(*x->out));
   }
-  dynqd__infer_out_done(x);  /* before the worker's next merged run */
   if (w->err != 0) {  /* try once more with a small error response */
     dynq__wbuf_free(w);
     dynq__wbuf_init(w);
+    r->n_holes = 0;
     x->status = -ENOMEM;
     dynq__w_error_response(w, r->rq.msgid, -ENOMEM, "out of memory encoding the result");
   }
@@ -375,9 +399,32 @@ static void encode_done(rpc_infer_t *r, dynq__wbuf_t *w) {
   dynq__wbuf_free(w);
 }
 
+static void put_bytes(dynq__wbuf_t *w, const void *p, size_t n) {
+  uint8_t *dst = dynq__wbuf_reserve(w, n);
+  if (dst == NULL || n == 0) return;
+  memcpy(dst, p, n);
+  w->len += n;
+}
+
+/* A tensor's bytes p[0..n) next in r's answer: a hole when its worker may
+ * send them from where they lie (the user-space copy of an answer that
+ * goes out whole is saved), else copied. */
+static void put_data(rpc_infer_t *r, dynq__wbuf_t *w, const void *p, size_t n) {
+  if (!r->direct || n < HOLE_MIN || r->n_holes == HOLE_MAX) {
+    put_bytes(w, p, n);
+    return;
+  }
+  if (dynq__wbuf_reserve(w, n) == NULL) return;
+  r->hole[r->n_holes].at = w->len;
+  r->hole[r->n_holes].n = n;
+  r->hole[r->n_holes++].p = p;
+  w->len += n;
+}
+
 /* A writer on the block's buffer (grown by realloc if need be). */
 static void encode_begin(rpc_infer_t *r, dynq__wbuf_t *w) {
   dynq__wbuf_init(w);
+  r->n_holes = 0;
   w->data = r->rbuf;
   w->cap = r->rbuf_cap;
   r->rbuf = NULL;
@@ -430,7 +477,8 @@ static void encode(rpc_infer_t *r, like_t *pat) {
         dynq__w_uint(&w, sr->size);
       } else {
         const dynq__tensor_t *t = &x->out[i];
-        dynq__w_tensor(&w, t);
+        dynq__w_tensor_head(&w, t);
+        if (w.err == 0) put_data(r, &w, t->data, dynq__tensor_nbytes(t));
         if (pat != NULL) {  /* the tensor's bytes end what it wrote */
           pat->nbytes[i] = dynq__tensor_nbytes(t);
           pat->data[i] = w.len - pat->nbytes[i];
@@ -462,6 +510,7 @@ static void encode(rpc_infer_t *r, like_t *pat) {
       size_t big = w.len;
       char msg[160];
       dynq__wbuf_reset(&w);
+      r->n_holes = 0;
       snprintf(msg, sizeof(msg), "result of %zu bytes exceeds the %zu-byte output limit "
                "(--max-output)", big, r->max_resp);
       x->status = DYNQ_ELIMIT;
@@ -478,13 +527,6 @@ static void encode(rpc_infer_t *r, like_t *pat) {
   }
   encode_done(r, &w);
   if (pat != NULL && r->resp != NULL && x->status == 0) pat->p = r->resp;
-}
-
-static void put_bytes(dynq__wbuf_t *w, const void *p, size_t n) {
-  uint8_t *dst = dynq__wbuf_reserve(w, n);
-  if (dst == NULL || n == 0) return;
-  memcpy(dst, p, n);
-  w->len += n;
 }
 
 /* Encode r's answer from its batch's pattern (the same bytes encode would
@@ -509,7 +551,7 @@ static int encode_like(rpc_infer_t *r, const like_t *pat) {
   size_t at = pat->body;
   for (int i = 0; i < pat->n_out; i++) {
     put_bytes(&w, pat->p + at, pat->data[i] - at);
-    put_bytes(&w, x->out[i].data, pat->nbytes[i]);
+    put_data(r, &w, x->out[i].data, pat->nbytes[i]);
     at = pat->data[i] + pat->nbytes[i];
   }
   put_bytes(&w, pat->p + at, pat->q - at);
@@ -525,24 +567,40 @@ static int may_write(const rpc_infer_t *r) {
   return r->direct && r->resp != NULL && !atomic_load(&r->rq.conn->dead);
 }
 
+/* r's answer as pieces into iov (at most 2 * HOLE_MAX + 1): its encoded
+ * bytes around the holes, and the output bytes that fill them. */
+static int answer_iov(const rpc_infer_t *r, struct iovec *iov) {
+  int n = 0;
+  size_t at = 0;
+  for (int h = 0; h < r->n_holes; h++) {
+    if (r->hole[h].at > at) iov[n++] = (struct iovec){r->resp + at, r->hole[h].at - at};
+    iov[n++] = (struct iovec){(void *)r->hole[h].p, r->hole[h].n};
+    at = r->hole[h].at + r->hole[h].n;
+  }
+  if (r->resp_len > at || n == 0) iov[n++] = (struct iovec){r->resp + at, r->resp_len - at};
+  return n;
+}
+
 /* Worker: the answers of v[0..n) are encoded; those that may be written
  * here go out together, one write per connection. */
 static void answer(rpc_infer_t **v, int n) {
+  enum { PIECES = 2 * HOLE_MAX + 1 };
   for (int k = 0; k < n; k++) {
     if (!may_write(v[k]) || v[k]->tried) continue;
     dynqd_conn_t *c = v[k]->rq.conn;
     rpc_infer_t *grp[DYNQD_DIRECT_MAX];
-    const uint8_t *p[DYNQD_DIRECT_MAX];
-    size_t len[DYNQD_DIRECT_MAX], sent[DYNQD_DIRECT_MAX];
-    int m = 0;
-    for (int i = k; i < n && m < DYNQD_DIRECT_MAX; i++) {
+    struct iovec iov[DYNQD_DIRECT_IOV];
+    int niov[DYNQD_DIRECT_MAX];
+    size_t sent[DYNQD_DIRECT_MAX];
+    int m = 0, used = 0;
+    for (int i = k; i < n && m < DYNQD_DIRECT_MAX && used + PIECES <= DYNQD_DIRECT_IOV; i++) {
       if (v[i]->rq.conn != c || !may_write(v[i]) || v[i]->tried) continue;
       v[i]->tried = 1;
       grp[m] = v[i];
-      p[m] = v[i]->resp;
-      len[m++] = v[i]->resp_len;
+      niov[m] = answer_iov(v[i], iov + used);
+      used += niov[m++];
     }
-    if (dynqd__conn_direct_write(c, p, len, m, sent) != 0) continue;  /* the loop writes */
+    if (dynqd__conn_direct_write(c, iov, niov, m, sent) != 0) continue;  /* the loop writes */
     for (int i = 0; i < m; i++) {
       grp[i]->wrote = 1;
       grp[i]->sent = sent[i];
@@ -550,11 +608,23 @@ static void answer(rpc_infer_t **v, int n) {
   }
 }
 
+/* Worker, after answer: an answer that did not go out whole gets the
+ * bytes of its holes (the loop sends it, or its rest, from resp); then
+ * the run's outputs are let go, before the worker's next merged run. */
+static void settle(rpc_infer_t *r) {
+  if (r->resp != NULL && !(r->wrote && r->sent == r->resp_len))
+    for (int h = 0; h < r->n_holes; h++)
+      memcpy(r->resp + r->hole[h].at, r->hole[h].p, r->hole[h].n);
+  r->n_holes = 0;
+  dynqd__infer_out_done(&r->x);
+}
+
 static void job_run(dynqd_job_t *j) {
   rpc_infer_t *r = (rpc_infer_t *)j;
   dynqd__infer_run(&r->x);
   encode(r, NULL);
   answer(&r, 1);
+  settle(r);
 }
 
 static int job_run_batch(dynqd_job_t **v, int n) {
@@ -565,8 +635,9 @@ static int job_run_batch(dynqd_job_t **v, int n) {
     rpc_infer_t *r = (rpc_infer_t *)v[k];
     if (encode_like(r, &pat) != 0) encode(r, pat.p == NULL ? &pat : NULL);
   }
-  dynqd__infer_keep_free(((rpc_infer_t *)v[0])->x.model, keep);
   answer((rpc_infer_t **)v, n);
+  for (int k = 0; k < n; k++) settle((rpc_infer_t *)v[k]);
+  dynqd__infer_keep_free(((rpc_infer_t *)v[0])->x.model, keep);
   return 0;
 }
 
@@ -580,6 +651,7 @@ static void job_expire(dynqd_job_t *j, const char *msg) {
   snprintf(r->x.err, sizeof(r->x.err), "%s", msg);
   encode(r, NULL);
   answer(&r, 1);
+  settle(r);
 }
 
 /* The inputs that are views into the slab or the block's buffer get
@@ -1082,14 +1154,17 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   x->job.cost_ns = precision == DYNQ_PRECISION_INT8 && ms != NULL && ms->ns_per_elem > 0
                        ? (uint64_t)(ms->ns_per_elem * (double)x->in_elems)
                        : 0;
+  /* Without session state or shm (whose bookkeeping a client may rely on
+   * as soon as it has the answer): its worker may write the answer.  Set
+   * before the job is submitted: its worker reads it. */
+  if (x->session == NULL && x->shm.n == 0 && x->out_shm == NULL)
+    r->direct = dynqd__conn_direct_begin(rq->conn);
   if (dynqd__sched_submit_at(&s->sched, &x->job, t1) != 0) {
+    if (r->direct) dynqd__conn_direct_end(rq->conn, 0, NULL, 0);
+    r->direct = 0;
     dynqd__conn_uncharge(rq->conn, held);
     FAIL(DYNQ_EOVERLOAD, "request queue is full (%d waiting); retry later", s->cfg->queue);
   }
-  /* Without session state or shm (whose bookkeeping a client may rely on
-   * as soon as it has the answer): its worker may write the answer. */
-  if (x->session == NULL && x->shm.n == 0 && x->out_shm == NULL)
-    r->direct = dynqd__conn_direct_begin(rq->conn);
   r->charged = held;
   return dynqd__req_defer(rq, &r->rq);
 

@@ -17,6 +17,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -60,7 +62,8 @@ static void setup(void) {
       "axes = input:0, state:1, output:0, stateN:1\n"
       "[batch.sb_bad]\nmax_batch = 4\naxes = nosuch:0\n"
       "[batch.sb_rank]\nmax_batch = 4\naxes = state:3\n"
-      "[batch.mlp]\nmax_batch = 6\nmax_delay_us = 1000000\n";
+      "[batch.mlp]\nmax_batch = 6\nmax_delay_us = 1000000\n"
+      "[batch.mlpw]\nmax_batch = 16\nmax_delay_us = 1000000\n";
   ck_assert_int_eq(tu_write_file(g_conf, conf, strlen(conf)), 0);
 }
 
@@ -252,6 +255,56 @@ static uint8_t *recv_frame(tu_rpc_t *c, size_t *ret_len) {
   }
 }
 
+/* f[0..len) parsed into *m (the caller frees it): the answer to ids[k]
+ * (k < n, returned), successful for the mlp model (y and p, of rows[k]
+ * rows) run in a batch of batch (0: of any size), and, byte for byte, what
+ * the writer gives for its values in encode's order. */
+static int expect_writer_bytes(const uint8_t *f, size_t len, dynq__rpc_msg_t *m,
+                               const uint32_t *ids, const int *rows, int n, int batch) {
+  char err[256];
+  int64_t hint;
+  ck_assert_msg(dynq__rpc_parse(f, len, m, &hint, err, sizeof err) == 0, "%s", err);
+  int k = 0;
+  while (k < n && ids[k] != m->msgid) k++;
+  ck_assert_msg(k < n, "answer to unknown msgid %u", m->msgid);
+  ck_assert_msg(dynq__obj_is_absent(m->error) || dynq__obj_kind(m->error) == DYNQ_OBJ_NIL,
+                "request %u failed", m->msgid);
+  dynq__obj_t outs = dynq__obj_get(m->result, "outputs");
+  uint32_t n_out = dynq__obj_len(outs);
+  ck_assert_uint_eq(n_out, 2);  /* y and p */
+  if (batch > 0) ck_assert_int_eq(tu_obj_int_or(dynq__obj_get(m->result, "batch"), 1), batch);
+  /* the same answer written field by field */
+  dynq__tensor_limits_t lim = {8, 1 << 20};
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_result_head(&w, m->msgid);
+  dynq__w_map(&w, 5);
+  dynq__w_str(&w, "outputs");
+  dynq__w_map(&w, n_out);
+  for (uint32_t i = 0; i < n_out; i++) {
+    const char *name;
+    size_t nlen;
+    dynq__wtensor_t t;
+    ck_assert_int_eq(dynq__obj_str(dynq__obj_key_at(outs, i), &name, &nlen), 0);
+    ck_assert_int_eq(dynq__obj_wtensor(dynq__obj_val_at(outs, i), &lim, &t, err, sizeof err), 0);
+    ck_assert_int_eq(t.rank, 2);
+    ck_assert_int_eq(t.dims[0], rows[k]);
+    dynq__w_strn(&w, name, nlen);
+    dynq__w_wtensor(&w, &t);
+  }
+  static const char *const keys[] = {"compute_us", "queue_us", "decode_us", "batch"};
+  for (int i = 0; i < 4; i++) {
+    dynq__w_str(&w, keys[i]);
+    dynq__w_int(&w, tu_obj_int_or(dynq__obj_get(m->result, keys[i]), -1));
+  }
+  ck_assert_int_eq(dynq__wbuf_status(&w), 0);
+  ck_assert_msg(w.len == len && memcmp(w.data, f, len) == 0,
+                "answer to %u (%lld rows): %zu bytes, not the %zu the writer gives for its "
+                "values", m->msgid, (long long)rows[k], len, w.len);
+  dynq__wbuf_free(&w);
+  return k;
+}
+
 /* A merged batch's answers after the first are copied from it around
  * their own msgid, outputs and timings (rpc_infer.c): each must be, byte
  * for byte, what the writer gives for its values in encode's order, with
@@ -284,50 +337,10 @@ START_TEST(test_batched_answers_exact_bytes) {
   size_t lens[N];
   for (int got = 0; got < N; got++) frames[got] = recv_frame(&c, &lens[got]);
   for (int got = 0; got < N; got++) {
-    size_t len = lens[got];
-    uint8_t *f = frames[got];
     dynq__rpc_msg_t m;
-    char err[256];
-    int64_t hint;
-    ck_assert_msg(dynq__rpc_parse(f, len, &m, &hint, err, sizeof err) == 0, "%s", err);
-    int k = 0;
-    while (k < N && ids[k] != m.msgid) k++;
-    ck_assert_msg(k < N, "answer to unknown msgid %u", m.msgid);
-    ck_assert_msg(dynq__obj_is_absent(m.error) || dynq__obj_kind(m.error) == DYNQ_OBJ_NIL,
-                  "request %u failed", m.msgid);
-    dynq__obj_t outs = dynq__obj_get(m.result, "outputs");
-    uint32_t n_out = dynq__obj_len(outs);
-    ck_assert_uint_eq(n_out, 2);  /* y and p */
-    ck_assert_int_eq(tu_obj_int_or(dynq__obj_get(m.result, "batch"), 1), N);
-    /* the same answer written field by field */
-    dynq__tensor_limits_t lim = {8, 1 << 20};
+    int k = expect_writer_bytes(frames[got], lens[got], &m, ids, rows, N, N);
+    uint8_t *f = frames[got];
     dynq__wbuf_t w;
-    dynq__wbuf_init(&w);
-    dynq__w_result_head(&w, m.msgid);
-    dynq__w_map(&w, 5);
-    dynq__w_str(&w, "outputs");
-    dynq__w_map(&w, n_out);
-    for (uint32_t i = 0; i < n_out; i++) {
-      const char *name;
-      size_t nlen;
-      dynq__wtensor_t t;
-      ck_assert_int_eq(dynq__obj_str(dynq__obj_key_at(outs, i), &name, &nlen), 0);
-      ck_assert_int_eq(dynq__obj_wtensor(dynq__obj_val_at(outs, i), &lim, &t, err, sizeof err), 0);
-      ck_assert_int_eq(t.rank, 2);
-      ck_assert_int_eq(t.dims[0], rows[k]);
-      dynq__w_strn(&w, name, nlen);
-      dynq__w_wtensor(&w, &t);
-    }
-    static const char *const keys[] = {"compute_us", "queue_us", "decode_us", "batch"};
-    for (int i = 0; i < 4; i++) {
-      dynq__w_str(&w, keys[i]);
-      dynq__w_int(&w, tu_obj_int_or(dynq__obj_get(m.result, keys[i]), -1));
-    }
-    ck_assert_int_eq(dynq__wbuf_status(&w), 0);
-    ck_assert_msg(w.len == len && memcmp(w.data, f, len) == 0,
-                  "answer to %u (%d rows): %zu bytes, not the %zu the writer gives for its "
-                  "values", m.msgid, rows[k], len, w.len);
-    dynq__wbuf_free(&w);
     float y[2 * 10], want[2 * 10];
     tu_get_f32_output(&m, "y", y, (size_t)rows[k] * 10);
     dynq__rpc_free(&m);
@@ -563,6 +576,87 @@ START_TEST(test_batched_slab_full_and_wrapping) {
 }
 END_TEST
 
+/* Bytes waiting in c's socket once they stop growing (the daemon wrote
+ * all it could while we did not read), polled for at most 10 s. */
+static int settled_unread(tu_rpc_t *c) {
+  int last = -1, same = 0;
+  for (int i = 0; i < 1000 && same < 5; i++) {
+    int q = 0;
+    ck_assert_int_eq(ioctl(c->fd, FIONREAD, &q), 0);
+    same = q > 0 && q == last ? same + 1 : 0;
+    last = q;
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return last;
+}
+
+/* A merged batch whose answers are more than the socket takes, to a
+ * client that reads none until the daemon wrote what it could: the
+ * worker's write stops inside an answer (whose output rows it sends from
+ * the merged outputs), the rest of that answer and the answers after it
+ * go out from the loop.  Every answer must arrive whole, in the order
+ * sent, byte for byte what the writer gives, with the rows of its own
+ * request (each request's rows are the fixture's inputs rotated
+ * differently, checked against one unbatched run of all of them). */
+START_TEST(test_batched_answers_past_a_full_socket) {
+  const char *names[] = {"mlpw", "mlp_solo", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/mlp.onnx", NULL, NULL, names) == 0,
+                 "dynq-quantize not built");
+  enum { N = 16, ROWS = 256 };
+  static float x[16 * 64], in[ROWS * 64], want[16 * 10], y[ROWS * 10];
+  ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
+  tu_daemon_t d;
+  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
+  dynq__rpc_msg_t m;
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  tu_w_infer_f32(&w, 1, "mlp_solo", "x", 16, 64, x, -1);
+  tu_rpc_send_wbuf(&c, &w);
+  tu_rpc_expect_ok(&c, 1, &m);
+  tu_get_f32_output(&m, "y", want, 16 * 10);
+  dynq__rpc_free(&m);
+  uint32_t ids[N];
+  int rows[N];
+  for (int k = 0; k < N; k++) {
+    ids[k] = 100 + (uint32_t)k;
+    rows[k] = ROWS;
+    for (int r = 0; r < ROWS; r++) memcpy(in + r * 64, x + ((r + k) % 16) * 64, 64 * sizeof(float));
+    dynq__wbuf_init(&w);
+    tu_w_infer_f32(&w, ids[k], "mlpw", "x", ROWS, 64, in, -1);
+    tu_rpc_send_wbuf(&c, &w);
+  }
+  /* y and p of 256 x 10 floats each: about 20 KiB an answer, 330 KiB in
+   * all, more than a Unix socket holds by default */
+  int sndbuf = 0;
+  socklen_t sl = sizeof(sndbuf);
+  ck_assert_int_eq(getsockopt(c.fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &sl), 0);
+  int unread = settled_unread(&c);
+  ck_assert_msg(unread > 0 && unread < N * 20 * 1024,
+                "%d bytes wait unread (socket buffer %d): the batch's answers should "
+                "not all fit", unread, sndbuf);
+  for (int k = 0; k < N; k++) {
+    size_t len;
+    uint8_t *f = recv_frame(&c, &len);
+    /* one batch unless the machine is too slow for the batch window: then
+     * the later batch finds the socket full */
+    int got = expect_writer_bytes(f, len, &m, ids, rows, N, 0);
+    ck_assert_msg(got == k, "answer %d is to request %d: not in the order sent", k, got);
+    tu_get_f32_output(&m, "y", y, ROWS * 10);
+    for (int r = 0; r < ROWS; r++)
+      ck_assert_msg(memcmp(y + r * 10, want + ((r + k) % 16) * 10, 10 * sizeof(float)) == 0,
+                    "request %d row %d: not the output of its own input row", k, r);
+    dynq__rpc_free(&m);
+    free(f);
+  }
+  tu_rpc_close(&c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 /* dynqd -n with one [batch.m] axes line: exit status, output in *out. */
 static int check_axes(const char *line, char **out) {
   char path[4096], text[512];
@@ -642,6 +736,7 @@ static Suite *batch_suite(void) {
   tcase_add_test(tc, test_batched_answers_exact_bytes);
   tcase_add_test(tc, test_merged_inputs_in_place_or_copied);
   tcase_add_test(tc, test_batched_slab_neighbours);
+  tcase_add_test(tc, test_batched_answers_past_a_full_socket);
   tcase_add_test(tc, test_batched_slab_full_and_wrapping);
   suite_add_tcase(s, tc);
   return s;

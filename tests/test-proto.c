@@ -720,6 +720,60 @@ START_TEST(test_w_tensor_invalid) {
 }
 END_TEST
 
+/* A tensor written as its head and then its bytes appended by the caller
+ * (how dynqd leaves room for outputs it sends from elsewhere) is the
+ * tensor dynq__w_tensor writes, for every bin header size and inside a
+ * self-counting map; a bad tensor still poisons the buffer, but the head
+ * needs no data pointer. */
+START_TEST(test_w_tensor_head) {
+  static const int64_t lens[] = {0, 1, 255, 256, 65535, 65536, 70001};
+  uint8_t *bytes = malloc(70001);
+  ck_assert_ptr_nonnull(bytes);
+  for (int i = 0; i < 70001; i++) bytes[i] = (uint8_t)(i * 7 + 3);
+  for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+    dynq__tensor_t t = {DYNQ_DT_U8, 1, {lens[k]}, bytes, 0};
+    dynq__wbuf_t a, b;
+    dynq__wbuf_init(&a);
+    dynq__wbuf_init(&b);
+    dynq__w_map_begin(&a);
+    dynq__w_key(&a, "t");
+    dynq__w_tensor(&a, &t);
+    dynq__w_key(&a, "z");
+    dynq__w_int(&a, 1);
+    dynq__w_map_end(&a);
+    dynq__w_map_begin(&b);
+    dynq__w_key(&b, "t");
+    dynq__w_tensor_head(&b, &(dynq__tensor_t){DYNQ_DT_U8, 1, {lens[k]}, NULL, 0});
+    uint8_t *dst = dynq__wbuf_reserve(&b, (size_t)lens[k]);
+    ck_assert_ptr_nonnull(dst);
+    memcpy(dst, bytes, (size_t)lens[k]);
+    b.len += (size_t)lens[k];
+    dynq__w_key(&b, "z");
+    dynq__w_int(&b, 1);
+    dynq__w_map_end(&b);
+    ck_assert_int_eq(dynq__wbuf_status(&a), 0);
+    ck_assert_int_eq(dynq__wbuf_status(&b), 0);
+    ck_assert_msg(a.len == b.len && memcmp(a.data, b.data, a.len) == 0,
+                  "%lld bytes: head + bytes differ from the whole tensor", (long long)lens[k]);
+    dynq__wbuf_free(&a);
+    dynq__wbuf_free(&b);
+  }
+  free(bytes);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_tensor_head(&w, &(dynq__tensor_t){DYNQ_DT_INVALID, 1, {2}, NULL, 0});
+  ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_reset(&w);
+  dynq__w_tensor_head(&w, &(dynq__tensor_t){DYNQ_DT_U8, 9, {1}, NULL, 0});
+  ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_reset(&w);
+  const int32_t vals[3] = {1, 2, 3};
+  dynq__w_wtensor_head(&w, &(dynq__wtensor_t){DYNQ_DT_I32, 1, {3}, vals, 8});
+  ck_assert_int_eq(w.err, DYNQ_EINTERNAL);
+  dynq__wbuf_free(&w);
+}
+END_TEST
+
 /* The engine-free view libdynqclient uses: a byte count that disagrees
  * with dtype and shape, an unknown dtype code or a negative dim is a
  * caller bug that poisons the buffer; a good one reads back as a view
@@ -2574,6 +2628,7 @@ static Suite *proto_suite(void) {
   tc = tcase_create("writer");
   tcase_add_test(tc, test_wbuf_basics);
   tcase_add_test(tc, test_w_tensor_invalid);
+  tcase_add_test(tc, test_w_tensor_head);
   tcase_add_test(tc, test_wtensor_view);
   tcase_add_test(tc, test_w_selfcount_equals_hand);
   tcase_add_test(tc, test_w_selfcount_sizes);

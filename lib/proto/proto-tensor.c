@@ -9,20 +9,31 @@
 
 #include <dynq/errors.h>
 
-void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t) {
-  dynq__wtensor_t v = {0};
+/* t as the wire's view; -1 (w poisoned) when its rank is out of range. */
+static int as_wtensor(dynq__wbuf_t *w, const dynq__tensor_t *t, dynq__wtensor_t *v) {
+  memset(v, 0, sizeof(*v));
   if (t == NULL || t->rank < 0 || t->rank > DYNQ_MAX_RANK) {
     if (!w->err) w->err = DYNQ_EINTERNAL;  /* a caller bug (dynq__w_wtensor) */
-    return;
+    return -1;
   }
-  v.dtype = (int)t->dtype;
-  v.rank = t->rank;
-  memcpy(v.dims, t->dims, sizeof(v.dims));
-  v.data = t->data;
+  v->dtype = (int)t->dtype;
+  v->rank = t->rank;
+  memcpy(v->dims, t->dims, sizeof(v->dims));
+  v->data = t->data;
   int64_t n = dynq__tensor_numel(t);
   /* a negative count stays one that dynq__w_wtensor refuses */
-  v.nbytes = n < 0 ? SIZE_MAX : (size_t)n * dynq__dtype_size(t->dtype);
-  dynq__w_wtensor(w, &v);
+  v->nbytes = n < 0 ? SIZE_MAX : (size_t)n * dynq__dtype_size(t->dtype);
+  return 0;
+}
+
+void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t) {
+  dynq__wtensor_t v;
+  if (as_wtensor(w, t, &v) == 0) dynq__w_wtensor(w, &v);
+}
+
+void dynq__w_tensor_head(dynq__wbuf_t *w, const dynq__tensor_t *t) {
+  dynq__wtensor_t v;
+  if (as_wtensor(w, t, &v) == 0) dynq__w_wtensor_head(w, &v);
 }
 
 int dynq__obj_tensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,

@@ -12,6 +12,9 @@
 /* {"dtype": "float32", "shape": [...], "data": bin} (3 entries); an
  * invalid tensor poisons w with DYNQ_EINTERNAL (dynq__w_wtensor). */
 void dynq__w_tensor(dynq__wbuf_t *w, const dynq__tensor_t *t);
+/* The same but its data bytes (dynq__w_wtensor_head): the caller appends
+ * dynq__tensor_nbytes(t) bytes itself. */
+void dynq__w_tensor_head(dynq__wbuf_t *w, const dynq__tensor_t *t);
 
 /* dynq__obj_wtensor, then the data copied into an owned aligned tensor:
  * the same errors, plus -ENOMEM.  ret_t untouched on failure. */

@@ -291,15 +291,17 @@ void dynq__w_map(dynq__wbuf_t *w, uint32_t n) {
   fixed_open(w, n, 1);
 }
 
-void dynq__w_wtensor(dynq__wbuf_t *w, const dynq__wtensor_t *t) {
+/* Everything of t but its data bytes; 0, or -1 when w failed (a tensor
+ * whose fields disagree poisons it).  with_data: t->data must be there. */
+static int wtensor_head(dynq__wbuf_t *w, const dynq__wtensor_t *t, int with_data) {
   int64_t numel = t != NULL ? dynq__dt_numel(t->rank, t->dims) : -1;
   size_t esz = t != NULL ? dynq__dt_size(t->dtype) : 0;
   if (numel < 0 || esz == 0 || t->nbytes != (size_t)numel * esz ||
-      (t->nbytes > 0 && t->data == NULL)) {
+      (with_data && t->nbytes > 0 && t->data == NULL)) {
     /* A caller bug, not peer data: poison the buffer rather than emit a
      * frame the other side would reject with a confusing message. */
     if (!w->err) w->err = DYNQ_EINTERNAL;
-    return;
+    return -1;
   }
   dynq__w_map(w, 3);
   dynq__w_str(w, "dtype");
@@ -308,7 +310,21 @@ void dynq__w_wtensor(dynq__wbuf_t *w, const dynq__wtensor_t *t) {
   dynq__w_array(w, (uint32_t)t->rank);
   for (int i = 0; i < t->rank; i++) dynq__w_int(w, t->dims[i]);
   dynq__w_str(w, "data");
-  dynq__w_bin(w, t->data, t->nbytes);
+  PACKER(pk, w);
+  note_item(w);
+  if (too_long(w, t->nbytes)) return -1;
+  return msgpack_pack_bin(&pk, t->nbytes) == 0 ? 0 : -1;
+}
+
+void dynq__w_wtensor(dynq__wbuf_t *w, const dynq__wtensor_t *t) {
+  if (wtensor_head(w, t, 1) == 0 && t->nbytes > 0) {
+    PACKER(pk, w);
+    msgpack_pack_bin_body(&pk, t->data, t->nbytes);
+  }
+}
+
+void dynq__w_wtensor_head(dynq__wbuf_t *w, const dynq__wtensor_t *t) {
+  (void)wtensor_head(w, t, 0);
 }
 
 void dynq__w_request_head(dynq__wbuf_t *w, uint32_t msgid, const char *method) {

@@ -204,6 +204,9 @@ typedef struct dynq__wtensor {
  * tensor whose dtype, rank, dims or nbytes do not agree is a caller bug:
  * the buffer is poisoned with DYNQ_EINTERNAL. */
 void dynq__w_wtensor(dynq__wbuf_t *w, const dynq__wtensor_t *t);
+/* The same up to its data: the caller appends t->nbytes bytes itself
+ * (dynq__wbuf_reserve), or sends them from elsewhere (t->data unused). */
+void dynq__w_wtensor_head(dynq__wbuf_t *w, const dynq__wtensor_t *t);
 /* [0, msgid, method] — caller then writes exactly one params object */
 void dynq__w_request_head(dynq__wbuf_t *w, uint32_t msgid, const char *method);
 /* [1, msgid, nil] — caller then writes exactly one result object */
