@@ -413,6 +413,12 @@ typedef struct dynqd_job_ops {
   void (*expire)(dynqd_job_t *j, const char *msg);
   /* loop: back from the workers (ran, expired or skipped) */
   void (*done)(dynqd_job_t *j);
+  /* Bytes from the job's start that done reads and writes (the caller's
+   * struct), or 0: while one job's done runs, the loop prefetches the
+   * next job's, which a worker wrote last (each line another CPU holds
+   * costs a round trip between the CPUs; walking the completions one
+   * miss at a time paid them back to back). */
+  size_t done_bytes;
 } dynqd_job_ops_t;
 
 struct dynqd_job {

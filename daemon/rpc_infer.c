@@ -730,7 +730,7 @@ static void job_done(dynqd_job_t *j) {
 }
 
 static const dynqd_job_ops_t infer_ops = {job_run, job_run_batch, job_compatible, job_expire,
-                                          job_done};
+                                          job_done, sizeof(rpc_infer_t)};
 
 /* An error answered while decoding: counted in stats, then `fail`. */
 #define FAIL(code, ...)                                \
