@@ -35,7 +35,8 @@
  * serves.  The slab is counted whole in the connections' total
  * (max_buffers_total) from its allocation: whatever a slow request pins
  * of it is always counted, and the requests in it are charged only for
- * their blocks.
+ * their blocks.  It takes at most an eighth of that limit; a reload that
+ * lowers the limit below that retires it once its requests are done.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -152,9 +153,18 @@ static slab_t slab_none;  /* s->infer_slab after a failed allocation */
 
 /* The server's slab, allocated (and counted) at first use; NULL when it
  * could not be (tried once). */
+static void slab_free(dynqd_server_t *s);
+
 static slab_t *slab_of(dynqd_server_t *s) {
   slab_t *sl = s->infer_slab;
-  if (sl != NULL) return sl == &slab_none ? NULL : sl;
+  if (sl != NULL && sl != &slab_none && sl->size <= s->cfg->max_buffers_total / 8) return sl;
+  if (sl == &slab_none) return NULL;
+  if (sl != NULL) {
+    /* A reload lowered max_buffers_total under the slab's share: unused
+     * until its requests are done, then made again to the new size. */
+    if (sl->live > 0) return NULL;
+    slab_free(s);
+  }
   int shift = SLAB_SHIFT_MAX;
   while (shift > SLAB_SHIFT_MIN &&
          ((uint64_t)SLAB_CHUNKS << shift) > s->cfg->max_buffers_total / 8)
@@ -222,8 +232,12 @@ static void slab_release(rpc_infer_t *r) {
   slab_t *sl = r->srv->infer_slab;
   for (int c = r->slab_c0; c <= r->slab_c1; c++) sl->refs[c]--;
   r->in_slab = 0;
-  /* an idle slab starts again at its beginning, where the caches are warm */
-  if (--sl->live == 0) sl->pos = sl->lim = 0;
+  /* an idle slab starts again at its beginning, where the caches are
+   * warm; one a reload made too big goes */
+  if (--sl->live == 0) {
+    sl->pos = sl->lim = 0;
+    if (sl->size > r->srv->cfg->max_buffers_total / 8) slab_free(r->srv);
+  }
 }
 
 static void slab_free(dynqd_server_t *s) {

@@ -657,6 +657,56 @@ START_TEST(test_batched_answers_past_a_full_socket) {
 }
 END_TEST
 
+/* The slab takes at most an eighth of max_buffers_total, also after a
+ * SIGHUP lowers the limit below what it was made for (1 MiB of 64 MiB,
+ * then a 1 MiB limit): a pipelined burst is still served, not refused
+ * as over the limit, and the connection is not shed. */
+START_TEST(test_slab_follows_lowered_buffer_limit) {
+  const char *names[] = {"mlp", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/mlp.onnx", NULL, NULL, names) == 0,
+                 "dynq-quantize not built");
+  static float x[16 * 64];
+  ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
+  char conf[4096];
+  snprintf(conf, sizeof conf, "%s/buf.conf", g_dir);
+  const char *big = "max_buffers_total = 64M\n", *small = "max_buffers_total = 1M\n";
+  ck_assert_int_eq(tu_write_file(conf, big, strlen(big)), 0);
+  tu_daemon_t d;
+  const char *extra[] = {"--config", conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  enum { N = 24 };
+  for (int round = 0; round < 2; round++) {
+    tu_rpc_t c;
+    tu_rpc_open(&c, d.sock);
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    for (int k = 0; k < N; k++)
+      tu_w_infer_f32(&w, 1 + (uint32_t)k, "mlp", "x", 1, 64, x + (size_t)(k % 16) * 64, -1);
+    tu_rpc_send_wbuf(&c, &w);
+    for (int k = 0; k < N; k++) {
+      dynq__rpc_msg_t m;
+      char msg[512];
+      int rc = tu_rpc_response(&c, &m, 1 + (uint32_t)k, msg, sizeof msg);
+      ck_assert_msg(rc == 0, "round %d request %d: %s (%d)", round, k, msg, rc);
+      dynq__rpc_free(&m);
+    }
+    tu_rpc_close(&c);
+    if (round == 0) {  /* the slab exists now, made for 64 MiB */
+      ck_assert_int_eq(tu_write_file(conf, small, strlen(small)), 0);
+      ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+      int applied = 0;
+      for (int i = 0; i < 1000 && !applied; i++) {
+        applied = tu_file_contains(d.log, "max_buffers_total = ");
+        if (!applied) usleep(10000);
+      }
+      ck_assert_msg(applied, "dynqd did not apply the new max_buffers_total");
+    }
+  }
+  ck_assert_msg(!tu_file_contains(d.log, "closing it"), "a connection was shed");
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 /* dynqd -n with one [batch.m] axes line: exit status, output in *out. */
 static int check_axes(const char *line, char **out) {
   char path[4096], text[512];
@@ -738,6 +788,7 @@ static Suite *batch_suite(void) {
   tcase_add_test(tc, test_batched_slab_neighbours);
   tcase_add_test(tc, test_batched_answers_past_a_full_socket);
   tcase_add_test(tc, test_batched_slab_full_and_wrapping);
+  tcase_add_test(tc, test_slab_follows_lowered_buffer_limit);
   suite_add_tcase(s, tc);
   return s;
 }
