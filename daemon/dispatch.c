@@ -106,7 +106,10 @@ out:
 int dynqd__dispatch(dynqd_server_t *s, dynqd_conn_t *c, const dynq__rpc_msg_t *m) {
   const char *name = m->method ? m->method : "";
   dynqd_req_t rq = {s, c, m->msgid, name, 0, 0, -1};
-  const dynqd_method_t *me = dynqd__method_find(name);
+  /* Nearly every frame is an infer: tried before the table's search. */
+  const dynqd_method_t *me = strcmp(name, methods[DYNQ_M_infer].name) == 0
+                                 ? &methods[DYNQ_M_infer]
+                                 : dynqd__method_find(name);
   if (me == NULL) {
     char list[512];
     size_t used = 0;

@@ -34,11 +34,14 @@ uint64_t dynqd__hist_upper(int idx) {
   return lo + ((uint64_t)1 << (e - 3)) - 1;
 }
 
-void dynqd__hist_add(dynqd_hist_t *h, uint64_t v) {
+/* Inlined where the loop adds per request. */
+static inline void hist_put(dynqd_hist_t *h, uint64_t v) {
   h->b[hist_index(v)]++;
   h->count++;
   h->sum += v;
 }
+
+void dynqd__hist_add(dynqd_hist_t *h, uint64_t v) { hist_put(h, v); }
 
 uint64_t dynqd__hist_quantile(const dynqd_hist_t *h, double q) {
   if (h->count == 0) return 0;
@@ -83,7 +86,7 @@ dynqd_mstats_t *dynqd__stats_model(dynqd_stats_t *st, const char *name) {
   return ms;
 }
 
-void dynqd__stats_count(dynqd_stats_t *st, dynqd_mstats_t *ms, int code) {
+static inline void count(dynqd_stats_t *st, dynqd_mstats_t *ms, int code) {
   st->requests_total++;
   if (code != 0) st->errors_total++;
   if (code == DYNQ_EOVERLOAD) st->overloads_total++;
@@ -94,12 +97,16 @@ void dynqd__stats_count(dynqd_stats_t *st, dynqd_mstats_t *ms, int code) {
   }
 }
 
+void dynqd__stats_count(dynqd_stats_t *st, dynqd_mstats_t *ms, int code) {
+  count(st, ms, code);
+}
+
 void dynqd__stats_run(dynqd_stats_t *st, dynqd_mstats_t *ms, const dynqd_run_sample_t *r) {
-  dynqd__stats_count(st, ms, r->status);
+  count(st, ms, r->status);
   if (ms == NULL) return;
-  dynqd__hist_add(&ms->queue_us, r->queue_us > 0 ? (uint64_t)r->queue_us : 0);
+  hist_put(&ms->queue_us, r->queue_us > 0 ? (uint64_t)r->queue_us : 0);
   if (r->status == 0)
-    dynqd__hist_add(&ms->compute_us, r->compute_us > 0 ? (uint64_t)r->compute_us : 0);
+    hist_put(&ms->compute_us, r->compute_us > 0 ? (uint64_t)r->compute_us : 0);
   /* Cost per input element of single-thread, unbatched runs: what the
    * loop uses to decide whether a request is small enough to run inline.
    * Runs slowed by load raise it, which keeps a busy daemon on workers.
