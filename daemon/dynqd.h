@@ -785,14 +785,16 @@ void dynqd__shm_unref(dynqd_shm_t *r);
 /* One infer request, decoded.  The job is first: the scheduler's view. */
 typedef struct dynqd_infer {
   dynqd_job_t job;
-  dynq__model_t *model;       /* one ref held */
+  dynq__model_t *model;       /* one ref held, or the plan's (a plain
+                                 request holds a ref of its dynqd_plan_t) */
   int precision;              /* DYNQ_PRECISION_* */
   int n_inputs;
   dynq__tensor_t *inputs;     /* owned, graph input order; session state
                                  and aligned shm tensors are views */
   int64_t in_elems;           /* elements of all its inputs (cost estimate) */
-  int8_t *axes;               /* batch axis per input then output; owned;
-                                 NULL: not batchable */
+  int8_t *axes;               /* batch axis per input then output; owned,
+                                 or the plan's (shared, read only); NULL:
+                                 not batchable */
   dynqd_shm_refs_t shm;       /* regions its tensors use */
   dynqd_shm_ref_t *out_shm;   /* per graph output (region NULL: none); owned */
   dynqd_session_t *session;   /* one ref held (loop side); NULL if none */

@@ -9,8 +9,9 @@
  * each session's state is one slice of the merged state input, and its
  * slice of the new state goes back to it.
  *
- * The batch axis of each input and output (dynqd__batch_axes, on the loop
- * when the request is decoded):
+ * The batch axis of each input and output (dynqd__batch_axes, on the loop:
+ * once per model version for plain requests, the registry's plan; per
+ * request for a session's):
  *   1. `[batch.MODEL] axes = NAME:AXIS,...` when the name is listed;
  *   2. an input: its first dimension declared symbolic (-1), else 0
  *      (Silero: input[batch, samples] -> 0, state[2, batch, 128] -> 1);
