@@ -129,9 +129,6 @@ static const opt_def_t opts[] = {
   {"loop_spin_busy", "loop-spin-busy", "0|1", OPT_INT, OFF(loop_spin_busy), 0, 1, "0", 0,
    "1: the loop spin goes on while jobs are on workers too (it yields the CPU "
    "between polls)"},
-  {"defer_to_running", "defer-to-running", "0|1", OPT_INT, OFF(defer_to_running), 0, 1, "0",
-   0, "1: queued requests a running worker is predicted to reach sooner than a woken "
-   "sleeping worker wake no worker, and an idle worker leaves them to it"},
   {"shadow_rate", "shadow-rate", "FRACTION", OPT_REAL, OFF(shadow_rate), 0, 1, "0", 1,
    "fraction of INT8 requests re-run on the FP32 path on spare capacity, for the "
    "error statistics (0: off, 1: every request; per model: [batch.NAME] shadow_rate)"},

@@ -90,8 +90,6 @@ typedef struct dynqd_config {
   int loop_spin_us;      /* after traffic, the loop polls this long without
                             sleeping while no job is out; 0 (off)..1000 */
   int loop_spin_busy;    /* 1: the loop spin goes on while jobs are out too */
-  int defer_to_running;  /* 1: leave queued jobs a running worker will reach
-                            sooner than a woken sleeper (scheduler.c) */
   double shadow_rate;    /* fraction of INT8 requests re-run on the FP32 path
                             when dynqd is idle (shadow.c); 0 (off)..1 */
   double shadow_alert;   /* relL2 above which a shadowed request warns; 0: off */
@@ -434,18 +432,7 @@ struct dynqd_job {
   int threads;                /* worker: GEMM split width (1, or the worker
                                  count for a job that started alone) */
   int skipped;                /* worker: cancelled before it started */
-  uint64_t cost_ns;           /* submitter's prediction of its run (the
-                                 model's measured cost); 0: unknown */
 };
-
-/* What the scheduler knows of one worker (under sched->mu). */
-typedef struct dynqd_worker {
-  struct dynqd_sched *p;
-  int busy;                   /* between taking a job and taking the next */
-  uint64_t t_start;           /* when it took its job (or batch) */
-  uint64_t pred_ns;           /* predicted cycle (run + answers); 0: unknown */
-  uint64_t cost_ns;           /* the jobs' summed cost_ns, for calibration */
-} dynqd_worker_t;
 
 /* Grouped by who writes what, each group on its own cache lines: moving a
  * line between this machine's vCPUs costs ~0.5-1 us (bench/xcpu-bench), so
@@ -473,30 +460,15 @@ typedef struct dynqd_sched {
                                   once that many jobs are queued (or a sleeper
                                   must wake anyway) */
   atomic_uint submits;         /* bumped by every flush; polled unlocked */
-  /* Leaving work to a running worker (under mu): queued jobs that a
-   * running worker is predicted to reach within wake_ns (what waking a
-   * sleeper takes, measured) wake no sleeper, and an idle worker leaves
-   * them too and sleeps: one worker then takes them as one batch, with no
-   * futex round trip and no third thread on the CPUs.  A job whose cost
-   * is unknown (cost_ns 0) never counts as reached soon. */
-  uint64_t wake_ns;            /* signal -> signalled sleeper running (EWMA) */
-  uint64_t signal_ns;          /* when the oldest unused ticket was given */
-  int tickets;                 /* sleepers signalled and not yet up: those
-                                  take work without leaving it */
-  double cycle_ratio;          /* a worker's cycle / its jobs' cost_ns (EWMA) */
-  uint64_t deferred;           /* decisions that left work to a running
-                                  worker (flush or idle worker); for tests */
 
   /* Read by both sides, written rarely: set before the workers start, or
-   * once (stop, defer under mu). */
+   * once (stop). */
   _Alignas(64) int stop;       /* workers exit when the queue is empty */
-  int defer;                   /* on (defer_to_running) */
   int qcap;
   int spin_us;
   int width;                   /* workers asked for: a lone job's split width */
   int n_threads;
   pthread_t *threads;          /* owned */
-  dynqd_worker_t *workers;     /* owned; width of them */
 
   /* Finished jobs, any order: a lock-free stack (workers push, the loop
    * takes it whole). */

@@ -1163,11 +1163,6 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     FAIL(DYNQ_EOVERLOAD, "queued requests and connection buffers would hold more than "
          "max_buffers_total (%llu bytes) with this request's %zu; retry later",
          (unsigned long long)s->cfg->max_buffers_total, held);
-  /* The scheduler's prediction (scheduler.c): INT8 runs are what
-   * ns_per_elem measures. */
-  x->job.cost_ns = precision == DYNQ_PRECISION_INT8 && ms != NULL && ms->ns_per_elem > 0
-                       ? (uint64_t)(ms->ns_per_elem * (double)x->in_elems)
-                       : 0;
   /* Without session state or shm (whose bookkeeping a client may rely on
    * as soon as it has the answer): its worker may write the answer.  Set
    * before the job is submitted: its worker reads it. */

@@ -23,24 +23,6 @@
  * and only when the spinners cannot take every queued job; queued jobs
  * one worker takes as one batch (coalescing) count as one job there.
  *
- * Leaving work to a running worker: each job carries its predicted cost
- * (cost_ns, from the model's measured cost per element; 0 when unknown),
- * and a worker that takes jobs predicts its cycle (run plus writing the
- * answers) as their summed cost times cycle_ratio, which the scheduler
- * measures on every finished cycle.  A running worker predicted to finish
- * within wake_ns (from a flush's signal until the signalled sleeper runs,
- * measured) counts like a spinner: flush wakes no sleeper for the queued
- * units it will take, and an idle worker that finds only such units
- * leaves them and sleeps.  Small jobs arriving back to back then go to
- * one worker as merged batches instead of being split between two that
- * wake each other, with a third thread on a machine of two cores (sync
- * clients: --workers 1 beat 2).  A signalled sleeper holds a ticket and
- * always takes work, so a decision to wake is never undone.  Nothing is
- * stranded: work is only left to a worker that is running and comes back
- * for the queue before it sleeps, and each flush decides again, so a
- * running job that overruns its prediction by more than wake_ns no longer
- * counts.
- *
  * GEMM split: a job that starts while no other job is queued or running
  * gets threads = the worker count (lib/parallel.h splits its large INT8
  * GEMMs along N); jobs that arrive together run one per worker.  The split
@@ -85,79 +67,6 @@ static void spin_for_work(dynqd_sched_t *p) {
 
 static int queue_units(const dynqd_sched_t *p, int enough);
 
-#define WAKE_NS_DEFAULT 25000u    /* until the first wake-up is measured */
-#define WAKE_NS_MAX 1000000u      /* a sample past this is a stall, not a wake */
-
-/* Workers running a cycle predicted to end within wake_ns of now (either
- * side: one that overran by more no longer counts).  p->mu held. */
-static int soon_workers(const dynqd_sched_t *p, uint64_t now) {
-  int n = 0;
-  if (!p->defer) return 0;
-  for (int i = 0; i < p->width; i++) {  /* width: fixed before any worker ran */
-    const dynqd_worker_t *w = &p->workers[i];
-    if (!w->busy || w->pred_ns == 0) continue;
-    uint64_t end = w->t_start + w->pred_ns;
-    if (end + p->wake_ns >= now && end <= now + p->wake_ns) n++;
-  }
-  return n;
-}
-
-/* n sleepers were signalled: tickets for them.  p->mu held.  Like the
- * rest of this bookkeeping, only with the deferral on (no clock reads
- * on the default path). */
-static void give_tickets(dynqd_sched_t *p, int n) {
-  if (n <= 0 || !p->defer) return;
-  uint64_t now = uv_hrtime();
-  if (p->tickets == 0) p->signal_ns = now;
-  p->tickets += n;
-  if (p->tickets > p->sleeping) p->tickets = p->sleeping;
-}
-
-/* A worker back from pthread_cond_wait: 1 when it was signalled (a
- * ticket), and then the wake-up's delay updates wake_ns.  p->mu held. */
-static int take_ticket(dynqd_sched_t *p) {
-  if (p->tickets <= 0 || !p->defer) return 0;
-  p->tickets--;
-  uint64_t now = uv_hrtime();
-  if (p->signal_ns != 0 && now >= p->signal_ns && now - p->signal_ns <= WAKE_NS_MAX) {
-    uint64_t d = now - p->signal_ns;
-    p->wake_ns = (p->wake_ns * 7 + d) / 8;
-    if (p->wake_ns < 1000) p->wake_ns = 1000;
-  }
-  p->signal_ns = p->tickets > 0 ? now : 0;
-  return 1;
-}
-
-/* Start of a worker's cycle on jobs of summed cost cost_ns.  p->mu held. */
-static void cycle_begin(dynqd_sched_t *p, dynqd_worker_t *w, uint64_t now, uint64_t cost_ns) {
-  if (!p->defer) return;
-  w->busy = 1;
-  w->t_start = now;
-  w->cost_ns = cost_ns;
-  w->pred_ns = cost_ns > 0 ? (uint64_t)((double)cost_ns * p->cycle_ratio) : 0;
-}
-
-/* End of a cycle: calibrate cycle_ratio.  p->mu held. */
-static void cycle_end(dynqd_sched_t *p, dynqd_worker_t *w) {
-  if (!w->busy) return;
-  w->busy = 0;
-  if (w->cost_ns == 0) return;
-  double r = (double)(uv_hrtime() - w->t_start) / (double)w->cost_ns;
-  if (r < 0.05) r = 0.05;
-  if (r > 50) r = 50;
-  p->cycle_ratio += (r - p->cycle_ratio) / 8;
-}
-
-/* An idle worker: leave the queue to the running workers that will soon
- * come back for it?  p->mu held, queue not empty. */
-static int leave_to_running(dynqd_sched_t *p) {
-  if (p->batch_waiters > 0 || !p->defer) return 0;
-  int soon = soon_workers(p, uv_hrtime());
-  if (soon == 0 || queue_units(p, soon) > soon) return 0;
-  p->deferred++;
-  return 1;
-}
-
 /* Push a finished chain (linked by next) on the completion stack: no lock,
  * so a worker handing back a result never waits for the loop (or another
  * worker) to leave sched->mu. */
@@ -196,7 +105,7 @@ static void collect(dynqd_sched_t *p, dynqd_job_t **v, int *n, int max) {
 
 /* Run j together with compatible jobs taken from the queue (called with
  * p->mu held; returns with it released).  j->next links the batch. */
-static void batch_run(dynqd_sched_t *p, dynqd_worker_t *w, uint64_t t_start, dynqd_job_t *j) {
+static void batch_run(dynqd_sched_t *p, dynqd_job_t *j) {
   int max = j->batch_max;
   if (max > 256) max = 256;  /* bounds the stack array below */
   dynqd_job_t *v[256];
@@ -217,14 +126,7 @@ static void batch_run(dynqd_sched_t *p, dynqd_worker_t *w, uint64_t t_start, dyn
     }
   }
   /* We may have swallowed a wake-up meant for an idle worker. */
-  if (p->qhead != NULL) {
-    give_tickets(p, 1);
-    pthread_cond_signal(&p->cv);
-  }
-  uint64_t cost = 0;
-  for (int k = 0; k < n && cost != UINT64_MAX; k++)
-    cost = v[k]->cost_ns == 0 ? UINT64_MAX : cost + v[k]->cost_ns;
-  cycle_begin(p, w, t_start, cost == UINT64_MAX ? 0 : cost);
+  if (p->qhead != NULL) pthread_cond_signal(&p->cv);
   pthread_mutex_unlock(&p->mu);
 
   if (n > 1)  /* no longer alone: one thread each, like any concurrent job */
@@ -235,17 +137,14 @@ static void batch_run(dynqd_sched_t *p, dynqd_worker_t *w, uint64_t t_start, dyn
 }
 
 static void *worker_main(void *arg) {
-  dynqd_worker_t *w = arg;
-  dynqd_sched_t *p = w->p;
+  dynqd_sched_t *p = arg;
   pthread_mutex_lock(&p->mu);
   for (;;) {
     if (p->qhead == NULL) spin_for_work(p);
-    int ticket = 0;
-    while (!p->stop && (p->qhead == NULL || (!ticket && leave_to_running(p)))) {
+    while (!p->stop && p->qhead == NULL) {
       p->sleeping++;
       pthread_cond_wait(&p->cv, &p->mu);
       p->sleeping--;
-      ticket = take_ticket(p);
     }
     dynqd_job_t *j = p->qhead;
     if (j == NULL) {  /* stop requested and the queue is empty */
@@ -275,9 +174,8 @@ static void *worker_main(void *arg) {
                (unsigned long long)((j->deadline_ns - j->t_arrive_ns) / 1000000));
       j->ops->expire(j, msg);
     } else if (j->batch_max > 1 && j->ops->run_batch != NULL) {
-      batch_run(p, w, now, j);  /* releases p->mu */
+      batch_run(p, j);  /* releases p->mu */
     } else {
-      cycle_begin(p, w, now, j->cost_ns);
       pthread_mutex_unlock(&p->mu);
       j->ops->run(j);
     }
@@ -286,7 +184,6 @@ static void *worker_main(void *arg) {
     uv_async_send(&p->async);  /* coalesced by libuv while one is pending */
     /* Finishing and taking the next job share one lock acquisition. */
     pthread_mutex_lock(&p->mu);
-    cycle_end(p, w);
     p->running--;
   }
   return NULL;
@@ -349,15 +246,8 @@ int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qca
     pthread_mutex_destroy(&p->mu);
     return -rc;
   }
-  p->wake_ns = WAKE_NS_DEFAULT;
-  p->cycle_ratio = 1.0;
   p->threads = calloc((size_t)n_threads, sizeof(*p->threads));
-  p->workers = calloc((size_t)n_threads, sizeof(*p->workers));
-  if (p->threads == NULL || p->workers == NULL) {
-    free(p->threads);
-    free(p->workers);
-    p->threads = NULL;
-    p->workers = NULL;
+  if (p->threads == NULL) {
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     return -ENOMEM;
@@ -367,8 +257,7 @@ int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qca
   sigset_t old;
   dynq__block_async_signals(&old);
   for (int i = 0; i < n_threads; i++) {
-    p->workers[i].p = p;
-    rc = pthread_create(&p->threads[i], NULL, worker_main, &p->workers[i]);
+    rc = pthread_create(&p->threads[i], NULL, worker_main, p);
     if (rc != 0) break;
     p->n_threads++;
   }
@@ -453,9 +342,7 @@ void dynqd__sched_flush(dynqd_sched_t *p) {
                   ? qlen
                   : queue_units(p, p->sleeping + p->spinning + p->running);
   /* Each spinner rechecks the queue under mu before sleeping, so only the
-   * jobs they cannot all take need sleepers woken, one each; so do the
-   * running workers predicted to come back for the queue sooner than a
-   * woken sleeper would get to it.  A worker filling a batch waits on
+   * jobs they cannot all take need sleepers woken, one each.  A worker filling a batch waits on
    * this cv too, and an idle worker must still wake for a job that batch
    * cannot take: broadcast then.  With no sleeper to wake, a batch filler
    * is left to collect at its deadline unless its batch could fill now:
@@ -466,24 +353,16 @@ void dynqd__sched_flush(dynqd_sched_t *p) {
   if (p->batch_waiters > 0) {
     if ((need > 0 && p->sleeping > 0) || qlen >= p->batch_room) {
       pthread_cond_broadcast(&p->cv);
-      give_tickets(p, p->sleeping);
       p->woken += (uint64_t)p->sleeping;
     }
     pthread_mutex_unlock(&p->mu);
     return;
   }
-  if (need > 0 && p->sleeping > 0 && p->running > 0) {
-    int soon = soon_workers(p, uv_hrtime());
-    if (soon > 0) p->deferred++;
-    need -= soon;
-  }
   if (need > 0 && need >= p->sleeping) {
     pthread_cond_broadcast(&p->cv);
-    give_tickets(p, p->sleeping);
     p->woken += (uint64_t)p->sleeping;
   } else if (need > 0) {
     for (int i = 0; i < need; i++) pthread_cond_signal(&p->cv);
-    give_tickets(p, need);
     p->woken += (uint64_t)need;
   }
   pthread_mutex_unlock(&p->mu);
@@ -519,9 +398,7 @@ void dynqd__sched_stop(dynqd_sched_t *p) {
   pthread_mutex_unlock(&p->mu);
   for (int i = 0; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
   free(p->threads);
-  free(p->workers);
   p->threads = NULL;
-  p->workers = NULL;
   p->n_threads = 0;
   /* Anything still listed belongs to a loop that is gone: hand it to done
    * (which frees it; its connection is gone too, so it is skipped). */

@@ -345,7 +345,6 @@ int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg) 
     return rc;
   }
   pthread_mutex_lock(&s->sched.mu);
-  s->sched.defer = cfg->defer_to_running;
   pthread_mutex_unlock(&s->sched.mu);
   rc = dynqd__shadow_start(&s->shadow, cfg, &s->sched);
   if (rc != 0) {

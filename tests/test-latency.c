@@ -256,7 +256,7 @@ START_TEST(spin_same_answers) {
   tu_daemon_t d;
   const char *plain[] = {"--workers", "2", NULL};
   const char *spinning[] = {"--workers", "2", "--loop-spin", "1000", "--inline-max", "1000",
-                            "--loop-spin-busy", "1", "--defer-to-running", "1", NULL};
+                            "--loop-spin-busy", "1", NULL};
   int have_ref = 0;
   for (int dm = 0; dm < 2; dm++) {
     start(&d, dm ? "spinning" : "plain", dm ? spinning : plain);

@@ -205,28 +205,16 @@ START_TEST(test_wake_per_batch) {
 }
 END_TEST
 
-/* Set the deferral and the wake-up cost it compares with. */
-static void set_defer(int on, uint64_t wake_ns) {
-  pthread_mutex_lock(&g_s.mu);
-  g_s.defer = on;
-  g_s.wake_ns = wake_ns;
-  pthread_mutex_unlock(&g_s.mu);
-}
-
-/* A gated job (predicted cost gate_cost_ns) running on one of two workers,
- * the other asleep; then a job of cost 1 us is flushed.  Returns the
- * sleepers that flush woke; *ret_same: the second job ran on the gated
- * job's worker. */
-static uint64_t flush_behind_running(int defer, uint64_t wake_ns, uint64_t gate_cost_ns,
-                                     int *ret_same) {
+/* A gated job running on one of two workers, the other asleep; then a
+ * job is flushed.  Returns the sleepers that flush woke; *ret_same: the
+ * second job ran on the gated job's worker. */
+static uint64_t flush_behind_running(int *ret_same) {
   start(2, 16);
   wait_sleeping(2);
-  set_defer(defer, wake_ns);
   atomic_store(&g_gate, 0);
   atomic_store(&g_gated, 0);
   tjob_t g, b;
   init_job(&g, GATE_KEY, 0, 0);
-  g.job.cost_ns = gate_cost_ns;
   ck_assert_int_eq(dynqd__sched_submit(&g_s, &g.job), 0);
   dynqd__sched_flush(&g_s);
   for (int i = 0; i < 5000 && !atomic_load(&g_gated); i++) usleep(1000);
@@ -234,7 +222,6 @@ static uint64_t flush_behind_running(int defer, uint64_t wake_ns, uint64_t gate_
   wait_sleeping(1);
   uint64_t w0 = woken();
   init_job(&b, 7, 0, 0);
-  b.job.cost_ns = 1000;
   ck_assert_int_eq(dynqd__sched_submit(&g_s, &b.job), 0);
   dynqd__sched_flush(&g_s);
   uint64_t w = woken() - w0;
@@ -253,21 +240,11 @@ static uint64_t flush_behind_running(int defer, uint64_t wake_ns, uint64_t gate_
   return w;
 }
 
-START_TEST(test_defer_to_running) {
-  /* A running job predicted to end within a wake-up (here, a wake-up
-   * measured as 10 s): the queued job wakes no sleeper and runs on the
-   * running job's worker after it.  Without the deferral (the behaviour
-   * before it), or with the running job's cost unknown, or predicted to
-   * run much longer than a wake-up, a sleeper is woken and runs it. */
+START_TEST(test_queued_behind_running_wakes_a_sleeper) {
+  /* A job queued while the only other worker is busy wakes the sleeping
+   * worker, which runs it at once (it never waits for the busy one). */
   int same;
-  ck_assert_uint_eq(flush_behind_running(1, 10000000000ull, 1000, &same), 0);
-  ck_assert(same);
-  ck_assert_uint_gt(g_s.deferred, 0);
-  ck_assert_uint_eq(flush_behind_running(0, 10000000000ull, 1000, &same), 1);
-  ck_assert(!same);
-  ck_assert_uint_eq(flush_behind_running(1, 10000000000ull, 0, &same), 1);
-  ck_assert(!same);
-  ck_assert_uint_eq(flush_behind_running(1, 1000000, 1000000000, &same), 1);
+  ck_assert_uint_eq(flush_behind_running(&same), 1);
   ck_assert(!same);
 }
 END_TEST
@@ -387,7 +364,7 @@ int main(void) {
   tcase_add_test(tc, test_plain_jobs);
   tcase_add_test(tc, test_batch_formation);
   tcase_add_test(tc, test_wake_per_batch);
-  tcase_add_test(tc, test_defer_to_running);
+  tcase_add_test(tc, test_queued_behind_running_wakes_a_sleeper);
   tcase_add_test(tc, test_delay_counted_from_arrival);
   tcase_add_test(tc, test_expired_and_cancelled);
   tcase_add_test(tc, test_queue_cap);
