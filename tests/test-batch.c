@@ -202,13 +202,18 @@ static void run_case(const model_case_t *mc, const char *sock) {
   tu_rpc_close(&c);
 }
 
+/* dynqd on the test's models with its batching config and one worker. */
+static void start_batching(tu_daemon_t *d) {
+  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(d, g_dir, g_models, extra) == 0, "dynqd did not start");
+}
+
 START_TEST(test_sessions_batched_bit_identical) {
   const char *names[] = {"sb", "sb_solo", NULL};
   TU_SKIP_UNLESS(make_models("tests/fixtures/stateful_batch.onnx", NULL, NULL, names) == 0,
                  "dynq-quantize not built");
   tu_daemon_t d;
-  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
-  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  start_batching(&d);
   model_case_t mc = {"sb", "sb_solo", "x", "y", 8, 8, 16, 5};
   run_case(&mc, d.sock);
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
@@ -224,8 +229,7 @@ START_TEST(test_silero_sessions_batched_bit_identical) {
   const char *names[] = {"vad", "vad_solo", NULL};
   TU_SKIP_UNLESS(make_models(onnx, "--set", "sr=16000", names) == 0, "dynq-quantize failed");
   tu_daemon_t d;
-  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
-  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  start_batching(&d);
   model_case_t mc = {"vad", "vad_solo", "input", "output", 576, 1, 2 * 128, 6};
   run_case(&mc, d.sock);
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
@@ -317,8 +321,7 @@ START_TEST(test_batched_answers_exact_bytes) {
   static float x[16 * 64];
   ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
   tu_daemon_t d;
-  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
-  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  start_batching(&d);
   tu_rpc_t c;
   tu_rpc_open(&c, d.sock);
   enum { N = 6 };
@@ -479,8 +482,7 @@ START_TEST(test_batched_slab_neighbours) {
   static float x[16 * 64];
   ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
   tu_daemon_t d;
-  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
-  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  start_batching(&d);
   tu_rpc_t a, b;
   tu_rpc_open(&a, d.sock);
   tu_rpc_open(&b, d.sock);
@@ -607,8 +609,7 @@ START_TEST(test_batched_answers_past_a_full_socket) {
   static float x[16 * 64], in[ROWS * 64], want[16 * 10], y[ROWS * 10];
   ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
   tu_daemon_t d;
-  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
-  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  start_batching(&d);
   tu_rpc_t c;
   tu_rpc_open(&c, d.sock);
   dynq__rpc_msg_t m;
@@ -755,8 +756,7 @@ START_TEST(test_axes_not_in_model_refused) {
   TU_SKIP_UNLESS(make_models("tests/fixtures/stateful_batch.onnx", NULL, NULL, names) == 0,
                  "dynq-quantize not built");
   tu_daemon_t d;
-  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
-  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  start_batching(&d);
   tu_rpc_t c;
   tu_rpc_open(&c, d.sock);
   float x[8] = {0.5f, -0.25f, 0.125f, 1, 0, 0.75f, -1, 0.3f};
