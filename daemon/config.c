@@ -122,7 +122,8 @@ static const opt_def_t opts[] = {
    "an idle worker polls for work this long before sleeping (0: sleep at once)"},
   {"inline_max_us", "inline-max", "US", OPT_INT, OFF(inline_max_us), 0, 1000, "50", 0,
    "a request predicted to compute within US runs on the loop thread when nothing "
-   "else is waiting (0: always on a worker)"},
+   "else is waiting, and under load the loop runs the first batch of such requests "
+   "of each iteration itself (0: always on a worker)"},
   {"loop_spin_us", "loop-spin", "US", OPT_INT, OFF(loop_spin_us), 0, 1000, "50", 0,
    "after a request or answer, the loop polls this long before sleeping while no "
    "job is on a worker (0: sleep at once)"},

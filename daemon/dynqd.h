@@ -365,6 +365,8 @@ typedef struct dynqd_mstats {
   dynqd_shadow_stats_t shadow;
   double ns_per_elem;         /* moving average of one-thread compute time per
                                  input element; 0: not known yet */
+  double ns_per_elem_merged;  /* the same in merged runs (a batch's time over
+                                 the elements of all its requests) */
 } dynqd_mstats_t;
 
 typedef struct dynqd_stats {
@@ -432,6 +434,9 @@ struct dynqd_job {
   int threads;                /* worker: GEMM split width (1, or the worker
                                  count for a job that started alone) */
   int skipped;                /* worker: cancelled before it started */
+  int loop_ok;                /* small: the loop may run it in its own
+                                 batch (dynqd__sched_flush); set by the
+                                 submitter */
 };
 
 /* Grouped by who writes what, each group on its own cache lines: moving a
@@ -486,6 +491,8 @@ typedef struct dynqd_sched {
   void (*on_done)(void *arg);  /* after each batch of completions */
   void *on_done_arg;
   int async_init;
+  uint64_t loop_jobs;          /* jobs the loop ran in its own batches
+                                  (dynqd__sched_flush) */
 
   /* Wakes the loop for `done`; workers write its pending flag. */
   _Alignas(64) uv_async_t async;
@@ -501,7 +508,8 @@ int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j);
 /* The same with the caller's uv_hrtime() reading of now (a clock read in
  * a VM costs as much as a few hundred instructions). */
 int dynqd__sched_submit_at(dynqd_sched_t *p, dynqd_job_t *j, uint64_t now);
-/* Loop thread, before it polls: hand what was submitted to the workers. */
+/* Loop thread, before it polls: run the first batch of loop_ok jobs
+ * submitted (then their done), hand the rest to the workers. */
 void dynqd__sched_flush(dynqd_sched_t *p);
 /* Loop thread: nothing submitted, queued, or being run by a worker. */
 int dynqd__sched_idle(dynqd_sched_t *p);

@@ -1144,13 +1144,25 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
 
   uint64_t t1 = uv_hrtime();  /* decoded: also when it is queued */
   r->decode_us = (int64_t)((t1 - t0) / 1000);
-  if ((x->job.batch_max <= 1 || r->coalesce) && x->shm.n == 0 && x->out_shm == NULL &&
-      precision == DYNQ_PRECISION_INT8 && ms != NULL &&
-      dynqd__sched_inline_ok(&s->sched, s->cfg->inline_max_us, ms->ns_per_elem, x->in_elems,
-                             s->frames_iter, s->frames_prev)) {
+  /* Small (predicted within inline_max_us), plain INT8: it may run on
+   * the loop, alone when the loop is quiet, or in the batch the loop
+   * keeps for itself at the flush (dynqd__sched_flush). */
+  int small = (x->job.batch_max <= 1 || r->coalesce) && x->shm.n == 0 &&
+              x->out_shm == NULL && precision == DYNQ_PRECISION_INT8 && ms != NULL;
+  if (small && dynqd__sched_inline_ok(&s->sched, s->cfg->inline_max_us, ms->ns_per_elem,
+                                      x->in_elems, s->frames_iter, s->frames_prev)) {
     s->stats.inline_total++;
     dynqd__sched_run_inline(&s->sched, &x->job);  /* answers through job_done */
     return 0;
+  }
+  x->job.loop_ok = 0;
+  if (small) {
+    /* in a batch, what a merged run costs it (the one-thread figure of a
+     * lone run may be the cold first request's: merged runs never update
+     * it) */
+    double ns = x->job.batch_max > 1 && ms->ns_per_elem_merged > 0 ? ms->ns_per_elem_merged
+                                                                    : ms->ns_per_elem;
+    x->job.loop_ok = ns > 0 && ns * (double)x->in_elems <= s->cfg->inline_max_us * 1000.0;
   }
   /* What it holds until answered counts with the connections' buffers:
    * a pipelining peer cannot park more than max_buffers_total in the

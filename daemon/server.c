@@ -51,6 +51,8 @@ static void on_prepare(uv_prepare_t *h) {
   s->frames_prev = s->frames_iter;
   s->frames_iter = 0;
   dynqd__sched_flush(&s->sched);  /* first: workers start while we write */
+  s->stats.inline_total += s->sched.loop_jobs;  /* its own batch ran inline */
+  s->sched.loop_jobs = 0;
   dynqd__conn_flush_output(s);    /* this iteration's answers, one writev each */
   dynqd__shadow_collect(&s->shadow);
 }

@@ -117,6 +117,12 @@ void dynqd__stats_run(dynqd_stats_t *st, dynqd_mstats_t *ms, const dynqd_run_sam
     if (r->threads > 1) x *= r->threads;
     double *e = &ms->ns_per_elem;
     *e = *e > 0 ? 0.75 * *e + 0.25 * x : (x > 0 ? x : 1e-3);
+  } else if (r->status == 0 && r->batched > 1 && r->in_elems > 0) {
+    /* every request of the run reports it: a small weight each */
+    double x = (double)(r->compute_us > 0 ? r->compute_us : 0) * 1000.0 /
+               ((double)r->in_elems * r->batched);
+    double *e = &ms->ns_per_elem_merged;
+    *e = *e > 0 ? *e + (x - *e) / 64 : (x > 0 ? x : 1e-3);
   }
 }
 

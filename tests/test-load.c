@@ -979,12 +979,69 @@ START_TEST(test_inline_small_requests_same_bits) {
 }
 END_TEST
 
+/* Two one-row mlp requests one at a time (the cost estimate), then n
+ * more written at once; y[i] is the answer to request i of the burst.
+ * Returns how much stats.inline_total grew over the burst. */
+static int64_t mlp_burst(const char *sock, int n, float (*y)[10]) {
+  float warm[2][10];
+  (void)mlp_one_by_one(sock, 2, warm);
+  rconn_t c;
+  rc_open(&c, sock);
+  dynq__rpc_msg_t m;
+  get_stats(&c, 1, &m);
+  int64_t before = stat_int(&m, "inline_total");
+  dynq__rpc_free(&m);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  for (int i = 0; i < n; i++)
+    tu_w_infer_f32(&w, 100 + (uint32_t)i, "mlp", "x", 1, 64, g_mlp_x + (size_t)(i % 16) * 64,
+                   -1);
+  rc_send_wbuf(&c, &w);
+  for (int i = 0; i < n; i++) {  /* in any order: expect_ok keeps the others */
+    expect_ok(&c, 100 + (uint32_t)i, &m);
+    get_f32_output(&m, "y", y[i], 10);
+    dynq__rpc_free(&m);
+  }
+  get_stats(&c, 2, &m);
+  int64_t grew = stat_int(&m, "inline_total") - before;
+  ck_assert_int_eq(stat_int(&m, "errors_total"), 0);
+  dynq__rpc_free(&m);
+  rc_close(&c);
+  return grew;
+}
+
+START_TEST(test_loop_batch_same_bits) {
+  /* A burst of small requests: the loop runs the first batch of each
+   * iteration itself and hands the rest to the workers; every answer has
+   * the bits a worker gives it (inline off: all on workers). */
+  NEED_MODELS();
+  ck_assert_int_eq(load_f32("tests/fixtures/mlp_x.f32", g_mlp_x, 16 * 64), 0);
+  enum { N = 100 };
+  static float ref[N][10], got[N][10];
+  tu_daemon_t d;
+  const char *off[] = {"--inline-max", "0", NULL};
+  start(&d, "loop-batch-off", off);
+  ck_assert_int_eq(mlp_burst(d.sock, N, ref), 0);
+  stop(&d);
+  const char *on[] = {"--inline-max", "1000", NULL};
+  start(&d, "loop-batch-on", on);
+  int64_t n_loop = mlp_burst(d.sock, N, got);
+  ck_assert_msg(n_loop >= 1 && n_loop <= N, "%lld of %d requests ran on the loop",
+                (long long)n_loop, N);
+  for (int i = 0; i < N; i++)
+    ck_assert_msg(memcmp(ref[i], got[i], sizeof(ref[i])) == 0,
+                  "request %d: its answer run on the loop differs from the worker's", i);
+  stop(&d);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("load");
   TCase *tc = tcase_create("load");
   tcase_add_unchecked_fixture(tc, setup, teardown);
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_overload_at_once_every_request_answered_once);
+  tcase_add_test(tc, test_loop_batch_same_bits);
   tcase_add_test(tc, test_deadline_skips_late_request);
   tcase_add_test(tc, test_queued_requests_count_against_buffers);
   tcase_add_test(tc, test_big_answers_to_slow_reader_arrive_whole);

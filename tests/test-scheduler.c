@@ -17,7 +17,7 @@
 typedef struct tjob {
   dynqd_job_t job;
   int key;              /* compatible when equal; GATE_KEY: waits for g_gate */
-  pthread_t ran_on;     /* the worker that ran it */
+  pthread_t ran_on;     /* the thread that ran it */
   int batch_n;          /* how many ran together (0: not run) */
   int expired, done;
 } tjob_t;
@@ -38,7 +38,10 @@ static void t_run(dynqd_job_t *j) {
   t->batch_n = 1;
 }
 static int t_run_batch(dynqd_job_t **v, int n) {
-  for (int k = 0; k < n; k++) ((tjob_t *)v[k])->batch_n = n;
+  for (int k = 0; k < n; k++) {
+    ((tjob_t *)v[k])->batch_n = n;
+    ((tjob_t *)v[k])->ran_on = pthread_self();
+  }
   return 0;
 }
 static int t_compatible(const dynqd_job_t *a, const dynqd_job_t *b) {
@@ -357,6 +360,91 @@ START_TEST(test_inline_policy) {
 }
 END_TEST
 
+START_TEST(test_loop_keeps_first_small_batch) {
+  /* Small (loop_ok) jobs of one key, then jobs of another key: the flush
+   * runs the first batch here (before it returns, then their done), and
+   * hands the second batch and the plain job to the workers. */
+  start(2, 64);
+  atomic_int gone;
+  atomic_init(&gone, 1);
+  tjob_t a[5], b[3], plain, late, cancelled;
+  for (int i = 0; i < 5; i++) {
+    init_job(&a[i], 1, 4, 0);
+    a[i].job.loop_ok = 1;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
+    if (i < 3) {
+      init_job(&b[i], 2, 4, 0);
+      b[i].job.loop_ok = 1;
+      ck_assert_int_eq(dynqd__sched_submit(&g_s, &b[i].job), 0);
+    }
+  }
+  init_job(&plain, 1, 4, 0);  /* compatible, but not small: a worker's */
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &plain.job), 0);
+  dynqd__sched_flush(&g_s);
+  /* the loop's batch: a[0..3] (batch_max 4), back already */
+  for (int i = 0; i < 4; i++) {
+    ck_assert_int_eq(a[i].done, 1);
+    ck_assert_int_eq(a[i].batch_n, 4);
+    ck_assert(pthread_equal(a[i].ran_on, pthread_self()));
+    ck_assert_int_eq(a[i].job.threads, 1);
+  }
+  ck_assert_uint_eq(g_s.loop_jobs, 4);
+  wait_done(4 + 1 + 3 + 1);
+  ck_assert(!pthread_equal(a[4].ran_on, pthread_self()));
+  ck_assert(!pthread_equal(plain.ran_on, pthread_self()));
+  for (int i = 0; i < 3; i++) {
+    ck_assert(!pthread_equal(b[i].ran_on, pthread_self()));
+    ck_assert_int_eq(b[i].done, 1);
+  }
+  ck_assert_int_eq(g_s.outstanding, 0);
+
+  /* In the loop's batch, a job cancelled or past its deadline meanwhile
+   * is not run (and answered as such), the others are. */
+  g_done = 0;
+  tjob_t c[2];
+  init_job(&late, 3, 4, 0);
+  late.job.deadline_ns = uv_hrtime() - 1;
+  init_job(&cancelled, 3, 4, 0);
+  cancelled.job.cancel = &gone;
+  tjob_t *order[4] = {&c[0], &late, &cancelled, &c[1]};
+  for (int i = 0; i < 4; i++) {
+    if (order[i] == &c[0] || order[i] == &c[1]) init_job(order[i], 3, 4, 0);
+    order[i]->job.loop_ok = 1;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &order[i]->job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  ck_assert_int_eq(g_done, 4);  /* all back in the flush: none went to a worker */
+  ck_assert_int_eq(late.expired, 1);
+  ck_assert_int_eq(late.batch_n, 0);
+  ck_assert_int_eq(cancelled.job.skipped, 1);
+  ck_assert_int_eq(cancelled.batch_n, 0);
+  ck_assert_int_eq(c[0].batch_n, 2);
+  ck_assert_int_eq(c[1].batch_n, 2);
+  ck_assert(pthread_equal(c[1].ran_on, pthread_self()));
+  stop();
+}
+END_TEST
+
+START_TEST(test_stop_runs_nothing_on_the_loop) {
+  /* Jobs still pending at stop (the loop is gone) all go to workers. */
+  start(1, 16);
+  tjob_t t[3];
+  for (int i = 0; i < 3; i++) {
+    init_job(&t[i], 1, 4, 0);
+    t[i].job.loop_ok = 1;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &t[i].job), 0);
+  }
+  dynqd__sched_stop(&g_s);
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(t[i].batch_n, 3);
+    ck_assert(!pthread_equal(t[i].ran_on, pthread_self()));
+  }
+  uv_walk(&g_loop, close_cb, NULL);
+  uv_run(&g_loop, UV_RUN_DEFAULT);
+  ck_assert_int_eq(uv_loop_close(&g_loop), 0);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("scheduler");
   TCase *tc = tcase_create("jobs");
@@ -369,6 +457,8 @@ int main(void) {
   tcase_add_test(tc, test_expired_and_cancelled);
   tcase_add_test(tc, test_queue_cap);
   tcase_add_test(tc, test_inline_policy);
+  tcase_add_test(tc, test_loop_keeps_first_small_batch);
+  tcase_add_test(tc, test_stop_runs_nothing_on_the_loop);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
