@@ -137,6 +137,16 @@ static void batch_run(dynqd_sched_t *p, dynqd_job_t *j) {
   for (int k = 0; k < n; k++) v[k]->next = k + 1 < n ? v[k + 1] : NULL;
 }
 
+/* j's deadline passed before it ran: answer it so, without running it. */
+static void expire_late(dynqd_job_t *j, uint64_t now) {
+  char msg[160];
+  snprintf(msg, sizeof(msg),
+           "request waited %llu ms to run, past its timeout_ms of %llu ms; it was not run",
+           (unsigned long long)((now - j->t_arrive_ns) / 1000000),
+           (unsigned long long)((j->deadline_ns - j->t_arrive_ns) / 1000000));
+  j->ops->expire(j, msg);
+}
+
 static void *worker_main(void *arg) {
   dynqd_sched_t *p = arg;
   pthread_mutex_lock(&p->mu);
@@ -167,13 +177,7 @@ static void *worker_main(void *arg) {
       j->skipped = 1;
     } else if (j->deadline_ns != 0 && now > j->deadline_ns) {
       pthread_mutex_unlock(&p->mu);
-      char msg[160];
-      snprintf(msg, sizeof(msg),
-               "request waited %llu ms for a worker, past its timeout_ms of %llu ms; "
-               "it was not run",
-               (unsigned long long)((now - j->t_arrive_ns) / 1000000),
-               (unsigned long long)((j->deadline_ns - j->t_arrive_ns) / 1000000));
-      j->ops->expire(j, msg);
+      expire_late(j, now);
     } else if (j->batch_max > 1 && j->ops->run_batch != NULL) {
       batch_run(p, j);  /* releases p->mu */
     } else {
@@ -355,50 +359,26 @@ static dynqd_job_t *take_loop_batch(dynqd_sched_t *p) {
   return mine;
 }
 
-/* Run the loop's batch (take_loop_batch) here, as a worker would (a job
- * cancelled or past its deadline meanwhile is not run), then take it
- * back as completions.  A job the merged run declines runs alone. */
+/* Run the loop's batch (take_loop_batch) here, as a worker would: a job
+ * cancelled meanwhile is skipped, one past its deadline expired, the
+ * others run together (each alone when the merged run declines); then
+ * the whole list (still linked by next) is taken back as completions. */
 static void run_loop_batch(dynqd_sched_t *p, dynqd_job_t *list) {
-  dynqd_job_t *done = NULL, **dtail = &done;
+  dynqd_job_t *v[256];
+  int n = 0;
   uint64_t now = uv_hrtime();
-  while (list != NULL) {
-    dynqd_job_t *v[256];
-    int n = 0, max = list->batch_max > 1 ? list->batch_max : 1;
-    if (max > 256) max = 256;
-    const dynqd_job_t *lead = NULL;
-    while (list != NULL && n < max) {
-      dynqd_job_t *j = list;
-      if (lead != NULL && !(j->ops == lead->ops && j->batch_max == lead->batch_max &&
-                            lead->ops->compatible(lead, j)))
-        break;
-      list = j->next;
-      j->next = NULL;
-      j->threads = 1;
-      j->queue_us = (int64_t)((now - j->t_queued_ns) / 1000);
-      if (j->cancel != NULL && atomic_load(j->cancel)) {
-        j->skipped = 1;  /* nobody waits for it */
-      } else if (j->deadline_ns != 0 && now > j->deadline_ns) {
-        j->ops->expire(j, "request passed its timeout_ms before it ran; it was not run");
-      } else {
-        if (lead == NULL) lead = j;
-        v[n++] = j;
-        continue;
-      }
-      *dtail = j;
-      dtail = &j->next;
-    }
-    if (n == 1 || (n > 1 && (v[0]->ops->run_batch == NULL || v[0]->ops->run_batch(v, n) != 0)))
-      for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
-    for (int k = 0; k < n; k++) {
-      *dtail = v[k];
-      dtail = &v[k]->next;
-    }
-    p->loop_jobs += (uint64_t)n;
+  for (dynqd_job_t *j = list; j != NULL; j = j->next) {
+    j->threads = 1;
+    j->queue_us = (int64_t)((now - j->t_queued_ns) / 1000);
+    if (j->cancel != NULL && atomic_load(j->cancel)) j->skipped = 1;
+    else if (j->deadline_ns != 0 && now > j->deadline_ns) expire_late(j, now);
+    else v[n++] = j;  /* take_loop_batch took at most 256 */
   }
-  if (done != NULL) {
-    push_done(p, done);
-    dynqd__sched_collect(p);
-  }
+  if (n == 1 || (n > 1 && (v[0]->ops->run_batch == NULL || v[0]->ops->run_batch(v, n) != 0)))
+    for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
+  p->loop_jobs += (uint64_t)n;
+  push_done(p, list);
+  dynqd__sched_collect(p);
 }
 
 /*
