@@ -85,8 +85,9 @@ typedef struct dynqd_config {
   int n_batch_rules;
   int worker_spin_us;    /* an idle worker polls the queue this long before
                             sleeping on the condvar; 0..1000 */
-  int inline_max_us;     /* a lone request predicted to compute within this
-                            runs on the loop thread; 0 (never)..1000 */
+  int inline_max_us;     /* a request predicted to compute within this runs
+                            on the loop thread when the loop is quiet, or in
+                            the loop's own batch under load; 0 (never)..1000 */
   int loop_spin_us;      /* after traffic, the loop polls this long without
                             sleeping while no job is out; 0 (off)..1000 */
   int loop_spin_busy;    /* 1: the loop spin goes on while jobs are out too */

@@ -23,6 +23,10 @@
  * and only when the spinners cannot take every queued job; queued jobs
  * one worker takes as one batch (coalescing) count as one job there.
  *
+ * The loop's batch: each flush, the loop keeps the first batch of small
+ * jobs (loop_ok) and runs it itself after handing the rest to the workers
+ * (dynqd__sched_flush says why).
+ *
  * GEMM split: a job that starts while no other job is queued or running
  * gets threads = the worker count (lib/parallel.h splits its large INT8
  * GEMMs along N); jobs that arrive together run one per worker.  The split
