@@ -85,6 +85,12 @@ static void push_done(dynqd_sched_t *p, dynqd_job_t *j) {
                                                   memory_order_relaxed));
 }
 
+/* Whether b may run in one batch with lead (same kind, same batch_max,
+ * and its ops say so). */
+static int mergeable(const dynqd_job_t *lead, const dynqd_job_t *b) {
+  return b->ops == lead->ops && b->batch_max == lead->batch_max && lead->ops->compatible(lead, b);
+}
+
 /* Move jobs compatible with v[0] from the queue into v[*n..max). p->mu held. */
 static void collect(dynqd_sched_t *p, dynqd_job_t **v, int *n, int max) {
   uint64_t now = uv_hrtime();
@@ -92,9 +98,8 @@ static void collect(dynqd_sched_t *p, dynqd_job_t **v, int *n, int max) {
   while (*pp != NULL && *n < max) {
     dynqd_job_t *b = *pp;
     /* A cancelled or expired job is left to be answered alone. */
-    if (b->ops == v[0]->ops && b->batch_max == v[0]->batch_max &&
-        !(b->cancel != NULL && atomic_load(b->cancel)) &&
-        !(b->deadline_ns != 0 && now > b->deadline_ns) && v[0]->ops->compatible(v[0], b)) {
+    if (!(b->cancel != NULL && atomic_load(b->cancel)) &&
+        !(b->deadline_ns != 0 && now > b->deadline_ns) && mergeable(v[0], b)) {
       *pp = b->next;
       if (p->qtail == b) p->qtail = prev;
       atomic_fetch_sub_explicit(&p->qlen, 1, memory_order_relaxed);
@@ -338,28 +343,31 @@ static int queue_units(const dynqd_sched_t *p, int enough) {
  * loop_ok jobs after it, at most its batch_max (as a worker's collect
  * would take them), out of the pending list.  NULL when there is none. */
 static dynqd_job_t *take_loop_batch(dynqd_sched_t *p) {
-  dynqd_job_t **pp = &p->phead;
-  while (*pp != NULL && !(*pp)->loop_ok) pp = &(*pp)->next;
-  dynqd_job_t *lead = *pp, *mine = NULL, **mtail = &mine;
+  dynqd_job_t *prev = NULL, *b = p->phead;
+  while (b != NULL && !b->loop_ok) {
+    prev = b;
+    b = b->next;
+  }
+  dynqd_job_t *lead = b, *mine = NULL, **mtail = &mine;
   if (lead == NULL) return NULL;
   int max = lead->batch_max > 1 && lead->ops->run_batch != NULL ? lead->batch_max : 1;
   if (max > 256) max = 256;
-  for (int n = 0; *pp != NULL && n < max;) {
-    dynqd_job_t *b = *pp;
-    if (b != lead && !(b->loop_ok && b->ops == lead->ops &&
-                       b->batch_max == lead->batch_max && lead->ops->compatible(lead, b))) {
-      pp = &b->next;
-      continue;
+  for (int n = 0; b != NULL && n < max;) {
+    dynqd_job_t *next = b->next;
+    if (b == lead || (b->loop_ok && mergeable(lead, b))) {
+      if (prev != NULL) prev->next = next;
+      else p->phead = next;
+      if (p->ptail == b) p->ptail = prev;
+      b->next = NULL;
+      *mtail = b;
+      mtail = &b->next;
+      p->plen--;
+      n++;
+    } else {
+      prev = b;
     }
-    *pp = b->next;
-    b->next = NULL;
-    *mtail = b;
-    mtail = &b->next;
-    p->plen--;
-    n++;
+    b = next;
   }
-  p->ptail = NULL;  /* the tail may have been taken */
-  for (dynqd_job_t *j = p->phead; j != NULL; j = j->next) p->ptail = j;
   return mine;
 }
 
