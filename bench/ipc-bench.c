@@ -51,7 +51,8 @@
  * and 3d (the bare pipelined echo): the pipelined figure next to the
  * ceiling the socket and the engine leave on these cores.
  * --sync-only: only the raw closed-loop clients, then the bare pairs once
- * (dynqd's phase starts at a fixed offset, for a profiler to attach).
+ * (dynqd's phase starts at a fixed offset, for a profiler to attach), and
+ * the ceiling the bare pairs' CPU and the engine's leave (sync_ceiling).
  */
 #include <errno.h>
 #include <poll.h>
@@ -735,11 +736,16 @@ static void *bare_client_main(void *p) {
   return NULL;
 }
 
+/* CPU per round trip of the last bare_pingpong, both ends (us). */
+static double g_bare_cpu_us;
+
 static double bare_pingpong(int pairs, size_t req, size_t resp) {
   pthread_t *th = calloc((size_t)pairs * 2, sizeof(*th));
   bare_arg_t *a = calloc((size_t)pairs * 2, sizeof(*a));
   int *fds = calloc((size_t)pairs * 2, sizeof(*fds));
   if (th == NULL || a == NULL || fds == NULL) die("out of memory");
+  struct timespec c0, c1;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
   double t0 = now_s(), until = t0 + o_seconds;
   for (int i = 0; i < pairs; i++) {
     int sv[2];
@@ -758,6 +764,10 @@ static double bare_pingpong(int pairs, size_t req, size_t resp) {
   }
   double el = now_s() - t0;
   for (int i = 0; i < pairs; i++) pthread_join(th[2 * i + 1], NULL);
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+  g_bare_cpu_us = total > 0 ? ((double)(c1.tv_sec - c0.tv_sec) * 1e6 +
+                               (double)(c1.tv_nsec - c0.tv_nsec) / 1e3) / (double)total
+                            : 0;
   for (int i = 0; i < 2 * pairs; i++) close(fds[i]);
   free(th);
   free(a);
@@ -925,6 +935,27 @@ static void warm(const daemon_t *d) {
   c_close(&c);
 }
 
+/* --sync-only: what the synchronous clients could reach on these cores if
+ * dynqd cost nothing beyond the bare round trip and the engine's compute:
+ * each request needs at least the bare pair's CPU per round trip (both
+ * ends) plus the engine's CPU per request, at batch 1 and at the best a
+ * merged run gives (rows of --pipeline's depth).  Where the compute is
+ * large next to the round trip (a CPU without VNNI), the target's 60 % of
+ * the bare pairs can lie beyond this. */
+static void sync_ceiling(double t_bare, double cpu_bare, double t_dynqd) {
+  engine_throughput();
+  double cpu1 = g_cpu_per_req_us;
+  engine_throughput_rows(o_pipe_depth);
+  double cpun = g_cpu_per_req_us;
+  double c1 = (double)o_workers * 1e6 / (cpu_bare + cpu1);
+  double cn = (double)o_workers * 1e6 / (cpu_bare + cpun);
+  printf("sync ceiling on %d cores: bare CPU %.2f us per round trip + engine CPU %.2f us/run at "
+         "batch 1 = %.0f req/s (%.0f%% of the bare pairs), + %.2f us/row at %d rows = %.0f req/s "
+         "(%.0f%%); dynqd reaches %.0f%% / %.0f%% of them\n",
+         o_workers, cpu_bare, cpu1, c1, 100.0 * c1 / t_bare, cpun, o_pipe_depth, cn,
+         100.0 * cn / t_bare, 100.0 * t_dynqd / c1, 100.0 * t_dynqd / cn);
+}
+
 /* --pipeline-only: the pipelined clients, the engine, and the ceiling the
  * socket and the engine leave (3d). */
 static void pipeline_report(daemon_t *d, size_t req_len, size_t resp_len) {
@@ -1033,11 +1064,12 @@ int main(int argc, char **argv) {
   if (o_sync_only) {  /* dynqd first, at a fixed offset (for profilers), then the pairs */
     double t = throughput(&d, -1), cpu = g_cpu_per_req_us, loop = g_loop_per_req_us;
     daemon_stop(&d);
-    double tb = bare_pingpong(o_clients, req_len, resp_len);
+    double tb = bare_pingpong(o_clients, req_len, resp_len), cpu_bare = g_bare_cpu_us;
     printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req, its loop "
            "thread %.1f); bare ping-pong, readers %s: %.0f round trips/s; %.0f%% of it\n",
            o_clients, t, cpu, loop, o_blocking_recv ? "block in recv" : "wait in poll", tb,
            100.0 * t / tb);
+    sync_ceiling(tb, cpu_bare, t);
     return 0;
   }
   double t_bare0 = bare_pingpong(o_clients, req_len, resp_len);
