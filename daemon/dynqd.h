@@ -438,6 +438,8 @@ struct dynqd_job {
   int loop_ok;                /* small: the loop may run it in its own
                                  batch (dynqd__sched_flush); set by the
                                  submitter */
+  int64_t cost_ns;            /* predicted one-thread compute (0: not
+                                 known); set by the submitter */
 };
 
 /* Grouped by who writes what, each group on its own cache lines: moving a
@@ -458,7 +460,8 @@ typedef struct dynqd_sched {
    * request arriving soon after the last one is picked up without a futex
    * wake-up; flush signals one sleeper only when the queue holds more jobs
    * than there are spinners to take them. */
-  int running;                 /* jobs being run by workers */
+  int running;                 /* jobs being run: by workers, and the
+                                  loop's own batch while it runs */
   int spinning;                /* workers polling for work */
   int batch_waiters;           /* workers filling a batch */
   int batch_room;              /* least room left in a batch being filled, set

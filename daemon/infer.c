@@ -389,11 +389,17 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
     }
     dst += align_up(dynq__tensor_nbytes(&in[i]));
   }
-  dynq__run_opts_t opts = {a->precision, NULL, 1};
+  /* A batch that started alone may split its GEMMs (v[0]'s threads, set
+   * by the scheduler for the whole batch) like a lone request. */
+  dynq__run_result_t res = {0};
+  dynq__run_opts_t opts = {.precision = a->precision,
+                           .threads = a->job.threads > 1 ? a->job.threads : 1,
+                           .result = &res};
   char err[256];
   int64_t t0 = now_us();
   rc = dynq__model_run(a->model, &opts, in, out, err, sizeof(err));
   int64_t us = now_us() - t0;
+  int threads = res.splits > 0 ? opts.threads : 1;
   if (sc->cap > SCRATCH_KEEP) {  /* a rare big batch: not kept */
     dynq__aligned_free(sc->buf);
     sc->buf = NULL;
@@ -427,6 +433,7 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
   for (int k = 0; k < n; k++) {
     v[k]->compute_us = us;
     v[k]->batched = n;
+    v[k]->job.threads = threads;
     v[k]->merge_copied = copied;
     release_inputs(v[k]);
     v[k]->out = &part[(size_t)k * no];  /* borrowed until dynqd__infer_out_done */

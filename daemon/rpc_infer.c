@@ -365,7 +365,8 @@ static void *in_space(rpc_infer_t *r, size_t n) {
 }
 
 /* The answers of one merged batch differ only in their msgid, output
- * bytes, queue_us and decode_us when their outputs have the same dtypes
+ * bytes, queue_us and decode_us (compute_us, batch and threads are the
+ * batch's) when their outputs have the same dtypes
  * and shapes: the first answer, with where those parts lie in it, is the
  * pattern the others are copied from around their own parts. */
 #define LIKE_OUT_MAX 4
@@ -380,7 +381,7 @@ typedef struct like {
   int64_t dims[LIKE_OUT_MAX][DYNQ_MAX_RANK];
   size_t q, q_end, d, d_end;     /* the queue_us and decode_us values */
   int64_t compute_us;
-  int batched;
+  int batched, threads;
 } like_t;
 
 /* After the answer is in w: sessions keep their state, a shadowed
@@ -457,8 +458,7 @@ static void encode(rpc_infer_t *r, like_t *pat) {
     pat->p = NULL;
     pat->n_out = g->n_outputs;
   }
-  if (pat != NULL && (x->status != 0 || x->out_shm != NULL || x->job.threads > 1 ||
-                      g->n_outputs > LIKE_OUT_MAX))
+  if (pat != NULL && (x->status != 0 || x->out_shm != NULL || g->n_outputs > LIKE_OUT_MAX))
     pat = NULL;
   if (x->status != 0) {
     dynq__w_error_response(&w, r->rq.msgid, x->status, x->err);
@@ -516,7 +516,7 @@ static void encode(rpc_infer_t *r, like_t *pat) {
       dynq__w_str(&w, "batch");
       dynq__w_int(&w, x->batched);
     }
-    if (x->job.threads > 1) {  /* ran alone, its GEMMs split over this many threads */
+    if (x->job.threads > 1) {  /* ran alone (or its batch did), its GEMMs split */
       dynq__w_str(&w, "threads");
       dynq__w_int(&w, x->job.threads);
     }
@@ -536,6 +536,7 @@ static void encode(rpc_infer_t *r, like_t *pat) {
     pat->len = w.len;
     pat->compute_us = x->compute_us;
     pat->batched = x->batched;
+    pat->threads = x->job.threads;
   } else {
     pat = NULL;
   }
@@ -547,7 +548,7 @@ static void encode(rpc_infer_t *r, like_t *pat) {
  * write); -1 when its answer does not fit the pattern: encode it then. */
 static int encode_like(rpc_infer_t *r, const like_t *pat) {
   dynqd_infer_t *x = &r->x;
-  if (pat->p == NULL || x->status != 0 || x->out_shm != NULL || x->job.threads > 1 ||
+  if (pat->p == NULL || x->status != 0 || x->out_shm != NULL || x->job.threads != pat->threads ||
       x->batched != pat->batched || x->compute_us != pat->compute_us ||
       dynq__model_signature(x->model)->n_outputs != pat->n_out ||
       pat->len + 32 > r->max_resp)  /* the limit is encode's to report */
@@ -1156,13 +1157,16 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     return 0;
   }
   x->job.loop_ok = 0;
-  if (small) {
+  x->job.cost_ns = 0;
+  if (ms != NULL && precision == DYNQ_PRECISION_INT8) {
     /* in a batch, what a merged run costs it (the one-thread figure of a
      * lone run may be the cold first request's: merged runs never update
      * it) */
     double ns = x->job.batch_max > 1 && ms->ns_per_elem_merged > 0 ? ms->ns_per_elem_merged
                                                                     : ms->ns_per_elem;
-    x->job.loop_ok = ns > 0 && ns * (double)x->in_elems <= s->cfg->inline_max_us * 1000.0;
+    x->job.cost_ns = ns > 0 ? (int64_t)(ns * (double)x->in_elems) : 0;
+    x->job.loop_ok = small && x->job.cost_ns > 0 &&
+                     x->job.cost_ns <= (int64_t)s->cfg->inline_max_us * 1000;
   }
   /* What it holds until answered counts with the connections' buffers:
    * a pipelining peer cannot park more than max_buffers_total in the

@@ -27,11 +27,12 @@
  * jobs (loop_ok) and runs it itself after handing the rest to the workers
  * (dynqd__sched_flush says why).
  *
- * GEMM split: a job that starts while no other job is queued or running
- * gets threads = the worker count (lib/parallel.h splits its large INT8
- * GEMMs along N); jobs that arrive together run one per worker.  The split
- * never changes a result: each output column is computed by exactly one
- * thread with the same integer kernel.
+ * GEMM split: a job, or a merged batch, that starts while no other job is
+ * queued or running gets threads = the worker count (lib/parallel.h
+ * splits its large INT8 GEMMs along N); jobs that arrive apart run one per
+ * worker.  So one pipelining client's batch, which nothing else would run
+ * beside, uses every core.  The split never changes a result: each output
+ * column is computed by exactly one thread with the same integer kernel.
  */
 #include <errno.h>
 #include <signal.h>
@@ -113,6 +114,25 @@ static void collect(dynqd_sched_t *p, dynqd_job_t **v, int *n, int max) {
   }
 }
 
+/* A merged batch splits its GEMMs over the workers' cores (as a lone job
+ * does) only when it starts alone and its predicted one-thread compute
+ * (the jobs' cost_ns) is long enough to pay for the split: the helper's
+ * wake-up and its spin after the call cost tens of microseconds of CPU,
+ * a few percent of such a batch.  Shorter batches keep what was measured
+ * on Zen 5 (a 32-row batch of the 1x768->768 Linear takes ~50 us there,
+ * and handing half of the loop's batch to an idle worker was 5-15 %
+ * slower).  Measured on Zen 3 (AVX2, ~400 us for that batch): one
+ * pipelining connection 1x32 +46 %, 8x8 +25 % (BENCHMARKS.md
+ * "Round-15"). */
+#define SPLIT_BATCH_MIN_NS 200000
+
+static int batch_width(const dynqd_sched_t *p, dynqd_job_t **v, int n, int alone) {
+  if (!alone || p->width <= 1) return 1;
+  int64_t cost = 0;
+  for (int k = 0; k < n; k++) cost += v[k]->cost_ns;
+  return cost >= SPLIT_BATCH_MIN_NS ? p->width : 1;
+}
+
 /* Run j together with compatible jobs taken from the queue (called with
  * p->mu held; returns with it released).  j->next links the batch. */
 static void batch_run(dynqd_sched_t *p, dynqd_job_t *j) {
@@ -137,10 +157,13 @@ static void batch_run(dynqd_sched_t *p, dynqd_job_t *j) {
   }
   /* We may have swallowed a wake-up meant for an idle worker. */
   if (p->qhead != NULL) pthread_cond_signal(&p->cv);
+  /* The batch as a whole is alone when nothing is left queued and no
+   * other job runs. */
+  int width = batch_width(p, v, n, p->qhead == NULL && p->running == 1);
   pthread_mutex_unlock(&p->mu);
 
-  if (n > 1)  /* no longer alone: one thread each, like any concurrent job */
-    for (int k = 0; k < n; k++) v[k]->threads = 1;
+  if (n > 1)
+    for (int k = 0; k < n; k++) v[k]->threads = width;
   if (n == 1 || j->ops->run_batch == NULL || j->ops->run_batch(v, n) != 0)
     for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
   for (int k = 0; k < n; k++) v[k]->next = k + 1 < n ? v[k + 1] : NULL;
@@ -380,14 +403,24 @@ static void run_loop_batch(dynqd_sched_t *p, dynqd_job_t *list) {
   int n = 0;
   uint64_t now = uv_hrtime();
   for (dynqd_job_t *j = list; j != NULL; j = j->next) {
-    j->threads = 1;
     j->queue_us = (int64_t)((now - j->t_queued_ns) / 1000);
     if (j->cancel != NULL && atomic_load(j->cancel)) j->skipped = 1;
     else if (j->deadline_ns != 0 && now > j->deadline_ns) expire_late(j, now);
     else v[n++] = j;  /* take_loop_batch took at most 256 */
   }
+  /* Alone (no worker has anything to run), a long batch may split over
+   * the idle workers' cores (batch_width).  It counts as running, so a
+   * worker that starts a job meanwhile does not split beside it. */
+  pthread_mutex_lock(&p->mu);
+  int width = batch_width(p, v, n, p->qhead == NULL && p->running == 0);
+  p->running++;
+  pthread_mutex_unlock(&p->mu);
+  for (dynqd_job_t *j = list; j != NULL; j = j->next) j->threads = width;
   if (n == 1 || (n > 1 && (v[0]->ops->run_batch == NULL || v[0]->ops->run_batch(v, n) != 0)))
     for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
+  pthread_mutex_lock(&p->mu);
+  p->running--;
+  pthread_mutex_unlock(&p->mu);
   p->loop_jobs += (uint64_t)n;
   push_done(p, list);
   dynqd__sched_collect(p);

@@ -121,6 +121,7 @@ void dynqd__stats_run(dynqd_stats_t *st, dynqd_mstats_t *ms, const dynqd_run_sam
     /* every request of the run reports it: a small weight each */
     double x = (double)(r->compute_us > 0 ? r->compute_us : 0) * 1000.0 /
                ((double)r->in_elems * r->batched);
+    if (r->threads > 1) x *= r->threads;  /* as above: its one-thread cost */
     double *e = &ms->ns_per_elem_merged;
     *e = *e > 0 ? *e + (x - *e) / 64 : (x > 0 ? x : 1e-3);
   }

@@ -908,6 +908,42 @@ START_TEST(test_lone_request_splits_bit_identical) {
   dynq__rpc_free(&m);
   rc_close(&c);
   stop(&d);
+
+  /* A merged batch that starts alone and is predicted long (this one:
+   * milliseconds) splits too: four requests of 8 rows each (32 x 256 x
+   * 256 per layer, at the split threshold; 32 KiB, read at once), in one
+   * write, form one batch (it fills at batch_max before its delay), and
+   * their rows have the lone run's bits.  The first batch has no cost
+   * estimate yet (so it does not split); the second has. */
+  const char *batched[] = {"--workers", "2", "--batch-max", "4", "--batch-delay", "1000000",
+                           NULL};
+  start(&d, "split-batch", batched);
+  rc_open(&c, d.sock);
+  enum { Q = 8 };
+  for (uint32_t round = 0; round < 2; round++) {
+    dynq__wbuf_t w;
+    dynq__wbuf_init(&w);
+    uint32_t id0 = 10 + 10 * round;
+    for (uint32_t k = 0; k < 4; k++)
+      tu_w_infer_f32(&w, id0 + k, "slow", "x", Q, SLOW_K, g_slow_x + (size_t)k * Q * SLOW_K,
+                     -1);
+    rc_send_wbuf(&c, &w);
+    for (uint32_t k = 0; k < 4; k++) {
+      expect_ok(&c, id0 + k, &m);
+      int64_t b = obj_int_or(dynq__obj_get(m.result, "batch"), 1);
+      th = obj_int_or(dynq__obj_get(m.result, "threads"), 1);
+      ck_assert_msg(b == 4, "request %u ran in a batch of %lld, expected 4", k, (long long)b);
+      ck_assert_msg(th == (round == 0 ? 1 : 2),
+                    "batch %u (alone, cost %s) split over %lld threads", round,
+                    round == 0 ? "unknown" : "known", (long long)th);
+      get_f32_output(&m, "y", got2 + (size_t)k * Q * SLOW_K, (size_t)Q * SLOW_K);
+      dynq__rpc_free(&m);
+    }
+    ck_assert_msg(memcmp(ref, got2, 4 * Q * SLOW_K * sizeof(float)) == 0,
+                  "batch %u gives a different result than one worker's lone run", round);
+  }
+  rc_close(&c);
+  stop(&d);
 }
 END_TEST
 

@@ -19,6 +19,7 @@ typedef struct tjob {
   int key;              /* compatible when equal; GATE_KEY: waits for g_gate */
   pthread_t ran_on;     /* the thread that ran it */
   int batch_n;          /* how many ran together (0: not run) */
+  int running_seen;     /* the scheduler's running count while it ran */
   int expired, done;
 } tjob_t;
 
@@ -37,8 +38,14 @@ static void t_run(dynqd_job_t *j) {
   }
   t->batch_n = 1;
 }
+static dynqd_sched_t g_s;
+
 static int t_run_batch(dynqd_job_t **v, int n) {
+  pthread_mutex_lock(&g_s.mu);
+  int running = g_s.running;
+  pthread_mutex_unlock(&g_s.mu);
   for (int k = 0; k < n; k++) {
+    ((tjob_t *)v[k])->running_seen = running;
     ((tjob_t *)v[k])->batch_n = n;
     ((tjob_t *)v[k])->ran_on = pthread_self();
   }
@@ -58,7 +65,6 @@ static void t_done(dynqd_job_t *j) {
 static const dynqd_job_ops_t ops = {t_run, t_run_batch, t_compatible, t_expire, t_done};
 
 static uv_loop_t g_loop;
-static dynqd_sched_t g_s;
 
 static void start(int workers, int qcap) {
   g_done = 0;
@@ -425,6 +431,96 @@ START_TEST(test_loop_keeps_first_small_batch) {
 }
 END_TEST
 
+START_TEST(test_batch_alone_may_split) {
+  /* A batch that starts with nothing else queued or running, predicted
+   * long enough, gets the worker count as its GEMM split width, on the
+   * loop as on a worker; a short one, one of unknown cost, and one that
+   * starts next to a running job get 1. */
+  start(2, 64);
+  tjob_t a[3], b[3], c[3], gate;
+  for (int i = 0; i < 3; i++) {  /* short: 3 x 50 us */
+    init_job(&a[i], 1, 4, 0);
+    a[i].job.loop_ok = 1;
+    a[i].job.cost_ns = 50000;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(a[i].batch_n, 3);
+    ck_assert_int_eq(a[i].job.threads, 1);
+  }
+  g_done = 0;
+  for (int i = 0; i < 3; i++) {  /* 3 x 100 us */
+    init_job(&a[i], 1, 4, 0);
+    a[i].job.loop_ok = 1;
+    a[i].job.cost_ns = 100000;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);  /* the loop's batch, the workers idle */
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(a[i].batch_n, 3);
+    ck_assert(pthread_equal(a[i].ran_on, pthread_self()));
+    ck_assert_int_eq(a[i].job.threads, 2);
+    ck_assert_int_eq(a[i].running_seen, 1);  /* counted: no worker splits beside it */
+  }
+  for (int i = 0; i < 3; i++) {  /* a worker's batch, the other worker idle */
+    init_job(&b[i], 2, 4, 0);
+    b[i].job.cost_ns = 100000;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &b[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  wait_done(6);
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(b[i].batch_n, 3);
+    ck_assert_int_eq(b[i].job.threads, 2);
+  }
+  for (int i = 0; i < 3; i++) {  /* cost unknown */
+    init_job(&b[i], 2, 4, 0);
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &b[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  wait_done(9);
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(b[i].batch_n, 3);
+    ck_assert_int_eq(b[i].job.threads, 1);
+  }
+
+  /* Next to a running job: one thread, on the loop and on a worker. */
+  atomic_store(&g_gate, 0);
+  atomic_store(&g_gated, 0);
+  init_job(&gate, GATE_KEY, 0, 0);
+  ck_assert_int_eq(dynqd__sched_submit(&g_s, &gate.job), 0);
+  dynqd__sched_flush(&g_s);
+  while (!atomic_load(&g_gated)) usleep(100);
+  for (int i = 0; i < 3; i++) {
+    init_job(&a[i], 1, 4, 0);
+    a[i].job.loop_ok = 1;
+    a[i].job.cost_ns = 100000;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(a[i].done, 1);
+    ck_assert_int_eq(a[i].job.threads, 1);
+  }
+  for (int i = 0; i < 3; i++) {
+    init_job(&c[i], 3, 4, 0);
+    c[i].job.cost_ns = 100000;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &c[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  wait_done(9 + 3 + 3);
+  for (int i = 0; i < 3; i++) {
+    ck_assert(!pthread_equal(c[i].ran_on, pthread_self()));
+    ck_assert_int_eq(c[i].batch_n, 3);
+    ck_assert_int_eq(c[i].job.threads, 1);
+  }
+  atomic_store(&g_gate, 1);
+  wait_done(9 + 3 + 3 + 1);
+  stop();
+}
+END_TEST
+
 START_TEST(test_stop_runs_nothing_on_the_loop) {
   /* Jobs still pending at stop (the loop is gone) all go to workers. */
   start(1, 16);
@@ -458,6 +554,7 @@ int main(void) {
   tcase_add_test(tc, test_queue_cap);
   tcase_add_test(tc, test_inline_policy);
   tcase_add_test(tc, test_loop_keeps_first_small_batch);
+  tcase_add_test(tc, test_batch_alone_may_split);
   tcase_add_test(tc, test_stop_runs_nothing_on_the_loop);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
