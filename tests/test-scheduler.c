@@ -431,59 +431,48 @@ START_TEST(test_loop_keeps_first_small_batch) {
 }
 END_TEST
 
+/* n jobs of one key (batch_max 4), submitted and flushed together. */
+static void submit_flush(tjob_t *t, int n, int key, int loop_ok, int64_t cost_ns) {
+  for (int i = 0; i < n; i++) {
+    init_job(&t[i], key, 4, 0);
+    t[i].job.loop_ok = loop_ok;
+    t[i].job.cost_ns = cost_ns;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &t[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+}
+
+/* The n jobs ran as one batch with this GEMM split width, done once. */
+static void expect_batch(const tjob_t *t, int n, int threads) {
+  for (int i = 0; i < n; i++) {
+    ck_assert_int_eq(t[i].done, 1);
+    ck_assert_int_eq(t[i].batch_n, n);
+    ck_assert_int_eq(t[i].job.threads, threads);
+  }
+}
+
 START_TEST(test_batch_alone_may_split) {
   /* A batch that starts with nothing else queued or running, predicted
-   * long enough, gets the worker count as its GEMM split width, on the
-   * loop as on a worker; a short one, one of unknown cost, and one that
-   * starts next to a running job get 1. */
+   * long enough (200 us in all), gets the worker count as its GEMM split
+   * width, on the loop as on a worker; a short one, one of unknown cost,
+   * and one that starts next to a running job get 1. */
   start(2, 64);
-  tjob_t a[3], b[3], c[3], gate;
-  for (int i = 0; i < 3; i++) {  /* short: 3 x 50 us */
-    init_job(&a[i], 1, 4, 0);
-    a[i].job.loop_ok = 1;
-    a[i].job.cost_ns = 50000;
-    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
-  }
-  dynqd__sched_flush(&g_s);
+  tjob_t a[3], b[3], gate;
+  submit_flush(a, 3, 1, 1, 50000);  /* the loop's, short: 3 x 50 us */
+  expect_batch(a, 3, 1);
+  submit_flush(a, 3, 1, 1, 100000);  /* the loop's, 3 x 100 us */
+  expect_batch(a, 3, 2);
   for (int i = 0; i < 3; i++) {
-    ck_assert_int_eq(a[i].batch_n, 3);
-    ck_assert_int_eq(a[i].job.threads, 1);
-  }
-  g_done = 0;
-  for (int i = 0; i < 3; i++) {  /* 3 x 100 us */
-    init_job(&a[i], 1, 4, 0);
-    a[i].job.loop_ok = 1;
-    a[i].job.cost_ns = 100000;
-    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
-  }
-  dynqd__sched_flush(&g_s);  /* the loop's batch, the workers idle */
-  for (int i = 0; i < 3; i++) {
-    ck_assert_int_eq(a[i].batch_n, 3);
     ck_assert(pthread_equal(a[i].ran_on, pthread_self()));
-    ck_assert_int_eq(a[i].job.threads, 2);
     ck_assert_int_eq(a[i].running_seen, 1);  /* counted: no worker splits beside it */
   }
-  for (int i = 0; i < 3; i++) {  /* a worker's batch, the other worker idle */
-    init_job(&b[i], 2, 4, 0);
-    b[i].job.cost_ns = 100000;
-    ck_assert_int_eq(dynqd__sched_submit(&g_s, &b[i].job), 0);
-  }
-  dynqd__sched_flush(&g_s);
+  g_done = 0;
+  submit_flush(b, 3, 2, 0, 100000);  /* a worker's, the other worker idle */
+  wait_done(3);
+  expect_batch(b, 3, 2);
+  submit_flush(b, 3, 2, 0, 0);  /* cost unknown */
   wait_done(6);
-  for (int i = 0; i < 3; i++) {
-    ck_assert_int_eq(b[i].batch_n, 3);
-    ck_assert_int_eq(b[i].job.threads, 2);
-  }
-  for (int i = 0; i < 3; i++) {  /* cost unknown */
-    init_job(&b[i], 2, 4, 0);
-    ck_assert_int_eq(dynqd__sched_submit(&g_s, &b[i].job), 0);
-  }
-  dynqd__sched_flush(&g_s);
-  wait_done(9);
-  for (int i = 0; i < 3; i++) {
-    ck_assert_int_eq(b[i].batch_n, 3);
-    ck_assert_int_eq(b[i].job.threads, 1);
-  }
+  expect_batch(b, 3, 1);
 
   /* Next to a running job: one thread, on the loop and on a worker. */
   atomic_store(&g_gate, 0);
@@ -492,31 +481,14 @@ START_TEST(test_batch_alone_may_split) {
   ck_assert_int_eq(dynqd__sched_submit(&g_s, &gate.job), 0);
   dynqd__sched_flush(&g_s);
   while (!atomic_load(&g_gated)) usleep(100);
-  for (int i = 0; i < 3; i++) {
-    init_job(&a[i], 1, 4, 0);
-    a[i].job.loop_ok = 1;
-    a[i].job.cost_ns = 100000;
-    ck_assert_int_eq(dynqd__sched_submit(&g_s, &a[i].job), 0);
-  }
-  dynqd__sched_flush(&g_s);
-  for (int i = 0; i < 3; i++) {
-    ck_assert_int_eq(a[i].done, 1);
-    ck_assert_int_eq(a[i].job.threads, 1);
-  }
-  for (int i = 0; i < 3; i++) {
-    init_job(&c[i], 3, 4, 0);
-    c[i].job.cost_ns = 100000;
-    ck_assert_int_eq(dynqd__sched_submit(&g_s, &c[i].job), 0);
-  }
-  dynqd__sched_flush(&g_s);
-  wait_done(9 + 3 + 3);
-  for (int i = 0; i < 3; i++) {
-    ck_assert(!pthread_equal(c[i].ran_on, pthread_self()));
-    ck_assert_int_eq(c[i].batch_n, 3);
-    ck_assert_int_eq(c[i].job.threads, 1);
-  }
+  submit_flush(a, 3, 1, 1, 100000);
+  expect_batch(a, 3, 1);
+  submit_flush(b, 3, 3, 0, 100000);
+  wait_done(6 + 3 + 3);
+  expect_batch(b, 3, 1);
+  ck_assert(!pthread_equal(b[0].ran_on, pthread_self()));
   atomic_store(&g_gate, 1);
-  wait_done(9 + 3 + 3 + 1);
+  wait_done(6 + 3 + 3 + 1);
   stop();
 }
 END_TEST
