@@ -473,6 +473,17 @@ static int sgemm_bench(const shape_t *shapes, int nshapes, int threads, int roun
     "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm30", "xmm31"
 #define YCLOB "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
     "xmm9", "xmm10", "xmm11", "xmm14", "xmm15"
+/* 24 X-steps per iteration over 4, 8 or 12 ymm accumulators (X4 names four
+ * of them; `chains` and `n` in scope). */
+#define YMM_CHAINS(X4, CLOB)                                                    \
+  switch (chains) {                                                             \
+  case 4: VNNI_ASM(X4(0, 1, 2, 3) X4(0, 1, 2, 3) X4(0, 1, 2, 3) X4(0, 1, 2, 3) \
+                   X4(0, 1, 2, 3) X4(0, 1, 2, 3), CLOB); break;                 \
+  case 8: VNNI_ASM(X4(0, 1, 2, 3) X4(4, 5, 6, 7) X4(0, 1, 2, 3) X4(4, 5, 6, 7) \
+                   X4(0, 1, 2, 3) X4(4, 5, 6, 7), CLOB); break;                 \
+  default: VNNI_ASM(X4(0, 1, 2, 3) X4(4, 5, 6, 7) X4(8, 9, 10, 11)             \
+                    X4(0, 1, 2, 3) X4(4, 5, 6, 7) X4(8, 9, 10, 11), CLOB); break; \
+  }
 
 __attribute__((target("avx512f,avx512vnni"))) static double vnni_zmm(int chains) {
   long n = VNNI_ITERS;
@@ -493,14 +504,7 @@ __attribute__((target("avx512f,avx512vnni"))) static double vnni_zmm(int chains)
 __attribute__((target("avx2,avxvnni"))) static double vnni_ymm(int chains) {
   long n = VNNI_ITERS;
   double t0 = cpu_ns();
-  switch (chains) {
-  case 4: VNNI_ASM(Y4(0, 1, 2, 3) Y4(0, 1, 2, 3) Y4(0, 1, 2, 3) Y4(0, 1, 2, 3)
-                   Y4(0, 1, 2, 3) Y4(0, 1, 2, 3), YCLOB); break;
-  case 8: VNNI_ASM(Y4(0, 1, 2, 3) Y4(4, 5, 6, 7) Y4(0, 1, 2, 3) Y4(4, 5, 6, 7)
-                   Y4(0, 1, 2, 3) Y4(4, 5, 6, 7), YCLOB); break;
-  default: VNNI_ASM(Y4(0, 1, 2, 3) Y4(4, 5, 6, 7) Y4(8, 9, 10, 11) Y4(0, 1, 2, 3)
-                    Y4(4, 5, 6, 7) Y4(8, 9, 10, 11), YCLOB); break;
-  }
+  YMM_CHAINS(Y4, YCLOB);
   return 2.0 * 32 * 24 * VNNI_ITERS / (cpu_ns() - t0);
 }
 
@@ -515,14 +519,7 @@ __attribute__((target("avx2,avxvnni"))) static double vnni_ymm(int chains) {
 __attribute__((target("avx2"))) static double madd_ymm(int chains) {
   long n = VNNI_ITERS;
   double t0 = cpu_ns();
-  switch (chains) {
-  case 4: VNNI_ASM(W4(0, 1, 2, 3) W4(0, 1, 2, 3) W4(0, 1, 2, 3) W4(0, 1, 2, 3)
-                   W4(0, 1, 2, 3) W4(0, 1, 2, 3), WCLOB); break;
-  case 8: VNNI_ASM(W4(0, 1, 2, 3) W4(4, 5, 6, 7) W4(0, 1, 2, 3) W4(4, 5, 6, 7)
-                   W4(0, 1, 2, 3) W4(4, 5, 6, 7), WCLOB); break;
-  default: VNNI_ASM(W4(0, 1, 2, 3) W4(4, 5, 6, 7) W4(8, 9, 10, 11) W4(0, 1, 2, 3)
-                    W4(4, 5, 6, 7) W4(8, 9, 10, 11), WCLOB); break;
-  }
+  YMM_CHAINS(W4, WCLOB);
   return 2.0 * 16 * 24 * VNNI_ITERS / (cpu_ns() - t0);
 }
 
