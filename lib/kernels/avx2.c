@@ -14,23 +14,37 @@
  *     which the 4 k values of a group are broadcast with vpbroadcastq (a
  *     load, no ALU op);
  *   - a chunk of one weight panel (same layout as the packed B, int16,
- *     32 KiB, kept in L1), loaded as four 32-byte quarters per group and
- *     used by both rows of the tile.
+ *     32 KiB, kept in L1), loaded as 32-byte quarters per group and used
+ *     by every row of the tile.
  * A quarter holds 4 channels x 4 k as 32-bit lanes (ch0: k0k1, ch0: k2k3,
  * ch1: k0k1, ...); vpmaddwd against (a0a1, a2a3, a0a1, a2a3, ...) leaves
  * two partial sums per channel, folded with vphaddd and a lane permute
- * once per tile, after the k loop.  The register tile is 2 rows x 16
- * channels: 8 accumulators, 4 weight quarters, one broadcast row, one
- * product temporary (14 of 16 ymm registers), 8 vpmaddwd + 8 vpaddd and
- * 6 loads per group.  (3 rows with the weights as memory operands of
- * vpmaddwd was slower: 15 vector loads per 12 vpmaddwd.)
+ * once per tile, after the k loop.  The register tile is 6 rows x 8
+ * channels (half a panel): 12 accumulators, 2 weight quarters, one
+ * broadcast row, one product temporary (all 16 ymm registers), 12
+ * vpmaddwd + 12 vpaddd and 8 loads per group.  Rows left over (M % 6)
+ * take a 2 rows x 16 channels tile (8 vpmaddwd + 8 vpaddd per 6 loads).
+ * On Zen 3 (dynq-bench qgemm, old and new binaries alternated, 7 rounds)
+ * the 6 x 8 tile took 32x768x768 from 98-101 to 123-130 GOPS, 256 rows
+ * +4-8 %, 128x3072x768 +14-16 %.  Most of that is robustness: 2 x 16
+ * alone loses up to 30 % at some placements of its scratch in the heap
+ * (bench/kernel-ab.sh with the heap shifted), 6 x 8 stays within noise;
+ * at a good placement the two are even, the k loop no longer the limit
+ * (alone, 6 x 8's runs at ~95 % of the pair peak, 2 x 16's ~85 %).
+ * 4 x 8 and 3 x 8 were slower than 2 x 16, and so were a pre-broadcast
+ * activation buffer (4x the bytes, out of L2 at 256 rows), k chunks of
+ * 128-512 (more partial-sum traffic) and software prefetch of the next
+ * panel.
+ * (3 rows x 16 with the weights as memory operands of vpmaddwd was slower
+ * too: 15 vector loads per 12 vpmaddwd.)
  *
  * Measured ceiling on this core (AMD Zen 5, ymm): vpmaddwd alone runs at
  * 2 a cycle, vpaddd at 4, but a vpmaddwd + vpaddd pair stream at about
  * 0.6 cycles per pair (23-26 MACs a cycle, not 32), so this path tops out
  * near 1.6-1.75x of OpenBLAS's Haswell sgemm (BENCHMARKS.md).  `dynq-bench
- * peak` measures the pair (register-only); on Zen 3 it gave 163-166 GOPS
- * per core and this kernel 70 % of it at 32x768x768, 77 % at 256 rows.
+ * peak` measures the pair (register-only); on Zen 3 it gave 151-166 GOPS
+ * per core, this kernel ~75-80 % of it at 32-256 rows; the rest is mostly
+ * the weight widening, which reads the packed panel from L3.
  *
  * Small M (the weight widening would cost more than it saves) and a failed
  * scratch allocation take the direct path: 2 rows x 16 channels, weights
@@ -139,6 +153,8 @@ static void qgemm_direct(const dynq__qgemm_args_t *a) {
  * per row block, and it only pays off over many rows (measured: M = 4
  * 768x768 took 50 us widened against 37 us direct; M = 16 about even;
  * M = 64 490 us against 580 us). */
+
+
 #define WIDE_MIN_M 16
 #define WIDE_MR 2
 /* k per widened weight chunk: 1024 x 16 channels x 2 bytes = 32 KiB. */
@@ -250,6 +266,83 @@ __attribute__((noinline)) static void tile_wide_2(const dynq__qgemm_args_t *a, c
   tile_wide(a, a16, lda16, b16, kg, m, p, part, first, last, 2);
 }
 
+/* One row of the six: broadcast its 4 activations (addressed by MEM),
+ * multiply-add into its two accumulators ymmA, ymmB. */
+#define T6_ROW(MEM, A, B)                                                 \
+  "vpbroadcastq " MEM ", %%ymm14\n\t"                                     \
+  "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"                                \
+  "vpaddd %%ymm15, %%ymm" #A ", %%ymm" #A "\n\t"                          \
+  "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"                                \
+  "vpaddd %%ymm15, %%ymm" #B ", %%ymm" #B "\n\t"
+/* A row's two accumulators from / to acc + OFF bytes. */
+#define T6_LOAD(OFF, A, B)                                                \
+  "vmovdqa " #OFF "(%[acc]), %%ymm" #A "\n\t"                             \
+  "vmovdqa " #OFF "+32(%[acc]), %%ymm" #B "\n\t"
+#define T6_STORE(OFF, A, B)                                               \
+  "vmovdqa %%ymm" #A ", " #OFF "(%[acc])\n\t"                             \
+  "vmovdqa %%ymm" #B ", " #OFF "+32(%[acc])\n\t"
+
+/* Six rows x one half panel (8 channels) for kg groups: the tile for
+ * M >= 6.  Per group: two weight quarters in registers, each row's four
+ * activations broadcast once, 12 vpmaddwd + 12 vpaddd -- against 8 + 8 per
+ * 6 loads for 2 x 16, so fewer loads and less loop overhead per
+ * multiply-add.  All 16 ymm registers: 12 accumulators (row r, quarter q
+ * in ymm 2r+q), the quarters (12, 13), the broadcast row (14), the product
+ * (15).  One asm statement for the whole k loop: a tile of 12 tied
+ * accumulators exceeds GCC's 30 asm operands.
+ *
+ * The accumulators start from and end in `acc` (row r's quarter q at
+ * acc + 32 r + 8 q int32, the row stride of the 2 x 16 tile's `part`), so
+ * sums cross k chunks the same way.  r0: row 0's widened activations at
+ * the group start, rows d1 bytes apart; b: the half panel's first quarter
+ * (groups 128 bytes apart); kg >= 1. */
+__attribute__((noinline)) static void tile6_k(const int16_t *r0, int64_t d1,
+                                             const int16_t *b, int64_t kg,
+                                             int32_t *acc) {
+  const int16_t *r3 = (const int16_t *)((const char *)r0 + 3 * d1);
+  __asm__ volatile(
+      T6_LOAD(0, 0, 1) T6_LOAD(128, 2, 3) T6_LOAD(256, 4, 5)
+      T6_LOAD(384, 6, 7) T6_LOAD(512, 8, 9) T6_LOAD(640, 10, 11)
+      "1:\n\t"
+      "vmovdqa (%[bp]), %%ymm12\n\t"
+      "vmovdqa 32(%[bp]), %%ymm13\n\t"
+      T6_ROW("(%[p0])", 0, 1)
+      T6_ROW("(%[p0],%[d1])", 2, 3)
+      T6_ROW("(%[p0],%[d1],2)", 4, 5)
+      T6_ROW("(%[p3])", 6, 7)
+      T6_ROW("(%[p3],%[d1])", 8, 9)
+      T6_ROW("(%[p3],%[d1],2)", 10, 11)
+      "add $128, %[bp]\n\t"
+      "add $8, %[p0]\n\t"
+      "add $8, %[p3]\n\t"
+      "dec %[n]\n\t"
+      "jnz 1b\n\t"
+      T6_STORE(0, 0, 1) T6_STORE(128, 2, 3) T6_STORE(256, 4, 5)
+      T6_STORE(384, 6, 7) T6_STORE(512, 8, 9) T6_STORE(640, 10, 11)
+      : [bp] "+r"(b), [p0] "+r"(r0), [p3] "+r"(r3), [n] "+r"(kg)
+      : [d1] "r"(d1), [acc] "r"(acc)
+      : "memory", "cc", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5",
+        "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13",
+        "xmm14", "xmm15");
+}
+
+/* Rows [m, m+6) x half h of panel p over one k chunk; `part` holds the
+ * six rows' sums (32 int32 a row).  The epilogue after the last chunk. */
+static void tile6(const dynq__qgemm_args_t *a, const int16_t *a16,
+                  int64_t lda16, const int16_t *b16, int64_t kg, int64_t m,
+                  int64_t p, int h, int32_t *part, int first, int last) {
+  int32_t *acc = part + 8 * 2 * h;
+  if (first)
+    for (int r = 0; r < 6; r++) memset(acc + 32 * r, 0, 16 * sizeof(int32_t));
+  tile6_k(a16, lda16 * (int64_t)sizeof(int16_t), b16 + 32 * h, kg, acc);
+  if (!last) return;
+  int64_t n = p * DYNQ_QGEMM_NR + 8 * h;
+  for (int r = 0; r < 6; r++) {
+    const __m256i *c = (const __m256i *)(acc + 32 * r);
+    avx2c_epilogue8(a, m + r, n, a->n1 - n, fold(c[0], c[1]));
+  }
+}
+
 /* n bytes (n % 16 == 0, both 32-aligned) of packed s8 weights to int16. */
 static void widen_weights(const int8_t *src, size_t n, int16_t *dst) {
   for (size_t i = 0; i < n; i += 16)
@@ -291,7 +384,7 @@ static int qgemm_wide(const dynq__qgemm_args_t *a) {
   if (mb > a->M) mb = a->M;
   const int64_t kc = Kp < WIDE_KC ? Kp : WIDE_KC;
   size_t a16_n = (size_t)(mb * Kr), b16_n = (size_t)(kc * DYNQ_QGEMM_NR),
-         part_n = Kp > kc ? (size_t)(dynq__round_up(mb, 2) * 32) : 0;
+         part_n = (size_t)(dynq__round_up(mb, 2) * 32);
   /* posix_memalign directly: the ISA library does not link the tensor
    * module.  64-byte alignment keeps every widened quarter in one line. */
   void *buf = NULL;
@@ -310,7 +403,14 @@ static int qgemm_wide(const dynq__qgemm_args_t *a) {
         int64_t kn = Kp - k0 < kc ? Kp - k0 : kc;
         int first = k0 == 0, last = k0 + kn == Kp;
         widen_weights(bp + k0 * DYNQ_QGEMM_NR, (size_t)(kn * DYNQ_QGEMM_NR), b16);
-        for (int64_t m = m0; m < m1; m += WIDE_MR) {
+        int64_t m = m0;
+        /* the second half of a panel with no valid channel is skipped */
+        int halves = a->n1 - p * DYNQ_QGEMM_NR > 8 ? 2 : 1;
+        for (; m1 - m >= 6; m += 6)
+          for (int h = 0; h < halves; h++)
+            tile6(a, a16 + (m - m0) * Kr + k0, Kr, b16, kn / 4, m, p, h,
+                  part + (m - m0) * 32, first, last);
+        for (; m < m1; m += WIDE_MR) {
           const int16_t *ar = a16 + (m - m0) * Kr + k0;
           int32_t *pr = part + (m - m0) * 32;
           if (m1 - m >= 2)
