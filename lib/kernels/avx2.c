@@ -26,11 +26,10 @@
  * take a 2 rows x 16 channels tile (8 vpmaddwd + 8 vpaddd per 6 loads).
  * On Zen 3 (dynq-bench qgemm, old and new binaries alternated, 7 rounds)
  * the 6 x 8 tile took 32x768x768 from 98-101 to 123-130 GOPS, 256 rows
- * +4-8 %, 128x3072x768 +14-16 %.  Most of that is robustness: 2 x 16
- * alone loses up to 30 % at some placements of its scratch in the heap
- * (bench/kernel-ab.sh with the heap shifted), 6 x 8 stays within noise;
- * at a good placement the two are even, the k loop no longer the limit
- * (alone, 6 x 8's runs at ~95 % of the pair peak, 2 x 16's ~85 %).
+ * +4-8 %, 128x3072x768 +14-16 %; built side by side into one process
+ * (bench/kernel-ab.sh) the two ran 0.89-1.03x, median 1.00, so at these
+ * sizes the k loop is no longer the limit (alone, 6 x 8's runs at ~95 %
+ * of the pair peak, 2 x 16's ~85 %).
  * 4 x 8 and 3 x 8 were slower than 2 x 16, and so were a pre-broadcast
  * activation buffer (4x the bytes, out of L2 at 256 rows), k chunks of
  * 128-512 (more partial-sum traffic) and software prefetch of the next
