@@ -49,9 +49,9 @@ PY
 	echo "== batch $B: dynq (INT8 model, reference dropped; FP32 model)"
 	IN="--input input_ids:i64:${B}x128=$WORK/input_ids_b$B.i64 --input attention_mask:i64:${B}x128=$WORK/attention_mask_b$B.i64"
 	# shellcheck disable=SC2086
-	taskset -c "$CPU" "$BUILD/bench/model-bench" "$WORK/bert_base.dynq" $IN --rounds "$R" \
+	taskset -c "$CPU" "$BUILD/bench/model-bench" "$WORK/bert_base.dynq" $IN --only int8 --rounds "$R" \
 		--ref "$WORK/ort_b$B/bert_base_op14.y.f32"
 	# shellcheck disable=SC2086
-	taskset -c "$CPU" "$BUILD/bench/model-bench" "$WORK/bert_base_fp32.dynq" $IN --rounds "$R" \
+	taskset -c "$CPU" "$BUILD/bench/model-bench" "$WORK/bert_base_fp32.dynq" $IN --only fp32 --rounds "$R" \
 		--ref "$WORK/ort_b$B/bert_base_op14.y.f32"
 done
