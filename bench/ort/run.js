@@ -32,7 +32,7 @@ const TYPES = {
 
 function usage(code) {
   console.error('usage: node run.js --spec SPEC.json --model A.onnx [--model B.onnx ...] ' +
-                '[--out DIR] [--reps N] [--threads T] [--cpu] [--no-opt]');
+                '[--out DIR] [--reps N] [--threads T] [--cpu] [--no-opt] [--config KEY=VALUE]...');
   process.exit(code);
 }
 
@@ -58,6 +58,7 @@ async function main() {
   const args = process.argv.slice(2);
   const models = [];
   let spec = null, out = null, reps = 20, threads = 1, cpu = false, opt = 'all';
+  const config = {};
   for (let i = 0; i < args.length; i++) {
     const a = args[i], v = () => { if (i + 1 >= args.length) usage(2); return args[++i]; };
     if (a === '--spec') spec = v();
@@ -67,6 +68,12 @@ async function main() {
     else if (a === '--threads') threads = +v();
     else if (a === '--cpu') cpu = true;
     else if (a === '--no-opt') opt = 'disabled';
+    else if (a === '--config') {
+      /* a session config entry, e.g. session.x64quantprecision=1 */
+      const kv = v(), eq = kv.indexOf('=');
+      if (eq <= 0) usage(2);
+      config[kv.slice(0, eq)] = kv.slice(eq + 1);
+    }
     else if (a === '-h' || a === '--help') usage(0);
     else usage(2);
   }
@@ -74,6 +81,13 @@ async function main() {
   const feeds = loadInputs(spec);
   const opts = { intraOpNumThreads: threads, interOpNumThreads: 1,
                  executionMode: 'sequential', graphOptimizationLevel: opt };
+  /* extra: nested objects, their keys joined with '.' into config entries */
+  for (const [k, val] of Object.entries(config)) {
+    let o = (opts.extra = opts.extra || {});
+    const parts = k.split('.');
+    for (const p of parts.slice(0, -1)) o = (o[p] = o[p] || {});
+    o[parts[parts.length - 1]] = val;
+  }
   const sessions = [];
   for (const m of models) sessions.push(await ort.InferenceSession.create(m, opts));
   const times = models.map(() => []);
