@@ -35,7 +35,7 @@ static void build_weights(void) {
   for (int n = 0; n < N; n++) {
     float mx = 0;
     for (int k = 0; k < K; k++) {
-      W[n][k] = (float)rand() / RAND_MAX - 0.5f;
+      W[n][k] = (float)rand() / (float)RAND_MAX - 0.5f;
       if (fabsf(W[n][k]) > mx) mx = fabsf(W[n][k]);
     }
     wscale[n] = mx / 127.0f;
@@ -130,7 +130,7 @@ START_TEST(roundtrip_runs) {
   float x[M][K], expect[M][N];
   srand(11);
   for (int i = 0; i < M; i++)
-    for (int k = 0; k < K; k++) x[i][k] = 3.0f * ((float)rand() / RAND_MAX - 0.3f);
+    for (int k = 0; k < K; k++) x[i][k] = 3.0f * ((float)rand() / (float)RAND_MAX - 0.3f);
   for (int i = 0; i < M; i++)
     for (int n = 0; n < N; n++) {
       double s = bias[n];
@@ -458,7 +458,7 @@ START_TEST(fused_activations) {
     static float x[R][K], want[R][N];
     srand(5 + a);
     for (int i = 0; i < R; i++)
-      for (int k = 0; k < K; k++) x[i][k] = 4.0f * ((float)rand() / RAND_MAX - 0.5f);
+      for (int k = 0; k < K; k++) x[i][k] = 4.0f * ((float)rand() / (float)RAND_MAX - 0.5f);
     for (int i = 0; i < R; i++)
       for (int n = 0; n < N; n++) {
         double t = bias[n];

@@ -51,6 +51,7 @@ static void count_task(void *ctx, int64_t t) {
   atomic_store(&c->seen[id < MAX_IDS ? id : MAX_IDS - 1], 1);
   volatile unsigned x = 0;
   for (int i = 0; i < c->spin; i++) x += (unsigned)i;
+  (void)x;
 }
 
 /* dynq__parallel_for's answer in the last run_counted: 1 if it ran on the team. */

@@ -18,7 +18,7 @@
  * picked at load (target_clones); the sums run in 16 fixed lanes combined
  * in a fixed order, so every clone gives the same bits.  no-trapping-math
  * lets GCC if-convert the selects (results unchanged). */
-#define VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
+#define VEC DYNQ_VEC_OPT
 #define CLONES DYNQ_CLONES
 #define LANES 16
 

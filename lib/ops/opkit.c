@@ -166,7 +166,7 @@ int dynq__bcast_init(dynq__op_ctx_t *c, int nin, const dynq__tensor_t *const *t,
  * in the same order in every clone (-ffp-contract=off), so the same bits
  * on every kernel, split and CPU.  no-trapping-math lets GCC if-convert
  * the selects. */
-#define ACT_VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
+#define ACT_VEC DYNQ_VEC_OPT
 #define ACT_CLONES DYNQ_CLONES
 
 /* GELU (erf form) for both paths: erf(z) = z P(z^2) / Q(z^2) on

@@ -117,7 +117,7 @@ typedef struct rnn {
  * vmath.h (the Sigmoid and Tanh ops give the same bits). */
 /* no-trapping-math lets GCC if-convert the clamps (results are unchanged:
  * it only stops assuming FP exceptions are observed). */
-#define VEC __attribute__((optimize("O3", "tree-vectorize", "no-trapping-math")))
+#define VEC DYNQ_VEC_OPT
 #define CLONES DYNQ_CLONES
 #define VECI VEC inline __attribute__((always_inline))
 

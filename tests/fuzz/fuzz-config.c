@@ -13,7 +13,9 @@
  * An input whose first byte is 0xff is repeated past the 1 MiB cap (the
  * oversize path, which libFuzzer's short inputs never reach otherwise).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
