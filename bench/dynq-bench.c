@@ -510,7 +510,8 @@ __attribute__((target("avx2,avxvnni"))) static double vnni_ymm(int chains) {
 
 /* The AVX2 kernel's exact int16 step: acc += vpmaddwd(x, w), 16
  * multiply-adds per pair of instructions, the product through a
- * temporary (two, alternating) as in lib/kernels/avx2.c. */
+ * temporary register (two here, alternating; the kernel's tiles reuse one,
+ * which register renaming makes the same). */
 #define W1(i, t) "vpmaddwd %%ymm15, %%ymm14, %%ymm" #t "\n\tvpaddd %%ymm" #t ", %%ymm" #i \
     ", %%ymm" #i "\n\t"
 #define W4(a, b, c, d) W1(a, 12) W1(b, 13) W1(c, 12) W1(d, 13)
