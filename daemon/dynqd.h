@@ -1163,6 +1163,8 @@ int dynqd__m_model_reload(dynqd_req_t *rq, const union dynq__params *p);
 int dynqd__m_infer(dynqd_req_t *rq, const union dynq__params *p);
 /* Free the infer blocks kept for reuse (after the workers stopped). */
 void dynqd__rpc_infer_pool_free(dynqd_server_t *s);
+/* The config was re-read (max_buffers_total may have changed). */
+void dynqd__rpc_infer_limits_changed(dynqd_server_t *s);
 int dynqd__m_session_open(dynqd_req_t *rq, const union dynq__params *p);
 int dynqd__m_session_reset(dynqd_req_t *rq, const union dynq__params *p);
 int dynqd__m_session_close(dynqd_req_t *rq, const union dynq__params *p);

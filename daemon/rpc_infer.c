@@ -250,6 +250,16 @@ static void slab_free(dynqd_server_t *s) {
   s->infer_slab = NULL;
 }
 
+void dynqd__rpc_infer_limits_changed(dynqd_server_t *s) {
+  slab_t *sl = s->infer_slab;
+  /* an idle slab over its new share goes now, not at its next use: until
+   * then it would count against the connections and shed one; a slab that
+   * could not be made is tried again */
+  if (sl == &slab_none || (sl != NULL && sl->live == 0 &&
+                           sl->size > s->cfg->max_buffers_total / 8))
+    slab_free(s);
+}
+
 static void block_release(rpc_infer_t *r) {
   dynq__aligned_free(r->inbuf);
   free(r->rbuf);

@@ -205,6 +205,7 @@ static void on_hup(dynqd_server_t *s) {
     dynqd__log_configure(s->cfg->log_level, s->cfg->log_rate);
     s->reg.warm_max_elems = s->cfg->max_tensor_elems;
     s->reg.warm_max_bytes = s->cfg->warmup_max_bytes;
+    dynqd__rpc_infer_limits_changed(s);
   }
   rescan_start(s, 0);
 }

@@ -683,7 +683,15 @@ START_TEST(test_slab_follows_lowered_buffer_limit) {
     dynq__wbuf_init(&w);
     for (int k = 0; k < N; k++)
       tu_w_infer_f32(&w, 1 + (uint32_t)k, "mlp", "x", 1, 64, x + (size_t)(k % 16) * 64, -1);
-    tu_rpc_send_wbuf(&c, &w);
+    /* After the reload, a first read holds no whole frame: nothing has
+     * used the slab yet, and what it is counted as must shed no one. */
+    ck_assert_int_eq(w.err, 0);
+    tu_rpc_send(&c, w.data, round == 0 ? w.len : 16);
+    if (round == 1) {
+      usleep(100000);
+      tu_rpc_send(&c, w.data + 16, w.len - 16);
+    }
+    dynq__wbuf_free(&w);
     for (int k = 0; k < N; k++) {
       dynq__rpc_msg_t m;
       char msg[512];
