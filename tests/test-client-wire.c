@@ -913,7 +913,7 @@ static void check_answer_k(const dynq_infer_result_t *res, uint32_t id, int k) {
   ck_assert_int_eq(res->compute_us, id);
   for (int j = 0; j <= k; j++) {
     const dynq_tensor_t *o = &res->outputs[j];
-    char name[8];
+    char name[16];
     snprintf(name, sizeof name, "o%d", j);
     ck_assert_str_eq(o->name, name);
     ck_assert_int_eq(o->rank, 1);
