@@ -39,6 +39,7 @@ typedef struct ctl {
   const char *cmd;           /* full command name, for messages */
   dynq_client_t *client;     /* owned; closed in main */
   int json_untyped;          /* an --input was JSON without a :DTYPE (for hints) */
+  int streaming;             /* the command is stream (for hints) */
 } ctl_t;
 
 typedef struct command {
@@ -215,6 +216,13 @@ static void print_hint(const ctl_t *ctl, int r) {
   switch (r) {
   case DYNQ_ENOMODEL: h = "'dynqctl list' shows the loaded models"; break;
   case DYNQ_ENOINPUT:
+    if (ctl->streaming) {
+      h = "stream sends the audio as the --input tensor and each --set NAME=VALUE as a "
+          "scalar; give the model's other inputs with --set (a VAD's sample rate: --set "
+          "sr=16000); 'dynqctl info MODEL' lists them";
+      break;
+    }
+    /* fall through */
   case DYNQ_ESHAPE: h = "'dynqctl info MODEL' shows its inputs and their shapes"; break;
   case DYNQ_EDTYPE:
     h = ctl->json_untyped
@@ -1459,6 +1467,7 @@ static int cmd_stream(ctl_t *ctl, int argc, char **argv) {
   }
 
   if ((rc = ctl_connect(ctl)) != EXIT_OK) goto out;
+  ctl->streaming = 1;
   if (n_sets > 0 && (rc = drop_absent_sets(ctl, model, sets, &n_sets)) != EXIT_OK) goto out;
   r = dynq_session_open(ctl->client, model, (const char *const *)binds, n_binds, 0, &sid);
   if (r < 0) {

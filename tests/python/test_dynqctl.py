@@ -92,6 +92,13 @@ def test_set_for_a_folded_input_is_ignored_with_a_note(ctl_daemon):
     assert out2.splitlines()[2:] == out.splitlines()[2:]
 
 
+def test_stream_without_a_scalar_input_says_how_to_give_it(ctl_daemon):
+    rc, out, err = ctl(ctl_daemon, *stream_args(ctl_daemon, "stream"))
+    assert rc != 0
+    assert "missing input 'sr'" in err and "ENOINPUT" in err, err
+    assert "--set NAME=VALUE" in err and "--set sr=16000" in err, err
+
+
 def test_stream_header_and_precision(ctl_daemon):
     rc, out, err = ctl(ctl_daemon, *stream_args(ctl_daemon, "stream", "--set", "sr=16000",
                                                 "--precision", "fp32"))
