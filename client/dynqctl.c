@@ -902,7 +902,12 @@ static int run_infer(ctl_t *ctl, int argc, char **argv, int compare) {
     }
   }
   if (outdir != NULL) {
+    /* made when missing (its parent must exist, as for mkdir) */
     struct stat st;
+    if (stat(outdir, &st) != 0 && errno == ENOENT && mkdir(outdir, 0777) != 0) {
+      errx_msg("infer: --output-dir %s: cannot create it: %s", outdir, strerror(errno));
+      goto out;
+    }
     if (stat(outdir, &st) != 0 || !S_ISDIR(st.st_mode)) {
       errx_msg("infer: --output-dir %s is not a directory", outdir);
       goto out;

@@ -1019,6 +1019,19 @@ START_TEST(daemon_dynqctl_infer_model) {
   dynq__io_tensor_free(&y);
   free(img);
   free(ref);
+  /* a missing --output-dir is made; one whose parent is missing is not */
+  char sub[512], deep[512];
+  snprintf(sub, sizeof(sub), "%s/made", dir2);
+  snprintf(deep, sizeof(deep), "%s/no/such", dir2);
+  char *argv_mk[] = { exe, "--socket", d.sock, "infer", "mlp", spec, "--output-dir", sub, NULL };
+  ck_assert_int_eq(tu_run(argv_mk, &out), 0);
+  free(out);
+  snprintf(p, sizeof(p), "%s/y.npy", sub);
+  ck_assert_msg(access(p, R_OK) == 0, "no %s", p);
+  char *argv_deep[] = { exe, "--socket", d.sock, "infer", "mlp", spec, "--output-dir", deep, NULL };
+  ck_assert_int_eq(tu_run(argv_deep, &out), 2);
+  ck_assert_msg(strstr(out, "cannot create it") != NULL, "%s", out);
+  free(out);
 
   /* human output, int8 default path */
   char *argv2[] = { exe, "--socket", d.sock, "infe", "mlp", spec, NULL }; /* prefix */
