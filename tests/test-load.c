@@ -916,16 +916,19 @@ START_TEST(test_lone_request_splits_bit_identical) {
    * their rows have the lone run's bits.  The first batch has no cost
    * estimate yet (so it does not split); later ones have.  "Alone" is
    * the scheduler's view when the batch starts (the previous batch's
-   * worker may not have counted itself out yet when its answers arrive),
-   * so a few batches are sent until one splits: what is asserted is the
-   * split and its bits, not that timing. */
+   * worker may not have counted itself out yet when its answers arrive:
+   * on a loaded machine the client it woke may run first, every time), so
+   * each round waits a moment first, and a few are sent until one splits:
+   * what is asserted is the split and its bits, not that timing. */
   const char *batched[] = {"--workers", "2", "--batch-max", "4", "--batch-delay", "1000000",
                            NULL};
   start(&d, "split-batch", batched);
   rc_open(&c, d.sock);
   enum { Q = 8 };
   int split = 0;
-  for (uint32_t round = 0; round < 6 && !split; round++) {
+  enum { ROUNDS = 12 };
+  for (uint32_t round = 0; round < ROUNDS && !split; round++) {
+    if (round > 0) usleep(20000);
     dynq__wbuf_t w;
     dynq__wbuf_init(&w);
     uint32_t id0 = 10 + 10 * round;
@@ -951,7 +954,7 @@ START_TEST(test_lone_request_splits_bit_identical) {
                   "batch %u gives a different result than one worker's lone run", round);
     split = th0 == 2;
   }
-  ck_assert_msg(split, "no batch alone with a known cost split in 5 tries");
+  ck_assert_msg(split, "no batch alone with a known cost split in %d tries", ROUNDS - 1);
   rc_close(&c);
   stop(&d);
 }
