@@ -54,8 +54,9 @@ static void count_task(void *ctx, int64_t t) {
   (void)x;
 }
 
-/* dynq__parallel_for's answer in the last run_counted: 1 if it ran on the team. */
-static int last_split;
+/* dynq__parallel_for's answer in this thread's last run_counted: 1 if it ran on the
+ * team (per thread: concurrent_callers runs run_counted from several). */
+static _Thread_local int last_split;
 
 /* Run one parallel_for and check: each task once, threads used <= limit.
  * Returns how many distinct threads ran tasks. */
