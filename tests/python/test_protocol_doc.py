@@ -990,3 +990,12 @@ def test_max_sessions_is_elimit(small):
         assert c.error("session.open", {"model": "stateful"})["name"] == "ELIMIT"
         c.call("session.close", {"session": a})
         c.call("session.open", {"model": "stateful"})
+
+
+def test_count_the_frame_cap_cannot_hold(small):
+    # A container "declaring more items than the rest of the frame cap could
+    #  hold at one byte each" is refused at its header with EPROTO: 4100
+    #  declared items under a 4 KiB cap, none of them sent.
+    with Conn(small.sock) as c:
+        c.send_raw(b"\x94\x00\x03\xa4ping\x81\xa3pad" + b"\xdc" + struct.pack(">H", 4100))
+        expect_fatal(c, "EPROTO")
