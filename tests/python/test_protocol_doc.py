@@ -960,13 +960,18 @@ def test_admin_needs_an_admin_peer(pd):
 
 # ---- configured limits ----
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory, model_dir):
-    """A dynqd with small limits: a 4 KiB frame cap and two sessions."""
-    d = start_daemon(tmp_path_factory.mktemp("docsmall"), model_dir, "--max-frame", "4K",
-                     "--max-sessions", "2")
-    yield d
-    stop_daemon(d)
+def extra_daemon(name, *args):
+    """A module fixture: a dynqd of its own started with args."""
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory, model_dir):
+        d = start_daemon(tmp_path_factory.mktemp(name), model_dir, *args)
+        yield d
+        stop_daemon(d)
+    return fixture
+
+
+# A 4 KiB frame cap and two sessions.
+small = extra_daemon("docsmall", "--max-frame", "4K", "--max-sessions", "2")
 
 
 def test_frame_cap_counts_whole_frames(small):
@@ -999,3 +1004,69 @@ def test_count_the_frame_cap_cannot_hold(small):
     with Conn(small.sock) as c:
         c.send_raw(b"\x94\x00\x03\xa4ping\x81\xa3pad" + b"\xdc" + struct.pack(">H", 4100))
         expect_fatal(c, "EPROTO")
+
+
+def test_threads_only_when_a_gemm_split(conn):
+    # "threads": N is in the answer of a request that ran alone and whose
+    # large INT8 GEMMs (at least 2M multiply-adds) were split over the workers.
+    workers = conn.call("server.info")["workers"]
+    small_x = tensor(np.ones((1, 768), np.float32))       # 590k multiply-adds
+    assert "threads" not in conn.call("infer", {"model": "linear", "inputs": {"x": small_x}})
+    if workers < 2:
+        pytest.skip("one worker: nothing to split over")
+    big = tensor(np.ones((64, 768), np.float32))          # 38M multiply-adds
+    r = conn.call("infer", {"model": "linear", "inputs": {"x": big}})
+    assert r.get("threads") == workers, {k: v for k, v in r.items() if k != "outputs"}
+
+
+# One worker, a queue of one, one request in flight per connection.
+tight = extra_daemon("doctight", "--workers", "1", "--queue", "1", "--max-inflight", "1",
+                     "--inline-max", "0")
+
+
+def test_inflight_cap_pauses_reading(tight):
+    # A connection at its in-flight cap is not refused: dynqd reads its next
+    # request once one is answered, so a pipelining client is never told
+    # EOVERLOAD for its own pipeline depth.
+    x = tensor(np.ones((64, 768), np.float32))
+    with Conn(tight.sock) as c:
+        c.send_raw(b"".join(pack([0, 100 + i, "infer", {"model": "linear", "inputs": {"x": x}}])
+                            for i in range(12)))
+        assert [c.response(100 + i)[2] for i in range(12)] == [None] * 12
+
+
+def test_full_queue_is_eoverload(tight):
+    # "EOVERLOAD (retryable: true: the global queue is full ...)": eight
+    # connections at once against one worker and a queue of one.
+    x = tensor(np.ones((256, 768), np.float32))
+    conns = [Conn(tight.sock) for _ in range(8)]
+    try:
+        frames = [pack([0, 7, "infer", {"model": "linear", "inputs": {"x": x}}]) for _ in conns]
+        for c, f in zip(conns, frames):
+            c.send_raw(f)
+        errs = [c.response(7)[2] for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+    refused = [e for e in errs if e is not None]
+    assert refused, "no request was refused"
+    assert all(e["name"] == "EOVERLOAD" and e["retryable"] is True for e in refused), refused
+
+
+batching = extra_daemon("docbatch", "--batch-max", "4", "--batch-delay", "200000")
+
+
+def test_batched_answers_are_marked_and_bit_identical(batching):
+    # "merged answers carry "batch": N"; "Results are bit-identical to unbatched".
+    xs = [np.random.default_rng(10 + i).standard_normal((2, 768)).astype(np.float32)
+          for i in range(4)]
+    with Conn(batching.sock) as c:
+        c.send_raw(b"".join(pack([0, 20 + i, "infer", {"model": "linear",
+                                                        "inputs": {"x": tensor(xs[i])}}])
+                            for i in range(4)))
+        merged = [c.response(20 + i)[3] for i in range(4)]
+        alone = [c.call("infer", {"model": "linear", "inputs": {"x": tensor(x)}}) for x in xs]
+    assert any(r.get("batch", 1) >= 2 for r in merged), [r.get("batch") for r in merged]
+    for m, a in zip(merged, alone):
+        assert m["outputs"]["y"]["data"] == a["outputs"]["y"]["data"]
+        assert m["outputs"]["y"]["shape"] == [2, 768]
