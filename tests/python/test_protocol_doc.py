@@ -856,9 +856,14 @@ def test_shm(conn):
         def err(shm):
             return conn.error("infer", {"model": "linear", "inputs": {
                 "x": {"dtype": "float32", "shape": [2, 768], "shm": shm}}})["name"]
-        assert err(dict(ref, size=x.nbytes - 4)) in ("EDATA", "EPARAMS")
-        assert err(dict(ref, offset=size - 4)) in ("EDATA", "EPARAMS", "ELIMIT")
-        assert err(dict(ref, offset=2**64 - 4)) in ("EDATA", "EPARAMS", "ELIMIT")
+        # "size must equal the tensor's byte size" (EDATA, as for inline data);
+        # "offset + size checked for overflow and against the region" (EPARAMS).
+        assert err(dict(ref, size=x.nbytes - 4)) == "EDATA"
+        assert err(dict(ref, offset=size - 4)) == "EPARAMS"
+        assert err(dict(ref, offset=2**64 - 4)) == "EPARAMS"
+        e = conn.error("infer", {"model": "linear", "inputs": {"x": tensor(x)},
+                                 "outputs_shm": {"y": dict(out, size=8)}})
+        assert e["name"] == "EDATA"
         assert err(dict(ref, region=rid + 1000)) == "ENOREGION"
         mm.close()
         assert conn.call("shm.unregister", {"region": rid}) == {"region": rid}
@@ -875,12 +880,13 @@ def test_shm_register_rules(conn):
         os.close(fd)
     fd = memfd(4096)
     try:
-        assert shm_register(conn, fd, 8192)[2]["name"] != None  # noqa: E711 (smaller than size)
+        # "be at least size bytes"
+        assert shm_register(conn, fd, 8192)[2]["name"] == "EPARAMS"
         assert shm_register(conn, fd, 0)[2]["name"] == "EPARAMS"
     finally:
         os.close(fd)
     # No descriptor at all.
-    assert conn.error("shm.register", {"size": 4096})["name"] not in ("", None)
+    assert conn.error("shm.register", {"size": 4096})["name"] == "EPARAMS"
     assert conn.call("ping") == "pong"
 
 
@@ -913,6 +919,43 @@ def test_admin_load_reload_unload(conn, pd):
         assert r[2] is None, (rate, r[2])
         conn.call("model.unload", {"model": "lin3"})
     assert conn.error("model.load", {"model": "lin3", "shadow_rate": 1.5})["name"] == "EPARAMS"
+
+
+def test_shadow_stats(conn):
+    # A model loaded with shadow_rate has a `shadow` map in stats: rate, runs,
+    # dropped, decisions_changed, alerts, and rel_l2 / max_abs histograms
+    # whose values are whole numbers of millionths.
+    assert conn.call("model.load", {"model": "shd", "path": "linear.dynq",
+                                    "shadow_rate": 1.0})["version"] == 1
+    try:
+        rng = np.random.default_rng(8)
+        for _ in range(10):
+            x = rng.standard_normal((2, 768)).astype(np.float32)
+            conn.call("infer", {"model": "shd", "inputs": {"x": tensor(x)}})
+            time.sleep(0.005)
+        deadline = time.monotonic() + 10
+        while True:
+            st = conn.call("stats")
+            sh = st["models"]["shd"]["shadow"]
+            if sh["runs"] + sh["dropped"] >= 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert sh["rate"] == 1.0 and sh["runs"] >= 1 and sh["runs"] + sh["dropped"] == 10
+        assert isinstance(sh["decisions_changed"], int) and isinstance(sh["alerts"], int)
+        for k in ("shadow_runs_total", "shadow_dropped_total", "shadow_decisions_changed_total"):
+            assert isinstance(st[k], int), k
+        for name in ("rel_l2", "max_abs"):
+            h = sh[name]
+            assert set(h) >= {"count", "p50", "p90", "p99", "max", "sum", "buckets"}, name
+            assert h["count"] == sh["runs"] == sum(c for _, c in h["buckets"])
+            values = [h[k] for k in ("p50", "p90", "p99", "max", "sum")] + \
+                [u for u, _ in h["buckets"]]
+            for v in values:
+                assert abs(v * 1e6 - round(v * 1e6)) < 1e-3, (name, v)
+            assert 0 < h["p50"] <= h["p99"] <= h["max"]
+        assert sh["rel_l2"]["max"] < 0.05  # INT8 against FP32 on this model
+    finally:
+        conn.call("model.unload", {"model": "shd"})
 
 
 def test_admin_refusals(conn, pd):
