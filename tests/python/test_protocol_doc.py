@@ -1113,3 +1113,43 @@ def test_batched_answers_are_marked_and_bit_identical(batching):
     for m, a in zip(merged, alone):
         assert m["outputs"]["y"]["data"] == a["outputs"]["y"]["data"]
         assert m["outputs"]["y"]["shape"] == [2, 768]
+
+
+def test_sigterm_answers_what_was_read_then_closes(tmp_path, model_dir):
+    # "## Shutdown": every request dynqd read is answered (a result, or
+    # ESHUTDOWN for an infer not yet queued); then the connection closes,
+    # and a request sent after SIGTERM is never answered.
+    import signal
+    import threading
+    d = start_daemon(tmp_path, model_dir, "--workers", "1")
+    try:
+        c = Conn(d.sock, timeout=60)
+        got = []
+
+        def reader():  # a client that keeps reading while dynqd drains
+            try:
+                while True:
+                    got.append(c.next_message(timeout=60))
+            except (ConnectionError, OSError):
+                pass
+        big = tensor(np.ones((2048, 768), np.float32))
+        c.send_raw(b"".join(pack([0, 10 + i, "infer", {"model": "linear", "inputs": {"x": big}}])
+                            for i in range(8)))
+        th = threading.Thread(target=reader)
+        th.start()
+        d.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        try:
+            c.send_raw(pack([0, 99, "ping", {}]))
+        except OSError:
+            pass  # already closed: as good
+        th.join(60)
+        assert not th.is_alive(), "the connection was not closed"
+        c.close()
+        answered = {m[1]: m for m in got}
+        assert set(answered) == {10 + i for i in range(8)}, sorted(answered)
+        for m in answered.values():
+            assert m[2] is None or m[2]["name"] == "ESHUTDOWN", m[2]
+        assert d.proc.wait(60) == 0
+    finally:
+        stop_daemon(d)
