@@ -487,6 +487,7 @@ static void flush_one(dynqd_conn_t *c) {
     c->refs++;
     c->writes++;
     c->out_bytes += len;
+    c->uv_queued += len;
   }
   size_t taken = 0;
   for (int i = 0; i < n; i++) taken += c->obuf[i].len;
@@ -888,15 +889,19 @@ static void on_tick(uv_timer_t *t) {
     }
     if (s->draining) {
       /* A peer that does not read would hold the drain for its whole
-       * timeout: unsent output that did not move since the last tick. */
+       * timeout: unsent output of which nothing was written since the last
+       * tick.  Progress is bytes written, not a queue that shrank: a peer
+       * reading all the time still sees its queue grow while answers are
+       * finished faster than it reads them. */
       size_t unsent = c->writes > 0 ? uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) : 0;
-      if (unsent > 0 && c->drain_checked && unsent >= c->drain_unsent) {
+      uint64_t written = c->uv_queued - unsent;
+      if (unsent > 0 && c->drain_checked && written == c->drain_written) {
         log_notice("conn %llu: not reading its answers while draining; dropping it",
                    (unsigned long long)c->id);
         dynqd__conn_close(c);
         continue;
       }
-      c->drain_unsent = unsent;
+      c->drain_written = written;
       c->drain_checked = 1;
       continue;
     }

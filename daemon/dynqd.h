@@ -904,7 +904,8 @@ struct dynqd_conn {
   int nomem;                  /* reading paused after an allocation failure */
   size_t mem;                 /* bytes counted in srv->buffers (read buffer,
                                  output, requests) */
-  size_t drain_unsent;        /* draining: unsent bytes at the last check */
+  uint64_t uv_queued;         /* bytes ever handed to uv_write */
+  uint64_t drain_written;     /* draining: of those, bytes written at the last check */
   int drain_checked;
   dynqd_shm_set_t shm;        /* its regions (rpc_shm.c; freed by a hook) */
   int direct;                 /* loop: direct jobs of it out */
