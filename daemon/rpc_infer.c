@@ -882,8 +882,9 @@ static int decode_inputs(rpc_infer_t *r, dynq__obj_t in, const char *mname,
       for (int k = 0; k < g->n_inputs && used < sizeof(list); k++)
         used += (size_t)snprintf(list + used, sizeof(list) - used, "%s'%s'",
                                  k ? ", " : "", g->inputs[k].name);
-      dynqd__reply_error(rq, DYNQ_ENOINPUT, "model '%s' has no input named '%.*s' (its "
-                         "inputs: %s)", mname, (int)(kn > ECHO_MAX ? ECHO_MAX : kn), ks, list);
+      char shown[2 * ECHO_MAX + 8];
+      dynqd__reply_error(rq, DYNQ_ENOINPUT, "model '%s' has no input named '%s' (its inputs: %s)",
+                         mname, dynq__echo(shown, sizeof shown, ks, kn, ECHO_MAX), list);
       return DYNQ_ENOINPUT;
     }
     if (ss != NULL) {
@@ -1099,9 +1100,11 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
       precision = DYNQ_PRECISION_INT8;
     else if (dynq__pstr_eq(p->precision, "fp32"))
       precision = DYNQ_PRECISION_FP32;
-    else
-      FAIL(DYNQ_EPARAMS, "infer: unknown precision '%.*s' (expected \"int8\" or \"fp32\")",
-           (int)(p->precision.n > ECHO_MAX ? ECHO_MAX : p->precision.n), p->precision.p);
+    else {
+      char shown[2 * ECHO_MAX + 8];
+      FAIL(DYNQ_EPARAMS, "infer: unknown precision '%s' (expected \"int8\" or \"fp32\")",
+           dynq__echo(shown, sizeof shown, p->precision.p, p->precision.n, ECHO_MAX));
+    }
   }
   uint64_t deadline = 0;
   if (p->has_timeout_ms && p->timeout_ms <= MAX_TIMEOUT_MS)

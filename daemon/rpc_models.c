@@ -24,10 +24,11 @@ const dynqd_model_entry_t *dynqd__rpc_model(dynqd_req_t *rq, const char *s, size
     name[n] = '\0';
     e = dynqd__registry_find(&rq->srv->reg, name);
   }
-  if (e == NULL)
-    dynqd__reply_error(rq, DYNQ_ENOMODEL,
-                       "no model named '%.*s'%s (models.list shows what is loaded)",
-                       (int)(n > ECHO_MAX ? ECHO_MAX : n), s, n > ECHO_MAX ? "..." : "");
+  if (e == NULL) {
+    char shown[2 * ECHO_MAX + 8];
+    dynqd__reply_error(rq, DYNQ_ENOMODEL, "no model named '%s' (models.list shows what is loaded)",
+                       dynq__echo(shown, sizeof shown, s, n, ECHO_MAX));
+  }
   return e;
 }
 

@@ -2405,6 +2405,21 @@ START_TEST(test_non_utf8_strings_never_echoed) {
 }
 END_TEST
 
+START_TEST(test_echo_quotes_names_whole) {
+  char buf[16];
+  /* a NUL shows as \0 instead of ending the name */
+  ck_assert_str_eq(dynq__echo(buf, sizeof buf, "lin\0x", 5, 64), "lin\\0x");
+  ck_assert_str_eq(dynq__echo(buf, sizeof buf, "", 0, 64), "");
+  /* max cuts at a character boundary: 'e' then a 2-byte e-acute at 1..2 */
+  ck_assert_str_eq(dynq__echo(buf, sizeof buf, "e\xc3\xa9z", 4, 2), "e...");
+  ck_assert_str_eq(dynq__echo(buf, sizeof buf, "e\xc3\xa9z", 4, 3), "e\xc3\xa9...");
+  /* so does the buffer: 12 bytes of room, the 2-byte character at 11..12 */
+  ck_assert_str_eq(dynq__echo(buf, sizeof buf, "abcdefghijk\xc3\xa9", 13, 64),
+                   "abcdefghijk...");
+  ck_assert_str_eq(dynq__echo(buf, sizeof buf, "\0\0\0\0\0\0\0", 7, 64), "\\0\\0\\0\\0\\0\\0...");
+}
+END_TEST
+
 START_TEST(test_pstr_helpers) {
   char buf[4];
   ck_assert_int_eq(dynq__pstr_copy(dynq__pstr("abc"), buf, sizeof buf), 0);
@@ -2644,6 +2659,7 @@ static Suite *proto_suite(void) {
   tcase_add_test(tc, test_params_roundtrip);
   tcase_add_test(tc, test_params_rule_and_errors);
   tcase_add_test(tc, test_pstr_helpers);
+  tcase_add_test(tc, test_echo_quotes_names_whole);
   tcase_add_test(tc, test_obj_uint_full_range);
   tcase_add_test(tc, test_non_utf8_strings_never_echoed);
   tcase_add_test(tc, test_protocol_doc_matches_schema);

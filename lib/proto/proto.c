@@ -451,6 +451,29 @@ int dynq__obj_strcpy(dynq__obj_t o, char *buf, size_t cap) {
   return 0;
 }
 
+const char *dynq__echo(char *buf, size_t cap, const char *s, size_t n, size_t max) {
+  size_t keep = n > max ? dynq__utf8_valid_prefix(s, max) : n;
+  size_t room = cap - 4;  /* "..." and the terminator */
+  size_t o = 0, i = 0;
+  for (; i < keep; i++) {
+    size_t need = s[i] == '\0' ? 2 : 1;
+    if (need > room - o) break;
+    if (s[i] == '\0') {
+      buf[o++] = '\\';
+      buf[o++] = '0';
+    } else {
+      buf[o++] = s[i];
+    }
+  }
+  if (i < keep) o = dynq__utf8_valid_prefix(buf, o);  /* cut by cap: whole chars */
+  if (i < n) {
+    memcpy(buf + o, "...", 3);
+    o += 3;
+  }
+  buf[o] = '\0';
+  return buf;
+}
+
 int dynq__obj_bin(dynq__obj_t o, const void **ret_p, size_t *ret_len) {
   if (kind_of(o) != DYNQ_OBJ_BIN) return DYNQ_EPARAMS;
   *ret_p = OBJ(o)->via.bin.size ? (const void *)OBJ(o)->via.bin.ptr : "";
@@ -558,9 +581,11 @@ int dynq__obj_wtensor(dynq__obj_t o, const dynq__tensor_limits_t *lim,
   if (dynq__obj_str(f, &dts, &dtn) != 0)
     return fail(DYNQ_EPARAMS, err, errlen, "tensor field 'dtype' is not valid UTF-8");
   int dt = dynq__dt_parsen(dts, dtn);
-  if (dt == 0)
-    return fail(DYNQ_EDTYPE, err, errlen, "unknown tensor dtype '%.*s'",
-                (int)(dtn > 32 ? 32 : dtn), dts);
+  if (dt == 0) {
+    char shown[72];
+    return fail(DYNQ_EDTYPE, err, errlen, "unknown tensor dtype '%s'",
+                dynq__echo(shown, sizeof shown, dts, dtn, 32));
+  }
 
   f = fv[1];
   if (kind_of(f) != DYNQ_OBJ_ARRAY)

@@ -238,6 +238,12 @@ int dynq__obj_str(dynq__obj_t o, const char **ret_p, size_t *ret_len); /* not NU
  * or holds a NUL byte. */
 int dynq__obj_strcpy(dynq__obj_t o, char *buf, size_t cap);
 int dynq__obj_bin(dynq__obj_t o, const void **ret_p, size_t *ret_len);
+/* A peer's string (valid UTF-8, as dynq__obj_str gives it) as an error
+ * message quotes it, in buf (cap >= 8): at most max of its bytes, cut at a
+ * character boundary and then "...", each NUL byte shown as \0 (printed
+ * with %s it would end the name early: "linear\0x" named as 'linear').
+ * Returns buf. */
+const char *dynq__echo(char *buf, size_t cap, const char *s, size_t n, size_t max);
 uint32_t dynq__obj_len(dynq__obj_t o);                  /* array/map size, else 0 */
 dynq__obj_t dynq__obj_at(dynq__obj_t o, uint32_t i);    /* array element */
 dynq__obj_t dynq__obj_key_at(dynq__obj_t o, uint32_t i);  /* map key */

@@ -366,17 +366,24 @@ def test_names_are_str_not_bin(conn):
 
 
 def test_a_name_holding_nul_matches_nothing(conn):
-    # U+0000 is valid UTF-8, but no name holds it: such a name must not
-    # reach the model, input or dtype the text before it names.
+    # U+0000 is valid UTF-8, but no name holds it: such a name reaches no
+    # model, input or dtype, and the error quotes it whole (\\0 for the NUL),
+    # not as the text before the NUL (which would name what is loaded).
     t = tensor(np.zeros((1, 768), np.float32))
-    assert conn.error("model.info", {"model": "linear\0x"})["name"] in ("ENOMODEL", "EPARAMS")
-    assert conn.error("infer", {"model": "linear\0x", "inputs": {"x": t}})["name"] in \
-        ("ENOMODEL", "EPARAMS")
-    assert conn.error("infer", {"model": "linear", "inputs": {"x\0x": t}})["name"] in \
-        ("ENOINPUT", "EPARAMS")
-    assert conn.error("infer", {"model": "linear", "inputs": {"x": dict(t, dtype="float32\0")}}
-                      )["name"] in ("EDTYPE", "EPARAMS")
-    assert conn.error("ping\0", {})["name"] in ("ENOMETHOD", "EPROTO")
+    cases = [("model.info", {"model": "linear\0x"}, "ENOMODEL", "'linear\\0x'"),
+             ("infer", {"model": "linear\0x", "inputs": {"x": t}}, "ENOMODEL", "'linear\\0x'"),
+             ("infer", {"model": "linear", "inputs": {"x\0y": t}}, "ENOINPUT", "'x\\0y'"),
+             ("infer", {"model": "linear", "inputs": {"x": dict(t, dtype="float32\0")}},
+              "EDTYPE", "'float32\\0'"),
+             ("infer", {"model": "linear", "inputs": {"x": t}, "precision": "fp32\0"},
+              "EPARAMS", "'fp32\\0'")]
+    for method, params, name, quoted in cases:
+        e = conn.error(method, params)
+        assert e["name"] == name and quoted in e["message"], (params, e)
+    assert conn.error("ping\0", {})["name"] == "EPROTO"
+    # A long name is cut at a character boundary, never inside one.
+    e = conn.error("model.info", {"model": "a" * 63 + "\u00e9"})
+    assert e["name"] == "ENOMODEL" and "'" + "a" * 63 + "...'" in e["message"], e
 
 
 # ---- undecodable frames: msgid 0 and the connection closes ----
