@@ -634,6 +634,7 @@ typedef struct dynqd_session {
   dynqd_peer_t *peer;         /* that uid's record (its session count) */
   dynq__model_t *model;       /* one ref */
   char *model_name;           /* owned, for stats */
+  int version;                /* of model: what name@N names */
   int n_bind;
   int *bind_in, *bind_out;    /* graph input / output index; owned */
   dynq__tensor_t *state;      /* per binding; owned; dtype INVALID until

@@ -1079,6 +1079,14 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
            "at a time", (unsigned long long)p->session);
     model = ss->model;
     mname = ss->model_name;
+    if (p->has_model) {  /* may be omitted; given, it names the session's model */
+      char at[256], shown[2 * ECHO_MAX + 8];
+      snprintf(at, sizeof(at), "%s@%d", mname, ss->version);
+      if (!dynq__pstr_eq(p->model, mname) && !dynq__pstr_eq(p->model, at))
+        FAIL(DYNQ_EPARAMS, "infer: session %llu runs model '%s' (version %d), but "
+             "params.model names '%s'", (unsigned long long)p->session, mname, ss->version,
+             dynq__echo(shown, sizeof shown, p->model.p, p->model.n, ECHO_MAX));
+    }
   } else {
     if (!p->has_model)
       FAIL(DYNQ_EPARAMS, "infer: params.model must be a string naming a model, got nothing "

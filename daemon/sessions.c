@@ -218,6 +218,7 @@ int dynqd__session_open(dynqd_sessions_t *s, const void *owner, dynqd_peer_t *pe
   ss->model_name = strdup(e->name);
   if (!ss->bind_in || !ss->bind_out || !ss->state || !ss->model_name) goto oom;
   ss->model = dynq__model_ref(e->model);
+  ss->version = e->version;
   ss->refs = 1;
 
   if (rq->n_bind >= 0) {

@@ -752,7 +752,15 @@ def test_session_lifecycle(conn):
     # Passing a bound input too is not "only the unbound inputs".
     e = conn.error("infer", {"session": sid, "inputs": {"x": tensor(xs[1]),
                                                          "state": tensor(xs[1])}})
-    assert e["name"] in ("ENOINPUT", "EPARAMS")
+    assert e["name"] == "EPARAMS" and "'state'" in e["message"]
+    # `model` "may be omitted with session"; given, it names the session's
+    # model, as name or name@N, and nothing else.
+    r = conn.call("infer", {"model": "stateful@1", "session": sid, "inputs": {"x": tensor(xs[1])},
+                            "precision": "fp32"})
+    assert np.allclose(array_of(r["outputs"]["y"]), ys[1], atol=1e-5)
+    for other in ("linear", "stateful@2", "stateful@", "statefu"):
+        e = conn.error("infer", {"model": other, "session": sid, "inputs": {"x": tensor(xs[2])}})
+        assert e["name"] == "EPARAMS" and f"'{other}'" in e["message"], (other, e)
     assert conn.call("session.close", {"session": sid}) == {"session": sid}
     assert conn.error("session.close", {"session": sid})["name"] == "ENOSESSION"
     assert conn.error("session.reset", {"session": sid})["name"] == "ENOSESSION"
