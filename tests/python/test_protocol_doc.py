@@ -576,6 +576,8 @@ def test_model_info(conn):
         assert k in info, k
     assert info["name"] == "linear"
     assert info["inputs"] == [{"name": "x", "dtype": "float32", "shape": [-1, 768]}]
+    assert conn.call("model.info", {"model": "dtypes"})["inputs"][0] == \
+        {"name": "i_float32", "dtype": "float32", "shape": [-1, -1]}
     assert info["outputs"] == [{"name": "y", "dtype": "float32", "shape": [-1, 768]}]
     assert info["has_reference"] is True
     assert info["activation_scales"] in ("per-row", "per-tensor")
@@ -607,6 +609,26 @@ def test_health(conn):
     assert conn.call("health.live") == {"status": "ok"}
     r = conn.call("health.ready")
     assert r["ready"] is True and r["models"] >= 4
+
+
+def test_health_ready_needs_a_model(tmp_path, model_dir):
+    # "Ready = at least one model loaded and warmed, not draining."
+    models = tmp_path / "none"
+    models.mkdir()
+    d = start_daemon(tmp_path, models)
+    try:
+        with Conn(d.sock) as c:
+            r = c.call("health.ready")
+            assert r["ready"] is False and r["models"] == 0
+            assert isinstance(r["reason"], str) and r["reason"]
+            assert c.call("health.live") == {"status": "ok"}
+            assert c.call("models.list") == [] and c.call("server.info")["models"] == 0
+            shutil.copy(os.path.join(model_dir, "linear.dynq"), models / "linear.dynq")
+            assert c.call("model.load", {"model": "linear"}) == {"model": "linear", "version": 1}
+            r = c.call("health.ready")
+            assert r["ready"] is True and r["models"] == 1
+    finally:
+        stop_daemon(d)
 
 
 def test_stats(conn):
@@ -679,6 +701,13 @@ def test_infer_errors(conn):
     assert err({"model": "linear", "inputs": {}}) == "ENOINPUT"
     assert err({"model": "linear", "inputs": {"x": tensor(x.astype(np.int32))}}) == "EDTYPE"
     assert err({"model": "linear", "inputs": {"x": tensor(np.zeros((1, 767), np.float32))}}) == "ESHAPE"
+    # "-1 in a shape is a dimension chosen per request": any size >= 1.
+    assert err({"model": "linear", "inputs": {"x": tensor(np.zeros((0, 768), np.float32))}}) == "ESHAPE"
+    assert err({"model": "linear", "inputs": {"x": tensor(np.zeros((768,), np.float32))}}) == "ESHAPE"
+    # ELIMIT (tensor too large): by its declared shape, before any data.
+    huge = {"dtype": "float32", "shape": [1 << 31, 768], "data": b""}
+    assert err({"model": "linear", "inputs": {"x": huge}}) == "ELIMIT"
+    assert err({"model": "linear", "inputs": {"x": dict(huge, shape=[1 << 62, 1 << 62])}}) == "ELIMIT"
     t = tensor(x)
     assert err({"model": "linear", "inputs": {"x": dict(t, data=t["data"][:-1])}}) == "EDATA"
     assert err({"model": "linear", "inputs": {"x": dict(t, data=t["data"] + b"\0")}}) == "EDATA"
