@@ -1122,6 +1122,18 @@ def test_inflight_cap_pauses_reading(tight):
         assert [c.response(100 + i)[2] for i in range(12)] == [None] * 12
 
 
+def test_timeout_ms_0_is_due_at_once(tight):
+    # "0 is a deadline already due": on a worker (this dynqd never runs a
+    # request on its loop) it is always EDEADLINE, retryable.
+    t = tensor(np.ones((1, 768), np.float32))
+    with Conn(tight.sock) as c:
+        for _ in range(3):
+            e = c.error("infer", {"model": "linear", "inputs": {"x": t}, "timeout_ms": 0})
+            assert e["name"] == "EDEADLINE" and e["retryable"] is True
+        assert "outputs" in c.call("infer", {"model": "linear", "inputs": {"x": t},
+                                             "timeout_ms": 60000})
+
+
 def test_full_queue_is_eoverload(tight):
     # "EOVERLOAD (retryable: true: the global queue is full ...)": eight
     # connections at once against one worker and a queue of one.
