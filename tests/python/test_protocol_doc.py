@@ -1002,6 +1002,36 @@ def test_shadow_stats(conn):
         conn.call("model.unload", {"model": "shd"})
 
 
+def test_load_of_a_loaded_name_reloads_it(conn):
+    # "Each successful (re)load of a name increments its version".
+    assert conn.call("model.load", {"model": "lin4", "path": "linear.dynq"})["version"] == 1
+    assert conn.call("model.load", {"model": "lin4", "path": "linear.dynq"})["version"] == 2
+    assert conn.call("model.info", {"model": "lin4"})["version"] == 2
+    conn.call("model.unload", {"model": "lin4"})
+
+
+def test_sessions_keep_their_version(conn):
+    # An open session keeps the version it was opened on through a reload
+    # and an unload of its model, until it closes.
+    xs = fixture_f32("stateful_x.f32", (5, 1, 8))
+    ys = fixture_f32("stateful_y.f32", (5, 1, 8))
+    conn.call("model.load", {"model": "st2", "path": "stateful.dynq"})
+    sid = conn.call("session.open", {"model": "st2"})["session"]
+
+    def step(t, **more):
+        r = conn.call("infer", dict(session=sid, inputs={"x": tensor(xs[t])}, precision="fp32",
+                                    **more))
+        assert np.allclose(array_of(r["outputs"]["y"]), ys[t], atol=1e-5), t
+    step(0)
+    assert conn.call("model.reload", {"model": "st2"})["version"] == 2
+    step(1, model="st2@1")
+    step(2, model="st2")
+    conn.call("model.unload", {"model": "st2"})
+    step(3)
+    assert conn.error("model.info", {"model": "st2"})["name"] == "ENOMODEL"
+    conn.call("session.close", {"session": sid})
+
+
 def test_admin_refusals(conn, pd):
     assert conn.error("model.load", {"model": "abs", "path": "/etc/passwd"})["name"] == "EDENIED"
     assert conn.error("model.load", {"model": "up", "path": "../linear.dynq"})["name"] == "EDENIED"
