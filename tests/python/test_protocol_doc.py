@@ -1257,3 +1257,31 @@ def test_sigterm_answers_what_was_read_then_closes(tmp_path, model_dir):
         assert d.proc.wait(60) == 0
     finally:
         stop_daemon(d)
+
+
+def test_frame_of_exactly_max_frame_bytes(pd):
+    # "at most --max-frame bytes (default 64 MiB)": a frame of 64 MiB
+    # exactly is served, one byte more is ETOOBIG.
+    small_ins = {f"i_{d}": tensor(np.zeros((1, 1), WIRE_DTYPES[d])) for d in WIRE_DTYPES
+                 if d != "int8"}
+
+    def frame(n, data=None):
+        t = {"dtype": "int8", "shape": [1, n], "data": data if data is not None else bytes(n)}
+        return pack([0, 3, "infer", {"model": "dtypes", "inputs": dict(small_ins, i_int8=t)}])
+    cap = 64 << 20
+    n = cap - (len(frame(1 << 20)) - (1 << 20))  # same header widths at both sizes
+    payload = np.random.default_rng(9).integers(-128, 128, n, dtype=np.int8).tobytes()
+    exact = frame(n, payload)
+    assert len(exact) == cap
+    with Conn(pd.sock, timeout=120) as c:
+        c.send_raw(exact)
+        r = c.response(3)
+        assert r[2] is None, r[2]
+        assert r[3]["outputs"]["o_int8"]["data"] == payload
+        del r
+        over = frame(n + 1)
+        try:  # refused at the bin's header: dynqd may close before it all goes
+            c.send_raw(over)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        expect_fatal(c, "ETOOBIG")
