@@ -1285,3 +1285,29 @@ def test_frame_of_exactly_max_frame_bytes(pd):
         except (BrokenPipeError, ConnectionResetError):
             pass
         expect_fatal(c, "ETOOBIG")
+
+
+idle = extra_daemon("docidle", "--idle-timeout", "1")
+
+
+def test_idle_connections_close_silently(idle):
+    # "A connection with nothing in flight that has sent no complete request
+    #  for idle_timeout_s is closed without a message; bytes of an unfinished
+    #  frame do not count."
+    with Conn(idle.sock) as c, Conn(idle.sock) as partial:
+        assert c.call("ping") == "pong"
+        t0 = time.monotonic()
+        frame = pack([0, 1, "ping", {"pad": "x" * 40}])
+        try:  # a frame trickling in a byte at a time, never finished
+            for k in range(20):
+                partial.send_raw(frame[k:k + 1])
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert c.closed_by_peer(timeout=5) and not c.pending
+        assert partial.closed_by_peer(timeout=5) and not partial.pending
+        assert 0.9 < time.monotonic() - t0 < 5
+    with Conn(idle.sock) as busy:  # requests keep it open
+        for _ in range(15):
+            assert busy.call("ping") == "pong"
+            time.sleep(0.1)
