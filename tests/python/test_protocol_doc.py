@@ -1311,3 +1311,29 @@ def test_idle_connections_close_silently(idle):
         for _ in range(15):
             assert busy.call("ping") == "pong"
             time.sleep(0.1)
+
+
+shadowed = extra_daemon("docshadow", "--shadow-rate", "1", "--shadow-alert", "0.000001")
+
+
+def test_health_ready_quality_is_a_warning(shadowed):
+    # "quality (only when non-empty) lists models whose shadow FP32 re-runs
+    #  crossed shadow_alert within the alert window: {model, rel_l2, alert,
+    #  message}; a warning, not a readiness failure."
+    with Conn(shadowed.sock) as c:
+        assert "quality" not in c.call("health.ready")
+        rng = np.random.default_rng(12)
+        deadline = time.monotonic() + 10
+        while True:
+            x = rng.standard_normal((2, 768)).astype(np.float32)
+            c.call("infer", {"model": "linear", "inputs": {"x": tensor(x)}})
+            r = c.call("health.ready")
+            if "quality" in r or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert r["ready"] is True
+        q = r["quality"]
+        assert [e["model"] for e in q] == ["linear"]
+        assert set(q[0]) == {"model", "rel_l2", "alert", "message"}
+        assert q[0]["alert"] == 1e-6 and q[0]["rel_l2"] > q[0]["alert"]
+        assert isinstance(q[0]["message"], str) and q[0]["message"]
