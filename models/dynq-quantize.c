@@ -132,6 +132,9 @@ static const op_spec_t op_table[] = {
      {{"axis", K_INT}, {"keepdims", K_INT}, {"select_last_index", K_INT}}, G},
     {"CumSum", DYNQ_OP_CUMSUM, 2, 2, 1, 0, {{"exclusive", K_INT}, {"reverse", K_INT}}, G},
     {"Tile", DYNQ_OP_TILE, 2, 2, 1, 0, {{0}}, G},
+    {"DepthToSpace", DYNQ_OP_DEPTH_TO_SPACE, 1, 1, 1, 0, {{"blocksize", K_INT}, {"mode", K_STRING}},
+     G, GC},
+    {"SpaceToDepth", DYNQ_OP_SPACE_TO_DEPTH, 1, 1, 1, 0, {{"blocksize", K_INT}}, G, GC},
     {"GreaterOrEqual", DYNQ_OP_GREATER_OR_EQUAL, 2, 2, 1, 0, {{0}}, G},
     {"LessOrEqual", DYNQ_OP_LESS_OR_EQUAL, 2, 2, 1, 0, {{0}}, G},
     /* activations and small float ops (lib/ops/activation.c) */

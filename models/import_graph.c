@@ -422,6 +422,17 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     if (od != 0 && (n->n_input < 3 || n->input[2] == NULL || n->input[2][0] == 0))
       return "output_dtype without a zero point is not supported (give y_zero_point instead)";
   }
+  if (strcmp(type, "DepthToSpace") == 0 || strcmp(type, "SpaceToDepth") == 0) {
+    int64_t bs = dynq__imp_attr_i(n, "blocksize", 0);
+    if (dynq__imp_find_attr(n, "blocksize") == NULL) return "the blocksize attribute is required";
+    if (bs < 1 || bs > DYNQ_MAX_ELEMS)
+      return dynq__imp_pool_printf(pl, "blocksize %lld is not within [1, %lld]", (long long)bs,
+                                   (long long)DYNQ_MAX_ELEMS);
+    char mb[8];
+    const char *m = attr_str(n, "mode", mb, sizeof mb);
+    if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
+      return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
+  }
   if (strcmp(type, "Celu") == 0 && dynq__imp_attr_f(n, "alpha", 1.0f) == 0.0f)
     return "alpha = 0 is not supported (Celu divides by it)";
   if (strcmp(type, "Dropout") == 0 && n->n_input > 2 && n->input[2] != NULL && n->input[2][0]) {
@@ -564,6 +575,14 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     dynq__imp_node_attr_i(bn, "exclusive", dynq__imp_attr_i(n, "exclusive", 0));
     dynq__imp_node_attr_i(bn, "reverse", dynq__imp_attr_i(n, "reverse", 0));
     break;
+  case DYNQ_OP_DEPTH_TO_SPACE:
+  case DYNQ_OP_SPACE_TO_DEPTH: {
+    char mb[8];
+    const char *m = attr_str(n, "mode", mb, sizeof mb);
+    dynq__imp_node_attr_i(bn, "blocksize", dynq__imp_attr_i(n, "blocksize", 0));
+    if (m != NULL && strcmp(m, "CRD") == 0) dynq__imp_node_attr_i(bn, "crd", 1);
+    break;
+  }
   case DYNQ_OP_SPLIT:
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));
     if (dynq__imp_find_attr(n, "num_outputs"))

@@ -1743,6 +1743,95 @@ START_TEST(cast_half) {
 }
 END_TEST
 
+/* DepthToSpace (DCR and CRD) and SpaceToDepth against their definitions
+ * as reshape + transpose, and their refusals at load and at run time. */
+START_TEST(depth_space) {
+  enum { N = 2, C = 8, H = 2, W = 3, B = 2 };
+  float x[N * C * H * W];
+  int32_t xi[N * C * H * W];
+  for (int i = 0; i < N * C * H * W; i++) x[i] = (float)i, xi[i] = 1000 + i;
+  const int64_t dx[4] = {N, C, H, W}, dy[4] = {N, C / (B * B), H * B, W * B};
+  dynq__tensor_t X = tf(4, dx, x), o, back;
+  const dynq__tensor_t *in[1] = {&X};
+  for (int crd = 0; crd <= 1; crd++) {
+    const dynq__attr_t at[] = {AI("blocksize", B), AI("crd", crd)};
+    ck_assert_int_eq(run_k(DYNQ_OP_DEPTH_TO_SPACE, at, 2, 1, 1, in, &o), 0);
+    float want[N * C * H * W];
+    const int cs = C / (B * B);
+    for (int n = 0; n < N; n++)
+      for (int c = 0; c < cs; c++)
+        for (int h = 0; h < H * B; h++)
+          for (int w = 0; w < W * B; w++) {
+            int i = h % B, j = w % B;
+            int ch = crd ? c * B * B + i * B + j : (i * B + j) * cs + c;
+            want[((n * cs + c) * H * B + h) * W * B + w] = x[((n * C + ch) * H + h / B) * W + w / B];
+          }
+    expect(&o, 4, dy, want, 0);
+    if (!crd) { /* SpaceToDepth undoes DCR */
+      const dynq__tensor_t *bi[1] = {&o};
+      ck_assert_int_eq(run_k(DYNQ_OP_SPACE_TO_DEPTH, at, 1, 1, 1, bi, &back), 0);
+      expect(&back, 4, dx, x, 0);
+      dynq__tensor_clear(&back);
+    }
+    dynq__tensor_clear(&o);
+  }
+  /* any dtype: int32 moves the same way */
+  dynq__tensor_t XI = X;
+  XI.dtype = DYNQ_DT_I32;
+  XI.data = xi;
+  const dynq__tensor_t *ii[1] = {&XI};
+  const dynq__attr_t b2[] = {AI("blocksize", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_DEPTH_TO_SPACE, b2, 1, 1, 1, ii, &o), 0);
+  ck_assert_int_eq(o.dtype, DYNQ_DT_I32);
+  ck_assert_int_eq(((int32_t *)o.data)[1], 1000 + H * W * 2); /* (0, 1): channel 1 * C' */
+  dynq__tensor_clear(&o);
+  /* channels not divisible by blocksize^2; spatial size not by blocksize */
+  const dynq__attr_t b3[] = {AI("blocksize", 3)};
+  ck_assert_int_eq(run_k(DYNQ_OP_DEPTH_TO_SPACE, b3, 1, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (DepthToSpace): 8 channels do not divide by "
+                                    "blocksize^2 (3^2)"));
+  ck_assert_int_eq(run_k(DYNQ_OP_SPACE_TO_DEPTH, b2, 1, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "spatial size 2 x 3 does not divide by blocksize 2"));
+  /* a huge blocksize cannot overflow the channel count */
+  const dynq__attr_t bh[] = {AI("blocksize", (int64_t)1 << 30)};
+  float z[1] = {0};
+  dynq__tensor_t Z = tf(4, (int64_t[]){1, 1, 1 << 30, 1 << 30}, z);
+  Z.dims[2] = Z.dims[3] = (int64_t)1 << 30;
+  Z.dims[1] = 0; /* empty, so the dims are all the op sees */
+  const dynq__tensor_t *zi[1] = {&Z};
+  ck_assert_int_eq(run_k(DYNQ_OP_SPACE_TO_DEPTH, bh, 1, 1, 1, zi, &o), 0);
+  ck_assert_int_eq(o.dims[1], 0);
+  ck_assert_int_eq(o.dims[2], 1);
+  dynq__tensor_clear(&o);
+  Z.dims[1] = 3;
+  Z.dims[2] = Z.dims[3] = 1 << 30;
+  ck_assert_int_eq(run_k(DYNQ_OP_SPACE_TO_DEPTH, bh, 1, 1, 1, zi, &o), DYNQ_ELIMIT);
+  /* rank 3; blocksize 0 at run time */
+  dynq__tensor_t X3 = tf(3, dx, x);
+  const dynq__tensor_t *i3[1] = {&X3};
+  ck_assert_int_eq(run_k(DYNQ_OP_DEPTH_TO_SPACE, b2, 1, 1, 1, i3, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "input must have rank 4"));
+  ck_assert_int_eq(run_k(DYNQ_OP_DEPTH_TO_SPACE, NULL, 0, 1, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "blocksize 0 is not within"));
+  /* load-time check: blocksize 0 or negative, crd on SpaceToDepth */
+  static const int32_t idx[1] = {0};
+  dynq__attr_t ab[2] = {AI("blocksize", 0), AI("crd", 1)};
+  dynq__node_t nd = {.op = DYNQ_OP_DEPTH_TO_SPACE, .name = "d2s", .n_in = 1, .n_out = 1,
+                     .in = idx, .out = idx, .n_attr = 1, .attr = ab};
+  const dynq__opdef_t *def = dynq__opdef(DYNQ_OP_DEPTH_TO_SPACE);
+  ck_assert_int_eq(def->check(NULL, &nd, err, sizeof err), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "node 'd2s' (DepthToSpace): blocksize 0 is not within"));
+  ab[0].i = -4;
+  ck_assert_int_eq(def->check(NULL, &nd, err, sizeof err), DYNQ_EGRAPH);
+  ab[0].i = 4;
+  nd.n_attr = 2;
+  ck_assert_int_eq(def->check(NULL, &nd, err, sizeof err), 0);
+  nd.op = DYNQ_OP_SPACE_TO_DEPTH;
+  ck_assert_int_eq(def->check(NULL, &nd, err, sizeof err), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "crd 1 is not supported"));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -1778,6 +1867,7 @@ int main(void) {
   tcase_add_test(tc, zoo_ops_errors);
   tcase_add_test(tc, quant_ops);
   tcase_add_test(tc, cast_half);
+  tcase_add_test(tc, depth_space);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -143,6 +143,7 @@ typedef union dynq__opstate {
   struct { int64_t axis; int reduction; } scatter; /* 0 none, 1 add, 2 mul, 3 max, 4 min */
   struct { int upper; } trilu;
   struct { int fmod; } mod;
+  struct { int64_t blocksize; int crd; } space;  /* DepthToSpace, SpaceToDepth */
 } dynq__opstate_t;
 
 /* Free what a node's state owns (the model calls it for every node of

@@ -168,7 +168,10 @@
   /* quant.c */                                                                            \
   X(QUANTIZE_LINEAR, 114, "QuantizeLinear", 10, 0, 2, 3, 1, 1, none, qaxis, quantize_linear) \
   X(DEQUANTIZE_LINEAR, 115, "DequantizeLinear", 10, 0, 2, 3, 1, 1, none, qaxis, dequantize_linear) \
-  X(DYNAMIC_QUANTIZE_LINEAR, 116, "DynamicQuantizeLinear", 11, 0, 1, 1, 3, 3, none, none, dynamic_quantize_linear)
+  X(DYNAMIC_QUANTIZE_LINEAR, 116, "DynamicQuantizeLinear", 11, 0, 1, 1, 3, 3, none, none, dynamic_quantize_linear) \
+  /* shape.c */                                                                            \
+  X(DEPTH_TO_SPACE, 117, "DepthToSpace", 1, 0, 1, 1, 1, 1, space, space, space)             \
+  X(SPACE_TO_DEPTH, 118, "SpaceToDepth", 1, 0, 1, 1, 1, 1, space, space, space)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
@@ -177,7 +180,7 @@ typedef enum dynq_op {
 #undef DYNQ__OP_ENUM
   DYNQ_OP__END
 } dynq_op_t;
-#define DYNQ_OP__COUNT 128 /* codes are below this */
+#define DYNQ_OP__COUNT 192 /* codes are below this */
 
 typedef struct dynq__opdef {
   int code;

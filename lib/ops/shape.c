@@ -1,8 +1,8 @@
 /*
  * Shape and data-movement ops: Reshape, Flatten, Identity, Shape, Size,
  * ConstantOfShape, Range, Gather, Slice, Concat, Squeeze, Unsqueeze,
- * Transpose, Expand, Pad, Tile, Split.  Any dtype (float32, int64, int32, int8,
- * uint8).  Lists the ONNX spec keeps in attributes (axes, perm, pads)
+ * Transpose, Expand, Pad, Tile, Split, DepthToSpace, SpaceToDepth.  Any
+ * dtype (float32, int64, int32, int8, uint8).  Lists the ONNX spec keeps in attributes (axes, perm, pads)
  * arrive as int64 inputs: the importer turns attributes into constant
  * inputs so one run function serves every opset.
  */
@@ -728,6 +728,87 @@ int dynq__run_split(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
              (const char *)x->data + (size_t)((a * len + start) * inner) * es, row);
     start += parts[i];
   }
+  return 0;
+}
+
+/* ---- DepthToSpace, SpaceToDepth: [N, C, H, W] with blocks of b x b
+ * pixels moved between the channels and the spatial axes.  DepthToSpace
+ * reads channel (i * b + j) * C' + c (DCR, the default) or
+ * c * b * b + i * b + j (CRD) for output channel c, offset (i, j) in the
+ * block; SpaceToDepth is DCR's inverse ---- */
+
+int dynq__check_space(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  int64_t b = dynq__node_attr_i(n, "blocksize", 0), crd = dynq__node_attr_i(n, "crd", 0);
+  DYNQ_OP_CHECK(b >= 1 && b <= DYNQ_MAX_ELEMS, "blocksize %lld is not within [1, %lld]",
+                (long long)b, (long long)DYNQ_MAX_ELEMS);
+  DYNQ_OP_CHECK(crd == 0 || (crd == 1 && n->op == DYNQ_OP_DEPTH_TO_SPACE),
+                "crd %lld is not supported (0, or 1 on DepthToSpace)", (long long)crd);
+  return 0;
+}
+
+int dynq__prep_space(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                     char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->space.blocksize = dynq__node_attr_i(n, "blocksize", 0);
+  st->space.crd = dynq__node_attr_i(n, "crd", 0) != 0;
+  return 0;
+}
+
+int dynq__run_space(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  const int d2s = c->node->op == DYNQ_OP_DEPTH_TO_SPACE, crd = c->st->space.crd;
+  const int64_t b = c->st->space.blocksize;
+  char a[128];
+  if (b < 1 || b > DYNQ_MAX_ELEMS)
+    return dynq__op_fail(c, DYNQ_EGRAPH, "blocksize %lld is not within [1, %lld]",
+                         (long long)b, (long long)DYNQ_MAX_ELEMS);
+  if (x->rank != 4)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input must have rank 4 ([N, C, H, W]), is %s",
+                         dynq__shape_str(a, sizeof(a), x->rank, x->dims));
+  const int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+  /* the small side of the op: C' = C / b^2 (DepthToSpace) or C (SpaceToDepth),
+   * H and W the small spatial size */
+  int64_t cs, hs, ws, dims[4];
+  if (d2s) {
+    if (C % b != 0 || (C / b) % b != 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "%lld channels do not divide by blocksize^2 (%lld^2)",
+                           (long long)C, (long long)b);
+    cs = C / b / b, hs = H, ws = W;
+    if (H > DYNQ_MAX_ELEMS / b || W > DYNQ_MAX_ELEMS / b)
+      return dynq__op_fail(c, DYNQ_ELIMIT, "output spatial size too large");
+    dims[1] = cs, dims[2] = H * b, dims[3] = W * b;
+  } else {
+    if (H % b != 0 || W % b != 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "spatial size %lld x %lld does not divide by "
+                           "blocksize %lld", (long long)H, (long long)W, (long long)b);
+    cs = C, hs = H / b, ws = W / b;
+    if (C > DYNQ_MAX_ELEMS / b / b)
+      return dynq__op_fail(c, DYNQ_ELIMIT, "output channels too many");
+    dims[1] = C * b * b, dims[2] = hs, dims[3] = ws;
+  }
+  dims[0] = N;
+  if (dynq__shape_numel(4, dims) < 0) return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
+  if ((rc = dynq__op_alloc(c, out, x->dtype, 4, dims, 0))) return rc;
+  /* walk the large side [N, C', hs, b, ws, b] in order; the small side's
+   * offset of each element is [N, channel, hs, ws] */
+  const size_t es = dynq__dtype_size(x->dtype);
+  const char *src = x->data;
+  char *dst = out->data;
+  int64_t big = 0; /* element index on the large (spatial) side */
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t ch = 0; ch < cs; ch++)
+      for (int64_t h = 0; h < hs; h++)
+        for (int64_t i = 0; i < b; i++)
+          for (int64_t w = 0; w < ws; w++)
+            for (int64_t j = 0; j < b; j++, big++) {
+              int64_t k = crd ? (ch * b + i) * b + j : (i * b + j) * cs + ch;
+              int64_t small = ((n * cs * b * b + k) * hs + h) * ws + w;
+              if (d2s) memcpy(dst + (size_t)big * es, src + (size_t)small * es, es);
+              else memcpy(dst + (size_t)small * es, src + (size_t)big * es, es);
+            }
   return 0;
 }
 
