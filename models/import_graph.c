@@ -433,6 +433,12 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
       return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
   }
+  if (strcmp(type, "GatherND") == 0) {
+    int64_t bd = dynq__imp_attr_i(n, "batch_dims", 0);
+    if (bd < 0 || bd >= DYNQ_MAX_RANK)
+      return dynq__imp_pool_printf(pl, "batch_dims %lld is not within [0, %d)", (long long)bd,
+                                   DYNQ_MAX_RANK);
+  }
   if (strcmp(type, "Celu") == 0 && dynq__imp_attr_f(n, "alpha", 1.0f) == 0.0f)
     return "alpha = 0 is not supported (Celu divides by it)";
   if (strcmp(type, "Dropout") == 0 && n->n_input > 2 && n->input[2] != NULL && n->input[2][0]) {
@@ -567,6 +573,7 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
       dynq__imp_node_attr_f(bn, "gamma", dynq__imp_find_attr(n, "gamma")->f);
     break;
   case DYNQ_OP_ARGMAX:
+  case DYNQ_OP_ARGMIN:
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));
     dynq__imp_node_attr_i(bn, "keepdims", dynq__imp_attr_i(n, "keepdims", 1));
     dynq__imp_node_attr_i(bn, "select_last_index", dynq__imp_attr_i(n, "select_last_index", 0));
@@ -574,6 +581,9 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   case DYNQ_OP_CUMSUM:
     dynq__imp_node_attr_i(bn, "exclusive", dynq__imp_attr_i(n, "exclusive", 0));
     dynq__imp_node_attr_i(bn, "reverse", dynq__imp_attr_i(n, "reverse", 0));
+    break;
+  case DYNQ_OP_GATHER_ND:
+    dynq__imp_node_attr_i(bn, "batch_dims", dynq__imp_attr_i(n, "batch_dims", 0));
     break;
   case DYNQ_OP_DEPTH_TO_SPACE:
   case DYNQ_OP_SPACE_TO_DEPTH: {

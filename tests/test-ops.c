@@ -1832,6 +1832,89 @@ START_TEST(depth_space) {
 }
 END_TEST
 
+/* GatherND with and without batch_dims, its refusals; ArgMin as ArgMax's
+ * mirror (ties, select_last_index, NaN, integers). */
+START_TEST(gather_nd_argmin) {
+  float x[12];
+  for (int i = 0; i < 12; i++) x[i] = (float)i;
+  dynq__tensor_t X = tf(3, (int64_t[]){2, 3, 2}, x), o;
+  /* two rows of data[i, j]: [1, 2] and [0, -3] (negative from the end) */
+  int64_t ix[4] = {1, 2, 0, -3};
+  dynq__tensor_t I = ti64s(2, (int64_t[]){2, 2}, ix);
+  const dynq__tensor_t *in[2] = {&X, &I};
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, NULL, 0, 2, 1, in, &o), 0);
+  expect(&o, 2, (int64_t[]){2, 2}, (float[]){10, 11, 0, 1}, 0);
+  dynq__tensor_clear(&o);
+  /* batch_dims 1: data[b, idx[b]] per batch b */
+  int64_t ib[2] = {2, 1};
+  dynq__tensor_t IB = ti64s(2, (int64_t[]){2, 1}, ib);
+  const dynq__tensor_t *bi[2] = {&X, &IB};
+  const dynq__attr_t bd1[] = {AI("batch_dims", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, bd1, 1, 2, 1, bi, &o), 0);
+  expect(&o, 2, (int64_t[]){2, 2}, (float[]){4, 5, 8, 9}, 0);
+  dynq__tensor_clear(&o);
+  /* refusals: an index past its axis, a last axis longer than data's
+   * rank, batch axes that differ, batch_dims at data's rank */
+  ix[1] = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, NULL, 0, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (GatherND): index 3 out of range for axis 1 of "
+                                    "size 3"));
+  ix[1] = -4;
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, NULL, 0, 2, 1, in, &o), DYNQ_ESHAPE);
+  ib[0] = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, bd1, 1, 2, 1, bi, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "index 3 out of range for axis 1 of size 3"));
+  int64_t i4[4] = {0, 0, 0, 0};
+  dynq__tensor_t I4 = ti64s(2, (int64_t[]){1, 4}, i4);
+  const dynq__tensor_t *in4[2] = {&X, &I4};
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, NULL, 0, 2, 1, in4, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "the last axis of indices is 4; it must be within [1, 3]"));
+  dynq__tensor_t I3 = ti64s(2, (int64_t[]){3, 1}, i4);
+  const dynq__tensor_t *in3[2] = {&X, &I3};
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, bd1, 1, 2, 1, in3, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "batch axis 0 is 2 in data, 3 in indices"));
+  const dynq__attr_t bd3[] = {AI("batch_dims", 3)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, bd3, 1, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "batch_dims 3 must be below the ranks"));
+  dynq__tensor_t F = tf(2, (int64_t[]){2, 2}, x);
+  const dynq__tensor_t *inf[2] = {&X, &F};
+  ck_assert_int_eq(run_k(DYNQ_OP_GATHER_ND, NULL, 0, 2, 1, inf, &o), DYNQ_EDTYPE);
+  static const int32_t idx[2] = {0, 1};
+  dynq__attr_t neg = AI("batch_dims", -1);
+  dynq__node_t nd = {.op = DYNQ_OP_GATHER_ND, .name = "g", .n_in = 2, .n_out = 1, .in = idx,
+                     .out = idx, .n_attr = 1, .attr = &neg};
+  ck_assert_int_eq(dynq__opdef(DYNQ_OP_GATHER_ND)->check(NULL, &nd, err, sizeof err),
+                   DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "node 'g' (GatherND): batch_dims -1 is not within [0, 8)"));
+
+  /* ArgMin: first of equal minima, or the last; a NaN wins */
+  float a[6] = {2, 1, 1, 3, NAN, 0};
+  dynq__tensor_t A = tf(2, (int64_t[]){2, 3}, a);
+  const dynq__tensor_t *ai[1] = {&A};
+  const dynq__attr_t a1[] = {AI("axis", 1)}, a1l[] = {AI("axis", 1), AI("select_last_index", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ARGMIN, a1, 1, 1, 1, ai, &o), 0);
+  ck_assert_int_eq(o.rank, 2);
+  ck_assert_int_eq(((int64_t *)o.data)[0], 1);
+  ck_assert_int_eq(((int64_t *)o.data)[1], 1);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_ARGMIN, a1l, 2, 1, 1, ai, &o), 0);
+  ck_assert_int_eq(((int64_t *)o.data)[0], 2);
+  ck_assert_int_eq(((int64_t *)o.data)[1], 1);
+  dynq__tensor_clear(&o);
+  int64_t v[4] = {5, -2, 7, -2};
+  dynq__tensor_t V = ti64s(1, (int64_t[]){4}, v);
+  const dynq__tensor_t *vi[1] = {&V};
+  const dynq__attr_t nk[] = {AI("keepdims", 0), AI("select_last_index", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ARGMIN, nk, 2, 1, 1, vi, &o), 0);
+  ck_assert_int_eq(o.rank, 0);
+  ck_assert_int_eq(((int64_t *)o.data)[0], 3);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t a2[] = {AI("axis", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ARGMIN, a2, 1, 1, 1, ai, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (ArgMin)"));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -1868,6 +1951,7 @@ int main(void) {
   tcase_add_test(tc, quant_ops);
   tcase_add_test(tc, cast_half);
   tcase_add_test(tc, depth_space);
+  tcase_add_test(tc, gather_nd_argmin);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

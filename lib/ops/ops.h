@@ -171,7 +171,10 @@
   X(DYNAMIC_QUANTIZE_LINEAR, 116, "DynamicQuantizeLinear", 11, 0, 1, 1, 3, 3, none, none, dynamic_quantize_linear) \
   /* shape.c */                                                                            \
   X(DEPTH_TO_SPACE, 117, "DepthToSpace", 1, 0, 1, 1, 1, 1, space, space, space)             \
-  X(SPACE_TO_DEPTH, 118, "SpaceToDepth", 1, 0, 1, 1, 1, 1, space, space, space)
+  X(SPACE_TO_DEPTH, 118, "SpaceToDepth", 1, 0, 1, 1, 1, 1, space, space, space)             \
+  /* select.c, reduce.c */                                                                 \
+  X(GATHER_ND, 119, "GatherND", 11, 0, 2, 2, 1, 1, gather_nd, gather_nd, gather_nd)          \
+  X(ARGMIN, 120, "ArgMin", 1, 0, 1, 1, 1, 1, none, argmax, argmax)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

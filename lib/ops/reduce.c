@@ -1,6 +1,6 @@
 /* Reductions over axes: ReduceMean, ReduceSum and the other sums
  * (accumulated in double),
- * ReduceMax, ReduceMin; ArgMax; CumSum. */
+ * ReduceMax, ReduceMin; ArgMax, ArgMin; CumSum. */
 #include "ops.h"
 
 #include <errno.h>
@@ -152,7 +152,7 @@ int dynq__run_reduce_minmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   return 0;
 }
 
-/* ---- ArgMax ---- */
+/* ---- ArgMax, ArgMin ---- */
 
 int dynq__prep_argmax(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
                       char *err, size_t errlen) {
@@ -164,7 +164,8 @@ int dynq__prep_argmax(const dynq__graph_t *g, const dynq__node_t *n, dynq__opsta
 }
 
 /* The first (or with select_last_index the last) index of the largest
- * value; a NaN counts as larger than any number (numpy's argmax). */
+ * value (ArgMax) or the smallest (ArgMin); a NaN wins over any number
+ * (numpy's argmax and argmin). */
 int dynq__run_argmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   int rc, ax = 0;
   if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
@@ -184,7 +185,7 @@ int dynq__run_argmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   int64_t outer = 1, inner = 1;
   for (int d = 0; d < ax; d++) outer *= x->dims[d];
   for (int d = ax + 1; d < x->rank; d++) inner *= x->dims[d];
-  const int last = c->st->argmax.last;
+  const int last = c->st->argmax.last, mn = c->node->op == DYNQ_OP_ARGMIN;
   int64_t *y = out->data;
   for (int64_t a = 0; a < outer; a++)
     for (int64_t i = 0; i < inner; i++) {
@@ -194,14 +195,14 @@ int dynq__run_argmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
         float m = xv[0];
         for (int64_t k = 1; k < len && !(isnan(m) && !last); k++) {
           float v = xv[k * inner];
-          int take = isnan(m) ? isnan(v) : (isnan(v) || v > m || (last && v == m));
+          int take = isnan(m) ? isnan(v) : (isnan(v) || (mn ? v < m : v > m) || (last && v == m));
           if (take) m = v, best = k;
         }
       } else {
         int64_t m = dynq__load_i(x->data, x->dtype, base);
         for (int64_t k = 1; k < len; k++) {
           int64_t v = dynq__load_i(x->data, x->dtype, base + k * inner);
-          if (v > m || (last && v == m)) m = v, best = k;
+          if ((mn ? v < m : v > m) || (last && v == m)) m = v, best = k;
         }
       }
       y[a * inner + i] = best;

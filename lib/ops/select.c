@@ -1,6 +1,6 @@
 /*
  * Index-driven ops: TopK, GatherElements, ScatterElements, ScatterND,
- * Trilu, NonZero.  Any dtype for the data moved (float32, int64, int32, int8,
+ * GatherND, Trilu, NonZero.  Any dtype for the data moved (float32, int64, int32, int8,
  * uint8); indices int64 or int32, negative ones counted from the end and
  * out-of-range ones a run-time error naming the index and the axis.
  */
@@ -244,6 +244,24 @@ int dynq__run_scatter_elements(dynq__op_ctx_t *c, const dynq__tensor_t *const *i
  * indexed slice (the first q coordinates given, the rest whole) replaced
  * or combined as ScatterElements' reduction says; the slices in index
  * order. */
+/* The index tuple s of idx (its last axis, q values) addressing x's axes
+ * first .. first + q - 1: its offset in units of those axes; an error
+ * naming the index when one is out of range. */
+static int nd_offset(dynq__op_ctx_t *c, const dynq__tensor_t *x, int first,
+                     const dynq__tensor_t *idx, int64_t s, int64_t *ret_off) {
+  const int q = (int)idx->dims[idx->rank - 1];
+  int64_t off = 0;
+  for (int d = 0; d < q; d++) {
+    const int64_t k = dynq__load_i(idx->data, idx->dtype, s * q + d), len = x->dims[first + d];
+    if (k < -len || k >= len)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "index %lld out of range for axis %d of size %lld",
+                           (long long)k, first + d, (long long)len);
+    off = off * len + (k < 0 ? k + len : k);
+  }
+  *ret_off = off;
+  return 0;
+}
+
 int dynq__run_scatter_nd(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                          dynq__tensor_t *out) {
   int rc;
@@ -270,28 +288,91 @@ int dynq__run_scatter_nd(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   int64_t slice = 1;
   for (int d = q; d < x->rank; d++) slice *= x->dims[d];
   const int64_t n_sl = q > 0 ? dynq__tensor_numel(idx) / q : 0;
+  int64_t off;
   for (int64_t s = 0; s < n_sl; s++)
-    for (int d = 0; d < q; d++) {
-      int64_t k = dynq__load_i(idx->data, idx->dtype, s * q + d);
-      if (k < -x->dims[d] || k >= x->dims[d])
-        return dynq__op_fail(c, DYNQ_ESHAPE, "index %lld out of range for axis %d of size %lld",
-                             (long long)k, d, (long long)x->dims[d]);
-    }
+    if ((rc = nd_offset(c, x, 0, idx, s, &off))) return rc;
   if ((rc = dynq__op_out_like(c, 0, x->dtype, x->rank, x->dims, out))) return rc;
   const size_t es = dynq__dtype_size(x->dtype);
   if (out->data != x->data) memcpy(out->data, x->data, (size_t)dynq__tensor_numel(x) * es);
   for (int64_t s = 0; s < n_sl; s++) {
-    int64_t off = 0;
-    for (int d = 0; d < q; d++) {
-      int64_t k = dynq__load_i(idx->data, idx->dtype, s * q + d);
-      off = off * x->dims[d] + (k < 0 ? k + x->dims[d] : k);
-    }
+    nd_offset(c, x, 0, idx, s, &off); /* checked above */
     off *= slice;
     if (red == 0)
       memcpy((char *)out->data + (size_t)off * es, (const char *)u->data + (size_t)(s * slice) * es,
              (size_t)slice * es);
     else
       for (int64_t j = 0; j < slice; j++) combine(out->data, u->data, off + j, s * slice + j, x->dtype, red);
+  }
+  return 0;
+}
+
+/* ---- GatherND(data, indices): the slices of data the last axis of
+ * indices addresses, after batch_dims leading axes both share ---- */
+
+int dynq__check_gather_nd(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                          size_t errlen) {
+  (void)g;
+  int64_t b = dynq__node_attr_i(n, "batch_dims", 0);
+  DYNQ_OP_CHECK(b >= 0 && b < DYNQ_MAX_RANK, "batch_dims %lld is not within [0, %d)",
+                (long long)b, DYNQ_MAX_RANK);
+  return 0;
+}
+
+int dynq__prep_gather_nd(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                         char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->axis.axis = dynq__node_attr_i(n, "batch_dims", 0);
+  return 0;
+}
+
+int dynq__run_gather_nd(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                        dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1)))
+    return rc;
+  const dynq__tensor_t *x = in[0], *idx = in[1];
+  if (idx->dtype != DYNQ_DT_I64 && idx->dtype != DYNQ_DT_I32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "indices must be int64 or int32, are %s",
+                         dynq__dtype_name(idx->dtype));
+  const int64_t bd = c->st->axis.axis;
+  if (bd < 0 || bd >= x->rank || bd >= idx->rank)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "batch_dims %lld must be below the ranks of data (%d) "
+                         "and indices (%d)", (long long)bd, x->rank, idx->rank);
+  const int b = (int)bd, q = (int)idx->dims[idx->rank - 1];
+  if (idx->dims[idx->rank - 1] < 1 || idx->dims[idx->rank - 1] > x->rank - b)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "the last axis of indices is %lld; it must be within "
+                         "[1, %d] (data's rank less batch_dims)",
+                         (long long)idx->dims[idx->rank - 1], x->rank - b);
+  int64_t batch = 1, n_sl = 1, slice = 1, dims[DYNQ_MAX_RANK];
+  for (int d = 0; d < b; d++) {
+    if (x->dims[d] != idx->dims[d])
+      return dynq__op_fail(c, DYNQ_ESHAPE, "batch axis %d is %lld in data, %lld in indices", d,
+                           (long long)x->dims[d], (long long)idx->dims[d]);
+    batch *= x->dims[d];
+  }
+  /* output: indices' shape without its last axis, then data's axes past
+   * the addressed ones (rank q - 1 + r - k - b <= r - 1 + q - 1 - b) */
+  const int orank = idx->rank - 1 + x->rank - q - b;
+  if (orank > DYNQ_MAX_RANK)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "output rank %d exceeds %d", orank, DYNQ_MAX_RANK);
+  int r = 0;
+  for (int d = 0; d < idx->rank - 1; d++) {
+    dims[r++] = idx->dims[d];
+    if (d >= b) n_sl *= idx->dims[d];
+  }
+  for (int d = b + q; d < x->rank; d++) dims[r++] = x->dims[d], slice *= x->dims[d];
+  const int64_t per_batch = dynq__tensor_numel(x) / (batch > 0 ? batch : 1);
+  int64_t off;
+  for (int64_t s = 0; s < batch * n_sl; s++)
+    if ((rc = nd_offset(c, x, b, idx, s, &off))) return rc;
+  if (dynq__shape_numel(orank, dims) < 0)
+    return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
+  if ((rc = dynq__op_alloc(c, out, x->dtype, orank, dims, 0))) return rc;
+  const size_t es = dynq__dtype_size(x->dtype), row = (size_t)slice * es;
+  char *o = out->data;
+  for (int64_t s = 0; s < batch * n_sl && row; s++, o += row) {
+    nd_offset(c, x, b, idx, s, &off); /* checked above */
+    memcpy(o, (const char *)x->data + (size_t)((s / n_sl) * per_batch + off * slice) * es, row);
   }
   return 0;
 }
