@@ -165,6 +165,8 @@ static const op_spec_t op_table[] = {
     {"ScatterND", DYNQ_OP_SCATTER_ND, 3, 3, 1, 0, {{"reduction", K_STRING}}, G, GC},
     {"Trilu", DYNQ_OP_TRILU, 1, 2, 1, OPF_OPT_IN, {{"upper", K_INT}}, G, GC},
     {"NonZero", DYNQ_OP_NONZERO, 1, 1, 1, 0, {{0}}, G},
+    {"LRN", DYNQ_OP_LRN, 1, 1, 1, 0,
+     {{"size", K_INT}, {"alpha", K_FLOAT}, {"beta", K_FLOAT}, {"bias", K_FLOAT}}, G, GC},
     {"InstanceNormalization", DYNQ_OP_INSTANCE_NORM, 3, 3, 1, 0, {{"epsilon", K_FLOAT}}, G},
     {"Dropout", DYNQ_OP_IDENTITY, 1, 3, 2, OPF_OPT_IN, {{"ratio", K_FLOAT}, {"seed", K_INT}},
      dynq__import_dropout, GC},
@@ -189,6 +191,7 @@ static const op_spec_t op_table[] = {
     /* Resize, ConvTranspose, Einsum (import_ops.c) */
     {"Resize", DYNQ_OP_RESIZE, 1, 4, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, O, OC},
     {"ConvTranspose", DYNQ_OP_CONV_TRANSPOSE, 2, 3, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, O, OC},
+    {"Upsample", DYNQ_OP_RESIZE, 1, 2, 1, OPF_OWN_ATTRS, {{0}}, O, OC},
     {"Einsum", DYNQ_OP_EINSUM, 1, DYNQ_IMP_MAX_IN, 1, OPF_OWN_ATTRS, {{0}}, O, OC},
     /* pooling, normalizations, hard activations (import_tf.c) */
     {"MaxPool", DYNQ_OP_MAXPOOL, 1, 1, 2, OPF_OWN_ATTRS, {{0}}, T, TC},

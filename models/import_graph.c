@@ -433,6 +433,11 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
       return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
   }
+  if (strcmp(type, "LRN") == 0) {
+    int64_t size = dynq__imp_attr_i(n, "size", 0);
+    if (dynq__imp_find_attr(n, "size") == NULL) return "the size attribute is required";
+    if (size < 1) return dynq__imp_pool_printf(pl, "size %lld must be at least 1", (long long)size);
+  }
   if (strcmp(type, "GatherND") == 0) {
     int64_t bd = dynq__imp_attr_i(n, "batch_dims", 0);
     if (bd < 0 || bd >= DYNQ_MAX_RANK)
@@ -454,6 +459,17 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
              "runs inference)";
   }
   return NULL;
+}
+
+/* The node's int and float attributes as they are, for the ops whose
+ * engine attributes are ONNX's, with ONNX's defaults (the op table has
+ * limited them to those the op knows). */
+static void copy_scalar_attrs(dynq__bnode_t *bn, const Onnx__NodeProto *n) {
+  for (size_t i = 0; i < n->n_attribute; i++) {
+    const Onnx__AttributeProto *a = n->attribute[i];
+    if (dynq__imp_attr_is_int(a)) dynq__imp_node_attr_i(bn, a->name, a->i);
+    else if (dynq__imp_attr_is_float(a)) dynq__imp_node_attr_f(bn, a->name, a->f);
+  }
 }
 
 int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
@@ -582,8 +598,9 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     dynq__imp_node_attr_i(bn, "exclusive", dynq__imp_attr_i(n, "exclusive", 0));
     dynq__imp_node_attr_i(bn, "reverse", dynq__imp_attr_i(n, "reverse", 0));
     break;
+  case DYNQ_OP_LRN:
   case DYNQ_OP_GATHER_ND:
-    dynq__imp_node_attr_i(bn, "batch_dims", dynq__imp_attr_i(n, "batch_dims", 0));
+    copy_scalar_attrs(bn, n);
     break;
   case DYNQ_OP_DEPTH_TO_SPACE:
   case DYNQ_OP_SPACE_TO_DEPTH: {

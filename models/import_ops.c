@@ -1,5 +1,5 @@
 /*
- * Converters for Resize, ConvTranspose and Einsum, and their pass-1
+ * Converters for Resize (and Upsample), ConvTranspose and Einsum, and their pass-1
  * check: every attribute value the engine does not implement is refused
  * here, naming the attribute and the value (the engine's own tables
  * decide, lib/ops/resize.c and einsum.c, so the two cannot disagree).
@@ -31,6 +31,7 @@ static int attr_known(const char *op, const char *a) {
     {"ConvTranspose", " auto_pad dilations group kernel_shape output_padding output_shape "
                       "pads strides "},
     {"Einsum", " equation "},
+    {"Upsample", " mode scales "},
   };
   char key[80];
   snprintf(key, sizeof key, " %s ", a);
@@ -91,6 +92,10 @@ const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n) {
     int has_scales = c->opset < 11 || (n->n_input > 2 && n->input[2] && n->input[2][0]);
     int has_sizes = c->opset >= 11 && n->n_input > 3 && n->input[3] && n->input[3][0];
     if (!has_scales && !has_sizes) return "needs scales or sizes";
+  } else if (strcmp(t, "Upsample") == 0) {
+    const char *m = attr_s(c, n, "mode");
+    if (m != NULL && strcmp(m, "nearest") != 0 && strcmp(m, "linear") != 0)
+      return dynq__imp_pool_printf(pl, "mode '%s' is not supported (nearest, linear are)", m);
   } else if (strcmp(t, "ConvTranspose") == 0) {
     size_t sr = convt_rank(c, n);
     if (sr == 0) return "cannot tell the number of spatial axes (give kernel_shape)";
@@ -186,9 +191,32 @@ static int plan_qconvt(conv_t *c, const Onnx__NodeProto *n, const char *nname, s
   return 1;
 }
 
+/* Upsample (opsets 7 to 9; deprecated since) is Resize-10: X and scales
+ * (an attribute before opset 9, import_rules.c), sampled asymmetric,
+ * nearest rounding down. */
+static int import_upsample(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  int32_t ins[DYNQ_IMP_MAX_IN];
+  int n_ins = 0;
+  if (dynq__imp_rule_inputs(c, n, nname, ins, &n_ins) != 0) return -1;
+  dynq__bnode_t *bn = dynq__imp_add_node(b, DYNQ_OP_RESIZE, nname);
+  if (bn == NULL) return oom();
+  dynq__imp_node_in(bn, ins[0]);
+  dynq__imp_node_in(bn, ins[1]);
+  const char *m = attr_s(c, n, "mode");
+  dynq__imp_node_attr_s(bn, "mode", m != NULL ? m : "nearest");
+  dynq__imp_node_attr_s(bn, "coordinate_transformation_mode", "asymmetric");
+  dynq__imp_node_attr_s(bn, "nearest_mode", "floor");
+  int32_t out = dynq__imp_claim_output(c, n->output[0], b->n_nodes - 1);
+  if (out < 0) return -1;
+  dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  return 0;
+}
+
 int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   dynq__builder_t *b = &c->b;
   const char *t = n->op_type;
+  if (strcmp(t, "Upsample") == 0) return import_upsample(c, n, nname);
   int op = dynq__op_from_name(t);
   dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
   if (bn == NULL) return oom();

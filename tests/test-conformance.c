@@ -56,8 +56,8 @@ static const char *const covered[] = {
     /* lib/ops/quant.c, models/import_quant.c */
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
     "ConvInteger",
-    /* lib/ops/shape.c, select.c, reduce.c */
-    "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", NULL};
+    /* lib/ops/shape.c, select.c, reduce.c, instnorm.c; Upsample as Resize */
+    "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", "Upsample", "LRN", NULL};
 
 /* The ops the transformer/CNN work promised with conformance tests: each
  * must pass at least one node test (counted by the ops in the model, so
@@ -83,9 +83,10 @@ static const char *const required[] = {
     /* models that arrive quantized (lib/ops/quant.c, models/import_quant.c) */
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
     "ConvInteger",
-    /* ops added for models not yet seen (lib/ops/shape.c, select.c, reduce.c) */
-    "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", NULL};
-enum { N_REQUIRED = 80 };
+    /* ops added for models not yet seen (lib/ops/shape.c, select.c, reduce.c,
+     * instnorm.c; Upsample as Resize) */
+    "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", "Upsample", "LRN", NULL};
+enum { N_REQUIRED = 82 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is

@@ -1915,6 +1915,40 @@ START_TEST(gather_nd_argmin) {
 }
 END_TEST
 
+/* LRN: the window of an even size reaches one channel further up than
+ * down; size checked at load and at run time. */
+START_TEST(lrn_window) {
+  float x[3] = {1, 2, 3};
+  dynq__tensor_t X = tf(4, (int64_t[]){1, 3, 1, 1}, x), o;
+  const dynq__tensor_t *in[1] = {&X};
+  dynq__attr_t at[4] = {AI("size", 2), {.name = "alpha", .type = DYNQ_ATTR_FLOAT, .f = 1.0f},
+                        {.name = "beta", .type = DYNQ_ATTR_FLOAT, .f = 1.0f},
+                        {.name = "bias", .type = DYNQ_ATTR_FLOAT, .f = 1.0f}};
+  ck_assert_int_eq(run_k(DYNQ_OP_LRN, at, 4, 1, 1, in, &o), 0);
+  expect(&o, 4, X.dims, (float[]){1 / 3.5f, 2 / 7.5f, 3 / 5.5f}, 1e-7f);
+  dynq__tensor_clear(&o);
+  /* defaults: alpha 1e-4, beta 0.75, bias 1 */
+  ck_assert_int_eq(run_k(DYNQ_OP_LRN, at, 1, 1, 1, in, &o), 0);
+  ck_assert_float_eq_tol(((float *)o.data)[2], 3 / pow(1 + 1e-4 / 2 * 9, 0.75), 1e-7);
+  dynq__tensor_clear(&o);
+  at[0].i = 0;
+  ck_assert_int_eq(run_k(DYNQ_OP_LRN, at, 4, 1, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (LRN): size 0 must be at least 1"));
+  static const int32_t idx[1] = {0};
+  dynq__node_t nd = {.op = DYNQ_OP_LRN, .name = "l", .n_in = 1, .n_out = 1, .in = idx,
+                     .out = idx, .n_attr = 1, .attr = at};
+  ck_assert_int_eq(dynq__opdef(DYNQ_OP_LRN)->check(NULL, &nd, err, sizeof err), DYNQ_EGRAPH);
+  at[0].i = INT64_MAX; /* a window past every channel: the sum of all */
+  ck_assert_int_eq(dynq__opdef(DYNQ_OP_LRN)->check(NULL, &nd, err, sizeof err), 0);
+  ck_assert_int_eq(run_k(DYNQ_OP_LRN, at, 4, 1, 1, in, &o), 0);
+  ck_assert_float_eq_tol(((float *)o.data)[0], 1 / (1 + 14 / (double)INT64_MAX), 1e-7);
+  dynq__tensor_clear(&o);
+  dynq__tensor_t X1 = tf(1, (int64_t[]){3}, x);
+  in[0] = &X1;
+  ck_assert_int_eq(run_k(DYNQ_OP_LRN, at, 4, 1, 1, in, &o), DYNQ_ESHAPE);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -1952,6 +1986,7 @@ int main(void) {
   tcase_add_test(tc, cast_half);
   tcase_add_test(tc, depth_space);
   tcase_add_test(tc, gather_nd_argmin);
+  tcase_add_test(tc, lrn_window);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

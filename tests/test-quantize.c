@@ -490,6 +490,35 @@ END_TEST
 
 /* Opset < 13 Softmax(axis 1) over [2, 3, 4]: one softmax over the 12
  * values of each batch entry (the input taken as 2-D at the axis). */
+/* Upsample's opset 7-8 form (scales an attribute) runs as Resize-10:
+ * asymmetric, nearest rounding down; linear clamps at the edge. */
+START_TEST(test_upsample_attr_form) {
+  char *in = fixture("upsample7.onnx"), *outp = tmp_path("up7.dynq");
+  char *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, in, outp, NULL) == 0, "dynq-quantize: %s", log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  float x[4] = {1, 2, 3, 4};
+  dynq__tensor_t X = f32_tensor(x, 4, (int64_t[]){1, 1, 2, 2}), y[2] = {{0}};
+  const char *names[] = {"x"};
+  char err[256];
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, &X, 1, y, err, sizeof err), 0);
+  static const float nn[24] = {1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2,
+                               3, 3, 3, 4, 4, 4, 3, 3, 3, 4, 4, 4};
+  static const float lin[8] = {1, 1.5f, 2, 2, 3, 3.5f, 4, 4};
+  ck_assert_int_eq(dynq__tensor_numel(&y[0]), 24);
+  ck_assert_int_eq(y[0].dims[2], 4);
+  ck_assert_int_eq(y[0].dims[3], 6);
+  ck_assert_int_eq(dynq__tensor_numel(&y[1]), 8);
+  for (int i = 0; i < 24; i++) ck_assert_float_eq(((float *)y[0].data)[i], nn[i]);
+  for (int i = 0; i < 8; i++) ck_assert_float_eq(((float *)y[1].data)[i], lin[i]);
+  clear_outputs(y, 2);
+  dynq__model_unref(m);
+  free(in);
+  free(outp);
+}
+END_TEST
+
 START_TEST(test_softmax_old_opset) {
   char *in = fixture("softmax_opset11.onnx"), *outp = tmp_path("sm11.dynq");
   char *log = NULL;
@@ -561,6 +590,12 @@ START_TEST(test_malformed_models) {
                               "quantization) is not supported",
                               "'ql_out16' (op QuantizeLinear): output_dtype UINT16 is not supported",
                               "'ci_3d' (op ConvInteger): only 1-D and 2-D convolutions"}},
+      {"bad_new_ops.onnx", {"'d2s_mode' (op DepthToSpace): mode 'XYZ' is not supported",
+                            "'d2s_zero' (op DepthToSpace): blocksize 0 is not within",
+                            "'s2d_none' (op SpaceToDepth): the blocksize attribute is required"}},
+      {"bad_new_ops.onnx", {"'lrn_zero' (op LRN): size 0 must be at least 1",
+                            "'gnd_neg' (op GatherND): batch_dims -1 is not within [0, 8)",
+                            "'up_cubic' (op Upsample): mode 'cubic' is not supported"}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
@@ -1297,6 +1332,7 @@ static Suite *quantize_suite(void) {
   tcase_add_checked_fixture(tc, setup, teardown);
   tcase_add_test(tc, test_unsupported);
   tcase_add_test(tc, test_softmax_old_opset);
+  tcase_add_test(tc, test_upsample_attr_form);
   tcase_add_test(tc, test_rules_old_forms);
   tcase_add_test(tc, test_rules_errors);
   tcase_add_test(tc, test_op_types_and_exclude);

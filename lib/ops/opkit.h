@@ -145,6 +145,7 @@ typedef union dynq__opstate {
   struct { int upper; } trilu;
   struct { int fmod; } mod;
   struct { int64_t blocksize; int crd; } space;  /* DepthToSpace, SpaceToDepth */
+  struct { int64_t size; float alpha, beta, bias; } lrn;
 } dynq__opstate_t;
 
 /* Free what a node's state owns (the model calls it for every node of

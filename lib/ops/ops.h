@@ -174,7 +174,9 @@
   X(SPACE_TO_DEPTH, 118, "SpaceToDepth", 1, 0, 1, 1, 1, 1, space, space, space)             \
   /* select.c, reduce.c */                                                                 \
   X(GATHER_ND, 119, "GatherND", 11, 0, 2, 2, 1, 1, gather_nd, gather_nd, gather_nd)          \
-  X(ARGMIN, 120, "ArgMin", 1, 0, 1, 1, 1, 1, none, argmax, argmax)
+  X(ARGMIN, 120, "ArgMin", 1, 0, 1, 1, 1, 1, none, argmax, argmax)                         \
+  /* instnorm.c (Upsample is Resize: models/import_ops.c) */                                \
+  X(LRN, 121, "LRN", 1, 0, 1, 1, 1, 1, lrn, lrn, lrn)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
