@@ -157,6 +157,20 @@ static const op_spec_t op_table[] = {
     {"Sign", DYNQ_OP_SIGN, 1, 1, 1, 0, {{0}}, G},
     {"Sin", DYNQ_OP_SIN, 1, 1, 1, 0, {{0}}, G},
     {"Cos", DYNQ_OP_COS, 1, 1, 1, 0, {{0}}, G},
+    {"Tan", DYNQ_OP_TAN, 1, 1, 1, 0, {{0}}, G},
+    {"Asin", DYNQ_OP_ASIN, 1, 1, 1, 0, {{0}}, G},
+    {"Acos", DYNQ_OP_ACOS, 1, 1, 1, 0, {{0}}, G},
+    {"Atan", DYNQ_OP_ATAN, 1, 1, 1, 0, {{0}}, G},
+    {"Sinh", DYNQ_OP_SINH, 1, 1, 1, 0, {{0}}, G},
+    {"Cosh", DYNQ_OP_COSH, 1, 1, 1, 0, {{0}}, G},
+    {"Asinh", DYNQ_OP_ASINH, 1, 1, 1, 0, {{0}}, G},
+    {"Acosh", DYNQ_OP_ACOSH, 1, 1, 1, 0, {{0}}, G},
+    {"Atanh", DYNQ_OP_ATANH, 1, 1, 1, 0, {{0}}, G},
+    {"Shrink", DYNQ_OP_SHRINK, 1, 1, 1, 0, {{"lambd", K_FLOAT}, {"bias", K_FLOAT}}, G},
+    {"IsNaN", DYNQ_OP_IS_NAN, 1, 1, 1, 0, {{0}}, G},
+    {"IsInf", DYNQ_OP_IS_INF, 1, 1, 1, 0,
+     {{"detect_negative", K_INT}, {"detect_positive", K_INT}}, G},
+    {"Xor", DYNQ_OP_XOR, 2, 2, 1, 0, {{0}}, G},
     {"Mod", DYNQ_OP_MOD, 2, 2, 1, 0, {{"fmod", K_INT}}, G, GC},
     {"TopK", DYNQ_OP_TOPK, 2, 2, 2, 0, {{"axis", K_INT}, {"largest", K_INT}, {"sorted", K_INT}}, G, GC},
     {"GatherElements", DYNQ_OP_GATHER_ELEMENTS, 2, 2, 1, 0, {{"axis", K_INT}}, G},
@@ -171,6 +185,7 @@ static const op_spec_t op_table[] = {
     {"Dropout", DYNQ_OP_IDENTITY, 1, 3, 2, OPF_OPT_IN, {{"ratio", K_FLOAT}, {"seed", K_INT}},
      dynq__import_dropout, GC},
     {"LogSoftmax", DYNQ_OP_LOG_SOFTMAX, 1, 1, 1, 0, {{"axis", K_INT}}, convert_simple},
+    {"Hardmax", DYNQ_OP_HARDMAX, 1, 1, 1, 0, {{"axis", K_INT}}, convert_simple},
     {"Min", DYNQ_OP_MIN, 1, DYNQ_IMP_MAX_IN, 1, 0, {{0}}, dynq__import_variadic},
     {"Max", DYNQ_OP_MAX, 1, DYNQ_IMP_MAX_IN, 1, 0, {{0}}, dynq__import_variadic},
     {"Sum", DYNQ_OP_SUM, 1, DYNQ_IMP_MAX_IN, 1, 0, {{0}}, dynq__import_variadic},
@@ -522,7 +537,8 @@ static int convert_simple(conv_t *c, const Onnx__NodeProto *n, const char *nname
     return -1;
   }
   for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
-  const int softmax_like = sp->op == DYNQ_OP_SOFTMAX || sp->op == DYNQ_OP_LOG_SOFTMAX;
+  const int softmax_like = sp->op == DYNQ_OP_SOFTMAX || sp->op == DYNQ_OP_LOG_SOFTMAX ||
+                           sp->op == DYNQ_OP_HARDMAX;
   if (softmax_like && c->opset < 13) {
     /* Before opset 13 Softmax is one softmax over all the axes from
      * `axis` (default 1) on, the input taken as 2-D there; the engine does

@@ -57,7 +57,10 @@ static const char *const covered[] = {
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
     "ConvInteger",
     /* lib/ops/shape.c, select.c, reduce.c, instnorm.c; Upsample as Resize */
-    "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", "Upsample", "LRN", NULL};
+    "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", "Upsample", "LRN",
+    /* lib/ops/activation.c, elementwise.c */
+    "Hardmax", "IsNaN", "IsInf", "Xor", "Shrink", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
+    "Asinh", "Acosh", "Atanh", NULL};
 
 /* The ops the transformer/CNN work promised with conformance tests: each
  * must pass at least one node test (counted by the ops in the model, so
@@ -85,8 +88,11 @@ static const char *const required[] = {
     "ConvInteger",
     /* ops added for models not yet seen (lib/ops/shape.c, select.c, reduce.c,
      * instnorm.c; Upsample as Resize) */
-    "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", "Upsample", "LRN", NULL};
-enum { N_REQUIRED = 82 };
+    "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", "Upsample", "LRN",
+    /* lib/ops/activation.c, elementwise.c */
+    "Hardmax", "IsNaN", "IsInf", "Xor", "Shrink", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
+    "Asinh", "Acosh", "Atanh", NULL};
+enum { N_REQUIRED = 96 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is

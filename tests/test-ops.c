@@ -1949,6 +1949,99 @@ START_TEST(lrn_window) {
 }
 END_TEST
 
+/* Hardmax (per axis and in the opset < 13 flattened form), IsNaN, IsInf's
+ * two flags, Xor's refusal of non-bool inputs, Shrink, and the inverse
+ * and hyperbolic trigonometry at the edges of their domains. */
+START_TEST(small_float_ops) {
+  float x[6] = {1, 3, 3, 2, NAN, 0};
+  dynq__tensor_t X = tf(2, (int64_t[]){2, 3}, x), o;
+  const dynq__tensor_t *in[2] = {&X, &X};
+  ck_assert_int_eq(run_k(DYNQ_OP_HARDMAX, NULL, 0, 1, 1, in, &o), 0);
+  expect(&o, 2, X.dims, (float[]){0, 1, 0, 0, 1, 0}, 0); /* first maximum; NaN wins */
+  dynq__tensor_clear(&o);
+  const dynq__attr_t ax0[] = {AI("axis", 0)}, flat[] = {AI("axis", 0), AI("flatten", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_HARDMAX, ax0, 1, 1, 1, in, &o), 0);
+  expect(&o, 2, X.dims, (float[]){0, 0, 1, 1, 1, 0}, 0);
+  dynq__tensor_clear(&o);
+  x[4] = 4;
+  ck_assert_int_eq(run_k(DYNQ_OP_HARDMAX, flat, 2, 1, 1, in, &o), 0);
+  expect(&o, 2, X.dims, (float[]){0, 0, 0, 0, 1, 0}, 0);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t ax2[] = {AI("axis", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_HARDMAX, ax2, 1, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (Hardmax)"));
+
+  float v[5] = {INFINITY, -INFINITY, NAN, 0, -1e38f};
+  dynq__tensor_t V = tf(1, (int64_t[]){5}, v);
+  const dynq__tensor_t *vi[1] = {&V};
+  static const uint8_t want_nan[5] = {0, 0, 1, 0, 0}, want_inf[3][5] = {
+      {1, 1, 0, 0, 0}, {0, 1, 0, 0, 0}, {1, 0, 0, 0, 0}};
+  ck_assert_int_eq(run_k(DYNQ_OP_IS_NAN, NULL, 0, 1, 1, vi, &o), 0);
+  ck_assert_int_eq(o.dtype, DYNQ_DT_U8);
+  ck_assert_mem_eq(o.data, want_nan, 5);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t both[] = {AI("detect_negative", 1)}, negonly[] = {AI("detect_positive", 0)},
+                     posonly[] = {AI("detect_negative", 0)};
+  const dynq__attr_t *flags[3] = {both, negonly, posonly};
+  for (int k = 0; k < 3; k++) {
+    ck_assert_int_eq(run_k(DYNQ_OP_IS_INF, flags[k], 1, 1, 1, vi, &o), 0);
+    ck_assert_mem_eq(o.data, want_inf[k], 5);
+    dynq__tensor_clear(&o);
+  }
+  int64_t iv[1] = {1};
+  dynq__tensor_t IV = ti64s(1, (int64_t[]){1}, iv);
+  const dynq__tensor_t *ii[1] = {&IV};
+  ck_assert_int_eq(run_k(DYNQ_OP_IS_NAN, NULL, 0, 1, 1, ii, &o), DYNQ_EDTYPE);
+
+  uint8_t a[4] = {0, 1, 0, 1}, b[2] = {0, 1};
+  dynq__tensor_t A = {.dtype = DYNQ_DT_U8, .rank = 2, .dims = {2, 2}, .data = a};
+  dynq__tensor_t B = {.dtype = DYNQ_DT_U8, .rank = 1, .dims = {2}, .data = b};
+  const dynq__tensor_t *ab[2] = {&A, &B};
+  ck_assert_int_eq(run_k(DYNQ_OP_XOR, NULL, 0, 2, 1, ab, &o), 0);
+  ck_assert_mem_eq(o.data, ((uint8_t[]){0, 0, 0, 0}), 4);
+  dynq__tensor_clear(&o);
+  b[1] = 0;
+  ck_assert_int_eq(run_k(DYNQ_OP_XOR, NULL, 0, 2, 1, ab, &o), 0);
+  ck_assert_mem_eq(o.data, ((uint8_t[]){0, 1, 0, 1}), 4);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_XOR, NULL, 0, 2, 1, in, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (Xor): inputs must be bool (uint8), are float32"));
+
+  float s[5] = {-2, -0.5f, 0, 0.75f, 3};
+  dynq__tensor_t S = tf(1, (int64_t[]){5}, s);
+  const dynq__tensor_t *si[1] = {&S};
+  const dynq__attr_t sh[] = {{.name = "lambd", .type = DYNQ_ATTR_FLOAT, .f = 0.6f},
+                             {.name = "bias", .type = DYNQ_ATTR_FLOAT, .f = 0.25f}};
+  ck_assert_int_eq(run_k(DYNQ_OP_SHRINK, sh, 2, 1, 1, si, &o), 0);
+  expect(&o, 1, S.dims, (float[]){-1.75f, 0, 0, 0.5f, 2.75f}, 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_SHRINK, NULL, 0, 1, 1, si, &o), 0); /* lambd 0.5, bias 0 */
+  expect(&o, 1, S.dims, (float[]){-2, 0, 0, 0.75f, 3}, 0);
+  dynq__tensor_clear(&o);
+
+  float t[3] = {-1, 0.5f, 2};
+  dynq__tensor_t T = tf(1, (int64_t[]){3}, t);
+  const dynq__tensor_t *ti[1] = {&T};
+  static const struct { int op; double (*f)(double); } fns[] = {
+      {DYNQ_OP_TAN, tan}, {DYNQ_OP_ASIN, asin}, {DYNQ_OP_ACOS, acos}, {DYNQ_OP_ATAN, atan},
+      {DYNQ_OP_SINH, sinh}, {DYNQ_OP_COSH, cosh}, {DYNQ_OP_ASINH, asinh},
+      {DYNQ_OP_ACOSH, acosh}, {DYNQ_OP_ATANH, atanh}};
+  for (size_t k = 0; k < sizeof fns / sizeof fns[0]; k++) {
+    ck_assert_int_eq(run_k(fns[k].op, NULL, 0, 1, 1, ti, &o), 0);
+    for (int i = 0; i < 3; i++) {
+      const float want = (float)fns[k].f(t[i]), got = ((float *)o.data)[i];
+      ck_assert_msg(got == want || (isnan(got) && isnan(want)), "%s(%g) = %g, want %g",
+                    dynq__op_name(fns[k].op), t[i], got, want);
+    }
+    dynq__tensor_clear(&o);
+  }
+  /* outside the domain: NaN (asin(2), acosh(0.5)); atanh(-1) = -inf */
+  ck_assert_int_eq(run_k(DYNQ_OP_ATANH, NULL, 0, 1, 1, ti, &o), 0);
+  ck_assert(isinf(((float *)o.data)[0]) && ((float *)o.data)[0] < 0 && isnan(((float *)o.data)[2]));
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -1987,6 +2080,7 @@ int main(void) {
   tcase_add_test(tc, depth_space);
   tcase_add_test(tc, gather_nd_argmin);
   tcase_add_test(tc, lrn_window);
+  tcase_add_test(tc, small_float_ops);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

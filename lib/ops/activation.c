@@ -2,8 +2,9 @@
  * Activations and small float ops the exporters emit beyond the core set:
  * the parametrised activations (LeakyRelu, PRelu, Elu, Selu, Celu,
  * ThresholdedRelu), Softplus, Softsign, Mish, Reciprocal, Floor, Ceil,
- * Round, Sign, Sin, Cos; Mod; LogSoftmax; the variadic Min, Max, Sum and
- * Mean.
+ * Round, Sign, Sin, Cos, Tan, their inverses and the hyperbolic ones,
+ * Shrink; IsNaN, IsInf; Mod; LogSoftmax, Hardmax; the variadic Min, Max,
+ * Sum and Mean.
  * None of them is on a hot path of the models that use them (one per
  * block at most), so the float math goes through double libm calls: the
  * results are the correctly rounded ones a reference computes.
@@ -23,6 +24,10 @@ int dynq__prep_act(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_
   float alpha = 1.0f, gamma = 0.0f;
   switch (n->op) {
   case DYNQ_OP_LEAKY_RELU: alpha = 0.01f; break;
+  case DYNQ_OP_SHRINK: /* lambd and bias */
+    st->act.alpha = dynq__node_attr_f(n, "lambd", 0.5f);
+    st->act.gamma = dynq__node_attr_f(n, "bias", 0.0f);
+    return 0;
   case DYNQ_OP_SELU:
     alpha = 1.67326319217681884765625f;
     gamma = 1.05070102214813232421875f;
@@ -64,6 +69,16 @@ static double act1(int op, double x, double a, double gm) {
   case DYNQ_OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : x; /* 0, -0 and NaN as they are */
   case DYNQ_OP_SIN: return sin(x);
   case DYNQ_OP_COS: return cos(x);
+  case DYNQ_OP_TAN: return tan(x);
+  case DYNQ_OP_ASIN: return asin(x);
+  case DYNQ_OP_ACOS: return acos(x);
+  case DYNQ_OP_ATAN: return atan(x);
+  case DYNQ_OP_SINH: return sinh(x);
+  case DYNQ_OP_COSH: return cosh(x);
+  case DYNQ_OP_ASINH: return asinh(x);
+  case DYNQ_OP_ACOSH: return acosh(x);
+  case DYNQ_OP_ATANH: return atanh(x);
+  case DYNQ_OP_SHRINK: return x < -a ? x + gm : x > a ? x - gm : 0.0;
   default: return x;
   }
 }
@@ -137,6 +152,55 @@ int dynq__run_logsoftmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
       const double lse = mx + log(sum);
       for (int64_t k = 0; k < len; k++) ys[k * inner] = (float)((double)xs[k * inner] - lse);
     }
+  return 0;
+}
+
+/* ---- Hardmax: 1 at the first largest value along the axis (or, the
+ * opset < 13 form, over the axes from it on), 0 elsewhere; a NaN counts
+ * as larger than any number (as ArgMax) ---- */
+
+int dynq__run_hardmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0];
+  int64_t outer, len, inner;
+  int rc = dynq__softmax_geometry(c, x, out, &outer, &len, &inner);
+  if (rc) return rc;
+  const float *px = x->data;
+  float *py = out->data; /* may be px: each row is read whole before it is written */
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const int64_t base = o * len * inner + i;
+      int64_t best = 0;
+      for (int64_t k = 1; k < len && !isnan(px[base + best * inner]); k++) {
+        const float v = px[base + k * inner];
+        if (isnan(v) || v > px[base + best * inner]) best = k;
+      }
+      for (int64_t k = 0; k < len; k++) py[base + k * inner] = k == best ? 1.0f : 0.0f;
+    }
+  return 0;
+}
+
+/* ---- IsNaN, IsInf (detect_negative, detect_positive): float32 to bool
+ * (uint8) ---- */
+
+int dynq__prep_isinf(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                     char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->isinf.neg = dynq__node_attr_i(n, "detect_negative", 1) != 0;
+  st->isinf.pos = dynq__node_attr_i(n, "detect_positive", 1) != 0;
+  return 0;
+}
+
+int dynq__run_isclass(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  const dynq__tensor_t *x = in[0];
+  if ((rc = dynq__op_need_f32(c, x, 0))) return rc;
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_U8, x->rank, x->dims, 0))) return rc;
+  const int nan_op = c->node->op == DYNQ_OP_IS_NAN, neg = c->st->isinf.neg, pos = c->st->isinf.pos;
+  const float *p = x->data;
+  uint8_t *q = out->data;
+  const int64_t n = dynq__tensor_numel(x);
+  for (int64_t i = 0; i < n; i++)
+    q[i] = nan_op ? isnan(p[i]) != 0 : isinf(p[i]) && (p[i] > 0 ? pos : neg);
   return 0;
 }
 

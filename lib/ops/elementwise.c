@@ -194,7 +194,7 @@ int dynq__run_identity(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
 
 /* ---- elementwise binary: arithmetic, comparison, logic ---- */
 
-enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_EQ, B_LT, B_GT, B_GE, B_LE, B_AND, B_OR };
+enum { B_ADD, B_SUB, B_MUL, B_DIV, B_POW, B_EQ, B_LT, B_GT, B_GE, B_LE, B_AND, B_OR, B_XOR };
 
 static int binary_kind(int op) {
   switch (op) {
@@ -209,6 +209,7 @@ static int binary_kind(int op) {
   case DYNQ_OP_GREATER_OR_EQUAL: return B_GE;
   case DYNQ_OP_LESS_OR_EQUAL: return B_LE;
   case DYNQ_OP_AND: return B_AND;
+  case DYNQ_OP_XOR: return B_XOR;
   default: return B_OR;
   }
 }
@@ -245,7 +246,7 @@ int dynq__run_binary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if (kind != B_POW && a->dtype != b->dtype)
     return dynq__op_fail(c, DYNQ_EDTYPE, "inputs are %s and %s; they must match",
                          dynq__dtype_name(a->dtype), dynq__dtype_name(b->dtype));
-  if ((kind == B_AND || kind == B_OR) && a->dtype != DYNQ_DT_U8)
+  if (kind >= B_AND && a->dtype != DYNQ_DT_U8)
     return dynq__op_fail(c, DYNQ_EDTYPE, "inputs must be bool (uint8), are %s",
                          dynq__dtype_name(a->dtype));
   dynq__bcast_t bc;
@@ -326,6 +327,7 @@ int dynq__run_binary_any(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     case B_LE: r = x <= y; break;
     case B_AND: r = (x != 0) & (y != 0); break;
     case B_OR: r = (x != 0) | (y != 0); break;
+    case B_XOR: r = (x != 0) ^ (y != 0); break;
     default: break;
     }
     dynq__store_i(po, odt, i, r);

@@ -139,13 +139,15 @@ typedef union dynq__opstate {
   struct { int64_t axis, num_outputs; } split;   /* num_outputs 0: from the outputs */
   struct { int64_t axis; int keepdims, last; } argmax;
   struct { int exclusive, reverse; } cumsum;
-  struct { float alpha, gamma; } act;           /* LeakyRelu, Elu, Selu, ... */
+  struct { float alpha, gamma; } act;           /* LeakyRelu, Elu, Selu, ...; Shrink's
+                                                   lambd, bias */
   struct { int64_t axis; int largest, sorted; } topk;
   struct { int64_t axis; int reduction; } scatter; /* 0 none, 1 add, 2 mul, 3 max, 4 min */
   struct { int upper; } trilu;
   struct { int fmod; } mod;
   struct { int64_t blocksize; int crd; } space;  /* DepthToSpace, SpaceToDepth */
   struct { int64_t size; float alpha, beta, bias; } lrn;
+  struct { int neg, pos; } isinf;                /* IsInf: which infinities count */
 } dynq__opstate_t;
 
 /* Free what a node's state owns (the model calls it for every node of

@@ -176,7 +176,23 @@
   X(GATHER_ND, 119, "GatherND", 11, 0, 2, 2, 1, 1, gather_nd, gather_nd, gather_nd)          \
   X(ARGMIN, 120, "ArgMin", 1, 0, 1, 1, 1, 1, none, argmax, argmax)                         \
   /* instnorm.c (Upsample is Resize: models/import_ops.c) */                                \
-  X(LRN, 121, "LRN", 1, 0, 1, 1, 1, 1, lrn, lrn, lrn)
+  X(LRN, 121, "LRN", 1, 0, 1, 1, 1, 1, lrn, lrn, lrn)                                       \
+  /* elementwise.c */                                                                      \
+  X(XOR, 122, "Xor", 7, 0, 2, 2, 1, 1, none, none, binary_any)                              \
+  /* activation.c */                                                                       \
+  X(HARDMAX, 123, "Hardmax", 1, 0, 1, 1, 1, 1, none, softmax, hardmax)                      \
+  X(IS_NAN, 124, "IsNaN", 9, 0, 1, 1, 1, 1, none, none, isclass)                            \
+  X(IS_INF, 125, "IsInf", 10, 0, 1, 1, 1, 1, none, isinf, isclass)                          \
+  X(SHRINK, 126, "Shrink", 9, 0, 1, 1, 1, 1, act, act, act)                                 \
+  X(TAN, 127, "Tan", 7, 0, 1, 1, 1, 1, act, act, act)                                       \
+  X(ASIN, 128, "Asin", 7, 0, 1, 1, 1, 1, act, act, act)                                     \
+  X(ACOS, 129, "Acos", 7, 0, 1, 1, 1, 1, act, act, act)                                     \
+  X(ATAN, 130, "Atan", 7, 0, 1, 1, 1, 1, act, act, act)                                     \
+  X(SINH, 131, "Sinh", 9, 0, 1, 1, 1, 1, act, act, act)                                     \
+  X(COSH, 132, "Cosh", 9, 0, 1, 1, 1, 1, act, act, act)                                     \
+  X(ASINH, 133, "Asinh", 9, 0, 1, 1, 1, 1, act, act, act)                                   \
+  X(ACOSH, 134, "Acosh", 9, 0, 1, 1, 1, 1, act, act, act)                                   \
+  X(ATANH, 135, "Atanh", 9, 0, 1, 1, 1, 1, act, act, act)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
