@@ -602,6 +602,7 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   case DYNQ_OP_GATHER_ND:
   case DYNQ_OP_SHRINK:
   case DYNQ_OP_IS_INF:
+  case DYNQ_OP_ONE_HOT:
     copy_scalar_attrs(bn, n);
     break;
   case DYNQ_OP_DEPTH_TO_SPACE:

@@ -60,7 +60,9 @@ static const char *const covered[] = {
     "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", "Upsample", "LRN",
     /* lib/ops/activation.c, elementwise.c */
     "Hardmax", "IsNaN", "IsInf", "Xor", "Shrink", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
-    "Asinh", "Acosh", "Atanh", NULL};
+    "Asinh", "Acosh", "Atanh",
+    /* lib/ops/select.c */
+    "OneHot", NULL};
 
 /* The ops the transformer/CNN work promised with conformance tests: each
  * must pass at least one node test (counted by the ops in the model, so
@@ -91,8 +93,10 @@ static const char *const required[] = {
     "DepthToSpace", "SpaceToDepth", "GatherND", "ArgMin", "Upsample", "LRN",
     /* lib/ops/activation.c, elementwise.c */
     "Hardmax", "IsNaN", "IsInf", "Xor", "Shrink", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
-    "Asinh", "Acosh", "Atanh", NULL};
-enum { N_REQUIRED = 96 };
+    "Asinh", "Acosh", "Atanh",
+    /* lib/ops/select.c */
+    "OneHot", NULL};
+enum { N_REQUIRED = 97 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is

@@ -2042,6 +2042,53 @@ START_TEST(small_float_ops) {
 }
 END_TEST
 
+/* OneHot: the axis, negative and out-of-range indices, and depths that
+ * cannot be (0, negative, NaN, huge) refused before any allocation. */
+START_TEST(onehot_depth) {
+  int64_t ix[3] = {1, -1, 5};
+  float dv = 3, vals[2] = {-1, 7};
+  dynq__tensor_t I = ti64s(1, (int64_t[]){3}, ix), D = tf(0, NULL, &dv),
+                 V = tf(1, (int64_t[]){2}, vals), o;
+  const dynq__tensor_t *in[3] = {&I, &D, &V};
+  ck_assert_int_eq(run_k(DYNQ_OP_ONE_HOT, NULL, 0, 3, 1, in, &o), 0);
+  /* 5 is past depth 3: a row all off */
+  expect(&o, 2, (int64_t[]){3, 3}, (float[]){-1, 7, -1, -1, -1, 7, -1, -1, -1}, 0);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t ax0[] = {AI("axis", 0)}, ax2[] = {AI("axis", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ONE_HOT, ax0, 1, 3, 1, in, &o), 0);
+  expect(&o, 2, (int64_t[]){3, 3}, (float[]){-1, -1, -1, 7, -1, -1, -1, 7, -1}, 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_ONE_HOT, ax2, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  /* float indices are truncated; values of another dtype */
+  float fx[2] = {2.9f, -0.5f};
+  int32_t iv[2] = {0, 1};
+  dynq__tensor_t FX = tf(1, (int64_t[]){2}, fx), IV = V;
+  IV.dtype = DYNQ_DT_I32;
+  IV.data = iv;
+  const dynq__tensor_t *fin[3] = {&FX, &D, &IV};
+  ck_assert_int_eq(run_k(DYNQ_OP_ONE_HOT, NULL, 0, 3, 1, fin, &o), 0);
+  ck_assert_int_eq(o.dtype, DYNQ_DT_I32);
+  ck_assert_mem_eq(o.data, ((int32_t[]){0, 0, 1, 1, 0, 0}), 6 * sizeof(int32_t));
+  dynq__tensor_clear(&o);
+  static const float bad[] = {0, -2, NAN, 1e12f, INFINITY};
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    dv = bad[k];
+    ck_assert_int_eq(run_k(DYNQ_OP_ONE_HOT, NULL, 0, 3, 1, in, &o), DYNQ_ESHAPE);
+    ck_assert_ptr_nonnull(strstr(err, "node 't' (OneHot): depth"));
+    ck_assert_ptr_nonnull(strstr(err, "is not within [1, 2147483648]"));
+  }
+  /* a depth each index row can take, but not all of them together */
+  dv = 2147483648.0f;
+  ck_assert_int_eq(run_k(DYNQ_OP_ONE_HOT, NULL, 0, 3, 1, in, &o), DYNQ_ELIMIT);
+  dv = 3;
+  V.dims[0] = 3;
+  float v3[3] = {0, 1, 2};
+  V.data = v3;
+  ck_assert_int_eq(run_k(DYNQ_OP_ONE_HOT, NULL, 0, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "values must be [off_value, on_value]"));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -2081,6 +2128,7 @@ int main(void) {
   tcase_add_test(tc, gather_nd_argmin);
   tcase_add_test(tc, lrn_window);
   tcase_add_test(tc, small_float_ops);
+  tcase_add_test(tc, onehot_depth);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -99,8 +99,8 @@ typedef struct dynq__einsum {
  * zeroed.
  */
 typedef union dynq__opstate {
-  struct { int64_t axis; } axis;             /* Softmax, Flatten, Gather, Concat; GatherND's
-                                                batch_dims */
+  struct { int64_t axis; } axis;             /* Softmax, Flatten, Gather, Concat, OneHot;
+                                                GatherND's batch_dims */
   struct { int allowzero; } reshape;
   struct {
     int ta, tb;

@@ -192,7 +192,9 @@
   X(COSH, 132, "Cosh", 9, 0, 1, 1, 1, 1, act, act, act)                                     \
   X(ASINH, 133, "Asinh", 9, 0, 1, 1, 1, 1, act, act, act)                                   \
   X(ACOSH, 134, "Acosh", 9, 0, 1, 1, 1, 1, act, act, act)                                   \
-  X(ATANH, 135, "Atanh", 9, 0, 1, 1, 1, 1, act, act, act)
+  X(ATANH, 135, "Atanh", 9, 0, 1, 1, 1, 1, act, act, act)                                   \
+  /* select.c */                                                                           \
+  X(ONE_HOT, 136, "OneHot", 9, 0, 3, 3, 1, 1, none, onehot, onehot)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

@@ -1,6 +1,6 @@
 /*
  * Index-driven ops: TopK, GatherElements, ScatterElements, ScatterND,
- * GatherND, Trilu, NonZero.  Any dtype for the data moved (float32, int64, int32, int8,
+ * GatherND, OneHot, Trilu, NonZero.  Any dtype for the data moved (float32, int64, int32, int8,
  * uint8); indices int64 or int32, negative ones counted from the end and
  * out-of-range ones a run-time error naming the index and the axis.
  */
@@ -374,6 +374,72 @@ int dynq__run_gather_nd(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     nd_offset(c, x, b, idx, s, &off); /* checked above */
     memcpy(o, (const char *)x->data + (size_t)((s / n_sl) * per_batch + off * slice) * es, row);
   }
+  return 0;
+}
+
+/* ---- OneHot(indices, depth, values [off, on]): a new axis of depth
+ * entries at axis, on where the index (negative ones from the end)
+ * points, off elsewhere; indices outside [-depth, depth) give a row all
+ * off (ONNX's rule).  Float indices and depth are truncated, as ONNX's
+ * reference casts them. ---- */
+
+int dynq__prep_onehot(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                      char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->axis.axis = dynq__node_attr_i(n, "axis", -1);
+  return 0;
+}
+
+int dynq__run_onehot(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, ax = 0;
+  for (int k = 0; k < 3; k++)
+    if ((rc = dynq__op_need_present(c, in[k], k))) return rc;
+  const dynq__tensor_t *idx = in[0], *dep = in[1], *val = in[2];
+  if ((idx->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(idx->dtype)) ||
+      (dep->dtype != DYNQ_DT_F32 && !dynq__dt_is_int(dep->dtype)))
+    return dynq__op_fail(c, DYNQ_EDTYPE, "indices and depth must be numbers, are %s and %s",
+                         dynq__dtype_name(idx->dtype), dynq__dtype_name(dep->dtype));
+  if (dynq__tensor_numel(dep) != 1)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "depth must hold one value");
+  if (dynq__tensor_numel(val) != 2 || val->rank != 1)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "values must be [off_value, on_value]");
+  const double dd = dynq__load_d(dep->data, dep->dtype, 0);
+  if (!(dd >= 1.0 && dd < (double)DYNQ_MAX_ELEMS + 1.0))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "depth %g is not within [1, %lld]", dd,
+                         (long long)DYNQ_MAX_ELEMS);
+  const int64_t depth = (int64_t)dd;
+  if (idx->rank + 1 > DYNQ_MAX_RANK)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "output rank %d exceeds %d", idx->rank + 1,
+                         DYNQ_MAX_RANK);
+  if ((rc = dynq__op_norm_axis(c, c->st->axis.axis, idx->rank + 1, 0, &ax))) return rc;
+  int64_t dims[DYNQ_MAX_RANK], outer = 1, inner = 1;
+  for (int d = 0, r = 0; d <= idx->rank; d++) {
+    if (d == ax) {
+      dims[d] = depth;
+      continue;
+    }
+    dims[d] = idx->dims[r];
+    if (d < ax) outer *= idx->dims[r];
+    else inner *= idx->dims[r];
+    r++;
+  }
+  if (dynq__shape_numel(idx->rank + 1, dims) < 0)
+    return dynq__op_fail(c, DYNQ_ELIMIT, "output has more than %lld elements",
+                         (long long)DYNQ_MAX_ELEMS);
+  if ((rc = dynq__op_alloc(c, out, val->dtype, idx->rank + 1, dims, 0))) return rc;
+  const size_t es = dynq__dtype_size(val->dtype);
+  const char *off_v = val->data, *on_v = (const char *)val->data + es;
+  char *o = out->data;
+  for (int64_t a = 0; a < outer; a++)
+    for (int64_t d = 0; d < depth; d++)
+      for (int64_t i = 0; i < inner; i++, o += es) {
+        const double f = dynq__load_d(idx->data, idx->dtype, a * inner + i);
+        /* beyond +-depth (NaN too) matches no position */
+        int64_t k = f > -(double)depth - 1.0 && f < (double)depth + 1.0 ? (int64_t)f : depth;
+        if (idx->dtype != DYNQ_DT_F32) k = dynq__load_i(idx->data, idx->dtype, a * inner + i);
+        if (k < 0 && k >= -depth) k += depth;
+        memcpy(o, k == d ? on_v : off_v, es);
+      }
   return 0;
 }
 
