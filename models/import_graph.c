@@ -497,6 +497,16 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
       return -1;
     }
   }
+  if (op == DYNQ_OP_EYE_LIKE && dynq__imp_find_attr(n, "dtype") != NULL) {
+    int64_t t = dynq__imp_attr_i(n, "dtype", 0);
+    to = cast_target(t, &to_bool);
+    if (to < 0) {
+      dynq__imp_errorf("node '%s' (op EyeLike): dtype %s is not supported (float32, float16, "
+                       "float64, int8, uint8, int32, int64 and bool are)", nname,
+                       dynq__imp_onnx_dtype_name((int32_t)t));
+      return -1;
+    }
+  }
   if (op == DYNQ_OP_PAD) {
     const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "mode");
     if (a != NULL && a->has_s) {
@@ -560,6 +570,10 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
     dynq__imp_node_attr_i(bn, "largest", dynq__imp_attr_i(n, "largest", 1));
     dynq__imp_node_attr_i(bn, "sorted", dynq__imp_attr_i(n, "sorted", 1));
+    break;
+  case DYNQ_OP_EYE_LIKE:
+    dynq__imp_node_attr_i(bn, "k", dynq__imp_attr_i(n, "k", 0));
+    if (to) dynq__imp_node_attr_i(bn, "dtype", to);
     break;
   case DYNQ_OP_GATHER_ELEMENTS:
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", 0));

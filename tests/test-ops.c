@@ -2089,6 +2089,50 @@ START_TEST(onehot_depth) {
 }
 END_TEST
 
+/* EyeLike: diagonals above and below the main one, k far past the
+ * matrix (no ones, no overflow), the dtype attribute, a bad dtype code at
+ * load and at run time, rank 3. */
+START_TEST(eyelike_k) {
+  int32_t x[6] = {0};
+  dynq__tensor_t X = {.dtype = DYNQ_DT_I32, .rank = 2, .dims = {2, 3}, .data = x}, o;
+  const dynq__tensor_t *in[1] = {&X};
+  ck_assert_int_eq(run_k(DYNQ_OP_EYE_LIKE, NULL, 0, 1, 1, in, &o), 0);
+  ck_assert_int_eq(o.dtype, DYNQ_DT_I32);
+  ck_assert_mem_eq(o.data, ((int32_t[]){1, 0, 0, 0, 1, 0}), 6 * sizeof(int32_t));
+  dynq__tensor_clear(&o);
+  const dynq__attr_t up[] = {AI("k", 2), AI("dtype", DYNQ_DT_F32)}, down[] = {AI("k", -1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_EYE_LIKE, up, 2, 1, 1, in, &o), 0);
+  expect(&o, 2, X.dims, (float[]){0, 0, 1, 0, 0, 0}, 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_EYE_LIKE, down, 1, 1, 1, in, &o), 0);
+  ck_assert_mem_eq(o.data, ((int32_t[]){0, 0, 0, 1, 0, 0}), 6 * sizeof(int32_t));
+  dynq__tensor_clear(&o);
+  static const int64_t far[] = {INT64_MIN, -3, 3, INT64_MAX};
+  for (size_t k = 0; k < sizeof far / sizeof far[0]; k++) {
+    const dynq__attr_t kf[] = {AI("k", far[k])};
+    ck_assert_int_eq(run_k(DYNQ_OP_EYE_LIKE, kf, 1, 1, 1, in, &o), 0);
+    ck_assert_mem_eq(o.data, ((int32_t[]){0, 0, 0, 0, 0, 0}), 6 * sizeof(int32_t));
+    dynq__tensor_clear(&o);
+  }
+  dynq__attr_t bad[] = {AI("dtype", 77)};
+  ck_assert_int_eq(run_k(DYNQ_OP_EYE_LIKE, bad, 1, 1, 1, in, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (EyeLike): dtype 77 is not a dtype code"));
+  static const int32_t idx[1] = {0};
+  dynq__node_t nd = {.op = DYNQ_OP_EYE_LIKE, .name = "e", .n_in = 1, .n_out = 1, .in = idx,
+                     .out = idx, .n_attr = 1, .attr = bad};
+  const dynq__opdef_t *def = dynq__opdef(DYNQ_OP_EYE_LIKE);
+  ck_assert_int_eq(def->check(NULL, &nd, err, sizeof err), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "node 'e' (EyeLike): dtype 77 is not a dtype code"));
+  bad[0].i = -1;
+  ck_assert_int_eq(def->check(NULL, &nd, err, sizeof err), DYNQ_EGRAPH);
+  bad[0].i = DYNQ_DT_U8;
+  ck_assert_int_eq(def->check(NULL, &nd, err, sizeof err), 0);
+  X.rank = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_EYE_LIKE, NULL, 0, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "input must have rank 2, has 3"));
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -2129,6 +2173,7 @@ int main(void) {
   tcase_add_test(tc, lrn_window);
   tcase_add_test(tc, small_float_ops);
   tcase_add_test(tc, onehot_depth);
+  tcase_add_test(tc, eyelike_k);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -148,6 +148,7 @@ typedef union dynq__opstate {
   struct { int64_t blocksize; int crd; } space;  /* DepthToSpace, SpaceToDepth */
   struct { int64_t size; float alpha, beta, bias; } lrn;
   struct { int neg, pos; } isinf;                /* IsInf: which infinities count */
+  struct { int64_t k; int dtype; } eye;          /* EyeLike; dtype 0: the input's */
 } dynq__opstate_t;
 
 /* Free what a node's state owns (the model calls it for every node of

@@ -194,7 +194,9 @@
   X(ACOSH, 134, "Acosh", 9, 0, 1, 1, 1, 1, act, act, act)                                   \
   X(ATANH, 135, "Atanh", 9, 0, 1, 1, 1, 1, act, act, act)                                   \
   /* select.c */                                                                           \
-  X(ONE_HOT, 136, "OneHot", 9, 0, 3, 3, 1, 1, none, onehot, onehot)
+  X(ONE_HOT, 136, "OneHot", 9, 0, 3, 3, 1, 1, none, onehot, onehot)                         \
+  /* shape.c */                                                                            \
+  X(EYE_LIKE, 137, "EyeLike", 9, 0, 1, 1, 1, 1, eyelike, eyelike, eyelike)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

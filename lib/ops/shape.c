@@ -1,10 +1,11 @@
 /*
  * Shape and data-movement ops: Reshape, Flatten, Identity, Shape, Size,
  * ConstantOfShape, Range, Gather, Slice, Concat, Squeeze, Unsqueeze,
- * Transpose, Expand, Pad, Tile, Split, DepthToSpace, SpaceToDepth.  Any
- * dtype (float32, int64, int32, int8, uint8).  Lists the ONNX spec keeps in attributes (axes, perm, pads)
- * arrive as int64 inputs: the importer turns attributes into constant
- * inputs so one run function serves every opset.
+ * Transpose, Expand, Pad, Tile, Split, DepthToSpace, SpaceToDepth,
+ * EyeLike.  Any dtype (float32, int64, int32, int8, uint8).  Lists the
+ * ONNX spec keeps in attributes (axes, perm, pads) arrive as int64 inputs:
+ * the importer turns attributes into constant inputs so one run function
+ * serves every opset.
  */
 #include "ops.h"
 
@@ -809,6 +810,45 @@ int dynq__run_space(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
               if (d2s) memcpy(dst + (size_t)big * es, src + (size_t)small * es, es);
               else memcpy(dst + (size_t)small * es, src + (size_t)big * es, es);
             }
+  return 0;
+}
+
+/* ---- EyeLike(X [rows, cols]): ones on the diagonal k (above the main
+ * one when k > 0), zeros elsewhere, in X's dtype or the "dtype"
+ * attribute's (the importer's dynq code) ---- */
+
+int dynq__check_eyelike(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  int64_t dt = dynq__node_attr_i(n, "dtype", 0);
+  DYNQ_OP_CHECK(dt == 0 || (dt > 0 && dt < 256 && dynq__dtype_size((dynq_dtype_t)dt) > 0),
+                "dtype %lld is not a dtype code", (long long)dt);
+  return 0;
+}
+
+int dynq__prep_eyelike(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                       char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->eye.k = dynq__node_attr_i(n, "k", 0);
+  st->eye.dtype = (int)dynq__node_attr_i(n, "dtype", 0);
+  return 0;
+}
+
+int dynq__run_eyelike(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  if (x->rank != 2)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input must have rank 2, has %d", x->rank);
+  const dynq_dtype_t dt = c->st->eye.dtype ? (dynq_dtype_t)c->st->eye.dtype : x->dtype;
+  if (dynq__dtype_size(dt) == 0)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "dtype %d is not a dtype code", (int)dt);
+  if ((rc = dynq__op_alloc(c, out, dt, 2, x->dims, 1))) return rc;
+  const int64_t rows = x->dims[0], cols = x->dims[1];
+  /* k clamped to [-rows, cols] first: any k past those leaves no diagonal */
+  int64_t k = c->st->eye.k;
+  k = k < -rows ? -rows : k > cols ? cols : k;
+  for (int64_t i = k < 0 ? -k : 0; i < rows && i + k < cols; i++)
+    dynq__store_i(out->data, dt, i * cols + i + k, 1);
   return 0;
 }
 
