@@ -134,7 +134,7 @@ static const op_spec_t op_table[] = {
      {{"axis", K_INT}, {"keepdims", K_INT}, {"select_last_index", K_INT}}, G},
     {"GatherND", DYNQ_OP_GATHER_ND, 2, 2, 1, 0, {{"batch_dims", K_INT}}, G, GC},
     {"OneHot", DYNQ_OP_ONE_HOT, 3, 3, 1, 0, {{"axis", K_INT}}, G},
-    {"EyeLike", DYNQ_OP_EYE_LIKE, 1, 1, 1, 0, {{"dtype", K_INT}, {"k", K_INT}}, G},
+    {"EyeLike", DYNQ_OP_EYE_LIKE, 1, 1, 1, 0, {{"dtype", K_INT}, {"k", K_INT}}, G, GC},
     {"CumSum", DYNQ_OP_CUMSUM, 2, 2, 1, 0, {{"exclusive", K_INT}, {"reverse", K_INT}}, G},
     {"Tile", DYNQ_OP_TILE, 2, 2, 1, 0, {{0}}, G},
     {"DepthToSpace", DYNQ_OP_DEPTH_TO_SPACE, 1, 1, 1, 0, {{"blocksize", K_INT}, {"mode", K_STRING}},

@@ -433,6 +433,14 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
       return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
   }
+  if (strcmp(type, "EyeLike") == 0 && dynq__imp_find_attr(n, "dtype") != NULL) {
+    int64_t t = dynq__imp_attr_i(n, "dtype", 0);
+    int b;
+    if (cast_target(t, &b) < 0)
+      return dynq__imp_pool_printf(pl, "dtype %s is not supported (float32, float16, float64, "
+                                   "int8, uint8, int32, int64 and bool are)",
+                                   dynq__imp_onnx_dtype_name((int32_t)t));
+  }
   if (strcmp(type, "LRN") == 0) {
     int64_t size = dynq__imp_attr_i(n, "size", 0);
     if (dynq__imp_find_attr(n, "size") == NULL) return "the size attribute is required";
@@ -487,22 +495,15 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   if (dynq__imp_rule_inputs(c, n, nname, ins, &n_ins) != 0) return -1;
 
   int to = 0, to_bool = 0, mode = 0;
-  if (op == DYNQ_OP_CAST) {
-    int64_t t = dynq__imp_attr_i(n, "to", 0);
+  /* Cast's target, EyeLike's dtype when given: an ONNX dtype code */
+  const char *dt_attr = op == DYNQ_OP_CAST ? "to" : op == DYNQ_OP_EYE_LIKE ? "dtype" : NULL;
+  if (dt_attr != NULL && (op == DYNQ_OP_CAST || dynq__imp_find_attr(n, dt_attr) != NULL)) {
+    int64_t t = dynq__imp_attr_i(n, dt_attr, 0);
     to = cast_target(t, &to_bool);
     if (to < 0) {
-      dynq__imp_errorf("node '%s' (op Cast): cast to %s is not supported (float32, float16, "
-                       "float64, int8, uint8, int32, int64 and bool are)", nname,
-                       dynq__imp_onnx_dtype_name((int32_t)t));
-      return -1;
-    }
-  }
-  if (op == DYNQ_OP_EYE_LIKE && dynq__imp_find_attr(n, "dtype") != NULL) {
-    int64_t t = dynq__imp_attr_i(n, "dtype", 0);
-    to = cast_target(t, &to_bool);
-    if (to < 0) {
-      dynq__imp_errorf("node '%s' (op EyeLike): dtype %s is not supported (float32, float16, "
-                       "float64, int8, uint8, int32, int64 and bool are)", nname,
+      dynq__imp_errorf("node '%s' (op %s): %s %s is not supported (float32, float16, "
+                       "float64, int8, uint8, int32, int64 and bool are)", nname, type,
+                       op == DYNQ_OP_CAST ? "cast to" : "dtype",
                        dynq__imp_onnx_dtype_name((int32_t)t));
       return -1;
     }

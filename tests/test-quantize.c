@@ -596,6 +596,8 @@ START_TEST(test_malformed_models) {
       {"bad_new_ops.onnx", {"'lrn_zero' (op LRN): size 0 must be at least 1",
                             "'gnd_neg' (op GatherND): batch_dims -1 is not within [0, 8)",
                             "'up_cubic' (op Upsample): mode 'cubic' is not supported"}},
+      {"bad_new_ops.onnx", {"'eye_str' (op EyeLike): dtype STRING is not supported", NULL,
+                            NULL}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
