@@ -181,6 +181,7 @@ static const op_spec_t op_table[] = {
     {"ScatterND", DYNQ_OP_SCATTER_ND, 3, 3, 1, 0, {{"reduction", K_STRING}}, G, GC},
     {"Trilu", DYNQ_OP_TRILU, 1, 2, 1, OPF_OPT_IN, {{"upper", K_INT}}, G, GC},
     {"NonZero", DYNQ_OP_NONZERO, 1, 1, 1, 0, {{0}}, G},
+    {"MeanVarianceNormalization", DYNQ_OP_MVN, 1, 1, 1, 0, {{0}}, G},
     {"LRN", DYNQ_OP_LRN, 1, 1, 1, 0,
      {{"size", K_INT}, {"alpha", K_FLOAT}, {"beta", K_FLOAT}, {"bias", K_FLOAT}}, G, GC},
     {"InstanceNormalization", DYNQ_OP_INSTANCE_NORM, 3, 3, 1, 0, {{"epsilon", K_FLOAT}}, G},

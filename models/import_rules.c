@@ -42,6 +42,7 @@ static const dynq__imp_rule_t rules[] = {
     {"Transpose", "perm", 1, 0, DYNQ_IMP_R_INTS, DYNQ_IMP_R_OPTIONAL, 0},
     {"ConstantOfShape", "value", 1, 0, DYNQ_IMP_R_TENSOR1, DYNQ_IMP_R_OPTIONAL, 0},
     {"Upsample", "scales", 1, 9, DYNQ_IMP_R_FLOATS, DYNQ_IMP_R_REQUIRED, 0},
+    {"MeanVarianceNormalization", "axes", 1, 0, DYNQ_IMP_R_INTS, DYNQ_IMP_R_OPTIONAL, 0},
 };
 
 #define N_RULES (sizeof(rules) / sizeof(rules[0]))

@@ -2133,6 +2133,30 @@ START_TEST(eyelike_k) {
 }
 END_TEST
 
+/* MeanVarianceNormalization: over given axes, a constant row (zero
+ * variance: zeros, not NaN), the default axes [0, 2, 3] on a rank-2 input
+ * refused. */
+START_TEST(mvn_axes) {
+  float x[6] = {1, 2, 3, 5, 5, 5};
+  int64_t ax[1] = {1};
+  dynq__tensor_t X = tf(2, (int64_t[]){2, 3}, x), A = ti64s(1, (int64_t[]){1}, ax), o;
+  const dynq__tensor_t *in[2] = {&X, &A};
+  ck_assert_int_eq(run_k(DYNQ_OP_MVN, NULL, 0, 2, 1, in, &o), 0);
+  const float s = (float)(1 / (sqrt(2.0 / 3.0) + 1e-9));
+  expect(&o, 2, X.dims, (float[]){-s, 0, s, 0, 0, 0}, 1e-6f);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_MVN, NULL, 0, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (MeanVarianceNormalization)"));
+  /* the default axes on [1, 2, 1, 3]: over the 6 values of each channel */
+  float y[6] = {0, 0, 0, 1, 2, 3};
+  dynq__tensor_t Y = tf(4, (int64_t[]){1, 2, 1, 3}, y);
+  in[0] = &Y;
+  ck_assert_int_eq(run_k(DYNQ_OP_MVN, NULL, 0, 1, 1, in, &o), 0);
+  expect(&o, 4, Y.dims, (float[]){0, 0, 0, -s, 0, s}, 1e-6f);
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -2174,6 +2198,7 @@ int main(void) {
   tcase_add_test(tc, small_float_ops);
   tcase_add_test(tc, onehot_depth);
   tcase_add_test(tc, eyelike_k);
+  tcase_add_test(tc, mvn_axes);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -196,7 +196,9 @@
   /* select.c */                                                                           \
   X(ONE_HOT, 136, "OneHot", 9, 0, 3, 3, 1, 1, none, onehot, onehot)                         \
   /* shape.c */                                                                            \
-  X(EYE_LIKE, 137, "EyeLike", 9, 0, 1, 1, 1, 1, eyelike, eyelike, eyelike)
+  X(EYE_LIKE, 137, "EyeLike", 9, 0, 1, 1, 1, 1, eyelike, eyelike, eyelike)                  \
+  /* reduce.c */                                                                           \
+  X(MVN, 138, "MeanVarianceNormalization", 9, 0, 1, 2, 1, 1, none, mvn, mvn)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

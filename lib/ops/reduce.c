@@ -1,6 +1,7 @@
 /* Reductions over axes: ReduceMean, ReduceSum and the other sums
  * (accumulated in double),
- * ReduceMax, ReduceMin; ArgMax, ArgMin; CumSum. */
+ * ReduceMax, ReduceMin; ArgMax, ArgMin; CumSum; MeanVarianceNormalization
+ * (its mean and variance are reductions). */
 #include "ops.h"
 
 #include <errno.h>
@@ -107,6 +108,49 @@ int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     if (x->dtype == DYNQ_DT_F32) ((float *)out->data)[i] = (float)v;
     else dynq__store_i(out->data, x->dtype, i, (int64_t)v);
   }
+  free(acc);
+  return 0;
+}
+
+/* ---- MeanVarianceNormalization(X [, axes]): (x - mean) / (std + 1e-9)
+ * with mean and (population) variance over the axes, [0, 2, 3] when
+ * absent (ONNX's default); both in double ---- */
+
+int dynq__prep_mvn(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                   char *err, size_t errlen) {
+  (void)g, (void)n, (void)err, (void)errlen;
+  st->reduce.keepdims = 1;
+  return 0;
+}
+
+int dynq__run_mvn(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_f32(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  int64_t dflt[3] = {0, 2, 3};
+  const dynq__tensor_t da = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {3}, .data = dflt};
+  const dynq__tensor_t *axes = c->node->n_in > 1 && in[1] != NULL ? in[1] : &da;
+  plan_t p;
+  if ((rc = make_plan(c, x, axes, &p))) return rc;
+  const int64_t no = dynq__shape_numel(p.rank, p.dims), n = dynq__tensor_numel(x);
+  double *acc = calloc((size_t)(no > 0 ? 2 * no : 1), sizeof(double));
+  if (acc == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, x->dims, 0))) {
+    free(acc);
+    return rc;
+  }
+  double *mean = acc, *var = acc + no;
+  const float *px = x->data;
+  float *py = out->data;
+  const double cnt = no > 0 && n > 0 ? (double)n / (double)no : 1.0;
+  int64_t ix[DYNQ_MAX_RANK] = {0}, off = 0;
+  for (int64_t i = 0; i < n; i++, plan_next(x, &p, ix, &off)) mean[off] += px[i];
+  for (int64_t j = 0; j < no; j++) mean[j] /= cnt;
+  for (int64_t i = 0; i < n; i++, plan_next(x, &p, ix, &off))
+    var[off] += (px[i] - mean[off]) * (px[i] - mean[off]);
+  for (int64_t j = 0; j < no; j++) var[j] = sqrt(var[j] / cnt) + 1e-9;
+  for (int64_t i = 0; i < n; i++, plan_next(x, &p, ix, &off))
+    py[i] = (float)((px[i] - mean[off]) / var[off]);
   free(acc);
   return 0;
 }
