@@ -168,6 +168,7 @@ static const op_spec_t op_table[] = {
     {"Asinh", DYNQ_OP_ASINH, 1, 1, 1, 0, {{0}}, G},
     {"Acosh", DYNQ_OP_ACOSH, 1, 1, 1, 0, {{0}}, G},
     {"Atanh", DYNQ_OP_ATANH, 1, 1, 1, 0, {{0}}, G},
+    {"Gelu", DYNQ_OP_GELU, 1, 1, 1, 0, {{"approximate", K_STRING}}, G, GC},
     {"Shrink", DYNQ_OP_SHRINK, 1, 1, 1, 0, {{"lambd", K_FLOAT}, {"bias", K_FLOAT}}, G},
     {"IsNaN", DYNQ_OP_IS_NAN, 1, 1, 1, 0, {{0}}, G},
     {"IsInf", DYNQ_OP_IS_INF, 1, 1, 1, 0,

@@ -441,6 +441,12 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
                                    "int8, uint8, int32, int64 and bool are)",
                                    dynq__imp_onnx_dtype_name((int32_t)t));
   }
+  if (strcmp(type, "Gelu") == 0) {
+    char ab[16];
+    const char *a = attr_str(n, "approximate", ab, sizeof ab);
+    if (a != NULL && strcmp(a, "none") != 0 && strcmp(a, "tanh") != 0)
+      return dynq__imp_pool_printf(pl, "approximate '%s' is not supported (none, tanh are)", a);
+  }
   if (strcmp(type, "LRN") == 0) {
     int64_t size = dynq__imp_attr_i(n, "size", 0);
     if (dynq__imp_find_attr(n, "size") == NULL) return "the size attribute is required";
@@ -572,6 +578,12 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     dynq__imp_node_attr_i(bn, "largest", dynq__imp_attr_i(n, "largest", 1));
     dynq__imp_node_attr_i(bn, "sorted", dynq__imp_attr_i(n, "sorted", 1));
     break;
+  case DYNQ_OP_GELU: {
+    char ab[16];
+    const char *a = attr_str(n, "approximate", ab, sizeof ab);
+    if (a != NULL && strcmp(a, "tanh") == 0) dynq__imp_node_attr_i(bn, "tanh", 1);
+    break;
+  }
   case DYNQ_OP_EYE_LIKE:
     dynq__imp_node_attr_i(bn, "k", dynq__imp_attr_i(n, "k", 0));
     if (to) dynq__imp_node_attr_i(bn, "dtype", to);

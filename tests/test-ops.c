@@ -1950,8 +1950,8 @@ START_TEST(lrn_window) {
 END_TEST
 
 /* Hardmax (per axis and in the opset < 13 flattened form), IsNaN, IsInf's
- * two flags, Xor's refusal of non-bool inputs, Shrink, and the inverse
- * and hyperbolic trigonometry at the edges of their domains. */
+ * two flags, Xor's refusal of non-bool inputs, Shrink, the inverse and
+ * hyperbolic trigonometry at the edges of their domains, Gelu. */
 START_TEST(small_float_ops) {
   float x[6] = {1, 3, 3, 2, NAN, 0};
   dynq__tensor_t X = tf(2, (int64_t[]){2, 3}, x), o;
@@ -2039,6 +2039,22 @@ START_TEST(small_float_ops) {
   ck_assert_int_eq(run_k(DYNQ_OP_ATANH, NULL, 0, 1, 1, ti, &o), 0);
   ck_assert(isinf(((float *)o.data)[0]) && ((float *)o.data)[0] < 0 && isnan(((float *)o.data)[2]));
   dynq__tensor_clear(&o);
+  /* Gelu: the erf form and the tanh one; its flag checked at load */
+  dynq__attr_t gt[] = {AI("tanh", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GELU, NULL, 0, 1, 1, ti, &o), 0);
+  ck_assert_float_eq_tol(((float *)o.data)[0], -0.5 * (1 + erf(-1 / sqrt(2.0))), 1e-7);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run_k(DYNQ_OP_GELU, gt, 1, 1, 1, ti, &o), 0);
+  ck_assert_float_eq_tol(((float *)o.data)[2], 1 + tanh(sqrt(2 / M_PI) * (2 + 0.044715 * 8)),
+                         1e-6);
+  dynq__tensor_clear(&o);
+  static const int32_t idx[1] = {0};
+  dynq__node_t nd = {.op = DYNQ_OP_GELU, .name = "ge", .n_in = 1, .n_out = 1, .in = idx,
+                     .out = idx, .n_attr = 1, .attr = gt};
+  ck_assert_int_eq(dynq__opdef(DYNQ_OP_GELU)->check(NULL, &nd, err, sizeof err), 0);
+  gt[0].i = 2;
+  ck_assert_int_eq(dynq__opdef(DYNQ_OP_GELU)->check(NULL, &nd, err, sizeof err), DYNQ_EGRAPH);
+  ck_assert_ptr_nonnull(strstr(err, "node 'ge' (Gelu): tanh 2 is not 0 or 1"));
 }
 END_TEST
 

@@ -519,6 +519,46 @@ START_TEST(test_upsample_attr_form) {
 }
 END_TEST
 
+/* Gelu (opset 20, which Debian's node tests predate): both forms against
+ * numpy's float64 values (make_new_ops.py), within 1e-6 + 1e-5 |y|. */
+START_TEST(test_gelu_opset20) {
+  char *in = fixture("gelu20.onnx"), *outp = tmp_path("gelu.dynq");
+  char *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, in, outp, NULL) == 0, "dynq-quantize: %s", log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  size_t nx = 0, nn = 0, nt = 0;
+  float *x = load_f32("gelu_x.f32", &nx), *wn = load_f32("gelu_none.f32", &nn),
+        *wt = load_f32("gelu_tanh.f32", &nt);
+  ck_assert_uint_eq(nx, 32);
+  ck_assert_uint_eq(nn, 32);
+  ck_assert_uint_eq(nt, 32);
+  dynq__tensor_t X = f32_tensor(x, 2, (int64_t[]){4, 8}), y[2] = {{0}};
+  const char *names[] = {"x"};
+  char err[256];
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, &X, 1, y, err, sizeof err), 0);
+  const float *want[2] = {wn, wt};
+  double maxd = 0; /* the two forms differ: the test tells them apart */
+  for (int k = 0; k < 2; k++) {
+    ck_assert_int_eq(dynq__tensor_numel(&y[k]), 32);
+    for (int i = 0; i < 32; i++) {
+      const float g = ((float *)y[k].data)[i];
+      ck_assert_msg(fabs(g - want[k][i]) <= 1e-6 + 1e-5 * fabs(want[k][i]),
+                    "output %d [%d] = %.9g, want %.9g", k, i, g, want[k][i]);
+      maxd = fmax(maxd, fabs(wn[i] - wt[i]));
+    }
+  }
+  ck_assert(maxd > 1e-4);
+  clear_outputs(y, 2);
+  dynq__model_unref(m);
+  free(x);
+  free(wn);
+  free(wt);
+  free(in);
+  free(outp);
+}
+END_TEST
+
 START_TEST(test_softmax_old_opset) {
   char *in = fixture("softmax_opset11.onnx"), *outp = tmp_path("sm11.dynq");
   char *log = NULL;
@@ -596,8 +636,8 @@ START_TEST(test_malformed_models) {
       {"bad_new_ops.onnx", {"'lrn_zero' (op LRN): size 0 must be at least 1",
                             "'gnd_neg' (op GatherND): batch_dims -1 is not within [0, 8)",
                             "'up_cubic' (op Upsample): mode 'cubic' is not supported"}},
-      {"bad_new_ops.onnx", {"'eye_str' (op EyeLike): dtype STRING is not supported", NULL,
-                            NULL}},
+      {"bad_new_ops.onnx", {"'eye_str' (op EyeLike): dtype STRING is not supported",
+                            "'gelu_erf' (op Gelu): approximate 'erf' is not supported", NULL}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
@@ -1335,6 +1375,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_unsupported);
   tcase_add_test(tc, test_softmax_old_opset);
   tcase_add_test(tc, test_upsample_attr_form);
+  tcase_add_test(tc, test_gelu_opset20);
   tcase_add_test(tc, test_rules_old_forms);
   tcase_add_test(tc, test_rules_errors);
   tcase_add_test(tc, test_op_types_and_exclude);

@@ -3,7 +3,7 @@
  * the parametrised activations (LeakyRelu, PRelu, Elu, Selu, Celu,
  * ThresholdedRelu), Softplus, Softsign, Mish, Reciprocal, Floor, Ceil,
  * Round, Sign, Sin, Cos, Tan, their inverses and the hyperbolic ones,
- * Shrink; IsNaN, IsInf; Mod; LogSoftmax, Hardmax; the variadic Min, Max,
+ * Shrink, Gelu; IsNaN, IsInf; Mod; LogSoftmax, Hardmax; the variadic Min, Max,
  * Sum and Mean.
  * None of them is on a hot path of the models that use them (one per
  * block at most), so the float math goes through double libm calls: the
@@ -28,6 +28,9 @@ int dynq__prep_act(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_
     st->act.alpha = dynq__node_attr_f(n, "lambd", 0.5f);
     st->act.gamma = dynq__node_attr_f(n, "bias", 0.0f);
     return 0;
+  case DYNQ_OP_GELU: /* alpha 1: the tanh approximation */
+    st->act.alpha = dynq__node_attr_i(n, "tanh", 0) != 0;
+    return 0;
   case DYNQ_OP_SELU:
     alpha = 1.67326319217681884765625f;
     gamma = 1.05070102214813232421875f;
@@ -39,10 +42,14 @@ int dynq__prep_act(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_
   return 0;
 }
 
-/* The Celu attribute must not be 0 (ONNX divides by it); the others take
- * any value. */
+/* The Celu attribute must not be 0 (ONNX divides by it); Gelu's "tanh"
+ * is a flag; the others take any value. */
 int dynq__check_act(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
   (void)g;
+  if (n->op == DYNQ_OP_GELU) {
+    int64_t t = dynq__node_attr_i(n, "tanh", 0);
+    DYNQ_OP_CHECK(t == 0 || t == 1, "tanh %lld is not 0 or 1", (long long)t);
+  }
   if (n->op == DYNQ_OP_CELU && dynq__node_attr_f(n, "alpha", 1.0f) == 0.0f) {
     snprintf(err, errlen, "node '%s' (op Celu): alpha 0 is not allowed (it divides by it)",
              n->name ? n->name : "?");
@@ -79,6 +86,10 @@ static double act1(int op, double x, double a, double gm) {
   case DYNQ_OP_ACOSH: return acosh(x);
   case DYNQ_OP_ATANH: return atanh(x);
   case DYNQ_OP_SHRINK: return x < -a ? x + gm : x > a ? x - gm : 0.0;
+  /* Gelu: x Phi(x), or (a != 0) its tanh approximation */
+  case DYNQ_OP_GELU:
+    return a != 0 ? 0.5 * x * (1.0 + tanh(0.79788456080286535588 * (x + 0.044715 * x * x * x)))
+                  : 0.5 * x * (1.0 + erf(x * 0.70710678118654752440));
   default: return x;
   }
 }

@@ -198,7 +198,9 @@
   /* shape.c */                                                                            \
   X(EYE_LIKE, 137, "EyeLike", 9, 0, 1, 1, 1, 1, eyelike, eyelike, eyelike)                  \
   /* reduce.c */                                                                           \
-  X(MVN, 138, "MeanVarianceNormalization", 9, 0, 1, 2, 1, 1, none, mvn, mvn)
+  X(MVN, 138, "MeanVarianceNormalization", 9, 0, 1, 2, 1, 1, none, mvn, mvn)                \
+  /* activation.c */                                                                       \
+  X(GELU, 139, "Gelu", 20, 0, 1, 1, 1, 1, act, act, act)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
