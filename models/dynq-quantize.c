@@ -91,6 +91,7 @@ static const op_spec_t op_table[] = {
     {"Unsqueeze", DYNQ_OP_UNSQUEEZE, 1, 2, 1, 0, {{0}}, G},
     {"Transpose", DYNQ_OP_TRANSPOSE, 1, 1, 1, 0, {{0}}, G},
     {"Cast", DYNQ_OP_CAST, 1, 1, 1, 0, {{"to", K_INT}, {"saturate", K_INT}}, G},
+    {"CastLike", DYNQ_OP_CAST, 2, 2, 1, 0, {{"saturate", K_INT}}, G, GC},
     {"Equal", DYNQ_OP_EQUAL, 2, 2, 1, 0, {{0}}, G},
     {"Less", DYNQ_OP_LESS, 2, 2, 1, 0, {{0}}, G},
     {"Greater", DYNQ_OP_GREATER, 2, 2, 1, 0, {{0}}, G},

@@ -337,6 +337,39 @@ static int cast_target(int64_t to, int *ret_bool) {
   }
 }
 
+/* The ONNX dtype code of value `name` where the model declares it: a
+ * graph input, output or value_info, an initializer, a Constant node's
+ * output; 0 when it does not (the importer infers no types). */
+static int32_t declared_type(const conv_t *c, const char *name) {
+  const Onnx__GraphProto *g = c->g;
+  if (g == NULL || name == NULL) return 0;
+  const Onnx__ValueInfoProto *const *vis[3] = {(const Onnx__ValueInfoProto *const *)g->input,
+                                               (const Onnx__ValueInfoProto *const *)g->output,
+                                               (const Onnx__ValueInfoProto *const *)g->value_info};
+  const size_t nvis[3] = {g->n_input, g->n_output, g->n_value_info};
+  for (int k = 0; k < 3; k++)
+    for (size_t i = 0; i < nvis[k]; i++) {
+      const Onnx__ValueInfoProto *vi = vis[k][i];
+      if (vi->name && strcmp(vi->name, name) == 0 && vi->type && vi->type->tensor_type &&
+          vi->type->tensor_type->has_elem_type)
+        return vi->type->tensor_type->elem_type;
+    }
+  for (size_t i = 0; i < g->n_initializer; i++)
+    if (g->initializer[i]->name && strcmp(g->initializer[i]->name, name) == 0)
+      return g->initializer[i]->data_type;
+  for (size_t i = 0; i < g->n_node; i++) {
+    const Onnx__NodeProto *nd = g->node[i];
+    if (nd->op_type == NULL || strcmp(nd->op_type, "Constant") != 0 || nd->n_output < 1 ||
+        nd->output[0] == NULL || strcmp(nd->output[0], name) != 0 || nd->n_attribute != 1)
+      continue;
+    const Onnx__AttributeProto *a = nd->attribute[0];
+    if (a->t != NULL) return a->t->data_type;
+    if (a->name && strncmp(a->name, "value_float", 11) == 0) return ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
+    if (a->name && strncmp(a->name, "value_int", 9) == 0) return ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+  }
+  return 0;
+}
+
 /* A string attribute of n copied into buf (cut to fit); NULL if absent. */
 static const char *attr_str(const Onnx__NodeProto *n, const char *name, char *buf, size_t len) {
   const Onnx__AttributeProto *a = dynq__imp_find_attr(n, name);
@@ -433,6 +466,21 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
       return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
   }
+  if (strcmp(type, "CastLike") == 0) {
+    /* becomes a Cast to the dtype the model declares for `like` */
+    int32_t t = declared_type(c, n->input[1]);
+    int b;
+    if (t == 0)
+      return dynq__imp_pool_printf(pl, "the model does not declare the dtype of 'like' ('%s'): "
+                                   "CastLike needs it as a graph input, initializer, Constant "
+                                   "or value_info", n->input[1]);
+    if (cast_target(t, &b) < 0)
+      return dynq__imp_pool_printf(pl, "cast to %s is not supported (float32, float16, float64, "
+                                   "int8, uint8, int32, int64 and bool are)",
+                                   dynq__imp_onnx_dtype_name(t));
+    if (dynq__imp_attr_i(n, "saturate", 1) != 1)
+      return "saturate = 0 only matters for float8 targets, which are not supported";
+  }
   if (strcmp(type, "EyeLike") == 0 && dynq__imp_find_attr(n, "dtype") != NULL) {
     int64_t t = dynq__imp_attr_i(n, "dtype", 0);
     int b;
@@ -489,7 +537,8 @@ static void copy_scalar_attrs(dynq__bnode_t *bn, const Onnx__NodeProto *n) {
 int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   dynq__builder_t *b = &c->b;
   const char *type = n->op_type;
-  int op = dynq__op_from_name(type);
+  const int castlike = strcmp(type, "CastLike") == 0; /* a Cast of input 0 */
+  int op = castlike ? DYNQ_OP_CAST : dynq__op_from_name(type);
   int32_t ins[DYNQ_IMP_MAX_IN];
   int n_ins = 0;
   if (op == DYNQ_OP_INVALID) {
@@ -499,12 +548,13 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   /* attributes that become inputs (import_rules.c), added before the
    * node: add_const may not run while we hold a node pointer */
   if (dynq__imp_rule_inputs(c, n, nname, ins, &n_ins) != 0) return -1;
+  if (castlike) n_ins = 1;
 
   int to = 0, to_bool = 0, mode = 0;
   /* Cast's target, EyeLike's dtype when given: an ONNX dtype code */
   const char *dt_attr = op == DYNQ_OP_CAST ? "to" : op == DYNQ_OP_EYE_LIKE ? "dtype" : NULL;
   if (dt_attr != NULL && (op == DYNQ_OP_CAST || dynq__imp_find_attr(n, dt_attr) != NULL)) {
-    int64_t t = dynq__imp_attr_i(n, dt_attr, 0);
+    int64_t t = castlike ? declared_type(c, n->input[1]) : dynq__imp_attr_i(n, dt_attr, 0);
     to = cast_target(t, &to_bool);
     if (to < 0) {
       dynq__imp_errorf("node '%s' (op %s): %s %s is not supported (float32, float16, "
@@ -555,7 +605,8 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   case DYNQ_OP_CAST:
     dynq__imp_node_attr_i(bn, "to", to);
     dynq__imp_node_attr_i(bn, "to_bool", to_bool);
-    if (dynq__imp_attr_i(n, "to", 0) == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16)
+    if ((castlike ? declared_type(c, n->input[1]) : dynq__imp_attr_i(n, "to", 0)) ==
+        ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16)
       dynq__imp_node_attr_i(bn, "half", 1);
     break;
   case DYNQ_OP_REDUCE_MEAN:

@@ -490,14 +490,22 @@ END_TEST
 
 /* Opset < 13 Softmax(axis 1) over [2, 3, 4]: one softmax over the 12
  * values of each batch entry (the input taken as 2-D at the axis). */
+/* dynq-quantize the fixture (no options) into the temporary directory and
+ * open the result. */
+static dynq__model_t *convert_fixture(const char *name) {
+  char *in = fixture(name), *outp = tmp_path("fixture.dynq"), *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, in, outp, NULL) == 0, "dynq-quantize %s: %s", name, log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  free(in);
+  free(outp);
+  return m;
+}
+
 /* Upsample's opset 7-8 form (scales an attribute) runs as Resize-10:
  * asymmetric, nearest rounding down; linear clamps at the edge. */
 START_TEST(test_upsample_attr_form) {
-  char *in = fixture("upsample7.onnx"), *outp = tmp_path("up7.dynq");
-  char *log = NULL;
-  ck_assert_msg(tu_quantize_log(&log, in, outp, NULL) == 0, "dynq-quantize: %s", log);
-  free(log);
-  dynq__model_t *m = open_model(outp);
+  dynq__model_t *m = convert_fixture("upsample7.onnx");
   float x[4] = {1, 2, 3, 4};
   dynq__tensor_t X = f32_tensor(x, 4, (int64_t[]){1, 1, 2, 2}), y[2] = {{0}};
   const char *names[] = {"x"};
@@ -514,19 +522,13 @@ START_TEST(test_upsample_attr_form) {
   for (int i = 0; i < 8; i++) ck_assert_float_eq(((float *)y[1].data)[i], lin[i]);
   clear_outputs(y, 2);
   dynq__model_unref(m);
-  free(in);
-  free(outp);
 }
 END_TEST
 
 /* Gelu (opset 20, which Debian's node tests predate): both forms against
  * numpy's float64 values (make_new_ops.py), within 1e-6 + 1e-5 |y|. */
 START_TEST(test_gelu_opset20) {
-  char *in = fixture("gelu20.onnx"), *outp = tmp_path("gelu.dynq");
-  char *log = NULL;
-  ck_assert_msg(tu_quantize_log(&log, in, outp, NULL) == 0, "dynq-quantize: %s", log);
-  free(log);
-  dynq__model_t *m = open_model(outp);
+  dynq__model_t *m = convert_fixture("gelu20.onnx");
   size_t nx = 0, nn = 0, nt = 0;
   float *x = load_f32("gelu_x.f32", &nx), *wn = load_f32("gelu_none.f32", &nn),
         *wt = load_f32("gelu_tanh.f32", &nt);
@@ -554,8 +556,29 @@ START_TEST(test_gelu_opset20) {
   free(x);
   free(wn);
   free(wt);
-  free(in);
-  free(outp);
+}
+END_TEST
+
+/* CastLike becomes a Cast to the dtype the model declares for `like`:
+ * a graph input, an initializer (bool: nonzero is true), a Constant. */
+START_TEST(test_castlike_declared) {
+  dynq__model_t *m = convert_fixture("castlike.onnx");
+  float x[4] = {-1.5f, 0, 0.5f, 2.7f};
+  int32_t li[1] = {0};
+  dynq__tensor_t ins[2] = {f32_tensor(x, 1, (int64_t[]){4}),
+                           {.dtype = DYNQ_DT_I32, .rank = 1, .dims = {1}, .data = li}};
+  dynq__tensor_t y[3] = {{0}};
+  const char *names[] = {"x", "like_i"};
+  char err[256];
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, ins, 2, y, err, sizeof err), 0);
+  ck_assert_int_eq(y[0].dtype, DYNQ_DT_I32);
+  ck_assert_mem_eq(y[0].data, ((int32_t[]){-1, 0, 0, 2}), 4 * sizeof(int32_t));
+  ck_assert_int_eq(y[1].dtype, DYNQ_DT_U8);
+  ck_assert_mem_eq(y[1].data, ((uint8_t[]){1, 0, 1, 1}), 4);
+  ck_assert_int_eq(y[2].dtype, DYNQ_DT_I64);
+  ck_assert_mem_eq(y[2].data, ((int64_t[]){-1, 0, 0, 2}), 4 * sizeof(int64_t));
+  clear_outputs(y, 3);
+  dynq__model_unref(m);
 }
 END_TEST
 
@@ -637,7 +660,9 @@ START_TEST(test_malformed_models) {
                             "'gnd_neg' (op GatherND): batch_dims -1 is not within [0, 8)",
                             "'up_cubic' (op Upsample): mode 'cubic' is not supported"}},
       {"bad_new_ops.onnx", {"'eye_str' (op EyeLike): dtype STRING is not supported",
-                            "'gelu_erf' (op Gelu): approximate 'erf' is not supported", NULL}},
+                            "'gelu_erf' (op Gelu): approximate 'erf' is not supported",
+                            "'cl_inter' (op CastLike): the model does not declare the dtype of "
+                            "'like' ('r')"}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
@@ -1376,6 +1401,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_softmax_old_opset);
   tcase_add_test(tc, test_upsample_attr_form);
   tcase_add_test(tc, test_gelu_opset20);
+  tcase_add_test(tc, test_castlike_declared);
   tcase_add_test(tc, test_rules_old_forms);
   tcase_add_test(tc, test_rules_errors);
   tcase_add_test(tc, test_op_types_and_exclude);
