@@ -337,6 +337,17 @@ static int cast_target(int64_t to, int *ret_bool) {
   }
 }
 
+/* Why ONNX dtype t cannot be a Cast target ("<what> FLOAT8E4M3FN is not
+ * supported ..."), pool-owned; NULL when it can. */
+static const char *dtype_why(dynq__imp_pool_t *pl, const char *what, int64_t t) {
+  int b;
+  if (cast_target(t, &b) >= 0) return NULL;
+  const char *why = dynq__imp_pool_printf(pl, "%s %s is not supported (float32, float16, "
+                                          "float64, int8, uint8, int32, int64 and bool are)",
+                                          what, dynq__imp_onnx_dtype_name((int32_t)t));
+  return why != NULL ? why : "out of memory";
+}
+
 /* The ONNX dtype code of value `name` where the model declares it: a
  * graph input, output or value_info, an initializer, a Constant node's
  * output; 0 when it does not (the importer infers no types). */
@@ -469,25 +480,18 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   if (strcmp(type, "CastLike") == 0) {
     /* becomes a Cast to the dtype the model declares for `like` */
     int32_t t = declared_type(c, n->input[1]);
-    int b;
+    const char *why;
     if (t == 0)
       return dynq__imp_pool_printf(pl, "the model does not declare the dtype of 'like' ('%s'): "
                                    "CastLike needs it as a graph input, initializer, Constant "
                                    "or value_info", n->input[1]);
-    if (cast_target(t, &b) < 0)
-      return dynq__imp_pool_printf(pl, "cast to %s is not supported (float32, float16, float64, "
-                                   "int8, uint8, int32, int64 and bool are)",
-                                   dynq__imp_onnx_dtype_name(t));
+    if ((why = dtype_why(pl, "cast to", t)) != NULL) return why;
     if (dynq__imp_attr_i(n, "saturate", 1) != 1)
       return "saturate = 0 only matters for float8 targets, which are not supported";
   }
   if (strcmp(type, "EyeLike") == 0 && dynq__imp_find_attr(n, "dtype") != NULL) {
-    int64_t t = dynq__imp_attr_i(n, "dtype", 0);
-    int b;
-    if (cast_target(t, &b) < 0)
-      return dynq__imp_pool_printf(pl, "dtype %s is not supported (float32, float16, float64, "
-                                   "int8, uint8, int32, int64 and bool are)",
-                                   dynq__imp_onnx_dtype_name((int32_t)t));
+    const char *why = dtype_why(pl, "dtype", dynq__imp_attr_i(n, "dtype", 0));
+    if (why != NULL) return why;
   }
   if (strcmp(type, "Gelu") == 0) {
     char ab[16];
@@ -557,10 +561,8 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     int64_t t = castlike ? declared_type(c, n->input[1]) : dynq__imp_attr_i(n, dt_attr, 0);
     to = cast_target(t, &to_bool);
     if (to < 0) {
-      dynq__imp_errorf("node '%s' (op %s): %s %s is not supported (float32, float16, "
-                       "float64, int8, uint8, int32, int64 and bool are)", nname, type,
-                       op == DYNQ_OP_CAST ? "cast to" : "dtype",
-                       dynq__imp_onnx_dtype_name((int32_t)t));
+      dynq__imp_errorf("node '%s' (op %s): %s", nname, type,
+                       dtype_why(&b->pool, op == DYNQ_OP_CAST ? "cast to" : "dtype", t));
       return -1;
     }
   }

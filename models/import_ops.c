@@ -1,8 +1,9 @@
 /*
- * Converters for Resize (and Upsample), ConvTranspose and Einsum, and their pass-1
- * check: every attribute value the engine does not implement is refused
- * here, naming the attribute and the value (the engine's own tables
- * decide, lib/ops/resize.c and einsum.c, so the two cannot disagree).
+ * Converters for Resize (and Upsample), ConvTranspose and Einsum, and
+ * their pass-1 check: every attribute value the engine does not
+ * implement is refused here, naming the attribute and the value (the
+ * engine's own tables decide, lib/ops/resize.c and einsum.c, so the two
+ * cannot disagree).
  *
  * Resize keeps X, scales and sizes (ONNX's roi only matters for
  * tf_crop_and_resize, which is refused).  ConvTranspose stores its

@@ -1,8 +1,10 @@
 /*
  * Index-driven ops: TopK, GatherElements, ScatterElements, ScatterND,
- * GatherND, OneHot, Trilu, NonZero.  Any dtype for the data moved (float32, int64, int32, int8,
- * uint8); indices int64 or int32, negative ones counted from the end and
- * out-of-range ones a run-time error naming the index and the axis.
+ * GatherND, OneHot, Trilu, NonZero.  Any dtype for the data moved
+ * (float32, int64, int32, int8, uint8); indices int64 or int32, negative
+ * ones counted from the end and out-of-range ones a run-time error naming
+ * the index and the axis (OneHot: its indices any number type, and one
+ * out of range an all-off row, as ONNX defines it).
  */
 #include "ops.h"
 
@@ -240,10 +242,6 @@ int dynq__run_scatter_elements(dynq__op_ctx_t *c, const dynq__tensor_t *const *i
   return 0;
 }
 
-/* ScatterND(data, indices [..., q], updates): a copy of data with each
- * indexed slice (the first q coordinates given, the rest whole) replaced
- * or combined as ScatterElements' reduction says; the slices in index
- * order. */
 /* The index tuple s of idx (its last axis, q values) addressing x's axes
  * first .. first + q - 1: its offset in units of those axes; an error
  * naming the index when one is out of range. */
@@ -262,6 +260,10 @@ static int nd_offset(dynq__op_ctx_t *c, const dynq__tensor_t *x, int first,
   return 0;
 }
 
+/* ScatterND(data, indices [..., q], updates): a copy of data with each
+ * indexed slice (the first q coordinates given, the rest whole) replaced
+ * or combined as ScatterElements' reduction says; the slices in index
+ * order. */
 int dynq__run_scatter_nd(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                          dynq__tensor_t *out) {
   int rc;
