@@ -195,17 +195,26 @@ static void account(dynqd_conn_t *c) {
   c->mem = now;
 }
 
+/* What counts against max_buffers_total: every buffer, but the input slab
+ * only up to its share (an eighth).  One a reload left bigger is retired
+ * once its requests are done (rpc_infer.c); until then it must neither
+ * shed nor refuse anyone. */
+static size_t buffers_counted(const dynqd_server_t *s) {
+  size_t share = (size_t)(s->cfg->max_buffers_total / 8);
+  return s->slab_bytes > share ? s->buffers - (s->slab_bytes - share) : s->buffers;
+}
+
 /* Over max_buffers_total: close the connections holding most until under
  * it.  Never called from inside a libuv alloc callback. */
 static void shed(dynqd_server_t *s) {
-  while (s->buffers > s->cfg->max_buffers_total) {
+  while (buffers_counted(s) > s->cfg->max_buffers_total) {
     dynqd_conn_t *worst = NULL;
     for (dynqd_conn_t *c = s->conns; c; c = c->next)
       if (!c->closing && (worst == NULL || c->mem > worst->mem)) worst = c;
     if (worst == NULL || worst->mem == 0) return;
     log_warn("conn %llu (uid %u): holds %zu buffered bytes while all connections hold "
              "%zu, over max_buffers_total %llu; closing it", (unsigned long long)worst->id,
-             (unsigned)worst->uid, worst->mem, s->buffers,
+             (unsigned)worst->uid, worst->mem, buffers_counted(s),
              (unsigned long long)s->cfg->max_buffers_total);
     dynqd__conn_close(worst);
   }
@@ -249,7 +258,7 @@ static void drop_output(dynqd_conn_t *c) {
 
 int dynqd__conn_charge(dynqd_conn_t *c, size_t bytes) {
   dynqd_server_t *s = c->srv;
-  if (s->buffers + bytes > s->cfg->max_buffers_total) return DYNQ_EOVERLOAD;
+  if (buffers_counted(s) + bytes > s->cfg->max_buffers_total) return DYNQ_EOVERLOAD;
   c->req_bytes += bytes;
   account(c);
   return 0;

@@ -1053,6 +1053,7 @@ struct dynqd_server {
   /* Where infer requests' input bytes are decoded back to back
    * (rpc_infer.c; loop thread only); NULL until first used. */
   void *infer_slab;
+  size_t slab_bytes;          /* its size, counted in buffers (0: none) */
   int reloads;                /* SIGHUP rescans completed */
   /* What peers hold (conn.c): per uid, and the buffers of all live
    * connections, checked against max_buffers_total. */

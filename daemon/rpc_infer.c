@@ -181,6 +181,7 @@ static slab_t *slab_of(dynqd_server_t *s) {
   }
   s->infer_slab = sl;
   s->buffers += sl->size;
+  s->slab_bytes = sl->size;
   return sl;
 }
 
@@ -248,6 +249,7 @@ static void slab_free(dynqd_server_t *s) {
     free(sl);
   }
   s->infer_slab = NULL;
+  s->slab_bytes = 0;
 }
 
 void dynqd__rpc_infer_limits_changed(dynqd_server_t *s) {

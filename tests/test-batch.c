@@ -661,7 +661,11 @@ END_TEST
 /* The slab takes at most an eighth of max_buffers_total, also after a
  * SIGHUP lowers the limit below what it was made for (1 MiB of 64 MiB,
  * then a 1 MiB limit): a pipelined burst is still served, not refused
- * as over the limit, and the connection is not shed. */
+ * as over the limit, and no connection is shed.  Across the reload one
+ * request holds bytes in the old slab (it waits in mlp's batch window),
+ * so the slab cannot go at once; and round 1's first read holds no whole
+ * frame, so nothing has used the slab since: what the old slab is
+ * counted as while it waits to be retired must shed no one. */
 START_TEST(test_slab_follows_lowered_buffer_limit) {
   const char *names[] = {"mlp", NULL};
   TU_SKIP_UNLESS(make_models("tests/fixtures/mlp.onnx", NULL, NULL, names) == 0,
@@ -670,12 +674,16 @@ START_TEST(test_slab_follows_lowered_buffer_limit) {
   ck_assert_int_eq(tu_load_f32("tests/fixtures/mlp_x.f32", x, 16 * 64), 0);
   char conf[4096];
   snprintf(conf, sizeof conf, "%s/buf.conf", g_dir);
-  const char *big = "max_buffers_total = 64M\n", *small = "max_buffers_total = 1M\n";
+  const char *window = "[batch.mlp]\nmax_batch = 64\nmax_delay_us = 1000000\n";
+  char big[256], small[256];
+  snprintf(big, sizeof big, "max_buffers_total = 64M\n%s", window);
+  snprintf(small, sizeof small, "max_buffers_total = 1M\n%s", window);
   ck_assert_int_eq(tu_write_file(conf, big, strlen(big)), 0);
   tu_daemon_t d;
   const char *extra[] = {"--config", conf, "--workers", "1", NULL};
   ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
-  enum { N = 24 };
+  enum { N = 24, HELD = 100 };
+  tu_rpc_t held;
   for (int round = 0; round < 2; round++) {
     tu_rpc_t c;
     tu_rpc_open(&c, d.sock);
@@ -683,8 +691,6 @@ START_TEST(test_slab_follows_lowered_buffer_limit) {
     dynq__wbuf_init(&w);
     for (int k = 0; k < N; k++)
       tu_w_infer_f32(&w, 1 + (uint32_t)k, "mlp", "x", 1, 64, x + (size_t)(k % 16) * 64, -1);
-    /* After the reload, a first read holds no whole frame: nothing has
-     * used the slab yet, and what it is counted as must shed no one. */
     ck_assert_int_eq(w.err, 0);
     tu_rpc_send(&c, w.data, round == 0 ? w.len : 16);
     if (round == 1) {
@@ -701,6 +707,15 @@ START_TEST(test_slab_follows_lowered_buffer_limit) {
     }
     tu_rpc_close(&c);
     if (round == 0) {  /* the slab exists now, made for 64 MiB */
+      /* one request into it that waits for its batch to fill; the pong
+       * behind it says it was read */
+      tu_rpc_open(&held, d.sock);
+      dynq__wbuf_init(&w);
+      tu_w_infer_f32(&w, HELD, "mlp", "x", 1, 64, x, -1);
+      dynq__w_request_head(&w, HELD + 1, "ping");
+      dynq__w_nil(&w);
+      tu_rpc_send_wbuf(&held, &w);
+      tu_rpc_expect_pong(&held, HELD + 1);
       ck_assert_int_eq(tu_write_file(conf, small, strlen(small)), 0);
       ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
       int applied = 0;
@@ -711,6 +726,12 @@ START_TEST(test_slab_follows_lowered_buffer_limit) {
       ck_assert_msg(applied, "dynqd did not apply the new max_buffers_total");
     }
   }
+  dynq__rpc_msg_t m;
+  char msg[512];
+  int rc = tu_rpc_response(&held, &m, HELD, msg, sizeof msg);
+  ck_assert_msg(rc == 0, "the request held across the reload: %s (%d)", msg, rc);
+  dynq__rpc_free(&m);
+  tu_rpc_close(&held);
   ck_assert_msg(!tu_file_contains(d.log, "closing it"), "a connection was shed");
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
 }
