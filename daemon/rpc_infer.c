@@ -1117,7 +1117,9 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
     }
   }
   uint64_t deadline = 0;
-  if (p->has_timeout_ms && p->timeout_ms <= MAX_TIMEOUT_MS)
+  /* 0 means no deadline, as in dynq's clients (a deadline already due
+   * would run or fail the same request by load alone) */
+  if (p->has_timeout_ms && p->timeout_ms > 0 && p->timeout_ms <= MAX_TIMEOUT_MS)
     deadline = t0 + p->timeout_ms * 1000000ull;
   dynq__obj_t in = p->inputs.obj;
 
