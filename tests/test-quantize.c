@@ -582,6 +582,48 @@ START_TEST(test_castlike_declared) {
 }
 END_TEST
 
+/* new_ops.onnx (make_new_ops.py): the new ops in one graph, as a fuzzing
+ * seed; here what each output computes on x = i / 16 - 4 (increasing
+ * along every axis, no NaN). */
+START_TEST(test_new_ops_together) {
+  dynq__model_t *m = convert_fixture("new_ops.onnx");
+  float x[128];
+  for (int i = 0; i < 128; i++) x[i] = (float)i / 16 - 4;
+  dynq__tensor_t X = f32_tensor(x, 4, (int64_t[]){1, 8, 4, 4}), y[7] = {{0}};
+  const char *names[] = {"x"};
+  char err[256];
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, &X, 1, y, err, sizeof err), 0);
+  /* y1: SpaceToDepth undoes DepthToSpace (DCR); LRN and MVN keep the
+   * order along W, so Hardmax picks its last element */
+  for (int i = 0; i < 128; i++)
+    ck_assert_float_eq(((float *)y[0].data)[i], i % 4 == 3 ? 1.0f : 0.0f);
+  /* y2: x[0, 1] and x[0, 3] */
+  ck_assert_int_eq(dynq__tensor_numel(&y[1]), 32);
+  ck_assert_mem_eq(y[1].data, x + 16, 16 * sizeof(float));
+  ck_assert_mem_eq((float *)y[1].data + 16, x + 48, 16 * sizeof(float));
+  /* y3: indices 0, 2, -1 (= 3), 5 (out of range: all off) */
+  static const float hot[16] = {1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0};
+  ck_assert_mem_eq(y[2].data, hot, sizeof hot);
+  /* y4: channel 0 is smallest everywhere; y5: no NaN */
+  ck_assert_int_eq(y[3].dtype, DYNQ_DT_I64);
+  for (int i = 0; i < 16; i++) ck_assert_int_eq(((int64_t *)y[3].data)[i], 0);
+  for (int i = 0; i < 128; i++) ck_assert_int_eq(((uint8_t *)y[4].data)[i], 0);
+  /* y6: ones on the diagonal above the main one of a 3 x 5 */
+  for (int r = 0; r < 3; r++)
+    for (int c = 0; c < 5; c++)
+      ck_assert_float_eq(((float *)y[5].data)[r * 5 + c], c == r + 1 ? 1.0f : 0.0f);
+  /* y7: tan of Shrink(lambd 0.5, bias 0.25) */
+  for (int i = 0; i < 128; i++) {
+    double v = x[i], s = v < -0.5 ? v + 0.25 : v > 0.5 ? v - 0.25 : 0.0, want = tan(s);
+    float got = ((float *)y[6].data)[i];
+    ck_assert_msg(fabs(got - want) <= 1e-5 * (1 + fabs(want)), "y7[%d] = %g, want %g", i,
+                  (double)got, want);
+  }
+  clear_outputs(y, 7);
+  dynq__model_unref(m);
+}
+END_TEST
+
 START_TEST(test_softmax_old_opset) {
   char *in = fixture("softmax_opset11.onnx"), *outp = tmp_path("sm11.dynq");
   char *log = NULL;
@@ -1402,6 +1444,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_upsample_attr_form);
   tcase_add_test(tc, test_gelu_opset20);
   tcase_add_test(tc, test_castlike_declared);
+  tcase_add_test(tc, test_new_ops_together);
   tcase_add_test(tc, test_rules_old_forms);
   tcase_add_test(tc, test_rules_errors);
   tcase_add_test(tc, test_op_types_and_exclude);
