@@ -483,7 +483,10 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
    * here, and each node puts back the NULLs it overwrote (zeroing all 64
    * per node was a quarter of the executor's own time). */
   const dynq__tensor_t *in[DYNQ_FILE_MAX_ARITY] = {0};
-  dynq__tensor_t out[DYNQ_FILE_MAX_ARITY];
+  /* Likewise out is all zeros between nodes: a node's outputs are zeroed
+   * once moved to their slots, so an op that touches an output past its
+   * node's count (an optional one) finds nothing of another node's. */
+  dynq__tensor_t out[DYNQ_FILE_MAX_ARITY] = {0};
   for (int i = 0; i < g->n_nodes; i++) {
     const dynq__node_t *n = &g->nodes[i];
     if (skip != NULL && skip[i]) continue;
@@ -498,7 +501,6 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
         goto out;
       }
     }
-    memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);
     ctx.node = n;
     if (opts != NULL && opts->node_precision != NULL) ctx.precision = opts->node_precision[i];
     ctx.st = &m->state[i];
@@ -538,6 +540,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
       }
     }
     for (int k = 0; k < n->n_out; k++) slot[n->out[k]] = out[k];
+    memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);
     if (n->op == DYNQ_OP_IF) {
       /* If: the branch not taken is a node range right after this node
        * (lib/ops/control.c; the range was checked at load).  Its outputs

@@ -361,7 +361,7 @@ out:
   dynq__tensor_clear(&tmp);
   if (rc) {
     dynq__tensor_clear(&out[0]);
-    dynq__tensor_clear(&out[1]);
+    if (want_sum) dynq__tensor_clear(&out[1]);
   }
   return rc;
 }
