@@ -182,6 +182,10 @@ typedef struct dynq__op_ctx {
    * every context built outside the executor).  Taken only through
    * dynq__op_out_like(). */
   dynq__tensor_t *donor[3];
+  /* The most elements one output may have (0: no limit beyond int64):
+   * dynq__op_alloc refuses more with ELIMIT.  Import sets it while it
+   * folds constants, so a crafted node cannot make it build gigabytes. */
+  int64_t max_elems;
 } dynq__op_ctx_t;
 
 /* in[i] is NULL for an omitted optional input.  out[] are cleared tensors
