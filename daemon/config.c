@@ -75,6 +75,10 @@ static const opt_def_t opts[] = {
    "open client connections"},
   {"max_tensor_elems", "max-tensor-elems", "N", OPT_U64, OFF(max_tensor_elems), 1,
    (long long)1 << 31, "2G", 1, "elements of one request tensor"},
+  {"max_value_bytes", "max-value-bytes", "BYTES", OPT_U64, OFF(max_value_bytes), 0,
+   (long long)1 << 50, "0", 1,
+   "bytes of one tensor a run computes, intermediate or output (0: an eighth of physical "
+   "memory); a request needing more is ELIMIT"},
   {"warmup_max_bytes", "warmup-max-bytes", "BYTES", OPT_U64, OFF(warmup_max_bytes), 0,
    (long long)1 << 40, "64M", 1,
    "a model whose warm-up inputs would take more is served without warm-up (0: no cap)"},
@@ -313,6 +317,16 @@ static void set_defaults(dynqd_config_t *cfg) {
   cfg->max_depth = dynq__scan_limits_default.max_depth;
   cfg->max_elems = dynq__scan_limits_default.max_elems;
   cfg->max_tensor_elems = DYNQ_MAX_ELEMS;
+}
+
+int64_t dynqd__value_cap(const dynqd_config_t *cfg) {
+  if (cfg->max_value_bytes > 0) return (int64_t)cfg->max_value_bytes;
+  static int64_t eighth;  /* physical memory does not change under us */
+  if (eighth == 0) {
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    eighth = pages > 0 && size > 0 ? (int64_t)pages * size / 8 : (int64_t)1 << 30;
+  }
+  return eighth;
 }
 
 /* Names are used in protocol strings, log lines and config sections

@@ -65,6 +65,8 @@ typedef struct dynqd_config {
   int max_conns;         /* open connections */
   int64_t max_tensor_elems; /* one request tensor, and a model's warm-up input */
   uint64_t warmup_max_bytes; /* all warm-up inputs of a model together */
+  uint64_t max_value_bytes;  /* one tensor a run computes; 0: an eighth of
+                                physical memory (dynqd__value_cap) */
   int drain_timeout_s;
   int log_level;         /* LOG_ERR..LOG_DEBUG */
   char *config_path;     /* --config; NULL: /etc/dynq/dynqd.conf if it exists; owned */
@@ -149,6 +151,9 @@ void dynqd__batch_config(const dynqd_config_t *cfg, const char *model,
 /* Valid model name: 1-63 of [A-Za-z0-9_.-], not starting with '.'
  * (config.c: [batch.NAME] sections and the registry share the rule). */
 int dynqd__model_name_ok(const char *s, size_t n);
+/* The most bytes one tensor of a run may take: max_value_bytes, or when
+ * it is 0 an eighth of physical memory. */
+int64_t dynqd__value_cap(const dynqd_config_t *cfg);
 /* The config rule of a model name, or NULL (global defaults only). */
 const dynqd_batch_rule_t *dynqd__batch_rule(const dynqd_config_t *cfg, const char *model);
 /* Bytes the last config file read took in: never more than the file cap
@@ -241,6 +246,7 @@ typedef struct dynqd_registry {
   char *dir;               /* realpath of the model dir; NULL: none; owned */
   int64_t warm_max_elems;  /* warm-up bounds (config): an input above */
   uint64_t warm_max_bytes; /*   either is refused / not warmed (registry.c) */
+  int64_t max_value_bytes; /* one tensor of the warm-up run (dynqd__value_cap) */
   const dynqd_config_t *cfg; /* NULL, or its [batch.NAME] warmup shapes
                                 (fixed after start-up) */
 } dynqd_registry_t;
@@ -773,6 +779,7 @@ typedef struct dynqd_infer {
   dynq__model_t *model;       /* one ref held, or the plan's (a plain
                                  request holds a ref of its dynqd_plan_t) */
   int precision;              /* DYNQ_PRECISION_* */
+  int64_t max_value_bytes;    /* of one tensor the run computes (config) */
   int n_inputs;
   dynq__tensor_t *inputs;     /* owned, graph input order; session state
                                  and aligned shm tensors are views */

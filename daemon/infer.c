@@ -394,7 +394,8 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
   dynq__run_result_t res = {0};
   dynq__run_opts_t opts = {.precision = a->precision,
                            .threads = a->job.threads > 1 ? a->job.threads : 1,
-                           .result = &res};
+                           .result = &res,
+                           .max_value_bytes = a->max_value_bytes};
   char err[256];
   int64_t t0 = now_us();
   rc = dynq__model_run(a->model, &opts, in, out, err, sizeof(err));
@@ -471,7 +472,8 @@ void dynqd__infer_run(dynqd_infer_t *x) {
   dynq__run_result_t res = {0};
   dynq__run_opts_t opts = {.precision = x->precision,
                            .threads = x->job.threads > 1 ? x->job.threads : 1,
-                           .result = &res};
+                           .result = &res,
+                           .max_value_bytes = x->max_value_bytes};
   char err[512] = "";
   int64_t t0 = now_us();
   int rc = dynq__model_run(x->model, &opts, x->inputs, x->out, err, sizeof(err));

@@ -283,7 +283,7 @@ static int warm_bounds(const dynqd_registry_t *r, const char *name,
 /* One run on zeros of the warm-up shapes: proves the model executes and
  * touches its pages before it takes traffic. */
 static int warm(const dynq__model_t *m, const int *ranks, int64_t (*dims)[DYNQ_MAX_RANK],
-                char *err, size_t errlen) {
+                int64_t max_value_bytes, char *err, size_t errlen) {
   const dynq__model_sig_t *sig = dynq__model_signature(m);
   int rc = 0;
   int ni = sig->n_inputs, no = sig->n_outputs;
@@ -302,7 +302,8 @@ static int warm(const dynq__model_t *m, const int *ranks, int64_t (*dims)[DYNQ_M
       goto fail;
     }
   }
-  dynq__run_opts_t opts = {.precision = DYNQ_PRECISION_INT8, .threads = 1};
+  dynq__run_opts_t opts = {.precision = DYNQ_PRECISION_INT8, .threads = 1,
+                           .max_value_bytes = max_value_bytes};
   char rerr[384] = "";
   rc = dynq__model_run(m, &opts, in, out, rerr, sizeof(rerr));
   if (rc != 0) {
@@ -344,7 +345,7 @@ static int warm_up(const dynqd_registry_t *r, const char *name, const dynq__mode
   }
   rc = warm_shapes(name, rule, sig, ranks, dims, err, errlen);
   if (rc == 0) rc = warm_bounds(r, name, sig, ranks, dims, err, errlen);
-  if (rc == 0) rc = warm(m, ranks, dims, err, errlen);
+  if (rc == 0) rc = warm(m, ranks, dims, r->max_value_bytes, err, errlen);
   else if (rc == 1) rc = 0;  /* not warmed (logged) */
   if (rc == DYNQ_ESHAPE && !configured && has_symbolic_input(sig)) {
     /* Setting every symbolic dim to 1 is a guess some models cannot run

@@ -205,6 +205,7 @@ static void on_hup(dynqd_server_t *s) {
     dynqd__log_configure(s->cfg->log_level, s->cfg->log_rate);
     s->reg.warm_max_elems = s->cfg->max_tensor_elems;
     s->reg.warm_max_bytes = s->cfg->warmup_max_bytes;
+    s->reg.max_value_bytes = dynqd__value_cap(s->cfg);
     dynqd__rpc_infer_limits_changed(s);
   }
   rescan_start(s, 0);
@@ -334,6 +335,7 @@ int dynqd__server_init(dynqd_server_t *s, uv_loop_t *loop, dynqd_config_t *cfg) 
   s->sessions.cfg = cfg;
   s->reg.warm_max_elems = cfg->max_tensor_elems;
   s->reg.warm_max_bytes = cfg->warmup_max_bytes;
+  s->reg.max_value_bytes = dynqd__value_cap(cfg);
   s->reg.cfg = cfg;
   dynqd__conn_add_close_hook(s, dynqd__rpc_session_conn_closed, s);
   dynqd__conn_add_close_hook(s, dynqd__rpc_shm_conn_closed, s);

@@ -468,6 +468,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
     .threads = opts ? opts->threads : 1,
     .err = err,
     .errlen = errlen,
+    .max_bytes = opts ? opts->max_value_bytes : 0,
   };
   dynq__run_result_t *res = opts ? opts->result : NULL;
   const dynq__on_node_fn on_node = opts ? opts->on_node : NULL;

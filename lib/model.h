@@ -141,6 +141,11 @@ typedef struct dynq__run_opts {
                                      inputs (a profiler), so the executor
                                      still hands a value's storage to its
                                      last reader and runs as without one */
+  int64_t max_value_bytes;        /* 0, or the most bytes one node's output
+                                     may take: more is ELIMIT, naming the
+                                     node (a graph whose sizes follow its
+                                     input values cannot be made to build
+                                     gigabytes) */
 } dynq__run_opts_t;
 
 /*

@@ -308,10 +308,10 @@ int dynq__imp_constant_node(conv_t *c, const Onnx__NodeProto *n, const char *nna
 /* Fold nodes [first, n_nodes) whose inputs are all constants: run them
  * through the engine, turn their outputs into constants, mark them dead.
  * -1 after an error (a node that must fail on constant inputs). */
-/* Folding stops a node whose constant output would hold more elements
- * than this (2^26, 256 MiB of float32; real models fold shapes, masks and
- * small tables): the model is refused, naming the node. */
-#define DYNQ_IMP_FOLD_MAX ((int64_t)1 << 26)
+/* Folding stops a node whose constant output would take more bytes than
+ * this (256 MiB; real models fold shapes, masks and small tables): the
+ * model is refused, naming the node. */
+#define DYNQ_IMP_FOLD_MAX_BYTES ((int64_t)256 << 20)
 int dynq__imp_fold(conv_t *c, int first);
 /* --set NAME=VALUE: the constant fixing graph input vi, or -2 when the
  * input is not fixed; -1 after an error. */

@@ -279,7 +279,7 @@ int dynq__imp_fold(conv_t *c, int first) {
                          .in = bn->in, .out = bn->out, .n_attr = bn->n_attr, .attr = bn->attr};
     char err[512] = "";
     dynq__op_ctx_t ctx = {.node = &node, .kernel = NULL, .precision = DYNQ_PRECISION_FP32,
-                          .err = err, .errlen = sizeof(err), .max_elems = DYNQ_IMP_FOLD_MAX};
+                          .err = err, .errlen = sizeof(err), .max_bytes = DYNQ_IMP_FOLD_MAX_BYTES};
     int rc = dynq__op_run1(NULL, &ctx, pin, tout);
     if (rc != 0) {
       for (int k = 0; k < bn->n_out; k++) dynq__tensor_clear(&tout[k]);

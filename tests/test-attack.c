@@ -105,7 +105,7 @@ static int infer(const env_t *e, const char *model, char *msg, size_t msgcap);
 static void env_start(env_t *e, const char *const *extra) {
   /* ATTACK_OLD_DYNQD=1: leave out the options older dynqds lack, to show
    * what the attacks do to them (the "fails before" check). */
-  static const char *const newer[] = {"--max-conns-per-uid", "--idle-timeout",
+  static const char *const newer[] = {"--max-conns-per-uid", "--idle-timeout", "--max-value-bytes",
                                       "--max-buffers", "--max-shm-regions-total",
                                       "--max-shm-regions-per-uid", "--max-shm-mapped",
                                       "--max-shm-mapped-per-uid", "--max-sessions-per-uid"};
@@ -506,6 +506,58 @@ START_TEST(test_utf8_request) {
   expect_utf8_error(&c, 5, DYNQ_ENOMODEL);
   tu_rpc_ping_ok(&c, 6);
   tu_rpc_close(&c);
+  env_stop(&e);
+}
+END_TEST
+
+/* [0, msgid, "infer", {model: "grow", inputs: {shape: int64 [1] = n}}]. */
+static void send_grow(tu_rpc_t *c, uint32_t msgid, int64_t n) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "grow");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "shape");
+  tu_w_raw_tensor(&w, "int64", 1, (int64_t[]){1}, &n, sizeof(n));
+  tu_rpc_send_wbuf(c, &w);
+}
+
+/* A request whose values size the run's intermediates (value_sized.onnx:
+ * ConstantOfShape of its input, summed): past max_value_bytes it is
+ * ELIMIT naming the node, before anything that big is allocated or
+ * written; smaller ones, and everyone else, are served.  Before the cap a
+ * request for 2^25 floats had dynqd fill 128 MiB (and 1.5e9, 6 GB over
+ * 50 s on one worker). */
+START_TEST(test_value_sized_by_request) {
+  TU_SKIP_UNLESS(have_quantize(), "dynq-quantize not built");
+  env_t e;
+  env_files(&e);
+  char grow[640];
+  snprintf(grow, sizeof(grow), "%s/grow.dynq", e.models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/value_sized.onnx", grow, NULL), 0);
+  const char *extra[] = {"--max-value-bytes", "64M", NULL};
+  env_start(&e, extra);
+  tu_rpc_t c;
+  tu_rpc_open(&c, e.d.sock);
+  static const int64_t big[] = {(int64_t)1 << 25, (int64_t)1 << 40, INT64_MAX / 8};
+  for (uint32_t i = 0; i < sizeof(big) / sizeof(big[0]); i++) {
+    send_grow(&c, 10 + i, big[i]);
+    tu_rpc_expect_error(&c, 10 + i, DYNQ_ELIMIT, "node 'fill' (ConstantOfShape)");
+  }
+  send_grow(&c, 20, 1000);
+  dynq__rpc_msg_t m;
+  char msg[256];
+  ck_assert_msg(tu_rpc_response(&c, &m, 20, msg, sizeof(msg)) == 0, "a small one: %s", msg);
+  float y = 0;
+  tu_get_f32_output(&m, "y", &y, 1);
+  ck_assert_float_eq(y, 1000.0f);
+  dynq__rpc_free(&m);
+  tu_rpc_ping_ok(&c, 21);
+  tu_rpc_close(&c);
+  ck_assert_int_eq(infer(&e, "other", msg, sizeof(msg)), 0);
   env_stop(&e);
 }
 END_TEST
@@ -1065,6 +1117,7 @@ static Suite *attack_suite(void) {
   tcase_add_test(tc, test_model_truncated_in_place);
   tcase_add_test(tc, test_sigbus_repaired);
   tcase_add_test(tc, test_utf8_request);
+  tcase_add_test(tc, test_value_sized_by_request);
   tcase_add_test(tc, test_utf8_model_file);
   tcase_add_test(tc, test_admin_group_real_credentials);
   tcase_add_test(tc, test_stray_fd);

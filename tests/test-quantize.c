@@ -741,9 +741,9 @@ START_TEST(test_malformed_models) {
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
                            "float32's range", NULL, NULL}},
-      {"bad_fold_huge.onnx", {"node 'hot_huge' (OneHot): an output of 134217728 elements is "
-                              "over the limit of 67108864 (while folding constants at import)",
-                              NULL, NULL}},
+      {"bad_fold_huge.onnx", {"node 'hot_huge' (OneHot): an output of 134217728 elements "
+                              "(536870912 bytes) is over the limit of 268435456 bytes (while "
+                              "folding constants at import)", NULL, NULL}},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     const char *want[4] = {cases[i].want[0], cases[i].want[1], cases[i].want[2], NULL};

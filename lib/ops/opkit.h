@@ -182,10 +182,12 @@ typedef struct dynq__op_ctx {
    * every context built outside the executor).  Taken only through
    * dynq__op_out_like(). */
   dynq__tensor_t *donor[3];
-  /* The most elements one output may have (0: no limit beyond int64):
-   * dynq__op_alloc refuses more with ELIMIT.  Import sets it while it
-   * folds constants, so a crafted node cannot make it build gigabytes. */
-  int64_t max_elems;
+  /* The most bytes one output may take (0: no limit): dynq__op_alloc
+   * refuses more with ELIMIT.  The executor takes it from the run's
+   * options (dynqd: max_value_bytes), import sets it while folding, so
+   * neither a request's values nor a crafted node can make an op build
+   * gigabytes. */
+  int64_t max_bytes;
 } dynq__op_ctx_t;
 
 /* in[i] is NULL for an omitted optional input.  out[] are cleared tensors
