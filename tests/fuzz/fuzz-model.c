@@ -68,7 +68,11 @@ static void run_once(const dynq__model_t *m, int precision) {
     if (!ok || dynq__tensor_alloc(&in[i], v->dtype, rank, dims) != 0) ok = 0;
   }
   if (ok) {
-    dynq__run_opts_t o = {precision, NULL, 1};
+    /* dynqd caps every tensor a run computes (max_value_bytes); so does
+     * this harness, or a file padding its small input to gigabytes would
+     * be a timeout, not a finding */
+    dynq__run_opts_t o = {.precision = precision, .threads = 1,
+                          .max_value_bytes = (int64_t)64 << 20};
     if (dynq__model_run(m, &o, in, out, err, sizeof(err)) == 0)
       for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
   }
