@@ -171,9 +171,27 @@ static void usage(FILE *f) {
     if (opts[i].dflt) fprintf(f, " (default: %s)", opts[i].dflt);
     fputc('\n', f);
   }
-  fprintf(f, "\nEach option is also a config file key (listed below: dashes become\n"
-             "underscores, --models is models_dir).\n"
-             "Keys:");
+  /* The keys that are not the option with dashes as underscores, from the
+   * table, so the sentence cannot go stale. */
+  fputs("\nEach option is also a config file key (listed below): dashes become\n"
+        "underscores, except", f);
+  int col = 19, n_odd = 0;  /* "underscores, except" */
+  for (int i = 0; i < N_OPTS; i++) {
+    char under[64];
+    snprintf(under, sizeof(under), "%s", opts[i].cli);
+    for (char *c = under; *c; c++)
+      if (*c == '-') *c = '_';
+    if (strcmp(under, opts[i].key) == 0) continue;
+    int len = (int)(strlen(opts[i].cli) + strlen(opts[i].key)) + 8;  /* ", --X is Y" */
+    if (col + len > 78) {
+      fputs(n_odd++ ? ",\n" : "\n", f);
+      col = 0;
+    } else {
+      fputs(n_odd++ ? ", " : " ", f);
+    }
+    col += fprintf(f, "--%s is %s", opts[i].cli, opts[i].key);
+  }
+  fputs(".\nKeys:", f);
   for (int i = 0; i < N_OPTS; i++)
     fprintf(f, "%s%s%s", i % 6 ? " " : "\n  ", opts[i].key, opts[i].reloadable ? "*" : "");
   fprintf(f, "\n  (* = applied on SIGHUP)  and per model, in a [batch.MODEL] section:\n"

@@ -155,6 +155,50 @@ START_TEST(test_check_only) {
 }
 END_TEST
 
+/* --help says every option is a config key with dashes as underscores,
+ * except the ones it names: check that claim for every option it lists
+ * (it once named only --models while ten more differed). */
+START_TEST(test_help_keys_match_options) {
+  char *out = NULL;
+  ck_assert_int_eq(run_dynqd(&out, "--help", NULL, NULL, NULL, NULL), 0);
+  const char *keys = strstr(out, "\nKeys:");
+  ck_assert_msg(keys != NULL, "%s", out);
+  const char *opts = strstr(out, "\n  --socket ");
+  ck_assert_msg(opts != NULL && opts < keys, "%s", out);
+  int n = 0;
+  for (const char *l = opts; l != NULL && l < keys; l = strchr(l + 1, '\n')) {
+    if (strncmp(l, "\n  --", 5) != 0) continue;
+    char cli[64], under[64], key[80], exc[160];
+    ck_assert_int_eq(sscanf(l + 5, "%63[a-z-]", cli), 1);
+    snprintf(under, sizeof(under), "%s", cli);
+    for (char *c = under; *c; c++)
+      if (*c == '-') *c = '_';
+    snprintf(exc, sizeof(exc), "--%s is ", cli);
+    const char *e = strstr(out, exc);
+    if (e != NULL && e < keys) {
+      ck_assert_int_eq(sscanf(e + strlen(exc), "%63[a-z_]", key), 1);
+      ck_assert_msg(strcmp(key, under) != 0, "--%s: needless exception", cli);
+    } else {
+      snprintf(key, sizeof(key), "%s", under);
+    }
+    /* The key is a word of the list (maybe starred: applied on SIGHUP). */
+    int found = 0;
+    size_t kl = strlen(key);
+    for (const char *k = strstr(keys, key); k != NULL && !found; k = strstr(k + 1, key))
+      found = k[-1] == ' ' && k[kl] != '\0' && strchr(" *\n", k[kl]) != NULL;
+    ck_assert_msg(found, "--%s: no config key '%s' in the list:\n%s", cli, key, keys);
+    n++;
+  }
+  /* One option line per key. */
+  int n_keys = 0;
+  const char *end = strstr(keys, "\n  (*");
+  ck_assert_ptr_nonnull(end);
+  for (const char *k = keys; k < end; k++) n_keys += k[0] == ' ' && k[1] >= 'a' && k[1] <= 'z';
+  ck_assert_int_eq(n, n_keys);
+  free(out);
+}
+END_TEST
+
 static int server_workers(const char *sock) {
   dynq_client_t *c = NULL;
   ck_assert_int_eq(dynq_connect(sock, &c), 0);
@@ -402,6 +446,7 @@ static Suite *config_suite(void) {
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_bad_lines);
   tcase_add_test(tc, test_check_only);
+  tcase_add_test(tc, test_help_keys_match_options);
   tcase_add_test(tc, test_cli_overrides_file);
   tcase_add_test(tc, test_notify_sequence);
   tcase_add_test(tc, test_sighup_rereads_config);
