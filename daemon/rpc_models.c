@@ -90,7 +90,7 @@ int dynqd__m_model_info(dynqd_req_t *rq, const dynq__params_t *p) {
   KV(&w, "inputs", w_value_infos(&w, g->inputs, g->n_inputs));
   KV(&w, "outputs", w_value_infos(&w, g->outputs, g->n_outputs));
   KV(&w, "nodes", dynq__w_int(&w, st.n_nodes));
-  KV(&w, "quantized_layers", dynq__w_int(&w, st.n_quant[DYNQ_QKIND_LINEAR]));
+  KV(&w, "quantized_layers", dynq__w_int(&w, st.n_quantized));  /* every kind */
   KV(&w, "int8_weight_bytes", dynq__w_uint(&w, st.int8_weight_bytes));
   KV(&w, "fp32_weight_bytes", dynq__w_uint(&w, st.fp32_weight_bytes));
   KV(&w, "reference_weight_bytes", dynq__w_uint(&w, st.ref_weight_bytes));

@@ -9,7 +9,7 @@ import wave
 import numpy as np
 import pytest
 
-from conftest import build_path, quantize, start_daemon, stop_daemon
+from conftest import SRC, build_path, quantize, start_daemon, stop_daemon
 
 CHUNK, CONTEXT = 60, 4
 
@@ -55,6 +55,12 @@ def ctl_daemon(tmp_path_factory, model_dir):
     quantize(onnx_path, str(models / "stream.dynq"))
     quantize(onnx_path, str(models / "stream_sr.dynq"), "--set", "sr=16000")
     shutil.copy(model_dir / "dtypes.dynq", models / "dtypes.dynq")
+    # Three INT8 Conv layers and no MatMul/Gemm.
+    r = subprocess.run([build_path("models/dynq-quantize"),
+                        os.path.join(SRC, "tests", "fixtures", "conv_2d.onnx"),
+                        str(models / "conv.dynq")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    conv_summary = r.stdout + r.stderr
     wav = str(d / "tone.wav")
     t = np.arange(16000 // 4)
     pcm = (np.sin(2 * np.pi * 440 * t / 16000) * 12000).astype("<i2")
@@ -65,6 +71,7 @@ def ctl_daemon(tmp_path_factory, model_dir):
         f.writeframes(pcm.tobytes())
     daemon = start_daemon(d, models)
     daemon.wav = wav
+    daemon.conv_summary = conv_summary
     yield daemon
     stop_daemon(daemon)
 
@@ -161,3 +168,20 @@ def test_admin_and_connect_hints(ctl_daemon, tmp_path):
                         "status"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "is dynqd running?" in r.stderr
     assert "permission" not in r.stderr
+
+
+def test_info_and_list_count_every_quantized_layer(ctl_daemon):
+    """A Conv model's INT8 layers count as quantized, as dynq-quantize's
+    summary counts them (model.info counted MatMul/Gemm only: '0 quantized')."""
+    import re
+    m = re.search(r"(\d+) linear layers, (\d+) quantized", ctl_daemon.conv_summary)
+    assert m, ctl_daemon.conv_summary
+    want = int(m.group(2))
+    assert want == 3
+    rc, out, err = ctl(ctl_daemon, "info", "conv")
+    assert rc == 0, err
+    assert f"({want} quantized)" in out, out
+    rc, out, err = ctl(ctl_daemon, "list")
+    assert rc == 0, err
+    row = [l.split() for l in out.splitlines() if l.startswith("conv ")]
+    assert row and row[0][-1] == str(want), out
