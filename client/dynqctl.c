@@ -85,7 +85,7 @@ static const command_t commands[] = {
     "[--record DIR] [--compare [--threshold T]]",
     "stream an audio file (WAV, FLAC, Ogg, ...; resampled to --rate, mixed to mono) "
     "through a session, one line per chunk", cmd_stream },
-  { "compare", "MODEL [--input [NAME=]FILE|JSON ...] [--threshold T] [--timeout-ms MS]",
+  { "compare", "MODEL [--input [NAME[:DTYPE]=]FILE|JSON ...] [--threshold T] [--timeout-ms MS]",
     "run both precisions on the same inputs: relL2, max |d|, cosine and changed decisions "
     "per output", cmd_compare },
   { "help", "", "show this help", cmd_help },

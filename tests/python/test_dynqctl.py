@@ -151,6 +151,18 @@ def test_scalar_input_for_stream_models(ctl_daemon):
     assert "output: float32 [1, 4]" in out
 
 
+def test_compare_takes_typed_inputs_as_its_usage_says(ctl_daemon):
+    rc, out, err = ctl(ctl_daemon, "help")
+    assert rc == 0, err
+    line = [l for l in out.splitlines() if l.lstrip().startswith("compare MODEL")]
+    assert line and "--input [NAME[:DTYPE]=]FILE|JSON" in line[0], out
+    x = ",".join(["0.1"] * (CHUNK + CONTEXT))
+    rc, out, err = ctl(ctl_daemon, "compare", "stream", "--input", f"input=[[{x}]]",
+                       "--input", "state=[[0,0,0,0]]", "--input", "sr:int64=16000")
+    assert rc == 0, err
+    assert out.startswith("output ") and "relL2" in out, out
+
+
 def test_hints_name_dynqctl_commands(ctl_daemon):
     rc, _, err = ctl(ctl_daemon, "infer", "nope", "--input", "x=[[1]]")
     assert rc == 1 and "hint: 'dynqctl list' shows the loaded models" in err
