@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -160,12 +161,23 @@ static const command_t *lookup_command(const char *word) {
 
 /* What a failed connect means: only a missing or refused socket says
  * dynqd may not be running; a permission error is about the socket's
- * group (the system socket is 0660 root:dynq). */
-static const char *connect_hint(int r) {
-  if (r == -EACCES || r == -EPERM)
-    return geteuid() == 0 ? "permission denied even as root: check the path and any LSM policy"
-                          : "permission denied: the socket belongs to group dynq; "
-                            "join it (usermod -aG dynq USER, then log in again) or use sudo";
+ * group (the system socket is 0660 root:dynq; one dynqd made elsewhere has
+ * its creator's group, named when path, the one path tried, can be
+ * looked at). */
+static const char *connect_hint(int r, const char *path, char *buf, size_t cap) {
+  if (r == -EACCES || r == -EPERM) {
+    if (geteuid() == 0) return "permission denied even as root: check the path and any LSM policy";
+    struct stat st;
+    const struct group *g;
+    if (path != NULL && stat(path, &st) == 0 && (g = getgrgid(st.st_gid)) != NULL &&
+        strcmp(g->gr_name, "dynq") != 0) {
+      snprintf(buf, cap, "permission denied: the socket belongs to group %s (mode %04o); "
+               "join it or use sudo", g->gr_name, (unsigned)(st.st_mode & 07777));
+      return buf;
+    }
+    return "permission denied: the socket belongs to group dynq; "
+           "join it (usermod -aG dynq USER, then log in again) or use sudo";
+  }
   if (r == -ENOENT || r == -ECONNREFUSED)
     return "is dynqd running? 'systemctl status dynqd.socket'; or set --socket or DYNQ_SOCKET";
   if (r == -ENAMETOOLONG) return "the socket path is too long for a Unix socket";
@@ -190,8 +202,11 @@ static int ctl_connect(ctl_t *ctl) {
   else
     r = dynq_connect_msg(ctl->socket, &ctl->client, tried, sizeof(tried));
   if (r < 0) {
+    const char *env = getenv("DYNQ_SOCKET");
+    char hint[256];
     errx_msg("cannot connect to dynqd: %s (%s)", tried[0] ? tried : dynq_strerror(r),
-             connect_hint(r));
+             connect_hint(r, ctl->socket ? ctl->socket : env && *env ? env : NULL, hint,
+                          sizeof(hint)));
     return EXIT_FAIL;
   }
   snprintf(ctl->sockbuf, sizeof(ctl->sockbuf), "%s", dynq_client_path(ctl->client));

@@ -6,11 +6,15 @@ package copy in the build directory); run by hand with
 
     PYTHONPATH=build/client/python /usr/bin/python3 -m pytest tests/python
 """
+import contextlib
+import grp
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -79,6 +83,33 @@ class Daemon:
     def log_text(self):
         with open(self.log, encoding="utf-8", errors="replace") as f:
             return f.read()
+
+
+@contextlib.contextmanager
+def root_only_socket():
+    """A listening socket root:root 0660 in a directory anyone may search
+    (pytest's own are 0700), for clients run as nobody: yields (path,
+    group name)."""
+    d = tempfile.mkdtemp(prefix="dynq-perm-", dir="/tmp")
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        os.chmod(d, 0o755)
+        path = os.path.join(d, "s.sock")
+        s.bind(path)
+        s.listen(1)
+        os.chown(path, 0, 0)
+        os.chmod(path, 0o660)
+        yield path, grp.getgrgid(0).gr_name
+    finally:
+        s.close()
+        shutil.rmtree(d)
+
+
+def as_nobody():
+    """preexec_fn: drop to uid/gid 65534 with no supplementary groups."""
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
 
 
 def start_daemon(tmp, models, *extra):

@@ -9,7 +9,8 @@ import wave
 import numpy as np
 import pytest
 
-from conftest import SRC, build_path, quantize, start_daemon, stop_daemon
+from conftest import (SRC, as_nobody, build_path, quantize, root_only_socket, start_daemon,
+                      stop_daemon)
 
 CHUNK, CONTEXT = 60, 4
 
@@ -180,6 +181,19 @@ def test_admin_and_connect_hints(ctl_daemon, tmp_path):
                         "status"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "is dynqd running?" in r.stderr
     assert "permission" not in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run dynqctl as another uid")
+def test_permission_hint_names_the_sockets_group():
+    """A socket dynqctl may not open is named with its real group (it said
+    'group dynq' whatever the group was)."""
+    with root_only_socket() as (path, group):
+        assert group != "dynq"
+        r = subprocess.run([build_path("client/dynqctl"), "--socket", path, "ping"],
+                           capture_output=True, text=True, timeout=60, preexec_fn=as_nobody)
+    assert r.returncode == 1, r.stderr
+    assert "Permission denied" in r.stderr, r.stderr
+    assert f"the socket belongs to group {group} (mode 0660)" in r.stderr, r.stderr
 
 
 def test_info_and_list_count_every_quantized_layer(ctl_daemon):
