@@ -56,9 +56,32 @@ def test_permission_error_says_so(tmp_path, monkeypatch):
     try:
         with pytest.raises(dynq.ConnectError) as ei:
             dynq.Client(p)
-        assert ei.value.name == "EACCES" and "group dynq" in str(ei.value)
+        import grp
+        group = grp.getgrgid(os.stat(p).st_gid).gr_name
+        assert ei.value.name == "EACCES" and f"the socket is group {group}:" in str(ei.value)
     finally:
         s.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another uid")
+def test_permission_error_names_the_sockets_group():
+    """The group named is the socket's own (it said 'group dynq' whatever
+    the group was): a root:root 0660 socket, a client running as nobody."""
+    import subprocess
+    import sys
+    from conftest import as_nobody, root_only_socket
+    with root_only_socket() as (path, group):
+        assert group != "dynq"
+        code = ("import dynq\n"
+                "try:\n"
+                f"    dynq.Client({path!r})\n"
+                "except dynq.ConnectError as e:\n"
+                "    print(e.name, e)\n")
+        pkg = os.path.dirname(os.path.dirname(dynq.__file__))   # the dynq under test
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60, preexec_fn=as_nobody, env=dict(os.environ, PYTHONPATH=pkg))
+    assert r.stdout.startswith("EACCES "), r.stdout + r.stderr
+    assert f"the socket is group {group}:" in r.stdout, r.stdout
 
 
 def test_only_nobody_there_moves_on(monkeypatch, daemon):

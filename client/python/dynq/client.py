@@ -13,6 +13,7 @@ hand-off on the way (a hand-off costs more than a small request).
 """
 import array
 import errno
+import grp
 import itertools
 import os
 import socket
@@ -112,6 +113,15 @@ def _connect_one(p, timeout):
         raise
 
 
+def _socket_group(path):
+    """The group of the socket at path, by name; "dynq" (the system
+    socket's) when it cannot be looked at."""
+    try:
+        return grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (OSError, KeyError):
+        return "dynq"
+
+
 def _connect(paths, timeout):
     tried = []
     for p in paths:
@@ -127,7 +137,8 @@ def _connect(paths, timeout):
     name = names[-1]
     msg = "cannot connect to dynqd: " + "; ".join(f"{p}: {why}" for p, _, why in tried)
     if name == "EACCES":
-        msg += " (the socket is group dynq: join that group, or set DYNQ_SOCKET)"
+        msg += f" (the socket is group {_socket_group(tried[-1][0])}: join that group, " \
+               "or set DYNQ_SOCKET)"
     elif name == "ETIMEDOUT":
         msg += " (dynqd is stopped or its queue is full: `systemctl status dynqd`)"
     elif all(n in ("ENOENT", "ECONNREFUSED") for n in names):
