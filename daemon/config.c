@@ -852,7 +852,8 @@ int dynqd__config_parse(dynqd_config_t *cfg, int argc, char **argv) {
         return bad_cli("--config needs a non-empty path");
       cfg->config_path = strdup(config ? config : DEFAULT_CONFIG);
       if (cfg->config_path == NULL) return bad_cli("out of memory");
-      if (parse_file(cfg, cfg->config_path, config == NULL) != 0) return -1;
+      cfg->config_optional = config == NULL;
+      if (parse_file(cfg, cfg->config_path, cfg->config_optional) != 0) return -1;
     }
   }
   return 0;
@@ -916,7 +917,11 @@ static int same_text(const char *a, const char *b) {
 int dynqd__config_reload(dynqd_config_t *cfg) {
   dynqd_config_t fresh;
   set_defaults(&fresh);
-  if (cfg->config_path == NULL || parse_file(&fresh, cfg->config_path, 1) != 0) {
+  /* A --config file must exist now as at start-up (gone, it is an error,
+   * not the defaults); only the default path may be absent. */
+  int have_file = cfg->config_path != NULL && access(cfg->config_path, F_OK) == 0;
+  if (cfg->config_path == NULL ||
+      parse_file(&fresh, cfg->config_path, cfg->config_optional) != 0) {
     log_err("SIGHUP: config file %s has errors (see above); keeping the current "
             "configuration", cfg->config_path ? cfg->config_path : "(none)");
     dynqd__config_free(&fresh);
@@ -971,8 +976,9 @@ int dynqd__config_reload(dynqd_config_t *cfg) {
             same_text(f->warmup_text, c->warmup_text);
   }
   if (!bsame) log_warn("SIGHUP: [batch.*] sections changed but need a restart; ignored");
-  log_info("SIGHUP: configuration re-read from %s (%d change%s applied)",
-           cfg->config_path, changed, changed == 1 ? "" : "s");
+  log_info("SIGHUP: %s %s (%d change%s applied)",
+           have_file ? "configuration re-read from" : "no config file at", cfg->config_path,
+           changed, changed == 1 ? "" : "s");
   dynqd__config_free(&fresh);
   return 0;
 }

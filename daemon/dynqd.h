@@ -70,6 +70,7 @@ typedef struct dynqd_config {
   int drain_timeout_s;
   int log_level;         /* LOG_ERR..LOG_DEBUG */
   char *config_path;     /* --config; NULL: /etc/dynq/dynqd.conf if it exists; owned */
+  int config_optional;   /* 1: config_path is the default, which may be absent */
   char *admin_group;     /* members may call admin methods; NULL: none; owned */
   int max_sessions;      /* open sessions, all connections; 0..1M */
   int session_idle_timeout_ms; /* default and cap of a session's idle timeout */

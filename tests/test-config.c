@@ -278,6 +278,15 @@ START_TEST(test_sighup_rereads_config) {
   ck_assert_int_eq(dynq_connect(d.sock, &c), 0);
   ck_assert_int_eq(dynq_ping(c), 0);
   dynq_close(c);
+  /* The --config file gone: an error as at start-up, not the defaults
+   * (it used to set max_conns back to 1024 and log "re-read"). */
+  ck_assert_int_eq(unlink(p), 0);
+  ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+  ck_assert(tu_notify_wait(&ns, "RELOADING=1", NULL, 0));
+  ck_assert(tu_notify_wait(&ns, "READY=1", NULL, 0));
+  ck_assert_msg(tu_file_contains(d.log, "cannot read config file"), "log lacks the missing file");
+  ck_assert_msg(!tu_file_contains(d.log, "max_conns = 1024 (was 7)"),
+                "a missing --config file reset max_conns to its default");
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
   tu_notify_close(&ns);
 }
