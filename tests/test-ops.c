@@ -1013,13 +1013,16 @@ END_TEST
  * CumSum ---- */
 
 /* As run_n(), with n_out outputs too (Split). */
+/* The run's max_bytes for run_k (0: none, as outside dynqd). */
+static int64_t g_max_bytes;
+
 static int run_k(int op, const dynq__attr_t *attrs, int n_attr, int n_in, int n_out,
                  const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   static const int32_t idx[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   dynq__node_t n = {.op = op, .name = "t", .n_in = n_in, .n_out = n_out, .in = idx,
                     .out = idx, .n_attr = n_attr, .attr = attrs};
   dynq__op_ctx_t c = {.node = &n, .kernel = &dynq__kernel_ref, .err = err,
-                      .errlen = sizeof(err)};
+                      .errlen = sizeof(err), .max_bytes = g_max_bytes};
   memset(out, 0, sizeof(*out) * (size_t)n_out);
   err[0] = 0;
   return dynq__op_run1(NULL, &c, in, out);
@@ -1077,6 +1080,19 @@ START_TEST(resize_modes) {
   in[0] = &X, in[1] = &S3;
   ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, nn, 3, 3, 1, in, &o), DYNQ_ESHAPE);
   ck_assert_ptr_nonnull(strstr(err, "node 't' (Resize): scales must be float32 [4]"));
+  /* within the run's byte limit: the output, and the per-axis tables of an
+   * empty output's long axis (fuzz-model: a 4 GB table for no output) */
+  g_max_bytes = 1 << 20;
+  int64_t huge[4] = {1, 1, 1, (int64_t)1 << 24}, empty_long[4] = {1, 1, 0, (int64_t)1 << 28};
+  dynq__tensor_t HZ = ti64s(1, d4, huge), EZ = ti64s(1, d4, empty_long);
+  in[1] = NULL, in[2] = &HZ;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, ac, 2, 3, 1, in, &o), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "an output of 16777216 elements (67108864 bytes) is over the limit "
+                            "of 1048576 bytes") != NULL, "%s", err);
+  in[2] = &EZ;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, ac, 2, 3, 1, in, &o), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "an axis table of 268435456 elements") != NULL, "%s", err);
+  g_max_bytes = 0;
   float neg[4] = {1, 1, -2, 2};
   dynq__tensor_t SN = tf(1, d4, neg);
   in[1] = &SN;

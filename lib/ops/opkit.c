@@ -24,15 +24,20 @@ int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...) {
   return code;
 }
 
+int dynq__op_check_bytes(dynq__op_ctx_t *c, int64_t n, int64_t es, const char *what) {
+  if (c->max_bytes <= 0 || es <= 0 || n <= c->max_bytes / es) return 0;
+  return dynq__op_fail(c, DYNQ_ELIMIT, "%s of %lld elements (%lld bytes) is over the limit of "
+                       "%lld bytes", what, (long long)n, (long long)(n * es),
+                       (long long)c->max_bytes);
+}
+
 int dynq__op_alloc(dynq__op_ctx_t *c, dynq__tensor_t *out, dynq_dtype_t dt, int rank,
                    const int64_t *dims, int zero) {
-  int64_t n = dynq__shape_numel(rank, dims), es = (int64_t)dynq__dtype_size(dt);
-  if (c->max_bytes > 0 && es > 0 && n > c->max_bytes / es)
-    return dynq__op_fail(c, DYNQ_ELIMIT, "an output of %lld elements (%lld bytes) is over the "
-                         "limit of %lld bytes", (long long)n, (long long)(n * es),
-                         (long long)c->max_bytes);
-  int rc = zero ? dynq__tensor_alloc(out, dt, rank, dims)
-                : dynq__tensor_alloc_uninit(out, dt, rank, dims);
+  int rc = dynq__op_check_bytes(c, dynq__shape_numel(rank, dims),
+                                (int64_t)dynq__dtype_size(dt), "an output");
+  if (rc) return rc;
+  rc = zero ? dynq__tensor_alloc(out, dt, rank, dims)
+           : dynq__tensor_alloc_uninit(out, dt, rank, dims);
   if (rc == DYNQ_ELIMIT) return dynq__op_fail(c, rc, "output too large");
   if (rc != 0) return dynq__op_fail(c, rc, "out of memory");
   return 0;

@@ -226,6 +226,9 @@ int dynq__op_fail(dynq__op_ctx_t *c, int code, const char *fmt, ...)
  * (message in c->err). */
 int dynq__op_alloc(dynq__op_ctx_t *c, dynq__tensor_t *out, dynq_dtype_t dt, int rank,
                    const int64_t *dims, int zero);
+/* 0 when n elements of es bytes each fit c->max_bytes, else ELIMIT naming
+ * what (an op's scratch sized by its output, checked before it allocates). */
+int dynq__op_check_bytes(dynq__op_ctx_t *c, int64_t n, int64_t es, const char *what);
 
 /* Output storage for an op that writes every element of a dtype
  * [rank, dims] result: input k's storage, moved, when c->donor[k] offers

@@ -249,6 +249,11 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   int ti = 0, have = 0;
   int64_t maxlen = 1;
   for (int d = 0; d < r; d++) maxlen = odims[d] > maxlen ? odims[d] : maxlen;
+  /* the output, and the per-axis tables sized by its longest axis (which
+   * an empty output does not bound), within the run's limit first */
+  if ((rc = dynq__op_check_bytes(c, dynq__shape_numel(r, odims), (int64_t)es, "an output")) ||
+      (rc = dynq__op_check_bytes(c, maxlen, cubic ? 64 : 20, "an axis table")))
+    return rc;
   int64_t *i0 = malloc((size_t)maxlen * sizeof(int64_t));
   int64_t *i1 = malloc((size_t)maxlen * sizeof(int64_t));
   float *w = malloc((size_t)maxlen * sizeof(float));
