@@ -937,15 +937,11 @@ int dynq__imp_quantize_weights(conv_t *c, const char *base, const float *src, in
   for (int64_t n = 0; n < N; n++) {
     float amax = 0.0f;
     for (int64_t k = 0; k < K; k++) amax = fmaxf(amax, fabsf(wref[k * N + n]));
-    /* An all-zero channel keeps scale 1 and zero weights: no 0/0. */
-    float s = amax > 0.0f ? amax / 127.0f : 1.0f;
+    float s = dynq__imp_wscale(amax);
     int32_t sum = 0;
     for (int64_t k = 0; k < K; k++) {
-      float r = nearbyintf(wref[k * N + n] / s); /* default mode: half to even */
-      if (r > 127.0f) r = 127.0f;
-      if (r < -127.0f) r = -127.0f;
-      q[n * K + k] = (int8_t)r;
-      sum += (int32_t)r;
+      q[n * K + k] = dynq__imp_q8(wref[k * N + n] / s);
+      sum += q[n * K + k];
     }
     scale[n] = s;
     colsum[n] = sum;

@@ -17,6 +17,7 @@
 #ifndef DYNQ_MODELS_IMPORT_H
 #define DYNQ_MODELS_IMPORT_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -254,6 +255,22 @@ int dynq__imp_fuse_cnn(conv_t *c, int *ret_fused);
 
 extern const char *dynq__imp_progname;
 void dynq__imp_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A weight row's scale from its largest magnitude: amax / 127, or 1 for
+ * a row of zeros and for one so small that amax / 127 underflows (its
+ * weights then quantize to 0; before, w / 0 made NaN and an int8 cast of
+ * it undefined). */
+static inline float dynq__imp_wscale(float amax) {
+  float s = amax / 127.0f;
+  return s > 0.0f && s < INFINITY ? s : 1.0f;
+}
+
+/* w / scale to int8: rounded half to even, clamped to +-127; NaN (which a
+ * caller should have refused) is 0 rather than an undefined cast. */
+static inline int8_t dynq__imp_q8(float x) {
+  float r = nearbyintf(x);
+  return r >= -127.0f && r <= 127.0f ? (int8_t)r : r > 127.0f ? 127 : r < -127.0f ? -127 : 0;
+}
 
 /* ---- ONNX helpers ---- */
 

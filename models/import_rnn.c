@@ -164,13 +164,11 @@ static int quantize_blocks(conv_t *c, const char *base, const float *src, int64_
         }
         amax = fmaxf(amax, fabsf(w[k]));
       }
-      float s = amax > 0.0f ? amax / 127.0f : 1.0f; /* zero row: scale 1, no 0/0 */
+      float s = dynq__imp_wscale(amax);
       int32_t sum = 0;
       for (int64_t k = 0; k < K; k++) {
-        float r = nearbyintf(w[k] / s);
-        r = r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r;
-        q[n * K + k] = (int8_t)r;
-        sum += (int32_t)r;
+        q[n * K + k] = dynq__imp_q8(w[k] / s);
+        sum += q[n * K + k];
       }
       cs[d * N + n] = sum;
       sc[d * N + n] = s;

@@ -268,11 +268,8 @@ int dynq__import_gather(conv_t *c, const Onnx__NodeProto *n, const char *nname) 
   for (int64_t v = 0; v < V; v++) {
     float mx = 0.0f;
     for (int64_t k = 0; k < D; k++) mx = fabsf(t[v * D + k]) > mx ? fabsf(t[v * D + k]) : mx;
-    s[v] = mx > 0.0f ? mx / 127.0f : 1.0f;
-    for (int64_t k = 0; k < D; k++) {
-      float r = nearbyintf(t[v * D + k] / s[v]); /* round half to even */
-      q[v * D + k] = (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
-    }
+    s[v] = dynq__imp_wscale(mx);
+    for (int64_t k = 0; k < D; k++) q[v * D + k] = dynq__imp_q8(t[v * D + k] / s[v]);
   }
   int64_t qd[2] = {V, D}, sd[1] = {V};
   int32_t vq = dynq__imp_add_const(b, nname, ".q", DYNQ_DT_I8, 2, qd, q, (size_t)(V * D));

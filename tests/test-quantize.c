@@ -656,6 +656,43 @@ START_TEST(test_failed_node_after_two_outputs) {
 }
 END_TEST
 
+/* tiny_weights.onnx: rows whose amax / 127 underflows quantize to zeros
+ * (under UBSan the old w / 0 -> NaN -> int8 cast stopped dynq-quantize);
+ * the INT8 answer is the FP32 one's (both ~0). */
+START_TEST(test_underflowing_weight_rows) {
+  dynq__model_t *m = convert_fixture("tiny_weights.onnx");
+  /* every weight scale the import wrote is positive (they were 0) */
+  const dynq__graph_t *g = dynq__model_graph(m);
+  int scales = 0;
+  for (int v = 0; v < g->n_values; v++) {
+    const dynq__value_t *val = &g->values[v];
+    if (val->data == NULL || val->dtype != DYNQ_DT_F32 || strstr(val->name, "scale") == NULL)
+      continue;
+    scales++;
+    for (size_t i = 0; i < val->nbytes / sizeof(float); i++)
+      ck_assert_msg(((const float *)val->data)[i] > 0.0f, "%s[%zu] = %g", val->name, i,
+                    (double)((const float *)val->data)[i]);
+  }
+  ck_assert_msg(scales >= 2, "%d weight scales found", scales);
+  float x[8] = {1, -2, 3, -4, 5, -6, 7, -8};
+  dynq__tensor_t X = f32_tensor(x, 2, (int64_t[]){1, 8});
+  const char *names[] = {"x"};
+  char err[256];
+  for (int p = 0; p < 2; p++) {
+    dynq__tensor_t y[1] = {{0}};
+    int prec = p ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8;
+    ck_assert_msg(run_model(m, prec, names, &X, 1, y, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(dynq__tensor_numel(&y[0]), 4);
+    for (int i = 0; i < 4; i++) {
+      float v = ((float *)y[0].data)[i];
+      ck_assert_msg(isfinite(v) && fabsf(v) < 1e-30f, "precision %d: h[%d] = %g", p, i, v);
+    }
+    clear_outputs(y, 1);
+  }
+  dynq__model_unref(m);
+}
+END_TEST
+
 START_TEST(test_softmax_old_opset) {
   char *in = fixture("softmax_opset11.onnx"), *outp = tmp_path("sm11.dynq");
   char *log = NULL;
@@ -1481,6 +1518,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_castlike_declared);
   tcase_add_test(tc, test_new_ops_together);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
+  tcase_add_test(tc, test_underflowing_weight_rows);
   tcase_add_test(tc, test_rules_old_forms);
   tcase_add_test(tc, test_rules_errors);
   tcase_add_test(tc, test_op_types_and_exclude);
