@@ -657,8 +657,8 @@ START_TEST(test_failed_node_after_two_outputs) {
 END_TEST
 
 /* tiny_weights.onnx: rows whose amax / 127 underflows quantize to zeros
- * (under UBSan the old w / 0 -> NaN -> int8 cast stopped dynq-quantize);
- * the INT8 answer is the FP32 one's (both ~0). */
+ * with scale 1 (they got scale 0, and w / 0 -> NaN -> an int8 cast that
+ * clang's UBSan stopped on); the INT8 answer is the FP32 one's (both ~0). */
 START_TEST(test_underflowing_weight_rows) {
   dynq__model_t *m = convert_fixture("tiny_weights.onnx");
   /* every weight scale the import wrote is positive (they were 0) */
