@@ -203,9 +203,7 @@ static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int sr, int64_t 
 static int alloc_y(dynq__op_ctx_t *c, const geom_t *g, dynq__tensor_t *out) {
   int64_t yd[4] = {g->N, g->M, g->oh, g->ow};
   if (g->sr == 1) yd[2] = g->ow;
-  int rc = dynq__tensor_alloc_uninit(out, DYNQ_DT_F32, 2 + g->sr, yd); /* all written */
-  if (rc != 0) return dynq__op_fail(c, rc, rc == DYNQ_ELIMIT ? "output too large" : "out of memory");
-  return 0;
+  return dynq__op_alloc(c, out, DYNQ_DT_F32, 2 + g->sr, yd, 0); /* all written */
 }
 
 /* One output position's patch as floats, in W's (ci, a, b) order;
@@ -595,6 +593,12 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
                         g.pw == 0 && g.oh == g.ih && g.ow == g.iw;
   /* per_tensor: the quantized image and all its rows; per patch: a chunk */
   const int64_t AR = per_tensor ? P : RC;
+  /* per tensor, an image's patches as bytes: kp per output position, more
+   * than the output itself when the kernel is large */
+  if (per_tensor && (rc = dynq__op_check_bytes(c, AR, kp, "the image's patches"))) {
+    dynq__tensor_clear(out);
+    return rc;
+  }
   uint8_t *xq = per_tensor ? dynq__aligned_alloc((size_t)dynq__round_up(CHW, DYNQ_QGEMM_KG) + 64)
                            : NULL;
   float *colf = per_tensor ? NULL

@@ -149,6 +149,11 @@ static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int64_t wc, int6
   const int64_t hw = g->ih * g->iw;
   if (g->Mg * g->kh * g->kw > DYNQ_MAX_ELEMS / (hw > 0 ? hw : 1))
     return dynq__op_fail(c, DYNQ_ELIMIT, "intermediate too large");
+  /* every input position's taps (col2im's source): a large kernel over a
+   * small input makes this far bigger than the output */
+  if ((rc = dynq__op_check_bytes(c, g->Mg * g->kh * g->kw * (hw > 0 ? hw : 1),
+                                 (int64_t)sizeof(float), "the column buffer")))
+    return rc;
   int64_t od[4] = {g->N, g->M, g->oh, g->ow};
   if (g->sr == 1) od[2] = g->ow;
   return dynq__op_alloc(c, out, DYNQ_DT_F32, g->sr + 2, od, 0);

@@ -193,7 +193,7 @@ static int run_gemm(dynq__op_ctx_t *c, const dynq__einsum_t *e, const dynq__tens
   const float *A = in[0]->data, *B = in[1]->data;
   float *ta_buf = NULL, *tb_buf = NULL, *c_buf = NULL;
   int ta = 0, tb = 0, rc = 0;
-  int64_t na = Bn * M * K, nbv = Bn * K * N, nc = Bn * M * N;
+  int64_t na = Bn * M * K, nbv = Bn * K * N, nc = 0;
   int copy_a = 0, copy_b = 0;
   if (!same(e->lab[0], amk, e->rank[0])) {
     ta = same(e->lab[0], akm, e->rank[0]);
@@ -204,14 +204,24 @@ static int run_gemm(dynq__op_ctx_t *c, const dynq__einsum_t *e, const dynq__tens
     copy_b = !tb;
   }
   int direct = same(e->lab[2], cmn, e->rank[2]);
+  int64_t od[DYNQ_MAX_RANK];
+  for (int i = 0; i < e->rank[2]; i++) od[i] = size[(unsigned char)e->lab[2][i]];
+  /* The product before its permutation has the output's size: checked
+   * against the run's limit before it is allocated, as the output is.
+   * Two inputs' free axes multiply, so their count may pass int64. */
+  if ((nc = dynq__shape_numel(e->rank[2], od)) < 0)
+    rc = dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
+  else if (!direct) rc = dynq__op_check_bytes(c, nc, (int64_t)sizeof(float), "the product");
+  if (rc != 0) {
+    *ret_rc = rc;
+    return 0;
+  }
   if ((copy_a && (ta_buf = malloc((size_t)(na ? na : 1) * sizeof(float))) == NULL) ||
       (copy_b && (tb_buf = malloc((size_t)(nbv ? nbv : 1) * sizeof(float))) == NULL) ||
       (!direct && (c_buf = malloc((size_t)(nc ? nc : 1) * sizeof(float))) == NULL))
     rc = dynq__op_fail(c, -ENOMEM, "out of memory");
   if (rc == 0 && copy_a) permute(A, e->lab[0], amk, e->rank[0], size, ta_buf), A = ta_buf;
   if (rc == 0 && copy_b) permute(B, e->lab[1], bkn, e->rank[1], size, tb_buf), B = tb_buf;
-  int64_t od[DYNQ_MAX_RANK];
-  for (int i = 0; i < e->rank[2]; i++) od[i] = size[(unsigned char)e->lab[2][i]];
   if (rc == 0) rc = dynq__op_alloc(c, out, DYNQ_DT_F32, e->rank[2], od, 0);
   if (rc == 0) {
     float *C = direct ? out->data : c_buf;

@@ -318,8 +318,7 @@ int dynq__run_qlinear(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     od[orank - 1] = N;
   }
   /* both paths write every output element */
-  if ((rc = dynq__tensor_alloc_uninit(out, DYNQ_DT_F32, orank, od)) != 0)
-    return dynq__op_fail(c, rc, rc == DYNQ_ELIMIT ? "output too large" : "out of memory");
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, orank, od, 0)) != 0) return rc;
   if (M == 0) return 0;
 
   const float *X = x->data;

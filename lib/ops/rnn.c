@@ -464,12 +464,9 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
   }
   int nout = gru ? 2 : 3;
   for (int i = 0; i < nout; i++) {
-    rc = i == 0 ? dynq__tensor_alloc(&out[0], DYNQ_DT_F32, 4, yd)
-                : dynq__tensor_alloc(&out[i], DYNQ_DT_F32, 3, hd);
-    if (rc != 0) {
-      rc = dynq__op_fail(c, rc, rc == DYNQ_ELIMIT ? "output too large" : "out of memory");
-      goto fail;
-    }
+    rc = i == 0 ? dynq__op_alloc(c, &out[0], DYNQ_DT_F32, 4, yd, 1)
+                : dynq__op_alloc(c, &out[i], DYNQ_DT_F32, 3, hd, 1);
+    if (rc != 0) goto fail;
   }
   r->Y = out[0].data;
   r->Yh = out[1].data;
