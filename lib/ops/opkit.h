@@ -149,6 +149,10 @@ typedef union dynq__opstate {
   struct { int64_t size; float alpha, beta, bias; } lrn;
   struct { int neg, pos; } isinf;                /* IsInf: which infinities count */
   struct { int64_t k; int dtype; } eye;          /* EyeLike; dtype 0: the input's */
+  struct { int center; } nms;                    /* NonMaxSuppression (misc.c) */
+  struct { int64_t axis; int has_axis, sorted; } uniq; /* Unique, Compress (misc.c) */
+  struct { int64_t batch_axis, time_axis; } revseq;   /* ReverseSequence (misc.c) */
+  struct { int left; } bitshift;                 /* BitShift (misc.c) */
 } dynq__opstate_t;
 
 /* Free what a node's state owns (the model calls it for every node of

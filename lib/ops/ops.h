@@ -17,7 +17,7 @@
  *
  * The three functions are dynq__check_<check>, dynq__prep_<prepare> and
  * dynq__run_<run>, defined in a family file of lib/ops/ (elementwise,
- * shape, reduce, matmul, norm, control, rnn, conv); the row declares
+ * shape, reduce, matmul, norm, control, rnn, conv, misc, ...); the row declares
  * them.  docs/HACKING.md shows adding an op.
  */
 #ifndef DYNQ_OPS_OPS_H
@@ -200,7 +200,15 @@
   /* reduce.c */                                                                           \
   X(MVN, 138, "MeanVarianceNormalization", 9, 0, 1, 2, 1, 1, none, mvn, mvn)                \
   /* activation.c */                                                                       \
-  X(GELU, 139, "Gelu", 20, 0, 1, 1, 1, 1, act, act, act)
+  X(GELU, 139, "Gelu", 20, 0, 1, 1, 1, 1, act, act, act)                                   \
+  /* misc.c (MaxUnpool's attributes are the pools': pool.c) */                             \
+  X(NON_MAX_SUPPRESSION, 152, "NonMaxSuppression", 10, 0, 2, 5, 1, 1, nms, nms, nms)        \
+  X(UNIQUE, 153, "Unique", 11, 0, 1, 1, 1, 4, none, unique, unique)                         \
+  X(COMPRESS, 154, "Compress", 9, 0, 2, 2, 1, 1, none, unique, compress)                    \
+  X(REVERSE_SEQUENCE, 155, "ReverseSequence", 10, 0, 2, 2, 1, 1, revseq, revseq, revseq)    \
+  X(BIT_SHIFT, 156, "BitShift", 11, 0, 2, 2, 1, 1, bitshift, bitshift, bitshift)            \
+  X(DET, 157, "Det", 11, 0, 1, 1, 1, 1, none, none, det)                                    \
+  X(MAX_UNPOOL, 158, "MaxUnpool", 9, 0, 2, 3, 1, 1, pool, pool, maxunpool)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
