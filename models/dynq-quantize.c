@@ -206,6 +206,16 @@ static const op_spec_t op_table[] = {
      dynq__import_quant_check},
     {"ConvInteger", DYNQ_OP_CONV, 2, 4, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_quant,
      dynq__import_quant_check},
+    /* detection tails and the like (lib/ops/misc.c) */
+    {"NonMaxSuppression", DYNQ_OP_NON_MAX_SUPPRESSION, 2, 5, 1, OPF_OPT_IN,
+     {{"center_point_box", K_INT}}, G, GC},
+    {"Unique", DYNQ_OP_UNIQUE, 1, 1, 4, 0, {{"axis", K_INT}, {"sorted", K_INT}}, G},
+    {"Compress", DYNQ_OP_COMPRESS, 2, 2, 1, 0, {{"axis", K_INT}}, G},
+    {"ReverseSequence", DYNQ_OP_REVERSE_SEQUENCE, 2, 2, 1, 0,
+     {{"batch_axis", K_INT}, {"time_axis", K_INT}}, G, GC},
+    {"BitShift", DYNQ_OP_BIT_SHIFT, 2, 2, 1, 0, {{"direction", K_STRING}}, G, GC},
+    {"Det", DYNQ_OP_DET, 1, 1, 1, 0, {{0}}, G},
+    {"MaxUnpool", DYNQ_OP_MAX_UNPOOL, 2, 3, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, T, TC},
     {"Split", DYNQ_OP_SPLIT, 1, 2, DYNQ_IMP_MAX_OUT, OPF_OPT_IN,
      {{"axis", K_INT}, {"num_outputs", K_INT}}, G},
     /* Resize, ConvTranspose, Einsum (import_ops.c) */

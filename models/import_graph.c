@@ -510,6 +510,25 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
       return dynq__imp_pool_printf(pl, "batch_dims %lld is not within [0, %d)", (long long)bd,
                                    DYNQ_MAX_RANK);
   }
+  if (strcmp(type, "BitShift") == 0) {
+    char db[8];
+    const char *d = attr_str(n, "direction", db, sizeof db);
+    if (d == NULL) return "the direction attribute is required";
+    if (strcmp(d, "LEFT") != 0 && strcmp(d, "RIGHT") != 0)
+      return dynq__imp_pool_printf(pl, "direction '%s' is not supported (LEFT, RIGHT are)", d);
+  }
+  if (strcmp(type, "NonMaxSuppression") == 0) {
+    int64_t cb = dynq__imp_attr_i(n, "center_point_box", 0);
+    if (cb != 0 && cb != 1)
+      return dynq__imp_pool_printf(pl, "center_point_box %lld is not supported (0 or 1)",
+                                   (long long)cb);
+  }
+  if (strcmp(type, "ReverseSequence") == 0) {
+    int64_t ba = dynq__imp_attr_i(n, "batch_axis", 1), ta = dynq__imp_attr_i(n, "time_axis", 0);
+    if (!((ba == 0 && ta == 1) || (ba == 1 && ta == 0)))
+      return dynq__imp_pool_printf(pl, "batch_axis %lld and time_axis %lld: one must be 0, the "
+                                   "other 1", (long long)ba, (long long)ta);
+  }
   if (strcmp(type, "Celu") == 0 && dynq__imp_attr_f(n, "alpha", 1.0f) == 0.0f)
     return "alpha = 0 is not supported (Celu divides by it)";
   if (strcmp(type, "Dropout") == 0 && n->n_input > 2 && n->input[2] != NULL && n->input[2][0]) {
@@ -683,8 +702,18 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   case DYNQ_OP_SHRINK:
   case DYNQ_OP_IS_INF:
   case DYNQ_OP_ONE_HOT:
+  case DYNQ_OP_NON_MAX_SUPPRESSION:
+  case DYNQ_OP_UNIQUE:
+  case DYNQ_OP_COMPRESS:
+  case DYNQ_OP_REVERSE_SEQUENCE:
     copy_scalar_attrs(bn, n);
     break;
+  case DYNQ_OP_BIT_SHIFT: {
+    char db[8];
+    const char *d = attr_str(n, "direction", db, sizeof db);
+    dynq__imp_node_attr_i(bn, "direction", d != NULL && strcmp(d, "LEFT") == 0 ? 1 : 2);
+    break;
+  }
   case DYNQ_OP_DEPTH_TO_SPACE:
   case DYNQ_OP_SPACE_TO_DEPTH: {
     char mb[8];
@@ -701,6 +730,11 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   default: break;
   }
   for (size_t o = 0; o < n->n_output; o++) {
+    /* Unique's optional outputs may be left out by an empty name */
+    if (op == DYNQ_OP_UNIQUE && (n->output[o] == NULL || n->output[o][0] == 0)) {
+      dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], -1);
+      continue;
+    }
     int32_t out = dynq__imp_claim_output(c, n->output[o], b->n_nodes - 1);
     if (out < 0) return -1;
     dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);

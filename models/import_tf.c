@@ -21,7 +21,8 @@ static const char *attr_s(conv_t *c, const Onnx__NodeProto *n, const char *name,
 }
 
 static int is_pool(const char *t) {
-  return strcmp(t, "MaxPool") == 0 || strcmp(t, "AveragePool") == 0;
+  return strcmp(t, "MaxPool") == 0 || strcmp(t, "AveragePool") == 0 ||
+         strcmp(t, "MaxUnpool") == 0;
 }
 
 /* The attributes each op accepts (anything else is refused by name). */
@@ -29,6 +30,7 @@ static int attr_known(const char *op, const char *a) {
   static const struct { const char *op, *attrs; } known[] = {
     {"MaxPool", " kernel_shape strides pads dilations auto_pad ceil_mode storage_order "},
     {"AveragePool", " kernel_shape strides pads auto_pad ceil_mode count_include_pad dilations "},
+    {"MaxUnpool", " kernel_shape strides pads "},
     {"GlobalAveragePool", " "},
     {"GlobalMaxPool", " "},
     {"LayerNormalization", " axis epsilon stash_type "},

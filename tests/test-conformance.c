@@ -68,7 +68,10 @@ static const char *const covered[] = {
     "Gelu",
     /* a Cast at import; every CastLike node test has a dtype dynq does not carry (float16,
      * float64, bfloat16, string): tests/test-quantize.c runs tests/fixtures/castlike.onnx */
-    "CastLike", NULL};
+    "CastLike",
+    /* lib/ops/misc.c */
+    "NonMaxSuppression", "Unique", "Compress", "ReverseSequence", "BitShift", "Det",
+    "MaxUnpool", NULL};
 
 /* The ops the transformer/CNN work promised with conformance tests: each
  * must pass at least one node test (counted by the ops in the model, so
@@ -101,8 +104,11 @@ static const char *const required[] = {
     "Hardmax", "IsNaN", "IsInf", "Xor", "Shrink", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
     "Asinh", "Acosh", "Atanh",
     /* lib/ops/select.c, shape.c, reduce.c */
-    "OneHot", "EyeLike", "MeanVarianceNormalization", NULL};
-enum { N_REQUIRED = 99 };
+    "OneHot", "EyeLike", "MeanVarianceNormalization",
+    /* lib/ops/misc.c (BitShift: uint8 only, the one unsigned dtype dynq carries) */
+    "NonMaxSuppression", "Unique", "Compress", "ReverseSequence", "BitShift", "Det",
+    "MaxUnpool", NULL};
+enum { N_REQUIRED = 106 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is
