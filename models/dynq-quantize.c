@@ -206,6 +206,10 @@ static const op_spec_t op_table[] = {
      dynq__import_quant_check},
     {"ConvInteger", DYNQ_OP_CONV, 2, 4, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_quant,
      dynq__import_quant_check},
+    {"QLinearMatMul", DYNQ_OP_MATMUL, 8, 8, 1, OPF_OPT_IN, {{0}}, dynq__import_qlinear,
+     dynq__import_qlinear_check},
+    {"QLinearConv", DYNQ_OP_CONV, 8, 9, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_qlinear,
+     dynq__import_qlinear_check},
     /* detection tails and the like (lib/ops/misc.c) */
     {"NonMaxSuppression", DYNQ_OP_NON_MAX_SUPPRESSION, 2, 5, 1, OPF_OPT_IN,
      {{"center_point_box", K_INT}}, G, GC},

@@ -410,6 +410,9 @@ int dynq__import_variadic(conv_t *c, const Onnx__NodeProto *n, const char *nname
 /* MatMulInteger / ConvInteger as float products (import_quant.c). */
 const char *dynq__import_quant_check(conv_t *c, const Onnx__NodeProto *n);
 int dynq__import_quant(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+/* QLinearMatMul, QLinearConv (import_quant.c) */
+const char *dynq__import_qlinear_check(conv_t *c, const Onnx__NodeProto *n);
+int dynq__import_qlinear(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 /* Pass-1 check for LSTM, GRU and Conv nodes (attributes, arity). */
 const char *dynq__import_rnn_check(conv_t *c, const Onnx__NodeProto *n);
 

@@ -190,3 +190,154 @@ int dynq__import_quant(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   dynq__imp_node_out(b, bn, out);
   return 0;
 }
+
+/*
+ * QLinearMatMul and QLinearConv, ONNX Runtime's static "QOperator" form
+ * (quantize_static with QuantFormat.QOperator): integer operands with
+ * their scales and zero points in, the output requantized with y_scale and
+ * y_zero_point.  They are rewritten into the QDQ form the engine runs:
+ *
+ *   A_f = DequantizeLinear(A, a_scale, a_zero_point)
+ *   B_f = DequantizeLinear(B, b_scale, b_zero_point)   (folded: B constant)
+ *   bias_f = DequantizeLinear(bias, x_scale * w_scale) (QLinearConv, folded)
+ *   Y   = QuantizeLinear(MatMul|Conv(A_f, B_f[, bias_f]), y_scale, y_zero_point)
+ *
+ * A constant B (the model's weights) becomes a float32 constant, and the
+ * float MatMul / Conv is then converted like the model's own: its
+ * weights requantized per output channel by the importer, the activation
+ * per row at run time.  Per-channel weight scales dequantize along
+ * QLinearConv's output channels (axis 0) and QLinearMatMul's columns (the
+ * last axis); a 1-D a_scale is per row (axis -2).  The N-D per-row /
+ * per-column scales QLinearMatMul allows ([.., M, 1], [.., 1, N]) are
+ * applied by broadcasting: (Cast<float>(x) - zp) * scale.
+ */
+
+static int is_qconv(const Onnx__NodeProto *n) { return strcmp(n->op_type, "QLinearConv") == 0; }
+
+const char *dynq__import_qlinear_check(conv_t *c, const Onnx__NodeProto *n) {
+  static const char *const names[] = {"x", "x_scale", "x_zero_point", "w", "w_scale",
+                                      "w_zero_point", "y_scale", "y_zero_point"};
+  dynq__imp_pool_t *pl = &c->b.pool;
+  for (size_t i = 0; i < 8; i++)
+    if (!has_in(n, i))
+      return dynq__imp_pool_printf(pl, "input %zu (%s) is required", i, names[i]);
+  /* the quantization parameters known at import (a model's initializers):
+   * float32 scales, 8-bit zero points of the scale's size, and an 8-bit
+   * operand of the zero point's dtype */
+  for (size_t i = 0; i < 9; i += 3) { /* x, w: operand, scale, zero point; y: scale, zero point */
+    size_t si = i < 6 ? i + 1 : 6, zi = si + 1;
+    const dynq__value_t *x = i < 6 ? dynq__imp_const_of(c, n->input[i]) : NULL;
+    const dynq__value_t *s = dynq__imp_const_of(c, n->input[si]);
+    const dynq__value_t *z = dynq__imp_const_of(c, n->input[zi]);
+    if (s != NULL && s->dtype != DYNQ_DT_F32)
+      return dynq__imp_pool_printf(pl, "%s is %s (float32 expected)", names[si],
+                                   dynq__dtype_name(s->dtype));
+    if (z != NULL && z->dtype != DYNQ_DT_U8 && z->dtype != DYNQ_DT_I8)
+      return dynq__imp_pool_printf(pl, "%s is %s (uint8 or int8 expected)", names[zi],
+                                   dynq__dtype_name(z->dtype));
+    if (s != NULL && z != NULL &&
+        dynq__shape_numel(s->rank, s->dims) != dynq__shape_numel(z->rank, z->dims))
+      return dynq__imp_pool_printf(pl, "%s has %lld values, %s %lld (they must agree)",
+                                   names[zi], (long long)dynq__shape_numel(z->rank, z->dims),
+                                   names[si], (long long)dynq__shape_numel(s->rank, s->dims));
+    if (x != NULL && z != NULL && x->dtype != z->dtype)
+      return dynq__imp_pool_printf(pl, "%s is %s, %s %s (they must agree)", names[i],
+                                   dynq__dtype_name(x->dtype), names[zi],
+                                   dynq__dtype_name(z->dtype));
+  }
+  if (!is_qconv(n)) return NULL;
+  /* the attributes are Conv's: its check, on x, w and the bias */
+  char *ins[3] = {n->input[0], n->input[3], has_in(n, 8) ? n->input[8] : (char *)""};
+  Onnx__NodeProto cn = *n;
+  cn.op_type = (char *)"Conv";
+  cn.input = ins;
+  cn.n_input = has_in(n, 8) ? 3 : 2;
+  return dynq__import_rnn_check(c, &cn);
+}
+
+/* (De)QuantizeLinear(x, s[, zp]) with `axis` as an engine node into a new
+ * temp; the temp or -1. */
+static int32_t qdq_node(conv_t *c, int op, const char *nname, const char *sfx, int32_t x,
+                        int32_t s, int32_t zp, int axis) {
+  dynq__builder_t *b = &c->b;
+  int32_t v = dynq__imp_add_temp(b, nname, sfx, DYNQ_DT_F32);
+  if (v < 0) return oom();
+  dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
+  if (bn == NULL) return oom();
+  dynq__imp_node_in(bn, x);
+  dynq__imp_node_in(bn, s);
+  if (zp >= 0) dynq__imp_node_in(bn, zp);
+  dynq__imp_node_attr_i(bn, "axis", axis);
+  dynq__imp_node_out(b, bn, v);
+  return v;
+}
+
+/* Input i of n dequantized with inputs i + 1 (scale) and i + 2 (zero
+ * point): per tensor, or per channel along axis for a 1-D scale, or by
+ * broadcasting for a constant N-D scale. */
+static int32_t deq_input(conv_t *c, const Onnx__NodeProto *n, const char *nname, const char *sfx,
+                         size_t i, int axis) {
+  int32_t x = dynq__imp_value_of(c, n->input[i]), s = dynq__imp_value_of(c, n->input[i + 1]);
+  int32_t zp = has_in(n, i + 2) ? dynq__imp_value_of(c, n->input[i + 2]) : -1;
+  if (x < 0 || s < 0 || (has_in(n, i + 2) && zp < 0)) return -1;
+  const dynq__value_t *sv = dynq__imp_const_of(c, n->input[i + 1]);
+  if (sv == NULL || sv->rank < 2)
+    return qdq_node(c, DYNQ_OP_DEQUANTIZE_LINEAR, nname, sfx, x, s, zp, axis);
+  int32_t xf = emit1(c, DYNQ_OP_CAST, nname, sfx, x, -1);
+  if (xf < 0) return -1;
+  if (zp >= 0) {
+    int32_t zf = emit1(c, DYNQ_OP_CAST, nname, ".zp", zp, -1);
+    if (zf < 0 || (xf = emit1(c, DYNQ_OP_SUB, nname, sfx, xf, zf)) < 0) return -1;
+  }
+  return emit1(c, DYNQ_OP_MUL, nname, sfx, xf, s);
+}
+
+int dynq__import_qlinear(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  int conv = is_qconv(n);
+  int32_t af = deq_input(c, n, nname, ".a", 0, conv ? 1 : -2);
+  if (af < 0) return -1;
+  int first = b->n_nodes;
+  int32_t bf = deq_input(c, n, nname, ".b", 3, conv ? 0 : -1);
+  if (bf < 0) return -1;
+  int32_t biasf = -1;
+  if (conv && has_in(n, 8)) {
+    /* the int32 bias: scale x_scale * w_scale, zero point 0 */
+    int32_t bs = emit1(c, DYNQ_OP_MUL, nname, ".bias_scale", dynq__imp_value_of(c, n->input[1]),
+                       dynq__imp_value_of(c, n->input[4]));
+    if (bs < 0) return -1;
+    biasf = qdq_node(c, DYNQ_OP_DEQUANTIZE_LINEAR, nname, ".bias", dynq__imp_value_of(c, n->input[8]),
+                     bs, -1, 0);
+    if (biasf < 0) return -1;
+  }
+  if (dynq__imp_fold(c, first) != 0) return -1; /* constant weights become float32 */
+  int32_t yf = dynq__imp_add_temp(b, nname, ".f", DYNQ_DT_F32);
+  if (yf < 0) return oom();
+  char *ins[3] = {(char *)b->values[af].name, (char *)b->values[bf].name,
+                  biasf >= 0 ? (char *)b->values[biasf].name : NULL};
+  char *outs[1] = {(char *)b->values[yf].name};
+  Onnx__NodeProto pn = *n;
+  pn.op_type = (char *)(conv ? "Conv" : "MatMul");
+  pn.n_input = biasf >= 0 ? 3 : 2;
+  pn.input = ins;
+  pn.n_output = 1;
+  pn.output = outs;
+  if (!conv) pn.n_attribute = 0;
+  b->producer[yf] = -1; /* claimed by the converter, by name */
+  b->values[yf].dtype = DYNQ_DT_F32;
+  if (c->convert_node(c, &pn, nname) != 0) return -1;
+  int32_t yv = dynq__imp_value_of(c, outs[0]);
+  int32_t ys = dynq__imp_value_of(c, n->input[6]);
+  int32_t yzp = has_in(n, 7) ? dynq__imp_value_of(c, n->input[7]) : -1;
+  if (yv < 0 || ys < 0 || (has_in(n, 7) && yzp < 0)) return -1;
+  int32_t out = dynq__imp_claim_output(c, n->output[0], b->n_nodes);
+  if (out < 0) return -1;
+  dynq__bnode_t *bn = dynq__imp_add_node(b, DYNQ_OP_QUANTIZE_LINEAR, nname);
+  if (bn == NULL) return oom();
+  dynq__imp_node_in(bn, yv);
+  dynq__imp_node_in(bn, ys);
+  if (yzp >= 0) dynq__imp_node_in(bn, yzp);
+  dynq__imp_node_attr_i(bn, "axis", conv ? 1 : -1);
+  dynq__imp_node_out(b, bn, out);
+  return 0;
+}
