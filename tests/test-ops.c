@@ -2189,6 +2189,254 @@ START_TEST(mvn_axes) {
 }
 END_TEST
 
+/* ---- lib/ops/misc.c ---- */
+
+static int check_node(int op, const dynq__attr_t *attrs, int n_attr) {
+  static const int32_t idx[5] = {0, 1, 2, 3, 4};
+  dynq__node_t nd = {.op = op, .name = "c", .n_in = 2, .n_out = 1, .in = idx, .out = idx,
+                     .n_attr = n_attr, .attr = attrs};
+  return dynq__opdef(op)->check(NULL, &nd, err, sizeof err);
+}
+
+/* NonMaxSuppression: a hand case per box format, then the refusals: bad
+ * shapes, a negative count, an IoU threshold outside [0, 1], a
+ * center_point_box other than 0/1, and the run's max_bytes. */
+START_TEST(nms_cases) {
+  /* three boxes [y1, x1, y2, x2]: 0 and 1 overlap by IoU 0.81 (box 1 is
+   * given corner-flipped), 2 is apart; one class, scores 0.9 0.8 0.7 */
+  float b[12] = {0, 0, 1, 1, 1, 1, 0.1f, 0.1f, 5, 5, 6, 6}, sc[3] = {0.9f, 0.8f, 0.7f};
+  int64_t maxo[1] = {10};
+  float iou[1] = {0.5f}, sthr[1] = {0.75f};
+  dynq__tensor_t B = tf(3, (int64_t[]){1, 3, 4}, b), S = tf(3, (int64_t[]){1, 1, 3}, sc);
+  dynq__tensor_t M = ti64s(1, (int64_t[]){1}, maxo), I = tf(0, NULL, iou), T = tf(1, (int64_t[]){1}, sthr), o;
+  const dynq__tensor_t *in[5] = {&B, &S, &M, &I, &T};
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), 0);
+  ck_assert_int_eq(o.dtype, DYNQ_DT_I64);
+  ck_assert_int_eq(o.rank, 2);
+  ck_assert_int_eq(o.dims[0], 2);
+  ck_assert_mem_eq(o.data, ((int64_t[]){0, 0, 0, 0, 0, 2}), 6 * sizeof(int64_t));
+  dynq__tensor_clear(&o);
+  /* the score threshold drops box 2 (0.7 <= 0.75), IoU 0.9 keeps box 1 */
+  iou[0] = 0.9f;
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 5, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[0], 2);
+  ck_assert_mem_eq(o.data, ((int64_t[]){0, 0, 0, 0, 0, 1}), 6 * sizeof(int64_t));
+  dynq__tensor_clear(&o);
+  /* the same boxes as centers: [xc, yc, w, h] */
+  float bc[12] = {0.5f, 0.5f, 1, 1, 0.55f, 0.55f, 0.9f, 0.9f, 5.5f, 5.5f, 1, 1};
+  dynq__tensor_t BC = tf(3, (int64_t[]){1, 3, 4}, bc);
+  in[0] = &BC;
+  iou[0] = 0.5f;
+  const dynq__attr_t center[] = {AI("center_point_box", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, center, 1, 4, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[0], 2);
+  ck_assert_mem_eq(o.data, ((int64_t[]){0, 0, 0, 0, 0, 2}), 6 * sizeof(int64_t));
+  dynq__tensor_clear(&o);
+  in[0] = &B;
+  /* no count: nothing selected */
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 2, 1, in, &o), 0);
+  ck_assert_int_eq(o.rank, 2);
+  ck_assert_int_eq(o.dims[0], 0);
+  ck_assert_int_eq(o.dims[1], 3);
+  dynq__tensor_clear(&o);
+  maxo[0] = -1;
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (NonMaxSuppression): max_output_boxes_per_class is -1") !=
+                NULL, "%s", err);
+  maxo[0] = 10;
+  iou[0] = 1.5f;
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "iou_threshold is 1.5") != NULL, "%s", err);
+  iou[0] = 0.5f;
+  dynq__tensor_t B2 = tf(2, (int64_t[]){3, 4}, b);
+  in[0] = &B2;
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "boxes has shape [3, 4]") != NULL, "%s", err);
+  in[0] = &B;
+  dynq__tensor_t S2 = tf(3, (int64_t[]){1, 3, 1}, sc);
+  in[1] = &S2;
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "scores has shape [1, 3, 1]") != NULL, "%s", err);
+  in[1] = &S;
+  /* a count given as two values */
+  int64_t m2[2] = {1, 2};
+  dynq__tensor_t M2 = ti64s(1, (int64_t[]){2}, m2);
+  in[2] = &M2;
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "max_output_boxes_per_class must hold one value") != NULL, "%s", err);
+  in[2] = &M;
+  /* 1000 boxes' scratch over a 256-byte cap */
+  float *bb = calloc(4000, sizeof(float)), *ss = calloc(1000, sizeof(float));
+  ck_assert_ptr_nonnull(bb);
+  ck_assert_ptr_nonnull(ss);
+  dynq__tensor_t BB = tf(3, (int64_t[]){1, 1000, 4}, bb), SS = tf(3, (int64_t[]){1, 1, 1000}, ss);
+  in[0] = &BB;
+  in[1] = &SS;
+  g_max_bytes = 256;
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "node 't' (NonMaxSuppression)") != NULL, "%s", err);
+  g_max_bytes = 0;
+  free(bb);
+  free(ss);
+  const dynq__attr_t cb2[] = {AI("center_point_box", 2)};
+  ck_assert_int_eq(check_node(DYNQ_OP_NON_MAX_SUPPRESSION, cb2, 1), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "node 'c' (NonMaxSuppression): center_point_box 2") != NULL, "%s",
+                err);
+}
+END_TEST
+
+/* Unique along an axis and flat, sorted and in order of appearance;
+ * Compress with and without an axis; their refusals. */
+START_TEST(unique_compress) {
+  /* columns of [[1, 3, 1], [2, 0, 2]]: (1,2) (3,0) (1,2) */
+  float x[6] = {1, 3, 1, 2, 0, 2};
+  dynq__tensor_t X = tf(2, (int64_t[]){2, 3}, x), o[4];
+  const dynq__tensor_t *in[2] = {&X, NULL};
+  const dynq__attr_t ax1[] = {AI("axis", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_UNIQUE, ax1, 1, 1, 4, in, o), 0);
+  expect(&o[0], 2, (int64_t[]){2, 2}, (float[]){1, 3, 2, 0}, 0);
+  ck_assert_mem_eq(o[1].data, ((int64_t[]){0, 1}), 2 * sizeof(int64_t));
+  ck_assert_mem_eq(o[2].data, ((int64_t[]){0, 1, 0}), 3 * sizeof(int64_t));
+  ck_assert_mem_eq(o[3].data, ((int64_t[]){2, 1}), 2 * sizeof(int64_t));
+  for (int k = 0; k < 4; k++) dynq__tensor_clear(&o[k]);
+  /* flat, int64, in order of appearance */
+  int64_t v[6] = {5, -1, 5, 7, -1, 5};
+  dynq__tensor_t V = ti64s(1, (int64_t[]){6}, v);
+  in[0] = &V;
+  const dynq__attr_t unsorted[] = {AI("sorted", 0)};
+  ck_assert_int_eq(run_k(DYNQ_OP_UNIQUE, unsorted, 1, 1, 4, in, o), 0);
+  ck_assert_int_eq(o[0].dims[0], 3);
+  ck_assert_mem_eq(o[0].data, ((int64_t[]){5, -1, 7}), 3 * sizeof(int64_t));
+  ck_assert_mem_eq(o[1].data, ((int64_t[]){0, 1, 3}), 3 * sizeof(int64_t));
+  ck_assert_mem_eq(o[2].data, ((int64_t[]){0, 1, 0, 2, 1, 0}), 6 * sizeof(int64_t));
+  ck_assert_mem_eq(o[3].data, ((int64_t[]){3, 2, 1}), 3 * sizeof(int64_t));
+  for (int k = 0; k < 4; k++) dynq__tensor_clear(&o[k]);
+  ck_assert_int_eq(run_k(DYNQ_OP_UNIQUE, NULL, 0, 1, 1, in, o), 0);
+  ck_assert_mem_eq(o[0].data, ((int64_t[]){-1, 5, 7}), 3 * sizeof(int64_t));
+  dynq__tensor_clear(&o[0]);
+  in[0] = &X;
+  const dynq__attr_t ax2[] = {AI("axis", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_UNIQUE, ax2, 1, 1, 4, in, o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Unique): axis 2") != NULL, "%s", err);
+  g_max_bytes = 64; /* 6 values' scratch is 288 bytes */
+  ck_assert_int_eq(run_k(DYNQ_OP_UNIQUE, NULL, 0, 1, 4, in, o), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "node 't' (Unique)") != NULL, "%s", err);
+  g_max_bytes = 0;
+
+  /* Compress along axis 1: columns 0 and 2 */
+  uint8_t c[3] = {1, 0, 1};
+  dynq__tensor_t C = {.dtype = DYNQ_DT_U8, .rank = 1, .dims = {3}, .data = c};
+  in[1] = &C;
+  ck_assert_int_eq(run_k(DYNQ_OP_COMPRESS, ax1, 1, 2, 1, in, o), 0);
+  expect(&o[0], 2, (int64_t[]){2, 2}, (float[]){1, 1, 2, 2}, 0);
+  dynq__tensor_clear(&o[0]);
+  /* no axis: the flattened input, the condition shorter than it */
+  ck_assert_int_eq(run_k(DYNQ_OP_COMPRESS, NULL, 0, 2, 1, in, o), 0);
+  expect(&o[0], 1, (int64_t[]){2}, (float[]){1, 1}, 0);
+  dynq__tensor_clear(&o[0]);
+  const dynq__attr_t axm3[] = {AI("axis", -3)};
+  ck_assert_int_eq(run_k(DYNQ_OP_COMPRESS, axm3, 1, 2, 1, in, o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Compress): axis -3") != NULL, "%s", err);
+  C.rank = 2;
+  C.dims[0] = 1, C.dims[1] = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_COMPRESS, ax1, 1, 2, 1, in, o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "condition has rank 2") != NULL, "%s", err);
+}
+END_TEST
+
+/* ReverseSequence, BitShift, Det, MaxUnpool: a case each and their
+ * refusals. */
+START_TEST(misc_ops) {
+  /* ReverseSequence, batch along axis 0: lengths 2 and 3 of 3 steps */
+  float x[6] = {1, 2, 3, 4, 5, 6};
+  int64_t len[2] = {2, 3};
+  dynq__tensor_t X = tf(2, (int64_t[]){2, 3}, x), L = ti64s(1, (int64_t[]){2}, len), o;
+  const dynq__tensor_t *in[3] = {&X, &L, NULL};
+  const dynq__attr_t b0[] = {AI("batch_axis", 0), AI("time_axis", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_REVERSE_SEQUENCE, b0, 2, 2, 1, in, &o), 0);
+  expect(&o, 2, X.dims, (float[]){2, 1, 3, 6, 5, 4}, 0);
+  dynq__tensor_clear(&o);
+  len[1] = 4;
+  ck_assert_int_eq(run_k(DYNQ_OP_REVERSE_SEQUENCE, b0, 2, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (ReverseSequence): sequence_lens[1] is 4, outside [0, 3]") !=
+                NULL, "%s", err);
+  len[1] = -1;
+  ck_assert_int_eq(run_k(DYNQ_OP_REVERSE_SEQUENCE, b0, 2, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "sequence_lens[1] is -1") != NULL, "%s", err);
+  /* the default (batch 1, time 0): lengths per column, 2 entries expected */
+  ck_assert_int_eq(run_k(DYNQ_OP_REVERSE_SEQUENCE, NULL, 0, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "sequence_lens has shape [2] for a batch of 3") != NULL, "%s", err);
+  const dynq__attr_t same[] = {AI("batch_axis", 0), AI("time_axis", 0)};
+  ck_assert_int_eq(check_node(DYNQ_OP_REVERSE_SEQUENCE, same, 2), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "batch_axis 0 and time_axis 0") != NULL, "%s", err);
+
+  /* BitShift on uint8, broadcast; shifts past the width give 0 */
+  uint8_t a[4] = {1, 0x81, 255, 16}, s1[1] = {3}, s4[4] = {1, 1, 8, 9};
+  dynq__tensor_t A = {.dtype = DYNQ_DT_U8, .rank = 1, .dims = {4}, .data = a};
+  dynq__tensor_t S1 = {.dtype = DYNQ_DT_U8, .rank = 0, .data = s1};
+  dynq__tensor_t S4 = {.dtype = DYNQ_DT_U8, .rank = 1, .dims = {4}, .data = s4};
+  const dynq__attr_t left[] = {AI("direction", 1)}, right[] = {AI("direction", 2)};
+  in[0] = &A;
+  in[1] = &S1;
+  ck_assert_int_eq(run_k(DYNQ_OP_BIT_SHIFT, left, 1, 2, 1, in, &o), 0);
+  ck_assert_mem_eq(o.data, ((uint8_t[]){8, 8, 0xf8, 128}), 4);
+  dynq__tensor_clear(&o);
+  in[1] = &S4;
+  ck_assert_int_eq(run_k(DYNQ_OP_BIT_SHIFT, right, 1, 2, 1, in, &o), 0);
+  ck_assert_mem_eq(o.data, ((uint8_t[]){0, 0x40, 0, 0}), 4);
+  dynq__tensor_clear(&o);
+  in[1] = &X;
+  ck_assert_int_eq(run_k(DYNQ_OP_BIT_SHIFT, right, 1, 2, 1, in, &o), DYNQ_EDTYPE);
+  ck_assert_msg(strstr(err, "node 't' (BitShift): input 1 is float32") != NULL, "%s", err);
+  const dynq__attr_t up[] = {AI("direction", 3)};
+  ck_assert_int_eq(check_node(DYNQ_OP_BIT_SHIFT, up, 1), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "direction 3") != NULL, "%s", err);
+
+  /* Det: a 3x3 needing a pivot swap (det -2), a singular one, batched */
+  float m[18] = {0, 1, 2, 1, 0, 3, 4, -3, 8, 1, 2, 3, 2, 4, 6, 0, 0, 1};
+  dynq__tensor_t Mx = tf(3, (int64_t[]){2, 3, 3}, m);
+  in[0] = &Mx;
+  ck_assert_int_eq(run_k(DYNQ_OP_DET, NULL, 0, 1, 1, in, &o), 0);
+  expect(&o, 1, (int64_t[]){2}, (float[]){-2, 0}, 1e-5f);
+  dynq__tensor_clear(&o);
+  dynq__tensor_t Mr = tf(2, (int64_t[]){3, 6}, m);
+  in[0] = &Mr;
+  ck_assert_int_eq(run_k(DYNQ_OP_DET, NULL, 0, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Det): input has shape [3, 6]") != NULL, "%s", err);
+
+  /* MaxUnpool 2x2 stride 2 of [1, 1, 1, 2]: to [1, 1, 2, 4] */
+  float p[2] = {7, 9};
+  int64_t pi[2] = {5, 2};
+  dynq__tensor_t P = tf(4, (int64_t[]){1, 1, 1, 2}, p), PI = ti64s(4, (int64_t[]){1, 1, 1, 2}, pi);
+  const dynq__attr_t k2[] = {AI("kernel_shape0", 2), AI("kernel_shape1", 2), AI("strides0", 2),
+                             AI("strides1", 2), AI("spatial", 2)};
+  in[0] = &P;
+  in[1] = &PI;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_UNPOOL, k2, 5, 2, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 2, 4}, (float[]){0, 0, 9, 0, 0, 7, 0, 0}, 0);
+  dynq__tensor_clear(&o);
+  /* a larger output_shape pads at the end of each axis */
+  int64_t osh[4] = {1, 1, 3, 5};
+  dynq__tensor_t OS = ti64s(1, (int64_t[]){4}, osh);
+  in[2] = &OS;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_UNPOOL, k2, 5, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 3, 5},
+         (float[]){0, 0, 9, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0}, 0);
+  dynq__tensor_clear(&o);
+  osh[3] = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_UNPOOL, k2, 5, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "output_shape [1, 1, 3, 3] is smaller than the unpooled shape "
+                            "[1, 1, 2, 4] on axis 3") != NULL, "%s", err);
+  pi[0] = 8;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_UNPOOL, k2, 5, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (MaxUnpool): index 8 (element 0) outside") != NULL, "%s",
+                err);
+  pi[0] = -1;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_UNPOOL, k2, 5, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "index -1") != NULL, "%s", err);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -2231,6 +2479,9 @@ int main(void) {
   tcase_add_test(tc, onehot_depth);
   tcase_add_test(tc, eyelike_k);
   tcase_add_test(tc, mvn_axes);
+  tcase_add_test(tc, nms_cases);
+  tcase_add_test(tc, unique_compress);
+  tcase_add_test(tc, misc_ops);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
