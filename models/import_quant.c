@@ -215,8 +215,11 @@ int dynq__import_quant(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
 static int is_qconv(const Onnx__NodeProto *n) { return strcmp(n->op_type, "QLinearConv") == 0; }
 
 const char *dynq__import_qlinear_check(conv_t *c, const Onnx__NodeProto *n) {
-  static const char *const names[] = {"x", "x_scale", "x_zero_point", "w", "w_scale",
-                                      "w_zero_point", "y_scale", "y_zero_point"};
+  static const char *const conv_names[] = {"x", "x_scale", "x_zero_point", "w", "w_scale",
+                                           "w_zero_point", "y_scale", "y_zero_point"};
+  static const char *const mm_names[] = {"a", "a_scale", "a_zero_point", "b", "b_scale",
+                                         "b_zero_point", "y_scale", "y_zero_point"};
+  const char *const *names = is_qconv(n) ? conv_names : mm_names;
   dynq__imp_pool_t *pl = &c->b.pool;
   for (size_t i = 0; i < 8; i++)
     if (!has_in(n, i))

@@ -583,6 +583,175 @@ START_TEST(test_castlike_declared) {
 }
 END_TEST
 
+/* ---- ONNX Runtime's QOperator form, a detection tail (make_qops.py) ---- */
+
+static void *load_raw(const char *name, size_t want_bytes) {
+  char *p = fixture(name);
+  size_t nb = 0;
+  void *d = tu_read_file(p, &nb);
+  ck_assert_msg(d != NULL, "cannot read fixture %s", p);
+  ck_assert_uint_eq(nb, want_bytes);
+  free(p);
+  return d;
+}
+
+/* qops.onnx: QuantizeLinear -> QLinearConv (per-channel weights, int32
+ * bias) -> QLinearMatMul (per-column weights, nonzero zero points) ->
+ * DequantizeLinear, converted with --quantize-small: both layers become
+ * dynq's own INT8 layers.  The FP32 path gives numpy's integer result
+ * exactly, cq (uint8) and y (float products of small integers and the
+ * scales, rounded the same way); the INT8 path requantizes weights and
+ * activations: within 2 steps per layer (tests/test-conformance.c,
+ * Q8_BOUND_LSB), the MatMul's input already off by the Conv's steps, so
+ * Q_STEPS for both.  Measured: cq 1 step, y 2 steps (55 of 160 values off
+ * by at least half a step). */
+#define Q_STEPS 3
+START_TEST(test_qoperator_static) {
+  char *in = fixture("qops.onnx"), *outp = tmp_path("qops.dynq"), *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, "--quantize-small", in, outp, NULL) == 0, "%s", log);
+  ck_assert_msg(strstr(log, "2 linear layers, 2 quantized") != NULL, "%s", log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  const dynq__graph_t *g = dynq__model_graph(m);
+  int nqc = 0, nql = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    nqc += g->nodes[i].op == DYNQ_OP_QCONV;
+    nql += g->nodes[i].op == DYNQ_OP_QLINEAR;
+  }
+  ck_assert_int_eq(nqc, 1);
+  ck_assert_int_eq(nql, 1);
+  float *x = load_raw("qops_x.f32", 192 * 4), *wy = load_raw("qops_y.f32", 160 * 4);
+  uint8_t *wc = load_raw("qops_cq.u8", 256);
+  float y_scale = 0; /* the smallest nonzero gap between reference values: y_scale */
+  for (int i = 0; i < 160; i++)
+    for (int j = 0; j < 160; j++) {
+      float d = fabsf(wy[i] - wy[j]);
+      if (d > 0 && (y_scale == 0 || d < y_scale)) y_scale = d;
+    }
+  ck_assert(y_scale > 0);
+  dynq__tensor_t X = f32_tensor(x, 4, (int64_t[]){1, 3, 8, 8});
+  const char *names[] = {"x"};
+  char err[256];
+  for (int prec = 0; prec < 2; prec++) {
+    const int fp32 = prec == 0;
+    dynq__tensor_t y[2] = {{0}};
+    ck_assert_int_eq(run_model(m, fp32 ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8, names, &X, 1,
+                               y, err, sizeof err), 0);
+    ck_assert_int_eq(y[0].dtype, DYNQ_DT_U8);
+    ck_assert_int_eq(dynq__tensor_numel(&y[0]), 256);
+    ck_assert_int_eq(y[1].dtype, DYNQ_DT_F32);
+    ck_assert_int_eq(y[1].rank, 4);
+    ck_assert_int_eq(y[1].dims[3], 5);
+    int worst_c = 0, off_y = 0;
+    double worst_y = 0;
+    for (int i = 0; i < 256; i++) {
+      int d = abs((int)((uint8_t *)y[0].data)[i] - (int)wc[i]);
+      worst_c = d > worst_c ? d : worst_c;
+    }
+    for (int i = 0; i < 160; i++) {
+      double d = fabs(((float *)y[1].data)[i] - wy[i]) / y_scale;
+      worst_y = d > worst_y ? d : worst_y;
+      off_y += d > 0.5;
+    }
+    printf("qops %s: cq max %d steps, y max %.2f steps of y_scale (%d of 160 off)\n",
+           fp32 ? "FP32" : "INT8", worst_c, worst_y, off_y);
+    if (fp32) {
+      ck_assert_int_eq(worst_c, 0);
+      ck_assert(worst_y == 0);
+    } else {
+      ck_assert_int_le(worst_c, Q_STEPS);
+      ck_assert(worst_y < Q_STEPS + 0.01);
+    }
+    clear_outputs(y, 2);
+  }
+  dynq__model_unref(m);
+  free(x);
+  free(wy);
+  free(wc);
+  free(in);
+  free(outp);
+}
+END_TEST
+
+/* qmm_rt.onnx: a QLinearMatMul whose a_scale comes with the request: one
+ * value, as the zero point [1], runs (the values by hand); two values
+ * fail naming the node and both shapes. */
+START_TEST(test_qoperator_runtime_scale) {
+  dynq__model_t *m = convert_fixture("qmm_rt.onnx");
+  uint8_t a[12] = {128, 129, 130, 131, 118, 128, 128, 138, 255, 0, 128, 128};
+  float s1[1] = {0.5f}, s2[2] = {0.5f, 0.5f};
+  dynq__tensor_t ins[2] = {{.dtype = DYNQ_DT_U8, .rank = 2, .dims = {3, 4}, .data = a},
+                           f32_tensor(s1, 1, (int64_t[]){1})};
+  const char *names[] = {"a", "a_scale"};
+  char err[256];
+  dynq__tensor_t y = {0};
+  int rc = run_model(m, DYNQ_PRECISION_FP32, names, ins, 2, &y, err, sizeof err);
+  ck_assert_msg(rc == 0, "%s", err);
+  ck_assert_int_eq(y.dtype, DYNQ_DT_U8);
+  ck_assert_int_eq(dynq__tensor_numel(&y), 9);
+  /* y = sat(round(sum_k (a - 128) * 0.5 * b[k][n] * 0.05 / 0.0625) + 128), b = -6..5 by
+   * rows: sums of 0.025 steps over 0.0625, 0.4 apart, never a tie */
+  static const int8_t b[12] = {-6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5};
+  for (int r = 0; r < 3; r++)
+    for (int n = 0; n < 3; n++) {
+      double acc = 0;
+      for (int k = 0; k < 4; k++) acc += (a[r * 4 + k] - 128) * 0.5 * b[k * 3 + n] * 0.05;
+      double q = nearbyint(acc / 0.0625) + 128;
+      q = q < 0 ? 0 : q > 255 ? 255 : q;
+      ck_assert_msg(((uint8_t *)y.data)[r * 3 + n] == (uint8_t)q, "y[%d][%d] = %d, want %d", r, n,
+                    ((uint8_t *)y.data)[r * 3 + n], (int)q);
+    }
+  dynq__tensor_clear(&y);
+  ins[1] = f32_tensor(s2, 1, (int64_t[]){2});
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, ins, 2, &y, err, sizeof err),
+                   DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 'qmm_rt' (DequantizeLinear)") != NULL, "%s", err);
+  ck_assert_msg(strstr(err, "the scale [2]") != NULL, "%s", err);
+  dynq__model_unref(m);
+}
+END_TEST
+
+/* nms_tail.onnx: NonMaxSuppression -> Gather of the selected boxes, both
+ * outputs sized by the data, equal to numpy's on both paths. */
+START_TEST(test_nms_tail) {
+  dynq__model_t *m = convert_fixture("nms_tail.onnx");
+  float *bx = load_raw("nms_boxes.f32", 80 * 4), *sc = load_raw("nms_scores.f32", 40 * 4);
+  int64_t *wsel = load_raw("nms_sel.i64", 8 * 3 * 8);
+  float *wbox = load_raw("nms_sel_boxes.f32", 8 * 4 * 4);
+  dynq__tensor_t ins[2] = {f32_tensor(bx, 3, (int64_t[]){1, 20, 4}),
+                           f32_tensor(sc, 3, (int64_t[]){1, 2, 20})};
+  const char *names[] = {"boxes", "scores"};
+  char err[256];
+  for (int prec = 0; prec < 2; prec++) {
+    dynq__tensor_t y[2] = {{0}};
+    ck_assert_int_eq(run_model(m, prec ? DYNQ_PRECISION_INT8 : DYNQ_PRECISION_FP32, names, ins,
+                               2, y, err, sizeof err), 0);
+    ck_assert_int_eq(y[0].dtype, DYNQ_DT_I64);
+    ck_assert_int_eq(y[0].rank, 2);
+    ck_assert_int_eq(y[0].dims[0], 8);
+    ck_assert_int_eq(y[0].dims[1], 3);
+    ck_assert_mem_eq(y[0].data, wsel, 8 * 3 * sizeof(int64_t));
+    ck_assert_int_eq(y[1].dims[0], 8);
+    ck_assert_int_eq(y[1].dims[1], 4);
+    ck_assert_mem_eq(y[1].data, wbox, 8 * 4 * sizeof(float));
+    clear_outputs(y, 2);
+  }
+  /* scores all below the threshold: nothing selected, empty outputs */
+  float zero[40] = {0};
+  ins[1].data = zero;
+  dynq__tensor_t y[2] = {{0}};
+  ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, names, ins, 2, y, err, sizeof err), 0);
+  ck_assert_int_eq(y[0].dims[0], 0);
+  ck_assert_int_eq(y[1].dims[0], 0);
+  clear_outputs(y, 2);
+  dynq__model_unref(m);
+  free(bx);
+  free(sc);
+  free(wsel);
+  free(wbox);
+}
+END_TEST
+
 /* new_ops.onnx (make_new_ops.py): the new ops in one graph, as a fuzzing
  * seed; here what each output computes on x = i / 16 - 4 (increasing
  * along every axis, no NaN). */
@@ -774,6 +943,16 @@ START_TEST(test_malformed_models) {
                             "'gelu_erf' (op Gelu): approximate 'erf' is not supported",
                             "'cl_inter' (op CastLike): the model does not declare the dtype of "
                             "'like' ('r')"}},
+      {"bad_qops.onnx", {"'qc_zp32' (op QLinearConv): w_zero_point is int32 (uint8 or int8 "
+                         "expected)",
+                         "'qmm_zpsize' (op QLinearMatMul): b_zero_point has 2 values, b_scale 3",
+                         "'qmm_zpdtype' (op QLinearMatMul): b is uint8, b_zero_point int8"}},
+      {"bad_qops.onnx", {"'nms_cb' (op NonMaxSuppression): center_point_box 2 is not supported",
+                         "'bs_dir' (op BitShift): direction 'UP' is not supported",
+                         "'rs_axes' (op ReverseSequence): batch_axis 0 and time_axis 0"}},
+      {"bad_qops.onnx", {"'mu_dil' (op MaxUnpool): attribute 'dilations' is not supported",
+                         "'qmm_yscale' (op QLinearMatMul): y_scale is uint8 (float32 expected)",
+                         NULL}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
@@ -1517,6 +1696,9 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_gelu_opset20);
   tcase_add_test(tc, test_castlike_declared);
   tcase_add_test(tc, test_new_ops_together);
+  tcase_add_test(tc, test_qoperator_static);
+  tcase_add_test(tc, test_qoperator_runtime_scale);
+  tcase_add_test(tc, test_nms_tail);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);
   tcase_add_test(tc, test_rules_old_forms);
