@@ -2278,6 +2278,13 @@ START_TEST(nms_cases) {
   g_max_bytes = 0;
   free(bb);
   free(ss);
+  /* no batch: boxes [0, 2^30, 4] hold no data, nothing is allocated for them */
+  dynq__tensor_t B0 = tf(3, (int64_t[]){0, 1 << 30, 4}, b), S0 = tf(3, (int64_t[]){0, 1, 1 << 30}, sc);
+  in[0] = &B0;
+  in[1] = &S0;
+  ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[0], 0);
+  dynq__tensor_clear(&o);
   const dynq__attr_t cb2[] = {AI("center_point_box", 2)};
   ck_assert_int_eq(check_node(DYNQ_OP_NON_MAX_SUPPRESSION, cb2, 1), DYNQ_EGRAPH);
   ck_assert_msg(strstr(err, "node 'c' (NonMaxSuppression): center_point_box 2") != NULL, "%s",
@@ -2318,6 +2325,18 @@ START_TEST(unique_compress) {
   const dynq__attr_t ax2[] = {AI("axis", 2)};
   ck_assert_int_eq(run_k(DYNQ_OP_UNIQUE, ax2, 1, 1, 4, in, o), DYNQ_ESHAPE);
   ck_assert_msg(strstr(err, "node 't' (Unique): axis 2") != NULL, "%s", err);
+  /* empty slices along a long axis: one group, no scratch */
+  dynq__tensor_t E = tf(2, (int64_t[]){0, 1000}, x);
+  in[0] = &E;
+  ck_assert_int_eq(run_k(DYNQ_OP_UNIQUE, ax1, 1, 1, 4, in, o), 0);
+  ck_assert_int_eq(o[0].dims[0], 0);
+  ck_assert_int_eq(o[0].dims[1], 1);
+  ck_assert_mem_eq(o[1].data, ((int64_t[]){0}), sizeof(int64_t));
+  ck_assert_int_eq(o[2].dims[0], 1000);
+  ck_assert_int_eq(((int64_t *)o[2].data)[999], 0);
+  ck_assert_mem_eq(o[3].data, ((int64_t[]){1000}), sizeof(int64_t));
+  for (int k = 0; k < 4; k++) dynq__tensor_clear(&o[k]);
+  in[0] = &X;
   g_max_bytes = 64; /* 6 values' scratch is 288 bytes */
   ck_assert_int_eq(run_k(DYNQ_OP_UNIQUE, NULL, 0, 1, 4, in, o), DYNQ_ELIMIT);
   ck_assert_msg(strstr(err, "node 't' (Unique)") != NULL, "%s", err);
@@ -2398,6 +2417,13 @@ START_TEST(misc_ops) {
   in[0] = &Mx;
   ck_assert_int_eq(run_k(DYNQ_OP_DET, NULL, 0, 1, 1, in, &o), 0);
   expect(&o, 1, (int64_t[]){2}, (float[]){-2, 0}, 1e-5f);
+  dynq__tensor_clear(&o);
+  /* no matrices of a huge size: an empty result, no M x M scratch */
+  dynq__tensor_t M0 = tf(3, (int64_t[]){0, 1 << 30, 1 << 30}, m);
+  in[0] = &M0;
+  ck_assert_int_eq(run_k(DYNQ_OP_DET, NULL, 0, 1, 1, in, &o), 0);
+  ck_assert_int_eq(o.rank, 1);
+  ck_assert_int_eq(o.dims[0], 0);
   dynq__tensor_clear(&o);
   dynq__tensor_t Mr = tf(2, (int64_t[]){3, 6}, m);
   in[0] = &Mr;

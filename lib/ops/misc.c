@@ -33,8 +33,13 @@ static void msort(int64_t *v, int64_t *tmp, int64_t n, cmp_fn *cmp, const void *
   memcpy(v, tmp, (size_t)n * sizeof(*v));
 }
 
-/* Scratch of n elements of es bytes, bounded by the run's max_bytes. */
+/* Scratch of n elements of es bytes, bounded by the run's max_bytes (and
+ * by DYNQ_MAX_ELEMS, so that n * es cannot wrap). */
 static void *scratch(dynq__op_ctx_t *c, int64_t n, int64_t es, const char *what, int *rc) {
+  if (n > DYNQ_MAX_ELEMS) {
+    *rc = dynq__op_fail(c, DYNQ_ELIMIT, "%s of %lld elements is too large", what, (long long)n);
+    return NULL;
+  }
   if ((*rc = dynq__op_check_bytes(c, n > 0 ? n : 1, es, what))) return NULL;
   void *p = malloc((size_t)(n > 0 ? n : 1) * (size_t)es);
   if (p == NULL) *rc = dynq__op_fail(c, DYNQ_ELIMIT, "out of memory for %s", what);
@@ -148,6 +153,10 @@ int dynq__run_nms(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
   }
   const int64_t B = bx->dims[0], N = bx->dims[1], C = sc->dims[1];
   const int64_t per = maxo < N ? maxo : N; /* selections per class at most */
+  if (B == 0 || C == 0 || per == 0) { /* nothing to select (N unbounded when B is 0) */
+    int64_t dims[2] = {0, 3};
+    return dynq__op_alloc(c, out, DYNQ_DT_I64, 2, dims, 0);
+  }
   /* scratch: N candidates, N sort buffer, per selected boxes; the result
    * at most B * C * per rows of 3 */
   int64_t *cand = NULL, *tmp = NULL, *res = NULL;
@@ -259,6 +268,20 @@ int dynq__run_unique(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     for (int d = ax + 1; d < x->rank; d++) u.inner *= x->dims[d];
   }
   const int64_t A = u.len;
+  if (u.outer * u.inner == 0) {
+    /* empty slices (A unbounded by the data): all equal, one group */
+    int64_t U = A > 0, ydims[DYNQ_MAX_RANK], d1[1] = {U}, dA[1] = {A};
+    memcpy(ydims, x->dims, sizeof(int64_t) * (size_t)x->rank);
+    ydims[ax] = U; /* ax >= 0: without an axis outer * inner is 1 */
+    const int nout = c->node->n_out;
+    if ((rc = dynq__op_alloc(c, &out[0], x->dtype, x->rank, ydims, 0)) ||
+        (nout > 1 && (rc = dynq__op_alloc(c, &out[1], DYNQ_DT_I64, 1, d1, 1))) ||
+        (nout > 2 && (rc = dynq__op_alloc(c, &out[2], DYNQ_DT_I64, 1, dA, 1))) ||
+        (nout > 3 && (rc = dynq__op_alloc(c, &out[3], DYNQ_DT_I64, 1, d1, 0))))
+      return rc;
+    if (nout > 3 && U) ((int64_t *)out[3].data)[0] = A;
+    return 0;
+  }
   /* idx, tmp, group of each slice, first index, count and order of each group */
   int64_t *w = scratch(c, A, 6 * 8, "Unique's scratch", &rc);
   if (w == NULL) return rc;
@@ -477,6 +500,7 @@ int dynq__run_det(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
   const int64_t M = x->dims[x->rank - 1];
   if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank - 2, x->dims, 0))) return rc;
   const int64_t nmat = dynq__tensor_numel(out);
+  if (nmat == 0) return 0; /* M is unbounded by the data then */
   double *a = scratch(c, M * M, 8, "Det's scratch", &rc);
   if (a == NULL) return rc;
   const float *px = x->data;
