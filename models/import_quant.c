@@ -309,8 +309,8 @@ int dynq__import_qlinear(conv_t *c, const Onnx__NodeProto *n, const char *nname)
     int32_t bs = emit1(c, DYNQ_OP_MUL, nname, ".bias_scale", dynq__imp_value_of(c, n->input[1]),
                        dynq__imp_value_of(c, n->input[4]));
     if (bs < 0) return -1;
-    biasf = qdq_node(c, DYNQ_OP_DEQUANTIZE_LINEAR, nname, ".bias", dynq__imp_value_of(c, n->input[8]),
-                     bs, -1, 0);
+    biasf = qdq_node(c, DYNQ_OP_DEQUANTIZE_LINEAR, nname, ".bias",
+                     dynq__imp_value_of(c, n->input[8]), bs, -1, 0);
     if (biasf < 0) return -1;
   }
   if (dynq__imp_fold(c, first) != 0) return -1; /* constant weights become float32 */

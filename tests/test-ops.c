@@ -2208,7 +2208,8 @@ START_TEST(nms_cases) {
   int64_t maxo[1] = {10};
   float iou[1] = {0.5f}, sthr[1] = {0.75f};
   dynq__tensor_t B = tf(3, (int64_t[]){1, 3, 4}, b), S = tf(3, (int64_t[]){1, 1, 3}, sc);
-  dynq__tensor_t M = ti64s(1, (int64_t[]){1}, maxo), I = tf(0, NULL, iou), T = tf(1, (int64_t[]){1}, sthr), o;
+  dynq__tensor_t M = ti64s(1, (int64_t[]){1}, maxo), I = tf(0, NULL, iou);
+  dynq__tensor_t T = tf(1, (int64_t[]){1}, sthr), o;
   const dynq__tensor_t *in[5] = {&B, &S, &M, &I, &T};
   ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), 0);
   ck_assert_int_eq(o.dtype, DYNQ_DT_I64);
@@ -2279,7 +2280,8 @@ START_TEST(nms_cases) {
   free(bb);
   free(ss);
   /* no batch: boxes [0, 2^30, 4] hold no data, nothing is allocated for them */
-  dynq__tensor_t B0 = tf(3, (int64_t[]){0, 1 << 30, 4}, b), S0 = tf(3, (int64_t[]){0, 1, 1 << 30}, sc);
+  dynq__tensor_t B0 = tf(3, (int64_t[]){0, 1 << 30, 4}, b);
+  dynq__tensor_t S0 = tf(3, (int64_t[]){0, 1, 1 << 30}, sc);
   in[0] = &B0;
   in[1] = &S0;
   ck_assert_int_eq(run_k(DYNQ_OP_NON_MAX_SUPPRESSION, NULL, 0, 4, 1, in, &o), 0);
