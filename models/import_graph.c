@@ -433,6 +433,27 @@ static int scatter_reduction(const char *r) {
   return -1;
 }
 
+/* The ops with ONNX's output_datatype (the windows, MelWeightMatrix). */
+static int spectral_dtype_attr(const char *type) {
+  return strcmp(type, "HannWindow") == 0 || strcmp(type, "HammingWindow") == 0 ||
+         strcmp(type, "BlackmanWindow") == 0 || strcmp(type, "MelWeightMatrix") == 0;
+}
+
+/* Their output_datatype (an ONNX dtype code) as the engine's dtype; -1
+ * when the engine has none for it.  float64 is computed in float32, as
+ * everywhere in the importer. */
+static int spectral_dtype(int64_t t) {
+  switch (t) {
+  case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+  case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return DYNQ_DT_F32;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return DYNQ_DT_U8;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: return DYNQ_DT_I8;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: return DYNQ_DT_I32;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: return DYNQ_DT_I64;
+  default: return -1;
+  }
+}
+
 /* Pass 1: attribute values of the generic ops the engine does not
  * implement, refused by value (NULL: fine). */
 const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
@@ -476,6 +497,26 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     const char *m = attr_str(n, "mode", mb, sizeof mb);
     if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
       return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
+  }
+  if (strcmp(type, "DFT") == 0 && c->opset >= 20)
+    return dynq__imp_pool_printf(pl, "the opset %lld form (axis as an input) is not supported "
+                                 "(opset 17's is)", (long long)c->opset);
+  if (spectral_dtype_attr(type) && dynq__imp_find_attr(n, "output_datatype") != NULL) {
+    int64_t t = dynq__imp_attr_i(n, "output_datatype", 0);
+    if (spectral_dtype(t) < 0)
+      return dynq__imp_pool_printf(pl, "output_datatype %s is not supported (float, double, "
+                                   "int8, uint8, int32 and int64 are)",
+                                   dynq__imp_onnx_dtype_name((int32_t)t));
+  }
+  static const struct { const char *op, *attr; } spectral01[] = {
+    {"DFT", "inverse"}, {"DFT", "onesided"}, {"STFT", "onesided"}, {"HannWindow", "periodic"},
+    {"HammingWindow", "periodic"}, {"BlackmanWindow", "periodic"},
+  };
+  for (size_t i = 0; i < sizeof spectral01 / sizeof spectral01[0]; i++) {
+    int64_t v = dynq__imp_attr_i(n, spectral01[i].attr, 0);
+    if (strcmp(spectral01[i].op, type) == 0 && v != 0 && v != 1)
+      return dynq__imp_pool_printf(pl, "%s = %lld is not supported (0 or 1)", spectral01[i].attr,
+                                   (long long)v);
   }
   if (strcmp(type, "CastLike") == 0) {
     /* becomes a Cast to the dtype the model declares for `like` */
@@ -697,6 +738,18 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     dynq__imp_node_attr_i(bn, "exclusive", dynq__imp_attr_i(n, "exclusive", 0));
     dynq__imp_node_attr_i(bn, "reverse", dynq__imp_attr_i(n, "reverse", 0));
     break;
+  case DYNQ_OP_HANN_WINDOW:
+  case DYNQ_OP_HAMMING_WINDOW:
+  case DYNQ_OP_BLACKMAN_WINDOW:
+  case DYNQ_OP_MEL_WEIGHT_MATRIX:
+    if (op != DYNQ_OP_MEL_WEIGHT_MATRIX)
+      dynq__imp_node_attr_i(bn, "periodic", dynq__imp_attr_i(n, "periodic", 1));
+    dynq__imp_node_attr_i(bn, "dtype",
+                          spectral_dtype(dynq__imp_attr_i(n, "output_datatype",
+                                                          ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT)));
+    break;
+  case DYNQ_OP_DFT:
+  case DYNQ_OP_STFT:
   case DYNQ_OP_LRN:
   case DYNQ_OP_GATHER_ND:
   case DYNQ_OP_SHRINK:

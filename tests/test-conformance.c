@@ -71,6 +71,8 @@ static const char *const covered[] = {
     /* a Cast at import; every CastLike node test has a dtype dynq does not carry (float16,
      * float64, bfloat16, string): tests/test-quantize.c runs tests/fixtures/castlike.onnx */
     "CastLike",
+    /* lib/ops/spectral.c */
+    "DFT", "STFT", "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix",
     /* lib/ops/misc.c */
     "NonMaxSuppression", "Unique", "Compress", "ReverseSequence", "BitShift", "Det",
     "MaxUnpool",
@@ -109,12 +111,14 @@ static const char *const required[] = {
     "Asinh", "Acosh", "Atanh",
     /* lib/ops/select.c, shape.c, reduce.c */
     "OneHot", "EyeLike", "MeanVarianceNormalization",
+    /* lib/ops/spectral.c: the audio front end */
+    "DFT", "STFT", "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix",
     /* lib/ops/misc.c (BitShift: uint8 only, the one unsigned dtype dynq carries) */
     "NonMaxSuppression", "Unique", "Compress", "ReverseSequence", "BitShift", "Det",
     "MaxUnpool",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
-enum { N_REQUIRED = 108 };
+enum { N_REQUIRED = 114 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is
@@ -172,6 +176,32 @@ static const struct {
     {"test_blackmanwindow_symmetric_expanded", "the stored window is off its formula by 6e-5 and not "
      "symmetric (as if pi were rounded); dynq's agrees with the formula to 1e-7"},
     {NULL, NULL},
+};
+
+/* Cases whose stored reference is off the op's definition by a known
+ * amount: compared within that absolute tolerance instead of the default
+ * one, the reason printed on the PASS line.  The window tests' generator
+ * (onnx/backend/test/case/node/hannwindow.py and its siblings) writes
+ * 2 * 3.1415 for 2 pi, so each stored angle k 2 pi / N is off by up to
+ * 2 (pi - 3.1415) = 1.9e-4 and each value by up to a1 1.9e-4 + a2 3.7e-4
+ * (Hann 0.5 / 0, Hamming 0.46 / 0, Blackman 0.5 / 0.08): at most 1.3e-4,
+ * 7.4e-5 measured (float64 formula against the stored values).  dynq
+ * computes the schema's formula with pi; the wrong window, or a
+ * periodic window for a symmetric one, is off by more than 1e-2. */
+#define WINDOW_REF_ATOL 1.5e-4
+#define WINDOW_REF_WHY "the stored reference takes pi as 3.1415: compared within 1.5e-4"
+static const struct {
+  const char *name;
+  double atol;
+  const char *why;
+} loose_ref[] = {
+    {"test_hannwindow", WINDOW_REF_ATOL, WINDOW_REF_WHY},
+    {"test_hannwindow_symmetric", WINDOW_REF_ATOL, WINDOW_REF_WHY},
+    {"test_hammingwindow", WINDOW_REF_ATOL, WINDOW_REF_WHY},
+    {"test_hammingwindow_symmetric", WINDOW_REF_ATOL, WINDOW_REF_WHY},
+    {"test_blackmanwindow", WINDOW_REF_ATOL, WINDOW_REF_WHY},
+    {"test_blackmanwindow_symmetric", WINDOW_REF_ATOL, WINDOW_REF_WHY},
+    {NULL, 0, NULL},
 };
 
 static int is_covered(const char *op) {
@@ -282,9 +312,11 @@ static int compare_shape(const dynq__tensor_t *got, const dynq__tensor_t *want, 
   return 0;
 }
 
-/* Compare got with want: dtype, shape, values (float: |d| <= 1e-6 + 1e-5|w|,
- * NaN matches NaN).  0 or -1 with msg. */
-static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, char *msg, size_t n) {
+/* Compare got with want: dtype, shape, values (float: |d| <= atol + 1e-5|w|,
+ * atol 1e-6 but for the cases of loose_ref; NaN matches NaN).  0 or -1
+ * with msg. */
+static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, double atol, char *msg,
+                   size_t n) {
   char a[96], b[96];
   if (got->dtype != want->dtype) {
     snprintf(msg, n, "dtype %s, expected %s", dynq__dtype_name(got->dtype),
@@ -311,7 +343,7 @@ static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, char *
     if (isnan(w[i]) && isnan(g[i])) continue;
     if (isinf(w[i]) && g[i] == w[i]) continue;
     double d = fabs((double)g[i] - (double)w[i]);
-    if (!(d <= 1e-6 + 1e-5 * fabs((double)w[i]))) {
+    if (!(d <= atol + 1e-5 * fabs((double)w[i]))) {
       snprintf(msg, n, "element %lld is %.9g, expected %.9g", (long long)i, g[i], w[i]);
       return -1;
     }
@@ -608,15 +640,20 @@ static result_t run_case(const char *name, const char *dir, const model_info_t *
     *ret_bound = worst_bound;
     *ret_lsb = worst_lsb;
   }
+  double atol = 1e-6;
+  const char *loose = NULL;
+  for (int k = 0; loose_ref[k].name; k++)
+    if (strcmp(loose_ref[k].name, name) == 0) atol = loose_ref[k].atol, loose = loose_ref[k].why;
   for (int i = 0; i < mi->n_out && !int8; i++) {
     char msg[256];
-    if (compare(&got[i], &want[i], msg, sizeof(msg)) != 0) {
+    if (compare(&got[i], &want[i], atol, msg, sizeof(msg)) != 0) {
       snprintf(why, wn, "output %d: %s", i, msg);
       goto out;
     }
   }
   why[0] = 0;
   if (n_sets > 0) snprintf(why, wn, "shape inputs fixed with --set");
+  if (loose != NULL && !int8) snprintf(why, wn, "%s", loose);
   res = R_PASS;
 out:
   for (int i = 0; i < 16; i++) {

@@ -217,6 +217,8 @@ void dynq__opstate_release(const dynq__node_t *n, dynq__opstate_t *st) {
   case DYNQ_OP_QLINEAR: slot = &st->qlinear.fp32_packed; break;
   case DYNQ_OP_GEMM: slot = &st->gemm.fp32_packed; break;
   case DYNQ_OP_MATMUL: slot = &st->matmul.fp32_packed; break;
+  case DYNQ_OP_DFT:
+  case DYNQ_OP_STFT: dynq__spectral_release(st); return;
   default: return;
   }
   dynq__aligned_free(atomic_exchange(slot, NULL));

@@ -153,6 +153,13 @@ typedef union dynq__opstate {
   struct { int64_t axis; int has_axis, sorted; } uniq; /* Unique, Compress (misc.c) */
   struct { int64_t batch_axis, time_axis; } revseq;   /* ReverseSequence (misc.c) */
   struct { int left; } bitshift;                 /* BitShift (misc.c) */
+  struct {                                       /* DFT, STFT, the windows, MelWeightMatrix */
+    int64_t axis;                                /* DFT */
+    int inverse, onesided;                       /* DFT; STFT's onesided */
+    int periodic, dtype;                         /* windows; dtype also MelWeightMatrix's */
+    struct dynq__fft *plan;                      /* DFT, STFT: made at load when the length
+                                                    is known (NULL: per run); read-only */
+  } spectral;
 } dynq__opstate_t;
 
 /* Free what a node's state owns (the model calls it for every node of

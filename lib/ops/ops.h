@@ -17,7 +17,7 @@
  *
  * The three functions are dynq__check_<check>, dynq__prep_<prepare> and
  * dynq__run_<run>, defined in a family file of lib/ops/ (elementwise,
- * shape, reduce, matmul, norm, control, rnn, conv, misc, ...); the row declares
+ * shape, reduce, matmul, norm, control, rnn, conv, spectral, misc, ...); the row declares
  * them.  docs/HACKING.md shows adding an op.
  */
 #ifndef DYNQ_OPS_OPS_H
@@ -201,6 +201,14 @@
   X(MVN, 138, "MeanVarianceNormalization", 9, 0, 1, 2, 1, 1, none, mvn, mvn)                \
   /* activation.c */                                                                       \
   X(GELU, 139, "Gelu", 20, 0, 1, 1, 1, 1, act, act, act)                                   \
+  /* spectral.c: the audio front end (opset 17; DFT's axis became an input at 20) */        \
+  X(DFT, 144, "DFT", 17, 19, 1, 2, 1, 1, spectral, spectral, dft)                           \
+  X(STFT, 145, "STFT", 17, 0, 2, 4, 1, 1, spectral, spectral, stft)                         \
+  X(HANN_WINDOW, 146, "HannWindow", 17, 0, 1, 1, 1, 1, spectral, spectral, window)          \
+  X(HAMMING_WINDOW, 147, "HammingWindow", 17, 0, 1, 1, 1, 1, spectral, spectral, window)    \
+  X(BLACKMAN_WINDOW, 148, "BlackmanWindow", 17, 0, 1, 1, 1, 1, spectral, spectral, window)  \
+  X(MEL_WEIGHT_MATRIX, 149, "MelWeightMatrix", 17, 0, 5, 5, 1, 1, spectral, spectral,       \
+    melweightmatrix)                                                                       \
   /* misc.c (MaxUnpool's attributes are the pools': pool.c) */                             \
   X(NON_MAX_SUPPRESSION, 152, "NonMaxSuppression", 10, 0, 2, 5, 1, 1, nms, nms, nms)        \
   X(UNIQUE, 153, "Unique", 11, 0, 1, 1, 1, 4, none, unique, unique)                         \
@@ -266,6 +274,9 @@ int dynq__resize_codes(const char *mode, const char *ctm, const char *nearest, i
  * ONNX defines it) into *ret; 0, or -1 with why (static) naming what is
  * not supported. */
 int dynq__einsum_parse(const char *eq, dynq__einsum_t *ret, const char **why);
+
+/* Free the FFT plan a DFT or STFT node's prepare made (spectral.c). */
+void dynq__spectral_release(dynq__opstate_t *st);
 
 /* The exponential MaskedSoftmax uses (attention.c), for x <= 0: e^x
  * within 3e-7 relative above -87, e^-87 below.  Exposed for its test. */
