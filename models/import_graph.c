@@ -750,6 +750,11 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     break;
   case DYNQ_OP_DFT:
   case DYNQ_OP_STFT:
+    /* a spectrum: the first layer reading it stays FP32 (the signal
+     * front-end rule, models/README.md) */
+    c->front_out = 1;
+    copy_scalar_attrs(bn, n);
+    break;
   case DYNQ_OP_LRN:
   case DYNQ_OP_GATHER_ND:
   case DYNQ_OP_SHRINK:
