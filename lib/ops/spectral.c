@@ -44,8 +44,11 @@ typedef struct cpx {
 /* Radices the direct FFT takes; a larger prime factor means Bluestein. */
 #define FFT_RADIX_MAX 31
 /* The longest transform (dft_length, frame_length): past this a length
- * is refused as absurd (a Bluestein plan of 2^24 points is ~2.4 GB). */
-#define FFT_MAX_LEN ((int64_t)1 << 24)
+ * is refused as absurd.  2^20 points is over a minute of 16 kHz audio in
+ * one DFT; a prime length near it takes Bluestein's 2^22-point
+ * convolution, ~150 MB of plan and as much scratch (checked against the
+ * run's cap before either is allocated). */
+#define FFT_MAX_LEN ((int64_t)1 << 20)
 /* Plans up to this length are built at load when the length is known. */
 #define PREP_PLAN_MAX ((int64_t)1 << 16)
 
@@ -331,12 +334,21 @@ int dynq__prep_spectral(const dynq__graph_t *g, const dynq__node_t *n, dynq__ops
   (void)err, (void)errlen;
   int64_t len = 0;
   switch (n->op) {
-  case DYNQ_OP_DFT:
+  case DYNQ_OP_DFT: {
     st->spectral.axis = dynq__node_attr_i(n, "axis", 1);
     st->spectral.inverse = dynq__node_attr_i(n, "inverse", 0) != 0;
     st->spectral.onesided = dynq__node_attr_i(n, "onesided", 0) != 0;
-    if (!const_scalar_i(g, in_at(n, 1), &len)) len = 0;
+    int x = in_at(n, 0);
+    if (in_at(n, 1) >= 0) {
+      if (!const_scalar_i(g, in_at(n, 1), &len)) len = 0;
+    } else if (g != NULL && x >= 0 && x < g->n_values && g->values[x].rank >= 2) {
+      /* no dft_length: the axis's length, when the graph fixes it */
+      const dynq__value_t *v = &g->values[x];
+      int64_t a = st->spectral.axis < 0 ? st->spectral.axis + v->rank : st->spectral.axis;
+      if (a >= 0 && a <= v->rank - 2) len = v->dims[a]; /* -1 when symbolic */
+    }
     break;
+  }
   case DYNQ_OP_STFT: {
     st->spectral.onesided = dynq__node_attr_i(n, "onesided", 1) != 0;
     int w = in_at(n, 2);
