@@ -378,7 +378,8 @@ START_TEST(hostile_inputs) {
   ck_assert_int_eq(run_k(DYNQ_OP_HANN_WINDOW, NULL, 0, 1, (const dynq__tensor_t *[]){&WS}, &o),
                    DYNQ_ELIMIT);
   ck_assert_ptr_nonnull(strstr(err, "node 't' (HannWindow): an output of 1048576 elements"));
-  /* a prime length, Bluestein's plan (4 x the length) past the cap too */
+  /* a prime length: its direct plan would fit (263 kB), Bluestein's
+   * (n + 3 m values, m = 65536: 3.4 MB) does not */
   int64_t prime = 16411;
   DL = ts(&prime);
   ck_assert_int_eq(run_k(DYNQ_OP_DFT, NULL, 0, 2, din, &o), DYNQ_ELIMIT);

@@ -94,13 +94,15 @@ static int64_t pow2_at_least(int64_t x) {
   return m;
 }
 
-/* Complex values a plan of length n holds (before building it). */
+/* Complex values building a plan of length n takes at most (before
+ * building it): the twiddles; or the chirp, the m-point plan's twiddles,
+ * the transformed chirp and, while that is made, the chirp padded to m. */
 static int64_t plan_cpx(int64_t n) {
   int64_t fac[64];
   int nf;
   if (factorize(n, fac, &nf)) return n;
   int64_t m = pow2_at_least(2 * n - 1);
-  return n + 2 * m;
+  return n + 3 * m;
 }
 
 /* Scratch complex values a transform of length n needs besides its
