@@ -48,7 +48,9 @@ static dynq__tensor_t tf(int rank, const int64_t *dims, float *data) {
 }
 
 /* A scalar int64 (rank 0). */
-static dynq__tensor_t ts(int64_t *v) { return (dynq__tensor_t){.dtype = DYNQ_DT_I64, .rank = 0, .data = v}; }
+static dynq__tensor_t ts(int64_t *v) {
+  return (dynq__tensor_t){.dtype = DYNQ_DT_I64, .rank = 0, .data = v};
+}
 
 static uint32_t g_rng = 12345;
 static float frand(void) {
@@ -59,7 +61,8 @@ static float frand(void) {
 /* The DFT of x[0..n) (complex, interleaved; only the first len values,
  * zero past them) in long double; sign -1 forward, +1 inverse (scaled 1/n). */
 static void dft_ref(const float *x, int64_t len, int64_t n, int sign, long double *y) {
-  long double *c = malloc((size_t)n * sizeof(long double)), *s = malloc((size_t)n * sizeof(long double));
+  long double *c = malloc((size_t)n * sizeof(long double));
+  long double *s = malloc((size_t)n * sizeof(long double));
   ck_assert(c != NULL && s != NULL);
   for (int64_t j = 0; j < n; j++) {
     long double a = 2.0L * 3.14159265358979323846264338327950288L * (long double)j / (long double)n;
@@ -230,7 +233,8 @@ START_TEST(stft_frames) {
   for (int i = 0; i < 2 * L * 2; i++) s[i] = frand();
   for (int j = 0; j < F; j++) w[j] = 0.5f + 0.5f * frand();
   int64_t step = STEP;
-  dynq__tensor_t S = tf(3, (int64_t[]){2, L, 2}, s), W = tf(1, (int64_t[]){F}, w), ST = ts(&step), o;
+  dynq__tensor_t S = tf(3, (int64_t[]){2, L, 2}, s), W = tf(1, (int64_t[]){F}, w);
+  dynq__tensor_t ST = ts(&step), o;
   const dynq__tensor_t *ins[4] = {&S, &ST, &W, NULL};
   const dynq__attr_t at[] = {AI("onesided", 0)};
   ck_assert_int_eq(run_k(DYNQ_OP_STFT, at, 1, 3, ins, &o), 0);
@@ -327,8 +331,9 @@ START_TEST(hostile_inputs) {
   ck_assert_ptr_nonnull(strstr(err, "needs a window or a frame_length"));
   /* frame_length 0, absurd */
   fl = 0;
-  ck_assert_int_eq(run_k(DYNQ_OP_STFT, NULL, 0, 4, (const dynq__tensor_t *[]){&S, &ST, NULL, &FL}, &o),
-                   DYNQ_ESHAPE);
+  ck_assert_int_eq(
+      run_k(DYNQ_OP_STFT, NULL, 0, 4, (const dynq__tensor_t *[]){&S, &ST, NULL, &FL}, &o),
+      DYNQ_ESHAPE);
   ck_assert_ptr_nonnull(strstr(err, "frame_length 0 is not within [1, 1048576]"));
   /* a non-scalar frame_step */
   dynq__tensor_t ST2 = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {2}, .data = two};
@@ -616,7 +621,8 @@ START_TEST(import_refusals) {
       "node 'dft_inv2' (op DFT): inverse = 2 is not supported (0 or 1)",
       "node 'stft_one3' (op STFT): onesided = 3 is not supported (0 or 1)",
       NULL};
-  for (int i = 0; want[i]; i++) ck_assert_msg(strstr(log, want[i]) != NULL, "no '%s' in:\n%s", want[i], log);
+  for (int i = 0; want[i]; i++)
+    ck_assert_msg(strstr(log, want[i]) != NULL, "no '%s' in:\n%s", want[i], log);
   free(log);
   /* a constant frame_step of 0: refused when the graph is checked */
   snprintf(in, sizeof in, "%s", tu_src("tests/fixtures/bad_spectral_step.onnx"));

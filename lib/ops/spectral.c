@@ -139,8 +139,9 @@ static struct dynq__fft *fft_plan(int64_t n) {
     goto fail;
   }
   for (int64_t j = 0; j < n; j++) {
-    /* j^2 mod 2n keeps the angle exact before the one rounding */
-    int64_t q = (int64_t)(((unsigned __int128)j * (unsigned __int128)j) % (unsigned __int128)(2 * n));
+    /* j^2 mod 2n keeps the angle exact before the one rounding (j^2 <
+     * 2^40: n is at most FFT_MAX_LEN) */
+    const int64_t q = (j * j) % (2 * n);
     p->chirp[j] = cis(-M_PI * ((double)q / (double)n));
   }
   memset(b, 0, (size_t)p->m * sizeof(cpx_t));
@@ -240,11 +241,11 @@ static void fft_run(const struct dynq__fft *p, const cpx_t *in, cpx_t *out, cpx_
 /* ---- reading the small inputs ---- */
 
 /* A scalar (rank 0, or one value of rank 1) int32/int64 input. */
-static int read_scalar_i(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *what,
+static int read_scalar_i(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx, const char *what,
                          int64_t *ret) {
   char s[96];
   int rc;
-  if ((rc = dynq__op_need_present(c, t, 0))) return rc;
+  if ((rc = dynq__op_need_present(c, t, idx))) return rc;
   if (t->dtype != DYNQ_DT_I64 && t->dtype != DYNQ_DT_I32)
     return dynq__op_fail(c, DYNQ_EDTYPE, "%s must be int32 or int64, is %s", what,
                          dynq__dtype_name(t->dtype));
@@ -255,11 +256,11 @@ static int read_scalar_i(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char 
   return 0;
 }
 
-static int read_scalar_f(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *what,
+static int read_scalar_f(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx, const char *what,
                          double *ret) {
   char s[96];
   int rc;
-  if ((rc = dynq__op_need_present(c, t, 0))) return rc;
+  if ((rc = dynq__op_need_present(c, t, idx))) return rc;
   if (t->dtype != DYNQ_DT_F32)
     return dynq__op_fail(c, DYNQ_EDTYPE, "%s must be float32, is %s", what,
                          dynq__dtype_name(t->dtype));
@@ -295,7 +296,8 @@ int dynq__check_spectral(const dynq__graph_t *g, const dynq__node_t *n, char *er
   int64_t v;
   switch (n->op) {
   case DYNQ_OP_DFT: {
-    const int64_t inv = dynq__node_attr_i(n, "inverse", 0), one = dynq__node_attr_i(n, "onesided", 0);
+    const int64_t inv = dynq__node_attr_i(n, "inverse", 0);
+    const int64_t one = dynq__node_attr_i(n, "onesided", 0);
     DYNQ_OP_CHECK(inv == 0 || inv == 1, "inverse %lld must be 0 or 1", (long long)inv);
     DYNQ_OP_CHECK(one == 0 || one == 1, "onesided %lld must be 0 or 1", (long long)one);
     if (const_scalar_i(g, in_at(n, 1), &v))
@@ -456,7 +458,7 @@ int dynq__run_dft(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
   const int64_t nin = x->dims[ax];
   int64_t n = nin;
   if (c->node->n_in > 1 && in[1] != NULL) {
-    if ((rc = read_scalar_i(c, in[1], "dft_length", &n))) return rc;
+    if ((rc = read_scalar_i(c, in[1], 1, "dft_length", &n))) return rc;
     if (n < 1 || n > FFT_MAX_LEN)
       return dynq__op_fail(c, DYNQ_ESHAPE, "dft_length %lld is not within [1, %lld]",
                            (long long)n, (long long)FFT_MAX_LEN);
@@ -515,7 +517,7 @@ int dynq__run_stft(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
                          dynq__shape_str(s, sizeof s, x->rank, x->dims));
   const int64_t B = x->dims[0], L = x->dims[1], comp = x->dims[2];
   int64_t step = 0, F = -1;
-  if ((rc = read_scalar_i(c, in[1], "frame_step", &step))) return rc;
+  if ((rc = read_scalar_i(c, in[1], 1, "frame_step", &step))) return rc;
   if (step < 1) return dynq__op_fail(c, DYNQ_ESHAPE, "frame_step %lld must be at least 1",
                                      (long long)step);
   if (win != NULL) {
@@ -525,7 +527,7 @@ int dynq__run_stft(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
                            dynq__shape_str(s, sizeof s, win->rank, win->dims));
   }
   if (fl != NULL) {
-    if ((rc = read_scalar_i(c, fl, "frame_length", &F))) return rc;
+    if ((rc = read_scalar_i(c, fl, 3, "frame_length", &F))) return rc;
     if (F < 1 || F > FFT_MAX_LEN)
       return dynq__op_fail(c, DYNQ_ESHAPE, "frame_length %lld is not within [1, %lld]",
                            (long long)F, (long long)FFT_MAX_LEN);
@@ -585,7 +587,7 @@ static void store_val(void *p, dynq_dtype_t dt, int64_t i, double v) {
 int dynq__run_window(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   int rc;
   int64_t size;
-  if ((rc = read_scalar_i(c, in[0], "size", &size))) return rc;
+  if ((rc = read_scalar_i(c, in[0], 0, "size", &size))) return rc;
   if (size < 0 || size > DYNQ_MAX_ELEMS)
     return dynq__op_fail(c, DYNQ_ESHAPE, "size %lld is not within [0, %lld]", (long long)size,
                          (long long)DYNQ_MAX_ELEMS);
@@ -615,11 +617,11 @@ int dynq__run_melweightmatrix(dynq__op_ctx_t *c, const dynq__tensor_t *const *in
   int rc;
   int64_t nmel, dftlen, sr;
   double lo, hi;
-  if ((rc = read_scalar_i(c, in[0], "num_mel_bins", &nmel)) ||
-      (rc = read_scalar_i(c, in[1], "dft_length", &dftlen)) ||
-      (rc = read_scalar_i(c, in[2], "sample_rate", &sr)) ||
-      (rc = read_scalar_f(c, in[3], "lower_edge_hertz", &lo)) ||
-      (rc = read_scalar_f(c, in[4], "upper_edge_hertz", &hi)))
+  if ((rc = read_scalar_i(c, in[0], 0, "num_mel_bins", &nmel)) ||
+      (rc = read_scalar_i(c, in[1], 1, "dft_length", &dftlen)) ||
+      (rc = read_scalar_i(c, in[2], 2, "sample_rate", &sr)) ||
+      (rc = read_scalar_f(c, in[3], 3, "lower_edge_hertz", &lo)) ||
+      (rc = read_scalar_f(c, in[4], 4, "upper_edge_hertz", &hi)))
     return rc;
   if (nmel < 1 || nmel > DYNQ_MAX_ELEMS)
     return dynq__op_fail(c, DYNQ_ESHAPE, "num_mel_bins %lld is not within [1, %lld]",
