@@ -508,6 +508,30 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
                                    "int8, uint8, int32 and int64 are)",
                                    dynq__imp_onnx_dtype_name((int32_t)t));
   }
+  /* the transform lengths and the frame step when constant: the engine's
+   * load check would refuse them too, as an invalid converted graph */
+  static const struct { const char *op, *what; size_t in; int64_t lo, hi; } spectral_len[] = {
+    {"DFT", "dft_length", 1, 1, DYNQ_FFT_MAX_LEN}, {"STFT", "frame_step", 1, 1, INT64_MAX},
+    {"STFT", "frame_length", 3, 1, DYNQ_FFT_MAX_LEN},
+  };
+  for (size_t i = 0; i < sizeof spectral_len / sizeof spectral_len[0]; i++) {
+    const size_t k = spectral_len[i].in;
+    if (strcmp(spectral_len[i].op, type) != 0 || k >= n->n_input || n->input[k] == NULL ||
+        n->input[k][0] == 0)
+      continue;
+    const dynq__value_t *t = dynq__imp_const_of(c, n->input[k]);
+    if (t == NULL || (t->dtype != DYNQ_DT_I64 && t->dtype != DYNQ_DT_I32) || t->rank > 1 ||
+        dynq__shape_numel(t->rank, t->dims) != 1)
+      continue; /* the engine checks it per run */
+    int64_t v = dynq__load_i(t->data, t->dtype, 0);
+    if (v < spectral_len[i].lo || v > spectral_len[i].hi)
+      return spectral_len[i].hi == INT64_MAX
+                 ? dynq__imp_pool_printf(pl, "%s %lld must be at least 1", spectral_len[i].what,
+                                         (long long)v)
+                 : dynq__imp_pool_printf(pl, "%s %lld is not within [1, %lld]",
+                                         spectral_len[i].what, (long long)v,
+                                         (long long)DYNQ_FFT_MAX_LEN);
+  }
   static const struct { const char *op, *attr; } spectral01[] = {
     {"DFT", "inverse"}, {"DFT", "onesided"}, {"STFT", "onesided"}, {"HannWindow", "periodic"},
     {"HammingWindow", "periodic"}, {"BlackmanWindow", "periodic"},

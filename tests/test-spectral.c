@@ -608,7 +608,7 @@ START_TEST(logmel_hostile) {
 END_TEST
 
 /* Import-time refusals (bad_spectral.onnx, make_logmel.py): each node
- * named with its attribute or value. */
+ * named with its attribute or value, all in one report. */
 START_TEST(import_refusals) {
   char in[1024], out[1024];
   snprintf(in, sizeof in, "%s", tu_src("tests/fixtures/bad_spectral.onnx"));
@@ -617,19 +617,53 @@ START_TEST(import_refusals) {
   ck_assert_int_ne(tu_quantize_log(&log, in, out, NULL), 0);
   ck_assert_ptr_nonnull(log);
   static const char *const want[] = {
+      "5 nodes cannot be converted",
       "node 'hann_f16' (op HannWindow): output_datatype FLOAT16 is not supported",
       "node 'dft_inv2' (op DFT): inverse = 2 is not supported (0 or 1)",
       "node 'stft_one3' (op STFT): onesided = 3 is not supported (0 or 1)",
+      "node 'stft_step0' (op STFT): frame_step 0 must be at least 1",
+      "node 'dft_len0' (op DFT): dft_length 0 is not within [1, 1048576]",
       NULL};
   for (int i = 0; want[i]; i++)
     ck_assert_msg(strstr(log, want[i]) != NULL, "no '%s' in:\n%s", want[i], log);
   free(log);
-  /* a constant frame_step of 0: refused when the graph is checked */
-  snprintf(in, sizeof in, "%s", tu_src("tests/fixtures/bad_spectral_step.onnx"));
-  ck_assert_int_ne(tu_quantize_log(&log, in, out, NULL), 0);
-  ck_assert_msg(strstr(log, "node 'stft_step0' (STFT): frame_step 0 must be at least 1") != NULL,
-                "%s", log);
-  free(log);
+}
+END_TEST
+
+/* The engine's load check refuses the same constants in a .dynq graph
+ * (a file not written by the importer). */
+START_TEST(load_check_constants) {
+  int64_t zero = 0, big = DYNQ_FFT_MAX_LEN + 1, ok = 16;
+  dynq__value_t vals[4] = {{.name = "x", .dtype = DYNQ_DT_F32, .rank = 3, .dims = {1, 64, 1}},
+                           {.name = "zero", .dtype = DYNQ_DT_I64, .rank = 0, .data = &zero,
+                            .nbytes = 8},
+                           {.name = "big", .dtype = DYNQ_DT_I64, .rank = 0, .data = &big,
+                            .nbytes = 8},
+                           {.name = "ok", .dtype = DYNQ_DT_I64, .rank = 0, .data = &ok,
+                            .nbytes = 8}};
+  dynq__graph_t g = {.n_values = 4, .values = vals};
+  static const int32_t step0[4] = {0, 1, -1, 3}, len_big[4] = {0, 3, -1, 2},
+                       dft0[2] = {0, 1}, dftbig[2] = {0, 2};
+  const struct {
+    int op, n_in;
+    const int32_t *in;
+    const char *want;
+  } cases[] = {
+      {DYNQ_OP_STFT, 4, step0, "node 'c' (STFT): frame_step 0 must be at least 1"},
+      {DYNQ_OP_STFT, 4, len_big, "node 'c' (STFT): frame_length 1048577 is not within"},
+      {DYNQ_OP_DFT, 2, dft0, "node 'c' (DFT): dft_length 0 is not within"},
+      {DYNQ_OP_DFT, 2, dftbig, "node 'c' (DFT): dft_length 1048577 is not within"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    dynq__node_t nd = {.op = cases[i].op, .name = "c", .n_in = cases[i].n_in, .n_out = 1,
+                       .in = cases[i].in, .out = cases[i].in};
+    ck_assert_int_eq(dynq__opdef(cases[i].op)->check(&g, &nd, err, sizeof err), DYNQ_EGRAPH);
+    ck_assert_msg(strstr(err, cases[i].want) != NULL, "%s", err);
+  }
+  static const int32_t fine[4] = {0, 3, -1, 3};
+  dynq__node_t nd = {.op = DYNQ_OP_STFT, .name = "c", .n_in = 4, .n_out = 1, .in = fine,
+                     .out = fine};
+  ck_assert_int_eq(dynq__opdef(DYNQ_OP_STFT)->check(&g, &nd, err, sizeof err), 0);
 }
 END_TEST
 
@@ -642,6 +676,7 @@ int main(void) {
   tcase_add_test(tc, stft_frames);
   tcase_add_test(tc, windows_formula);
   tcase_add_test(tc, hostile_inputs);
+  tcase_add_test(tc, load_check_constants);
   suite_add_tcase(s, tc);
   TCase *tm = tcase_create("logmel");
   tcase_add_checked_fixture(tm, setup, teardown);

@@ -275,6 +275,12 @@ int dynq__resize_codes(const char *mode, const char *ctm, const char *nearest, i
  * not supported. */
 int dynq__einsum_parse(const char *eq, dynq__einsum_t *ret, const char **why);
 
+/* The longest DFT or STFT frame (dft_length, frame_length) the engine
+ * takes: 2^20 points is over a minute of 16 kHz audio in one transform; a
+ * prime length near it takes Bluestein's 2^22-point convolution, ~150 MB
+ * of plan and as much scratch (checked against the run's cap first). */
+#define DYNQ_FFT_MAX_LEN ((int64_t)1 << 20)
+
 /* Free the FFT plan a DFT or STFT node's prepare made (spectral.c). */
 void dynq__spectral_release(dynq__opstate_t *st);
 

@@ -43,12 +43,8 @@ typedef struct cpx {
 
 /* Radices the direct FFT takes; a larger prime factor means Bluestein. */
 #define FFT_RADIX_MAX 31
-/* The longest transform (dft_length, frame_length): past this a length
- * is refused as absurd.  2^20 points is over a minute of 16 kHz audio in
- * one DFT; a prime length near it takes Bluestein's 2^22-point
- * convolution, ~150 MB of plan and as much scratch (checked against the
- * run's cap before either is allocated). */
-#define FFT_MAX_LEN ((int64_t)1 << 20)
+/* The longest transform: past it a length is refused as absurd (ops.h). */
+#define FFT_MAX_LEN DYNQ_FFT_MAX_LEN
 /* Plans up to this length are built at load when the length is known. */
 #define PREP_PLAN_MAX ((int64_t)1 << 16)
 
