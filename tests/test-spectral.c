@@ -627,6 +627,11 @@ START_TEST(import_refusals) {
   for (int i = 0; want[i]; i++)
     ck_assert_msg(strstr(log, want[i]) != NULL, "no '%s' in:\n%s", want[i], log);
   free(log);
+  snprintf(in, sizeof in, "%s", tu_src("tests/fixtures/bad_spectral20.onnx"));
+  ck_assert_int_ne(tu_quantize_log(&log, in, out, NULL), 0);
+  ck_assert_msg(strstr(log, "node 'dft_opset20' (op DFT): the opset 20 form (axis as an input) "
+                            "is not supported") != NULL, "%s", log);
+  free(log);
 }
 END_TEST
 
