@@ -1139,8 +1139,19 @@ def test_threads_only_when_a_gemm_split(conn):
     if workers < 2:
         pytest.skip("one worker: nothing to split over")
     big = tensor(np.ones((64, 768), np.float32))          # 38M multiply-adds
-    r = conn.call("infer", {"model": "linear", "inputs": {"x": big}})
-    assert r.get("threads") == workers, {k: v for k, v in r.items() if k != "outputs"}
+    # "Alone" is decided when the request is scheduled: the worker that
+    # answered the previous call may not have counted itself idle yet (on a
+    # loaded machine it can be descheduled between its answer and that), so
+    # a few tries; any "threads" given must be the worker count.
+    seen = []
+    for _ in range(10):
+        r = conn.call("infer", {"model": "linear", "inputs": {"x": big}})
+        seen.append(r.get("threads"))
+        if seen[-1] == workers:
+            break
+        time.sleep(0.02)
+    assert seen[-1] == workers, seen
+    assert all(t in (None, workers) for t in seen), seen
 
 
 # One worker, a queue of one, one request in flight per connection.
