@@ -162,7 +162,8 @@ static int broken_error(const dynq__model_t *m, char *err, size_t errlen) {
 }
 
 const char *dynq__qkind_name(int kind) {
-  static const char *const names[DYNQ_QKIND__COUNT] = {"QLinear", "QConv", "QLSTM", "QGRU"};
+  static const char *const names[DYNQ_QKIND__COUNT] = {"QLinear", "QConv", "QLSTM", "QGRU",
+                                                                "QRNN"};
   return kind >= 0 && kind < DYNQ_QKIND__COUNT ? names[kind] : "?";
 }
 
@@ -178,6 +179,7 @@ static const qlayout_t qlayouts[] = {
   {DYNQ_OP_QCONV_TRANSPOSE, DYNQ_QKIND_CONV, {1, -1}, {5, -1}},
   {DYNQ_OP_QLSTM, DYNQ_QKIND_LSTM, {1, 4}, {12, 13}},
   {DYNQ_OP_QGRU, DYNQ_QKIND_GRU, {1, 4}, {10, 11}},
+  {DYNQ_OP_QRNN, DYNQ_QKIND_RNN, {1, 4}, {10, 11}},
 };
 
 static void compute_stats(dynq__model_t *m) {

@@ -42,8 +42,9 @@ int dynq__model_broken(const dynq__model_t *m);
 int dynq__model_broken_report(dynq__model_t *m);
 
 /* Kinds of quantized layer, for the per-kind counts below. */
-enum { DYNQ_QKIND_LINEAR, DYNQ_QKIND_CONV, DYNQ_QKIND_LSTM, DYNQ_QKIND_GRU, DYNQ_QKIND__COUNT };
-/* "QLinear", "QConv", "QLSTM", "QGRU"; "?" out of range. */
+enum { DYNQ_QKIND_LINEAR, DYNQ_QKIND_CONV, DYNQ_QKIND_LSTM, DYNQ_QKIND_GRU, DYNQ_QKIND_RNN,
+       DYNQ_QKIND__COUNT };
+/* "QLinear", "QConv", "QLSTM", "QGRU", "QRNN"; "?" out of range. */
 const char *dynq__qkind_name(int kind);
 
 /* Summary for model.info: every kind of quantized layer counts. */

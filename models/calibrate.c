@@ -278,7 +278,7 @@ static int map_layers(calib_t *k, const dynq__graph_t *g, int *order) {
     for (int n = 0; n < g->n_nodes; n++) {
       int op = g->nodes[n].op;
       if ((op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QCONV || op == DYNQ_OP_QLSTM ||
-           op == DYNQ_OP_QGRU || op == DYNQ_OP_QCONV_TRANSPOSE) && g->nodes[n].name != NULL &&
+           op == DYNQ_OP_QGRU || op == DYNQ_OP_QRNN || op == DYNQ_OP_QCONV_TRANSPOSE) && g->nodes[n].name != NULL &&
           strcmp(g->nodes[n].name, k->L[i].name) == 0)
         k->L[i].node = n;
     }

@@ -40,7 +40,7 @@ typedef struct diag {
 
 static int is_quantized(int op) {
   return op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QCONV || op == DYNQ_OP_QLSTM ||
-         op == DYNQ_OP_QGRU || op == DYNQ_OP_QCONV_TRANSPOSE;
+         op == DYNQ_OP_QGRU || op == DYNQ_OP_QRNN || op == DYNQ_OP_QCONV_TRANSPOSE;
 }
 
 static void add(dynq__calib_acc_t *a, const dynq__tensor_t *x, const dynq__tensor_t *r) {

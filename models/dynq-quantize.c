@@ -256,6 +256,8 @@ static const op_spec_t op_table[] = {
      dynq__import_rnn_check},
     {"GRU", DYNQ_OP_GRU, 3, 6, 2, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_gru,
      dynq__import_rnn_check},
+    {"RNN", DYNQ_OP_RNN, 3, 6, 2, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_rnn,
+     dynq__import_rnn_check},
     {"Conv", DYNQ_OP_CONV, 2, 3, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_conv,
      dynq__import_rnn_check},
 };
@@ -309,7 +311,7 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
   if (n->n_output < 1 || (int)n->n_output > sp->max_out)
     return dynq__imp_pool_printf(pl, "must have 1 to %d outputs, has %zu", sp->max_out,
                                  n->n_output);
-  if ((n->output[0] == NULL || n->output[0][0] == 0) && sp->check != dynq__import_rnn_check) return "output has no name"; /* LSTM/GRU: Y is optional */
+  if ((n->output[0] == NULL || n->output[0][0] == 0) && sp->check != dynq__import_rnn_check) return "output has no name"; /* LSTM/GRU/RNN: Y is optional */
   for (size_t i = 0; i < n->n_attribute && !(sp->flags & OPF_OWN_ATTRS); i++) {
     const Onnx__AttributeProto *a = n->attribute[i];
     const char *an = a->name ? a->name : "";
@@ -930,7 +932,7 @@ int dynq__imp_convert_buffer(const dynq__imp_options_t *opt, const uint8_t *buf,
 
   for (int i = 0; i < c.opt.n_keep; i++)
     if (c.opt.keep_hits[i] == 0) {
-      dynq__imp_errorf("--keep-fp32 %s: no MatMul, Gemm, Conv, LSTM or GRU node has that name "
+      dynq__imp_errorf("--keep-fp32 %s: no MatMul, Gemm, Conv, LSTM, GRU or RNN node has that name "
                        "(or a name ending with it; --exclude-nodes is the same list): the layer column of the "
                        "summary lists the names",
                        c.opt.keep[i]);

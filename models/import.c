@@ -270,8 +270,8 @@ const char *dynq__imp_keep_fp32(conv_t *c, const char *nname) {
 }
 
 static const char *const quantizable[] = {"MatMul", "Gemm", "Conv", "ConvTranspose",
-                                          "LSTM", "GRU", "Gather"};
-const char dynq__imp_quantizable_list[] = "MatMul, Gemm, Conv, ConvTranspose, LSTM, GRU, Gather";
+                                          "LSTM", "GRU", "RNN", "Gather"};
+const char dynq__imp_quantizable_list[] = "MatMul, Gemm, Conv, ConvTranspose, LSTM, GRU, RNN, Gather";
 
 int dynq__imp_quantizable(const char *op_type) {
   for (size_t i = 0; i < sizeof(quantizable) / sizeof(quantizable[0]); i++)

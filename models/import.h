@@ -400,6 +400,7 @@ const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n);
 /* Converters for recurrent and convolution nodes (models/import_rnn.c). */
 int dynq__import_lstm(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_gru(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+int dynq__import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 /* Convert n with the converter of its op_type (a node made by another
  * converter, such as the float product of a MatMulInteger); -1 after an

@@ -241,7 +241,8 @@ fail:
 
 static int is_quantized_op(int op) {
   return op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QLSTM || op == DYNQ_OP_QGRU ||
-         op == DYNQ_OP_QCONV || op == DYNQ_OP_QGATHER || op == DYNQ_OP_QCONV_TRANSPOSE;
+         op == DYNQ_OP_QRNN || op == DYNQ_OP_QCONV || op == DYNQ_OP_QGATHER ||
+         op == DYNQ_OP_QCONV_TRANSPOSE;
 }
 
 int dynq__imp_fold(conv_t *c, int first) {

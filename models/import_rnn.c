@@ -1,11 +1,14 @@
 /*
- * Importer for recurrent and convolution nodes (LSTM, GRU, Conv).
+ * Importer for recurrent and convolution nodes (LSTM, GRU, RNN, Conv).
  *
- * LSTM/GRU with constant float32 W and R become QLSTM/QGRU: W and R
- * quantized per gate row (symmetric int8, one scale per row, packed for
- * the kernels, int32 row sums), the ONNX W and R kept as the FP32
+ * LSTM/GRU/RNN with constant float32 W and R become QLSTM/QGRU/QRNN: W
+ * and R quantized per gate row (symmetric int8, one scale per row, packed
+ * for the kernels, int32 row sums), the ONNX W and R kept as the FP32
  * reference (unless --no-reference).  With --fp32 or dynamic weights they
- * stay LSTM/GRU FP32 nodes with the ONNX inputs as they are.
+ * stay LSTM/GRU/RNN FP32 nodes with the ONNX inputs as they are.  The
+ * plain RNN's activations (ONNX string list, alpha and beta lists
+ * consumed in order by the functions that take them) become per-direction
+ * codes and floats (lib/ops/rnn.h).
  *
  * Conv with constant float32 weights becomes QCONV when the INT8 GEMM
  * pays (see conv_pays()), else a CONV FP32 node; the decision and the
@@ -34,7 +37,62 @@ static int is_type(const Onnx__AttributeProto *a, int t) {
 }
 
 static int is_rnn(const Onnx__NodeProto *n) {
-  return strcmp(n->op_type, "LSTM") == 0 || strcmp(n->op_type, "GRU") == 0;
+  return strcmp(n->op_type, "LSTM") == 0 || strcmp(n->op_type, "GRU") == 0 ||
+         strcmp(n->op_type, "RNN") == 0;
+}
+
+/* ---- the plain RNN's activations ---- */
+
+typedef struct rnn_acts {
+  int act[2];
+  float alpha[2], beta[2];
+} rnn_acts_t;
+
+/* ONNX's activations / activation_alpha / activation_beta of an RNN with
+ * D directions into *ret; NULL, or why not (pool-owned). */
+static const char *rnn_activations(conv_t *c, const Onnx__NodeProto *n, int D, rnn_acts_t *ret) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const Onnx__AttributeProto *aa = dynq__imp_find_attr(n, "activations");
+  const Onnx__AttributeProto *al = dynq__imp_find_attr(n, "activation_alpha");
+  const Onnx__AttributeProto *be = dynq__imp_find_attr(n, "activation_beta");
+  if (aa && !is_type(aa, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS))
+    return "activations must be a list of strings";
+  if (al && !is_type(al, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS))
+    return "activation_alpha must be a list of floats";
+  if (be && !is_type(be, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS))
+    return "activation_beta must be a list of floats";
+  if (aa && aa->n_strings != (size_t)D)
+    return dynq__imp_pool_printf(pl, "activations has %zu functions; direction '%s' needs %d",
+                                 aa->n_strings, D == 2 ? "bidirectional" : "forward/reverse", D);
+  size_t ia = 0, ib = 0;
+  for (int d = 0; d < D; d++) {
+    const char *s = aa ? dynq__imp_pool_printf(pl, "%.*s", (int)aa->strings[d].len,
+                                               (const char *)aa->strings[d].data)
+                       : "Tanh";
+    if (s == NULL) return "out of memory";
+    int ta = 0, tb = 0;
+    float a = 0, b = 0;
+    int k = dynq__rnn_act(s, &ta, &tb, &a, &b);
+    if (k < 0)
+      return dynq__imp_pool_printf(pl, "activation '%s' is not supported (Tanh, Relu, Sigmoid, "
+                                   "Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid, "
+                                   "Elu, Softsign, Softplus)", s);
+    if (ta && al && ia < al->n_floats) a = al->floats[ia++];
+    if (tb && be && ib < be->n_floats) b = be->floats[ib++];
+    if (!isfinite(a) || !isfinite(b))
+      return dynq__imp_pool_printf(pl, "activation '%s' of direction %d has a non-finite "
+                                   "alpha or beta", s, d);
+    ret->act[d] = k;
+    ret->alpha[d] = a;
+    ret->beta[d] = b;
+  }
+  if (al && ia < al->n_floats)
+    return dynq__imp_pool_printf(pl, "activation_alpha has %zu values; the activations take %zu",
+                                 al->n_floats, ia);
+  if (be && ib < be->n_floats)
+    return dynq__imp_pool_printf(pl, "activation_beta has %zu values; the activations take %zu",
+                                 be->n_floats, ib);
+  return NULL;
 }
 
 /* ---- pass-1 check ---- */
@@ -42,6 +100,7 @@ static int is_rnn(const Onnx__NodeProto *n) {
 static const char *check_rnn(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const int gru = strcmp(n->op_type, "GRU") == 0;
+  const int plain = strcmp(n->op_type, "RNN") == 0;
   int64_t H = -1;
   int dirs = 1;
   for (size_t i = 0; i < n->n_attribute; i++) {
@@ -56,11 +115,15 @@ static const char *check_rnn(conv_t *c, const Onnx__NodeProto *n) {
       else if (strcmp(d, "reverse") == 0) dirs = 1;
       else if (strcmp(d, "bidirectional") == 0) dirs = 2;
       else return dynq__imp_pool_printf(pl, "direction '%s' is not forward, reverse or bidirectional", d);
-    } else if (strcmp(an, "layout") == 0 || strcmp(an, gru ? "linear_before_reset" : "input_forget") == 0) {
+    } else if (strcmp(an, "layout") == 0 ||
+               (!plain && strcmp(an, gru ? "linear_before_reset" : "input_forget") == 0)) {
       if (!dynq__imp_attr_is_int(a) || (a->i != 0 && a->i != 1))
-        return dynq__imp_pool_printf(pl, "%s must be 0 or 1", an);
+        return dynq__imp_pool_printf(pl, "%s must be 0 or 1, got %" PRId64, an, a->i);
     } else if (strcmp(an, "clip") == 0) {
       if (!dynq__imp_attr_is_float(a) || !(a->f > 0.0f)) return "clip must be a positive float";
+    } else if (plain && (strcmp(an, "activations") == 0 || strcmp(an, "activation_alpha") == 0 ||
+                         strcmp(an, "activation_beta") == 0)) {
+      /* rnn_activations() below, once the direction is known */
     } else if (strcmp(an, "activations") == 0) {
       /* Only the defaults, spelled out, are accepted. */
       static const char *const lstm_def[] = {"Sigmoid", "Tanh", "Tanh"};
@@ -81,13 +144,36 @@ static const char *check_rnn(conv_t *c, const Onnx__NodeProto *n) {
     }
   }
   if (H < 1 || H > 65536) return dynq__imp_pool_printf(pl, "hidden_size %" PRId64 " missing or outside [1, 65536]", H);
+  if (plain) {
+    rnn_acts_t acts;
+    const char *why = rnn_activations(c, n, dirs, &acts);
+    if (why != NULL) return why;
+  }
   const dynq__value_t *W = dynq__imp_const_of(c, n->input[1]);
   const dynq__value_t *R = dynq__imp_const_of(c, n->input[2]);
-  int64_t GH = (gru ? 3 : 4) * H;
+  int64_t GH = (plain ? 1 : gru ? 3 : 4) * H;
+  char sh[96];
   if (W && (W->rank != 3 || W->dims[0] != dirs || W->dims[1] != GH))
-    return dynq__imp_pool_printf(pl, "W must be [%d, %" PRId64 ", input_size]", dirs, GH);
+    return dynq__imp_pool_printf(pl, "W must be [%d, %" PRId64 ", input_size] (hidden_size %" PRId64
+                                 ", %d direction%s), is %s", dirs, GH, H, dirs, dirs > 1 ? "s" : "",
+                                 dynq__shape_str(sh, sizeof sh, W->rank, W->dims));
   if (R && (R->rank != 3 || R->dims[0] != dirs || R->dims[1] != GH || R->dims[2] != H))
-    return dynq__imp_pool_printf(pl, "R must be [%d, %" PRId64 ", %" PRId64 "]", dirs, GH, H);
+    return dynq__imp_pool_printf(pl, "R must be [%d, %" PRId64 ", %" PRId64 "], is %s", dirs, GH, H,
+                                 dynq__shape_str(sh, sizeof sh, R->rank, R->dims));
+  if ((W && W->dtype != DYNQ_DT_F32) || (R && R->dtype != DYNQ_DT_F32))
+    return dynq__imp_pool_printf(pl, "%s is %s, expected float32", W && W->dtype != DYNQ_DT_F32 ? "W" : "R",
+                                 dynq__dtype_name(W && W->dtype != DYNQ_DT_F32 ? W->dtype : R->dtype));
+  /* sequence_lens: int32 [batch] per ONNX, each in [0, seq_length]; a
+   * constant one is checked here, a run-time one by the engine */
+  const dynq__value_t *L = n->n_input > 4 && n->input[4][0] ? dynq__imp_const_of(c, n->input[4]) : NULL;
+  if (L && L->dtype != DYNQ_DT_I32 && L->dtype != DYNQ_DT_I64)
+    return dynq__imp_pool_printf(pl, "sequence_lens is %s, expected int32", dynq__dtype_name(L->dtype));
+  if (L && L->rank != 1)
+    return dynq__imp_pool_printf(pl, "sequence_lens has rank %d, expected 1", L->rank);
+  for (int64_t b = 0; L && L->data && b < L->dims[0]; b++) {
+    int64_t v = L->dtype == DYNQ_DT_I32 ? ((const int32_t *)L->data)[b] : ((const int64_t *)L->data)[b];
+    if (v < 0) return dynq__imp_pool_printf(pl, "sequence_lens[%" PRId64 "] = %" PRId64 " is negative", b, v);
+  }
   return NULL;
 }
 
@@ -213,16 +299,27 @@ static const char *input_name(const Onnx__NodeProto *n, size_t i) {
   return i < n->n_input ? n->input[i] : NULL;
 }
 
-static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, int gru) {
+enum { CELL_LSTM, CELL_GRU, CELL_RNN };
+
+static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, int cell) {
   dynq__builder_t *b = &c->b;
+  const int gru = cell == CELL_GRU, lstm = cell == CELL_LSTM;
   const int64_t H = dynq__imp_attr_i(n, "hidden_size", 0);
-  const int64_t G = gru ? 3 : 4, GH = G * H;
+  const int64_t G = lstm ? 4 : gru ? 3 : 1, GH = G * H;
   const Onnx__AttributeProto *da = dynq__imp_find_attr(n, "direction");
   const char *dir = da ? attr_str(c, da) : "forward";
   static const char *const dnames[] = {"forward", "reverse", "bidirectional"};
   for (int i = 0; i < 3; i++)
     if (strcmp(dir, dnames[i]) == 0) dir = dnames[i]; /* static storage */
   const int64_t D = strcmp(dir, "bidirectional") == 0 ? 2 : 1;
+  rnn_acts_t acts = {{0}};
+  if (cell == CELL_RNN) {
+    const char *awhy = rnn_activations(c, n, (int)D, &acts); /* pass 1 checked it */
+    if (awhy != NULL) {
+      dynq__imp_errorf("node '%s' (op RNN): %s", nname, awhy);
+      return -1;
+    }
+  }
   const dynq__value_t *W = dynq__imp_const_of(c, n->input[1]);
   const dynq__value_t *R = dynq__imp_const_of(c, n->input[2]);
   dynq__layer_report_t *L = dynq__imp_add_layer(c, nname, n->op_type);
@@ -253,8 +350,9 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
         quantize_blocks(c, nname, rdata, D, GH, H, 2, sd, &qr))
       return -1;
   }
-  dynq__bnode_t *bn = dynq__imp_add_node(b, why ? (gru ? DYNQ_OP_GRU : DYNQ_OP_LSTM)
-                                                 : (gru ? DYNQ_OP_QGRU : DYNQ_OP_QLSTM), nname);
+  static const int fops[3] = {DYNQ_OP_LSTM, DYNQ_OP_GRU, DYNQ_OP_RNN};
+  static const int qops[3] = {DYNQ_OP_QLSTM, DYNQ_OP_QGRU, DYNQ_OP_QRNN};
+  dynq__bnode_t *bn = dynq__imp_add_node(b, why ? fops[cell] : qops[cell], nname);
   if (bn == NULL) goto oom;
   idx = b->n_nodes - 1;
   dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[0]));
@@ -270,7 +368,7 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
     dynq__imp_node_in(bn, qr.scale);
   }
   /* optional ONNX inputs 3.. (B, sequence_lens, initial_h[, initial_c, P]) */
-  const int n_opt = gru ? 3 : 5;
+  const int n_opt = lstm ? 5 : 3;
   for (int i = 0; i < n_opt; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, input_name(n, 3 + (size_t)i)));
   if (!why) {
     int ref = !c->opt.no_reference;
@@ -283,7 +381,14 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
   dynq__imp_node_attr_s(bn, "direction", dir);
   dynq__imp_node_attr_i(bn, "layout", dynq__imp_attr_i(n, "layout", 0));
   if (gru) dynq__imp_node_attr_i(bn, "linear_before_reset", dynq__imp_attr_i(n, "linear_before_reset", 0));
-  else dynq__imp_node_attr_i(bn, "input_forget", dynq__imp_attr_i(n, "input_forget", 0));
+  if (lstm) dynq__imp_node_attr_i(bn, "input_forget", dynq__imp_attr_i(n, "input_forget", 0));
+  for (int d = 0; cell == CELL_RNN && d < D; d++) {
+    static const char *const an[2][3] = {{"act0", "act_alpha0", "act_beta0"},
+                                         {"act1", "act_alpha1", "act_beta1"}};
+    dynq__imp_node_attr_i(bn, an[d][0], acts.act[d]);
+    dynq__imp_node_attr_f(bn, an[d][1], acts.alpha[d]);
+    dynq__imp_node_attr_f(bn, an[d][2], acts.beta[d]);
+  }
   if (dynq__imp_find_attr(n, "clip")) dynq__imp_node_attr_f(bn, "clip", dynq__imp_attr_f(n, "clip", 0.0f));
   if (!why) {
     dynq__imp_node_attr_i(bn, "input_size", K);
@@ -296,18 +401,22 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
     L->why = why;
     L->stored_bytes = L->fp32_bytes;
   }
-  return claim_outputs(c, n, nname, idx, gru ? 2 : 3);
+  return claim_outputs(c, n, nname, idx, lstm ? 3 : 2);
 oom:
   dynq__imp_errorf("out of memory");
   return -1;
 }
 
 int dynq__import_lstm(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
-  return import_rnn(c, n, nname, 0);
+  return import_rnn(c, n, nname, CELL_LSTM);
 }
 
 int dynq__import_gru(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
-  return import_rnn(c, n, nname, 1);
+  return import_rnn(c, n, nname, CELL_GRU);
+}
+
+int dynq__import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  return import_rnn(c, n, nname, CELL_RNN);
 }
 
 /* ---- Conv ---- */

@@ -3,7 +3,7 @@
  * libonnx-testdata whose model uses only covered ops is converted with
  * dynq-quantize --fp32, run through the engine on the test's inputs, and
  * compared with its reference outputs.  Tests of a layer with weights
- * (MatMul, Gemm, LSTM, GRU, Conv, ConvTranspose, QLinearMatMul,
+ * (MatMul, Gemm, LSTM, GRU, RNN, Conv, ConvTranspose, QLinearMatMul,
  * QLinearConv) run a second time on the INT8 path: the weight inputs
  * bound as initializers with --const, compared by relL2 against the bound
  * stated at INT8_BOUND (the quantized outputs of the QLinear ops in steps
@@ -41,6 +41,8 @@ static const char *const covered[] = {
     "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Log", "Exp", "ReduceMean", "ReduceSum", "Pad",
     "Clip", "Relu", "Sigmoid", "Tanh", "Softmax", "Expand", "If", "Less", "Greater", "And",
     "Or", "Range", "Abs", "MatMul", "Gemm", "LSTM", "GRU", "Conv",
+    /* lib/ops/rnn.c */
+    "RNN",
     /* CNN and transformer ops (lib/ops/pool.c, norm.c, elementwise.c) */
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LayerNormalization",
     "BatchNormalization", "HardSigmoid", "HardSwish", "Erf",
@@ -111,6 +113,8 @@ static const char *const required[] = {
     "Asinh", "Acosh", "Atanh",
     /* lib/ops/select.c, shape.c, reduce.c */
     "OneHot", "EyeLike", "MeanVarianceNormalization",
+    /* lib/ops/rnn.c */
+    "RNN",
     /* lib/ops/spectral.c: the audio front end */
     "DFT", "STFT", "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix",
     /* lib/ops/misc.c (BitShift: uint8 only, the one unsigned dtype dynq carries) */
@@ -118,7 +122,7 @@ static const char *const required[] = {
     "MaxUnpool",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
-enum { N_REQUIRED = 114 };
+enum { N_REQUIRED = 115 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is
@@ -134,6 +138,7 @@ static const struct {
     {"Gemm", 2, {1, 2}},         /* B, C */
     {"LSTM", 4, {1, 2, 3, 7}},   /* W, R, B, P */
     {"GRU", 3, {1, 2, 3}},       /* W, R, B */
+    {"RNN", 3, {1, 2, 3}},       /* W, R, B */
     {"Conv", 2, {1, 2}},         /* W, B */
     {"ConvTranspose", 2, {1, 2}}, /* W, B */
     /* b or w and bias, with every scale and zero point: the initializers
@@ -468,7 +473,7 @@ static double int8_bound(int64_t numel) {
 }
 
 static int is_quantized_op(int op) {
-  return op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QLSTM || op == DYNQ_OP_QGRU ||
+  return op == DYNQ_OP_QLINEAR || op == DYNQ_OP_QLSTM || op == DYNQ_OP_QGRU || op == DYNQ_OP_QRNN ||
          op == DYNQ_OP_QCONV || op == DYNQ_OP_QCONV_TRANSPOSE;
 }
 

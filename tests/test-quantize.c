@@ -1390,7 +1390,7 @@ START_TEST(test_op_types_and_exclude) {
   unlink(outp);
 
   const char *w_type[] = {"--op-types: dynq-quantize does not quantize 'Relu' layers",
-                          "MatMul, Gemm, Conv, ConvTranspose, LSTM, GRU, Gather", NULL};
+                          "MatMul, Gemm, Conv, ConvTranspose, LSTM, GRU, RNN, Gather", NULL};
   expect_fail_args(2, w_type, "--op-types", "MatMul,Relu", in, NULL);
   const char *w_empty[] = {"--op-types needs a comma-separated list", NULL};
   expect_fail_args(2, w_empty, "--op-types=", in, NULL);

@@ -57,12 +57,24 @@ typedef struct dynq__pool_attrs {
  * absent, DYNQ_PAD_BAD when unknown): Conv and the pools. */
 int dynq__op_auto_pad(const dynq__node_t *n);
 
-/* LSTM/GRU and their quantized forms. */
+/* The activation f of a plain RNN (ONNX's list), as the engine attributes
+ * "act0" / "act1" (one per direction) carry it; alpha and beta as ONNX
+ * defines them per function. */
+enum {
+  DYNQ_RNN_ACT_TANH, DYNQ_RNN_ACT_RELU, DYNQ_RNN_ACT_SIGMOID, DYNQ_RNN_ACT_AFFINE,
+  DYNQ_RNN_ACT_LEAKY_RELU, DYNQ_RNN_ACT_THRESHOLDED_RELU, DYNQ_RNN_ACT_SCALED_TANH,
+  DYNQ_RNN_ACT_HARD_SIGMOID, DYNQ_RNN_ACT_ELU, DYNQ_RNN_ACT_SOFTSIGN, DYNQ_RNN_ACT_SOFTPLUS,
+  DYNQ_RNN_ACT__COUNT
+};
+
+/* LSTM/GRU/RNN and their quantized forms. */
 typedef struct dynq__rnn_attrs {
   int dirs;              /* 1 forward, 2 reverse, 3 both; 0 invalid */
   int layout, lbr, input_forget, per_tensor, has_clip;
   float clip;
   int64_t hidden_size, input_size;
+  int act[2];            /* RNN: DYNQ_RNN_ACT_* per direction */
+  float act_alpha[2], act_beta[2];
 } dynq__rnn_attrs_t;
 
 /* ConvTranspose (convt.c), per spatial axis as Conv's. */

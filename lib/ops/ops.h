@@ -201,6 +201,9 @@
   X(MVN, 138, "MeanVarianceNormalization", 9, 0, 1, 2, 1, 1, none, mvn, mvn)                \
   /* activation.c */                                                                       \
   X(GELU, 139, "Gelu", 20, 0, 1, 1, 1, 1, act, act, act)                                   \
+  /* rnn.c: the plain RNN and its quantized form (import-time form) */                     \
+  X(RNN, 140, "RNN", 7, 0, 3, 6, 2, 2, rnn, rnn, rnn)                                        \
+  X(QRNN, 141, "QRNN", 0, 0, 7, 12, 2, 2, rnn, rnn, qrnn)                                  \
   /* spectral.c: the audio front end (opset 17; DFT's axis became an input at 20) */        \
   X(DFT, 144, "DFT", 17, 19, 1, 2, 1, 1, spectral, spectral, dft)                           \
   X(STFT, 145, "STFT", 17, 0, 2, 4, 1, 1, spectral, spectral, stft)                         \
@@ -270,6 +273,13 @@ void dynq__if_skip_range(const dynq__opstate_t *st, const dynq__tensor_t *flag,
  * value and what is supported. */
 int dynq__resize_codes(const char *mode, const char *ctm, const char *nearest, int *ret_mode,
                        int *ret_ctm, int *ret_nearest, char *why, size_t whylen);
+/* A plain RNN's activation, by its ONNX name (any case), as
+ * DYNQ_RNN_ACT_*: whether it takes activation_alpha / activation_beta and
+ * their defaults (the ONNX op's of the same name; Affine 1, 0; ScaledTanh
+ * 1, 1).  -1 when the engine has no such function. */
+int dynq__rnn_act(const char *name, int *ret_takes_alpha, int *ret_takes_beta,
+                  float *ret_alpha, float *ret_beta);
+const char *dynq__rnn_act_name(int act); /* "Tanh"; "?" out of range */
 /* The equation ("bhid,bhjd->bhij"; blanks ignored, implicit output as
  * ONNX defines it) into *ret; 0, or -1 with why (static) naming what is
  * not supported. */

@@ -1,7 +1,8 @@
 /*
- * LSTM and GRU, FP32 and dynamically quantized (inputs in rnn.h).
+ * LSTM, GRU and the plain RNN, FP32 and dynamically quantized (inputs in
+ * rnn.h).
  *
- * One driver serves the four ops: a direction first computes X*W^T (+ the
+ * One driver serves the six ops: a direction first computes X*W^T (+ the
  * biases that can be folded) for every time step in one GEMM, then walks
  * the steps computing h_{t-1}*R^T (one GEMM of batch rows) and the FP32
  * cell.  The two GEMMs are either OpenBLAS on FP32 weights or the INT8
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "dynq/errors.h"
 #include "kernels/clones.h"
@@ -96,10 +98,15 @@ static void mat_apply(const dynq__kernel_t *kr, const mat_t *w, int64_t M,
   }
 }
 
+/* Which cell a node runs: its gate count G is 4, 3, 1. */
+enum { CELL_LSTM, CELL_GRU, CELL_PLAIN };
+
 typedef struct rnn {
   dynq__op_ctx_t *c;
-  int gru, lbr, D, dirs, layout, input_forget, has_clip, per_tensor;
+  int gru, plain, lbr, D, dirs, layout, input_forget, has_clip, per_tensor;
   float clip;
+  int act[2];          /* plain RNN: DYNQ_RNN_ACT_* per direction */
+  float alpha[2], beta[2];
   int64_t T, B, K, H, G;
   mat_t W[2], R[2];
   const float *bias;   /* [D, 2GH] or NULL */
@@ -200,6 +207,54 @@ CLONES VEC static void gru_out(const rnn_t *r, const float *x, const float *g, c
   for (int64_t j = 0; j < H; j++) h[j] = (1.0f - g[j]) * t[j] + g[j] * h[j];
 }
 
+/* Plain RNN for one row: h = f(clip(x + g)), f the direction's activation
+ * (ONNX's formulas; Tanh and Sigmoid are vmath.h's, as in LSTM/GRU). */
+CLONES VEC static void plain_cell(const rnn_t *r, int d, const float *x, float *g, float *h) {
+  const int64_t H = r->H;
+  const float a = r->alpha[d], be = r->beta[d];
+  vadd(g, x, H);
+  if (r->has_clip) vclip(g, H, r->clip);
+  switch (r->act[d]) {
+  case DYNQ_RNN_ACT_TANH: vtanh(g, h, H); break;
+  case DYNQ_RNN_ACT_RELU:
+    for (int64_t j = 0; j < H; j++) h[j] = g[j] < 0.0f ? 0.0f : g[j];
+    break;
+  case DYNQ_RNN_ACT_SIGMOID:
+    for (int64_t j = 0; j < H; j++) h[j] = dynq_vsigmoid(g[j]);
+    break;
+  case DYNQ_RNN_ACT_AFFINE:
+    for (int64_t j = 0; j < H; j++) h[j] = a * g[j] + be;
+    break;
+  case DYNQ_RNN_ACT_LEAKY_RELU:
+    for (int64_t j = 0; j < H; j++) h[j] = g[j] < 0.0f ? a * g[j] : g[j];
+    break;
+  case DYNQ_RNN_ACT_THRESHOLDED_RELU:
+    for (int64_t j = 0; j < H; j++) h[j] = g[j] >= a ? g[j] : 0.0f;
+    break;
+  case DYNQ_RNN_ACT_SCALED_TANH:
+    for (int64_t j = 0; j < H; j++) h[j] = a * dynq_vtanh(be * g[j]);
+    break;
+  case DYNQ_RNN_ACT_HARD_SIGMOID:
+    for (int64_t j = 0; j < H; j++) {
+      float v = a * g[j] + be;
+      h[j] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+    break;
+  case DYNQ_RNN_ACT_ELU:
+    for (int64_t j = 0; j < H; j++) h[j] = g[j] < 0.0f ? a * expm1f(g[j]) : g[j];
+    break;
+  case DYNQ_RNN_ACT_SOFTSIGN:
+    for (int64_t j = 0; j < H; j++) h[j] = g[j] / (1.0f + fabsf(g[j]));
+    break;
+  case DYNQ_RNN_ACT_SOFTPLUS: /* log(1 + e^x) without overflow */
+    for (int64_t j = 0; j < H; j++)
+      h[j] = g[j] > 0.0f ? g[j] + log1pf(expf(-g[j])) : log1pf(expf(g[j]));
+    break;
+  default: /* refused at load */
+    break;
+  }
+}
+
 static int64_t xrow(const rnn_t *r, int64_t t, int64_t b) {
   return r->layout ? b * r->T + t : t * r->B + b;
 }
@@ -214,7 +269,16 @@ static int compute(rnn_t *r) {
   const int64_t T = r->T, B = r->B, H = r->H, GH = r->G * r->H;
   const int quant = r->W[0].ref == NULL;
   const dynq__kernel_t *kr = r->c->kernel;
-  int rc = 0;
+  int rc;
+  /* the per-step scratch is O(B * GH); X*W for every step and the
+   * quantized rows are as large as the input or output: checked against
+   * the run's byte limit like an output */
+  if ((rc = dynq__op_check_bytes(r->c, T * B * GH, (int64_t)sizeof(float), "the input projection X*W")))
+    return rc;
+  if (quant && (rc = dynq__op_check_bytes(r->c, (T * B > B ? T * B : B) *
+                                                    dynq__round_up(r->K > H ? r->K : H, DYNQ_QGEMM_KG),
+                                          1, "the quantized input rows")))
+    return rc;
   float *xw = malloc(sizeof(float) * (size_t)(T * B * GH > 0 ? T * B * GH : 1));
   float *hr = malloc(sizeof(float) * (size_t)(B * GH + 1));
   float *hr2 = malloc(sizeof(float) * (size_t)(B * GH + 1));
@@ -256,7 +320,13 @@ static int compute(rnn_t *r) {
       else
         mat_apply(kr, &r->R[d], B, h, H, hr, GH, 0, r->gru && !r->lbr ? 2 * H : GH,
                   NULL, r->per_tensor, &q, (int)(s & 1));
-      if (!r->gru) {
+      if (r->plain) {
+        for (int64_t b = 0; b < B; b++) {
+          if (s >= r->len[b]) continue;
+          int64_t t = fwd ? s : r->len[b] - 1 - s;
+          plain_cell(r, d, xw + xrow(r, t, b) * GH, hr + b * GH, h + b * H);
+        }
+      } else if (!r->gru) {
         for (int64_t b = 0; b < B; b++) {
           if (s >= r->len[b]) continue;
           int64_t t = fwd ? s : r->len[b] - 1 - s;
@@ -337,15 +407,22 @@ static int need_packed(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *w
 }
 
 static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
-                 int quant, int gru, rnn_t *r) {
+                 int quant, int cell, rnn_t *r) {
   const dynq__tensor_t *x = in[0];
+  const int lstm = cell == CELL_LSTM;
   char s[128];
   int rc;
   memset(r, 0, sizeof(*r));
   r->c = c;
-  r->gru = gru;
-  r->G = gru ? 3 : 4;
+  r->gru = cell == CELL_GRU;
+  r->plain = cell == CELL_PLAIN;
+  r->G = lstm ? 4 : r->gru ? 3 : 1;
   const dynq__rnn_attrs_t *at = &c->st->rnn;
+  for (int d = 0; d < 2; d++) {
+    r->act[d] = at->act[d];
+    r->alpha[d] = at->act_alpha[d];
+    r->beta[d] = at->act_beta[d];
+  }
   r->dirs = at->dirs;
   r->D = r->dirs == 3 ? 2 : 1;
   r->layout = at->layout;
@@ -356,6 +433,8 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
   r->clip = at->clip;
   r->H = at->hidden_size;
   if (r->dirs == 0) return dynq__op_fail(c, DYNQ_EGRAPH, "bad direction attribute");
+  for (int d = 0; r->plain && d < (r->dirs == 3 ? 2 : 1); d++)
+    if (r->act[d] < 0) return dynq__op_fail(c, DYNQ_EGRAPH, "act%d is not an activation code", d);
   if (r->H < 1 || r->H > DYNQ_RNN_MAX_HIDDEN)
     return dynq__op_fail(c, DYNQ_EGRAPH, "hidden_size %lld outside [1, %d]",
                          (long long)r->H, DYNQ_RNN_MAX_HIDDEN);
@@ -376,7 +455,7 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
     return dynq__op_fail(c, DYNQ_ELIMIT, "sequence too large: %lld steps x %lld rows x %lld gates",
                          (long long)T, (long long)B, (long long)GH);
   const int base = quant ? 7 : 3;
-  const int iref = base + (gru ? 3 : 5);
+  const int iref = base + (lstm ? 5 : 3);
   const int use_ref = !quant || c->precision == DYNQ_PRECISION_FP32;
   const dynq__tensor_t *W = NULL, *R = NULL;
   if (!quant) {
@@ -423,7 +502,7 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
     }
   }
   const dynq__tensor_t *tb = in[base], *tl = in[base + 1], *th = in[base + 2];
-  const dynq__tensor_t *tc = gru ? NULL : in[base + 3], *tp = gru ? NULL : in[base + 4];
+  const dynq__tensor_t *tc = lstm ? in[base + 3] : NULL, *tp = lstm ? in[base + 4] : NULL;
   const int64_t sd0 = r->layout ? B : D, sd1 = r->layout ? D : B;
   if (tb && (rc = need(c, tb, "B", DYNQ_DT_F32, 2, D, 2 * GH, 0))) return rc;
   if (th && (rc = need(c, th, "initial_h", DYNQ_DT_F32, 3, sd0, sd1, H))) return rc;
@@ -462,15 +541,16 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
     yd[0] = T, yd[1] = D, yd[2] = B, yd[3] = H;
     hd[0] = D, hd[1] = B, hd[2] = H;
   }
-  int nout = gru ? 2 : 3;
+  int nout = lstm ? 3 : 2;
   for (int i = 0; i < nout; i++) {
+    /* zeroed: Y past a row's sequence length stays 0 */
     rc = i == 0 ? dynq__op_alloc(c, &out[0], DYNQ_DT_F32, 4, yd, 1)
                 : dynq__op_alloc(c, &out[i], DYNQ_DT_F32, 3, hd, 1);
     if (rc != 0) goto fail;
   }
   r->Y = out[0].data;
   r->Yh = out[1].data;
-  r->Yc = gru ? NULL : out[2].data;
+  r->Yc = lstm ? out[2].data : NULL;
   return 0;
 fail:
   free(r->len);
@@ -479,27 +559,70 @@ fail:
 }
 
 static int run(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
-               int quant, int gru) {
+               int quant, int cell) {
   rnn_t r;
-  int rc = setup(c, in, out, quant, gru, &r);
+  int rc = setup(c, in, out, quant, cell, &r);
   if (rc == 0) rc = compute(&r);
   free(r.len);
   if (rc != 0)
-    for (int i = 0; i < (gru ? 2 : 3); i++) dynq__tensor_clear(&out[i]);
+    for (int i = 0; i < (cell == CELL_LSTM ? 3 : 2); i++) dynq__tensor_clear(&out[i]);
   return rc;
 }
 
 int dynq__run_lstm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  return run(c, in, out, 0, 0);
+  return run(c, in, out, 0, CELL_LSTM);
 }
 int dynq__run_gru(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  return run(c, in, out, 0, 1);
+  return run(c, in, out, 0, CELL_GRU);
+}
+int dynq__run_rnn(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  return run(c, in, out, 0, CELL_PLAIN);
 }
 int dynq__run_qlstm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  return run(c, in, out, 1, 0);
+  return run(c, in, out, 1, CELL_LSTM);
 }
 int dynq__run_qgru(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  return run(c, in, out, 1, 1);
+  return run(c, in, out, 1, CELL_GRU);
+}
+int dynq__run_qrnn(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  return run(c, in, out, 1, CELL_PLAIN);
+}
+
+/* ---- the plain RNN's activations ---- */
+
+static const struct {
+  const char *name;
+  int takes_alpha, takes_beta;
+  float alpha, beta;   /* defaults: the ONNX op's of the same name */
+} acts[DYNQ_RNN_ACT__COUNT] = {
+  [DYNQ_RNN_ACT_TANH] = {"Tanh", 0, 0, 0.0f, 0.0f},
+  [DYNQ_RNN_ACT_RELU] = {"Relu", 0, 0, 0.0f, 0.0f},
+  [DYNQ_RNN_ACT_SIGMOID] = {"Sigmoid", 0, 0, 0.0f, 0.0f},
+  [DYNQ_RNN_ACT_AFFINE] = {"Affine", 1, 1, 1.0f, 0.0f},
+  [DYNQ_RNN_ACT_LEAKY_RELU] = {"LeakyRelu", 1, 0, 0.01f, 0.0f},
+  [DYNQ_RNN_ACT_THRESHOLDED_RELU] = {"ThresholdedRelu", 1, 0, 1.0f, 0.0f},
+  [DYNQ_RNN_ACT_SCALED_TANH] = {"ScaledTanh", 1, 1, 1.0f, 1.0f},
+  [DYNQ_RNN_ACT_HARD_SIGMOID] = {"HardSigmoid", 1, 1, 0.2f, 0.5f},
+  [DYNQ_RNN_ACT_ELU] = {"Elu", 1, 0, 1.0f, 0.0f},
+  [DYNQ_RNN_ACT_SOFTSIGN] = {"Softsign", 0, 0, 0.0f, 0.0f},
+  [DYNQ_RNN_ACT_SOFTPLUS] = {"Softplus", 0, 0, 0.0f, 0.0f},
+};
+
+int dynq__rnn_act(const char *name, int *ret_takes_alpha, int *ret_takes_beta,
+                  float *ret_alpha, float *ret_beta) {
+  for (int i = 0; i < DYNQ_RNN_ACT__COUNT; i++) {
+    if (name == NULL || strcasecmp(name, acts[i].name) != 0) continue;
+    if (ret_takes_alpha) *ret_takes_alpha = acts[i].takes_alpha;
+    if (ret_takes_beta) *ret_takes_beta = acts[i].takes_beta;
+    if (ret_alpha) *ret_alpha = acts[i].alpha;
+    if (ret_beta) *ret_beta = acts[i].beta;
+    return i;
+  }
+  return -1;
+}
+
+const char *dynq__rnn_act_name(int act) {
+  return act >= 0 && act < DYNQ_RNN_ACT__COUNT ? acts[act].name : "?";
 }
 
 /* ---- load-time check ---- */
@@ -518,8 +641,9 @@ static int const_is(const dynq__graph_t *g, const dynq__node_t *n, int i,
 }
 
 int dynq__check_rnn(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
-  const int quant = n->op == DYNQ_OP_QLSTM || n->op == DYNQ_OP_QGRU;
+  const int quant = n->op == DYNQ_OP_QLSTM || n->op == DYNQ_OP_QGRU || n->op == DYNQ_OP_QRNN;
   const int gru = n->op == DYNQ_OP_GRU || n->op == DYNQ_OP_QGRU;
+  const int plain = n->op == DYNQ_OP_RNN || n->op == DYNQ_OP_QRNN;
   const int dirs = rnn_dirs(n);
   const int64_t H = dynq__node_attr_i(n, "hidden_size", -1);
   CHECK(dirs != 0, "direction must be forward, reverse or bidirectional");
@@ -527,12 +651,19 @@ int dynq__check_rnn(const dynq__graph_t *g, const dynq__node_t *n, char *err, si
         (long long)H, DYNQ_RNN_MAX_HIDDEN);
   int64_t lay = dynq__node_attr_i(n, "layout", 0);
   CHECK(lay == 0 || lay == 1, "layout must be 0 or 1");
-  int64_t f = dynq__node_attr_i(n, gru ? "linear_before_reset" : "input_forget", 0);
-  CHECK(f == 0 || f == 1, "%s must be 0 or 1", gru ? "linear_before_reset" : "input_forget");
+  if (!plain) {
+    int64_t f = dynq__node_attr_i(n, gru ? "linear_before_reset" : "input_forget", 0);
+    CHECK(f == 0 || f == 1, "%s must be 0 or 1", gru ? "linear_before_reset" : "input_forget");
+  }
+  for (int d = 0; plain && d < (dirs == 3 ? 2 : 1); d++) {
+    int64_t a = dynq__node_attr_i(n, d ? "act1" : "act0", DYNQ_RNN_ACT_TANH);
+    CHECK(a >= 0 && a < DYNQ_RNN_ACT__COUNT, "act%d = %lld is not an activation code (0 to %d)", d,
+          (long long)a, DYNQ_RNN_ACT__COUNT - 1);
+  }
   const dynq__attr_t *cl = dynq__node_attr(n, "clip");
   CHECK(cl == NULL || (cl->type == DYNQ_ATTR_FLOAT && cl->f > 0.0f), "clip must be a positive float");
   if (!quant) return 0;
-  const int64_t D = dirs == 3 ? 2 : 1, GH = (gru ? 3 : 4) * H;
+  const int64_t D = dirs == 3 ? 2 : 1, GH = (plain ? 1 : gru ? 3 : 4) * H;
   const int64_t K = dynq__node_attr_i(n, "input_size", -1);
   int64_t pt = dynq__node_attr_i(n, "per_tensor", 0);
   CHECK(pt == 0 || pt == 1, "per_tensor must be 0 or 1");
@@ -546,7 +677,7 @@ int dynq__check_rnn(const dynq__graph_t *g, const dynq__node_t *n, char *err, si
   CHECK(const_is(g, n, 4, DYNQ_DT_I8, 1, rbk, 0, 0), "packed R must be a constant int8 [%lld]", (long long)rbk);
   CHECK(const_is(g, n, 5, DYNQ_DT_I32, 2, D, GH, 0), "R column sums must be a constant int32 [%lld, %lld]", (long long)D, (long long)GH);
   CHECK(const_is(g, n, 6, DYNQ_DT_F32, 2, D, GH, 0), "R scales must be a constant float32 [%lld, %lld]", (long long)D, (long long)GH);
-  const int iref = gru ? 10 : 12;
+  const int iref = n->op == DYNQ_OP_QLSTM ? 12 : 10;
   CHECK(n->n_in <= iref || n->in[iref] < 0 || const_is(g, n, iref, DYNQ_DT_F32, 3, D, GH, K),
         "reference W must be a constant float32 [%lld, %lld, %lld]", (long long)D, (long long)GH, (long long)K);
   CHECK(n->n_in <= iref + 1 || n->in[iref + 1] < 0 || const_is(g, n, iref + 1, DYNQ_DT_F32, 3, D, GH, H),
@@ -569,5 +700,14 @@ int dynq__prep_rnn(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_
   a->clip = dynq__node_attr_f(n, "clip", 0.0f);
   a->hidden_size = dynq__node_attr_i(n, "hidden_size", -1);
   a->input_size = dynq__node_attr_i(n, "input_size", -1);
+  static const char *const an[2][3] = {{"act0", "act_alpha0", "act_beta0"},
+                                       {"act1", "act_alpha1", "act_beta1"}};
+  for (int d = 0; d < 2; d++) { /* absent: Tanh, and each function's ONNX defaults */
+    int64_t k = dynq__node_attr_i(n, an[d][0], DYNQ_RNN_ACT_TANH);
+    int ok = k >= 0 && k < DYNQ_RNN_ACT__COUNT;
+    a->act[d] = ok ? (int)k : -1; /* refused by the check, and by setup() for run1 */
+    a->act_alpha[d] = dynq__node_attr_f(n, an[d][1], ok ? acts[k].alpha : 0.0f);
+    a->act_beta[d] = dynq__node_attr_f(n, an[d][2], ok ? acts[k].beta : 0.0f);
+  }
   return 0;
 }

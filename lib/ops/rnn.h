@@ -1,5 +1,5 @@
 /*
- * Recurrent (LSTM, GRU) and convolution operators (rnn.c, conv.c).
+ * Recurrent (LSTM, GRU, RNN) and convolution operators (rnn.c, conv.c).
  * Inputs by position:
  *
  * LSTM (FP32, ONNX inputs as they are):
@@ -8,6 +8,8 @@
  *   7 P [D,3H]  (3..7 optional)
  *   outputs Y [T,D,B,H] / [B,T,D,H], Y_h and Y_c [D,B,H] / [B,D,H]
  * GRU: same with 3 gates (z, r, h), inputs 0..5, outputs Y, Y_h.
+ * RNN (the plain cell, h = f(x W^T + h R^T + Wb + Rb)): as GRU with one
+ *   gate: W [D,H,K], R [D,H,H], B [D,2H]; inputs 0..5, outputs Y, Y_h.
  * QLSTM: 0 X, 1 Wq int8 packed (D blocks of round_up(4H,16)*round_up(K,4)),
  *   2 W colsum int32 [D,4H], 3 W scale f32 [D,4H], 4 Rq (D blocks of
  *   round_up(4H,16)*round_up(H,4)), 5 R colsum, 6 R scale, then the LSTM
@@ -16,12 +18,17 @@
  *   used when a request asks for precision "fp32").
  * QGRU: 0..6 as QLSTM (3 gates), 7 B, 8 sequence_lens, 9 initial_h,
  *   10 Wref, 11 Rref.
+ * QRNN: as QGRU with one gate.
  * Attributes: "hidden_size" (required), "direction" string (forward,
  * reverse, bidirectional), "layout" 0/1, "clip" float (absent: none),
  * "input_forget" (LSTM), "linear_before_reset" (GRU), "input_size" K
- * (required on QLSTM/QGRU), "per_tensor" 0/1 (Q ops).
+ * (required on QLSTM/QGRU/QRNN), "per_tensor" 0/1 (Q ops); RNN/QRNN:
+ * "act0", "act1" (DYNQ_RNN_ACT_* of directions 0 and 1, absent: Tanh) and
+ * "act_alpha<d>", "act_beta<d>" floats (absent: the function's ONNX
+ * default); the importer resolves ONNX's activations / activation_alpha /
+ * activation_beta lists into them.
  *
- * Gate order is ONNX's: LSTM i, o, f, c; GRU z, r, h.  The quantized ops
+ * Gate order is ONNX's: LSTM i, o, f, c; GRU z, r, h; RNN one.  The quantized ops
  * quantize W and R per gate row (per output channel), X per row (per time
  * step and batch item; X*W for every step is one GEMM, which gives the
  * same numbers as quantizing x_t step by step) and h_{t-1} per row at
