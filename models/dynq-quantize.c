@@ -180,6 +180,8 @@ static const op_spec_t op_table[] = {
     {"GatherElements", DYNQ_OP_GATHER_ELEMENTS, 2, 2, 1, 0, {{"axis", K_INT}}, G},
     {"ScatterElements", DYNQ_OP_SCATTER_ELEMENTS, 3, 3, 1, 0,
      {{"axis", K_INT}, {"reduction", K_STRING}}, G, GC},
+    /* Scatter (opsets 9-10, deprecated) is ScatterElements without reduction */
+    {"Scatter", DYNQ_OP_SCATTER_ELEMENTS, 3, 3, 1, 0, {{"axis", K_INT}}, G},
     {"ScatterND", DYNQ_OP_SCATTER_ND, 3, 3, 1, 0, {{"reduction", K_STRING}}, G, GC},
     {"Trilu", DYNQ_OP_TRILU, 1, 2, 1, OPF_OPT_IN, {{"upper", K_INT}}, G, GC},
     {"NonZero", DYNQ_OP_NONZERO, 1, 1, 1, 0, {{0}}, G},

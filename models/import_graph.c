@@ -627,7 +627,10 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   dynq__builder_t *b = &c->b;
   const char *type = n->op_type;
   const int castlike = strcmp(type, "CastLike") == 0; /* a Cast of input 0 */
-  int op = castlike ? DYNQ_OP_CAST : dynq__op_from_name(type);
+  /* Scatter (opsets 9-10) is ScatterElements with the same inputs and axis */
+  int op = castlike ? DYNQ_OP_CAST
+           : strcmp(type, "Scatter") == 0 ? DYNQ_OP_SCATTER_ELEMENTS
+                                          : dynq__op_from_name(type);
   int32_t ins[DYNQ_IMP_MAX_IN];
   int n_ins = 0;
   if (op == DYNQ_OP_INVALID) {

@@ -41,8 +41,8 @@ static const char *const covered[] = {
     "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Log", "Exp", "ReduceMean", "ReduceSum", "Pad",
     "Clip", "Relu", "Sigmoid", "Tanh", "Softmax", "Expand", "If", "Less", "Greater", "And",
     "Or", "Range", "Abs", "MatMul", "Gemm", "LSTM", "GRU", "Conv",
-    /* lib/ops/rnn.c */
-    "RNN",
+    /* lib/ops/rnn.c; Scatter (opsets 9-10) as ScatterElements */
+    "RNN", "Scatter",
     /* CNN and transformer ops (lib/ops/pool.c, norm.c, elementwise.c) */
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LayerNormalization",
     "BatchNormalization", "HardSigmoid", "HardSwish", "Erf",
@@ -113,8 +113,8 @@ static const char *const required[] = {
     "Asinh", "Acosh", "Atanh",
     /* lib/ops/select.c, shape.c, reduce.c */
     "OneHot", "EyeLike", "MeanVarianceNormalization",
-    /* lib/ops/rnn.c */
-    "RNN",
+    /* lib/ops/rnn.c; Scatter as ScatterElements */
+    "RNN", "Scatter",
     /* lib/ops/spectral.c: the audio front end */
     "DFT", "STFT", "HannWindow", "HammingWindow", "BlackmanWindow", "MelWeightMatrix",
     /* lib/ops/misc.c (BitShift: uint8 only, the one unsigned dtype dynq carries) */
@@ -122,7 +122,7 @@ static const char *const required[] = {
     "MaxUnpool",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
-enum { N_REQUIRED = 115 };
+enum { N_REQUIRED = 116 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is
