@@ -391,11 +391,11 @@ static int need(dynq__op_ctx_t *c, const dynq__tensor_t *t, const char *what,
                          dynq__dtype_name(t->dtype), dynq__dtype_name(dt));
   int ok = t->rank == rank;
   for (int i = 0; ok && i < rank; i++) ok = t->dims[i] == want[i];
+  char w[128];
   if (!ok)
-    return dynq__op_fail(c, DYNQ_ESHAPE, "%s has shape %s, expected [%lld%s%lld%s%lld]",
-                         what, dynq__shape_str(s, sizeof(s), t->rank, t->dims),
-                         (long long)d0, rank > 1 ? ", " : "", rank > 1 ? (long long)d1 : 0LL,
-                         rank > 2 ? ", " : "", rank > 2 ? (long long)d2 : 0LL);
+    return dynq__op_fail(c, DYNQ_ESHAPE, "%s has shape %s, expected %s", what,
+                         dynq__shape_str(s, sizeof(s), t->rank, t->dims),
+                         dynq__shape_str(w, sizeof(w), rank, want));
   return 0;
 }
 
