@@ -895,6 +895,28 @@ START_TEST(plain_rnn_hostile) {
   ck_assert_msg(strstr(err, "'r0' (RNN)"), "%s", err);
   ck_assert_ptr_null(out[0].data);
   ck_assert_ptr_null(out[1].data);
+  /* no steps and a batch of 2^16 (X holds no value): the outputs Y_h and
+   * Y_c (1.3 MB each) fit a 2 MB limit, an LSTM step's rows (5.2 MB) do
+   * not; and a batch of 2^62 overflows B x gates */
+  int64_t xz[3] = {0, (int64_t)1 << 16, 3}, lwd[3] = {1, 20, 3}, lrd[3] = {1, 20, 5};
+  float *lw = frand(60, 1), *lr = frand(100, 1);
+  dynq__tensor_t Xz = tens(DYNQ_DT_F32, 3, xz, x), LW = tens(DYNQ_DT_F32, 3, lwd, lw);
+  dynq__tensor_t LR = tens(DYNQ_DT_F32, 3, lrd, lr), lout[3];
+  const dynq__tensor_t *lin[8] = {&Xz, &LW, &LR};
+  node.op = DYNQ_OP_LSTM;
+  node.n_out = 3;
+  node.n_attr = 1; /* hidden_size 5, forward */
+  cx.max_bytes = (int64_t)2 << 20;
+  memset(lout, 0, sizeof(lout));
+  ck_assert_int_eq(dynq__op_run1(NULL, &cx, lin, lout), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "'r0' (LSTM)") && strstr(err, "recurrent step"), "%s", err);
+  for (int i = 0; i < 3; i++) ck_assert_ptr_null(lout[i].data);
+  xz[1] = (int64_t)1 << 62;
+  Xz = tens(DYNQ_DT_F32, 3, xz, x);
+  ck_assert_int_eq(dynq__op_run1(NULL, &cx, lin, lout), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "sequence too large"), "%s", err);
+  free(lw);
+  free(lr);
 
   /* the validator refuses a bad activation code on QRNN at load */
   static int8_t wq[64];

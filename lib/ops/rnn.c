@@ -270,10 +270,11 @@ static int compute(rnn_t *r) {
   const int quant = r->W[0].ref == NULL;
   const dynq__kernel_t *kr = r->c->kernel;
   int rc;
-  /* the per-step scratch is O(B * GH); X*W for every step and the
-   * quantized rows are as large as the input or output: checked against
-   * the run's byte limit like an output */
-  if ((rc = dynq__op_check_bytes(r->c, T * B * GH, (int64_t)sizeof(float), "the input projection X*W")))
+  /* X*W for every step, the per-step rows (B * GH floats, three of them;
+   * B need not be small when T is 0) and the quantized rows: checked
+   * against the run's byte limit like an output */
+  if ((rc = dynq__op_check_bytes(r->c, T * B * GH, (int64_t)sizeof(float), "the input projection X*W")) ||
+      (rc = dynq__op_check_bytes(r->c, B * GH, (int64_t)sizeof(float), "the recurrent step")))
     return rc;
   if (quant && (rc = dynq__op_check_bytes(r->c, (T * B > B ? T * B : B) *
                                                     dynq__round_up(r->K > H ? r->K : H, DYNQ_QGEMM_KG),
@@ -450,8 +451,8 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
   if (K < 1 || K > DYNQ_RNN_MAX_HIDDEN)
     return dynq__op_fail(c, DYNQ_ESHAPE, "input size %lld outside [1, %d]", (long long)K,
                          DYNQ_RNN_MAX_HIDDEN);
-  int64_t big[3] = {T, B, GH};
-  if (dynq__shape_numel(3, big) < 0)
+  int64_t big[3] = {T, B, GH}, step[2] = {B, GH}; /* T may be 0, B anything then */
+  if (dynq__shape_numel(3, big) < 0 || dynq__shape_numel(2, step) < 0)
     return dynq__op_fail(c, DYNQ_ELIMIT, "sequence too large: %lld steps x %lld rows x %lld gates",
                          (long long)T, (long long)B, (long long)GH);
   const int base = quant ? 7 : 3;
