@@ -117,7 +117,8 @@ static const char *check_rnn(conv_t *c, const Onnx__NodeProto *n) {
       else return dynq__imp_pool_printf(pl, "direction '%s' is not forward, reverse or bidirectional", d);
     } else if (strcmp(an, "layout") == 0 ||
                (!plain && strcmp(an, gru ? "linear_before_reset" : "input_forget") == 0)) {
-      if (!dynq__imp_attr_is_int(a) || (a->i != 0 && a->i != 1))
+      if (!dynq__imp_attr_is_int(a)) return dynq__imp_pool_printf(pl, "%s must be an int", an);
+      if (a->i != 0 && a->i != 1)
         return dynq__imp_pool_printf(pl, "%s must be 0 or 1, got %" PRId64, an, a->i);
     } else if (strcmp(an, "clip") == 0) {
       if (!dynq__imp_attr_is_float(a) || !(a->f > 0.0f)) return "clip must be a positive float";
