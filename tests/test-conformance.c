@@ -313,11 +313,9 @@ static int compare_shape(const dynq__tensor_t *got, const dynq__tensor_t *want, 
   return 0;
 }
 
-/* Compare got with want: dtype, shape, values (float: |d| <= atol + 1e-5|w|,
- * atol 1e-6 but for the cases of loose_ref; NaN matches NaN).  0 or -1
- * with msg. */
-static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, double atol, char *msg,
-                   size_t n) {
+/* got has want's dtype and shape: 0, or -1 with msg. */
+static int same_layout(const dynq__tensor_t *got, const dynq__tensor_t *want, char *msg,
+                       size_t n) {
   char a[96], b[96];
   if (got->dtype != want->dtype) {
     snprintf(msg, n, "dtype %s, expected %s", dynq__dtype_name(got->dtype),
@@ -331,6 +329,15 @@ static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, double
              dynq__shape_str(b, sizeof(b), want->rank, want->dims));
     return -1;
   }
+  return 0;
+}
+
+/* Compare got with want: dtype, shape, values (float: |d| <= atol + 1e-5|w|,
+ * atol 1e-6 but for the cases of loose_ref; NaN matches NaN).  0 or -1
+ * with msg. */
+static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, double atol, char *msg,
+                   size_t n) {
+  if (same_layout(got, want, msg, n) != 0) return -1;
   int64_t cnt = dynq__tensor_numel(got);
   if (got->dtype != DYNQ_DT_F32) {
     if (memcmp(got->data, want->data, dynq__tensor_nbytes(got)) != 0) {
@@ -368,19 +375,7 @@ static int compare(const dynq__tensor_t *got, const dynq__tensor_t *want, double
  * (the worst so far kept); 0, or -1 with msg when over Q8_BOUND_LSB. */
 static int compare_q8(const dynq__tensor_t *got, const dynq__tensor_t *want, int *ret_lsb,
                       char *msg, size_t n) {
-  char a[96], b[96];
-  if (got->dtype != want->dtype) {
-    snprintf(msg, n, "dtype %s, expected %s", dynq__dtype_name(got->dtype),
-             dynq__dtype_name(want->dtype));
-    return -1;
-  }
-  int same = got->rank == want->rank;
-  for (int d = 0; same && d < got->rank; d++) same = got->dims[d] == want->dims[d];
-  if (!same) {
-    snprintf(msg, n, "shape %s, expected %s", dynq__shape_str(a, sizeof(a), got->rank, got->dims),
-             dynq__shape_str(b, sizeof(b), want->rank, want->dims));
-    return -1;
-  }
+  if (same_layout(got, want, msg, n) != 0) return -1;
   int64_t cnt = dynq__tensor_numel(got), worst = 0, at = 0;
   for (int64_t i = 0; i < cnt; i++) {
     int64_t g = got->dtype == DYNQ_DT_U8 ? ((const uint8_t *)got->data)[i]
