@@ -57,15 +57,16 @@ typedef struct dynq__pool_attrs {
  * absent, DYNQ_PAD_BAD when unknown): Conv and the pools. */
 int dynq__op_auto_pad(const dynq__node_t *n);
 
-/* The activation f of a plain RNN (ONNX's list), as the engine attributes
- * "act0" / "act1" (one per direction) carry it; alpha and beta as ONNX
- * defines them per function. */
+/* An activation of a recurrent op (ONNX's list), as the engine attributes
+ * "act<i>" carry it (lib/ops/rnn.h); alpha and beta as ONNX defines them
+ * per function. */
 enum {
   DYNQ_RNN_ACT_TANH, DYNQ_RNN_ACT_RELU, DYNQ_RNN_ACT_SIGMOID, DYNQ_RNN_ACT_AFFINE,
   DYNQ_RNN_ACT_LEAKY_RELU, DYNQ_RNN_ACT_THRESHOLDED_RELU, DYNQ_RNN_ACT_SCALED_TANH,
   DYNQ_RNN_ACT_HARD_SIGMOID, DYNQ_RNN_ACT_ELU, DYNQ_RNN_ACT_SOFTSIGN, DYNQ_RNN_ACT_SOFTPLUS,
   DYNQ_RNN_ACT__COUNT
 };
+#define DYNQ_RNN_MAX_ACTS 6 /* 2 directions x 3 functions (LSTM) */
 
 /* LSTM/GRU/RNN and their quantized forms. */
 typedef struct dynq__rnn_attrs {
@@ -73,8 +74,13 @@ typedef struct dynq__rnn_attrs {
   int layout, lbr, input_forget, per_tensor, has_clip;
   float clip;
   int64_t hidden_size, input_size;
-  int act[2];            /* RNN: DYNQ_RNN_ACT_* per direction */
-  float act_alpha[2], act_beta[2];
+  /* DYNQ_RNN_ACT_* of function k of direction d at [d * F + k], F the
+   * op's functions per direction (RNN 1: f; GRU 2: f, g; LSTM 3: f, g, h),
+   * with their alpha and beta; custom: some function is not the op's
+   * default (LSTM/GRU then take the generic cell) */
+  int act[DYNQ_RNN_MAX_ACTS];
+  float act_alpha[DYNQ_RNN_MAX_ACTS], act_beta[DYNQ_RNN_MAX_ACTS];
+  int custom;
 } dynq__rnn_attrs_t;
 
 /* ConvTranspose (convt.c), per spatial axis as Conv's. */

@@ -273,7 +273,7 @@ void dynq__if_skip_range(const dynq__opstate_t *st, const dynq__tensor_t *flag,
  * value and what is supported. */
 int dynq__resize_codes(const char *mode, const char *ctm, const char *nearest, int *ret_mode,
                        int *ret_ctm, int *ret_nearest, char *why, size_t whylen);
-/* A plain RNN's activation, by its ONNX name (any case), as
+/* A recurrent op's activation, by its ONNX name (any case), as
  * DYNQ_RNN_ACT_*: whether it takes activation_alpha / activation_beta and
  * their defaults (the ONNX op's of the same name; Affine 1, 0; ScaledTanh
  * 1, 1).  -1 when the engine has no such function. */

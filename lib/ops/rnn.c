@@ -101,12 +101,18 @@ static void mat_apply(const dynq__kernel_t *kr, const mat_t *w, int64_t M,
 /* Which cell a node runs: its gate count G is 4, 3, 1. */
 enum { CELL_LSTM, CELL_GRU, CELL_PLAIN };
 
+/* One activation function: DYNQ_RNN_ACT_* with its alpha and beta. */
+typedef struct act_fn {
+  int code;
+  float alpha, beta;
+} act_fn_t;
+
 typedef struct rnn {
   dynq__op_ctx_t *c;
   int gru, plain, lbr, D, dirs, layout, input_forget, has_clip, per_tensor;
   float clip;
-  int act[2];          /* plain RNN: DYNQ_RNN_ACT_* per direction */
-  float alpha[2], beta[2];
+  int custom;          /* LSTM/GRU: some function is not the default */
+  act_fn_t fn[2][3];   /* [direction][f, g, h] (RNN: f; GRU: f, g) */
   int64_t T, B, K, H, G;
   mat_t W[2], R[2];
   const float *bias;   /* [D, 2GH] or NULL */
@@ -144,13 +150,63 @@ VECI static void vfma(float *y, const float *a, const float *b, int64_t n) { /* 
   for (int64_t i = 0; i < n; i++) y[i] += a[i] * b[i];
 }
 
+/* y = f(x) over n values (y may be x), f any of the eleven activations
+ * (ONNX's formulas; Tanh and Sigmoid are vmath.h's, as in the default
+ * cells): the plain RNN's f and the LSTM/GRU functions when a node names
+ * others than the defaults. */
+VECI static void vact(const act_fn_t *f, const float *x, float *y, int64_t n) {
+  const float a = f->alpha, be = f->beta;
+  switch (f->code) {
+  case DYNQ_RNN_ACT_TANH: vtanh(x, y, n); break;
+  case DYNQ_RNN_ACT_RELU:
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] < 0.0f ? 0.0f : x[j];
+    break;
+  case DYNQ_RNN_ACT_SIGMOID:
+    for (int64_t j = 0; j < n; j++) y[j] = dynq_vsigmoid(x[j]);
+    break;
+  case DYNQ_RNN_ACT_AFFINE:
+    for (int64_t j = 0; j < n; j++) y[j] = a * x[j] + be;
+    break;
+  case DYNQ_RNN_ACT_LEAKY_RELU:
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] < 0.0f ? a * x[j] : x[j];
+    break;
+  case DYNQ_RNN_ACT_THRESHOLDED_RELU:
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] >= a ? x[j] : 0.0f;
+    break;
+  case DYNQ_RNN_ACT_SCALED_TANH:
+    for (int64_t j = 0; j < n; j++) y[j] = a * dynq_vtanh(be * x[j]);
+    break;
+  case DYNQ_RNN_ACT_HARD_SIGMOID:
+    for (int64_t j = 0; j < n; j++) {
+      float v = a * x[j] + be;
+      y[j] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+    break;
+  case DYNQ_RNN_ACT_ELU:
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] < 0.0f ? a * expm1f(x[j]) : x[j];
+    break;
+  case DYNQ_RNN_ACT_SOFTSIGN:
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] / (1.0f + fabsf(x[j]));
+    break;
+  case DYNQ_RNN_ACT_SOFTPLUS: /* log(1 + e^x) without overflow */
+    for (int64_t j = 0; j < n; j++)
+      y[j] = x[j] > 0.0f ? x[j] + log1pf(expf(-x[j])) : log1pf(expf(x[j]));
+    break;
+  default: /* refused at load */
+    break;
+  }
+}
+
 /* LSTM cell for one row: gate pre-activations [i, o, f, c] are x + g
  * (without peepholes); c updated in place, h written; t is H floats of
- * scratch.  Compiled for AVX-512 / AVX2 / baseline and picked at load
- * (target_clones): elementwise IEEE operations in the same order, so
+ * scratch.  fn NULL: the default functions (sigmoid, tanh, tanh) as
+ * vsig/vtanh; else fn[0..2] are f, g, h.  Inlined into lstm_cell with
+ * fn NULL, so the default cell is the code it always was, and into
+ * lstm_cell_act.  Compiled for AVX-512 / AVX2 / baseline and picked at
+ * load (target_clones): elementwise IEEE operations in the same order, so
  * every clone gives the same bits. */
-CLONES VEC static void lstm_cell(const rnn_t *r, const float *P, const float *x, float *g,
-                                 float *c, float *h, float *t) {
+VECI static void lstm_body(const rnn_t *r, const act_fn_t *fn, const float *P, const float *x,
+                           float *g, float *c, float *h, float *t) {
   const int64_t H = r->H;
   vadd(g, x, 4 * H);
   float *gi = g, *go = g + H, *gf = g + 2 * H, *gc = g + 3 * H;
@@ -162,38 +218,64 @@ CLONES VEC static void lstm_cell(const rnn_t *r, const float *P, const float *x,
     vclip(gi, H, r->clip);
     vclip(gf, 2 * H, r->clip); /* f and c */
   }
-  vsig(gi, H);
+  if (fn) vact(&fn[0], gi, gi, H);
+  else vsig(gi, H);
   if (r->input_forget) {
     for (int64_t j = 0; j < H; j++) gf[j] = 1.0f - gi[j];
+  } else if (fn) {
+    vact(&fn[0], gf, gf, H);
   } else {
     vsig(gf, H);
   }
-  vtanh(gc, gc, H);
+  if (fn) vact(&fn[1], gc, gc, H);
+  else vtanh(gc, gc, H);
   for (int64_t j = 0; j < H; j++) c[j] = gf[j] * c[j] + gi[j] * gc[j];
   if (P) vfma(go, P + H, c, H);
   if (r->has_clip) vclip(go, H, r->clip);
-  vsig(go, H);
-  vtanh(c, t, H);
+  if (fn) vact(&fn[0], go, go, H);
+  else vsig(go, H);
+  if (fn) vact(&fn[2], c, t, H);
+  else vtanh(c, t, H);
   for (int64_t j = 0; j < H; j++) h[j] = go[j] * t[j];
 }
+CLONES VEC static void lstm_cell(const rnn_t *r, const float *P, const float *x, float *g,
+                                 float *c, float *h, float *t) {
+  lstm_body(r, NULL, P, x, g, c, h, t);
+}
+CLONES VEC static void lstm_cell_act(const rnn_t *r, const act_fn_t *fn, const float *P,
+                                     const float *x, float *g, float *c, float *h, float *t) {
+  lstm_body(r, fn, P, x, g, c, h, t);
+}
 
-/* GRU, first half for one row: z and r = sigmoid(x + g) in g[0, 2H);
- * without linear_before_reset also rh = r * h for the second GEMM. */
-CLONES VEC static void gru_gates(const rnn_t *r, const float *x, float *g, const float *h,
-                                 float *rh) {
+/* GRU, first half for one row: z and r = f(x + g) in g[0, 2H), f
+ * sigmoid (fn NULL) or fn[0]; without linear_before_reset also rh = r * h
+ * for the second GEMM.  As lstm_body: inlined into the default and the
+ * generic clones. */
+VECI static void gru_gates_body(const rnn_t *r, const act_fn_t *fn, const float *x, float *g,
+                                const float *h, float *rh) {
   const int64_t H = r->H;
   vadd(g, x, 2 * H);
   if (r->has_clip) vclip(g, 2 * H, r->clip);
-  vsig(g, 2 * H);
+  if (fn) vact(&fn[0], g, g, 2 * H);
+  else vsig(g, 2 * H);
   if (!r->lbr)
     for (int64_t j = 0; j < H; j++) rh[j] = g[H + j] * h[j];
 }
+CLONES VEC static void gru_gates(const rnn_t *r, const float *x, float *g, const float *h,
+                                 float *rh) {
+  gru_gates_body(r, NULL, x, g, h, rh);
+}
+CLONES VEC static void gru_gates_act(const rnn_t *r, const act_fn_t *fn, const float *x,
+                                     float *g, const float *h, float *rh) {
+  gru_gates_body(r, fn, x, g, h, rh);
+}
 
-/* GRU, second half: hh = tanh(x_h + r * (g_h + Rb_h)) with
- * linear_before_reset, else tanh(x_h + a_h) where a = (r * h) R^T; then
- * h = (1 - z) * hh + z * h.  t is H floats of scratch. */
-CLONES VEC static void gru_out(const rnn_t *r, const float *x, const float *g, const float *a,
-                               const float *rb, float *h, float *t) {
+/* GRU, second half: hh = g(x_h + r * (g_h + Rb_h)) with
+ * linear_before_reset, else g(x_h + a_h) where a = (r * h) R^T, g tanh
+ * (fn NULL) or fn[1]; then h = (1 - z) * hh + z * h.  t is H floats of
+ * scratch. */
+VECI static void gru_out_body(const rnn_t *r, const act_fn_t *fn, const float *x, const float *g,
+                              const float *a, const float *rb, float *h, float *t) {
   const int64_t H = r->H;
   const float *xh = x + 2 * H, *gr = g + H, *gh = g + 2 * H;
   if (a == NULL) {
@@ -203,56 +285,27 @@ CLONES VEC static void gru_out(const rnn_t *r, const float *x, const float *g, c
     for (int64_t j = 0; j < H; j++) t[j] = xh[j] + a[2 * H + j];
   }
   if (r->has_clip) vclip(t, H, r->clip);
-  vtanh(t, t, H);
+  if (fn) vact(&fn[1], t, t, H);
+  else vtanh(t, t, H);
   for (int64_t j = 0; j < H; j++) h[j] = (1.0f - g[j]) * t[j] + g[j] * h[j];
+}
+CLONES VEC static void gru_out(const rnn_t *r, const float *x, const float *g, const float *a,
+                               const float *rb, float *h, float *t) {
+  gru_out_body(r, NULL, x, g, a, rb, h, t);
+}
+CLONES VEC static void gru_out_act(const rnn_t *r, const act_fn_t *fn, const float *x,
+                                   const float *g, const float *a, const float *rb, float *h,
+                                   float *t) {
+  gru_out_body(r, fn, x, g, a, rb, h, t);
 }
 
 /* Plain RNN for one row: h = f(clip(x + g)), f the direction's activation
  * (ONNX's formulas; Tanh and Sigmoid are vmath.h's, as in LSTM/GRU). */
 CLONES VEC static void plain_cell(const rnn_t *r, int d, const float *x, float *g, float *h) {
   const int64_t H = r->H;
-  const float a = r->alpha[d], be = r->beta[d];
   vadd(g, x, H);
   if (r->has_clip) vclip(g, H, r->clip);
-  switch (r->act[d]) {
-  case DYNQ_RNN_ACT_TANH: vtanh(g, h, H); break;
-  case DYNQ_RNN_ACT_RELU:
-    for (int64_t j = 0; j < H; j++) h[j] = g[j] < 0.0f ? 0.0f : g[j];
-    break;
-  case DYNQ_RNN_ACT_SIGMOID:
-    for (int64_t j = 0; j < H; j++) h[j] = dynq_vsigmoid(g[j]);
-    break;
-  case DYNQ_RNN_ACT_AFFINE:
-    for (int64_t j = 0; j < H; j++) h[j] = a * g[j] + be;
-    break;
-  case DYNQ_RNN_ACT_LEAKY_RELU:
-    for (int64_t j = 0; j < H; j++) h[j] = g[j] < 0.0f ? a * g[j] : g[j];
-    break;
-  case DYNQ_RNN_ACT_THRESHOLDED_RELU:
-    for (int64_t j = 0; j < H; j++) h[j] = g[j] >= a ? g[j] : 0.0f;
-    break;
-  case DYNQ_RNN_ACT_SCALED_TANH:
-    for (int64_t j = 0; j < H; j++) h[j] = a * dynq_vtanh(be * g[j]);
-    break;
-  case DYNQ_RNN_ACT_HARD_SIGMOID:
-    for (int64_t j = 0; j < H; j++) {
-      float v = a * g[j] + be;
-      h[j] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
-    }
-    break;
-  case DYNQ_RNN_ACT_ELU:
-    for (int64_t j = 0; j < H; j++) h[j] = g[j] < 0.0f ? a * expm1f(g[j]) : g[j];
-    break;
-  case DYNQ_RNN_ACT_SOFTSIGN:
-    for (int64_t j = 0; j < H; j++) h[j] = g[j] / (1.0f + fabsf(g[j]));
-    break;
-  case DYNQ_RNN_ACT_SOFTPLUS: /* log(1 + e^x) without overflow */
-    for (int64_t j = 0; j < H; j++)
-      h[j] = g[j] > 0.0f ? g[j] + log1pf(expf(-g[j])) : log1pf(expf(g[j]));
-    break;
-  default: /* refused at load */
-    break;
-  }
+  vact(&r->fn[d][0], g, h, H);
 }
 
 static int64_t xrow(const rnn_t *r, int64_t t, int64_t b) {
@@ -331,7 +384,11 @@ static int compute(rnn_t *r) {
         for (int64_t b = 0; b < B; b++) {
           if (s >= r->len[b]) continue;
           int64_t t = fwd ? s : r->len[b] - 1 - s;
-          lstm_cell(r, P, xw + xrow(r, t, b) * GH, hr + b * GH, cs + b * H, h + b * H, tmp);
+          if (r->custom)
+            lstm_cell_act(r, r->fn[d], P, xw + xrow(r, t, b) * GH, hr + b * GH, cs + b * H,
+                          h + b * H, tmp);
+          else
+            lstm_cell(r, P, xw + xrow(r, t, b) * GH, hr + b * GH, cs + b * H, h + b * H, tmp);
         }
       } else {
         for (int64_t b = 0; b < B; b++) {
@@ -341,15 +398,22 @@ static int compute(rnn_t *r) {
             continue;
           }
           int64_t t = fwd ? s : r->len[b] - 1 - s;
-          gru_gates(r, xw + xrow(r, t, b) * GH, g, h + b * H, rh + b * H);
+          if (r->custom)
+            gru_gates_act(r, r->fn[d], xw + xrow(r, t, b) * GH, g, h + b * H, rh + b * H);
+          else
+            gru_gates(r, xw + xrow(r, t, b) * GH, g, h + b * H, rh + b * H);
         }
         if (!r->lbr)
           mat_apply(kr, &r->R[d], B, rh, H, hr2, GH, 2 * H, 3 * H, NULL, r->per_tensor, &q, (int)(s & 1));
         for (int64_t b = 0; b < B; b++) {
           if (s >= r->len[b]) continue;
           int64_t t = fwd ? s : r->len[b] - 1 - s;
-          gru_out(r, xw + xrow(r, t, b) * GH, hr + b * GH, r->lbr ? NULL : hr2 + b * GH,
-                  rb, h + b * H, tmp);
+          if (r->custom)
+            gru_out_act(r, r->fn[d], xw + xrow(r, t, b) * GH, hr + b * GH,
+                        r->lbr ? NULL : hr2 + b * GH, rb, h + b * H, tmp);
+          else
+            gru_out(r, xw + xrow(r, t, b) * GH, hr + b * GH, r->lbr ? NULL : hr2 + b * GH,
+                    rb, h + b * H, tmp);
         }
       }
       for (int64_t b = 0; b < B; b++) {
@@ -419,13 +483,16 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
   r->plain = cell == CELL_PLAIN;
   r->G = lstm ? 4 : r->gru ? 3 : 1;
   const dynq__rnn_attrs_t *at = &c->st->rnn;
-  for (int d = 0; d < 2; d++) {
-    r->act[d] = at->act[d];
-    r->alpha[d] = at->act_alpha[d];
-    r->beta[d] = at->act_beta[d];
-  }
+  const int F = lstm ? 3 : r->gru ? 2 : 1;
   r->dirs = at->dirs;
   r->D = r->dirs == 3 ? 2 : 1;
+  r->custom = at->custom;
+  for (int d = 0; d < r->D; d++)
+    for (int k = 0; k < F; k++) {
+      int i = d * F + k;
+      if (at->act[i] < 0) return dynq__op_fail(c, DYNQ_EGRAPH, "act%d is not an activation code", i);
+      r->fn[d][k] = (act_fn_t){at->act[i], at->act_alpha[i], at->act_beta[i]};
+    }
   r->layout = at->layout;
   r->lbr = at->lbr;
   r->input_forget = at->input_forget;
@@ -434,8 +501,6 @@ static int setup(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tenso
   r->clip = at->clip;
   r->H = at->hidden_size;
   if (r->dirs == 0) return dynq__op_fail(c, DYNQ_EGRAPH, "bad direction attribute");
-  for (int d = 0; r->plain && d < (r->dirs == 3 ? 2 : 1); d++)
-    if (r->act[d] < 0) return dynq__op_fail(c, DYNQ_EGRAPH, "act%d is not an activation code", d);
   if (r->H < 1 || r->H > DYNQ_RNN_MAX_HIDDEN)
     return dynq__op_fail(c, DYNQ_EGRAPH, "hidden_size %lld outside [1, %d]",
                          (long long)r->H, DYNQ_RNN_MAX_HIDDEN);
@@ -656,9 +721,12 @@ int dynq__check_rnn(const dynq__graph_t *g, const dynq__node_t *n, char *err, si
     int64_t f = dynq__node_attr_i(n, gru ? "linear_before_reset" : "input_forget", 0);
     CHECK(f == 0 || f == 1, "%s must be 0 or 1", gru ? "linear_before_reset" : "input_forget");
   }
-  for (int d = 0; plain && d < (dirs == 3 ? 2 : 1); d++) {
-    int64_t a = dynq__node_attr_i(n, d ? "act1" : "act0", DYNQ_RNN_ACT_TANH);
-    CHECK(a >= 0 && a < DYNQ_RNN_ACT__COUNT, "act%d = %lld is not an activation code (0 to %d)", d,
+  const int F = plain ? 1 : gru ? 2 : 3;
+  for (int i = 0; i < (dirs == 3 ? 2 : 1) * F; i++) {
+    char an[16];
+    snprintf(an, sizeof(an), "act%d", i);
+    int64_t a = dynq__node_attr_i(n, an, 0);
+    CHECK(a >= 0 && a < DYNQ_RNN_ACT__COUNT, "act%d = %lld is not an activation code (0 to %d)", i,
           (long long)a, DYNQ_RNN_ACT__COUNT - 1);
   }
   const dynq__attr_t *cl = dynq__node_attr(n, "clip");
@@ -701,14 +769,31 @@ int dynq__prep_rnn(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_
   a->clip = dynq__node_attr_f(n, "clip", 0.0f);
   a->hidden_size = dynq__node_attr_i(n, "hidden_size", -1);
   a->input_size = dynq__node_attr_i(n, "input_size", -1);
-  static const char *const an[2][3] = {{"act0", "act_alpha0", "act_beta0"},
-                                       {"act1", "act_alpha1", "act_beta1"}};
-  for (int d = 0; d < 2; d++) { /* absent: Tanh, and each function's ONNX defaults */
-    int64_t k = dynq__node_attr_i(n, an[d][0], DYNQ_RNN_ACT_TANH);
+  /* act<i>, act_alpha<i>, act_beta<i> for i = d * F + k; absent: the
+   * op's default function (files written before LSTM/GRU had them), and
+   * each function's ONNX alpha and beta */
+  const int lstm = n->op == DYNQ_OP_LSTM || n->op == DYNQ_OP_QLSTM;
+  const int gru = n->op == DYNQ_OP_GRU || n->op == DYNQ_OP_QGRU;
+  static const int defs[3][3] = {
+    {DYNQ_RNN_ACT_TANH},                                          /* RNN: f */
+    {DYNQ_RNN_ACT_SIGMOID, DYNQ_RNN_ACT_TANH},                    /* GRU: f, g */
+    {DYNQ_RNN_ACT_SIGMOID, DYNQ_RNN_ACT_TANH, DYNQ_RNN_ACT_TANH}, /* LSTM: f, g, h */
+  };
+  const int F = lstm ? 3 : gru ? 2 : 1;
+  const int *def = defs[F - 1];
+  a->custom = 0;
+  for (int i = 0; i < DYNQ_RNN_MAX_ACTS; i++) {
+    char an[3][24];
+    snprintf(an[0], sizeof(an[0]), "act%d", i);
+    snprintf(an[1], sizeof(an[1]), "act_alpha%d", i);
+    snprintf(an[2], sizeof(an[2]), "act_beta%d", i);
+    const int dk = i < 2 * F ? def[i % F] : DYNQ_RNN_ACT_TANH;
+    int64_t k = dynq__node_attr_i(n, an[0], dk);
     int ok = k >= 0 && k < DYNQ_RNN_ACT__COUNT;
-    a->act[d] = ok ? (int)k : -1; /* refused by the check, and by setup() for run1 */
-    a->act_alpha[d] = dynq__node_attr_f(n, an[d][1], ok ? acts[k].alpha : 0.0f);
-    a->act_beta[d] = dynq__node_attr_f(n, an[d][2], ok ? acts[k].beta : 0.0f);
+    a->act[i] = ok ? (int)k : -1; /* refused by the check, and by setup() for run1 */
+    a->act_alpha[i] = dynq__node_attr_f(n, an[1], ok ? acts[k].alpha : 0.0f);
+    a->act_beta[i] = dynq__node_attr_f(n, an[2], ok ? acts[k].beta : 0.0f);
+    if (i < 2 * F && k != dk) a->custom = 1;
   }
   return 0;
 }

@@ -22,11 +22,16 @@
  * Attributes: "hidden_size" (required), "direction" string (forward,
  * reverse, bidirectional), "layout" 0/1, "clip" float (absent: none),
  * "input_forget" (LSTM), "linear_before_reset" (GRU), "input_size" K
- * (required on QLSTM/QGRU/QRNN), "per_tensor" 0/1 (Q ops); RNN/QRNN:
- * "act0", "act1" (DYNQ_RNN_ACT_* of directions 0 and 1, absent: Tanh) and
- * "act_alpha<d>", "act_beta<d>" floats (absent: the function's ONNX
- * default); the importer resolves ONNX's activations / activation_alpha /
- * activation_beta lists into them.
+ * (required on QLSTM/QGRU/QRNN), "per_tensor" 0/1 (Q ops); all six:
+ * "act<i>" (DYNQ_RNN_ACT_* of function k of direction d, i = d * F + k,
+ * F functions per direction: RNN 1 (f), GRU 2 (f, g), LSTM 3 (f, g, h),
+ * ONNX's order) and "act_alpha<i>", "act_beta<i>" floats.  Absent: the
+ * op's default function (RNN Tanh; GRU Sigmoid, Tanh; LSTM Sigmoid, Tanh,
+ * Tanh: files written before LSTM/GRU had these run as they did) and the
+ * function's ONNX alpha and beta.  The importer resolves ONNX's
+ * activations / activation_alpha / activation_beta lists into them.  An
+ * LSTM/GRU whose functions are all the defaults runs the vectorized
+ * default cell; any other function, the generic one (vact).
  *
  * Gate order is ONNX's: LSTM i, o, f, c; GRU z, r, h; RNN one.  The quantized ops
  * quantize W and R per gate row (per output channel), X per row (per time
