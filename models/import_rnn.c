@@ -6,9 +6,11 @@
  * for the kernels, int32 row sums), the ONNX W and R kept as the FP32
  * reference (unless --no-reference).  With --fp32 or dynamic weights they
  * stay LSTM/GRU/RNN FP32 nodes with the ONNX inputs as they are.  The
- * plain RNN's activations (ONNX string list, alpha and beta lists
- * consumed in order by the functions that take them) become per-direction
- * codes and floats (lib/ops/rnn.h).
+ * activations (ONNX string list, F functions per direction: RNN f, GRU
+ * f g, LSTM f g h; alpha and beta lists consumed in order by the
+ * functions that take them) become codes and floats act<i>,
+ * act_alpha<i>, act_beta<i> (lib/ops/rnn.h); an LSTM or GRU whose
+ * functions are all the defaults gets none, as before they existed.
  *
  * Conv with constant float32 weights becomes QCONV when the INT8 GEMM
  * pays (see conv_pays()), else a CONV FP32 node; the decision and the
@@ -41,15 +43,27 @@ static int is_rnn(const Onnx__NodeProto *n) {
          strcmp(n->op_type, "RNN") == 0;
 }
 
-/* ---- the plain RNN's activations ---- */
+/* ---- activations ---- */
 
 typedef struct rnn_acts {
-  int act[2];
-  float alpha[2], beta[2];
+  int n;       /* D * F */
+  int custom;  /* some function is not the op's default */
+  int act[DYNQ_RNN_MAX_ACTS];
+  float alpha[DYNQ_RNN_MAX_ACTS], beta[DYNQ_RNN_MAX_ACTS];
 } rnn_acts_t;
 
-/* ONNX's activations / activation_alpha / activation_beta of an RNN with
- * D directions into *ret; NULL, or why not (pool-owned). */
+/* Functions per direction of an RNN, GRU or LSTM node and their defaults. */
+static int rnn_fns(const Onnx__NodeProto *n, const char *const **ret_def) {
+  static const char *const rnn_def[] = {"Tanh"};
+  static const char *const gru_def[] = {"Sigmoid", "Tanh"};
+  static const char *const lstm_def[] = {"Sigmoid", "Tanh", "Tanh"};
+  if (strcmp(n->op_type, "LSTM") == 0) return *ret_def = lstm_def, 3;
+  if (strcmp(n->op_type, "GRU") == 0) return *ret_def = gru_def, 2;
+  return *ret_def = rnn_def, 1;
+}
+
+/* ONNX's activations / activation_alpha / activation_beta of an RNN, GRU
+ * or LSTM with D directions into *ret; NULL, or why not (pool-owned). */
 static const char *rnn_activations(conv_t *c, const Onnx__NodeProto *n, int D, rnn_acts_t *ret) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const Onnx__AttributeProto *aa = dynq__imp_find_attr(n, "activations");
@@ -61,14 +75,19 @@ static const char *rnn_activations(conv_t *c, const Onnx__NodeProto *n, int D, r
     return "activation_alpha must be a list of floats";
   if (be && !is_type(be, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS))
     return "activation_beta must be a list of floats";
-  if (aa && aa->n_strings != (size_t)D)
-    return dynq__imp_pool_printf(pl, "activations has %zu functions; direction '%s' needs %d",
-                                 aa->n_strings, D == 2 ? "bidirectional" : "forward/reverse", D);
+  const char *const *def;
+  const int F = rnn_fns(n, &def), N = D * F;
+  if (aa && aa->n_strings != (size_t)N)
+    return dynq__imp_pool_printf(pl, "activations has %zu functions; direction '%s' needs %d%s",
+                                 aa->n_strings, D == 2 ? "bidirectional" : "forward/reverse", N,
+                                 F == 3 ? " (f, g, h per direction)" : F == 2 ? " (f, g per direction)" : "");
   size_t ia = 0, ib = 0;
-  for (int d = 0; d < D; d++) {
+  ret->n = N;
+  ret->custom = 0;
+  for (int d = 0; d < N; d++) {
     const char *s = aa ? dynq__imp_pool_printf(pl, "%.*s", (int)aa->strings[d].len,
                                                (const char *)aa->strings[d].data)
-                       : "Tanh";
+                       : def[d % F];
     if (s == NULL) return "out of memory";
     int ta = 0, tb = 0;
     float a = 0, b = 0;
@@ -81,7 +100,8 @@ static const char *rnn_activations(conv_t *c, const Onnx__NodeProto *n, int D, r
     if (tb && be && ib < be->n_floats) b = be->floats[ib++];
     if (!isfinite(a) || !isfinite(b))
       return dynq__imp_pool_printf(pl, "activation '%s' of direction %d has a non-finite "
-                                   "alpha or beta", s, d);
+                                   "alpha or beta", s, d / F);
+    if (k != dynq__rnn_act(def[d % F], NULL, NULL, NULL, NULL)) ret->custom = 1;
     ret->act[d] = k;
     ret->alpha[d] = a;
     ret->beta[d] = b;
@@ -122,34 +142,17 @@ static const char *check_rnn(conv_t *c, const Onnx__NodeProto *n) {
         return dynq__imp_pool_printf(pl, "%s must be 0 or 1, got %" PRId64, an, a->i);
     } else if (strcmp(an, "clip") == 0) {
       if (!dynq__imp_attr_is_float(a) || !(a->f > 0.0f)) return "clip must be a positive float";
-    } else if (plain && (strcmp(an, "activations") == 0 || strcmp(an, "activation_alpha") == 0 ||
-                         strcmp(an, "activation_beta") == 0)) {
+    } else if (strcmp(an, "activations") == 0 || strcmp(an, "activation_alpha") == 0 ||
+               strcmp(an, "activation_beta") == 0) {
       /* rnn_activations() below, once the direction is known */
-    } else if (strcmp(an, "activations") == 0) {
-      /* Only the defaults, spelled out, are accepted. */
-      static const char *const lstm_def[] = {"Sigmoid", "Tanh", "Tanh"};
-      static const char *const gru_def[] = {"Sigmoid", "Tanh"};
-      const char *const *def = gru ? gru_def : lstm_def;
-      size_t per = gru ? 2 : 3;
-      if (a->n_strings == 0 || a->n_strings % per != 0)
-        return "activations must list the default functions per direction";
-      for (size_t k = 0; k < a->n_strings; k++) {
-        const char *s = dynq__imp_pool_printf(pl, "%.*s", (int)a->strings[k].len,
-                                              (const char *)a->strings[k].data);
-        if (s == NULL || strcmp(s, def[k % per]) != 0)
-          return dynq__imp_pool_printf(pl, "activation '%s' is not supported (only the defaults: %s)",
-                                       s ? s : "?", gru ? "Sigmoid, Tanh" : "Sigmoid, Tanh, Tanh");
-      }
     } else {
       return dynq__imp_pool_printf(pl, "attribute '%s' is not supported", an);
     }
   }
   if (H < 1 || H > 65536) return dynq__imp_pool_printf(pl, "hidden_size %" PRId64 " missing or outside [1, 65536]", H);
-  if (plain) {
-    rnn_acts_t acts;
-    const char *why = rnn_activations(c, n, dirs, &acts);
-    if (why != NULL) return why;
-  }
+  rnn_acts_t acts;
+  const char *awhy = rnn_activations(c, n, dirs, &acts);
+  if (awhy != NULL) return awhy;
   const dynq__value_t *W = dynq__imp_const_of(c, n->input[1]);
   const dynq__value_t *R = dynq__imp_const_of(c, n->input[2]);
   int64_t GH = (plain ? 1 : gru ? 3 : 4) * H;
@@ -313,13 +316,11 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
   for (int i = 0; i < 3; i++)
     if (strcmp(dir, dnames[i]) == 0) dir = dnames[i]; /* static storage */
   const int64_t D = strcmp(dir, "bidirectional") == 0 ? 2 : 1;
-  rnn_acts_t acts = {{0}};
-  if (cell == CELL_RNN) {
-    const char *awhy = rnn_activations(c, n, (int)D, &acts); /* pass 1 checked it */
-    if (awhy != NULL) {
-      dynq__imp_errorf("node '%s' (op RNN): %s", nname, awhy);
-      return -1;
-    }
+  rnn_acts_t acts = {0};
+  const char *awhy = rnn_activations(c, n, (int)D, &acts); /* pass 1 checked it */
+  if (awhy != NULL) {
+    dynq__imp_errorf("node '%s' (op %s): %s", nname, n->op_type, awhy);
+    return -1;
   }
   const dynq__value_t *W = dynq__imp_const_of(c, n->input[1]);
   const dynq__value_t *R = dynq__imp_const_of(c, n->input[2]);
@@ -383,12 +384,16 @@ static int import_rnn(conv_t *c, const Onnx__NodeProto *n, const char *nname, in
   dynq__imp_node_attr_i(bn, "layout", dynq__imp_attr_i(n, "layout", 0));
   if (gru) dynq__imp_node_attr_i(bn, "linear_before_reset", dynq__imp_attr_i(n, "linear_before_reset", 0));
   if (lstm) dynq__imp_node_attr_i(bn, "input_forget", dynq__imp_attr_i(n, "input_forget", 0));
-  for (int d = 0; cell == CELL_RNN && d < D; d++) {
-    static const char *const an[2][3] = {{"act0", "act_alpha0", "act_beta0"},
-                                         {"act1", "act_alpha1", "act_beta1"}};
-    dynq__imp_node_attr_i(bn, an[d][0], acts.act[d]);
-    dynq__imp_node_attr_f(bn, an[d][1], acts.alpha[d]);
-    dynq__imp_node_attr_f(bn, an[d][2], acts.beta[d]);
+  /* the plain RNN's always; LSTM/GRU's only when not all defaults, so a
+   * default node is written as it was before they had them */
+  for (int i = 0; (cell == CELL_RNN || acts.custom) && i < acts.n; i++) {
+    static const char *const an[DYNQ_RNN_MAX_ACTS][3] = {
+      {"act0", "act_alpha0", "act_beta0"}, {"act1", "act_alpha1", "act_beta1"},
+      {"act2", "act_alpha2", "act_beta2"}, {"act3", "act_alpha3", "act_beta3"},
+      {"act4", "act_alpha4", "act_beta4"}, {"act5", "act_alpha5", "act_beta5"}};
+    dynq__imp_node_attr_i(bn, an[i][0], acts.act[i]);
+    dynq__imp_node_attr_f(bn, an[i][1], acts.alpha[i]);
+    dynq__imp_node_attr_f(bn, an[i][2], acts.beta[i]);
   }
   if (dynq__imp_find_attr(n, "clip")) dynq__imp_node_attr_f(bn, "clip", dynq__imp_attr_f(n, "clip", 0.0f));
   if (!why) {
