@@ -640,6 +640,32 @@ START_TEST(default_activations_same_bits) {
 }
 END_TEST
 
+/* The values of a one-node QLSTM/QGRU/QRNN graph for the validator: x
+ * [T, 1, 3], packed W and R (64 int8), column sums and scales for 16
+ * rows, outputs y, yh, yc; v holds at least 8.  Sites change what their
+ * case needs (R's size, more values past 8). */
+static int8_t qv_wq[64];
+static int32_t qv_cs[16];
+static float qv_sc[16];
+
+static void qgraph_values(dynq__value_t *v) {
+  const dynq__value_t t[8] = {
+    {.name = "x", .dtype = DYNQ_DT_F32, .rank = 3, .dims = {-1, 1, 3}},
+    {.name = "wq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = qv_wq,
+     .nbytes = sizeof(qv_wq)},
+    {.name = "wc", .dtype = DYNQ_DT_I32, .rank = 2, .dims = {1, 16}, .data = qv_cs,
+     .nbytes = sizeof(qv_cs)},
+    {.name = "ws", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {1, 16}, .data = qv_sc,
+     .nbytes = sizeof(qv_sc)},
+    {.name = "rq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = qv_wq,
+     .nbytes = sizeof(qv_wq)},
+    {.name = "y", .dtype = DYNQ_DT_F32, .rank = -1},
+    {.name = "yh", .dtype = DYNQ_DT_F32, .rank = -1},
+    {.name = "yc", .dtype = DYNQ_DT_F32, .rank = -1},
+  };
+  memcpy(v, t, sizeof(t));
+}
+
 /* LSTM/GRU activation codes the engine does not have: refused naming the
  * node and the attribute, when a node runs on its own and at load. */
 START_TEST(activation_codes_hostile) {
@@ -667,19 +693,8 @@ START_TEST(activation_codes_hostile) {
   free_case(&c);
 
   /* the validator: QLSTM with act2 = 11 (one past Softplus) */
-  static int8_t wq[64];
-  static int32_t cs[16];
-  static float sc[16];
-  dynq__value_t v[8] = {
-    {.name = "x", .dtype = DYNQ_DT_F32, .rank = 3, .dims = {-1, 1, 3}},
-    {.name = "wq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = wq, .nbytes = sizeof(wq)},
-    {.name = "wc", .dtype = DYNQ_DT_I32, .rank = 2, .dims = {1, 16}, .data = cs, .nbytes = sizeof(cs)},
-    {.name = "ws", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {1, 16}, .data = sc, .nbytes = sizeof(sc)},
-    {.name = "rq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = wq, .nbytes = sizeof(wq)},
-    {.name = "y", .dtype = DYNQ_DT_F32, .rank = -1},
-    {.name = "yh", .dtype = DYNQ_DT_F32, .rank = -1},
-    {.name = "yc", .dtype = DYNQ_DT_F32, .rank = -1},
-  };
+  dynq__value_t v[8];
+  qgraph_values(v);
   int32_t ins[7] = {0, 1, 2, 3, 4, 2, 3}, outs[3] = {5, 6, 7}, gin[1] = {0}, gout[1] = {5};
   dynq__attr_t qa[3] = {{.name = "hidden_size", .type = DYNQ_ATTR_INT, .i = 4},
                         {.name = "input_size", .type = DYNQ_ATTR_INT, .i = 3},
@@ -1141,18 +1156,8 @@ START_TEST(plain_rnn_hostile) {
   free(lr);
 
   /* the validator refuses a bad activation code on QRNN at load */
-  static int8_t wq[64];
-  static int32_t cs[16];
-  static float sc[16];
-  dynq__value_t v[8] = {
-    {.name = "x", .dtype = DYNQ_DT_F32, .rank = 3, .dims = {-1, 1, 3}},
-    {.name = "wq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = wq, .nbytes = sizeof(wq)},
-    {.name = "wc", .dtype = DYNQ_DT_I32, .rank = 2, .dims = {1, 16}, .data = cs, .nbytes = sizeof(cs)},
-    {.name = "ws", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {1, 16}, .data = sc, .nbytes = sizeof(sc)},
-    {.name = "rq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = wq, .nbytes = sizeof(wq)},
-    {.name = "y", .dtype = DYNQ_DT_F32, .rank = -1},
-    {.name = "yh", .dtype = DYNQ_DT_F32, .rank = -1},
-  };
+  dynq__value_t v[8];
+  qgraph_values(v);
   /* H = 16, K = 3: packed W 16 x 4, packed R would be 16 x 16 */
   v[4].dims[0] = 256;
   static int8_t rq[256];
@@ -1230,19 +1235,8 @@ END_TEST
 
 /* Load-time checks through the graph validator. */
 START_TEST(check_refuses_bad_nodes) {
-  static int8_t wq[64];
-  static int32_t cs[16];
-  static float sc[16];
-  dynq__value_t v[12] = {
-    {.name = "x", .dtype = DYNQ_DT_F32, .rank = 3, .dims = {-1, 1, 3}},
-    {.name = "wq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = wq, .nbytes = sizeof(wq)},
-    {.name = "wc", .dtype = DYNQ_DT_I32, .rank = 2, .dims = {1, 16}, .data = cs, .nbytes = sizeof(cs)},
-    {.name = "ws", .dtype = DYNQ_DT_F32, .rank = 2, .dims = {1, 16}, .data = sc, .nbytes = sizeof(sc)},
-    {.name = "rq", .dtype = DYNQ_DT_I8, .rank = 1, .dims = {64}, .data = wq, .nbytes = sizeof(wq)},
-    {.name = "y", .dtype = DYNQ_DT_F32, .rank = -1},
-    {.name = "yh", .dtype = DYNQ_DT_F32, .rank = -1},
-    {.name = "yc", .dtype = DYNQ_DT_F32, .rank = -1},
-  };
+  dynq__value_t v[12];
+  qgraph_values(v);
   int32_t ins[7] = {0, 1, 2, 3, 4, 2, 3}, outs[3] = {5, 6, 7}, gin[1] = {0}, gout[1] = {5};
   dynq__attr_t at[4] = {{.name = "hidden_size", .type = DYNQ_ATTR_INT, .i = 4},
                         {.name = "input_size", .type = DYNQ_ATTR_INT, .i = 3},
@@ -1278,8 +1272,10 @@ START_TEST(check_refuses_bad_nodes) {
                         {.name = "out_channels", .type = DYNQ_ATTR_INT, .i = 16},
                         {.name = "kernel_shape0", .type = DYNQ_ATTR_INT, .i = 3},
                         {.name = "strides0", .type = DYNQ_ATTR_INT, .i = 0}};
-  v[8] = (dynq__value_t){.name = "cs16", .dtype = DYNQ_DT_I32, .rank = 1, .dims = {16}, .data = cs, .nbytes = sizeof(cs)};
-  v[9] = (dynq__value_t){.name = "sc16", .dtype = DYNQ_DT_F32, .rank = 1, .dims = {16}, .data = sc, .nbytes = sizeof(sc)};
+  v[8] = (dynq__value_t){.name = "cs16", .dtype = DYNQ_DT_I32, .rank = 1, .dims = {16}, .data = qv_cs,
+         .nbytes = sizeof(qv_cs)};
+  v[9] = (dynq__value_t){.name = "sc16", .dtype = DYNQ_DT_F32, .rank = 1, .dims = {16}, .data = qv_sc,
+         .nbytes = sizeof(qv_sc)};
   int32_t cin[4] = {0, 1, 8, 9}, cout[1] = {5};
   dynq__node_t cn = {.op = DYNQ_OP_QCONV, .name = "stft", .n_in = 4, .n_out = 1, .in = cin,
                      .out = cout, .n_attr = 5, .attr = ca};
