@@ -14,6 +14,8 @@
  * the executor's observer), e.g. the QLinear (INT8 GEMM) share; --nodes K
  * also the K costliest nodes with their input and output shapes.
  * --cpu times the thread's CPU time instead of wall time (see now_us).
+ * --stop-limit MS runs with a run-time cap of MS ms (dynq__run_opts_t.stop,
+ * as dynqd's max_run_ms), for the cost of the executor's stop checks.
  *
  * --scaling T: how T threads scale, measured so that other processes on
  * the machine barely change it.  The rounds alternate one thread and T
@@ -50,6 +52,7 @@
  * before/after comparisons of one thread's work are steadier); it also
  * leaves out helper threads' work, so use it with --threads 1 only. */
 static clockid_t clock_id = CLOCK_MONOTONIC;
+static int stop_ms; /* --stop-limit */
 
 static double clock_us(clockid_t id) {
   struct timespec ts;
@@ -203,7 +206,7 @@ static int cmp_d(const void *a, const void *b) {
 
 static void usage(void) {
   fprintf(stderr, "usage: model-bench MODEL.dynq --input NAME:f32|i64:DxD..=FILE ... "
-                  "[--rounds N] [--threads T] [--ref FILE] [--only int8|fp32] [--profile] [--nodes K] [--cpu] "
+                  "[--rounds N] [--threads T] [--ref FILE] [--only int8|fp32] [--profile] [--nodes K] [--cpu] [--stop-limit MS] "
                   "[--scaling T] [--json]\n");
   exit(2);
 }
@@ -239,6 +242,8 @@ int main(int argc, char **argv) {
       profile = 1, scaling = atoi(argv[++i]);
     else if (strcmp(argv[i], "--cpu") == 0)
       clock_id = CLOCK_THREAD_CPUTIME_ID;
+    else if (strcmp(argv[i], "--stop-limit") == 0 && i + 1 < argc)
+      stop_ms = atoi(argv[++i]);
     else if (strcmp(argv[i], "--json") == 0)
       json = 1;
     else if (argv[i][0] != '-' && !path)
@@ -321,6 +326,12 @@ int main(int argc, char **argv) {
       dynq__run_opts_t o = {.precision = p ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8,
                             .threads = threads};
       if (scaling) o.precision = sc_prec, o.threads = p ? scaling : 1;
+      dynq__run_stop_t stop = {.limit_ms = stop_ms};
+      if (stop_ms > 0) {
+        stop.start_ns = dynq__run_clock_ns();
+        stop.limit_ns = stop.start_ns + (uint64_t)stop_ms * 1000000u;
+        o.stop = &stop;
+      }
       dynq__tensor_t tmp[16];
       memset(tmp, 0, sizeof tmp);
       if (profile && r >= 0) {

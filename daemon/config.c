@@ -82,6 +82,9 @@ static const opt_def_t opts[] = {
   {"warmup_max_bytes", "warmup-max-bytes", "BYTES", OPT_U64, OFF(warmup_max_bytes), 0,
    (long long)1 << 40, "64M", 1,
    "a model whose warm-up inputs would take more is served without warm-up (0: no cap)"},
+  {"max_run_ms", "max-run", "MS", OPT_INT, OFF(max_run_ms), 0, 86400000, "60000", 1,
+   "a run (one request, or a batch run together) still computing after this long is "
+   "stopped and answered ELIMIT, so no request holds a worker for ever (0: no limit)"},
   {"drain_timeout_s", "drain-timeout", "SECONDS", OPT_INT, OFF(drain_timeout_s), 1,
    3600, "30", 1, "SIGTERM: longest wait for in-flight requests"},
   {"max_sessions", "max-sessions", "N", OPT_INT, OFF(max_sessions), 0, 1 << 20,

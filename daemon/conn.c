@@ -67,6 +67,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -334,6 +335,15 @@ static void maybe_finish(dynqd_conn_t *c) {
   if (c->closing || !c->flushing) return;
   if (c->inflight == 0 && c->writes == 0 && c->on == 0 && dynq__framer_pending(&c->fr) == 0)
     dynqd__conn_close(c);
+}
+
+/* Whether the peer closed its socket (both directions), not just shut
+ * down its writing: a Unix stream socket polls POLLHUP only then. */
+static int peer_closed(dynqd_conn_t *c) {
+  uv_os_fd_t fd;
+  if (uv_fileno((const uv_handle_t *)&c->pipe, &fd) != 0) return 0;
+  struct pollfd p = {.fd = fd, .events = POLLOUT};
+  return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 void dynqd__conn_flush_and_close(dynqd_conn_t *c) {
@@ -833,6 +843,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
   if (n < 0) {
     if (n == UV_EOF) {
       log_debug("conn %llu: end of stream", (unsigned long long)c->id);
+      /* A peer that only shut down its writing still reads its answers;
+       * one that closed the socket never will: its queued jobs are
+       * skipped and its running ones stopped (the cancel flag). */
+      if (peer_closed(c)) atomic_store(&c->dead, 1);
       dynqd__conn_flush_and_close(c);
     } else {
       log_info("conn %llu: read failed: %s; closing it",

@@ -67,6 +67,7 @@ typedef struct dynqd_config {
   uint64_t warmup_max_bytes; /* all warm-up inputs of a model together */
   uint64_t max_value_bytes;  /* one tensor a run computes; 0: an eighth of
                                 physical memory (dynqd__value_cap) */
+  int max_run_ms;        /* a run computing longer is stopped (ELIMIT); 0: none */
   int drain_timeout_s;
   int log_level;         /* LOG_ERR..LOG_DEBUG */
   char *config_path;     /* --config; NULL: /etc/dynq/dynqd.conf if it exists; owned */
@@ -781,6 +782,9 @@ typedef struct dynqd_infer {
                                  request holds a ref of its dynqd_plan_t) */
   int precision;              /* DYNQ_PRECISION_* */
   int64_t max_value_bytes;    /* of one tensor the run computes (config) */
+  int max_run_ms;             /* the run is stopped after this long (config;
+                                 0: no limit), or at the job's deadline, or
+                                 when its connection closes */
   int n_inputs;
   dynq__tensor_t *inputs;     /* owned, graph input order; session state
                                  and aligned shm tensors are views */

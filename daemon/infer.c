@@ -222,6 +222,25 @@ static int64_t now_us(void) {
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* When x's run must stop (dynq__run_opts_t.stop): after max_run_ms, and
+ * for a request run alone (own) at its deadline or once its connection
+ * is gone.  NULL when nothing applies. */
+static const dynq__run_stop_t *stop_init(dynq__run_stop_t *s, const dynqd_infer_t *x, int own) {
+  memset(s, 0, sizeof(*s));
+  if (own) {
+    s->cancel = x->job.cancel;
+    s->deadline_ns = x->job.deadline_ns;
+  }
+  if (x->max_run_ms > 0) {
+    s->start_ns = dynq__run_clock_ns();
+    s->limit_ns = s->start_ns + (uint64_t)x->max_run_ms * 1000000u;
+    s->limit_ms = x->max_run_ms;
+  }
+  if (s->cancel == NULL && s->deadline_ns == 0 && s->limit_ns == 0) return NULL;
+  if (s->start_ns == 0) s->start_ns = dynq__run_clock_ns();
+  return s;
+}
+
 static void finish(dynqd_infer_t *x, int rc, const char *err);
 
 /* Rows [r0, r0 + rows) of t along axis as a view into t, when they are
@@ -392,10 +411,14 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
   /* A batch that started alone may split its GEMMs (v[0]'s threads, set
    * by the scheduler for the whole batch) like a lone request. */
   dynq__run_result_t res = {0};
+  /* A merged run stops only at the run-time cap: one request's deadline
+   * or closed connection does not end the others' answers. */
+  dynq__run_stop_t stop;
   dynq__run_opts_t opts = {.precision = a->precision,
                            .threads = a->job.threads > 1 ? a->job.threads : 1,
                            .result = &res,
-                           .max_value_bytes = a->max_value_bytes};
+                           .max_value_bytes = a->max_value_bytes,
+                           .stop = stop_init(&stop, a, 0)};
   char err[256];
   int64_t t0 = now_us();
   rc = dynq__model_run(a->model, &opts, in, out, err, sizeof(err));
@@ -470,10 +493,12 @@ void dynqd__infer_run(dynqd_infer_t *x) {
     return;
   }
   dynq__run_result_t res = {0};
+  dynq__run_stop_t stop;
   dynq__run_opts_t opts = {.precision = x->precision,
                            .threads = x->job.threads > 1 ? x->job.threads : 1,
                            .result = &res,
-                           .max_value_bytes = x->max_value_bytes};
+                           .max_value_bytes = x->max_value_bytes,
+                           .stop = stop_init(&stop, x, 1)};
   char err[512] = "";
   int64_t t0 = now_us();
   int rc = dynq__model_run(x->model, &opts, x->inputs, x->out, err, sizeof(err));

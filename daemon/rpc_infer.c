@@ -1139,6 +1139,7 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
   x->n_inputs = g->n_inputs;
   x->precision = precision;
   x->max_value_bytes = dynqd__value_cap(s->cfg);
+  x->max_run_ms = s->cfg->max_run_ms;
   x->job.ops = &infer_ops;
   x->job.cancel = &rq->conn->dead;
   x->job.t_arrive_ns = t0;

@@ -39,6 +39,8 @@ struct dynqd_shadow_job {
   dynq__model_t *model;        /* one ref */
   dynq__tensor_t *in, *int8;   /* owned, graph order */
   int n_in, n_out;
+  int64_t max_value_bytes;     /* the config's, when submitted */
+  int max_run_ms;
   /* the thread's result */
   int status;                  /* 0 compared; else the FP32 run failed */
   double rel_l2, max_abs;      /* largest over the float32 outputs */
@@ -149,7 +151,16 @@ static void run_job(dynqd_shadow_job_t *j) {
   }
   dynq__tensor_t *out = calloc((size_t)sig->n_outputs + 1, sizeof(*out));
   char err[256];
-  dynq__run_opts_t o = {DYNQ_PRECISION_FP32, NULL, 1, NULL};
+  /* the INT8 run's limits: a shadow run must not hold its thread either */
+  dynq__run_stop_t stop = {0};
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32, .threads = 1,
+                        .max_value_bytes = j->max_value_bytes};
+  if (j->max_run_ms > 0) {
+    stop.start_ns = dynq__run_clock_ns();
+    stop.limit_ns = stop.start_ns + (uint64_t)j->max_run_ms * 1000000u;
+    stop.limit_ms = j->max_run_ms;
+    o.stop = &stop;
+  }
   if (out == NULL || (t != NULL && bind_twin(j, sig) != 0)) {
     free(out);
     j->status = -ENOMEM;
@@ -284,6 +295,8 @@ static void submit(dynqd_shadow_t *sh, dynqd_mstats_t *ms, dynq__model_t *m,
   if (j != NULL) {
     j->ms = ms;
     j->model = dynq__model_ref(m);
+    j->max_value_bytes = dynqd__value_cap(sh->cfg);
+    j->max_run_ms = sh->cfg->max_run_ms;
     if (twin != NULL) {
       atomic_fetch_add(&twin->refs, 1);
       j->twin = twin;

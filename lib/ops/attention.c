@@ -373,6 +373,8 @@ typedef struct att {
   const dynq__kernel_t *kr;
   int64_t count, chunks;
   int failed;
+  const dynq__run_stop_t *stop;
+  atomic_int stopped;                 /* the code a task saw (dynq__run_stop_due) */
 } att_t;
 
 /* One task's buffers, one allocation (64-byte aligned parts). */
@@ -421,7 +423,7 @@ static int att_scratch_alloc(const att_t *a, att_scratch_t *w) {
 
 /* One batch matrix: Q x K^T by blocks of query rows, each block's rows
  * through the masked softmax and quantized, then times V. */
-static void att_one(const att_t *a, att_scratch_t *w, const float *Q, const float *K,
+static void att_one(att_t *a, att_scratch_t *w, const float *Q, const float *K,
                     const float *V, const float *mask, float *Y) {
   const int64_t M = a->M, N = a->N, D = a->D, Dv = a->Dv;
   const int64_t Dp = dynq__round_up(D, DYNQ_QGEMM_KG), Np = dynq__round_up(N, DYNQ_QGEMM_KG);
@@ -432,6 +434,12 @@ static void att_one(const att_t *a, att_scratch_t *w, const float *Q, const floa
   dynq__quantize_cols_packed(N, Dv, V, a->vrs, a->vcs, 1.0f, w->bv, w->vc, w->vs);
   for (int64_t r0 = 0; r0 < M; r0 += ATT_ROWS) {
     const int64_t rows = M - r0 < ATT_ROWS ? M - r0 : ATT_ROWS;
+    if (r0 > 0 && a->stop != NULL) {  /* one long matrix: stop between row blocks */
+      int code = atomic_load_explicit(&a->stopped, memory_order_relaxed);
+      if (code == 0 && (code = dynq__run_stop_due(a->stop)) != 0)
+        atomic_store_explicit(&a->stopped, code, memory_order_relaxed);
+      if (code != 0) return;
+    }
     dynq__qgemm_args_t qs = {
       .M = rows, .N = N, .K = D, .A = w->aq + r0 * Dp, .lda = (size_t)Dp, .B = w->bk,
       .colsum = w->kc, .w_scale = w->ks, .a_scale = w->qs + r0, .a_zp = w->qz + r0,
@@ -479,6 +487,11 @@ static void att_task(void *ctx, int64_t t) {
   }
   for (int64_t i = i0; i < i1; i++) {
     int64_t off[5];
+    /* M x N x D per matrix: long sequences grow it quadratically */
+    int code = atomic_load_explicit(&a->stopped, memory_order_relaxed);
+    if (code == 0 && (code = dynq__run_stop_due(a->stop)) != 0)
+      atomic_store_explicit(&a->stopped, code, memory_order_relaxed);
+    if (code != 0) break;
     att_offsets(a, i, off);
     att_one(a, &w, a->Q + off[0], a->K + off[1], a->V + off[2], a->mask + off[3], a->Y + off[4]);
   }
@@ -537,7 +550,7 @@ int dynq__run_attention(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if ((rc = dynq__smm_perm(c, opt_in(c, in, 7), what[3], R, perm[3]))) return rc;
   att_t a = {.nb = R - 2, .M = vw[0].dims[R - 2], .D = vw[0].dims[R - 1], .N = vw[1].dims[R - 1],
              .Dv = vw[2].dims[R - 1], .alpha = c->st->smatmul.alpha, .kr = c->kernel,
-             .Q = q->data, .K = k->data, .V = v->data, .mask = m->data};
+             .Q = q->data, .K = k->data, .V = v->data, .mask = m->data, .stop = c->stop};
   /* the loop's case: equal batch axes, Q's rows unit-stride, a mask that
    * broadcasts into the scores without widening them */
   int ok = vw[1].dims[R - 2] == a.D && vw[2].dims[R - 2] == a.N && a.D >= 1 && a.N >= 1 &&
@@ -604,5 +617,7 @@ int dynq__run_attention(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     dynq__tensor_clear(out);
     return dynq__op_fail(c, -ENOMEM, "out of memory");
   }
+  int code = atomic_load(&a.stopped);
+  if (code != 0) return dynq__op_stopped(c, code);
   return 0;
 }

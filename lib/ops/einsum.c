@@ -22,6 +22,7 @@
 #include "ops.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -274,6 +275,10 @@ static int run_sum(dynq__op_ctx_t *c, const dynq__einsum_t *e, const dynq__tenso
   for (int i = 0; i < e->rank[2]; i++) od[i] = dims[i];
   int rc = dynq__op_alloc(c, out, DYNQ_DT_F32, e->rank[2], od, 1);
   if (rc) return rc;
+  if (inner > 0 && dynq__tensor_numel(out) > INT64_MAX / inner)
+    return dynq__op_fail(c, DYNQ_ELIMIT, "the sum takes more than 2^63 steps (%lld outputs x "
+                         "%lld terms each)", (long long)dynq__tensor_numel(out),
+                         (long long)inner);
   /* The output labels lead `all`, so walking every label combination in
    * row-major order visits output element t / inner, inner times in a row. */
   int64_t total = dynq__tensor_numel(out) * inner, off[2] = {0, 0};
@@ -281,6 +286,9 @@ static int run_sum(dynq__op_ctx_t *c, const dynq__einsum_t *e, const dynq__tenso
   float *Y = out->data;
   double acc = 0;
   for (int64_t t = 0; t < total; t++) {
+    /* the product of every label's size: far more steps than the
+     * operands and the output hold */
+    if ((t & 0xfffff) == 0 && (rc = dynq__op_poll(c)) != 0) return rc;
     acc += B ? (double)A[off[0]] * (double)B[off[1]] : (double)A[off[0]];
     if ((t + 1) % inner == 0) {
       Y[t / inner] = (float)acc;

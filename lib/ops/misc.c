@@ -186,6 +186,8 @@ int dynq__run_nms(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
       msort(cand, tmp, nc, nms_cmp, &ctx);
       int64_t ns = 0;
       for (int64_t k = 0; k < nc && ns < per; k++) {
+        /* candidates x selected box comparisons: quadratic in the boxes */
+        if ((k & 255) == 0 && (rc = dynq__op_poll(c)) != 0) goto done;
         nbox_t bb = nms_box(pb + (bi * N + cand[k]) * 4, c->st->nms.center);
         int keep = 1;
         for (int64_t j = 0; j < ns && keep; j++) keep = !nms_suppress(&sel[j], &bb, iou);
@@ -510,6 +512,10 @@ int dynq__run_det(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
     /* LU with partial pivoting, in double */
     double det = 1.0;
     for (int64_t k = 0; k < M && det != 0.0; k++) {
+      if ((k & 15) == 0 && (rc = dynq__op_poll(c)) != 0) {  /* M^3 */
+        free(a);
+        return rc;
+      }
       int64_t p = k;
       for (int64_t i = k + 1; i < M; i++)
         if (fabs(a[i * M + k]) > fabs(a[p * M + k])) p = i;

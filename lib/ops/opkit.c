@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 
 #include "dynq/errors.h"
 #include "kernels/clones.h"
@@ -29,6 +30,56 @@ int dynq__op_check_bytes(dynq__op_ctx_t *c, int64_t n, int64_t es, const char *w
   return dynq__op_fail(c, DYNQ_ELIMIT, "%s of %lld elements (%lld bytes) is over the limit of "
                        "%lld bytes", what, (long long)n, (long long)(n * es),
                        (long long)c->max_bytes);
+}
+
+uint64_t dynq__run_clock_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t coarse_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int dynq__run_stop_due(const dynq__run_stop_t *s) {
+  if (s == NULL) return 0;
+  if (s->cancel != NULL && atomic_load_explicit(s->cancel, memory_order_relaxed))
+    return DYNQ_ECANCELED;
+  if (s->deadline_ns == 0 && s->limit_ns == 0) return 0;
+  uint64_t now = coarse_ns();
+  if (s->deadline_ns != 0 && now >= s->deadline_ns) return DYNQ_EDEADLINE;
+  if (s->limit_ns != 0 && now >= s->limit_ns) return DYNQ_ELIMIT;
+  return 0;
+}
+
+static int stopped(dynq__op_ctx_t *c, int code, const char *where) {
+  const dynq__run_stop_t *s = c->stop;
+  uint64_t now = coarse_ns();
+  long long ran = s != NULL && s->start_ns != 0 && now > s->start_ns
+                      ? (long long)((now - s->start_ns) / 1000000u) : 0;
+  if (code == DYNQ_ECANCELED)
+    return dynq__op_fail(c, code, "run stopped after %lld ms%s: the request was canceled", ran,
+                         where);
+  if (code == DYNQ_EDEADLINE)
+    return dynq__op_fail(c, code, "run stopped after %lld ms%s: the request's deadline passed "
+                         "while it ran", ran, where);
+  return dynq__op_fail(c, code, "run stopped after %lld ms%s: runs are limited to %lld ms "
+                       "(max_run_ms)", ran, where, s != NULL ? (long long)s->limit_ms : 0LL);
+}
+
+int dynq__op_stopped(dynq__op_ctx_t *c, int code) { return stopped(c, code, ""); }
+
+int dynq__op_stop_before(dynq__op_ctx_t *c) {
+  int code = dynq__run_stop_due(c->stop);
+  return code ? stopped(c, code, ", before this node") : 0;
+}
+
+int dynq__op_stop_check(dynq__op_ctx_t *c) {
+  int code = dynq__run_stop_due(c->stop);
+  return code ? dynq__op_stopped(c, code) : 0;
 }
 
 int dynq__op_alloc(dynq__op_ctx_t *c, dynq__tensor_t *out, dynq_dtype_t dt, int rank,

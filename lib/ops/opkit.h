@@ -194,6 +194,31 @@ typedef struct dynq__layer_quant {
   int64_t const_rows;         /* rows with scale 1 (constant or zero rows) */
 } dynq__layer_quant_t;
 
+/*
+ * Stopping a run from outside: a long run (a request whose sizes make one
+ * op quadratic, a huge batch) must not hold its thread for ever.  The
+ * executor checks before every node, and ops whose time can grow faster
+ * than what they read and write (Einsum's plain sum, NonMaxSuppression,
+ * attention, the recurrent ops' time steps, Det) also inside their loops,
+ * through dynq__op_poll.  Times are CLOCK_MONOTONIC nanoseconds (uv_hrtime's
+ * clock), compared against the coarse clock (a tick's resolution, a few
+ * nanoseconds a read).
+ */
+typedef struct dynq__run_stop {
+  const atomic_int *cancel;  /* NULL, or nonzero: stop with ECANCELED */
+  uint64_t deadline_ns;      /* 0, or stop with EDEADLINE (the caller's deadline) */
+  uint64_t limit_ns;         /* 0, or stop with ELIMIT (a cap on run time) */
+  int64_t limit_ms;          /* the cap, for the message */
+  uint64_t start_ns;         /* when the run started, for the message */
+} dynq__run_stop_t;
+
+/* Now on the clock the stop times use (CLOCK_MONOTONIC, ns). */
+uint64_t dynq__run_clock_ns(void);
+/* 0, or the code the run stops with (ECANCELED, EDEADLINE, ELIMIT).  No
+ * message: safe from an op's parallel tasks, which note the code for the
+ * calling thread to report (dynq__op_stopped). */
+int dynq__run_stop_due(const dynq__run_stop_t *s);
+
 typedef struct dynq__op_ctx {
   const dynq__node_t *node;
   const dynq__opstate_t *st;  /* the node's prepared state (never NULL when run) */
@@ -217,6 +242,8 @@ typedef struct dynq__op_ctx {
    * neither a request's values nor a crafted node can make an op build
    * gigabytes. */
   int64_t max_bytes;
+  /* NULL, or when the run must stop (dynq__run_opts_t.stop). */
+  const dynq__run_stop_t *stop;
 } dynq__op_ctx_t;
 
 /* in[i] is NULL for an omitted optional input.  out[] are cleared tensors
@@ -258,6 +285,20 @@ int dynq__op_alloc(dynq__op_ctx_t *c, dynq__tensor_t *out, dynq_dtype_t dt, int 
 /* 0 when n elements of es bytes each fit c->max_bytes, else ELIMIT naming
  * what (an op's scratch sized by its output, checked before it allocates). */
 int dynq__op_check_bytes(dynq__op_ctx_t *c, int64_t n, int64_t es, const char *what);
+
+/* 0 to go on; else the run must stop (canceled, past its deadline or its
+ * run-time cap): the message names the node and why, and the op returns
+ * the code after freeing what it holds.  Cheap (a flag and the coarse
+ * clock); loops call it every few thousand steps. */
+int dynq__op_stop_check(dynq__op_ctx_t *c);
+static inline int dynq__op_poll(dynq__op_ctx_t *c) {
+  return c->stop != NULL ? dynq__op_stop_check(c) : 0;
+}
+/* After parallel tasks saw dynq__run_stop_due(c->stop) return code: the
+ * message for it, as dynq__op_poll writes it; returns code. */
+int dynq__op_stopped(dynq__op_ctx_t *c, int code);
+/* The executor's check before c->node runs (the message says so). */
+int dynq__op_stop_before(dynq__op_ctx_t *c);
 
 /* Output storage for an op that writes every element of a dtype
  * [rank, dims] result: input k's storage, moved, when c->donor[k] offers

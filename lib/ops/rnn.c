@@ -369,6 +369,7 @@ static int compute(rnn_t *r) {
       }
     }
     for (int64_t s = 0; s < T; s++) {
+      if ((s & 63) == 63 && (rc = dynq__op_poll(r->c)) != 0) goto out;
       if (s == 0 && r->h0 == NULL) /* h = 0: the product is exactly 0 on both paths */
         memset(hr, 0, sizeof(float) * (size_t)(B * GH));
       else

@@ -41,7 +41,7 @@
   X(EGRAPH,     23, 0, "invalid graph")                                       \
   X(ENUMERIC,   24, 0, "non-finite value where a finite one is required")     \
   X(EBUSY,      25, 1, "resource busy")                                       \
-  X(EDEADLINE,  26, 1, "request deadline expired before it ran")              \
+  X(EDEADLINE,  26, 1, "request deadline expired")                              \
   X(EDENIED,    27, 0, "permission denied: admin method")                     \
   X(ENOSESSION, 28, 0, "no such session")                                     \
   X(ENOREGION,  29, 0, "no such shared-memory region")                        \

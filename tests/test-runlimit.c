@@ -1,0 +1,385 @@
+/*
+ * A request must not keep a thread computing for ever.
+ *
+ * The fixtures (tests/fixtures/make_runlimit.py) are ordinary layers whose
+ * run time grows faster than what a request sends and gets back, so the
+ * byte cap (test-amplify) does not bound it: Einsum's plain sum over two
+ * vectors (N x M steps), NonMaxSuppression with nothing suppressed (N^2 /
+ * 2), fused attention over a long sequence (S^2 x 64), an LSTM over a long
+ * sequence that returns only its last state, Det (M^3).  A run given a stop
+ * (dynq__run_opts_t.stop) ends with EDEADLINE, ELIMIT or ECANCELED, inside
+ * the slow node through its own poll (each fixture's slow node is second,
+ * where the executor does not check); without one the same requests are
+ * answered.
+ * Through dynqd: a request's timeout_ms ends its run, max_run_ms caps any
+ * run, a closed connection frees the worker, and everyone else is served
+ * meanwhile.  Unstopped, each long request computes for minutes (the test
+ * times out): no test here asserts on speed.
+ */
+#include <check.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dynq/errors.h"
+#include "model.h"
+#include "proto/proto.h"
+#include "tensor.h"
+#include "testutil.h"
+
+static char *tmpdir;
+
+static void setup(void) {
+  tmpdir = tu_mkdtemp();
+  ck_assert_ptr_nonnull(tmpdir);
+}
+
+static void teardown(void) {
+  tu_rmtree(tmpdir);
+  free(tmpdir);
+  tmpdir = NULL;
+}
+
+/* tests/fixtures/runlimit_NAME.onnx converted into dir/NAME.dynq. */
+static void convert_to(const char *dir, const char *name) {
+  char onnx[256], out[4096];
+  snprintf(onnx, sizeof(onnx), "tests/fixtures/runlimit_%s.onnx", name);
+  snprintf(out, sizeof(out), "%s/%s.dynq", dir, name);
+  ck_assert_msg(tu_quantize(onnx, out, NULL) == 0, "dynq-quantize %s", name);
+}
+
+static dynq__model_t *open_model(const char *name) {
+  char path[4096], err[512] = "";
+  convert_to(tmpdir, name);
+  snprintf(path, sizeof(path), "%s/%s.dynq", tmpdir, name);
+  dynq__model_t *m = NULL;
+  ck_assert_msg(dynq__model_open(path, &m, err, sizeof(err)) == 0, "%s: %s", name, err);
+  return m;
+}
+
+/* A float32 tensor of the given shape, filled with v0, v0 + step, ... */
+static dynq__tensor_t ramp(int rank, const int64_t *dims, float v0, float step) {
+  dynq__tensor_t t;
+  ck_assert_int_eq(dynq__tensor_alloc(&t, DYNQ_DT_F32, rank, dims), 0);
+  float *p = t.data;
+  int64_t n = dynq__tensor_numel(&t);
+  for (int64_t i = 0; i < n; i++) p[i] = v0 + step * (float)(i % 1000);
+  return t;
+}
+
+static int run(const dynq__model_t *m, const dynq__run_stop_t *stop, dynq__tensor_t *in,
+               dynq__tensor_t *out, char *err, size_t errlen) {
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_INT8, .threads = 1, .stop = stop};
+  err[0] = 0;
+  return dynq__model_run(m, &o, in, out, err, errlen);
+}
+
+/* The stop a caller gives a run `ms` milliseconds from now (deadline or
+ * cap). */
+static dynq__run_stop_t stop_in(int64_t ms, int as_limit) {
+  dynq__run_stop_t s = {0};
+  s.start_ns = dynq__run_clock_ns();
+  uint64_t at = s.start_ns + (uint64_t)ms * 1000000u;
+  if (as_limit) {
+    s.limit_ns = at;
+    s.limit_ms = ms;
+  } else {
+    s.deadline_ns = at;
+  }
+  return s;
+}
+
+static void clear_all(dynq__tensor_t *t, int n) {
+  for (int i = 0; i < n; i++) dynq__tensor_clear(&t[i]);
+}
+
+/* Small inputs: answered, with or without a (distant) stop, and the same
+ * value; a flag already set, a deadline or a cap already passed stop the
+ * run before its first node with the matching code. */
+START_TEST(test_small_runs_and_stops_at_once) {
+  dynq__model_t *m = open_model("sum");
+  int64_t da[2] = {1, 300}, db[2] = {1, 200};
+  dynq__tensor_t in[2] = {ramp(2, da, 0.5f, 0.001f), ramp(2, db, -0.25f, 0.002f)}, out[1];
+  double sa = 0, sb = 0;
+  for (int i = 0; i < 300; i++) sa += ((float *)in[0].data)[i];
+  for (int i = 0; i < 200; i++) sb += ((float *)in[1].data)[i];
+  char err[512];
+
+  memset(out, 0, sizeof(out));
+  ck_assert_msg(run(m, NULL, in, out, err, sizeof(err)) == 0, "%s", err);
+  float plain = ((float *)out[0].data)[0];
+  ck_assert_msg(fabs(plain - sa * sb) <= 1e-5 * fabs(sa * sb), "sum %g, expected %g", plain, sa * sb);
+  clear_all(out, 1);
+
+  atomic_int flag = 0;
+  dynq__run_stop_t far = stop_in(600000, 0);
+  far.limit_ns = far.deadline_ns;
+  far.limit_ms = 600000;
+  far.cancel = &flag;
+  memset(out, 0, sizeof(out));
+  ck_assert_msg(run(m, &far, in, out, err, sizeof(err)) == 0, "%s", err);
+  ck_assert(((float *)out[0].data)[0] == plain);
+  clear_all(out, 1);
+
+  atomic_store(&flag, 1);
+  memset(out, 0, sizeof(out));
+  ck_assert_int_eq(run(m, &far, in, out, err, sizeof(err)), DYNQ_ECANCELED);
+  /* the executor's check before the first node ("pre") */
+  ck_assert_msg(strstr(err, "node 'pre' (Relu): run stopped after ") &&
+                    strstr(err, ", before this node: the request was canceled"), "%s", err);
+  ck_assert_ptr_null(out[0].data);
+
+  dynq__run_stop_t past = stop_in(0, 0);
+  past.deadline_ns -= 1000000000u;  /* beyond the coarse clock's lag */
+  ck_assert_int_eq(run(m, &past, in, out, err, sizeof(err)), DYNQ_EDEADLINE);
+  ck_assert_msg(strstr(err, "deadline passed while it ran") != NULL, "%s", err);
+  past = stop_in(0, 1);
+  past.limit_ns -= 1000000000u;
+  past.limit_ms = 7;
+  ck_assert_int_eq(run(m, &past, in, out, err, sizeof(err)), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "limited to 7 ms (max_run_ms)") != NULL, "%s", err);
+  ck_assert_ptr_null(out[0].data);
+  clear_all(in, 2);
+  dynq__model_unref(m);
+}
+END_TEST
+
+/* A deadline 150 ms away, then a cap as far, on a sum of 4e10 steps:
+ * stopped inside the Einsum with the matching code, nothing left. */
+START_TEST(test_long_sum_stops_at_its_deadline_and_cap) {
+  dynq__model_t *m = open_model("sum");
+  int64_t d[2] = {1, 200000};
+  dynq__tensor_t in[2] = {ramp(2, d, 0.01f, 0.003f), ramp(2, d, 0.02f, 0.003f)}, out[1];
+  for (int as_limit = 0; as_limit < 2; as_limit++) {
+    char err[512];
+    dynq__run_stop_t s = stop_in(150, as_limit);
+    memset(out, 0, sizeof(out));
+    int rc = run(m, &s, in, out, err, sizeof(err));
+    ck_assert_msg(rc == (as_limit ? DYNQ_ELIMIT : DYNQ_EDEADLINE), "got %d (%s)", rc, err);
+    ck_assert_msg(strstr(err, "node 'pairs' (Einsum): run stopped after ") != NULL &&
+                      strstr(err, "before this node") == NULL, "%s", err);
+    ck_assert_ptr_null(out[0].data);
+  }
+  clear_all(in, 2);
+  dynq__model_unref(m);
+}
+END_TEST
+
+/* Each op whose time grows faster than its data polls inside its loop.
+ * The slow node is the graph's second, after "pre", where the executor
+ * does not check; an observer raises the cancel flag once "pre" has run,
+ * so only the op's own poll can end the run: ECANCELED naming it, not
+ * "before this node".  Without the poll the run completes (rc 0) and the
+ * test fails; nothing here depends on timing. */
+static void cancel_after_first(void *user, const dynq__graph_t *g, int index,
+                               const dynq__node_t *node, int precision,
+                               const dynq__tensor_t *const *inputs,
+                               const dynq__tensor_t *outputs) {
+  (void)g, (void)node, (void)precision, (void)inputs, (void)outputs;
+  if (index == 0) atomic_store((atomic_int *)user, 1);
+}
+
+typedef struct slow {
+  const char *model, *node;
+  int n_in;
+  int rank[4];
+  int64_t dims[4][4];
+} slow_t;
+
+static const slow_t slows[] = {
+    {"sum", "'pairs' (Einsum)", 2, {2, 2}, {{1, 1000}, {1, 1000}}},
+    {"nms", "'nms' (NonMaxSuppression)", 2, {3, 3}, {{1, 500, 4}, {1, 1, 500}}},
+    /* two query blocks of 64 rows: the poll sits between blocks */
+    {"attn", "'pv' (Attention)", 4, {4, 4, 4, 4},
+     {{1, 200, 1, 64}, {1, 200, 1, 64}, {1, 200, 1, 64}, {1, 1, 1, 200}}},
+    /* every 64th step */
+    {"lstm", "'lstm' (QLSTM)", 1, {3}, {{200, 1, 1}}},
+    {"det", "'det' (Det)", 1, {2}, {{40, 40}}},
+};
+
+START_TEST(test_slow_ops_poll_inside) {
+  const slow_t *b = &slows[_i];
+  dynq__model_t *m = open_model(b->model);
+  dynq__tensor_t in[4], out[2];
+  for (int k = 0; k < b->n_in; k++) {
+    in[k] = ramp(b->rank[k], b->dims[k], 0.01f * (float)(k + 1), 0.003f);
+    if (strcmp(b->model, "det") == 0)
+      for (int64_t i = 0; i < 40; i++) ((float *)in[k].data)[i * 40 + i] += 4.0f;
+  }
+  char err[512];
+  /* a run without a stop completes */
+  memset(out, 0, sizeof(out));
+  ck_assert_msg(run(m, NULL, in, out, err, sizeof(err)) == 0, "%s: %s", b->model, err);
+  clear_all(out, 2);
+  atomic_int flag = 0;
+  dynq__run_stop_t s = {.cancel = &flag};
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_INT8, .threads = 1, .stop = &s,
+                        .on_node = cancel_after_first, .on_node_user = &flag,
+                        .on_node_times_only = 1};
+  memset(out, 0, sizeof(out));
+  int rc = dynq__model_run(m, &o, in, out, err, sizeof(err));
+  ck_assert_msg(rc == DYNQ_ECANCELED, "%s: got %d (%s)", b->model, rc, err);
+  char want[128];
+  snprintf(want, sizeof(want), "node %s: run stopped after ", b->node);
+  ck_assert_msg(strstr(err, want) != NULL && strstr(err, "before this node") == NULL,
+                "%s: '%s' is not the poll inside %s", b->model, err, b->node);
+  ck_assert_ptr_null(out[0].data);
+  clear_all(in, b->n_in);
+  dynq__model_unref(m);
+}
+END_TEST
+
+/* ---- through dynqd ---- */
+
+typedef struct env {
+  char *dir, *models;
+  tu_daemon_t d;
+} env_t;
+
+static void env_start(env_t *e, const char *const *extra) {
+  e->dir = tu_mkdtemp_models(&e->models);
+  convert_to(e->models, "sum");
+  ck_assert_int_eq(tu_daemon_start(&e->d, e->dir, e->models, extra), 0);
+}
+
+static void env_stop(env_t *e) {
+  if (e->d.pid > 0) ck_assert_int_eq(tu_daemon_stop(&e->d, SIGTERM), 0);
+  tu_rmtree(e->dir);
+  free(e->dir);
+  free(e->models);
+}
+
+/* infer on "sum" with a [1, na] and b [1, nb] (a ramp each); timeout_ms
+ * < 0 leaves it out. */
+static void send_sum(tu_rpc_t *c, uint32_t msgid, int64_t na, int64_t nb, int64_t timeout_ms) {
+  float *a = tu_ramp_f32((size_t)na, 1000), *bv = tu_ramp_f32((size_t)nb, 1000);
+  int64_t da[2] = {1, na}, db[2] = {1, nb};
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "infer");
+  dynq__w_map(&w, timeout_ms >= 0 ? 3 : 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "sum");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "a");
+  tu_w_f32_tensor(&w, 2, da, a);
+  dynq__w_str(&w, "b");
+  tu_w_f32_tensor(&w, 2, db, bv);
+  if (timeout_ms >= 0) {
+    dynq__w_str(&w, "timeout_ms");
+    dynq__w_int(&w, timeout_ms);
+  }
+  tu_rpc_send_wbuf(c, &w);
+  free(a);
+  free(bv);
+}
+
+/* A small sum answered with the right value (after the model loaded). */
+static void expect_small_ok(const char *sock) {
+  tu_rpc_t c;
+  tu_rpc_open(&c, sock);
+  float *a = tu_ramp_f32(30, 1000), *bv = tu_ramp_f32(20, 1000);
+  double sa = 0, sb = 0;
+  for (int i = 0; i < 30; i++) sa += a[i];
+  for (int i = 0; i < 20; i++) sb += bv[i];
+  int rc = DYNQ_ENOMODEL;
+  char msg[512];
+  dynq__rpc_msg_t m;
+  for (uint32_t id = 1; id < 2000 && rc == DYNQ_ENOMODEL; id++) {
+    send_sum(&c, id, 30, 20, -1);
+    rc = tu_rpc_response(&c, &m, id, msg, sizeof(msg));
+    if (rc == DYNQ_ENOMODEL) {
+      dynq__rpc_free(&m);
+      usleep(10000);
+    }
+  }
+  ck_assert_msg(rc == 0, "small sum: %d %s", rc, msg);
+  float y;
+  tu_get_f32_output(&m, "y", &y, 1);
+  ck_assert_msg(fabs(y - sa * sb) <= 1e-5 * fabs(sa * sb), "sum %g, expected %g", y, sa * sb);
+  dynq__rpc_free(&m);
+  free(a);
+  free(bv);
+  tu_rpc_close(&c);
+}
+
+/* timeout_ms ends a running request with EDEADLINE naming the node, while
+ * another connection is served; the daemon counts it as a timeout. */
+START_TEST(test_daemon_deadline_stops_the_run) {
+  env_t e = {0};
+  const char *extra[] = {"--workers", "1", NULL};
+  env_start(&e, extra);
+  expect_small_ok(e.d.sock);
+  tu_rpc_t c, other;
+  tu_rpc_open(&c, e.d.sock);
+  tu_rpc_open(&other, e.d.sock);
+  send_sum(&c, 7, 100000, 100000, 300);  /* 1e10 steps */
+  usleep(100000);
+  tu_rpc_ping_ok(&other, 1);  /* the loop serves while the worker computes */
+  tu_rpc_expect_error(&c, 7, DYNQ_EDEADLINE, "node 'pairs' (Einsum): run stopped after");
+  expect_small_ok(e.d.sock);  /* the worker is free again */
+  tu_rpc_close(&c);
+  tu_rpc_close(&other);
+  env_stop(&e);
+}
+END_TEST
+
+/* max_run_ms caps a run nobody gave a deadline: ELIMIT naming the key. */
+START_TEST(test_daemon_max_run_ms) {
+  env_t e = {0};
+  const char *extra[] = {"--workers", "1", "--max-run", "300", NULL};
+  env_start(&e, extra);
+  expect_small_ok(e.d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, e.d.sock);
+  send_sum(&c, 3, 100000, 100000, -1);
+  tu_rpc_expect_error(&c, 3, DYNQ_ELIMIT, "runs are limited to 300 ms (max_run_ms)");
+  tu_rpc_close(&c);
+  expect_small_ok(e.d.sock);
+  env_stop(&e);
+}
+END_TEST
+
+/* A client that sends a long request and goes away frees the only worker:
+ * the next request behind it is answered (unstopped, it would wait for the
+ * 1e10 steps). */
+START_TEST(test_daemon_closed_connection_frees_the_worker) {
+  env_t e = {0};
+  const char *extra[] = {"--workers", "1", "--inline-max", "0", NULL};
+  env_start(&e, extra);
+  expect_small_ok(e.d.sock);
+  tu_rpc_t c;
+  tu_rpc_open(&c, e.d.sock);
+  send_sum(&c, 9, 100000, 100000, -1);
+  usleep(200000);
+  tu_rpc_close(&c);
+  expect_small_ok(e.d.sock);
+  ck_assert(tu_daemon_alive(&e.d));
+  env_stop(&e);
+}
+END_TEST
+
+static Suite *suite(void) {
+  Suite *s = suite_create("runlimit");
+  TCase *tc = tcase_create("engine");
+  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_set_timeout(tc, 120);
+  tcase_add_test(tc, test_small_runs_and_stops_at_once);
+  tcase_add_test(tc, test_long_sum_stops_at_its_deadline_and_cap);
+  tcase_add_loop_test(tc, test_slow_ops_poll_inside, 0, (int)(sizeof(slows) / sizeof(slows[0])));
+  suite_add_tcase(s, tc);
+  TCase *td = tcase_create("daemon");
+  tcase_set_timeout(td, 120);
+  tcase_add_test(td, test_daemon_deadline_stops_the_run);
+  tcase_add_test(td, test_daemon_max_run_ms);
+  tcase_add_test(td, test_daemon_closed_connection_frees_the_worker);
+  suite_add_tcase(s, td);
+  return s;
+}
+
+int main(void) { return tu_run_suite(suite()); }
