@@ -68,11 +68,14 @@ static void run_once(const dynq__model_t *m, int precision) {
     if (!ok || dynq__tensor_alloc(&in[i], v->dtype, rank, dims) != 0) ok = 0;
   }
   if (ok) {
-    /* dynqd caps every tensor a run computes (max_value_bytes); so does
-     * this harness, or a file padding its small input to gigabytes would
-     * be a timeout, not a finding */
+    /* dynqd caps every tensor a run computes (max_value_bytes) and how
+     * long a run computes (max_run_ms); so does this harness, or a file
+     * padding its small input to gigabytes, or making an op quadratic in
+     * it, would be a timeout, not a finding */
+    dynq__run_stop_t stop = {.limit_ms = 2000, .start_ns = dynq__run_clock_ns()};
+    stop.limit_ns = stop.start_ns + 2000000000u;
     dynq__run_opts_t o = {.precision = precision, .threads = 1,
-                          .max_value_bytes = (int64_t)64 << 20};
+                          .max_value_bytes = (int64_t)64 << 20, .stop = &stop};
     if (dynq__model_run(m, &o, in, out, err, sizeof(err)) == 0)
       for (int i = 0; i < g->n_outputs; i++) dynq__tensor_clear(&out[i]);
   }
