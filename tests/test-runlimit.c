@@ -10,9 +10,9 @@
  * (dynq__run_opts_t.stop) ends with EDEADLINE, ELIMIT or ECANCELED, inside
  * the slow node through its own poll (each fixture's slow node is second,
  * where the executor does not check); without one the same requests are
- * answered.
- * Through dynqd: a request's timeout_ms ends its run, max_run_ms caps any
- * run, a closed connection frees the worker, and everyone else is served
+ * answered.  Through dynqd: a request's timeout_ms ends its run,
+ * max_run_ms caps any run, a closed connection frees the worker, a session
+ * step stopped leaves its state as it was, and everyone else is served
  * meanwhile.  Unstopped, each long request computes for minutes (the test
  * times out): no test here asserts on speed.
  */
@@ -44,12 +44,15 @@ static void teardown(void) {
   tmpdir = NULL;
 }
 
-/* tests/fixtures/runlimit_NAME.onnx converted into dir/NAME.dynq. */
+/* tests/fixtures/runlimit_NAME.onnx converted into dir/NAME.dynq (the
+ * session fixture with its state pair). */
 static void convert_to(const char *dir, const char *name) {
   char onnx[256], out[4096];
   snprintf(onnx, sizeof(onnx), "tests/fixtures/runlimit_%s.onnx", name);
   snprintf(out, sizeof(out), "%s/%s.dynq", dir, name);
-  ck_assert_msg(tu_quantize(onnx, out, NULL) == 0, "dynq-quantize %s", name);
+  int rc = strcmp(name, "sess") == 0 ? tu_quantize(onnx, out, "--state", "h=hN", NULL)
+                                     : tu_quantize(onnx, out, NULL);
+  ck_assert_msg(rc == 0, "dynq-quantize %s", name);
 }
 
 static dynq__model_t *open_model(const char *name) {
@@ -243,6 +246,7 @@ typedef struct env {
 static void env_start(env_t *e, const char *const *extra) {
   e->dir = tu_mkdtemp_models(&e->models);
   convert_to(e->models, "sum");
+  convert_to(e->models, "sess");
   ck_assert_int_eq(tu_daemon_start(&e->d, e->dir, e->models, extra), 0);
 }
 
@@ -253,17 +257,23 @@ static void env_stop(env_t *e) {
   free(e->models);
 }
 
-/* infer on "sum" with a [1, na] and b [1, nb] (a ramp each); timeout_ms
- * < 0 leaves it out. */
-static void send_sum(tu_rpc_t *c, uint32_t msgid, int64_t na, int64_t nb, int64_t timeout_ms) {
+/* infer on "sum" (or a step of session sid > 0) with a [1, na] and b
+ * [1, nb] (a ramp each); timeout_ms < 0 leaves it out. */
+static void send_pairs(tu_rpc_t *c, uint32_t msgid, uint64_t sid, int64_t na, int64_t nb,
+                       int64_t timeout_ms) {
   float *a = tu_ramp_f32((size_t)na, 1000), *bv = tu_ramp_f32((size_t)nb, 1000);
   int64_t da[2] = {1, na}, db[2] = {1, nb};
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
   dynq__w_request_head(&w, msgid, "infer");
   dynq__w_map(&w, timeout_ms >= 0 ? 3 : 2);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, "sum");
+  if (sid > 0) {
+    dynq__w_str(&w, "session");
+    dynq__w_uint(&w, sid);
+  } else {
+    dynq__w_str(&w, "model");
+    dynq__w_str(&w, "sum");
+  }
   dynq__w_str(&w, "inputs");
   dynq__w_map(&w, 2);
   dynq__w_str(&w, "a");
@@ -277,6 +287,21 @@ static void send_sum(tu_rpc_t *c, uint32_t msgid, int64_t na, int64_t nb, int64_
   tu_rpc_send_wbuf(c, &w);
   free(a);
   free(bv);
+}
+
+static void send_sum(tu_rpc_t *c, uint32_t msgid, int64_t na, int64_t nb, int64_t timeout_ms) {
+  send_pairs(c, msgid, 0, na, nb, timeout_ms);
+}
+
+/* sum(ramp(na)) * sum(ramp(nb)) in double, as the model's sum */
+static double pairs_ref(int64_t na, int64_t nb) {
+  float *a = tu_ramp_f32((size_t)na, 1000), *bv = tu_ramp_f32((size_t)nb, 1000);
+  double sa = 0, sb = 0;
+  for (int64_t i = 0; i < na; i++) sa += a[i];
+  for (int64_t i = 0; i < nb; i++) sb += bv[i];
+  free(a);
+  free(bv);
+  return sa * sb;
 }
 
 /* A small sum answered with the right value (after the model loaded). */
@@ -364,6 +389,46 @@ START_TEST(test_daemon_closed_connection_frees_the_worker) {
 }
 END_TEST
 
+/* A session step stopped at its deadline leaves the state as it was: the
+ * next step adds to the state of the step before the stopped one. */
+START_TEST(test_daemon_stopped_step_keeps_the_state) {
+  env_t e = {0};
+  const char *extra[] = {"--workers", "1", NULL};
+  env_start(&e, extra);
+  expect_small_ok(e.d.sock);  /* the models are loaded */
+  tu_rpc_t c;
+  tu_rpc_open(&c, e.d.sock);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 1, "session.open");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "sess");
+  tu_rpc_send_wbuf(&c, &w);
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(&c, 1, &m);
+  int64_t sid = tu_obj_int_or(dynq__obj_get(m.result, "session"), -1);
+  dynq__rpc_free(&m);
+  ck_assert_int_ge(sid, 1);
+  const double s1 = pairs_ref(30, 20);
+  float y;
+  send_pairs(&c, 2, (uint64_t)sid, 30, 20, -1);  /* h 0 -> s1 */
+  tu_rpc_expect_ok(&c, 2, &m);
+  tu_get_f32_output(&m, "y", &y, 1);
+  dynq__rpc_free(&m);
+  ck_assert_msg(fabs(y - s1) <= 1e-5 * fabs(s1), "step 1: %g, expected %g", y, s1);
+  send_pairs(&c, 3, (uint64_t)sid, 100000, 100000, 300);  /* stopped */
+  tu_rpc_expect_error(&c, 3, DYNQ_EDEADLINE, "node 'pairs' (Einsum): run stopped after");
+  send_pairs(&c, 4, (uint64_t)sid, 30, 20, -1);  /* h s1 -> 2 s1, not the stopped step's */
+  tu_rpc_expect_ok(&c, 4, &m);
+  tu_get_f32_output(&m, "y", &y, 1);
+  dynq__rpc_free(&m);
+  ck_assert_msg(fabs(y - 2 * s1) <= 1e-5 * fabs(2 * s1), "step 3: %g, expected %g", y, 2 * s1);
+  tu_rpc_close(&c);
+  env_stop(&e);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("runlimit");
   TCase *tc = tcase_create("engine");
@@ -378,6 +443,7 @@ static Suite *suite(void) {
   tcase_add_test(td, test_daemon_deadline_stops_the_run);
   tcase_add_test(td, test_daemon_max_run_ms);
   tcase_add_test(td, test_daemon_closed_connection_frees_the_worker);
+  tcase_add_test(td, test_daemon_stopped_step_keeps_the_state);
   suite_add_tcase(s, td);
   return s;
 }
