@@ -628,8 +628,13 @@ done:
  * layer's measured gain wandered by +-10 % from the noise of the
  * estimate alone), integer inputs ids below the
  * consuming Gather's table size (else 1), symbolic dims SC_BATCH for the
- * first and SC_DIM for the others. */
+ * first and SC_DIM for the others.  A graph that cannot run at SC_DIM (an
+ * audio model whose front end needs hundreds of samples: a 256-tap
+ * Conv, an STFT frame) is tried again at the larger sizes of sc_dims, up
+ * to SC_MAX_ELEMS elements per input. */
 enum { SC_DRAWS = 8, SC_BATCH = 2, SC_DIM = 32, SC_MAX_CAND = 16 };
+static const int64_t sc_dims[] = {SC_DIM, 512, 4096, 16384};
+#define SC_MAX_ELEMS ((int64_t)1 << 22)
 #define SC_CAND_SHARE 0.005   /* a candidate does at most 0.5 % of the INT8 MACs */
 #define SC_TOTAL_SHARE 0.01   /* at most 1 % of the INT8 MACs moved to FP32 */
 #define SC_GAIN_PER_SHARE 10.0 /* keep when (error removed) >= 10 x (MAC share) */
@@ -657,8 +662,10 @@ static int64_t sc_table_rows(const dynq__graph_t *g, int32_t v) {
   return 0;
 }
 
-/* The synthetic calls into k->c; 0, or -1 with why in err. */
-static int sc_inputs(calib_t *k, const dynq__graph_t *g, char *err, size_t errlen) {
+/* The synthetic calls into k->c, symbolic dims (but a leading one) `dim`;
+ * 0, -2 when an input would pass SC_MAX_ELEMS, or -1 with why in err. */
+static int sc_inputs(calib_t *k, const dynq__graph_t *g, int64_t dim, char *err,
+                     size_t errlen) {
   dynq__calls_t *c = &k->c;
   c->what = "self-check";
   c->src = "(synthetic inputs)";
@@ -682,7 +689,9 @@ static int sc_inputs(calib_t *k, const dynq__graph_t *g, char *err, size_t errle
         snprintf(err, errlen, "input '%s' has no declared rank", d->name);
         return -1;
       }
-      for (int r = 0; r < d->rank; r++) dims[r] = d->dims[r] >= 0 ? d->dims[r] : r == 0 ? SC_BATCH : SC_DIM;
+      for (int r = 0; r < d->rank; r++) dims[r] = d->dims[r] >= 0 ? d->dims[r] : r == 0 ? SC_BATCH : dim;
+      int64_t numel = dynq__shape_numel(d->rank, dims);
+      if (dim > SC_DIM && (numel < 0 || numel > SC_MAX_ELEMS)) return -2;
       int rc = dynq__tensor_alloc(t, d->dtype, d->rank, dims);
       if (rc != 0) {
         snprintf(err, errlen, "input '%s': %s", d->name, rc == -ENOMEM ? "out of memory" :
@@ -793,18 +802,31 @@ int dynq__selfcheck(const dynq__imp_options_t *imp, const uint8_t *buf, size_t l
   eval_outputs(&k, g);
   int nq = map_layers(&k, g, order);
   if (nq == 0 || k.n_eval == 0) goto plain; /* nothing to choose or to measure */
-  if (sc_inputs(&k, g, err, sizeof(err)) != 0) goto skip;
-  k.ref = calloc((size_t)k.c.n_files * (size_t)k.n_eval, sizeof(*k.ref));
+  k.ref = calloc((size_t)SC_DRAWS * (size_t)k.n_eval, sizeof(*k.ref));
   if (k.ref == NULL) {
     snprintf(err, sizeof(err), "out of memory");
     goto skip;
   }
   /* each layer's share of the INT8 MACs, on the first draw: a model with
-   * no small layer (BERT: every GEMM >= 0.7 %) needs nothing more */
-  k.c.n_files = 1;
-  int rc = run_all(&k, m, DYNQ_PRECISION_INT8, NULL, 2, NULL);
-  k.c.n_files = SC_DRAWS;
+   * no small layer (BERT: every GEMM >= 0.7 %) needs nothing more.  It is
+   * also the try of the synthetic shapes: the first size that runs. */
+  int rc = -1;
+  int64_t dim = 0;
+  for (size_t t = 0; t < sizeof(sc_dims) / sizeof(sc_dims[0]) && rc != 0; t++) {
+    dynq__calls_free(&k.c);
+    memset(k.macs, 0, ((size_t)g->n_nodes + 1) * sizeof(*k.macs));
+    int ri = sc_inputs(&k, g, sc_dims[t], err, sizeof(err));
+    if (ri == -2) break;  /* larger sizes are larger still */
+    if (ri != 0) goto skip;
+    k.c.n_files = 1;
+    rc = run_all(&k, m, DYNQ_PRECISION_INT8, NULL, 2, NULL);
+    k.c.n_files = SC_DRAWS;
+    dim = sc_dims[t];
+  }
   if (rc != 0) goto skip_quiet;
+  if (dim > SC_DIM && !imp->quiet)
+    printf("self-check: symbolic dimensions of %lld (the model does not run at %d)\n",
+           (long long)dim, SC_DIM);
   sized = 1;
   double total = 0;
   for (int n = 0; n < g->n_nodes; n++) total += (double)k.macs[n];
@@ -896,7 +918,8 @@ int dynq__selfcheck(const dynq__imp_options_t *imp, const uint8_t *buf, size_t l
   goto done;
 skip_quiet:
   snprintf(err, sizeof(err), "the model did not run on synthetic inputs shaped from its "
-           "declared inputs (%s)", k.run_err[0] ? k.run_err : "out of memory");
+           "declared inputs, symbolic dimensions %lld%s (%s)", (long long)dim,
+           dim > SC_DIM ? " and smaller" : "", k.run_err[0] ? k.run_err : "out of memory");
 skip:
   if (!imp->quiet)
     fprintf(stderr, "%s: note: self-check skipped: %s; every layer quantized as by "
