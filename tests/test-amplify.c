@@ -25,25 +25,12 @@
 
 #define CAP ((int64_t)64 << 20)
 
-static char *tmpdir;
-
-static void setup(void) {
-  tmpdir = tu_mkdtemp();
-  ck_assert_ptr_nonnull(tmpdir);
-}
-
-static void teardown(void) {
-  tu_rmtree(tmpdir);
-  free(tmpdir);
-  tmpdir = NULL;
-}
-
 /* tests/fixtures/NAME.onnx converted with the given flags (NULL-ended). */
 static dynq__model_t *convert(const char *name, const char *f1, const char *f2, const char *f3,
                               const char *f4) {
   char onnx[256], out[4096], err[512] = "";
   snprintf(onnx, sizeof(onnx), "tests/fixtures/%s.onnx", name);
-  snprintf(out, sizeof(out), "%s/%s.dynq", tmpdir, name);
+  snprintf(out, sizeof(out), "%s/%s.dynq", tu_tmp, name);
   ck_assert_msg(tu_quantize(onnx, out, f1, f2, f3, f4, NULL) == 0, "dynq-quantize %s", name);
   dynq__model_t *m = NULL;
   ck_assert_msg(dynq__model_open(out, &m, err, sizeof(err)) == 0, "%s: %s", name, err);
@@ -180,7 +167,7 @@ END_TEST
 static Suite *amplify_suite(void) {
   Suite *s = suite_create("amplify");
   TCase *tc = tcase_create("amplify");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
   tcase_add_test(tc, test_wide_linear);
   tcase_add_test(tc, test_padded_conv);
   tcase_add_test(tc, test_convtranspose_columns);

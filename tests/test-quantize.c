@@ -27,23 +27,10 @@
 #define FP32_TOL 1e-5
 #define INT8_TOL 0.02
 
-static char *tmpdir;
-
-static void setup(void) {
-  tmpdir = tu_mkdtemp();
-  ck_assert_ptr_nonnull(tmpdir);
-}
-
-static void teardown(void) {
-  tu_rmtree(tmpdir);
-  free(tmpdir);
-  tmpdir = NULL;
-}
-
 static char *tmp_path(const char *name) {
-  size_t n = strlen(tmpdir) + strlen(name) + 2;
+  size_t n = strlen(tu_tmp) + strlen(name) + 2;
   char *p = malloc(n);
-  snprintf(p, n, "%s/%s", tmpdir, name);
+  snprintf(p, n, "%s/%s", tu_tmp, name);
   return p;
 }
 
@@ -130,7 +117,7 @@ static void mlp_free(mlp_ref_t *r) {
   free(r->p);
 }
 
-/* Quantize mlp.onnx with one option (or none) into tmpdir/name. */
+/* Quantize mlp.onnx with one option (or none) into tu_tmp/name. */
 static char *mlp_quantize(const char *opt, const char *name) {
   char *in = fixture("mlp.onnx");
   char *outp = tmp_path(name);
@@ -447,7 +434,7 @@ END_TEST
 
 /* ---- failures: exit code, message, and nothing written ------------ */
 
-/* Expect `rc`, every string of `want` in the output, and an empty tmpdir. */
+/* Expect `rc`, every string of `want` in the output, and an empty tu_tmp. */
 static void expect_fail(const char *input_path, const char *opt, int want_rc,
                         const char *const *want) {
   char *outp = tmp_path("out.dynq");
@@ -1253,7 +1240,7 @@ START_TEST(test_bad_files) {
   expect_fail(text, NULL, 1, w_text);
   expect_fail(missing, NULL, 1, w_missing);
   const char *w_dir[] = {"not a regular file", NULL};
-  expect_fail(tmpdir, NULL, 1, w_dir);
+  expect_fail(tu_tmp, NULL, 1, w_dir);
 
   /* Usage errors: exit 2 and the usage text. */
   const char *w_opt[] = {"unknown option '--bogus'", "usage:", NULL};
@@ -1490,7 +1477,7 @@ END_TEST
 
 START_TEST(test_const_errors) {
   char *in = fixture("fallback.onnx");
-  char *dir = tmpdir;
+  char *dir = tu_tmp;
   char path[9][512], *arg[9];
   const char *files[] = {"ok.pb", "garbage.pb", "empty.pb", "nodtype.pb", "int64.pb",
                          "shape.pb", "rank.pb", "rawsize.pb", "missing.pb"};
@@ -1643,7 +1630,7 @@ END_TEST
 START_TEST(test_state_option) {
   char in[4096], outp[4200], *log = NULL;
   snprintf(in, sizeof(in), "%s", tu_src("tests/fixtures/stateful.onnx"));
-  snprintf(outp, sizeof(outp), "%s/st.dynq", tmpdir);
+  snprintf(outp, sizeof(outp), "%s/st.dynq", tu_tmp);
   ck_assert_int_eq(tu_quantize_log(&log, "--state", "state=stateN", in, outp, NULL), 0);
   free(log);
   dynq__model_t *m = NULL;
@@ -1654,7 +1641,7 @@ START_TEST(test_state_option) {
   ck_assert_str_eq(g->values[g->state[0]].name, "state");
   ck_assert_str_eq(g->values[g->state[1]].name, "stateN");
   dynq__model_unref(m);
-  snprintf(outp, sizeof(outp), "%s/st-bad.dynq", tmpdir);
+  snprintf(outp, sizeof(outp), "%s/st-bad.dynq", tu_tmp);
   ck_assert_int_eq(tu_quantize_log(&log, "--state", "state=nope", in, outp, NULL), 1);
   ck_assert_ptr_nonnull(strstr(log, "no output named 'nope'"));
   free(log);
@@ -1675,21 +1662,21 @@ END_TEST
 static Suite *quantize_suite(void) {
   Suite *s = suite_create("quantize");
   TCase *tc = tcase_create("mlp");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
   tcase_add_test(tc, test_mlp_default);
   tcase_add_test(tc, test_mlp_fp32);
   tcase_add_test(tc, test_mlp_per_tensor);
   tcase_add_test(tc, test_mlp_no_reference);
   suite_add_tcase(s, tc);
   tc = tcase_create("gemm");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
   tcase_add_test(tc, test_gemm_variants_fp32);
   tcase_add_test(tc, test_gemm_variants_int8);
   tcase_add_test(tc, test_constant_node);
   tcase_add_test(tc, test_fp32_fallback);
   suite_add_tcase(s, tc);
   tc = tcase_create("errors");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
   tcase_add_test(tc, test_unsupported);
   tcase_add_test(tc, test_softmax_old_opset);
   tcase_add_test(tc, test_upsample_attr_form);

@@ -31,19 +31,6 @@
 #include "tensor.h"
 #include "testutil.h"
 
-static char *tmpdir;
-
-static void setup(void) {
-  tmpdir = tu_mkdtemp();
-  ck_assert_ptr_nonnull(tmpdir);
-}
-
-static void teardown(void) {
-  tu_rmtree(tmpdir);
-  free(tmpdir);
-  tmpdir = NULL;
-}
-
 /* tests/fixtures/runlimit_NAME.onnx converted into dir/NAME.dynq (the
  * session fixture with its state pair). */
 static void convert_to(const char *dir, const char *name) {
@@ -57,8 +44,8 @@ static void convert_to(const char *dir, const char *name) {
 
 static dynq__model_t *open_model(const char *name) {
   char path[4096], err[512] = "";
-  convert_to(tmpdir, name);
-  snprintf(path, sizeof(path), "%s/%s.dynq", tmpdir, name);
+  convert_to(tu_tmp, name);
+  snprintf(path, sizeof(path), "%s/%s.dynq", tu_tmp, name);
   dynq__model_t *m = NULL;
   ck_assert_msg(dynq__model_open(path, &m, err, sizeof(err)) == 0, "%s: %s", name, err);
   return m;
@@ -432,7 +419,7 @@ END_TEST
 static Suite *suite(void) {
   Suite *s = suite_create("runlimit");
   TCase *tc = tcase_create("engine");
-  tcase_add_checked_fixture(tc, setup, teardown);
+  tcase_add_checked_fixture(tc, tu_tmp_setup, tu_tmp_teardown);
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, test_small_runs_and_stops_at_once);
   tcase_add_test(tc, test_long_sum_stops_at_its_deadline_and_cap);

@@ -450,19 +450,6 @@ END_TEST
 
 /* ---- the log-mel fixture ---- */
 
-static char *tmpdir;
-
-static void setup(void) {
-  tmpdir = tu_mkdtemp();
-  ck_assert_ptr_nonnull(tmpdir);
-}
-
-static void teardown(void) {
-  tu_rmtree(tmpdir);
-  free(tmpdir);
-  tmpdir = NULL;
-}
-
 static float *load_fixture(const char *name, size_t want) {
   char rel[256];
   snprintf(rel, sizeof rel, "tests/fixtures/%s", name);
@@ -477,7 +464,7 @@ static float *load_fixture(const char *name, size_t want) {
 static dynq__model_t *convert_logmel(void) {
   char in[1024], out[1024];
   snprintf(in, sizeof in, "%s", tu_src("tests/fixtures/logmel.onnx"));
-  snprintf(out, sizeof out, "%s/logmel.dynq", tmpdir);
+  snprintf(out, sizeof out, "%s/logmel.dynq", tu_tmp);
   char *log = NULL;
   ck_assert_msg(tu_quantize_log(&log, in, out, NULL) == 0, "dynq-quantize: %s", log);
   free(log);
@@ -612,7 +599,7 @@ END_TEST
 START_TEST(import_refusals) {
   char in[1024], out[1024];
   snprintf(in, sizeof in, "%s", tu_src("tests/fixtures/bad_spectral.onnx"));
-  snprintf(out, sizeof out, "%s/bad.dynq", tmpdir);
+  snprintf(out, sizeof out, "%s/bad.dynq", tu_tmp);
   char *log = NULL;
   ck_assert_int_ne(tu_quantize_log(&log, in, out, NULL), 0);
   ck_assert_ptr_nonnull(log);
@@ -684,7 +671,7 @@ int main(void) {
   tcase_add_test(tc, load_check_constants);
   suite_add_tcase(s, tc);
   TCase *tm = tcase_create("logmel");
-  tcase_add_checked_fixture(tm, setup, teardown);
+  tcase_add_checked_fixture(tm, tu_tmp_setup, tu_tmp_teardown);
   tcase_add_test(tm, logmel_folded);
   tcase_add_test(tm, logmel_vs_numpy);
   tcase_add_test(tm, logmel_hostile);

@@ -47,6 +47,19 @@ char *tu_mkdtemp(void) {
   return strdup(buf);
 }
 
+char *tu_tmp;
+
+void tu_tmp_setup(void) {
+  tu_tmp = tu_mkdtemp();
+  ck_assert_ptr_nonnull(tu_tmp);
+}
+
+void tu_tmp_teardown(void) {
+  tu_rmtree(tu_tmp);
+  free(tu_tmp);
+  tu_tmp = NULL;
+}
+
 void tu_rmtree(const char *dir) {
   DIR *d = opendir(dir);
   if (d == NULL) return;

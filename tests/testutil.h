@@ -23,6 +23,11 @@ const char *tu_build(const char *rel);
 
 /* A fresh directory under $TMPDIR; removed (recursively) by tu_rmtree. */
 char *tu_mkdtemp(void);
+/* A Check fixture's scratch directory: tu_tmp_setup makes tu_tmp (a fresh
+ * tu_mkdtemp for each test), tu_tmp_teardown removes it with its files. */
+extern char *tu_tmp;
+void tu_tmp_setup(void);
+void tu_tmp_teardown(void);
 void tu_rmtree(const char *dir);
 
 /* Write/read a whole file.  Return 0 / -1. */
