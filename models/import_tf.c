@@ -73,9 +73,8 @@ const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n) {
         strcmp(ap, "VALID") && ap[0])
       return dynq__imp_pool_printf(pl, "auto_pad '%s' is not supported", ap);
     int64_t sto = dynq__imp_attr_i(n, "storage_order", 0);
-    if (sto != 0)
-      return dynq__imp_pool_printf(pl, "storage_order %" PRId64 " is not supported (only 0)", sto);
-    if (n->n_output > 1) return "the Indices output is not supported";
+    if (sto != 0 && sto != 1)
+      return dynq__imp_pool_printf(pl, "storage_order %" PRId64 " is not 0 or 1", sto);
     if (strcmp(t, "AveragePool") == 0 && dynq__imp_find_attr(n, "dilations"))
       return "AveragePool with dilations is not supported";
   } else if (strcmp(t, "LayerNormalization") == 0) {
@@ -226,6 +225,8 @@ int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__imp_node_attr_s(bn, "auto_pad", ap[0] ? ap : "NOTSET");
     dynq__imp_node_attr_i(bn, "ceil_mode", dynq__imp_attr_i(n, "ceil_mode", 0));
     dynq__imp_node_attr_i(bn, "count_include_pad", dynq__imp_attr_i(n, "count_include_pad", 0));
+    if (op == DYNQ_OP_MAXPOOL && dynq__imp_attr_i(n, "storage_order", 0) != 0)
+      dynq__imp_node_attr_i(bn, "storage_order", dynq__imp_attr_i(n, "storage_order", 0));
   } else if (op == DYNQ_OP_LAYERNORM) {
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
     dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));
@@ -235,9 +236,11 @@ int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__imp_node_attr_f(bn, "alpha", dynq__imp_attr_f(n, "alpha", 0.2f));
     dynq__imp_node_attr_f(bn, "beta", dynq__imp_attr_f(n, "beta", 0.5f));
   }
-  /* LayerNormalization's optional Mean and InvStdDev (an empty name: not
-   * wanted) */
-  for (size_t o = 0; o < n->n_output; o++) {
+  /* LayerNormalization's optional Mean and InvStdDev, MaxPool's Indices
+   * (an empty name: not wanted; trailing ones are left off) */
+  size_t n_out = n->n_output;
+  while (n_out > 1 && !(n->output[n_out - 1] && n->output[n_out - 1][0])) n_out--;
+  for (size_t o = 0; o < n_out; o++) {
     int32_t out = -1;
     if (n->output[o] && n->output[o][0] &&
         (out = dynq__imp_claim_output(c, n->output[o], b->n_nodes - 1)) < 0)

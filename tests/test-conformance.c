@@ -156,8 +156,6 @@ static const struct {
     {"test_identity_opt", "optional types are not supported (tensors only)"},
     {"test_identity_sequence", "sequence types are not supported (tensors only)"},
     {"test_maxpool_2d_uint8", "pooling is float32 only"},
-    {"test_maxpool_with_argmax_2d_precomputed_pads", "MaxPool's Indices output is not supported"},
-    {"test_maxpool_with_argmax_2d_precomputed_strides", "MaxPool's Indices output is not supported"},
     {"test_batchnorm_epsilon_training_mode", "BatchNormalization runs in inference form only"},
     {"test_batchnorm_example_training_mode", "BatchNormalization runs in inference form only"},
     {"test_convtranspose_3d", "3-D ConvTranspose is not supported (1-D and 2-D)"},

@@ -739,6 +739,43 @@ START_TEST(test_nms_tail) {
 }
 END_TEST
 
+/* poolidx.onnx (make_poolidx.py): MaxPool's Indices output, row-major
+ * and column-major (storage_order 1), 2-D and 1-D, and MaxUnpool putting
+ * the maxima back from them (the SegNet pattern), equal to numpy's on
+ * both paths (no layer to quantize: exact); x has ties (halves), where
+ * the first maximum of a window wins. */
+START_TEST(test_maxpool_indices) {
+  dynq__model_t *m = convert_fixture("poolidx.onnx");
+  float *x = load_raw("poolidx_x.f32", 378 * sizeof(float));
+  /* y0, i0 [2, 3, 4, 5]; u [2, 3, 7, 9]; i1 [2, 3, 3, 4]; y2, i2 [2, 21, 4] */
+  static const int64_t want_n[6] = {120, 120, 378, 72, 168, 168};
+  static const int is_idx[6] = {0, 1, 0, 1, 0, 1};
+  size_t total = 0;
+  for (int k = 0; k < 6; k++) total += (size_t)want_n[k] * (is_idx[k] ? 8 : 4);
+  unsigned char *ref = load_raw("poolidx_ref.bin", total);
+  dynq__tensor_t X = f32_tensor(x, 4, (int64_t[]){2, 3, 7, 9});
+  const char *names[] = {"x"};
+  char err[256];
+  for (int prec = 0; prec < 2; prec++) {
+    dynq__tensor_t y[6] = {{0}};
+    ck_assert_msg(run_model(m, prec ? DYNQ_PRECISION_INT8 : DYNQ_PRECISION_FP32, names, &X, 1, y,
+                            err, sizeof err) == 0, "%s", err);
+    size_t off = 0;
+    for (int k = 0; k < 6; k++) {
+      size_t nb = (size_t)want_n[k] * (is_idx[k] ? 8 : 4);
+      ck_assert_int_eq(y[k].dtype, is_idx[k] ? DYNQ_DT_I64 : DYNQ_DT_F32);
+      ck_assert_int_eq(dynq__tensor_numel(&y[k]), want_n[k]);
+      ck_assert_msg(memcmp(y[k].data, ref + off, nb) == 0, "output %d differs from numpy's", k);
+      off += nb;
+    }
+    clear_outputs(y, 6);
+  }
+  dynq__model_unref(m);
+  free(x);
+  free(ref);
+}
+END_TEST
+
 /* new_ops.onnx (make_new_ops.py): the new ops in one graph, as a fuzzing
  * seed; here what each output computes on x = i / 16 - 4 (increasing
  * along every axis, no NaN). */
@@ -893,7 +930,7 @@ START_TEST(test_malformed_models) {
       {"bad_undefined_input.onnx", {"add_missing", "'nope'"}},
       {"bad_reshape_dynamic.onnx", {"dyn_reshape", "constant"}},
       {"bad_attr.onnx", {"gemm_transB2", "relu_extra", "'bogus'"}},
-      {"bad_tf_attrs.onnx", {"'mp_order' (op MaxPool): storage_order 1",
+      {"bad_tf_attrs.onnx", {"'mp_order' (op MaxPool): storage_order 2 is not 0 or 1",
                              "'mp_autopad' (op MaxPool): auto_pad 'FANCY'",
                              "'ap_4d' (op AveragePool): kernel_shape has 4 values"}},
       {"bad_tf_attrs.onnx", {"'bn_train' (op BatchNormalization): training_mode 1",
@@ -1686,6 +1723,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_qoperator_static);
   tcase_add_test(tc, test_qoperator_runtime_scale);
   tcase_add_test(tc, test_nms_tail);
+  tcase_add_test(tc, test_maxpool_indices);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);
   tcase_add_test(tc, test_rules_old_forms);

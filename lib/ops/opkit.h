@@ -50,6 +50,7 @@ typedef struct dynq__pool_attrs {
   int spatial;           /* 1, 2 or 3 */
   int auto_pad;          /* DYNQ_PAD_* */
   int ceil_mode, count_include_pad;
+  int storage_order;          /* MaxPool's Indices: 0 row-major, 1 column-major */
   int64_t kernel[3], strides[3], dilations[3], pad_begin[3], pad_end[3];
 } dynq__pool_attrs_t;
 

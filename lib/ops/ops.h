@@ -78,7 +78,7 @@
   X(ABS, 44, "Abs", 1, 0, 1, 1, 1, 1, none, none, unary_any)                               \
   X(PHI, 45, "Phi", 0, 0, 3, 3, 1, 1, none, none, phi)                                     \
   /* pool.c */                                                                             \
-  X(MAXPOOL, 46, "MaxPool", 1, 0, 1, 1, 1, 1, pool, pool, maxpool)                         \
+  X(MAXPOOL, 46, "MaxPool", 1, 0, 1, 1, 1, 2, pool, pool, maxpool)                         \
   X(AVERAGEPOOL, 47, "AveragePool", 1, 0, 1, 1, 1, 1, pool, pool, avgpool)                 \
   X(GLOBAL_AVERAGEPOOL, 48, "GlobalAveragePool", 1, 0, 1, 1, 1, 1, none, none, global_avgpool) \
   X(GLOBAL_MAXPOOL, 49, "GlobalMaxPool", 1, 0, 1, 1, 1, 1, none, none, global_maxpool)     \

@@ -12,6 +12,14 @@
  * clipped to the padded input, as PyTorch and ONNX Runtime do).
  * ceil_mode drops a last window that would start in the end padding
  * (PyTorch's rule, which ONNX Runtime follows).
+ *
+ * MaxPool's optional second output, Indices (int64, the output's shape),
+ * holds where each maximum came from as an offset into the whole input
+ * (batch and channel included; ONNX's definition, what MaxUnpool reads):
+ * row-major (storage_order 0) or column-major over the spatial axes
+ * (storage_order 1: d + D * (h + H * w)).  The first maximum of a window
+ * wins, as in ONNX's reference; a window holding a NaN gives the NaN and
+ * the first NaN's place.
  */
 #include "ops.h"
 
@@ -41,6 +49,7 @@ int dynq__prep_pool(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate
   p->auto_pad = dynq__op_auto_pad(n);
   p->ceil_mode = dynq__node_attr_i(n, "ceil_mode", 0) != 0;
   p->count_include_pad = dynq__node_attr_i(n, "count_include_pad", 0) != 0;
+  p->storage_order = (int)dynq__node_attr_i(n, "storage_order", 0);
   return 0;
 }
 
@@ -52,6 +61,9 @@ int dynq__check_pool(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   DYNQ_OP_CHECK(p->spatial >= 1 && p->spatial <= 3, "%d spatial axes (1, 2 or 3 supported)",
                 p->spatial);
   DYNQ_OP_CHECK(p->auto_pad != DYNQ_PAD_BAD, "unknown auto_pad value");
+  DYNQ_OP_CHECK(p->storage_order == 0 || p->storage_order == 1, "storage_order %d (0 or 1)",
+                p->storage_order);
+  DYNQ_OP_CHECK(n->n_out == 1 || n->op == DYNQ_OP_MAXPOOL, "only MaxPool has an Indices output");
   for (int ax = 0; ax < p->spatial; ax++) {
     DYNQ_OP_CHECK(p->kernel[ax] >= 1 && p->kernel[ax] <= 65536,
                   "kernel_shape %lld on axis %d outside [1, 65536]", (long long)p->kernel[ax], ax);
@@ -141,6 +153,12 @@ static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   int rc;
   if ((rc = pool_geom(c, x, &g, od))) return rc;
   if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, od, 0))) return rc;
+  int64_t *pi = NULL;
+  if (is_max && c->node->n_out > 1) {
+    if ((rc = dynq__op_alloc(c, &out[1], DYNQ_DT_I64, x->rank, od, 0))) return rc;
+    pi = out[1].data;
+  }
+  const int colmajor = c->st->pool.storage_order == 1;
   const float *px = x->data;
   float *py = out->data;
   int incl = c->st->pool.count_include_pad;
@@ -155,7 +173,7 @@ static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
         for (int64_t ox = 0; ox < g.out[2]; ox++) {
           int64_t x0 = ox * g.s[2] - g.pb[2];
           float mx = -INFINITY, sum = 0.0f;
-          int64_t cnt = 0;
+          int64_t cnt = 0, at = -1;
           for (int64_t e = 0; e < g.k[0]; e++) {
             int64_t z = z0 + e * g.d[0];
             if (z < 0 || z >= g.in[0]) continue;
@@ -168,7 +186,11 @@ static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
                 if (xx < 0 || xx >= g.in[2]) continue;
                 float v = row[xx];
                 if (is_max) {
-                  if (v > mx || v != v) mx = v; /* NaN propagates */
+                  /* the first maximum; a NaN propagates (the first one) */
+                  if (cnt == 0 || v > mx || (v != v && mx == mx)) {
+                    mx = v;
+                    at = colmajor ? z + g.in[0] * (y + g.in[1] * xx) : (z * g.in[1] + y) * g.in[2] + xx;
+                  }
                 } else {
                   sum += v;
                 }
@@ -179,6 +201,8 @@ static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
           float *yo = ys + (oz * g.out[1] + oy) * g.out[2] + ox;
           if (is_max) {
             *yo = mx;
+            /* a window of padding only (cnt 0) points nowhere: -1 */
+            if (pi != NULL) pi[yo - py] = at >= 0 ? p * iplane + at : -1;
           } else {
             int64_t div = cnt;
             if (incl) /* the window clipped to the padded input */
