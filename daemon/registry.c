@@ -202,7 +202,7 @@ static int confine(const dynqd_registry_t *r, const char *rel, char *out,
  * model (a name that is no input, a rank or a fixed dim it contradicts):
  * a warm-up the operator asked for is never silently skipped. */
 static int warm_shapes(const char *name, const dynqd_batch_rule_t *rule,
-                       const dynq__model_sig_t *sig, int *ranks,
+                       const dynq__model_sig_t *sig, int64_t sym, int *ranks,
                        int64_t (*dims)[DYNQ_MAX_RANK], char *err, size_t errlen) {
   for (int k = 0; rule != NULL && k < rule->n_warm; k++) {
     int hit = 0;
@@ -221,7 +221,7 @@ static int warm_shapes(const char *name, const dynqd_batch_rule_t *rule,
       if (strcmp(rule->warm_names[q], v->name) == 0) k = q;
     if (k < 0) {
       ranks[i] = v->rank < 0 ? 0 : v->rank;
-      for (int d = 0; d < ranks[i]; d++) dims[i][d] = v->dims[d] < 0 ? 1 : v->dims[d];
+      for (int d = 0; d < ranks[i]; d++) dims[i][d] = v->dims[d] < 0 ? sym : v->dims[d];
       continue;
     }
     if (v->rank >= 0 && rule->warm_rank[k] != v->rank) {
@@ -251,7 +251,7 @@ static int warm_shapes(const char *name, const dynqd_batch_rule_t *rule,
  * a valid file must not make dynqd allocate gigabytes to warm it. */
 static int warm_bounds(const dynqd_registry_t *r, const char *name,
                        const dynq__model_sig_t *sig, const int *ranks,
-                       int64_t (*dims)[DYNQ_MAX_RANK], char *err, size_t errlen) {
+                       int64_t (*dims)[DYNQ_MAX_RANK], int quiet, char *err, size_t errlen) {
   uint64_t bytes = 0;
   for (int i = 0; i < sig->n_inputs; i++) {
     const dynq__io_t *v = &sig->inputs[i];
@@ -272,6 +272,7 @@ static int warm_bounds(const dynqd_registry_t *r, const char *name,
     bytes = bytes > UINT64_MAX - b ? UINT64_MAX : bytes + b;
   }
   if (r->warm_max_bytes > 0 && bytes > r->warm_max_bytes) {
+    if (quiet) return 1;
     log_warn("model '%s': its warm-up inputs would take %llu bytes, more than "
              "warmup_max_bytes (%llu); serving it without warm-up", name,
              (unsigned long long)bytes, (unsigned long long)r->warm_max_bytes);
@@ -343,18 +344,36 @@ static int warm_up(const dynqd_registry_t *r, const char *name, const dynq__mode
     snprintf(err, errlen, "out of memory warming the model");
     goto out;
   }
-  rc = warm_shapes(name, rule, sig, ranks, dims, err, errlen);
-  if (rc == 0) rc = warm_bounds(r, name, sig, ranks, dims, err, errlen);
+  rc = warm_shapes(name, rule, sig, 1, ranks, dims, err, errlen);
+  if (rc == 0) rc = warm_bounds(r, name, sig, ranks, dims, 0, err, errlen);
   if (rc == 0) rc = warm(m, ranks, dims, r->max_value_bytes, err, errlen);
   else if (rc == 1) rc = 0;  /* not warmed (logged) */
   if (rc == DYNQ_ESHAPE && !configured && has_symbolic_input(sig)) {
-    /* Setting every symbolic dim to 1 is a guess some models cannot run
-     * (Silero VAD's first Conv needs >= 256 samples).  The file passed
-     * every load check; serve it unwarmed rather than refuse it. */
-    log_warn("model '%s': warm-up with symbolic dimensions set to 1 failed (%s); "
-             "serving it without warm-up (give its input shapes in the config: "
-             "[batch.%s] warmup = NAME:DIMS,...)", name, err, name);
-    rc = 0;
+    /* Every symbolic dim 1 is a guess some models cannot run (Silero
+     * VAD's first Conv needs >= 256 samples; a Reshape into rows of 4):
+     * larger ones, while the inputs stay within warmup_max_bytes.  A
+     * model none of them runs passed every load check: it is served
+     * unwarmed rather than refused. */
+    static const int64_t syms[] = {16, 256, 1024};
+    char first[512];
+    snprintf(first, sizeof(first), "%s", err);
+    for (size_t t = 0; t < sizeof(syms) / sizeof(syms[0]) && rc == DYNQ_ESHAPE; t++) {
+      char e2[512];
+      if (warm_shapes(name, rule, sig, syms[t], ranks, dims, e2, sizeof(e2)) != 0 ||
+          warm_bounds(r, name, sig, ranks, dims, 1, e2, sizeof(e2)) != 0)
+        break;
+      rc = warm(m, ranks, dims, r->max_value_bytes, e2, sizeof(e2));
+      if (rc == 0)
+        log_info("model '%s': warmed with symbolic dimensions set to %lld (at 1: %s)", name,
+                 (long long)syms[t], first);
+    }
+    if (rc != 0) {
+      log_warn("model '%s': warm-up with symbolic dimensions set to 1 failed (%s), and at 16, "
+               "256 and 1024 (within warmup_max_bytes); serving it without warm-up (give its "
+               "input shapes in the config: [batch.%s] warmup = NAME:DIMS,...)", name, first,
+               name);
+      rc = 0;
+    }
   } else if (rc != 0 && configured && rc != DYNQ_EPARAMS) {
     char why[512];
     snprintf(why, sizeof(why), "%s", err);

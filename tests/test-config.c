@@ -359,44 +359,53 @@ static int log_has(const tu_daemon_t *d, const char *needle) {
   return 0;
 }
 
-/* warm_shape.onnx reshapes x[N, T] into rows of 4: the generic warm-up
- * (N = T = 1) fails and the model is served cold with a warning; shapes
- * from the config warm it; shapes that contradict the model, or with
- * which it cannot run, refuse it with the config key named. */
+/* warm_shape.onnx reshapes x[N, T] into rows of 4: the generic warm-up's
+ * first guess (N = T = 1) fails, its next (16) runs, and the model is
+ * warmed with a note.  warm_never.onnx (rows of 7) runs at none of the
+ * guesses: served cold with a warning; shapes from the config warm it;
+ * shapes that contradict the model, or with which it cannot run, refuse
+ * it with the config key named. */
 START_TEST(test_warmup_shapes) {
-  char p[700];
+  char p[700], q[700];
   snprintf(p, sizeof(p), "%s/ws.dynq", g_models);
   ck_assert_int_eq(tu_quantize("tests/fixtures/warm_shape.onnx", p, NULL), 0);
+  snprintf(q, sizeof(q), "%s/wn.dynq", g_models);
+  ck_assert_int_eq(tu_quantize("tests/fixtures/warm_never.onnx", q, NULL), 0);
   tu_daemon_t d;
   ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, NULL), 0);
-  ck_assert_msg(log_has(&d, "model 'ws': warm-up with symbolic dimensions set to 1 failed"),
+  ck_assert_msg(log_has(&d, "model 'ws': warmed with symbolic dimensions set to 16 (at 1: "),
+                "ws not warmed at 16");
+  ck_assert_msg(log_has(&d, "model 'wn': warm-up with symbolic dimensions set to 1 failed"),
                 "no cold-start warning");
-  ck_assert(tu_file_contains(d.log, "[batch.ws] warmup = NAME:DIMS"));
+  ck_assert(tu_file_contains(d.log, "and at 16, 256 and 1024"));
+  ck_assert(tu_file_contains(d.log, "[batch.wn] warmup = NAME:DIMS"));
+  ck_assert(!tu_file_contains(d.log, "model 'ws': warm-up"));
   ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+  ck_assert_int_eq(unlink(p), 0);  /* the config cases are about wn */
 
   static const struct {
     const char *warmup;
     const char *needle;  /* NULL: warmed and loaded */
   } cases[] = {
-    {"x:2x8", NULL},
-    {" x : 3x4 ", NULL},
-    {"x:2x8x1", "[batch.ws] warmup gives 'x' 3 dimensions, but the model declares 2"},
-    {"z:1x4", "[batch.ws] warmup names 'z', which is not an input of the model"},
-    {"x:1x1", "(shapes from [batch.ws] warmup = x:1x1)"},
+    {"x:2x14", NULL},
+    {" x : 3x7 ", NULL},
+    {"x:2x8x1", "[batch.wn] warmup gives 'x' 3 dimensions, but the model declares 2"},
+    {"z:1x4", "[batch.wn] warmup names 'z', which is not an input of the model"},
+    {"x:1x1", "(shapes from [batch.wn] warmup = x:1x1)"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     char text[256];
-    snprintf(text, sizeof(text), "[batch.ws]\nwarmup = %s\n", cases[i].warmup);
+    snprintf(text, sizeof(text), "[batch.wn]\nwarmup = %s\n", cases[i].warmup);
     const char *conf = write_conf("w.conf", text);
     const char *extra[] = {"--config", conf, NULL};
     ck_assert_int_eq(tu_daemon_start(&d, g_dir, g_models, extra), 0);
     if (cases[i].needle == NULL) {
-      ck_assert_msg(log_has(&d, "loaded model 'ws' version 1"), "case %zu: not loaded", i);
+      ck_assert_msg(log_has(&d, "loaded model 'wn' version 1"), "case %zu: not loaded", i);
       ck_assert_msg(!tu_file_contains(d.log, "warm-up"), "case %zu: a warm-up warning", i);
     } else {
       ck_assert_msg(log_has(&d, cases[i].needle), "case %zu: no '%s' in the log", i,
                     cases[i].needle);
-      ck_assert_msg(!tu_file_contains(d.log, "loaded model 'ws'"), "case %zu: loaded", i);
+      ck_assert_msg(!tu_file_contains(d.log, "loaded model 'wn'"), "case %zu: loaded", i);
     }
     ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
   }
