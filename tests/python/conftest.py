@@ -73,6 +73,7 @@ def model_dir(tmp_path_factory):
     make_dtypes_onnx(dt)
     quantize(dt, str(d / "dtypes.dynq"))
     quantize(os.path.join(SRC, "tests", "fixtures", "stateful.onnx"), str(d / "stateful.dynq"))
+    quantize(os.path.join(SRC, "tests", "fixtures", "runlimit_sum.onnx"), str(d / "pairs.dynq"))
     return d
 
 

@@ -3,6 +3,7 @@ import errno
 import os
 import re
 
+import numpy as np
 import pytest
 
 import dynq
@@ -68,3 +69,17 @@ def test_server_error_raises_named_class(client):
     assert "no-such-model" in ei.value.message
     with pytest.raises(dynq.ENOMETHOD):
         client.call("no.such.method")
+
+
+def test_deadline_stops_a_running_request(client):
+    """timeout_ms ends a request's run, not only its wait: an Einsum over
+    1e10 pairs (runlimit_sum.onnx) answers EDEADLINE, retryable, naming the
+    node, instead of computing for minutes; the connection serves on."""
+    a = np.linspace(0, 1, 100000, dtype=np.float32).reshape(1, -1)
+    with pytest.raises(dynq.EDEADLINE) as ei:
+        client.infer("pairs", {"a": a, "b": a}, timeout_ms=300)
+    assert ei.value.retryable
+    assert "node 'pairs' (Einsum): run stopped after" in ei.value.message
+    small = np.ones((1, 3), np.float32)
+    y = client.infer("pairs", {"a": small, "b": small})["y"]
+    assert y.shape == (1, 1) and y[0, 0] == 9.0
