@@ -185,8 +185,8 @@ static const char *check_conv(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const dynq__value_t *W = dynq__imp_const_of(c, n->input[1]);
   int sr = W ? W->rank - 2 : -1;
-  if (W && sr != 1 && sr != 2)
-    return dynq__imp_pool_printf(pl, "only 1-D and 2-D convolutions are supported (weights of rank %d)", W->rank);
+  if (W && (sr < 1 || sr > 3))
+    return dynq__imp_pool_printf(pl, "only 1-D, 2-D and 3-D convolutions are supported (weights of rank %d)", W->rank);
   for (size_t i = 0; i < n->n_attribute; i++) {
     const Onnx__AttributeProto *a = n->attribute[i];
     const char *an = a->name ? a->name : "";
@@ -201,10 +201,10 @@ static const char *check_conv(conv_t *c, const Onnx__NodeProto *n) {
       if (!is_type(a, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS))
         return dynq__imp_pool_printf(pl, "attribute '%s' must be a list of ints", an);
       size_t want = strcmp(an, "pads") == 0 ? 2 : 1;
-      if (sr < 0 && (a->n_ints == 1 || a->n_ints == 2) && want == 1) sr = (int)a->n_ints;
-      if (sr < 0 && (a->n_ints == 2 || a->n_ints == 4) && want == 2) sr = (int)a->n_ints / 2;
+      if (sr < 0 && a->n_ints >= 1 && a->n_ints <= 3 && want == 1) sr = (int)a->n_ints;
+      if (sr < 0 && (a->n_ints == 2 || a->n_ints == 4 || a->n_ints == 6) && want == 2) sr = (int)a->n_ints / 2;
       if (sr < 0 || a->n_ints != want * (size_t)sr)
-        return dynq__imp_pool_printf(pl, "attribute '%s' has %zu values; only 1-D and 2-D convolutions are supported", an, a->n_ints);
+        return dynq__imp_pool_printf(pl, "attribute '%s' has %zu values; only 1-D, 2-D and 3-D convolutions are supported", an, a->n_ints);
       for (size_t k = 0; k < a->n_ints; k++) {
         int64_t lo = strcmp(an, "pads") == 0 ? 0 : 1;
         if (a->ints[k] < lo || a->ints[k] > 65536)
@@ -458,7 +458,8 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
   if (sr < 0 && pa) sr = (int)pa->n_ints / 2;
   if (sr < 0) sr = 2; /* per-axis attributes fall back to their defaults anyway */
   const int64_t G = dynq__imp_attr_i(n, "group", 1);
-  int64_t strides[2] = {1, 1}, dil[2] = {1, 1}, pads[4] = {0, 0, 0, 0};
+  if (sr > 3) sr = 3; /* the check refused more */
+  int64_t strides[3] = {1, 1, 1}, dil[3] = {1, 1, 1}, pads[6] = {0, 0, 0, 0, 0, 0};
   ints_attr(n, "strides", strides, (size_t)sr);
   ints_attr(n, "dilations", dil, (size_t)sr);
   ints_attr(n, "pads", pads, 2 * (size_t)sr);
@@ -504,8 +505,8 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
 
   /* quantize_blocks adds constants, which may move the values array that
    * W points into: copy the kernel extent first. */
-  int64_t kshape[2] = {0, 0};
-  for (int a = 0; W != NULL && a < sr && a < 2; a++) kshape[a] = W->dims[2 + a];
+  int64_t kshape[3] = {0, 0, 0};
+  for (int a = 0; W != NULL && a < sr && a < 3; a++) kshape[a] = W->dims[2 + a];
   qblocks_t q = {0};
   if (!why) {
     int64_t sd[1] = {M};
@@ -532,12 +533,13 @@ int dynq__import_conv(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__imp_node_in(bn, c->opt.no_reference ? -1 : dynq__imp_value_of(c, n->input[1]));
     while (bn->n_in > 4 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
   }
-  static const char *const an[][2] = {{"strides0", "strides1"}, {"dilations0", "dilations1"},
-                                      {"pad_begin0", "pad_begin1"}, {"pad_end0", "pad_end1"},
-                                      {"kernel_shape0", "kernel_shape1"}};
+  static const char *const an[][3] = {
+      {"strides0", "strides1", "strides2"}, {"dilations0", "dilations1", "dilations2"},
+      {"pad_begin0", "pad_begin1", "pad_begin2"}, {"pad_end0", "pad_end1", "pad_end2"},
+      {"kernel_shape0", "kernel_shape1", "kernel_shape2"}};
   dynq__imp_node_attr_i(bn, "group", G);
   dynq__imp_node_attr_s(bn, "auto_pad", ap);
-  for (int a = 0; a < sr && a < 2; a++) {
+  for (int a = 0; a < sr && a < 3; a++) {
     dynq__imp_node_attr_i(bn, an[0][a], strides[a]);
     dynq__imp_node_attr_i(bn, an[1][a], dil[a]);
     dynq__imp_node_attr_i(bn, an[2][a], pads[a]);

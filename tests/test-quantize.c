@@ -739,6 +739,57 @@ START_TEST(test_nms_tail) {
 }
 END_TEST
 
+/* conv3d.onnx (make_conv3d.py): a 3-D CNN (Conv 3x3x3 + folded
+ * BatchNorm, MaxPool3d, a strided 1x3x3, a grouped and dilated 3x3x3, a
+ * pointwise and a depthwise one) against numpy in float64: FP32 (the
+ * reference weights, and a --fp32 file) within rounding, INT8 (per patch
+ * and --act-per-tensor) within the usual INT8 error; a 4-D input is
+ * refused naming the node and the ranks. */
+START_TEST(test_conv3d) {
+  float *x = load_raw("conv3d_x.f32", 2 * 3 * 6 * 8 * 10 * sizeof(float));
+  float *wf = load_raw("conv3d_f.f32", 2 * 16 * 3 * 4 * 5 * sizeof(float));
+  float *wy = load_raw("conv3d_y.f32", 2 * 5 * sizeof(float));
+  char *in = fixture("conv3d.onnx");
+  static const char *const opts[] = {NULL, "--act-per-tensor", "--fp32"};
+  for (int o = 0; o < 3; o++) {
+    char *outp = tmp_path("c3.dynq"), *log = NULL;
+    int rc = opts[o] ? tu_quantize_log(&log, opts[o], in, outp, NULL)
+                     : tu_quantize_log(&log, in, outp, NULL);
+    ck_assert_msg(rc == 0, "dynq-quantize %s: %s", opts[o] ? opts[o] : "", log);
+    if (o < 2) ck_assert_msg(strstr(log, "c3 ") && strstr(log, "int8 per-channel"), "%s", log);
+    free(log);
+    dynq__model_t *m = open_model(outp);
+    dynq__tensor_t X = f32_tensor(x, 5, (int64_t[]){2, 3, 6, 8, 10});
+    const char *names[] = {"x"};
+    char err[256];
+    for (int prec = 0; prec < 2; prec++) {
+      if (o == 2 && prec == 1) break; /* --fp32: nothing INT8 */
+      dynq__tensor_t y[2] = {{0}};
+      ck_assert_msg(run_model(m, prec ? DYNQ_PRECISION_INT8 : DYNQ_PRECISION_FP32, names, &X, 1,
+                              y, err, sizeof err) == 0, "%s", err);
+      ck_assert_int_eq(y[0].rank, 5);
+      ck_assert(y[0].dims[2] == 3 && y[0].dims[3] == 4 && y[0].dims[4] == 5);
+      double ef = tu_rel_l2(y[0].data, wf, 2 * 16 * 60), ey = tu_rel_l2(y[1].data, wy, 10);
+      printf("conv3d %s %s: f relL2 %.3g, y relL2 %.3g\n", opts[o] ? opts[o] : "(default)",
+             prec ? "INT8" : "FP32", ef, ey);
+      ck_assert(ef <= (prec ? 0.02 : 1e-5) && ey <= (prec ? 0.03 : 1e-5));
+      clear_outputs(y, 2);
+    }
+    dynq__tensor_t X4 = f32_tensor(x, 4, (int64_t[]){6, 6, 8, 10});
+    dynq__tensor_t y[2] = {{0}};
+    ck_assert_int_eq(run_model(m, DYNQ_PRECISION_INT8, names, &X4, 1, y, err, sizeof err),
+                     DYNQ_ESHAPE);
+    ck_assert_msg(strstr(err, "x") != NULL, "%s", err);
+    dynq__model_unref(m);
+    free(outp);
+  }
+  free(in);
+  free(x);
+  free(wf);
+  free(wy);
+}
+END_TEST
+
 /* poolidx.onnx (make_poolidx.py): MaxPool's Indices output, row-major
  * and column-major (storage_order 1), 2-D and 1-D, and MaxUnpool putting
  * the maxima back from them (the SegNet pattern), equal to numpy's on
@@ -956,7 +1007,7 @@ START_TEST(test_malformed_models) {
       {"bad_ops_attrs.onnx", {"'ql_block' (op QuantizeLinear): block_size = 2 (blocked "
                               "quantization) is not supported",
                               "'ql_out16' (op QuantizeLinear): output_dtype UINT16 is not supported",
-                              "'ci_3d' (op ConvInteger): only 1-D and 2-D convolutions"}},
+                              "'ci_4d' (op ConvInteger): only 1-D, 2-D and 3-D convolutions"}},
       {"bad_new_ops.onnx", {"'d2s_mode' (op DepthToSpace): mode 'XYZ' is not supported",
                             "'d2s_zero' (op DepthToSpace): blocksize 0 is not within",
                             "'s2d_none' (op SpaceToDepth): the blocksize attribute is required"}},
@@ -1724,6 +1775,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_qoperator_runtime_scale);
   tcase_add_test(tc, test_nms_tail);
   tcase_add_test(tc, test_maxpool_indices);
+  tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);
   tcase_add_test(tc, test_rules_old_forms);

@@ -1,5 +1,5 @@
 /*
- * Conv 1-D and 2-D, FP32 and dynamically quantized (inputs in rnn.h).
+ * Conv 1-D, 2-D and 3-D, FP32 and dynamically quantized (inputs in rnn.h).
  *
  * Both go through im2col with one row per output position (its patch).
  * FP32: per image and group, the patches as rows [P, C/g * kernel] and one
@@ -8,7 +8,10 @@
  * docs/NUMERICS.md; padding is 0.0), or with "per_tensor" the image once
  * as a whole and the u8 values gathered (padding reads as the zero point,
  * exactly 0.0); the INT8 kernel computes [P, M/g], transposed into NCHW.
- * A 1-D conv runs as a 2-D one with a unit height.
+ * A 1-D conv runs as a 2-D one with a unit height.  A 3-D conv (video,
+ * volumes) adds a depth axis (id, kd, od; a unit one for 1-D and 2-D) and
+ * takes the generic im2col paths only: patches gathered one by one (in
+ * W's (ci, z, y, x) order), no padded copy, no depthwise kernel.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,13 +24,16 @@
 #include "rnn.h"
 #include "vmath.h"
 
-/* Geometry with the spatial axes as (height, width); 1-D has height 1. */
+/* Geometry with the spatial axes as (depth,) height, width; 1-D has
+ * height 1, 1-D and 2-D depth 1.  oh and ih of a 3-D conv are per depth
+ * slice: the code that walks positions by (oy, ox) is 2-D only. */
 typedef struct geom {
-  int sr;                       /* spatial rank of the op: 1 or 2 */
+  int sr;                       /* spatial rank of the op: 1, 2 or 3 */
   int64_t N, C, M, G, Cg, Mg;
   int64_t ih, iw, kh, kw, oh, ow;
   int64_t sh, sw, dh, dw, ph, pw; /* strides, dilations, begin pads */
-  int64_t kk;                   /* Cg * kh * kw: the GEMM depth */
+  int64_t id, kd, od, sd, dd, pd; /* the depth axis (3-D) */
+  int64_t kk;                   /* Cg * kd * kh * kw: the GEMM depth */
 } geom_t;
 
 int dynq__op_auto_pad(const dynq__node_t *n) {
@@ -44,11 +50,12 @@ int dynq__op_auto_pad(const dynq__node_t *n) {
 /* The attributes as the importer stores them ("<base><axis>" per
  * spatial axis), parsed once. */
 static void conv_attrs(const dynq__node_t *n, dynq__conv_attrs_t *a) {
-  static const char *const names[][2] = {
-    {"strides0", "strides1"}, {"dilations0", "dilations1"}, {"pad_begin0", "pad_begin1"},
-    {"pad_end0", "pad_end1"}, {"kernel_shape0", "kernel_shape1"},
+  static const char *const names[][3] = {
+    {"strides0", "strides1", "strides2"}, {"dilations0", "dilations1", "dilations2"},
+    {"pad_begin0", "pad_begin1", "pad_begin2"}, {"pad_end0", "pad_end1", "pad_end2"},
+    {"kernel_shape0", "kernel_shape1", "kernel_shape2"},
   };
-  for (int ax = 0; ax < 2; ax++) {
+  for (int ax = 0; ax < 3; ax++) {
     a->strides[ax] = dynq__node_attr_i(n, names[0][ax], 1);
     a->dilations[ax] = dynq__node_attr_i(n, names[1][ax], 1);
     a->pad_begin[ax] = dynq__node_attr_i(n, names[2][ax], 0);
@@ -56,6 +63,7 @@ static void conv_attrs(const dynq__node_t *n, dynq__conv_attrs_t *a) {
   }
   a->kernel[0] = dynq__node_attr_i(n, names[4][0], 0);
   a->kernel[1] = dynq__node_attr_i(n, names[4][1], 1);
+  a->kernel[2] = dynq__node_attr_i(n, names[4][2], 1);
   a->auto_pad = dynq__op_auto_pad(n);
   a->group = dynq__node_attr_i(n, "group", 1);
   a->spatial = (int)dynq__node_attr_i(n, "spatial", 0);
@@ -171,7 +179,7 @@ static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int sr, int64_t 
   if (x->rank != 2 + sr)
     return dynq__op_fail(c, DYNQ_ESHAPE, "X has shape %s, expected rank %d (N, C, %s)",
                          dynq__shape_str(s, sizeof(s), x->rank, x->dims), 2 + sr,
-                         sr == 1 ? "L" : "H, W");
+                         sr == 1 ? "L" : sr == 2 ? "H, W" : "D, H, W");
   if (c->st->conv.auto_pad == DYNQ_PAD_BAD) return dynq__op_fail(c, DYNQ_EGRAPH, "unknown auto_pad");
   g->sr = sr;
   g->N = x->dims[0];
@@ -186,24 +194,60 @@ static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int sr, int64_t 
   if (g->Cg != Cg)
     return dynq__op_fail(c, DYNQ_ESHAPE, "X has %lld channels, weights expect %lld (= %lld per group x %lld groups)",
                          (long long)g->C, (long long)(Cg * g->G), (long long)Cg, (long long)g->G);
-  g->ih = sr == 2 ? x->dims[2] : 1;
+  /* attribute axes: depth sr - 3, height sr - 2, width sr - 1 */
+  g->id = sr == 3 ? x->dims[2] : 1;
+  g->ih = sr >= 2 ? x->dims[sr] : 1;
   g->iw = x->dims[1 + sr];
-  g->kh = sr == 2 ? k[0] : 1;
+  g->kd = sr == 3 ? k[0] : 1;
+  g->kh = sr >= 2 ? k[sr - 2] : 1;
   g->kw = k[sr - 1];
-  g->sh = g->dh = 1;
-  if (sr == 2 && (rc = axis_out(c, 0, g->ih, g->kh, &g->oh, &g->ph, &g->sh, &g->dh))) return rc;
+  g->sh = g->dh = g->sd = g->dd = 1;
+  g->od = 1;
+  if (sr == 3 && (rc = axis_out(c, 0, g->id, g->kd, &g->od, &g->pd, &g->sd, &g->dd))) return rc;
+  if (sr >= 2 && (rc = axis_out(c, sr - 2, g->ih, g->kh, &g->oh, &g->ph, &g->sh, &g->dh)))
+    return rc;
   if (sr == 1) g->oh = 1;
   if ((rc = axis_out(c, sr - 1, g->iw, g->kw, &g->ow, &g->pw, &g->sw, &g->dw))) return rc;
-  g->kk = Cg * g->kh * g->kw;
-  int64_t od[3] = {g->oh * g->ow, g->kk, g->G};
-  if (dynq__shape_numel(3, od) < 0) return dynq__op_fail(c, DYNQ_ELIMIT, "im2col buffer too large");
+  int64_t kd[4] = {Cg, g->kd, g->kh, g->kw};
+  g->kk = dynq__shape_numel(4, kd);
+  int64_t od[4] = {g->od, g->oh * g->ow, g->kk, g->G};
+  if (g->kk < 0 || dynq__shape_numel(4, od) < 0)
+    return dynq__op_fail(c, DYNQ_ELIMIT, "im2col buffer too large");
   return 0;
 }
 
 static int alloc_y(dynq__op_ctx_t *c, const geom_t *g, dynq__tensor_t *out) {
-  int64_t yd[4] = {g->N, g->M, g->oh, g->ow};
+  int64_t yd[5] = {g->N, g->M, g->oh, g->ow};
   if (g->sr == 1) yd[2] = g->ow;
+  if (g->sr == 3) yd[2] = g->od, yd[3] = g->oh, yd[4] = g->ow;
   return dynq__op_alloc(c, out, DYNQ_DT_F32, 2 + g->sr, yd, 0); /* all written */
+}
+
+/* Output positions and input values per channel plane (depth included). */
+static inline int64_t g_positions(const geom_t *g) { return g->od * g->oh * g->ow; }
+static inline int64_t g_plane(const geom_t *g) { return g->id * g->ih * g->iw; }
+
+/* 3-D: output position p's patch in W's (ci, z, y, x) order; padding
+ * reads as 0.0 (floats) or zp (bytes, when u8 is set). */
+static void gather_patch3(const geom_t *g, const float *xf, const uint8_t *xu, uint8_t zp,
+                          int64_t p, float *rowf, uint8_t *rowu) {
+  const int64_t ox = p % g->ow, oy = p / g->ow % g->oh, oz = p / g->ow / g->oh;
+  int64_t kidx = 0;
+  for (int64_t ci = 0; ci < g->Cg; ci++)
+    for (int64_t e = 0; e < g->kd; e++) {
+      const int64_t z = oz * g->sd - g->pd + e * g->dd;
+      for (int64_t a = 0; a < g->kh; a++) {
+        const int64_t y = oy * g->sh - g->ph + a * g->dh;
+        const int in = z >= 0 && z < g->id && y >= 0 && y < g->ih;
+        const int64_t base = ((ci * g->id + (in ? z : 0)) * g->ih + (in ? y : 0)) * g->iw;
+        for (int64_t bb = 0; bb < g->kw; bb++, kidx++) {
+          const int64_t xx = ox * g->sw - g->pw + bb * g->dw;
+          const int ok = in && xx >= 0 && xx < g->iw;
+          if (rowu != NULL) rowu[kidx] = ok ? xu[base + xx] : zp;
+          else rowf[kidx] = ok ? xf[base + xx] : 0.0f;
+        }
+      }
+    }
 }
 
 /* One output position's patch as floats, in W's (ci, a, b) order;
@@ -247,7 +291,7 @@ typedef struct padded {
 
 static void padded_init(const geom_t *g, padded_t *pd) {
   memset(pd, 0, sizeof(*pd));
-  if (g->kw >= 16) return;
+  if (g->kw >= 16 || g->sr == 3) return;
   int64_t need_h = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
   int64_t need_w = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
   int64_t d[3] = {g->Cg, g->ph + g->ih > need_h ? g->ph + g->ih : need_h,
@@ -335,6 +379,10 @@ static inline __attribute__((always_inline)) void gather_padded(const geom_t *g,
  * 0.0.  With a padded copy, pad_fill must have put this image in it. */
 static void gather_f32(const geom_t *g, const float *xg, const padded_t *pd, float *col,
                        int64_t p0, int64_t p1) {
+  if (g->sr == 3) {
+    for (int64_t p = p0; p < p1; p++) gather_patch3(g, xg, NULL, 0, p, col + (p - p0) * g->kk, NULL);
+    return;
+  }
   if (pd->x != NULL) {
     if (g->kw == 3 && g->dw == 1) gather_padded(g, pd, col, p0, p1, 3, 1); /* unrolled */
     else gather_padded(g, pd, col, p0, p1, g->kw, g->dw);
@@ -431,13 +479,14 @@ static int dw_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const floa
  * and multiplied as W x patches^T, straight into NCHW. */
 static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const float *w,
                     const float *bias, float *Y) {
-  const int64_t P = g->oh * g->ow, HW = g->ih * g->iw;
-  if (g->Cg == 1 && g->Mg <= 4 && g->G > 1) {
+  const int64_t P = g_positions(g), HW = g_plane(g);
+  if (g->Cg == 1 && g->Mg <= 4 && g->G > 1 && g->sr <= 2) {
     const int rc = dw_f32(c, g, X, w, bias, Y);
     if (rc <= 0) return rc;
   }
   const int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
-                     g->pw == 0 && g->oh == g->ih && g->ow == g->iw;
+                     g->pw == 0 && g->oh == g->ih && g->ow == g->iw && g->kd == 1 &&
+                     g->sd == 1 && g->pd == 0 && g->od == g->id;
   int64_t PC = 65536 / g->kk / 16 * 16; /* positions per chunk: ~256 KiB of patches */
   if (PC < 64) PC = 64;
   if (PC > P) PC = P;
@@ -483,8 +532,8 @@ int dynq__run_conv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
   char s[128];
   geom_t g;
   int rc;
-  if (w->dtype != DYNQ_DT_F32 || (w->rank != 3 && w->rank != 4))
-    return dynq__op_fail(c, DYNQ_ESHAPE, "W must be float32 of rank 3 or 4 (1-D or 2-D conv), got %s %s",
+  if (w->dtype != DYNQ_DT_F32 || w->rank < 3 || w->rank > 5)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "W must be float32 of rank 3, 4 or 5 (1-D, 2-D or 3-D conv), got %s %s",
                          dynq__dtype_name(w->dtype), dynq__shape_str(s, sizeof(s), w->rank, w->dims));
   for (int i = 0; i < w->rank; i++)
     if (w->dims[i] < 1)
@@ -522,7 +571,7 @@ enum { PW_TILE = 32 };
 static void pointwise_rows(const dynq__kernel_t *kr, const dynq__conv_kernel_t *ck,
                            const geom_t *g, const float *xg, int64_t pa, int64_t pb, float *tile,
                            uint8_t *A, int64_t kp, float *as, int32_t *az) {
-  const int64_t P = g->oh * g->ow, Cg = g->Cg;
+  const int64_t P = g_positions(g), Cg = g->Cg;
   for (int64_t p0 = pa; p0 < pb; p0 += PW_TILE) {
     const int64_t np = pb - p0 < PW_TILE ? pb - p0 : PW_TILE;
     ck->transpose(xg + p0, P, tile, Cg, Cg, np, NULL);
@@ -554,7 +603,7 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   const int sr = at->spatial;
   const int64_t M = at->out_channels, C = at->in_channels, G = at->group;
   const int per_tensor = at->per_tensor;
-  const int64_t k[2] = {at->kernel[0], at->kernel[1]};
+  const int64_t k[3] = {at->kernel[0], at->kernel[1], at->kernel[2]};
   geom_t g;
   int rc;
   /* the load-time check made these consistent with the constants */
@@ -569,7 +618,7 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
     if ((rc = conv_f32(c, &g, x->data, wref->data, bias, out->data))) dynq__tensor_clear(out);
     return rc;
   }
-  const int64_t P = g.oh * g.ow, HW = g.ih * g.iw, CHW = g.C * HW;
+  const int64_t P = g_positions(&g), HW = g_plane(&g), CHW = g.C * HW;
   const int64_t kp = dynq__round_up(g.kk, DYNQ_QGEMM_KG);
   const dynq__conv_kernel_t *ck = dynq__conv_kernel_for(c->kernel);
   dynq__conv_epi_t e;
@@ -590,7 +639,8 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   if (RC > NP) RC = NP;
   /* 1x1, stride 1, no padding: an image's GEMM rows are its pixels */
   const int pointwise = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 &&
-                        g.pw == 0 && g.oh == g.ih && g.ow == g.iw;
+                        g.pw == 0 && g.oh == g.ih && g.ow == g.iw && g.kd == 1 && g.sd == 1 &&
+                        g.pd == 0 && g.od == g.id;
   /* per_tensor: the quantized image and all its rows; per patch: a chunk */
   const int64_t AR = per_tensor ? P : RC;
   /* per tensor, an image's patches as bytes: kp per output position, more
@@ -642,12 +692,12 @@ int dynq__run_qconv(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
           if (gi == 0) dynq__op_note_quant(c, 0, 0, 0, &scale, 1);
         }
         const uint8_t *xg = xq + gi * g.Cg * HW;
-        for (int64_t oy = 0; oy < g.oh; oy++)
-          for (int64_t ox = 0; ox < g.ow; ox++) {
-            uint8_t *row = A + (oy * g.ow + ox) * kp;
-            gather_patch_u8(&g, xg, oy, ox, (uint8_t)az[0], row);
-            memset(row + g.kk, 0, (size_t)(kp - g.kk));
-          }
+        for (int64_t p = 0; p < P; p++) {
+          uint8_t *row = A + p * kp;
+          if (g.sr == 3) gather_patch3(&g, NULL, xg, (uint8_t)az[0], p, NULL, row);
+          else gather_patch_u8(&g, xg, p / g.ow, p % g.ow, (uint8_t)az[0], row);
+          memset(row + g.kk, 0, (size_t)(kp - g.kk));
+        }
       } else {
         /* One scale per patch (an im2col row): the per-row rule of
          * NUMERICS.md applied to the GEMM's rows.  A patch's result
@@ -726,7 +776,7 @@ int dynq__check_conv(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   CHECK(G >= 1 && G <= 65536, "group %lld outside [1, 65536]", (long long)G);
   CHECK(at.act >= 0 && at.act < DYNQ_CONV_ACT__COUNT, "act %d is not a known activation",
         at.act);
-  for (int a = 0; a < 2; a++) {
+  for (int a = 0; a < 3; a++) {
     CHECK(at.strides[a] >= 1 && at.dilations[a] >= 1,
           "strides and dilations must be >= 1");
     CHECK(at.pad_begin[a] >= 0 && at.pad_end[a] >= 0,
@@ -746,16 +796,16 @@ int dynq__check_conv(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   if (n->op != DYNQ_OP_QCONV) return 0;
   const int sr = at.spatial;
   const int64_t M = at.out_channels, C = at.in_channels;
-  CHECK(sr == 1 || sr == 2, "spatial must be 1 or 2");
+  CHECK(sr >= 1 && sr <= 3, "spatial must be 1, 2 or 3");
   const int64_t pt = dynq__node_attr_i(n, "per_tensor", 0);
   CHECK(pt == 0 || pt == 1, "per_tensor must be 0 or 1, got %lld", (long long)pt);
   CHECK(M >= 1 && M <= (1 << 24) && C >= 1 && C <= (1 << 24) && M % G == 0 && C % G == 0,
         "channels in %lld / out %lld must be >= 1 and divisible by group %lld",
         (long long)C, (long long)M, (long long)G);
   int64_t kk = C / G;
-  int64_t k[2] = {1, 1};
-  for (int a = 0; a < sr && a < 2; a++) {
-    k[a] = a == 0 ? at.kernel[0] : dynq__node_attr_i(n, "kernel_shape1", 0);
+  int64_t k[3] = {1, 1, 1};
+  for (int a = 0; a < sr && a < 3; a++) {
+    k[a] = a == 0 ? at.kernel[0] : dynq__node_attr_i(n, a == 1 ? "kernel_shape1" : "kernel_shape2", 0);
     CHECK(k[a] >= 1 && k[a] <= 65536, "kernel_shape%d %lld outside [1, 65536]", a, (long long)k[a]);
     kk *= k[a];
     CHECK(kk <= DYNQ_QGEMM_MAX_K, "kernel patch of %lld values exceeds %d", (long long)kk, DYNQ_QGEMM_MAX_K);

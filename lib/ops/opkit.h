@@ -25,9 +25,9 @@ enum { DYNQ_PRECISION_INT8 = 0, DYNQ_PRECISION_FP32 = 1 };
  * width order as stored: axis 0 and 1). */
 typedef struct dynq__conv_attrs {
   int auto_pad;          /* DYNQ_PAD_*; DYNQ_PAD_BAD when unknown */
-  int spatial;           /* QConv: 1 or 2 */
+  int spatial;           /* QConv: 1, 2 or 3 */
   int per_tensor;
-  int64_t strides[2], dilations[2], pad_begin[2], pad_end[2], kernel[2];
+  int64_t strides[3], dilations[3], pad_begin[3], pad_end[3], kernel[3];
   int64_t group, in_channels, out_channels;
   int64_t sym_split;     /* -1 when absent */
   int has_sym_split;
