@@ -145,23 +145,14 @@ static int64_t padded_span(const pgeom_t *g, int a, int64_t o) {
   return (end < lim ? end : lim) - o;
 }
 
-static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
-                    int is_max) {
-  const dynq__tensor_t *x = in[0];
-  pgeom_t g;
-  int64_t od[5];
-  int rc;
-  if ((rc = pool_geom(c, x, &g, od))) return rc;
-  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, od, 0))) return rc;
-  int64_t *pi = NULL;
-  if (is_max && c->node->n_out > 1) {
-    if ((rc = dynq__op_alloc(c, &out[1], DYNQ_DT_I64, x->rank, od, 0))) return rc;
-    pi = out[1].data;
-  }
-  const int colmajor = c->st->pool.storage_order == 1;
-  const float *px = x->data;
-  float *py = out->data;
-  int incl = c->st->pool.count_include_pad;
+/* The windows of every plane; mode 0 average, 1 max, 2 max with its
+ * index into pi.  Inlined per mode (a constant): the index bookkeeping
+ * costs nothing where no Indices output is wanted. */
+static inline __attribute__((always_inline)) void pool_planes(const pgeom_t *gp, const float *px,
+                                                             float *py, int64_t *pi,
+                                                             const int mode, int colmajor,
+                                                             int incl) {
+  const pgeom_t g = *gp;
   const int64_t iplane = g.in[0] * g.in[1] * g.in[2], oplane = g.out[0] * g.out[1] * g.out[2];
   for (int64_t p = 0; p < g.nc; p++) {
     const float *xs = px + p * iplane;
@@ -185,7 +176,9 @@ static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
                 int64_t xx = x0 + b * g.d[2];
                 if (xx < 0 || xx >= g.in[2]) continue;
                 float v = row[xx];
-                if (is_max) {
+                if (mode == 1) {
+                  if (v > mx || v != v) mx = v; /* NaN propagates */
+                } else if (mode == 2) {
                   /* the first maximum; a NaN propagates (the first one) */
                   if (cnt == 0 || v > mx || (v != v && mx == mx)) {
                     mx = v;
@@ -199,10 +192,10 @@ static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
             }
           }
           float *yo = ys + (oz * g.out[1] + oy) * g.out[2] + ox;
-          if (is_max) {
+          if (mode != 0) {
             *yo = mx;
             /* a window of padding only (cnt 0) points nowhere: -1 */
-            if (pi != NULL) pi[yo - py] = at >= 0 ? p * iplane + at : -1;
+            if (mode == 2) pi[yo - py] = at >= 0 ? p * iplane + at : -1;
           } else {
             int64_t div = cnt;
             if (incl) /* the window clipped to the padded input */
@@ -212,6 +205,25 @@ static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
         }
       }
     }
+  }
+}
+
+static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
+                    int is_max) {
+  const dynq__tensor_t *x = in[0];
+  pgeom_t g;
+  int64_t od[5];
+  int rc;
+  if ((rc = pool_geom(c, x, &g, od))) return rc;
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, od, 0))) return rc;
+  const int colmajor = c->st->pool.storage_order == 1, incl = c->st->pool.count_include_pad;
+  if (is_max && c->node->n_out > 1) {
+    if ((rc = dynq__op_alloc(c, &out[1], DYNQ_DT_I64, x->rank, od, 0))) return rc;
+    pool_planes(&g, x->data, out->data, out[1].data, 2, colmajor, incl);
+  } else if (is_max) {
+    pool_planes(&g, x->data, out->data, NULL, 1, colmajor, incl);
+  } else {
+    pool_planes(&g, x->data, out->data, NULL, 0, colmajor, incl);
   }
   return 0;
 }
