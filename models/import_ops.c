@@ -100,8 +100,8 @@ const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n) {
   } else if (strcmp(t, "ConvTranspose") == 0) {
     size_t sr = convt_rank(c, n);
     if (sr == 0) return "cannot tell the number of spatial axes (give kernel_shape)";
-    if (sr > 2)
-      return dynq__imp_pool_printf(pl, "%zu spatial axes; 1-D and 2-D ConvTranspose are "
+    if (sr > 3)
+      return dynq__imp_pool_printf(pl, "%zu spatial axes; 1-D, 2-D and 3-D ConvTranspose are "
                                    "supported", sr);
     static const char *const per_axis[] = {"kernel_shape", "strides", "dilations",
                                            "output_padding"};
@@ -142,7 +142,7 @@ static int oom(void) {
 
 typedef struct qconvt {
   dynq__qlayer_t ql;
-  int64_t Mg, k[2];
+  int64_t Mg, k[3];
 } qconvt_t;
 
 /* A ConvTranspose with constant float32 weights [C, Mg, k...], group 1,
@@ -263,14 +263,15 @@ int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
       dynq__imp_node_in(bn, c->opt.no_reference ? -1 : dynq__imp_value_of(c, n->input[1]));
       while (bn->n_in > 4 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
       dynq__imp_node_attr_i(bn, "out_channels", q.Mg);
-      for (size_t ax = 0; ax < sr; ax++)
-        dynq__imp_node_attr_i(bn, ax ? "kernel_shape1" : "kernel_shape0", q.k[ax]);
+      static const char *const ks[] = {"kernel_shape0", "kernel_shape1", "kernel_shape2"};
+      for (size_t ax = 0; ax < sr && ax < 3; ax++) dynq__imp_node_attr_i(bn, ks[ax], q.k[ax]);
     }
-    static const char *const an[][2] = {
-      {"kernel_shape0", "kernel_shape1"}, {"strides0", "strides1"},
-      {"dilations0", "dilations1"}, {"output_padding0", "output_padding1"},
-      {"pad_begin0", "pad_begin1"}, {"pad_end0", "pad_end1"},
-      {"output_shape0", "output_shape1"}};
+    static const char *const an[][3] = {
+      {"kernel_shape0", "kernel_shape1", "kernel_shape2"}, {"strides0", "strides1", "strides2"},
+      {"dilations0", "dilations1", "dilations2"},
+      {"output_padding0", "output_padding1", "output_padding2"},
+      {"pad_begin0", "pad_begin1", "pad_begin2"}, {"pad_end0", "pad_end1", "pad_end2"},
+      {"output_shape0", "output_shape1", "output_shape2"}};
     static const char *const src[] = {"kernel_shape", "strides", "dilations", "output_padding"};
     for (int k = qr; k < 4; k++) { /* QConvTranspose: its kernel_shape is set above */
       const Onnx__AttributeProto *a = dynq__imp_find_attr(n, src[k]);

@@ -158,7 +158,6 @@ static const struct {
     {"test_maxpool_2d_uint8", "pooling is float32 only"},
     {"test_batchnorm_epsilon_training_mode", "BatchNormalization runs in inference form only"},
     {"test_batchnorm_example_training_mode", "BatchNormalization runs in inference form only"},
-    {"test_convtranspose_3d", "3-D ConvTranspose is not supported (1-D and 2-D)"},
     {"test_resize_tf_crop_and_resize", "Resize tf_crop_and_resize is not supported"},
     {"test_training_dropout", "Dropout runs in inference form only"},
     {"test_training_dropout_default", "Dropout runs in inference form only"},

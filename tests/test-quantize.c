@@ -741,7 +741,8 @@ END_TEST
 
 /* conv3d.onnx (make_conv3d.py): a 3-D CNN (Conv 3x3x3 + folded
  * BatchNorm, MaxPool3d, a strided 1x3x3, a grouped and dilated 3x3x3, a
- * pointwise and a depthwise one) against numpy in float64: FP32 (the
+ * pointwise and a depthwise one; a strided, padded ConvTranspose 3x3x3
+ * back up) against numpy in float64: FP32 (the
  * reference weights, and a --fp32 file) within rounding, INT8 (per patch
  * and --act-per-tensor) within the usual INT8 error; a 4-D input is
  * refused naming the node and the ranks. */
@@ -749,6 +750,7 @@ START_TEST(test_conv3d) {
   float *x = load_raw("conv3d_x.f32", 2 * 3 * 6 * 8 * 10 * sizeof(float));
   float *wf = load_raw("conv3d_f.f32", 2 * 16 * 3 * 4 * 5 * sizeof(float));
   float *wy = load_raw("conv3d_y.f32", 2 * 5 * sizeof(float));
+  float *wu = load_raw("conv3d_u.f32", 2 * 8 * 480 * sizeof(float));
   char *in = fixture("conv3d.onnx");
   static const char *const opts[] = {NULL, "--act-per-tensor", "--fp32"};
   for (int o = 0; o < 3; o++) {
@@ -764,19 +766,22 @@ START_TEST(test_conv3d) {
     char err[256];
     for (int prec = 0; prec < 2; prec++) {
       if (o == 2 && prec == 1) break; /* --fp32: nothing INT8 */
-      dynq__tensor_t y[2] = {{0}};
+      dynq__tensor_t y[3] = {{0}};
       ck_assert_msg(run_model(m, prec ? DYNQ_PRECISION_INT8 : DYNQ_PRECISION_FP32, names, &X, 1,
                               y, err, sizeof err) == 0, "%s", err);
       ck_assert_int_eq(y[0].rank, 5);
       ck_assert(y[0].dims[2] == 3 && y[0].dims[3] == 4 && y[0].dims[4] == 5);
-      double ef = tu_rel_l2(y[0].data, wf, 2 * 16 * 60), ey = tu_rel_l2(y[1].data, wy, 10);
-      printf("conv3d %s %s: f relL2 %.3g, y relL2 %.3g\n", opts[o] ? opts[o] : "(default)",
-             prec ? "INT8" : "FP32", ef, ey);
-      ck_assert(ef <= (prec ? 0.02 : 1e-5) && ey <= (prec ? 0.03 : 1e-5));
-      clear_outputs(y, 2);
+      ck_assert(y[2].rank == 5 && y[2].dims[2] == 6 && y[2].dims[3] == 8 && y[2].dims[4] == 10);
+      double ef = tu_rel_l2(y[0].data, wf, 2 * 16 * 60), ey = tu_rel_l2(y[1].data, wy, 10),
+             eu = tu_rel_l2(y[2].data, wu, 2 * 8 * 480);
+      printf("conv3d %s %s: f relL2 %.3g, y relL2 %.3g, u relL2 %.3g\n",
+             opts[o] ? opts[o] : "(default)", prec ? "INT8" : "FP32", ef, ey, eu);
+      ck_assert(ef <= (prec ? 0.02 : 1e-5) && ey <= (prec ? 0.03 : 1e-5) &&
+                eu <= (prec ? 0.02 : 1e-5));
+      clear_outputs(y, 3);
     }
     dynq__tensor_t X4 = f32_tensor(x, 4, (int64_t[]){6, 6, 8, 10});
-    dynq__tensor_t y[2] = {{0}};
+    dynq__tensor_t y[3] = {{0}};
     ck_assert_int_eq(run_model(m, DYNQ_PRECISION_INT8, names, &X4, 1, y, err, sizeof err),
                      DYNQ_ESHAPE);
     ck_assert_msg(strstr(err, "x") != NULL, "%s", err);
@@ -787,6 +792,7 @@ START_TEST(test_conv3d) {
   free(x);
   free(wf);
   free(wy);
+  free(wu);
 }
 END_TEST
 
@@ -995,7 +1001,7 @@ START_TEST(test_malformed_models) {
                               "repeated in the output",
                               "'es_ellipsis' (op Einsum): equation '...ij->ji': an operand has "
                               "'...' but the output does not",
-                              "'ct_3d' (op ConvTranspose): 3 spatial axes"}},
+                              "'ct_4d' (op ConvTranspose): 4 spatial axes; 1-D, 2-D and 3-D ConvTranspose are supported"}},
       {"bad_ops_attrs.onnx", {"'ct_autopad' (op ConvTranspose): auto_pad 'FANCY'",
                               "'rs_excl' (op Resize): exclude_outside 2 is not 0 or 1", NULL}},
       {"bad_ops_attrs.onnx", {"'se_prod' (op ScatterElements): reduction 'prod' is not supported",

@@ -1,6 +1,6 @@
 /*
- * ConvTranspose 1-D and 2-D, FP32: inputs X [N, C, (H,) W], W [C, M/group,
- * (kh,) kw], optional B [M].  Attributes as the importer stores them, per
+ * ConvTranspose 1-D, 2-D and 3-D, FP32: inputs X [N, C, ((D,) H,) W],
+ * W [C, M/group, ((kd,) kh,) kw], optional B [M].  Attributes as the importer stores them, per
  * spatial axis ("strides0", "strides1", ... as Conv's), plus
  * "output_padding<a>" and, when the model gives one, "output_shape<a>"
  * (then the pads are derived from it, as ONNX defines).
@@ -9,7 +9,7 @@
  * to every kernel tap, col [Mg * kk, H * W] = Wg^T x Xg, and col2im adds
  * the taps into their output positions (overlapping windows accumulate,
  * which a scatter of a strided kernel needs).  A 1-D op runs as 2-D with
- * a unit height.  With constant weights (group 1) the importer makes it
+ * a unit height, a 2-D one as 3-D with a unit depth.  With constant weights (group 1) the importer makes it
  * QConvTranspose: the same scatter after an INT8 GEMM (below).
  */
 #include "ops.h"
@@ -22,14 +22,16 @@
 #include "kernels/kernels.h"
 
 static void convt_attrs(const dynq__node_t *n, dynq__convt_attrs_t *a) {
-  static const char *const names[][2] = {
-    {"strides0", "strides1"}, {"dilations0", "dilations1"}, {"pad_begin0", "pad_begin1"},
-    {"pad_end0", "pad_end1"}, {"kernel_shape0", "kernel_shape1"},
-    {"output_padding0", "output_padding1"}, {"output_shape0", "output_shape1"},
+  static const char *const names[][3] = {
+    {"strides0", "strides1", "strides2"}, {"dilations0", "dilations1", "dilations2"},
+    {"pad_begin0", "pad_begin1", "pad_begin2"}, {"pad_end0", "pad_end1", "pad_end2"},
+    {"kernel_shape0", "kernel_shape1", "kernel_shape2"},
+    {"output_padding0", "output_padding1", "output_padding2"},
+    {"output_shape0", "output_shape1", "output_shape2"},
   };
   memset(a, 0, sizeof(*a));
   a->has_output_shape = dynq__node_attr(n, names[6][0]) != NULL;
-  for (int ax = 0; ax < 2; ax++) {
+  for (int ax = 0; ax < 3; ax++) {
     a->strides[ax] = dynq__node_attr_i(n, names[0][ax], 1);
     a->dilations[ax] = dynq__node_attr_i(n, names[1][ax], 1);
     a->pad_begin[ax] = dynq__node_attr_i(n, names[2][ax], 0);
@@ -54,7 +56,7 @@ int dynq__check_convt(const dynq__graph_t *g, const dynq__node_t *n, char *err, 
   (void)g;
   dynq__convt_attrs_t a;
   convt_attrs(n, &a);
-  DYNQ_OP_CHECK(a.spatial == 1 || a.spatial == 2, "%d spatial axes (1 or 2 supported)",
+  DYNQ_OP_CHECK(a.spatial >= 1 && a.spatial <= 3, "%d spatial axes (1, 2 or 3 supported)",
                 a.spatial);
   DYNQ_OP_CHECK(a.auto_pad != DYNQ_PAD_BAD, "auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID");
   DYNQ_OP_CHECK(a.group >= 1 && a.group <= 65536, "group %lld outside [1, 65536]",
@@ -109,11 +111,13 @@ static int axis_geom(dynq__op_ctx_t *c, int ax, int64_t in, int64_t k, int64_t *
   return 0;
 }
 
-/* Shapes of one run (a 1-D op has ih = kh = oh = 1). */
+/* Shapes of one run (a 1-D op has ih = kh = oh = 1, 1-D and 2-D ones
+ * id = kd = od = 1). */
 typedef struct geom {
   int sr;
   int64_t N, C, G, Cg, Mg, M;
   int64_t ih, iw, kh, kw, oh, ow, sh, sw, dh, dw, ph, pw;
+  int64_t id, kd, od, sd, dd, pd;
 } geom_t;
 
 /* From X, the weight shape [C, Mg, (kh,) kw] and the attributes; the
@@ -137,67 +141,80 @@ static int geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, int64_t wc, int6
   g->Mg = Mg, g->M = Mg * g->G, g->Cg = g->C / g->G;
   g->ih = g->kh = g->oh = 1;
   g->sh = g->dh = 1;
+  g->id = g->kd = g->od = g->sd = g->dd = 1;
   const int yx = g->sr - 1; /* the attribute axis of width */
-  if (g->sr == 2) {
-    g->ih = x->dims[2], g->kh = k[0], g->sh = a->strides[0], g->dh = a->dilations[0];
-    if ((rc = axis_geom(c, 0, g->ih, g->kh, &g->oh, &g->ph))) return rc;
+  if (g->sr == 3) {
+    g->id = x->dims[2], g->kd = k[0], g->sd = a->strides[0], g->dd = a->dilations[0];
+    if ((rc = axis_geom(c, 0, g->id, g->kd, &g->od, &g->pd))) return rc;
+  }
+  if (g->sr >= 2) {
+    const int ax = g->sr - 2;
+    g->ih = x->dims[g->sr], g->kh = k[ax], g->sh = a->strides[ax], g->dh = a->dilations[ax];
+    if ((rc = axis_geom(c, ax, g->ih, g->kh, &g->oh, &g->ph))) return rc;
   }
   g->iw = x->dims[1 + g->sr], g->kw = k[yx], g->sw = a->strides[yx], g->dw = a->dilations[yx];
   if ((rc = axis_geom(c, yx, g->iw, g->kw, &g->ow, &g->pw))) return rc;
   if (bt != NULL && (bt->dtype != DYNQ_DT_F32 || dynq__tensor_numel(bt) != g->M))
     return dynq__op_fail(c, DYNQ_ESHAPE, "bias must be float32 with %lld values", (long long)g->M);
-  const int64_t hw = g->ih * g->iw;
-  if (g->Mg * g->kh * g->kw > DYNQ_MAX_ELEMS / (hw > 0 ? hw : 1))
+  const int64_t hw = g->id * g->ih * g->iw, taps = g->kd * g->kh * g->kw;
+  if (taps > DYNQ_MAX_ELEMS || g->Mg * taps > DYNQ_MAX_ELEMS / (hw > 0 ? hw : 1))
     return dynq__op_fail(c, DYNQ_ELIMIT, "intermediate too large");
   /* every input position's taps (col2im's source): a large kernel over a
    * small input makes this far bigger than the output */
-  if ((rc = dynq__op_check_bytes(c, g->Mg * g->kh * g->kw * (hw > 0 ? hw : 1),
+  if ((rc = dynq__op_check_bytes(c, g->Mg * taps * (hw > 0 ? hw : 1),
                                  (int64_t)sizeof(float), "the column buffer")))
     return rc;
-  int64_t od[4] = {g->N, g->M, g->oh, g->ow};
+  int64_t od[5] = {g->N, g->M, g->oh, g->ow};
   if (g->sr == 1) od[2] = g->ow;
+  if (g->sr == 3) od[2] = g->od, od[3] = g->oh, od[4] = g->ow;
   return dynq__op_alloc(c, out, DYNQ_DT_F32, g->sr + 2, od, 0);
 }
 
-/* One image and group: yg (Mg output planes) = bias, plus every tap's
- * contribution.  Tap (m, ky, kx) of input position p = (iy, ix) is
- * col[((m * kh + ky) * kw + kx) * rs + p * ps] and lands on output
- * (iy*sh - ph + ky*dh, ix*sw - pw + kx*dw). */
+/* One image and group: yg (Mg output volumes) = bias, plus every tap's
+ * contribution.  Tap (m, kz, ky, kx) of input position p = (iz, iy, ix)
+ * is col[(((m * kd + kz) * kh + ky) * kw + kx) * rs + p * ps] and lands on
+ * output (iz*sd - pd + kz*dd, iy*sh - ph + ky*dh, ix*sw - pw + kx*dw). */
 static void col2im(const geom_t *g, const float *col, int64_t rs, int64_t ps, const float *bias,
                    float *yg) {
-  const int64_t OHW = g->oh * g->ow;
+  const int64_t OHW = g->oh * g->ow, OP = g->od * OHW, IHW = g->ih * g->iw;
   for (int64_t m = 0; m < g->Mg; m++) {
     float b0 = bias ? bias[m] : 0.0f;
-    for (int64_t i = 0; i < OHW; i++) yg[m * OHW + i] = b0;
+    for (int64_t i = 0; i < OP; i++) yg[m * OP + i] = b0;
   }
-  if (g->ih * g->iw == 0) return;
+  if (g->id * IHW == 0) return;
   for (int64_t m = 0; m < g->Mg; m++)
-    for (int64_t ky = 0; ky < g->kh; ky++)
-      for (int64_t kx = 0; kx < g->kw; kx++) {
-        const float *cr = col + (size_t)(((m * g->kh + ky) * g->kw + kx) * rs);
-        float *ym = yg + (size_t)(m * OHW);
-        /* the ix whose ox falls inside [0, ow) */
-        int64_t off = kx * g->dw - g->pw, x0 = 0, x1 = g->iw;
-        if (off < 0) x0 = (-off + g->sw - 1) / g->sw;
-        if (g->ow - 1 - off < 0) x1 = 0;
-        else if ((g->ow - 1 - off) / g->sw + 1 < x1) x1 = (g->ow - 1 - off) / g->sw + 1;
-        for (int64_t iy = 0; iy < g->ih; iy++) {
-          int64_t oy = iy * g->sh - g->ph + ky * g->dh;
-          if (oy < 0 || oy >= g->oh) continue;
-          float *yr = ym + (size_t)(oy * g->ow) + off;
-          const float *crow = cr + (size_t)(iy * g->iw * ps);
-          if (ps == 1)
-            for (int64_t ix = x0; ix < x1; ix++) yr[ix * g->sw] += crow[ix];
-          else
-            for (int64_t ix = x0; ix < x1; ix++) yr[ix * g->sw] += crow[ix * ps];
+    for (int64_t kz = 0; kz < g->kd; kz++)
+      for (int64_t ky = 0; ky < g->kh; ky++)
+        for (int64_t kx = 0; kx < g->kw; kx++) {
+          const float *cr = col + (size_t)((((m * g->kd + kz) * g->kh + ky) * g->kw + kx) * rs);
+          float *ym = yg + (size_t)(m * OP);
+          /* the ix whose ox falls inside [0, ow) */
+          int64_t off = kx * g->dw - g->pw, x0 = 0, x1 = g->iw;
+          if (off < 0) x0 = (-off + g->sw - 1) / g->sw;
+          if (g->ow - 1 - off < 0) x1 = 0;
+          else if ((g->ow - 1 - off) / g->sw + 1 < x1) x1 = (g->ow - 1 - off) / g->sw + 1;
+          for (int64_t iz = 0; iz < g->id; iz++) {
+            int64_t oz = iz * g->sd - g->pd + kz * g->dd;
+            if (oz < 0 || oz >= g->od) continue;
+            for (int64_t iy = 0; iy < g->ih; iy++) {
+              int64_t oy = iy * g->sh - g->ph + ky * g->dh;
+              if (oy < 0 || oy >= g->oh) continue;
+              float *yr = ym + (size_t)(oz * OHW + oy * g->ow) + off;
+              const float *crow = cr + (size_t)((iz * IHW + iy * g->iw) * ps);
+              if (ps == 1)
+                for (int64_t ix = x0; ix < x1; ix++) yr[ix * g->sw] += crow[ix];
+              else
+                for (int64_t ix = x0; ix < x1; ix++) yr[ix * g->sw] += crow[ix * ps];
+            }
+          }
         }
-      }
 }
 
-/* FP32 body of both ops; W is [C, Mg, kh, kw]. */
+/* FP32 body of both ops; W is [C, Mg, kd, kh, kw]. */
 static int convt_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const float *W,
                      const float *B, float *Y) {
-  const int64_t kk = g->kh * g->kw, HW = g->ih * g->iw, OHW = g->oh * g->ow;
+  const int64_t kk = g->kd * g->kh * g->kw, HW = g->id * g->ih * g->iw,
+                OHW = g->od * g->oh * g->ow;
   float *col = malloc((size_t)(g->Mg * kk * (HW ? HW : 1)) * sizeof(float));
   if (col == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
   for (int64_t n = 0; n < g->N; n++)
@@ -298,7 +315,9 @@ int dynq__run_qconvt(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   const dynq__tensor_t *x = in[0], *bt = c->node->n_in > 4 ? in[4] : NULL,
                        *wref = c->node->n_in > 5 ? in[5] : NULL;
   const int64_t Mg = dynq__node_attr_i(c->node, "out_channels", 0);
-  const int64_t k[2] = {a->kernel[0], a->kernel[1]}, kk = a->spatial == 2 ? k[0] * k[1] : k[0];
+  const int64_t k[3] = {a->kernel[0], a->kernel[1], a->kernel[2]};
+  int64_t kk = 1;
+  for (int ax = 0; ax < a->spatial; ax++) kk *= k[ax];
   const int64_t Nn = Mg * kk, kp = in[1]->dims[0] / dynq__round_up(Nn, DYNQ_QGEMM_NR);
   /* the load-time check tied kp to C: round_up(C, 4) */
   if (x->rank >= 2 && dynq__round_up(x->dims[1], DYNQ_QGEMM_KG) != kp)
@@ -315,7 +334,7 @@ int dynq__run_qconvt(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     if ((rc = convt_f32(c, &g, x->data, wref->data, B, out->data))) dynq__tensor_clear(out);
     return rc;
   }
-  const int64_t HW = g.ih * g.iw, C = g.C, OHW = g.oh * g.ow;
+  const int64_t HW = g.id * g.ih * g.iw, C = g.C, OHW = g.od * g.oh * g.ow;
   float *xt = malloc(sizeof(float) * (size_t)(HW * C + 1));
   uint8_t *A = dynq__aligned_alloc((size_t)(HW * kp) + 64);
   float *as = malloc(sizeof(float) * (size_t)(HW + 1));

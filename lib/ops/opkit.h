@@ -86,12 +86,12 @@ typedef struct dynq__rnn_attrs {
 
 /* ConvTranspose (convt.c), per spatial axis as Conv's. */
 typedef struct dynq__convt_attrs {
-  int spatial;           /* 1 or 2 */
+  int spatial;           /* 1, 2 or 3 */
   int auto_pad;          /* DYNQ_PAD_* */
   int has_output_shape;
   int64_t group;
-  int64_t kernel[2], strides[2], dilations[2], pad_begin[2], pad_end[2];
-  int64_t output_padding[2], output_shape[2];
+  int64_t kernel[3], strides[3], dilations[3], pad_begin[3], pad_end[3];
+  int64_t output_padding[3], output_shape[3];
 } dynq__convt_attrs_t;
 
 /* Resize (resize.c): the string attributes as codes, parsed at load. */
