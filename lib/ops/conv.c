@@ -285,26 +285,81 @@ static void gather_patch_f32(const geom_t *g, const float *xg, int64_t oy, int64
  * copy is zeroed once per call; each image overwrites only its interior.
  * Long rows (a signal front end: kw 256) copy whole runs per patch. */
 typedef struct padded {
-  float *x;              /* [Cg, ih, iw] owned; NULL: gather per patch */
+  float *x;              /* [Cg, (id,) ih, iw] owned; NULL: gather per patch */
   int64_t ih, iw;        /* padded height and width */
+  int64_t id;            /* padded depth (1 below 3-D) */
+  int64_t *off;          /* 3-D: [Cg * kd * kh] each kernel row's offset from
+                            a patch's first value; owned */
 } padded_t;
 
 static void padded_init(const geom_t *g, padded_t *pd) {
   memset(pd, 0, sizeof(*pd));
-  if (g->kw >= 16 || g->sr == 3) return;
+  if (g->kw >= 16) return;
+  int64_t need_d = (g->od - 1) * g->sd + (g->kd - 1) * g->dd + 1;
   int64_t need_h = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
   int64_t need_w = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
-  int64_t d[3] = {g->Cg, g->ph + g->ih > need_h ? g->ph + g->ih : need_h,
+  int64_t d[4] = {g->Cg, g->pd + g->id > need_d ? g->pd + g->id : need_d,
+                  g->ph + g->ih > need_h ? g->ph + g->ih : need_h,
                   g->pw + g->iw > need_w ? g->pw + g->iw : need_w};
-  int64_t n = dynq__shape_numel(3, d);
+  int64_t n = dynq__shape_numel(4, d);
   /* Huge pads around a small image (a hostile model may ask for 65536 per
    * side) would make the copy far larger than the image and the patches
    * together: then the per-patch path, which needs no copy. */
-  if (n < 0 || n > 4 * (g->Cg * g->ih * g->iw + g->oh * g->ow * g->kk) + 4096) return;
+  if (n < 0 || n > 4 * (g->Cg * g_plane(g) + g_positions(g) * g->kk) + 4096) return;
   /* zeroed once: each image then writes only the same interior cells */
   pd->x = calloc((size_t)n + 1, sizeof(float));
-  pd->ih = d[1];
-  pd->iw = d[2];
+  pd->id = d[1];
+  pd->ih = d[2];
+  pd->iw = d[3];
+  if (g->sr == 3 && pd->x != NULL) {
+    const int64_t nr = g->Cg * g->kd * g->kh;
+    if ((pd->off = malloc(sizeof(int64_t) * (size_t)nr)) == NULL) {
+      free(pd->x);
+      pd->x = NULL; /* per patch, same values */
+      return;
+    }
+    for (int64_t ci = 0, j = 0; ci < g->Cg; ci++)
+      for (int64_t e = 0; e < g->kd; e++)
+        for (int64_t a = 0; a < g->kh; a++, j++)
+          pd->off[j] = ((ci * pd->id + e * g->dd) * pd->ih + a * g->dh) * pd->iw;
+  }
+}
+
+static void padded_free(padded_t *pd) {
+  free(pd->x);
+  free(pd->off);
+}
+
+/* 3-D: the image into the padded copy's interior, row by row. */
+static void pad_fill3(const geom_t *g, const float *xg, const padded_t *pd) {
+  const int64_t piw = pd->iw, pih = pd->ih, pid = pd->id;
+  for (int64_t c = 0; c < g->Cg; c++)
+    for (int64_t z = 0; z < g->id; z++)
+      for (int64_t y = 0; y < g->ih; y++)
+        memcpy(pd->x + ((c * pid + g->pd + z) * pih + g->ph + y) * piw + g->pw,
+               xg + ((c * g->id + z) * g->ih + y) * g->iw, sizeof(float) * (size_t)g->iw);
+}
+
+/* 3-D patches [p0, p1) from the padded copy: runs of kw without bounds
+ * tests, in W's (ci, z, y, x) order; kw 3 as one 4-float move (the 4th
+ * float is overwritten by the next run, or lands in col's slack). */
+static void gather_padded3(const geom_t *g, const padded_t *pd, float *col, int64_t p0,
+                           int64_t p1) {
+  const int64_t piw = pd->iw, pih = pd->ih, kw = g->kw, dw = g->dw, nr = g->Cg * g->kd * g->kh;
+  const int64_t *restrict off = pd->off;
+  for (int64_t p = p0; p < p1; p++) {
+    const int64_t ox = p % g->ow, oy = p / g->ow % g->oh, oz = p / g->ow / g->oh;
+    const float *restrict src = pd->x + (oz * g->sd * pih + oy * g->sh) * piw + ox * g->sw;
+    float *restrict row = col + (p - p0) * g->kk;
+    if (kw == 1) { /* a temporal (k x 1 x 1) or pointwise kernel: single values */
+      for (int64_t j = 0; j < nr; j++) row[j] = src[off[j]];
+    } else if (kw == 3 && dw == 1) {
+      for (int64_t j = 0; j < nr; j++) memcpy(row + 3 * j, src + off[j], 4 * sizeof(float));
+    } else {
+      for (int64_t j = 0; j < nr; j++)
+        for (int64_t bb = 0; bb < kw; bb++) row[j * kw + bb] = src[off[j] + bb * dw];
+    }
+  }
 }
 
 /* The image into the interior of the padded copy, rows of width iw. */
@@ -325,6 +380,10 @@ static inline __attribute__((always_inline)) void fill_rows(const geom_t *g, con
 /* The image into the padded copy (once per image; the patches of any
  * range of its positions then come from it). */
 static void pad_fill(const geom_t *g, const float *xg, const padded_t *pd) {
+  if (g->sr == 3) {
+    pad_fill3(g, xg, pd);
+    return;
+  }
   /* rows of Silero's encoder are 4, 2 and 1 wide: with the width a
    * constant, a row is one move, where a loop (or libc) costs more than
    * the data */
@@ -380,7 +439,10 @@ static inline __attribute__((always_inline)) void gather_padded(const geom_t *g,
 static void gather_f32(const geom_t *g, const float *xg, const padded_t *pd, float *col,
                        int64_t p0, int64_t p1) {
   if (g->sr == 3) {
-    for (int64_t p = p0; p < p1; p++) gather_patch3(g, xg, NULL, 0, p, col + (p - p0) * g->kk, NULL);
+    if (pd->x != NULL) gather_padded3(g, pd, col, p0, p1);
+    else
+      for (int64_t p = p0; p < p1; p++)
+        gather_patch3(g, xg, NULL, 0, p, col + (p - p0) * g->kk, NULL);
     return;
   }
   if (pd->x != NULL) {
@@ -523,7 +585,7 @@ static int conv_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const fl
     }
   }
   free(col);
-  free(pd.x);
+  padded_free(&pd);
   return 0;
 }
 
@@ -754,7 +816,7 @@ out:
   free(as);
   free(az);
   free(tmp);
-  free(pd.x);
+  padded_free(&pd);
   return rc;
 }
 
