@@ -59,11 +59,11 @@ static float battr_f(const dynq__bnode_t *n, const char *name, float dflt) {
 static int conv_out_rank(const cnnf_t *f, const dynq__bnode_t *cv) {
   if (cv->op == DYNQ_OP_QCONV) {
     const dynq__attr_t *a = battr(cv, "spatial");
-    return a && a->type == DYNQ_ATTR_INT && (a->i == 1 || a->i == 2) ? (int)a->i + 2 : -1;
+    return a && a->type == DYNQ_ATTR_INT && a->i >= 1 && a->i <= 3 ? (int)a->i + 2 : -1;
   }
   if (cv->n_in < 2 || cv->in[1] < 0) return -1;
   int r = f->b->values[cv->in[1]].rank;
-  return r == 3 || r == 4 ? r : -1;
+  return r >= 3 && r <= 5 ? r : -1;
 }
 
 /* The epilogue gathered so far for one conv. */

@@ -31,7 +31,7 @@
  * quantized recurrent node more; If has as many outputs as its branches). */
 #define DYNQ_IMP_MAX_IN 64
 #define DYNQ_IMP_MAX_OUT 16
-#define DYNQ_IMP_MAX_ATTR 24 /* a 2-D QConv has 16, its fused epilogue 7 more */
+#define DYNQ_IMP_MAX_ATTR 40 /* a 3-D QConv has 21, its fused epilogue 7 more; a 3-D ConvTranspose up to 25 */
 
 /* ---- allocation pool ---- */
 
