@@ -8,7 +8,6 @@ small ONNX fixtures into .dynq seeds for fuzz-model).  Seeds are small valid
 inputs (plus a few near misses) so the fuzzers start past the magic numbers.
 """
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -180,8 +179,12 @@ def model_seeds(build):
 
 def write(target, seeds):
     d = os.path.join(OUT, target)
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    os.makedirs(d, exist_ok=True)
+    # the generated seeds are replaced; "regress-*" files are committed
+    # by hand (a finding's reproducer) and stay
+    for name in os.listdir(d):
+        if not name.startswith("regress-"):
+            os.remove(os.path.join(d, name))
     n = 0
     for name, data in seeds:
         with open(os.path.join(d, name), "wb") as f:
