@@ -1222,12 +1222,18 @@ START_TEST(conv_bad_shapes) {
   ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
   ck_assert_msg(strstr(err, "group 2"), "%s", err);
   at[0].i = 1;
-  /* W of rank 5 (3-D conv) is refused clearly */
+  /* W of rank 5 (a 3-D conv) against a 4-D X: X's rank is named */
   int64_t w5[5] = {1, 1, 1, 1, 1};
   dynq__tensor_t W5 = tens(DYNQ_DT_F32, 5, w5, w);
   in[1] = &W5;
   ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
-  ck_assert_msg(strstr(err, "rank 3 or 4"), "%s", err);
+  ck_assert_msg(strstr(err, "expected rank 5 (N, C, D, H, W)"), "%s", err);
+  /* W of rank 6 (4-D) is refused clearly */
+  int64_t w6[6] = {1, 1, 1, 1, 1, 1};
+  dynq__tensor_t W6 = tens(DYNQ_DT_F32, 6, w6, w);
+  in[1] = &W6;
+  ck_assert_int_eq(run_op(DYNQ_OP_CONV, "stem", at, na, in, 3, &out, 1, 0, err, sizeof(err)), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "rank 3, 4 or 5"), "%s", err);
   free(x);
   free(w);
 }
@@ -1736,7 +1742,7 @@ END_TEST
 START_TEST(quantize_refuses_bad_models) {
   static const char *const cases[][3] = {
     {"rnn_bad_weights", "node 'enc_gru' (op GRU)", "W must be [1, 9, input_size]"},
-    {"conv_bad_3d", "node 'vol_conv' (op Conv)", "only 1-D and 2-D convolutions"},
+    {"conv_bad_4d", "node 'vol_conv' (op Conv)", "only 1-D, 2-D and 3-D convolutions"},
     /* the plain RNN's attributes (make_rnn.py, make_bad) */
     {"rnn_bad_plain_act", "node 'enc_rnn' (op RNN)", "activation 'Swish' is not supported"},
     {"rnn_bad_plain_hidden", "node 'enc_rnn' (op RNN)",
