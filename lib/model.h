@@ -150,8 +150,8 @@ typedef struct dynq__run_opts {
   const dynq__run_stop_t *stop;   /* NULL, or when to stop the run (opkit.h):
                                      ECANCELED, EDEADLINE or ELIMIT naming the
                                      node it stopped at; checked before every
-                                     node and inside ops whose time can grow
-                                     faster than their inputs and outputs */
+                                     fourth node and inside ops whose time can
+                                     grow faster than their inputs and outputs */
 } dynq__run_opts_t;
 
 /*

@@ -10,8 +10,9 @@
  * exactly 0.0); the INT8 kernel computes [P, M/g], transposed into NCHW.
  * A 1-D conv runs as a 2-D one with a unit height.  A 3-D conv (video,
  * volumes) adds a depth axis (id, kd, od; a unit one for 1-D and 2-D) and
- * takes the generic im2col paths only: patches gathered one by one (in
- * W's (ci, z, y, x) order), no padded copy, no depthwise kernel.
+ * takes the generic im2col paths: patches in W's (ci, z, y, x) order from
+ * a zero-padded copy of the volume (gather_padded3), or value by value
+ * when that copy would be out of proportion; no depthwise row kernel.
  */
 #include <errno.h>
 #include <stdio.h>

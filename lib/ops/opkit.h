@@ -21,8 +21,8 @@
 
 enum { DYNQ_PRECISION_INT8 = 0, DYNQ_PRECISION_FP32 = 1 };
 
-/* Conv and QConv attributes (docs in rnn.h), per spatial axis (height,
- * width order as stored: axis 0 and 1). */
+/* Conv and QConv attributes (docs in rnn.h), per spatial axis in the
+ * order stored: (depth,) (height,) width, axis 0 first. */
 typedef struct dynq__conv_attrs {
   int auto_pad;          /* DYNQ_PAD_*; DYNQ_PAD_BAD when unknown */
   int spatial;           /* QConv: 1, 2 or 3 */
@@ -198,7 +198,7 @@ typedef struct dynq__layer_quant {
 /*
  * Stopping a run from outside: a long run (a request whose sizes make one
  * op quadratic, a huge batch) must not hold its thread for ever.  The
- * executor checks before every node, and ops whose time can grow faster
+ * executor checks before every fourth node, and ops whose time can grow faster
  * than what they read and write (Einsum's plain sum, NonMaxSuppression,
  * attention, the recurrent ops' time steps, Det) also inside their loops,
  * through dynq__op_poll.  Times are CLOCK_MONOTONIC nanoseconds (uv_hrtime's
