@@ -326,10 +326,9 @@ int main(int argc, char **argv) {
       dynq__run_opts_t o = {.precision = p ? DYNQ_PRECISION_FP32 : DYNQ_PRECISION_INT8,
                             .threads = threads};
       if (scaling) o.precision = sc_prec, o.threads = p ? scaling : 1;
-      dynq__run_stop_t stop = {.limit_ms = stop_ms};
+      dynq__run_stop_t stop = {0};
       if (stop_ms > 0) {
-        stop.start_ns = dynq__run_clock_ns();
-        stop.limit_ns = stop.start_ns + (uint64_t)stop_ms * 1000000u;
+        dynq__run_stop_cap(&stop, stop_ms);
         o.stop = &stop;
       }
       dynq__tensor_t tmp[16];

@@ -231,13 +231,8 @@ static const dynq__run_stop_t *stop_init(dynq__run_stop_t *s, const dynqd_infer_
     s->cancel = x->job.cancel;
     s->deadline_ns = x->job.deadline_ns;
   }
-  if (x->max_run_ms > 0) {
-    s->start_ns = dynq__run_clock_ns();
-    s->limit_ns = s->start_ns + (uint64_t)x->max_run_ms * 1000000u;
-    s->limit_ms = x->max_run_ms;
-  }
-  if (s->cancel == NULL && s->deadline_ns == 0 && s->limit_ns == 0) return NULL;
-  if (s->start_ns == 0) s->start_ns = dynq__run_clock_ns();
+  if (s->cancel == NULL && s->deadline_ns == 0 && x->max_run_ms <= 0) return NULL;
+  dynq__run_stop_cap(s, x->max_run_ms);
   return s;
 }
 

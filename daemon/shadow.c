@@ -156,9 +156,7 @@ static void run_job(dynqd_shadow_job_t *j) {
   dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32, .threads = 1,
                         .max_value_bytes = j->max_value_bytes};
   if (j->max_run_ms > 0) {
-    stop.start_ns = dynq__run_clock_ns();
-    stop.limit_ns = stop.start_ns + (uint64_t)j->max_run_ms * 1000000u;
-    stop.limit_ms = j->max_run_ms;
+    dynq__run_stop_cap(&stop, j->max_run_ms);
     o.stop = &stop;
   }
   if (out == NULL || (t != NULL && bind_twin(j, sig) != 0)) {

@@ -421,6 +421,16 @@ static int att_scratch_alloc(const att_t *a, att_scratch_t *w) {
   return 0;
 }
 
+/* Whether the run must stop (any task saw it first, or the stop is due
+ * now): the code stays in a->stopped for the calling thread to report. */
+static int att_stop(att_t *a) {
+  if (a->stop == NULL) return 0;
+  int code = atomic_load_explicit(&a->stopped, memory_order_relaxed);
+  if (code == 0 && (code = dynq__run_stop_due(a->stop)) != 0)
+    atomic_store_explicit(&a->stopped, code, memory_order_relaxed);
+  return code != 0;
+}
+
 /* One batch matrix: Q x K^T by blocks of query rows, each block's rows
  * through the masked softmax and quantized, then times V. */
 static void att_one(att_t *a, att_scratch_t *w, const float *Q, const float *K,
@@ -434,12 +444,7 @@ static void att_one(att_t *a, att_scratch_t *w, const float *Q, const float *K,
   dynq__quantize_cols_packed(N, Dv, V, a->vrs, a->vcs, 1.0f, w->bv, w->vc, w->vs);
   for (int64_t r0 = 0; r0 < M; r0 += ATT_ROWS) {
     const int64_t rows = M - r0 < ATT_ROWS ? M - r0 : ATT_ROWS;
-    if (r0 > 0 && a->stop != NULL) {  /* one long matrix: stop between row blocks */
-      int code = atomic_load_explicit(&a->stopped, memory_order_relaxed);
-      if (code == 0 && (code = dynq__run_stop_due(a->stop)) != 0)
-        atomic_store_explicit(&a->stopped, code, memory_order_relaxed);
-      if (code != 0) return;
-    }
+    if (r0 > 0 && att_stop(a)) return; /* one long matrix: stop between row blocks */
     dynq__qgemm_args_t qs = {
       .M = rows, .N = N, .K = D, .A = w->aq + r0 * Dp, .lda = (size_t)Dp, .B = w->bk,
       .colsum = w->kc, .w_scale = w->ks, .a_scale = w->qs + r0, .a_zp = w->qz + r0,
@@ -488,10 +493,7 @@ static void att_task(void *ctx, int64_t t) {
   for (int64_t i = i0; i < i1; i++) {
     int64_t off[5];
     /* M x N x D per matrix: long sequences grow it quadratically */
-    int code = atomic_load_explicit(&a->stopped, memory_order_relaxed);
-    if (code == 0 && (code = dynq__run_stop_due(a->stop)) != 0)
-      atomic_store_explicit(&a->stopped, code, memory_order_relaxed);
-    if (code != 0) break;
+    if (att_stop(a)) break;
     att_offsets(a, i, off);
     att_one(a, &w, a->Q + off[0], a->K + off[1], a->V + off[2], a->mask + off[3], a->Y + off[4]);
   }

@@ -38,6 +38,12 @@ uint64_t dynq__run_clock_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+void dynq__run_stop_cap(dynq__run_stop_t *s, int64_t ms) {
+  s->start_ns = dynq__run_clock_ns();
+  s->limit_ns = ms > 0 ? s->start_ns + (uint64_t)ms * 1000000u : 0;
+  s->limit_ms = ms > 0 ? ms : 0;
+}
+
 static uint64_t coarse_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);

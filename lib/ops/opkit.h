@@ -215,6 +215,9 @@ typedef struct dynq__run_stop {
 
 /* Now on the clock the stop times use (CLOCK_MONOTONIC, ns). */
 uint64_t dynq__run_clock_ns(void);
+/* s started now, with a run-time cap of ms milliseconds (ELIMIT; ms <= 0:
+ * no cap); its cancel flag and deadline are left as they are. */
+void dynq__run_stop_cap(dynq__run_stop_t *s, int64_t ms);
 /* 0, or the code the run stops with (ECANCELED, EDEADLINE, ELIMIT).  No
  * message: safe from an op's parallel tasks, which note the code for the
  * calling thread to report (dynq__op_stopped). */

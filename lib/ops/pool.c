@@ -63,7 +63,6 @@ int dynq__check_pool(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   DYNQ_OP_CHECK(p->auto_pad != DYNQ_PAD_BAD, "unknown auto_pad value");
   DYNQ_OP_CHECK(p->storage_order == 0 || p->storage_order == 1, "storage_order %d (0 or 1)",
                 p->storage_order);
-  DYNQ_OP_CHECK(n->n_out == 1 || n->op == DYNQ_OP_MAXPOOL, "only MaxPool has an Indices output");
   for (int ax = 0; ax < p->spatial; ax++) {
     DYNQ_OP_CHECK(p->kernel[ax] >= 1 && p->kernel[ax] <= 65536,
                   "kernel_shape %lld on axis %d outside [1, 65536]", (long long)p->kernel[ax], ax);
