@@ -81,6 +81,8 @@ START_TEST(test_bad_lines) {
     {"[batch.mlp]\nmax_batch = 0\n", "key 'max_batch': invalid value '0'", 2},
     {"coalesce_max = 0\n", "key 'coalesce_max': invalid value '0' (expected 1..4096)", 1},
     {"loop_spin_busy = yes\n", "key 'loop_spin_busy': invalid value 'yes'", 1},
+    {"max_run_ms = -5\n", "key 'max_run_ms': invalid value '-5' (expected 0..86400000)", 1},
+    {"max_run_ms = soon\n", "key 'max_run_ms': invalid value 'soon'", 1},
     {"[batch.mlp]\nspeed = 3\n", "key 'speed': unknown key in a [batch.mlp] section", 2},
     {"socket =\n", "key 'socket': needs a non-empty value", 1},
     {"max_conns = 99999999999999999999\n", "key 'max_conns': invalid value", 1},
