@@ -448,6 +448,11 @@ struct dynqd_job {
                                  submitter */
   int64_t cost_ns;            /* predicted one-thread compute (0: not
                                  known); set by the submitter */
+  int on_loop;                /* set by the scheduler while the loop runs
+                                 it (inline or in the loop's batch) */
+  int requeue;                /* set by a run on the loop that outgrew its
+                                 prediction and stopped: nothing was
+                                 answered or changed; a worker runs it */
 };
 
 /* Grouped by who writes what, each group on its own cache lines: moving a
@@ -505,6 +510,9 @@ typedef struct dynqd_sched {
   int async_init;
   uint64_t loop_jobs;          /* jobs the loop ran in its own batches
                                   (dynqd__sched_flush) */
+  uint64_t handoffs;           /* jobs the loop began, stopped for
+                                  outgrowing their prediction and handed
+                                  to the workers (job.requeue) */
 
   /* Wakes the loop for `done`; workers write its pending flag. */
   _Alignas(64) uv_async_t async;
@@ -529,8 +537,10 @@ int dynqd__sched_queued(dynqd_sched_t *p);
 /* Loop thread: take the finished jobs back now (their done), as the
  * wake-up would. */
 void dynqd__sched_collect(dynqd_sched_t *p);
-/* Loop thread: run j here and now (threads = 1), then its done. */
-void dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j);
+/* Loop thread: run j here and now (threads = 1), then its done; 0.  1
+ * when its run outgrew the loop's caps (job.requeue): then nothing was
+ * answered and a worker runs it after the next flush. */
+int dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j);
 /* Let workers finish the queue, join them, free what never came back.
  * The async handle is closed by whoever closes every handle. */
 void dynqd__sched_stop(dynqd_sched_t *p);

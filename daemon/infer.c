@@ -222,18 +222,53 @@ static int64_t now_us(void) {
   return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* When x's run must stop (dynq__run_opts_t.stop): after max_run_ms, and
- * for a request run alone (own) at its deadline or once its connection
- * is gone.  NULL when nothing applies. */
-static const dynq__run_stop_t *stop_init(dynq__run_stop_t *s, const dynqd_infer_t *x, int own) {
+/* When x's run must stop (dynq__run_opts_t.stop): after cap_ms (0: never),
+ * and for a request run alone (own) at its deadline or once its
+ * connection is gone.  NULL when nothing applies. */
+static const dynq__run_stop_t *stop_init(dynq__run_stop_t *s, const dynqd_infer_t *x, int own,
+                                         int64_t cap_ms) {
   memset(s, 0, sizeof(*s));
   if (own) {
     s->cancel = x->job.cancel;
     s->deadline_ns = x->job.deadline_ns;
   }
-  if (s->cancel == NULL && s->deadline_ns == 0 && x->max_run_ms <= 0) return NULL;
-  dynq__run_stop_cap(s, x->max_run_ms);
+  if (s->cancel == NULL && s->deadline_ns == 0 && cap_ms <= 0) return NULL;
+  dynq__run_stop_cap(s, cap_ms);
   return s;
+}
+
+/*
+ * Runs on the loop.  The loop runs a request itself only when its model's
+ * measured cost per input element predicts a few tens of microseconds
+ * (inline_max_us), and every connection waits while it does.  A model
+ * whose cost does not follow its input's size (a Range or an Expand sized
+ * by an input's value, an Einsum over many axes) can make a 4-byte
+ * request run for as long as max_run_ms allows.  So a run on the loop
+ * gets caps of its own: LOOP_CAP_FACTOR times its predicted time (at
+ * least LOOP_CAP_MIN_MS; the stop clock ticks every few ms) and
+ * LOOP_VALUE_BYTES per request for any one value it computes (writing
+ * that many bytes alone takes far longer than the prediction).  A run
+ * over either stops with ELIMIT, and instead of being answered is marked
+ * job.requeue: its inputs and session are as they were, and the
+ * scheduler hands it to a worker, which runs it under the config's own
+ * limits (an ELIMIT there is the request's answer).
+ */
+#define LOOP_CAP_MIN_MS 2
+#define LOOP_CAP_FACTOR 20
+#define LOOP_VALUE_BYTES ((int64_t)4 << 20)
+
+/* The run-time cap (ms, 0: none) and value cap (bytes) for a run of n
+ * requests predicted to cost cost_ns in all; on_loop: the loop runs it. */
+static void run_caps(const dynqd_infer_t *x, int on_loop, int64_t cost_ns, int n,
+                     int64_t *cap_ms, int64_t *value_bytes) {
+  *cap_ms = x->max_run_ms;
+  *value_bytes = x->max_value_bytes;
+  if (!on_loop) return;
+  int64_t ms = cost_ns > 0 ? (cost_ns * LOOP_CAP_FACTOR + 999999) / 1000000 : 0;
+  if (ms < LOOP_CAP_MIN_MS) ms = LOOP_CAP_MIN_MS;
+  if (*cap_ms <= 0 || ms < *cap_ms) *cap_ms = ms;
+  int64_t b = LOOP_VALUE_BYTES * (n > 0 ? n : 1);
+  if (*value_bytes <= 0 || b < *value_bytes) *value_bytes = b;
 }
 
 static void finish(dynqd_infer_t *x, int rc, const char *err);
@@ -409,11 +444,14 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
   /* A merged run stops only at the run-time cap: one request's deadline
    * or closed connection does not end the others' answers. */
   dynq__run_stop_t stop;
+  int64_t cap_ms, value_bytes, cost = 0;
+  for (int k = 0; k < n; k++) cost += v[k]->job.cost_ns;
+  run_caps(a, a->job.on_loop, cost, n, &cap_ms, &value_bytes);
   dynq__run_opts_t opts = {.precision = a->precision,
                            .threads = a->job.threads > 1 ? a->job.threads : 1,
                            .result = &res,
-                           .max_value_bytes = a->max_value_bytes,
-                           .stop = stop_init(&stop, a, 0)};
+                           .max_value_bytes = value_bytes,
+                           .stop = stop_init(&stop, a, 0, cap_ms)};
   char err[256];
   int64_t t0 = now_us();
   rc = dynq__model_run(a->model, &opts, in, out, err, sizeof(err));
@@ -424,6 +462,8 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
     sc->buf = NULL;
     sc->cap = 0;
   }
+  if (rc == DYNQ_ELIMIT && a->job.on_loop)
+    for (int k = 0; k < n; k++) v[k]->job.requeue = 1;  /* none was touched */
   if (rc != 0) return rc;  /* the run left out empty */
   for (int o = 0; o < no; o++) {
     if (out[o].rank <= ax[ni + o] || out[o].dims[ax[ni + o]] != total) {
@@ -489,14 +529,21 @@ void dynqd__infer_run(dynqd_infer_t *x) {
   }
   dynq__run_result_t res = {0};
   dynq__run_stop_t stop;
+  int64_t cap_ms, value_bytes;
+  run_caps(x, x->job.on_loop, x->job.cost_ns, 1, &cap_ms, &value_bytes);
   dynq__run_opts_t opts = {.precision = x->precision,
                            .threads = x->job.threads > 1 ? x->job.threads : 1,
                            .result = &res,
-                           .max_value_bytes = x->max_value_bytes,
-                           .stop = stop_init(&stop, x, 1)};
+                           .max_value_bytes = value_bytes,
+                           .stop = stop_init(&stop, x, 1, cap_ms)};
   char err[512] = "";
   int64_t t0 = now_us();
   int rc = dynq__model_run(x->model, &opts, x->inputs, x->out, err, sizeof(err));
+  if (rc == DYNQ_ELIMIT && x->job.on_loop) {
+    clear_out(x);  /* the run left its outputs empty: only the array */
+    x->job.requeue = 1;
+    return;
+  }
   x->compute_us = now_us() - t0;
   x->batched = 1;
   /* Allowed to split but nothing was large enough: it ran on one thread

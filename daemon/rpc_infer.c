@@ -646,9 +646,25 @@ static void settle(rpc_infer_t *r) {
   dynqd__infer_out_done(&r->x);
 }
 
+/* Loop: x's run on the loop outgrew its prediction (job.requeue).  Its
+ * model's cost estimates are raised to at least twice the inline limit at
+ * this size, so requests like it go to the workers until the runs the
+ * workers measure bring the estimates back down. */
+static void overran(rpc_infer_t *r) {
+  dynqd_mstats_t *ms = r->mstats;
+  if (ms == NULL || r->x.in_elems <= 0) return;
+  double floor = 2000.0 * (double)r->srv->cfg->inline_max_us / (double)r->x.in_elems;
+  if (ms->ns_per_elem < floor) ms->ns_per_elem = floor;
+  if (ms->ns_per_elem_merged < floor) ms->ns_per_elem_merged = floor;
+}
+
 static void job_run(dynqd_job_t *j) {
   rpc_infer_t *r = (rpc_infer_t *)j;
   dynqd__infer_run(&r->x);
+  if (j->requeue) {
+    overran(r);
+    return;
+  }
   encode(r, NULL);
   answer(&r, 1);
   settle(r);
@@ -656,7 +672,10 @@ static void job_run(dynqd_job_t *j) {
 
 static int job_run_batch(dynqd_job_t **v, int n) {
   dynq__tensor_t *keep;  /* merged outputs the answers' views point into */
-  if (dynqd__infer_run_merged((dynqd_infer_t **)v, n, &keep) != 0) return -1;
+  if (dynqd__infer_run_merged((dynqd_infer_t **)v, n, &keep) != 0) {
+    if (v[0]->requeue) overran((rpc_infer_t *)v[0]);
+    return -1;
+  }
   like_t pat = {0};
   for (int k = 0; k < n; k++) {
     rpc_infer_t *r = (rpc_infer_t *)v[k];
@@ -1179,8 +1198,10 @@ int dynqd__m_infer(dynqd_req_t *rq, const dynq__params_t *pp) {
               x->out_shm == NULL && precision == DYNQ_PRECISION_INT8 && ms != NULL;
   if (small && dynqd__sched_inline_ok(&s->sched, s->cfg->inline_max_us, ms->ns_per_elem,
                                       x->in_elems, s->frames_iter, s->frames_prev)) {
-    s->stats.inline_total++;
-    dynqd__sched_run_inline(&s->sched, &x->job);  /* answers through job_done */
+    x->job.cost_ns = (int64_t)(ms->ns_per_elem * (double)x->in_elems);  /* the loop's caps */
+    /* answered through job_done, or handed to a worker (r stays ours
+     * until then) */
+    if (dynqd__sched_run_inline(&s->sched, &x->job) == 0) s->stats.inline_total++;
     return 0;
   }
   x->job.loop_ok = 0;

@@ -193,6 +193,7 @@ int dynqd__m_stats(dynqd_req_t *rq, const dynq__params_t *p) {
   KV(&w, "overloads_total", dynq__w_uint(&w, st->overloads_total));
   KV(&w, "timeouts_total", dynq__w_uint(&w, st->timeouts_total));
   KV(&w, "inline_total", dynq__w_uint(&w, st->inline_total));
+  KV(&w, "loop_handoffs_total", dynq__w_uint(&w, s->sched.handoffs));
   KV(&w, "shadow_runs_total", dynq__w_uint(&w, s->shadow.runs_total));
   KV(&w, "shadow_dropped_total", dynq__w_uint(&w, s->shadow.dropped_total));
   KV(&w, "shadow_decisions_changed_total", dynq__w_uint(&w, s->shadow.decisions_total));

@@ -330,14 +330,35 @@ int dynqd__sched_submit_at(dynqd_sched_t *p, dynqd_job_t *j, uint64_t now) {
   return 0;
 }
 
-void dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j) {
-  (void)p;
+/* A job the loop began that outgrew its prediction (job.requeue: its run
+ * stopped, nothing was answered) goes to the pending list, for a worker;
+ * counted is whether it already counts as outstanding. */
+static void hand_back(dynqd_sched_t *p, dynqd_job_t *j, int counted) {
+  j->requeue = 0;
+  j->loop_ok = 0;
+  j->next = NULL;
+  if (p->ptail) p->ptail->next = j;
+  else p->phead = j;
+  p->ptail = j;
+  p->plen++;
+  if (!counted) p->outstanding++;
+  p->handoffs++;
+}
+
+int dynqd__sched_run_inline(dynqd_sched_t *p, dynqd_job_t *j) {
   j->t_queued_ns = j->t_arrive_ns;  /* it never waits: queue_us stays 0 */
   j->threads = 1;
   j->skipped = 0;
   j->next = NULL;
+  j->on_loop = 1;
   j->ops->run(j);
+  j->on_loop = 0;
+  if (j->requeue) {  /* a worker takes it at this iteration's flush */
+    hand_back(p, j, 0);
+    return 1;
+  }
   j->ops->done(j);
+  return 0;
 }
 
 /* Workers the queue keeps busy, counted up to `enough`: a run of jobs
@@ -415,14 +436,34 @@ static void run_loop_batch(dynqd_sched_t *p, dynqd_job_t *list) {
   int width = batch_width(p, v, n, p->qhead == NULL && p->running == 0);
   p->running++;
   pthread_mutex_unlock(&p->mu);
-  for (dynqd_job_t *j = list; j != NULL; j = j->next) j->threads = width;
+  for (dynqd_job_t *j = list; j != NULL; j = j->next) {
+    j->threads = width;
+    j->on_loop = 1;
+  }
+  /* A merged run stopped for outgrowing the loop's caps marks every job
+   * requeue: none is run alone here (each would pay the caps again). */
   if (n == 1 || (n > 1 && (v[0]->ops->run_batch == NULL || v[0]->ops->run_batch(v, n) != 0)))
-    for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
+    if (!(n > 1 && v[0]->requeue))
+      for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
   pthread_mutex_lock(&p->mu);
   p->running--;
   pthread_mutex_unlock(&p->mu);
-  p->loop_jobs += (uint64_t)n;
-  push_done(p, list);
+  /* Those that outgrew the loop go to the workers, the rest are done. */
+  dynqd_job_t *done = NULL, **dtail = &done;
+  for (dynqd_job_t *j = list, *next; j != NULL; j = next) {
+    next = j->next;
+    j->on_loop = 0;
+    if (j->requeue) {
+      hand_back(p, j, 1);
+    } else {
+      *dtail = j;
+      dtail = &j->next;
+      p->loop_jobs++;
+    }
+  }
+  *dtail = NULL;
+  if (p->plen > 0) hand_to_workers(p);
+  if (done != NULL) push_done(p, done);
   dynqd__sched_collect(p);
 }
 

@@ -13,8 +13,11 @@
  * answered.  Through dynqd: a request's timeout_ms ends its run,
  * max_run_ms caps any run, a closed connection frees the worker, a session
  * step stopped leaves its state as it was, and everyone else is served
- * meanwhile.  Unstopped, each long request computes for minutes (the test
- * times out): no test here asserts on speed.
+ * meanwhile; a request predicted small whose cost follows its values
+ * (runlimit_square, runlimit_range) is handed from the loop to a worker
+ * instead of holding every connection.  Unstopped, each long request
+ * computes for minutes (the test times out): no test here asserts on
+ * speed.
  */
 #include <check.h>
 #include <math.h>
@@ -416,6 +419,102 @@ START_TEST(test_daemon_stopped_step_keeps_the_state) {
 }
 END_TEST
 
+/* infer x [1] = {v} on model; returns its y [1] (asserted ok). */
+static float infer_x(tu_rpc_t *c, uint32_t msgid, const char *model, float v) {
+  int64_t d[1] = {1};
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, model);
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  tu_w_f32_tensor(&w, 1, d, &v);
+  tu_rpc_send_wbuf(c, &w);
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(c, msgid, &m);
+  float y;
+  tu_get_f32_output(&m, "y", &y, 1);
+  dynq__rpc_free(&m);
+  return y;
+}
+
+static int64_t handoffs(tu_rpc_t *c, uint32_t msgid) {
+  tu_rpc_call0(c, msgid, "stats");
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(c, msgid, &m);
+  int64_t v = tu_obj_int_or(dynq__obj_get(m.result, "loop_handoffs_total"), -1);
+  dynq__rpc_free(&m);
+  return v;
+}
+
+/* A 4-byte request whose model's cost follows the value it sends (a Range
+ * it sizes) is predicted at microseconds and runs on the loop; there it
+ * outgrows the loop's caps (x^2 Einsum steps: time; a 160 MB Range: bytes)
+ * and is handed to the worker, which answers it right.  Meanwhile the loop
+ * answers a ping on another connection: before the long answer is there
+ * (on a loop that kept the run, the ping would wait for it). */
+START_TEST(test_daemon_loop_hands_over_what_outgrew_it) {
+  env_t e = {0};
+  /* the longest inline limit, so that warm runs under valgrind still
+   * predict the big requests small enough for the loop */
+  const char *extra[] = {"--workers", "1", "--inline-max", "1000", NULL};
+  e.dir = tu_mkdtemp_models(&e.models);
+  convert_to(e.models, "square");
+  convert_to(e.models, "range");
+  ck_assert_int_eq(tu_daemon_start(&e.d, e.dir, e.models, extra), 0);
+  tu_rpc_t c, other;
+  tu_rpc_open(&c, e.d.sock);
+  tu_rpc_open(&other, e.d.sock);
+  uint32_t id = 1;
+  for (int i = 0; i < 20; i++) {  /* each model's cost estimate: x = 3 */
+    ck_assert_float_eq(infer_x(&c, id++, "square", 3.0f), 9.0f);  /* (0+1+2)^2 */
+    ck_assert_float_eq(infer_x(&c, id++, "range", 3.0f), 3.0f);
+  }
+  ck_assert_int_eq(handoffs(&c, id++), 0);
+
+  const double n = 30000, half = n * (n - 1) / 2;  /* 9e8 steps */
+  int64_t d[1] = {1};
+  float v = (float)n;
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, 500, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, "square");
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  tu_w_f32_tensor(&w, 1, d, &v);
+  tu_rpc_send_wbuf(&c, &w);
+  usleep(20000);
+  tu_rpc_ping_ok(&other, 1);
+  struct pollfd pfd = {c.fd, POLLIN, 0};
+  ck_assert_msg(poll(&pfd, 1, 0) == 0, "the long request was answered before a ping: "
+                "the loop ran it");
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(&c, 500, &m);
+  float y;
+  tu_get_f32_output(&m, "y", &y, 1);
+  dynq__rpc_free(&m);
+  ck_assert_msg(fabs(y - half * half) <= 1e-4 * half * half, "square %g, expected %g", y,
+                half * half);
+  ck_assert_int_eq(handoffs(&c, id++), 1);
+
+  /* bytes: Range(0, 2e7) is 160 MB, over the loop's 4 MiB per value */
+  y = infer_x(&c, id++, "range", 2e7f);
+  ck_assert_msg(fabs(y - 2e7 * (2e7 - 1) / 2) <= 1e-4 * 2e14, "range sum %g", y);
+  ck_assert_int_eq(handoffs(&c, id++), 2);
+  /* small ones still answered (by the worker while the estimate is up) */
+  ck_assert_float_eq(infer_x(&c, id++, "range", 3.0f), 3.0f);
+  tu_rpc_close(&c);
+  tu_rpc_close(&other);
+  env_stop(&e);
+}
+END_TEST
+
 static Suite *suite(void) {
   Suite *s = suite_create("runlimit");
   TCase *tc = tcase_create("engine");
@@ -431,6 +530,7 @@ static Suite *suite(void) {
   tcase_add_test(td, test_daemon_max_run_ms);
   tcase_add_test(td, test_daemon_closed_connection_frees_the_worker);
   tcase_add_test(td, test_daemon_stopped_step_keeps_the_state);
+  tcase_add_test(td, test_daemon_loop_hands_over_what_outgrew_it);
   suite_add_tcase(s, td);
   return s;
 }

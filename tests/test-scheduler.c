@@ -21,6 +21,7 @@ typedef struct tjob {
   int batch_n;          /* how many ran together (0: not run) */
   int running_seen;     /* the scheduler's running count while it ran */
   int expired, done;
+  int loop_tries;       /* runs on the loop that outgrew it (OVERRUN_KEY) */
 } tjob_t;
 
 static int g_done;
@@ -29,8 +30,17 @@ static int g_done;
 static atomic_int g_gate;     /* a GATE_KEY job runs until this is set */
 static atomic_int g_gated;    /* a GATE_KEY job is running */
 
+/* An OVERRUN_KEY job outgrows any run on the loop, as an infer whose cost
+ * the estimate missed stops at the loop's caps: nothing done, requeue. */
+#define OVERRUN_KEY -2
+
 static void t_run(dynqd_job_t *j) {
   tjob_t *t = (tjob_t *)j;
+  if (t->key == OVERRUN_KEY && j->on_loop) {
+    t->loop_tries++;
+    j->requeue = 1;
+    return;
+  }
   t->ran_on = pthread_self();
   if (t->key == GATE_KEY) {
     atomic_store(&g_gated, 1);
@@ -44,6 +54,13 @@ static int t_run_batch(dynqd_job_t **v, int n) {
   pthread_mutex_lock(&g_s.mu);
   int running = g_s.running;
   pthread_mutex_unlock(&g_s.mu);
+  if (((tjob_t *)v[0])->key == OVERRUN_KEY && v[0]->on_loop) {
+    for (int k = 0; k < n; k++) {
+      ((tjob_t *)v[k])->loop_tries++;
+      v[k]->requeue = 1;
+    }
+    return -1;
+  }
   for (int k = 0; k < n; k++) {
     ((tjob_t *)v[k])->running_seen = running;
     ((tjob_t *)v[k])->batch_n = n;
@@ -493,6 +510,52 @@ START_TEST(test_batch_alone_may_split) {
 }
 END_TEST
 
+START_TEST(test_overrun_on_the_loop_goes_to_a_worker) {
+  /* A job the loop runs inline that outgrows it is not done there: run
+   * once more by a worker after the next flush, then done once. */
+  start(1, 16);
+  tjob_t x;
+  init_job(&x, OVERRUN_KEY, 0, 0);
+  ck_assert_int_eq(dynqd__sched_run_inline(&g_s, &x.job), 1);
+  ck_assert_int_eq(x.done, 0);
+  ck_assert_int_eq(x.loop_tries, 1);
+  ck_assert_uint_eq(g_s.handoffs, 1);
+  ck_assert_int_eq(dynqd__sched_queued(&g_s), 1);
+  dynqd__sched_flush(&g_s);
+  wait_done(1);
+  ck_assert_int_eq(x.done, 1);
+  ck_assert_int_eq(x.batch_n, 1);
+  ck_assert(!pthread_equal(x.ran_on, pthread_self()));
+  ck_assert_int_eq(x.job.on_loop, 0);
+  ck_assert_int_eq(x.job.requeue, 0);
+  ck_assert_int_eq(x.job.loop_ok, 0);
+  /* The loop's batch: the merged run outgrows the loop; none is run alone
+   * there (each would pay the caps again), all go to a worker, which
+   * merges them. */
+  g_done = 0;
+  tjob_t t[3];
+  for (int i = 0; i < 3; i++) {
+    init_job(&t[i], OVERRUN_KEY, 4, 0);
+    t[i].job.loop_ok = 1;
+    ck_assert_int_eq(dynqd__sched_submit(&g_s, &t[i].job), 0);
+  }
+  dynqd__sched_flush(&g_s);
+  ck_assert_int_eq(g_done, 0);  /* nothing came back from the loop's batch */
+  ck_assert_uint_eq(g_s.loop_jobs, 0);
+  wait_done(3);
+  for (int i = 0; i < 3; i++) {
+    ck_assert_int_eq(t[i].loop_tries, 1);
+    ck_assert_int_eq(t[i].done, 1);
+    ck_assert_int_eq(t[i].batch_n, 3);
+    ck_assert(!pthread_equal(t[i].ran_on, pthread_self()));
+  }
+  ck_assert_uint_eq(g_s.handoffs, 4);
+  ck_assert_int_eq(g_s.outstanding, 0);
+  ck_assert(dynqd__sched_idle(&g_s));
+  stop();
+}
+END_TEST
+
 START_TEST(test_stop_runs_nothing_on_the_loop) {
   /* Jobs still pending at stop (the loop is gone) all go to workers. */
   start(1, 16);
@@ -527,6 +590,7 @@ int main(void) {
   tcase_add_test(tc, test_inline_policy);
   tcase_add_test(tc, test_loop_keeps_first_small_batch);
   tcase_add_test(tc, test_batch_alone_may_split);
+  tcase_add_test(tc, test_overrun_on_the_loop_goes_to_a_worker);
   tcase_add_test(tc, test_stop_runs_nothing_on_the_loop);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
