@@ -89,7 +89,8 @@ static const command_t commands[] = {
   { "compare", "MODEL [--input [NAME[:DTYPE]=]FILE|JSON ...] [--threshold T] [--timeout-ms MS]",
     "run both precisions on the same inputs: relL2, max |d|, cosine and changed decisions "
     "per output", cmd_compare },
-  { "help", "", "show this help", cmd_help },
+  { "help", "[COMMAND]", "show this help, or one command's (as COMMAND --help does)",
+    cmd_help },
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -307,7 +308,34 @@ static int no_args(ctl_t *ctl, int argc, char **argv) {
   return EXIT_OK;
 }
 
+/* One command's usage line and what it does (dynqctl CMD --help). */
+static void command_usage(FILE *f, const command_t *c) {
+  fprintf(f, "usage: dynqctl [--socket PATH] [--json] [--timeout MS] %s%s%s\n\n%s\n",
+          c->name, c->args[0] ? " " : "", c->args, c->help);
+}
+
+/* Whether the command's arguments ask for its help: -h or --help before
+ * a "--" (it connects to nothing then). */
+static int wants_help(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) break;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) return 1;
+  }
+  return 0;
+}
+
 static int cmd_help(ctl_t *ctl, int argc, char **argv) {
+  (void)ctl;
+  if (argc > 2) {
+    errx_msg("help: one command at most, not '%s'", argv[2]);
+    return EXIT_USAGE;
+  }
+  if (argc == 2) {
+    const command_t *c = lookup_command(argv[1]);
+    if (c == NULL) return EXIT_USAGE;
+    command_usage(stdout, c);
+    return EXIT_OK;
+  }
   usage(stdout);
   return EXIT_OK;
 }
@@ -1716,6 +1744,10 @@ int main(int argc, char **argv) {
   cmd = lookup_command(argv[optind]);
   if (cmd == NULL) return EXIT_USAGE;
   ctl.cmd = cmd->name;
+  if (cmd->run != cmd_help && wants_help(argc - optind, argv + optind)) {
+    command_usage(stdout, cmd);
+    return fflush(stdout) == 0 ? EXIT_OK : EXIT_FAIL;
+  }
   rc = cmd->run(&ctl, argc - optind, argv + optind);
   dynq_close(ctl.client);
   if (fflush(stdout) != 0 && rc == EXIT_OK) rc = EXIT_FAIL;

@@ -1067,6 +1067,25 @@ START_TEST(dynqctl_usage_errors) {
   ck_assert_int_eq(ctl(&out, "help", NULL, NULL, NULL, NULL), 0);
   ck_assert_ptr_nonnull(strstr(out, "usage: dynqctl"));
   free(out);
+  /* a command's own help, without a daemon (the socket does not exist) */
+  ck_assert_int_eq(ctl(&out, "--socket", sock, "infer", "m", "--help"), 0);
+  ck_assert_msg(strstr(out, "usage: dynqctl") && strstr(out, "infer MODEL [--input") &&
+                strstr(out, "run a model") && !strstr(out, "stream MODEL"), "%s", out);
+  free(out);
+  ck_assert_int_eq(ctl(&out, "--socket", sock, "stream", "-h", NULL), 0);
+  ck_assert_ptr_nonnull(strstr(out, "stream MODEL --input NAME=AUDIO"));
+  free(out);
+  ck_assert_int_eq(ctl(&out, "help", "stats", NULL, NULL, NULL), 0);
+  ck_assert_ptr_nonnull(strstr(out, "stats [--json|--prometheus]"));
+  free(out);
+  ck_assert_int_eq(ctl(&out, "help", "frobnicate", NULL, NULL, NULL), 2);
+  ck_assert_ptr_nonnull(strstr(out, "unknown command 'frobnicate'"));
+  free(out);
+  /* after "--" it is an argument like any other (one too many here) */
+  ck_assert_int_eq(ctl(&out, "--socket", sock, "info", "--", "--help"), 2);
+  ck_assert_msg(strstr(out, "unexpected argument '--help'") && !strstr(out, "usage:"), "%s",
+                out);
+  free(out);
   ck_assert_int_eq(ctl(&out, NULL, NULL, NULL, NULL, NULL), 2);
   free(out);
   ck_assert_int_eq(ctl(&out, "frobnicate", NULL, NULL, NULL, NULL), 2);
