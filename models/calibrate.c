@@ -631,9 +631,19 @@ done:
  * first and SC_DIM for the others.  A graph that cannot run at SC_DIM (an
  * audio model whose front end needs hundreds of samples: a 256-tap
  * Conv, an STFT frame) is tried again at the larger sizes of sc_dims, up
- * to SC_MAX_ELEMS elements per input. */
+ * to SC_MAX_ELEMS elements per input, then with every symbolic dim the
+ * same. */
 enum { SC_DRAWS = 8, SC_BATCH = 2, SC_DIM = 32, SC_MAX_CAND = 16 };
-static const int64_t sc_dims[] = {SC_DIM, 512, 4096, 16384};
+/* {leading, other} symbolic dims, tried in turn until the model runs.  The
+ * last ones give every symbolic dim one value: a model whose batch is not
+ * every input's first axis (an input [batch, features] beside a state
+ * [layers, batch, hidden]) runs only when they agree. */
+#define SC_MAX_DIM 16384
+#define SC_MAX_EQUAL 1024
+static const int64_t sc_dims[][2] = {
+  {SC_BATCH, SC_DIM}, {SC_BATCH, 512}, {SC_BATCH, 4096}, {SC_BATCH, SC_MAX_DIM},
+  {SC_DIM, SC_DIM}, {512, 512}, {SC_MAX_EQUAL, SC_MAX_EQUAL},
+};
 #define SC_MAX_ELEMS ((int64_t)1 << 22)
 #define SC_CAND_SHARE 0.005   /* a candidate does at most 0.5 % of the INT8 MACs */
 #define SC_TOTAL_SHARE 0.01   /* at most 1 % of the INT8 MACs moved to FP32 */
@@ -664,7 +674,7 @@ static int64_t sc_table_rows(const dynq__graph_t *g, int32_t v) {
 
 /* The synthetic calls into k->c, symbolic dims (but a leading one) `dim`;
  * 0, -2 when an input would pass SC_MAX_ELEMS, or -1 with why in err. */
-static int sc_inputs(calib_t *k, const dynq__graph_t *g, int64_t dim, char *err,
+static int sc_inputs(calib_t *k, const dynq__graph_t *g, int64_t lead, int64_t dim, char *err,
                      size_t errlen) {
   dynq__calls_t *c = &k->c;
   c->what = "self-check";
@@ -689,7 +699,7 @@ static int sc_inputs(calib_t *k, const dynq__graph_t *g, int64_t dim, char *err,
         snprintf(err, errlen, "input '%s' has no declared rank", d->name);
         return -1;
       }
-      for (int r = 0; r < d->rank; r++) dims[r] = d->dims[r] >= 0 ? d->dims[r] : r == 0 ? SC_BATCH : dim;
+      for (int r = 0; r < d->rank; r++) dims[r] = d->dims[r] >= 0 ? d->dims[r] : r == 0 ? lead : dim;
       int64_t numel = dynq__shape_numel(d->rank, dims);
       if (dim > SC_DIM && (numel < 0 || numel > SC_MAX_ELEMS)) return -2;
       int rc = dynq__tensor_alloc(t, d->dtype, d->rank, dims);
@@ -811,20 +821,24 @@ int dynq__selfcheck(const dynq__imp_options_t *imp, const uint8_t *buf, size_t l
    * no small layer (BERT: every GEMM >= 0.7 %) needs nothing more.  It is
    * also the try of the synthetic shapes: the first size that runs. */
   int rc = -1;
-  int64_t dim = 0;
+  int64_t lead = 0, dim = 0;
   for (size_t t = 0; t < sizeof(sc_dims) / sizeof(sc_dims[0]) && rc != 0; t++) {
     dynq__calls_free(&k.c);
     memset(k.macs, 0, ((size_t)g->n_nodes + 1) * sizeof(*k.macs));
-    int ri = sc_inputs(&k, g, sc_dims[t], err, sizeof(err));
-    if (ri == -2) break;  /* larger sizes are larger still */
+    int ri = sc_inputs(&k, g, sc_dims[t][0], sc_dims[t][1], err, sizeof(err));
+    if (ri == -2) continue;  /* too large; a later, uniform try may fit */
     if (ri != 0) goto skip;
     k.c.n_files = 1;
     rc = run_all(&k, m, DYNQ_PRECISION_INT8, NULL, 2, NULL);
     k.c.n_files = SC_DRAWS;
-    dim = sc_dims[t];
+    lead = sc_dims[t][0];
+    dim = sc_dims[t][1];
   }
   if (rc != 0) goto skip_quiet;
-  if (dim > SC_DIM && !imp->quiet)
+  if (lead != SC_BATCH && !imp->quiet)
+    printf("self-check: every symbolic dimension %lld (the model does not run with a first "
+           "axis of %d and the others up to %d)\n", (long long)dim, SC_BATCH, SC_MAX_DIM);
+  else if (dim > SC_DIM && !imp->quiet)
     printf("self-check: symbolic dimensions of %lld (the model does not run at %d)\n",
            (long long)dim, SC_DIM);
   sized = 1;
@@ -917,9 +931,15 @@ int dynq__selfcheck(const dynq__imp_options_t *imp, const uint8_t *buf, size_t l
   }
   goto done;
 skip_quiet:
-  snprintf(err, sizeof(err), "the model did not run on synthetic inputs shaped from its "
-           "declared inputs, symbolic dimensions %lld%s (%s)", (long long)dim,
-           dim > SC_DIM ? " and smaller" : "", k.run_err[0] ? k.run_err : "out of memory");
+  if (sized)
+    snprintf(err, sizeof(err), "the model ran on synthetic inputs (symbolic dimensions of "
+             "%lld, %lld on an input's first axis) but then failed (%s)", (long long)dim,
+             (long long)lead, k.run_err[0] ? k.run_err : "out of memory");
+  else
+    snprintf(err, sizeof(err), "the model did not run on synthetic inputs shaped from its "
+             "declared inputs, symbolic dimensions %d to %d after a first axis of %d, or "
+             "%d to %d on every axis (%s)", SC_DIM, SC_MAX_DIM, SC_BATCH, SC_DIM, SC_MAX_EQUAL,
+             k.run_err[0] ? k.run_err : "out of memory");
 skip:
   if (!imp->quiet)
     fprintf(stderr, "%s: note: self-check skipped: %s; every layer quantized as by "
