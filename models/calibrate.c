@@ -76,6 +76,8 @@ typedef struct calib {
                                summed by run_all over the calls (the self-check) */
   dynq__layer_quant_t *lq;  /* owned [n_nodes] with macs: run_all's scratch */
   int keep_errors;          /* run_all's failures go to run_err, not stderr */
+  int64_t run_cap_ms;       /* 0, or each run stops (ELIMIT) after this long */
+  int64_t max_value_bytes;  /* 0, or the most bytes one computed value may take */
   char run_err[400];
 } calib_t;
 
@@ -184,6 +186,9 @@ static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsi
   const dynq__graph_t *g = dynq__model_graph(m);
   dynq__run_opts_t ro = { precision, NULL, 1, prec };
   dynq__run_result_t res = { 0 };
+  dynq__run_stop_t stop;
+  ro.max_value_bytes = k->max_value_bytes;
+  if (k->run_cap_ms > 0) ro.stop = &stop;
   if (k->macs != NULL) {
     res.cap_quant = g->n_nodes;
     res.quant = k->lq;
@@ -205,6 +210,10 @@ static int run_all(calib_t *k, const dynq__model_t *m, int precision, const unsi
     if (dynq__calls_inputs(&k->c, g, f, state, ins) != 0) {
       rc = -1;
       goto out;
+    }
+    if (k->run_cap_ms > 0) {
+      memset(&stop, 0, sizeof(stop));
+      dynq__run_stop_cap(&stop, k->run_cap_ms);
     }
     if (dynq__model_run(m, &ro, ins, outs, err, sizeof(err)) != 0) {
       if (k->keep_errors)
@@ -645,6 +654,12 @@ static const int64_t sc_dims[][2] = {
   {SC_DIM, SC_DIM}, {512, 512}, {SC_MAX_EQUAL, SC_MAX_EQUAL},
 };
 #define SC_MAX_ELEMS ((int64_t)1 << 22)
+/* Each synthetic run stops after SC_RUN_CAP_MS, and a value over
+ * SC_VALUE_BYTES stops it too: the larger shapes tried (every symbolic dim
+ * 1024 makes an attention's scores 4 Gi elements) must not make the
+ * conversion allocate gigabytes or compute for minutes. */
+#define SC_RUN_CAP_MS 20000
+#define SC_VALUE_BYTES ((int64_t)1 << 30)
 #define SC_CAND_SHARE 0.005   /* a candidate does at most 0.5 % of the INT8 MACs */
 #define SC_TOTAL_SHARE 0.01   /* at most 1 % of the INT8 MACs moved to FP32 */
 #define SC_GAIN_PER_SHARE 10.0 /* keep when (error removed) >= 10 x (MAC share) */
@@ -765,6 +780,9 @@ int dynq__selfcheck(const dynq__imp_options_t *imp, const uint8_t *buf, size_t l
   int *order = NULL, ret = -1, nc = 0, nkept = 0, measured = 0, sized = 0;
   sc_cand_t *cand = NULL;
   k.keep_errors = 1;
+  /* synthetic shapes can make a graph far larger than any real call */
+  k.run_cap_ms = SC_RUN_CAP_MS;
+  k.max_value_bytes = SC_VALUE_BYTES;
   char search_path[4096], err[1024] = "";
   double e_all = 0, e_kept = 0, kept_share = 0;
   if (imp->fp32) return dynq__imp_convert_buffer(imp, buf, len, in, out);
