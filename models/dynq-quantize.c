@@ -234,6 +234,13 @@ static const op_spec_t op_table[] = {
     {"BitShift", DYNQ_OP_BIT_SHIFT, 2, 2, 1, 0, {{"direction", K_STRING}}, G, GC},
     {"Det", DYNQ_OP_DET, 1, 1, 1, 0, {{0}}, G},
     {"MaxUnpool", DYNQ_OP_MAX_UNPOOL, 2, 3, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, T, TC},
+    /* sampling at computed positions (lib/ops/sample.c) */
+    {"GridSample", DYNQ_OP_GRID_SAMPLE, 2, 2, 1, 0,
+     {{"align_corners", K_INT}, {"mode", K_STRING}, {"padding_mode", K_STRING}}, G, GC},
+    {"RoiAlign", DYNQ_OP_ROI_ALIGN, 3, 3, 1, 0,
+     {{"mode", K_STRING}, {"coordinate_transformation_mode", K_STRING},
+      {"output_height", K_INT}, {"output_width", K_INT}, {"sampling_ratio", K_INT},
+      {"spatial_scale", K_FLOAT}}, G, GC},
     {"Split", DYNQ_OP_SPLIT, 1, 2, DYNQ_IMP_MAX_OUT, OPF_OPT_IN,
      {{"axis", K_INT}, {"num_outputs", K_INT}}, G},
     /* Resize, ConvTranspose, Einsum (import_ops.c) */

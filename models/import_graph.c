@@ -457,6 +457,22 @@ static int spectral_dtype(int64_t t) {
 
 /* Pass 1: attribute values of the generic ops the engine does not
  * implement, refused by value (NULL: fine). */
+/* GridSample's mode and padding_mode (NULL: the default) as the engine's
+ * codes (lib/ops/sample.c); -1 when unknown.  Opset 20 renamed bilinear
+ * and bicubic to linear and cubic: both spellings are taken at any opset. */
+static int gridsample_mode(const char *m) {
+  if (m == NULL || strcmp(m, "bilinear") == 0 || strcmp(m, "linear") == 0) return 0;
+  if (strcmp(m, "nearest") == 0) return 1;
+  if (strcmp(m, "bicubic") == 0 || strcmp(m, "cubic") == 0) return 2;
+  return -1;
+}
+static int gridsample_padding(const char *p) {
+  if (p == NULL || strcmp(p, "zeros") == 0) return 0;
+  if (strcmp(p, "border") == 0) return 1;
+  if (strcmp(p, "reflection") == 0) return 2;
+  return -1;
+}
+
 const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const char *type = n->op_type ? n->op_type : "";
@@ -558,6 +574,27 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   if (strcmp(type, "EyeLike") == 0 && dynq__imp_find_attr(n, "dtype") != NULL) {
     const char *why = dtype_why(pl, "dtype", dynq__imp_attr_i(n, "dtype", 0));
     if (why != NULL) return why;
+  }
+  if (strcmp(type, "GridSample") == 0) {
+    char mb[32], pb[32];  /* longer than any name taken: a cut value never matches */
+    const char *m = attr_str(n, "mode", mb, sizeof mb);
+    const char *p = attr_str(n, "padding_mode", pb, sizeof pb);
+    if (gridsample_mode(m) < 0)
+      return dynq__imp_pool_printf(pl, "mode '%s' is not supported (bilinear or linear, "
+                                   "nearest, bicubic or cubic are)", m);
+    if (gridsample_padding(p) < 0)
+      return dynq__imp_pool_printf(pl, "padding_mode '%s' is not supported (zeros, border, "
+                                   "reflection are)", p);
+  }
+  if (strcmp(type, "RoiAlign") == 0) {
+    char mb[32], tb[32];
+    const char *m = attr_str(n, "mode", mb, sizeof mb);
+    const char *t = attr_str(n, "coordinate_transformation_mode", tb, sizeof tb);
+    if (m != NULL && strcmp(m, "avg") != 0 && strcmp(m, "max") != 0)
+      return dynq__imp_pool_printf(pl, "mode '%s' is not supported (avg, max are)", m);
+    if (t != NULL && strcmp(t, "half_pixel") != 0 && strcmp(t, "output_half_pixel") != 0)
+      return dynq__imp_pool_printf(pl, "coordinate_transformation_mode '%s' is not supported "
+                                   "(half_pixel, output_half_pixel are)", t);
   }
   if (strcmp(type, "Gelu") == 0) {
     char ab[16];
@@ -798,6 +835,25 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     char db[8];
     const char *d = attr_str(n, "direction", db, sizeof db);
     dynq__imp_node_attr_i(bn, "direction", d != NULL && strcmp(d, "LEFT") == 0 ? 1 : 2);
+    break;
+  }
+  case DYNQ_OP_GRID_SAMPLE: {
+    char mb[32], pb[32];
+    dynq__imp_node_attr_i(bn, "mode", gridsample_mode(attr_str(n, "mode", mb, sizeof mb)));
+    dynq__imp_node_attr_i(bn, "padding",
+                          gridsample_padding(attr_str(n, "padding_mode", pb, sizeof pb)));
+    dynq__imp_node_attr_i(bn, "align_corners", dynq__imp_attr_i(n, "align_corners", 0));
+    break;
+  }
+  case DYNQ_OP_ROI_ALIGN: {
+    char mb[32], tb[32];
+    const char *m = attr_str(n, "mode", mb, sizeof mb);
+    const char *t = attr_str(n, "coordinate_transformation_mode", tb, sizeof tb);
+    copy_scalar_attrs(bn, n);  /* output_height, output_width, sampling_ratio, spatial_scale */
+    dynq__imp_node_attr_i(bn, "mode", m != NULL && strcmp(m, "max") == 0);
+    /* opset 10 has no such attribute and samples as output_half_pixel */
+    dynq__imp_node_attr_i(bn, "half_pixel", t != NULL ? strcmp(t, "half_pixel") == 0
+                                                      : c->opset >= 16);
     break;
   }
   case DYNQ_OP_DEPTH_TO_SPACE:

@@ -172,6 +172,12 @@ typedef union dynq__opstate {
   struct { int64_t axis; int has_axis, sorted; } uniq; /* Unique, Compress (misc.c) */
   struct { int64_t batch_axis, time_axis; } revseq;   /* ReverseSequence (misc.c) */
   struct { int left; } bitshift;                 /* BitShift (misc.c) */
+  struct { int mode, padding, align; } gridsample; /* GridSample (sample.c) */
+  struct {                                       /* RoiAlign (sample.c) */
+    int max, half_pixel;
+    int64_t oh, ow, ratio;
+    float scale;
+  } roialign;
   struct {                                       /* DFT, STFT, the windows, MelWeightMatrix */
     int64_t axis;                                /* DFT */
     int inverse, onesided;                       /* DFT; STFT's onesided */

@@ -219,7 +219,10 @@
   X(REVERSE_SEQUENCE, 155, "ReverseSequence", 10, 0, 2, 2, 1, 1, revseq, revseq, revseq)    \
   X(BIT_SHIFT, 156, "BitShift", 11, 0, 2, 2, 1, 1, bitshift, bitshift, bitshift)            \
   X(DET, 157, "Det", 11, 0, 1, 1, 1, 1, none, none, det)                                    \
-  X(MAX_UNPOOL, 158, "MaxUnpool", 9, 0, 2, 3, 1, 1, pool, pool, maxunpool)
+  X(MAX_UNPOOL, 158, "MaxUnpool", 9, 0, 2, 3, 1, 1, pool, pool, maxunpool)                  \
+  /* sample.c */                                                                           \
+  X(GRID_SAMPLE, 159, "GridSample", 16, 0, 2, 2, 1, 1, gridsample, gridsample, gridsample)   \
+  X(ROI_ALIGN, 160, "RoiAlign", 10, 0, 3, 3, 1, 1, roialign, roialign, roialign)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

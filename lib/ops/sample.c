@@ -1,0 +1,349 @@
+/*
+ * Sampling at computed positions: GridSample (a spatial transformer's
+ * resampling, optical flow's warp) and RoiAlign (the second stage of a
+ * two-stage detector).  Both read a float32 [N, C, H, W] image at
+ * fractional pixel positions, which the request's data decide: every
+ * coordinate is computed in double and clipped or bounds-checked before it
+ * becomes an index, whatever the values (NaN, 1e30).
+ *
+ * GridSample (opsets 16 and 20; 2 spatial axes): grid [N, Ho, Wo, 2] holds
+ * (x, y) in [-1, 1] over the image (align_corners 1: the corner pixels'
+ * centres; 0: their outer edges).  Modes bilinear/linear, nearest (ties to
+ * even) and bicubic/cubic (Keys, a = -0.75); padding zeros, border or
+ * reflection.  As PyTorch's grid_sample (the op's definition follows it):
+ * bilinear and nearest pad the coordinate and then read taps outside the
+ * image as 0; bicubic reads its 16 taps from the unpadded coordinate and
+ * pads each tap's coordinate.
+ *
+ * RoiAlign (opsets 10 and 16): rois [R, 4] (x1, y1, x2, y2) times
+ * spatial_scale, minus half a pixel in half_pixel mode (opset 16's default;
+ * output_half_pixel and opset 10 instead make each ROI at least 1 x 1);
+ * each of the output_height x output_width bins averages (or, in max mode,
+ * takes ONNX Runtime's maximum of the weighted corners of) a grid of
+ * sampling_ratio^2 bilinear samples (0: ceil(ROI size / bins) per axis).
+ * Samples more than a pixel outside the image count as 0.
+ */
+#include "ops.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dynq/errors.h"
+
+/* ---- GridSample ---- */
+
+enum { GS_LINEAR, GS_NEAREST, GS_CUBIC };       /* engine attribute "mode" */
+enum { GS_ZEROS, GS_BORDER, GS_REFLECTION };    /* engine attribute "padding" */
+
+int dynq__prep_gridsample(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                          char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->gridsample.mode = (int)dynq__node_attr_i(n, "mode", GS_LINEAR);
+  st->gridsample.padding = (int)dynq__node_attr_i(n, "padding", GS_ZEROS);
+  st->gridsample.align = dynq__node_attr_i(n, "align_corners", 0) != 0;
+  return 0;
+}
+
+int dynq__check_gridsample(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                           size_t errlen) {
+  (void)g;
+  int64_t m = dynq__node_attr_i(n, "mode", GS_LINEAR), p = dynq__node_attr_i(n, "padding", 0);
+  DYNQ_OP_CHECK(m >= GS_LINEAR && m <= GS_CUBIC, "mode %lld: 0 (linear), 1 (nearest) or 2 "
+                "(cubic) expected", (long long)m);
+  DYNQ_OP_CHECK(p >= GS_ZEROS && p <= GS_REFLECTION, "padding %lld: 0 (zeros), 1 (border) or "
+                "2 (reflection) expected", (long long)p);
+  return 0;
+}
+
+/* A normalized coordinate in [-1, 1] as a pixel coordinate over size. */
+static double gs_unnormalize(double v, int64_t size, int align) {
+  return align ? (v + 1) / 2 * (double)(size - 1) : ((v + 1) * (double)size - 1) / 2;
+}
+
+/* x reflected into [lo2 / 2, hi2 / 2] (the bounds given doubled). */
+static double gs_reflect(double x, double lo2, double hi2) {
+  if (lo2 == hi2) return 0;
+  double lo = lo2 / 2, span = (hi2 - lo2) / 2;
+  x = fabs(x - lo);
+  double extra = fmod(x, span), flips = floor(x / span);
+  return fmod(flips, 2) == 0 ? extra + lo : span - extra + lo;
+}
+
+static double gs_clip(double x, int64_t size) {
+  return x < 0 ? 0 : x > (double)(size - 1) ? (double)(size - 1) : x;
+}
+
+/* Coordinate x over size after padding (zeros: as it is). */
+static double gs_pad(double x, int64_t size, int padding, int align) {
+  if (padding == GS_BORDER) return gs_clip(x, size);
+  if (padding == GS_REFLECTION) {
+    x = align ? gs_reflect(x, 0, 2 * (double)(size - 1))
+              : gs_reflect(x, -1, 2 * (double)size - 1);
+    return gs_clip(x, size);
+  }
+  return x;
+}
+
+/* Pixel (ix, iy) of plane p (h x w), 0 outside. */
+static float gs_tap(const float *p, int64_t h, int64_t w, double ix, double iy) {
+  if (!(ix >= 0 && ix <= (double)(w - 1) && iy >= 0 && iy <= (double)(h - 1))) return 0;
+  return p[(int64_t)iy * w + (int64_t)ix];
+}
+
+/* Keys' cubic convolution weights for the 4 taps around t in [0, 1). */
+static void gs_cubic(double t, double wt[4]) {
+  const double a = -0.75;
+  double x = t + 1;
+  wt[0] = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+  x = t;
+  wt[1] = ((a + 2) * x - (a + 3)) * x * x + 1;
+  x = 1 - t;
+  wt[2] = ((a + 2) * x - (a + 3)) * x * x + 1;
+  x = 2 - t;
+  wt[3] = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+}
+
+int dynq__run_gridsample(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                         dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *grid = in[1];
+  int rc;
+  char b1[96], b2[96];
+  if ((rc = dynq__op_need_present(c, x, 0)) || (rc = dynq__op_need_present(c, grid, 1)))
+    return rc;
+  if (x->dtype != DYNQ_DT_F32 || grid->dtype != DYNQ_DT_F32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "X and grid must be float32, are %s and %s",
+                         dynq__dtype_name(x->dtype), dynq__dtype_name(grid->dtype));
+  if (x->rank != 4 || grid->rank != 4 || grid->dims[0] != x->dims[0] || grid->dims[3] != 2)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "X %s and grid %s: [N, C, H, W] and [N, Ho, Wo, 2] "
+                         "expected (2 spatial axes only)",
+                         dynq__shape_str(b1, sizeof b1, x->rank, x->dims),
+                         dynq__shape_str(b2, sizeof b2, grid->rank, grid->dims));
+  const int64_t nb = x->dims[0], nc = x->dims[1], h = x->dims[2], w = x->dims[3];
+  const int64_t ho = grid->dims[1], wo = grid->dims[2];
+  const int64_t dims[4] = {nb, nc, ho, wo};
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, 4, dims, 0))) return rc;
+  const int mode = c->st->gridsample.mode, pad = c->st->gridsample.padding;
+  const int align = c->st->gridsample.align;
+  const float *px = x->data, *pg = grid->data;
+  float *py = out->data;
+  const int64_t plane = h * w, oplane = ho * wo;
+  for (int64_t b = 0; b < nb; b++) {
+    for (int64_t o = 0; o < oplane; o++) {
+      if ((o & 4095) == 4095 && (rc = dynq__op_poll(c)) != 0) return rc;
+      const float *gp = pg + (b * oplane + o) * 2;
+      double ix = gs_unnormalize(gp[0], w, align), iy = gs_unnormalize(gp[1], h, align);
+      const float *xb = px + b * nc * plane;
+      float *yb = py + b * nc * oplane + o;
+      if (h <= 0 || w <= 0 || ix != ix || iy != iy) {  /* nothing to read, or NaN */
+        for (int64_t ch = 0; ch < nc; ch++) yb[ch * oplane] = 0;
+        continue;
+      }
+      if (mode == GS_CUBIC) {
+        double x0 = floor(ix), y0 = floor(iy), wx[4], wy[4];
+        gs_cubic(ix - x0, wx);
+        gs_cubic(iy - y0, wy);
+        double tx[4], ty[4];
+        for (int k = 0; k < 4; k++) {
+          tx[k] = pad == GS_ZEROS ? x0 - 1 + k : gs_pad(x0 - 1 + k, w, pad, align);
+          ty[k] = pad == GS_ZEROS ? y0 - 1 + k : gs_pad(y0 - 1 + k, h, pad, align);
+        }
+        for (int64_t ch = 0; ch < nc; ch++) {
+          const float *p = xb + ch * plane;
+          double s = 0;
+          for (int j = 0; j < 4; j++) {
+            double r = 0;
+            for (int k = 0; k < 4; k++) r += wx[k] * gs_tap(p, h, w, tx[k], ty[j]);
+            s += wy[j] * r;
+          }
+          yb[ch * oplane] = (float)s;
+        }
+        continue;
+      }
+      ix = gs_pad(ix, w, pad, align);
+      iy = gs_pad(iy, h, pad, align);
+      if (mode == GS_NEAREST) {
+        double nx = nearbyint(ix), ny = nearbyint(iy);
+        for (int64_t ch = 0; ch < nc; ch++) yb[ch * oplane] = gs_tap(xb + ch * plane, h, w, nx, ny);
+        continue;
+      }
+      double x0 = floor(ix), y0 = floor(iy), fx = ix - x0, fy = iy - y0;
+      for (int64_t ch = 0; ch < nc; ch++) {
+        const float *p = xb + ch * plane;
+        double top = (1 - fx) * gs_tap(p, h, w, x0, y0) + fx * gs_tap(p, h, w, x0 + 1, y0);
+        double bot = (1 - fx) * gs_tap(p, h, w, x0, y0 + 1) + fx * gs_tap(p, h, w, x0 + 1, y0 + 1);
+        yb[ch * oplane] = (float)((1 - fy) * top + fy * bot);
+      }
+    }
+  }
+  return 0;
+}
+
+/* ---- RoiAlign ---- */
+
+/* More samples per bin than this is refused (a ROI whose coordinates are
+ * far outside any image, with sampling_ratio 0): 2^24 is a 4096 x 4096
+ * grid, an adaptive 1 x 1 bin over a 4096-pixel square image. */
+#define ROI_MAX_SAMPLES ((double)(1 << 24))
+
+int dynq__prep_roialign(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                        char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->roialign.max = dynq__node_attr_i(n, "mode", 0) == 1;
+  st->roialign.half_pixel = dynq__node_attr_i(n, "half_pixel", 1) != 0;
+  st->roialign.oh = dynq__node_attr_i(n, "output_height", 1);
+  st->roialign.ow = dynq__node_attr_i(n, "output_width", 1);
+  st->roialign.ratio = dynq__node_attr_i(n, "sampling_ratio", 0);
+  st->roialign.scale = dynq__node_attr_f(n, "spatial_scale", 1.0f);
+  return 0;
+}
+
+int dynq__check_roialign(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                         size_t errlen) {
+  (void)g;
+  int64_t m = dynq__node_attr_i(n, "mode", 0), oh = dynq__node_attr_i(n, "output_height", 1),
+          ow = dynq__node_attr_i(n, "output_width", 1),
+          sr = dynq__node_attr_i(n, "sampling_ratio", 0);
+  float s = dynq__node_attr_f(n, "spatial_scale", 1.0f);
+  DYNQ_OP_CHECK(m == 0 || m == 1, "mode %lld: 0 (avg) or 1 (max) expected", (long long)m);
+  DYNQ_OP_CHECK(oh >= 1 && ow >= 1 && oh <= 65536 && ow <= 65536,
+                "output_height %lld and output_width %lld: each within [1, 65536]",
+                (long long)oh, (long long)ow);
+  DYNQ_OP_CHECK(sr >= 0 && sr <= 4096, "sampling_ratio %lld is not within [0, 4096]",
+                (long long)sr);
+  DYNQ_OP_CHECK(isfinite(s), "spatial_scale %g is not finite", (double)s);
+  return 0;
+}
+
+/* One bilinear sample of plane p (h x w) at (y, x): its four taps and
+ * weights, ONNX Runtime's rules (outside by more than a pixel: all 0). */
+typedef struct roi_tap {
+  int64_t pos[4];
+  float wt[4];
+} roi_tap_t;
+
+static void roi_tap(int64_t h, int64_t w, double y, double x, roi_tap_t *t) {
+  memset(t, 0, sizeof(*t));
+  if (!(y >= -1.0 && y <= (double)h && x >= -1.0 && x <= (double)w)) return;  /* NaN too */
+  if (y <= 0) y = 0;
+  if (x <= 0) x = 0;
+  int64_t y0 = (int64_t)y, x0 = (int64_t)x, y1, x1;
+  if (y0 >= h - 1) {
+    y1 = y0 = h - 1;
+    y = (double)y0;
+  } else {
+    y1 = y0 + 1;
+  }
+  if (x0 >= w - 1) {
+    x1 = x0 = w - 1;
+    x = (double)x0;
+  } else {
+    x1 = x0 + 1;
+  }
+  double ly = y - (double)y0, lx = x - (double)x0, hy = 1 - ly, hx = 1 - lx;
+  t->pos[0] = y0 * w + x0, t->pos[1] = y0 * w + x1;
+  t->pos[2] = y1 * w + x0, t->pos[3] = y1 * w + x1;
+  t->wt[0] = (float)(hy * hx), t->wt[1] = (float)(hy * lx);
+  t->wt[2] = (float)(ly * hx), t->wt[3] = (float)(ly * lx);
+}
+
+int dynq__run_roialign(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                       dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *rois = in[1], *bi = in[2];
+  int rc;
+  char b1[96], b2[96], b3[96];
+  if ((rc = dynq__op_need_present(c, x, 0)) || (rc = dynq__op_need_present(c, rois, 1)) ||
+      (rc = dynq__op_need_present(c, bi, 2)))
+    return rc;
+  if (x->dtype != DYNQ_DT_F32 || rois->dtype != DYNQ_DT_F32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "X and rois must be float32, are %s and %s",
+                         dynq__dtype_name(x->dtype), dynq__dtype_name(rois->dtype));
+  if (bi->dtype != DYNQ_DT_I64 && bi->dtype != DYNQ_DT_I32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "batch_indices must be int64, is %s",
+                         dynq__dtype_name(bi->dtype));
+  if (x->rank != 4 || rois->rank != 2 || rois->dims[1] != 4 || bi->rank != 1 ||
+      bi->dims[0] != rois->dims[0])
+    return dynq__op_fail(c, DYNQ_ESHAPE, "X %s, rois %s and batch_indices %s: [N, C, H, W], "
+                         "[R, 4] and [R] expected",
+                         dynq__shape_str(b1, sizeof b1, x->rank, x->dims),
+                         dynq__shape_str(b2, sizeof b2, rois->rank, rois->dims),
+                         dynq__shape_str(b3, sizeof b3, bi->rank, bi->dims));
+  const int64_t nb = x->dims[0], nc = x->dims[1], h = x->dims[2], w = x->dims[3];
+  const int64_t nr = rois->dims[0], oh = c->st->roialign.oh, ow = c->st->roialign.ow;
+  for (int64_t r = 0; r < nr; r++) {
+    int64_t b = dynq__load_i(bi->data, bi->dtype, r);
+    if (b < 0 || b >= nb)
+      return dynq__op_fail(c, DYNQ_EDATA, "batch_indices[%lld] is %lld, outside [0, %lld)",
+                           (long long)r, (long long)b, (long long)nb);
+  }
+  const int64_t dims[4] = {nr, nc, oh, ow};
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, 4, dims, h <= 0 || w <= 0))) return rc;
+  if (h <= 0 || w <= 0) return 0;  /* an empty image: every sample is 0 */
+  const int max = c->st->roialign.max;
+  const double scale = c->st->roialign.scale, off = c->st->roialign.half_pixel ? 0.5 : 0;
+  const int64_t plane = h * w, ratio = c->st->roialign.ratio;
+  const float *px = x->data, *pr = rois->data;
+  float *py = out->data;
+  float *acc = malloc((size_t)(nc > 0 ? nc : 1) * sizeof(float));
+  if (acc == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
+  for (int64_t r = 0; r < nr; r++) {
+    const float *xb = px + dynq__load_i(bi->data, bi->dtype, r) * nc * plane;
+    double x1 = pr[r * 4] * scale - off, y1 = pr[r * 4 + 1] * scale - off;
+    double rw = pr[r * 4 + 2] * scale - off - x1, rh = pr[r * 4 + 3] * scale - off - y1;
+    if (!c->st->roialign.half_pixel) {
+      rw = rw > 1 ? rw : 1;  /* NaN becomes 1 too */
+      rh = rh > 1 ? rh : 1;
+    }
+    double bw = rw / (double)ow, bh = rh / (double)oh;
+    double gw = ratio > 0 ? (double)ratio : ceil(bw), gh = ratio > 0 ? (double)ratio : ceil(bh);
+    if (!(gw >= 0 && gh >= 0 && gw * gh <= ROI_MAX_SAMPLES)) { /* NaN too */
+      free(acc);
+      return dynq__op_fail(c, DYNQ_ELIMIT, "ROI %lld (%g, %g, %g, %g) would take %g x %g "
+                           "samples per bin (at most %g in all)", (long long)r, pr[r * 4],
+                           pr[r * 4 + 1], pr[r * 4 + 2], pr[r * 4 + 3], gh, gw, ROI_MAX_SAMPLES);
+    }
+    const int64_t sy = (int64_t)gh, sx = (int64_t)gw;
+    const float count = (float)(sy * sx > 0 ? sy * sx : 1);
+    for (int64_t ph = 0; ph < oh; ph++)
+      for (int64_t pw = 0; pw < ow; pw++) {
+        for (int64_t ch = 0; ch < nc; ch++) acc[ch] = 0;
+        int first = 1;
+        for (int64_t iy = 0; iy < sy; iy++) {
+          double y = y1 + (double)ph * bh + ((double)iy + 0.5) * bh / gh;
+          for (int64_t ix = 0; ix < sx; ix++) {
+            double xx = x1 + (double)pw * bw + ((double)ix + 0.5) * bw / gw;
+            roi_tap_t t;
+            roi_tap(h, w, y, xx, &t);
+            for (int64_t ch = 0; ch < nc; ch++) {
+              const float *p = xb + ch * plane;
+              if (max) {
+                float v = t.wt[0] * p[t.pos[0]], v1 = t.wt[1] * p[t.pos[1]];
+                float v2 = t.wt[2] * p[t.pos[2]], v3 = t.wt[3] * p[t.pos[3]];
+                v = v1 > v ? v1 : v;
+                v = v2 > v ? v2 : v;
+                v = v3 > v ? v3 : v;
+                acc[ch] = first || v > acc[ch] ? v : acc[ch];
+              } else {
+                acc[ch] += t.wt[0] * p[t.pos[0]] + t.wt[1] * p[t.pos[1]] +
+                           t.wt[2] * p[t.pos[2]] + t.wt[3] * p[t.pos[3]];
+              }
+            }
+            first = 0;
+          }
+          if ((iy & 63) == 63 && (rc = dynq__op_poll(c)) != 0) {
+            free(acc);
+            return rc;
+          }
+        }
+        float *yo = py + r * nc * oh * ow + ph * ow + pw;
+        for (int64_t ch = 0; ch < nc; ch++) yo[ch * oh * ow] = max ? acc[ch] : acc[ch] / count;
+      }
+    if ((rc = dynq__op_poll(c)) != 0) {
+      free(acc);
+      return rc;
+    }
+  }
+  free(acc);
+  return 0;
+}
