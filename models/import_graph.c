@@ -595,6 +595,15 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     if (t != NULL && strcmp(t, "half_pixel") != 0 && strcmp(t, "output_half_pixel") != 0)
       return dynq__imp_pool_printf(pl, "coordinate_transformation_mode '%s' is not supported "
                                    "(half_pixel, output_half_pixel are)", t);
+    /* the engine's bounds (lib/ops/sample.c), refused here naming the attribute */
+    int64_t sr = dynq__imp_attr_i(n, "sampling_ratio", 0);
+    int64_t oh = dynq__imp_attr_i(n, "output_height", 1), ow = dynq__imp_attr_i(n, "output_width", 1);
+    if (sr < 0 || sr > 4096)
+      return dynq__imp_pool_printf(pl, "sampling_ratio %lld is not within [0, 4096]",
+                                   (long long)sr);
+    if (oh < 1 || ow < 1 || oh > 65536 || ow > 65536)
+      return dynq__imp_pool_printf(pl, "output_height %lld and output_width %lld: each within "
+                                   "[1, 65536]", (long long)oh, (long long)ow);
   }
   if (strcmp(type, "Gelu") == 0) {
     char ab[16];

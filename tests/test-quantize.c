@@ -1034,6 +1034,13 @@ START_TEST(test_malformed_models) {
       {"bad_qops.onnx", {"'mu_dil' (op MaxUnpool): attribute 'dilations' is not supported",
                          "'qmm_yscale' (op QLinearMatMul): y_scale is uint8 (float32 expected)",
                          NULL}},
+      {"bad_sample.onnx", {"'gs_mode' (op GridSample): mode 'area' is not supported",
+                           "'gs_pad' (op GridSample): padding_mode 'wrap' is not supported",
+                           "'gs_cut' (op GridSample): mode 'bilinear_but_longer_than_the_bu'"}},
+      {"bad_sample.onnx", {"'ra_mode' (op RoiAlign): mode 'median' is not supported",
+                           "'ra_ctm' (op RoiAlign): coordinate_transformation_mode "
+                           "'tf_crop_and_resize' is not supported",
+                           "'ra_ratio' (op RoiAlign): sampling_ratio -1 is not within [0, 4096]"}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
