@@ -2465,6 +2465,97 @@ START_TEST(misc_ops) {
 }
 END_TEST
 
+/* GridSample and RoiAlign: values by hand, data that must not crash (NaN,
+ * 1e30 coordinates), and their refusals. */
+START_TEST(sample_ops) {
+  /* X [[1, 2], [3, 4]]; align_corners 1: -1 and 1 are the corner centres */
+  float x[4] = {1, 2, 3, 4};
+  float g[12] = {-1, -1, 1, 1, 0, 0, 0.1f, -0.1f, 3, 3, NAN, 0};
+  dynq__tensor_t X = tf(4, (int64_t[]){1, 1, 2, 2}, x), G = tf(4, (int64_t[]){1, 1, 6, 2}, g), o;
+  const dynq__tensor_t *in[3] = {&X, &G, NULL};
+  const int64_t od[4] = {1, 1, 1, 6};
+  const dynq__attr_t lin[] = {AI("mode", 0), AI("padding", 0), AI("align_corners", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GRID_SAMPLE, lin, 3, 2, 1, in, &o), 0);
+  /* (0.1, -0.1) is pixel (0.55, 0.45): 1 + 0.55 + 2 * 0.45; (3, 3) outside; NaN: 0 */
+  expect(&o, 4, od, (float[]){1, 4, 2.5f, 2.45f, 0, 0}, 1e-6f);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t border[] = {AI("mode", 0), AI("padding", 1), AI("align_corners", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GRID_SAMPLE, border, 3, 2, 1, in, &o), 0);
+  expect(&o, 4, od, (float[]){1, 4, 2.5f, 2.45f, 4, 0}, 1e-6f);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t near[] = {AI("mode", 1), AI("padding", 0), AI("align_corners", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GRID_SAMPLE, near, 3, 2, 1, in, &o), 0);
+  /* (0, 0) is pixel (0.5, 0.5): ties to even, (0, 0) */
+  expect(&o, 4, od, (float[]){1, 4, 1, 2, 0, 0}, 0);
+  dynq__tensor_clear(&o);
+  /* coordinates far outside, every mode and padding: finite where a tap
+   * is read, 0 or a border value, never an overflowed index */
+  for (int i = 0; i < 12; i++) g[i] = i % 2 ? 1e30f : -1e30f;
+  for (int64_t mode = 0; mode < 3; mode++)
+    for (int64_t pad = 0; pad < 3; pad++) {
+      const dynq__attr_t a[] = {AI("mode", mode), AI("padding", pad), AI("align_corners", 0)};
+      ck_assert_int_eq(run_k(DYNQ_OP_GRID_SAMPLE, a, 3, 2, 1, in, &o), 0);
+      const float *y = o.data;
+      if (pad == 0)
+        for (int i = 0; i < 6; i++) ck_assert_msg(y[i] == 0, "mode %d zeros: %g", (int)mode, y[i]);
+      if (pad == 1 && mode < 2)  /* (-inf, +inf) clipped: the bottom-left pixel */
+        for (int i = 0; i < 6; i++) ck_assert_msg(y[i] == 3, "mode %d border: %g", (int)mode, y[i]);
+      dynq__tensor_clear(&o);
+    }
+  /* refusals */
+  G.dims[3] = 3, G.dims[2] = 4;
+  ck_assert_int_eq(run_k(DYNQ_OP_GRID_SAMPLE, lin, 3, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (GridSample): X [1, 1, 2, 2] and grid [1, 1, 4, 3]") != NULL,
+                "%s", err);
+  X.rank = 3;
+  G.dims[3] = 2, G.dims[2] = 6;
+  ck_assert_int_eq(run_k(DYNQ_OP_GRID_SAMPLE, lin, 3, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "(2 spatial axes only)") != NULL, "%s", err);
+  const dynq__attr_t badmode[] = {AI("mode", 3)};
+  ck_assert_int_eq(check_node(DYNQ_OP_GRID_SAMPLE, badmode, 1), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "mode 3: 0 (linear), 1 (nearest) or 2 (cubic) expected") != NULL,
+                "%s", err);
+
+  /* RoiAlign over a constant image: every bin averages to the constant */
+  float img[16], rois[8] = {0, 0, 3, 3, 1, 0.5f, 2, 3};
+  for (int i = 0; i < 16; i++) img[i] = 2;
+  int64_t bi[2] = {0, 0};
+  dynq__tensor_t I = tf(4, (int64_t[]){1, 1, 4, 4}, img), R = tf(2, (int64_t[]){2, 4}, rois),
+                 B = ti64s(1, (int64_t[]){2}, bi);
+  const dynq__tensor_t *rin[3] = {&I, &R, &B};
+  const dynq__attr_t avg[] = {AI("output_height", 2), AI("output_width", 3),
+                              AI("sampling_ratio", 2), AI("half_pixel", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ROI_ALIGN, avg, 4, 3, 1, rin, &o), 0);
+  float two[12];
+  for (int i = 0; i < 12; i++) two[i] = 2;
+  expect(&o, 4, (int64_t[]){2, 1, 2, 3}, two, 1e-6f);
+  dynq__tensor_clear(&o);
+  bi[1] = 1;
+  ck_assert_int_eq(run_k(DYNQ_OP_ROI_ALIGN, avg, 4, 3, 1, rin, &o), DYNQ_EDATA);
+  ck_assert_msg(strstr(err, "node 't' (RoiAlign): batch_indices[1] is 1, outside [0, 1)") != NULL,
+                "%s", err);
+  bi[1] = 0;
+  /* adaptive sampling over a ROI far larger than any image: refused, not
+   * 1e18 samples per bin; NaN coordinates too */
+  const dynq__attr_t adapt[] = {AI("output_height", 1), AI("output_width", 1)};
+  rois[6] = 1e9f, rois[7] = 1e9f;
+  ck_assert_int_eq(run_k(DYNQ_OP_ROI_ALIGN, adapt, 2, 3, 1, rin, &o), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "ROI 1 (1, 0.5, 1e+09, 1e+09) would take") != NULL, "%s", err);
+  rois[6] = NAN;
+  ck_assert_int_eq(run_k(DYNQ_OP_ROI_ALIGN, adapt, 2, 3, 1, rin, &o), DYNQ_ELIMIT);
+  /* with a fixed sampling ratio the NaN ROI's samples read nothing: 0 */
+  ck_assert_int_eq(run_k(DYNQ_OP_ROI_ALIGN, avg, 4, 3, 1, rin, &o), 0);
+  ck_assert_float_eq(((float *)o.data)[6], 0);
+  dynq__tensor_clear(&o);
+  R.dims[1] = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_ROI_ALIGN, avg, 4, 3, 1, rin, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "rois [2, 3]") != NULL, "%s", err);
+  const dynq__attr_t bad_out[] = {AI("output_height", 0)};
+  ck_assert_int_eq(check_node(DYNQ_OP_ROI_ALIGN, bad_out, 1), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "output_height 0 and output_width 1") != NULL, "%s", err);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -2510,6 +2601,7 @@ int main(void) {
   tcase_add_test(tc, nms_cases);
   tcase_add_test(tc, unique_compress);
   tcase_add_test(tc, misc_ops);
+  tcase_add_test(tc, sample_ops);
   suite_add_tcase(s, tc);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
