@@ -796,6 +796,89 @@ START_TEST(test_conv3d) {
 }
 END_TEST
 
+/* The largest |got - want| over n floats (NaN: infinity). */
+static double max_abs_diff(const float *got, const float *want, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)got[i] - (double)want[i]);
+    if (!(d <= m)) m = d;
+  }
+  return m;
+}
+
+/* GridSample in every mode x padding x align_corners (opset 16 names, and
+ * opset 20's linear/cubic), against PyTorch's grid_sample; RoiAlign avg
+ * and max, half_pixel and output_half_pixel, opsets 10 and 16, against
+ * make_sample.py's float64 reference (ONNX Runtime's sampling rules, which
+ * it checks on the two official node tests).  The inputs reach outside
+ * the image (padding, samples dropped), one ROI is smaller than a pixel. */
+START_TEST(test_sample_ops) {
+  static const char *const modes[] = {"bilinear", "nearest", "bicubic"};
+  static const char *const pads[] = {"zeros", "border", "reflection"};
+  static const char *const o20[] = {"linear_border_ac0", "nearest_reflection_ac1",
+                                    "cubic_zeros_ac0"};
+  float *x = load_raw("gridsample_x.f32", 2 * 3 * 5 * 7 * 4);
+  float *grid = load_raw("gridsample_grid.f32", 2 * 4 * 6 * 2 * 4);
+  dynq__tensor_t in[2] = {f32_tensor(x, 4, (int64_t[]){2, 3, 5, 7}),
+                          f32_tensor(grid, 4, (int64_t[]){2, 4, 6, 2})};
+  const char *gnames[] = {"X", "grid"};
+  char err[256], base[96], file[128];
+  for (int k = 0; k < 21; k++) {
+    if (k < 18)
+      snprintf(base, sizeof base, "gridsample_%s_%s_ac%d", modes[k / 6], pads[k / 2 % 3], k % 2);
+    else
+      snprintf(base, sizeof base, "gridsample_%s_o20", o20[k - 18]);
+    snprintf(file, sizeof file, "%s.onnx", base);
+    dynq__model_t *m = convert_fixture(file);
+    snprintf(file, sizeof file, "%s_y.f32", base);
+    float *want = load_raw(file, 2 * 3 * 4 * 6 * 4);
+    dynq__tensor_t y = {0};
+    ck_assert_msg(run_model(m, DYNQ_PRECISION_INT8, gnames, in, 2, &y, err, sizeof err) == 0,
+                  "%s: %s", base, err);
+    ck_assert(y.rank == 4 && y.dims[0] == 2 && y.dims[1] == 3 && y.dims[2] == 4 && y.dims[3] == 6);
+    double d = max_abs_diff(y.data, want, 144);
+    printf("%s: max |d| %.2g against torch\n", base, d);
+    ck_assert_msg(d <= 2e-6, "%s: max |d| %g against torch", base, d);
+    dynq__tensor_clear(&y);
+    free(want);
+    dynq__model_unref(m);
+  }
+  free(x);
+  free(grid);
+
+  static const struct { const char *base; int64_t oh, ow; } rois[] = {
+      {"roialign_avg_half_o16", 3, 4}, {"roialign_avg_outhalf_o16", 2, 2},
+      {"roialign_max_half_o16", 2, 3}, {"roialign_avg_o10", 2, 2}};
+  float *rx = load_raw("roialign_x.f32", 2 * 3 * 10 * 12 * 4);
+  float *rr = load_raw("roialign_rois.f32", 5 * 4 * 4);
+  int64_t *rb = load_raw("roialign_bi.i64", 5 * 8);
+  dynq__tensor_t rin[3] = {f32_tensor(rx, 4, (int64_t[]){2, 3, 10, 12}),
+                           f32_tensor(rr, 2, (int64_t[]){5, 4}),
+                           {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {5}, .data = rb}};
+  const char *rnames[] = {"X", "rois", "batch_indices"};
+  for (size_t k = 0; k < sizeof rois / sizeof rois[0]; k++) {
+    snprintf(file, sizeof file, "%s.onnx", rois[k].base);
+    dynq__model_t *m = convert_fixture(file);
+    const int64_t n = 5 * 3 * rois[k].oh * rois[k].ow;
+    snprintf(file, sizeof file, "%s_y.f32", rois[k].base);
+    float *want = load_raw(file, (size_t)n * 4);
+    dynq__tensor_t y = {0};
+    ck_assert_msg(run_model(m, DYNQ_PRECISION_INT8, rnames, rin, 3, &y, err, sizeof err) == 0,
+                  "%s: %s", rois[k].base, err);
+    ck_assert(y.rank == 4 && y.dims[0] == 5 && y.dims[2] == rois[k].oh && y.dims[3] == rois[k].ow);
+    double d = max_abs_diff(y.data, want, n);
+    printf("%s: max |d| %.2g against the reference\n", rois[k].base, d);
+    ck_assert_msg(d <= 2e-6, "%s: max |d| %g against the reference", rois[k].base, d);
+    dynq__tensor_clear(&y);
+    free(want);
+    dynq__model_unref(m);
+  }
+  free(rx);
+  free(rr);
+  free(rb);
+}
+END_TEST
+
 /* poolidx.onnx (make_poolidx.py): MaxPool's Indices output, row-major
  * and column-major (storage_order 1), 2-D and 1-D, and MaxUnpool putting
  * the maxima back from them (the SegNet pattern), equal to numpy's on
@@ -1788,6 +1871,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_qoperator_runtime_scale);
   tcase_add_test(tc, test_nms_tail);
   tcase_add_test(tc, test_maxpool_indices);
+  tcase_add_test(tc, test_sample_ops);
   tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);
