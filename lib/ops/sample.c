@@ -131,7 +131,10 @@ int dynq__run_gridsample(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   const int64_t plane = h * w, oplane = ho * wo;
   for (int64_t b = 0; b < nb; b++) {
     for (int64_t o = 0; o < oplane; o++) {
-      if ((o & 4095) == 4095 && (rc = dynq__op_poll(c)) != 0) return rc;
+      if ((o & 4095) == 4095 && (rc = dynq__op_poll(c)) != 0) {
+        dynq__tensor_clear(out);  /* a failed op leaves no output */
+        return rc;
+      }
       const float *gp = pg + (b * oplane + o) * 2;
       double ix = gs_unnormalize(gp[0], w, align), iy = gs_unnormalize(gp[1], h, align);
       const float *xb = px + b * nc * plane;
@@ -248,6 +251,28 @@ static void roi_tap(int64_t h, int64_t w, double y, double x, roi_tap_t *t) {
   t->wt[2] = (float)(ly * hx), t->wt[3] = (float)(ly * lx);
 }
 
+/* A ROI in feature-map pixels: its corner, bin size and samples per bin
+ * per axis (doubles: a hostile ROI may ask for any number, checked by the
+ * caller before anything is sampled). */
+typedef struct roi_box {
+  double x1, y1, bw, bh, gw, gh;
+} roi_box_t;
+
+static void roi_box(const float *roi, double scale, double off, int half, int64_t oh, int64_t ow,
+                    int64_t ratio, roi_box_t *b) {
+  b->x1 = roi[0] * scale - off;
+  b->y1 = roi[1] * scale - off;
+  double rw = roi[2] * scale - off - b->x1, rh = roi[3] * scale - off - b->y1;
+  if (!half) {
+    rw = rw > 1 ? rw : 1;  /* NaN becomes 1 too */
+    rh = rh > 1 ? rh : 1;
+  }
+  b->bw = rw / (double)ow;
+  b->bh = rh / (double)oh;
+  b->gw = ratio > 0 ? (double)ratio : ceil(b->bw);
+  b->gh = ratio > 0 ? (double)ratio : ceil(b->bh);
+}
+
 int dynq__run_roialign(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                        dynq__tensor_t *out) {
   const dynq__tensor_t *x = in[0], *rois = in[1], *bi = in[2];
@@ -271,38 +296,40 @@ int dynq__run_roialign(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                          dynq__shape_str(b3, sizeof b3, bi->rank, bi->dims));
   const int64_t nb = x->dims[0], nc = x->dims[1], h = x->dims[2], w = x->dims[3];
   const int64_t nr = rois->dims[0], oh = c->st->roialign.oh, ow = c->st->roialign.ow;
+  const int half = c->st->roialign.half_pixel;
+  const double scale = c->st->roialign.scale, off = half ? 0.5 : 0;
+  const int64_t ratio = c->st->roialign.ratio;
+  const float *pr = rois->data;
   for (int64_t r = 0; r < nr; r++) {
     int64_t b = dynq__load_i(bi->data, bi->dtype, r);
     if (b < 0 || b >= nb)
       return dynq__op_fail(c, DYNQ_EDATA, "batch_indices[%lld] is %lld, outside [0, %lld)",
                            (long long)r, (long long)b, (long long)nb);
+    roi_box_t bx;
+    roi_box(pr + r * 4, scale, off, half, oh, ow, ratio, &bx);
+    if (!(bx.gw >= 0 && bx.gh >= 0 && bx.gw * bx.gh <= ROI_MAX_SAMPLES)) /* NaN too */
+      return dynq__op_fail(c, DYNQ_ELIMIT, "ROI %lld (%g, %g, %g, %g) would take %g x %g "
+                           "samples per bin (at most %g in all)", (long long)r, pr[r * 4],
+                           pr[r * 4 + 1], pr[r * 4 + 2], pr[r * 4 + 3], bx.gh, bx.gw,
+                           ROI_MAX_SAMPLES);
   }
   const int64_t dims[4] = {nr, nc, oh, ow};
   if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, 4, dims, h <= 0 || w <= 0))) return rc;
   if (h <= 0 || w <= 0) return 0;  /* an empty image: every sample is 0 */
   const int max = c->st->roialign.max;
-  const double scale = c->st->roialign.scale, off = c->st->roialign.half_pixel ? 0.5 : 0;
-  const int64_t plane = h * w, ratio = c->st->roialign.ratio;
-  const float *px = x->data, *pr = rois->data;
+  const int64_t plane = h * w;
+  const float *px = x->data;
   float *py = out->data;
   float *acc = malloc((size_t)(nc > 0 ? nc : 1) * sizeof(float));
-  if (acc == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
+  if (acc == NULL) {
+    dynq__tensor_clear(out);
+    return dynq__op_fail(c, -ENOMEM, "out of memory");
+  }
   for (int64_t r = 0; r < nr; r++) {
     const float *xb = px + dynq__load_i(bi->data, bi->dtype, r) * nc * plane;
-    double x1 = pr[r * 4] * scale - off, y1 = pr[r * 4 + 1] * scale - off;
-    double rw = pr[r * 4 + 2] * scale - off - x1, rh = pr[r * 4 + 3] * scale - off - y1;
-    if (!c->st->roialign.half_pixel) {
-      rw = rw > 1 ? rw : 1;  /* NaN becomes 1 too */
-      rh = rh > 1 ? rh : 1;
-    }
-    double bw = rw / (double)ow, bh = rh / (double)oh;
-    double gw = ratio > 0 ? (double)ratio : ceil(bw), gh = ratio > 0 ? (double)ratio : ceil(bh);
-    if (!(gw >= 0 && gh >= 0 && gw * gh <= ROI_MAX_SAMPLES)) { /* NaN too */
-      free(acc);
-      return dynq__op_fail(c, DYNQ_ELIMIT, "ROI %lld (%g, %g, %g, %g) would take %g x %g "
-                           "samples per bin (at most %g in all)", (long long)r, pr[r * 4],
-                           pr[r * 4 + 1], pr[r * 4 + 2], pr[r * 4 + 3], gh, gw, ROI_MAX_SAMPLES);
-    }
+    roi_box_t bx;
+    roi_box(pr + r * 4, scale, off, half, oh, ow, ratio, &bx);
+    const double x1 = bx.x1, y1 = bx.y1, bw = bx.bw, bh = bx.bh, gw = bx.gw, gh = bx.gh;
     const int64_t sy = (int64_t)gh, sx = (int64_t)gw;
     const float count = (float)(sy * sx > 0 ? sy * sx : 1);
     for (int64_t ph = 0; ph < oh; ph++)
@@ -331,19 +358,18 @@ int dynq__run_roialign(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
             }
             first = 0;
           }
-          if ((iy & 63) == 63 && (rc = dynq__op_poll(c)) != 0) {
-            free(acc);
-            return rc;
-          }
+          if ((iy & 63) == 63 && (rc = dynq__op_poll(c)) != 0) goto stopped;
         }
         float *yo = py + r * nc * oh * ow + ph * ow + pw;
         for (int64_t ch = 0; ch < nc; ch++) yo[ch * oh * ow] = max ? acc[ch] : acc[ch] / count;
       }
-    if ((rc = dynq__op_poll(c)) != 0) {
-      free(acc);
-      return rc;
-    }
+    if ((rc = dynq__op_poll(c)) != 0) goto stopped;
   }
   free(acc);
   return 0;
+
+stopped:
+  free(acc);
+  dynq__tensor_clear(out);  /* a failed op leaves no output */
+  return rc;
 }
