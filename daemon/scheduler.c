@@ -306,6 +306,15 @@ int dynqd__sched_start(dynqd_sched_t *p, uv_loop_t *loop, int n_threads, int qca
   return 0;
 }
 
+/* j at the end of the pending list (the loop's; handed over at flush). */
+static void pend(dynqd_sched_t *p, dynqd_job_t *j) {
+  j->next = NULL;
+  if (p->ptail) p->ptail->next = j;
+  else p->phead = j;
+  p->ptail = j;
+  p->plen++;
+}
+
 int dynqd__sched_submit(dynqd_sched_t *p, dynqd_job_t *j) {
   return dynqd__sched_submit_at(p, j, uv_hrtime());
 }
@@ -319,13 +328,9 @@ int dynqd__sched_submit_at(dynqd_sched_t *p, dynqd_job_t *j, uint64_t now) {
       (p->outstanding >= p->qcap &&
        atomic_load_explicit(&p->qlen, memory_order_relaxed) + p->plen >= p->qcap))
     return DYNQ_EOVERLOAD;
-  j->next = NULL;
   j->skipped = 0;
   j->t_queued_ns = now;
-  if (p->ptail) p->ptail->next = j;
-  else p->phead = j;
-  p->ptail = j;
-  p->plen++;
+  pend(p, j);
   p->outstanding++;
   return 0;
 }
@@ -336,11 +341,7 @@ int dynqd__sched_submit_at(dynqd_sched_t *p, dynqd_job_t *j, uint64_t now) {
 static void hand_back(dynqd_sched_t *p, dynqd_job_t *j, int counted) {
   j->requeue = 0;
   j->loop_ok = 0;
-  j->next = NULL;
-  if (p->ptail) p->ptail->next = j;
-  else p->phead = j;
-  p->ptail = j;
-  p->plen++;
+  pend(p, j);
   if (!counted) p->outstanding++;
   p->handoffs++;
 }

@@ -419,20 +419,16 @@ START_TEST(test_daemon_stopped_step_keeps_the_state) {
 }
 END_TEST
 
-/* infer x [1] = {v} on model; returns its y [1] (asserted ok). */
-static float infer_x(tu_rpc_t *c, uint32_t msgid, const char *model, float v) {
-  int64_t d[1] = {1};
+/* infer x [1, 1] = {v} on model, sent; tu_rpc_expect_ok reads it. */
+static void send_x(tu_rpc_t *c, uint32_t msgid, const char *model, float v) {
   dynq__wbuf_t w;
   dynq__wbuf_init(&w);
-  dynq__w_request_head(&w, msgid, "infer");
-  dynq__w_map(&w, 2);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, model);
-  dynq__w_str(&w, "inputs");
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, "x");
-  tu_w_f32_tensor(&w, 1, d, &v);
+  tu_w_infer_f32(&w, msgid, model, "x", 1, 1, &v, -1);
   tu_rpc_send_wbuf(c, &w);
+}
+
+/* The answer to msgid: its y [1] (asserted ok). */
+static float answer_y(tu_rpc_t *c, uint32_t msgid) {
   dynq__rpc_msg_t m;
   tu_rpc_expect_ok(c, msgid, &m);
   float y;
@@ -441,13 +437,13 @@ static float infer_x(tu_rpc_t *c, uint32_t msgid, const char *model, float v) {
   return y;
 }
 
+static float infer_x(tu_rpc_t *c, uint32_t msgid, const char *model, float v) {
+  send_x(c, msgid, model, v);
+  return answer_y(c, msgid);
+}
+
 static int64_t handoffs(tu_rpc_t *c, uint32_t msgid) {
-  tu_rpc_call0(c, msgid, "stats");
-  dynq__rpc_msg_t m;
-  tu_rpc_expect_ok(c, msgid, &m);
-  int64_t v = tu_obj_int_or(dynq__obj_get(m.result, "loop_handoffs_total"), -1);
-  dynq__rpc_free(&m);
-  return v;
+  return tu_rpc_stat(c, msgid, "loop_handoffs_total");
 }
 
 /* A 4-byte request whose model's cost follows the value it sends (a Range
@@ -476,29 +472,13 @@ START_TEST(test_daemon_loop_hands_over_what_outgrew_it) {
   ck_assert_int_eq(handoffs(&c, id++), 0);
 
   const double n = 30000, half = n * (n - 1) / 2;  /* 9e8 steps */
-  int64_t d[1] = {1};
-  float v = (float)n;
-  dynq__wbuf_t w;
-  dynq__wbuf_init(&w);
-  dynq__w_request_head(&w, 500, "infer");
-  dynq__w_map(&w, 2);
-  dynq__w_str(&w, "model");
-  dynq__w_str(&w, "square");
-  dynq__w_str(&w, "inputs");
-  dynq__w_map(&w, 1);
-  dynq__w_str(&w, "x");
-  tu_w_f32_tensor(&w, 1, d, &v);
-  tu_rpc_send_wbuf(&c, &w);
+  send_x(&c, 500, "square", (float)n);
   usleep(20000);
   tu_rpc_ping_ok(&other, 1);
   struct pollfd pfd = {c.fd, POLLIN, 0};
   ck_assert_msg(poll(&pfd, 1, 0) == 0, "the long request was answered before a ping: "
                 "the loop ran it");
-  dynq__rpc_msg_t m;
-  tu_rpc_expect_ok(&c, 500, &m);
-  float y;
-  tu_get_f32_output(&m, "y", &y, 1);
-  dynq__rpc_free(&m);
+  float y = answer_y(&c, 500);
   ck_assert_msg(fabs(y - half * half) <= 1e-4 * half * half, "square %g, expected %g", y,
                 half * half);
   ck_assert_int_eq(handoffs(&c, id++), 1);

@@ -115,12 +115,7 @@ static void step_check(tu_rpc_t *c, uint32_t msgid, uint64_t sid, int in_t, int 
 }
 
 static int64_t stats_sessions(tu_rpc_t *c, uint32_t msgid) {
-  tu_rpc_call0(c, msgid, "stats");
-  dynq__rpc_msg_t m;
-  tu_rpc_expect_ok(c, msgid, &m);
-  int64_t n = tu_obj_int_or(dynq__obj_get(m.result, "sessions"), -1);
-  dynq__rpc_free(&m);
-  return n;
+  return tu_rpc_stat(c, msgid, "sessions");
 }
 
 /* Poll until the daemon reports n sessions (it drops them asynchronously

@@ -185,10 +185,7 @@ START_TEST(test_register_and_infer_zero_copy) {
   tu_get_f32_output(&m, "p", p, 160);  /* other outputs still inline */
   dynq__rpc_free(&m);
   /* stats see it */
-  tu_rpc_call0(&c, 30, "stats");
-  tu_rpc_expect_ok(&c, 30, &m);
-  ck_assert_int_eq(tu_obj_int_or(dynq__obj_get(m.result, "shm_regions"), -1), 1);
-  dynq__rpc_free(&m);
+  ck_assert_int_eq(tu_rpc_stat(&c, 30, "shm_regions"), 1);
   tu_rpc_call_id(&c, 31, "shm.unregister", "region", id);
   tu_rpc_expect_ok(&c, 31, &m);
   dynq__rpc_free(&m);
@@ -393,10 +390,7 @@ START_TEST(test_unregister_mid_request) {
   tu_rpc_expect_ok(&c, 2, &m);
   dynq__rpc_free(&m);
   /* the mapping went once the request was done */
-  tu_rpc_call0(&c, 6, "stats");
-  tu_rpc_expect_ok(&c, 6, &m);
-  ck_assert_int_eq(tu_obj_int_or(dynq__obj_get(m.result, "shm_regions"), -1), 0);
-  dynq__rpc_free(&m);
+  ck_assert_int_eq(tu_rpc_stat(&c, 6, "shm_regions"), 0);
   munmap(map, n);
   tu_rpc_close(&c);
 }

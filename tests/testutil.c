@@ -651,6 +651,15 @@ void tu_rpc_ping_ok(tu_rpc_t *c, uint32_t msgid) {
   tu_rpc_expect_pong(c, msgid);
 }
 
+int64_t tu_rpc_stat(tu_rpc_t *c, uint32_t msgid, const char *key) {
+  tu_rpc_call0(c, msgid, "stats");
+  dynq__rpc_msg_t m;
+  tu_rpc_expect_ok(c, msgid, &m);
+  int64_t v = tu_obj_int_or(dynq__obj_get(m.result, key), -1);
+  dynq__rpc_free(&m);
+  return v;
+}
+
 int64_t tu_obj_int_or(dynq__obj_t o, int64_t dflt) {
   int64_t v;
   return dynq__obj_int(o, &v) == 0 ? v : dflt;

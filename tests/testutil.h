@@ -192,6 +192,9 @@ void tu_rpc_call_id(tu_rpc_t *c, uint32_t msgid, const char *method, const char 
                     uint64_t v);
 /* ping, expecting pong. */
 void tu_rpc_ping_ok(tu_rpc_t *c, uint32_t msgid);
+/* The integer `key` of a stats call's result (asserted ok), -1 when it is
+ * not there. */
+int64_t tu_rpc_stat(tu_rpc_t *c, uint32_t msgid, const char *key);
 
 /* Integer value of o, or dflt when o is not an integer. */
 int64_t tu_obj_int_or(dynq__obj_t o, int64_t dflt);
