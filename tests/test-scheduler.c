@@ -540,8 +540,8 @@ START_TEST(test_overrun_on_the_loop_goes_to_a_worker) {
     ck_assert_int_eq(dynqd__sched_submit(&g_s, &t[i].job), 0);
   }
   dynqd__sched_flush(&g_s);
-  ck_assert_int_eq(g_done, 0);  /* nothing came back from the loop's batch */
-  ck_assert_uint_eq(g_s.loop_jobs, 0);
+  /* (the flush's collect may already bring them back from the worker) */
+  ck_assert_uint_eq(g_s.loop_jobs, 0);  /* none counted as run by the loop */
   wait_done(3);
   for (int i = 0; i < 3; i++) {
     ck_assert_int_eq(t[i].loop_tries, 1);
