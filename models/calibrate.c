@@ -687,6 +687,25 @@ static int64_t sc_table_rows(const dynq__graph_t *g, int32_t v) {
   return 0;
 }
 
+/* The value an integer input is tested against (an Equal with a constant,
+ * as a model's sample-rate switch `sr == 16000` feeding an If), in *ret;
+ * 0 when it has one, -1 otherwise. */
+static int sc_compared(const dynq__graph_t *g, int32_t v, int64_t *ret) {
+  for (int n = 0; n < g->n_nodes; n++) {
+    const dynq__node_t *nd = &g->nodes[n];
+    if (nd->op != DYNQ_OP_EQUAL || nd->n_in != 2) continue;
+    int32_t other = nd->in[0] == v ? nd->in[1] : nd->in[1] == v ? nd->in[0] : -1;
+    if (other < 0) continue;
+    const dynq__value_t *c = &g->values[other];
+    if (c->data == NULL || c->nbytes < dynq__dtype_size(c->dtype) ||
+        (c->dtype != DYNQ_DT_I64 && c->dtype != DYNQ_DT_I32))
+      continue;
+    *ret = c->dtype == DYNQ_DT_I64 ? *(const int64_t *)c->data : *(const int32_t *)c->data;
+    return 0;
+  }
+  return -1;
+}
+
 /* The synthetic calls into k->c, symbolic dims (but a leading one) `dim`;
  * 0, -2 when an input would pass SC_MAX_ELEMS, or -1 with why in err. */
 static int sc_inputs(calib_t *k, const dynq__graph_t *g, int64_t lead, int64_t dim, char *err,
@@ -723,7 +742,9 @@ static int sc_inputs(calib_t *k, const dynq__graph_t *g, int64_t lead, int64_t d
                  "too large a synthetic input");
         return -1;
       }
-      int64_t n = dynq__tensor_numel(t), rows = sc_table_rows(g, g->inputs[i]);
+      int64_t n = dynq__tensor_numel(t), rows = sc_table_rows(g, g->inputs[i]), fixed = 1;
+      /* ids below a table's size; else the value a comparison tests, else 1 */
+      if (rows <= 0) sc_compared(g, g->inputs[i], &fixed);
       for (int64_t e = 0; e < n; e++) {
         if (d->dtype == DYNQ_DT_F32) {
           float *x = t->data;
@@ -732,9 +753,10 @@ static int sc_inputs(calib_t *k, const dynq__graph_t *g, int64_t lead, int64_t d
           else /* uniform of variance 1 */
             x[e] = (float)((2 * sc_unif(&seed) - 1) * 1.7320508075688772);
         } else if (d->dtype == DYNQ_DT_I64) {
-          ((int64_t *)t->data)[e] = rows > 0 ? (int64_t)(sc_next(&seed) % (uint64_t)rows) : 1;
+          ((int64_t *)t->data)[e] = rows > 0 ? (int64_t)(sc_next(&seed) % (uint64_t)rows) : fixed;
         } else if (d->dtype == DYNQ_DT_I32) {
-          ((int32_t *)t->data)[e] = rows > 0 ? (int32_t)(sc_next(&seed) % (uint64_t)rows) : 1;
+          ((int32_t *)t->data)[e] = rows > 0 ? (int32_t)(sc_next(&seed) % (uint64_t)rows)
+                                             : (int32_t)fixed;
         } else {
           snprintf(err, errlen, "input '%s' is %s (synthetic inputs are float32, int64 or int32)",
                    d->name, dynq__dtype_name(d->dtype));

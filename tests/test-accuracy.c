@@ -240,6 +240,24 @@ START_TEST(batch_on_a_later_axis_measured_with_equal_dims) {
 }
 END_TEST
 
+/* An int64 input a model tests against a constant (sr == 16000 choosing
+ * an If's branch; the other branch cannot run on the synthetic shapes)
+ * gets that constant in the synthetic calls, so the model is measured. */
+START_TEST(compared_integer_input_gets_the_tested_value) {
+  char *dir = tu_mkdtemp();
+  char out[4096], onnx[4096];
+  snprintf(out, sizeof(out), "%s/s.dynq", dir);
+  fixture(onnx, sizeof(onnx), "switch", ".onnx");
+  char *log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, onnx, out, NULL), 0);
+  ck_assert_msg(strstr(log, "self-check (8 synthetic draws)") != NULL &&
+                strstr(log, "self-check skipped") == NULL, "%s", log);
+  free(log);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("accuracy");
   TCase *t = tcase_create("core");
@@ -249,6 +267,7 @@ int main(void) {
   tcase_add_test(t, unmeasurable_model_converted_with_a_note);
   tcase_add_test(t, audio_front_end_measured_at_a_larger_size);
   tcase_add_test(t, batch_on_a_later_axis_measured_with_equal_dims);
+  tcase_add_test(t, compared_integer_input_gets_the_tested_value);
   suite_add_tcase(s, t);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
