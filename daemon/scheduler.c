@@ -441,28 +441,31 @@ static void run_loop_batch(dynqd_sched_t *p, dynqd_job_t *list) {
     j->threads = width;
     j->on_loop = 1;
   }
+  int merged = n > 1 && v[0]->ops->run_batch != NULL && v[0]->ops->run_batch(v, n) == 0;
   /* A merged run stopped for outgrowing the loop's caps marks every job
    * requeue: none is run alone here (each would pay the caps again). */
-  if (n == 1 || (n > 1 && (v[0]->ops->run_batch == NULL || v[0]->ops->run_batch(v, n) != 0)))
-    if (!(n > 1 && v[0]->requeue))
-      for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
+  if (n > 0 && !merged && !v[0]->requeue)
+    for (int k = 0; k < n; k++) v[k]->ops->run(v[k]);
   pthread_mutex_lock(&p->mu);
   p->running--;
   pthread_mutex_unlock(&p->mu);
-  /* Those that outgrew the loop go to the workers, the rest are done. */
+  /* Those that outgrew the loop go to the workers, the rest are done;
+   * the loop ran the n less those. */
   dynqd_job_t *done = NULL, **dtail = &done;
+  int handed = 0;
   for (dynqd_job_t *j = list, *next; j != NULL; j = next) {
     next = j->next;
     j->on_loop = 0;
     if (j->requeue) {
       hand_back(p, j, 1);
+      handed++;
     } else {
       *dtail = j;
       dtail = &j->next;
-      p->loop_jobs++;
     }
   }
   *dtail = NULL;
+  p->loop_jobs += (uint64_t)(n - handed);
   if (p->plen > 0) hand_to_workers(p);
   if (done != NULL) push_done(p, done);
   dynqd__sched_collect(p);

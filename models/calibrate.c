@@ -706,8 +706,9 @@ static int sc_compared(const dynq__graph_t *g, int32_t v, int64_t *ret) {
   return -1;
 }
 
-/* The synthetic calls into k->c, symbolic dims (but a leading one) `dim`;
- * 0, -2 when an input would pass SC_MAX_ELEMS, or -1 with why in err. */
+/* The synthetic calls into k->c, a symbolic first axis `lead` and the other
+ * symbolic dims `dim`; 0, -2 when an input would pass SC_MAX_ELEMS, or -1
+ * with why in err. */
 static int sc_inputs(calib_t *k, const dynq__graph_t *g, int64_t lead, int64_t dim, char *err,
                      size_t errlen) {
   dynq__calls_t *c = &k->c;

@@ -598,12 +598,12 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     /* the engine's bounds (lib/ops/sample.c), refused here naming the attribute */
     int64_t sr = dynq__imp_attr_i(n, "sampling_ratio", 0);
     int64_t oh = dynq__imp_attr_i(n, "output_height", 1), ow = dynq__imp_attr_i(n, "output_width", 1);
-    if (sr < 0 || sr > 4096)
-      return dynq__imp_pool_printf(pl, "sampling_ratio %lld is not within [0, 4096]",
-                                   (long long)sr);
-    if (oh < 1 || ow < 1 || oh > 65536 || ow > 65536)
+    if (sr < 0 || sr > DYNQ_ROI_MAX_RATIO)
+      return dynq__imp_pool_printf(pl, "sampling_ratio %lld is not within [0, %d]",
+                                   (long long)sr, DYNQ_ROI_MAX_RATIO);
+    if (oh < 1 || ow < 1 || oh > DYNQ_ROI_MAX_OUT || ow > DYNQ_ROI_MAX_OUT)
       return dynq__imp_pool_printf(pl, "output_height %lld and output_width %lld: each within "
-                                   "[1, 65536]", (long long)oh, (long long)ow);
+                                   "[1, %d]", (long long)oh, (long long)ow, DYNQ_ROI_MAX_OUT);
   }
   if (strcmp(type, "Gelu") == 0) {
     char ab[16];

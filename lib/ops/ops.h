@@ -283,6 +283,14 @@ int dynq__resize_codes(const char *mode, const char *ctm, const char *nearest, i
 int dynq__rnn_act(const char *name, int *ret_takes_alpha, int *ret_takes_beta,
                   float *ret_alpha, float *ret_beta);
 const char *dynq__rnn_act_name(int act); /* "Tanh"; "?" out of range */
+/* RoiAlign's bounds (sample.c): sampling_ratio in [0, MAX_RATIO], each
+ * output side in [1, MAX_OUT]. */
+#define DYNQ_ROI_MAX_RATIO 4096
+#define DYNQ_ROI_MAX_OUT 65536
+
+/* Keys' cubic convolution kernel at distance d (>= 0) with coefficient A
+ * (Resize's cubic_coeff_a; GridSample's bicubic takes -0.75). */
+double dynq__keys_cubic(double d, double A);
 /* The equation ("bhid,bhjd->bhij"; blanks ignored, implicit output as
  * ONNX defines it) into *ret; 0, or -1 with why (static) naming what is
  * not supported. */

@@ -144,8 +144,7 @@ static int axis_table(const dynq__opstate_t *st, int64_t len, int64_t olen, floa
   return ident;
 }
 
-/* Keys' cubic kernel at distance d (>= 0) with coefficient A. */
-static double keys(double d, double A) {
+double dynq__keys_cubic(double d, double A) {
   if (d <= 1.0) return ((A + 2.0) * d - (A + 3.0)) * d * d + 1.0;
   if (d < 2.0) return ((A * d - 5.0 * A) * d + 8.0 * A) * d - 4.0 * A;
   return 0.0;
@@ -166,7 +165,7 @@ static int cubic_table(const dynq__opstate_t *st, int64_t len, int64_t olen, flo
     double f = floor(x), t = x - f, sum = 0.0;
     for (int k = 0; k < 4; k++) {
       int64_t i = (int64_t)f - 1 + k;
-      double w = keys(fabs(t - (double)(k - 1)), A);
+      double w = dynq__keys_cubic(fabs(t - (double)(k - 1)), A);
       if (st->resize.exclude_outside && (i < 0 || i >= len)) w = 0.0;
       idx[o * 4 + k] = i < 0 ? 0 : i >= len ? len - 1 : i;
       wt[o * 4 + k] = w;

@@ -93,17 +93,10 @@ static int64_t gs_index(int64_t h, int64_t w, double ix, double iy) {
   return (int64_t)iy * w + (int64_t)ix;
 }
 
-/* Keys' cubic convolution weights for the 4 taps around t in [0, 1). */
+/* The cubic weights (PyTorch's a = -0.75) of the 4 taps around t in [0, 1). */
 static void gs_cubic(double t, double wt[4]) {
-  const double a = -0.75;
-  double x = t + 1;
-  wt[0] = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
-  x = t;
-  wt[1] = ((a + 2) * x - (a + 3)) * x * x + 1;
-  x = 1 - t;
-  wt[2] = ((a + 2) * x - (a + 3)) * x * x + 1;
-  x = 2 - t;
-  wt[3] = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+  const double d[4] = {t + 1, t, 1 - t, 2 - t};
+  for (int k = 0; k < 4; k++) wt[k] = dynq__keys_cubic(d[k], -0.75);
 }
 
 /* Where one output position reads, the same for every channel: computed
@@ -252,11 +245,11 @@ int dynq__check_roialign(const dynq__graph_t *g, const dynq__node_t *n, char *er
           sr = dynq__node_attr_i(n, "sampling_ratio", 0);
   float s = dynq__node_attr_f(n, "spatial_scale", 1.0f);
   DYNQ_OP_CHECK(m == 0 || m == 1, "mode %lld: 0 (avg) or 1 (max) expected", (long long)m);
-  DYNQ_OP_CHECK(oh >= 1 && ow >= 1 && oh <= 65536 && ow <= 65536,
-                "output_height %lld and output_width %lld: each within [1, 65536]",
-                (long long)oh, (long long)ow);
-  DYNQ_OP_CHECK(sr >= 0 && sr <= 4096, "sampling_ratio %lld is not within [0, 4096]",
-                (long long)sr);
+  DYNQ_OP_CHECK(oh >= 1 && ow >= 1 && oh <= DYNQ_ROI_MAX_OUT && ow <= DYNQ_ROI_MAX_OUT,
+                "output_height %lld and output_width %lld: each within [1, %d]",
+                (long long)oh, (long long)ow, DYNQ_ROI_MAX_OUT);
+  DYNQ_OP_CHECK(sr >= 0 && sr <= DYNQ_ROI_MAX_RATIO, "sampling_ratio %lld is not within [0, %d]",
+                (long long)sr, DYNQ_ROI_MAX_RATIO);
   DYNQ_OP_CHECK(isfinite(s), "spatial_scale %g is not finite", (double)s);
   return 0;
 }
@@ -371,17 +364,16 @@ int dynq__run_roialign(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     const float *xb = px + dynq__load_i(bi->data, bi->dtype, r) * nc * plane;
     roi_box_t bx;
     roi_box(pr + r * 4, scale, off, half, oh, ow, ratio, &bx);
-    const double x1 = bx.x1, y1 = bx.y1, bw = bx.bw, bh = bx.bh, gw = bx.gw, gh = bx.gh;
-    const int64_t sy = (int64_t)gh, sx = (int64_t)gw;
+    const int64_t sy = (int64_t)bx.gh, sx = (int64_t)bx.gw;
     const float count = (float)(sy * sx > 0 ? sy * sx : 1);
     for (int64_t ph = 0; ph < oh; ph++)
       for (int64_t pw = 0; pw < ow; pw++) {
         for (int64_t ch = 0; ch < nc; ch++) acc[ch] = 0;
         int first = 1;
         for (int64_t iy = 0; iy < sy; iy++) {
-          double y = y1 + (double)ph * bh + ((double)iy + 0.5) * bh / gh;
+          double y = bx.y1 + (double)ph * bx.bh + ((double)iy + 0.5) * bx.bh / bx.gh;
           for (int64_t ix = 0; ix < sx; ix++) {
-            double xx = x1 + (double)pw * bw + ((double)ix + 0.5) * bw / gw;
+            double xx = bx.x1 + (double)pw * bx.bw + ((double)ix + 0.5) * bx.bw / bx.gw;
             roi_tap_t t;
             roi_tap(h, w, y, xx, &t);
             for (int64_t ch = 0; ch < nc; ch++) {
