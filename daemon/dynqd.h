@@ -197,6 +197,27 @@ int dynqd__admin_peer_ok(int fd, const char *admin_group, char *why,
 
 /* ============================== services =============================== */
 
+/* ---- row independence (rowcheck.c) ----
+ *
+ * Whether merging requests of a model along its batch axes hands each
+ * one exactly its own answer, measured once per model version at load
+ * (prepare, after the warm-up).  Merged only when it says so. */
+typedef struct dynqd_rows {
+  int ok;              /* 1: measured, every output splits right */
+  uint64_t *out_axes;  /* owned, per output: bit d set when the merged
+                          result is the two answers side by side along d */
+  char *why;           /* owned; why not (ok == 0), for the log */
+} dynqd_rows_t;
+/* Runs m on two inputs of the warm-up shapes (ranks, dims) and on both
+ * merged along axes (one per input); 0 with ret filled, or -ENOMEM. */
+int dynqd__rows_check(const dynq__model_t *m, const int *ranks,
+                      int64_t (*dims)[DYNQ_MAX_RANK], const int8_t *axes,
+                      int64_t max_value_bytes, dynqd_rows_t *ret);
+/* May requests merged along axes (ni inputs, then no outputs) run as one? */
+int dynqd__rows_allow(const dynqd_rows_t *r, const int8_t *axes, int ni, int no);
+int dynqd__rows_copy(dynqd_rows_t *dst, const dynqd_rows_t *src, int no);
+void dynqd__rows_clear(dynqd_rows_t *r);
+
 /* ---- model registry (registry.c) ----
  *
  * Model lifecycle (per name), all transitions on the loop thread:
@@ -217,6 +238,7 @@ typedef struct dynqd_model_entry {
   int64_t f_mtime_ns;      /* identity of the file as loaded */
   struct dynqd_plan *plan; /* one ref, made at the first request (NULL
                               until then); dropped when model changes */
+  dynqd_rows_t rows;       /* the version's row check (ok 0: never merged) */
 } dynqd_model_entry_t;
 
 /* What every plain infer request (no session) of one model version
@@ -273,6 +295,7 @@ typedef struct dynqd_prepared {
   char path[PATH_MAX];     /* resolved, for messages */
   uint64_t f_dev, f_ino, f_size;
   int64_t f_mtime_ns;
+  dynqd_rows_t rows;       /* its row check, moved into the entry */
 } dynqd_prepared_t;
 int dynqd__registry_prepare(const dynqd_registry_t *r, const char *name, const char *rel,
                             dynqd_prepared_t *ret, char *err, size_t errlen);
@@ -655,6 +678,7 @@ typedef struct dynqd_session {
   int version;                /* of model: what name@N names */
   int n_bind;
   int *bind_in, *bind_out;    /* graph input / output index; owned */
+  dynqd_rows_t rows;          /* the model version's row check (a copy) */
   dynq__tensor_t *state;      /* per binding; owned; dtype INVALID until
                                  the first call sizes it */
   int busy, closed, refs;

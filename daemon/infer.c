@@ -27,7 +27,9 @@
  * quantized per row (each row's scale and zero point come from that row
  * only; per-patch for Conv) and the integer GEMM is exact, so a row's
  * result does not depend on its neighbours (tests/test-batch.c compares
- * the bits, Silero included).  Requests that could break that are never
+ * the bits, Silero included), provided the model does not look across the
+ * axis: the row check (rowcheck.c) measures that at load, and a model
+ * that fails it is never merged.  Requests that could break that are never
  * batched: per-tensor models, fp32 precision and outputs_shm (the decoder
  * leaves axes NULL).  If a merged run fails, or an output's size along
  * its axis is not the summed batch, every request runs alone instead, so

@@ -117,6 +117,10 @@ dynqd_plan_t *dynqd__registry_plan_make(dynqd_registry_t *r, const dynqd_model_e
     p->axes_rc = dynqd__batch_axes(g, dynqd__batch_rule(cfg, me->name), NULL, p->axes, err,
                                    sizeof(err));
     if (p->axes_rc != 0 && (p->axes_err = strdup(err)) == NULL) goto oom;
+    if (p->axes_rc == 0 && !dynqd__rows_allow(&me->rows, p->axes, g->n_inputs, g->n_outputs)) {
+      dynq__aligned_free(p->axes);  /* measured unsafe to merge: never batched */
+      p->axes = NULL;
+    }
   }
   me->plan = p;
   return p;
@@ -130,6 +134,7 @@ static void entry_clear(dynqd_model_entry_t *e) {
   free(e->file);
   dynqd__plan_unref(e->plan);
   dynq__model_unref(e->model);
+  dynqd__rows_clear(&e->rows);
   memset(e, 0, sizeof(*e));
 }
 
@@ -328,26 +333,24 @@ static int has_symbolic_input(const dynq__model_sig_t *sig) {
   return 0;
 }
 
-/* Prepare's warm-up: the shapes, the bounds, the run.  0 (warmed, or
- * served cold after a logged warning), else an error that refuses the
- * model. */
+/* Prepare's warm-up: the shapes, the bounds, the run.  0 (warmed, with
+ * *warmed set and the shapes that ran in ranks, dims; or served cold
+ * after a logged warning), else an error that refuses the model. */
 static int warm_up(const dynqd_registry_t *r, const char *name, const dynq__model_t *m,
-                   char *err, size_t errlen) {
+                   int *ranks, int64_t (*dims)[DYNQ_MAX_RANK], int *warmed, char *err,
+                   size_t errlen) {
   const dynq__model_sig_t *sig = dynq__model_signature(m);
   const dynqd_batch_rule_t *rule = r->cfg != NULL ? dynqd__batch_rule(r->cfg, name) : NULL;
   int configured = rule != NULL && rule->n_warm > 0;
-  int n = sig->n_inputs > 0 ? sig->n_inputs : 1;
-  int *ranks = calloc((size_t)n, sizeof(*ranks));
-  int64_t(*dims)[DYNQ_MAX_RANK] = calloc((size_t)n, sizeof(*dims));
-  int rc = -ENOMEM;
-  if (ranks == NULL || dims == NULL) {
-    snprintf(err, errlen, "out of memory warming the model");
-    goto out;
-  }
-  rc = warm_shapes(name, rule, sig, 1, ranks, dims, err, errlen);
+  int rc = warm_shapes(name, rule, sig, 1, ranks, dims, err, errlen);
+  *warmed = 0;
   if (rc == 0) rc = warm_bounds(r, name, sig, ranks, dims, 0, err, errlen);
-  if (rc == 0) rc = warm(m, ranks, dims, r->max_value_bytes, err, errlen);
-  else if (rc == 1) rc = 0;  /* not warmed (logged) */
+  if (rc == 0) {
+    rc = warm(m, ranks, dims, r->max_value_bytes, err, errlen);
+    *warmed = rc == 0;
+  } else if (rc == 1) {
+    rc = 0;  /* not warmed (logged) */
+  }
   if (rc == DYNQ_ESHAPE && !configured && has_symbolic_input(sig)) {
     /* Every symbolic dim 1 is a guess some models cannot run (Silero
      * VAD's first Conv needs >= 256 samples; a Reshape into rows of 4):
@@ -363,6 +366,7 @@ static int warm_up(const dynqd_registry_t *r, const char *name, const dynq__mode
           warm_bounds(r, name, sig, ranks, dims, 1, e2, sizeof(e2)) != 0)
         break;
       rc = warm(m, ranks, dims, r->max_value_bytes, e2, sizeof(e2));
+      *warmed = rc == 0;
       if (rc == 0)
         log_info("model '%s': warmed with symbolic dimensions set to %lld (at 1: %s)", name,
                  (long long)syms[t], first);
@@ -380,15 +384,47 @@ static int warm_up(const dynqd_registry_t *r, const char *name, const dynq__mode
     snprintf(err, errlen, "%s (shapes from [batch.%s] warmup = %s)", why, name,
              rule->warmup_text);
   }
-out:
-  free(ranks);
-  free(dims);
+  return rc;
+}
+
+/* Prepare's row check (rowcheck.c), for a model that may be merged: on
+ * the warm-up shapes, along a plain request's batch axes.  A config
+ * whose axes do not fit the model is left to the requests, which are
+ * answered with its error. */
+static int check_rows(const dynqd_registry_t *r, const char *name, const dynq__model_t *m,
+                      const int *ranks, int64_t (*dims)[DYNQ_MAX_RANK], int warmed,
+                      dynqd_rows_t *ret) {
+  const dynq__model_sig_t *sig = dynq__model_signature(m);
+  int batch_max = 0, delay = 0;
+  if (r->cfg == NULL) return 0;
+  dynqd__batch_config(r->cfg, name, &batch_max, &delay);
+  dynq__model_stats_t st;
+  dynq__model_get_stats(m, &st);
+  if ((batch_max <= 1 && r->cfg->coalesce_max <= 1) || st.per_tensor) return 0;
+  if (!warmed) {
+    log_info("model '%s': requests are not merged: the row check needs a warm-up run", name);
+    return 0;
+  }
+  int na = sig->n_inputs + sig->n_outputs;
+  int8_t *axes = malloc((size_t)(na > 0 ? na : 1));
+  if (axes == NULL) return -ENOMEM;
+  char err[256];
+  int rc = 0;
+  if (dynqd__batch_axes(sig, dynqd__batch_rule(r->cfg, name), NULL, axes, err,
+                        sizeof(err)) == 0) {
+    rc = dynqd__rows_check(m, ranks, dims, axes, r->max_value_bytes, ret);
+    if (rc == 0 && !ret->ok)
+      log_info("model '%s': requests are not merged (batching, coalescing): %s", name,
+               ret->why);
+  }
+  free(axes);
   return rc;
 }
 
 void dynqd__prepared_clear(dynqd_prepared_t *p) {
   if (p == NULL) return;
   dynq__model_unref(p->model);
+  dynqd__rows_clear(&p->rows);
   memset(p, 0, sizeof(*p));
 }
 
@@ -420,7 +456,16 @@ int dynqd__registry_prepare(const dynqd_registry_t *r, const char *name, const c
     ret->model = NULL;
     return rc;
   }
-  rc = warm_up(r, name, ret->model, err, errlen);
+  const dynq__model_sig_t *sig = dynq__model_signature(ret->model);
+  int n = sig->n_inputs > 0 ? sig->n_inputs : 1, warmed = 0;
+  int *ranks = calloc((size_t)n, sizeof(*ranks));
+  int64_t(*dims)[DYNQ_MAX_RANK] = calloc((size_t)n, sizeof(*dims));
+  rc = ranks != NULL && dims != NULL ? 0 : -ENOMEM;
+  if (rc == 0) rc = warm_up(r, name, ret->model, ranks, dims, &warmed, err, errlen);
+  if (rc == 0) rc = check_rows(r, name, ret->model, ranks, dims, warmed, &ret->rows);
+  if (rc == -ENOMEM) snprintf(err, errlen, "out of memory warming the model");
+  free(ranks);
+  free(dims);
   if (rc != 0) {
     dynqd__prepared_clear(ret);
     return rc;
@@ -465,6 +510,9 @@ int dynqd__registry_commit(dynqd_registry_t *r, const char *name, const char *re
   dynq__model_unref(e->model);
   e->model = p->model;
   p->model = NULL;
+  dynqd__rows_clear(&e->rows);
+  e->rows = p->rows;
+  memset(&p->rows, 0, sizeof(p->rows));
   free(e->file);
   e->file = nfile;
   e->version++;

@@ -1046,6 +1046,14 @@ static int decide_batching(rpc_infer_t *r, const char *mname) {
   char aerr[256] = "";
   int rc = dynqd__batch_axes(dynq__model_signature(x->model), dynqd__batch_rule(cfg, mname),
                              x->session, x->axes, aerr, sizeof(aerr));
+  /* A session's merge is as safe as its model version's row check says
+   * (a plain request without its plan, only after running out of
+   * memory, is not merged). */
+  if (rc == 0 && (x->session == NULL ||
+                  !dynqd__rows_allow(&x->session->rows, x->axes, g->n_inputs, g->n_outputs))) {
+    rc = DYNQ_ESHAPE;
+    snprintf(aerr, sizeof(aerr), "the row check at load did not allow these axes");
+  }
   if (rc == 0) return 0;
   free(x->axes);
   x->axes = NULL;

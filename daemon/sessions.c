@@ -45,6 +45,7 @@ dynqd_session_t *dynqd__session_unref(dynqd_session_t *ss) {
   free(ss->bind_in);
   free(ss->bind_out);
   free(ss->model_name);
+  dynqd__rows_clear(&ss->rows);
   dynq__model_unref(ss->model);
   free(ss);
   return NULL;
@@ -216,7 +217,9 @@ int dynqd__session_open(dynqd_sessions_t *s, const void *owner, dynqd_peer_t *pe
   ss->bind_out = calloc((size_t)cap, sizeof(int));
   ss->state = calloc((size_t)cap, sizeof(*ss->state));
   ss->model_name = strdup(e->name);
-  if (!ss->bind_in || !ss->bind_out || !ss->state || !ss->model_name) goto oom;
+  if (!ss->bind_in || !ss->bind_out || !ss->state || !ss->model_name ||
+      dynqd__rows_copy(&ss->rows, &e->rows, sig->n_outputs) != 0)
+    goto oom;
   ss->model = dynq__model_ref(e->model);
   ss->version = e->version;
   ss->refs = 1;

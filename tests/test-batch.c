@@ -11,7 +11,10 @@
  * 8], batch on axis 1; default axis rule) and, when the file is there,
  * Silero VAD v5 itself (axes from the config).  Also: bad `axes` config is
  * refused with a message naming what is wrong, and the answers of a merged
- * batch are the bytes the writer gives for their values.
+ * batch are the bytes the writer gives for their values.  And the row
+ * check (daemon/rowcheck.c): models that look across the axis the rule
+ * picks (tests/fixtures/make_mixrows.py) are never merged, by batching or
+ * by coalescing, and every answer is the one the request gets alone.
  */
 #include <math.h>
 #include <signal.h>
@@ -63,7 +66,10 @@ static void setup(void) {
       "[batch.sb_bad]\nmax_batch = 4\naxes = nosuch:0\n"
       "[batch.sb_rank]\nmax_batch = 4\naxes = state:3\n"
       "[batch.mlp]\nmax_batch = 6\nmax_delay_us = 1000000\n"
-      "[batch.mlpw]\nmax_batch = 16\nmax_delay_us = 1000000\n";
+      "[batch.mlpw]\nmax_batch = 16\nmax_delay_us = 1000000\n"
+      "[batch.mixb]\nmax_batch = 4\nmax_delay_us = 1000000\n"
+      "[batch.attnb]\nmax_batch = 4\nmax_delay_us = 1000000\n"
+      "[batch.mlpb]\nmax_batch = 4\nmax_delay_us = 1000000\n";
   ck_assert_int_eq(tu_write_file(g_conf, conf, strlen(conf)), 0);
 }
 
@@ -803,6 +809,157 @@ START_TEST(test_axes_not_in_model_refused) {
 }
 END_TEST
 
+/* ---- the row check ---- */
+
+/* The verdict for onnx quantized into the test's model dir, measured on
+ * shapes with every symbolic dim 2, along the default rule's axes. */
+static void row_verdict(const char *onnx, dynqd_rows_t *ret) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/rc.dynq", g_models);
+  ck_assert_int_eq(tu_quantize(onnx, path, NULL), 0);
+  dynq__model_t *m = NULL;
+  char err[512];
+  ck_assert_msg(dynq__model_open(path, &m, err, sizeof err) == 0, "%s", err);
+  const dynq__model_sig_t *sig = dynq__model_signature(m);
+  int ranks[8];
+  int64_t dims[8][DYNQ_MAX_RANK];
+  int8_t axes[16];
+  ck_assert_int_le(sig->n_inputs, 8);
+  for (int i = 0; i < sig->n_inputs; i++) {
+    ranks[i] = sig->inputs[i].rank;
+    for (int d = 0; d < ranks[i]; d++)
+      dims[i][d] = sig->inputs[i].dims[d] < 0 ? 2 : sig->inputs[i].dims[d];
+  }
+  ck_assert_int_eq(dynqd__batch_axes(sig, NULL, NULL, axes, err, sizeof err), 0);
+  ck_assert_int_eq(dynqd__rows_check(m, ranks, dims, axes, 0, ret), 0);
+  dynq__model_unref(m);
+}
+
+START_TEST(test_row_check_verdicts) {
+  dynqd_rows_t r;
+  row_verdict("tests/fixtures/mlp.onnx", &r);  /* rows independent: y and p on axis 0 */
+  ck_assert_msg(r.ok, "mlp: %s", r.why ? r.why : "");
+  ck_assert(r.out_axes[0] & 1);
+  ck_assert(r.out_axes[1] & 1);
+  int8_t ax[3] = {0, 0, 0};
+  ck_assert(dynqd__rows_allow(&r, ax, 1, 2));
+  ax[2] = 1;  /* p split along its classes: not what was measured */
+  ck_assert(!dynqd__rows_allow(&r, ax, 1, 2));
+  dynqd__rows_clear(&r);
+  row_verdict("tests/fixtures/mixrows.onnx", &r);  /* x - mean(x, 0) */
+  ck_assert(!r.ok);
+  ck_assert_msg(r.why && strstr(r.why, "output 'y'"), "%s", r.why ? r.why : "");
+  ck_assert(!dynqd__rows_allow(&r, ax, 1, 1));
+  dynqd__rows_clear(&r);
+  row_verdict("tests/fixtures/seqattn.onnx", &r);  /* attention across the rule's axis */
+  ck_assert(!r.ok);
+  dynqd__rows_clear(&r);
+  row_verdict("tests/fixtures/stateful_batch.onnx", &r);  /* batch on axis 1 of state */
+  ck_assert_msg(r.ok, "stateful_batch: %s", r.why ? r.why : "");
+  dynqd__rows_clear(&r);
+}
+END_TEST
+
+static void send_plain(tu_rpc_t *c, uint32_t msgid, const char *model, int rank,
+                       const int64_t *dims, const float *x) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  dynq__w_request_head(&w, msgid, "infer");
+  dynq__w_map(&w, 2);
+  dynq__w_str(&w, "model");
+  dynq__w_str(&w, model);
+  dynq__w_str(&w, "inputs");
+  dynq__w_map(&w, 1);
+  dynq__w_str(&w, "x");
+  tu_w_f32_tensor(&w, rank, dims, x);
+  tu_rpc_send_wbuf(c, &w);
+}
+
+/* Each of N requests of model (of the shape dims, its own values) alone,
+ * then all N at once, three times: every answer ran alone and has the
+ * bits of the lone one (mixrows: exactly 0, a row minus its own mean).
+ * The lone runs come first: coalescing starts once the model's cost per
+ * element has been measured. */
+static void expect_unmerged(const char *sock, const char *model, int rank,
+                            const int64_t *dims, int zero) {
+  enum { N = 8 };
+  size_t n = 1;
+  for (int d = 0; d < rank; d++) n *= (size_t)dims[d];
+  float *x = malloc(sizeof(float) * n * N), *want = malloc(sizeof(float) * n * N);
+  float *got = malloc(sizeof(float) * n);
+  ck_assert(x && got && want);
+  for (size_t i = 0; i < n * N; i++) x[i] = (float)((i * 37 % 23) - 11) / 8.0f;
+  tu_rpc_t c;
+  tu_rpc_open(&c, sock);
+  uint32_t id = 10;
+  for (int k = 0; k < N; k++, id++) {
+    send_plain(&c, id, model, rank, dims, x + n * k);
+    dynq__rpc_msg_t m;
+    tu_rpc_expect_ok(&c, id, &m);
+    tu_get_f32_output(&m, "y", want + n * k, n);
+    dynq__rpc_free(&m);
+    for (size_t i = 0; zero && i < n; i++)
+      ck_assert_msg(want[n * k + i] == 0.0f, "%s: y[%zu] = %.9g", model, i, want[n * k + i]);
+  }
+  for (int round = 0; round < 3; round++, id += N) {
+    for (int k = 0; k < N; k++) send_plain(&c, id + (uint32_t)k, model, rank, dims, x + n * k);
+    for (int k = 0; k < N; k++) {
+      dynq__rpc_msg_t m;
+      tu_rpc_expect_ok(&c, id + (uint32_t)k, &m);
+      ck_assert_msg(dynq__obj_is_absent(dynq__obj_get(m.result, "batch")),
+                    "%s: request %d ran merged, in a batch of %lld", model, k,
+                    (long long)tu_obj_int_or(dynq__obj_get(m.result, "batch"), 1));
+      tu_get_f32_output(&m, "y", got, n);
+      dynq__rpc_free(&m);
+      for (size_t i = 0; i < n; i++)
+        ck_assert_msg(memcmp(&got[i], &want[n * k + i], sizeof(float)) == 0,
+                      "%s request %d: y[%zu] %.9g sent with others, %.9g alone", model, k, i,
+                      got[i], want[n * k + i]);
+    }
+  }
+  tu_rpc_close(&c);
+  free(x);
+  free(got);
+  free(want);
+}
+
+/* Models that look across the batch axis answer every request as if it
+ * came alone: under the default config (coalescing small requests that
+ * wait together) and with a batch window that would merge them. */
+START_TEST(test_mixing_models_never_merged) {
+  const char *mix[] = {"mix", "mixb", NULL}, *attn[] = {"attn", "attnb", NULL};
+  const char *mlp[] = {"mlpb", NULL};
+  TU_SKIP_UNLESS(make_models("tests/fixtures/mixrows.onnx", NULL, NULL, mix) == 0 &&
+                     make_models("tests/fixtures/seqattn.onnx", NULL, NULL, attn) == 0 &&
+                     make_models("tests/fixtures/mlp.onnx", NULL, NULL, mlp) == 0,
+                 "dynq-quantize not built");
+  tu_daemon_t d;
+  const char *extra[] = {"--config", g_conf, "--workers", "1", NULL};
+  ck_assert_msg(tu_daemon_start(&d, g_dir, g_models, extra) == 0, "dynqd did not start");
+  int64_t row[2] = {1, 4}, seq[3] = {1, 3, 4};
+  expect_unmerged(d.sock, "mix", 2, row, 1);
+  expect_unmerged(d.sock, "mixb", 2, row, 1);
+  expect_unmerged(d.sock, "attn", 3, seq, 0);
+  expect_unmerged(d.sock, "attnb", 3, seq, 0);
+  /* the check is no blanket refusal: mlp still merges under the same config */
+  tu_rpc_t c;
+  tu_rpc_open(&c, d.sock);
+  static float xm[4][64];
+  for (int k = 0; k < 4; k++)
+    for (int i = 0; i < 64; i++) xm[k][i] = (float)((k * 64 + i) % 13) / 13.0f;
+  int64_t dm[2] = {1, 64};
+  for (int k = 0; k < 4; k++) send_plain(&c, 1 + (uint32_t)k, "mlpb", 2, dm, xm[k]);
+  for (int k = 0; k < 4; k++) {
+    dynq__rpc_msg_t m;
+    tu_rpc_expect_ok(&c, 1 + (uint32_t)k, &m);
+    ck_assert_int_eq(tu_obj_int_or(dynq__obj_get(m.result, "batch"), 1), 4);
+    dynq__rpc_free(&m);
+  }
+  tu_rpc_close(&c);
+  ck_assert_int_eq(tu_daemon_stop(&d, SIGTERM), 0);
+}
+END_TEST
+
 static Suite *batch_suite(void) {
   Suite *s = suite_create("batch");
   TCase *tc = tcase_create("sessions");
@@ -818,6 +975,8 @@ static Suite *batch_suite(void) {
   tcase_add_test(tc, test_batched_answers_past_a_full_socket);
   tcase_add_test(tc, test_batched_slab_full_and_wrapping);
   tcase_add_test(tc, test_slab_follows_lowered_buffer_limit);
+  tcase_add_test(tc, test_row_check_verdicts);
+  tcase_add_test(tc, test_mixing_models_never_merged);
   suite_add_tcase(s, tc);
   return s;
 }
