@@ -254,6 +254,32 @@ static int build_signature(dynq__model_t *m) {
   return 0;
 }
 
+/* A value a loop body reads but does not compute (an outer value, or the
+ * LOOP node's own outputs) is read again by every iteration: it lives
+ * until the loop's LOOP_END at least.  0 or -ENOMEM. */
+static int loops_last_use(const dynq__graph_t *g, int *last_use) {
+  int have = 0;
+  for (int i = 0; i < g->n_nodes && !have; i++) have = g->nodes[i].op == DYNQ_OP_LOOP;
+  if (!have) return 0;
+  int *prod = malloc(sizeof(int) * ((size_t)g->n_values + 1));
+  if (prod == NULL) return -ENOMEM;
+  for (int v = 0; v < g->n_values; v++) prod[v] = -1;
+  for (int i = 0; i < g->n_nodes; i++)
+    for (int k = 0; k < g->nodes[i].n_out; k++)
+      if (g->nodes[i].out[k] >= 0) prod[g->nodes[i].out[k]] = i;
+  for (int l = 0; l < g->n_nodes; l++) {
+    if (g->nodes[l].op != DYNQ_OP_LOOP) continue;
+    int e = l + 1 + (int)dynq__node_attr_i(&g->nodes[l], "body_nodes", 0); /* validated */
+    for (int j = l + 1; j <= e; j++)
+      for (int k = 0; k < g->nodes[j].n_in; k++) {
+        int v = g->nodes[j].in[k];
+        if (v >= 0 && !(prod[v] > l && prod[v] < e) && last_use[v] < e) last_use[v] = e;
+      }
+  }
+  free(prod);
+  return 0;
+}
+
 int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
                      size_t errlen) {
   int rc = 0, fd = -1;
@@ -323,6 +349,10 @@ int dynq__model_open(const char *path, dynq__model_t **ret_model, char *err,
     for (int k = 0; k < g->nodes[i].n_in; k++)
       if (g->nodes[i].in[k] >= 0) m->last_use[g->nodes[i].in[k]] = i;
   for (int i = 0; i < g->n_outputs; i++) m->last_use[g->outputs[i]] = g->n_nodes;
+  if ((rc = loops_last_use(g, m->last_use)) != 0) {
+    snprintf(err, errlen, "out of memory");
+    goto fail;
+  }
   m->slot0 = calloc((size_t)g->n_values + 1, sizeof(*m->slot0));
   if (m->slot0 == NULL) {
     rc = -ENOMEM;
@@ -441,6 +471,148 @@ static int copy_tensor(dynq__tensor_t *dst, const dynq__tensor_t *src) {
   return rc;
 }
 
+/* ---- the loop back edge (lib/ops/control.c describes LOOP / LOOP_END) ---- */
+
+/* Is value v computed by a node of the body (l, e)? */
+static int in_body(const dynq__graph_t *g, int l, int e, int v) {
+  for (int j = l + 1; j < e; j++)
+    for (int k = 0; k < g->nodes[j].n_out; k++)
+      if (g->nodes[j].out[k] == v) return 1;
+  return 0;
+}
+
+/* LOOP_END input k's value as an owned tensor in *ret: moved out of its
+ * slot when the body computed it for this node alone, else copied. */
+static int loop_take(const dynq__model_t *m, int l, int e, dynq__tensor_t *slot, int k,
+                     dynq__tensor_t *ret, char *err, size_t errlen) {
+  const dynq__graph_t *g = &m->fg.g;
+  const dynq__node_t *n = &g->nodes[e];
+  int v = n->in[k], twice = 0;
+  dynq__tensor_t *s = &slot[v];
+  if (s->dtype == DYNQ_DT_INVALID) {
+    snprintf(err, errlen, "node '%s' (LoopEnd): the body did not compute '%s'", n->name,
+             g->values[v].name);
+    return DYNQ_EGRAPH;
+  }
+  for (int j = 3; j < n->n_in; j++) twice |= j != k && n->in[j] == v;
+  if (s->owned && !twice && m->last_use[v] == e && in_body(g, l, e, v)) {
+    *ret = *s;
+    memset(s, 0, sizeof(*s));
+    return 0;
+  }
+  if (copy_tensor(ret, s) != 0) {
+    snprintf(err, errlen, "node '%s' (LoopEnd): out of memory", n->name);
+    return -ENOMEM;
+  }
+  return 0;
+}
+
+/* Appends s as row iter of the scan output *acc, whose storage holds
+ * (*cap) rows; the first iteration starts it. */
+static int scan_append(dynq__op_ctx_t *c, dynq__tensor_t *acc, int64_t *cap,
+                       const dynq__tensor_t *s, int64_t iter, const char *name) {
+  if (s->dtype == DYNQ_DT_INVALID || s->rank >= DYNQ_MAX_RANK)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "scan output '%s' must be a tensor of rank < %d",
+                         name, DYNQ_MAX_RANK);
+  size_t row = dynq__tensor_nbytes(s);
+  if (iter == 0) {
+    dynq__tensor_clear(acc);
+    *cap = 0;
+    acc->dtype = s->dtype;
+    acc->rank = s->rank + 1;
+    for (int d = 0; d < s->rank; d++) acc->dims[d + 1] = s->dims[d];
+  } else {
+    int same = acc->dtype == s->dtype && acc->rank == s->rank + 1;
+    for (int d = 0; same && d < s->rank; d++) same = acc->dims[d + 1] == s->dims[d];
+    if (!same)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "scan output '%s' changes dtype or shape at "
+                           "iteration %lld", name, (long long)iter);
+  }
+  int64_t count = acc->dims[0];
+  if (count == *cap) {  /* grow: double, within the value and element caps */
+    int64_t elems = dynq__tensor_numel(s), want = count > 0 ? 2 * count : 1;
+    int64_t lim = elems > 0 ? DYNQ_MAX_ELEMS / elems : INT64_MAX;
+    if (c->max_bytes > 0 && row > 0 && (int64_t)(c->max_bytes / (int64_t)row) < lim)
+      lim = c->max_bytes / (int64_t)row;
+    if (want > lim) want = lim;
+    if (want <= count)
+      return dynq__op_fail(c, DYNQ_ELIMIT, "scan output '%s' would pass %lld rows of %zu "
+                           "bytes (the value cap)", name, (long long)count + 1, row);
+    void *p = row > 0 ? dynq__aligned_alloc((size_t)want * row) : NULL;
+    if (row > 0 && p == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
+    if (count > 0) memcpy(p, acc->data, (size_t)count * row);
+    if (acc->owned) dynq__aligned_free(acc->data);
+    acc->data = p;
+    acc->owned = p != NULL;
+    *cap = want;
+  }
+  if (row > 0) memcpy((uint8_t *)acc->data + (size_t)count * row, s->data, row);
+  acc->dims[0] = count + 1;
+  return 0;
+}
+
+/* The LOOP_END at node e, its LOOP at l: after an iteration (zero: the
+ * loop takes none; LOOP just ran), either sets LOOP's outputs for the
+ * next one (*again = 1) or the node's own outputs.  caps: per value, the
+ * rows a scan output's storage holds (allocated by the caller). */
+static int loop_end(const dynq__model_t *m, dynq__op_ctx_t *c, int l, int e,
+                    dynq__tensor_t *slot, int64_t *caps, int zero, int *again) {
+  const dynq__graph_t *g = &m->fg.g;
+  const dynq__node_t *lp = &g->nodes[l], *n = &g->nodes[e];
+  const int nc = (int)m->state[e].loop.n_carried, ns = n->n_out - nc;
+  dynq__tensor_t next[DYNQ_FILE_MAX_ARITY];
+  int rc = 0, taken = 0;
+  *again = 0;
+  c->node = n;
+  if (c->stop != NULL && (rc = dynq__op_stop_before(c)) != 0) return rc;
+  int64_t iter = *(const int64_t *)slot[n->in[0]].data;
+  if (!zero) {
+    for (int j = 0; j < ns; j++) {
+      int v = n->in[3 + nc + j], o = n->out[nc + j];
+      if ((rc = scan_append(c, &slot[o], &caps[o], &slot[v], iter, g->values[o].name)) != 0)
+        return rc;
+    }
+    const dynq__tensor_t *mt = n->in[1] >= 0 ? &slot[n->in[1]] : NULL;
+    const dynq__tensor_t *co = n->in[2] >= 0 ? &slot[n->in[2]] : NULL;
+    if (co != NULL && (co->dtype == DYNQ_DT_INVALID || dynq__tensor_numel(co) != 1))
+      return dynq__op_fail(c, DYNQ_ESHAPE, "the body's condition must hold exactly one "
+                           "element");
+    *again = dynq__loop_again(iter, mt, co);
+  } else {
+    for (int j = 0; j < ns; j++) {  /* no iteration: empty scan outputs */
+      const dynq__value_t *d = &g->values[n->out[nc + j]];
+      int64_t dims[DYNQ_MAX_RANK] = {0};
+      int rank = d->rank >= 1 ? d->rank : 1;
+      for (int k = 1; k < rank; k++) dims[k] = d->dims[k] > 0 ? d->dims[k] : 0;
+      dynq__tensor_clear(&slot[n->out[nc + j]]);
+      dynq_dtype_t dt = dynq__dtype_size(d->dtype) ? d->dtype : DYNQ_DT_F32;
+      if ((rc = dynq__op_alloc(c, &slot[n->out[nc + j]], dt, rank, dims, 1)) != 0) return rc;
+    }
+  }
+  /* the carried values: all taken first (a body may swap them) */
+  for (; taken < nc; taken++) {
+    if (zero) {  /* LOOP's own copies of v_init */
+      next[taken] = slot[lp->out[2 + taken]];
+      memset(&slot[lp->out[2 + taken]], 0, sizeof(next[0]));
+      continue;
+    }
+    if ((rc = loop_take(m, l, e, slot, 3 + taken, &next[taken], c->err, c->errlen)) != 0) {
+      for (int k = 0; k < taken; k++) dynq__tensor_clear(&next[k]);
+      return rc;
+    }
+  }
+  for (int k = 0; k < nc; k++) {
+    dynq__tensor_t *dst = &slot[*again ? lp->out[2 + k] : n->out[k]];
+    dynq__tensor_clear(dst);
+    *dst = next[k];
+  }
+  if (*again) {
+    *(int64_t *)slot[lp->out[0]].data = iter + 1;
+    *(uint8_t *)slot[lp->out[1]].data = 1;  /* cond_out was true, or the body has none */
+  }
+  return 0;
+}
+
 int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
                     const dynq__tensor_t *inputs, dynq__tensor_t *outputs,
                     char *err, size_t errlen) {
@@ -449,6 +621,7 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
   /* one copy of the prepared slots, not a pass over every value */
   dynq__tensor_t *slot = malloc(((size_t)g->n_values + 1) * sizeof(*slot));
   unsigned char *skip = NULL; /* nodes of If branches not taken; allocated on first If */
+  int64_t *caps = NULL;       /* rows a scan output holds; allocated on first Loop */
   if (slot == NULL) {
     snprintf(err, errlen, "out of memory");
     return -ENOMEM;
@@ -528,6 +701,26 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
       for (int j = 0; j < n->n_in; j++) twice |= j != k && n->in[j] == v;
       if (!twice) ctx.donor[k] = &slot[v];
     }
+    if (n->op == DYNQ_OP_LOOP_END) {
+      int l = i - 1 - (int)m->state[i].loop.body_nodes, again;
+      for (int k = 0; k < n->n_in; k++) in[k] = NULL;
+      if (caps == NULL && (caps = calloc((size_t)g->n_values + 1, sizeof(*caps))) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        rc = -ENOMEM;
+        goto out;
+      }
+      if ((rc = loop_end(m, &ctx, l, i, slot, caps, 0, &again)) != 0) goto out;
+      if (res != NULL) res->nodes_run++;
+      if (again) {
+        i = l;  /* the loop's i++ enters the body again */
+        continue;
+      }
+      for (int k = 0; k < n->n_in; k++) {
+        int v = n->in[k];
+        if (v >= 0 && m->last_use[v] == i) dynq__tensor_clear(&slot[v]);
+      }
+      continue;
+    }
     rc = dynq__opdef(n->op)->run(&ctx, in, out);
     if (rc == 0 && on_node != NULL)
       on_node(opts->on_node_user, g, i, n, ctx.precision, in, out);
@@ -546,7 +739,11 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
         res->n_quant++;
       }
     }
-    for (int k = 0; k < n->n_out; k++) slot[n->out[k]] = out[k];
+    for (int k = 0; k < n->n_out; k++) {
+      /* in a loop body, the previous iteration's value */
+      if (slot[n->out[k]].owned) dynq__tensor_clear(&slot[n->out[k]]);
+      slot[n->out[k]] = out[k];
+    }
     memset(out, 0, sizeof(dynq__tensor_t) * (size_t)n->n_out);
     if (n->op == DYNQ_OP_IF) {
       /* If: the branch not taken is a node range right after this node
@@ -559,7 +756,33 @@ int dynq__model_run(const dynq__model_t *m, const dynq__run_opts_t *opts,
         rc = -ENOMEM;
         goto out;
       }
-      for (int64_t k = 0; k < count && i + first + k < g->n_nodes; k++) skip[i + first + k] = 1;
+      /* both ranges: in a loop body the branch taken may change */
+      int64_t t = m->state[i].branch.then_nodes, el = m->state[i].branch.else_nodes;
+      for (int64_t k = 1; skip != NULL && k <= t + el && i + k < g->n_nodes; k++)
+        skip[i + k] = k >= first && k < first + count;
+    }
+    if (n->op == DYNQ_OP_LOOP) {
+      const dynq__tensor_t *mt = n->in[0] >= 0 ? &slot[n->in[0]] : NULL;
+      const dynq__tensor_t *ct = n->in[1] >= 0 ? &slot[n->in[1]] : NULL;
+      if (!dynq__loop_enters(mt, ct)) {  /* no iteration: straight to LOOP_END's outputs */
+        int e = i + 1 + (int)m->state[i].loop.body_nodes, again;
+        if (caps == NULL && (caps = calloc((size_t)g->n_values + 1, sizeof(*caps))) == NULL) {
+          snprintf(err, errlen, "out of memory");
+          rc = -ENOMEM;
+          goto out;
+        }
+        for (int k = 0; k < n->n_in; k++) {  /* LOOP's inputs end here as usual */
+          int v = n->in[k];
+          if (v >= 0 && m->last_use[v] == i) dynq__tensor_clear(&slot[v]);
+        }
+        if ((rc = loop_end(m, &ctx, i, e, slot, caps, 1, &again)) != 0) goto out;
+        for (int k = 0; k < g->nodes[e].n_in; k++) {
+          int v = g->nodes[e].in[k];
+          if (v >= 0 && m->last_use[v] == e) dynq__tensor_clear(&slot[v]);
+        }
+        i = e;
+        continue;
+      }
     }
     for (int k = 0; k < n->n_in; k++) {
       int v = n->in[k];
@@ -594,5 +817,6 @@ out:
     if (slot[v].owned) dynq__aligned_free(slot[v].data);
   free(slot);
   free(skip);
+  free(caps);
   return rc;
 }

@@ -259,6 +259,8 @@ static const op_spec_t op_table[] = {
     {"HardSwish", DYNQ_OP_HARD_SWISH, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"If", DYNQ_OP_IF, 1, 1, DYNQ_IMP_MAX_OUT, 0,
      {{"then_branch", K_GRAPH}, {"else_branch", K_GRAPH}}, dynq__import_if},
+    {"Loop", DYNQ_OP_LOOP, 0, DYNQ_IMP_MAX_IN, DYNQ_IMP_MAX_OUT, OPF_OPT_IN, {{"body", K_GRAPH}},
+     dynq__import_loop, dynq__import_loop_check},
     /* Recurrent and convolution: models/import_rnn.c checks their
      * attributes and optional inputs. */
     {"LSTM", DYNQ_OP_LSTM, 3, 8, 3, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_lstm,

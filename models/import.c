@@ -1025,6 +1025,22 @@ int dynq__imp_finish_graph(conv_t *c, dynq__graph_t *g, const char *producer, ui
     ta->i = t;
     ea->i = e;
   }
+  /* Likewise a loop's body (both ends carry the count). */
+  for (int i = 0; i < b->n_nodes; i++) {
+    dynq__bnode_t *s = &b->nodes[i];
+    if (s->dead || s->op != DYNQ_OP_LOOP) continue;
+    dynq__attr_t *la = NULL, *ea = NULL;
+    for (int j = 0; j < s->n_attr; j++)
+      if (strcmp(s->attr[j].name, "body_nodes") == 0) la = &s->attr[j];
+    if (la == NULL || i + 1 + la->i >= b->n_nodes) continue;
+    dynq__bnode_t *end = &b->nodes[i + 1 + la->i];
+    for (int j = 0; j < end->n_attr; j++)
+      if (strcmp(end->attr[j].name, "body_nodes") == 0) ea = &end->attr[j];
+    if (ea == NULL || end->op != DYNQ_OP_LOOP_END) continue;
+    int64_t live = 0;
+    for (int64_t k = i + 1; k < i + 1 + la->i; k++) live += !b->nodes[k].dead;
+    la->i = ea->i = live;
+  }
   vals = dynq__imp_pool_alloc(&b->pool, (size_t)b->n_values * sizeof(*vals));
   nodes = dynq__imp_pool_alloc(&b->pool, (size_t)(nn + 1) * sizeof(*nodes));
   if (vals == NULL || nodes == NULL) goto oom;

@@ -341,6 +341,8 @@ int32_t dynq__imp_const_input(conv_t *c, const Onnx__ValueInfoProto *vi);
 /* Converters for shape/graph ops and If. */
 int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_if(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+int dynq__import_loop(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+const char *dynq__import_loop_check(conv_t *c, const Onnx__NodeProto *n);
 
 /* ---- attributes that become inputs (import_rules.c) ---- */
 

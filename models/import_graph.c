@@ -250,8 +250,10 @@ int dynq__imp_fold(conv_t *c, int first) {
   for (int i = first; i < b->n_nodes; i++) {
     dynq__bnode_t *bn = &b->nodes[i];
     /* Quantized ops stay: folding would freeze one precision's result.
-     * IF/PHI are folded by the If converter itself. */
-    if (bn->dead || is_quantized_op(bn->op) || bn->op == DYNQ_OP_IF || bn->op == DYNQ_OP_PHI)
+     * IF/PHI are folded by the If converter itself; a loop runs in the
+     * executor. */
+    if (bn->dead || is_quantized_op(bn->op) || bn->op == DYNQ_OP_IF || bn->op == DYNQ_OP_PHI ||
+        bn->op == DYNQ_OP_LOOP || bn->op == DYNQ_OP_LOOP_END)
       continue;
     const dynq__opdef_t *def = dynq__opdef(bn->op);
     if (def == NULL) continue;
@@ -1036,6 +1038,142 @@ int dynq__import_if(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     int32_t out = dynq__imp_claim_output(c, n->output[o], b->n_nodes - 1);
     if (out < 0) return -1;
     dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], out);
+  }
+  return 0;
+}
+
+/* ---- Loop ---- */
+
+/* A body input's or output's declared tensor type, when it has one. */
+static void body_type(const Onnx__ValueInfoProto *vi, dynq_dtype_t *dt, int *rank,
+                      int64_t *dims) {
+  *dt = DYNQ_DT_F32;
+  *rank = -1;
+  const Onnx__TypeProto *tp = vi->type;
+  if (tp == NULL || tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE ||
+      tp->tensor_type == NULL)
+    return;
+  dynq_dtype_t t = dynq__imp_dtype_from_onnx(tp->tensor_type->elem_type);
+  if (t != DYNQ_DT_INVALID) *dt = t;
+  const Onnx__TensorShapeProto *sh = tp->tensor_type->shape;
+  if (sh == NULL || sh->n_dim > DYNQ_MAX_RANK) return;
+  *rank = (int)sh->n_dim;
+  for (int d = 0; d < *rank; d++)
+    dims[d] = sh->dim[d]->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE
+                  ? sh->dim[d]->dim_value
+                  : -1;
+}
+
+/* Pass 1: the body's shape against the node's (NULL: fine). */
+const char *dynq__import_loop_check(conv_t *c, const Onnx__NodeProto *n) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const Onnx__AttributeProto *ba = dynq__imp_find_attr(n, "body");
+  if (ba == NULL || ba->g == NULL) return "the body graph is required";
+  const Onnx__GraphProto *body = ba->g;
+  int nc = (int)n->n_input - 2, ns = (int)body->n_output - 1 - nc;
+  if (nc < 0 || body->n_input != (size_t)(2 + nc) || ns < 0 ||
+      n->n_output != (size_t)(nc + ns))
+    return dynq__imp_pool_printf(pl, "%zu inputs and %zu outputs, but its body has %zu "
+                                 "inputs and %zu outputs (inputs: M, cond, N carried values; "
+                                 "body: iteration, cond, the N values -> cond, the N values, "
+                                 "scan outputs)", n->n_input, n->n_output, body->n_input,
+                                 body->n_output);
+  if (2 + nc > DYNQ_IMP_MAX_OUT || nc + ns > DYNQ_IMP_MAX_OUT)
+    return dynq__imp_pool_printf(pl, "%d carried values and %d scan outputs; dynq takes at "
+                                 "most %d of them together", nc, ns, DYNQ_IMP_MAX_OUT - 2);
+  for (size_t k = 0; k < body->n_input; k++) {
+    const char *name = body->input[k]->name ? body->input[k]->name : "";
+    if (name[0] == 0) return "a body input has no name";
+    if (dynq__imp_lookup(&c->b, name) >= 0)
+      return dynq__imp_pool_printf(pl, "body input '%s' is already the name of another "
+                                   "value", name);
+  }
+  return NULL;
+}
+
+/* Loop: LOOP, the body inlined after it, LOOP_END (lib/ops/control.c);
+ * dynq__import_loop_check passed. */
+int dynq__import_loop(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  const Onnx__GraphProto *body = dynq__imp_find_attr(n, "body")->g;
+  int nc = (int)n->n_input - 2, ns = (int)body->n_output - 1 - nc;
+  int l = b->n_nodes;
+  dynq__bnode_t *lp = dynq__imp_add_node(b, DYNQ_OP_LOOP, nname);
+  if (lp == NULL) return oom();
+  for (int k = 0; k < 2 + nc; k++) {
+    const char *in = n->input[k];
+    dynq__imp_node_in(&b->nodes[l], in != NULL && in[0] ? dynq__imp_value_of(c, in) : -1);
+  }
+  /* the body's inputs: LOOP's outputs */
+  for (int k = 0; k < 2 + nc; k++) {
+    const Onnx__ValueInfoProto *vi = body->input[k];
+    const char *name = vi->name ? vi->name : "";
+    if (name[0] == 0 || dynq__imp_lookup(b, name) >= 0) {
+      dynq__imp_errorf("node '%s' (op Loop): body input '%s' %s", nname, name,
+                       name[0] ? "is already the name of another value" : "has no name");
+      return -1;
+    }
+    dynq_dtype_t dt;
+    int rank;
+    int64_t dims[DYNQ_MAX_RANK];
+    body_type(vi, &dt, &rank, dims);
+    if (k < 2) {  /* the iteration number and the condition */
+      dt = k == 0 ? DYNQ_DT_I64 : DYNQ_DT_U8;
+      rank = 0;
+    }
+    int32_t v = dynq__imp_add_value(b, name, dt, k < 2 ? rank : -1, dims);
+    if (v < 0) return oom();
+    b->producer[v] = l;
+    dynq__imp_node_out(b, &b->nodes[l], v);
+  }
+  for (size_t i = 0; i < body->n_initializer; i++) {
+    const Onnx__TensorProto *t = body->initializer[i];
+    if (t->name == NULL || dynq__imp_import_tensor(b, t, t->name, "loop body initializer") < 0)
+      return -1;
+  }
+  char *what = dynq__imp_pool_printf(&b->pool, "node '%s' (op Loop) body", nname);
+  if (what == NULL) return oom();
+  c->branch_depth++;
+  int rc = c->convert_nodes(c, body->node, body->n_node, what);
+  c->branch_depth--;
+  if (rc != 0) return -1;
+  int e = b->n_nodes;
+  dynq__bnode_t *le = dynq__imp_add_node(b, DYNQ_OP_LOOP_END, nname);
+  if (le == NULL) return oom();
+  lp = &b->nodes[l];  /* the array may have moved */
+  dynq__imp_node_in(le, lp->out[0]);
+  dynq__imp_node_in(le, lp->in[0]);
+  for (int k = 0; k < 1 + nc + ns; k++) {
+    const char *on = body->output[k]->name ? body->output[k]->name : "";
+    int32_t v = on[0] ? dynq__imp_value_of(c, on) : -1;
+    if (v < 0) {
+      dynq__imp_errorf("node '%s' (op Loop): body output '%s' is not computed", nname, on);
+      return -1;
+    }
+    dynq__imp_node_in(le, v);
+  }
+  for (int k = 0; k < nc + ns; k++) {
+    int32_t out = dynq__imp_claim_output(c, n->output[k], e);
+    if (out < 0) return -1;
+    if (k >= nc) {  /* a scan output: [iterations, the body output's shape] */
+      dynq_dtype_t dt;
+      int rank;
+      int64_t dims[DYNQ_MAX_RANK];
+      body_type(body->output[1 + k], &dt, &rank, dims);
+      b->values[out].dtype = dt;
+      if (rank >= 0 && rank < DYNQ_MAX_RANK) {
+        b->values[out].rank = rank + 1;
+        b->values[out].dims[0] = -1;
+        for (int d = 0; d < rank; d++) b->values[out].dims[d + 1] = dims[d];
+      }
+    }
+    dynq__imp_node_out(b, &b->nodes[e], out);
+  }
+  /* raw builder counts; dynq__imp_finish_graph recounts live nodes */
+  for (int x = 0; x < 2; x++) {
+    dynq__bnode_t *p = &b->nodes[x ? e : l];
+    dynq__imp_node_attr_i(p, "body_nodes", e - l - 1);
+    dynq__imp_node_attr_i(p, "n_carried", nc);
   }
   return 0;
 }

@@ -80,6 +80,8 @@ static const char *const covered[] = {
     "MaxUnpool",
     /* lib/ops/sample.c */
     "GridSample", "RoiAlign",
+    /* lib/ops/control.c and the executor's back edge (lib/model.c) */
+    "Loop",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
 
@@ -124,9 +126,11 @@ static const char *const required[] = {
     "MaxUnpool",
     /* lib/ops/sample.c */
     "GridSample", "RoiAlign",
+    /* lib/ops/control.c and the executor's back edge (lib/model.c) */
+    "Loop",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
-enum { N_REQUIRED = 118 };
+enum { N_REQUIRED = 119 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is

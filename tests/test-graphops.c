@@ -3,7 +3,10 @@
  * small cases and, mostly, their error paths (bad axes, bad shapes, int64
  * overflow, out-of-range indices): each must return a clear error naming
  * the node, never crash.  Plus If: validated branch ranges, run-time
- * branch selection, and folding with dynq-quantize --set.
+ * branch selection, and folding with dynq-quantize --set.  And Loop:
+ * validated body ranges, the back edge on models made by
+ * tests/fixtures/make_loop.py (torch's export, and a loop with every part),
+ * the value cap and the run stop inside a loop that never ends.
  */
 #include <check.h>
 #include <math.h>
@@ -11,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dynq/errors.h"
 #include "model.h"
@@ -322,6 +326,218 @@ START_TEST(test_if_runtime_and_folded) {
 }
 END_TEST
 
+/* ---- Loop ---- */
+
+/* LOOP(M, -, a) -> (iter, c, v); IDENTITY(v) -> y; LOOP_END(iter, M, -, y) -> out,
+ * optionally inside an If whose then-branch is the first if_then nodes. */
+START_TEST(test_loop_ranges_validated) {
+  dynq__value_t vals[8];
+  memset(vals, 0, sizeof(vals));
+  const char *names[8] = {"M", "a", "iter", "c", "v", "y", "out", "flag"};
+  for (int i = 0; i < 8; i++)
+    vals[i] = (dynq__value_t){.name = names[i], .dtype = DYNQ_DT_F32, .rank = -1};
+  vals[0].rank = 0;
+  vals[0].dtype = DYNQ_DT_I64;
+  vals[1].rank = 1;
+  vals[1].dims[0] = 2;
+  int32_t l_in[3] = {0, -1, 1}, l_out[3] = {2, 3, 4}, id_in[1] = {4}, id_out[1] = {5};
+  int32_t e_in[4] = {2, 0, -1, 5}, e_out[1] = {6}, gin[2] = {0, 1}, gout[1] = {6};
+  dynq__attr_t la[2] = {{.name = "body_nodes", .type = DYNQ_ATTR_INT, .i = 1},
+                        {.name = "n_carried", .type = DYNQ_ATTR_INT, .i = 1}};
+  dynq__attr_t ea[2] = {{.name = "body_nodes", .type = DYNQ_ATTR_INT, .i = 1},
+                        {.name = "n_carried", .type = DYNQ_ATTR_INT, .i = 1}};
+  dynq__node_t nodes[3] = {
+      {.op = DYNQ_OP_LOOP, .name = "loop", .n_in = 3, .n_out = 3, .in = l_in, .out = l_out,
+       .n_attr = 2, .attr = la},
+      {.op = DYNQ_OP_IDENTITY, .name = "id", .n_in = 1, .n_out = 1, .in = id_in, .out = id_out},
+      {.op = DYNQ_OP_LOOP_END, .name = "loop", .n_in = 4, .n_out = 1, .in = e_in, .out = e_out,
+       .n_attr = 2, .attr = ea}};
+  dynq__graph_t g = {.n_values = 7, .values = vals, .n_nodes = 3, .nodes = nodes,
+                     .n_inputs = 2, .inputs = gin, .n_outputs = 1, .outputs = gout};
+  char err[256] = "";
+  ck_assert_msg(dynq__graph_validate(&g, err, sizeof(err)) == 0, "%s", err);
+  const struct {
+    int64_t *at, bad;
+    const char *needle;
+  } cases[] = {
+      {&la[0].i, 5, "does not fit"},         /* past the graph */
+      {&la[0].i, 0, "does not join"},        /* the body's end is no LOOP_END */
+      {&ea[1].i, 2, "disagree"},             /* the two ends' counts */
+      {&la[1].i, 0, "disagree"},
+      {NULL, 0, NULL},
+  };
+  for (size_t k = 0; cases[k].at != NULL; k++) {
+    int64_t keep = *cases[k].at;
+    *cases[k].at = cases[k].bad;
+    ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+    ck_assert_msg(strstr(err, "loop") && strstr(err, cases[k].needle), "case %zu: %s", k, err);
+    *cases[k].at = keep;
+  }
+  e_in[0] = 4;  /* LOOP_END must read LOOP's own iteration count */
+  ck_assert_int_eq(dynq__graph_validate(&g, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "iteration count"), "%s", err);
+  e_in[0] = 2;
+  /* an If whose then-branch holds the LOOP and the body but not the LOOP_END */
+  int32_t if_in[1] = {0}, if_out[1] = {7};
+  dynq__attr_t ia[2] = {{.name = "then_nodes", .type = DYNQ_ATTR_INT, .i = 2},
+                        {.name = "else_nodes", .type = DYNQ_ATTR_INT, .i = 0}};
+  dynq__node_t n4[4] = {{.op = DYNQ_OP_IF, .name = "if1", .n_in = 1, .n_out = 1, .in = if_in,
+                         .out = if_out, .n_attr = 2, .attr = ia},
+                        nodes[0], nodes[1], nodes[2]};
+  dynq__graph_t g4 = g;
+  g4.n_values = 8;
+  g4.nodes = n4;
+  g4.n_nodes = 4;
+  ck_assert_int_eq(dynq__graph_validate(&g4, err, sizeof(err)), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "if1") && strstr(err, "part of a loop"), "%s", err);
+  ia[0].i = 3;  /* the whole loop in the branch */
+  ck_assert_msg(dynq__graph_validate(&g4, err, sizeof(err)) == 0, "%s", err);
+}
+END_TEST
+
+static dynq__model_t *quantized(const char *dir, const char *onnx, const char *name) {
+  char src[512], dst[512];
+  snprintf(src, sizeof(src), "%s", tu_src(onnx));
+  snprintf(dst, sizeof(dst), "%s/%s.dynq", dir, name);
+  char *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, src, dst, NULL) == 0, "%s", log);
+  free(log);
+  dynq__model_t *m = NULL;
+  char err[512] = "";
+  ck_assert_msg(dynq__model_open(dst, &m, err, sizeof(err)) == 0, "%s", err);
+  return m;
+}
+
+/* loopmix for M against loopmix_ref.txt's line for it (every value exact:
+ * the same float32 operations in the same order). */
+static void check_loopmix(dynq__model_t *m, int64_t M) {
+  FILE *f = fopen(tu_src("tests/fixtures/loopmix_ref.txt"), "r");
+  ck_assert_ptr_nonnull(f);
+  char line[8192];
+  double ref[512];
+  int n_ref = -1;
+  while (n_ref < 0 && fgets(line, sizeof(line), f)) {
+    if (line[0] == '#') continue;
+    char *p = line, *q;
+    int k = 0;
+    for (double v = strtod(p, &q); q != p && k < 512; v = strtod(p, &q)) ref[k++] = v, p = q;
+    if (k >= 2 && (int64_t)ref[0] == M) n_ref = k;
+  }
+  fclose(f);
+  ck_assert_msg(n_ref > 0, "no reference line for M = %lld", (long long)M);
+  int64_t iters = (int64_t)ref[1];
+  float a0[2] = {1, -2}, b0[2] = {0.5f, 3};
+  int64_t d2[1] = {2};
+  dynq__tensor_t in[3] = {tens(DYNQ_DT_I64, 0, NULL, &M), tens(DYNQ_DT_F32, 1, d2, a0),
+                          tens(DYNQ_DT_F32, 1, d2, b0)}, out[4];
+  memset(out, 0, sizeof(out));
+  char err[512] = "";
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32};
+  ck_assert_msg(dynq__model_run(m, &o, in, out, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_int_eq(out[2].rank, 2);
+  ck_assert_int_eq(out[2].dims[0], iters);
+  ck_assert_int_eq(out[3].rank, 3);
+  ck_assert(out[3].dims[0] == iters && out[3].dims[1] == 3 && out[3].dims[2] == 2);
+  int k = 2;
+  for (int o2 = 0; o2 < 4; o2++)
+    for (int64_t i = 0; i < dynq__tensor_numel(&out[o2]); i++, k++) {
+      ck_assert_int_lt(k, n_ref);
+      ck_assert_msg(((float *)out[o2].data)[i] == (float)ref[k], "M %lld: output %d [%lld] "
+                    "%.9g, want %.9g", (long long)M, o2, (long long)i,
+                    ((float *)out[o2].data)[i], ref[k]);
+    }
+  ck_assert_int_eq(k, n_ref);
+  for (int o2 = 0; o2 < 4; o2++) dynq__tensor_clear(&out[o2]);
+}
+
+START_TEST(test_loop_models) {
+  char *dir = tu_mkdtemp();
+  /* every part of the back edge, exact: no iteration, 3, and stopped by the body at 7 */
+  dynq__model_t *m = quantized(dir, "tests/fixtures/loopmix.onnx", "loopmix");
+  check_loopmix(m, 0);
+  check_loopmix(m, 3);
+  check_loopmix(m, 100);
+  /* the scan output's storage is capped like any value */
+  int64_t M = 100;
+  float a0[2] = {1, -2}, b0[2] = {0.5f, 3};
+  int64_t d2[1] = {2};
+  dynq__tensor_t in[3] = {tens(DYNQ_DT_I64, 0, NULL, &M), tens(DYNQ_DT_F32, 1, d2, a0),
+                          tens(DYNQ_DT_F32, 1, d2, b0)}, out[4];
+  memset(out, 0, sizeof(out));
+  char err[512] = "";
+  dynq__run_opts_t capped = {.precision = DYNQ_PRECISION_FP32, .max_value_bytes = 100};
+  ck_assert_int_eq(dynq__model_run(m, &capped, in, out, err, sizeof(err)), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "scan output 's_all'") && strstr(err, "5 rows"), "%s", err);
+  dynq__model_unref(m);
+
+  /* torch's export of a recurrent cell (a quantized Gemm in the body) */
+  m = quantized(dir, "tests/fixtures/rnnloop.onnx", "rnnloop");
+  float x[5 * 3 * 8], want[3 * 8];
+  ck_assert_int_eq(tu_load_f32("tests/fixtures/rnnloop_x.f32", x, 5 * 3 * 8), 0);
+  ck_assert_int_eq(tu_load_f32("tests/fixtures/rnnloop_h.f32", want, 3 * 8), 0);
+  int64_t dx[3] = {5, 3, 8};
+  dynq__tensor_t xin = tens(DYNQ_DT_F32, 3, dx, x), h;
+  for (int prec = 0; prec < 2; prec++) {
+    memset(&h, 0, sizeof(h));
+    dynq__run_opts_t o = {.precision = prec ? DYNQ_PRECISION_INT8 : DYNQ_PRECISION_FP32};
+    ck_assert_msg(dynq__model_run(m, &o, &xin, &h, err, sizeof(err)) == 0, "%s", err);
+    ck_assert(h.rank == 2 && h.dims[0] == 3 && h.dims[1] == 8);
+    double e2 = 0, w2 = 0;
+    for (int i = 0; i < 24; i++) {
+      double d = ((float *)h.data)[i] - want[i];
+      e2 += d * d;
+      w2 += (double)want[i] * want[i];
+      if (!prec) ck_assert_msg(fabs(d) < 1e-5, "h[%d] %.9g, torch %.9g", i,
+                               ((float *)h.data)[i], want[i]);
+    }
+    ck_assert_msg(sqrt(e2 / w2) < 0.02, "relL2 %.4g at %s", sqrt(e2 / w2),
+                  prec ? "int8" : "fp32");
+    dynq__tensor_clear(&h);
+  }
+  dynq__model_unref(m);
+
+  /* a loop that never ends by itself: the run's stop ends it */
+  m = quantized(dir, "tests/fixtures/loopinf.onnx", "loopinf");
+  int64_t big = INT64_MAX;
+  float x0[1] = {0};
+  int64_t d1[1] = {1};
+  dynq__tensor_t lin[2] = {tens(DYNQ_DT_I64, 0, NULL, &big), tens(DYNQ_DT_F32, 1, d1, x0)}, y;
+  memset(&y, 0, sizeof(y));
+  dynq__run_stop_t stop = {.start_ns = dynq__run_clock_ns(), .limit_ms = 50};
+  stop.limit_ns = stop.start_ns + 50000000u;
+  dynq__run_opts_t so = {.precision = DYNQ_PRECISION_FP32, .stop = &stop};
+  ck_assert_int_eq(dynq__model_run(m, &so, lin, &y, err, sizeof(err)), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "LoopEnd"), "%s", err);
+  int64_t four = 4;  /* and with a trip count it ends: 0 + 4 */
+  lin[0] = tens(DYNQ_DT_I64, 0, NULL, &four);
+  stop.start_ns = dynq__run_clock_ns();
+  stop.limit_ns = stop.start_ns + 50000000u;
+  ck_assert_msg(dynq__model_run(m, &so, lin, &y, err, sizeof(err)) == 0, "%s", err);
+  ck_assert(((float *)y.data)[0] == 4.0f);
+  dynq__tensor_clear(&y);
+  dynq__model_unref(m);
+
+  /* Loop nodes the importer refuses, every one named in one error */
+  char src[512], dst[512];
+  snprintf(src, sizeof(src), "%s", tu_src("tests/fixtures/bad_loop.onnx"));
+  snprintf(dst, sizeof(dst), "%s/bad.dynq", dir);
+  char *log = NULL;
+  ck_assert_int_eq(tu_quantize_log(&log, src, dst, NULL), 1);
+  static const char *const needle[] = {
+      "'no_body' (op Loop): the body graph is required",
+      "'counts' (op Loop): 4 inputs and 2 outputs, but its body has 3 inputs",
+      "'wide' (op Loop): 15 carried values",
+      "'shadow' (op Loop): body input 'M' is already the name of another value",
+      "4 nodes cannot be converted"};
+  for (size_t k = 0; k < sizeof(needle) / sizeof(needle[0]); k++)
+    ck_assert_msg(strstr(log, needle[k]), "no '%s' in: %s", needle[k], log);
+  free(log);
+  ck_assert_int_ne(access(dst, F_OK), 0);
+  tu_rmtree(dir);
+  free(dir);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("graphops");
   TCase *tc = tcase_create("ops");
@@ -331,10 +547,12 @@ int main(void) {
   tcase_add_test(tc, test_int64_math);
   tcase_add_test(tc, test_where_pad_phi);
   tcase_add_test(tc, test_if_ranges_validated);
+  tcase_add_test(tc, test_loop_ranges_validated);
   suite_add_tcase(s, tc);
   TCase *ti = tcase_create("if");
   tcase_set_timeout(ti, 120);
   tcase_add_test(ti, test_if_runtime_and_folded);
+  tcase_add_test(ti, test_loop_models);
   suite_add_tcase(s, ti);
   return tu_run_suite(s) == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -145,6 +145,7 @@ typedef union dynq__opstate {
     _Atomic(float *) fp32_packed;
   } qlinear;
   struct { int64_t then_nodes, else_nodes; } branch;  /* If */
+  struct { int64_t body_nodes, n_carried; } loop;     /* Loop, LoopEnd */
   dynq__conv_attrs_t conv;
   dynq__rnn_attrs_t rnn;
   struct { int64_t axis; int flatten; } softmax; /* flatten: opset < 13 form */

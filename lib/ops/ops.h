@@ -222,7 +222,10 @@
   X(MAX_UNPOOL, 158, "MaxUnpool", 9, 0, 2, 3, 1, 1, pool, pool, maxunpool)                  \
   /* sample.c */                                                                           \
   X(GRID_SAMPLE, 159, "GridSample", 16, 0, 2, 2, 1, 1, gridsample, gridsample, gridsample)   \
-  X(ROI_ALIGN, 160, "RoiAlign", 10, 0, 3, 3, 1, 1, roialign, roialign, roialign)
+  X(ROI_ALIGN, 160, "RoiAlign", 10, 0, 3, 3, 1, 1, roialign, roialign, roialign)          \
+  /* control.c: Loop's body is a node range closed by LOOP_END (the executor jumps) */     \
+  X(LOOP, 165, "Loop", 1, 0, 0, 64, 2, 16, loop, loop, loop)                                \
+  X(LOOP_END, 166, "LoopEnd", 0, 0, 1, 64, 1, 16, loop_end, loop, loop_end)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
@@ -263,6 +266,17 @@ int dynq__op_run1(const dynq__graph_t *g, dynq__op_ctx_t *ctx, const dynq__tenso
   dynq__op_run_t dynq__run_##run;
 DYNQ_OPS(DYNQ__OP_DECL)
 #undef DYNQ__OP_DECL
+
+/* Loop (control.c).  LOOP(M?, cond?, v_init...) -> (iter, cond_in, v_in...)
+ * is followed by the body (st->loop.body_nodes nodes) and
+ * LOOP_END(iter, M?, cond_out?, v_out..., scan...) -> (v_final...,
+ * scan_all...), n_carried v's each; the executor (lib/model.c) runs the
+ * back edge.  Whether a loop entered with these LOOP inputs (M, cond, the
+ * first two; NULL when omitted) runs its body at all. */
+int dynq__loop_enters(const dynq__tensor_t *m, const dynq__tensor_t *cond);
+/* Whether the body runs again after iteration iter (0-based), given the
+ * LOOP_END's M and cond_out (NULL when omitted). */
+int dynq__loop_again(int64_t iter, const dynq__tensor_t *m, const dynq__tensor_t *cond_out);
 
 /* For an IF node's output flag: the node range (relative to the IF node,
  * first >= 1) the executor must skip. */
