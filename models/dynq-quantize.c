@@ -261,6 +261,11 @@ static const op_spec_t op_table[] = {
      {{"then_branch", K_GRAPH}, {"else_branch", K_GRAPH}}, dynq__import_if},
     {"Loop", DYNQ_OP_LOOP, 0, DYNQ_IMP_MAX_IN, DYNQ_IMP_MAX_OUT, OPF_OPT_IN, {{"body", K_GRAPH}},
      dynq__import_loop, dynq__import_loop_check},
+    {"Scan", DYNQ_OP_LOOP, 1, DYNQ_IMP_MAX_IN, DYNQ_IMP_MAX_OUT, 0,
+     {{"body", K_GRAPH}, {"num_scan_inputs", K_INT}, {"scan_input_directions", K_INTS},
+      {"scan_input_axes", K_INTS}, {"scan_output_directions", K_INTS},
+      {"scan_output_axes", K_INTS}},
+     dynq__import_scan, dynq__import_scan_check},
     /* Recurrent and convolution: models/import_rnn.c checks their
      * attributes and optional inputs. */
     {"LSTM", DYNQ_OP_LSTM, 3, 8, 3, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, dynq__import_lstm,

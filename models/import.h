@@ -343,6 +343,8 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
 int dynq__import_if(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 int dynq__import_loop(conv_t *c, const Onnx__NodeProto *n, const char *nname);
 const char *dynq__import_loop_check(conv_t *c, const Onnx__NodeProto *n);
+int dynq__import_scan(conv_t *c, const Onnx__NodeProto *n, const char *nname);
+const char *dynq__import_scan_check(conv_t *c, const Onnx__NodeProto *n);
 
 /* ---- attributes that become inputs (import_rules.c) ---- */
 

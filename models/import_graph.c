@@ -1091,75 +1091,86 @@ const char *dynq__import_loop_check(conv_t *c, const Onnx__NodeProto *n) {
   return NULL;
 }
 
-/* Loop: LOOP, the body inlined after it, LOOP_END (lib/ops/control.c);
- * dynq__import_loop_check passed. */
-int dynq__import_loop(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+/* LOOP(m, cond, init[0..ni)) as node *ret_l: its outputs are the values
+ * named names[0..2+ni) (NULL: a fresh temporary; iteration, condition,
+ * then the carried values), each typed from types[k] when given. */
+static int loop_begin(conv_t *c, const char *nname, int32_t m, int32_t cond,
+                      const int32_t *init, int ni, const char *const *names,
+                      const Onnx__ValueInfoProto *const *types, int32_t *outs, int *ret_l) {
   dynq__builder_t *b = &c->b;
-  const Onnx__GraphProto *body = dynq__imp_find_attr(n, "body")->g;
-  int nc = (int)n->n_input - 2, ns = (int)body->n_output - 1 - nc;
   int l = b->n_nodes;
   dynq__bnode_t *lp = dynq__imp_add_node(b, DYNQ_OP_LOOP, nname);
   if (lp == NULL) return oom();
-  for (int k = 0; k < 2 + nc; k++) {
-    const char *in = n->input[k];
-    dynq__imp_node_in(&b->nodes[l], in != NULL && in[0] ? dynq__imp_value_of(c, in) : -1);
-  }
-  /* the body's inputs: LOOP's outputs */
-  for (int k = 0; k < 2 + nc; k++) {
-    const Onnx__ValueInfoProto *vi = body->input[k];
-    const char *name = vi->name ? vi->name : "";
-    if (name[0] == 0 || dynq__imp_lookup(b, name) >= 0) {
-      dynq__imp_errorf("node '%s' (op Loop): body input '%s' %s", nname, name,
-                       name[0] ? "is already the name of another value" : "has no name");
-      return -1;
-    }
-    dynq_dtype_t dt;
-    int rank;
+  dynq__imp_node_in(lp, m);
+  dynq__imp_node_in(lp, cond);
+  for (int k = 0; k < ni; k++) dynq__imp_node_in(lp, init[k]);
+  for (int k = 0; k < 2 + ni; k++) {
+    dynq_dtype_t dt = DYNQ_DT_F32;
+    int rank = -1;
     int64_t dims[DYNQ_MAX_RANK];
-    body_type(vi, &dt, &rank, dims);
+    if (types != NULL && types[k] != NULL) body_type(types[k], &dt, &rank, dims);
     if (k < 2) {  /* the iteration number and the condition */
       dt = k == 0 ? DYNQ_DT_I64 : DYNQ_DT_U8;
       rank = 0;
     }
-    int32_t v = dynq__imp_add_value(b, name, dt, k < 2 ? rank : -1, dims);
+    int32_t v;
+    if (names[k] != NULL) {
+      if (dynq__imp_lookup(b, names[k]) >= 0) {
+        dynq__imp_errorf("node '%s': body input '%s' is already the name of another value",
+                         nname, names[k]);
+        return -1;
+      }
+      v = dynq__imp_add_value(b, names[k], dt, k < 2 ? rank : -1, dims);
+    } else {
+      v = dynq__imp_add_temp(b, nname, k == 0 ? ".iter" : k == 1 ? ".cond" : ".state", dt);
+    }
     if (v < 0) return oom();
-    b->producer[v] = l;
     dynq__imp_node_out(b, &b->nodes[l], v);
+    if (outs != NULL) outs[k] = v;
   }
+  *ret_l = l;
+  return 0;
+}
+
+/* The body's initializers and nodes, after the LOOP. */
+static int loop_body(conv_t *c, const Onnx__GraphProto *body, const char *nname,
+                     const char *op) {
+  dynq__builder_t *b = &c->b;
   for (size_t i = 0; i < body->n_initializer; i++) {
     const Onnx__TensorProto *t = body->initializer[i];
     if (t->name == NULL || dynq__imp_import_tensor(b, t, t->name, "loop body initializer") < 0)
       return -1;
   }
-  char *what = dynq__imp_pool_printf(&b->pool, "node '%s' (op Loop) body", nname);
+  char *what = dynq__imp_pool_printf(&b->pool, "node '%s' (op %s) body", nname, op);
   if (what == NULL) return oom();
   c->branch_depth++;
   int rc = c->convert_nodes(c, body->node, body->n_node, what);
   c->branch_depth--;
-  if (rc != 0) return -1;
+  return rc != 0 ? -1 : 0;
+}
+
+/* LOOP_END of the LOOP at l: reads iter, m, cond_out and res[0..nc+ns)
+ * (carried, then scan values); writes outs[0..nc+ns) (a scan output typed
+ * [iterations, scan_types[j]'s shape] when given), and both ends get
+ * their counts. */
+static int loop_end(conv_t *c, const char *nname, int l, int32_t m, int32_t cond_out,
+                    const int32_t *res, int nc, int ns, const int32_t *outs,
+                    const Onnx__ValueInfoProto *const *scan_types) {
+  dynq__builder_t *b = &c->b;
   int e = b->n_nodes;
   dynq__bnode_t *le = dynq__imp_add_node(b, DYNQ_OP_LOOP_END, nname);
   if (le == NULL) return oom();
-  lp = &b->nodes[l];  /* the array may have moved */
-  dynq__imp_node_in(le, lp->out[0]);
-  dynq__imp_node_in(le, lp->in[0]);
-  for (int k = 0; k < 1 + nc + ns; k++) {
-    const char *on = body->output[k]->name ? body->output[k]->name : "";
-    int32_t v = on[0] ? dynq__imp_value_of(c, on) : -1;
-    if (v < 0) {
-      dynq__imp_errorf("node '%s' (op Loop): body output '%s' is not computed", nname, on);
-      return -1;
-    }
-    dynq__imp_node_in(le, v);
-  }
+  dynq__imp_node_in(le, b->nodes[l].out[0]);
+  dynq__imp_node_in(le, m);
+  dynq__imp_node_in(le, cond_out);
+  for (int k = 0; k < nc + ns; k++) dynq__imp_node_in(le, res[k]);
   for (int k = 0; k < nc + ns; k++) {
-    int32_t out = dynq__imp_claim_output(c, n->output[k], e);
-    if (out < 0) return -1;
-    if (k >= nc) {  /* a scan output: [iterations, the body output's shape] */
+    int32_t out = outs[k];
+    if (k >= nc && scan_types != NULL && scan_types[k - nc] != NULL) {
       dynq_dtype_t dt;
       int rank;
       int64_t dims[DYNQ_MAX_RANK];
-      body_type(body->output[1 + k], &dt, &rank, dims);
+      body_type(scan_types[k - nc], &dt, &rank, dims);
       b->values[out].dtype = dt;
       if (rank >= 0 && rank < DYNQ_MAX_RANK) {
         b->values[out].rank = rank + 1;
@@ -1174,6 +1185,224 @@ int dynq__import_loop(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__bnode_t *p = &b->nodes[x ? e : l];
     dynq__imp_node_attr_i(p, "body_nodes", e - l - 1);
     dynq__imp_node_attr_i(p, "n_carried", nc);
+  }
+  return 0;
+}
+
+/* A body output's value, or -1 after saying which is missing. */
+static int32_t body_result(conv_t *c, const Onnx__GraphProto *body, int k, const char *nname,
+                           const char *op) {
+  const char *on = body->output[k]->name ? body->output[k]->name : "";
+  int32_t v = on[0] ? dynq__imp_value_of(c, on) : -1;
+  if (v < 0) dynq__imp_errorf("node '%s' (op %s): body output '%s' is not computed", nname, op, on);
+  return v;
+}
+
+/* Loop: LOOP, the body inlined after it, LOOP_END (lib/ops/control.c);
+ * dynq__import_loop_check passed. */
+int dynq__import_loop(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  const Onnx__GraphProto *body = dynq__imp_find_attr(n, "body")->g;
+  int nc = (int)n->n_input - 2, ns = (int)body->n_output - 1 - nc, l;
+  int32_t init[DYNQ_IMP_MAX_OUT], res[DYNQ_IMP_MAX_OUT], outs[DYNQ_IMP_MAX_OUT];
+  const char *names[DYNQ_IMP_MAX_OUT];
+  int32_t io[2];
+  for (int k = 0; k < 2; k++)
+    io[k] = n->input[k] != NULL && n->input[k][0] ? dynq__imp_value_of(c, n->input[k]) : -1;
+  for (int k = 0; k < nc; k++) init[k] = dynq__imp_value_of(c, n->input[2 + k]);
+  for (int k = 0; k < 2 + nc; k++) names[k] = body->input[k]->name;
+  if (loop_begin(c, nname, io[0], io[1], init, nc, names,
+                 (const Onnx__ValueInfoProto *const *)body->input, NULL, &l) != 0 ||
+      loop_body(c, body, nname, "Loop") != 0)
+    return -1;
+  int32_t cond_out = body_result(c, body, 0, nname, "Loop");
+  if (cond_out < 0) return -1;
+  for (int k = 0; k < nc + ns; k++) {
+    if ((res[k] = body_result(c, body, 1 + k, nname, "Loop")) < 0) return -1;
+    if ((outs[k] = dynq__imp_claim_output(c, n->output[k], c->b.n_nodes)) < 0) return -1;
+  }
+  return loop_end(c, nname, l, io[0], cond_out, res, nc, ns, outs,
+                  (const Onnx__ValueInfoProto *const *)body->output + 1 + nc);
+}
+
+/* ---- Scan: a Loop over slices ---- */
+
+static const Onnx__AttributeProto *ints_attr(const Onnx__NodeProto *n, const char *name) {
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, name);
+  return a != NULL && a->n_ints > 0 ? a : NULL;
+}
+
+/* Pass 1 (NULL: fine): opset >= 9's Scan, whose shapes fit dynq's loop. */
+const char *dynq__import_scan_check(conv_t *c, const Onnx__NodeProto *n) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  if (c->opset < 9) return "the opset 8 form (with a batch axis and sequence_lens) is not supported";
+  const Onnx__AttributeProto *ba = dynq__imp_find_attr(n, "body");
+  const Onnx__AttributeProto *na = dynq__imp_find_attr(n, "num_scan_inputs");
+  if (ba == NULL || ba->g == NULL) return "the body graph is required";
+  if (na == NULL) return "num_scan_inputs is required";
+  const Onnx__GraphProto *body = ba->g;
+  int64_t m = na->i;
+  int nst = (int)n->n_input - (int)m, nso = (int)body->n_output - nst;
+  if (m < 1 || nst < 0 || body->n_input != n->n_input || nso < 0 ||
+      n->n_output != body->n_output)
+    return dynq__imp_pool_printf(pl, "num_scan_inputs %lld with %zu inputs and %zu outputs, but "
+                                 "its body has %zu inputs and %zu outputs", (long long)m,
+                                 n->n_input, n->n_output, body->n_input, body->n_output);
+  if (2 + nst > DYNQ_IMP_MAX_OUT || nst + nso > DYNQ_IMP_MAX_OUT)
+    return dynq__imp_pool_printf(pl, "%d state values and %d scan outputs; dynq takes at most "
+                                 "%d of them together", nst, nso, DYNQ_IMP_MAX_OUT - 2);
+  static const char *const lists[4] = {"scan_input_directions", "scan_input_axes",
+                                       "scan_output_directions", "scan_output_axes"};
+  for (int k = 0; k < 4; k++) {
+    const Onnx__AttributeProto *a = ints_attr(n, lists[k]);
+    size_t want = k < 2 ? (size_t)m : (size_t)nso;
+    if (a == NULL) continue;
+    if (a->n_ints != want)
+      return dynq__imp_pool_printf(pl, "%s has %zu values for %zu %s", lists[k], a->n_ints,
+                                   want, k < 2 ? "scan inputs" : "scan outputs");
+    for (size_t j = 0; j < a->n_ints; j++) {
+      int64_t v = a->ints[j];
+      if ((k % 2 == 0 && v != 0 && v != 1) || (k % 2 == 1 && (v < -DYNQ_MAX_RANK || v >= DYNQ_MAX_RANK)))
+        return dynq__imp_pool_printf(pl, "%s[%zu] = %lld is not %s", lists[k], j, (long long)v,
+                                     k % 2 == 0 ? "0 or 1" : "an axis");
+    }
+  }
+  const Onnx__AttributeProto *oa = ints_attr(n, "scan_output_axes");
+  for (int j = 0; oa != NULL && j < nso; j++) {
+    dynq_dtype_t dt;
+    int rank;
+    int64_t dims[DYNQ_MAX_RANK];
+    body_type(body->output[nst + j], &dt, &rank, dims);
+    int64_t ax = oa->ints[j];
+    if (ax != 0 && (rank < 0 || ax < -(rank + 1) || ax > rank))
+      return dynq__imp_pool_printf(pl, "scan_output_axes[%d] = %lld needs the body output's "
+                                   "rank (declared: %d)", j, (long long)ax, rank);
+  }
+  for (size_t k = 0; k < body->n_input; k++) {
+    const char *name = body->input[k]->name ? body->input[k]->name : "";
+    if (name[0] == 0) return "a body input has no name";
+    if (dynq__imp_lookup(&c->b, name) >= 0)
+      return dynq__imp_pool_printf(pl, "body input '%s' is already the name of another "
+                                   "value", name);
+  }
+  return NULL;
+}
+
+static int32_t i64_const(conv_t *c, const char *nname, const char *suffix, int rank,
+                         const int64_t *vals, int64_t n) {
+  int64_t *d = dynq__imp_pool_alloc(&c->b.pool, (size_t)(n > 0 ? n : 1) * sizeof(int64_t));
+  if (d == NULL) return -1;
+  memcpy(d, vals, (size_t)n * sizeof(int64_t));
+  int64_t dims[1] = {n};
+  return dynq__imp_add_const(&c->b, nname, suffix, DYNQ_DT_I64, rank, rank ? dims : NULL, d,
+                             (size_t)n * sizeof(int64_t));
+}
+
+/* One node op(in...) -> a fresh temp (or the value out >= 0); -1 on OOM. */
+static int32_t emit(conv_t *c, int op, const char *nname, const char *suffix, int32_t out,
+                    int n_in, const int32_t *in, int64_t axis) {
+  dynq__builder_t *b = &c->b;
+  if (out < 0 && (out = dynq__imp_add_temp(b, nname, suffix, DYNQ_DT_F32)) < 0) return -1;
+  dynq__bnode_t *bn = dynq__imp_add_node(b, op, nname);
+  if (bn == NULL) return -1;
+  for (int k = 0; k < n_in; k++) dynq__imp_node_in(bn, in[k]);
+  if (op == DYNQ_OP_GATHER) dynq__imp_node_attr_i(bn, "axis", axis);
+  dynq__imp_node_out(b, bn, out);
+  return out;
+}
+
+/* Scan (opset 9+) as a Loop: M = the first scan input's length along its
+ * axis; at iteration i the body's scan inputs are Gather(x_j, i or
+ * M - 1 - i, axis_j); the loop's scan outputs (stacked on axis 0) are
+ * reversed (Slice, step -1) and moved to their axis (Transpose) as the
+ * attributes ask.  dynq__import_scan_check passed. */
+int dynq__import_scan(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
+  dynq__builder_t *b = &c->b;
+  const Onnx__GraphProto *body = dynq__imp_find_attr(n, "body")->g;
+  int m = (int)dynq__imp_find_attr(n, "num_scan_inputs")->i;
+  int nst = (int)n->n_input - m, nso = (int)body->n_output - nst, l;
+  const Onnx__AttributeProto *idir = ints_attr(n, "scan_input_directions");
+  const Onnx__AttributeProto *iax = ints_attr(n, "scan_input_axes");
+  const Onnx__AttributeProto *odir = ints_attr(n, "scan_output_directions");
+  const Onnx__AttributeProto *oax = ints_attr(n, "scan_output_axes");
+  int32_t x[DYNQ_IMP_MAX_IN], init[DYNQ_IMP_MAX_OUT], res[DYNQ_IMP_MAX_OUT];
+  int32_t outs[DYNQ_IMP_MAX_OUT], lo[DYNQ_IMP_MAX_OUT];
+  const char *names[DYNQ_IMP_MAX_OUT];
+  const Onnx__ValueInfoProto *types[DYNQ_IMP_MAX_OUT];
+  for (int k = 0; k < nst; k++) init[k] = dynq__imp_value_of(c, n->input[k]);
+  for (int j = 0; j < m; j++) x[j] = dynq__imp_value_of(c, n->input[nst + j]);
+  /* M and M - 1, before the loop */
+  int64_t ax0 = iax ? iax->ints[0] : 0, one = 1;
+  int32_t shp = emit(c, DYNQ_OP_SHAPE, nname, ".shape", -1, 1, &x[0], 0);
+  int32_t axc = i64_const(c, nname, ".axis", 0, &ax0, 1);
+  if (shp < 0 || axc < 0) return oom();
+  int32_t ga[2] = {shp, axc};
+  int32_t len = emit(c, DYNQ_OP_GATHER, nname, ".len", -1, 2, ga, 0);
+  int32_t onec = i64_const(c, nname, ".one", 0, &one, 1);
+  if (len < 0 || onec < 0) return oom();
+  int32_t sa[2] = {len, onec};
+  int32_t last = emit(c, DYNQ_OP_SUB, nname, ".last", -1, 2, sa, 0);
+  if (last < 0) return oom();
+  names[0] = names[1] = NULL;
+  types[0] = types[1] = NULL;
+  for (int k = 0; k < nst; k++) {
+    names[2 + k] = body->input[k]->name;
+    types[2 + k] = body->input[k];
+  }
+  if (loop_begin(c, nname, len, -1, init, nst, names, types, lo, &l) != 0) return -1;
+  /* the body's scan inputs: slice i (or M - 1 - i) of each along its axis */
+  for (int j = 0; j < m; j++) {
+    int32_t idx = lo[0];
+    if (idir && idir->ints[j]) {
+      int32_t si[2] = {last, lo[0]};
+      if ((idx = emit(c, DYNQ_OP_SUB, nname, ".rev", -1, 2, si, 0)) < 0) return oom();
+    }
+    const char *bn = body->input[nst + j]->name;
+    int32_t v = dynq__imp_add_value(b, bn, DYNQ_DT_F32, -1, NULL);
+    int32_t gi[2] = {x[j], idx};
+    if (v < 0 || emit(c, DYNQ_OP_GATHER, nname, "", v, 2, gi, iax ? iax->ints[j] : 0) < 0)
+      return oom();
+  }
+  if (loop_body(c, body, nname, "Scan") != 0) return -1;
+  for (int k = 0; k < nst + nso; k++) {
+    if ((res[k] = body_result(c, body, k, nname, "Scan")) < 0) return -1;
+    outs[k] = k < nst ? dynq__imp_claim_output(c, n->output[k], b->n_nodes)
+                      : dynq__imp_add_temp(b, nname, ".scan", DYNQ_DT_F32);
+    if (outs[k] < 0) return k < nst ? -1 : oom();
+  }
+  if (loop_end(c, nname, l, len, -1, res, nst, nso, outs,
+               (const Onnx__ValueInfoProto *const *)body->output + nst) != 0)
+    return -1;
+  /* each scan output: reversed and moved to its axis as asked */
+  for (int j = 0; j < nso; j++) {
+    int32_t v = outs[nst + j];
+    int rev = odir && odir->ints[j];
+    int64_t ax = oax ? oax->ints[j] : 0;
+    int rank = b->values[v].rank;  /* [iterations, body output], or -1 */
+    if (ax < 0) ax += rank;        /* the check made sure rank is known */
+    if (rev) {
+      int64_t st = -1, en = INT64_MIN, a0 = 0, step = -1;
+      int32_t si[5] = {v, i64_const(c, nname, ".st", 1, &st, 1),
+                       i64_const(c, nname, ".en", 1, &en, 1),
+                       i64_const(c, nname, ".ax", 1, &a0, 1),
+                       i64_const(c, nname, ".step", 1, &step, 1)};
+      if (si[1] < 0 || si[2] < 0 || si[3] < 0 || si[4] < 0) return oom();
+      int32_t out = ax == 0 ? dynq__imp_claim_output(c, n->output[nst + j], b->n_nodes) : -1;
+      if (ax == 0 && out < 0) return -1;
+      if ((v = emit(c, DYNQ_OP_SLICE, nname, ".reversed", out, 5, si, 0)) < 0) return oom();
+    }
+    if (ax != 0) {
+      int64_t perm[DYNQ_MAX_RANK];
+      for (int d = 0; d < rank; d++) perm[d] = d < ax ? d + 1 : d == ax ? 0 : d;
+      int32_t ti[2] = {v, i64_const(c, nname, ".perm", 1, perm, rank)};
+      int32_t out = dynq__imp_claim_output(c, n->output[nst + j], b->n_nodes);
+      if (ti[1] < 0) return oom();
+      if (out < 0) return -1;
+      if (emit(c, DYNQ_OP_TRANSPOSE, nname, "", out, 2, ti, 0) < 0) return oom();
+    } else if (!rev) {
+      int32_t out = dynq__imp_claim_output(c, n->output[nst + j], b->n_nodes);
+      if (out < 0) return -1;
+      if (emit(c, DYNQ_OP_IDENTITY, nname, "", out, 1, &v, 0) < 0) return oom();
+    }
   }
   return 0;
 }

@@ -80,8 +80,8 @@ static const char *const covered[] = {
     "MaxUnpool",
     /* lib/ops/sample.c */
     "GridSample", "RoiAlign",
-    /* lib/ops/control.c and the executor's back edge (lib/model.c) */
-    "Loop",
+    /* lib/ops/control.c and the executor's back edge (lib/model.c); Scan as a Loop */
+    "Loop", "Scan",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
 
@@ -126,11 +126,11 @@ static const char *const required[] = {
     "MaxUnpool",
     /* lib/ops/sample.c */
     "GridSample", "RoiAlign",
-    /* lib/ops/control.c and the executor's back edge (lib/model.c) */
-    "Loop",
+    /* lib/ops/control.c and the executor's back edge (lib/model.c); Scan as a Loop */
+    "Loop", "Scan",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
-enum { N_REQUIRED = 119 };
+enum { N_REQUIRED = 120 };
 
 /* The layers with weights, and which of their inputs are weights.  The
  * node tests give the weights as graph inputs (input N of the node is
@@ -164,6 +164,7 @@ static const struct {
     {"test_identity_opt", "optional types are not supported (tensors only)"},
     {"test_identity_sequence", "sequence types are not supported (tensors only)"},
     {"test_maxpool_2d_uint8", "pooling is float32 only"},
+    {"test_scan_sum", "Scan's opset 8 form (batch axis, sequence_lens) is not supported"},
     {"test_batchnorm_epsilon_training_mode", "BatchNormalization runs in inference form only"},
     {"test_batchnorm_example_training_mode", "BatchNormalization runs in inference form only"},
     {"test_resize_tf_crop_and_resize", "Resize tf_crop_and_resize is not supported"},

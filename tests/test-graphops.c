@@ -517,6 +517,36 @@ START_TEST(test_loop_models) {
   dynq__tensor_clear(&y);
   dynq__model_unref(m);
 
+  /* Scan as a Loop: a backward input on axis 1, a backward output on axis 1 */
+  m = quantized(dir, "tests/fixtures/scanmix.onnx", "scanmix");
+  FILE *f = fopen(tu_src("tests/fixtures/scanmix_ref.txt"), "r");
+  ck_assert_ptr_nonnull(f);
+  char line[4096];
+  float r[36];
+  ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));  /* the header */
+  ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+  fclose(f);
+  char *p = line;
+  for (int k = 0; k < 36; k++) r[k] = strtof(p, &p);
+  int64_t dsx[2] = {4, 2}, dsy[2] = {2, 4};
+  dynq__tensor_t sin3[3] = {tens(DYNQ_DT_F32, 1, d2, r + 16), tens(DYNQ_DT_F32, 2, dsx, r),
+                            tens(DYNQ_DT_F32, 2, dsy, r + 8)}, sout[3];
+  memset(sout, 0, sizeof(sout));
+  dynq__run_opts_t fo = {.precision = DYNQ_PRECISION_FP32};
+  ck_assert_msg(dynq__model_run(m, &fo, sin3, sout, err, sizeof(err)) == 0, "%s", err);
+  ck_assert(sout[1].rank == 2 && sout[1].dims[0] == 4 && sout[1].dims[1] == 2);
+  ck_assert(sout[2].rank == 2 && sout[2].dims[0] == 2 && sout[2].dims[1] == 4);
+  const float *want_s[3] = {r + 18, r + 20, r + 28};
+  const int64_t cnt[3] = {2, 8, 8};
+  for (int o2 = 0; o2 < 3; o2++) {
+    for (int64_t i = 0; i < cnt[o2]; i++)
+      ck_assert_msg(((float *)sout[o2].data)[i] == want_s[o2][i], "scan output %d [%lld] "
+                    "%.9g, want %.9g", o2, (long long)i, ((float *)sout[o2].data)[i],
+                    want_s[o2][i]);
+    dynq__tensor_clear(&sout[o2]);
+  }
+  dynq__model_unref(m);
+
   /* Loop nodes the importer refuses, every one named in one error */
   char src[512], dst[512];
   snprintf(src, sizeof(src), "%s", tu_src("tests/fixtures/bad_loop.onnx"));
@@ -528,7 +558,10 @@ START_TEST(test_loop_models) {
       "'counts' (op Loop): 4 inputs and 2 outputs, but its body has 3 inputs",
       "'wide' (op Loop): 15 carried values",
       "'shadow' (op Loop): body input 'M' is already the name of another value",
-      "4 nodes cannot be converted"};
+      "'scan_axes' (op Scan): scan_input_axes has 2 values for 1 scan inputs",
+      "'scan_dir' (op Scan): scan_input_directions[0] = 2 is not 0 or 1",
+      "'scan_outax' (op Scan): scan_output_axes[0] = 1 needs the body output's rank",
+      "7 nodes cannot be converted"};
   for (size_t k = 0; k < sizeof(needle) / sizeof(needle[0]); k++)
     ck_assert_msg(strstr(log, needle[k]), "no '%s' in: %s", needle[k], log);
   free(log);
