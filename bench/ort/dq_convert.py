@@ -38,15 +38,24 @@ def quant_cols(w):
     return q, scale
 
 
+def all_nodes(graph):
+    """The graph's nodes and those of its subgraphs (Loop, Scan and If bodies)."""
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from all_nodes(a.g)
+
+
 def convert(model, conv=False, keep=(), integer=False):
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     consts = {}
-    for n in g.node:  # Constant nodes count as initializers
+    for n in all_nodes(g):  # Constant nodes count as initializers
         if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
 
-    for n in g.node:  # torch's exporter shares equal initializers through Identity
+    for n in all_nodes(g):  # torch's exporter shares equal initializers through Identity
         if n.op_type == "Identity" and (n.input[0] in inits or n.input[0] in consts):
             src = n.input[0]
             consts[n.output[0]] = (numpy_helper.to_array(inits[src]) if src in inits
@@ -58,26 +67,38 @@ def convert(model, conv=False, keep=(), integer=False):
         return consts.get(name)
 
     readers = {}
-    for n in g.node:
+    for n in all_nodes(g):
         for i in n.input:
             readers.setdefault(i, []).append(n)
     graph_outs = {o.name for o in g.output}
 
-    new_nodes, new_inits, dropped = [], [], set()
+    new_inits, dropped = [], set()
     done = {"matmul": 0, "gemm": 0, "conv": 0, "bias_folded": 0}
-    for n in g.node:
-        if id(n) in dropped:
-            continue
+
+    def rewrite(graph):  # a (sub)graph's nodes, rewritten in place
+        new_nodes = []
+        for n in graph.node:
+            if id(n) in dropped:
+                continue
+            for a in n.attribute:  # a loop body's layers too (new weights go to g)
+                if a.type == onnx.AttributeProto.GRAPH:
+                    rewrite(a.g)
+            convert_node(n, new_nodes)
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+
+    def convert_node(n, new_nodes):
+        nonlocal new_inits
         name = n.name or n.output[0]
         if name in keep:
             new_nodes.append(n)
-            continue
+            return
         if n.op_type in ("MatMul", "Gemm"):
             b = const(n.input[1])
             attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
             if b is None or b.ndim != 2 or b.dtype != np.float32 or attrs.get("transA", 0):
                 new_nodes.append(n)
-                continue
+                return
             w = b.T if attrs.get("transB", 0) else b
             w = w * np.float32(attrs.get("alpha", 1.0))
             bias = None
@@ -86,7 +107,7 @@ def convert(model, conv=False, keep=(), integer=False):
                 c = const(n.input[2])
                 if c is None or c.size not in (1, w.shape[1]) or (c.ndim == 2 and c.shape[0] != 1):
                     new_nodes.append(n)
-                    continue
+                    return
                 bias = np.broadcast_to(c.reshape(-1) * np.float32(attrs.get("beta", 1.0)),
                                        (w.shape[1],)).astype(np.float32)
             elif n.op_type == "MatMul":
@@ -118,7 +139,7 @@ def convert(model, conv=False, keep=(), integer=False):
                     new_inits.append(numpy_helper.from_array(bias, base + "_b"))
                     new_nodes.append(helper.make_node("Add", [mo, base + "_b"], [out]))
                 done["matmul" if n.op_type == "MatMul" else "gemm"] += 1
-                continue
+                return
             ins = [n.input[0], base + "_w", base + "_s", base + "_zp"]
             new_inits += [numpy_helper.from_array(q, base + "_w"),
                           numpy_helper.from_array(s, base + "_s"),
@@ -160,14 +181,14 @@ def convert(model, conv=False, keep=(), integer=False):
         else:
             new_nodes.append(n)
 
-    del g.node[:]
-    g.node.extend(new_nodes)
+    rewrite(g)
+
     g.initializer.extend(new_inits)
     if (any(n.domain == "com.microsoft" for n in g.node) and
             not any(o.domain == "com.microsoft" for o in model.opset_import)):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     # Drop initializers nothing reads any more (the FP32 weights).
-    used = {i for n in g.node for i in n.input} | graph_outs
+    used = {i for n in all_nodes(g) for i in n.input} | graph_outs
     keep_inits = [t for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(keep_inits)
