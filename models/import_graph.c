@@ -1064,6 +1064,19 @@ static void body_type(const Onnx__ValueInfoProto *vi, dynq_dtype_t *dt, int *ran
                   : -1;
 }
 
+/* Pass 1: every body input is named, and by a name the graph does not
+ * use yet (NULL: fine). */
+static const char *body_names_check(conv_t *c, const Onnx__GraphProto *body) {
+  for (size_t k = 0; k < body->n_input; k++) {
+    const char *name = body->input[k]->name ? body->input[k]->name : "";
+    if (name[0] == 0) return "a body input has no name";
+    if (dynq__imp_lookup(&c->b, name) >= 0)
+      return dynq__imp_pool_printf(&c->b.pool, "body input '%s' is already the name of "
+                                   "another value", name);
+  }
+  return NULL;
+}
+
 /* Pass 1: the body's shape against the node's (NULL: fine). */
 const char *dynq__import_loop_check(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
@@ -1081,14 +1094,7 @@ const char *dynq__import_loop_check(conv_t *c, const Onnx__NodeProto *n) {
   if (2 + nc > DYNQ_IMP_MAX_OUT || nc + ns > DYNQ_IMP_MAX_OUT)
     return dynq__imp_pool_printf(pl, "%d carried values and %d scan outputs; dynq takes at "
                                  "most %d of them together", nc, ns, DYNQ_IMP_MAX_OUT - 2);
-  for (size_t k = 0; k < body->n_input; k++) {
-    const char *name = body->input[k]->name ? body->input[k]->name : "";
-    if (name[0] == 0) return "a body input has no name";
-    if (dynq__imp_lookup(&c->b, name) >= 0)
-      return dynq__imp_pool_printf(pl, "body input '%s' is already the name of another "
-                                   "value", name);
-  }
-  return NULL;
+  return body_names_check(c, body);
 }
 
 /* LOOP(m, cond, init[0..ni)) as node *ret_l: its outputs are the values
@@ -1277,14 +1283,7 @@ const char *dynq__import_scan_check(conv_t *c, const Onnx__NodeProto *n) {
       return dynq__imp_pool_printf(pl, "scan_output_axes[%d] = %lld needs the body output's "
                                    "rank (declared: %d)", j, (long long)ax, rank);
   }
-  for (size_t k = 0; k < body->n_input; k++) {
-    const char *name = body->input[k]->name ? body->input[k]->name : "";
-    if (name[0] == 0) return "a body input has no name";
-    if (dynq__imp_lookup(&c->b, name) >= 0)
-      return dynq__imp_pool_printf(pl, "body input '%s' is already the name of another "
-                                   "value", name);
-  }
-  return NULL;
+  return body_names_check(c, body);
 }
 
 static int32_t i64_const(conv_t *c, const char *nname, const char *suffix, int rank,

@@ -408,6 +408,18 @@ static dynq__model_t *quantized(const char *dir, const char *onnx, const char *n
   return m;
 }
 
+/* loopmix on M and its fixed a0, b0 into out[4]; the run's code. */
+static int run_loopmix(dynq__model_t *m, int64_t M, int64_t max_bytes, dynq__tensor_t *out,
+                       char *err, size_t errlen) {
+  float a0[2] = {1, -2}, b0[2] = {0.5f, 3};
+  int64_t d2[1] = {2};
+  dynq__tensor_t in[3] = {tens(DYNQ_DT_I64, 0, NULL, &M), tens(DYNQ_DT_F32, 1, d2, a0),
+                          tens(DYNQ_DT_F32, 1, d2, b0)};
+  memset(out, 0, 4 * sizeof(*out));
+  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32, .max_value_bytes = max_bytes};
+  return dynq__model_run(m, &o, in, out, err, errlen);
+}
+
 /* loopmix for M against loopmix_ref.txt's line for it (every value exact:
  * the same float32 operations in the same order). */
 static void check_loopmix(dynq__model_t *m, int64_t M) {
@@ -426,14 +438,9 @@ static void check_loopmix(dynq__model_t *m, int64_t M) {
   fclose(f);
   ck_assert_msg(n_ref > 0, "no reference line for M = %lld", (long long)M);
   int64_t iters = (int64_t)ref[1];
-  float a0[2] = {1, -2}, b0[2] = {0.5f, 3};
-  int64_t d2[1] = {2};
-  dynq__tensor_t in[3] = {tens(DYNQ_DT_I64, 0, NULL, &M), tens(DYNQ_DT_F32, 1, d2, a0),
-                          tens(DYNQ_DT_F32, 1, d2, b0)}, out[4];
-  memset(out, 0, sizeof(out));
+  dynq__tensor_t out[4];
   char err[512] = "";
-  dynq__run_opts_t o = {.precision = DYNQ_PRECISION_FP32};
-  ck_assert_msg(dynq__model_run(m, &o, in, out, err, sizeof(err)) == 0, "%s", err);
+  ck_assert_msg(run_loopmix(m, M, 0, out, err, sizeof(err)) == 0, "%s", err);
   ck_assert_int_eq(out[2].rank, 2);
   ck_assert_int_eq(out[2].dims[0], iters);
   ck_assert_int_eq(out[3].rank, 3);
@@ -458,15 +465,10 @@ START_TEST(test_loop_models) {
   check_loopmix(m, 3);
   check_loopmix(m, 100);
   /* the scan output's storage is capped like any value */
-  int64_t M = 100;
-  float a0[2] = {1, -2}, b0[2] = {0.5f, 3};
-  int64_t d2[1] = {2};
-  dynq__tensor_t in[3] = {tens(DYNQ_DT_I64, 0, NULL, &M), tens(DYNQ_DT_F32, 1, d2, a0),
-                          tens(DYNQ_DT_F32, 1, d2, b0)}, out[4];
-  memset(out, 0, sizeof(out));
+  dynq__tensor_t out[4];
   char err[512] = "";
-  dynq__run_opts_t capped = {.precision = DYNQ_PRECISION_FP32, .max_value_bytes = 100};
-  ck_assert_int_eq(dynq__model_run(m, &capped, in, out, err, sizeof(err)), DYNQ_ELIMIT);
+  int64_t d2[1] = {2};
+  ck_assert_int_eq(run_loopmix(m, 100, 100, out, err, sizeof(err)), DYNQ_ELIMIT);
   ck_assert_msg(strstr(err, "scan output 's_all'") && strstr(err, "5 rows"), "%s", err);
   dynq__model_unref(m);
 
