@@ -1207,6 +1207,22 @@ START_TEST(test_malformed_models) {
                            "'ra_ctm' (op RoiAlign): coordinate_transformation_mode "
                            "'tf_crop_and_resize' is not supported",
                            "'ra_ratio' (op RoiAlign): sampling_ratio -1 is not within [0, 4096]"}},
+      {"bad_lpops.onnx", {"'lp_p0' (op LpPool): p 0 is not within [1, 64]",
+                          "'lp_pneg' (op LpPool): p -2 is not within [1, 64]",
+                          "'lp_phuge' (op LpPool): p 1099511627776 is not within [1, 64]"}},
+      {"bad_lpops.onnx", {"'lp_k4d' (op LpPool): kernel_shape has 4 values",
+                          "'lp_nokernel' (op LpPool): kernel_shape has 0 values",
+                          "'lpn_p3' (op LpNormalization): p 3 is not 1 or 2"}},
+      {"bad_lpops.onnx", {"'glp_pfrac' (op GlobalLpPool): p 2.5 is not a whole number",
+                          "'glp_pnan' (op GlobalLpPool): p nan is not a whole number",
+                          "'glp_pstr' (op GlobalLpPool): attribute 'p' has the wrong type"}},
+      {"bad_lpops.onnx", {"'mrp_zero' (op MaxRoiPool): pooled_shape [0, 2]: each must be "
+                          "within [1, 65536]",
+                          "'mrp_neg' (op MaxRoiPool): pooled_shape [2, -7]",
+                          "'mrp_huge' (op MaxRoiPool): pooled_shape [1048576, 1]"}},
+      {"bad_lpops.onnx", {"'mrp_rank' (op MaxRoiPool): pooled_shape has 1 values (2 expected",
+                          "'mrp_missing' (op MaxRoiPool): attribute 'pooled_shape' is required",
+                          "'mrp_scale' (op MaxRoiPool): spatial_scale inf is not finite"}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
