@@ -210,7 +210,8 @@ typedef struct dynq__layer_quant {
  * op quadratic, a huge batch) must not hold its thread for ever.  The
  * executor checks before every fourth node, and ops whose time can grow faster
  * than what they read and write (Einsum's plain sum, NonMaxSuppression,
- * attention, the recurrent ops' time steps, Det) also inside their loops,
+ * attention, the recurrent ops' time steps, Det, the windowed pools,
+ * GridSample, RoiAlign, MaxRoiPool) also inside their loops,
  * through dynq__op_poll.  Times are CLOCK_MONOTONIC nanoseconds (uv_hrtime's
  * clock), compared against the coarse clock (a tick's resolution, a few
  * nanoseconds a read).
