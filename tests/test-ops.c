@@ -2723,6 +2723,17 @@ START_TEST(lp_ops) {
     ck_assert_ptr_null(o.data);
   }
   rois[10] = 1;
+  /* no ROIs: an empty output; an image of no rows: every bin empty, 0 */
+  R.dims[0] = 0;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), 0);
+  ck_assert(o.rank == 4 && o.dims[0] == 0 && o.dims[2] == 2);
+  dynq__tensor_clear(&o);
+  R.dims[0] = 3;
+  I.dims[2] = 0;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), 0);
+  expect(&o, 4, (int64_t[]){3, 1, 2, 2}, (float[]){0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0);
+  dynq__tensor_clear(&o);
+  I.dims[2] = 3;
   ck_assert_int_eq(run_canceled(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, rin, &o), DYNQ_ECANCELED);
   ck_assert_ptr_null(o.data);
   /* shapes and attributes */
