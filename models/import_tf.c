@@ -1,9 +1,10 @@
 /*
  * Converters for the CNN and transformer ops: pooling (MaxPool,
- * AveragePool, GlobalAveragePool, GlobalMaxPool), LayerNormalization,
- * BatchNormalization (folded into the Conv before it when it can be),
- * HardSigmoid, HardSwish.  The pass-1 check refuses attribute values the
- * engine does not implement, naming the attribute and the value.
+ * AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool,
+ * MaxRoiPool), LayerNormalization, BatchNormalization (folded into the
+ * Conv before it when it can be), LpNormalization, HardSigmoid, HardSwish.
+ * The pass-1 check refuses attribute values the engine does not
+ * implement, naming the attribute and the value.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -22,7 +23,7 @@ static const char *attr_s(conv_t *c, const Onnx__NodeProto *n, const char *name,
 
 static int is_pool(const char *t) {
   return strcmp(t, "MaxPool") == 0 || strcmp(t, "AveragePool") == 0 ||
-         strcmp(t, "MaxUnpool") == 0;
+         strcmp(t, "MaxUnpool") == 0 || strcmp(t, "LpPool") == 0;
 }
 
 /* The attributes each op accepts (anything else is refused by name). */
@@ -33,6 +34,10 @@ static int attr_known(const char *op, const char *a) {
     {"MaxUnpool", " kernel_shape strides pads "},
     {"GlobalAveragePool", " "},
     {"GlobalMaxPool", " "},
+    {"LpPool", " kernel_shape strides pads auto_pad p dilations ceil_mode "},
+    {"GlobalLpPool", " p "},
+    {"LpNormalization", " axis p "},
+    {"MaxRoiPool", " pooled_shape spatial_scale "},
     {"LayerNormalization", " axis epsilon stash_type "},
     {"BatchNormalization", " epsilon momentum training_mode spatial is_test consumed_inputs "},
     {"HardSigmoid", " alpha beta "},
@@ -45,6 +50,63 @@ static int attr_known(const char *op, const char *a) {
   return 0;
 }
 
+/* The Lp ops' p (default 2): an INT, or at opset 1 (LpPool, GlobalLpPool)
+ * a FLOAT, taken when it is a whole number.  NULL, or why not. */
+static const char *lp_order(conv_t *c, const Onnx__NodeProto *n, int64_t *ret) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "p");
+  *ret = 2;
+  if (a != NULL && dynq__imp_attr_is_int(a)) {
+    *ret = a->i;
+  } else if (a != NULL && dynq__imp_attr_is_float(a)) {
+    if (!(a->f == floorf(a->f) && fabsf(a->f) <= 1e9f)) /* NaN too */
+      return dynq__imp_pool_printf(pl, "p %g is not a whole number (integer orders are "
+                                   "supported)", (double)a->f);
+    *ret = (int64_t)a->f;
+  } else if (a != NULL) {
+    return "attribute 'p' has the wrong type";
+  }
+  if (strcmp(n->op_type, "LpNormalization") == 0) {
+    if (*ret != 1 && *ret != 2)
+      return dynq__imp_pool_printf(pl, "p %" PRId64 " is not 1 or 2", *ret);
+  } else if (*ret < 1 || *ret > DYNQ_LP_MAX_P) {
+    return dynq__imp_pool_printf(pl, "p %" PRId64 " is not within [1, %d]", *ret, DYNQ_LP_MAX_P);
+  }
+  return NULL;
+}
+
+/* Whether attribute name of n, when present, is of the given type. */
+static int attr_type_ok(const Onnx__NodeProto *n, const char *name, int type) {
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, name);
+  if (a == NULL) return 1;
+  switch (type) {
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: return dynq__imp_attr_is_int(a);
+  case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: return dynq__imp_attr_is_float(a);
+  default: return a->has_type ? a->type == (Onnx__AttributeProto__AttributeType)type : 1;
+  }
+}
+
+/* MaxRoiPool's pooled_shape and spatial_scale. */
+static const char *roipool_check(conv_t *c, const Onnx__NodeProto *n) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const Onnx__AttributeProto *ps = dynq__imp_find_attr(n, "pooled_shape");
+  if (ps == NULL) return "attribute 'pooled_shape' is required";
+  if (!attr_type_ok(n, "pooled_shape", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS) ||
+      !attr_type_ok(n, "spatial_scale", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT))
+    return "attribute 'pooled_shape' or 'spatial_scale' has the wrong type";
+  if (ps->n_ints != 2)
+    return dynq__imp_pool_printf(pl, "pooled_shape has %zu values (2 expected: height, width)",
+                                 ps->n_ints);
+  for (int k = 0; k < 2; k++)
+    if (ps->ints[k] < 1 || ps->ints[k] > DYNQ_ROI_MAX_OUT)
+      return dynq__imp_pool_printf(pl, "pooled_shape [%" PRId64 ", %" PRId64 "]: each must "
+                                   "be within [1, %d]", ps->ints[0], ps->ints[1],
+                                   DYNQ_ROI_MAX_OUT);
+  float sc = dynq__imp_attr_f(n, "spatial_scale", 1.0f);
+  if (!isfinite(sc)) return dynq__imp_pool_printf(pl, "spatial_scale %g is not finite", (double)sc);
+  return NULL;
+}
+
 const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const char *t = n->op_type;
@@ -52,6 +114,16 @@ const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n) {
     const char *an = n->attribute[i]->name ? n->attribute[i]->name : "";
     if (!attr_known(t, an)) return dynq__imp_pool_printf(pl, "attribute '%s' is not supported", an);
   }
+  int64_t lp;
+  const char *why;
+  if ((strcmp(t, "LpPool") == 0 || strcmp(t, "GlobalLpPool") == 0 ||
+       strcmp(t, "LpNormalization") == 0) &&
+      (why = lp_order(c, n, &lp)) != NULL)
+    return why;
+  if (strcmp(t, "LpNormalization") == 0 &&
+      !attr_type_ok(n, "axis", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT))
+    return "attribute 'axis' has the wrong type";
+  if (strcmp(t, "MaxRoiPool") == 0) return roipool_check(c, n);
   if (is_pool(t)) {
     const Onnx__AttributeProto *ks = dynq__imp_find_attr(n, "kernel_shape");
     if (ks == NULL || ks->n_ints < 1 || ks->n_ints > 3)
@@ -227,6 +299,17 @@ int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__imp_node_attr_i(bn, "count_include_pad", dynq__imp_attr_i(n, "count_include_pad", 0));
     if (op == DYNQ_OP_MAXPOOL && dynq__imp_attr_i(n, "storage_order", 0) != 0)
       dynq__imp_node_attr_i(bn, "storage_order", dynq__imp_attr_i(n, "storage_order", 0));
+  }
+  if (op == DYNQ_OP_LP_POOL || op == DYNQ_OP_GLOBAL_LP_POOL || op == DYNQ_OP_LP_NORM) {
+    int64_t lp;
+    lp_order(c, n, &lp); /* checked in pass 1 */
+    dynq__imp_node_attr_i(bn, "p", lp);
+    if (op == DYNQ_OP_LP_NORM) dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
+  } else if (op == DYNQ_OP_MAX_ROI_POOL) {
+    const Onnx__AttributeProto *ps = dynq__imp_find_attr(n, "pooled_shape");
+    dynq__imp_node_attr_i(bn, "pooled_h", ps->ints[0]);
+    dynq__imp_node_attr_i(bn, "pooled_w", ps->ints[1]);
+    dynq__imp_node_attr_f(bn, "spatial_scale", dynq__imp_attr_f(n, "spatial_scale", 1.0f));
   } else if (op == DYNQ_OP_LAYERNORM) {
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
     dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));

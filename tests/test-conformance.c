@@ -82,6 +82,9 @@ static const char *const covered[] = {
     "GridSample", "RoiAlign",
     /* lib/ops/control.c and the executor's back edge (lib/model.c); Scan as a Loop */
     "Loop", "Scan",
+    /* lib/ops/pool.c, norm.c, sample.c: no node test in Debian's package
+     * (onnx 1.12); tests/test-quantize.c test_lp_ops stands in */
+    "LpPool", "GlobalLpPool", "LpNormalization", "MaxRoiPool",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
 

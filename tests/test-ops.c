@@ -2556,6 +2556,207 @@ START_TEST(sample_ops) {
 }
 END_TEST
 
+/* run_k with a run stop whose cancel flag is already set: an op that
+ * polls inside its loops stops with ECANCELED and leaves no output. */
+static int run_canceled(int op, const dynq__attr_t *attrs, int n_attr, int n_in,
+                        const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  static const int32_t idx[4] = {0, 1, 2, 3};
+  static const atomic_int flag = 1;
+  dynq__run_stop_t stop = {.cancel = &flag};
+  dynq__node_t n = {.op = op, .name = "t", .n_in = n_in, .n_out = 1, .in = idx, .out = idx,
+                    .n_attr = n_attr, .attr = attrs};
+  dynq__op_ctx_t c = {.node = &n, .kernel = &dynq__kernel_ref, .err = err,
+                      .errlen = sizeof(err), .stop = &stop};
+  memset(out, 0, sizeof(*out));
+  err[0] = 0;
+  return dynq__op_run1(NULL, &c, in, out);
+}
+
+/* LpPool, GlobalLpPool, LpNormalization, MaxRoiPool: values by hand,
+ * hostile data (NaN, infinities, 1e30 corners), a kernel far larger than
+ * the input over padding, wrong shapes and attribute values. */
+START_TEST(lp_ops) {
+  /* X [1, 1, 2, 3] = [[3, -4, 0], [1, 2, -2]] */
+  float x[6] = {3, -4, 0, 1, 2, -2};
+  dynq__tensor_t X = tf(4, (int64_t[]){1, 1, 2, 3}, x), o;
+  const dynq__tensor_t *in[2] = {&X, NULL};
+  /* 2 x 2 windows, stride 1, p 2: sqrt(9 + 16 + 1 + 4), sqrt(16 + 0 + 4 + 4) */
+  const dynq__attr_t l2[] = {AI("spatial", 2), AI("kernel_shape0", 2), AI("kernel_shape1", 2),
+                             AI("p", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_POOL, l2, 4, 1, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 2}, (float[]){sqrtf(30), sqrtf(24)}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* p 1 over 1 x 2 windows with a zero column of padding on each side:
+   * the padding adds nothing (|3|, |3| + |-4|, |-4| + 0, 0 on row 0) */
+  const dynq__attr_t l1[] = {AI("spatial", 2), AI("kernel_shape0", 1), AI("kernel_shape1", 2),
+                             AI("pad_begin1", 1), AI("pad_end1", 1), AI("p", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_POOL, l1, 6, 1, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 2, 4}, (float[]){3, 7, 4, 0, 1, 3, 4, 2}, 0);
+  dynq__tensor_clear(&o);
+  /* p 3 as the global form: (27 + 64 + 0 + 1 + 8 + 8)^(1/3) */
+  const dynq__attr_t p3[] = {AI("p", 3)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GLOBAL_LP_POOL, p3, 1, 1, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 1}, (float[]){(float)cbrt(108.0)}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* a kernel of 65536 over an axis of 3 padded by 65535 on each side:
+   * 65538 windows (starting at -65535 .. 2), each reading only the inputs
+   * it overlaps */
+  const dynq__attr_t wide[] = {AI("spatial", 1), AI("kernel_shape0", 65536),
+                               AI("pad_begin0", 65535), AI("pad_end0", 65535), AI("p", 1)};
+  dynq__tensor_t X1 = tf(3, (int64_t[]){1, 2, 3}, x);
+  in[0] = &X1;
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_POOL, wide, 5, 1, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[2], 65538);
+  const float *w = o.data;
+  ck_assert(w[0] == 3 && w[1] == 7 && w[65535] == 7 && w[65536] == 4 && w[65537] == 0);
+  ck_assert(w[65538 + 2] == 5);  /* channel 1: |1| + |2| + |-2| */
+  dynq__tensor_clear(&o);
+  /* the same stopped by the run's cancel flag: no output */
+  ck_assert_int_eq(run_canceled(DYNQ_OP_LP_POOL, wide, 5, 1, in, &o), DYNQ_ECANCELED);
+  ck_assert_ptr_null(o.data);
+  ck_assert_msg(strstr(err, "node 't' (LpPool)") != NULL, "%s", err);
+  /* NaN and infinity: the windows holding them give NaN and inf */
+  float hx[4] = {NAN, 1, INFINITY, 1};
+  dynq__tensor_t H = tf(3, (int64_t[]){1, 1, 4}, hx);
+  in[0] = &H;
+  const dynq__attr_t k2[] = {AI("spatial", 1), AI("kernel_shape0", 2), AI("strides0", 2),
+                             AI("p", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_POOL, k2, 4, 1, 1, in, &o), 0);
+  ck_assert(isnan(((float *)o.data)[0]) && isinf(((float *)o.data)[1]));
+  dynq__tensor_clear(&o);
+  /* p = 2 of float32's largest values: summed in double, no overflow */
+  float big[2] = {2e38f, -2e38f};
+  dynq__tensor_t B = tf(3, (int64_t[]){1, 1, 2}, big);
+  in[0] = &B;
+  ck_assert_int_eq(run_k(DYNQ_OP_GLOBAL_LP_POOL, NULL, 0, 1, 1, in, &o), 0);
+  ck_assert_float_eq_tol(((float *)o.data)[0], 2e38f * sqrtf(2), 1e32f);
+  dynq__tensor_clear(&o);
+  /* refusals: the window larger than the unpadded input, rank, p */
+  in[0] = &X;
+  const dynq__attr_t k3[] = {AI("spatial", 2), AI("kernel_shape0", 3), AI("kernel_shape1", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_POOL, k3, 3, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (LpPool): spatial axis 0: input size 2") != NULL, "%s", err);
+  in[0] = &X1;
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_POOL, l2, 4, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "X has shape [1, 2, 3], expected rank 4") != NULL, "%s", err);
+  const dynq__attr_t p0[] = {AI("spatial", 1), AI("kernel_shape0", 1), AI("p", 0)};
+  ck_assert_int_eq(check_node(DYNQ_OP_LP_POOL, p0, 3), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "node 'c' (LpPool): p 0 is not within [1, 64]") != NULL, "%s", err);
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_POOL, p0, 3, 1, 1, in, &o), DYNQ_EGRAPH);
+  const dynq__attr_t pbig[] = {AI("p", (int64_t)1 << 40)};
+  ck_assert_int_eq(check_node(DYNQ_OP_GLOBAL_LP_POOL, pbig, 1), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "p 1099511627776 is not within [1, 64]") != NULL, "%s", err);
+  ck_assert_int_eq(run_k(DYNQ_OP_GLOBAL_LP_POOL, pbig, 1, 1, 1, in, &o), DYNQ_EGRAPH);
+
+  /* LpNormalization: rows [3, -4] -> [0.6, -0.8] (p 2), [1/3, -2/3]...
+   * (p 1); a zero row gives 0, as ONNX Runtime */
+  float nx[6] = {3, -4, 0, 0, 1, -2};
+  dynq__tensor_t N = tf(2, (int64_t[]){3, 2}, nx);
+  in[0] = &N;
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_NORM, NULL, 0, 1, 1, in, &o), 0);
+  expect(&o, 2, (int64_t[]){3, 2}, (float[]){0.6f, -0.8f, 0, 0, 1 / sqrtf(5), -2 / sqrtf(5)},
+         1e-7f);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t ax0p1[] = {AI("axis", 0), AI("p", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_NORM, ax0p1, 2, 1, 1, in, &o), 0);
+  expect(&o, 2, (int64_t[]){3, 2}, (float[]){0.75f, -4 / 6.0f, 0, 0, 0.25f, -2 / 6.0f}, 1e-7f);
+  dynq__tensor_clear(&o);
+  /* NaN makes its row NaN; an infinity gives NaN there and 0 beside it;
+   * 1e-30 and 1e30 are exact in double (ORT's float sum gives 0) */
+  float hn[8] = {NAN, 1, INFINITY, 2, 1e-30f, 0, 1e30f, 1e30f};
+  dynq__tensor_t HN = tf(2, (int64_t[]){4, 2}, hn);
+  in[0] = &HN;
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_NORM, NULL, 0, 1, 1, in, &o), 0);
+  const float *ny = o.data;
+  ck_assert(isnan(ny[0]) && isnan(ny[1]) && isnan(ny[2]) && ny[3] == 0 && ny[4] == 1 &&
+            ny[5] == 0);
+  ck_assert_float_eq_tol(ny[6], sqrtf(0.5f), 1e-7f);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t ax2[] = {AI("axis", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_NORM, ax2, 1, 1, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (LpNormalization)") != NULL && strstr(err, "axis 2"),
+                "%s", err);
+  const dynq__attr_t lp3[] = {AI("p", 3)};
+  ck_assert_int_eq(check_node(DYNQ_OP_LP_NORM, lp3, 1), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "node 'c' (LpNormalization): p 3: 1 or 2 expected") != NULL, "%s",
+                err);
+  ck_assert_int_eq(run_k(DYNQ_OP_LP_NORM, lp3, 1, 1, 1, in, &o), DYNQ_EGRAPH);
+
+  /* MaxRoiPool over X [2, 1, 3, 4] = 0..23: ROI (0; 0, 0, 3, 2) is the
+   * whole first image, 2 x 2 bins of rows [0, 2) [1, 3) (bin 1.5) and
+   * columns [0, 2) [2, 4) */
+  float img[24], rois[15] = {0, 0, 0, 3, 2, 1, 1.2f, 0.4f, 2.6f, 1.6f, 1, 0, 0, 0, 0};
+  for (int i = 0; i < 24; i++) img[i] = (float)i;
+  dynq__tensor_t I = tf(4, (int64_t[]){2, 1, 3, 4}, img), R = tf(2, (int64_t[]){3, 5}, rois);
+  const dynq__tensor_t *rin[2] = {&I, &R};
+  const dynq__attr_t rp[] = {AI("pooled_h", 2), AI("pooled_w", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), 0);
+  /* ROI 1: corners (1.2, 0.4) .. (2.6, 1.6) round to (1, 0) .. (3, 2) of
+   * image 1 (12..23): rows [0, 2) [1, 3), columns [1, 3) [2, 4); ROI 2:
+   * the pixel (0, 0) alone, its bins [0, 1) and [0, 1) (0.5 each):
+   * floor/ceil, not empty */
+  expect(&o, 4, (int64_t[]){3, 1, 2, 2},
+         (float[]){5, 7, 9, 11, 18, 19, 22, 23, 12, 12, 12, 12}, 0);
+  dynq__tensor_clear(&o);
+  /* hostile corners: NaN empties its bins (0); an end of 1e30 makes bin
+   * 0 reach the image's end, bin 1 start past it (empty); -1e30 .. 1e30
+   * puts the image in the last bin */
+  rois[1] = NAN;
+  rois[8] = 1e30f, rois[9] = 1e30f;
+  rois[11] = -1e30f, rois[12] = -1e30f, rois[13] = 1e30f, rois[14] = 1e30f;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), 0);
+  expect(&o, 4, (int64_t[]){3, 1, 2, 2},
+         (float[]){0, 0, 0, 0, 23, 0, 0, 0, 0, 0, 0, 23}, 0);
+  dynq__tensor_clear(&o);
+  /* a NaN pixel makes its bins NaN */
+  img[12 + 5] = NAN;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), 0);
+  ck_assert(isnan(((float *)o.data)[4]) && isnan(((float *)o.data)[11]));
+  dynq__tensor_clear(&o);
+  /* the batch index: out of range, negative, fractional, NaN */
+  static const float bad_b[] = {2, -1, 0.5f, NAN};
+  for (int k = 0; k < 4; k++) {
+    rois[10] = bad_b[k];
+    ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), DYNQ_EDATA);
+    ck_assert_msg(strstr(err, "node 't' (MaxRoiPool): rois[2, 0] (the batch index) is ") != NULL &&
+                      strstr(err, "a whole number within [0, 2) expected") != NULL, "%s", err);
+    ck_assert_ptr_null(o.data);
+  }
+  rois[10] = 1;
+  /* no ROIs: an empty output; an image of no rows: every bin empty, 0 */
+  R.dims[0] = 0;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), 0);
+  ck_assert(o.rank == 4 && o.dims[0] == 0 && o.dims[2] == 2);
+  dynq__tensor_clear(&o);
+  R.dims[0] = 3;
+  I.dims[2] = 0;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), 0);
+  expect(&o, 4, (int64_t[]){3, 1, 2, 2}, (float[]){0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, 0);
+  dynq__tensor_clear(&o);
+  I.dims[2] = 3;
+  ck_assert_int_eq(run_canceled(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, rin, &o), DYNQ_ECANCELED);
+  ck_assert_ptr_null(o.data);
+  /* shapes and attributes */
+  R.dims[1] = 4;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "X [2, 1, 3, 4] and rois [3, 4]: [N, C, H, W] and [R, 5] expected") !=
+                    NULL, "%s", err);
+  R.dims[1] = 5;
+  I.rank = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp, 2, 2, 1, rin, &o), DYNQ_ESHAPE);
+  I.rank = 4;
+  const dynq__attr_t rp0[] = {AI("pooled_h", 0), AI("pooled_w", -3)};
+  ck_assert_int_eq(check_node(DYNQ_OP_MAX_ROI_POOL, rp0, 2), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "node 'c' (MaxRoiPool): pooled_shape [0, -3]: each within [1, 65536]")
+                    != NULL, "%s", err);
+  ck_assert_int_eq(run_k(DYNQ_OP_MAX_ROI_POOL, rp0, 2, 2, 1, rin, &o), DYNQ_EGRAPH);
+  const dynq__attr_t rps[] = {AI("pooled_h", 1), AI("pooled_w", 1),
+                              {.name = "spatial_scale", .type = DYNQ_ATTR_FLOAT, .f = INFINITY}};
+  ck_assert_int_eq(check_node(DYNQ_OP_MAX_ROI_POOL, rps, 3), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "spatial_scale inf is not finite") != NULL, "%s", err);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -2598,6 +2799,7 @@ int main(void) {
   tcase_add_test(tc, onehot_depth);
   tcase_add_test(tc, eyelike_k);
   tcase_add_test(tc, mvn_axes);
+  tcase_add_test(tc, lp_ops);
   tcase_add_test(tc, nms_cases);
   tcase_add_test(tc, unique_compress);
   tcase_add_test(tc, misc_ops);

@@ -460,8 +460,8 @@ static void expect_fixture_fail(const char *name, const char *const *want) {
 }
 
 START_TEST(test_unsupported) {
-  /* LSTM is supported: only the pool is left to refuse. */
-  const char *want[] = {"node 'pool' (op GlobalLpPool)", "1 node cannot", NULL};
+  /* LSTM is supported: only the random op is left to refuse. */
+  const char *want[] = {"node 'rand' (op RandomUniformLike)", "1 node cannot", NULL};
   expect_fixture_fail("unsupported.onnx", want);
   char *p = fixture("unsupported.onnx");
   char *outp = tmp_path("out.dynq");
@@ -806,6 +806,31 @@ static double max_abs_diff(const float *got, const float *want, int64_t n) {
   return m;
 }
 
+/* <base>.onnx converted and run (the INT8 path) on ins into *y, which
+ * must have the shape [rank, dims]; returns <base>_y.f32, the n expected
+ * values (the caller frees it and clears *y). */
+static float *run_fixture(const char *base, const char *const *names, const dynq__tensor_t *ins,
+                          int n_in, int rank, const int64_t *dims, dynq__tensor_t *y,
+                          int64_t *ret_n) {
+  char file[128], err[256];
+  snprintf(file, sizeof file, "%s.onnx", base);
+  dynq__model_t *m = convert_fixture(file);
+  memset(y, 0, sizeof(*y));
+  ck_assert_msg(run_model(m, DYNQ_PRECISION_INT8, names, ins, n_in, y, err, sizeof err) == 0,
+                "%s: %s", base, err);
+  dynq__model_unref(m);  /* the outputs are the caller's */
+  ck_assert_msg(y->rank == rank, "%s: rank %d, want %d", base, y->rank, rank);
+  int64_t n = 1;
+  for (int d = 0; d < rank; d++) {
+    ck_assert_msg(y->dims[d] == dims[d], "%s: axis %d is %lld, want %lld", base, d,
+                  (long long)y->dims[d], (long long)dims[d]);
+    n *= dims[d];
+  }
+  *ret_n = n;
+  snprintf(file, sizeof file, "%s_y.f32", base);
+  return load_raw(file, (size_t)n * 4);
+}
+
 /* GridSample in every mode x padding x align_corners (opset 16 names, and
  * opset 20's linear/cubic), against PyTorch's grid_sample; RoiAlign avg
  * and max, half_pixel and output_half_pixel, opsets 10 and 16, against
@@ -822,26 +847,20 @@ START_TEST(test_sample_ops) {
   dynq__tensor_t in[2] = {f32_tensor(x, 4, (int64_t[]){2, 3, 5, 7}),
                           f32_tensor(grid, 4, (int64_t[]){2, 4, 6, 2})};
   const char *gnames[] = {"X", "grid"};
-  char err[256], base[96], file[128];
+  char base[96];
+  int64_t n;
   for (int k = 0; k < 21; k++) {
     if (k < 18)
       snprintf(base, sizeof base, "gridsample_%s_%s_ac%d", modes[k / 6], pads[k / 2 % 3], k % 2);
     else
       snprintf(base, sizeof base, "gridsample_%s_o20", o20[k - 18]);
-    snprintf(file, sizeof file, "%s.onnx", base);
-    dynq__model_t *m = convert_fixture(file);
-    snprintf(file, sizeof file, "%s_y.f32", base);
-    float *want = load_raw(file, 2 * 3 * 4 * 6 * 4);
-    dynq__tensor_t y = {0};
-    ck_assert_msg(run_model(m, DYNQ_PRECISION_INT8, gnames, in, 2, &y, err, sizeof err) == 0,
-                  "%s: %s", base, err);
-    ck_assert(y.rank == 4 && y.dims[0] == 2 && y.dims[1] == 3 && y.dims[2] == 4 && y.dims[3] == 6);
-    double d = max_abs_diff(y.data, want, 144);
+    dynq__tensor_t y;
+    float *want = run_fixture(base, gnames, in, 2, 4, (int64_t[]){2, 3, 4, 6}, &y, &n);
+    double d = max_abs_diff(y.data, want, n);
     printf("%s: max |d| %.2g against torch\n", base, d);
     ck_assert_msg(d <= 2e-6, "%s: max |d| %g against torch", base, d);
     dynq__tensor_clear(&y);
     free(want);
-    dynq__model_unref(m);
   }
   free(x);
   free(grid);
@@ -857,25 +876,89 @@ START_TEST(test_sample_ops) {
                            {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {5}, .data = rb}};
   const char *rnames[] = {"X", "rois", "batch_indices"};
   for (size_t k = 0; k < sizeof rois / sizeof rois[0]; k++) {
-    snprintf(file, sizeof file, "%s.onnx", rois[k].base);
-    dynq__model_t *m = convert_fixture(file);
-    const int64_t n = 5 * 3 * rois[k].oh * rois[k].ow;
-    snprintf(file, sizeof file, "%s_y.f32", rois[k].base);
-    float *want = load_raw(file, (size_t)n * 4);
-    dynq__tensor_t y = {0};
-    ck_assert_msg(run_model(m, DYNQ_PRECISION_INT8, rnames, rin, 3, &y, err, sizeof err) == 0,
-                  "%s: %s", rois[k].base, err);
-    ck_assert(y.rank == 4 && y.dims[0] == 5 && y.dims[2] == rois[k].oh && y.dims[3] == rois[k].ow);
+    dynq__tensor_t y;
+    float *want = run_fixture(rois[k].base, rnames, rin, 3, 4,
+                              (int64_t[]){5, 3, rois[k].oh, rois[k].ow}, &y, &n);
     double d = max_abs_diff(y.data, want, n);
     printf("%s: max |d| %.2g against the reference\n", rois[k].base, d);
     ck_assert_msg(d <= 2e-6, "%s: max |d| %g against the reference", rois[k].base, d);
     dynq__tensor_clear(&y);
     free(want);
-    dynq__model_unref(m);
   }
   free(rx);
   free(rr);
   free(rb);
+}
+END_TEST
+
+/* LpPool (opsets 1, 2, 11, 18: p as opset 1's float, pads, SAME_UPPER,
+ * dilations and ceil_mode; 1-D, 2-D, 3-D), GlobalLpPool (opsets 1, 2),
+ * LpNormalization (three axes, p 1 and 2, rows of zeros: 0) against
+ * make_lpops.py's float64 definitions, MaxRoiPool (ROIs partly and wholly
+ * outside, inverted, rounding halves, a 7 / 3 bin) equal to its float32
+ * bin arithmetic.  The script's references agree with ONNX Runtime 1.30
+ * (within 1.2e-7 relative; MaxRoiPool exactly) where ORT runs the model
+ * (not LpPool-1 / GlobalLpPool-1). */
+START_TEST(test_lp_ops) {
+  static const int64_t sx1[] = {2, 3, 9}, sx2[] = {2, 3, 7, 8}, sx3[] = {1, 2, 4, 5, 6};
+  static const struct {
+    const char *base, *x;
+    int rank;
+    const int64_t *xd;
+    int64_t od[5];
+  } cases[] = {
+      {"lppool_2d_o1", "lpops_x2.f32", 4, sx2, {2, 3, 3, 4}},
+      {"lppool_2d_o2", "lpops_x2.f32", 4, sx2, {2, 3, 4, 4}},
+      {"lppool_2d_o11_same", "lpops_x2.f32", 4, sx2, {2, 3, 4, 3}},
+      {"lppool_2d_o11_defaults", "lpops_x2.f32", 4, sx2, {2, 3, 6, 6}},
+      {"lppool_2d_o18", "lpops_x2.f32", 4, sx2, {2, 3, 4, 4}},
+      {"lppool_1d", "lpops_x1.f32", 3, sx1, {2, 3, 5}},
+      {"lppool_3d", "lpops_x3.f32", 5, sx3, {1, 2, 4, 3, 3}},
+      {"globallppool_o1", "lpops_x2.f32", 4, sx2, {2, 3, 1, 1}},
+      {"globallppool_o2_p3", "lpops_x2.f32", 4, sx2, {2, 3, 1, 1}},
+      {"globallppool_3d", "lpops_x3.f32", 5, sx3, {1, 2, 1, 1, 1}},
+      {"lpnorm_default", "lpops_x2.f32", 4, sx2, {2, 3, 7, 8}},
+      {"lpnorm_axis1_p1", "lpops_x2.f32", 4, sx2, {2, 3, 7, 8}},
+      {"lpnorm_axis0_p2", "lpops_x2.f32", 4, sx2, {2, 3, 7, 8}},
+  };
+  const char *xname[] = {"X", "rois"};
+  int64_t n;
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    int64_t nx = 1;
+    for (int d = 0; d < cases[k].rank; d++) nx *= cases[k].xd[d];
+    float *x = load_raw(cases[k].x, (size_t)nx * 4);
+    dynq__tensor_t in = f32_tensor(x, cases[k].rank, cases[k].xd), y;
+    float *want = run_fixture(cases[k].base, xname, &in, 1, cases[k].rank, cases[k].od, &y, &n);
+    /* relative: the global pools' sums reach 1e2 */
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+      double w = want[i], d = fabs((double)((float *)y.data)[i] - w) / (fabs(w) > 1 ? fabs(w) : 1);
+      if (!(d <= worst)) worst = d;
+    }
+    printf("%s: max relative |d| %.2g against the float64 reference\n", cases[k].base, worst);
+    ck_assert_msg(worst <= 2.4e-7, "%s: max relative |d| %g", cases[k].base, worst);
+    dynq__tensor_clear(&y);
+    free(want);
+    free(x);
+  }
+
+  static const struct { const char *base; int64_t ph, pw; } rp[] = {
+      {"maxroipool_3x2", 3, 2}, {"maxroipool_2x2_s05", 2, 2}};
+  float *rx = load_raw("maxroipool_x.f32", 2 * 3 * 10 * 12 * 4);
+  float *rr = load_raw("maxroipool_rois.f32", 6 * 5 * 4);
+  dynq__tensor_t rin[2] = {f32_tensor(rx, 4, (int64_t[]){2, 3, 10, 12}),
+                           f32_tensor(rr, 2, (int64_t[]){6, 5})};
+  for (size_t k = 0; k < sizeof rp / sizeof rp[0]; k++) {
+    dynq__tensor_t y;
+    float *want = run_fixture(rp[k].base, xname, rin, 2, 4, (int64_t[]){6, 3, rp[k].ph, rp[k].pw},
+                              &y, &n);
+    ck_assert_msg(memcmp(y.data, want, (size_t)n * 4) == 0, "%s: not the reference's values",
+                  rp[k].base);
+    dynq__tensor_clear(&y);
+    free(want);
+  }
+  free(rx);
+  free(rr);
 }
 END_TEST
 
@@ -1124,6 +1207,22 @@ START_TEST(test_malformed_models) {
                            "'ra_ctm' (op RoiAlign): coordinate_transformation_mode "
                            "'tf_crop_and_resize' is not supported",
                            "'ra_ratio' (op RoiAlign): sampling_ratio -1 is not within [0, 4096]"}},
+      {"bad_lpops.onnx", {"'lp_p0' (op LpPool): p 0 is not within [1, 64]",
+                          "'lp_pneg' (op LpPool): p -2 is not within [1, 64]",
+                          "'lp_phuge' (op LpPool): p 1099511627776 is not within [1, 64]"}},
+      {"bad_lpops.onnx", {"'lp_k4d' (op LpPool): kernel_shape has 4 values",
+                          "'lp_nokernel' (op LpPool): kernel_shape has 0 values",
+                          "'lpn_p3' (op LpNormalization): p 3 is not 1 or 2"}},
+      {"bad_lpops.onnx", {"'glp_pfrac' (op GlobalLpPool): p 2.5 is not a whole number",
+                          "'glp_pnan' (op GlobalLpPool): p nan is not a whole number",
+                          "'glp_pstr' (op GlobalLpPool): attribute 'p' has the wrong type"}},
+      {"bad_lpops.onnx", {"'mrp_zero' (op MaxRoiPool): pooled_shape [0, 2]: each must be "
+                          "within [1, 65536]",
+                          "'mrp_neg' (op MaxRoiPool): pooled_shape [2, -7]",
+                          "'mrp_huge' (op MaxRoiPool): pooled_shape [1048576, 1]"}},
+      {"bad_lpops.onnx", {"'mrp_rank' (op MaxRoiPool): pooled_shape has 1 values (2 expected",
+                          "'mrp_missing' (op MaxRoiPool): attribute 'pooled_shape' is required",
+                          "'mrp_scale' (op MaxRoiPool): spatial_scale inf is not finite"}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
@@ -1872,6 +1971,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_nms_tail);
   tcase_add_test(tc, test_maxpool_indices);
   tcase_add_test(tc, test_sample_ops);
+  tcase_add_test(tc, test_lp_ops);
   tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);

@@ -1,6 +1,7 @@
 /* Normalizations: Softmax along one axis (opset 13 semantics) or over the
  * axes from one on (the opset < 13 form), LayerNormalization over the
- * trailing axes, BatchNormalization (inference form) per channel. */
+ * trailing axes, BatchNormalization (inference form) per channel,
+ * LpNormalization along one axis. */
 #include "ops.h"
 
 #include <errno.h>
@@ -111,6 +112,49 @@ int dynq__prep_softmax(const dynq__graph_t *g, const dynq__node_t *n, dynq__opst
   (void)g, (void)err, (void)errlen;
   st->softmax.axis = dynq__node_attr_i(n, "axis", -1);
   st->softmax.flatten = dynq__node_attr_i(n, "flatten", 0) != 0;
+  return 0;
+}
+
+/* ---- LpNormalization (opset 1): x / ||x||_p along "axis" (default -1),
+ * p 1 or 2 ----
+ *
+ * The norm is summed in double (no overflow or underflow for any float32
+ * row; ONNX Runtime sums in float, so its rows of values beyond ~1e19 or
+ * below ~1e-19 come out 0 where these are exact).  A zero norm gives 0,
+ * as ONNX Runtime does (the row is all zeros; x / 0 would be NaN); a NaN
+ * in the row makes the row NaN, an infinity makes it NaN where x is
+ * infinite and 0 elsewhere (x / inf).  Rows along the axis reuse
+ * Softmax's geometry (in place when the executor offers X). */
+int dynq__prep_lpnorm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                      char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  int64_t p = dynq__node_attr_i(n, "p", 2);
+  st->softmax.axis = dynq__node_attr_i(n, "axis", -1);
+  st->softmax.p = p == 1 || p == 2 ? (int)p : 0; /* 0: refused (check_lp, run) */
+  return 0;
+}
+
+int dynq__run_lpnorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const int p = c->st->softmax.p;
+  int64_t outer, len, inner;
+  if (p != 1 && p != 2) return dynq__op_fail(c, DYNQ_EGRAPH, "p is not 1 or 2");
+  int rc = dynq__softmax_geometry(c, in[0], out, &outer, &len, &inner);
+  if (rc) return rc;
+  const float *px = in[0]->data;
+  float *py = out->data;  /* may be px: each row's norm is taken before it is written */
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < inner; i++) {
+      const float *xs = px + o * len * inner + i;
+      float *ys = py + o * len * inner + i;
+      double s = 0;
+      for (int64_t k = 0; k < len; k++) {
+        double v = xs[k * inner];
+        s += p == 1 ? fabs(v) : v * v;
+      }
+      const double nrm = p == 1 ? s : sqrt(s);
+      for (int64_t k = 0; k < len; k++)
+        ys[k * inner] = nrm != 0 ? (float)(xs[k * inner] / nrm) : 0.0f;
+    }
   return 0;
 }
 /* ---- LayerNormalization (opset 17) and AddLayerNorm: over the axes [axis, rank) ----

@@ -45,12 +45,14 @@ enum {
   DYNQ_CONV_ACT_HARDSWISH, DYNQ_CONV_ACT_SIGMOID, DYNQ_CONV_ACT__COUNT
 };
 
-/* MaxPool and AveragePool, per spatial axis as Conv's (pool.c). */
+/* MaxPool, AveragePool and LpPool, per spatial axis as Conv's (pool.c);
+ * GlobalLpPool takes only p. */
 typedef struct dynq__pool_attrs {
   int spatial;           /* 1, 2 or 3 */
   int auto_pad;          /* DYNQ_PAD_* */
   int ceil_mode, count_include_pad;
   int storage_order;          /* MaxPool's Indices: 0 row-major, 1 column-major */
+  int p;                      /* LpPool, GlobalLpPool: the norm's order */
   int64_t kernel[3], strides[3], dilations[3], pad_begin[3], pad_end[3];
 } dynq__pool_attrs_t;
 
@@ -148,7 +150,8 @@ typedef union dynq__opstate {
   struct { int64_t body_nodes, n_carried; } loop;     /* Loop, LoopEnd */
   dynq__conv_attrs_t conv;
   dynq__rnn_attrs_t rnn;
-  struct { int64_t axis; int flatten; } softmax; /* flatten: opset < 13 form */
+  struct { int64_t axis; int flatten, p; } softmax; /* flatten: opset < 13 form; p:
+                                                    LpNormalization's order (norm.c) */
   struct { int64_t axis; float eps; } norm;      /* LayerNorm, BatchNorm */
   struct { float alpha, beta; } hard;            /* HardSigmoid */
   struct { float alpha; int int8; } smatmul;     /* StridedMatMul */
@@ -179,6 +182,7 @@ typedef union dynq__opstate {
     int64_t oh, ow, ratio;
     float scale;
   } roialign;
+  struct { int64_t ph, pw; float scale; } roipool; /* MaxRoiPool (sample.c) */
   struct {                                       /* DFT, STFT, the windows, MelWeightMatrix */
     int64_t axis;                                /* DFT */
     int inverse, onesided;                       /* DFT; STFT's onesided */
@@ -207,7 +211,8 @@ typedef struct dynq__layer_quant {
  * op quadratic, a huge batch) must not hold its thread for ever.  The
  * executor checks before every fourth node, and ops whose time can grow faster
  * than what they read and write (Einsum's plain sum, NonMaxSuppression,
- * attention, the recurrent ops' time steps, Det) also inside their loops,
+ * attention, the recurrent ops' time steps, Det, the windowed pools,
+ * GridSample, RoiAlign, MaxRoiPool) also inside their loops,
  * through dynq__op_poll.  Times are CLOCK_MONOTONIC nanoseconds (uv_hrtime's
  * clock), compared against the coarse clock (a tick's resolution, a few
  * nanoseconds a read).

@@ -223,6 +223,12 @@
   /* sample.c */                                                                           \
   X(GRID_SAMPLE, 159, "GridSample", 16, 0, 2, 2, 1, 1, gridsample, gridsample, gridsample)   \
   X(ROI_ALIGN, 160, "RoiAlign", 10, 0, 3, 3, 1, 1, roialign, roialign, roialign)          \
+  /* pool.c: the Lp pools (p in the pools' state); norm.c: LpNormalization */             \
+  X(LP_POOL, 161, "LpPool", 1, 0, 1, 1, 1, 1, pool, pool, lppool)                           \
+  X(GLOBAL_LP_POOL, 162, "GlobalLpPool", 1, 0, 1, 1, 1, 1, lp, pool, global_lppool)         \
+  X(LP_NORM, 163, "LpNormalization", 1, 0, 1, 1, 1, 1, lp, lpnorm, lpnorm)                  \
+  /* sample.c */                                                                           \
+  X(MAX_ROI_POOL, 164, "MaxRoiPool", 1, 0, 2, 2, 1, 1, roipool, roipool, roipool)          \
   /* control.c: Loop's body is a node range closed by LOOP_END (the executor jumps) */     \
   X(LOOP, 165, "Loop", 1, 0, 0, 64, 2, 16, loop, loop, loop)                                \
   X(LOOP_END, 166, "LoopEnd", 0, 0, 1, 64, 1, 16, loop_end, loop, loop_end)
@@ -301,6 +307,9 @@ const char *dynq__rnn_act_name(int act); /* "Tanh"; "?" out of range */
  * output side in [1, MAX_OUT]. */
 #define DYNQ_ROI_MAX_RATIO 4096
 #define DYNQ_ROI_MAX_OUT 65536
+/* LpPool's and GlobalLpPool's p (pool.c): within [1, DYNQ_LP_MAX_P]
+ * (LpNormalization's is 1 or 2, as ONNX defines it). */
+#define DYNQ_LP_MAX_P 64
 
 /* Keys' cubic convolution kernel at distance d (>= 0) with coefficient A
  * (Resize's cubic_coeff_a; GridSample's bicubic takes -0.75). */

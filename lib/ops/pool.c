@@ -1,6 +1,6 @@
 /*
- * Pooling: MaxPool and AveragePool over 1-D, 2-D and 3-D windows, and
- * the global forms that reduce every spatial axis to 1.  FP32 only
+ * Pooling: MaxPool, AveragePool and LpPool over 1-D, 2-D and 3-D windows,
+ * and the global forms that reduce every spatial axis to 1.  FP32 only
  * (pooling has no weights to quantize).
  *
  * Window attributes come from the importer per spatial axis ("<name>0",
@@ -20,6 +20,16 @@
  * (storage_order 1: d + D * (h + H * w)).  The first maximum of a window
  * wins, as in ONNX's reference; a window holding a NaN gives the NaN and
  * the first NaN's place.
+ *
+ * LpPool and GlobalLpPool (opsets 1 to 18): (sum of |x|^p over the
+ * window)^(1/p), p an integer in [1, DYNQ_LP_MAX_P] (opset 1's float p
+ * arrives as one: models/import_tf.c), summed in double: p = 2 cannot
+ * overflow for any float32 input (ONNX Runtime sums in float).  Padding
+ * counts as zeros (it adds nothing), a window of padding only gives 0.
+ *
+ * A window is visited only where it overlaps the input (a kernel of 65536
+ * over a padded axis of 2 reads 2 values, not 65536 checks), and the
+ * loops poll the run's stop every DYNQ_POOL_POLL window reads.
  */
 #include "ops.h"
 
@@ -50,6 +60,19 @@ int dynq__prep_pool(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate
   p->ceil_mode = dynq__node_attr_i(n, "ceil_mode", 0) != 0;
   p->count_include_pad = dynq__node_attr_i(n, "count_include_pad", 0) != 0;
   p->storage_order = (int)dynq__node_attr_i(n, "storage_order", 0);
+  int64_t lp = dynq__node_attr_i(n, "p", 2);
+  p->p = lp >= 1 && lp <= DYNQ_LP_MAX_P ? (int)lp : 0; /* 0: refused (check_lp, run) */
+  return 0;
+}
+
+/* LpPool's, GlobalLpPool's and LpNormalization's p. */
+int dynq__check_lp(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  int64_t p = dynq__node_attr_i(n, "p", 2);
+  if (n->op == DYNQ_OP_LP_NORM)
+    DYNQ_OP_CHECK(p == 1 || p == 2, "p %lld: 1 or 2 expected", (long long)p);
+  DYNQ_OP_CHECK(p >= 1 && p <= DYNQ_LP_MAX_P, "p %lld is not within [1, %d]", (long long)p,
+                DYNQ_LP_MAX_P);
   return 0;
 }
 
@@ -63,6 +86,10 @@ int dynq__check_pool(const dynq__graph_t *g, const dynq__node_t *n, char *err, s
   DYNQ_OP_CHECK(p->auto_pad != DYNQ_PAD_BAD, "unknown auto_pad value");
   DYNQ_OP_CHECK(p->storage_order == 0 || p->storage_order == 1, "storage_order %d (0 or 1)",
                 p->storage_order);
+  if (n->op == DYNQ_OP_LP_POOL) {
+    int rc = dynq__check_lp(g, n, err, errlen);
+    if (rc) return rc;
+  }
   for (int ax = 0; ax < p->spatial; ax++) {
     DYNQ_OP_CHECK(p->kernel[ax] >= 1 && p->kernel[ax] <= 65536,
                   "kernel_shape %lld on axis %d outside [1, 65536]", (long long)p->kernel[ax], ax);
@@ -144,45 +171,84 @@ static int64_t padded_span(const pgeom_t *g, int a, int64_t o) {
   return (end < lim ? end : lim) - o;
 }
 
-/* The windows of every plane; mode 0 average, 1 max, 2 max with its
- * index into pi.  Inlined per mode (a constant): the index bookkeeping
- * costs nothing where no Indices output is wanted. */
-static inline __attribute__((always_inline)) void pool_planes(const pgeom_t *gp, const float *px,
-                                                             float *py, int64_t *pi,
-                                                             const int mode, int colmajor,
-                                                             int incl) {
+/* What a window computes (pool_planes' mode). */
+enum { POOL_AVG, POOL_MAX, POOL_MAX_IDX, POOL_LP };
+
+/* Window reads (plus one per output) between polls of the run's stop. */
+#define DYNQ_POOL_POLL 65536
+
+/* The taps e in [*lo, *hi) of a window starting at o (kernel k, dilation
+ * d) that fall within an axis of n; none when *lo >= *hi. */
+static void window_taps(int64_t o, int64_t k, int64_t d, int64_t n, int64_t *lo, int64_t *hi) {
+  int64_t first = o >= 0 ? 0 : (-o + d - 1) / d, end = o > n - 1 ? 0 : (n - 1 - o) / d + 1;
+  *lo = first;
+  *hi = end < k ? end : k;
+}
+
+/* a^p for a >= 0 (or NaN) and p >= 1, by squaring. */
+static inline double lp_pow(double a, int p) {
+  if (p == 1) return a;
+  if (p == 2) return a * a;
+  double r = 1;
+  for (;;) {
+    if (p & 1) r *= a;
+    p >>= 1;
+    if (p == 0) return r;
+    a *= a;
+  }
+}
+
+/* s^(1/p) as float32. */
+static inline float lp_root(double s, int p) {
+  return (float)(p == 1 ? s : p == 2 ? sqrt(s) : pow(s, 1.0 / p));
+}
+
+/* The windows of every plane (mode POOL_*; POOL_MAX_IDX: with the index
+ * into pi; POOL_LP: of order lp).  Inlined per mode (a constant): the
+ * index bookkeeping costs nothing where no Indices output is wanted.  0,
+ * or the code the run stopped with. */
+static inline __attribute__((always_inline)) int pool_planes(dynq__op_ctx_t *c,
+                                                            const pgeom_t *gp, const float *px,
+                                                            float *py, int64_t *pi,
+                                                            const int mode, int colmajor,
+                                                            int incl, int lp) {
   const pgeom_t g = *gp;
   const int64_t iplane = g.in[0] * g.in[1] * g.in[2], oplane = g.out[0] * g.out[1] * g.out[2];
+  int64_t work = 0;
+  int rc;
   for (int64_t p = 0; p < g.nc; p++) {
     const float *xs = px + p * iplane;
     float *ys = py + p * oplane;
     for (int64_t oz = 0; oz < g.out[0]; oz++) {
-      int64_t z0 = oz * g.s[0] - g.pb[0];
+      int64_t z0 = oz * g.s[0] - g.pb[0], e0, e1;
+      window_taps(z0, g.k[0], g.d[0], g.in[0], &e0, &e1);
       for (int64_t oy = 0; oy < g.out[1]; oy++) {
-        int64_t y0 = oy * g.s[1] - g.pb[1];
+        int64_t y0 = oy * g.s[1] - g.pb[1], a0, a1;
+        window_taps(y0, g.k[1], g.d[1], g.in[1], &a0, &a1);
         for (int64_t ox = 0; ox < g.out[2]; ox++) {
-          int64_t x0 = ox * g.s[2] - g.pb[2];
+          int64_t x0 = ox * g.s[2] - g.pb[2], b0, b1;
+          window_taps(x0, g.k[2], g.d[2], g.in[2], &b0, &b1);
           float mx = -INFINITY, sum = 0.0f;
+          double lsum = 0;
           int64_t cnt = 0, at = -1;
-          for (int64_t e = 0; e < g.k[0]; e++) {
+          for (int64_t e = e0; e < e1; e++) {
             int64_t z = z0 + e * g.d[0];
-            if (z < 0 || z >= g.in[0]) continue;
-            for (int64_t a = 0; a < g.k[1]; a++) {
+            for (int64_t a = a0; a < a1; a++) {
               int64_t y = y0 + a * g.d[1];
-              if (y < 0 || y >= g.in[1]) continue;
               const float *row = xs + (z * g.in[1] + y) * g.in[2];
-              for (int64_t b = 0; b < g.k[2]; b++) {
+              for (int64_t b = b0; b < b1; b++) {
                 int64_t xx = x0 + b * g.d[2];
-                if (xx < 0 || xx >= g.in[2]) continue;
                 float v = row[xx];
-                if (mode == 1) {
+                if (mode == POOL_MAX) {
                   if (v > mx || v != v) mx = v; /* NaN propagates */
-                } else if (mode == 2) {
+                } else if (mode == POOL_MAX_IDX) {
                   /* the first maximum; a NaN propagates (the first one) */
                   if (cnt == 0 || v > mx || (v != v && mx == mx)) {
                     mx = v;
                     at = colmajor ? z + g.in[0] * (y + g.in[1] * xx) : (z * g.in[1] + y) * g.in[2] + xx;
                   }
+                } else if (mode == POOL_LP) {
+                  lsum += lp_pow(fabs((double)v), lp);
                 } else {
                   sum += v;
                 }
@@ -191,56 +257,80 @@ static inline __attribute__((always_inline)) void pool_planes(const pgeom_t *gp,
             }
           }
           float *yo = ys + (oz * g.out[1] + oy) * g.out[2] + ox;
-          if (mode != 0) {
+          if (mode == POOL_MAX || mode == POOL_MAX_IDX) {
             *yo = mx;
             /* a window of padding only (cnt 0) points nowhere: -1 */
-            if (mode == 2) pi[yo - py] = at >= 0 ? p * iplane + at : -1;
+            if (mode == POOL_MAX_IDX) pi[yo - py] = at >= 0 ? p * iplane + at : -1;
+          } else if (mode == POOL_LP) {
+            *yo = lp_root(lsum, lp);
           } else {
             int64_t div = cnt;
             if (incl) /* the window clipped to the padded input */
               div = padded_span(&g, 0, z0) * padded_span(&g, 1, y0) * padded_span(&g, 2, x0);
             *yo = div > 0 ? sum / (float)div : 0.0f;
           }
+          if ((work += cnt + 1) >= DYNQ_POOL_POLL) {
+            work = 0;
+            if ((rc = dynq__op_poll(c)) != 0) return rc;
+          }
         }
       }
     }
   }
-}
-
-static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
-                    int is_max) {
-  const dynq__tensor_t *x = in[0];
-  pgeom_t g;
-  int64_t od[5];
-  int rc;
-  if ((rc = pool_geom(c, x, &g, od))) return rc;
-  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, od, 0))) return rc;
-  const int colmajor = c->st->pool.storage_order == 1, incl = c->st->pool.count_include_pad;
-  if (is_max && c->node->n_out > 1) {
-    if ((rc = dynq__op_alloc(c, &out[1], DYNQ_DT_I64, x->rank, od, 0))) return rc;
-    pool_planes(&g, x->data, out->data, out[1].data, 2, colmajor, incl);
-  } else if (is_max) {
-    pool_planes(&g, x->data, out->data, NULL, 1, colmajor, incl);
-  } else {
-    pool_planes(&g, x->data, out->data, NULL, 0, colmajor, incl);
-  }
   return 0;
 }
 
+static int run_pool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
+                    int mode) {
+  const dynq__tensor_t *x = in[0];
+  const dynq__pool_attrs_t *pa = &c->st->pool;
+  pgeom_t g;
+  int64_t od[5];
+  int rc;
+  if (mode == POOL_LP && pa->p < 1) return dynq__op_fail(c, DYNQ_EGRAPH, "p outside [1, %d]",
+                                                        DYNQ_LP_MAX_P);
+  if ((rc = pool_geom(c, x, &g, od))) return rc;
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, od, 0))) return rc;
+  const int colmajor = pa->storage_order == 1, incl = pa->count_include_pad;
+  if (mode == POOL_MAX && c->node->n_out > 1) {
+    if ((rc = dynq__op_alloc(c, &out[1], DYNQ_DT_I64, x->rank, od, 0)) == 0)
+      rc = pool_planes(c, &g, x->data, out->data, out[1].data, POOL_MAX_IDX, colmajor, incl, 0);
+  } else if (mode == POOL_MAX) {
+    rc = pool_planes(c, &g, x->data, out->data, NULL, POOL_MAX, colmajor, incl, 0);
+  } else if (mode == POOL_LP) {
+    rc = pool_planes(c, &g, x->data, out->data, NULL, POOL_LP, colmajor, incl, pa->p);
+  } else {
+    rc = pool_planes(c, &g, x->data, out->data, NULL, POOL_AVG, colmajor, incl, 0);
+  }
+  if (rc != 0) { /* a failed op leaves no output */
+    dynq__tensor_clear(&out[0]);
+    if (mode == POOL_MAX && c->node->n_out > 1) dynq__tensor_clear(&out[1]);
+  }
+  return rc;
+}
+
 int dynq__run_maxpool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  return run_pool(c, in, out, 1);
+  return run_pool(c, in, out, POOL_MAX);
 }
 
 int dynq__run_avgpool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  return run_pool(c, in, out, 0);
+  return run_pool(c, in, out, POOL_AVG);
 }
 
-/* GlobalAveragePool / GlobalMaxPool: [N, C, d...] -> [N, C, 1...]. */
+int dynq__run_lppool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  return run_pool(c, in, out, POOL_LP);
+}
+
+/* GlobalAveragePool / GlobalMaxPool / GlobalLpPool (mode POOL_AVG,
+ * POOL_MAX, POOL_LP): [N, C, d...] -> [N, C, 1...]. */
 static int run_global(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out,
-                      int is_max) {
+                      int mode) {
   const dynq__tensor_t *x = in[0];
+  const int lp = c->st->pool.p;
   int rc;
   char s[128];
+  if (mode == POOL_LP && lp < 1)
+    return dynq__op_fail(c, DYNQ_EGRAPH, "p outside [1, %d]", DYNQ_LP_MAX_P);
   if ((rc = dynq__op_need_f32(c, x, 0))) return rc;
   if (x->rank < 3)
     return dynq__op_fail(c, DYNQ_ESHAPE, "X has shape %s, expected (N, C, spatial...)",
@@ -255,7 +345,11 @@ static int run_global(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
   float *py = out->data;
   for (int64_t p = 0; p < nc; p++) {
     const float *r = px + p * sp;
-    if (is_max) {
+    if (mode == POOL_LP) {
+      double t = 0;
+      for (int64_t i = 0; i < sp; i++) t += lp_pow(fabs((double)r[i]), lp);
+      py[p] = lp_root(t, lp);
+    } else if (mode == POOL_MAX) {
       float m = sp > 0 ? r[0] : -INFINITY;
       for (int64_t i = 1; i < sp; i++)
         if (r[i] > m || r[i] != r[i]) m = r[i];
@@ -277,10 +371,15 @@ static int run_global(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
 
 int dynq__run_global_avgpool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                              dynq__tensor_t *out) {
-  return run_global(c, in, out, 0);
+  return run_global(c, in, out, POOL_AVG);
 }
 
 int dynq__run_global_maxpool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                              dynq__tensor_t *out) {
-  return run_global(c, in, out, 1);
+  return run_global(c, in, out, POOL_MAX);
+}
+
+int dynq__run_global_lppool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                            dynq__tensor_t *out) {
+  return run_global(c, in, out, POOL_LP);
 }

@@ -1,8 +1,8 @@
 /*
  * Sampling at computed positions: GridSample (a spatial transformer's
- * resampling, optical flow's warp) and RoiAlign (the second stage of a
- * two-stage detector).  Both read a float32 [N, C, H, W] image at
- * fractional pixel positions, which the request's data decide: every
+ * resampling, optical flow's warp), RoiAlign and MaxRoiPool (the second
+ * stage of a two-stage detector).  They read a float32 [N, C, H, W] image
+ * at pixel positions which the request's data decide: every
  * coordinate is computed in double and clipped or bounds-checked before it
  * becomes an index, whatever the values (NaN, 1e30).
  *
@@ -22,6 +22,20 @@
  * takes ONNX Runtime's maximum of the weighted corners of) a grid of
  * sampling_ratio^2 bilinear samples (0: ceil(ROI size / bins) per axis).
  * Samples more than a pixel outside the image count as 0.
+ *
+ * MaxRoiPool (opset 1; Fast R-CNN's RoI pooling, Caffe's and ONNX
+ * Runtime's definition): rois [R, 5] (batch index, x1, y1, x2, y2); each
+ * corner times spatial_scale is rounded (half away from zero), the ROI is
+ * (y2 - y1 + 1) x (x2 - x1 + 1) pixels (at least 1 x 1), bin ph covers
+ * rows [floor(ph * bin_h), ceil((ph + 1) * bin_h)) from y1 (bin_h = ROI
+ * height / pooled height), clipped to the image, and takes their maximum;
+ * an empty bin gives 0.  The rounding and the bin arithmetic are float32,
+ * ONNX Runtime's (a boundary like 7 / 3 * 3 must round as it does); the
+ * results become indices only after clipping in double, so NaN and 1e30
+ * corners clip (a NaN corner empties its bins: 0).  A NaN in a bin gives
+ * NaN (as MaxPool), not ONNX Runtime's order-dependent result; a bin of
+ * -inf gives -inf (ONNX Runtime's starts from -FLT_MAX).  A batch index
+ * that is not a whole number within [0, N) is refused (EDATA).
  */
 #include "ops.h"
 
@@ -406,4 +420,118 @@ stopped:
   free(acc);
   dynq__tensor_clear(out);  /* a failed op leaves no output */
   return rc;
+}
+
+/* ---- MaxRoiPool ---- */
+
+int dynq__prep_roipool(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                       char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->roipool.ph = dynq__node_attr_i(n, "pooled_h", 0);
+  st->roipool.pw = dynq__node_attr_i(n, "pooled_w", 0);
+  st->roipool.scale = dynq__node_attr_f(n, "spatial_scale", 1.0f);
+  return 0;
+}
+
+int dynq__check_roipool(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                        size_t errlen) {
+  (void)g;
+  int64_t ph = dynq__node_attr_i(n, "pooled_h", 0), pw = dynq__node_attr_i(n, "pooled_w", 0);
+  float s = dynq__node_attr_f(n, "spatial_scale", 1.0f);
+  DYNQ_OP_CHECK(ph >= 1 && pw >= 1 && ph <= DYNQ_ROI_MAX_OUT && pw <= DYNQ_ROI_MAX_OUT,
+                "pooled_shape [%lld, %lld]: each within [1, %d]", (long long)ph, (long long)pw,
+                DYNQ_ROI_MAX_OUT);
+  DYNQ_OP_CHECK(isfinite(s), "spatial_scale %g is not finite", (double)s);
+  return 0;
+}
+
+/* v (NaN: lo) clipped to [lo, hi], as an index. */
+static int64_t roi_clip(double v, int64_t lo, int64_t hi) {
+  return v > (double)lo ? (v < (double)hi ? (int64_t)v : hi) : lo;
+}
+
+/* The bins of one ROI along an axis of n pixels: [lo[k], hi[k]) for k <
+ * bins, from the ROI's rounded start and end (float32, as ONNX Runtime). */
+static void roipool_bins(float start, float end, int64_t bins, int64_t n, int64_t *lo,
+                         int64_t *hi) {
+  double size = (double)end - (double)start + 1;
+  float bin = (float)(size > 1 ? size : 1) / (float)bins;  /* NaN: 1 */
+  for (int64_t k = 0; k < bins; k++) {
+    lo[k] = roi_clip((double)floorf((float)k * bin) + start, 0, n);
+    hi[k] = roi_clip((double)ceilf((float)(k + 1) * bin) + start, 0, n);
+  }
+}
+
+/* The maximum of rows [y0, y1) x columns [x0, x1) of plane p (w wide); 0
+ * when empty, NaN when any is. */
+static float roipool_max(const float *p, int64_t w, int64_t y0, int64_t y1, int64_t x0,
+                         int64_t x1) {
+  if (y1 <= y0 || x1 <= x0) return 0;
+  float m = -INFINITY;
+  for (int64_t y = y0; y < y1; y++)
+    for (int64_t x = x0; x < x1; x++) {
+      float v = p[y * w + x];
+      if (v > m || v != v) m = v;
+      if (m != m) return m;
+    }
+  return m;
+}
+
+int dynq__run_roipool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *rois = in[1];
+  int rc;
+  char b1[96], b2[96];
+  if ((rc = dynq__op_need_present(c, x, 0)) || (rc = dynq__op_need_present(c, rois, 1)))
+    return rc;
+  if (x->dtype != DYNQ_DT_F32 || rois->dtype != DYNQ_DT_F32)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "X and rois must be float32, are %s and %s",
+                         dynq__dtype_name(x->dtype), dynq__dtype_name(rois->dtype));
+  if (x->rank != 4 || rois->rank != 2 || rois->dims[1] != 5)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "X %s and rois %s: [N, C, H, W] and [R, 5] expected",
+                         dynq__shape_str(b1, sizeof b1, x->rank, x->dims),
+                         dynq__shape_str(b2, sizeof b2, rois->rank, rois->dims));
+  const int64_t ph = c->st->roipool.ph, pw = c->st->roipool.pw;
+  if (ph < 1 || pw < 1 || ph > DYNQ_ROI_MAX_OUT || pw > DYNQ_ROI_MAX_OUT)
+    return dynq__op_fail(c, DYNQ_EGRAPH, "pooled_shape [%lld, %lld]: each within [1, %d]",
+                         (long long)ph, (long long)pw, DYNQ_ROI_MAX_OUT);
+  const int64_t nb = x->dims[0], nc = x->dims[1], h = x->dims[2], w = x->dims[3];
+  const int64_t nr = rois->dims[0];
+  const float *pr = rois->data, scale = c->st->roipool.scale;
+  for (int64_t r = 0; r < nr; r++) {
+    double b = pr[r * 5];
+    if (!(b >= 0 && b < (double)nb && b == floor(b))) /* NaN too */
+      return dynq__op_fail(c, DYNQ_EDATA, "rois[%lld, 0] (the batch index) is %g: a whole "
+                           "number within [0, %lld) expected", (long long)r, b, (long long)nb);
+  }
+  const int64_t dims[4] = {nr, nc, ph, pw};
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, 4, dims, 0))) return rc;
+  int64_t *bins = malloc((size_t)(2 * (ph + pw)) * sizeof(int64_t));
+  if (bins == NULL) {
+    dynq__tensor_clear(out);
+    return dynq__op_fail(c, -ENOMEM, "out of memory");
+  }
+  int64_t *hlo = bins, *hhi = bins + ph, *wlo = bins + 2 * ph, *whi = bins + 2 * ph + pw;
+  const int64_t plane = h * w, oplane = ph * pw;
+  float *py = out->data;
+  for (int64_t r = 0; r < nr; r++) {
+    const float *roi = pr + r * 5;
+    const float *img = (const float *)x->data + (int64_t)roi[0] * nc * plane;
+    roipool_bins(roundf(roi[2] * scale), roundf(roi[4] * scale), ph, h, hlo, hhi);
+    roipool_bins(roundf(roi[1] * scale), roundf(roi[3] * scale), pw, w, wlo, whi);
+    for (int64_t ch = 0; ch < nc; ch++) {
+      float *yo = py + (r * nc + ch) * oplane;
+      /* a row of bins reads at most H x (W + pw) values: polled per row */
+      for (int64_t i = 0; i < ph; i++) {
+        for (int64_t j = 0; j < pw; j++)
+          yo[i * pw + j] = roipool_max(img + ch * plane, w, hlo[i], hhi[i], wlo[j], whi[j]);
+        if ((rc = dynq__op_poll(c)) != 0) {
+          free(bins);
+          dynq__tensor_clear(out);  /* a failed op leaves no output */
+          return rc;
+        }
+      }
+    }
+  }
+  free(bins);
+  return 0;
 }
