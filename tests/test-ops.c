@@ -47,6 +47,8 @@ static void expect(const dynq__tensor_t *t, int rank, const int64_t *dims,
                   (long long)i, ((float *)t->data)[i], want[i]);
 }
 
+#define AI(nm, v) {.name = nm, .type = DYNQ_ATTR_INT, .i = (v)}
+
 START_TEST(add_broadcast) {
   float a[6] = {1, 2, 3, 4, 5, 6}, b[3] = {10, 20, 30}, c1[2] = {100, 200};
   int64_t da[2] = {2, 3}, db[1] = {3}, dc[2] = {2, 1};
@@ -269,6 +271,79 @@ START_TEST(batchnorm_channels) {
   ck_assert_int_eq(run(DYNQ_OP_BATCHNORM, &eps, 1, in, &o), DYNQ_ESHAPE);
   ck_assert_ptr_nonnull(strstr(err, "node 't' (BatchNormalization)"));
   ck_assert_ptr_nonnull(strstr(err, "2 channels"));
+}
+END_TEST
+
+/* MaxPool and AveragePool's whole rows (pool.c runs the windows that lie
+ * wholly in the input tap by tap across a row) against a window-by-window
+ * reference that does the same operations in the same order: the same
+ * bits, NaNs included, over strides, dilations, pads, ceil_mode and both
+ * count_include_pad settings. */
+START_TEST(pool_rows_bit_exact) {
+  enum { C = 2, H = 9, W = 23 };
+  static float x[C * H * W];
+  uint32_t r = 12345;
+  for (int i = 0; i < C * H * W; i++) {
+    r = r * 1664525u + 1013904223u;
+    x[i] = (float)((int32_t)(r >> 8) % 2001) / 1000.0f;
+    if (r % 97 == 0) x[i] = NAN;
+  }
+  int64_t d[4] = {1, C, H, W};
+  dynq__tensor_t X = tf(4, d, x), o;
+  const dynq__tensor_t *in[1] = {&X};
+  static const int64_t ks[][2] = {{3, 3}, {2, 5}, {1, 7}, {3, 1}};
+  int cases = 0;
+  for (size_t ki = 0; ki < sizeof(ks) / sizeof(ks[0]); ki++)
+    for (int s = 1; s <= 3; s++)
+      for (int dl = 1; dl <= 2; dl++)
+        for (int pad = 0; pad <= 2; pad++)
+          for (int cm = 0; cm <= 1; cm++)
+            for (int op = 0; op < 3; op++) {  /* max, avg, avg counting pads */
+              int64_t k1 = ks[ki][1], k0 = ks[ki][0];
+              if (pad >= k1 || pad >= k0) continue;  /* ONNX: pads below the kernel */
+              dynq__attr_t at[] = {AI("spatial", 2), AI("kernel_shape0", k0),
+                                   AI("kernel_shape1", k1), AI("strides0", s), AI("strides1", s),
+                                   AI("dilations0", op ? 1 : dl), AI("dilations1", op ? 1 : dl),
+                                   AI("pad_begin0", pad), AI("pad_begin1", pad),
+                                   AI("pad_end0", pad), AI("pad_end1", pad), AI("ceil_mode", cm),
+                                   AI("count_include_pad", op == 2)};
+              int rc = run(op ? DYNQ_OP_AVERAGEPOOL : DYNQ_OP_MAXPOOL, at, 13, in, &o);
+              ck_assert_msg(rc == 0, "%s", err);
+              int64_t oh = o.dims[2], ow = o.dims[3], dd = op ? 1 : dl;
+              for (int64_t c = 0; c < C; c++)
+                for (int64_t oy = 0; oy < oh; oy++)
+                  for (int64_t ox = 0; ox < ow; ox++) {
+                    int64_t y0 = oy * s - pad, x0 = ox * s - pad, cnt = 0;
+                    float mx = -INFINITY, sum = 0.0f;
+                    for (int64_t a = 0; a < k0; a++)
+                      for (int64_t b = 0; b < k1; b++) {
+                        int64_t y = y0 + a * dd, xx = x0 + b * dd;
+                        if (y < 0 || y >= H || xx < 0 || xx >= W) continue;
+                        float v = x[(c * H + y) * W + xx];
+                        if (v > mx || v != v) mx = v;
+                        sum += v;
+                        cnt++;
+                      }
+                    float want = mx;
+                    if (op) {
+                      int64_t div = cnt;
+                      if (op == 2) {  /* the window clipped to the padded input */
+                        int64_t ey = y0 + k0 < H + pad ? y0 + k0 : H + pad;
+                        int64_t ex = x0 + k1 < W + pad ? x0 + k1 : W + pad;
+                        div = (ey - y0) * (ex - x0);
+                      }
+                      want = div > 0 ? sum / (float)div : 0.0f;
+                    }
+                    float got = ((float *)o.data)[(c * oh + oy) * ow + ox];
+                    ck_assert_msg(memcmp(&got, &want, 4) == 0,
+                                  "op %d k %lldx%lld s %d d %d pad %d ceil %d: [%lld,%lld,%lld] "
+                                  "%.9g, want %.9g", op, (long long)k0, (long long)k1, s, dl,
+                                  pad, cm, (long long)c, (long long)oy, (long long)ox, got, want);
+                  }
+              dynq__tensor_clear(&o);
+              cases++;
+            }
+  ck_assert_int_gt(cases, 100);
 }
 END_TEST
 
@@ -1028,7 +1103,6 @@ static int run_k(int op, const dynq__attr_t *attrs, int n_attr, int n_in, int n_
   return dynq__op_run1(NULL, &c, in, out);
 }
 
-#define AI(nm, v) {.name = nm, .type = DYNQ_ATTR_INT, .i = (v)}
 #define AS(nm, v) {.name = nm, .type = DYNQ_ATTR_STRING, .s = (v)}
 
 static float frand(uint32_t *st) {
@@ -2771,6 +2845,7 @@ int main(void) {
   tcase_add_test(tc, add_layernorm_fused);
   tcase_add_test(tc, batchnorm_channels);
   tcase_add_test(tc, pools);
+  tcase_add_test(tc, pool_rows_bit_exact);
   tcase_add_test(tc, hard_activations);
   tcase_add_test(tc, softmax_flatten);
   tcase_add_test(tc, qgather_rows);

@@ -29,7 +29,11 @@
  *
  * A window is visited only where it overlaps the input (a kernel of 65536
  * over a padded axis of 2 reads 2 values, not 65536 checks), and the
- * loops poll the run's stop every DYNQ_POOL_POLL window reads.
+ * loops poll the run's stop every DYNQ_POOL_POLL window reads.  MaxPool
+ * (without Indices) and AveragePool run the windows that lie wholly in
+ * the input along the last axis tap by tap over a whole output row
+ * (tap_max, tap_sum: vectorized across outputs, the same operations in
+ * the same order, so the same bits); the edges window by window.
  */
 #include "ops.h"
 
@@ -38,6 +42,7 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/clones.h"
 
 int dynq__prep_pool(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
                     char *err, size_t errlen) {
@@ -203,6 +208,43 @@ static inline float lp_root(double s, int p) {
   return (float)(p == 1 ? s : p == 2 ? sqrt(s) : pow(s, 1.0 / p));
 }
 
+/* One tap of every window of an output row's interior: y[i] takes
+ * x[i * s] (the tap's input for output i) into its max or its sum.  Run
+ * tap by tap in the windows' order, this is what the per-window loop
+ * computes, in the same order: the same bits, with the outputs side by
+ * side in vectors (built per ISA and picked at load). */
+#define POOL_ROW DYNQ_CLONES DYNQ_VEC_OPT
+POOL_ROW static void tap_max(float *y, const float *x, int64_t n, int64_t s) {
+  if (s == 1) {
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] > y[i] || x[i] != x[i] ? x[i] : y[i];
+  } else if (s == 2) {
+    for (int64_t i = 0; i < n; i++)
+      y[i] = x[2 * i] > y[i] || x[2 * i] != x[2 * i] ? x[2 * i] : y[i];
+  } else {
+    for (int64_t i = 0; i < n; i++)
+      y[i] = x[i * s] > y[i] || x[i * s] != x[i * s] ? x[i * s] : y[i];
+  }
+}
+
+POOL_ROW static void tap_sum(float *y, const float *x, int64_t n, int64_t s) {
+  if (s == 1) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+  } else if (s == 2) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[2 * i];
+  } else {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i * s];
+  }
+}
+
+/* The outputs [*lo, *hi) along the last axis whose windows lie wholly in
+ * the input (none when *lo >= *hi). */
+static void interior(const pgeom_t *g, int64_t *lo, int64_t *hi) {
+  int64_t last = g->in[2] - 1 - (g->k[2] - 1) * g->d[2] + g->pb[2];
+  *lo = (g->pb[2] + g->s[2] - 1) / g->s[2];
+  *hi = last >= 0 ? last / g->s[2] + 1 : 0;
+  if (*hi > g->out[2]) *hi = g->out[2];
+}
+
 /* The windows of every plane (mode POOL_*; POOL_MAX_IDX: with the index
  * into pi; POOL_LP: of order lp).  Inlined per mode (a constant): the
  * index bookkeeping costs nothing where no Indices output is wanted.  0,
@@ -225,7 +267,38 @@ static inline __attribute__((always_inline)) int pool_planes(dynq__op_ctx_t *c,
       for (int64_t oy = 0; oy < g.out[1]; oy++) {
         int64_t y0 = oy * g.s[1] - g.pb[1], a0, a1;
         window_taps(y0, g.k[1], g.d[1], g.in[1], &a0, &a1);
+        int64_t lo = 0, hi = 0;
+        if (mode == POOL_MAX || mode == POOL_AVG) interior(&g, &lo, &hi);
         for (int64_t ox = 0; ox < g.out[2]; ox++) {
+          if (ox == lo && hi > lo) {  /* the interior, tap by tap */
+            float *yr = ys + (oz * g.out[1] + oy) * g.out[2];
+            int64_t n = hi - lo, cnt = (e1 - e0) * (a1 - a0) * g.k[2];
+            for (int64_t i = lo; i < hi; i++) yr[i] = mode == POOL_MAX ? -INFINITY : 0.0f;
+            for (int64_t e = e0; e < e1; e++)
+              for (int64_t a = a0; a < a1; a++) {
+                const float *row = xs + ((z0 + e * g.d[0]) * g.in[1] + y0 + a * g.d[1]) * g.in[2];
+                for (int64_t b = 0; b < g.k[2]; b++) {
+                  const float *src = row + lo * g.s[2] - g.pb[2] + b * g.d[2];
+                  if (mode == POOL_MAX)
+                    tap_max(yr + lo, src, n, g.s[2]);
+                  else
+                    tap_sum(yr + lo, src, n, g.s[2]);
+                }
+              }
+            for (int64_t i = lo; mode == POOL_AVG && i < hi; i++) {
+              int64_t div = cnt;
+              if (incl)
+                div = padded_span(&g, 0, z0) * padded_span(&g, 1, y0) *
+                      padded_span(&g, 2, i * g.s[2] - g.pb[2]);
+              yr[i] = div > 0 ? yr[i] / (float)div : 0.0f;
+            }
+            if ((work += n * (cnt + 1)) >= DYNQ_POOL_POLL) {
+              work = 0;
+              if ((rc = dynq__op_poll(c)) != 0) return rc;
+            }
+            ox = hi - 1;
+            continue;
+          }
           int64_t x0 = ox * g.s[2] - g.pb[2], b0, b1;
           window_taps(x0, g.k[2], g.d[2], g.in[2], &b0, &b1);
           float mx = -INFINITY, sum = 0.0f;
