@@ -347,6 +347,7 @@ START_TEST(pool_rows_bit_exact) {
 }
 END_TEST
 
+
 /* Pools: values, the window larger than the padded input refused by
  * name, the global forms' rank check. */
 START_TEST(pools) {
@@ -2831,6 +2832,120 @@ START_TEST(lp_ops) {
 }
 END_TEST
 
+/* Transpose (rows copied or gathered after merging axes) against a naive
+ * per-element index for every permutation of rank 1 to 4 over shapes with
+ * axes of 1, and three element sizes; and the reductions' fast paths
+ * (reduced axes in one block) against float64 references, with the
+ * generic path (axes apart) and NaNs for ReduceMax / ReduceMin. */
+START_TEST(transpose_and_reduce_paths) {
+  static const int64_t shapes[][4] = {{3, 1, 4, 5}, {2, 3, 1, 7}, {1, 6, 2, 3}, {4, 5, 3, 2}};
+  static const dynq_dtype_t dts[] = {DYNQ_DT_F32, DYNQ_DT_I64, DYNQ_DT_U8};
+  for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+    for (int rank = 1; rank <= 4; rank++)
+      for (size_t ti = 0; ti < 3; ti++) {
+        dynq__tensor_t X;
+        ck_assert_int_eq(dynq__tensor_alloc(&X, dts[ti], rank, shapes[si]), 0);
+        size_t es = dynq__dtype_size(dts[ti]);
+        int64_t n = dynq__tensor_numel(&X);
+        for (int64_t i = 0; i < n; i++) dynq__store_i(X.data, dts[ti], i, (i * 7 + 3) % 251);
+        int64_t perm[4] = {0, 1, 2, 3};
+        for (int k = 0; k < 24; k++) {  /* the permutations of rank axes, by next_permutation */
+          dynq__tensor_t P = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {rank}, .data = perm}, o;
+          const dynq__tensor_t *in[2] = {&X, &P};
+          ck_assert_int_eq(run(DYNQ_OP_TRANSPOSE, NULL, 0, in, &o), 0);
+          int64_t idx[4] = {0};
+          for (int64_t i = 0; i < n; i++) {  /* out index i -> idx -> source offset */
+            int64_t src = 0;
+            for (int d = rank - 1; d >= 0; d--) {
+              int64_t st = 1;
+              for (int q = perm[d] + 1; q < rank; q++) st *= shapes[si][q];
+              src += idx[d] * st;
+            }
+            ck_assert_msg(memcmp((char *)o.data + i * es, (char *)X.data + src * es, es) == 0,
+                          "shape %zu rank %d perm %lld%lld%lld%lld dtype %zu: element %lld",
+                          si, rank, (long long)perm[0], (long long)perm[1], (long long)perm[2],
+                          (long long)perm[3], ti, (long long)i);
+            for (int d = rank - 1; d >= 0; d--) {
+              if (++idx[d] < o.dims[d]) break;
+              idx[d] = 0;
+            }
+          }
+          dynq__tensor_clear(&o);
+          /* next permutation of perm[0..rank) */
+          int a = rank - 2;
+          while (a >= 0 && perm[a] > perm[a + 1]) a--;
+          if (a < 0) break;
+          int b = rank - 1;
+          while (perm[b] < perm[a]) b--;
+          int64_t t = perm[a];
+          perm[a] = perm[b], perm[b] = t;
+          for (int l = a + 1, h = rank - 1; l < h; l++, h--) t = perm[l], perm[l] = perm[h], perm[h] = t;
+        }
+        dynq__tensor_clear(&X);
+      }
+
+  /* reductions over [3, 4, 5, 6]: blocks (fast) and axes apart (generic) */
+  enum { A = 3, B = 4, Cc = 5, D = 6 };
+  static float x[A * B * Cc * D];
+  uint32_t r = 99;
+  for (int i = 0; i < A * B * Cc * D; i++) {
+    r = r * 1664525u + 1013904223u;
+    x[i] = (float)((int32_t)(r >> 8) % 20001) / 997.0f;
+  }
+  int64_t xd[4] = {A, B, Cc, D};
+  static const int64_t axsets[][3] = {{3, -1}, {2, 3, -1}, {1, 2, -1}, {0, -1}, {1, 3, -1},
+                                      {0, 2, -1}, {0, 1, 3}};
+  static const int ops[] = {DYNQ_OP_REDUCE_SUM, DYNQ_OP_REDUCE_MEAN, DYNQ_OP_REDUCE_L1,
+                            DYNQ_OP_REDUCE_L2, DYNQ_OP_REDUCE_MAX, DYNQ_OP_REDUCE_MIN};
+  for (int withnan = 0; withnan < 2; withnan++) {
+    if (withnan) x[2 * D + 3] = NAN, x[B * Cc * D + 7] = NAN;
+    dynq__tensor_t X = tf(4, xd, x), o;
+    for (size_t ai = 0; ai < sizeof(axsets) / sizeof(axsets[0]); ai++) {
+      int64_t axv[3];
+      int na = 0;
+      for (int k = 0; k < 3 && axsets[ai][k] >= 0; k++) axv[na++] = axsets[ai][k];
+      dynq__tensor_t AX = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {na}, .data = axv};
+      const dynq__tensor_t *in[2] = {&X, &AX};
+      for (size_t oi = 0; oi < sizeof(ops) / sizeof(ops[0]); oi++) {
+        dynq__attr_t kd = AI("keepdims", 1);
+        ck_assert_msg(run_n(ops[oi], &kd, 1, 2, in, &o) == 0, "%s", err);
+        int red[4] = {0};
+        for (int k = 0; k < na; k++) red[axv[k]] = 1;
+        int64_t ost[4], e = 1;
+        for (int d = 3; d >= 0; d--) ost[d] = red[d] ? 0 : e, e *= red[d] ? 1 : xd[d];
+        int64_t no = dynq__tensor_numel(&o);
+        double want[A * B * Cc * D], cnt = (double)(A * B * Cc * D) / (double)no;
+        for (int64_t j = 0; j < no; j++)
+          want[j] = ops[oi] == DYNQ_OP_REDUCE_MAX ? -INFINITY
+                    : ops[oi] == DYNQ_OP_REDUCE_MIN ? INFINITY : 0;
+        for (int64_t i = 0; i < A * B * Cc * D; i++) {
+          int64_t j = 0, rem = i;
+          for (int d = 3; d >= 0; d--) j += (rem % xd[d]) * ost[d], rem /= xd[d];
+          double v = x[i];
+          switch (ops[oi]) {
+            case DYNQ_OP_REDUCE_L1: want[j] += fabs(v); break;
+            case DYNQ_OP_REDUCE_L2: want[j] += v * v; break;
+            case DYNQ_OP_REDUCE_MAX: want[j] = v != v || want[j] != want[j] ? NAN : fmax(want[j], v); break;
+            case DYNQ_OP_REDUCE_MIN: want[j] = v != v || want[j] != want[j] ? NAN : fmin(want[j], v); break;
+            default: want[j] += v; break;
+          }
+        }
+        for (int64_t j = 0; j < no; j++) {
+          double w = ops[oi] == DYNQ_OP_REDUCE_MEAN ? want[j] / cnt
+                     : ops[oi] == DYNQ_OP_REDUCE_L2 ? sqrt(want[j]) : want[j];
+          float got = ((float *)o.data)[j], wf = (float)w;
+          ck_assert_msg(got == wf || (got != got && wf != wf) ||
+                            fabs(got - w) <= 2e-7 * fabs(w),
+                        "op %d axes set %zu nan %d: [%lld] %.9g, want %.9g", ops[oi], ai,
+                        withnan, (long long)j, got, w);
+        }
+        dynq__tensor_clear(&o);
+      }
+    }
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -2846,6 +2961,7 @@ int main(void) {
   tcase_add_test(tc, batchnorm_channels);
   tcase_add_test(tc, pools);
   tcase_add_test(tc, pool_rows_bit_exact);
+  tcase_add_test(tc, transpose_and_reduce_paths);
   tcase_add_test(tc, hard_activations);
   tcase_add_test(tc, softmax_flatten);
   tcase_add_test(tc, qgather_rows);

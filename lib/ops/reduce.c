@@ -11,12 +11,14 @@
 #include <string.h>
 
 #include "dynq/errors.h"
+#include "kernels/clones.h"
 
 /* What a reduction of x over the axes input keeps: the output shape
  * and, per input axis, the output stride (0 on a reduced axis). */
 typedef struct plan {
   int rank, noop;
   int64_t dims[DYNQ_MAX_RANK], ost[DYNQ_MAX_RANK];
+  int red[DYNQ_MAX_RANK];  /* per input axis: reduced */
 } plan_t;
 
 static int make_plan(dynq__op_ctx_t *c, const dynq__tensor_t *x, const dynq__tensor_t *axes_t,
@@ -33,6 +35,7 @@ static int make_plan(dynq__op_ctx_t *c, const dynq__tensor_t *x, const dynq__ten
     red[a] = 1;
   }
   for (int d = 0; d < x->rank; d++) red[d] |= na == 0;
+  memcpy(p->red, red, sizeof(red));
   p->rank = 0;
   for (int d = 0; d < x->rank; d++) {
     kd[d] = red[d] ? 1 : x->dims[d];
@@ -65,6 +68,89 @@ static int copy_input(dynq__op_ctx_t *c, const dynq__tensor_t *x, dynq__tensor_t
   return rc;
 }
 
+/* x as [outer, rn, inner] when its reduced axes are one block (axes of
+ * size 1 aside): the fast paths' shape.  0 when they are not. */
+static int as_block(const dynq__tensor_t *x, const plan_t *p, int64_t *outer, int64_t *rn,
+                    int64_t *inner) {
+  int stage = 0; /* 0 before the block, 1 in it, 2 after it */
+  *outer = *rn = *inner = 1;
+  for (int d = 0; d < x->rank; d++) {
+    if (x->dims[d] == 1) continue;
+    if (p->red[d] ? stage == 2 : stage == 1) stage++;
+    if (p->red[d] && stage == 0) stage = 1;
+    if (p->red[d] && stage != 1) return 0;
+    *(stage == 0 ? outer : stage == 1 ? rn : inner) *= x->dims[d];
+  }
+  return 1;
+}
+
+/* The sums over a block: f(x) (0 itself, 1 |x|, 2 x^2) added in double.
+ * Along the last axis in 8 lanes combined in a fixed order, else every
+ * output lane by lane in the reduced axes' order: either way a row's sum
+ * does not depend on the other rows (merged requests keep their bits).
+ * Built per ISA, picked at load. */
+#define RED_ROW DYNQ_CLONES DYNQ_VEC_OPT
+static inline double fx(float v, int f) {
+  double d = v;
+  return f == 0 ? d : f == 1 ? fabs(d) : d * d;
+}
+
+static inline double sum_last(const float *x, int64_t n, int f) {
+  double a[8] = {0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; k++) a[k] += fx(x[i + k], f);
+  double s = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+  for (; i < n; i++) s += fx(x[i], f);
+  return s;
+}
+
+static inline void sum_inner(const float *x, int64_t rn, int64_t inner, double *acc, int f) {
+  for (int64_t r = 0; r < rn; r++)
+    for (int64_t i = 0; i < inner; i++) acc[i] += fx(x[r * inner + i], f);
+}
+
+#define SUM_ROWS(F)                                                                     \
+  RED_ROW static void sum_block_##F(const float *x, int64_t outer, int64_t rn,          \
+                                    int64_t inner, double *acc) {                       \
+    for (int64_t o = 0; o < outer; o++) {                                               \
+      if (inner == 1) acc[o] = sum_last(x + o * rn, rn, F);                             \
+      else sum_inner(x + o * rn * inner, rn, inner, acc + o * inner, F);                \
+    }                                                                                   \
+  }
+SUM_ROWS(0)
+SUM_ROWS(1)
+SUM_ROWS(2)
+
+/* ReduceMax / ReduceMin over a block: a NaN propagates. */
+static inline float pick(float m, float v, int is_max) {
+  return v != v || m != m ? (m != m ? m : v) : (is_max ? (v > m ? v : m) : (v < m ? v : m));
+}
+
+RED_ROW static void minmax_block(const float *x, int64_t outer, int64_t rn, int64_t inner,
+                                 float *y, int is_max) {
+  const float init = is_max ? -INFINITY : INFINITY;
+  for (int64_t o = 0; o < outer; o++) {
+    const float *xo = x + o * rn * inner;
+    if (inner == 1) {
+      float m[8];
+      for (int k = 0; k < 8; k++) m[k] = init;
+      int64_t i = 0;
+      for (; i + 8 <= rn; i += 8)
+        for (int k = 0; k < 8; k++) m[k] = pick(m[k], xo[i + k], is_max);
+      float r = init;
+      for (int k = 0; k < 8; k++) r = pick(r, m[k], is_max);
+      for (; i < rn; i++) r = pick(r, xo[i], is_max);
+      y[o] = r;
+    } else {
+      float *yo = y + o * inner;
+      for (int64_t i = 0; i < inner; i++) yo[i] = init;
+      for (int64_t r = 0; r < rn; r++)
+        for (int64_t i = 0; i < inner; i++) yo[i] = pick(yo[i], xo[r * inner + i], is_max);
+    }
+  }
+}
+
 /* ---- ReduceMean, ReduceSum, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare,
  * ReduceLogSum, ReduceLogSumExp: accumulated in double ---- */
 
@@ -85,9 +171,16 @@ int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   int64_t no = dynq__tensor_numel(out);
   double *acc = calloc((size_t)(no ? no : 1), sizeof(double));
   if (acc == NULL) return dynq__op_fail(c, -ENOMEM, "out of memory");
-  int64_t n = dynq__tensor_numel(x), cnt[DYNQ_MAX_RANK] = {0}, off = 0;
+  int64_t n = dynq__tensor_numel(x), cnt[DYNQ_MAX_RANK] = {0}, off = 0, ob, rb, ib;
   if (op == DYNQ_OP_REDUCE_PROD)
     for (int64_t i = 0; i < no; i++) acc[i] = 1.0;
+  const int f = op == DYNQ_OP_REDUCE_L1 ? 1
+              : op == DYNQ_OP_REDUCE_L2 || op == DYNQ_OP_REDUCE_SUM_SQUARE ? 2
+              : op == DYNQ_OP_REDUCE_SUM || mean || op == DYNQ_OP_REDUCE_LOG_SUM ? 0 : -1;
+  if (f >= 0 && x->dtype == DYNQ_DT_F32 && n > 0 && as_block(x, &p, &ob, &rb, &ib)) {
+    (f == 0 ? sum_block_0 : f == 1 ? sum_block_1 : sum_block_2)(x->data, ob, rb, ib, acc);
+    n = 0;  /* summed: the element loop below has nothing left to do */
+  }
   for (int64_t i = 0; i < n; i++, plan_next(x, &p, cnt, &off)) {
     const double v = dynq__load_d(x->data, x->dtype, i);
     switch (op) {
@@ -99,6 +192,7 @@ int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     default: acc[off] += v; break;
     }
   }
+  n = dynq__tensor_numel(x);
   double cntr = no > 0 && n > 0 ? (double)n / (double)no : 0;
   for (int64_t i = 0; i < no; i++) {
     double v = acc[i];
@@ -173,7 +267,11 @@ int dynq__run_reduce_minmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if (p.noop) return copy_input(c, x, out);
   if ((rc = dynq__op_alloc(c, out, x->dtype, p.rank, p.dims, 1))) return rc;
   int64_t no = dynq__tensor_numel(out), n = dynq__tensor_numel(x);
-  int64_t cnt[DYNQ_MAX_RANK] = {0}, off = 0;
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off = 0, ob, rb, ib;
+  if (x->dtype == DYNQ_DT_F32 && n > 0 && as_block(x, &p, &ob, &rb, &ib)) {
+    minmax_block(x->data, ob, rb, ib, out->data, is_max);
+    return 0;
+  }
   if (x->dtype == DYNQ_DT_F32) {
     const float *xv = x->data;
     float *y = out->data;

@@ -457,15 +457,49 @@ int dynq__run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq
     ps[d] = xs[perm[d]];
   }
   if ((rc = dynq__op_alloc(c, out, x->dtype, x->rank, dims, 0))) return rc;
-  int64_t n = dynq__tensor_numel(out), cnt[DYNQ_MAX_RANK] = {0}, off = 0;
-  size_t es = dynq__dtype_size(x->dtype);
-  for (int64_t i = 0; i < n; i++) {
-    memcpy((char *)out->data + (size_t)i * es, (const char *)x->data + (size_t)off * es, es);
-    for (int d = x->rank - 1; d >= 0; d--) {
-      cnt[d]++;
-      off += ps[d];
-      if (cnt[d] < dims[d]) break;
-      off -= ps[d] * dims[d];
+  if (dynq__tensor_numel(out) == 0) return 0;
+  /* Output axes of size 1 dropped, and neighbours merged where the input
+   * reads on contiguously (NCHW -> NHWC is [N, HW, C] from strides
+   * [CHW, 1, HW]); then the innermost axis is a run of memcpy when it
+   * reads contiguously, else a strided gather by element size. */
+  int64_t cd[DYNQ_MAX_RANK], cs[DYNQ_MAX_RANK];
+  int r = 0;
+  for (int d = 0; d < x->rank; d++) {
+    if (dims[d] == 1) continue;
+    if (r > 0 && cs[r - 1] == ps[d] * dims[d]) {
+      cd[r - 1] *= dims[d];
+      cs[r - 1] = ps[d];
+    } else {
+      cd[r] = dims[d];
+      cs[r++] = ps[d];
+    }
+  }
+  if (r == 0) {  /* every axis 1: one element */
+    cd[0] = cs[0] = 1;
+    r = 1;
+  }
+  const int64_t len = cd[r - 1], st = cs[r - 1];
+  const size_t es = dynq__dtype_size(x->dtype);
+  const int64_t rows = dynq__tensor_numel(out) / len;
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off = 0;
+  char *dst = out->data;
+  const char *src = x->data;
+  for (int64_t row = 0; row < rows; row++, dst += (size_t)len * es) {
+    if (st == 1) {
+      memcpy(dst, src + (size_t)off * es, (size_t)len * es);
+    } else if (es == 4) {
+      const uint32_t *sp = (const uint32_t *)src + off;
+      for (int64_t k = 0; k < len; k++) ((uint32_t *)dst)[k] = sp[k * st];
+    } else if (es == 8) {
+      const uint64_t *sp = (const uint64_t *)src + off;
+      for (int64_t k = 0; k < len; k++) ((uint64_t *)dst)[k] = sp[k * st];
+    } else {
+      for (int64_t k = 0; k < len; k++) memcpy(dst + (size_t)k * es, src + (size_t)(off + k * st) * es, es);
+    }
+    for (int d = r - 2; d >= 0; d--) {  /* the next row's start */
+      off += cs[d];
+      if (++cnt[d] < cd[d]) break;
+      off -= cs[d] * cd[d];
       cnt[d] = 0;
     }
   }
