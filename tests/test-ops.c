@@ -2946,6 +2946,53 @@ START_TEST(transpose_and_reduce_paths) {
 }
 END_TEST
 
+/* Expand and Where run row by row (the last axis copied, repeated or
+ * picked with each operand's stride): against a naive broadcast index,
+ * for float32 and int64, operands broadcast on the last axis or not. */
+START_TEST(expand_where_rows) {
+  float xf[15];
+  int64_t xi[15];
+  for (int i = 0; i < 15; i++) xf[i] = (float)i * 0.5f - 3.0f, xi[i] = 100 + i;
+  static const int64_t xs[][3] = {{3, 1, 5}, {3, 4, 1}, {1, 1, 1}};
+  int64_t sh[4] = {2, 3, 4, 5};
+  for (int dt = 0; dt < 2; dt++)
+    for (int k = 0; k < 3; k++) {
+      dynq__tensor_t X = {.dtype = dt ? DYNQ_DT_I64 : DYNQ_DT_F32, .rank = 3,
+                          .dims = {xs[k][0], xs[k][1], xs[k][2]}, .data = dt ? (void *)xi : xf};
+      dynq__tensor_t S = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {4}, .data = sh}, o;
+      const dynq__tensor_t *in[2] = {&X, &S};
+      ck_assert_msg(run_n(DYNQ_OP_EXPAND, NULL, 0, 2, in, &o) == 0, "%s", err);
+      ck_assert(o.rank == 4 && o.dims[0] == 2 && o.dims[3] == 5);
+      for (int64_t i = 0; i < 120; i++) {
+        int64_t c = i / 20 % 3, h = i / 5 % 4, w = i % 5;
+        int64_t src = (c % xs[k][0]) * xs[k][1] * xs[k][2] + (h % xs[k][1]) * xs[k][2] + w % xs[k][2];
+        ck_assert_msg(dt ? ((int64_t *)o.data)[i] == xi[src] : ((float *)o.data)[i] == xf[src],
+                      "Expand case %d dtype %d: element %lld", k, dt, (long long)i);
+      }
+      dynq__tensor_clear(&o);
+    }
+  /* Where(cond [4, 1], x [1, 5], y [] ) and Where(cond [4, 5], x [4, 5], y [4, 1]) */
+  uint8_t cnd[20];
+  for (int i = 0; i < 20; i++) cnd[i] = (uint8_t)((i * 7) % 3 == 0);
+  float yv[4] = {-1, -2, -3, -4};
+  for (int form = 0; form < 2; form++) {
+    dynq__tensor_t Cd = {.dtype = DYNQ_DT_U8, .rank = 2, .dims = {4, form ? 5 : 1}, .data = cnd};
+    dynq__tensor_t X = {.dtype = DYNQ_DT_F32, .rank = 2, .dims = {form ? 4 : 1, 5}, .data = xf};
+    dynq__tensor_t Y = {.dtype = DYNQ_DT_F32, .rank = form ? 2 : 0, .dims = {4, 1}, .data = yv}, o;
+    const dynq__tensor_t *in[3] = {&Cd, &X, &Y};
+    ck_assert_msg(run_n(DYNQ_OP_WHERE, NULL, 0, 3, in, &o) == 0, "%s", err);
+    ck_assert(o.rank == 2 && o.dims[0] == 4 && o.dims[1] == 5);
+    for (int i = 0; i < 20; i++) {
+      int r = i / 5, q = i % 5;
+      float want = cnd[form ? i : r] ? xf[form ? i : q] : yv[form ? r : 0];
+      ck_assert_msg(((float *)o.data)[i] == want, "Where form %d: [%d] %g, want %g", form, i,
+                    ((float *)o.data)[i], want);
+    }
+    dynq__tensor_clear(&o);
+  }
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -2962,6 +3009,7 @@ int main(void) {
   tcase_add_test(tc, pools);
   tcase_add_test(tc, pool_rows_bit_exact);
   tcase_add_test(tc, transpose_and_reduce_paths);
+  tcase_add_test(tc, expand_where_rows);
   tcase_add_test(tc, hard_activations);
   tcase_add_test(tc, softmax_flatten);
   tcase_add_test(tc, qgather_rows);

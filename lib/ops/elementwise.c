@@ -351,14 +351,30 @@ int dynq__run_where(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   dynq__bcast_t bc;
   if ((rc = dynq__bcast_init(c, 3, in, &bc))) return rc;
   if ((rc = dynq__op_alloc(c, out, in[1]->dtype, bc.rank, bc.dims, 0))) return rc;
-  size_t es = dynq__dtype_size(in[1]->dtype);
+  if (bc.n == 0) return 0;
+  const size_t es = dynq__dtype_size(in[1]->dtype);
+  /* row by row along the last axis, each operand read with its stride
+   * there (1, or 0 where it is broadcast) */
+  const int last = bc.rank - 1;
+  const int64_t len = bc.rank > 0 ? bc.dims[last] : 1;
+  const int64_t s0 = last >= 0 ? bc.st[0][last] : 0, s1 = last >= 0 ? bc.st[1][last] : 0,
+                s2 = last >= 0 ? bc.st[2][last] : 0;
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off[3] = {0, 0, 0};
-  const uint8_t *cond = in[0]->data;
-  const char *x = in[1]->data, *y = in[2]->data;
   char *o = out->data;
-  for (int64_t i = 0; i < bc.n; i++, dynq__bcast_next(&bc, 3, cnt, off)) {
-    const char *src = cond[off[0]] ? x + (size_t)off[1] * es : y + (size_t)off[2] * es;
-    memcpy(o + (size_t)i * es, src, es);
+  for (int64_t row = 0; row < bc.n / len; row++, o += (size_t)len * es) {
+    const uint8_t *cond = (const uint8_t *)in[0]->data + off[0];
+    const char *x = (const char *)in[1]->data + (size_t)off[1] * es;
+    const char *y = (const char *)in[2]->data + (size_t)off[2] * es;
+    if (es == 4) {
+      const uint32_t *xv = (const uint32_t *)x, *yv = (const uint32_t *)y;
+      for (int64_t k = 0; k < len; k++)
+        ((uint32_t *)o)[k] = cond[k * s0] ? xv[k * s1] : yv[k * s2];
+    } else {
+      for (int64_t k = 0; k < len; k++)
+        memcpy(o + (size_t)k * es, cond[k * s0] ? x + (size_t)(k * s1) * es
+                                                : y + (size_t)(k * s2) * es, es);
+    }
+    dynq__bcast_next_row(&bc, 3, cnt, off);
   }
   return 0;
 }

@@ -89,10 +89,29 @@ int dynq__run_expand(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   dynq__bcast_t bc;
   if ((rc = dynq__bcast_init(c, 2, pair, &bc))) return rc;
   if ((rc = dynq__op_alloc(c, out, in[0]->dtype, bc.rank, bc.dims, 0))) return rc;
-  size_t es = dynq__dtype_size(in[0]->dtype);
+  if (bc.n == 0) return 0;
+  /* row by row: the last axis copied (stride 1) or one value repeated
+   * (stride 0) */
+  const size_t es = dynq__dtype_size(in[0]->dtype);
+  const int64_t len = bc.rank > 0 ? bc.dims[bc.rank - 1] : 1;
+  const int64_t st = bc.rank > 0 ? bc.st[0][bc.rank - 1] : 1;
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
-  for (int64_t i = 0; i < bc.n; i++, dynq__bcast_next(&bc, 2, cnt, off))
-    memcpy((char *)out->data + (size_t)i * es, (const char *)in[0]->data + (size_t)off[0] * es, es);
+  char *dst = out->data;
+  for (int64_t row = 0; row < bc.n / len; row++, dst += (size_t)len * es) {
+    const char *src = (const char *)in[0]->data + (size_t)off[0] * es;
+    if (st != 0) {
+      memcpy(dst, src, (size_t)len * es);
+    } else if (es == 4) {
+      uint32_t v;
+      memcpy(&v, src, 4);
+      for (int64_t k = 0; k < len; k++) ((uint32_t *)dst)[k] = v;
+    } else if (es == 1) {
+      memset(dst, *src, (size_t)len);
+    } else {
+      for (int64_t k = 0; k < len; k++) memcpy(dst + (size_t)k * es, src, es);
+    }
+    dynq__bcast_next_row(&bc, 2, cnt, off);
+  }
   return 0;
 }
 
