@@ -195,6 +195,29 @@ static void cubic_axis(const float *src, float *dst, int64_t outer, int64_t len,
   }
 }
 
+/* The last axis (inner 1) of outer rows: nearest picks, linear blends
+ * (a weight of 0 copies, as the row path does). */
+static void last_axis(const char *cur, char *dst, int64_t outer, int64_t len, int64_t olen,
+                      size_t es, int linear, const int64_t *i0, const int64_t *i1,
+                      const float *w) {
+  for (int64_t a = 0; a < outer; a++) {
+    const char *src = cur + (size_t)(a * len) * es;
+    char *drow = dst + (size_t)(a * olen) * es;
+    if (linear) {
+      const float *p = (const float *)src;
+      float *y = (float *)drow;
+      for (int64_t o = 0; o < olen; o++)
+        y[o] = w[o] == 0.0f ? p[i0[o]] : (1.0f - w[o]) * p[i0[o]] + w[o] * p[i1[o]];
+    } else if (es == 4) {
+      for (int64_t o = 0; o < olen; o++) ((uint32_t *)drow)[o] = ((const uint32_t *)src)[i0[o]];
+    } else if (es == 8) {
+      for (int64_t o = 0; o < olen; o++) ((uint64_t *)drow)[o] = ((const uint64_t *)src)[i0[o]];
+    } else {
+      for (int64_t o = 0; o < olen; o++) memcpy(drow + (size_t)o * es, src + (size_t)i0[o] * es, es);
+    }
+  }
+}
+
 int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   int rc;
   if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
@@ -279,6 +302,10 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     char *dst = tmp[ti].data;
     if (cubic && inner > 0)
       cubic_axis((const float *)cur, (float *)dst, outer, len, olen, inner, ci, cw);
+    if (!cubic && inner == 1) {  /* the last axis: element by element, no call each */
+      last_axis(cur, dst, outer, len, olen, es, linear, i0, i1, w);
+      inner = 0;                 /* done */
+    }
     for (int64_t a = 0; a < outer && inner > 0 && !cubic; a++) {
       const char *src = cur + (size_t)(a * len * inner) * es;
       for (int64_t o = 0; o < olen; o++) {
