@@ -447,43 +447,28 @@ int dynq__run_unsqueeze(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq
   return dynq__op_reshape_to(c, 0, x, r, dims, out); /* a move if offered */
 }
 
-/* ---- Transpose ---- */
-
-int dynq__run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
-  int rc, np = 0;
-  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
-  const dynq__tensor_t *x = in[0];
-  int64_t perm[DYNQ_MAX_RANK];
-  if (in[1] != NULL) {
-    if ((rc = dynq__op_read_ints(c, in[1], "perm", perm, DYNQ_MAX_RANK, &np))) return rc;
-    if (np != x->rank)
-      return dynq__op_fail(c, DYNQ_ESHAPE, "perm has %d values for an input of rank %d", np, x->rank);
-  } else {
-    for (int d = 0; d < x->rank; d++) perm[d] = x->rank - 1 - d;
-  }
-  int seen[DYNQ_MAX_RANK] = {0};
-  int64_t dims[DYNQ_MAX_RANK], xs[DYNQ_MAX_RANK], ps[DYNQ_MAX_RANK], e = 1;
-  for (int d = 0; d < x->rank; d++) {
-    if (perm[d] < 0 || perm[d] >= x->rank || seen[perm[d]]++)
-      return dynq__op_fail(c, DYNQ_ESHAPE, "perm is not a permutation of 0..%d", x->rank - 1);
-  }
-  for (int d = x->rank - 1; d >= 0; d--) {
+/* dst = src (dims xd, elements of es bytes) with its axes permuted: output
+ * axis d is input axis perm[d]. */
+static void permute(const void *src_, size_t es, int rank, const int64_t *xd,
+                    const int64_t *perm, void *dst_) {
+  int64_t dims[DYNQ_MAX_RANK], ps[DYNQ_MAX_RANK], xs[DYNQ_MAX_RANK], e = 1, n = 1;
+  for (int d = rank - 1; d >= 0; d--) {
     xs[d] = e;
-    e *= x->dims[d];
+    e *= xd[d];
   }
-  for (int d = 0; d < x->rank; d++) {
-    dims[d] = x->dims[perm[d]];
+  for (int d = 0; d < rank; d++) {
+    dims[d] = xd[perm[d]];
     ps[d] = xs[perm[d]];
+    n *= dims[d];
   }
-  if ((rc = dynq__op_alloc(c, out, x->dtype, x->rank, dims, 0))) return rc;
-  if (dynq__tensor_numel(out) == 0) return 0;
+  if (n == 0) return;
   /* Output axes of size 1 dropped, and neighbours merged where the input
    * reads on contiguously (NCHW -> NHWC is [N, HW, C] from strides
    * [CHW, 1, HW]); then the innermost axis is a run of memcpy when it
    * reads contiguously, else a strided gather by element size. */
   int64_t cd[DYNQ_MAX_RANK], cs[DYNQ_MAX_RANK];
   int r = 0;
-  for (int d = 0; d < x->rank; d++) {
+  for (int d = 0; d < rank; d++) {
     if (dims[d] == 1) continue;
     if (r > 0 && cs[r - 1] == ps[d] * dims[d]) {
       cd[r - 1] *= dims[d];
@@ -498,11 +483,10 @@ int dynq__run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq
     r = 1;
   }
   const int64_t len = cd[r - 1], st = cs[r - 1];
-  const size_t es = dynq__dtype_size(x->dtype);
-  const int64_t rows = dynq__tensor_numel(out) / len;
+  const int64_t rows = n / len;
   int64_t cnt[DYNQ_MAX_RANK] = {0}, off = 0;
-  char *dst = out->data;
-  const char *src = x->data;
+  char *dst = dst_;
+  const char *src = src_;
   for (int64_t row = 0; row < rows; row++, dst += (size_t)len * es) {
     if (st == 1) {
       memcpy(dst, src + (size_t)off * es, (size_t)len * es);
@@ -522,6 +506,31 @@ int dynq__run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq
       cnt[d] = 0;
     }
   }
+}
+
+/* ---- Transpose ---- */
+
+int dynq__run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc, np = 0;
+  if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  int64_t perm[DYNQ_MAX_RANK];
+  if (in[1] != NULL) {
+    if ((rc = dynq__op_read_ints(c, in[1], "perm", perm, DYNQ_MAX_RANK, &np))) return rc;
+    if (np != x->rank)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "perm has %d values for an input of rank %d", np, x->rank);
+  } else {
+    for (int d = 0; d < x->rank; d++) perm[d] = x->rank - 1 - d;
+  }
+  int seen[DYNQ_MAX_RANK] = {0};
+  int64_t dims[DYNQ_MAX_RANK];
+  for (int d = 0; d < x->rank; d++) {
+    if (perm[d] < 0 || perm[d] >= x->rank || seen[perm[d]]++)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "perm is not a permutation of 0..%d", x->rank - 1);
+    dims[d] = x->dims[perm[d]];
+  }
+  if ((rc = dynq__op_alloc(c, out, x->dtype, x->rank, dims, 0))) return rc;
+  permute(x->data, dynq__dtype_size(x->dtype), x->rank, x->dims, perm, out->data);
   return 0;
 }
 
@@ -846,23 +855,15 @@ int dynq__run_space(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__te
   dims[0] = N;
   if (dynq__shape_numel(4, dims) < 0) return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
   if ((rc = dynq__op_alloc(c, out, x->dtype, 4, dims, 0))) return rc;
-  /* walk the large side [N, C', hs, b, ws, b] in order; the small side's
-   * offset of each element is [N, channel, hs, ws] */
-  const size_t es = dynq__dtype_size(x->dtype);
-  const char *src = x->data;
-  char *dst = out->data;
-  int64_t big = 0; /* element index on the large (spatial) side */
-  for (int64_t n = 0; n < N; n++)
-    for (int64_t ch = 0; ch < cs; ch++)
-      for (int64_t h = 0; h < hs; h++)
-        for (int64_t i = 0; i < b; i++)
-          for (int64_t w = 0; w < ws; w++)
-            for (int64_t j = 0; j < b; j++, big++) {
-              int64_t k = crd ? (ch * b + i) * b + j : (i * b + j) * cs + ch;
-              int64_t small = ((n * cs * b * b + k) * hs + h) * ws + w;
-              if (d2s) memcpy(dst + (size_t)big * es, src + (size_t)small * es, es);
-              else memcpy(dst + (size_t)small * es, src + (size_t)big * es, es);
-            }
+  /* a transpose: DepthToSpace reads [N, b, b, C', H, W] (DCR) or
+   * [N, C', b, b, H, W] (CRD) as [N, C', H, b, W, b]; SpaceToDepth the
+   * other way round */
+  const int64_t dcr[6] = {0, 3, 4, 1, 5, 2}, crdp[6] = {0, 1, 4, 2, 5, 3},
+                s2d[6] = {0, 3, 5, 1, 2, 4};
+  const int64_t sd_dcr[6] = {N, b, b, cs, hs, ws}, sd_crd[6] = {N, cs, b, b, hs, ws},
+                sd_s2d[6] = {N, cs, hs, b, ws, b};
+  permute(x->data, dynq__dtype_size(x->dtype), 6, !d2s ? sd_s2d : crd ? sd_crd : sd_dcr,
+          !d2s ? s2d : crd ? crdp : dcr, out->data);
   return 0;
 }
 
