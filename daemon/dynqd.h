@@ -209,10 +209,11 @@ typedef struct dynqd_rows {
   char *why;           /* owned; why not (ok == 0), for the log */
 } dynqd_rows_t;
 /* Runs m on two inputs of the warm-up shapes (ranks, dims) and on both
- * merged along axes (one per input); 0 with ret filled, or -ENOMEM. */
+ * merged along axes (one per input), each run under the value and time
+ * caps (0: none); 0 with ret filled, or -ENOMEM. */
 int dynqd__rows_check(const dynq__model_t *m, const int *ranks,
                       int64_t (*dims)[DYNQ_MAX_RANK], const int8_t *axes,
-                      int64_t max_value_bytes, dynqd_rows_t *ret);
+                      int64_t max_value_bytes, int64_t max_run_ms, dynqd_rows_t *ret);
 /* May requests merged along axes (ni inputs, then no outputs) run as one? */
 int dynqd__rows_allow(const dynqd_rows_t *r, const int8_t *axes, int ni, int no);
 int dynqd__rows_copy(dynqd_rows_t *dst, const dynqd_rows_t *src, int no);

@@ -286,10 +286,15 @@ static int warm_bounds(const dynqd_registry_t *r, const char *name,
   return 0;
 }
 
+/* The config's max_run_ms (0: no limit). */
+static int64_t max_run_ms(const dynqd_registry_t *r) {
+  return r->cfg != NULL ? r->cfg->max_run_ms : 0;
+}
+
 /* One run on zeros of the warm-up shapes: proves the model executes and
  * touches its pages before it takes traffic. */
 static int warm(const dynq__model_t *m, const int *ranks, int64_t (*dims)[DYNQ_MAX_RANK],
-                int64_t max_value_bytes, char *err, size_t errlen) {
+                int64_t max_value_bytes, int64_t max_run_ms, char *err, size_t errlen) {
   const dynq__model_sig_t *sig = dynq__model_signature(m);
   int rc = 0;
   int ni = sig->n_inputs, no = sig->n_outputs;
@@ -308,8 +313,13 @@ static int warm(const dynq__model_t *m, const int *ranks, int64_t (*dims)[DYNQ_M
       goto fail;
     }
   }
+  /* stopped like a request after max_run_ms: a model whose loop never
+   * ends must not hold a loader thread for ever */
+  dynq__run_stop_t stop = {0};
+  dynq__run_stop_cap(&stop, max_run_ms);
   dynq__run_opts_t opts = {.precision = DYNQ_PRECISION_INT8, .threads = 1,
-                           .max_value_bytes = max_value_bytes};
+                           .max_value_bytes = max_value_bytes,
+                           .stop = max_run_ms > 0 ? &stop : NULL};
   char rerr[384] = "";
   rc = dynq__model_run(m, &opts, in, out, rerr, sizeof(rerr));
   if (rc != 0) {
@@ -346,7 +356,7 @@ static int warm_up(const dynqd_registry_t *r, const char *name, const dynq__mode
   *warmed = 0;
   if (rc == 0) rc = warm_bounds(r, name, sig, ranks, dims, 0, err, errlen);
   if (rc == 0) {
-    rc = warm(m, ranks, dims, r->max_value_bytes, err, errlen);
+    rc = warm(m, ranks, dims, r->max_value_bytes, max_run_ms(r), err, errlen);
     *warmed = rc == 0;
   } else if (rc == 1) {
     rc = 0;  /* not warmed (logged) */
@@ -365,7 +375,7 @@ static int warm_up(const dynqd_registry_t *r, const char *name, const dynq__mode
       if (warm_shapes(name, rule, sig, syms[t], ranks, dims, e2, sizeof(e2)) != 0 ||
           warm_bounds(r, name, sig, ranks, dims, 1, e2, sizeof(e2)) != 0)
         break;
-      rc = warm(m, ranks, dims, r->max_value_bytes, e2, sizeof(e2));
+      rc = warm(m, ranks, dims, r->max_value_bytes, max_run_ms(r), e2, sizeof(e2));
       *warmed = rc == 0;
       if (rc == 0)
         log_info("model '%s': warmed with symbolic dimensions set to %lld (at 1: %s)", name,
@@ -412,7 +422,7 @@ static int check_rows(const dynqd_registry_t *r, const char *name, const dynq__m
   int rc = 0;
   if (dynqd__batch_axes(sig, dynqd__batch_rule(r->cfg, name), NULL, axes, err,
                         sizeof(err)) == 0) {
-    rc = dynqd__rows_check(m, ranks, dims, axes, r->max_value_bytes, ret);
+    rc = dynqd__rows_check(m, ranks, dims, axes, r->max_value_bytes, max_run_ms(r), ret);
     if (rc == 0 && !ret->ok)
       log_info("model '%s': requests are not merged (batching, coalescing): %s", name,
                ret->why);

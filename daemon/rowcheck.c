@@ -125,7 +125,7 @@ static int set_why(dynqd_rows_t *ret, const char *fmt, ...) {
 
 int dynqd__rows_check(const dynq__model_t *m, const int *ranks,
                       int64_t (*dims)[DYNQ_MAX_RANK], const int8_t *axes,
-                      int64_t max_value_bytes, dynqd_rows_t *ret) {
+                      int64_t max_value_bytes, int64_t max_run_ms, dynqd_rows_t *ret) {
   const dynq__model_sig_t *sig = dynq__model_signature(m);
   const int ni = sig->n_inputs, no = sig->n_outputs;
   memset(ret, 0, sizeof(*ret));
@@ -155,6 +155,9 @@ int dynqd__rows_check(const dynq__model_t *m, const int *ranks,
                                           "both merged"};
   for (int k = 0; k < 3; k++) {
     char err[384] = "";
+    dynq__run_stop_t stop = {0};  /* each run stopped like a request */
+    dynq__run_stop_cap(&stop, max_run_ms);
+    opts.stop = max_run_ms > 0 ? &stop : NULL;
     rc = dynq__model_run(m, &opts, &in[k * ni], &out[k * no], err, sizeof(err));
     if (rc == -ENOMEM) goto out;
     if (rc != 0) {

@@ -384,7 +384,7 @@ static const char *check_node(conv_t *c, const Onnx__NodeProto *n) {
   }
   for (size_t i = 0; i < n->n_input; i++) {
     const char *in = n->input[i];
-    int optional = (sp->flags & OPF_OPT_IN) && i > 0;
+    int optional = (sp->flags & OPF_OPT_IN) && (i > 0 || sp->min_in == 0); /* Loop: M */
     if (in == NULL || in[0] == 0) {
       if (!optional) return dynq__imp_pool_printf(pl, "input %zu is empty", i);
       continue;

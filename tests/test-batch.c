@@ -831,7 +831,7 @@ static void row_verdict(const char *onnx, dynqd_rows_t *ret) {
       dims[i][d] = sig->inputs[i].dims[d] < 0 ? 2 : sig->inputs[i].dims[d];
   }
   ck_assert_int_eq(dynqd__batch_axes(sig, NULL, NULL, axes, err, sizeof err), 0);
-  ck_assert_int_eq(dynqd__rows_check(m, ranks, dims, axes, 0, ret), 0);
+  ck_assert_int_eq(dynqd__rows_check(m, ranks, dims, axes, 0, 0, ret), 0);
   dynq__model_unref(m);
 }
 

@@ -360,6 +360,34 @@ START_TEST(test_daemon_max_run_ms) {
 }
 END_TEST
 
+/* A model whose Loop no input ends (runlimit_forever) held a loader
+ * thread for ever: its warm-up now stops at max_run_ms like a request,
+ * the file is refused with that reason, and the other models serve. */
+START_TEST(test_daemon_refuses_a_model_whose_warm_up_never_ends) {
+  env_t e = {0};
+  e.dir = tu_mkdtemp_models(&e.models);
+  convert_to(e.models, "sum");
+  convert_to(e.models, "forever");
+  const char *extra[] = {"--workers", "1", "--max-run", "300", NULL};
+  ck_assert_int_eq(tu_daemon_start(&e.d, e.dir, e.models, extra), 0);
+  char *log = NULL;
+  for (int i = 0; i < 200; i++) {  /* models load after the socket listens */
+    size_t n = 0;
+    free(log);
+    log = tu_read_file(e.d.log, &n);
+    if (log != NULL && strstr(log, "model loaded")) break;
+    usleep(50000);
+  }
+  ck_assert_msg(log != NULL && strstr(log, "forever.dynq: warm-up run on zero inputs failed") &&
+                    strstr(log, "runs are limited to 300 ms (max_run_ms)") &&
+                    strstr(log, "1 model loaded"),
+                "dynqd's log: %s", log ? log : "(none)");
+  free(log);
+  expect_small_ok(e.d.sock);
+  env_stop(&e);
+}
+END_TEST
+
 /* A client that sends a long request and goes away frees the only worker:
  * the next request behind it is answered (unstopped, it would wait for the
  * 1e10 steps). */
@@ -510,6 +538,7 @@ static Suite *suite(void) {
   tcase_set_timeout(td, 120);
   tcase_add_test(td, test_daemon_deadline_stops_the_run);
   tcase_add_test(td, test_daemon_max_run_ms);
+  tcase_add_test(td, test_daemon_refuses_a_model_whose_warm_up_never_ends);
   tcase_add_test(td, test_daemon_closed_connection_frees_the_worker);
   tcase_add_test(td, test_daemon_stopped_step_keeps_the_state);
   tcase_add_test(td, test_daemon_loop_hands_over_what_outgrew_it);
