@@ -2950,9 +2950,10 @@ END_TEST
  * picked with each operand's stride): against a naive broadcast index,
  * for float32 and int64, operands broadcast on the last axis or not. */
 START_TEST(expand_where_rows) {
-  float xf[15];
+  float xf[20];  /* Expand reads 15 of them, Where's X [4, 5] all */
   int64_t xi[15];
-  for (int i = 0; i < 15; i++) xf[i] = (float)i * 0.5f - 3.0f, xi[i] = 100 + i;
+  for (int i = 0; i < 20; i++) xf[i] = (float)i * 0.5f - 3.0f;
+  for (int i = 0; i < 15; i++) xi[i] = 100 + i;
   static const int64_t xs[][3] = {{3, 1, 5}, {3, 4, 1}, {1, 1, 1}};
   int64_t sh[4] = {2, 3, 4, 5};
   for (int dt = 0; dt < 2; dt++)
