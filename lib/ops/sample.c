@@ -130,6 +130,7 @@ typedef struct gs_where {
 static void gs_locate(const float *gp, int64_t h, int64_t w, int mode, int pad, int align,
                       gs_where_t *q) {
   double ix = gs_unnormalize(gp[0], w, align), iy = gs_unnormalize(gp[1], h, align);
+  memset(q, 0, sizeof(*q));  /* weights 0: a NaN position reads nothing and gives 0 */
   for (int k = 0; k < 8; k++) q->at[k] = -1;
   if (ix != ix || iy != iy) return;  /* NaN: nothing is read */
   if (mode == GS_CUBIC) {
