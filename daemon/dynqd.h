@@ -214,6 +214,9 @@ typedef struct dynqd_rows {
 int dynqd__rows_check(const dynq__model_t *m, const int *ranks,
                       int64_t (*dims)[DYNQ_MAX_RANK], const int8_t *axes,
                       int64_t max_value_bytes, int64_t max_run_ms, dynqd_rows_t *ret);
+/* A tensor seen as [outer, rows, inner] along axis: outer = elements
+ * before the axis, inner = bytes of one slice past it (infer.c). */
+void dynqd__split_shape(const dynq__tensor_t *t, int axis, size_t *outer, size_t *inner);
 /* May requests merged along axes (ni inputs, then no outputs) run as one? */
 int dynqd__rows_allow(const dynqd_rows_t *r, const int8_t *axes, int ni, int no);
 int dynqd__rows_copy(dynqd_rows_t *dst, const dynqd_rows_t *src, int no);

@@ -137,9 +137,7 @@ int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b) {
   return 1;
 }
 
-/* A tensor seen as [outer, rows, inner]: outer = dims before the axis,
- * inner = bytes of one slice past it. */
-static void split_shape(const dynq__tensor_t *t, int axis, size_t *outer, size_t *inner) {
+void dynqd__split_shape(const dynq__tensor_t *t, int axis, size_t *outer, size_t *inner) {
   size_t o = 1, in = dynq__dtype_size(t->dtype);
   for (int d = 0; d < axis; d++) o *= (size_t)t->dims[d];
   for (int d = axis + 1; d < t->rank; d++) in *= (size_t)t->dims[d];
@@ -156,7 +154,7 @@ static int slice_rows(const dynq__tensor_t *t, int axis, int64_t r0, int64_t row
   int rc = dynq__tensor_alloc_uninit(ret, t->dtype, t->rank, dims);
   if (rc != 0) return rc;
   size_t outer, inner;
-  split_shape(t, axis, &outer, &inner);
+  dynqd__split_shape(t, axis, &outer, &inner);
   size_t chunk = (size_t)rows * inner, total = (size_t)t->dims[axis] * inner;
   if (chunk == 0) return 0;
   for (size_t o = 0; o < outer; o++)
@@ -280,7 +278,7 @@ static void finish(dynqd_infer_t *x, int rc, const char *err);
 static int view_rows(const dynq__tensor_t *t, int axis, int64_t r0, int64_t rows,
                      dynq__tensor_t *ret) {
   size_t outer, inner;
-  split_shape(t, axis, &outer, &inner);
+  dynqd__split_shape(t, axis, &outer, &inner);
   if (outer != 1) return -1;
   memset(ret, 0, sizeof(*ret));
   ret->dtype = t->dtype;
@@ -376,7 +374,7 @@ static size_t align_up(size_t n) { return (n + DYNQ_ALIGN - 1) & ~(size_t)(DYNQ_
 static const uint8_t *adjacent(dynqd_infer_t *const *v, int n, int i, int axis,
                                const int64_t *rows) {
   size_t outer, inner;
-  split_shape(&v[0]->inputs[i], axis, &outer, &inner);
+  dynqd__split_shape(&v[0]->inputs[i], axis, &outer, &inner);
   if (outer != 1) return NULL;
   const uint8_t *first = NULL, *next = NULL;
   for (int k = 0; k < n; k++) {
@@ -429,7 +427,7 @@ int dynqd__infer_run_merged(dynqd_infer_t **v, int n, dynq__tensor_t **ret_keep)
     if (in[i].data != NULL) continue;
     in[i].data = dst;
     size_t outer, inner;
-    split_shape(&in[i], ax[i], &outer, &inner);
+    dynqd__split_shape(&in[i], ax[i], &outer, &inner);
     uint8_t *p = dst;
     for (size_t o = 0; o < outer; o++) {
       for (int k = 0; k < n; k++) {

@@ -61,15 +61,6 @@ static void fill(dynq__tensor_t *t, uint64_t seed) {
   }
 }
 
-/* t seen as [outer, t->dims[axis], inner bytes]. */
-static void around(const dynq__tensor_t *t, int axis, size_t *outer, size_t *inner) {
-  size_t o = 1, in = dynq__dtype_size(t->dtype);
-  for (int d = 0; d < axis; d++) o *= (size_t)t->dims[d];
-  for (int d = axis + 1; d < t->rank; d++) in *= (size_t)t->dims[d];
-  *outer = o;
-  *inner = in;
-}
-
 /* m = a then b along axis (a and b of one shape). */
 static int concat(const dynq__tensor_t *a, const dynq__tensor_t *b, int axis,
                   dynq__tensor_t *m) {
@@ -79,7 +70,7 @@ static int concat(const dynq__tensor_t *a, const dynq__tensor_t *b, int axis,
   int rc = dynq__tensor_alloc_uninit(m, a->dtype, a->rank, dims);
   if (rc != 0) return rc;
   size_t outer, inner;
-  around(a, axis, &outer, &inner);
+  dynqd__split_shape(a, axis, &outer, &inner);
   size_t ca = (size_t)a->dims[axis] * inner, cb = (size_t)b->dims[axis] * inner;
   for (size_t o = 0; o < outer; o++) {
     uint8_t *dst = (uint8_t *)m->data + o * (ca + cb);
@@ -99,7 +90,7 @@ static int splits_along(const dynq__tensor_t *m, const dynq__tensor_t *a,
   for (int d = 0; d < m->rank; d++)
     if (d != axis && (m->dims[d] != a->dims[d] || m->dims[d] != b->dims[d])) return 0;
   size_t outer, inner;
-  around(a, axis, &outer, &inner);
+  dynqd__split_shape(a, axis, &outer, &inner);
   size_t ca = (size_t)a->dims[axis] * inner, cb = (size_t)b->dims[axis] * inner;
   for (size_t o = 0; o < outer; o++) {
     const uint8_t *src = (const uint8_t *)m->data + o * (ca + cb);

@@ -179,20 +179,19 @@ int dynq__run_reduce(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
               : op == DYNQ_OP_REDUCE_SUM || mean || op == DYNQ_OP_REDUCE_LOG_SUM ? 0 : -1;
   if (f >= 0 && x->dtype == DYNQ_DT_F32 && n > 0 && as_block(x, &p, &ob, &rb, &ib)) {
     (f == 0 ? sum_block_0 : f == 1 ? sum_block_1 : sum_block_2)(x->data, ob, rb, ib, acc);
-    n = 0;  /* summed: the element loop below has nothing left to do */
-  }
-  for (int64_t i = 0; i < n; i++, plan_next(x, &p, cnt, &off)) {
-    const double v = dynq__load_d(x->data, x->dtype, i);
-    switch (op) {
-    case DYNQ_OP_REDUCE_PROD: acc[off] *= v; break;
-    case DYNQ_OP_REDUCE_L1: acc[off] += fabs(v); break;
-    case DYNQ_OP_REDUCE_L2:
-    case DYNQ_OP_REDUCE_SUM_SQUARE: acc[off] += v * v; break;
-    case DYNQ_OP_REDUCE_LOG_SUM_EXP: acc[off] += exp(v); break;
-    default: acc[off] += v; break;
+  } else {
+    for (int64_t i = 0; i < n; i++, plan_next(x, &p, cnt, &off)) {
+      const double v = dynq__load_d(x->data, x->dtype, i);
+      switch (op) {
+      case DYNQ_OP_REDUCE_PROD: acc[off] *= v; break;
+      case DYNQ_OP_REDUCE_L1: acc[off] += fabs(v); break;
+      case DYNQ_OP_REDUCE_L2:
+      case DYNQ_OP_REDUCE_SUM_SQUARE: acc[off] += v * v; break;
+      case DYNQ_OP_REDUCE_LOG_SUM_EXP: acc[off] += exp(v); break;
+      default: acc[off] += v; break;
+      }
     }
   }
-  n = dynq__tensor_numel(x);
   double cntr = no > 0 && n > 0 ? (double)n / (double)no : 0;
   for (int64_t i = 0; i < no; i++) {
     double v = acc[i];
