@@ -215,8 +215,17 @@ int dynqd__rows_check(const dynq__model_t *m, const int *ranks,
                       int64_t (*dims)[DYNQ_MAX_RANK], const int8_t *axes,
                       int64_t max_value_bytes, int64_t max_run_ms, dynqd_rows_t *ret);
 /* A tensor seen as [outer, rows, inner] along axis: outer = elements
- * before the axis, inner = bytes of one slice past it (infer.c). */
-void dynqd__split_shape(const dynq__tensor_t *t, int axis, size_t *outer, size_t *inner);
+ * before the axis, inner = bytes of one slice past it (merging in
+ * infer.c, the row check). */
+static inline void dynqd__split_shape(const dynq__tensor_t *t, int axis, size_t *outer,
+                                      size_t *inner) {
+  size_t o = 1, in = dynq__dtype_size(t->dtype);
+  for (int d = 0; d < axis; d++) o *= (size_t)t->dims[d];
+  for (int d = axis + 1; d < t->rank; d++) in *= (size_t)t->dims[d];
+  *outer = o;
+  *inner = in;
+}
+
 /* May requests merged along axes (ni inputs, then no outputs) run as one? */
 int dynqd__rows_allow(const dynqd_rows_t *r, const int8_t *axes, int ni, int no);
 int dynqd__rows_copy(dynqd_rows_t *dst, const dynqd_rows_t *src, int no);

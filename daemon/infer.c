@@ -137,14 +137,6 @@ int dynqd__infer_compatible(const dynqd_infer_t *a, const dynqd_infer_t *b) {
   return 1;
 }
 
-void dynqd__split_shape(const dynq__tensor_t *t, int axis, size_t *outer, size_t *inner) {
-  size_t o = 1, in = dynq__dtype_size(t->dtype);
-  for (int d = 0; d < axis; d++) o *= (size_t)t->dims[d];
-  for (int d = axis + 1; d < t->rank; d++) in *= (size_t)t->dims[d];
-  *outer = o;
-  *inner = in;
-}
-
 /* Rows [r0, r0 + rows) of t along axis into an owned tensor. */
 static int slice_rows(const dynq__tensor_t *t, int axis, int64_t r0, int64_t rows,
                       dynq__tensor_t *ret) {
