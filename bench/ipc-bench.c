@@ -50,9 +50,11 @@
  * --pipeline-only: only 3b, the engine at batch 1 and at batches of D rows,
  * and 3d (the bare pipelined echo): the pipelined figure next to the
  * ceiling the socket and the engine leave on these cores.
- * --sync-only: only the raw closed-loop clients, then the bare pairs once
- * (dynqd's phase starts at a fixed offset, for a profiler to attach), and
- * the ceiling the bare pairs' CPU and the engine's leave (sync_ceiling).
+ * --sync-only: only the raw closed-loop clients (and then as many
+ * libdynqclient ones, dynq_infer), then the bare pairs once (dynqd's phase
+ * starts at a fixed offset, for a profiler to attach), the ceiling the
+ * bare pairs' CPU and the engine's leave (sync_ceiling), and a minimal
+ * server (3e) on one and on W threads against the same clients.
  */
 #include <errno.h>
 #include <poll.h>
@@ -62,6 +64,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -221,6 +224,7 @@ static int c_recv(conn_t *c, dynq__rpc_msg_t *m) {
 }
 
 static float g_x[768];
+static uint8_t *g_answer;  /* dynqd's answer frame to w_infer(3), as infer_sizes read it */
 static float *g_xs;  /* o_pipe_depth copies of g_x: the engine's batched rows */
 
 static void w_infer(dynq__wbuf_t *w, uint32_t msgid) {
@@ -886,6 +890,190 @@ static double bare_pipelined(int conns, int depth, size_t req, size_t resp, doub
   return (double)total / el;
 }
 
+/* ---- 3e: a minimal server ----
+ *
+ * What a server with no protocol of its own reaches against 64 synchronous
+ * clients (one socketpair each): T threads, each with one epoll set over
+ * its share of the connections.  An iteration reads every whole request
+ * epoll_wait reported, runs the real engine in-process once on that many
+ * rows (dynqd's coalescing; at most --pipeline's depth rows a run; the
+ * rows are g_xs, the requests' bytes are not parsed), and writes each
+ * client dynqd's own answer frame.  The clients are either the bare
+ * pairs' (bytes only) or client_main's (an encoded request out, the
+ * answer framed and parsed back, as against dynqd).  No decoding, no
+ * libuv, no hand-offs between threads: the sockets, the wake-ups and the
+ * compute, scheduled the way an event-loop server must.  dynqd's sync
+ * figure is read against this as well as against the bare pairs. */
+
+typedef struct srv_conn {
+  int fd;
+  size_t got;  /* bytes of the request being read */
+} srv_conn_t;
+
+static double g_srv_user_us, g_srv_sys_us;  /* the server threads' CPU per request */
+static int g_served_msgpack;  /* the clients are client_main's raw msgpack ones */
+
+typedef struct srv_arg {
+  srv_conn_t *c;
+  int n;
+  size_t req, resp;
+  dynq__model_t *model;
+  long runs, rows;
+  struct rusage ru;  /* the server thread's, at its end */
+} srv_arg_t;
+
+/* client_main's loop over a socketpair: a w_infer frame out, an answer
+ * parsed back (what dynqd's raw clients pay on their side). */
+static void *mp_client_main(void *p) {
+  bare_arg_t *a = p;
+  conn_t c = {a->fd, {0}};
+  dynq__framer_init(&c.fr, NULL);
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_infer(&w, 3);
+  while (now_s() < a->until) {
+    c_send(&c, w.data, w.len);
+    dynq__rpc_msg_t m;
+    if (c_recv(&c, &m) != 0) die("minimal server: bad answer");
+    dynq__rpc_free(&m);
+    a->done++;
+  }
+  dynq__wbuf_free(&w);
+  dynq__framer_free(&c.fr);
+  shutdown(a->fd, SHUT_WR);
+  return NULL;
+}
+
+static void *srv_main(void *p) {
+  srv_arg_t *a = p;
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  size_t big = a->req > a->resp ? a->req : a->resp;
+  uint8_t *buf = calloc(1, big);
+  int *ready = calloc((size_t)a->n, sizeof(*ready));
+  if (ep < 0 || buf == NULL || ready == NULL) die("minimal server: out of memory");
+  for (int i = 0; i < a->n; i++) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, a->c[i].fd, &ev) != 0) die("epoll_ctl failed");
+  }
+  struct epoll_event evs[256];
+  int open = a->n;
+  while (open > 0) {
+    int n = epoll_wait(ep, evs, 256, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) die("epoll_wait failed");
+    int nr = 0;
+    for (int e = 0; e < n; e++) {
+      srv_conn_t *c = &a->c[evs[e].data.u32];
+      ssize_t r = recv(c->fd, buf, a->req - c->got, MSG_DONTWAIT);
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (r <= 0) {  /* the client is done */
+        epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+        open--;
+        continue;
+      }
+      c->got += (size_t)r;
+      if (c->got == a->req) {
+        c->got = 0;
+        ready[nr++] = (int)evs[e].data.u32;
+      }
+    }
+    for (int i = 0; i < nr; i += o_pipe_depth) {
+      int k = nr - i < o_pipe_depth ? nr - i : o_pipe_depth;
+      {
+        dynq__tensor_t in, out[4];
+        memset(&in, 0, sizeof(in));
+        memset(out, 0, sizeof(out));
+        in.dtype = DYNQ_DT_F32;
+        in.rank = 2;
+        in.dims[0] = k;
+        in.dims[1] = 768;
+        in.data = g_xs;
+        dynq__run_opts_t opts = {DYNQ_PRECISION_INT8, NULL, 1};
+        char err[128];
+        if (dynq__model_run(a->model, &opts, &in, out, err, sizeof(err)) != 0) die(err);
+        dynq__tensor_clear(&out[0]);
+        a->runs++;
+        a->rows += k;
+      }
+      for (int j = i; j < i + k; j++)
+        if (full_io(a->c[ready[j]].fd, g_answer, a->resp, 1) != 0)
+          die("minimal server: send failed");
+    }
+  }
+  getrusage(RUSAGE_THREAD, &a->ru);
+  free(ready);
+  free(buf);
+  close(ep);
+  return NULL;
+}
+
+/* Round trips per second of the clients against `threads` server threads;
+ * *ret_cpu_us: this process's CPU per round trip (both ends);
+ * *ret_rows: mean rows per engine run. */
+static double bare_served(int clients, int threads, size_t req, size_t resp,
+                          double *ret_cpu_us, double *ret_rows) {
+  pthread_t *th = calloc((size_t)clients + (size_t)threads, sizeof(*th));
+  bare_arg_t *a = calloc((size_t)clients, sizeof(*a));
+  srv_conn_t *sc = calloc((size_t)clients, sizeof(*sc));
+  srv_arg_t sa[64];
+  int *fds = calloc((size_t)clients, sizeof(*fds));
+  if (th == NULL || a == NULL || sc == NULL || fds == NULL || threads < 1 || threads > 64)
+    die("minimal server: out of memory");
+  dynq__model_t *m;
+  char path[4096], err[256];
+  snprintf(path, sizeof(path), "%s/%s.dynq", o_models, o_model);
+  if (dynq__model_open(path, &m, err, sizeof(err)) != 0) die(err);
+  for (int i = 0; i < clients; i++) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair failed");
+    fds[i] = sv[0];
+    sc[i].fd = sv[1];
+  }
+  struct timespec c0, c1;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+  double t0 = now_s(), until = t0 + o_seconds;
+  for (int t = 0; t < threads; t++) {
+    int lo = clients * t / threads, hi = clients * (t + 1) / threads;
+    sa[t] = (srv_arg_t){sc + lo, hi - lo, req, resp, m, 0, 0};
+    pthread_create(&th[clients + t], NULL, srv_main, &sa[t]);
+  }
+  for (int i = 0; i < clients; i++) {
+    a[i] = (bare_arg_t){fds[i], req, resp, until, 0};
+    pthread_create(&th[i], NULL, g_served_msgpack ? mp_client_main : bare_client_main, &a[i]);
+  }
+  long total = 0, runs = 0, rows = 0;
+  double su = 0, ss = 0;
+  for (int i = 0; i < clients; i++) {
+    pthread_join(th[i], NULL);
+    total += a[i].done;
+  }
+  double el = now_s() - t0;
+  for (int t = 0; t < threads; t++) {
+    pthread_join(th[clients + t], NULL);
+    runs += sa[t].runs;
+    rows += sa[t].rows;
+    su += (double)sa[t].ru.ru_utime.tv_sec * 1e6 + (double)sa[t].ru.ru_utime.tv_usec;
+    ss += (double)sa[t].ru.ru_stime.tv_sec * 1e6 + (double)sa[t].ru.ru_stime.tv_usec;
+  }
+  g_srv_user_us = total > 0 ? su / (double)total : 0;
+  g_srv_sys_us = total > 0 ? ss / (double)total : 0;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+  *ret_cpu_us = total > 0 ? ((double)(c1.tv_sec - c0.tv_sec) * 1e6 +
+                             (double)(c1.tv_nsec - c0.tv_nsec) / 1e3) / (double)total
+                          : 0;
+  *ret_rows = runs > 0 ? (double)rows / (double)runs : 0;
+  for (int i = 0; i < clients; i++) {
+    close(fds[i]);
+    close(sc[i].fd);
+  }
+  dynq__model_unref(m);
+  free(th);
+  free(a);
+  free(sc);
+  free(fds);
+  return (double)total / el;
+}
+
 /* Sizes of the infer request and of its answer, as the throughput clients
  * send and receive them. */
 static void infer_sizes(const daemon_t *d, size_t *ret_req, size_t *ret_resp) {
@@ -898,7 +1086,11 @@ static void infer_sizes(const daemon_t *d, size_t *ret_req, size_t *ret_resp) {
   dynq__rpc_msg_t m;
   if (c_recv(&c, &m) != 0) die("infer failed");
   size_t flen;
-  dynq__rpc_frame(&m, &flen);
+  const uint8_t *fr = dynq__rpc_frame(&m, &flen);
+  free(g_answer);
+  g_answer = malloc(flen);
+  if (g_answer == NULL) die("out of memory");
+  memcpy(g_answer, fr, flen);
   *ret_req = w.len;
   *ret_resp = flen;
   dynq__rpc_free(&m);
@@ -1063,13 +1255,28 @@ int main(int argc, char **argv) {
   }
   if (o_sync_only) {  /* dynqd first, at a fixed offset (for profilers), then the pairs */
     double t = throughput(&d, -1), cpu = g_cpu_per_req_us, loop = g_loop_per_req_us;
+    double tl = throughput(&d, 0), cpul = g_cpu_per_req_us;
     daemon_stop(&d);
     double tb = bare_pingpong(o_clients, req_len, resp_len), cpu_bare = g_bare_cpu_us;
     printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req, its loop "
            "thread %.1f); bare ping-pong, readers %s: %.0f round trips/s; %.0f%% of it\n",
            o_clients, t, cpu, loop, o_blocking_recv ? "block in recv" : "wait in poll", tb,
            100.0 * t / tb);
+    printf("throughput, %d libdynqclient clients (dynq_infer, spin 0): %.0f req/s (dynqd CPU %.1f "
+           "us/req); %.0f%% of the bare ping-pong\n", o_clients, tl, cpul, 100.0 * tl / tb);
     sync_ceiling(tb, cpu_bare, t);
+    for (int k = 0; k < 3; k++) {
+      int th = k == 0 ? 1 : o_workers;
+      g_served_msgpack = k == 2;
+      double cpu_s, rows_s;
+      double ts = bare_served(o_clients, th, req_len, resp_len, &cpu_s, &rows_s);
+      printf("minimal server, %d thread%s, epoll + the engine on each wait's requests (%.1f rows "
+             "a run, at most %d), %s clients: %.0f req/s, CPU %.2f us each (both ends; the "
+             "server %.2f user + %.2f sys) = %.0f%% of the bare pairs; dynqd reaches %.0f%% of "
+             "it\n", th, th > 1 ? "s" : "", rows_s, o_pipe_depth,
+             g_served_msgpack ? "msgpack" : "bare", ts, cpu_s, g_srv_user_us, g_srv_sys_us,
+             100.0 * ts / tb, 100.0 * t / ts);
+    }
     return 0;
   }
   double t_bare0 = bare_pingpong(o_clients, req_len, resp_len);
