@@ -545,23 +545,31 @@ static void *lib_client_main(void *p) {
   return NULL;
 }
 
+/* Closed loop on one connection until `until`: a w_infer frame out, the
+ * answer framed and parsed back; returns the answers. */
+static long raw_infer_loop(conn_t *c, double until) {
+  dynq__wbuf_t w;
+  dynq__wbuf_init(&w);
+  w_infer(&w, 3);
+  long done = 0;
+  while (now_s() < until) {
+    c_send(c, w.data, w.len);
+    dynq__rpc_msg_t m;
+    if (c_recv(c, &m) != 0) die("infer failed under load");
+    dynq__rpc_free(&m);
+    done++;
+  }
+  dynq__wbuf_free(&w);
+  return done;
+}
+
 static void *client_main(void *p) {
   tharg_t *a = p;
   if (a->depth > 0) return pipe_client_main(p);
   if (a->lib_spin >= 0) return lib_client_main(p);
   conn_t c;
   c_open(&c, a->sock);
-  dynq__wbuf_t w;
-  dynq__wbuf_init(&w);
-  w_infer(&w, 3);
-  while (now_s() < a->until) {
-    c_send(&c, w.data, w.len);
-    dynq__rpc_msg_t m;
-    if (c_recv(&c, &m) != 0) die("infer failed under load");
-    dynq__rpc_free(&m);
-    a->done++;
-  }
-  dynq__wbuf_free(&w);
+  a->done += raw_infer_loop(&c, a->until);
   c_close(&c);
   return NULL;
 }
@@ -928,17 +936,7 @@ static void *mp_client_main(void *p) {
   bare_arg_t *a = p;
   conn_t c = {a->fd, {0}};
   dynq__framer_init(&c.fr, NULL);
-  dynq__wbuf_t w;
-  dynq__wbuf_init(&w);
-  w_infer(&w, 3);
-  while (now_s() < a->until) {
-    c_send(&c, w.data, w.len);
-    dynq__rpc_msg_t m;
-    if (c_recv(&c, &m) != 0) die("minimal server: bad answer");
-    dynq__rpc_free(&m);
-    a->done++;
-  }
-  dynq__wbuf_free(&w);
+  a->done = raw_infer_loop(&c, a->until);
   dynq__framer_free(&c.fr);
   shutdown(a->fd, SHUT_WR);
   return NULL;
