@@ -187,7 +187,7 @@ static const op_spec_t op_table[] = {
     {"NonZero", DYNQ_OP_NONZERO, 1, 1, 1, 0, {{0}}, G},
     {"MeanVarianceNormalization", DYNQ_OP_MVN, 1, 1, 1, 0, {{0}}, G},
     /* the audio front end (lib/ops/spectral.c) */
-    {"DFT", DYNQ_OP_DFT, 1, 2, 1, OPF_OPT_IN,
+    {"DFT", DYNQ_OP_DFT, 1, 3, 1, OPF_OPT_IN,
      {{"axis", K_INT}, {"inverse", K_INT}, {"onesided", K_INT}}, G, GC},
     {"STFT", DYNQ_OP_STFT, 2, 4, 1, OPF_OPT_IN, {{"onesided", K_INT}}, G, GC},
     {"HannWindow", DYNQ_OP_HANN_WINDOW, 1, 1, 1, 0,

@@ -475,6 +475,36 @@ static int gridsample_padding(const char *p) {
   return -1;
 }
 
+/* DFT's axis: opset 17's attribute (default 1), or from opset 20 on a
+ * third input (default -2, the last signal axis), which must be a constant
+ * int scalar: the engine takes it as its attribute.  NULL when fine, else
+ * why not. */
+static const char *dft_axis(conv_t *c, const Onnx__NodeProto *n, int64_t *ret) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const int has_in = n->n_input > 2 && n->input[2] != NULL && n->input[2][0] != 0;
+  if (c->opset < 20) {
+    if (n->n_input > 2)
+      return dynq__imp_pool_printf(pl, "takes 1 to 2 inputs at opset %lld (axis is an input "
+                                   "from opset 20 on), has %zu", (long long)c->opset,
+                                   n->n_input);
+    *ret = dynq__imp_attr_i(n, "axis", 1);
+    return NULL;
+  }
+  if (dynq__imp_find_attr(n, "axis") != NULL)
+    return "axis is an input from opset 20 on, not an attribute";
+  *ret = -2;
+  if (!has_in) return NULL;
+  const dynq__value_t *t = dynq__imp_const_of(c, n->input[2]);
+  if (t == NULL || (t->dtype != DYNQ_DT_I64 && t->dtype != DYNQ_DT_I32) || t->rank > 1 ||
+      dynq__shape_numel(t->rank, t->dims) != 1)
+    return dynq__imp_pool_printf(pl, "the axis input '%s' must be a constant int scalar",
+                                 n->input[2]);
+  *ret = dynq__load_i(t->data, t->dtype, 0);
+  if (*ret < -DYNQ_MAX_RANK || *ret >= DYNQ_MAX_RANK)
+    return dynq__imp_pool_printf(pl, "axis %lld is out of range", (long long)*ret);
+  return NULL;
+}
+
 const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const char *type = n->op_type ? n->op_type : "";
@@ -517,9 +547,11 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
       return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
   }
-  if (strcmp(type, "DFT") == 0 && c->opset >= 20)
-    return dynq__imp_pool_printf(pl, "the opset %lld form (axis as an input) is not supported "
-                                 "(opset 17's is)", (long long)c->opset);
+  if (strcmp(type, "DFT") == 0) {
+    int64_t ax;
+    const char *why = dft_axis(c, n, &ax);
+    if (why != NULL) return why;
+  }
   if (spectral_dtype_attr(type) && dynq__imp_find_attr(n, "output_datatype") != NULL) {
     int64_t t = dynq__imp_attr_i(n, "output_datatype", 0);
     if (spectral_dtype(t) < 0)
@@ -830,6 +862,13 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
      * front-end rule, models/README.md) */
     c->front_out = 1;
     copy_scalar_attrs(bn, n);
+    if (op == DYNQ_OP_DFT) {  /* opset 20's axis input is the engine's attribute */
+      int64_t ax;
+      if (dft_axis(c, n, &ax) != NULL) return -1; /* pass 1 refused it */
+      dynq__imp_node_attr_i(bn, "axis", ax);
+      if (bn->n_in > 2) bn->n_in = 2;
+      while (bn->n_in > 1 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
+    }
     break;
   case DYNQ_OP_LRN:
   case DYNQ_OP_GATHER_ND:

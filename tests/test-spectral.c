@@ -614,11 +614,56 @@ START_TEST(import_refusals) {
   for (int i = 0; want[i]; i++)
     ck_assert_msg(strstr(log, want[i]) != NULL, "no '%s' in:\n%s", want[i], log);
   free(log);
+  /* opset 20: the axis must be a constant input */
   snprintf(in, sizeof in, "%s", tu_src("tests/fixtures/bad_spectral20.onnx"));
   ck_assert_int_ne(tu_quantize_log(&log, in, out, NULL), 0);
-  ck_assert_msg(strstr(log, "node 'dft_opset20' (op DFT): the opset 20 form (axis as an input) "
-                            "is not supported") != NULL, "%s", log);
+  static const char *const want20[] = {
+      "3 nodes cannot be converted",
+      "node 'dft_axis_attr' (op DFT): axis is an input from opset 20 on, not an attribute",
+      "node 'dft_axis_input' (op DFT): the axis input 'ax' must be a constant int scalar",
+      "node 'dft_axis_99' (op DFT): axis 99 is out of range",
+      NULL};
+  for (int i = 0; want20[i]; i++)
+    ck_assert_msg(strstr(log, want20[i]) != NULL, "no '%s' in:\n%s", want20[i], log);
   free(log);
+}
+END_TEST
+
+/* Opset 20's DFT (dft20.onnx, make_logmel.py): the axis as an input,
+ * absent (-2, the last signal axis), 1, and -3 with a dft_length and
+ * inverse; against numpy's float64 FFT (ONNX Runtime 1.30 agrees with
+ * those references within 1.2e-5). */
+START_TEST(dft_opset20) {
+  char in[1024], out[1024], e[512] = "";
+  snprintf(in, sizeof in, "%s", tu_src("tests/fixtures/dft20.onnx"));
+  snprintf(out, sizeof out, "%s/dft20.dynq", tu_tmp);
+  char *log = NULL;
+  ck_assert_msg(tu_quantize_log(&log, in, out, NULL) == 0, "dynq-quantize: %s", log);
+  free(log);
+  dynq__model_t *m = NULL;
+  ck_assert_msg(dynq__model_open(out, &m, e, sizeof e) == 0, "open: %s", e);
+  float *x = load_fixture("dft20_x.f32", 2 * 12 * 3);
+  dynq__tensor_t X = tf(4, (int64_t[]){2, 12, 3, 1}, x), y[3];
+  memset(y, 0, sizeof y);
+  dynq__run_opts_t opts = {.precision = DYNQ_PRECISION_FP32};
+  ck_assert_msg(dynq__model_run(m, &opts, &X, y, e, sizeof e) == 0, "run: %s", e);
+  static const struct { const char *file; int64_t dims[4]; } want[3] = {
+      {"dft20_d_def.f32", {2, 12, 3, 2}},
+      {"dft20_d_ax1.f32", {2, 7, 3, 2}},
+      {"dft20_d_inv.f32", {2, 8, 3, 2}}};
+  for (int k = 0; k < 3; k++) {
+    ck_assert_int_eq(y[k].rank, 4);
+    for (int d = 0; d < 4; d++) ck_assert_int_eq(y[k].dims[d], want[k].dims[d]);
+    size_t n = (size_t)dynq__tensor_numel(&y[k]);
+    float *ref = load_fixture(want[k].file, n);
+    double r = tu_rel_max(y[k].data, ref, n);
+    printf("dft_opset20 %s max_rel %.3g\n", want[k].file, r);
+    ck_assert_msg(r <= 5e-6, "%s: max_rel %.3g", want[k].file, r);
+    free(ref);
+    dynq__tensor_clear(&y[k]);
+  }
+  free(x);
+  dynq__model_unref(m);
 }
 END_TEST
 
@@ -676,6 +721,7 @@ int main(void) {
   tcase_add_test(tm, logmel_vs_numpy);
   tcase_add_test(tm, logmel_hostile);
   tcase_add_test(tm, import_refusals);
+  tcase_add_test(tm, dft_opset20);
   suite_add_tcase(s, tm);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
