@@ -24,6 +24,16 @@ static const char *attr_s(conv_t *c, const Onnx__NodeProto *n, const char *name)
   return dynq__imp_pool_printf(&c->b.pool, "%.*s", (int)a->s.len, (const char *)a->s.data);
 }
 
+/* keep_aspect_ratio_policy's code (DYNQ_KEEP_*; absent: stretch), -1
+ * when unknown. */
+static int keep_policy(const char *p) {
+  static const char *const names[] = {"stretch", "not_larger", "not_smaller"};
+  if (p == NULL) return DYNQ_KEEP_STRETCH;
+  for (int i = 0; i < 3; i++)
+    if (strcmp(p, names[i]) == 0) return i;
+  return -1;
+}
+
 /* The attributes each op accepts; anything else is refused by name. */
 static int attr_known(const char *op, const char *a) {
   static const struct { const char *op, *attrs; } known[] = {
@@ -82,13 +92,23 @@ const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n) {
     if (ca != NULL && (!ca->has_f || !isfinite(ca->f)))
       return "cubic_coeff_a is not a finite float";
     int64_t aa = dynq__imp_attr_i(n, "antialias", 0);
-    if (aa != 0) return dynq__imp_pool_printf(pl, "antialias %" PRId64 " is not supported (only 0)", aa);
-    if (dynq__imp_find_attr(n, "axes") != NULL)
-      return "the axes attribute is not supported (give scales or sizes for every axis)";
-    const char *kp = attr_s(c, n, "keep_aspect_ratio_policy");
-    if (kp != NULL && strcmp(kp, "stretch") != 0)
-      return dynq__imp_pool_printf(pl, "keep_aspect_ratio_policy '%s' is not supported (only "
-                                   "stretch)", kp);
+    if (aa != 0 && aa != 1) return dynq__imp_pool_printf(pl, "antialias %" PRId64 " is not 0 or 1", aa);
+    const Onnx__AttributeProto *ax = dynq__imp_find_attr(n, "axes");
+    if (ax != NULL && (ax->n_ints < 1 || ax->n_ints > DYNQ_MAX_RANK))
+      return dynq__imp_pool_printf(pl, "axes has %zu values (1 to %d)", ax->n_ints,
+                                   DYNQ_MAX_RANK);
+    for (size_t i = 0; ax != NULL && i < ax->n_ints; i++) {
+      if (ax->ints[i] < -DYNQ_MAX_RANK || ax->ints[i] >= DYNQ_MAX_RANK)
+        return dynq__imp_pool_printf(pl, "axes[%zu] %" PRId64 " is out of range", i,
+                                     ax->ints[i]);
+      for (size_t j = 0; j < i; j++)
+        if (ax->ints[j] == ax->ints[i])
+          return dynq__imp_pool_printf(pl, "axes lists %" PRId64 " twice", ax->ints[i]);
+    }
+    if (keep_policy(attr_s(c, n, "keep_aspect_ratio_policy")) < 0)
+      return dynq__imp_pool_printf(pl, "keep_aspect_ratio_policy '%s' is not supported "
+                                   "(stretch, not_larger, not_smaller are)",
+                                   attr_s(c, n, "keep_aspect_ratio_policy"));
     if (c->opset < 11 && n->n_input != 2) return "takes X and scales before opset 11";
     int has_scales = c->opset < 11 || (n->n_input > 2 && n->input[2] && n->input[2][0]);
     int has_sizes = c->opset >= 11 && n->n_input > 3 && n->input[3] && n->input[3][0];
@@ -242,6 +262,20 @@ int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     if (ca != NULL && ca->has_f) dynq__imp_node_attr_f(bn, "cubic_coeff_a", ca->f);
     int64_t eo = dynq__imp_attr_i(n, "exclude_outside", 0);
     if (eo != 0) dynq__imp_node_attr_i(bn, "exclude_outside", eo);
+    /* opset 18: antialias, the axes scales / sizes give, the sizes'
+     * aspect ratio policy */
+    if (dynq__imp_attr_i(n, "antialias", 0) != 0) dynq__imp_node_attr_i(bn, "antialias", 1);
+    const Onnx__AttributeProto *ax = dynq__imp_find_attr(n, "axes");
+    if (ax != NULL) {
+      /* attribute names are kept by pointer: static ones */
+      static const char *const key[DYNQ_MAX_RANK] = {"axes0", "axes1", "axes2", "axes3",
+                                                     "axes4", "axes5", "axes6", "axes7"};
+      dynq__imp_node_attr_i(bn, "naxes", (int64_t)ax->n_ints);
+      for (size_t i = 0; i < ax->n_ints && i < DYNQ_MAX_RANK; i++)
+        dynq__imp_node_attr_i(bn, key[i], ax->ints[i]);
+    }
+    int pol = keep_policy(attr_s(c, n, "keep_aspect_ratio_policy"));
+    if (pol != DYNQ_KEEP_STRETCH) dynq__imp_node_attr_i(bn, "policy", pol);
   } else if (op == DYNQ_OP_CONV_TRANSPOSE) {
     size_t sr = convt_rank(c, n);
     qconvt_t q;

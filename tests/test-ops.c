@@ -1214,6 +1214,80 @@ START_TEST(resize_modes) {
 }
 END_TEST
 
+/* Opset 18's Resize attributes by hand: antialias on [0 4 8 12] halved
+ * (half_pixel; sources 0.5 and 2.5, the linear kernel stretched to 4 taps
+ * of weights 1/8 3/8 3/8 1/8, edges repeated: 2.5 and 9.5, where plain
+ * linear gives 2 and 10); axes (the scales of axis 3 only, negative); the
+ * aspect ratio kept from sizes; and the values refused at load or run. */
+START_TEST(resize_opset18) {
+  float x[4] = {0, 4, 8, 12}, half[1] = {0.5f}, s4[4] = {1, 1, 1, 0.5f};
+  int64_t dx[4] = {1, 1, 1, 4};
+  dynq__tensor_t X = tf(4, dx, x), H = tf(1, (int64_t[]){1}, half), S4 = tf(1, (int64_t[]){4}, s4),
+                 o;
+  const dynq__tensor_t *in[3] = {&X, &S4, NULL};
+  const dynq__attr_t aa[] = {AS("mode", "linear"), AI("antialias", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, aa, 2, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 2}, (float[]){2.5f, 9.5f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t lin[] = {AS("mode", "linear")};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, lin, 1, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 2}, (float[]){2, 10}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* axes [-1]: one scale */
+  const dynq__attr_t ax[] = {AS("mode", "linear"), AI("antialias", 1), AI("naxes", 1),
+                             AI("axes0", -1)};
+  in[1] = &H;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, ax, 4, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 2}, (float[]){2.5f, 9.5f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* sizes [3, 2] on axes 2, 3 of [1, 1, 1, 4], not_larger: scale
+   * min(3, 0.5) = 0.5 on both, lengths round_half_up(0.5) = 1 and 2 */
+  int64_t sz[2] = {3, 2};
+  dynq__tensor_t SZ = ti64s(1, (int64_t[]){2}, sz);
+  const dynq__attr_t keep[] = {AS("mode", "nearest"), AI("naxes", 2), AI("axes0", 2),
+                               AI("axes1", 3), AI("policy", DYNQ_KEEP_NOT_LARGER)};
+  in[1] = NULL, in[2] = &SZ;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, keep, 5, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 2}, (float[]){0, 8}, 0);
+  dynq__tensor_clear(&o);
+  /* not_smaller: scale 3 on both, lengths 3 and 12 */
+  const dynq__attr_t big[] = {AS("mode", "nearest"), AI("naxes", 2), AI("axes0", 2),
+                              AI("axes1", 3), AI("policy", DYNQ_KEEP_NOT_SMALLER)};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, big, 5, 3, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[2], 3);
+  ck_assert_int_eq(o.dims[3], 12);
+  dynq__tensor_clear(&o);
+  /* run time: axes repeated, out of range for the rank, scales of the wrong length */
+  const dynq__attr_t twice[] = {AI("naxes", 2), AI("axes0", 3), AI("axes1", -1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, twice, 3, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Resize): axes[1] -1 is repeated for an input of rank 4"),
+                "%s", err);
+  const dynq__attr_t far[] = {AI("naxes", 1), AI("axes0", 5)};
+  in[1] = &H, in[2] = NULL;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, far, 2, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "axes[0] 5 is out of range for an input of rank 4"), "%s", err);
+  in[1] = &S4;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, ax, 4, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "scales must be float32 [1] for an input of rank 4 and its axes"),
+                "%s", err);
+  /* load: attribute values a file may hold but the op does not take */
+  const dynq__attr_t bad[][1] = {{AI("antialias", 2)}, {AI("policy", 3)}, {AI("naxes", 9)},
+                                 {AI("naxes", -1)}};
+  const char *why[] = {"antialias 2 is not 0 or 1", "keep_aspect_ratio_policy code 3",
+                       "9 axes (at most 8)", "-1 axes"};
+  for (int k = 0; k < 4; k++) {
+    ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, bad[k], 1, 3, 1, in, &o), DYNQ_EGRAPH);
+    ck_assert_msg(strstr(err, why[k]) != NULL, "%s", err);
+  }
+  const dynq__attr_t ax9[] = {AI("naxes", 1), AI("axes0", 9)};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, ax9, 2, 3, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "axes[0] 9 is not within [-8, 8)"), "%s", err);
+  const dynq__attr_t ax_missing[] = {AI("naxes", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, ax_missing, 1, 3, 1, in, &o), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "axes[0] -9223372036854775808 is not within"), "%s", err);
+}
+END_TEST
+
 /* ConvTranspose against its definition: every input position scatters
  * x * w over the kernel taps. */
 START_TEST(convt_vs_definition) {
@@ -3025,6 +3099,7 @@ int main(void) {
   tcase_add_test(tc, softmax_exp_accuracy);
   tcase_add_test(tc, gelu_accuracy);
   tcase_add_test(tc, resize_modes);
+  tcase_add_test(tc, resize_opset18);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);
   tcase_add_test(tc, tile_split);

@@ -102,6 +102,8 @@ enum { DYNQ_CTM_HALF_PIXEL, DYNQ_CTM_PYTORCH_HALF_PIXEL, DYNQ_CTM_ALIGN_CORNERS,
        DYNQ_CTM_ASYMMETRIC, DYNQ_CTM_TF_HALF_PIXEL_FOR_NN };
 enum { DYNQ_NEAREST_ROUND_PREFER_FLOOR, DYNQ_NEAREST_ROUND_PREFER_CEIL, DYNQ_NEAREST_FLOOR,
        DYNQ_NEAREST_CEIL };
+/* keep_aspect_ratio_policy (opset 18), attribute "policy" */
+enum { DYNQ_KEEP_STRETCH, DYNQ_KEEP_NOT_LARGER, DYNQ_KEEP_NOT_SMALLER };
 
 /* Einsum (einsum.c): the equation as label strings, one per operand and
  * one for the output; labels are 'A'..'Z', 'a'..'z' (at run time an
@@ -157,7 +159,12 @@ typedef union dynq__opstate {
   struct { float alpha; int int8; } smatmul;     /* StridedMatMul */
   dynq__pool_attrs_t pool;
   dynq__convt_attrs_t convt;
-  struct { int mode, ctm, nearest, exclude_outside; float cubic_a; } resize;
+  struct {
+    int mode, ctm, nearest, exclude_outside, antialias;
+    int policy;                   /* keep_aspect_ratio_policy: DYNQ_KEEP_* */
+    int naxes, axes[DYNQ_MAX_RANK]; /* opset 18's axes (0: every axis) */
+    float cubic_a;
+  } resize;
   dynq__einsum_t einsum;
   struct { int64_t axis, num_outputs; } split;   /* num_outputs 0: from the outputs */
   struct { int64_t axis; int keepdims, last; } argmax;

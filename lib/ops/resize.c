@@ -16,6 +16,15 @@
  * repeated outward; exclude_outside 1 instead gives the taps outside the
  * input weight 0 and renormalizes the rest (ONNX's definition); weights
  * and sums in double.
+ *
+ * Opset 18: `axes` (attributes naxes, axes0..) lists the axes scales or
+ * sizes give, the others keep their length; keep_aspect_ratio_policy
+ * (attribute policy) not_larger / not_smaller resizes the listed axes by
+ * the smallest / largest of their size / length ratios, each to
+ * round_half_up(scale x length), as ONNX's reference does; antialias 1
+ * stretches the linear or cubic kernel by 1 / scale on each axis that
+ * shrinks (more taps, weights normalized to sum 1; axes that grow or keep
+ * their length interpolate as without it).
  */
 #include "ops.h"
 
@@ -60,15 +69,54 @@ static const char *attr_str(const dynq__node_t *n, const char *name) {
   return a != NULL && a->type == DYNQ_ATTR_STRING ? a->s : NULL;
 }
 
+/* The node's attributes into *st; 0, or -1 with why. */
+static int read_attrs(const dynq__node_t *n, dynq__opstate_t *st, char *why, size_t whylen) {
+  if (dynq__resize_codes(attr_str(n, "mode"), attr_str(n, "coordinate_transformation_mode"),
+                         attr_str(n, "nearest_mode"), &st->resize.mode, &st->resize.ctm,
+                         &st->resize.nearest, why, whylen) != 0)
+    return -1;
+  st->resize.cubic_a = dynq__node_attr_f(n, "cubic_coeff_a", -0.75f);
+  st->resize.exclude_outside = dynq__node_attr_i(n, "exclude_outside", 0) != 0;
+  int64_t aa = dynq__node_attr_i(n, "antialias", 0), pol = dynq__node_attr_i(n, "policy", 0),
+          na = dynq__node_attr_i(n, "naxes", 0);
+  if (!isfinite(st->resize.cubic_a)) {
+    snprintf(why, whylen, "cubic_coeff_a %g is not finite", (double)st->resize.cubic_a);
+    return -1;
+  }
+  if (aa != 0 && aa != 1) {
+    snprintf(why, whylen, "antialias %lld is not 0 or 1", (long long)aa);
+    return -1;
+  }
+  if (pol < DYNQ_KEEP_STRETCH || pol > DYNQ_KEEP_NOT_SMALLER) {
+    snprintf(why, whylen, "keep_aspect_ratio_policy code %lld is not 0, 1 or 2", (long long)pol);
+    return -1;
+  }
+  if (na < 0 || na > DYNQ_MAX_RANK) {
+    snprintf(why, whylen, "%lld axes (at most %d)", (long long)na, DYNQ_MAX_RANK);
+    return -1;
+  }
+  st->resize.antialias = (int)aa;
+  st->resize.policy = (int)pol;
+  st->resize.naxes = (int)na;
+  for (int k = 0; k < na; k++) {
+    char key[16];
+    snprintf(key, sizeof key, "axes%d", k);
+    int64_t a = dynq__node_attr_i(n, key, INT64_MIN);
+    if (a < -DYNQ_MAX_RANK || a >= DYNQ_MAX_RANK) {
+      snprintf(why, whylen, "axes[%d] %lld is not within [-%d, %d)", k, (long long)a,
+               DYNQ_MAX_RANK, DYNQ_MAX_RANK);
+      return -1;
+    }
+    st->resize.axes[k] = (int)a;
+  }
+  return 0;
+}
+
 int dynq__check_resize(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
   (void)g;
-  int m, t, r;
+  dynq__opstate_t st;
   char why[256];
-  int ok = dynq__resize_codes(attr_str(n, "mode"), attr_str(n, "coordinate_transformation_mode"),
-                              attr_str(n, "nearest_mode"), &m, &t, &r, why, sizeof why) == 0;
-  DYNQ_OP_CHECK(ok, "%s", why);
-  float a = dynq__node_attr_f(n, "cubic_coeff_a", -0.75f);
-  DYNQ_OP_CHECK(isfinite(a), "cubic_coeff_a %g is not finite", (double)a);
+  DYNQ_OP_CHECK(read_attrs(n, &st, why, sizeof why) == 0, "%s", why);
   DYNQ_OP_CHECK(n->n_in >= 2 && (n->in[1] >= 0 || (n->n_in > 2 && n->in[2] >= 0)),
                 "needs scales or sizes");
   return 0;
@@ -78,19 +126,10 @@ int dynq__prep_resize(const dynq__graph_t *g, const dynq__node_t *n, dynq__opsta
                       char *err, size_t errlen) {
   (void)g;
   char why[256];
-  if (dynq__resize_codes(attr_str(n, "mode"), attr_str(n, "coordinate_transformation_mode"),
-                         attr_str(n, "nearest_mode"), &st->resize.mode, &st->resize.ctm,
-                         &st->resize.nearest, why, sizeof why) != 0) {
+  if (read_attrs(n, st, why, sizeof why) != 0) {
     snprintf(err, errlen, "node '%s' (Resize): %s", n->name ? n->name : "?", why);
     return DYNQ_EGRAPH;
   }
-  st->resize.cubic_a = dynq__node_attr_f(n, "cubic_coeff_a", -0.75f);
-  if (!isfinite(st->resize.cubic_a)) {
-    snprintf(err, errlen, "node '%s' (Resize): cubic_coeff_a %g is not finite",
-             n->name ? n->name : "?", (double)st->resize.cubic_a);
-    return DYNQ_EGRAPH;
-  }
-  st->resize.exclude_outside = dynq__node_attr_i(n, "exclude_outside", 0) != 0;
   return 0;
 }
 
@@ -195,6 +234,67 @@ static void cubic_axis(const float *src, float *dst, int64_t outer, int64_t len,
   }
 }
 
+/* Antialias taps of a shrinking axis (scale < 1): the linear or cubic
+ * kernel stretched by 1 / scale, n taps per output position (see
+ * aa_taps), at the input indices i0 + start .. i0 + start + n - 1 around
+ * the position's source coordinate x = i0 + t (t in (0, 1], as ONNX's
+ * reference takes the nearest indices preferring the lower), clamped into
+ * [0, len) (edges repeated; exclude_outside gives those weight 0), the
+ * weights normalized to sum 1. */
+static void aa_table(const dynq__opstate_t *st, int64_t len, int64_t olen, float scale,
+                     int start, int n, int64_t *idx, double *wt) {
+  const int cubic = st->resize.mode == DYNQ_RESIZE_CUBIC;
+  const double A = st->resize.cubic_a, s = scale;
+  for (int64_t o = 0; o < olen; o++) {
+    double x = src_coord(st->resize.ctm, o, len, scale);
+    if (st->resize.ctm == DYNQ_CTM_PYTORCH_HALF_PIXEL && !((float)len * scale > 1.0f)) x = -0.5;
+    double f = floor(x), t = x - f, sum = 0.0;
+    if (t == 0.0) t = 1.0;
+    const int64_t i0 = (int64_t)(x - t);
+    for (int k = 0; k < n; k++) {
+      int64_t i = i0 + start + k;
+      double d = fabs((double)(start + k) - t) * s;
+      double w = cubic ? dynq__keys_cubic(d, A) : (d < 1.0 ? 1.0 - d : 0.0);
+      if (st->resize.exclude_outside && (i < 0 || i >= len)) w = 0.0;
+      idx[o * n + k] = i < 0 ? 0 : i >= len ? len - 1 : i;
+      wt[o * n + k] = w;
+      sum += w;
+    }
+    for (int k = 0; k < n && sum != 0.0; k++) wt[o * n + k] /= sum;
+  }
+}
+
+/* The first tap offset and the tap count of aa_table at this scale:
+ * start = floor(-support / scale) + 1 (support 1 linear, 2 cubic),
+ * n = 2 - 2 start; -1 when n would pass max. */
+static int aa_taps(int cubic, float scale, int64_t max, int *start, int *n) {
+  double st = floor(-(cubic ? 2.0 : 1.0) / (double)scale) + 1.0;
+  if (max > INT32_MAX / 2) max = INT32_MAX / 2;
+  if (!(2.0 - 2.0 * st <= (double)max)) return -1;
+  *start = (int)st;
+  *n = 2 - 2 * *start;
+  return 0;
+}
+
+/* Blend `outer` blocks of an axis into olen positions of `inner` floats
+ * each with an n-tap table (weights in double). */
+static void taps_axis(const float *src, float *dst, int64_t outer, int64_t len, int64_t olen,
+                      int64_t inner, int n, const int64_t *idx, const double *wt) {
+  for (int64_t a = 0; a < outer; a++) {
+    const float *s = src + (size_t)(a * len * inner);
+    for (int64_t o = 0; o < olen; o++) {
+      float *y = dst + (size_t)((a * olen + o) * inner);
+      const int64_t *ix = idx + o * n;
+      const double *w = wt + o * n;
+      for (int64_t j = 0; j < inner; j++) {
+        double acc = 0.0;
+        for (int k = 0; k < n; k++) acc += w[k] * s[(size_t)(ix[k] * inner + j)];
+        y[j] = (float)acc;
+      }
+    }
+  }
+}
+
 /* The last axis (inner 1) of outer rows: nearest picks, linear blends
  * (a weight of 0 copies, as the row path does). */
 static void last_axis(const char *cur, char *dst, int64_t outer, int64_t len, int64_t olen,
@@ -228,14 +328,31 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   if ((linear || cubic) && x->dtype != DYNQ_DT_F32)
     return dynq__op_fail(c, DYNQ_EDTYPE, "%s mode needs float32 input, got %s",
                          linear ? "linear" : "cubic", dynq__dtype_name(x->dtype));
+  /* the axes scales or sizes give: ax[0..na) (every axis without `axes`) */
+  int ax[DYNQ_MAX_RANK], na = c->st->resize.naxes;
+  if (na == 0) {
+    na = r;
+    for (int d = 0; d < r; d++) ax[d] = d;
+  }
+  for (int k = 0, seen = 0; k < c->st->resize.naxes; k++) {
+    int a = c->st->resize.axes[k] < 0 ? c->st->resize.axes[k] + r : c->st->resize.axes[k];
+    if (a < 0 || a >= r || (seen >> a & 1))
+      return dynq__op_fail(c, DYNQ_ESHAPE, "axes[%d] %d is %s for an input of rank %d", k,
+                           c->st->resize.axes[k], a < 0 || a >= r ? "out of range" : "repeated",
+                           r);
+    seen |= 1 << a;
+    ax[k] = a;
+  }
   float scale[DYNQ_MAX_RANK];
   int64_t odims[DYNQ_MAX_RANK];
+  for (int d = 0; d < r; d++) scale[d] = 1.0f, odims[d] = x->dims[d];
   if (sc != NULL && dynq__tensor_numel(sc) > 0) {
-    if (sc->dtype != DYNQ_DT_F32 || sc->rank != 1 || sc->dims[0] != r)
-      return dynq__op_fail(c, DYNQ_ESHAPE, "scales must be float32 [%d] for an input of rank %d",
-                           r, r);
-    for (int d = 0; d < r; d++) {
-      scale[d] = ((const float *)sc->data)[d];
+    if (sc->dtype != DYNQ_DT_F32 || sc->rank != 1 || sc->dims[0] != na)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "scales must be float32 [%d] for an input of rank "
+                           "%d%s", na, r, c->st->resize.naxes ? " and its axes" : "");
+    for (int k = 0; k < na; k++) {
+      const int d = ax[k];
+      scale[d] = ((const float *)sc->data)[k];
       double o = floor((double)x->dims[d] * (double)scale[d]);
       if (!(scale[d] > 0.0f) || !isfinite(scale[d]) || o > (double)DYNQ_MAX_ELEMS)
         return dynq__op_fail(c, DYNQ_ESHAPE, "scale %g on axis %d is not a positive finite "
@@ -244,14 +361,34 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     }
   } else if (sz != NULL) {
     int n = 0;
-    if ((rc = dynq__op_read_ints(c, sz, "sizes", odims, DYNQ_MAX_RANK, &n))) return rc;
-    if (n != r)
-      return dynq__op_fail(c, DYNQ_ESHAPE, "sizes has %d values for an input of rank %d", n, r);
-    for (int d = 0; d < r; d++) {
-      if (odims[d] < 0 || odims[d] > DYNQ_MAX_ELEMS)
+    int64_t want[DYNQ_MAX_RANK];
+    if ((rc = dynq__op_read_ints(c, sz, "sizes", want, DYNQ_MAX_RANK, &n))) return rc;
+    if (n != na)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "sizes has %d values for an input of rank %d%s", n,
+                           r, c->st->resize.naxes ? " and its axes" : "");
+    for (int k = 0; k < na; k++) {
+      const int d = ax[k];
+      if (want[k] < 0 || want[k] > DYNQ_MAX_ELEMS)
         return dynq__op_fail(c, DYNQ_ESHAPE, "size %lld on axis %d out of range",
-                             (long long)odims[d], d);
-      scale[d] = x->dims[d] > 0 ? (float)odims[d] / (float)x->dims[d] : 1.0f;
+                             (long long)want[k], d);
+      odims[d] = want[k];
+      scale[d] = x->dims[d] > 0 ? (float)want[k] / (float)x->dims[d] : 1.0f;
+    }
+    if (c->st->resize.policy != DYNQ_KEEP_STRETCH) {
+      /* one scale for the listed axes, the smallest or the largest */
+      float keep = scale[ax[0]];
+      for (int k = 1; k < na; k++)
+        keep = c->st->resize.policy == DYNQ_KEEP_NOT_LARGER ? fminf(keep, scale[ax[k]])
+                                                             : fmaxf(keep, scale[ax[k]]);
+      for (int k = 0; k < na; k++) {
+        const int d = ax[k];
+        double o = floor((double)keep * (double)x->dims[d] + 0.5);
+        if (!(keep > 0.0f) || o > (double)DYNQ_MAX_ELEMS)
+          return dynq__op_fail(c, DYNQ_ESHAPE, "the kept aspect ratio's scale %g gives axis %d "
+                               "no or too large an output", (double)keep, d);
+        scale[d] = keep;
+        odims[d] = (int64_t)o;
+      }
     }
   } else {
     return dynq__op_fail(c, DYNQ_EGRAPH, "neither scales nor sizes given");
@@ -279,8 +416,8 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   int64_t *i0 = malloc((size_t)maxlen * sizeof(int64_t));
   int64_t *i1 = malloc((size_t)maxlen * sizeof(int64_t));
   float *w = malloc((size_t)maxlen * sizeof(float));
-  int64_t *ci = cubic ? malloc((size_t)maxlen * 4 * sizeof(int64_t)) : NULL;
-  double *cw = cubic ? malloc((size_t)maxlen * 4 * sizeof(double)) : NULL;
+  int64_t *ci = cubic ? malloc((size_t)maxlen * 4 * sizeof(int64_t)) : NULL, *ai = NULL;
+  double *cw = cubic ? malloc((size_t)maxlen * 4 * sizeof(double)) : NULL, *aw = NULL;
   rc = 0;
   if (i0 == NULL || i1 == NULL || w == NULL || (cubic && (ci == NULL || cw == NULL))) {
     rc = dynq__op_fail(c, -ENOMEM, "out of memory");
@@ -288,9 +425,30 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   }
   for (int d = 0; d < r; d++) {
     int64_t len = cur_dims[d], olen = odims[d];
-    if (olen > 0 && (cubic ? cubic_table(c->st, len, olen, scale[d], ci, cw)
-                           : axis_table(c->st, len, olen, scale[d], i0, i1, w)))
+    /* antialias on a shrinking axis: the stretched kernel's taps */
+    int aa = c->st->resize.antialias && (linear || cubic) && scale[d] < 1.0f && olen > 0 &&
+             len > 0, start = 0, nt = 0;
+    if (aa) {
+      /* olen >= 1 bounds 1 / scale by len (scales, sizes) or 2 len (a
+       * kept aspect ratio, rounded): at most 8 len + 2 taps */
+      if (aa_taps(cubic, scale[d], 8 * len + 16, &start, &nt) != 0) {
+        rc = dynq__op_fail(c, DYNQ_ESHAPE, "antialias scale %g on axis %d", (double)scale[d], d);
+        goto done;
+      }
+      free(ai), free(aw);
+      ai = NULL, aw = NULL;
+      if ((rc = dynq__op_check_bytes(c, olen * nt, 16, "an antialias table"))) goto done;
+      ai = malloc((size_t)(olen * nt) * sizeof(int64_t));
+      aw = malloc((size_t)(olen * nt) * sizeof(double));
+      if (ai == NULL || aw == NULL) {
+        rc = dynq__op_fail(c, -ENOMEM, "out of memory");
+        goto done;
+      }
+      aa_table(c->st, len, olen, scale[d], start, nt, ai, aw);
+    } else if (olen > 0 && (cubic ? cubic_table(c->st, len, olen, scale[d], ci, cw)
+                                  : axis_table(c->st, len, olen, scale[d], i0, i1, w))) {
       continue;
+    }
     int64_t nd[DYNQ_MAX_RANK];
     memcpy(nd, cur_dims, sizeof(nd));
     nd[d] = olen;
@@ -300,6 +458,10 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     for (int k = 0; k < d; k++) outer *= cur_dims[k];
     for (int k = d + 1; k < r; k++) inner *= cur_dims[k];
     char *dst = tmp[ti].data;
+    if (aa) {
+      taps_axis((const float *)cur, (float *)dst, outer, len, olen, inner, nt, ai, aw);
+      inner = 0;  /* done */
+    }
     if (cubic && inner > 0)
       cubic_axis((const float *)cur, (float *)dst, outer, len, olen, inner, ci, cw);
     if (!cubic && inner == 1) {  /* the last axis: element by element, no call each */
@@ -340,5 +502,7 @@ done:
   free(w);
   free(ci);
   free(cw);
+  free(ai);
+  free(aw);
   return rc;
 }
