@@ -237,6 +237,7 @@ static const op_spec_t op_table[] = {
     /* sampling at computed positions (lib/ops/sample.c) */
     {"GridSample", DYNQ_OP_GRID_SAMPLE, 2, 2, 1, 0,
      {{"align_corners", K_INT}, {"mode", K_STRING}, {"padding_mode", K_STRING}}, G, GC},
+    {"AffineGrid", DYNQ_OP_AFFINE_GRID, 2, 2, 1, 0, {{"align_corners", K_INT}}, G, GC},
     {"RoiAlign", DYNQ_OP_ROI_ALIGN, 3, 3, 1, 0,
      {{"mode", K_STRING}, {"coordinate_transformation_mode", K_STRING},
       {"output_height", K_INT}, {"output_width", K_INT}, {"sampling_ratio", K_INT},

@@ -517,6 +517,7 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   }
   static const struct { const char *op, *attr; } flags01[] = {
     {"Mod", "fmod"}, {"TopK", "largest"}, {"TopK", "sorted"}, {"Trilu", "upper"},
+    {"AffineGrid", "align_corners"},
   };
   for (size_t i = 0; i < sizeof flags01 / sizeof flags01[0]; i++) {
     int64_t v = dynq__imp_attr_i(n, flags01[i].attr, 0);
@@ -871,6 +872,7 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     }
     break;
   case DYNQ_OP_LRN:
+  case DYNQ_OP_AFFINE_GRID:
   case DYNQ_OP_GATHER_ND:
   case DYNQ_OP_SHRINK:
   case DYNQ_OP_IS_INF:

@@ -2906,6 +2906,73 @@ START_TEST(lp_ops) {
 }
 END_TEST
 
+/* AffineGrid by hand: the identity theta over a 2 x 3 grid gives the
+ * pixel centres (align_corners 0: x -2/3, 0, 2/3 and y -1/2, 1/2; 1: x
+ * -1, 0, 1 and y -1, 1), a translation shifts them, a unit axis with
+ * align_corners sits at 0; NaN theta entries reach only the coordinates
+ * they multiply; wrong shapes, a size whose N is not theta's, negative
+ * and huge sizes, and a canceled run (no output) are refused. */
+START_TEST(affine_grid) {
+  float id[6] = {1, 0, 0, 0, 1, 0}, sh[6] = {1, 0, 0.5f, 0, 1, -1};
+  int64_t s23[4] = {1, 1, 2, 3};
+  dynq__tensor_t T = tf(3, (int64_t[]){1, 2, 3}, id), S = ti64s(1, (int64_t[]){4}, s23), o;
+  const dynq__tensor_t *in[2] = {&T, &S};
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, NULL, 0, 2, 1, in, &o), 0);
+  const float t = 2.0f / 3.0f;
+  expect(&o, 4, (int64_t[]){1, 2, 3, 2},
+         (float[]){-t, -0.5f, 0, -0.5f, t, -0.5f, -t, 0.5f, 0, 0.5f, t, 0.5f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t ac[] = {AI("align_corners", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, ac, 1, 2, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 2, 3, 2}, (float[]){-1, -1, 0, -1, 1, -1, -1, 1, 0, 1, 1, 1}, 0);
+  dynq__tensor_clear(&o);
+  T.data = sh;
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, ac, 1, 2, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 2, 3, 2},
+         (float[]){-0.5f, -2, 0.5f, -2, 1.5f, -2, -0.5f, 0, 0.5f, 0, 1.5f, 0}, 0);
+  dynq__tensor_clear(&o);
+  int64_t unit[4] = {1, 1, 1, 2};
+  dynq__tensor_t U = ti64s(1, (int64_t[]){4}, unit);
+  in[1] = &U, T.data = id;
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, ac, 1, 2, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 2, 2}, (float[]){-1, 0, 1, 0}, 0);
+  dynq__tensor_clear(&o);
+  float nan_x[6] = {NAN, 0, 0, 0, 1, 0};
+  T.data = nan_x;
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, NULL, 0, 2, 1, in, &o), 0);
+  ck_assert(isnan(((float *)o.data)[0]) && ((float *)o.data)[1] == 0.0f);
+  dynq__tensor_clear(&o);
+  T.data = id;
+  /* refused */
+  int64_t s3d[5] = {1, 1, 2, 2, 2}, n2[4] = {2, 1, 2, 2}, neg[4] = {1, 1, -1, 2},
+          huge[4] = {1, 1, (int64_t)1 << 40, (int64_t)1 << 40};
+  dynq__tensor_t S3 = ti64s(1, (int64_t[]){5}, s3d), N2 = ti64s(1, (int64_t[]){4}, n2),
+                 NG = ti64s(1, (int64_t[]){4}, neg), HG = ti64s(1, (int64_t[]){4}, huge);
+  in[1] = &S3;
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, NULL, 0, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (AffineGrid): theta [1, 2, 3] and a size of 5 values"),
+                "%s", err);
+  in[1] = &N2;
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, NULL, 0, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "size's N 2 is not theta's 1"), "%s", err);
+  in[1] = &NG;
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, NULL, 0, 2, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "size -1 of spatial axis 0 is out of range"), "%s", err);
+  in[1] = &HG;
+  ck_assert_int_ne(run_k(DYNQ_OP_AFFINE_GRID, NULL, 0, 2, 1, in, &o), 0);
+  ck_assert_ptr_null(o.data);
+  in[1] = &S;
+  dynq__tensor_t TI = ti64s(3, (int64_t[]){1, 2, 3}, (int64_t[]){1, 0, 0, 0, 1, 0});
+  in[0] = &TI;
+  ck_assert_int_eq(run_k(DYNQ_OP_AFFINE_GRID, NULL, 0, 2, 1, in, &o), DYNQ_EDTYPE);
+  in[0] = &T;
+  ck_assert_int_eq(run_canceled(DYNQ_OP_AFFINE_GRID, NULL, 0, 2, in, &o), DYNQ_ECANCELED);
+  ck_assert_ptr_null(o.data);
+  ck_assert_int_eq(check_node(DYNQ_OP_AFFINE_GRID, (dynq__attr_t[]){AI("align_corners", 2)}, 1),
+                   DYNQ_EGRAPH);
+}
+END_TEST
+
 /* Transpose (rows copied or gathered after merging axes) against a naive
  * per-element index for every permutation of rank 1 to 4 over shapes with
  * axes of 1, and three element sizes; and the reductions' fast paths
@@ -3100,6 +3167,7 @@ int main(void) {
   tcase_add_test(tc, gelu_accuracy);
   tcase_add_test(tc, resize_modes);
   tcase_add_test(tc, resize_opset18);
+  tcase_add_test(tc, affine_grid);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);
   tcase_add_test(tc, tile_split);

@@ -927,6 +927,36 @@ START_TEST(test_resize18) {
 }
 END_TEST
 
+/* AffineGrid (make_affinegrid.py): 2-D and 3-D, align_corners 0 and 1,
+ * an axis of length 1, against the script's float64 grids (which equal
+ * PyTorch's affine_grid within 1e-12).  ONNX Runtime 1.30 agrees within
+ * 2.4e-7 except on the unit axis with align_corners (it puts it at 1,
+ * PyTorch and dynq at 0). */
+START_TEST(test_affine_grid) {
+  static const struct { const char *base; int rank, sp; int64_t od[5]; } cases[] = {
+      {"affinegrid_2d_ac0", 4, 2, {2, 5, 7, 2}},   {"affinegrid_2d_ac1", 4, 2, {2, 5, 7, 2}},
+      {"affinegrid_2d_unit", 4, 2, {2, 1, 4, 2}},  {"affinegrid_3d_ac0", 5, 3, {2, 3, 4, 5, 3}},
+      {"affinegrid_3d_ac1", 5, 3, {2, 3, 4, 5, 3}},
+  };
+  float *t2 = load_raw("affinegrid_theta2.f32", 2 * 2 * 3 * 4);
+  float *t3 = load_raw("affinegrid_theta3.f32", 2 * 3 * 4 * 4);
+  const char *names[] = {"theta"};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    const int sp = cases[k].sp;
+    dynq__tensor_t in = f32_tensor(sp == 2 ? t2 : t3, 3, (int64_t[]){2, sp, sp + 1}), y;
+    int64_t n;
+    float *want = run_fixture(cases[k].base, names, &in, 1, cases[k].rank, cases[k].od, &y, &n);
+    double d = max_abs_diff(y.data, want, n);
+    printf("%s: max |d| %.2g against the float64 grid\n", cases[k].base, d);
+    ck_assert_msg(d <= 1e-6, "%s: max |d| %g against the reference", cases[k].base, d);
+    dynq__tensor_clear(&y);
+    free(want);
+  }
+  free(t2);
+  free(t3);
+}
+END_TEST
+
 /* LpPool (opsets 1, 2, 11, 18: p as opset 1's float, pads, SAME_UPPER,
  * dilations and ceil_mode; 1-D, 2-D, 3-D), GlobalLpPool (opsets 1, 2),
  * LpNormalization (three axes, p 1 and 2, rows of zeros: 0) against
@@ -1204,6 +1234,8 @@ START_TEST(test_malformed_models) {
                               "'es_ellipsis' (op Einsum): equation '...ij->ji': an operand has "
                               "'...' but the output does not",
                               "'ct_4d' (op ConvTranspose): 4 spatial axes; 1-D, 2-D and 3-D ConvTranspose are supported"}},
+      {"bad_affinegrid.onnx", {"'ag_align2' (op AffineGrid): align_corners = 2 is not "
+                               "supported (0 or 1)", "1 node cannot be converted", NULL}},
       {"bad_resize18.onnx", {"'rs_aa2' (op Resize): antialias 2 is not 0 or 1",
                              "'rs_axes_twice' (op Resize): axes lists 2 twice",
                              "'rs_axes_9' (op Resize): axes[0] 9 is out of range"}},
@@ -2015,6 +2047,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_sample_ops);
   tcase_add_test(tc, test_lp_ops);
   tcase_add_test(tc, test_resize18);
+  tcase_add_test(tc, test_affine_grid);
   tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);

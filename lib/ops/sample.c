@@ -23,6 +23,15 @@
  * sampling_ratio^2 bilinear samples (0: ceil(ROI size / bins) per axis).
  * Samples more than a pixel outside the image count as 0.
  *
+ * AffineGrid (opset 20; PyTorch's affine_grid, the grid GridSample reads):
+ * theta [N, 2, 3] and size [N, C, H, W] give grid [N, H, W, 2], theta
+ * [N, 3, 4] and size [N, C, D, H, W] grid [N, D, H, W, 3]; each entry is
+ * theta times (x, y[, z], 1), x running over W, y over H, z over D, each
+ * in [-1, 1]: the pixel centres (align_corners 0: -1 + (2 i + 1) / L;
+ * 1: -1 + 2 i / (L - 1)), in double.  An axis of length 1 with
+ * align_corners 1 sits at 0, as PyTorch has it (ONNX's reference takes -1
+ * there and ONNX Runtime 1, neither documented).
+ *
  * MaxRoiPool (opset 1; Fast R-CNN's RoI pooling, Caffe's and ONNX
  * Runtime's definition): rois [R, 5] (batch index, x1, y1, x2, y2); each
  * corner times spatial_scale is rounded (half away from zero), the ROI is
@@ -68,6 +77,86 @@ int dynq__check_gridsample(const dynq__graph_t *g, const dynq__node_t *n, char *
                 "(cubic) expected", (long long)m);
   DYNQ_OP_CHECK(p >= GS_ZEROS && p <= GS_REFLECTION, "padding %lld: 0 (zeros), 1 (border) or "
                 "2 (reflection) expected", (long long)p);
+  return 0;
+}
+
+/* ---- AffineGrid ---- */
+
+int dynq__prep_affinegrid(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                          char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->gridsample.align = dynq__node_attr_i(n, "align_corners", 0) != 0;
+  return 0;
+}
+
+int dynq__check_affinegrid(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                           size_t errlen) {
+  (void)g;
+  int64_t a = dynq__node_attr_i(n, "align_corners", 0);
+  DYNQ_OP_CHECK(a == 0 || a == 1, "align_corners %lld is not 0 or 1", (long long)a);
+  return 0;
+}
+
+/* Position i of an axis of length len in [-1, 1]. */
+static double ag_base(int64_t i, int64_t len, int align) {
+  if (align) return len > 1 ? -1.0 + 2.0 * (double)i / (double)(len - 1) : 0.0;
+  return -1.0 + (2.0 * (double)i + 1.0) / (double)len;
+}
+
+int dynq__run_affinegrid(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                         dynq__tensor_t *out) {
+  const dynq__tensor_t *th = in[0];
+  int rc, n = 0;
+  char b1[96];
+  if ((rc = dynq__op_need_present(c, th, 0)) || (rc = dynq__op_need_present(c, in[1], 1)) ||
+      (rc = dynq__op_need_f32(c, th, 0)))
+    return rc;
+  int64_t size[5];
+  if ((rc = dynq__op_read_ints(c, in[1], "size", size, 5, &n))) return rc;
+  const int sp = n - 2; /* spatial axes: 2 or 3 */
+  if ((n != 4 && n != 5) || th->rank != 3 || th->dims[1] != sp || th->dims[2] != sp + 1)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "theta %s and a size of %d values: [N, 2, 3] with "
+                         "[N, C, H, W], or [N, 3, 4] with [N, C, D, H, W] expected",
+                         dynq__shape_str(b1, sizeof b1, th->rank, th->dims), n);
+  if (size[0] != th->dims[0])
+    return dynq__op_fail(c, DYNQ_ESHAPE, "size's N %lld is not theta's %lld",
+                         (long long)size[0], (long long)th->dims[0]);
+  int64_t od[5] = {size[0]};
+  for (int k = 0; k < sp; k++) {
+    if (size[2 + k] < 0 || size[2 + k] > DYNQ_MAX_ELEMS)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "size %lld of spatial axis %d is out of range",
+                           (long long)size[2 + k], k);
+    od[1 + k] = size[2 + k];
+  }
+  od[1 + sp] = sp;
+  if (dynq__shape_numel(sp + 2, od) < 0) return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, sp + 2, od, 0))) return rc;
+  /* the spatial axes outermost first: (D,) H, W; coordinates (x, y[, z]) */
+  const int64_t d0 = sp == 3 ? od[1] : 1, h = od[sp - 1], w = od[sp];
+  const int align = c->st->gridsample.align;
+  float *y = out->data;
+  for (int64_t b = 0; b < od[0]; b++) {
+    const float *t = (const float *)th->data + b * sp * (sp + 1);
+    for (int64_t zi = 0; zi < d0; zi++) {
+      double base[3] = {0, 0, sp == 3 ? ag_base(zi, d0, align) : 0};
+      for (int64_t yi = 0; yi < h; yi++) {
+        base[1] = ag_base(yi, h, align);
+        for (int64_t xi = 0; xi < w; xi++, y += sp) {
+          base[0] = ag_base(xi, w, align);
+          for (int r = 0; r < sp; r++) {
+            const float *row = t + r * (sp + 1);
+            double v = (double)row[sp];
+            for (int k = 0; k < sp; k++) v += (double)row[k] * base[k];
+            y[r] = (float)v;
+          }
+        }
+      }
+      if ((rc = dynq__op_poll(c))) {
+        dynq__tensor_clear(out); /* a failed op leaves no output */
+        return rc;
+      }
+    }
+  }
   return 0;
 }
 
