@@ -42,6 +42,7 @@ static int attr_known(const char *op, const char *a) {
     {"ConvTranspose", " auto_pad dilations group kernel_shape output_padding output_shape "
                       "pads strides "},
     {"Einsum", " equation "},
+    {"Col2Im", " dilations pads strides "},
     {"Upsample", " mode scales "},
   };
   char key[80];
@@ -70,6 +71,22 @@ static size_t convt_rank(conv_t *c, const Onnx__NodeProto *n) {
     if (v >= 0 && c->b.values[v].rank >= 3) return (size_t)(c->b.values[v].rank - 2);
   }
   return 0;
+}
+
+/* Col2Im's spatial rank: the length of a constant image_shape or
+ * block_shape, else of its per-axis attributes; 0 when unknown. */
+static size_t col2im_rank(conv_t *c, const Onnx__NodeProto *n) {
+  for (size_t k = 1; k < 3 && k < n->n_input; k++) {
+    const dynq__value_t *t = dynq__imp_const_of(c, n->input[k]);
+    if (t != NULL && t->rank == 1) return (size_t)t->dims[0];
+  }
+  static const char *const per_axis[] = {"strides", "dilations"};
+  for (int k = 0; k < 2; k++) {
+    const Onnx__AttributeProto *a = dynq__imp_find_attr(n, per_axis[k]);
+    if (a != NULL && a->n_ints > 0) return a->n_ints;
+  }
+  const Onnx__AttributeProto *p = dynq__imp_find_attr(n, "pads");
+  return p != NULL ? (p->n_ints + 1) / 2 : 0;
 }
 
 const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n) {
@@ -142,6 +159,25 @@ const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n) {
     if (ap != NULL && ap[0] && strcmp(ap, "NOTSET") && strcmp(ap, "SAME_UPPER") &&
         strcmp(ap, "SAME_LOWER") && strcmp(ap, "VALID"))
       return dynq__imp_pool_printf(pl, "auto_pad '%s' is not supported", ap);
+  } else if (strcmp(t, "Col2Im") == 0) {
+    size_t sr = col2im_rank(c, n);
+    if (sr == 0) return "cannot tell the number of spatial axes (give strides or a constant "
+                        "image_shape)";
+    if (sr > 3)
+      return dynq__imp_pool_printf(pl, "%zu spatial axes; 1-D, 2-D and 3-D Col2Im are "
+                                   "supported", sr);
+    static const char *const per_axis[] = {"strides", "dilations", "pads"};
+    for (int k = 0; k < 3; k++) {
+      const Onnx__AttributeProto *a = dynq__imp_find_attr(n, per_axis[k]);
+      size_t want = k == 2 ? 2 * sr : sr;
+      if (a != NULL && a->n_ints != want)
+        return dynq__imp_pool_printf(pl, "%s has %zu values for %zu spatial axes", per_axis[k],
+                                     a->n_ints, sr);
+      for (size_t i = 0; a != NULL && i < a->n_ints; i++)
+        if (a->ints[i] < (k == 2 ? 0 : 1) || a->ints[i] > 65536)
+          return dynq__imp_pool_printf(pl, "%s[%zu] %" PRId64 " is not within [%d, 65536]",
+                                       per_axis[k], i, a->ints[i], k == 2 ? 0 : 1);
+    }
   } else if (strcmp(t, "Einsum") == 0) {
     const char *eq = attr_s(c, n, "equation"), *why = NULL;
     dynq__einsum_t e;
@@ -323,6 +359,24 @@ int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__imp_node_attr_i(bn, "group", dynq__imp_attr_i(n, "group", 1));
     const char *ap = attr_s(c, n, "auto_pad");
     dynq__imp_node_attr_s(bn, "auto_pad", ap && ap[0] ? ap : "NOTSET");
+  } else if (op == DYNQ_OP_COL2IM) {
+    static const char *const an[][3] = {{"strides0", "strides1", "strides2"},
+                                        {"dilations0", "dilations1", "dilations2"},
+                                        {"pad_begin0", "pad_begin1", "pad_begin2"},
+                                        {"pad_end0", "pad_end1", "pad_end2"}};
+    const size_t sr = col2im_rank(c, n);
+    for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
+    dynq__imp_node_attr_i(bn, "spatial", (int64_t)sr);
+    static const char *const src[] = {"strides", "dilations"};
+    for (int k = 0; k < 2; k++) {
+      const Onnx__AttributeProto *a = dynq__imp_find_attr(n, src[k]);
+      for (size_t ax = 0; a != NULL && ax < sr; ax++) dynq__imp_node_attr_i(bn, an[k][ax], a->ints[ax]);
+    }
+    const Onnx__AttributeProto *p = dynq__imp_find_attr(n, "pads");
+    for (size_t ax = 0; p != NULL && ax < sr; ax++) {
+      dynq__imp_node_attr_i(bn, an[2][ax], p->ints[ax]);
+      dynq__imp_node_attr_i(bn, an[3][ax], p->ints[sr + ax]);
+    }
   } else {
     for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
     dynq__imp_node_attr_s(bn, "equation", attr_s(c, n, "equation"));

@@ -2973,6 +2973,80 @@ START_TEST(affine_grid) {
 }
 END_TEST
 
+/* Col2Im by hand: blocks of 2 over a 1 x 3 image with stride 1 overlap
+ * on the middle pixel (taps x0 x1 at positions 0 and 1: [a0, a1 + b0,
+ * b1]); pads drop the taps that land outside; a 2-D fold; wrong
+ * shapes, blocks that do not fit, mismatched lengths and a canceled run
+ * refused; attribute values a file may hold refused at load. */
+START_TEST(col2im_op) {
+  /* X [1, 2, 2]: tap 0 row (a0, b0) = (1, 10), tap 1 row (a1, b1) = (2, 20) */
+  float x[4] = {1, 10, 2, 20};
+  int64_t im[1] = {3}, bl[1] = {2};
+  dynq__tensor_t X = tf(3, (int64_t[]){1, 2, 2}, x), IM = ti64s(1, (int64_t[]){1}, im),
+                 BL = ti64s(1, (int64_t[]){1}, bl), o;
+  const dynq__tensor_t *in[3] = {&X, &IM, &BL};
+  const dynq__attr_t a1[] = {AI("spatial", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_COL2IM, a1, 1, 3, 1, in, &o), 0);
+  expect(&o, 3, (int64_t[]){1, 1, 3}, (float[]){1, 12, 20}, 0);
+  dynq__tensor_clear(&o);
+  /* pads 1 + 1 on an image of 2: positions -1, 0, 1 -> 3 blocks; X [1, 2, 3] */
+  float xp[6] = {1, 2, 3, 10, 20, 30};
+  int64_t im2[1] = {2};
+  dynq__tensor_t XP = tf(3, (int64_t[]){1, 2, 3}, xp), IM2 = ti64s(1, (int64_t[]){1}, im2);
+  const dynq__attr_t ap[] = {AI("spatial", 1), AI("pad_begin0", 1), AI("pad_end0", 1)};
+  in[0] = &XP, in[1] = &IM2;
+  ck_assert_int_eq(run_k(DYNQ_OP_COL2IM, ap, 3, 3, 1, in, &o), 0);
+  /* block at -1 puts tap 1 (10) on 0; at 0: 2 on 0, 20 on 1; at 1: 3 on 1 (30 outside) */
+  expect(&o, 3, (int64_t[]){1, 1, 2}, (float[]){12, 23}, 0);
+  dynq__tensor_clear(&o);
+  /* 2-D: a 2 x 2 image from one 2 x 2 block: the taps in order */
+  float x4[4] = {1, 2, 3, 4};
+  int64_t im22[2] = {2, 2}, bl22[2] = {2, 2};
+  dynq__tensor_t X4 = tf(3, (int64_t[]){1, 4, 1}, x4), I22 = ti64s(1, (int64_t[]){2}, im22),
+                 B22 = ti64s(1, (int64_t[]){2}, bl22);
+  const dynq__attr_t a2[] = {AI("spatial", 2)};
+  in[0] = &X4, in[1] = &I22, in[2] = &B22;
+  ck_assert_int_eq(run_k(DYNQ_OP_COL2IM, a2, 1, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 2, 2}, (float[]){1, 2, 3, 4}, 0);
+  dynq__tensor_clear(&o);
+  /* refused: L not the block count, channels not a multiple, a block too
+   * large, lengths not the spatial count, a huge image, int input */
+  in[0] = &X;
+  ck_assert_int_eq(run_k(DYNQ_OP_COL2IM, a2, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Col2Im): input [1, 2, 2]: channels must be a multiple "
+                            "of the block size 4 and L the 1 block positions"), "%s", err);
+  int64_t big_bl[2] = {3, 2};
+  dynq__tensor_t BB = ti64s(1, (int64_t[]){2}, big_bl);
+  in[0] = &X4, in[2] = &BB;
+  ck_assert_int_eq(run_k(DYNQ_OP_COL2IM, a2, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "axis 0: a block of 3 (dilation 1) does not fit an image of 2"),
+                "%s", err);
+  in[2] = &B22;
+  ck_assert_int_eq(run_k(DYNQ_OP_COL2IM, a1, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "image_shape and block_shape have 2 and 2 values for 1 spatial"),
+                "%s", err);
+  int64_t huge[2] = {(int64_t)1 << 40, 2};
+  dynq__tensor_t HG = ti64s(1, (int64_t[]){2}, huge);
+  in[1] = &HG;
+  ck_assert_int_ne(run_k(DYNQ_OP_COL2IM, a2, 1, 3, 1, in, &o), 0);
+  ck_assert_ptr_null(o.data);
+  in[1] = &I22;
+  ck_assert_int_eq(run_canceled(DYNQ_OP_COL2IM, a2, 1, 3, in, &o), DYNQ_ECANCELED);
+  ck_assert_ptr_null(o.data);
+  dynq__tensor_t XI = ti64s(3, (int64_t[]){1, 4, 1}, (int64_t[]){1, 2, 3, 4});
+  in[0] = &XI;
+  ck_assert_int_eq(run_k(DYNQ_OP_COL2IM, a2, 1, 3, 1, in, &o), DYNQ_EDTYPE);
+  ck_assert_int_eq(check_node(DYNQ_OP_COL2IM, (dynq__attr_t[]){AI("spatial", 4)}, 1),
+                   DYNQ_EGRAPH);
+  ck_assert_int_eq(check_node(DYNQ_OP_COL2IM,
+                              (dynq__attr_t[]){AI("spatial", 2), AI("strides1", 0)}, 2),
+                   DYNQ_EGRAPH);
+  ck_assert_int_eq(check_node(DYNQ_OP_COL2IM,
+                              (dynq__attr_t[]){AI("spatial", 1), AI("pad_end0", -1)}, 2),
+                   DYNQ_EGRAPH);
+}
+END_TEST
+
 /* Transpose (rows copied or gathered after merging axes) against a naive
  * per-element index for every permutation of rank 1 to 4 over shapes with
  * axes of 1, and three element sizes; and the reductions' fast paths
@@ -3168,6 +3242,7 @@ int main(void) {
   tcase_add_test(tc, resize_modes);
   tcase_add_test(tc, resize_opset18);
   tcase_add_test(tc, affine_grid);
+  tcase_add_test(tc, col2im_op);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);
   tcase_add_test(tc, tile_split);

@@ -210,6 +210,99 @@ static void col2im(const geom_t *g, const float *col, int64_t rs, int64_t ps, co
         }
 }
 
+/* ---- Col2Im (opset 18): the sliding blocks of PyTorch's unfold summed
+ * back into the image (fold) ----
+ *
+ * X [N, C x prod(block_shape), L] -> Y [N, C, image_shape...], 1 to 3
+ * spatial axes: axis a has (image + pad_begin + pad_end - (dilation *
+ * (block - 1) + 1)) / stride + 1 block positions, L their product; the tap
+ * k of position i lands on i * stride - pad_begin + k * dilation, and
+ * overlapping taps add up in float (col2im above, as ConvTranspose's). */
+
+int dynq__check_col2im(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  dynq__convt_attrs_t a;
+  convt_attrs(n, &a);
+  DYNQ_OP_CHECK(a.spatial >= 1 && a.spatial <= 3, "%d spatial axes (1, 2 or 3 supported)",
+                a.spatial);
+  for (int ax = 0; ax < a.spatial; ax++) {
+    DYNQ_OP_CHECK(a.strides[ax] >= 1 && a.strides[ax] <= 65536 && a.dilations[ax] >= 1 &&
+                      a.dilations[ax] <= 65536,
+                  "stride %lld / dilation %lld on axis %d outside [1, 65536]",
+                  (long long)a.strides[ax], (long long)a.dilations[ax], ax);
+    DYNQ_OP_CHECK(a.pad_begin[ax] >= 0 && a.pad_end[ax] >= 0 && a.pad_begin[ax] <= 65536 &&
+                      a.pad_end[ax] <= 65536,
+                  "pads on axis %d outside [0, 65536]", ax);
+  }
+  return 0;
+}
+
+int dynq__run_col2im(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0];
+  const dynq__convt_attrs_t *a = &c->st->convt;
+  int rc, ni = 0, nb = 0;
+  char s1[96];
+  if ((rc = dynq__op_need_present(c, x, 0)) || (rc = dynq__op_need_f32(c, x, 0))) return rc;
+  int64_t img[3], blk[3];
+  if ((rc = dynq__op_read_ints(c, in[1], "image_shape", img, 3, &ni)) ||
+      (rc = dynq__op_read_ints(c, in[2], "block_shape", blk, 3, &nb)))
+    return rc;
+  const int sr = a->spatial;
+  if (ni != sr || nb != sr)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "image_shape and block_shape have %d and %d values "
+                         "for %d spatial axes", ni, nb, sr);
+  if (x->rank != 3)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input %s must be [N, C x block size, L]",
+                         dynq__shape_str(s1, sizeof s1, x->rank, x->dims));
+  /* per axis (outermost first): image length, block, positions */
+  int64_t pos[3], kk = 1, L = 1;
+  for (int ax = 0; ax < sr; ax++) {
+    const int64_t span = a->dilations[ax] * (blk[ax] - 1) + 1;
+    if (img[ax] < 0 || img[ax] > DYNQ_MAX_ELEMS || blk[ax] < 1 || blk[ax] > 65536 ||
+        img[ax] + a->pad_begin[ax] + a->pad_end[ax] < span)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d: a block of %lld (dilation %lld) does not "
+                           "fit an image of %lld padded by %lld + %lld", ax, (long long)blk[ax],
+                           (long long)a->dilations[ax], (long long)img[ax],
+                           (long long)a->pad_begin[ax], (long long)a->pad_end[ax]);
+    pos[ax] = (img[ax] + a->pad_begin[ax] + a->pad_end[ax] - span) / a->strides[ax] + 1;
+    if (pos[ax] > DYNQ_MAX_ELEMS / L) return dynq__op_fail(c, DYNQ_ELIMIT, "too many blocks");
+    kk *= blk[ax];
+    L *= pos[ax];
+  }
+  if (x->dims[1] % kk != 0 || x->dims[2] != L)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input %s: channels must be a multiple of the block "
+                         "size %lld and L the %lld block positions",
+                         dynq__shape_str(s1, sizeof s1, x->rank, x->dims), (long long)kk,
+                         (long long)L);
+  geom_t g;
+  memset(&g, 0, sizeof(g));
+  g.sr = sr, g.N = x->dims[0], g.G = 1, g.Mg = g.M = x->dims[1] / kk;
+  g.ih = g.kh = g.oh = g.sh = g.dh = 1;
+  g.id = g.kd = g.od = g.sd = g.dd = 1;
+  /* geom_t's axes: (d,) (h,) w, the last ONNX axis being w */
+  int64_t *const gi[3] = {&g.id, &g.ih, &g.iw}, *const gk[3] = {&g.kd, &g.kh, &g.kw},
+                 *const go[3] = {&g.od, &g.oh, &g.ow}, *const gs[3] = {&g.sd, &g.sh, &g.sw},
+                 *const gd[3] = {&g.dd, &g.dh, &g.dw}, *const gp[3] = {&g.pd, &g.ph, &g.pw};
+  for (int ax = 0; ax < sr; ax++) {
+    const int t = 3 - sr + ax;
+    *gi[t] = pos[ax], *gk[t] = blk[ax], *go[t] = img[ax];
+    *gs[t] = a->strides[ax], *gd[t] = a->dilations[ax], *gp[t] = a->pad_begin[ax];
+  }
+  int64_t od[5] = {g.N, g.M, img[0], img[1], img[2]};
+  if (dynq__shape_numel(sr + 2, od) < 0) return dynq__op_fail(c, DYNQ_ELIMIT, "output too large");
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, sr + 2, od, 0))) return rc;
+  const int64_t OP = g.od * g.oh * g.ow;
+  for (int64_t n = 0; n < g.N; n++) {
+    col2im(&g, (const float *)x->data + (size_t)(n * x->dims[1] * L), L, 1, NULL,
+           (float *)out->data + (size_t)(n * g.M * OP));
+    if ((rc = dynq__op_poll(c))) {
+      dynq__tensor_clear(out); /* a failed op leaves no output */
+      return rc;
+    }
+  }
+  return 0;
+}
+
 /* FP32 body of both ops; W is [C, Mg, kd, kh, kw]. */
 static int convt_f32(dynq__op_ctx_t *c, const geom_t *g, const float *X, const float *W,
                      const float *B, float *Y) {
