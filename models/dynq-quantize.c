@@ -238,6 +238,8 @@ static const op_spec_t op_table[] = {
     {"GridSample", DYNQ_OP_GRID_SAMPLE, 2, 2, 1, 0,
      {{"align_corners", K_INT}, {"mode", K_STRING}, {"padding_mode", K_STRING}}, G, GC},
     {"AffineGrid", DYNQ_OP_AFFINE_GRID, 2, 2, 1, 0, {{"align_corners", K_INT}}, G, GC},
+    {"RotaryEmbedding", DYNQ_OP_ROTARY, 3, 4, 1, OPF_OPT_IN,
+     {{"interleaved", K_INT}, {"num_heads", K_INT}, {"rotary_embedding_dim", K_INT}}, G, GC},
     {"RoiAlign", DYNQ_OP_ROI_ALIGN, 3, 3, 1, 0,
      {{"mode", K_STRING}, {"coordinate_transformation_mode", K_STRING},
       {"output_height", K_INT}, {"output_width", K_INT}, {"sampling_ratio", K_INT},

@@ -517,7 +517,7 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   }
   static const struct { const char *op, *attr; } flags01[] = {
     {"Mod", "fmod"}, {"TopK", "largest"}, {"TopK", "sorted"}, {"Trilu", "upper"},
-    {"AffineGrid", "align_corners"},
+    {"AffineGrid", "align_corners"}, {"RotaryEmbedding", "interleaved"},
   };
   for (size_t i = 0; i < sizeof flags01 / sizeof flags01[0]; i++) {
     int64_t v = dynq__imp_attr_i(n, flags01[i].attr, 0);
@@ -547,6 +547,15 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     const char *m = attr_str(n, "mode", mb, sizeof mb);
     if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
       return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
+  }
+  if (strcmp(type, "RotaryEmbedding") == 0) {
+    int64_t nh = dynq__imp_attr_i(n, "num_heads", 0),
+            rd = dynq__imp_attr_i(n, "rotary_embedding_dim", 0);
+    if (nh < 0 || nh > 65536)
+      return dynq__imp_pool_printf(pl, "num_heads %lld is not within [0, 65536]", (long long)nh);
+    if (rd < 0 || rd > 65536 || rd % 2 != 0)
+      return dynq__imp_pool_printf(pl, "rotary_embedding_dim %lld is not an even number within "
+                                   "[0, 65536]", (long long)rd);
   }
   if (strcmp(type, "DFT") == 0) {
     int64_t ax;
@@ -873,6 +882,7 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     break;
   case DYNQ_OP_LRN:
   case DYNQ_OP_AFFINE_GRID:
+  case DYNQ_OP_ROTARY:
   case DYNQ_OP_GATHER_ND:
   case DYNQ_OP_SHRINK:
   case DYNQ_OP_IS_INF:

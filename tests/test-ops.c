@@ -3047,6 +3047,69 @@ START_TEST(col2im_op) {
 }
 END_TEST
 
+/* RotaryEmbedding by hand: one head of 4 values [1 2 3 4] turned by a
+ * quarter turn (cos 0, sin 1) on pairs (1, 3) (2, 4) gives [-3 -4 1 2],
+ * interleaved pairs (1, 2) (3, 4) give [-2 1 -4 3]; rotary_embedding_dim 2
+ * turns only the first pair; a position past the cache, caches of the
+ * wrong shape, a 3-D input without num_heads, an odd dimension and a
+ * canceled run are refused. */
+START_TEST(rotary_op) {
+  float x[4] = {1, 2, 3, 4}, c0[2] = {0, 0}, s1[2] = {1, 1}, cc[4] = {1, 1, 0, 0},
+        ss[4] = {0, 0, 1, 1};
+  int64_t p1[1] = {1};
+  dynq__tensor_t X = tf(4, (int64_t[]){1, 1, 1, 4}, x), C = tf(3, (int64_t[]){1, 1, 2}, c0),
+                 S = tf(3, (int64_t[]){1, 1, 2}, s1), o;
+  const dynq__tensor_t *in[4] = {&X, &C, &S, NULL};
+  ck_assert_int_eq(run_k(DYNQ_OP_ROTARY, NULL, 0, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 4}, (float[]){-3, -4, 1, 2}, 0);
+  dynq__tensor_clear(&o);
+  const dynq__attr_t il[] = {AI("interleaved", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ROTARY, il, 1, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 4}, (float[]){-2, 1, -4, 3}, 0);
+  dynq__tensor_clear(&o);
+  /* positions: row 1 of a [2, 2] cache is the quarter turn */
+  dynq__tensor_t CC = tf(2, (int64_t[]){2, 2}, cc), SS = tf(2, (int64_t[]){2, 2}, ss),
+                 P = ti64s(2, (int64_t[]){1, 1}, p1);
+  const dynq__tensor_t *pin[4] = {&X, &CC, &SS, &P};
+  ck_assert_int_eq(run_k(DYNQ_OP_ROTARY, NULL, 0, 4, 1, pin, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 4}, (float[]){-3, -4, 1, 2}, 0);
+  dynq__tensor_clear(&o);
+  /* rotary dim 2 of 4, 3-D input with num_heads 1: pair (1, 2) turns, 3 4 stay */
+  dynq__tensor_t X3 = tf(3, (int64_t[]){1, 1, 4}, x), C1 = tf(3, (int64_t[]){1, 1, 1}, c0),
+                 S1 = tf(3, (int64_t[]){1, 1, 1}, s1);
+  const dynq__attr_t part[] = {AI("num_heads", 1), AI("rotary_embedding_dim", 2)};
+  const dynq__tensor_t *in3[4] = {&X3, &C1, &S1, NULL};
+  ck_assert_int_eq(run_k(DYNQ_OP_ROTARY, part, 2, 3, 1, in3, &o), 0);
+  expect(&o, 3, (int64_t[]){1, 1, 4}, (float[]){-2, 1, 3, 4}, 0);
+  dynq__tensor_clear(&o);
+  /* refused */
+  int64_t far[1] = {2};
+  dynq__tensor_t PF = ti64s(2, (int64_t[]){1, 1}, far);
+  pin[3] = &PF;
+  ck_assert_int_eq(run_k(DYNQ_OP_ROTARY, NULL, 0, 4, 1, pin, &o), DYNQ_EDATA);
+  ck_assert_msg(strstr(err, "node 't' (RotaryEmbedding): position_ids[0][0] = 2 is not within "
+                            "the 2 cached positions"), "%s", err);
+  ck_assert_ptr_null(o.data);
+  ck_assert_int_eq(run_k(DYNQ_OP_ROTARY, NULL, 0, 3, 1, in3, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "needs num_heads dividing its last axis"), "%s", err);
+  in[1] = &CC;
+  ck_assert_int_eq(run_k(DYNQ_OP_ROTARY, NULL, 0, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "cos_cache [2, 2] and sin_cache [1, 1, 2]"), "%s", err);
+  in[1] = &C;
+  const dynq__attr_t odd[] = {AI("rotary_embedding_dim", 6)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ROTARY, odd, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "rotating 6 of a head's 4 values"), "%s", err);
+  ck_assert_int_eq(run_canceled(DYNQ_OP_ROTARY, NULL, 0, 3, in, &o), 0); /* one row: no poll */
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(check_node(DYNQ_OP_ROTARY, (dynq__attr_t[]){AI("rotary_embedding_dim", 3)}, 1),
+                   DYNQ_EGRAPH);
+  ck_assert_int_eq(check_node(DYNQ_OP_ROTARY, (dynq__attr_t[]){AI("interleaved", 2)}, 1),
+                   DYNQ_EGRAPH);
+  ck_assert_int_eq(check_node(DYNQ_OP_ROTARY, (dynq__attr_t[]){AI("num_heads", -1)}, 1),
+                   DYNQ_EGRAPH);
+}
+END_TEST
+
 /* Transpose (rows copied or gathered after merging axes) against a naive
  * per-element index for every permutation of rank 1 to 4 over shapes with
  * axes of 1, and three element sizes; and the reductions' fast paths
@@ -3243,6 +3306,7 @@ int main(void) {
   tcase_add_test(tc, resize_opset18);
   tcase_add_test(tc, affine_grid);
   tcase_add_test(tc, col2im_op);
+  tcase_add_test(tc, rotary_op);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);
   tcase_add_test(tc, tile_split);

@@ -989,6 +989,54 @@ START_TEST(test_col2im) {
 }
 END_TEST
 
+/* RotaryEmbedding (make_rotary.py): 4-D and 3-D (num_heads), halves and
+ * interleaved pairs, a partial rotary_embedding_dim, caches picked by
+ * position_ids or given per token, against the script's float64 rotation.
+ * ONNX Runtime 1.30 agrees with those references within 2.4e-7. */
+START_TEST(test_rotary) {
+  static const struct { const char *base; int rank, pos; int64_t xd[4], cd[3]; } cases[] = {
+      {"rope_4d_pos", 4, 1, {2, 3, 5, 8}, {16, 4}},
+      {"rope_4d_inter", 4, 1, {2, 3, 5, 8}, {16, 4}},
+      {"rope_4d_partial", 4, 1, {1, 2, 4, 10}, {16, 3}},
+      {"rope_3d_cache", 3, 0, {2, 5, 12}, {2, 5, 2}},
+      {"rope_3d_inter_partial", 3, 1, {1, 4, 16}, {16, 2}},
+  };
+  const char *names[] = {"X", "cos", "sin", "pos"};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    const char *b = cases[k].base;
+    const int crank = cases[k].pos ? 2 : 3;
+    int64_t nx = 1, nc = 1;
+    for (int d = 0; d < cases[k].rank; d++) nx *= cases[k].xd[d];
+    for (int d = 0; d < crank; d++) nc *= cases[k].cd[d];
+    char f[4][64];
+    snprintf(f[0], sizeof f[0], "%s_x.f32", b);
+    snprintf(f[1], sizeof f[1], "%s_cos.f32", b);
+    snprintf(f[2], sizeof f[2], "%s_sin.f32", b);
+    snprintf(f[3], sizeof f[3], "%s_pos.i64", b);
+    float *x = load_raw(f[0], (size_t)nx * 4), *cs = load_raw(f[1], (size_t)nc * 4),
+          *sn = load_raw(f[2], (size_t)nc * 4);
+    const int64_t B = cases[k].xd[0], S = cases[k].xd[cases[k].rank == 4 ? 2 : 1];
+    int64_t *pos = cases[k].pos ? load_raw(f[3], (size_t)(B * S) * 8) : NULL;
+    dynq__tensor_t in[4] = {f32_tensor(x, cases[k].rank, cases[k].xd),
+                            f32_tensor(cs, crank, cases[k].cd), f32_tensor(sn, crank, cases[k].cd),
+                            {.dtype = DYNQ_DT_I64, .rank = 2, .dims = {B, S}, .data = pos}};
+    dynq__tensor_t y;
+    int64_t n;
+    float *want = run_fixture(b, names, in, cases[k].pos ? 4 : 3, cases[k].rank, cases[k].xd,
+                              &y, &n);
+    double d = max_abs_diff(y.data, want, n);
+    printf("%s: max |d| %.2g against the float64 rotation\n", b, d);
+    ck_assert_msg(d <= 1e-6, "%s: max |d| %g against the reference", b, d);
+    dynq__tensor_clear(&y);
+    free(want);
+    free(x);
+    free(cs);
+    free(sn);
+    free(pos);
+  }
+}
+END_TEST
+
 /* LpPool (opsets 1, 2, 11, 18: p as opset 1's float, pads, SAME_UPPER,
  * dilations and ceil_mode; 1-D, 2-D, 3-D), GlobalLpPool (opsets 1, 2),
  * LpNormalization (three axes, p 1 and 2, rows of zeros: 0) against
@@ -1266,6 +1314,12 @@ START_TEST(test_malformed_models) {
                               "'es_ellipsis' (op Einsum): equation '...ij->ji': an operand has "
                               "'...' but the output does not",
                               "'ct_4d' (op ConvTranspose): 4 spatial axes; 1-D, 2-D and 3-D ConvTranspose are supported"}},
+      {"bad_rotary.onnx", {"'rope_inter2' (op RotaryEmbedding): interleaved = 2 is not "
+                           "supported (0 or 1)",
+                           "'rope_dim3' (op RotaryEmbedding): rotary_embedding_dim 3 is not an "
+                           "even number within [0, 65536]",
+                           "'rope_heads' (op RotaryEmbedding): num_heads -1 is not within "
+                           "[0, 65536]"}},
       {"bad_col2im.onnx", {"'c2i_stride0' (op Col2Im): strides[0] 0 is not within [1, 65536]",
                            "'c2i_pads3' (op Col2Im): pads has 3 values for 2 spatial axes",
                            "'c2i_4d' (op Col2Im): 4 spatial axes; 1-D, 2-D and 3-D Col2Im "
@@ -2085,6 +2139,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_resize18);
   tcase_add_test(tc, test_affine_grid);
   tcase_add_test(tc, test_col2im);
+  tcase_add_test(tc, test_rotary);
   tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);

@@ -623,3 +623,115 @@ int dynq__run_attention(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   if (code != 0) return dynq__op_stopped(c, code);
   return 0;
 }
+
+/* ---- RotaryEmbedding (opset 23) ----
+ *
+ * X [B, H, S, D], or [B, S, H x D] with num_heads H; in each head's vector
+ * the first rotary_embedding_dim values (0: all D; even) turn as rd / 2
+ * complex pairs, (x[i], x[i + rd / 2]), or interleaved (x[2i], x[2i + 1]),
+ * by the angles whose cosines and sines are cos_cache and sin_cache
+ * [B, S, rd / 2], or [P, rd / 2] rows picked by position_ids [B, S]:
+ * (x1 cos - x2 sin, x1 sin + x2 cos) in float, as ONNX's reference; the
+ * rest pass through. */
+
+int dynq__prep_rotary(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                      char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->rotary.interleaved = dynq__node_attr_i(n, "interleaved", 0) != 0;
+  st->rotary.num_heads = dynq__node_attr_i(n, "num_heads", 0);
+  st->rotary.dim = dynq__node_attr_i(n, "rotary_embedding_dim", 0);
+  return 0;
+}
+
+int dynq__check_rotary(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  int64_t il = dynq__node_attr_i(n, "interleaved", 0), nh = dynq__node_attr_i(n, "num_heads", 0),
+          rd = dynq__node_attr_i(n, "rotary_embedding_dim", 0);
+  DYNQ_OP_CHECK(il == 0 || il == 1, "interleaved %lld is not 0 or 1", (long long)il);
+  DYNQ_OP_CHECK(nh >= 0 && nh <= 65536, "num_heads %lld is not within [0, 65536]", (long long)nh);
+  DYNQ_OP_CHECK(rd >= 0 && rd <= 65536 && rd % 2 == 0,
+                "rotary_embedding_dim %lld is not an even number within [0, 65536]",
+                (long long)rd);
+  return 0;
+}
+
+int dynq__run_rotary(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *cs = in[1], *sn = in[2];
+  const dynq__tensor_t *pos = c->node->n_in > 3 ? in[3] : NULL;
+  int rc;
+  char b1[96], b2[96];
+  if ((rc = dynq__op_need_present(c, x, 0)) || (rc = dynq__op_need_present(c, cs, 1)) ||
+      (rc = dynq__op_need_present(c, sn, 2)) || (rc = dynq__op_need_f32(c, x, 0)) ||
+      (rc = dynq__op_need_f32(c, cs, 1)) || (rc = dynq__op_need_f32(c, sn, 2)))
+    return rc;
+  if (x->rank != 3 && x->rank != 4)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "input %s must be [B, H, S, D] or [B, S, H x D]",
+                         dynq__shape_str(b1, sizeof b1, x->rank, x->dims));
+  const int64_t B = x->dims[0], S = x->dims[x->rank == 4 ? 2 : 1];
+  int64_t H, D;
+  if (x->rank == 4) {
+    H = x->dims[1], D = x->dims[3];
+  } else {
+    H = c->st->rotary.num_heads;
+    if (H < 1 || x->dims[2] % H != 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "a 3-D input %s needs num_heads dividing its last "
+                           "axis (num_heads %lld)", dynq__shape_str(b1, sizeof b1, 3, x->dims),
+                           (long long)H);
+    D = x->dims[2] / H;
+  }
+  const int64_t rd = c->st->rotary.dim ? c->st->rotary.dim : D, half = rd / 2;
+  if (rd % 2 != 0 || rd > D)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "rotating %lld of a head's %lld values: an even "
+                         "number up to the head size expected", (long long)rd, (long long)D);
+  /* the caches: [B, S, half] as given, or [P, half] rows by position */
+  const int byrow = pos != NULL;
+  int same = cs->rank == sn->rank;
+  for (int d = 0; same && d < cs->rank; d++) same = cs->dims[d] == sn->dims[d];
+  if (!same ||
+      (byrow ? cs->rank != 2 || cs->dims[1] != half
+             : cs->rank != 3 || cs->dims[0] != B || cs->dims[1] != S || cs->dims[2] != half))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "cos_cache %s and sin_cache %s: %s expected",
+                         dynq__shape_str(b1, sizeof b1, cs->rank, cs->dims),
+                         dynq__shape_str(b2, sizeof b2, sn->rank, sn->dims),
+                         byrow ? "[max positions, rotary dim / 2] (with position_ids)"
+                               : "[B, S, rotary dim / 2] (without position_ids)");
+  if (byrow && (!dynq__dt_is_int(pos->dtype) || pos->rank != 2 || pos->dims[0] != B ||
+                pos->dims[1] != S))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "position_ids %s must be integers [B, S]",
+                         dynq__shape_str(b1, sizeof b1, pos->rank, pos->dims));
+  if ((rc = dynq__op_alloc(c, out, DYNQ_DT_F32, x->rank, x->dims, 0))) return rc;
+  const float *xv = x->data, *cv = cs->data, *sv = sn->data;
+  float *yv = out->data;
+  const int il = c->st->rotary.interleaved;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t s = 0; s < S; s++) {
+      int64_t row = b * S + s;
+      if (byrow) {
+        row = dynq__load_i(pos->data, pos->dtype, b * S + s);
+        if (row < 0 || row >= cs->dims[0]) {
+          dynq__tensor_clear(out);
+          return dynq__op_fail(c, DYNQ_EDATA, "position_ids[%lld][%lld] = %lld is not within "
+                               "the %lld cached positions", (long long)b, (long long)s,
+                               (long long)row, (long long)cs->dims[0]);
+        }
+      }
+      const float *co = cv + row * half, *si = sv + row * half;
+      for (int64_t h = 0; h < H; h++) {
+        const int64_t at = x->rank == 4 ? ((b * H + h) * S + s) * D : ((b * S + s) * H + h) * D;
+        const float *v = xv + at;
+        float *y = yv + at;
+        for (int64_t i = 0; i < half; i++) {
+          const int64_t i1 = il ? 2 * i : i, i2 = il ? 2 * i + 1 : i + half;
+          const float x1 = v[i1], x2 = v[i2];
+          y[i1] = co[i] * x1 - si[i] * x2;
+          y[i2] = si[i] * x1 + co[i] * x2;
+        }
+        memcpy(y + rd, v + rd, (size_t)(D - rd) * sizeof(float));
+      }
+      if ((b * S + s) % 256 == 255 && (rc = dynq__op_poll(c))) {
+        dynq__tensor_clear(out); /* a failed op leaves no output */
+        return rc;
+      }
+    }
+  return 0;
+}

@@ -184,6 +184,7 @@ typedef union dynq__opstate {
   struct { int64_t batch_axis, time_axis; } revseq;   /* ReverseSequence (misc.c) */
   struct { int left; } bitshift;                 /* BitShift (misc.c) */
   struct { int mode, padding, align; } gridsample; /* GridSample (sample.c) */
+  struct { int interleaved; int64_t num_heads, dim; } rotary; /* RotaryEmbedding (attention.c) */
   struct {                                       /* RoiAlign (sample.c) */
     int max, half_pixel;
     int64_t oh, ow, ratio;

@@ -226,6 +226,8 @@
   X(AFFINE_GRID, 180, "AffineGrid", 20, 0, 2, 2, 1, 1, affinegrid, affinegrid, affinegrid) \
   /* convt.c: ConvTranspose's col2im as an op (PyTorch's fold) */                           \
   X(COL2IM, 181, "Col2Im", 18, 0, 3, 3, 1, 1, col2im, convt, col2im)                       \
+  /* attention.c: rotary position embedding (opset 23) */                                  \
+  X(ROTARY, 182, "RotaryEmbedding", 23, 0, 3, 4, 1, 1, rotary, rotary, rotary)             \
   /* pool.c: the Lp pools (p in the pools' state); norm.c: LpNormalization */             \
   X(LP_POOL, 161, "LpPool", 1, 0, 1, 1, 1, 1, pool, pool, lppool)                           \
   X(GLOBAL_LP_POOL, 162, "GlobalLpPool", 1, 0, 1, 1, 1, 1, lp, pool, global_lppool)         \
