@@ -962,6 +962,95 @@ START_TEST(test_lp_ops) {
 }
 END_TEST
 
+/* GroupNormalization at opset 18 (scale and bias per group) and 21 (per
+ * channel), 3-D and 4-D, num_groups 1, C and in between, a group of equal
+ * values (the bias exactly) and a channel scaled by 1e3; RMSNormalization
+ * (opset 23) over the last axis, axes 1.. and -2.. and all axes, with a
+ * scale of the full normalized shape, broadcast ones ([4, 1], [1, 16],
+ * [1]) and a row of zeros: converted with --fp32, run FP32, against
+ * make_norms.py's float64 definitions.  The script's references agree
+ * with ONNX Runtime 1.30 within 4.8e-7 (3.9e-7 relative) on all 13. */
+START_TEST(test_norm_ops) {
+  static const int64_t x3[] = {2, 6, 10}, x4[] = {2, 8, 5, 6}, r3[] = {3, 7, 16},
+                       r4[] = {2, 3, 4, 5};
+  static const struct {
+    const char *base, *x;
+    int rank;
+    const int64_t *xd;
+  } cases[] = {
+      {"groupnorm_o18_g4_4d", "norms_x4.f32", 4, x4},
+      {"groupnorm_o18_g1_3d", "norms_x3.f32", 3, x3},
+      {"groupnorm_o18_gc_4d", "norms_x4.f32", 4, x4},
+      {"groupnorm_o18_g3_3d", "norms_x3.f32", 3, x3},
+      {"groupnorm_o21_g4_4d", "norms_x4.f32", 4, x4},
+      {"groupnorm_o21_g3_3d", "norms_x3.f32", 3, x3},
+      {"groupnorm_o21_g1_4d", "norms_x4.f32", 4, x4},
+      {"groupnorm_o21_gc_3d", "norms_x3.f32", 3, x3},
+      {"rmsnorm_last", "norms_r3.f32", 3, r3},
+      {"rmsnorm_axis1_full", "norms_r4.f32", 4, r4},
+      {"rmsnorm_axis1_bcast", "norms_r4.f32", 4, r4},
+      {"rmsnorm_axism2_bcast", "norms_r3.f32", 3, r3},
+      {"rmsnorm_axis0_scalar", "norms_r4.f32", 4, r4},
+  };
+  const char *xname[] = {"X"};
+  char file[128], err[256];
+  char *outp = tmp_path("norm.dynq");
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    int64_t n = 1;
+    for (int d = 0; d < cases[k].rank; d++) n *= cases[k].xd[d];
+    float *x = load_raw(cases[k].x, (size_t)n * 4);
+    snprintf(file, sizeof file, "%s.onnx", cases[k].base);
+    char *in = fixture(file), *log = NULL;
+    ck_assert_msg(tu_quantize_log(&log, "--fp32", in, outp, NULL) == 0, "%s: %s", file, log);
+    free(log);
+    free(in);
+    dynq__model_t *m = open_model(outp);
+    dynq__tensor_t X = f32_tensor(x, cases[k].rank, cases[k].xd), y = {0};
+    ck_assert_msg(run_model(m, DYNQ_PRECISION_FP32, xname, &X, 1, &y, err, sizeof err) == 0,
+                  "%s: %s", cases[k].base, err);
+    dynq__model_unref(m);
+    ck_assert_int_eq(y.rank, cases[k].rank);
+    for (int d = 0; d < cases[k].rank; d++) ck_assert_int_eq(y.dims[d], cases[k].xd[d]);
+    snprintf(file, sizeof file, "%s_y.f32", cases[k].base);
+    float *want = load_raw(file, (size_t)n * 4);
+    double worst = 0, worst_rel = 0;
+    for (int64_t i = 0; i < n; i++) {
+      double w = want[i], d = fabs((double)((float *)y.data)[i] - w);
+      double r = d / (fabs(w) > 1 ? fabs(w) : 1);
+      if (!(d <= worst)) worst = d;
+      if (!(r <= worst_rel)) worst_rel = r;
+    }
+    printf("%s: max |d| %.2g, max relative %.2g against the float64 reference\n",
+           cases[k].base, worst, worst_rel);
+    ck_assert_msg(worst_rel <= 2.4e-7, "%s: max relative |d| %g", cases[k].base, worst_rel);
+    dynq__tensor_clear(&y);
+    free(want);
+    free(x);
+  }
+  /* the group of equal values X[1, 0:2] gives the bias exactly (groups
+   * of two channels at num_groups 4, opset 18: bias[0]) */
+  {
+    snprintf(file, sizeof file, "groupnorm_o18_g4_4d.onnx");
+    char *in = fixture(file), *log = NULL;
+    ck_assert_msg(tu_quantize_log(&log, "--fp32", in, outp, NULL) == 0, "%s", log);
+    free(log);
+    free(in);
+    dynq__model_t *m = open_model(outp);
+    float *x = load_raw("norms_x4.f32", 480 * 4), *want = load_raw("groupnorm_o18_g4_4d_y.f32",
+                                                                    480 * 4);
+    dynq__tensor_t X = f32_tensor(x, 4, x4), y = {0};
+    ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, xname, &X, 1, &y, err, sizeof err), 0);
+    const float *py = y.data;
+    for (int i = 240; i < 300; i++) ck_assert(py[i] == py[240] && py[i] == want[i]);
+    dynq__tensor_clear(&y);
+    dynq__model_unref(m);
+    free(x);
+    free(want);
+  }
+  free(outp);
+}
+END_TEST
+
 /* poolidx.onnx (make_poolidx.py): MaxPool's Indices output, row-major
  * and column-major (storage_order 1), 2-D and 1-D, and MaxUnpool putting
  * the maxima back from them (the SegNet pattern), equal to numpy's on
@@ -1972,6 +2061,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_maxpool_indices);
   tcase_add_test(tc, test_sample_ops);
   tcase_add_test(tc, test_lp_ops);
+  tcase_add_test(tc, test_norm_ops);
   tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);
