@@ -1312,6 +1312,30 @@ START_TEST(test_malformed_models) {
       {"bad_lpops.onnx", {"'mrp_rank' (op MaxRoiPool): pooled_shape has 1 values (2 expected",
                           "'mrp_missing' (op MaxRoiPool): attribute 'pooled_shape' is required",
                           "'mrp_scale' (op MaxRoiPool): spatial_scale inf is not finite"}},
+      {"bad_norms.onnx", {"'gn_g0' (op GroupNormalization): num_groups 0 is not positive",
+                          "'gn_gneg' (op GroupNormalization): num_groups -1 is not positive",
+                          "'gn_nog' (op GroupNormalization): attribute 'num_groups' is "
+                          "required"}},
+      {"bad_norms.onnx", {"'gn_stash0' (op GroupNormalization): stash_type 0 is not supported "
+                          "(only 1: float)",
+                          "'gn_epsnan' (op GroupNormalization): epsilon nan is not a finite "
+                          "value >= 0",
+                          "'gn_epsneg' (op GroupNormalization): epsilon -1 is not a finite"}},
+      {"bad_norms.onnx", {"'gn_g3' (op GroupNormalization): num_groups 3 does not divide X's 8 "
+                          "channels",
+                          "'gn_form' (op GroupNormalization): scale has 4 values: opset 23's "
+                          "GroupNormalization takes one per channel (8)",
+                          "'gn_gstr' (op GroupNormalization): attribute 'num_groups' has the "
+                          "wrong type"}},
+      {"bad_norms.onnx", {"'rms_axis' (op RMSNormalization): axis 4 is outside [-4, 4) for X "
+                          "of rank 4",
+                          "'rms_axisneg' (op RMSNormalization): axis -5 is outside [-4, 4)",
+                          "'rms_stash' (op RMSNormalization): stash_type 0 is not supported"}},
+      {"bad_norms.onnx", {"'rms_eps' (op RMSNormalization): epsilon inf is not a finite value",
+                          "'rms_bias' (op RMSNormalization): attribute 'bias' is not supported",
+                          "14 nodes cannot be converted"}},
+      {"bad_norms18.onnx", {"'gn18_form' (op GroupNormalization): scale has 8 values: opset "
+                            "18's GroupNormalization takes one per group (4)", NULL, NULL}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
