@@ -263,6 +263,8 @@ static const op_spec_t op_table[] = {
     {"LpNormalization", DYNQ_OP_LP_NORM, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"LayerNormalization", DYNQ_OP_LAYERNORM, 2, 3, 3, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, T, TC},
     {"BatchNormalization", DYNQ_OP_BATCHNORM, 5, 5, 3, OPF_OWN_ATTRS, {{0}}, T, TC},
+    {"GroupNormalization", DYNQ_OP_GROUP_NORM, 3, 3, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
+    {"RMSNormalization", DYNQ_OP_RMS_NORM, 2, 2, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"HardSigmoid", DYNQ_OP_HARD_SIGMOID, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"HardSwish", DYNQ_OP_HARD_SWISH, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"If", DYNQ_OP_IF, 1, 1, DYNQ_IMP_MAX_OUT, 0,

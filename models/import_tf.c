@@ -2,7 +2,8 @@
  * Converters for the CNN and transformer ops: pooling (MaxPool,
  * AveragePool, LpPool, GlobalAveragePool, GlobalMaxPool, GlobalLpPool,
  * MaxRoiPool), LayerNormalization, BatchNormalization (folded into the
- * Conv before it when it can be), LpNormalization, HardSigmoid, HardSwish.
+ * Conv before it when it can be), LpNormalization, GroupNormalization,
+ * RMSNormalization, HardSigmoid, HardSwish.
  * The pass-1 check refuses attribute values the engine does not
  * implement, naming the attribute and the value.
  */
@@ -40,6 +41,8 @@ static int attr_known(const char *op, const char *a) {
     {"MaxRoiPool", " pooled_shape spatial_scale "},
     {"LayerNormalization", " axis epsilon stash_type "},
     {"BatchNormalization", " epsilon momentum training_mode spatial is_test consumed_inputs "},
+    {"GroupNormalization", " num_groups epsilon stash_type "},
+    {"RMSNormalization", " axis epsilon stash_type "},
     {"HardSigmoid", " alpha beta "},
     {"HardSwish", " "},
   };
@@ -107,6 +110,62 @@ static const char *roipool_check(conv_t *c, const Onnx__NodeProto *n) {
   return NULL;
 }
 
+/* GroupNormalization's and RMSNormalization's attributes, and what is
+ * known at import of X (its rank, its channels when declared) and of a
+ * constant scale or bias: NULL, or why not.  GroupNormalization's scale
+ * and bias hold one value per group before opset 21, one per channel
+ * from it on (the converter tells the engine which). */
+static const char *norms_check(conv_t *c, const Onnx__NodeProto *n) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  const int gn = strcmp(n->op_type, "GroupNormalization") == 0;
+  static const char *const ints[] = {"num_groups", "stash_type", "axis"};
+  for (int k = 0; k < 3; k++)
+    if (!attr_type_ok(n, ints[k], ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT))
+      return dynq__imp_pool_printf(pl, "attribute '%s' has the wrong type", ints[k]);
+  if (!attr_type_ok(n, "epsilon", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT))
+    return "attribute 'epsilon' has the wrong type";
+  int64_t st = dynq__imp_attr_i(n, "stash_type", 1);
+  if (st != 1)
+    return dynq__imp_pool_printf(pl, "stash_type %" PRId64 " is not supported (only 1: float)",
+                                 st);
+  float eps = dynq__imp_attr_f(n, "epsilon", 1e-5f);
+  if (!(isfinite(eps) && eps >= 0))
+    return dynq__imp_pool_printf(pl, "epsilon %g is not a finite value >= 0", (double)eps);
+  int32_t xv = dynq__imp_value_of(c, n->input[0]);
+  const dynq__value_t *x = xv >= 0 ? &c->b.values[xv] : NULL;
+  int rank = x ? x->rank : -1;
+  if (!gn) {
+    int64_t axis = dynq__imp_attr_i(n, "axis", -1);
+    int64_t r = rank >= 0 ? rank : DYNQ_MAX_RANK;
+    if (axis < -r || axis >= r)
+      return rank >= 0 ? dynq__imp_pool_printf(pl, "axis %" PRId64 " is outside [-%d, %d) for X "
+                                               "of rank %d", axis, rank, rank, rank)
+                       : dynq__imp_pool_printf(pl, "axis %" PRId64 " is outside [-%d, %d)",
+                                               axis, DYNQ_MAX_RANK, DYNQ_MAX_RANK);
+    return NULL;
+  }
+  if (dynq__imp_find_attr(n, "num_groups") == NULL) return "attribute 'num_groups' is required";
+  int64_t G = dynq__imp_attr_i(n, "num_groups", 0);
+  if (G < 1) return dynq__imp_pool_printf(pl, "num_groups %" PRId64 " is not positive", G);
+  if (rank >= 0 && rank < 2)
+    return dynq__imp_pool_printf(pl, "X has rank %d ([N, C, ...] expected)", rank);
+  int64_t C = rank >= 2 ? x->dims[1] : -1;
+  if (C >= 0 && C % G != 0)
+    return dynq__imp_pool_printf(pl, "num_groups %" PRId64 " does not divide X's %" PRId64
+                                 " channels", G, C);
+  int64_t want = c->opset >= 21 ? C : G;
+  for (int k = 1; k < 3 && want >= 0; k++) {
+    const dynq__value_t *v = n->n_input > (size_t)k ? dynq__imp_const_of(c, n->input[k]) : NULL;
+    if (v != NULL && (v->rank != 1 || v->dims[0] != want))
+      return dynq__imp_pool_printf(pl, "%s has %" PRId64 " values: opset %" PRId64 "'s "
+                                   "GroupNormalization takes one per %s (%" PRId64 ")",
+                                   k == 1 ? "scale" : "bias",
+                                   dynq__shape_numel(v->rank, v->dims), c->opset,
+                                   c->opset >= 21 ? "channel" : "group", want);
+  }
+  return NULL;
+}
+
 const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const char *t = n->op_type;
@@ -124,6 +183,8 @@ const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n) {
       !attr_type_ok(n, "axis", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT))
     return "attribute 'axis' has the wrong type";
   if (strcmp(t, "MaxRoiPool") == 0) return roipool_check(c, n);
+  if (strcmp(t, "GroupNormalization") == 0 || strcmp(t, "RMSNormalization") == 0)
+    return norms_check(c, n);
   if (is_pool(t)) {
     const Onnx__AttributeProto *ks = dynq__imp_find_attr(n, "kernel_shape");
     if (ks == NULL || ks->n_ints < 1 || ks->n_ints > 3)
@@ -314,6 +375,14 @@ int dynq__import_tf(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
     dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));
   } else if (op == DYNQ_OP_BATCHNORM) {
+    dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));
+  } else if (op == DYNQ_OP_GROUP_NORM) {
+    dynq__imp_node_attr_i(bn, "num_groups", dynq__imp_attr_i(n, "num_groups", 0));
+    dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));
+    /* opset 21 changed scale and bias from one per group to one per channel */
+    dynq__imp_node_attr_i(bn, "per_channel", c->opset >= 21);
+  } else if (op == DYNQ_OP_RMS_NORM) {
+    dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));
     dynq__imp_node_attr_f(bn, "epsilon", dynq__imp_attr_f(n, "epsilon", 1e-5f));
   } else if (op == DYNQ_OP_HARD_SIGMOID) {
     dynq__imp_node_attr_f(bn, "alpha", dynq__imp_attr_f(n, "alpha", 0.2f));

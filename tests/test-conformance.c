@@ -86,6 +86,9 @@ static const char *const covered[] = {
      * (onnx 1.12); tests/test-quantize.c test_lp_ops stands in */
     "LpPool", "GlobalLpPool", "LpNormalization", "MaxRoiPool", "AffineGrid", "Col2Im",
     "RotaryEmbedding",
+    /* lib/ops/norm.c: no node test in Debian's package either;
+     * tests/test-quantize.c test_norm_ops stands in */
+    "GroupNormalization", "RMSNormalization",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
 

@@ -3272,6 +3272,251 @@ START_TEST(expand_where_rows) {
 }
 END_TEST
 
+#define AFL(nm, v) {.name = nm, .type = DYNQ_ATTR_FLOAT, .f = (v)}
+
+/* GroupNormalization and RMSNormalization: values by hand (both forms of
+ * GroupNormalization's scale and bias, a broadcast RMS scale), hostile
+ * data (NaN, inf, 1e30, 3e38, a group of equal values, rows of zeros,
+ * empty axes), splits over threads giving the same bits, wrong shapes
+ * and attribute values refused with a message naming them. */
+START_TEST(group_rms_norm) {
+  /* X [1, 4, 2]: channels [1, 3] [5, 7] | [0, 0] [2, -2]; two groups:
+   * mean 4, var 5; mean 0, var 2 (epsilon 0: exact) */
+  float x[8] = {1, 3, 5, 7, 0, 0, 2, -2};
+  float gs[2] = {2, -1}, gb[2] = {10, 0.5f}, cs[4] = {1, 2, 3, 4}, cb[4] = {0, 1, 2, 3};
+  dynq__tensor_t X = tf(3, (int64_t[]){1, 4, 2}, x), S = tf(1, (int64_t[]){2}, gs),
+                 B = tf(1, (int64_t[]){2}, gb), o;
+  const dynq__tensor_t *in[3] = {&X, &S, &B};
+  const dynq__attr_t g2[] = {AI("num_groups", 2), AFL("epsilon", 0)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2, 2, 3, 1, in, &o), 0);
+  const float r5 = 1 / sqrtf(5), r2 = 1 / sqrtf(2);
+  expect(&o, 3, (int64_t[]){1, 4, 2},
+         (float[]){-3 * r5 * 2 + 10, -1 * r5 * 2 + 10, 1 * r5 * 2 + 10, 3 * r5 * 2 + 10, 0.5f,
+                   0.5f, -2 * r2 + 0.5f, 2 * r2 + 0.5f},
+         2e-6f);
+  dynq__tensor_clear(&o);
+  /* opset 21's form: one scale and bias per channel */
+  dynq__tensor_t CS = tf(1, (int64_t[]){4}, cs), CB = tf(1, (int64_t[]){4}, cb);
+  const dynq__tensor_t *cin[3] = {&X, &CS, &CB};
+  const dynq__attr_t g2c[] = {AI("num_groups", 2), AFL("epsilon", 0), AI("per_channel", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2c, 3, 3, 1, cin, &o), 0);
+  expect(&o, 3, (int64_t[]){1, 4, 2},
+         (float[]){-3 * r5, -1 * r5, 2 * r5 + 1, 6 * r5 + 1, 2, 2, 4 * 2 * r2 + 3,
+                   -4 * 2 * r2 + 3},
+         2e-6f);
+  dynq__tensor_clear(&o);
+  /* the per-group form handed per-channel scales (and the reverse): refused
+   * naming the shapes and the form */
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2, 2, 3, 1, cin, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (GroupNormalization): scale [4] and bias [4]: [2] "
+                            "expected (one per group: opset 18's form") != NULL, "%s", err);
+  ck_assert_ptr_null(o.data);
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2c, 3, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "[4] expected (one per channel: opset 21's form") != NULL, "%s", err);
+  /* num_groups 1 and 4 (= C): the whole sample, each channel */
+  const dynq__attr_t g4c[] = {AI("num_groups", 4), AFL("epsilon", 0), AI("per_channel", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g4c, 3, 3, 1, cin, &o), 0);
+  /* channel 2 is [0, 0]: zero variance, epsilon 0: 0 x inf = NaN, as ONNX's
+   * formula gives; the others +-1 scaled */
+  const float *gy = o.data;
+  ck_assert(gy[0] == -1 && gy[1] == 1 && gy[2] == -1 && gy[3] == 3 && isnan(gy[4]) &&
+            gy[6] == 7 && gy[7] == -1);
+  dynq__tensor_clear(&o);
+  /* a group of equal values with the default epsilon: the bias exactly */
+  const dynq__attr_t g4[] = {AI("num_groups", 4), AI("per_channel", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g4, 2, 3, 1, cin, &o), 0);
+  ck_assert(((float *)o.data)[4] == 2 && ((float *)o.data)[5] == 2);
+  dynq__tensor_clear(&o);
+  /* rank 2: X [2, 4] as [N, C], groups of two values ([0, 0]: the bias) */
+  dynq__tensor_t X2 = tf(2, (int64_t[]){2, 4}, x);
+  const dynq__tensor_t *in2[3] = {&X2, &S, &B};
+  const dynq__attr_t g2e[] = {AI("num_groups", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2e, 1, 3, 1, in2, &o), 0);
+  expect(&o, 2, (int64_t[]){2, 4}, (float[]){8, 12, 1.5f, -0.5f, 10, 10, -0.5f, 1.5f}, 2e-5f);
+  ck_assert(((float *)o.data)[4] == 10 && ((float *)o.data)[5] == 10);
+  dynq__tensor_clear(&o);
+  /* hostile values: NaN poisons its group only; inf makes its group NaN;
+   * 1e30 and 3e38 are fine in double (+-1 times the scale, plus bias) */
+  float hx[8] = {NAN, 1, 2, 3, 1e30f, -1e30f, 3e38f, -3e38f};
+  dynq__tensor_t H = tf(3, (int64_t[]){1, 4, 2}, hx);
+  in[0] = &H;
+  const dynq__attr_t g2d[] = {AI("num_groups", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2d, 1, 3, 1, in, &o), 0);
+  gy = o.data;
+  for (int i = 0; i < 4; i++) ck_assert(isnan(gy[i]));
+  /* group 1: mean 0, var (2e60 + 1.8e77) / 4: each value over the std */
+  double sd = sqrt((2.0 * 1e30f * 1e30f + 2.0 * 3e38f * 3e38f) / 4);
+  ck_assert_float_eq_tol(gy[6], (float)(3e38f / sd * -1 + 0.5), 1e-6f);
+  ck_assert_float_eq_tol(gy[4], (float)(1e30f / sd * -1 + 0.5), 1e-6f);
+  ck_assert(isfinite(gy[5]) && isfinite(gy[7]));
+  dynq__tensor_clear(&o);
+  hx[0] = 1, hx[4] = INFINITY;
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2d, 1, 3, 1, in, &o), 0);
+  gy = o.data;
+  ck_assert(isfinite(gy[0]) && isfinite(gy[3]));
+  for (int i = 4; i < 8; i++) ck_assert(isnan(gy[i]));
+  dynq__tensor_clear(&o);
+  /* empty: a spatial axis of 0, a batch of 0 */
+  dynq__tensor_t E = tf(3, (int64_t[]){1, 4, 0}, x);
+  in[0] = &E;
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2d, 1, 3, 1, in, &o), 0);
+  ck_assert(o.rank == 3 && o.dims[1] == 4 && o.dims[2] == 0);
+  dynq__tensor_clear(&o);
+  E.dims[0] = 0, E.dims[2] = 2;
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2d, 1, 3, 1, in, &o), 0);
+  ck_assert(o.rank == 3 && o.dims[0] == 0);
+  dynq__tensor_clear(&o);
+  /* shapes: num_groups not dividing C (3, 2^40), rank 1, wrong lengths */
+  in[0] = &X;
+  const dynq__attr_t g3[] = {AI("num_groups", 3)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g3, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (GroupNormalization): num_groups 3 does not divide the 4 "
+                            "channels of X [1, 4, 2]") != NULL, "%s", err);
+  const dynq__attr_t gh[] = {AI("num_groups", (int64_t)1 << 40)};
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, gh, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "num_groups 1099511627776 does not divide") != NULL, "%s", err);
+  dynq__tensor_t X1 = tf(1, (int64_t[]){8}, x);
+  in[0] = &X1;
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2d, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "X has shape [8], expected [N, C, ...]") != NULL, "%s", err);
+  in[0] = &X;
+  S.dims[0] = 3;
+  ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, g2d, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "scale [3] and bias [2]: [2] expected") != NULL, "%s", err);
+  S.dims[0] = 2;
+  /* attributes: refused at load, and by a node run on its own */
+  static const struct { dynq__attr_t a[2]; int n; const char *msg; } bad[] = {
+      {{AI("num_groups", 0)}, 1, "num_groups 0: at least 1 expected"},
+      {{AI("num_groups", -1)}, 1, "num_groups -1: at least 1 expected"},
+      {{AFL("epsilon", 1)}, 1, "num_groups 0: at least 1 expected"}, /* absent */
+      {{AI("num_groups", 2), AI("per_channel", 2)}, 2, "per_channel 2: 0 or 1 expected"},
+      {{AI("num_groups", 2), AFL("epsilon", NAN)}, 2, "epsilon nan: a finite value >= 0"},
+      {{AI("num_groups", 2), AFL("epsilon", -1e-5f)}, 2, "epsilon -1e-05: a finite value >= 0"},
+  };
+  for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+    ck_assert_int_eq(check_node(DYNQ_OP_GROUP_NORM, bad[k].a, bad[k].n), DYNQ_EGRAPH);
+    ck_assert_msg(strstr(err, "node 'c' (GroupNormalization): ") != NULL &&
+                      strstr(err, bad[k].msg) != NULL, "%s", err);
+    ck_assert_int_eq(run_k(DYNQ_OP_GROUP_NORM, bad[k].a, bad[k].n, 3, 1, in, &o), DYNQ_EGRAPH);
+    ck_assert_ptr_null(o.data);
+  }
+
+  /* RMSNormalization: rows [3, 4] (mean of squares 12.5) and [0, 0] (0:
+   * the output 0), scale [1, 2] */
+  float rx[4] = {3, 4, 0, 0}, rs[2] = {1, 2};
+  dynq__tensor_t R = tf(2, (int64_t[]){2, 2}, rx), RS = tf(1, (int64_t[]){2}, rs);
+  const dynq__tensor_t *rin[2] = {&R, &RS};
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, NULL, 0, 2, 1, rin, &o), 0);
+  const float rr = 1 / sqrtf(12.5f + 1e-5f);
+  expect(&o, 2, (int64_t[]){2, 2}, (float[]){3 * rr, 8 * rr, 0, 0}, 1e-6f);
+  ck_assert(((float *)o.data)[2] == 0 && ((float *)o.data)[3] == 0);
+  dynq__tensor_clear(&o);
+  /* axis 0 (everything: mean of squares 6.25), scale [2, 1] broadcast over
+   * rows ([1, 2] against [2, 2]: the same scale for both rows) */
+  const dynq__attr_t ax0[] = {AI("axis", 0), AFL("epsilon", 0)};
+  RS = tf(2, (int64_t[]){1, 2}, rs);
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, ax0, 2, 2, 1, rin, &o), 0);
+  expect(&o, 2, (int64_t[]){2, 2}, (float[]){3 / 2.5f, 8 / 2.5f, 0, 0}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* X [2, 3, 2] over axes 1..: scale [3, 1] (one per middle index) */
+  float bx[12] = {1, 1, 2, 2, 3, 3, -1, 1, -1, 1, -1, 1}, bs[3] = {1, 10, 100};
+  dynq__tensor_t BX = tf(3, (int64_t[]){2, 3, 2}, bx), BS = tf(2, (int64_t[]){3, 1}, bs);
+  const dynq__tensor_t *bin[2] = {&BX, &BS};
+  const dynq__attr_t ax1[] = {AI("axis", 1), AFL("epsilon", 0)};
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, ax1, 2, 2, 1, bin, &o), 0);
+  const float q = 1 / sqrtf(28 / 6.0f);
+  expect(&o, 3, (int64_t[]){2, 3, 2},
+         (float[]){q, q, 20 * q, 20 * q, 300 * q, 300 * q, -1, 1, -10, 10, -100, 100}, 2e-5f);
+  dynq__tensor_clear(&o);
+  /* hostile rows: NaN poisons its row, inf gives NaN there and 0 beside,
+   * 1e30 and 3e38 come out +-1 times the scale (double: no overflow) */
+  float hr[8] = {NAN, 1, INFINITY, 2, 1e30f, -1e30f, 3e38f, 3e38f};
+  dynq__tensor_t HR = tf(2, (int64_t[]){4, 2}, hr);
+  RS = tf(1, (int64_t[]){2}, rs);
+  rin[0] = &HR;
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, NULL, 0, 2, 1, rin, &o), 0);
+  const float *ry = o.data;
+  ck_assert(isnan(ry[0]) && isnan(ry[1]) && isnan(ry[2]) && ry[3] == 0);
+  ck_assert_float_eq_tol(ry[4], 1, 1e-6f);
+  ck_assert_float_eq_tol(ry[5], -2, 2e-6f);
+  ck_assert_float_eq_tol(ry[6], 1, 1e-6f);
+  ck_assert_float_eq_tol(ry[7], 2, 2e-6f);
+  dynq__tensor_clear(&o);
+  /* empty rows and an empty batch */
+  dynq__tensor_t RE = tf(2, (int64_t[]){0, 2}, rx);
+  rin[0] = &RE;
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, NULL, 0, 2, 1, rin, &o), 0);
+  ck_assert(o.rank == 2 && o.dims[0] == 0);
+  dynq__tensor_clear(&o);
+  RE.dims[0] = 3, RE.dims[1] = 0;
+  RS.dims[0] = 1;
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, NULL, 0, 2, 1, rin, &o), 0);
+  ck_assert(o.rank == 2 && o.dims[1] == 0);
+  dynq__tensor_clear(&o);
+  /* scales that do not broadcast: [3] against 2, [2, 2] reaching an
+   * axis left of the normalized ones, rank above X's; axis out of range */
+  rin[0] = &R;
+  RS = tf(1, (int64_t[]){3}, bs);
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, NULL, 0, 2, 1, rin, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (RMSNormalization): scale [3] does not broadcast to the "
+                            "normalized shape of X [2, 2] (axis 1)") != NULL, "%s", err);
+  RS = tf(2, (int64_t[]){2, 2}, rx);
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, NULL, 0, 2, 1, rin, &o), DYNQ_ESHAPE);
+  RS = tf(3, (int64_t[]){1, 1, 2}, rs);
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, NULL, 0, 2, 1, rin, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_null(o.data);
+  RS = tf(1, (int64_t[]){2}, rs);
+  const dynq__attr_t ax2[] = {AI("axis", 2)};
+  ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, ax2, 1, 2, 1, rin, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (RMSNormalization)") != NULL && strstr(err, "axis 2"),
+                "%s", err);
+  static const struct { dynq__attr_t a[1]; const char *msg; } rbad[] = {
+      {{AI("axis", 100)}, "axis 100 is outside [-8, 8) for any rank"},
+      {{AI("axis", -9)}, "axis -9 is outside"},
+      {{AFL("epsilon", INFINITY)}, "epsilon inf: a finite value >= 0 expected"},
+      {{AFL("epsilon", -2)}, "epsilon -2: a finite value >= 0 expected"},
+  };
+  for (size_t k = 0; k < sizeof rbad / sizeof rbad[0]; k++) {
+    ck_assert_int_eq(check_node(DYNQ_OP_RMS_NORM, rbad[k].a, 1), DYNQ_EGRAPH);
+    ck_assert_msg(strstr(err, "node 'c' (RMSNormalization): ") != NULL &&
+                      strstr(err, rbad[k].msg) != NULL, "%s", err);
+    ck_assert_int_eq(run_k(DYNQ_OP_RMS_NORM, rbad[k].a, 1, 2, 1, rin, &o), DYNQ_EGRAPH);
+  }
+
+  /* split over threads: the same bits as one thread (groups and rows are
+   * independent) */
+  enum { NB = 4, C = 16, P = 4096 };
+  float *big = malloc(sizeof(float) * NB * C * P), *sc = malloc(sizeof(float) * C * P);
+  float *bb = malloc(sizeof(float) * C);
+  for (int i = 0; i < NB * C * P; i++) big[i] = (float)((i * 7919) % 1000) / 100.0f - 3;
+  for (int i = 0; i < C * P; i++) sc[i] = 1 + (float)(i % 13) / 8;
+  for (int i = 0; i < C; i++) bb[i] = (float)i;
+  dynq__tensor_t BG = tf(3, (int64_t[]){NB, C, P}, big), BSC = tf(1, (int64_t[]){C}, sc),
+                 BB = tf(1, (int64_t[]){C}, bb), o1, o4;
+  const dynq__tensor_t *tin[3] = {&BG, &BSC, &BB};
+  const dynq__attr_t g8[] = {AI("num_groups", 8), AI("per_channel", 1)};
+  ck_assert_int_eq(run_x(DYNQ_OP_GROUP_NORM, g8, 2, 3, tin, &o1, &dynq__kernel_ref,
+                         DYNQ_PRECISION_FP32, 1), 0);
+  ck_assert_int_eq(run_x(DYNQ_OP_GROUP_NORM, g8, 2, 3, tin, &o4, &dynq__kernel_ref,
+                         DYNQ_PRECISION_FP32, 4), 0);
+  ck_assert(memcmp(o1.data, o4.data, sizeof(float) * NB * C * P) == 0);
+  dynq__tensor_clear(&o1);
+  dynq__tensor_clear(&o4);
+  dynq__tensor_t RX = tf(2, (int64_t[]){NB * C, P}, big), RSC = tf(1, (int64_t[]){P}, sc);
+  const dynq__tensor_t *rtin[2] = {&RX, &RSC};
+  ck_assert_int_eq(run_x(DYNQ_OP_RMS_NORM, NULL, 0, 2, rtin, &o1, &dynq__kernel_ref,
+                         DYNQ_PRECISION_FP32, 1), 0);
+  ck_assert_int_eq(run_x(DYNQ_OP_RMS_NORM, NULL, 0, 2, rtin, &o4, &dynq__kernel_ref,
+                         DYNQ_PRECISION_FP32, 4), 0);
+  ck_assert(memcmp(o1.data, o4.data, sizeof(float) * NB * C * P) == 0);
+  dynq__tensor_clear(&o1);
+  dynq__tensor_clear(&o4);
+  free(big);
+  free(sc);
+  free(bb);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("fp32");
@@ -3322,6 +3567,7 @@ int main(void) {
   tcase_add_test(tc, eyelike_k);
   tcase_add_test(tc, mvn_axes);
   tcase_add_test(tc, lp_ops);
+  tcase_add_test(tc, group_rms_norm);
   tcase_add_test(tc, nms_cases);
   tcase_add_test(tc, unique_compress);
   tcase_add_test(tc, misc_ops);

@@ -1108,6 +1108,95 @@ START_TEST(test_lp_ops) {
 }
 END_TEST
 
+/* GroupNormalization at opset 18 (scale and bias per group) and 21 (per
+ * channel), 3-D and 4-D, num_groups 1, C and in between, a group of equal
+ * values (the bias exactly) and a channel scaled by 1e3; RMSNormalization
+ * (opset 23) over the last axis, axes 1.. and -2.. and all axes, with a
+ * scale of the full normalized shape, broadcast ones ([4, 1], [1, 16],
+ * [1]) and a row of zeros: converted with --fp32, run FP32, against
+ * make_norms.py's float64 definitions.  The script's references agree
+ * with ONNX Runtime 1.30 within 4.8e-7 (3.9e-7 relative) on all 13. */
+START_TEST(test_norm_ops) {
+  static const int64_t x3[] = {2, 6, 10}, x4[] = {2, 8, 5, 6}, r3[] = {3, 7, 16},
+                       r4[] = {2, 3, 4, 5};
+  static const struct {
+    const char *base, *x;
+    int rank;
+    const int64_t *xd;
+  } cases[] = {
+      {"groupnorm_o18_g4_4d", "norms_x4.f32", 4, x4},
+      {"groupnorm_o18_g1_3d", "norms_x3.f32", 3, x3},
+      {"groupnorm_o18_gc_4d", "norms_x4.f32", 4, x4},
+      {"groupnorm_o18_g3_3d", "norms_x3.f32", 3, x3},
+      {"groupnorm_o21_g4_4d", "norms_x4.f32", 4, x4},
+      {"groupnorm_o21_g3_3d", "norms_x3.f32", 3, x3},
+      {"groupnorm_o21_g1_4d", "norms_x4.f32", 4, x4},
+      {"groupnorm_o21_gc_3d", "norms_x3.f32", 3, x3},
+      {"rmsnorm_last", "norms_r3.f32", 3, r3},
+      {"rmsnorm_axis1_full", "norms_r4.f32", 4, r4},
+      {"rmsnorm_axis1_bcast", "norms_r4.f32", 4, r4},
+      {"rmsnorm_axism2_bcast", "norms_r3.f32", 3, r3},
+      {"rmsnorm_axis0_scalar", "norms_r4.f32", 4, r4},
+  };
+  const char *xname[] = {"X"};
+  char file[128], err[256];
+  char *outp = tmp_path("norm.dynq");
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    int64_t n = 1;
+    for (int d = 0; d < cases[k].rank; d++) n *= cases[k].xd[d];
+    float *x = load_raw(cases[k].x, (size_t)n * 4);
+    snprintf(file, sizeof file, "%s.onnx", cases[k].base);
+    char *in = fixture(file), *log = NULL;
+    ck_assert_msg(tu_quantize_log(&log, "--fp32", in, outp, NULL) == 0, "%s: %s", file, log);
+    free(log);
+    free(in);
+    dynq__model_t *m = open_model(outp);
+    dynq__tensor_t X = f32_tensor(x, cases[k].rank, cases[k].xd), y = {0};
+    ck_assert_msg(run_model(m, DYNQ_PRECISION_FP32, xname, &X, 1, &y, err, sizeof err) == 0,
+                  "%s: %s", cases[k].base, err);
+    dynq__model_unref(m);
+    ck_assert_int_eq(y.rank, cases[k].rank);
+    for (int d = 0; d < cases[k].rank; d++) ck_assert_int_eq(y.dims[d], cases[k].xd[d]);
+    snprintf(file, sizeof file, "%s_y.f32", cases[k].base);
+    float *want = load_raw(file, (size_t)n * 4);
+    double worst = 0, worst_rel = 0;
+    for (int64_t i = 0; i < n; i++) {
+      double w = want[i], d = fabs((double)((float *)y.data)[i] - w);
+      double r = d / (fabs(w) > 1 ? fabs(w) : 1);
+      if (!(d <= worst)) worst = d;
+      if (!(r <= worst_rel)) worst_rel = r;
+    }
+    printf("%s: max |d| %.2g, max relative %.2g against the float64 reference\n",
+           cases[k].base, worst, worst_rel);
+    ck_assert_msg(worst_rel <= 2.4e-7, "%s: max relative |d| %g", cases[k].base, worst_rel);
+    dynq__tensor_clear(&y);
+    free(want);
+    free(x);
+  }
+  /* the group of equal values X[1, 0:2] gives the bias exactly (groups
+   * of two channels at num_groups 4, opset 18: bias[0]) */
+  {
+    snprintf(file, sizeof file, "groupnorm_o18_g4_4d.onnx");
+    char *in = fixture(file), *log = NULL;
+    ck_assert_msg(tu_quantize_log(&log, "--fp32", in, outp, NULL) == 0, "%s", log);
+    free(log);
+    free(in);
+    dynq__model_t *m = open_model(outp);
+    float *x = load_raw("norms_x4.f32", 480 * 4), *want = load_raw("groupnorm_o18_g4_4d_y.f32",
+                                                                    480 * 4);
+    dynq__tensor_t X = f32_tensor(x, 4, x4), y = {0};
+    ck_assert_int_eq(run_model(m, DYNQ_PRECISION_FP32, xname, &X, 1, &y, err, sizeof err), 0);
+    const float *py = y.data;
+    for (int i = 240; i < 300; i++) ck_assert(py[i] == py[240] && py[i] == want[i]);
+    dynq__tensor_clear(&y);
+    dynq__model_unref(m);
+    free(x);
+    free(want);
+  }
+  free(outp);
+}
+END_TEST
+
 /* poolidx.onnx (make_poolidx.py): MaxPool's Indices output, row-major
  * and column-major (storage_order 1), 2-D and 1-D, and MaxUnpool putting
  * the maxima back from them (the SegNet pattern), equal to numpy's on
@@ -1387,6 +1476,30 @@ START_TEST(test_malformed_models) {
       {"bad_lpops.onnx", {"'mrp_rank' (op MaxRoiPool): pooled_shape has 1 values (2 expected",
                           "'mrp_missing' (op MaxRoiPool): attribute 'pooled_shape' is required",
                           "'mrp_scale' (op MaxRoiPool): spatial_scale inf is not finite"}},
+      {"bad_norms.onnx", {"'gn_g0' (op GroupNormalization): num_groups 0 is not positive",
+                          "'gn_gneg' (op GroupNormalization): num_groups -1 is not positive",
+                          "'gn_nog' (op GroupNormalization): attribute 'num_groups' is "
+                          "required"}},
+      {"bad_norms.onnx", {"'gn_stash0' (op GroupNormalization): stash_type 0 is not supported "
+                          "(only 1: float)",
+                          "'gn_epsnan' (op GroupNormalization): epsilon nan is not a finite "
+                          "value >= 0",
+                          "'gn_epsneg' (op GroupNormalization): epsilon -1 is not a finite"}},
+      {"bad_norms.onnx", {"'gn_g3' (op GroupNormalization): num_groups 3 does not divide X's 8 "
+                          "channels",
+                          "'gn_form' (op GroupNormalization): scale has 4 values: opset 23's "
+                          "GroupNormalization takes one per channel (8)",
+                          "'gn_gstr' (op GroupNormalization): attribute 'num_groups' has the "
+                          "wrong type"}},
+      {"bad_norms.onnx", {"'rms_axis' (op RMSNormalization): axis 4 is outside [-4, 4) for X "
+                          "of rank 4",
+                          "'rms_axisneg' (op RMSNormalization): axis -5 is outside [-4, 4)",
+                          "'rms_stash' (op RMSNormalization): stash_type 0 is not supported"}},
+      {"bad_norms.onnx", {"'rms_eps' (op RMSNormalization): epsilon inf is not a finite value",
+                          "'rms_bias' (op RMSNormalization): attribute 'bias' is not supported",
+                          "14 nodes cannot be converted"}},
+      {"bad_norms18.onnx", {"'gn18_form' (op GroupNormalization): scale has 8 values: opset "
+                            "18's GroupNormalization takes one per group (4)", NULL, NULL}},
       {"bad_half.onnx", {"initializer 'h': raw_data holds 5 bytes but a float16 tensor of this "
                          "shape needs 6", NULL, NULL}},
       {"bad_double.onnx", {"initializer 'dbl': float64 value 1e+300 at index 1 is beyond "
@@ -2140,6 +2253,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_affine_grid);
   tcase_add_test(tc, test_col2im);
   tcase_add_test(tc, test_rotary);
+  tcase_add_test(tc, test_norm_ops);
   tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);

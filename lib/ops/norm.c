@@ -1,7 +1,8 @@
 /* Normalizations: Softmax along one axis (opset 13 semantics) or over the
  * axes from one on (the opset < 13 form), LayerNormalization over the
  * trailing axes, BatchNormalization (inference form) per channel,
- * LpNormalization along one axis. */
+ * LpNormalization along one axis, GroupNormalization over groups of
+ * channels, RMSNormalization over the trailing axes. */
 #include "ops.h"
 
 #include <errno.h>
@@ -449,5 +450,237 @@ int dynq__run_batchnorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
       float *ys = py + (nn * C + ch) * inner;
       for (int64_t i = 0; i < inner; i++) ys[i] = xs[i] * a + b0;
     }
+  return 0;
+}
+
+/* ---- GroupNormalization (opsets 18 and 21) ----
+ *
+ * X [N, C, D1, ...] (rank >= 2), scale, bias: the C channels fall into
+ * num_groups groups of C / num_groups consecutive channels; each (n,
+ * group) is normalized by the mean and population variance of its
+ * channels' values together, then scaled and shifted.  Opsets 18 to 20
+ * give scale and bias one value per group, opset 21 one per channel: the
+ * importer says which with "per_channel" (the two agree when num_groups
+ * is C).  A group's values are contiguous, so groups are rows: the mean
+ * and the centred sum of squares accumulate in double (two passes, no
+ * E[x^2] - mean^2 cancellation), the result is computed in double and
+ * rounded once.  A group of equal values gives bias exactly (x - mean is
+ * 0); NaN makes its group NaN, an infinity too (inf - inf).  Rows are
+ * independent, so every thread split gives the same bits. */
+
+int dynq__check_groupnorm(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                          size_t errlen) {
+  (void)g;
+  int64_t groups = dynq__node_attr_i(n, "num_groups", 0);
+  int64_t pc = dynq__node_attr_i(n, "per_channel", 0);
+  float eps = dynq__node_attr_f(n, "epsilon", 1e-5f);
+  DYNQ_OP_CHECK(groups >= 1, "num_groups %lld: at least 1 expected", (long long)groups);
+  DYNQ_OP_CHECK(pc == 0 || pc == 1, "per_channel %lld: 0 or 1 expected", (long long)pc);
+  DYNQ_OP_CHECK(isfinite(eps) && eps >= 0, "epsilon %g: a finite value >= 0 expected",
+                (double)eps);
+  return 0;
+}
+
+/* Refuses what the check refuses (a node run on its own skips the check). */
+int dynq__prep_groupnorm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                         char *err, size_t errlen) {
+  int rc = dynq__check_groupnorm(g, n, err, errlen);
+  if (rc) return rc;
+  st->gnorm.groups = dynq__node_attr_i(n, "num_groups", 0);
+  st->gnorm.per_channel = dynq__node_attr_i(n, "per_channel", 0) != 0;
+  st->gnorm.eps = dynq__node_attr_f(n, "epsilon", 1e-5f);
+  return 0;
+}
+
+typedef struct gnjob {
+  const float *x, *scale, *bias;
+  float *y;
+  int64_t rows, groups, cg, plane, chunks; /* rows: N x groups of cg channels x plane */
+  int per_channel;
+  double eps;
+} gnjob_t;
+
+static void gn_task(void *ctx, int64_t t) {
+  const gnjob_t *j = ctx;
+  const int64_t len = j->cg * j->plane;
+  int64_t r0 = j->rows * t / j->chunks, r1 = j->rows * (t + 1) / j->chunks;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *xs = j->x + r * len;
+    float *ys = j->y + r * len; /* may be xs: the row is read twice before it is written */
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < len; i++) sum += xs[i];
+    const double mean = sum / (double)len;
+    for (int64_t i = 0; i < len; i++) sq += (xs[i] - mean) * (xs[i] - mean);
+    const double inv = 1.0 / sqrt(sq / (double)len + j->eps);
+    const int64_t grp = r % j->groups;
+    for (int64_t ch = 0; ch < j->cg; ch++) {
+      const int64_t k = j->per_channel ? grp * j->cg + ch : grp;
+      const double a = inv * j->scale[k], b = j->bias[k];
+      const float *xc = xs + ch * j->plane;
+      float *yc = ys + ch * j->plane;
+      for (int64_t i = 0; i < j->plane; i++) yc[i] = (float)((xc[i] - mean) * a + b);
+    }
+  }
+}
+
+static void gn_run(dynq__op_ctx_t *c, gnjob_t *j) {
+  const int64_t len = j->cg * j->plane;
+  j->chunks = 1;
+  if (c->threads > 1 && j->rows > 1 && j->rows * len >= NORM_SPLIT_MIN)
+    j->chunks = j->rows < (int64_t)c->threads * 4 ? j->rows : (int64_t)c->threads * 4;
+  if (j->chunks > 1)
+    dynq__parallel_for(c->threads, j->chunks, gn_task, j);
+  else
+    gn_task(j, 0);
+}
+
+int dynq__run_groupnorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                        dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *sc = in[1], *b = in[2];
+  char s1[128], s2[128], s3[128];
+  int rc;
+  for (int k = 0; k < 3; k++)
+    if ((rc = dynq__op_need_f32(c, in[k], k))) return rc;
+  if (x->rank < 2)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "X has shape %s, expected [N, C, ...]",
+                         dynq__shape_str(s1, sizeof(s1), x->rank, x->dims));
+  const int64_t N = x->dims[0], C = x->dims[1], G = c->st->gnorm.groups;
+  if (G < 1 || C % G != 0)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "num_groups %lld does not divide the %lld channels of X %s",
+                         (long long)G, (long long)C,
+                         dynq__shape_str(s1, sizeof(s1), x->rank, x->dims));
+  const int pc = c->st->gnorm.per_channel;
+  const int64_t want = pc ? C : G;
+  if (sc->rank != 1 || b->rank != 1 || sc->dims[0] != want || b->dims[0] != want)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "scale %s and bias %s: [%lld] expected (one per %s, "
+                         "num_groups %lld, X %s)",
+                         dynq__shape_str(s1, sizeof(s1), sc->rank, sc->dims),
+                         dynq__shape_str(s2, sizeof(s2), b->rank, b->dims), (long long)want,
+                         pc ? "channel: opset 21's form" : "group: opset 18's form",
+                         (long long)G, dynq__shape_str(s3, sizeof(s3), x->rank, x->dims));
+  int64_t plane = 1;
+  for (int d = 2; d < x->rank; d++) plane *= x->dims[d];
+  if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, x->rank, x->dims, out))) return rc;
+  if (N == 0 || C == 0 || plane == 0) return 0; /* nothing to normalize */
+  gnjob_t j = {.x = x->data, .y = out->data, .scale = sc->data, .bias = b->data,
+               .rows = N * G, .groups = G, .cg = C / G, .plane = plane, .per_channel = pc,
+               .eps = c->st->gnorm.eps};
+  gn_run(c, &j);
+  return 0;
+}
+
+/* ---- RMSNormalization (opset 23): over the axes [axis, rank) ----
+ *
+ * y = x / sqrt(mean(x^2) + epsilon) * scale, scale broadcast to the
+ * normalized shape X.shape[axis:] (numpy's rules, one way: each of its
+ * axes 1 or the normalized axis' size, axes left of the normalized ones
+ * 1).  The mean of squares accumulates in double (no overflow for any
+ * float32 row: 1e30^2 is fine), the result is computed in double and
+ * rounded once.  A row of zeros gives 0 (epsilon > 0), NaN makes its row
+ * NaN, an infinity gives NaN there and 0 (times scale) beside it. */
+
+int dynq__check_rmsnorm(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                        size_t errlen) {
+  (void)g;
+  int64_t axis = dynq__node_attr_i(n, "axis", -1);
+  float eps = dynq__node_attr_f(n, "epsilon", 1e-5f);
+  DYNQ_OP_CHECK(axis >= -DYNQ_MAX_RANK && axis < DYNQ_MAX_RANK,
+                "axis %lld is outside [-%d, %d) for any rank", (long long)axis, DYNQ_MAX_RANK,
+                DYNQ_MAX_RANK);
+  DYNQ_OP_CHECK(isfinite(eps) && eps >= 0, "epsilon %g: a finite value >= 0 expected",
+                (double)eps);
+  return 0;
+}
+
+int dynq__prep_rmsnorm(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                       char *err, size_t errlen) {
+  int rc = dynq__check_rmsnorm(g, n, err, errlen);
+  if (rc) return rc;
+  st->norm.axis = dynq__node_attr_i(n, "axis", -1);
+  st->norm.eps = dynq__node_attr_f(n, "epsilon", 1e-5f);
+  return 0;
+}
+
+typedef struct rmsjob {
+  const float *x, *scale;
+  float *y;
+  int64_t rows, len, chunks;
+  double eps;
+} rmsjob_t;
+
+static void rms_task(void *ctx, int64_t t) {
+  const rmsjob_t *j = ctx;
+  int64_t r0 = j->rows * t / j->chunks, r1 = j->rows * (t + 1) / j->chunks;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *xs = j->x + r * j->len;
+    float *ys = j->y + r * j->len; /* may be xs: the row is read before it is written */
+    double sq = 0;
+    for (int64_t i = 0; i < j->len; i++) sq += (double)xs[i] * xs[i];
+    const double inv = 1.0 / sqrt(sq / (double)j->len + j->eps);
+    for (int64_t i = 0; i < j->len; i++) ys[i] = (float)(xs[i] * inv * j->scale[i]);
+  }
+}
+
+int dynq__run_rmsnorm(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                      dynq__tensor_t *out) {
+  const dynq__tensor_t *x = in[0], *sc = in[1];
+  char s1[128], s2[128];
+  int rc, ax = 0;
+  if ((rc = dynq__op_need_f32(c, x, 0)) || (rc = dynq__op_need_f32(c, sc, 1))) return rc;
+  if (x->rank == 0) return dynq__op_fail(c, DYNQ_ESHAPE, "X is a scalar");
+  if ((rc = dynq__op_norm_axis(c, c->st->norm.axis, x->rank, 0, &ax))) return rc;
+  int64_t len = 1, rows = 1;
+  for (int d = ax; d < x->rank; d++) len *= x->dims[d];
+  for (int d = 0; d < ax; d++) rows *= x->dims[d];
+  /* scale: broadcast one way to X.shape[ax:] */
+  int ok = sc->rank <= x->rank;
+  for (int k = 1; ok && k <= sc->rank; k++) {
+    int64_t sd = sc->dims[sc->rank - k];
+    ok = sd == 1 || (x->rank - k >= ax && sd == x->dims[x->rank - k]);
+  }
+  if (!ok)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "scale %s does not broadcast to the normalized shape of "
+                         "X %s (axis %d)",
+                         dynq__shape_str(s1, sizeof(s1), sc->rank, sc->dims),
+                         dynq__shape_str(s2, sizeof(s2), x->rank, x->dims), ax);
+  if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, x->rank, x->dims, out))) return rc;
+  if (rows == 0 || len == 0) return 0;
+  const float *ps = sc->data;
+  float *full = NULL;
+  if (dynq__tensor_numel(sc) != len) { /* a broadcast scale, expanded to one row */
+    if ((rc = dynq__op_check_bytes(c, len, sizeof(float), "the broadcast scale")) ||
+        (full = malloc(sizeof(float) * (size_t)len)) == NULL) {
+      dynq__tensor_clear(out);
+      return rc ? rc : dynq__op_fail(c, -ENOMEM, "out of memory");
+    }
+    /* the scale's stride along each normalized axis (0 where it is 1 or absent) */
+    const int nr = x->rank - ax;
+    int64_t st[DYNQ_MAX_RANK] = {0}, cnt[DYNQ_MAX_RANK] = {0}, s = 1, off = 0;
+    for (int k = 1; k <= sc->rank; k++) {
+      int64_t sd = sc->dims[sc->rank - k];
+      if (k <= nr) st[nr - k] = sd == 1 ? 0 : s;
+      s *= sd;
+    }
+    for (int64_t i = 0; i < len; i++) {
+      full[i] = ps[off];
+      for (int d = nr - 1; d >= 0; d--) { /* the next index over X.shape[ax:] */
+        off += st[d];
+        if (++cnt[d] < x->dims[ax + d]) break;
+        off -= st[d] * cnt[d];
+        cnt[d] = 0;
+      }
+    }
+    ps = full;
+  }
+  rmsjob_t j = {.x = x->data, .y = out->data, .scale = ps, .rows = rows, .len = len,
+                .eps = c->st->norm.eps};
+  j.chunks = 1;
+  if (c->threads > 1 && rows > 1 && rows * len >= NORM_SPLIT_MIN)
+    j.chunks = rows < (int64_t)c->threads * 4 ? rows : (int64_t)c->threads * 4;
+  if (j.chunks > 1)
+    dynq__parallel_for(c->threads, j.chunks, rms_task, &j);
+  else
+    rms_task(&j, 0);
+  free(full);
   return 0;
 }

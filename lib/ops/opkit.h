@@ -155,6 +155,9 @@ typedef union dynq__opstate {
   struct { int64_t axis; int flatten, p; } softmax; /* flatten: opset < 13 form; p:
                                                     LpNormalization's order (norm.c) */
   struct { int64_t axis; float eps; } norm;      /* LayerNorm, BatchNorm */
+  struct { int64_t groups; float eps; int per_channel; } gnorm; /* GroupNormalization
+                                                    (norm.c); per_channel: opset 21's
+                                                    scale and bias, one per channel */
   struct { float alpha, beta; } hard;            /* HardSigmoid */
   struct { float alpha; int int8; } smatmul;     /* StridedMatMul */
   dynq__pool_attrs_t pool;

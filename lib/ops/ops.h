@@ -236,7 +236,12 @@
   X(MAX_ROI_POOL, 164, "MaxRoiPool", 1, 0, 2, 2, 1, 1, roipool, roipool, roipool)          \
   /* control.c: Loop's body is a node range closed by LOOP_END (the executor jumps) */     \
   X(LOOP, 165, "Loop", 1, 0, 0, 64, 2, 16, loop, loop, loop)                                \
-  X(LOOP_END, 166, "LoopEnd", 0, 0, 1, 64, 1, 16, loop_end, loop, loop_end)
+  X(LOOP_END, 166, "LoopEnd", 0, 0, 1, 64, 1, 16, loop_end, loop, loop_end)            \
+  /* norm.c: GroupNormalization (opsets 18 and 21: "per_channel" says which form of    \
+   * scale and bias the node carries), RMSNormalization (opset 23) */                    \
+  X(GROUP_NORM, 167, "GroupNormalization", 18, 0, 3, 3, 1, 1, groupnorm, groupnorm,       \
+    groupnorm)                                                                             \
+  X(RMS_NORM, 168, "RMSNormalization", 23, 0, 2, 2, 1, 1, rmsnorm, rmsnorm, rmsnorm)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
