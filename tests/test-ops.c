@@ -277,8 +277,8 @@ END_TEST
 /* MaxPool and AveragePool's whole rows (pool.c runs the windows that lie
  * wholly in the input tap by tap across a row) against a window-by-window
  * reference that does the same operations in the same order: the same
- * bits, NaNs included, over strides, dilations, pads, ceil_mode and both
- * count_include_pad settings. */
+ * bits, NaNs included, over strides, dilations (AveragePool's too, opset
+ * 19), pads, ceil_mode and both count_include_pad settings. */
 START_TEST(pool_rows_bit_exact) {
   enum { C = 2, H = 9, W = 23 };
   static float x[C * H * W];
@@ -303,17 +303,17 @@ START_TEST(pool_rows_bit_exact) {
               if (pad >= k1 || pad >= k0) continue;  /* ONNX: pads below the kernel */
               dynq__attr_t at[] = {AI("spatial", 2), AI("kernel_shape0", k0),
                                    AI("kernel_shape1", k1), AI("strides0", s), AI("strides1", s),
-                                   AI("dilations0", op ? 1 : dl), AI("dilations1", op ? 1 : dl),
+                                   AI("dilations0", dl), AI("dilations1", dl),
                                    AI("pad_begin0", pad), AI("pad_begin1", pad),
                                    AI("pad_end0", pad), AI("pad_end1", pad), AI("ceil_mode", cm),
                                    AI("count_include_pad", op == 2)};
               int rc = run(op ? DYNQ_OP_AVERAGEPOOL : DYNQ_OP_MAXPOOL, at, 13, in, &o);
               ck_assert_msg(rc == 0, "%s", err);
-              int64_t oh = o.dims[2], ow = o.dims[3], dd = op ? 1 : dl;
+              int64_t oh = o.dims[2], ow = o.dims[3], dd = dl;
               for (int64_t c = 0; c < C; c++)
                 for (int64_t oy = 0; oy < oh; oy++)
                   for (int64_t ox = 0; ox < ow; ox++) {
-                    int64_t y0 = oy * s - pad, x0 = ox * s - pad, cnt = 0;
+                    int64_t y0 = oy * s - pad, x0 = ox * s - pad, cnt = 0, ny = 0, nx = 0;
                     float mx = -INFINITY, sum = 0.0f;
                     for (int64_t a = 0; a < k0; a++)
                       for (int64_t b = 0; b < k1; b++) {
@@ -327,10 +327,10 @@ START_TEST(pool_rows_bit_exact) {
                     float want = mx;
                     if (op) {
                       int64_t div = cnt;
-                      if (op == 2) {  /* the window clipped to the padded input */
-                        int64_t ey = y0 + k0 < H + pad ? y0 + k0 : H + pad;
-                        int64_t ex = x0 + k1 < W + pad ? x0 + k1 : W + pad;
-                        div = (ey - y0) * (ex - x0);
+                      if (op == 2) {  /* the taps within the padded input */
+                        for (int64_t a = 0; a < k0; a++) ny += y0 + a * dd < H + pad;
+                        for (int64_t b = 0; b < k1; b++) nx += x0 + b * dd < W + pad;
+                        div = ny * nx;
                       }
                       want = div > 0 ? sum / (float)div : 0.0f;
                     }
@@ -347,6 +347,52 @@ START_TEST(pool_rows_bit_exact) {
 }
 END_TEST
 
+
+/* AveragePool's dilations (opset 19) by hand, and hostile geometry: a
+ * dilated window larger than the padded input refused by name, a window
+ * spanning 2^32 that must not overflow. */
+START_TEST(avgpool_dilated) {
+  float x[7] = {1, 2, 3, 4, 5, 6, 7};
+  int64_t d[3] = {1, 1, 7};
+  dynq__tensor_t X = tf(3, d, x), o;
+  const dynq__tensor_t *in[1] = {&X};
+  /* k 3, d 2, pads 1, 2: taps at -1, 1, 3 | 0, 2, 4 | ... */
+  dynq__attr_t at[] = {AI("spatial", 1), AI("kernel_shape0", 3), AI("dilations0", 2),
+                       AI("pad_begin0", 1), AI("pad_end0", 2), AI("count_include_pad", 0),
+                       AI("strides0", 2), AI("ceil_mode", 0)};
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, at, 8, in, &o), 0);
+  /* out = (7 + 3 - 5) / 2 + 1 = 3: starts -1, 1, 3: {2, 4}, {2, 4, 6}, {4, 6} */
+  expect(&o, 3, (int64_t[]){1, 1, 3}, (float[]){3, 4, 5}, 1e-6f);
+  dynq__tensor_clear(&o);
+  at[5].i = 1; /* count_include_pad: every tap inside [-1, 9) */
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, at, 8, in, &o), 0);
+  expect(&o, 3, (int64_t[]){1, 1, 3}, (float[]){6 / 3.0f, 12 / 3.0f, 10 / 3.0f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* ceil_mode: (7 + 3 - 5) / 2 rounds up, 4 windows; the last starts at 5
+   * with taps 5, 7, 9: 9 lies past the padded end (9), not counted */
+  at[7].i = 1;
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, at, 8, in, &o), 0);
+  expect(&o, 3, (int64_t[]){1, 1, 4}, (float[]){2, 4, 10 / 3.0f, 6 / 2.0f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* the dilated span 65536 * 65535 + 1 over 7 + 2 * 65535: refused */
+  dynq__attr_t big[] = {AI("spatial", 1), AI("kernel_shape0", 65536), AI("dilations0", 65536),
+                        AI("pad_begin0", 65535), AI("pad_end0", 65535),
+                        AI("count_include_pad", 1)};
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, big, 6, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (AveragePool)"));
+  ck_assert_ptr_nonnull(strstr(err, "smaller than the window"));
+  /* a wide dilation that leaves one tap inside: kernel 2, dilation 65536,
+   * ceil_mode over 7 + 65535 padding each side */
+  dynq__attr_t wide[] = {AI("spatial", 1), AI("kernel_shape0", 2), AI("dilations0", 65536),
+                         AI("pad_begin0", 65535), AI("pad_end0", 65535), AI("ceil_mode", 1),
+                         AI("strides0", 65536), AI("count_include_pad", 1)};
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, wide, 8, in, &o), 0);
+  ck_assert_int_eq(o.dims[2], 2);
+  /* starts -65535 (taps -65535, 1: x[1] = 2 over 2 taps), 1 (taps 1, 65537: 2 over 2) */
+  expect(&o, 3, (int64_t[]){1, 1, 2}, (float[]){1, 1}, 1e-6f);
+  dynq__tensor_clear(&o);
+}
+END_TEST
 
 /* Pools: values, the window larger than the padded input refused by
  * name, the global forms' rank check. */
@@ -3009,6 +3055,7 @@ int main(void) {
   tcase_add_test(tc, batchnorm_channels);
   tcase_add_test(tc, pools);
   tcase_add_test(tc, pool_rows_bit_exact);
+  tcase_add_test(tc, avgpool_dilated);
   tcase_add_test(tc, transpose_and_reduce_paths);
   tcase_add_test(tc, expand_where_rows);
   tcase_add_test(tc, hard_activations);
