@@ -109,7 +109,7 @@ static const op_spec_t op_table[] = {
      {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
     {"ReduceSum", DYNQ_OP_REDUCE_SUM, 1, 2, 1, OPF_OPT_IN,
      {{"keepdims", K_INT}, {"noop_with_empty_axes", K_INT}}, G},
-    {"Pad", DYNQ_OP_PAD, 1, 4, 1, OPF_OPT_IN, {{"mode", K_STRING}}, G},
+    {"Pad", DYNQ_OP_PAD, 1, 4, 1, OPF_OPT_IN, {{"mode", K_STRING}}, G, GC},
     {"Clip", DYNQ_OP_CLIP, 1, 3, 1, OPF_OPT_IN, {{0}}, G},
     {"Expand", DYNQ_OP_EXPAND, 2, 2, 1, 0, {{0}}, G},
     {"Range", DYNQ_OP_RANGE, 3, 3, 1, 0, {{0}}, G},

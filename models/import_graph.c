@@ -577,6 +577,17 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     const char *why = dtype_why(pl, "dtype", dynq__imp_attr_i(n, "dtype", 0));
     if (why != NULL) return why;
   }
+  if (strcmp(type, "Pad") == 0) {
+    char mb[32];
+    const char *m = attr_str(n, "mode", mb, sizeof mb);
+    if (m != NULL && strcmp(m, "wrap") == 0 && c->opset < 19)
+      return dynq__imp_pool_printf(pl, "mode 'wrap' came with opset 19 (the model is opset "
+                                   "%lld)", (long long)c->opset);
+    if (m != NULL && strcmp(m, "constant") != 0 && strcmp(m, "reflect") != 0 &&
+        strcmp(m, "edge") != 0 && strcmp(m, "wrap") != 0)
+      return dynq__imp_pool_printf(pl, "mode '%s' is not supported (constant, reflect, edge, "
+                                   "wrap are)", m);
+  }
   if (strcmp(type, "GridSample") == 0) {
     char mb[32], pb[32];  /* longer than any name taken: a cut value never matches */
     const char *m = attr_str(n, "mode", mb, sizeof mb);
@@ -711,9 +722,14 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
       if (strcmp(m, "constant") == 0) mode = 0;
       else if (strcmp(m, "reflect") == 0) mode = 1;
       else if (strcmp(m, "edge") == 0) mode = 2;
-      else {
+      else if (strcmp(m, "wrap") == 0 && c->opset >= 19) mode = 3;
+      else if (strcmp(m, "wrap") == 0) {
+        dynq__imp_errorf("node '%s' (op Pad): mode 'wrap' came with opset 19 (the model is "
+                         "opset %lld)", nname, (long long)c->opset);
+        return -1;
+      } else {
         dynq__imp_errorf("node '%s' (op Pad): mode '%s' is not supported (constant, reflect, "
-                         "edge are)", nname, m);
+                         "edge, wrap are)", nname, m);
         return -1;
       }
     }

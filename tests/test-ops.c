@@ -394,6 +394,62 @@ START_TEST(avgpool_dilated) {
 }
 END_TEST
 
+/* Pad mode 3 (wrap, opset 19): periodic past one period, negative pads
+ * cropping first, int64 data; hostile pads refused, never read out of
+ * bounds. */
+START_TEST(pad_wrap) {
+  int64_t v[6] = {1, 2, 3, 4, 5, 6};
+  dynq__tensor_t X = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {3}, .data = v}, o;
+  int64_t pads[2] = {4, 2};
+  dynq__tensor_t P = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {2}, .data = pads};
+  const dynq__tensor_t *in[4] = {&X, &P, NULL, NULL};
+  dynq__attr_t mode = AI("mode", 3);
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  static const int64_t w1[9] = {3, 1, 2, 3, 1, 2, 3, 1, 2};
+  ck_assert_int_eq(o.dims[0], 9);
+  ck_assert(memcmp(o.data, w1, sizeof w1) == 0);
+  dynq__tensor_clear(&o);
+  /* [1..6] cropped by 2 at the start, padded by 3 at the end: 3 4 5 6 3 4 5 */
+  X.dims[0] = 6;
+  pads[0] = -2, pads[1] = 3;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  static const int64_t w2[7] = {3, 4, 5, 6, 3, 4, 5};
+  ck_assert_int_eq(o.dims[0], 7);
+  ck_assert(memcmp(o.data, w2, sizeof w2) == 0);
+  dynq__tensor_clear(&o);
+  /* cropping only: no wrap */
+  pads[0] = -2, pads[1] = -1;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  ck_assert(o.dims[0] == 3 && ((int64_t *)o.data)[0] == 3 && ((int64_t *)o.data)[2] == 5);
+  dynq__tensor_clear(&o);
+  /* everything cropped, then padded: nothing to repeat */
+  pads[0] = -6, pads[1] = 2;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "crop all"));
+  pads[0] = -4, pads[1] = -2; /* all cropped, nothing padded: empty */
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[0], 0);
+  dynq__tensor_clear(&o);
+  /* an empty axis cannot be wrapped */
+  X.dims[0] = 0;
+  pads[0] = 1, pads[1] = 0;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "cannot wrap-pad empty axis 0"));
+  X.dims[0] = 6;
+  /* huge pads: refused before any allocation */
+  pads[0] = (int64_t)1 << 40, pads[1] = 0;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_ESHAPE);
+  pads[0] = INT64_MIN, pads[1] = INT64_MAX;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_ESHAPE);
+  pads[0] = ((int64_t)1 << 31) - 5, pads[1] = 0; /* 2^31 + 1 elements: over the limit */
+  ck_assert_int_ne(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  /* an unknown mode */
+  mode.i = 4;
+  pads[0] = pads[1] = 1;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_EUNSUPPORTED);
+}
+END_TEST
+
 /* Pools: values, the window larger than the padded input refused by
  * name, the global forms' rank check. */
 START_TEST(pools) {
@@ -3056,6 +3112,7 @@ int main(void) {
   tcase_add_test(tc, pools);
   tcase_add_test(tc, pool_rows_bit_exact);
   tcase_add_test(tc, avgpool_dilated);
+  tcase_add_test(tc, pad_wrap);
   tcase_add_test(tc, transpose_and_reduce_paths);
   tcase_add_test(tc, expand_where_rows);
   tcase_add_test(tc, hard_activations);

@@ -536,17 +536,25 @@ int dynq__run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq
 
 /* ---- Pad ---- */
 
-enum { PAD_CONSTANT = 0, PAD_REFLECT = 1, PAD_EDGE = 2 };
+enum { PAD_CONSTANT = 0, PAD_REFLECT = 1, PAD_EDGE = 2, PAD_WRAP = 3 };
 
 /* Source index along an axis of length len for output position p (already
- * shifted by the low pad); sets *outside for constant padding. */
-static int64_t pad_src(int64_t p, int64_t len, int mode, int *outside) {
+ * shifted by the low pad lo; hi the high pad); sets *outside for constant
+ * padding.  wrap (opset 19) first drops what negative pads crop, then
+ * repeats the rest [s0, s0 + n) around the torus, as many times as the
+ * pads need (ONNX Runtime 1.30 crops first too). */
+static int64_t pad_src(int64_t p, int64_t len, int mode, int *outside, int64_t lo, int64_t hi) {
   if (p >= 0 && p < len) return p;
   if (mode == PAD_CONSTANT) {
     *outside = 1;
     return 0;
   }
   if (mode == PAD_EDGE) return p < 0 ? 0 : len - 1;
+  if (mode == PAD_WRAP) {
+    int64_t s0 = lo < 0 ? -lo : 0, n = len - s0 - (hi < 0 ? -hi : 0); /* n >= 1: run_pad */
+    int64_t r = (p - s0) % n;
+    return s0 + (r < 0 ? r + n : r);
+  }
   /* reflect without repeating the edge; period 2(len-1).  One
    * reflection (every pad narrower than the axis, as Silero's) needs no
    * division. */
@@ -580,7 +588,7 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
     hi[a] = pads[i + na];
   }
   int mode = c->st->pad.mode;
-  if (mode < PAD_CONSTANT || mode > PAD_EDGE)
+  if (mode < PAD_CONSTANT || mode > PAD_WRAP)
     return dynq__op_fail(c, DYNQ_EUNSUPPORTED, "unknown pad mode %d", mode);
   int64_t dims[DYNQ_MAX_RANK];
   for (int d = 0; d < r; d++) {
@@ -591,7 +599,12 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
     if (dims[d] < 0) return dynq__op_fail(c, DYNQ_ESHAPE, "pads remove more than axis %d holds", d);
     if (mode != PAD_CONSTANT && len == 0 && dims[d] > 0)
       return dynq__op_fail(c, DYNQ_ESHAPE, "cannot %s-pad empty axis %d",
-                           mode == PAD_REFLECT ? "reflect" : "edge", d);
+                           mode == PAD_REFLECT ? "reflect" : mode == PAD_EDGE ? "edge" : "wrap", d);
+    /* wrap repeats what the negative pads leave: nothing left, nothing to repeat */
+    if (mode == PAD_WRAP && len + (lo[d] < 0 ? lo[d] : 0) + (hi[d] < 0 ? hi[d] : 0) <= 0 &&
+        (lo[d] > 0 || hi[d] > 0))
+      return dynq__op_fail(c, DYNQ_ESHAPE, "cannot wrap-pad axis %d: pads %lld, %lld crop all "
+                           "%lld", d, (long long)lo[d], (long long)hi[d], (long long)len);
   }
   const dynq__tensor_t *cv = in[2];
   if (cv != NULL && (cv->dtype != x->dtype || dynq__tensor_numel(cv) > 1))
@@ -615,7 +628,7 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
     int64_t off = 0;
     int outside = 0;
     for (int d = 0; d < r - 1 && !outside; d++) {
-      int64_t p = pad_src(cnt[d] - lo[d], x->dims[d], mode, &outside);
+      int64_t p = pad_src(cnt[d] - lo[d], x->dims[d], mode, &outside, lo[d], hi[d]);
       off += p * xs[d];
     }
     char *dst = (char *)out->data + (size_t)(row * W) * es;
@@ -629,7 +642,7 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
         continue;
       }
       int out_j = outside;
-      if (!out_j) p = pad_src(p, L, mode, &out_j);
+      if (!out_j) p = pad_src(p, L, mode, &out_j, plo, r > 0 ? hi[r - 1] : 0);
       if (out_j) {
         if (cv != NULL && dynq__tensor_numel(cv) == 1) memcpy(dst + (size_t)j * es, cv->data, es);
         else memset(dst + (size_t)j * es, 0, es);
