@@ -232,6 +232,10 @@ static const op_spec_t op_table[] = {
     {"ReverseSequence", DYNQ_OP_REVERSE_SEQUENCE, 2, 2, 1, 0,
      {{"batch_axis", K_INT}, {"time_axis", K_INT}}, G, GC},
     {"BitShift", DYNQ_OP_BIT_SHIFT, 2, 2, 1, 0, {{"direction", K_STRING}}, G, GC},
+    {"BitwiseAnd", DYNQ_OP_BITWISE_AND, 2, 2, 1, 0, {{0}}, G, GC},
+    {"BitwiseOr", DYNQ_OP_BITWISE_OR, 2, 2, 1, 0, {{0}}, G, GC},
+    {"BitwiseXor", DYNQ_OP_BITWISE_XOR, 2, 2, 1, 0, {{0}}, G, GC},
+    {"BitwiseNot", DYNQ_OP_BITWISE_NOT, 1, 1, 1, 0, {{0}}, G, GC},
     {"Det", DYNQ_OP_DET, 1, 1, 1, 0, {{0}}, G},
     {"MaxUnpool", DYNQ_OP_MAX_UNPOOL, 2, 3, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, T, TC},
     /* sampling at computed positions (lib/ops/sample.c) */

@@ -577,6 +577,17 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     const char *why = dtype_why(pl, "dtype", dynq__imp_attr_i(n, "dtype", 0));
     if (why != NULL) return why;
   }
+  if (strncmp(type, "Bitwise", 7) == 0) {
+    /* integers only: a declared float (or a type dynq does not carry) is refused here */
+    for (size_t i = 0; i < n->n_input; i++) {
+      int32_t t = declared_type(c, n->input[i]);
+      if (t != 0 && t != ONNX__TENSOR_PROTO__DATA_TYPE__INT8 &&
+          t != ONNX__TENSOR_PROTO__DATA_TYPE__UINT8 && t != ONNX__TENSOR_PROTO__DATA_TYPE__INT32 &&
+          t != ONNX__TENSOR_PROTO__DATA_TYPE__INT64)
+        return dynq__imp_pool_printf(pl, "input '%s' is %s (int8, uint8, int32 and int64 are "
+                                     "supported)", n->input[i], dynq__imp_onnx_dtype_name(t));
+    }
+  }
   if (strcmp(type, "Pad") == 0) {
     char mb[32];
     const char *m = attr_str(n, "mode", mb, sizeof mb);

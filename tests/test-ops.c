@@ -450,6 +450,79 @@ START_TEST(pad_wrap) {
 }
 END_TEST
 
+/* BitwiseAnd / Or / Xor / Not: every integer dtype's extremes,
+ * broadcasting both ways, and what they refuse: floats (by name), mixed
+ * dtypes, shapes that do not broadcast. */
+START_TEST(bitwise) {
+  int8_t a8[4] = {-128, 127, -1, 0x55}, b8[2] = {0x0f, -0x80};
+  dynq__tensor_t A = {.dtype = DYNQ_DT_I8, .rank = 2, .dims = {2, 2}, .data = a8};
+  dynq__tensor_t B = {.dtype = DYNQ_DT_I8, .rank = 1, .dims = {2}, .data = b8}, o;
+  const dynq__tensor_t *in[2] = {&A, &B};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_AND, NULL, 0, in, &o), 0);
+  ck_assert(o.dtype == DYNQ_DT_I8 && o.rank == 2 && o.dims[0] == 2 && o.dims[1] == 2);
+  static const int8_t and8[4] = {0, 0, 0x0f, 0};
+  ck_assert(memcmp(o.data, and8, 4) == 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_XOR, NULL, 0, in, &o), 0);
+  static const int8_t xor8[4] = {-128 ^ 0x0f, 127 ^ -128, -1 ^ 0x0f, 0x55 ^ -128};
+  ck_assert(memcmp(o.data, xor8, 4) == 0);
+  dynq__tensor_clear(&o);
+  const dynq__tensor_t *rev[2] = {&B, &A}; /* [2] | [2, 2] */
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_OR, NULL, 0, rev, &o), 0);
+  static const int8_t or8[4] = {-128 | 0x0f, 127 | -128, -1, 0x55 | -128};
+  ck_assert(memcmp(o.data, or8, 4) == 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_NOT, NULL, 0, in, &o), 0);
+  static const int8_t not8[4] = {127, -128, 0, ~0x55};
+  ck_assert(memcmp(o.data, not8, 4) == 0);
+  dynq__tensor_clear(&o);
+  uint8_t u[3] = {0, 255, 0xa5};
+  int32_t i32[2] = {INT32_MIN, INT32_MAX};
+  int64_t i64[2] = {INT64_MIN, -1};
+  dynq__tensor_t U = {.dtype = DYNQ_DT_U8, .rank = 1, .dims = {3}, .data = u};
+  dynq__tensor_t I = {.dtype = DYNQ_DT_I32, .rank = 1, .dims = {2}, .data = i32};
+  dynq__tensor_t L = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {2}, .data = i64};
+  const dynq__tensor_t *un[1] = {&U};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_NOT, NULL, 0, un, &o), 0);
+  ck_assert(((uint8_t *)o.data)[0] == 255 && ((uint8_t *)o.data)[1] == 0 &&
+            ((uint8_t *)o.data)[2] == 0x5a);
+  dynq__tensor_clear(&o);
+  const dynq__tensor_t *ii[2] = {&I, &I};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_XOR, NULL, 0, ii, &o), 0);
+  ck_assert(((int32_t *)o.data)[0] == 0 && ((int32_t *)o.data)[1] == 0);
+  dynq__tensor_clear(&o);
+  un[0] = &I;
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_NOT, NULL, 0, un, &o), 0);
+  ck_assert(((int32_t *)o.data)[0] == INT32_MAX && ((int32_t *)o.data)[1] == INT32_MIN);
+  dynq__tensor_clear(&o);
+  const dynq__tensor_t *ll[2] = {&L, &L};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_OR, NULL, 0, ll, &o), 0);
+  ck_assert(((int64_t *)o.data)[0] == INT64_MIN && ((int64_t *)o.data)[1] == -1);
+  dynq__tensor_clear(&o);
+  /* refused: float32, mixed dtypes, shapes that do not broadcast */
+  float f[2] = {1, 2};
+  dynq__tensor_t F = tf(1, (int64_t[]){2}, f);
+  const dynq__tensor_t *fi[2] = {&I, &F};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_AND, NULL, 0, fi, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (BitwiseAnd)"));
+  ck_assert_ptr_nonnull(strstr(err, "input 1 is float32 (integers only"));
+  un[0] = &F;
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_NOT, NULL, 0, un, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "input 0 is float32"));
+  const dynq__tensor_t *mix[2] = {&I, &L};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_OR, NULL, 0, mix, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "int32 and int64; they must match"));
+  const dynq__tensor_t *bad[2] = {&U, &U};
+  dynq__tensor_t U2 = U;
+  U2.dims[0] = 2;
+  bad[1] = &U2;
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_XOR, NULL, 0, bad, &o), DYNQ_ESHAPE);
+  /* an absent input */
+  const dynq__tensor_t *none[2] = {&U, NULL};
+  ck_assert_int_ne(run(DYNQ_OP_BITWISE_AND, NULL, 0, none, &o), 0);
+}
+END_TEST
+
 /* Pools: values, the window larger than the padded input refused by
  * name, the global forms' rank check. */
 START_TEST(pools) {
@@ -3113,6 +3186,7 @@ int main(void) {
   tcase_add_test(tc, pool_rows_bit_exact);
   tcase_add_test(tc, avgpool_dilated);
   tcase_add_test(tc, pad_wrap);
+  tcase_add_test(tc, bitwise);
   tcase_add_test(tc, transpose_and_reduce_paths);
   tcase_add_test(tc, expand_where_rows);
   tcase_add_test(tc, hard_activations);

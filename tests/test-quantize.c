@@ -1084,6 +1084,29 @@ START_TEST(test_pad_wrap) {
 }
 END_TEST
 
+/* BitwiseAnd / Or / Xor (A [3, 4] with B [4] broadcast) and BitwiseNot
+ * in int8, uint8, int32 and int64, the extremes included: numpy's values
+ * exactly (ONNX Runtime 1.30 gives the same). */
+START_TEST(test_bitwise) {
+  static const struct { const char *sfx; dynq_dtype_t dt; } dts[] = {
+      {"i8", DYNQ_DT_I8}, {"u8", DYNQ_DT_U8}, {"i32", DYNQ_DT_I32}, {"i64", DYNQ_DT_I64}};
+  static const char *const ops[] = {"and", "or", "xor", "not"};
+  char base[4][4][32], fa[4][32], fb[4][32];
+  for (int d = 0; d < 4; d++) {
+    snprintf(fa[d], sizeof fa[d], "bitw_%s_a.%s", dts[d].sfx, dts[d].sfx);
+    snprintf(fb[d], sizeof fb[d], "bitw_%s_b.%s", dts[d].sfx, dts[d].sfx);
+    for (int o = 0; o < 4; o++) {
+      snprintf(base[d][o], sizeof base[d][o], "bitw_%s_%s", ops[o], dts[d].sfx);
+      pp_case_t k = {.base = base[d][o], .n_in = o == 3 ? 1 : 2, .ydt = dts[d].dt, .yrank = 2,
+                     .ydims = {3, 4}};
+      k.in[0] = (pp_in_t){"A", fa[d], dts[d].dt, 2, {3, 4}};
+      k.in[1] = (pp_in_t){"B", fb[d], dts[d].dt, 1, {4}};
+      poolpad_run(&k);
+    }
+  }
+}
+END_TEST
+
 /* poolidx.onnx (make_poolidx.py): MaxPool's Indices output, row-major
  * and column-major (storage_order 1), 2-D and 1-D, and MaxUnpool putting
  * the maxima back from them (the SegNet pattern), equal to numpy's on
@@ -1334,7 +1357,10 @@ START_TEST(test_malformed_models) {
                             "'ap_dilhuge' (op AveragePool): dilation 1048576 on spatial axis 1",
                             "'mp_dilneg' (op MaxPool): dilation -1 on spatial axis 1"}},
       {"bad_poolpad.onnx", {"'ap_dil1d' (op AveragePool): dilations has 1 values for 2 spatial",
-                            "'pad_circ' (op Pad): mode 'circular' is not supported", NULL}},
+                            "'pad_circ' (op Pad): mode 'circular' is not supported",
+                            "'bw_float' (op BitwiseAnd): input 'img' is FLOAT (int8, uint8, "
+                            "int32 and int64 are supported)"}},
+      {"bad_poolpad.onnx", {"'bwn_float' (op BitwiseNot): input 'img' is FLOAT", NULL, NULL}},
       {"bad_poolpad18.onnx", {"'ap_o18' (op AveragePool): AveragePool's dilations came with "
                               "opset 19 (the model is opset 18)",
                               "'pad_wrap18' (op Pad): mode 'wrap' came with opset 19 (the model "
@@ -2115,6 +2141,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_external_far_offset);
   tcase_add_test(tc, test_avgpool_dilations);
   tcase_add_test(tc, test_pad_wrap);
+  tcase_add_test(tc, test_bitwise);
   tcase_add_test(tc, test_external_errors);
   tcase_add_test(tc, test_malformed_models);
   tcase_add_test(tc, test_bad_files);

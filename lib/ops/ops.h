@@ -231,7 +231,12 @@
   X(MAX_ROI_POOL, 164, "MaxRoiPool", 1, 0, 2, 2, 1, 1, roipool, roipool, roipool)          \
   /* control.c: Loop's body is a node range closed by LOOP_END (the executor jumps) */     \
   X(LOOP, 165, "Loop", 1, 0, 0, 64, 2, 16, loop, loop, loop)                                \
-  X(LOOP_END, 166, "LoopEnd", 0, 0, 1, 64, 1, 16, loop_end, loop, loop_end)
+  X(LOOP_END, 166, "LoopEnd", 0, 0, 1, 64, 1, 16, loop_end, loop, loop_end)                \
+  /* misc.c: the integer bitwise ops (opset 18), BitShift's neighbours */                  \
+  X(BITWISE_AND, 170, "BitwiseAnd", 18, 0, 2, 2, 1, 1, none, none, bitwise)                 \
+  X(BITWISE_OR, 171, "BitwiseOr", 18, 0, 2, 2, 1, 1, none, none, bitwise)                   \
+  X(BITWISE_XOR, 172, "BitwiseXor", 18, 0, 2, 2, 1, 1, none, none, bitwise)                 \
+  X(BITWISE_NOT, 173, "BitwiseNot", 18, 0, 1, 1, 1, 1, none, none, bitwise_not)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,
