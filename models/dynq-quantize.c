@@ -236,6 +236,7 @@ static const op_spec_t op_table[] = {
     {"BitwiseOr", DYNQ_OP_BITWISE_OR, 2, 2, 1, 0, {{0}}, G, GC},
     {"BitwiseXor", DYNQ_OP_BITWISE_XOR, 2, 2, 1, 0, {{0}}, G, GC},
     {"BitwiseNot", DYNQ_OP_BITWISE_NOT, 1, 1, 1, 0, {{0}}, G, GC},
+    {"CenterCropPad", DYNQ_OP_CENTER_CROP_PAD, 2, 2, 1, 0, {{"axes", K_INTS}}, G, GC},
     {"Det", DYNQ_OP_DET, 1, 1, 1, 0, {{0}}, G},
     {"MaxUnpool", DYNQ_OP_MAX_UNPOOL, 2, 3, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, T, TC},
     /* sampling at computed positions (lib/ops/sample.c) */

@@ -85,9 +85,9 @@ static const char *const covered[] = {
     /* lib/ops/pool.c, norm.c, sample.c: no node test in Debian's package
      * (onnx 1.12); tests/test-quantize.c test_lp_ops stands in */
     "LpPool", "GlobalLpPool", "LpNormalization", "MaxRoiPool",
-    /* lib/ops/misc.c, opset 18: no node test in onnx 1.12 either; tests/test-quantize.c
-     * test_bitwise stands in */
-    "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot",
+    /* lib/ops/misc.c and shape.c, opset 18: no node test in onnx 1.12 either;
+     * tests/test-quantize.c test_bitwise and test_center_crop_pad stand in */
+    "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot", "CenterCropPad",
     /* ONNX Runtime's QOperator form (models/import_quant.c) */
     "QLinearMatMul", "QLinearConv", NULL};
 

@@ -523,6 +523,72 @@ START_TEST(bitwise) {
 }
 END_TEST
 
+/* CenterCropPad by hand (int32 data: any dtype is copied), axes given
+ * as the importer writes them, and hostile shapes and axes. */
+START_TEST(center_crop_pad) {
+  int32_t v[12];
+  for (int i = 0; i < 12; i++) v[i] = i + 1;
+  dynq__tensor_t X = {.dtype = DYNQ_DT_I32, .rank = 2, .dims = {3, 4}, .data = v}, o;
+  int64_t shp[2] = {4, 3};
+  dynq__tensor_t S = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {2}, .data = shp};
+  const dynq__tensor_t *in[2] = {&X, &S};
+  /* rows 3 -> 4 (0 before, 1 after), columns 4 -> 3 (start 0) */
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, NULL, 0, in, &o), 0);
+  static const int32_t w1[12] = {1, 2, 3, 5, 6, 7, 9, 10, 11, 0, 0, 0};
+  ck_assert(o.dtype == DYNQ_DT_I32 && o.dims[0] == 4 && o.dims[1] == 3);
+  ck_assert(memcmp(o.data, w1, sizeof w1) == 0);
+  dynq__tensor_clear(&o);
+  /* axes [-1]: columns 4 -> 7 (1 before, 2 after) */
+  dynq__attr_t ax[] = {AI("n_axes", 1), AI("axis0", -1)};
+  S.dims[0] = 1;
+  shp[0] = 7;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), 0);
+  ck_assert(o.dims[0] == 3 && o.dims[1] == 7);
+  static const int32_t r0[7] = {0, 1, 2, 3, 4, 0, 0};
+  ck_assert(memcmp(o.data, r0, sizeof r0) == 0);
+  dynq__tensor_clear(&o);
+  /* to 0 columns: an empty output */
+  shp[0] = 0;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), 0);
+  ck_assert(o.dims[0] == 3 && o.dims[1] == 0);
+  dynq__tensor_clear(&o);
+  /* refused: a negative or huge target, a count that does not match, an
+   * axis listed twice or outside the rank */
+  shp[0] = -1;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (CenterCropPad)"));
+  ck_assert_ptr_nonnull(strstr(err, "shape -1 for axis 1"));
+  shp[0] = INT64_MAX;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), DYNQ_ESHAPE);
+  shp[0] = (int64_t)1 << 30; /* 3 x 2^30 elements: over the limit, not allocated */
+  ck_assert_int_ne(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), 0);
+  S.dims[0] = 2;
+  shp[0] = 2, shp[1] = 2;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "shape has 2 values for 1 axes"));
+  dynq__attr_t twice[] = {AI("n_axes", 2), AI("axis0", 1), AI("axis1", -1)};
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, twice, 3, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "axis 1 is listed twice"));
+  dynq__attr_t far[] = {AI("n_axes", 2), AI("axis0", 0), AI("axis1", 5)};
+  ck_assert_int_ne(run(DYNQ_OP_CENTER_CROP_PAD, far, 3, in, &o), 0);
+  dynq__attr_t many[] = {AI("n_axes", 99)};
+  ck_assert_int_ne(run(DYNQ_OP_CENTER_CROP_PAD, many, 1, in, &o), 0);
+  /* a float shape */
+  float fs[2] = {2, 2};
+  dynq__tensor_t FS = tf(1, (int64_t[]){2}, fs);
+  in[1] = &FS;
+  ck_assert_int_ne(run(DYNQ_OP_CENTER_CROP_PAD, NULL, 0, in, &o), 0);
+  /* a scalar X with an empty shape: a copy */
+  int64_t none[1] = {0};
+  dynq__tensor_t X0 = {.dtype = DYNQ_DT_I32, .rank = 0, .data = v};
+  dynq__tensor_t S0 = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {0}, .data = none};
+  const dynq__tensor_t *in0[2] = {&X0, &S0};
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, NULL, 0, in0, &o), 0);
+  ck_assert(o.rank == 0 && ((int32_t *)o.data)[0] == 1);
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
 /* Pools: values, the window larger than the padded input refused by
  * name, the global forms' rank check. */
 START_TEST(pools) {
@@ -3187,6 +3253,7 @@ int main(void) {
   tcase_add_test(tc, avgpool_dilated);
   tcase_add_test(tc, pad_wrap);
   tcase_add_test(tc, bitwise);
+  tcase_add_test(tc, center_crop_pad);
   tcase_add_test(tc, transpose_and_reduce_paths);
   tcase_add_test(tc, expand_where_rows);
   tcase_add_test(tc, hard_activations);

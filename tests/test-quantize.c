@@ -1107,6 +1107,25 @@ START_TEST(test_bitwise) {
 }
 END_TEST
 
+/* CenterCropPad (opset 18): crop and pad on one model, axes listed out of
+ * order and negative, an odd difference (the extra at the end), the
+ * identity, and the shape fed at run time; the values are copies, so
+ * equality is exact (ONNX Runtime 1.30 gives the same). */
+START_TEST(test_center_crop_pad) {
+#define CX {"X", "ccp_x.f32", DYNQ_DT_F32, 3, {2, 5, 6}}
+  static const pp_case_t cases[] = {
+      {"ccp_all", {CX}, 1, DYNQ_DT_F32, 3, {3, 2, 9}, 0},
+      {"ccp_axes", {CX}, 1, DYNQ_DT_F32, 3, {2, 3, 4}, 0},
+      {"ccp_pad_odd", {CX}, 1, DYNQ_DT_F32, 3, {2, 8, 5}, 0},
+      {"ccp_same", {CX}, 1, DYNQ_DT_F32, 3, {2, 5, 6}, 0},
+      {"ccp_dyn", {CX, {"shape", "ccp_dyn_shape.i64", DYNQ_DT_I64, 1, {2}}}, 2, DYNQ_DT_F32, 3,
+       {2, 3, 9}, 0},
+  };
+#undef CX
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) poolpad_run(&cases[k]);
+}
+END_TEST
+
 /* poolidx.onnx (make_poolidx.py): MaxPool's Indices output, row-major
  * and column-major (storage_order 1), 2-D and 1-D, and MaxUnpool putting
  * the maxima back from them (the SegNet pattern), equal to numpy's on
@@ -1360,7 +1379,12 @@ START_TEST(test_malformed_models) {
                             "'pad_circ' (op Pad): mode 'circular' is not supported",
                             "'bw_float' (op BitwiseAnd): input 'img' is FLOAT (int8, uint8, "
                             "int32 and int64 are supported)"}},
-      {"bad_poolpad.onnx", {"'bwn_float' (op BitwiseNot): input 'img' is FLOAT", NULL, NULL}},
+      {"bad_poolpad.onnx", {"'bwn_float' (op BitwiseNot): input 'img' is FLOAT",
+                            "'ccp_twice' (op CenterCropPad): axes lists 1 twice",
+                            "'ccp_axis9' (op CenterCropPad): axes[1] = 9 is not within [-8, 8)"}},
+      {"bad_poolpad.onnx", {"'ccp_neg' (op CenterCropPad): shape[1] = -3 is not within",
+                            "'ccp_count' (op CenterCropPad): shape has 2 values for 1 axes",
+                            NULL}},
       {"bad_poolpad18.onnx", {"'ap_o18' (op AveragePool): AveragePool's dilations came with "
                               "opset 19 (the model is opset 18)",
                               "'pad_wrap18' (op Pad): mode 'wrap' came with opset 19 (the model "
@@ -2142,6 +2166,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_avgpool_dilations);
   tcase_add_test(tc, test_pad_wrap);
   tcase_add_test(tc, test_bitwise);
+  tcase_add_test(tc, test_center_crop_pad);
   tcase_add_test(tc, test_external_errors);
   tcase_add_test(tc, test_malformed_models);
   tcase_add_test(tc, test_bad_files);

@@ -658,6 +658,99 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
   return 0;
 }
 
+/* ---- CenterCropPad ---- */
+
+/* The axes as the importer writes them: "n_axes" (absent: every axis in
+ * order) and "axis0".."axis<n-1>". */
+int dynq__check_ccp(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  static const char *const an[DYNQ_MAX_RANK] = {"axis0", "axis1", "axis2", "axis3",
+                                                "axis4", "axis5", "axis6", "axis7"};
+  int64_t na = dynq__node_attr_i(n, "n_axes", -1);
+  DYNQ_OP_CHECK(na >= -1 && na <= DYNQ_MAX_RANK, "n_axes %lld is not within [-1, %d]",
+                (long long)na, DYNQ_MAX_RANK);
+  for (int64_t k = 0; k < na; k++) {
+    int64_t a = dynq__node_attr_i(n, an[k], INT64_MIN);
+    DYNQ_OP_CHECK(a >= -DYNQ_MAX_RANK && a < DYNQ_MAX_RANK, "axis%lld %lld is not within "
+                  "[-%d, %d)", (long long)k, (long long)a, DYNQ_MAX_RANK, DYNQ_MAX_RANK);
+  }
+  return 0;
+}
+
+/* Per listed axis of size n and target t: t < n keeps [(n - t) / 2, + t),
+ * t > n puts (t - n) / 2 zeros before and the rest after (opset 18).  Any
+ * dtype; rows along the last axis are copied whole where they overlap the
+ * input, the zero-filled output holding the padding. */
+int dynq__run_center_crop_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                              dynq__tensor_t *out) {
+  static const char *const an[DYNQ_MAX_RANK] = {"axis0", "axis1", "axis2", "axis3",
+                                                "axis4", "axis5", "axis6", "axis7"};
+  int rc, ns;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1)))
+    return rc;
+  const dynq__tensor_t *x = in[0];
+  const int r = x->rank;
+  int64_t shp[DYNQ_MAX_RANK], dims[DYNQ_MAX_RANK], off[DYNQ_MAX_RANK] = {0};
+  int axes[DYNQ_MAX_RANK], seen[DYNQ_MAX_RANK] = {0};
+  if ((rc = dynq__op_read_ints(c, in[1], "shape", shp, DYNQ_MAX_RANK, &ns))) return rc;
+  int64_t na = dynq__node_attr_i(c->node, "n_axes", -1);
+  if (na < 0) {
+    na = r;
+    for (int d = 0; d < r; d++) axes[d] = d;
+  } else {
+    if (na > DYNQ_MAX_RANK) return dynq__op_fail(c, DYNQ_EGRAPH, "n_axes %lld", (long long)na);
+    for (int k = 0; k < na; k++) {
+      if ((rc = dynq__op_norm_axis(c, dynq__node_attr_i(c->node, an[k], 0), r, 0, &axes[k])))
+        return rc;
+      if (seen[axes[k]]++)
+        return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d is listed twice", axes[k]);
+    }
+  }
+  if (ns != na)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "shape has %d values for %lld axes", ns, (long long)na);
+  for (int d = 0; d < r; d++) dims[d] = x->dims[d];
+  for (int k = 0; k < na; k++) {
+    int a = axes[k];
+    int64_t t = shp[k], n = x->dims[a];
+    if (t < 0 || t > DYNQ_MAX_ELEMS)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "shape %lld for axis %d is not within [0, %lld]",
+                           (long long)t, a, (long long)DYNQ_MAX_ELEMS);
+    dims[a] = t;
+    off[a] = t <= n ? (n - t) / 2 : -((t - n) / 2); /* output j reads input j + off */
+  }
+  if ((rc = dynq__op_alloc(c, out, x->dtype, r, dims, 1))) return rc;
+  const int64_t no = dynq__tensor_numel(out);
+  if (no == 0) return 0;
+  const size_t es = dynq__dtype_size(x->dtype);
+  int64_t xs[DYNQ_MAX_RANK], e = 1;
+  for (int d = r - 1; d >= 0; d--) {
+    xs[d] = e;
+    e *= x->dims[d];
+  }
+  const int64_t W = r > 0 ? dims[r - 1] : 1, L = r > 0 ? x->dims[r - 1] : 1,
+                o = r > 0 ? off[r - 1] : 0;
+  /* the output columns [j0, j1) read input columns j + o inside [0, L) */
+  const int64_t j0 = o < 0 ? -o : 0, j1 = L - o < W ? L - o : W;
+  int64_t cnt[DYNQ_MAX_RANK] = {0};
+  for (int64_t row = 0; row < no / W; row++) {
+    int64_t src = 0;
+    int inside = j1 > j0;
+    for (int d = 0; d < r - 1 && inside; d++) {
+      int64_t p = cnt[d] + off[d];
+      if (p < 0 || p >= x->dims[d]) inside = 0;
+      src += p * xs[d];
+    }
+    if (inside)
+      memcpy((char *)out->data + (size_t)(row * W + j0) * es,
+             (const char *)x->data + (size_t)(src + j0 + o) * es, (size_t)(j1 - j0) * es);
+    for (int d = r - 2; d >= 0; d--) {
+      if (++cnt[d] < dims[d]) break;
+      cnt[d] = 0;
+    }
+  }
+  return 0;
+}
+
 /* ---- Tile, Split ---- */
 
 int dynq__run_tile(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
