@@ -97,6 +97,11 @@ static uint32_t needed_flags(const dynq__graph_t *g) {
   uint32_t f = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     const dynq__node_t *n = &g->nodes[i];
+    if (n->op == DYNQ_OP_AVERAGEPOOL && dynq__node_attr_i(n, "count_include_pad", 0) != 0) {
+      static const char *const dil[] = {"dilations0", "dilations1", "dilations2"};
+      for (int k = 0; k < 3; k++)
+        if (dynq__node_attr_i(n, dil[k], 1) != 1) f |= DYNQ_FFLAG_AVGPOOL_DILATED;
+    }
     if (n->op != DYNQ_OP_CONV && n->op != DYNQ_OP_QCONV) continue;
     for (size_t k = 0; k < sizeof(epilogue) / sizeof(epilogue[0]); k++)
       if (dynq__node_attr(n, epilogue[k]) != NULL) f |= DYNQ_FFLAG_CONV_EPILOGUE;

@@ -38,7 +38,10 @@ enum dynq__section_kind {
  * refused), so such a reader must refuse the file instead.  Readers of
  * version 1 require flags == 0; a reader refuses any bit it does not know. */
 #define DYNQ_FFLAG_CONV_EPILOGUE 0x1u /* Conv/QConv nodes carry fused act/pre_/post_ attributes */
-#define DYNQ_FFLAGS_KNOWN DYNQ_FFLAG_CONV_EPILOGUE
+/* AveragePool nodes with a dilation > 1 and count_include_pad (readers
+ * before opset 19's dilations divided by the undilated window) */
+#define DYNQ_FFLAG_AVGPOOL_DILATED 0x2u
+#define DYNQ_FFLAGS_KNOWN (DYNQ_FFLAG_CONV_EPILOGUE | DYNQ_FFLAG_AVGPOOL_DILATED)
 
 typedef struct dynq__fhdr {
   char magic[8];          /* "DYNQMODL" */

@@ -619,6 +619,55 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     const char *why = dtype_why(pl, "dtype", dynq__imp_attr_i(n, "dtype", 0));
     if (why != NULL) return why;
   }
+  if (strncmp(type, "Bitwise", 7) == 0) {
+    /* integers only: a declared float (or a type dynq does not carry) is refused here */
+    for (size_t i = 0; i < n->n_input; i++) {
+      int32_t t = declared_type(c, n->input[i]);
+      if (t != 0 && t != ONNX__TENSOR_PROTO__DATA_TYPE__INT8 &&
+          t != ONNX__TENSOR_PROTO__DATA_TYPE__UINT8 && t != ONNX__TENSOR_PROTO__DATA_TYPE__INT32 &&
+          t != ONNX__TENSOR_PROTO__DATA_TYPE__INT64)
+        return dynq__imp_pool_printf(pl, "input '%s' is %s (int8, uint8, int32 and int64 are "
+                                     "supported)", n->input[i], dynq__imp_onnx_dtype_name(t));
+    }
+  }
+  if (strcmp(type, "CenterCropPad") == 0) {
+    const Onnx__AttributeProto *ax = dynq__imp_find_attr(n, "axes");
+    size_t na = ax ? ax->n_ints : 0;
+    if (ax != NULL && (na < 1 || na > DYNQ_MAX_RANK))
+      return dynq__imp_pool_printf(pl, "axes has %zu values (1 to %d are supported)", na,
+                                   DYNQ_MAX_RANK);
+    for (size_t i = 0; i < na; i++) {
+      if (ax->ints[i] < -DYNQ_MAX_RANK || ax->ints[i] >= DYNQ_MAX_RANK)
+        return dynq__imp_pool_printf(pl, "axes[%zu] = %lld is not within [-%d, %d)", i,
+                                     (long long)ax->ints[i], DYNQ_MAX_RANK, DYNQ_MAX_RANK);
+      for (size_t j = 0; j < i; j++)
+        if (ax->ints[j] == ax->ints[i])
+          return dynq__imp_pool_printf(pl, "axes lists %lld twice", (long long)ax->ints[i]);
+    }
+    /* a constant shape: checked here rather than at every run */
+    const dynq__value_t *sv = n->n_input > 1 ? dynq__imp_const_of(c, n->input[1]) : NULL;
+    if (sv != NULL && sv->dtype == DYNQ_DT_I64 && sv->rank == 1) {
+      const int64_t *v = sv->data;
+      if (ax != NULL && sv->dims[0] != (int64_t)na)
+        return dynq__imp_pool_printf(pl, "shape has %lld values for %zu axes",
+                                     (long long)sv->dims[0], na);
+      for (int64_t i = 0; i < sv->dims[0]; i++)
+        if (v[i] < 0 || v[i] > DYNQ_MAX_ELEMS)
+          return dynq__imp_pool_printf(pl, "shape[%lld] = %lld is not within [0, %lld]",
+                                       (long long)i, (long long)v[i], (long long)DYNQ_MAX_ELEMS);
+    }
+  }
+  if (strcmp(type, "Pad") == 0) {
+    char mb[32];
+    const char *m = attr_str(n, "mode", mb, sizeof mb);
+    if (m != NULL && strcmp(m, "wrap") == 0 && c->opset < 19)
+      return dynq__imp_pool_printf(pl, "mode 'wrap' came with opset 19 (the model is opset "
+                                   "%lld)", (long long)c->opset);
+    if (m != NULL && strcmp(m, "constant") != 0 && strcmp(m, "reflect") != 0 &&
+        strcmp(m, "edge") != 0 && strcmp(m, "wrap") != 0)
+      return dynq__imp_pool_printf(pl, "mode '%s' is not supported (constant, reflect, edge, "
+                                   "wrap are)", m);
+  }
   if (strcmp(type, "GridSample") == 0) {
     char mb[32], pb[32];  /* longer than any name taken: a cut value never matches */
     const char *m = attr_str(n, "mode", mb, sizeof mb);
@@ -753,9 +802,14 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
       if (strcmp(m, "constant") == 0) mode = 0;
       else if (strcmp(m, "reflect") == 0) mode = 1;
       else if (strcmp(m, "edge") == 0) mode = 2;
-      else {
+      else if (strcmp(m, "wrap") == 0 && c->opset >= 19) mode = 3;
+      else if (strcmp(m, "wrap") == 0) {
+        dynq__imp_errorf("node '%s' (op Pad): mode 'wrap' came with opset 19 (the model is "
+                         "opset %lld)", nname, (long long)c->opset);
+        return -1;
+      } else {
         dynq__imp_errorf("node '%s' (op Pad): mode '%s' is not supported (constant, reflect, "
-                         "edge are)", nname, m);
+                         "edge, wrap are)", nname, m);
         return -1;
       }
     }
@@ -803,6 +857,16 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     dynq__imp_node_attr_i(bn, "noop_with_empty_axes", dynq__imp_attr_i(n, "noop_with_empty_axes", 0));
     break;
   case DYNQ_OP_PAD: dynq__imp_node_attr_i(bn, "mode", mode); break;
+  case DYNQ_OP_CENTER_CROP_PAD: {
+    const Onnx__AttributeProto *ax = dynq__imp_find_attr(n, "axes");
+    static const char *const an[DYNQ_MAX_RANK] = {"axis0", "axis1", "axis2", "axis3",
+                                                  "axis4", "axis5", "axis6", "axis7"};
+    if (ax != NULL) { /* checked in pass 1: 1 to DYNQ_MAX_RANK values */
+      dynq__imp_node_attr_i(bn, "n_axes", (int64_t)ax->n_ints);
+      for (size_t i = 0; i < ax->n_ints; i++) dynq__imp_node_attr_i(bn, an[i], ax->ints[i]);
+    }
+    break;
+  }
   case DYNQ_OP_MOD: dynq__imp_node_attr_i(bn, "fmod", dynq__imp_attr_i(n, "fmod", 0)); break;
   case DYNQ_OP_TOPK:
     dynq__imp_node_attr_i(bn, "axis", dynq__imp_attr_i(n, "axis", -1));

@@ -208,8 +208,15 @@ const char *dynq__import_tf_check(conv_t *c, const Onnx__NodeProto *n) {
     int64_t sto = dynq__imp_attr_i(n, "storage_order", 0);
     if (sto != 0 && sto != 1)
       return dynq__imp_pool_printf(pl, "storage_order %" PRId64 " is not 0 or 1", sto);
-    if (strcmp(t, "AveragePool") == 0 && dynq__imp_find_attr(n, "dilations"))
-      return "AveragePool with dilations is not supported";
+    /* dilations: MaxPool's and LpPool's always, AveragePool's since opset 19 */
+    const Onnx__AttributeProto *dl = dynq__imp_find_attr(n, "dilations");
+    if (dl != NULL && strcmp(t, "AveragePool") == 0 && c->opset < 19)
+      return dynq__imp_pool_printf(pl, "AveragePool's dilations came with opset 19 (the model "
+                                   "is opset %lld)", (long long)c->opset);
+    for (size_t i = 0; dl != NULL && i < dl->n_ints; i++)
+      if (dl->ints[i] < 1 || dl->ints[i] > 65536)
+        return dynq__imp_pool_printf(pl, "dilation %" PRId64 " on spatial axis %zu is not "
+                                     "within [1, 65536]", dl->ints[i], i);
   } else if (strcmp(t, "LayerNormalization") == 0) {
     int64_t st = dynq__imp_attr_i(n, "stash_type", 1);
     if (st != 1)

@@ -277,8 +277,8 @@ END_TEST
 /* MaxPool and AveragePool's whole rows (pool.c runs the windows that lie
  * wholly in the input tap by tap across a row) against a window-by-window
  * reference that does the same operations in the same order: the same
- * bits, NaNs included, over strides, dilations, pads, ceil_mode and both
- * count_include_pad settings. */
+ * bits, NaNs included, over strides, dilations (AveragePool's too, opset
+ * 19), pads, ceil_mode and both count_include_pad settings. */
 START_TEST(pool_rows_bit_exact) {
   enum { C = 2, H = 9, W = 23 };
   static float x[C * H * W];
@@ -303,17 +303,17 @@ START_TEST(pool_rows_bit_exact) {
               if (pad >= k1 || pad >= k0) continue;  /* ONNX: pads below the kernel */
               dynq__attr_t at[] = {AI("spatial", 2), AI("kernel_shape0", k0),
                                    AI("kernel_shape1", k1), AI("strides0", s), AI("strides1", s),
-                                   AI("dilations0", op ? 1 : dl), AI("dilations1", op ? 1 : dl),
+                                   AI("dilations0", dl), AI("dilations1", dl),
                                    AI("pad_begin0", pad), AI("pad_begin1", pad),
                                    AI("pad_end0", pad), AI("pad_end1", pad), AI("ceil_mode", cm),
                                    AI("count_include_pad", op == 2)};
               int rc = run(op ? DYNQ_OP_AVERAGEPOOL : DYNQ_OP_MAXPOOL, at, 13, in, &o);
               ck_assert_msg(rc == 0, "%s", err);
-              int64_t oh = o.dims[2], ow = o.dims[3], dd = op ? 1 : dl;
+              int64_t oh = o.dims[2], ow = o.dims[3], dd = dl;
               for (int64_t c = 0; c < C; c++)
                 for (int64_t oy = 0; oy < oh; oy++)
                   for (int64_t ox = 0; ox < ow; ox++) {
-                    int64_t y0 = oy * s - pad, x0 = ox * s - pad, cnt = 0;
+                    int64_t y0 = oy * s - pad, x0 = ox * s - pad, cnt = 0, ny = 0, nx = 0;
                     float mx = -INFINITY, sum = 0.0f;
                     for (int64_t a = 0; a < k0; a++)
                       for (int64_t b = 0; b < k1; b++) {
@@ -327,10 +327,10 @@ START_TEST(pool_rows_bit_exact) {
                     float want = mx;
                     if (op) {
                       int64_t div = cnt;
-                      if (op == 2) {  /* the window clipped to the padded input */
-                        int64_t ey = y0 + k0 < H + pad ? y0 + k0 : H + pad;
-                        int64_t ex = x0 + k1 < W + pad ? x0 + k1 : W + pad;
-                        div = (ey - y0) * (ex - x0);
+                      if (op == 2) {  /* the taps within the padded input */
+                        for (int64_t a = 0; a < k0; a++) ny += y0 + a * dd < H + pad;
+                        for (int64_t b = 0; b < k1; b++) nx += x0 + b * dd < W + pad;
+                        div = ny * nx;
                       }
                       want = div > 0 ? sum / (float)div : 0.0f;
                     }
@@ -347,6 +347,247 @@ START_TEST(pool_rows_bit_exact) {
 }
 END_TEST
 
+
+/* AveragePool's dilations (opset 19) by hand, and hostile geometry: a
+ * dilated window larger than the padded input refused by name, a window
+ * spanning 2^32 that must not overflow. */
+START_TEST(avgpool_dilated) {
+  float x[7] = {1, 2, 3, 4, 5, 6, 7};
+  int64_t d[3] = {1, 1, 7};
+  dynq__tensor_t X = tf(3, d, x), o;
+  const dynq__tensor_t *in[1] = {&X};
+  /* k 3, d 2, pads 1, 2: taps at -1, 1, 3 | 0, 2, 4 | ... */
+  dynq__attr_t at[] = {AI("spatial", 1), AI("kernel_shape0", 3), AI("dilations0", 2),
+                       AI("pad_begin0", 1), AI("pad_end0", 2), AI("count_include_pad", 0),
+                       AI("strides0", 2), AI("ceil_mode", 0)};
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, at, 8, in, &o), 0);
+  /* out = (7 + 3 - 5) / 2 + 1 = 3: starts -1, 1, 3: {2, 4}, {2, 4, 6}, {4, 6} */
+  expect(&o, 3, (int64_t[]){1, 1, 3}, (float[]){3, 4, 5}, 1e-6f);
+  dynq__tensor_clear(&o);
+  at[5].i = 1; /* count_include_pad: every tap inside [-1, 9) */
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, at, 8, in, &o), 0);
+  expect(&o, 3, (int64_t[]){1, 1, 3}, (float[]){6 / 3.0f, 12 / 3.0f, 10 / 3.0f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* ceil_mode: (7 + 3 - 5) / 2 rounds up, 4 windows; the last starts at 5
+   * with taps 5, 7, 9: 9 lies past the padded end (9), not counted */
+  at[7].i = 1;
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, at, 8, in, &o), 0);
+  expect(&o, 3, (int64_t[]){1, 1, 4}, (float[]){2, 4, 10 / 3.0f, 6 / 2.0f}, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* the dilated span 65536 * 65535 + 1 over 7 + 2 * 65535: refused */
+  dynq__attr_t big[] = {AI("spatial", 1), AI("kernel_shape0", 65536), AI("dilations0", 65536),
+                        AI("pad_begin0", 65535), AI("pad_end0", 65535),
+                        AI("count_include_pad", 1)};
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, big, 6, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (AveragePool)"));
+  ck_assert_ptr_nonnull(strstr(err, "smaller than the window"));
+  /* a wide dilation that leaves one tap inside: kernel 2, dilation 65536,
+   * ceil_mode over 7 + 65535 padding each side */
+  dynq__attr_t wide[] = {AI("spatial", 1), AI("kernel_shape0", 2), AI("dilations0", 65536),
+                         AI("pad_begin0", 65535), AI("pad_end0", 65535), AI("ceil_mode", 1),
+                         AI("strides0", 65536), AI("count_include_pad", 1)};
+  ck_assert_int_eq(run(DYNQ_OP_AVERAGEPOOL, wide, 8, in, &o), 0);
+  ck_assert_int_eq(o.dims[2], 2);
+  /* starts -65535 (taps -65535, 1: x[1] = 2 over 2 taps), 1 (taps 1, 65537: 2 over 2) */
+  expect(&o, 3, (int64_t[]){1, 1, 2}, (float[]){1, 1}, 1e-6f);
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
+/* Pad mode 3 (wrap, opset 19): periodic past one period, negative pads
+ * cropping first, int64 data; hostile pads refused, never read out of
+ * bounds. */
+START_TEST(pad_wrap) {
+  int64_t v[6] = {1, 2, 3, 4, 5, 6};
+  dynq__tensor_t X = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {3}, .data = v}, o;
+  int64_t pads[2] = {4, 2};
+  dynq__tensor_t P = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {2}, .data = pads};
+  const dynq__tensor_t *in[4] = {&X, &P, NULL, NULL};
+  dynq__attr_t mode = AI("mode", 3);
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  static const int64_t w1[9] = {3, 1, 2, 3, 1, 2, 3, 1, 2};
+  ck_assert_int_eq(o.dims[0], 9);
+  ck_assert(memcmp(o.data, w1, sizeof w1) == 0);
+  dynq__tensor_clear(&o);
+  /* [1..6] cropped by 2 at the start, padded by 3 at the end: 3 4 5 6 3 4 5 */
+  X.dims[0] = 6;
+  pads[0] = -2, pads[1] = 3;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  static const int64_t w2[7] = {3, 4, 5, 6, 3, 4, 5};
+  ck_assert_int_eq(o.dims[0], 7);
+  ck_assert(memcmp(o.data, w2, sizeof w2) == 0);
+  dynq__tensor_clear(&o);
+  /* cropping only: no wrap */
+  pads[0] = -2, pads[1] = -1;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  ck_assert(o.dims[0] == 3 && ((int64_t *)o.data)[0] == 3 && ((int64_t *)o.data)[2] == 5);
+  dynq__tensor_clear(&o);
+  /* everything cropped, then padded: nothing to repeat */
+  pads[0] = -6, pads[1] = 2;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "crop all"));
+  pads[0] = -4, pads[1] = -2; /* all cropped, nothing padded: empty */
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[0], 0);
+  dynq__tensor_clear(&o);
+  /* an empty axis cannot be wrapped */
+  X.dims[0] = 0;
+  pads[0] = 1, pads[1] = 0;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "cannot wrap-pad empty axis 0"));
+  X.dims[0] = 6;
+  /* huge pads: refused before any allocation */
+  pads[0] = (int64_t)1 << 40, pads[1] = 0;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_ESHAPE);
+  pads[0] = INT64_MIN, pads[1] = INT64_MAX;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_ESHAPE);
+  pads[0] = ((int64_t)1 << 31) - 5, pads[1] = 0; /* 2^31 + 1 elements: over the limit */
+  ck_assert_int_ne(run(DYNQ_OP_PAD, &mode, 1, in, &o), 0);
+  /* an unknown mode */
+  mode.i = 4;
+  pads[0] = pads[1] = 1;
+  ck_assert_int_eq(run(DYNQ_OP_PAD, &mode, 1, in, &o), DYNQ_EUNSUPPORTED);
+}
+END_TEST
+
+/* BitwiseAnd / Or / Xor / Not: every integer dtype's extremes,
+ * broadcasting both ways, and what they refuse: floats (by name), mixed
+ * dtypes, shapes that do not broadcast. */
+START_TEST(bitwise) {
+  int8_t a8[4] = {-128, 127, -1, 0x55}, b8[2] = {0x0f, -0x80};
+  dynq__tensor_t A = {.dtype = DYNQ_DT_I8, .rank = 2, .dims = {2, 2}, .data = a8};
+  dynq__tensor_t B = {.dtype = DYNQ_DT_I8, .rank = 1, .dims = {2}, .data = b8}, o;
+  const dynq__tensor_t *in[2] = {&A, &B};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_AND, NULL, 0, in, &o), 0);
+  ck_assert(o.dtype == DYNQ_DT_I8 && o.rank == 2 && o.dims[0] == 2 && o.dims[1] == 2);
+  static const int8_t and8[4] = {0, 0, 0x0f, 0};
+  ck_assert(memcmp(o.data, and8, 4) == 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_XOR, NULL, 0, in, &o), 0);
+  static const int8_t xor8[4] = {-128 ^ 0x0f, 127 ^ -128, -1 ^ 0x0f, 0x55 ^ -128};
+  ck_assert(memcmp(o.data, xor8, 4) == 0);
+  dynq__tensor_clear(&o);
+  const dynq__tensor_t *rev[2] = {&B, &A}; /* [2] | [2, 2] */
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_OR, NULL, 0, rev, &o), 0);
+  static const int8_t or8[4] = {-128 | 0x0f, 127 | -128, -1, 0x55 | -128};
+  ck_assert(memcmp(o.data, or8, 4) == 0);
+  dynq__tensor_clear(&o);
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_NOT, NULL, 0, in, &o), 0);
+  static const int8_t not8[4] = {127, -128, 0, ~0x55};
+  ck_assert(memcmp(o.data, not8, 4) == 0);
+  dynq__tensor_clear(&o);
+  uint8_t u[3] = {0, 255, 0xa5};
+  int32_t i32[2] = {INT32_MIN, INT32_MAX};
+  int64_t i64[2] = {INT64_MIN, -1};
+  dynq__tensor_t U = {.dtype = DYNQ_DT_U8, .rank = 1, .dims = {3}, .data = u};
+  dynq__tensor_t I = {.dtype = DYNQ_DT_I32, .rank = 1, .dims = {2}, .data = i32};
+  dynq__tensor_t L = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {2}, .data = i64};
+  const dynq__tensor_t *un[1] = {&U};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_NOT, NULL, 0, un, &o), 0);
+  ck_assert(((uint8_t *)o.data)[0] == 255 && ((uint8_t *)o.data)[1] == 0 &&
+            ((uint8_t *)o.data)[2] == 0x5a);
+  dynq__tensor_clear(&o);
+  const dynq__tensor_t *ii[2] = {&I, &I};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_XOR, NULL, 0, ii, &o), 0);
+  ck_assert(((int32_t *)o.data)[0] == 0 && ((int32_t *)o.data)[1] == 0);
+  dynq__tensor_clear(&o);
+  un[0] = &I;
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_NOT, NULL, 0, un, &o), 0);
+  ck_assert(((int32_t *)o.data)[0] == INT32_MAX && ((int32_t *)o.data)[1] == INT32_MIN);
+  dynq__tensor_clear(&o);
+  const dynq__tensor_t *ll[2] = {&L, &L};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_OR, NULL, 0, ll, &o), 0);
+  ck_assert(((int64_t *)o.data)[0] == INT64_MIN && ((int64_t *)o.data)[1] == -1);
+  dynq__tensor_clear(&o);
+  /* refused: float32, mixed dtypes, shapes that do not broadcast */
+  float f[2] = {1, 2};
+  dynq__tensor_t F = tf(1, (int64_t[]){2}, f);
+  const dynq__tensor_t *fi[2] = {&I, &F};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_AND, NULL, 0, fi, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (BitwiseAnd)"));
+  ck_assert_ptr_nonnull(strstr(err, "input 1 is float32 (integers only"));
+  un[0] = &F;
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_NOT, NULL, 0, un, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "input 0 is float32"));
+  const dynq__tensor_t *mix[2] = {&I, &L};
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_OR, NULL, 0, mix, &o), DYNQ_EDTYPE);
+  ck_assert_ptr_nonnull(strstr(err, "int32 and int64; they must match"));
+  const dynq__tensor_t *bad[2] = {&U, &U};
+  dynq__tensor_t U2 = U;
+  U2.dims[0] = 2;
+  bad[1] = &U2;
+  ck_assert_int_eq(run(DYNQ_OP_BITWISE_XOR, NULL, 0, bad, &o), DYNQ_ESHAPE);
+  /* an absent input */
+  const dynq__tensor_t *none[2] = {&U, NULL};
+  ck_assert_int_ne(run(DYNQ_OP_BITWISE_AND, NULL, 0, none, &o), 0);
+}
+END_TEST
+
+/* CenterCropPad by hand (int32 data: any dtype is copied), axes given
+ * as the importer writes them, and hostile shapes and axes. */
+START_TEST(center_crop_pad) {
+  int32_t v[12];
+  for (int i = 0; i < 12; i++) v[i] = i + 1;
+  dynq__tensor_t X = {.dtype = DYNQ_DT_I32, .rank = 2, .dims = {3, 4}, .data = v}, o;
+  int64_t shp[2] = {4, 3};
+  dynq__tensor_t S = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {2}, .data = shp};
+  const dynq__tensor_t *in[2] = {&X, &S};
+  /* rows 3 -> 4 (0 before, 1 after), columns 4 -> 3 (start 0) */
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, NULL, 0, in, &o), 0);
+  static const int32_t w1[12] = {1, 2, 3, 5, 6, 7, 9, 10, 11, 0, 0, 0};
+  ck_assert(o.dtype == DYNQ_DT_I32 && o.dims[0] == 4 && o.dims[1] == 3);
+  ck_assert(memcmp(o.data, w1, sizeof w1) == 0);
+  dynq__tensor_clear(&o);
+  /* axes [-1]: columns 4 -> 7 (1 before, 2 after) */
+  dynq__attr_t ax[] = {AI("n_axes", 1), AI("axis0", -1)};
+  S.dims[0] = 1;
+  shp[0] = 7;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), 0);
+  ck_assert(o.dims[0] == 3 && o.dims[1] == 7);
+  static const int32_t r0[7] = {0, 1, 2, 3, 4, 0, 0};
+  ck_assert(memcmp(o.data, r0, sizeof r0) == 0);
+  dynq__tensor_clear(&o);
+  /* to 0 columns: an empty output */
+  shp[0] = 0;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), 0);
+  ck_assert(o.dims[0] == 3 && o.dims[1] == 0);
+  dynq__tensor_clear(&o);
+  /* refused: a negative or huge target, a count that does not match, an
+   * axis listed twice or outside the rank */
+  shp[0] = -1;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "node 't' (CenterCropPad)"));
+  ck_assert_ptr_nonnull(strstr(err, "shape -1 for axis 1"));
+  shp[0] = INT64_MAX;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), DYNQ_ESHAPE);
+  shp[0] = (int64_t)1 << 30; /* 3 x 2^30 elements: over the limit, not allocated */
+  ck_assert_int_ne(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), 0);
+  S.dims[0] = 2;
+  shp[0] = 2, shp[1] = 2;
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, ax, 2, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "shape has 2 values for 1 axes"));
+  dynq__attr_t twice[] = {AI("n_axes", 2), AI("axis0", 1), AI("axis1", -1)};
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, twice, 3, in, &o), DYNQ_ESHAPE);
+  ck_assert_ptr_nonnull(strstr(err, "axis 1 is listed twice"));
+  dynq__attr_t far[] = {AI("n_axes", 2), AI("axis0", 0), AI("axis1", 5)};
+  ck_assert_int_ne(run(DYNQ_OP_CENTER_CROP_PAD, far, 3, in, &o), 0);
+  dynq__attr_t many[] = {AI("n_axes", 99)};
+  ck_assert_int_ne(run(DYNQ_OP_CENTER_CROP_PAD, many, 1, in, &o), 0);
+  /* a float shape */
+  float fs[2] = {2, 2};
+  dynq__tensor_t FS = tf(1, (int64_t[]){2}, fs);
+  in[1] = &FS;
+  ck_assert_int_ne(run(DYNQ_OP_CENTER_CROP_PAD, NULL, 0, in, &o), 0);
+  /* a scalar X with an empty shape: a copy */
+  int64_t none[1] = {0};
+  dynq__tensor_t X0 = {.dtype = DYNQ_DT_I32, .rank = 0, .data = v};
+  dynq__tensor_t S0 = {.dtype = DYNQ_DT_I64, .rank = 1, .dims = {0}, .data = none};
+  const dynq__tensor_t *in0[2] = {&X0, &S0};
+  ck_assert_int_eq(run(DYNQ_OP_CENTER_CROP_PAD, NULL, 0, in0, &o), 0);
+  ck_assert(o.rank == 0 && ((int32_t *)o.data)[0] == 1);
+  dynq__tensor_clear(&o);
+}
+END_TEST
 
 /* Pools: values, the window larger than the padded input refused by
  * name, the global forms' rank check. */
@@ -3532,6 +3773,10 @@ int main(void) {
   tcase_add_test(tc, batchnorm_channels);
   tcase_add_test(tc, pools);
   tcase_add_test(tc, pool_rows_bit_exact);
+  tcase_add_test(tc, avgpool_dilated);
+  tcase_add_test(tc, pad_wrap);
+  tcase_add_test(tc, bitwise);
+  tcase_add_test(tc, center_crop_pad);
   tcase_add_test(tc, transpose_and_reduce_paths);
   tcase_add_test(tc, expand_where_rows);
   tcase_add_test(tc, hard_activations);

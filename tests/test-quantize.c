@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "dynq/errors.h"
+#include "format.h"
 #include "graph.h"
 #include "model.h"
 #include "ops.h"
@@ -1197,6 +1198,169 @@ START_TEST(test_norm_ops) {
 }
 END_TEST
 
+/* make_poolpad.py's opset 18/19 fixtures, converted with --fp32 and run:
+ * each output equal to the script's reference (integers and copies
+ * exactly, averages within tol).  The references agree with ONNX Runtime
+ * 1.30 (outside the script: averages within 1.2e-7, the rest exactly)
+ * but where the script's docstring says ORT differs. */
+typedef struct pp_in {
+  const char *name, *file;
+  dynq_dtype_t dt;
+  int rank;
+  int64_t dims[5];
+} pp_in_t;
+
+typedef struct pp_case {
+  const char *base;
+  pp_in_t in[2];
+  int n_in;
+  dynq_dtype_t ydt;
+  int yrank;
+  int64_t ydims[5];
+  double tol;     /* 0: bit-exact */
+  uint32_t flags; /* the .dynq header's DYNQ_FFLAG_* */
+} pp_case_t;
+
+static void poolpad_run(const pp_case_t *k) {
+  char file[128], err[256], *log = NULL;
+  snprintf(file, sizeof file, "%s.onnx", k->base);
+  char *in = fixture(file), *outp = tmp_path("poolpad.dynq");
+  ck_assert_msg(tu_quantize_log(&log, "--fp32", in, outp, NULL) == 0, "dynq-quantize %s: %s",
+                file, log);
+  free(log);
+  dynq__model_t *m = open_model(outp);
+  size_t fn = 0;
+  void *hdr = tu_read_file(outp, &fn);
+  ck_assert(hdr != NULL && fn >= sizeof(dynq__fhdr_t));
+  ck_assert_msg(((const dynq__fhdr_t *)hdr)->flags == k->flags, "%s: header flags %#x, want %#x",
+                k->base, ((const dynq__fhdr_t *)hdr)->flags, k->flags);
+  free(hdr);
+  free(in);
+  free(outp);
+  dynq__tensor_t ins[2];
+  void *bufs[2] = {NULL, NULL};
+  const char *names[2];
+  for (int i = 0; i < k->n_in; i++) {
+    const pp_in_t *pi = &k->in[i];
+    memset(&ins[i], 0, sizeof ins[i]);
+    ins[i].dtype = pi->dt;
+    ins[i].rank = pi->rank;
+    memcpy(ins[i].dims, pi->dims, sizeof pi->dims);
+    bufs[i] = ins[i].data = load_raw(pi->file, dynq__tensor_nbytes(&ins[i]));
+    names[i] = pi->name;
+  }
+  dynq__tensor_t y = {0};
+  ck_assert_msg(run_model(m, DYNQ_PRECISION_FP32, names, ins, k->n_in, &y, err, sizeof err) == 0,
+                "%s: %s", k->base, err);
+  ck_assert_msg(y.dtype == k->ydt && y.rank == k->yrank, "%s: %s of rank %d", k->base,
+                dynq__dtype_name(y.dtype), y.rank);
+  for (int d = 0; d < k->yrank; d++)
+    ck_assert_msg(y.dims[d] == k->ydims[d], "%s: axis %d is %lld, want %lld", k->base, d,
+                  (long long)y.dims[d], (long long)k->ydims[d]);
+  const char *sfx = k->ydt == DYNQ_DT_F32 ? "f32" : k->ydt == DYNQ_DT_I8 ? "i8" :
+                    k->ydt == DYNQ_DT_U8 ? "u8" : k->ydt == DYNQ_DT_I32 ? "i32" : "i64";
+  snprintf(file, sizeof file, "%s_y.%s", k->base, sfx);
+  size_t nb = dynq__tensor_nbytes(&y);
+  void *want = load_raw(file, nb);
+  if (k->tol > 0) {
+    double dmax = max_abs_diff(y.data, want, dynq__tensor_numel(&y));
+    printf("%s: max |d| %.2g against the float64 reference\n", k->base, dmax);
+    ck_assert_msg(dmax <= k->tol, "%s: max |d| %g", k->base, dmax);
+  } else {
+    ck_assert_msg(memcmp(y.data, want, nb) == 0, "%s: not the reference's values", k->base);
+  }
+  free(want);
+  for (int i = 0; i < k->n_in; i++) free(bufs[i]);
+  dynq__tensor_clear(&y);
+  dynq__model_unref(m);
+}
+
+#define PP_X1 {"X", "poolpad_x1.f32", DYNQ_DT_F32, 3, {2, 3, 11}}
+#define PP_X2 {"X", "poolpad_x2.f32", DYNQ_DT_F32, 4, {2, 3, 7, 8}}
+
+/* AveragePool's dilations (opset 19): 1-D and 2-D, count_include_pad 0
+ * and 1, ceil_mode 0 and 1 (a last window past the end padding), pads,
+ * strides, SAME_UPPER by the dilated span.  The files with dilations and
+ * count_include_pad carry the header bit that older readers refuse. */
+START_TEST(test_avgpool_dilations) {
+  enum { DIL = DYNQ_FFLAG_AVGPOOL_DILATED }; /* dilated and count_include_pad */
+  static const pp_case_t cases[] = {
+      {"avgpool_dil_1d", {PP_X1}, 1, DYNQ_DT_F32, 3, {2, 3, 10}, 1e-6},
+      {"avgpool_dil_1d_cip_ceil", {PP_X1}, 1, DYNQ_DT_F32, 3, {2, 3, 5}, 1e-6, DIL},
+      {"avgpool_dil_1d_ceil", {PP_X1}, 1, DYNQ_DT_F32, 3, {2, 3, 4}, 1e-6},
+      {"avgpool_dil_2d", {PP_X2}, 1, DYNQ_DT_F32, 4, {2, 3, 4, 6}, 1e-6},
+      {"avgpool_dil_2d_cip", {PP_X2}, 1, DYNQ_DT_F32, 4, {2, 3, 3, 6}, 1e-6, DIL},
+      {"avgpool_dil_2d_cip_ceil", {PP_X2}, 1, DYNQ_DT_F32, 4, {2, 3, 4, 3}, 1e-6, DIL},
+      {"avgpool_dil_2d_nopad", {PP_X2}, 1, DYNQ_DT_F32, 4, {2, 3, 5, 6}, 1e-6},
+      {"avgpool_dil_2d_same", {PP_X2}, 1, DYNQ_DT_F32, 4, {2, 3, 7, 8}, 1e-6, DIL},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) poolpad_run(&cases[k]);
+}
+END_TEST
+
+/* Pad mode "wrap" (opset 19): pads narrower than, as wide as and wider
+ * than the axis (wrapping again), ranks 1 to 4, axes, negative pads
+ * (cropped first, the rest repeated); values are their own indices, so
+ * equality is exact. */
+START_TEST(test_pad_wrap) {
+#define PW(r, ...) {"X", "padw_x" #r ".f32", DYNQ_DT_F32, r, {__VA_ARGS__}}
+  static const pp_case_t cases[] = {
+      {"padw_1d_small", {PW(1, 5)}, 1, DYNQ_DT_F32, 1, {10}, 0},
+      {"padw_1d_equal", {PW(1, 5)}, 1, DYNQ_DT_F32, 1, {15}, 0},
+      {"padw_1d_large", {PW(1, 5)}, 1, DYNQ_DT_F32, 1, {24}, 0},
+      {"padw_2d", {PW(2, 3, 4)}, 1, DYNQ_DT_F32, 2, {8, 11}, 0},
+      {"padw_3d", {PW(3, 2, 3, 4)}, 1, DYNQ_DT_F32, 3, {3, 5, 14}, 0},
+      {"padw_4d_axes", {PW(4, 2, 2, 3, 4)}, 1, DYNQ_DT_F32, 4, {2, 7, 3, 9}, 0},
+      {"padw_neg", {PW(2, 3, 4)}, 1, DYNQ_DT_F32, 2, {4, 5}, 0},
+      {"padw_neg_large", {PW(1, 5)}, 1, DYNQ_DT_F32, 1, {12}, 0},
+  };
+#undef PW
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) poolpad_run(&cases[k]);
+}
+END_TEST
+
+/* BitwiseAnd / Or / Xor (A [3, 4] with B [4] broadcast) and BitwiseNot
+ * in int8, uint8, int32 and int64, the extremes included: numpy's values
+ * exactly (ONNX Runtime 1.30 gives the same). */
+START_TEST(test_bitwise) {
+  static const struct { const char *sfx; dynq_dtype_t dt; } dts[] = {
+      {"i8", DYNQ_DT_I8}, {"u8", DYNQ_DT_U8}, {"i32", DYNQ_DT_I32}, {"i64", DYNQ_DT_I64}};
+  static const char *const ops[] = {"and", "or", "xor", "not"};
+  char base[4][4][32], fa[4][32], fb[4][32];
+  for (int d = 0; d < 4; d++) {
+    snprintf(fa[d], sizeof fa[d], "bitw_%s_a.%s", dts[d].sfx, dts[d].sfx);
+    snprintf(fb[d], sizeof fb[d], "bitw_%s_b.%s", dts[d].sfx, dts[d].sfx);
+    for (int o = 0; o < 4; o++) {
+      snprintf(base[d][o], sizeof base[d][o], "bitw_%s_%s", ops[o], dts[d].sfx);
+      pp_case_t k = {.base = base[d][o], .n_in = o == 3 ? 1 : 2, .ydt = dts[d].dt, .yrank = 2,
+                     .ydims = {3, 4}};
+      k.in[0] = (pp_in_t){"A", fa[d], dts[d].dt, 2, {3, 4}};
+      k.in[1] = (pp_in_t){"B", fb[d], dts[d].dt, 1, {4}};
+      poolpad_run(&k);
+    }
+  }
+}
+END_TEST
+
+/* CenterCropPad (opset 18): crop and pad on one model, axes listed out of
+ * order and negative, an odd difference (the extra at the end), the
+ * identity, and the shape fed at run time; the values are copies, so
+ * equality is exact (ONNX Runtime 1.30 gives the same). */
+START_TEST(test_center_crop_pad) {
+#define CX {"X", "ccp_x.f32", DYNQ_DT_F32, 3, {2, 5, 6}}
+  static const pp_case_t cases[] = {
+      {"ccp_all", {CX}, 1, DYNQ_DT_F32, 3, {3, 2, 9}, 0},
+      {"ccp_axes", {CX}, 1, DYNQ_DT_F32, 3, {2, 3, 4}, 0},
+      {"ccp_pad_odd", {CX}, 1, DYNQ_DT_F32, 3, {2, 8, 5}, 0},
+      {"ccp_same", {CX}, 1, DYNQ_DT_F32, 3, {2, 5, 6}, 0},
+      {"ccp_dyn", {CX, {"shape", "ccp_dyn_shape.i64", DYNQ_DT_I64, 1, {2}}}, 2, DYNQ_DT_F32, 3,
+       {2, 3, 9}, 0},
+  };
+#undef CX
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) poolpad_run(&cases[k]);
+}
+END_TEST
+
 /* poolidx.onnx (make_poolidx.py): MaxPool's Indices output, row-major
  * and column-major (storage_order 1), 2-D and 1-D, and MaxUnpool putting
  * the maxima back from them (the SegNet pattern), equal to numpy's on
@@ -1460,6 +1624,24 @@ START_TEST(test_malformed_models) {
                            "'ra_ctm' (op RoiAlign): coordinate_transformation_mode "
                            "'tf_crop_and_resize' is not supported",
                            "'ra_ratio' (op RoiAlign): sampling_ratio -1 is not within [0, 4096]"}},
+      {"bad_poolpad.onnx", {"'ap_dil0' (op AveragePool): dilation 0 on spatial axis 0 is not "
+                            "within [1, 65536]",
+                            "'ap_dilhuge' (op AveragePool): dilation 1048576 on spatial axis 1",
+                            "'mp_dilneg' (op MaxPool): dilation -1 on spatial axis 1"}},
+      {"bad_poolpad.onnx", {"'ap_dil1d' (op AveragePool): dilations has 1 values for 2 spatial",
+                            "'pad_circ' (op Pad): mode 'circular' is not supported",
+                            "'bw_float' (op BitwiseAnd): input 'img' is FLOAT (int8, uint8, "
+                            "int32 and int64 are supported)"}},
+      {"bad_poolpad.onnx", {"'bwn_float' (op BitwiseNot): input 'img' is FLOAT",
+                            "'ccp_twice' (op CenterCropPad): axes lists 1 twice",
+                            "'ccp_axis9' (op CenterCropPad): axes[1] = 9 is not within [-8, 8)"}},
+      {"bad_poolpad.onnx", {"'ccp_neg' (op CenterCropPad): shape[1] = -3 is not within",
+                            "'ccp_count' (op CenterCropPad): shape has 2 values for 1 axes",
+                            NULL}},
+      {"bad_poolpad18.onnx", {"'ap_o18' (op AveragePool): AveragePool's dilations came with "
+                              "opset 19 (the model is opset 18)",
+                              "'pad_wrap18' (op Pad): mode 'wrap' came with opset 19 (the model "
+                              "is opset 18)", NULL}},
       {"bad_lpops.onnx", {"'lp_p0' (op LpPool): p 0 is not within [1, 64]",
                           "'lp_pneg' (op LpPool): p -2 is not within [1, 64]",
                           "'lp_phuge' (op LpPool): p 1099511627776 is not within [1, 64]"}},
@@ -2263,6 +2445,10 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_progress);
   tcase_add_test(tc, test_external_data);
   tcase_add_test(tc, test_external_far_offset);
+  tcase_add_test(tc, test_avgpool_dilations);
+  tcase_add_test(tc, test_pad_wrap);
+  tcase_add_test(tc, test_bitwise);
+  tcase_add_test(tc, test_center_crop_pad);
   tcase_add_test(tc, test_external_errors);
   tcase_add_test(tc, test_malformed_models);
   tcase_add_test(tc, test_bad_files);

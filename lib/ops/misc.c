@@ -1,6 +1,7 @@
 /*
  * Ops real exported models carry at their edges: NonMaxSuppression (the
  * tail of detection models), Unique, Compress, ReverseSequence, BitShift,
+ * BitwiseAnd / Or / Xor / Not (integers, broadcasting),
  * Det and MaxUnpool.
  *
  * Each output sized by the data (NonMaxSuppression, Unique, Compress) is
@@ -486,6 +487,53 @@ int dynq__run_bitshift(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     y[i] = k >= 8 ? 0 : (uint8_t)(left ? v << k : v >> k); /* shifted out: 0 */
     dynq__bcast_next(&bc, 2, cnt, off);
   }
+  return 0;
+}
+
+/* ---- BitwiseAnd, BitwiseOr, BitwiseXor, BitwiseNot ---- */
+
+/* Input k of an integer dtype; otherwise EDTYPE naming it. */
+static int need_int(dynq__op_ctx_t *c, const dynq__tensor_t *t, int k) {
+  if (dynq__dt_is_int(t->dtype)) return 0;
+  return dynq__op_fail(c, DYNQ_EDTYPE, "input %d is %s (integers only: int8, uint8, int32, "
+                       "int64)", k, dynq__dtype_name(t->dtype));
+}
+
+/* On the values widened to int64 (sign- or zero-extended): the low bits
+ * of the result are the narrow type's, which the store keeps. */
+int dynq__run_bitwise(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1)))
+    return rc;
+  const dynq__tensor_t *a = in[0], *b = in[1];
+  if ((rc = need_int(c, a, 0)) || (rc = need_int(c, b, 1))) return rc;
+  if (a->dtype != b->dtype)
+    return dynq__op_fail(c, DYNQ_EDTYPE, "inputs are %s and %s; they must match",
+                         dynq__dtype_name(a->dtype), dynq__dtype_name(b->dtype));
+  dynq__bcast_t bc;
+  if ((rc = dynq__bcast_init(c, 2, in, &bc))) return rc;
+  if ((rc = dynq__op_alloc(c, out, a->dtype, bc.rank, bc.dims, 0))) return rc;
+  const int op = c->node->op;
+  const dynq_dtype_t dt = a->dtype;
+  int64_t cnt[DYNQ_MAX_RANK] = {0}, off[2] = {0, 0};
+  for (int64_t i = 0; i < bc.n; i++, dynq__bcast_next(&bc, 2, cnt, off)) {
+    int64_t x = dynq__load_i(a->data, dt, off[0]), y = dynq__load_i(b->data, dt, off[1]);
+    dynq__store_i(out->data, dt, i, op == DYNQ_OP_BITWISE_AND ? x & y
+                                    : op == DYNQ_OP_BITWISE_OR ? x | y : x ^ y);
+  }
+  return 0;
+}
+
+int dynq__run_bitwise_not(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                          dynq__tensor_t *out) {
+  int rc;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = need_int(c, in[0], 0))) return rc;
+  const dynq__tensor_t *x = in[0];
+  /* element i reads x[i] only: in place when offered */
+  if ((rc = dynq__op_out_like(c, 0, x->dtype, x->rank, x->dims, out))) return rc;
+  const int64_t n = dynq__tensor_numel(x);
+  for (int64_t i = 0; i < n; i++)
+    dynq__store_i(out->data, x->dtype, i, ~dynq__load_i(x->data, x->dtype, i));
   return 0;
 }
 

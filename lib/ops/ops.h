@@ -241,7 +241,14 @@
    * scale and bias the node carries), RMSNormalization (opset 23) */                    \
   X(GROUP_NORM, 167, "GroupNormalization", 18, 0, 3, 3, 1, 1, groupnorm, groupnorm,       \
     groupnorm)                                                                             \
-  X(RMS_NORM, 168, "RMSNormalization", 23, 0, 2, 2, 1, 1, rmsnorm, rmsnorm, rmsnorm)
+  X(RMS_NORM, 168, "RMSNormalization", 23, 0, 2, 2, 1, 1, rmsnorm, rmsnorm, rmsnorm)       \
+  /* misc.c: the integer bitwise ops (opset 18), BitShift's neighbours */                  \
+  X(BITWISE_AND, 170, "BitwiseAnd", 18, 0, 2, 2, 1, 1, none, none, bitwise)                 \
+  X(BITWISE_OR, 171, "BitwiseOr", 18, 0, 2, 2, 1, 1, none, none, bitwise)                   \
+  X(BITWISE_XOR, 172, "BitwiseXor", 18, 0, 2, 2, 1, 1, none, none, bitwise)                 \
+  X(BITWISE_NOT, 173, "BitwiseNot", 18, 0, 1, 1, 1, 1, none, none, bitwise_not)           \
+  /* shape.c: axes as n_axes + axis0.. (the importer's form of the list) */                \
+  X(CENTER_CROP_PAD, 174, "CenterCropPad", 18, 0, 2, 2, 1, 1, ccp, none, center_crop_pad)
 
 typedef enum dynq_op {
   DYNQ_OP_INVALID = 0,

@@ -8,8 +8,9 @@
  * 1-D or 2-D pool runs as a 3-D one with unit leading axes (PyTorch
  * exports LocalResponseNorm as a 3-D AveragePool over [N, 1, C, H, W]).  Padding never contributes a
  * value: MaxPool ignores it, AveragePool divides by the number of input
- * elements in the window unless count_include_pad (then by the window
- * clipped to the padded input, as PyTorch and ONNX Runtime do).
+ * elements in the window unless count_include_pad (then by the window's
+ * taps within the padded input, as PyTorch and ONNX Runtime do; with
+ * dilations, opset 19, the taps d apart).
  * ceil_mode drops a last window that would start in the end padding
  * (PyTorch's rule, which ONNX Runtime follows).
  *
@@ -170,10 +171,17 @@ static int pool_geom(dynq__op_ctx_t *c, const dynq__tensor_t *x, pgeom_t *g, int
   return 0;
 }
 
-/* The window clipped to the padded input, along axis a from start o. */
+/* The taps of a window starting at o along axis a that fall within the
+ * padded input (count_include_pad's divisor): all k but where ceil_mode's
+ * last window runs past the end padding.  Undilated, min(o + k, lim) - o. */
 static int64_t padded_span(const pgeom_t *g, int a, int64_t o) {
-  int64_t end = o + g->k[a], lim = g->in[a] + g->pe[a];
-  return (end < lim ? end : lim) - o;
+  int64_t lim = g->in[a] + g->pe[a], d = g->d[a];
+  if (d == 1) {
+    int64_t end = o + g->k[a];
+    return (end < lim ? end : lim) - o;
+  }
+  int64_t n = lim > o ? (lim - o + d - 1) / d : 0;
+  return n < g->k[a] ? n : g->k[a];
 }
 
 /* What a window computes (pool_planes' mode). */

@@ -536,17 +536,25 @@ int dynq__run_transpose(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq
 
 /* ---- Pad ---- */
 
-enum { PAD_CONSTANT = 0, PAD_REFLECT = 1, PAD_EDGE = 2 };
+enum { PAD_CONSTANT = 0, PAD_REFLECT = 1, PAD_EDGE = 2, PAD_WRAP = 3 };
 
 /* Source index along an axis of length len for output position p (already
- * shifted by the low pad); sets *outside for constant padding. */
-static int64_t pad_src(int64_t p, int64_t len, int mode, int *outside) {
+ * shifted by the low pad lo; hi the high pad); sets *outside for constant
+ * padding.  wrap (opset 19) first drops what negative pads crop, then
+ * repeats the rest [s0, s0 + n) around the torus, as many times as the
+ * pads need (ONNX Runtime 1.30 crops first too). */
+static int64_t pad_src(int64_t p, int64_t len, int mode, int *outside, int64_t lo, int64_t hi) {
   if (p >= 0 && p < len) return p;
   if (mode == PAD_CONSTANT) {
     *outside = 1;
     return 0;
   }
   if (mode == PAD_EDGE) return p < 0 ? 0 : len - 1;
+  if (mode == PAD_WRAP) {
+    int64_t s0 = lo < 0 ? -lo : 0, n = len - s0 - (hi < 0 ? -hi : 0); /* n >= 1: run_pad */
+    int64_t r = (p - s0) % n;
+    return s0 + (r < 0 ? r + n : r);
+  }
   /* reflect without repeating the edge; period 2(len-1).  One
    * reflection (every pad narrower than the axis, as Silero's) needs no
    * division. */
@@ -580,7 +588,7 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
     hi[a] = pads[i + na];
   }
   int mode = c->st->pad.mode;
-  if (mode < PAD_CONSTANT || mode > PAD_EDGE)
+  if (mode < PAD_CONSTANT || mode > PAD_WRAP)
     return dynq__op_fail(c, DYNQ_EUNSUPPORTED, "unknown pad mode %d", mode);
   int64_t dims[DYNQ_MAX_RANK];
   for (int d = 0; d < r; d++) {
@@ -591,7 +599,12 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
     if (dims[d] < 0) return dynq__op_fail(c, DYNQ_ESHAPE, "pads remove more than axis %d holds", d);
     if (mode != PAD_CONSTANT && len == 0 && dims[d] > 0)
       return dynq__op_fail(c, DYNQ_ESHAPE, "cannot %s-pad empty axis %d",
-                           mode == PAD_REFLECT ? "reflect" : "edge", d);
+                           mode == PAD_REFLECT ? "reflect" : mode == PAD_EDGE ? "edge" : "wrap", d);
+    /* wrap repeats what the negative pads leave: nothing left, nothing to repeat */
+    if (mode == PAD_WRAP && len + (lo[d] < 0 ? lo[d] : 0) + (hi[d] < 0 ? hi[d] : 0) <= 0 &&
+        (lo[d] > 0 || hi[d] > 0))
+      return dynq__op_fail(c, DYNQ_ESHAPE, "cannot wrap-pad axis %d: pads %lld, %lld crop all "
+                           "%lld", d, (long long)lo[d], (long long)hi[d], (long long)len);
   }
   const dynq__tensor_t *cv = in[2];
   if (cv != NULL && (cv->dtype != x->dtype || dynq__tensor_numel(cv) > 1))
@@ -615,7 +628,7 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
     int64_t off = 0;
     int outside = 0;
     for (int d = 0; d < r - 1 && !outside; d++) {
-      int64_t p = pad_src(cnt[d] - lo[d], x->dims[d], mode, &outside);
+      int64_t p = pad_src(cnt[d] - lo[d], x->dims[d], mode, &outside, lo[d], hi[d]);
       off += p * xs[d];
     }
     char *dst = (char *)out->data + (size_t)(row * W) * es;
@@ -629,7 +642,7 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
         continue;
       }
       int out_j = outside;
-      if (!out_j) p = pad_src(p, L, mode, &out_j);
+      if (!out_j) p = pad_src(p, L, mode, &out_j, plo, r > 0 ? hi[r - 1] : 0);
       if (out_j) {
         if (cv != NULL && dynq__tensor_numel(cv) == 1) memcpy(dst + (size_t)j * es, cv->data, es);
         else memset(dst + (size_t)j * es, 0, es);
@@ -637,6 +650,99 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
         memcpy(dst + (size_t)j * es, src + (size_t)p * es, es);
       }
     }
+    for (int d = r - 2; d >= 0; d--) {
+      if (++cnt[d] < dims[d]) break;
+      cnt[d] = 0;
+    }
+  }
+  return 0;
+}
+
+/* ---- CenterCropPad ---- */
+
+/* The axes as the importer writes them: "n_axes" (absent: every axis in
+ * order) and "axis0".."axis<n-1>". */
+int dynq__check_ccp(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  static const char *const an[DYNQ_MAX_RANK] = {"axis0", "axis1", "axis2", "axis3",
+                                                "axis4", "axis5", "axis6", "axis7"};
+  int64_t na = dynq__node_attr_i(n, "n_axes", -1);
+  DYNQ_OP_CHECK(na >= -1 && na <= DYNQ_MAX_RANK, "n_axes %lld is not within [-1, %d]",
+                (long long)na, DYNQ_MAX_RANK);
+  for (int64_t k = 0; k < na; k++) {
+    int64_t a = dynq__node_attr_i(n, an[k], INT64_MIN);
+    DYNQ_OP_CHECK(a >= -DYNQ_MAX_RANK && a < DYNQ_MAX_RANK, "axis%lld %lld is not within "
+                  "[-%d, %d)", (long long)k, (long long)a, DYNQ_MAX_RANK, DYNQ_MAX_RANK);
+  }
+  return 0;
+}
+
+/* Per listed axis of size n and target t: t < n keeps [(n - t) / 2, + t),
+ * t > n puts (t - n) / 2 zeros before and the rest after (opset 18).  Any
+ * dtype; rows along the last axis are copied whole where they overlap the
+ * input, the zero-filled output holding the padding. */
+int dynq__run_center_crop_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                              dynq__tensor_t *out) {
+  static const char *const an[DYNQ_MAX_RANK] = {"axis0", "axis1", "axis2", "axis3",
+                                                "axis4", "axis5", "axis6", "axis7"};
+  int rc, ns;
+  if ((rc = dynq__op_need_present(c, in[0], 0)) || (rc = dynq__op_need_present(c, in[1], 1)))
+    return rc;
+  const dynq__tensor_t *x = in[0];
+  const int r = x->rank;
+  int64_t shp[DYNQ_MAX_RANK], dims[DYNQ_MAX_RANK], off[DYNQ_MAX_RANK] = {0};
+  int axes[DYNQ_MAX_RANK], seen[DYNQ_MAX_RANK] = {0};
+  if ((rc = dynq__op_read_ints(c, in[1], "shape", shp, DYNQ_MAX_RANK, &ns))) return rc;
+  int64_t na = dynq__node_attr_i(c->node, "n_axes", -1);
+  if (na < 0) {
+    na = r;
+    for (int d = 0; d < r; d++) axes[d] = d;
+  } else {
+    if (na > DYNQ_MAX_RANK) return dynq__op_fail(c, DYNQ_EGRAPH, "n_axes %lld", (long long)na);
+    for (int k = 0; k < na; k++) {
+      if ((rc = dynq__op_norm_axis(c, dynq__node_attr_i(c->node, an[k], 0), r, 0, &axes[k])))
+        return rc;
+      if (seen[axes[k]]++)
+        return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d is listed twice", axes[k]);
+    }
+  }
+  if (ns != na)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "shape has %d values for %lld axes", ns, (long long)na);
+  for (int d = 0; d < r; d++) dims[d] = x->dims[d];
+  for (int k = 0; k < na; k++) {
+    int a = axes[k];
+    int64_t t = shp[k], n = x->dims[a];
+    if (t < 0 || t > DYNQ_MAX_ELEMS)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "shape %lld for axis %d is not within [0, %lld]",
+                           (long long)t, a, (long long)DYNQ_MAX_ELEMS);
+    dims[a] = t;
+    off[a] = t <= n ? (n - t) / 2 : -((t - n) / 2); /* output j reads input j + off */
+  }
+  if ((rc = dynq__op_alloc(c, out, x->dtype, r, dims, 1))) return rc;
+  const int64_t no = dynq__tensor_numel(out);
+  if (no == 0) return 0;
+  const size_t es = dynq__dtype_size(x->dtype);
+  int64_t xs[DYNQ_MAX_RANK], e = 1;
+  for (int d = r - 1; d >= 0; d--) {
+    xs[d] = e;
+    e *= x->dims[d];
+  }
+  const int64_t W = r > 0 ? dims[r - 1] : 1, L = r > 0 ? x->dims[r - 1] : 1,
+                o = r > 0 ? off[r - 1] : 0;
+  /* the output columns [j0, j1) read input columns j + o inside [0, L) */
+  const int64_t j0 = o < 0 ? -o : 0, j1 = L - o < W ? L - o : W;
+  int64_t cnt[DYNQ_MAX_RANK] = {0};
+  for (int64_t row = 0; row < no / W; row++) {
+    int64_t src = 0;
+    int inside = j1 > j0;
+    for (int d = 0; d < r - 1 && inside; d++) {
+      int64_t p = cnt[d] + off[d];
+      if (p < 0 || p >= x->dims[d]) inside = 0;
+      src += p * xs[d];
+    }
+    if (inside)
+      memcpy((char *)out->data + (size_t)(row * W + j0) * es,
+             (const char *)x->data + (size_t)(src + j0 + o) * es, (size_t)(j1 - j0) * es);
     for (int d = r - 2; d >= 0; d--) {
       if (++cnt[d] < dims[d]) break;
       cnt[d] = 0;
