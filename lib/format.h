@@ -41,7 +41,11 @@ enum dynq__section_kind {
 /* AveragePool nodes with a dilation > 1 and count_include_pad (readers
  * before opset 19's dilations divided by the undilated window) */
 #define DYNQ_FFLAG_AVGPOOL_DILATED 0x2u
-#define DYNQ_FFLAGS_KNOWN (DYNQ_FFLAG_CONV_EPILOGUE | DYNQ_FFLAG_AVGPOOL_DILATED)
+/* Resize nodes with opset 18's antialias, axes or keep_aspect_ratio_policy
+ * (readers before them ignored the attributes) */
+#define DYNQ_FFLAG_RESIZE18 0x4u
+#define DYNQ_FFLAGS_KNOWN \
+  (DYNQ_FFLAG_CONV_EPILOGUE | DYNQ_FFLAG_AVGPOOL_DILATED | DYNQ_FFLAG_RESIZE18)
 
 typedef struct dynq__fhdr {
   char magic[8];          /* "DYNQMODL" */
