@@ -223,7 +223,7 @@ typedef struct dynq__layer_quant {
  * executor checks before every fourth node, and ops whose time can grow faster
  * than what they read and write (Einsum's plain sum, NonMaxSuppression,
  * attention, the recurrent ops' time steps, Det, the windowed pools,
- * GridSample, RoiAlign, MaxRoiPool) also inside their loops,
+ * GridSample, AffineGrid, RoiAlign, MaxRoiPool) also inside their loops,
  * through dynq__op_poll.  Times are CLOCK_MONOTONIC nanoseconds (uv_hrtime's
  * clock), compared against the coarse clock (a tick's resolution, a few
  * nanoseconds a read).
