@@ -621,14 +621,15 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
    * memcpy; only pad elements go through the per-element mapping.  (Silero
    * reflect-pads every chunk; per element this was ~4 % of a served chunk.) */
   int64_t W = r > 0 ? dims[r - 1] : 1, L = r > 0 ? x->dims[r - 1] : 1,
-          plo = r > 0 ? lo[r - 1] : 0;
+          plo = r > 0 ? lo[r - 1] : 0, phi = r > 0 ? hi[r - 1] : 0;
   int64_t rows = W > 0 ? n / W : 0;
   int64_t cnt[DYNQ_MAX_RANK] = {0};
   for (int64_t row = 0; row < rows; row++) {
     int64_t off = 0;
     int outside = 0;
     for (int d = 0; d < r - 1 && !outside; d++) {
-      int64_t p = pad_src(cnt[d] - lo[d], x->dims[d], mode, &outside, lo[d], hi[d]);
+      int64_t p = cnt[d] - lo[d];  /* inside the input for most rows: no call */
+      if (p < 0 || p >= x->dims[d]) p = pad_src(p, x->dims[d], mode, &outside, lo[d], hi[d]);
       off += p * xs[d];
     }
     char *dst = (char *)out->data + (size_t)(row * W) * es;
@@ -642,7 +643,7 @@ int dynq__run_pad(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tens
         continue;
       }
       int out_j = outside;
-      if (!out_j) p = pad_src(p, L, mode, &out_j, plo, r > 0 ? hi[r - 1] : 0);
+      if (!out_j) p = pad_src(p, L, mode, &out_j, plo, phi);
       if (out_j) {
         if (cv != NULL && dynq__tensor_numel(cv) == 1) memcpy(dst + (size_t)j * es, cv->data, es);
         else memset(dst + (size_t)j * es, 0, es);
