@@ -832,6 +832,21 @@ static float *run_fixture(const char *base, const char *const *names, const dynq
   return load_raw(file, (size_t)n * 4);
 }
 
+/* <base>.onnx converted and run on ins (run_fixture), its output within
+ * tol of <base>_y.f32 (what: the reference's name, printed). */
+static void expect_fixture(const char *base, const char *const *names, const dynq__tensor_t *ins,
+                           int n_in, int rank, const int64_t *dims, double tol,
+                           const char *what) {
+  dynq__tensor_t y;
+  int64_t n;
+  float *want = run_fixture(base, names, ins, n_in, rank, dims, &y, &n);
+  double d = max_abs_diff(y.data, want, n);
+  printf("%s: max |d| %.2g against %s\n", base, d, what);
+  ck_assert_msg(d <= tol, "%s: max |d| %g against %s", base, d, what);
+  dynq__tensor_clear(&y);
+  free(want);
+}
+
 /* GridSample in every mode x padding x align_corners (opset 16 names, and
  * opset 20's linear/cubic), against PyTorch's grid_sample; RoiAlign avg
  * and max, half_pixel and output_half_pixel, opsets 10 and 16, against
@@ -915,12 +930,7 @@ START_TEST(test_resize18) {
   dynq__tensor_t in = f32_tensor(x, 4, sx);
   const char *xname[] = {"X"};
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-    dynq__tensor_t y;
-    int64_t n;
-    float *want = run_fixture(cases[k].base, xname, &in, 1, 4, cases[k].od, &y, &n);
-    double d = max_abs_diff(y.data, want, n);
-    printf("%s: max |d| %.2g against the float64 reference\n", cases[k].base, d);
-    ck_assert_msg(d <= 1e-6, "%s: max |d| %g against the reference", cases[k].base, d);
+    expect_fixture(cases[k].base, xname, &in, 1, 4, cases[k].od, 1e-6, "the float64 reference");
     /* every one has antialias, axes or a policy: the header says so
      * (older readers refuse the file instead of ignoring them) */
     char *outp = tmp_path("fixture.dynq");
@@ -931,8 +941,6 @@ START_TEST(test_resize18) {
                   cases[k].base, ((const dynq__fhdr_t *)hdr)->flags);
     free(hdr);
     free(outp);
-    dynq__tensor_clear(&y);
-    free(want);
   }
   free(x);
 }
@@ -954,14 +962,9 @@ START_TEST(test_affine_grid) {
   const char *names[] = {"theta"};
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     const int sp = cases[k].sp;
-    dynq__tensor_t in = f32_tensor(sp == 2 ? t2 : t3, 3, (int64_t[]){2, sp, sp + 1}), y;
-    int64_t n;
-    float *want = run_fixture(cases[k].base, names, &in, 1, cases[k].rank, cases[k].od, &y, &n);
-    double d = max_abs_diff(y.data, want, n);
-    printf("%s: max |d| %.2g against the float64 grid\n", cases[k].base, d);
-    ck_assert_msg(d <= 1e-6, "%s: max |d| %g against the reference", cases[k].base, d);
-    dynq__tensor_clear(&y);
-    free(want);
+    dynq__tensor_t in = f32_tensor(sp == 2 ? t2 : t3, 3, (int64_t[]){2, sp, sp + 1});
+    expect_fixture(cases[k].base, names, &in, 1, cases[k].rank, cases[k].od, 1e-6,
+                   "the float64 grid");
   }
   free(t2);
   free(t3);
@@ -987,14 +990,9 @@ START_TEST(test_col2im) {
     snprintf(file, sizeof file, "%s_x.f32", cases[k].base);
     const int64_t *xd = cases[k].xd;
     float *x = load_raw(file, (size_t)(xd[0] * xd[1] * xd[2]) * 4);
-    dynq__tensor_t in = f32_tensor(x, 3, xd), y;
-    int64_t n;
-    float *want = run_fixture(cases[k].base, names, &in, 1, cases[k].rank, cases[k].od, &y, &n);
-    double d = max_abs_diff(y.data, want, n);
-    printf("%s: max |d| %.2g against the float64 sums\n", cases[k].base, d);
-    ck_assert_msg(d <= 1e-6, "%s: max |d| %g against the reference", cases[k].base, d);
-    dynq__tensor_clear(&y);
-    free(want);
+    dynq__tensor_t in = f32_tensor(x, 3, xd);
+    expect_fixture(cases[k].base, names, &in, 1, cases[k].rank, cases[k].od, 1e-6,
+                   "the float64 sums");
     free(x);
   }
 }
@@ -1031,15 +1029,8 @@ START_TEST(test_rotary) {
     dynq__tensor_t in[4] = {f32_tensor(x, cases[k].rank, cases[k].xd),
                             f32_tensor(cs, crank, cases[k].cd), f32_tensor(sn, crank, cases[k].cd),
                             {.dtype = DYNQ_DT_I64, .rank = 2, .dims = {B, S}, .data = pos}};
-    dynq__tensor_t y;
-    int64_t n;
-    float *want = run_fixture(b, names, in, cases[k].pos ? 4 : 3, cases[k].rank, cases[k].xd,
-                              &y, &n);
-    double d = max_abs_diff(y.data, want, n);
-    printf("%s: max |d| %.2g against the float64 rotation\n", b, d);
-    ck_assert_msg(d <= 1e-6, "%s: max |d| %g against the reference", b, d);
-    dynq__tensor_clear(&y);
-    free(want);
+    expect_fixture(b, names, in, cases[k].pos ? 4 : 3, cases[k].rank, cases[k].xd, 1e-6,
+                   "the float64 rotation");
     free(x);
     free(cs);
     free(sn);

@@ -52,6 +52,22 @@ int dynq__prep_convt(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstat
   return 0;
 }
 
+/* The strides, dilations and pads of a.spatial axes (ConvTranspose's and
+ * Col2Im's). */
+static int check_geometry(const dynq__node_t *n, const dynq__convt_attrs_t *a, char *err,
+                          size_t errlen) {
+  for (int ax = 0; ax < a->spatial; ax++) {
+    DYNQ_OP_CHECK(a->strides[ax] >= 1 && a->strides[ax] <= 65536 && a->dilations[ax] >= 1 &&
+                      a->dilations[ax] <= 65536,
+                  "stride %lld / dilation %lld on axis %d outside [1, 65536]",
+                  (long long)a->strides[ax], (long long)a->dilations[ax], ax);
+    DYNQ_OP_CHECK(a->pad_begin[ax] >= 0 && a->pad_end[ax] >= 0 && a->pad_begin[ax] <= 65536 &&
+                      a->pad_end[ax] <= 65536,
+                  "pads on axis %d outside [0, 65536]", ax);
+  }
+  return 0;
+}
+
 int dynq__check_convt(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
   (void)g;
   dynq__convt_attrs_t a;
@@ -61,14 +77,9 @@ int dynq__check_convt(const dynq__graph_t *g, const dynq__node_t *n, char *err, 
   DYNQ_OP_CHECK(a.auto_pad != DYNQ_PAD_BAD, "auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID");
   DYNQ_OP_CHECK(a.group >= 1 && a.group <= 65536, "group %lld outside [1, 65536]",
                 (long long)a.group);
+  int rc;
+  if ((rc = check_geometry(n, &a, err, errlen)) != 0) return rc;
   for (int ax = 0; ax < a.spatial; ax++) {
-    DYNQ_OP_CHECK(a.strides[ax] >= 1 && a.strides[ax] <= 65536 && a.dilations[ax] >= 1 &&
-                      a.dilations[ax] <= 65536,
-                  "stride %lld / dilation %lld on axis %d outside [1, 65536]",
-                  (long long)a.strides[ax], (long long)a.dilations[ax], ax);
-    DYNQ_OP_CHECK(a.pad_begin[ax] >= 0 && a.pad_end[ax] >= 0 && a.pad_begin[ax] <= 65536 &&
-                      a.pad_end[ax] <= 65536,
-                  "pads on axis %d outside [0, 65536]", ax);
     DYNQ_OP_CHECK(a.kernel[ax] >= 0 && a.kernel[ax] <= 65536,
                   "kernel_shape %lld on axis %d outside [1, 65536]", (long long)a.kernel[ax], ax);
     /* ONNX: output_padding below the stride or the dilation */
@@ -225,16 +236,7 @@ int dynq__check_col2im(const dynq__graph_t *g, const dynq__node_t *n, char *err,
   convt_attrs(n, &a);
   DYNQ_OP_CHECK(a.spatial >= 1 && a.spatial <= 3, "%d spatial axes (1, 2 or 3 supported)",
                 a.spatial);
-  for (int ax = 0; ax < a.spatial; ax++) {
-    DYNQ_OP_CHECK(a.strides[ax] >= 1 && a.strides[ax] <= 65536 && a.dilations[ax] >= 1 &&
-                      a.dilations[ax] <= 65536,
-                  "stride %lld / dilation %lld on axis %d outside [1, 65536]",
-                  (long long)a.strides[ax], (long long)a.dilations[ax], ax);
-    DYNQ_OP_CHECK(a.pad_begin[ax] >= 0 && a.pad_end[ax] >= 0 && a.pad_begin[ax] <= 65536 &&
-                      a.pad_end[ax] <= 65536,
-                  "pads on axis %d outside [0, 65536]", ax);
-  }
-  return 0;
+  return check_geometry(n, &a, err, errlen);
 }
 
 int dynq__run_col2im(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
