@@ -1498,6 +1498,19 @@ START_TEST(resize_opset18) {
   ck_assert_int_eq(o.dims[2], 3);
   ck_assert_int_eq(o.dims[3], 12);
   dynq__tensor_clear(&o);
+  /* a kept length on a half: [1, 1, 3, 6] to sizes [100, 7], not_larger:
+   * scale 7 / 6, lengths round_half_up(3.5) = 4 and 7, as ONNX's
+   * reference (in double) and ONNX Runtime 1.30 have them; 3 x (float)(7 /
+   * 6) is 3.4999999 and rounded down to 3 */
+  float x18[18] = {0};
+  int64_t sz2[2] = {100, 7};
+  dynq__tensor_t X18 = tf(4, (int64_t[]){1, 1, 3, 6}, x18), SZ2 = ti64s(1, (int64_t[]){2}, sz2);
+  in[0] = &X18, in[2] = &SZ2;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, keep, 5, 3, 1, in, &o), 0);
+  ck_assert_int_eq(o.dims[2], 4);
+  ck_assert_int_eq(o.dims[3], 7);
+  dynq__tensor_clear(&o);
+  in[0] = &X, in[2] = &SZ;
   /* run time: axes repeated, out of range for the rank, scales of the wrong length */
   const dynq__attr_t twice[] = {AI("naxes", 2), AI("axes0", 3), AI("axes1", -1)};
   ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, twice, 3, 3, 1, in, &o), DYNQ_ESHAPE);

@@ -378,18 +378,24 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
       scale[d] = x->dims[d] > 0 ? (float)want[k] / (float)x->dims[d] : 1.0f;
     }
     if (c->st->resize.policy != DYNQ_KEEP_STRETCH) {
-      /* one scale for the listed axes, the smallest or the largest */
-      float keep = scale[ax[0]];
-      for (int k = 1; k < na; k++)
-        keep = c->st->resize.policy == DYNQ_KEEP_NOT_LARGER ? fminf(keep, scale[ax[k]])
-                                                             : fmaxf(keep, scale[ax[k]]);
+      /* one scale for the listed axes, the smallest or the largest, in
+       * double as ONNX's reference has it: the float ratio can fall short
+       * of a half and round the length down (3 x (float)(7 / 6) is
+       * 3.4999999, not 3.5) */
+      double keep = 0.0;
       for (int k = 0; k < na; k++) {
         const int d = ax[k];
-        double o = floor((double)keep * (double)x->dims[d] + 0.5);
-        if (!(keep > 0.0f) || o > (double)DYNQ_MAX_ELEMS)
+        double s = x->dims[d] > 0 ? (double)want[k] / (double)x->dims[d] : 1.0;
+        if (k == 0 || (c->st->resize.policy == DYNQ_KEEP_NOT_LARGER ? s < keep : s > keep))
+          keep = s;
+      }
+      for (int k = 0; k < na; k++) {
+        const int d = ax[k];
+        double o = floor(keep * (double)x->dims[d] + 0.5);
+        if (!(keep > 0.0) || o > (double)DYNQ_MAX_ELEMS)
           return dynq__op_fail(c, DYNQ_ESHAPE, "the kept aspect ratio's scale %g gives axis %d "
-                               "no or too large an output", (double)keep, d);
-        scale[d] = keep;
+                               "no or too large an output", keep, d);
+        scale[d] = (float)keep;
         odims[d] = (int64_t)o;
       }
     }
