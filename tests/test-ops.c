@@ -3292,6 +3292,8 @@ START_TEST(col2im_op) {
   ck_assert_int_eq(run_k(DYNQ_OP_COL2IM, a2, 1, 3, 1, in, &o), DYNQ_EDTYPE);
   ck_assert_int_eq(check_node(DYNQ_OP_COL2IM, (dynq__attr_t[]){AI("spatial", 4)}, 1),
                    DYNQ_EGRAPH);
+  ck_assert_int_eq(check_node(DYNQ_OP_COL2IM, (dynq__attr_t[]){AI("spatial", (1LL << 32) + 2)}, 1),
+                   DYNQ_EGRAPH);
   ck_assert_int_eq(check_node(DYNQ_OP_COL2IM,
                               (dynq__attr_t[]){AI("spatial", 2), AI("strides1", 0)}, 2),
                    DYNQ_EGRAPH);

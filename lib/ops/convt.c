@@ -40,7 +40,8 @@ static void convt_attrs(const dynq__node_t *n, dynq__convt_attrs_t *a) {
     a->output_padding[ax] = dynq__node_attr_i(n, names[5][ax], 0);
     a->output_shape[ax] = dynq__node_attr_i(n, names[6][ax], 1);
   }
-  a->spatial = (int)dynq__node_attr_i(n, "spatial", 0);
+  int64_t sp = dynq__node_attr_i(n, "spatial", 0);
+  a->spatial = sp < 0 || sp > 3 ? -1 : (int)sp; /* not 2^32 + 3 read as 3: refused */
   a->auto_pad = dynq__op_auto_pad(n);
   a->group = dynq__node_attr_i(n, "group", 1);
 }
@@ -259,8 +260,10 @@ int dynq__run_col2im(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   /* per axis (outermost first): image length, block, positions */
   int64_t pos[3], kk = 1, L = 1;
   for (int ax = 0; ax < sr; ax++) {
-    const int64_t span = a->dilations[ax] * (blk[ax] - 1) + 1;
-    if (img[ax] < 0 || img[ax] > DYNQ_MAX_ELEMS || blk[ax] < 1 || blk[ax] > 65536 ||
+    /* the block's range first: the span then stays below 2^33 */
+    const int64_t span =
+        blk[ax] >= 1 && blk[ax] <= 65536 ? a->dilations[ax] * (blk[ax] - 1) + 1 : 0;
+    if (img[ax] < 0 || img[ax] > DYNQ_MAX_ELEMS || span == 0 ||
         img[ax] + a->pad_begin[ax] + a->pad_end[ax] < span)
       return dynq__op_fail(c, DYNQ_ESHAPE, "axis %d: a block of %lld (dilation %lld) does not "
                            "fit an image of %lld padded by %lld + %lld", ax, (long long)blk[ax],
