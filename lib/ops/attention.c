@@ -685,9 +685,7 @@ int dynq__run_rotary(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
                          "number up to the head size expected", (long long)rd, (long long)D);
   /* the caches: [B, S, half] as given, or [P, half] rows by position */
   const int byrow = pos != NULL;
-  int same = cs->rank == sn->rank;
-  for (int d = 0; same && d < cs->rank; d++) same = cs->dims[d] == sn->dims[d];
-  if (!same ||
+  if (cs->rank != sn->rank || memcmp(cs->dims, sn->dims, sizeof(int64_t) * (size_t)cs->rank) ||
       (byrow ? cs->rank != 2 || cs->dims[1] != half
              : cs->rank != 3 || cs->dims[0] != B || cs->dims[1] != S || cs->dims[2] != half))
     return dynq__op_fail(c, DYNQ_ESHAPE, "cos_cache %s and sin_cache %s: %s expected",
