@@ -1391,6 +1391,18 @@ START_TEST(resize_modes) {
   ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, rc, 1, 3, 1, in, &o), 0);
   expect(&o, 4, (int64_t[]){1, 1, 1, 2}, (float[]){11, 13}, 0);
   dynq__tensor_clear(&o);
+  /* sizes 7 -> 2, asymmetric, round_prefer_ceil: output 1 maps to
+   * 1 / (2 / 7) = 3.5, a tie that goes up to 4 (ONNX's reference and ONNX
+   * Runtime); a scale in float made it 3.4999998 and picked 3 */
+  float r7[7] = {0, 1, 2, 3, 4, 5, 6};
+  int64_t sz2[4] = {1, 1, 1, 2};
+  dynq__tensor_t R7 = tf(4, (int64_t[]){1, 1, 1, 7}, r7), SZ2 = ti64s(1, d4, sz2);
+  const dynq__attr_t tie[] = {AS("coordinate_transformation_mode", "asymmetric"),
+                              AS("nearest_mode", "round_prefer_ceil")};
+  in[0] = &R7, in[1] = NULL, in[2] = &SZ2;
+  ck_assert_int_eq(run_k(DYNQ_OP_RESIZE, tie, 2, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 2}, (float[]){0, 4}, 0);
+  dynq__tensor_clear(&o);
   /* run-time errors, each naming the node */
   dynq__tensor_t S3 = tf(1, (int64_t[]){3}, s2);
   in[0] = &X, in[1] = &S3;

@@ -137,46 +137,46 @@ int dynq__prep_resize(const dynq__graph_t *g, const dynq__node_t *n, dynq__opsta
  * coordinate in the input, per the transformation mode.  ONNX defines
  * the resized length in these formulas as len * scale, unrounded (with
  * sizes given, scale = size / len, so it is the size). */
-static float src_coord(int ctm, int64_t o, int64_t len, float scale) {
-  float x = (float)o, rlen = (float)len * scale;
+static double src_coord(int ctm, int64_t o, int64_t len, double scale) {
+  double x = (double)o, rlen = (double)len * scale;
   switch (ctm) {
-  case DYNQ_CTM_HALF_PIXEL: return (x + 0.5f) / scale - 0.5f;
-  case DYNQ_CTM_PYTORCH_HALF_PIXEL: return rlen > 1.0f ? (x + 0.5f) / scale - 0.5f : 0.0f;
+  case DYNQ_CTM_HALF_PIXEL: return (x + 0.5) / scale - 0.5;
+  case DYNQ_CTM_PYTORCH_HALF_PIXEL: return rlen > 1.0 ? (x + 0.5) / scale - 0.5 : 0.0;
   case DYNQ_CTM_ALIGN_CORNERS:
-    return rlen > 1.0f ? x * (float)(len - 1) / (rlen - 1.0f) : 0.0f;
-  case DYNQ_CTM_TF_HALF_PIXEL_FOR_NN: return (x + 0.5f) / scale;
+    return rlen > 1.0 ? x * (double)(len - 1) / (rlen - 1.0) : 0.0;
+  case DYNQ_CTM_TF_HALF_PIXEL_FOR_NN: return (x + 0.5) / scale;
   default: return x / scale; /* asymmetric */
   }
 }
 
-static int64_t nearest_index(int mode, float x, int64_t len) {
-  float f = floorf(x);
+static int64_t nearest_index(int mode, double x, int64_t len) {
+  double f = floor(x);
   int64_t i;
   switch (mode) {
   case DYNQ_NEAREST_FLOOR: i = (int64_t)f; break;
-  case DYNQ_NEAREST_CEIL: i = (int64_t)ceilf(x); break;
-  case DYNQ_NEAREST_ROUND_PREFER_CEIL: i = x == f + 0.5f ? (int64_t)f + 1 : (int64_t)roundf(x); break;
-  default: i = x == f + 0.5f ? (int64_t)f : (int64_t)roundf(x); break;
+  case DYNQ_NEAREST_CEIL: i = (int64_t)ceil(x); break;
+  case DYNQ_NEAREST_ROUND_PREFER_CEIL: i = x == f + 0.5 ? (int64_t)f + 1 : (int64_t)round(x); break;
+  default: i = x == f + 0.5 ? (int64_t)f : (int64_t)round(x); break;
   }
   return i < 0 ? 0 : i >= len ? len - 1 : i;
 }
 
 /* One axis's table; returns 1 when it is the identity. */
-static int axis_table(const dynq__opstate_t *st, int64_t len, int64_t olen, float scale,
+static int axis_table(const dynq__opstate_t *st, int64_t len, int64_t olen, double scale,
                       int64_t *i0, int64_t *i1, float *w) {
   int ident = olen == len;
   for (int64_t o = 0; o < olen; o++) {
-    float x = src_coord(st->resize.ctm, o, len, scale);
+    double x = src_coord(st->resize.ctm, o, len, scale);
     if (st->resize.mode == DYNQ_RESIZE_NEAREST) {
       i0[o] = i1[o] = nearest_index(st->resize.nearest, x, len);
       w[o] = 0.0f;
     } else {
       /* Outside the input the edge value holds (ONNX pads with edges). */
-      x = x < 0.0f ? 0.0f : x > (float)(len - 1) ? (float)(len - 1) : x;
+      x = x < 0.0 ? 0.0 : x > (double)(len - 1) ? (double)(len - 1) : x;
       int64_t a = (int64_t)x;
       i0[o] = a;
       i1[o] = a + 1 < len ? a + 1 : len - 1;
-      w[o] = x - (float)a;
+      w[o] = (float)(x - (double)a);
     }
     ident &= i0[o] == o && w[o] == 0.0f;
   }
@@ -194,13 +194,13 @@ double dynq__keys_cubic(double d, double A) {
  * when it is the identity.  pytorch_half_pixel maps a single output to
  * -0.5, as ONNX defines it (src_coord's 0 is the same for the other
  * modes, whose taps clamp). */
-static int cubic_table(const dynq__opstate_t *st, int64_t len, int64_t olen, float scale,
+static int cubic_table(const dynq__opstate_t *st, int64_t len, int64_t olen, double scale,
                        int64_t *idx, double *wt) {
   int ident = olen == len;
   const double A = st->resize.cubic_a;
   for (int64_t o = 0; o < olen; o++) {
     double x = src_coord(st->resize.ctm, o, len, scale);
-    if (st->resize.ctm == DYNQ_CTM_PYTORCH_HALF_PIXEL && !((float)len * scale > 1.0f)) x = -0.5;
+    if (st->resize.ctm == DYNQ_CTM_PYTORCH_HALF_PIXEL && !((double)len * scale > 1.0)) x = -0.5;
     double f = floor(x), t = x - f, sum = 0.0;
     for (int k = 0; k < 4; k++) {
       int64_t i = (int64_t)f - 1 + k;
@@ -241,13 +241,13 @@ static void cubic_axis(const float *src, float *dst, int64_t outer, int64_t len,
  * reference takes the nearest indices preferring the lower), clamped into
  * [0, len) (edges repeated; exclude_outside gives those weight 0), the
  * weights normalized to sum 1. */
-static void aa_table(const dynq__opstate_t *st, int64_t len, int64_t olen, float scale,
+static void aa_table(const dynq__opstate_t *st, int64_t len, int64_t olen, double scale,
                      int start, int n, int64_t *idx, double *wt) {
   const int cubic = st->resize.mode == DYNQ_RESIZE_CUBIC;
   const double A = st->resize.cubic_a, s = scale;
   for (int64_t o = 0; o < olen; o++) {
     double x = src_coord(st->resize.ctm, o, len, scale);
-    if (st->resize.ctm == DYNQ_CTM_PYTORCH_HALF_PIXEL && !((float)len * scale > 1.0f)) x = -0.5;
+    if (st->resize.ctm == DYNQ_CTM_PYTORCH_HALF_PIXEL && !((double)len * scale > 1.0)) x = -0.5;
     double f = floor(x), t = x - f, sum = 0.0;
     if (t == 0.0) t = 1.0;
     const int64_t i0 = (int64_t)(x - t);
@@ -267,7 +267,7 @@ static void aa_table(const dynq__opstate_t *st, int64_t len, int64_t olen, float
 /* The first tap offset and the tap count of aa_table at this scale:
  * start = floor(-support / scale) + 1 (support 1 linear, 2 cubic),
  * n = 2 - 2 start; -1 when n would pass max. */
-static int aa_taps(int cubic, float scale, int64_t max, int *start, int *n) {
+static int aa_taps(int cubic, double scale, int64_t max, int *start, int *n) {
   double st = floor(-(cubic ? 2.0 : 1.0) / (double)scale) + 1.0;
   if (max > INT32_MAX / 2) max = INT32_MAX / 2;
   if (!(2.0 - 2.0 * st <= (double)max)) return -1;
@@ -346,9 +346,9 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     seen |= 1 << a;
     ax[k] = a;
   }
-  float scale[DYNQ_MAX_RANK];
+  double scale[DYNQ_MAX_RANK];
   int64_t odims[DYNQ_MAX_RANK];
-  for (int d = 0; d < r; d++) scale[d] = 1.0f, odims[d] = x->dims[d];
+  for (int d = 0; d < r; d++) scale[d] = 1.0, odims[d] = x->dims[d];
   if (sc != NULL && dynq__tensor_numel(sc) > 0) {
     if (sc->dtype != DYNQ_DT_F32 || sc->rank != 1 || sc->dims[0] != na)
       return dynq__op_fail(c, DYNQ_ESHAPE, "scales must be float32 [%d] for an input of rank "
@@ -357,9 +357,9 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
       const int d = ax[k];
       scale[d] = ((const float *)sc->data)[k];
       double o = floor((double)x->dims[d] * (double)scale[d]);
-      if (!(scale[d] > 0.0f) || !isfinite(scale[d]) || o > (double)DYNQ_MAX_ELEMS)
+      if (!(scale[d] > 0.0) || !isfinite(scale[d]) || o > (double)DYNQ_MAX_ELEMS)
         return dynq__op_fail(c, DYNQ_ESHAPE, "scale %g on axis %d is not a positive finite "
-                             "value or gives too large an output", (double)scale[d], d);
+                             "value or gives too large an output", scale[d], d);
       odims[d] = (int64_t)o;
     }
   } else if (sz != NULL) {
@@ -375,7 +375,7 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
         return dynq__op_fail(c, DYNQ_ESHAPE, "size %lld on axis %d out of range",
                              (long long)want[k], d);
       odims[d] = want[k];
-      scale[d] = x->dims[d] > 0 ? (float)want[k] / (float)x->dims[d] : 1.0f;
+      scale[d] = x->dims[d] > 0 ? (double)want[k] / (double)x->dims[d] : 1.0;
     }
     if (c->st->resize.policy != DYNQ_KEEP_STRETCH) {
       /* one scale for the listed axes, the smallest or the largest, in
@@ -395,7 +395,7 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
         if (!(keep > 0.0) || o > (double)DYNQ_MAX_ELEMS)
           return dynq__op_fail(c, DYNQ_ESHAPE, "the kept aspect ratio's scale %g gives axis %d "
                                "no or too large an output", keep, d);
-        scale[d] = (float)keep;
+        scale[d] = keep;
         odims[d] = (int64_t)o;
       }
     }
@@ -435,13 +435,13 @@ int dynq__run_resize(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   for (int d = 0; d < r; d++) {
     int64_t len = cur_dims[d], olen = odims[d];
     /* antialias on a shrinking axis: the stretched kernel's taps */
-    int aa = c->st->resize.antialias && (linear || cubic) && scale[d] < 1.0f && olen > 0 &&
+    int aa = c->st->resize.antialias && (linear || cubic) && scale[d] < 1.0 && olen > 0 &&
              len > 0, start = 0, nt = 0;
     if (aa) {
       /* olen >= 1 bounds 1 / scale by len (scales, sizes) or 2 len (a
        * kept aspect ratio, rounded): at most 8 len + 2 taps */
       if (aa_taps(cubic, scale[d], 8 * len + 16, &start, &nt) != 0) {
-        rc = dynq__op_fail(c, DYNQ_ESHAPE, "antialias scale %g on axis %d", (double)scale[d], d);
+        rc = dynq__op_fail(c, DYNQ_ESHAPE, "antialias scale %g on axis %d", scale[d], d);
         goto done;
       }
       free(ai), free(aw);
