@@ -11,7 +11,9 @@
  * at a time: per axis a table of source indices and weights per output
  * position (2 taps for linear, 4 for cubic), then rows of the inner axes
  * are blended or copied.  Axes whose table is the identity are skipped.
- * Linear is in float, as ONNX Runtime's.  Cubic is Keys' kernel with
+ * Source coordinates are computed in double, as ONNX's reference does (a
+ * nearest tie at .5 depends on it); linear blends in float, as ONNX
+ * Runtime's.  Cubic is Keys' kernel with
  * cubic_coeff_a (default -0.75) over the 4 nearest inputs, edges
  * repeated outward; exclude_outside 1 instead gives the taps outside the
  * input weight 0 and renormalizes the rest (ONNX's definition); weights
