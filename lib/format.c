@@ -106,6 +106,7 @@ static uint32_t needed_flags(const dynq__graph_t *g) {
         (dynq__node_attr_i(n, "antialias", 0) != 0 || dynq__node_attr_i(n, "naxes", 0) != 0 ||
          dynq__node_attr_i(n, "policy", 0) != 0))
       f |= DYNQ_FFLAG_RESIZE18;
+    if (n->op == DYNQ_OP_CAST && dynq__node_attr_i(n, "bf16", 0) != 0) f |= DYNQ_FFLAG_CAST_BF16;
     if (n->op != DYNQ_OP_CONV && n->op != DYNQ_OP_QCONV) continue;
     for (size_t k = 0; k < sizeof(epilogue) / sizeof(epilogue[0]); k++)
       if (dynq__node_attr(n, epilogue[k]) != NULL) f |= DYNQ_FFLAG_CONV_EPILOGUE;

@@ -44,8 +44,12 @@ enum dynq__section_kind {
 /* Resize nodes with opset 18's antialias, axes or keep_aspect_ratio_policy
  * (readers before them ignored the attributes) */
 #define DYNQ_FFLAG_RESIZE18 0x4u
+/* Cast nodes to bfloat16 (attribute bf16; readers before it cast to
+ * float32 and kept every bit) */
+#define DYNQ_FFLAG_CAST_BF16 0x8u
 #define DYNQ_FFLAGS_KNOWN \
-  (DYNQ_FFLAG_CONV_EPILOGUE | DYNQ_FFLAG_AVGPOOL_DILATED | DYNQ_FFLAG_RESIZE18)
+  (DYNQ_FFLAG_CONV_EPILOGUE | DYNQ_FFLAG_AVGPOOL_DILATED | DYNQ_FFLAG_RESIZE18 | \
+   DYNQ_FFLAG_CAST_BF16)
 
 typedef struct dynq__fhdr {
   char magic[8];          /* "DYNQMODL" */

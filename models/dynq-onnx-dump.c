@@ -6,7 +6,8 @@
  *                                      inside If branches), per graph input
  *                                      ("input NAME") and output ("output NAME")
  *   dynq-onnx-dump tensor X.pb OUT     a TensorProto as: int32 dtype (dynq
- *                                      code; ONNX bool -> uint8), int32 rank,
+ *                                      code; ONNX bool -> uint8; float16,
+ *                                      bfloat16, float64 -> float32), int32 rank,
  *                                      int64 dims[rank], raw little-endian data
  *
  * Exit 0 on success, 3 for a dtype dynq does not carry (message on
@@ -68,7 +69,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "dynq-onnx-dump: %s: not a TensorProto\n", argv[2]);
     goto out;
   }
-  if (dynq__imp_dtype_from_onnx(t->data_type) == DYNQ_DT_INVALID) {
+  /* float16, bfloat16 and float64 come out as float32, as the importer
+   * widens them */
+  if (dynq__imp_dtype_from_onnx(t->data_type) == DYNQ_DT_INVALID &&
+      t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 &&
+      t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 &&
+      t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE) {
     fprintf(stderr, "dynq-onnx-dump: %s: dtype %s is not supported\n", argv[2],
             dynq__imp_onnx_dtype_name(t->data_type));
     rc = 3;

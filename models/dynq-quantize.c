@@ -769,6 +769,12 @@ static void print_summary(const conv_t *c, const dynq__graph_t *g, const char *i
   if (c->b.half_io > 0)
     printf("note: float16 graph inputs/outputs are served as float32 (the engine computes in "
            "FP32; float16 weights are widened exactly)\n");
+  if (c->b.bf16_io > 0)
+    printf("note: bfloat16 graph inputs/outputs are served as float32 (the engine computes in "
+           "FP32; bfloat16 weights are widened exactly)\n");
+  if (c->b.double_io > 0)
+    printf("note: float64 graph inputs/outputs are served as float32 (the engine computes in "
+           "FP32: clients send and receive float32)\n");
 }
 
 

@@ -607,16 +607,18 @@ static float half_to_float(uint16_t h) {
   return f;
 }
 
-/* float16 and float64 tensors become float32 ones: the engine computes
- * in FP32, so a model.half() export or an fp16-converted graph runs with
- * its weights widened exactly, and the float64 constants an export
+/* float16, bfloat16 and float64 tensors become float32 ones: the engine
+ * computes in FP32, so a model.half() export, a bfloat16 one or an
+ * fp16-converted graph runs with its weights widened exactly (bfloat16 is
+ * the top half of a float32's bits), and the float64 constants an export
  * without constant folding leaves (torch.clamp's bounds) are rounded to
  * float32 (a finite value beyond float32's range is refused). */
 static int32_t import_widened(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
                               const char *what) {
-  const int half = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16;
+  const int bf16 = t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16;
+  const int half = bf16 || t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16;
   const size_t esz = half ? 2 : 8;
-  const char *tn = half ? "float16" : "float64";
+  const char *tn = bf16 ? "bfloat16" : half ? "float16" : "float64";
   Onnx__TensorProto w = *t;
   int rank = (int)t->n_dims;
   if (t->n_dims > DYNQ_MAX_RANK) {
@@ -651,7 +653,7 @@ static int32_t import_widened(dynq__builder_t *b, const Onnx__TensorProto *t, co
     }
     raw = t->raw_data.data;
   } else if ((half ? t->n_int32_data : t->n_double_data) != (size_t)numel) {
-    /* float16 travels as its 16 bits in int32_data */
+    /* float16 and bfloat16 travel as their 16 bits in int32_data */
     dynq__imp_errorf("%s '%s': %s holds %zu values but the shape needs %" PRId64, what, name,
                      half ? "int32_data" : "double_data",
                      half ? t->n_int32_data : t->n_double_data, numel);
@@ -665,13 +667,18 @@ static int32_t import_widened(dynq__builder_t *b, const Onnx__TensorProto *t, co
   for (int64_t i = 0; i < numel; i++) {
     if (half) {
       if (raw == NULL && (t->int32_data[i] < 0 || t->int32_data[i] > 0xffff)) {
-        dynq__imp_errorf("%s '%s': value %" PRId32 " at index %" PRId64 " is not a float16's "
-                         "bits", what, name, t->int32_data[i], i);
+        dynq__imp_errorf("%s '%s': value %" PRId32 " at index %" PRId64 " is not a %s's "
+                         "bits", what, name, t->int32_data[i], i, tn);
         return -1;
       }
       uint16_t h = raw != NULL ? (uint16_t)(raw[2 * i] | raw[2 * i + 1] << 8)
                                : (uint16_t)t->int32_data[i];
-      f[i] = half_to_float(h);
+      if (bf16) {
+        uint32_t u = (uint32_t)h << 16;
+        memcpy(&f[i], &u, sizeof(float));
+      } else {
+        f[i] = half_to_float(h);
+      }
     } else {
       double d;
       if (raw != NULL) {
@@ -704,6 +711,7 @@ static int32_t import_widened(dynq__builder_t *b, const Onnx__TensorProto *t, co
 int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
                              const char *what) {
   if ((t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
+       t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 ||
        t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE) && t->segment == NULL)
     return import_widened(b, t, name, what);
   int external =
@@ -831,15 +839,18 @@ int dynq__imp_import_value_info(dynq__builder_t *b, const Onnx__ValueInfoProto *
     return -1;
   }
   const Onnx__TypeProto__Tensor *tt = tp->tensor_type;
-  /* float16 inputs and outputs are served as float32 (the engine
-   * computes in FP32; the summary says so) */
-  dynq_dtype_t dt = tt->elem_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16
-                        ? DYNQ_DT_F32
-                        : dynq__imp_dtype_from_onnx(tt->elem_type);
-  if (tt->elem_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16) b->half_io++;
+  /* float16, bfloat16 and float64 inputs and outputs are served as
+   * float32 (the engine computes in FP32; the summary says so) */
+  dynq_dtype_t dt = dynq__imp_dtype_from_onnx(tt->elem_type);
+  switch (tt->elem_type) {
+  case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: dt = DYNQ_DT_F32, b->half_io++; break;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: dt = DYNQ_DT_F32, b->bf16_io++; break;
+  case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: dt = DYNQ_DT_F32, b->double_io++; break;
+  default: break;
+  }
   if (dt == DYNQ_DT_INVALID) {
-    dynq__imp_errorf("graph %s '%s' has dtype %s (%d): only float32, int8, uint8, int32 and int64 "
-           "are supported", what, name, dynq__imp_onnx_dtype_name(tt->elem_type), (int)tt->elem_type);
+    dynq__imp_errorf("graph %s '%s' has dtype %s (%d): only float32, int8, uint8, int32, int64 "
+           "and bool (float16, bfloat16 and float64 as float32) are supported", what, name, dynq__imp_onnx_dtype_name(tt->elem_type), (int)tt->elem_type);
     return -1;
   }
   int rank = -1;

@@ -74,6 +74,8 @@ typedef struct dynq__builder {
                               external data files; NULL: such tensors are
                               refused.  Caller-owned. */
   int half_io;             /* float16 graph inputs/outputs, served as float32 */
+  int bf16_io;             /* bfloat16 ones, served as float32 */
+  int double_io;           /* float64 ones, served as float32 */
 } dynq__builder_t;
 
 void dynq__imp_builder_free(dynq__builder_t *b);

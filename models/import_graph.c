@@ -329,6 +329,8 @@ static int cast_target(int64_t to, int *ret_bool) {
   case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: return DYNQ_DT_F32;
   /* rounded to half precision, carried as float32 (the node's "half") */
   case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16: return DYNQ_DT_F32;
+  /* rounded to bfloat16, carried as float32 (the node's "bf16") */
+  case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: return DYNQ_DT_F32;
   /* float64 is computed in float32 (its constants are narrowed at import) */
   case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: return DYNQ_DT_F32;
   case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8: return DYNQ_DT_U8;
@@ -346,7 +348,8 @@ static const char *dtype_why(dynq__imp_pool_t *pl, const char *what, int64_t t) 
   int b;
   if (cast_target(t, &b) >= 0) return NULL;
   const char *why = dynq__imp_pool_printf(pl, "%s %s is not supported (float32, float16, "
-                                          "float64, int8, uint8, int32, int64 and bool are)",
+                                          "bfloat16, float64, int8, uint8, int32, int64 and "
+                                          "bool are)",
                                           what, dynq__imp_onnx_dtype_name((int32_t)t));
   return why != NULL ? why : "out of memory";
 }
@@ -839,9 +842,11 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   case DYNQ_OP_CAST:
     dynq__imp_node_attr_i(bn, "to", to);
     dynq__imp_node_attr_i(bn, "to_bool", to_bool);
-    if ((castlike ? declared_type(c, n->input[1]) : dynq__imp_attr_i(n, "to", 0)) ==
-        ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16)
-      dynq__imp_node_attr_i(bn, "half", 1);
+    {
+      int64_t t = castlike ? declared_type(c, n->input[1]) : dynq__imp_attr_i(n, "to", 0);
+      if (t == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16) dynq__imp_node_attr_i(bn, "half", 1);
+      if (t == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16) dynq__imp_node_attr_i(bn, "bf16", 1);
+    }
     break;
   case DYNQ_OP_REDUCE_MEAN:
   case DYNQ_OP_REDUCE_SUM:

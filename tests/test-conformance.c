@@ -166,6 +166,9 @@ static const struct {
     {NULL, 0, {0}},
 };
 
+#define BF16_WHY                                                                   \
+  "the stored bfloat16 data are UINT16 patterns, truncated where ONNX >= 1.14 rounds " \
+  "(test-quantize test_wide_io covers bfloat16)"
 /* Variants we knowingly do not support, with the reason printed. */
 static const struct {
   const char *name; /* exact test directory name */
@@ -178,6 +181,16 @@ static const struct {
     {"test_batchnorm_epsilon_training_mode", "BatchNormalization runs in inference form only"},
     {"test_batchnorm_example_training_mode", "BatchNormalization runs in inference form only"},
     {"test_resize_tf_crop_and_resize", "Resize tf_crop_and_resize is not supported"},
+    /* onnx 1.12's generator stores bfloat16 tensors as UINT16 patterns, and
+     * makes FLOAT_to_BFLOAT16's by truncation where ONNX >= 1.14, ONNX
+     * Runtime, PyTorch and dynq round to nearest even: Cast to and from
+     * bfloat16 is tested on tests/fixtures/wide_io.onnx instead */
+    {"test_cast_BFLOAT16_to_FLOAT", BF16_WHY},
+    {"test_cast_FLOAT_to_BFLOAT16", BF16_WHY},
+    {"test_castlike_BFLOAT16_to_FLOAT", BF16_WHY},
+    {"test_castlike_BFLOAT16_to_FLOAT_expanded", BF16_WHY},
+    {"test_castlike_FLOAT_to_BFLOAT16", BF16_WHY},
+    {"test_castlike_FLOAT_to_BFLOAT16_expanded", BF16_WHY},
     {"test_training_dropout", "Dropout runs in inference form only"},
     {"test_training_dropout_default", "Dropout runs in inference form only"},
     {"test_training_dropout_default_mask", "Dropout runs in inference form only"},

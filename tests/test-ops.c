@@ -4,6 +4,7 @@
  * shapes (each naming the node).
  */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2150,7 +2151,8 @@ START_TEST(quant_ops) {
 END_TEST
 
 /* Cast to float16 rounds to half precision (ties to even, overflow to
- * infinity, subnormals) and keeps float32; from any dtype. */
+ * infinity, subnormals) and keeps float32; from any dtype.  Cast to
+ * bfloat16 the same at bfloat16's precision. */
 START_TEST(cast_half) {
   float x[8] = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65519.0f, 65520.0f, 0x1p-25f,
                 3 * 0x1p-25f, -0.1f, NAN};
@@ -2170,6 +2172,19 @@ START_TEST(cast_half) {
   in[0] = &I;
   ck_assert_int_eq(run_n(DYNQ_OP_CAST, at, 3, 1, in, &o), 0);
   ck_assert(((float *)o.data)[0] == 2048.0f && ((float *)o.data)[1] == -7.0f);
+  dynq__tensor_clear(&o);
+  /* bfloat16 (bf16 1): 8 significant bits, ties to even, float32's range
+   * (FLT_MAX rounds up to infinity), subnormals kept to 8 bits, NaN */
+  float b[8] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 3.0f + 0x1p-7f + 0x1p-9f, FLT_MAX,
+                0x1p-130f + 0x1p-138f, -0.1f, -0.0f, NAN};
+  dynq__tensor_t B = tf(1, d, b);
+  at[2].name = "bf16";
+  in[0] = &B;
+  ck_assert_int_eq(run_n(DYNQ_OP_CAST, at, 3, 1, in, &o), 0);
+  y = o.data;
+  ck_assert(y[0] == 1.0f && y[1] == 1.015625f && y[2] == 3.015625f && isinf(y[3]) && y[3] > 0);
+  ck_assert(y[4] == 0x1p-130f && y[5] == -0.10009765625f && y[6] == 0.0f && signbit(y[6]) &&
+            isnan(y[7]));
   dynq__tensor_clear(&o);
 }
 END_TEST

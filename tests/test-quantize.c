@@ -946,6 +946,58 @@ START_TEST(test_resize18) {
 }
 END_TEST
 
+/* float64 and bfloat16 graph inputs and outputs, bfloat16 weights and
+ * Cast to bfloat16 (make_wide_io.py): X and Y travel as float32; W (in
+ * int32_data) and B (in raw_data) are widened exactly; each Cast to
+ * bfloat16 rounds to nearest, ties to even (four ties in X[0]), so the
+ * output equals numpy's exactly.  The header marks the bfloat16 Cast
+ * (older readers kept every bit).  The summary says what is served as
+ * float32. */
+START_TEST(test_wide_io) {
+  static const int64_t sx[] = {3, 8};
+  float *x = load_raw("wide_x.f32", 3 * 8 * 4);
+  dynq__tensor_t in = f32_tensor(x, 2, sx);
+  const char *xname[] = {"X"};
+  expect_fixture("wide_io", xname, &in, 1, 2, sx, 0, "numpy's bfloat16 rounding");
+  char *outp = tmp_path("fixture.dynq");
+  size_t fn = 0;
+  void *hdr = tu_read_file(outp, &fn);
+  ck_assert(hdr != NULL && fn >= sizeof(dynq__fhdr_t));
+  ck_assert_uint_eq(((const dynq__fhdr_t *)hdr)->flags, DYNQ_FFLAG_CAST_BF16);
+  free(hdr);
+  const struct {
+    const char *file, *note;
+  } notes[] = {
+      {"wide_io.onnx", "note: float64 graph inputs/outputs are served as float32"},
+      {"wide_bf16io.onnx", "note: bfloat16 graph inputs/outputs are served as float32"},
+  };
+  for (size_t k = 0; k < sizeof notes / sizeof notes[0]; k++) {
+    char *p = fixture(notes[k].file), *log = NULL;
+    ck_assert_int_eq(tu_quantize_log(&log, p, outp, NULL), 0);
+    ck_assert_msg(strstr(log, notes[k].note) != NULL, "%s: %s", notes[k].file, log);
+    free(log);
+    free(p);
+  }
+  /* bfloat16 in and out: Relu on float32 values, the flag not needed */
+  dynq__model_t *m = open_model(outp);
+  dynq__tensor_t y;
+  char err[256];
+  memset(&y, 0, sizeof(y));
+  ck_assert_msg(run_model(m, DYNQ_PRECISION_INT8, xname, &in, 1, &y, err, sizeof err) == 0, "%s",
+                err);
+  ck_assert_int_eq(y.dtype, DYNQ_DT_F32);
+  for (int i = 0; i < 24; i++) ck_assert_float_eq(((float *)y.data)[i], x[i] > 0 ? x[i] : 0);
+  dynq__tensor_clear(&y);
+  dynq__model_unref(m);
+  hdr = tu_read_file(outp, &fn);
+  ck_assert(hdr != NULL && fn >= sizeof(dynq__fhdr_t));
+  ck_assert_uint_eq(((const dynq__fhdr_t *)hdr)->flags, 0);
+  free(hdr);
+  free(outp);
+  free(x);
+}
+END_TEST
+
 /* AffineGrid (make_affinegrid.py): 2-D and 3-D, align_corners 0 and 1,
  * an axis of length 1, against the script's float64 grids (which equal
  * PyTorch's affine_grid within 1e-12).  ONNX Runtime 1.30 agrees within
@@ -2437,6 +2489,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_col2im);
   tcase_add_test(tc, test_rotary);
   tcase_add_test(tc, test_norm_ops);
+  tcase_add_test(tc, test_wide_io);
   tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);

@@ -475,6 +475,18 @@ static float round_half(float x) {
   return copysignf(r, x);
 }
 
+/* x rounded to the nearest bfloat16 (ties to even: the top 16 bits of a
+ * float32, as PyTorch, ONNX Runtime and ONNX's reference since 1.14
+ * round), kept as a float; NaN stays NaN, overflow goes to infinity. */
+static float round_bf16(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof(u));
+  if ((u & 0x7fffffffu) > 0x7f800000u) return x;
+  u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+  memcpy(&x, &u, sizeof(u));
+  return x;
+}
+
 int dynq__run_cast(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
   int rc;
   if ((rc = dynq__op_need_present(c, in[0], 0))) return rc;
@@ -485,11 +497,15 @@ int dynq__run_cast(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__ten
     return dynq__op_fail(c, DYNQ_EUNSUPPORTED, "cannot cast to dtype code %lld", (long long)to);
   dynq_dtype_t dt = (dynq_dtype_t)to;
   int64_t n = dynq__tensor_numel(x);
-  if (c->st->cast.half) {
-    /* to float16, carried as float32 (the engine has no half tensors) */
+  if (c->st->cast.half || c->st->cast.bf16) {
+    /* to float16 or bfloat16, carried as float32 (the engine has no
+     * 16-bit float tensors) */
     if ((rc = dynq__op_out_like(c, 0, DYNQ_DT_F32, x->rank, x->dims, out))) return rc;
     float *py = out->data;
-    for (int64_t i = 0; i < n; i++) py[i] = round_half((float)dynq__load_d(x->data, x->dtype, i));
+    if (c->st->cast.bf16)
+      for (int64_t i = 0; i < n; i++) py[i] = round_bf16((float)dynq__load_d(x->data, x->dtype, i));
+    else
+      for (int64_t i = 0; i < n; i++) py[i] = round_half((float)dynq__load_d(x->data, x->dtype, i));
     return 0;
   }
   if (!to_bool && dt == x->dtype) {
@@ -529,6 +545,7 @@ int dynq__prep_cast(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate
   (void)g, (void)err, (void)errlen;
   st->cast.to = (int)dynq__node_attr_i(n, "to", 0);
   st->cast.half = dynq__node_attr_i(n, "half", 0) != 0;
+  st->cast.bf16 = dynq__node_attr_i(n, "bf16", 0) != 0;
   st->cast.to_bool = (int)dynq__node_attr_i(n, "to_bool", 0);
   return 0;
 }

@@ -138,7 +138,8 @@ typedef union dynq__opstate {
   } matmul;
   struct { int keepdims, noop_empty; } reduce;
   struct { int mode; } pad;                  /* PAD_* in shape.c */
-  struct { int to, to_bool, half; } cast;      /* half: round to float16, keep float32 */
+  struct { int to, to_bool, half, bf16; } cast; /* half, bf16: round to float16 or
+                                                   bfloat16, keep float32 */
   struct { int64_t start, end; int has_start, has_end; } shape;
   struct {
     int64_t k, n;
