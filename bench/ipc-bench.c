@@ -596,6 +596,37 @@ static double proc_cpu_s2(pid_t pid, int loop_only) {
 
 static double proc_cpu_s(pid_t pid) { return proc_cpu_s2(pid, 0); }
 
+/* What the whole machine did during a phase (/proc/stat): the share of
+ * all CPUs' time left idle, and stolen by the hypervisor for other guests.
+ * A ratio between two phases means little when one of them was robbed. */
+typedef struct cpu_mark {
+  unsigned long long total, idle, steal;
+} cpu_mark_t;
+
+static cpu_mark_t cpu_mark(void) {
+  cpu_mark_t m = {0, 0, 0};
+  unsigned long long v[8] = {0};
+  FILE *f = fopen("/proc/stat", "r");
+  if (f != NULL && fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                          &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+    for (int i = 0; i < 8; i++) m.total += v[i];
+    m.idle = v[3] + v[4];
+    m.steal = v[7];
+  }
+  if (f != NULL) fclose(f);
+  return m;
+}
+
+/* "idle I%, steal S%" of the time between a and b. */
+static const char *cpu_since(cpu_mark_t a, cpu_mark_t b, char *buf, size_t n) {
+  double t = (double)(b.total - a.total);
+  if (t <= 0) snprintf(buf, n, "idle ?, steal ?");
+  else
+    snprintf(buf, n, "idle %.0f%%, steal %.0f%%", 100.0 * (double)(b.idle - a.idle) / t,
+             100.0 * (double)(b.steal - a.steal) / t);
+  return buf;
+}
+
 static double g_cpu_per_req_us;  /* daemon CPU per request of the last throughput() */
 static double g_loop_per_req_us; /* of which its loop thread */
 /* pipelined: the client threads' user and system CPU and sleeps per request */
@@ -1252,28 +1283,39 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (o_sync_only) {  /* dynqd first, at a fixed offset (for profilers), then the pairs */
+    char m1[48], m2[48], m3[48], m4[48];
+    cpu_mark_t k0 = cpu_mark();
     double t = throughput(&d, -1), cpu = g_cpu_per_req_us, loop = g_loop_per_req_us;
+    cpu_mark_t k1 = cpu_mark();
     double tl = throughput(&d, 0), cpul = g_cpu_per_req_us;
+    cpu_mark_t k2 = cpu_mark();
     daemon_stop(&d);
+    cpu_mark_t k3 = cpu_mark();
     double tb = bare_pingpong(o_clients, req_len, resp_len), cpu_bare = g_bare_cpu_us;
+    cpu_mark_t k4 = cpu_mark();
     printf("throughput, %d clients, batching off: %.0f req/s (dynqd CPU %.1f us/req, its loop "
-           "thread %.1f); bare ping-pong, readers %s: %.0f round trips/s; %.0f%% of it\n",
-           o_clients, t, cpu, loop, o_blocking_recv ? "block in recv" : "wait in poll", tb,
+           "thread %.1f; machine %s); bare ping-pong, readers %s: %.0f round trips/s (machine "
+           "%s); %.0f%% of it\n",
+           o_clients, t, cpu, loop, cpu_since(k0, k1, m1, sizeof m1),
+           o_blocking_recv ? "block in recv" : "wait in poll", tb, cpu_since(k3, k4, m2, sizeof m2),
            100.0 * t / tb);
     printf("throughput, %d libdynqclient clients (dynq_infer, spin 0): %.0f req/s (dynqd CPU %.1f "
-           "us/req); %.0f%% of the bare ping-pong\n", o_clients, tl, cpul, 100.0 * tl / tb);
+           "us/req; machine %s); %.0f%% of the bare ping-pong\n", o_clients, tl, cpul,
+           cpu_since(k1, k2, m3, sizeof m3), 100.0 * tl / tb);
     sync_ceiling(tb, cpu_bare, t);
     for (int k = 0; k < 3; k++) {
       int th = k == 0 ? 1 : o_workers;
       g_served_msgpack = k == 2;
       double cpu_s, rows_s;
+      cpu_mark_t s0 = cpu_mark();
       double ts = bare_served(o_clients, th, req_len, resp_len, &cpu_s, &rows_s);
+      cpu_mark_t s1 = cpu_mark();
       printf("minimal server, %d thread%s, epoll + the engine on each wait's requests (%.1f rows "
              "a run, at most %d), %s clients: %.0f req/s, CPU %.2f us each (both ends; the "
-             "server %.2f user + %.2f sys) = %.0f%% of the bare pairs; dynqd reaches %.0f%% of "
-             "it\n", th, th > 1 ? "s" : "", rows_s, o_pipe_depth,
+             "server %.2f user + %.2f sys; machine %s) = %.0f%% of the bare pairs; dynqd reaches "
+             "%.0f%% of it\n", th, th > 1 ? "s" : "", rows_s, o_pipe_depth,
              g_served_msgpack ? "msgpack" : "bare", ts, cpu_s, g_srv_user_us, g_srv_sys_us,
-             100.0 * ts / tb, 100.0 * t / ts);
+             cpu_since(s0, s1, m4, sizeof m4), 100.0 * ts / tb, 100.0 * t / ts);
     }
     return 0;
   }
