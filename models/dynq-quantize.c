@@ -257,6 +257,7 @@ static const op_spec_t op_table[] = {
     {"Upsample", DYNQ_OP_RESIZE, 1, 2, 1, OPF_OWN_ATTRS, {{0}}, O, OC},
     {"Einsum", DYNQ_OP_EINSUM, 1, DYNQ_IMP_MAX_IN, 1, OPF_OWN_ATTRS, {{0}}, O, OC},
     {"Col2Im", DYNQ_OP_COL2IM, 3, 3, 1, OPF_OWN_ATTRS, {{0}}, O, OC},
+    {"DeformConv", DYNQ_OP_DEFORM_CONV, 3, 5, 1, OPF_OWN_ATTRS | OPF_OPT_IN, {{0}}, O, OC},
     /* pooling, normalizations, hard activations (import_tf.c) */
     {"MaxPool", DYNQ_OP_MAXPOOL, 1, 1, 2, OPF_OWN_ATTRS, {{0}}, T, TC},
     {"AveragePool", DYNQ_OP_AVERAGEPOOL, 1, 1, 1, OPF_OWN_ATTRS, {{0}}, T, TC},

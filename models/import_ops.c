@@ -43,6 +43,7 @@ static int attr_known(const char *op, const char *a) {
                       "pads strides "},
     {"Einsum", " equation "},
     {"Col2Im", " dilations pads strides "},
+    {"DeformConv", " dilations group kernel_shape offset_group pads strides "},
     {"Upsample", " mode scales "},
   };
   char key[80];
@@ -177,6 +178,32 @@ const char *dynq__import_ops_check(conv_t *c, const Onnx__NodeProto *n) {
         if (a->ints[i] < (k == 2 ? 0 : 1) || a->ints[i] > 65536)
           return dynq__imp_pool_printf(pl, "%s[%zu] %" PRId64 " is not within [%d, 65536]",
                                        per_axis[k], i, a->ints[i], k == 2 ? 0 : 1);
+    }
+  } else if (strcmp(t, "DeformConv") == 0) {
+    /* 2-D only, as ONNX's reference: the attributes' lengths, else the
+     * weights' or the input's rank, must say so */
+    size_t sr = convt_rank(c, n);
+    if (sr != 2)
+      return sr == 0 ? "cannot tell the number of spatial axes (give kernel_shape)"
+                     : dynq__imp_pool_printf(pl, "%zu spatial axes; 2-D DeformConv is supported",
+                                             sr);
+    static const char *const per_axis[] = {"kernel_shape", "strides", "dilations", "pads"};
+    for (int k = 0; k < 4; k++) {
+      const Onnx__AttributeProto *a = dynq__imp_find_attr(n, per_axis[k]);
+      size_t want = k == 3 ? 4 : 2;
+      if (a != NULL && a->n_ints != want)
+        return dynq__imp_pool_printf(pl, "%s has %zu values for 2 spatial axes", per_axis[k],
+                                     a->n_ints);
+      for (size_t i = 0; a != NULL && i < a->n_ints; i++)
+        if (a->ints[i] < (k == 3 ? 0 : 1) || a->ints[i] > 65536)
+          return dynq__imp_pool_printf(pl, "%s[%zu] %" PRId64 " is not within [%d, 65536]",
+                                       per_axis[k], i, a->ints[i], k == 3 ? 0 : 1);
+    }
+    static const char *const counts[] = {"group", "offset_group"};
+    for (int k = 0; k < 2; k++) {
+      int64_t v = dynq__imp_attr_i(n, counts[k], 1);
+      if (v < 1 || v > 65536)
+        return dynq__imp_pool_printf(pl, "%s %" PRId64 " is not within [1, 65536]", counts[k], v);
     }
   } else if (strcmp(t, "Einsum") == 0) {
     const char *eq = attr_s(c, n, "equation"), *why = NULL;
@@ -377,6 +404,29 @@ int dynq__import_ops(conv_t *c, const Onnx__NodeProto *n, const char *nname) {
       dynq__imp_node_attr_i(bn, an[2][ax], p->ints[ax]);
       dynq__imp_node_attr_i(bn, an[3][ax], p->ints[sr + ax]);
     }
+  } else if (op == DYNQ_OP_DEFORM_CONV) {
+    /* X, W, offset, then B and mask, either omitted (mask without B) */
+    for (size_t i = 0; i < n->n_input; i++)
+      dynq__imp_node_in(bn, n->input[i] && n->input[i][0] ? dynq__imp_value_of(c, n->input[i]) : -1);
+    while (bn->n_in > 3 && bn->in[bn->n_in - 1] < 0) bn->n_in--;
+    static const char *const an[][2] = {{"kernel_shape0", "kernel_shape1"},
+                                        {"strides0", "strides1"},
+                                        {"dilations0", "dilations1"},
+                                        {"pad_begin0", "pad_begin1"},
+                                        {"pad_end0", "pad_end1"}};
+    static const char *const src[] = {"kernel_shape", "strides", "dilations"};
+    for (int k = 0; k < 3; k++) {
+      const Onnx__AttributeProto *a = dynq__imp_find_attr(n, src[k]);
+      for (size_t ax = 0; a != NULL && ax < 2; ax++) dynq__imp_node_attr_i(bn, an[k][ax], a->ints[ax]);
+    }
+    const Onnx__AttributeProto *p = dynq__imp_find_attr(n, "pads");
+    for (size_t ax = 0; p != NULL && ax < 2; ax++) {
+      dynq__imp_node_attr_i(bn, an[3][ax], p->ints[ax]);
+      dynq__imp_node_attr_i(bn, an[4][ax], p->ints[2 + ax]);
+    }
+    dynq__imp_node_attr_i(bn, "spatial", 2);
+    dynq__imp_node_attr_i(bn, "group", dynq__imp_attr_i(n, "group", 1));
+    dynq__imp_node_attr_i(bn, "offset_group", dynq__imp_attr_i(n, "offset_group", 1));
   } else {
     for (size_t i = 0; i < n->n_input; i++) dynq__imp_node_in(bn, dynq__imp_value_of(c, n->input[i]));
     dynq__imp_node_attr_s(bn, "equation", attr_s(c, n, "equation"));

@@ -3330,6 +3330,55 @@ START_TEST(col2im_op) {
 }
 END_TEST
 
+/* DeformConv by hand: X [1, 1, 3, 3] = 0..8, a 1x1 kernel of weight 1,
+ * every offset (0.5, 0): each output averages rows p and p + 1 of its
+ * column, the last row with the zero below the image (3 + q / 2); a mask
+ * of 2 doubles it.  Then the shapes refused at run time and the
+ * attributes refused at load, each naming the node. */
+START_TEST(deform_conv_op) {
+  float x[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8}, w1[1] = {1}, off[18], m2[9], bias[1] = {10};
+  for (int i = 0; i < 9; i++) off[i] = 0.5f, off[9 + i] = 0, m2[i] = 2;
+  dynq__tensor_t X = tf(4, (int64_t[]){1, 1, 3, 3}, x), W = tf(4, (int64_t[]){1, 1, 1, 1}, w1),
+                 O = tf(4, (int64_t[]){1, 2, 3, 3}, off), M = tf(4, (int64_t[]){1, 1, 3, 3}, m2),
+                 B = tf(1, (int64_t[]){1}, bias), o;
+  const dynq__attr_t at[] = {AI("spatial", 2)};
+  const dynq__tensor_t *in[5] = {&X, &W, &O, NULL, NULL};
+  const float want[9] = {1.5f, 2.5f, 3.5f, 4.5f, 5.5f, 6.5f, 3.0f, 3.5f, 4.0f};
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, at, 1, 3, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 3, 3}, want, 1e-6f);
+  dynq__tensor_clear(&o);
+  float want2[9];
+  for (int i = 0; i < 9; i++) want2[i] = 2 * want[i] + 10;
+  in[3] = &B, in[4] = &M;
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, at, 1, 5, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 3, 3}, want2, 1e-6f);
+  dynq__tensor_clear(&o);
+  /* offset for a 3x3 kernel with a 1x1 one; a mask of the wrong size; a
+   * group that does not divide */
+  dynq__tensor_t O9 = tf(4, (int64_t[]){1, 1, 3, 3}, off);
+  in[2] = &O9, in[3] = NULL, in[4] = NULL;
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, at, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (DeformConv): offset [1, 1, 3, 3], expected [1, 2, 3, 3]"),
+                "%s", err);
+  dynq__tensor_t M4 = tf(4, (int64_t[]){1, 1, 2, 2}, m2);
+  in[2] = &O, in[3] = &B, in[4] = &M4;
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, at, 1, 5, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "mask [1, 1, 2, 2], expected [1, 1, 3, 3]"), "%s", err);
+  const dynq__attr_t g2[] = {AI("spatial", 2), AI("group", 2)};
+  in[3] = NULL, in[4] = NULL;
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, g2, 2, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "do not fit group 2"), "%s", err);
+  ck_assert_int_eq(check_node(DYNQ_OP_DEFORM_CONV, (dynq__attr_t[]){AI("spatial", 3)}, 1),
+                   DYNQ_EGRAPH);
+  ck_assert_int_eq(check_node(DYNQ_OP_DEFORM_CONV,
+                              (dynq__attr_t[]){AI("spatial", 2), AI("offset_group", 0)}, 2),
+                   DYNQ_EGRAPH);
+  ck_assert_int_eq(check_node(DYNQ_OP_DEFORM_CONV,
+                              (dynq__attr_t[]){AI("spatial", 2), AI("pad_begin1", -1)}, 2),
+                   DYNQ_EGRAPH);
+}
+END_TEST
+
 /* RotaryEmbedding by hand: one head of 4 values [1 2 3 4] turned by a
  * quarter turn (cos 0, sin 1) on pairs (1, 3) (2, 4) gives [-3 -4 1 2],
  * interleaved pairs (1, 2) (3, 4) give [-2 1 -4 3]; rotary_embedding_dim 2
@@ -3838,6 +3887,7 @@ int main(void) {
   tcase_add_test(tc, resize_opset18);
   tcase_add_test(tc, affine_grid);
   tcase_add_test(tc, col2im_op);
+  tcase_add_test(tc, deform_conv_op);
   tcase_add_test(tc, rotary_op);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);

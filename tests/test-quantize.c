@@ -1091,6 +1091,53 @@ START_TEST(test_rotary) {
 }
 END_TEST
 
+/* DeformConv (make_deform.py): offsets reaching outside the image, far
+ * outside, strides, dilations, asymmetric pads, group and offset_group
+ * 2 and 3, a mask with and without a bias, a one-row image, zero offsets
+ * (an ordinary convolution, which the script checks against a direct
+ * one), against the script's float64 definition; then the attributes
+ * refused at import, each naming its node. */
+START_TEST(test_deform_conv) {
+  static const struct {
+    const char *base;
+    int mask;
+    int64_t xd[4], od[4], yd[4];
+  } cases[] = {
+      {"deform_basic", 0, {2, 4, 7, 8}, {2, 18, 7, 8}, {2, 6, 7, 8}},
+      {"deform_groups_mask", 1, {1, 4, 9, 10}, {1, 24, 4, 9}, {1, 4, 4, 9}},
+      {"deform_far", 1, {1, 3, 6, 6}, {1, 18, 6, 3}, {1, 3, 6, 3}},
+      {"deform_row", 0, {2, 2, 1, 9}, {2, 6, 1, 7}, {2, 3, 1, 7}},
+      {"deform_zero", 0, {1, 4, 6, 7}, {1, 18, 5, 4}, {1, 4, 5, 4}},
+  };
+  const char *names[] = {"X", "offset", "mask"};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    const char *b = cases[k].base;
+    int64_t nx = 1, no = 1;
+    for (int d = 0; d < 4; d++) nx *= cases[k].xd[d], no *= cases[k].od[d];
+    int64_t md[4] = {cases[k].od[0], cases[k].od[1] / 2, cases[k].od[2], cases[k].od[3]};
+    char f[3][64];
+    snprintf(f[0], sizeof f[0], "%s_x.f32", b);
+    snprintf(f[1], sizeof f[1], "%s_off.f32", b);
+    snprintf(f[2], sizeof f[2], "%s_mask.f32", b);
+    float *x = load_raw(f[0], (size_t)nx * 4), *off = load_raw(f[1], (size_t)no * 4);
+    float *m = cases[k].mask ? load_raw(f[2], (size_t)no * 2) : NULL;
+    dynq__tensor_t in[3] = {f32_tensor(x, 4, cases[k].xd), f32_tensor(off, 4, cases[k].od),
+                            f32_tensor(m, 4, md)};
+    expect_fixture(b, names, in, cases[k].mask ? 3 : 2, 4, cases[k].yd, 1e-5,
+                   "the float64 definition");
+    free(x);
+    free(off);
+    free(m);
+  }
+  const char *want[] = {"node 'og0' (op DeformConv): offset_group 0 is not within [1, 65536]",
+                        "node 'dil0' (op DeformConv): dilations[0] 0 is not within [1, 65536]",
+                        "node 'k3d' (op DeformConv): 3 spatial axes; 2-D DeformConv is supported",
+                        "node 'odd' (op DeformConv): attribute 'auto_pad' is not supported",
+                        "4 nodes cannot be converted", NULL};
+  expect_fixture_fail("bad_deform.onnx", want);
+}
+END_TEST
+
 /* LpPool (opsets 1, 2, 11, 18: p as opset 1's float, pads, SAME_UPPER,
  * dilations and ceil_mode; 1-D, 2-D, 3-D), GlobalLpPool (opsets 1, 2),
  * LpNormalization (three axes, p 1 and 2, rows of zeros: 0) against
@@ -2490,6 +2537,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_rotary);
   tcase_add_test(tc, test_norm_ops);
   tcase_add_test(tc, test_wide_io);
+  tcase_add_test(tc, test_deform_conv);
   tcase_add_test(tc, test_conv3d);
   tcase_add_test(tc, test_failed_node_after_two_outputs);
   tcase_add_test(tc, test_underflowing_weight_rows);

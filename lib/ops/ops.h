@@ -224,6 +224,8 @@
   X(GRID_SAMPLE, 159, "GridSample", 16, 0, 2, 2, 1, 1, gridsample, gridsample, gridsample)   \
   X(ROI_ALIGN, 160, "RoiAlign", 10, 0, 3, 3, 1, 1, roialign, roialign, roialign)          \
   X(AFFINE_GRID, 180, "AffineGrid", 20, 0, 2, 2, 1, 1, affinegrid, affinegrid, affinegrid) \
+  /* sample.c: deformable convolution (opsets 19 and 22), 2-D, FP32 */                    \
+  X(DEFORM_CONV, 184, "DeformConv", 19, 0, 3, 5, 1, 1, deform, convt, deform)                \
   /* convt.c: ConvTranspose's col2im as an op (PyTorch's fold) */                           \
   X(COL2IM, 181, "Col2Im", 18, 0, 3, 3, 1, 1, col2im, convt, col2im)                       \
   /* attention.c: rotary position embedding (opset 23) */                                  \

@@ -625,3 +625,192 @@ int dynq__run_roipool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
   free(bins);
   return 0;
 }
+
+/* ---- DeformConv ----
+ *
+ * Deformable convolution (opsets 19 and 22; 2-D, as ONNX's reference):
+ * X [N, C, H, W], W [oC, C / group, kh, kw], offset [N, offset_group * kh
+ * * kw * 2, oH, oW], optional B [oC] and mask [N, offset_group * kh * kw,
+ * oH, oW].  Kernel tap (i, j) of output position (y, x) reads X at
+ *   (y * stride0 - pad0 + i * dilation0 + dy, x * stride1 - pad1 + j * dilation1 + dx)
+ * where (dy, dx) are offset channels ((g * kh + i) * kw + j) * 2 + 0 and
+ * + 1 of the channel's offset group g (C / offset_group consecutive
+ * channels share one), bilinearly (taps outside the image read 0, as
+ * GridSample's zeros padding with align_corners 1, which the reference
+ * samples with), times mask channel (g * kh + i) * kw + j.  oH and oW are
+ * offset's, and must be what the convolution's geometry gives.
+ *
+ * Per image, a chunk of output positions at a time: a table of the four
+ * taps' indices and weights (mask folded in) per offset group, kernel tap
+ * and position, in double and then float; the chunk's columns [C/group *
+ * kh * kw, chunk] per group; one FP32 GEMM with the group's weights.  The
+ * weights are not quantized: the columns are a bilinear resampling the
+ * request's offsets decide, not a view of the input.
+ */
+int dynq__check_deform(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
+  (void)g;
+  dynq__opstate_t st;
+  dynq__prep_convt(g, n, &st, err, errlen);
+  const dynq__convt_attrs_t a = st.convt;
+  int64_t og = dynq__node_attr_i(n, "offset_group", 1);
+  DYNQ_OP_CHECK(a.spatial == 2, "%d spatial axes (2-D DeformConv only)", a.spatial);
+  DYNQ_OP_CHECK(a.group >= 1 && a.group <= 65536 && og >= 1 && og <= 65536,
+                "group %lld / offset_group %lld outside [1, 65536]", (long long)a.group,
+                (long long)og);
+  for (int ax = 0; ax < 2; ax++) {
+    DYNQ_OP_CHECK(a.strides[ax] >= 1 && a.strides[ax] <= 65536 && a.dilations[ax] >= 1 &&
+                      a.dilations[ax] <= 65536,
+                  "stride %lld / dilation %lld on axis %d outside [1, 65536]",
+                  (long long)a.strides[ax], (long long)a.dilations[ax], ax);
+    DYNQ_OP_CHECK(a.pad_begin[ax] >= 0 && a.pad_end[ax] >= 0 && a.pad_begin[ax] <= 65536 &&
+                      a.pad_end[ax] <= 65536,
+                  "pads on axis %d outside [0, 65536]", ax);
+    DYNQ_OP_CHECK(a.kernel[ax] >= 0 && a.kernel[ax] <= 65536,
+                  "kernel_shape %lld on axis %d outside [1, 65536]", (long long)a.kernel[ax], ax);
+  }
+  return 0;
+}
+
+/* Output positions per chunk: the columns of one group stay within a few
+ * MiB for the widest layers (256 channels x 9 taps x 256 x 4 bytes). */
+#define DEFORM_CHUNK 256
+
+typedef struct deform_tap {
+  int64_t i[4];
+  float w[4];
+} deform_tap_t;
+
+/* Bilinear taps at (y, x) of an h x w image, each weight times m; taps
+ * outside the image (and every tap of a position that is not finite) get
+ * weight 0 and index 0. */
+static void deform_taps(double y, double x, int64_t h, int64_t w, double m, deform_tap_t *t) {
+  memset(t, 0, sizeof(*t));
+  if (!(y > -1.0 && y < (double)h && x > -1.0 && x < (double)w)) return;
+  double y0 = floor(y), x0 = floor(x), ly = y - y0, lx = x - x0;
+  const double wt[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
+  for (int k = 0; k < 4; k++) {
+    int64_t yy = (int64_t)y0 + (k >> 1), xx = (int64_t)x0 + (k & 1);
+    if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
+    t->i[k] = yy * w + xx;
+    t->w[k] = (float)(wt[k] * m);
+  }
+}
+
+int dynq__run_deform(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {
+  const dynq__convt_attrs_t *a = &c->st->convt;
+  const int nin = c->node->n_in;
+  const dynq__tensor_t *x = in[0], *wt = in[1], *off = in[2];
+  const dynq__tensor_t *bt = nin > 3 ? in[3] : NULL, *mt = nin > 4 ? in[4] : NULL;
+  int rc;
+  char s1[96], s2[96];
+  for (int k = 0; k < 3; k++)
+    if ((rc = dynq__op_need_present(c, in[k], k)) || (rc = dynq__op_need_f32(c, in[k], k)))
+      return rc;
+  if ((bt && (rc = dynq__op_need_f32(c, bt, 3))) || (mt && (rc = dynq__op_need_f32(c, mt, 4))))
+    return rc;
+  if (x->rank != 4 || wt->rank != 4 || off->rank != 4)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "X %s, W %s and offset must be 4-D (2-D DeformConv)",
+                         dynq__shape_str(s1, sizeof s1, x->rank, x->dims),
+                         dynq__shape_str(s2, sizeof s2, wt->rank, wt->dims));
+  const int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], Wd = x->dims[3];
+  const int64_t oC = wt->dims[0], Cg = wt->dims[1], kh = wt->dims[2], kw = wt->dims[3];
+  const int64_t G = a->group, OG = dynq__node_attr_i(c->node, "offset_group", 1);
+  if (Cg * G != C || oC % G != 0 || C % OG != 0)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "X %s and W %s do not fit group %lld and offset_group "
+                         "%lld (C = group x W's axis 1, oC and C divisible by them)",
+                         dynq__shape_str(s1, sizeof s1, x->rank, x->dims),
+                         dynq__shape_str(s2, sizeof s2, wt->rank, wt->dims), (long long)G,
+                         (long long)OG);
+  if ((a->kernel[0] && a->kernel[0] != kh) || (a->kernel[1] && a->kernel[1] != kw))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "kernel_shape [%lld, %lld] differs from W %s",
+                         (long long)a->kernel[0], (long long)a->kernel[1],
+                         dynq__shape_str(s2, sizeof s2, wt->rank, wt->dims));
+  int64_t want[2];
+  for (int ax = 0; ax < 2; ax++) {
+    int64_t span = (ax ? kw - 1 : kh - 1) * a->dilations[ax] + 1;
+    int64_t room = (ax ? Wd : H) + a->pad_begin[ax] + a->pad_end[ax] - span;
+    want[ax] = room < 0 ? 0 : room / a->strides[ax] + 1;
+  }
+  const int64_t kk = kh * kw, oh = off->dims[2], ow = off->dims[3], P = oh * ow;
+  if (off->dims[0] != N || off->dims[1] != OG * kk * 2 || oh != want[0] || ow != want[1])
+    return dynq__op_fail(c, DYNQ_ESHAPE, "offset %s, expected [%lld, %lld, %lld, %lld] (N, "
+                         "offset_group x kh x kw x 2, and the output's size)",
+                         dynq__shape_str(s1, sizeof s1, off->rank, off->dims), (long long)N,
+                         (long long)(OG * kk * 2), (long long)want[0], (long long)want[1]);
+  if (mt && (mt->rank != 4 || mt->dims[0] != N || mt->dims[1] != OG * kk || mt->dims[2] != oh ||
+             mt->dims[3] != ow))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "mask %s, expected [%lld, %lld, %lld, %lld]",
+                         dynq__shape_str(s1, sizeof s1, mt->rank, mt->dims), (long long)N,
+                         (long long)(OG * kk), (long long)oh, (long long)ow);
+  if (bt && (bt->rank != 1 || bt->dims[0] != oC))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "B %s, expected [%lld]",
+                         dynq__shape_str(s1, sizeof s1, bt->rank, bt->dims), (long long)oC);
+  const int64_t od[4] = {N, oC, oh, ow};
+  const int64_t chunk = P < DEFORM_CHUNK ? P : DEFORM_CHUNK;
+  if ((rc = dynq__op_check_bytes(c, Cg * kk * chunk, 4, "a column buffer")) ||
+      (rc = dynq__op_check_bytes(c, OG * kk * chunk, (int64_t)sizeof(deform_tap_t),
+                                 "a sampling table")) ||
+      (rc = dynq__op_alloc(c, out, DYNQ_DT_F32, 4, od, 0)))
+    return rc;
+  const int64_t ocg = oC / G, cpo = C / OG, plane = H * Wd;
+  float *col = malloc((size_t)(Cg * kk * chunk + 1) * sizeof(float));
+  deform_tap_t *tab = malloc((size_t)(OG * kk * chunk + 1) * sizeof(deform_tap_t));
+  if (col == NULL || tab == NULL) {
+    free(col), free(tab);
+    dynq__tensor_clear(out);
+    return dynq__op_fail(c, -ENOMEM, "out of memory");
+  }
+  const float *X = x->data, *Wt = wt->data, *O = off->data, *M = mt ? mt->data : NULL;
+  float *Y = out->data;
+  for (int64_t n = 0; n < N && rc == 0; n++) {
+    for (int64_t p0 = 0; p0 < P && rc == 0; p0 += chunk) {
+      const int64_t pc = P - p0 < chunk ? P - p0 : chunk;
+      for (int64_t g = 0; g < OG; g++)
+        for (int64_t t = 0; t < kk; t++) {
+          const int64_t i = t / kw, j = t % kw;
+          const float *dy = O + ((n * OG + g) * kk * 2 + 2 * t) * P + p0, *dx = dy + P;
+          const float *m = M ? M + ((n * OG + g) * kk + t) * P + p0 : NULL;
+          deform_tap_t *tt = tab + (g * kk + t) * chunk;
+          for (int64_t q = 0; q < pc; q++) {
+            const int64_t py = (p0 + q) / ow, px = (p0 + q) % ow;
+            double yy = (double)(py * a->strides[0] - a->pad_begin[0] + i * a->dilations[0]) +
+                        (double)dy[q];
+            double xx = (double)(px * a->strides[1] - a->pad_begin[1] + j * a->dilations[1]) +
+                        (double)dx[q];
+            deform_taps(yy, xx, H, Wd, m ? (double)m[q] : 1.0, &tt[q]);
+          }
+        }
+      for (int64_t gi = 0; gi < G; gi++) {
+        for (int64_t cl = 0; cl < Cg; cl++) {
+          const int64_t ch = gi * Cg + cl;
+          const float *img = X + (n * C + ch) * plane;
+          const deform_tap_t *tg = tab + (ch / cpo) * kk * chunk;
+          for (int64_t t = 0; t < kk; t++) {
+            float *row = col + (cl * kk + t) * pc;
+            const deform_tap_t *tt = tg + t * chunk;
+            for (int64_t q = 0; q < pc; q++)
+              row[q] = tt[q].w[0] * img[tt[q].i[0]] + tt[q].w[1] * img[tt[q].i[1]] +
+                       tt[q].w[2] * img[tt[q].i[2]] + tt[q].w[3] * img[tt[q].i[3]];
+          }
+        }
+        float *yg = Y + (n * oC + gi * ocg) * P + p0;
+        if (Cg * kk > 0)
+          dynq__sgemm(0, 0, ocg, pc, Cg * kk, 1.0f, Wt + gi * ocg * Cg * kk, Cg * kk, col, pc,
+                      0.0f, yg, P);
+        for (int64_t o = 0; o < ocg; o++) {
+          float b = bt ? ((const float *)bt->data)[gi * ocg + o] : 0.0f;
+          float *yr = yg + o * P;
+          if (Cg * kk == 0)
+            for (int64_t q = 0; q < pc; q++) yr[q] = b;
+          else if (bt)
+            for (int64_t q = 0; q < pc; q++) yr[q] += b;
+        }
+      }
+      rc = dynq__op_poll(c);
+    }
+  }
+  free(col);
+  free(tab);
+  if (rc) dynq__tensor_clear(out); /* a failed op leaves no output */
+  return rc;
+}
