@@ -3368,6 +3368,21 @@ START_TEST(deform_conv_op) {
   in[3] = NULL, in[4] = NULL;
   ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, g2, 2, 3, 1, in, &o), DYNQ_ESHAPE);
   ck_assert_msg(strstr(err, "do not fit group 2"), "%s", err);
+  /* a kernel wider than the image: no output position, an empty output;
+   * a kernel over 65536 wide: refused before any size is multiplied */
+  static float w25[25];
+  dynq__tensor_t W5 = tf(4, (int64_t[]){1, 1, 5, 5}, w25),
+                 O0 = tf(4, (int64_t[]){1, 50, 0, 0}, off);
+  in[1] = &W5, in[2] = &O0;
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, at, 1, 3, 1, in, &o), 0);
+  ck_assert(o.rank == 4 && o.dims[1] == 1 && o.dims[2] == 0 && o.dims[3] == 0);
+  dynq__tensor_clear(&o);
+  float *wide = calloc(70000, sizeof(float));
+  dynq__tensor_t WW = tf(4, (int64_t[]){1, 1, 1, 70000}, wide);
+  in[1] = &WW, in[2] = &O;
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, at, 1, 3, 1, in, &o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "a kernel over 65536 on an axis"), "%s", err);
+  free(wide);
   ck_assert_int_eq(check_node(DYNQ_OP_DEFORM_CONV, (dynq__attr_t[]){AI("spatial", 3)}, 1),
                    DYNQ_EGRAPH);
   ck_assert_int_eq(check_node(DYNQ_OP_DEFORM_CONV,

@@ -715,6 +715,9 @@ int dynq__run_deform(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
   const int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], Wd = x->dims[3];
   const int64_t oC = wt->dims[0], Cg = wt->dims[1], kh = wt->dims[2], kw = wt->dims[3];
   const int64_t G = a->group, OG = dynq__node_attr_i(c->node, "offset_group", 1);
+  if (kh > 65536 || kw > 65536) /* (kh kw) x offset_group x 2 stays far within int64 */
+    return dynq__op_fail(c, DYNQ_ESHAPE, "W %s: a kernel over 65536 on an axis",
+                         dynq__shape_str(s2, sizeof s2, wt->rank, wt->dims));
   if (Cg * G != C || oC % G != 0 || C % OG != 0)
     return dynq__op_fail(c, DYNQ_ESHAPE, "X %s and W %s do not fit group %lld and offset_group "
                          "%lld (C = group x W's axis 1, oC and C divisible by them)",
@@ -746,6 +749,9 @@ int dynq__run_deform(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
     return dynq__op_fail(c, DYNQ_ESHAPE, "B %s, expected [%lld]",
                          dynq__shape_str(s1, sizeof s1, bt->rank, bt->dims), (long long)oC);
   const int64_t od[4] = {N, oC, oh, ow};
+  /* Nothing to compute: and with oC >= 1, W's own element bound keeps
+   * Cg x kh x kw within 2^31 below. */
+  if (N == 0 || oC == 0 || P == 0) return dynq__op_alloc(c, out, DYNQ_DT_F32, 4, od, 0);
   const int64_t chunk = P < DEFORM_CHUNK ? P : DEFORM_CHUNK;
   if ((rc = dynq__op_check_bytes(c, Cg * kk * chunk, 4, "a column buffer")) ||
       (rc = dynq__op_check_bytes(c, OG * kk * chunk, (int64_t)sizeof(deform_tap_t),
