@@ -508,6 +508,75 @@ static const char *dft_axis(conv_t *c, const Onnx__NodeProto *n, int64_t *ret) {
   return NULL;
 }
 
+/* The rank a graph input or value_info declares for name; -1 when none. */
+static int declared_rank(const conv_t *c, const char *name) {
+  const Onnx__GraphProto *g = c->g;
+  if (g == NULL || name == NULL) return -1;
+  const Onnx__ValueInfoProto *const *vis[2] = {(const Onnx__ValueInfoProto *const *)g->input,
+                                               (const Onnx__ValueInfoProto *const *)g->value_info};
+  const size_t nvis[2] = {g->n_input, g->n_value_info};
+  for (int k = 0; k < 2; k++)
+    for (size_t i = 0; i < nvis[k]; i++) {
+      const Onnx__ValueInfoProto *vi = vis[k][i];
+      if (vi->name && strcmp(vi->name, name) == 0 && vi->type && vi->type->tensor_type &&
+          vi->type->tensor_type->shape)
+        return (int)vi->type->tensor_type->shape->n_dim;
+    }
+  return -1;
+}
+
+static int has_input(const Onnx__NodeProto *n, size_t k) {
+  return n->n_input > k && n->input[k] != NULL && n->input[k][0] != 0;
+}
+
+/* Attention (opset 23, 24): what the engine's check would refuse at load,
+ * and what only the ONNX graph tells (opset, declared ranks and dtypes). */
+static const char *attention23_check(conv_t *c, const Onnx__NodeProto *n) {
+  dynq__imp_pool_t *pl = &c->b.pool;
+  if (c->opset < 23)
+    return dynq__imp_pool_printf(pl, "Attention came with opset 23 (the model is opset %lld)",
+                                 (long long)c->opset);
+  if (has_input(n, 6))
+    return "nonpad_kv_seqlen (opset 24's input 6) is not supported; give the padding as "
+           "attn_mask";
+  if (has_input(n, 4) != has_input(n, 5))
+    return "past_key and past_value go together (one is missing)";
+  int64_t md = dynq__imp_attr_i(n, "qk_matmul_output_mode", 0),
+          qh = dynq__imp_attr_i(n, "q_num_heads", 0), kh = dynq__imp_attr_i(n, "kv_num_heads", 0),
+          sp = dynq__imp_attr_i(n, "softmax_precision", 1);
+  if (md < 0 || md > 3)
+    return dynq__imp_pool_printf(pl, "qk_matmul_output_mode %lld is not within [0, 3]",
+                                 (long long)md);
+  if (qh < 0 || qh > 65536 || kh < 0 || kh > 65536)
+    return dynq__imp_pool_printf(pl, "q_num_heads %lld and kv_num_heads %lld must be within "
+                                 "[0, 65536]", (long long)qh, (long long)kh);
+  if (kh > 0 && qh % kh != 0)
+    return dynq__imp_pool_printf(pl, "q_num_heads %lld is not a multiple of kv_num_heads %lld",
+                                 (long long)qh, (long long)kh);
+  if (declared_rank(c, n->input[0]) == 3 && (qh == 0 || kh == 0))
+    return "3-D Q needs q_num_heads and kv_num_heads";
+  const Onnx__AttributeProto *a = dynq__imp_find_attr(n, "scale");
+  if (a != NULL && !(isfinite(a->f) && a->f > 0.0f))
+    return dynq__imp_pool_printf(pl, "scale %g is not a positive finite number", (double)a->f);
+  a = dynq__imp_find_attr(n, "softcap");
+  if (a != NULL && !(isfinite(a->f) && a->f >= 0.0f))
+    return dynq__imp_pool_printf(pl, "softcap %g is not a finite number >= 0", (double)a->f);
+  /* the softmax runs in double whatever is asked: at least as precise */
+  if (sp != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT && sp != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 &&
+      sp != ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 && sp != ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
+    return dynq__imp_pool_printf(pl, "softmax_precision %lld is not a float type (1, 10, 11, 16)",
+                                 (long long)sp);
+  if (has_input(n, 3)) {
+    int32_t t = declared_type(c, n->input[3]);
+    if (t != 0 && t != ONNX__TENSOR_PROTO__DATA_TYPE__BOOL &&
+        t != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT && t != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 &&
+        t != ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 && t != ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE)
+      return dynq__imp_pool_printf(pl, "attn_mask of dtype %s: bool or float masks are supported",
+                                   dynq__imp_onnx_dtype_name(t));
+  }
+  return NULL;
+}
+
 const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   dynq__imp_pool_t *pl = &c->b.pool;
   const char *type = n->op_type ? n->op_type : "";
@@ -521,6 +590,7 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
   static const struct { const char *op, *attr; } flags01[] = {
     {"Mod", "fmod"}, {"TopK", "largest"}, {"TopK", "sorted"}, {"Trilu", "upper"},
     {"AffineGrid", "align_corners"}, {"RotaryEmbedding", "interleaved"},
+    {"Attention", "is_causal"},
   };
   for (size_t i = 0; i < sizeof flags01 / sizeof flags01[0]; i++) {
     int64_t v = dynq__imp_attr_i(n, flags01[i].attr, 0);
@@ -550,6 +620,10 @@ const char *dynq__import_graph_check(conv_t *c, const Onnx__NodeProto *n) {
     const char *m = attr_str(n, "mode", mb, sizeof mb);
     if (m != NULL && strcmp(m, "DCR") != 0 && strcmp(m, "CRD") != 0)
       return dynq__imp_pool_printf(pl, "mode '%s' is not supported (DCR, CRD are)", m);
+  }
+  if (strcmp(type, "Attention") == 0) {
+    const char *why = attention23_check(c, n);
+    if (why != NULL) return why;
   }
   if (strcmp(type, "RotaryEmbedding") == 0) {
     int64_t nh = dynq__imp_attr_i(n, "num_heads", 0),
@@ -772,6 +846,8 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   /* Scatter (opsets 9-10) is ScatterElements with the same inputs and axis */
   int op = castlike ? DYNQ_OP_CAST
            : strcmp(type, "Scatter") == 0 ? DYNQ_OP_SCATTER_ELEMENTS
+           /* not the fused form's row (98), which has the same name */
+           : strcmp(type, "Attention") == 0 ? DYNQ_OP_ATTENTION23
                                           : dynq__op_from_name(type);
   int32_t ins[DYNQ_IMP_MAX_IN];
   int n_ins = 0;
@@ -952,6 +1028,7 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
   case DYNQ_OP_LRN:
   case DYNQ_OP_AFFINE_GRID:
   case DYNQ_OP_ROTARY:
+  case DYNQ_OP_ATTENTION23:
   case DYNQ_OP_GATHER_ND:
   case DYNQ_OP_SHRINK:
   case DYNQ_OP_IS_INF:
@@ -1006,6 +1083,17 @@ int dynq__import_graph_op(conv_t *c, const Onnx__NodeProto *n, const char *nname
     /* Unique's optional outputs may be left out by an empty name */
     if (op == DYNQ_OP_UNIQUE && (n->output[o] == NULL || n->output[o][0] == 0)) {
       dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], -1);
+      continue;
+    }
+    /* Attention's present_key / present_value left out before a wanted
+     * qk_matmul_output: the engine graph has no holes in a node's
+     * outputs, so they go to values nothing reads (the executor frees
+     * them) */
+    if (op == DYNQ_OP_ATTENTION23 && (n->output[o] == NULL || n->output[o][0] == 0)) {
+      const char *nm = dynq__imp_fresh_name(b, nname, o == 1 ? ":present_key" : ":present_value");
+      int32_t v = nm != NULL ? dynq__imp_add_value(b, nm, DYNQ_DT_F32, -1, NULL) : -1;
+      if (v < 0) return oom();
+      dynq__imp_node_out(b, &b->nodes[b->n_nodes - 1], v);
       continue;
     }
     int32_t out = dynq__imp_claim_output(c, n->output[o], b->n_nodes - 1);

@@ -85,7 +85,7 @@ static const char *const covered[] = {
     /* lib/ops/pool.c, norm.c, sample.c: no node test in Debian's package
      * (onnx 1.12); tests/test-quantize.c test_lp_ops stands in */
     "LpPool", "GlobalLpPool", "LpNormalization", "MaxRoiPool", "AffineGrid", "Col2Im",
-    "RotaryEmbedding",
+    "RotaryEmbedding", "Attention",
     /* lib/ops/norm.c: no node test in Debian's package either;
      * tests/test-quantize.c test_norm_ops stands in */
     "GroupNormalization", "RMSNormalization",

@@ -3457,6 +3457,108 @@ START_TEST(rotary_op) {
 }
 END_TEST
 
+/* Attention (opset 23) by hand: one query [1 0] over keys [1 0], [0 0]
+ * with scale ln 3 scores ln 3 and 0, softmax [3/4 1/4], so values [1],
+ * [3] give 1.5; a bool mask hiding key 0 gives 3; is_causal without past
+ * keeps key 0 only (1), with key 0 as the past it keeps both (1.5: the
+ * bottom-right alignment); the qk output in mode 3 is the softmax.  Then
+ * Q, K, V of mixed ranks, heads that do not divide, a mask that does not
+ * broadcast, a past of the wrong head count, a 3-D input without the
+ * head counts and a head over the run's byte cap are refused naming the
+ * node. */
+START_TEST(attention23_op) {
+  float q[2] = {1, 0}, k[4] = {1, 0, 0, 0}, v[2] = {1, 3}, k0[2] = {1, 0}, k1[2] = {0, 0},
+        v0[1] = {1}, v1[1] = {3};
+  uint8_t mk[2] = {0, 1};
+  dynq__tensor_t Q = tf(4, (int64_t[]){1, 1, 1, 2}, q), K = tf(4, (int64_t[]){1, 1, 2, 2}, k),
+                 V = tf(4, (int64_t[]){1, 1, 2, 1}, v), o[4];
+  dynq__tensor_t M = {.dtype = DYNQ_DT_U8, .rank = 2, .dims = {1, 2}, .data = mk};
+  const dynq__attr_t sc[] = {{.name = "scale", .type = DYNQ_ATTR_FLOAT, .f = logf(3.0f)},
+                             AI("is_causal", 0), AI("qk_matmul_output_mode", 3)};
+  const dynq__attr_t cz[] = {{.name = "scale", .type = DYNQ_ATTR_FLOAT, .f = logf(3.0f)},
+                             AI("is_causal", 1)};
+  const dynq__tensor_t *in[6] = {&Q, &K, &V, NULL, NULL, NULL};
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, sc, 3, 3, 4, in, o), 0);
+  expect(&o[0], 4, (int64_t[]){1, 1, 1, 1}, (float[]){1.5f}, 1e-6f);
+  expect(&o[1], 4, (int64_t[]){1, 1, 2, 2}, k, 0);
+  expect(&o[3], 4, (int64_t[]){1, 1, 1, 2}, (float[]){0.75f, 0.25f}, 1e-6f);
+  for (int i = 0; i < 4; i++) dynq__tensor_clear(&o[i]);
+  in[3] = &M;
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, sc, 1, 4, 1, in, o), 0);
+  expect(&o[0], 4, (int64_t[]){1, 1, 1, 1}, (float[]){3}, 1e-6f);
+  dynq__tensor_clear(&o[0]);
+  in[3] = NULL;
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, cz, 2, 3, 1, in, o), 0);
+  expect(&o[0], 4, (int64_t[]){1, 1, 1, 1}, (float[]){1}, 1e-6f);
+  dynq__tensor_clear(&o[0]);
+  dynq__tensor_t K0 = tf(4, (int64_t[]){1, 1, 1, 2}, k0), K1 = tf(4, (int64_t[]){1, 1, 1, 2}, k1),
+                 V0 = tf(4, (int64_t[]){1, 1, 1, 1}, v0), V1 = tf(4, (int64_t[]){1, 1, 1, 1}, v1);
+  const dynq__tensor_t *pin[6] = {&Q, &K1, &V1, NULL, &K0, &V0};
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, cz, 2, 6, 3, pin, o), 0);
+  expect(&o[0], 4, (int64_t[]){1, 1, 1, 1}, (float[]){1.5f}, 1e-6f);
+  expect(&o[2], 4, (int64_t[]){1, 1, 2, 1}, v, 0);
+  for (int i = 0; i < 3; i++) dynq__tensor_clear(&o[i]);
+  /* refused */
+  dynq__tensor_t K3 = tf(3, (int64_t[]){1, 2, 2}, k);
+  in[1] = &K3;
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 3, 1, in, o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Attention): Q [1, 1, 1, 2], K [1, 2, 2] and V [1, 1, 2, 1] "
+                            "must all be 4-D"), "%s", err);
+  float q3[6] = {0};
+  dynq__tensor_t Q3 = tf(4, (int64_t[]){1, 3, 1, 2}, q3), K2 = tf(4, (int64_t[]){1, 2, 1, 2}, k),
+                 V2 = tf(4, (int64_t[]){1, 2, 1, 1}, v);
+  const dynq__tensor_t *hin[3] = {&Q3, &K2, &V2};
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 3, 1, hin, o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Attention): 3 query heads are not a multiple of 2"), "%s",
+                err);
+  in[1] = &K;
+  uint8_t mk4[4] = {1, 1, 1, 1};
+  dynq__tensor_t M2 = {.dtype = DYNQ_DT_U8, .rank = 4, .dims = {1, 1, 2, 2}, .data = mk4};
+  in[3] = &M2;
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 4, 1, in, o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Attention): attn_mask [1, 1, 2, 2] does not broadcast to "
+                            "[B, Hq, Sq, T] = [1, 1, 1, 2]"), "%s", err);
+  in[3] = NULL;
+  pin[4] = &K2;
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 6, 1, pin, o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Attention): past_key [1, 2, 1, 2] and past_value "), "%s",
+                err);
+  pin[4] = &K0;
+  pin[5] = NULL;
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 5, 1, pin, o), DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "past_key and past_value go together"), "%s", err);
+  dynq__tensor_t Q3d = tf(3, (int64_t[]){1, 1, 2}, q), K3d = tf(3, (int64_t[]){1, 2, 2}, k),
+                 V3d = tf(3, (int64_t[]){1, 2, 1}, v);
+  const dynq__tensor_t *in3[3] = {&Q3d, &K3d, &V3d};
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 3, 1, in3, o), DYNQ_ESHAPE);
+  ck_assert_msg(strstr(err, "node 't' (Attention): 3-D inputs need q_num_heads and kv_num_heads"),
+                "%s", err);
+  const dynq__attr_t h11[] = {AI("q_num_heads", 1), AI("kv_num_heads", 1)};
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, h11, 2, 3, 1, in3, o), 0);
+  expect(&o[0], 3, (int64_t[]){1, 1, 1}, (float[]){1.0f + 2.0f / (1.0f + expf(1 / sqrtf(2)))},
+         1e-6f);
+  dynq__tensor_clear(&o[0]);
+  /* 4096 keys of 2 values: a head's present key is 32 KB, over a 16 KB cap */
+  static float big[4096 * 2];
+  dynq__tensor_t KB = tf(4, (int64_t[]){1, 1, 4096, 2}, big), VB = tf(4, (int64_t[]){1, 1, 4096, 1}, big);
+  const dynq__tensor_t *bin[3] = {&Q, &KB, &VB};
+  const int64_t saved = g_max_bytes;
+  g_max_bytes = 16384;
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 3, 1, bin, o), DYNQ_ELIMIT);
+  g_max_bytes = saved;
+  ck_assert_msg(strstr(err, "node 't' (Attention): the present key of a head"), "%s", err);
+  ck_assert_ptr_null(o[0].data);
+  ck_assert_int_eq(check_node(DYNQ_OP_ATTENTION23, (dynq__attr_t[]){AI("qk_matmul_output_mode", 7)},
+                              1), DYNQ_EGRAPH);
+  ck_assert_int_eq(check_node(DYNQ_OP_ATTENTION23,
+                              (dynq__attr_t[]){AI("q_num_heads", 4), AI("kv_num_heads", 3)}, 2),
+                   DYNQ_EGRAPH);
+  ck_assert_msg(strstr(err, "q_num_heads 4 is not a multiple of kv_num_heads 3"), "%s", err);
+  ck_assert_int_eq(check_node(DYNQ_OP_ATTENTION23, (dynq__attr_t[]){AI("is_causal", 2)}, 1),
+                   DYNQ_EGRAPH);
+}
+END_TEST
+
 /* Transpose (rows copied or gathered after merging axes) against a naive
  * per-element index for every permutation of rank 1 to 4 over shapes with
  * axes of 1, and three element sizes; and the reductions' fast paths
@@ -3904,6 +4006,7 @@ int main(void) {
   tcase_add_test(tc, col2im_op);
   tcase_add_test(tc, deform_conv_op);
   tcase_add_test(tc, rotary_op);
+  tcase_add_test(tc, attention23_op);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);
   tcase_add_test(tc, tile_split);

@@ -1138,6 +1138,113 @@ START_TEST(test_deform_conv) {
 }
 END_TEST
 
+/* Attention (opset 23; make_attention23.py, whose manifest
+ * attention23_cases.txt lists each case's inputs and outputs): 4-D and
+ * 3-D, MHA, GQA, MQA, v_head_size != head_size, bool and float masks
+ * broadcast (one shorter than the keys), is_causal with and without past
+ * keys, present_key / present_value, scale, softcap, the four
+ * qk_matmul_output modes; every output against the script's float64
+ * attention.  ONNX Runtime 1.30 agrees within 3.6e-7 except where it
+ * departs from the opset 23/24 text (softcap before the mask, a short
+ * mask refused: tests/fixtures/README.md). */
+START_TEST(test_attention23) {
+  char *p = fixture("attention23_cases.txt");
+  size_t nb = 0;
+  char *txt = tu_read_file(p, &nb);
+  ck_assert_msg(txt != NULL, "cannot read %s", p);
+  free(p);
+  char *text = malloc(nb + 1);
+  memcpy(text, txt, nb);
+  text[nb] = 0;
+  free(txt);
+  int n_cases = 0;
+  char *save = NULL;
+  char base[64] = "";
+  char names[8][32];
+  const char *np[8];
+  dynq__tensor_t ins[8];
+  void *bufs[8];
+  int n_in = 0, n_out = 0;
+  struct { char name[32]; int rank; int64_t dims[4]; } outs[4];
+  for (char *l = strtok_r(text, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+    char w[32], nm[32], dt[8];
+    int rank = 0, used = 0;
+    int64_t dims[4] = {0};
+    ck_assert(sscanf(l, "%31s%n", w, &used) == 1);
+    const char *rest = l + used;
+    if (strcmp(w, "case") == 0) {
+      ck_assert(sscanf(rest, "%63s", base) == 1);
+      n_in = n_out = 0;
+    } else if (strcmp(w, "in") == 0 || strcmp(w, "out") == 0) {
+      const int isin = w[0] == 'i';
+      int k = isin ? sscanf(rest, "%31s %7s %d%n", nm, dt, &rank, &used)
+                   : sscanf(rest, "%31s %d%n", nm, &rank, &used);
+      ck_assert_int_eq(k, isin ? 3 : 2);
+      ck_assert(rank >= 1 && rank <= 4);
+      rest += used;
+      int64_t n = 1;
+      for (int d = 0; d < rank; d++) {
+        long long v = 0;
+        ck_assert(sscanf(rest, "%lld%n", &v, &used) == 1);
+        dims[d] = v;
+        rest += used;
+        n *= dims[d];
+      }
+      if (isin) {
+        ck_assert(n_in < 8);
+        char f[320];
+        snprintf(f, sizeof f, "%s_%s.%s", base, nm, dt);
+        const int u8 = strcmp(dt, "u8") == 0;
+        bufs[n_in] = load_raw(f, (size_t)n * (u8 ? 1 : 4));
+        ins[n_in] = f32_tensor(bufs[n_in], rank, dims);
+        if (u8) ins[n_in].dtype = DYNQ_DT_U8;
+        snprintf(names[n_in], sizeof names[n_in], "%s", nm);
+        np[n_in] = names[n_in];
+        n_in++;
+      } else {
+        ck_assert(n_out < 4);
+        snprintf(outs[n_out].name, sizeof outs[n_out].name, "%s", nm);
+        outs[n_out].rank = rank;
+        memcpy(outs[n_out].dims, dims, sizeof dims);
+        n_out++;
+      }
+    } else if (strcmp(w, "end") == 0) {
+      char file[96], err[256];
+      snprintf(file, sizeof file, "%s.onnx", base);
+      dynq__model_t *m = convert_fixture(file);
+      dynq__tensor_t y[4];
+      memset(y, 0, sizeof y);
+      ck_assert_int_eq(dynq__model_graph(m)->n_outputs, n_out);
+      ck_assert_msg(run_model(m, DYNQ_PRECISION_INT8, np, ins, n_in, y, err, sizeof err) == 0,
+                    "%s: %s", base, err);
+      for (int o = 0; o < n_out; o++) {
+        int64_t n = 1;
+        ck_assert_msg(y[o].rank == outs[o].rank, "%s %s: rank %d", base, outs[o].name, y[o].rank);
+        for (int d = 0; d < outs[o].rank; d++) {
+          ck_assert_msg(y[o].dims[d] == outs[o].dims[d], "%s %s: axis %d is %lld", base,
+                        outs[o].name, d, (long long)y[o].dims[d]);
+          n *= outs[o].dims[d];
+        }
+        char f[320];
+        snprintf(f, sizeof f, "%s_%s.f32", base, outs[o].name);
+        float *want = load_raw(f, (size_t)n * 4);
+        double dd = max_abs_diff(y[o].data, want, n);
+        printf("%s %s: max |d| %.2g against the float64 attention\n", base, outs[o].name, dd);
+        ck_assert_msg(dd <= 1e-5, "%s %s: max |d| %g", base, outs[o].name, dd);
+        free(want);
+      }
+      clear_outputs(y, n_out);
+      dynq__model_unref(m);
+      for (int i = 0; i < n_in; i++) free(bufs[i]);
+      n_in = 0;
+      n_cases++;
+    }
+  }
+  free(text);
+  ck_assert_int_eq(n_cases, 16);
+}
+END_TEST
+
 /* LpPool (opsets 1, 2, 11, 18: p as opset 1's float, pads, SAME_UPPER,
  * dilations and ceil_mode; 1-D, 2-D, 3-D), GlobalLpPool (opsets 1, 2),
  * LpNormalization (three axes, p 1 and 2, rows of zeros: 0) against
@@ -1667,6 +1774,19 @@ START_TEST(test_malformed_models) {
                               "'es_ellipsis' (op Einsum): equation '...ij->ji': an operand has "
                               "'...' but the output does not",
                               "'ct_4d' (op ConvTranspose): 4 spatial axes; 1-D, 2-D and 3-D ConvTranspose are supported"}},
+      {"bad_attention23.onnx", {"'att_groups' (op Attention): q_num_heads 4 is not a multiple "
+                                "of kv_num_heads 3",
+                                "'att_mode7' (op Attention): qk_matmul_output_mode 7 is not "
+                                "within [0, 3]",
+                                "'att_noheads' (op Attention): 3-D Q needs q_num_heads and "
+                                "kv_num_heads"}},
+      {"bad_attention23.onnx", {"'att_causal2' (op Attention): is_causal = 2 is not supported",
+                                "'att_nonpad' (op Attention): nonpad_kv_seqlen (opset 24's input "
+                                "6) is not supported",
+                                "'att_pastonly' (op Attention): past_key and past_value go "
+                                "together"}},
+      {"bad_attention23.onnx", {"'att_scale' (op Attention): scale -1 is not a positive finite "
+                                "number", "7 nodes cannot be converted"}},
       {"bad_rotary.onnx", {"'rope_inter2' (op RotaryEmbedding): interleaved = 2 is not "
                            "supported (0 or 1)",
                            "'rope_dim3' (op RotaryEmbedding): rotary_embedding_dim 3 is not an "
@@ -2535,6 +2655,7 @@ static Suite *quantize_suite(void) {
   tcase_add_test(tc, test_affine_grid);
   tcase_add_test(tc, test_col2im);
   tcase_add_test(tc, test_rotary);
+  tcase_add_test(tc, test_attention23);
   tcase_add_test(tc, test_norm_ops);
   tcase_add_test(tc, test_wide_io);
   tcase_add_test(tc, test_deform_conv);

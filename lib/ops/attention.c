@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dynq/errors.h"
@@ -732,4 +733,300 @@ int dynq__run_rotary(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
       }
     }
   return 0;
+}
+
+/* ---- Attention (ONNX opset 23; 24 without nonpad_kv_seqlen) ----
+ *
+ * Q [B, Hq, Sq, D], K [B, Hkv, Skv, D], V [B, Hkv, Skv, Dv], or the 3-D
+ * [B, S, heads x size] forms with q_num_heads and kv_num_heads; past_key
+ * [B, Hkv, P, D] and past_value [B, Hkv, P, Dv] go before K and V on the
+ * sequence axis (T = P + Skv keys), and those concatenations are
+ * present_key and present_value.  Query head h reads key/value head
+ * h / (Hq / Hkv) (GQA's contiguous groups; MQA: Hkv 1).  Per query row:
+ *
+ *   s = scale * q . k           (qk_matmul_output mode 0)
+ *   s += mask + causal          (mode 1)
+ *   s = softcap * tanh(s / softcap) when softcap > 0   (mode 2)
+ *   p = softmax(s) in double    (mode 3);  y = p . V
+ *
+ * the order of the opset 23/24 text (mask, then softcap).  The mask
+ * (float: added; uint8, the importer's bool: nonzero takes part, zero is
+ * -inf) broadcasts to [B, Hq, Sq, T] from rank 1 to 4; a last axis
+ * shorter than T is padded with -inf (false), as ONNX's reference does,
+ * even one of length 1.  is_causal hides key j from query i when j > i + P
+ * (bottom-right from the past keys on, as ONNX's reference and ORT; with
+ * no past: j > i).  A row whose every score is -inf gives NaN, as the
+ * reference's softmax does. */
+
+int dynq__prep_attention23(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstate_t *st,
+                           char *err, size_t errlen) {
+  (void)g, (void)err, (void)errlen;
+  st->attn23.causal = dynq__node_attr_i(n, "is_causal", 0) != 0;
+  st->attn23.mode = (int)dynq__node_attr_i(n, "qk_matmul_output_mode", 0);
+  st->attn23.q_heads = dynq__node_attr_i(n, "q_num_heads", 0);
+  st->attn23.kv_heads = dynq__node_attr_i(n, "kv_num_heads", 0);
+  st->attn23.scale = dynq__node_attr_f(n, "scale", 0.0f);
+  st->attn23.softcap = dynq__node_attr_f(n, "softcap", 0.0f);
+  return 0;
+}
+
+int dynq__check_attention23(const dynq__graph_t *g, const dynq__node_t *n, char *err,
+                            size_t errlen) {
+  (void)g;
+  int64_t ic = dynq__node_attr_i(n, "is_causal", 0), md = dynq__node_attr_i(n, "qk_matmul_output_mode", 0),
+          qh = dynq__node_attr_i(n, "q_num_heads", 0), kh = dynq__node_attr_i(n, "kv_num_heads", 0);
+  float sc = dynq__node_attr_f(n, "scale", 0.0f), cap = dynq__node_attr_f(n, "softcap", 0.0f);
+  DYNQ_OP_CHECK(ic == 0 || ic == 1, "is_causal %lld is not 0 or 1", (long long)ic);
+  DYNQ_OP_CHECK(md >= 0 && md <= 3, "qk_matmul_output_mode %lld is not within [0, 3]",
+                (long long)md);
+  DYNQ_OP_CHECK(qh >= 0 && qh <= 65536 && kh >= 0 && kh <= 65536,
+                "q_num_heads %lld and kv_num_heads %lld must be within [0, 65536]",
+                (long long)qh, (long long)kh);
+  DYNQ_OP_CHECK(kh == 0 || qh % kh == 0, "q_num_heads %lld is not a multiple of kv_num_heads %lld",
+                (long long)qh, (long long)kh);
+  DYNQ_OP_CHECK(sc == 0.0f || (isfinite(sc) && sc > 0.0f), "scale %g is not a positive finite number",
+                (double)sc);
+  DYNQ_OP_CHECK(isfinite(cap) && cap >= 0.0f, "softcap %g is not a finite number >= 0", (double)cap);
+  return 0;
+}
+
+/* The geometry of one run, from the inputs' shapes. */
+typedef struct a23 {
+  int rank3;                         /* 3-D Q, K, V (and Y) */
+  int64_t B, Hq, Hkv, Sq, Skv, P, T, D, Dv;
+  int64_t mdims[4];                  /* the mask's shape right-aligned to 4 axes (1s in front) */
+  int64_t mst[4];                    /* its element strides, 0 on broadcast axes */
+} a23_t;
+
+/* Reads the shapes into *a; 0 or an error naming the node. */
+static int a23_shapes(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, a23_t *a) {
+  const dynq__tensor_t *q = in[0], *k = in[1], *v = in[2];
+  const dynq__tensor_t *m = opt_in(c, in, 3), *pk = opt_in(c, in, 4), *pv = opt_in(c, in, 5);
+  char b1[96], b2[96], b3[96];
+  if (q->rank != k->rank || q->rank != v->rank || (q->rank != 3 && q->rank != 4))
+    return dynq__op_fail(c, DYNQ_ESHAPE, "Q %s, K %s and V %s must all be 4-D [B, heads, S, size] "
+                         "or all 3-D [B, S, heads x size]",
+                         dynq__shape_str(b1, sizeof b1, q->rank, q->dims),
+                         dynq__shape_str(b2, sizeof b2, k->rank, k->dims),
+                         dynq__shape_str(b3, sizeof b3, v->rank, v->dims));
+  const int64_t qh = c->st->attn23.q_heads, kh = c->st->attn23.kv_heads;
+  a->rank3 = q->rank == 3;
+  a->B = q->dims[0];
+  if (a->rank3) {
+    if (qh < 1 || kh < 1)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "3-D inputs need q_num_heads and kv_num_heads "
+                           "(have %lld and %lld)", (long long)qh, (long long)kh);
+    a->Hq = qh, a->Hkv = kh, a->Sq = q->dims[1], a->Skv = k->dims[1];
+    if (q->dims[2] % qh != 0 || k->dims[2] % kh != 0 || v->dims[2] % kh != 0)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "Q %s, K %s, V %s: the last axes are not multiples of "
+                           "q_num_heads %lld, kv_num_heads %lld",
+                           dynq__shape_str(b1, sizeof b1, 3, q->dims),
+                           dynq__shape_str(b2, sizeof b2, 3, k->dims),
+                           dynq__shape_str(b3, sizeof b3, 3, v->dims), (long long)qh, (long long)kh);
+    a->D = q->dims[2] / qh, a->Dv = v->dims[2] / kh;
+    if (k->dims[2] / kh != a->D || k->dims[0] != a->B || v->dims[0] != a->B ||
+        v->dims[1] != a->Skv)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "Q %s, K %s and V %s do not agree on the batch, the "
+                           "key sequence or the head size",
+                           dynq__shape_str(b1, sizeof b1, 3, q->dims),
+                           dynq__shape_str(b2, sizeof b2, 3, k->dims),
+                           dynq__shape_str(b3, sizeof b3, 3, v->dims));
+  } else {
+    a->Hq = q->dims[1], a->Hkv = k->dims[1], a->Sq = q->dims[2], a->Skv = k->dims[2];
+    a->D = q->dims[3], a->Dv = v->dims[3];
+    if (k->dims[0] != a->B || v->dims[0] != a->B || v->dims[1] != a->Hkv ||
+        k->dims[3] != a->D || v->dims[2] != a->Skv)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "Q %s, K %s and V %s do not agree: [B, Hq, Sq, D], "
+                           "[B, Hkv, Skv, D], [B, Hkv, Skv, Dv] expected",
+                           dynq__shape_str(b1, sizeof b1, 4, q->dims),
+                           dynq__shape_str(b2, sizeof b2, 4, k->dims),
+                           dynq__shape_str(b3, sizeof b3, 4, v->dims));
+    if ((qh != 0 && qh != a->Hq) || (kh != 0 && kh != a->Hkv))
+      return dynq__op_fail(c, DYNQ_ESHAPE, "q_num_heads %lld, kv_num_heads %lld but Q has %lld "
+                           "heads and K %lld", (long long)qh, (long long)kh, (long long)a->Hq,
+                           (long long)a->Hkv);
+  }
+  if (a->Hkv < 1 || a->Hq % a->Hkv != 0)
+    return dynq__op_fail(c, DYNQ_ESHAPE, "%lld query heads are not a multiple of %lld key/value "
+                         "heads", (long long)a->Hq, (long long)a->Hkv);
+  if ((pk == NULL) != (pv == NULL))
+    return dynq__op_fail(c, DYNQ_EGRAPH, "past_key and past_value go together (one is missing)");
+  a->P = 0;
+  if (pk != NULL) {
+    int rc;
+    if ((rc = dynq__op_need_f32(c, pk, 4)) || (rc = dynq__op_need_f32(c, pv, 5))) return rc;
+    if (pk->rank != 4 || pv->rank != 4 || pk->dims[0] != a->B || pk->dims[1] != a->Hkv ||
+        pk->dims[3] != a->D || pv->dims[0] != a->B || pv->dims[1] != a->Hkv ||
+        pv->dims[2] != pk->dims[2] || pv->dims[3] != a->Dv)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "past_key %s and past_value %s: [%lld, %lld, P, %lld] "
+                           "and [%lld, %lld, P, %lld] expected",
+                           dynq__shape_str(b1, sizeof b1, pk->rank, pk->dims),
+                           dynq__shape_str(b2, sizeof b2, pv->rank, pv->dims), (long long)a->B,
+                           (long long)a->Hkv, (long long)a->D, (long long)a->B, (long long)a->Hkv,
+                           (long long)a->Dv);
+    a->P = pk->dims[2];
+  }
+  a->T = a->P + a->Skv;  /* each under 2^31: no overflow */
+  for (int d = 0; d < 4; d++) a->mdims[d] = 1, a->mst[d] = 0;
+  if (m != NULL) {
+    if (m->dtype != DYNQ_DT_F32 && m->dtype != DYNQ_DT_U8)
+      return dynq__op_fail(c, DYNQ_EDTYPE, "attn_mask is %s; bool or float32 expected",
+                           dynq__dtype_name(m->dtype));
+    const int64_t want[4] = {a->B, a->Hq, a->Sq, a->T};
+    int ok = m->rank >= 1 && m->rank <= 4;
+    for (int d = 0; ok && d < m->rank; d++) {
+      const int at = 4 - m->rank + d;
+      a->mdims[at] = m->dims[d];
+      ok = at == 3 ? m->dims[d] <= a->T : m->dims[d] == 1 || m->dims[d] == want[at];
+    }
+    if (!ok)
+      return dynq__op_fail(c, DYNQ_ESHAPE, "attn_mask %s does not broadcast to [B, Hq, Sq, T] = "
+                           "[%lld, %lld, %lld, %lld] (its last axis may be shorter than T)",
+                           dynq__shape_str(b1, sizeof b1, m->rank, m->dims), (long long)a->B,
+                           (long long)a->Hq, (long long)a->Sq, (long long)a->T);
+    int64_t e = 1;
+    for (int d = 3; d >= 0; d--) {
+      a->mst[d] = d < 3 && a->mdims[d] == 1 ? 0 : e;
+      e *= a->mdims[d];
+    }
+  }
+  return 0;
+}
+
+/* Key/value head h's rows of the present key (or value): past rows, then
+ * the new ones, [T, size] into dst. */
+static void a23_present(const a23_t *a, const float *past, const float *cur, int64_t size,
+                        int64_t b, int64_t h, float *dst) {
+  if (a->P > 0)
+    memcpy(dst, past + ((b * a->Hkv + h) * a->P) * size, (size_t)(a->P * size) * sizeof(float));
+  for (int64_t s = 0; s < a->Skv; s++) {
+    const float *src = a->rank3 ? cur + ((b * a->Skv + s) * a->Hkv + h) * size
+                                : cur + ((b * a->Hkv + h) * a->Skv + s) * size;
+    memcpy(dst + (a->P + s) * size, src, (size_t)size * sizeof(float));
+  }
+}
+
+/* One score row (T values of query row i of head h in batch b) through
+ * the mask, the causal rule, softcap and the softmax, in place; the
+ * mode's stage into qk (NULL: not wanted). */
+static void a23_row(const a23_t *a, const dynq__tensor_t *m, int causal, int mode, float cap,
+                    int64_t b, int64_t h, int64_t i, float *s, float *qk, double *e) {
+  const int64_t T = a->T;
+  if (qk != NULL && mode == 0) memcpy(qk, s, (size_t)T * sizeof(float));
+  if (m != NULL) {
+    const int64_t L = a->mdims[3];
+    const int64_t off = (a->mdims[0] == 1 ? 0 : b) * a->mst[0] +
+                        (a->mdims[1] == 1 ? 0 : h) * a->mst[1] + (a->mdims[2] == 1 ? 0 : i) * a->mst[2];
+    if (m->dtype == DYNQ_DT_U8) {
+      const uint8_t *mv = (const uint8_t *)m->data + off;
+      for (int64_t j = 0; j < L; j++)
+        if (mv[j] == 0) s[j] = -INFINITY;
+    } else {
+      const float *mv = (const float *)m->data + off;
+      for (int64_t j = 0; j < L; j++) s[j] += mv[j];
+    }
+    for (int64_t j = L; j < T; j++) s[j] = -INFINITY;
+  }
+  if (causal)
+    for (int64_t j = i + a->P + 1; j < T; j++) s[j] = -INFINITY;
+  if (qk != NULL && mode == 1) memcpy(qk, s, (size_t)T * sizeof(float));
+  if (cap > 0.0f)
+    for (int64_t j = 0; j < T; j++) s[j] = (float)((double)cap * tanh((double)s[j] / cap));
+  if (qk != NULL && mode == 2) memcpy(qk, s, (size_t)T * sizeof(float));
+  /* the softmax in double: a row all -inf gives NaN (-inf - -inf), as
+   * the reference's; a NaN anywhere spreads over the row */
+  double mx = -INFINITY, sum = 0.0;
+  int nan = 0;
+  for (int64_t j = 0; j < T; j++) {
+    if (s[j] != s[j]) nan = 1;
+    else if (s[j] > mx) mx = s[j];
+  }
+  for (int64_t j = 0; j < T; j++) sum += e[j] = exp((double)s[j] - mx);
+  for (int64_t j = 0; j < T; j++) s[j] = nan ? NAN : (float)(e[j] / sum);
+  if (qk != NULL && mode == 3) memcpy(qk, s, (size_t)T * sizeof(float));
+}
+
+int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
+                          dynq__tensor_t *out) {
+  int rc;
+  for (int k = 0; k < 3; k++)
+    if ((rc = dynq__op_need_present(c, in[k], k)) || (rc = dynq__op_need_f32(c, in[k], k)))
+      return rc;
+  a23_t a;
+  if ((rc = a23_shapes(c, in, &a))) return rc;
+  const dynq__tensor_t *m = opt_in(c, in, 3), *pk = opt_in(c, in, 4), *pv = opt_in(c, in, 5);
+  const int no = c->node->n_out;
+  const int want_pk = no > 1 && c->node->out[1] >= 0, want_pv = no > 2 && c->node->out[2] >= 0,
+            want_qk = no > 3 && c->node->out[3] >= 0;
+  /* outputs: Y, present_key, present_value, qk_matmul_output */
+  int64_t yd[4], kd[4] = {a.B, a.Hkv, a.T, a.D}, vd[4] = {a.B, a.Hkv, a.T, a.Dv},
+                 qd[4] = {a.B, a.Hq, a.Sq, a.T};
+  if (a.rank3) yd[0] = a.B, yd[1] = a.Sq, yd[2] = a.Hq * a.Dv;
+  else yd[0] = a.B, yd[1] = a.Hq, yd[2] = a.Sq, yd[3] = a.Dv;
+  /* scratch: one head's present K and V, the scores of its rows and a
+   * double row; all sized from inputs, so checked against the cap */
+  const int64_t sz[4][2] = {{a.T, a.D}, {a.T, a.Dv}, {a.Sq, a.T}, {a.T, 2}};
+  static const char *const what[4] = {"the present key of a head", "the present value of a head",
+                                      "the scores of a head", "a score row"};
+  int64_t n[4];
+  for (int k = 0; k < 4; k++) {
+    n[k] = dynq__shape_numel(2, sz[k]);
+    if (n[k] < 0)
+      return dynq__op_fail(c, DYNQ_ELIMIT, "%s ([%lld, %lld]) is too large", what[k],
+                           (long long)sz[k][0], (long long)sz[k][1]);
+    if ((rc = dynq__op_check_bytes(c, n[k], 4, what[k]))) return rc;
+  }
+  if ((rc = dynq__op_alloc(c, &out[0], DYNQ_DT_F32, a.rank3 ? 3 : 4, yd, 0))) return rc;
+  if ((want_pk && (rc = dynq__op_alloc(c, &out[1], DYNQ_DT_F32, 4, kd, 0))) ||
+      (want_pv && (rc = dynq__op_alloc(c, &out[2], DYNQ_DT_F32, 4, vd, 0))) ||
+      (want_qk && (rc = dynq__op_alloc(c, &out[3], DYNQ_DT_F32, 4, qd, 0))))
+    goto fail;
+  float *kh = malloc((size_t)(n[0] + n[1] + n[2]) * sizeof(float) + 1);
+  double *e = malloc((size_t)a.T * sizeof(double) + 1);
+  if (kh == NULL || e == NULL) {
+    free(kh), free(e);
+    rc = dynq__op_fail(c, -ENOMEM, "out of memory");
+    goto fail;
+  }
+  float *vh = kh + n[0], *sc = vh + n[1];
+  const float scale = c->st->attn23.scale > 0.0f ? c->st->attn23.scale
+                                                 : (float)(1.0 / sqrt((double)a.D));
+  const int64_t G = a.Hq / a.Hkv;
+  const float *qv = in[0]->data;
+  float *yv = out[0].data;
+  for (int64_t b = 0; b < a.B && rc == 0; b++)
+    for (int64_t g = 0; g < a.Hkv && rc == 0; g++) {
+      a23_present(&a, pk ? pk->data : NULL, in[1]->data, a.D, b, g, kh);
+      a23_present(&a, pv ? pv->data : NULL, in[2]->data, a.Dv, b, g, vh);
+      if (want_pk)
+        memcpy((float *)out[1].data + (b * a.Hkv + g) * n[0], kh, (size_t)n[0] * sizeof(float));
+      if (want_pv)
+        memcpy((float *)out[2].data + (b * a.Hkv + g) * n[1], vh, (size_t)n[1] * sizeof(float));
+      for (int64_t h = g * G; h < (g + 1) * G; h++) {
+        /* Q's rows of head h: [Sq, D] with row stride ld */
+        const int64_t ldq = a.rank3 ? a.Hq * a.D : a.D, ldy = a.rank3 ? a.Hq * a.Dv : a.Dv;
+        const float *qh = a.rank3 ? qv + b * a.Sq * ldq + h * a.D : qv + (b * a.Hq + h) * a.Sq * a.D;
+        float *yh = a.rank3 ? yv + b * a.Sq * ldy + h * a.Dv : yv + (b * a.Hq + h) * a.Sq * a.Dv;
+        if (a.Sq == 0 || a.Dv == 0) continue;
+        if (a.T == 0) { /* no keys: softmax of nothing, NaN as the reference's */
+          for (int64_t i = 0; i < a.Sq; i++)
+            for (int64_t d = 0; d < a.Dv; d++) yh[i * ldy + d] = NAN;
+          continue;
+        }
+        if (a.D == 0) memset(sc, 0, (size_t)n[2] * sizeof(float));
+        else dynq__sgemm(0, 1, a.Sq, a.T, a.D, scale, qh, ldq, kh, a.D, 0.0f, sc, a.T);
+        float *qk = want_qk ? (float *)out[3].data + (b * a.Hq + h) * n[2] : NULL;
+        for (int64_t i = 0; i < a.Sq; i++)
+          a23_row(&a, m, c->st->attn23.causal, c->st->attn23.mode, c->st->attn23.softcap, b, h,
+                  i, sc + i * a.T, qk ? qk + i * a.T : NULL, e);
+        dynq__sgemm(0, 0, a.Sq, a.Dv, a.T, 1.0f, sc, a.T, vh, a.Dv, 0.0f, yh, ldy);
+        rc = dynq__op_poll(c);
+      }
+    }
+  free(kh);
+  free(e);
+  if (rc == 0) return 0;
+fail:
+  for (int k = 0; k < 4 && k < no; k++) dynq__tensor_clear(&out[k]); /* a failed op leaves none */
+  return rc;
 }

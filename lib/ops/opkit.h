@@ -189,6 +189,11 @@ typedef union dynq__opstate {
   struct { int left; } bitshift;                 /* BitShift (misc.c) */
   struct { int mode, padding, align; } gridsample; /* GridSample (sample.c) */
   struct { int interleaved; int64_t num_heads, dim; } rotary; /* RotaryEmbedding (attention.c) */
+  struct {                                       /* Attention, opset 23 (attention.c) */
+    int causal, mode;                            /* is_causal; qk_matmul_output_mode */
+    int64_t q_heads, kv_heads;                   /* 0: not given */
+    float scale, softcap;                        /* scale 0: 1 / sqrt(head size) */
+  } attn23;
   struct {                                       /* RoiAlign (sample.c) */
     int max, half_pixel;
     int64_t oh, ow, ratio;

@@ -230,6 +230,8 @@
   X(COL2IM, 181, "Col2Im", 18, 0, 3, 3, 1, 1, col2im, convt, col2im)                       \
   /* attention.c: rotary position embedding (opset 23) */                                  \
   X(ROTARY, 182, "RotaryEmbedding", 23, 0, 3, 4, 1, 1, rotary, rotary, rotary)             \
+  /* attention.c: ONNX's Attention (opset 23; 24 without nonpad_kv_seqlen) */              \
+  X(ATTENTION23, 183, "Attention", 23, 24, 3, 6, 1, 4, attention23, attention23, attention23) \
   /* pool.c: the Lp pools (p in the pools' state); norm.c: LpNormalization */             \
   X(LP_POOL, 161, "LpPool", 1, 0, 1, 1, 1, 1, pool, pool, lppool)                           \
   X(GLOBAL_LP_POOL, 162, "GlobalLpPool", 1, 0, 1, 1, 1, 1, lp, pool, global_lppool)         \
