@@ -747,7 +747,7 @@ int dynq__run_rotary(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
  *   s = scale * q . k           (qk_matmul_output mode 0)
  *   s += mask + causal          (mode 1)
  *   s = softcap * tanh(s / softcap) when softcap > 0   (mode 2)
- *   p = softmax(s) in double    (mode 3);  y = p . V
+ *   p = softmax(s)              (mode 3);  y = p . V
  *
  * the order of the opset 23/24 text (mask, then softcap).  The mask
  * (float: added; uint8, the importer's bool: nonzero takes part, zero is
@@ -910,7 +910,7 @@ static void a23_present(const a23_t *a, const float *past, const float *cur, int
  * the mask, the causal rule, softcap and the softmax, in place; the
  * mode's stage into qk (NULL: not wanted). */
 static void a23_row(const a23_t *a, const dynq__tensor_t *m, int causal, int mode, float cap,
-                    int64_t b, int64_t h, int64_t i, float *s, float *qk, double *e) {
+                    int64_t b, int64_t h, int64_t i, float *s, float *qk) {
   const int64_t T = a->T;
   if (qk != NULL && mode == 0) memcpy(qk, s, (size_t)T * sizeof(float));
   if (m != NULL) {
@@ -933,16 +933,10 @@ static void a23_row(const a23_t *a, const dynq__tensor_t *m, int causal, int mod
   if (cap > 0.0f)
     for (int64_t j = 0; j < T; j++) s[j] = (float)((double)cap * tanh((double)s[j] / cap));
   if (qk != NULL && mode == 2) memcpy(qk, s, (size_t)T * sizeof(float));
-  /* the softmax in double: a row all -inf gives NaN (-inf - -inf), as
-   * the reference's; a NaN anywhere spreads over the row */
-  double mx = -INFINITY, sum = 0.0;
-  int nan = 0;
-  for (int64_t j = 0; j < T; j++) {
-    if (s[j] != s[j]) nan = 1;
-    else if (s[j] > mx) mx = s[j];
-  }
-  for (int64_t j = 0; j < T; j++) sum += e[j] = exp((double)s[j] - mx);
-  for (int64_t j = 0; j < T; j++) s[j] = nan ? NAN : (float)(e[j] / sum);
+  /* the softmax, vectorized as Softmax's: a row all -inf gives NaN
+   * (-inf - -inf), as the reference's; a NaN anywhere spreads over the
+   * row */
+  dynq__softmax_row(s, T);
   if (qk != NULL && mode == 3) memcpy(qk, s, (size_t)T * sizeof(float));
 }
 
@@ -982,9 +976,7 @@ int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
       (want_qk && (rc = dynq__op_alloc(c, &out[3], DYNQ_DT_F32, 4, qd, 0))))
     goto fail;
   float *kh = malloc((size_t)(n[0] + n[1] + n[2]) * sizeof(float) + 1);
-  double *e = malloc((size_t)a.T * sizeof(double) + 1);
-  if (kh == NULL || e == NULL) {
-    free(kh), free(e);
+  if (kh == NULL) {
     rc = dynq__op_fail(c, -ENOMEM, "out of memory");
     goto fail;
   }
@@ -1018,13 +1010,12 @@ int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
         float *qk = want_qk ? (float *)out[3].data + (b * a.Hq + h) * n[2] : NULL;
         for (int64_t i = 0; i < a.Sq; i++)
           a23_row(&a, m, c->st->attn23.causal, c->st->attn23.mode, c->st->attn23.softcap, b, h,
-                  i, sc + i * a.T, qk ? qk + i * a.T : NULL, e);
+                  i, sc + i * a.T, qk ? qk + i * a.T : NULL);
         dynq__sgemm(0, 0, a.Sq, a.Dv, a.T, 1.0f, sc, a.T, vh, a.Dv, 0.0f, yh, ldy);
         rc = dynq__op_poll(c);
       }
     }
   free(kh);
-  free(e);
   if (rc == 0) return 0;
 fail:
   for (int k = 0; k < 4 && k < no; k++) dynq__tensor_clear(&out[k]); /* a failed op leaves none */

@@ -26,7 +26,7 @@
 
 /* Softmax of one contiguous row, in place.  A NaN anywhere makes the
  * row NaN (through the sum), as the reference does. */
-CLONES VEC static void softmax_row(float *y, int64_t len) {
+CLONES VEC void dynq__softmax_row(float *y, int64_t len) {
   float m[LANES], s[LANES];
   for (int k = 0; k < LANES; k++) m[k] = -INFINITY, s[k] = 0.0f;
   int64_t i = 0;
@@ -86,7 +86,7 @@ int dynq__run_softmax(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
   float *py = out->data;
   if (inner == 1) { /* the usual case: contiguous rows (in place when donated) */
     if (py != px) memcpy(py, px, sizeof(float) * (size_t)(outer * len));
-    for (int64_t o = 0; o < outer; o++) softmax_row(py + o * len, len);
+    for (int64_t o = 0; o < outer; o++) dynq__softmax_row(py + o * len, len);
     return 0;
   }
   for (int64_t o = 0; o < outer; o++)

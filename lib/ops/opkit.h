@@ -358,6 +358,9 @@ int dynq__op_need_f32(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx);
 int dynq__op_need_present(dynq__op_ctx_t *c, const dynq__tensor_t *t, int idx);
 /* axis in [-rank, rank) (or [-rank, rank] with allow_end) normalised. */
 int dynq__op_norm_axis(dynq__op_ctx_t *c, int64_t axis, int rank, int allow_end, int *ret);
+/* Softmax of one contiguous row of len floats, in place; a NaN anywhere,
+ * or a row all -inf, makes the row NaN (norm.c) */
+void dynq__softmax_row(float *y, int64_t len);
 /* Softmax/LogSoftmax: check X, make the output, rows of len values inner apart (norm.c) */
 int dynq__softmax_geometry(dynq__op_ctx_t *c, const dynq__tensor_t *x, dynq__tensor_t *out,
                            int64_t *ret_outer, int64_t *ret_len, int64_t *ret_inner);
