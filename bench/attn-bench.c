@@ -6,8 +6,12 @@
  * two results are compared bit for bit.
  *
  *   attn-bench [--batch B] [--seq S] [--rounds N] [--threads T] [--only fused|unfused]
+ *              [--dump PREFIX]
  *
- * --only runs one form (for perf record; no comparison then).
+ * --only runs one form (for perf record; no comparison then).  --dump
+ * PREFIX writes the first round's fused output, the unfused MaskedSoftmax
+ * and output to PREFIX.{fused,softmax,unfused}.f32 (an A/B of two builds,
+ * bit for bit).
  * Kernel from DYNQ_KERNEL as dynqd picks it.  Per call, not per model:
  * multiply by the layer count for an encoder's figure.
  */
@@ -62,17 +66,19 @@ static int cmp_d(const void *a, const void *b) {
 int main(int argc, char **argv) {
   int64_t B = 1, S = 128;
   int rounds = 50, threads = 1, only = 0;  /* 1: fused only, 2: unfused only */
+  const char *dump = NULL; /* --dump PREFIX: the first round's outputs, raw */
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc) B = atoll(argv[++i]);
     else if (strcmp(argv[i], "--seq") == 0 && i + 1 < argc) S = atoll(argv[++i]);
     else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
     else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--dump") == 0 && i + 1 < argc) dump = argv[++i];
     else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && strcmp(argv[i + 1], "fused") == 0)
       only = 1, i++;
     else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && strcmp(argv[i + 1], "unfused") == 0)
       only = 2, i++;
     else {
-      fprintf(stderr, "usage: attn-bench [--batch B] [--seq S] [--rounds N] [--threads T] "
+      fprintf(stderr, "usage: attn-bench [--batch B] [--seq S] [--rounds N] [--threads T] [--dump PREFIX] "
                       "[--only fused|unfused]\n");
       return 2;
     }
@@ -132,6 +138,21 @@ int main(int argc, char **argv) {
     }
     double c2 = cpu_us(), w2 = wall_us();
     if (only == 0) same = same && memcmp(y1.data, y2.data, dynq__tensor_nbytes(&y1)) == 0;
+    if (dump != NULL && i == 0) {
+      /* for a bit-for-bit A/B of two builds: the fused output, and the
+       * unfused MaskedSoftmax and output */
+      const dynq__tensor_t *d[3] = {&y1, &p, &y2};
+      const char *sfx[3] = {"fused", "softmax", "unfused"};
+      for (int j = 0; j < 3; j++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s.%s.f32", dump, sfx[j]);
+        FILE *f = d[j]->data ? fopen(path, "wb") : NULL;
+        if (f != NULL) {
+          fwrite(d[j]->data, 1, dynq__tensor_nbytes(d[j]), f);
+          fclose(f);
+        }
+      }
+    }
     tf[i] = c1 - c0, tu[i] = c2 - c1, wf[i] = w1 - w0, wu[i] = w2 - w1;
     dynq__tensor_clear(&y1);
     dynq__tensor_clear(&s);
