@@ -7,10 +7,12 @@
  * split over c->threads threads when there are enough of them.
  *
  * The row functions are compiled for AVX-512, AVX2 and the baseline and
- * picked at load (target_clones), written with generic vectors
- * (kernels/gvec.h); every clone performs the same IEEE operations in the
- * same order (16 fixed lanes, combined pairwise, no FMA contraction), so
- * every machine gives the same bits.
+ * picked at load (target_clones), written as loops over 16 fixed lanes
+ * that GCC vectorizes in each clone (as norm.c's rows); every clone
+ * performs the same IEEE operations in the same order (16 fixed lanes,
+ * combined pairwise, no FMA contraction), so every machine gives the same
+ * bits.  (They were 16-lane generic vectors, which GCC lowered through the
+ * stack on AVX2: the softmax was 43 % of a fused attention layer on Zen 3.)
  */
 #include "ops.h"
 
@@ -27,11 +29,7 @@
 #define CLONES DYNQ_CLONES
 #define LANES DYNQ_GV_LANES
 
-typedef dynq_gvf vf_t;
-typedef dynq_gvi vi_t;
-#define vload dynq_gv_load
-#define vsplat dynq_gv_splat
-#define vsel dynq_gv_sel
+#define VEC DYNQ_VEC_OPT
 
 /* e^x for the arguments a softmax sees, x <= 0 (x - max of the row):
  * 2^n * p(r) with x = n ln2 + r, |r| <= ln2/2, and p the degree-6 Taylor
@@ -39,15 +37,18 @@ typedef dynq_gvi vi_t;
  * is clamped at -87, so 2^n stays a normal number built from its exponent
  * bits alone; below -87 the result is e^-87 (1.6e-38) instead of a smaller
  * number, an absolute error under 2e-38.  Positive x is the caller's bug,
- * not handled (n would pass 127).  NaN gives NaN. */
-static inline __attribute__((always_inline)) vf_t exp_nonpos(vf_t x) {
-  x = vsel(x < vsplat(-87.0f), vsplat(-87.0f), x);  /* NaN passes through */
-  const vf_t magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
-  vf_t t = x * 1.44269504088896341f + magic;
-  vf_t n = t - magic;
-  vf_t r = x - n * 0.693359375f;  /* ln2 in two parts: n * hi is exact */
+ * not handled (n would pass 127).  NaN gives NaN.  One value: the row
+ * functions call it in loops over 16 fixed lanes, which GCC vectorizes in
+ * each clone (ymm pairs on AVX2, zmm on AVX-512) with the same IEEE
+ * operations per lane. */
+static inline __attribute__((always_inline)) float exp_nonpos(float x) {
+  x = x < -87.0f ? -87.0f : x;  /* NaN passes through */
+  const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  float t = x * 1.44269504088896341f + magic;
+  float n = t - magic;
+  float r = x - n * 0.693359375f;  /* ln2 in two parts: n * hi is exact */
   r = r + n * 2.12194440e-4f;
-  vf_t p = vsplat(1.0f / 720.0f);
+  float p = 1.0f / 720.0f;
   p = p * r + 1.0f / 120.0f;
   p = p * r + 1.0f / 24.0f;
   p = p * r + 1.0f / 6.0f;
@@ -55,113 +56,101 @@ static inline __attribute__((always_inline)) vf_t exp_nonpos(vf_t x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   /* n + 127 into the exponent field: t's low bits hold n + 0x400000 */
-  vi_t eb = ((vi_t)t - (0x4B400000 - 127)) << 23;
-  return p * (vf_t)eb;
+  int32_t tb;
+  memcpy(&tb, &t, sizeof(tb));
+  uint32_t eb = (uint32_t)(tb - (0x4B400000 - 127)) << 23;
+  float two_n;
+  memcpy(&two_n, &eb, sizeof(two_n));
+  return p * two_n;
 }
 
 /* For tests: the row function's exponential on one value (test-ops checks
  * it against expf over [-87, 0]). */
-float dynq__softmax_exp(float x) { return exp_nonpos(vsplat(x))[0]; }
+float dynq__softmax_exp(float x) { return exp_nonpos(x); }
 
-/* Lane reductions by halving, lanes k and k + w combined for w = 8, 4, 2,
- * 1: the fixed pairwise order, as vector operations. */
-static inline __attribute__((always_inline)) vf_t halve(vf_t v, int w) {
-  switch (w) {
-  case 8: return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
-  case 4: return __builtin_shufflevector(v, v, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7);
-  case 2: return __builtin_shufflevector(v, v, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-  default: return __builtin_shufflevector(v, v, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1);
-  }
+/* The pairwise reductions of 16 lanes: lanes k and k + w combined for
+ * w = 8, 4, 2, 1, a fixed order. */
+static inline __attribute__((always_inline)) float lanes_sum(float *s) {
+  for (int w = LANES / 2; w >= 1; w /= 2)
+    for (int k = 0; k < w; k++) s[k] += s[k + w];
+  return s[0];
 }
-
-static inline __attribute__((always_inline)) float lanes_sum(vf_t v) {
-  v += halve(v, 8);
-  v += halve(v, 4);
-  v += halve(v, 2);
-  v += halve(v, 1);
-  return v[0];
-}
-
-static inline __attribute__((always_inline)) vf_t vmax(vf_t a, vf_t b) { return vsel(b > a, b, a); }
 
 /* The largest lane; NaN lanes are skipped (the sum catches them). */
-static inline __attribute__((always_inline)) float lanes_max(vf_t v) {
-  v = vmax(v, halve(v, 8));
-  v = vmax(v, halve(v, 4));
-  v = vmax(v, halve(v, 2));
-  v = vmax(v, halve(v, 1));
-  return v[0];
+static inline __attribute__((always_inline)) float lanes_max(float *m) {
+  for (int w = LANES / 2; w >= 1; w /= 2)
+    for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
+  return m[0];
 }
 
 /* The exponentials of a masked softmax row: y[i] = e^(v[i] - max v) with
  * v[i] = x[i * sx] + m[i * sm] (strides 0: broadcast); returns their
- * sum.  A NaN anywhere makes the sum NaN; a row masked entirely with
- * -inf gives NaN too.  y may be x (each vector is loaded before it is
- * stored). */
+ * sum.  Lane k of 16 takes the elements i = k (mod 16), the tail the low
+ * lanes.  A NaN anywhere makes the sum NaN; a row masked entirely with
+ * -inf gives NaN too.  y may be x (each element is read before it is
+ * written). */
 static inline __attribute__((always_inline)) float softmax_exps(float *y, const float *x,
                                                                 int64_t sx, const float *m,
                                                                 int64_t sm, int64_t len) {
-  vf_t mv = vsplat(-INFINITY), s = vsplat(0.0f), v;
-  int64_t i = 0;
-  for (; i + LANES <= len; i += LANES) {
-    if (sx == 1 && sm == 1) {
-      v = vload(x + i) + vload(m + i);
-    } else if (sx == 1 && sm == 0) {
-      v = vload(x + i) + m[0];
-    } else {
-      for (int k = 0; k < LANES; k++) v[k] = x[(i + k) * sx] + m[(i + k) * sm];
-    }
-    mv = vsel(v > mv, v, mv);
-    memcpy(y + i, &v, sizeof(v));
+  float mv[LANES], s[LANES];
+  for (int k = 0; k < LANES; k++) mv[k] = -INFINITY, s[k] = 0.0f;
+  const int64_t nv = len / LANES * LANES;
+  if (sx == 1 && sm == 1) {
+    for (int64_t i = 0; i < nv; i += LANES)
+      for (int k = 0; k < LANES; k++) {
+        float v = x[i + k] + m[i + k];
+        mv[k] = v > mv[k] ? v : mv[k];
+        y[i + k] = v;
+      }
+  } else if (sx == 1 && sm == 0) {
+    const float m0 = m[0];
+    for (int64_t i = 0; i < nv; i += LANES)
+      for (int k = 0; k < LANES; k++) {
+        float v = x[i + k] + m0;
+        mv[k] = v > mv[k] ? v : mv[k];
+        y[i + k] = v;
+      }
+  } else {
+    for (int64_t i = 0; i < nv; i += LANES)
+      for (int k = 0; k < LANES; k++) {
+        float v = x[(i + k) * sx] + m[(i + k) * sm];
+        mv[k] = v > mv[k] ? v : mv[k];
+        y[i + k] = v;
+      }
   }
-  const int tail = (int)(len - i);
-  v = vsplat(-INFINITY);
-  for (int k = 0; k < tail; k++) v[k] = x[(i + k) * sx] + m[(i + k) * sm];
-  mv = vsel(v > mv, v, mv);
-  vf_t last = v;
+  for (int64_t i = nv; i < len; i++) {
+    float v = x[i * sx] + m[i * sm];
+    int k = (int)(i - nv);
+    mv[k] = v > mv[k] ? v : mv[k];
+    y[i] = v;
+  }
   const float mx = lanes_max(mv);
   /* a NaN lost by the max comparisons still reaches the sum below */
-  for (i = 0; i + LANES <= len; i += LANES) {
-    vf_t e = exp_nonpos(vload(y + i) - mx);
-    memcpy(y + i, &e, sizeof(e));
-    s += e;
-  }
-  if (tail > 0) {
-    vf_t e = exp_nonpos(last - mx);
-    for (int k = 0; k < tail; k++) y[i + k] = e[k];
-    for (int k = tail; k < LANES; k++) e[k] = 0.0f;
-    s += e;
+  for (int64_t i = 0; i < nv; i += LANES)
+    for (int k = 0; k < LANES; k++) {
+      float e = exp_nonpos(y[i + k] - mx);
+      y[i + k] = e;
+      s[k] += e;
+    }
+  for (int64_t i = nv; i < len; i++) {
+    float e = exp_nonpos(y[i] - mx);
+    y[i] = e;
+    s[i - nv] += e;
   }
   return lanes_sum(s);
 }
 
 /* y[i] = x[i * sx] + m[i * sm], then the softmax of y in place. */
-CLONES static void masked_softmax_row(float *y, const float *x, int64_t sx, const float *m,
-                                      int64_t sm, int64_t len) {
+CLONES VEC static void masked_softmax_row(float *y, const float *x, int64_t sx, const float *m,
+                                          int64_t sm, int64_t len) {
   const float inv = 1.0f / softmax_exps(y, x, sx, m, sm, len);
-  int64_t i = 0;
-  for (; i + LANES <= len; i += LANES) {
-    vf_t e = vload(y + i) * inv;
-    memcpy(y + i, &e, sizeof(e));
-  }
-  for (; i < len; i++) y[i] *= inv;
+  for (int64_t i = 0; i < len; i++) y[i] *= inv;
 }
-
-typedef uint8_t qbytes_t __attribute__((vector_size(LANES)));
 
 /* clamp(rne((e * inv) * qinv), 0, 255): the quantization of the softmax
  * value e * inv with zero point 0, the steps the reference kernel takes
  * for a value in range (kernels.h). */
-static inline __attribute__((always_inline)) qbytes_t quant255(vf_t e, float inv, float qinv) {
-  const vf_t magic = vsplat(12582912.0f);  /* 1.5 * 2^23: adding it rounds to an integer */
-  vf_t t = (e * inv) * qinv;
-  t = vsel(t > 0.0f, t, vsplat(0.0f));
-  t = vsel(t < 255.0f, t, vsplat(255.0f));
-  t = (t + magic) - magic;
-  return __builtin_convertvector(__builtin_convertvector(t, vi_t), qbytes_t);
-}
-
-static inline __attribute__((always_inline)) uint8_t quant255_1(float e, float inv, float qinv) {
+static inline __attribute__((always_inline)) uint8_t quant255(float e, float inv, float qinv) {
   float t = (e * inv) * qinv;
   t = t > 0.0f ? t : 0.0f;
   t = t < 255.0f ? t : 255.0f;
@@ -183,99 +172,52 @@ static inline __attribute__((always_inline)) float p_scale(float inv) {
  * largest exponential is e^0 = 1), so the range is known without a
  * min/max pass and the values are quantized as they are made, never
  * stored.  Any other row (NaN, infinities) takes the general path. */
-CLONES static void softmax_quant_row(float *y, int64_t sm, const float *m, int64_t len,
-                                     int64_t Kp, const dynq__kernel_t *kr, uint8_t *q,
-                                     float *ret_scale, int32_t *ret_zp) {
+CLONES VEC static void softmax_quant_row(float *y, int64_t sm, const float *m, int64_t len,
+                                         int64_t Kp, const dynq__kernel_t *kr, uint8_t *q,
+                                         float *ret_scale, int32_t *ret_zp) {
   const float sum = softmax_exps(y, y, 1, m, sm, len);
   const float inv = 1.0f / sum;
   const float qs = p_scale(inv), qinv = 1.0f / qs;
   if (!(sum >= 1.0f && sum <= (float)len)) {
-    int64_t i = 0;
-    for (; i < len; i++) y[i] *= inv;
+    for (int64_t i = 0; i < len; i++) y[i] *= inv;
     dynq__quantize_rows(kr, 1, len, y, (size_t)len, q, (size_t)Kp, 0, ret_scale, ret_zp);
     return;
   }
-  int64_t i = 0;
-  for (; i + LANES <= len; i += LANES) {
-    qbytes_t b = quant255(vload(y + i), inv, qinv);
-    memcpy(q + i, &b, sizeof(b));
-  }
-  for (; i < len; i++) q[i] = quant255_1(y[i], inv, qinv);
+  for (int64_t i = 0; i < len; i++) q[i] = quant255(y[i], inv, qinv);
   memset(q + len, 0, (size_t)(Kp - len));
   *ret_scale = qs;
   *ret_zp = 0;
 }
 
 /* Two rows of the score block (y0, y1: len floats each, masks m0, m1 of
- * stride sm 0 or 1) through softmax_quant_row's steps side by side: the
- * same operations in the same order per row (so the same bytes), but two
- * independent chains for the core to overlap (one row's reductions are
- * latency-bound).  Rows whose range is not the known one finish through
- * the general path as softmax_quant_row's do. */
-CLONES static void softmax_quant_rows2(float *y0, float *y1, int64_t sm, const float *m0,
-                                       const float *m1, int64_t len, int64_t Kp,
-                                       const dynq__kernel_t *kr, uint8_t *q0, uint8_t *q1,
-                                       float *ret_scale, int32_t *ret_zp) {
-  vf_t mv0 = vsplat(-INFINITY), mv1 = mv0, s0 = vsplat(0.0f), s1 = s0;
-  const int64_t nv = len / LANES * LANES;
-  for (int64_t i = 0; i < nv; i += LANES) {
-    vf_t v0 = vload(y0 + i) + (sm ? vload(m0 + i) : vsplat(m0[0]));
-    vf_t v1 = vload(y1 + i) + (sm ? vload(m1 + i) : vsplat(m1[0]));
-    mv0 = vmax(mv0, v0);
-    mv1 = vmax(mv1, v1);
-    dynq_gv_store(y0 + i, v0);
-    dynq_gv_store(y1 + i, v1);
-  }
-  vf_t l0 = vsplat(-INFINITY), l1 = l0;
-  for (int64_t k = 0; k < len - nv; k++) {
-    l0[k] = y0[nv + k] + m0[(nv + k) * sm];
-    l1[k] = y1[nv + k] + m1[(nv + k) * sm];
-  }
-  mv0 = vsel(l0 > mv0, l0, mv0);
-  mv1 = vsel(l1 > mv1, l1, mv1);
-  const float mx0 = lanes_max(mv0), mx1 = lanes_max(mv1);
-  for (int64_t i = 0; i < nv; i += LANES) {
-    vf_t e0 = exp_nonpos(vload(y0 + i) - mx0), e1 = exp_nonpos(vload(y1 + i) - mx1);
-    dynq_gv_store(y0 + i, e0);
-    dynq_gv_store(y1 + i, e1);
-    s0 += e0;
-    s1 += e1;
-  }
-  if (len > nv) {
-    vf_t e0 = exp_nonpos(l0 - mx0), e1 = exp_nonpos(l1 - mx1);
-    for (int64_t k = 0; k < len - nv; k++) y0[nv + k] = e0[k], y1[nv + k] = e1[k];
-    for (int64_t k = len - nv; k < LANES; k++) e0[k] = 0.0f, e1[k] = 0.0f;
-    s0 += e0;
-    s1 += e1;
-  }
-  const float sum0 = lanes_sum(s0), sum1 = lanes_sum(s1);
-  const float inv0 = 1.0f / sum0, inv1 = 1.0f / sum1;
-  ret_scale[0] = p_scale(inv0);
-  ret_scale[1] = p_scale(inv1);
-  const float qinv0 = 1.0f / ret_scale[0], qinv1 = 1.0f / ret_scale[1];
-  const int gen0 = !(sum0 >= 1.0f && sum0 <= (float)len);
-  const int gen1 = !(sum1 >= 1.0f && sum1 <= (float)len);
-  ret_zp[0] = ret_zp[1] = 0;
-  for (int64_t i = 0; i < nv; i += LANES) {
-    qbytes_t b0 = quant255(vload(y0 + i), inv0, qinv0), b1 = quant255(vload(y1 + i), inv1, qinv1);
-    memcpy(q0 + i, &b0, sizeof(b0));
-    memcpy(q1 + i, &b1, sizeof(b1));
-  }
+ * stride sm 0 or 1) through softmax_quant_row's steps: the same
+ * operations in the same order per row (so the same bytes), the two rows
+ * one after the other (in the loops GCC vectorizes, one row's chain no
+ * longer waits on a reduction's latency). */
+CLONES VEC static void softmax_quant_rows2(float *y0, float *y1, int64_t sm, const float *m0,
+                                           const float *m1, int64_t len, int64_t Kp,
+                                           const dynq__kernel_t *kr, uint8_t *q0, uint8_t *q1,
+                                           float *ret_scale, int32_t *ret_zp) {
   float *y[2] = {y0, y1};
-  const float inv[2] = {inv0, inv1}, qinv[2] = {qinv0, qinv1};
+  const float *m[2] = {m0, m1};
   uint8_t *q[2] = {q0, q1};
-  const int gen[2] = {gen0, gen1};
   for (int r = 0; r < 2; r++) {
-    if (gen[r]) {
-      for (int64_t i = 0; i < len; i++) y[r][i] *= inv[r];
+    const float sum = softmax_exps(y[r], y[r], 1, m[r], sm, len);
+    const float inv = 1.0f / sum;
+    ret_scale[r] = p_scale(inv);
+    ret_zp[r] = 0;
+    const float qinv = 1.0f / ret_scale[r];
+    if (!(sum >= 1.0f && sum <= (float)len)) {
+      for (int64_t i = 0; i < len; i++) y[r][i] *= inv;
       dynq__quantize_rows(kr, 1, len, y[r], (size_t)len, q[r], (size_t)Kp, 0, &ret_scale[r],
                           &ret_zp[r]);
       continue;
     }
-    for (int64_t i = nv; i < len; i++) q[r][i] = quant255_1(y[r][i], inv[r], qinv[r]);
+    for (int64_t i = 0; i < len; i++) q[r][i] = quant255(y[r][i], inv, qinv);
     memset(q[r] + len, 0, (size_t)(Kp - len));
   }
 }
+
 
 /* Below this many elements MaskedSoftmax runs on one thread (a wake-up
  * costs about as much as softmax over 16K elements). */
