@@ -641,8 +641,8 @@ int dynq__run_roipool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
  * offset's, and must be what the convolution's geometry gives.
  *
  * Per image, a chunk of output positions at a time: a table of the four
- * taps' indices and weights (mask folded in) per offset group, kernel tap
- * and position, in double and then float; the chunk's columns [C/group *
+ * taps' indices and weights (in double, then float) and the mask's value
+ * per offset group, kernel tap and position; the chunk's columns [C/group *
  * kh * kw, chunk] per group; one FP32 GEMM with the group's weights.  The
  * weights are not quantized: the columns are a bilinear resampling the
  * request's offsets decide, not a view of the input.
@@ -676,15 +676,20 @@ int dynq__check_deform(const dynq__graph_t *g, const dynq__node_t *n, char *err,
 #define DEFORM_CHUNK 256
 
 typedef struct deform_tap {
-  int64_t i[4];
-  float w[4];
+  int64_t i[4];  /* pixel indices, -1: outside the image */
+  float w[4];    /* bilinear weights */
+  float m;       /* the mask's value, 1 without one */
 } deform_tap_t;
 
-/* Bilinear taps at (y, x) of an h x w image, each weight times m; taps
+/* Bilinear taps at (y, x) of an h x w image, and the mask's m; taps
  * outside the image (and every tap of a position that is not finite) get
- * weight 0 and index 0. */
-static void deform_taps(double y, double x, int64_t h, int64_t w, double m, deform_tap_t *t) {
-  memset(t, 0, sizeof(*t));
+ * index -1 and are never read: they add 0, as the reference's zeros
+ * padding, where 0 times an Inf or NaN pixel would be NaN (and an empty
+ * image has no pixel to read).  The mask multiplies the sample, as the
+ * reference's, so a NaN or Inf mask over no pixel still gives NaN. */
+static void deform_taps(double y, double x, int64_t h, int64_t w, float m, deform_tap_t *t) {
+  for (int k = 0; k < 4; k++) t->i[k] = -1, t->w[k] = 0.0f;
+  t->m = m;
   if (!(y > -1.0 && y < (double)h && x > -1.0 && x < (double)w)) return;
   double y0 = floor(y), x0 = floor(x), ly = y - y0, lx = x - x0;
   const double wt[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
@@ -692,7 +697,7 @@ static void deform_taps(double y, double x, int64_t h, int64_t w, double m, defo
     int64_t yy = (int64_t)y0 + (k >> 1), xx = (int64_t)x0 + (k & 1);
     if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
     t->i[k] = yy * w + xx;
-    t->w[k] = (float)(wt[k] * m);
+    t->w[k] = (float)wt[k];
   }
 }
 
@@ -783,7 +788,7 @@ int dynq__run_deform(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
                         (double)dy[q];
             double xx = (double)(px * a->strides[1] - a->pad_begin[1] + j * a->dilations[1]) +
                         (double)dx[q];
-            deform_taps(yy, xx, H, Wd, m ? (double)m[q] : 1.0, &tt[q]);
+            deform_taps(yy, xx, H, Wd, m ? m[q] : 1.0f, &tt[q]);
           }
         }
       for (int64_t gi = 0; gi < G; gi++) {
@@ -794,9 +799,12 @@ int dynq__run_deform(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
           for (int64_t t = 0; t < kk; t++) {
             float *row = col + (cl * kk + t) * pc;
             const deform_tap_t *tt = tg + t * chunk;
-            for (int64_t q = 0; q < pc; q++)
-              row[q] = tt[q].w[0] * img[tt[q].i[0]] + tt[q].w[1] * img[tt[q].i[1]] +
-                       tt[q].w[2] * img[tt[q].i[2]] + tt[q].w[3] * img[tt[q].i[3]];
+            for (int64_t q = 0; q < pc; q++) {
+              float v = 0.0f;
+              for (int k = 0; k < 4; k++)
+                if (tt[q].i[k] >= 0) v += tt[q].w[k] * img[tt[q].i[k]];
+              row[q] = v * tt[q].m;
+            }
           }
         }
         float *yg = Y + (n * oC + gi * ocg) * P + p0;
