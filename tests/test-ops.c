@@ -3430,6 +3430,21 @@ START_TEST(deform_conv_outside) {
 }
 END_TEST
 
+/* Attention with V's head size 0: Y is empty, but qk_matmul_output is
+ * [B, Hq, Sq, T] and must hold the scores (not uninitialized memory). */
+START_TEST(attention23_empty_v) {
+  float q[2] = {1, 2}, k[4] = {3, 4, 5, 6};
+  dynq__tensor_t Q = tf(4, (int64_t[]){1, 1, 1, 2}, q), K = tf(4, (int64_t[]){1, 1, 2, 2}, k),
+                 V = tf(4, (int64_t[]){1, 1, 2, 0}, NULL), o[4];
+  const dynq__attr_t sc[] = {{.name = "scale", .type = DYNQ_ATTR_FLOAT, .f = 0.5f}};
+  const dynq__tensor_t *in[3] = {&Q, &K, &V};
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, sc, 1, 3, 4, in, o), 0);
+  ck_assert(o[0].rank == 4 && o[0].dims[3] == 0);
+  expect(&o[3], 4, (int64_t[]){1, 1, 1, 2}, (float[]){5.5f, 8.5f}, 1e-6f);
+  for (int i = 0; i < 4; i++) dynq__tensor_clear(&o[i]);
+}
+END_TEST
+
 /* RotaryEmbedding by hand: one head of 4 values [1 2 3 4] turned by a
  * quarter turn (cos 0, sin 1) on pairs (1, 3) (2, 4) gives [-3 -4 1 2],
  * interleaved pairs (1, 2) (3, 4) give [-2 1 -4 3]; rotary_embedding_dim 2
@@ -4044,6 +4059,7 @@ int main(void) {
   tcase_add_test(tc, deform_conv_outside);
   tcase_add_test(tc, rotary_op);
   tcase_add_test(tc, attention23_op);
+  tcase_add_test(tc, attention23_empty_v);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);
   tcase_add_test(tc, tile_split);

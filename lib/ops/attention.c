@@ -1007,7 +1007,8 @@ int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
         const int64_t ldq = a.rank3 ? a.Hq * a.D : a.D, ldy = a.rank3 ? a.Hq * a.Dv : a.Dv;
         const float *qh = a.rank3 ? qv + b * a.Sq * ldq + h * a.D : qv + (b * a.Hq + h) * a.Sq * a.D;
         float *yh = a.rank3 ? yv + b * a.Sq * ldy + h * a.Dv : yv + (b * a.Hq + h) * a.Sq * a.Dv;
-        if (a.Sq == 0 || a.Dv == 0) continue;
+        /* with Dv 0, Y is empty but a wanted qk_matmul_output is not */
+        if (a.Sq == 0 || (a.Dv == 0 && !want_qk)) continue;
         if (a.T == 0) { /* no keys: softmax of nothing, NaN as the reference's */
           for (int64_t i = 0; i < a.Sq; i++)
             for (int64_t d = 0; d < a.Dv; d++) yh[i * ldy + d] = NAN;
@@ -1019,7 +1020,7 @@ int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
         for (int64_t i = 0; i < a.Sq; i++)
           a23_row(&a, m, c->st->attn23.causal, c->st->attn23.mode, c->st->attn23.softcap, b, h,
                   i, sc + i * a.T, qk ? qk + i * a.T : NULL, e);
-        dynq__sgemm(0, 0, a.Sq, a.Dv, a.T, 1.0f, sc, a.T, vh, a.Dv, 0.0f, yh, ldy);
+        if (a.Dv > 0) dynq__sgemm(0, 0, a.Sq, a.Dv, a.T, 1.0f, sc, a.T, vh, a.Dv, 0.0f, yh, ldy);
         rc = dynq__op_poll(c);
       }
     }
