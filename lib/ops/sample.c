@@ -676,19 +676,20 @@ int dynq__check_deform(const dynq__graph_t *g, const dynq__node_t *n, char *err,
 #define DEFORM_CHUNK 256
 
 typedef struct deform_tap {
-  int64_t i[4];  /* pixel indices, -1: outside the image */
-  float w[4];    /* bilinear weights */
+  int64_t i[4];  /* pixel indices (0 for a tap outside the image) */
+  float w[4];    /* bilinear weights (0 outside) */
   float m;       /* the mask's value, 1 without one */
+  uint32_t in;   /* bit k: tap k is inside the image */
 } deform_tap_t;
 
-/* Bilinear taps at (y, x) of an h x w image, and the mask's m; taps
- * outside the image (and every tap of a position that is not finite) get
- * index -1 and are never read: they add 0, as the reference's zeros
- * padding, where 0 times an Inf or NaN pixel would be NaN (and an empty
- * image has no pixel to read).  The mask multiplies the sample, as the
+/* Bilinear taps at (y, x) of an h x w image, and the mask's m.  Taps
+ * outside the image (every tap of a position that is not finite) have
+ * index 0, weight 0 and their bit clear: they must add 0, as the
+ * reference's zeros padding, even where 0 times an Inf or NaN pixel
+ * would be NaN (deform_gather).  The mask multiplies the sample, as the
  * reference's, so a NaN or Inf mask over no pixel still gives NaN. */
 static void deform_taps(double y, double x, int64_t h, int64_t w, float m, deform_tap_t *t) {
-  for (int k = 0; k < 4; k++) t->i[k] = -1, t->w[k] = 0.0f;
+  memset(t, 0, sizeof(*t));
   t->m = m;
   if (!(y > -1.0 && y < (double)h && x > -1.0 && x < (double)w)) return;
   double y0 = floor(y), x0 = floor(x), ly = y - y0, lx = x - x0;
@@ -698,6 +699,32 @@ static void deform_taps(double y, double x, int64_t h, int64_t w, float m, defor
     if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
     t->i[k] = yy * w + xx;
     t->w[k] = (float)wt[k];
+    t->in |= 1u << k;
+  }
+}
+
+/* One column row: the samples of pc positions of one image plane.  A
+ * tap outside the image loads pixel 0 with weight 0: exact while that
+ * pixel is finite, so only a plane whose pixel 0 is Inf or NaN takes the
+ * path that drops such taps (plane 0, an empty image, has nothing to
+ * load: each sample is 0 times the mask). */
+static void deform_gather(const float *img, int64_t plane, const deform_tap_t *tt, int64_t pc,
+                          float *row) {
+  if (plane == 0) {
+    for (int64_t q = 0; q < pc; q++) row[q] = 0.0f * tt[q].m;
+  } else if (isfinite(img[0])) {
+    for (int64_t q = 0; q < pc; q++) {
+      const deform_tap_t *p = &tt[q];
+      row[q] = (p->w[0] * img[p->i[0]] + p->w[1] * img[p->i[1]] + p->w[2] * img[p->i[2]] +
+                p->w[3] * img[p->i[3]]) * p->m;
+    }
+  } else {
+    for (int64_t q = 0; q < pc; q++) {
+      const deform_tap_t *p = &tt[q];
+      float v[4];
+      for (int k = 0; k < 4; k++) v[k] = p->in & (1u << k) ? img[p->i[k]] : 0.0f;
+      row[q] = (p->w[0] * v[0] + p->w[1] * v[1] + p->w[2] * v[2] + p->w[3] * v[3]) * p->m;
+    }
   }
 }
 
@@ -796,16 +823,8 @@ int dynq__run_deform(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
           const int64_t ch = gi * Cg + cl;
           const float *img = X + (n * C + ch) * plane;
           const deform_tap_t *tg = tab + (ch / cpo) * kk * chunk;
-          for (int64_t t = 0; t < kk; t++) {
-            float *row = col + (cl * kk + t) * pc;
-            const deform_tap_t *tt = tg + t * chunk;
-            for (int64_t q = 0; q < pc; q++) {
-              float v = 0.0f;
-              for (int k = 0; k < 4; k++)
-                if (tt[q].i[k] >= 0) v += tt[q].w[k] * img[tt[q].i[k]];
-              row[q] = v * tt[q].m;
-            }
-          }
+          for (int64_t t = 0; t < kk; t++)
+            deform_gather(img, plane, tg + t * chunk, pc, col + (cl * kk + t) * pc);
         }
         float *yg = Y + (n * oC + gi * ocg) * P + p0;
         if (Cg * kk > 0)
