@@ -897,6 +897,7 @@ static int a23_shapes(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, a23_t 
  * the new ones, [T, size] into dst. */
 static void a23_present(const a23_t *a, const float *past, const float *cur, int64_t size,
                         int64_t b, int64_t h, float *dst) {
+  if (size == 0) return; /* nothing to copy, and an empty input may have no storage */
   if (a->P > 0)
     memcpy(dst, past + ((b * a->Hkv + h) * a->P) * size, (size_t)(a->P * size) * sizeof(float));
   for (int64_t s = 0; s < a->Skv; s++) {
@@ -998,9 +999,9 @@ int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     for (int64_t g = 0; g < a.Hkv && rc == 0; g++) {
       a23_present(&a, pk ? pk->data : NULL, in[1]->data, a.D, b, g, kh);
       a23_present(&a, pv ? pv->data : NULL, in[2]->data, a.Dv, b, g, vh);
-      if (want_pk)
+      if (want_pk && n[0] > 0)
         memcpy((float *)out[1].data + (b * a.Hkv + g) * n[0], kh, (size_t)n[0] * sizeof(float));
-      if (want_pv)
+      if (want_pv && n[1] > 0)
         memcpy((float *)out[2].data + (b * a.Hkv + g) * n[1], vh, (size_t)n[1] * sizeof(float));
       for (int64_t h = g * G; h < (g + 1) * G; h++) {
         /* Q's rows of head h: [Sq, D] with row stride ld */

@@ -821,7 +821,7 @@ int dynq__run_deform(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
       for (int64_t gi = 0; gi < G; gi++) {
         for (int64_t cl = 0; cl < Cg; cl++) {
           const int64_t ch = gi * Cg + cl;
-          const float *img = X + (n * C + ch) * plane;
+          const float *img = plane > 0 ? X + (n * C + ch) * plane : NULL; /* X may have none */
           const deform_tap_t *tg = tab + (ch / cpo) * kk * chunk;
           for (int64_t t = 0; t < kk; t++)
             deform_gather(img, plane, tg + t * chunk, pc, col + (cl * kk + t) * pc);
