@@ -3394,6 +3394,57 @@ START_TEST(deform_conv_op) {
 }
 END_TEST
 
+/* DeformConv's taps outside the image are never read: an empty image
+ * padded to one output position gives the bias (not a read of no pixel);
+ * an Inf pixel does not turn a position sampled wholly outside into NaN
+ * (0 x Inf); the mask multiplies the sample, so a NaN mask there is NaN. */
+START_TEST(deform_conv_outside) {
+  float w1[1] = {2}, off0[2] = {0, 0}, bias[1] = {0.5f};
+  dynq__tensor_t X0 = tf(4, (int64_t[]){1, 1, 0, 1}, NULL), W = tf(4, (int64_t[]){1, 1, 1, 1}, w1),
+                 O1 = tf(4, (int64_t[]){1, 2, 1, 1}, off0), B = tf(1, (int64_t[]){1}, bias), o;
+  const dynq__attr_t pad[] = {AI("spatial", 2), AI("pad_begin0", 1)};
+  const dynq__tensor_t *in[5] = {&X0, &W, &O1, &B, NULL};
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, pad, 2, 4, 1, in, &o), 0);
+  expect(&o, 4, (int64_t[]){1, 1, 1, 1}, (float[]){0.5f}, 0);
+  dynq__tensor_clear(&o);
+  /* X [1, 1, 2, 2] with an Inf at (0, 0); position (1, 1) sampled at
+   * (1 + 5, 1 + 5), and position (0, 1) at (0.5, 1): rows 0 and 1 of
+   * column 1 (the Inf has weight 0 there and is not a tap) */
+  float x[4] = {INFINITY, 1, 2, 3}, off[8] = {0, 0.5f, 0, 5, 0, 0, 0, 5};
+  float mk[4] = {1, 1, 1, NAN};
+  dynq__tensor_t X = tf(4, (int64_t[]){1, 1, 2, 2}, x), O = tf(4, (int64_t[]){1, 2, 2, 2}, off),
+                 M = tf(4, (int64_t[]){1, 1, 2, 2}, mk);
+  const dynq__tensor_t *in2[5] = {&X, &W, &O, &B, NULL};
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, pad, 1, 4, 1, in2, &o), 0);
+  const float *y = o.data;
+  ck_assert(isinf(y[0]) && y[0] > 0);
+  ck_assert_msg(fabsf(y[1] - (2 * 2.0f + 0.5f)) < 1e-6f, "%g", y[1]);
+  ck_assert_msg(fabsf(y[2] - (2 * 2.0f + 0.5f)) < 1e-6f, "%g", y[2]);
+  ck_assert_msg(y[3] == 0.5f, "a position outside the image: %g, not the bias", y[3]);
+  dynq__tensor_clear(&o);
+  in2[4] = &M;
+  ck_assert_int_eq(run_k(DYNQ_OP_DEFORM_CONV, pad, 1, 5, 1, in2, &o), 0);
+  y = o.data;
+  ck_assert_msg(isnan(y[3]), "a NaN mask over no pixel: %g", y[3]);
+  dynq__tensor_clear(&o);
+}
+END_TEST
+
+/* Attention with V's head size 0: Y is empty, but qk_matmul_output is
+ * [B, Hq, Sq, T] and must hold the scores (not uninitialized memory). */
+START_TEST(attention23_empty_v) {
+  float q[2] = {1, 2}, k[4] = {3, 4, 5, 6};
+  dynq__tensor_t Q = tf(4, (int64_t[]){1, 1, 1, 2}, q), K = tf(4, (int64_t[]){1, 1, 2, 2}, k),
+                 V = tf(4, (int64_t[]){1, 1, 2, 0}, NULL), o[4];
+  const dynq__attr_t sc[] = {{.name = "scale", .type = DYNQ_ATTR_FLOAT, .f = 0.5f}};
+  const dynq__tensor_t *in[3] = {&Q, &K, &V};
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, sc, 1, 3, 4, in, o), 0);
+  ck_assert(o[0].rank == 4 && o[0].dims[3] == 0);
+  expect(&o[3], 4, (int64_t[]){1, 1, 1, 2}, (float[]){5.5f, 8.5f}, 1e-6f);
+  for (int i = 0; i < 4; i++) dynq__tensor_clear(&o[i]);
+}
+END_TEST
+
 /* RotaryEmbedding by hand: one head of 4 values [1 2 3 4] turned by a
  * quarter turn (cos 0, sin 1) on pairs (1, 3) (2, 4) gives [-3 -4 1 2],
  * interleaved pairs (1, 2) (3, 4) give [-2 1 -4 3]; rotary_embedding_dim 2
@@ -4005,8 +4056,10 @@ int main(void) {
   tcase_add_test(tc, affine_grid);
   tcase_add_test(tc, col2im_op);
   tcase_add_test(tc, deform_conv_op);
+  tcase_add_test(tc, deform_conv_outside);
   tcase_add_test(tc, rotary_op);
   tcase_add_test(tc, attention23_op);
+  tcase_add_test(tc, attention23_empty_v);
   tcase_add_test(tc, convt_vs_definition);
   tcase_add_test(tc, einsum_forms);
   tcase_add_test(tc, tile_split);

@@ -839,6 +839,7 @@ static int a23_shapes(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, a23_t 
  * the new ones, [T, size] into dst. */
 static void a23_present(const a23_t *a, const float *past, const float *cur, int64_t size,
                         int64_t b, int64_t h, float *dst) {
+  if (size == 0) return; /* nothing to copy, and an empty input may have no storage */
   if (a->P > 0)
     memcpy(dst, past + ((b * a->Hkv + h) * a->P) * size, (size_t)(a->P * size) * sizeof(float));
   for (int64_t s = 0; s < a->Skv; s++) {
@@ -932,16 +933,17 @@ int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
     for (int64_t g = 0; g < a.Hkv && rc == 0; g++) {
       a23_present(&a, pk ? pk->data : NULL, in[1]->data, a.D, b, g, kh);
       a23_present(&a, pv ? pv->data : NULL, in[2]->data, a.Dv, b, g, vh);
-      if (want_pk)
+      if (want_pk && n[0] > 0)
         memcpy((float *)out[1].data + (b * a.Hkv + g) * n[0], kh, (size_t)n[0] * sizeof(float));
-      if (want_pv)
+      if (want_pv && n[1] > 0)
         memcpy((float *)out[2].data + (b * a.Hkv + g) * n[1], vh, (size_t)n[1] * sizeof(float));
       for (int64_t h = g * G; h < (g + 1) * G; h++) {
         /* Q's rows of head h: [Sq, D] with row stride ld */
         const int64_t ldq = a.rank3 ? a.Hq * a.D : a.D, ldy = a.rank3 ? a.Hq * a.Dv : a.Dv;
         const float *qh = a.rank3 ? qv + b * a.Sq * ldq + h * a.D : qv + (b * a.Hq + h) * a.Sq * a.D;
         float *yh = a.rank3 ? yv + b * a.Sq * ldy + h * a.Dv : yv + (b * a.Hq + h) * a.Sq * a.Dv;
-        if (a.Sq == 0 || a.Dv == 0) continue;
+        /* with Dv 0, Y is empty but a wanted qk_matmul_output is not */
+        if (a.Sq == 0 || (a.Dv == 0 && !want_qk)) continue;
         if (a.T == 0) { /* no keys: softmax of nothing, NaN as the reference's */
           for (int64_t i = 0; i < a.Sq; i++)
             for (int64_t d = 0; d < a.Dv; d++) yh[i * ldy + d] = NAN;
@@ -953,7 +955,7 @@ int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
         for (int64_t i = 0; i < a.Sq; i++)
           a23_row(&a, m, c->st->attn23.causal, c->st->attn23.mode, c->st->attn23.softcap, b, h,
                   i, sc + i * a.T, qk ? qk + i * a.T : NULL);
-        dynq__sgemm(0, 0, a.Sq, a.Dv, a.T, 1.0f, sc, a.T, vh, a.Dv, 0.0f, yh, ldy);
+        if (a.Dv > 0) dynq__sgemm(0, 0, a.Sq, a.Dv, a.T, 1.0f, sc, a.T, vh, a.Dv, 0.0f, yh, ldy);
         rc = dynq__op_poll(c);
       }
     }

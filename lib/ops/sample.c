@@ -641,8 +641,8 @@ int dynq__run_roipool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
  * offset's, and must be what the convolution's geometry gives.
  *
  * Per image, a chunk of output positions at a time: a table of the four
- * taps' indices and weights (mask folded in) per offset group, kernel tap
- * and position, in double and then float; the chunk's columns [C/group *
+ * taps' indices and weights (in double, then float) and the mask's value
+ * per offset group, kernel tap and position; the chunk's columns [C/group *
  * kh * kw, chunk] per group; one FP32 GEMM with the group's weights.  The
  * weights are not quantized: the columns are a bilinear resampling the
  * request's offsets decide, not a view of the input.
@@ -676,15 +676,21 @@ int dynq__check_deform(const dynq__graph_t *g, const dynq__node_t *n, char *err,
 #define DEFORM_CHUNK 256
 
 typedef struct deform_tap {
-  int64_t i[4];
-  float w[4];
+  int64_t i[4];  /* pixel indices (0 for a tap outside the image) */
+  float w[4];    /* bilinear weights (0 outside) */
+  float m;       /* the mask's value, 1 without one */
+  uint32_t in;   /* bit k: tap k is inside the image */
 } deform_tap_t;
 
-/* Bilinear taps at (y, x) of an h x w image, each weight times m; taps
- * outside the image (and every tap of a position that is not finite) get
- * weight 0 and index 0. */
-static void deform_taps(double y, double x, int64_t h, int64_t w, double m, deform_tap_t *t) {
+/* Bilinear taps at (y, x) of an h x w image, and the mask's m.  Taps
+ * outside the image (every tap of a position that is not finite) have
+ * index 0, weight 0 and their bit clear: they must add 0, as the
+ * reference's zeros padding, even where 0 times an Inf or NaN pixel
+ * would be NaN (deform_gather).  The mask multiplies the sample, as the
+ * reference's, so a NaN or Inf mask over no pixel still gives NaN. */
+static void deform_taps(double y, double x, int64_t h, int64_t w, float m, deform_tap_t *t) {
   memset(t, 0, sizeof(*t));
+  t->m = m;
   if (!(y > -1.0 && y < (double)h && x > -1.0 && x < (double)w)) return;
   double y0 = floor(y), x0 = floor(x), ly = y - y0, lx = x - x0;
   const double wt[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
@@ -692,7 +698,33 @@ static void deform_taps(double y, double x, int64_t h, int64_t w, double m, defo
     int64_t yy = (int64_t)y0 + (k >> 1), xx = (int64_t)x0 + (k & 1);
     if (yy < 0 || yy >= h || xx < 0 || xx >= w) continue;
     t->i[k] = yy * w + xx;
-    t->w[k] = (float)(wt[k] * m);
+    t->w[k] = (float)wt[k];
+    t->in |= 1u << k;
+  }
+}
+
+/* One column row: the samples of pc positions of one image plane.  A
+ * tap outside the image loads pixel 0 with weight 0: exact while that
+ * pixel is finite, so only a plane whose pixel 0 is Inf or NaN takes the
+ * path that drops such taps (plane 0, an empty image, has nothing to
+ * load: each sample is 0 times the mask). */
+static void deform_gather(const float *img, int64_t plane, const deform_tap_t *tt, int64_t pc,
+                          float *row) {
+  if (plane == 0) {
+    for (int64_t q = 0; q < pc; q++) row[q] = 0.0f * tt[q].m;
+  } else if (isfinite(img[0])) {
+    for (int64_t q = 0; q < pc; q++) {
+      const deform_tap_t *p = &tt[q];
+      row[q] = (p->w[0] * img[p->i[0]] + p->w[1] * img[p->i[1]] + p->w[2] * img[p->i[2]] +
+                p->w[3] * img[p->i[3]]) * p->m;
+    }
+  } else {
+    for (int64_t q = 0; q < pc; q++) {
+      const deform_tap_t *p = &tt[q];
+      float v[4];
+      for (int k = 0; k < 4; k++) v[k] = p->in & (1u << k) ? img[p->i[k]] : 0.0f;
+      row[q] = (p->w[0] * v[0] + p->w[1] * v[1] + p->w[2] * v[2] + p->w[3] * v[3]) * p->m;
+    }
   }
 }
 
@@ -783,21 +815,16 @@ int dynq__run_deform(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
                         (double)dy[q];
             double xx = (double)(px * a->strides[1] - a->pad_begin[1] + j * a->dilations[1]) +
                         (double)dx[q];
-            deform_taps(yy, xx, H, Wd, m ? (double)m[q] : 1.0, &tt[q]);
+            deform_taps(yy, xx, H, Wd, m ? m[q] : 1.0f, &tt[q]);
           }
         }
       for (int64_t gi = 0; gi < G; gi++) {
         for (int64_t cl = 0; cl < Cg; cl++) {
           const int64_t ch = gi * Cg + cl;
-          const float *img = X + (n * C + ch) * plane;
+          const float *img = plane > 0 ? X + (n * C + ch) * plane : NULL; /* X may have none */
           const deform_tap_t *tg = tab + (ch / cpo) * kk * chunk;
-          for (int64_t t = 0; t < kk; t++) {
-            float *row = col + (cl * kk + t) * pc;
-            const deform_tap_t *tt = tg + t * chunk;
-            for (int64_t q = 0; q < pc; q++)
-              row[q] = tt[q].w[0] * img[tt[q].i[0]] + tt[q].w[1] * img[tt[q].i[1]] +
-                       tt[q].w[2] * img[tt[q].i[2]] + tt[q].w[3] * img[tt[q].i[3]];
-          }
+          for (int64_t t = 0; t < kk; t++)
+            deform_gather(img, plane, tg + t * chunk, pc, col + (cl * kk + t) * pc);
         }
         float *yg = Y + (n * oC + gi * ocg) * P + p0;
         if (Cg * kk > 0)
