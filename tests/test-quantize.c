@@ -1145,9 +1145,9 @@ END_TEST
  * broadcast (one shorter than the keys), is_causal with and without past
  * keys, present_key / present_value, scale, softcap, the four
  * qk_matmul_output modes; every output against the script's float64
- * attention.  ONNX Runtime 1.30 agrees within 3.6e-7 except where it
- * departs from the opset 23/24 text (softcap before the mask, a short
- * mask refused: tests/fixtures/README.md). */
+ * attention (softcap before the mask, as ONNX Runtime).  ONNX Runtime
+ * 1.30 agrees within 3.6e-7 except that it refuses a mask shorter than
+ * the keys (tests/fixtures/README.md). */
 START_TEST(test_attention23) {
   char *p = fixture("attention23_cases.txt");
   size_t nb = 0;

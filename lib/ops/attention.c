@@ -687,11 +687,14 @@ int dynq__run_rotary(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__t
  * h / (Hq / Hkv) (GQA's contiguous groups; MQA: Hkv 1).  Per query row:
  *
  *   s = scale * q . k           (qk_matmul_output mode 0)
- *   s += mask + causal          (mode 1)
- *   s = softcap * tanh(s / softcap) when softcap > 0   (mode 2)
+ *   s = softcap * tanh(s / softcap) when softcap > 0   (mode 1)
+ *   s += mask + causal          (mode 2)
  *   p = softmax(s)              (mode 3);  y = p . V
  *
- * the order of the opset 23/24 text (mask, then softcap).  The mask
+ * softcap before the mask, as ONNX Runtime 1.30 computes it (its
+ * qk_matmul_output modes 1 and 2 in this order) and ONNX's newer
+ * reference: the opset 23/24 text adds the mask first, which turns a
+ * masked -inf into -softcap and gives masked and future keys weight.  The mask
  * (float: added; uint8, the importer's bool: nonzero takes part, zero is
  * -inf) broadcasts to [B, Hq, Sq, T] from rank 1 to 4; a last axis
  * shorter than T is padded with -inf (false), as ONNX's reference does,
@@ -850,12 +853,15 @@ static void a23_present(const a23_t *a, const float *past, const float *cur, int
 }
 
 /* One score row (T values of query row i of head h in batch b) through
- * the mask, the causal rule, softcap and the softmax, in place; the
+ * softcap, the mask, the causal rule and the softmax, in place; the
  * mode's stage into qk (NULL: not wanted). */
 static void a23_row(const a23_t *a, const dynq__tensor_t *m, int causal, int mode, float cap,
                     int64_t b, int64_t h, int64_t i, float *s, float *qk) {
   const int64_t T = a->T;
   if (qk != NULL && mode == 0) memcpy(qk, s, (size_t)T * sizeof(float));
+  if (cap > 0.0f)
+    for (int64_t j = 0; j < T; j++) s[j] = (float)((double)cap * tanh((double)s[j] / cap));
+  if (qk != NULL && mode == 1) memcpy(qk, s, (size_t)T * sizeof(float));
   if (m != NULL) {
     const int64_t L = a->mdims[3];
     const int64_t off = (a->mdims[0] == 1 ? 0 : b) * a->mst[0] +
@@ -872,9 +878,6 @@ static void a23_row(const a23_t *a, const dynq__tensor_t *m, int causal, int mod
   }
   if (causal)
     for (int64_t j = i + a->P + 1; j < T; j++) s[j] = -INFINITY;
-  if (qk != NULL && mode == 1) memcpy(qk, s, (size_t)T * sizeof(float));
-  if (cap > 0.0f)
-    for (int64_t j = 0; j < T; j++) s[j] = (float)((double)cap * tanh((double)s[j] / cap));
   if (qk != NULL && mode == 2) memcpy(qk, s, (size_t)T * sizeof(float));
   /* the softmax, vectorized as Softmax's: a row all -inf gives NaN
    * (-inf - -inf), as the reference's; a NaN anywhere spreads over the
