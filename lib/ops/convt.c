@@ -82,7 +82,8 @@ int dynq__check_convt(const dynq__graph_t *g, const dynq__node_t *n, char *err, 
   if ((rc = check_geometry(n, &a, err, errlen)) != 0) return rc;
   for (int ax = 0; ax < a.spatial; ax++) {
     DYNQ_OP_CHECK(a.kernel[ax] >= 0 && a.kernel[ax] <= 65536,
-                  "kernel_shape %lld on axis %d outside [1, 65536]", (long long)a.kernel[ax], ax);
+                  "kernel_shape %lld on axis %d outside [0 (from W), 65536]",
+                  (long long)a.kernel[ax], ax);
     /* ONNX: output_padding below the stride or the dilation */
     DYNQ_OP_CHECK(a.output_padding[ax] >= 0 &&
                       (a.output_padding[ax] < a.strides[ax] || a.output_padding[ax] < a.dilations[ax]),

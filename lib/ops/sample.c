@@ -666,7 +666,8 @@ int dynq__check_deform(const dynq__graph_t *g, const dynq__node_t *n, char *err,
                       a.pad_end[ax] <= 65536,
                   "pads on axis %d outside [0, 65536]", ax);
     DYNQ_OP_CHECK(a.kernel[ax] >= 0 && a.kernel[ax] <= 65536,
-                  "kernel_shape %lld on axis %d outside [1, 65536]", (long long)a.kernel[ax], ax);
+                  "kernel_shape %lld on axis %d outside [0 (from W), 65536]",
+                  (long long)a.kernel[ax], ax);
   }
   return 0;
 }
