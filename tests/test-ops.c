@@ -3596,9 +3596,16 @@ START_TEST(attention23_op) {
   const int64_t saved = g_max_bytes;
   g_max_bytes = 16384;
   ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 3, 1, bin, o), DYNQ_ELIMIT);
-  g_max_bytes = saved;
-  ck_assert_msg(strstr(err, "node 't' (Attention): the present key of a head"), "%s", err);
+  ck_assert_msg(strstr(err, "node 't' (Attention): a head's present key, value and scores"),
+                "%s", err);
   ck_assert_ptr_null(o[0].data);
+  /* 1500 keys: K 12 KB, V and the scores 6 KB each, every part under the
+   * 16 KB cap but the head's block of them over it */
+  dynq__tensor_t KM = tf(4, (int64_t[]){1, 1, 1500, 2}, big), VM = tf(4, (int64_t[]){1, 1, 1500, 1}, big);
+  bin[1] = &KM, bin[2] = &VM;
+  ck_assert_int_eq(run_k(DYNQ_OP_ATTENTION23, NULL, 0, 3, 1, bin, o), DYNQ_ELIMIT);
+  ck_assert_msg(strstr(err, "of 6000 elements (24000 bytes) is over the limit"), "%s", err);
+  g_max_bytes = saved;
   ck_assert_int_eq(check_node(DYNQ_OP_ATTENTION23, (dynq__attr_t[]){AI("qk_matmul_output_mode", 7)},
                               1), DYNQ_EGRAPH);
   ck_assert_int_eq(check_node(DYNQ_OP_ATTENTION23,

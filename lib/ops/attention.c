@@ -903,19 +903,22 @@ int dynq__run_attention23(dynq__op_ctx_t *c, const dynq__tensor_t *const *in,
                  qd[4] = {a.B, a.Hq, a.Sq, a.T};
   if (a.rank3) yd[0] = a.B, yd[1] = a.Sq, yd[2] = a.Hq * a.Dv;
   else yd[0] = a.B, yd[1] = a.Hq, yd[2] = a.Sq, yd[3] = a.Dv;
-  /* scratch: one head's present K and V, the scores of its rows and a
-   * double row; all sized from inputs, so checked against the cap */
-  const int64_t sz[4][2] = {{a.T, a.D}, {a.T, a.Dv}, {a.Sq, a.T}, {a.T, 2}};
-  static const char *const what[4] = {"the present key of a head", "the present value of a head",
-                                      "the scores of a head", "a score row"};
-  int64_t n[4];
-  for (int k = 0; k < 4; k++) {
+  /* scratch: one head's present K and V and the scores of its rows, in
+   * one block; sized from inputs, so the block is checked against the cap
+   * (each part is under 2^31 elements: their sum fits) */
+  const int64_t sz[3][2] = {{a.T, a.D}, {a.T, a.Dv}, {a.Sq, a.T}};
+  static const char *const what[3] = {"the present key of a head", "the present value of a head",
+                                      "the scores of a head"};
+  int64_t n[3];
+  for (int k = 0; k < 3; k++) {
     n[k] = dynq__shape_numel(2, sz[k]);
     if (n[k] < 0)
       return dynq__op_fail(c, DYNQ_ELIMIT, "%s ([%lld, %lld]) is too large", what[k],
                            (long long)sz[k][0], (long long)sz[k][1]);
-    if ((rc = dynq__op_check_bytes(c, n[k], 4, what[k]))) return rc;
   }
+  if ((rc = dynq__op_check_bytes(c, n[0] + n[1] + n[2], 4,
+                                 "a head's present key, value and scores")))
+    return rc;
   if ((rc = dynq__op_alloc(c, &out[0], DYNQ_DT_F32, a.rank3 ? 3 : 4, yd, 0))) return rc;
   if ((want_pk && (rc = dynq__op_alloc(c, &out[1], DYNQ_DT_F32, 4, kd, 0))) ||
       (want_pv && (rc = dynq__op_alloc(c, &out[2], DYNQ_DT_F32, 4, vd, 0))) ||
