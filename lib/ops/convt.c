@@ -53,10 +53,10 @@ int dynq__prep_convt(const dynq__graph_t *g, const dynq__node_t *n, dynq__opstat
   return 0;
 }
 
-/* The strides, dilations and pads of a.spatial axes (ConvTranspose's and
- * Col2Im's). */
-static int check_geometry(const dynq__node_t *n, const dynq__convt_attrs_t *a, char *err,
-                          size_t errlen) {
+/* The strides, dilations and pads of a.spatial axes (ConvTranspose's,
+ * Col2Im's and DeformConv's). */
+int dynq__convt_check_geometry(const dynq__node_t *n, const dynq__convt_attrs_t *a, char *err,
+                               size_t errlen) {
   for (int ax = 0; ax < a->spatial; ax++) {
     DYNQ_OP_CHECK(a->strides[ax] >= 1 && a->strides[ax] <= 65536 && a->dilations[ax] >= 1 &&
                       a->dilations[ax] <= 65536,
@@ -79,7 +79,7 @@ int dynq__check_convt(const dynq__graph_t *g, const dynq__node_t *n, char *err, 
   DYNQ_OP_CHECK(a.group >= 1 && a.group <= 65536, "group %lld outside [1, 65536]",
                 (long long)a.group);
   int rc;
-  if ((rc = check_geometry(n, &a, err, errlen)) != 0) return rc;
+  if ((rc = dynq__convt_check_geometry(n, &a, err, errlen)) != 0) return rc;
   for (int ax = 0; ax < a.spatial; ax++) {
     DYNQ_OP_CHECK(a.kernel[ax] >= 0 && a.kernel[ax] <= 65536,
                   "kernel_shape %lld on axis %d outside [0 (from W), 65536]",
@@ -238,7 +238,7 @@ int dynq__check_col2im(const dynq__graph_t *g, const dynq__node_t *n, char *err,
   convt_attrs(n, &a);
   DYNQ_OP_CHECK(a.spatial >= 1 && a.spatial <= 3, "%d spatial axes (1, 2 or 3 supported)",
                 a.spatial);
-  return check_geometry(n, &a, err, errlen);
+  return dynq__convt_check_geometry(n, &a, err, errlen);
 }
 
 int dynq__run_col2im(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__tensor_t *out) {

@@ -95,6 +95,11 @@ typedef struct dynq__convt_attrs {
   int64_t kernel[3], strides[3], dilations[3], pad_begin[3], pad_end[3];
   int64_t output_padding[3], output_shape[3];
 } dynq__convt_attrs_t;
+/* Load-time check of a's strides, dilations and pads on its a->spatial
+ * axes (convt.c; ConvTranspose, Col2Im, DeformConv): 0, or DYNQ_EGRAPH
+ * naming the node in err. */
+int dynq__convt_check_geometry(const dynq__node_t *n, const dynq__convt_attrs_t *a, char *err,
+                               size_t errlen);
 
 /* Resize (resize.c): the string attributes as codes, parsed at load. */
 enum { DYNQ_RESIZE_NEAREST, DYNQ_RESIZE_LINEAR, DYNQ_RESIZE_CUBIC };

@@ -648,7 +648,6 @@ int dynq__run_roipool(dynq__op_ctx_t *c, const dynq__tensor_t *const *in, dynq__
  * request's offsets decide, not a view of the input.
  */
 int dynq__check_deform(const dynq__graph_t *g, const dynq__node_t *n, char *err, size_t errlen) {
-  (void)g;
   dynq__opstate_t st;
   dynq__prep_convt(g, n, &st, err, errlen);
   const dynq__convt_attrs_t a = st.convt;
@@ -657,14 +656,9 @@ int dynq__check_deform(const dynq__graph_t *g, const dynq__node_t *n, char *err,
   DYNQ_OP_CHECK(a.group >= 1 && a.group <= 65536 && og >= 1 && og <= 65536,
                 "group %lld / offset_group %lld outside [1, 65536]", (long long)a.group,
                 (long long)og);
+  int rc;
+  if ((rc = dynq__convt_check_geometry(n, &a, err, errlen)) != 0) return rc;
   for (int ax = 0; ax < 2; ax++) {
-    DYNQ_OP_CHECK(a.strides[ax] >= 1 && a.strides[ax] <= 65536 && a.dilations[ax] >= 1 &&
-                      a.dilations[ax] <= 65536,
-                  "stride %lld / dilation %lld on axis %d outside [1, 65536]",
-                  (long long)a.strides[ax], (long long)a.dilations[ax], ax);
-    DYNQ_OP_CHECK(a.pad_begin[ax] >= 0 && a.pad_end[ax] >= 0 && a.pad_begin[ax] <= 65536 &&
-                      a.pad_end[ax] <= 65536,
-                  "pads on axis %d outside [0, 65536]", ax);
     DYNQ_OP_CHECK(a.kernel[ax] >= 0 && a.kernel[ax] <= 65536,
                   "kernel_shape %lld on axis %d outside [0 (from W), 65536]",
                   (long long)a.kernel[ax], ax);
