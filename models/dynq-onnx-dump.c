@@ -72,9 +72,7 @@ int main(int argc, char **argv) {
   /* float16, bfloat16 and float64 come out as float32, as the importer
    * widens them */
   if (dynq__imp_dtype_from_onnx(t->data_type) == DYNQ_DT_INVALID &&
-      t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 &&
-      t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 &&
-      t->data_type != ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE) {
+      !dynq__imp_dtype_widened(t->data_type)) {
     fprintf(stderr, "dynq-onnx-dump: %s: dtype %s is not supported\n", argv[2],
             dynq__imp_onnx_dtype_name(t->data_type));
     rc = 3;

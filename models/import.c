@@ -431,6 +431,12 @@ dynq_dtype_t dynq__imp_dtype_from_onnx(int32_t t) {
   }
 }
 
+int dynq__imp_dtype_widened(int32_t t) {
+  return t == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
+         t == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 ||
+         t == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE;
+}
+
 const char *dynq__imp_onnx_dtype_name(int32_t t) {
   static const char *const names[] = {
       "UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64",
@@ -710,9 +716,7 @@ static int32_t import_widened(dynq__builder_t *b, const Onnx__TensorProto *t, co
 
 int32_t dynq__imp_import_tensor(dynq__builder_t *b, const Onnx__TensorProto *t, const char *name,
                              const char *what) {
-  if ((t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16 ||
-       t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16 ||
-       t->data_type == ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE) && t->segment == NULL)
+  if (dynq__imp_dtype_widened(t->data_type) && t->segment == NULL)
     return import_widened(b, t, name, what);
   int external =
       t->has_data_location && t->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;

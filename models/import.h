@@ -277,6 +277,9 @@ static inline int8_t dynq__imp_q8(float x) {
 /* ---- ONNX helpers ---- */
 
 dynq_dtype_t dynq__imp_dtype_from_onnx(int32_t t); /* BOOL -> U8; INVALID otherwise */
+/* 1 for the ONNX dtypes the importer widens to float32 (float16,
+ * bfloat16, float64), else 0. */
+int dynq__imp_dtype_widened(int32_t t);
 const char *dynq__imp_onnx_dtype_name(int32_t t);
 /* Read a whole file (bounded); error printed on failure. */
 int dynq__imp_read_file(const char *path, uint8_t **ret_buf, size_t *ret_n);
